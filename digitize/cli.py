@@ -1,0 +1,132 @@
+"""Command line: ``digitize run|watch|batch|cases|search|show|get|verify|separator|config``.
+
+Every failure a user can cause ends as one line on stderr (``digitize: ...``) and the exit code
+of its :class:`~digitize.errors.DigitizeError` class; never a traceback (``-v -v`` shows one for
+unexpected internal errors only).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .config import load_settings, settings_as_dict
+from .errors import BadArgsError, DigitizeError, ExitCode
+
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0  success                      6  OCR failed or timed out
+  1  bad arguments                8  encrypted PDF
+  2  bad input file               9  invalid configuration
+  3  missing dependency          10  storage/index unavailable
+  4  output failed PDF/A check   11  fixity check failed
+  5  cannot read/write a file    12  case or document not found
+"""
+
+log = logging.getLogger("digitize")
+
+
+def _setup_logging(verbosity: int) -> None:
+    level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+    logging.basicConfig(level=level, format="digitize: %(levelname)s: %(message)s", stream=sys.stderr, force=True)
+
+
+@click.group(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="digitize")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="DIGITIZE_CONFIG",
+              help="TOML settings file (default ./digitize.toml if present).")
+@click.option("-v", "--verbose", count=True, help="More output (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors.")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, verbose: int, quiet: bool) -> None:
+    """Turn scanned dossiers into searchable PDF/A-2b e-dossiers, stored and indexed by case ID."""
+    _setup_logging(-1 if quiet else verbose)
+    ctx.obj = load_settings(config_path)
+    ctx.meta["verbose"] = verbose
+
+
+@cli.group("config")
+def config_group() -> None:
+    """Inspect settings."""
+
+
+@config_group.command("show")
+@click.pass_obj
+def config_show(settings) -> None:
+    """Print the effective settings (defaults < file < environment), secrets masked."""
+    click.echo(json.dumps(settings_as_dict(settings), indent=2, ensure_ascii=False))
+
+
+@cli.command("run", epilog="""\b
+Examples:
+  digitize run scan.pdf out.pdf
+  digitize run page.tif out.pdf --sidecar out.txt --report out.json
+  digitize run fax.tiff out.pdf --lang vie --jobs 2 -v
+""")
+@click.argument("input_path", metavar="INPUT", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("output_path", metavar="OUTPUT.pdf", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-l", "--lang", default=None, help="Tesseract languages (default vie+eng).")
+@click.option("--sidecar", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the OCR text here, pages separated by form feed.")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the JSON report (hashes, per-page orientation/skew/dpi/confidence, timings).")
+@click.option("-j", "--jobs", type=click.IntRange(1, 256), default=None, help="Pages processed in parallel.")
+@click.option("--ocr-timeout", type=click.FloatRange(0.001), default=None, help="Seconds per page before OCR is abandoned.")
+@click.option("--no-validate", is_flag=True, help="Skip the veraPDF check of the output.")
+@click.pass_obj
+def run_cmd(settings, input_path: Path, output_path: Path, lang, sidecar, report, jobs, ocr_timeout, no_validate) -> None:
+    """Convert INPUT (PDF, TIFF, JPEG, PNG) to a searchable PDF/A-2b at OUTPUT.pdf."""
+    from .convert import ConvertOptions, convert_file
+
+    opts = ConvertOptions.from_settings(settings.convert, language=lang, jobs=jobs, ocr_timeout=ocr_timeout,
+                                        validate=False if no_validate else None)
+    result = convert_file(input_path, output_path, opts, sidecar=sidecar, report=report)
+    log.info("%s: %d pages, mean OCR confidence %.1f, %.1f s", output_path, result.page_count,
+             result.mean_confidence, result.timings.get("total", 0.0))
+
+
+def _register_optional_commands() -> None:
+    """Storage and pipeline commands live beside their code; the CLI just mounts them."""
+    from pipelines.cli import COMMANDS as pipeline_commands
+    from storage.cli import COMMANDS as storage_commands
+
+    for command in (*storage_commands, *pipeline_commands):
+        cli.add_command(command)
+
+
+_register_optional_commands()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run click without its own exit handling so every error is one line."""
+    try:
+        cli.main(args=argv, prog_name="digitize", standalone_mode=False)
+        return ExitCode.ok
+    except DigitizeError as e:
+        click.echo(f"digitize: {e}", err=True)
+        return int(e.exit_code)
+    except click.exceptions.Exit as e:
+        return int(e.exit_code)
+    except click.Abort:
+        click.echo("digitize: interrupted", err=True)
+        return int(ExitCode.interrupted)
+    except click.ClickException as e:
+        click.echo(f"digitize: {e.format_message()}", err=True)
+        return int(BadArgsError.exit_code) if e.exit_code != 0 else 0
+    except KeyboardInterrupt:
+        click.echo("digitize: interrupted", err=True)
+        return int(ExitCode.interrupted)
+    except Exception as e:  # noqa: BLE001 - last resort: still one line
+        if logging.getLogger().isEnabledFor(logging.DEBUG):
+            raise
+        click.echo(f"digitize: internal error: {type(e).__name__}: {' '.join(str(e).split())}", err=True)
+        return 15
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""Settings: built-in defaults < TOML file < environment variables < command-line options.
+
+One TOML file (``--config FILE`` or ``$DIGITIZE_CONFIG`` or ``./digitize.toml``) with sections
+``[convert]``, ``[store]``, ``[index]``, ``[watch]``, ``[batch]``; any key can be overridden by
+``DIGITIZE_<SECTION>_<KEY>`` (e.g. ``DIGITIZE_STORE_URL``, ``DIGITIZE_INDEX_DSN``).
+The embedded defaults (a folder object store and a SQLite index under ``data_dir``) need no server.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import urlsplit, urlunsplit
+
+from .errors import ConfigError
+
+ENV_PREFIX = "DIGITIZE_"
+SECRET_KEYS = {"secret_key", "access_key", "password"}
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "digitize"
+
+
+@dataclass
+class ConvertSettings:
+    language: str = "vie+eng"
+    jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
+    ocr_timeout: float = 180.0  # seconds per page before Tesseract is killed
+    default_dpi: float = 300.0  # used when an image has no DPI and matches no paper size
+    max_pixels: int = 250_000_000  # per page; larger is refused as a decompression bomb
+    jpeg_quality: int = 85
+    validate: bool = True  # run veraPDF on each output when it is installed
+
+
+@dataclass
+class StoreSettings:
+    url: str = ""  # "" = folder under data_dir; file:///path; s3://host:port/bucket (http) or s3s:// (https)
+    access_key: str = ""
+    secret_key: str = ""
+    region: str = ""
+    worm_retention_days: int = 0  # >0: bucket created with object lock, COMPLIANCE retention
+    retries: int = 5
+    part_size: int = 16 * 1024 * 1024
+
+
+@dataclass
+class IndexSettings:
+    dsn: str = ""  # "" = SQLite file under data_dir; sqlite:///path or postgresql://...
+
+
+@dataclass
+class WatchSettings:
+    inbox: str = ""
+    poll: float = 0.0  # >0: poll every N seconds (SMB/NFS shares give no inotify)
+    rescan: float = 60.0  # periodic rescan for missed events
+    stable_seconds: float = 5.0  # size and mtime unchanged this long before a file is taken
+    on_success: str = "move"  # move to done/ or delete
+    done_dir: str = ""  # default INBOX/done
+    failed_dir: str = ""  # default INBOX/failed
+
+
+@dataclass
+class BatchSettings:
+    jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
+    report: str = ""
+
+
+@dataclass
+class Settings:
+    data_dir: str = field(default_factory=lambda: str(default_data_dir()))
+    convert: ConvertSettings = field(default_factory=ConvertSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    index: IndexSettings = field(default_factory=IndexSettings)
+    watch: WatchSettings = field(default_factory=WatchSettings)
+    batch: BatchSettings = field(default_factory=BatchSettings)
+    source: str = "defaults"  # where the settings came from, for `config show`
+
+    @property
+    def store_url(self) -> str:
+        return self.store.url or (Path(self.data_dir) / "objects").as_uri()
+
+    @property
+    def index_dsn(self) -> str:
+        return self.index.dsn or "sqlite:///" + str(Path(self.data_dir) / "index.sqlite3")
+
+
+_SECTIONS = ("convert", "store", "index", "watch", "batch")
+
+
+def _coerce(value: Any, current: Any, where: str) -> Any:
+    try:
+        if isinstance(current, bool):
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in {"1", "true", "yes", "on"}:
+                return True
+            if text in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(value)
+        if isinstance(current, int):
+            return int(value)
+        if isinstance(current, float):
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: {value!r} is not a valid {type(current).__name__}") from None
+
+
+def _apply(settings: Settings, data: Mapping[str, Any], origin: str) -> None:
+    for key, value in data.items():
+        if key in _SECTIONS:
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{origin}: [{key}] must be a table")
+            section = getattr(settings, key)
+            for sub, subval in value.items():
+                if not hasattr(section, sub):
+                    raise ConfigError(f"{origin}: unknown setting {key}.{sub}")
+                setattr(section, sub, _coerce(subval, getattr(section, sub), f"{origin}: {key}.{sub}"))
+        elif key == "data_dir":
+            settings.data_dir = str(value)
+        else:
+            raise ConfigError(f"{origin}: unknown setting {key}")
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+            continue
+        rest = name[len(ENV_PREFIX):].lower()
+        if rest == "data_dir":
+            out["data_dir"] = value
+            continue
+        section, _, key = rest.partition("_")
+        if section in _SECTIONS and key:
+            out.setdefault(section, {})[key] = value
+    return out
+
+
+def load_settings(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    settings = Settings()
+    origins = ["defaults"]
+    candidate = path or env.get(ENV_PREFIX + "CONFIG")
+    if candidate is None and Path("digitize.toml").is_file():
+        candidate = "digitize.toml"
+    if candidate:
+        p = Path(candidate)
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {p}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"config file {p} is not valid TOML: {e}") from None
+        _apply(settings, data, str(p))
+        origins.append(str(p))
+    env_data = _from_env(env)
+    if env_data:
+        _apply(settings, env_data, "environment")
+        origins.append("environment")
+    settings.source = " < ".join(origins)
+    return settings
+
+
+def mask_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def settings_as_dict(settings: Settings, masked: bool = True) -> dict[str, Any]:
+    """Effective settings for ``digitize config show``; secrets and DSN passwords masked."""
+    data = dataclasses.asdict(settings)
+    data["effective_store_url"] = settings.store_url
+    data["effective_index_dsn"] = settings.index_dsn
+    if masked:
+        for section in data.values():
+            if isinstance(section, dict):
+                for k in list(section):
+                    if k in SECRET_KEYS and section[k]:
+                        section[k] = "***"
+        data["index"]["dsn"] = mask_url(data["index"]["dsn"])
+        data["effective_index_dsn"] = mask_url(data["effective_index_dsn"])
+        data["store"]["url"] = mask_url(data["store"]["url"])
+    return data

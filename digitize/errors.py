@@ -1,0 +1,97 @@
+"""One exception hierarchy; each class carries the process exit code the CLI returns.
+
+Every error a user can cause or meet is one of these, so the CLI prints exactly one line
+(``digitize: <message>``) and exits with the class's code instead of showing a traceback.
+The codes are documented in the README and in ``digitize --help``.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    ok = 0
+    bad_args = 1  # wrong command-line use (click also uses 2 for usage errors)
+    input_file = 2  # input is corrupt, truncated, empty, unsupported, too large
+    missing_dependency = 3  # tesseract, poppler, java/veraPDF missing
+    invalid_output = 4  # output failed PDF/A validation
+    file_access = 5  # cannot read input / write output
+    ocr_failed = 6  # tesseract crashed or timed out
+    encrypted_pdf = 8
+    invalid_config = 9
+    storage = 10  # object store or index unavailable / refused
+    verification = 11  # fixity check found missing or corrupt objects
+    not_found = 12  # case or document not found
+    interrupted = 130
+
+
+class DigitizeError(Exception):
+    """Base class: ``str(err)`` is the one line shown to the user."""
+
+    exit_code: ExitCode = ExitCode.input_file
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))  # one line, always
+
+
+class BadArgsError(DigitizeError):
+    exit_code = ExitCode.bad_args
+
+
+class InputError(DigitizeError):
+    """The input file cannot be turned into pages (corrupt, truncated, empty, unsupported)."""
+
+    exit_code = ExitCode.input_file
+
+
+class UnsupportedInputError(InputError):
+    pass
+
+
+class InputTooLargeError(InputError):
+    """Absurd pixel counts or decompression bombs: refused before decoding."""
+
+
+class EncryptedPdfError(InputError):
+    exit_code = ExitCode.encrypted_pdf
+
+
+class MissingDependencyError(DigitizeError):
+    exit_code = ExitCode.missing_dependency
+
+
+class OcrError(DigitizeError):
+    exit_code = ExitCode.ocr_failed
+
+
+class OcrTimeoutError(OcrError):
+    pass
+
+
+class OutputValidationError(DigitizeError):
+    """veraPDF (or our own checks) rejected an output: it is never left at OUTPUT."""
+
+    exit_code = ExitCode.invalid_output
+
+
+class FileAccessError(DigitizeError):
+    exit_code = ExitCode.file_access
+
+
+class ConfigError(DigitizeError):
+    exit_code = ExitCode.invalid_config
+
+
+class StorageError(DigitizeError):
+    """Object store or index failed after bounded retries."""
+
+    exit_code = ExitCode.storage
+
+
+class VerificationError(DigitizeError):
+    exit_code = ExitCode.verification
+
+
+class NotFoundError(DigitizeError):
+    exit_code = ExitCode.not_found

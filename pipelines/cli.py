@@ -1,0 +1,3 @@
+"""Pipeline commands mounted on the main CLI."""
+
+COMMANDS: list = []

@@ -1,0 +1,3 @@
+"""Storage commands mounted on the main CLI."""
+
+COMMANDS: list = []
