@@ -1,0 +1,75 @@
+"""Object keys: immutable, readable, safe. Pure functions, no I/O.
+
+A document lives under ``<case ID or _unmatched>/<sequence>/`` and each object name carries the first
+16 hex digits of its own SHA-256, so a key never has to be reused for different bytes:
+``000.00.31.H56-241015-0027/0003/pdfa-3f2a9c0d11e4b7a8.pdf``. Titles and file names never reach a key:
+only the validated case ID, the sequence number, a fixed role word, the hash and a vetted extension.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from digitize.errors import BadArgsError
+from digitize.identifiers import normalize_case_id
+
+UNMATCHED = "_unmatched"
+HASH_CHARS = 16
+_SAFE_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*")
+_EXTENSION = re.compile(r"\.([A-Za-z0-9]{1,5})$")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class DocumentKeys:
+    original: str
+    pdfa: str
+    meta: str
+
+    def all(self) -> tuple[str, str, str]:
+        return (self.original, self.pdfa, self.meta)
+
+
+def check_key(key: str) -> str:
+    """Refuse anything that could escape a folder or confuse a server: no ``..``, no odd characters."""
+    if not _SAFE_KEY.fullmatch(key) or any(part in {".", ".."} for part in key.split("/")) or ".." in key:
+        raise BadArgsError(f"unsafe object key {key!r}")
+    return key
+
+
+def check_sha256(digest: str) -> str:
+    if not _SHA256.fullmatch(digest):
+        raise BadArgsError(f"not a lower-case hex SHA-256: {digest!r}")
+    return digest
+
+
+def original_extension(source_name: str) -> str:
+    """``Hồ sơ.PDF`` -> ``pdf``; anything odd -> ``bin``. Only the extension of a name is ever used."""
+    m = _EXTENSION.search(source_name.strip())
+    return m.group(1).lower() if m else "bin"
+
+
+def document_prefix(case_id: str | None, sequence: int) -> str:
+    if sequence < 1:
+        raise BadArgsError(f"document sequence must be 1 or more, not {sequence}")
+    folder = normalize_case_id(case_id) if case_id else UNMATCHED
+    return check_key(f"{folder}/{sequence:04d}")
+
+
+def object_key(prefix: str, role: str, sha256: str, extension: str) -> str:
+    return check_key(f"{prefix}/{role}-{check_sha256(sha256)[:HASH_CHARS]}.{extension}")
+
+
+def document_keys(case_id: str | None, sequence: int, source_name: str,
+                  original_sha256: str, pdfa_sha256: str, meta_sha256: str) -> DocumentKeys:
+    prefix = document_prefix(case_id, sequence)
+    return DocumentKeys(
+        original=object_key(prefix, "original", original_sha256, original_extension(source_name)),
+        pdfa=object_key(prefix, "pdfa", pdfa_sha256, "pdf"),
+        meta=object_key(prefix, "meta", meta_sha256, "json"),
+    )
+
+
+def case_prefix(case_id: str) -> str:
+    return normalize_case_id(case_id) + "/"

@@ -1,0 +1,331 @@
+"""Object store: one interface, a local folder (embedded default) and S3 through the ``minio`` client.
+
+Both backends give the same guarantees, enforced once in :class:`ObjectStore.put`:
+
+* a key is never overwritten: if it exists with the same SHA-256 the put is a no-op (resume after a
+  crash), with different bytes it is refused;
+* the SHA-256 computed at ingest travels with the upload so the server can check it (S3), and the
+  object is read back and hashed before ``put`` returns.
+
+S3 uses only plain S3 calls (MinIO, SeaweedFS, Ceph RGW, Garage, AWS). minio-py 7.2 has no checksum
+option on ``put_object``, so a single-part upload sends ``x-amz-checksum-sha256`` as a raw header (the
+server rejects a mismatch); multipart parts are covered by the SigV4 payload hash (http) or Content-MD5
+(https) that minio-py adds per part, and the whole object by the read-back.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import io
+import logging
+import os
+import tempfile
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import BinaryIO, Iterator
+from urllib.parse import urlsplit
+
+from digitize.config import Settings
+from digitize.errors import BadArgsError, ConfigError, StorageError
+from digitize.fsutil import CHUNK, _fsync_dir, atomic_path
+
+from .keys import check_key, check_sha256
+from .retry import RetryPolicy, retrying
+
+log = logging.getLogger("digitize.storage")
+Source = Path | bytes
+
+
+@dataclass(frozen=True)
+class StoreLocation:
+    kind: str  # "folder" or "s3"
+    path: str = ""  # folder
+    endpoint: str = ""  # s3 host:port
+    bucket: str = ""
+    secure: bool = False
+
+
+def parse_store_url(url: str) -> StoreLocation:
+    """``file:///srv/objects``, ``s3://host:9000/bucket`` (http) or ``s3s://host/bucket`` (https)."""
+    parts = urlsplit(url)
+    if parts.scheme == "file":
+        if not parts.path:
+            raise ConfigError(f"store URL {url!r} has no folder path")
+        return StoreLocation("folder", path=parts.path)
+    if parts.scheme in {"s3", "s3s"}:
+        bucket = parts.path.strip("/")
+        if not parts.hostname or not bucket or "/" in bucket:
+            raise ConfigError(f"store URL {url!r} must be s3://host:port/bucket")
+        endpoint = parts.hostname + (f":{parts.port}" if parts.port else "")
+        return StoreLocation("s3", endpoint=endpoint, bucket=bucket, secure=parts.scheme == "s3s")
+    raise ConfigError(f"store URL {url!r}: scheme must be file://, s3:// or s3s://")
+
+
+def _source_stream(source: Source) -> tuple[BinaryIO, int]:
+    if isinstance(source, bytes):
+        return io.BytesIO(source), len(source)
+    return open(source, "rb"), os.path.getsize(source)
+
+
+class ObjectStore(ABC):
+    """Immutable, verified object storage; subclasses supply the raw operations."""
+
+    description: str = ""
+
+    def put(self, key: str, source: Source, sha256: str, metadata: dict[str, str] | None = None,
+            content_type: str = "application/octet-stream") -> bool:
+        """Store ``source`` under ``key`` and verify it; True if written now, False if already there."""
+        check_key(key)
+        check_sha256(sha256)
+        if self.exists(key):
+            if self.sha256(key) != sha256:
+                raise StorageError(f"refusing to overwrite {key}: it already holds different bytes")
+            return False
+        self._upload(key, source, sha256, metadata or {}, content_type)
+        actual = self.sha256(key)
+        if actual != sha256:
+            with contextlib.suppress(StorageError):
+                self.delete(key)
+            raise StorageError(f"{key} read back with SHA-256 {actual}, expected {sha256}: not stored")
+        return True
+
+    def sha256(self, key: str) -> str:
+        h = hashlib.sha256()
+        for block in self.read_chunks(key):
+            h.update(block)
+        return h.hexdigest()
+
+    def is_intact(self, key: str, sha256: str) -> bool:
+        return self.exists(key) and self.sha256(key) == sha256
+
+    def download(self, key: str, target: Path) -> str:
+        """Write the object to ``target`` (atomically) and return the SHA-256 of what was written."""
+        h = hashlib.sha256()
+        with atomic_path(target) as tmp, open(tmp, "wb") as out:
+            for block in self.read_chunks(key):
+                h.update(block)
+                out.write(block)
+        return h.hexdigest()
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def read_chunks(self, key: str) -> Iterator[bytes]: ...
+
+    @abstractmethod
+    def list_keys(self, prefix: str = "") -> Iterator[str]: ...
+
+    @abstractmethod
+    def delete(self, key: str) -> None: ...
+
+    @abstractmethod
+    def _upload(self, key: str, source: Source, sha256: str, metadata: dict[str, str], content_type: str) -> None: ...
+
+    def presigned_url(self, key: str, expires: timedelta) -> str:
+        raise BadArgsError(f"presigned URLs need an S3 store; this store is {self.description}")
+
+    def close(self) -> None:
+        pass
+
+
+class FolderStore(ObjectStore):
+    """Objects as read-only files under one folder; new files appear atomically and never replace others."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.description = f"folder {self.root}"
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StorageError(f"cannot create object folder {self.root}: {e.strerror}") from None
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def read_chunks(self, key: str) -> Iterator[bytes]:
+        try:
+            with open(self._path(key), "rb") as f:
+                yield from iter(lambda: f.read(CHUNK), b"")
+        except FileNotFoundError:
+            raise StorageError(f"object {key} is missing from {self.description}") from None
+        except OSError as e:
+            raise StorageError(f"cannot read object {key}: {e.strerror}") from None
+
+    def list_keys(self, prefix: str = "") -> Iterator[str]:
+        for path in sorted(self.root.rglob("*")):
+            key = path.relative_to(self.root).as_posix()
+            if path.is_file() and not path.name.startswith(".") and key.startswith(prefix):
+                yield key
+
+    def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._path(key).unlink()
+
+    def _upload(self, key: str, source: Source, sha256: str, metadata: dict[str, str], content_type: str) -> None:
+        """Write a temp file, fsync, then hard-link it into place: link() fails if the key appeared meanwhile."""
+        target = self._path(key)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+            try:
+                stream, _ = _source_stream(source)
+                digest = hashlib.sha256()
+                with stream, os.fdopen(fd, "wb") as out:
+                    for block in iter(lambda: stream.read(CHUNK), b""):
+                        digest.update(block)
+                        out.write(block)
+                    out.flush()
+                    os.fsync(out.fileno())
+                if digest.hexdigest() != sha256:  # what an S3 server does with x-amz-checksum-sha256
+                    raise StorageError(f"{key}: content SHA-256 {digest.hexdigest()} does not match {sha256}")
+                os.chmod(tmp, 0o444)
+                os.link(tmp, target)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+            _fsync_dir(target.parent)
+        except FileExistsError:
+            raise StorageError(f"refusing to overwrite {key}: it appeared while writing") from None
+        except OSError as e:
+            raise StorageError(f"cannot write object {key} to {self.description}: {e.strerror}") from None
+
+
+def _s3_transient(error: BaseException) -> bool:
+    """Connection trouble and 5xx answers are worth retrying; S3 refusals (4xx) are not."""
+    from minio.error import ServerError
+    from urllib3.exceptions import HTTPError
+
+    return isinstance(error, (ServerError, HTTPError, ConnectionError, TimeoutError))
+
+
+def _s3_message(error: BaseException) -> str:
+    from minio.error import S3Error
+
+    if isinstance(error, S3Error):
+        return f"{error.code}: {error.message}"
+    return f"{type(error).__name__}: {error}"
+
+
+def _ascii_metadata(metadata: dict[str, str]) -> dict[str, str]:
+    """S3 user metadata must be ASCII (and small): drop anything else rather than mangle it."""
+    return {k: v for k, v in metadata.items() if v and str(v).isascii() and len(str(v)) <= 256}
+
+
+class S3Store(ObjectStore):
+    """A bucket on an S3-compatible server; created (with object lock when WORM is on) if missing."""
+
+    def __init__(self, location: StoreLocation, access_key: str, secret_key: str, region: str = "",
+                 worm_retention_days: int = 0, part_size: int = 16 * 1024 * 1024, retries: int = 5):
+        import urllib3
+        from minio import Minio
+
+        self.bucket = location.bucket
+        self.description = f"{'https' if location.secure else 'http'}://{location.endpoint}/{self.bucket}"
+        self.part_size = max(part_size, 5 * 1024 * 1024)  # the S3 minimum part size
+        self.worm_days = worm_retention_days
+        self.policy = RetryPolicy(attempts=max(retries, 1))
+        # minio-py's default pool retries 5 times on its own; ours is the only (bounded) retry loop.
+        http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=5, read=60), retries=False, maxsize=10)
+        self.client = Minio(location.endpoint, access_key=access_key or None, secret_key=secret_key or None,
+                            secure=location.secure, region=region or None, http_client=http)
+        self._call(self._ensure_bucket, f"opening bucket {self.description}")
+
+    def _call(self, fn, what: str):
+        try:
+            return retrying(fn, what, self.policy, _s3_transient)
+        except StorageError:
+            raise
+        except Exception as e:  # noqa: BLE001 - minio raises many types; the user gets one line
+            if isinstance(e, BadArgsError):
+                raise
+            raise StorageError(f"{what}: {_s3_message(e)}") from e
+
+    def _ensure_bucket(self) -> None:
+        from minio.commonconfig import COMPLIANCE
+        from minio.objectlockconfig import DAYS, ObjectLockConfig
+
+        if self.client.bucket_exists(self.bucket):
+            if self.worm_days and self._lock_config() is None:
+                raise StorageError(f"bucket {self.bucket} exists without object lock; WORM needs a new bucket")
+            return
+        self.client.make_bucket(self.bucket, object_lock=bool(self.worm_days))
+        if self.worm_days:
+            self.client.set_object_lock_config(self.bucket, ObjectLockConfig(COMPLIANCE, self.worm_days, DAYS))
+            log.info("created bucket %s with COMPLIANCE retention of %d days", self.bucket, self.worm_days)
+
+    def _lock_config(self):
+        from minio.error import S3Error
+
+        try:
+            return self.client.get_object_lock_config(self.bucket)
+        except S3Error as e:
+            if e.code == "ObjectLockConfigurationNotFoundError":
+                return None
+            raise
+
+    def exists(self, key: str) -> bool:
+        from minio.error import S3Error
+
+        def stat() -> bool:
+            try:
+                self.client.stat_object(self.bucket, key)
+                return True
+            except S3Error as e:
+                if e.code in {"NoSuchKey", "NoSuchObject"}:
+                    return False
+                raise
+
+        return self._call(stat, f"checking {key}")
+
+    def read_chunks(self, key: str) -> Iterator[bytes]:
+        response = self._call(lambda: self.client.get_object(self.bucket, key), f"reading {key}")
+        try:
+            yield from response.stream(CHUNK)
+        except Exception as e:  # noqa: BLE001 - a broken stream is a storage failure
+            raise StorageError(f"reading {key}: {_s3_message(e)}") from e
+        finally:
+            response.close()
+            response.release_conn()
+
+    def list_keys(self, prefix: str = "") -> Iterator[str]:
+        objects = self._call(lambda: list(self.client.list_objects(self.bucket, prefix=prefix, recursive=True)),
+                             f"listing {self.description}/{prefix}")
+        return iter(sorted(o.object_name for o in objects))
+
+    def delete(self, key: str) -> None:
+        self._call(lambda: self.client.remove_object(self.bucket, key), f"deleting {key}")
+
+    def _upload(self, key: str, source: Source, sha256: str, metadata: dict[str, str], content_type: str) -> None:
+        headers = _ascii_metadata(metadata)
+        size = len(source) if isinstance(source, bytes) else os.path.getsize(source)
+        if size <= self.part_size:
+            headers["x-amz-checksum-sha256"] = base64.b64encode(bytes.fromhex(sha256)).decode()
+
+        def upload() -> None:
+            stream, length = _source_stream(source)
+            with stream:
+                self.client.put_object(self.bucket, key, stream, length, content_type=content_type,
+                                       metadata=headers, part_size=self.part_size, num_parallel_uploads=1)
+
+        self._call(upload, f"uploading {key}")
+
+    def presigned_url(self, key: str, expires: timedelta) -> str:
+        return self._call(lambda: self.client.presigned_get_object(self.bucket, key, expires=expires),
+                          f"signing a URL for {key}")
+
+
+def open_store(settings: Settings) -> ObjectStore:
+    location = parse_store_url(settings.store_url)
+    if location.kind == "folder":
+        return FolderStore(location.path)
+    store = settings.store
+    return S3Store(location, store.access_key, store.secret_key, store.region,
+                   store.worm_retention_days, store.part_size, store.retries)
