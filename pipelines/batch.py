@@ -1,0 +1,285 @@
+"""``digitize batch SRC``: convert and store a whole historical archive, all cores busy, resumable.
+
+One file per worker process, each converted one page at a time, so N files keep N cores busy without
+oversubscription and memory stays bounded by N pages. Sources are only read, never moved: re-running
+skips every file (or split part) already stored, by SHA-256, so a killed run loses nothing. A file that
+failed because storage was unavailable is retried with backoff before it is reported failed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import multiprocessing
+import sys
+import time
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from digitize.errors import InputError, StorageError
+from digitize.fsutil import atomic_write_text
+
+from .inbox import iter_scans
+from .jobs import JobResult, Status, close_archives, process_file
+from .logs import event
+from .manifest import Manifest, read_manifest
+from .metadata import Clue
+
+log = logging.getLogger("pipelines.batch")
+
+STORAGE_RETRY = (5.0, 10.0, 20.0, 40.0, 60.0)  # seconds before each retry of a file refused by storage
+PROGRESS_EVERY = 2.0  # seconds between progress lines when stderr is not a terminal
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    path: Path
+    size: int
+    hint: Clue | None = None
+
+
+@dataclass
+class BatchSummary:
+    results: list[JobResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def count(self, status: Status) -> int:
+        return sum(1 for r in self.results if r.status is status)
+
+    @property
+    def pages(self) -> int:
+        return sum(r.pages for r in self.results)
+
+    @property
+    def pages_per_minute(self) -> float:
+        return self.pages / self.seconds * 60 if self.seconds else 0.0
+
+    def line(self) -> str:
+        counts = ", ".join(f"{self.count(s)} {s}" for s in Status)
+        return (f"{len(self.results)} files: {counts}; {self.pages} pages converted in {self.seconds:.1f} s "
+                f"({self.pages_per_minute:.1f} pages/min)")
+
+
+# --- planning (pure apart from the directory walk) ---------------------------------------------------
+
+def plan(src: Path, manifest: Manifest | None) -> list[BatchItem]:
+    items = []
+    for path in iter_scans(src):
+        if manifest is not None and path.resolve() == manifest.source.resolve():
+            continue
+        items.append(BatchItem(path, path.stat().st_size, manifest.hint(path) if manifest else None))
+    return items
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    return f"{seconds // 3600:d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+@dataclass
+class Progress:
+    """Files, pages, pages/min and an ETA from the bytes still to convert (page counts are unknown ahead)."""
+
+    total_files: int
+    total_bytes: int
+    started: float
+    files: int = 0
+    pages: int = 0
+    failed: int = 0
+    bytes_done: int = 0  # of converted files
+    bytes_skipped: int = 0
+
+    def add(self, result: JobResult, size: int) -> None:
+        self.files += 1
+        self.pages += result.pages
+        self.failed += result.status is Status.failed
+        if result.status is Status.skipped:
+            self.bytes_skipped += size
+        else:
+            self.bytes_done += size
+
+    def line(self, now: float) -> str:
+        elapsed = max(now - self.started, 1e-9)
+        rate = self.pages / elapsed * 60
+        remaining = self.total_bytes - self.bytes_done - self.bytes_skipped
+        eta = format_duration(remaining * elapsed / self.bytes_done) if self.bytes_done else "?"
+        failed = f", {self.failed} failed" if self.failed else ""
+        return f"[{self.files}/{self.total_files} files] {self.pages} pages, {rate:.1f} pages/min, ETA {eta}{failed}"
+
+
+class _ProgressLine:
+    def __init__(self, progress: Progress, stream: TextIO):
+        self.progress, self.stream = progress, stream
+        self.tty = stream.isatty()
+        self.last = 0.0
+
+    def show(self, final: bool = False) -> None:
+        now = time.monotonic()
+        if not (final or self.tty or now - self.last >= PROGRESS_EVERY):
+            return
+        self.last = now
+        end = "\n" if final or not self.tty else ""
+        self.stream.write(("\r\x1b[K" if self.tty else "") + self.progress.line(now) + end)
+        self.stream.flush()
+
+
+# --- workers -----------------------------------------------------------------------------------------
+
+_worker_settings = None
+
+
+def _init_worker(settings) -> None:
+    global _worker_settings
+    _worker_settings = settings
+
+
+def _run_one(path: Path, hint: Clue | None, root: Path) -> JobResult:
+    return process_file(path, _worker_settings, hint, root=root, jobs=1)
+
+
+def _crashed(item: BatchItem, error: BaseException) -> JobResult:
+    return JobResult(str(item.path), Status.failed, reason=f"worker process died: {type(error).__name__}",
+                     error_kinds=("crashed",), exit_code=15)
+
+
+class _Runner:
+    def __init__(self, src: Path, settings, jobs: int, stream: TextIO):
+        self.src, self.settings, self.jobs = src, settings, jobs
+        self.stream = stream
+
+    def _pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_init_worker, initargs=(self.settings,))
+
+    def run(self, items: list[BatchItem]) -> BatchSummary:
+        started = time.monotonic()
+        summary = BatchSummary()
+        progress = Progress(len(items), sum(i.size for i in items), started)
+        shown = _ProgressLine(progress, self.stream)
+        todo: deque[tuple[BatchItem, int]] = deque((item, 0) for item in items)
+        delayed: list[tuple[float, BatchItem, int]] = []
+        inflight: dict[Future, tuple[BatchItem, int]] = {}
+        pool = self._pool()
+        try:
+            while todo or delayed or inflight:
+                now = time.monotonic()
+                todo.extend((item, tries) for due, item, tries in delayed if due <= now)
+                delayed = [d for d in delayed if d[0] > now]
+                while todo and len(inflight) < 2 * self.jobs:
+                    item, tries = todo.popleft()
+                    inflight[pool.submit(_run_one, item.path, item.hint, self.src)] = (item, tries)
+                finished, _ = wait(inflight, timeout=0.5, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    item, tries = inflight.pop(future)
+                    try:
+                        result = future.result()
+                    except BrokenProcessPool as e:
+                        result = _crashed(item, e)
+                        pool.shutdown(cancel_futures=False)
+                        pool = self._pool()
+                    if result.retryable and tries < len(STORAGE_RETRY):
+                        delayed.append((time.monotonic() + STORAGE_RETRY[tries], item, tries + 1))
+                        event(log, "storage-retry", logging.WARNING, file=str(item.path), attempt=tries + 1,
+                              retry_in=STORAGE_RETRY[tries], reason=result.reason)
+                        continue
+                    summary.results.append(result)
+                    progress.add(result, item.size)
+                    shown.show()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        summary.seconds = time.monotonic() - started
+        shown.show(final=True)
+        return summary
+
+
+# --- reports -----------------------------------------------------------------------------------------
+
+REPORT_COLUMNS = ("path", "status", "reason", "sha256", "source_pages", "doc_id", "case_id", "case_source",
+                  "pages", "seconds")
+
+
+def report_rows(results: list[JobResult]) -> list[dict[str, object]]:
+    """One row per stored document (a split stack gives several), one per failed file."""
+    rows = []
+    for r in results:
+        base = {"path": r.path, "status": str(r.status), "reason": r.reason, "sha256": r.sha256,
+                "seconds": round(r.seconds, 2)}
+        if not r.documents:
+            rows.append({**base, "pages": r.pages})
+        for d in r.documents:
+            rows.append({**base, "source_pages": d.source_pages, "doc_id": d.doc_id, "case_id": d.case_id or "",
+                         "case_source": d.case_source or "", "pages": d.pages,
+                         "status": "unmatched" if d.case_id is None else str(r.status)})
+    return rows
+
+
+def render_report(summary: BatchSummary, as_json: bool) -> str:
+    if as_json:
+        data = {"summary": {"files": len(summary.results), "pages": summary.pages, "seconds": round(summary.seconds, 2),
+                            **{str(s): summary.count(s) for s in Status}},
+                "files": [r.to_dict() for r in summary.results]}
+        return json.dumps(data, ensure_ascii=False, indent=2)
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=REPORT_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(report_rows(summary.results))
+    return out.getvalue()
+
+
+def write_report(summary: BatchSummary, target: Path) -> None:
+    atomic_write_text(target, render_report(summary, target.suffix.lower() == ".json"))
+
+
+# --- entry point ---------------------------------------------------------------------------------------
+
+def check_manifest(manifest: Manifest | None, stream: TextIO) -> None:
+    """Print every bad row, then refuse with one line: nothing is converted from a broken manifest."""
+    if manifest is None or not manifest.problems:
+        return
+    for problem in manifest.problems:
+        stream.write(f"{manifest.source}: {problem}\n")
+    raise InputError(f"manifest {manifest.source}: {len(manifest.problems)} problem(s); fix them and run again")
+
+
+def run_batch(src: Path, settings, manifest_file: Path | None = None, jobs: int | None = None,
+              dry_run: bool = False, report: Path | None = None, stream: TextIO = sys.stderr) -> BatchSummary:
+    if not src.is_dir():
+        raise InputError(f"{src} is not a directory")
+    manifest = read_manifest(manifest_file, src) if manifest_file else None
+    check_manifest(manifest, stream)
+    items = plan(src, manifest)
+    if dry_run:
+        listed = sum(1 for i in items if i.hint is not None)
+        stream.write(f"dry run: {len(items)} files to process, {listed} described by the manifest, "
+                     f"{len(items) - listed} left to folder/file name/QR/OCR clues; nothing converted\n")
+        return BatchSummary()
+    workers = max(1, min(jobs or settings.batch.jobs, len(items) or 1))
+    event(log, "batch-start", src=str(src), files=len(items), workers=workers)
+    try:
+        summary = _Runner(src, settings, workers, stream).run(items)
+    finally:
+        close_archives()
+    target = report or (Path(settings.batch.report) if settings.batch.report else None)
+    if target:
+        write_report(summary, target)
+    for result in summary.results:
+        if result.status in (Status.failed, Status.unmatched):
+            stream.write(f"{result.status}: {result.path}: {result.reason}\n")
+    stream.write(f"batch: {summary.line()}" + (f"; report {target}" if target else "") + "\n")
+    _raise_for_failures(summary)
+    return summary
+
+
+def _raise_for_failures(summary: BatchSummary) -> None:
+    failed = [r for r in summary.results if r.status is Status.failed]
+    if not failed:
+        return
+    if all(r.retryable for r in failed):
+        raise StorageError(f"{len(failed)} file(s) not stored: storage unavailable; run again to resume")
+    raise InputError(f"{len(failed)} of {len(summary.results)} file(s) failed; see the report for reasons")

@@ -1,0 +1,70 @@
+"""Reading QR codes and barcodes from page images (receipts carry the case ID, separator sheets a marker).
+
+zxing-cpp already searches every rotation; what defeats it on real scans is speckle noise and
+sheer size, so a page is tried as-is, then downscaled, then binarised, stopping at the first hit.
+Separator sheets carry a large QR code, so stack splitting uses the cheap ``quick`` pass only.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import zxingcpp
+from PIL import Image, ImageFilter
+
+# Payloads we look for are text: 2-D codes and the linear symbologies that carry text.
+# Restricting formats also avoids EAN/UPC false positives that speckle noise produces.
+_FORMATS = (zxingcpp.BarcodeFormat.QRCode | zxingcpp.BarcodeFormat.MicroQRCode
+            | zxingcpp.BarcodeFormat.DataMatrix | zxingcpp.BarcodeFormat.Aztec
+            | zxingcpp.BarcodeFormat.PDF417 | zxingcpp.BarcodeFormat.Code128
+            | zxingcpp.BarcodeFormat.Code39)
+
+QUICK_MAX_SIDE = 700  # a separator QR code (~8 cm) is still >100 px wide at this size
+FULL_MAX_SIDE = 2600  # larger pages are halved first: zxing gets slower, not better
+
+
+def _fit(image: Image.Image, max_side: int) -> Image.Image:
+    grey = image if image.mode == "L" else image.convert("L")
+    factor = max(1, -(-max(grey.size) // max_side))  # ceil division
+    return grey.reduce(factor) if factor > 1 else grey
+
+
+def _binarise(image: Image.Image) -> Image.Image:
+    """Median filter (removes salt-and-pepper) then a global Otsu threshold."""
+    grey = np.asarray(image.filter(ImageFilter.MedianFilter(3)), dtype=np.uint8)
+    hist = np.bincount(grey.ravel(), minlength=256).astype(np.float64)
+    total = grey.size
+    cum_count = np.cumsum(hist)
+    cum_mean = np.cumsum(hist * np.arange(256))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (cum_mean[-1] * cum_count / total - cum_mean) ** 2 / (cum_count * (total - cum_count))
+    threshold = int(np.nanargmax(between))
+    return Image.fromarray(np.where(grey > threshold, 255, 0).astype(np.uint8))
+
+
+def _decode(image: Image.Image) -> list[str]:
+    return [b.text for b in zxingcpp.read_barcodes(image, formats=_FORMATS) if b.text]
+
+
+def _variants(image: Image.Image) -> list[Callable[[], Image.Image]]:
+    full = _fit(image, FULL_MAX_SIDE)
+    return [
+        lambda: full,
+        lambda: _fit(full, max(full.size) // 2),
+        lambda: _binarise(full),
+    ]
+
+
+def read_codes(image: Image.Image, quick: bool = False) -> list[str]:
+    """Texts of the codes on a page, in zxing's order; [] when none is found.
+
+    ``quick`` looks only at a small copy: enough for a separator sheet, a few ms per page.
+    """
+    if quick:
+        return _decode(_fit(image, QUICK_MAX_SIDE))
+    for make in _variants(image):
+        found = _decode(make())
+        if found:
+            return found
+    return []

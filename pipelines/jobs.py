@@ -1,0 +1,189 @@
+"""The unit of work shared by ``watch``, ``batch`` and (later) Celery workers: one source file in, stored documents out.
+
+:func:`process_file` never assumes a shared disk: it reads the source from the path it is given, converts
+into a private local temp dir, and returns only after the store has verified both objects and committed
+the index. It is idempotent by content: a file (or split part) already stored is skipped by its SHA-256,
+so a retried or re-dropped file is never stored twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path, PurePath
+from typing import Any
+
+from digitize.errors import DigitizeError, ExitCode, StorageError
+from digitize.fsutil import sha256_file
+
+from . import metadata
+from .logs import event
+from .messages import error_kinds
+from .metadata import Clue
+from .pagescan import PageScan, scan_pages
+from .separators import Part
+
+log = logging.getLogger("pipelines.jobs")
+
+UNMATCHED_REASON = "no case ID in sidecar, folder, file name, QR code or OCR text"
+
+
+class Status(StrEnum):
+    done = "done"
+    skipped = "skipped"  # already stored (same content hash, same pages)
+    unmatched = "unmatched"  # stored, but no case ID found: link it later
+    failed = "failed"
+
+
+@dataclass
+class StoredPart:
+    source_pages: str  # "" whole file, "1-4" a split part
+    doc_id: str
+    case_id: str | None
+    case_source: str | None  # which clue gave the case ID
+    pages: int
+    already_stored: bool
+
+
+@dataclass
+class JobResult:
+    path: str
+    status: Status
+    sha256: str = ""
+    reason: str = ""
+    error_kinds: tuple[str, ...] = ()  # exception class names, most specific first
+    exit_code: int = 0
+    documents: list[StoredPart] = field(default_factory=list)
+    pages: int = 0  # pages converted by this job
+    seconds: float = 0.0
+    convert_seconds: float = 0.0
+
+    @property
+    def retryable(self) -> bool:
+        """Storage trouble says nothing about the file: keep it and try again later."""
+        return self.status is Status.failed and StorageError.__name__ in self.error_kinds
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["status"] = str(self.status)
+        return data
+
+
+_archives: dict[tuple[str, str], Any] = {}
+
+
+def archive_for(settings) -> Any:
+    """One Archive per process and store/index pair (workers open their own; connections don't fork)."""
+    from storage.archive import Archive
+
+    key = (settings.store_url, settings.index_dsn)
+    if key not in _archives:
+        _archives[key] = Archive.open(settings)
+    return _archives[key]
+
+
+def close_archives() -> None:
+    while _archives:
+        _, archive = _archives.popitem()
+        archive.close()
+
+
+def _overall(parts: list[StoredPart]) -> tuple[Status, str]:
+    if all(p.already_stored for p in parts):
+        return Status.skipped, "already stored"
+    if any(p.case_id is None for p in parts):
+        return Status.unmatched, UNMATCHED_REASON
+    return Status.done, ""
+
+
+def _case_record(archive, case_id: str | None):
+    if not case_id:
+        return None
+    try:
+        return archive.case(case_id)
+    except DigitizeError:  # NotFoundError: the case is not imported yet
+        return None
+
+
+class _Job:
+    """State of one process_file call: the source, its hash, options and clues shared by its parts."""
+
+    def __init__(self, path: Path, settings, hint: Clue | None, root: Path | None, jobs: int | None, archive):
+        from digitize.convert import ConvertOptions
+
+        self.path = path
+        self.settings = settings
+        self.archive = archive
+        self.relative = PurePath(path.relative_to(root)) if root and path.is_relative_to(root) else PurePath(path.name)
+        self.opts = ConvertOptions.from_settings(settings.convert, language=None, jobs=jobs, ocr_timeout=None,
+                                                 validate=None)
+        self.file_clues = [metadata.sidecar_clue(path), hint, metadata.folder_clue(self.relative),
+                           metadata.filename_clue(self.relative)]
+        self.sha256 = ""
+        self.convert_seconds = 0.0
+        self.pages = 0
+
+    def store_part(self, part: Part, scan: PageScan, workdir: Path) -> StoredPart:
+        from digitize.convert import convert_file
+        from storage.archive import DocumentMeta
+
+        existing = self.archive.find(self.sha256, part.source_pages)
+        if existing is not None:
+            return StoredPart(part.source_pages, str(existing.doc_id), existing.case_id, None, existing.pages, True)
+        opts = dataclasses.replace(self.opts, pages=None if part.whole else list(part.pages))
+        output = workdir / f"part-{part.pages[0] + 1 if part.pages else 0}.pdf"
+        started = time.perf_counter()
+        report = convert_file(self.path, output, opts)
+        self.convert_seconds += time.perf_counter() - started
+        self.pages += report.page_count
+        texts = [p.text for p in report.pages]
+        resolution = metadata.resolve([metadata.separator_clue(part.case_id), *self.file_clues,
+                                       metadata.code_clue(scan.part_codes(part)), metadata.ocr_clue(texts)])
+        resolution = metadata.apply_case_record(resolution, _case_record(self.archive, resolution.case_id))
+        title = self.relative.stem + (f" (trang {part.source_pages})" if part.source_pages else "")
+        meta = DocumentMeta(**metadata.meta_kwargs(resolution, self.path.name, part.source_pages, title))
+        stored = self.archive.store(self.path, output, report, meta)
+        event(log, "stored", file=str(self.relative), pages=part.source_pages or "all", case=resolution.case_id,
+              via=resolution.case_source, doc=stored.doc_id, already=stored.already_stored)
+        return StoredPart(part.source_pages, str(stored.doc_id), stored.case_id, resolution.case_source,
+                          stored.pages, stored.already_stored)
+
+    def run(self) -> list[StoredPart]:
+        self.sha256 = sha256_file(self.path)
+        whole = self.archive.find(self.sha256, "")
+        if whole is not None:
+            return [StoredPart("", str(whole.doc_id), whole.case_id, None, whole.pages, True)]
+        scan = scan_pages(self.path, self.opts)
+        with tempfile.TemporaryDirectory(prefix="digitize-job-") as tmp:
+            return [self.store_part(part, scan, Path(tmp)) for part in scan.parts()]
+
+
+def process_file(path: Path, settings, meta_hint: Clue | None = None, *, root: Path | None = None,
+                 jobs: int | None = None, archive=None) -> JobResult:
+    """Convert, resolve metadata, store and index one source file; errors come back as a failed result.
+
+    ``meta_hint`` is what the caller knows (a manifest row); ``root`` anchors the folder convention;
+    ``jobs`` overrides the converter's page parallelism (batch runs one page at a time per file).
+    """
+    started = time.perf_counter()
+    path = Path(path)
+    job: _Job | None = None
+    try:
+        job = _Job(path, settings, meta_hint, root, jobs, archive or archive_for(settings))
+        parts = job.run()
+        status, reason = _overall(parts)
+        result = JobResult(str(path), status, job.sha256, reason, documents=parts)
+    except DigitizeError as e:
+        result = JobResult(str(path), Status.failed, job.sha256 if job else "", str(e),
+                           error_kinds=error_kinds(e), exit_code=int(e.exit_code))
+    except OSError as e:
+        result = JobResult(str(path), Status.failed, job.sha256 if job else "", f"cannot read {path}: {e.strerror}",
+                           error_kinds=("FileAccessError", "OSError"), exit_code=int(ExitCode.file_access))
+    result.seconds = time.perf_counter() - started
+    if job is not None:
+        result.pages, result.convert_seconds = job.pages, job.convert_seconds
+    return result

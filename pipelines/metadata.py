@@ -1,0 +1,239 @@
+"""Who a scanned document belongs to: metadata resolved from clues in one documented order.
+
+Order (the first clue that gives a field wins, field by field):
+
+0. the separator sheet in front of a split part (``DIGITIZE-SEP:<case-id>``): it names that part only
+1. a sidecar ``NAME.json`` (or ``NAME.pdf.json``) beside the file
+2. the batch manifest row for the file
+3. the folder convention ``<root>/<case-id>/<seq>-<title>.pdf``
+4. a case ID in the file name
+5. a QR code or barcode on the first pages (the receipt "Giấy tiếp nhận hồ sơ và hẹn trả kết quả")
+6. a case ID in the OCR text of the first pages (``Mã hồ sơ: 000.00.31.H56-241015-0027``)
+7. nothing: the document is stored *unmatched*, listed by ``digitize cases unmatched`` and linked later
+
+Procedure code/name and agency come from the case record when the case is known to the index,
+otherwise from the sidecar or manifest. Everything here except :func:`sidecar_clue` is pure.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
+from typing import Any, Iterable, Mapping, Sequence
+
+from digitize.errors import BadArgsError, InputError
+from digitize.identifiers import find_case_ids, normalize_case_id, parse_file_code, parse_procedure_code
+
+# Field names of storage.archive.DocumentMeta that a clue may carry (``archive`` is handled apart).
+META_FIELDS = ("case_id", "sequence", "title", "doc_type", "procedure_code", "procedure_name", "agency",
+               "scanned_by", "scan_station")
+# Manifest/sidecar spelling -> Decree 30/2020 App. VI archive field name.
+ARCHIVE_FIELDS = {"organ_id": "OrganId", "file_catalog": "FileCatalog", "file_notation": "FileNotation",
+                  "title": "Title", "maintenance": "Maintenance", "rights": "Rights"}
+CASE_RECORD_FIELDS = ("procedure_code", "procedure_name", "agency")
+OCR_PAGES = 3  # a case ID printed on the receipt or cover page; deeper pages cite other cases
+_SEQ_TITLE = re.compile(r"(\d{1,4})\s*[-_. ]\s*(.+)")
+
+
+@dataclass(frozen=True)
+class Clue:
+    """Metadata offered by one source; ``values`` uses DocumentMeta field names plus ``archive``."""
+
+    source: str  # "separator", "sidecar", "manifest", "folder", "filename", "qr", "ocr"
+    values: Mapping[str, Any]
+
+
+@dataclass
+class Resolution:
+    values: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)  # field -> clue source that gave it
+
+    @property
+    def case_id(self) -> str | None:
+        return self.values.get("case_id")
+
+    @property
+    def case_source(self) -> str | None:
+        return self.sources.get("case_id")
+
+
+# --- clues from mappings (sidecar JSON, manifest rows) -------------------------------------------
+
+def _validated(name: str, value: Any) -> Any:
+    """Normalise one field; BadArgsError says what is wrong with it."""
+    if name == "case_id":
+        return normalize_case_id(value)
+    if name == "procedure_code":
+        return parse_procedure_code(value).value
+    if name == "sequence":
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            raise BadArgsError(f"sequence {value!r} must be a whole number") from None
+        if number < 1:
+            raise BadArgsError(f"sequence {number} must be 1 or more")
+        return number
+    return str(value).strip()
+
+
+def clue_from_mapping(source: str, data: Mapping[str, Any]) -> tuple[Clue, list[str]]:
+    """Read a flat mapping (sidecar or manifest row) into a clue, with every problem found.
+
+    Empty values are simply absent; unknown keys are problems, so typos do not pass silently.
+    """
+    values: dict[str, Any] = {}
+    archive: dict[str, str] = {}
+    problems: list[str] = []
+    for raw_key, raw in data.items():
+        key = str(raw_key).strip().lower()
+        if raw is None or str(raw).strip() == "" or key in ("path", "archive"):
+            continue
+        if key not in META_FIELDS and key not in ARCHIVE_FIELDS:
+            problems.append(f"unknown field {raw_key!r}")
+            continue
+        try:
+            value = _validated(key, raw)
+        except BadArgsError as e:
+            problems.append(str(e))
+            continue
+        if key in META_FIELDS:
+            values[key] = value
+        if key in ARCHIVE_FIELDS:
+            archive[ARCHIVE_FIELDS[key]] = str(value)
+    nested = data.get("archive")
+    if isinstance(nested, Mapping):
+        archive.update({str(k): str(v) for k, v in nested.items() if str(v).strip()})
+    problems.extend(_file_code_problems(archive))
+    if archive:
+        values["archive"] = archive
+    return Clue(source, values), problems
+
+
+def _file_code_problems(archive: Mapping[str, str]) -> list[str]:
+    parts = [archive.get(k) for k in ("OrganId", "FileCatalog", "FileNotation")]
+    if not any(parts):
+        return []
+    try:
+        parse_file_code(*(p or "" for p in parts))
+    except BadArgsError as e:
+        return [str(e)]
+    return []
+
+
+def sidecar_path(path: Path) -> Path | None:
+    """``scan.json`` or ``scan.pdf.json`` beside ``scan.pdf``, if one exists."""
+    for candidate in (path.with_suffix(".json"), path.with_name(path.name + ".json")):
+        if candidate != path and candidate.is_file():
+            return candidate
+    return None
+
+
+def sidecar_clue(path: Path) -> Clue | None:
+    """The sidecar's clue; a broken sidecar is an input error (the operator meant something)."""
+    found = sidecar_path(path)
+    if found is None:
+        return None
+    try:
+        data = json.loads(found.read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"sidecar {found.name} is not valid UTF-8 JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"sidecar {found.name} must hold a JSON object")
+    clue, problems = clue_from_mapping("sidecar", data)
+    if problems:
+        raise InputError(f"sidecar {found.name}: " + "; ".join(problems))
+    return clue
+
+
+# --- clues from names, codes and text (pure) ------------------------------------------------------
+
+def folder_clue(relative: PurePath) -> Clue | None:
+    """``<case-id>/<seq>-<title>.pdf`` relative to the watched or batch root."""
+    if len(relative.parts) < 2:
+        return None
+    case_id = _case_id_or_none(relative.parts[-2])
+    if case_id is None:
+        return None
+    values: dict[str, Any] = {"case_id": case_id}
+    m = _SEQ_TITLE.fullmatch(relative.stem)
+    if m:
+        values["sequence"] = int(m.group(1))
+        values["title"] = m.group(2).replace("_", " ").strip()
+    return Clue("folder", values)
+
+
+def _case_id_or_none(text: str) -> str | None:
+    try:
+        return normalize_case_id(text)
+    except BadArgsError:
+        return None
+
+
+def _first_case_id(source: str, texts: Iterable[str]) -> Clue | None:
+    for text in texts:
+        found = find_case_ids(text)
+        if found:
+            return Clue(source, {"case_id": found[0]})
+    return None
+
+
+def filename_clue(relative: PurePath) -> Clue | None:
+    return _first_case_id("filename", [relative.stem])
+
+
+def code_clue(codes: Sequence[str]) -> Clue | None:
+    """A receipt QR may hold the bare case ID or a URL/JSON that contains it."""
+    return _first_case_id("qr", codes)
+
+
+def ocr_clue(page_texts: Sequence[str]) -> Clue | None:
+    return _first_case_id("ocr", page_texts[:OCR_PAGES])
+
+
+def separator_clue(case_id: str | None) -> Clue | None:
+    """A sheet with a malformed ID still separates; its ID is then ignored rather than trusted."""
+    value = _case_id_or_none(case_id) if case_id else None
+    return Clue("separator", {"case_id": value}) if value else None
+
+
+# --- merging ---------------------------------------------------------------------------------------
+
+def resolve(clues: Iterable[Clue | None]) -> Resolution:
+    """Merge clues given in priority order: per field the first wins; archive dicts merge per key."""
+    result = Resolution()
+    for clue in clues:
+        if clue is None:
+            continue
+        for name, value in clue.values.items():
+            if name == "archive":
+                merged = result.values.setdefault("archive", {})
+                for key, item in value.items():
+                    merged.setdefault(key, item)
+            elif name not in result.values:
+                result.values[name] = value
+                result.sources[name] = clue.source
+    return result
+
+
+def apply_case_record(resolution: Resolution, record: Any | None) -> Resolution:
+    """Procedure and agency from the index's case record override what files say about them."""
+    if record is None:
+        return resolution
+    get = record.get if isinstance(record, Mapping) else lambda name: getattr(record, name, None)
+    values, sources = dict(resolution.values), dict(resolution.sources)
+    for name in CASE_RECORD_FIELDS:
+        value = get(name) or (get("agency_name") or get("receiving_agency") if name == "agency" else None)
+        if value:
+            values[name], sources[name] = value, "case-record"
+    return Resolution(values, sources)
+
+
+def meta_kwargs(resolution: Resolution, source_name: str, source_pages: str, default_title: str) -> dict[str, Any]:
+    """Keyword arguments for storage.archive.DocumentMeta."""
+    values = dict(resolution.values)
+    values.setdefault("title", default_title)
+    values["archive"] = dict(values.get("archive", {}))
+    values.update(source_name=source_name, source_pages=source_pages)
+    return values
