@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
+
+# pytest puts tests/ first on sys.path (no __init__.py here), where tests/storage and tests/pipelines would
+# shadow the real packages as namespace packages; the repository root must win.
+ROOT = str(Path(__file__).resolve().parent.parent)
+if sys.path[0] != ROOT:
+    sys.path.insert(0, ROOT)
 
 try:  # tests/ is a package in some layouts and a rootdir-inserted folder in others
     from tests.servers import MinioServer, PostgresServer, start_minio, start_postgres

@@ -1,0 +1,335 @@
+"""Case-record index: one logical schema, two backends (SQLite embedded default, PostgreSQL by DSN).
+
+All queries live here, written once with ``?`` placeholders; a backend supplies the connection, its
+placeholder style, its migration scripts and the full-text candidate query (FTS5 or tsvector). Ranking
+and snippets are computed in Python (storage/search.py) so both backends answer a search identically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from abc import ABC, abstractmethod
+from dataclasses import fields
+from datetime import datetime, timezone
+from importlib import resources
+from typing import Any, Iterator, Sequence
+
+from digitize.errors import BadArgsError, ConfigError, NotFoundError, StorageError
+
+from .models import CaseRecord, DocumentRow, Event, PageText, SearchHit
+from .search import Query, exact_tokens, folded_tokens, highlight, parse_query
+
+MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
+    version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"""
+_CASE_COLUMNS = [f.name for f in fields(CaseRecord)]
+_DOC_COLUMNS = [f.name for f in fields(DocumentRow) if f.name != "doc_id"]
+_EVENT_COLUMNS = [f.name for f in fields(Event)]
+_UNMATCHED = "(d.case_id IS NULL OR NOT EXISTS (SELECT 1 FROM cases c WHERE c.case_id = d.case_id))"
+
+
+class ConflictError(StorageError):
+    """A uniqueness rule refused the write (same original twice, or a sequence taken concurrently)."""
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _placeholders(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+def _to_db(name: str, value: Any) -> Any:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True) if name == "archive" else value
+
+
+def _from_db(row: dict[str, Any]) -> dict[str, Any]:
+    if "archive" in row:
+        row["archive"] = json.loads(row["archive"] or "{}")
+    return row
+
+
+def case_search_text(case: CaseRecord) -> str:
+    parts = [case.case_id, case.procedure_code, case.procedure_name, case.agency, case.applicant, case.status,
+             *case.archive.values()]
+    return " ".join(p for p in parts if p)
+
+
+def document_search_text(doc: DocumentRow) -> str:
+    parts = [doc.title, doc.doc_type, doc.source_name, doc.procedure_code, doc.procedure_name, doc.agency,
+             doc.case_id, *doc.archive.values()]
+    return " ".join(p for p in parts if p)
+
+
+class Index(ABC):
+    """Backend-neutral queries; subclasses provide the connection and dialect hooks."""
+
+    dialect: str = ""
+
+    def __init__(self, conn: Any, where: str):
+        self.conn = conn
+        self.where = where
+        self._depth = 0
+        self.migrate()
+
+    # -- backend hooks -------------------------------------------------------------------------
+    @abstractmethod
+    def _cursor_execute(self, sql: str, params: Sequence[Any]) -> Any:
+        """Run one statement written with ``?`` placeholders; database errors propagate as-is."""
+
+    @abstractmethod
+    def _run_script(self, sql: str) -> None:
+        """Run a multi-statement migration script inside the current transaction."""
+
+    @abstractmethod
+    def _is_unique_violation(self, error: Exception) -> bool: ...
+
+    @abstractmethod
+    def _is_db_error(self, error: Exception) -> bool: ...
+
+    @abstractmethod
+    def _insert_search_entry(self, case_id: str | None, doc_id: int | None, page: int | None, text: str) -> None:
+        """Store one search entry with its exact and folded tokens (see :func:`search_tokens`)."""
+
+    @abstractmethod
+    def _remove_search_tokens(self, entry_ids: list[int]) -> None: ...
+
+    @abstractmethod
+    def _search_candidates(self, query: Query, limit: int) -> list[tuple[int, bool]]:
+        """(entry_id, matched exactly) pairs: exact matches first, then by text relevance."""
+
+    _begin_sql = "BEGIN"
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.conn.close()
+
+    # -- plumbing ------------------------------------------------------------------------------
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        try:
+            return self._cursor_execute(sql, params)
+        except Exception as e:  # noqa: BLE001 - database drivers raise their own hierarchies
+            if self._is_unique_violation(e):
+                raise ConflictError(f"index {self.where}: {' '.join(str(e).split())}") from e
+            if self._is_db_error(e):
+                raise StorageError(f"index {self.where}: {' '.join(str(e).split())}") from e
+            raise
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        cur = self._execute(sql, params)
+        names = [d[0] for d in cur.description]
+        return [_from_db(dict(zip(names, row))) for row in cur.fetchall()]
+
+    def _scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        row = self._execute(sql, params).fetchone()
+        return row[0] if row else None
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Re-entrant: only the outermost level begins and commits, so helpers compose into one commit."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self._execute(self._begin_sql)
+        self._depth = 1
+        try:
+            yield
+            self._execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self._cursor_execute("ROLLBACK", ())
+            raise
+        finally:
+            self._depth = 0
+
+    def migrate(self) -> list[int]:
+        """Apply the backend's numbered scripts not yet recorded in schema_migrations, each in one transaction."""
+        self._execute(MIGRATIONS_TABLE)
+        applied = []
+        folder = resources.files("storage") / "migrations" / self.dialect
+        for script in sorted((p for p in folder.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name):
+            version = int(script.name.split("_", 1)[0])
+            with self.transaction():
+                if self._scalar("SELECT 1 FROM schema_migrations WHERE version = ?", (version,)):
+                    continue
+                self._run_script(script.read_text(encoding="utf-8"))
+                self._execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                              (version, script.name, now_iso()))
+                applied.append(version)
+        return applied
+
+    def schema_version(self) -> int:
+        return int(self._scalar("SELECT max(version) FROM schema_migrations") or 0)
+
+    # -- cases ---------------------------------------------------------------------------------
+    def upsert_case(self, case: CaseRecord) -> bool:
+        """Insert or update a case and its search entry; True if it was new."""
+        values = [_to_db(n, getattr(case, n)) for n in _CASE_COLUMNS]
+        updates = ", ".join(f"{n} = excluded.{n}" for n in _CASE_COLUMNS[1:])
+        now = now_iso()
+        with self.transaction():
+            existed = self.get_case(case.case_id) is not None
+            self._execute(
+                f"INSERT INTO cases ({', '.join(_CASE_COLUMNS)}, created_at, updated_at) "
+                f"VALUES ({_placeholders(len(values) + 2)}) "
+                f"ON CONFLICT (case_id) DO UPDATE SET {updates}, updated_at = excluded.updated_at",
+                [*values, now, now],
+            )
+            self._replace_search_entries("case_id = ? AND doc_id IS NULL", (case.case_id,),
+                                         [(case.case_id, None, None, case_search_text(case))])
+        return not existed
+
+    def get_case(self, case_id: str) -> CaseRecord | None:
+        rows = self._rows(f"SELECT {', '.join(_CASE_COLUMNS)} FROM cases WHERE case_id = ?", (case_id,))
+        return CaseRecord(**rows[0]) if rows else None
+
+    def case_count(self) -> int:
+        return int(self._scalar("SELECT count(*) FROM cases"))
+
+    # -- documents -----------------------------------------------------------------------------
+    def _documents(self, where: str, params: Sequence[Any] = (), order: str = "d.doc_id") -> list[DocumentRow]:
+        cols = ", ".join(f"d.{c}" for c in ["doc_id", *_DOC_COLUMNS])
+        return [DocumentRow(**r) for r in self._rows(f"SELECT {cols} FROM documents d WHERE {where} ORDER BY {order}",
+                                                     params)]
+
+    def document(self, doc_id: int) -> DocumentRow | None:
+        found = self._documents("d.doc_id = ?", (doc_id,))
+        return found[0] if found else None
+
+    def find_document(self, original_sha256: str, source_pages: str = "") -> DocumentRow | None:
+        """Any status: a pending row is a write that was interrupted and must be resumed, not repeated."""
+        found = self._documents("d.original_sha256 = ? AND d.source_pages = ?", (original_sha256, source_pages))
+        return found[0] if found else None
+
+    def documents(self, case_id: str) -> list[DocumentRow]:
+        return self._documents("d.case_id = ? AND d.status = 'stored'", (case_id,), order="d.sequence")
+
+    def stored_documents(self) -> list[DocumentRow]:
+        return self._documents("d.status = 'stored'")
+
+    def pending_documents(self) -> list[DocumentRow]:
+        return self._documents("d.status = 'pending'")
+
+    def unmatched(self) -> list[DocumentRow]:
+        """Stored documents with no case ID, or one not (yet) imported."""
+        return self._documents(f"d.status = 'stored' AND {_UNMATCHED}")
+
+    def all_object_keys(self) -> set[str]:
+        rows = self._execute("SELECT original_key, pdfa_key, meta_key FROM documents").fetchall()
+        return {key for row in rows for key in row}
+
+    def next_sequence(self, case_id: str | None) -> int:
+        return int(self._scalar("SELECT coalesce(max(sequence), 0) + 1 FROM documents WHERE coalesce(case_id, '') = ?",
+                                (case_id or "",)))
+
+    def insert_pending(self, doc: DocumentRow) -> int:
+        """Record the intent before any object is written, so an interrupted store can be found and resumed."""
+        with self.transaction():
+            values = [_to_db(n, getattr(doc, n)) for n in _DOC_COLUMNS]
+            return int(self._execute(
+                f"INSERT INTO documents ({', '.join(_DOC_COLUMNS)}) VALUES ({_placeholders(len(values))}) "
+                "RETURNING doc_id", values).fetchone()[0])
+
+    def update_document(self, doc: DocumentRow) -> None:
+        assignments = ", ".join(f"{n} = ?" for n in _DOC_COLUMNS)
+        self._execute(f"UPDATE documents SET {assignments} WHERE doc_id = ?",
+                      [*(_to_db(n, getattr(doc, n)) for n in _DOC_COLUMNS), doc.doc_id])
+
+    def finalize(self, doc: DocumentRow, pages: list[PageText], events: list[Event]) -> None:
+        """One commit: the document becomes stored, searchable and its events are recorded, or none of it."""
+        with self.transaction():
+            doc.status = "stored"
+            self.update_document(doc)
+            self._replace_search_entries("doc_id = ?", (doc.doc_id,),
+                                         [(None, doc.doc_id, p.page, p.text) for p in
+                                          [PageText(0, document_search_text(doc)), *pages] if p.text.strip()])
+            self.add_events(events)
+
+    def delete_pending(self, doc_id: int) -> None:
+        with self.transaction():
+            self._execute("DELETE FROM documents WHERE doc_id = ? AND status = 'pending'", (doc_id,))
+
+    def link(self, doc_id: int, case_id: str, event: Event) -> DocumentRow:
+        """Attach a document to a case, at the end of that dossier."""
+        with self.transaction():
+            doc = self.document(doc_id)
+            if doc is None or doc.status != "stored":
+                raise NotFoundError(f"document {doc_id} not found")
+            if doc.case_id == case_id and self.get_case(case_id):
+                return doc
+            doc.sequence = self.next_sequence(case_id)
+            doc.case_id = case_id
+            self.update_document(doc)
+            self._replace_search_entries("doc_id = ? AND page = 0", (doc_id,),
+                                         [(None, doc_id, 0, document_search_text(doc))])
+            self.add_events([event])
+        return doc
+
+    # -- events --------------------------------------------------------------------------------
+    def add_events(self, events: list[Event]) -> None:
+        with self.transaction():
+            for event in events:
+                event.time = event.time or now_iso()
+                self._execute(f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) "
+                              f"VALUES ({_placeholders(len(_EVENT_COLUMNS))})",
+                              [getattr(event, n) for n in _EVENT_COLUMNS])
+
+    def events(self, doc_id: int | None = None, case_id: str | None = None) -> list[Event]:
+        cols = ", ".join(_EVENT_COLUMNS)
+        if doc_id is not None:
+            rows = self._rows(f"SELECT {cols} FROM events WHERE doc_id = ? ORDER BY event_id", (doc_id,))
+        elif case_id is not None:
+            rows = self._rows(f"SELECT {cols} FROM events WHERE case_id = ? OR doc_id IN "
+                              f"(SELECT doc_id FROM documents WHERE case_id = ?) ORDER BY event_id", (case_id, case_id))
+        else:
+            rows = self._rows(f"SELECT {cols} FROM events ORDER BY event_id")
+        return [Event(**r) for r in rows]
+
+    # -- search --------------------------------------------------------------------------------
+    def _replace_search_entries(self, where: str, params: Sequence[Any],
+                                entries: list[tuple[str | None, int | None, int | None, str]]) -> None:
+        old = [r[0] for r in self._execute(f"SELECT entry_id FROM search_entries WHERE {where}", params).fetchall()]
+        if old:
+            self._remove_search_tokens(old)
+            self._execute(f"DELETE FROM search_entries WHERE entry_id IN ({_placeholders(len(old))})", old)
+        for entry in entries:
+            self._insert_search_entry(*entry)
+
+    def search(self, text: str, limit: int = 20) -> list[SearchHit]:
+        if limit < 1:
+            raise BadArgsError("search limit must be 1 or more")
+        query = parse_query(text)
+        candidates = self._search_candidates(query, limit)
+        if not candidates:
+            return []
+        ids = [c[0] for c in candidates]
+        rows = {r["entry_id"]: r for r in self._rows(
+            "SELECT e.entry_id, coalesce(e.case_id, d.case_id) AS case_id, e.doc_id, d.sequence, d.title, e.page, e.text "
+            f"FROM search_entries e LEFT JOIN documents d ON d.doc_id = e.doc_id "
+            f"WHERE e.entry_id IN ({_placeholders(len(ids))})", ids)}
+        return [SearchHit(case_id=r["case_id"], doc_id=r["doc_id"], sequence=r["sequence"], title=r["title"] or "",
+                          page=r["page"], snippet=highlight(r["text"], query), exact=exact)
+                for entry_id, exact in candidates if (r := rows.get(entry_id))]
+
+
+def search_tokens(text: str) -> tuple[str, str]:
+    """The two token strings a search entry is indexed under: exact (accents kept) and folded."""
+    return " ".join(exact_tokens(text)), " ".join(folded_tokens(text))
+
+
+def open_index(dsn: str) -> Index:
+    """``sqlite:///path/index.sqlite3`` or ``postgresql://user@host:port/db``."""
+    if dsn.startswith("sqlite:///"):
+        from .index_sqlite import SqliteIndex
+
+        return SqliteIndex(dsn[len("sqlite:///"):] or ":memory:")
+    if dsn.startswith(("postgresql://", "postgres://")):
+        from .index_pg import PostgresIndex
+
+        return PostgresIndex(dsn)
+    raise ConfigError(f"index DSN {dsn!r} must start with sqlite:/// or postgresql://")

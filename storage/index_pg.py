@@ -1,0 +1,61 @@
+"""PostgreSQL index backend: psycopg 3, tsvector over Python-folded tokens, GIN index."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from digitize.errors import StorageError
+
+from .index import Index, search_tokens
+from .search import Query
+
+CONNECT_TIMEOUT = 10
+MIGRATION_LOCK = 0x6469676974  # "digit": serialises concurrent migrators
+
+
+class PostgresIndex(Index):
+    dialect = "postgresql"
+
+    def __init__(self, dsn: str):
+        import psycopg
+
+        from digitize.config import mask_url
+
+        try:
+            conn = psycopg.connect(dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
+        except psycopg.Error as e:
+            raise StorageError(f"cannot connect to index {mask_url(dsn)}: {' '.join(str(e).split())}") from None
+        super().__init__(conn, mask_url(dsn))
+
+    def _cursor_execute(self, sql: str, params: Sequence[Any]) -> Any:
+        return self.conn.execute(sql.replace("?", "%s"), tuple(params) if params else None)
+
+    def _run_script(self, sql: str) -> None:
+        self.conn.execute(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
+        self.conn.execute(sql)  # no parameters: psycopg sends the whole script as one simple query
+
+    def _is_unique_violation(self, error: Exception) -> bool:
+        import psycopg
+
+        return isinstance(error, psycopg.errors.UniqueViolation)
+
+    def _is_db_error(self, error: Exception) -> bool:
+        import psycopg
+
+        return isinstance(error, psycopg.Error)
+
+    def _insert_search_entry(self, case_id: str | None, doc_id: int | None, page: int | None, text: str) -> None:
+        self._execute("INSERT INTO search_entries (case_id, doc_id, page, text, exact, folded) "
+                      "VALUES (?, ?, ?, ?, string_to_array(?, ' '), to_tsvector('simple', ?))",
+                      (case_id, doc_id, page, text, *search_tokens(text)))
+
+    def _remove_search_tokens(self, entry_ids: list[int]) -> None:
+        """Tokens live in the entry row itself: deleting the row removes them."""
+
+    def _search_candidates(self, query: Query, limit: int) -> list[tuple[int, bool]]:
+        rows = self._execute(
+            "SELECT entry_id, exact @> string_to_array(?, ' ') AS is_exact "
+            "FROM search_entries, plainto_tsquery('simple', ?) q WHERE folded @@ q "
+            "ORDER BY is_exact DESC, ts_rank(folded, q) DESC, entry_id LIMIT ?",
+            (" ".join(query.exact), " ".join(query.folded), limit)).fetchall()
+        return [(r[0], bool(r[1])) for r in rows]

@@ -1,0 +1,68 @@
+"""SQLite index backend: one file, WAL journal, FTS5 for the full text (the embedded default)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any, Sequence
+
+from digitize.errors import StorageError
+
+from .index import Index, search_tokens
+from .search import Query, fts5_match
+
+BUSY_TIMEOUT_MS = 30_000
+
+
+class SqliteIndex(Index):
+    dialect = "sqlite"
+    _begin_sql = "BEGIN IMMEDIATE"  # take the write lock up front: no upgrade deadlocks between processes
+
+    def __init__(self, path: str):
+        if path != ":memory:":
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise StorageError(f"cannot create index folder for {path}: {e.strerror}") from None
+        try:
+            conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.Error as e:
+            raise StorageError(f"cannot open index {path}: {e}") from None
+        super().__init__(conn, path)
+
+    def _cursor_execute(self, sql: str, params: Sequence[Any]) -> Any:
+        return self.conn.execute(sql, tuple(params))
+
+    def _run_script(self, sql: str) -> None:
+        # executescript() would COMMIT our transaction first; run the statements one by one instead.
+        statement = ""
+        for line in sql.splitlines(keepends=True):
+            statement += line
+            if sqlite3.complete_statement(statement):
+                self.conn.execute(statement)
+                statement = ""
+
+    def _is_unique_violation(self, error: Exception) -> bool:
+        return isinstance(error, sqlite3.IntegrityError) and "UNIQUE" in str(error)
+
+    def _is_db_error(self, error: Exception) -> bool:
+        return isinstance(error, sqlite3.Error)
+
+    def _insert_search_entry(self, case_id: str | None, doc_id: int | None, page: int | None, text: str) -> None:
+        entry_id = self._scalar("INSERT INTO search_entries (case_id, doc_id, page, text) VALUES (?, ?, ?, ?) "
+                                "RETURNING entry_id", (case_id, doc_id, page, text))
+        self._execute("INSERT INTO search_fts (rowid, exact, folded) VALUES (?, ?, ?)", (entry_id, *search_tokens(text)))
+
+    def _remove_search_tokens(self, entry_ids: list[int]) -> None:
+        self._execute(f"DELETE FROM search_fts WHERE rowid IN ({', '.join('?' * len(entry_ids))})", entry_ids)
+
+    def _search_candidates(self, query: Query, limit: int) -> list[tuple[int, bool]]:
+        """Two ranked FTS5 queries: exact-token matches first, then folded matches not already listed."""
+        sql = "SELECT rowid FROM search_fts WHERE search_fts MATCH ? ORDER BY rank LIMIT ?"
+        exact = [r[0] for r in self._execute(sql, (fts5_match(query.exact, "exact"), limit)).fetchall()]
+        folded = [r[0] for r in self._execute(sql, (fts5_match(query.folded, "folded"), limit + len(exact))).fetchall()]
+        seen = set(exact)
+        return [(i, True) for i in exact] + [(i, False) for i in folded if i not in seen][: limit - len(exact)]

@@ -1,0 +1,105 @@
+"""Typed records the index stores and returns; shared by both index backends and the archive service."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+EVENT_TYPES = ("ingested", "converted", "stored", "verified", "retrieved", "fixity-checked", "linked")
+
+
+@dataclass
+class CaseRecord:
+    """One case (hồ sơ) as exported by the one-stop electronic system."""
+
+    case_id: str
+    procedure_code: str | None = None
+    procedure_name: str | None = None
+    agency: str | None = None
+    applicant: str | None = None
+    received_date: str | None = None  # ISO date
+    due_date: str | None = None
+    status: str | None = None
+    archive: dict[str, str] = field(default_factory=dict)  # Decree 30/2020 App. VI fields
+
+
+@dataclass
+class DocumentRow:
+    """A document of a dossier; ``status`` is "pending" from before the first object write until commit."""
+
+    case_id: str | None
+    sequence: int
+    original_sha256: str
+    pdfa_sha256: str
+    meta_sha256: str
+    original_key: str
+    pdfa_key: str
+    meta_key: str
+    status: str = "pending"
+    source_name: str = ""
+    source_pages: str = ""
+    title: str = ""
+    doc_type: str = ""
+    procedure_code: str | None = None
+    procedure_name: str | None = None
+    agency: str | None = None
+    scanned_by: str | None = None
+    scan_station: str | None = None
+    pages: int = 0
+    languages: str = ""
+    ocr_confidence: float | None = None
+    archive: dict[str, str] = field(default_factory=dict)
+    created_at: str = ""
+    stored_at: str | None = None
+    doc_id: int | None = None
+
+    def keys(self) -> tuple[str, str, str]:
+        return (self.original_key, self.pdfa_key, self.meta_key)
+
+
+@dataclass(frozen=True)
+class PageText:
+    page: int  # 1-based; 0 is the document's own metadata entry
+    text: str
+
+
+@dataclass
+class Event:
+    """PREMIS-like event: what happened to which object, when, by whom, with which tool, and the outcome."""
+
+    event_type: str
+    outcome: str  # "success" or "failure"
+    actor: str
+    tool: str
+    doc_id: int | None = None
+    case_id: str | None = None
+    checksum: str | None = None
+    detail: str = ""
+    time: str = ""
+
+
+@dataclass
+class SearchHit:
+    case_id: str | None
+    doc_id: int | None  # None: the hit is in the case record itself
+    sequence: int | None
+    title: str
+    page: int | None  # None for case records, 0 for document metadata
+    snippet: str
+    exact: bool  # the query matched with its accents as typed
+
+
+@dataclass
+class RowError:
+    row: int  # 1-based data row (CSV header excluded)
+    message: str
+
+
+@dataclass
+class ImportResult:
+    created: int = 0
+    updated: int = 0
+    errors: list[RowError] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors

@@ -1,0 +1,71 @@
+"""Search text processing, identical for SQLite and PostgreSQL: tokens, folded tokens, snippets.
+
+Tokenising and folding happen here in Python rather than in each database, so ``đ`` folds to ``d``
+(which neither Unicode decomposition nor PostgreSQL's unaccent does) and both backends match the
+same words. Each entry keeps two token columns: *exact* (case-folded, accents kept) and *folded*
+(accents and đ removed). A query matches on folded tokens; hits that also match on exact tokens rank first.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from digitize.errors import BadArgsError
+from digitize.text import nfc, search_key, squash_whitespace
+
+_WORD = re.compile(r"\w+")
+SNIPPET_CHARS = 160
+MARK = ("[", "]")
+
+
+@dataclass(frozen=True)
+class Query:
+    exact: tuple[str, ...]
+    folded: tuple[str, ...]
+
+
+def exact_tokens(text: str) -> list[str]:
+    return _WORD.findall(nfc(text).casefold())
+
+
+def folded_tokens(text: str) -> list[str]:
+    return _WORD.findall(search_key(text))
+
+
+def parse_query(text: str) -> Query:
+    exact = tuple(dict.fromkeys(exact_tokens(text)))
+    if not exact:
+        raise BadArgsError(f"search query {text!r} has no words to look for")
+    return Query(exact, tuple(dict.fromkeys(search_key(t) for t in exact)))
+
+
+def fts5_match(tokens: tuple[str, ...], column: str) -> str:
+    """An FTS5 expression requiring every token in ``column``; tokens are quoted so none is an operator."""
+    quoted = " ".join('"' + t.replace('"', '""') + '"' for t in tokens)
+    return f"{column} : ({quoted})"
+
+
+def highlight(text: str, query: Query, width: int = SNIPPET_CHARS) -> str:
+    """A window of ``text`` around the first match, matched words wrapped in ``[...]``, accents kept.
+
+    Matching runs on the folded text; Vietnamese NFC text folds character for character, so the
+    positions found there mark the original. If folding changed the length, the folded text is shown.
+    """
+    text = squash_whitespace(nfc(text))
+    folded = search_key(text)
+    shown = text if len(folded) == len(text) else folded
+    pattern = re.compile(r"\b(" + "|".join(re.escape(t) for t in sorted(query.folded, key=len, reverse=True)) + r")\b")
+    spans = [m.span() for m in pattern.finditer(folded)]
+    if not spans:
+        return shown[:width] + ("…" if len(shown) > width else "")
+    start = max(0, spans[0][0] - width // 3)
+    end = min(len(shown), start + width)
+    out, pos = [], start
+    for a, b in spans:
+        if a < start or b > end:
+            continue
+        out += [shown[pos:a], MARK[0], shown[a:b], MARK[1]]
+        pos = b
+    out.append(shown[pos:end])
+    return ("…" if start else "") + "".join(out) + ("…" if end < len(shown) else "")

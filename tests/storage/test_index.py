@@ -1,0 +1,124 @@
+"""Index backends: same schema, same answers on SQLite and on a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import pytest
+
+from digitize.errors import BadArgsError, ConfigError, NotFoundError, StorageError
+from storage.index import ConflictError, open_index
+from storage.models import CaseRecord, DocumentRow, Event, PageText
+
+pytestmark = pytest.mark.integration
+CASE = "000.00.31.H56-241015-0027"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def index(request, tmp_path):
+    dsn = "sqlite:///" + str(tmp_path / "index.sqlite3") if request.param == "sqlite" else request.getfixturevalue("postgres_dsn")
+    idx = open_index(dsn)
+    yield idx
+    idx.close()
+
+
+def doc_row(sha: str = "a" * 64, case_id: str | None = CASE, sequence: int = 1, pages: str = "") -> DocumentRow:
+    return DocumentRow(case_id=case_id, sequence=sequence, original_sha256=sha, pdfa_sha256="b" * 64,
+                       meta_sha256="c" * 64, original_key=f"k/{sha[:8]}{pages}/o", pdfa_key=f"k/{sha[:8]}{pages}/p",
+                       meta_key=f"k/{sha[:8]}{pages}/m", source_pages=pages, title="Đơn đề nghị", created_at="2024-10-15")
+
+
+def stored(index, row: DocumentRow, pages: tuple[str, ...] = ()) -> DocumentRow:
+    row.doc_id = index.insert_pending(row)
+    index.finalize(row, [PageText(i + 1, t) for i, t in enumerate(pages)],
+                   [Event("stored", "success", "test", "pytest", doc_id=row.doc_id, checksum=row.pdfa_sha256)])
+    return row
+
+
+def test_migrations_are_versioned_and_applied_once(index, tmp_path):
+    assert index.schema_version() == 1
+    assert index.migrate() == []
+
+
+def test_unknown_dsn_is_a_config_error():
+    with pytest.raises(ConfigError, match="must start with sqlite:/// or postgresql://"):
+        open_index("mysql://x")
+
+
+def test_unreachable_postgresql_is_a_storage_error():
+    with pytest.raises(StorageError, match="cannot connect to index"):
+        open_index("postgresql://nobody:secret@127.0.0.1:1/none")
+
+
+def test_case_upsert_creates_then_updates(index):
+    assert index.upsert_case(CaseRecord(CASE, applicant="Nguyễn Văn A", archive={"OrganId": "000.00.31.H56"})) is True
+    assert index.upsert_case(CaseRecord(CASE, applicant="Nguyễn Văn B", status="done")) is False
+    case = index.get_case(CASE)
+    assert (case.applicant, case.status, case.archive) == ("Nguyễn Văn B", "done", {})
+    assert index.case_count() == 1
+
+
+def test_pending_document_is_invisible_until_finalized(index):
+    row = doc_row()
+    row.doc_id = index.insert_pending(row)
+    assert index.documents(CASE) == [] and index.find_document("a" * 64).status == "pending"
+    assert index.search("đơn") == []
+    stored(index, doc_row("d" * 64, sequence=2), ["x"])
+    index.finalize(row, [PageText(1, "quyền sử dụng đất")], [])
+    assert [d.sequence for d in index.documents(CASE)] == [1, 2]
+
+
+def test_same_original_twice_with_same_pages_is_refused_by_the_schema(index):
+    stored(index, doc_row())
+    with pytest.raises(ConflictError):
+        index.insert_pending(doc_row(sequence=5))
+    assert index.insert_pending(doc_row(sequence=5, pages="5-8"))  # a different slice of the same stack
+
+
+def test_events_are_append_only(index):
+    row = stored(index, doc_row(), ["trang một"])
+    with pytest.raises(StorageError, match="append-only"):
+        index._execute("UPDATE events SET outcome = 'failure'")
+    with pytest.raises(StorageError, match="append-only"):
+        index._execute("DELETE FROM events")
+    assert [e.event_type for e in index.events(doc_id=row.doc_id)] == ["stored"]
+
+
+def test_unmatched_lists_documents_without_a_known_case_until_linked(index):
+    orphan = stored(index, doc_row("e" * 64, case_id=None), ["giấy tờ"])
+    named = stored(index, doc_row("f" * 64), ["giấy tờ"])  # names a case that is not imported yet
+    assert {d.doc_id for d in index.unmatched()} == {orphan.doc_id, named.doc_id}
+    index.upsert_case(CaseRecord(CASE))
+    assert [d.doc_id for d in index.unmatched()] == [orphan.doc_id]
+    linked = index.link(orphan.doc_id, CASE, Event("linked", "success", "test", "pytest", doc_id=orphan.doc_id))
+    assert (linked.case_id, linked.sequence) == (CASE, 2)
+    assert index.unmatched() == []
+    with pytest.raises(NotFoundError):
+        index.link(999, CASE, Event("linked", "success", "t", "t"))
+
+
+def test_accentless_query_finds_accented_text_including_d_stroke(index):
+    row = stored(index, doc_row(), ["Giấy chứng nhận quyền sử dụng đất", "Đơn đăng ký biến động"])
+    hits = index.search("quyen su dung dat")
+    assert [(h.doc_id, h.page) for h in hits] == [(row.doc_id, 1)]
+    assert hits[0].snippet.startswith("Giấy chứng nhận [quyền] [sử] [dụng] [đất]")
+    assert [h.page for h in index.search("DON DANG KY")] == [2]
+
+
+def test_exactly_accented_matches_rank_first(index):
+    accentless = stored(index, doc_row("1" * 64, sequence=1), ["dat dat dat nen nha o"])
+    accented = stored(index, doc_row("2" * 64, sequence=2), ["đất ở tại nông thôn, một lần"])
+    assert [h.doc_id for h in index.search("đất")][:2] == [accented.doc_id, accentless.doc_id]
+    assert [h.exact for h in index.search("đất")][:2] == [True, False]
+    assert [h.doc_id for h in index.search("dat")][0] == accentless.doc_id
+
+
+def test_metadata_and_case_records_are_searchable(index):
+    index.upsert_case(CaseRecord(CASE, applicant="Trần Thị Đào", procedure_name="Cấp đổi giấy chứng nhận"))
+    stored(index, doc_row(), [])
+    hits = index.search("tran thi dao")
+    assert [(h.case_id, h.doc_id, h.page) for h in hits] == [(CASE, None, None)]
+    assert index.search("don de nghi")[0].page == 0  # the document title
+
+
+def test_empty_query_is_a_bad_argument(index):
+    with pytest.raises(BadArgsError, match="no words"):
+        index.search(" -- ")
