@@ -1,0 +1,115 @@
+"""Metadata resolution order and the parsing of each clue (pure functions, no servers)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path, PurePath
+
+import pytest
+
+from digitize.errors import InputError
+from pipelines import metadata
+from pipelines.metadata import Clue
+
+CASE_A = "000.00.31.H56-241015-0027"
+CASE_B = "000.00.31.H56-241016-0001"
+CASE_C = "H56.32-241017-0042"
+
+
+def test_folder_convention_gives_case_sequence_and_title():
+    clue = metadata.folder_clue(PurePath(f"{CASE_A}/02-Ban_sao_so_do.pdf"))
+    assert clue.values == {"case_id": CASE_A, "sequence": 2, "title": "Ban sao so do"}
+
+
+def test_folder_that_is_not_a_case_id_gives_nothing():
+    assert metadata.folder_clue(PurePath("2024-scans/02-don.pdf")) is None
+    assert metadata.folder_clue(PurePath("02-don.pdf")) is None
+
+
+def test_case_id_found_in_file_name_with_other_words():
+    assert metadata.filename_clue(PurePath(f"scan {CASE_B} cmnd.pdf")).values == {"case_id": CASE_B}
+
+
+def test_qr_payload_that_is_a_url_still_yields_the_case_id():
+    clue = metadata.code_clue(["https://dichvucong.example/tra-cuu?maHoSo=" + CASE_A])
+    assert clue.values["case_id"] == CASE_A
+
+
+def test_ocr_clue_reads_the_labelled_line_on_first_pages_only():
+    texts = ["GIẤY TIẾP NHẬN HỒ SƠ\nMã hồ sơ: 000.00.31.H56 - 241015 - 0027", "", "", f"cites {CASE_B}"]
+    assert metadata.ocr_clue(texts).values["case_id"] == CASE_A
+    assert metadata.ocr_clue(["", "", "", f"cites {CASE_B}"]) is None
+
+
+def test_resolution_order_first_clue_wins_field_by_field():
+    resolution = metadata.resolve([
+        None,
+        Clue("sidecar", {"title": "Đơn đề nghị"}),
+        Clue("manifest", {"case_id": CASE_A, "archive": {"OrganId": "H56.32", "Rights": "Công khai"}}),
+        Clue("folder", {"case_id": CASE_B, "sequence": 3, "archive": {"Rights": "Hạn chế"}}),
+        Clue("qr", {"case_id": CASE_C}),
+    ])
+    assert resolution.case_id == CASE_A and resolution.case_source == "manifest"
+    assert resolution.values["title"] == "Đơn đề nghị" and resolution.values["sequence"] == 3
+    assert resolution.values["archive"] == {"OrganId": "H56.32", "Rights": "Công khai"}
+
+
+def test_separator_case_id_beats_file_level_clues_for_its_part():
+    resolution = metadata.resolve([metadata.separator_clue(CASE_C), Clue("filename", {"case_id": CASE_A})])
+    assert resolution.case_id == CASE_C and resolution.case_source == "separator"
+
+
+def test_malformed_separator_case_id_is_ignored_not_trusted():
+    assert metadata.separator_clue("000.00.31.H56-241399-0001") is None
+
+
+def test_nothing_found_leaves_the_document_unmatched():
+    assert metadata.resolve([None, None]).case_id is None
+
+
+def test_case_record_overrides_procedure_and_agency_from_files():
+    resolution = metadata.resolve([Clue("manifest", {"case_id": CASE_A, "procedure_code": "2.001234"})])
+    record = {"procedure_code": "1.004616.000.00.00.H56", "procedure_name": "Cấp đổi sổ đỏ", "agency": "UBND"}
+    merged = metadata.apply_case_record(resolution, record)
+    assert merged.values["procedure_code"] == "1.004616.000.00.00.H56"
+    assert merged.sources["procedure_name"] == "case-record"
+    assert resolution.values["procedure_code"] == "2.001234"  # the input is not mutated
+
+
+def test_mapping_collects_every_problem_at_once():
+    clue, problems = metadata.clue_from_mapping("manifest", {
+        "case_id": "000.00.31.H56-241315-0027", "procedure_code": "1.23", "sequence": "x",
+        "colour": "red", "organ_id": "H56.32", "file_catalog": "98", "file_notation": "HS-01"})
+    assert len(problems) == 5, problems
+    assert any("month 13" in p for p in problems) and any("colour" in p for p in problems)
+    assert any("FileCatalog" in p for p in problems)
+
+
+def test_mapping_fills_archive_fields_and_title(tmp_path):
+    clue, problems = metadata.clue_from_mapping("manifest", {
+        "path": "a.pdf", "case_id": CASE_A.lower(), "title": "Hồ sơ đất", "organ_id": "H56.32",
+        "file_catalog": "1998", "file_notation": "HS-01", "maintenance": "Vĩnh viễn", "rights": ""})
+    assert problems == []
+    assert clue.values["case_id"] == CASE_A and clue.values["title"] == "Hồ sơ đất"
+    assert clue.values["archive"] == {"OrganId": "H56.32", "FileCatalog": "1998", "FileNotation": "HS-01",
+                                      "Title": "Hồ sơ đất", "Maintenance": "Vĩnh viễn"}
+
+
+def test_sidecar_json_beside_the_scan_is_read(tmp_path):
+    scan = tmp_path / "scan.pdf"
+    scan.write_bytes(b"%PDF-")
+    (tmp_path / "scan.json").write_text(json.dumps({"case_id": CASE_B, "scanned_by": "Lan"}), encoding="utf-8")
+    assert metadata.sidecar_clue(scan).values == {"case_id": CASE_B, "scanned_by": "Lan"}
+
+
+def test_broken_sidecar_is_an_input_error_naming_the_file(tmp_path):
+    scan = tmp_path / "scan.pdf"
+    scan.write_bytes(b"%PDF-")
+    (tmp_path / "scan.pdf.json").write_text('{"case_id": "nonsense"}', encoding="utf-8")
+    with pytest.raises(InputError, match="scan.pdf.json"):
+        metadata.sidecar_clue(scan)
+
+
+def test_meta_kwargs_default_title_and_source():
+    kwargs = metadata.meta_kwargs(metadata.resolve([]), "stack.pdf", "3-5", "stack (trang 3-5)")
+    assert kwargs == {"title": "stack (trang 3-5)", "archive": {}, "source_name": "stack.pdf", "source_pages": "3-5"}
