@@ -1,0 +1,289 @@
+"""Conversion of one input file into one PDF/A-2b: the stages, in order, page by page.
+
+read page (sources) -> geometry (orientation, skew) -> archival image (turned, deskewed)
+-> OCR image (imaging) -> text (ocr, or the PDF's own text) -> page PDF (encode, textlayer, pdfa)
+then merge -> veraPDF -> atomic rename -> sidecar and JSON report.
+
+Pages run in a process pool (``jobs``); each worker reads its own page from the input path
+and writes its page PDF to a private temp dir, so nothing page-sized crosses processes and
+memory does not grow with the page count. Conversion is a pure function of (input bytes,
+options) apart from timestamps, which makes it safe to redo as an idempotent job.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import datetime as dt
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from . import encode, geometry, imaging, ocr, pdfa, poppler, textlayer, verapdf
+from . import __version__
+from .config import ConvertSettings
+from .errors import BadArgsError, FileAccessError
+from .fsutil import atomic_path, atomic_write_text, sha256_file
+from .records import DocumentReport, PageReport, Word
+from .sources import SourcePage, open_source, sniff
+
+DESKEW_MIN_DEGREES = 0.2
+LOW_CONFIDENCE = 45.0
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    language: str = "vie+eng"
+    jobs: int = 1
+    ocr_timeout: float = 180.0
+    default_dpi: float = 300.0
+    max_pixels: int = 250_000_000
+    jpeg_quality: int = 80
+    page_kb: int = 360  # image budget per A4 page (the text layer adds ~10 KB)
+    validate: bool = True
+    title: str | None = None
+    pages: tuple[int, ...] | None = None  # 0-based input pages to include, in this order (stack splitting)
+
+    @classmethod
+    def from_settings(cls, settings: ConvertSettings, **overrides) -> "ConvertOptions":
+        base = cls(language=settings.language, jobs=settings.jobs, ocr_timeout=settings.ocr_timeout,
+                   default_dpi=settings.default_dpi, max_pixels=settings.max_pixels,
+                   jpeg_quality=settings.jpeg_quality, page_kb=settings.page_kb, validate=settings.validate)
+        given = {k: (tuple(v) if k == "pages" and v is not None else v) for k, v in overrides.items() if v is not None}
+        return replace(base, **given)
+
+
+@dataclass
+class _PageWork:
+    """What one page's stages produce, before it becomes a page PDF."""
+
+    pixels: np.ndarray
+    mode: str
+    orientation: int = 0
+    skew: float = 0.0
+    words: list[tuple[int, Word]] = field(default_factory=list)
+    text: str = ""
+    confidence: float = 0.0
+    text_source: str = "ocr"
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+# -- stages ---------------------------------------------------------------------------------
+
+def straighten(page: SourcePage, pixels: np.ndarray, opts: ConvertOptions) -> tuple[int, float, bool]:
+    """Orientation and skew; OSD is asked only when the cheap up/down vote is unclear."""
+    if page.words is not None:
+        return 0, 0.0, True  # born-digital: poppler already drew it upright
+    grey = imaging.analysis_grey(pixels)
+    geom = geometry.analyse(grey, page.dpi)
+    if geom.confident:
+        return geom.orientation, geom.skew, True
+    osd = ocr.detect_orientation(grey, page.dpi, opts.ocr_timeout)
+    if osd is None or osd == geom.orientation:
+        return geom.orientation, geom.skew, False
+    turned = geometry.analyse(geometry.turn(grey, osd), page.dpi)
+    return osd, turned.skew if turned.orientation in (0, 180) else 0.0, False
+
+
+def archival_pixels(pixels: np.ndarray, mode: str, orientation: int, skew: float) -> np.ndarray:
+    """Turn and deskew the page image, keeping its colour mode, resolution and canvas."""
+    out = geometry.turn(pixels, orientation)
+    if abs(skew) >= DESKEW_MIN_DEGREES:
+        out = geometry.deskew(out, skew, imaging.paper_colour(out))
+        if mode == "bilevel":
+            out = imaging.rebinarise(out)
+    return out
+
+
+def recognise(pixels: np.ndarray, dpi: float, opts: ConvertOptions, what: str) -> ocr.OcrResult:
+    prepared, factor = imaging.prepare_for_ocr(pixels, dpi)
+    result = ocr.recognise(prepared, opts.language, dpi * factor, opts.ocr_timeout, what)
+    if factor != 1.0:
+        result.words = [(line, _scale_word(w, 1.0 / factor)) for line, w in result.words]
+    return result
+
+
+def _scale_word(w: Word, s: float) -> Word:
+    return Word(w.text, round(w.left * s), round(w.top * s), round(w.right * s), round(w.bottom * s), w.confidence)
+
+
+def read_text(page: SourcePage, work: _PageWork, opts: ConvertOptions, sure: bool) -> None:
+    """Born-digital text as is; otherwise OCR, retried upside down when it reads badly."""
+    if page.words is not None:
+        work.words, work.text_source, work.confidence = page.words, "pdf-text", 100.0
+        work.text = _text_from_words(page.words)
+        return
+    what = f"page {page.index + 1}"
+    result = recognise(work.pixels, page.dpi, opts, what)
+    if not sure and result.word_count >= 5 and result.confidence < LOW_CONFIDENCE:
+        flipped = geometry.turn(work.pixels, 180)
+        other = recognise(flipped, page.dpi, opts, what)
+        if other.confidence > result.confidence + 10:
+            work.pixels, work.orientation, result = flipped, (work.orientation + 180) % 360, other
+    work.words, work.text, work.confidence = result.words, result.text, result.confidence
+    work.text_source = "ocr" if result.words else "none"
+
+
+def _text_from_words(words: Sequence[tuple[int, Word]]) -> str:
+    lines: dict[int, list[str]] = {}
+    for line, w in words:
+        lines.setdefault(line, []).append(w.text)
+    return "\n".join(" ".join(ws) for ws in lines.values())
+
+
+def encode_page(page: SourcePage, work: _PageWork, opts: ConvertOptions) -> encode.EncodedImage:
+    """The scanner's JPEG when unturned and within budget, else JPEG/G4 within the page budget."""
+    h, w = work.pixels.shape[:2]
+    budget = encode.page_budget(w, h, page.dpi, opts.page_kb)
+    untouched = work.orientation == 0 and abs(work.skew) < DESKEW_MIN_DEGREES
+    if untouched and page.passthrough_jpeg is not None and len(page.passthrough_jpeg) <= budget:
+        kept = encode.passthrough_jpeg(page.passthrough_jpeg)
+        if kept is not None and (kept.width, kept.height) == (w, h):
+            return kept
+    return encode.encode_archival(work.pixels, work.mode, opts.jpeg_quality, budget)
+
+
+def process_page(page: SourcePage, number: int, out_pdf: Path, opts: ConvertOptions) -> PageReport:
+    """All stages for one page; writes the single-page PDF and returns its report."""
+    clock = time.perf_counter()
+    timings: dict[str, float] = {}
+    pixels = imaging.as_uint8(np.asarray(page.image))
+    mode = imaging.colour_mode(pixels)
+    orientation, skew, sure = straighten(page, pixels, opts)
+    work = _PageWork(archival_pixels(pixels, mode, orientation, skew), mode, orientation, skew)
+    timings["geometry"] = _lap(clock)
+    read_text(page, work, opts, sure)
+    timings["ocr"] = _lap(clock) - timings["geometry"]
+    image = encode_page(page, work, opts)
+    h, w = work.pixels.shape[:2]
+    scale = 72.0 / page.dpi
+    ops = textlayer.content_stream(textlayer.group_lines(work.words), h, scale) if work.words else b""
+    pdfa.write_page_pdf(out_pdf, image, w * scale, h * scale, ops)
+    timings["total"] = _lap(clock)
+    return PageReport(
+        number=number, width_px=w, height_px=h, dpi=page.dpi, dpi_source=page.dpi_source, colour_mode=mode,
+        orientation=work.orientation, skew_angle=round(work.skew, 2), text_source=work.text_source,
+        ocr_confidence=round(work.confidence, 2), word_count=len(work.words), image_encoding=image.encoding,
+        image_bytes=len(image.data), text=work.text, warnings=list(page.warnings),
+        timings={k: round(v, 3) for k, v in timings.items()},
+    )
+
+
+def _lap(start: float) -> float:
+    return time.perf_counter() - start
+
+
+# -- workers --------------------------------------------------------------------------------
+
+_worker_sources: dict[str, object] = {}
+
+
+def _page_task(input_path: str, index: int, number: int, out_pdf: str, opts: ConvertOptions) -> PageReport:
+    """Runs in a worker: reads its own page from the input (the source stays open per worker)."""
+    src = _worker_sources.get(input_path)
+    if src is None:
+        src = _worker_sources.setdefault(input_path, open_source(Path(input_path), opts))
+    return process_page(src.page(index), number, Path(out_pdf), opts)
+
+
+def _run_pages(input_path: Path, indices: Sequence[int], tmp: Path, opts: ConvertOptions) -> list[PageReport]:
+    paths = [tmp / f"page-{n:05d}.pdf" for n in range(1, len(indices) + 1)]
+    tasks = [(str(input_path), idx, n, str(paths[n - 1]), opts) for n, idx in enumerate(indices, start=1)]
+    if opts.jobs <= 1 or len(tasks) == 1:
+        try:
+            return [_page_task(*t) for t in tasks]
+        finally:
+            _close_worker_sources()
+    workers = min(opts.jobs, len(tasks))
+    with cf.ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(_page_task, *t) for t in tasks]
+        try:
+            return [f.result() for f in futures]
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+
+def _close_worker_sources() -> None:
+    for src in _worker_sources.values():
+        src.close()  # type: ignore[attr-defined]
+    _worker_sources.clear()
+
+
+def tool_versions() -> dict[str, str]:
+    import pikepdf
+
+    return {"digitize": __version__, "tesseract": ocr.version(), "poppler": poppler.version(),
+            "pikepdf": pikepdf.__version__, "veraPDF": verapdf.version() if verapdf.available() else ""}
+
+
+def _page_indices(count: int, wanted: Sequence[int] | None, name: str) -> list[int]:
+    if wanted is None:
+        return list(range(count))
+    bad = [i + 1 for i in wanted if not 0 <= i < count]
+    if bad:
+        raise BadArgsError(f"{name}: page(s) {bad} do not exist (it has {count})")
+    if not wanted:
+        raise BadArgsError(f"{name}: no pages selected")
+    return list(wanted)
+
+
+def convert_file(input_path: Path | str, output_path: Path | str, opts: ConvertOptions | None = None,
+                 sidecar: Path | str | None = None, report: Path | str | None = None) -> DocumentReport:
+    """Convert one file; OUTPUT appears complete and veraPDF-checked, or not at all."""
+    opts = opts or ConvertOptions()
+    input_path, output_path = Path(input_path), Path(output_path)
+    start = time.perf_counter()
+    kind = sniff(input_path)
+    if output_path.resolve() == input_path.resolve():
+        raise BadArgsError("output must not overwrite the input (the scan stays until its outputs are stored)")
+    doc = DocumentReport(input_path=str(input_path), input_sha256=sha256_file(input_path), input_type=kind,
+                         language=opts.language, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+    with open_source(input_path, opts) as src:
+        indices = _page_indices(src.page_count, opts.pages, input_path.name)
+    with tempfile.TemporaryDirectory(prefix="digitize-") as tmp:
+        doc.pages = _run_pages(input_path, indices, Path(tmp), opts)
+        doc.timings["pages"] = round(time.perf_counter() - start, 3)
+        page_files = sorted(Path(tmp).glob("page-*.pdf"))
+        try:
+            with atomic_path(output_path) as tmp_out:
+                title = opts.title or input_path.stem
+                pdfa.merge_pdfa(page_files, tmp_out, title, dt.datetime.fromisoformat(doc.created),
+                                subject=f"Converted from {input_path.name} ({doc.input_sha256[:16]})")
+                doc.timings["merge"] = round(time.perf_counter() - start - doc.timings["pages"], 3)
+                _validate(tmp_out, opts, doc)
+                doc.output_sha256 = sha256_file(tmp_out)
+                doc.output_bytes = tmp_out.stat().st_size
+        except PermissionError as e:
+            raise FileAccessError(f"cannot write {output_path}: {e.strerror}") from None
+    doc.output_path = str(output_path)
+    doc.tools = tool_versions()
+    doc.warnings = [w for p in doc.pages for w in p.warnings]
+    doc.timings["total"] = round(time.perf_counter() - start, 3)
+    _write_extras(doc, sidecar, report)
+    return doc
+
+
+def _validate(path: Path, opts: ConvertOptions, doc: DocumentReport) -> None:
+    doc.pdfa = {"flavour": "2b", "validator": "", "compliant": None}
+    if not opts.validate or not verapdf.available():
+        return
+    t = time.perf_counter()
+    result = verapdf.require_valid(path)
+    doc.pdfa = {"flavour": "2b", "validator": verapdf.version(), "compliant": result.compliant}
+    doc.timings["validate"] = round(time.perf_counter() - t, 3)
+
+
+def _write_extras(doc: DocumentReport, sidecar: Path | str | None, report: Path | str | None) -> None:
+    try:
+        if sidecar:
+            atomic_write_text(sidecar, doc.text)
+        if report:
+            atomic_write_text(report, doc.to_json())
+    except PermissionError as e:
+        raise FileAccessError(f"cannot write report: {e}") from None
+

@@ -1,0 +1,155 @@
+"""PDF/A-2b writing with pikepdf (no Ghostscript: Debian 12's 10.0.0 corrupts PDFs with text).
+
+Pages are built one at a time into single-page PDFs on disk by the workers, then merged
+here with one shared font, XMP metadata (pdfaid part 2, conformance B), an sRGB output intent
+and no encryption, JavaScript or actions, so the output stays signable (PAdES) later.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import os
+from pathlib import Path
+from typing import Sequence
+
+import pikepdf
+from pikepdf import Array, Dictionary, Name, Pdf, Stream
+
+from . import __version__
+from . import textlayer
+from .encode import EncodedImage
+
+PRODUCER = f"digitize {__version__}"
+
+
+@functools.lru_cache(maxsize=1)
+def srgb_icc() -> bytes:
+    """An sRGB ICC profile made by littleCMS (via Pillow), marked version 2.1 for PDF/A-2 readers."""
+    from PIL import ImageCms
+
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+    data = bytearray(profile.tobytes())
+    return bytes(data)
+
+
+def _font(pdf: Pdf) -> Dictionary:
+    font_file = Stream(pdf, textlayer.glyphless_truetype())
+    font_file.Length1 = len(textlayer.glyphless_truetype())
+    descriptor = Dictionary(
+        Type=Name.FontDescriptor, FontName=Name("/" + textlayer.FONT_NAME), Flags=4,
+        FontBBox=Array([0, textlayer.DESCENT, textlayer.ADVANCE, textlayer.ASCENT]), ItalicAngle=0,
+        Ascent=textlayer.ASCENT, Descent=textlayer.DESCENT, CapHeight=textlayer.ASCENT, StemV=80,
+        FontFile2=pdf.make_indirect(font_file),
+    )
+    cid_font = Dictionary(
+        Type=Name.Font, Subtype=Name.CIDFontType2, BaseFont=Name("/" + textlayer.FONT_NAME),
+        CIDSystemInfo=Dictionary(Registry=pikepdf.String("Adobe"), Ordering=pikepdf.String("Identity"), Supplement=0),
+        FontDescriptor=pdf.make_indirect(descriptor), DW=textlayer.ADVANCE,
+        CIDToGIDMap=pdf.make_indirect(Stream(pdf, textlayer.cid_to_gid_map())),
+    )
+    return pdf.make_indirect(Dictionary(
+        Type=Name.Font, Subtype=Name.Type0, BaseFont=Name("/" + textlayer.FONT_NAME), Encoding=Name("/Identity-H"),
+        DescendantFonts=Array([pdf.make_indirect(cid_font)]),
+        ToUnicode=pdf.make_indirect(Stream(pdf, textlayer.to_unicode_cmap())),
+    ))
+
+
+def _image_xobject(pdf: Pdf, image: EncodedImage) -> Stream:
+    xobj = Stream(pdf, image.data)
+    xobj.Type = Name.XObject
+    xobj.Subtype = Name.Image
+    xobj.Width = image.width
+    xobj.Height = image.height
+    xobj.ColorSpace = Name(image.colour_space)
+    xobj.BitsPerComponent = image.bits
+    xobj.Filter = Name(image.filter)
+    if image.decode_parms:
+        xobj.DecodeParms = Dictionary({k: v for k, v in image.decode_parms.items()})
+    return pdf.make_indirect(xobj)
+
+
+def write_page_pdf(path: Path, image: EncodedImage, width_pt: float, height_pt: float, text_ops: bytes) -> None:
+    """One page: the archival image filling the page, the invisible text layer over it."""
+    pdf = Pdf.new()
+    xobj = _image_xobject(pdf, image)
+    draw = f"q {width_pt:.4f} 0 0 {height_pt:.4f} 0 0 cm /Im0 Do Q\n".encode("ascii")
+    resources = Dictionary(XObject=Dictionary(Im0=xobj))
+    if text_ops:
+        resources.Font = Dictionary({textlayer.FONT_RESOURCE: _font(pdf)})
+    page = Dictionary(
+        Type=Name.Page, MediaBox=Array([0, 0, round(width_pt, 4), round(height_pt, 4)]),
+        Resources=resources, Contents=pdf.make_stream(draw + text_ops),
+    )
+    pdf.pages.append(pikepdf.Page(page))
+    pdf.save(path, compress_streams=True, object_stream_mode=pikepdf.ObjectStreamMode.generate)
+
+
+def _xmp_date(when: dt.datetime) -> str:
+    return when.isoformat(timespec="seconds")
+
+
+def merge_pdfa(page_files: Sequence[Path], output: Path, title: str, created: dt.datetime,
+               language: str = "vi", subject: str = "") -> None:
+    """Merge page PDFs into one PDF/A-2b file at ``output`` (caller makes it atomic).
+
+    The page PDFs stay open until the save so qpdf copies their image streams lazily:
+    memory does not grow with the page count.
+    """
+    out = Pdf.new()
+    shared_font = None
+    sources = []
+    try:
+        for path in page_files:
+            src = Pdf.open(path)
+            sources.append(src)
+            out.pages.append(src.pages[0])
+            page = out.pages[-1]
+            fonts = page.obj.Resources.get("/Font")
+            if fonts is not None:
+                if shared_font is None:
+                    shared_font = fonts[textlayer.FONT_RESOURCE]
+                else:
+                    fonts[textlayer.FONT_RESOURCE] = shared_font
+        _add_pdfa_catalog(out, title, created, language, subject)
+        out.save(output, compress_streams=True, object_stream_mode=pikepdf.ObjectStreamMode.generate,
+                 deterministic_id=True, min_version="1.7", linearize=False)
+    finally:
+        for src in sources:
+            src.close()
+        out.close()
+
+
+def _add_pdfa_catalog(pdf: Pdf, title: str, created: dt.datetime, language: str, subject: str) -> None:
+    icc = Stream(pdf, srgb_icc())
+    icc.N = 3
+    pdf.Root.OutputIntents = Array([pdf.make_indirect(Dictionary(
+        Type=Name.OutputIntent, S=Name.GTS_PDFA1, OutputConditionIdentifier=pikepdf.String("sRGB IEC61966-2.1"),
+        Info=pikepdf.String("sRGB IEC61966-2.1"), DestOutputProfile=pdf.make_indirect(icc),
+    ))])
+    pdf.Root.Lang = pikepdf.String(language)
+    pdf.Root.MarkInfo = Dictionary(Marked=False)
+    with pdf.open_metadata(set_pikepdf_as_editor=False, update_docinfo=True) as meta:
+        meta["pdfaid:part"] = "2"
+        meta["pdfaid:conformance"] = "B"
+        meta["dc:title"] = title
+        if subject:
+            meta["dc:description"] = subject
+        meta["dc:language"] = [language]
+        meta["xmp:CreatorTool"] = PRODUCER
+        meta["pdf:Producer"] = f"{PRODUCER} (pikepdf {pikepdf.__version__})"
+        meta["xmp:CreateDate"] = _xmp_date(created)
+        meta["xmp:ModifyDate"] = _xmp_date(created)
+        meta["xmp:MetadataDate"] = _xmp_date(created)
+
+
+def pdf_is_encrypted_or_active(path: os.PathLike) -> list[str]:
+    """Things PDF/A-2b forbids that we double-check on our own output (cheap, before veraPDF)."""
+    problems = []
+    with Pdf.open(path) as pdf:
+        if pdf.is_encrypted:
+            problems.append("encrypted")
+        for key in ("/OpenAction", "/AA", "/Names"):
+            if key in pdf.Root:
+                problems.append(f"catalog has {key}")
+    return problems

@@ -1,0 +1,77 @@
+"""Thin wrappers around poppler's pdftoppm (via pdf2image) and pdftotext, with time limits."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from PIL import Image
+
+from .errors import InputError, MissingDependencyError
+from .records import Word
+
+TIMEOUT = 300
+
+
+def _require(tool: str) -> str:
+    path = shutil.which(tool)
+    if not path:
+        raise MissingDependencyError(f"{tool} not found: install poppler-utils (scripts/setup.sh)")
+    return path
+
+
+def render_page(pdf: Path, page_index: int, dpi: float, grey: bool = False) -> Image.Image:
+    """Render one page (CropBox, /Rotate applied) to a PIL image."""
+    from pdf2image import convert_from_path
+    from pdf2image.exceptions import PDFPageCountError, PDFSyntaxError
+
+    _require("pdftoppm")
+    try:
+        images = convert_from_path(str(pdf), dpi=round(dpi), use_cropbox=True, first_page=page_index + 1, last_page=page_index + 1,
+                                   grayscale=grey, timeout=TIMEOUT, fmt="ppm")
+    except subprocess.TimeoutExpired:
+        raise InputError(f"page {page_index + 1} took more than {TIMEOUT} s to render") from None
+    except (PDFPageCountError, PDFSyntaxError) as e:
+        raise InputError(f"page {page_index + 1} cannot be rendered: {e}") from None
+    if not images:
+        raise InputError(f"page {page_index + 1} cannot be rendered")
+    return images[0]
+
+
+def page_words(pdf: Path, page_index: int, dpi: float) -> list[tuple[int, Word]]:
+    """Words of a born-digital page with line ids, in pixel coordinates at ``dpi``."""
+    exe = _require("pdftotext")
+    n = str(page_index + 1)
+    proc = subprocess.run([exe, "-bbox-layout", "-enc", "UTF-8", "-f", n, "-l", n, str(pdf), "-"],
+                          capture_output=True, timeout=TIMEOUT)
+    if proc.returncode != 0:
+        return []
+    return parse_bbox_layout(proc.stdout, dpi / 72.0)
+
+
+def parse_bbox_layout(xhtml: bytes, scale: float) -> list[tuple[int, Word]]:
+    ns = {"h": "http://www.w3.org/1999/xhtml"}
+    try:
+        root = ET.fromstring(xhtml)
+    except ET.ParseError:
+        return []
+    out: list[tuple[int, Word]] = []
+    for line_id, line in enumerate(root.iterfind(".//h:line", ns)):
+        for w in line.iterfind("h:word", ns):
+            text = (w.text or "").strip()
+            if not text:
+                continue
+            box = [float(w.get(k, 0)) * scale for k in ("xMin", "yMin", "xMax", "yMax")]
+            out.append((line_id, Word(text, round(box[0]), round(box[1]), round(box[2]), round(box[3]), 100.0)))
+    return out
+
+
+def version() -> str:
+    try:
+        proc = subprocess.run([_require("pdftoppm"), "-v"], capture_output=True, text=True, timeout=30)
+    except (MissingDependencyError, OSError, subprocess.SubprocessError):
+        return ""
+    first = (proc.stderr or proc.stdout).splitlines()
+    return first[0].strip() if first else ""

@@ -1,0 +1,447 @@
+"""Input reading, one page at a time, so memory never grows with the page count.
+
+Files are recognised by their bytes, not their names: PDF, TIFF (multi-page, G4/LZW/JPEG),
+JPEG, PNG (alpha, palette, 16-bit). Each page comes out as a :class:`SourcePage`: the decoded
+image with the PDF's /Rotate applied, its resolution and where that came from, the scanner's
+own JPEG stream when it can stay as is, and the page's text when the PDF is born-digital.
+
+PDF text policy: a page whose text is *visible* (born-digital) keeps that exact text as its
+text layer, over an image of the page; a page whose only text is invisible (earlier OCR) is
+OCRed again, since we cannot trust another engine's layer and our preprocessing is better.
+The original file is always kept byte for byte in the store, so nothing of it is lost.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pikepdf
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from . import poppler
+from .errors import EncryptedPdfError, InputError, InputTooLargeError, UnsupportedInputError
+from .records import Word
+
+MIN_DPI, MAX_DPI = 50.0, 2400.0
+# (width, height) in inches of the papers a one-stop shop scans
+PAPER_SIZES = {"A4": (8.27, 11.69), "A5": (5.83, 8.27), "A3": (11.69, 16.54), "Letter": (8.5, 11.0),
+               "Legal": (8.5, 14.0)}
+
+
+@dataclass
+class SourcePage:
+    index: int  # 0-based position in the input
+    image: Image.Image  # mode "RGB", "L" or "1"; /Rotate and EXIF orientation applied
+    dpi: float
+    dpi_source: str  # "file", "paper-size", "default", "pdf"
+    passthrough_jpeg: bytes | None = None  # scanner JPEG usable unchanged if the page needs no rotation
+    words: list[tuple[int, Word]] | None = None  # born-digital text (line id, word) in image pixels
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    max_pixels: int = 250_000_000
+    default_dpi: float = 300.0
+
+
+def sniff(path: Path) -> str:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1024)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, not a file") from None
+    except PermissionError:
+        raise InputError(f"{path}: permission denied") from None
+    if not head:
+        raise InputError(f"{path.name}: file is empty (0 bytes)")
+    if b"%PDF-" in head:
+        return "pdf"
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "tiff"
+    if head[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    if head[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    hint = {b"PK": "a ZIP/Office document", b"GI": "a GIF image", b"BM": "a BMP image", b"\xd0\xcf": "an old Office document",
+            b"Ri": "a WebP image"}.get(head[:2], "not a PDF, TIFF, JPEG or PNG")
+    raise UnsupportedInputError(f"{path.name}: unsupported file type ({hint}); scan to PDF, TIFF, JPEG or PNG")
+
+
+def guess_dpi(width: int, height: int, default: float) -> tuple[float, str]:
+    """DPI for an image that has none: a known paper size if the aspect matches, else the default."""
+    for w_in, h_in in PAPER_SIZES.values():
+        for pw, ph in ((w_in, h_in), (h_in, w_in)):
+            dx, dy = width / pw, height / ph
+            if abs(dx - dy) / dx < 0.02 and 100 <= dx <= 1200:
+                return round((dx + dy) / 2, 1), "paper-size"
+    return default, "default"
+
+
+def normalise_mode(img: Image.Image) -> Image.Image:
+    """Any Pillow mode to "RGB", "L" or "1": alpha over white paper, palettes expanded, 16-bit to 8-bit."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img, dtype=np.uint32)
+        top = max(int(arr.max()), 1)
+        shift = 8 if top > 255 else 0
+        return Image.fromarray((arr >> shift).clip(0, 255).astype(np.uint8), "L")
+    if img.mode == "F":
+        return Image.fromarray(np.asarray(img).clip(0, 255).astype(np.uint8), "L")
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = img.convert("RGBA")
+        base = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(base, rgba).convert("RGB")
+    if img.mode == "CMYK":
+        img = img.convert("RGB")
+    if img.mode not in ("RGB", "L", "1"):
+        img = img.convert("RGB")
+    if img.mode == "RGB":
+        arr = np.asarray(img)
+        if np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 1], arr[..., 2]):
+            img = Image.fromarray(arr[..., 0], "L")  # grey stored as RGB stays grey
+    return img
+
+
+def _check_pixels(width: int, height: int, limits: ReadLimits, what: str) -> None:
+    if width <= 0 or height <= 0:
+        raise InputError(f"{what}: image has no pixels ({width}x{height})")
+    if width * height > limits.max_pixels:
+        raise InputTooLargeError(
+            f"{what}: {width}x{height} = {width * height / 1e6:.0f} megapixels exceeds the limit of "
+            f"{limits.max_pixels / 1e6:.0f} (decompression bomb?); raise convert.max_pixels if genuine")
+
+
+def _image_dpi(img: Image.Image) -> tuple[float, float] | None:
+    dpi = img.info.get("dpi")
+    if not dpi:
+        return None
+    try:
+        x, y = float(dpi[0]), float(dpi[1])
+    except (TypeError, ValueError, IndexError):
+        return None
+    if not (MIN_DPI <= x <= MAX_DPI and MIN_DPI <= y <= MAX_DPI):
+        return None
+    return x, y
+
+
+def _square_pixels(img: Image.Image, xdpi: float, ydpi: float) -> tuple[Image.Image, float]:
+    """Fax-style 204x98 dpi becomes square pixels at the higher resolution (same physical size)."""
+    if abs(xdpi - ydpi) / max(xdpi, ydpi) < 0.02:
+        return img, (xdpi + ydpi) / 2
+    dpi = max(xdpi, ydpi)
+    size = (round(img.width * dpi / xdpi), round(img.height * dpi / ydpi))
+    resample = Image.Resampling.NEAREST if img.mode == "1" else Image.Resampling.LANCZOS
+    return img.resize(size, resample), dpi
+
+
+def _decoded_page(img: Image.Image, index: int, limits: ReadLimits, name: str,
+                  raw_jpeg: bytes | None = None) -> SourcePage:
+    """Shared tail of image-file and TIFF reading: orientation tag, mode, resolution."""
+    _check_pixels(img.width, img.height, limits, f"{name} page {index + 1}")
+    notes: list[str] = []
+    dpi = _image_dpi(img)
+    transposed = ImageOps.exif_transpose(img)
+    if transposed is not img and transposed.size != img.size or _exif_orientation(img) not in (None, 1):
+        raw_jpeg = None  # pixels were turned: the stored stream no longer matches
+    try:
+        transposed.load()
+    except (OSError, SyntaxError, ValueError) as e:
+        raise InputError(f"{name} page {index + 1}: image data is corrupt or truncated ({e})") from None
+    page_img = normalise_mode(transposed)
+    if page_img.mode != img.mode and raw_jpeg is not None and img.mode not in ("RGB", "L"):
+        raw_jpeg = None
+    if dpi is None:
+        value, source = guess_dpi(page_img.width, page_img.height, limits.default_dpi)
+        notes.append(f"page {index + 1}: no resolution in the file; assumed {value:g} dpi ({source})")
+    else:
+        if dpi[0] != dpi[1]:
+            raw_jpeg = None
+        page_img, value = _square_pixels(page_img, *dpi)
+        source = "file"
+    if value < 200:
+        notes.append(f"page {index + 1}: {value:g} dpi is below the 200 dpi minimum for scanned copies")
+    return SourcePage(index, page_img, value, source, raw_jpeg, None, notes)
+
+
+def _exif_orientation(img: Image.Image) -> int | None:
+    try:
+        return img.getexif().get(0x0112)
+    except Exception:  # noqa: BLE001 - broken EXIF must not stop a scan
+        return None
+
+
+class Source:
+    """Base: a sequence of pages read lazily; use as a context manager."""
+
+    kind = "?"
+    page_count = 0
+
+    def page(self, index: int) -> SourcePage:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[SourcePage]:
+        for i in range(self.page_count):
+            yield self.page(i)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "Source":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class ImageSource(Source):
+    """JPEG and PNG files: one page."""
+
+    def __init__(self, path: Path, kind: str, limits: ReadLimits):
+        self.path, self.kind, self.limits, self.page_count = path, kind, limits, 1
+
+    def page(self, index: int) -> SourcePage:
+        if index != 0:
+            raise IndexError(index)
+        data = self.path.read_bytes()
+        img = _open_image(io.BytesIO(data), self.path.name, self.limits)
+        raw = data if self.kind == "jpeg" and img.mode in ("RGB", "L") else None
+        return _decoded_page(img, 0, self.limits, self.path.name, raw)
+
+
+class TiffSource(Source):
+    kind = "tiff"
+
+    def __init__(self, path: Path, limits: ReadLimits):
+        self.path, self.limits = path, limits
+        self._img = _open_image(path, path.name, limits)
+        self.page_count = getattr(self._img, "n_frames", 1)
+
+    def page(self, index: int) -> SourcePage:
+        try:
+            self._img.seek(index)
+        except EOFError:
+            raise InputError(f"{self.path.name}: page {index + 1} is missing (truncated TIFF)") from None
+        frame = self._img.copy() if self._img.mode != "1" else self._img.convert("1")
+        frame.info = dict(self._img.info)
+        return _decoded_page(frame, index, self.limits, self.path.name)
+
+    def close(self) -> None:
+        self._img.close()
+
+
+def _open_image(fp, name: str, limits: ReadLimits) -> Image.Image:
+    Image.MAX_IMAGE_PIXELS = limits.max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(fp)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise InputTooLargeError(f"{name}: refused as a decompression bomb ({e})") from None
+    except UnidentifiedImageError:
+        raise InputError(f"{name}: image is corrupt or truncated (cannot identify it)") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise InputError(f"{name}: image is corrupt or truncated ({e})") from None
+    _check_pixels(img.width, img.height, limits, name)
+    return img
+
+
+@dataclass(frozen=True)
+class _PageLayout:
+    """What a PDF page's content stream does, enough to choose how to read it."""
+
+    images: tuple[tuple[str, tuple[float, ...]], ...]  # (XObject name, CTM) per image drawn
+    has_visible_text: bool
+    has_invisible_text: bool
+    other_drawing: bool
+
+
+def _layout(page: pikepdf.Page) -> _PageLayout:
+    ctm = [1.0, 0.0, 0.0, 1.0, 0.0, 0.0]
+    stack: list[list[float]] = []
+    images, visible, invisible, other = [], False, False, False
+    mode = 0
+    for operands, op in pikepdf.parse_content_stream(page):
+        name = str(op)
+        if name == "q":
+            stack.append(ctm[:])
+        elif name == "Q" and stack:
+            ctm = stack.pop()
+        elif name == "cm":
+            a, b, c, d, e, f = (float(x) for x in operands)
+            m = ctm
+            ctm = [a * m[0] + b * m[2], a * m[1] + b * m[3], c * m[0] + d * m[2], c * m[1] + d * m[3],
+                   e * m[0] + f * m[2] + m[4], e * m[1] + f * m[3] + m[5]]
+        elif name == "Tr":
+            mode = int(operands[0])
+        elif name in ("Tj", "TJ", "'", '"'):
+            if mode == 3:
+                invisible = True
+            else:
+                visible = True
+        elif name == "Do":
+            images.append((str(operands[0]), tuple(ctm)))
+        elif name in ("f", "F", "f*", "S", "s", "B", "B*", "b", "b*", "sh", "BI"):
+            other = True
+    return _PageLayout(tuple(images), visible, invisible, other)
+
+
+class PdfSource(Source):
+    kind = "pdf"
+
+    def __init__(self, path: Path, limits: ReadLimits):
+        self.path, self.limits = path, limits
+        try:
+            self.pdf = pikepdf.open(path)
+        except pikepdf.PasswordError:
+            raise EncryptedPdfError(f"{path.name}: PDF is encrypted with a password; remove it before scanning in") from None
+        except pikepdf.PdfError as e:
+            raise InputError(f"{path.name}: PDF is corrupt or truncated ({_first_line(e)})") from None
+        self._check_document()
+        self.page_count = len(self.pdf.pages)
+
+    def _check_document(self) -> None:
+        name = self.path.name
+        tail = _tail(self.path)
+        damaged = any("damaged" in w or "xref" in w.lower() for w in self.pdf.get_warnings())
+        if b"%%EOF" not in tail and damaged:
+            raise InputError(f"{name}: PDF is truncated (no end-of-file marker; the transfer or scan was cut short)")
+        acro = self.pdf.Root.get("/AcroForm")
+        if acro is not None and "/XFA" in acro and bool(self.pdf.Root.get("/NeedsRendering", False)):
+            raise UnsupportedInputError(f"{name}: XFA-only form: its pages exist only as XML; print it to PDF first")
+        try:
+            n = len(self.pdf.pages)
+        except pikepdf.PdfError as e:
+            raise InputError(f"{name}: PDF page tree is corrupt ({_first_line(e)})") from None
+        if n == 0:
+            raise InputError(f"{name}: PDF has no pages")
+
+    def page(self, index: int) -> SourcePage:
+        name = self.path.name
+        try:
+            page = self.pdf.pages[index]
+            rotate = int(page.obj.get("/Rotate", 0)) % 360
+            layout = _layout(page)
+            box = [float(v) for v in page.cropbox]
+        except (pikepdf.PdfError, ValueError, TypeError) as e:
+            raise InputError(f"{name} page {index + 1}: page content is corrupt ({_first_line(e)})") from None
+        box_w, box_h = abs(box[2] - box[0]), abs(box[3] - box[1])
+        if box_w < 1 or box_h < 1:
+            raise InputError(f"{name} page {index + 1}: page has no area ({box_w:.0f}x{box_h:.0f} pt)")
+        if layout.has_visible_text:
+            return self._born_digital(index, layout, box_w, box_h)
+        single = self._single_image(page, layout, box)
+        if single is not None:
+            return self._extract(index, single, rotate, box_w)
+        return self._render(index, layout, page, box_w, box_h, None)
+
+    def _image_dpi(self, page: pikepdf.Page, layout: _PageLayout) -> float:
+        best = 0.0
+        for xname, ctm in layout.images:
+            xobj = page.resources.get("/XObject", {}).get(xname)
+            if xobj is None or xobj.get("/Subtype") != "/Image":
+                continue
+            drawn_w = math.hypot(ctm[0], ctm[1])
+            if drawn_w > 1:
+                best = max(best, float(xobj.Width) / (drawn_w / 72.0))
+        return best
+
+    def _single_image(self, page: pikepdf.Page, layout: _PageLayout, box: list[float]):
+        """The one upright image covering the page, if that is all the page draws."""
+        if len(layout.images) != 1 or layout.other_drawing:
+            return None
+        xname, ctm = layout.images[0]
+        xobj = page.resources.get("/XObject", {}).get(xname)
+        if xobj is None or xobj.get("/Subtype") != "/Image":
+            return None
+        a, b, c, d, e, f = ctm
+        if abs(b) > 1e-6 or abs(c) > 1e-6 or a <= 0 or d <= 0:
+            return None  # flipped or rotated image: let poppler draw it
+        x0, y0, x1, y1 = min(box[0], box[2]), min(box[1], box[3]), max(box[0], box[2]), max(box[1], box[3])
+        tol = 0.02 * max(x1 - x0, y1 - y0)
+        if abs(e - x0) > tol or abs(f - y0) > tol or abs(e + a - x1) > tol or abs(f + d - y1) > tol:
+            return None
+        if any(k in xobj for k in ("/SMask", "/Mask", "/Decode")) or xobj.get("/ImageMask", False):
+            return None
+        return xobj
+
+    def _extract(self, index: int, xobj, rotate: int, box_w: float) -> SourcePage:
+        name = self.path.name
+        width, height = int(xobj.Width), int(xobj.Height)
+        _check_pixels(width, height, self.limits, f"{name} page {index + 1}")
+        try:
+            pdfimage = pikepdf.PdfImage(xobj)
+            filters = pdfimage.filters
+            raw = None
+            if filters == ["/DCTDecode"] and pdfimage.mode in ("RGB", "L") and rotate == 0:
+                raw = bytes(xobj.read_raw_bytes())
+            img = pdfimage.as_pil_image()
+            img.load()
+        except (pikepdf.PdfError, NotImplementedError, pikepdf.models.image.UnsupportedImageTypeError):
+            return self._render(index, None, self.pdf.pages[index], box_w, None, width / (box_w / 72.0))
+        except (OSError, ValueError, SyntaxError) as e:
+            raise InputError(f"{name} page {index + 1}: image data is corrupt or truncated ({_first_line(e)})") from None
+        if rotate:
+            img = img.rotate(-rotate, expand=True)
+        page_img = normalise_mode(img)
+        if page_img.mode != img.mode:
+            raw = None
+        dpi = width / (box_w / 72.0)  # image space is the unrotated page box
+        return SourcePage(index, page_img, round(dpi, 2), "pdf", raw, None, self._dpi_notes(index, dpi))
+
+    def _born_digital(self, index: int, layout: _PageLayout, box_w: float, box_h: float) -> SourcePage:
+        page = self.pdf.pages[index]
+        dpi = min(max(self._image_dpi(page, layout), 300.0), 600.0)
+        src = self._render(index, layout, page, box_w, box_h, dpi)
+        src.words = poppler.page_words(self.path, index, src.dpi)
+        return src
+
+    def _render(self, index: int, layout: _PageLayout | None, page: pikepdf.Page, box_w: float,
+                box_h: float | None, dpi: float | None) -> SourcePage:
+        if dpi is None:
+            found = self._image_dpi(page, layout) if layout else 0.0
+            dpi = min(max(found, 200.0), 600.0) if found else 300.0
+        box_h = box_h or box_w
+        _check_pixels(round(box_w * dpi / 72), round(box_h * dpi / 72), self.limits, f"{self.path.name} page {index + 1}")
+        img = normalise_mode(poppler.render_page(self.path, index, dpi))
+        return SourcePage(index, img, float(round(dpi)), "pdf", None, None, self._dpi_notes(index, dpi))
+
+    @staticmethod
+    def _dpi_notes(index: int, dpi: float) -> list[str]:
+        return [f"page {index + 1}: {dpi:.0f} dpi is below the 200 dpi minimum for scanned copies"] if dpi < 199 else []
+
+    def close(self) -> None:
+        self.pdf.close()
+
+
+def _tail(path: Path, size: int = 2048) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        f.seek(max(0, f.tell() - size))
+        return f.read()
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:200] if text else type(err).__name__
+
+
+def open_source(path: Path | str, limits=None) -> Source:
+    """Open any supported input; ``limits`` is ReadLimits or anything with max_pixels/default_dpi."""
+    path = Path(path)
+    limits = ReadLimits(limits.max_pixels, limits.default_dpi) if limits is not None else ReadLimits()
+    kind = sniff(path)
+    if kind == "pdf":
+        return PdfSource(path, limits)
+    if kind == "tiff":
+        return TiffSource(path, limits)
+    return ImageSource(path, kind, limits)
