@@ -1,0 +1,102 @@
+"""Synthetic scanned pages for tests: Vietnamese text rendered with Pillow, then turned, skewed, soiled.
+
+Conventions match digitize.geometry:
+- ``rotate(pixels, degrees)`` turns the page **clockwise** by 0/90/180/270 (lossless), so the
+  orientation geometry should report for the result is ``(360 - degrees) % 360``;
+- ``skew(pixels, degrees)`` rotates **counter-clockwise** by ``degrees`` (OpenCV's sign), so the
+  skew geometry should report is ``-degrees``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import cv2
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+FONT_PATH = "/usr/share/fonts/truetype/liberation2/LiberationSerif-Regular.ttf"
+DPI = 300.0
+
+VIETNAMESE_LINES = [
+    "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM",
+    "Độc lập - Tự do - Hạnh phúc",
+    "QUYẾT ĐỊNH về việc giao đất cho hộ gia đình",
+    "Căn cứ Luật Đất đai ngày 29 tháng 11 năm 2013;",
+    "Xét đề nghị của Trưởng phòng Tài nguyên và Môi trường,",
+    "Điều 1. Giao cho ông Nguyễn Văn Hùng, sinh năm 1968,",
+    "thường trú tại thôn Phước Lộc, xã Hòa Phước, huyện",
+    "Hòa Vang, thành phố Đà Nẵng, thửa đất số 127,",
+    "tờ bản đồ số 14, diện tích 312,5 m² để sử dụng",
+    "vào mục đích đất ở tại nông thôn; thời hạn lâu dài.",
+    "Điều 2. Ông Nguyễn Văn Hùng có trách nhiệm nộp",
+    "tiền sử dụng đất theo quy định và sử dụng đất",
+    "đúng mục đích, ranh giới được giao.",
+    "Điều 3. Quyết định này có hiệu lực kể từ ngày ký.",
+    "Chánh Văn phòng, Trưởng phòng Tài nguyên và Môi",
+    "trường, Chủ tịch UBND xã Hòa Phước chịu trách nhiệm",
+    "thi hành Quyết định này./.",
+]
+
+
+@lru_cache(maxsize=8)
+def _font(px: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(FONT_PATH, px)
+
+
+def render_text_page(lines=VIETNAMESE_LINES, size: tuple[int, int] = (1240, 1748), font_px: int = 40,
+                     colour: bool = False, margin: int = 90, leading: float = 1.6) -> np.ndarray:
+    """Black text lines on white paper. ``size`` is (width, height). Grey uint8 (H, W), or RGB
+    uint8 (H, W, 3) with a red seal ring and a blue signature stroke when ``colour``."""
+    width, height = size
+    img = Image.new("RGB" if colour else "L", (width, height), "white")
+    draw = ImageDraw.Draw(img)
+    font = _font(font_px)
+    y = margin
+    for line in lines:
+        if y + font_px > height - margin:
+            break
+        draw.text((margin, y), line, font=font, fill="black")
+        y += int(font_px * leading)
+    if colour:
+        cx, cy, r = width * 2 // 3, height - margin - 180, 150
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), outline=(220, 30, 30), width=14)
+        draw.line((margin, height - margin - 60, margin + 300, height - margin - 120), fill=(30, 40, 200), width=6)
+    return np.asarray(img).copy()
+
+
+def rotate(pixels: np.ndarray, degrees: int) -> np.ndarray:
+    """Turn clockwise by a multiple of 90 degrees."""
+    assert degrees % 90 == 0
+    return np.ascontiguousarray(np.rot90(pixels, -(degrees // 90) % 4))
+
+
+def skew(pixels: np.ndarray, degrees: float, fill: int | tuple[int, ...] = 255) -> np.ndarray:
+    """Rotate counter-clockwise by ``degrees`` about the centre, same canvas, corners filled with paper."""
+    if degrees == 0:
+        return pixels.copy()
+    h, w = pixels.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
+    if pixels.ndim == 3 and isinstance(fill, int):
+        fill = (fill,) * pixels.shape[2]
+    return cv2.warpAffine(pixels, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                          borderValue=fill)
+
+
+def noise(pixels: np.ndarray, amount: float = 0.01, seed: int = 0) -> np.ndarray:
+    """Salt-and-pepper: ``amount`` of the pixels set to black or white at random (reproducible)."""
+    rng = np.random.default_rng(seed)
+    out = pixels.copy()
+    hit = rng.random(pixels.shape[:2]) < amount
+    salt = rng.random(pixels.shape[:2]) < 0.5
+    out[hit & salt] = 255
+    out[hit & ~salt] = 0
+    return out
+
+
+def shadow(pixels: np.ndarray, darkest: float = 0.45) -> np.ndarray:
+    """Multiply by a left-to-right gradient from ``darkest`` to 1 (a book-gutter shadow)."""
+    w = pixels.shape[1]
+    ramp = np.linspace(darkest, 1.0, w, dtype=np.float32)
+    ramp = ramp[None, :, None] if pixels.ndim == 3 else ramp[None, :]
+    return np.clip(pixels.astype(np.float32) * ramp, 0, 255).astype(np.uint8)
