@@ -50,6 +50,13 @@ def _from_db(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def _merge_case(old: CaseRecord, new: CaseRecord) -> CaseRecord:
+    """Fields the new record leaves empty keep their old values; archive fields merge key by key."""
+    values = {n: getattr(new, n) if getattr(new, n) not in (None, "") else getattr(old, n) for n in _CASE_COLUMNS}
+    values["archive"] = {**old.archive, **new.archive}
+    return CaseRecord(**values)
+
+
 def case_search_text(case: CaseRecord) -> str:
     parts = [case.case_id, case.procedure_code, case.procedure_name, case.agency, case.applicant, case.status,
              *case.archive.values()]
@@ -168,12 +175,16 @@ class Index(ABC):
 
     # -- cases ---------------------------------------------------------------------------------
     def upsert_case(self, case: CaseRecord) -> bool:
-        """Insert or update a case and its search entry; True if it was new."""
-        values = [_to_db(n, getattr(case, n)) for n in _CASE_COLUMNS]
-        updates = ", ".join(f"{n} = excluded.{n}" for n in _CASE_COLUMNS[1:])
-        now = now_iso()
+        """Insert a case, or update the fields this record carries (a partial export keeps the others).
+
+        Returns True if the case was new. Its search entry is rewritten in the same transaction.
+        """
         with self.transaction():
-            existed = self.get_case(case.case_id) is not None
+            existing = self.get_case(case.case_id)
+            merged = _merge_case(existing, case) if existing else case
+            values = [_to_db(n, getattr(merged, n)) for n in _CASE_COLUMNS]
+            updates = ", ".join(f"{n} = excluded.{n}" for n in _CASE_COLUMNS[1:])
+            now = now_iso()
             self._execute(
                 f"INSERT INTO cases ({', '.join(_CASE_COLUMNS)}, created_at, updated_at) "
                 f"VALUES ({_placeholders(len(values) + 2)}) "
@@ -181,8 +192,8 @@ class Index(ABC):
                 [*values, now, now],
             )
             self._replace_search_entries("case_id = ? AND doc_id IS NULL", (case.case_id,),
-                                         [(case.case_id, None, None, case_search_text(case))])
-        return not existed
+                                         [(case.case_id, None, None, case_search_text(merged))])
+        return existing is None
 
     def get_case(self, case_id: str) -> CaseRecord | None:
         rows = self._rows(f"SELECT {', '.join(_CASE_COLUMNS)} FROM cases WHERE case_id = ?", (case_id,))

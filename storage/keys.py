@@ -9,26 +9,14 @@ only the validated case ID, the sequence number, a fixed role word, the hash and
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-
 from digitize.errors import BadArgsError
 from digitize.identifiers import normalize_case_id
 
 UNMATCHED = "_unmatched"
 HASH_CHARS = 16
-_SAFE_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*")
+_SAFE_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)*")
 _EXTENSION = re.compile(r"\.([A-Za-z0-9]{1,5})$")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-@dataclass(frozen=True)
-class DocumentKeys:
-    original: str
-    pdfa: str
-    meta: str
-
-    def all(self) -> tuple[str, str, str]:
-        return (self.original, self.pdfa, self.meta)
 
 
 def check_key(key: str) -> str:
@@ -59,16 +47,6 @@ def document_prefix(case_id: str | None, sequence: int) -> str:
 
 def object_key(prefix: str, role: str, sha256: str, extension: str) -> str:
     return check_key(f"{prefix}/{role}-{check_sha256(sha256)[:HASH_CHARS]}.{extension}")
-
-
-def document_keys(case_id: str | None, sequence: int, source_name: str,
-                  original_sha256: str, pdfa_sha256: str, meta_sha256: str) -> DocumentKeys:
-    prefix = document_prefix(case_id, sequence)
-    return DocumentKeys(
-        original=object_key(prefix, "original", original_sha256, original_extension(source_name)),
-        pdfa=object_key(prefix, "pdfa", pdfa_sha256, "pdf"),
-        meta=object_key(prefix, "meta", meta_sha256, "json"),
-    )
 
 
 def case_prefix(case_id: str) -> str:

@@ -8,6 +8,38 @@ EVENT_TYPES = ("ingested", "converted", "stored", "verified", "retrieved", "fixi
 
 
 @dataclass
+class DocumentMeta:
+    """What the caller knows about a document it stores (the pipelines fill this in)."""
+
+    case_id: str | None = None  # None -> stored as unmatched, linkable later
+    sequence: int | None = None  # position in the dossier; None -> next free
+    title: str = ""
+    doc_type: str = ""
+    procedure_code: str | None = None
+    procedure_name: str | None = None
+    agency: str | None = None
+    scanned_by: str | None = None
+    scan_station: str | None = None
+    source_name: str = ""  # original file name as received
+    source_pages: str = ""  # "" = whole file, or "1-4" when a stack was split
+    archive: dict[str, str] = field(default_factory=dict)  # OrganId, FileCatalog, FileNotation, Title, ...
+
+
+@dataclass
+class StoredDocument:
+    doc_id: int
+    case_id: str | None
+    sequence: int
+    original_sha256: str
+    pdfa_sha256: str
+    original_key: str
+    pdfa_key: str
+    meta_key: str
+    pages: int
+    already_stored: bool
+
+
+@dataclass
 class CaseRecord:
     """One case (hồ sơ) as exported by the one-stop electronic system."""
 

@@ -48,11 +48,14 @@ def test_unreachable_postgresql_is_a_storage_error():
         open_index("postgresql://nobody:secret@127.0.0.1:1/none")
 
 
-def test_case_upsert_creates_then_updates(index):
-    assert index.upsert_case(CaseRecord(CASE, applicant="Nguyễn Văn A", archive={"OrganId": "000.00.31.H56"})) is True
-    assert index.upsert_case(CaseRecord(CASE, applicant="Nguyễn Văn B", status="done")) is False
+def test_case_upsert_creates_then_updates_only_the_fields_it_carries(index):
+    assert index.upsert_case(CaseRecord(CASE, applicant="Nguyễn Văn A", agency="UBND", archive={"OrganId": "X"})) is True
+    assert index.upsert_case(CaseRecord(CASE, applicant="Nguyễn Văn B", status="done", archive={"Rights": "1"})) is False
     case = index.get_case(CASE)
-    assert (case.applicant, case.status, case.archive) == ("Nguyễn Văn B", "done", {})
+    assert (case.applicant, case.status, case.agency) == ("Nguyễn Văn B", "done", "UBND")
+    assert case.archive == {"OrganId": "X", "Rights": "1"}
+    assert [h.case_id for h in index.search("nguyen van b")] == [CASE]
+    assert index.search("nguyen van a") == []
     assert index.case_count() == 1
 
 

@@ -1,0 +1,249 @@
+"""The e-dossier archive: the one service pipelines and the CLI use to store, find, search and retrieve.
+
+Store protocol (why it survives kill -9 at any point without duplicates, orphans or loss):
+
+1. the index records a *pending* row with the planned keys before any object is written;
+2. original, PDF/A and JSON sidecar are written (never overwriting) and each read back and verified;
+3. one index transaction marks the row stored, adds its search text and its events.
+
+A rerun with the same original finds the pending row and resumes it (objects already present and intact
+are kept); ``verify`` completes or clears pending rows left by a process that never came back.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Callable
+
+from digitize import __version__
+from digitize.config import Settings
+from digitize.errors import BadArgsError, DigitizeError, NotFoundError
+from digitize.fsutil import sha256_bytes, sha256_file
+from digitize.identifiers import normalize_case_id, parse_procedure_code
+from digitize.records import DocumentReport
+
+from . import fixity, retrieval
+from .cases_import import parse_case_row, read_case_rows
+from .faults import fault_point
+from .index import ConflictError, Index, now_iso, open_index
+from .keys import document_prefix, object_key, original_extension
+from .models import (
+    CaseRecord,
+    DocumentMeta,
+    DocumentRow,
+    Event,
+    ImportResult,
+    PageText,
+    RowError,
+    SearchHit,
+    StoredDocument,
+)
+from .objects import ObjectStore, Source, open_store
+from .sidecar import build_sidecar
+
+__all__ = ["Archive", "DocumentMeta", "StoredDocument", "ImportResult", "TOOL"]
+
+TOOL = f"digitize-storage {__version__}"
+SEQUENCE_ATTEMPTS = 5
+log = logging.getLogger("digitize.storage")
+
+
+def _stored(row: DocumentRow, already: bool) -> StoredDocument:
+    return StoredDocument(doc_id=int(row.doc_id), case_id=row.case_id, sequence=row.sequence,
+                          original_sha256=row.original_sha256, pdfa_sha256=row.pdfa_sha256,
+                          original_key=row.original_key, pdfa_key=row.pdfa_key, meta_key=row.meta_key,
+                          pages=row.pages, already_stored=already)
+
+
+def _tools_summary(report: DocumentReport) -> str:
+    return "; ".join(f"{name} {version}" for name, version in sorted(report.tools.items())) or "unknown"
+
+
+def _plan_row(meta: DocumentMeta, report: DocumentReport, case_id: str | None, sequence: int,
+              original_sha: str, pdfa_sha: str) -> DocumentRow:
+    """A pending row with keys for the given hashes; the sidecar hash depends on the other two keys."""
+    prefix = document_prefix(case_id, sequence)
+    scored = [p.ocr_confidence for p in report.pages if p.word_count]
+    row = DocumentRow(
+        case_id=case_id, sequence=sequence, original_sha256=original_sha, pdfa_sha256=pdfa_sha, meta_sha256="",
+        original_key=object_key(prefix, "original", original_sha, original_extension(meta.source_name)),
+        pdfa_key=object_key(prefix, "pdfa", pdfa_sha, "pdf"), meta_key="",
+        source_name=meta.source_name, source_pages=meta.source_pages, title=meta.title, doc_type=meta.doc_type,
+        procedure_code=meta.procedure_code, procedure_name=meta.procedure_name, agency=meta.agency,
+        scanned_by=meta.scanned_by, scan_station=meta.scan_station, pages=report.page_count,
+        languages=report.language, ocr_confidence=round(sum(scored) / len(scored), 2) if scored else None,
+        archive=dict(meta.archive), created_at=now_iso(),
+    )
+    return _with_sidecar_key(row, meta, report)
+
+
+def _with_sidecar_key(row: DocumentRow, meta: DocumentMeta, report: DocumentReport) -> DocumentRow:
+    meta_sha = sha256_bytes(build_sidecar(row, meta, report))
+    meta_key = object_key(document_prefix(row.case_id, row.sequence), "meta", meta_sha, "json")
+    return replace(row, meta_sha256=meta_sha, meta_key=meta_key)
+
+
+class Archive:
+    def __init__(self, objects: ObjectStore, index: Index):
+        self.objects = objects
+        self.index = index
+
+    @classmethod
+    def open(cls, settings: Settings) -> "Archive":
+        objects = open_store(settings)
+        try:
+            return cls(objects, open_index(settings.index_dsn))
+        except BaseException:
+            objects.close()
+            raise
+
+    def close(self) -> None:
+        self.index.close()
+        self.objects.close()
+
+    def __enter__(self) -> "Archive":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- storing -------------------------------------------------------------------------------
+    def find(self, original_sha256: str, source_pages: str = "") -> StoredDocument | None:
+        row = self.index.find_document(original_sha256, source_pages)
+        return _stored(row, already=True) if row and row.status == "stored" else None
+
+    def store(self, original: Path, pdfa: Path, report: DocumentReport, meta: DocumentMeta,
+              actor: str = "digitize") -> StoredDocument:
+        """Store original + PDF/A + sidecar and index them; idempotent by (original SHA-256, source_pages)."""
+        case_id = normalize_case_id(meta.case_id) if meta.case_id else None
+        if meta.procedure_code:
+            meta = replace(meta, procedure_code=parse_procedure_code(meta.procedure_code).value)
+        original_sha = report.input_sha256 or sha256_file(original)
+        pdfa_sha = report.output_sha256 or sha256_file(pdfa)
+        row = self.index.find_document(original_sha, meta.source_pages)
+        if row and row.status == "stored":
+            return _stored(row, already=True)
+        if row is None:
+            row = self._insert_pending(meta, report, case_id, original_sha, pdfa_sha)
+        else:
+            log.info("resuming interrupted store of document %s (%s)", row.doc_id, row.original_key)
+        row = self._write_objects(row, original, pdfa, pdfa_sha, report, meta)
+        fault_point("objects-written")
+        self.index.finalize(row, [PageText(p.number, p.text) for p in report.pages],
+                            self._store_events(row, report, actor))
+        return _stored(row, already=False)
+
+    def _insert_pending(self, meta: DocumentMeta, report: DocumentReport, case_id: str | None,
+                        original_sha: str, pdfa_sha: str) -> DocumentRow:
+        """Claim a sequence number; concurrent writers may race for it, so retry a few times."""
+        for _ in range(SEQUENCE_ATTEMPTS):
+            sequence = meta.sequence or self.index.next_sequence(case_id)
+            row = _plan_row(meta, report, case_id, sequence, original_sha, pdfa_sha)
+            try:
+                row.doc_id = self.index.insert_pending(row)
+                return row
+            except ConflictError:
+                if self.index.find_document(original_sha, meta.source_pages):
+                    raise
+                if meta.sequence:
+                    raise BadArgsError(f"sequence {meta.sequence} is already used in case {case_id or 'unmatched'}")
+        raise ConflictError(f"could not claim a sequence number in case {case_id} after {SEQUENCE_ATTEMPTS} tries")
+
+    def _write_objects(self, row: DocumentRow, original: Path, pdfa: Path, pdfa_sha: str,
+                       report: DocumentReport, meta: DocumentMeta) -> DocumentRow:
+        """Put the three objects; on a resume, intact objects from the first attempt are kept as they are."""
+        s3_meta = {"case-id": row.case_id or "", "procedure-code": row.procedure_code or ""}
+        self._put(row.original_key, original, row.original_sha256, s3_meta, "application/octet-stream")
+        if not self.objects.is_intact(row.pdfa_key, row.pdfa_sha256):
+            if row.pdfa_sha256 != pdfa_sha:  # re-converted after a crash: bytes differ, so does the key
+                row = self._replan(row, meta, report, pdfa_sha=pdfa_sha)
+            self._put(row.pdfa_key, pdfa, row.pdfa_sha256, s3_meta, "application/pdf")
+        if not self.objects.is_intact(row.meta_key, row.meta_sha256):
+            sidecar = build_sidecar(row, meta, report)
+            if sha256_bytes(sidecar) != row.meta_sha256:
+                row = self._replan(row, meta, report)
+            self._put(row.meta_key, sidecar, row.meta_sha256, s3_meta, "application/json")
+        return row
+
+    def _replan(self, row: DocumentRow, meta: DocumentMeta, report: DocumentReport, **changes) -> DocumentRow:
+        """New keys for new bytes, recorded in the pending row *before* the write, so nothing is orphaned."""
+        prefix = document_prefix(row.case_id, row.sequence)
+        row = replace(row, **changes)
+        row = _with_sidecar_key(replace(row, pdfa_key=object_key(prefix, "pdfa", row.pdfa_sha256, "pdf")), meta, report)
+        self.index.update_document(row)
+        return row
+
+    def _put(self, key: str, source: Source, sha: str, s3_meta: dict[str, str], content_type: str) -> None:
+        self.objects.put(key, source, sha, {**s3_meta, "sha256": sha}, content_type)
+
+    @staticmethod
+    def _store_events(row: DocumentRow, report: DocumentReport, actor: str) -> list[Event]:
+        def event(kind: str, checksum: str, detail: str, tool: str = TOOL, time: str = "") -> Event:
+            return Event(kind, "success", actor, tool, doc_id=row.doc_id, case_id=row.case_id, checksum=checksum,
+                         detail=detail, time=time)
+
+        flavour = report.pdfa.get("flavour", "")
+        return [
+            event("ingested", row.original_sha256, f"received {row.source_name or 'unnamed'} {row.source_pages}".strip(),
+                  time=row.created_at),
+            event("converted", row.pdfa_sha256, f"{row.pages} pages to PDF/A-{flavour or '?'}", _tools_summary(report)),
+            event("stored", row.pdfa_sha256, f"{row.original_key} {row.pdfa_key} {row.meta_key}"),
+            event("verified", row.pdfa_sha256, "3 objects read back, SHA-256 matched"),
+        ]
+
+    # -- cases ---------------------------------------------------------------------------------
+    def import_cases(self, path: Path) -> ImportResult:
+        """Upsert every valid row; a bad row is reported with its number and does not stop the others."""
+        result = ImportResult()
+        for number, raw in read_case_rows(Path(path)):
+            try:
+                created = self.index.upsert_case(parse_case_row(raw))
+            except DigitizeError as e:
+                result.errors.append(RowError(number, str(e)))
+                continue
+            if created:
+                result.created += 1
+            else:
+                result.updated += 1
+        return result
+
+    def link(self, doc_id: int, case_id: str, actor: str = "digitize") -> DocumentRow:
+        case_id = normalize_case_id(case_id)
+        event = Event("linked", "success", actor, TOOL, doc_id=doc_id, case_id=case_id, detail=f"linked to {case_id}")
+        return self.index.link(doc_id, case_id, event)
+
+    def unmatched(self) -> list[DocumentRow]:
+        return self.index.unmatched()
+
+    def case(self, case_id: str) -> CaseRecord:
+        """The case record; a case known only from its documents gets a bare record."""
+        case_id = normalize_case_id(case_id)
+        record = self.index.get_case(case_id)
+        if record is None and not self.index.documents(case_id):
+            raise NotFoundError(f"case {case_id} not found")
+        return record or CaseRecord(case_id)
+
+    def documents(self, case_id: str) -> list[DocumentRow]:
+        return self.index.documents(normalize_case_id(case_id))
+
+    def search(self, query: str, limit: int = 20) -> list[SearchHit]:
+        return self.index.search(query, limit)
+
+    # -- retrieval and fixity ------------------------------------------------------------------
+    def retrieve(self, case_id: str, out_dir: Path, original: bool = False,
+                 actor: str = "digitize") -> retrieval.Retrieval:
+        case = self.case(case_id)
+        return retrieval.retrieve(self.objects, self.index, case, Path(out_dir), original, actor, TOOL)
+
+    def presigned_url(self, case_id: str, expires: timedelta = timedelta(hours=1), original: bool = False,
+                      actor: str = "digitize") -> list[tuple[DocumentRow, str]]:
+        case = self.case(case_id)
+        return retrieval.presigned_urls(self.objects, self.index, case, expires, original, actor, TOOL)
+
+    def verify(self, case_id: str | None = None, actor: str = "digitize",
+               stale_after: timedelta = fixity.STALE_PENDING, clock: Callable[[], str] = now_iso) -> fixity.VerifyReport:
+        case_id = normalize_case_id(case_id) if case_id else None
+        return fixity.verify(self.objects, self.index, case_id, actor, TOOL, stale_after, clock)

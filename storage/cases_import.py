@@ -1,0 +1,118 @@
+"""Case records from the one-stop electronic system's export (CSV or JSON) into typed CaseRecords.
+
+Exports differ between provinces, so headers are matched accent- and case-insensitively against
+English and Vietnamese names (``case_id``, ``Mã hồ sơ``, ``ma_ho_so`` ...). Each bad row becomes a
+:class:`RowError` with its row number and reason; good rows are still imported.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterator
+
+from digitize.errors import BadArgsError, FileAccessError, InputError
+from digitize.identifiers import normalize_case_id, parse_file_code, parse_procedure_code
+from digitize.text import search_key
+
+from .models import CaseRecord
+
+ALIASES: dict[str, tuple[str, ...]] = {
+    "case_id": ("case id", "ma ho so", "so ho so", "ma hs", "file code"),
+    "procedure_code": ("procedure code", "ma thu tuc", "ma tthc"),
+    "procedure_name": ("procedure name", "ten thu tuc", "ten tthc", "thu tuc"),
+    "agency": ("agency", "co quan", "co quan tiep nhan", "don vi", "don vi tiep nhan"),
+    "applicant": ("applicant", "nguoi nop", "chu ho so", "ten nguoi nop", "to chuc ca nhan"),
+    "received_date": ("received date", "received", "ngay tiep nhan", "ngay nhan"),
+    "due_date": ("due date", "due", "ngay hen tra", "han xu ly", "ngay hen"),
+    "status": ("status", "trang thai"),
+}
+ARCHIVE_FIELDS = ("OrganId", "FileCatalog", "FileNotation", "Title", "Maintenance", "Rights", "Language",
+                  "StartDate", "EndDate", "DocTotal", "PageTotal", "KeywordIssue", "Format", "Description")
+_DATE_FORMATS = ("%Y-%m-%d", "%d/%m/%Y", "%d-%m-%Y", "%Y/%m/%d", "%d.%m.%Y")
+
+
+def _header_key(name: str) -> str:
+    return " ".join(re.split(r"[\s_\-.:]+", search_key(name))).strip()
+
+
+_FIELD_BY_HEADER = {_header_key(alias): f for f, aliases in ALIASES.items() for alias in (f, *aliases)}
+_ARCHIVE_BY_HEADER = {_header_key(f): f for f in ARCHIVE_FIELDS}
+
+
+def parse_date(value: str, what: str) -> str:
+    """ISO or Vietnamese day-first dates -> ISO ``YYYY-MM-DD``; a datetime keeps only its date."""
+    text = value.strip().split("T")[0].split(" ")[0]
+    for fmt in _DATE_FORMATS:
+        try:
+            return datetime.strptime(text, fmt).date().isoformat()
+        except ValueError:
+            continue
+    raise BadArgsError(f"{what} {value!r} is not a date (use YYYY-MM-DD or DD/MM/YYYY)")
+
+
+def parse_case_row(raw: dict[str, Any]) -> CaseRecord:
+    """One export row -> CaseRecord; raises BadArgsError saying which field is wrong."""
+    values: dict[str, str] = {}
+    archive: dict[str, str] = {}
+    for header, value in raw.items():
+        text = "" if value is None else str(value).strip()
+        key = _header_key(str(header))
+        if not text:
+            continue
+        if key in _FIELD_BY_HEADER:
+            values[_FIELD_BY_HEADER[key]] = text
+        elif key in _ARCHIVE_BY_HEADER:
+            archive[_ARCHIVE_BY_HEADER[key]] = text
+    if "case_id" not in values:
+        raise BadArgsError("no case ID (column case_id or Mã hồ sơ)")
+    values["case_id"] = normalize_case_id(values["case_id"])
+    if "procedure_code" in values:
+        values["procedure_code"] = parse_procedure_code(values["procedure_code"]).value
+    for field in ("received_date", "due_date"):
+        if field in values:
+            values[field] = parse_date(values[field], field.replace("_", " "))
+    if {"OrganId", "FileCatalog", "FileNotation"} <= archive.keys():
+        parse_file_code(archive["OrganId"], archive["FileCatalog"], archive["FileNotation"])
+    return CaseRecord(archive=archive, **values)
+
+
+def _csv_rows(path: Path) -> Iterator[dict[str, Any]]:
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        sample = f.read(4096)
+        f.seek(0)
+        dialect = csv.Sniffer().sniff(sample, delimiters=",;\t") if sample.strip() else csv.excel
+        yield from csv.DictReader(f, dialect=dialect)
+
+
+def _json_rows(path: Path) -> list[dict[str, Any]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{path} is not valid UTF-8 JSON: {e}") from None
+    if isinstance(data, dict):
+        data = data.get("cases", data.get("data"))
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise InputError(f"{path}: expected a list of case objects (or {{\"cases\": [...]}})")
+    return data
+
+
+def read_case_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(1-based row number, raw row) from a .csv or .json export."""
+    suffix = path.suffix.lower()
+    if suffix not in {".csv", ".json"}:
+        raise BadArgsError(f"{path}: case exports must be .csv or .json")
+    try:
+        rows = _json_rows(path) if suffix == ".json" else _csv_rows(path)
+        yield from enumerate(rows, start=1)
+    except FileNotFoundError:
+        raise FileAccessError(f"case export not found: {path}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path} is not UTF-8 text") from None
+    except csv.Error as e:
+        raise InputError(f"{path} is not a readable CSV file: {e}") from None
+    except OSError as e:
+        raise FileAccessError(f"cannot read {path}: {e.strerror}") from None

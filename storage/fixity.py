@@ -1,0 +1,105 @@
+"""Fixity audit: re-read every object, compare its SHA-256 with the index, find orphans, finish crashes.
+
+Problems are reported, never silently fixed, except pending rows older than ``stale_after`` (a store
+that was killed): if all three objects are intact the store is completed from the sidecar, otherwise the
+partial objects and the row are removed so the source (still in the inbox) can be stored again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Callable
+
+from digitize.errors import StorageError
+
+from .index import Index
+from .keys import case_prefix
+from .models import DocumentRow, Event
+from .objects import ObjectStore
+from .sidecar import sidecar_pages
+
+STALE_PENDING = timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: str  # "missing", "corrupt", "orphan"; for repairs "completed" or "cleared"
+    key: str
+    doc_id: int | None = None
+    detail: str = ""
+
+
+@dataclass
+class VerifyReport:
+    scope: str
+    documents: int = 0
+    objects: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    repaired: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def check_document(objects: ObjectStore, doc: DocumentRow) -> list[Problem]:
+    problems = []
+    for key, expected in zip(doc.keys(), (doc.original_sha256, doc.pdfa_sha256, doc.meta_sha256)):
+        if not objects.exists(key):
+            problems.append(Problem("missing", key, doc.doc_id, "object not found"))
+            continue
+        actual = objects.sha256(key)
+        if actual != expected:
+            problems.append(Problem("corrupt", key, doc.doc_id, f"SHA-256 {actual}, index has {expected}"))
+    return problems
+
+
+def _is_stale(doc: DocumentRow, now: str, stale_after: timedelta) -> bool:
+    return datetime.fromisoformat(now) - datetime.fromisoformat(doc.created_at) >= stale_after
+
+
+def repair_pending(objects: ObjectStore, index: Index, doc: DocumentRow, shared: set[str],
+                   actor: str, tool: str) -> Problem:
+    """Complete an interrupted store whose objects all made it, else clear its partial objects and row."""
+    intact = [objects.is_intact(k, s) for k, s in zip(doc.keys(), (doc.original_sha256, doc.pdfa_sha256,
+                                                                    doc.meta_sha256))]
+    if all(intact):
+        pages = sidecar_pages(b"".join(objects.read_chunks(doc.meta_key)))
+        detail = "interrupted store completed from its verified objects"
+        index.finalize(doc, pages, [Event(kind, "success", actor, tool, doc_id=doc.doc_id, case_id=doc.case_id,
+                                          checksum=doc.pdfa_sha256, detail=detail) for kind in ("stored", "verified")])
+        return Problem("completed", doc.pdfa_key, doc.doc_id, detail)
+    for key in doc.keys():
+        if key not in shared:
+            with contextlib.suppress(StorageError):  # a WORM bucket refuses; verify then reports an orphan
+                objects.delete(key)
+    index.delete_pending(int(doc.doc_id))
+    return Problem("cleared", doc.original_key, doc.doc_id, "incomplete store removed; store the source again")
+
+
+def verify(objects: ObjectStore, index: Index, case_id: str | None, actor: str, tool: str,
+           stale_after: timedelta, clock: Callable[[], str]) -> VerifyReport:
+    report = VerifyReport(scope=case_id or "all")
+    now = clock()
+    stale = [d for d in index.pending_documents()
+             if (case_id is None or d.case_id == case_id) and _is_stale(d, now, stale_after)]
+    for doc in stale:
+        shared = {k for other in index.stored_documents() + index.pending_documents()
+                  if other.doc_id != doc.doc_id for k in other.keys()}
+        report.repaired.append(repair_pending(objects, index, doc, shared, actor, tool))
+    events = []
+    for doc in index.documents(case_id) if case_id else index.stored_documents():
+        problems = check_document(objects, doc)
+        report.documents += 1
+        report.objects += len(doc.keys())
+        report.problems += problems
+        events.append(Event("fixity-checked", "failure" if problems else "success", actor, tool, doc_id=doc.doc_id,
+                            case_id=doc.case_id, checksum=doc.pdfa_sha256,
+                            detail="; ".join(f"{p.kind} {p.key}" for p in problems) or "3 objects match"))
+    known = index.all_object_keys()
+    report.problems += [Problem("orphan", key, None, "object not referenced by the index")
+                        for key in objects.list_keys(case_prefix(case_id) if case_id else "") if key not in known]
+    index.add_events(events)
+    return report

@@ -1,0 +1,110 @@
+"""Getting an e-dossier back out: every document in dossier order, each SHA-256 checked, plus a manifest.
+
+Output file names come from the sequence and an ASCII slug of the title (never the raw title), so a
+title cannot steer where a file lands. Each retrieval is recorded as an event, failed ones too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from digitize.errors import FileAccessError, NotFoundError, VerificationError
+from digitize.fsutil import atomic_write_text
+from digitize.text import search_key
+
+from .index import Index, now_iso
+from .keys import original_extension
+from .models import CaseRecord, DocumentRow, Event
+from .objects import ObjectStore
+
+SLUG_CHARS = 40
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class RetrievedFile:
+    doc_id: int
+    sequence: int
+    title: str
+    path: Path
+    sha256: str
+    key: str
+
+
+@dataclass
+class Retrieval:
+    case_id: str
+    out_dir: Path
+    files: list[RetrievedFile]
+    manifest: Path
+
+
+def slug(text: str) -> str:
+    """``Đơn đề nghị (bản chính)`` -> ``don-de-nghi-ban-chinh``: ASCII letters, digits and hyphens only."""
+    words = re.findall(r"[a-z0-9]+", search_key(text))
+    return "-".join(words)[:SLUG_CHARS].strip("-") or "document"
+
+
+def output_name(doc: DocumentRow, original: bool) -> str:
+    extension = original_extension(doc.source_name) if original else "pdf"
+    return f"{doc.sequence:04d}-{slug(doc.title or doc.doc_type)}{'-original' if original else ''}.{extension}"
+
+
+def _wanted(doc: DocumentRow, original: bool) -> tuple[str, str]:
+    return (doc.original_key, doc.original_sha256) if original else (doc.pdfa_key, doc.pdfa_sha256)
+
+
+def _dossier(index: Index, case: CaseRecord) -> list[DocumentRow]:
+    docs = index.documents(case.case_id)
+    if not docs:
+        raise NotFoundError(f"case {case.case_id} has no stored documents")
+    return docs
+
+
+def retrieve(objects: ObjectStore, index: Index, case: CaseRecord, out_dir: Path, original: bool,
+             actor: str, tool: str) -> Retrieval:
+    docs = _dossier(index, case)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise FileAccessError(f"cannot create {out_dir}: {e.strerror}") from None
+    files: list[RetrievedFile] = []
+    events: list[Event] = []
+    try:
+        for doc in docs:
+            key, expected = _wanted(doc, original)
+            target = out_dir / output_name(doc, original)
+            actual = objects.download(key, target)
+            ok = actual == expected
+            events.append(Event("retrieved", "success" if ok else "failure", actor, tool, doc_id=doc.doc_id,
+                                case_id=doc.case_id, checksum=actual, detail=f"{key} -> {target}"))
+            if not ok:
+                with contextlib.suppress(FileNotFoundError):
+                    target.unlink()
+                raise VerificationError(f"{key}: SHA-256 {actual} does not match the index ({expected}); not written")
+            files.append(RetrievedFile(int(doc.doc_id), doc.sequence, doc.title, target, actual, key))
+    finally:
+        index.add_events(events)
+    manifest = out_dir / MANIFEST
+    atomic_write_text(manifest, json.dumps({
+        "case": asdict(case),
+        "kind": "original" if original else "pdfa",
+        "retrieved_at": now_iso(),
+        "documents": [{"sequence": f.sequence, "doc_id": f.doc_id, "title": f.title, "file": f.path.name,
+                       "sha256": f.sha256, "key": f.key} for f in files],
+    }, ensure_ascii=False, indent=2))
+    return Retrieval(case.case_id, out_dir, files, manifest)
+
+
+def presigned_urls(objects: ObjectStore, index: Index, case: CaseRecord, expires: timedelta, original: bool,
+                   actor: str, tool: str) -> list[tuple[DocumentRow, str]]:
+    urls = [(doc, objects.presigned_url(_wanted(doc, original)[0], expires)) for doc in _dossier(index, case)]
+    index.add_events([Event("retrieved", "success", actor, tool, doc_id=doc.doc_id, case_id=doc.case_id,
+                            checksum=_wanted(doc, original)[1], detail=f"presigned URL valid {expires}")
+                      for doc, _ in urls])
+    return urls
