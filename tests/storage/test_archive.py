@@ -9,9 +9,8 @@ import pytest
 from digitize.errors import BadArgsError, NotFoundError, VerificationError
 from digitize.fsutil import sha256_bytes, sha256_file
 
-from conftest import CASE
-
 pytestmark = pytest.mark.integration
+CASE = "000.00.31.H56-241015-0027"  # the case make_document files under (see conftest)
 OTHER_CASE = "G22.32-240101-0001"
 
 
