@@ -159,7 +159,7 @@ class Archive:
         self._put(row.original_key, original, row.original_sha256, s3_meta, "application/octet-stream")
         if not self.objects.is_intact(row.pdfa_key, row.pdfa_sha256):
             if row.pdfa_sha256 != pdfa_sha:  # re-converted after a crash: bytes differ, so does the key
-                row = self._replan(row, meta, report, pdfa_sha=pdfa_sha)
+                row = self._replan(row, meta, report, pdfa_sha256=pdfa_sha)
             self._put(row.pdfa_key, pdfa, row.pdfa_sha256, s3_meta, "application/pdf")
         if not self.objects.is_intact(row.meta_key, row.meta_sha256):
             sidecar = build_sidecar(row, meta, report)
