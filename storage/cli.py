@@ -1,3 +1,167 @@
-"""Storage commands mounted on the main CLI."""
+"""Storage commands mounted on the main CLI: cases, search, show, get, verify.
 
-COMMANDS: list = []
+Each command opens the archive from the settings object (``ctx.obj``), prints plain lines and raises
+:mod:`digitize.errors` classes for failures, which the main CLI turns into one line and an exit code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import timedelta
+from pathlib import Path
+from typing import Iterator
+
+import click
+
+from digitize.errors import InputError, VerificationError
+
+from .archive import Archive
+from .models import DocumentRow, SearchHit
+
+
+@contextlib.contextmanager
+def _archive(settings) -> Iterator[Archive]:
+    archive = Archive.open(settings)
+    try:
+        yield archive
+    finally:
+        archive.close()
+
+
+def _document_line(doc: DocumentRow) -> str:
+    confidence = f"{doc.ocr_confidence:.0f}%" if doc.ocr_confidence is not None else "-"
+    return (f"{doc.sequence:>4}  doc {doc.doc_id:<6} {doc.pages:>3} p  OCR {confidence:>4}  "
+            f"{doc.pdfa_sha256[:12]}  {doc.title or doc.doc_type or doc.source_name or '(untitled)'}")
+
+
+def _hit_lines(hit: SearchHit) -> tuple[str, str]:
+    where = "case record" if hit.doc_id is None else (
+        f"doc {hit.doc_id} #{hit.sequence}" + (" metadata" if hit.page == 0 else f" page {hit.page}"))
+    head = f"{hit.case_id or '(unmatched)'}  {where}" + (f"  {hit.title}" if hit.title else "")
+    return head, "    " + hit.snippet
+
+
+@click.group("cases")
+def cases_group() -> None:
+    """Case records: import the one-stop system's export, list and link unmatched documents."""
+
+
+@cases_group.command("import")
+@click.argument("path", metavar="FILE.csv|FILE.json", type=click.Path(dir_okay=False, path_type=Path))
+@click.pass_obj
+def cases_import(settings, path: Path) -> None:
+    """Upsert case records from a CSV or JSON export; bad rows are listed and skipped."""
+    with _archive(settings) as archive:
+        result = archive.import_cases(path)
+    click.echo(f"{result.created} cases created, {result.updated} updated, {len(result.errors)} rows with errors")
+    for error in result.errors:
+        click.echo(f"row {error.row}: {error.message}", err=True)
+    if result.errors:
+        raise InputError(f"{len(result.errors)} rows of {path} were not imported (see above)")
+
+
+@cases_group.command("unmatched")
+@click.pass_obj
+def cases_unmatched(settings) -> None:
+    """Documents stored without a known case; attach them with `digitize cases link`."""
+    with _archive(settings) as archive:
+        docs = archive.unmatched()
+    for doc in docs:
+        claimed = f"  (names unknown case {doc.case_id})" if doc.case_id else ""
+        click.echo(f"doc {doc.doc_id:<6} {doc.stored_at or ''}  {doc.source_name} {doc.source_pages}".rstrip()
+                   + f"  {doc.title}{claimed}")
+    click.echo(f"{len(docs)} unmatched documents")
+
+
+@cases_group.command("link")
+@click.argument("doc_id", metavar="DOC", type=int)
+@click.argument("case_id", metavar="CASE_ID")
+@click.pass_obj
+def cases_link(settings, doc_id: int, case_id: str) -> None:
+    """Attach document DOC to CASE_ID (it goes to the end of that dossier)."""
+    with _archive(settings) as archive:
+        doc = archive.link(doc_id, case_id)
+    click.echo(f"doc {doc.doc_id} is now #{doc.sequence} of {doc.case_id}")
+
+
+@click.command("search")
+@click.argument("query", nargs=-1, required=True)
+@click.option("-n", "--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.pass_obj
+def search_cmd(settings, query: tuple[str, ...], limit: int) -> None:
+    """Full-text search of OCR text and metadata; accents optional (`quyen su dung dat` finds `quyền sử dụng đất`)."""
+    with _archive(settings) as archive:
+        hits = archive.search(" ".join(query), limit)
+    for hit in hits:
+        head, snippet = _hit_lines(hit)
+        click.echo(head)
+        click.echo(snippet)
+    click.echo(f"{len(hits)} results", err=True)
+
+
+@click.command("show")
+@click.argument("case_id", metavar="CASE_ID")
+@click.pass_obj
+def show_cmd(settings, case_id: str) -> None:
+    """List a case's e-dossier: case record, then documents in dossier order."""
+    with _archive(settings) as archive:
+        case = archive.case(case_id)
+        docs = archive.documents(case.case_id)
+    click.echo(f"case {case.case_id}")
+    for label, value in [("procedure", " ".join(filter(None, [case.procedure_code, case.procedure_name]))),
+                         ("agency", case.agency), ("applicant", case.applicant), ("received", case.received_date),
+                         ("due", case.due_date), ("status", case.status),
+                         *((k, v) for k, v in sorted(case.archive.items()))]:
+        if value:
+            click.echo(f"  {label}: {value}")
+    click.echo(f"{len(docs)} documents:")
+    for doc in docs:
+        click.echo(_document_line(doc))
+
+
+@click.command("get")
+@click.argument("case_id", metavar="CASE_ID")
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder to write the dossier and manifest.json into.")
+@click.option("--original", is_flag=True, help="The originals as received instead of the PDF/A copies.")
+@click.option("--url", "as_url", is_flag=True, help="Print presigned download URLs (S3 stores) instead of files.")
+@click.option("--expires", type=click.IntRange(1, 7 * 24 * 60), default=60, show_default=True,
+              help="Minutes a presigned URL stays valid.")
+@click.pass_obj
+def get_cmd(settings, case_id: str, out_dir: Path | None, original: bool, as_url: bool, expires: int) -> None:
+    """Write every document of CASE_ID in dossier order, each SHA-256 checked, plus manifest.json."""
+    if not as_url and out_dir is None:
+        raise click.UsageError("give -o DIR (or --url for presigned links)")
+    with _archive(settings) as archive:
+        if as_url:
+            for doc, url in archive.presigned_url(case_id, timedelta(minutes=expires), original):
+                click.echo(f"{doc.sequence:>4}  {url}")
+            return
+        got = archive.retrieve(case_id, out_dir, original)
+    for file in got.files:
+        click.echo(f"{file.sequence:>4}  {file.sha256[:12]}  {file.path}")
+    click.echo(f"{len(got.files)} files verified; manifest {got.manifest}")
+
+
+@click.command("verify")
+@click.option("--case", "case_id", metavar="CASE_ID", help="Check one case's documents and objects.")
+@click.option("--all", "check_all", is_flag=True, help="Check every document and look for orphan objects (default).")
+@click.pass_obj
+def verify_cmd(settings, case_id: str | None, check_all: bool) -> None:
+    """Fixity audit: re-read objects, compare SHA-256 with the index, report missing/corrupt/orphan objects."""
+    if case_id and check_all:
+        raise click.UsageError("use --case ID or --all, not both")
+    with _archive(settings) as archive:
+        report = archive.verify(case_id)
+    for repair in report.repaired:
+        click.echo(f"repaired ({repair.kind}): doc {repair.doc_id}: {repair.detail}")
+    for problem in report.problems:
+        click.echo(f"{problem.kind}: {problem.key}" + (f" (doc {problem.doc_id})" if problem.doc_id else "")
+                   + f": {problem.detail}")
+    click.echo(f"checked {report.documents} documents, {report.objects} objects in {report.scope}: "
+               f"{len(report.problems)} problems")
+    if not report.ok:
+        raise VerificationError(f"fixity check found {len(report.problems)} problems in {report.scope}")
+
+
+COMMANDS: list = [cases_group, search_cmd, show_cmd, get_cmd, verify_cmd]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from digitize.config import Settings
 from digitize.errors import StorageError
 from storage.archive import Archive
 from storage.faults import ENV as FAULT_ENV
+from settings_env import settings_env
 
 try:
     from tests.servers import MINIO_PASSWORD, MINIO_USER, start_minio
@@ -25,15 +25,6 @@ except ModuleNotFoundError:
 
 pytestmark = pytest.mark.integration
 CASE = "000.00.31.H56-241015-0027"
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGITIZE_")}
-    env.update(DIGITIZE_DATA_DIR=settings.data_dir, DIGITIZE_STORE_URL=settings.store_url,
-               DIGITIZE_STORE_ACCESS_KEY=settings.store.access_key, DIGITIZE_STORE_SECRET_KEY=settings.store.secret_key,
-               DIGITIZE_INDEX_DSN=settings.index_dsn, PYTHONPATH=str(ROOT))
-    return env
 
 
 def store_in_process_killed_after_objects(settings: Settings, doc, tmp_path: Path) -> None:

@@ -1,0 +1,112 @@
+"""Storage commands through the real CLI entry point: output, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import pytest
+
+from digitize.cli import main
+from digitize.errors import ExitCode
+from storage.archive import Archive
+from settings_env import settings_env
+
+pytestmark = pytest.mark.integration
+CASE = "000.00.31.H56-241015-0027"
+
+
+@pytest.fixture
+def run(settings, monkeypatch, tmp_path, capsys):
+    """Run ``digitize ARGS`` with the fixture's backend; returns (exit code, stdout, stderr)."""
+    monkeypatch.chdir(tmp_path)
+    for name, value in settings_env(settings).items():
+        monkeypatch.setenv(name, value)
+
+    def invoke(*args: str):
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return invoke
+
+
+@pytest.fixture
+def stored_case(settings, make_document):
+    docs = [make_document(pages=("Giấy chứng nhận quyền sử dụng đất",), title="Sổ đỏ"),
+            make_document(pages=("Bản vẽ",), title="Bản vẽ")]
+    with Archive.open(settings) as archive:
+        for doc in docs:
+            archive.store(doc.original, doc.pdfa, doc.report, doc.meta)
+    return docs
+
+
+def test_search_prints_case_document_page_and_highlighted_snippet(run, stored_case):
+    code, out, _ = run("search", "quyen", "su", "dung", "dat")
+    assert code == 0
+    assert out.splitlines() == [f"{CASE}  doc 1 #1 page 1  Sổ đỏ",
+                                "    Giấy chứng nhận [quyền] [sử] [dụng] [đất]"]
+
+
+def test_show_lists_the_dossier_in_order(run, stored_case):
+    code, out, _ = run("show", CASE)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == f"case {CASE}" and lines[1] == "2 documents:"
+    assert lines[2].split()[0] == "1" and lines[2].endswith("Sổ đỏ") and lines[3].endswith("Bản vẽ")
+
+
+def test_get_writes_verified_files_and_manifest(run, stored_case, tmp_path):
+    code, out, _ = run("get", CASE, "-o", str(tmp_path / "out"))
+    assert code == 0 and "2 files verified" in out
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert [(tmp_path / "out" / d["file"]).read_bytes() for d in manifest["documents"]] == [
+        d.pdfa.read_bytes() for d in stored_case]
+
+
+def test_get_url_gives_presigned_links_on_s3_and_a_clear_error_on_folders(run, stored_case, settings):
+    code, out, err = run("get", CASE, "--url")
+    if settings.store_url.startswith("file:"):
+        assert code == ExitCode.bad_args and err.startswith("digitize: presigned URLs need an S3 store")
+    else:
+        assert code == 0
+        with urllib.request.urlopen(out.splitlines()[0].split()[1]) as r:
+            assert r.read() == stored_case[0].pdfa.read_bytes()
+
+
+def test_verify_exits_zero_when_intact_and_11_when_an_object_is_missing(run, stored_case, settings):
+    code, out, _ = run("verify", "--all")
+    assert code == 0 and out.strip().endswith("0 problems")
+    with Archive.open(settings) as archive:
+        archive.objects.delete(archive.documents(CASE)[1].pdfa_key)
+    code, out, err = run("verify", "--case", CASE)
+    assert code == ExitCode.verification
+    assert out.startswith("missing: ") and err == "digitize: fixity check found 1 problems in " + CASE + "\n"
+
+
+def test_cases_import_link_and_unmatched(run, make_document, settings, tmp_path):
+    with Archive.open(settings) as archive:
+        doc = make_document(case_id=None, title="Tờ khai")
+        loose = archive.store(doc.original, doc.pdfa, doc.report, doc.meta)
+    export = tmp_path / "cases.csv"
+    export.write_text(f"case_id,applicant\n{CASE},Phạm Văn Đông\nbad-id,x\n", encoding="utf-8")
+    code, out, err = run("cases", "import", str(export))
+    assert code == ExitCode.input_file and out.startswith("1 cases created, 0 updated, 1 rows with errors")
+    assert "row 2: case ID 'BAD-ID'" in err
+    code, out, _ = run("cases", "unmatched")
+    assert code == 0 and out.splitlines()[0].startswith(f"doc {loose.doc_id}")
+    code, out, _ = run("cases", "link", str(loose.doc_id), CASE)
+    assert code == 0 and out.strip() == f"doc {loose.doc_id} is now #1 of {CASE}"
+    assert run("cases", "unmatched")[1].strip() == "0 unmatched documents"
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (("show", "000.00.31.H56-241015-0099"), ExitCode.not_found, "digitize: case 000.00.31.H56-241015-0099 not found"),
+    (("show", "000.00.31.H56-241399-0001"), ExitCode.bad_args, "not a real date (month 13)"),
+    (("search", "--", "-- ,"), ExitCode.bad_args, "has no words"),
+    (("cases", "import", "missing.csv"), ExitCode.file_access, "case export not found"),
+    (("get", CASE), ExitCode.bad_args, "give -o DIR"),
+])
+def test_user_errors_are_one_line_with_their_exit_code(run, args, code, message):
+    result, out, err = run(*args)
+    assert result == code and message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
