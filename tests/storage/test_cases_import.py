@@ -1,0 +1,49 @@
+"""Case export parsing: Vietnamese or English headers, dates in both orders, per-field explanations."""
+
+import pytest
+
+from digitize.errors import BadArgsError, InputError
+from storage.cases_import import parse_case_row, parse_date, read_case_rows
+
+CASE = "000.00.31.H56-241015-0027"
+
+
+def test_vietnamese_headers_map_to_fields_and_archive_fields_are_kept():
+    case = parse_case_row({"Mã hồ sơ": CASE.lower(), "Mã TTHC": "2.001234", "Ngày hẹn trả": "20/10/2024",
+                           "Trạng thái": "Đang xử lý", "organid": "000.00.31.H56", "Cột lạ": "x"})
+    assert (case.case_id, case.procedure_code, case.due_date, case.status) == (CASE, "2.001234", "2024-10-20",
+                                                                              "Đang xử lý")
+    assert case.archive == {"OrganId": "000.00.31.H56"}
+
+
+@pytest.mark.parametrize("text, iso", [("2024-10-15", "2024-10-15"), ("15/10/2024", "2024-10-15"),
+                                       ("2024-10-15T08:30:00", "2024-10-15"), ("15.10.2024", "2024-10-15")])
+def test_dates(text, iso):
+    assert parse_date(text, "received date") == iso
+
+
+@pytest.mark.parametrize("row, message", [
+    ({"applicant": "x"}, "no case ID"),
+    ({"case_id": CASE, "received_date": "31/02/2024"}, "received date '31/02/2024' is not a date"),
+    ({"case_id": CASE, "OrganId": "000.00.31.H56", "FileCatalog": "24", "FileNotation": "x"}, "FileCatalog"),
+])
+def test_bad_rows_say_which_field(row, message):
+    with pytest.raises(BadArgsError, match=message):
+        parse_case_row(row)
+
+
+def test_csv_with_bom_and_semicolons(tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_bytes("\ufeffMã hồ sơ;Người nộp\n".encode() + f"{CASE};Lê Văn Tám\n".encode())
+    assert list(read_case_rows(path)) == [(1, {"Mã hồ sơ": CASE, "Người nộp": "Lê Văn Tám"})]
+
+
+def test_bad_files_are_input_errors(tmp_path):
+    (tmp_path / "x.json").write_text("{not json")
+    with pytest.raises(InputError, match="not valid UTF-8 JSON"):
+        list(read_case_rows(tmp_path / "x.json"))
+    (tmp_path / "y.json").write_text('{"cases": 3}')
+    with pytest.raises(InputError, match="expected a list"):
+        list(read_case_rows(tmp_path / "y.json"))
+    with pytest.raises(BadArgsError, match=".csv or .json"):
+        list(read_case_rows(tmp_path / "z.xlsx"))

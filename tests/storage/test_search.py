@@ -1,0 +1,43 @@
+"""Search text processing: folding including đ, query parsing, FTS5 quoting, snippets with accents kept."""
+
+import pytest
+
+from digitize.errors import BadArgsError
+from storage.search import exact_tokens, folded_tokens, fts5_match, highlight, parse_query
+
+
+def test_tokens_keep_accents_in_exact_and_fold_them_including_d_stroke():
+    assert exact_tokens("Quyền sử dụng ĐẤT") == ["quyền", "sử", "dụng", "đất"]
+    assert folded_tokens("Quyền sử dụng ĐẤT") == ["quyen", "su", "dung", "dat"]
+
+
+def test_decomposed_input_matches_precomposed():
+    assert exact_tokens("quye\u0302\u0300n") == ["quyền"]
+
+
+def test_query_deduplicates_and_refuses_empty():
+    q = parse_query("Đất đất dat")
+    assert (q.exact, q.folded) == (("đất", "dat"), ("dat",))
+    with pytest.raises(BadArgsError):
+        parse_query("?!")
+
+
+def test_fts5_expression_quotes_every_token():
+    assert fts5_match(("or", 'a"b'), "folded") == 'folded : ("or" "a""b")'
+
+
+def test_highlight_marks_matches_in_the_accented_text():
+    text = "Ủy ban nhân dân tỉnh cấp giấy chứng nhận quyền sử dụng đất cho ông Nguyễn Văn Đức"
+    assert highlight(text, parse_query("duc")).endswith("Nguyễn Văn [Đức]")
+    assert "[quyền] [sử] [dụng] [đất]" in highlight(text, parse_query("QUYEN SU DUNG DAT"))
+
+
+def test_highlight_windows_long_text_around_the_first_match():
+    text = "mở đầu " * 100 + "đăng ký biến động" + " kết thúc" * 100
+    snippet = highlight(text, parse_query("dang ky"), width=60)
+    assert snippet.startswith("…") and snippet.endswith("…") and "[đăng] [ký]" in snippet
+    assert len(snippet) <= 60 + 2 + 4
+
+
+def test_highlight_without_a_match_shows_the_beginning():
+    assert highlight("trang bìa", parse_query("khác")) == "trang bìa"
