@@ -1,0 +1,451 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark on samples/: `digitize run` vs OCRmyPDF vs bare Tesseract.
+
+On demand only (never in CI): it takes minutes and its numbers depend on the machine.
+Prints markdown tables and writes bench/results/<UTC time>.json (gitignored).
+
+Fairness, the same for every engine: two workers, i.e. at most two files (bare Tesseract:
+two page images) being processed at any moment, each engine invoked with one job of its own
+(`--jobs 1`), and OMP_THREAD_LIMIT=1 so that no Tesseract process spreads over both cores.
+Bare Tesseract reads one image per page: PDFs are rendered with pdftoppm at the page's dpi
+and multi-page TIFFs split into PNG pages beforehand, outside the timing.
+Text for CER: `pdftotext` of each output PDF; Tesseract's own .txt for bare Tesseract.
+
+    .venv/bin/python bench/convert_bench.py                       # everything
+    .venv/bin/python bench/convert_bench.py --engines ocrmypdf,tesseract --no-rss
+    .venv/bin/python bench/convert_bench.py --digitize-cmd "/path/to/digitize run --jobs {jobs} {input} {output}"
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import psutil
+from PIL import Image
+
+from digitize.accuracy import page_cers
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = ROOT / ".venv" / "bin"
+SAMPLE_INTERVAL = 0.05  # seconds between RSS samples
+DEFAULT_COMMANDS = {
+    "digitize": f"{VENV_BIN / 'digitize'} run --jobs {{jobs}} {{input}} {{output}}",
+    "ocrmypdf": f"{VENV_BIN / 'ocrmypdf'} -q -l vie --rotate-pages --deskew --output-type pdfa "
+                "--jobs {jobs} {input} {output}",
+    "tesseract": "tesseract {input} {output} -l vie",
+}
+BASELINES = ("ocrmypdf", "tesseract")
+
+
+# ---------------------------------------------------------------- records
+
+@dataclass(frozen=True)
+class SampleFile:
+    """One input of the benchmark, with its ground truth, from samples/samples.json."""
+
+    name: str
+    path: Path
+    fault: str
+    pages: int
+    dpi: int
+    truth: str
+
+
+@dataclass(frozen=True)
+class Engine:
+    """A command template; ``per_page`` engines get one image per page and write ``{output}.txt``.
+
+    ``flatten_alpha``: the engine refuses images with an alpha channel (OCRmyPDF: "The input image
+    has an alpha channel. Remove the alpha channel first."), so they are flattened on white first.
+    """
+
+    name: str
+    template: str
+    per_page: bool = False
+    flatten_alpha: bool = False
+
+
+@dataclass(frozen=True)
+class Job:
+    sample: str
+    argv: tuple[str, ...]
+    output: Path
+    pages: int
+
+
+@dataclass
+class JobResult:
+    job: Job
+    seconds: float
+    returncode: int
+    error: str = ""
+
+
+@dataclass
+class RunStats:
+    """Wall time and process-tree RSS of running a batch of jobs."""
+
+    seconds: float
+    peak_rss: int
+    results: list[JobResult]
+
+
+@dataclass
+class SampleScore:
+    name: str
+    fault: str
+    page_cers: list[float]
+    output_bytes: int
+    error: str = ""
+
+
+@dataclass
+class EngineReport:
+    engine: str
+    command: str
+    pages: int
+    seconds: float
+    peak_rss: int
+    samples: list[SampleScore] = field(default_factory=list)
+
+    @property
+    def all_cers(self) -> list[float]:
+        return [c for s in self.samples for c in s.page_cers]
+
+    @property
+    def mean_cer(self) -> float:
+        return sum(self.all_cers) / len(self.all_cers)
+
+    @property
+    def max_cer(self) -> float:
+        return max(self.all_cers)
+
+    @property
+    def pages_per_minute(self) -> float:
+        return self.pages / self.seconds * 60
+
+    @property
+    def bytes_per_page(self) -> float:
+        return sum(s.output_bytes for s in self.samples) / self.pages
+
+
+@dataclass
+class RssReport:
+    pages: int
+    seconds: float
+    peak_rss: int
+    returncode: int
+
+
+# ---------------------------------------------------------------- inputs
+
+def load_samples(folder: Path) -> list[SampleFile]:
+    index = json.loads((folder / "samples.json").read_text(encoding="utf-8"))
+    return [SampleFile(r["name"], folder / r["name"], r["fault"], r["page_count"], r["pages"][0]["dpi"][0],
+                       (folder / r["truth"]).read_text(encoding="utf-8")) for r in index["samples"]]
+
+
+def page_images(sample: SampleFile, workdir: Path) -> list[Path]:
+    """One image per page for bare Tesseract: the file itself, TIFF frames, or rendered PDF pages."""
+    if sample.path.suffix == ".pdf":
+        prefix = workdir / sample.path.stem
+        subprocess.run(["pdftoppm", "-r", str(sample.dpi), "-png", str(sample.path), str(prefix)], check=True)
+        return sorted(workdir.glob(f"{sample.path.stem}-*.png"))
+    if sample.pages == 1:
+        return [sample.path]
+    return _split_frames(sample.path, workdir)
+
+
+def _split_frames(path: Path, workdir: Path) -> list[Path]:
+    pages = []
+    with Image.open(path) as image:
+        for index in range(image.n_frames):
+            image.seek(index)
+            page = workdir / f"{path.stem}-{index + 1}.png"
+            image.save(page, dpi=image.info.get("dpi", (300, 300)))
+            pages.append(page)
+    return pages
+
+
+def flattened(path: Path, workdir: Path) -> Path:
+    """The image on white paper without its alpha channel (same pixels, same dpi), or itself."""
+    if path.suffix == ".pdf":
+        return path
+    with Image.open(path) as image:
+        if "A" not in image.getbands():
+            return path
+        paper = Image.new("RGBA", image.size, "white")
+        paper.alpha_composite(image.convert("RGBA"))
+        out = workdir / f"{path.stem}-flat.png"
+        paper.convert("L" if image.mode == "LA" else "RGB").save(out, dpi=image.info.get("dpi", (300, 300)))
+        return out
+
+
+def engine_inputs(engine: Engine, sample: SampleFile, workdir: Path) -> list[Path]:
+    """What the engine is given for a sample; any conversion happens here, outside the timing."""
+    if engine.per_page:
+        return page_images(sample, workdir)
+    return [flattened(sample.path, workdir) if engine.flatten_alpha else sample.path]
+
+
+def make_jobs(engine: Engine, samples: list[SampleFile], workdir: Path) -> list[Job]:
+    jobs = []
+    for sample in samples:
+        inputs = engine_inputs(engine, sample, workdir)
+        for index, source in enumerate(inputs):
+            suffix = f"-{index + 1}" if engine.per_page else ".pdf"
+            output = workdir / f"{engine.name}-{sample.path.stem}{suffix}"
+            argv = command(engine.template, source, output, jobs=1)
+            jobs.append(Job(sample.name, argv, output, 1 if engine.per_page else sample.pages))
+    return jobs
+
+
+def command(template: str, source: Path, output: Path, jobs: int) -> tuple[str, ...]:
+    return tuple(shlex.split(template.format(input=shlex.quote(str(source)), output=shlex.quote(str(output)),
+                                             jobs=jobs)))
+
+
+# ---------------------------------------------------------------- running and measuring
+
+class TreeRss:
+    """Samples the summed RSS of every running job's process tree; keeps the peak."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._roots: set[int] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> "TreeRss":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def watch(self, pid: int) -> None:
+        with self._lock:
+            self._roots.add(pid)
+
+    def forget(self, pid: int) -> None:
+        with self._lock:
+            self._roots.discard(pid)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(SAMPLE_INTERVAL):
+            with self._lock:
+                roots = list(self._roots)
+            self.peak = max(self.peak, sum(tree_rss(pid) for pid in roots))
+
+
+def tree_rss(pid: int) -> int:
+    """RSS of a process and all its descendants (OCRmyPDF and digitize fork Tesseract children)."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for proc in procs:
+        try:
+            total += proc.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def run_job(job: Job, rss: TreeRss, env: dict[str, str]) -> JobResult:
+    start = time.perf_counter()
+    proc = subprocess.Popen(job.argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    rss.watch(proc.pid)
+    _, stderr = proc.communicate()
+    rss.forget(proc.pid)
+    error = stderr.decode(errors="replace").strip().splitlines()[-1:] if proc.returncode else []
+    return JobResult(job, time.perf_counter() - start, proc.returncode, error[0] if error else "")
+
+
+def run_jobs(jobs: list[Job], workers: int) -> RunStats:
+    env = {**os.environ, "OMP_THREAD_LIMIT": "1"}
+    start = time.perf_counter()
+    with TreeRss() as rss, ThreadPoolExecutor(workers) as pool:
+        results = list(pool.map(lambda job: run_job(job, rss, env), jobs))
+    return RunStats(time.perf_counter() - start, rss.peak, results)
+
+
+# ---------------------------------------------------------------- scoring
+
+def output_text(engine: Engine, results: list[JobResult]) -> str:
+    """Recognised text of one sample, pages separated by form feeds."""
+    if engine.per_page:
+        return "\f".join(_read(Path(f"{r.job.output}.txt")) for r in results)
+    (result,) = results
+    if not result.job.output.is_file():
+        return ""
+    done = subprocess.run(["pdftotext", "-enc", "UTF-8", str(result.job.output), "-"], capture_output=True)
+    return done.stdout.decode("utf-8", errors="replace")
+
+
+def _read(path: Path) -> str:
+    return path.read_text(encoding="utf-8") if path.is_file() else ""
+
+
+def score_sample(engine: Engine, sample: SampleFile, results: list[JobResult]) -> SampleScore:
+    errors = [r.error or f"exit {r.returncode}" for r in results if r.returncode]
+    size = 0 if engine.per_page else sum(r.job.output.stat().st_size for r in results if r.job.output.is_file())
+    cers = page_cers(sample.truth, output_text(engine, results))
+    return SampleScore(sample.name, sample.fault, cers, size, "; ".join(errors))
+
+
+def benchmark_engine(engine: Engine, samples: list[SampleFile], workers: int, workdir: Path) -> EngineReport:
+    jobs = make_jobs(engine, samples, workdir)
+    stats = run_jobs(jobs, workers)
+    report = EngineReport(engine.name, engine.template, sum(s.pages for s in samples), stats.seconds, stats.peak_rss)
+    for sample in samples:
+        mine = [r for r in stats.results if r.job.sample == sample.name]
+        report.samples.append(score_sample(engine, sample, mine))
+    return report
+
+
+def rss_run(template: str, pages: int, jobs: int, workdir: Path) -> RssReport:
+    """Peak RSS of `digitize run` on an N-page image-only PDF from samples/generate.py."""
+    source, output = workdir / f"rss-{pages}.pdf", workdir / f"rss-{pages}-out.pdf"
+    subprocess.run([sys.executable, str(ROOT / "samples" / "generate.py"), "--pages", str(pages),
+                    "--out", str(source)], check=True)
+    stats = run_jobs([Job(source.name, command(template, source, output, jobs), output, pages)], 1)
+    return RssReport(pages, stats.seconds, stats.peak_rss, stats.results[0].returncode)
+
+
+# ---------------------------------------------------------------- tables
+
+def _mb(n: float) -> str:
+    return f"{n / 2**20:.0f}"
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}×" if b else "—"
+
+
+def summary_table(reports: dict[str, EngineReport]) -> str:
+    rows = ["| engine | pages | pages/min | mean CER | max page CER | bytes/page | peak RSS MB | "
+            + " | ".join(f"speed vs {b} | CER vs {b}" for b in BASELINES if b in reports) + " | failed files |",
+            "|---" * (8 + 2 * sum(b in reports for b in BASELINES)) + "|"]
+    for name, r in reports.items():
+        ratios = [f"{_ratio(r.pages_per_minute, reports[b].pages_per_minute)} | {_ratio(r.mean_cer, reports[b].mean_cer)}"
+                  for b in BASELINES if b in reports]
+        size = "—" if name == "tesseract" else f"{r.bytes_per_page / 1000:.0f} KB"
+        failed = sum(1 for s in r.samples if s.error)
+        rows.append(f"| {name} | {r.pages} | {r.pages_per_minute:.1f} | {r.mean_cer:.4f} | {r.max_cer:.4f} | "
+                    f"{size} | {_mb(r.peak_rss)} | " + " | ".join(ratios) + f" | {failed} |")
+    return "\n".join(rows)
+
+
+def fault_table(reports: dict[str, EngineReport]) -> str:
+    """Mean (and worst page) CER per sample file, i.e. per fault."""
+    names = list(reports)
+    rows = ["| sample | fault | " + " | ".join(f"{n} CER (max)" for n in names) + " |",
+            "|---|---|" + "---|" * len(names)]
+    for index, sample in enumerate(next(iter(reports.values())).samples):
+        cells = [_cer_cell(reports[n].samples[index]) for n in names]
+        rows.append(f"| {sample.name} | {sample.fault} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def _cer_cell(score: SampleScore) -> str:
+    mean = sum(score.page_cers) / len(score.page_cers)
+    cell = f"{mean:.4f} ({max(score.page_cers):.4f})" if len(score.page_cers) > 1 else f"{mean:.4f}"
+    return cell + (" ✗" if score.error else "")
+
+
+def rss_table(small: RssReport, large: RssReport) -> str:
+    rows = ["| input | pages | wall s | peak RSS MB | exit |", "|---|---|---|---|---|"]
+    for r in (small, large):
+        rows.append(f"| image-only PDF | {r.pages} | {r.seconds:.1f} | {_mb(r.peak_rss)} | {r.returncode} |")
+    rows.append(f"\nRSS ratio {large.pages} pages / {small.pages} page: **{large.peak_rss / small.peak_rss:.2f}**")
+    return "\n".join(rows)
+
+
+def errors_section(reports: dict[str, EngineReport]) -> str:
+    lines = [f"- {r.engine} {s.name}: {s.error}" for r in reports.values() for s in r.samples if s.error]
+    return "Failures (✗, their pages count as CER 1.0 when no text came out):\n" + "\n".join(lines) if lines else ""
+
+
+# ---------------------------------------------------------------- main
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--samples", type=Path, default=ROOT / "samples")
+    parser.add_argument("--engines", default="digitize,ocrmypdf,tesseract")
+    parser.add_argument("--workers", type=int, default=2, help="files (pages for tesseract) at a time")
+    for name, template in DEFAULT_COMMANDS.items():
+        parser.add_argument(f"--{name}-cmd", default=template,
+                            help="command template with {input}, {output}, {jobs}")
+    parser.add_argument("--only", help="comma-separated sample names (default: all)")
+    parser.add_argument("--no-rss", action="store_true", help="skip the 1- vs 100-page RSS run")
+    parser.add_argument("--rss-pages", type=int, default=100)
+    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    samples = load_samples(args.samples)
+    if args.only:
+        samples = [s for s in samples if s.name in args.only.split(",")]
+    engines = [Engine(n, getattr(args, f"{n}_cmd"), per_page=n == "tesseract", flatten_alpha=n == "ocrmypdf")
+               for n in args.engines.split(",")]
+    reports: dict[str, EngineReport] = {}
+    rss: list[RssReport] = []
+    with tempfile.TemporaryDirectory(prefix="digitize-bench-") as tmp:
+        for engine in engines:
+            workdir = Path(tmp) / engine.name
+            workdir.mkdir()
+            print(f"running {engine.name} on {sum(s.pages for s in samples)} pages ...", file=sys.stderr)
+            reports[engine.name] = benchmark_engine(engine, samples, args.workers, workdir)
+        if not args.no_rss and "digitize" in reports:
+            rss = [rss_run(args.digitize_cmd, n, args.workers, Path(tmp)) for n in (1, args.rss_pages)]
+    print(render_markdown(args, reports, rss))
+    save_results(args.results, args, reports, rss)
+    return 0
+
+
+def render_markdown(args: argparse.Namespace, reports: dict[str, EngineReport], rss: list[RssReport]) -> str:
+    parts = [f"Benchmark: {len(next(iter(reports.values())).samples)} sample files, {args.workers} workers, "
+             f"{os.cpu_count()} CPUs, OMP_THREAD_LIMIT=1\n", summary_table(reports), "", fault_table(reports)]
+    if rss:
+        parts += ["", f"`digitize run --jobs {args.workers}` memory, 1 vs {args.rss_pages} pages:", "",
+                  rss_table(*rss)]
+    parts.append(errors_section(reports))
+    return "\n".join(parts)
+
+
+def save_results(folder: Path, args: argparse.Namespace, reports: dict[str, EngineReport],
+                 rss: list[RssReport]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    data = {"args": {k: str(v) for k, v in vars(args).items()},
+            "engines": {n: {**dataclasses.asdict(r), "pages_per_minute": r.pages_per_minute,
+                            "mean_cer": r.mean_cer, "max_cer": r.max_cer, "bytes_per_page": r.bytes_per_page}
+                        for n, r in reports.items()},
+            "rss": [dataclasses.asdict(r) for r in rss]}
+    path = folder / f"{stamp}.json"
+    path.write_text(json.dumps(data, ensure_ascii=False, indent=1, default=str), encoding="utf-8")
+    print(f"results: {path}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
