@@ -27,6 +27,7 @@ from digitize.fsutil import atomic_write_text
 
 from .inbox import iter_scans
 from .jobs import JobResult, Status, close_archives, process_file
+from . import logs
 from .logs import event
 from .manifest import Manifest, read_manifest
 from .metadata import Clue
@@ -134,9 +135,10 @@ class _ProgressLine:
 _worker_settings = None
 
 
-def _init_worker(settings) -> None:
+def _init_worker(settings, log_state: tuple[int, bool]) -> None:
     global _worker_settings
     _worker_settings = settings
+    logs.restore(log_state)
 
 
 def _run_one(path: Path, hint: Clue | None, root: Path) -> JobResult:
@@ -155,7 +157,7 @@ class _Runner:
 
     def _pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_init_worker, initargs=(self.settings,))
+                                   initializer=_init_worker, initargs=(self.settings, logs.snapshot()))
 
     def run(self, items: list[BatchItem]) -> BatchSummary:
         started = time.monotonic()

@@ -15,10 +15,8 @@ from PIL import Image, ImageFilter
 
 # Payloads we look for are text: 2-D codes and the linear symbologies that carry text.
 # Restricting formats also avoids EAN/UPC false positives that speckle noise produces.
-_FORMATS = (zxingcpp.BarcodeFormat.QRCode | zxingcpp.BarcodeFormat.MicroQRCode
-            | zxingcpp.BarcodeFormat.DataMatrix | zxingcpp.BarcodeFormat.Aztec
-            | zxingcpp.BarcodeFormat.PDF417 | zxingcpp.BarcodeFormat.Code128
-            | zxingcpp.BarcodeFormat.Code39)
+_FORMATS = [getattr(zxingcpp.BarcodeFormat, name) for name in
+            ("QRCode", "MicroQRCode", "DataMatrix", "Aztec", "PDF417", "Code128", "Code39")]
 
 QUICK_MAX_SIDE = 700  # a separator QR code (~8 cm) is still >100 px wide at this size
 FULL_MAX_SIDE = 2600  # larger pages are halved first: zxing gets slower, not better

@@ -57,27 +57,37 @@ def _tail(path: Path) -> bytes:
         return f.read()
 
 
-def completeness_problem(path: Path, limits) -> str | None:
+@dataclass(frozen=True)
+class Problem:
+    """Why a file is not (yet) a readable scan; ``kinds`` selects the clerk's explanation."""
+
+    kinds: tuple[str, ...]
+    message: str
+
+
+def completeness_problem(path: Path, limits) -> Problem | None:
     """Why ``path`` is not (yet) a complete, readable scan, or None when it is.
 
     ``limits`` is anything with ``max_pixels``/``default_dpi`` (ConvertOptions or ConvertSettings).
     """
     from digitize.sources import open_source, sniff
 
+    from .messages import error_kinds
+
     try:
         if path.stat().st_size == 0:
-            return "file is empty (0 bytes)"
+            return Problem(("incomplete",), "file is empty (0 bytes)")
         kind = sniff(path)
         marker = _END_MARKERS.get(kind)
         if marker and marker not in _tail(path):
-            return f"{kind.upper()} end marker missing: the file is incomplete or truncated"
+            return Problem(("incomplete",), f"{kind.upper()} end marker missing: the file is incomplete or truncated")
         with open_source(path, limits) as src:
             if kind == "tiff":
                 src.page(src.page_count - 1)  # frames are written in order: the last one proves the rest
     except DigitizeError as e:
-        return str(e)
+        return Problem(error_kinds(e), str(e))
     except OSError as e:
-        return f"cannot read the file: {e.strerror}"
+        return Problem(("FileAccessError",), f"cannot read the file: {e.strerror}")
     return None
 
 

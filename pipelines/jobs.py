@@ -134,7 +134,7 @@ class _Job:
         existing = self.archive.find(self.sha256, part.source_pages)
         if existing is not None:
             return StoredPart(part.source_pages, str(existing.doc_id), existing.case_id, None, existing.pages, True)
-        opts = dataclasses.replace(self.opts, pages=None if part.whole else list(part.pages))
+        opts = dataclasses.replace(self.opts, pages=None if part.whole else part.pages)
         output = workdir / f"part-{part.pages[0] + 1 if part.pages else 0}.pdf"
         started = time.perf_counter()
         report = convert_file(self.path, output, opts)

@@ -45,3 +45,19 @@ def configure(json_lines: bool) -> None:
     if json_lines:
         for handler in root.handlers:
             handler.setFormatter(JsonLinesFormatter())
+
+
+def snapshot() -> tuple[int, bool]:
+    """This process's logging choices, to hand to worker processes (spawned workers start bare)."""
+    json_lines = any(isinstance(h.formatter, JsonLinesFormatter) for h in logging.getLogger().handlers)
+    return logging.getLogger(LOGGER).getEffectiveLevel(), json_lines
+
+
+def restore(state: tuple[int, bool]) -> None:
+    level, json_lines = state
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonLinesFormatter() if json_lines else logging.Formatter("digitize: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    logging.getLogger(LOGGER).setLevel(level)

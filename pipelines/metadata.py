@@ -25,6 +25,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from digitize.errors import BadArgsError, InputError
 from digitize.identifiers import find_case_ids, normalize_case_id, parse_file_code, parse_procedure_code
+from digitize.text import search_key
 
 # Field names of storage.archive.DocumentMeta that a clue may carry (``archive`` is handled apart).
 META_FIELDS = ("case_id", "sequence", "title", "doc_type", "procedure_code", "procedure_name", "agency",
@@ -35,6 +36,10 @@ ARCHIVE_FIELDS = {"organ_id": "OrganId", "file_catalog": "FileCatalog", "file_no
 CASE_RECORD_FIELDS = ("procedure_code", "procedure_name", "agency")
 OCR_PAGES = 3  # a case ID printed on the receipt or cover page; deeper pages cite other cases
 _SEQ_TITLE = re.compile(r"(\d{1,4})\s*[-_. ]\s*(.+)")
+# OCR often loses the small dots of the agency code ("000 00 31 H56-241016-0003"); after the label we can
+# trust that a case ID follows and put them back. Matched on the accent-folded, case-folded line.
+_CASE_LABEL = re.compile(r"ma\s*(?:so\s*)?ho\s*so\s*[:.]?\s*(.*)")
+_DOTLESS_CASE_ID = re.compile(r"([a-z0-9]{1,4}(?:[\s.,]+[a-z0-9]{1,4}){1,4})\s*-\s*(\d{6})\s*-\s*(\d{4})")
 
 
 @dataclass(frozen=True)
@@ -188,8 +193,27 @@ def code_clue(codes: Sequence[str]) -> Clue | None:
     return _first_case_id("qr", codes)
 
 
+def labelled_case_ids(text: str) -> list[str]:
+    """Case IDs after a ``Mã hồ sơ:`` label, tolerating dots OCR read as spaces or commas."""
+    found = []
+    for line in text.splitlines():
+        label = _CASE_LABEL.search(search_key(line))
+        dotless = _DOTLESS_CASE_ID.match(label.group(1)) if label else None
+        if dotless:
+            agency = re.sub(r"[\s.,]+", ".", dotless.group(1))
+            value = _case_id_or_none(f"{agency}-{dotless.group(2)}-{dotless.group(3)}")
+            if value:
+                found.append(value)
+    return found
+
+
 def ocr_clue(page_texts: Sequence[str]) -> Clue | None:
-    return _first_case_id("ocr", page_texts[:OCR_PAGES])
+    """The first case ID in the first pages' text; a labelled one is repaired if OCR dropped its dots."""
+    for text in page_texts[:OCR_PAGES]:
+        found = find_case_ids(text) or labelled_case_ids(text)
+        if found:
+            return Clue("ocr", {"case_id": found[0]})
+    return None
 
 
 def separator_clue(case_id: str | None) -> Clue | None:

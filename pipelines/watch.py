@@ -219,7 +219,7 @@ class Watcher:
         unchanged = self.tracker.observe(path, st.st_size, st.st_mtime_ns, now)
         if unchanged >= INCOMPLETE_GRACE * max(self.opts.stable_seconds, 1.0):
             relative = path.relative_to(self.opts.inbox)
-            self._quarantine(path, relative, ("incomplete", "InputError"), problem)
+            self._quarantine(path, relative, problem.kinds, problem.message)
             self._done(path, relative)
         return False
 

@@ -40,9 +40,11 @@ def test_truncated_pdf_is_incomplete_and_the_whole_one_is_not(tmp_path):
     cut.write_bytes(whole.read_bytes()[: whole.stat().st_size * 2 // 3])
     limits = ConvertSettings()
     assert inbox.completeness_problem(whole, limits) is None
-    assert "incomplete" in inbox.completeness_problem(cut, limits)
+    assert inbox.completeness_problem(cut, limits).kinds == ("incomplete",)
     (tmp_path / "empty.pdf").write_bytes(b"")
-    assert "empty" in inbox.completeness_problem(tmp_path / "empty.pdf", limits)
+    assert "empty" in inbox.completeness_problem(tmp_path / "empty.pdf", limits).message
+    (tmp_path / "word.pdf").write_bytes(b"PK\x03\x04 not a scan")
+    assert inbox.completeness_problem(tmp_path / "word.pdf", limits).kinds[0] == "UnsupportedInputError"
 
 
 def test_free_name_never_overwrites_a_previous_file_or_its_error(tmp_path):

@@ -41,6 +41,13 @@ def test_ocr_clue_reads_the_labelled_line_on_first_pages_only():
     assert metadata.ocr_clue(["", "", "", f"cites {CASE_B}"]) is None
 
 
+def test_labelled_case_id_whose_dots_ocr_lost_is_repaired():
+    assert metadata.ocr_clue(["GIẤY TIẾP NHÂN\nMã hồ sơ: 000 00 31 H56-241016-0003"]).values["case_id"] == \
+        "000.00.31.H56-241016-0003"
+    assert metadata.labelled_case_ids("MÃ SỐ HỒ SƠ 000,00.31 H56 - 241016 - 0003") == ["000.00.31.H56-241016-0003"]
+    assert metadata.labelled_case_ids("Số điện thoại 000 00 31 H56-241016-0003") == []
+
+
 def test_resolution_order_first_clue_wins_field_by_field():
     resolution = metadata.resolve([
         None,
