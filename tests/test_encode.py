@@ -1,0 +1,136 @@
+"""Archival image encoding: JPEG passthrough rules, budgeted JPEG, lossless CCITT G4."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pikepdf
+import pytest
+from PIL import Image
+
+from digitize import encode, pdfa
+from tests.pages import DPI, noise, render_text_page
+
+
+def jpeg_bytes(pixels: np.ndarray, mode: str | None = None, **save) -> bytes:
+    img = Image.fromarray(pixels)
+    if mode:
+        img = img.convert(mode)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", **save)
+    return buf.getvalue()
+
+
+def page_pdf_image(tmp_path: Path, image: encode.EncodedImage) -> np.ndarray:
+    """Write the image as a PDF page, read it back decoded by pikepdf (as a PDF reader would)."""
+    path = tmp_path / "page.pdf"
+    pdfa.write_page_pdf(path, image, image.width * 72 / DPI, image.height * 72 / DPI, b"")
+    with pikepdf.open(path) as pdf:
+        (xobj,) = pdf.pages[0].get_images().values()
+        return np.asarray(pikepdf.PdfImage(xobj).as_pil_image().convert("L"))
+
+
+@pytest.fixture(scope="module")
+def bilevel() -> np.ndarray:
+    page = noise(render_text_page(size=(1240, 900)), 0.002, seed=3)
+    return np.where(page > 127, 255, 0).astype(np.uint8)
+
+
+@pytest.mark.parametrize("mode,space", [("RGB", "/DeviceRGB"), ("L", "/DeviceGray")])
+@pytest.mark.parametrize("progressive", [False, True])
+def test_passthrough_keeps_scanner_jpeg_bytes(mode, space, progressive):
+    data = jpeg_bytes(render_text_page(size=(320, 200), colour=True), mode, progressive=progressive)
+    e = encode.passthrough_jpeg(data)
+    assert e is not None and e.data is data
+    assert (e.width, e.height, e.colour_space, e.bits, e.filter) == (320, 200, space, 8, "/DCTDecode")
+    assert e.encoding == "jpeg-passthrough"
+
+
+def test_passthrough_rejects_cmyk():
+    data = jpeg_bytes(render_text_page(size=(64, 48), colour=True), "CMYK")
+    assert encode.passthrough_jpeg(data) is None
+
+
+def test_passthrough_rejects_12_bit():
+    data = bytearray(jpeg_bytes(np.full((48, 64), 128, np.uint8)))
+    sof = data.index(b"\xff\xc0")
+    assert data[sof + 4] == 8
+    data[sof + 1], data[sof + 4] = 0xC1, 12  # extended sequential, 12-bit samples
+    assert encode.passthrough_jpeg(bytes(data)) is None
+
+
+@pytest.mark.parametrize("data", [b"", b"\xff\xd8", b"\x89PNG\r\n\x1a\n" + bytes(40), b"\xff\xd8\xff\xe0\x00\x10" + bytes(8)])
+def test_passthrough_rejects_non_jpeg_and_truncated(data):
+    assert encode.passthrough_jpeg(data) is None
+
+
+def test_page_budget_scales_with_paper_area():
+    a4 = encode.page_budget(2481, 3507, 300, 360)
+    assert a4 == pytest.approx(360 * 1024, rel=0.01)
+    assert encode.page_budget(1240, 1754, 300, 360) == pytest.approx(a4 / 4, rel=0.01)  # A6
+    assert encode.page_budget(10, 10, 300, 360) == int(360 * 1024 * 0.05)  # floor for slips and tiny crops
+
+
+def test_jpeg_budget_is_respected_by_stepping_quality_down():
+    rng = np.random.default_rng(0)
+    photo = np.clip(render_text_page(size=(800, 600), colour=True).astype(np.int16)
+                    + rng.normal(0, 25, (600, 800, 3)), 0, 255).astype(np.uint8)
+    free = encode.encode_jpeg(photo, 90)
+    budget = len(free.data) // 2
+    e = encode.encode_jpeg(photo, 90, budget)
+    assert len(e.data) <= budget
+    assert e.encoding != "jpeg-q90" and e.encoding.startswith("jpeg-q")
+    assert (e.width, e.height, e.colour_space) == (800, 600, "/DeviceRGB")
+    assert Image.open(io.BytesIO(e.data)).size == (800, 600)
+
+
+def test_jpeg_budget_never_goes_below_min_quality():
+    rng = np.random.default_rng(1)
+    static = rng.integers(0, 256, (300, 400), dtype=np.uint8)
+    e = encode.encode_jpeg(static, 80, budget=100)
+    assert e.encoding == f"jpeg-q{encode.MIN_QUALITY}" and e.colour_space == "/DeviceGray"
+
+
+def test_g4_round_trip_is_lossless(tmp_path, bilevel):
+    e = encode.encode_bilevel(bilevel)
+    assert (e.bits, e.colour_space, e.encoding) == (1, "/DeviceGray", "ccitt-g4")
+    assert np.array_equal(page_pdf_image(tmp_path, e), bilevel)
+
+
+def test_bilevel_polarity_as_rendered_by_poppler(tmp_path, bilevel):
+    """Black text stays black in a real renderer (catches a wrong /BlackIs1 or /Decode)."""
+    e = encode.encode_bilevel(bilevel)
+    pdfa.write_page_pdf(tmp_path / "p.pdf", e, e.width * 72 / DPI, e.height * 72 / DPI, b"")
+    subprocess.run(["pdftoppm", "-r", str(int(DPI)), "-gray", str(tmp_path / "p.pdf"), str(tmp_path / "r")],
+                   check=True, capture_output=True, timeout=60)
+    rendered = np.asarray(Image.open(next(tmp_path.glob("r*.pgm"))))
+    assert rendered.shape == bilevel.shape
+    assert ((rendered > 127) == (bilevel > 127)).mean() > 0.95  # inverted would be ~0.1
+
+
+def test_bilevel_uses_ccitt_g4_in_one_strip():
+    tall = np.full((3508, 2480), 255, np.uint8)  # A4 at 300 dpi: Pillow would write many strips by default
+    tall[1000:1040, 200:2200] = 0
+    e = encode.encode_bilevel(tall)
+    assert (e.filter, e.encoding) == ("/CCITTFaxDecode", "ccitt-g4")
+    assert e.decode_parms["/Columns"] == 2480 and e.decode_parms["/Rows"] == 3508 and e.decode_parms["/K"] == -1
+    assert len(e.data) < 2000
+
+
+def test_flate_fallback_is_lossless_too(tmp_path, bilevel, monkeypatch):
+    def no_g4(tiff):
+        raise ValueError("unexpected TIFF encoding")
+
+    monkeypatch.setattr(encode, "_tiff_single_strip", no_g4)
+    e = encode.encode_bilevel(bilevel)
+    assert (e.filter, e.encoding, e.bits) == ("/FlateDecode", "flate", 1)
+    assert np.array_equal(page_pdf_image(tmp_path, e), bilevel)
+
+
+def test_encode_archival_routes_by_colour_mode(bilevel):
+    assert encode.encode_archival(bilevel, "bilevel", 80).bits == 1
+    grey = encode.encode_archival(render_text_page(size=(200, 100)), "grey", 80)
+    assert (grey.bits, grey.colour_space, grey.filter) == (8, "/DeviceGray", "/DCTDecode")

@@ -1,0 +1,44 @@
+"""Vietnamese normalisation: NFC, accent folding (đ -> d), search keys."""
+
+from __future__ import annotations
+
+import unicodedata
+
+import pytest
+
+from digitize import text
+
+
+def test_nfc_composes_decomposed_vietnamese():
+    nfd = unicodedata.normalize("NFD", "Nguyễn Thị Ánh Tuyết")
+    assert nfd != "Nguyễn Thị Ánh Tuyết"
+    assert text.nfc(nfd) == "Nguyễn Thị Ánh Tuyết"
+    assert len(text.nfc("e\u0302\u0301")) == 1  # e + circumflex + acute = ế
+
+
+@pytest.mark.parametrize("given,folded", [
+    ("Quyền sử dụng đất", "Quyen su dung dat"),
+    ("ĐƠN ĐỀ NGHỊ", "DON DE NGHI"),
+    ("Đà Nẵng", "Da Nang"),
+    ("Ủy ban nhân dân tỉnh Thừa Thiên Huế", "Uy ban nhan dan tinh Thua Thien Hue"),
+    ("Số 127/QĐ-UBND", "So 127/QD-UBND"),
+    ("plain ascii 123", "plain ascii 123"),
+    ("", ""),
+])
+def test_fold_accents(given, folded):
+    assert text.fold_accents(given) == folded
+    assert text.fold_accents(unicodedata.normalize("NFD", given)) == folded
+
+
+def test_fold_accents_only_strips_marks():
+    assert text.fold_accents("Ƣ ơ ư") == "Ƣ o u"  # a letter without decomposition stays
+    assert text.fold_accents("₫ 50%") == "₫ 50%"
+
+
+def test_search_key_ignores_case_and_marks():
+    assert text.search_key("QUYẾT ĐỊNH") == text.search_key("quyết định") == text.search_key("Quyet dinh") == "quyet dinh"
+    assert text.search_key("ĐẤT") == "dat" and text.search_key("Straße") == "strasse"
+
+
+def test_squash_whitespace():
+    assert text.squash_whitespace("  Điều\t1.\n\n Giao\u00a0đất  ") == "Điều 1. Giao đất"
