@@ -25,6 +25,7 @@ MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
 _CASE_COLUMNS = [f.name for f in fields(CaseRecord)]
 _DOC_COLUMNS = [f.name for f in fields(DocumentRow) if f.name != "doc_id"]
 _EVENT_COLUMNS = [f.name for f in fields(Event)]
+RANK_CAP = 1000  # above this many matching entries, results come newest first instead of by relevance
 _UNMATCHED = "(d.case_id IS NULL OR NOT EXISTS (SELECT 1 FROM cases c WHERE c.case_id = d.case_id))"
 
 
@@ -103,8 +104,9 @@ class Index(ABC):
     def _remove_search_tokens(self, entry_ids: list[int]) -> None: ...
 
     @abstractmethod
-    def _search_candidates(self, query: Query, limit: int) -> list[tuple[int, bool]]:
-        """(entry_id, matched exactly) pairs: exact matches first, then by text relevance."""
+    def _match_ids(self, query: Query, exact: bool, limit: int, order: str) -> list[int]:
+        """Entry ids whose exact (or folded) tokens contain all the query's; ``order`` is
+        "none" (cheapest, any order), "relevance" (bm25 / ts_rank) or "newest" (highest id first)."""
 
     _begin_sql = "BEGIN"
 
@@ -310,6 +312,21 @@ class Index(ABC):
             self._execute(f"DELETE FROM search_entries WHERE entry_id IN ({_placeholders(len(old))})", old)
         for entry in entries:
             self._insert_search_entry(*entry)
+
+    def _ranked_ids(self, query: Query, exact: bool, limit: int) -> list[int]:
+        """Rank by relevance when the match set is small enough to score within the latency budget,
+        otherwise newest first: scoring 100 000 matches of a common word would take far too long."""
+        capped = self._match_ids(query, exact, RANK_CAP + 1, "none")
+        if len(capped) < 2:
+            return capped
+        return self._match_ids(query, exact, limit, "relevance" if len(capped) <= RANK_CAP else "newest")
+
+    def _search_candidates(self, query: Query, limit: int) -> list[tuple[int, bool]]:
+        """(entry_id, matched exactly) pairs: exact-accent matches first, then folded ones not already listed."""
+        exact = self._ranked_ids(query, True, limit)
+        seen = set(exact)
+        folded = [i for i in self._ranked_ids(query, False, limit + len(exact)) if i not in seen]
+        return [(i, True) for i in exact] + [(i, False) for i in folded[: limit - len(exact)]]
 
     def search(self, text: str, limit: int = 20) -> list[SearchHit]:
         if limit < 1:

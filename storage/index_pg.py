@@ -52,10 +52,12 @@ class PostgresIndex(Index):
     def _remove_search_tokens(self, entry_ids: list[int]) -> None:
         """Tokens live in the entry row itself: deleting the row removes them."""
 
-    def _search_candidates(self, query: Query, limit: int) -> list[tuple[int, bool]]:
-        rows = self._execute(
-            "SELECT entry_id, exact @> string_to_array(?, ' ') AS is_exact "
-            "FROM search_entries, plainto_tsquery('simple', ?) q WHERE folded @@ q "
-            "ORDER BY is_exact DESC, ts_rank(folded, q) DESC, entry_id LIMIT ?",
-            (" ".join(query.exact), " ".join(query.folded), limit)).fetchall()
-        return [(r[0], bool(r[1])) for r in rows]
+    def _match_ids(self, query: Query, exact: bool, limit: int, order: str) -> list[int]:
+        condition = "exact @> string_to_array(?, ' ')" if exact else "folded @@ plainto_tsquery('simple', ?)"
+        order_by = {"none": "", "relevance": "ORDER BY ts_rank(folded, plainto_tsquery('simple', ?)) DESC, entry_id",
+                    "newest": "ORDER BY entry_id DESC"}[order]
+        params = [" ".join(query.exact if exact else query.folded)]
+        params += [" ".join(query.folded)] if order == "relevance" else []
+        rows = self._execute(f"SELECT entry_id FROM search_entries WHERE {condition} {order_by} LIMIT ?",
+                             (*params, limit))
+        return [r[0] for r in rows.fetchall()]

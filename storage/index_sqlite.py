@@ -59,10 +59,8 @@ class SqliteIndex(Index):
     def _remove_search_tokens(self, entry_ids: list[int]) -> None:
         self._execute(f"DELETE FROM search_fts WHERE rowid IN ({', '.join('?' * len(entry_ids))})", entry_ids)
 
-    def _search_candidates(self, query: Query, limit: int) -> list[tuple[int, bool]]:
-        """Two ranked FTS5 queries: exact-token matches first, then folded matches not already listed."""
-        sql = "SELECT rowid FROM search_fts WHERE search_fts MATCH ? ORDER BY rank LIMIT ?"
-        exact = [r[0] for r in self._execute(sql, (fts5_match(query.exact, "exact"), limit)).fetchall()]
-        folded = [r[0] for r in self._execute(sql, (fts5_match(query.folded, "folded"), limit + len(exact))).fetchall()]
-        seen = set(exact)
-        return [(i, True) for i in exact] + [(i, False) for i in folded if i not in seen][: limit - len(exact)]
+    def _match_ids(self, query: Query, exact: bool, limit: int, order: str) -> list[int]:
+        match = fts5_match(query.exact, "exact") if exact else fts5_match(query.folded, "folded")
+        order_by = {"none": "", "relevance": "ORDER BY rank", "newest": "ORDER BY rowid DESC"}[order]
+        rows = self._execute(f"SELECT rowid FROM search_fts WHERE search_fts MATCH ? {order_by} LIMIT ?", (match, limit))
+        return [r[0] for r in rows.fetchall()]

@@ -81,3 +81,4 @@ CREATE TABLE search_entries (
 CREATE INDEX search_entries_doc ON search_entries (doc_id);
 CREATE INDEX search_entries_case ON search_entries (case_id);
 CREATE INDEX search_entries_folded ON search_entries USING gin (folded);
+CREATE INDEX search_entries_exact ON search_entries USING gin (exact);
