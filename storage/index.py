@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from dataclasses import fields
 from datetime import datetime, timezone
 from importlib import resources
+from string import Template
 from typing import Any, Iterator, Sequence
 
 from digitize.errors import BadArgsError, ConfigError, NotFoundError, StorageError
@@ -74,6 +75,7 @@ class Index(ABC):
     """Backend-neutral queries; subclasses provide the connection and dialect hooks."""
 
     dialect: str = ""
+    column_types: dict[str, str] = {}  # $id, $ref, $float in the shared migration scripts
 
     def __init__(self, conn: Any, where: str):
         self.conn = conn
@@ -157,16 +159,23 @@ class Index(ABC):
             self._depth = 0
 
     def migrate(self) -> list[int]:
-        """Apply the backend's numbered scripts not yet recorded in schema_migrations, each in one transaction."""
+        """Apply numbered migrations not yet in schema_migrations, each in one transaction.
+
+        Migration N is the shared ``migrations/N_name.sql`` (column types filled in per dialect) followed
+        by the dialect's own ``migrations/<dialect>/N_name.sql`` when there is one.
+        """
         self._execute(MIGRATIONS_TABLE)
         applied = []
-        folder = resources.files("storage") / "migrations" / self.dialect
+        folder = resources.files("storage") / "migrations"
         for script in sorted((p for p in folder.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name):
             version = int(script.name.split("_", 1)[0])
+            dialect_part = folder / self.dialect / script.name
             with self.transaction():
                 if self._scalar("SELECT 1 FROM schema_migrations WHERE version = ?", (version,)):
                     continue
-                self._run_script(script.read_text(encoding="utf-8"))
+                self._run_script(Template(script.read_text(encoding="utf-8")).substitute(self.column_types))
+                if dialect_part.is_file():
+                    self._run_script(dialect_part.read_text(encoding="utf-8"))
                 self._execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
                               (version, script.name, now_iso()))
                 applied.append(version)

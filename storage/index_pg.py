@@ -15,6 +15,7 @@ MIGRATION_LOCK = 0x6469676974  # "digit": serialises concurrent migrators
 
 class PostgresIndex(Index):
     dialect = "postgresql"
+    column_types = {"id": "BIGSERIAL PRIMARY KEY", "ref": "BIGINT", "float": "DOUBLE PRECISION"}
 
     def __init__(self, dsn: str):
         import psycopg

@@ -16,6 +16,7 @@ BUSY_TIMEOUT_MS = 30_000
 
 class SqliteIndex(Index):
     dialect = "sqlite"
+    column_types = {"id": "INTEGER PRIMARY KEY AUTOINCREMENT", "ref": "INTEGER", "float": "REAL"}
     _begin_sql = "BEGIN IMMEDIATE"  # take the write lock up front: no upgrade deadlocks between processes
 
     def __init__(self, path: str):
