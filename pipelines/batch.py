@@ -26,7 +26,7 @@ from digitize.errors import InputError, StorageError
 from digitize.fsutil import atomic_write_text
 
 from .inbox import iter_scans
-from .jobs import JobResult, Status, close_archives, process_file
+from .jobs import INTERNAL_EXIT, JobResult, Status, close_archives, process_file
 from . import logs
 from .logs import event
 from .manifest import Manifest, read_manifest
@@ -35,6 +35,7 @@ from .metadata import Clue
 log = logging.getLogger("pipelines.batch")
 
 STORAGE_RETRY = (5.0, 10.0, 20.0, 40.0, 60.0)  # seconds before each retry of a file refused by storage
+LIST_AT_MOST = 20  # failed/unmatched files echoed on stderr; the report has them all
 PROGRESS_EVERY = 2.0  # seconds between progress lines when stderr is not a terminal
 
 
@@ -147,7 +148,7 @@ def _run_one(path: Path, hint: Clue | None, root: Path) -> JobResult:
 
 def _crashed(item: BatchItem, error: BaseException) -> JobResult:
     return JobResult(str(item.path), Status.failed, reason=f"worker process died: {type(error).__name__}",
-                     error_kinds=("crashed",), exit_code=15)
+                     error_kinds=("crashed",), exit_code=INTERNAL_EXIT)
 
 
 class _Runner:
@@ -270,9 +271,11 @@ def run_batch(src: Path, settings, manifest_file: Path | None = None, jobs: int 
     target = report or (Path(settings.batch.report) if settings.batch.report else None)
     if target:
         write_report(summary, target)
-    for result in summary.results:
-        if result.status in (Status.failed, Status.unmatched):
-            stream.write(f"{result.status}: {result.path}: {result.reason}\n")
+    notable = [r for r in summary.results if r.status in (Status.failed, Status.unmatched)]
+    for result in notable[:LIST_AT_MOST]:
+        stream.write(f"{result.status}: {result.path}: {result.reason}\n")
+    if len(notable) > LIST_AT_MOST:
+        stream.write(f"... and {len(notable) - LIST_AT_MOST} more failed or unmatched files (see the report)\n")
     stream.write(f"batch: {summary.line()}" + (f"; report {target}" if target else "") + "\n")
     _raise_for_failures(summary)
     return summary

@@ -32,7 +32,9 @@ def watch_cmd(settings, inbox: Path | None, poll: float | None, once: bool, log_
         click.echo("watch: " + (", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items())) or "nothing to do"),
                    err=True)
     if summary.deferred:
-        raise StorageError(f"{len(summary.deferred)} file(s) left in the inbox: storage unavailable")
+        first = summary.deferred[0]
+        error = StorageError if first.retryable else RuntimeError  # RuntimeError: the CLI's "internal error" line
+        raise error(f"{len(summary.deferred)} file(s) left in the inbox to retry; {Path(first.path).name}: {first.reason}")
 
 
 @click.command("batch", epilog="""\b

@@ -29,6 +29,8 @@ from .separators import Part
 
 log = logging.getLogger("pipelines.jobs")
 
+INTERNAL = "internal"
+INTERNAL_EXIT = 15  # what digitize.cli returns for an internal error
 UNMATCHED_REASON = "no case ID in sidecar, folder, file name, QR code or OCR text"
 
 
@@ -66,6 +68,11 @@ class JobResult:
     def retryable(self) -> bool:
         """Storage trouble says nothing about the file: keep it and try again later."""
         return self.status is Status.failed and StorageError.__name__ in self.error_kinds
+
+    @property
+    def internal(self) -> bool:
+        """A bug of ours, not a bad scan: the file must not be quarantined for it."""
+        return self.status is Status.failed and INTERNAL in self.error_kinds
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -183,6 +190,11 @@ def process_file(path: Path, settings, meta_hint: Clue | None = None, *, root: P
     except OSError as e:
         result = JobResult(str(path), Status.failed, job.sha256 if job else "", f"cannot read {path}: {e.strerror}",
                            error_kinds=("FileAccessError", "OSError"), exit_code=int(ExitCode.file_access))
+    except Exception as e:  # noqa: BLE001 - one file's bug must not stop a batch or a watcher
+        log.exception("internal error on %s", path)
+        result = JobResult(str(path), Status.failed, job.sha256 if job else "",
+                           f"internal error: {type(e).__name__}: {' '.join(str(e).split())}",
+                           error_kinds=(INTERNAL, *error_kinds(e)), exit_code=INTERNAL_EXIT)
     result.seconds = time.perf_counter() - started
     if job is not None:
         result.pages, result.convert_seconds = job.pages, job.convert_seconds

@@ -16,7 +16,7 @@ LOGGER = "pipelines"
 def event(logger: logging.Logger, name: str, level: int = logging.INFO, **fields: Any) -> None:
     if logger.isEnabledFor(level):
         text = " ".join(f"{k}={v}" for k, v in fields.items() if v not in (None, ""))
-        logger.log(level, "%s %s", name, text, extra={"event": name, "fields": fields})
+        logger.log(level, "%s", f"{name} {text}" if text else name, extra={"event": name, "fields": fields})
 
 
 class JsonLinesFormatter(logging.Formatter):

@@ -8,7 +8,7 @@ safe live in one place:
   stored, read back and verified and the index committed;
 * a claim in ``INBOX/.digitize/claims`` marks the file in progress; after a crash it is redone once
   (idempotent by content hash), and quarantined if it crashes the watcher again;
-* storage trouble keeps the file in the inbox and retries with backoff: the scan is fine;
+* storage trouble (or a bug of ours) keeps the file in the inbox and retries with backoff: the scan is fine;
 * SIGTERM finishes the current file and exits; a second SIGTERM or Ctrl-C abandons it cleanly
   (temp files removed, source untouched, claim dropped).
 """
@@ -79,14 +79,14 @@ class WatchOptions:
 
 @dataclass
 class _Pending:
-    storage_failures: int = 0
+    failures: int = 0  # storage or internal errors: either way the file itself is not at fault
     not_before: float = 0.0
 
 
 @dataclass
 class WatchSummary:
     counts: dict[str, int] = field(default_factory=dict)
-    deferred: list[str] = field(default_factory=list)  # left in the inbox (storage unavailable)
+    deferred: list[JobResult] = field(default_factory=list)  # --once: left in the inbox, to retry later
 
     def add(self, status: str) -> None:
         self.counts[status] = self.counts.get(status, 0) + 1
@@ -166,13 +166,13 @@ class Watcher:
 
     def _defer(self, path: Path, relative: Path, result: JobResult) -> None:
         pending = self.pending[path]
-        pending.storage_failures += 1
-        wait = RETRY_BACKOFF[min(pending.storage_failures, len(RETRY_BACKOFF)) - 1]
+        pending.failures += 1
+        wait = RETRY_BACKOFF[min(pending.failures, len(RETRY_BACKOFF)) - 1]
         pending.not_before = time.monotonic() + wait
         self.journal.release(str(relative))
-        event(log, "storage-unavailable", logging.WARNING, file=str(relative), retry_in=wait, reason=result.reason)
-        if self.opts.once and pending.storage_failures >= ONCE_STORAGE_TRIES:
-            self.summary.deferred.append(str(relative))
+        event(log, "deferred", logging.WARNING, file=str(relative), retry_in=wait, reason=result.reason)
+        if self.opts.once and (result.internal or pending.failures >= ONCE_STORAGE_TRIES):
+            self.summary.deferred.append(result)
             self.pending.pop(path, None)
 
     # --- taking one file ----------------------------------------------------------------------------
@@ -191,7 +191,7 @@ class Watcher:
             self.journal.release(str(relative))  # abandoned on purpose: not a crash
             event(log, "abandoned", logging.WARNING, file=str(relative))
             raise
-        if result.retryable:
+        if result.retryable or result.internal:
             self._defer(path, relative, result)
             return
         if result.status is Status.failed:

@@ -20,9 +20,9 @@ from digitize.config import Settings
 sys.path.insert(0, str(Path(__file__).parent))  # scans.py beside this file
 
 try:
-    from tests.servers import MINIO_PASSWORD, MINIO_USER
+    from tests.servers import MINIO_PASSWORD, MINIO_USER, start_minio
 except ModuleNotFoundError:
-    from servers import MINIO_PASSWORD, MINIO_USER
+    from servers import MINIO_PASSWORD, MINIO_USER, start_minio
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT = 120.0  # seconds any wait-for-condition may take before the test fails
@@ -92,3 +92,11 @@ def backend_settings(request, tmp_path) -> Settings:
     minio = request.getfixturevalue("minio_server")
     return make_settings(tmp_path / "data", minio.url(request.getfixturevalue("unique_bucket")),
                          request.getfixturevalue("postgres_dsn"))
+
+
+@pytest.fixture
+def own_minio(tmp_path):
+    """A MinIO server for this test alone, so it can be stopped and restarted mid-run."""
+    server = start_minio(tmp_path / "own-minio")
+    yield server
+    server.stop()

@@ -1,0 +1,91 @@
+"""``digitize batch`` as a real process: storage outage mid-run, resume, and the per-file report."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, digitize_cmd, make_settings, run_cli, settings_env, stored_rows, wait_for
+from scans import page, write_pdf
+
+pytestmark = pytest.mark.integration
+
+CASE_A = "000.00.31.H56-241015-0027"
+CASE_B = "000.00.31.H56-241016-0003"
+
+
+def make_tree(src: Path, files: int, pages: int = 2) -> list[Path]:
+    src.mkdir(parents=True, exist_ok=True)
+    return [write_pdf([page([f"Hồ sơ {n} trang {p + 1}"]) for p in range(pages)], src / f"scan{n:03d}.pdf")
+            for n in range(files)]
+
+
+def log_events(path: Path) -> list[dict]:
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def count_events(path: Path, name: str) -> int:
+    return sum(1 for e in log_events(path) if e.get("event") == name)
+
+
+def test_minio_stopped_mid_batch_is_retried_and_every_file_ends_stored_once(tmp_path, own_minio):
+    settings = make_settings(tmp_path / "data", own_minio.url("archive"))
+    files = make_tree(tmp_path / "src", 6)
+    log = tmp_path / "batch.log"
+    batch = subprocess.Popen(digitize_cmd("batch", str(tmp_path / "src"), "--jobs", "2", "--log-json",
+                                          "--report", str(tmp_path / "report.json")),
+                             env=settings_env(settings), cwd=ROOT, stderr=open(log, "wb"))
+    try:
+        wait_for(lambda: count_events(log, "stored") >= 1, "the first document to be stored")
+        own_minio.stop()
+        wait_for(lambda: count_events(log, "storage-retry") >= 1, "the batch to meet the outage")
+        own_minio.start()  # same port, same data
+        assert batch.wait(timeout=300) == 0, log.read_text()
+    finally:
+        if batch.poll() is None:
+            batch.kill()
+    report = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
+    assert report["summary"]["failed"] == 0 and report["summary"]["files"] == 6
+    rows = stored_rows(settings)
+    assert sorted(r.source_name for r in rows) == sorted(f.name for f in files)  # each once, none lost
+    assert run_cli(settings, "verify", "--all").returncode == 0  # every object present and intact
+
+    again = run_cli(settings, "batch", str(tmp_path / "src"), "--jobs", "2")
+    assert again.returncode == 0 and "6 skipped" in again.stderr
+    assert len(stored_rows(settings)) == 6
+
+
+def test_report_lists_done_unmatched_and_failed_files_with_reasons_and_rerun_resumes(tmp_path):
+    settings = make_settings(tmp_path / "data")
+    src = tmp_path / "src"
+    (src / CASE_A).mkdir(parents=True)
+    write_pdf([page(["Đơn đề nghị"])], src / CASE_A / "01-Don_de_nghi.pdf")
+    write_pdf([page(["Sổ đăng ký"]), page(["trang 2"])], src / "register-1998.pdf")
+    write_pdf([page(["Tờ khai"])], src / "loose.pdf")
+    (src / "broken.pdf").write_bytes(b"%PDF-1.4\n garbage without objects\n%%EOF\n")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("path,case_id,procedure_code,title,organ_id,file_catalog,file_notation,maintenance,rights\n"
+                        f"register-1998.pdf,{CASE_B},1.004616,Sổ đăng ký 1998,H56.32,1998,SDK-01,Vĩnh viễn,Hạn chế\n",
+                        encoding="utf-8")
+    done = run_cli(settings, "batch", str(src), "--manifest", str(manifest), "--report", str(tmp_path / "r.csv"))
+    assert done.returncode == 2, done.stderr
+    assert "pages/min" in done.stderr and "ETA" in done.stderr
+    rows = {r["path"].rsplit("/", 1)[-1]: r for r in csv.DictReader(open(tmp_path / "r.csv", encoding="utf-8"))}
+    assert {name: r["status"] for name, r in rows.items()} == {
+        "01-Don_de_nghi.pdf": "done", "register-1998.pdf": "done", "loose.pdf": "unmatched", "broken.pdf": "failed"}
+    assert rows["01-Don_de_nghi.pdf"]["case_source"] == "folder"
+    assert (rows["register-1998.pdf"]["case_id"], rows["register-1998.pdf"]["case_source"]) == (CASE_B, "manifest")
+    assert "no case ID" in rows["loose.pdf"]["reason"] and "corrupt" in rows["broken.pdf"]["reason"]
+    [register] = [r for r in stored_rows(settings) if r.source_name == "register-1998.pdf"]
+    assert register.archive["FileNotation"] == "SDK-01" and register.procedure_code == "1.004616"
+
+    shutil.copy(src / "loose.pdf", src / "loose-copy.pdf")
+    again = run_cli(settings, "batch", str(src), "--manifest", str(manifest), "--report", str(tmp_path / "r.json"))
+    summary = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))["summary"]
+    assert (summary["skipped"], summary["failed"], summary["pages"]) == (4, 1, 0)  # nothing converted twice
+    assert again.returncode == 2
