@@ -106,6 +106,8 @@ def _coerce(value: Any, current: Any, where: str) -> Any:
                 return False
             raise ValueError(value)
         if isinstance(current, int):
+            if isinstance(value, (bool, float)):
+                raise ValueError(value)  # 2.5 jobs or `true` must not silently become 2 or 1
             return int(value)
         if isinstance(current, float):
             return float(value)
@@ -158,6 +160,8 @@ def load_settings(path: str | os.PathLike | None = None, env: Mapping[str, str] 
             data = tomllib.loads(p.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {p}") from None
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {p}: {e.strerror}") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"config file {p} is not valid TOML: {e}") from None
         _apply(settings, data, str(p))
@@ -171,11 +175,18 @@ def load_settings(path: str | os.PathLike | None = None, env: Mapping[str, str] 
 
 
 def mask_url(url: str) -> str:
+    """Hide a password in user:pass@host (IPv6 brackets kept) and in ?password= of libpq DSNs."""
     parts = urlsplit(url)
+    if not parts.password and "password=" not in parts.query.lower():
+        return url  # untouched: urlunsplit would also drop a slash from sqlite:////abs/path
     if parts.password:
-        netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
+        hostport = parts.netloc.rpartition("@")[2]
+        parts = parts._replace(netloc=f"{parts.username}:***@{hostport}")
+    if parts.query:
+        query = "&".join(f"{k}=***" if k.lower() == "password" else f"{k}={v}"
+                         for k, _, v in (item.partition("=") for item in parts.query.split("&")))
+        parts = parts._replace(query=query)
+    return urlunsplit(parts)
 
 
 def settings_as_dict(settings: Settings, masked: bool = True) -> dict[str, Any]:

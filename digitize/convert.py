@@ -165,7 +165,7 @@ def process_page(page: SourcePage, number: int, out_pdf: Path, opts: ConvertOpti
     timings["total"] = _lap(clock)
     return PageReport(
         number=number, width_px=w, height_px=h, dpi=page.dpi, dpi_source=page.dpi_source, colour_mode=mode,
-        orientation=work.orientation, skew_angle=round(work.skew, 2), text_source=work.text_source,
+        orientation=work.orientation, skew_angle=round(-work.skew, 2) + 0.0, text_source=work.text_source,
         ocr_confidence=round(work.confidence, 2), word_count=len(work.words), image_encoding=image.encoding,
         image_bytes=len(image.data), text=work.text, warnings=list(page.warnings),
         timings={k: round(v, 3) for k, v in timings.items()},

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .imaging import resize_at_least_1px
+
 ANALYSIS_DPI = 150.0
 MAX_SKEW = 15.0
 
@@ -32,7 +34,7 @@ class Geometry:
 def ink_mask(grey: np.ndarray, dpi: float) -> np.ndarray:
     """Binary ink mask at ANALYSIS_DPI: background-normalised, Otsu, specks removed."""
     scale = ANALYSIS_DPI / dpi
-    small = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else grey
+    small = resize_at_least_1px(grey, scale, cv2.INTER_AREA) if scale < 1 else grey
     k = max(15, int(ANALYSIS_DPI / 6)) | 1
     background = cv2.morphologyEx(small, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
     norm = cv2.divide(small, background, scale=255)
@@ -137,5 +139,5 @@ def deskew(pixels: np.ndarray, angle: float, fill: tuple[int, ...] | int) -> np.
         return pixels
     h, w = pixels.shape[:2]
     m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
-    return cv2.warpAffine(pixels, m, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT,
+    return cv2.warpAffine(pixels, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                           borderValue=fill)

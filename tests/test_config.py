@@ -117,14 +117,11 @@ def test_missing_and_non_utf8_files_are_config_errors(tmp_path):
         config.load_settings(bad, env={})
 
 
-@pytest.mark.xfail(strict=True, reason="load_settings catches only FileNotFoundError: a folder (or an "
-                                       "unreadable file) raises a raw IsADirectoryError/PermissionError")
 def test_config_path_that_is_a_folder_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError):
         config.load_settings(tmp_path, env={})
 
 
-@pytest.mark.xfail(strict=True, reason="_coerce uses int(): a TOML float 2.5 silently becomes 2 jobs")
 def test_float_for_an_integer_setting_is_refused(tmp_path):
     with pytest.raises(ConfigError):
         config.load_settings(write_toml(tmp_path, "[convert]\njobs = 2.5\n"), env={})
@@ -157,12 +154,10 @@ def test_mask_url(url, masked):
     assert config.mask_url(url) == masked
 
 
-@pytest.mark.xfail(strict=True, reason="mask_url rebuilds netloc from .hostname: IPv6 brackets are lost")
 def test_mask_url_keeps_ipv6_hosts_valid():
     assert config.mask_url("postgresql://u:p@[::1]:5432/db") == "postgresql://u:***@[::1]:5432/db"
 
 
-@pytest.mark.xfail(strict=True, reason="mask_url ignores libpq's ?password= query parameter")
 def test_mask_url_hides_password_in_query():
     assert "hunter2" not in config.mask_url("postgresql://db/records?user=clerk&password=hunter2")
 

@@ -75,8 +75,6 @@ def test_interrupt_also_cleans_up(tmp_path):
     assert not target.exists() and leftovers(tmp_path) == []
 
 
-@pytest.mark.xfail(strict=True, reason="mkstemp creates the temp file 0600 and os.replace keeps that: "
-                                       "outputs on a shared folder are unreadable to other users")
 def test_output_gets_normal_umask_permissions(tmp_path):
     umask = os.umask(0o022)
     try:

@@ -112,7 +112,6 @@ def test_blank_page_survives_preparation():
     assert factor == 1.0 and out.min() >= 240
 
 
-@pytest.mark.xfail(strict=True, reason="flatten_background resizes a 1-pixel-high image to 0 rows: raw cv2.error")
 @pytest.mark.parametrize("shape", [(1, 500), (500, 1)])
 def test_one_pixel_thin_image_does_not_raise_raw_errors(shape):
     try:

@@ -150,8 +150,6 @@ def test_nothing_read_back_keeps_the_word(monkeypatch):
     assert n == 1 and [w.text for _, w in r.words] == ["x1", "y7"]
 
 
-@pytest.mark.xfail(strict=True, reason="_replace_once replaces the first substring match in the page text, "
-                                       "not the refined word: 'số' becomes '5ố'")
 def test_text_replacement_hits_the_refined_word_not_a_substring(monkeypatch):
     r, n, _ = refine([("Thửa", 95), ("đất", 95), ("số", 95), ("s", 30)], [("5", 90)], monkeypatch)
     assert n == 1 and r.text == "Thửa đất số 5"
@@ -172,7 +170,6 @@ def test_crop_clips_to_the_page():
     assert ocr._crop(PAGE, Word("x", 990, 395, 1200, 600, 0)).shape == (11, 16)
 
 
-@pytest.mark.xfail(strict=True, reason="recognise() unpacks the language list: '' or '+' raise a raw ValueError")
 @pytest.mark.parametrize("language", ["", "+"])
 def test_empty_language_is_a_digitize_error(language, monkeypatch):
     monkeypatch.setattr(ocr, "_hocr", lambda *a: ocr.OcrResult([], "", 0.0))

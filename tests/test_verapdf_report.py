@@ -150,7 +150,6 @@ def test_missing_validator_is_a_missing_dependency(monkeypatch):
         verapdf.validate(["a.pdf"])
 
 
-@pytest.mark.xfail(strict=True, reason="parse_report lets xml.etree ParseError escape on a truncated report")
 @pytest.mark.parametrize("cut", [400, -30])  # a JVM killed mid-report (out of memory, signal)
 def test_truncated_report_is_a_digitize_error(cut):
     xml = report(COMPLIANT, NON_COMPLIANT)[:cut]
@@ -158,14 +157,12 @@ def test_truncated_report_is_a_digitize_error(cut):
         verapdf.parse_report(xml)
 
 
-@pytest.mark.xfail(strict=True, reason="_run lets subprocess.TimeoutExpired escape")
 def test_validator_timeout_is_a_digitize_error(monkeypatch, tmp_path):
     fake_verapdf(monkeypatch, tmp_path, "import time; time.sleep(30)")
     with pytest.raises(DigitizeError):
         verapdf.validate([tmp_path / "a.pdf"], timeout=0.5)
 
 
-@pytest.mark.xfail(strict=True, reason="_run lets FileNotFoundError escape when $DIGITIZE_VERAPDF does not exist")
 def test_validator_command_not_found_is_a_missing_dependency(monkeypatch, tmp_path):
     monkeypatch.setenv("DIGITIZE_VERAPDF", str(tmp_path / "no-such-verapdf"))
     with pytest.raises(MissingDependencyError):

@@ -1,0 +1,205 @@
+"""`digitize run` on bad input: one clear line, the documented exit code, no output file.
+
+Each case runs the real command in a separate process (as scanning staff would) and checks
+that stderr is a single ``digitize: ...`` line without a traceback, that OUTPUT does not exist,
+and that no temporary file is left beside it.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pikepdf
+import pytest
+from PIL import Image
+
+from digitize.errors import ExitCode
+
+pytestmark = pytest.mark.integration
+
+
+def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "digitize", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def small_page(text_rows: int = 3) -> Image.Image:
+    """A small white page with a few black bars: enough for every stage to run."""
+    img = np.full((600, 500), 255, np.uint8)
+    for r in range(text_rows):
+        img[100 + r * 60:130 + r * 60, 50:450] = 0
+    return Image.fromarray(img)
+
+
+def image_pdf(path: Path, pages: int = 1) -> Path:
+    pdf = pikepdf.new()
+    for _ in range(pages):
+        buf = io.BytesIO()
+        small_page().convert("RGB").save(buf, "JPEG", quality=80)
+        page = pdf.add_blank_page(page_size=(360, 432))
+        xobj = pikepdf.Stream(pdf, buf.getvalue(), Type=pikepdf.Name.XObject, Subtype=pikepdf.Name.Image,
+                              Width=500, Height=600, ColorSpace=pikepdf.Name.DeviceRGB, BitsPerComponent=8,
+                              Filter=pikepdf.Name.DCTDecode)
+        page.Resources = pikepdf.Dictionary(XObject=pikepdf.Dictionary(Im0=xobj))
+        page.Contents = pdf.make_stream(b"q 360 0 0 432 0 0 cm /Im0 Do Q")
+    pdf.save(path)
+    return path
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header claims huge dimensions (the data is a few bytes)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+
+def make_truncated_pdf(tmp: Path) -> Path:
+    good = image_pdf(tmp / "good.pdf", pages=3)
+    data = good.read_bytes()
+    bad = tmp / "truncated.pdf"
+    bad.write_bytes(data[: len(data) * 2 // 3])
+    return bad
+
+
+def make_truncated_jpeg(tmp: Path) -> Path:
+    buf = io.BytesIO()
+    small_page().save(buf, "JPEG", quality=90, dpi=(300, 300))
+    bad = tmp / "truncated.jpg"
+    bad.write_bytes(buf.getvalue()[: buf.tell() // 2])
+    return bad
+
+
+def make_corrupt_pdf(tmp: Path) -> Path:
+    bad = tmp / "corrupt.pdf"
+    bad.write_bytes(b"%PDF-1.7\n" + np.random.default_rng(1).bytes(4000))
+    return bad
+
+
+def make_encrypted_pdf(tmp: Path) -> Path:
+    src = image_pdf(tmp / "plain.pdf")
+    bad = tmp / "encrypted.pdf"
+    with pikepdf.open(src) as pdf:
+        pdf.save(bad, encryption=pikepdf.Encryption(user="mat-khau", owner="mat-khau"))
+    return bad
+
+
+def make_xfa_only(tmp: Path) -> Path:
+    pdf = pikepdf.new()
+    pdf.add_blank_page()
+    pdf.Root.AcroForm = pikepdf.Dictionary(Fields=pikepdf.Array(), XFA=pikepdf.Stream(pdf, b"<xdp:xdp/>"))
+    pdf.Root.NeedsRendering = True
+    bad = tmp / "xfa.pdf"
+    pdf.save(bad)
+    return bad
+
+
+def make_zero_pages(tmp: Path) -> Path:
+    bad = tmp / "empty.pdf"
+    pikepdf.new().save(bad)
+    return bad
+
+
+def make_unsupported(tmp: Path) -> Path:
+    bad = tmp / "dossier.pdf"  # the name lies: content is a ZIP (e.g. a .docx)
+    bad.write_bytes(b"PK\x03\x04" + b"\x00" * 200)
+    return bad
+
+
+def make_zero_bytes(tmp: Path) -> Path:
+    bad = tmp / "scan.jpg"
+    bad.write_bytes(b"")
+    return bad
+
+
+def make_absurd_png(tmp: Path) -> Path:
+    bad = tmp / "huge.png"
+    bad.write_bytes(png_claiming(200_000, 200_000))
+    return bad
+
+
+def make_pdf_bomb(tmp: Path) -> Path:
+    """A page image of 80 000 x 80 000 pixels whose Flate stream is tiny."""
+    pdf = pikepdf.new()
+    page = pdf.add_blank_page(page_size=(595, 842))
+    raw = zlib.compress(b"\xff" * (1 << 20), 9)  # only the first MiB is real: decoding would need 6.4 GB
+    xobj = pikepdf.Stream(pdf, raw, Type=pikepdf.Name.XObject, Subtype=pikepdf.Name.Image, Width=80_000,
+                          Height=80_000, ColorSpace=pikepdf.Name.DeviceGray, BitsPerComponent=8,
+                          Filter=pikepdf.Name.FlateDecode)
+    page.Resources = pikepdf.Dictionary(XObject=pikepdf.Dictionary(Im0=xobj))
+    page.Contents = pdf.make_stream(b"q 595 0 0 842 0 0 cm /Im0 Do Q")
+    bad = tmp / "bomb.pdf"
+    pdf.save(bad)
+    return bad
+
+
+BAD_INPUTS = {
+    "truncated_pdf": (make_truncated_pdf, ExitCode.input_file, "truncated"),
+    "truncated_jpeg": (make_truncated_jpeg, ExitCode.input_file, "truncated"),
+    "corrupt_pdf": (make_corrupt_pdf, ExitCode.input_file, "corrupt"),
+    "encrypted_pdf": (make_encrypted_pdf, ExitCode.encrypted_pdf, "encrypted"),
+    "xfa_only_pdf": (make_xfa_only, ExitCode.input_file, "XFA"),
+    "zero_page_pdf": (make_zero_pages, ExitCode.input_file, "no pages"),
+    "unsupported_type": (make_unsupported, ExitCode.input_file, "unsupported file type"),
+    "zero_byte_file": (make_zero_bytes, ExitCode.input_file, "empty"),
+    "absurd_pixel_count_png": (make_absurd_png, ExitCode.input_file, "megapixels"),
+    "decompression_bomb_pdf": (make_pdf_bomb, ExitCode.input_file, "megapixels"),
+}
+
+
+def assert_clean_failure(proc: subprocess.CompletedProcess, code: int, words: str, out: Path) -> None:
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == code, proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("digitize: "), proc.stderr
+    assert words.lower() in lines[0].lower(), lines[0]
+    assert "Traceback" not in proc.stderr
+    assert not out.exists()
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}")], "temporary file left behind"
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_INPUTS))
+def test_bad_input_gives_one_line_error_exit_code_and_no_output(kind: str, tmp_path: Path) -> None:
+    make, code, words = BAD_INPUTS[kind]
+    src = make(tmp_path)
+    out = tmp_path / "out" / "result.pdf"
+    out.parent.mkdir()
+    assert_clean_failure(run_cli("run", str(src), str(out)), code, words, out)
+
+
+def test_ocr_that_does_not_finish_is_stopped_within_the_timeout(tmp_path: Path) -> None:
+    src = image_pdf(tmp_path / "scan.pdf")
+    out = tmp_path / "result.pdf"
+    proc = run_cli("run", "--ocr-timeout", "0.001", str(src), str(out), timeout=120)
+    assert_clean_failure(proc, ExitCode.ocr_failed, "did not finish", out)
+
+
+def test_missing_input_file_is_reported_plainly(tmp_path: Path) -> None:
+    out = tmp_path / "result.pdf"
+    assert_clean_failure(run_cli("run", str(tmp_path / "nope.pdf"), str(out)), ExitCode.input_file, "no such file", out)
+
+
+def test_output_may_not_overwrite_the_input(tmp_path: Path) -> None:
+    src = image_pdf(tmp_path / "scan.pdf")
+    before = src.read_bytes()
+    proc = run_cli("run", str(src), str(src))
+    assert proc.returncode == ExitCode.bad_args and "overwrite" in proc.stderr
+    assert src.read_bytes() == before
+
+
+def test_help_lists_examples_and_exit_codes() -> None:
+    proc = run_cli("run", "--help")
+    assert proc.returncode == 0
+    assert "digitize run scan.pdf out.pdf" in proc.stdout
+    top = run_cli("--help")
+    assert "Exit codes" in top.stdout and "encrypted PDF" in top.stdout
+
+
+def test_unknown_option_is_one_line_bad_args(tmp_path: Path) -> None:
+    proc = run_cli("run", "--frobnicate", "a.pdf", "b.pdf")
+    assert proc.returncode == ExitCode.bad_args
+    assert "Traceback" not in proc.stderr and proc.stderr.startswith("digitize: ")
