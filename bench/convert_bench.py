@@ -70,12 +70,14 @@ class Engine:
 
     ``flatten_alpha``: the engine refuses images with an alpha channel (OCRmyPDF: "The input image
     has an alpha channel. Remove the alpha channel first."), so they are flattened on white first.
+    ``image_dpi_flag``: the engine refuses images without a stored resolution unless told one.
     """
 
     name: str
     template: str
     per_page: bool = False
     flatten_alpha: bool = False
+    image_dpi_flag: str = ""
 
 
 @dataclass(frozen=True)
@@ -208,9 +210,17 @@ def make_jobs(engine: Engine, samples: list[SampleFile], workdir: Path) -> list[
         for index, source in enumerate(inputs):
             suffix = f"-{index + 1}" if engine.per_page else ".pdf"
             output = workdir / f"{engine.name}-{sample.path.stem}{suffix}"
-            argv = command(engine.template, source, output, jobs=1)
+            argv = command(engine.template, source, output, jobs=1) + dpi_args(engine, source, sample.dpi)
             jobs.append(Job(sample.name, argv, output, 1 if engine.per_page else sample.pages))
     return jobs
+
+
+def dpi_args(engine: Engine, source: Path, dpi: int) -> tuple[str, ...]:
+    """``--image-dpi N`` for an image that stores no resolution (none of the samples, today)."""
+    if not engine.image_dpi_flag or source.suffix == ".pdf":
+        return ()
+    with Image.open(source) as image:
+        return () if "dpi" in image.info else (engine.image_dpi_flag, str(dpi))
 
 
 def command(template: str, source: Path, output: Path, jobs: int) -> tuple[str, ...]:
@@ -401,13 +411,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def engine_for(name: str, template: str) -> Engine:
+    if name == "tesseract":
+        return Engine(name, template, per_page=True)
+    if name == "ocrmypdf":
+        return Engine(name, template, flatten_alpha=True, image_dpi_flag="--image-dpi")
+    return Engine(name, template)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     samples = load_samples(args.samples)
     if args.only:
         samples = [s for s in samples if s.name in args.only.split(",")]
-    engines = [Engine(n, getattr(args, f"{n}_cmd"), per_page=n == "tesseract", flatten_alpha=n == "ocrmypdf")
-               for n in args.engines.split(",")]
+    engines = [engine_for(n, getattr(args, f"{n}_cmd")) for n in args.engines.split(",")]
+    load_before = os.getloadavg()[0]  # another busy process would skew pages/min: show it
     reports: dict[str, EngineReport] = {}
     rss: list[RssReport] = []
     with tempfile.TemporaryDirectory(prefix="digitize-bench-") as tmp:
@@ -418,14 +436,16 @@ def main(argv: list[str] | None = None) -> int:
             reports[engine.name] = benchmark_engine(engine, samples, args.workers, workdir)
         if not args.no_rss and "digitize" in reports:
             rss = [rss_run(args.digitize_cmd, n, args.workers, Path(tmp)) for n in (1, args.rss_pages)]
-    print(render_markdown(args, reports, rss))
+    print(render_markdown(args, reports, rss, load_before))
     save_results(args.results, args, reports, rss)
     return 0
 
 
-def render_markdown(args: argparse.Namespace, reports: dict[str, EngineReport], rss: list[RssReport]) -> str:
+def render_markdown(args: argparse.Namespace, reports: dict[str, EngineReport], rss: list[RssReport],
+                    load_before: float) -> str:
     parts = [f"Benchmark: {len(next(iter(reports.values())).samples)} sample files, {args.workers} workers, "
-             f"{os.cpu_count()} CPUs, OMP_THREAD_LIMIT=1\n", summary_table(reports), "", fault_table(reports)]
+             f"{os.cpu_count()} CPUs, OMP_THREAD_LIMIT=1, 1-min load average before the run {load_before:.2f}\n",
+             summary_table(reports), "", fault_table(reports)]
     if rss:
         parts += ["", f"`digitize run --jobs {args.workers}` memory, 1 vs {args.rss_pages} pages:", "",
                   rss_table(*rss)]
