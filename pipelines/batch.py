@@ -25,7 +25,7 @@ from typing import TextIO
 from digitize.errors import InputError, StorageError
 from digitize.fsutil import atomic_write_text
 
-from .inbox import iter_scans
+from .inbox import has_scan_suffix, iter_scans
 from .jobs import INTERNAL_EXIT, JobResult, Status, close_archives, process_file
 from . import logs
 from .logs import event
@@ -70,13 +70,16 @@ class BatchSummary:
 
 # --- planning (pure apart from the directory walk) ---------------------------------------------------
 
-def plan(src: Path, manifest: Manifest | None) -> list[BatchItem]:
-    items = []
+def plan(src: Path, manifest: Manifest | None) -> tuple[list[BatchItem], list[Path]]:
+    """Files to process (scan types, plus anything the manifest names) and the other files left alone."""
+    items, others = [], []
     for path in iter_scans(src):
-        if manifest is not None and path.resolve() == manifest.source.resolve():
+        hint = manifest.hint(path) if manifest else None
+        if hint is None and not has_scan_suffix(path):
+            others.append(path)
             continue
-        items.append(BatchItem(path, path.stat().st_size, manifest.hint(path) if manifest else None))
-    return items
+        items.append(BatchItem(path, path.stat().st_size, hint))
+    return items, others
 
 
 def format_duration(seconds: float) -> str:
@@ -256,7 +259,10 @@ def run_batch(src: Path, settings, manifest_file: Path | None = None, jobs: int 
         raise InputError(f"{src} is not a directory")
     manifest = read_manifest(manifest_file, src) if manifest_file else None
     check_manifest(manifest, stream)
-    items = plan(src, manifest)
+    items, others = plan(src, manifest)
+    if others:
+        names = ", ".join(p.name for p in others[:5]) + (", ..." if len(others) > 5 else "")
+        stream.write(f"batch: leaving {len(others)} non-scan file(s) alone: {names}\n")
     if dry_run:
         listed = sum(1 for i in items if i.hint is not None)
         stream.write(f"dry run: {len(items)} files to process, {listed} described by the manifest, "

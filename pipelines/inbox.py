@@ -19,6 +19,7 @@ SIDECAR_SUFFIX = ".json"
 ERROR_SUFFIX = ".error.txt"
 _JUNK_NAMES = {"thumbs.db", "desktop.ini", ".ds_store"}
 _JUNK_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".swp", ".lock", ERROR_SUFFIX)
+SCAN_SUFFIXES = frozenset({".pdf", ".tif", ".tiff", ".jpg", ".jpeg", ".png"})
 _TAIL_BYTES = 4096
 _END_MARKERS = {"pdf": b"%%EOF", "jpeg": b"\xff\xd9", "png": b"IEND"}
 
@@ -34,6 +35,11 @@ def is_scan(relative: PurePath) -> bool:
     if any(is_junk(part) for part in relative.parts):
         return False
     return not relative.name.lower().endswith(SIDECAR_SUFFIX)
+
+
+def has_scan_suffix(path: PurePath) -> bool:
+    """Batch trees hold READMEs, spreadsheets and notes too; only scan file types are taken by suffix."""
+    return path.suffix.lower() in SCAN_SUFFIXES
 
 
 def iter_scans(root: Path, skip: tuple[Path, ...] = ()) -> list[Path]:

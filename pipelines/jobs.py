@@ -19,12 +19,13 @@ from typing import Any
 
 from digitize.errors import DigitizeError, ExitCode, StorageError
 from digitize.fsutil import sha256_file
+from digitize.records import DocumentReport
 
 from . import metadata
 from .logs import event
 from .messages import error_kinds
 from .metadata import Clue
-from .pagescan import PageScan, scan_pages
+from .pagescan import PageScan, scan_pages, thorough_codes
 from .separators import Part
 
 log = logging.getLogger("pipelines.jobs")
@@ -134,26 +135,37 @@ class _Job:
         self.convert_seconds = 0.0
         self.pages = 0
 
-    def store_part(self, part: Part, scan: PageScan, workdir: Path) -> StoredPart:
+    def _code_clue(self, part: Part, scan: PageScan, known: bool) -> Clue | None:
+        """Codes from the quick pass; the costly thorough read only when nothing earlier named the case."""
+        clue = metadata.code_clue(scan.part_codes(part))
+        if clue is None and not known:
+            clue = metadata.code_clue(thorough_codes(self.path, self.opts, part))
+        return clue
+
+    def _convert(self, part: Part, workdir: Path) -> DocumentReport:
         from digitize.convert import convert_file
+
+        opts = dataclasses.replace(self.opts, pages=None if part.whole else part.pages)
+        started = time.perf_counter()
+        report = convert_file(self.path, workdir / f"part-{part.pages[0] + 1}.pdf", opts)
+        self.convert_seconds += time.perf_counter() - started
+        self.pages += report.page_count
+        return report
+
+    def store_part(self, part: Part, scan: PageScan, workdir: Path) -> StoredPart:
         from storage.archive import DocumentMeta
 
         existing = self.archive.find(self.sha256, part.source_pages)
         if existing is not None:
             return StoredPart(part.source_pages, str(existing.doc_id), existing.case_id, None, existing.pages, True)
-        opts = dataclasses.replace(self.opts, pages=None if part.whole else part.pages)
-        output = workdir / f"part-{part.pages[0] + 1 if part.pages else 0}.pdf"
-        started = time.perf_counter()
-        report = convert_file(self.path, output, opts)
-        self.convert_seconds += time.perf_counter() - started
-        self.pages += report.page_count
-        texts = [p.text for p in report.pages]
-        resolution = metadata.resolve([metadata.separator_clue(part.case_id), *self.file_clues,
-                                       metadata.code_clue(scan.part_codes(part)), metadata.ocr_clue(texts)])
+        early = [metadata.separator_clue(part.case_id), *self.file_clues]
+        codes = self._code_clue(part, scan, known=metadata.resolve(early).case_id is not None)
+        report = self._convert(part, workdir)
+        resolution = metadata.resolve([*early, codes, metadata.ocr_clue([p.text for p in report.pages])])
         resolution = metadata.apply_case_record(resolution, _case_record(self.archive, resolution.case_id))
         title = self.relative.stem + (f" (trang {part.source_pages})" if part.source_pages else "")
         meta = DocumentMeta(**metadata.meta_kwargs(resolution, self.path.name, part.source_pages, title))
-        stored = self.archive.store(self.path, output, report, meta)
+        stored = self.archive.store(self.path, Path(report.output_path), report, meta)
         event(log, "stored", file=str(self.relative), pages=part.source_pages or "all", case=resolution.case_id,
               via=resolution.case_source, doc=stored.doc_id, already=stored.already_stored)
         return StoredPart(part.source_pages, str(stored.doc_id), stored.case_id, resolution.case_source,

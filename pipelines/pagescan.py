@@ -1,26 +1,29 @@
-"""One pass over a file's page images to find separator sheets and the codes on each part's first pages.
+"""Page images read for codes: a quick pass over every page, a thorough one only where it can pay off.
 
 Pages are read one at a time from the converter's own source reader, so a 500-page register
-never sits in memory. Every page gets the cheap look (enough for a separator's large QR code);
-the first pages of each part also get the thorough look that finds a small receipt QR code.
+never sits in memory. Every page gets the cheap look (enough for a separator's large QR code,
+a few ms); the thorough look that finds a small receipt QR code on a noisy scan costs about half
+a second a page, so it is spent only on a part's first pages and only when no earlier clue
+(sidecar, manifest, folder, file name, separator) already named the case.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 from .codes import read_codes
 from .separators import Part, Separator, parse_separator, plan_parts
 
-THOROUGH_PAGES = 2  # receipt is the first or second page of a dossier
+THOROUGH_PAGES = 2  # the receipt is the first or second page of a dossier
 
 
 @dataclass
 class PageScan:
     page_count: int
     separators: list[Separator | None] = field(default_factory=list)
-    codes: dict[int, list[str]] = field(default_factory=dict)  # 0-based page -> code texts
+    codes: dict[int, list[str]] = field(default_factory=dict)  # 0-based page -> code texts (quick pass)
 
     def parts(self) -> list[Part]:
         return plan_parts(self.separators)
@@ -31,21 +34,22 @@ class PageScan:
 
 
 def scan_pages(path: Path, opts) -> PageScan:
+    """The quick pass over every page: separators, and any large code."""
     from digitize.sources import open_source
 
     with open_source(path, opts) as src:
         scan = PageScan(src.page_count)
-        since_part_start = 0
         for index in range(src.page_count):
-            image = src.page(index).image
-            codes = read_codes(image, quick=True)
-            separator = parse_separator(codes)
-            if separator is None and not codes and since_part_start < THOROUGH_PAGES:
-                codes = read_codes(image, quick=False)
-                separator = parse_separator(codes)
-            del image
-            scan.separators.append(separator)
+            codes = read_codes(src.page(index).image, quick=True)
+            scan.separators.append(parse_separator(codes))
             if codes:
                 scan.codes[index] = codes
-            since_part_start = 0 if separator else since_part_start + 1
     return scan
+
+
+def thorough_codes(path: Path, opts, part: Part) -> list[str]:
+    """The thorough read of a part's first pages (downscaled and binarised variants too)."""
+    from digitize.sources import open_source
+
+    with open_source(path, opts) as src:
+        return [text for page in part.pages[:THOROUGH_PAGES] for text in read_codes(src.page(page).image)]

@@ -68,13 +68,14 @@ def test_report_lists_done_unmatched_and_failed_files_with_reasons_and_rerun_res
     write_pdf([page(["Sổ đăng ký"]), page(["trang 2"])], src / "register-1998.pdf")
     write_pdf([page(["Tờ khai"])], src / "loose.pdf")
     (src / "broken.pdf").write_bytes(b"%PDF-1.4\n garbage without objects\n%%EOF\n")
+    (src / "README.txt").write_text("danh mục hồ sơ", encoding="utf-8")  # not a scan: left alone
     manifest = tmp_path / "manifest.csv"
     manifest.write_text("path,case_id,procedure_code,title,organ_id,file_catalog,file_notation,maintenance,rights\n"
                         f"register-1998.pdf,{CASE_B},1.004616,Sổ đăng ký 1998,H56.32,1998,SDK-01,Vĩnh viễn,Hạn chế\n",
                         encoding="utf-8")
     done = run_cli(settings, "batch", str(src), "--manifest", str(manifest), "--report", str(tmp_path / "r.csv"))
     assert done.returncode == 2, done.stderr
-    assert "pages/min" in done.stderr and "ETA" in done.stderr
+    assert "pages/min" in done.stderr and "ETA" in done.stderr and "leaving 1 non-scan file(s) alone" in done.stderr
     rows = {r["path"].rsplit("/", 1)[-1]: r for r in csv.DictReader(open(tmp_path / "r.csv", encoding="utf-8"))}
     assert {name: r["status"] for name, r in rows.items()} == {
         "01-Don_de_nghi.pdf": "done", "register-1998.pdf": "done", "loose.pdf": "unmatched", "broken.pdf": "failed"}
