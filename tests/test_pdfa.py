@@ -1,0 +1,90 @@
+"""PDF/A-2b writing: metadata, output intent, fonts, and the veraPDF gate before OUTPUT appears."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pikepdf
+import pytest
+
+from digitize import encode, pdfa, textlayer, verapdf
+from digitize.convert import ConvertOptions, convert_file
+from digitize.errors import OutputValidationError
+from digitize.records import Word
+from tests.pages import render_text_page
+
+pytestmark = pytest.mark.integration
+WHEN = dt.datetime(2024, 10, 15, 8, 30, tzinfo=dt.timezone.utc)
+
+
+def two_page_pdfa(tmp_path: Path) -> Path:
+    page = render_text_page(size=(620, 300), font_px=30)
+    words = [(1, Word("Mã", 90, 90, 140, 125, 96.0)), (1, Word("hồ", 150, 90, 190, 125, 96.0)),
+             (1, Word("sơ", 200, 90, 240, 125, 96.0))]
+    ops = textlayer.content_stream(textlayer.group_lines(words), 300, 72 / 150)
+    files = []
+    for n, image in enumerate([encode.encode_jpeg(page, 80), encode.encode_bilevel(np.where(page > 128, 255, 0).astype(np.uint8))]):
+        f = tmp_path / f"page-{n}.pdf"
+        pdfa.write_page_pdf(f, image, 620 * 72 / 150, 300 * 72 / 150, ops)
+        files.append(f)
+    out = tmp_path / "out.pdf"
+    pdfa.merge_pdfa(files, out, "Hồ sơ 000.00.31.H56-241015-0027", WHEN)
+    return out
+
+
+def test_xmp_declares_pdfa_2b_with_title_tool_and_dates(tmp_path) -> None:
+    with pikepdf.open(two_page_pdfa(tmp_path)) as pdf:
+        meta = pdf.open_metadata()
+        assert meta["pdfaid:part"] == "2" and meta["pdfaid:conformance"] == "B"
+        assert meta["dc:title"] == "Hồ sơ 000.00.31.H56-241015-0027"
+        assert meta["xmp:CreatorTool"].startswith("digitize")
+        assert meta["xmp:CreateDate"].startswith("2024-10-15T08:30")
+        assert str(pdf.docinfo["/Title"]) == "Hồ sơ 000.00.31.H56-241015-0027"  # kept in sync with XMP
+
+
+def test_srgb_output_intent_and_one_shared_embedded_font(tmp_path) -> None:
+    with pikepdf.open(two_page_pdfa(tmp_path)) as pdf:
+        (intent,) = pdf.Root.OutputIntents
+        assert intent.S == "/GTS_PDFA1" and int(intent.DestOutputProfile.N) == 3
+        fonts = {page.Resources.Font[textlayer.FONT_RESOURCE].objgen for page in pdf.pages}
+        assert len(fonts) == 1  # merged pages share one font object
+        font = pdf.pages[0].Resources.Font[textlayer.FONT_RESOURCE]
+        assert "/FontFile2" in font.DescendantFonts[0].FontDescriptor
+        assert not pdf.is_encrypted
+
+
+def test_merged_file_is_valid_pdfa_2b(tmp_path) -> None:
+    (result,) = verapdf.validate([two_page_pdfa(tmp_path)])
+    assert result.compliant, result.failures
+
+
+def test_verapdf_catches_a_missing_output_intent(tmp_path) -> None:
+    out = two_page_pdfa(tmp_path)
+    with pikepdf.open(out, allow_overwriting_input=True) as pdf:
+        del pdf.Root["/OutputIntents"]
+        pdf.save(out)
+    (result,) = verapdf.validate([out])
+    assert not result.compliant
+    assert any(f.startswith("6.2.4") for f in result.failures), result.failures  # DeviceRGB/Gray need an intent
+
+
+def test_an_output_failing_verapdf_never_appears_at_output(tmp_path, monkeypatch) -> None:
+    """If the writer ever regresses, the gate refuses the file and OUTPUT stays absent."""
+    real = pdfa._add_pdfa_catalog
+
+    def without_intent(pdf, *args):
+        real(pdf, *args)
+        del pdf.Root["/OutputIntents"]
+
+    monkeypatch.setattr(pdfa, "_add_pdfa_catalog", without_intent)
+    src = tmp_path / "scan.png"
+    from PIL import Image
+
+    Image.fromarray(render_text_page(size=(620, 400), font_px=30)).save(src, dpi=(150, 150))
+    out = tmp_path / "out.pdf"
+    with pytest.raises(OutputValidationError, match="not valid PDF/A-2b"):
+        convert_file(src, out, ConvertOptions(validate=True))
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["scan.png"]

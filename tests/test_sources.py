@@ -1,0 +1,223 @@
+"""Input reading: every kind of file a scanner or an old archive gives, page by page."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pikepdf
+import pytest
+from PIL import Image
+
+from digitize import encode, pdfa
+from digitize.convert import ConvertOptions, convert_file
+from digitize.errors import InputError, UnsupportedInputError
+from digitize.sources import ReadLimits, guess_dpi, normalise_mode, open_source, sniff
+from tests.pages import render_text_page
+
+PAGE = render_text_page(size=(1240, 1754))  # A5 at 300 dpi... as pixels; dpi is what the file says
+
+
+def page_pdf(path: Path, data: bytes, width: int, height: int, *, filter_: str, colour: str = "/DeviceGray",
+             bits: int = 8, decode_parms: dict | None = None, rotate: int = 0,
+             box: tuple[float, float] = (297.6, 421.0), crop: list | None = None) -> Path:
+    """An image-only PDF page drawing one image over the whole MediaBox."""
+    pdf = pikepdf.new()
+    page = pdf.add_blank_page(page_size=box)
+    xobj = pikepdf.Stream(pdf, data, Type=pikepdf.Name.XObject, Subtype=pikepdf.Name.Image, Width=width,
+                          Height=height, ColorSpace=pikepdf.Name(colour), BitsPerComponent=bits,
+                          Filter=pikepdf.Name(filter_))
+    if decode_parms:
+        xobj.DecodeParms = pikepdf.Dictionary(decode_parms)
+    page.Resources = pikepdf.Dictionary(XObject=pikepdf.Dictionary(Im0=xobj))
+    page.Contents = pdf.make_stream(f"q {box[0]} 0 0 {box[1]} 0 0 cm /Im0 Do Q".encode())
+    if rotate:
+        page.Rotate = rotate
+    if crop:
+        page.CropBox = pikepdf.Array(crop)
+    pdf.save(path)
+    return path
+
+
+def jpeg_bytes(pixels: np.ndarray, **kw) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "JPEG", quality=85, **kw)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("head,kind", [(b"%PDF-1.7\n", "pdf"), (b"II*\x00", "tiff"), (b"MM\x00*", "tiff"),
+                                        (b"\xff\xd8\xff\xe0", "jpeg"), (b"\x89PNG\r\n\x1a\n", "png")])
+def test_files_are_recognised_by_their_bytes_not_their_names(tmp_path, head, kind) -> None:
+    f = tmp_path / "scan.bin"
+    f.write_bytes(head + b"\x00" * 64)
+    assert sniff(f) == kind
+
+
+def test_a_docx_named_pdf_is_refused_with_what_it_looks_like(tmp_path) -> None:
+    f = tmp_path / "scan.pdf"
+    f.write_bytes(b"PK\x03\x04" + b"\x00" * 64)
+    with pytest.raises(UnsupportedInputError, match="ZIP"):
+        sniff(f)
+
+
+@pytest.mark.parametrize("dpi", [200, 300, 400])
+def test_missing_dpi_is_taken_from_the_a4_paper_size(dpi) -> None:
+    assert guess_dpi(round(8.27 * dpi), round(11.69 * dpi), 300) == (pytest.approx(dpi, rel=0.01), "paper-size")
+    assert guess_dpi(round(11.69 * dpi), round(8.27 * dpi), 300)[1] == "paper-size"  # landscape
+
+
+def test_odd_sized_image_without_dpi_gets_the_default() -> None:
+    assert guess_dpi(1000, 1000, 250) == (250, "default")
+
+
+def test_alpha_is_composited_on_white_paper() -> None:
+    rgba = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
+    rgba.putpixel((0, 0), (0, 0, 0, 255))
+    out = normalise_mode(rgba)
+    assert out.mode == "L" and out.getpixel((1, 1)) == 255 and out.getpixel((0, 0)) == 0
+
+
+def test_palette_with_colour_stays_colour_and_grey_palette_becomes_grey() -> None:
+    colour = Image.new("RGB", (4, 4), (200, 30, 30)).convert("P")
+    assert normalise_mode(colour).mode == "RGB"
+    grey = Image.new("L", (4, 4), 90).convert("P")
+    assert normalise_mode(grey).mode == "L"
+
+
+def test_16_bit_grey_is_scaled_to_8_bit_not_clipped() -> None:
+    arr = np.array([[0, 32768, 65535]], dtype=np.uint16)
+    out = np.asarray(normalise_mode(Image.fromarray(arr)))
+    assert out.dtype == np.uint8 and out.tolist() == [[0, 128, 255]]
+
+
+def test_cmyk_jpeg_without_icc_becomes_rgb(tmp_path) -> None:
+    f = tmp_path / "cmyk.jpg"
+    Image.new("CMYK", (200, 300), (0, 255, 255, 0)).save(f, "JPEG", dpi=(300, 300))  # red
+    page = open_source(f).page(0)
+    r, g, b = page.image.getpixel((10, 10))
+    assert page.image.mode == "RGB" and r > 200 and g < 60 and b < 60
+    assert page.passthrough_jpeg is None  # CMYK must be converted for the sRGB output intent
+
+
+def test_upright_rgb_jpeg_keeps_the_scanners_stream(tmp_path) -> None:
+    f = tmp_path / "scan.jpg"
+    f.write_bytes(jpeg_bytes(render_text_page(size=(1240, 1754), colour=True), dpi=(300, 300)))
+    page = open_source(f).page(0)
+    assert page.passthrough_jpeg == f.read_bytes() and page.dpi == 300 and page.dpi_source == "file"
+
+
+def test_jpeg_without_dpi_warns_and_uses_the_paper_size(tmp_path) -> None:
+    f = tmp_path / "nodpi.jpg"
+    a4 = np.full((round(11.69 * 200), round(8.27 * 200)), 255, np.uint8)
+    f.write_bytes(jpeg_bytes(a4))
+    page = open_source(f).page(0)
+    assert page.dpi_source == "paper-size" and page.dpi == pytest.approx(200, rel=0.01)
+    assert any("no resolution" in w for w in page.warnings)
+
+
+def test_multipage_tiff_with_g4_lzw_and_jpeg_pages_reads_each_page(tmp_path) -> None:
+    f = tmp_path / "register.tif"
+    grey, colour = Image.fromarray(PAGE), Image.fromarray(render_text_page(size=(1240, 1754), colour=True))
+    grey.save(f, "TIFF", compression="tiff_lzw", dpi=(300, 300), save_all=True, append_images=[colour, grey])
+    with open_source(f) as src:
+        assert src.page_count == 3
+        assert [src.page(i).image.mode for i in range(3)] == ["L", "RGB", "L"]
+    fax = tmp_path / "fax.tif"
+    Image.fromarray(PAGE > 128).save(fax, "TIFF", compression="group4", dpi=(300, 300))
+    assert open_source(fax).page(0).image.mode == "1"
+    for compression in ("tiff_lzw", "jpeg"):
+        g = tmp_path / f"{compression}.tif"
+        colour.save(g, "TIFF", compression=compression, dpi=(300, 300))
+        assert open_source(g).page(0).image.size == (1240, 1754)
+
+
+def test_fax_resolution_becomes_square_pixels_of_the_same_physical_size(tmp_path) -> None:
+    f = tmp_path / "fax.tif"
+    Image.fromarray(PAGE[::2] > 128).save(f, "TIFF", compression="group4", dpi=(204, 98))
+    page = open_source(f).page(0)
+    assert page.dpi == 204
+    assert page.image.height / 204 == pytest.approx(PAGE[::2].shape[0] / 98, rel=0.01)
+
+
+def test_pdf_dct_image_is_extracted_without_recompression(tmp_path) -> None:
+    data = jpeg_bytes(PAGE)
+    f = page_pdf(tmp_path / "scan.pdf", data, 1240, 1754, filter_="/DCTDecode")
+    page = open_source(f).page(0)
+    assert page.passthrough_jpeg == data
+    assert page.dpi == pytest.approx(1240 / (297.6 / 72), rel=0.001)
+
+
+def test_pdf_ccitt_g4_image_is_decoded(tmp_path) -> None:
+    g4 = encode.encode_bilevel(np.where(PAGE > 128, 255, 0).astype(np.uint8))
+    f = page_pdf(tmp_path / "fax.pdf", g4.data, g4.width, g4.height, filter_="/CCITTFaxDecode", bits=1,
+                 decode_parms=g4.decode_parms)
+    img = np.asarray(open_source(f).page(0).image.convert("L"))
+    assert img.shape == PAGE.shape
+    assert np.mean((img > 128) == (PAGE > 128)) > 0.999
+
+
+def test_pdf_jpeg2000_image_is_decoded(tmp_path) -> None:
+    jpx = encode.encode_jpx(PAGE, 200_000)
+    f = page_pdf(tmp_path / "jpx.pdf", jpx.data, jpx.width, jpx.height, filter_="/JPXDecode")
+    img = np.asarray(open_source(f).page(0).image)
+    assert img.shape == PAGE.shape and np.abs(img.astype(int) - PAGE).mean() < 8
+
+
+def test_pdf_rotate_is_applied_to_the_page_image(tmp_path) -> None:
+    f = page_pdf(tmp_path / "rot.pdf", jpeg_bytes(PAGE), 1240, 1754, filter_="/DCTDecode", rotate=90)
+    page = open_source(f).page(0)
+    assert page.image.size == (1754, 1240)
+    assert page.passthrough_jpeg is None  # turned pixels no longer match the stored stream
+
+
+def test_crop_box_smaller_than_the_image_is_rendered_as_shown(tmp_path) -> None:
+    f = page_pdf(tmp_path / "crop.pdf", jpeg_bytes(PAGE), 1240, 1754, filter_="/DCTDecode",
+                 crop=[0, 0, 297.6, 210.5])
+    page = open_source(f).page(0)
+    assert page.image.height == pytest.approx(page.image.width * 210.5 / 297.6, rel=0.02)
+
+
+def test_born_digital_pdf_keeps_its_own_text(tmp_path) -> None:
+    pdf = pikepdf.new()
+    page = pdf.add_blank_page(page_size=(595, 842))
+    font = pikepdf.Dictionary(Type=pikepdf.Name.Font, Subtype=pikepdf.Name.Type1, BaseFont=pikepdf.Name.Helvetica)
+    page.Resources = pikepdf.Dictionary(Font=pikepdf.Dictionary(F1=font))
+    page.Contents = pdf.make_stream(b"BT /F1 14 Tf 72 760 Td (Bien ban tiep nhan ho so) Tj ET")
+    src = tmp_path / "typed.pdf"
+    pdf.save(src)
+    sp = open_source(src).page(0)
+    assert [w.text for _, w in sp.words] == ["Bien", "ban", "tiep", "nhan", "ho", "so"]
+    out = tmp_path / "typed-pdfa.pdf"
+    report = convert_file(src, out, ConvertOptions(validate=True))
+    assert report.pages[0].text_source == "pdf-text" and "tiep nhan" in report.pages[0].text
+
+
+def test_earlier_invisible_ocr_is_not_trusted_and_the_page_is_read_again(tmp_path) -> None:
+    pdf_path = page_pdf(tmp_path / "old-ocr.pdf", jpeg_bytes(PAGE), 1240, 1754, filter_="/DCTDecode")
+    with pikepdf.open(pdf_path, allow_overwriting_input=True) as pdf:
+        page = pdf.pages[0]
+        font = pikepdf.Dictionary(Type=pikepdf.Name.Font, Subtype=pikepdf.Name.Type1, BaseFont=pikepdf.Name.Helvetica)
+        page.Resources.Font = pikepdf.Dictionary(F1=font)
+        page.contents_add(pdf.make_stream(b"BT 3 Tr /F1 12 Tf 10 10 Td (garbage old ocr) Tj ET"))
+        pdf.save(pdf_path)
+    page = open_source(pdf_path).page(0)
+    assert page.words is None  # re-OCR, not "garbage old ocr"
+    assert page.image.size == (1240, 1754)
+
+
+def test_pages_are_read_lazily_one_at_a_time(tmp_path) -> None:
+    pdf = pikepdf.new()
+    for _ in range(30):
+        pdf.add_blank_page()
+    f = tmp_path / "many.pdf"
+    pdf.save(f)
+    with open_source(f) as src:
+        assert src.page_count == 30  # opening decoded nothing; each page() renders one page
+
+
+def test_pixel_limit_is_enforced_before_decoding(tmp_path) -> None:
+    f = tmp_path / "big.png"
+    Image.new("L", (3000, 3000), 255).save(f)
+    with pytest.raises(InputError, match="megapixels"):
+        open_source(f, ReadLimits(max_pixels=1_000_000)).page(0)
