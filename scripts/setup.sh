@@ -10,15 +10,13 @@ servers=1; [ "${1:-}" = "--no-servers" ] && servers=0
 say() { printf '== %s\n' "$*" >&2; }
 
 APT_PKGS=(tesseract-ocr tesseract-ocr-vie tesseract-ocr-eng tesseract-ocr-osd poppler-utils
-          libjbig2dec0 jbig2dec fonts-liberation2 fonts-dejavu-core python3-venv default-jre-headless)
-[ $servers = 1 ] && APT_PKGS+=(postgresql postgresql-contrib maven golang-go)
+          libjbig2dec0 jbig2dec fonts-liberation2 fonts-dejavu-core python3-venv curl unzip ca-certificates)
+[ $servers = 1 ] && APT_PKGS+=(postgresql postgresql-contrib)
+# Java and Maven (veraPDF) only when the machine has none of its own
+command -v java >/dev/null || APT_PKGS+=(default-jre-headless)
+command -v mvn >/dev/null || APT_PKGS+=(maven)
 missing=()
 for p in "${APT_PKGS[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
-# golang-go/maven are only fallbacks when the machine has no go/mvn of its own
-if command -v go >/dev/null; then missing=("${missing[@]/golang-go}"); fi
-if command -v mvn >/dev/null; then missing=("${missing[@]/maven}"); fi
-if command -v java >/dev/null; then missing=("${missing[@]/default-jre-headless}"); fi
-missing=($(printf '%s\n' "${missing[@]}" | grep -v '^$' || true))
 if [ ${#missing[@]} -gt 0 ]; then
   say "apt-get install ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -42,8 +40,24 @@ if [ ! -s "$CACHE/verapdf.classpath" ] || ! grep -q greenfield "$CACHE/verapdf.c
   (cd scripts/verapdf && mvn -q -B dependency:build-classpath -Dmdep.outputFile="$CACHE/verapdf.classpath" >/dev/null)
 fi
 
+# Go >= 1.21 fetches whatever toolchain MinIO's go.mod asks for (GOTOOLCHAIN=auto). Debian 12
+# ships 1.19, so without a recent go, take the Go team's toolchain module from the module proxy.
+GO_TOOLCHAIN=1.24.5
+ensure_go() {
+  if command -v go >/dev/null && go version | grep -qE 'go1\.(2[1-9]|[3-9][0-9])'; then return; fi
+  local dir="$CACHE/go$GO_TOOLCHAIN"
+  if [ ! -x "$dir/bin/go" ]; then
+    say "fetching Go $GO_TOOLCHAIN toolchain from the Go module proxy"
+    local proxy="${GOPROXY:-https://proxy.golang.org}"; proxy="${proxy%%,*}"
+    curl -fsSL "$proxy/golang.org/toolchain/@v/v0.0.1-go$GO_TOOLCHAIN.linux-amd64.zip" -o "$CACHE/go.zip"
+    rm -rf "$CACHE/go-unpack" && unzip -q "$CACHE/go.zip" -d "$CACHE/go-unpack"
+    mv "$CACHE"/go-unpack/golang.org/toolchain@*/ "$dir" && chmod +x "$dir"/bin/* "$dir"/pkg/tool/*/* && rm -rf "$CACHE/go.zip" "$CACHE/go-unpack"
+  fi
+  export PATH="$dir/bin:$PATH"
+}
 if [ $servers = 1 ] && [ ! -x "$CACHE/bin/minio" ]; then
+  ensure_go
   say "building MinIO server (go install, cached in $CACHE/bin; takes a few minutes once)"
-  GOBIN="$CACHE/bin" GOFLAGS=-mod=mod go install github.com/minio/minio@latest
+  GOBIN="$CACHE/bin" GOTOOLCHAIN=auto GOFLAGS=-mod=mod go install github.com/minio/minio@latest
 fi
 say "setup done"
