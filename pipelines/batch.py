@@ -113,7 +113,10 @@ class Progress:
         elapsed = max(now - self.started, 1e-9)
         rate = self.pages / elapsed * 60
         remaining = self.total_bytes - self.bytes_done - self.bytes_skipped
-        eta = format_duration(remaining * elapsed / self.bytes_done) if self.bytes_done else "?"
+        if remaining <= 0:
+            eta = format_duration(0)
+        else:
+            eta = format_duration(remaining * elapsed / self.bytes_done) if self.bytes_done else "?"
         failed = f", {self.failed} failed" if self.failed else ""
         return f"[{self.files}/{self.total_files} files] {self.pages} pages, {rate:.1f} pages/min, ETA {eta}{failed}"
 
@@ -123,12 +126,14 @@ class _ProgressLine:
         self.progress, self.stream = progress, stream
         self.tty = stream.isatty()
         self.last = 0.0
+        self.last_files = -1
 
     def show(self, final: bool = False) -> None:
         now = time.monotonic()
-        if not (final or self.tty or now - self.last >= PROGRESS_EVERY):
+        due = self.tty or now - self.last >= PROGRESS_EVERY
+        if not (due or final) or (final and not self.tty and self.last_files == self.progress.files):
             return
-        self.last = now
+        self.last, self.last_files = now, self.progress.files
         end = "\n" if final or not self.tty else ""
         self.stream.write(("\r\x1b[K" if self.tty else "") + self.progress.line(now) + end)
         self.stream.flush()

@@ -59,7 +59,7 @@ def batch_cmd(settings, src: Path, manifest: Path | None, jobs: int | None, dry_
     from .batch import run_batch
     from .logs import configure
 
-    configure(log_json)
+    configure(log_json, events=False)
     run_batch(src, settings, manifest, jobs, dry_run, report)
 
 

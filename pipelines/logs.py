@@ -37,10 +37,14 @@ class JsonLinesFormatter(logging.Formatter):
         return json.dumps(data, ensure_ascii=False, default=str)
 
 
-def configure(json_lines: bool) -> None:
-    """Pipeline events at INFO unless the CLI was asked to be quiet; optionally all output as JSON lines."""
+def configure(json_lines: bool, events: bool = True) -> None:
+    """Pipeline events at INFO (unless -q, or ``events`` is off and output is for a person); optionally JSON lines.
+
+    A service (watch) logs every event; batch shows a progress line instead, and its per-file
+    events only with ``-v`` or ``--log-json``.
+    """
     root = logging.getLogger()
-    if root.level <= logging.WARNING:
+    if root.level <= logging.INFO or (root.level <= logging.WARNING and (events or json_lines)):
         logging.getLogger(LOGGER).setLevel(logging.INFO)
     if json_lines:
         for handler in root.handlers:

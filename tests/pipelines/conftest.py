@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -20,9 +19,9 @@ from digitize.config import Settings
 sys.path.insert(0, str(Path(__file__).parent))  # scans.py beside this file
 
 try:
-    from tests.servers import MINIO_PASSWORD, MINIO_USER, start_minio
+    from tests.servers import MINIO_PASSWORD, MINIO_USER, start_minio, wait_until
 except ModuleNotFoundError:
-    from servers import MINIO_PASSWORD, MINIO_USER, start_minio
+    from servers import MINIO_PASSWORD, MINIO_USER, start_minio, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT = 120.0  # seconds any wait-for-condition may take before the test fails
@@ -63,13 +62,9 @@ def run_cli(settings: Settings, *args: str, timeout: float = 300) -> subprocess.
                           text=True, timeout=timeout)
 
 
-def wait_for(check: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+def wait_for(check: Callable[[], bool], what: str) -> None:
+    """Poll (never a timed assertion): fails only if ``what`` has not happened after WAIT seconds."""
+    wait_until(check, what, timeout=WAIT)
 
 
 def stored_rows(settings: Settings):
