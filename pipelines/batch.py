@@ -26,7 +26,7 @@ from digitize.errors import InputError, StorageError
 from digitize.fsutil import atomic_write_text
 
 from .inbox import has_scan_suffix, iter_scans
-from .jobs import INTERNAL_EXIT, JobResult, Status, close_archives, process_file
+from .jobs import INTERNAL_EXIT, JobResult, Status, StoredPart, close_archives, process_file
 from . import logs
 from .logs import event
 from .manifest import Manifest, read_manifest
@@ -215,6 +215,12 @@ REPORT_COLUMNS = ("path", "status", "reason", "sha256", "source_pages", "doc_id"
                   "pages", "seconds")
 
 
+def _part_status(part: StoredPart) -> Status:
+    if part.already_stored:
+        return Status.skipped
+    return Status.unmatched if part.case_id is None else Status.done
+
+
 def report_rows(results: list[JobResult]) -> list[dict[str, object]]:
     """One row per stored document (a split stack gives several), one per failed file."""
     rows = []
@@ -225,8 +231,7 @@ def report_rows(results: list[JobResult]) -> list[dict[str, object]]:
             rows.append({**base, "pages": r.pages})
         for d in r.documents:
             rows.append({**base, "source_pages": d.source_pages, "doc_id": d.doc_id, "case_id": d.case_id or "",
-                         "case_source": d.case_source or "", "pages": d.pages,
-                         "status": "unmatched" if d.case_id is None else str(r.status)})
+                         "case_source": d.case_source or "", "pages": d.pages, "status": str(_part_status(d))})
     return rows
 
 
