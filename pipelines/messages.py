@@ -16,6 +16,12 @@ _TEXTS: dict[str, tuple[str, str, str, str]] = {
         "The file was never completely written or is truncated (the scanner stopped part way).",
         "Scan the dossier again and drop the new file into the inbox.",
     ),
+    "SidecarError": (
+        "Tệp mô tả kèm theo (cùng tên, đuôi .json) bị lỗi nên chưa biết hồ sơ thuộc về đâu.",
+        "Sửa hoặc xoá tệp .json (xem chi tiết bên dưới), rồi đặt lại cả hai tệp vào thư mục nhận.",
+        "The description file beside the scan (same name, .json) is invalid, so its dossier is unknown.",
+        "Fix or delete the .json file (see the detail below), then drop both files into the inbox again.",
+    ),
     "EncryptedPdfError": (
         "Tệp PDF được đặt mật khẩu nên không đọc được.",
         "Lưu lại tệp không có mật khẩu (hoặc quét lại bản giấy) rồi đặt vào thư mục nhận.",

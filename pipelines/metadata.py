@@ -42,6 +42,10 @@ _CASE_LABEL = re.compile(r"ma\s*(?:so\s*)?ho\s*so\s*[:.]?\s*(.*)")
 _DOTLESS_CASE_ID = re.compile(r"([a-z0-9]{1,4}(?:[\s.,]+[a-z0-9]{1,4}){1,4})\s*-\s*(\d{6})\s*-\s*(\d{4})")
 
 
+class SidecarError(InputError):
+    """The scan may be fine; the ``NAME.json`` the operator put beside it is not."""
+
+
 @dataclass(frozen=True)
 class Clue:
     """Metadata offered by one source; ``values`` uses DocumentMeta field names plus ``archive``."""
@@ -143,12 +147,12 @@ def sidecar_clue(path: Path) -> Clue | None:
     try:
         data = json.loads(found.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"sidecar {found.name} is not valid UTF-8 JSON: {e}") from None
+        raise SidecarError(f"sidecar {found.name} is not valid UTF-8 JSON: {e}") from None
     if not isinstance(data, dict):
-        raise InputError(f"sidecar {found.name} must hold a JSON object")
+        raise SidecarError(f"sidecar {found.name} must hold a JSON object")
     clue, problems = clue_from_mapping("sidecar", data)
     if problems:
-        raise InputError(f"sidecar {found.name}: " + "; ".join(problems))
+        raise SidecarError(f"sidecar {found.name}: " + "; ".join(problems))
     return clue
 
 

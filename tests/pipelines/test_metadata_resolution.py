@@ -113,7 +113,7 @@ def test_broken_sidecar_is_an_input_error_naming_the_file(tmp_path):
     scan = tmp_path / "scan.pdf"
     scan.write_bytes(b"%PDF-")
     (tmp_path / "scan.pdf.json").write_text('{"case_id": "nonsense"}', encoding="utf-8")
-    with pytest.raises(InputError, match="scan.pdf.json"):
+    with pytest.raises(InputError, match="scan.pdf.json"):  # SidecarError: an InputError for the CLI
         metadata.sidecar_clue(scan)
 
 

@@ -131,13 +131,17 @@ def test_corrupt_truncated_and_foreign_files_are_quarantined_with_reasons_in_bot
     (inbox / "garbage.pdf").write_bytes(os.urandom(20_000))
     (inbox / "letter.docx").write_bytes(b"PK\x03\x04" + os.urandom(2000))
     shutil.copy(good, inbox / "good.pdf")
+    shutil.copy(good, inbox / "described.pdf")
+    (inbox / "described.json").write_text('{"case_id": "000.00.31.H56-241315-0001"}', encoding="utf-8")
     (inbox / "Thumbs.db").write_bytes(b"junk")
     done = run_cli(folder_settings, "watch", str(inbox), "--once")
     assert done.returncode == 0, done.stderr
     failed = inbox / "failed"
     assert sorted(p.name for p in failed.iterdir()) == [
-        "garbage.pdf", "garbage.pdf.error.txt", "letter.docx", "letter.docx.error.txt",
-        "truncated.pdf", "truncated.pdf.error.txt"]
+        "described.pdf", "described.pdf.error.txt", "described.pdf.json", "garbage.pdf", "garbage.pdf.error.txt",
+        "letter.docx", "letter.docx.error.txt", "truncated.pdf", "truncated.pdf.error.txt"]
+    described = (failed / "described.pdf.error.txt").read_text(encoding="utf-8")
+    assert "Tệp mô tả kèm theo" in described and "month 13" in described
     truncated = (failed / "truncated.pdf.error.txt").read_text(encoding="utf-8")
     assert "Lý do: Tệp chưa được ghi xong hoặc bị cắt cụt" in truncated
     assert "Reason: The file was never completely written or is truncated" in truncated
