@@ -20,7 +20,7 @@ from typing import Callable
 
 from digitize import __version__
 from digitize.config import Settings
-from digitize.errors import BadArgsError, DigitizeError, NotFoundError
+from digitize.errors import BadArgsError, NotFoundError
 from digitize.fsutil import sha256_bytes, sha256_file
 from digitize.identifiers import normalize_case_id, parse_procedure_code
 from digitize.records import DocumentReport
@@ -198,16 +198,17 @@ class Archive:
     def import_cases(self, path: Path) -> ImportResult:
         """Upsert every valid row; a bad row is reported with its number and does not stop the others."""
         result = ImportResult()
-        for number, raw in read_case_rows(Path(path)):
-            try:
-                created = self.index.upsert_case(parse_case_row(raw))
-            except DigitizeError as e:
-                result.errors.append(RowError(number, str(e)))
-                continue
-            if created:
-                result.created += 1
-            else:
-                result.updated += 1
+        with self.index.transaction():  # one commit: an export of 10 000 rows takes seconds, not minutes
+            for number, raw in read_case_rows(Path(path)):
+                try:
+                    created = self.index.upsert_case(parse_case_row(raw))
+                except BadArgsError as e:
+                    result.errors.append(RowError(number, str(e)))
+                    continue
+                if created:
+                    result.created += 1
+                else:
+                    result.updated += 1
         return result
 
     def link(self, doc_id: int, case_id: str, actor: str = "digitize") -> DocumentRow:

@@ -1,4 +1,4 @@
-"""PostgreSQL index backend: psycopg 3, tsvector over Python-folded tokens, GIN index."""
+"""PostgreSQL index backend: psycopg 3, tsvectors over Python-tokenised text, GIN indexes."""
 
 from __future__ import annotations
 
@@ -47,18 +47,16 @@ class PostgresIndex(Index):
 
     def _insert_search_entry(self, case_id: str | None, doc_id: int | None, page: int | None, text: str) -> None:
         self._execute("INSERT INTO search_entries (case_id, doc_id, page, text, exact, folded) "
-                      "VALUES (?, ?, ?, ?, string_to_array(?, ' '), to_tsvector('simple', ?))",
+                      "VALUES (?, ?, ?, ?, to_tsvector('simple', ?), to_tsvector('simple', ?))",
                       (case_id, doc_id, page, text, *search_tokens(text)))
 
     def _remove_search_tokens(self, entry_ids: list[int]) -> None:
         """Tokens live in the entry row itself: deleting the row removes them."""
 
     def _match_ids(self, query: Query, exact: bool, limit: int, order: str) -> list[int]:
-        condition = "exact @> string_to_array(?, ' ')" if exact else "folded @@ plainto_tsquery('simple', ?)"
-        order_by = {"none": "", "relevance": "ORDER BY ts_rank(folded, plainto_tsquery('simple', ?)) DESC, entry_id",
+        column, tokens = ("exact", query.exact) if exact else ("folded", query.folded)
+        order_by = {"none": "", "relevance": f"ORDER BY ts_rank({column}, q) DESC, entry_id",
                     "newest": "ORDER BY entry_id DESC"}[order]
-        params = [" ".join(query.exact if exact else query.folded)]
-        params += [" ".join(query.folded)] if order == "relevance" else []
-        rows = self._execute(f"SELECT entry_id FROM search_entries WHERE {condition} {order_by} LIMIT ?",
-                             (*params, limit))
+        rows = self._execute(f"SELECT entry_id FROM search_entries, plainto_tsquery('simple', ?) q "
+                             f"WHERE {column} @@ q {order_by} LIMIT ?", (" ".join(tokens), limit))
         return [r[0] for r in rows.fetchall()]

@@ -5,15 +5,15 @@ CREATE TRIGGER events_append_only BEFORE UPDATE OR DELETE ON events
 FOR EACH ROW EXECUTE FUNCTION events_append_only();
 
 -- One entry per OCR page (page >= 1), per document's metadata (page 0) and per case record (doc_id NULL).
--- Tokens come pre-split and pre-folded from storage/search.py: exact words as an array, folded ones as
--- a tsvector ('simple': no stemming, no stop words), so đ -> d and the tokens match SQLite's exactly.
+-- Tokens come pre-split, case-folded and (for ``folded``) accent-folded from storage/search.py, then go into
+-- 'simple' tsvectors (no stemming, no stop words), so đ -> d and both backends match the same words.
 CREATE TABLE search_entries (
     entry_id BIGSERIAL PRIMARY KEY,
     case_id  TEXT,
     doc_id   BIGINT REFERENCES documents (doc_id),
     page     INTEGER,
     text     TEXT NOT NULL,
-    exact    TEXT[] NOT NULL,
+    exact    TSVECTOR NOT NULL,
     folded   TSVECTOR NOT NULL
 );
 CREATE INDEX search_entries_doc ON search_entries (doc_id);
