@@ -54,8 +54,17 @@ class AgencyCode:
         return self.code
 
 
+class _Identifier:
+    """Identifiers print as their canonical text form, ``value``."""
+
+    value: str
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass(frozen=True)
-class CaseId:
+class CaseId(_Identifier):
     agency: AgencyCode
     received: date
     number: int
@@ -64,12 +73,9 @@ class CaseId:
     def value(self) -> str:
         return f"{self.agency}-{self.received:%y%m%d}-{self.number:04d}"
 
-    def __str__(self) -> str:
-        return self.value
-
 
 @dataclass(frozen=True)
-class ProcedureCode:
+class ProcedureCode(_Identifier):
     level: int
     number: str  # six digits, leading zeros kept
     agency: AgencyCode | None
@@ -79,12 +85,9 @@ class ProcedureCode:
         base = f"{self.level}.{self.number}"
         return f"{base}.{self.agency}" if self.agency else base
 
-    def __str__(self) -> str:
-        return self.value
-
 
 @dataclass(frozen=True)
-class FileCode:
+class FileCode(_Identifier):
     organ_id: str
     file_catalog: int
     file_notation: str
@@ -92,9 +95,6 @@ class FileCode:
     @property
     def value(self) -> str:
         return f"{self.organ_id}.{self.file_catalog:04d}.{self.file_notation}"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 def _clean(text: str) -> str:

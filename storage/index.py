@@ -282,7 +282,7 @@ class Index(ABC):
             doc = self.document(doc_id)
             if doc is None or doc.status != "stored":
                 raise NotFoundError(f"document {doc_id} not found")
-            if doc.case_id == case_id and self.get_case(case_id):
+            if doc.case_id == case_id:
                 return doc
             doc.sequence = self.next_sequence(case_id)
             doc.case_id = case_id
