@@ -94,6 +94,8 @@ def test_unmatched_lists_documents_without_a_known_case_until_linked(index):
     linked = index.link(orphan.doc_id, CASE, Event("linked", "success", "test", "pytest", doc_id=orphan.doc_id))
     assert (linked.case_id, linked.sequence) == (CASE, 2)
     assert index.unmatched() == []
+    again = index.link(named.doc_id, CASE, Event("linked", "success", "t", "t", doc_id=named.doc_id))
+    assert again.sequence == named.sequence  # already in that case: nothing moves
     with pytest.raises(NotFoundError):
         index.link(999, CASE, Event("linked", "success", "t", "t"))
 
