@@ -87,11 +87,15 @@ def test_jpeg_budget_is_respected_by_stepping_quality_down():
     assert Image.open(io.BytesIO(e.data)).size == (800, 600)
 
 
-def test_jpeg_budget_never_goes_below_min_quality():
+def test_past_min_jpeg_quality_the_budget_is_met_with_jpeg_2000():
+    """JPEG never drops below MIN_QUALITY; a page still over budget becomes JPX at the budget."""
     rng = np.random.default_rng(1)
     static = rng.integers(0, 256, (300, 400), dtype=np.uint8)
-    e = encode.encode_jpeg(static, 80, budget=100)
-    assert e.encoding == f"jpeg-q{encode.MIN_QUALITY}" and e.colour_space == "/DeviceGray"
+    budget = 20_000
+    assert len(encode.encode_jpeg(static, encode.MIN_QUALITY).data) > budget  # JPEG cannot meet it
+    e = encode.encode_jpeg(static, 80, budget=budget)
+    assert (e.encoding, e.filter, e.colour_space) == ("jpx", "/JPXDecode", "/DeviceGray")
+    assert len(e.data) <= budget * 1.05
 
 
 def test_g4_round_trip_is_lossless(tmp_path, bilevel):
