@@ -13,7 +13,7 @@ Targets (issue 4): batch pages/min >= 90 % of 2 x single-worker pages/min; bookk
 (time in jobs that is not conversion: hashing, QR scan, store, verify, index) <= 5 %.
 
     .venv/bin/python bench/pipeline_bench.py                    # table on stdout, JSON in bench/results/
-    .venv/bin/python bench/pipeline_bench.py --no-ocrmypdf --src /data/scans
+    .venv/bin/python bench/pipeline_bench.py --no-ocrmypdf --src /data/scans --manifest /data/scans.csv
 """
 
 from __future__ import annotations
@@ -77,11 +77,14 @@ def single_runs(files: list[Path], work: Path, validate: bool) -> Row:
                "conversion time only (start-up excluded)")
 
 
-def batch_run(src: Path, work: Path, jobs: int, validate: bool) -> tuple[Row, dict]:
+def batch_run(src: Path, work: Path, jobs: int, validate: bool, manifest: Path | None) -> tuple[Row, dict]:
     report = work / "batch.json"
+    extra = ["--manifest", str(manifest)] if manifest else []
     started = time.perf_counter()
-    done = subprocess.run([str(VENV_BIN / "digitize"), "batch", str(src), "--jobs", str(jobs), "--report", str(report)],
-                          env=_env(work / "batch-data", validate), capture_output=True, text=True)
+    done = subprocess.run([str(VENV_BIN / "digitize"), "batch", str(src), "--jobs", str(jobs), "--report", str(report),
+                           *extra], env=_env(work / "batch-data", validate), capture_output=True, text=True)
+    if not report.exists():
+        raise SystemExit(f"batch wrote no report: {done.stderr.strip().splitlines()[-1:]}")
     wall = time.perf_counter() - started
     data = json.loads(report.read_text(encoding="utf-8"))
     summary = data["summary"]
@@ -134,14 +137,17 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--validate", action="store_true", help="run veraPDF on every output (both sides)")
     parser.add_argument("--no-ocrmypdf", action="store_true")
+    parser.add_argument("--manifest", type=Path, default=None,
+                        help="batch manifest (default SRC/manifest.csv if present; case IDs known -> no QR search)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "pipeline_bench.json")
     args = parser.parse_args()
 
     files = [p for p in iter_scans(args.src) if has_scan_suffix(p)]
+    manifest = args.manifest or (args.src / "manifest.csv" if (args.src / "manifest.csv").is_file() else None)
     work = Path(tempfile.mkdtemp(prefix="digitize-pipeline-bench-"))
     try:
         single = single_runs(files, work, args.validate)
-        batch, batch_data = batch_run(args.src, work, args.jobs, args.validate)
+        batch, batch_data = batch_run(args.src, work, args.jobs, args.validate, manifest)
         rows = [single, batch]
         if not args.no_ocrmypdf:
             rows.append(ocrmypdf_runs(files, work, args.jobs))
@@ -154,6 +160,7 @@ def main() -> int:
     print(f"parallel efficiency: batch {batch.pages_per_minute:.1f} pages/min = {efficiency:.0%} of "
           f"{args.jobs} x {single.pages_per_minute:.1f} (target >= 90 %)")
     print(f"bookkeeping overhead: {job_s - convert_s:.1f} s of {job_s:.1f} s in jobs = {share:.1%} (target <= 5 %)")
+    print(f"manifest: {manifest or 'none (case IDs searched in QR codes and OCR text)'}")
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at the end")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"rows": [asdict(r) | {"pages_per_minute": r.pages_per_minute} for r in rows],

@@ -34,11 +34,18 @@ class PageScan:
 
 
 def scan_pages(path: Path, opts) -> PageScan:
-    """The quick pass over every page: separators, and any large code."""
+    """The quick pass over every page: separators, and any large code.
+
+    A one-page file cannot be a stack, and its page gets the thorough look if its case is unknown,
+    so it is not decoded here at all.
+    """
     from digitize.sources import open_source
 
     with open_source(path, opts) as src:
         scan = PageScan(src.page_count)
+        if src.page_count == 1:
+            scan.separators.append(None)
+            return scan
         for index in range(src.page_count):
             codes = read_codes(src.page(index).image, quick=True)
             scan.separators.append(parse_separator(codes))
