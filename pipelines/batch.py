@@ -1,7 +1,9 @@
 """``digitize batch SRC``: convert and store a whole historical archive, all cores busy, resumable.
 
 One file per worker process, each converted one page at a time, so N files keep N cores busy without
-oversubscription and memory stays bounded by N pages. Sources are only read, never moved: re-running
+oversubscription and memory stays bounded by N pages. Files are started largest first, so the tail of a
+run is short files, not one register converting alone on one core. (Dossier order therefore comes from
+the manifest's ``sequence`` column or the ``<seq>-<title>`` file names, not from the order of storing.) Sources are only read, never moved: re-running
 skips every file (or split part) already stored, by SHA-256, so a killed run loses nothing. A file that
 failed because storage was unavailable is retried with backoff before it is reported failed.
 """
@@ -278,6 +280,7 @@ def run_batch(src: Path, settings, manifest_file: Path | None = None, jobs: int 
         stream.write(f"dry run: {len(items)} files to process, {listed} described by the manifest, "
                      f"{len(items) - listed} left to folder/file name/QR/OCR clues; nothing converted\n")
         return BatchSummary()
+    items.sort(key=lambda item: -item.size)  # largest first: no long file left to run alone at the end
     workers = max(1, min(jobs or settings.batch.jobs, len(items) or 1))
     event(log, "batch-start", src=str(src), files=len(items), workers=workers)
     try:
