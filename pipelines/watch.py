@@ -232,6 +232,16 @@ class Watcher:
 
     # --- the loop -----------------------------------------------------------------------------------
 
+    def _recover(self) -> None:
+        """Claims left by a crash: redo their files first; a claim whose file was already moved is stale."""
+        for claim in self.journal.pending():
+            path = self.opts.inbox / claim.path
+            if not path.exists():
+                self.journal.release(claim.path)  # crashed after the move, before the release
+                continue
+            event(log, "recovering", file=claim.path, attempts=claim.attempts)
+            self._nominate(path)
+
     def _on_sigterm(self, signum, frame) -> None:
         if self.stopping:
             raise KeyboardInterrupt  # second request: abandon the current file
@@ -239,9 +249,7 @@ class Watcher:
         event(log, "stopping", reason="SIGTERM: finishing the current file")
 
     def run(self) -> WatchSummary:
-        for claim in self.journal.pending():
-            event(log, "recovering", file=claim.path, attempts=claim.attempts)
-            self._nominate(self.opts.inbox / claim.path)
+        self._recover()
         previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
         observer = None if self.opts.once else _observer(self.opts, self.events.put)
         tick = min(0.5, max(0.05, self.opts.stable_seconds / 4))

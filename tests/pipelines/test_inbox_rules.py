@@ -70,3 +70,15 @@ def test_claims_count_attempts_and_survive_a_restart(tmp_path):
     assert journal.claim("a/b.pdf").attempts == 2
     journal.release("a/b.pdf")
     assert journal.pending() == []
+
+
+def test_claim_of_a_file_already_moved_is_dropped_at_start_up(tmp_path):
+    from digitize.config import Settings
+    from pipelines.watch import Watcher, WatchOptions
+
+    inbox_dir = tmp_path / "inbox"
+    inbox_dir.mkdir()
+    opts = WatchOptions(inbox_dir, once=True)
+    Journal(opts.state_dir).claim("gone.pdf")  # crash between the move to done/ and the release
+    Watcher(opts, Settings(data_dir=str(tmp_path / "data"))).run()
+    assert Journal(opts.state_dir).pending() == []
