@@ -52,9 +52,9 @@ class WatchOptions:
     once: bool = False
 
     def __post_init__(self) -> None:
-        self.inbox = Path(self.inbox)
-        self.done_dir = Path(self.done_dir) if self.done_dir else self.inbox / "done"
-        self.failed_dir = Path(self.failed_dir) if self.failed_dir else self.inbox / "failed"
+        self.inbox = Path(self.inbox).absolute()  # events, walks and skip dirs must agree on one spelling
+        self.done_dir = Path(self.done_dir).absolute() if self.done_dir else self.inbox / "done"
+        self.failed_dir = Path(self.failed_dir).absolute() if self.failed_dir else self.inbox / "failed"
         if self.on_success not in ("move", "delete"):
             raise ConfigError(f"watch.on_success must be 'move' or 'delete', not {self.on_success!r}")
         if not self.inbox.is_dir():
