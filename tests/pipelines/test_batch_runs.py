@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, digitize_cmd, make_settings, run_cli, settings_env, stored_rows, wait_for
+from pipeline_support import ROOT, digitize_cmd, make_settings, run_cli, settings_env, stored_rows, wait_for
 from scans import page, write_pdf
 
 pytestmark = pytest.mark.integration

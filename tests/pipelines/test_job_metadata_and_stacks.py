@@ -7,7 +7,7 @@ and the separator split where it matters: on the stored, indexed documents.
 from __future__ import annotations
 
 import pytest
-from conftest import stored_rows
+from pipeline_support import stored_rows
 from scans import page, rotated_noisy, write_pdf
 
 from pipelines.jobs import Status, close_archives, process_file

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, digitize_cmd, run_cli, settings_env, stored_rows, wait_for
+from pipeline_support import ROOT, digitize_cmd, run_cli, settings_env, stored_rows, wait_for
 from scans import page, write_pdf
 
 from digitize.fsutil import sha256_file
