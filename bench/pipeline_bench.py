@@ -139,11 +139,13 @@ def main() -> int:
     parser.add_argument("--no-ocrmypdf", action="store_true")
     parser.add_argument("--manifest", type=Path, default=None,
                         help="batch manifest (default SRC/manifest.csv if present; case IDs known -> no QR search)")
+    parser.add_argument("--no-manifest", action="store_true", help="batch without a manifest: case IDs from QR/OCR")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "pipeline_bench.json")
     args = parser.parse_args()
 
     files = [p for p in iter_scans(args.src) if has_scan_suffix(p)]
-    manifest = args.manifest or (args.src / "manifest.csv" if (args.src / "manifest.csv").is_file() else None)
+    default_manifest = args.src / "manifest.csv"
+    manifest = None if args.no_manifest else args.manifest or (default_manifest if default_manifest.is_file() else None)
     work = Path(tempfile.mkdtemp(prefix="digitize-pipeline-bench-"))
     try:
         single = single_runs(files, work, args.validate)
