@@ -45,7 +45,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
                DIGITIZE_STORE_URL=settings.store.url, DIGITIZE_STORE_ACCESS_KEY=settings.store.access_key,
                DIGITIZE_STORE_SECRET_KEY=settings.store.secret_key, DIGITIZE_INDEX_DSN=settings.index.dsn,
                DIGITIZE_WATCH_STABLE_SECONDS=str(settings.watch.stable_seconds),
-               DIGITIZE_WATCH_RESCAN=str(settings.watch.rescan))
+               DIGITIZE_WATCH_RESCAN=str(settings.watch.rescan), DIGITIZE_WATCH_ON_SUCCESS=settings.watch.on_success)
     return env
 
 

@@ -162,3 +162,15 @@ def test_same_scan_dropped_twice_is_stored_once(tmp_path, inbox, folder_settings
     assert again.returncode == 0 and "2 skipped" in again.stderr
     assert sorted(p.name for p in (inbox / "done").iterdir()) == ["a.1.pdf", "a.pdf", "b.pdf"]
     assert len(rows_for(folder_settings, sha256_file(scan))) == 1
+
+
+def test_delete_on_success_removes_scan_and_sidecar_only_after_storing(tmp_path, inbox, folder_settings):
+    folder_settings.watch.on_success = "delete"
+    scan = scan_file(inbox / "scan.pdf", 1)
+    sha = sha256_file(scan)
+    (inbox / "scan.json").write_text('{"case_id": "000.00.31.H56-241015-0027"}', encoding="utf-8")
+    env_run = run_cli(folder_settings, "watch", str(inbox), "--once")
+    assert env_run.returncode == 0, env_run.stderr
+    assert sorted(p.name for p in inbox.iterdir()) == [".digitize"]
+    [row] = rows_for(folder_settings, sha)
+    assert row.case_id == "000.00.31.H56-241015-0027"
