@@ -35,14 +35,15 @@ def count_events(path: Path, name: str) -> int:
 
 def test_minio_stopped_mid_batch_is_retried_and_every_file_ends_stored_once(tmp_path, own_minio):
     settings = make_settings(tmp_path / "data", own_minio.url("archive"))
-    files = make_tree(tmp_path / "src", 6)
+    files = make_tree(tmp_path / "src", 8)
     log = tmp_path / "batch.log"
     batch = subprocess.Popen(digitize_cmd("batch", str(tmp_path / "src"), "--jobs", "2", "--log-json",
                                           "--report", str(tmp_path / "report.json")),
                              env=settings_env(settings), cwd=ROOT, stderr=open(log, "wb"))
     try:
         wait_for(lambda: count_events(log, "stored") >= 1, "the first document to be stored")
-        own_minio.stop()
+        own_minio.process.kill()  # the server dies at once, with uploads in flight
+        own_minio.process.wait()
         wait_for(lambda: count_events(log, "storage-retry") >= 1, "the batch to meet the outage")
         own_minio.start()  # same port, same data
         assert batch.wait(timeout=300) == 0, log.read_text()
@@ -50,14 +51,14 @@ def test_minio_stopped_mid_batch_is_retried_and_every_file_ends_stored_once(tmp_
         if batch.poll() is None:
             batch.kill()
     report = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
-    assert report["summary"]["failed"] == 0 and report["summary"]["files"] == 6
+    assert report["summary"]["failed"] == 0 and report["summary"]["files"] == 8
     rows = stored_rows(settings)
     assert sorted(r.source_name for r in rows) == sorted(f.name for f in files)  # each once, none lost
     assert run_cli(settings, "verify", "--all").returncode == 0  # every object present and intact
 
     again = run_cli(settings, "batch", str(tmp_path / "src"), "--jobs", "2")
-    assert again.returncode == 0 and "6 skipped" in again.stderr
-    assert len(stored_rows(settings)) == 6
+    assert again.returncode == 0 and "8 skipped" in again.stderr
+    assert len(stored_rows(settings)) == 8
 
 
 def test_report_lists_done_unmatched_and_failed_files_with_reasons_and_rerun_resumes(tmp_path):
