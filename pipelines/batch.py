@@ -161,51 +161,80 @@ def _crashed(item: BatchItem, error: BaseException) -> JobResult:
                      error_kinds=("crashed",), exit_code=INTERNAL_EXIT)
 
 
-class _Runner:
-    def __init__(self, src: Path, settings, jobs: int, stream: TextIO):
-        self.src, self.settings, self.jobs = src, settings, jobs
-        self.stream = stream
+@dataclass
+class _Task:
+    item: BatchItem
+    storage_tries: int = 0
+    crashes: int = 0  # a dead worker takes every file in flight with it: each gets one more go
+    pool_generation: int = 0  # which pool ran it: only the first victim of a broken pool replaces it
 
-    def _pool(self) -> ProcessPoolExecutor:
+
+class _Runner:
+    """Keeps ``2 x jobs`` files in flight; re-queues storage failures (with backoff) and crash victims."""
+
+    def __init__(self, src: Path, settings, jobs: int, stream: TextIO):
+        self.src, self.settings, self.jobs, self.stream = src, settings, jobs, stream
+        self.todo: deque[_Task] = deque()
+        self.delayed: list[tuple[float, _Task]] = []
+        self.inflight: dict[Future, _Task] = {}
+        self.pool = self._new_pool()
+        self.generation = 0
+
+    def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_init_worker, initargs=(self.settings, logs.snapshot()))
+
+    def _submit(self) -> None:
+        now = time.monotonic()
+        self.todo.extend(task for due, task in self.delayed if due <= now)
+        self.delayed = [(due, task) for due, task in self.delayed if due > now]
+        while self.todo and len(self.inflight) < 2 * self.jobs:
+            task = self.todo.popleft()
+            task.pool_generation = self.generation
+            self.inflight[self.pool.submit(_run_one, task.item.path, task.item.hint, self.src)] = task
+
+    def _outcome(self, future: Future, task: _Task) -> JobResult | None:
+        """The file's final result, or None when it was queued again."""
+        try:
+            result = future.result()
+        except BrokenProcessPool as e:
+            if task.pool_generation == self.generation:
+                self.pool.shutdown(wait=False, cancel_futures=True)
+                self.pool, self.generation = self._new_pool(), self.generation + 1
+            if task.crashes == 0:
+                task.crashes += 1
+                self.todo.append(task)
+                event(log, "worker-died", logging.WARNING, file=str(task.item.path), action="redo once")
+                return None
+            return _crashed(task.item, e)
+        if result.retryable and task.storage_tries < len(STORAGE_RETRY):
+            wait_s = STORAGE_RETRY[task.storage_tries]
+            task.storage_tries += 1
+            self.delayed.append((time.monotonic() + wait_s, task))
+            event(log, "storage-retry", logging.WARNING, file=str(task.item.path), attempt=task.storage_tries,
+                  retry_in=wait_s, reason=result.reason)
+            return None
+        return result
 
     def run(self, items: list[BatchItem]) -> BatchSummary:
         started = time.monotonic()
         summary = BatchSummary()
         progress = Progress(len(items), sum(i.size for i in items), started)
         shown = _ProgressLine(progress, self.stream)
-        todo: deque[tuple[BatchItem, int]] = deque((item, 0) for item in items)
-        delayed: list[tuple[float, BatchItem, int]] = []
-        inflight: dict[Future, tuple[BatchItem, int]] = {}
-        pool = self._pool()
+        self.todo.extend(_Task(item) for item in items)
         try:
-            while todo or delayed or inflight:
-                now = time.monotonic()
-                todo.extend((item, tries) for due, item, tries in delayed if due <= now)
-                delayed = [d for d in delayed if d[0] > now]
-                while todo and len(inflight) < 2 * self.jobs:
-                    item, tries = todo.popleft()
-                    inflight[pool.submit(_run_one, item.path, item.hint, self.src)] = (item, tries)
-                finished, _ = wait(inflight, timeout=0.5, return_when=FIRST_COMPLETED)
+            while self.todo or self.delayed or self.inflight:
+                self._submit()
+                finished, _ = wait(self.inflight, timeout=0.5, return_when=FIRST_COMPLETED)
                 for future in finished:
-                    item, tries = inflight.pop(future)
-                    try:
-                        result = future.result()
-                    except BrokenProcessPool as e:
-                        result = _crashed(item, e)
-                        pool.shutdown(cancel_futures=False)
-                        pool = self._pool()
-                    if result.retryable and tries < len(STORAGE_RETRY):
-                        delayed.append((time.monotonic() + STORAGE_RETRY[tries], item, tries + 1))
-                        event(log, "storage-retry", logging.WARNING, file=str(item.path), attempt=tries + 1,
-                              retry_in=STORAGE_RETRY[tries], reason=result.reason)
-                        continue
-                    summary.results.append(result)
-                    progress.add(result, item.size)
-                    shown.show()
+                    task = self.inflight.pop(future)
+                    result = self._outcome(future, task)
+                    if result is not None:
+                        summary.results.append(result)
+                        progress.add(result, task.item.size)
+                        shown.show()
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            self.pool.shutdown(wait=True, cancel_futures=True)
         summary.seconds = time.monotonic() - started
         shown.show(final=True)
         return summary

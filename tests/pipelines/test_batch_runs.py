@@ -91,3 +91,28 @@ def test_report_lists_done_unmatched_and_failed_files_with_reasons_and_rerun_res
     summary = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))["summary"]
     assert (summary["skipped"], summary["failed"], summary["pages"]) == (4, 1, 0)  # nothing converted twice
     assert again.returncode == 2
+
+
+def test_a_worker_killed_mid_file_takes_nothing_with_it(tmp_path):
+    """kill -9 of one batch worker: the files it had in flight are redone; every file ends stored once."""
+    import psutil
+
+    settings = make_settings(tmp_path / "data")
+    make_tree(tmp_path / "src", 4, pages=3)
+    log = tmp_path / "batch.log"
+    batch = subprocess.Popen(digitize_cmd("batch", str(tmp_path / "src"), "--jobs", "2", "--log-json"),
+                             env=settings_env(settings), cwd=ROOT, stderr=open(log, "wb"))
+    def converting_worker() -> psutil.Process | None:
+        ocr = [p for p in psutil.Process(batch.pid).children(recursive=True) if p.name() == "tesseract"]
+        return ocr[0].parent() if ocr else None
+
+    try:
+        wait_for(lambda: converting_worker() is not None, "a worker to be running OCR")
+        victim = converting_worker()
+        assert victim.ppid() == batch.pid  # a pool worker, not the batch itself
+        victim.kill()
+        assert batch.wait(timeout=300) == 0, log.read_text()
+    finally:
+        if batch.poll() is None:
+            batch.kill()
+    assert sorted(r.source_name for r in stored_rows(settings)) == [f"scan{n:03d}.pdf" for n in range(4)]
