@@ -147,9 +147,13 @@ _worker_settings = None
 
 
 def _init_worker(settings, log_state: tuple[int, bool]) -> None:
+    """One worker = one core: OpenCV's own thread pool would only fight the other workers for it."""
+    import cv2
+
     global _worker_settings
     _worker_settings = settings
     logs.restore(log_state)
+    cv2.setNumThreads(1)
 
 
 def _run_one(path: Path, hint: Clue | None, root: Path) -> JobResult:
