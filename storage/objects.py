@@ -199,10 +199,13 @@ class FolderStore(ObjectStore):
 
 
 def _s3_transient(error: BaseException) -> bool:
-    """Connection trouble and 5xx answers are worth retrying; S3 refusals (4xx) are not."""
-    from minio.error import ServerError
+    """Connection trouble and 5xx answers (a server restarting or overloaded) are worth retrying;
+    S3 refusals (4xx: denied, WORM-protected, bad digest) are not."""
+    from minio.error import S3Error, ServerError
     from urllib3.exceptions import HTTPError
 
+    if isinstance(error, S3Error):
+        return error.response is not None and error.response.status >= 500
     return isinstance(error, (ServerError, HTTPError, ConnectionError, TimeoutError))
 
 

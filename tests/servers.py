@@ -72,11 +72,11 @@ class MinioServer:
     def url(self, bucket: str) -> str:
         return f"s3://{self.endpoint}/{bucket}"
 
-    def _live(self) -> bool:
+    def _ready(self) -> bool:
         if self.process is not None and self.process.poll() is not None:
             raise RuntimeError(f"MinIO exited with code {self.process.returncode} before becoming ready")
         try:
-            with urllib.request.urlopen(f"http://{self.endpoint}/minio/health/live", timeout=1) as r:
+            with urllib.request.urlopen(f"http://{self.endpoint}/minio/health/ready", timeout=1) as r:
                 return r.status == 200
         except OSError:
             return False
@@ -90,7 +90,7 @@ class MinioServer:
             [str(self.binary), "server", str(self.data_dir), "--address", self.endpoint, "--quiet"],
             env=env, stdout=log, stderr=subprocess.STDOUT,
         )
-        wait_until(self._live, f"MinIO on {self.endpoint}")
+        wait_until(self._ready, f"MinIO on {self.endpoint}")
         announce(f"MinIO {self.binary} started on {self.endpoint} (pid {self.process.pid}, data {self.data_dir})")
         return self
 

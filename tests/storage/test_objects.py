@@ -154,3 +154,14 @@ def test_storage_down_gives_bounded_retries_then_storage_error(tmp_path):
     location = parse_store_url(f"s3://127.0.0.1:{free_port()}/dossiers")
     with pytest.raises(StorageError, match=r"failed after 2 attempts"):
         S3Store(location, MINIO_USER, MINIO_PASSWORD, retries=2)
+
+
+@pytest.mark.parametrize("status, transient", [(503, True), (500, True), (403, False), (400, False)])
+def test_only_server_side_s3_errors_are_retried(status, transient):
+    """A restarting MinIO answers 503 XMinioServerNotInitialized: wait; a WORM refusal (400/403): do not."""
+    from urllib3 import HTTPResponse
+
+    from storage.objects import _s3_transient
+
+    error = S3Error(HTTPResponse(status=status), "Code", "message", "/b", "req", "host")
+    assert _s3_transient(error) is transient
