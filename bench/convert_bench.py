@@ -381,11 +381,12 @@ def _cer_cell(score: SampleScore) -> str:
     return cell + (" ✗" if score.error else "")
 
 
-def rss_table(small: RssReport, large: RssReport) -> str:
-    rows = ["| input | pages | wall s | peak RSS MB | exit |", "|---|---|---|---|---|"]
-    for r in (small, large):
-        rows.append(f"| image-only PDF | {r.pages} | {r.seconds:.1f} | {_mb(r.peak_rss)} | {r.returncode} |")
-    rows.append(f"\nRSS ratio {large.pages} pages / {small.pages} page: **{large.peak_rss / small.peak_rss:.2f}**")
+def rss_table(runs: list[RssReport]) -> str:
+    """Peak RSS per page count, each relative to the first (1-page) run."""
+    rows = ["| input | pages | wall s | peak RSS MB | vs 1 page | exit |", "|---|---|---|---|---|---|"]
+    for r in runs:
+        rows.append(f"| image-only PDF | {r.pages} | {r.seconds:.1f} | {_mb(r.peak_rss)} | "
+                    f"**{_ratio(r.peak_rss, runs[0].peak_rss)}** | {r.returncode} |")
     return "\n".join(rows)
 
 
@@ -406,7 +407,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                             help="command template with {input}, {output}, {jobs}")
     parser.add_argument("--only", help="comma-separated sample names (default: all)")
     parser.add_argument("--no-rss", action="store_true", help="skip the 1- vs 100-page RSS run")
-    parser.add_argument("--rss-pages", type=int, default=100)
+    parser.add_argument("--rss-pages", default="1,10,100",
+                        help="page counts for the RSS runs; 10 separates a second worker starting from growth")
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
     return parser.parse_args(argv)
 
@@ -435,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"running {engine.name} on {sum(s.pages for s in samples)} pages ...", file=sys.stderr)
             reports[engine.name] = benchmark_engine(engine, samples, args.workers, workdir)
         if not args.no_rss and "digitize" in reports:
-            rss = [rss_run(args.digitize_cmd, n, args.workers, Path(tmp)) for n in (1, args.rss_pages)]
+            rss = [rss_run(args.digitize_cmd, int(n), args.workers, Path(tmp)) for n in args.rss_pages.split(",")]
     print(render_markdown(args, reports, rss, load_before))
     save_results(args.results, args, reports, rss)
     return 0
@@ -447,8 +449,7 @@ def render_markdown(args: argparse.Namespace, reports: dict[str, EngineReport], 
              f"{os.cpu_count()} CPUs, OMP_THREAD_LIMIT=1, 1-min load average before the run {load_before:.2f}\n",
              summary_table(reports), "", fault_table(reports)]
     if rss:
-        parts += ["", f"`digitize run --jobs {args.workers}` memory, 1 vs {args.rss_pages} pages:", "",
-                  rss_table(*rss)]
+        parts += ["", f"`digitize run --jobs {args.workers}` memory by page count:", "", rss_table(rss)]
     parts.append(errors_section(reports))
     return "\n".join(parts)
 
