@@ -12,7 +12,8 @@ Rules and the assumptions behind them:
 * **Procedure code** (national procedure database): ``<level>.<6 digits>``, optionally followed by the
   publishing agency's code: ``2.001234`` or ``1.004616.000.00.00.H56``.
 * **FileCode** (Decree 30/2020/NĐ-CP, Appendix VI): ``OrganId.FileCatalog.FileNotation`` where OrganId is the
-  agency code (at most 13 characters), FileCatalog the 4-digit year the file was formed and FileNotation the
+  agency code (at most 13 characters), FileCatalog the catalogue number or the year the file was formed
+  ("Mục lục số hoặc năm hình thành hồ sơ": 1 to 4 digits, written zero-padded to 4) and FileNotation the
   file number and symbol (at most 20 characters).
 
 Invalid input raises :class:`~digitize.errors.BadArgsError` naming the part that is wrong, so users see
@@ -41,7 +42,7 @@ _CASE_ID_IN_TEXT = re.compile(
 )
 
 ORGAN_ID_MAX = 13
-FILE_CATALOG_LEN = 4
+FILE_CATALOG_MAX = 4
 FILE_NOTATION_MAX = 20
 
 
@@ -200,8 +201,9 @@ def parse_file_code(organ_id: str, file_catalog: str | int, file_notation: str) 
     if not organ or len(organ) > ORGAN_ID_MAX:
         raise BadArgsError(f"OrganId {organ!r} must be 1 to {ORGAN_ID_MAX} characters")
     catalog = str(file_catalog).strip()
-    if not (len(catalog) == FILE_CATALOG_LEN and catalog.isdigit()):
-        raise BadArgsError(f"FileCatalog {catalog!r} must be a {FILE_CATALOG_LEN}-digit year")
+    if not (1 <= len(catalog) <= FILE_CATALOG_MAX and catalog.isdigit()):
+        raise BadArgsError(f"FileCatalog {catalog!r} must be a catalogue number or year of 1 to "
+                           f"{FILE_CATALOG_MAX} digits")
     notation = nfc(str(file_notation)).strip()
     if not notation or len(notation) > FILE_NOTATION_MAX:
         raise BadArgsError(f"FileNotation {notation!r} must be 1 to {FILE_NOTATION_MAX} characters")

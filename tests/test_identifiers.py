@@ -89,7 +89,9 @@ def test_file_code_joins_parts_and_checks_lengths():
     assert parse_file_code("000.00.31.H56", "2024", "HS-0027").value == "000.00.31.H56.2024.HS-0027"
     with pytest.raises(BadArgsError, match="OrganId"):
         parse_file_code("000.000.31.H56", 2024, "x")
-    with pytest.raises(BadArgsError, match="FileCatalog"):
-        parse_file_code("000.00.31.H56", "24", "x")
+    assert parse_file_code("000.00.31.H56", "01", "x").value == "000.00.31.H56.0001.x"  # a catalogue number
+    for bad in ("20245", "2k24", ""):
+        with pytest.raises(BadArgsError, match="FileCatalog"):
+            parse_file_code("000.00.31.H56", bad, "x")
     with pytest.raises(BadArgsError, match="FileNotation"):
         parse_file_code("000.00.31.H56", 2024, "x" * 21)

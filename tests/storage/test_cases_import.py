@@ -25,7 +25,7 @@ def test_dates(text, iso):
 @pytest.mark.parametrize("row, message", [
     ({"applicant": "x"}, "no case ID"),
     ({"case_id": CASE, "received_date": "31/02/2024"}, "received date '31/02/2024' is not a date"),
-    ({"case_id": CASE, "OrganId": "000.00.31.H56", "FileCatalog": "24", "FileNotation": "x"}, "FileCatalog"),
+    ({"case_id": CASE, "OrganId": "000.00.31.H56", "FileCatalog": "20245", "FileNotation": "x"}, "FileCatalog"),
 ])
 def test_bad_rows_say_which_field(row, message):
     with pytest.raises(BadArgsError, match=message):
