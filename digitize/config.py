@@ -35,7 +35,7 @@ class ConvertSettings:
     default_dpi: float = 300.0  # used when an image has no DPI and matches no paper size
     max_pixels: int = 250_000_000  # per page; larger is refused as a decompression bomb
     jpeg_quality: int = 80  # starting quality; lowered (to 50) only while a page is over page_kb
-    page_kb: int = 360  # image bytes per A4-sized page
+    page_kb: int = 390  # image bytes per A4-sized page
     validate: bool = True  # run veraPDF on each output when it is installed
 
 

@@ -74,8 +74,9 @@ def encode_jpx(pixels: np.ndarray, budget: int) -> EncodedImage:
     mode = "L" if pixels.ndim == 2 else "RGB"
     buf = io.BytesIO()
     ratio = max(pixels.size / max(budget, 1), 1.0)
+    # 1024-px tiles bound OpenJPEG's memory (an untiled A4 colour page took ~300 MB)
     Image.fromarray(pixels, mode).save(buf, "JPEG2000", quality_mode="rates", quality_layers=[ratio],
-                                       irreversible=True, no_jp2=False)
+                                       irreversible=True, no_jp2=False, tile_size=(1024, 1024))
     h, w = pixels.shape[:2]
     return EncodedImage(buf.getvalue(), w, h, "/DeviceGray" if mode == "L" else "/DeviceRGB", 8, "/JPXDecode",
                         encoding="jpx")

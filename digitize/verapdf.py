@@ -3,17 +3,25 @@
 Found as ``$DIGITIZE_VERAPDF`` (a command), ``verapdf`` on PATH, or the Maven Central
 classpath that ``scripts/setup.sh`` caches (``~/.cache/digitize/verapdf.classpath``), run with
 main class ``org.verapdf.apps.GreenfieldCliWrapper``. Several files go in one JVM start.
+
+When setup.sh has also built ``scripts/verapdf/DigitizeValidator.java`` into a jar, one long-lived JVM
+per process validates path after path (:class:`StreamingValidator`): a batch pays the JVM start
+once, and ``convert_file`` boots it while the pages are processed.
 """
 
 from __future__ import annotations
 
+import atexit
 import functools
 import hashlib
 import os
 import re
+import select
 import shlex
 import shutil
 import subprocess
+import threading
+import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,7 +125,132 @@ def version() -> str:
     return out.splitlines()[0].strip() if out else ""
 
 
+STREAM_CLASS = "DigitizeValidator"
+
+
+def _stream_jar() -> Path:
+    return _cache_dir() / "digitize-validator.jar"
+
+
+def _stream_command(flavour: str) -> tuple[list[str], Path] | None:
+    """The streaming validator's command and its class archive, if setup.sh compiled it."""
+    if os.environ.get("DIGITIZE_VERAPDF") or not _stream_jar().is_file():
+        return None
+    found = _java_command()
+    if found is None:
+        return None
+    cmd = found[0]
+    classpath = cmd[cmd.index("-cp") + 1] + os.pathsep + str(_stream_jar())
+    return [cmd[0], *JVM_FLAGS, "-cp", classpath, STREAM_CLASS, flavour], _cds_archive(classpath)
+
+
+class StreamingValidator:
+    """One veraPDF JVM answering one line per PDF path written to its stdin.
+
+    The first one on a machine also dumps a class-data archive at exit (temp name, renamed on
+    close) that later ones start from.
+    """
+
+    def __init__(self, command: list[str], archive: Path | None = None):
+        self.archive = archive
+        self._dump = archive.with_suffix(f".{os.getpid()}.tmp") if archive and not archive.is_file() else None
+        share = ([f"-XX:SharedArchiveFile={archive}"] if archive and archive.is_file()
+                 else [f"-XX:ArchiveClassesAtExit={self._dump}"] if self._dump else [])
+        self.command = [command[0], *share, *command[1:]]
+        self.proc = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, bufsize=0)
+        self._buffer = b""
+        self._ready = False
+
+    def _readline(self, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.proc.stdout], [], [], left)[0]:
+                raise OutputValidationError(f"veraPDF did not answer within {timeout:g} s")
+            chunk = os.read(self.proc.stdout.fileno(), 65536)
+            if not chunk:
+                raise OutputValidationError("veraPDF stopped unexpectedly")
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line.decode("utf-8", "replace").rstrip("\r")
+
+    def validate(self, path: os.PathLike | str, timeout: float) -> Validation:
+        if not self._ready:
+            if self._readline(timeout) != "READY":
+                raise OutputValidationError("veraPDF validator did not start")
+            self._ready = True
+        self.proc.stdin.write(os.fsencode(os.path.abspath(path)) + b"\n")
+        return parse_stream_answer(str(path), self._readline(timeout))
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        if self._dump is not None and self._dump.is_file() and self.archive is not None:
+            os.replace(self._dump, self.archive)
+
+
+def parse_stream_answer(path: str, line: str) -> Validation:
+    status, *rest = line.split("\t")
+    if status == "PASS":
+        return Validation(path, True)
+    if status == "FAIL":
+        return Validation(path, False, rest)
+    return Validation(path, False, rest or [f"veraPDF gave no verdict: {line[:200]}"])
+
+
+_shared: dict[str, StreamingValidator] = {}
+_shared_lock = threading.Lock()
+
+
+def _shared_validator(flavour: str) -> StreamingValidator | None:
+    """This process's validator JVM; None when a command is imposed or veraPDF is missing."""
+    if os.environ.get("DIGITIZE_VERAPDF") or command() is None:
+        return None
+    with _shared_lock:
+        current = _shared.get(flavour)
+        if current is not None and current.alive:
+            return current
+        found = _stream_command(flavour)
+        if found is None:
+            return None
+        _shared[flavour] = StreamingValidator(*found)
+        return _shared[flavour]
+
+
+def prestart(flavour: str = "2b") -> None:
+    """Boot the validator JVM now (in the background) so it is warm when the output is ready."""
+    try:
+        _shared_validator(flavour)
+    except OSError:
+        pass
+
+
+@atexit.register
+def _close_shared() -> None:
+    for validator in _shared.values():
+        validator.close()
+    _shared.clear()
+
+
 def validate(paths: Sequence[os.PathLike | str], flavour: str = "2b", timeout: float = 600) -> list[Validation]:
+    try:
+        streaming = _shared_validator(flavour)
+    except OSError:
+        streaming = None
+    if streaming is not None:
+        try:
+            return [streaming.validate(p, timeout) for p in paths]
+        except OutputValidationError:
+            streaming.close()  # fall back to one CLI run below
     proc = _run(["--nonpdfext", "--flavour", flavour, "--format", "xml", *map(str, paths)], timeout)
     if not proc.stdout.strip():
         raise OutputValidationError(f"veraPDF gave no report: {proc.stderr.decode(errors='replace')[-300:]}")

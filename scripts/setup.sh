@@ -13,7 +13,7 @@ APT_PKGS=(tesseract-ocr tesseract-ocr-vie tesseract-ocr-eng tesseract-ocr-osd po
           libjbig2dec0 jbig2dec fonts-liberation2 fonts-dejavu-core python3-venv curl unzip ca-certificates)
 [ $servers = 1 ] && APT_PKGS+=(postgresql postgresql-contrib)
 # Java and Maven (veraPDF) only when the machine has none of its own
-command -v java >/dev/null || APT_PKGS+=(default-jre-headless)
+command -v javac >/dev/null || APT_PKGS+=(default-jdk-headless)
 command -v mvn >/dev/null || APT_PKGS+=(maven)
 missing=()
 for p in "${APT_PKGS[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
@@ -38,6 +38,15 @@ fi
 if [ ! -s "$CACHE/verapdf.classpath" ] || ! grep -q greenfield "$CACHE/verapdf.classpath"; then
   say "resolving veraPDF from Maven Central"
   (cd scripts/verapdf && mvn -q -B dependency:build-classpath -Dmdep.outputFile="$CACHE/verapdf.classpath" >/dev/null)
+fi
+# The streaming validator (one JVM per batch instead of one per file), as a jar (class-data
+# sharing archives classes from jars only).
+JAR="$CACHE/digitize-validator.jar"
+if command -v javac >/dev/null && { [ ! -f "$JAR" ] || [ scripts/verapdf/DigitizeValidator.java -nt "$JAR" ]; }; then
+  say "compiling the streaming veraPDF validator"
+  build=$(mktemp -d)
+  javac -d "$build" -cp "$(cat "$CACHE/verapdf.classpath")" scripts/verapdf/DigitizeValidator.java
+  jar cf "$JAR.tmp" -C "$build" . && mv "$JAR.tmp" "$JAR" && rm -rf "$build"
 fi
 
 # Go >= 1.21 fetches whatever toolchain MinIO's go.mod asks for (GOTOOLCHAIN=auto). Debian 12

@@ -88,3 +88,20 @@ def test_an_output_failing_verapdf_never_appears_at_output(tmp_path, monkeypatch
         convert_file(src, out, ConvertOptions(validate=True))
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir()] == ["scan.png"]
+
+
+def test_streaming_validator_and_command_line_give_the_same_verdicts(tmp_path, monkeypatch) -> None:
+    good = two_page_pdfa(tmp_path)
+    bad = tmp_path / "plain.pdf"
+    pikepdf.new().save(bad)
+    found = verapdf._stream_command("2b")
+    assert found is not None, "scripts/setup.sh builds the streaming validator jar"
+    stream = verapdf.StreamingValidator(*found)
+    try:
+        streamed = [stream.validate(p, 300) for p in (good, bad)]
+    finally:
+        stream.close()
+    monkeypatch.setattr(verapdf, "_stream_command", lambda flavour: None)  # force the CLI wrapper
+    cli = verapdf.validate([good, bad])
+    assert [r.compliant for r in streamed] == [r.compliant for r in cli] == [True, False]
+    assert {f.split(":")[0] for f in streamed[1].failures} == {f.split(":")[0] for f in cli[1].failures}
