@@ -14,15 +14,24 @@ Text for CER: `pdftotext` of each output PDF; Tesseract's own .txt for bare Tess
     .venv/bin/python bench/convert_bench.py                       # everything
     .venv/bin/python bench/convert_bench.py --engines ocrmypdf,tesseract --no-rss
     .venv/bin/python bench/convert_bench.py --digitize-cmd "/path/to/digitize run --jobs {jobs} {input} {output}"
+
+Engines: `digitize` (one `digitize run` per file, veraPDF on), `digitize-novalidate` (the same
+with --no-validate) and `digitize-batch` (one `digitize batch --jobs 2` over copies of the same
+files with the samples manifest, veraPDF on, storing into a temporary folder store + SQLite; its
+PDF/As are found in the store by the originals' SHA-256 and scored like the others). A single
+`run` pays a Python start and a validator JVM start per file (~0.9 + ~1.3 CPU-s); batch pays them
+once per worker, which is how archives and the watch folder are processed.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -43,6 +52,9 @@ VENV_BIN = ROOT / ".venv" / "bin"
 SAMPLE_INTERVAL = 0.05  # seconds between RSS samples
 DEFAULT_COMMANDS = {
     "digitize": f"{VENV_BIN / 'digitize'} run --jobs {{jobs}} {{input}} {{output}}",
+    "digitize-novalidate": f"{VENV_BIN / 'digitize'} run --no-validate --jobs {{jobs}} {{input}} {{output}}",
+    "digitize-batch": f"env DIGITIZE_DATA_DIR={{output}}.data {VENV_BIN / 'digitize'} --config /dev/null batch "
+                      "{input} --jobs {jobs} --manifest {input}/manifest.csv --report {output}",
     "ocrmypdf": f"{VENV_BIN / 'ocrmypdf'} -q -l vie --rotate-pages --deskew --output-type pdfa "
                 "--jobs {jobs} {input} {output}",
     "tesseract": "tesseract {input} {output} -l vie",
@@ -78,6 +90,7 @@ class Engine:
     per_page: bool = False
     flatten_alpha: bool = False
     image_dpi_flag: str = ""
+    batch: bool = False  # one command over a folder of all samples, using every worker itself
 
 
 @dataclass(frozen=True)
@@ -146,6 +159,7 @@ class EngineReport:
 
 @dataclass
 class RssReport:
+    jobs: int
     pages: int
     seconds: float
     peak_rss: int
@@ -321,9 +335,51 @@ def score_sample(engine: Engine, sample: SampleFile, results: list[JobResult]) -
     return SampleScore(sample.name, sample.fault, cers, size, "; ".join(errors))
 
 
+def batch_run(engine: Engine, samples: list[SampleFile], workers: int, workdir: Path) -> RunStats:
+    """One `digitize batch` over copies of the samples; results point at the PDF/As it stored."""
+    source = workdir / "in"
+    source.mkdir()
+    for sample in samples:
+        shutil.copy2(sample.path, source / sample.path.name)
+    copy_manifest(samples[0].path.parent / "manifest.csv", source / "manifest.csv", {s.name for s in samples})
+    report = workdir / "batch-report.json"
+    job = Job("*", command(engine.template, source, report, jobs=workers), report, sum(s.pages for s in samples))
+    stats = run_jobs([job], 1)
+    found = stored_pdfas(Path(f"{report}.data"), samples)
+    results = [JobResult(Job(s.name, job.argv, found.get(s.name, workdir / "missing.pdf"), s.pages),
+                         stats.seconds, stats.results[0].returncode, stats.results[0].error) for s in samples]
+    return RunStats(stats.seconds, stats.peak_rss, results)
+
+
+def copy_manifest(manifest: Path, target: Path, names: set[str]) -> None:
+    """The samples manifest, only the rows of the files being benchmarked (--only)."""
+    with open(manifest, encoding="utf-8-sig", newline="") as f:
+        rows = list(csv.DictReader(f))
+    with open(target, "w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(r for r in rows if r["path"] in names)
+
+
+def stored_pdfas(data_dir: Path, samples: list[SampleFile]) -> dict[str, Path]:
+    """Sample name -> its PDF/A in the batch's folder store, looked up by the original's SHA-256."""
+    from digitize.config import load_settings
+    from digitize.fsutil import sha256_file
+    from storage.archive import Archive
+
+    archive = Archive.open(load_settings("/dev/null", env={"DIGITIZE_DATA_DIR": str(data_dir)}))
+    try:
+        docs = {s.name: archive.find(sha256_file(s.path)) for s in samples}
+    finally:
+        archive.close()
+    return {name: data_dir / "objects" / doc.pdfa_key for name, doc in docs.items() if doc is not None}
+
+
 def benchmark_engine(engine: Engine, samples: list[SampleFile], workers: int, workdir: Path) -> EngineReport:
-    jobs = make_jobs(engine, samples, workdir)
-    stats = run_jobs(jobs, workers)
+    if engine.batch:
+        stats = batch_run(engine, samples, workers, workdir)
+    else:
+        stats = run_jobs(make_jobs(engine, samples, workdir), workers)
     report = EngineReport(engine.name, engine.template, sum(s.pages for s in samples), stats.seconds, stats.peak_rss)
     for sample in samples:
         mine = [r for r in stats.results if r.job.sample == sample.name]
@@ -333,11 +389,12 @@ def benchmark_engine(engine: Engine, samples: list[SampleFile], workers: int, wo
 
 def rss_run(template: str, pages: int, jobs: int, workdir: Path) -> RssReport:
     """Peak RSS of `digitize run` on an N-page image-only PDF from samples/generate.py."""
-    source, output = workdir / f"rss-{pages}.pdf", workdir / f"rss-{pages}-out.pdf"
-    subprocess.run([sys.executable, str(ROOT / "samples" / "generate.py"), "--pages", str(pages),
-                    "--out", str(source)], check=True)
+    source, output = workdir / f"rss-{pages}.pdf", workdir / f"rss-{pages}-{jobs}-out.pdf"
+    if not source.exists():
+        subprocess.run([sys.executable, str(ROOT / "samples" / "generate.py"), "--pages", str(pages),
+                        "--out", str(source)], check=True)
     stats = run_jobs([Job(source.name, command(template, source, output, jobs), output, pages)], 1)
-    return RssReport(pages, stats.seconds, stats.peak_rss, stats.results[0].returncode)
+    return RssReport(jobs, pages, stats.seconds, stats.peak_rss, stats.results[0].returncode)
 
 
 # ---------------------------------------------------------------- tables
@@ -382,11 +439,13 @@ def _cer_cell(score: SampleScore) -> str:
 
 
 def rss_table(runs: list[RssReport]) -> str:
-    """Peak RSS per page count, each relative to the first (1-page) run."""
-    rows = ["| input | pages | wall s | peak RSS MB | vs 1 page | exit |", "|---|---|---|---|---|---|"]
+    """Peak RSS per page count, each relative to the 1-page run with the same --jobs (a 1-page
+    file never starts a second worker, so only equal --jobs compare growth with page count)."""
+    rows = ["| --jobs | pages | wall s | peak RSS MB | vs 1 page, same --jobs | exit |", "|---|---|---|---|---|---|"]
     for r in runs:
-        rows.append(f"| image-only PDF | {r.pages} | {r.seconds:.1f} | {_mb(r.peak_rss)} | "
-                    f"**{_ratio(r.peak_rss, runs[0].peak_rss)}** | {r.returncode} |")
+        base = next(b for b in runs if b.jobs == r.jobs)
+        rows.append(f"| {r.jobs} | {r.pages} | {r.seconds:.1f} | {_mb(r.peak_rss)} | "
+                    f"**{_ratio(r.peak_rss, base.peak_rss)}** | {r.returncode} |")
     return "\n".join(rows)
 
 
@@ -400,10 +459,10 @@ def errors_section(reports: dict[str, EngineReport]) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=Path, default=ROOT / "samples")
-    parser.add_argument("--engines", default="digitize,ocrmypdf,tesseract")
+    parser.add_argument("--engines", default="digitize,digitize-novalidate,digitize-batch,ocrmypdf,tesseract")
     parser.add_argument("--workers", type=int, default=2, help="files (pages for tesseract) at a time")
     for name, template in DEFAULT_COMMANDS.items():
-        parser.add_argument(f"--{name}-cmd", default=template,
+        parser.add_argument(f"--{name}-cmd", dest=f"{name.replace('-', '_')}_cmd", default=template,
                             help="command template with {input}, {output}, {jobs}")
     parser.add_argument("--only", help="comma-separated sample names (default: all)")
     parser.add_argument("--no-rss", action="store_true", help="skip the 1- vs 100-page RSS run")
@@ -418,7 +477,7 @@ def engine_for(name: str, template: str) -> Engine:
         return Engine(name, template, per_page=True)
     if name == "ocrmypdf":
         return Engine(name, template, flatten_alpha=True, image_dpi_flag="--image-dpi")
-    return Engine(name, template)
+    return Engine(name, template, batch=name == "digitize-batch")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -426,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     samples = load_samples(args.samples)
     if args.only:
         samples = [s for s in samples if s.name in args.only.split(",")]
-    engines = [engine_for(n, getattr(args, f"{n}_cmd")) for n in args.engines.split(",")]
+    engines = [engine_for(n, getattr(args, f"{n.replace('-', '_')}_cmd")) for n in args.engines.split(",")]
     load_before = os.getloadavg()[0]  # another busy process would skew pages/min: show it
     reports: dict[str, EngineReport] = {}
     rss: list[RssReport] = []
@@ -437,7 +496,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"running {engine.name} on {sum(s.pages for s in samples)} pages ...", file=sys.stderr)
             reports[engine.name] = benchmark_engine(engine, samples, args.workers, workdir)
         if not args.no_rss and "digitize" in reports:
-            rss = [rss_run(args.digitize_cmd, int(n), args.workers, Path(tmp)) for n in args.rss_pages.split(",")]
+            rss = [rss_run(args.digitize_cmd, int(n), jobs, Path(tmp))
+                   for jobs in sorted({1, args.workers}) for n in args.rss_pages.split(",")]
     print(render_markdown(args, reports, rss, load_before))
     save_results(args.results, args, reports, rss)
     return 0
@@ -449,7 +509,8 @@ def render_markdown(args: argparse.Namespace, reports: dict[str, EngineReport], 
              f"{os.cpu_count()} CPUs, OMP_THREAD_LIMIT=1, 1-min load average before the run {load_before:.2f}\n",
              summary_table(reports), "", fault_table(reports)]
     if rss:
-        parts += ["", f"`digitize run --jobs {args.workers}` memory by page count:", "", rss_table(rss)]
+        parts += ["", "`digitize run` peak RSS (process tree, incl. Tesseract and the veraPDF JVM) by page count:",
+                  "", rss_table(rss)]
     parts.append(errors_section(reports))
     return "\n".join(parts)
 
