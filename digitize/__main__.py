@@ -4,4 +4,5 @@ import sys
 
 from .cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # page workers re-import the main module (forkserver): run only once
+    sys.exit(main())

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import datetime as dt
+import multiprocessing
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
@@ -198,7 +199,10 @@ def _run_pages(input_path: Path, indices: Sequence[int], tmp: Path, opts: Conver
         finally:
             _close_worker_sources()
     workers = min(opts.jobs, len(tasks))
-    with cf.ProcessPoolExecutor(max_workers=workers, initializer=_single_threaded_worker) as pool:
+    # forkserver: workers start clean. A forked worker inherits the caller's OpenCV thread pool
+    # (and would deadlock in it) and the validator JVM's stdin pipe.
+    context = multiprocessing.get_context("forkserver")
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_single_threaded_worker) as pool:
         futures = [pool.submit(_page_task, *t) for t in tasks]
         try:
             return [f.result() for f in futures]

@@ -58,7 +58,7 @@ def test_toml_overrides_defaults_with_types(tmp_path):
     assert s.data_dir == "/srv/digitize"
     assert (s.convert.language, s.convert.jpeg_quality, s.convert.validate) == ("vie", 70, False)
     assert s.convert.ocr_timeout == 60.0 and isinstance(s.convert.ocr_timeout, float)
-    assert s.watch.poll == 2.5 and s.convert.page_kb == 360  # untouched keys keep defaults
+    assert s.watch.poll == 2.5 and s.convert.page_kb == config.ConvertSettings().page_kb  # untouched keys keep defaults
     assert s.store_url == "s3://minio:9000/archive"
     assert s.index_dsn == "sqlite:////srv/digitize/index.sqlite3"
 

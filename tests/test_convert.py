@@ -194,3 +194,12 @@ def test_two_page_workers_give_the_same_text_as_one(converted, tmp_path) -> None
     src = SAMPLES / "10_fax_g4.tif"
     one = convert_file(src, tmp_path / "one.pdf", ConvertOptions(jobs=1, validate=False))
     assert [p.text for p in one.pages] == [p.text for p in converted["10_fax_g4.tif"].report.pages]
+
+
+def test_page_workers_start_clean_after_the_caller_used_opencv_threads(tmp_path) -> None:
+    """Forked workers deadlocked in OpenCV's inherited thread pool; forkserver workers do not."""
+    import cv2
+
+    cv2.GaussianBlur(np.zeros((1500, 1500), np.uint8), (0, 0), 3)  # OpenCV's threads now run here
+    report = convert_file(SAMPLES / "10_fax_g4.tif", tmp_path / "fax.pdf", ConvertOptions(jobs=2, validate=False))
+    assert report.page_count == 2
