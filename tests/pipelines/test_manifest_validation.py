@@ -26,7 +26,7 @@ def test_dry_run_lists_every_bad_row_with_its_line_and_converts_nothing(tmp_path
                         + "1998/missing.pdf,000.00.31.H56-241015-0028,,,,,,,\n"
                         + "1998/b.pdf,000.00.31.H56-241345-0029,2.1,,,,,,\n"
                         + "1998/a.pdf,,,,,,,,\n"
-                        + "1998/c.pdf,,,,H56.32,98,,,\n", encoding="utf-8")
+                        + "1998/c.pdf,,,,H56.32,98x,,,\n", encoding="utf-8")
     done = subprocess.run([sys.executable, "-m", "digitize.cli", "batch", str(src), "--manifest", str(manifest),
                            "--dry-run"], capture_output=True, text=True, env={"DIGITIZE_DATA_DIR": str(tmp_path / "d"),
                                                                               "PATH": "/usr/bin:/bin"})

@@ -86,7 +86,7 @@ def test_case_record_overrides_procedure_and_agency_from_files():
 def test_mapping_collects_every_problem_at_once():
     clue, problems = metadata.clue_from_mapping("manifest", {
         "case_id": "000.00.31.H56-241315-0027", "procedure_code": "1.23", "sequence": "x",
-        "colour": "red", "organ_id": "H56.32", "file_catalog": "98", "file_notation": "HS-01"})
+        "colour": "red", "organ_id": "H56.32", "file_catalog": "98x", "file_notation": "HS-01"})
     assert len(problems) == 5, problems
     assert any("month 13" in p for p in problems) and any("colour" in p for p in problems)
     assert any("FileCatalog" in p for p in problems)
