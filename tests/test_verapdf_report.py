@@ -167,3 +167,13 @@ def test_validator_command_not_found_is_a_missing_dependency(monkeypatch, tmp_pa
     monkeypatch.setenv("DIGITIZE_VERAPDF", str(tmp_path / "no-such-verapdf"))
     with pytest.raises(MissingDependencyError):
         verapdf.validate([tmp_path / "a.pdf"])
+
+
+def test_class_archive_is_renewed_when_a_jar_is_rebuilt(tmp_path):
+    """A stale class-data archive makes the JVM print a warning before READY: never reuse one."""
+    jar = tmp_path / "validator.jar"
+    jar.write_bytes(b"v1")
+    first = verapdf._cds_archive(str(jar))
+    assert verapdf._cds_archive(str(jar)) == first
+    jar.write_bytes(b"v2 rebuilt")
+    assert verapdf._cds_archive(str(jar)) != first
