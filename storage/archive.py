@@ -40,6 +40,7 @@ from .models import (
     RowError,
     SearchHit,
     StoredDocument,
+    description_of,
 )
 from .objects import ObjectStore, Source, open_store
 from .sidecar import build_sidecar
@@ -70,12 +71,9 @@ def _plan_row(meta: DocumentMeta, report: DocumentReport, case_id: str | None, s
     row = DocumentRow(
         case_id=case_id, sequence=sequence, original_sha256=original_sha, pdfa_sha256=pdfa_sha, meta_sha256="",
         original_key=object_key(prefix, "original", original_sha, original_extension(meta.source_name)),
-        pdfa_key=object_key(prefix, "pdfa", pdfa_sha, "pdf"), meta_key="",
-        source_name=meta.source_name, source_pages=meta.source_pages, title=meta.title, doc_type=meta.doc_type,
-        procedure_code=meta.procedure_code, procedure_name=meta.procedure_name, agency=meta.agency,
-        scanned_by=meta.scanned_by, scan_station=meta.scan_station, pages=report.page_count,
-        languages=report.language, ocr_confidence=round(sum(scored) / len(scored), 2) if scored else None,
-        archive=dict(meta.archive), created_at=now_iso(),
+        pdfa_key=object_key(prefix, "pdfa", pdfa_sha, "pdf"), meta_key="", **description_of(meta),
+        pages=report.page_count, languages=report.language,
+        ocr_confidence=round(sum(scored) / len(scored), 2) if scored else None, created_at=now_iso(),
     )
     return _with_sidecar_key(row, meta, report)
 

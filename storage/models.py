@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 EVENT_TYPES = ("ingested", "converted", "stored", "verified", "retrieved", "fixity-checked", "linked")
 
 
-@dataclass
-class DocumentMeta:
-    """What the caller knows about a document it stores (the pipelines fill this in)."""
+@dataclass(kw_only=True)
+class Description:
+    """Descriptive fields of a document, declared once: the caller's DocumentMeta and the index's
+    DocumentRow both carry them (keyword-only, so subclasses may add required positional fields)."""
 
-    case_id: str | None = None  # None -> stored as unmatched, linkable later
-    sequence: int | None = None  # position in the dossier; None -> next free
     title: str = ""
     doc_type: str = ""
     procedure_code: str | None = None
@@ -23,6 +23,21 @@ class DocumentMeta:
     source_name: str = ""  # original file name as received
     source_pages: str = ""  # "" = whole file, or "1-4" when a stack was split
     archive: dict[str, str] = field(default_factory=dict)  # OrganId, FileCatalog, FileNotation, Title, ...
+
+
+def description_of(record: Description) -> dict[str, Any]:
+    """The descriptive fields of any record, as keyword arguments (``archive`` copied)."""
+    values = {f.name: getattr(record, f.name) for f in fields(Description)}
+    values["archive"] = dict(values["archive"])
+    return values
+
+
+@dataclass
+class DocumentMeta(Description):
+    """What the caller knows about a document it stores (the pipelines fill this in)."""
+
+    case_id: str | None = None  # None -> stored as unmatched, linkable later
+    sequence: int | None = None  # position in the dossier; None -> next free
 
 
 @dataclass
@@ -55,7 +70,7 @@ class CaseRecord:
 
 
 @dataclass
-class DocumentRow:
+class DocumentRow(Description):
     """A document of a dossier; ``status`` is "pending" from before the first object write until commit."""
 
     case_id: str | None
@@ -67,19 +82,9 @@ class DocumentRow:
     pdfa_key: str
     meta_key: str
     status: str = "pending"
-    source_name: str = ""
-    source_pages: str = ""
-    title: str = ""
-    doc_type: str = ""
-    procedure_code: str | None = None
-    procedure_name: str | None = None
-    agency: str | None = None
-    scanned_by: str | None = None
-    scan_station: str | None = None
     pages: int = 0
     languages: str = ""
     ocr_confidence: float | None = None
-    archive: dict[str, str] = field(default_factory=dict)
     created_at: str = ""
     stored_at: str | None = None
     doc_id: int | None = None
