@@ -1,8 +1,9 @@
-"""Tesseract through pytesseract: one hOCR run per page gives text, word boxes and confidences.
+"""Tesseract: one hOCR run per page gives text, word boxes and confidences.
 
-Tesseract runs single-threaded (OMP_THREAD_LIMIT=1): parallelism is across pages and
-documents, which scales better on scanner PCs and Celery workers alike. Images are handed to
-Tesseract as uncompressed PGM, which it reads faster than the PNG pytesseract would write.
+Tesseract is kept loaded in the process through its C API (tesslib.py); the `tesseract`
+command via pytesseract remains the fallback where libtesseract cannot be loaded. Either way
+it runs single-threaded (OMP_THREAD_LIMIT=1): parallelism is across pages and documents,
+which scales better on scanner PCs and Celery workers alike.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from . import tesslib
 from .errors import ConfigError, MissingDependencyError, OcrError, OcrTimeoutError
 from .records import Word
 from .text import fold_accents, nfc
@@ -71,12 +73,47 @@ def _call(fn, timeout: float, what: str):
 
 
 def _hocr(pixels: np.ndarray, language: str, dpi: float, psm: int, timeout: float, what: str) -> OcrResult:
+    engine = _engine(language)
+    if engine is None:
+        return parse_hocr(_hocr_command(pixels, language, dpi, psm, timeout, what))
+    hocr = engine.hocr(pixels, dpi, psm, timeout)
+    if hocr is None:
+        raise OcrTimeoutError(f"{what}: Tesseract did not finish within {timeout:g} s and was stopped")
+    return parse_hocr(hocr)
+
+
+def _engine(language: str) -> tesslib.Engine | None:
+    """The loaded model, or None when only the command is there; a missing model is an error."""
+    if tesslib.library() is None:
+        return None
+    try:
+        return tesslib.engine(language)
+    except tesslib.TessLibError as e:
+        raise MissingDependencyError(f"Tesseract language data missing ({e}); install tesseract-ocr-"
+                                     f"{language.split('+')[0]}") from None
+
+
+def warm(language: str) -> None:
+    """Load the models now, e.g. before forking page workers, which then share them."""
+    primary, *others = _split_languages(language)
+    _engine(primary)
+    if others:
+        _engine("+".join(others))
+
+
+def _hocr_command(pixels: np.ndarray, language: str, dpi: float, psm: int, timeout: float, what: str) -> bytes:
     pt = _pytesseract()
     config = f"--psm {psm} --dpi {round(dpi)} -c tessedit_do_invert=0"
-    hocr = _with_image_file(pixels, lambda p: _call(
+    return _with_image_file(pixels, lambda p: _call(
         lambda: pt.image_to_pdf_or_hocr(p, lang=language, config=config, extension="hocr", timeout=timeout),
         timeout, what))
-    return parse_hocr(hocr)
+
+
+def _split_languages(language: str) -> list[str]:
+    languages = [lang for lang in language.split("+") if lang]
+    if not languages:
+        raise ConfigError(f"no OCR language given ({language!r}); e.g. --lang vie+eng")
+    return languages
 
 
 def recognise(pixels: np.ndarray, language: str, dpi: float, timeout: float, what: str = "page") -> OcrResult:
@@ -87,10 +124,7 @@ def recognise(pixels: np.ndarray, language: str, dpi: float, timeout: float, wha
     on capitalised Vietnamese (``ĐƠN`` read as ``DON``): measured on a clean page, CER 1.06 %
     with ``-l vie+eng`` against 0.35 % with ``-l vie`` (and 20 % slower).
     """
-    languages = [lang for lang in language.split("+") if lang]
-    if not languages:
-        raise ConfigError(f"no OCR language given ({language!r}); e.g. --lang vie+eng")
-    primary, *others = languages
+    primary, *others = _split_languages(language)
     result = _hocr(pixels, primary, dpi, 3, timeout, what)
     if others:
         refine_unsure_words(result, pixels, "+".join(others), dpi, timeout, what)
@@ -201,6 +235,19 @@ def parse_hocr(hocr: bytes) -> OcrResult:
 
 def detect_orientation(pixels: np.ndarray, dpi: float, timeout: float) -> int | None:
     """Tesseract OSD (expensive): degrees clockwise to turn the page upright, or None if unsure."""
+    try:
+        engine = _engine("osd")
+    except MissingDependencyError:
+        return None
+    if engine is not None:
+        found = engine.orientation(pixels, dpi)
+        if found is None or found.confidence < 1.0:
+            return None
+        return found.rotate
+    return _osd_command(pixels, dpi, timeout)
+
+
+def _osd_command(pixels: np.ndarray, dpi: float, timeout: float) -> int | None:
     pt = _pytesseract()
     try:
         osd = _with_image_file(pixels, lambda p: _call(
@@ -215,6 +262,10 @@ def detect_orientation(pixels: np.ndarray, dpi: float, timeout: float) -> int | 
 
 
 def version() -> str:
+    """The Tesseract that reads the pages: the loaded library's, else the command's."""
+    loaded = tesslib.version()
+    if loaded:
+        return f"tesseract {loaded} (libtesseract)"
     try:
         out = subprocess.run(["tesseract", "--version"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.SubprocessError):

@@ -1,0 +1,184 @@
+"""Thin ctypes wrapper over libtesseract's C API (capi.h): Tesseract kept loaded in the process.
+
+Why not the `tesseract` command per page: every call writes the page image to disk, starts a
+process and loads the language model again (~0.2 s of a ~1 s page). The C API takes the pixels
+from memory and keeps the model between pages; it is the same Debian library the command uses,
+so results are identical. Why not tesserocr: its wheels bundle another Tesseract build (and
+leptonica/libtiff), building it needs a compiler and -dev packages, and we need six calls.
+
+Tesseract checks a deadline while it recognises (the "monitor"), which gives a clean timeout;
+a hang elsewhere is the caller's to stop (convert.py runs pages in killable worker processes).
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import ctypes.util
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+os.environ.setdefault("OMP_THREAD_LIMIT", "1")  # read by libgomp when the library loads
+
+_LIBRARY_NAMES = ("libtesseract.so.5", "libtesseract.5.dylib", "libtesseract.so")
+_lib: ctypes.CDLL | None = None
+_load_error = ""
+
+
+class TessLibError(RuntimeError):
+    """The library or a language model could not be used; ocr.py turns it into a DigitizeError."""
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    p, i, s, f = ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_float
+    signatures = {
+        "TessVersion": (s, []),
+        "TessBaseAPICreate": (p, []),
+        "TessBaseAPIDelete": (None, [p]),
+        "TessBaseAPIEnd": (None, [p]),
+        "TessBaseAPIInit3": (i, [p, s, s]),
+        "TessBaseAPISetVariable": (i, [p, s, s]),
+        "TessBaseAPISetPageSegMode": (None, [p, i]),
+        "TessBaseAPISetImage": (None, [p, p, i, i, i, i]),
+        "TessBaseAPISetSourceResolution": (None, [p, i]),
+        "TessBaseAPIRecognize": (i, [p, p]),
+        "TessBaseAPIGetHOCRText": (p, [p, i]),
+        "TessBaseAPIDetectOrientationScript": (i, [p, ctypes.POINTER(i), ctypes.POINTER(f),
+                                                   ctypes.POINTER(s), ctypes.POINTER(f)]),
+        "TessBaseAPIClear": (None, [p]),
+        "TessDeleteText": (None, [p]),
+        "TessMonitorCreate": (p, []),
+        "TessMonitorDelete": (None, [p]),
+        "TessMonitorSetDeadlineMSecs": (None, [p, i]),
+    }
+    for name, (restype, argtypes) in signatures.items():
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = restype, argtypes
+
+
+def library() -> ctypes.CDLL | None:
+    """libtesseract with its C API declared, or None (then ocr.py uses the command instead)."""
+    global _lib, _load_error
+    if _lib is None and not _load_error:
+        chosen = os.environ.get("DIGITIZE_LIBTESSERACT", "")  # a path, or "off" for the command
+        if chosen == "off":
+            _load_error = "DIGITIZE_LIBTESSERACT=off"
+            return None
+        names = [chosen] if chosen else [*_LIBRARY_NAMES, ctypes.util.find_library("tesseract") or ""]
+        for name in filter(None, names):
+            try:
+                lib = ctypes.CDLL(name)
+                _declare(lib)
+            except (OSError, AttributeError) as e:
+                _load_error = str(e)
+                continue
+            _lib, _load_error = lib, ""
+            break
+        else:
+            _load_error = _load_error or "libtesseract not found"
+    return _lib
+
+
+def version() -> str:
+    lib = library()
+    return lib.TessVersion().decode() if lib else ""
+
+
+@dataclass
+class Orientation:
+    rotate: int  # degrees clockwise that turn the page upright
+    confidence: float
+
+
+class Engine:
+    """One loaded language model (e.g. "vie", "eng", "osd"); not thread-safe, one per process."""
+
+    def __init__(self, language: str, datapath: str | None = None):
+        lib = library()
+        if lib is None:
+            raise TessLibError(_load_error)
+        self._lib = lib
+        self.language = language
+        self._handle = lib.TessBaseAPICreate()
+        rc = lib.TessBaseAPIInit3(self._handle, datapath.encode() if datapath else None, language.encode())
+        if rc != 0:
+            lib.TessBaseAPIDelete(self._handle)
+            self._handle = None
+            raise TessLibError(f"Failed loading language '{language}'")
+        lib.TessBaseAPISetVariable(self._handle, b"tessedit_do_invert", b"0")
+        # warnings ("Invalid resolution", "Empty page!!") would reach the user's terminal; the
+        # command's stderr was never shown either
+        lib.TessBaseAPISetVariable(self._handle, b"debug_file", os.devnull.encode())
+
+    def _set_image(self, pixels: np.ndarray, dpi: float, psm: int) -> None:
+        image = np.ascontiguousarray(pixels)
+        if image.dtype != np.uint8 or image.ndim not in (2, 3):
+            raise ValueError("Tesseract takes 8-bit grey or RGB pixels")
+        channels = 1 if image.ndim == 2 else image.shape[2]
+        lib, h = self._lib, self._handle
+        lib.TessBaseAPISetPageSegMode(h, psm)
+        lib.TessBaseAPISetImage(h, image.ctypes.data, image.shape[1], image.shape[0], channels, image.strides[0])
+        lib.TessBaseAPISetSourceResolution(h, max(70, round(dpi)))
+
+    def hocr(self, pixels: np.ndarray, dpi: float, psm: int, timeout: float) -> bytes | None:
+        """The page's hOCR, or None when recognition passed ``timeout`` seconds and was cancelled."""
+        lib, h = self._lib, self._handle
+        self._set_image(pixels, dpi, psm)
+        monitor = lib.TessMonitorCreate()
+        try:
+            lib.TessMonitorSetDeadlineMSecs(monitor, max(1, min(int(timeout * 1000), 2**31 - 1)))
+            start = time.monotonic()
+            rc = lib.TessBaseAPIRecognize(h, monitor)
+            if rc != 0 or time.monotonic() - start > timeout:
+                return None
+            text = lib.TessBaseAPIGetHOCRText(h, 0)
+            try:
+                return ctypes.string_at(text) if text else b""
+            finally:
+                if text:
+                    lib.TessDeleteText(text)
+        finally:
+            lib.TessMonitorDelete(monitor)
+            lib.TessBaseAPIClear(h)
+
+    def orientation(self, pixels: np.ndarray, dpi: float) -> Orientation | None:
+        """OSD (needs the "osd" model): which way the page is turned, or None if no script found."""
+        lib, h = self._lib, self._handle
+        self._set_image(pixels, dpi, 0)
+        deg, conf, script_conf = ctypes.c_int(), ctypes.c_float(), ctypes.c_float()
+        script = ctypes.c_char_p()
+        try:
+            ok = lib.TessBaseAPIDetectOrientationScript(h, ctypes.byref(deg), ctypes.byref(conf),
+                                                        ctypes.byref(script), ctypes.byref(script_conf))
+        finally:
+            lib.TessBaseAPIClear(h)
+        # the API reports how far the image is turned; undoing it is the opposite turn
+        return Orientation((360 - deg.value) % 360, conf.value) if ok else None
+
+    def close(self) -> None:
+        if self._handle:
+            self._lib.TessBaseAPIEnd(self._handle)
+            self._lib.TessBaseAPIDelete(self._handle)
+            self._handle = None
+
+
+_engines: dict[str, Engine] = {}
+
+
+def engine(language: str) -> Engine:
+    """The process's loaded model for ``language``; loaded on first use (0.04-0.1 s)."""
+    found = _engines.get(language)
+    if found is None:
+        found = _engines[language] = Engine(language)
+    return found
+
+
+@atexit.register
+def close_all() -> None:
+    """End every engine: Tesseract complains of leaked models on stderr otherwise."""
+    for e in _engines.values():
+        e.close()
+    _engines.clear()

@@ -1,0 +1,79 @@
+"""Tesseract kept loaded through libtesseract's C API: same answers as the command, a deadline,
+OSD, and a clear error for a missing model (real Debian libtesseract, no fakes)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from digitize import ocr, tesslib
+from digitize.errors import MissingDependencyError, OcrTimeoutError
+
+from tests.pages import render_text_page, rotate
+
+pytestmark = pytest.mark.skipif(tesslib.library() is None, reason="libtesseract not loadable")
+
+
+@pytest.fixture(scope="module")
+def page() -> np.ndarray:
+    return render_text_page()
+
+
+def test_library_is_the_same_tesseract_as_the_command() -> None:
+    out = subprocess.run(["tesseract", "--version"], capture_output=True, text=True).stdout
+    assert tesslib.version() and tesslib.version() in out.splitlines()[0]
+
+
+def test_in_process_hocr_reads_like_the_command(page) -> None:
+    loaded = ocr.parse_hocr(tesslib.engine("vie").hocr(page, 300, 3, 60))
+    command = ocr.parse_hocr(ocr._hocr_command(page, "vie", 300, 3, 60, "page 1"))
+    assert loaded.text == command.text
+    assert [w.text for _, w in loaded.words] == [w.text for _, w in command.words]
+    assert "QUYẾT ĐỊNH về việc giao đất" in loaded.text
+
+
+def test_model_stays_loaded_between_pages(page) -> None:
+    first = tesslib.engine("vie")
+    first.hocr(page, 300, 3, 60)
+    assert tesslib.engine("vie") is first
+    assert ocr.parse_hocr(first.hocr(page, 300, 3, 60)).word_count > 50  # reusable after a page
+
+
+def test_recognition_past_the_deadline_is_cancelled(page) -> None:
+    assert tesslib.engine("vie").hocr(page, 300, 3, 0.001) is None
+    with pytest.raises(OcrTimeoutError, match="did not finish within"):
+        ocr._hocr(page, "vie", 300, 3, 0.001, "page 1")
+
+
+@pytest.mark.parametrize("turned", [90, 180, 270])
+def test_osd_says_how_to_turn_the_page_upright(page, turned) -> None:
+    found = tesslib.engine("osd").orientation(rotate(page, turned), 300)
+    assert found is not None and found.rotate == (360 - turned) % 360
+    assert ocr.detect_orientation(rotate(page, turned), 300, 60) == (360 - turned) % 360
+
+
+def test_missing_language_model_is_a_missing_dependency() -> None:
+    with pytest.raises(MissingDependencyError, match="language data missing"):
+        ocr._hocr(np.full((100, 100), 255, np.uint8), "xyz", 300, 3, 10, "page 1")
+
+
+def test_16_bit_or_odd_shaped_pixels_are_refused(page) -> None:
+    with pytest.raises(ValueError):
+        tesslib.engine("vie").hocr(page.astype(np.uint16), 300, 3, 10)
+
+
+def test_off_switch_uses_the_command() -> None:
+    code = ("from digitize import ocr, tesslib; import numpy as np; "
+            "assert tesslib.library() is None; "
+            "print(ocr.version()); "
+            "print(ocr.recognise(np.full((200, 200), 255, np.uint8), 'vie', 300, 30).word_count)")
+    env = {**os.environ, "DIGITIZE_LIBTESSERACT": "off"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    version, words = out.stdout.split("\n")[:2]
+    assert version.startswith("tesseract ") and "libtesseract" not in version
+    assert words == "0"
