@@ -12,7 +12,6 @@ options) apart from timestamps, which makes it safe to redo as an idempotent job
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import datetime as dt
 import multiprocessing
 import tempfile
@@ -26,7 +25,7 @@ import numpy as np
 from . import encode, geometry, imaging, ocr, pdfa, poppler, textlayer, verapdf
 from . import __version__
 from .config import ConvertSettings
-from .errors import BadArgsError, FileAccessError
+from .errors import BadArgsError, FileAccessError, OcrTimeoutError
 from .fsutil import atomic_path, atomic_write_text, sha256_file
 from .records import DocumentReport, PageReport, Word
 from .sources import SourcePage, open_source, sniff
@@ -190,39 +189,42 @@ def _page_task(input_path: str, index: int, number: int, out_pdf: str, opts: Con
     return process_page(src.page(index), number, Path(out_pdf), opts)
 
 
-def _run_pages(input_path: Path, indices: Sequence[int], tmp: Path, opts: ConvertOptions) -> list[PageReport]:
+HARD_GRACE = 60.0  # seconds past a page's OCR timeouts before its worker is killed
+
+
+def page_deadline(opts: ConvertOptions) -> float:
+    """How long a page may take before its worker is killed: its OCR calls (first language,
+    re-read, both again upside down) each have their own timeout, plus the other stages."""
+    return 4 * opts.ocr_timeout + HARD_GRACE
+
+
+def _run_pages(input_path: Path, indices: Sequence[int], tmp: Path, opts: ConvertOptions,
+               while_running=lambda: None) -> list[PageReport]:
+    """Pages in forked worker processes, even for one job: a page that hangs inside Tesseract
+    (where no timeout reaches) is stopped by killing its worker, never by hanging the caller.
+
+    fork, not spawn: the workers inherit the imported modules and the loaded Tesseract models
+    for free (copy-on-write). OpenCV's thread pool must not be in use across a fork, so the
+    caller is made single-threaded first; the workers are the parallelism.
+    """
     paths = [tmp / f"page-{n:05d}.pdf" for n in range(1, len(indices) + 1)]
     tasks = [(str(input_path), idx, n, str(paths[n - 1]), opts) for n, idx in enumerate(indices, start=1)]
-    if opts.jobs <= 1 or len(tasks) == 1:
-        try:
-            return [_page_task(*t) for t in tasks]
-        finally:
-            _close_worker_sources()
-    workers = min(opts.jobs, len(tasks))
-    # forkserver: workers start clean. A forked worker inherits the caller's OpenCV thread pool
-    # (and would deadlock in it) and the validator JVM's stdin pipe.
-    context = multiprocessing.get_context("forkserver")
-    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_single_threaded_worker) as pool:
-        futures = [pool.submit(_page_task, *t) for t in tasks]
-        try:
-            return [f.result() for f in futures]
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
-
-
-def _single_threaded_worker() -> None:
-    """Page workers already use every core between them: OpenCV threads would only contend."""
-    import cv2
-
-    cv2.setNumThreads(1)
-
-
-def _close_worker_sources() -> None:
-    for src in _worker_sources.values():
-        src.close()  # type: ignore[attr-defined]
-    _worker_sources.clear()
+    imaging.single_threaded()
+    ocr.warm(opts.language)
+    context = multiprocessing.get_context("fork")
+    with context.Pool(processes=max(1, min(opts.jobs, len(tasks)))) as pool:
+        while_running()  # e.g. boot the validator: after the fork, so workers hold none of it
+        pending = [pool.apply_async(_page_task, t) for t in tasks]
+        reports = []
+        for n, result in enumerate(pending, start=1):
+            try:
+                reports.append(result.get(timeout=page_deadline(opts)))
+            except multiprocessing.TimeoutError:
+                raise OcrTimeoutError(f"page {n}: not finished within {page_deadline(opts):g} s; "
+                                      "its worker was stopped") from None
+        pool.close()
+        pool.join()
+    return reports
 
 
 def tool_versions() -> dict[str, str]:
@@ -256,10 +258,10 @@ def convert_file(input_path: Path | str, output_path: Path | str, opts: ConvertO
                          language=opts.language, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     with open_source(input_path, opts) as src:
         indices = _page_indices(src.page_count, opts.pages, input_path.name)
-    if opts.validate:
-        verapdf.prestart()  # the JVM boots while the pages are processed
+    # the validator boots while the pages are processed
+    boot = verapdf.prestart if opts.validate else (lambda: None)
     with tempfile.TemporaryDirectory(prefix="digitize-") as tmp:
-        doc.pages = _run_pages(input_path, indices, Path(tmp), opts)
+        doc.pages = _run_pages(input_path, indices, Path(tmp), opts, boot)
         doc.timings["pages"] = round(time.perf_counter() - start, 3)
         page_files = sorted(Path(tmp).glob("page-*.pdf"))
         try:

@@ -197,9 +197,27 @@ def test_two_page_workers_give_the_same_text_as_one(converted, tmp_path) -> None
 
 
 def test_page_workers_start_clean_after_the_caller_used_opencv_threads(tmp_path) -> None:
-    """Forked workers deadlocked in OpenCV's inherited thread pool; forkserver workers do not."""
+    """A forked worker deadlocks in an inherited OpenCV thread pool; the caller is made
+    single-threaded before its page workers are forked."""
     import cv2
 
     cv2.GaussianBlur(np.zeros((1500, 1500), np.uint8), (0, 0), 3)  # OpenCV's threads now run here
     report = convert_file(SAMPLES / "10_fax_g4.tif", tmp_path / "fax.pdf", ConvertOptions(jobs=2, validate=False))
     assert report.page_count == 2
+
+
+def test_a_page_that_hangs_is_stopped_by_killing_its_worker(tmp_path, monkeypatch) -> None:
+    """Tesseract's own deadline covers recognition only; anything else that hangs is killed."""
+    import time
+
+    from digitize import convert
+    from digitize.errors import OcrTimeoutError
+
+    monkeypatch.setattr(convert, "HARD_GRACE", 2.0)
+    monkeypatch.setattr(convert, "process_page", lambda *a: time.sleep(600))  # forked workers see it
+    out = tmp_path / "hang.pdf"
+    start = time.monotonic()
+    with pytest.raises(OcrTimeoutError, match="page 1: not finished within 2.4 s; its worker was stopped"):
+        convert_file(SAMPLES / "01_clean.png", out, ConvertOptions(ocr_timeout=0.1, validate=False))
+    assert time.monotonic() - start < 30
+    assert not out.exists() and not list(tmp_path.iterdir())
