@@ -51,9 +51,15 @@ def _profile_score(ys: np.ndarray, xs: np.ndarray, angle_deg: float, bins: int) 
     return float(np.dot(hist, hist))
 
 
+COARSE_POINTS = 40_000
+
+
 def _best_angle(ys: np.ndarray, xs: np.ndarray, bins: int) -> tuple[float, float]:
+    """Coarse 0.5-degree search on a subsample (a quarter of the cost; the peak is broad), then
+    0.1-degree steps around it on every point."""
     coarse = np.arange(-MAX_SKEW, MAX_SKEW + 0.01, 0.5)
-    scores = [_profile_score(ys, xs, a, bins) for a in coarse]
+    step = max(1, len(ys) // COARSE_POINTS)
+    scores = [_profile_score(ys[::step], xs[::step], a, bins) for a in coarse]
     best = float(coarse[int(np.argmax(scores))])
     fine = np.arange(best - 0.5, best + 0.51, 0.1)
     fine_scores = [_profile_score(ys, xs, a, bins) for a in fine]
