@@ -6,7 +6,8 @@ Prints markdown tables and writes bench/results/<UTC time>.json (gitignored).
 
 Fairness, the same for every engine: two workers, i.e. at most two files (bare Tesseract:
 two page images) being processed at any moment, each engine invoked with one job of its own
-(`--jobs 1`), and OMP_THREAD_LIMIT=1 so that no Tesseract process spreads over both cores.
+(`--jobs 1`), jobs queued longest first, and OMP_THREAD_LIMIT=1 so that no Tesseract process
+spreads over both cores.
 Bare Tesseract reads one image per page: PDFs are rendered with pdftoppm at the page's dpi
 and multi-page TIFFs split into PNG pages beforehand, outside the timing.
 Text for CER: `pdftotext` of each output PDF; Tesseract's own .txt for bare Tesseract.
@@ -99,6 +100,7 @@ class Job:
     argv: tuple[str, ...]
     output: Path
     pages: int
+    order: int = 0  # position in the sample's page order (jobs run longest first)
 
 
 @dataclass
@@ -218,6 +220,8 @@ def engine_inputs(engine: Engine, sample: SampleFile, workdir: Path) -> list[Pat
 
 
 def make_jobs(engine: Engine, samples: list[SampleFile], workdir: Path) -> list[Job]:
+    """Jobs queued longest first (most pages, then largest input), as a batch scheduler would:
+    in name order a 5-page file may start last and leave the other worker idle meanwhile."""
     jobs = []
     for sample in samples:
         inputs = engine_inputs(engine, sample, workdir)
@@ -225,8 +229,12 @@ def make_jobs(engine: Engine, samples: list[SampleFile], workdir: Path) -> list[
             suffix = f"-{index + 1}" if engine.per_page else ".pdf"
             output = workdir / f"{engine.name}-{sample.path.stem}{suffix}"
             argv = command(engine.template, source, output, jobs=1) + dpi_args(engine, source, sample.dpi)
-            jobs.append(Job(sample.name, argv, output, 1 if engine.per_page else sample.pages))
-    return jobs
+            jobs.append(Job(sample.name, argv, output, 1 if engine.per_page else sample.pages, index))
+    return sorted(jobs, key=lambda j: (-j.pages, -_input_bytes(j)))
+
+
+def _input_bytes(job: Job) -> int:
+    return max((Path(a).stat().st_size for a in job.argv if Path(a).is_file()), default=0)
 
 
 def dpi_args(engine: Engine, source: Path, dpi: int) -> tuple[str, ...]:
@@ -382,7 +390,7 @@ def benchmark_engine(engine: Engine, samples: list[SampleFile], workers: int, wo
         stats = run_jobs(make_jobs(engine, samples, workdir), workers)
     report = EngineReport(engine.name, engine.template, sum(s.pages for s in samples), stats.seconds, stats.peak_rss)
     for sample in samples:
-        mine = [r for r in stats.results if r.job.sample == sample.name]
+        mine = sorted((r for r in stats.results if r.job.sample == sample.name), key=lambda r: r.job.order)
         report.samples.append(score_sample(engine, sample, mine))
     return report
 

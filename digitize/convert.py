@@ -12,8 +12,11 @@ options) apart from timestamps, which makes it safe to redo as an idempotent job
 
 from __future__ import annotations
 
+import ctypes
 import datetime as dt
 import multiprocessing
+import os
+import signal
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
@@ -192,6 +195,21 @@ def _page_task(input_path: str, index: int, number: int, out_pdf: str, opts: Con
 HARD_GRACE = 60.0  # seconds past a page's OCR timeouts before its worker is killed
 
 
+def _die_with_parent(parent: int) -> None:
+    """Page workers end with the process that forked them (a batch worker killed with -9
+    would otherwise leave them computing pages nobody will collect). Linux only."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before prctl took effect
+        os._exit(1)
+
+
+PR_SET_PDEATHSIG = 1
+
+
 def page_deadline(opts: ConvertOptions) -> float:
     """How long a page may take before its worker is killed: its OCR calls (first language,
     re-read, both again upside down) each have their own timeout, plus the other stages."""
@@ -212,7 +230,8 @@ def _run_pages(input_path: Path, indices: Sequence[int], tmp: Path, opts: Conver
     imaging.single_threaded()
     ocr.warm(opts.language)
     context = multiprocessing.get_context("fork")
-    with context.Pool(processes=max(1, min(opts.jobs, len(tasks)))) as pool:
+    with context.Pool(processes=max(1, min(opts.jobs, len(tasks))), initializer=_die_with_parent,
+                      initargs=(os.getpid(),)) as pool:
         while_running()  # e.g. boot the validator: after the fork, so workers hold none of it
         pending = [pool.apply_async(_page_task, t) for t in tasks]
         reports = []

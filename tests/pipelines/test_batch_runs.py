@@ -103,8 +103,11 @@ def test_a_worker_killed_mid_file_takes_nothing_with_it(tmp_path):
     batch = subprocess.Popen(digitize_cmd("batch", str(tmp_path / "src"), "--jobs", "2", "--log-json"),
                              env=settings_env(settings), cwd=ROOT, stderr=open(log, "wb"))
     def converting_worker() -> psutil.Process | None:
-        ocr = [p for p in psutil.Process(batch.pid).children(recursive=True) if p.name() == "tesseract"]
-        return ocr[0].parent() if ocr else None
+        """A batch worker whose forked page worker is running (not the validator JVM)."""
+        for worker in psutil.Process(batch.pid).children():
+            if any(p.name() != "java" for p in worker.children()):
+                return worker
+        return None
 
     try:
         wait_for(lambda: converting_worker() is not None, "a worker to be running OCR")
