@@ -1,18 +1,37 @@
-// A long-lived veraPDF validator: reads one PDF path per line on stdin, answers one line per path
-// on stdout ("PASS", "FAIL\t<clause-test: message (n checks)>\t...", or "ERROR\t<message>").
-// One JVM start then serves a whole batch, and `digitize run` boots it while pages are processed:
-// JVM start-up, not validation, is most of veraPDF's cost on a one-page scan.
+// A long-lived veraPDF validator. Answers one line per PDF path ("PASS",
+// "FAIL\t<clause-test: message (n checks)>\t...", or "ERROR\t<message>"), in one of two modes:
+//   DigitizeValidator [flavour]                                     paths on stdin, answers on stdout
+//   DigitizeValidator --serve SOCKET [--idle-seconds N] [flavour]   the same per unix-socket connection
+// JVM start-up, not validation, is most of veraPDF's cost on a one-page scan: the stdin mode pays it
+// once per batch, the server once per machine and user (`digitize run` connects to it; see verapdf.py).
 // Built by scripts/setup.sh against the veraPDF jars from Maven Central (GPLv3/MPL).
 
 import java.io.BufferedReader;
 import java.io.ByteArrayInputStream;
 import java.io.FileInputStream;
+import java.io.IOException;
 import java.io.InputStream;
 import java.io.InputStreamReader;
+import java.io.OutputStream;
 import java.io.PrintStream;
+import java.net.StandardProtocolFamily;
+import java.net.UnixDomainSocketAddress;
+import java.nio.ByteBuffer;
+import java.nio.channels.Channels;
+import java.nio.channels.FileChannel;
+import java.nio.channels.FileLock;
+import java.nio.channels.SelectionKey;
+import java.nio.channels.Selector;
+import java.nio.channels.ServerSocketChannel;
+import java.nio.channels.SocketChannel;
 import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
 import java.util.LinkedHashMap;
+import java.util.Locale;
 import java.util.Map;
+import java.util.concurrent.Semaphore;
 
 import org.verapdf.gf.foundry.VeraGreenfieldFoundryProvider;
 import org.verapdf.pdfa.Foundries;
@@ -26,10 +45,23 @@ public final class DigitizeValidator {
     private DigitizeValidator() {
     }
 
+    /** Exit code of a server that found another one already owning its socket path. */
+    static final int ALREADY_SERVED = 3;
+
     public static void main(String[] args) throws Exception {
-        VeraGreenfieldFoundryProvider.initialise();
-        PDFAFlavour flavour = PDFAFlavour.fromString(args.length > 0 ? args[0] : "2b");
-        warmUp(flavour);
+        if (args.length > 1 && args[0].equals("--serve")) {
+            double idleSeconds = 600;
+            String flavour = "2b";
+            for (int i = 2; i < args.length; i++) {
+                if (args[i].equals("--idle-seconds") && i + 1 < args.length) {
+                    idleSeconds = Double.parseDouble(args[++i]);
+                } else {
+                    flavour = args[i];
+                }
+            }
+            System.exit(new Server(Path.of(args[1]), idleSeconds, flavour).run());
+        }
+        PDFAFlavour flavour = initialise(args.length > 0 ? args[0] : "2b");
         BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
         PrintStream out = new PrintStream(System.out, true, "UTF-8");
         out.println("READY");
@@ -40,6 +72,13 @@ public final class DigitizeValidator {
             }
             out.println(validate(path, flavour));
         }
+    }
+
+    private static PDFAFlavour initialise(String name) {
+        VeraGreenfieldFoundryProvider.initialise();
+        PDFAFlavour flavour = PDFAFlavour.fromString(name);
+        warmUp(flavour);
+        return flavour;
     }
 
     /** Validate a tiny PDF before saying READY: loads the profile and classes while the caller works. */
@@ -98,5 +137,166 @@ public final class DigitizeValidator {
 
     private static String oneLine(String text) {
         return text == null ? "" : text.replaceAll("\\s+", " ").trim();
+    }
+
+    /**
+     * The stdin protocol served on a unix socket, one thread per connection, until idle or told QUIT.
+     * A lock file beside the socket, held for the server's life, makes "one server per socket path"
+     * atomic: a second server exits at once, and a socket file found under the lock is stale. The lock
+     * file holds the server's pid, for `digitize validator status` while it is still starting.
+     */
+    private static final class Server {
+        private final Path socket;
+        private final long idleNanos;
+        private final String flavourName;
+        private final long started = System.nanoTime();
+        private final long pid = ProcessHandle.current().pid();
+        private final Semaphore slots = new Semaphore(Math.max(1, Runtime.getRuntime().availableProcessors()));
+        private final Object state = new Object();
+        private PDFAFlavour flavour;
+        private volatile Selector selector;
+        private volatile boolean stopping;
+        private int connections;
+        private int working;
+        private long validated;
+        private long lastActive = System.nanoTime();
+
+        Server(Path socket, double idleSeconds, String flavourName) {
+            this.socket = socket.toAbsolutePath();
+            this.idleNanos = (long) (idleSeconds * 1e9);
+            this.flavourName = flavourName;
+        }
+
+        int run() throws Exception {
+            Path lockPath = socket.resolveSibling(socket.getFileName() + ".lock");
+            try (FileChannel lockFile = FileChannel.open(lockPath, StandardOpenOption.CREATE, StandardOpenOption.WRITE)) {
+                FileLock lock = lock(lockFile);
+                if (lock == null) {
+                    System.out.println("another validator serves " + socket);
+                    return ALREADY_SERVED;
+                }
+                lockFile.truncate(0).write(ByteBuffer.wrap(Long.toString(pid).getBytes(StandardCharsets.US_ASCII)));
+                flavour = initialise(flavourName);
+                try (ServerSocketChannel listener = ServerSocketChannel.open(StandardProtocolFamily.UNIX)) {
+                    Files.deleteIfExists(socket);
+                    listener.bind(UnixDomainSocketAddress.of(socket));  // only now: clients wait for a warm server
+                    System.out.println("READY " + socket + " pid " + pid);
+                    acceptUntilIdle(listener);
+                } finally {
+                    Files.deleteIfExists(socket);
+                    lock.release();  // before finishing work in progress: a new server may start at once
+                }
+            }
+            awaitWork();
+            System.out.println("stopped after " + validated + " validations");
+            return 0;
+        }
+
+        /** A client probing whether a server is starting holds the lock for microseconds: retry briefly. */
+        private static FileLock lock(FileChannel file) throws IOException, InterruptedException {
+            for (int attempt = 0; attempt < 10; attempt++) {
+                FileLock lock = file.tryLock();
+                if (lock != null) {
+                    return lock;
+                }
+                Thread.sleep(20);
+            }
+            return null;
+        }
+
+        /** Accepting and the idle decision share one thread, so no connection slips in between. */
+        private void acceptUntilIdle(ServerSocketChannel listener) throws IOException {
+            listener.configureBlocking(false);
+            try (Selector sel = Selector.open()) {
+                selector = sel;
+                listener.register(sel, SelectionKey.OP_ACCEPT);
+                while (!stopping) {
+                    sel.select(1000);
+                    sel.selectedKeys().clear();
+                    SocketChannel client;
+                    while ((client = listener.accept()) != null) {
+                        synchronized (state) {
+                            connections++;
+                        }
+                        SocketChannel channel = client;
+                        Thread thread = new Thread(() -> serve(channel), "client");
+                        thread.setDaemon(true);
+                        thread.start();
+                    }
+                    synchronized (state) {
+                        if (connections == 0 && System.nanoTime() - lastActive > idleNanos) {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+
+        private void serve(SocketChannel channel) {
+            try (channel) {
+                BufferedReader in = new BufferedReader(
+                    new InputStreamReader(Channels.newInputStream(channel), StandardCharsets.UTF_8));
+                OutputStream out = Channels.newOutputStream(channel);
+                String line;
+                while (!stopping && (line = in.readLine()) != null) {
+                    if (!line.isEmpty()) {
+                        out.write((answer(line) + "\n").getBytes(StandardCharsets.UTF_8));
+                    }
+                    if (line.equals("QUIT")) {  // answered first: the process may end any moment after
+                        stopping = true;
+                        selector.wakeup();
+                    }
+                }
+            } catch (IOException e) {
+                // the client went away (it timed out or was interrupted): nobody to answer
+            } finally {
+                synchronized (state) {
+                    connections--;
+                    lastActive = System.nanoTime();
+                }
+            }
+        }
+
+        private String answer(String line) {
+            if (line.equals("STATUS") || line.equals("QUIT")) {
+                return status();
+            }
+            synchronized (state) {
+                working++;
+            }
+            slots.acquireUninterruptibly();  // at most one validation per core; veraPDF keeps its state per thread
+            try {
+                return validate(line, flavour);
+            } finally {
+                slots.release();
+                synchronized (state) {
+                    working--;
+                    validated++;
+                    lastActive = System.nanoTime();
+                }
+            }
+        }
+
+        private String status() {
+            synchronized (state) {
+                long now = System.nanoTime();
+                return String.format(Locale.ROOT, "OK\tpid=%d\tuptime=%.1f\tidle=%.1f\tvalidated=%d\tclients=%d",
+                    pid, (now - started) / 1e9, working > 0 ? 0.0 : (now - lastActive) / 1e9, validated,
+                    connections - 1);
+            }
+        }
+
+        /** Answers owed to connected clients are still given after the socket is gone. */
+        private void awaitWork() throws InterruptedException {
+            long deadline = System.nanoTime() + 120_000_000_000L;
+            while (System.nanoTime() < deadline) {
+                synchronized (state) {
+                    if (working == 0) {
+                        return;
+                    }
+                }
+                Thread.sleep(50);
+            }
+        }
     }
 }
