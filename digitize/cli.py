@@ -1,4 +1,4 @@
-"""Command line: ``digitize run|watch|batch|cases|search|show|get|verify|separator|config``.
+"""Command line: ``digitize run|watch|batch|cases|search|show|get|verify|separator|config|validator``.
 
 Every failure a user can cause ends as one line on stderr (``digitize: ...``) and the exit code
 of its :class:`~digitize.errors.DigitizeError` class; never a traceback (``-v -v`` shows one for
@@ -60,6 +60,49 @@ def config_group() -> None:
 def config_show(settings) -> None:
     """Print the effective settings (defaults < file < environment), secrets masked."""
     click.echo(json.dumps(settings_as_dict(settings), indent=2, ensure_ascii=False))
+
+
+@cli.group("validator")
+def validator_group() -> None:
+    """The resident veraPDF validator that all runs of this user share."""
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.0f} s" if value < 120 else f"{value / 60:.0f} min"
+
+
+def _list_servers(settings, act) -> None:
+    """One line per server that ACT (status or stop) returns for this user's socket folder."""
+    from . import verapdf
+
+    folder = verapdf.socket_dir(settings.validator)
+    servers = act(folder)
+    for s in servers:
+        details = (f", up {_seconds(s.uptime)}, idle {_seconds(s.idle)}, {s.validated} validated,"
+                   f" {s.clients} other clients" if s.state == "serving" else "")
+        click.echo(f"{s.state}: pid {s.pid or '?'}{details}, socket {s.socket}")
+    if not servers:
+        click.echo(f"not running (sockets in {folder})")
+
+
+@validator_group.command("status")
+@click.pass_obj
+def validator_status(settings) -> None:
+    """Show the running validator (pid, uptime, idle time, socket)."""
+    from .verapdf import resident_servers
+
+    _list_servers(settings, resident_servers)
+    if not settings.validator.resident:
+        click.echo("resident validator off (validator.resident): each run starts its own veraPDF")
+
+
+@validator_group.command("stop")
+@click.pass_obj
+def validator_stop(settings) -> None:
+    """Ask the running validator to exit (after its current work)."""
+    from .verapdf import stop_servers
+
+    _list_servers(settings, stop_servers)
 
 
 @cli.command("run", epilog="""\b

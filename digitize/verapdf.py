@@ -4,21 +4,27 @@ Found as ``$DIGITIZE_VERAPDF`` (a command), ``verapdf`` on PATH, or the Maven Ce
 classpath that ``scripts/setup.sh`` caches (``~/.cache/digitize/verapdf.classpath``), run with
 main class ``org.verapdf.apps.GreenfieldCliWrapper``. Several files go in one JVM start.
 
-When setup.sh has also built ``scripts/verapdf/DigitizeValidator.java`` into a jar, one long-lived JVM
-per process validates path after path (:class:`StreamingValidator`): a batch pays the JVM start
-once, and ``convert_file`` boots it while the pages are processed.
+When setup.sh has also built ``scripts/verapdf/DigitizeValidator.java`` into a jar, validation goes
+to a resident server: one JVM per user, machine and veraPDF build, listening on a unix socket in a
+private folder, started detached by the first run that needs it and idling out after
+``validator.idle`` seconds (like the Gradle daemon). JVM start-up (~1 CPU-s) is most of the cost of
+validating a one-page scan; a connection costs milliseconds. If no server can be used, one JVM per
+process validates path after path (:class:`StreamingValidator`), and failing that the CLI.
 """
 
 from __future__ import annotations
 
 import atexit
+import fcntl
 import functools
 import hashlib
+import logging
 import os
 import re
 import select
 import shlex
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -27,13 +33,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+import click
+
+from .config import Settings, ValidatorSettings, load_settings
 from .errors import MissingDependencyError, OutputValidationError
+
+log = logging.getLogger("digitize")
 
 MAIN_CLASS = "org.verapdf.apps.GreenfieldCliWrapper"
 
 
 def _cache_dir() -> Path:
-    return Path(os.environ.get("DIGITIZE_CACHE") or str(Path.home() / ".cache" / "digitize"))
+    """Absolute: a resident server runs from / (so it never holds a run's folder busy)."""
+    return Path(os.environ.get("DIGITIZE_CACHE") or str(Path.home() / ".cache" / "digitize")).absolute()
 
 
 def _classpath_file() -> Path:
@@ -46,16 +58,31 @@ def _classpath_file() -> Path:
 JVM_FLAGS = ["-Xss4m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xlog:disable"]
 
 
-def _cds_archive(classpath: str) -> Path:
-    """Class archive named after the classpath *and* its jars' sizes and times: a rebuilt jar gets a new one."""
-    stamp = [classpath]
+def _stamp(words: Sequence[str], classpath: str) -> str:
+    """Short hash of a command and its jars' sizes and times: a rebuilt jar changes it."""
+    stamp = list(words)
     for entry in classpath.split(os.pathsep):
         try:
             info = os.stat(entry)
             stamp.append(f"{info.st_size}:{info.st_mtime_ns}")
         except OSError:
             stamp.append("-")
-    return _cache_dir() / f"verapdf-{hashlib.sha256(' '.join(stamp).encode()).hexdigest()[:12]}.jsa"
+    return hashlib.sha256(" ".join(stamp).encode()).hexdigest()[:12]
+
+
+def _cds_archive(classpath: str) -> Path:
+    """Class archive named after the classpath *and* its jars' sizes and times: a rebuilt jar gets a new one."""
+    return _cache_dir() / f"verapdf-{_stamp([classpath], classpath)}.jsa"
+
+
+def _archive_flags(archive: Path | None, tag: str) -> tuple[list[str], Path | None]:
+    """JVM flags starting from the class archive, or else dumping one at exit (to the returned temp name)."""
+    if archive is None:
+        return [], None
+    if archive.is_file():
+        return [f"-XX:SharedArchiveFile={archive}"], None
+    dump = archive.with_suffix(f".{tag}.tmp")
+    return [f"-XX:ArchiveClassesAtExit={dump}"], dump
 
 
 @functools.lru_cache(maxsize=1)
@@ -100,9 +127,8 @@ def _run_jvm(args: list[str], timeout: float) -> subprocess.CompletedProcess:
     archive = found[1] if found else None
     if archive is None or archive.is_file():
         return subprocess.run([*cmd, *args], capture_output=True, timeout=timeout)
-    tmp = archive.with_suffix(f".{os.getpid()}.tmp")
-    proc = subprocess.run([cmd[0], f"-XX:ArchiveClassesAtExit={tmp}", *cmd[1:], *args],
-                          capture_output=True, timeout=timeout)
+    share, tmp = _archive_flags(archive, str(os.getpid()))
+    proc = subprocess.run([cmd[0], *share, *cmd[1:], *args], capture_output=True, timeout=timeout)
     if tmp.is_file():
         os.replace(tmp, archive)
     return proc
@@ -143,7 +169,7 @@ def _stream_jar() -> Path:
 
 def _stream_command(flavour: str) -> tuple[list[str], Path] | None:
     """The streaming validator's command and its class archive, if setup.sh compiled it."""
-    if os.environ.get("DIGITIZE_VERAPDF") or not _stream_jar().is_file():
+    if os.environ.get("DIGITIZE_VERAPDF") or not _stream_jar().is_file() or command() is None:
         return None
     found = _java_command()
     if found is None:
@@ -153,7 +179,49 @@ def _stream_command(flavour: str) -> tuple[list[str], Path] | None:
     return [cmd[0], *JVM_FLAGS, "-cp", classpath, STREAM_CLASS, flavour], _cds_archive(classpath)
 
 
-class StreamingValidator:
+class _ValidatorGone(OutputValidationError):
+    """The validator JVM ended (or its socket broke) before answering: a fresh one may succeed."""
+
+
+class _LineValidator:
+    """A validator JVM answering one line per line sent: a PDF path, or STATUS / QUIT to a server."""
+
+    _buffer = b""
+
+    def _fd(self) -> int:
+        raise NotImplementedError
+
+    def _send(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def _readline(self, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self._fd()], [], [], left)[0]:
+                raise OutputValidationError(f"veraPDF did not answer within {timeout:g} s")
+            try:
+                chunk = os.read(self._fd(), 65536)
+            except ConnectionError:
+                chunk = b""
+            if not chunk:
+                raise _ValidatorGone("veraPDF stopped unexpectedly")
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line.decode("utf-8", "replace").rstrip("\r")
+
+    def ask(self, line: bytes, timeout: float) -> str:
+        try:
+            self._send(line + b"\n")
+        except ConnectionError:  # a broken pipe or reset socket: the JVM is gone
+            raise _ValidatorGone("veraPDF stopped unexpectedly") from None
+        return self._readline(timeout)
+
+    def validate(self, path: os.PathLike | str, timeout: float) -> Validation:
+        return parse_stream_answer(str(path), self.ask(os.fsencode(os.path.abspath(path)), timeout))
+
+
+class StreamingValidator(_LineValidator):
     """One veraPDF JVM answering one line per PDF path written to its stdin.
 
     The first one on a machine also dumps a class-data archive at exit (temp name, renamed on
@@ -162,34 +230,23 @@ class StreamingValidator:
 
     def __init__(self, command: list[str], archive: Path | None = None):
         self.archive = archive
-        self._dump = archive.with_suffix(f".{os.getpid()}.tmp") if archive and not archive.is_file() else None
-        share = ([f"-XX:SharedArchiveFile={archive}"] if archive and archive.is_file()
-                 else [f"-XX:ArchiveClassesAtExit={self._dump}"] if self._dump else [])
+        share, self._dump = _archive_flags(archive, str(os.getpid()))
         self.command = [command[0], *share, *command[1:]]
         self.proc = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, bufsize=0)
-        self._buffer = b""
         self._ready = False
 
-    def _readline(self, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        while b"\n" not in self._buffer:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self.proc.stdout], [], [], left)[0]:
-                raise OutputValidationError(f"veraPDF did not answer within {timeout:g} s")
-            chunk = os.read(self.proc.stdout.fileno(), 65536)
-            if not chunk:
-                raise OutputValidationError("veraPDF stopped unexpectedly")
-            self._buffer += chunk
-        line, self._buffer = self._buffer.split(b"\n", 1)
-        return line.decode("utf-8", "replace").rstrip("\r")
+    def _fd(self) -> int:
+        return self.proc.stdout.fileno()
+
+    def _send(self, data: bytes) -> None:
+        self.proc.stdin.write(data)
 
     def validate(self, path: os.PathLike | str, timeout: float) -> Validation:
         deadline = time.monotonic() + timeout
         while not self._ready:  # anything before READY is start-up noise
             self._ready = self._readline(max(deadline - time.monotonic(), 0.001)) == "READY"
-        self.proc.stdin.write(os.fsencode(os.path.abspath(path)) + b"\n")
-        return parse_stream_answer(str(path), self._readline(timeout))
+        return super().validate(path, timeout)
 
     @property
     def alive(self) -> bool:
@@ -215,14 +272,247 @@ def parse_stream_answer(path: str, line: str) -> Validation:
     return Validation(path, False, rest or [f"veraPDF gave no verdict: {line[:200]}"])
 
 
+# The resident validator: one server JVM per user, machine, veraPDF build and flavour. -------------
+
+START_WAIT = 30.0  # seconds a run waits for a starting server before validating with a JVM of its own
+STOP_WAIT = 30.0  # seconds `digitize validator stop` waits for a server to finish work in progress
+SOCKET_PATH_MAX = 107  # bytes in a unix socket's path (sun_path, with its NUL)
+
+
+def _validator_settings() -> ValidatorSettings:
+    """The settings the CLI loaded when under it (so --config counts), else defaults < file < environment."""
+    ctx = click.get_current_context(silent=True)
+    settings = ctx.find_root().obj if ctx is not None else None
+    return (settings if isinstance(settings, Settings) else load_settings()).validator
+
+
+def socket_dir(settings: ValidatorSettings | None = None) -> Path:
+    settings = settings or _validator_settings()
+    if settings.dir:
+        return Path(settings.dir).absolute()
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.access(runtime, os.W_OK):
+        return Path(runtime) / "digitize"
+    return _cache_dir() / "run"
+
+
+def _private(folder: Path) -> bool:
+    """Make FOLDER, mode 0700; False if it is someone else's (their socket could answer PASS to anything)."""
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = folder.stat()
+        if info.st_uid != os.getuid():
+            return False
+        if info.st_mode & 0o077:
+            folder.chmod(0o700)
+    except OSError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class ResidentServer:
+    """Where the resident validator of one veraPDF build and flavour listens, and how it starts."""
+
+    socket: Path
+    command: tuple[str, ...] = ()  # without class-archive flags
+    archive: Path | None = None
+
+    @property
+    def lock(self) -> Path:
+        """Held by the server from before start-up to exit: 'serving or starting', atomically."""
+        return self.socket.with_name(self.socket.name + ".lock")
+
+    @property
+    def log(self) -> Path:
+        return self.socket.with_suffix(".log")
+
+
+def _resident_server(flavour: str) -> ResidentServer | None:
+    """None when the resident validator is off, not built, or has no usable socket folder."""
+    settings = _validator_settings()
+    found = _stream_command(flavour) if settings.resident and hasattr(socket, "AF_UNIX") else None
+    if found is None:
+        return None
+    cmd, archive = found
+    folder = socket_dir(settings)
+    # named after what would run (java, flags, classpath, jars' sizes and times, flavour): a rebuilt
+    # jar or another veraPDF gets a server of its own, and the old one idles out
+    path = folder / f"validator-{_stamp(cmd, cmd[cmd.index('-cp') + 1])}.sock"
+    if len(os.fsencode(path)) > SOCKET_PATH_MAX or not _private(folder):
+        return None
+    serve = [*cmd[:-1], "--serve", str(path), "--idle-seconds", f"{settings.idle:g}", cmd[-1]]
+    return ResidentServer(path, tuple(serve), archive)
+
+
+# Run by /bin/sh: start the server in the background, in its own session, with no inherited stdio (so
+# no shell or CI runner waits on it), and print its pid. A class archive dumped at exit is kept only
+# from a server that served and stopped normally, not from one that lost a start race.
+_LAUNCH = """
+log=$1 dump=$2 archive=$3; shift 3
+if [ -n "$dump" ]; then
+  ( "$@" && [ -s "$dump" ] && mv -f "$dump" "$archive"; rm -f "$dump" ) </dev/null >>"$log" 2>&1 &
+else
+  "$@" </dev/null >>"$log" 2>&1 &
+fi
+echo $!
+"""
+
+
+def _launch(server: ResidentServer) -> int:
+    share, dump = _archive_flags(server.archive, f"server-{os.getpid()}")
+    cmd = [server.command[0], *share, *server.command[1:]]
+    out = subprocess.run(["/bin/sh", "-c", _LAUNCH, "sh", str(server.log), str(dump or ""), str(server.archive or ""),
+                          *cmd], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                         start_new_session=True, cwd="/", timeout=30, check=True).stdout
+    return int(out)
+
+
+def _alive(pid: int | None) -> bool:
+    """Whether PID runs; a zombie does not (a container's init may never reap a detached server)."""
+    if not pid:
+        return False
+    if Path("/proc/self/stat").exists():
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except (OSError, IndexError):
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def _lock_holder(lock: Path) -> int | None:
+    """None if no server holds LOCK, else the pid it wrote there (0 if not yet written)."""
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        return None
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a server starting meanwhile retries for 200 ms
+    except OSError:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        return int(text) if text.isdigit() else 0
+    else:
+        fcntl.lockf(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def _connect(path: Path) -> socket.socket | None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(5)
+    try:
+        sock.connect(os.fspath(path))
+    except OSError:
+        sock.close()
+        return None
+    sock.settimeout(None)
+    return sock
+
+
+_launched: dict[Path, int] = {}  # socket -> pid of the server this process launched for it
+
+
+def _reach(server: ResidentServer, wait: float) -> socket.socket | None:
+    """Connect, launching a server if none serves or starts; None after WAIT s or two failed launches."""
+    deadline = time.monotonic() + wait
+    launches = 0
+    while True:
+        sock = _connect(server.socket)
+        if sock is not None:
+            return sock
+        if _lock_holder(server.lock) is None and not _alive(_launched.get(server.socket)):
+            if launches == 2:
+                return None
+            _launched[server.socket] = _launch(server)
+            launches += 1
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.02)
+
+
+class _ResidentClient(_LineValidator):
+    """A connection to a resident server; one per process (a forked child opens its own)."""
+
+    def __init__(self, sock: socket.socket, server: ResidentServer):
+        self.sock, self.server, self.pid = sock, server, os.getpid()
+
+    def _fd(self) -> int:
+        return self.sock.fileno()
+
+    def _send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 _shared: dict[str, StreamingValidator] = {}
+_clients: dict[Path, _ResidentClient] = {}
 _shared_lock = threading.Lock()
+
+
+def _resident(flavour: str, wait: float) -> _ResidentClient | None:
+    """This process's connection to the resident validator, launching it if needed; None if unusable."""
+    server = _resident_server(flavour)
+    if server is None:
+        return None
+    with _shared_lock:
+        client = _clients.get(server.socket)
+        if client is not None and client.pid == os.getpid():
+            return client
+        try:
+            sock = _reach(server, wait)
+        except (OSError, subprocess.SubprocessError, ValueError) as e:
+            log.info("cannot launch the resident veraPDF validator: %s", e)
+            return None
+        if sock is None:
+            return None
+        client = _clients[server.socket] = _ResidentClient(sock, server)
+        return client
+
+
+def _forget(client: _ResidentClient) -> None:
+    with _shared_lock:
+        if _clients.get(client.server.socket) is client:
+            del _clients[client.server.socket]
+    client.close()
+
+
+def _validate_resident(paths: list, flavour: str, timeout: float) -> list[Validation] | None:
+    """Verdicts from the resident server; None if none can be reached (the caller validates itself).
+
+    A server gone mid-request (stopped, crashed, idled out as we connected) is replaced once.
+    """
+    results: list[Validation] = []
+    for attempt in range(2):
+        client = _resident(flavour, min(START_WAIT, timeout))
+        if client is None and attempt == 0:
+            log.info("no resident veraPDF validator: this process starts its own")
+            return None
+        if client is None:
+            break
+        try:
+            for path in paths[len(results):]:
+                results.append(client.validate(path, timeout))
+            return results
+        except OutputValidationError as e:
+            _forget(client)  # after a timeout its answers would be out of step
+            if not isinstance(e, _ValidatorGone):
+                raise
+    server = _resident_server(flavour)
+    raise OutputValidationError(f"the resident veraPDF validator stopped while checking {paths[len(results)]}"
+                                f" and could not be replaced (see {server.log if server else 'its log'})")
 
 
 def _shared_validator(flavour: str) -> StreamingValidator | None:
     """This process's validator JVM; None when a command is imposed or veraPDF is missing."""
-    if os.environ.get("DIGITIZE_VERAPDF") or command() is None:
-        return None
     with _shared_lock:
         current = _shared.get(flavour)
         if current is not None and current.alive:
@@ -235,9 +525,15 @@ def _shared_validator(flavour: str) -> StreamingValidator | None:
 
 
 def prestart(flavour: str = "2b") -> None:
-    """Boot the validator JVM now (in the background) so it is warm when the output is ready."""
+    """Get a validator warm while the pages are processed; returns at once.
+
+    Connects to the resident server or launches it in the background; else boots this process's JVM.
+    """
     try:
-        _shared_validator(flavour)
+        if _resident_server(flavour) is not None:
+            _resident(flavour, wait=0)
+        else:
+            _shared_validator(flavour)
     except OSError:
         pass
 
@@ -247,9 +543,78 @@ def _close_shared() -> None:
     for validator in _shared.values():
         validator.close()
     _shared.clear()
+    for client in _clients.values():
+        client.close()
+    _clients.clear()
+
+
+@dataclass
+class ServerInfo:
+    socket: Path
+    pid: int  # 0 while a starting server has not written it yet
+    state: str  # "starting", "serving", "stopping" (finishing work after QUIT) or "stopped"
+    uptime: float = 0.0
+    idle: float = 0.0
+    validated: int = 0
+    clients: int = 0  # other connections than the asking one
+
+
+def _ask(path: Path, line: str, timeout: float = 5) -> dict[str, str] | None:
+    """STATUS or QUIT on a fresh connection: the server's key=value answer, or None if none answers."""
+    sock = _connect(path)
+    if sock is None:
+        return None
+    client = _ResidentClient(sock, ResidentServer(path))
+    try:
+        status, *fields = client.ask(line.encode(), timeout).split("\t")
+    except OutputValidationError:
+        return None
+    finally:
+        client.close()
+    return dict(f.partition("=")[::2] for f in fields) if status == "OK" else None
+
+
+def _info(path: Path, pid: int, answer: dict[str, str] | None) -> ServerInfo:
+    if answer is None:
+        return ServerInfo(path, pid, "starting")
+    return ServerInfo(path, int(answer["pid"]), "serving", float(answer["uptime"]), float(answer["idle"]),
+                      int(answer["validated"]), int(answer["clients"]))
+
+
+def resident_servers(folder: Path | None = None) -> list[ServerInfo]:
+    """The resident validators with a socket in FOLDER (default: this user's), serving or starting."""
+    found = []
+    for lock in sorted((folder or socket_dir()).glob("validator-*.sock.lock")):
+        pid = _lock_holder(lock)
+        if pid is not None:
+            path = lock.with_suffix("")
+            found.append(_info(path, pid, _ask(path, "STATUS")))
+    return found
+
+
+def stop_servers(folder: Path | None = None, wait: float = STOP_WAIT) -> list[ServerInfo]:
+    """Ask every resident validator in FOLDER to exit (a starting one once it serves); the ones found."""
+    stopped = []
+    for info in resident_servers(folder):
+        deadline = time.monotonic() + wait
+        lock = ResidentServer(info.socket).lock
+        answer = _ask(info.socket, "QUIT")
+        while answer is None and _lock_holder(lock) is not None and time.monotonic() < deadline:
+            time.sleep(0.05)  # still starting: it binds once veraPDF is loaded
+            answer = _ask(info.socket, "QUIT")
+        info = _info(info.socket, info.pid, answer) if answer else info
+        while _alive(info.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        info.state = "stopping" if _alive(info.pid) else "stopped"
+        stopped.append(info)
+    return stopped
 
 
 def validate(paths: Sequence[os.PathLike | str], flavour: str = "2b", timeout: float = 600) -> list[Validation]:
+    paths = list(paths)
+    resident = _validate_resident(paths, flavour, timeout)
+    if resident is not None:
+        return resident
     try:
         streaming = _shared_validator(flavour)
     except OSError:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -14,6 +17,21 @@ import pytest
 ROOT = str(Path(__file__).resolve().parent.parent)
 if sys.path[0] != ROOT:
     sys.path.insert(0, ROOT)
+
+# Resident veraPDF validators of this session (the tests' and those of `digitize run` subprocesses,
+# which inherit the environment) get a private folder, never the user's own, and are stopped at the
+# end; the short idle time ends them soon even if pytest itself is killed.
+VALIDATOR_DIR = tempfile.mkdtemp(prefix="digitize-tests-")
+os.environ["DIGITIZE_VALIDATOR_DIR"] = VALIDATOR_DIR
+os.environ["DIGITIZE_VALIDATOR_IDLE"] = "60"
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    from digitize import verapdf
+
+    verapdf.stop_servers(Path(VALIDATOR_DIR))
+    shutil.rmtree(VALIDATOR_DIR, ignore_errors=True)
+
 
 try:  # tests/ is a package in some layouts and a rootdir-inserted folder in others
     from tests.servers import MinioServer, PostgresServer, start_minio, start_postgres

@@ -1,0 +1,132 @@
+"""The resident validator's client side, with fakes: where its socket lives, what names it, fallbacks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import pytest
+
+from digitize import verapdf
+from digitize.cli import cli
+from digitize.config import Settings, ValidatorSettings
+from digitize.errors import OutputValidationError
+
+
+@pytest.fixture
+def fake_build(tmp_path, monkeypatch) -> Path:
+    """A validator 'jar' that _stream_command finds, and a socket folder of its own."""
+    jar = tmp_path / "validator.jar"
+    jar.write_bytes(b"v1")
+    monkeypatch.setattr(verapdf, "_stream_command", lambda flavour: (
+        ["/usr/bin/java", "-Xss4m", "-cp", str(jar), verapdf.STREAM_CLASS, flavour], tmp_path / "a.jsa"))
+    monkeypatch.setenv("DIGITIZE_VALIDATOR_DIR", str(tmp_path / "run"))
+    monkeypatch.setenv("DIGITIZE_VALIDATOR_RESIDENT", "1")
+    return jar
+
+
+def test_socket_folder_is_the_setting_then_xdg_runtime_then_the_cache(tmp_path, monkeypatch):
+    monkeypatch.delenv("DIGITIZE_VALIDATOR_DIR", raising=False)
+    monkeypatch.setenv("DIGITIZE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    assert verapdf.socket_dir() == tmp_path / "digitize"
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "missing"))
+    assert verapdf.socket_dir() == tmp_path / "cache" / "run"
+    monkeypatch.setenv("DIGITIZE_VALIDATOR_DIR", str(tmp_path / "mine"))
+    assert verapdf.socket_dir() == tmp_path / "mine"
+
+
+def test_socket_folder_is_made_private(fake_build, tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir(mode=0o755)
+    folder.chmod(0o755)
+    assert verapdf._resident_server("2b") is not None
+    assert folder.stat().st_mode & 0o777 == 0o700
+
+
+def test_a_rebuilt_jar_or_another_flavour_gets_a_server_of_its_own(fake_build):
+    first = verapdf._resident_server("2b")
+    assert verapdf._resident_server("2b") == first
+    assert verapdf._resident_server("2u").socket != first.socket
+    fake_build.write_bytes(b"v2, rebuilt")
+    assert verapdf._resident_server("2b").socket != first.socket
+    assert first.command[-5:] == ("--serve", str(first.socket), "--idle-seconds", "60", "2b")
+
+
+def test_idle_time_is_passed_to_the_server(fake_build, monkeypatch):
+    monkeypatch.setenv("DIGITIZE_VALIDATOR_IDLE", "12.5")
+    assert verapdf._resident_server("2b").command[-3:] == ("--idle-seconds", "12.5", "2b")
+
+
+@pytest.mark.parametrize("env", [{"DIGITIZE_VALIDATOR_RESIDENT": "0"}, {"DIGITIZE_VALIDATOR_DIR": "/tmp/" + "x" * 120}])
+def test_off_or_an_overlong_socket_path_means_no_server(fake_build, monkeypatch, env):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert verapdf._resident_server("2b") is None
+
+
+class FakeValidator:
+    def __init__(self, error: Exception | None = None):
+        self.error, self.seen = error, []
+
+    def validate(self, path, timeout):
+        if self.error:
+            raise self.error
+        self.seen.append(path)
+        return verapdf.Validation(str(path), True)
+
+
+def test_a_server_that_cannot_start_falls_back_to_a_jvm_of_this_process(fake_build, monkeypatch):
+    def no_launch(server):
+        raise OSError("no /bin/sh")
+
+    monkeypatch.setattr(verapdf, "_launch", no_launch)
+    own = FakeValidator()
+    monkeypatch.setattr(verapdf, "_shared_validator", lambda flavour: own)
+    assert [r.compliant for r in verapdf.validate(["a.pdf"])] == [True]
+    assert own.seen == ["a.pdf"]
+
+
+def test_a_server_gone_twice_is_one_clear_error(fake_build, monkeypatch):
+    clients = []
+
+    def gone(flavour, wait):
+        clients.append(FakeValidator(verapdf._ValidatorGone("veraPDF stopped unexpectedly")))
+        return clients[-1]
+
+    monkeypatch.setattr(verapdf, "_resident", gone)
+    monkeypatch.setattr(verapdf, "_forget", lambda client: None)
+    with pytest.raises(OutputValidationError, match="stopped while checking a.pdf and could not be replaced"):
+        verapdf.validate(["a.pdf"])
+    assert len(clients) == 2
+
+
+def test_a_timeout_is_not_retried(fake_build, monkeypatch):
+    calls = []
+
+    def slow(flavour, wait):
+        calls.append(wait)
+        return FakeValidator(OutputValidationError("veraPDF did not answer within 5 s"))
+
+    monkeypatch.setattr(verapdf, "_resident", slow)
+    monkeypatch.setattr(verapdf, "_forget", lambda client: None)
+    with pytest.raises(OutputValidationError, match="within 5 s"):
+        verapdf.validate(["a.pdf"], timeout=5)
+    assert calls == [5]
+
+
+def test_the_config_file_can_turn_it_off(fake_build, tmp_path, monkeypatch):
+    monkeypatch.delenv("DIGITIZE_VALIDATOR_RESIDENT")
+    monkeypatch.setenv("DIGITIZE_CONFIG", str(tmp_path / "digitize.toml"))
+    (tmp_path / "digitize.toml").write_text("[validator]\nresident = true\n", encoding="utf-8")
+    assert verapdf._resident_server("2b") is not None
+    (tmp_path / "digitize.toml").write_text("[validator]\nresident = false\n", encoding="utf-8")
+    assert verapdf._resident_server("2b") is None
+
+
+def test_under_the_cli_its_loaded_settings_count(fake_build):
+    """`digitize --config FILE run ...`: the file the CLI loaded decides, not only the environment."""
+    off = Settings(validator=ValidatorSettings(resident=False))
+    with click.Context(cli, obj=off):
+        assert verapdf._resident_server("2b") is None
+    assert verapdf._resident_server("2b") is not None

@@ -1,0 +1,185 @@
+"""The resident validator: one veraPDF server per user that every run connects to over a unix socket.
+
+Real JVMs throughout; each test gets its own short socket folder (a socket path must fit in 107
+bytes, which pytest's tmp_path may not) and stops its servers, so none is left behind.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pikepdf
+import pytest
+from PIL import Image
+
+from digitize import verapdf
+from tests.pages import render_text_page
+from tests.test_pdfa import two_page_pdfa
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def pdfs(tmp_path_factory) -> tuple[Path, Path]:
+    """A valid PDF/A-2b and a plain one-page PDF."""
+    folder = tmp_path_factory.mktemp("pdfs")
+    plain = folder / "plain.pdf"
+    with pikepdf.new() as pdf:
+        pdf.add_blank_page()
+        pdf.save(plain)
+    return two_page_pdfa(folder), plain
+
+
+@pytest.fixture
+def vdir(monkeypatch) -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="dv-"))
+    monkeypatch.setenv("DIGITIZE_VALIDATOR_DIR", str(folder))
+    assert verapdf._resident_server("2b") is not None, "scripts/setup.sh builds the validator jar"
+    yield folder
+    verapdf._close_shared()
+    verapdf.stop_servers(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def compliant(*paths: Path) -> list[bool]:
+    return [r.compliant for r in verapdf.validate(list(paths))]
+
+
+def wait_until(condition, seconds: float = 60) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "digitize", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_server_validates_a_pdfa_and_rejects_a_plain_pdf(vdir, pdfs) -> None:
+    good, plain = pdfs
+    results = verapdf.validate([good, plain])
+    assert [r.compliant for r in results] == [True, False]
+    assert any(f.startswith("6.6.2.1-1") for f in results[1].failures), results[1].failures  # no XMP metadata
+    (server,) = verapdf.resident_servers(vdir)
+    assert server.state == "serving" and server.validated == 2 and server.pid > 0
+    assert oct(vdir.stat().st_mode & 0o777) == "0o700"
+
+
+def test_warm_validation_takes_well_under_a_fifth_of_a_second(vdir, pdfs) -> None:
+    good, _ = pdfs
+    compliant(good, good)
+    start = time.perf_counter()
+    assert compliant(good) == [True]
+    assert time.perf_counter() - start < 0.2
+
+
+def test_two_concurrent_clients_both_get_their_own_answers(vdir, pdfs) -> None:
+    good, plain = pdfs
+    compliant(good)
+    server = verapdf._resident_server("2b")
+
+    def client(order: list[Path]) -> list[bool]:
+        conn = verapdf._ResidentClient(verapdf._connect(server.socket), server)
+        try:
+            return [conn.validate(p, 120).compliant for p in order]
+        finally:
+            conn.close()
+
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(client, [good, plain] * 4)
+        second = pool.submit(client, [plain, good] * 4)
+    assert first.result() == [True, False] * 4
+    assert second.result() == [False, True] * 4
+
+
+def test_idle_server_exits_and_removes_its_socket(vdir, pdfs, monkeypatch) -> None:
+    monkeypatch.setenv("DIGITIZE_VALIDATOR_IDLE", "1")
+    assert compliant(pdfs[0]) == [True]
+    (server,) = verapdf.resident_servers(vdir)
+    verapdf._close_shared()  # an open connection keeps a server up
+    assert wait_until(lambda: not server.socket.exists() and not verapdf._alive(server.pid))
+    assert verapdf.resident_servers(vdir) == []
+
+
+def test_second_server_on_the_same_socket_exits_and_the_first_keeps_serving(vdir, pdfs) -> None:
+    compliant(pdfs[0])
+    (first,) = verapdf.resident_servers(vdir)
+    second = subprocess.run(verapdf._resident_server("2b").command, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 3 and "another validator serves" in second.stdout
+    (still,) = verapdf.resident_servers(vdir)
+    assert (still.pid, still.state) == (first.pid, "serving")
+    assert compliant(pdfs[0]) == [True]
+
+
+def test_racing_launches_end_with_one_server(vdir, pdfs) -> None:
+    server = verapdf._resident_server("2b")
+    launched = [verapdf._launch(server) for _ in range(3)]
+    assert wait_until(lambda: verapdf._connect(server.socket) is not None)
+    assert wait_until(lambda: sum(map(verapdf._alive, launched)) == 1)
+    (only,) = verapdf.resident_servers(vdir)
+    assert only.state == "serving"
+    assert compliant(pdfs[0]) == [True]
+
+
+def test_stop_waits_for_a_starting_server(vdir) -> None:
+    """What the test session's clean-up relies on: a server still loading veraPDF is stopped too."""
+    server = verapdf._resident_server("2b")
+    verapdf._launch(server)
+    assert wait_until(lambda: verapdf._lock_holder(server.lock) is not None)
+    (stopped,) = verapdf.stop_servers(vdir)
+    assert stopped.state == "stopped" and not server.socket.exists()
+    assert verapdf.resident_servers(vdir) == []
+
+
+def test_stale_socket_is_replaced(vdir, pdfs) -> None:
+    server = verapdf._resident_server("2b")
+    dead = socket.socket(socket.AF_UNIX)
+    dead.bind(str(server.socket))  # the file stays after close, with nobody listening
+    dead.close()
+    assert compliant(*pdfs) == [True, False]
+    (info,) = verapdf.resident_servers(vdir)
+    assert info.state == "serving" and info.socket == server.socket
+
+
+def test_server_stopped_under_a_connected_run_is_replaced(vdir, pdfs) -> None:
+    compliant(pdfs[0])
+    (first,) = verapdf.resident_servers(vdir)
+    verapdf.stop_servers(vdir)  # this process's connection is now dead
+    assert compliant(pdfs[0]) == [True]
+    (second,) = verapdf.resident_servers(vdir)
+    assert second.pid != first.pid
+
+
+def test_resident_off_uses_no_socket(vdir, pdfs, monkeypatch) -> None:
+    monkeypatch.setenv("DIGITIZE_VALIDATOR_RESIDENT", "0")
+    verapdf.prestart()
+    assert compliant(*pdfs) == [True, False]
+    assert list(vdir.iterdir()) == []
+
+
+def test_digitize_run_uses_the_server_and_validator_stop_ends_it(vdir, tmp_path) -> None:
+    scan = tmp_path / "scan.png"
+    Image.fromarray(render_text_page(size=(620, 400), font_px=30)).save(scan, dpi=(150, 150))
+    assert "not running" in run_cli("validator", "status").stdout
+    for n in range(2):
+        done = run_cli("run", "--jobs", "1", str(scan), str(tmp_path / f"out{n}.pdf"))
+        assert done.returncode == 0, done.stderr
+    (server,) = verapdf.resident_servers(vdir)
+    assert server.validated == 2
+    status = run_cli("validator", "status")
+    assert status.returncode == 0 and f"serving: pid {server.pid}," in status.stdout
+    stop = run_cli("validator", "stop")
+    assert stop.returncode == 0 and f"stopped: pid {server.pid}," in stop.stdout, stop.stdout
+    assert not server.socket.exists() and not verapdf._alive(server.pid)
+    again = run_cli("validator", "stop")
+    assert again.returncode == 0 and "not running" in again.stdout
