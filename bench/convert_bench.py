@@ -20,8 +20,10 @@ Engines: `digitize` (one `digitize run` per file, veraPDF on), `digitize-novalid
 with --no-validate) and `digitize-batch` (one `digitize batch --jobs 2` over copies of the same
 files with the samples manifest, veraPDF on, storing into a temporary folder store + SQLite; its
 PDF/As are found in the store by the originals' SHA-256 and scored like the others). A single
-`run` pays a Python start and a validator JVM start per file (~0.9 + ~1.3 CPU-s); batch pays them
-once per worker, which is how archives and the watch folder are processed.
+`run` pays a Python start and Tesseract model load per file (~0.5 CPU-s); batch pays them once
+per worker, which is how archives and the watch folder are processed. Each digitize engine gets
+a resident veraPDF server of its own (none running at its start, so the JVM start is timed; its
+RSS is counted with the jobs'), stopped when the engine is done.
 """
 
 from __future__ import annotations
@@ -253,10 +255,13 @@ def command(template: str, source: Path, output: Path, jobs: int) -> tuple[str, 
 # ---------------------------------------------------------------- running and measuring
 
 class TreeRss:
-    """Samples the summed RSS of every running job's process tree; keeps the peak."""
+    """Samples the summed RSS of every running job's process tree, plus the resident veraPDF
+    server whose pid is in a lock file of ``validator_dir`` (detached, so in no job's tree);
+    keeps the peak."""
 
-    def __init__(self) -> None:
+    def __init__(self, validator_dir: Path | None = None) -> None:
         self.peak = 0
+        self._validator_dir = validator_dir
         self._roots: set[int] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -282,7 +287,16 @@ class TreeRss:
         while not self._stop.wait(SAMPLE_INTERVAL):
             with self._lock:
                 roots = list(self._roots)
+            roots += validator_pids(self._validator_dir)
             self.peak = max(self.peak, sum(tree_rss(pid) for pid in roots))
+
+
+def validator_pids(folder: Path | None) -> list[int]:
+    """Pids of resident validators in FOLDER (each server writes its pid into its lock file)."""
+    if folder is None:
+        return []
+    texts = [p.read_text().strip() for p in folder.glob("validator-*.lock")] if folder.is_dir() else []
+    return [int(t) for t in texts if t.isdigit()]
 
 
 def tree_rss(pid: int) -> int:
@@ -311,12 +325,21 @@ def run_job(job: Job, rss: TreeRss, env: dict[str, str]) -> JobResult:
     return JobResult(job, time.perf_counter() - start, proc.returncode, error[0] if error else "")
 
 
-def run_jobs(jobs: list[Job], workers: int) -> RunStats:
+def run_jobs(jobs: list[Job], workers: int, validator_dir: Path | None = None) -> RunStats:
+    """Run JOBS on WORKERS threads. With ``validator_dir``, digitize's resident veraPDF server
+    lives there: none runs at the start (its JVM start is timed), and it is stopped at the end."""
     env = {**os.environ, "OMP_THREAD_LIMIT": "1"}
+    if validator_dir is not None:
+        env["DIGITIZE_VALIDATOR_DIR"] = str(validator_dir)
     start = time.perf_counter()
-    with TreeRss() as rss, ThreadPoolExecutor(workers) as pool:
-        results = list(pool.map(lambda job: run_job(job, rss, env), jobs))
-    return RunStats(time.perf_counter() - start, rss.peak, results)
+    try:
+        with TreeRss(validator_dir) as rss, ThreadPoolExecutor(workers) as pool:
+            results = list(pool.map(lambda job: run_job(job, rss, env), jobs))
+        seconds = time.perf_counter() - start
+    finally:
+        if validator_dir is not None:
+            subprocess.run([str(VENV_BIN / "digitize"), "validator", "stop"], env=env, capture_output=True)
+    return RunStats(seconds, rss.peak, results)
 
 
 # ---------------------------------------------------------------- scoring
@@ -352,7 +375,7 @@ def batch_run(engine: Engine, samples: list[SampleFile], workers: int, workdir: 
     copy_manifest(samples[0].path.parent / "manifest.csv", source / "manifest.csv", {s.name for s in samples})
     report = workdir / "batch-report.json"
     job = Job("*", command(engine.template, source, report, jobs=workers), report, sum(s.pages for s in samples))
-    stats = run_jobs([job], 1)
+    stats = run_jobs([job], 1, workdir / "v")
     found = stored_pdfas(Path(f"{report}.data"), samples)
     results = [JobResult(Job(s.name, job.argv, found.get(s.name, workdir / "missing.pdf"), s.pages),
                          stats.seconds, stats.results[0].returncode, stats.results[0].error) for s in samples]
@@ -387,7 +410,8 @@ def benchmark_engine(engine: Engine, samples: list[SampleFile], workers: int, wo
     if engine.batch:
         stats = batch_run(engine, samples, workers, workdir)
     else:
-        stats = run_jobs(make_jobs(engine, samples, workdir), workers)
+        own_validator = workdir / "v" if engine.name.startswith("digitize") else None
+        stats = run_jobs(make_jobs(engine, samples, workdir), workers, own_validator)
     report = EngineReport(engine.name, engine.template, sum(s.pages for s in samples), stats.seconds, stats.peak_rss)
     for sample in samples:
         mine = sorted((r for r in stats.results if r.job.sample == sample.name), key=lambda r: r.job.order)
@@ -401,7 +425,8 @@ def rss_run(template: str, pages: int, jobs: int, workdir: Path) -> RssReport:
     if not source.exists():
         subprocess.run([sys.executable, str(ROOT / "samples" / "generate.py"), "--pages", str(pages),
                         "--out", str(source)], check=True)
-    stats = run_jobs([Job(source.name, command(template, source, output, jobs), output, pages)], 1)
+    stats = run_jobs([Job(source.name, command(template, source, output, jobs), output, pages)], 1,
+                     workdir / f"v{pages}-{jobs}")
     return RssReport(jobs, pages, stats.seconds, stats.peak_rss, stats.results[0].returncode)
 
 

@@ -88,18 +88,19 @@ def guess_dpi(width: int, height: int, default: float) -> tuple[float, str]:
 def normalise_mode(img: Image.Image) -> Image.Image:
     """Any Pillow mode to "RGB", "L" or "1": alpha over white paper, palettes expanded, 16-bit to 8-bit."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = np.asarray(img, dtype=np.uint32)
-        top = max(int(arr.max()), 1)
-        shift = 8 if top > 255 else 0
+        arr = np.asarray(img)
+        if arr.dtype.kind not in "ui" or arr.dtype.itemsize > 2:
+            arr = np.asarray(img, dtype=np.uint32)  # 32-bit "I": clip, no 16-bit fast path
+        shift = 8 if int(arr.max()) > 255 else 0
         return Image.fromarray((arr >> shift).clip(0, 255).astype(np.uint8), "L")
     if img.mode == "F":
         return Image.fromarray(np.asarray(img).clip(0, 255).astype(np.uint8), "L")
     if img.mode == "P":
         img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
-        rgba = img.convert("RGBA")
-        base = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(base, rgba).convert("RGB")
+    if img.mode in ("LA", "RGBA"):
+        img = _on_white(np.asarray(img), "L" if img.mode == "LA" else "RGB")
+    elif img.mode in ("PA", "La", "RGBa"):
+        img = _on_white(np.asarray(img.convert("RGBA")), "RGB")
     if img.mode == "CMYK":
         img = img.convert("RGB")
     if img.mode not in ("RGB", "L", "1"):
@@ -109,6 +110,13 @@ def normalise_mode(img: Image.Image) -> Image.Image:
         if np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 1], arr[..., 2]):
             img = Image.fromarray(arr[..., 0], "L")  # grey stored as RGB stays grey
     return img
+
+
+def _on_white(arr: np.ndarray, mode: str) -> Image.Image:
+    """Colour channels composited over white paper by their alpha (the last channel)."""
+    colour, alpha = arr[..., :-1].astype(np.uint16), arr[..., -1:].astype(np.uint16)
+    out = (colour * alpha + 255 * (255 - alpha) + 127) // 255
+    return Image.fromarray(out.astype(np.uint8).squeeze(-1) if mode == "L" else out.astype(np.uint8), mode)
 
 
 def _check_pixels(width: int, height: int, limits: ReadLimits, what: str) -> None:
