@@ -255,13 +255,13 @@ def command(template: str, source: Path, output: Path, jobs: int) -> tuple[str, 
 # ---------------------------------------------------------------- running and measuring
 
 class TreeRss:
-    """Samples the summed RSS of every running job's process tree, plus the resident veraPDF
-    server whose pid is in a lock file of ``validator_dir`` (detached, so in no job's tree);
+    """Samples the summed RSS of every running job's process tree, plus digitize's resident
+    servers whose pids are in lock files of ``server_dir`` (detached, so in no job's tree);
     keeps the peak."""
 
-    def __init__(self, validator_dir: Path | None = None) -> None:
+    def __init__(self, server_dir: Path | None = None) -> None:
         self.peak = 0
-        self._validator_dir = validator_dir
+        self._server_dir = server_dir
         self._roots: set[int] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -287,15 +287,21 @@ class TreeRss:
         while not self._stop.wait(SAMPLE_INTERVAL):
             with self._lock:
                 roots = list(self._roots)
-            roots += validator_pids(self._validator_dir)
+            roots += server_pids(self._server_dir)
             self.peak = max(self.peak, sum(tree_rss(pid) for pid in roots))
 
 
-def validator_pids(folder: Path | None) -> list[int]:
-    """Pids of resident validators in FOLDER (each server writes its pid into its lock file)."""
-    if folder is None:
+def server_pids(folder: Path | None) -> list[int]:
+    """Pids of digitize's resident servers in FOLDER (veraPDF validator, converter): each
+    writes its pid into its lock file. Their trees hold the work a `digitize run` hands over."""
+    if folder is None or not folder.is_dir():
         return []
-    texts = [p.read_text().strip() for p in folder.glob("validator-*.lock")] if folder.is_dir() else []
+    texts = []
+    for lock in folder.glob("*.lock"):
+        try:
+            texts.append(lock.read_text().strip())
+        except OSError:
+            pass  # removed as the server exited
     return [int(t) for t in texts if t.isdigit()]
 
 
@@ -325,19 +331,19 @@ def run_job(job: Job, rss: TreeRss, env: dict[str, str]) -> JobResult:
     return JobResult(job, time.perf_counter() - start, proc.returncode, error[0] if error else "")
 
 
-def run_jobs(jobs: list[Job], workers: int, validator_dir: Path | None = None) -> RunStats:
-    """Run JOBS on WORKERS threads. With ``validator_dir``, digitize's resident veraPDF server
-    lives there: none runs at the start (its JVM start is timed), and it is stopped at the end."""
+def run_jobs(jobs: list[Job], workers: int, server_dir: Path | None = None) -> RunStats:
+    """Run JOBS on WORKERS threads. With ``server_dir``, digitize's resident servers live
+    there: none runs at the start (their start-up is timed), and they are stopped at the end."""
     env = {**os.environ, "OMP_THREAD_LIMIT": "1"}
-    if validator_dir is not None:
-        env["DIGITIZE_VALIDATOR_DIR"] = str(validator_dir)
+    if server_dir is not None:
+        env["DIGITIZE_VALIDATOR_DIR"] = str(server_dir)
     start = time.perf_counter()
     try:
-        with TreeRss(validator_dir) as rss, ThreadPoolExecutor(workers) as pool:
+        with TreeRss(server_dir) as rss, ThreadPoolExecutor(workers) as pool:
             results = list(pool.map(lambda job: run_job(job, rss, env), jobs))
         seconds = time.perf_counter() - start
     finally:
-        if validator_dir is not None:
+        if server_dir is not None:
             subprocess.run([str(VENV_BIN / "digitize"), "validator", "stop"], env=env, capture_output=True)
     return RunStats(seconds, rss.peak, results)
 
@@ -410,8 +416,8 @@ def benchmark_engine(engine: Engine, samples: list[SampleFile], workers: int, wo
     if engine.batch:
         stats = batch_run(engine, samples, workers, workdir)
     else:
-        own_validator = workdir / "v" if engine.name.startswith("digitize") else None
-        stats = run_jobs(make_jobs(engine, samples, workdir), workers, own_validator)
+        own_servers = workdir / "v" if engine.name.startswith("digitize") else None
+        stats = run_jobs(make_jobs(engine, samples, workdir), workers, own_servers)
     report = EngineReport(engine.name, engine.template, sum(s.pages for s in samples), stats.seconds, stats.peak_rss)
     for sample in samples:
         mine = sorted((r for r in stats.results if r.job.sample == sample.name), key=lambda r: r.job.order)
