@@ -76,7 +76,10 @@ def _hocr(pixels: np.ndarray, language: str, dpi: float, psm: int, timeout: floa
     engine = _engine(language)
     if engine is None:
         return parse_hocr(_hocr_command(pixels, language, dpi, psm, timeout, what))
-    hocr = engine.hocr(pixels, dpi, psm, timeout)
+    try:
+        hocr = engine.hocr(pixels, dpi, psm, timeout)
+    except tesslib.TessLibError as e:
+        raise OcrError(f"{what}: Tesseract failed: {e}") from None
     if hocr is None:
         raise OcrTimeoutError(f"{what}: Tesseract did not finish within {timeout:g} s and was stopped")
     return parse_hocr(hocr)

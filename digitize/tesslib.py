@@ -132,8 +132,10 @@ class Engine:
             lib.TessMonitorSetDeadlineMSecs(monitor, max(1, min(int(timeout * 1000), 2**31 - 1)))
             start = time.monotonic()
             rc = lib.TessBaseAPIRecognize(h, monitor)
-            if rc != 0 or time.monotonic() - start > timeout:
+            if time.monotonic() - start >= timeout:
                 return None
+            if rc != 0:
+                raise TessLibError("recognition failed")
             text = lib.TessBaseAPIGetHOCRText(h, 0)
             try:
                 return ctypes.string_at(text) if text else b""

@@ -77,3 +77,8 @@ def test_off_switch_uses_the_command() -> None:
     version, words = out.stdout.split("\n")[:2]
     assert version.startswith("tesseract ") and "libtesseract" not in version
     assert words == "0"
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (2, 50), (100, 100)])
+def test_blank_or_tiny_images_read_as_no_words_not_as_errors(shape) -> None:
+    assert ocr._hocr(np.full(shape, 255, np.uint8), "vie", 300, 3, 30, "page 1").word_count == 0
