@@ -71,16 +71,17 @@ def _seconds(value: float) -> str:
     return f"{value:.0f} s" if value < 120 else f"{value / 60:.0f} min"
 
 
-def _list_servers(settings, act) -> None:
-    """One line per server that ACT (status or stop) returns for this user's socket folder."""
-    from . import verapdf
+def _list_servers(settings, act, kind: str | None) -> None:
+    """One line per server of KIND (None: all) that ACT (status or stop) returns for this user's socket folder."""
+    from . import resident
 
-    folder = verapdf.socket_dir(settings.validator)
-    servers = act(folder)
+    folder = resident.socket_dir(settings.validator.dir)
+    servers = act(folder, kind)
     for s in servers:
-        details = (f", up {_seconds(s.uptime)}, idle {_seconds(s.idle)}, {s.validated} validated,"
+        details = (f", up {_seconds(s.uptime)}, idle {_seconds(s.idle)}, {s.served} {s.noun},"
                    f" {s.clients} other clients" if s.state == "serving" else "")
-        click.echo(f"{s.state}: pid {s.pid or '?'}{details}, socket {s.socket}")
+        name = f"{s.kind} " if kind is None else ""
+        click.echo(f"{name}{s.state}: pid {s.pid or '?'}{details}, socket {s.socket}")
     if not servers:
         click.echo(f"not running (sockets in {folder})")
 
@@ -89,9 +90,9 @@ def _list_servers(settings, act) -> None:
 @click.pass_obj
 def validator_status(settings) -> None:
     """Show the running validator (pid, uptime, idle time, socket)."""
-    from .verapdf import resident_servers
+    from .resident import servers
 
-    _list_servers(settings, resident_servers)
+    _list_servers(settings, servers, "validator")
     if not settings.validator.resident:
         click.echo("resident validator off (validator.resident): each run starts its own veraPDF")
 
@@ -100,9 +101,9 @@ def validator_status(settings) -> None:
 @click.pass_obj
 def validator_stop(settings) -> None:
     """Ask the running validator to exit (after its current work)."""
-    from .verapdf import stop_servers
+    from .resident import stop_servers
 
-    _list_servers(settings, stop_servers)
+    _list_servers(settings, stop_servers, "validator")
 
 
 @cli.command("run", epilog="""\b

@@ -7,17 +7,16 @@ main class ``org.verapdf.apps.GreenfieldCliWrapper``. Several files go in one JV
 When setup.sh has also built ``scripts/verapdf/DigitizeValidator.java`` into a jar, validation goes
 to a resident server: one JVM per user, machine and veraPDF build, listening on a unix socket in a
 private folder, started detached by the first run that needs it and idling out after
-``validator.idle`` seconds (like the Gradle daemon). JVM start-up (~1 CPU-s) is most of the cost of
-validating a one-page scan; a connection costs milliseconds. If no server can be used, one JVM per
-process validates path after path (:class:`StreamingValidator`), and failing that the CLI.
+``validator.idle`` seconds (like the Gradle daemon; the shared machinery is in resident.py). JVM
+start-up (~1 CPU-s) is most of the cost of validating a one-page scan; a connection costs
+milliseconds. If no server can be used, one JVM per process validates path after path
+(:class:`StreamingValidator`), and failing that the CLI.
 """
 
 from __future__ import annotations
 
 import atexit
-import fcntl
 import functools
-import hashlib
 import logging
 import os
 import re
@@ -35,6 +34,7 @@ from typing import Sequence
 
 import click
 
+from . import resident
 from .config import Settings, ValidatorSettings, load_settings
 from .errors import MissingDependencyError, OutputValidationError
 
@@ -43,13 +43,8 @@ log = logging.getLogger("digitize")
 MAIN_CLASS = "org.verapdf.apps.GreenfieldCliWrapper"
 
 
-def _cache_dir() -> Path:
-    """Absolute: a resident server runs from / (so it never holds a run's folder busy)."""
-    return Path(os.environ.get("DIGITIZE_CACHE") or str(Path.home() / ".cache" / "digitize")).absolute()
-
-
 def _classpath_file() -> Path:
-    return _cache_dir() / "verapdf.classpath"
+    return resident.cache_dir() / "verapdf.classpath"
 
 
 # A short-lived JVM: the C1 compiler only and a class-data-sharing archive halve start-up
@@ -60,19 +55,12 @@ JVM_FLAGS = ["-Xss4m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xlog:dis
 
 def _stamp(words: Sequence[str], classpath: str) -> str:
     """Short hash of a command and its jars' sizes and times: a rebuilt jar changes it."""
-    stamp = list(words)
-    for entry in classpath.split(os.pathsep):
-        try:
-            info = os.stat(entry)
-            stamp.append(f"{info.st_size}:{info.st_mtime_ns}")
-        except OSError:
-            stamp.append("-")
-    return hashlib.sha256(" ".join(stamp).encode()).hexdigest()[:12]
+    return resident.stamp(words, classpath.split(os.pathsep))
 
 
 def _cds_archive(classpath: str) -> Path:
     """Class archive named after the classpath *and* its jars' sizes and times: a rebuilt jar gets a new one."""
-    return _cache_dir() / f"verapdf-{_stamp([classpath], classpath)}.jsa"
+    return resident.cache_dir() / f"verapdf-{_stamp([classpath], classpath)}.jsa"
 
 
 def _archive_flags(archive: Path | None, tag: str) -> tuple[list[str], Path | None]:
@@ -164,7 +152,7 @@ STREAM_CLASS = "DigitizeValidator"
 
 
 def _stream_jar() -> Path:
-    return _cache_dir() / "digitize-validator.jar"
+    return resident.cache_dir() / "digitize-validator.jar"
 
 
 def _stream_command(flavour: str) -> tuple[list[str], Path] | None:
@@ -272,11 +260,9 @@ def parse_stream_answer(path: str, line: str) -> Validation:
     return Validation(path, False, rest or [f"veraPDF gave no verdict: {line[:200]}"])
 
 
-# The resident validator: one server JVM per user, machine, veraPDF build and flavour. -------------
+# The resident validator: one server JVM per user, machine, veraPDF build and flavour (resident.py). -----
 
 START_WAIT = 30.0  # seconds a run waits for a starting server before validating with a JVM of its own
-STOP_WAIT = 30.0  # seconds `digitize validator stop` waits for a server to finish work in progress
-SOCKET_PATH_MAX = 107  # bytes in a unix socket's path (sun_path, with its NUL)
 
 
 def _validator_settings() -> ValidatorSettings:
@@ -287,160 +273,40 @@ def _validator_settings() -> ValidatorSettings:
 
 
 def socket_dir(settings: ValidatorSettings | None = None) -> Path:
-    settings = settings or _validator_settings()
-    if settings.dir:
-        return Path(settings.dir).absolute()
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime and os.access(runtime, os.W_OK):
-        return Path(runtime) / "digitize"
-    return _cache_dir() / "run"
-
-
-def _private(folder: Path) -> bool:
-    """Make FOLDER, mode 0700; False if it is someone else's (their socket could answer PASS to anything)."""
-    try:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        info = folder.stat()
-        if info.st_uid != os.getuid():
-            return False
-        if info.st_mode & 0o077:
-            folder.chmod(0o700)
-    except OSError:
-        return False
-    return True
+    return resident.socket_dir((settings or _validator_settings()).dir)
 
 
 @dataclass(frozen=True)
-class ResidentServer:
-    """Where the resident validator of one veraPDF build and flavour listens, and how it starts."""
+class ValidatorServer(resident.ResidentServer):
+    """The resident validator of one veraPDF build and flavour; it dumps a class archive at exit."""
 
-    socket: Path
-    command: tuple[str, ...] = ()  # without class-archive flags
     archive: Path | None = None
 
-    @property
-    def lock(self) -> Path:
-        """Held by the server from before start-up to exit: 'serving or starting', atomically."""
-        return self.socket.with_name(self.socket.name + ".lock")
-
-    @property
-    def log(self) -> Path:
-        return self.socket.with_suffix(".log")
+    def launch(self) -> int:
+        share, dump = _archive_flags(self.archive, f"server-{os.getpid()}")
+        return resident.launch([self.command[0], *share, *self.command[1:]], self.log, dump, self.archive)
 
 
-def _resident_server(flavour: str) -> ResidentServer | None:
+def _resident_server(flavour: str) -> ValidatorServer | None:
     """None when the resident validator is off, not built, or has no usable socket folder."""
     settings = _validator_settings()
     found = _stream_command(flavour) if settings.resident and hasattr(socket, "AF_UNIX") else None
     if found is None:
         return None
     cmd, archive = found
-    folder = socket_dir(settings)
     # named after what would run (java, flags, classpath, jars' sizes and times, flavour): a rebuilt
     # jar or another veraPDF gets a server of its own, and the old one idles out
-    path = folder / f"validator-{_stamp(cmd, cmd[cmd.index('-cp') + 1])}.sock"
-    if len(os.fsencode(path)) > SOCKET_PATH_MAX or not _private(folder):
+    path = resident.socket_path(socket_dir(settings), "validator", _stamp(cmd, cmd[cmd.index('-cp') + 1]))
+    if path is None:
         return None
     serve = [*cmd[:-1], "--serve", str(path), "--idle-seconds", f"{settings.idle:g}", cmd[-1]]
-    return ResidentServer(path, tuple(serve), archive)
-
-
-# Run by /bin/sh: start the server in the background, in its own session, with no inherited stdio (so
-# no shell or CI runner waits on it), and print its pid. A class archive dumped at exit is kept only
-# from a server that served and stopped normally, not from one that lost a start race.
-_LAUNCH = """
-log=$1 dump=$2 archive=$3; shift 3
-if [ -n "$dump" ]; then
-  ( "$@" && [ -s "$dump" ] && mv -f "$dump" "$archive"; rm -f "$dump" ) </dev/null >>"$log" 2>&1 &
-else
-  "$@" </dev/null >>"$log" 2>&1 &
-fi
-echo $!
-"""
-
-
-def _launch(server: ResidentServer) -> int:
-    share, dump = _archive_flags(server.archive, f"server-{os.getpid()}")
-    cmd = [server.command[0], *share, *server.command[1:]]
-    out = subprocess.run(["/bin/sh", "-c", _LAUNCH, "sh", str(server.log), str(dump or ""), str(server.archive or ""),
-                          *cmd], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                         start_new_session=True, cwd="/", timeout=30, check=True).stdout
-    return int(out)
-
-
-def _alive(pid: int | None) -> bool:
-    """Whether PID runs; a zombie does not (a container's init may never reap a detached server)."""
-    if not pid:
-        return False
-    if Path("/proc/self/stat").exists():
-        try:
-            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-        except (OSError, IndexError):
-            return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
-
-
-def _lock_holder(lock: Path) -> int | None:
-    """None if no server holds LOCK, else the pid it wrote there (0 if not yet written)."""
-    try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError:
-        return None
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a server starting meanwhile retries for 200 ms
-    except OSError:
-        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-        return int(text) if text.isdigit() else 0
-    else:
-        fcntl.lockf(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
-
-
-def _connect(path: Path) -> socket.socket | None:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(5)
-    try:
-        sock.connect(os.fspath(path))
-    except OSError:
-        sock.close()
-        return None
-    sock.settimeout(None)
-    return sock
-
-
-_launched: dict[Path, int] = {}  # socket -> pid of the server this process launched for it
-
-
-def _reach(server: ResidentServer, wait: float) -> socket.socket | None:
-    """Connect, launching a server if none serves or starts; None after WAIT s or two failed launches."""
-    deadline = time.monotonic() + wait
-    launches = 0
-    while True:
-        sock = _connect(server.socket)
-        if sock is not None:
-            return sock
-        if _lock_holder(server.lock) is None and not _alive(_launched.get(server.socket)):
-            if launches == 2:
-                return None
-            _launched[server.socket] = _launch(server)
-            launches += 1
-        if time.monotonic() >= deadline:
-            return None
-        time.sleep(0.02)
+    return ValidatorServer(path, tuple(serve), archive)
 
 
 class _ResidentClient(_LineValidator):
     """A connection to a resident server; one per process (a forked child opens its own)."""
 
-    def __init__(self, sock: socket.socket, server: ResidentServer):
+    def __init__(self, sock: socket.socket, server: ValidatorServer):
         self.sock, self.server, self.pid = sock, server, os.getpid()
 
     def _fd(self) -> int:
@@ -468,7 +334,7 @@ def _resident(flavour: str, wait: float) -> _ResidentClient | None:
         if client is not None and client.pid == os.getpid():
             return client
         try:
-            sock = _reach(server, wait)
+            sock = resident.reach(server, wait)
         except (OSError, subprocess.SubprocessError, ValueError) as e:
             log.info("cannot launch the resident veraPDF validator: %s", e)
             return None
@@ -548,73 +414,11 @@ def _close_shared() -> None:
     _clients.clear()
 
 
-@dataclass
-class ServerInfo:
-    socket: Path
-    pid: int  # 0 while a starting server has not written it yet
-    state: str  # "starting", "serving", "stopping" (finishing work after QUIT) or "stopped"
-    uptime: float = 0.0
-    idle: float = 0.0
-    validated: int = 0
-    clients: int = 0  # other connections than the asking one
-
-
-def _ask(path: Path, line: str, timeout: float = 5) -> dict[str, str] | None:
-    """STATUS or QUIT on a fresh connection: the server's key=value answer, or None if none answers."""
-    sock = _connect(path)
-    if sock is None:
-        return None
-    client = _ResidentClient(sock, ResidentServer(path))
-    try:
-        status, *fields = client.ask(line.encode(), timeout).split("\t")
-    except OutputValidationError:
-        return None
-    finally:
-        client.close()
-    return dict(f.partition("=")[::2] for f in fields) if status == "OK" else None
-
-
-def _info(path: Path, pid: int, answer: dict[str, str] | None) -> ServerInfo:
-    if answer is None:
-        return ServerInfo(path, pid, "starting")
-    return ServerInfo(path, int(answer["pid"]), "serving", float(answer["uptime"]), float(answer["idle"]),
-                      int(answer["validated"]), int(answer["clients"]))
-
-
-def resident_servers(folder: Path | None = None) -> list[ServerInfo]:
-    """The resident validators with a socket in FOLDER (default: this user's), serving or starting."""
-    found = []
-    for lock in sorted((folder or socket_dir()).glob("validator-*.sock.lock")):
-        pid = _lock_holder(lock)
-        if pid is not None:
-            path = lock.with_suffix("")
-            found.append(_info(path, pid, _ask(path, "STATUS")))
-    return found
-
-
-def stop_servers(folder: Path | None = None, wait: float = STOP_WAIT) -> list[ServerInfo]:
-    """Ask every resident validator in FOLDER to exit (a starting one once it serves); the ones found."""
-    stopped = []
-    for info in resident_servers(folder):
-        deadline = time.monotonic() + wait
-        lock = ResidentServer(info.socket).lock
-        answer = _ask(info.socket, "QUIT")
-        while answer is None and _lock_holder(lock) is not None and time.monotonic() < deadline:
-            time.sleep(0.05)  # still starting: it binds once veraPDF is loaded
-            answer = _ask(info.socket, "QUIT")
-        info = _info(info.socket, info.pid, answer) if answer else info
-        while _alive(info.pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        info.state = "stopping" if _alive(info.pid) else "stopped"
-        stopped.append(info)
-    return stopped
-
-
 def validate(paths: Sequence[os.PathLike | str], flavour: str = "2b", timeout: float = 600) -> list[Validation]:
     paths = list(paths)
-    resident = _validate_resident(paths, flavour, timeout)
-    if resident is not None:
-        return resident
+    answers = _validate_resident(paths, flavour, timeout)
+    if answers is not None:
+        return answers
     try:
         streaming = _shared_validator(flavour)
     except OSError:

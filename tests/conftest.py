@@ -27,9 +27,9 @@ os.environ["DIGITIZE_VALIDATOR_IDLE"] = "60"
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:
-    from digitize import verapdf
+    from digitize import resident
 
-    verapdf.stop_servers(Path(VALIDATOR_DIR))
+    resident.stop_servers(Path(VALIDATOR_DIR))
     shutil.rmtree(VALIDATOR_DIR, ignore_errors=True)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 import pytest
 
-from digitize import verapdf
+from digitize import resident, verapdf
 from digitize.cli import cli
 from digitize.config import Settings, ValidatorSettings
 from digitize.errors import OutputValidationError
@@ -77,10 +77,10 @@ class FakeValidator:
 
 
 def test_a_server_that_cannot_start_falls_back_to_a_jvm_of_this_process(fake_build, monkeypatch):
-    def no_launch(server):
+    def no_launch(command, log, dump=None, keep=None):
         raise OSError("no /bin/sh")
 
-    monkeypatch.setattr(verapdf, "_launch", no_launch)
+    monkeypatch.setattr(resident, "launch", no_launch)
     own = FakeValidator()
     monkeypatch.setattr(verapdf, "_shared_validator", lambda flavour: own)
     assert [r.compliant for r in verapdf.validate(["a.pdf"])] == [True]

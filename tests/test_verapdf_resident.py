@@ -19,7 +19,7 @@ import pikepdf
 import pytest
 from PIL import Image
 
-from digitize import verapdf
+from digitize import resident, verapdf
 from tests.pages import render_text_page
 from tests.test_pdfa import two_page_pdfa
 
@@ -44,7 +44,7 @@ def vdir(monkeypatch) -> Path:
     assert verapdf._resident_server("2b") is not None, "scripts/setup.sh builds the validator jar"
     yield folder
     verapdf._close_shared()
-    verapdf.stop_servers(folder)
+    resident.stop_servers(folder)
     shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -70,8 +70,8 @@ def test_server_validates_a_pdfa_and_rejects_a_plain_pdf(vdir, pdfs) -> None:
     results = verapdf.validate([good, plain])
     assert [r.compliant for r in results] == [True, False]
     assert any(f.startswith("6.6.2.1-1") for f in results[1].failures), results[1].failures  # no XMP metadata
-    (server,) = verapdf.resident_servers(vdir)
-    assert server.state == "serving" and server.validated == 2 and server.pid > 0
+    (server,) = resident.servers(vdir, "validator")
+    assert server.state == "serving" and (server.served, server.noun) == (2, "validated") and server.pid > 0
     assert oct(vdir.stat().st_mode & 0o777) == "0o700"
 
 
@@ -89,7 +89,7 @@ def test_two_concurrent_clients_both_get_their_own_answers(vdir, pdfs) -> None:
     server = verapdf._resident_server("2b")
 
     def client(order: list[Path]) -> list[bool]:
-        conn = verapdf._ResidentClient(verapdf._connect(server.socket), server)
+        conn = verapdf._ResidentClient(resident.connect(server.socket), server)
         try:
             return [conn.validate(p, 120).compliant for p in order]
         finally:
@@ -105,28 +105,28 @@ def test_two_concurrent_clients_both_get_their_own_answers(vdir, pdfs) -> None:
 def test_idle_server_exits_and_removes_its_socket(vdir, pdfs, monkeypatch) -> None:
     monkeypatch.setenv("DIGITIZE_VALIDATOR_IDLE", "1")
     assert compliant(pdfs[0]) == [True]
-    (server,) = verapdf.resident_servers(vdir)
+    (server,) = resident.servers(vdir, "validator")
     verapdf._close_shared()  # an open connection keeps a server up
-    assert wait_until(lambda: not server.socket.exists() and not verapdf._alive(server.pid))
-    assert verapdf.resident_servers(vdir) == []
+    assert wait_until(lambda: not server.socket.exists() and not resident.alive(server.pid))
+    assert resident.servers(vdir, "validator") == []
 
 
 def test_second_server_on_the_same_socket_exits_and_the_first_keeps_serving(vdir, pdfs) -> None:
     compliant(pdfs[0])
-    (first,) = verapdf.resident_servers(vdir)
+    (first,) = resident.servers(vdir, "validator")
     second = subprocess.run(verapdf._resident_server("2b").command, capture_output=True, text=True, timeout=120)
     assert second.returncode == 3 and "another validator serves" in second.stdout
-    (still,) = verapdf.resident_servers(vdir)
+    (still,) = resident.servers(vdir, "validator")
     assert (still.pid, still.state) == (first.pid, "serving")
     assert compliant(pdfs[0]) == [True]
 
 
 def test_racing_launches_end_with_one_server(vdir, pdfs) -> None:
     server = verapdf._resident_server("2b")
-    launched = [verapdf._launch(server) for _ in range(3)]
-    assert wait_until(lambda: verapdf._connect(server.socket) is not None)
-    assert wait_until(lambda: sum(map(verapdf._alive, launched)) == 1)
-    (only,) = verapdf.resident_servers(vdir)
+    launched = [server.launch() for _ in range(3)]
+    assert wait_until(lambda: resident.connect(server.socket) is not None)
+    assert wait_until(lambda: sum(map(resident.alive, launched)) == 1)
+    (only,) = resident.servers(vdir, "validator")
     assert only.state == "serving"
     assert compliant(pdfs[0]) == [True]
 
@@ -134,11 +134,11 @@ def test_racing_launches_end_with_one_server(vdir, pdfs) -> None:
 def test_stop_waits_for_a_starting_server(vdir) -> None:
     """What the test session's clean-up relies on: a server still loading veraPDF is stopped too."""
     server = verapdf._resident_server("2b")
-    verapdf._launch(server)
-    assert wait_until(lambda: verapdf._lock_holder(server.lock) is not None)
-    (stopped,) = verapdf.stop_servers(vdir)
+    server.launch()
+    assert wait_until(lambda: resident.lock_holder(server.lock) is not None)
+    (stopped,) = resident.stop_servers(vdir, "validator")
     assert stopped.state == "stopped" and not server.socket.exists()
-    assert verapdf.resident_servers(vdir) == []
+    assert resident.servers(vdir, "validator") == []
 
 
 def test_stale_socket_is_replaced(vdir, pdfs) -> None:
@@ -147,16 +147,16 @@ def test_stale_socket_is_replaced(vdir, pdfs) -> None:
     dead.bind(str(server.socket))  # the file stays after close, with nobody listening
     dead.close()
     assert compliant(*pdfs) == [True, False]
-    (info,) = verapdf.resident_servers(vdir)
+    (info,) = resident.servers(vdir, "validator")
     assert info.state == "serving" and info.socket == server.socket
 
 
 def test_server_stopped_under_a_connected_run_is_replaced(vdir, pdfs) -> None:
     compliant(pdfs[0])
-    (first,) = verapdf.resident_servers(vdir)
-    verapdf.stop_servers(vdir)  # this process's connection is now dead
+    (first,) = resident.servers(vdir, "validator")
+    resident.stop_servers(vdir, "validator")  # this process's connection is now dead
     assert compliant(pdfs[0]) == [True]
-    (second,) = verapdf.resident_servers(vdir)
+    (second,) = resident.servers(vdir, "validator")
     assert second.pid != first.pid
 
 
@@ -174,12 +174,12 @@ def test_digitize_run_uses_the_server_and_validator_stop_ends_it(vdir, tmp_path)
     for n in range(2):
         done = run_cli("run", "--jobs", "1", str(scan), str(tmp_path / f"out{n}.pdf"))
         assert done.returncode == 0, done.stderr
-    (server,) = verapdf.resident_servers(vdir)
-    assert server.validated == 2
+    (server,) = resident.servers(vdir, "validator")
+    assert (server.served, server.noun) == (2, "validated")
     status = run_cli("validator", "status")
     assert status.returncode == 0 and f"serving: pid {server.pid}," in status.stdout
     stop = run_cli("validator", "stop")
     assert stop.returncode == 0 and f"stopped: pid {server.pid}," in stop.stdout, stop.stdout
-    assert not server.socket.exists() and not verapdf._alive(server.pid)
+    assert not server.socket.exists() and not resident.alive(server.pid)
     again = run_cli("validator", "stop")
     assert again.returncode == 0 and "not running" in again.stdout
