@@ -1,7 +1,7 @@
 """Settings: built-in defaults < TOML file < environment variables < command-line options.
 
 One TOML file (``--config FILE`` or ``$DIGITIZE_CONFIG`` or ``./digitize.toml``) with sections
-``[convert]``, ``[store]``, ``[index]``, ``[watch]``, ``[batch]``, ``[validator]``; any key can be overridden by
+``[convert]``, ``[store]``, ``[index]``, ``[watch]``, ``[batch]``, ``[validator]``, ``[converter]``; any key can be overridden by
 ``DIGITIZE_<SECTION>_<KEY>`` (e.g. ``DIGITIZE_STORE_URL``, ``DIGITIZE_INDEX_DSN``).
 The embedded defaults (a folder object store and a SQLite index under ``data_dir``) need no server.
 """
@@ -76,7 +76,13 @@ class BatchSettings:
 class ValidatorSettings:
     resident: bool = True  # one veraPDF server per user and machine, shared by all runs (see verapdf.py)
     idle: float = 600.0  # seconds a resident server stays up unused
-    dir: str = ""  # its socket's private folder; "" = $XDG_RUNTIME_DIR/digitize or ~/.cache/digitize/run
+    dir: str = ""  # the resident servers' private socket folder; "" = $XDG_RUNTIME_DIR/digitize or ~/.cache/digitize/run
+
+
+@dataclass
+class ConverterSettings:
+    resident: bool = True  # `digitize run` hands its work to a warm converter of this user (see zygote.py)
+    idle: float = 600.0  # seconds a resident converter stays up unused
 
 
 @dataclass
@@ -88,6 +94,7 @@ class Settings:
     watch: WatchSettings = field(default_factory=WatchSettings)
     batch: BatchSettings = field(default_factory=BatchSettings)
     validator: ValidatorSettings = field(default_factory=ValidatorSettings)
+    converter: ConverterSettings = field(default_factory=ConverterSettings)
     source: str = "defaults"  # where the settings came from, for `config show`
 
     @property
@@ -99,7 +106,7 @@ class Settings:
         return self.index.dsn or "sqlite:///" + str(Path(self.data_dir) / "index.sqlite3")
 
 
-_SECTIONS = ("convert", "store", "index", "watch", "batch", "validator")
+_SECTIONS = ("convert", "store", "index", "watch", "batch", "validator", "converter")
 
 
 def _coerce(value: Any, current: Any, where: str) -> Any:

@@ -23,6 +23,7 @@ class ExitCode(IntEnum):
     storage = 10  # object store or index unavailable / refused
     verification = 11  # fixity check found missing or corrupt objects
     not_found = 12  # case or document not found
+    internal = 15  # a bug, or the resident converter stopped under a run
     interrupted = 130
 
 
