@@ -2,7 +2,7 @@
 
 import sys
 
-from .cli import main
+from .launcher import main
 
 if __name__ == "__main__":  # page workers re-import the main module (forkserver): run only once
     sys.exit(main())

@@ -1,4 +1,4 @@
-"""Command line: ``digitize run|watch|batch|cases|search|show|get|verify|separator|config|validator``.
+"""Command line: ``digitize run|watch|batch|cases|search|show|get|verify|separator|config|validator|servers``.
 
 Every failure a user can cause ends as one line on stderr (``digitize: ...``) and the exit code
 of its :class:`~digitize.errors.DigitizeError` class; never a traceback (``-v -v`` shows one for
@@ -26,6 +26,8 @@ Exit codes:
   3  missing dependency          10  storage/index unavailable
   4  output failed PDF/A check   11  fixity check failed
   5  cannot read/write a file    12  case or document not found
+                                 15  internal error, or the resident
+                                     converter stopped under a run
 """
 
 log = logging.getLogger("digitize")
@@ -106,6 +108,31 @@ def validator_stop(settings) -> None:
     _list_servers(settings, stop_servers, "validator")
 
 
+@cli.group("servers")
+def servers_group() -> None:
+    """All resident servers of this user: the veraPDF validator and the converter."""
+
+
+@servers_group.command("status")
+@click.pass_obj
+def servers_status(settings) -> None:
+    """Show every resident server (kind, pid, uptime, idle time, socket)."""
+    from .resident import servers
+
+    _list_servers(settings, servers, None)
+    if not settings.converter.resident:
+        click.echo("resident converter off (converter.resident): each run imports and loads everything itself")
+
+
+@servers_group.command("stop")
+@click.pass_obj
+def servers_stop(settings) -> None:
+    """Ask every resident server to exit (after its current work); the next run starts new ones."""
+    from .resident import stop_servers
+
+    _list_servers(settings, stop_servers, None)
+
+
 @cli.command("run", epilog="""\b
 Examples:
   digitize run scan.pdf out.pdf
@@ -169,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         if logging.getLogger().isEnabledFor(logging.DEBUG):
             raise
         click.echo(f"digitize: internal error: {type(e).__name__}: {' '.join(str(e).split())}", err=True)
-        return 15
+        return int(ExitCode.internal)
 
 
 if __name__ == "__main__":

@@ -18,12 +18,13 @@ ROOT = str(Path(__file__).resolve().parent.parent)
 if sys.path[0] != ROOT:
     sys.path.insert(0, ROOT)
 
-# Resident veraPDF validators of this session (the tests' and those of `digitize run` subprocesses,
-# which inherit the environment) get a private folder, never the user's own, and are stopped at the
-# end; the short idle time ends them soon even if pytest itself is killed.
+# Resident servers of this session (veraPDF validators and converters: the tests' and those of
+# `digitize run` subprocesses, which inherit the environment) get a private folder, never the user's
+# own, and are stopped at the end; the short idle time ends them soon even if pytest itself is killed.
 VALIDATOR_DIR = tempfile.mkdtemp(prefix="digitize-tests-")
 os.environ["DIGITIZE_VALIDATOR_DIR"] = VALIDATOR_DIR
 os.environ["DIGITIZE_VALIDATOR_IDLE"] = "60"
+os.environ["DIGITIZE_CONVERTER_IDLE"] = "60"
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:

@@ -1,0 +1,19 @@
+"""The ``digitize`` command's entry point, kept light: ``digitize run`` is handed to the resident
+converter (zygote.py) before numpy, OpenCV or click are imported; everything else, and a run no
+converter takes, goes to the CLI (cli.py) in this process."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    from . import zygote
+
+    code = zygote.handover(args)
+    if code is not None:
+        return code
+    from .cli import main as run_here
+
+    return run_here(args)

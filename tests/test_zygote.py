@@ -1,0 +1,307 @@
+"""The resident converter: `digitize run` handed to a warm server's child must behave as a local run.
+
+Real processes throughout (the `digitize` command, its server, the server's children); each test
+gets its own short socket folder (a socket path must fit in 107 bytes) and stops its servers.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pikepdf
+import psutil
+import pytest
+from PIL import Image
+
+from digitize import resident, zygote
+from digitize.errors import ExitCode
+from tests.pages import render_text_page
+from tests.test_verapdf_resident import wait_until
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parent.parent
+STACK = ROOT / "samples" / "14_stack.pdf"  # 5 pages: long enough to interrupt
+
+
+@pytest.fixture
+def zdir() -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="dz-"))
+    yield folder
+    resident.stop_servers(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def env(zdir, tmp_path) -> dict[str, str]:
+    """The environment of every `digitize` below: this test's socket folder and temp dir."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    return {**os.environ, "DIGITIZE_VALIDATOR_DIR": str(zdir), "DIGITIZE_CONVERTER_IDLE": "60", "TMPDIR": str(tmp)}
+
+
+@pytest.fixture(scope="module")
+def scan(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("scan") / "scan.png"
+    Image.fromarray(render_text_page(size=(620, 400), font_px=30)).save(path, dpi=(150, 150))
+    return path
+
+
+def digitize(*args: str, env: dict[str, str], cwd: Path | None = None, **extra) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "digitize", *args], env={**env, **extra}, cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+def converters(folder: Path) -> list[resident.ServerInfo]:
+    return resident.servers(folder, "converter")
+
+
+def serving(folder: Path) -> resident.ServerInfo:
+    """The one converter of FOLDER, once it serves."""
+    assert wait_until(lambda: [s.state for s in converters(folder)] == ["serving"]), converters(folder)
+    (server,) = converters(folder)
+    return server
+
+
+def warm(env: dict[str, str], tmp_path: Path) -> resident.ServerInfo:
+    """Launch the converter with a quick failing run (which runs locally) and wait until it serves."""
+    empty = tmp_path / "launch.png"
+    empty.write_bytes(b"")
+    assert digitize("run", str(empty), str(tmp_path / "never.pdf"), env=env).returncode == ExitCode.input_file
+    return serving(Path(env["DIGITIZE_VALIDATOR_DIR"]))
+
+
+def pdf_text(path: Path) -> str:
+    return subprocess.run(["pdftotext", "-enc", "UTF-8", str(path), "-"], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def test_first_run_launches_the_server_and_converts_itself(zdir, env, scan, tmp_path) -> None:
+    assert converters(zdir) == []
+    done = digitize("run", "--jobs", "1", "--no-validate", str(scan), str(tmp_path / "out.pdf"), env=env)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out.pdf").is_file()
+    server = serving(zdir)
+    assert server.served == 0 and server.noun == "converted"  # the first run did not wait for it
+    assert oct(zdir.stat().st_mode & 0o777) == "0o700"
+
+
+def test_a_run_through_the_server_gives_the_pdf_a_local_run_gives(zdir, env, scan, tmp_path) -> None:
+    warm(env, tmp_path)
+    local = digitize("run", "--jobs", "1", str(scan), str(tmp_path / "local.pdf"), env=env,
+                     DIGITIZE_CONVERTER_RESIDENT="0")
+    served = digitize("run", "--jobs", "1", str(scan), str(tmp_path / "served.pdf"), env=env)
+    assert (local.returncode, served.returncode) == (0, 0), (local.stderr, served.stderr)
+    assert (local.stdout, local.stderr) == (served.stdout, served.stderr) == ("", "")
+    assert serving(zdir).served == 1
+    assert pdf_text(tmp_path / "served.pdf") == pdf_text(tmp_path / "local.pdf")
+    assert "Hạnh phúc" in pdf_text(tmp_path / "served.pdf")
+    with pikepdf.open(tmp_path / "served.pdf") as a, pikepdf.open(tmp_path / "local.pdf") as b:
+        assert len(a.pages) == len(b.pages) == 1
+        assert a.open_metadata().get("pdfaid:part") == "2"
+    (validator,) = resident.servers(zdir, "validator")  # the child validated through the resident JVM
+    assert validator.served == 2
+
+
+@pytest.mark.parametrize("content", [b"", b"just some text, not a PDF\n"], ids=["empty", "text"])
+def test_bad_input_gives_the_same_line_and_code_as_locally_and_no_output(zdir, env, tmp_path, content) -> None:
+    warm(env, tmp_path)
+    bad = tmp_path / "scan.pdf"
+    bad.write_bytes(content)
+    out = tmp_path / "out"
+    out.mkdir()
+    local = digitize("run", str(bad), str(out / "a.pdf"), env=env, DIGITIZE_CONVERTER_RESIDENT="0")
+    served = digitize("run", str(bad), str(out / "a.pdf"), env=env)
+    assert served.returncode == local.returncode == ExitCode.input_file
+    assert served.stderr == local.stderr and served.stderr.count("\n") == 1, served.stderr
+    assert served.stderr.startswith("digitize: ") and "Traceback" not in served.stderr
+    assert list(out.iterdir()) == []
+    assert serving(zdir).served == 1
+
+
+def test_cwd_relative_paths_config_file_and_environment_are_the_clients(zdir, env, scan, tmp_path) -> None:
+    warm(env, tmp_path)
+    work = tmp_path / "work"
+    (work / "in").mkdir(parents=True)
+    shutil.copy(scan, work / "in" / "scan.png")
+    (work / "my.toml").write_text('[convert]\nlanguage = "vie"\n', encoding="utf-8")
+    done = digitize("--config", "my.toml", "run", "--jobs", "1", "in/scan.png", "out/scan.pdf",
+                    "--report", "out/report.json", env=env, cwd=work, DIGITIZE_CONVERT_VALIDATE="false")
+    assert done.returncode == 0, done.stderr
+    assert serving(zdir).served == 1
+    report = (work / "out" / "report.json").read_text(encoding="utf-8")
+    assert '"language": "vie"' in report  # from the config file, found from the client's folder
+    assert '"compliant": null' in report  # DIGITIZE_CONVERT_VALIDATE=false: from the client's environment
+    assert (work / "out" / "scan.pdf").is_file()
+    missing = digitize("--config", "nowhere.toml", "run", "in/scan.png", "out/x.pdf", env=env, cwd=work)
+    assert missing.returncode == ExitCode.invalid_config and "nowhere.toml" in missing.stderr
+
+
+def test_verbose_logging_and_the_umask_are_the_clients(zdir, env, scan, tmp_path) -> None:
+    warm(env, tmp_path)
+    done = subprocess.run(["sh", "-c", f'umask 077 && exec "$0" -m digitize -v run --jobs 1 --no-validate "$1" "$2"',
+                           sys.executable, str(scan), str(tmp_path / "out.pdf")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert serving(zdir).served == 1
+    assert "digitize: INFO: " in done.stderr and "1 pages" in done.stderr
+    assert (tmp_path / "out.pdf").stat().st_mode & 0o777 == 0o600
+
+
+def child_of(server: resident.ServerInfo) -> psutil.Process:
+    """The child converting for a client right now."""
+    found = []
+    assert wait_until(lambda: found.extend(psutil.Process(server.pid).children()) or found, 30)
+    return found[0]
+
+
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["int", "term", "kill"])
+def test_stopping_the_client_stops_the_child_and_leaves_nothing(zdir, env, tmp_path, how) -> None:
+    server = warm(env, tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    client = subprocess.Popen([sys.executable, "-m", "digitize", "run", "--jobs", "1", "--no-validate", str(STACK),
+                               str(out / "stack.pdf")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    child = child_of(server)
+    time.sleep(1.0)  # well into the pages
+    client.send_signal(how)
+    _, stderr = client.communicate(timeout=60)
+    assert wait_until(lambda: not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, 30)
+    assert wait_until(lambda: serving(zdir).clients == 0, 30)
+    expected = {signal.SIGINT: 130, signal.SIGTERM: -signal.SIGTERM, signal.SIGKILL: -signal.SIGKILL}[how]
+    assert client.returncode == expected, stderr
+    if how != signal.SIGKILL:
+        assert stderr.strip() == "digitize: interrupted" and "Traceback" not in stderr
+    assert list(out.iterdir()) == []  # no output, no temporary file beside it
+    assert list(Path(env["TMPDIR"]).iterdir()) == []  # the child's page folder is gone
+
+
+def test_a_child_that_dies_mid_run_is_one_clear_line(zdir, env, tmp_path) -> None:
+    server = warm(env, tmp_path)
+    client = subprocess.Popen([sys.executable, "-m", "digitize", "run", "--jobs", "1", "--no-validate", str(STACK),
+                               str(tmp_path / "stack.pdf")], env=env, stderr=subprocess.PIPE, text=True)
+    child_of(server).kill()
+    _, stderr = client.communicate(timeout=60)
+    assert client.returncode == ExitCode.internal
+    assert stderr.splitlines() == [f"digitize: the resident converter stopped unexpectedly"
+                                   f" (see {resident.ResidentServer(server.socket).log})"]
+    assert not (tmp_path / "stack.pdf").exists()
+
+
+def test_two_clients_at_once_both_succeed(zdir, env, scan, tmp_path) -> None:
+    warm(env, tmp_path)
+    runs = [subprocess.Popen([sys.executable, "-m", "digitize", "run", "--jobs", "1", "--no-validate", str(scan),
+                              str(tmp_path / f"out{n}.pdf")], env=env, stderr=subprocess.PIPE, text=True)
+            for n in range(2)]
+    assert [r.wait(timeout=300) for r in runs] == [0, 0]
+    assert serving(zdir).served == 2
+    assert pdf_text(tmp_path / "out0.pdf") == pdf_text(tmp_path / "out1.pdf")
+
+
+def test_a_server_gone_before_taking_the_request_means_a_local_run(zdir, env, scan, tmp_path) -> None:
+    server = warm(env, tmp_path)
+    resident.stop_servers(zdir, "converter")
+    fake = socket.socket(socket.AF_UNIX)  # accepts, reads, and hangs up without a child
+    fake.bind(str(server.socket))
+    fake.listen(4)
+
+    def hang_up() -> None:
+        conn, _ = fake.accept()
+        conn.recv(65536)
+        conn.close()
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    try:
+        done = digitize("run", "--jobs", "1", "--no-validate", str(scan), str(tmp_path / "out.pdf"), env=env)
+    finally:
+        fake.close()
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "" and (tmp_path / "out.pdf").is_file()
+
+
+def test_changed_key_inputs_get_a_server_of_their_own(zdir, env, tmp_path) -> None:
+    first = warm(env, tmp_path)
+    env = {**env, "OPENCV_LOG_LEVEL": "ERROR"}  # read when OpenCV loads: a warm server cannot apply it
+    second = digitize("run", str(tmp_path / "launch.png"), str(tmp_path / "never.pdf"), env=env)
+    assert second.returncode == ExitCode.input_file
+    assert wait_until(lambda: len([s for s in converters(zdir) if s.state == "serving"]) == 2)
+    assert first.socket in [s.socket for s in converters(zdir)]
+
+
+def test_the_key_follows_the_code_and_load_time_environment(tmp_path, monkeypatch) -> None:
+    (tmp_path / "digitize").mkdir()
+    module = tmp_path / "digitize" / "ocr.py"
+    module.write_text("x = 1\n")
+    monkeypatch.setattr(zygote, "ROOT", tmp_path)
+    first = zygote._key()
+    assert zygote._key() == first
+    os.utime(module, ns=(module.stat().st_atime_ns, module.stat().st_mtime_ns + 1_000_000))
+    touched = zygote._key()
+    assert touched != first
+    monkeypatch.setenv("DIGITIZE_STORE_URL", "file:///elsewhere")  # read by each run: same server
+    assert zygote._key() == touched
+    monkeypatch.setenv("TESSDATA_PREFIX", "/elsewhere")  # read when the models load: another server
+    assert zygote._key() != touched
+
+
+def test_a_server_whose_loaded_files_changed_stops_taking_runs(tmp_path) -> None:
+    lib = tmp_path / "lib.py"
+    lib.write_text("x = 1\n")
+    loaded = {str(lib): (lib.stat().st_ino, lib.stat().st_size, lib.stat().st_mtime_ns)}
+    assert zygote._changed(loaded) is None
+    lib.write_text("x = 22\n")
+    assert zygote._changed(loaded) == str(lib)
+
+
+def test_idle_server_exits_and_removes_its_socket(zdir, env, tmp_path) -> None:
+    server = warm({**env, "DIGITIZE_CONVERTER_IDLE": "1"}, tmp_path)
+    assert wait_until(lambda: not server.socket.exists() and not resident.alive(server.pid), 30)
+    assert converters(zdir) == []
+
+
+def test_off_switch_means_no_server(zdir, env, scan, tmp_path) -> None:
+    done = digitize("run", "--jobs", "1", "--no-validate", str(scan), str(tmp_path / "out.pdf"), env=env,
+                    DIGITIZE_CONVERTER_RESIDENT="0")
+    assert done.returncode == 0, done.stderr
+    (tmp_path / "off.toml").write_text("[converter]\nresident = false\n", encoding="utf-8")
+    done = digitize("--config", str(tmp_path / "off.toml"), "run", "--jobs", "1", "--no-validate", str(scan),
+                    str(tmp_path / "out2.pdf"), env=env)
+    assert done.returncode == 0, done.stderr
+    assert not [p for p in zdir.iterdir() if p.name.startswith("converter-")]
+
+
+def test_servers_status_and_stop_list_both_kinds(zdir, env, tmp_path) -> None:
+    server = warm(env, tmp_path)
+    status = digitize("servers", "status", env=env)
+    assert status.returncode == 0 and f"converter serving: pid {server.pid}," in status.stdout, status.stdout
+    assert "0 converted" in status.stdout
+    assert "not running" in digitize("validator", "status", env=env).stdout  # the validator's command: validators only
+    stop = digitize("servers", "stop", env=env)
+    assert stop.returncode == 0 and f"converter stopped: pid {server.pid}," in stop.stdout, stop.stdout
+    assert not server.socket.exists() and not resident.alive(server.pid)
+    assert "not running" in digitize("servers", "status", env=env).stdout
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["run", "a", "b"], None),
+    (["-v", "--config", "c.toml", "run", "a", "b"], "c.toml"),
+    (["--config=c.toml", "-vq", "run"], "c.toml"),
+    (["run", "--help"], False),
+    (["--version"], False),
+    (["batch", "x"], False),
+    (["--frobnicate", "run"], False),
+    (["--config"], False),
+    ([], False),
+])
+def test_only_run_goes_to_the_server(argv, expected) -> None:
+    assert zygote._run_arguments(argv) == expected
