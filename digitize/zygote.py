@@ -304,36 +304,31 @@ def serve(start_env: dict[str, str], socket_arg: str, idle: str, language: str) 
     if lock is None:
         print(f"another converter serves {path}", flush=True)
         return 3
-    server_pid = os.getpid()
+    # the lock is released when the server stops listening, or at the latest when it exits
+    import importlib
+
+    from . import cli, convert, ocr  # noqa: F401 - what every child would import
+    from .errors import DigitizeError
+
+    for name in LAZY_IMPORTS:
+        importlib.import_module(name)
     try:
-        import importlib
-
-        from . import cli, convert, ocr  # noqa: F401 - what every child would import
-        from .errors import DigitizeError
-
-        for name in LAZY_IMPORTS:
-            importlib.import_module(name)
-
-        try:
-            ocr.warm(language)
-        except DigitizeError as e:
-            _say(f"models not loaded ({e}); children load their own")
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            path.unlink()  # stale: we hold the lock
-        except FileNotFoundError:
-            pass
-        listener.bind(str(path))
-        listener.listen(64)
-        listener.setblocking(False)  # accept() never waits: select() says when, and closing drains the queue
-        added = {k: v for k, v in os.environ.items() if start_env.get(k) != v}  # set while importing
-        _say(f"serving {path} (idle {float(idle):g} s, models {language})")
-        served = _Server(listener, path, float(idle), lock, added).run()
-        _say(f"stopped after {served} runs")
-        return 0
-    finally:
-        if os.getpid() == server_pid:
-            os.close(lock)
+        ocr.warm(language)
+    except DigitizeError as e:
+        _say(f"models not loaded ({e}); children load their own")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        path.unlink()  # stale: we hold the lock
+    except FileNotFoundError:
+        pass
+    listener.bind(str(path))
+    listener.listen(64)
+    listener.setblocking(False)  # accept() never waits: select() says when, and closing drains the queue
+    added = {k: v for k, v in os.environ.items() if start_env.get(k) != v}  # set while importing
+    _say(f"serving {path} (idle {float(idle):g} s, models {language})")
+    served = _Server(listener, path, float(idle), lock, added).run()
+    _say(f"stopped after {served} runs")
+    return 0
 
 
 def _loaded_files() -> dict[str, tuple[int, int, int]]:

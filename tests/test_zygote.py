@@ -267,6 +267,12 @@ def test_idle_server_exits_and_removes_its_socket(zdir, env, tmp_path) -> None:
     server = warm({**env, "DIGITIZE_CONVERTER_IDLE": "1"}, tmp_path)
     assert wait_until(lambda: not server.socket.exists() and not resident.alive(server.pid), 30)
     assert converters(zdir) == []
+    assert_clean_log(server)
+
+
+def assert_clean_log(server: resident.ServerInfo) -> None:
+    log = resident.ResidentServer(server.socket).log.read_text(encoding="utf-8")
+    assert "stopped after" in log and "Traceback" not in log, log
 
 
 def test_off_switch_means_no_server(zdir, env, scan, tmp_path) -> None:
@@ -290,6 +296,7 @@ def test_servers_status_and_stop_list_both_kinds(zdir, env, tmp_path) -> None:
     assert stop.returncode == 0 and f"converter stopped: pid {server.pid}," in stop.stdout, stop.stdout
     assert not server.socket.exists() and not resident.alive(server.pid)
     assert "not running" in digitize("servers", "status", env=env).stdout
+    assert_clean_log(server)
 
 
 @pytest.mark.parametrize("argv, expected", [
