@@ -9,9 +9,13 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
-    from . import zygote
+    try:
+        from . import zygote
 
-    code = zygote.handover(args)
+        code = zygote.handover(args)
+    except KeyboardInterrupt:  # before a child took the run: nothing ran
+        print("digitize: interrupted", file=sys.stderr)
+        return 130
     if code is not None:
         return code
     from .cli import main as run_here
