@@ -22,7 +22,7 @@ import psutil
 import pytest
 from PIL import Image
 
-from digitize import resident, zygote
+from digitize import resident, zygote, zygote_server
 from digitize.errors import ExitCode
 from tests.pages import render_text_page
 from tests.test_verapdf_resident import wait_until
@@ -158,10 +158,18 @@ def test_verbose_logging_and_the_umask_are_the_clients(zdir, env, scan, tmp_path
 
 
 def child_of(server: resident.ServerInfo) -> psutil.Process:
-    """The child converting for a client right now."""
+    """The child converting for a client right now, once it works on pages (so it took the request)."""
     found = []
     assert wait_until(lambda: found.extend(psutil.Process(server.pid).children()) or found, 30)
+    assert wait_until(lambda: found[0].children(), 30)
     return found[0]
+
+
+def gone(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 @pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["int", "term", "kill"])
@@ -173,10 +181,10 @@ def test_stopping_the_client_stops_the_child_and_leaves_nothing(zdir, env, tmp_p
                                str(out / "stack.pdf")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True)
     child = child_of(server)
-    time.sleep(1.0)  # well into the pages
+    time.sleep(0.5)  # well into the pages
     client.send_signal(how)
     _, stderr = client.communicate(timeout=60)
-    assert wait_until(lambda: not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, 30)
+    assert wait_until(lambda: gone(child), 30)
     assert wait_until(lambda: serving(zdir).clients == 0, 30)
     expected = {signal.SIGINT: 130, signal.SIGTERM: -signal.SIGTERM, signal.SIGKILL: -signal.SIGKILL}[how]
     assert client.returncode == expected, stderr
@@ -258,13 +266,13 @@ def test_a_server_whose_loaded_files_changed_stops_taking_runs(tmp_path) -> None
     lib = tmp_path / "lib.py"
     lib.write_text("x = 1\n")
     loaded = {str(lib): (lib.stat().st_ino, lib.stat().st_size, lib.stat().st_mtime_ns)}
-    assert zygote._changed(loaded) is None
+    assert zygote_server._changed(loaded) is None
     lib.write_text("x = 22\n")
-    assert zygote._changed(loaded) == str(lib)
+    assert zygote_server._changed(loaded) == str(lib)
 
 
 def test_idle_server_exits_and_removes_its_socket(zdir, env, tmp_path) -> None:
-    server = warm({**env, "DIGITIZE_CONVERTER_IDLE": "1"}, tmp_path)
+    server = warm({**env, "DIGITIZE_CONVERTER_IDLE": "3"}, tmp_path)
     assert wait_until(lambda: not server.socket.exists() and not resident.alive(server.pid), 30)
     assert converters(zdir) == []
     assert_clean_log(server)

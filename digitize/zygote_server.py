@@ -1,0 +1,379 @@
+"""The resident converter's server: warm once, then fork a child per ``digitize run`` (see zygote.py).
+
+One thread (none may exist when forking) accepts requests, forks, reaps children and turns a
+client's INT/TERM or disappearance into SIGINT for its child. The child takes over the client's
+descriptors, environment, folder, umask, nice value and soft limits, then runs ``cli.main`` as a
+local run does, and what the interpreter does at exit; the parent never converts anything.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+from . import resident
+from .zygote import STDIO
+
+NOUN = "converted"
+# Imported inside functions by every run's page (textlayer's font, pdfa's ICC profile): ~16 ms each
+# time. Only imported here; what they build carries a timestamp, so each run still builds its own.
+LAZY_IMPORTS = ("fontTools.fontBuilder", "fontTools.pens.ttGlyphPen", "PIL.ImageCms")
+
+
+def _say(text: str) -> None:
+    print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} converter {os.getpid()}: {text}", file=sys.stderr, flush=True)
+
+
+def serve(start_env: dict[str, str], socket_arg: str, idle: str, language: str) -> int:
+    """The server process: lock, warm up, listen until idle or told QUIT; 3 if another one serves."""
+    path = Path(socket_arg)
+    lock = resident.hold_lock(resident.ResidentServer(path).lock)
+    if lock is None:
+        print(f"another converter serves {path}", flush=True)
+        return 3
+    # the lock is released when the server stops listening, or at the latest when it exits
+    import importlib
+
+    from . import cli, convert, ocr  # noqa: F401 - what every child would import
+    from .errors import DigitizeError
+
+    for name in LAZY_IMPORTS:
+        importlib.import_module(name)
+    try:
+        ocr.warm(language)
+    except DigitizeError as e:
+        _say(f"models not loaded ({e}); children load their own")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        path.unlink()  # stale: we hold the lock
+    except FileNotFoundError:
+        pass
+    listener.bind(str(path))
+    listener.listen(64)
+    listener.setblocking(False)  # accept() never waits: select() says when, and closing drains the queue
+    added = {k: v for k, v in os.environ.items() if start_env.get(k) != v}  # set while importing
+    _say(f"serving {path} (idle {float(idle):g} s, models {language})")
+    served = _Server(listener, path, float(idle), lock, added).run()
+    _say(f"stopped after {served} runs")
+    return 0
+
+
+def _loaded_files() -> dict[str, tuple[int, int, int]]:
+    """Every module and shared library this process loaded, with its inode, size and time."""
+    paths = {getattr(m, "__file__", None) for m in list(sys.modules.values())}
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            for line in maps:
+                fields = line.split(None, 5)
+                if len(fields) == 6:
+                    paths.add(fields[5].rstrip("\n"))
+    except OSError:
+        pass
+    found = {}
+    for p in paths:
+        if p and p.startswith("/"):
+            try:
+                info = os.stat(p)
+            except OSError:
+                continue
+            found[p] = (info.st_ino, info.st_size, info.st_mtime_ns)
+    return found
+
+
+def _changed(files: dict[str, tuple[int, int, int]]) -> str | None:
+    """The first loaded file that differs on disk now (an upgrade of numpy, Tesseract...), if any."""
+    for p, before in files.items():
+        try:
+            info = os.stat(p)
+        except OSError:
+            return p
+        if (info.st_ino, info.st_size, info.st_mtime_ns) != before:
+            return p
+    return None
+
+
+class _Server:
+    """Accept loop and child bookkeeping in one thread (no other thread may exist when forking)."""
+
+    STALE_CHECK = 2.0  # seconds between checks that no loaded file changed on disk
+
+    def __init__(self, listener: socket.socket, path: Path, idle: float, lock: int, added_env: dict[str, str]):
+        self.listener, self.path, self.idle, self.lock, self.added_env = listener, path, idle, lock, added_env
+        self.children: dict[int, tuple[socket.socket, float]] = {}  # pid -> (its client's connection, start)
+        self.watched: dict[socket.socket, int] = {}  # connections that may still send INT/TERM or vanish
+        self.started = self.last = self.checked = time.monotonic()
+        self.served = 0
+        self.stopping = False
+        self.loaded = _loaded_files()
+        self.wake_r, self.wake_w = os.pipe()
+        for fd in (self.wake_r, self.wake_w):
+            os.set_blocking(fd, False)
+        signal.set_wakeup_fd(self.wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)  # the wake-up pipe tells the loop
+        signal.signal(signal.SIGTERM, self._terminate)
+
+    def _terminate(self, *_) -> None:
+        self.stopping = True
+
+    def run(self) -> int:
+        import select
+
+        while True:
+            if self.listener is not None and (self.stopping or self._idle_over()):
+                self._close_listener()
+            if self.listener is None and not self.children:
+                return self.served
+            waiting = [self.wake_r, *self.watched, *([self.listener] if self.listener else [])]
+            timeout = None
+            if self.listener is not None and not self.children:
+                timeout = max(0.0, self.last + self.idle - time.monotonic())
+            ready = select.select(waiting, [], [], timeout)[0]
+            if self.wake_r in ready:
+                self._reap()
+            for conn in ready:
+                if conn is self.listener and self.listener is not None:
+                    self._accept()
+                elif conn in self.watched:
+                    self._watch(conn)
+
+    def _idle_over(self) -> bool:
+        return not self.children and time.monotonic() - self.last >= self.idle
+
+    def _close_listener(self) -> None:
+        """Unlink first, then take what was already queued: no client is left without an answer.
+        The lock goes before our children finish, so a new server may start at once."""
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+        while self._accept():
+            pass
+        self.listener.close()
+        self.listener = None
+        os.close(self.lock)
+        self.lock = -1
+
+    def _reap(self) -> None:
+        try:
+            while os.read(self.wake_r, 512):
+                pass
+        except BlockingIOError:
+            pass
+        while self.children:
+            try:
+                pid, status, usage = os.wait4(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            conn, start = self.children.pop(pid, (None, 0.0))
+            if conn is not None:
+                self.watched.pop(conn, None)
+                conn.close()  # a child that died without EXIT: its client now sees the end
+            _say(f"run {pid}: exit {os.waitstatus_to_exitcode(status)}, {usage.ru_utime:.2f} s user"
+                 f" {usage.ru_stime:.2f} s sys (with its page workers), {time.monotonic() - start:.2f} s")
+            self.last = time.monotonic()
+
+    def _watch(self, conn: socket.socket) -> None:
+        """INT/TERM from the client, or the client gone: the child stops as after a local Ctrl-C."""
+        pid = self.watched[conn]
+        try:
+            data = conn.recv(64)  # select said readable: data or the end, no waiting
+        except OSError:
+            data = b""
+        if not data:
+            del self.watched[conn]  # nothing more to hear; the connection closes when the child is reaped
+        if pid in self.children:
+            os.kill(pid, signal.SIGINT)
+
+    def _accept(self) -> bool:
+        """Serve one queued connection; False if there was none."""
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:  # none queued (non-blocking, when closing), or it went away already
+            return False
+        fds: list[int] = []
+        try:
+            conn.settimeout(5)
+            if not _same_user(conn):
+                return True
+            command, body = _read_request(conn, fds)
+            if command in (b"STATUS", b"QUIT"):
+                now = time.monotonic()
+                conn.sendall(resident.status_line(os.getpid(), now - self.started,
+                                                  0.0 if self.children else now - self.last, NOUN,
+                                                  self.served, len(self.children)).encode() + b"\n")
+                self.stopping = self.stopping or command == b"QUIT"
+            elif command == b"RUN" and len(fds) == len(STDIO) and not self._stale():
+                conn.settimeout(None)  # blocking again: parent and child share this descriptor's flags
+                self._fork(conn, fds, _parse(body))
+                conn = None  # kept until the child is reaped
+        except (OSError, ValueError, IndexError) as e:
+            _say(f"request refused: {type(e).__name__}: {e}")
+        finally:
+            for fd in fds:
+                os.close(fd)
+            if conn is not None:
+                conn.close()  # without OK: the client runs locally
+        return True
+
+    def _stale(self) -> bool:
+        """Whether a file we loaded changed on disk: then stop, and the client runs locally (and launches anew)."""
+        now = time.monotonic()
+        if now - self.checked < self.STALE_CHECK:
+            return False
+        self.checked = now
+        changed = _changed(self.loaded)
+        if changed:
+            _say(f"{changed} changed on disk: stopping, a new server will load it")
+            self.stopping = True
+        return changed is not None
+
+    def _fork(self, conn: socket.socket, fds: list[int], request: dict) -> None:
+        pid = os.fork()
+        if pid == 0:
+            code = 70
+            try:
+                code = self._child(conn, fds, request)
+            except BaseException:  # noqa: BLE001 - never back into the server's loop
+                pass
+            finally:
+                os._exit(code)
+        self.served += 1
+        self.children[pid] = (conn, time.monotonic())
+        self.watched[conn] = pid
+
+    def _child(self, conn: socket.socket, fds: list[int], request: dict) -> int:
+        """Become the client's process, answer OK, run the CLI exactly as a local run does, answer EXIT."""
+        signal.set_wakeup_fd(-1)
+        for signum in (signal.SIGCHLD, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for other in [*self.watched, *(c for c, _ in self.children.values())]:
+            other.close()
+        if self.listener is not None:
+            self.listener.close()
+        for fd in (self.wake_r, self.wake_w, self.lock):
+            if fd >= 0:
+                os.close(fd)
+        _become(fds, request, self.added_env)
+        conn.sendall(b"OK %d\n" % os.getpid())  # fails if the client gave up meanwhile: nothing ran
+        code = _run_cli(request["argv"])
+        try:
+            conn.sendall(b"EXIT %d\n" % code)
+        except OSError:
+            pass
+        return code
+
+
+def _same_user(conn: socket.socket) -> bool:
+    """Only our own user may have us run commands (the folder is 0700 already; this is the belt)."""
+    import struct
+
+    if not hasattr(socket, "SO_PEERCRED"):
+        return True
+    _, uid, _ = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    return uid == os.getuid()
+
+
+def _read_request(conn: socket.socket, fds: list[int]) -> tuple[bytes, bytes]:
+    """The command word and, for RUN, its body; descriptors that came with it are added to FDS."""
+    data = b""
+    while b"\n" not in data:
+        chunk, got, _, _ = socket.recv_fds(conn, 65536, 3)
+        fds.extend(got)
+        if not chunk:
+            raise ValueError("connection closed before a request")
+        data += chunk
+    line, _, body = data.partition(b"\n")
+    command, _, size = line.strip().partition(b" ")
+    if command != b"RUN":
+        return command, b""
+    size = int(size)
+    while len(body) < size:
+        chunk, got, _, _ = socket.recv_fds(conn, max(65536, size - len(body)), 3)
+        fds.extend(got)
+        if not chunk:
+            raise ValueError("connection closed in a request")
+        body += chunk
+    return command, body
+
+
+def _parse(body: bytes) -> dict:
+    fields = body.split(b"\0")
+    argc = int(fields[5])
+    env = {}
+    for item in fields[6 + argc:]:
+        name, sep, value = item.partition(b"=")
+        if sep:
+            env[os.fsdecode(name)] = os.fsdecode(value)
+    limits = {}
+    for item in fields[3].decode().split(","):
+        if item:
+            name, _, soft = item.partition(":")
+            limits[name] = int(soft)
+    return {"cwd": os.fsdecode(fields[0]), "umask": int(fields[1]), "priority": int(fields[2]), "limits": limits,
+            "argv0": os.fsdecode(fields[4]), "argv": [os.fsdecode(a) for a in fields[6:6 + argc]], "env": env}
+
+
+def _become(fds: list[int], request: dict, added_env: dict[str, str]) -> None:
+    """Take over the client's stdio, environment, folder and per-process settings."""
+    import resource
+    import tempfile
+
+    from . import fsutil
+
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    fds.clear()
+    sys.stdout.reconfigure(line_buffering=sys.stdout.isatty())  # as Python sets it up at start
+    os.environ.clear()
+    os.environ.update(request["env"])
+    for name, value in added_env.items():  # what importing digitize sets when not set (thread limits)
+        os.environ.setdefault(name, value)
+    os.chdir(request["cwd"])
+    os.umask(request["umask"])
+    fsutil.FILE_MODE = 0o666 & ~request["umask"]  # computed at import, from the server's umask
+    tempfile.tempdir = None  # chosen again from the client's TMPDIR
+    if os.getpriority(os.PRIO_PROCESS, 0) != request["priority"]:
+        os.setpriority(os.PRIO_PROCESS, 0, request["priority"])
+    for name, soft in request["limits"].items():
+        which = getattr(resource, name)
+        if resource.getrlimit(which)[0] != soft:
+            resource.setrlimit(which, (soft, resource.getrlimit(which)[1]))
+    sys.argv = [request["argv0"], *request["argv"]]
+
+
+def _run_cli(argv: list[str]) -> int:
+    """The local run's entry, then what the interpreter does at exit (threads, atexit, flush)."""
+    import atexit
+    import threading
+
+    from .cli import main
+
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except KeyboardInterrupt:  # before main() could catch it
+        code = 130
+    except BaseException:  # noqa: BLE001 - main() already makes every error one line
+        code = 15  # ExitCode.internal, as cli.main gives for a bug
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # the run is over; an INT now changes nothing
+    try:
+        threading._shutdown()
+        atexit._run_exitfuncs()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+    return code
