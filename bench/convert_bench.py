@@ -344,7 +344,7 @@ def run_jobs(jobs: list[Job], workers: int, server_dir: Path | None = None) -> R
         seconds = time.perf_counter() - start
     finally:
         if server_dir is not None:
-            subprocess.run([str(VENV_BIN / "digitize"), "validator", "stop"], env=env, capture_output=True)
+            subprocess.run([str(VENV_BIN / "digitize"), "servers", "stop"], env=env, capture_output=True)
     return RunStats(seconds, rss.peak, results)
 
 
