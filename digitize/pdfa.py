@@ -30,7 +30,11 @@ def srgb_icc() -> bytes:
 
     profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
     data = bytearray(profile.tobytes())
+    data[24:36] = ICC_DATE  # littleCMS stamps "now": fixed, so every output carries the same bytes
     return bytes(data)
+
+
+ICC_DATE = bytes.fromhex("07e8 0001 0001 0000 0000 0000")  # 2024-01-01 00:00:00 (ICC dateTimeNumber)
 
 
 def _font(pdf: Pdf) -> Dictionary:

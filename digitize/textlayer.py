@@ -25,6 +25,7 @@ ADVANCE = 500  # every glyph is half an em wide
 ASCENT = 800
 DESCENT = -200
 FONT_RESOURCE = "/FDgtz"
+FONT_DATE = 3_786_912_000  # 2024-01-01, in the TrueType epoch (seconds since 1904)
 
 
 @functools.lru_cache(maxsize=1)
@@ -44,6 +45,10 @@ def glyphless_truetype() -> bytes:
     fb.setupOS2(sTypoAscender=ASCENT, sTypoDescender=DESCENT, usWinAscent=ASCENT, usWinDescent=-DESCENT,
                 sCapHeight=ASCENT, sxHeight=ASCENT // 2)
     fb.setupPost()
+    # fixed dates: the same bytes in every output (reproducible, and buildable once by a
+    # resident converter for all its runs)
+    fb.font["head"].created = fb.font["head"].modified = FONT_DATE
+    fb.font.recalcTimestamp = False
     buf = io.BytesIO()
     fb.save(buf)
     return buf.getvalue()

@@ -19,9 +19,6 @@ from . import resident
 from .zygote import STDIO
 
 NOUN = "converted"
-# Imported inside functions by every run's page (textlayer's font, pdfa's ICC profile): ~16 ms each
-# time. Only imported here; what they build carries a timestamp, so each run still builds its own.
-LAZY_IMPORTS = ("fontTools.fontBuilder", "fontTools.pens.ttGlyphPen", "PIL.ImageCms")
 
 
 def _say(text: str) -> None:
@@ -36,13 +33,13 @@ def serve(start_env: dict[str, str], socket_arg: str, idle: str, language: str) 
         print(f"another converter serves {path}", flush=True)
         return 3
     # the lock is released when the server stops listening, or at the latest when it exits
-    import importlib
-
-    from . import cli, convert, ocr  # noqa: F401 - what every child would import
+    from . import cli, convert, ocr, pdfa, textlayer  # noqa: F401 - what every child would import
     from .errors import DigitizeError
 
-    for name in LAZY_IMPORTS:
-        importlib.import_module(name)
+    # what every run's pages would build (~50 ms): the text layer's font and the sRGB profile
+    # carry fixed dates, so one copy serves every child
+    textlayer.glyphless_truetype()
+    pdfa.srgb_icc()
     try:
         ocr.warm(language)
     except DigitizeError as e:
