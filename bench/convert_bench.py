@@ -288,7 +288,7 @@ class TreeRss:
             with self._lock:
                 roots = list(self._roots)
             roots += server_pids(self._server_dir)
-            self.peak = max(self.peak, sum(tree_rss(pid) for pid in roots))
+            self.peak = max(self.peak, trees_rss(roots))
 
 
 def server_pids(folder: Path | None) -> list[int]:
@@ -305,17 +305,23 @@ def server_pids(folder: Path | None) -> list[int]:
     return [int(t) for t in texts if t.isdigit()]
 
 
-def tree_rss(pid: int) -> int:
-    """RSS of a process and all its descendants (OCRmyPDF and digitize fork Tesseract children)."""
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
+def trees_rss(roots: list[int]) -> int:
+    """RSS of processes and all their descendants (OCRmyPDF and digitize fork children), from
+    one scan of the process table per sample, however many roots (the sampling costs CPU too)."""
+    if not roots:
         return 0
-    total = 0
-    for proc in procs:
+    children: dict[int, list[int]] = {}
+    for proc in psutil.process_iter(["ppid"]):
+        children.setdefault(proc.info["ppid"], []).append(proc.pid)
+    seen, todo, total = set(), list(roots), 0
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        todo.extend(children.get(pid, ()))
         try:
-            total += proc.memory_info().rss
+            total += psutil.Process(pid).memory_info().rss
         except psutil.NoSuchProcess:
             pass
     return total
