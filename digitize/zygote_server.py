@@ -54,6 +54,9 @@ def serve(start_env: dict[str, str], socket_arg: str, idle: str, language: str) 
     listener.setblocking(False)  # accept() never waits: select() says when, and closing drains the queue
     added = {k: v for k, v in os.environ.items() if start_env.get(k) != v}  # set while importing
     _say(f"serving {path} (idle {float(idle):g} s, models {language})")
+    import gc
+
+    gc.freeze()  # the warm heap is never scanned again: forked children do not copy it for the GC
     served = _Server(listener, path, float(idle), lock, added).run()
     _say(f"stopped after {served} runs")
     return 0
