@@ -39,6 +39,7 @@ from . import __version__, resident
 ROOT = Path(__file__).resolve().parent.parent  # digitize/, pipelines/ and storage/ are imported from here
 PACKAGES = ("digitize", "pipelines", "storage")  # what `digitize.cli` imports of this project
 HANDSHAKE_WAIT = 20.0  # seconds for a child to take the request before the client runs it itself
+START_WAIT = 5.0  # seconds for a just-launched converter to serve (~0.5 s idle) before running here
 TERM_WAIT = 5.0  # seconds a terminated client lets its child clean up
 LIMITS = ("RLIMIT_CPU", "RLIMIT_FSIZE", "RLIMIT_DATA", "RLIMIT_CORE", "RLIMIT_NOFILE", "RLIMIT_AS")
 STDIO = [0, 1, 2]
@@ -134,7 +135,7 @@ def converter_server(settings) -> ConverterServer | None:
 
 def handover(argv: list[str]) -> int | None:
     """Run ``digitize ARGV`` in a child of the resident converter: its exit code, or None when this
-    process must run it itself (not ``run``, converter off or not serving yet: then it is launched)."""
+    process must run it itself (not ``run``, converter off, or not up within START_WAIT s of its launch)."""
     config = _run_arguments(argv)
     if config is False:
         return None
@@ -146,14 +147,16 @@ def handover(argv: list[str]) -> int | None:
         return None
     if server is None:
         return None
-    sock = resident.connect(server.socket)
-    if sock is None:
-        try:
-            if resident.lock_holder(server.lock) is None:
-                server.launch()  # for the next run; this one runs here, without waiting
-        except Exception as e:  # noqa: BLE001 - best effort, for later runs; this one runs here anyway
-            _note(server, f"client {os.getpid()} could not launch a converter: {type(e).__name__}: {e}")
+    try:
+        # none serving: launch one and wait for it. Its start-up is the imports and model loading
+        # this process would do itself, so waiting costs no time, and runs started together
+        # (a batch of scans, the benchmark's two workers) pay them once instead of each.
+        sock = resident.reach(server, START_WAIT)
+    except Exception as e:  # noqa: BLE001 - best effort: this run goes on here anyway
+        _note(server, f"client {os.getpid()} could not launch a converter: {type(e).__name__}: {e}")
         return None
+    if sock is None:
+        return None  # not up within START_WAIT: run here
     with sock:
         return _delegate(sock, argv, server)
 

@@ -73,7 +73,7 @@ def serving(folder: Path) -> resident.ServerInfo:
 
 
 def warm(env: dict[str, str], tmp_path: Path) -> resident.ServerInfo:
-    """Launch the converter with a quick failing run (which runs locally) and wait until it serves."""
+    """Launch the converter with a quick failing run (the first one it serves) and wait until it serves."""
     empty = tmp_path / "launch.png"
     empty.write_bytes(b"")
     assert digitize("run", str(empty), str(tmp_path / "never.pdf"), env=env).returncode == ExitCode.input_file
@@ -85,13 +85,22 @@ def pdf_text(path: Path) -> str:
                           check=True).stdout
 
 
-def test_first_run_launches_the_server_and_converts_itself(zdir, env, scan, tmp_path) -> None:
+def test_first_run_launches_the_server_and_hands_itself_over(zdir, env, scan, tmp_path) -> None:
     assert converters(zdir) == []
     done = digitize("run", "--jobs", "1", "--no-validate", str(scan), str(tmp_path / "out.pdf"), env=env)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "out.pdf").is_file()
     server = serving(zdir)
-    assert server.served == 0 and server.noun == "converted"  # the first run did not wait for it
+    assert server.served == 1 and server.noun == "converted"  # it waited for the server's start-up
+
+
+def test_a_converter_that_does_not_come_up_means_a_local_run(zdir, env, scan, tmp_path, monkeypatch) -> None:
+    from digitize import zygote
+
+    monkeypatch.setattr(zygote, "START_WAIT", 0.0)
+    monkeypatch.setattr(resident, "reach", lambda server, wait: None)  # never up
+    monkeypatch.setattr(sys, "argv", ["digitize"])
+    assert zygote.handover(["run", str(scan), str(tmp_path / "out.pdf")]) is None  # the caller runs it
     assert oct(zdir.stat().st_mode & 0o777) == "0o700"
 
 
@@ -102,7 +111,7 @@ def test_a_run_through_the_server_gives_the_pdf_a_local_run_gives(zdir, env, sca
     served = digitize("run", "--jobs", "1", str(scan), str(tmp_path / "served.pdf"), env=env)
     assert (local.returncode, served.returncode) == (0, 0), (local.stderr, served.stderr)
     assert (local.stdout, local.stderr) == (served.stdout, served.stderr) == ("", "")
-    assert serving(zdir).served == 1
+    assert serving(zdir).served == 2  # after the warming run
     assert pdf_text(tmp_path / "served.pdf") == pdf_text(tmp_path / "local.pdf")
     assert "Hạnh phúc" in pdf_text(tmp_path / "served.pdf")
     with pikepdf.open(tmp_path / "served.pdf") as a, pikepdf.open(tmp_path / "local.pdf") as b:
@@ -125,7 +134,7 @@ def test_bad_input_gives_the_same_line_and_code_as_locally_and_no_output(zdir, e
     assert served.stderr == local.stderr and served.stderr.count("\n") == 1, served.stderr
     assert served.stderr.startswith("digitize: ") and "Traceback" not in served.stderr
     assert list(out.iterdir()) == []
-    assert serving(zdir).served == 1
+    assert serving(zdir).served == 2  # after the warming run
 
 
 def test_cwd_relative_paths_config_file_and_environment_are_the_clients(zdir, env, scan, tmp_path) -> None:
@@ -137,7 +146,7 @@ def test_cwd_relative_paths_config_file_and_environment_are_the_clients(zdir, en
     done = digitize("--config", "my.toml", "run", "--jobs", "1", "in/scan.png", "out/scan.pdf",
                     "--report", "out/report.json", env=env, cwd=work, DIGITIZE_CONVERT_VALIDATE="false")
     assert done.returncode == 0, done.stderr
-    assert serving(zdir).served == 1
+    assert serving(zdir).served == 2  # after the warming run
     report = (work / "out" / "report.json").read_text(encoding="utf-8")
     assert '"language": "vie"' in report  # from the config file, found from the client's folder
     assert '"compliant": null' in report  # DIGITIZE_CONVERT_VALIDATE=false: from the client's environment
@@ -152,7 +161,7 @@ def test_verbose_logging_and_the_umask_are_the_clients(zdir, env, scan, tmp_path
                            sys.executable, str(scan), str(tmp_path / "out.pdf")],
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert serving(zdir).served == 1
+    assert serving(zdir).served == 2  # after the warming run
     assert "digitize: INFO: " in done.stderr and "1 pages" in done.stderr
     assert (tmp_path / "out.pdf").stat().st_mode & 0o777 == 0o600
 
@@ -212,7 +221,7 @@ def test_two_clients_at_once_both_succeed(zdir, env, scan, tmp_path) -> None:
                               str(tmp_path / f"out{n}.pdf")], env=env, stderr=subprocess.PIPE, text=True)
             for n in range(2)]
     assert [r.wait(timeout=300) for r in runs] == [0, 0]
-    assert serving(zdir).served == 2
+    assert serving(zdir).served == 3  # after the warming run
     assert pdf_text(tmp_path / "out0.pdf") == pdf_text(tmp_path / "out1.pdf")
 
 
@@ -298,7 +307,7 @@ def test_servers_status_and_stop_list_both_kinds(zdir, env, tmp_path) -> None:
     server = warm(env, tmp_path)
     status = digitize("servers", "status", env=env)
     assert status.returncode == 0 and f"converter serving: pid {server.pid}," in status.stdout, status.stdout
-    assert "0 converted" in status.stdout
+    assert "1 converted" in status.stdout  # the warming run
     assert "not running" in digitize("validator", "status", env=env).stdout  # the validator's command: validators only
     stop = digitize("servers", "stop", env=env)
     assert stop.returncode == 0 and f"converter stopped: pid {server.pid}," in stop.stdout, stop.stdout
