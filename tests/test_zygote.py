@@ -186,9 +186,11 @@ def test_stopping_the_client_stops_the_child_and_leaves_nothing(zdir, env, tmp_p
     server = warm(env, tmp_path)
     out = tmp_path / "out"
     out.mkdir()
+    # SIGINT as at a terminal: a test run started in the background (CI) would pass on SIG_IGN,
+    # and a client that ignores Ctrl-C rightly lets its run finish
     client = subprocess.Popen([sys.executable, "-m", "digitize", "run", "--jobs", "1", "--no-validate", str(STACK),
                                str(out / "stack.pdf")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)
+                              text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     child = child_of(server)
     time.sleep(0.5)  # well into the pages
     client.send_signal(how)
