@@ -193,6 +193,7 @@ def _page_task(input_path: str, index: int, number: int, out_pdf: str, opts: Con
 
 
 HARD_GRACE = 60.0  # seconds past a page's OCR timeouts before its worker is killed
+PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h): a signal for us when our parent ends
 
 
 def _die_with_parent(parent: int) -> None:
@@ -205,9 +206,6 @@ def _die_with_parent(parent: int) -> None:
         return
     if os.getppid() != parent:  # it died before prctl took effect
         os._exit(1)
-
-
-PR_SET_PDEATHSIG = 1
 
 
 def page_deadline(opts: ConvertOptions) -> float:
