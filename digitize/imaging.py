@@ -4,7 +4,8 @@ Two images per page with different duties:
 - the **archival** image keeps the paper's look (colour stays colour, grey stays grey, same
   resolution and physical size); it is only turned and deskewed (geometry.py);
 - the **OCR** image is whatever reads best: coloured ink and paper dropped, background
-  flattened, speckles removed, resampled to ~300 dpi where Tesseract is most accurate.
+  flattened, speckles removed, and resampled so that its text has the size Tesseract reads
+  best and fastest (OCR_LETTER_PX), whatever the scan's dpi.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-OCR_DPI = 300.0
+OCR_LETTER_PX = 20.0  # median glyph height given to Tesseract: 13-14 pt text at ~200 dpi
+MEASURE_DPI = 150.0  # letter heights are measured on a copy this small (a few milliseconds)
 BILEVEL_SMOOTHING = 1.0  # Gaussian sigma in pixels at 200 dpi
 
 
@@ -54,7 +56,9 @@ LETTER_PX = 29.0  # median glyph height of 13-14 pt text at 300 dpi, the scale t
 
 
 def letter_height(stats: np.ndarray, dpi: float) -> float:
-    """Median height of glyph-sized blobs: the page's own text size, in pixels."""
+    """Median height of glyph-sized blobs: the page's own text size, in pixels. (Blobs under
+    30 px at 300 dpi do not count, so dust cannot pass for text; very small print measures
+    somewhat larger than it is.)"""
     areas, heights = stats[1:, cv2.CC_STAT_AREA], stats[1:, cv2.CC_STAT_HEIGHT]
     glyphs = heights[(areas > 30 * (dpi / 300.0) ** 2) & (heights < dpi / 2)]
     return float(np.median(glyphs)) if len(glyphs) >= 20 else LETTER_PX * dpi / 300.0
@@ -126,13 +130,38 @@ def stretch_contrast(grey: np.ndarray) -> np.ndarray:
     return cv2.LUT(grey, lut)
 
 
-def resample_for_ocr(grey: np.ndarray, dpi: float) -> tuple[np.ndarray, float]:
-    """Scale to ~300 dpi when far from it; returns the image and the factor applied."""
-    if 250 <= dpi <= 400:
-        return grey, 1.0
-    factor = OCR_DPI / dpi
-    interp = cv2.INTER_CUBIC if factor > 1 else cv2.INTER_AREA
-    return resize_at_least_1px(grey, factor, interp), factor
+def measure_letter_height(grey: np.ndarray, dpi: float) -> float:
+    """Median glyph height of an upright page in its own pixels (LETTER_PX at 300 dpi when
+    there is too little text), from a background-flattened Otsu binarisation: first of a copy
+    at MEASURE_DPI (a few milliseconds), again at full size when the letters there are too
+    small to tell apart."""
+    scale = min(1.0, MEASURE_DPI / dpi)
+    if scale < 1:
+        small = _letter_height_at(resize_at_least_1px(grey, scale, cv2.INTER_AREA), dpi * scale)
+        if small >= SMALL_LETTERS_PX:
+            return small / scale
+    return _letter_height_at(grey, dpi)
+
+
+SMALL_LETTERS_PX = 12  # below this, letters merge and blur: measured heights are no longer true
+
+
+def _letter_height_at(grey: np.ndarray, dpi: float) -> float:
+    _, ink = cv2.threshold(flatten_background(grey, dpi), 0, 255, cv2.THRESH_BINARY_INV | cv2.THRESH_OTSU)
+    return letter_height(components(ink)[2], dpi)
+
+
+def ocr_scale(letter_px: float) -> float:
+    """Factor that brings text of ``letter_px`` to OCR_LETTER_PX, 1.0 when within 10 %.
+
+    Tesseract's LSTM scales every text line to a fixed height anyway; its thresholding, layout
+    analysis and blob work cost in proportion to the pixels. At 300 dpi an A4 page of 13-14 pt
+    text has letters ~29 px high: reading it at 20 px costs 23 % less CPU (OCR preparation
+    included) at the same mean CER on the samples (0.0074 -> 0.0077, no page worse by more than
+    0.016). Small print is enlarged instead: an 8 pt fax line at 200 dpi is read as if at ~350.
+    """
+    factor = OCR_LETTER_PX / max(letter_px, 1.0)
+    return 1.0 if 0.9 <= factor <= 1.1 else min(max(factor, 0.25), 4.0)
 
 
 def resize_at_least_1px(pixels: np.ndarray, factor: float, interpolation: int) -> np.ndarray:
@@ -142,15 +171,27 @@ def resize_at_least_1px(pixels: np.ndarray, factor: float, interpolation: int) -
 
 
 def prepare_for_ocr(pixels: np.ndarray, dpi: float) -> tuple[np.ndarray, float]:
-    """Upright archival pixels -> (OCR image, scale factor from archival to OCR pixels)."""
+    """Upright archival pixels -> (OCR image, scale factor from archival to OCR pixels).
+
+    Shrinking happens first, so the cleaning runs on fewer pixels; enlarging happens last, so
+    it interpolates clean strokes rather than dust."""
     grey = drop_colour(as_uint8(pixels))
+    factor = ocr_scale(measure_letter_height(grey, dpi))
     if colour_mode(grey) == "bilevel":
         grey = remove_specks(grey, dpi)
-        if dpi < 250:  # jagged low-res fax edges read better smoothed before upscaling (CER 2.3% -> 0.6%)
+        if dpi < 250:  # jagged low-res fax edges read better smoothed before resampling (CER 2.3% -> 0.6%)
             grey = cv2.GaussianBlur(grey, (0, 0), BILEVEL_SMOOTHING * 200.0 / dpi)
-        return resample_for_ocr(grey, dpi)
-    grey = stretch_contrast(flatten_background(grey, dpi))
-    return resample_for_ocr(remove_specks(grey, dpi), dpi)
+        return _resample(grey, factor), factor
+    if factor < 1:
+        grey, dpi = resize_at_least_1px(grey, factor, cv2.INTER_AREA), dpi * factor
+    grey = remove_specks(stretch_contrast(flatten_background(grey, dpi)), dpi)
+    return (_resample(grey, factor) if factor > 1 else grey), factor
+
+
+def _resample(grey: np.ndarray, factor: float) -> np.ndarray:
+    if factor == 1.0:
+        return grey
+    return resize_at_least_1px(grey, factor, cv2.INTER_AREA if factor < 1 else cv2.INTER_CUBIC)
 
 
 def analysis_grey(pixels: np.ndarray) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -78,29 +79,54 @@ def test_stretch_contrast_makes_faded_ink_black():
     assert imaging.stretch_contrast(blank) is blank
 
 
-@pytest.mark.parametrize("dpi,factor", [(300, 1.0), (400, 1.0), (250, 1.0), (150, 2.0), (600, 0.5)])
-def test_resample_for_ocr(dpi, factor):
-    grey = np.full((100, 80), 255, np.uint8)
-    out, f = imaging.resample_for_ocr(grey, dpi)
-    assert f == pytest.approx(factor)
-    assert out.shape == (round(100 * factor), round(80 * factor))
+@pytest.mark.parametrize("letter_px,factor", [(20, 1.0), (21.9, 1.0), (18.2, 1.0), (29, 20 / 29), (10, 2.0),
+                                              (200, 0.25), (2, 4.0), (0, 4.0)])
+def test_ocr_scale_brings_letters_to_the_ocr_size(letter_px, factor):
+    assert imaging.ocr_scale(letter_px) == pytest.approx(factor)
+
+
+def test_measure_letter_height_follows_the_text_not_the_dpi():
+    page = render_text_page(font_px=40)
+    big = imaging.measure_letter_height(page, 300)
+    assert 15 < big < 30  # glyphs of a 40 px font: x-height to cap height
+    half = cv2.resize(page, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+    assert imaging.measure_letter_height(half, 150) == pytest.approx(big / 2, rel=0.15)
+    small_print = render_text_page(font_px=20)  # measured somewhat large (dust must not count), never larger
+    assert big / 2 <= imaging.measure_letter_height(small_print, 300) < 0.65 * big
+    assert imaging.measure_letter_height(noise(page, 0.02), 300) == pytest.approx(big, rel=0.1)
+
+
+def test_measure_letter_height_of_a_blank_page_is_the_usual_text_size():
+    blank = np.full((1754, 1240), 250, np.uint8)
+    assert imaging.measure_letter_height(blank, 150) == pytest.approx(imaging.LETTER_PX / 2)
+
+
+def test_prepare_for_ocr_shrinks_large_print_and_enlarges_small_print():
+    large, factor = imaging.prepare_for_ocr(render_text_page(font_px=48), DPI)
+    assert factor < 0.9 and large.shape == (round(1748 * factor), round(1240 * factor))
+    small, factor = imaging.prepare_for_ocr(render_text_page(font_px=14), DPI)
+    assert factor > 1.1 and small.shape == (round(1748 * factor), round(1240 * factor))
 
 
 def test_prepare_for_ocr_cleans_a_soiled_colour_scan():
-    page = render_text_page(size=(800, 600), colour=True)
+    page = render_text_page(size=(800, 600), font_px=16, colour=True)  # ~150 dpi scan: small letters
     soiled = noise(shadow(page, 0.5), 0.01)
     out, factor = imaging.prepare_for_ocr(soiled, 150)
-    assert factor == 2.0 and out.shape == (1200, 1600) and out.dtype == np.uint8
-    text = np.kron((page == 0).all(axis=2), np.ones((2, 2), bool))
-    seal = np.kron((page == (220, 30, 30)).all(axis=2), np.ones((2, 2), bool))
-    assert np.median(out[text]) < 80
+    assert factor == pytest.approx(imaging.ocr_scale(imaging.measure_letter_height(imaging.drop_colour(soiled), 150)))
+    assert factor > 1.1 and out.shape == (round(600 * factor), round(800 * factor)) and out.dtype == np.uint8
+    up = cv2.resize((page == 0).all(axis=2).astype(np.uint8), out.shape[::-1], interpolation=cv2.INTER_NEAREST) > 0
+    seal = cv2.resize((page == (220, 30, 30)).all(axis=2).astype(np.uint8), out.shape[::-1],
+                      interpolation=cv2.INTER_NEAREST) > 0
+    assert np.median(out[up]) < 80
     assert np.median(out[seal]) > 200
 
 
 def test_prepare_for_ocr_keeps_bilevel_pixels_untouched():
-    page = np.where(render_text_page(size=(300, 200)) > 127, 255, 0).astype(np.uint8)
+    page = np.where(render_text_page(size=(1240, 600), font_px=36) > 127, 255, 0).astype(np.uint8)
+    assert imaging.ocr_scale(imaging.measure_letter_height(page, DPI)) == 1.0  # letters of OCR size
     out, factor = imaging.prepare_for_ocr(page, DPI)
-    assert factor == 1.0 and np.array_equal(out, page)
+    assert factor == 1.0 and set(np.unique(out)) <= {0, 255}  # not blurred to grey
+    assert np.count_nonzero(out != page) < 0.001 * page.size  # at most a few specks whitened
 
 
 def test_rebinarise():
@@ -109,7 +135,8 @@ def test_rebinarise():
 
 def test_blank_page_survives_preparation():
     out, factor = imaging.prepare_for_ocr(np.full((400, 300), 250, np.uint8), DPI)
-    assert factor == 1.0 and out.min() >= 240
+    assert factor == imaging.ocr_scale(imaging.LETTER_PX)  # no text to measure: read as 13-14 pt
+    assert out.min() >= 240
 
 
 @pytest.mark.parametrize("shape", [(1, 500), (500, 1)])
@@ -118,4 +145,4 @@ def test_one_pixel_thin_image_does_not_raise_raw_errors(shape):
         out, _ = imaging.prepare_for_ocr(np.full(shape, 100, np.uint8), DPI)
     except DigitizeError:
         return
-    assert out.shape == shape
+    assert min(out.shape) == 1 and max(out.shape) > 100
