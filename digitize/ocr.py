@@ -13,7 +13,7 @@ import re
 import subprocess
 import tempfile
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -28,18 +28,42 @@ os.environ.setdefault("OMP_THREAD_LIMIT", "1")
 
 _BBOX = re.compile(r"bbox (-?\d+) (-?\d+) (-?\d+) (-?\d+)")
 _CONF = re.compile(r"x_wconf (\d+(?:\.\d+)?)")
+_TEXTANGLE = re.compile(r"textangle (\d+)")
 LINE_CLASSES = {"ocr_line", "ocr_caption", "ocr_header", "ocr_textfloat"}
+
+
+Box = tuple[int, int, int, int]  # left, top, right, bottom in pixels
 
 
 @dataclass
 class OcrResult:
     words: list[tuple[int, Word]]  # (line id, word) in reading order
-    text: str  # lines joined by newlines, paragraphs by blank lines, NFC
     confidence: float  # mean word confidence 0..100
+    paragraph_starts: set[int] = field(default_factory=set)  # line ids that begin a paragraph
+    sideways: list[Box] = field(default_factory=list)  # lines Tesseract took for vertical text
 
     @property
     def word_count(self) -> int:
         return len(self.words)
+
+    @property
+    def text(self) -> str:
+        """Lines joined by newlines, paragraphs by blank lines, NFC (words are)."""
+        paragraphs: list[list[str]] = []
+        line, words = None, []
+        for line_id, w in self.words + [(None, None)]:
+            if line_id != line and words:
+                if line in self.paragraph_starts or not paragraphs:
+                    paragraphs.append([])
+                paragraphs[-1].append(" ".join(words))
+                words = []
+            line = line_id
+            if w is not None:
+                words.append(w.text)
+        return "\n\n".join("\n".join(lines) for lines in paragraphs)
+
+    def update_confidence(self) -> None:
+        self.confidence = sum(w.confidence for _, w in self.words) / len(self.words) if self.words else 0.0
 
 
 def _pytesseract():
@@ -129,6 +153,8 @@ def recognise(pixels: np.ndarray, language: str, dpi: float, timeout: float, wha
     """
     primary, *others = _split_languages(language)
     result = _hocr(pixels, primary, dpi, 3, timeout, what)
+    if result.sideways:
+        reread_sideways_lines(result, pixels, primary, dpi, timeout, what)
     if others:
         refine_unsure_words(result, pixels, "+".join(others), dpi, timeout, what)
     return result
@@ -162,12 +188,9 @@ def refine_unsure_words(result: OcrResult, pixels: np.ndarray, language: str, dp
         line, old = result.words[i]
         if conf >= old.confidence + 20 and fold_accents(text) != fold_accents(old.text) and " " not in text:
             result.words[i] = (line, Word(text, old.left, old.top, old.right, old.bottom, conf, old.baseline))
-            nth = sum(1 for _, w in result.words[:i] if w.text == old.text)
-            result.text = replace_nth_word(result.text, old.text, text, nth)
             replaced += 1
     if replaced:
-        confidences = [w.confidence for _, w in result.words]
-        result.confidence = sum(confidences) / len(confidences)
+        result.update_confidence()
     return replaced
 
 
@@ -190,13 +213,69 @@ def _stack(crops: list[np.ndarray]) -> tuple[np.ndarray, list[tuple[int, int]]]:
     return strip, rows
 
 
-def replace_nth_word(text: str, old: str, new: str, nth: int) -> str:
-    """Replace the nth whole-word occurrence of ``old`` (a substring match could hit another word)."""
-    matches = list(re.finditer(rf"(?<!\S){re.escape(old)}(?!\S)", text))
-    if nth >= len(matches):
-        return text
-    m = matches[nth]
-    return text[:m.start()] + new + text[m.end():]
+SIDEWAYS_CONTEXT_INCH = 1.2  # text beside a number column re-read with it: the LSTM needs context
+SIDEWAYS_MIN_CONFIDENCE = 50.0  # what a QR code or a stamp yields when read is far below this
+
+
+def reread_sideways_lines(result: OcrResult, pixels: np.ndarray, language: str, dpi: float, timeout: float,
+                          what: str) -> int:
+    """Give list numbers that Tesseract read as vertical text back to their lines.
+
+    Its layout analysis takes a column of numbers at the left margin ("1.", "2.", ... in every
+    form) for one line of vertical text and reads it sideways into garbage, dropping the
+    numbers. Pages reach Tesseract upright, so such a column is re-read horizontally, with an
+    inch of the text beside it for context, and each confident reading joins the line to its
+    right. Returns the number of words added.
+    """
+    lines = _line_boxes(result.words)
+    height, width = pixels.shape[:2]
+    added = 0
+    for x0, y0, x1, y1 in result.sideways:
+        pad = max(4, round(dpi / 25))
+        left, top = max(0, x0 - pad), max(0, y0 - pad)
+        crop = pixels[top:min(height, y1 + pad), left:min(width, x1 + round(SIDEWAYS_CONTEXT_INCH * dpi))]
+        for _, w in _hocr(crop, language, dpi, 6, timeout, what).words:
+            word = Word(w.text, w.left + left, w.top + top, w.right + left, w.bottom + top, w.confidence)
+            line = _line_beside(lines, word)
+            if (word.left + word.right) / 2 < x1 and word.confidence >= SIDEWAYS_MIN_CONFIDENCE and line is not None:
+                _insert_in_line(result.words, line, word)
+                added += 1
+    if added:
+        result.update_confidence()
+    return added
+
+
+def _line_boxes(words: list[tuple[int, Word]]) -> dict[int, Box]:
+    boxes: dict[int, Box] = {}
+    for line, w in words:
+        l, t, r, b = boxes.get(line, (w.left, w.top, w.right, w.bottom))
+        boxes[line] = (min(l, w.left), min(t, w.top), max(r, w.right), max(b, w.bottom))
+    return boxes
+
+
+def _line_beside(lines: dict[int, Box], word: Word) -> int | None:
+    """The nearest line to the right of ``word`` whose height spans the word's middle."""
+    middle, centre = (word.top + word.bottom) / 2, (word.left + word.right) / 2
+    beside = [(box[0], line) for line, box in lines.items() if box[1] <= middle <= box[3] and box[0] > centre]
+    return min(beside)[1] if beside else None
+
+
+def _insert_in_line(words: list[tuple[int, Word]], line: int, word: Word) -> None:
+    """Insert in reading order; words of the line read from the same ink (the full stop of
+    "1." that the line kept) give way to it."""
+    kept: list[tuple[int, Word]] = []
+    placed = False
+    for l, w in words:
+        centre = (w.left + w.right) / 2
+        if l == line and not placed and centre >= word.left:
+            kept.append((line, word))
+            placed = True
+        if l != line or not word.left <= centre <= word.right:
+            kept.append((l, w))
+    if not placed:
+        last = max(i for i, (l, _) in enumerate(kept) if l == line)
+        kept.insert(last + 1, (line, word))
+    words[:] = kept
 
 
 def parse_hocr(hocr: bytes) -> OcrResult:
@@ -204,36 +283,41 @@ def parse_hocr(hocr: bytes) -> OcrResult:
         root = ET.fromstring(hocr)
     except ET.ParseError as e:
         raise OcrError(f"Tesseract produced unreadable hOCR ({e})") from None
-    words: list[tuple[int, Word]] = []
-    paragraphs: list[str] = []
+    result = OcrResult([], 0.0)
     line_id = 0
     for par in root.iter():
         if par.get("class") != "ocr_par":
             continue
-        lines_text = []
+        first_line = True
         for line in par.iter():
             if line.get("class") not in LINE_CLASSES:
                 continue
+            title = line.get("title", "")
+            angle, box = _TEXTANGLE.search(title), _BBOX.search(title)
+            if angle and int(angle.group(1)) % 180 and box:
+                result.sideways.append(tuple(map(int, box.groups())))
+                continue
             line_id += 1
-            line_words = []
-            for w in line.iter():
-                if w.get("class") != "ocrx_word":
-                    continue
-                text = nfc("".join(w.itertext()).strip())
-                box = _BBOX.search(w.get("title", ""))
-                if not text or not box:
-                    continue
-                conf = _CONF.search(w.get("title", ""))
-                x0, y0, x1, y1 = map(int, box.groups())
-                words.append((line_id, Word(text, x0, y0, x1, y1, float(conf.group(1)) if conf else 0.0)))
-                line_words.append(text)
-            if line_words:
-                lines_text.append(" ".join(line_words))
-        if lines_text:
-            paragraphs.append("\n".join(lines_text))
-    confidences = [w.confidence for _, w in words]
-    mean = sum(confidences) / len(confidences) if confidences else 0.0
-    return OcrResult(words, "\n\n".join(paragraphs), mean)
+            words = list(_line_words(line, line_id))
+            if words and first_line:
+                result.paragraph_starts.add(line_id)
+                first_line = False
+            result.words += words
+    result.update_confidence()
+    return result
+
+
+def _line_words(line: ET.Element, line_id: int):
+    for w in line.iter():
+        if w.get("class") != "ocrx_word":
+            continue
+        text = nfc("".join(w.itertext()).strip())
+        box = _BBOX.search(w.get("title", ""))
+        if not text or not box:
+            continue
+        conf = _CONF.search(w.get("title", ""))
+        x0, y0, x1, y1 = map(int, box.groups())
+        yield line_id, Word(text, x0, y0, x1, y1, float(conf.group(1)) if conf else 0.0)
 
 
 def detect_orientation(pixels: np.ndarray, dpi: float, timeout: float) -> int | None:

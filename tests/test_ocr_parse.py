@@ -100,7 +100,7 @@ def refine(words: list[tuple[str, float]], rereads: list[tuple[str, float] | Non
     """Run the refinement on one line of ``words``; the second language answers ``rereads`` per unsure word
     (None: nothing read). Returns the result and the languages/psm the strip was read with."""
     line = [(1, Word(t, 20 + 100 * i, 50, 100 + 100 * i, 90, c)) for i, (t, c) in enumerate(words)]
-    result = ocr.OcrResult(line, " ".join(t for t, _ in words), sum(c for _, c in words) / len(words))
+    result = ocr.OcrResult(line, sum(c for _, c in words) / len(words))
     calls = []
 
     def fake_hocr(strip, language, dpi, psm, timeout, what):
@@ -108,7 +108,7 @@ def refine(words: list[tuple[str, float]], rereads: list[tuple[str, float] | Non
         _, rows = ocr._stack([ocr._crop(PAGE, w) for _, w in line if w.confidence < ocr.UNSURE_BELOW])
         found = [(1, Word(r[0], 30, top + 20, 90, top + 40, r[1]))
                  for r, (top, _) in zip(rereads, rows) if r is not None]
-        return ocr.OcrResult(found, "", 0.0)
+        return ocr.OcrResult(found, 0.0)
 
     monkeypatch.setattr(ocr, "_hocr", fake_hocr)
     replaced = ocr.refine_unsure_words(result, PAGE, "eng", 300, 10, "page 1")
@@ -172,6 +172,54 @@ def test_crop_clips_to_the_page():
 
 @pytest.mark.parametrize("language", ["", "+"])
 def test_empty_language_is_a_digitize_error(language, monkeypatch):
-    monkeypatch.setattr(ocr, "_hocr", lambda *a: ocr.OcrResult([], "", 0.0))
+    monkeypatch.setattr(ocr, "_hocr", lambda *a: ocr.OcrResult([], 0.0))
     with pytest.raises(DigitizeError):
         ocr.recognise(PAGE, language, 300, 10)
+
+
+# --- list numbers that Tesseract took for vertical text -----------------------------------------
+
+def sideways_hocr() -> bytes:
+    """Two list lines whose numbers Tesseract read as one vertical line, in its own block."""
+    doc = hocr([[(".", 60, 100, 66, 130, 90), ("Họ", 80, 100, 130, 130, 96), ("tên", 140, 100, 200, 130, 95)],
+                [(".", 60, 160, 66, 190, 90), ("Ngày", 80, 160, 160, 190, 96)]]).decode()
+    vertical = ("   <div class='ocr_carea' id='block_1_2' title=\"bbox 30 100 55 190\">\n"
+                "    <p class='ocr_par' id='par_1_9' lang='vie' title=\"bbox 30 100 55 190\">\n"
+                "     <span class='ocr_line' id='line_9_1' title=\"bbox 30 100 55 190; textangle 90; x_size 20\">\n"
+                "      <span class='ocrx_word' id='word_1_99' title='bbox 30 100 55 190; x_wconf 12'>(©</span>\n"
+                "     </span>\n    </p>\n   </div>\n")
+    return doc.replace(TAIL, vertical + TAIL).encode()
+
+
+def test_vertical_lines_are_set_aside_not_read():
+    r = ocr.parse_hocr(sideways_hocr())
+    assert r.sideways == [(30, 100, 55, 190)]
+    assert "(©" not in r.text and r.text == ". Họ tên\n. Ngày"
+
+
+def test_list_numbers_are_read_again_and_join_their_lines(monkeypatch):
+    r = ocr.parse_hocr(sideways_hocr())
+    calls = []
+
+    def fake_hocr(crop, language, dpi, psm, timeout, what):
+        calls.append((crop.shape, language, psm))
+        top, left = 100 - 12, 30 - 12  # the crop's origin: the column padded by dpi/25
+        found = [("1.", 30, 100, 66, 130, 96), ("Họ", 80, 100, 130, 130, 95),  # "Họ": context, not taken
+                 ("2.", 30, 160, 66, 190, 92), ("ml", 30, 200, 50, 215, 99),  # nothing beside "ml"
+                 ("#", 30, 40, 50, 60, 20)]  # unsure: the kind of thing a stamp yields
+        return ocr.OcrResult([(1, Word(t, x0 - left, y0 - top, x1 - left, y1 - top, c))
+                              for t, x0, y0, x1, y1, c in found], 0.0)
+
+    monkeypatch.setattr(ocr, "_hocr", fake_hocr)
+    assert ocr.reread_sideways_lines(r, PAGE, "vie", 300, 10, "page 1") == 2
+    assert r.text == "1. Họ tên\n2. Ngày"
+    assert r.words[0] == (1, Word("1.", 30, 100, 66, 130, 96))
+    assert [(lang, psm) for _, lang, psm in calls] == [("vie", 6)]
+    assert calls[0][0] == (190 + 12 - 88, min(1000, 55 + 360) - 18)  # with 1.2 inch of context to the right
+
+
+def test_recognise_rereads_sideways_lines_only_when_there_are_some(monkeypatch):
+    seen = []
+    monkeypatch.setattr(ocr, "_hocr", lambda px, lang, dpi, psm, t, w: seen.append(psm) or ocr.OcrResult([], 0.0))
+    ocr.recognise(PAGE, "vie", 300, 10)
+    assert seen == [3]
