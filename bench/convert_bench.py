@@ -120,6 +120,7 @@ class RunStats:
     seconds: float
     peak_rss: int
     results: list[JobResult]
+    cpu_seconds: float = 0.0  # busy CPU time of the whole machine during the run
 
 
 @dataclass
@@ -138,6 +139,7 @@ class EngineReport:
     pages: int
     seconds: float
     peak_rss: int
+    cpu_seconds: float
     samples: list[SampleScore] = field(default_factory=list)
 
     @property
@@ -343,15 +345,24 @@ def run_jobs(jobs: list[Job], workers: int, server_dir: Path | None = None) -> R
     env = {**os.environ, "OMP_THREAD_LIMIT": "1"}
     if server_dir is not None:
         env["DIGITIZE_VALIDATOR_DIR"] = str(server_dir)
-    start = time.perf_counter()
+    start, busy = time.perf_counter(), busy_cpu_seconds()
     try:
         with TreeRss(server_dir) as rss, ThreadPoolExecutor(workers) as pool:
             results = list(pool.map(lambda job: run_job(job, rss, env), jobs))
-        seconds = time.perf_counter() - start
+        seconds, busy = time.perf_counter() - start, busy_cpu_seconds() - busy
     finally:
         if server_dir is not None:
             subprocess.run([str(VENV_BIN / "digitize"), "servers", "stop"], env=env, capture_output=True)
-    return RunStats(seconds, rss.peak, results)
+    return RunStats(seconds, rss.peak, results, busy)
+
+
+def busy_cpu_seconds() -> float:
+    """Non-idle CPU time of the whole machine so far: with resident servers and forked page
+    workers, per-process accounting misses work; the machine's counters do not (the RSS
+    sampler and an otherwise quiet machine add a little)."""
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0) - getattr(times, "guest", 0.0) \
+        - getattr(times, "guest_nice", 0.0)
 
 
 # ---------------------------------------------------------------- scoring
@@ -391,7 +402,7 @@ def batch_run(engine: Engine, samples: list[SampleFile], workers: int, workdir: 
     found = stored_pdfas(Path(f"{report}.data"), samples)
     results = [JobResult(Job(s.name, job.argv, found.get(s.name, workdir / "missing.pdf"), s.pages),
                          stats.seconds, stats.results[0].returncode, stats.results[0].error) for s in samples]
-    return RunStats(stats.seconds, stats.peak_rss, results)
+    return RunStats(stats.seconds, stats.peak_rss, results, stats.cpu_seconds)
 
 
 def copy_manifest(manifest: Path, target: Path, names: set[str]) -> None:
@@ -424,7 +435,8 @@ def benchmark_engine(engine: Engine, samples: list[SampleFile], workers: int, wo
     else:
         own_servers = workdir / "v" if engine.name.startswith("digitize") else None
         stats = run_jobs(make_jobs(engine, samples, workdir), workers, own_servers)
-    report = EngineReport(engine.name, engine.template, sum(s.pages for s in samples), stats.seconds, stats.peak_rss)
+    report = EngineReport(engine.name, engine.template, sum(s.pages for s in samples), stats.seconds, stats.peak_rss,
+                          stats.cpu_seconds)
     for sample in samples:
         mine = sorted((r for r in stats.results if r.job.sample == sample.name), key=lambda r: r.job.order)
         report.samples.append(score_sample(engine, sample, mine))
@@ -453,15 +465,15 @@ def _ratio(a: float, b: float) -> str:
 
 
 def summary_table(reports: dict[str, EngineReport]) -> str:
-    rows = ["| engine | pages | pages/min | mean CER | max page CER | bytes/page | peak RSS MB | "
+    rows = ["| engine | pages | pages/min | busy CPU s | mean CER | max page CER | bytes/page | peak RSS MB | "
             + " | ".join(f"speed vs {b} | CER vs {b}" for b in BASELINES if b in reports) + " | failed files |",
-            "|---" * (8 + 2 * sum(b in reports for b in BASELINES)) + "|"]
+            "|---" * (9 + 2 * sum(b in reports for b in BASELINES)) + "|"]
     for name, r in reports.items():
         ratios = [f"{_ratio(r.pages_per_minute, reports[b].pages_per_minute)} | {_ratio(r.mean_cer, reports[b].mean_cer)}"
                   for b in BASELINES if b in reports]
         size = "—" if name == "tesseract" else f"{r.bytes_per_page / 1000:.0f} KB"
         failed = sum(1 for s in r.samples if s.error)
-        rows.append(f"| {name} | {r.pages} | {r.pages_per_minute:.1f} | {r.mean_cer:.4f} | {r.max_cer:.4f} | "
+        rows.append(f"| {name} | {r.pages} | {r.pages_per_minute:.1f} | {r.cpu_seconds:.1f} | {r.mean_cer:.4f} | {r.max_cer:.4f} | "
                     f"{size} | {_mb(r.peak_rss)} | " + " | ".join(ratios) + f" | {failed} |")
     return "\n".join(rows)
 
