@@ -130,7 +130,7 @@ def warm(language: str) -> None:
 
 def _hocr_command(pixels: np.ndarray, language: str, dpi: float, psm: int, timeout: float, what: str) -> bytes:
     pt = _pytesseract()
-    config = f"--psm {psm} --dpi {round(dpi)} -c tessedit_do_invert=0"
+    config = f"--psm {psm} --dpi {round(dpi)} " + " ".join(f"-c {k}={v}" for k, v in tesslib.SETTINGS.items())
     return _with_image_file(pixels, lambda p: _call(
         lambda: pt.image_to_pdf_or_hocr(p, lang=language, config=config, extension="hocr", timeout=timeout),
         timeout, what))

@@ -82,3 +82,25 @@ def test_off_switch_uses_the_command() -> None:
 @pytest.mark.parametrize("shape", [(1, 1), (2, 50), (100, 100)])
 def test_blank_or_tiny_images_read_as_no_words_not_as_errors(shape) -> None:
     assert ocr._hocr(np.full(shape, 255, np.uint8), "vie", 300, 3, 30, "page 1").word_count == 0
+
+
+def test_recognition_settings_are_applied_to_the_loaded_model() -> None:
+    import ctypes
+
+    engine = tesslib.engine("vie")
+    get = engine._lib.TessBaseAPIGetBoolVariable
+    get.restype, get.argtypes = ctypes.c_int, [ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_int)]
+    for name, value in tesslib.SETTINGS.items():
+        found = ctypes.c_int(-1)
+        assert get(engine._handle, name.encode(), ctypes.byref(found))
+        assert found.value == int(value), name
+
+
+def test_the_command_gets_the_same_settings(monkeypatch, page) -> None:
+    seen = {}
+    monkeypatch.setattr(ocr, "_call", lambda fn, timeout, what: seen.setdefault("config", fn) and b"")
+    pt = ocr._pytesseract()
+    monkeypatch.setattr(pt, "image_to_pdf_or_hocr", lambda p, lang, config, extension, timeout: config)
+    ocr._hocr_command(page[:50, :50], "vie", 300, 3, 60, "page 1")
+    config = seen["config"]()
+    assert all(f"-c {k}={v}" in config for k, v in tesslib.SETTINGS.items())
