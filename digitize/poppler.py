@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
@@ -69,9 +70,21 @@ def parse_bbox_layout(xhtml: bytes, scale: float) -> list[tuple[int, Word]]:
 
 
 def version() -> str:
+    """pdftoppm's version line, asked once per installed binary: every report carries it, and
+    a process per run costs more than the rest of a small conversion's bookkeeping."""
     try:
-        proc = subprocess.run([_require("pdftoppm"), "-v"], capture_output=True, text=True, timeout=30)
-    except (MissingDependencyError, OSError, subprocess.SubprocessError):
+        path = _require("pdftoppm")
+        key = (path, os.stat(path).st_mtime_ns)  # an upgrade replaces the file
+    except (MissingDependencyError, OSError):
         return ""
-    first = (proc.stderr or proc.stdout).splitlines()
-    return first[0].strip() if first else ""
+    if key not in _versions:
+        try:
+            proc = subprocess.run([path, "-v"], capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        first = (proc.stderr or proc.stdout).splitlines()
+        _versions[key] = first[0].strip() if first else ""
+    return _versions[key]
+
+
+_versions: dict[tuple[str, int], str] = {}

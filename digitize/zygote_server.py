@@ -40,6 +40,7 @@ def serve(start_env: dict[str, str], socket_arg: str, idle: str, language: str) 
     # carry fixed dates, so one copy serves every child
     textlayer.glyphless_truetype()
     pdfa.srgb_icc()
+    convert.tool_versions()  # asks poppler once, here, instead of a process per run
     try:
         ocr.warm(language)
     except DigitizeError as e:
