@@ -123,6 +123,11 @@ class ResidentServer:
     def log(self) -> Path:
         return self.socket.with_suffix(".log")
 
+    @property
+    def claim(self) -> Path:
+        """Made by the process that launches the server (see claim_launch)."""
+        return self.socket.with_name(self.socket.name + ".launch")
+
     def launch(self) -> int:
         return launch(self.command, self.log)
 
@@ -197,6 +202,36 @@ def connect(path: Path, timeout: float = 5) -> socket.socket | None:
 _launched: dict[Path, int] = {}  # socket -> pid of the server this process launched for it
 
 
+def _drop(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
+
+
+CLAIM_SECONDS = 10.0  # a launched server that holds no lock by then has failed; another may try
+
+
+def claim_launch(server: ResidentServer) -> bool:
+    """Whether this process may launch SERVER now: the first to create its claim file. Processes
+    that start together (a batch's workers, the first runs after an idle-out) would otherwise each
+    launch one, and all but one would start up only to find the lock taken."""
+    for _ in range(2):
+        try:
+            os.close(os.open(server.claim, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            return True
+        except FileExistsError:
+            try:
+                if time.time() - server.claim.stat().st_mtime < CLAIM_SECONDS:
+                    return False  # being launched by another process
+                server.claim.unlink()  # stale: that launch failed long ago
+            except FileNotFoundError:
+                pass
+        except OSError:
+            return True  # no claims possible here: the lock still keeps one server
+    return False
+
+
 def reach(server: ResidentServer, wait: float) -> socket.socket | None:
     """Connect, launching SERVER if none serves or starts; None after WAIT s or two failed launches."""
     deadline = time.monotonic() + wait
@@ -204,12 +239,14 @@ def reach(server: ResidentServer, wait: float) -> socket.socket | None:
     while True:
         sock = connect(server.socket)
         if sock is not None:
+            _drop(server.claim)  # up: the next launch (after an idle-out, a stop) must not wait for it
             return sock
         if lock_holder(server.lock) is None and not alive(_launched.get(server.socket)):
             if launches == 2:
                 return None
-            _launched[server.socket] = server.launch()
-            launches += 1
+            if claim_launch(server):
+                _launched[server.socket] = server.launch()
+                launches += 1
         if time.monotonic() >= deadline:
             return None
         time.sleep(0.02)

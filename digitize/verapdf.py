@@ -287,9 +287,9 @@ class ValidatorServer(resident.ResidentServer):
         return resident.launch([self.command[0], *share, *self.command[1:]], self.log, dump, self.archive)
 
 
-def _resident_server(flavour: str) -> ValidatorServer | None:
+def _resident_server(flavour: str, settings: ValidatorSettings | None = None) -> ValidatorServer | None:
     """None when the resident validator is off, not built, or has no usable socket folder."""
-    settings = _validator_settings()
+    settings = settings or _validator_settings()
     found = _stream_command(flavour) if settings.resident and hasattr(socket, "AF_UNIX") else None
     if found is None:
         return None
@@ -402,6 +402,20 @@ def prestart(flavour: str = "2b") -> None:
             _shared_validator(flavour)
     except OSError:
         pass
+
+
+def boot(settings: ValidatorSettings, flavour: str = "2b") -> None:
+    """Launch the resident validator if none serves or starts, and return at once (no connection).
+
+    For a run that is about to launch the resident converter: the JVM then starts while the
+    converter loads, on a core that would otherwise wait, rather than later beside the pages."""
+    try:
+        server = _resident_server(flavour, settings)
+        sock = resident.reach(server, 0) if server is not None else None
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return
+    if sock is not None:
+        sock.close()
 
 
 @atexit.register

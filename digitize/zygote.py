@@ -142,12 +142,15 @@ def handover(argv: list[str]) -> int | None:
     try:
         from .config import load_settings
 
-        server = converter_server(load_settings(config))
+        settings = load_settings(config)
+        server = converter_server(settings)
     except Exception:  # noqa: BLE001 - the local run reports a bad configuration properly
         return None
     if server is None:
         return None
     try:
+        if settings.convert.validate and "--no-validate" not in argv and not resident.lock_holder(server.lock):
+            _boot_validator(settings)
         # none serving: launch one and wait for it. Its start-up is the imports and model loading
         # this process would do itself, so waiting costs no time, and runs started together
         # (a batch of scans, the benchmark's two workers) pay them once instead of each.
@@ -159,6 +162,14 @@ def handover(argv: list[str]) -> int | None:
         return None  # not up within START_WAIT: run here
     with sock:
         return _delegate(sock, argv, server)
+
+
+def _boot_validator(settings) -> None:
+    """No converter serves or starts: this run launches one, and will need the resident veraPDF
+    validator a second later. Its JVM starts now, beside the converter's loading (one core each)."""
+    from . import verapdf
+
+    verapdf.boot(settings.validator)
 
 
 def _note(server: resident.ResidentServer, line: str) -> None:

@@ -76,7 +76,8 @@ def warm(env: dict[str, str], tmp_path: Path) -> resident.ServerInfo:
     """Launch the converter with a quick failing run (the first one it serves) and wait until it serves."""
     empty = tmp_path / "launch.png"
     empty.write_bytes(b"")
-    assert digitize("run", str(empty), str(tmp_path / "never.pdf"), env=env).returncode == ExitCode.input_file
+    assert digitize("run", "--no-validate", str(empty), str(tmp_path / "never.pdf"),
+                    env=env).returncode == ExitCode.input_file
     return serving(Path(env["DIGITIZE_VALIDATOR_DIR"]))
 
 
@@ -303,6 +304,15 @@ def test_off_switch_means_no_server(zdir, env, scan, tmp_path) -> None:
                     str(tmp_path / "out2.pdf"), env=env)
     assert done.returncode == 0, done.stderr
     assert not [p for p in zdir.iterdir() if p.name.startswith("converter-")]
+
+
+def test_a_run_that_launches_the_converter_boots_the_validator_too(zdir, env, tmp_path) -> None:
+    empty = tmp_path / "launch.png"
+    empty.write_bytes(b"")  # fails before any validation: the JVM was started at the launch
+    assert digitize("run", str(empty), str(tmp_path / "never.pdf"), env=env).returncode == ExitCode.input_file
+    status = digitize("validator", "status", env=env).stdout
+    assert "serving" in status or "starting" in status, status
+    assert digitize("servers", "stop", env=env).returncode == 0
 
 
 def test_servers_status_and_stop_list_both_kinds(zdir, env, tmp_path) -> None:
