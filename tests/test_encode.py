@@ -138,3 +138,13 @@ def test_encode_archival_routes_by_colour_mode(bilevel):
     assert encode.encode_archival(bilevel, "bilevel", 80).bits == 1
     grey = encode.encode_archival(render_text_page(size=(200, 100)), "grey", 80)
     assert (grey.bits, grey.colour_space, grey.filter) == (8, "/DeviceGray", "/DCTDecode")
+
+
+def test_a_page_that_fits_at_min_quality_stays_jpeg():
+    rng = np.random.default_rng(2)
+    grainy = np.clip(200 + rng.normal(0, 25, (600, 800)), 0, 255).astype(np.uint8)
+    at_min = len(encode.encode_jpeg(grainy, encode.MIN_QUALITY).data)
+    above = len(encode.encode_jpeg(grainy, encode.MIN_QUALITY + 10).data)
+    assert above > at_min
+    e = encode.encode_jpeg(grainy, 80, budget=(at_min + above) // 2)
+    assert e.encoding == f"jpeg-q{encode.MIN_QUALITY}" and e.filter == "/DCTDecode"
