@@ -54,17 +54,19 @@ def _profile_score(ys: np.ndarray, xs: np.ndarray, angle_deg: float, bins: int) 
 COARSE_POINTS = 40_000
 
 
-def _best_angle(ys: np.ndarray, xs: np.ndarray, bins: int) -> tuple[float, float]:
-    """Coarse 0.5-degree search on a subsample (a quarter of the cost; the peak is broad), then
-    0.1-degree steps around it on every point."""
+def _coarse_angle(ys: np.ndarray, xs: np.ndarray, bins: int) -> tuple[float, float]:
+    """0.5-degree search on a subsample: a quarter of the cost, and the peak is broad."""
     coarse = np.arange(-MAX_SKEW, MAX_SKEW + 0.01, 0.5)
     step = max(1, len(ys) // COARSE_POINTS)
     scores = [_profile_score(ys[::step], xs[::step], a, bins) for a in coarse]
-    best = float(coarse[int(np.argmax(scores))])
-    fine = np.arange(best - 0.5, best + 0.51, 0.1)
-    fine_scores = [_profile_score(ys, xs, a, bins) for a in fine]
-    i = int(np.argmax(fine_scores))
-    return float(fine[i]), float(fine_scores[i])
+    i = int(np.argmax(scores))
+    return float(coarse[i]), scores[i]
+
+
+def _fine_angle(ys: np.ndarray, xs: np.ndarray, bins: int, around: float) -> float:
+    """0.1-degree steps around the coarse answer, on every point."""
+    fine = np.arange(around - 0.5, around + 0.51, 0.1)
+    return float(fine[int(np.argmax([_profile_score(ys, xs, a, bins) for a in fine]))])
 
 
 def _sample_points(mask: np.ndarray, limit: int = 150_000) -> tuple[np.ndarray, np.ndarray]:
@@ -115,10 +117,15 @@ def analyse(grey: np.ndarray, dpi: float) -> Geometry:
     if mask.sum() < 200:
         return Geometry(0, 0.0, True, 0.0)  # blank page
     bins = int(max(mask.shape) * 1.5) + 2
-    turned = np.ascontiguousarray(np.rot90(mask, -1))
-    angle_h, score_h = _best_angle(*_sample_points(mask), bins)
-    angle_v, score_v = _best_angle(*_sample_points(turned), bins)
-    base, skew, level = (90, angle_v, turned) if score_v > score_h * 1.15 else (0, angle_h, mask)
+    ys, xs = _sample_points(mask)
+    turned_ys, turned_xs = xs, (mask.shape[0] - 1) - ys  # the same points on the page turned 90 degrees
+    angle_h, score_h = _coarse_angle(ys, xs, bins)
+    angle_v, score_v = _coarse_angle(turned_ys, turned_xs, bins)
+    if score_v > score_h * 1.15:  # text runs top to bottom: the page lies on its side
+        base, level = 90, np.ascontiguousarray(np.rot90(mask, -1))
+        skew = _fine_angle(turned_ys, turned_xs, bins, angle_v)
+    else:
+        base, level, skew = 0, mask, _fine_angle(ys, xs, bins, angle_h)
     votes = up_down_votes(rotate_mask(level, skew))
     orientation = base if votes >= 0 else (base + 180) % 360
     confident = abs(votes) >= 0.6
