@@ -120,12 +120,18 @@ def _engine(language: str) -> tesslib.Engine | None:
                                      f"{language.split('+')[0]}") from None
 
 
-def warm(language: str) -> None:
-    """Load the models now, e.g. before forking page workers, which then share them."""
+def warm(language: str, orientation: bool = False) -> None:
+    """Load the models now, e.g. before forking page workers, which then share them; with
+    ``orientation``, the OSD model too (10 MB: for a process that forks many runs, not one)."""
     primary, *others = _split_languages(language)
     _engine(primary)
     if others:
         _engine("+".join(others))
+    if orientation:
+        try:
+            _engine("osd")
+        except MissingDependencyError:
+            pass  # detect_orientation copes without it
 
 
 def _hocr_command(pixels: np.ndarray, language: str, dpi: float, psm: int, timeout: float, what: str) -> bytes:

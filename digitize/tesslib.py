@@ -109,6 +109,7 @@ class Engine:
             raise TessLibError(_load_error)
         self._lib = lib
         self.language = language
+        self._pid = os.getpid()  # a forked child shares the model; only its loader frees it
         self._handle = lib.TessBaseAPICreate()
         rc = lib.TessBaseAPIInit3(self._handle, datapath.encode() if datapath else None, language.encode())
         if rc != 0:
@@ -188,7 +189,11 @@ def engine(language: str) -> Engine:
 
 @atexit.register
 def close_all() -> None:
-    """End every engine: Tesseract complains of leaked models on stderr otherwise."""
+    """End every engine this process loaded: Tesseract complains of leaked models on stderr
+    otherwise. Models inherited through fork are left alone: freeing them would write to every
+    page of them, copying ~100 MB per run for nothing (forked children leave with os._exit,
+    past Tesseract's leak check)."""
     for e in _engines.values():
-        e.close()
+        if e._pid == os.getpid():
+            e.close()
     _engines.clear()

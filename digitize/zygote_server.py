@@ -42,7 +42,7 @@ def serve(start_env: dict[str, str], socket_arg: str, idle: str, language: str) 
     pdfa.srgb_icc()
     convert.tool_versions()  # asks poppler once, here, instead of a process per run
     try:
-        ocr.warm(language)
+        ocr.warm(language, orientation=True)
     except DigitizeError as e:
         _say(f"models not loaded ({e}); children load their own")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

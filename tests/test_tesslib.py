@@ -104,3 +104,19 @@ def test_the_command_gets_the_same_settings(monkeypatch, page) -> None:
     ocr._hocr_command(page[:50, :50], "vie", 300, 3, 60, "page 1")
     config = seen["config"]()
     assert all(f"-c {k}={v}" in config for k, v in tesslib.SETTINGS.items())
+
+
+def test_a_forked_child_leaves_the_inherited_models_alone(page) -> None:
+    loaded = tesslib.engine("vie")
+    pid = os.fork()
+    if pid == 0:  # child: its exit must not free (and so copy) the parent's model
+        tesslib.close_all()
+        os._exit(0 if loaded._handle else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert tesslib.engine("vie") is loaded and loaded._handle  # the parent's is untouched too
+
+
+def test_warm_loads_the_orientation_model_on_request() -> None:
+    ocr.warm("vie", orientation=True)
+    assert "osd" in tesslib._engines and "vie" in tesslib._engines
