@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -12,6 +13,21 @@ from .index import Index, search_tokens
 from .search import Query, fts5_match
 
 BUSY_TIMEOUT_MS = 30_000
+
+
+def _use_wal(conn: sqlite3.Connection) -> None:
+    """Switch to the WAL journal, waiting out other processes doing the same: on a new index,
+    workers that start together (a batch's, forked at once) race for it, and SQLite answers
+    "database is locked" at once there instead of calling its busy handler."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 class SqliteIndex(Index):
@@ -27,7 +43,7 @@ class SqliteIndex(Index):
                 raise StorageError(f"cannot create index folder for {path}: {e.strerror}") from None
         try:
             conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode = WAL")
+            _use_wal(conn)
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
         except sqlite3.Error as e:

@@ -127,3 +127,33 @@ def test_metadata_and_case_records_are_searchable(index):
 def test_empty_query_is_a_bad_argument(index):
     with pytest.raises(BadArgsError, match="no words"):
         index.search(" -- ")
+
+
+def test_processes_opening_a_new_archive_together_all_get_its_index(tmp_path):
+    """A batch's workers start at the same instant and race to create the index; none may fail
+    (SQLite answers "database is locked" at once to a second WAL switch, without waiting)."""
+    import multiprocessing
+    import os
+
+    from digitize.config import load_settings
+    from storage.archive import Archive
+
+    def open_at_once(data_dir: str, barrier) -> None:
+        settings = load_settings("/dev/null", env={"DIGITIZE_DATA_DIR": data_dir})
+        barrier.wait()
+        try:
+            Archive.open(settings).close()
+        except StorageError:
+            os._exit(1)
+        os._exit(0)
+
+    context = multiprocessing.get_context("fork")
+    for attempt in range(10):
+        barrier = context.Barrier(4)
+        procs = [context.Process(target=open_at_once, args=(str(tmp_path / f"data-{attempt}"), barrier))
+                 for _ in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert [p.exitcode for p in procs] == [0] * 4, attempt
