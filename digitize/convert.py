@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import datetime as dt
 import multiprocessing
+import multiprocessing.pool
 import os
 import signal
 import tempfile
@@ -181,15 +182,21 @@ def _lap(start: float) -> float:
 
 # -- workers --------------------------------------------------------------------------------
 
-_worker_sources: dict[str, object] = {}
+_worker_source: tuple[tuple, object] | None = None  # (what was opened, the open Source)
 
 
 def _page_task(input_path: str, index: int, number: int, out_pdf: str, opts: ConvertOptions) -> PageReport:
-    """Runs in a worker: reads its own page from the input (the source stays open per worker)."""
-    src = _worker_sources.get(input_path)
-    if src is None:
-        src = _worker_sources.setdefault(input_path, open_source(Path(input_path), opts))
-    return process_page(src.page(index), number, Path(out_pdf), opts)
+    """Runs in a worker: reads its own page from the input (kept open for the file's next pages;
+    a kept worker moving on to another file, or to a changed one, opens that instead)."""
+    global _worker_source
+    info = os.stat(input_path)
+    key = (input_path, info.st_mtime_ns, info.st_size, opts.max_pixels, opts.default_dpi)
+    if _worker_source is None or _worker_source[0] != key:
+        if _worker_source is not None:
+            _worker_source[1].close()
+            _worker_source = None
+        _worker_source = (key, open_source(Path(input_path), opts))
+    return process_page(_worker_source[1].page(index), number, Path(out_pdf), opts)
 
 
 HARD_GRACE = 60.0  # seconds past a page's OCR timeouts before its worker is killed
@@ -227,9 +234,8 @@ def _run_pages(input_path: Path, indices: Sequence[int], tmp: Path, opts: Conver
     tasks = [(str(input_path), idx, n, str(paths[n - 1]), opts) for n, idx in enumerate(indices, start=1)]
     imaging.single_threaded()
     ocr.warm(opts.language)
-    context = multiprocessing.get_context("fork")
-    with context.Pool(processes=max(1, min(opts.jobs, len(tasks))), initializer=_die_with_parent,
-                      initargs=(os.getpid(),)) as pool:
+    pool, kept = _page_pool(max(1, min(opts.jobs, len(tasks))))
+    try:
         while_running()  # e.g. boot the validator: after the fork, so workers hold none of it
         pending = [pool.apply_async(_page_task, t) for t in tasks]
         reports = []
@@ -239,9 +245,51 @@ def _run_pages(input_path: Path, indices: Sequence[int], tmp: Path, opts: Conver
             except multiprocessing.TimeoutError:
                 raise OcrTimeoutError(f"page {n}: not finished within {page_deadline(opts):g} s; "
                                       "its worker was stopped") from None
+    except BaseException:
+        _end_pool(pool)  # a hung page dies with its worker; a failed file's other pages go too
+        raise
+    if not kept:
         pool.close()
         pool.join()
     return reports
+
+
+_kept_pool: tuple[int, multiprocessing.pool.Pool] | None = None
+_keep_workers = False
+
+
+def keep_page_workers() -> None:
+    """From now on this process keeps its page workers from file to file: for a process that
+    converts file after file (a batch worker), each file then skips a fork of the whole
+    process and its copy-on-write faults (~0.1 CPU-s a file), and the workers' memory stays
+    warm. A page past its deadline, or any failure, still ends them; the next file forks anew."""
+    global _keep_workers
+    _keep_workers = True
+
+
+def _page_pool(processes: int) -> tuple[multiprocessing.pool.Pool, bool]:
+    """(pool, whether it is kept for later files)."""
+    global _kept_pool
+    if not _keep_workers:
+        return _new_page_pool(processes), False
+    if _kept_pool is not None and _kept_pool[0] != processes:
+        _end_pool(_kept_pool[1])
+    if _kept_pool is None:
+        _kept_pool = (processes, _new_page_pool(processes))
+    return _kept_pool[1], True
+
+
+def _new_page_pool(processes: int) -> multiprocessing.pool.Pool:
+    return multiprocessing.get_context("fork").Pool(processes=processes, initializer=_die_with_parent,
+                                                    initargs=(os.getpid(),))
+
+
+def _end_pool(pool: multiprocessing.pool.Pool) -> None:
+    global _kept_pool
+    if _kept_pool is not None and _kept_pool[1] is pool:
+        _kept_pool = None
+    pool.terminate()
+    pool.join()
 
 
 def tool_versions() -> dict[str, str]:

@@ -40,3 +40,21 @@ def test_csv_and_json_reports_carry_the_same_facts():
     assert [r["source_pages"] for r in table] == ["1-2", "4-6"]
     assert data["summary"]["unmatched"] == 1 and data["summary"]["pages"] == 5
     assert data["files"][0]["documents"][1]["source_pages"] == "4-6"
+
+
+def test_files_are_queued_most_pages_first_then_largest(tmp_path):
+    from PIL import Image
+
+    from pipelines.batch import BatchItem, longest_first, page_count_hint
+
+    fax = tmp_path / "fax.tif"
+    frames = [Image.new("1", (200, 100), 1) for _ in range(3)]
+    frames[0].save(fax, save_all=True, append_images=frames[1:], compression="group4")
+    photo = tmp_path / "photo.png"
+    Image.effect_noise((600, 600), 60).save(photo)  # one page, many more bytes than the fax
+    broken = tmp_path / "broken.pdf"
+    broken.write_bytes(b"%PDF-1.7 truncated")
+    assert page_count_hint(fax) == 3 and page_count_hint(photo) == 1 and page_count_hint(broken) == 1
+    items = [BatchItem(p, p.stat().st_size) for p in (photo, broken, fax)]
+    assert photo.stat().st_size > fax.stat().st_size
+    assert [i.path.name for i in longest_first(items)] == ["fax.tif", "photo.png", "broken.pdf"]
