@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import tempfile
+import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +41,7 @@ class OcrResult:
     words: list[tuple[int, Word]]  # (line id, word) in reading order
     confidence: float  # mean word confidence 0..100
     paragraph_starts: set[int] = field(default_factory=set)  # line ids that begin a paragraph
-    sideways: list[Box] = field(default_factory=list)  # lines Tesseract took for vertical text
+    sideways: list[tuple[Box, list[Word]]] = field(default_factory=list)  # lines read as vertical text
 
     @property
     def word_count(self) -> int:
@@ -220,7 +221,10 @@ def _stack(crops: list[np.ndarray]) -> tuple[np.ndarray, list[tuple[int, int]]]:
 
 
 SIDEWAYS_CONTEXT_INCH = 1.2  # text beside a number column re-read with it: the LSTM needs context
-SIDEWAYS_MIN_CONFIDENCE = 50.0  # what a QR code or a stamp yields when read is far below this
+SIDEWAYS_MIN_CONFIDENCE = 65.0  # a list number re-read scores 70-96; rotated text read across, less
+SIDEWAYS_KEEP_CONFIDENCE = 60.0  # a vertical line read this well is text set vertically: kept as read
+SIDEWAYS_KEEP_CHARS = 4  # ...if it has this many letters or digits: a QR code yields "IM" at 90
+MAX_SIDEWAYS_REREADS = 8  # per page; together they get one OCR timeout
 
 
 def reread_sideways_lines(result: OcrResult, pixels: np.ndarray, language: str, dpi: float, timeout: float,
@@ -231,24 +235,42 @@ def reread_sideways_lines(result: OcrResult, pixels: np.ndarray, language: str, 
     form) for one line of vertical text and reads it sideways into garbage, dropping the
     numbers. Pages reach Tesseract upright, so such a column is re-read horizontally, with an
     inch of the text beside it for context, and each confident reading joins the line to its
-    right. Returns the number of words added.
+    right. A column that gives nothing back keeps its sideways reading if that was confident
+    (a margin note set vertically), else it is dropped (a QR code's or a stamp's "text").
+    Returns the number of words added.
     """
     lines = _line_boxes(result.words)
     height, width = pixels.shape[:2]
+    deadline = time.monotonic() + timeout
     added = 0
-    for x0, y0, x1, y1 in result.sideways:
-        pad = max(4, round(dpi / 25))
-        left, top = max(0, x0 - pad), max(0, y0 - pad)
-        crop = pixels[top:min(height, y1 + pad), left:min(width, x1 + round(SIDEWAYS_CONTEXT_INCH * dpi))]
-        for _, w in _hocr(crop, language, dpi, 6, timeout, what).words:
-            word = Word(w.text, w.left + left, w.top + top, w.right + left, w.bottom + top, w.confidence)
-            line = _line_beside(lines, word)
-            if (word.left + word.right) / 2 < x1 and word.confidence >= SIDEWAYS_MIN_CONFIDENCE and line is not None:
-                _insert_in_line(result.words, line, word)
-                added += 1
+    for n, ((x0, y0, x1, y1), sideways) in enumerate(result.sideways):
+        joined = 0
+        if n < MAX_SIDEWAYS_REREADS and time.monotonic() < deadline:
+            pad = max(4, round(dpi / 25))
+            left, top = max(0, x0 - pad), max(0, y0 - pad)
+            crop = pixels[top:min(height, y1 + pad), left:min(width, x1 + round(SIDEWAYS_CONTEXT_INCH * dpi))]
+            budget = max(1.0, deadline - time.monotonic())
+            for _, w in _hocr(crop, language, dpi, 6, budget, what).words:
+                word = Word(w.text, w.left + left, w.top + top, w.right + left, w.bottom + top, w.confidence)
+                line = _line_beside(lines, word)
+                if (word.left + word.right) / 2 < x1 and word.confidence >= SIDEWAYS_MIN_CONFIDENCE and line:
+                    _insert_in_line(result.words, line, word)
+                    joined += 1
+        if not joined and _reads_as_text(sideways):
+            line_id = max((line for line, _ in result.words), default=0) + 1
+            result.paragraph_starts.add(line_id)
+            result.words += [(line_id, w) for w in sideways]
+            joined = len(sideways)
+        added += joined
     if added:
         result.update_confidence()
     return added
+
+
+def _reads_as_text(words: list[Word]) -> bool:
+    letters = sum(ch.isalnum() for w in words for ch in w.text)
+    return bool(words) and letters >= SIDEWAYS_KEEP_CHARS and \
+        sum(w.confidence for w in words) / len(words) >= SIDEWAYS_KEEP_CONFIDENCE
 
 
 def _line_boxes(words: list[tuple[int, Word]]) -> dict[int, Box]:
@@ -301,7 +323,7 @@ def parse_hocr(hocr: bytes) -> OcrResult:
             title = line.get("title", "")
             angle, box = _TEXTANGLE.search(title), _BBOX.search(title)
             if angle and int(angle.group(1)) % 180 and box:
-                result.sideways.append(tuple(map(int, box.groups())))
+                result.sideways.append((tuple(map(int, box.groups())), [w for _, w in _line_words(line, 0)]))
                 continue
             line_id += 1
             words = list(_line_words(line, line_id))

@@ -193,7 +193,7 @@ def sideways_hocr() -> bytes:
 
 def test_vertical_lines_are_set_aside_not_read():
     r = ocr.parse_hocr(sideways_hocr())
-    assert r.sideways == [(30, 100, 55, 190)]
+    assert r.sideways == [((30, 100, 55, 190), [Word("(©", 30, 100, 55, 190, 12.0)])]
     assert "(©" not in r.text and r.text == ". Họ tên\n. Ngày"
 
 
@@ -216,6 +216,26 @@ def test_list_numbers_are_read_again_and_join_their_lines(monkeypatch):
     assert r.words[0] == (1, Word("1.", 30, 100, 66, 130, 96))
     assert [(lang, psm) for _, lang, psm in calls] == [("vie", 6)]
     assert calls[0][0] == (190 + 12 - 88, min(1000, 55 + 360) - 18)  # with 1.2 inch of context to the right
+
+
+def test_vertical_text_read_confidently_is_kept_when_nothing_joins_a_line(monkeypatch):
+    r = ocr.parse_hocr(sideways_hocr().replace("x_wconf 12'>(©".encode(), "x_wconf 91'>Quyển".encode()))
+    monkeypatch.setattr(ocr, "_hocr", lambda *a: ocr.OcrResult([(1, Word("#", 5, 5, 9, 9, 20))], 20.0))
+    assert ocr.reread_sideways_lines(r, PAGE, "vie", 300, 10, "page 1") == 1
+    assert r.text == ". Họ tên\n. Ngày\n\nQuyển"  # its own paragraph, as read
+
+
+def test_garbage_read_sideways_is_dropped_when_nothing_joins_a_line(monkeypatch):
+    r = ocr.parse_hocr(sideways_hocr())  # "(©" at 12: what a QR code yields (or "IM" at 90)
+    monkeypatch.setattr(ocr, "_hocr", lambda *a: ocr.OcrResult([], 0.0))
+    assert ocr.reread_sideways_lines(r, PAGE, "vie", 300, 10, "page 1") == 0
+    assert r.text == ". Họ tên\n. Ngày"
+
+
+def test_a_short_confident_sideways_reading_is_not_taken_for_text(monkeypatch):
+    r = ocr.parse_hocr(sideways_hocr().replace("x_wconf 12'>(©".encode(), b"x_wconf 90'>IM"))
+    monkeypatch.setattr(ocr, "_hocr", lambda *a: ocr.OcrResult([], 0.0))
+    assert ocr.reread_sideways_lines(r, PAGE, "vie", 300, 10, "page 1") == 0 and "IM" not in r.text
 
 
 def test_recognise_rereads_sideways_lines_only_when_there_are_some(monkeypatch):
