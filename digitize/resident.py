@@ -241,7 +241,11 @@ def reach(server: ResidentServer, wait: float) -> socket.socket | None:
         if sock is not None:
             _drop(server.claim)  # up: the next launch (after an idle-out, a stop) must not wait for it
             return sock
-        if lock_holder(server.lock) is None and not alive(_launched.get(server.socket)):
+        if lock_holder(server.lock) is not None:
+            _drop(server.claim)  # the server holds its lock: the claim has done its work
+        elif not alive(_launched.get(server.socket)):
+            if launches:
+                _drop(server.claim)  # ours, and what we launched died: the retry may go at once
             if launches == 2:
                 return None
             if claim_launch(server):
@@ -335,5 +339,6 @@ def stop_servers(folder: Path, kind: str | None = None, wait: float = STOP_WAIT)
         while alive(info.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         info.state = "stopping" if alive(info.pid) else "stopped"
+        _drop(ResidentServer(info.socket).claim)  # the next run may launch one at once
         stopped.append(info)
     return stopped

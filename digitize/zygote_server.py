@@ -33,14 +33,14 @@ def serve(start_env: dict[str, str], socket_arg: str, idle: str, language: str) 
         print(f"another converter serves {path}", flush=True)
         return 3
     # the lock is released when the server stops listening, or at the latest when it exits
-    from . import cli, convert, ocr, pdfa, textlayer  # noqa: F401 - what every child would import
+    from . import cli, convert, ocr, pdfa, poppler, textlayer  # noqa: F401 - what every child would import
     from .errors import DigitizeError
 
     # what every run's pages would build (~50 ms): the text layer's font and the sRGB profile
     # carry fixed dates, so one copy serves every child
     textlayer.glyphless_truetype()
     pdfa.srgb_icc()
-    convert.tool_versions()  # asks poppler once, here, instead of a process per run
+    poppler.version()  # asked once, here, instead of a process per run (children inherit it)
     try:
         ocr.warm(language, orientation=True)
     except DigitizeError as e:

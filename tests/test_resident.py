@@ -17,14 +17,24 @@ def test_only_the_first_process_may_launch_and_a_stale_claim_expires(tmp_path):
     assert resident.claim_launch(server) is True
 
 
-def test_concurrent_reach_launches_one_server(tmp_path, monkeypatch):
+def test_clients_wait_while_another_process_launches(tmp_path, monkeypatch):
     server = resident.ResidentServer(tmp_path / "x.sock")
     launched = []
     monkeypatch.setattr(resident.ResidentServer, "launch", lambda self: launched.append(1) or 999_999_999)
+    assert resident.claim_launch(server)  # another process is launching it
     for _ in range(3):  # three clients at once, none of which sees the server up within its wait
         resident._launched.clear()  # each is its own process
         assert resident.reach(server, 0.05) is None
-    assert launched == [1]
+    assert launched == []
+
+
+def test_a_launch_that_died_is_retried_at_once_by_its_launcher(tmp_path, monkeypatch):
+    server = resident.ResidentServer(tmp_path / "x.sock")
+    launched = []
+    monkeypatch.setattr(resident.ResidentServer, "launch", lambda self: launched.append(1) or 999_999_999)
+    resident._launched.clear()
+    assert resident.reach(server, 0.5) is None
+    assert launched == [1, 1]  # its own claim does not hold back the second try; then it gives up
 
 
 def test_a_connection_clears_the_claim(tmp_path):
