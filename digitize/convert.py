@@ -185,12 +185,13 @@ def _lap(start: float) -> float:
 _worker_source: tuple[tuple, object] | None = None  # (what was opened, the open Source)
 
 
-def _page_task(input_path: str, index: int, number: int, out_pdf: str, opts: ConvertOptions) -> PageReport:
+def _page_task(input_path: str, index: int, number: int, out_pdf: str, opts: ConvertOptions,
+               key: tuple = ()) -> PageReport:
     """Runs in a worker: reads its own page from the input (kept open for the file's next pages;
-    a kept worker moving on to another file, or to a changed one, opens that instead)."""
+    a kept worker given another file, or the same path changed, opens that instead). ``key``
+    says which file: taken once per conversion, so every page reads the same one."""
     global _worker_source
-    info = os.stat(input_path)
-    key = (input_path, info.st_mtime_ns, info.st_size, opts.max_pixels, opts.default_dpi)
+    key = (input_path, *key, opts.max_pixels, opts.default_dpi)
     if _worker_source is None or _worker_source[0] != key:
         if _worker_source is not None:
             _worker_source[1].close()
@@ -231,7 +232,9 @@ def _run_pages(input_path: Path, indices: Sequence[int], tmp: Path, opts: Conver
     caller is made single-threaded first; the workers are the parallelism.
     """
     paths = [tmp / f"page-{n:05d}.pdf" for n in range(1, len(indices) + 1)]
-    tasks = [(str(input_path), idx, n, str(paths[n - 1]), opts) for n, idx in enumerate(indices, start=1)]
+    info = os.stat(input_path)
+    key = (info.st_dev, info.st_ino, info.st_mtime_ns, info.st_size)
+    tasks = [(str(input_path), idx, n, str(paths[n - 1]), opts, key) for n, idx in enumerate(indices, start=1)]
     imaging.single_threaded()
     ocr.warm(opts.language)
     pool, kept = _page_pool(max(1, min(opts.jobs, len(tasks))))

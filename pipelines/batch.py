@@ -109,6 +109,7 @@ def page_count_hint(path: Path) -> int:
         if suffix in (".tif", ".tiff"):
             from PIL import Image
 
+            Image.MAX_IMAGE_PIXELS = None  # as when converting: the pixel limit is ours (max_pixels)
             with Image.open(path) as image:
                 return getattr(image, "n_frames", 1)
     except Exception:  # noqa: BLE001 - only an ordering hint: the conversion reports the real error
