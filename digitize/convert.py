@@ -186,7 +186,7 @@ _worker_source: tuple[tuple, object] | None = None  # (what was opened, the open
 
 
 def _page_task(input_path: str, index: int, number: int, out_pdf: str, opts: ConvertOptions,
-               key: tuple = ()) -> PageReport:
+               key: tuple) -> PageReport:
     """Runs in a worker: reads its own page from the input (kept open for the file's next pages;
     a kept worker given another file, or the same path changed, opens that instead). ``key``
     says which file: taken once per conversion, so every page reads the same one."""

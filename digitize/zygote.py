@@ -149,7 +149,7 @@ def handover(argv: list[str]) -> int | None:
     if server is None:
         return None
     try:
-        if settings.convert.validate and "--no-validate" not in argv and not resident.lock_holder(server.lock):
+        if settings.convert.validate and "--no-validate" not in argv and resident.lock_holder(server.lock) is None:
             _boot_validator(settings)
         # none serving: launch one and wait for it. Its start-up is the imports and model loading
         # this process would do itself, so waiting costs no time, and runs started together
