@@ -256,16 +256,29 @@ def reach(server: ResidentServer, wait: float) -> socket.socket | None:
         time.sleep(0.02)
 
 
+class Lines:
+    """A connection's answer lines, buffered: two lines that come in one read (a child's ``OK`` and,
+    for a run that fails at once, its ``EXIT``) are both kept."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.rest = b""
+
+    def next(self, timeout: float | None) -> bytes | None:
+        """The next line without its newline; None if the peer closed first."""
+        self.sock.settimeout(timeout)
+        while b"\n" not in self.rest:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                return None
+            self.rest += chunk
+        line, _, self.rest = self.rest.partition(b"\n")
+        return line
+
+
 def read_line(sock: socket.socket, timeout: float) -> bytes:
     """One answer line (without its newline); b"" if the server closed first."""
-    sock.settimeout(timeout)
-    data = b""
-    while not data.endswith(b"\n"):
-        chunk = sock.recv(4096)
-        if not chunk:
-            return b""
-        data += chunk
-    return data[:-1]
+    return Lines(sock).next(timeout) or b""
 
 
 def status_line(pid: int, uptime: float, idle: float, noun: str, served: int, clients: int) -> str:

@@ -251,10 +251,11 @@ def _delegate(sock: socket.socket, argv: list[str], server: ConverterServer) -> 
     forward = _Forward()
     code = None
     try:
-        if _handed_over(sock, argv):
+        answers = _handed_over(sock, argv)
+        if answers is not None:
             forward.sock = sock
             forward.tell()  # a signal that came during the handshake
-            code = _exit_code(sock)
+            code = _exit_code(answers)
         elif not forward.got:
             forward.restore()
             return None  # gone before taking the request (idled out, stopped, refused): nothing ran
@@ -273,29 +274,25 @@ def _delegate(sock: socket.socket, argv: list[str], server: ConverterServer) -> 
     return code
 
 
-def _handed_over(sock: socket.socket, argv: list[str]) -> bool:
-    """Send the request with our stdio; whether a child took it (answered OK)."""
+def _handed_over(sock: socket.socket, argv: list[str]) -> resident.Lines | None:
+    """Send the request with our stdio; the child's answers once it took it (answered OK), else None."""
     try:
         request = _request(argv)  # os.getcwd() fails in a deleted folder: the local run says so
         sock.settimeout(HANDSHAKE_WAIT)
         sent = socket.send_fds(sock, [request], STDIO)
         sock.sendall(request[sent:])
-        return resident.read_line(sock, HANDSHAKE_WAIT).startswith(b"OK ")
+        answers = resident.Lines(sock)
+        took = answers.next(HANDSHAKE_WAIT)
     except OSError:
-        return False
+        return None
+    return answers if took is not None and took.startswith(b"OK ") else None
 
 
-def _exit_code(sock: socket.socket) -> int | None:
+def _exit_code(answers: resident.Lines) -> int | None:
     """The child's exit code, or None if it ended without one."""
-    data = b""
-    sock.settimeout(None)
-    while not data.endswith(b"\n"):
-        try:
-            chunk = sock.recv(64)
-        except OSError:
-            return None
-        if not chunk:
-            return None
-        data += chunk
-    word, _, code = data.strip().partition(b" ")
+    try:
+        line = answers.next(None)
+    except OSError:
+        return None
+    word, _, code = (line or b"").strip().partition(b" ")
     return int(code) if word == b"EXIT" and code.lstrip(b"-").isdigit() else None

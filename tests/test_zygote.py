@@ -341,3 +341,25 @@ def test_servers_status_and_stop_list_both_kinds(zdir, env, tmp_path) -> None:
 ])
 def test_only_run_goes_to_the_server(argv, expected) -> None:
     assert zygote._run_arguments(argv) == expected
+
+
+@pytest.mark.parametrize("answers", [[b"OK 7\nEXIT 2\n"], [b"OK 7\n", b"EXIT 2\n"], [b"OK 7\nEX", b"IT 2\n"]])
+def test_the_exit_code_is_read_however_the_answers_arrive(answers, tmp_path) -> None:
+    """A run that fails at once answers OK and EXIT in one read: the exit code must not be lost."""
+    client, child = socket.socketpair()
+
+    def answer() -> None:
+        _, fds, _, _ = socket.recv_fds(child, 65536, 3)
+        for fd in fds:
+            os.close(fd)
+        for part in answers:
+            child.sendall(part)
+            time.sleep(0.05)
+        child.close()
+
+    thread = threading.Thread(target=answer)
+    thread.start()
+    with client:
+        code = zygote._delegate(client, ["run", "in.png", "out.pdf"], zygote.ConverterServer(tmp_path / "c.sock"))
+    thread.join()
+    assert code == 2
