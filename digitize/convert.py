@@ -12,12 +12,8 @@ options) apart from timestamps, which makes it safe to redo as an idempotent job
 
 from __future__ import annotations
 
-import ctypes
 import datetime as dt
-import multiprocessing
-import multiprocessing.pool
 import os
-import signal
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
@@ -26,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from . import encode, geometry, imaging, ocr, pdfa, poppler, textlayer, verapdf
+from . import encode, geometry, imaging, ocr, pageworkers, pdfa, poppler, textlayer, verapdf
 from . import __version__
 from .config import ConvertSettings
 from .errors import BadArgsError, FileAccessError, OcrTimeoutError
@@ -201,19 +197,6 @@ def _page_task(input_path: str, index: int, number: int, out_pdf: str, opts: Con
 
 
 HARD_GRACE = 60.0  # seconds past a page's OCR timeouts before its worker is killed
-PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h): a signal for us when our parent ends
-
-
-def _die_with_parent(parent: int) -> None:
-    """Page workers end with the process that forked them (a batch worker killed with -9
-    would otherwise leave them computing pages nobody will collect). Linux only."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:  # it died before prctl took effect
-        os._exit(1)
 
 
 def page_deadline(opts: ConvertOptions) -> float:
@@ -224,75 +207,17 @@ def page_deadline(opts: ConvertOptions) -> float:
 
 def _run_pages(input_path: Path, indices: Sequence[int], tmp: Path, opts: ConvertOptions,
                while_running=lambda: None) -> list[PageReport]:
-    """Pages in forked worker processes, even for one job: a page that hangs inside Tesseract
-    (where no timeout reaches) is stopped by killing its worker, never by hanging the caller.
-
-    fork, not spawn: the workers inherit the imported modules and the loaded Tesseract models
-    for free (copy-on-write). OpenCV's thread pool must not be in use across a fork, so the
-    caller is made single-threaded first; the workers are the parallelism.
-    """
+    """Pages in forked worker processes (pageworkers.py), even for one job. OpenCV's thread pool
+    must not be in use across a fork, so the caller is made single-threaded first; the workers
+    are the parallelism."""
     paths = [tmp / f"page-{n:05d}.pdf" for n in range(1, len(indices) + 1)]
     info = os.stat(input_path)
     key = (info.st_dev, info.st_ino, info.st_mtime_ns, info.st_size)
     tasks = [(str(input_path), idx, n, str(paths[n - 1]), opts, key) for n, idx in enumerate(indices, start=1)]
     imaging.single_threaded()
     ocr.warm(opts.language)
-    pool, kept = _page_pool(max(1, min(opts.jobs, len(tasks))))
-    try:
-        while_running()  # e.g. boot the validator: after the fork, so workers hold none of it
-        pending = [pool.apply_async(_page_task, t) for t in tasks]
-        reports = []
-        for n, result in enumerate(pending, start=1):
-            try:
-                reports.append(result.get(timeout=page_deadline(opts)))
-            except multiprocessing.TimeoutError:
-                raise OcrTimeoutError(f"page {n}: not finished within {page_deadline(opts):g} s; "
-                                      "its worker was stopped") from None
-    except BaseException:
-        _end_pool(pool)  # a hung page dies with its worker; a failed file's other pages go too
-        raise
-    if not kept:
-        pool.close()
-        pool.join()
-    return reports
-
-
-_kept_pool: tuple[int, multiprocessing.pool.Pool] | None = None
-_keep_workers = False
-
-
-def keep_page_workers() -> None:
-    """From now on this process keeps its page workers from file to file: for a process that
-    converts file after file (a batch worker), each file then skips a fork of the whole
-    process and its copy-on-write faults (~0.1 CPU-s a file), and the workers' memory stays
-    warm. A page past its deadline, or any failure, still ends them; the next file forks anew."""
-    global _keep_workers
-    _keep_workers = True
-
-
-def _page_pool(processes: int) -> tuple[multiprocessing.pool.Pool, bool]:
-    """(pool, whether it is kept for later files)."""
-    global _kept_pool
-    if not _keep_workers:
-        return _new_page_pool(processes), False
-    if _kept_pool is not None and _kept_pool[0] != processes:
-        _end_pool(_kept_pool[1])
-    if _kept_pool is None:
-        _kept_pool = (processes, _new_page_pool(processes))
-    return _kept_pool[1], True
-
-
-def _new_page_pool(processes: int) -> multiprocessing.pool.Pool:
-    return multiprocessing.get_context("fork").Pool(processes=processes, initializer=_die_with_parent,
-                                                    initargs=(os.getpid(),))
-
-
-def _end_pool(pool: multiprocessing.pool.Pool) -> None:
-    global _kept_pool
-    if _kept_pool is not None and _kept_pool[1] is pool:
-        _kept_pool = None
-    pool.terminate()
-    pool.join()
+    return pageworkers.run(_page_task, tasks, max(1, min(opts.jobs, len(tasks))), page_deadline(opts),
+                           while_running)
 
 
 def tool_versions() -> dict[str, str]:

@@ -184,13 +184,13 @@ def _init_worker(settings, log_state: tuple[int, bool]) -> None:
     It converts file after file, so it keeps its page worker instead of forking one per file."""
     import cv2
 
-    from digitize import convert
+    from digitize import pageworkers
 
     global _worker_settings
     _worker_settings = settings
     logs.restore(log_state)
     cv2.setNumThreads(1)
-    convert.keep_page_workers()
+    pageworkers.keep()
 
 
 def _run_one(path: Path, hint: Clue | None, root: Path) -> JobResult:

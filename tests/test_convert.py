@@ -224,27 +224,48 @@ def test_a_page_that_hangs_is_stopped_by_killing_its_worker(tmp_path, monkeypatc
     assert not out.exists() and not list(tmp_path.iterdir())
 
 
+def test_a_page_worker_killed_mid_page_fails_the_file_at_once(tmp_path, monkeypatch) -> None:
+    """The OOM killer's way: not an OCR timeout 13 minutes later, but one clear line now."""
+    import os
+    import signal
+    import time
+
+    from digitize import convert
+    from digitize.errors import OcrError, OcrTimeoutError
+
+    monkeypatch.setattr(convert, "process_page", lambda *a: os.kill(os.getpid(), signal.SIGKILL))
+    out = tmp_path / "killed.pdf"
+    start = time.monotonic()
+    with pytest.raises(OcrError, match=r"page 1 not converted: a page worker process was killed by SIGKILL") as e:
+        convert_file(SAMPLES / "01_clean.png", out, ConvertOptions(validate=False))
+    assert not isinstance(e.value, OcrTimeoutError)
+    assert time.monotonic() - start < 20
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
 def test_kept_page_workers_serve_file_after_file_and_read_each_file_afresh(tmp_path, monkeypatch) -> None:
     """A batch worker keeps its page worker; a file rewritten under the same name is read anew."""
     from digitize import convert
     from tests.pages import render_text_page
 
-    monkeypatch.setattr(convert, "_keep_workers", True)
-    monkeypatch.setattr(convert, "_kept_pool", None)
+    from digitize import pageworkers
+
+    monkeypatch.setattr(pageworkers, "_keep", True)
+    monkeypatch.setattr(pageworkers, "_kept", None)
     scan = tmp_path / "scan.png"
     opts = ConvertOptions(validate=False, language="vie")
     try:
         Image.fromarray(render_text_page(["Quyết định số 127"], size=(1240, 600))).save(scan, dpi=(300, 300))
         first = convert_file(scan, tmp_path / "a.pdf", opts)
-        pool = convert._kept_pool[1]
+        pool = pageworkers._kept
         Image.fromarray(render_text_page(["Tờ khai lệ phí trước bạ"], size=(1240, 600))).save(scan, dpi=(300, 300))
         second = convert_file(scan, tmp_path / "b.pdf", opts)
-        assert convert._kept_pool[1] is pool  # the same worker, no fork per file
+        assert pageworkers._kept is pool  # the same worker, no fork per file
         assert "127" in first.pages[0].text and "trước bạ" in second.pages[0].text
         scan.write_bytes(scan.read_bytes()[:2000])  # truncated: fails in the page worker
         with pytest.raises(DigitizeError):
             convert_file(scan, tmp_path / "c.pdf", opts)
-        assert convert._kept_pool is None  # a failure ends the workers; the next file forks anew
+        assert pageworkers._kept is None  # a failure ends the workers; the next file forks anew
     finally:
-        if convert._kept_pool is not None:
-            convert._end_pool(convert._kept_pool[1])
+        if pageworkers._kept is not None:
+            pageworkers._kept.end()

@@ -1,0 +1,164 @@
+"""Page worker processes: forked, killed past a deadline, and a dead one fails its file at once.
+
+Pages run in forked workers even for one job: a page that hangs inside Tesseract (where no
+timeout reaches) is stopped by killing its worker, never by hanging the caller. fork, not
+spawn: the workers inherit the imported modules and the loaded Tesseract models for free
+(copy-on-write).
+
+A worker killed from outside (the OOM killer, a crash in a C library) breaks the pool, and
+every page still in it fails at once with a line that says how the worker ended.
+(``multiprocessing.Pool`` would quietly fork a replacement and lose the page: the file then
+waited out its deadline and was called an OCR timeout.)
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import multiprocessing.util
+import os
+import signal
+import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Callable, Sequence
+
+from .errors import OcrError, OcrTimeoutError
+
+PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h): a signal for us when our parent ends
+SIGNAL_HINTS = {signal.SIGKILL: "out of memory?", signal.SIGSEGV: "a crash in a C library",
+                signal.SIGBUS: "a crash in a C library", signal.SIGABRT: "a crash in a C library"}
+
+
+def _die_with_parent(parent: int) -> None:
+    """Page workers end with the process that forked them (a batch worker killed with -9
+    would otherwise leave them computing pages nobody will collect). Linux only."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before prctl took effect
+        os._exit(1)
+
+
+class PagePool:
+    """``processes`` forked workers; kept ones serve file after file (see ``keep``)."""
+
+    def __init__(self, processes: int):
+        self.processes = processes
+        self.executor = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork"),
+                                            initializer=_die_with_parent, initargs=(os.getpid(),))
+        self.workers: list = []  # the worker processes, once forked (at the first submit)
+
+    def run(self, fn: Callable, tasks: Sequence[tuple], deadline: float,
+            while_running: Callable[[], None] = lambda: None) -> list:
+        """``fn(*task)`` for every task, results in order. Any failure ends the workers (a failed
+        file's other pages go too) and is raised; a task past DEADLINE seconds (counted from the
+        previous result) raises OcrTimeoutError, a dead worker OcrError."""
+        try:
+            futures = [self.executor.submit(fn, *task) for task in tasks]
+            self.workers = list(getattr(self.executor, "_processes", {}).values())  # forked by now
+            while_running()  # e.g. boot the validator: after the fork, so workers hold none of it
+            results = []
+            for n, future in enumerate(futures, start=1):
+                try:
+                    results.append(future.result(timeout=deadline))
+                except TimeoutError:
+                    if future.done():
+                        raise  # the task's own TimeoutError, not our deadline
+                    raise OcrTimeoutError(f"page {n}: not finished within {deadline:g} s; "
+                                          "its worker was stopped") from None
+                except BrokenProcessPool:
+                    raise OcrError(f"page {n} not converted: {self.death()}") from None
+            return results
+        except BaseException:
+            self.end()
+            raise
+
+    def death(self) -> str:
+        """How the worker that broke the pool ended, as a user reads it. The executor then
+        terminates the others (SIGTERM): an ending of another kind is the cause."""
+        until = time.monotonic() + 2.0  # the executor's thread may be reaping them right now
+        codes = [worker.exitcode for worker in self.workers]
+        while None in codes and time.monotonic() < until:
+            time.sleep(0.05)
+            codes = [worker.exitcode for worker in self.workers]
+        endings = [code for code in codes if code]
+        endings.sort(key=lambda code: code == -signal.SIGTERM)
+        if not endings:
+            return "a page worker process ended abruptly"
+        if endings[0] > 0:
+            return f"a page worker process exited with code {endings[0]}"
+        try:
+            name = signal.Signals(-endings[0]).name
+        except ValueError:
+            name = f"signal {-endings[0]}"
+        hint = SIGNAL_HINTS.get(-endings[0])
+        return f"a page worker process was killed by {name}" + (f" ({hint})" if hint else "")
+
+    def end(self) -> None:
+        """Stop the workers now, whatever they are doing (a hung page, a failed file)."""
+        for worker in self.workers:
+            try:
+                worker.kill()
+            except (OSError, ValueError, AttributeError):
+                pass
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+    def alive(self) -> bool:
+        """Whether every worker still lives (an idle kept one may have been killed since)."""
+        return all(worker.is_alive() for worker in self.workers)
+
+    def close(self) -> None:
+        """Let idle workers exit."""
+        self.executor.shutdown(wait=True)
+
+
+_kept: PagePool | None = None
+_keep = False
+
+
+def keep() -> None:
+    """From now on this process keeps its page workers from file to file: for a process that
+    converts file after file (a batch worker), each file then skips a fork of the whole
+    process and its copy-on-write faults (~0.1 CPU-s a file), and the workers' memory stays
+    warm. A page past its deadline, or any failure, still ends them; the next file forks anew.
+    They are closed when this process exits (a multiprocessing child would otherwise wait
+    for them forever)."""
+    global _keep
+    if not _keep:
+        _keep = True
+        # before multiprocessing's own queue finalizers (priority 10), which would stop the
+        # feeder thread that carries the workers' stop signals
+        multiprocessing.util.Finalize(None, _close_kept, exitpriority=100)
+
+
+def _close_kept() -> None:
+    global _kept
+    if _kept is not None:
+        pool, _kept = _kept, None
+        pool.close()
+
+
+def run(fn: Callable, tasks: Sequence[tuple], processes: int, deadline: float,
+        while_running: Callable[[], None] = lambda: None) -> list:
+    """Run the tasks in a new pool, or in this process's kept one (see ``keep``)."""
+    global _kept
+    if not _keep:
+        pool = PagePool(processes)
+        results = pool.run(fn, tasks, deadline, while_running)
+        pool.close()
+        return results
+    if _kept is not None and (_kept.processes != processes or not _kept.alive()):
+        _kept.end()
+        _kept = None
+    if _kept is None:
+        _kept = PagePool(processes)
+    pool = _kept
+    try:
+        return pool.run(fn, tasks, deadline, while_running)
+    except BaseException:
+        if _kept is pool:
+            _kept = None
+        raise

@@ -1,0 +1,122 @@
+"""Page workers: results in order, a hung page killed, a killed worker failing its file at once,
+kept workers serving file after file and letting their process exit."""
+
+from __future__ import annotations
+
+import faulthandler
+import multiprocessing
+import os
+import signal
+import time
+
+import pytest
+
+from digitize import pageworkers
+from digitize.errors import InputError, OcrError, OcrTimeoutError
+
+
+def square(x: int) -> tuple[int, int]:
+    return x * x, os.getpid()
+
+
+def sleepy(x: int) -> int:
+    time.sleep(x)
+    return x
+
+
+def killed(x: int) -> int:
+    if x == 3:
+        os.kill(os.getpid(), signal.SIGKILL)  # what the OOM killer does
+    time.sleep(0.2)
+    return x
+
+
+def crashes(x: int) -> int:
+    faulthandler.disable()  # pytest's, inherited: no dump of this test's stack
+    os.abort()  # what a C library's assertion does
+
+
+def fails(x: int) -> int:
+    if x == 2:
+        raise InputError("page 2 is broken")
+    return x
+
+
+def times_out(x: int) -> int:
+    raise TimeoutError("a socket of the task's own")
+
+
+@pytest.fixture
+def kept(monkeypatch):
+    """This test process keeps its workers, as a batch worker does; they are ended afterwards."""
+    monkeypatch.setattr(pageworkers, "_keep", True)
+    monkeypatch.setattr(pageworkers, "_kept", None)
+    yield
+    if pageworkers._kept is not None:
+        pageworkers._kept.end()
+
+
+def test_results_come_in_task_order_from_forked_workers() -> None:
+    results = pageworkers.run(square, [(n,) for n in range(8)], processes=2, deadline=60)
+    assert [r[0] for r in results] == [n * n for n in range(8)]
+    assert os.getpid() not in {r[1] for r in results}
+
+
+def test_a_page_past_its_deadline_is_stopped() -> None:
+    start = time.monotonic()
+    with pytest.raises(OcrTimeoutError, match="page 2: not finished within 1 s; its worker was stopped"):
+        pageworkers.run(sleepy, [(0,), (600,)], processes=1, deadline=1)
+    assert time.monotonic() - start < 20
+
+
+@pytest.mark.parametrize("fn, how", [(killed, r"killed by SIGKILL \(out of memory\?\)"),
+                                     (crashes, r"killed by SIGABRT \(a crash in a C library\)")])
+def test_a_killed_worker_fails_the_file_at_once_and_says_how(fn, how) -> None:
+    start = time.monotonic()
+    with pytest.raises(OcrError, match=rf"^page \d not converted: a page worker process was {how}$") as failure:
+        pageworkers.run(fn, [(n,) for n in range(1, 7)], processes=2, deadline=600)
+    assert not isinstance(failure.value, OcrTimeoutError)
+    assert time.monotonic() - start < 20  # not the page deadline
+
+
+def test_a_task_error_is_raised_as_it_is() -> None:
+    with pytest.raises(InputError, match="page 2 is broken"):
+        pageworkers.run(fails, [(1,), (2,), (3,)], processes=2, deadline=60)
+    with pytest.raises(TimeoutError, match="a socket of the task's own") as failure:
+        pageworkers.run(times_out, [(1,)], processes=1, deadline=60)
+    assert not isinstance(failure.value, OcrError)
+
+
+def test_kept_workers_serve_file_after_file_and_a_failure_ends_them(kept) -> None:
+    first = {pid for _, pid in pageworkers.run(square, [(1,), (2,)], processes=1, deadline=60)}
+    second = {pid for _, pid in pageworkers.run(square, [(3,)], processes=1, deadline=60)}
+    assert first == second  # the same worker: no fork per file
+    with pytest.raises(InputError):
+        pageworkers.run(fails, [(1,), (2,)], processes=1, deadline=60)
+    assert pageworkers._kept is None
+    third = {pid for _, pid in pageworkers.run(square, [(4,)], processes=1, deadline=60)}
+    assert third.isdisjoint(first)
+
+
+def test_a_kept_worker_killed_while_idle_is_replaced(kept) -> None:
+    (pid,) = {pid for _, pid in pageworkers.run(square, [(1,)], processes=1, deadline=60)}
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.5)
+    results = pageworkers.run(square, [(2,)], processes=1, deadline=60)
+    assert results[0][0] == 4 and results[0][1] != pid
+
+
+def _batch_worker() -> None:
+    pageworkers.keep()
+    pageworkers.run(square, [(1,), (2,)], processes=2, deadline=60)
+
+
+def test_a_process_that_keeps_page_workers_still_exits() -> None:
+    """A multiprocessing child joins its children at exit: kept workers must be closed first."""
+    child = multiprocessing.get_context("fork").Process(target=_batch_worker)
+    child.start()
+    child.join(60)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+    assert not alive and child.exitcode == 0
