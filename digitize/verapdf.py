@@ -69,8 +69,35 @@ def _archive_flags(archive: Path | None, tag: str) -> tuple[list[str], Path | No
         return [], None
     if archive.is_file():
         return [f"-XX:SharedArchiveFile={archive}"], None
+    _prune_archives(archive)
     dump = archive.with_suffix(f".{tag}.tmp")
     return [f"-XX:ArchiveClassesAtExit={dump}"], dump
+
+
+ARCHIVE_UNUSED_DAYS = 7  # another build's archive (~14 MB) unread this long is gone with it
+DUMP_STALE_DAYS = 1  # a dump's temp file this old belongs to a JVM that was killed
+
+
+def _prune_archives(current: Path) -> None:
+    """A new archive is about to be dumped (a rebuilt or another veraPDF): drop archives no JVM
+    has mapped for ARCHIVE_UNUSED_DAYS (the access time says: a JVM reads it at every start,
+    and relatime still moves it daily) and dumps left by killed JVMs. A JVM that maps one
+    keeps reading it after the unlink."""
+    now = time.time()
+    for path in [*current.parent.glob("verapdf-*.jsa"), *current.parent.glob("verapdf-*.tmp")]:
+        try:
+            info = path.stat()
+        except OSError:
+            continue
+        if path == current:
+            continue
+        old = (now - info.st_mtime > DUMP_STALE_DAYS * 86400) if path.suffix == ".tmp" else \
+            (now - max(info.st_atime, info.st_mtime) > ARCHIVE_UNUSED_DAYS * 86400)
+        if old:
+            try:
+                path.unlink()
+            except OSError:
+                pass
 
 
 @functools.lru_cache(maxsize=1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -177,3 +178,24 @@ def test_class_archive_is_renewed_when_a_jar_is_rebuilt(tmp_path):
     assert verapdf._cds_archive(str(jar)) == first
     jar.write_bytes(b"v2 rebuilt")
     assert verapdf._cds_archive(str(jar)) != first
+
+
+def test_dumping_a_new_class_archive_drops_unused_old_ones(tmp_path):
+    """Each rebuilt veraPDF left a ~14 MB archive behind; unused ones go when a new one is made."""
+    import os
+    import time
+
+    def made(name: str, days: float) -> Path:
+        path = tmp_path / name
+        path.write_bytes(b"x")
+        then = time.time() - days * 86400
+        os.utime(path, (then, then))
+        return path
+
+    old, recent = made("verapdf-old.jsa", 30), made("verapdf-recent.jsa", 2)
+    dead_dump, live_dump = made("verapdf-old.123.tmp", 3), made("verapdf-new.server-9.tmp", 0)
+    other = made("digitize-validator.jar", 30)
+    flags, dump = verapdf._archive_flags(tmp_path / "verapdf-new.jsa", "42")
+    assert flags == [f"-XX:ArchiveClassesAtExit={dump}"] and dump == tmp_path / "verapdf-new.42.tmp"
+    assert not old.exists() and not dead_dump.exists()
+    assert recent.exists() and live_dump.exists() and other.exists()
