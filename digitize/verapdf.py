@@ -398,6 +398,10 @@ def _validate_resident(paths: list, flavour: str, timeout: float) -> list[Valida
         except OutputValidationError as e:
             _forget(client)  # after a timeout its answers would be out of step
             if not isinstance(e, _ValidatorGone):
+                # a check that never ends (a file veraPDF loops on) holds one of the server's
+                # slots for good: it stops taking files and exits once its other clients are
+                # answered (2 min at most); the next file gets a fresh server
+                resident.ask(client.server.socket, "QUIT")
                 raise
     server = _resident_server(flavour)
     raise OutputValidationError(f"the resident veraPDF validator stopped while checking {paths[len(results)]}"

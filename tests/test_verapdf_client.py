@@ -68,6 +68,7 @@ def test_off_or_an_overlong_socket_path_means_no_server(fake_build, monkeypatch,
 class FakeValidator:
     def __init__(self, error: Exception | None = None):
         self.error, self.seen = error, []
+        self.server = verapdf.ValidatorServer(Path("/nonexistent/validator-x.sock"), ())
 
     def validate(self, path, timeout):
         if self.error:
@@ -108,11 +109,14 @@ def test_a_timeout_is_not_retried(fake_build, monkeypatch):
         calls.append(wait)
         return FakeValidator(OutputValidationError("veraPDF did not answer within 5 s"))
 
+    asked = []
     monkeypatch.setattr(verapdf, "_resident", slow)
     monkeypatch.setattr(verapdf, "_forget", lambda client: None)
+    monkeypatch.setattr(resident, "ask", lambda path, line, timeout=5: asked.append((path.name, line)))
     with pytest.raises(OutputValidationError, match="within 5 s"):
         verapdf.validate(["a.pdf"], timeout=5)
     assert calls == [5]
+    assert asked == [("validator-x.sock", "QUIT")]  # a server stuck on a file is retired
 
 
 def test_the_config_file_can_turn_it_off(fake_build, tmp_path, monkeypatch):

@@ -160,6 +160,20 @@ def test_server_stopped_under_a_connected_run_is_replaced(vdir, pdfs) -> None:
     assert second.pid != first.pid
 
 
+def test_a_check_past_its_timeout_retires_the_server(vdir, pdfs) -> None:
+    """A file veraPDF loops on would hold a server slot for good: the client that gave up stops it."""
+    from digitize.errors import OutputValidationError
+
+    compliant(pdfs[0])
+    (first,) = resident.servers(vdir, "validator")
+    with pytest.raises(OutputValidationError, match="did not answer within"):
+        verapdf.validate([pdfs[0]], timeout=0.0005)
+    assert wait_until(lambda: not resident.alive(first.pid), 150)
+    assert compliant(pdfs[0]) == [True]
+    (second,) = resident.servers(vdir, "validator")
+    assert second.pid != first.pid
+
+
 def test_resident_off_uses_no_socket(vdir, pdfs, monkeypatch) -> None:
     monkeypatch.setenv("DIGITIZE_VALIDATOR_RESIDENT", "0")
     verapdf.prestart()
