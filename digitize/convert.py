@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,7 +25,7 @@ from . import encode, geometry, imaging, ocr, pageworkers, pdfa, poppler, textla
 from . import __version__
 from .config import ConvertSettings
 from .errors import BadArgsError, FileAccessError, OcrTimeoutError
-from .fsutil import atomic_path, atomic_write_text, sha256_file
+from .fsutil import atomic_path, atomic_write_text, sha256_file, work_dir
 from .records import DocumentReport, PageReport, Word
 from .sources import SourcePage, open_source, sniff
 
@@ -253,10 +252,10 @@ def convert_file(input_path: Path | str, output_path: Path | str, opts: ConvertO
         indices = _page_indices(src.page_count, opts.pages, input_path.name)
     # the validator boots while the pages are processed
     boot = verapdf.prestart if opts.validate else (lambda: None)
-    with tempfile.TemporaryDirectory(prefix="digitize-") as tmp:
-        doc.pages = _run_pages(input_path, indices, Path(tmp), opts, boot)
+    with work_dir("pages") as tmp:
+        doc.pages = _run_pages(input_path, indices, tmp, opts, boot)
         doc.timings["pages"] = round(time.perf_counter() - start, 3)
-        page_files = sorted(Path(tmp).glob("page-*.pdf"))
+        page_files = sorted(tmp.glob("page-*.pdf"))
         try:
             with atomic_path(output_path) as tmp_out:
                 title = opts.title or input_path.stem

@@ -5,7 +5,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
+import shutil
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
@@ -79,3 +83,53 @@ def _fsync_dir(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+WORK_DIR = re.compile(r"^digitize-(\d+)@(.+)-[a-z]+-\w+$")  # digitize-<pid>@<host>-<kind>-<random>
+ORPHAN_AGE = 3600.0  # seconds untouched before a dead process's folder is removed
+_swept = False
+
+
+@contextlib.contextmanager
+def work_dir(kind: str) -> Iterator[Path]:
+    """A private temp folder for one job's intermediate files, removed when done. It is named
+    after this process and host, so folders left by processes killed outright (the OOM killer,
+    kill -9) are removed by the next process of this machine that makes one."""
+    sweep_orphans()
+    with tempfile.TemporaryDirectory(prefix=f"digitize-{os.getpid()}@{socket.gethostname()}-{kind}-") as tmp:
+        yield Path(tmp)
+
+
+def sweep_orphans(folder: str | os.PathLike | None = None, force: bool = False) -> list[Path]:
+    """Remove the work folders of this host's dead processes, once per process (or when FORCE): the removed."""
+    global _swept
+    if _swept and not force:
+        return []
+    _swept = True
+    host, now, removed = socket.gethostname(), time.time(), []
+    try:
+        entries = list(os.scandir(folder or tempfile.gettempdir()))
+    except OSError:
+        return []
+    for entry in entries:
+        found = WORK_DIR.match(entry.name)
+        if found is None or found[2] != host or _alive(int(found[1])):
+            continue
+        try:
+            if not entry.is_dir(follow_symlinks=False) or now - entry.stat().st_mtime < ORPHAN_AGE:
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed.append(Path(entry.path))
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # another user's
+    return True

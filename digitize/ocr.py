@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import tempfile
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ import cv2
 import numpy as np
 
 from . import tesslib
+from .fsutil import work_dir
 from .errors import ConfigError, MissingDependencyError, OcrError, OcrTimeoutError
 from .records import Word
 from .text import fold_accents, nfc
@@ -74,8 +74,8 @@ def _pytesseract():
 
 
 def _with_image_file(pixels: np.ndarray, fn):
-    with tempfile.TemporaryDirectory(prefix="digitize-ocr-") as tmp:
-        path = Path(tmp) / "page.pgm" if pixels.ndim == 2 else Path(tmp) / "page.ppm"
+    with work_dir("ocr") as tmp:
+        path = tmp / ("page.pgm" if pixels.ndim == 2 else "page.ppm")
         cv2.imwrite(str(path), pixels if pixels.ndim == 2 else cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR))
         return fn(str(path))
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import tempfile
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -18,7 +17,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from digitize.errors import DigitizeError, ExitCode, StorageError
-from digitize.fsutil import sha256_file
+from digitize.fsutil import sha256_file, work_dir
 from digitize.records import DocumentReport
 
 from . import metadata
@@ -177,8 +176,8 @@ class _Job:
         if whole is not None:
             return [StoredPart("", str(whole.doc_id), whole.case_id, None, whole.pages, True)]
         scan = scan_pages(self.path, self.opts)
-        with tempfile.TemporaryDirectory(prefix="digitize-job-") as tmp:
-            return [self.store_part(part, scan, Path(tmp)) for part in scan.parts()]
+        with work_dir("job") as tmp:
+            return [self.store_part(part, scan, tmp) for part in scan.parts()]
 
 
 def process_file(path: Path, settings, meta_hint: Clue | None = None, *, root: Path | None = None,

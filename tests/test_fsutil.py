@@ -5,7 +5,12 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import socket
 import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -83,3 +88,36 @@ def test_output_gets_normal_umask_permissions(tmp_path):
         assert stat.S_IMODE(target.stat().st_mode) == 0o644
     finally:
         os.umask(umask)
+
+
+def test_work_folders_of_dead_processes_are_swept_and_live_ones_kept(tmp_path) -> None:
+    """A conversion killed outright (OOM, kill -9) leaves its page folder; the next process removes it."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    host = socket.gethostname()
+    old = time.time() - 2 * fsutil.ORPHAN_AGE
+
+    def folder(name: str, age: float = old) -> Path:
+        path = tmp_path / name
+        path.mkdir()
+        (path / "page-00001.pdf").write_bytes(b"%PDF")
+        os.utime(path, (age, age))
+        return path
+
+    orphan = folder(f"digitize-{dead}@{host}-pages-abc_12x")
+    mine = folder(f"digitize-{os.getpid()}@{host}-pages-k2j3h4g5")
+    recent = folder(f"digitize-{dead}@{host}-job-q1w2e3r4", age=time.time())
+    elsewhere = folder(f"digitize-{dead}@another-host.example-pages-z9x8c7v6")
+    unrelated = folder("digitize-tests-abc")
+    assert fsutil.sweep_orphans(tmp_path, force=True) == [orphan]
+    assert not orphan.exists()
+    assert all(p.exists() for p in (mine, recent, elsewhere, unrelated))
+
+
+def test_a_work_folder_is_named_for_its_process_and_removed_after(monkeypatch, tmp_path) -> None:
+    monkeypatch.setattr(fsutil.tempfile, "tempdir", str(tmp_path))
+    with fsutil.work_dir("pages") as tmp:
+        found = fsutil.WORK_DIR.match(tmp.name)
+        assert found and (int(found[1]), found[2]) == (os.getpid(), socket.gethostname())
+        assert tmp.parent == tmp_path
+    assert not tmp.exists()
