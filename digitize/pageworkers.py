@@ -32,7 +32,12 @@ SIGNAL_HINTS = {signal.SIGKILL: "out of memory?", signal.SIGSEGV: "a crash in a 
 
 def _die_with_parent(parent: int) -> None:
     """Page workers end with the process that forked them (a batch worker killed with -9
-    would otherwise leave them computing pages nobody will collect). Linux only."""
+    would otherwise leave them computing pages nobody will collect; Linux only). They leave
+    signals to it: the parent's handlers (watch's graceful SIGTERM) are not theirs, the
+    executor's SIGTERM must end them, and a Ctrl-C reaches the parent, which ends them."""
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -56,6 +61,7 @@ class PagePool:
         """``fn(*task)`` for every task, results in order. Any failure ends the workers (a failed
         file's other pages go too) and is raised; a task past DEADLINE seconds (counted from the
         previous result) raises OcrTimeoutError, a dead worker OcrError."""
+        n = 1
         try:
             futures = [self.executor.submit(fn, *task) for task in tasks]
             self.workers = list(getattr(self.executor, "_processes", {}).values())  # forked by now
@@ -65,13 +71,15 @@ class PagePool:
                 try:
                     results.append(future.result(timeout=deadline))
                 except TimeoutError:
-                    if future.done():
-                        raise  # the task's own TimeoutError, not our deadline
-                    raise OcrTimeoutError(f"page {n}: not finished within {deadline:g} s; "
-                                          "its worker was stopped") from None
-                except BrokenProcessPool:
-                    raise OcrError(f"page {n} not converted: {self.death()}") from None
+                    if not future.done():
+                        raise OcrTimeoutError(f"page {n}: not finished within {deadline:g} s; "
+                                              "its worker was stopped") from None
+                    results.append(future.result())  # done meanwhile, or the task's own TimeoutError
             return results
+        except BrokenProcessPool:  # in a result, or at submit (a kept worker died since its check)
+            cause = self.death()  # before end() adds SIGKILLs of its own
+            self.end()
+            raise OcrError(f"page {n} not converted: {cause}") from None
         except BaseException:
             self.end()
             raise

@@ -120,3 +120,26 @@ def test_a_process_that_keeps_page_workers_still_exits() -> None:
     if alive:
         child.kill()
     assert not alive and child.exitcode == 0
+
+
+def default_signals(x: int) -> bool:
+    return signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+
+def test_workers_do_not_keep_the_parents_signal_handlers() -> None:
+    """watch's graceful SIGTERM is the parent's: a worker the executor terminates must end."""
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        assert pageworkers.run(default_signals, [(1,)], processes=1, deadline=60) == [True]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_kept_worker_that_dies_before_the_submit_is_a_clear_error(kept, monkeypatch) -> None:
+    (pid,) = {pid for _, pid in pageworkers.run(square, [(1,)], processes=1, deadline=60)}
+    monkeypatch.setattr(pageworkers.PagePool, "alive", lambda self: True)  # it died after the check
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.5)
+    with pytest.raises(OcrError, match="page 1 not converted: a page worker process was killed by SIGKILL"):
+        pageworkers.run(square, [(2,)], processes=1, deadline=60)
+    assert pageworkers._kept is None
