@@ -85,47 +85,67 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-WORK_DIR = re.compile(r"^digitize-(\d+)@(.+)-[a-z]+-\w+$")  # digitize-<pid>@<host>-<kind>-<random>
+# digitize-<pid>-<pid namespace>@<host>-<kind>-<random>: which process made it, told apart from
+# a same-numbered one of another container that shares /tmp and the host name
+WORK_DIR = re.compile(r"^digitize-(\d{1,10})-(\d{1,20})@(.+)-[a-z]+-\w+$")
 ORPHAN_AGE = 3600.0  # seconds untouched before a dead process's folder is removed
-_swept = False
+SWEEP_EVERY = 3600.0  # seconds between sweeps of one long-lived process (watch, batch workers)
+_last_sweep: float | None = None
+
+
+def _owner() -> str:
+    """This process as work folders name it: pid, pid namespace and host."""
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = 0
+    return f"{os.getpid()}-{namespace}@{socket.gethostname()}"
 
 
 @contextlib.contextmanager
 def work_dir(kind: str) -> Iterator[Path]:
     """A private temp folder for one job's intermediate files, removed when done. It is named
-    after this process and host, so folders left by processes killed outright (the OOM killer,
-    kill -9) are removed by the next process of this machine that makes one."""
+    after its process, so a folder left by a process killed outright (the OOM killer, kill -9)
+    is removed, once untouched for ORPHAN_AGE, by a later sweep of this machine (each process
+    sweeps when it makes its first folder, and hourly after)."""
     sweep_orphans()
-    with tempfile.TemporaryDirectory(prefix=f"digitize-{os.getpid()}@{socket.gethostname()}-{kind}-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"digitize-{_owner()}-{kind}-") as tmp:
         yield Path(tmp)
 
 
 def sweep_orphans(folder: str | os.PathLike | None = None, force: bool = False) -> list[Path]:
-    """Remove the work folders of this host's dead processes, once per process (or when FORCE): the removed."""
-    global _swept
-    if _swept and not force:
+    """Remove the work folders of dead processes of this host and pid namespace (at most every
+    SWEEP_EVERY seconds unless FORCE); the folders removed."""
+    global _last_sweep
+    now = time.monotonic()
+    if not force and _last_sweep is not None and now - _last_sweep < SWEEP_EVERY:
         return []
-    _swept = True
-    host, now, removed = socket.gethostname(), time.time(), []
+    _last_sweep = now
+    mine = _owner().partition("-")[2]  # namespace@host
+    removed = []
     try:
         entries = list(os.scandir(folder or tempfile.gettempdir()))
     except OSError:
         return []
     for entry in entries:
         found = WORK_DIR.match(entry.name)
-        if found is None or found[2] != host or _alive(int(found[1])):
+        if found is None or f"{found[2]}@{found[3]}" != mine or _alive(int(found[1])):
             continue
         try:
-            if not entry.is_dir(follow_symlinks=False) or now - entry.stat().st_mtime < ORPHAN_AGE:
+            if not entry.is_dir(follow_symlinks=False) or time.time() - entry.stat().st_mtime < ORPHAN_AGE:
                 continue
         except OSError:
             continue
         shutil.rmtree(entry.path, ignore_errors=True)
-        removed.append(Path(entry.path))
+        if not os.path.lexists(entry.path):
+            removed.append(Path(entry.path))
     return removed
 
 
 def _alive(pid: int) -> bool:
+    """Whether PID may be a live process; any doubt (a number no process can have) keeps its folder."""
+    if not 0 < pid < 2**22:  # Linux's pid_max limit
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

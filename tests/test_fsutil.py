@@ -94,7 +94,7 @@ def test_work_folders_of_dead_processes_are_swept_and_live_ones_kept(tmp_path) -
     """A conversion killed outright (OOM, kill -9) leaves its page folder; the next process removes it."""
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True).stdout.strip()
-    host = socket.gethostname()
+    host, namespace = socket.gethostname(), os.stat("/proc/self/ns/pid").st_ino
     old = time.time() - 2 * fsutil.ORPHAN_AGE
 
     def folder(name: str, age: float = old) -> Path:
@@ -104,20 +104,23 @@ def test_work_folders_of_dead_processes_are_swept_and_live_ones_kept(tmp_path) -
         os.utime(path, (age, age))
         return path
 
-    orphan = folder(f"digitize-{dead}@{host}-pages-abc_12x")
-    mine = folder(f"digitize-{os.getpid()}@{host}-pages-k2j3h4g5")
-    recent = folder(f"digitize-{dead}@{host}-job-q1w2e3r4", age=time.time())
-    elsewhere = folder(f"digitize-{dead}@another-host.example-pages-z9x8c7v6")
+    orphan = folder(f"digitize-{dead}-{namespace}@{host}-pages-abc_12x")
+    mine = folder(f"digitize-{os.getpid()}-{namespace}@{host}-pages-k2j3h4g5")
+    recent = folder(f"digitize-{dead}-{namespace}@{host}-job-q1w2e3r4", age=time.time())
+    elsewhere = folder(f"digitize-{dead}-{namespace}@another-host.example-pages-z9x8c7v6")
+    other_container = folder(f"digitize-{dead}-{namespace + 1}@{host}-pages-m5n6b7v8")
+    no_such_pid = folder(f"digitize-9999999999-{namespace}@{host}-pages-a1s2d3f4")  # not a pid: kept
     unrelated = folder("digitize-tests-abc")
     assert fsutil.sweep_orphans(tmp_path, force=True) == [orphan]
     assert not orphan.exists()
-    assert all(p.exists() for p in (mine, recent, elsewhere, unrelated))
+    assert all(p.exists() for p in (mine, recent, elsewhere, other_container, no_such_pid, unrelated))
+    assert fsutil.sweep_orphans(tmp_path) == []  # not again within the hour
 
 
 def test_a_work_folder_is_named_for_its_process_and_removed_after(monkeypatch, tmp_path) -> None:
     monkeypatch.setattr(fsutil.tempfile, "tempdir", str(tmp_path))
     with fsutil.work_dir("pages") as tmp:
         found = fsutil.WORK_DIR.match(tmp.name)
-        assert found and (int(found[1]), found[2]) == (os.getpid(), socket.gethostname())
+        assert found and (int(found[1]), found[3]) == (os.getpid(), socket.gethostname())
         assert tmp.parent == tmp_path
     assert not tmp.exists()
