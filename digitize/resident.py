@@ -187,6 +187,17 @@ def hold_lock(lock: Path) -> int | None:
     return None
 
 
+def peer(sock: socket.socket) -> tuple[int, int] | None:
+    """(pid, uid) of the process at the other end of a unix socket, if the system says (Linux)."""
+    import struct
+
+    try:
+        pid, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    except (OSError, AttributeError):
+        return None
+    return pid, uid
+
+
 def connect(path: Path, timeout: float = 5) -> socket.socket | None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)

@@ -335,6 +335,12 @@ class _ResidentClient(_LineValidator):
 
     def __init__(self, sock: socket.socket, server: ValidatorServer):
         self.sock, self.server, self.pid = sock, server, os.getpid()
+        self.server_pid = (resident.peer(sock) or (None, 0))[0]
+
+    def retire_server(self) -> None:
+        """Ask the server this client talks to (not a newer one on the same path) to stop."""
+        if self.server_pid is not None and resident.lock_holder(self.server.lock) == self.server_pid:
+            resident.ask(self.server.socket, "QUIT")
 
     def _fd(self) -> int:
         return self.sock.fileno()
@@ -401,7 +407,7 @@ def _validate_resident(paths: list, flavour: str, timeout: float) -> list[Valida
                 # a check that never ends (a file veraPDF loops on) holds one of the server's
                 # slots for good: it stops taking files and exits once its other clients are
                 # answered (2 min at most); the next file gets a fresh server
-                resident.ask(client.server.socket, "QUIT")
+                client.retire_server()
                 raise
     server = _resident_server(flavour)
     raise OutputValidationError(f"the resident veraPDF validator stopped while checking {paths[len(results)]}"

@@ -273,12 +273,10 @@ class _Server:
 
 def _same_user(conn: socket.socket) -> bool:
     """Only our own user may have us run commands (the folder is 0700 already; this is the belt)."""
-    import struct
-
     if not hasattr(socket, "SO_PEERCRED"):
         return True
-    _, uid, _ = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
-    return uid == os.getuid()
+    found = resident.peer(conn)
+    return found is not None and found[1] == os.getuid()
 
 
 def _read_request(conn: socket.socket, fds: list[int]) -> tuple[bytes, bytes]:

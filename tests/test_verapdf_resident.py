@@ -160,6 +160,20 @@ def test_server_stopped_under_a_connected_run_is_replaced(vdir, pdfs) -> None:
     assert second.pid != first.pid
 
 
+def test_a_client_retires_only_the_server_it_talked_to(vdir, pdfs) -> None:
+    """Another client may have retired it already: the fresh server on the same path stays."""
+    compliant(pdfs[0])
+    (client,) = verapdf._clients.values()
+    (first,) = resident.servers(vdir, "validator")
+    assert client.server_pid == first.pid
+    resident.stop_servers(vdir, "validator")
+    verapdf._close_shared()
+    compliant(pdfs[0])
+    (second,) = resident.servers(vdir, "validator")
+    client.retire_server()  # the old connection's server is gone
+    assert [s.pid for s in resident.servers(vdir, "validator")] == [second.pid]
+
+
 def test_a_check_past_its_timeout_retires_the_server(vdir, pdfs) -> None:
     """A file veraPDF loops on would hold a server slot for good: the client that gave up stops it."""
     from digitize.errors import OutputValidationError
