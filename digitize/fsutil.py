@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
+from . import resident
+
 CHUNK = 1 << 20
 
 
@@ -143,13 +145,5 @@ def sweep_orphans(folder: str | os.PathLike | None = None, force: bool = False) 
 
 
 def _alive(pid: int) -> bool:
-    """Whether PID may be a live process; any doubt (a number no process can have) keeps its folder."""
-    if not 0 < pid < 2**22:  # Linux's pid_max limit
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # another user's
-    return True
+    """Whether PID may be a live process; a number no process can have keeps its folder too."""
+    return not 0 < pid < 2**22 or resident.alive(pid)  # 2**22: Linux's pid_max limit
