@@ -17,6 +17,7 @@ import click
 from . import __version__
 from .config import load_settings, settings_as_dict
 from .errors import BadArgsError, DigitizeError, ExitCode
+from .secrets import mask, mask_logging
 
 EXIT_CODES_HELP = """\b
 Exit codes:
@@ -36,6 +37,7 @@ log = logging.getLogger("digitize")
 def _setup_logging(verbosity: int) -> None:
     level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
     logging.basicConfig(level=level, format="digitize: %(levelname)s: %(message)s", stream=sys.stderr, force=True)
+    mask_logging()
 
 
 @click.group(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
@@ -179,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         cli.main(args=argv, prog_name="digitize", standalone_mode=False)
         return ExitCode.ok
     except DigitizeError as e:
-        click.echo(f"digitize: {e}", err=True)
+        click.echo(f"digitize: {mask(e)}", err=True)
         return int(e.exit_code)
     except click.exceptions.Exit as e:
         return int(e.exit_code)
@@ -187,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         click.echo("digitize: interrupted", err=True)
         return int(ExitCode.interrupted)
     except click.ClickException as e:
-        click.echo(f"digitize: {e.format_message()}", err=True)
+        click.echo(f"digitize: {mask(e.format_message())}", err=True)
         return int(BadArgsError.exit_code) if e.exit_code != 0 else 0
     except KeyboardInterrupt:
         click.echo("digitize: interrupted", err=True)
@@ -195,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - last resort: still one line
         if logging.getLogger().isEnabledFor(logging.DEBUG):
             raise
-        click.echo(f"digitize: internal error: {type(e).__name__}: {' '.join(str(e).split())}", err=True)
+        click.echo(f"digitize: internal error: {type(e).__name__}: {mask(' '.join(str(e).split()))}", err=True)
         return int(ExitCode.internal)
 
 

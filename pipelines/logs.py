@@ -10,6 +10,8 @@ import logging
 from datetime import datetime, timezone
 from typing import Any
 
+from digitize.secrets import mask_logging
+
 LOGGER = "pipelines"
 
 
@@ -32,8 +34,8 @@ class JsonLinesFormatter(logging.Formatter):
             data.update({k: v for k, v in fields.items() if k not in data})
         else:
             data["message"] = record.getMessage()
-        if record.exc_info:
-            data["exception"] = self.formatException(record.exc_info)
+        if record.exc_info or record.exc_text:  # exc_text: already formatted (and masked, digitize.secrets)
+            data["exception"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(data, ensure_ascii=False, default=str)
 
 
@@ -63,5 +65,6 @@ def restore(state: tuple[int, bool]) -> None:
     handler.setFormatter(JsonLinesFormatter() if json_lines else logging.Formatter("digitize: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    mask_logging()
     root.setLevel(logging.WARNING)
     logging.getLogger(LOGGER).setLevel(level)

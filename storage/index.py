@@ -17,6 +17,7 @@ from string import Template
 from typing import Any, Iterator, Sequence
 
 from digitize.errors import BadArgsError, ConfigError, NotFoundError, StorageError
+from digitize.secrets import mask
 
 from .models import CaseRecord, DocumentRow, Event, PageText, SearchHit
 from .search import Query, exact_tokens, folded_tokens, highlight, parse_query
@@ -369,4 +370,4 @@ def open_index(dsn: str) -> Index:
         from .index_pg import PostgresIndex
 
         return PostgresIndex(dsn)
-    raise ConfigError(f"index DSN {dsn!r} must start with sqlite:/// or postgresql://")
+    raise ConfigError(f"index DSN {mask(dsn)!r} must start with sqlite:/// or postgresql://")

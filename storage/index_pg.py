@@ -20,13 +20,13 @@ class PostgresIndex(Index):
     def __init__(self, dsn: str):
         import psycopg
 
-        from digitize.config import mask_url
+        from digitize.secrets import mask
 
         try:
             conn = psycopg.connect(dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
         except psycopg.Error as e:
-            raise StorageError(f"cannot connect to index {mask_url(dsn)}: {' '.join(str(e).split())}") from None
-        super().__init__(conn, mask_url(dsn))
+            raise StorageError(f"cannot connect to index {mask(dsn)}: {mask(' '.join(str(e).split()))}") from None
+        super().__init__(conn, mask(dsn))
 
     def _cursor_execute(self, sql: str, params: Sequence[Any]) -> Any:
         return self.conn.execute(sql.replace("?", "%s"), tuple(params) if params else None)

@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 from digitize.config import Settings
 from digitize.errors import BadArgsError, ConfigError, StorageError
 from digitize.fsutil import CHUNK, _fsync_dir, atomic_path
+from digitize.secrets import mask
 
 from .keys import check_key, check_sha256
 from .retry import RetryPolicy, retrying
@@ -51,7 +52,7 @@ class StoreLocation:
 
 def parse_store_url(url: str) -> StoreLocation:
     """``file:///srv/objects``, ``s3://host:9000/bucket`` (http) or ``s3s://host/bucket`` (https)."""
-    parts = urlsplit(url)
+    parts, url = urlsplit(url), mask(url)  # the URL goes into messages only masked
     if parts.scheme == "file":
         if not parts.path:
             raise ConfigError(f"store URL {url!r} has no folder path")

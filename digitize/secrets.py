@@ -1,0 +1,176 @@
+"""Secrets: the one place that knows what a credential looks like, so none reaches a message, a log or a child.
+
+* :func:`is_secret_key` says whether a setting, query parameter, DSN keyword or environment variable name
+  carries a credential (``secret_key``, ``password``, ``sslpassword``, ``sslkey``, ``token``,
+  ``X-Amz-Signature``, ``DIGITIZE_STORE_SECRET_KEY``, ...).
+* :func:`mask` hides every credential in a text: passwords in URLs (``user:***@host``), ``key=value``
+  pairs of libpq DSNs and query strings, ``"key": "value"`` pairs of JSON/TOML, and any secret value
+  :func:`remember` was told about (the loaded settings register theirs), wherever it appears.
+* :func:`secret_env_names` / :func:`without_secrets` pick the environment variables that carry a secret
+  (by name, or a DSN/URL value with a password in it), for an environment handed to another process.
+* :class:`MaskingFilter` applies :func:`mask` to every log record a handler emits.
+
+Masking is deliberately greedy: hiding a harmless value is a nuisance, showing a password is an incident.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from typing import Any, Iterable, Iterator, Mapping
+from urllib.parse import quote
+
+MASK = "***"
+MIN_REMEMBERED = 4  # shorter values would mask ordinary words
+
+# A name is a secret when, split at _ - . and case folded, it ends with one of these word runs or
+# contains one of the always-secret words.
+_SECRET_SUFFIXES = (
+    ("secret", "key"), ("access", "key"), ("accesskey",), ("secretkey",), ("key", "id"), ("api", "key"),
+    ("apikey",), ("private", "key"), ("sslkey",), ("signing", "key"), ("session", "key"), ("pin",),
+    ("credential",), ("credentials",), ("signature",), ("auth",), ("authorization",), ("cookie",),
+)
+_SECRET_WORDS = {"password", "passwd", "pwd", "pass", "passphrase", "secret", "token", "sslpassword",
+                 "sslkey", "secretkey", "accesskey", "apikey"}
+
+_SECRET_PARTS = ("password", "passwd", "secret")  # also inside a glued word: PGPASSWORD, clientsecret
+
+_remembered: set[str] = set()
+_lock = threading.Lock()
+
+
+def _words(name: str) -> tuple[str, ...]:
+    return tuple(w for w in re.split(r"[_\-.\s]+", name.strip().strip("\"'").lower()) if w)
+
+
+def is_secret_key(name: str) -> bool:
+    """True for names of settings, DSN keywords, query parameters or env variables that hold a credential."""
+    words = _words(name)
+    if not words:
+        return False
+    if any(w in _SECRET_WORDS or any(part in w for part in _SECRET_PARTS) for w in words):
+        return True
+    return any(words[-len(s):] == s for s in _SECRET_SUFFIXES)
+
+
+def remember(*values: str | None) -> None:
+    """Register secret values (from config files, env, credentials) so :func:`mask` hides them anywhere."""
+    with _lock:
+        for value in values:
+            if value and len(value) >= MIN_REMEMBERED:
+                _remembered.update({value, quote(value, safe=""), quote(value)})
+
+
+def remember_in(text: str | None) -> None:
+    """Register the credentials found in a URL or DSN (its password, ``password=`` and the like)."""
+    if not text:
+        return
+    remember(*(m["secret"] for m in _URL_USERINFO.finditer(text)))
+    remember(*(m["value"].strip("\"'") for m in _secret_pairs(text)))
+
+
+def forget_all() -> None:
+    """For tests: drop every remembered value."""
+    with _lock:
+        _remembered.clear()
+
+
+# scheme://user:password@host -> scheme://user:***@host (the password may hold anything but @ and spaces)
+_URL_USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@?#]*):(?P<secret>[^\s@]*)@")
+# key=value / key: value / "key": "value"; the value quoted or up to a separator
+_PAIR = re.compile(
+    r"""(?P<key>["']?(?P<name>[A-Za-z_][\w.\-]*)["']?)(?P<sep>\s*[=:]\s*)"""
+    r"""(?P<value>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|[^\s&;,'"}\]]+)""")
+
+
+def _secret_pairs(text: str) -> Iterator[re.Match]:
+    """``key=value`` matches whose key is a secret; a non-secret match resumes after its separator, so
+    ``postgresql://h/db?password=x`` is not swallowed whole as the value of ``postgresql:``."""
+    pos = 0
+    while (m := _PAIR.search(text, pos)) is not None:
+        if is_secret_key(m["name"]) and m["value"] not in ("", '""', "''"):
+            yield m
+            pos = m.end()
+        else:
+            pos = m.end("sep")
+
+
+def _mask_pairs(text: str) -> str:
+    out, last = [], 0
+    for m in _secret_pairs(text):
+        value = m["value"]
+        quote_char = value[0] if value[0] in "\"'" else ""
+        out += [text[last:m.start("value")], f"{quote_char}{MASK}{quote_char}"]
+        last = m.end("value")
+    return "".join(out) + text[last:]
+
+
+def mask(text: Any) -> str:
+    """``text`` (a URL, a DSN, a message, anything ``str()`` can show) with every credential replaced by ***."""
+    text = "" if text is None else str(text)
+    if not text:
+        return text
+    text = _URL_USERINFO.sub(lambda m: f"{m['head']}:{MASK}@" if m["secret"] else m[0], text)
+    text = _mask_pairs(text)
+    with _lock:
+        remembered = sorted(_remembered, key=len, reverse=True)
+    for value in remembered:
+        if value in text:
+            text = text.replace(value, MASK)
+    return text
+
+
+def carries_secret(name: str, value: str) -> bool:
+    """An environment variable (or setting) whose name is a secret, or whose value holds one (a DSN with a password)."""
+    return is_secret_key(name) or (bool(value) and mask(value) != value)
+
+
+def secret_env_names(env: Mapping[str, str]) -> list[str]:
+    """The names in ``env`` that must not be handed to another process (resident servers, tools)."""
+    return sorted(name for name, value in env.items() if carries_secret(name, value))
+
+
+def without_secrets(env: Mapping[str, str]) -> dict[str, str]:
+    """A copy of ``env`` without the variables :func:`secret_env_names` picks."""
+    drop = set(secret_env_names(env))
+    return {k: v for k, v in env.items() if k not in drop}
+
+
+def mask_mapping(data: Any) -> Any:
+    """A deep copy of dicts/lists with secret-named values replaced and every string masked."""
+    if isinstance(data, Mapping):
+        return {k: (MASK if is_secret_key(str(k)) and data[k] not in (None, "") else mask_mapping(data[k]))
+                for k in data}
+    if isinstance(data, (list, tuple)):
+        return [mask_mapping(v) for v in data]
+    if isinstance(data, str):
+        return mask(data)
+    return data
+
+
+class MaskingFilter(logging.Filter):
+    """Masks a record's message, its structured fields and its traceback before any formatter sees them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a bad format string must not silence the record
+            message = str(record.msg)
+        record.msg, record.args = mask(message), None
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, Mapping):
+            record.fields = mask_mapping(fields)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = mask(record.exc_text)
+            record.exc_info = None  # formatters would otherwise format it again, unmasked
+        return True
+
+
+def mask_logging(handlers: Iterable[logging.Handler] | None = None) -> None:
+    """Put a :class:`MaskingFilter` on each handler (default: the root logger's), once."""
+    for handler in logging.getLogger().handlers if handlers is None else handlers:
+        if not any(isinstance(f, MaskingFilter) for f in handler.filters):
+            handler.addFilter(MaskingFilter())

@@ -1,0 +1,107 @@
+"""The one masking function: every credential form it must hide, and the names it must call secret."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from digitize import config, secrets
+
+
+@pytest.fixture(autouse=True)
+def clean_memory():
+    secrets.forget_all()
+    yield
+    secrets.forget_all()
+
+
+@pytest.mark.parametrize("name", ["password", "PASSWORD", "sslpassword", "sslkey", "secret_key", "access_key",
+                                  "DIGITIZE_STORE_SECRET_KEY", "DIGITIZE_STORE_ACCESS_KEY", "AWS_ACCESS_KEY_ID",
+                                  "X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token", "api_key", "token",
+                                  "GITHUB_TOKEN", "PGPASSWORD", "oidc_client_secret", "private_key"])
+def test_secret_names(name):
+    assert secrets.is_secret_key(name)
+
+
+@pytest.mark.parametrize("name", ["dsn", "url", "host", "user", "language", "source_pages", "sslmode", "sslcert",
+                                  "DIGITIZE_DATA_DIR", "DIGITIZE_INDEX_DSN", "passfile_dir_x", "doc_id", "pages"])
+def test_ordinary_names(name):
+    assert not secrets.is_secret_key(name)
+
+
+@pytest.mark.parametrize("text, hidden", [
+    ("postgresql://clerk:pa55w0rd@db:5432/records", "pa55w0rd"),
+    ("postgresql://clerk:p%40ss%2Fw@[::1]:5432/records", "p%40ss%2Fw"),
+    ("mysql://u:hunter2@h/db", "hunter2"),
+    ("s3://AKIAEXAMPLE:wJalrXUtnFEMI@minio:9000/bucket", "wJalrXUtnFEMI"),
+    ("postgresql://db/records?user=clerk&password=hunter2&sslmode=require", "hunter2"),
+    ("postgresql://db/records?sslpassword=keypass1&sslkey=/etc/k/client.key", "keypass1"),
+    ("postgresql://db/records?sslpassword=keypass1&sslkey=/etc/k/client.key", "/etc/k/client.key"),
+    ("host=db dbname=records user=clerk password='two words' sslmode=require", "two words"),
+    ("host=db password=hunter2", "hunter2"),
+    ("https://minio/b/k?X-Amz-Credential=AKIA%2F2024&X-Amz-Signature=abcdef0123", "abcdef0123"),
+    ('{"secret_key": "s3cr3t-value", "region": "vn"}', "s3cr3t-value"),
+    ('secret_key = "s3cr3t-value"', "s3cr3t-value"),
+    ("DIGITIZE_STORE_SECRET_KEY=s3cr3t-value other=1", "s3cr3t-value"),
+    ("Authorization: Bearer-xyz", "Bearer-xyz"),
+])
+def test_mask_hides_credentials(text, hidden):
+    masked = secrets.mask(text)
+    assert hidden not in masked and secrets.MASK in masked
+
+
+@pytest.mark.parametrize("text", ["sqlite:////var/lib/digitize/index.sqlite3", "postgresql://clerk@db:5432/records",
+                                  "s3://127.0.0.1:9000/edossiers", "file:///srv/objects",
+                                  "case 000.00.31.H56-241015-0027 not found", "postgresql://[::1]:5432/db?sslmode=require"])
+def test_mask_leaves_texts_without_credentials_alone(text):
+    assert secrets.mask(text) == text
+
+
+def test_mask_keeps_user_and_host():
+    assert secrets.mask("postgresql://u:p@[::1]:5432/db") == "postgresql://u:***@[::1]:5432/db"
+
+
+def test_remembered_values_are_masked_anywhere():
+    secrets.remember("Tr0ub4dor&3")
+    assert secrets.mask("psycopg said: auth failed for Tr0ub4dor&3 ...") == "psycopg said: auth failed for *** ..."
+    assert "Tr0ub4dor" not in secrets.mask("quoted Tr0ub4dor%263")
+
+
+def test_loaded_settings_remember_their_secrets(tmp_path):
+    toml = tmp_path / "d.toml"
+    toml.write_text('[store]\naccess_key = "AKIAEXAMPLE"\nsecret_key = "wJalrXUtnFEMI"\n', encoding="utf-8")
+    config.load_settings(toml, env={"DIGITIZE_INDEX_DSN": "postgresql://c@db/r?sslpassword=keypass1"})
+    assert secrets.mask("x wJalrXUtnFEMI AKIAEXAMPLE keypass1 y") == "x *** *** *** y"
+
+
+def test_config_show_masks_every_secret_setting():
+    s = config.Settings()
+    s.store.url = "s3://AKIAEXAMPLE:wJalrXUtnFEMI@minio:9000/bucket"
+    s.store.secret_key, s.store.access_key = "wJalrXUtnFEMI", "AKIAEXAMPLE"
+    s.index.dsn = "postgresql://clerk:pa55w0rd@db/records?sslpassword=keypass1&sslkey=/etc/k/client.key"
+    shown = json.dumps(config.settings_as_dict(s))
+    for secret in ("wJalrXUtnFEMI", "AKIAEXAMPLE", "pa55w0rd", "keypass1", "/etc/k/client.key"):
+        assert secret not in shown
+
+
+def test_secret_env_names_pick_names_and_dsns_with_passwords():
+    env = {"DIGITIZE_STORE_SECRET_KEY": "x", "DIGITIZE_INDEX_DSN": "postgresql://u:pw@h/db",
+           "DIGITIZE_DATA_DIR": "/var/lib/digitize", "PATH": "/usr/bin", "PGPASSWORD": "pw",
+           "DIGITIZE_STORE_URL": "s3://127.0.0.1:9000/b"}
+    assert secrets.secret_env_names(env) == ["DIGITIZE_INDEX_DSN", "DIGITIZE_STORE_SECRET_KEY", "PGPASSWORD"]
+    assert set(secrets.without_secrets(env)) == {"DIGITIZE_DATA_DIR", "PATH", "DIGITIZE_STORE_URL"}
+
+
+def test_masking_filter_masks_message_fields_and_traceback():
+    secrets.remember("wJalrXUtnFEMI")
+    try:
+        raise RuntimeError("boom postgresql://u:hunter2@h/db wJalrXUtnFEMI")
+    except RuntimeError:
+        record = logging.LogRecord("t", logging.ERROR, __file__, 1, "dsn %s", ("postgresql://u:hunter2@h/db",),
+                                   exc_info=__import__("sys").exc_info())
+    record.fields = {"dsn": "postgresql://u:hunter2@h/db", "secret_key": "abc"}
+    assert secrets.MaskingFilter().filter(record)
+    text = logging.Formatter().format(record) + repr(record.fields)
+    assert "hunter2" not in text and "wJalrXUtnFEMI" not in text and "abc" not in text and "boom" in text
