@@ -18,6 +18,7 @@ from . import __version__
 from .config import load_settings, settings_as_dict
 from .errors import BadArgsError, DigitizeError, ExitCode
 from .secrets import mask, mask_logging
+from .terminal import printable
 
 EXIT_CODES_HELP = """\b
 Exit codes:
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         cli.main(args=argv, prog_name="digitize", standalone_mode=False)
         return ExitCode.ok
     except DigitizeError as e:
-        click.echo(f"digitize: {mask(e)}", err=True)
+        click.echo(f"digitize: {printable(mask(e))}", err=True)
         return int(e.exit_code)
     except click.exceptions.Exit as e:
         return int(e.exit_code)

@@ -14,9 +14,15 @@ from typing import Iterator
 import click
 
 from digitize.errors import InputError, VerificationError
+from digitize.terminal import printable
 
 from .archive import Archive
 from .models import DocumentRow, SearchHit
+
+
+def echo(line: str, err: bool = False) -> None:
+    """Every line goes through printable(): titles, case fields, snippets and names come from imported data."""
+    click.echo(printable(line), err=err)
 
 
 @contextlib.contextmanager
@@ -53,9 +59,9 @@ def cases_import(settings, path: Path) -> None:
     """Upsert case records from a CSV or JSON export; bad rows are listed and skipped."""
     with _archive(settings) as archive:
         result = archive.import_cases(path)
-    click.echo(f"{result.created} cases created, {result.updated} updated, {len(result.errors)} rows with errors")
+    echo(f"{result.created} cases created, {result.updated} updated, {len(result.errors)} rows with errors")
     for error in result.errors:
-        click.echo(f"row {error.row}: {error.message}", err=True)
+        echo(f"row {error.row}: {error.message}", err=True)
     if result.errors:
         raise InputError(f"{len(result.errors)} rows of {path} were not imported (see above)")
 
@@ -68,9 +74,9 @@ def cases_unmatched(settings) -> None:
         docs = archive.unmatched()
     for doc in docs:
         claimed = f"  (names unknown case {doc.case_id})" if doc.case_id else ""
-        click.echo(f"doc {doc.doc_id:<6} {doc.stored_at or ''}  {doc.source_name} {doc.source_pages}".rstrip()
+        echo(f"doc {doc.doc_id:<6} {doc.stored_at or ''}  {doc.source_name} {doc.source_pages}".rstrip()
                    + f"  {doc.title}{claimed}")
-    click.echo(f"{len(docs)} unmatched documents")
+    echo(f"{len(docs)} unmatched documents")
 
 
 @cases_group.command("link")
@@ -81,7 +87,7 @@ def cases_link(settings, doc_id: int, case_id: str) -> None:
     """Attach document DOC to CASE_ID (it goes to the end of that dossier)."""
     with _archive(settings) as archive:
         doc = archive.link(doc_id, case_id)
-    click.echo(f"doc {doc.doc_id} is now #{doc.sequence} of {doc.case_id}")
+    echo(f"doc {doc.doc_id} is now #{doc.sequence} of {doc.case_id}")
 
 
 @click.command("search")
@@ -94,9 +100,9 @@ def search_cmd(settings, query: tuple[str, ...], limit: int) -> None:
         hits = archive.search(" ".join(query), limit)
     for hit in hits:
         head, snippet = _hit_lines(hit)
-        click.echo(head)
-        click.echo(snippet)
-    click.echo(f"{len(hits)} results", err=True)
+        echo(head)
+        echo(snippet)
+    echo(f"{len(hits)} results", err=True)
 
 
 @click.command("show")
@@ -107,16 +113,16 @@ def show_cmd(settings, case_id: str) -> None:
     with _archive(settings) as archive:
         case = archive.case(case_id)
         docs = archive.documents(case.case_id)
-    click.echo(f"case {case.case_id}")
+    echo(f"case {case.case_id}")
     for label, value in [("procedure", " ".join(filter(None, [case.procedure_code, case.procedure_name]))),
                          ("agency", case.agency), ("applicant", case.applicant), ("received", case.received_date),
                          ("due", case.due_date), ("status", case.status),
                          *((k, v) for k, v in sorted(case.archive.items()))]:
         if value:
-            click.echo(f"  {label}: {value}")
-    click.echo(f"{len(docs)} documents:")
+            echo(f"  {label}: {value}")
+    echo(f"{len(docs)} documents:")
     for doc in docs:
-        click.echo(_document_line(doc))
+        echo(_document_line(doc))
 
 
 @click.command("get")
@@ -135,12 +141,12 @@ def get_cmd(settings, case_id: str, out_dir: Path | None, original: bool, as_url
     with _archive(settings) as archive:
         if as_url:
             for doc, url in archive.presigned_url(case_id, timedelta(minutes=expires), original):
-                click.echo(f"{doc.sequence:>4}  {url}")
+                echo(f"{doc.sequence:>4}  {url}")
             return
         got = archive.retrieve(case_id, out_dir, original)
     for file in got.files:
-        click.echo(f"{file.sequence:>4}  {file.sha256[:12]}  {file.path}")
-    click.echo(f"{len(got.files)} files verified; manifest {got.manifest}")
+        echo(f"{file.sequence:>4}  {file.sha256[:12]}  {file.path}")
+    echo(f"{len(got.files)} files verified; manifest {got.manifest}")
 
 
 @click.command("verify")
@@ -154,11 +160,11 @@ def verify_cmd(settings, case_id: str | None, check_all: bool) -> None:
     with _archive(settings) as archive:
         report = archive.verify(case_id)
     for repair in report.repaired:
-        click.echo(f"repaired ({repair.kind}): doc {repair.doc_id}: {repair.detail}")
+        echo(f"repaired ({repair.kind}): doc {repair.doc_id}: {repair.detail}")
     for problem in report.problems:
-        click.echo(f"{problem.kind}: {problem.key}" + (f" (doc {problem.doc_id})" if problem.doc_id else "")
+        echo(f"{problem.kind}: {problem.key}" + (f" (doc {problem.doc_id})" if problem.doc_id else "")
                    + f": {problem.detail}")
-    click.echo(f"checked {report.documents} documents, {report.objects} objects in {report.scope}: "
+    echo(f"checked {report.documents} documents, {report.objects} objects in {report.scope}: "
                f"{len(report.problems)} problems")
     if not report.ok:
         raise VerificationError(f"fixity check found {len(report.problems)} problems in {report.scope}")

@@ -110,3 +110,19 @@ def test_cases_import_link_and_unmatched(run, make_document, settings, tmp_path)
 def test_user_errors_are_one_line_with_their_exit_code(run, args, code, message):
     result, out, err = run(*args)
     assert result == code and message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_terminal_escapes_from_imported_data_never_reach_the_terminal(run, settings, make_document, tmp_path):
+    evil = "\x1b]0;pwned\x07\x1b[2J\x9b31m\u202e"
+    with Archive.open(settings) as archive:
+        doc = make_document(pages=(f"quyen {evil} dat",), title=f"Sổ đỏ{evil}", case_id=None)
+        loose = archive.store(doc.original, doc.pdfa, doc.report, doc.meta)
+    export = tmp_path / "cases.csv"
+    export.write_text(f"case_id,applicant,status\n{CASE},Phạm{evil}Đông,x{evil}\n", encoding="utf-8")
+    assert run("cases", "import", str(export))[0] == 0
+    outputs = [run("cases", "unmatched"), run("cases", "link", str(loose.doc_id), CASE), run("show", CASE),
+               run("search", "quyen"), run("search", "pham"), run("get", CASE, "-o", str(tmp_path / "out"))]
+    assert [code for code, _, _ in outputs] == [0] * len(outputs)
+    text = "".join(out + err for _, out, err in outputs)
+    assert "Phạm" in text and "Sổ đỏ" in text
+    assert not any(c in text for c in "\x1b\x07\x9b\u202e")

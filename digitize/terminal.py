@@ -1,0 +1,31 @@
+"""Printing untrusted text (case records, titles, file names, OCR snippets) on a terminal, safely.
+
+Imported data can carry terminal escapes (``\\x1b]0;…\\x07`` sets the window title, ``\\x1b[2J`` clears
+the screen, OSC 52 writes the clipboard) or bidirectional overrides that make a line read differently
+from what it says. :func:`printable` is the one function the CLI passes such text through.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+REPLACEMENT = "\ufffd"  # shows that something was there, without acting on it
+# Bidirectional embeddings, overrides and isolates ("Trojan Source"), and other invisible format characters
+# that reorder or hide text; ZWJ/ZWNJ (U+200C/D) are kept: some scripts need them.
+_BIDI = {chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F, 0x061C)}
+
+
+def _clean(char: str) -> str:
+    if char in "\t\n\r\v\f":
+        return " "
+    if char in _BIDI or unicodedata.category(char) == "Cc":  # C0, DEL and C1 (\x9b is a one-byte CSI)
+        return REPLACEMENT
+    return char
+
+
+def printable(text: object) -> str:
+    """``text`` as one line with every control character (ESC, BEL, C1, bidi overrides) made inert."""
+    text = "" if text is None else str(text)
+    if text.isprintable():  # the common case: nothing to do
+        return text
+    return "".join(_clean(c) for c in text)
