@@ -47,6 +47,7 @@ class StoreSettings:
     worm_retention_days: int = 0  # >0: bucket created with object lock, COMPLIANCE retention
     retries: int = 5
     part_size: int = 16 * 1024 * 1024
+    group_readable: bool = False  # data folders 0750 and index 0640 instead of 0700/0600 (storage/modes.py)
 
 
 @dataclass

@@ -93,7 +93,7 @@ class Archive:
     def open(cls, settings: Settings) -> "Archive":
         objects = open_store(settings)
         try:
-            return cls(objects, open_index(settings.index_dsn))
+            return cls(objects, open_index(settings.index_dsn, settings.store.group_readable))
         except BaseException:
             objects.close()
             raise

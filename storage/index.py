@@ -360,12 +360,13 @@ def search_tokens(text: str) -> tuple[str, str]:
     return " ".join(exact_tokens(text)), " ".join(folded_tokens(text))
 
 
-def open_index(dsn: str) -> Index:
-    """``sqlite:///path/index.sqlite3`` or ``postgresql://user@host:port/db``."""
+def open_index(dsn: str, group_readable: bool = False) -> Index:
+    """``sqlite:///path/index.sqlite3`` or ``postgresql://user@host:port/db``; ``group_readable``: a SQLite
+    file (and its folder, if made now) readable by the group too (storage/modes.py)."""
     if dsn.startswith("sqlite:///"):
         from .index_sqlite import SqliteIndex
 
-        return SqliteIndex(dsn[len("sqlite:///"):] or ":memory:")
+        return SqliteIndex(dsn[len("sqlite:///"):] or ":memory:", group_readable)
     if dsn.startswith(("postgresql://", "postgres://")):
         from .index_pg import PostgresIndex
 

@@ -10,6 +10,7 @@ from typing import Any, Sequence
 from digitize.errors import StorageError
 
 from .index import Index, search_tokens
+from .modes import private_file, private_folder
 from .search import Query, fts5_match
 
 BUSY_TIMEOUT_MS = 30_000
@@ -35,10 +36,11 @@ class SqliteIndex(Index):
     column_types = {"id": "INTEGER PRIMARY KEY AUTOINCREMENT", "ref": "INTEGER", "float": "REAL"}
     _begin_sql = "BEGIN IMMEDIATE"  # take the write lock up front: no upgrade deadlocks between processes
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, group_readable: bool = False):
         if path != ":memory:":
             try:
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                private_folder(Path(path).parent, group_readable)
+                private_file(path, group_readable)  # SQLite gives -wal and -shm the mode of the database file
             except OSError as e:
                 raise StorageError(f"cannot create index folder for {path}: {e.strerror}") from None
         try:

@@ -35,6 +35,7 @@ from digitize.fsutil import CHUNK, _fsync_dir, atomic_path
 from digitize.secrets import mask
 
 from .keys import check_key, check_sha256
+from .modes import object_mode, private_folder
 from .retry import RetryPolicy, retrying
 
 log = logging.getLogger("digitize.storage")
@@ -137,11 +138,12 @@ class ObjectStore(ABC):
 class FolderStore(ObjectStore):
     """Objects as read-only files under one folder; new files appear atomically and never replace others."""
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, group_readable: bool = False):
         self.root = Path(root)
         self.description = f"folder {self.root}"
+        self.group_readable = group_readable
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            private_folder(self.root, group_readable)
         except OSError as e:
             raise StorageError(f"cannot create object folder {self.root}: {e.strerror}") from None
 
@@ -174,7 +176,7 @@ class FolderStore(ObjectStore):
         """Write a temp file, fsync, then hard-link it into place: link() fails if the key appeared meanwhile."""
         target = self._path(key)
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
+            private_folder(target.parent, self.group_readable)
             fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
             try:
                 stream, _ = _source_stream(source)
@@ -187,7 +189,7 @@ class FolderStore(ObjectStore):
                     os.fsync(out.fileno())
                 if digest.hexdigest() != sha256:  # what an S3 server does with x-amz-checksum-sha256
                     raise StorageError(f"{key}: content SHA-256 {digest.hexdigest()} does not match {sha256}")
-                os.chmod(tmp, 0o444)
+                os.chmod(tmp, object_mode())
                 os.link(tmp, target)
             finally:
                 with contextlib.suppress(FileNotFoundError):
@@ -329,7 +331,7 @@ class S3Store(ObjectStore):
 def open_store(settings: Settings) -> ObjectStore:
     location = parse_store_url(settings.store_url)
     if location.kind == "folder":
-        return FolderStore(location.path)
+        return FolderStore(location.path, settings.store.group_readable)
     store = settings.store
     return S3Store(location, store.access_key, store.secret_key, store.region,
                    store.worm_retention_days, store.part_size, store.retries)

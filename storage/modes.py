@@ -1,0 +1,104 @@
+"""Who may read the archive: private folders and files for the stored e-dossiers and their index.
+
+E-dossiers hold citizens' personal data, so nothing under the data folder is for other local users:
+
+* folders this code creates (the data dir, ``objects/`` and every case folder under it, the index
+  folder) are 0700, or 0750 with ``[store] group_readable = true`` (a backup or portal account in the
+  service's group); a folder that already exists is left as its owner made it, with a warning if other
+  users can read it;
+* stored objects are read-only, ``0o444 & ~umask`` (the folders above keep others out);
+* the SQLite index and its ``-wal``/``-shm`` files are 0600 (0640 when group-readable).
+
+Every mode is also narrowed by the process umask (``UMask=0027`` in the systemd unit).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from pathlib import Path
+
+log = logging.getLogger("digitize.storage")
+OBJECT_MODE = 0o444
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it (os.umask() would, for a moment, in every thread)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def folder_mode(group_readable: bool = False) -> int:
+    return (0o750 if group_readable else 0o700) & ~current_umask()
+
+
+def file_mode(group_readable: bool = False) -> int:
+    return (0o640 if group_readable else 0o600) & ~current_umask()
+
+
+def object_mode() -> int:
+    return OBJECT_MODE & ~current_umask()
+
+
+def private_folder(path: str | os.PathLike, group_readable: bool = False) -> Path:
+    """Create ``path`` and its missing parents with the private mode; an existing one is kept as it is."""
+    path = Path(path)
+    missing = []
+    for folder in (path, *path.parents):
+        if folder.is_dir():
+            break
+        missing.append(folder)
+    mode = folder_mode(group_readable)
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode)
+        except FileExistsError:
+            continue  # made meanwhile by another process (with the same rule)
+        os.chmod(folder, mode)  # mkdir's mode is narrowed by the umask only: the exact mode, not more
+    if not missing:
+        _warn_if_open(path)
+    return path
+
+
+def _warn_if_open(path: Path) -> None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return
+    if st.st_mode & stat.S_IRWXO and st.st_uid == os.geteuid():
+        log.warning("%s is open to other users (mode %o): chmod 700 it (750 for a group) to keep the archive private",
+                    path, stat.S_IMODE(st.st_mode))
+
+
+def private_file(path: str | os.PathLike, group_readable: bool = False) -> None:
+    """Create ``path`` empty with the private file mode if missing (never through a symlink); narrow an
+    existing one of ours that is more open, and its SQLite side files too."""
+    mode = file_mode(group_readable)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError:
+        return  # not ours to create (read-only, a symlink): SQLite will say what is wrong
+    try:
+        st = os.fstat(fd)
+        if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) & ~mode:
+            os.fchmod(fd, stat.S_IMODE(st.st_mode) & mode)
+    finally:
+        os.close(fd)
+    for suffix in SQLITE_SIDE_FILES:
+        side = f"{os.fspath(path)}{suffix}"
+        try:
+            st = os.lstat(side)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) & ~mode:
+            os.chmod(side, stat.S_IMODE(st.st_mode) & mode)
