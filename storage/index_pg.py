@@ -1,7 +1,14 @@
-"""PostgreSQL index backend: psycopg 3, tsvectors over Python-tokenised text, GIN indexes."""
+"""PostgreSQL index backend: psycopg 3, tsvectors over Python-tokenised text, GIN indexes.
+
+A long-lived process (a watcher, a batch worker) outlives server restarts: a connection found lost is
+replaced before the next statement that does not belong to a transaction already under way, and a
+``BEGIN`` or a ``SELECT`` that meets a lost connection is sent again once on a new one. A transaction the
+restart cut off fails as a whole (StorageError, the caller's retry), and its retry gets the new connection.
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Sequence
 
 from digitize.errors import StorageError
@@ -11,6 +18,19 @@ from .search import Query
 
 CONNECT_TIMEOUT = 10
 MIGRATION_LOCK = 0x6469676974  # "digit": serialises concurrent migrators
+REPEATABLE = ("BEGIN", "SELECT")  # statements that change nothing when sent again after a lost connection
+log = logging.getLogger("digitize.storage")
+
+
+def _connect(dsn: str):
+    import psycopg
+
+    from digitize.secrets import mask
+
+    try:
+        return psycopg.connect(dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
+    except psycopg.Error as e:
+        raise StorageError(f"cannot connect to index {mask(dsn)}: {mask(' '.join(str(e).split()))}") from None
 
 
 class PostgresIndex(Index):
@@ -18,17 +38,30 @@ class PostgresIndex(Index):
     column_types = {"id": "BIGSERIAL PRIMARY KEY", "ref": "BIGINT", "float": "DOUBLE PRECISION"}
 
     def __init__(self, dsn: str):
-        import psycopg
-
         from digitize.secrets import mask
 
-        try:
-            conn = psycopg.connect(dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
-        except psycopg.Error as e:
-            raise StorageError(f"cannot connect to index {mask(dsn)}: {mask(' '.join(str(e).split()))}") from None
-        super().__init__(conn, mask(dsn))
+        self._dsn = dsn  # kept for reconnecting; never printed (self.where is the masked form)
+        super().__init__(_connect(dsn), mask(dsn))
+
+    def _lost(self) -> bool:
+        return bool(self.conn.closed or self.conn.broken)
+
+    def _reconnect(self) -> None:
+        log.warning("index connection to %s lost; reconnecting", self.where)
+        old, self.conn = self.conn, _connect(self._dsn)
+        old.close()
 
     def _cursor_execute(self, sql: str, params: Sequence[Any]) -> Any:
+        import psycopg
+
+        if self._depth == 0 and self._lost():  # never in the middle of a transaction: that one is gone
+            self._reconnect()
+        try:
+            return self.conn.execute(sql.replace("?", "%s"), tuple(params) if params else None)
+        except psycopg.OperationalError:
+            if self._depth or not self._lost() or not sql.lstrip().upper().startswith(REPEATABLE):
+                raise
+        self._reconnect()
         return self.conn.execute(sql.replace("?", "%s"), tuple(params) if params else None)
 
     def _run_script(self, sql: str) -> None:

@@ -145,11 +145,21 @@ class PostgresServer:
             shutil.chown(self.base, "postgres", "postgres")
         self._run(str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U", "postgres", "--auth=trust",
                   "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync")
+        self._pg_ctl_start()
+        announce(f"PostgreSQL {self.bin_dir} started on 127.0.0.1:{self.port} (socket dir {self.base})")
+        return self
+
+    def _pg_ctl_start(self) -> None:
         options = f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c fsync=off"
         self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.base / "server.log"),
                   "-o", options, "-w", "-t", str(int(START_TIMEOUT)), "start")
-        announce(f"PostgreSQL {self.bin_dir} started on 127.0.0.1:{self.port} (socket dir {self.base})")
-        return self
+
+    def restart(self, down_seconds: float = 0.0) -> None:
+        """Stop the server (fast: open connections are cut), stay down a while, start it again on the same port."""
+        self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop")
+        time.sleep(down_seconds)
+        self._pg_ctl_start()
+        announce(f"PostgreSQL on 127.0.0.1:{self.port} restarted after {down_seconds:.0f} s down")
 
     def create_database(self, name: str) -> str:
         import psycopg
