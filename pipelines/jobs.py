@@ -154,10 +154,10 @@ class _Job:
     def store_part(self, part: Part, scan: PageScan, workdir: Path) -> StoredPart:
         from storage.archive import DocumentMeta
 
+        early = [metadata.separator_clue(part.case_id), *self.file_clues]
         existing = self.archive.find(self.sha256, part.source_pages)
         if existing is not None:
-            return StoredPart(part.source_pages, str(existing.doc_id), existing.case_id, None, existing.pages, True)
-        early = [metadata.separator_clue(part.case_id), *self.file_clues]
+            return self._stored_before(existing, part.source_pages, early)
         codes = self._code_clue(part, scan, known=metadata.resolve(early).case_id is not None)
         report = self._convert(part, workdir)
         resolution = metadata.resolve([*early, codes, metadata.ocr_clue([p.text for p in report.pages])])
@@ -170,11 +170,22 @@ class _Job:
         return StoredPart(part.source_pages, str(stored.doc_id), stored.case_id, resolution.case_source,
                           stored.pages, stored.already_stored)
 
+    def _stored_before(self, existing, source_pages: str, clues: list[Clue | None]) -> StoredPart:
+        """Content already stored: if this copy names another case (a scan shared by two dossiers), file the
+        stored document in that dossier too, with no second copy of its bytes; else skip it."""
+        resolution = metadata.resolve(clues)
+        if resolution.case_id and resolution.case_id != existing.case_id:
+            existing = self.archive.share(existing.doc_id, resolution.case_id, resolution.values.get("sequence"))
+            event(log, "shared", file=str(self.relative), pages=source_pages or "all", case=existing.case_id,
+                  via=resolution.case_source, doc=existing.doc_id, already=existing.already_stored)
+        return StoredPart(source_pages, str(existing.doc_id), existing.case_id, resolution.case_source,
+                          existing.pages, existing.already_stored)
+
     def run(self) -> list[StoredPart]:
         self.sha256 = sha256_file(self.path)
         whole = self.archive.find(self.sha256, "")
         if whole is not None:
-            return [StoredPart("", str(whole.doc_id), whole.case_id, None, whole.pages, True)]
+            return [self._stored_before(whole, "", self.file_clues)]
         scan = scan_pages(self.path, self.opts)
         with work_dir("job") as tmp:
             return [self.store_part(part, scan, tmp) for part in scan.parts()]

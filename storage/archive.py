@@ -8,6 +8,9 @@ Store protocol (why it survives kill -9 at any point without duplicates, orphans
 
 A rerun with the same original finds the pending row and resumes it (objects already present and intact
 are kept); ``verify`` completes or clears pending rows left by a process that never came back.
+
+A shared scan (the same original filed with a second case) is not stored again: :meth:`Archive.share`
+links the stored document into the other dossier (an index row and a ``linked`` event, no objects).
 """
 
 from __future__ import annotations
@@ -123,7 +126,7 @@ class Archive:
         pdfa_sha = report.output_sha256 or sha256_file(pdfa)
         row = self.index.find_document(original_sha, meta.source_pages)
         if row and row.status == "stored":
-            return _stored(row, already=True)
+            return self.share(int(row.doc_id), case_id, meta.sequence, actor) if case_id else _stored(row, True)
         if row is None:
             row = self._insert_pending(meta, report, case_id, original_sha, pdfa_sha)
         else:
@@ -210,9 +213,40 @@ class Archive:
         return result
 
     def link(self, doc_id: int, case_id: str, actor: str = "digitize") -> DocumentRow:
+        """Put a document in CASE_ID's dossier: an unmatched one (no case, or one never imported) moves
+        there; one that belongs to a known case stays there and is shared with CASE_ID too."""
         case_id = normalize_case_id(case_id)
+        doc = self.index.document(doc_id)
+        if doc is not None and doc.case_id and self.index.get_case(doc.case_id) is not None:
+            return self._share(doc_id, case_id, None, actor)[0]
         event = Event("linked", "success", actor, TOOL, doc_id=doc_id, case_id=case_id, detail=f"linked to {case_id}")
         return self.index.link(doc_id, case_id, event)
+
+    def share(self, doc_id: int, case_id: str, sequence: int | None = None, actor: str = "digitize") -> StoredDocument:
+        """File stored document ``doc_id`` in ``case_id``'s dossier too (a scan shared by two cases): no second
+        copy of its bytes. A document stored with no case moves into the dossier instead."""
+        case_id = normalize_case_id(case_id)
+        doc = self.index.document(doc_id)
+        if doc is not None and doc.status == "stored" and doc.case_id is None:
+            event = Event("linked", "success", actor, TOOL, doc_id=doc_id, case_id=case_id,
+                          detail=f"linked to {case_id}")
+            return _stored(self.index.link(doc_id, case_id, event), already=False)
+        row, new = self._share(doc_id, case_id, sequence, actor)
+        return _stored(row, already=not new)
+
+    def _share(self, doc_id: int, case_id: str, sequence: int | None, actor: str) -> tuple[DocumentRow, bool]:
+        for _ in range(SEQUENCE_ATTEMPTS):
+            event = Event("linked", "success", actor, TOOL, doc_id=doc_id, case_id=case_id)
+            try:
+                row, new = self.index.share(doc_id, case_id, sequence, event)
+            except ConflictError:
+                if sequence:
+                    raise BadArgsError(f"sequence {sequence} is already used in case {case_id}") from None
+                continue  # another writer took the next number meanwhile
+            if new:
+                log.info("document %s shared with %s as #%d", doc_id, case_id, row.sequence)
+            return row, new
+        raise ConflictError(f"could not claim a sequence number in case {case_id} after {SEQUENCE_ATTEMPTS} tries")
 
     def unmatched(self) -> list[DocumentRow]:
         return self.index.unmatched()

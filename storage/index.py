@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 from abc import ABC, abstractmethod
-from dataclasses import fields
+from dataclasses import fields, replace
 from datetime import datetime, timezone
 from importlib import resources
 from string import Template
@@ -230,7 +230,10 @@ class Index(ABC):
         return found[0] if found else None
 
     def documents(self, case_id: str) -> list[DocumentRow]:
-        return self._documents("d.case_id = ? AND d.status = 'stored'", (case_id,), order="d.sequence")
+        """The dossier in order: documents stored under the case, and those shared with it (as rows carrying
+        this case's ID and their place in this dossier; their keys stay under their home case)."""
+        home = self._documents("d.case_id = ? AND d.status = 'stored'", (case_id,), order="d.sequence")
+        return sorted(home + self.shared_documents(case_id), key=lambda d: d.sequence)
 
     def stored_documents(self) -> list[DocumentRow]:
         return self._documents("d.status = 'stored'")
@@ -247,8 +250,9 @@ class Index(ABC):
         return {key for row in rows for key in row}
 
     def next_sequence(self, case_id: str | None) -> int:
-        return int(self._scalar("SELECT coalesce(max(sequence), 0) + 1 FROM documents WHERE coalesce(case_id, '') = ?",
-                                (case_id or "",)))
+        return int(self._scalar("SELECT coalesce(max(sequence), 0) + 1 FROM (SELECT sequence FROM documents WHERE "
+                                "coalesce(case_id, '') = ? UNION ALL SELECT sequence FROM case_links WHERE case_id = ?) s",
+                                (case_id or "", case_id or "")))
 
     def insert_pending(self, doc: DocumentRow) -> int:
         """Record the intent before any object is written, so an interrupted store can be found and resumed."""
@@ -293,6 +297,45 @@ class Index(ABC):
             self.add_events([event])
         return doc
 
+    # -- documents shared by several dossiers (migration 0002) ---------------------------------
+    def shared_documents(self, case_id: str) -> list[DocumentRow]:
+        places = dict(self._execute("SELECT doc_id, sequence FROM case_links WHERE case_id = ?", (case_id,)).fetchall())
+        docs = self._documents("d.doc_id IN (SELECT doc_id FROM case_links WHERE case_id = ?) AND d.status = 'stored'",
+                               (case_id,))
+        return [replace(doc, case_id=case_id, sequence=places[doc.doc_id]) for doc in docs]
+
+    def shared_cases(self, doc_ids: Sequence[int]) -> dict[int, list[tuple[str, int]]]:
+        """The other dossiers each document is shared with: doc_id -> [(case_id, sequence), ...]."""
+        if not doc_ids:
+            return {}
+        found: dict[int, list[tuple[str, int]]] = {}
+        for doc_id, case_id, sequence in self._execute(
+                f"SELECT doc_id, case_id, sequence FROM case_links WHERE doc_id IN ({_placeholders(len(doc_ids))}) "
+                "ORDER BY link_id", list(doc_ids)).fetchall():
+            found.setdefault(doc_id, []).append((case_id, sequence))
+        return found
+
+    def share(self, doc_id: int, case_id: str, sequence: int | None, event: Event) -> tuple[DocumentRow, bool]:
+        """File a stored document in another dossier too, at ``sequence`` or at its end; True if new.
+
+        The objects are not touched: the document keeps its home case and keys, the link is a row."""
+        with self.transaction():
+            doc = self.document(doc_id)
+            if doc is None or doc.status != "stored":
+                raise NotFoundError(f"document {doc_id} not found")
+            if doc.case_id == case_id:
+                return doc, False
+            place = self._scalar("SELECT sequence FROM case_links WHERE doc_id = ? AND case_id = ?", (doc_id, case_id))
+            if place is not None:
+                return replace(doc, case_id=case_id, sequence=int(place)), False
+            place = sequence or self.next_sequence(case_id)
+            event.detail = event.detail or (f"shared with {case_id} as #{place}; its objects stay under "
+                                            f"{doc.case_id or 'unmatched'} #{doc.sequence}")
+            self._execute("INSERT INTO case_links (doc_id, case_id, sequence, created_at) VALUES (?, ?, ?, ?)",
+                          (doc_id, case_id, place, now_iso()))
+            self.add_events([event])
+        return replace(doc, case_id=case_id, sequence=place), True
+
     # -- events --------------------------------------------------------------------------------
     def add_events(self, events: list[Event]) -> None:
         with self.transaction():
@@ -308,7 +351,9 @@ class Index(ABC):
             rows = self._rows(f"SELECT {cols} FROM events WHERE doc_id = ? ORDER BY event_id", (doc_id,))
         elif case_id is not None:
             rows = self._rows(f"SELECT {cols} FROM events WHERE case_id = ? OR doc_id IN "
-                              f"(SELECT doc_id FROM documents WHERE case_id = ?) ORDER BY event_id", (case_id, case_id))
+                              f"(SELECT doc_id FROM documents WHERE case_id = ?) OR doc_id IN "
+                              f"(SELECT doc_id FROM case_links WHERE case_id = ?) ORDER BY event_id",
+                              (case_id, case_id, case_id))
         else:
             rows = self._rows(f"SELECT {cols} FROM events ORDER BY event_id")
         return [Event(**r) for r in rows]
@@ -350,9 +395,13 @@ class Index(ABC):
             "SELECT e.entry_id, coalesce(e.case_id, d.case_id) AS case_id, e.doc_id, d.sequence, d.title, e.page, e.text "
             f"FROM search_entries e LEFT JOIN documents d ON d.doc_id = e.doc_id "
             f"WHERE e.entry_id IN ({_placeholders(len(ids))})", ids)}
-        return [SearchHit(case_id=r["case_id"], doc_id=r["doc_id"], sequence=r["sequence"], title=r["title"] or "",
+        hits = [SearchHit(case_id=r["case_id"], doc_id=r["doc_id"], sequence=r["sequence"], title=r["title"] or "",
                           page=r["page"], snippet=highlight(r["text"], query), exact=exact)
                 for entry_id, exact in candidates if (r := rows.get(entry_id))]
+        shared = self.shared_cases(sorted({h.doc_id for h in hits if h.doc_id is not None}))
+        return [place for hit in hits  # a shared document's hit is listed once per dossier it belongs to
+                for place in [hit, *(replace(hit, case_id=c, sequence=s) for c, s in shared.get(hit.doc_id, []))]
+                ][:limit]
 
 
 def search_tokens(text: str) -> tuple[str, str]:

@@ -51,7 +51,7 @@ class StoredDocument:
     pdfa_key: str
     meta_key: str
     pages: int
-    already_stored: bool
+    already_stored: bool  # this document was already in this dossier (stored, or shared with it earlier)
 
 
 @dataclass
