@@ -194,10 +194,14 @@ mask_url = secrets.mask  # the old name of the one masking function (digitize/se
 
 
 def remember_secrets(settings: Settings) -> None:
-    """Tell the masking function every secret these settings carry, so no message or log shows one."""
-    secrets.remember(settings.store.access_key, settings.store.secret_key)
-    for text in (settings.store.url, settings.index.dsn):
-        secrets.remember_in(text)
+    """Tell the masking function every secret these settings carry (any section's secret-named values, and
+    passwords inside URLs and DSNs), so no message or log shows one."""
+    for section in dataclasses.asdict(settings).values():
+        for key, value in section.items() if isinstance(section, dict) else ():
+            if isinstance(value, str) and secrets.is_secret_key(key):
+                secrets.remember(value)
+            elif isinstance(value, str):
+                secrets.remember_in(value)
 
 
 def settings_as_dict(settings: Settings, masked: bool = True) -> dict[str, Any]:

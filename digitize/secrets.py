@@ -29,9 +29,9 @@ MIN_REMEMBERED = 4  # shorter values would mask ordinary words
 _SECRET_SUFFIXES = (
     ("secret", "key"), ("access", "key"), ("accesskey",), ("secretkey",), ("key", "id"), ("api", "key"),
     ("apikey",), ("private", "key"), ("sslkey",), ("signing", "key"), ("session", "key"), ("pin",),
-    ("credential",), ("credentials",), ("signature",), ("auth",), ("authorization",), ("cookie",),
+    ("credential",), ("credentials",), ("signature",), ("auth",), ("authorization",), ("cookie",), ("token",),
 )
-_SECRET_WORDS = {"password", "passwd", "pwd", "pass", "passphrase", "secret", "token", "sslpassword",
+_SECRET_WORDS = {"password", "passwd", "pwd", "pass", "passphrase", "secret", "sslpassword",
                  "sslkey", "secretkey", "accesskey", "apikey"}
 
 _SECRET_PARTS = ("password", "passwd", "secret")  # also inside a glued word: PGPASSWORD, clientsecret

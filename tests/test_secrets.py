@@ -20,13 +20,15 @@ def clean_memory():
 @pytest.mark.parametrize("name", ["password", "PASSWORD", "sslpassword", "sslkey", "secret_key", "access_key",
                                   "DIGITIZE_STORE_SECRET_KEY", "DIGITIZE_STORE_ACCESS_KEY", "AWS_ACCESS_KEY_ID",
                                   "X-Amz-Signature", "X-Amz-Credential", "X-Amz-Security-Token", "api_key", "token",
-                                  "GITHUB_TOKEN", "PGPASSWORD", "oidc_client_secret", "private_key"])
+                                  "GITHUB_TOKEN", "PGPASSWORD", "oidc_client_secret", "private_key", "pin",
+                                  "DIGITIZE_SIGN_PIN"])
 def test_secret_names(name):
     assert secrets.is_secret_key(name)
 
 
 @pytest.mark.parametrize("name", ["dsn", "url", "host", "user", "language", "source_pages", "sslmode", "sslcert",
-                                  "DIGITIZE_DATA_DIR", "DIGITIZE_INDEX_DSN", "passfile_dir_x", "doc_id", "pages"])
+                                  "DIGITIZE_DATA_DIR", "DIGITIZE_INDEX_DSN", "passfile_dir_x", "doc_id", "pages",
+                                  "token_label", "key_label", "pin_file", "DIGITIZE_SIGN_PKCS12"])
 def test_ordinary_names(name):
     assert not secrets.is_secret_key(name)
 
