@@ -6,8 +6,11 @@
 * :func:`mask` hides every credential in a text: passwords in URLs (``user:***@host``), ``key=value``
   pairs of libpq DSNs and query strings, ``"key": "value"`` pairs of JSON/TOML, and any secret value
   :func:`remember` was told about (the loaded settings register theirs), wherever it appears.
-* :func:`secret_env_names` / :func:`without_secrets` pick the environment variables that carry a secret
-  (by name, or a DSN/URL value with a password in it), for an environment handed to another process.
+* :func:`is_secret_env`, :func:`secret_env_names` and :func:`without_secrets` pick the environment
+  variables that hold or may carry a secret, for an environment handed to another process (a resident
+  server, a run handed to the converter): stripping is broader than masking, since a conversion needs no
+  storage or index settings at all (``DIGITIZE_STORE_URL``, ``DIGITIZE_INDEX_DSN``, ``*_DSN``,
+  ``DATABASE_URL``, ``*_PIN`` and any name with PASSWORD, SECRET, TOKEN, CREDENTIAL, ... go).
 * :class:`MaskingFilter` applies :func:`mask` to every log record a handler emits.
 
 Masking is deliberately greedy: hiding a harmless value is a nuisance, showing a password is an incident.
@@ -44,8 +47,21 @@ def _words(name: str) -> tuple[str, ...]:
     return tuple(w for w in re.split(r"[_\-.\s]+", name.strip().strip("\"'").lower()) if w)
 
 
-def is_secret_key(name: str) -> bool:
-    """True for names of settings, DSN keywords, query parameters or env variables that hold a credential."""
+# settings (section, key) that hold a secret or may carry one (a URL or DSN with user:password@)
+SECRET_SETTINGS = frozenset({("store", "access_key"), ("store", "secret_key"), ("store", "url"), ("index", "dsn")})
+ENV_PREFIX = "DIGITIZE_"
+# environment names that hold or may carry a secret: ours and other tools' (AWS_SECRET_ACCESS_KEY, PGPASSWORD,
+# MINIO_ROOT_PASSWORD, REDIS_PASSWORD, DATABASE_URL, ...)
+SECRET_ENV_WORDS = ("PASSWORD", "PASSWD", "PASSPHRASE", "SECRET", "TOKEN", "CREDENTIAL", "ACCESS_KEY", "API_KEY",
+                    "PRIVATE_KEY", "ACCESS_KEY_ID")
+SECRET_ENV_SUFFIXES = ("_DSN", "_PIN", "DATABASE_URL")
+
+
+def is_secret_key(name: str, key: str | None = None) -> bool:
+    """True for names of settings, DSN keywords, query parameters or env variables that hold a credential;
+    ``is_secret_key(section, key)``: the setting [SECTION] KEY holds or may carry one (a URL or DSN too)."""
+    if key is not None:
+        return (name, key) in SECRET_SETTINGS or is_secret_key(key) or is_secret_env(f"{name}_{key}")
     words = _words(name)
     if not words:
         return False
@@ -126,15 +142,28 @@ def carries_secret(name: str, value: str) -> bool:
     return is_secret_key(name) or (bool(value) and mask(value) != value)
 
 
-def secret_env_names(env: Mapping[str, str]) -> list[str]:
-    """The names in ``env`` that must not be handed to another process (resident servers, tools)."""
-    return sorted(name for name, value in env.items() if carries_secret(name, value))
+def _setting_env_names() -> frozenset[str]:
+    return frozenset(f"{ENV_PREFIX}{section}_{key}".upper() for section, key in SECRET_SETTINGS)
+
+
+def is_secret_env(name: str, value: str = "") -> bool:
+    """Whether the environment variable NAME (with VALUE, if known) holds or may carry a secret."""
+    upper = name.upper()
+    return (upper in _setting_env_names() or any(w in upper for w in SECRET_ENV_WORDS)
+            or upper.endswith(SECRET_ENV_SUFFIXES) or carries_secret(name, value))
+
+
+def secret_env_names(env: Mapping[str, str] | None = None) -> frozenset[str]:
+    """The names in ``env`` that must not be handed to another process; no ``env``: the DIGITIZE_* names
+    of the secret-bearing settings."""
+    if env is None:
+        return _setting_env_names()
+    return frozenset(name for name, value in env.items() if is_secret_env(name, value))
 
 
 def without_secrets(env: Mapping[str, str]) -> dict[str, str]:
-    """A copy of ``env`` without the variables :func:`secret_env_names` picks."""
-    drop = set(secret_env_names(env))
-    return {k: v for k, v in env.items() if k not in drop}
+    """A copy of ``env`` without the variables :func:`is_secret_env` picks."""
+    return {k: v for k, v in env.items() if not is_secret_env(k, v)}
 
 
 def mask_mapping(data: Any) -> Any:

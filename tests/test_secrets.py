@@ -88,12 +88,19 @@ def test_config_show_masks_every_secret_setting():
         assert secret not in shown
 
 
-def test_secret_env_names_pick_names_and_dsns_with_passwords():
-    env = {"DIGITIZE_STORE_SECRET_KEY": "x", "DIGITIZE_INDEX_DSN": "postgresql://u:pw@h/db",
-           "DIGITIZE_DATA_DIR": "/var/lib/digitize", "PATH": "/usr/bin", "PGPASSWORD": "pw",
-           "DIGITIZE_STORE_URL": "s3://127.0.0.1:9000/b"}
-    assert secrets.secret_env_names(env) == ["DIGITIZE_INDEX_DSN", "DIGITIZE_STORE_SECRET_KEY", "PGPASSWORD"]
-    assert set(secrets.without_secrets(env)) == {"DIGITIZE_DATA_DIR", "PATH", "DIGITIZE_STORE_URL"}
+def test_environments_for_other_processes_lose_every_secret_and_every_dsn():
+    env = {"DIGITIZE_STORE_SECRET_KEY": "x", "DIGITIZE_INDEX_DSN": "postgresql://h/db", "DIGITIZE_DATA_DIR": "/d",
+           "PATH": "/usr/bin", "PGPASSWORD": "pw", "DIGITIZE_STORE_URL": "s3://127.0.0.1:9000/b",
+           "DIGITIZE_SIGN_PIN": "1234", "AWS_SECRET_ACCESS_KEY": "k", "DATABASE_URL": "postgres://h/x",
+           "CELERY_BROKER": "redis://:hunter2@h:6379/0", "DIGITIZE_CONVERT_JOBS": "2"}
+    assert set(secrets.without_secrets(env)) == {"DIGITIZE_DATA_DIR", "PATH", "DIGITIZE_CONVERT_JOBS"}
+    assert secrets.secret_env_names(env) == set(env) - {"DIGITIZE_DATA_DIR", "PATH", "DIGITIZE_CONVERT_JOBS"}
+    assert "DIGITIZE_INDEX_DSN" in secrets.secret_env_names() and secrets.is_secret_env("DIGITIZE_STORE_URL")
+
+
+def test_settings_that_hold_or_carry_secrets():
+    assert secrets.is_secret_key("store", "secret_key") and secrets.is_secret_key("index", "dsn")
+    assert secrets.is_secret_key("sign", "pin") and not secrets.is_secret_key("convert", "language")
 
 
 def test_masking_filter_masks_message_fields_and_traceback():
