@@ -219,6 +219,9 @@ class Archive:
         doc = self.index.document(doc_id)
         if doc is not None and doc.case_id and self.index.get_case(doc.case_id) is not None:
             return self._share(doc_id, case_id, None, actor)[0]
+        return self._move(doc_id, case_id, actor)
+
+    def _move(self, doc_id: int, case_id: str, actor: str) -> DocumentRow:
         event = Event("linked", "success", actor, TOOL, doc_id=doc_id, case_id=case_id, detail=f"linked to {case_id}")
         return self.index.link(doc_id, case_id, event)
 
@@ -228,9 +231,7 @@ class Archive:
         case_id = normalize_case_id(case_id)
         doc = self.index.document(doc_id)
         if doc is not None and doc.status == "stored" and doc.case_id is None:
-            event = Event("linked", "success", actor, TOOL, doc_id=doc_id, case_id=case_id,
-                          detail=f"linked to {case_id}")
-            return _stored(self.index.link(doc_id, case_id, event), already=False)
+            return _stored(self._move(doc_id, case_id, actor), already=False)
         row, new = self._share(doc_id, case_id, sequence, actor)
         return _stored(row, already=not new)
 
