@@ -198,7 +198,7 @@ def remember_secrets(settings: Settings) -> None:
     passwords inside URLs and DSNs), so no message or log shows one."""
     for section in dataclasses.asdict(settings).values():
         for key, value in section.items() if isinstance(section, dict) else ():
-            if isinstance(value, str) and secrets.is_secret_key(key):
+            if isinstance(value, str) and secrets.is_secret_key(key) and not secrets.is_identifier_key(key):
                 secrets.remember(value)
             elif isinstance(value, str):
                 secrets.remember_in(value)

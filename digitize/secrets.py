@@ -25,7 +25,8 @@ from typing import Any, Iterable, Iterator, Mapping
 from urllib.parse import quote
 
 MASK = "***"
-MIN_REMEMBERED = 4  # shorter values would mask ordinary words
+MIN_REMEMBERED = 8  # shorter values (a PIN, "pa55") would mask ordinary words and numbers; they are still
+# masked wherever they appear as key=value, "key": value or in a URL
 
 # A name is a secret when, split at _ - . and case folded, it ends with one of these word runs or
 # contains one of the always-secret words.
@@ -93,7 +94,8 @@ def forget_all() -> None:
 
 
 # scheme://user:password@host -> scheme://user:***@host (the password may hold anything but @ and spaces)
-_URL_USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@?#]*):(?P<secret>[^\s@]*)@")
+_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://(?P<user>[^\s:/@?#]*):(?P<secret>[^\s@]*)@")
+KEY_USER_SCHEMES = {"s3", "s3s", "http", "https"}  # there the user part is an access key: masked as well
 # key=value / key: value / "key": "value"; the value quoted or up to a separator
 _PAIR = re.compile(
     r"""(?P<key>["']?(?P<name>[A-Za-z_][\w.\-]*)["']?)(?P<sep>\s*[=:]\s*)"""
@@ -122,12 +124,25 @@ def _mask_pairs(text: str) -> str:
     return "".join(out) + text[last:]
 
 
+def _mask_userinfo(m: re.Match) -> str:
+    if not m["secret"]:
+        return m[0]
+    user = MASK if m["scheme"].lower() in KEY_USER_SCHEMES and m["user"] else m["user"]
+    return f"{m['scheme']}://{user}:{MASK}@"
+
+
+def is_identifier_key(name: str) -> bool:
+    """Access key IDs: masked where shown by name, but not hunted for in free text (too short, too common)."""
+    words = _words(name)
+    return words[-2:] in (("access", "key"), ("key", "id")) or words[-1:] == ("accesskey",)
+
+
 def mask(text: Any) -> str:
     """``text`` (a URL, a DSN, a message, anything ``str()`` can show) with every credential replaced by ***."""
     text = "" if text is None else str(text)
     if not text:
         return text
-    text = _URL_USERINFO.sub(lambda m: f"{m['head']}:{MASK}@" if m["secret"] else m[0], text)
+    text = _URL_USERINFO.sub(_mask_userinfo, text)
     text = _mask_pairs(text)
     with _lock:
         remembered = sorted(_remembered, key=len, reverse=True)

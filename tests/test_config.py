@@ -146,7 +146,7 @@ def test_empty_secrets_are_not_shown_as_masked():
 
 @pytest.mark.parametrize("url,masked", [
     ("postgresql://u:p@host/db", "postgresql://u:***@host/db"),
-    ("s3://key:secret@minio:9000/bucket", "s3://key:***@minio:9000/bucket"),
+    ("s3://key:secret@minio:9000/bucket", "s3://***:***@minio:9000/bucket"),  # an S3 user is an access key
     ("postgresql://host/db", "postgresql://host/db"),
     ("sqlite:////var/lib/index.sqlite3", "sqlite:////var/lib/index.sqlite3"),
 ])

@@ -61,8 +61,9 @@ def test_mask_leaves_texts_without_credentials_alone(text):
     assert secrets.mask(text) == text
 
 
-def test_mask_keeps_user_and_host():
+def test_mask_keeps_user_and_host_but_not_an_access_key():
     assert secrets.mask("postgresql://u:p@[::1]:5432/db") == "postgresql://u:***@[::1]:5432/db"
+    assert secrets.mask("s3://AKIAEXAMPLE:wJalr@minio:9000/b") == "s3://***:***@minio:9000/b"
 
 
 def test_remembered_values_are_masked_anywhere():
@@ -75,7 +76,7 @@ def test_loaded_settings_remember_their_secrets(tmp_path):
     toml = tmp_path / "d.toml"
     toml.write_text('[store]\naccess_key = "AKIAEXAMPLE"\nsecret_key = "wJalrXUtnFEMI"\n', encoding="utf-8")
     config.load_settings(toml, env={"DIGITIZE_INDEX_DSN": "postgresql://c@db/r?sslpassword=keypass1"})
-    assert secrets.mask("x wJalrXUtnFEMI AKIAEXAMPLE keypass1 y") == "x *** *** *** y"
+    assert secrets.mask("x wJalrXUtnFEMI AKIAEXAMPLE keypass1 y") == "x *** AKIAEXAMPLE *** y"  # a key ID is no secret
 
 
 def test_config_show_masks_every_secret_setting():
