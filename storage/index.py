@@ -289,6 +289,8 @@ class Index(ABC):
                 raise NotFoundError(f"document {doc_id} not found")
             if doc.case_id == case_id:
                 return doc
+            if (place := self._shared_place(doc_id, case_id)) is not None:  # already in that dossier
+                return replace(doc, case_id=case_id, sequence=place)
             doc.sequence = self.next_sequence(case_id)
             doc.case_id = case_id
             self.update_document(doc)
@@ -303,6 +305,10 @@ class Index(ABC):
         docs = self._documents("d.doc_id IN (SELECT doc_id FROM case_links WHERE case_id = ?) AND d.status = 'stored'",
                                (case_id,))
         return [replace(doc, case_id=case_id, sequence=places[doc.doc_id]) for doc in docs]
+
+    def _shared_place(self, doc_id: int, case_id: str) -> int | None:
+        place = self._scalar("SELECT sequence FROM case_links WHERE doc_id = ? AND case_id = ?", (doc_id, case_id))
+        return None if place is None else int(place)
 
     def shared_cases(self, doc_ids: Sequence[int]) -> dict[int, list[tuple[str, int]]]:
         """The other dossiers each document is shared with: doc_id -> [(case_id, sequence), ...]."""
@@ -325,9 +331,8 @@ class Index(ABC):
                 raise NotFoundError(f"document {doc_id} not found")
             if doc.case_id == case_id:
                 return doc, False
-            place = self._scalar("SELECT sequence FROM case_links WHERE doc_id = ? AND case_id = ?", (doc_id, case_id))
-            if place is not None:
-                return replace(doc, case_id=case_id, sequence=int(place)), False
+            if (place := self._shared_place(doc_id, case_id)) is not None:
+                return replace(doc, case_id=case_id, sequence=place), False
             place = sequence or self.next_sequence(case_id)
             event.detail = event.detail or (f"shared with {case_id} as #{place}; its objects stay under "
                                             f"{doc.case_id or 'unmatched'} #{doc.sequence}")

@@ -79,6 +79,8 @@ def test_cases_link_shares_a_document_of_a_known_case_and_moves_an_unmatched_one
     assert archive.link(loose.doc_id, OTHER).sequence == 2
     assert [d.doc_id for d in archive.documents(OTHER)] == [filed.doc_id, loose.doc_id]
     assert [(d.doc_id, d.case_id) for d in archive.unmatched()] == [(loose.doc_id, OTHER)]  # OTHER not imported
+    assert archive.link(filed.doc_id, OTHER).sequence == 1  # linked again: nothing changes
+    assert [d.doc_id for d in archive.documents(OTHER)] == [filed.doc_id, loose.doc_id]
 
 
 def test_migration_0002_upgrades_an_index_with_documents(tmp_path):
