@@ -73,3 +73,11 @@ def postgres_dsn(postgres_server) -> str:
 @pytest.fixture
 def unique_bucket() -> str:
     return "t-" + uuid.uuid4().hex[:16]
+
+
+@pytest.fixture
+def own_postgres() -> PostgresServer:
+    """A PostgreSQL server for this test alone, so it can be restarted under the code being tested."""
+    server = start_postgres()
+    yield server
+    server.stop()

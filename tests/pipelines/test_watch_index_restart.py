@@ -11,20 +11,8 @@ import pytest
 from pipeline_support import ROOT, digitize_cmd, make_settings, settings_env, stored_rows, wait_for
 from scans import page, write_pdf
 
-try:
-    from tests.servers import start_postgres
-except ModuleNotFoundError:
-    from servers import start_postgres
-
 pytestmark = pytest.mark.integration
 CASE = "000.00.31.H56-241015-0027"
-
-
-@pytest.fixture
-def own_postgres():
-    server = start_postgres()
-    yield server
-    server.stop()
 
 
 def test_watcher_stores_files_dropped_after_a_postgresql_restart(tmp_path, own_postgres):

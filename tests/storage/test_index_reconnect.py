@@ -14,20 +14,8 @@ from digitize.config import Settings
 from digitize.errors import StorageError
 from storage.archive import Archive
 
-try:
-    from tests.servers import start_postgres
-except ModuleNotFoundError:
-    from servers import start_postgres
-
 pytestmark = pytest.mark.integration
 CASE = "000.00.31.H56-241015-0027"
-
-
-@pytest.fixture
-def own_postgres():
-    server = start_postgres()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
