@@ -311,7 +311,9 @@ class ValidatorServer(resident.ResidentServer):
 
     def launch(self) -> int:
         share, dump = _archive_flags(self.archive, f"server-{os.getpid()}")
-        return resident.launch([self.command[0], *share, *self.command[1:]], self.log, dump, self.archive)
+        command = list(self.command)
+        command[command.index("--serve") + 1] = self.argument()  # the folder's descriptor of this process
+        return resident.launch([command[0], *share, *command[1:]], self.log, dump, self.archive)
 
 
 def _resident_server(flavour: str, settings: ValidatorSettings | None = None) -> ValidatorServer | None:
@@ -326,7 +328,7 @@ def _resident_server(flavour: str, settings: ValidatorSettings | None = None) ->
     path = resident.socket_path(socket_dir(settings), "validator", _stamp(cmd, cmd[cmd.index('-cp') + 1]))
     if path is None:
         return None
-    serve = [*cmd[:-1], "--serve", str(path), "--idle-seconds", f"{settings.idle:g}", cmd[-1]]
+    serve = [*cmd[:-1], "--serve", resident.anchored(path), "--idle-seconds", f"{settings.idle:g}", cmd[-1]]
     return ValidatorServer(path, tuple(serve), archive)
 
 
