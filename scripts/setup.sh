@@ -15,6 +15,8 @@ APT_PKGS=(tesseract-ocr tesseract-ocr-vie tesseract-ocr-eng tesseract-ocr-osd po
 # Java and Maven (veraPDF) only when the machine has none of its own
 command -v javac >/dev/null || APT_PKGS+=(default-jdk-headless)
 command -v mvn >/dev/null || APT_PKGS+=(maven)
+# systemd-analyze rates deploy/digitize-watch.service's sandbox (tests/test_deploy.py)
+command -v systemd-analyze >/dev/null || APT_PKGS+=(systemd)
 missing=()
 for p in "${APT_PKGS[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
