@@ -180,11 +180,16 @@ def anchor_fd(path: Path | str) -> int | None:
 
 def private(folder: Path) -> bool:
     """Whether FOLDER is (now) a private folder of this user reached through trusted folders only."""
+    return folder_problem(folder) is None
+
+
+def folder_problem(folder: Path) -> str | None:
+    """Why FOLDER cannot hold this user's sockets (then no resident server runs), or None."""
     try:
         folder_fd(folder)
-    except OSError:
-        return False
-    return True
+    except OSError as e:
+        return str(e) if isinstance(e, UnsafeFolder) else f"{folder}: {e.strerror or e}"
+    return None
 
 
 def open_file(path: Path | str, flags: int, mode: int = 0o600) -> int:

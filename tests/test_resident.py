@@ -217,3 +217,16 @@ def test_clients_send_nothing_to_a_server_of_another_user(tmp_path):
         os.waitpid(pid, 0)
     assert os.read(got, 4096) == b"got:"
     os.close(got)
+
+
+def test_status_says_why_no_server_can_run(tmp_path):
+    import subprocess
+    import sys
+
+    folder = tmp_path / "run"
+    folder.mkdir(mode=0o700)
+    other_users(folder)
+    done = subprocess.run([sys.executable, "-m", "digitize", "servers", "status"], capture_output=True, text=True,
+                          env={**os.environ, "DIGITIZE_VALIDATOR_DIR": str(folder)}, timeout=120)
+    assert done.returncode == 0
+    assert f"no resident server can run: {folder} belongs to uid {OTHER}" in done.stdout, done.stdout
