@@ -89,6 +89,9 @@ def _list_servers(settings, act, kind: str | None) -> None:
         click.echo(f"{name}{s.state}: pid {s.pid or '?'}{details}, socket {s.socket}")
     if not servers:
         click.echo(f"not running (sockets in {folder})")
+    problem = resident.folder_problem(folder)
+    if problem:
+        click.echo(f"no resident server can run: {problem}; every run starts its own")
 
 
 @validator_group.command("status")

@@ -35,7 +35,7 @@ class ConvertSettings:
     max_pixels: int = 250_000_000  # per page; larger is refused as a decompression bomb
     jpeg_quality: int = 80  # starting quality; lowered (to 40) only while a page is over page_kb
     page_kb: int = 390  # image bytes per A4-sized page
-    validate: bool = True  # run veraPDF on each output when it is installed
+    validate: bool = True  # run veraPDF on each output (missing veraPDF: exit 3; false to skip)
 
 
 @dataclass

@@ -241,6 +241,7 @@ def convert_file(input_path: Path | str, output_path: Path | str, opts: ConvertO
                  sidecar: Path | str | None = None, report: Path | str | None = None) -> DocumentReport:
     """Convert one file; OUTPUT appears complete and veraPDF-checked, or not at all."""
     opts = opts or ConvertOptions()
+    verapdf.require(opts.validate)  # before any work: a check that cannot run fails the run (exit 3)
     input_path, output_path = Path(input_path), Path(output_path)
     start = time.perf_counter()
     kind = sniff(input_path)
@@ -277,7 +278,7 @@ def convert_file(input_path: Path | str, output_path: Path | str, opts: ConvertO
 
 def _validate(path: Path, opts: ConvertOptions, doc: DocumentReport) -> None:
     doc.pdfa = {"flavour": "2b", "validator": "", "compliant": None}
-    if not opts.validate or not verapdf.available():
+    if not opts.validate:
         return
     t = time.perf_counter()
     result = verapdf.require_valid(path)

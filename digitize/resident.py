@@ -4,13 +4,19 @@ Two kinds share this machinery, like the Gradle daemon: the veraPDF validator (a
 costs more than checking a one-page scan, see verapdf.py) and the converter (a Python that has
 paid its imports and Tesseract's model loading once, see zygote.py). For both:
 
-- the socket lives in a private (0700) folder, so only its user can reach it;
+- the socket lives in a private (0700) folder of its user, reached only through trusted folders
+  (each owned by root or the user, writable by no one else) and opened once per process: every
+  later use goes through that descriptor (``/proc/self/fd/N/<name>``), never the path again, and
+  lock, log and claim files are opened with ``O_NOFOLLOW``. A client talks to a server only if the
+  kernel says (``SO_PEERCRED``) that it runs as the same user, before it sends anything;
 - it is named after a stamp of what the server would run, so an upgrade or a changed setting gets
   a fresh server and the old one idles out;
 - a lock file beside it is held by the server for its whole life and holds its pid: "serving or
   starting" is one atomic question, and a socket file found without the lock is stale;
 - the first run that finds none launches one detached (own session, no inherited stdio, cwd /),
-  so no shell, terminal or CI runner waits on it; its output goes to a log beside the socket;
+  so no shell, terminal or CI runner waits on it; its output goes to a log beside the socket; it
+  gets the folder as an inherited descriptor (no folder path in its argv) and an environment
+  without secrets (secrets.py);
 - ``STATUS`` and ``QUIT`` lines get a ``OK\\tpid=..\\tuptime=..\\tidle=..\\t<noun>=N\\tclients=..`` answer.
 
 Light imports only: the ``digitize`` command reaches its converter through this module before
@@ -19,10 +25,12 @@ anything heavy (numpy, OpenCV, click) is loaded.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import os
 import socket
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,27 +47,160 @@ def cache_dir() -> Path:
 
 
 def socket_dir(folder_setting: str = "") -> Path:
-    """The sockets' folder: ``[validator] dir``, else $XDG_RUNTIME_DIR/digitize, else the cache's run/."""
+    """The sockets' folder: ``[validator] dir``, else $XDG_RUNTIME_DIR/digitize, else the cache's run/.
+
+    A runtime folder not owned by this user (root's, kept by ``su`` or ``sudo -E`` from another
+    user's session) is not ours to serve from: it is ignored."""
     if folder_setting:
         return Path(folder_setting).absolute()
     runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime and os.access(runtime, os.W_OK):
-        return Path(runtime) / "digitize"
+    if runtime and os.path.isabs(runtime):
+        try:
+            info = os.stat(runtime, follow_symlinks=False)
+        except OSError:
+            info = None
+        if info is not None and stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() \
+                and not info.st_mode & 0o022:
+            return Path(runtime) / "digitize"
     return cache_dir() / "run"
 
 
-def private(folder: Path) -> bool:
-    """Make FOLDER, mode 0700; False if it is someone else's (their socket could answer anything)."""
+class UnsafeFolder(OSError):
+    """A socket folder, or a folder or link on the way to it, that someone else could change."""
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_folders: dict[str, int] = {}  # verified socket folder -> its descriptor, opened once per process
+PROC_FD = "/proc/self/fd/"
+
+
+def _trusted(info: os.stat_result) -> bool:
+    return info.st_uid in (0, os.getuid())
+
+
+def _may_hold(info: os.stat_result) -> bool:
+    """Whether a folder we pass through keeps its entries ours: writable by its owner only, or a
+    root-owned sticky folder like /tmp (no one may rename or remove another's entry there)."""
+    return _trusted(info) and (not info.st_mode & 0o022 or (bool(info.st_mode & stat.S_ISVTX) and info.st_uid == 0))
+
+
+def open_folder(folder: Path, create: bool = True) -> int:
+    """Open FOLDER from / one component at a time without following anything another user could
+    have made, creating what is missing (0700); its descriptor. A link is followed only when it is
+    root's or ours and lies in a folder that passed. FOLDER itself must be ours; it is made 0700."""
+    parts = [p for p in os.path.normpath(os.path.abspath(folder)).split("/") if p]
+    fd = os.open("/", _DIR_FLAGS)
+    links = 0
     try:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        info = folder.stat()
+        if not _may_hold(os.fstat(fd)):
+            raise UnsafeFolder("/ is writable by others")
+        while parts:
+            name = parts[0]
+            if name == ".." or links > 40:
+                raise UnsafeFolder(f"{folder}: a link leads through '..' or loops")
+            try:
+                child = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                try:
+                    os.mkdir(name, 0o700, dir_fd=fd)
+                except FileExistsError:
+                    pass
+                continue  # opened and checked on the next round
+            except OSError as e:
+                if e.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                if not stat.S_ISLNK(info.st_mode) or not _trusted(info):
+                    raise UnsafeFolder(f"{folder}: {name} is not a folder or link of root or this user") from None
+                links += 1
+                target = os.readlink(name, dir_fd=fd)
+                if target.startswith("/"):
+                    fd, old = os.open("/", _DIR_FLAGS), fd
+                    os.close(old)
+                parts[:1] = [p for p in target.split("/") if p and p != "."]
+                continue
+            os.close(fd)
+            fd = child
+            del parts[0]
+            if parts and not _may_hold(os.fstat(fd)):
+                raise UnsafeFolder(f"{folder}: a folder on the way is writable by others, or not root's or ours")
+        info = os.fstat(fd)
         if info.st_uid != os.getuid():
-            return False
+            raise UnsafeFolder(f"{folder} belongs to uid {info.st_uid}, not to this user")
         if info.st_mode & 0o077:
-            folder.chmod(0o700)
-    except OSError:
-        return False
-    return True
+            os.fchmod(fd, 0o700)
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def folder_fd(folder: Path) -> int:
+    """FOLDER's descriptor, opened (and checked) once per process; opened again only if the
+    folder at that path was replaced (a logout removes $XDG_RUNTIME_DIR, say)."""
+    key = os.path.normpath(os.path.abspath(folder))
+    fd = _folders.get(key)
+    if fd is not None:
+        try:
+            now, held = os.stat(key, follow_symlinks=True), os.fstat(fd)
+            if (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+                return fd
+        except OSError:
+            pass
+        del _folders[key]
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    fd = _folders[key] = open_folder(Path(key))
+    return fd
+
+
+def anchored(path: Path | str) -> str:
+    """PATH (a file in a socket folder) as a name reached through the folder's descriptor, not the
+    path again. Already such a name (a server is handed one): as is."""
+    text = os.fspath(path)
+    if text.startswith(PROC_FD):
+        return text
+    folder, name = os.path.split(text)
+    fd = folder_fd(Path(folder))
+    return f"{PROC_FD}{fd}/{name}" if os.path.isdir(PROC_FD) else os.path.join(folder, name)
+
+
+def anchor_fd(path: Path | str) -> int | None:
+    """The descriptor number in an anchored name (/proc/self/fd/N/name), else None."""
+    text = os.fspath(path)
+    if not text.startswith(PROC_FD):
+        return None
+    number = text[len(PROC_FD):].partition("/")[0]
+    return int(number) if number.isdigit() else None
+
+
+def private(folder: Path) -> bool:
+    """Whether FOLDER is (now) a private folder of this user reached through trusted folders only."""
+    return folder_problem(folder) is None
+
+
+def folder_problem(folder: Path) -> str | None:
+    """Why FOLDER cannot hold this user's sockets (then no resident server runs), or None."""
+    try:
+        folder_fd(folder)
+    except OSError as e:
+        return str(e) if isinstance(e, UnsafeFolder) else f"{folder}: {e.strerror or e}"
+    return None
+
+
+def open_file(path: Path | str, flags: int, mode: int = 0o600) -> int:
+    """Open a file of a socket folder (lock, log, claim) through the folder's descriptor, never
+    through a link (``O_NOFOLLOW``), and only if it is a regular file of this user."""
+    fd = os.open(anchored(path), flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
+        os.close(fd)
+        raise UnsafeFolder(f"{path} is not a file of this user")
+    return fd
 
 
 def stamp(words: Iterable[str], files: Iterable[str | os.PathLike] = ()) -> str:
@@ -83,27 +224,42 @@ def socket_path(folder: Path, kind: str, key: str) -> Path | None:
 
 
 # Run by /bin/sh: start the server in the background, in its own session, with no inherited stdio (so
-# no shell or CI runner waits on it), and print its pid. A file the server dumps at exit ($dump, e.g.
-# veraPDF's class archive) is kept (as $keep) only from a server that served and stopped normally,
-# not from one that lost a start race.
+# no shell or CI runner waits on it), and print its pid. Its output goes to the log, the shell's
+# stderr (opened by us, O_NOFOLLOW). A file the server dumps at exit ($dump, e.g. veraPDF's class
+# archive) is kept (as $keep) only from a server that served and stopped normally, not from one that
+# lost a start race.
 _LAUNCH = """
-log=$1 dump=$2 keep=$3; shift 3
+dump=$1 keep=$2; shift 2
 if [ -n "$dump" ]; then
-  ( "$@" && [ -s "$dump" ] && mv -f "$dump" "$keep"; rm -f "$dump" ) </dev/null >>"$log" 2>&1 &
+  ( "$@" && [ -s "$dump" ] && mv -f "$dump" "$keep"; rm -f "$dump" ) </dev/null >&2 &
 else
-  "$@" </dev/null >>"$log" 2>&1 &
+  "$@" </dev/null >&2 &
 fi
 echo $!
 """
 
 
+def server_environment() -> dict[str, str]:
+    """What a resident server and its runs get of ours: everything but secrets (a run needs none)."""
+    from .secrets import is_secret_env
+
+    return {k: v for k, v in os.environ.items() if not is_secret_env(k)}
+
+
 def launch(command: Sequence[str], log: Path, dump: Path | None = None, keep: Path | None = None) -> int:
-    """Start COMMAND detached (own session, cwd /, output appended to LOG); its pid."""
+    """Start COMMAND detached (own session, cwd /, output appended to LOG, no secrets in its
+    environment, the socket folder's descriptor inherited for the anchored names in COMMAND); its pid."""
     import subprocess  # only when launching: the command's start path stays light
 
-    out = subprocess.run(["/bin/sh", "-c", _LAUNCH, "sh", str(log), str(dump or ""), str(keep or ""), *command],
-                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                         start_new_session=True, cwd="/", timeout=30, check=True).stdout
+    out_fd = open_file(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        folders = {n for n in map(anchor_fd, [*command, anchored(log)]) if n is not None}
+        out = subprocess.run(["/bin/sh", "-c", _LAUNCH, "sh", str(dump or ""), str(keep or ""), *command],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=out_fd, pass_fds=sorted(folders),
+                             env=server_environment(), start_new_session=True, cwd="/", timeout=30,
+                             check=True).stdout
+    finally:
+        os.close(out_fd)
     return int(out)
 
 
@@ -131,6 +287,11 @@ class ResidentServer:
     def launch(self) -> int:
         return launch(self.command, self.log)
 
+    def argument(self) -> str:
+        """How a launched server is told its socket: through the folder's descriptor it inherits,
+        so no folder path shows in its argv and it never looks the path up again."""
+        return anchored(self.socket)
+
 
 def alive(pid: int | None) -> bool:
     """Whether PID runs; a zombie does not (a container's init may never reap a detached server)."""
@@ -153,7 +314,7 @@ def alive(pid: int | None) -> bool:
 def lock_holder(lock: Path) -> int | None:
     """None if no server holds LOCK, else the pid it wrote there (0 if not yet written)."""
     try:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = open_file(lock, os.O_RDWR | os.O_CREAT)
     except OSError:
         return None
     try:
@@ -173,7 +334,7 @@ def hold_lock(lock: Path) -> int | None:
 
     A client probing :func:`lock_holder` holds it for microseconds, hence the brief retries.
     """
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = open_file(lock, os.O_RDWR | os.O_CREAT)
     for _ in range(10):
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -199,10 +360,14 @@ def peer(sock: socket.socket) -> tuple[int, int] | None:
 
 
 def connect(path: Path, timeout: float = 5) -> socket.socket | None:
+    """A connection to the server at PATH, if one listens there and runs as this user: the kernel
+    says who listens (SO_PEERCRED), so nothing (descriptors, environment, paths) goes to another."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
-        sock.connect(os.fspath(path))
+        sock.connect(anchored(path))
+        if hasattr(socket, "SO_PEERCRED") and (peer(sock) or (0, -1))[1] != os.getuid():
+            raise UnsafeFolder(f"{path}: the server there is not this user's")
     except OSError:
         sock.close()
         return None
@@ -215,7 +380,7 @@ _launched: dict[Path, int] = {}  # socket -> pid of the server this process laun
 
 def _drop(path: Path) -> None:
     try:
-        path.unlink()
+        os.unlink(anchored(path))
     except OSError:
         pass
 
@@ -229,13 +394,13 @@ def claim_launch(server: ResidentServer) -> bool:
     launch one, and all but one would start up only to find the lock taken."""
     for _ in range(2):
         try:
-            os.close(os.open(server.claim, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            os.close(open_file(server.claim, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
             return True
         except FileExistsError:
             try:
-                if time.time() - server.claim.stat().st_mtime < CLAIM_SECONDS:
+                if time.time() - os.stat(anchored(server.claim), follow_symlinks=False).st_mtime < CLAIM_SECONDS:
                     return False  # being launched by another process
-                server.claim.unlink()  # stale: that launch failed long ago
+                os.unlink(anchored(server.claim))  # stale: that launch failed long ago
             except FileNotFoundError:
                 pass
         except OSError:
@@ -340,8 +505,12 @@ def _info(path: Path, pid: int, answer: dict[str, str] | None) -> ServerInfo:
 def servers(folder: Path, kind: str | None = None) -> list[ServerInfo]:
     """The resident servers (of KIND, else all kinds) with a socket in FOLDER, serving or starting."""
     found = []
+    try:
+        names = os.listdir(folder_fd(folder))
+    except OSError:
+        return found  # no folder, or not a safe one: no server of ours there
     for prefix in [kind] if kind else KINDS:
-        for lock in sorted(folder.glob(f"{prefix}-*.sock.lock")):
+        for lock in sorted(folder / n for n in names if n.startswith(f"{prefix}-") and n.endswith(".sock.lock")):
             pid = lock_holder(lock)
             if pid is not None:
                 path = lock.with_suffix("")

@@ -1,8 +1,11 @@
 """Thin wrapper around veraPDF, the reference PDF/A validator: our outputs are judged by it.
 
 Found as ``$DIGITIZE_VERAPDF`` (a command), ``verapdf`` on PATH, or the Maven Central
-classpath that ``scripts/setup.sh`` caches (``~/.cache/digitize/verapdf.classpath``), run with
-main class ``org.verapdf.apps.GreenfieldCliWrapper``. Several files go in one JVM start.
+classpath that ``scripts/setup.sh`` caches (``~/.cache/digitize/verapdf.classpath``), else the
+system-wide copy setup.sh installs for every user (service accounts too:
+``/usr/local/lib/digitize/verapdf.classpath``, root's and read-only to others), run with main class
+``org.verapdf.apps.GreenfieldCliWrapper``. Several files go in one JVM start. Validation that is
+asked for but cannot run is an error (exit 3), never a silent skip.
 
 When setup.sh has also built ``scripts/verapdf/DigitizeValidator.java`` into a jar, validation goes
 to a resident server: one JVM per user, machine and veraPDF build, listening on a unix socket in a
@@ -43,8 +46,37 @@ log = logging.getLogger("digitize")
 MAIN_CLASS = "org.verapdf.apps.GreenfieldCliWrapper"
 
 
+SYSTEM_DIR = Path("/usr/local/lib/digitize")  # setup.sh's copy for every user; DIGITIZE_SYSTEM_DIR moves it
+
+
+def _system_dir() -> Path:
+    return Path(os.environ.get("DIGITIZE_SYSTEM_DIR") or SYSTEM_DIR)
+
+
+def _trusted_install(folder: Path) -> bool:
+    """Whether a system-wide copy can be run: it and its folder are root's or ours and writable by
+    no one else (another user's jars on our classpath would run as us)."""
+    for path in (folder, folder / "verapdf.classpath"):
+        try:
+            info = os.stat(path)
+        except OSError:
+            return False
+        if info.st_uid not in (0, os.getuid()) or info.st_mode & 0o022:
+            return False
+    return True
+
+
+def _home() -> Path:
+    """Where the classpath and the validator jar are: this user's cache, else the system-wide copy."""
+    cache = resident.cache_dir()
+    if (cache / "verapdf.classpath").is_file():
+        return cache
+    system = _system_dir()
+    return system if _trusted_install(system) else cache
+
+
 def _classpath_file() -> Path:
-    return resident.cache_dir() / "verapdf.classpath"
+    return _home() / "verapdf.classpath"
 
 
 # A short-lived JVM: the C1 compiler only and a class-data-sharing archive halve start-up
@@ -137,7 +169,7 @@ def _run_jvm(args: list[str], timeout: float) -> subprocess.CompletedProcess:
     """Run veraPDF; the first JVM run also dumps the class archive (temp name, then rename)."""
     cmd = command()
     if cmd is None:
-        raise MissingDependencyError("veraPDF not found: run scripts/setup.sh or set DIGITIZE_VERAPDF")
+        raise MissingDependencyError(MISSING)
     found = _java_command() if cmd[0] != "verapdf" and not os.environ.get("DIGITIZE_VERAPDF") else None
     archive = found[1] if found else None
     if archive is None or archive.is_file():
@@ -151,6 +183,16 @@ def _run_jvm(args: list[str], timeout: float) -> subprocess.CompletedProcess:
 
 def available() -> bool:
     return command() is not None
+
+
+MISSING = ("veraPDF not found: run scripts/setup.sh (it installs veraPDF for every user), set DIGITIZE_VERAPDF,"
+           " or turn validation off (--no-validate, [convert] validate = false)")
+
+
+def require(validate: bool = True) -> None:
+    """For a command about to convert: veraPDF must be there if outputs are to be validated (exit 3)."""
+    if validate and not available():
+        raise MissingDependencyError(MISSING)
 
 
 @dataclass
@@ -179,7 +221,7 @@ STREAM_CLASS = "DigitizeValidator"
 
 
 def _stream_jar() -> Path:
-    return resident.cache_dir() / "digitize-validator.jar"
+    return _home() / "digitize-validator.jar"
 
 
 def _stream_command(flavour: str) -> tuple[list[str], Path] | None:
@@ -311,7 +353,9 @@ class ValidatorServer(resident.ResidentServer):
 
     def launch(self) -> int:
         share, dump = _archive_flags(self.archive, f"server-{os.getpid()}")
-        return resident.launch([self.command[0], *share, *self.command[1:]], self.log, dump, self.archive)
+        command = list(self.command)
+        command[command.index("--serve") + 1] = self.argument()  # the folder's descriptor of this process
+        return resident.launch([command[0], *share, *command[1:]], self.log, dump, self.archive)
 
 
 def _resident_server(flavour: str, settings: ValidatorSettings | None = None) -> ValidatorServer | None:
@@ -326,7 +370,7 @@ def _resident_server(flavour: str, settings: ValidatorSettings | None = None) ->
     path = resident.socket_path(socket_dir(settings), "validator", _stamp(cmd, cmd[cmd.index('-cp') + 1]))
     if path is None:
         return None
-    serve = [*cmd[:-1], "--serve", str(path), "--idle-seconds", f"{settings.idle:g}", cmd[-1]]
+    serve = [*cmd[:-1], "--serve", resident.anchored(path), "--idle-seconds", f"{settings.idle:g}", cmd[-1]]
     return ValidatorServer(path, tuple(serve), archive)
 
 

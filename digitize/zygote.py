@@ -120,7 +120,7 @@ class ConverterServer(resident.ResidentServer):
         boot = ("import os, sys; env = dict(os.environ); sys.path.insert(0, sys.argv[1]); "
                 "from digitize.zygote_server import serve; sys.exit(serve(env, *sys.argv[2:]))")
         return resident.launch([sys.executable, *subprocess._args_from_interpreter_flags(), "-c", boot, str(ROOT),
-                                str(self.socket), f"{self.idle:g}", self.language], self.log)
+                                self.argument(), f"{self.idle:g}", self.language], self.log)
 
 
 def converter_server(settings) -> ConverterServer | None:
@@ -174,20 +174,30 @@ def _boot_validator(settings) -> None:
 
 def _note(server: resident.ResidentServer, line: str) -> None:
     try:
-        with open(server.log, "a", encoding="utf-8") as f:
-            f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+        fd = resident.open_file(server.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    except OSError:
+        return
+    try:
+        os.write(fd, f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n".encode("utf-8", "replace"))
     except OSError:
         pass
+    finally:
+        os.close(fd)
 
 
 def _request(argv: list[str]) -> bytes:
+    """The run as the child needs it: folder, umask, nice value, limits, argv and environment, less
+    its secrets (a conversion needs no storage or index credentials; the config file, which the
+    child reads itself, may still carry them)."""
     import resource
+
+    from .secrets import is_secret_env
 
     limits = ",".join(f"{name}:{resource.getrlimit(getattr(resource, name))[0]}" for name in LIMITS)
     fields = [os.fsencode(os.getcwd()), b"%d" % _umask(), b"%d" % os.getpriority(os.PRIO_PROCESS, 0),
               limits.encode(), os.fsencode(sys.argv[0] if sys.argv else "digitize"), b"%d" % len(argv),
               *map(os.fsencode, argv),
-              *(k + b"=" + v for k, v in os.environb.items())]
+              *(k + b"=" + v for k, v in os.environb.items() if not is_secret_env(os.fsdecode(k)))]
     payload = b"\0".join(fields)
     return b"RUN %d\n" % len(payload) + payload
 

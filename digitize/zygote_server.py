@@ -258,9 +258,9 @@ class _Server:
             other.close()
         if self.listener is not None:
             self.listener.close()
-        for fd in (self.wake_r, self.wake_w, self.lock):
+        for fd in (self.wake_r, self.wake_w, self.lock, resident.anchor_fd(self.path) or -1):
             if fd >= 0:
-                os.close(fd)
+                os.close(fd)  # the socket folder's descriptor too: a run has no business there
         _become(fds, request, self.added_env)
         conn.sendall(b"OK %d\n" % os.getpid())  # fails if the client gave up meanwhile: nothing ran
         code = _run_cli(request["argv"])

@@ -23,9 +23,12 @@ Examples:
 @click.pass_obj
 def watch_cmd(settings, inbox: Path | None, poll: float | None, once: bool, log_json: bool) -> None:
     """Store every scan dropped into INBOX (default watch.inbox); move it to done/ or failed/."""
+    from digitize import verapdf
+
     from .logs import configure
     from .watch import Watcher, WatchOptions
 
+    verapdf.require(settings.convert.validate)  # every file would fail: say it once, exit 3
     configure(log_json)
     summary = Watcher(WatchOptions.from_settings(settings.watch, inbox, poll, once), settings).run()
     if once:
@@ -59,6 +62,10 @@ def batch_cmd(settings, src: Path, manifest: Path | None, jobs: int | None, dry_
     from .batch import run_batch
     from .logs import configure
 
+    if not dry_run:
+        from digitize import verapdf
+
+        verapdf.require(settings.convert.validate)
     configure(log_json, events=False)
     run_batch(src, settings, manifest, jobs, dry_run, report)
 

@@ -15,6 +15,8 @@ APT_PKGS=(tesseract-ocr tesseract-ocr-vie tesseract-ocr-eng tesseract-ocr-osd po
 # Java and Maven (veraPDF) only when the machine has none of its own
 command -v javac >/dev/null || APT_PKGS+=(default-jdk-headless)
 command -v mvn >/dev/null || APT_PKGS+=(maven)
+# systemd-analyze rates deploy/digitize-watch.service's sandbox (tests/test_deploy.py)
+command -v systemd-analyze >/dev/null || APT_PKGS+=(systemd)
 missing=()
 for p in "${APT_PKGS[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -47,6 +49,25 @@ if command -v javac >/dev/null && { [ ! -f "$JAR" ] || [ scripts/verapdf/Digitiz
   build=$(mktemp -d)
   javac -d "$build" -cp "$(cat "$CACHE/verapdf.classpath")" scripts/verapdf/DigitizeValidator.java
   jar cf "$JAR.tmp" -C "$build" . && mv "$JAR.tmp" "$JAR" && rm -rf "$build"
+fi
+# A copy every user can run (a service account cannot read root's ~/.m2 or cache): root's, read-only
+# to others; digitize/verapdf.py falls back to it. Unchanged files are left alone (their times name
+# the resident validator).
+SYSTEM_DIR="${DIGITIZE_SYSTEM_DIR:-/usr/local/lib/digitize}"
+if [ "$(id -u)" = 0 ] && [ -f "$JAR" ]; then
+  install -d -m 0755 "$SYSTEM_DIR" "$SYSTEM_DIR/verapdf"
+  syscp=""
+  IFS=: read -r -a jars < "$CACHE/verapdf.classpath" || true  # no newline at its end
+  for j in "${jars[@]}"; do
+    dest="$SYSTEM_DIR/verapdf/$(basename "$j")"
+    cmp -s "$j" "$dest" || install -p -m 0644 "$j" "$dest"
+    syscp="$syscp${syscp:+:}$dest"
+  done
+  cmp -s "$JAR" "$SYSTEM_DIR/digitize-validator.jar" || install -p -m 0644 "$JAR" "$SYSTEM_DIR/digitize-validator.jar"
+  if [ "$(cat "$SYSTEM_DIR/verapdf.classpath" 2>/dev/null)" != "$syscp" ]; then
+    printf '%s\n' "$syscp" > "$SYSTEM_DIR/verapdf.classpath.tmp"
+    chmod 0644 "$SYSTEM_DIR/verapdf.classpath.tmp" && mv "$SYSTEM_DIR/verapdf.classpath.tmp" "$SYSTEM_DIR/verapdf.classpath"
+  fi
 fi
 
 # Go >= 1.21 fetches whatever toolchain MinIO's go.mod asks for (GOTOOLCHAIN=auto). Debian 12

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import time
 
+import pytest
+
 from digitize import resident
 
 
@@ -51,3 +53,180 @@ def test_a_connection_clears_the_claim(tmp_path):
         sock.close()
     finally:
         listener.close()
+
+
+# -- the socket folder and who is at the other end (issue 9, finding 1) ---------------------------
+
+OTHER = 65534  # "another user": nobody
+
+
+def other_users(path, follow: bool = True) -> None:
+    os.chown(path, OTHER, OTHER, follow_symlinks=follow)
+
+
+def test_a_runtime_folder_of_another_user_is_ignored(tmp_path, monkeypatch):
+    """Root with a clerk's $XDG_RUNTIME_DIR (kept by su or sudo -E) keeps its sockets in its own cache."""
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    other_users(runtime)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    monkeypatch.setenv("DIGITIZE_CACHE", str(tmp_path / "cache"))
+    assert resident.socket_dir() == tmp_path / "cache" / "run"
+    os.chown(runtime, os.getuid(), os.getgid())
+    assert resident.socket_dir() == runtime / "digitize"
+
+
+def test_a_folder_linked_by_another_user_is_refused_and_left_alone(tmp_path):
+    target = tmp_path / "target"
+    target.mkdir(mode=0o755)
+    target.chmod(0o755)
+    link = tmp_path / "run"
+    link.symlink_to(target)
+    other_users(link, follow=False)
+    assert resident.private(link) is False
+    assert resident.socket_path(link, "converter", "k") is None
+    assert target.stat().st_mode & 0o777 == 0o755  # not made root's private folder
+    assert not (target / "k").exists()
+
+
+def test_a_link_of_our_own_in_a_trusted_folder_is_followed(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "run").symlink_to(tmp_path / "real")
+    assert resident.private(tmp_path / "run" / "sockets")
+    assert (tmp_path / "real" / "sockets").stat().st_mode & 0o777 == 0o700
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o770, 0o1777])
+def test_a_folder_on_the_way_that_others_may_change_is_refused(tmp_path, mode):
+    """Others who may rename folders on the way could swap ours for theirs after the check."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(mode)
+    if mode & 0o1000:  # sticky, like /tmp: safe only when root's (no one renames another's entry)
+        other_users(shared)
+    assert resident.private(shared / "run") is False
+    assert not (shared / "run").exists()
+
+
+def test_a_root_owned_sticky_folder_like_tmp_may_hold_ours(tmp_path):
+    shared = tmp_path / "tmp"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    assert resident.private(shared / "run")
+    theirs = shared / "theirs"
+    theirs.mkdir()
+    other_users(theirs)
+    assert resident.private(theirs) is False
+
+
+def test_a_folder_of_another_user_is_refused(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir(mode=0o700)
+    other_users(folder)
+    assert resident.private(folder) is False
+
+
+def test_the_folder_is_used_through_the_descriptor_opened_once(tmp_path):
+    """After the check, renaming the folder and planting another at its path changes nothing."""
+    folder = tmp_path / "run"
+    assert resident.private(folder)
+    name = resident.anchored(folder / "x.sock")
+    assert name.startswith("/proc/self/fd/")
+    folder.rename(tmp_path / "moved")
+    planted = tmp_path / "run"
+    planted.mkdir()
+    assert os.path.realpath(name) == str(tmp_path / "moved" / "x.sock")
+
+
+@pytest.mark.parametrize("kind", ["lock", "log", "claim"])
+def test_lock_log_and_claim_links_are_not_followed(tmp_path, kind):
+    """A link planted where the lock, log or claim goes never truncates or appends to its target."""
+    folder = tmp_path / "run"
+    assert resident.private(folder)
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    server = resident.ResidentServer(folder / "x.sock", ("/bin/echo", "written"))
+    getattr(server, kind).symlink_to(victim)
+    if kind == "lock":
+        assert resident.lock_holder(server.lock) is None
+        with pytest.raises(OSError):
+            resident.hold_lock(server.lock)
+    elif kind == "log":
+        with pytest.raises(OSError):
+            server.launch()
+    else:
+        resident.claim_launch(server)  # O_EXCL: a planted link is someone's claim, never written through
+    time.sleep(0.2)
+    assert victim.read_text() == "precious\n"
+
+
+def test_a_lock_file_of_another_user_is_not_used(tmp_path):
+    folder = tmp_path / "run"
+    assert resident.private(folder)
+    lock = folder / "x.sock.lock"
+    lock.write_text("")
+    other_users(lock)
+    with pytest.raises(OSError):
+        resident.hold_lock(lock)
+
+
+def _listen_as_other_user(path) -> tuple[int, int]:
+    """A server bound at PATH that listens as another user (its pid, and a pipe saying what it got)."""
+    import socket
+
+    ready_r, ready_w = os.pipe()
+    got_r, got_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(ready_r)
+            os.close(got_r)
+            listener = socket.socket(socket.AF_UNIX)
+            listener.bind(str(path))
+            os.chmod(path, 0o777)
+            os.setgid(OTHER)
+            os.setuid(OTHER)
+            listener.listen(1)  # SO_PEERCRED says who called listen()
+            os.write(ready_w, b"1")
+            conn, _ = listener.accept()
+            conn.settimeout(2)
+            try:
+                data = conn.recv(4096)
+            except OSError:
+                data = b""
+            os.write(got_w, b"got:" + data)
+        finally:
+            os._exit(0)
+    os.close(ready_w)
+    os.close(got_w)
+    assert os.read(ready_r, 1) == b"1"
+    os.close(ready_r)
+    return pid, got_r
+
+
+def test_clients_send_nothing_to_a_server_of_another_user(tmp_path):
+    """Whoever listens at our socket's path gets neither our descriptors, environment nor requests."""
+    folder = tmp_path / "run"
+    assert resident.private(folder)
+    path = folder / "converter-k.sock"
+    pid, got = _listen_as_other_user(path)
+    try:
+        assert resident.connect(path) is None
+        assert resident.ask(path, "STATUS") is None
+    finally:
+        os.waitpid(pid, 0)
+    assert os.read(got, 4096) == b"got:"
+    os.close(got)
+
+
+def test_status_says_why_no_server_can_run(tmp_path):
+    import subprocess
+    import sys
+
+    folder = tmp_path / "run"
+    folder.mkdir(mode=0o700)
+    other_users(folder)
+    done = subprocess.run([sys.executable, "-m", "digitize", "servers", "status"], capture_output=True, text=True,
+                          env={**os.environ, "DIGITIZE_VALIDATOR_DIR": str(folder)}, timeout=120)
+    assert done.returncode == 0
+    assert f"no resident server can run: {folder} belongs to uid {OTHER}" in done.stdout, done.stdout

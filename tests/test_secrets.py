@@ -115,3 +115,19 @@ def test_masking_filter_masks_message_fields_and_traceback():
     assert secrets.MaskingFilter().filter(record)
     text = logging.Formatter().format(record) + repr(record.fields)
     assert "hunter2" not in text and "wJalrXUtnFEMI" not in text and "abc" not in text and "boom" in text
+
+
+@pytest.mark.parametrize("name", ["DIGITIZE_STORE_SECRET_KEY", "DIGITIZE_STORE_ACCESS_KEY", "DIGITIZE_STORE_URL",
+                                  "DIGITIZE_INDEX_DSN", "PGPASSWORD", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                                  "MINIO_ROOT_PASSWORD", "DATABASE_URL", "DIGITIZE_SIGN_PIN"])
+def test_secret_variables_never_travel(name) -> None:
+    assert secrets.is_secret_env(name)
+
+
+@pytest.mark.parametrize("name", ["PATH", "HOME", "TMPDIR", "LANG", "TESSDATA_PREFIX", "OMP_THREAD_LIMIT",
+                                  "DIGITIZE_CACHE", "DIGITIZE_VALIDATOR_DIR", "DIGITIZE_CONVERT_LANGUAGE",
+                                  "DIGITIZE_CONFIG", "XDG_RUNTIME_DIR"])
+def test_what_a_run_needs_travels(name) -> None:
+    assert not secrets.is_secret_env(name)
+
+

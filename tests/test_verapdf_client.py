@@ -50,7 +50,14 @@ def test_a_rebuilt_jar_or_another_flavour_gets_a_server_of_its_own(fake_build):
     assert verapdf._resident_server("2u").socket != first.socket
     fake_build.write_bytes(b"v2, rebuilt")
     assert verapdf._resident_server("2b").socket != first.socket
-    assert first.command[-5:] == ("--serve", str(first.socket), "--idle-seconds", "60", "2b")
+    assert first.command[-5:] == ("--serve", resident.anchored(first.socket), "--idle-seconds", "60", "2b")
+
+
+def test_the_server_argv_shows_no_socket_folder(fake_build, tmp_path):
+    """`ps` is everyone's: the server gets its folder as a descriptor, named /proc/self/fd/N."""
+    server = verapdf._resident_server("2b")
+    assert str(tmp_path / "run") not in " ".join(server.command)
+    assert server.command[server.command.index("--serve") + 1].startswith("/proc/self/fd/")
 
 
 def test_idle_time_is_passed_to_the_server(fake_build, monkeypatch):

@@ -114,7 +114,9 @@ def test_idle_server_exits_and_removes_its_socket(vdir, pdfs, monkeypatch) -> No
 def test_second_server_on_the_same_socket_exits_and_the_first_keeps_serving(vdir, pdfs) -> None:
     compliant(pdfs[0])
     (first,) = resident.servers(vdir, "validator")
-    second = subprocess.run(verapdf._resident_server("2b").command, capture_output=True, text=True, timeout=120)
+    command = verapdf._resident_server("2b").command  # the socket as /proc/self/fd/N/<name>: N inherited
+    folder = resident.anchor_fd(command[command.index("--serve") + 1])
+    second = subprocess.run(command, capture_output=True, text=True, timeout=120, pass_fds=[folder])
     assert second.returncode == 3 and "another validator serves" in second.stdout
     (still,) = resident.servers(vdir, "validator")
     assert (still.pid, still.state) == (first.pid, "serving")
@@ -211,3 +213,52 @@ def test_digitize_run_uses_the_server_and_validator_stop_ends_it(vdir, tmp_path)
     assert not server.socket.exists() and not resident.alive(server.pid)
     again = run_cli("validator", "stop")
     assert again.returncode == 0 and "not running" in again.stdout
+
+
+def as_other_user(path: Path, line: bytes) -> bytes:
+    """What a process of another user (nobody) gets back for LINE sent to the unix socket at PATH."""
+    import os
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read)
+            os.setgid(65534)
+            os.setuid(65534)
+            sock = socket.socket(socket.AF_UNIX)
+            sock.settimeout(20)
+            sock.connect(str(path))
+            answer = b""
+            try:
+                sock.sendall(line)
+                while not answer.endswith(b"\n"):
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        break
+                    answer += chunk
+            except ConnectionError:  # closed on us, unanswered
+                pass
+            os.write(write, b"answer:" + answer)
+        except BaseException as e:  # noqa: BLE001 - reported to the test
+            os.write(write, f"error:{e!r}".encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read, "rb") as f:
+        return f.read()
+
+
+def test_the_server_answers_no_other_user(vdir, pdfs) -> None:
+    """Even if its folder let others in, another user's process learns nothing (not even whether a path exists)."""
+    assert compliant(pdfs[0]) == [True]
+    server = verapdf._resident_server("2b")
+    vdir.chmod(0o711)  # what the folder's checks prevent; the server must hold on its own
+    server.socket.chmod(0o777)
+    try:
+        for line in (b"STATUS\n", b"/etc/shadow\n"):
+            assert as_other_user(server.socket, line) == b"answer:", line
+    finally:
+        vdir.chmod(0o700)
+    assert compliant(pdfs[0]) == [True]  # its own user is still served

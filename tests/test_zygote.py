@@ -363,3 +363,35 @@ def test_the_exit_code_is_read_however_the_answers_arrive(answers, tmp_path) -> 
         code = zygote._delegate(client, ["run", "in.png", "out.pdf"], zygote.ConverterServer(tmp_path / "c.sock"))
     thread.join()
     assert code == 2
+
+
+# -- what the converter is given (issue 9, finding 1) ---------------------------------------------
+
+SECRETS = {"DIGITIZE_STORE_SECRET_KEY": "s3cr3t-key-of-root", "DIGITIZE_INDEX_DSN": "postgresql://u:pw-of-root@db/x",
+           "PGPASSWORD": "pw-of-root-2"}
+
+
+def proc_text(pid: int, what: str) -> str:
+    return Path(f"/proc/{pid}/{what}").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+
+
+def test_the_converter_gets_no_secrets_and_no_folder_path_in_its_argv(zdir, env, scan, tmp_path) -> None:
+    """A run's secrets stay with it (a conversion needs none); `ps` shows no socket folder."""
+    env = {**env, **SECRETS}
+    server = warm(env, tmp_path)
+    command, environment = proc_text(server.pid, "cmdline"), proc_text(server.pid, "environ")
+    assert str(zdir) not in command, command
+    assert not [v for v in SECRETS.values() if v in environment]
+    before = serving(zdir).served
+    done = digitize("run", "--jobs", "1", "--no-validate", str(scan), str(tmp_path / "out.pdf"), env=env)
+    assert done.returncode == 0, done.stderr
+    assert serving(zdir).served == before + 1  # converted by the server's child, given _request's environment
+
+
+def test_the_request_carries_no_secrets(monkeypatch) -> None:
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DIGITIZE_CONVERT_LANGUAGE", "vie")
+    request = zygote._request(["run", "a.png", "b.pdf"])
+    assert b"DIGITIZE_CONVERT_LANGUAGE=vie" in request
+    assert not [v for v in SECRETS.values() if v.encode() in request]

@@ -2,6 +2,8 @@
 // "FAIL\t<clause-test: message (n checks)>\t...", or "ERROR\t<message>"), in one of two modes:
 //   DigitizeValidator [flavour]                                     paths on stdin, answers on stdout
 //   DigitizeValidator --serve SOCKET [--idle-seconds N] [flavour]   the same per unix-socket connection
+// The server answers only peers of its own user (SO_PEERCRED); its socket folder is checked and
+// handed over by the client that launches it (SOCKET is /proc/self/fd/N/<name>, see resident.py).
 // JVM start-up, not validation, is most of veraPDF's cost on a one-page scan: the stdin mode pays it
 // once per batch, the server once per machine and user (`digitize run` connects to it; see verapdf.py).
 // Built by scripts/setup.sh against the veraPDF jars from Maven Central (GPLv3/MPL).
@@ -26,12 +28,17 @@ import java.nio.channels.ServerSocketChannel;
 import java.nio.channels.SocketChannel;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
+import java.nio.file.LinkOption;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
+import java.nio.file.attribute.UserPrincipal;
 import java.util.LinkedHashMap;
 import java.util.Locale;
 import java.util.Map;
 import java.util.concurrent.Semaphore;
+
+import jdk.net.ExtendedSocketOptions;
+import jdk.net.UnixDomainPrincipal;
 
 import org.verapdf.gf.foundry.VeraGreenfieldFoundryProvider;
 import org.verapdf.pdfa.Foundries;
@@ -151,6 +158,7 @@ public final class DigitizeValidator {
         private final String flavourName;
         private final long started = System.nanoTime();
         private final long pid = ProcessHandle.current().pid();
+        private final UserPrincipal me;
         private final Semaphore slots = new Semaphore(Math.max(1, Runtime.getRuntime().availableProcessors()));
         private final Object state = new Object();
         private PDFAFlavour flavour;
@@ -161,7 +169,8 @@ public final class DigitizeValidator {
         private long validated;
         private long lastActive = System.nanoTime();
 
-        Server(Path socket, double idleSeconds, String flavourName) {
+        Server(Path socket, double idleSeconds, String flavourName) throws IOException {
+            this.me = Files.getOwner(Path.of("/proc/self"));  // its owner is this process's user
             this.socket = socket.toAbsolutePath();
             this.idleNanos = (long) (idleSeconds * 1e9);
             this.flavourName = flavourName;
@@ -169,7 +178,12 @@ public final class DigitizeValidator {
 
         int run() throws Exception {
             Path lockPath = socket.resolveSibling(socket.getFileName() + ".lock");
-            try (FileChannel lockFile = FileChannel.open(lockPath, StandardOpenOption.CREATE, StandardOpenOption.WRITE)) {
+            try (FileChannel lockFile = FileChannel.open(lockPath, StandardOpenOption.CREATE, StandardOpenOption.WRITE,
+                                                         LinkOption.NOFOLLOW_LINKS)) {
+                if (!me.equals(Files.getOwner(lockPath, LinkOption.NOFOLLOW_LINKS))) {
+                    System.out.println("the lock file " + lockPath + " is not this user's");
+                    return ALREADY_SERVED;
+                }
                 FileLock lock = lock(lockFile);
                 if (lock == null) {
                     System.out.println("another validator serves " + socket);
@@ -215,6 +229,10 @@ public final class DigitizeValidator {
                     sel.selectedKeys().clear();
                     SocketChannel client;
                     while ((client = listener.accept()) != null) {
+                        if (!sameUser(client)) {
+                            client.close();  // another user's process: not even whether a path exists
+                            continue;
+                        }
                         synchronized (state) {
                             connections++;
                         }
@@ -229,6 +247,16 @@ public final class DigitizeValidator {
                         }
                     }
                 }
+            }
+        }
+
+        /** Whether the peer runs as our user: the kernel's word for it (SO_PEERCRED). */
+        private boolean sameUser(SocketChannel client) {
+            try {
+                UnixDomainPrincipal peer = client.getOption(ExtendedSocketOptions.SO_PEERCRED);
+                return peer != null && me.equals(peer.user());
+            } catch (IOException | UnsupportedOperationException e) {
+                return false;
             }
         }
 
