@@ -17,7 +17,7 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -28,6 +28,9 @@ from .errors import BadArgsError, FileAccessError, OcrTimeoutError
 from .fsutil import atomic_path, atomic_write_text, sha256_file, work_dir
 from .records import DocumentReport, PageReport, Word
 from .sources import SourcePage, open_source, sniff
+
+if TYPE_CHECKING:
+    from .signing import Signer
 
 DESKEW_MIN_DEGREES = 0.2
 LOW_CONFIDENCE = 45.0
@@ -238,8 +241,10 @@ def _page_indices(count: int, wanted: Sequence[int] | None, name: str) -> list[i
 
 
 def convert_file(input_path: Path | str, output_path: Path | str, opts: ConvertOptions | None = None,
-                 sidecar: Path | str | None = None, report: Path | str | None = None) -> DocumentReport:
-    """Convert one file; OUTPUT appears complete and veraPDF-checked, or not at all."""
+                 sidecar: Path | str | None = None, report: Path | str | None = None,
+                 signer: "Signer | None" = None) -> DocumentReport:
+    """Convert one file; OUTPUT appears complete and veraPDF-checked (and signed by ``signer``, then
+    checked again), or not at all."""
     opts = opts or ConvertOptions()
     input_path, output_path = Path(input_path), Path(output_path)
     start = time.perf_counter()
@@ -263,6 +268,8 @@ def convert_file(input_path: Path | str, output_path: Path | str, opts: ConvertO
                                 subject=f"Converted from {input_path.name} ({doc.input_sha256[:16]})")
                 doc.timings["merge"] = round(time.perf_counter() - start - doc.timings["pages"], 3)
                 _validate(tmp_out, opts, doc)
+                if signer is not None:
+                    _sign(tmp_out, signer, opts, doc)
                 doc.output_sha256 = sha256_file(tmp_out)
                 doc.output_bytes = tmp_out.stat().st_size
         except PermissionError as e:
@@ -275,14 +282,29 @@ def convert_file(input_path: Path | str, output_path: Path | str, opts: ConvertO
     return doc
 
 
-def _validate(path: Path, opts: ConvertOptions, doc: DocumentReport) -> None:
+def _validate(path: Path, opts: ConvertOptions, doc: DocumentReport, timing: str = "validate") -> None:
     doc.pdfa = {"flavour": "2b", "validator": "", "compliant": None}
     if not opts.validate or not verapdf.available():
         return
     t = time.perf_counter()
     result = verapdf.require_valid(path)
     doc.pdfa = {"flavour": "2b", "validator": verapdf.version(), "compliant": result.compliant}
-    doc.timings["validate"] = round(time.perf_counter() - t, 3)
+    doc.timings[timing] = round(time.perf_counter() - t, 3)
+
+
+def _sign(path: Path, signer: "Signer", opts: ConvertOptions, doc: DocumentReport) -> None:
+    """PAdES-sign the validated PDF/A in place (an incremental update), then validate it again:
+    the signed file is the one stored, so it is the one that must be PDF/A-2b."""
+    t = time.perf_counter()
+    signed = path.with_name(path.name + ".signed")
+    try:
+        doc.signature = signer.sign(path, signed).as_dict()
+        os.chmod(signed, path.stat().st_mode & 0o777)
+        os.replace(signed, path)
+    finally:
+        signed.unlink(missing_ok=True)
+    doc.timings["sign"] = round(time.perf_counter() - t, 3)
+    _validate(path, opts, doc, "validate_signed")
 
 
 def _write_extras(doc: DocumentReport, sidecar: Path | str | None, report: Path | str | None) -> None:

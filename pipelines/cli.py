@@ -23,10 +23,13 @@ Examples:
 @click.pass_obj
 def watch_cmd(settings, inbox: Path | None, poll: float | None, once: bool, log_json: bool) -> None:
     """Store every scan dropped into INBOX (default watch.inbox); move it to done/ or failed/."""
+    from digitize.signing import preflight
+
     from .logs import configure
     from .watch import Watcher, WatchOptions
 
     configure(log_json)
+    preflight(settings, interactive=True)  # a wrong PIN or an expired certificate stops here, before any file
     summary = Watcher(WatchOptions.from_settings(settings.watch, inbox, poll, once), settings).run()
     if once:
         click.echo("watch: " + (", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items())) or "nothing to do"),
@@ -56,10 +59,14 @@ Examples:
 def batch_cmd(settings, src: Path, manifest: Path | None, jobs: int | None, dry_run: bool, report: Path | None,
               log_json: bool) -> None:
     """Convert, store and index every scan under SRC; re-running resumes (stored files are skipped)."""
+    from digitize.signing import preflight
+
     from .batch import run_batch
     from .logs import configure
 
     configure(log_json, events=False)
+    if not dry_run:
+        preflight(settings, interactive=True)  # before the workers fork: they inherit the PIN, not a session
     run_batch(src, settings, manifest, jobs, dry_run, report)
 
 

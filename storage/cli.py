@@ -16,7 +16,7 @@ import click
 from digitize.errors import InputError, VerificationError
 
 from .archive import Archive
-from .models import DocumentRow, SearchHit
+from .models import DocumentRow, SearchHit, SignatureRow
 
 
 @contextlib.contextmanager
@@ -32,6 +32,15 @@ def _document_line(doc: DocumentRow) -> str:
     confidence = f"{doc.ocr_confidence:.0f}%" if doc.ocr_confidence is not None else "-"
     return (f"{doc.sequence:>4}  doc {doc.doc_id:<6} {doc.pages:>3} p  OCR {confidence:>4}  "
             f"{doc.pdfa_sha256[:12]}  {doc.title or doc.doc_type or doc.source_name or '(untitled)'}")
+
+
+def _signature_line(signatures: list[SignatureRow]) -> str:
+    """As recorded at store time; `digitize verify` re-checks the bytes."""
+    if not signatures:
+        return "      unsigned"
+    return "\n".join(f"      signed ({s.level}) by {s.signer} at {s.signing_time}"
+                     + (f", timestamp {s.timestamp}" if s.timestamp else "") + f", cert {s.cert_sha256[:16]}"
+                     for s in signatures)
 
 
 def _hit_lines(hit: SearchHit) -> tuple[str, str]:
@@ -114,9 +123,11 @@ def show_cmd(settings, case_id: str) -> None:
                          *((k, v) for k, v in sorted(case.archive.items()))]:
         if value:
             click.echo(f"  {label}: {value}")
+        signed = archive.signatures([int(d.doc_id) for d in docs])
     click.echo(f"{len(docs)} documents:")
     for doc in docs:
         click.echo(_document_line(doc))
+        click.echo(_signature_line(signed.get(int(doc.doc_id), [])))
 
 
 @click.command("get")
@@ -144,15 +155,22 @@ def get_cmd(settings, case_id: str, out_dir: Path | None, original: bool, as_url
 
 
 @click.command("verify")
+@click.argument("files", metavar="[FILE.pdf...]", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--case", "case_id", metavar="CASE_ID", help="Check one case's documents and objects.")
 @click.option("--all", "check_all", is_flag=True, help="Check every document and look for orphan objects (default).")
 @click.pass_obj
-def verify_cmd(settings, case_id: str | None, check_all: bool) -> None:
-    """Fixity audit: re-read objects, compare SHA-256 with the index, report missing/corrupt/orphan objects."""
+def verify_cmd(settings, files: tuple[Path, ...], case_id: str | None, check_all: bool) -> None:
+    """Fixity audit: re-read objects, compare SHA-256 with the index, check the PDF/As' signatures, report
+    missing/corrupt/orphan objects and broken signatures. Given FILEs, check only their signatures."""
     if case_id and check_all:
         raise click.UsageError("use --case ID or --all, not both")
+    if files:
+        if case_id or check_all:
+            raise click.UsageError("give FILEs, or --case/--all, not both")
+        _verify_files(files, settings.sign.trust)
+        return
     with _archive(settings) as archive:
-        report = archive.verify(case_id)
+        report = archive.verify(case_id, trust=settings.sign.trust)
     for repair in report.repaired:
         click.echo(f"repaired ({repair.kind}): doc {repair.doc_id}: {repair.detail}")
     for problem in report.problems:
@@ -162,6 +180,18 @@ def verify_cmd(settings, case_id: str | None, check_all: bool) -> None:
                f"{len(report.problems)} problems")
     if not report.ok:
         raise VerificationError(f"fixity check found {len(report.problems)} problems in {report.scope}")
+
+
+def _verify_files(files: tuple[Path, ...], trust: str) -> None:
+    from digitize.sigcheck import check_file
+
+    broken = 0
+    for path in files:
+        result = check_file(path, trust)
+        broken += not result.ok
+        click.echo(f"{'ok' if result.ok else 'BROKEN'}: {path}: {result.summary()}")
+    if broken:
+        raise VerificationError(f"{broken} of {len(files)} files unsigned or with a broken signature")
 
 
 COMMANDS: list = [cases_group, search_cmd, show_cmd, get_cmd, verify_cmd]
