@@ -22,6 +22,14 @@ ENV_PREFIX = "DIGITIZE_"
 SECRET_KEYS = {"secret_key", "access_key", "password", "pin"}
 
 
+def environment_without_secrets(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """ENV minus the DIGITIZE_<SECTION>_<KEY> secrets (PIN, keys, passwords): for processes that outlive
+    or serve more than the run that starts them (the resident servers)."""
+    env = os.environ if env is None else env
+    return {k: v for k, v in env.items()
+            if not (k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX):].lower().partition("_")[2] in SECRET_KEYS)}
+
+
 def default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "digitize"

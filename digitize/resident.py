@@ -101,9 +101,12 @@ def launch(command: Sequence[str], log: Path, dump: Path | None = None, keep: Pa
     """Start COMMAND detached (own session, cwd /, output appended to LOG); its pid."""
     import subprocess  # only when launching: the command's start path stays light
 
+    from .config import environment_without_secrets  # a server outlives its launcher: no PIN, no keys
+
     out = subprocess.run(["/bin/sh", "-c", _LAUNCH, "sh", str(log), str(dump or ""), str(keep or ""), *command],
                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                         start_new_session=True, cwd="/", timeout=30, check=True).stdout
+                         start_new_session=True, cwd="/", timeout=30, check=True,
+                         env=environment_without_secrets()).stdout
     return int(out)
 
 

@@ -106,7 +106,7 @@ def free_port() -> int:
 
 
 @dataclass
-class TestPki:
+class Pki:
     folder: Path
     prefix: str
     process: subprocess.Popen | None = None
@@ -147,7 +147,7 @@ def _certomancer(config: Path, *args: str, **kw) -> list[str]:
     return [sys.executable, "-m", "certomancer", "--config", str(config), *args]
 
 
-def start_pki(folder: Path) -> TestPki:
+def start_pki(folder: Path) -> Pki:
     """Keys, certificates (officer and agency valid now, one expired) and the animator on a free port."""
     keys = folder / "keys"
     keys.mkdir(parents=True)
@@ -172,7 +172,7 @@ def start_pki(folder: Path) -> TestPki:
         found = folder / f"{name}.cert.pem"
         if not found.is_file():
             raise RuntimeError(f"certomancer did not write {found}: {sorted(p.name for p in folder.iterdir())}")
-    pki = TestPki(folder, prefix)
+    pki = Pki(folder, prefix)
     log = open(folder / "animator.log", "wb")
     pki.process = subprocess.Popen(_certomancer(config, "animate", "--port", str(port), "--no-web-ui"),
                                    stdout=log, stderr=subprocess.STDOUT, cwd=folder, start_new_session=True)
@@ -211,7 +211,7 @@ class SoftToken:
         return {"SOFTHSM2_CONF": str(self.conf)}
 
 
-def make_token(folder: Path, pki: TestPki, signer: str, label: str = "digitize", pin: str = "123456") -> SoftToken:
+def make_token(folder: Path, pki: Pki, signer: str, label: str = "digitize", pin: str = "123456") -> SoftToken:
     """A SoftHSM2 token in FOLDER holding SIGNER's private key and certificate under the label SIGNER."""
     tokens = folder / "tokens"
     tokens.mkdir(parents=True, exist_ok=True)
