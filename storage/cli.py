@@ -116,6 +116,7 @@ def show_cmd(settings, case_id: str) -> None:
     with _archive(settings) as archive:
         case = archive.case(case_id)
         docs = archive.documents(case.case_id)
+        signed = archive.signatures([int(d.doc_id) for d in docs])
     click.echo(f"case {case.case_id}")
     for label, value in [("procedure", " ".join(filter(None, [case.procedure_code, case.procedure_name]))),
                          ("agency", case.agency), ("applicant", case.applicant), ("received", case.received_date),
@@ -123,7 +124,6 @@ def show_cmd(settings, case_id: str) -> None:
                          *((k, v) for k, v in sorted(case.archive.items()))]:
         if value:
             click.echo(f"  {label}: {value}")
-        signed = archive.signatures([int(d.doc_id) for d in docs])
     click.echo(f"{len(docs)} documents:")
     for doc in docs:
         click.echo(_document_line(doc))
