@@ -34,13 +34,11 @@ def _document_line(doc: DocumentRow) -> str:
             f"{doc.pdfa_sha256[:12]}  {doc.title or doc.doc_type or doc.source_name or '(untitled)'}")
 
 
-def _signature_line(signatures: list[SignatureRow]) -> str:
+def _signature_lines(signatures: list[SignatureRow]) -> list[str]:
     """As recorded at store time; `digitize verify` re-checks the bytes."""
-    if not signatures:
-        return "      unsigned"
-    return "\n".join(f"      signed ({s.level}) by {s.signer} at {s.signing_time}"
-                     + (f", timestamp {s.timestamp}" if s.timestamp else "") + f", cert {s.cert_sha256[:16]}"
-                     for s in signatures)
+    return [f"      signed ({s.level}) by {s.signer} at {s.signing_time}"
+            + (f", timestamp {s.timestamp}" if s.timestamp else "") + f", cert {s.cert_sha256[:16]}"
+            for s in signatures]
 
 
 def _hit_lines(hit: SearchHit) -> tuple[str, str]:
@@ -127,7 +125,10 @@ def show_cmd(settings, case_id: str) -> None:
     click.echo(f"{len(docs)} documents:")
     for doc in docs:
         click.echo(_document_line(doc))
-        click.echo(_signature_line(signed.get(int(doc.doc_id), [])))
+        for line in _signature_lines(signed.get(int(doc.doc_id), [])):
+            click.echo(line)
+    if docs:
+        click.echo(f"{len(signed)} of {len(docs)} documents signed")
 
 
 @click.command("get")

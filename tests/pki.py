@@ -56,33 +56,25 @@ pki-architectures:
           - id: key_usage
             critical: true
             smart-value: {{schema: key-usage, params: [digital_signature, key_cert_sign, crl_sign]}}
-      tsa:
-        issuer: root
-        validity: {{valid-from: "2020-01-01T00:00:00+0000", valid-to: "2060-01-01T00:00:00+0000"}}
-        extensions:
-          - id: key_usage
-            critical: true
-            smart-value: {{schema: key-usage, params: [digital_signature]}}
-          - id: extended_key_usage
-            critical: true
-            value: [time_stamping]
-      ocsp:
-        issuer: root
-        validity: {{valid-from: "2020-01-01T00:00:00+0000", valid-to: "2060-01-01T00:00:00+0000"}}
-        extensions:
-          - id: key_usage
-            critical: true
-            smart-value: {{schema: key-usage, params: [digital_signature]}}
-          - id: extended_key_usage
-            critical: true
-            value: [ocsp_signing]
-          - id: ocsp_no_check
-{signers}
+{services}{signers}
     services:
       ocsp:
         root: {{for-issuer: root, responder-cert: ocsp, signing-key: ocsp}}
       time-stamping:
         tsa: {{signing-key: tsa, signing-cert: tsa}}
+"""
+
+SERVICE = """\
+      {name}:
+        issuer: root
+        validity: {{valid-from: "2020-01-01T00:00:00+0000", valid-to: "2060-01-01T00:00:00+0000"}}
+        extensions:
+          - id: key_usage
+            critical: true
+            smart-value: {{schema: key-usage, params: [digital_signature]}}
+          - id: extended_key_usage
+            critical: true
+            value: [{usage}]
 """
 
 SIGNER = """\
@@ -97,6 +89,32 @@ SIGNER = """\
           - id: authority_information_access
             smart-value: {{schema: aia-urls, params: {{ocsp-responder-names: [root]}}}}
 """
+
+
+def self_signed(folder: Path, common_name: str, password: str, rsa_bits: int = 0) -> tuple[Path, Path, object]:
+    """A self-signed signing certificate (its own trust anchor): PKCS#12 file, certificate PEM, private key.
+    EC P-256 (fast) unless ``rsa_bits``."""
+    import datetime as dt
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=rsa_bits) if rsa_bits else \
+        ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=365))
+            .add_extension(x509.KeyUsage(True, True, False, False, False, False, False, False, False), critical=True)
+            .sign(key, hashes.SHA256()))
+    p12 = folder / "signer.p12"
+    p12.write_bytes(pkcs12.serialize_key_and_certificates(b"signer", key, cert, None,
+                                                          serialization.BestAvailableEncryption(password.encode())))
+    pem = folder / "signer.pem"
+    pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return p12, pem, key
 
 
 def free_port() -> int:
@@ -164,8 +182,10 @@ def start_pki(folder: Path) -> Pki:
     ])
     key_lines = "".join(f"      {n}: {{path: {n}.key.pem}}\n" for n in KEYS)
     config = folder / "certomancer.yml"
-    config.write_text(CONFIG.format(prefix=prefix, keys=keys, key_lines=key_lines, arch=ARCH, signers=signers),
-                      encoding="utf-8")
+    services = (SERVICE.format(name="tsa", usage="time_stamping")
+                + SERVICE.format(name="ocsp", usage="ocsp_signing") + "          - id: ocsp_no_check\n")
+    config.write_text(CONFIG.format(prefix=prefix, keys=keys, key_lines=key_lines, arch=ARCH, signers=signers,
+                                    services=services), encoding="utf-8")
     subprocess.run(_certomancer(config, "mass-summon", "--flat", "--no-pfx", ARCH, str(folder)), check=True,
                    capture_output=True, cwd=folder)
     for name in ("root", "officer", "agency", "expired", "tsa", "ocsp"):

@@ -3,18 +3,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import replace
 from pathlib import Path
 
 import pikepdf
 import pytest
 from click.testing import CliRunner
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import NameOID
 
 from digitize.config import SignSettings
 from digitize.fsutil import sha256_file
@@ -22,26 +16,18 @@ from digitize.signing import Signer
 from storage.archive import Archive
 from storage.cli import show_cmd, verify_cmd
 
+try:
+    from tests.pki import self_signed
+except ModuleNotFoundError:
+    from pki import self_signed
+
 CASE = "000.00.31.H56-241015-0027"  # the case make_document files under (see conftest)
 
 
 @pytest.fixture(scope="module")
 def agency_p12(tmp_path_factory) -> tuple[Path, Path]:
     """A self-signed agency certificate (its own trust anchor) in a PKCS#12, and its PEM."""
-    folder = tmp_path_factory.mktemp("p12")
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "UBND phường Bến Nghé")])
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=365))
-            .add_extension(x509.KeyUsage(True, True, False, False, False, False, False, False, False), critical=True)
-            .sign(key, hashes.SHA256()))
-    p12 = folder / "agency.p12"
-    p12.write_bytes(pkcs12.serialize_key_and_certificates(b"agency", key, cert, None,
-                                                          serialization.BestAvailableEncryption(b"pin")))
-    pem = folder / "agency.pem"
-    pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    p12, pem, _ = self_signed(tmp_path_factory.mktemp("p12"), "UBND phường Bến Nghé", "pin")
     return p12, pem
 
 
@@ -69,6 +55,7 @@ def test_signatures_are_recorded_shown_and_verified(archive: Archive, settings, 
     settings.sign.trust = str(pem)
     shown = CliRunner().invoke(show_cmd, [CASE], obj=settings)
     assert shown.exit_code == 0 and f"signed (B-B) by UBND phường Bến Nghé at {record.signing_time}" in shown.output
+    assert "1 of 1 documents signed" in shown.output
     report = archive.verify(CASE, trust=str(pem))
     assert report.ok, report.problems
 
@@ -96,5 +83,5 @@ def test_an_unsigned_document_shows_as_unsigned(archive: Archive, settings, make
     doc = make_document()
     archive.store(doc.original, doc.pdfa, doc.report, doc.meta)
     shown = CliRunner().invoke(show_cmd, [CASE], obj=settings)
-    assert "unsigned" in shown.output
+    assert "0 of 1 documents signed" in shown.output and "signed (" not in shown.output
     assert archive.verify(CASE).ok
