@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -26,7 +27,7 @@ from typing import Any, Callable
 
 from . import signmark
 from .config import Settings, SignSettings
-from .errors import ConfigError, FileAccessError, SignerUnavailableError, SigningError
+from .errors import ConfigError, DigitizeError, FileAccessError, SignerUnavailableError, SigningError
 
 log = logging.getLogger("digitize")
 
@@ -207,20 +208,21 @@ def _open_pkcs11(cfg: SignSettings, pin: str | None):
     return signer, close
 
 
-class _TimedPdfSigner:
-    """pyHanko's PdfSigner with the signing time chosen by us, so the CMS signing time and the one
-    printed in the mark are the same instant."""
+@functools.lru_cache(maxsize=1)
+def _timed_pdf_signer_class():
+    """pyHanko's PdfSigner with the signing time chosen by us (``signing_time``), so the CMS signing
+    time and the one printed in the mark are the same instant."""
+    from pyhanko.sign.signers import PdfSigner
 
-    def __new__(cls, when: datetime, *args, **kwargs):
-        from pyhanko.sign.signers import PdfSigner
+    class TimedPdfSigner(PdfSigner):
+        signing_time: datetime | None = None
 
-        class Timed(PdfSigner):
-            def init_signing_session(self, pdf_out, existing_fields_only=False):
-                session = super().init_signing_session(pdf_out, existing_fields_only)
-                session.system_time = when
-                return session
+        def init_signing_session(self, pdf_out, existing_fields_only=False):
+            session = super().init_signing_session(pdf_out, existing_fields_only)
+            session.system_time = self.signing_time or session.system_time
+            return session
 
-        return Timed(*args, **kwargs)
+    return TimedPdfSigner
 
 
 class Signer:
@@ -283,16 +285,16 @@ class Signer:
                     mark = self._mark(writer, when)
                     spec = fields.SigFieldSpec(FIELD_NAME, on_page=0, box=mark.box)
                     style = signmark.stamp_style(mark)
-                pdf_signer = _TimedPdfSigner(when, meta, self._signer, timestamper=self._timestamper,
-                                             stamp_style=style, new_field_spec=spec)
+                pdf_signer = _timed_pdf_signer_class()(meta, self._signer, timestamper=self._timestamper,
+                                                       stamp_style=style, new_field_spec=spec)
+                pdf_signer.signing_time = when
                 with open(target, "wb") as out:
                     pdf_signer.sign_pdf(writer, output=out, bytes_reserved=SIGNATURE_BYTES)
-        except OSError as e:
-            raise FileAccessError(f"cannot sign {source.name}: {e.strerror or e}") from None
-        except Exception as e:  # noqa: BLE001 - pyHanko, python-pkcs11 and aiohttp raise their own
-            if os.environ.get("DIGITIZE_SIGN_DEBUG"):
-                raise
-            raise self._signing_failure(e) from None
+        except DigitizeError:
+            raise
+        except Exception as e:  # noqa: BLE001 - pyHanko, python-pkcs11, aiohttp and the OS raise their own
+            log.debug("signing %s failed", source, exc_info=True)
+            raise self._signing_failure(e, source) from None
         return SignatureRecord(FIELD_NAME, self.name, cert_sha256(self.cert), when.isoformat(),
                                _timestamp_of(target) if self._timestamper else None, self.level)
 
@@ -304,19 +306,24 @@ class Signer:
         return signmark.place(x2 - x1, y2 - y1, signmark.mark_lines(self.name, when.isoformat()), self._font,
                               self._seal)
 
-    def _signing_failure(self, e: Exception) -> SigningError:
-        """The error to report; a token error also marks this signer broken (the next file logs in again)."""
+    def _signing_failure(self, e: Exception, source: Path) -> Exception:
+        """The one-line error to report. A token error also marks this signer broken (the next file
+        logs in again); a CA service (TSA, OCSP) that does not answer makes the file wait too."""
+        from pyhanko.sign.timestamps.common_utils import TimestampRequestError
+
         cause = e
         while cause.__cause__ is not None and not _is_pkcs11_error(cause):
             cause = cause.__cause__
+        text = " ".join(str(e).split())
         if _is_pkcs11_error(cause):
             error = _token_error(cause)
-            if isinstance(error, SignerUnavailableError):
-                self.broken = True
+            self.broken = isinstance(error, SignerUnavailableError)
             return error
-        text = " ".join(str(e).split())
-        if self._timestamper is not None and ("imestamp" in text or "aiohttp" in type(e).__module__):
-            return SignerUnavailableError(f"timestamp authority {self.cfg.tsa_url} did not answer: {text}")
+        if isinstance(e, TimestampRequestError) or type(e).__module__.startswith("aiohttp"):
+            return SignerUnavailableError(f"a CA service did not answer (timestamp {self.cfg.tsa_url} or "
+                                          f"revocation): {text or type(e).__name__}; the file waits")
+        if isinstance(e, OSError) and e.filename:
+            return FileAccessError(f"cannot sign {source.name}: {e.strerror or text}")
         if self.cfg.ltv and ("revocation" in text.lower() or "validat" in text.lower()):
             return SigningError(f"cannot collect revocation data for B-LT: {text}")
         return SigningError(f"signing failed: {type(e).__name__}: {text}")

@@ -22,9 +22,9 @@ from digitize.config import Settings
 from digitize.errors import ExitCode, SignerUnavailableError, SigningError
 
 try:
-    from tests.pki import Pki, make_token, start_pki
+    from tests.pki import Pki, free_port, make_token, start_pki
 except ModuleNotFoundError:
-    from pki import Pki, make_token, start_pki
+    from pki import Pki, free_port, make_token, start_pki
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent
@@ -240,6 +240,12 @@ def test_agency_seal_b_lt_stays_pdfa_and_checks_offline(tmp_path, pki, pdfa, sea
     check = sigcheck.check_file(out, str(pki.root_pem))  # offline: no fetching, the embedded data only
     assert check.ok, check.summary()
     assert check.signatures[0].level == "B-LT" and "not revoked" in check.signatures[0].revocation
+
+
+def test_a_timestamp_authority_that_does_not_answer_makes_the_file_wait(tmp_path, pki, pdfa):
+    settings = sign_settings(pki, who="officer", tsa_url=f"http://127.0.0.1:{free_port()}/tsa")
+    with pytest.raises(SignerUnavailableError, match="did not answer"):
+        signing.Signer(settings.sign, settings.sign.pin).sign(pdfa, tmp_path / "never.pdf")
 
 
 def test_invisible_signature_stays_pdfa(tmp_path, pki, pdfa):
