@@ -130,7 +130,6 @@ def check_certificate(cert, when: datetime) -> None:
 def _open_pkcs12(cfg: SignSettings, pin: str | None):
     from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, pkcs12
     from asn1crypto import keys
-    from pyhanko.sign.signers import SimpleSigner
     from pyhanko_certvalidator.registry import SimpleCertificateStore
 
     try:
@@ -148,7 +147,38 @@ def _open_pkcs12(cfg: SignSettings, pin: str | None):
     chain = [_x509_to_asn1(c) for c in extra or []]
     signing_cert = _x509_to_asn1(cert)
     registry = SimpleCertificateStore.from_certs([signing_cert, *chain])
-    return SimpleSigner(signing_cert=signing_cert, signing_key=key_info, cert_registry=registry), lambda reset=False: None
+    signer = _kept_key_signer_class()(signing_cert=signing_cert, signing_key=key_info, cert_registry=registry)
+    signer.parsed_key = key
+    return signer, lambda reset=False: None
+
+
+@functools.lru_cache(maxsize=1)
+def _kept_key_signer_class():
+    """pyHanko's SimpleSigner parses its private key again for every signature (0.1 s for RSA-2048,
+    more than the signature itself): this one keeps the parsed key for RSA PKCS#1 v1.5 and ECDSA."""
+    from cryptography.hazmat.primitives.asymmetric.ec import ECDSA, EllipticCurvePrivateKey
+    from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+    from pyhanko.sign.signers import SimpleSigner
+    from pyhanko_certvalidator.util import get_pyca_cryptography_hash
+
+    class KeptKeySigner(SimpleSigner):
+        parsed_key = None
+
+        def sign_raw(self, data: bytes, digest_algorithm: str) -> bytes:
+            try:
+                mechanism = self.get_signature_mechanism_for_digest(digest_algorithm).signature_algo
+            except ValueError:
+                return super().sign_raw(data, digest_algorithm)
+            hash_algo = get_pyca_cryptography_hash(digest_algorithm)
+            key = self.parsed_key
+            if isinstance(key, RSAPrivateKey) and mechanism == "rsassa_pkcs1v15":
+                return key.sign(data, PKCS1v15(), hash_algo)
+            if isinstance(key, EllipticCurvePrivateKey) and mechanism == "ecdsa":
+                return key.sign(data, ECDSA(hash_algo))
+            return super().sign_raw(data, digest_algorithm)
+
+    return KeptKeySigner
 
 
 def _token_error(e: Exception) -> SigningError:

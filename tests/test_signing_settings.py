@@ -120,11 +120,14 @@ def test_a_font_without_vietnamese_is_refused(tmp_path):
         assert signmark.find_font(str(dejavu)) == dejavu
 
 
-def test_the_font_handed_to_pyhanko_has_1000_units_per_em(tmp_path, monkeypatch):
+def test_the_font_handed_to_pyhanko_is_small_and_has_1000_units_per_em(tmp_path, monkeypatch):
     from fontTools.ttLib import TTFont
 
     monkeypatch.setenv("DIGITIZE_CACHE", str(tmp_path))
-    scaled = signmark.pdf_font(signmark.find_font())
+    scaled = signmark.pdf_font(signmark.find_font(), "Nguyễn Thị Lan")
     with TTFont(str(scaled)) as tt:
         assert tt["head"].unitsPerEm == 1000
-    assert signmark.pdf_font(signmark.find_font()) == scaled  # cached
+        cmap = tt.getBestCmap()
+    assert all(ord(c) in cmap for c in "Nguyễn Thị Lan2026-12-01T18:34:15+07:00")
+    assert len(cmap) < 40 and scaled.stat().st_size < signmark.find_font().stat().st_size / 10
+    assert signmark.pdf_font(signmark.find_font(), "Nguyễn Thị Lan") == scaled  # cached
