@@ -317,3 +317,21 @@ def test_a_wrong_pin_is_tried_once_per_process(pki, tmp_path, monkeypatch):
     assert second.value is first.value  # remembered: the token's retry counter is not spent again
     with pytest.raises(SigningError, match="PIN"):
         signing.preflight(settings)  # a watcher or batch stops before taking any file
+
+
+def test_a_signature_that_breaks_pdfa_leaves_no_output(tmp_path, scan):
+    """veraPDF judges the signed file; if only signing made it invalid, the error says so."""
+    from digitize.convert import ConvertOptions, convert_file
+    from digitize.errors import OutputValidationError
+
+    class BreakingSigner:
+        def sign(self, source: Path, target: Path):
+            with pikepdf.open(source) as pdf:
+                del pdf.Root.Metadata  # no XMP: not PDF/A any more
+                pdf.save(target)
+            return signing.SignatureRecord("f", "x", "0" * 64, "2026-01-01T00:00:00+07:00", None, "B-B")
+
+    out = tmp_path / "out.pdf"
+    with pytest.raises(OutputValidationError, match="valid but not once signed"):
+        convert_file(scan, out, ConvertOptions(language="eng", jobs=1), signer=BreakingSigner())
+    assert not out.exists() and not list(tmp_path.iterdir())
