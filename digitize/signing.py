@@ -75,23 +75,27 @@ def read_pin(cfg: SignSettings, interactive: bool = False) -> str | None:
     """The PIN from the settings (env), a file (systemd credential), or a terminal prompt; None if none."""
     if cfg.pin:
         return cfg.pin
-    candidates = [cfg.pin_file] if cfg.pin_file else []
-    if os.environ.get("CREDENTIALS_DIRECTORY"):
-        candidates.append(str(Path(os.environ["CREDENTIALS_DIRECTORY"]) / CREDENTIAL_NAME))
-    for i, candidate in enumerate(candidates):
-        path = Path(candidate)
-        if not path.is_file() and (i > 0 or not cfg.pin_file):
-            continue
-        try:
-            return path.read_text(encoding="utf-8").strip("\r\n")
-        except OSError as e:
-            raise ConfigError(f"cannot read sign.pin_file {path}: {e.strerror}") from None
+    if cfg.pin_file:
+        return _read_pin_file(Path(cfg.pin_file))
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    if credentials and (Path(credentials) / CREDENTIAL_NAME).is_file():
+        return _read_pin_file(Path(credentials) / CREDENTIAL_NAME)
     if interactive and sys.stdin is not None and sys.stdin.isatty():
         import click
 
         what = f"token {cfg.token_label}" if cfg.pkcs11_module else Path(cfg.pkcs12).name
         return click.prompt(f"PIN for {what}", hide_input=True, err=True)
     return None
+
+
+def _read_pin_file(path: Path) -> str:
+    """Like ssh with a private key: a PIN file others may read is refused, not used."""
+    try:
+        if path.stat().st_mode & 0o007:
+            raise ConfigError(f"PIN file {path} is readable by other users: chmod o-rwx it")
+        return path.read_text(encoding="utf-8").strip("\r\n")
+    except OSError as e:
+        raise ConfigError(f"cannot read PIN file {path}: {e.strerror}") from None
 
 
 def _x509_to_asn1(cert) -> Any:

@@ -36,11 +36,16 @@ def test_pin_file_then_systemd_credential_then_nothing(tmp_path, monkeypatch):
     creds = tmp_path / "creds"
     creds.mkdir()
     (creds / signing.CREDENTIAL_NAME).write_text("from-systemd\n")
+    (creds / signing.CREDENTIAL_NAME).chmod(0o400)
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
     assert signing.read_pin(cfg) == "from-systemd"
     own = tmp_path / "pin.txt"
     own.write_text(PIN + "\n")
+    own.chmod(0o644)
     cfg.pin_file = str(own)
+    with pytest.raises(ConfigError, match="readable by other users"):
+        signing.read_pin(cfg)
+    own.chmod(0o640)
     assert signing.read_pin(cfg) == PIN
     cfg.pin = "env-wins"
     assert signing.read_pin(cfg) == "env-wins"
@@ -48,7 +53,7 @@ def test_pin_file_then_systemd_credential_then_nothing(tmp_path, monkeypatch):
 
 def test_a_missing_pin_file_is_a_config_error(tmp_path):
     cfg = config.SignSettings(pkcs12="x.p12", pin_file=str(tmp_path / "absent"))
-    with pytest.raises(ConfigError, match="pin_file"):
+    with pytest.raises(ConfigError, match="cannot read PIN file"):
         signing.read_pin(cfg)
 
 
