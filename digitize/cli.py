@@ -23,11 +23,11 @@ Exit codes:
   0  success                      6  OCR failed or timed out
   1  bad arguments                8  encrypted PDF
   2  bad input file               9  invalid configuration
-  3  missing dependency          10  storage/index unavailable
+  3  missing dependency          10  store/index/token unavailable
   4  output failed PDF/A check   11  fixity or signature check failed
   5  cannot read/write a file    12  case or document not found
                                  13  signing key unusable (PIN,
-                                     certificate, token gone)
+                                     certificate)
                                  15  internal error, or the resident
                                      converter stopped under a run
 """

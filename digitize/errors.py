@@ -107,5 +107,8 @@ class SigningError(DigitizeError):
 
 
 class SignerUnavailableError(SigningError, StorageError):
-    """The token went away or stopped answering mid-run. Like storage being down it says nothing about
-    the file: pipelines keep the file (it is a StorageError to them) and retry once the token is back."""
+    """The token went away or stopped answering, or the timestamp/OCSP service did not answer. Like
+    storage being down it says nothing about the file: pipelines keep the file (it is a StorageError
+    to them) and retry; exit code 10 (try again later), where a wrong PIN is 13 (fix, don't retry)."""
+
+    exit_code = ExitCode.storage

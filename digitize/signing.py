@@ -273,9 +273,13 @@ class Signer:
         self.cert = self._signer.signing_cert
         self.name = cfg.name or common_name(self.cert)
         self.broken = False
-        check_certificate(self.cert, datetime.now(timezone.utc))
-        self._font = signmark.find_font(cfg.font) if cfg.visible else None
-        self._seal = signmark.load_seal(cfg.seal) if cfg.visible and cfg.kind == "agency" and cfg.seal else None
+        try:
+            check_certificate(self.cert, datetime.now(timezone.utc))
+            self._font = signmark.find_font(cfg.font) if cfg.visible else None
+            self._seal = signmark.load_seal(cfg.seal) if cfg.visible and cfg.kind == "agency" and cfg.seal else None
+        except BaseException:
+            self._close()  # a token's session is not left open behind a refused certificate
+            raise
         self._timestamper = None
         if cfg.tsa_url:
             from pyhanko.sign.timestamps import HTTPTimeStamper

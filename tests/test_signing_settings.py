@@ -100,7 +100,7 @@ def test_inconsistent_settings_are_refused(sign, message):
 def test_a_token_that_went_away_is_a_signing_error_the_pipelines_retry():
     error = SignerUnavailableError("token gone")
     assert isinstance(error, SigningError) and isinstance(error, StorageError)
-    assert int(error.exit_code) == 13
+    assert int(error.exit_code) == 10 and int(SigningError("wrong PIN").exit_code) == 13
 
 
 def test_the_mark_sits_top_right_inside_the_page_and_grows_with_the_seal(tmp_path):
