@@ -283,6 +283,7 @@ def test_token_gone_mid_batch_files_wait_and_are_stored_when_it_is_back(tmp_path
         first = process_file(files[0], settings)
         assert first.status is Status.unmatched, first.reason  # stored (no case ID in a bare scan)
         signer = signing.signer_for(settings)
+        assert signing.signer_for(settings) is signer, "one open session per process, not one login per file"
         tokens = token.conf.parent / "tokens"
         tokens.rename(tokens.with_name("unplugged"))
         second = process_file(files[1], settings)
