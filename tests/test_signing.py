@@ -6,6 +6,7 @@ implementation, which must also see a flipped byte.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -165,6 +166,8 @@ def test_run_with_pkcs12_signs_a_valid_pdfa_with_the_mark_top_right(tmp_path, pk
     assert sig.signing_time.endswith("+07:00") and sig.timestamp
     explained = run_cli("sign-check", str(out), env=env)
     assert explained.returncode == 0 and "reaches a trust anchor" in explained.stdout, explained.stdout
+    as_json = json.loads(run_cli("sign-check", "--json", str(out), env=env).stdout)
+    assert as_json["ok"] and as_json["signatures"][0]["cert_sha256"] == sig.cert_sha256
     check_flip(out, tmp_path, env)
 
 
