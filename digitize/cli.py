@@ -1,4 +1,4 @@
-"""Command line: ``digitize run|watch|batch|cases|search|show|get|verify|separator|config|validator|servers``.
+"""Command line: ``digitize run|watch|batch|cases|search|show|get|verify|sign-check|separator|config|validator|servers``.
 
 Every failure a user can cause ends as one line on stderr (``digitize: ...``) and the exit code
 of its :class:`~digitize.errors.DigitizeError` class; never a traceback (``-v -v`` shows one for
@@ -16,7 +16,7 @@ import click
 
 from . import __version__
 from .config import load_settings, settings_as_dict
-from .errors import BadArgsError, DigitizeError, ExitCode
+from .errors import BadArgsError, ConfigError, DigitizeError, ExitCode, VerificationError
 from .secrets import mask, mask_logging
 from .terminal import printable
 
@@ -25,9 +25,11 @@ Exit codes:
   0  success                      6  OCR failed or timed out
   1  bad arguments                8  encrypted PDF
   2  bad input file               9  invalid configuration
-  3  missing dependency          10  storage/index unavailable
-  4  output failed PDF/A check   11  fixity check failed
+  3  missing dependency          10  store/index/token unavailable
+  4  output failed PDF/A check   11  fixity or signature check failed
   5  cannot read/write a file    12  case or document not found
+                                 13  signing key unusable (PIN,
+                                     certificate)
                                  15  internal error, or the resident
                                      converter stopped under a run
 """
@@ -53,6 +55,9 @@ def cli(ctx: click.Context, config_path: str | None, verbose: int, quiet: bool) 
     _setup_logging(-1 if quiet else verbose)
     ctx.obj = load_settings(config_path)
     ctx.meta["verbose"] = verbose
+    from .signing import scrub_pin_from_environment
+
+    scrub_pin_from_environment()  # read into the settings; no child process may inherit it
 
 
 @cli.group("config")
@@ -155,16 +160,56 @@ Examples:
 @click.option("-j", "--jobs", type=click.IntRange(1, 256), default=None, help="Pages processed in parallel.")
 @click.option("--ocr-timeout", type=click.FloatRange(0.001), default=None, help="Seconds per page before OCR is abandoned.")
 @click.option("--no-validate", is_flag=True, help="Skip the veraPDF check of the output.")
+@click.option("--sign/--no-sign", "sign", default=None,
+              help="PAdES-sign the output with the [sign] key (default: sign when a key is configured).")
 @click.pass_obj
-def run_cmd(settings, input_path: Path, output_path: Path, lang, sidecar, report, jobs, ocr_timeout, no_validate) -> None:
+def run_cmd(settings, input_path: Path, output_path: Path, lang, sidecar, report, jobs, ocr_timeout, no_validate,
+            sign) -> None:
     """Convert INPUT (PDF, TIFF, JPEG, PNG) to a searchable PDF/A-2b at OUTPUT.pdf."""
     from .convert import ConvertOptions, convert_file
 
     opts = ConvertOptions.from_settings(settings.convert, language=lang, jobs=jobs, ocr_timeout=ocr_timeout,
                                         validate=False if no_validate else None)
-    result = convert_file(input_path, output_path, opts, sidecar=sidecar, report=report)
+    result = convert_file(input_path, output_path, opts, sidecar=sidecar, report=report,
+                          signer=_run_signer(settings, sign))
     log.info("%s: %d pages, mean OCR confidence %.1f, %.1f s", output_path, result.page_count,
              result.mean_confidence, result.timings.get("total", 0.0))
+
+
+def _run_signer(settings, sign: bool | None):
+    """The key is opened before any page is converted: a wrong PIN costs nothing and leaves no output."""
+    if sign is False or (sign is None and not settings.sign.configured):
+        return None
+    if not settings.sign.configured:
+        raise ConfigError("--sign: no signing key configured (set [sign] pkcs12, or pkcs11_module and key_label)")
+    from .signing import signer_for
+
+    return signer_for(settings, interactive=True)
+
+
+@cli.command("sign-check")
+@click.argument("files", metavar="FILE...", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per file instead of text.")
+@click.pass_obj
+def sign_check_cmd(settings, files: tuple[Path, ...], as_json: bool) -> None:
+    """Explain every signature of each FILE: signer, times, integrity, coverage, chain, revocation.
+
+    Chains are judged against [sign] trust; exit 11 when a file is unsigned or a signature is broken."""
+    from .sigcheck import check_file, explain
+
+    bad = 0
+    for path in files:
+        result = check_file(path, settings.sign.trust)
+        bad += not result.ok
+        if as_json:
+            click.echo(json.dumps({"path": str(path), "ok": result.ok, "error": result.error,
+                                   "signatures": [s.as_dict() for s in result.signatures]}, ensure_ascii=False))
+        else:
+            for line in explain(result):
+                click.echo(printable(line))  # signer names come from the file's certificates
+    if bad:
+        raise VerificationError(f"{bad} of {len(files)} files unsigned or with a broken signature")
 
 
 def _register_optional_commands() -> None:

@@ -1,7 +1,7 @@
 """Settings: built-in defaults < TOML file < environment variables < command-line options.
 
 One TOML file (``--config FILE`` or ``$DIGITIZE_CONFIG`` or ``./digitize.toml``) with sections
-``[convert]``, ``[store]``, ``[index]``, ``[watch]``, ``[batch]``, ``[validator]``, ``[converter]``; any key can be overridden by
+``[convert]``, ``[store]``, ``[index]``, ``[watch]``, ``[batch]``, ``[validator]``, ``[converter]``, ``[sign]``; any key can be overridden by
 ``DIGITIZE_<SECTION>_<KEY>`` (e.g. ``DIGITIZE_STORE_URL``, ``DIGITIZE_INDEX_DSN``).
 The embedded defaults (a folder object store and a SQLite index under ``data_dir``) need no server.
 """
@@ -86,6 +86,33 @@ class ConverterSettings:
 
 
 @dataclass
+class SignSettings:
+    """PAdES signing of every PDF/A (digitize/signing.py); on when a key is configured."""
+
+    pkcs12: str = ""  # PKCS#12 file of an agency certificate; or a token:
+    pkcs11_module: str = ""  # the token's PKCS#11 library (the CA's driver, or SoftHSM2's)
+    token_label: str = ""
+    key_label: str = ""
+    cert_label: str = ""  # default: key_label
+    pin: str = ""  # DIGITIZE_SIGN_PIN; also the PKCS#12 password
+    pin_file: str = ""  # default $CREDENTIALS_DIRECTORY/digitize-sign-pin (systemd LoadCredential=)
+    kind: str = "personal"  # or "agency" (the seal image goes into the mark)
+    name: str = ""  # shown in the mark; default the certificate's common name
+    reason: str = "Số hóa từ bản giấy (bản sao điện tử)"
+    location: str = ""
+    seal: str = ""  # the agency's seal: red transparent PNG, drawn at its actual size (its dpi)
+    visible: bool = True  # the mark at the top right of page 1; false: an invisible signature
+    font: str = ""  # TTF for the mark; default Liberation Serif (fonts-liberation2)
+    tsa_url: str = ""  # RFC 3161 timestamp authority: PAdES B-T
+    ltv: bool = False  # embed chain and revocation data: PAdES B-LT (needs tsa_url)
+    trust: str = ""  # trust anchors (PEM/DER files, ":"-separated) signatures must chain to; "" = chain not judged
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.pkcs12 or self.pkcs11_module)
+
+
+@dataclass
 class Settings:
     data_dir: str = field(default_factory=lambda: str(default_data_dir()))
     convert: ConvertSettings = field(default_factory=ConvertSettings)
@@ -95,6 +122,7 @@ class Settings:
     batch: BatchSettings = field(default_factory=BatchSettings)
     validator: ValidatorSettings = field(default_factory=ValidatorSettings)
     converter: ConverterSettings = field(default_factory=ConverterSettings)
+    sign: SignSettings = field(default_factory=SignSettings)
     source: str = "defaults"  # where the settings came from, for `config show`
 
     @property
@@ -106,7 +134,7 @@ class Settings:
         return self.index.dsn or "sqlite:///" + str(Path(self.data_dir) / "index.sqlite3")
 
 
-_SECTIONS = ("convert", "store", "index", "watch", "batch", "validator", "converter")
+_SECTIONS = ("convert", "store", "index", "watch", "batch", "validator", "converter", "sign")
 
 
 def _coerce(value: Any, current: Any, where: str) -> Any:

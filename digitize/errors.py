@@ -23,6 +23,7 @@ class ExitCode(IntEnum):
     storage = 10  # object store or index unavailable / refused
     verification = 11  # fixity check found missing or corrupt objects
     not_found = 12  # case or document not found
+    signing = 13  # the signing key cannot be used: wrong PIN, expired certificate, token gone
     internal = 15  # a bug, or the resident converter stopped under a run
     interrupted = 130
 
@@ -96,3 +97,18 @@ class VerificationError(DigitizeError):
 
 class NotFoundError(DigitizeError):
     exit_code = ExitCode.not_found
+
+
+class SigningError(DigitizeError):
+    """The signing key or its certificate cannot be used (wrong PIN, expired or unsuitable certificate,
+    no such key): nothing is signed, so nothing is stored."""
+
+    exit_code = ExitCode.signing
+
+
+class SignerUnavailableError(SigningError, StorageError):
+    """The token went away or stopped answering, or the timestamp/OCSP service did not answer. Like
+    storage being down it says nothing about the file: pipelines keep the file (it is a StorageError
+    to them) and retry; exit code 10 (try again later), where a wrong PIN is 13 (fix, don't retry)."""
+
+    exit_code = ExitCode.storage

@@ -56,6 +56,7 @@ class DocumentReport:
     tools: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     created: str = ""
+    signature: dict[str, Any] = field(default_factory=dict)  # signing.SignatureRecord.as_dict(); {} = unsigned
 
     @property
     def page_count(self) -> int:

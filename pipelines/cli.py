@@ -24,12 +24,14 @@ Examples:
 def watch_cmd(settings, inbox: Path | None, poll: float | None, once: bool, log_json: bool) -> None:
     """Store every scan dropped into INBOX (default watch.inbox); move it to done/ or failed/."""
     from digitize import verapdf
+    from digitize.signing import preflight
 
     from .logs import configure
     from .watch import Watcher, WatchOptions
 
     verapdf.require(settings.convert.validate)  # every file would fail: say it once, exit 3
     configure(log_json)
+    preflight(settings, interactive=True)  # a wrong PIN or an expired certificate stops here, before any file
     summary = Watcher(WatchOptions.from_settings(settings.watch, inbox, poll, once), settings).run()
     if once:
         click.echo("watch: " + (", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items())) or "nothing to do"),
@@ -59,6 +61,8 @@ Examples:
 def batch_cmd(settings, src: Path, manifest: Path | None, jobs: int | None, dry_run: bool, report: Path | None,
               log_json: bool) -> None:
     """Convert, store and index every scan under SRC; re-running resumes (stored files are skipped)."""
+    from digitize.signing import preflight
+
     from .batch import run_batch
     from .logs import configure
 
@@ -67,6 +71,8 @@ def batch_cmd(settings, src: Path, manifest: Path | None, jobs: int | None, dry_
 
         verapdf.require(settings.convert.validate)
     configure(log_json, events=False)
+    if not dry_run:
+        preflight(settings, interactive=True)  # before the workers fork: they inherit the PIN, not a session
     run_batch(src, settings, manifest, jobs, dry_run, report)
 
 

@@ -16,7 +16,7 @@ from enum import StrEnum
 from pathlib import Path, PurePath
 from typing import Any
 
-from digitize.errors import DigitizeError, ExitCode, StorageError
+from digitize.errors import DigitizeError, ExitCode, SigningError, StorageError
 from digitize.fsutil import sha256_file, work_dir
 from digitize.records import DocumentReport
 
@@ -66,8 +66,8 @@ class JobResult:
 
     @property
     def retryable(self) -> bool:
-        """Storage trouble says nothing about the file: keep it and try again later."""
-        return self.status is Status.failed and StorageError.__name__ in self.error_kinds
+        """Storage or signing-key trouble says nothing about the file: keep it and try again later."""
+        return self.status is Status.failed and bool({StorageError.__name__, SigningError.__name__} & set(self.error_kinds))
 
     @property
     def internal(self) -> bool:
@@ -143,10 +143,12 @@ class _Job:
 
     def _convert(self, part: Part, workdir: Path) -> DocumentReport:
         from digitize.convert import convert_file
+        from digitize.signing import signer_for
 
         opts = dataclasses.replace(self.opts, pages=None if part.whole else part.pages)
         started = time.perf_counter()
-        report = convert_file(self.path, workdir / f"part-{part.pages[0] + 1}.pdf", opts)
+        signer = signer_for(self.settings)  # this process's open key; None when [sign] is not configured
+        report = convert_file(self.path, workdir / f"part-{part.pages[0] + 1}.pdf", opts, signer=signer)
         self.convert_seconds += time.perf_counter() - started
         self.pages += report.page_count
         return report

@@ -10,7 +10,8 @@ servers=1; [ "${1:-}" = "--no-servers" ] && servers=0
 say() { printf '== %s\n' "$*" >&2; }
 
 APT_PKGS=(tesseract-ocr tesseract-ocr-vie tesseract-ocr-eng tesseract-ocr-osd poppler-utils
-          libjbig2dec0 jbig2dec fonts-liberation2 fonts-dejavu-core python3-venv curl unzip ca-certificates)
+          libjbig2dec0 jbig2dec fonts-liberation2 fonts-dejavu-core python3-venv curl unzip ca-certificates
+          softhsm2 opensc)
 [ $servers = 1 ] && APT_PKGS+=(postgresql postgresql-contrib)
 # Java and Maven (veraPDF) only when the machine has none of its own
 command -v javac >/dev/null || APT_PKGS+=(default-jdk-headless)

@@ -42,6 +42,7 @@ from .models import (
     PageText,
     RowError,
     SearchHit,
+    SignatureRow,
     StoredDocument,
     description_of,
 )
@@ -64,6 +65,11 @@ def _stored(row: DocumentRow, already: bool) -> StoredDocument:
 
 def _tools_summary(report: DocumentReport) -> str:
     return "; ".join(f"{name} {version}" for name, version in sorted(report.tools.items())) or "unknown"
+
+
+def _signed(report: DocumentReport) -> str:
+    sig = report.signature
+    return f", PAdES {sig['level']} signed by {sig['signer']} at {sig['signing_time']}" if sig else ""
 
 
 def _plan_row(meta: DocumentMeta, report: DocumentReport, case_id: str | None, sequence: int,
@@ -134,7 +140,8 @@ class Archive:
         row = self._write_objects(row, original, pdfa, pdfa_sha, report, meta)
         fault_point("objects-written")
         self.index.finalize(row, [PageText(p.number, p.text) for p in report.pages],
-                            self._store_events(row, report, actor))
+                            self._store_events(row, report, actor),
+                            [SignatureRow.from_record(report.signature)] if report.signature else [])
         return _stored(row, already=False)
 
     def _insert_pending(self, meta: DocumentMeta, report: DocumentReport, case_id: str | None,
@@ -190,7 +197,8 @@ class Archive:
         return [
             event("ingested", row.original_sha256, f"received {row.source_name or 'unnamed'} {row.source_pages}".strip(),
                   time=row.created_at),
-            event("converted", row.pdfa_sha256, f"{row.pages} pages to PDF/A-{flavour or '?'}", _tools_summary(report)),
+            event("converted", row.pdfa_sha256, f"{row.pages} pages to PDF/A-{flavour or '?'}" + _signed(report),
+                  _tools_summary(report)),
             event("stored", row.pdfa_sha256, f"{row.original_key} {row.pdfa_key} {row.meta_key}"),
             event("verified", row.pdfa_sha256, "3 objects read back, SHA-256 matched"),
         ]
@@ -277,7 +285,12 @@ class Archive:
         case = self.case(case_id)
         return retrieval.presigned_urls(self.objects, self.index, case, expires, original, actor, TOOL)
 
+    def signatures(self, doc_ids: list[int]) -> dict[int, list[SignatureRow]]:
+        return self.index.signatures(doc_ids)
+
     def verify(self, case_id: str | None = None, actor: str = "digitize",
-               stale_after: timedelta = fixity.STALE_PENDING, clock: Callable[[], str] = now_iso) -> fixity.VerifyReport:
+               stale_after: timedelta = fixity.STALE_PENDING, clock: Callable[[], str] = now_iso,
+               trust: str = "") -> fixity.VerifyReport:
+        """Fixity of every object, and the signatures of signed PDF/As (chained to ``trust`` when given)."""
         case_id = normalize_case_id(case_id) if case_id else None
-        return fixity.verify(self.objects, self.index, case_id, actor, TOOL, stale_after, clock)
+        return fixity.verify(self.objects, self.index, case_id, actor, TOOL, stale_after, clock, trust)

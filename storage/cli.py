@@ -17,7 +17,7 @@ from digitize.errors import InputError, VerificationError
 from digitize.terminal import printable
 
 from .archive import Archive
-from .models import DocumentRow, SearchHit
+from .models import DocumentRow, SearchHit, SignatureRow
 
 
 def echo(line: str, err: bool = False) -> None:
@@ -38,6 +38,13 @@ def _document_line(doc: DocumentRow) -> str:
     confidence = f"{doc.ocr_confidence:.0f}%" if doc.ocr_confidence is not None else "-"
     return (f"{doc.sequence:>4}  doc {doc.doc_id:<6} {doc.pages:>3} p  OCR {confidence:>4}  "
             f"{doc.pdfa_sha256[:12]}  {doc.title or doc.doc_type or doc.source_name or '(untitled)'}")
+
+
+def _signature_lines(signatures: list[SignatureRow]) -> list[str]:
+    """As recorded at store time; `digitize verify` re-checks the bytes."""
+    return [f"      signed ({s.level}) by {s.signer} at {s.signing_time}"
+            + (f", timestamp {s.timestamp}" if s.timestamp else "") + f", cert {s.cert_sha256[:16]}"
+            for s in signatures]
 
 
 def _hit_lines(hit: SearchHit) -> tuple[str, str]:
@@ -113,6 +120,7 @@ def show_cmd(settings, case_id: str) -> None:
     with _archive(settings) as archive:
         case = archive.case(case_id)
         docs = archive.documents(case.case_id)
+        signed = archive.signatures([int(d.doc_id) for d in docs])
     echo(f"case {case.case_id}")
     for label, value in [("procedure", " ".join(filter(None, [case.procedure_code, case.procedure_name]))),
                          ("agency", case.agency), ("applicant", case.applicant), ("received", case.received_date),
@@ -123,6 +131,10 @@ def show_cmd(settings, case_id: str) -> None:
     echo(f"{len(docs)} documents:")
     for doc in docs:
         echo(_document_line(doc))
+        for line in _signature_lines(signed.get(int(doc.doc_id), [])):
+            echo(line)
+    if docs:
+        echo(f"{len(signed)} of {len(docs)} documents signed")
 
 
 @click.command("get")
@@ -150,15 +162,22 @@ def get_cmd(settings, case_id: str, out_dir: Path | None, original: bool, as_url
 
 
 @click.command("verify")
+@click.argument("files", metavar="[FILE.pdf...]", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--case", "case_id", metavar="CASE_ID", help="Check one case's documents and objects.")
 @click.option("--all", "check_all", is_flag=True, help="Check every document and look for orphan objects (default).")
 @click.pass_obj
-def verify_cmd(settings, case_id: str | None, check_all: bool) -> None:
-    """Fixity audit: re-read objects, compare SHA-256 with the index, report missing/corrupt/orphan objects."""
+def verify_cmd(settings, files: tuple[Path, ...], case_id: str | None, check_all: bool) -> None:
+    """Fixity audit: re-read objects, compare SHA-256 with the index, check the PDF/As' signatures, report
+    missing/corrupt/orphan objects and broken signatures. Given FILEs, check only their signatures."""
     if case_id and check_all:
         raise click.UsageError("use --case ID or --all, not both")
+    if files:
+        if case_id or check_all:
+            raise click.UsageError("give FILEs, or --case/--all, not both")
+        _verify_files(files, settings.sign.trust)
+        return
     with _archive(settings) as archive:
-        report = archive.verify(case_id)
+        report = archive.verify(case_id, trust=settings.sign.trust)
     for repair in report.repaired:
         echo(f"repaired ({repair.kind}): doc {repair.doc_id}: {repair.detail}")
     for problem in report.problems:
@@ -168,6 +187,18 @@ def verify_cmd(settings, case_id: str | None, check_all: bool) -> None:
                f"{len(report.problems)} problems")
     if not report.ok:
         raise VerificationError(f"fixity check found {len(report.problems)} problems in {report.scope}")
+
+
+def _verify_files(files: tuple[Path, ...], trust: str) -> None:
+    from digitize.sigcheck import check_file
+
+    broken = 0
+    for path in files:
+        result = check_file(path, trust)
+        broken += not result.ok
+        echo(f"{'ok' if result.ok else 'BROKEN'}: {path}: {result.summary()}")
+    if broken:
+        raise VerificationError(f"{broken} of {len(files)} files unsigned or with a broken signature")
 
 
 COMMANDS: list = [cases_group, search_cmd, show_cmd, get_cmd, verify_cmd]

@@ -13,19 +13,20 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 from digitize.errors import StorageError
+from digitize.fsutil import work_dir
 
 from .index import Index
 from .keys import case_prefix
-from .models import DocumentRow, Event
+from .models import DocumentRow, Event, SignatureRow
 from .objects import ObjectStore
-from .sidecar import sidecar_pages
+from .sidecar import sidecar_pages, sidecar_signatures
 
 STALE_PENDING = timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str  # "missing", "corrupt", "orphan"; for repairs "completed" or "cleared"
+    kind: str  # "missing", "corrupt", "orphan", "signature"; for repairs "completed" or "cleared"
     key: str
     doc_id: int | None = None
     detail: str = ""
@@ -66,10 +67,11 @@ def repair_pending(objects: ObjectStore, index: Index, doc: DocumentRow, shared:
     intact = [objects.is_intact(k, s) for k, s in zip(doc.keys(), (doc.original_sha256, doc.pdfa_sha256,
                                                                     doc.meta_sha256))]
     if all(intact):
-        pages = sidecar_pages(b"".join(objects.read_chunks(doc.meta_key)))
         detail = "interrupted store completed from its verified objects"
-        index.finalize(doc, pages, [Event(kind, "success", actor, tool, doc_id=doc.doc_id, case_id=doc.case_id,
-                                          checksum=doc.pdfa_sha256, detail=detail) for kind in ("stored", "verified")])
+        meta = b"".join(objects.read_chunks(doc.meta_key))
+        index.finalize(doc, sidecar_pages(meta), [Event(kind, "success", actor, tool, doc_id=doc.doc_id,
+                                                        case_id=doc.case_id, checksum=doc.pdfa_sha256, detail=detail)
+                                                  for kind in ("stored", "verified")], sidecar_signatures(meta))
         return Problem("completed", doc.pdfa_key, doc.doc_id, detail)
     for key in doc.keys():
         if key not in shared:
@@ -79,8 +81,36 @@ def repair_pending(objects: ObjectStore, index: Index, doc: DocumentRow, shared:
     return Problem("cleared", doc.original_key, doc.doc_id, "incomplete store removed; store the source again")
 
 
+def check_signatures(objects: ObjectStore, doc: DocumentRow, recorded: list[SignatureRow], trust: str) -> list[Problem]:
+    """The PDF/A's recorded signatures must still be there and check out (integrity, whole file, chain
+    to ``trust``, certificate valid at signing time, revocation when embedded)."""
+    from digitize.sigcheck import check_file
+
+    if not recorded or not objects.exists(doc.pdfa_key):
+        return []  # unsigned (stored before signing was configured), or already reported missing
+    with work_dir("verify") as tmp:
+        path = tmp / "pdfa.pdf"
+        objects.download(doc.pdfa_key, path)
+        result = check_file(path, trust)
+    if result.error:
+        return [Problem("signature", doc.pdfa_key, doc.doc_id, result.error)]
+    found = {s.field: s for s in result.signatures}
+    problems = []
+    for sig in recorded:
+        check = found.get(sig.field)
+        if check is None:
+            problems.append(Problem("signature", doc.pdfa_key, doc.doc_id, f"signature {sig.field} is gone"))
+        elif not check.ok:
+            problems.append(Problem("signature", doc.pdfa_key, doc.doc_id,
+                                    f"signature by {check.signer}: {'; '.join(check.problems)}"))
+        elif check.cert_sha256 != sig.cert_sha256:
+            problems.append(Problem("signature", doc.pdfa_key, doc.doc_id,
+                                    f"signed with certificate {check.cert_sha256[:16]}, index has {sig.cert_sha256[:16]}"))
+    return problems
+
+
 def verify(objects: ObjectStore, index: Index, case_id: str | None, actor: str, tool: str,
-           stale_after: timedelta, clock: Callable[[], str]) -> VerifyReport:
+           stale_after: timedelta, clock: Callable[[], str], trust: str = "") -> VerifyReport:
     report = VerifyReport(scope=case_id or "all")
     now = clock()
     stale = [d for d in index.pending_documents()
@@ -90,8 +120,11 @@ def verify(objects: ObjectStore, index: Index, case_id: str | None, actor: str, 
                   if other.doc_id != doc.doc_id for k in other.keys()}
         report.repaired.append(repair_pending(objects, index, doc, shared, actor, tool))
     events = []
-    for doc in index.documents(case_id) if case_id else index.stored_documents():
+    docs = index.documents(case_id) if case_id else index.stored_documents()
+    signed = index.signatures([int(d.doc_id) for d in docs])
+    for doc in docs:
         problems = check_document(objects, doc)
+        problems += check_signatures(objects, doc, signed.get(int(doc.doc_id), []), trust)
         report.documents += 1
         report.objects += len(doc.keys())
         report.problems += problems

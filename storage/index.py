@@ -19,7 +19,7 @@ from typing import Any, Iterator, Sequence
 from digitize.errors import BadArgsError, ConfigError, NotFoundError, StorageError
 from digitize.secrets import mask
 
-from .models import CaseRecord, DocumentRow, Event, PageText, SearchHit
+from .models import CaseRecord, DocumentRow, Event, PageText, SearchHit, SignatureRow
 from .search import Query, exact_tokens, folded_tokens, highlight, parse_query
 
 MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -267,15 +267,39 @@ class Index(ABC):
         self._execute(f"UPDATE documents SET {assignments} WHERE doc_id = ?",
                       [*(_to_db(n, getattr(doc, n)) for n in _DOC_COLUMNS), doc.doc_id])
 
-    def finalize(self, doc: DocumentRow, pages: list[PageText], events: list[Event]) -> None:
-        """One commit: the document becomes stored, searchable and its events are recorded, or none of it."""
+    def finalize(self, doc: DocumentRow, pages: list[PageText], events: list[Event],
+                 signatures: Sequence[SignatureRow] = ()) -> None:
+        """One commit: the document becomes stored, searchable and its events (and signatures) are
+        recorded, or none of it."""
         with self.transaction():
+            self._record_signatures(int(doc.doc_id), signatures)
             doc.status = "stored"
             self.update_document(doc)
             self._replace_search_entries("doc_id = ?", (doc.doc_id,),
                                          [(None, doc.doc_id, p.page, p.text) for p in
                                           [PageText(0, document_search_text(doc)), *pages] if p.text.strip()])
             self.add_events(events)
+
+    def _record_signatures(self, doc_id: int, signatures: Sequence[SignatureRow]) -> None:
+        for sig in signatures:
+            if self._scalar("SELECT 1 FROM signatures WHERE doc_id = ? AND field = ?", (doc_id, sig.field)):
+                continue  # a resumed store: already recorded
+            self._execute("INSERT INTO signatures (doc_id, field, signer, cert_sha256, signing_time, timestamp_time, "
+                          "level, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                          (doc_id, sig.field, sig.signer, sig.cert_sha256, sig.signing_time, sig.timestamp,
+                           sig.level, now_iso()))
+
+    def signatures(self, doc_ids: Sequence[int]) -> dict[int, list[SignatureRow]]:
+        """Recorded signatures by document id (documents without any are absent)."""
+        out: dict[int, list[SignatureRow]] = {}
+        if not doc_ids:
+            return out
+        rows = self._rows("SELECT doc_id, field, signer, cert_sha256, signing_time, timestamp_time AS timestamp, level "
+                          f"FROM signatures WHERE doc_id IN ({_placeholders(len(doc_ids))}) ORDER BY signature_id",
+                          list(doc_ids))
+        for r in rows:
+            out.setdefault(int(r["doc_id"]), []).append(SignatureRow(**r))
+        return out
 
     def delete_pending(self, doc_id: int) -> None:
         with self.transaction():

@@ -93,6 +93,25 @@ class DocumentRow(Description):
         return (self.original_key, self.pdfa_key, self.meta_key)
 
 
+@dataclass
+class SignatureRow:
+    """A PAdES signature of a stored PDF/A, as recorded when it was stored (migration 0004)."""
+
+    field: str
+    signer: str
+    cert_sha256: str
+    signing_time: str  # ISO 8601, +07:00
+    level: str  # "B-B", "B-T", "B-LT"
+    timestamp: str | None = None  # the timestamp authority's time (B-T, B-LT)
+    doc_id: int | None = None
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any], doc_id: int | None = None) -> "SignatureRow":
+        return cls(field=record["field"], signer=record["signer"], cert_sha256=record["cert_sha256"],
+                   signing_time=record["signing_time"], level=record["level"], timestamp=record.get("timestamp"),
+                   doc_id=doc_id)
+
+
 @dataclass(frozen=True)
 class PageText:
     page: int  # 1-based; 0 is the document's own metadata entry

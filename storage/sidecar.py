@@ -13,7 +13,7 @@ from typing import Any
 
 from digitize.records import DocumentReport
 
-from .models import DocumentMeta, DocumentRow, PageText
+from .models import DocumentMeta, DocumentRow, PageText, SignatureRow
 
 SCHEMA = "digitize-document/1"
 
@@ -33,8 +33,14 @@ def build_sidecar(row: DocumentRow, meta: DocumentMeta, report: DocumentReport) 
         "pages": [{"number": p.number, "ocr_confidence": round(p.ocr_confidence, 2), "text": p.text}
                   for p in report.pages],
     }
+    if report.signature:  # only then: unsigned documents keep their sidecar bytes (and keys) as before
+        data["signatures"] = [report.signature]
     return json.dumps(data, ensure_ascii=False, indent=1, sort_keys=True).encode("utf-8")
 
 
 def sidecar_pages(data: bytes) -> list[PageText]:
     return [PageText(int(p["number"]), p.get("text", "")) for p in json.loads(data).get("pages", [])]
+
+
+def sidecar_signatures(data: bytes) -> list[SignatureRow]:
+    return [SignatureRow.from_record(s) for s in json.loads(data).get("signatures", [])]

@@ -1,0 +1,359 @@
+"""PAdES signing of the PDF/A copies with pyHanko: a PKCS#12 file or a PKCS#11 token (python-pkcs11).
+
+One :class:`Signer` per process holds the key open (for a token: one session, one login) and signs
+file after file; a token that goes away mid-run raises :class:`SignerUnavailableError` (the file is
+retried later) and the next file logs in again. Levels: B-B; B-T with ``tsa_url`` (RFC 3161
+timestamp); B-LT with ``ltv`` (chain and OCSP/CRL answers embedded). The PIN comes from
+``DIGITIZE_SIGN_PIN`` (``sign.pin``), ``sign.pin_file`` or ``$CREDENTIALS_DIRECTORY/digitize-sign-pin``
+(systemd), or a prompt on a terminal; it is never put in argv, a log line or a message, and is
+taken out of the environment so that no child process (veraPDF, Tesseract, page workers) sees it.
+
+pyHanko and python-pkcs11 are imported only when signing is configured.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import hashlib
+import logging
+import os
+import sys
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from . import signkeys, signmark
+from .config import Settings, SignSettings
+from .errors import ConfigError, DigitizeError, FileAccessError, SignerUnavailableError, SigningError
+
+log = logging.getLogger("digitize")
+
+VIETNAM = timezone(timedelta(hours=7))  # no daylight saving: a fixed offset is exact
+PIN_ENV = "DIGITIZE_SIGN_PIN"
+CREDENTIAL_NAME = "digitize-sign-pin"
+FIELD_NAME = "DigitizeSignature"
+SIGNATURE_BYTES = 16384  # reserved for the CMS: enough for a chain, a timestamp token and no more
+
+
+@dataclass(frozen=True)
+class SignatureRecord:
+    """What the index keeps about a signature we made."""
+
+    field: str
+    signer: str
+    cert_sha256: str
+    signing_time: str  # ISO 8601, +07:00
+    timestamp: str | None  # the TSA's time (ISO 8601, +07:00) for B-T and B-LT
+    level: str  # "B-B", "B-T", "B-LT"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def scrub_pin_from_environment() -> None:
+    """The PIN was read into the settings: no child process may inherit it."""
+    os.environ.pop(PIN_ENV, None)
+
+
+def check_settings(cfg: SignSettings) -> None:
+    if cfg.pkcs12 and cfg.pkcs11_module:
+        raise ConfigError("sign: set pkcs12 or pkcs11_module, not both")
+    if cfg.pkcs11_module and not (cfg.key_label or cfg.cert_label):
+        raise ConfigError("sign: a token needs key_label (or cert_label)")
+    if cfg.kind not in ("personal", "agency"):
+        raise ConfigError(f"sign.kind must be 'personal' or 'agency', not {cfg.kind!r}")
+    if cfg.ltv and not cfg.tsa_url:
+        raise ConfigError("sign.ltv (PAdES B-LT) needs sign.tsa_url: revocation data is tied to a timestamp")
+    if cfg.kind == "agency" and cfg.visible and not cfg.seal:
+        raise ConfigError("sign.kind = 'agency' needs sign.seal (the seal PNG shown in the mark)")
+
+
+def read_pin(cfg: SignSettings, interactive: bool = False) -> str | None:
+    """The PIN from the settings (env), a file (systemd credential), or a terminal prompt; None if none."""
+    if cfg.pin:
+        return cfg.pin
+    if cfg.pin_file:
+        return _read_pin_file(Path(cfg.pin_file))
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    if credentials and (Path(credentials) / CREDENTIAL_NAME).is_file():
+        return _read_pin_file(Path(credentials) / CREDENTIAL_NAME)
+    if interactive and sys.stdin is not None and sys.stdin.isatty():
+        import click
+
+        what = f"token {cfg.token_label}" if cfg.pkcs11_module else Path(cfg.pkcs12).name
+        return click.prompt(f"PIN for {what}", hide_input=True, err=True)
+    return None
+
+
+def _read_pin_file(path: Path) -> str:
+    """Like ssh with a private key: a PIN file others may read is refused, not used."""
+    try:
+        if path.stat().st_mode & 0o007:
+            raise ConfigError(f"PIN file {path} is readable by other users: chmod o-rwx it")
+        return path.read_text(encoding="utf-8").strip("\r\n")
+    except OSError as e:
+        raise ConfigError(f"cannot read PIN file {path}: {e.strerror}") from None
+
+
+def common_name(cert) -> str:
+    """The subject's CN (asn1crypto certificate), else its whole subject."""
+    try:
+        return cert.subject.native.get("common_name") or cert.subject.human_friendly
+    except (AttributeError, ValueError):
+        return "?"
+
+
+def cert_sha256(cert) -> str:
+    return hashlib.sha256(cert.dump()).hexdigest()
+
+
+def check_certificate(cert, when: datetime) -> None:
+    """Refuse a certificate that is not valid now, or not meant for signatures."""
+    name = common_name(cert)
+    not_before, not_after = cert["tbs_certificate"]["validity"]["not_before"].native, \
+        cert["tbs_certificate"]["validity"]["not_after"].native
+    if when > not_after:
+        raise SigningError(f"the signing certificate of {name} expired on {not_after:%Y-%m-%d}: renew it")
+    if when < not_before:
+        raise SigningError(f"the signing certificate of {name} is not valid before {not_before:%Y-%m-%d}")
+    usage = cert.key_usage_value
+    if usage is not None and not ({"digital_signature", "non_repudiation"} & set(usage.native)):
+        raise SigningError(f"the certificate of {name} is not for signing (key usage {', '.join(usage.native)})")
+
+
+@functools.lru_cache(maxsize=1)
+def _timed_pdf_signer_class():
+    """pyHanko's PdfSigner with the signing time chosen by us (``signing_time``), so the CMS signing
+    time and the one printed in the mark are the same instant."""
+    from pyhanko.sign.signers import PdfSigner
+
+    class TimedPdfSigner(PdfSigner):
+        signing_time: datetime | None = None
+
+        def init_signing_session(self, pdf_out, existing_fields_only=False):
+            session = super().init_signing_session(pdf_out, existing_fields_only)
+            session.system_time = self.signing_time or session.system_time
+            return session
+
+    return TimedPdfSigner
+
+
+class Signer:
+    """An open key (PKCS#12 or token session) that signs PDF/A files one after another."""
+
+    def __init__(self, cfg: SignSettings, pin: str | None):
+        from .sigcheck import quiet_libraries
+
+        check_settings(cfg)
+        quiet_libraries()
+        self.cfg = cfg
+        opener = signkeys.open_pkcs11 if cfg.pkcs11_module else signkeys.open_pkcs12
+        self._signer, self._close = opener(cfg, pin)
+        self.cert = self._signer.signing_cert
+        self.name = cfg.name or common_name(self.cert)
+        self.broken = False
+        try:
+            check_certificate(self.cert, datetime.now(timezone.utc))
+            self._font = signmark.find_font(cfg.font) if cfg.visible else None
+            self._seal = signmark.load_seal(cfg.seal) if cfg.visible and cfg.kind == "agency" and cfg.seal else None
+        except BaseException:
+            self._close()  # a token's session is not left open behind a refused certificate
+            raise
+        self._timestamper = None
+        if cfg.tsa_url:
+            from pyhanko.sign.timestamps import HTTPTimeStamper
+
+            self._timestamper = HTTPTimeStamper(cfg.tsa_url)
+        self.level = "B-LT" if cfg.ltv else ("B-T" if cfg.tsa_url else "B-B")
+
+    def close(self) -> None:
+        self._close(reset=self.broken)
+
+    def _validation_context(self):
+        from pyhanko_certvalidator import ValidationContext
+
+        from .sigcheck import load_trust_roots
+
+        roots = load_trust_roots(self.cfg.trust) or [_chain_root(self._signer)]
+        # the OCSP answer is fetched after the signing time was fixed: it may be (a little) newer
+        return ValidationContext(trust_roots=roots, allow_fetching=True, revocation_mode="hard-fail",
+                                 retroactive_revinfo=True)
+
+    def sign(self, source: Path, target: Path) -> SignatureRecord:
+        """Sign ``source`` into ``target`` (an incremental update: the PDF/A bytes stay as they were)."""
+        from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+        from pyhanko.sign import fields, signers
+
+        if self.broken:
+            raise SignerUnavailableError("signing token unavailable: the file waits until it is back")
+        when = datetime.now(VIETNAM).replace(microsecond=0)
+        check_certificate(self.cert, when)
+        meta = signers.PdfSignatureMetadata(
+            field_name=FIELD_NAME, reason=self.cfg.reason or None, location=self.cfg.location or None,
+            name=self.name, md_algorithm="sha256", subfilter=fields.SigSeedSubFilter.PADES,
+            embed_validation_info=self.cfg.ltv, use_pades_lta=False,
+            validation_context=self._validation_context() if self.cfg.ltv else None)
+        spec = fields.SigFieldSpec(FIELD_NAME)
+        style = None
+        try:
+            with open(source, "rb") as inp:
+                writer = IncrementalPdfFileWriter(inp, strict=False)
+                if self._font is not None:
+                    mark = self._mark(writer, when)
+                    spec = fields.SigFieldSpec(FIELD_NAME, on_page=0, box=mark.box)
+                    style = signmark.stamp_style(mark)
+                pdf_signer = _timed_pdf_signer_class()(meta, self._signer, timestamper=self._timestamper,
+                                                       stamp_style=style, new_field_spec=spec)
+                pdf_signer.signing_time = when
+                with open(target, "wb") as out:
+                    pdf_signer.sign_pdf(writer, output=out, bytes_reserved=SIGNATURE_BYTES)
+        except DigitizeError:
+            raise
+        except Exception as e:  # noqa: BLE001 - pyHanko, python-pkcs11, aiohttp and the OS raise their own
+            log.debug("signing %s failed", source, exc_info=True)
+            raise self._signing_failure(e, source) from None
+        return SignatureRecord(FIELD_NAME, self.name, cert_sha256(self.cert), when.isoformat(),
+                               _timestamp_of(target) if self._timestamper else None, self.level)
+
+    def _mark(self, writer, when: datetime) -> signmark.Mark:
+        box = writer.root["/Pages"]["/Kids"][0].get_object()
+        while "/Kids" in box:
+            box = box["/Kids"][0].get_object()
+        x1, y1, x2, y2 = (float(v) for v in box["/MediaBox"])
+        return signmark.place(x2 - x1, y2 - y1, signmark.mark_lines(self.name, when.isoformat()), self._font,
+                              self._seal)
+
+    def _signing_failure(self, e: Exception, source: Path) -> Exception:
+        """The one-line error to report. A token error also marks this signer broken (the next file
+        logs in again); a CA service (TSA, OCSP) that does not answer makes the file wait too."""
+        from pyhanko.sign.timestamps.common_utils import TimestampRequestError
+
+        cause = e
+        while cause.__cause__ is not None and not signkeys.is_pkcs11_error(cause):
+            cause = cause.__cause__
+        text = " ".join(str(e).split())
+        if signkeys.is_pkcs11_error(cause):
+            error = signkeys.token_error(cause)
+            self.broken = isinstance(error, SignerUnavailableError)
+            return error
+        if isinstance(e, TimestampRequestError) or type(e).__module__.startswith("aiohttp"):
+            return SignerUnavailableError(f"a CA service did not answer (timestamp {self.cfg.tsa_url} or "
+                                          f"revocation): {text or type(e).__name__}; the file waits")
+        if isinstance(e, OSError) and e.filename:
+            return FileAccessError(f"cannot sign {source.name}: {e.strerror or text}")
+        if self.cfg.ltv and ("revocation" in text.lower() or "validat" in text.lower()):
+            return SigningError(f"cannot collect revocation data for B-LT: {text}")
+        return SigningError(f"signing failed: {type(e).__name__}: {text}")
+
+
+def _chain_root(signer) -> Any:
+    """The self-signed certificate the signer's own chain ends in (for collecting B-LT data when no
+    trust anchors are configured: the chain still has to be complete)."""
+    certs = list(signer.cert_registry) if signer.cert_registry is not None else []
+    for cert in certs:
+        if cert.self_signed in ("maybe", "yes"):
+            return cert
+    return signer.signing_cert
+
+
+def _timestamp_of(path: Path) -> str | None:
+    from .sigcheck import signature_timestamp
+
+    return signature_timestamp(path, FIELD_NAME)
+
+
+# -- one signer per process -------------------------------------------------------------------
+
+_signers: dict[int, Signer] = {}
+_refused: dict[int, SigningError] = {}
+
+
+def _key(cfg: SignSettings) -> int:
+    return hash((cfg.pkcs12, cfg.pkcs11_module, cfg.token_label, cfg.key_label, cfg.cert_label, os.getpid()))
+
+
+def signer_for(settings: Settings, interactive: bool = False) -> Signer | None:
+    """This process's signer for the settings (None when signing is not configured). The key is opened
+    once; a wrong PIN is remembered so a token is never asked again with it (tokens lock after a few
+    wrong tries); a token that went away is opened again on the next call."""
+    cfg = settings.sign
+    if not cfg.configured:
+        return None
+    key = _key(cfg)
+    if key in _refused:
+        raise _refused[key]
+    signer = _signers.get(key)
+    if signer is not None and not signer.broken:
+        return signer
+    if signer is not None:
+        signer.close()
+        del _signers[key]
+    check_settings(cfg)
+    pin = read_pin(cfg, interactive)
+    try:
+        signer = Signer(cfg, pin)
+    except SignerUnavailableError:
+        raise
+    except SigningError as e:
+        _refused[key] = e
+        raise
+    if interactive and pin and not cfg.pin:
+        cfg.pin = pin  # asked once per process
+    _signers[key] = signer
+    return signer
+
+
+def close_signers() -> None:
+    while _signers:
+        _, signer = _signers.popitem()
+        signer.close()
+
+
+atexit.register(close_signers)
+
+
+def preflight(settings: Settings, interactive: bool = False) -> None:
+    """Open the key once before any file is taken, so a wrong PIN or an expired certificate stops a
+    watcher or a batch at once (one line) instead of failing every file. A token is tried in a forked
+    child: a PKCS#11 library initialised before a fork is unusable in the children (batch workers and
+    the watcher open their own session later)."""
+    cfg = settings.sign
+    if not cfg.configured:
+        return
+    check_settings(cfg)
+    pin = read_pin(cfg, interactive)
+    if pin is not None:
+        cfg.pin = pin
+    if not cfg.pkcs11_module:
+        Signer(cfg, pin).close()
+        return
+    _in_child(lambda: Signer(cfg, pin).close())
+
+
+def _in_child(action: Callable[[], None]) -> None:
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        os.close(read_fd)
+        code, message = 0, b""
+        try:
+            action()
+        except SigningError as e:
+            code, message = (2 if isinstance(e, SignerUnavailableError) else 1), str(e).encode()
+        except Exception as e:  # noqa: BLE001
+            code, message = 3, f"{type(e).__name__}: {e}".encode()
+        os.write(write_fd, message[:4000])
+        os._exit(code)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as pipe:
+        message = pipe.read().decode("utf-8", "replace")
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code == 2:
+        raise SignerUnavailableError(message)
+    if code == 3:
+        raise SigningError(f"cannot open the signing key: {message}")
+    if code != 0:
+        raise SigningError(message or f"cannot open the signing key (exit {code})")

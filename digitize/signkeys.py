@@ -1,0 +1,143 @@
+"""Opening a signing key for pyHanko: a PKCS#12 file (cryptography) or a PKCS#11 token session
+(python-pkcs11), and turning their failures into one-line errors: PIN problems are the user's to fix
+(SigningError), a token gone or not answering means "try again later" (SignerUnavailableError).
+
+Each opener returns pyHanko's signer and a ``close(reset=False)``; ``reset`` also finalizes the
+PKCS#11 library, so that a token plugged back in is found again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from pathlib import Path
+from typing import Any
+
+from .config import SignSettings
+from .errors import ConfigError, SignerUnavailableError, SigningError
+
+
+def x509_to_asn1(cert) -> Any:
+    from asn1crypto import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return x509.Certificate.load(cert.public_bytes(Encoding.DER))
+
+
+def open_pkcs12(cfg: SignSettings, pin: str | None):
+    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, pkcs12
+    from asn1crypto import keys
+    from pyhanko_certvalidator.registry import SimpleCertificateStore
+
+    try:
+        data = Path(cfg.pkcs12).read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read sign.pkcs12 {cfg.pkcs12}: {e.strerror}") from None
+    try:
+        key, cert, extra = pkcs12.load_key_and_certificates(data, pin.encode("utf-8") if pin else None)
+    except ValueError:
+        hint = "wrong PIN (password)" if pin else "no PIN given (DIGITIZE_SIGN_PIN or sign.pin_file)"
+        raise SigningError(f"cannot open {Path(cfg.pkcs12).name}: {hint}, or not a PKCS#12 file") from None
+    if key is None or cert is None:
+        raise SigningError(f"{Path(cfg.pkcs12).name} holds no private key with its certificate")
+    key_info = keys.PrivateKeyInfo.load(key.private_bytes(Encoding.DER, PrivateFormat.PKCS8, NoEncryption()))
+    chain = [x509_to_asn1(c) for c in extra or []]
+    signing_cert = x509_to_asn1(cert)
+    registry = SimpleCertificateStore.from_certs([signing_cert, *chain])
+    signer = _kept_key_signer_class()(signing_cert=signing_cert, signing_key=key_info, cert_registry=registry)
+    signer.parsed_key = key
+    return signer, lambda reset=False: None
+
+
+@functools.lru_cache(maxsize=1)
+def _kept_key_signer_class():
+    """pyHanko's SimpleSigner parses its private key again for every signature (0.1 s for RSA-2048,
+    more than the signature itself): this one keeps the parsed key for RSA PKCS#1 v1.5 and ECDSA."""
+    from cryptography.hazmat.primitives.asymmetric.ec import ECDSA, EllipticCurvePrivateKey
+    from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+    from pyhanko.sign.signers import SimpleSigner
+    from pyhanko_certvalidator.util import get_pyca_cryptography_hash
+
+    class KeptKeySigner(SimpleSigner):
+        parsed_key = None
+
+        def sign_raw(self, data: bytes, digest_algorithm: str) -> bytes:
+            try:
+                mechanism = self.get_signature_mechanism_for_digest(digest_algorithm).signature_algo
+            except ValueError:
+                return super().sign_raw(data, digest_algorithm)
+            hash_algo = get_pyca_cryptography_hash(digest_algorithm)
+            key = self.parsed_key
+            if isinstance(key, RSAPrivateKey) and mechanism == "rsassa_pkcs1v15":
+                return key.sign(data, PKCS1v15(), hash_algo)
+            if isinstance(key, EllipticCurvePrivateKey) and mechanism == "ecdsa":
+                return key.sign(data, ECDSA(hash_algo))
+            return super().sign_raw(data, digest_algorithm)
+
+    return KeptKeySigner
+
+
+def token_error(e: Exception) -> SigningError:
+    """A PKCS#11 failure in one line: PIN problems are the user's, device problems mean 'retry later'."""
+    import pkcs11
+
+    name = type(e).__name__
+    if isinstance(e, pkcs11.PinIncorrect):
+        return SigningError("wrong PIN for the signing token (nothing was signed or stored)")
+    if isinstance(e, (pkcs11.PinLocked, pkcs11.PinExpired)):
+        return SigningError(f"the signing token's PIN is {name[3:].lower()}: unlock it with the CA's tool")
+    gone = (pkcs11.TokenNotPresent, pkcs11.DeviceRemoved, pkcs11.DeviceError, pkcs11.SessionClosed,
+            pkcs11.ObjectHandleInvalid, pkcs11.KeyHandleInvalid,
+            pkcs11.SessionHandleInvalid, pkcs11.TokenNotRecognised, pkcs11.DeviceMemory, pkcs11.GeneralError,
+            pkcs11.SlotIDInvalid, pkcs11.UserNotLoggedIn, pkcs11.NoSuchToken)
+    if isinstance(e, gone):
+        return SignerUnavailableError(f"signing token unavailable ({name}): the file waits until it is back")
+    return SigningError(f"signing token error: {name} {' '.join(str(e).split())}".strip())
+
+
+def open_pkcs11(cfg: SignSettings, pin: str | None):
+    import pkcs11
+    from pyhanko.config.pkcs11 import TokenCriteria
+    from pyhanko.sign import pkcs11 as p11
+
+    if not Path(cfg.pkcs11_module).is_file():
+        raise ConfigError(f"sign.pkcs11_module {cfg.pkcs11_module} does not exist")
+    if pin is None:
+        raise SigningError("no PIN for the signing token: set DIGITIZE_SIGN_PIN or sign.pin_file, "
+                           "or run interactively")
+    criteria = TokenCriteria(label=cfg.token_label) if cfg.token_label else None
+    try:
+        session = p11.open_pkcs11_session(cfg.pkcs11_module, token_criteria=criteria, user_pin=pin)
+    except pkcs11.PKCS11Error as e:
+        if "No token" in str(e) or isinstance(e, pkcs11.NoSuchToken):
+            raise SignerUnavailableError(f"signing token {cfg.token_label or ''} not found: "
+                                         "plug it in (the file waits)".replace("  ", " ")) from None
+        raise token_error(e) from None
+    try:
+        signer = p11.PKCS11Signer(session, cert_label=cfg.cert_label or cfg.key_label,
+                                  key_label=cfg.key_label or cfg.cert_label)
+        signer.signing_cert  # noqa: B018 - fetch it now: a wrong label fails here, not on the first file
+    except pkcs11.PKCS11Error as e:
+        session.close()
+        raise token_error(e) from None
+    except Exception as e:  # noqa: BLE001 - pyHanko's "could not find certificate/key" errors
+        session.close()
+        raise SigningError(f"on token {cfg.token_label}: {' '.join(str(e).split())}") from None
+
+    def close(reset: bool = False) -> None:
+        with contextlib.suppress(Exception):
+            session.close()
+        if reset:  # the token went away: the library must look for it afresh (C_Finalize, then C_Initialize)
+            with contextlib.suppress(Exception):
+                pkcs11.lib(cfg.pkcs11_module).finalize()
+
+    return signer, close
+
+
+def is_pkcs11_error(e: BaseException) -> bool:
+    try:
+        import pkcs11
+    except ImportError:
+        return False
+    return isinstance(e, pkcs11.PKCS11Error)

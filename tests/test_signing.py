@@ -1,0 +1,341 @@
+"""PAdES signing with real parts: a certomancer CA whose animator serves a real TSA and OCSP responder on
+loopback, PKCS#12 files and SoftHSM2 tokens made here; every signed output is checked by veraPDF
+(PDF/A-2b), by pyHanko's validator (digitize.sigcheck) and by poppler's pdfsig, an independent
+implementation, which must also see a flipped byte.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pikepdf
+import pytest
+from PIL import Image, ImageDraw
+
+from digitize import sigcheck, signing, verapdf
+from digitize.config import Settings
+from digitize.errors import ExitCode, SignerUnavailableError, SigningError
+
+try:
+    from tests.pki import Pki, free_port, make_token, start_pki
+except ModuleNotFoundError:
+    from pki import Pki, free_port, make_token, start_pki
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parent.parent
+P12_PIN = "mật-khẩu 2024"  # non-ASCII and a space: passed through the environment intact
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory) -> Pki:
+    ca = start_pki(tmp_path_factory.mktemp("pki"))
+    yield ca
+    ca.stop()
+
+
+@pytest.fixture(scope="session")
+def scan(tmp_path_factory) -> Path:
+    """A small A5-ish page at 150 dpi with a few lines of black text: every stage runs, quickly."""
+    img = Image.new("L", (874, 1240), 255)
+    draw = ImageDraw.Draw(img)
+    for row in range(4):
+        draw.rectangle((90, 200 + row * 60, 780, 225 + row * 60), fill=0)
+    path = tmp_path_factory.mktemp("scan") / "in.png"
+    img.save(path, dpi=(150, 150))
+    return path
+
+
+@pytest.fixture(scope="session")
+def pdfa(tmp_path_factory, scan) -> Path:
+    """One unsigned, veraPDF-checked PDF/A of the scan, for the tests that call the signer directly."""
+    from digitize.convert import ConvertOptions, convert_file
+
+    out = tmp_path_factory.mktemp("pdfa") / "plain.pdf"
+    convert_file(scan, out, ConvertOptions(language="eng", jobs=1))
+    return out
+
+
+@pytest.fixture
+def seal(tmp_path) -> Path:
+    """A red, transparent seal at 300 dpi: 40 mm across."""
+    size = 472
+    img = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(img)
+    draw.ellipse((8, 8, size - 8, size - 8), outline=(220, 20, 20, 255), width=18)
+    draw.ellipse((150, 150, size - 150, size - 150), fill=(220, 20, 20, 255))
+    path = tmp_path / "seal.png"
+    img.save(path, dpi=(300, 300))
+    return path
+
+
+def env_for(config: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGITIZE_SIGN_")}
+    env.update(DIGITIZE_CONFIG=str(config), PYTHONPATH=str(ROOT), **extra)
+    return env
+
+
+def write_config(path: Path, **sign: object) -> Path:
+    lines = ["[sign]"] + [f"{k} = {str(v).lower() if isinstance(v, bool) else repr(str(v))}" for k, v in sign.items()]
+    path.write_text("\n".join(lines).replace("'", '"') + "\n", encoding="utf-8")
+    return path
+
+
+def run_cli(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "digitize", *args], capture_output=True, text=True, env=env,
+                          timeout=timeout)
+
+
+def pdfsig(path: Path) -> str:
+    return subprocess.run(["pdfsig", str(path)], capture_output=True, text=True, timeout=60).stdout
+
+
+def assert_pdfsig_valid(path: Path) -> None:
+    out = pdfsig(path)
+    assert "Signature Validation: Signature is Valid." in out, out
+    assert "Total document signed" in out, out
+
+
+def assert_pdfa(path: Path) -> None:
+    result = verapdf.validate([path])[0]
+    assert result.compliant, result.failures
+
+
+def flipped(path: Path, into: Path) -> Path:
+    """One bit flipped in the middle of the first signed range (the page image): not in the
+    signature's own reserved /Contents, which no signature covers."""
+    data = bytearray(path.read_bytes())
+    start, length = (int(v) for v in re.search(rb"/ByteRange\s*\[\s*(\d+)\s+(\d+)", data).groups())
+    data[start + length // 2] ^= 0x01
+    into.write_bytes(bytes(data))
+    return into
+
+
+def widget_rect(path: Path) -> tuple[list[float], list[float]]:
+    with pikepdf.open(path) as pdf:
+        page = pdf.pages[0]
+        widgets = [a for a in page.obj.get("/Annots", []) if a.get("/FT") == "/Sig" or "/Parent" in a]
+        assert widgets, "no signature widget on page 1"
+        ap = widgets[0].AP
+        assert set(ap.keys()) == {"/N"}, "PDF/A: the appearance dictionary has /N only"
+        return [float(v) for v in widgets[0].Rect], [float(v) for v in page.mediabox]
+
+
+def assert_top_right(path: Path) -> None:
+    (x1, y1, x2, y2), (_, _, width, height) = widget_rect(path)
+    assert x2 > width - 30 and y2 > height - 30, "mark not at the top right"
+    assert x2 - x1 > 50 and y2 - y1 > 15, "mark too small to carry name and time"
+
+
+def check_flip(signed: Path, tmp_path: Path, env: dict[str, str]) -> None:
+    """A flipped byte: pdfsig says invalid, pyHanko says the signed bytes changed, verify exits 11."""
+    broken = flipped(signed, tmp_path / "flipped.pdf")
+    out = pdfsig(broken)
+    assert "Signature is Valid" not in out
+    assert "Digest Mismatch" in out or "Invalid" in out, out
+    assert not sigcheck.check_file(broken).ok
+    done = run_cli("verify", str(broken), env=env)
+    assert done.returncode == ExitCode.verification, done.stderr
+    assert "BROKEN" in done.stdout
+
+
+# -- the done-when: `digitize run` with a key configured -----------------------------------------
+
+def test_run_with_pkcs12_signs_a_valid_pdfa_with_the_mark_top_right(tmp_path, pki, scan):
+    p12 = pki.pkcs12("officer", P12_PIN)
+    config = write_config(tmp_path / "digitize.toml", pkcs12=p12, tsa_url=pki.tsa_url, location="Đà Nẵng",
+                          trust=pki.root_pem)
+    env = env_for(config, DIGITIZE_SIGN_PIN=P12_PIN)
+    out = tmp_path / "out.pdf"
+    report = tmp_path / "report.json"
+    done = run_cli("run", str(scan), str(out), "--lang", "eng", "--report", str(report), env=env)
+    assert done.returncode == 0, done.stderr
+    assert P12_PIN not in done.stderr + done.stdout + report.read_text(encoding="utf-8")
+    assert_pdfa(out)
+    assert_pdfsig_valid(out)
+    assert_top_right(out)
+    check = sigcheck.check_file(out, str(pki.root_pem))
+    assert check.ok, check.summary()
+    sig = check.signatures[0]
+    assert sig.signer == "Nguyễn Thị Lan" and sig.level == "B-T" and sig.trusted and sig.whole_file
+    assert sig.signing_time.endswith("+07:00") and sig.timestamp
+    explained = run_cli("sign-check", str(out), env=env)
+    assert explained.returncode == 0 and "reaches a trust anchor" in explained.stdout, explained.stdout
+    as_json = json.loads(run_cli("sign-check", "--json", str(out), env=env).stdout)
+    assert as_json["ok"] and as_json["signatures"][0]["cert_sha256"] == sig.cert_sha256
+    check_flip(out, tmp_path, env)
+
+
+def test_run_with_a_softhsm_token_signs_a_valid_pdfa(tmp_path, pki, scan):
+    token = make_token(tmp_path / "hsm", pki, "officer")
+    config = write_config(tmp_path / "digitize.toml", pkcs11_module=token.module, token_label=token.label,
+                          key_label=token.key_label)
+    pin_file = tmp_path / "pin"  # systemd credential style
+    pin_file.write_text(token.pin + "\n")
+    pin_file.chmod(0o600)
+    env = env_for(config, DIGITIZE_SIGN_PIN_FILE=str(pin_file), **token.env())
+    out = tmp_path / "out.pdf"
+    done = run_cli("run", str(scan), str(out), "--lang", "eng", "--sign", env=env)
+    assert done.returncode == 0, done.stderr
+    assert_pdfa(out)
+    assert_pdfsig_valid(out)
+    assert_top_right(out)
+    check = sigcheck.check_file(out, str(pki.root_pem))
+    assert check.ok and check.signatures[0].level == "B-B", check.summary()
+    check_flip(out, tmp_path, env)
+
+
+@pytest.mark.parametrize("kind", ["pkcs12", "token"])
+def test_wrong_pin_is_one_line_and_leaves_no_output(tmp_path, pki, scan, kind):
+    if kind == "pkcs12":
+        config = write_config(tmp_path / "digitize.toml", pkcs12=pki.pkcs12("officer", P12_PIN))
+        env = env_for(config, DIGITIZE_SIGN_PIN="000000")
+    else:
+        token = make_token(tmp_path / "hsm", pki, "officer")
+        config = write_config(tmp_path / "digitize.toml", pkcs11_module=token.module, token_label=token.label,
+                              key_label=token.key_label)
+        env = env_for(config, DIGITIZE_SIGN_PIN="000000", **token.env())
+    out = tmp_path / "out.pdf"
+    done = run_cli("run", str(scan), str(out), env=env)
+    assert done.returncode == ExitCode.signing
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("digitize: ") and "PIN" in lines[0], done.stderr
+    assert "000000" not in done.stderr and "Traceback" not in done.stderr
+    assert not out.exists() and not list(tmp_path.glob(".out.pdf.*"))
+
+
+def test_expired_certificate_is_refused(tmp_path, pki, scan):
+    config = write_config(tmp_path / "digitize.toml", pkcs12=pki.pkcs12("expired", P12_PIN))
+    out = tmp_path / "out.pdf"
+    done = run_cli("run", str(scan), str(out), env=env_for(config, DIGITIZE_SIGN_PIN=P12_PIN))
+    assert done.returncode == ExitCode.signing
+    assert "expired on 2021-01-01" in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not out.exists()
+
+
+# -- levels and marks, through the signer itself ------------------------------------------------------
+
+def sign_settings(pki: Pki, **sign) -> Settings:
+    settings = Settings()
+    settings.sign.pkcs12 = str(pki.pkcs12(sign.pop("who", "agency"), P12_PIN))
+    settings.sign.pin = P12_PIN
+    for key, value in sign.items():
+        setattr(settings.sign, key, value)
+    return settings
+
+
+def test_agency_seal_b_lt_stays_pdfa_and_checks_offline(tmp_path, pki, pdfa, seal):
+    settings = sign_settings(pki, kind="agency", seal=str(seal), tsa_url=pki.tsa_url, ltv=True,
+                             trust=str(pki.root_pem))
+    signer = signing.Signer(settings.sign, settings.sign.pin)
+    out = tmp_path / "lt.pdf"
+    record = signer.sign(pdfa, out)
+    assert record.level == "B-LT" and record.signer == "UBND xã Hòa Phước"
+    assert_pdfa(out)
+    assert "Signature is Valid" in pdfsig(out)  # the DSS revision follows the signature, by design of B-LT
+    (x1, y1, x2, y2), _ = widget_rect(out)
+    assert x2 - x1 > 113 and y2 - y1 >= 113, "the seal is drawn at its actual size (40 mm = 113 pt)"
+    check = sigcheck.check_file(out, str(pki.root_pem))  # offline: no fetching, the embedded data only
+    assert check.ok, check.summary()
+    assert check.signatures[0].level == "B-LT" and "not revoked" in check.signatures[0].revocation
+
+
+def test_a_timestamp_authority_that_does_not_answer_makes_the_file_wait(tmp_path, pki, pdfa):
+    settings = sign_settings(pki, who="officer", tsa_url=f"http://127.0.0.1:{free_port()}/tsa")
+    with pytest.raises(SignerUnavailableError, match="did not answer"):
+        signing.Signer(settings.sign, settings.sign.pin).sign(pdfa, tmp_path / "never.pdf")
+
+
+def test_invisible_signature_stays_pdfa(tmp_path, pki, pdfa):
+    settings = sign_settings(pki, who="officer", visible=False)
+    out = tmp_path / "invisible.pdf"
+    signing.Signer(settings.sign, settings.sign.pin).sign(pdfa, out)
+    assert_pdfa(out)
+    assert_pdfsig_valid(out)
+    with pikepdf.open(out) as pdf:
+        rects = [[float(v) for v in a.Rect] for a in pdf.pages[0].obj.get("/Annots", [])]
+    assert rects and all(r[2] - r[0] == 0 and r[3] - r[1] == 0 for r in rects)
+
+
+# -- the token goes away mid-batch: files wait, nothing is lost -----------------------------------------
+
+def test_token_gone_mid_batch_files_wait_and_are_stored_when_it_is_back(tmp_path, pki, scan, monkeypatch):
+    from pipelines.jobs import Status, close_archives, process_file
+
+    token = make_token(tmp_path / "hsm", pki, "officer")
+    monkeypatch.setenv("SOFTHSM2_CONF", str(token.conf))
+    settings = Settings(data_dir=str(tmp_path / "data"))
+    settings.convert.language, settings.convert.jobs = "eng", 1
+    settings.sign.pkcs11_module, settings.sign.token_label = token.module, token.label
+    settings.sign.key_label, settings.sign.pin = token.key_label, token.pin
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    files = []
+    for n in range(2):
+        img = Image.open(scan)
+        arr = np.array(img)
+        arr[50:60, 50 + 40 * n:80 + 40 * n] = 0  # distinct content: distinct documents
+        files.append(inbox / f"scan-{n}.png")
+        Image.fromarray(arr).save(files[-1], dpi=(150, 150))
+    try:
+        first = process_file(files[0], settings)
+        assert first.status is Status.unmatched, first.reason  # stored (no case ID in a bare scan)
+        signer = signing.signer_for(settings)
+        assert signing.signer_for(settings) is signer, "one open session per process, not one login per file"
+        tokens = token.conf.parent / "tokens"
+        tokens.rename(tokens.with_name("unplugged"))
+        second = process_file(files[1], settings)
+        assert second.status is Status.failed and second.retryable, second.reason
+        assert "token" in second.reason and files[1].exists()
+        from pipelines.jobs import archive_for
+
+        assert archive_for(settings).find(second.sha256) is None, "nothing stored while the token is away"
+        tokens.with_name("unplugged").rename(tokens)
+        again = process_file(files[1], settings)
+        assert again.status is Status.unmatched, again.reason
+        assert signing.signer_for(settings) is not signer, "a new session once the token is back"
+        stored = archive_for(settings).find(again.sha256)
+        signed = archive_for(settings).signatures([stored.doc_id])[stored.doc_id]
+        assert signed[0].signer == "Nguyễn Thị Lan"
+    finally:
+        signing.close_signers()
+        close_archives()
+
+
+def test_a_wrong_pin_is_tried_once_per_process(pki, tmp_path, monkeypatch):
+    token = make_token(tmp_path / "hsm", pki, "officer")
+    monkeypatch.setenv("SOFTHSM2_CONF", str(token.conf))
+    settings = Settings()
+    settings.sign.pkcs11_module, settings.sign.token_label = token.module, token.label
+    settings.sign.key_label, settings.sign.pin = token.key_label, "999999"
+    with pytest.raises(SigningError) as first:
+        signing.signer_for(settings)
+    assert not isinstance(first.value, SignerUnavailableError)
+    with pytest.raises(SigningError) as second:
+        signing.signer_for(settings)
+    assert second.value is first.value  # remembered: the token's retry counter is not spent again
+    with pytest.raises(SigningError, match="PIN"):
+        signing.preflight(settings)  # a watcher or batch stops before taking any file
+
+
+def test_a_signature_that_breaks_pdfa_leaves_no_output(tmp_path, scan):
+    """veraPDF judges the signed file; if only signing made it invalid, the error says so."""
+    from digitize.convert import ConvertOptions, convert_file
+    from digitize.errors import OutputValidationError
+
+    class BreakingSigner:
+        def sign(self, source: Path, target: Path):
+            with pikepdf.open(source) as pdf:
+                del pdf.Root.Metadata  # no XMP: not PDF/A any more
+                pdf.save(target)
+            return signing.SignatureRecord("f", "x", "0" * 64, "2026-01-01T00:00:00+07:00", None, "B-B")
+
+    out = tmp_path / "out.pdf"
+    with pytest.raises(OutputValidationError, match="valid but not once signed"):
+        convert_file(scan, out, ConvertOptions(language="eng", jobs=1), signer=BreakingSigner())
+    assert not out.exists() and not list(tmp_path.iterdir())
