@@ -96,3 +96,7 @@ class VerificationError(DigitizeError):
 
 class NotFoundError(DigitizeError):
     exit_code = ExitCode.not_found
+
+
+class NotRegularFileError(UnsupportedInputError):
+    """A symlink, folder, device or pipe where a scan was expected: links are never followed."""
