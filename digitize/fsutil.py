@@ -223,14 +223,14 @@ def sha256_regular(path: str | os.PathLike, root: str | os.PathLike | None = Non
 
 
 def walk_dirs(root: str | os.PathLike | int, parts: tuple[str, ...] | list[str], create: bool = False,
-              mode: int = 0o750, check=None) -> int:
+              mode: int = 0o750, check=None, shown: str | None = None) -> int:
     """A descriptor of ``root/parts...``, each part opened with O_NOFOLLOW (made first with ``create``).
 
-    ``root`` is a path the caller trusts or a descriptor (not closed here). ``check(fd, shown)`` may
-    refuse a part; the caller closes the returned descriptor.
+    ``root`` is a path the caller trusts or a descriptor (not closed here; ``shown`` names it in
+    errors). ``check(fd, shown)`` may refuse a part; the caller closes the returned descriptor.
     """
     fd = os.open(root, _NOFOLLOW_DIR & ~os.O_NOFOLLOW) if not isinstance(root, int) else os.dup(root)
-    shown = str(root)
+    shown = shown or str(root)
     try:
         for part in parts:
             if part in ("", ".", "..") or "/" in part:

@@ -63,8 +63,8 @@ class Claims:
 
     def __init__(self, state_fd: int, shown: str):
         self.owner = fsutil.owner_name()
-        self.work_fd = walk_dirs(state_fd, ["work"], create=True, mode=0o750, check=private_dir_check)
-        self.fd = walk_dirs(self.work_fd, [self.owner], create=True, mode=0o750, check=private_dir_check)
+        self.work_fd = walk_dirs(state_fd, ["work"], create=True, check=private_dir_check, shown=shown)
+        self.fd = walk_dirs(self.work_fd, [self.owner], create=True, check=private_dir_check, shown=f"{shown}/work")
         self.path = Path(shown) / "work" / self.owner  # for path-based readers (the converter)
         self._touch()
         self._stop = threading.Event()

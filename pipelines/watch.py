@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePath
 from typing import Callable
 
-from digitize.errors import ConfigError, FileAccessError
+from digitize.errors import ConfigError, FileAccessError, NotRegularFileError
 from digitize.fsutil import (exists_at, move_at, private_dir_check, sha256_regular, walk_dirs,
                              write_text_at)
 
@@ -117,7 +117,8 @@ class Folders:
 
     def _control(self, opts: WatchOptions, folder: Path) -> int:
         if folder.is_relative_to(opts.inbox):
-            return walk_dirs(self.inbox, folder.relative_to(opts.inbox).parts, create=True, check=private_dir_check)
+            return walk_dirs(self.inbox, folder.relative_to(opts.inbox).parts, create=True, check=private_dir_check,
+                             shown=str(opts.inbox))
         return walk_dirs(folder.parent, [folder.name], create=True, check=private_dir_check)
 
     def check_state(self) -> None:
@@ -191,7 +192,8 @@ class Watcher:
             self.pending[path] = _Pending()
 
     def _rescan(self) -> None:
-        for path in inboxlib.iter_scans(self.opts.inbox, self.opts.skip_dirs):
+        links: list[Path] = []  # symlinks and FIFOs: quarantined with a reason, never followed
+        for path in [*inboxlib.iter_scans(self.opts.inbox, self.opts.skip_dirs, links), *links]:
             self._nominate(path)
 
     def _drain_events(self) -> None:
@@ -350,7 +352,8 @@ class Watcher:
             return True
         st = path.lstat()
         unchanged = self.tracker.observe(path, st.st_size, st.st_mtime_ns, now)
-        if unchanged >= INCOMPLETE_GRACE * max(self.opts.stable_seconds, 1.0):
+        if problem.kinds[0] == NotRegularFileError.__name__ or \
+                unchanged >= INCOMPLETE_GRACE * max(self.opts.stable_seconds, 1.0):
             self._take(path, path.relative_to(self.opts.inbox), problem)
         return False
 
@@ -362,7 +365,10 @@ class Watcher:
                 if path in self.pending and self._ready(path, time.monotonic()):
                     self._take(path, path.relative_to(self.opts.inbox))
             except Exception as e:  # noqa: BLE001 - one file's trouble never stops the watcher
-                self._file_error(path, e)
+                if isinstance(e, FileNotFoundError) and not os.path.lexists(path):
+                    self._forget(path)  # taken by another watcher (or deleted) while we looked at it
+                else:
+                    self._file_error(path, e)
 
     # --- the loop -----------------------------------------------------------------------------------
 
