@@ -50,11 +50,12 @@ class Claim:
 
 
 def owner_is_dead(name: str, alive_age: float | None) -> bool:
-    """A watcher folder's owner is gone: a dead pid of this host and pid namespace, or a stale heartbeat."""
+    """A watcher folder's owner is gone: a dead pid of this host and pid namespace, or (any host, a
+    reused pid too) a heartbeat missing or older than STALE_AFTER."""
     found = _OWNER.match(name)
     mine = fsutil.owner_name().partition("-")[2]
-    if found and f"{found[2]}@{found[3]}" == mine:
-        return not fsutil.pid_alive(int(found[1]))
+    if found and f"{found[2]}@{found[3]}" == mine and not fsutil.pid_alive(int(found[1])):
+        return True
     return alive_age is None or alive_age > STALE_AFTER
 
 

@@ -26,6 +26,7 @@ import contextlib
 import logging
 import os
 import queue
+import shutil
 import signal
 import time
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ RETRY_BACKOFF = (5.0, 10.0, 30.0, 60.0, 120.0, 300.0)  # storage down: wait, the
 ONCE_STORAGE_TRIES = 4  # --once gives up (file left in the inbox) after this many storage failures
 INTERNAL_LIMIT = 3  # failures of our own (bugs, not storage) before a file is quarantined
 KEPT_DIR = "converted"  # DATA_DIR/converted: PDF/A kept until stored (storage down: retries only store)
+KEPT_DAYS = 14  # a kept conversion nobody stored in this time (its scan was taken away) is removed
 
 
 @dataclass
@@ -406,6 +408,7 @@ class Watcher:
             self.folders.close()
 
     def _run(self) -> WatchSummary:
+        prune_kept(Path(self.settings.data_dir) / KEPT_DIR, KEPT_DAYS * 86400)
         self._recover()
         previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
         observer = None if self.opts.once else _observer(self.opts, self.events.put)
@@ -433,6 +436,16 @@ class Watcher:
             close_archives()
         event(log, "stopped", **self.summary.counts)
         return self.summary
+
+
+def prune_kept(folder: Path, max_age: float) -> None:
+    """Remove conversions kept for scans that never came back (deleted from the inbox while storage was down)."""
+    now = time.time()
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            with contextlib.suppress(OSError):
+                if entry.is_dir(follow_symlinks=False) and now - entry.stat(follow_symlinks=False).st_mtime > max_age:
+                    shutil.rmtree(entry.path, ignore_errors=True)
 
 
 def _sidecar_name(path: Path) -> str | None:
