@@ -28,6 +28,7 @@ import os
 import queue
 import shutil
 import signal
+import stat
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -408,6 +409,10 @@ class Watcher:
             self.folders.close()
 
     def _run(self) -> WatchSummary:
+        mode = os.fstat(self.folders.inbox).st_mode
+        if mode & 0o022 and not mode & stat.S_ISVTX:
+            event(log, "inbox-not-sticky", logging.WARNING, inbox=str(self.opts.inbox),
+                  advice="others may write here but could also rename the watcher's folders: chmod +t the inbox")
         prune_kept(Path(self.settings.data_dir) / KEPT_DIR, KEPT_DAYS * 86400)
         self._recover()
         previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)

@@ -173,3 +173,24 @@ def test_names_at_the_file_system_limit_are_quarantined_and_stored_without_a_cra
     done = [p for p in (inbox / "done").rglob("*") if p.is_file()]
     assert len(done) == 2 and all(len(p.name.encode()) <= 255 for p in done)
     assert not any(re.search(r"\.part$", p.name) for p in inbox.rglob("*"))
+
+
+def test_state_folder_swapped_while_watching_stops_path_reads_through_it_but_not_the_watcher(
+        tmp_path, inbox, folder_settings):
+    """The converter reads a claimed scan by path, through INBOX/.digitize: a renamed-and-replaced
+    .digitize must make the watcher refuse (and in the end quarantine) rather than read through it."""
+    log = tmp_path / "watch.log"
+    proc = subprocess.Popen(digitize_cmd("watch", str(inbox), "--log-json"), env=settings_env(folder_settings),
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(log, "wb"), start_new_session=True)
+    try:
+        wait_for(lambda: log.exists() and '"watching"' in log.read_text(), "the watcher to start")
+        (inbox / ".digitize").rename(inbox / "moved")
+        (inbox / ".digitize").mkdir()  # the clerk's own folder where the watcher's was
+        scan_file(inbox / "scan.pdf")
+        wait_for(lambda: (inbox / "failed" / "scan.pdf.error.txt").exists(), "the scan to be quarantined")
+        assert proc.poll() is None
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert "was replaced" in (inbox / "failed" / "scan.pdf.error.txt").read_text(encoding="utf-8")
+    assert stored_rows(folder_settings) == [] and list((inbox / ".digitize").iterdir()) == []
