@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import secrets
@@ -31,6 +32,8 @@ from pathlib import Path, PurePath
 
 from digitize import fsutil
 from digitize.fsutil import move_at, private_dir_check, walk_dirs, write_text_at
+
+log = logging.getLogger("pipelines.claims")
 
 MAX_ATTEMPTS = 2  # the first try plus one redo after a crash
 HEARTBEAT = 60.0  # seconds between touches of a running watcher's ``alive`` file
@@ -47,6 +50,14 @@ class Claim:
     started: float
     token: str = ""
     sidecar: str = ""  # the sidecar's name, moved along with the scan
+
+
+@contextlib.contextmanager
+def _closing(fd: int):
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
 def owner_is_dead(name: str, alive_age: float | None) -> bool:
@@ -79,21 +90,26 @@ class Claims:
         token = f"{int(time.time())}-{secrets.token_hex(4)}"
         os.mkdir(token, 0o750, dir_fd=self.fd)
         claim = Claim(str(relative), 1, time.time(), token, sidecar or "")
-        self._save(claim)
-        src = walk_dirs(inbox_fd, relative.parent.parts)
-        dst = walk_dirs(self.fd, [token, FILES, *relative.parent.parts], create=True, check=private_dir_check)
+        moved = False
         try:
-            try:
-                os.rename(relative.name, relative.name, src_dir_fd=src, dst_dir_fd=dst)
-            except FileNotFoundError:
+            self._save(claim)
+            with _closing(walk_dirs(inbox_fd, relative.parent.parts)) as src, \
+                    _closing(walk_dirs(self.fd, [token, FILES, *relative.parent.parts], create=True,
+                                       check=private_dir_check)) as dst:
+                os.rename(relative.name, relative.name, src_dir_fd=src, dst_dir_fd=dst)  # the claim itself
+                moved = True
+                if sidecar:
+                    with contextlib.suppress(OSError):  # gone or not movable: the scan goes on without it
+                        os.rename(sidecar, sidecar, src_dir_fd=src, dst_dir_fd=dst)
+        except FileNotFoundError:
+            if moved:
+                raise
+            self.drop(claim)  # another watcher was first (or the clerk took it back)
+            return None
+        except BaseException:
+            if not moved:  # never drop a claim that holds the scan: the next start adopts it
                 self.drop(claim)
-                return None
-            if sidecar:
-                with contextlib.suppress(FileNotFoundError):
-                    os.rename(sidecar, sidecar, src_dir_fd=src, dst_dir_fd=dst)
-        finally:
-            os.close(src)
-            os.close(dst)
+            raise
         return claim
 
     def root(self, claim: Claim) -> Path:
@@ -171,11 +187,24 @@ class Claims:
             return None
         claim = self._load(token)
         if claim is None:
-            shutil.rmtree(token, dir_fd=self.fd, ignore_errors=True)  # claimed but never moved: nothing inside
+            if self._holds_anything(token):  # a scan but no readable claim: never delete it, leave it to a person
+                log.warning("work folder %s/%s holds files but no readable %s: left in place", self.path, token,
+                            CLAIM_FILE)
+            else:
+                shutil.rmtree(token, dir_fd=self.fd, ignore_errors=True)  # claimed but never moved: nothing inside
             return None
         claim.token, claim.attempts = token, claim.attempts + 1
         self._save(claim)
         return claim
+
+    def _holds_anything(self, token: str) -> bool:
+        try:
+            with _closing(walk_dirs(self.fd, [token, FILES])) as files:
+                return any(names for _, _, names, _ in os.fwalk(".", dir_fd=files))  # empty folders don't count
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return True
 
     def _load(self, token: str) -> Claim | None:
         """The claim saved in ``token`` if its scan is there too."""

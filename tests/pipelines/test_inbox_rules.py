@@ -81,3 +81,27 @@ def test_claim_of_a_dead_watcher_is_adopted_once_and_its_emptied_claims_dropped(
     assert (adopted.relative, adopted.attempts) == ("scan.pdf", 2)
     assert (second.root(adopted) / "scan.pdf").read_bytes().startswith(b"%PDF")
     assert Claims(state, str(inbox_dir / ".digitize")).adopt_orphans() == []  # the live one is left alone
+
+
+def test_a_work_folder_with_a_scan_but_no_readable_claim_is_never_deleted(tmp_path):
+    import os
+    import subprocess
+
+    from digitize.fsutil import owner_name
+    from pipelines.claims import Claims
+
+    inbox_dir = tmp_path / "inbox"
+    (inbox_dir / ".digitize").mkdir(parents=True, mode=0o750)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    orphan = inbox_dir / ".digitize" / "work" / f"{dead.pid}-{owner_name().partition('-')[2]}"
+    (orphan / "t1" / "files" / "case").mkdir(parents=True)
+    (orphan / "t1" / "files" / "case" / "scan.pdf").write_bytes(b"%PDF")
+    (orphan / "t1" / "claim.json").write_text("{broken")
+    (orphan / "t2" / "files" / "case").mkdir(parents=True)  # claimed, then moved out: only folders left
+    (orphan / "t2" / "claim.json").write_text('{"relative": "case/x.pdf", "attempts": 1, "started": 0}')
+    state = os.open(inbox_dir / ".digitize", os.O_RDONLY)
+    assert Claims(state, str(inbox_dir / ".digitize")).adopt_orphans() == []
+    mine = [p for p in (inbox_dir / ".digitize" / "work").iterdir() if p != orphan]
+    assert [p.name for d in mine for p in d.iterdir() if p.name != "alive"] == ["t1"]
+    assert (mine[0] / "t1" / "files" / "case" / "scan.pdf").read_bytes() == b"%PDF"
