@@ -112,3 +112,5 @@ class SignerUnavailableError(SigningError, StorageError):
     to them) and retry; exit code 10 (try again later), where a wrong PIN is 13 (fix, don't retry)."""
 
     exit_code = ExitCode.storage
+class NotRegularFileError(UnsupportedInputError):
+    """A symlink, folder, device or pipe where a scan was expected: links are never followed."""

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
+import secrets
 import shutil
 import socket
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -53,7 +56,9 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix + ".part", dir=target.parent)
+    # a short temp name: TARGET's own name may already be near NAME_MAX
+    fd, tmp = tempfile.mkstemp(prefix=f".{fit_name(target.name, 40 + len(suffix.encode()))}.",
+                               suffix=suffix + ".part", dir=target.parent)
     os.fchmod(fd, FILE_MODE)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -147,3 +152,182 @@ def sweep_orphans(folder: str | os.PathLike | None = None, force: bool = False) 
 def _alive(pid: int) -> bool:
     """Whether PID may be a live process; a number no process can have keeps its folder too."""
     return not 0 < pid < 2**22 or resident.alive(pid)  # 2**22: Linux's pid_max limit
+
+
+# --- names and folders other people can write -------------------------------------------------------
+# A scanner inbox is writable by every clerk: a name there may be a symlink, a folder may be swapped
+# for one between two calls. Inside such a folder, open with O_NOFOLLOW, walk folders by descriptor
+# and write only into folders that this account owns and nobody else can write.
+
+NAME_MAX = 255  # bytes of one path component (ext4, XFS, Btrfs, SMB/NFS exports of them)
+_NOFOLLOW_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def fit_name(name: str, reserve: int = 0, limit: int = NAME_MAX) -> str:
+    """``name``, shortened if needed so that it plus ``reserve`` more bytes fit in ``limit`` UTF-8 bytes.
+
+    The suffix is kept and a short hash of the whole name replaces the cut, so two long names that
+    differ only at the end stay different.
+    """
+    room = limit - reserve
+    if len(name.encode("utf-8")) <= room:
+        return name
+    stem, dot, suffix = name.rpartition(".")
+    suffix = f".{suffix}" if dot and stem and len(suffix.encode("utf-8")) <= 16 else ""
+    stem = name[: len(name) - len(suffix)]
+    tag = "~" + hashlib.sha256(name.encode("utf-8")).hexdigest()[:8]
+    budget = room - len(suffix.encode("utf-8")) - len(tag)
+    if budget < 1:
+        raise ValueError(f"no room for a name within {limit} bytes (reserve {reserve})")
+    cut = stem.encode("utf-8")[:budget].decode("utf-8", errors="ignore")  # never half a character
+    return cut + tag + suffix
+
+
+def open_regular(path: str | os.PathLike, root: str | os.PathLike | None = None, dir_fd: int | None = None) -> int:
+    """A read-only descriptor of ``path`` if it is a regular file reached without following a symlink.
+
+    With ``root``, every folder from ``root`` down to the file is opened with O_NOFOLLOW too (a
+    symlinked sub-folder is refused, not followed); with ``dir_fd``, ``path`` is relative to it.
+    O_NONBLOCK: a FIFO planted as a scan must not hang the caller.
+    """
+    from .errors import NotRegularFileError
+
+    path = Path(path)
+    parent_fd = None
+    try:
+        if root is not None and path.is_relative_to(root):
+            parent_fd = walk_dirs(root, path.relative_to(root).parent.parts)
+            dir_fd, path = parent_fd, Path(path.name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.ENOTDIR, errno.ENXIO):
+                raise NotRegularFileError(f"{path.name}: a symbolic link or special file, not a regular file "
+                                          "(links are never followed)") from None
+            raise
+    finally:
+        if parent_fd is not None:
+            os.close(parent_fd)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise NotRegularFileError(f"{path.name}: not a regular file (a folder, device or pipe)")
+    os.set_blocking(fd, True)
+    return fd
+
+
+def sha256_regular(path: str | os.PathLike, root: str | os.PathLike | None = None) -> str:
+    """SHA-256 of a regular file opened as :func:`open_regular` opens it."""
+    with os.fdopen(open_regular(path, root), "rb") as f:
+        return sha256_stream(f)
+
+
+def walk_dirs(root: str | os.PathLike | int, parts: tuple[str, ...] | list[str], create: bool = False,
+              mode: int = 0o750, check=None, shown: str | None = None) -> int:
+    """A descriptor of ``root/parts...``, each part opened with O_NOFOLLOW (made first with ``create``).
+
+    ``root`` is a path the caller trusts or a descriptor (not closed here; ``shown`` names it in
+    errors). ``check(fd, shown)`` may refuse a part; the caller closes the returned descriptor.
+    """
+    fd = os.open(root, _NOFOLLOW_DIR & ~os.O_NOFOLLOW) if not isinstance(root, int) else os.dup(root)
+    shown = shown or str(root)
+    try:
+        for part in parts:
+            if part in ("", ".", "..") or "/" in part:
+                raise ValueError(f"bad folder name {part!r}")
+            shown = f"{shown}/{part}"
+            try:
+                if create:
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(part, mode, dir_fd=fd)
+                child = os.open(part, _NOFOLLOW_DIR, dir_fd=fd)
+            except OSError as e:
+                if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise NotADirectoryError(e.errno, "a symbolic link or not a folder (links are never followed)",
+                                             shown) from None
+                raise type(e)(e.errno, e.strerror, shown) from None
+            os.close(fd)
+            fd = child
+            if check is not None:
+                check(fd, shown)
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def private_dir_check(fd: int, shown: str) -> None:
+    """Refuse a folder this account must write into but another account owns or could change.
+
+    Owner: this account or root; nobody else may write (no group/other write bit)."""
+    from .errors import FileAccessError
+
+    info = os.fstat(fd)
+    if info.st_uid not in (os.geteuid(), 0):
+        raise FileAccessError(f"refusing {shown}: owned by uid {info.st_uid}, not by this account "
+                              f"(uid {os.geteuid()}); remove it or give it to this account")
+    if info.st_mode & 0o022:
+        raise FileAccessError(f"refusing {shown}: writable by other accounts (mode {info.st_mode & 0o7777:o}); "
+                              "chmod go-w it")
+
+
+def exists_at(dir_fd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def write_text_at(dir_fd: int, name: str, text: str) -> None:
+    """Write ``dir_fd/name`` atomically without following a symlink anywhere (temp file O_EXCL)."""
+    tmp = f".{secrets.token_hex(6)}.part"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE, dir_fd=dir_fd)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(text.encode("utf-8"))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        with contextlib.suppress(OSError):
+            os.fsync(dir_fd)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp, dir_fd=dir_fd)
+        raise
+
+
+def move_at(src_fd: int, src_name: str, dst_fd: int, dst_name: str) -> None:
+    """Rename between two folder descriptors; across file systems, copy (no symlink followed) then unlink."""
+    try:
+        os.rename(src_name, dst_name, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
+        return
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+    source = os.open(src_name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_fd)
+    try:
+        target = os.open(dst_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE,
+                         dir_fd=dst_fd)
+        try:
+            with os.fdopen(os.dup(source), "rb") as fin, os.fdopen(target, "wb") as fout:
+                shutil.copyfileobj(fin, fout, CHUNK)
+                fout.flush()
+                os.fsync(fout.fileno())
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(dst_name, dir_fd=dst_fd)
+            raise
+    finally:
+        os.close(source)
+    os.unlink(src_name, dir_fd=src_fd)
+
+
+def owner_name() -> str:
+    """This process as work folders name it: ``<pid>-<pid namespace>@<host>``."""
+    return _owner()
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether PID (of this host and pid namespace) may still run."""
+    return _alive(pid)

@@ -7,14 +7,16 @@ complete (end markers present) *and* the converter's reader can open it.
 
 from __future__ import annotations
 
+import errno
 import os
-import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
 from digitize.errors import DigitizeError
+from digitize.fsutil import exists_at, fit_name, open_regular
 
-STATE_DIR = ".digitize"  # claims journal inside the inbox
+STATE_DIR = ".digitize"  # the watchers' work folders (claims) inside the inbox
 SIDECAR_SUFFIX = ".json"
 ERROR_SUFFIX = ".error.txt"
 _JUNK_NAMES = {"thumbs.db", "desktop.ini", ".ds_store"}
@@ -42,22 +44,37 @@ def has_scan_suffix(path: PurePath) -> bool:
     return path.suffix.lower() in SCAN_SUFFIXES
 
 
-def iter_scans(root: Path, skip: tuple[Path, ...] = ()) -> list[Path]:
-    """Candidate files under ``root``, sorted (case folders, then sequence numbers), skipping ``skip`` dirs."""
+def is_regular(path: Path) -> bool:
+    """A regular file itself, not a symlink to one (other people's links are never followed)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def iter_scans(root: Path, skip: tuple[Path, ...] = (), links: list[Path] | None = None) -> list[Path]:
+    """Regular candidate files under ``root``, sorted (case folders, then sequence numbers), skipping
+    ``skip`` dirs. Symlinked folders are not entered; symlinks and other non-regular entries are
+    never returned (appended to ``links`` when given, so a caller can say why they were left)."""
     found: list[Path] = []
-    skip_resolved = {s.resolve() for s in skip}
-    for dirpath, dirnames, filenames in os.walk(root):
+    skip_abs = {Path(s).absolute() for s in skip}
+    for dirpath, dirnames, filenames in os.walk(root):  # followlinks=False: a linked folder is not entered
         here = Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames if not is_junk(d) and (here / d).resolve() not in skip_resolved)
+        dirnames[:] = sorted(d for d in dirnames if not is_junk(d) and (here / d) not in skip_abs
+                             and not os.path.islink(here / d))
         for name in sorted(filenames):
             path = here / name
-            if is_scan(path.relative_to(root)):
+            if not is_scan(path.relative_to(root)):
+                continue
+            if is_regular(path):
                 found.append(path)
+            elif links is not None:
+                links.append(path)
     return found
 
 
 def _tail(path: Path) -> bytes:
-    with open(path, "rb") as f:
+    with os.fdopen(open_regular(path), "rb") as f:
         f.seek(0, os.SEEK_END)
         f.seek(max(0, f.tell() - _TAIL_BYTES))
         return f.read()
@@ -81,6 +98,7 @@ def completeness_problem(path: Path, limits) -> Problem | None:
     from .messages import error_kinds
 
     try:
+        os.close(open_regular(path))  # a symlink or FIFO is refused here, before anything reads it
         if path.stat().st_size == 0:
             return Problem(("incomplete",), "file is empty (0 bytes)")
         kind = sniff(path)
@@ -93,8 +111,18 @@ def completeness_problem(path: Path, limits) -> Problem | None:
     except DigitizeError as e:
         return Problem(error_kinds(e), str(e))
     except OSError as e:
-        return Problem(("FileAccessError",), f"cannot read the file: {e.strerror}")
+        return os_problem(e)
+    except Exception as e:  # noqa: BLE001 - a reader's bug on a damaged file (a truncated TIFF): still the file's
+        return Problem(("InputError",), f"cannot read the file: {type(e).__name__}: {' '.join(str(e).split())}")
     return None
+
+
+def os_problem(error: OSError) -> Problem:
+    """An OS error reading a scan: a permission problem is said as such, never as a damaged file."""
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return Problem(("PermissionError", "FileAccessError"),
+                       f"permission denied: this account (uid {os.geteuid()}) may not read the file")
+    return Problem(("FileAccessError",), f"cannot read the file: {error.strerror}")
 
 
 @dataclass
@@ -121,7 +149,7 @@ class StabilityTracker:
 
     def is_stable(self, path: Path, now: float) -> bool:
         try:
-            st = path.stat()
+            st = path.lstat()
         except FileNotFoundError:
             self.forget(path)
             return False
@@ -131,32 +159,12 @@ class StabilityTracker:
         self._seen.pop(path, None)
 
 
-def free_name(directory: Path, name: str) -> Path:
-    """``directory/name``, or ``name.1``-style variants if taken: done/ and failed/ never overwrite."""
-    target = directory / name
-    stem, suffix, n = Path(name).stem, Path(name).suffix, 1
-    while target.exists() or target.with_name(target.name + ERROR_SUFFIX).exists():
-        target = directory / f"{stem}.{n}{suffix}"
+def free_name(dir_fd: int, name: str) -> str:
+    """``name``, or ``name.1``-style variants if taken, in the folder ``dir_fd``: done/ and failed/ never
+    overwrite. Short enough that ``NAME.error.txt`` and ``NAME.json`` fit the file system's limit."""
+    candidate = fit_name(name, len(ERROR_SUFFIX.encode()))
+    stem, suffix, n = Path(candidate).stem, Path(candidate).suffix, 1
+    while exists_at(dir_fd, candidate) or exists_at(dir_fd, candidate + ERROR_SUFFIX):
+        candidate = fit_name(f"{stem}.{n}{suffix}", len(ERROR_SUFFIX.encode()))
         n += 1
-    return target
-
-
-def move_with_sidecar(source: Path, target: Path) -> Path:
-    """Move a scan (and its sidecar, if any) to ``target``; same filesystem gives an atomic rename."""
-    from .metadata import sidecar_path
-
-    sidecar = sidecar_path(source)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(source, target)
-    if sidecar is not None:
-        shutil.move(sidecar, target.with_name(target.name + SIDECAR_SUFFIX))
-    return target
-
-
-def delete_with_sidecar(source: Path) -> None:
-    from .metadata import sidecar_path
-
-    sidecar = sidecar_path(source)
-    source.unlink()
-    if sidecar is not None:
-        sidecar.unlink()
+    return candidate

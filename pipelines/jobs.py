@@ -9,7 +9,10 @@ so a retried or re-dropped file is never stored twice.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -17,7 +20,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from digitize.errors import DigitizeError, ExitCode, SigningError, StorageError
-from digitize.fsutil import sha256_file, work_dir
+from digitize.fsutil import atomic_write_text, sha256_file, sha256_regular, work_dir
 from digitize.records import DocumentReport
 
 from . import metadata
@@ -119,10 +122,13 @@ def _case_record(archive, case_id: str | None):
 class _Job:
     """State of one process_file call: the source, its hash, options and clues shared by its parts."""
 
-    def __init__(self, path: Path, settings, hint: Clue | None, root: Path | None, jobs: int | None, archive):
+    def __init__(self, path: Path, settings, hint: Clue | None, root: Path | None, jobs: int | None, archive,
+                 keep: Path | None = None):
         from digitize.convert import ConvertOptions
 
         self.path = path
+        self.root = root if root and path.is_relative_to(root) else None
+        self.keep = keep
         self.settings = settings
         self.archive = archive
         self.relative = PurePath(path.relative_to(root)) if root and path.is_relative_to(root) else PurePath(path.name)
@@ -142,16 +148,29 @@ class _Job:
         return clue
 
     def _convert(self, part: Part, workdir: Path) -> DocumentReport:
+        """Convert the part; with ``keep``, PDF/A and report wait there until stored (a retry only stores)."""
         from digitize.convert import convert_file
         from digitize.signing import signer_for
 
+        kept = self._kept(part)
+        report = _load_kept(kept) if kept else None
+        if report is not None:
+            event(log, "kept-conversion", file=str(self.relative), pages=part.source_pages or "all")
+            return report
+        if kept:
+            kept.mkdir(mode=0o700, parents=True, exist_ok=True)
         opts = dataclasses.replace(self.opts, pages=None if part.whole else part.pages)
         started = time.perf_counter()
         signer = signer_for(self.settings)  # this process's open key; None when [sign] is not configured
-        report = convert_file(self.path, workdir / f"part-{part.pages[0] + 1}.pdf", opts, signer=signer)
+        report = convert_file(self.path, (kept or workdir) / f"part-{part.pages[0] + 1}.pdf", opts, signer=signer)
         self.convert_seconds += time.perf_counter() - started
         self.pages += report.page_count
+        if kept:
+            atomic_write_text(kept / KEPT_REPORT, report.to_json())
         return report
+
+    def _kept(self, part: Part) -> Path | None:
+        return self.keep / f"{self.sha256}-{part.source_pages or 'all'}" if self.keep else None
 
     def store_part(self, part: Part, scan: PageScan, workdir: Path) -> StoredPart:
         from storage.archive import DocumentMeta
@@ -167,6 +186,8 @@ class _Job:
         title = self.relative.stem + (f" (trang {part.source_pages})" if part.source_pages else "")
         meta = DocumentMeta(**metadata.meta_kwargs(resolution, self.path.name, part.source_pages, title))
         stored = self.archive.store(self.path, Path(report.output_path), report, meta)
+        if self._kept(part):
+            shutil.rmtree(self._kept(part), ignore_errors=True)
         event(log, "stored", file=str(self.relative), pages=part.source_pages or "all", case=resolution.case_id,
               via=resolution.case_source, doc=stored.doc_id, already=stored.already_stored)
         return StoredPart(part.source_pages, str(stored.doc_id), stored.case_id, resolution.case_source,
@@ -184,7 +205,7 @@ class _Job:
                           existing.pages, existing.already_stored)
 
     def run(self) -> list[StoredPart]:
-        self.sha256 = sha256_file(self.path)
+        self.sha256 = sha256_regular(self.path, self.root)  # a regular file, no symlink on the way from root
         whole = self.archive.find(self.sha256, "")
         if whole is not None:
             return [self._stored_before(whole, "", self.file_clues)]
@@ -193,18 +214,34 @@ class _Job:
             return [self.store_part(part, scan, tmp) for part in scan.parts()]
 
 
+KEPT_REPORT = "report.json"
+
+
+def _load_kept(kept: Path) -> DocumentReport | None:
+    """A conversion kept by an earlier attempt, if complete and intact (its PDF/A's SHA-256 checked)."""
+    try:
+        report = DocumentReport.from_dict(json.loads((kept / KEPT_REPORT).read_text(encoding="utf-8")))
+        output = Path(report.output_path)
+        if output.parent != kept or sha256_file(output) != report.output_sha256:
+            return None
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    return report
+
+
 def process_file(path: Path, settings, meta_hint: Clue | None = None, *, root: Path | None = None,
-                 jobs: int | None = None, archive=None) -> JobResult:
+                 jobs: int | None = None, archive=None, keep: Path | None = None) -> JobResult:
     """Convert, resolve metadata, store and index one source file; errors come back as a failed result.
 
     ``meta_hint`` is what the caller knows (a manifest row); ``root`` anchors the folder convention;
-    ``jobs`` overrides the converter's page parallelism (batch runs one page at a time per file).
+    ``jobs`` overrides the converter's page parallelism (batch runs one page at a time per file);
+    ``keep`` is a private folder where converted parts wait until they are stored.
     """
     started = time.perf_counter()
     path = Path(path)
     job: _Job | None = None
     try:
-        job = _Job(path, settings, meta_hint, root, jobs, archive or archive_for(settings))
+        job = _Job(path, settings, meta_hint, root, jobs, archive or archive_for(settings), keep)
         parts = job.run()
         status, reason = _overall(parts)
         result = JobResult(str(path), status, job.sha256, reason, documents=parts)
@@ -212,8 +249,10 @@ def process_file(path: Path, settings, meta_hint: Clue | None = None, *, root: P
         result = JobResult(str(path), Status.failed, job.sha256 if job else "", str(e),
                            error_kinds=error_kinds(e), exit_code=int(e.exit_code))
     except OSError as e:
-        result = JobResult(str(path), Status.failed, job.sha256 if job else "", f"cannot read {path}: {e.strerror}",
-                           error_kinds=("FileAccessError", "OSError"), exit_code=int(ExitCode.file_access))
+        denied = ("PermissionError",) if isinstance(e, PermissionError) else ()
+        result = JobResult(str(path), Status.failed, job.sha256 if job else "",
+                           f"cannot read {path.name}: {e.strerror}" + (f" (uid {os.geteuid()})" if denied else ""),
+                           error_kinds=(*denied, "FileAccessError", "OSError"), exit_code=int(ExitCode.file_access))
     except Exception as e:  # noqa: BLE001 - one file's bug must not stop a batch or a watcher
         log.exception("internal error on %s", path)
         result = JobResult(str(path), Status.failed, job.sha256 if job else "",

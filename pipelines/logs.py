@@ -13,6 +13,8 @@ from typing import Any
 from digitize.secrets import mask_logging
 
 LOGGER = "pipelines"
+TEXT_FORMAT = "%(asctime)s digitize: %(levelname)s: %(message)s"  # a service's log needs the time of each line
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
 
 
 def event(logger: logging.Logger, name: str, level: int = logging.INFO, **fields: Any) -> None:
@@ -48,9 +50,8 @@ def configure(json_lines: bool, events: bool = True) -> None:
     root = logging.getLogger()
     if root.level <= logging.INFO or (root.level <= logging.WARNING and (events or json_lines)):
         logging.getLogger(LOGGER).setLevel(logging.INFO)
-    if json_lines:
-        for handler in root.handlers:
-            handler.setFormatter(JsonLinesFormatter())
+    for handler in root.handlers:
+        handler.setFormatter(JsonLinesFormatter() if json_lines else logging.Formatter(TEXT_FORMAT, TIME_FORMAT))
 
 
 def snapshot() -> tuple[int, bool]:
@@ -62,7 +63,7 @@ def snapshot() -> tuple[int, bool]:
 def restore(state: tuple[int, bool]) -> None:
     level, json_lines = state
     handler = logging.StreamHandler()
-    handler.setFormatter(JsonLinesFormatter() if json_lines else logging.Formatter("digitize: %(message)s"))
+    handler.setFormatter(JsonLinesFormatter() if json_lines else logging.Formatter(TEXT_FORMAT, TIME_FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     mask_logging()

@@ -58,6 +58,24 @@ _TEXTS: dict[str, tuple[str, str, str, str]] = {
         "The PDF/A produced did not pass the archival-format check.",
         "Tell the system administrator; keep this file as it is.",
     ),
+    "NotRegularFileError": (
+        "Đây là lối tắt (liên kết) hoặc tệp đặc biệt, không phải tệp quét; vì an toàn, hệ thống không đi theo lối tắt.",
+        "Sao chép chính tệp quét (không phải lối tắt) vào thư mục nhận.",
+        "This is a shortcut (symbolic link) or special file, not a scan; for safety links are never followed.",
+        "Copy the scan itself (not a link to it) into the inbox.",
+    ),
+    "PermissionError": (
+        "Tài khoản của dịch vụ số hoá không có quyền đọc tệp này (tệp không hỏng).",
+        "Báo quản trị hệ thống cấp quyền đọc cho dịch vụ, rồi đặt lại tệp vào thư mục nhận; không cần quét lại.",
+        "The digitizing service's account is not allowed to read this file (the file is not damaged).",
+        "Ask the administrator to let the service read it, then drop it into the inbox again; no need to rescan.",
+    ),
+    "internal": (
+        "Chương trình gặp lỗi nội bộ nhiều lần khi xử lý tệp này (không phải lỗi của bản quét).",
+        "Báo quản trị hệ thống; giữ nguyên tệp này.",
+        "The program hit an internal error on this file several times (not a fault of the scan).",
+        "Tell the system administrator; keep this file as it is.",
+    ),
     "crashed": (
         "Việc xử lý tệp này bị gián đoạn nhiều lần (chương trình dừng đột ngột khi đang xử lý).",
         "Báo quản trị hệ thống; giữ nguyên tệp này.",

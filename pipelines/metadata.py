@@ -134,8 +134,11 @@ def _file_code_problems(archive: Mapping[str, str]) -> list[str]:
 def sidecar_path(path: Path) -> Path | None:
     """``scan.json`` or ``scan.pdf.json`` beside ``scan.pdf``, if one exists."""
     for candidate in (path.with_suffix(".json"), path.with_name(path.name + ".json")):
-        if candidate != path and candidate.is_file():
-            return candidate
+        try:
+            if candidate != path and candidate.is_file():
+                return candidate
+        except OSError:  # ENAMETOOLONG: a scan name near NAME_MAX has no room for ".json"
+            continue
     return None
 
 

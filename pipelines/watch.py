@@ -6,30 +6,42 @@ safe live in one place:
 
 * a source is moved or deleted only after :func:`process_file` returned, i.e. after its objects were
   stored, read back and verified and the index committed;
-* a claim in ``INBOX/.digitize/claims`` marks the file in progress; after a crash it is redone once
-  (idempotent by content hash), and quarantined if it crashes the watcher again;
-* storage trouble (or a bug of ours) keeps the file in the inbox and retries with backoff: the scan is fine;
+* a file is taken by renaming it into this watcher's work folder (claims.py): atomic across watchers,
+  machines sharing the inbox included, so each file is stored once; after a crash the next watcher
+  redoes it once (idempotent by content hash) and, if it was interrupted again, sends it to done/
+  when the index has it, else quarantines it;
+* done/, failed/ and .digitize/ are opened once, by descriptor, without following symlinks, and
+  must belong to this account: a clerk cannot redirect the watcher's writes;
+* storage trouble (or a bug of ours) puts the file back in the inbox and retries with backoff: the
+  scan is fine; the converted PDF/A is kept meanwhile, so a retry only stores. After
+  INTERNAL_LIMIT failures of our own the file is quarantined; whatever goes wrong with one file is
+  logged and never stops the watcher;
 * SIGTERM finishes the current file and exits; a second SIGTERM or Ctrl-C abandons it cleanly
   (temp files removed, source untouched, claim dropped).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import queue
+import shutil
 import signal
+import stat
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Callable
 
-from digitize.errors import ConfigError
-from digitize.fsutil import atomic_write_text
+from digitize.errors import ConfigError, FileAccessError, NotRegularFileError
+from digitize.fsutil import (exists_at, move_at, private_dir_check, sha256_regular, walk_dirs,
+                             write_text_at)
 
 from . import inbox as inboxlib
-from .jobs import JobResult, Status, close_archives, process_file
-from .journal import MAX_ATTEMPTS, Journal
+from .claims import MAX_ATTEMPTS, Claim, Claims
+from .jobs import JobResult, Status, archive_for, close_archives, process_file
 from .logs import event
 from .messages import error_report, explain
 
@@ -38,6 +50,9 @@ log = logging.getLogger("pipelines.watch")
 INCOMPLETE_GRACE = 6  # stable this many times stable_seconds and still unreadable: quarantine it
 RETRY_BACKOFF = (5.0, 10.0, 30.0, 60.0, 120.0, 300.0)  # storage down: wait, then try the file again
 ONCE_STORAGE_TRIES = 4  # --once gives up (file left in the inbox) after this many storage failures
+INTERNAL_LIMIT = 3  # failures of our own (bugs, not storage) before a file is quarantined
+KEPT_DIR = "converted"  # DATA_DIR/converted: PDF/A kept until stored (storage down: retries only store)
+KEPT_DAYS = 14  # a kept conversion nobody stored in this time (its scan was taken away) is removed
 
 
 @dataclass
@@ -77,6 +92,54 @@ class WatchOptions:
         return (self.done_dir, self.failed_dir, self.state_dir)
 
 
+class Folders:
+    """The inbox and its control folders, opened once by descriptor and checked (owner, mode, no symlink).
+
+    Held for the whole run: a control folder renamed and replaced by a symlink later changes nothing,
+    the watcher keeps writing into the folder it checked.
+    """
+
+    def __init__(self, opts: WatchOptions):
+        self.inbox = -1
+        try:
+            self.inbox = os.open(opts.inbox, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            self.state = self._control(opts, opts.state_dir)
+            self.done = self._control(opts, opts.done_dir) if opts.on_success == "move" else -1
+            self.failed = self._control(opts, opts.failed_dir)
+            self.claims = Claims(self.state, str(opts.state_dir))
+        except NotADirectoryError as e:
+            self.close()
+            raise FileAccessError(f"refusing {e.filename}: {e.strerror}; remove it (the watcher makes it)") from None
+        except OSError as e:
+            self.close()
+            raise FileAccessError(f"cannot use {e.filename or opts.inbox}: {e.strerror}") from None
+        except BaseException:
+            self.close()
+            raise
+        self.state_path = opts.state_dir
+
+    def _control(self, opts: WatchOptions, folder: Path) -> int:
+        if folder.is_relative_to(opts.inbox):
+            return walk_dirs(self.inbox, folder.relative_to(opts.inbox).parts, create=True, check=private_dir_check,
+                             shown=str(opts.inbox))
+        return walk_dirs(folder.parent, [folder.name], create=True, check=private_dir_check)
+
+    def check_state(self) -> None:
+        """Path-based readers (the converter) go through INBOX/.digitize: it must still be the folder held."""
+        held, now = os.fstat(self.state), os.lstat(self.state_path)
+        if (held.st_dev, held.st_ino) != (now.st_dev, now.st_ino):
+            raise FileAccessError(f"{self.state_path} was replaced while the watcher ran; restart the watcher")
+
+    def close(self) -> None:
+        if getattr(self, "claims", None) is not None:
+            self.claims.close()
+        for name in ("inbox", "state", "done", "failed"):
+            fd = getattr(self, name, -1)
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+
 @dataclass
 class _Pending:
     failures: int = 0  # storage or internal errors: either way the file itself is not at fault
@@ -111,7 +174,8 @@ def _observer(opts: WatchOptions, nominate: Callable[[str], None]):
 class Watcher:
     def __init__(self, opts: WatchOptions, settings, process: Callable[..., JobResult] = process_file):
         self.opts, self.settings, self.process = opts, settings, process
-        self.journal = Journal(opts.state_dir)
+        self.folders = Folders(opts)
+        self.claims = self.folders.claims
         self.tracker = inboxlib.StabilityTracker(opts.stable_seconds)
         self.events: queue.SimpleQueue[str] = queue.SimpleQueue()
         self.pending: dict[Path, _Pending] = {}
@@ -131,7 +195,8 @@ class Watcher:
             self.pending[path] = _Pending()
 
     def _rescan(self) -> None:
-        for path in inboxlib.iter_scans(self.opts.inbox, self.opts.skip_dirs):
+        links: list[Path] = []  # symlinks and FIFOs: quarantined with a reason, never followed
+        for path in [*inboxlib.iter_scans(self.opts.inbox, self.opts.skip_dirs, links), *links]:
             self._nominate(path)
 
     def _drain_events(self) -> None:
@@ -141,106 +206,195 @@ class Watcher:
             except queue.Empty:
                 return
 
-    # --- outcomes ---------------------------------------------------------------------------------
+    # --- outcomes: every move starts from this watcher's claim ---------------------------------------
 
-    def _finish(self, path: Path, relative: Path) -> None:
+    def _move_out(self, claim: Claim, base_fd: int, before: Callable[[int, str], None] | None = None) -> str:
+        """Move the claimed scan (and sidecar) to ``base_fd/<its folder>/<free name>``; the name used."""
+        relative = PurePath(claim.relative)
+        src = self.claims.folder_fd(claim)
+        dst = walk_dirs(base_fd, relative.parent.parts, create=True, check=private_dir_check)
+        try:
+            name = inboxlib.free_name(dst, relative.name)
+            if before is not None:
+                before(dst, name)
+            move_at(src, relative.name, dst, name)
+            if claim.sidecar and exists_at(src, claim.sidecar):
+                move_at(src, claim.sidecar, dst, name + inboxlib.SIDECAR_SUFFIX)
+        finally:
+            os.close(src)
+            os.close(dst)
+        self.claims.drop(claim)
+        return str(relative.parent / name)
+
+    def _finish(self, claim: Claim) -> None:
         if self.opts.on_success == "delete":
-            inboxlib.delete_with_sidecar(path)
+            src = self.claims.folder_fd(claim)
+            try:
+                for name in (PurePath(claim.relative).name, claim.sidecar):
+                    if name:
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(name, dir_fd=src)
+            finally:
+                os.close(src)
+            self.claims.drop(claim)
             return
-        target = inboxlib.free_name(self.opts.done_dir / relative.parent, relative.name)
-        inboxlib.move_with_sidecar(path, target)
+        self._move_out(claim, self.folders.done)
 
-    def _quarantine(self, path: Path, relative: Path, kinds: tuple[str, ...], detail: str) -> None:
-        target = inboxlib.free_name(self.opts.failed_dir / relative.parent, relative.name)
+    def _quarantine(self, claim: Claim, kinds: tuple[str, ...], detail: str) -> None:
+        name = PurePath(claim.relative).name
         when = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
-        text = error_report(relative.name, explain(kinds), detail, when)
-        atomic_write_text(target.with_name(target.name + inboxlib.ERROR_SUFFIX), text)
-        inboxlib.move_with_sidecar(path, target)
+        text = error_report(name, explain(kinds), detail, when)
+        target = self._move_out(claim, self.folders.failed,
+                                lambda dst, free: write_text_at(dst, free + inboxlib.ERROR_SUFFIX, text))
         self.summary.add("failed")
-        event(log, "quarantined", logging.WARNING, file=str(relative), to=str(target), reason=detail)
+        event(log, "quarantined", logging.WARNING, file=claim.relative,
+              to=str(self.opts.failed_dir / target), reason=detail)
 
-    def _done(self, path: Path, relative: Path) -> None:
+    def _forget(self, path: Path) -> None:
         self.pending.pop(path, None)
         self.tracker.forget(path)
-        self.journal.release(str(relative))
 
-    def _defer(self, path: Path, relative: Path, result: JobResult) -> None:
-        pending = self.pending[path]
+    def _defer(self, path: Path, reason: str, internal: bool) -> None:
+        """Try again later (the file is back in the inbox); quarantine after INTERNAL_LIMIT bugs of ours."""
+        pending = self.pending.setdefault(path, _Pending())
         pending.failures += 1
         wait = RETRY_BACKOFF[min(pending.failures, len(RETRY_BACKOFF)) - 1]
         pending.not_before = time.monotonic() + wait
-        self.journal.release(str(relative))
-        event(log, "deferred", logging.WARNING, file=str(relative), retry_in=wait, reason=result.reason)
-        if self.opts.once and (result.internal or pending.failures >= ONCE_STORAGE_TRIES):
-            self.summary.deferred.append(result)
+        event(log, "deferred", logging.WARNING, file=str(path.relative_to(self.opts.inbox)), retry_in=wait,
+              reason=reason)
+        if self.opts.once and (internal or pending.failures >= ONCE_STORAGE_TRIES):
+            self.summary.deferred.append(JobResult(str(path), Status.failed, reason=reason,
+                                                   error_kinds=() if internal else ("StorageError",)))
             self.pending.pop(path, None)
 
     # --- taking one file ----------------------------------------------------------------------------
 
-    def _take(self, path: Path, relative: Path) -> None:
-        previous = self.journal.get(str(relative))
-        if previous is not None and previous.attempts >= MAX_ATTEMPTS:
-            self._quarantine(path, relative, ("crashed",), f"{previous.attempts} attempts were interrupted")
-            self._done(path, relative)
+    def _take(self, path: Path, relative: Path, problem: inboxlib.Problem | None = None) -> None:
+        """Claim the file (None: another watcher was first), then store it or quarantine it for ``problem``."""
+        sidecar = _sidecar_name(path)
+        claim = self.claims.take(self.folders.inbox, PurePath(relative), sidecar)
+        if claim is None:
+            self._forget(path)
+            event(log, "taken-elsewhere", file=str(relative))
             return
-        self.journal.claim(str(relative))
-        event(log, "taken", file=str(relative), redo=previous is not None)
+        if problem is not None:
+            self._forget(path)
+            self._quarantine(claim, problem.kinds, problem.message)
+            return
+        event(log, "taken", file=str(relative))
+        self._handle(claim)
+
+    def _handle(self, claim: Claim) -> None:
+        """Process a claimed file; on anything but an outcome it goes back to the inbox to be retried."""
+        path = self.opts.inbox / claim.relative
         try:
-            result = self.process(path, self.settings, None, root=self.opts.inbox)
-        except BaseException:
-            self.journal.release(str(relative))  # abandoned on purpose: not a crash
-            event(log, "abandoned", logging.WARNING, file=str(relative))
+            self.folders.check_state()
+            result = self.process(self.claims.root(claim) / claim.relative, self.settings, None,
+                                  root=self.claims.root(claim), keep=Path(self.settings.data_dir) / KEPT_DIR)
+            if result.status is Status.failed and not (result.retryable or result.internal):
+                self._forget(path)
+                self._quarantine(claim, result.error_kinds, result.reason)
+                return
+            if result.status is Status.failed:
+                if result.internal and self._failures(path) + 1 >= INTERNAL_LIMIT:
+                    self._quarantine(claim, ("internal", *result.error_kinds),
+                                     f"{INTERNAL_LIMIT} internal errors; last: {result.reason}")
+                    self._forget(path)
+                    return
+                self._give_back(claim)
+                self._defer(path, result.reason, result.internal)
+                return
+            fault_point("watch-stored")
+            self._forget(path)
+            self._finish(claim)
+        except KeyboardInterrupt:
+            self._give_back(claim)  # abandoned on purpose: not a crash
+            event(log, "abandoned", logging.WARNING, file=claim.relative)
             raise
-        if result.retryable or result.internal:
-            self._defer(path, relative, result)
-            return
-        if result.status is Status.failed:
-            self._quarantine(path, relative, result.error_kinds, result.reason)
-        else:
-            self._finish(path, relative)
-            self.summary.add(str(result.status))
-            event(log, str(result.status), file=str(relative), sha256=result.sha256, pages=result.pages,
-                  seconds=round(result.seconds, 2), reason=result.reason,
-                  cases=",".join(sorted({d.case_id or "-" for d in result.documents})))
-        self._done(path, relative)
+        except BaseException:
+            self._give_back(claim)
+            raise
+        self.summary.add(str(result.status))
+        event(log, str(result.status), file=claim.relative, sha256=result.sha256, pages=result.pages,
+              seconds=round(result.seconds, 2), reason=result.reason,
+              cases=",".join(sorted({d.case_id or "-" for d in result.documents})))
+
+    def _give_back(self, claim: Claim) -> None:
+        try:
+            self.claims.give_back(claim, self.folders.inbox, inboxlib.free_name)
+        except Exception:  # noqa: BLE001 - it stays in the work folder; the next start adopts it
+            log.exception("could not put %s back into the inbox", claim.relative)
+
+    def _failures(self, path: Path) -> int:
+        pending = self.pending.get(path)
+        return pending.failures if pending else 0
+
+    def _file_error(self, path: Path, error: Exception) -> None:
+        """Anything raised while handling one file: logged, counted, retried; it never stops the watcher."""
+        reason = f"internal error: {type(error).__name__}: {' '.join(str(error).split())}"
+        log.error("%s: %s", path, reason, exc_info=error)
+        if self._failures(path) + 1 >= INTERNAL_LIMIT and os.path.lexists(path):
+            try:
+                relative = path.relative_to(self.opts.inbox)
+                self._take(path, relative, inboxlib.Problem(("internal",), f"{INTERNAL_LIMIT} internal errors; "
+                                                                          f"last: {reason}"))
+                return
+            except Exception:  # noqa: BLE001 - failed/ unusable too: keep retrying at the longest interval
+                log.exception("could not quarantine %s", path)
+        self._defer(path, reason, internal=True)
 
     def _ready(self, path: Path, now: float) -> bool:
         """Stable and complete; an unreadable file that stays unchanged long enough is quarantined."""
-        if not path.exists():
-            self.pending.pop(path, None)
-            self.tracker.forget(path)
+        if not os.path.lexists(path):
+            self._forget(path)
             return False
         if now < self.pending[path].not_before or not self.tracker.is_stable(path, now):
             return False
         problem = inboxlib.completeness_problem(path, self.settings.convert)
         if problem is None:
             return True
-        st = path.stat()
+        st = path.lstat()
         unchanged = self.tracker.observe(path, st.st_size, st.st_mtime_ns, now)
-        if unchanged >= INCOMPLETE_GRACE * max(self.opts.stable_seconds, 1.0):
-            relative = path.relative_to(self.opts.inbox)
-            self._quarantine(path, relative, problem.kinds, problem.message)
-            self._done(path, relative)
+        if problem.kinds[0] == NotRegularFileError.__name__ or \
+                unchanged >= INCOMPLETE_GRACE * max(self.opts.stable_seconds, 1.0):
+            self._take(path, path.relative_to(self.opts.inbox), problem)
         return False
 
     def _work(self) -> None:
         for path in sorted(self.pending):
             if self.stopping:
                 return
-            if path in self.pending and self._ready(path, time.monotonic()):
-                self._take(path, path.relative_to(self.opts.inbox))
+            try:
+                if path in self.pending and self._ready(path, time.monotonic()):
+                    self._take(path, path.relative_to(self.opts.inbox))
+            except Exception as e:  # noqa: BLE001 - one file's trouble never stops the watcher
+                if isinstance(e, FileNotFoundError) and not os.path.lexists(path):
+                    self._forget(path)  # taken by another watcher (or deleted) while we looked at it
+                else:
+                    self._file_error(path, e)
 
     # --- the loop -----------------------------------------------------------------------------------
 
     def _recover(self) -> None:
-        """Claims left by a crash: redo their files first; a claim whose file was already moved is stale."""
-        for claim in self.journal.pending():
-            path = self.opts.inbox / claim.path
-            if not path.exists():
-                self.journal.release(claim.path)  # crashed after the move, before the release
-                continue
-            event(log, "recovering", file=claim.path, attempts=claim.attempts)
-            self._nominate(path)
+        """Claims of watchers that died: redo them first; one interrupted again goes to done/ if stored."""
+        for claim in self.claims.adopt_orphans():
+            event(log, "recovering", file=claim.relative, attempts=claim.attempts)
+            try:
+                if claim.attempts <= MAX_ATTEMPTS:
+                    self._handle(claim)
+                elif self._stored(claim):
+                    self._finish(claim)
+                    self.summary.add(str(Status.skipped))
+                    event(log, str(Status.skipped), file=claim.relative, reason="stored before the interruption")
+                else:
+                    self._quarantine(claim, ("crashed",), f"{claim.attempts - 1} attempts were interrupted")
+            except Exception as e:  # noqa: BLE001
+                self._file_error(self.opts.inbox / claim.relative, e)
+
+    def _stored(self, claim: Claim) -> bool:
+        """Whether the index holds the claimed file already (killed after storing, before the move)."""
+        sha = sha256_regular(self.claims.root(claim) / claim.relative)
+        return archive_for(self.settings).find(sha, "") is not None
 
     def _on_sigterm(self, signum, frame) -> None:
         if self.stopping:
@@ -249,6 +403,17 @@ class Watcher:
         event(log, "stopping", reason="SIGTERM: finishing the current file")
 
     def run(self) -> WatchSummary:
+        try:
+            return self._run()
+        finally:
+            self.folders.close()
+
+    def _run(self) -> WatchSummary:
+        mode = os.fstat(self.folders.inbox).st_mode
+        if mode & 0o022 and not mode & stat.S_ISVTX:
+            event(log, "inbox-not-sticky", logging.WARNING, inbox=str(self.opts.inbox),
+                  advice="others may write here but could also rename the watcher's folders: chmod +t the inbox")
+        prune_kept(Path(self.settings.data_dir) / KEPT_DIR, KEPT_DAYS * 86400)
         self._recover()
         previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
         observer = None if self.opts.once else _observer(self.opts, self.events.put)
@@ -276,3 +441,27 @@ class Watcher:
             close_archives()
         event(log, "stopped", **self.summary.counts)
         return self.summary
+
+
+def prune_kept(folder: Path, max_age: float) -> None:
+    """Remove conversions kept for scans that never came back (deleted from the inbox while storage was down)."""
+    now = time.time()
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            with contextlib.suppress(OSError):
+                if entry.is_dir(follow_symlinks=False) and now - entry.stat(follow_symlinks=False).st_mtime > max_age:
+                    shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def _sidecar_name(path: Path) -> str | None:
+    """The scan's sidecar, moved along with it; a symlinked one is left where it is (never read)."""
+    from .metadata import sidecar_path
+
+    found = sidecar_path(path)
+    return found.name if found is not None and inboxlib.is_regular(found) else None
+
+
+def fault_point(name: str) -> None:
+    from storage.faults import fault_point as pause
+
+    pause(name)

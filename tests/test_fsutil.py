@@ -124,3 +124,54 @@ def test_a_work_folder_is_named_for_its_process_and_removed_after(monkeypatch, t
         assert found and (int(found[1]), found[3]) == (os.getpid(), socket.gethostname())
         assert tmp.parent == tmp_path
     assert not tmp.exists()
+
+
+# --- names at NAME_MAX and folders other accounts can write ------------------------------------------
+
+@pytest.mark.parametrize("name", ["h" * 251 + ".pdf", "Đ" * 125 + "x.pdf", "ả" * 83 + ".tiff"],
+                         ids=lambda n: f"{len(n.encode())}B")
+def test_an_atomic_write_beside_a_name_at_the_limit_uses_a_short_temp_name(tmp_path, name):
+    assert 251 <= len(name.encode()) <= 255
+    fsutil.atomic_write_text(tmp_path / name, "x")  # the temp name must fit too (Errno 36 before)
+    assert (tmp_path / name).read_text() == "x" and [p.name for p in tmp_path.iterdir()] == [name]
+
+
+def test_fit_name_keeps_the_suffix_whole_characters_and_distinct_names():
+    a, b = "Đơn " * 70 + "a.pdf", "Đơn " * 70 + "b.pdf"
+    fa, fb = fsutil.fit_name(a, 10), fsutil.fit_name(b, 10)
+    assert len(fa.encode()) <= 245 and fa.endswith(".pdf") and fa != fb
+    fa.encode().decode("utf-8")  # no half character
+    assert fsutil.fit_name("short.pdf", 10) == "short.pdf"
+
+
+def test_walk_dirs_refuses_a_symlink_and_the_check_refuses_foreign_or_open_folders(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    with pytest.raises(NotADirectoryError):
+        fsutil.walk_dirs(tmp_path, ["link"])
+    (tmp_path / "theirs").mkdir()
+    os.chown(tmp_path / "theirs", 65534, 65534)
+    (tmp_path / "open").mkdir()
+    (tmp_path / "open").chmod(0o777)
+    from digitize.errors import FileAccessError
+
+    for name in ("theirs", "open"):
+        with pytest.raises(FileAccessError):
+            fsutil.walk_dirs(tmp_path, [name], check=fsutil.private_dir_check)
+    os.close(fsutil.walk_dirs(tmp_path, ["made", "here"], create=True, check=fsutil.private_dir_check))
+    assert (tmp_path / "made" / "here").is_dir()
+
+
+def test_write_text_at_replaces_a_planted_symlink_instead_of_writing_through_it(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    folder = tmp_path / "f"
+    folder.mkdir()
+    (folder / "x.error.txt").symlink_to(victim)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fsutil.write_text_at(fd, "x.error.txt", "report")
+    finally:
+        os.close(fd)
+    assert victim.read_text() == "keep" and not (folder / "x.error.txt").is_symlink()
+    assert (folder / "x.error.txt").read_text() == "report"

@@ -9,7 +9,6 @@ from scans import page, write_pdf
 
 from digitize.config import ConvertSettings
 from pipelines import inbox
-from pipelines.journal import Journal
 
 
 @pytest.mark.parametrize("name", [".hidden.pdf", "~$don.docx", "scan.pdf.tmp", "scan.part", "Thumbs.db",
@@ -48,37 +47,61 @@ def test_truncated_pdf_is_incomplete_and_the_whole_one_is_not(tmp_path):
 
 
 def test_free_name_never_overwrites_a_previous_file_or_its_error(tmp_path):
+    import os
+
     (tmp_path / "a.pdf").write_bytes(b"1")
     (tmp_path / "a.1.pdf.error.txt").write_text("x")
-    assert inbox.free_name(tmp_path, "a.pdf") == tmp_path / "a.2.pdf"
+    fd = os.open(tmp_path, os.O_RDONLY)
+    try:
+        assert inbox.free_name(fd, "a.pdf") == "a.2.pdf"
+    finally:
+        os.close(fd)
 
 
-def test_sidecar_travels_with_its_scan(tmp_path):
-    (tmp_path / "in").mkdir()
-    scan = tmp_path / "in" / "s.pdf"
-    scan.write_bytes(b"%PDF-1.4")
-    (tmp_path / "in" / "s.json").write_text("{}")
-    inbox.move_with_sidecar(scan, tmp_path / "done" / "s.pdf")
-    assert sorted(p.name for p in (tmp_path / "done").iterdir()) == ["s.pdf", "s.pdf.json"]
-    assert list((tmp_path / "in").iterdir()) == []
+def test_claim_of_a_dead_watcher_is_adopted_once_and_its_emptied_claims_dropped(tmp_path):
+    import os
+    import subprocess
 
-
-def test_claims_count_attempts_and_survive_a_restart(tmp_path):
-    Journal(tmp_path).claim("a/b.pdf")
-    journal = Journal(tmp_path)  # a new process reading the same journal
-    assert [(c.path, c.attempts) for c in journal.pending()] == [("a/b.pdf", 1)]
-    assert journal.claim("a/b.pdf").attempts == 2
-    journal.release("a/b.pdf")
-    assert journal.pending() == []
-
-
-def test_claim_of_a_file_already_moved_is_dropped_at_start_up(tmp_path):
-    from digitize.config import Settings
-    from pipelines.watch import Watcher, WatchOptions
+    from digitize.fsutil import owner_name
+    from pipelines.claims import Claims
 
     inbox_dir = tmp_path / "inbox"
-    inbox_dir.mkdir()
-    opts = WatchOptions(inbox_dir, once=True)
-    Journal(opts.state_dir).claim("gone.pdf")  # crash between the move to done/ and the release
-    Watcher(opts, Settings(data_dir=str(tmp_path / "data"))).run()
-    assert Journal(opts.state_dir).pending() == []
+    (inbox_dir / ".digitize").mkdir(parents=True, mode=0o750)
+    (inbox_dir / "scan.pdf").write_bytes(b"%PDF-1.4 x %%EOF")
+    state = os.open(inbox_dir / ".digitize", os.O_RDONLY)
+    first = Claims(state, str(inbox_dir / ".digitize"))
+    claim = first.take(os.open(inbox_dir, os.O_RDONLY), PurePath("scan.pdf"), None)
+    assert claim is not None and not (inbox_dir / "scan.pdf").exists()
+    assert first.take(os.open(inbox_dir, os.O_RDONLY), PurePath("scan.pdf"), None) is None  # gone: taken
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    os.rename(first.path, first.path.with_name(f"{dead.pid}-{owner_name().partition('-')[2]}"))
+    second = Claims(state, str(inbox_dir / ".digitize"))
+    [adopted] = second.adopt_orphans()
+    assert (adopted.relative, adopted.attempts) == ("scan.pdf", 2)
+    assert (second.root(adopted) / "scan.pdf").read_bytes().startswith(b"%PDF")
+    assert Claims(state, str(inbox_dir / ".digitize")).adopt_orphans() == []  # the live one is left alone
+
+
+def test_a_work_folder_with_a_scan_but_no_readable_claim_is_never_deleted(tmp_path):
+    import os
+    import subprocess
+
+    from digitize.fsutil import owner_name
+    from pipelines.claims import Claims
+
+    inbox_dir = tmp_path / "inbox"
+    (inbox_dir / ".digitize").mkdir(parents=True, mode=0o750)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    orphan = inbox_dir / ".digitize" / "work" / f"{dead.pid}-{owner_name().partition('-')[2]}"
+    (orphan / "t1" / "files" / "case").mkdir(parents=True)
+    (orphan / "t1" / "files" / "case" / "scan.pdf").write_bytes(b"%PDF")
+    (orphan / "t1" / "claim.json").write_text("{broken")
+    (orphan / "t2" / "files" / "case").mkdir(parents=True)  # claimed, then moved out: only folders left
+    (orphan / "t2" / "claim.json").write_text('{"relative": "case/x.pdf", "attempts": 1, "started": 0}')
+    state = os.open(inbox_dir / ".digitize", os.O_RDONLY)
+    assert Claims(state, str(inbox_dir / ".digitize")).adopt_orphans() == []
+    mine = [p for p in (inbox_dir / ".digitize" / "work").iterdir() if p != orphan]
+    assert [p.name for d in mine for p in d.iterdir() if p.name != "alive"] == ["t1"]
+    assert (mine[0] / "t1" / "files" / "case" / "scan.pdf").read_bytes() == b"%PDF"

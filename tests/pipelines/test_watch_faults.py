@@ -78,6 +78,11 @@ def scan_file(path: Path, pages: int, words: str = "Đơn đề nghị") -> Path
     return write_pdf([page([f"{words} trang {n + 1}"]) for n in range(pages)], path)
 
 
+def claimed(inbox: Path) -> list[Path]:
+    """Scans in the watchers' work folders (taken, not yet in done/ or failed/)."""
+    return [p for p in (inbox / ".digitize" / "work").glob("*/*/files/**/*") if p.is_file()]
+
+
 def rows_for(settings, sha: str):
     return [r for r in stored_rows(settings) if r.original_sha256 == sha]
 
@@ -92,36 +97,35 @@ def test_slowly_written_file_is_never_taken_early_even_across_a_long_stall(tmp_p
     wait_for(lambda: (inbox / "done" / "scan.pdf").exists(), "the scan to reach done/")
     [row] = rows_for(folder_settings, sha256_file(source))  # the whole file, stored once
     assert row.pages == 6
-    assert not (inbox / "failed").exists()
+    assert list((inbox / "failed").iterdir()) == []
 
 
 def test_watcher_killed_mid_file_redoes_it_exactly_once_after_restart(tmp_path, inbox, folder_settings, watchers):
     scan = scan_file(inbox / "scan.pdf", 6)
     sha = sha256_file(scan)
     first = watchers(folder_settings, inbox, "--poll", "0.5")
-    claims = inbox / ".digitize" / "claims"
-    wait_for(lambda: claims.is_dir() and any(claims.iterdir()), "the watcher to claim the scan")
+    wait_for(lambda: first.has_event("taken"), "the watcher to claim the scan")
     os.kill(first.proc.pid, signal.SIGKILL)
     first.wait()
-    assert scan.exists() and not (inbox / "done").exists()  # killed mid-file: the source is untouched
+    [kept] = claimed(inbox)  # killed mid-file: the source is untouched, in the dead watcher's work folder
+    assert sha256_file(kept) == sha and not any((inbox / "done").iterdir())
 
     second = watchers(folder_settings, inbox, "--once")
     assert second.wait() == 0
     assert second.has_event("recovering")
     assert (inbox / "done" / "scan.pdf").exists() and not scan.exists()
     assert len(rows_for(folder_settings, sha)) == 1
-    assert list(claims.iterdir()) == []
+    assert claimed(inbox) == [] and list((inbox / ".digitize" / "work").iterdir()) == []
 
 
 def test_sigterm_lets_the_current_file_finish_then_exits_cleanly(inbox, folder_settings, watchers):
     scan = scan_file(inbox / "scan.pdf", 4)
     watcher = watchers(folder_settings, inbox)
-    claims = inbox / ".digitize" / "claims"
-    wait_for(lambda: claims.is_dir() and any(claims.iterdir()), "the watcher to claim the scan")
+    wait_for(lambda: watcher.has_event("taken"), "the watcher to claim the scan")
     watcher.proc.send_signal(signal.SIGTERM)
     assert watcher.wait() == 0
     assert (inbox / "done" / "scan.pdf").exists() and not scan.exists()
-    assert list(claims.iterdir()) == [] and len(stored_rows(folder_settings)) == 1
+    assert claimed(inbox) == [] and len(stored_rows(folder_settings)) == 1
 
 
 def test_corrupt_truncated_and_foreign_files_are_quarantined_with_reasons_in_both_languages(
@@ -171,6 +175,7 @@ def test_delete_on_success_removes_scan_and_sidecar_only_after_storing(tmp_path,
     (inbox / "scan.json").write_text('{"case_id": "000.00.31.H56-241015-0027"}', encoding="utf-8")
     env_run = run_cli(folder_settings, "watch", str(inbox), "--once")
     assert env_run.returncode == 0, env_run.stderr
-    assert sorted(p.name for p in inbox.iterdir()) == [".digitize"]
+    assert sorted(p.name for p in inbox.iterdir()) == [".digitize", "failed"]
+    assert list((inbox / "failed").iterdir()) == []
     [row] = rows_for(folder_settings, sha)
     assert row.case_id == "000.00.31.H56-241015-0027"

@@ -1,0 +1,247 @@
+"""Claims by rename: a watcher takes a scan by moving it into its own work folder inside the inbox.
+
+``rename`` is atomic on one file system, a network share included: when two watchers (two scanning
+PCs, or a restarted service while the old one lingers) reach for one file, exactly one rename
+succeeds; the other finds the file gone and moves on. No lock server, no shared journal to race on.
+
+    INBOX/.digitize/work/<pid>-<pid namespace>@<host>/   one folder per running watcher (its owner)
+        alive                                             touched every minute while it runs
+        <token>/claim.json                                where the file came from, attempts so far
+        <token>/files/<path in the inbox>                 the scan (and its sidecar) while in hand
+
+A watcher that dies leaves its folder behind; the next watcher to start adopts its claims (one
+rename each, so two never adopt the same one) and redoes them: storage is idempotent by SHA-256,
+so a redo never stores twice. A claim interrupted MAX_ATTEMPTS times is not tried again.
+Every folder here is opened by descriptor, without following symlinks, and must belong to this
+account (see :func:`digitize.fsutil.private_dir_check`): a clerk cannot redirect the watcher.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path, PurePath
+
+from digitize import fsutil
+from digitize.fsutil import move_at, private_dir_check, walk_dirs, write_text_at
+
+log = logging.getLogger("pipelines.claims")
+
+MAX_ATTEMPTS = 2  # the first try plus one redo after a crash
+HEARTBEAT = 60.0  # seconds between touches of a running watcher's ``alive`` file
+STALE_AFTER = 1800.0  # another machine's watcher whose ``alive`` is older than this is dead
+_OWNER = re.compile(r"^(\d{1,10})-(\d{1,20})@(.+)$")
+CLAIM_FILE = "claim.json"
+FILES = "files"
+
+
+@dataclass
+class Claim:
+    relative: str  # where the scan was in the inbox
+    attempts: int
+    started: float
+    token: str = ""
+    sidecar: str = ""  # the sidecar's name, moved along with the scan
+
+
+@contextlib.contextmanager
+def _closing(fd: int):
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def owner_is_dead(name: str, alive_age: float | None) -> bool:
+    """A watcher folder's owner is gone: a dead pid of this host and pid namespace, or (any host, a
+    reused pid too) a heartbeat missing or older than STALE_AFTER."""
+    found = _OWNER.match(name)
+    mine = fsutil.owner_name().partition("-")[2]
+    if found and f"{found[2]}@{found[3]}" == mine and not fsutil.pid_alive(int(found[1])):
+        return True
+    return alive_age is None or alive_age > STALE_AFTER
+
+
+class Claims:
+    """This watcher's work folder; ``state_fd`` is the checked ``INBOX/.digitize``."""
+
+    def __init__(self, state_fd: int, shown: str):
+        self.owner = fsutil.owner_name()
+        self.work_fd = walk_dirs(state_fd, ["work"], create=True, check=private_dir_check, shown=shown)
+        self.fd = walk_dirs(self.work_fd, [self.owner], create=True, check=private_dir_check, shown=f"{shown}/work")
+        self.path = Path(shown) / "work" / self.owner  # for path-based readers (the converter)
+        self._touch()
+        self._stop = threading.Event()
+        self._beat = threading.Thread(target=self._heartbeat, name="claims-heartbeat", daemon=True)
+        self._beat.start()
+
+    # --- life of one claim ---------------------------------------------------------------------
+
+    def take(self, inbox_fd: int, relative: PurePath, sidecar: str | None) -> Claim | None:
+        """Move ``relative`` (and its sidecar) into a new claim; None when another watcher was first."""
+        token = f"{int(time.time())}-{secrets.token_hex(4)}"
+        os.mkdir(token, 0o750, dir_fd=self.fd)
+        claim = Claim(str(relative), 1, time.time(), token, sidecar or "")
+        moved = False
+        try:
+            self._save(claim)
+            with _closing(walk_dirs(inbox_fd, relative.parent.parts)) as src, \
+                    _closing(walk_dirs(self.fd, [token, FILES, *relative.parent.parts], create=True,
+                                       check=private_dir_check)) as dst:
+                os.rename(relative.name, relative.name, src_dir_fd=src, dst_dir_fd=dst)  # the claim itself
+                moved = True
+                if sidecar:
+                    with contextlib.suppress(OSError):  # gone or not movable: the scan goes on without it
+                        os.rename(sidecar, sidecar, src_dir_fd=src, dst_dir_fd=dst)
+        except FileNotFoundError:
+            if moved:
+                raise
+            self.drop(claim)  # another watcher was first (or the clerk took it back)
+            return None
+        except BaseException:
+            if not moved:  # never drop a claim that holds the scan: the next start adopts it
+                self.drop(claim)
+            raise
+        return claim
+
+    def root(self, claim: Claim) -> Path:
+        """The folder that stands for the inbox in ``claim``: its scan is ``root / claim.relative``."""
+        return self.path / claim.token / FILES
+
+    def folder_fd(self, claim: Claim) -> int:
+        """A descriptor of the folder holding the claimed scan (the caller closes it)."""
+        return walk_dirs(self.fd, [claim.token, FILES, *PurePath(claim.relative).parent.parts])
+
+    def give_back(self, claim: Claim, inbox_fd: int, free_name) -> None:
+        """Return the scan (and sidecar) to where it was in the inbox, then drop the claim."""
+        relative = PurePath(claim.relative)
+        src = self.folder_fd(claim)
+        dst = walk_dirs(inbox_fd, relative.parent.parts, create=True)
+        try:
+            name = free_name(dst, relative.name)
+            move_at(src, relative.name, dst, name)
+            if claim.sidecar and fsutil.exists_at(src, claim.sidecar):
+                move_at(src, claim.sidecar, dst, claim.sidecar if name == relative.name else name + ".json")
+        finally:
+            os.close(src)
+            os.close(dst)
+        self.drop(claim)
+
+    def drop(self, claim: Claim) -> None:
+        shutil.rmtree(claim.token, dir_fd=self.fd, ignore_errors=True)
+
+    def _save(self, claim: Claim) -> None:
+        token_fd = walk_dirs(self.fd, [claim.token])
+        try:
+            write_text_at(token_fd, CLAIM_FILE, json.dumps(asdict(claim), ensure_ascii=False))
+        finally:
+            os.close(token_fd)
+
+    # --- claims left by dead watchers ----------------------------------------------------------
+
+    def adopt_orphans(self) -> list[Claim]:
+        """Claims of watchers that died (and any of this folder), one more attempt counted on each."""
+        adopted = []
+        for owner in sorted(os.listdir(self.work_fd)):
+            if owner == self.owner or not self._dead(owner):
+                continue
+            try:
+                folder = walk_dirs(self.work_fd, [owner], check=private_dir_check)
+            except OSError:
+                continue
+            try:
+                for token in sorted(os.listdir(folder)):
+                    claim = self._adopt(folder, token)
+                    if claim is not None:
+                        adopted.append(claim)
+                with contextlib.suppress(OSError):
+                    os.unlink("alive", dir_fd=folder)
+            finally:
+                os.close(folder)
+            with contextlib.suppress(OSError):
+                os.rmdir(owner, dir_fd=self.work_fd)
+        return adopted
+
+    def _dead(self, owner: str) -> bool:
+        try:
+            age = time.time() - os.stat(os.path.join(owner, "alive"), dir_fd=self.work_fd,
+                                        follow_symlinks=False).st_mtime
+        except OSError:
+            age = None
+        return owner_is_dead(owner, age)
+
+    def _adopt(self, folder: int, token: str) -> Claim | None:
+        if token == "alive":
+            return None
+        try:
+            os.rename(token, token, src_dir_fd=folder, dst_dir_fd=self.fd)  # only one adopter wins
+        except OSError:
+            return None
+        claim = self._load(token)
+        if claim is None:
+            if self._holds_anything(token):  # a scan but no readable claim: never delete it, leave it to a person
+                log.warning("work folder %s/%s holds files but no readable %s: left in place", self.path, token,
+                            CLAIM_FILE)
+            else:
+                shutil.rmtree(token, dir_fd=self.fd, ignore_errors=True)  # claimed but never moved: nothing inside
+            return None
+        claim.token, claim.attempts = token, claim.attempts + 1
+        self._save(claim)
+        return claim
+
+    def _holds_anything(self, token: str) -> bool:
+        try:
+            with _closing(walk_dirs(self.fd, [token, FILES])) as files:
+                return any(names for _, _, names, _ in os.fwalk(".", dir_fd=files))  # empty folders don't count
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return True
+
+    def _load(self, token: str) -> Claim | None:
+        """The claim saved in ``token`` if its scan is there too."""
+        try:
+            token_fd = walk_dirs(self.fd, [token])
+            try:
+                fd = os.open(CLAIM_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=token_fd)
+            finally:
+                os.close(token_fd)
+            with os.fdopen(fd, "rb") as f:
+                claim = Claim(**json.loads(f.read().decode("utf-8")))
+            claim.token = token
+            folder = self.folder_fd(claim)
+            try:
+                return claim if fsutil.exists_at(folder, PurePath(claim.relative).name) else None
+            finally:
+                os.close(folder)
+        except (OSError, ValueError, TypeError):
+            return None
+
+    # --- heartbeat -------------------------------------------------------------------------------
+
+    def _touch(self) -> None:
+        with contextlib.suppress(OSError):
+            fd = os.open("alive", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640, dir_fd=self.fd)
+            os.utime(fd)
+            os.close(fd)
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(HEARTBEAT):
+            self._touch()
+
+    def close(self) -> None:
+        """Stop the heartbeat and remove this watcher's folder if nothing is left in it."""
+        self._stop.set()
+        with contextlib.suppress(OSError):
+            os.unlink("alive", dir_fd=self.fd)
+            os.rmdir(self.owner, dir_fd=self.work_fd)
+        os.close(self.fd)
+        os.close(self.work_fd)
