@@ -165,3 +165,12 @@ def verify_cmd(settings, case_id: str | None, check_all: bool) -> None:
 
 
 COMMANDS: list = [cases_group, search_cmd, show_cmd, get_cmd, verify_cmd]
+
+
+def _account_commands() -> list:
+    from .accounts_cli import COMMANDS as accounts
+
+    return accounts
+
+
+COMMANDS += _account_commands()

@@ -18,6 +18,7 @@ from typing import Any, Iterator, Sequence
 
 from digitize.errors import BadArgsError, ConfigError, NotFoundError, StorageError
 
+from .index_accounts import AccountQueries
 from .models import CaseRecord, DocumentRow, Event, PageText, SearchHit
 from .search import Query, exact_tokens, folded_tokens, highlight, parse_query
 
@@ -71,7 +72,7 @@ def document_search_text(doc: DocumentRow) -> str:
     return " ".join(p for p in parts if p)
 
 
-class Index(ABC):
+class Index(AccountQueries, ABC):
     """Backend-neutral queries; subclasses provide the connection and dialect hooks."""
 
     dialect: str = ""
