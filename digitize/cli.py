@@ -168,6 +168,10 @@ def _register_optional_commands() -> None:
 
     for command in (*storage_commands, *pipeline_commands):
         cli.add_command(command)
+    from web.cli import COMMANDS as web_commands
+
+    for command in web_commands:
+        cli.add_command(command)
 
 
 _register_optional_commands()

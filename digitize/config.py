@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 from .errors import ConfigError
 
 ENV_PREFIX = "DIGITIZE_"
-SECRET_KEYS = {"secret_key", "access_key", "password"}
+SECRET_KEYS = {"secret_key", "access_key", "password", "oidc_client_secret"}
 
 
 def default_data_dir() -> Path:
@@ -86,6 +86,24 @@ class ConverterSettings:
 
 
 @dataclass
+class WebSettings:
+    """``digitize serve``: the portal and the REST API (web/)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    secret_key: str = ""  # signs session cookies; "" = a random key kept in data_dir/web-secret (0600)
+    session_idle: float = 1800.0  # seconds without a request before a session ends
+    secure_cookies: bool = True  # Secure flag (browsers still send it to http://localhost)
+    login_attempts: int = 5  # failed logins per user and address before a pause
+    login_pause: float = 300.0  # seconds that pause lasts
+    max_upload_mb: int = 200
+    trusted_proxies: str = ""  # comma-separated addresses whose X-Forwarded-For is believed
+    oidc_issuer: str = ""  # single sign-on (OpenID Connect); "" = local accounts only
+    oidc_client_id: str = ""
+    oidc_client_secret: str = ""
+
+
+@dataclass
 class Settings:
     data_dir: str = field(default_factory=lambda: str(default_data_dir()))
     convert: ConvertSettings = field(default_factory=ConvertSettings)
@@ -95,6 +113,7 @@ class Settings:
     batch: BatchSettings = field(default_factory=BatchSettings)
     validator: ValidatorSettings = field(default_factory=ValidatorSettings)
     converter: ConverterSettings = field(default_factory=ConverterSettings)
+    web: WebSettings = field(default_factory=WebSettings)
     source: str = "defaults"  # where the settings came from, for `config show`
 
     @property
@@ -106,7 +125,7 @@ class Settings:
         return self.index.dsn or "sqlite:///" + str(Path(self.data_dir) / "index.sqlite3")
 
 
-_SECTIONS = ("convert", "store", "index", "watch", "batch", "validator", "converter")
+_SECTIONS = ("convert", "store", "index", "watch", "batch", "validator", "converter", "web")
 
 
 def _coerce(value: Any, current: Any, where: str) -> Any:

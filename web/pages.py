@@ -1,0 +1,5 @@
+"""Server-rendered portal pages (filled in by the next commit)."""
+
+
+def install(app) -> None:
+    pass
