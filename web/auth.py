@@ -101,8 +101,12 @@ def start_session(request: Request, principal: Principal) -> None:
         request.session["lang"] = lang
 
 
+ADDRESS_FACTOR = 10  # an office behind one NAT address shares it: the address limit is this many times higher
+
+
 class LoginThrottle:
-    """After ``attempts`` failures for one user name (from any address) or one address, logins pause."""
+    """After ``attempts`` failures for one user name (from any address), or ten times that from one address,
+    logins for that name (or from that address) pause for ``pause`` seconds."""
 
     def __init__(self, attempts: int, pause: float, clock=time.monotonic):
         self.attempts, self.pause, self.clock = attempts, pause, clock
@@ -118,7 +122,9 @@ class LoginThrottle:
     def blocked(self, name: str, address: str) -> bool:
         now = self.clock()
         with self._lock:
-            return any(len(self._recent(k, now)) >= self.attempts for k in self._keys(name, address))
+            user, addr = self._keys(name, address)
+            return (len(self._recent(user, now)) >= self.attempts
+                    or len(self._recent(addr, now)) >= self.attempts * ADDRESS_FACTOR)
 
     def failed(self, name: str, address: str) -> None:
         now = self.clock()

@@ -38,9 +38,13 @@ def make_accounts(data_dir: Path) -> dict[str, str]:
     digitize(data_dir, "users", "add", "scanner-a", "--role", "scanner", "--agency", AGENCY_A, "--password-stdin",
              stdin=PASSWORD + "\n")
     digitize(data_dir, "users", "add", "admin", "--role", "admin", "--password-stdin", stdin=PASSWORD + "\n")
+    for name, role in [("officer-b", "officer"), ("scanner-b", "scanner")]:
+        digitize(data_dir, "users", "add", name, "--role", role, "--agency", AGENCY_B, "--password-stdin",
+                 stdin=PASSWORD + "\n")
     tokens = {}
     for name, role, agency in [("onestop-a", "officer", AGENCY_A), ("onestop-b", "officer", AGENCY_B),
-                               ("scanner-a", "scanner", AGENCY_A), ("archivist", "archivist", None)]:
+                               ("scanner-a", "scanner", AGENCY_A), ("scanner-b", "scanner", AGENCY_B),
+                               ("archivist", "archivist", None)]:
         args = ["tokens", "create", name, "--role", role] + (["--agency", agency] if agency else [])
         tokens[name] = digitize(data_dir, *args).strip()
     return tokens
