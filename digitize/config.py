@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 from .errors import ConfigError
 
 ENV_PREFIX = "DIGITIZE_"
-SECRET_KEYS = {"secret_key", "access_key", "password", "oidc_client_secret"}
+SECRET_KEYS = {"secret_key", "access_key", "password", "oidc_client_secret", "webhook_secret"}
 
 
 def default_data_dir() -> Path:
@@ -98,6 +98,10 @@ class WebSettings:
     login_pause: float = 300.0  # seconds that pause lasts
     max_upload_mb: int = 200
     trusted_proxies: str = ""  # comma-separated addresses whose X-Forwarded-For is believed
+    webhook_urls: str = ""  # comma-separated; each gets a signed JSON POST when a document is stored
+    webhook_secret: str = ""  # HMAC-SHA256 key of the X-Digitize-Signature header
+    webhook_retries: int = 8  # attempts per event and URL (backoff doubles from webhook_backoff, max 5 min)
+    webhook_backoff: float = 2.0
     oidc_issuer: str = ""  # single sign-on (OpenID Connect); "" = local accounts only
     oidc_client_id: str = ""
     oidc_client_secret: str = ""

@@ -130,6 +130,19 @@ class AccountQueries:
                 raise NotFoundError(f"token {name} not found")
             self._execute("UPDATE api_tokens SET revoked_at = coalesce(revoked_at, ?) WHERE name = ?", (now, name))
 
+    # -- event feed (webhooks) -----------------------------------------------------------------
+    def last_event_id(self) -> int:
+        return int(self._scalar("SELECT coalesce(max(event_id), 0) FROM events"))
+
+    def events_after(self, event_id: int, event_type: str, limit: int = 100) -> list[tuple[int, Any]]:
+        """(event_id, Event) of one type after ``event_id``, oldest first: the append-only log as an outbox."""
+        from .models import Event
+
+        rows = self._rows("SELECT event_id, event_type, outcome, actor, tool, doc_id, case_id, checksum, detail, "
+                          "time, client FROM events WHERE event_id > ? AND event_type = ? ORDER BY event_id LIMIT ?",
+                          (event_id, event_type, limit))
+        return [(r.pop("event_id"), Event(**r)) for r in rows]
+
     # -- scoped search -------------------------------------------------------------------------
     def _hit_rows(self, candidates: list[tuple[int, bool]]) -> list[HitRow]:
         exact = dict(candidates)

@@ -27,6 +27,7 @@ from storage.archive import Archive
 from .auth import SESSION_COOKIE, SESSION_MAX_AGE, CsrfError, LoginRequired, LoginThrottle, session_secret
 from .context import ArchivePool
 from .uploads import UploadQueue
+from .webhooks import WebhookDispatcher
 
 log = logging.getLogger("digitize.web")
 API_PREFIX = "/api/v1"
@@ -96,7 +97,9 @@ def page_gate(request: Request, archive: Archive = Depends(get_archive)) -> Gate
 def create_app(settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        app.state.webhooks.start()
         yield
+        app.state.webhooks.stop()
         app.state.uploads.close()
         app.state.pool.close()
 
@@ -107,6 +110,7 @@ def create_app(settings) -> FastAPI:
     app.state.settings = settings
     app.state.pool = ArchivePool(settings)
     app.state.uploads = UploadQueue(settings)
+    app.state.webhooks = WebhookDispatcher(settings, app.state.pool.archive)
     app.state.throttle = LoginThrottle(settings.web.login_attempts, settings.web.login_pause)
     app.add_middleware(SessionMiddleware, secret_key=session_secret(settings), session_cookie=SESSION_COOKIE,
                        max_age=SESSION_MAX_AGE, same_site="strict", https_only=settings.web.secure_cookies)

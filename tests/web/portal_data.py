@@ -61,7 +61,9 @@ def store_case(archive: Archive, folder: Path, case_id: str, texts: list[str], a
         received_date="2024-10-15", status="Đang xử lý"))
     for n, text in enumerate(texts, start=1):
         original = folder / f"{case_id}-{n}.png"
-        Image.new("RGB", (40, 40), (n * 40, 10, 10)).save(original)
+        image = Image.new("RGB", (40, 40), (n * 40, 10, 10))
+        ImageDraw.Draw(image).text((2, 2), case_id[-4:], fill=(255, 255, 255))  # distinct bytes per case
+        image.save(original)
         pdfa = folder / f"{case_id}-{n}.pdf"
         _pdf(pdfa, [text, text + " (tiếp)"])
         report = DocumentReport(input_path=str(original), input_sha256=sha256_file(original), input_type="png",
