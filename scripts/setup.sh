@@ -41,6 +41,12 @@ if [ ! -s "$CACHE/verapdf.classpath" ] || ! grep -q greenfield "$CACHE/verapdf.c
   say "resolving veraPDF from Maven Central"
   (cd scripts/verapdf && mvn -q -B dependency:build-classpath -Dmdep.outputFile="$CACHE/verapdf.classpath" >/dev/null)
 fi
+# An OpenID Connect provider for the portal's single sign-on test: NAV's mock-oauth2-server (MIT), resolved
+# from Maven Central like veraPDF; tests/web/test_oidc.py starts it on loopback from this classpath.
+if [ $servers = 1 ] && { [ ! -s "$CACHE/oidc-provider.classpath" ] || [ scripts/oidc/pom.xml -nt "$CACHE/oidc-provider.classpath" ]; }; then
+  say "resolving the test OIDC provider from Maven Central"
+  (cd scripts/oidc && mvn -q -B dependency:build-classpath -Dmdep.outputFile="$CACHE/oidc-provider.classpath" >/dev/null)
+fi
 # The streaming validator (one JVM per batch instead of one per file), as a jar (class-data
 # sharing archives classes from jars only).
 JAR="$CACHE/digitize-validator.jar"

@@ -185,6 +185,24 @@ def authenticate_password(index, name: str, password: str) -> Principal:
     return Principal(user.name, user.role, tuple(user.agencies), "user")
 
 
+def authenticate_oidc(index, subject: str, username: str | None) -> Principal:
+    """A single sign-on identity (ID token already verified) -> the local account it belongs to.
+
+    Rights always come from the local account, never from the identity provider. The account is the one
+    bound to this subject; failing that, the unbound account named like the ``preferred_username`` claim,
+    which is then bound to the subject for good (so a later rename at the provider cannot take it over).
+    """
+    user = index.user_by_subject(subject) if subject else None
+    if user is None and subject and username and _NAME.fullmatch(username):
+        candidate = index.get_user(username)
+        if candidate is not None and candidate.oidc_subject is None:
+            index.bind_subject(candidate.name, subject, now_iso())
+            user = index.user_by_subject(subject)
+    if user is None or user.disabled:
+        raise AuthenticationError("this single sign-on identity has no active account here")
+    return Principal(user.name, user.role, tuple(user.agencies), "user")
+
+
 def principal_for_user(index, name: str) -> Principal | None:
     """The current rights of a logged-in user (None once disabled or deleted): checked on every request."""
     user = index.get_user(name)

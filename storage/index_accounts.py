@@ -109,6 +109,11 @@ class AccountQueries:
                 raise NotFoundError(f"user {name} not found")
             self._execute("UPDATE users SET disabled = ?, updated_at = ? WHERE name = ?", (int(disabled), now, name))
 
+    def bind_subject(self, name: str, subject: str, now: str) -> None:
+        """Tie a user to its single sign-on subject at the first SSO login (only if not yet bound)."""
+        self._execute("UPDATE users SET oidc_subject = ?, updated_at = ? WHERE name = ? AND oidc_subject IS NULL",
+                      (subject, now, name))
+
     # -- API tokens ----------------------------------------------------------------------------
     def add_token(self, token: TokenRecord, now: str) -> None:
         with self.transaction():

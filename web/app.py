@@ -113,7 +113,8 @@ def create_app(settings) -> FastAPI:
     app.state.webhooks = WebhookDispatcher(settings, app.state.pool.archive)
     app.state.throttle = LoginThrottle(settings.web.login_attempts, settings.web.login_pause)
     app.add_middleware(SessionMiddleware, secret_key=session_secret(settings), session_cookie=SESSION_COOKIE,
-                       max_age=SESSION_MAX_AGE, same_site="strict", https_only=settings.web.secure_cookies)
+                       max_age=SESSION_MAX_AGE, same_site="lax" if settings.web.oidc_issuer else "strict",
+                       https_only=settings.web.secure_cookies)  # lax: the provider's redirect back must carry it
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):

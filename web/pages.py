@@ -19,7 +19,7 @@ from fastapi.templating import Jinja2Templates
 from digitize.errors import BadArgsError, NotFoundError
 from storage.access import AuthenticationError, Gate, Perm, SearchFilters, authenticate_password
 
-from . import files
+from . import files, oidc
 from .app import get_archive, page_gate
 from .auth import check_csrf, client_address, csrf_token, start_session
 from .i18n import DEFAULT, LANGUAGES, translate
@@ -58,9 +58,16 @@ def install(app: FastAPI) -> None:
     app.state.render_error = render_error
 
     # -- public: login, language -----------------------------------------------------------------
+    sso = oidc.enabled(app.state.settings)
+
+    def render_login(request: Request, failed: str = "", status: int = 200, next: str = "/") -> HTMLResponse:
+        return render(request, "login.html", status=status, next=local_target(next), failed=failed, sso=sso)
+
+    oidc.install(app, app.state.settings, render_login)
+
     @app.get("/login", include_in_schema=False)
     def login_form(request: Request, next: str = "/") -> HTMLResponse:
-        return render(request, "login.html", next=local_target(next), failed="")
+        return render_login(request, next=next)
 
     @app.post("/login", include_in_schema=False)
     def login(request: Request, name: str = Form(..., max_length=64), password: str = Form(..., max_length=1024),
@@ -68,12 +75,12 @@ def install(app: FastAPI) -> None:
         check_csrf(request, csrf)
         throttle, address = request.app.state.throttle, client_address(request)
         if throttle.blocked(name, address):
-            return render(request, "login.html", status=429, next=local_target(next), failed="login_throttled")
+            return render_login(request, "login_throttled", 429, next)
         try:
             principal = authenticate_password(archive.index, name, password)
         except AuthenticationError:
             throttle.failed(name, address)
-            return render(request, "login.html", status=401, next=local_target(next), failed="login_failed")
+            return render_login(request, "login_failed", 401, next)
         throttle.succeeded(name, address)
         start_session(request, principal)
         return RedirectResponse(local_target(next), status_code=303)

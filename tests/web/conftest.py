@@ -24,6 +24,16 @@ class Portal:
     tokens: dict[str, str]
     process: subprocess.Popen | None = None
 
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -58,15 +68,14 @@ def seeded(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     return data_dir, make_accounts(data_dir)
 
 
-@pytest.fixture(scope="module")
-def portal(seeded) -> Portal:
-    """`digitize serve` as a real process on a free loopback port, stopped after the module."""
-    data_dir, tokens = seeded
+def start_portal(data_dir: Path, tokens: dict[str, str], **env: str) -> Portal:
+    """`digitize serve` as a real process on a free loopback port; ``Portal.stop()`` ends it."""
     port = free_port()
     log = open(data_dir.parent / "serve.log", "w")
     process = subprocess.Popen([sys.executable, "-m", "digitize", "serve", "--port", str(port)],
-                               env=digitize_env(data_dir), stdout=log, stderr=subprocess.STDOUT,
+                               env={**digitize_env(data_dir), **env}, stdout=log, stderr=subprocess.STDOUT,
                                cwd=str(data_dir.parent))
+    log.close()
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -78,10 +87,12 @@ def portal(seeded) -> Portal:
                 process.kill()
                 pytest.fail("digitize serve did not start: " + (data_dir.parent / "serve.log").read_text())
             time.sleep(0.2)
-    yield Portal(url, data_dir, tokens, process)
-    process.terminate()
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+    return Portal(url, data_dir, tokens, process)
+
+
+@pytest.fixture(scope="module")
+def portal(seeded) -> Portal:
+    data_dir, tokens = seeded
+    portal = start_portal(data_dir, tokens)
+    yield portal
+    portal.stop()
