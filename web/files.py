@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import zipfile
 from pathlib import Path
 
@@ -86,7 +85,3 @@ def page_png(gate: Gate, case_id: str, sequence: int, page: int, dpi: int) -> Re
     out = io.BytesIO()
     image.save(out, "PNG", optimize=dpi <= THUMB_DPI)
     return Response(out.getvalue(), media_type="image/png", headers={"cache-control": "private, max-age=300"})
-
-
-def manifest_json(got) -> str:
-    return json.dumps(got, ensure_ascii=False)

@@ -8,14 +8,12 @@ import json
 import os
 import shutil
 import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import httpx
 import pytest
 
-from conftest import free_port, start_portal
+from portal_server import free_port, start_portal, wait_until_up
 from portal_data import AGENCY_A, CASE_A, CASE_B, digitize, seed
 
 pytestmark = pytest.mark.integration
@@ -32,22 +30,16 @@ def provider(tmp_path_factory):
                                    "claims": {"sub": "vneid-0001", "preferred_username": "officer-sso",
                                               "aud": ["digitize-portal"]}}]}]}
     env = {**os.environ, "SERVER_HOSTNAME": "127.0.0.1", "SERVER_PORT": str(port), "JSON_CONFIG": json.dumps(config)}
-    log = open(tmp_path_factory.mktemp("oidc") / "provider.log", "w")
-    process = subprocess.Popen([shutil.which("java") or "java", "-XX:TieredStopAtLevel=1", "-cp",
-                                CLASSPATH.read_text().strip(), MAIN], env=env, stdout=log, stderr=subprocess.STDOUT)
+    log_path = tmp_path_factory.mktemp("oidc") / "provider.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen([shutil.which("java") or "java", "-XX:TieredStopAtLevel=1", "-cp",
+                                    CLASSPATH.read_text().strip(), MAIN], env=env, stdout=log,
+                                   stderr=subprocess.STDOUT)
     issuer = f"http://127.0.0.1:{port}/province"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(issuer + "/.well-known/openid-configuration", timeout=2).read()
-            break
-        except OSError:
-            assert process.poll() is None and time.monotonic() < deadline, "OIDC provider did not start"
-            time.sleep(0.3)
+    wait_until_up(process, issuer + "/.well-known/openid-configuration", 120, log_path)
     yield issuer
     process.terminate()
     process.wait(30)
-    log.close()
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from digitize.config import Settings
-from portal_data import AGENCY_A, CASE_A, seed, store_case
+from portal_data import AGENCY_A, seed, store_case
 from storage.archive import Archive
 from web.app import create_app
 from web.webhooks import signature
