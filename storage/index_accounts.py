@@ -54,7 +54,7 @@ class HitRow:
     sequence: int | None
     title: str
     page: int | None
-    text: str
+    text: str  # "" while scope and filters run; read for the page shown
     case_agency: str | None
     procedure_code: str | None
     received_date: str | None
@@ -150,6 +150,7 @@ class AccountQueries:
 
     # -- scoped search -------------------------------------------------------------------------
     def _hit_rows(self, candidates: list[tuple[int, bool]]) -> list[HitRow]:
+        """What scope and filters look at, for every candidate; the text is read later, for one page only."""
         exact = dict(candidates)
         found: dict[int, dict[str, Any]] = {}
         ids = [c[0] for c in candidates]
@@ -157,13 +158,21 @@ class AccountQueries:
             chunk = ids[start:start + _CHUNK]
             for r in self._rows(
                     "SELECT e.entry_id, coalesce(e.case_id, d.case_id) AS case_id, e.doc_id, d.sequence, d.title, "
-                    "e.page, e.text, c.agency AS case_agency, coalesce(c.procedure_code, d.procedure_code) "
+                    "e.page, c.agency AS case_agency, coalesce(c.procedure_code, d.procedure_code) "
                     "AS procedure_code, c.received_date, c.status FROM search_entries e "
                     "LEFT JOIN documents d ON d.doc_id = e.doc_id "
                     "LEFT JOIN cases c ON c.case_id = coalesce(e.case_id, d.case_id) "
                     f"WHERE e.entry_id IN ({', '.join('?' * len(chunk))})", chunk):
                 found[r["entry_id"]] = r
-        return [HitRow(exact=exact[i], **{**found[i], "title": found[i]["title"] or ""}) for i in ids if i in found]
+        return [HitRow(exact=exact[i], text="", **{**found[i], "title": found[i]["title"] or ""})
+                for i in ids if i in found]
+
+    def _entry_texts(self, entry_ids: list[int]) -> dict[int, str]:
+        if not entry_ids:
+            return {}
+        rows = self._execute(f"SELECT entry_id, text FROM search_entries WHERE entry_id IN "
+                             f"({', '.join('?' * len(entry_ids))})", entry_ids).fetchall()
+        return {r[0]: r[1] for r in rows}
 
     def search_page(self, text: str, accept: Callable[[HitRow], bool], limit: int = 20,
                     offset: int = 0) -> SearchPage:
@@ -174,6 +183,7 @@ class AccountQueries:
         candidates = self._search_candidates(query, SEARCH_CAP)
         accepted = [r for r in self._hit_rows(candidates) if accept(r)]
         page = accepted[offset:offset + limit]
+        texts = self._entry_texts([r.entry_id for r in page])
         hits = [SearchHit(case_id=r.case_id, doc_id=r.doc_id, sequence=r.sequence, title=r.title, page=r.page,
-                          snippet=highlight(r.text, query), exact=r.exact) for r in page]
+                          snippet=highlight(texts.get(r.entry_id, ""), query), exact=r.exact) for r in page]
         return SearchPage(hits, len(accepted), len(candidates) >= SEARCH_CAP)
