@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import threading
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -39,6 +40,9 @@ ROLES = ("scanner", "officer", "archivist", "admin")
 TOKEN_PREFIX = "dgt_"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 MIN_PASSWORD = 10
+# Access events of one process are written one at a time: with SQLite, concurrent writers on several
+# connections would otherwise wait in SQLite's busy handler, which sleeps in steps of up to 100 ms.
+_EVENT_WRITES = threading.Lock()
 
 
 class Perm(StrEnum):
@@ -232,6 +236,17 @@ def authenticate_token(index, secret: str) -> Principal:
     return Principal(record.name, record.role, tuple(record.agencies), "token")
 
 
+def _copy_object(objects, key: str, target: Path) -> str:
+    """A private copy for one response, hashed as it is written; no fsync and no rename (unlike
+    ObjectStore.download): it is deleted once sent, and a crash leaves nothing anyone would read."""
+    digest = hashlib.sha256()
+    with open(target, "wb") as out:
+        for block in objects.read_chunks(key):
+            digest.update(block)
+            out.write(block)
+    return digest.hexdigest()
+
+
 # -- the gate -----------------------------------------------------------------------------------
 @dataclass
 class Gate:
@@ -265,9 +280,11 @@ class Gate:
 
     def record(self, kind: str, detail: str, case_id: str | None = None, doc: DocumentRow | None = None,
                checksum: str | None = None, outcome: str = "success") -> None:
-        self.index.add_events([Event(kind, outcome, self.principal.actor, self.tool,
-                                     doc_id=doc.doc_id if doc else None, case_id=case_id or (doc.case_id if doc else None),
-                                     checksum=checksum, detail=detail, client=self.client or None)])
+        event = Event(kind, outcome, self.principal.actor, self.tool, doc_id=doc.doc_id if doc else None,
+                      case_id=case_id or (doc.case_id if doc else None), checksum=checksum, detail=detail,
+                      client=self.client or None)
+        with _EVENT_WRITES:
+            self.index.add_events([event])
 
     # -- reading ---------------------------------------------------------------------------------
     def case(self, case_id: str) -> tuple[CaseRecord, list[DocumentRow]]:
@@ -289,7 +306,7 @@ class Gate:
         doc = self.document(case_id, sequence)
         key, expected = (doc.original_key, doc.original_sha256) if kind == "original" else (doc.pdfa_key,
                                                                                               doc.pdfa_sha256)
-        actual = self.archive.objects.download(key, target)
+        actual = _copy_object(self.archive.objects, key, target)
         ok = actual == expected
         self.record("retrieved", f"{purpose} {kind} {key}", doc=doc, checksum=actual,
                     outcome="success" if ok else "failure")
