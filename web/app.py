@@ -157,6 +157,14 @@ def create_app(settings) -> FastAPI:
             return json_error(400, "bad-request", message)
         return app.state.render_error(request, 400, message)
 
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, error: Exception):
+        """A bug: logged with its traceback for the operator, a plain message for the client (no details)."""
+        log.error("%s %s: internal error", request.method, request.url.path, exc_info=error)
+        if is_api(request) or not hasattr(app.state, "render_error"):
+            return json_error(500, "internal", "internal error; the server log has the details")
+        return app.state.render_error(request, 500, "internal error")
+
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> Response:
         return Response("ok\n", media_type="text/plain")

@@ -108,3 +108,16 @@ def test_english_switch_and_no_open_redirect(app):
     assert ">Tra cứu<" in client.get("/search").text
     _, r = login(app, next="https://evil.example/")
     assert r.headers["location"] == "/"
+
+
+def test_an_internal_error_is_json_without_details(app, seeded, monkeypatch):
+    from storage.access import Gate
+
+    def broken(self, case_id):
+        raise RuntimeError("secret internals /var/lib/digitize")
+
+    monkeypatch.setattr(Gate, "case", broken)
+    api = TestClient(app, raise_server_exceptions=False,
+                     headers={"authorization": f"Bearer {seeded[1]['onestop-a']}"})
+    r = api.get(f"/api/v1/cases/{CASE_A}")
+    assert r.status_code == 500 and r.json()["error"] == "internal" and "secret" not in r.text
