@@ -1,4 +1,5 @@
-"""Command line: ``digitize run|watch|batch|cases|search|show|get|verify|separator|config|validator|servers``.
+"""Command line: ``digitize run|watch|batch|cases|search|show|get|verify|separator|config|validator|servers``,
+``serve|users|tokens`` (the portal and its accounts).
 
 Every failure a user can cause ends as one line on stderr (``digitize: ...``) and the exit code
 of its :class:`~digitize.errors.DigitizeError` class; never a traceback (``-v -v`` shows one for
