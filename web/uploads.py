@@ -1,6 +1,10 @@
 """Scans uploaded through the portal or the API: kept privately, then converted, stored and indexed in the
 background by the same job as ``digitize watch`` (pipelines/jobs.py), one at a time, never blocking a request.
 
+The job runs in a separate, *spawned* worker process (kept warm from job to job): the converter forks page
+workers, and forking the multi-threaded server could copy a lock some other thread holds into the child;
+a converter that crashes or is killed (out of memory) also takes only that worker down, never the portal.
+
 Each upload gets a folder ``data_dir/uploads/<job id>/`` (0700) holding the file under a safe name and
 ``job.json`` with its state; the file is deleted only once the job stored and verified it, so a failed
 upload stays there with its reason (shown on the scanning desk), and a server restart resumes queued jobs.
@@ -11,13 +15,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 import re
 import shutil
 import threading
 import unicodedata
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -74,7 +80,7 @@ class UploadQueue:
         self._jobs: dict[str, UploadJob] = {}
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="digitize-upload")
-        self._archive = None
+        self._worker: ProcessPoolExecutor | None = None
         self._listeners: list = []
         self._resume()
 
@@ -144,22 +150,21 @@ class UploadQueue:
 
     # -- work ----------------------------------------------------------------------------------
     def _run(self, job: UploadJob) -> None:
-        from pipelines.jobs import process_file
-        from pipelines.metadata import Clue
-        from storage.archive import Archive
-
         folder = self.root / job.job_id
         files = [p for p in folder.iterdir() if p.name != "job.json" and p.suffix.lower() in SUFFIXES]
         job.state = "running"
+        values = {"title": Path(job.name).stem, "scanned_by": job.owner.split(":", 1)[-1]}
+        if job.case_id:
+            values["case_id"] = job.case_id
         try:
-            if self._archive is None:
-                self._archive = Archive.open(self.settings)
-            values = {"title": Path(job.name).stem, "scanned_by": job.owner.split(":", 1)[-1]}
-            if job.case_id:
-                values["case_id"] = job.case_id
-            result = process_file(files[0], self.settings, Clue("upload", values), archive=self._archive)
-            job.state, job.reason = str(result.status), result.reason
-            job.documents = [asdict(d) for d in result.documents]
+            if self._worker is None:
+                self._worker = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            status, reason, documents = self._worker.submit(convert_upload, str(files[0]), self.settings,
+                                                            values).result()
+            job.state, job.reason, job.documents = status, reason, documents
+        except BrokenProcessPool:
+            self._worker = None  # a new worker for the next job
+            job.state, job.reason = "failed", "the conversion process died (out of memory?)"
         except Exception as e:  # noqa: BLE001 - one bad upload must not stop the queue
             log.exception("upload job %s failed", job.job_id)
             job.state, job.reason = "failed", f"internal error: {type(e).__name__}"
@@ -176,5 +181,14 @@ class UploadQueue:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
-        if self._archive is not None:
-            self._archive.close()
+        if self._worker is not None:
+            self._worker.shutdown(wait=True)
+
+
+def convert_upload(path: str, settings, values: dict) -> tuple[str, str, list[dict]]:
+    """In the worker process: the watch job on one uploaded file; (status, reason, stored documents)."""
+    from pipelines.jobs import process_file
+    from pipelines.metadata import Clue
+
+    result = process_file(Path(path), settings, Clue("upload", values))
+    return str(result.status), result.reason, [asdict(d) for d in result.documents]

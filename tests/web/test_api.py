@@ -168,3 +168,27 @@ def test_a_revoked_token_is_refused(portal):
     assert httpx.get(f"{portal.url}/api/v1/cases/{CASE_A}", headers=headers).status_code == 200
     digitize(portal.data_dir, "tokens", "revoke", "short-lived-2")
     assert httpx.get(f"{portal.url}/api/v1/cases/{CASE_A}", headers=headers).status_code == 401
+
+
+def test_a_killed_conversion_fails_its_job_and_the_portal_keeps_serving(portal):
+    """Conversion runs in a spawned worker process: killing it (the OOM killer) fails that upload only."""
+    import psutil
+
+    scanner = client(portal, "scanner-a")
+    scan = SAMPLE.read_bytes() + b"\0"  # new bytes: not already stored
+    job_id = scanner.post(f"/cases/{CASE_A}/documents", files={"file": ("kill.png", scan, "image/png")}).json()[
+        "job_id"]
+    deadline = time.monotonic() + 120
+    while scanner.get(f"/jobs/{job_id}").json()["state"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    workers = [p for p in psutil.Process(portal.process.pid).children()
+               if "multiprocessing" in " ".join(p.cmdline()) and "resource_tracker" not in " ".join(p.cmdline())]
+    assert len(workers) == 1, [p.cmdline() for p in workers]
+    workers[0].kill()
+    while (job := scanner.get(f"/jobs/{job_id}").json())["state"] == "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert job["state"] == "failed" and "died" in job["reason"]
+    assert (portal.data_dir / "uploads" / job_id / "scan.png").is_file()  # the scan is kept
+    assert client(portal, "onestop-a").get(f"/cases/{CASE_A}").status_code == 200
