@@ -63,6 +63,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "state": ("Tình trạng", "State"),
     "reason": ("Lý do", "Reason"),
     "failed_uploads": ("Tệp lỗi", "Failed files"),
+    "retry": ("Gắn hồ sơ và thử lại", "Link to a case and retry"),
     "unmatched": ("Tài liệu chưa gắn hồ sơ", "Unmatched documents"),
     "link": ("Gắn vào hồ sơ", "Link to case"),
     "linked": ("Đã gắn tài liệu vào hồ sơ", "Document linked to the case"),

@@ -177,6 +177,19 @@ def install(app: FastAPI) -> None:
         job = visible_job(request, gate, job_id)
         return JSONResponse({**job_json(job), "label": translate("state_" + job.state, lang_of(request))})
 
+    @app.post("/desk/jobs/{job_id}/retry", include_in_schema=False)
+    def desk_retry(request: Request, job_id: str, case_id: str = Form("", max_length=64), csrf: str = Form(""),
+                   gate: Gate = Depends(page_gate)) -> Response:
+        """A failed upload, linked to a case (or none) and tried again on the kept scan."""
+        from .api import visible_job
+
+        check_csrf(request, csrf)
+        job = visible_job(request, gate, job_id)
+        target = gate.scoped_case_id(case_id, Perm.upload) if case_id.strip() else None
+        gate.require(Perm.upload)
+        request.app.state.uploads.retry(job, target)
+        return RedirectResponse("/desk", status_code=303)
+
     @app.post("/desk/link", include_in_schema=False)
     def desk_link(request: Request, doc_id: int = Form(...), case_id: str = Form(..., max_length=64),
                   csrf: str = Form(""), gate: Gate = Depends(page_gate)) -> Response:

@@ -148,6 +148,15 @@ class UploadQueue:
         self._executor.submit(self._run, job)
         return job
 
+    def retry(self, job: UploadJob, case_id: str | None) -> UploadJob:
+        """Run a failed job again on its kept scan, into ``case_id`` (already scope-checked by the caller)."""
+        with self._lock:
+            kept = [p for p in (self.root / job.job_id).iterdir() if p.suffix.lower() in SUFFIXES]
+            if job.state != "failed" or not kept:
+                raise BadArgsError("only a failed upload whose scan is still kept can be retried")
+            job.case_id, job.state, job.reason, job.finished_at = case_id, "queued", "", ""
+        return self.submit(job)
+
     # -- work ----------------------------------------------------------------------------------
     def _run(self, job: UploadJob) -> None:
         folder = self.root / job.job_id

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import time
 import zipfile
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 
 from digitize.errors import BadArgsError
 from digitize.identifiers import normalize_case_id
-from portal_data import CASE_A, CASE_B, digitize
+from portal_data import CASE_A, CASE_B, PASSWORD, digitize
 
 pytestmark = pytest.mark.integration
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "01_clean.png"
@@ -192,3 +193,17 @@ def test_a_killed_conversion_fails_its_job_and_the_portal_keeps_serving(portal):
     assert job["state"] == "failed" and "died" in job["reason"]
     assert (portal.data_dir / "uploads" / job_id / "scan.png").is_file()  # the scan is kept
     assert client(portal, "onestop-a").get(f"/cases/{CASE_A}").status_code == 200
+
+    # the scanning desk links the failed upload to a case and tries again, on the kept scan
+    with httpx.Client(base_url=portal.url, timeout=60) as desk:
+        csrf = re.search(r'name="csrf" value="([^"]+)"', desk.get("/login").text).group(1)
+        desk.post("/login", data={"name": "scanner-a", "password": PASSWORD, "csrf": csrf})
+        page = desk.get("/desk").text
+        assert f"/desk/jobs/{job_id}/retry" in page
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+        assert desk.post(f"/desk/jobs/{job_id}/retry", data={"csrf": csrf, "case_id": CASE_B}).status_code == 404
+        assert desk.post(f"/desk/jobs/{job_id}/retry", data={"csrf": csrf, "case_id": CASE_A}).status_code == 303
+    while (job := scanner.get(f"/jobs/{job_id}").json())["state"] in ("queued", "running"):
+        assert time.monotonic() < deadline + 120
+        time.sleep(0.5)
+    assert job["state"] == "done" and job["documents"][0]["case_id"] == CASE_A
