@@ -4,7 +4,7 @@ portal or API uploads), never blocking one.
 The append-only events log is the outbox: a thread of ``digitize serve`` reads new ``stored`` events and
 delivers them in order, each URL with its own cursor (``data_dir/webhooks.json``), so one slow or broken
 receiver delays no other. A failed delivery is retried with doubling backoff up to ``webhook_retries``
-attempts, then skipped with a warning (the URL, never the secret). Receivers check
+attempts, then skipped with a warning (the URL with any password masked, never the secret). Receivers check
 ``X-Digitize-Signature: t=UNIX,v1=HEX`` where HEX = HMAC-SHA256(secret, "UNIX." + body), and may refuse old
 ``t`` to stop replays.
 """
@@ -21,6 +21,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from digitize.config import mask_url
 from digitize.fsutil import atomic_write_text
 
 log = logging.getLogger("digitize.webhooks")
@@ -102,7 +103,7 @@ class WebhookDispatcher:
                     if done != after:
                         after = self._cursor(url, done)
                 except Exception:  # noqa: BLE001 - the index may be briefly away; try again later
-                    log.exception("webhook %s: delivery loop", url)
+                    log.exception("webhook %s: delivery loop", mask_url(url))
                 self._stop.wait(POLL)
 
     def _deliver_new(self, archive, url: str, after: int) -> int:
@@ -135,8 +136,8 @@ class WebhookDispatcher:
             except (OSError, ValueError) as e:
                 reason = f"HTTP {e.code}" if isinstance(e, urllib.error.HTTPError) else type(e).__name__
                 if attempt == self.retries:
-                    log.warning("webhook %s: event %s not delivered after %d attempts (%s)", url, event_id,
-                                attempt, reason)
+                    log.warning("webhook %s: event %s not delivered after %d attempts (%s)", mask_url(url),
+                                event_id, attempt, reason)
                     return True
                 if self._stop.wait(delay):
                     return False

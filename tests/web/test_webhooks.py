@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import http.server
 import json
+import logging
 import shutil
 import threading
 import time
@@ -66,10 +67,12 @@ def receivers():
         r.server_close()
 
 
-def test_stored_documents_are_posted_signed_and_retried(tmp_path, receivers):
+def test_stored_documents_are_posted_signed_and_retried(tmp_path, receivers, caplog):
+    caplog.set_level(logging.WARNING, logger="digitize.webhooks")
     flaky, good = receivers
     settings = seed(tmp_path / "data", tmp_path / "work")
-    settings.web.webhook_urls = f"http://127.0.0.1:9/dead, {flaky.url}, {good.url}"  # port 9: nobody listens
+    dead = "http://hook:pa55word@127.0.0.1:9/dead"  # port 9: nobody listens; a password in the URL
+    settings.web.webhook_urls = f"{dead}, {flaky.url}, {good.url}"
     settings.web.webhook_secret = SECRET
     settings.web.webhook_backoff = 0.2
     settings.web.webhook_retries = 4
@@ -84,6 +87,8 @@ def test_stored_documents_are_posted_signed_and_retried(tmp_path, receivers):
             doc = archive.documents("000.00.31.H56-241015-0099")[0]
         wait_for(lambda: any(status == 204 for _, _, status in flaky.posts))
         wait_for(lambda: len(good.posts) == 1)
+        wait_for(lambda: "not delivered after 4 attempts" in caplog.text)
+    assert "pa55word" not in caplog.text and "hook:***@127.0.0.1:9" in caplog.text
     headers, body, _ = good.posts[0]
     payload = json.loads(body)
     assert payload["event"] == "document.stored" and payload["pdfa_sha256"] == doc.pdfa_sha256
