@@ -294,6 +294,14 @@ class Gate:
         self.record("retrieved", "viewed the case record and its document list", case_id=value)
         return record, docs
 
+    def find_case(self, text: str) -> str | None:
+        """The normalised case ID if ``text`` names a case this principal may read, else None (no event)."""
+        try:
+            value = self.scoped_case_id(text)
+            return self.archive.case(value).case_id
+        except (BadArgsError, NotFoundError):
+            return None
+
     def document(self, case_id: str, sequence: int) -> DocumentRow:
         value = self.scoped_case_id(case_id)
         for doc in self.archive.documents(value):

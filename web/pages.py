@@ -17,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from digitize.errors import BadArgsError, NotFoundError
+from digitize.identifiers import is_case_id
 from storage.access import AuthenticationError, Gate, Perm, SearchFilters, authenticate_password
 
 from . import files, oidc
@@ -111,6 +112,8 @@ def install(app: FastAPI) -> None:
         filters = SearchFilters(agency, procedure, received_from, received_to, status)
         page = max(1, min(page, 500))
         result, error = None, ""
+        if is_case_id(q) and (found := gate.find_case(q)):  # a case ID typed in the box opens its case
+            return RedirectResponse(f"/cases/{found}", status_code=303)
         if q.strip():
             try:
                 result = gate.search(q[:500], filters, PAGE_SIZE, (page - 1) * PAGE_SIZE)

@@ -99,6 +99,14 @@ def test_search_page_highlights_and_pages(app):
     assert "<mark><script>" not in client.get("/search", params={"q": "<script>"}).text
 
 
+def test_a_case_id_in_the_search_box_opens_the_case_only_in_scope(app):
+    client, _ = login(app)
+    opened = client.get("/search", params={"q": CASE_A.lower()}, follow_redirects=False)
+    assert opened.status_code == 303 and opened.headers["location"] == f"/cases/{CASE_A}"
+    refused = client.get("/search", params={"q": CASE_B}, follow_redirects=False)
+    assert refused.status_code == 200 and "Trần Thị Bình" not in refused.text
+
+
 def test_english_switch_and_no_open_redirect(app):
     client, _ = login(app)
     assert client.get("/lang/en", params={"next": "//evil.example/"}, follow_redirects=False).headers[
