@@ -1,4 +1,5 @@
-"""Command line: ``digitize run|watch|batch|cases|search|show|get|verify|sign-check|separator|config|validator|servers``.
+"""Command line: ``digitize run|watch|batch|cases|search|show|get|verify|sign-check|separator|config|validator|servers``,
+``serve|users|tokens`` (the portal and its accounts).
 
 Every failure a user can cause ends as one line on stderr (``digitize: ...``) and the exit code
 of its :class:`~digitize.errors.DigitizeError` class; never a traceback (``-v -v`` shows one for
@@ -218,6 +219,10 @@ def _register_optional_commands() -> None:
     from storage.cli import COMMANDS as storage_commands
 
     for command in (*storage_commands, *pipeline_commands):
+        cli.add_command(command)
+    from web.cli import COMMANDS as web_commands
+
+    for command in web_commands:
         cli.add_command(command)
 
 

@@ -113,6 +113,28 @@ class SignSettings:
 
 
 @dataclass
+class WebSettings:
+    """``digitize serve``: the portal and the REST API (web/)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    secret_key: str = ""  # signs session cookies; "" = a random key kept in data_dir/web-secret (0600)
+    session_idle: float = 1800.0  # seconds without a request before a session ends
+    secure_cookies: bool = True  # Secure flag (browsers still send it to http://localhost)
+    login_attempts: int = 5  # failed logins per user and address before a pause
+    login_pause: float = 300.0  # seconds that pause lasts
+    max_upload_mb: int = 200
+    trusted_proxies: str = ""  # comma-separated addresses whose X-Forwarded-For is believed
+    webhook_urls: str = ""  # comma-separated; each gets a signed JSON POST when a document is stored
+    webhook_secret: str = ""  # HMAC-SHA256 key of the X-Digitize-Signature header
+    webhook_retries: int = 8  # attempts per event and URL (backoff doubles from webhook_backoff, max 5 min)
+    webhook_backoff: float = 2.0
+    oidc_issuer: str = ""  # single sign-on (OpenID Connect); "" = local accounts only
+    oidc_client_id: str = ""
+    oidc_client_secret: str = ""
+
+
+@dataclass
 class Settings:
     data_dir: str = field(default_factory=lambda: str(default_data_dir()))
     convert: ConvertSettings = field(default_factory=ConvertSettings)
@@ -123,6 +145,7 @@ class Settings:
     validator: ValidatorSettings = field(default_factory=ValidatorSettings)
     converter: ConverterSettings = field(default_factory=ConverterSettings)
     sign: SignSettings = field(default_factory=SignSettings)
+    web: WebSettings = field(default_factory=WebSettings)
     source: str = "defaults"  # where the settings came from, for `config show`
 
     @property
@@ -134,7 +157,7 @@ class Settings:
         return self.index.dsn or "sqlite:///" + str(Path(self.data_dir) / "index.sqlite3")
 
 
-_SECTIONS = ("convert", "store", "index", "watch", "batch", "validator", "converter", "sign")
+_SECTIONS = ("convert", "store", "index", "watch", "batch", "validator", "converter", "sign", "web")
 
 
 def _coerce(value: Any, current: Any, where: str) -> Any:

@@ -13,6 +13,8 @@ APT_PKGS=(tesseract-ocr tesseract-ocr-vie tesseract-ocr-eng tesseract-ocr-osd po
           libjbig2dec0 jbig2dec fonts-liberation2 fonts-dejavu-core python3-venv curl unzip ca-certificates
           softhsm2 opensc)
 [ $servers = 1 ] && APT_PKGS+=(postgresql postgresql-contrib)
+# the portal's browser tests drive Debian's chromium through Playwright (no browser download)
+[ $servers = 1 ] && APT_PKGS+=(chromium)
 # Java and Maven (veraPDF) only when the machine has none of its own
 command -v javac >/dev/null || APT_PKGS+=(default-jdk-headless)
 command -v mvn >/dev/null || APT_PKGS+=(maven)
@@ -41,6 +43,12 @@ fi
 if [ ! -s "$CACHE/verapdf.classpath" ] || ! grep -q greenfield "$CACHE/verapdf.classpath"; then
   say "resolving veraPDF from Maven Central"
   (cd scripts/verapdf && mvn -q -B dependency:build-classpath -Dmdep.outputFile="$CACHE/verapdf.classpath" >/dev/null)
+fi
+# An OpenID Connect provider for the portal's single sign-on test: NAV's mock-oauth2-server (MIT), resolved
+# from Maven Central like veraPDF; tests/web/test_oidc.py starts it on loopback from this classpath.
+if [ $servers = 1 ] && { [ ! -s "$CACHE/oidc-provider.classpath" ] || [ scripts/oidc/pom.xml -nt "$CACHE/oidc-provider.classpath" ]; }; then
+  say "resolving the test OIDC provider from Maven Central"
+  (cd scripts/oidc && mvn -q -B dependency:build-classpath -Dmdep.outputFile="$CACHE/oidc-provider.classpath" >/dev/null)
 fi
 # The streaming validator (one JVM per batch instead of one per file), as a jar (class-data
 # sharing archives classes from jars only).

@@ -276,9 +276,9 @@ class Archive:
 
     # -- retrieval and fixity ------------------------------------------------------------------
     def retrieve(self, case_id: str, out_dir: Path, original: bool = False,
-                 actor: str = "digitize") -> retrieval.Retrieval:
+                 actor: str = "digitize", client: str | None = None) -> retrieval.Retrieval:
         case = self.case(case_id)
-        return retrieval.retrieve(self.objects, self.index, case, Path(out_dir), original, actor, TOOL)
+        return retrieval.retrieve(self.objects, self.index, case, Path(out_dir), original, actor, TOOL, client)
 
     def presigned_url(self, case_id: str, expires: timedelta = timedelta(hours=1), original: bool = False,
                       actor: str = "digitize") -> list[tuple[DocumentRow, str]]:
@@ -294,3 +294,10 @@ class Archive:
         """Fixity of every object, and the signatures of signed PDF/As (chained to ``trust`` when given)."""
         case_id = normalize_case_id(case_id) if case_id else None
         return fixity.verify(self.objects, self.index, case_id, actor, TOOL, stale_after, clock, trust)
+
+    # -- access (portal and API) ---------------------------------------------------------------
+    def gate(self, principal, client: str = ""):
+        """This archive as ``principal`` may see it: the one place agency scope and roles are enforced."""
+        from .access import Gate
+
+        return Gate(self, principal, client)

@@ -202,3 +202,12 @@ def _verify_files(files: tuple[Path, ...], trust: str) -> None:
 
 
 COMMANDS: list = [cases_group, search_cmd, show_cmd, get_cmd, verify_cmd]
+
+
+def _account_commands() -> list:
+    from .accounts_cli import COMMANDS as accounts
+
+    return accounts
+
+
+COMMANDS += _account_commands()

@@ -19,6 +19,7 @@ from typing import Any, Iterator, Sequence
 from digitize.errors import BadArgsError, ConfigError, NotFoundError, StorageError
 from digitize.secrets import mask
 
+from .index_accounts import AccountQueries
 from .models import CaseRecord, DocumentRow, Event, PageText, SearchHit, SignatureRow
 from .search import Query, exact_tokens, folded_tokens, highlight, parse_query
 
@@ -72,7 +73,7 @@ def document_search_text(doc: DocumentRow) -> str:
     return " ".join(p for p in parts if p)
 
 
-class Index(ABC):
+class Index(AccountQueries, ABC):
     """Backend-neutral queries; subclasses provide the connection and dialect hooks."""
 
     dialect: str = ""

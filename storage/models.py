@@ -131,6 +131,7 @@ class Event:
     checksum: str | None = None
     detail: str = ""
     time: str = ""
+    client: str | None = None  # the network address a portal/API request came from (migration 0003)
 
 
 @dataclass

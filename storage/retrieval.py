@@ -67,7 +67,7 @@ def _dossier(index: Index, case: CaseRecord) -> list[DocumentRow]:
 
 
 def retrieve(objects: ObjectStore, index: Index, case: CaseRecord, out_dir: Path, original: bool,
-             actor: str, tool: str) -> Retrieval:
+             actor: str, tool: str, client: str | None = None) -> Retrieval:
     docs = _dossier(index, case)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -82,7 +82,7 @@ def retrieve(objects: ObjectStore, index: Index, case: CaseRecord, out_dir: Path
             actual = objects.download(key, target)
             ok = actual == expected
             events.append(Event("retrieved", "success" if ok else "failure", actor, tool, doc_id=doc.doc_id,
-                                case_id=doc.case_id, checksum=actual, detail=f"{key} -> {target}"))
+                                case_id=doc.case_id, checksum=actual, detail=f"{key} -> {target}", client=client))
             if not ok:
                 with contextlib.suppress(FileNotFoundError):
                     target.unlink()

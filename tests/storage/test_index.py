@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+import storage
+
 from digitize.errors import BadArgsError, ConfigError, NotFoundError, StorageError
 from storage.index import ConflictError, open_index
 from storage.models import CaseRecord, DocumentRow, Event, PageText

@@ -1,0 +1,395 @@
+"""Who may see and do what: principals, roles, agency scopes, and the one gate every request goes through.
+
+The portal, the API and (for accounts) the CLI reach the archive only through :class:`Gate`, so there is
+exactly one place where scope is decided:
+
+* a role grants *kinds* of action (read, upload, write case records, link, audit, admin); lacking one is
+  :class:`PermissionDenied` (HTTP 403), decided before anything is looked up, so it reveals nothing;
+* an agency scope (agency codes, the first part of a case ID) limits officers and scanners to their agencies'
+  cases; anything outside it is :class:`~digitize.errors.NotFoundError` (HTTP 404), exactly as if it did not
+  exist, in search results too; archivists and admins are not limited by agency;
+* every view, download and upload is an event with the actor and the client's address.
+
+Passwords are argon2id hashes (argon2-cffi); API tokens are 256-bit random secrets stored as SHA-256 (a
+slow hash buys nothing against that much entropy and would cost every API call).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import threading
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
+
+from digitize.errors import BadArgsError, DigitizeError, ExitCode, NotFoundError, VerificationError
+from digitize.identifiers import normalize_case_id, parse_agency_code
+
+from .index import now_iso
+from .index_accounts import HitRow, SearchPage, TokenRecord, UserRecord
+from .models import CaseRecord, DocumentRow, Event
+
+if TYPE_CHECKING:
+    from . import retrieval
+    from .archive import Archive
+
+ROLES = ("scanner", "officer", "archivist", "admin")
+TOKEN_PREFIX = "dgt_"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+MIN_PASSWORD = 10
+# Access events of one process are written one at a time: with SQLite, concurrent writers on several
+# connections would otherwise wait in SQLite's busy handler, which sleeps in steps of up to 100 ms.
+_EVENT_WRITES = threading.Lock()
+
+
+class Perm(StrEnum):
+    read = "read"  # view and download cases, search
+    upload = "upload"  # send scans into a case or unmatched
+    write_case = "write-case"  # upsert case records (the one-stop system's push)
+    link = "link"  # see unmatched documents and attach them to a case
+    audit = "audit"  # batch reports, fixity results
+    admin = "admin"  # users, tokens
+
+
+ROLE_PERMS: dict[str, frozenset[Perm]] = {
+    "scanner": frozenset({Perm.upload, Perm.link}),
+    "officer": frozenset({Perm.read, Perm.write_case}),
+    "archivist": frozenset({Perm.read, Perm.upload, Perm.write_case, Perm.link, Perm.audit}),
+    "admin": frozenset(Perm),
+}
+ALL_AGENCIES_ROLES = frozenset({"archivist", "admin"})
+
+
+class AuthenticationError(DigitizeError):
+    """No credentials, or wrong ones (HTTP 401)."""
+
+    exit_code = ExitCode.bad_args
+
+
+class PermissionDenied(DigitizeError):
+    """The role does not allow this kind of action at all (HTTP 403)."""
+
+    exit_code = ExitCode.bad_args
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    role: str
+    agencies: tuple[str, ...] = ()
+    kind: str = "user"  # "user" or "token"
+
+    @property
+    def actor(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+    @property
+    def all_agencies(self) -> bool:
+        return self.role in ALL_AGENCIES_ROLES
+
+    def can(self, perm: Perm) -> bool:
+        return perm in ROLE_PERMS.get(self.role, frozenset())
+
+    def covers(self, case_id: str | None) -> bool:
+        """True if the case (None: an unmatched document with no agency) is inside this principal's scope."""
+        if self.all_agencies:
+            return True
+        agency = agency_of(case_id) if case_id else None
+        return agency is not None and agency in self.agencies
+
+
+@dataclass
+class SearchFilters:
+    agency: str = ""
+    procedure: str = ""
+    received_from: str = ""  # ISO dates, inclusive
+    received_to: str = ""
+    status: str = ""
+
+    def accept(self, row: HitRow) -> bool:
+        if self.agency and (not row.case_id or agency_of(row.case_id) != self.agency.strip().upper()):
+            return False
+        if self.procedure and not (row.procedure_code or "").startswith(self.procedure.strip()):
+            return False
+        if self.received_from and not (row.received_date and row.received_date >= self.received_from):
+            return False
+        if self.received_to and not (row.received_date and row.received_date[:10] <= self.received_to):
+            return False
+        if self.status and (row.status or "").casefold() != self.status.strip().casefold():
+            return False
+        return True
+
+
+def agency_of(case_id: str) -> str | None:
+    """The agency code of a *normalised* case ID (as every stored and scoped one is): everything before the
+    last two hyphen-separated parts. Cheap, because search checks it for every candidate."""
+    parts = case_id.rsplit("-", 2) if case_id else []
+    return parts[0] if len(parts) == 3 and parts[0] else None
+
+
+def check_role(role: str) -> str:
+    if role not in ROLES:
+        raise BadArgsError(f"role {role!r} must be one of {', '.join(ROLES)}")
+    return role
+
+
+def check_name(name: str, what: str = "user") -> str:
+    if not _NAME.fullmatch(name or ""):
+        raise BadArgsError(f"{what} name {name!r} must be 1 to 64 letters, digits or . _ @ - (starting with a letter "
+                           "or digit)")
+    return name
+
+
+def parse_agencies(codes: Iterable[str]) -> list[str]:
+    return sorted({parse_agency_code(c).code for c in codes})
+
+
+# -- accounts -----------------------------------------------------------------------------------
+def _hasher():
+    from argon2 import PasswordHasher
+
+    return PasswordHasher()
+
+
+_DUMMY_HASH: list[str] = []
+
+
+def _dummy_hash() -> str:
+    """Verified against when the user does not exist, so both answers take the same time."""
+    if not _DUMMY_HASH:
+        _DUMMY_HASH.append(_hasher().hash(secrets.token_hex(16)))
+    return _DUMMY_HASH[0]
+
+
+def add_user(index, name: str, role: str, agencies: Iterable[str], password: str | None) -> UserRecord:
+    if password is not None and len(password) < MIN_PASSWORD:
+        raise BadArgsError(f"password must have at least {MIN_PASSWORD} characters")
+    user = UserRecord(check_name(name), check_role(role), parse_agencies(agencies),
+                      _hasher().hash(password) if password is not None else None)
+    if role not in ALL_AGENCIES_ROLES and not user.agencies:
+        raise BadArgsError(f"role {role} needs at least one --agency CODE")
+    index.add_user(user, now_iso())
+    return user
+
+
+def authenticate_password(index, name: str, password: str) -> Principal:
+    from argon2.exceptions import InvalidHashError, VerificationError as HashMismatch, VerifyMismatchError
+
+    user = index.get_user(name) if _NAME.fullmatch(name or "") else None
+    stored = user.password_hash if user and user.password_hash else _dummy_hash()
+    try:
+        ok = _hasher().verify(stored, password)
+    except (VerifyMismatchError, HashMismatch, InvalidHashError):
+        ok = False
+    if not ok or user is None or user.disabled or not user.password_hash:
+        raise AuthenticationError("wrong user name or password")
+    return Principal(user.name, user.role, tuple(user.agencies), "user")
+
+
+def authenticate_oidc(index, subject: str, username: str | None) -> Principal:
+    """A single sign-on identity (ID token already verified) -> the local account it belongs to.
+
+    Rights always come from the local account, never from the identity provider. The account is the one
+    bound to this subject; failing that, the unbound account named like the ``preferred_username`` claim,
+    which is then bound to the subject for good (so a later rename at the provider cannot take it over).
+    """
+    user = index.user_by_subject(subject) if subject else None
+    if user is None and subject and username and _NAME.fullmatch(username):
+        candidate = index.get_user(username)
+        if candidate is not None and candidate.oidc_subject is None:
+            index.bind_subject(candidate.name, subject, now_iso())
+            user = index.user_by_subject(subject)
+    if user is None or user.disabled:
+        raise AuthenticationError("this single sign-on identity has no active account here")
+    return Principal(user.name, user.role, tuple(user.agencies), "user")
+
+
+def principal_for_user(index, name: str) -> Principal | None:
+    """The current rights of a logged-in user (None once disabled or deleted): checked on every request."""
+    user = index.get_user(name)
+    if user is None or user.disabled:
+        return None
+    return Principal(user.name, user.role, tuple(user.agencies), "user")
+
+
+def token_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def create_token(index, name: str, role: str, agencies: Iterable[str]) -> str:
+    """Make a token and return its secret: shown once, stored only as its SHA-256."""
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    record = TokenRecord(check_name(name, "token"), check_role(role), parse_agencies(agencies), token_hash(secret))
+    if role not in ALL_AGENCIES_ROLES and not record.agencies:
+        raise BadArgsError(f"a token of role {role} needs at least one --agency CODE")
+    index.add_token(record, now_iso())
+    return secret
+
+
+def authenticate_token(index, secret: str) -> Principal:
+    record = index.token_by_hash(token_hash(secret)) if secret.startswith(TOKEN_PREFIX) else None
+    if record is None or record.revoked_at:
+        raise AuthenticationError("the API token is unknown or revoked")
+    return Principal(record.name, record.role, tuple(record.agencies), "token")
+
+
+def _copy_object(objects, key: str, target: Path) -> str:
+    """A private copy for one response, hashed as it is written; no fsync and no rename (unlike
+    ObjectStore.download): it is deleted once sent, and a crash leaves nothing anyone would read."""
+    digest = hashlib.sha256()
+    with open(target, "wb") as out:
+        for block in objects.read_chunks(key):
+            digest.update(block)
+            out.write(block)
+    return digest.hexdigest()
+
+
+# -- the gate -----------------------------------------------------------------------------------
+@dataclass
+class Gate:
+    """The archive as one principal may see it; every method checks role, then scope, then records."""
+
+    archive: "Archive"
+    principal: Principal
+    client: str = ""
+    tool: str = field(default="", init=False)
+
+    def __post_init__(self) -> None:
+        from .archive import TOOL
+
+        self.tool = f"{TOOL} portal"
+
+    @property
+    def index(self):
+        return self.archive.index
+
+    def require(self, perm: Perm) -> None:
+        if not self.principal.can(perm):
+            raise PermissionDenied(f"a {self.principal.role} may not {perm.value}")
+
+    def scoped_case_id(self, case_id: str, perm: Perm = Perm.read) -> str:
+        """The normalised case ID if this principal may act on it; a bad ID is a BadArgsError (400)."""
+        self.require(perm)
+        value = normalize_case_id(case_id)
+        if not self.principal.covers(value):
+            raise NotFoundError(f"case {value} not found")
+        return value
+
+    def record(self, kind: str, detail: str, case_id: str | None = None, doc: DocumentRow | None = None,
+               checksum: str | None = None, outcome: str = "success") -> None:
+        event = Event(kind, outcome, self.principal.actor, self.tool, doc_id=doc.doc_id if doc else None,
+                      case_id=case_id or (doc.case_id if doc else None), checksum=checksum, detail=detail,
+                      client=self.client or None)
+        with _EVENT_WRITES:
+            self.index.add_events([event])
+
+    # -- reading ---------------------------------------------------------------------------------
+    def case(self, case_id: str) -> tuple[CaseRecord, list[DocumentRow]]:
+        value = self.scoped_case_id(case_id)
+        record = self.archive.case(value)
+        docs = self.archive.documents(value)
+        self.record("retrieved", "viewed the case record and its document list", case_id=value)
+        return record, docs
+
+    def find_case(self, text: str) -> str | None:
+        """The normalised case ID if ``text`` names a case this principal may read, else None (no event)."""
+        try:
+            value = self.scoped_case_id(text)
+            return self.archive.case(value).case_id
+        except (BadArgsError, NotFoundError):
+            return None
+
+    def document(self, case_id: str, sequence: int) -> DocumentRow:
+        value = self.scoped_case_id(case_id)
+        for doc in self.archive.documents(value):
+            if doc.sequence == sequence:
+                return doc
+        raise NotFoundError(f"document {sequence} of case {value} not found")
+
+    def fetch(self, case_id: str, sequence: int, kind: str, target: Path, purpose: str = "downloaded") -> DocumentRow:
+        """Write one stored object (``pdfa`` or ``original``) to ``target``, SHA-256 checked, and record it."""
+        doc = self.document(case_id, sequence)
+        key, expected = (doc.original_key, doc.original_sha256) if kind == "original" else (doc.pdfa_key,
+                                                                                              doc.pdfa_sha256)
+        actual = _copy_object(self.archive.objects, key, target)
+        ok = actual == expected
+        self.record("retrieved", f"{purpose} {kind} {key}", doc=doc, checksum=actual,
+                    outcome="success" if ok else "failure")
+        if not ok:
+            target.unlink(missing_ok=True)
+            raise VerificationError(f"{key}: SHA-256 {actual} does not match the index ({expected})")
+        return doc
+
+    def dossier(self, case_id: str, out_dir: Path, original: bool = False) -> "retrieval.Retrieval":
+        value = self.scoped_case_id(case_id)
+        got = self.archive.retrieve(value, out_dir, original, actor=self.principal.actor, client=self.client or None)
+        self.record("retrieved", f"downloaded the dossier ({len(got.files)} documents) as a ZIP", case_id=value)
+        return got
+
+    def events(self, case_id: str) -> list[Event]:
+        return self.index.events(case_id=self.scoped_case_id(case_id))
+
+    def search(self, text: str, filters: SearchFilters | None = None, limit: int = 20, offset: int = 0) -> SearchPage:
+        self.require(Perm.read)
+        filters = filters or SearchFilters()
+        return self.index.search_page(text, lambda row: self.principal.covers(row.case_id) and filters.accept(row),
+                                      limit, offset)
+
+    # -- writing ---------------------------------------------------------------------------------
+    def upsert_case(self, case_id: str, fields: dict) -> tuple[bool, CaseRecord]:
+        """Upsert a case record from an export-like row (same field names as ``cases import``)."""
+        from .cases_import import parse_case_row
+
+        value = self.scoped_case_id(case_id, Perm.write_case)
+        given = fields.get("case_id") or fields.get("Mã hồ sơ")
+        if given and normalize_case_id(str(given)) != value:
+            raise BadArgsError(f"the record's case ID {given!r} differs from {value}")
+        created = self.index.upsert_case(parse_case_row({**fields, "case_id": value}))
+        self.record("ingested", "case record " + ("created" if created else "updated") + " through the API",
+                    case_id=value)
+        return created, self.archive.case(value)
+
+    def accept_upload(self, case_id: str | None, name: str, sha256: str) -> str | None:
+        """Check an upload may go to ``case_id`` (None: unmatched) and record its arrival; the case ID back."""
+        if case_id:
+            value = self.scoped_case_id(case_id, Perm.upload)
+        else:
+            self.require(Perm.upload)
+            value = None
+        self.record("ingested", f"upload {name!r} received through the portal", case_id=value, checksum=sha256)
+        return value
+
+    def visible_job(self, case_id: str | None, owner: str) -> bool:
+        """An upload job is visible to whoever sent it, and to those who may upload to its case."""
+        return owner == self.principal.actor or (self.principal.can(Perm.upload) and case_id is not None
+                                                 and self.principal.covers(case_id))
+
+    def unmatched(self) -> list[DocumentRow]:
+        self.require(Perm.link)
+        return [d for d in self.archive.unmatched() if self._covers_unmatched(d)]
+
+    def _covers_unmatched(self, doc: DocumentRow) -> bool:
+        if self.principal.all_agencies:
+            return True
+        if doc.case_id and agency_of(doc.case_id):
+            return self.principal.covers(doc.case_id)
+        return bool(doc.agency) and doc.agency in self.principal.agencies
+
+    def link(self, doc_id: int, case_id: str) -> DocumentRow:
+        value = self.scoped_case_id(case_id, Perm.link)
+        doc = self.index.document(doc_id)
+        if doc is None or doc.status != "stored" or not self._covers_unmatched(doc):
+            raise NotFoundError(f"document {doc_id} not found")
+        return self.archive.link(doc_id, value, actor=self.principal.actor)
+
+    # -- administration --------------------------------------------------------------------------
+    def accounts(self) -> tuple[list[UserRecord], list[TokenRecord]]:
+        self.require(Perm.admin)
+        return self.index.users(), self.index.tokens()
+
+    def disable_user(self, name: str) -> None:
+        self.require(Perm.admin)
+        self.index.set_user_disabled(name, True, now_iso())

@@ -1,0 +1,112 @@
+"""Account commands: ``digitize users add|list|disable`` and ``digitize tokens create|list|revoke``.
+
+Passwords come from stdin only (never argv, where other processes can read them); a token's secret is
+printed once and stored only as a hash.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from digitize.errors import BadArgsError
+
+from . import access
+from .cli import _archive
+
+_ROLE = click.Choice(access.ROLES)
+
+
+def _scope(agencies: list[str], role: str) -> str:
+    return "all agencies" if role in access.ALL_AGENCIES_ROLES else ", ".join(agencies) or "-"
+
+
+@click.group("users")
+def users_group() -> None:
+    """Portal accounts (argon2-hashed passwords): add, list, disable."""
+
+
+@users_group.command("add")
+@click.argument("name")
+@click.option("--role", required=True, type=_ROLE)
+@click.option("--agency", "agencies", multiple=True, metavar="CODE", help="Agency code (repeatable).")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
+@click.pass_obj
+def users_add(settings, name: str, role: str, agencies: tuple[str, ...], password_stdin: bool) -> None:
+    """Add user NAME; without --password-stdin the account can only log in through single sign-on."""
+    password = None
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise BadArgsError("no password on stdin")
+    with _archive(settings) as archive:
+        user = access.add_user(archive.index, name, role, agencies, password)
+    click.echo(f"user {user.name} added: {user.role}, {_scope(user.agencies, user.role)}")
+
+
+@users_group.command("list")
+@click.pass_obj
+def users_list(settings) -> None:
+    """Users with role, agencies and state."""
+    with _archive(settings) as archive:
+        users = archive.index.users()
+    for user in users:
+        state = "disabled" if user.disabled else "active"
+        login = "password" if user.password_hash else "sso only"
+        click.echo(f"{user.name:<24} {user.role:<10} {state:<8} {login:<9} {_scope(user.agencies, user.role)}")
+    click.echo(f"{len(users)} users", err=True)
+
+
+@users_group.command("disable")
+@click.argument("name")
+@click.pass_obj
+def users_disable(settings, name: str) -> None:
+    """Disable NAME: its sessions stop working at their next request."""
+    with _archive(settings) as archive:
+        archive.index.set_user_disabled(name, True, access.now_iso())
+    click.echo(f"user {name} disabled")
+
+
+@click.group("tokens")
+def tokens_group() -> None:
+    """API tokens for other systems: create (shown once), list, revoke."""
+
+
+@tokens_group.command("create")
+@click.argument("name")
+@click.option("--role", required=True, type=_ROLE)
+@click.option("--agency", "agencies", multiple=True, metavar="CODE", help="Agency code (repeatable).")
+@click.pass_obj
+def tokens_create(settings, name: str, role: str, agencies: tuple[str, ...]) -> None:
+    """Create token NAME and print its secret once (only its hash is kept)."""
+    with _archive(settings) as archive:
+        secret = access.create_token(archive.index, name, role, agencies)
+    click.echo(secret)
+    click.echo(f"token {name} created ({role}, {_scope(list(access.parse_agencies(agencies)), role)}); "
+               "store it now, it is not shown again", err=True)
+
+
+@tokens_group.command("list")
+@click.pass_obj
+def tokens_list(settings) -> None:
+    """Tokens with role, agencies and state (never the secret)."""
+    with _archive(settings) as archive:
+        tokens = archive.index.tokens()
+    for token in tokens:
+        state = f"revoked {token.revoked_at}" if token.revoked_at else "active"
+        click.echo(f"{token.name:<24} {token.role:<10} {state:<8} {_scope(token.agencies, token.role)}")
+    click.echo(f"{len(tokens)} tokens", err=True)
+
+
+@tokens_group.command("revoke")
+@click.argument("name")
+@click.pass_obj
+def tokens_revoke(settings, name: str) -> None:
+    """Revoke token NAME at once."""
+    with _archive(settings) as archive:
+        archive.index.revoke_token(name, access.now_iso())
+    click.echo(f"token {name} revoked")
+
+
+COMMANDS: list = [users_group, tokens_group]

@@ -1,0 +1,189 @@
+"""Index queries for accounts (users, API tokens) and for scoped, filtered, paged search (migration 0003).
+
+A mixin of :class:`storage.index.Index`, kept in its own module so the account tables stay beside their
+queries; it uses only the Index plumbing (``_execute``, ``_rows``, ``transaction``) and so runs on both
+backends. Who may see what is decided in storage/access.py, never here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from digitize.errors import BadArgsError, NotFoundError
+
+from .models import SearchHit
+from .search import highlight, parse_query
+
+SEARCH_CAP = 1000  # candidates considered for one search; scope and filters then apply to these
+_CHUNK = 500
+
+
+@dataclass
+class UserRecord:
+    name: str
+    role: str
+    agencies: list[str] = field(default_factory=list)
+    password_hash: str | None = None
+    oidc_subject: str | None = None
+    disabled: bool = False
+    created_at: str = ""
+    updated_at: str = ""
+
+
+@dataclass
+class TokenRecord:
+    name: str
+    role: str
+    agencies: list[str] = field(default_factory=list)
+    token_hash: str = ""
+    created_at: str = ""
+    revoked_at: str | None = None
+    token_id: int | None = None
+
+
+@dataclass
+class HitRow:
+    """A search candidate with the fields scope and filters look at (case record fields may be None)."""
+
+    entry_id: int
+    exact: bool
+    case_id: str | None
+    doc_id: int | None
+    sequence: int | None
+    title: str
+    page: int | None
+    text: str  # "" while scope and filters run; read for the page shown
+    case_agency: str | None
+    procedure_code: str | None
+    received_date: str | None
+    status: str | None
+
+
+@dataclass
+class SearchPage:
+    hits: list[SearchHit]
+    total: int  # accepted candidates (at most SEARCH_CAP were considered)
+    capped: bool
+
+
+def _user(row: dict[str, Any]) -> UserRecord:
+    row["agencies"] = json.loads(row["agencies"] or "[]")
+    row["disabled"] = bool(row["disabled"])
+    return UserRecord(**row)
+
+
+def _token(row: dict[str, Any]) -> TokenRecord:
+    row["agencies"] = json.loads(row["agencies"] or "[]")
+    return TokenRecord(**row)
+
+
+class AccountQueries:
+    """Mixed into Index; see storage/index.py for ``_execute``/``_rows``/``transaction``."""
+
+    # -- users ---------------------------------------------------------------------------------
+    def add_user(self, user: UserRecord, now: str) -> None:
+        with self.transaction():
+            if self._rows("SELECT name FROM users WHERE name = ?", (user.name,)):
+                raise BadArgsError(f"user {user.name} already exists")
+            self._execute("INSERT INTO users (name, role, agencies, password_hash, oidc_subject, disabled, "
+                          "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                          (user.name, user.role, json.dumps(user.agencies), user.password_hash, user.oidc_subject,
+                           int(user.disabled), now, now))
+
+    def get_user(self, name: str) -> UserRecord | None:
+        rows = self._rows("SELECT * FROM users WHERE name = ?", (name,))
+        return _user(rows[0]) if rows else None
+
+    def user_by_subject(self, subject: str) -> UserRecord | None:
+        rows = self._rows("SELECT * FROM users WHERE oidc_subject = ?", (subject,))
+        return _user(rows[0]) if rows else None
+
+    def users(self) -> list[UserRecord]:
+        return [_user(r) for r in self._rows("SELECT * FROM users ORDER BY name")]
+
+    def set_user_disabled(self, name: str, disabled: bool, now: str) -> None:
+        with self.transaction():
+            if not self.get_user(name):
+                raise NotFoundError(f"user {name} not found")
+            self._execute("UPDATE users SET disabled = ?, updated_at = ? WHERE name = ?", (int(disabled), now, name))
+
+    def bind_subject(self, name: str, subject: str, now: str) -> None:
+        """Tie a user to its single sign-on subject at the first SSO login (only if not yet bound)."""
+        self._execute("UPDATE users SET oidc_subject = ?, updated_at = ? WHERE name = ? AND oidc_subject IS NULL",
+                      (subject, now, name))
+
+    # -- API tokens ----------------------------------------------------------------------------
+    def add_token(self, token: TokenRecord, now: str) -> None:
+        with self.transaction():
+            if self._rows("SELECT name FROM api_tokens WHERE name = ?", (token.name,)):
+                raise BadArgsError(f"token {token.name} already exists (revoked tokens keep their name)")
+            self._execute("INSERT INTO api_tokens (name, role, agencies, token_hash, created_at) VALUES (?, ?, ?, ?, ?)",
+                          (token.name, token.role, json.dumps(token.agencies), token.token_hash, now))
+
+    def token_by_hash(self, token_hash: str) -> TokenRecord | None:
+        rows = self._rows("SELECT * FROM api_tokens WHERE token_hash = ?", (token_hash,))
+        return _token(rows[0]) if rows else None
+
+    def tokens(self) -> list[TokenRecord]:
+        return [_token(r) for r in self._rows("SELECT * FROM api_tokens ORDER BY name")]
+
+    def revoke_token(self, name: str, now: str) -> None:
+        with self.transaction():
+            if not self._rows("SELECT name FROM api_tokens WHERE name = ?", (name,)):
+                raise NotFoundError(f"token {name} not found")
+            self._execute("UPDATE api_tokens SET revoked_at = coalesce(revoked_at, ?) WHERE name = ?", (now, name))
+
+    # -- event feed (webhooks) -----------------------------------------------------------------
+    def last_event_id(self) -> int:
+        return int(self._scalar("SELECT coalesce(max(event_id), 0) FROM events"))
+
+    def events_after(self, event_id: int, event_type: str, limit: int = 100) -> list[tuple[int, Any]]:
+        """(event_id, Event) of one type after ``event_id``, oldest first: the append-only log as an outbox."""
+        from .models import Event
+
+        rows = self._rows("SELECT event_id, event_type, outcome, actor, tool, doc_id, case_id, checksum, detail, "
+                          "time, client FROM events WHERE event_id > ? AND event_type = ? ORDER BY event_id LIMIT ?",
+                          (event_id, event_type, limit))
+        return [(r.pop("event_id"), Event(**r)) for r in rows]
+
+    # -- scoped search -------------------------------------------------------------------------
+    def _hit_rows(self, candidates: list[tuple[int, bool]]) -> list[HitRow]:
+        """What scope and filters look at, for every candidate; the text is read later, for one page only."""
+        exact = dict(candidates)
+        found: dict[int, dict[str, Any]] = {}
+        ids = [c[0] for c in candidates]
+        for start in range(0, len(ids), _CHUNK):
+            chunk = ids[start:start + _CHUNK]
+            for r in self._rows(
+                    "SELECT e.entry_id, coalesce(e.case_id, d.case_id) AS case_id, e.doc_id, d.sequence, d.title, "
+                    "e.page, c.agency AS case_agency, coalesce(c.procedure_code, d.procedure_code) "
+                    "AS procedure_code, c.received_date, c.status FROM search_entries e "
+                    "LEFT JOIN documents d ON d.doc_id = e.doc_id "
+                    "LEFT JOIN cases c ON c.case_id = coalesce(e.case_id, d.case_id) "
+                    f"WHERE e.entry_id IN ({', '.join('?' * len(chunk))})", chunk):
+                found[r["entry_id"]] = r
+        return [HitRow(exact=exact[i], text="", **{**found[i], "title": found[i]["title"] or ""})
+                for i in ids if i in found]
+
+    def _entry_texts(self, entry_ids: list[int]) -> dict[int, str]:
+        if not entry_ids:
+            return {}
+        rows = self._execute(f"SELECT entry_id, text FROM search_entries WHERE entry_id IN "
+                             f"({', '.join('?' * len(entry_ids))})", entry_ids).fetchall()
+        return {r[0]: r[1] for r in rows}
+
+    def search_page(self, text: str, accept: Callable[[HitRow], bool], limit: int = 20,
+                    offset: int = 0) -> SearchPage:
+        """Search, keep the candidates ``accept`` lets through (scope and filters), return one page."""
+        if limit < 1 or offset < 0:
+            raise BadArgsError("search limit must be 1 or more and offset 0 or more")
+        query = parse_query(text)
+        candidates = self._search_candidates(query, SEARCH_CAP)
+        accepted = [r for r in self._hit_rows(candidates) if accept(r)]
+        page = accepted[offset:offset + limit]
+        texts = self._entry_texts([r.entry_id for r in page])
+        hits = [SearchHit(case_id=r.case_id, doc_id=r.doc_id, sequence=r.sequence, title=r.title, page=r.page,
+                          snippet=highlight(texts.get(r.entry_id, ""), query), exact=r.exact) for r in page]
+        return SearchPage(hits, len(accepted), len(candidates) >= SEARCH_CAP)

@@ -1,0 +1,128 @@
+"""storage/access.py: accounts, tokens, roles and the agency scope of the gate, on both index backends."""
+
+from __future__ import annotations
+
+import pytest
+
+from digitize.errors import BadArgsError, NotFoundError
+from storage import access
+from storage.access import AuthenticationError, PermissionDenied, Principal, SearchFilters
+from storage.models import CaseRecord
+
+CASE_A = "000.00.31.H56-241015-0027"
+CASE_B = "000.00.12.H29-241016-0003"
+OFFICER_A = Principal("an", "officer", ("000.00.31.H56",))
+
+
+@pytest.fixture
+def two_agencies(archive, make_document):
+    for case_id, text in [(CASE_A, "quyền sử dụng đất thửa 12"), (CASE_B, "quyền sử dụng đất Hà Nội")]:
+        archive.index.upsert_case(CaseRecord(case_id))
+        doc = make_document(pages=(text,), case_id=case_id)
+        archive.store(doc.original, doc.pdfa, doc.report, doc.meta)
+    unmatched = make_document(pages=("quyền sử dụng đất không rõ hồ sơ",), case_id=None, agency="000.00.31.H56")
+    archive.store(unmatched.original, unmatched.pdfa, unmatched.report, unmatched.meta)
+    return archive
+
+
+def test_passwords_are_argon2_and_checked(archive):
+    access.add_user(archive.index, "an", "officer", ["000.00.31.h56"], "mot-mat-khau-dai")
+    stored = archive.index.get_user("an")
+    assert stored.password_hash.startswith("$argon2id$") and "mot-mat-khau-dai" not in stored.password_hash
+    assert stored.agencies == ["000.00.31.H56"]
+    assert access.authenticate_password(archive.index, "an", "mot-mat-khau-dai") == OFFICER_A
+    for name, password in [("an", "sai-mat-khau-roi"), ("nobody", "mot-mat-khau-dai"), ("../x", "a")]:
+        with pytest.raises(AuthenticationError):
+            access.authenticate_password(archive.index, name, password)
+    archive.index.set_user_disabled("an", True, access.now_iso())
+    with pytest.raises(AuthenticationError):
+        access.authenticate_password(archive.index, "an", "mot-mat-khau-dai")
+    assert access.principal_for_user(archive.index, "an") is None
+
+
+@pytest.mark.parametrize("args, message", [
+    (("an", "chief", ["000.00.31.H56"], "mot-mat-khau-dai"), "role"),
+    (("an", "officer", [], "mot-mat-khau-dai"), "agency"),
+    (("an", "officer", ["000.00.31.H56"], "short"), "password"),
+    (("a b", "officer", ["000.00.31.H56"], "mot-mat-khau-dai"), "name"),
+    (("an", "officer", ["H56!"], "mot-mat-khau-dai"), "agency code"),
+])
+def test_bad_accounts_are_refused(archive, args, message):
+    with pytest.raises(BadArgsError, match=message):
+        access.add_user(archive.index, *args)
+
+
+def test_tokens_are_stored_hashed_and_revocable(archive):
+    secret = access.create_token(archive.index, "onestop", "officer", ["000.00.31.H56"])
+    assert secret.startswith("dgt_") and len(secret) > 40
+    (record,) = archive.index.tokens()
+    assert record.token_hash == access.token_hash(secret) and secret not in repr(record)
+    assert access.authenticate_token(archive.index, secret) == Principal("onestop", "officer", ("000.00.31.H56",),
+                                                                        "token")
+    archive.index.revoke_token("onestop", access.now_iso())
+    with pytest.raises(AuthenticationError):
+        access.authenticate_token(archive.index, secret)
+    with pytest.raises(AuthenticationError):
+        access.authenticate_token(archive.index, "dgt_guess")
+
+
+def test_out_of_scope_is_not_found_and_bad_ids_are_bad(two_agencies):
+    gate = two_agencies.gate(OFFICER_A, "192.0.2.7")
+    record, docs = gate.case(CASE_A)
+    assert record.case_id == CASE_A and len(docs) == 1
+    with pytest.raises(NotFoundError) as out_of_scope:
+        gate.case(CASE_B)
+    with pytest.raises(NotFoundError) as missing:
+        gate.case("000.00.31.H56-200101-0001")
+    assert str(out_of_scope.value).replace(CASE_B, "X") == str(missing.value).replace("000.00.31.H56-200101-0001", "X")
+    with pytest.raises(BadArgsError, match="month 13"):
+        gate.case("000.00.31.H56-241315-0027")
+    with pytest.raises(NotFoundError):
+        gate.events(CASE_B)
+
+
+def test_roles_lacking_a_permission_are_refused_before_any_lookup(two_agencies):
+    scanner = two_agencies.gate(Principal("s", "scanner", ("000.00.31.H56",)))
+    with pytest.raises(PermissionDenied):
+        scanner.case(CASE_A)
+    with pytest.raises(PermissionDenied):
+        scanner.search("dat")
+    officer = two_agencies.gate(OFFICER_A)
+    with pytest.raises(PermissionDenied):
+        officer.accept_upload(CASE_A, "scan.pdf", "0" * 64)
+    with pytest.raises(PermissionDenied):
+        officer.unmatched()
+
+
+def test_search_results_stay_inside_the_scope(two_agencies):
+    def cases(principal, **filters):
+        page = two_agencies.gate(principal).search("quyen su dung dat", SearchFilters(**filters))
+        return {hit.case_id for hit in page.hits}
+
+    assert cases(OFFICER_A) == {CASE_A}
+    assert cases(Principal("b", "officer", ("000.00.12.H29",))) == {CASE_B}
+    assert cases(Principal("arch", "archivist")) == {CASE_A, CASE_B, None}
+    assert cases(Principal("arch", "archivist"), agency="000.00.12.h29") == {CASE_B}
+
+
+def test_views_and_downloads_are_events_with_actor_and_client(two_agencies, tmp_path):
+    gate = two_agencies.gate(OFFICER_A, "192.0.2.7")
+    gate.case(CASE_A)
+    gate.fetch(CASE_A, 1, "pdfa", tmp_path / "doc.pdf")
+    gate.dossier(CASE_A, tmp_path / "zip")
+    mine = [e for e in two_agencies.index.events(case_id=CASE_A) if e.actor == "user:an"]
+    assert [e.event_type for e in mine] == ["retrieved"] * 4
+    assert all(e.client == "192.0.2.7" for e in mine)
+    assert any("downloaded pdfa" in e.detail for e in mine)
+
+
+def test_unmatched_and_link_follow_the_scope(two_agencies):
+    scanner_a = two_agencies.gate(Principal("s", "scanner", ("000.00.31.H56",)))
+    scanner_b = two_agencies.gate(Principal("t", "scanner", ("000.00.12.H29",)))
+    (doc,) = scanner_a.unmatched()
+    assert scanner_b.unmatched() == []
+    with pytest.raises(NotFoundError):
+        scanner_b.link(doc.doc_id, CASE_B)
+    with pytest.raises(NotFoundError):
+        scanner_a.link(doc.doc_id, CASE_B)
+    assert scanner_a.link(doc.doc_id, CASE_A).case_id == CASE_A

@@ -1,0 +1,131 @@
+"""Portal pages in-process: sessions, CSRF, login throttling, idle timeout, headers, language, redirects."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from digitize.config import Settings
+from portal_data import CASE_A, CASE_B, PASSWORD, digitize
+from web.app import create_app
+
+
+@pytest.fixture(scope="module")
+def app(seeded):
+    settings = Settings(data_dir=str(seeded[0]))
+    settings.web.secure_cookies = False
+    settings.web.login_attempts = 3
+    settings.web.session_idle = 2.0
+    return create_app(settings)
+
+
+def csrf_of(client: TestClient, path: str = "/login") -> str:
+    return re.search(r'name="csrf" value="([^"]+)"', client.get(path).text).group(1)
+
+
+def login(app, name="officer-a", password=PASSWORD, csrf=None, **extra):
+    client = TestClient(app)
+    token = csrf_of(client) if csrf is None else csrf
+    return client, client.post("/login", data={"name": name, "password": password, "csrf": token, **extra},
+                               follow_redirects=False)
+
+
+def test_login_sets_a_hardened_session_cookie(app):
+    _, r = login(app)
+    assert r.status_code == 303
+    cookie = r.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie
+
+
+def test_secure_cookie_flag_by_default(seeded):
+    app = create_app(Settings(data_dir=str(seeded[0])))
+    _, r = login(app)
+    assert "secure" in r.headers["set-cookie"].lower()
+
+
+def test_login_without_the_csrf_token_is_refused(app):
+    client, r = login(app, csrf="forged")
+    assert r.status_code == 403
+    assert client.get("/search", follow_redirects=False).status_code == 303
+
+
+def test_logins_are_throttled_after_failures(app):
+    for _ in range(3):
+        assert login(app, name="scanner-a", password="wrong-password")[1].status_code == 401
+    blocked = login(app, name="scanner-a")[1]
+    assert blocked.status_code == 429  # even the right password waits now
+
+
+def test_idle_sessions_end(app):
+    client, _ = login(app, name="admin")
+    assert client.get("/search", follow_redirects=False).status_code == 200
+    time.sleep(2.5)
+    r = client.get("/search", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].startswith("/login")
+
+
+def test_a_disabled_user_is_logged_out_at_the_next_request(app, seeded):
+    digitize(seeded[0], "users", "add", "temp-officer", "--role", "officer", "--agency", "000.00.31.H56",
+             "--password-stdin", stdin=PASSWORD + "\n")
+    client, _ = login(app, name="temp-officer")
+    assert client.get(f"/cases/{CASE_A}").status_code == 200
+    digitize(seeded[0], "users", "disable", "temp-officer")
+    assert client.get(f"/cases/{CASE_A}", follow_redirects=False).status_code == 303
+
+
+def test_security_headers_and_safe_download_names(app):
+    client, _ = login(app)
+    page = client.get(f"/cases/{CASE_A}")
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert page.headers["x-content-type-options"] == "nosniff" and page.headers["cache-control"] == "no-store"
+    download = client.get(f"/cases/{CASE_A}/documents/1/original")
+    assert re.fullmatch(r'attachment; filename="[A-Za-z0-9._-]+"', download.headers["content-disposition"])
+
+
+def test_case_page_shows_the_dossier_and_its_access_log(app):
+    client, _ = login(app)
+    page = client.get(f"/cases/{CASE_A}").text
+    assert "Nguyễn Văn An" in page and "/dossier.zip" in page and "user:officer-a" in page
+    assert client.get(f"/cases/{CASE_B}").status_code == 404
+
+
+def test_search_page_highlights_and_pages(app):
+    client, _ = login(app)
+    page = client.get("/search", params={"q": "quyen su dung dat"}).text
+    assert "<mark>" in page and CASE_A in page and CASE_B not in page
+    assert "<mark><script>" not in client.get("/search", params={"q": "<script>"}).text
+
+
+def test_a_case_id_in_the_search_box_opens_the_case_only_in_scope(app):
+    client, _ = login(app)
+    opened = client.get("/search", params={"q": CASE_A.lower()}, follow_redirects=False)
+    assert opened.status_code == 303 and opened.headers["location"] == f"/cases/{CASE_A}"
+    refused = client.get("/search", params={"q": CASE_B}, follow_redirects=False)
+    assert refused.status_code == 200 and "Trần Thị Bình" not in refused.text
+
+
+def test_english_switch_and_no_open_redirect(app):
+    client, _ = login(app)
+    assert client.get("/lang/en", params={"next": "//evil.example/"}, follow_redirects=False).headers[
+        "location"] == "/"
+    assert ">Search<" in client.get("/search").text
+    client.get("/lang/vi")
+    assert ">Tra cứu<" in client.get("/search").text
+    _, r = login(app, next="https://evil.example/")
+    assert r.headers["location"] == "/"
+
+
+def test_an_internal_error_is_json_without_details(app, seeded, monkeypatch):
+    from storage.access import Gate
+
+    def broken(self, case_id):
+        raise RuntimeError("secret internals /var/lib/digitize")
+
+    monkeypatch.setattr(Gate, "case", broken)
+    api = TestClient(app, raise_server_exceptions=False,
+                     headers={"authorization": f"Bearer {seeded[1]['onestop-a']}"})
+    r = api.get(f"/api/v1/cases/{CASE_A}")
+    assert r.status_code == 500 and r.json()["error"] == "internal" and "secret" not in r.text

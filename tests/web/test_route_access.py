@@ -1,0 +1,144 @@
+"""Every route of the app, taken from its route table: anonymous requests are refused, and principals of
+another agency get no data of this agency's case (404 where a case or job is named). A route added later is
+covered automatically; one that must be public has to be listed in PUBLIC below, on purpose."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import pytest
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+from starlette.routing import Mount, Route
+
+from digitize.config import Settings
+from portal_data import CASE_A, PASSWORD, TEXT_A
+from storage.archive import Archive
+from web.app import API_PREFIX, create_app
+from web.uploads import UploadJob
+
+PUBLIC = {("GET", "/healthz"), ("GET", API_PREFIX + "/openapi.json"), ("GET", "/login"), ("POST", "/login"),
+          ("GET", "/lang/{code}"), ("POST", "/logout"), ("GET", "/login/oidc"), ("GET", "/login/oidc/callback")}
+NAMED = re.compile(r"\{(case_id|job_id|sequence|page|doc_id)\}")
+
+
+@pytest.fixture(scope="module")
+def app_and_data(seeded):
+    data_dir, tokens = seeded
+    settings = Settings(data_dir=str(data_dir))
+    settings.web.secure_cookies = False
+    settings.web.oidc_issuer = "http://127.0.0.1:9/never-contacted"  # so the SSO routes are in the table too
+    app = create_app(settings)
+    with Archive.open(settings) as archive:
+        docs = archive.documents(CASE_A)
+    job = UploadJob(uuid.uuid4().hex, "token:scanner-a", CASE_A, "a.png", 1, "0" * 64, state="done",
+                    documents=[{"doc_id": str(docs[0].doc_id), "case_id": CASE_A}])
+    app.state.uploads._jobs[job.job_id] = job
+    secrets = {CASE_A, "Nguyễn Văn An", *(d.pdfa_sha256 for d in docs), *(d.original_sha256 for d in docs),
+               TEXT_A[0][:30]}
+    values = {"case_id": CASE_A, "sequence": "1", "page": "1", "job_id": job.job_id, "kind": "pdfa",
+              "name": "officer-a", "code": "en", "doc_id": str(docs[0].doc_id)}
+    with TestClient(app) as client:
+        yield app, tokens, secrets, values, client
+
+
+def route_table(app) -> list[tuple[str, str]]:
+    table = []
+    for route in app.routes:
+        if isinstance(route, Mount):
+            assert route.path == "/static", f"unexpected mount {route.path}: add it to this test"
+            continue
+        assert isinstance(route, (APIRoute, Route)), route
+        table += [(method, route.path) for method in sorted(route.methods - {"HEAD"})]
+    return table
+
+
+def fill(path: str, values: dict[str, str]) -> str:
+    return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)
+
+
+def login(app, name: str) -> TestClient:
+    client = TestClient(app)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text).group(1)
+    r = client.post("/login", data={"name": name, "password": PASSWORD, "csrf": csrf}, follow_redirects=False)
+    assert r.status_code == 303, r.text
+    return client
+
+
+def send(client: TestClient, method: str, path: str, headers: dict | None = None):
+    csrf_match = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text) if not path.startswith(
+        API_PREFIX) else None
+    csrf = csrf_match.group(1) if csrf_match else ""
+    headers = {**(headers or {}), "x-csrf-token": csrf}
+    kwargs: dict = {"headers": headers, "follow_redirects": False}
+    if method == "PUT":
+        kwargs["json"] = {"status": "changed"}
+    elif method == "POST":
+        if path.endswith("/documents") or path.endswith("/upload"):
+            kwargs["files"] = {"file": ("scan.png", b"\x89PNG\r\n\x1a\n" + b"0" * 64, "image/png")}
+            if path.endswith("/upload"):
+                path += f"?case_id={CASE_A}"
+        else:
+            kwargs["data"] = {"csrf": csrf, "doc_id": "1", "case_id": CASE_A}
+    return client.request(method, path, **kwargs)
+
+
+def leaked(response, secrets: set[str]) -> list[str]:
+    """Case data in the response; a refusal may repeat the case ID the request itself named."""
+    echo = {CASE_A} if response.status_code >= 400 else set()
+    return [s for s in secrets - echo if s in response.text]
+
+
+def test_the_route_table_is_what_this_test_expects(app_and_data):
+    app = app_and_data[0]
+    table = route_table(app)
+    assert PUBLIC <= set(table), "a public route disappeared: update PUBLIC"
+    assert len(table) > len(PUBLIC) + 15
+
+
+def test_anonymous_requests_are_refused_everywhere(app_and_data):
+    app, _, secrets, values, client = app_and_data
+    for method, path in route_table(app):
+        if (method, path) in PUBLIC:
+            continue
+        anonymous = TestClient(app)
+        r = send(anonymous, method, fill(path, values))
+        if path.startswith(API_PREFIX):
+            assert r.status_code == 401 and r.json()["error"] == "unauthorized", (method, path, r.status_code)
+        else:
+            assert r.status_code in (303, 401, 403), (method, path, r.status_code)
+            if r.status_code == 303:
+                assert r.headers["location"].startswith("/login"), (method, path)
+        assert not leaked(r, secrets), (method, path)
+
+
+@pytest.mark.parametrize("who", ["onestop-b", "scanner-b", "officer-b", "user:scanner-b"])
+def test_another_agency_gets_nothing_of_this_case(app_and_data, who):
+    app, tokens, secrets, values, _ = app_and_data
+    if who.startswith("user:") or who == "officer-b":
+        client, headers, area = login(app, who.removeprefix("user:")), {}, "pages"
+    else:
+        client, headers, area = TestClient(app), {"authorization": f"Bearer {tokens[who]}"}, "api"
+    for method, path in route_table(app):
+        if (method, path) in PUBLIC or path.startswith(API_PREFIX) != (area == "api"):
+            continue
+        r = send(client, method, fill(path, values), headers)
+        if NAMED.search(path):
+            assert r.status_code in (403, 404), (who, method, path, r.status_code)
+        else:
+            assert r.status_code < 500, (who, method, path, r.status_code)
+        assert not leaked(r, secrets), (who, method, path, leaked(r, secrets))
+
+
+def test_the_filled_in_routes_do_reach_the_case_for_an_entitled_principal(app_and_data):
+    """The control: the same requests by an archivist/admin succeed, so the 404s above are the scope's."""
+    app, tokens, _, values, _ = app_and_data
+    api = TestClient(app, headers={"authorization": f"Bearer {tokens['archivist']}"})
+    pages = login(app, "admin")
+    for method, path in route_table(app):
+        if method != "GET" or not NAMED.search(path):
+            continue
+        client = api if path.startswith(API_PREFIX) else pages
+        r = client.get(fill(path, values), follow_redirects=False)
+        assert r.status_code == 200, (method, path, r.status_code, r.text[:200])

@@ -1,0 +1,101 @@
+"""Webhooks: a document stored by another process is POSTed, signed, retried, and one dead receiver delays no
+other. A real HTTP receiver on loopback; the portal app runs its dispatcher in-process."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import http.server
+import json
+import logging
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from digitize.config import Settings
+from portal_data import AGENCY_A, seed, store_case
+from storage.archive import Archive
+from web.app import create_app
+from web.webhooks import signature
+
+SECRET = "webhook-test-secret"
+
+
+class Receiver(http.server.ThreadingHTTPServer):
+    def __init__(self, failures: int):
+        self.failures = failures
+        self.posts: list[tuple[dict, bytes, int]] = []
+
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["content-length"]))
+                status = 500 if len(server.posts) < server.failures else 204
+                server.posts.append(({k.lower(): v for k, v in self.headers.items()}, body, status))
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/hook"
+
+
+def wait_for(condition, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def receivers():
+    flaky, good = Receiver(failures=2), Receiver(failures=0)
+    yield flaky, good
+    for r in (flaky, good):
+        r.shutdown()
+        r.server_close()
+
+
+def test_stored_documents_are_posted_signed_and_retried(tmp_path, receivers, caplog):
+    caplog.set_level(logging.WARNING, logger="digitize.webhooks")
+    flaky, good = receivers
+    settings = seed(tmp_path / "data", tmp_path / "work")
+    dead = "http://hook:pa55word@127.0.0.1:9/dead"  # port 9: nobody listens; a password in the URL
+    settings.web.webhook_urls = f"{dead}, {flaky.url}, {good.url}"
+    settings.web.webhook_secret = SECRET
+    settings.web.webhook_backoff = 0.2
+    settings.web.webhook_retries = 4
+    with TestClient(create_app(settings)):
+        wait_for(lambda: (tmp_path / "data" / "webhooks.json").is_file()
+                 and len(json.loads((tmp_path / "data" / "webhooks.json").read_text())) == 3)
+        assert not good.posts  # history before the first start is not replayed
+        with Archive.open(Settings(data_dir=str(tmp_path / "data"))) as archive:  # another process, e.g. watch
+            shutil.rmtree(tmp_path / "work")
+            (tmp_path / "work").mkdir()
+            store_case(archive, tmp_path / "work", "000.00.31.H56-241015-0099", ["Văn bản mới"], AGENCY_A)
+            doc = archive.documents("000.00.31.H56-241015-0099")[0]
+        wait_for(lambda: any(status == 204 for _, _, status in flaky.posts))
+        wait_for(lambda: len(good.posts) == 1)
+        wait_for(lambda: "not delivered after 4 attempts" in caplog.text)
+    assert "pa55word" not in caplog.text and "hook:***@127.0.0.1:9" in caplog.text
+    headers, body, _ = good.posts[0]
+    payload = json.loads(body)
+    assert payload["event"] == "document.stored" and payload["pdfa_sha256"] == doc.pdfa_sha256
+    assert payload["case_id"] == "000.00.31.H56-241015-0099" and payload["sequence"] == 1
+    t = int(headers["x-digitize-signature"].split(",")[0][2:])
+    assert headers["x-digitize-signature"] == signature(SECRET, t, body)
+    expected = hmac.new(SECRET.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    assert headers["x-digitize-signature"].endswith(expected)
+    assert [status for _, _, status in flaky.posts] == [500, 500, 204]  # retried with backoff
+    assert SECRET not in Path(tmp_path / "data" / "webhooks.json").read_text()

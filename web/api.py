@@ -1,0 +1,144 @@
+"""REST API /api/v1 (Bearer tokens): case records, documents, uploads, jobs, search, events.
+
+Every route takes the :func:`web.app.api_gate` dependency, which authenticates the token and hands the
+route the archive as that principal may see it; the route only maps HTTP to a gate call and back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from digitize.errors import BadArgsError, NotFoundError
+from storage.access import Gate, Perm, SearchFilters
+from storage.models import CaseRecord, DocumentRow
+
+from . import files
+from .app import api_gate
+from .uploads import UploadJob
+
+router = APIRouter(prefix="/api/v1")
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"description": text, "content": {"application/json": {"example": {"error": name, "message": "..."}}}}
+    for code, name, text in [(400, "bad-request", "Bad case ID or parameters"),
+                             (401, "unauthorized", "No token, or an unknown or revoked one"),
+                             (403, "forbidden", "The token's role does not allow this"),
+                             (404, "not-found", "Not found, or outside the token's agencies")]}
+
+
+def document_json(doc: DocumentRow) -> dict[str, Any]:
+    return {"sequence": doc.sequence, "doc_id": doc.doc_id, "title": doc.title, "doc_type": doc.doc_type,
+            "pages": doc.pages, "ocr_confidence": doc.ocr_confidence, "original_sha256": doc.original_sha256,
+            "pdfa_sha256": doc.pdfa_sha256, "source_name": doc.source_name, "stored_at": doc.stored_at}
+
+
+def case_json(record: CaseRecord, docs: list[DocumentRow]) -> dict[str, Any]:
+    return {"case": asdict(record), "documents": [document_json(d) for d in docs]}
+
+
+def job_json(job: UploadJob) -> dict[str, Any]:
+    return {"job_id": job.job_id, "case_id": job.case_id, "state": job.state, "reason": job.reason,
+            "file": job.name, "size": job.size, "sha256": job.sha256, "documents": job.documents,
+            "created_at": job.created_at, "finished_at": job.finished_at or None}
+
+
+@router.get("/cases/{case_id}", responses=ERROR_RESPONSES, summary="A case record and its documents in order")
+def get_case(case_id: str, gate: Gate = Depends(api_gate)) -> dict[str, Any]:
+    return case_json(*gate.case(case_id))
+
+
+@router.put("/cases/{case_id}", responses=ERROR_RESPONSES, summary="Upsert a case record (one-stop system push)")
+def put_case(case_id: str, record: dict[str, Any] = Body(..., examples=[{
+        "procedure_code": "1.004616", "procedure_name": "Cấp giấy chứng nhận quyền sử dụng đất",
+        "applicant": "Nguyễn Văn A", "received_date": "2024-10-15", "status": "Đang xử lý"}]),
+        gate: Gate = Depends(api_gate)) -> JSONResponse:
+    created, case = gate.upsert_case(case_id, record)
+    return JSONResponse({"created": created, "case": asdict(case)}, status_code=201 if created else 200)
+
+
+UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["file"], "properties": {"file": {"type": "string", "format": "binary"}}}}}}}
+
+
+async def receive_upload(request: Request, gate: Gate, case_id: str | None) -> UploadJob:
+    """Scope first (before the body is read), then the file into its private folder, then the queue."""
+    if case_id:
+        case_id = await run_in_threadpool(gate.scoped_case_id, case_id, Perm.upload)
+    else:
+        gate.require(Perm.upload)
+    queue = request.app.state.uploads
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > queue.max_bytes + 65536:
+        raise BadArgsError(f"the upload is larger than {request.app.state.settings.web.max_upload_mb} MB")
+    form = await request.form(max_files=1, max_fields=5)
+    upload = form.get("file")
+    if upload is None or isinstance(upload, str):
+        raise BadArgsError("send the scan as a multipart form field named 'file'")
+    try:
+        job, _ = await run_in_threadpool(queue.receive, upload.file, upload.filename or "", gate.principal.actor,
+                                         case_id)
+    finally:
+        await form.close()
+    try:
+        await run_in_threadpool(gate.accept_upload, case_id, job.name, job.sha256)
+    except BaseException:
+        queue.discard(job)
+        raise
+    return queue.submit(job)
+
+
+@router.post("/cases/{case_id}/documents", status_code=202, responses=ERROR_RESPONSES, openapi_extra=UPLOAD_BODY,
+             summary="Upload a scan into a case: converted, stored and indexed in the background")
+async def post_document(case_id: str, request: Request, gate: Gate = Depends(api_gate)) -> JSONResponse:
+    job = await receive_upload(request, gate, case_id)
+    return JSONResponse({**job_json(job), "status_url": f"/api/v1/jobs/{job.job_id}"}, status_code=202,
+                        headers={"location": f"/api/v1/jobs/{job.job_id}"})
+
+
+def visible_job(request: Request, gate: Gate, job_id: str) -> UploadJob:
+    job = request.app.state.uploads.get(job_id)
+    if job is None or not gate.visible_job(job.case_id, job.owner):
+        raise NotFoundError(f"job {job_id} not found")
+    return job
+
+
+@router.get("/jobs/{job_id}", responses=ERROR_RESPONSES, summary="An upload job's state and, when done, its documents")
+def get_job(job_id: str, request: Request, gate: Gate = Depends(api_gate)) -> dict[str, Any]:
+    return job_json(visible_job(request, gate, job_id))
+
+
+@router.get("/cases/{case_id}/documents/{sequence}/pdfa", responses=ERROR_RESPONSES, response_class=Response,
+            summary="The PDF/A copy (ETag = SHA-256, Range requests)")
+def get_pdfa(case_id: str, sequence: int, request: Request, gate: Gate = Depends(api_gate)) -> Response:
+    return files.document_response(request, gate, case_id, sequence, "pdfa")
+
+
+@router.get("/cases/{case_id}/documents/{sequence}/original", responses=ERROR_RESPONSES, response_class=Response,
+            summary="The original as received (ETag = SHA-256, Range requests)")
+def get_original(case_id: str, sequence: int, request: Request, gate: Gate = Depends(api_gate)) -> Response:
+    return files.document_response(request, gate, case_id, sequence, "original")
+
+
+@router.get("/cases/{case_id}/dossier.zip", responses=ERROR_RESPONSES, response_class=Response,
+            summary="The whole e-dossier as a ZIP with manifest.json (each file SHA-256 checked)")
+def get_dossier(case_id: str, original: bool = False, gate: Gate = Depends(api_gate)) -> Response:
+    return files.dossier_response(gate, case_id, original)
+
+
+@router.get("/cases/{case_id}/events", responses=ERROR_RESPONSES, summary="The case's access and processing log")
+def get_events(case_id: str, gate: Gate = Depends(api_gate)) -> dict[str, Any]:
+    return {"events": [asdict(e) for e in gate.events(case_id)]}
+
+
+@router.get("/search", responses=ERROR_RESPONSES, summary="Full-text search, accents optional, within the token's scope")
+def search(q: str = Query(..., min_length=1, max_length=500), agency: str = "", procedure: str = "",
+           received_from: str = "", received_to: str = "", status: str = "",
+           limit: int = Query(20, ge=1, le=100), offset: int = Query(0, ge=0, le=10000),
+           gate: Gate = Depends(api_gate)) -> dict[str, Any]:
+    page = gate.search(q, SearchFilters(agency, procedure, received_from, received_to, status), limit, offset)
+    return {"total": page.total, "capped": page.capped, "offset": offset, "limit": limit,
+            "hits": [asdict(h) for h in page.hits]}

@@ -1,0 +1,176 @@
+"""The web application: one FastAPI app serving the REST API (/api/v1) and the portal pages.
+
+FastAPI/Starlette was chosen because it is a well-kept, typed ASGI stack that gives the OpenAPI document
+from the route table, sessions (itsdangerous-signed), Range/ETag file responses and Jinja2 templates
+without a second framework; uvicorn serves it. Views only translate HTTP to calls on
+:class:`storage.access.Gate` and back: no business rules and no data path of their own.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from typing import Iterator
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.sessions import SessionMiddleware
+
+from digitize import __version__
+from digitize.errors import (BadArgsError, ConfigError, DigitizeError, InputError, NotFoundError, StorageError,
+                             VerificationError)
+from storage.access import AuthenticationError, Gate, PermissionDenied
+from storage.archive import Archive
+
+from .auth import SESSION_COOKIE, SESSION_MAX_AGE, CsrfError, LoginRequired, LoginThrottle, session_secret
+from .context import ArchivePool
+from .uploads import UploadQueue
+from .webhooks import WebhookDispatcher
+
+log = logging.getLogger("digitize.web")
+API_PREFIX = "/api/v1"
+
+CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; object-src 'none'; "
+       "base-uri 'none'; form-action 'self'; frame-ancestors 'self'")
+SECURITY_HEADERS = {
+    "content-security-policy": CSP,
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "SAMEORIGIN",
+    "referrer-policy": "no-referrer",
+    "permissions-policy": "camera=(), microphone=(), geolocation=()",
+    "cross-origin-opener-policy": "same-origin",
+    "cross-origin-resource-policy": "same-origin",
+}
+
+# (exception class, HTTP status, error code), most specific first
+ERRORS: list[tuple[type[Exception], int, str]] = [
+    (AuthenticationError, 401, "unauthorized"),
+    (PermissionDenied, 403, "forbidden"),
+    (CsrfError, 403, "csrf"),
+    (NotFoundError, 404, "not-found"),
+    (VerificationError, 500, "fixity-failed"),
+    (StorageError, 503, "storage-unavailable"),
+    (ConfigError, 500, "configuration"),
+    (BadArgsError, 400, "bad-request"),
+    (InputError, 422, "bad-input"),
+    (DigitizeError, 400, "bad-request"),
+]
+HTTP_CODES = {400: "bad-request", 401: "unauthorized", 403: "forbidden", 404: "not-found", 405: "method-not-allowed",
+              413: "too-large", 416: "range-not-satisfiable", 422: "bad-request"}
+
+
+def error_status(error: Exception) -> tuple[int, str]:
+    for cls, status, code in ERRORS:
+        if isinstance(error, cls):
+            return status, code
+    return 500, "internal"
+
+
+def is_api(request: Request) -> bool:
+    return request.url.path.startswith(API_PREFIX)
+
+
+def json_error(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
+
+
+def get_archive(request: Request) -> Iterator[Archive]:
+    with request.app.state.pool.archive() as archive:
+        yield archive
+
+
+def api_gate(request: Request, archive: Archive = Depends(get_archive)) -> Gate:
+    from .auth import api_principal, client_address
+
+    return archive.gate(api_principal(request, archive.index), client_address(request))
+
+
+def page_gate(request: Request, archive: Archive = Depends(get_archive)) -> Gate:
+    from .auth import client_address, page_principal
+
+    principal = page_principal(request, archive.index, request.app.state.settings.web.session_idle)
+    return archive.gate(principal, client_address(request))
+
+
+def create_app(settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.webhooks.start()
+        yield
+        app.state.webhooks.stop()
+        app.state.uploads.close()
+        app.state.pool.close()
+
+    app = FastAPI(title="digitize", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=API_PREFIX + "/openapi.json",
+                  description="E-dossiers of one-stop-shop offices: case records, documents, search. "
+                              "Authorization: Bearer TOKEN (digitize tokens create).")
+    app.state.settings = settings
+    app.state.pool = ArchivePool(settings)
+    app.state.uploads = UploadQueue(settings)
+    app.state.webhooks = WebhookDispatcher(settings, app.state.pool.archive)
+    app.state.throttle = LoginThrottle(settings.web.login_attempts, settings.web.login_pause)
+    app.add_middleware(SessionMiddleware, secret_key=session_secret(settings), session_cookie=SESSION_COOKIE,
+                       max_age=SESSION_MAX_AGE, same_site="lax" if settings.web.oidc_issuer else "strict",
+                       https_only=settings.web.secure_cookies)  # lax: the provider's redirect back must carry it
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next):
+        response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        if not request.url.path.startswith("/static/"):
+            response.headers.setdefault("cache-control", "no-store")
+        return response
+
+    @app.exception_handler(DigitizeError)
+    async def digitize_error(request: Request, error: DigitizeError):
+        status, code = error_status(error)
+        if status >= 500:
+            log.warning("%s %s: %s", request.method, request.url.path, error)
+        if is_api(request) or not hasattr(app.state, "render_error"):
+            headers = {"www-authenticate": "Bearer"} if status == 401 else None
+            return json_error(status, code, str(error), headers)
+        return app.state.render_error(request, status, str(error))
+
+    @app.exception_handler(LoginRequired)
+    async def login_required(request: Request, error: LoginRequired):
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        from urllib.parse import quote
+
+        return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException):
+        code = HTTP_CODES.get(error.status_code, "error")
+        if is_api(request) or not hasattr(app.state, "render_error"):
+            return json_error(error.status_code, code, str(error.detail), getattr(error, "headers", None))
+        return app.state.render_error(request, error.status_code, str(error.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, error: RequestValidationError):
+        parts = ["/".join(str(p) for p in e.get("loc", ())) + ": " + e.get("msg", "") for e in error.errors()]
+        message = "; ".join(parts) or "invalid request"
+        if is_api(request) or not hasattr(app.state, "render_error"):
+            return json_error(400, "bad-request", message)
+        return app.state.render_error(request, 400, message)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, error: Exception):
+        """A bug: logged with its traceback for the operator, a plain message for the client (no details)."""
+        log.error("%s %s: internal error", request.method, request.url.path, exc_info=error)
+        if is_api(request) or not hasattr(app.state, "render_error"):
+            return json_error(500, "internal", "internal error; the server log has the details")
+        return app.state.render_error(request, 500, "internal error")
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> Response:
+        return Response("ok\n", media_type="text/plain")
+
+    from . import api, pages
+
+    app.router.routes.extend(api.router.routes)  # flat route table: the access test walks it route by route
+    pages.install(app)
+    return app

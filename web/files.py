@@ -1,0 +1,87 @@
+"""Downloads shared by the API and the pages: one object, the dossier ZIP, a page image.
+
+Each is written to a private work folder by the gate (SHA-256 checked against the index on the way out)
+and removed after the response is sent. File names in Content-Disposition are the ASCII slugs of
+storage/retrieval.py, never the stored title or the name a scan was sent under.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import zipfile
+from pathlib import Path
+
+from fastapi import Request
+from fastapi.responses import FileResponse, Response
+from starlette.background import BackgroundTask
+
+from digitize.fsutil import work_dir
+from storage.access import Gate
+from storage.retrieval import MANIFEST, output_name
+
+KINDS = {"pdfa": "application/pdf", "original": "application/octet-stream"}
+ORIGINAL_TYPES = {"pdf": "application/pdf", "tif": "image/tiff", "tiff": "image/tiff", "jpg": "image/jpeg",
+                  "jpeg": "image/jpeg", "png": "image/png"}
+THUMB_DPI, VIEW_DPI, MAX_DPI = 24, 110, 200
+
+
+def disposition(name: str, inline: bool = False) -> str:
+    safe = "".join(c for c in name if c.isascii() and (c.isalnum() or c in "-_.")) or "download"
+    return f'{"inline" if inline else "attachment"}; filename="{safe}"'
+
+
+def _temp() -> tuple[contextlib.ExitStack, Path]:
+    stack = contextlib.ExitStack()
+    return stack, stack.enter_context(work_dir("portal"))
+
+
+def document_response(request: Request, gate: Gate, case_id: str, sequence: int, kind: str,
+                      inline: bool = False) -> Response:
+    doc = gate.document(case_id, sequence)
+    sha = doc.original_sha256 if kind == "original" else doc.pdfa_sha256
+    etag = f'"{sha}"'
+    if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
+        return Response(status_code=304, headers={"etag": etag})
+    stack, tmp = _temp()
+    try:
+        name = output_name(doc, kind == "original")
+        gate.fetch(case_id, sequence, kind, tmp / "object")
+    except BaseException:
+        stack.close()
+        raise
+    media = ORIGINAL_TYPES.get(name.rsplit(".", 1)[-1], KINDS[kind]) if kind == "original" else KINDS[kind]
+    return FileResponse(tmp / "object", media_type=media, background=BackgroundTask(stack.close),
+                        headers={"etag": etag, "content-disposition": disposition(name, inline),
+                                 "x-content-sha256": sha})
+
+
+def dossier_response(gate: Gate, case_id: str, original: bool = False) -> Response:
+    stack, tmp = _temp()
+    try:
+        got = gate.dossier(case_id, tmp / "dossier", original)
+        target = tmp / "dossier.zip"
+        with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as zf:  # PDFs and scans are compressed already
+            for f in got.files:
+                zf.write(f.path, f.path.name)
+            zf.write(got.manifest, MANIFEST)
+    except BaseException:
+        stack.close()
+        raise
+    return FileResponse(target, media_type="application/zip", background=BackgroundTask(stack.close),
+                        headers={"content-disposition": disposition(f"{got.case_id}.zip")})
+
+
+def page_png(gate: Gate, case_id: str, sequence: int, page: int, dpi: int) -> Response:
+    from digitize.errors import NotFoundError
+    from digitize.poppler import render_page
+
+    doc = gate.document(case_id, sequence)
+    if not 1 <= page <= doc.pages:
+        raise NotFoundError(f"page {page} of document {sequence} not found")
+    with work_dir("portal") as tmp:
+        gate.fetch(case_id, sequence, "pdfa", tmp / "doc.pdf", purpose=f"viewed page {page} of")
+        image = render_page(tmp / "doc.pdf", page - 1, min(max(dpi, THUMB_DPI), MAX_DPI))
+    out = io.BytesIO()
+    image.save(out, "PNG", optimize=dpi <= THUMB_DPI)
+    return Response(out.getvalue(), media_type="image/png", headers={"cache-control": "private, max-age=300"})

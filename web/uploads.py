@@ -1,0 +1,203 @@
+"""Scans uploaded through the portal or the API: kept privately, then converted, stored and indexed in the
+background by the same job as ``digitize watch`` (pipelines/jobs.py), one at a time, never blocking a request.
+
+The job runs in a separate, *spawned* worker process (kept warm from job to job): the converter forks page
+workers, and forking the multi-threaded server could copy a lock some other thread holds into the child;
+a converter that crashes or is killed (out of memory) also takes only that worker down, never the portal.
+
+Each upload gets a folder ``data_dir/uploads/<job id>/`` (0700) holding the file under a safe name and
+``job.json`` with its state; the file is deleted only once the job stored and verified it, so a failed
+upload stays there with its reason (shown on the scanning desk), and a server restart resumes queued jobs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import re
+import shutil
+import threading
+import unicodedata
+import uuid
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from digitize.errors import BadArgsError, InputError
+from digitize.fsutil import atomic_write_text
+from storage.index import now_iso
+
+log = logging.getLogger("digitize.web")
+SUFFIXES = {".pdf", ".tif", ".tiff", ".jpg", ".jpeg", ".png"}
+_JOB_ID = re.compile(r"[0-9a-f]{32}")
+CHUNK = 1 << 20
+
+
+@dataclass
+class UploadJob:
+    job_id: str
+    owner: str  # the actor who sent it
+    case_id: str | None
+    name: str  # the file name as sent (display only, never a path)
+    size: int
+    sha256: str
+    state: str = "queued"  # queued, running, done, unmatched, skipped, failed
+    reason: str = ""
+    documents: list[dict] = field(default_factory=list)
+    created_at: str = ""
+    finished_at: str = ""
+
+    @property
+    def finished(self) -> bool:
+        return self.state not in ("queued", "running")
+
+
+def display_name(name: str) -> str:
+    """The sent name without control characters or folders, for titles and lists."""
+    name = unicodedata.normalize("NFC", name or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(c for c in name if unicodedata.category(c)[0] != "C").strip()
+    return name[:120] or "scan"
+
+
+def stored_name(name: str) -> str:
+    suffix = Path(display_name(name)).suffix.lower()
+    if suffix not in SUFFIXES:
+        raise InputError(f"{display_name(name)!r}: only PDF, TIFF, JPEG and PNG scans can be uploaded")
+    return "scan" + suffix
+
+
+class UploadQueue:
+    def __init__(self, settings):
+        self.settings = settings
+        self.root = Path(settings.data_dir) / "uploads"
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.max_bytes = settings.web.max_upload_mb * 1024 * 1024
+        self._jobs: dict[str, UploadJob] = {}
+        self._lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="digitize-upload")
+        self._worker: ProcessPoolExecutor | None = None
+        self._listeners: list = []
+        self._resume()
+
+    # -- state ---------------------------------------------------------------------------------
+    def _save(self, job: UploadJob) -> None:
+        atomic_write_text(self.root / job.job_id / "job.json", json.dumps(asdict(job), ensure_ascii=False))
+
+    def _resume(self) -> None:
+        for folder in sorted(self.root.iterdir()):
+            state = folder / "job.json"
+            if not (_JOB_ID.fullmatch(folder.name) and state.is_file() and not folder.is_symlink()):
+                continue
+            try:
+                job = UploadJob(**json.loads(state.read_text(encoding="utf-8")))
+            except (OSError, ValueError, TypeError):
+                continue
+            self._jobs[job.job_id] = job
+            if not job.finished:
+                job.state = "queued"
+                self._executor.submit(self._run, job)
+
+    def get(self, job_id: str) -> UploadJob | None:
+        return self._jobs.get(job_id) if _JOB_ID.fullmatch(job_id or "") else None
+
+    def jobs(self) -> list[UploadJob]:
+        with self._lock:
+            return sorted(self._jobs.values(), key=lambda j: j.created_at, reverse=True)
+
+    def on_finished(self, listener) -> None:
+        """``listener(job)`` is called (in the worker thread) when a job ends; errors are only logged."""
+        self._listeners.append(listener)
+
+    # -- intake --------------------------------------------------------------------------------
+    def receive(self, stream: BinaryIO, name: str, owner: str, case_id: str | None) -> tuple[UploadJob, Path]:
+        """Copy the upload into its private folder (size-limited) and hash it; not queued yet."""
+        safe = stored_name(name)
+        job_id = uuid.uuid4().hex
+        folder = self.root / job_id
+        folder.mkdir(mode=0o700)
+        target = folder / safe
+        digest, size = hashlib.sha256(), 0
+        try:
+            with open(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600), "wb") as out:
+                while block := stream.read(CHUNK):
+                    size += len(block)
+                    if size > self.max_bytes:
+                        raise BadArgsError(f"the upload is larger than {self.settings.web.max_upload_mb} MB")
+                    digest.update(block)
+                    out.write(block)
+            if size == 0:
+                raise InputError(f"{display_name(name)!r} is empty")
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return UploadJob(job_id, owner, case_id, display_name(name), size, digest.hexdigest(),
+                         created_at=now_iso()), target
+
+    def discard(self, job: UploadJob) -> None:
+        shutil.rmtree(self.root / job.job_id, ignore_errors=True)
+
+    def submit(self, job: UploadJob) -> UploadJob:
+        with self._lock:
+            self._jobs[job.job_id] = job
+        self._save(job)
+        self._executor.submit(self._run, job)
+        return job
+
+    def retry(self, job: UploadJob, case_id: str | None) -> UploadJob:
+        """Run a failed job again on its kept scan, into ``case_id`` (already scope-checked by the caller)."""
+        with self._lock:
+            kept = [p for p in (self.root / job.job_id).iterdir() if p.suffix.lower() in SUFFIXES]
+            if job.state != "failed" or not kept:
+                raise BadArgsError("only a failed upload whose scan is still kept can be retried")
+            job.case_id, job.state, job.reason, job.finished_at = case_id, "queued", "", ""
+        return self.submit(job)
+
+    # -- work ----------------------------------------------------------------------------------
+    def _run(self, job: UploadJob) -> None:
+        folder = self.root / job.job_id
+        files = [p for p in folder.iterdir() if p.name != "job.json" and p.suffix.lower() in SUFFIXES]
+        job.state = "running"
+        values = {"title": Path(job.name).stem, "scanned_by": job.owner.split(":", 1)[-1]}
+        if job.case_id:
+            values["case_id"] = job.case_id
+        try:
+            if self._worker is None:
+                self._worker = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            status, reason, documents = self._worker.submit(convert_upload, str(files[0]), self.settings,
+                                                            values).result()
+            job.state, job.reason, job.documents = status, reason, documents
+        except BrokenProcessPool:
+            self._worker = None  # a new worker for the next job
+            job.state, job.reason = "failed", "the conversion process died (out of memory?)"
+        except Exception as e:  # noqa: BLE001 - one bad upload must not stop the queue
+            log.exception("upload job %s failed", job.job_id)
+            job.state, job.reason = "failed", f"internal error: {type(e).__name__}"
+        job.finished_at = now_iso()
+        if job.state != "failed":
+            for f in files:
+                f.unlink(missing_ok=True)  # stored and verified: the copy is no longer needed
+        self._save(job)
+        for listener in self._listeners:
+            try:
+                listener(job)
+            except Exception:  # noqa: BLE001
+                log.exception("upload listener failed")
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        if self._worker is not None:
+            self._worker.shutdown(wait=True)
+
+
+def convert_upload(path: str, settings, values: dict) -> tuple[str, str, list[dict]]:
+    """In the worker process: the watch job on one uploaded file; (status, reason, stored documents)."""
+    from pipelines.jobs import process_file
+    from pipelines.metadata import Clue
+
+    result = process_file(Path(path), settings, Clue("upload", values))
+    return str(result.status), result.reason, [asdict(d) for d in result.documents]
