@@ -146,7 +146,7 @@ def handover(argv: list[str]) -> int | None:
         server = converter_server(settings)
     except Exception:  # noqa: BLE001 - the local run reports a bad configuration properly
         return None
-    if server is None:
+    if server is None or _needs_secret_from_environment(settings, argv):
         return None
     try:
         if settings.convert.validate and "--no-validate" not in argv and resident.lock_holder(server.lock) is None:
@@ -183,6 +183,13 @@ def _note(server: resident.ResidentServer, line: str) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def _needs_secret_from_environment(settings, argv: list[str]) -> bool:
+    """A run that signs with the PIN in DIGITIZE_SIGN_PIN converts here: secrets never travel to a
+    resident server (a PIN in the config file or a pin_file is read by the child itself)."""
+    return (settings.sign.configured and "--no-sign" not in argv
+            and bool(os.environ.get("DIGITIZE_SIGN_PIN")))
 
 
 def _request(argv: list[str]) -> bytes:
