@@ -15,6 +15,7 @@ import io
 import json
 import logging
 import multiprocessing
+import os
 import sys
 import time
 from collections import deque
@@ -179,13 +180,15 @@ class _ProgressLine:
 _worker_settings = None
 
 
-def _init_worker(settings, log_state: tuple[int, bool]) -> None:
+def _init_worker(settings, log_state: tuple[int, bool], parent: int) -> None:
     """One worker = one core: OpenCV's own thread pool would only fight the other workers for it.
-    It converts file after file, so it keeps its page worker instead of forking one per file."""
+    It converts file after file, so it keeps its page worker instead of forking one per file.
+    It dies with the batch (kill -9 included), and its page workers with it."""
     import cv2
 
     from digitize import pageworkers
 
+    pageworkers.die_with_parent(parent)
     global _worker_settings
     _worker_settings = settings
     logs.restore(log_state)
@@ -230,7 +233,7 @@ class _Runner:
 
         imaging.single_threaded()  # no OpenCV thread pool may exist across the fork
         return ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("fork"),
-                                   initializer=_init_worker, initargs=(self.settings, logs.snapshot()))
+                                   initializer=_init_worker, initargs=(self.settings, logs.snapshot(), os.getpid()))
 
     def _submit(self) -> None:
         now = time.monotonic()

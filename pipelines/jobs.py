@@ -16,7 +16,7 @@ from enum import StrEnum
 from pathlib import Path, PurePath
 from typing import Any
 
-from digitize.errors import DigitizeError, ExitCode, StorageError
+from digitize.errors import DigitizeError, ExitCode, ResourceError, StorageError, resource_fault
 from digitize.fsutil import sha256_file, work_dir
 from digitize.records import DocumentReport
 
@@ -66,8 +66,9 @@ class JobResult:
 
     @property
     def retryable(self) -> bool:
-        """Storage trouble says nothing about the file: keep it and try again later."""
-        return self.status is Status.failed and StorageError.__name__ in self.error_kinds
+        """Storage trouble or a full disk says nothing about the file: keep it and try again later."""
+        return self.status is Status.failed and (StorageError.__name__ in self.error_kinds
+                                                 or ResourceError.__name__ in self.error_kinds)
 
     @property
     def internal(self) -> bool:
@@ -133,6 +134,7 @@ class _Job:
         self.sha256 = ""
         self.convert_seconds = 0.0
         self.pages = 0
+        self.page_count: int | None = None  # counted by scan_pages in a worker
 
     def _code_clue(self, part: Part, scan: PageScan, known: bool) -> Clue | None:
         """Codes from the quick pass; the costly thorough read only when nothing earlier named the case."""
@@ -146,7 +148,7 @@ class _Job:
 
         opts = dataclasses.replace(self.opts, pages=None if part.whole else part.pages)
         started = time.perf_counter()
-        report = convert_file(self.path, workdir / f"part-{part.pages[0] + 1}.pdf", opts)
+        report = convert_file(self.path, workdir / f"part-{part.pages[0] + 1}.pdf", opts, page_count=self.page_count)
         self.convert_seconds += time.perf_counter() - started
         self.pages += report.page_count
         return report
@@ -176,6 +178,7 @@ class _Job:
         if whole is not None:
             return [StoredPart("", str(whole.doc_id), whole.case_id, None, whole.pages, True)]
         scan = scan_pages(self.path, self.opts)
+        self.page_count = scan.page_count
         with work_dir("job") as tmp:
             return [self.store_part(part, scan, tmp) for part in scan.parts()]
 
@@ -199,8 +202,13 @@ def process_file(path: Path, settings, meta_hint: Clue | None = None, *, root: P
         result = JobResult(str(path), Status.failed, job.sha256 if job else "", str(e),
                            error_kinds=error_kinds(e), exit_code=int(e.exit_code))
     except OSError as e:
-        result = JobResult(str(path), Status.failed, job.sha256 if job else "", f"cannot read {path}: {e.strerror}",
-                           error_kinds=("FileAccessError", "OSError"), exit_code=int(ExitCode.file_access))
+        fault = resource_fault(e, "out of disk space")
+        if fault is not None:  # this machine's fault, not the file's: it is kept and tried again
+            result = JobResult(str(path), Status.failed, job.sha256 if job else "", str(fault),
+                               error_kinds=error_kinds(fault), exit_code=int(fault.exit_code))
+        else:
+            result = JobResult(str(path), Status.failed, job.sha256 if job else "", f"cannot read {path}: {e.strerror}",
+                               error_kinds=("FileAccessError", "OSError"), exit_code=int(ExitCode.file_access))
     except Exception as e:  # noqa: BLE001 - one file's bug must not stop a batch or a watcher
         log.exception("internal error on %s", path)
         result = JobResult(str(path), Status.failed, job.sha256 if job else "",
