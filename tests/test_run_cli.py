@@ -124,19 +124,24 @@ def make_absurd_png(tmp: Path) -> Path:
     return bad
 
 
-def make_pdf_bomb(tmp: Path) -> Path:
-    """A page image of 80 000 x 80 000 pixels whose Flate stream is tiny."""
+def one_image_pdf(path: Path, raw: bytes, width: int, height: int, filter_: str = "/FlateDecode",
+                  colour: str = "/DeviceGray") -> Path:
+    """An A4 page drawing one image of the declared size, whatever RAW decodes to."""
     pdf = pikepdf.new()
     page = pdf.add_blank_page(page_size=(595, 842))
-    raw = zlib.compress(b"\xff" * (1 << 20), 9)  # only the first MiB is real: decoding would need 6.4 GB
-    xobj = pikepdf.Stream(pdf, raw, Type=pikepdf.Name.XObject, Subtype=pikepdf.Name.Image, Width=80_000,
-                          Height=80_000, ColorSpace=pikepdf.Name.DeviceGray, BitsPerComponent=8,
-                          Filter=pikepdf.Name.FlateDecode)
+    xobj = pikepdf.Stream(pdf, raw, Type=pikepdf.Name.XObject, Subtype=pikepdf.Name.Image, Width=width,
+                          Height=height, ColorSpace=pikepdf.Name(colour), BitsPerComponent=8,
+                          Filter=pikepdf.Name(filter_))
     page.Resources = pikepdf.Dictionary(XObject=pikepdf.Dictionary(Im0=xobj))
     page.Contents = pdf.make_stream(b"q 595 0 0 842 0 0 cm /Im0 Do Q")
-    bad = tmp / "bomb.pdf"
-    pdf.save(bad)
-    return bad
+    pdf.save(path)
+    return path
+
+
+def make_pdf_bomb(tmp: Path) -> Path:
+    """A page image of 80 000 x 80 000 pixels whose Flate stream is tiny."""
+    raw = zlib.compress(b"\xff" * (1 << 20), 9)  # only the first MiB is real: decoding would need 6.4 GB
+    return one_image_pdf(tmp / "bomb.pdf", raw, 80_000, 80_000)
 
 
 def make_image_without_width(tmp: Path) -> Path:
@@ -165,16 +170,9 @@ def make_truncated_multipage_tiff(tmp: Path) -> Path:
 
 def make_image_data_bomb(tmp: Path) -> Path:
     """A 1000 x 1400 grey image (1.4 MB of pixels) whose Flate data inflates to 1 GiB."""
-    pdf = pikepdf.new()
-    page = pdf.add_blank_page(page_size=(595, 842))
-    xobj = pikepdf.Stream(pdf, zlib.compress(b"\xff" * (1 << 30), 9), Type=pikepdf.Name.XObject,
-                          Subtype=pikepdf.Name.Image, Width=1000, Height=1400, ColorSpace=pikepdf.Name.DeviceGray,
-                          BitsPerComponent=8, Filter=pikepdf.Name.FlateDecode)
-    page.Resources = pikepdf.Dictionary(XObject=pikepdf.Dictionary(Im0=xobj))
-    page.Contents = pdf.make_stream(b"q 595 0 0 842 0 0 cm /Im0 Do Q")
-    bad = tmp / "image-bomb.pdf"
-    pdf.save(bad)
-    return bad
+    body = zlib.compressobj(9)
+    raw = b"".join(body.compress(b"\xff" * (1 << 24)) for _ in range(64)) + body.flush()
+    return one_image_pdf(tmp / "image-bomb.pdf", raw, 1000, 1400)
 
 
 def make_content_bomb(tmp: Path, megabytes: int = 200) -> Path:
@@ -306,15 +304,7 @@ def noisy_pdf(path: Path) -> Path:
     pixels[200:260, 100:1100] = 0
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, "JPEG", quality=95)
-    pdf = pikepdf.new()
-    page = pdf.add_blank_page(page_size=(595, 842))
-    xobj = pikepdf.Stream(pdf, buf.getvalue(), Type=pikepdf.Name.XObject, Subtype=pikepdf.Name.Image, Width=1240,
-                          Height=1754, ColorSpace=pikepdf.Name.DeviceRGB, BitsPerComponent=8,
-                          Filter=pikepdf.Name.DCTDecode)
-    page.Resources = pikepdf.Dictionary(XObject=pikepdf.Dictionary(Im0=xobj))
-    page.Contents = pdf.make_stream(b"q 595 0 0 842 0 0 cm /Im0 Do Q")
-    pdf.save(path)
-    return path
+    return one_image_pdf(path, buf.getvalue(), 1240, 1754, "/DCTDecode", "/DeviceRGB")
 
 
 def test_a_full_output_disk_is_one_line_exit_5_and_leaves_no_temp_file(tmp_path: Path, full_disk: Path) -> None:
