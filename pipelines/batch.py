@@ -95,7 +95,28 @@ def longest_first(items: list[BatchItem]) -> list[BatchItem]:
     larger one the end's idle time is negligible and counting would delay the start."""
     if len(items) > PAGE_ORDER_LIMIT:
         return sorted(items, key=lambda item: -item.size)
-    return sorted(items, key=lambda item: (-page_count_hint(item.path), -item.size))
+    counts = _page_counts([item.path for item in items])
+    return sorted(items, key=lambda item: (-counts.get(item.path, 1), -item.size))
+
+
+COUNT_MEMORY_MB = 2048  # the counting worker's address space: opening a file decodes no page
+
+
+def _page_counts(paths: list[Path]) -> dict[Path, int]:
+    """page_count_hint of every file, in a page worker: the long-lived batch process never parses
+    an untrusted file itself. A worker that dies (a hostile file) just leaves the order by size."""
+    from digitize import imaging, pageworkers
+
+    imaging.single_threaded()  # no OpenCV thread pool may exist across the fork
+    try:
+        counts = pageworkers.run(_count_pages, [(paths,)], 1, 60.0 + 0.1 * len(paths), memory_mb=COUNT_MEMORY_MB)[0]
+    except Exception:  # noqa: BLE001 - only an ordering hint
+        return {}
+    return dict(zip(paths, counts))
+
+
+def _count_pages(paths: list[Path]) -> list[int]:
+    return [page_count_hint(path) for path in paths]
 
 
 def page_count_hint(path: Path) -> int:

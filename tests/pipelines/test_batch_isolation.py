@@ -1,7 +1,9 @@
-"""``digitize batch`` killed with -9: its workers and their page workers go with it (issue 10, finding 9)."""
+"""``digitize batch`` and its untrusted files: killed with -9, its workers and their page workers go
+with it (issue 10, finding 9); the batch process itself never parses a file (issue 9, finding 5)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 
@@ -52,3 +54,12 @@ def _alive(proc) -> bool:
         return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_pages_are_counted_for_ordering_in_a_worker_not_in_the_batch_process(tmp_path, monkeypatch):
+    from pipelines import batch
+
+    files = [tmp_path / "a.pdf", tmp_path / "b.pdf"]
+    monkeypatch.setattr(batch, "page_count_hint", lambda path: os.getpid())
+    counts = batch._page_counts(files)
+    assert set(counts) == set(files) and os.getpid() not in counts.values()
