@@ -16,7 +16,9 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import os
 import struct
+import sys
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -205,7 +207,7 @@ def reading(what: str):
     is the file's fault, not a bug (exit 2, not 15). OSErrors with an errno (disk, permissions) and
     running out of memory keep their own meaning."""
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _c_stderr_silenced():
             warnings.simplefilter("ignore")  # Pillow's "Corrupt EXIF data" and such: not a second line
             yield
     except DigitizeError:
@@ -219,6 +221,27 @@ def reading(what: str):
         raise InputError(f"{what}: image data is corrupt or truncated ({_first_line(e)})") from None
     except MALFORMED as e:
         raise InputError(f"{what}: file is malformed or truncated ({type(e).__name__}: {_first_line(e)})") from None
+
+
+@contextlib.contextmanager
+def _c_stderr_silenced():
+    """libtiff and other C decoders print their complaints straight to file descriptor 2
+    ("TIFFFetchNormalTag: Incompatible type..."): while a file is read they go nowhere, so a
+    refusal stays one line and a good conversion prints nothing."""
+    try:
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 class Source:

@@ -326,3 +326,27 @@ def test_a_full_temp_folder_is_a_resource_fault_not_an_unreadable_source(tmp_pat
     assert_clean_failure(proc, ExitCode.file_access, "temp folder", out)
     assert "no space left" in proc.stderr.lower() and str(src) not in proc.stderr
     assert [p for p in full_disk.iterdir() if p.name.startswith("digitize-")] == []
+
+
+
+def tiff_libtiff_complains_about(path: Path) -> Path:
+    """An LZW TIFF whose RowsPerStrip tag has the wrong type (ASCII): libtiff complains on fd 2
+    and Pillow's decoder fails with an OSError that has no errno."""
+    buf = io.BytesIO()
+    small_page().save(buf, "TIFF", compression="tiff_lzw", dpi=(300, 300))
+    data = bytearray(buf.getvalue())
+    ifd = struct.unpack_from("<I", data, 4)[0]
+    for n in range(struct.unpack_from("<H", data, ifd)[0]):
+        entry = ifd + 2 + 12 * n
+        if struct.unpack_from("<H", data, entry)[0] == 278:  # RowsPerStrip
+            struct.pack_into("<H", data, entry + 2, 2)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_tiff_libtiff_cannot_decode_is_one_line_bad_input(tmp_path: Path) -> None:
+    """Found by fuzz/run.py: libtiff's own 'TIFFFetchNormalTag: Incompatible type for
+    "RowsPerStrip"' line on stderr, then 'internal error: OSError: decoder error -2', exit 15."""
+    src = tiff_libtiff_complains_about(tmp_path / "scan.tif")
+    out = tmp_path / "out.pdf"
+    assert_clean_failure(run_cli("run", "--no-validate", str(src), str(out)), ExitCode.input_file, "corrupt", out)
