@@ -17,7 +17,7 @@ import click
 
 from . import __version__
 from .config import load_settings, settings_as_dict
-from .errors import BadArgsError, ConfigError, DigitizeError, ExitCode, VerificationError
+from .errors import BadArgsError, ConfigError, DigitizeError, ExitCode, VerificationError, resource_fault
 from .secrets import mask, mask_logging
 from .terminal import printable
 
@@ -249,6 +249,10 @@ def main(argv: list[str] | None = None) -> int:
         click.echo("digitize: interrupted", err=True)
         return int(ExitCode.interrupted)
     except Exception as e:  # noqa: BLE001 - last resort: still one line
+        fault = resource_fault(e, "out of disk space")  # ENOSPC anywhere: the machine's, not a bug
+        if fault is not None:
+            click.echo(f"digitize: {fault}", err=True)
+            return int(fault.exit_code)
         if logging.getLogger().isEnabledFor(logging.DEBUG):
             raise
         click.echo(f"digitize: internal error: {type(e).__name__}: {mask(' '.join(str(e).split()))}", err=True)

@@ -36,6 +36,8 @@ class ConvertSettings:
     jpeg_quality: int = 80  # starting quality; lowered (to 40) only while a page is over page_kb
     page_kb: int = 390  # image bytes per A4-sized page
     validate: bool = True  # run veraPDF on each output (missing veraPDF: exit 3; false to skip)
+    max_stream_mb: int = 100  # a PDF page's content, fonts and forms, decoded; more is refused as a bomb
+    max_memory_mb: int = 8192  # address space of each page worker (RLIMIT_AS); 0 = unlimited
 
 
 @dataclass

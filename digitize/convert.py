@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,7 +25,7 @@ import numpy as np
 from . import encode, geometry, imaging, ocr, pageworkers, pdfa, poppler, textlayer, verapdf
 from . import __version__
 from .config import ConvertSettings
-from .errors import BadArgsError, FileAccessError, OcrTimeoutError, OutputValidationError
+from .errors import BadArgsError, FileAccessError, OcrTimeoutError, OutputValidationError, resource_fault
 from .fsutil import atomic_path, atomic_write_text, sha256_file, work_dir
 from .records import DocumentReport, PageReport, Word
 from .sources import SourcePage, open_source, sniff
@@ -48,12 +49,15 @@ class ConvertOptions:
     validate: bool = True
     title: str | None = None
     pages: tuple[int, ...] | None = None  # 0-based input pages to include, in this order (stack splitting)
+    max_stream_mb: int = 100  # a PDF page's non-image streams, decoded (pdfguard.py)
+    max_memory_mb: int = 8192  # each page worker's address space; 0 = unlimited
 
     @classmethod
     def from_settings(cls, settings: ConvertSettings, **overrides) -> "ConvertOptions":
         base = cls(language=settings.language, jobs=settings.jobs, ocr_timeout=settings.ocr_timeout,
                    default_dpi=settings.default_dpi, max_pixels=settings.max_pixels,
-                   jpeg_quality=settings.jpeg_quality, page_kb=settings.page_kb, validate=settings.validate)
+                   jpeg_quality=settings.jpeg_quality, page_kb=settings.page_kb, validate=settings.validate,
+                   max_stream_mb=settings.max_stream_mb, max_memory_mb=settings.max_memory_mb)
         given = {k: (tuple(v) if k == "pages" and v is not None else v) for k, v in overrides.items() if v is not None}
         return replace(base, **given)
 
@@ -189,7 +193,7 @@ def _page_task(input_path: str, index: int, number: int, out_pdf: str, opts: Con
     a kept worker given another file, or the same path changed, opens that instead). ``key``
     says which file: taken once per conversion, so every page reads the same one."""
     global _worker_source
-    key = (input_path, *key, opts.max_pixels, opts.default_dpi)
+    key = (input_path, *key, opts.max_pixels, opts.default_dpi, opts.max_stream_mb)
     if _worker_source is None or _worker_source[0] != key:
         if _worker_source is not None:
             _worker_source[1].close()
@@ -219,7 +223,7 @@ def _run_pages(input_path: Path, indices: Sequence[int], tmp: Path, opts: Conver
     imaging.single_threaded()
     ocr.warm(opts.language)
     return pageworkers.run(_page_task, tasks, max(1, min(opts.jobs, len(tasks))), page_deadline(opts),
-                           while_running)
+                           while_running, memory_mb=opts.max_memory_mb)
 
 
 def tool_versions() -> dict[str, str]:
@@ -242,9 +246,10 @@ def _page_indices(count: int, wanted: Sequence[int] | None, name: str) -> list[i
 
 def convert_file(input_path: Path | str, output_path: Path | str, opts: ConvertOptions | None = None,
                  sidecar: Path | str | None = None, report: Path | str | None = None,
-                 signer: "Signer | None" = None) -> DocumentReport:
+                 signer: "Signer | None" = None, page_count: int | None = None) -> DocumentReport:
     """Convert one file; OUTPUT appears complete and veraPDF-checked (and signed by ``signer``, then
-    checked again), or not at all."""
+    checked again), or not at all. A caller that counted the pages in a worker (a long-lived watcher)
+    passes PAGE_COUNT, and then nothing of the untrusted file but its first bytes is read in this process."""
     opts = opts or ConvertOptions()
     verapdf.require(opts.validate)  # before any work: a check that cannot run fails the run (exit 3)
     input_path, output_path = Path(input_path), Path(output_path)
@@ -254,8 +259,28 @@ def convert_file(input_path: Path | str, output_path: Path | str, opts: ConvertO
         raise BadArgsError("output must not overwrite the input (the scan stays until its outputs are stored)")
     doc = DocumentReport(input_path=str(input_path), input_sha256=sha256_file(input_path), input_type=kind,
                          language=opts.language, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
-    with open_source(input_path, opts) as src:
-        indices = _page_indices(src.page_count, opts.pages, input_path.name)
+    if page_count is None:
+        with open_source(input_path, opts) as src:
+            page_count = src.page_count
+    indices = _page_indices(page_count, opts.pages, input_path.name)
+    try:
+        return _convert(input_path, output_path, opts, sidecar, report, doc, indices, start)
+    except OSError as e:  # in a page worker (its page PDF), the merge or a report
+        fault = resource_fault(e, f"cannot write {_where(e, output_path)}")
+        if fault is not None:
+            raise fault from None
+        raise
+
+
+def _where(error: OSError, output_path: Path) -> str:
+    """Which folder ran out: the temp folder's files are named in the error's text."""
+    text = f"{getattr(error, 'filename', '') or ''} {error}"
+    tmp = tempfile.gettempdir()
+    return f"temp folder {tmp} (TMPDIR)" if os.path.join(tmp, "digitize-") in text else str(output_path)
+
+
+def _convert(input_path: Path, output_path: Path, opts: ConvertOptions, sidecar, report, doc: DocumentReport,
+             indices: list[int], start: float) -> DocumentReport:
     # the validator boots while the pages are processed
     boot = verapdf.prestart if opts.validate else (lambda: None)
     with work_dir("pages") as tmp:

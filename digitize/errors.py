@@ -81,6 +81,26 @@ class FileAccessError(DigitizeError):
     exit_code = ExitCode.file_access
 
 
+class ResourceError(FileAccessError):
+    """This machine ran out of something a run needs (disk space, quota): not the input's fault,
+    so the file is kept and tried again later."""
+
+
+RESOURCE_ERRNOS = frozenset({28, 122})  # ENOSPC, EDQUOT
+
+
+def resource_fault(error: BaseException, what: str) -> ResourceError | None:
+    """The ResourceError an OSError (or qpdf's system error) stands for, or None if it is another kind.
+    pikepdf reports qpdf's write failures as plain exceptions whose text carries the errno's words."""
+    errno = getattr(error, "errno", None)
+    if errno in RESOURCE_ERRNOS:
+        return ResourceError(f"{what}: {error.strerror or 'no space left on device'}")
+    text = str(error)
+    if not isinstance(error, OSError) and ("No space left on device" in text or "Disk quota exceeded" in text):
+        return ResourceError(f"{what}: {'Disk quota exceeded' if 'quota' in text else 'No space left on device'}")
+    return None
+
+
 class ConfigError(DigitizeError):
     exit_code = ExitCode.invalid_config
 

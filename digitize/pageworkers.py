@@ -17,27 +17,23 @@ import ctypes
 import multiprocessing
 import multiprocessing.util
 import os
+import resource
 import signal
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Sequence
 
-from .errors import OcrError, OcrTimeoutError
+from .errors import InputTooLargeError, OcrError, OcrTimeoutError
 
 PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h): a signal for us when our parent ends
 SIGNAL_HINTS = {signal.SIGKILL: "out of memory?", signal.SIGSEGV: "a crash in a C library",
                 signal.SIGBUS: "a crash in a C library", signal.SIGABRT: "a crash in a C library"}
 
 
-def _die_with_parent(parent: int) -> None:
-    """Page workers end with the process that forked them (a batch worker killed with -9
-    would otherwise leave them computing pages nobody will collect; Linux only). They leave
-    signals to it: the parent's handlers (watch's graceful SIGTERM) are not theirs, the
-    executor's SIGTERM must end them, and a Ctrl-C reaches the parent, which ends them."""
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def die_with_parent(parent: int) -> None:
+    """This forked process is killed when the thread that forked it ends (kill -9 of a batch or
+    a watch included), so no worker outlives the run it serves (Linux only)."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -47,13 +43,48 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+def limit_memory(memory_mb: int) -> None:
+    """Cap this process's address space (RLIMIT_AS; inherited by poppler's pdftoppm), so that a
+    page that slips past the decoding limits fails with MemoryError instead of taking the machine.
+    0 leaves it as it is; a lower limit already set stays."""
+    if memory_mb <= 0:
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    wanted = memory_mb << 20
+    if hard != resource.RLIM_INFINITY:
+        wanted = min(wanted, hard)
+    if soft == resource.RLIM_INFINITY or wanted < soft:
+        resource.setrlimit(resource.RLIMIT_AS, (wanted, hard))
+
+
+def _init_page_worker(parent: int, memory_mb: int) -> None:
+    """Page workers end with the process that forked them (a batch worker killed with -9
+    would otherwise leave them computing pages nobody will collect). They leave
+    signals to it: the parent's handlers (watch's graceful SIGTERM) are not theirs, the
+    executor's SIGTERM must end them, and a Ctrl-C reaches the parent, which ends them."""
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent(parent)
+    limit_memory(memory_mb)
+
+
+def _bounded(fn: Callable, memory_mb: int, *args):
+    """``fn(*args)`` in a worker; running out of its memory limit is the input's fault (exit 2)."""
+    try:
+        return fn(*args)
+    except MemoryError:
+        raise InputTooLargeError(f"a page needs more than the {memory_mb} MB a page worker may use "
+                                 "(decompression bomb?); raise convert.max_memory_mb if genuine") from None
+
+
 class PagePool:
     """``processes`` forked workers; kept ones serve file after file (see ``keep``)."""
 
-    def __init__(self, processes: int):
-        self.processes = processes
+    def __init__(self, processes: int, memory_mb: int = 0):
+        self.processes, self.memory_mb = processes, memory_mb
         self.executor = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork"),
-                                            initializer=_die_with_parent, initargs=(os.getpid(),))
+                                            initializer=_init_page_worker, initargs=(os.getpid(), memory_mb))
         self.workers: list = []  # the worker processes, once forked (at the first submit)
 
     def run(self, fn: Callable, tasks: Sequence[tuple], deadline: float,
@@ -63,7 +94,7 @@ class PagePool:
         previous result) raises OcrTimeoutError, a dead worker OcrError."""
         n = 1
         try:
-            futures = [self.executor.submit(fn, *task) for task in tasks]
+            futures = [self.executor.submit(_bounded, fn, self.memory_mb, *task) for task in tasks]
             self.workers = list(getattr(self.executor, "_processes", {}).values())  # forked by now
             while_running()  # e.g. boot the validator: after the fork, so workers hold none of it
             results = []
@@ -150,19 +181,20 @@ def _close_kept() -> None:
 
 
 def run(fn: Callable, tasks: Sequence[tuple], processes: int, deadline: float,
-        while_running: Callable[[], None] = lambda: None) -> list:
-    """Run the tasks in a new pool, or in this process's kept one (see ``keep``)."""
+        while_running: Callable[[], None] = lambda: None, memory_mb: int = 0) -> list:
+    """Run the tasks in a new pool, or in this process's kept one (see ``keep``); each worker's
+    address space is capped at MEMORY_MB (0: no cap)."""
     global _kept
     if not _keep:
-        pool = PagePool(processes)
+        pool = PagePool(processes, memory_mb)
         results = pool.run(fn, tasks, deadline, while_running)
         pool.close()
         return results
-    if _kept is not None and (_kept.processes != processes or not _kept.alive()):
+    if _kept is not None and (_kept.processes != processes or _kept.memory_mb != memory_mb or not _kept.alive()):
         _kept.end()
         _kept = None
     if _kept is None:
-        _kept = PagePool(processes)
+        _kept = PagePool(processes, memory_mb)
     pool = _kept
     try:
         return pool.run(fn, tasks, deadline, while_running)

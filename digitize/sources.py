@@ -13,8 +13,14 @@ The original file is always kept byte for byte in the store, so nothing of it is
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
+import os
+import struct
+import sys
+import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -23,8 +29,8 @@ import numpy as np
 import pikepdf
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from . import poppler
-from .errors import EncryptedPdfError, InputError, InputTooLargeError, UnsupportedInputError
+from . import pdfguard, poppler
+from .errors import DigitizeError, EncryptedPdfError, InputError, InputTooLargeError, UnsupportedInputError
 from .records import Word
 
 MIN_DPI, MAX_DPI = 50.0, 2400.0
@@ -48,6 +54,7 @@ class SourcePage:
 class ReadLimits:
     max_pixels: int = 250_000_000
     default_dpi: float = 300.0
+    max_stream_bytes: int = 100_000_000  # a PDF page's non-image streams, decoded (pdfguard.py)
 
 
 def sniff(path: Path) -> str:
@@ -187,13 +194,71 @@ def _exif_orientation(img: Image.Image) -> int | None:
         return None
 
 
+# What pikepdf, Pillow and the codecs raise on a file whose structure is broken: a dictionary
+# without a required key (AttributeError, KeyError), a wrong type (TypeError: "Missing dimensions"),
+# a bad value, a short read (struct.error, EOFError), a codec's complaint (OSError without an errno).
+MALFORMED = (pikepdf.PdfError, pikepdf.PikepdfError, AttributeError, KeyError, TypeError, ValueError, IndexError,
+             EOFError, SyntaxError, struct.error, zlib.error, NotImplementedError, Image.DecompressionBombError)
+
+
+@contextlib.contextmanager
+def reading(what: str):
+    """Errors met while reading an untrusted file become one-line bad-input errors: a malformed file
+    is the file's fault, not a bug (exit 2, not 15). OSErrors with an errno (disk, permissions) and
+    running out of memory keep their own meaning."""
+    try:
+        with warnings.catch_warnings(), _c_stderr_silenced():
+            warnings.simplefilter("ignore")  # Pillow's "Corrupt EXIF data" and such: not a second line
+            yield
+    except DigitizeError:
+        raise
+    except MemoryError:
+        raise InputTooLargeError(f"{what}: decoding needs more memory than this worker may use "
+                                 "(decompression bomb?); raise convert.max_memory_mb if genuine") from None
+    except OSError as e:
+        if e.errno is not None:
+            raise
+        raise InputError(f"{what}: image data is corrupt or truncated ({_first_line(e)})") from None
+    except MALFORMED as e:
+        raise InputError(f"{what}: file is malformed or truncated ({type(e).__name__}: {_first_line(e)})") from None
+
+
+@contextlib.contextmanager
+def _c_stderr_silenced():
+    """libtiff and other C decoders print their complaints straight to file descriptor 2
+    ("TIFFFetchNormalTag: Incompatible type..."): while a file is read they go nowhere, so a
+    refusal stays one line and a good conversion prints nothing."""
+    try:
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 class Source:
     """Base: a sequence of pages read lazily; use as a context manager."""
 
     kind = "?"
     page_count = 0
+    name = "?"
 
     def page(self, index: int) -> SourcePage:
+        """Page INDEX (0-based), decoded; a malformed one raises InputError."""
+        if not 0 <= index < self.page_count:
+            raise IndexError(index)
+        with reading(f"{self.name} page {index + 1}"):
+            return self._read_page(index)
+
+    def _read_page(self, index: int) -> SourcePage:
         raise NotImplementedError
 
     def __iter__(self) -> Iterator[SourcePage]:
@@ -214,11 +279,9 @@ class ImageSource(Source):
     """JPEG and PNG files: one page."""
 
     def __init__(self, path: Path, kind: str, limits: ReadLimits):
-        self.path, self.kind, self.limits, self.page_count = path, kind, limits, 1
+        self.path, self.kind, self.limits, self.page_count, self.name = path, kind, limits, 1, path.name
 
-    def page(self, index: int) -> SourcePage:
-        if index != 0:
-            raise IndexError(index)
+    def _read_page(self, index: int) -> SourcePage:
         data = self.path.read_bytes()
         img = _open_image(io.BytesIO(data), self.path.name, self.limits)
         raw = data if self.kind == "jpeg" and img.mode in ("RGB", "L") else None
@@ -229,11 +292,15 @@ class TiffSource(Source):
     kind = "tiff"
 
     def __init__(self, path: Path, limits: ReadLimits):
-        self.path, self.limits = path, limits
+        self.path, self.limits, self.name = path, limits, path.name
         self._img = _open_image(path, path.name, limits)
-        self.page_count = getattr(self._img, "n_frames", 1)
+        try:
+            self.page_count = getattr(self._img, "n_frames", 1)
+        except BaseException:
+            self._img.close()
+            raise
 
-    def page(self, index: int) -> SourcePage:
+    def _read_page(self, index: int) -> SourcePage:
         try:
             self._img.seek(index)
         except EOFError:
@@ -269,12 +336,15 @@ class _PageLayout:
     other_drawing: bool
 
 
+LAYOUT_OPERATORS = "q Q cm Tr Tj TJ ' \" Do f F f* S s B B* b b* sh BI"  # only these become Python objects
+
+
 def _layout(page: pikepdf.Page) -> _PageLayout:
     ctm = [1.0, 0.0, 0.0, 1.0, 0.0, 0.0]
     stack: list[list[float]] = []
     images, visible, invisible, other = [], False, False, False
     mode = 0
-    for operands, op in pikepdf.parse_content_stream(page):
+    for operands, op in pikepdf.parse_content_stream(page, LAYOUT_OPERATORS):
         name = str(op)
         if name == "q":
             stack.append(ctm[:])
@@ -303,7 +373,7 @@ class PdfSource(Source):
     kind = "pdf"
 
     def __init__(self, path: Path, limits: ReadLimits):
-        self.path, self.limits = path, limits
+        self.path, self.limits, self.name = path, limits, path.name
         try:
             self.pdf = pikepdf.open(path)
         except pikepdf.PasswordError:
@@ -329,10 +399,11 @@ class PdfSource(Source):
         if n == 0:
             raise InputError(f"{name}: PDF has no pages")
 
-    def page(self, index: int) -> SourcePage:
+    def _read_page(self, index: int) -> SourcePage:
         name = self.path.name
         try:
             page = self.pdf.pages[index]
+            pdfguard.check_page(page, self.limits.max_pixels, self.limits.max_stream_bytes, f"{name} page {index + 1}")
             rotate = int(page.obj.get("/Rotate", 0)) % 360
             layout = _layout(page)
             box = [float(v) for v in page.cropbox]
@@ -390,7 +461,8 @@ class PdfSource(Source):
                 raw = bytes(xobj.read_raw_bytes())
             img = pdfimage.as_pil_image()
             img.load()
-        except (pikepdf.PdfError, NotImplementedError, pikepdf.models.image.UnsupportedImageTypeError):
+        except (pikepdf.PikepdfError, NotImplementedError):
+            # not extractable losslessly (DeviceN/Separation, an odd JBIG2 or bit depth...): poppler draws it
             return self._render(index, None, self.pdf.pages[index], box_w, None, width / (box_w / 72.0))
         except (OSError, ValueError, SyntaxError) as e:
             raise InputError(f"{name} page {index + 1}: image data is corrupt or truncated ({_first_line(e)})") from None
@@ -442,10 +514,18 @@ def _first_line(err: BaseException) -> str:
 def open_source(path: Path | str, limits=None) -> Source:
     """Open any supported input; ``limits`` is ReadLimits or anything with max_pixels/default_dpi."""
     path = Path(path)
-    limits = ReadLimits(limits.max_pixels, limits.default_dpi) if limits is not None else ReadLimits()
+    if isinstance(limits, ReadLimits):
+        pass
+    elif limits is not None:
+        stream_mb = getattr(limits, "max_stream_mb", None)
+        limits = ReadLimits(limits.max_pixels, limits.default_dpi,
+                            ReadLimits.max_stream_bytes if stream_mb is None else int(stream_mb * 1_000_000))
+    else:
+        limits = ReadLimits()
     kind = sniff(path)
-    if kind == "pdf":
-        return PdfSource(path, limits)
-    if kind == "tiff":
-        return TiffSource(path, limits)
-    return ImageSource(path, kind, limits)
+    with reading(path.name):
+        if kind == "pdf":
+            return PdfSource(path, limits)
+        if kind == "tiff":
+            return TiffSource(path, limits)
+        return ImageSource(path, kind, limits)

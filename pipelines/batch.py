@@ -15,6 +15,7 @@ import io
 import json
 import logging
 import multiprocessing
+import os
 import sys
 import time
 from collections import deque
@@ -94,7 +95,28 @@ def longest_first(items: list[BatchItem]) -> list[BatchItem]:
     larger one the end's idle time is negligible and counting would delay the start."""
     if len(items) > PAGE_ORDER_LIMIT:
         return sorted(items, key=lambda item: -item.size)
-    return sorted(items, key=lambda item: (-page_count_hint(item.path), -item.size))
+    counts = _page_counts([item.path for item in items])
+    return sorted(items, key=lambda item: (-counts.get(item.path, 1), -item.size))
+
+
+COUNT_MEMORY_MB = 2048  # the counting worker's address space: opening a file decodes no page
+
+
+def _page_counts(paths: list[Path]) -> dict[Path, int]:
+    """page_count_hint of every file, in a page worker: the long-lived batch process never parses
+    an untrusted file itself. A worker that dies (a hostile file) just leaves the order by size."""
+    from digitize import imaging, pageworkers
+
+    imaging.single_threaded()  # no OpenCV thread pool may exist across the fork
+    try:
+        counts = pageworkers.run(_count_pages, [(paths,)], 1, 60.0 + 0.1 * len(paths), memory_mb=COUNT_MEMORY_MB)[0]
+    except Exception:  # noqa: BLE001 - only an ordering hint
+        return {}
+    return dict(zip(paths, counts))
+
+
+def _count_pages(paths: list[Path]) -> list[int]:
+    return [page_count_hint(path) for path in paths]
 
 
 def page_count_hint(path: Path) -> int:
@@ -179,13 +201,15 @@ class _ProgressLine:
 _worker_settings = None
 
 
-def _init_worker(settings, log_state: tuple[int, bool]) -> None:
+def _init_worker(settings, log_state: tuple[int, bool], parent: int) -> None:
     """One worker = one core: OpenCV's own thread pool would only fight the other workers for it.
-    It converts file after file, so it keeps its page worker instead of forking one per file."""
+    It converts file after file, so it keeps its page worker instead of forking one per file.
+    It dies with the batch (kill -9 included), and its page workers with it."""
     import cv2
 
     from digitize import pageworkers
 
+    pageworkers.die_with_parent(parent)
     global _worker_settings
     _worker_settings = settings
     logs.restore(log_state)
@@ -230,7 +254,7 @@ class _Runner:
 
         imaging.single_threaded()  # no OpenCV thread pool may exist across the fork
         return ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("fork"),
-                                   initializer=_init_worker, initargs=(self.settings, logs.snapshot()))
+                                   initializer=_init_worker, initargs=(self.settings, logs.snapshot(), os.getpid()))
 
     def _submit(self) -> None:
         now = time.monotonic()

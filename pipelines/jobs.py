@@ -19,7 +19,7 @@ from enum import StrEnum
 from pathlib import Path, PurePath
 from typing import Any
 
-from digitize.errors import DigitizeError, ExitCode, SigningError, StorageError
+from digitize.errors import DigitizeError, ExitCode, ResourceError, SigningError, StorageError, resource_fault
 from digitize.fsutil import atomic_write_text, sha256_file, sha256_regular, work_dir
 from digitize.records import DocumentReport
 
@@ -69,8 +69,9 @@ class JobResult:
 
     @property
     def retryable(self) -> bool:
-        """Storage or signing-key trouble says nothing about the file: keep it and try again later."""
-        return self.status is Status.failed and bool({StorageError.__name__, SigningError.__name__} & set(self.error_kinds))
+        """Storage or signing-key trouble, or a full disk, says nothing about the file: keep it and try again later."""
+        return self.status is Status.failed and bool(
+            {StorageError.__name__, SigningError.__name__, ResourceError.__name__} & set(self.error_kinds))
 
     @property
     def internal(self) -> bool:
@@ -139,6 +140,7 @@ class _Job:
         self.sha256 = ""
         self.convert_seconds = 0.0
         self.pages = 0
+        self.page_count: int | None = None  # counted by scan_pages in a worker
 
     def _code_clue(self, part: Part, scan: PageScan, known: bool) -> Clue | None:
         """Codes from the quick pass; the costly thorough read only when nothing earlier named the case."""
@@ -162,7 +164,8 @@ class _Job:
         opts = dataclasses.replace(self.opts, pages=None if part.whole else part.pages)
         started = time.perf_counter()
         signer = signer_for(self.settings)  # this process's open key; None when [sign] is not configured
-        report = convert_file(self.path, (kept or workdir) / f"part-{part.pages[0] + 1}.pdf", opts, signer=signer)
+        report = convert_file(self.path, (kept or workdir) / f"part-{part.pages[0] + 1}.pdf", opts, signer=signer,
+                              page_count=self.page_count)
         self.convert_seconds += time.perf_counter() - started
         self.pages += report.page_count
         if kept:
@@ -210,6 +213,7 @@ class _Job:
         if whole is not None:
             return [self._stored_before(whole, "", self.file_clues)]
         scan = scan_pages(self.path, self.opts)
+        self.page_count = scan.page_count
         with work_dir("job") as tmp:
             return [self.store_part(part, scan, tmp) for part in scan.parts()]
 
@@ -249,10 +253,15 @@ def process_file(path: Path, settings, meta_hint: Clue | None = None, *, root: P
         result = JobResult(str(path), Status.failed, job.sha256 if job else "", str(e),
                            error_kinds=error_kinds(e), exit_code=int(e.exit_code))
     except OSError as e:
-        denied = ("PermissionError",) if isinstance(e, PermissionError) else ()
-        result = JobResult(str(path), Status.failed, job.sha256 if job else "",
-                           f"cannot read {path.name}: {e.strerror}" + (f" (uid {os.geteuid()})" if denied else ""),
-                           error_kinds=(*denied, "FileAccessError", "OSError"), exit_code=int(ExitCode.file_access))
+        fault = resource_fault(e, "out of disk space")
+        if fault is not None:  # this machine's fault, not the file's: it is kept and tried again
+            result = JobResult(str(path), Status.failed, job.sha256 if job else "", str(fault),
+                               error_kinds=error_kinds(fault), exit_code=int(fault.exit_code))
+        else:
+            denied = ("PermissionError",) if isinstance(e, PermissionError) else ()
+            result = JobResult(str(path), Status.failed, job.sha256 if job else "",
+                               f"cannot read {path.name}: {e.strerror}" + (f" (uid {os.geteuid()})" if denied else ""),
+                               error_kinds=(*denied, "FileAccessError", "OSError"), exit_code=int(ExitCode.file_access))
     except Exception as e:  # noqa: BLE001 - one file's bug must not stop a batch or a watcher
         log.exception("internal error on %s", path)
         result = JobResult(str(path), Status.failed, job.sha256 if job else "",

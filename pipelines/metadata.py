@@ -151,6 +151,8 @@ def sidecar_clue(path: Path) -> Clue | None:
         data = json.loads(found.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise SidecarError(f"sidecar {found.name} is not valid UTF-8 JSON: {e}") from None
+    except RecursionError:  # found by fuzz/run.py: [[[[...]]]] nested beyond Python's stack
+        raise SidecarError(f"sidecar {found.name}: JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise SidecarError(f"sidecar {found.name} must hold a JSON object")
     clue, problems = clue_from_mapping("sidecar", data)

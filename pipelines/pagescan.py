@@ -5,6 +5,10 @@ never sits in memory. Every page gets the cheap look (enough for a separator's l
 a few ms); the thorough look that finds a small receipt QR code on a noisy scan costs about half
 a second a page, so it is spent only on a part's first pages and only when no earlier clue
 (sidecar, manifest, folder, file name, separator) already named the case.
+
+Pages are untrusted input: they are opened and decoded in a page worker (digitize.pageworkers:
+forked, memory-capped, killed past a deadline), never in the long-lived watch or batch process,
+so a decompression bomb or a decoder crash costs that worker, not the desk.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
+
+from digitize import pageworkers
 
 from .codes import read_codes
 from .separators import Part, Separator, parse_separator, plan_parts
@@ -33,30 +39,59 @@ class PageScan:
         return [text for page in part.pages[:THOROUGH_PAGES] for text in self.codes.get(page, [])]
 
 
+_opened: tuple[tuple, object] | None = None  # in a worker: (what was opened, the open Source)
+
+
+def _source(path: str, opts):
+    """The worker's open source for PATH, kept for the file's next pages."""
+    global _opened
+    from digitize.sources import open_source
+
+    key = (path, opts.max_pixels, opts.default_dpi, opts.max_stream_mb)
+    if _opened is None or _opened[0] != key:
+        if _opened is not None:
+            _opened[1].close()
+            _opened = None
+        _opened = (key, open_source(Path(path), opts))
+    return _opened[1]
+
+
+def _count_task(path: str, opts) -> int:
+    return _source(path, opts).page_count
+
+
+def _codes_task(path: str, opts, index: int, quick: bool) -> list[str]:
+    return read_codes(_source(path, opts).page(index).image, quick=quick)
+
+
+def _in_worker(task, args: list[tuple], opts) -> list:
+    from digitize import imaging
+    from digitize.convert import page_deadline
+
+    imaging.single_threaded()  # no OpenCV thread pool may exist across the fork
+    return pageworkers.run(task, args, 1, page_deadline(opts), memory_mb=opts.max_memory_mb)
+
+
 def scan_pages(path: Path, opts) -> PageScan:
     """The quick pass over every page: separators, and any large code.
 
     A one-page file cannot be a stack, and its page gets the thorough look if its case is unknown,
     so it is not decoded here at all.
     """
-    from digitize.sources import open_source
-
-    with open_source(path, opts) as src:
-        scan = PageScan(src.page_count)
-        if src.page_count == 1:
-            scan.separators.append(None)
-            return scan
-        for index in range(src.page_count):
-            codes = read_codes(src.page(index).image, quick=True)
-            scan.separators.append(parse_separator(codes))
-            if codes:
-                scan.codes[index] = codes
+    count = _in_worker(_count_task, [(str(path), opts)], opts)[0]
+    scan = PageScan(count)
+    if count == 1:
+        scan.separators.append(None)
+        return scan
+    found = _in_worker(_codes_task, [(str(path), opts, index, True) for index in range(count)], opts)
+    for index, codes in enumerate(found):
+        scan.separators.append(parse_separator(codes))
+        if codes:
+            scan.codes[index] = codes
     return scan
 
 
 def thorough_codes(path: Path, opts, part: Part) -> list[str]:
     """The thorough read of a part's first pages (downscaled and binarised variants too)."""
-    from digitize.sources import open_source
-
-    with open_source(path, opts) as src:
-        return [text for page in part.pages[:THOROUGH_PAGES] for text in read_codes(src.page(page).image)]
+    found = _in_worker(_codes_task, [(str(path), opts, page, False) for page in part.pages[:THOROUGH_PAGES]], opts)
+    return [text for codes in found for text in codes]

@@ -15,6 +15,8 @@ APT_PKGS=(tesseract-ocr tesseract-ocr-vie tesseract-ocr-eng tesseract-ocr-osd po
 [ $servers = 1 ] && APT_PKGS+=(postgresql postgresql-contrib)
 # the portal's browser tests drive Debian's chromium through Playwright (no browser download)
 [ $servers = 1 ] && APT_PKGS+=(chromium)
+# a go of any age (Debian's) knows which Go module proxy this machine uses: `go env GOPROXY`
+[ $servers = 1 ] && ! command -v go >/dev/null && APT_PKGS+=(golang-go)
 # Java and Maven (veraPDF) only when the machine has none of its own
 command -v javac >/dev/null || APT_PKGS+=(default-jdk-headless)
 command -v mvn >/dev/null || APT_PKGS+=(maven)
@@ -80,14 +82,16 @@ if [ "$(id -u)" = 0 ] && [ -f "$JAR" ]; then
 fi
 
 # Go >= 1.21 fetches whatever toolchain MinIO's go.mod asks for (GOTOOLCHAIN=auto). Debian 12
-# ships 1.19, so without a recent go, take the Go team's toolchain module from the module proxy.
+# ships 1.19, so without a recent go, take the Go team's toolchain module from the module proxy
+# that go itself is configured for (no proxy host is written here).
 GO_TOOLCHAIN=1.24.5
 ensure_go() {
   if command -v go >/dev/null && go version | grep -qE 'go1\.(2[1-9]|[3-9][0-9])'; then return; fi
   local dir="$CACHE/go$GO_TOOLCHAIN"
   if [ ! -x "$dir/bin/go" ]; then
     say "fetching Go $GO_TOOLCHAIN toolchain from the Go module proxy"
-    local proxy="${GOPROXY:-https://proxy.golang.org}"; proxy="${proxy%%,*}"
+    local proxy; proxy="$(go env GOPROXY)"; proxy="${proxy%%[,|]*}"
+    case "$proxy" in http*) ;; *) echo "setup.sh: go env GOPROXY is '$proxy': no module proxy to fetch Go $GO_TOOLCHAIN from" >&2; exit 1;; esac
     curl -fsSL "$proxy/golang.org/toolchain/@v/v0.0.1-go$GO_TOOLCHAIN.linux-amd64.zip" -o "$CACHE/go.zip"
     rm -rf "$CACHE/go-unpack" && unzip -q "$CACHE/go.zip" -d "$CACHE/go-unpack"
     mv "$CACHE"/go-unpack/golang.org/toolchain@*/ "$dir" && chmod +x "$dir"/bin/* "$dir"/pkg/tool/*/* && rm -rf "$CACHE/go.zip" "$CACHE/go-unpack"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,21 @@ def page_pdf(path: Path, data: bytes, width: int, height: int, *, filter_: str, 
         page.CropBox = pikepdf.Array(crop)
     pdf.save(path)
     return path
+
+
+def jbig2_bytes(pixels: np.ndarray) -> bytes:
+    """An embedded JBIG2 stream (as PDF holds it): a page and one generic region in MMR coding,
+    i.e. CCITT G4 runs (from libtiff), so no JBIG2 encoder is needed. 1 = black, as JBIG2 wants."""
+    h, w = pixels.shape
+
+    def segment(number: int, kind: int, data: bytes) -> bytes:  # 1-byte page association, no referred-to
+        return struct.pack(">IBBBI", number, kind, 0, 1, len(data)) + data
+
+    g4 = encode.encode_bilevel(np.where(pixels > 127, 0, 255).astype(np.uint8))  # G4's white runs = JBIG2's 0
+    assert g4.decode_parms["/BlackIs1"]  # i.e. libtiff coded the ink as black runs
+    page_info = segment(0, 48, struct.pack(">IIIIBH", w, h, 0, 0, 0, 0))
+    region = segment(1, 38, struct.pack(">IIIIB", w, h, 0, 0, 0) + b"\x01" + g4.data)  # flags: MMR
+    return page_info + region + segment(2, 49, b"")
 
 
 def jpeg_bytes(pixels: np.ndarray, **kw) -> bytes:
@@ -155,6 +171,29 @@ def test_pdf_ccitt_g4_image_is_decoded(tmp_path) -> None:
     img = np.asarray(open_source(f).page(0).image.convert("L"))
     assert img.shape == PAGE.shape
     assert np.mean((img > 128) == (PAGE > 128)) > 0.999
+
+
+def test_pdf_jbig2_image_is_decoded(tmp_path) -> None:
+    f = page_pdf(tmp_path / "jbig2.pdf", jbig2_bytes(PAGE), 1240, 1754, filter_="/JBIG2Decode", bits=1)
+    img = np.asarray(open_source(f).page(0).image.convert("L"))
+    assert img.shape == PAGE.shape
+    assert np.mean((img > 128) == (PAGE > 128)) > 0.999
+
+
+def test_a_devicen_jbig2_image_is_rendered_by_poppler_instead_of_failing(tmp_path) -> None:
+    """Issue 13: pikepdf cannot transcode DeviceN ("HifiPrintImageNotTranscodableError", exit 15);
+    any image it cannot extract losslessly is drawn by poppler instead."""
+    pdf_path = page_pdf(tmp_path / "devicen.pdf", jbig2_bytes(PAGE), 1240, 1754, filter_="/JBIG2Decode", bits=1)
+    with pikepdf.open(pdf_path, allow_overwriting_input=True) as pdf:
+        tint = pikepdf.Stream(pdf, b"{}", FunctionType=4, Domain=[0, 1], Range=[0, 1])
+        image = pdf.pages[0].Resources.XObject.Im0
+        image.ColorSpace = pikepdf.Array([pikepdf.Name.DeviceN, pikepdf.Array([pikepdf.Name("/Black")]),
+                                          pikepdf.Name.DeviceGray, tint])
+        pdf.save(pdf_path)
+    page = open_source(pdf_path).page(0)
+    img = np.asarray(page.image.convert("L").resize((1240, 1754)))
+    assert page.dpi_source == "pdf" and page.dpi >= 200
+    assert np.mean((img > 128) == (PAGE > 128)) > 0.97  # the text is there, black on white
 
 
 def test_pdf_jpeg2000_image_is_decoded(tmp_path) -> None:

@@ -21,7 +21,8 @@ from pipelines.pagescan import thorough_codes
 opts = ConvertOptions.from_settings(Settings().convert)
 scan = scan_pages(Path(sys.argv[1]), opts)
 thorough_codes(Path(sys.argv[1]), opts, Part(tuple(range(scan.page_count))))
-print(scan.page_count, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+# pages are decoded in a page worker (a child): the larger of this process and its children
+print(scan.page_count, max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)))
 """
 
 
