@@ -93,9 +93,7 @@ def completeness_problem(path: Path, limits) -> Problem | None:
 
     ``limits`` is anything with ``max_pixels``/``default_dpi`` (ConvertOptions or ConvertSettings).
     """
-    from digitize.sources import open_source, sniff
-
-    from .messages import error_kinds
+    from digitize.sources import sniff
 
     try:
         os.close(open_regular(path))  # a symlink or FIFO is refused here, before anything reads it
@@ -105,16 +103,44 @@ def completeness_problem(path: Path, limits) -> Problem | None:
         marker = _END_MARKERS.get(kind)
         if marker and marker not in _tail(path):
             return Problem(("incomplete",), f"{kind.upper()} end marker missing: the file is incomplete or truncated")
-        with open_source(path, limits) as src:
-            if kind == "tiff":
+        return _probe_in_worker(path, limits)
+    except Exception as e:  # noqa: BLE001 - whatever the reason, it is this file's problem
+        return _problem(e)
+
+
+def _probe(path: str, limits) -> Problem | None:
+    """In a page worker: open the scan as the converter will; a TIFF's last frame proves the frames before it."""
+    from digitize.sources import open_source, sniff
+
+    try:
+        with open_source(Path(path), limits) as src:
+            if sniff(Path(path)) == "tiff":
                 src.page(src.page_count - 1)  # frames are written in order: the last one proves the rest
-    except DigitizeError as e:
-        return Problem(error_kinds(e), str(e))
-    except OSError as e:
-        return os_problem(e)
-    except Exception as e:  # noqa: BLE001 - a reader's bug on a damaged file (a truncated TIFF): still the file's
-        return Problem(("InputError",), f"cannot read the file: {type(e).__name__}: {' '.join(str(e).split())}")
+    except Exception as e:  # noqa: BLE001 - whatever the reason, it is this file's problem
+        return _problem(e)
     return None
+
+
+def _problem(error: Exception) -> Problem:
+    """An error met while judging a scan, as the file's problem (a reader's bug on a damaged file too)."""
+    from .messages import error_kinds
+
+    if isinstance(error, DigitizeError):
+        return Problem(error_kinds(error), str(error))
+    if isinstance(error, OSError):
+        return os_problem(error)
+    return Problem(("InputError",), f"cannot read the file: {type(error).__name__}: {' '.join(str(error).split())}")
+
+
+def _probe_in_worker(path: Path, limits) -> Problem | None:
+    """The probe runs in a forked, memory-capped page worker killed past a deadline: a decompression
+    bomb or a decoder crash in a file still being judged costs that worker, never the watcher."""
+    from digitize import imaging, pageworkers
+    from digitize.convert import page_deadline
+
+    imaging.single_threaded()  # no OpenCV thread pool may exist across the fork
+    return pageworkers.run(_probe, [(str(path), limits)], 1, page_deadline(limits),
+                           memory_mb=getattr(limits, "max_memory_mb", 0))[0]
 
 
 def os_problem(error: OSError) -> Problem:

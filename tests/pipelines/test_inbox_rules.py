@@ -46,6 +46,27 @@ def test_truncated_pdf_is_incomplete_and_the_whole_one_is_not(tmp_path):
     assert inbox.completeness_problem(tmp_path / "word.pdf", limits).kinds[0] == "UnsupportedInputError"
 
 
+def test_a_scan_is_judged_complete_in_a_worker_process_never_in_the_watcher(tmp_path, monkeypatch):
+    """Issue 9 #5: opening and decoding a candidate (a TIFF's last frame) is untrusted work; a bomb or a
+    decoder crash must cost a page worker, not the watcher that is judging the file."""
+    import os
+
+    from digitize import sources
+    from digitize.errors import InputError
+
+    readers = tmp_path / "readers"
+
+    def record_reader(path, limits):
+        readers.write_text(str(os.getpid()))
+        raise InputError("refused by the probe")
+
+    monkeypatch.setattr(sources, "open_source", record_reader)
+    whole = write_pdf([page(["Đơn"])], tmp_path / "whole.pdf")
+    problem = inbox.completeness_problem(whole, ConvertSettings())
+    assert problem is not None and "refused by the probe" in problem.message
+    assert readers.read_text() != str(os.getpid())
+
+
 def test_free_name_never_overwrites_a_previous_file_or_its_error(tmp_path):
     import os
 
