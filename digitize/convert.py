@@ -1,6 +1,6 @@
 """Conversion of one input file into one PDF/A-2b: the stages, in order, page by page.
 
-read page (sources) -> geometry (orientation, skew) -> archival image (turned, deskewed)
+read page (sources) -> paper found on a dark background, cut out (pagedetect) -> geometry (orientation, skew) -> archival image (turned, deskewed)
 -> OCR image (imaging) -> text (ocr, or the PDF's own text) -> page PDF (encode, textlayer, pdfa)
 then merge -> veraPDF -> atomic rename -> sidecar and JSON report.
 
@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from . import encode, geometry, imaging, ocr, pageworkers, pdfa, poppler, textlayer, verapdf
+from . import encode, geometry, imaging, ocr, pagedetect, pageworkers, pdfa, poppler, textlayer, verapdf
 from . import __version__
 from .config import ConvertSettings
 from .errors import BadArgsError, FileAccessError, OcrTimeoutError
@@ -71,6 +71,17 @@ class _PageWork:
 
 
 # -- stages ---------------------------------------------------------------------------------
+
+def find_page(page: SourcePage, pixels: np.ndarray, mode: str) -> tuple[np.ndarray, dict]:
+    """A scan or photo on a dark background: the paper alone, levelled by its edges, at 100 %
+    scale (pagedetect.py), and what was done for the report."""
+    if page.words is not None or mode == "bilevel":
+        return pixels, {}
+    paper = pagedetect.find_paper(imaging.analysis_grey(pixels), page.dpi)
+    if paper is None:
+        return pixels, {}
+    return pagedetect.cut_out(pixels, paper), paper.describe()
+
 
 def straighten(page: SourcePage, pixels: np.ndarray, opts: ConvertOptions) -> tuple[int, float, bool]:
     """Orientation and skew; OSD is asked only when the cheap up/down vote is unclear."""
@@ -151,6 +162,7 @@ def process_page(page: SourcePage, number: int, out_pdf: Path, opts: ConvertOpti
     timings: dict[str, float] = {}
     pixels = imaging.as_uint8(np.asarray(page.image))
     mode = imaging.colour_mode(pixels)
+    pixels, paper = find_page(page, pixels, mode)
     orientation, skew, sure = straighten(page, pixels, opts)
     work = _PageWork(archival_pixels(pixels, mode, orientation, skew), mode, orientation, skew)
     timings["geometry"] = _lap(clock)
@@ -167,7 +179,7 @@ def process_page(page: SourcePage, number: int, out_pdf: Path, opts: ConvertOpti
         orientation=work.orientation, skew_angle=round(-work.skew, 2) + 0.0, text_source=work.text_source,
         ocr_confidence=round(work.confidence, 2), word_count=len(work.words), image_encoding=image.encoding,
         image_bytes=len(image.data), text=work.text, warnings=list(page.warnings),
-        timings={k: round(v, 3) for k, v in timings.items()},
+        timings={k: round(v, 3) for k, v in timings.items()}, paper=paper,
     )
 
 

@@ -100,3 +100,99 @@ def shadow(pixels: np.ndarray, darkest: float = 0.45) -> np.ndarray:
     ramp = np.linspace(darkest, 1.0, w, dtype=np.float32)
     ramp = ramp[None, :, None] if pixels.ndim == 3 else ramp[None, :]
     return np.clip(pixels.astype(np.float32) * ramp, 0, 255).astype(np.uint8)
+
+
+# -- archive faults (issue 13): other fonts and texts than the samples' ------------------------
+
+DEJAVU_SERIF = "/usr/share/fonts/truetype/dejavu/DejaVuSerif.ttf"
+DEJAVU_SANS = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
+
+REGISTER_LINES = [
+    "SỔ ĐĂNG KÝ HỘ TỊCH NĂM 1998",
+    "Xã Tân Phú, huyện Châu Thành",
+    "Số 214. Họ và tên: Lê Thị Mỹ Duyên",
+    "Ngày sinh: mười bảy tháng ba năm một",
+    "nghìn chín trăm chín mươi tám.",
+    "Nơi sinh: Trạm y tế xã Tân Phú.",
+    "Dân tộc: Kinh. Quốc tịch: Việt Nam.",
+    "Họ tên cha: Lê Văn Thành, nông dân.",
+    "Họ tên mẹ: Trần Thị Hồng Nhung.",
+    "Người đi khai: Lê Văn Thành, là cha.",
+    "Cán bộ hộ tịch ký tên: Phạm Quốc Bảo.",
+]
+
+LEDGER_LINES = [
+    "BIÊN BẢN HỌP HỘI ĐỒNG XÃ",
+    "Hôm nay, ngày 05 tháng 7 năm 1987,",
+    "tại trụ sở Ủy ban xã Bình Hòa, chúng",
+    "tôi gồm có: ông Đỗ Văn Khải, chủ tọa;",
+    "bà Vũ Thị Lan, thư ký; cùng mười hai",
+    "đại biểu dự họp đầy đủ. Nội dung:",
+    "bàn việc sửa đường liên thôn, đắp",
+    "bờ kênh và phân chia ruộng khoán.",
+    "Biểu quyết: mười hai phiếu thuận.",
+    "Cuộc họp kết thúc lúc mười giờ.",
+]
+
+
+@lru_cache(maxsize=8)
+def _dejavu(path: str, px: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(path, px)
+
+
+def render_with(lines, font_path: str, size: tuple[int, int] = (1240, 1754), font_px: int = 34,
+                margin: int = 110, leading: float = 1.7) -> np.ndarray:
+    """Grey page of ``lines`` in another font (DejaVu); returns (H, W) uint8."""
+    width, height = size
+    img = Image.new("L", (width, height), 255)
+    draw = ImageDraw.Draw(img)
+    font = _dejavu(font_path, font_px)
+    y = margin
+    for line in lines:
+        if y + font_px > height - margin:
+            break
+        draw.text((margin, y), line, font=font, fill=0)
+        y += int(font_px * leading)
+    return np.asarray(img).copy()
+
+
+def on_background(page: np.ndarray, degrees: float = 0.0, level: int = 40, pad: float = 0.12,
+                  seed: int = 0, colour: bool = False) -> np.ndarray:
+    """The page lying on a dark lid/desk, turned ``degrees`` counter-clockwise: a textured dark
+    canvas ``pad`` of the page's size larger on each side (grain and a lighting gradient)."""
+    rng = np.random.default_rng(seed)
+    h, w = page.shape[:2]
+    ph, pw = int(h * pad), int(w * pad)
+    H, W = h + 2 * ph, w + 2 * pw
+    grain = rng.normal(0, 6, (H, W)).astype(np.float32)
+    light = np.linspace(0.8, 1.2, W, dtype=np.float32)[None, :]
+    canvas = np.clip(level * light + grain, 0, 255).astype(np.uint8)
+    sheet = np.full((H, W), 0, np.uint8)
+    sheet[ph:ph + h, pw:pw + w] = page if page.ndim == 2 else page[..., 0]
+    inside = np.zeros((H, W), np.uint8)
+    inside[ph:ph + h, pw:pw + w] = 255
+    m = cv2.getRotationMatrix2D((W / 2, H / 2), degrees, 1.0)
+    sheet = cv2.warpAffine(sheet, m, (W, H), flags=cv2.INTER_LINEAR, borderValue=0)
+    inside = cv2.warpAffine(inside, m, (W, H), flags=cv2.INTER_LINEAR, borderValue=0).astype(np.float32) / 255
+    out = (sheet * inside + canvas * (1 - inside)).astype(np.uint8)
+    if colour:  # a brown desk under cream paper
+        tint = np.where(inside[..., None] > 0.5, (1.0, 0.97, 0.9), (1.0, 0.75, 0.55))
+        out = np.clip(out[..., None].astype(np.float32) * tint, 0, 255).astype(np.uint8)
+    return out
+
+
+def photographed(page: np.ndarray, tilt: float = 0.08, level: int = 50, seed: int = 0) -> np.ndarray:
+    """A phone photo from above and a little in front: the sheet's top edge shorter than its
+    bottom (keystone) on a dark desk."""
+    h, w = page.shape[:2]
+    pad = int(0.1 * max(h, w))
+    H, W = h + 2 * pad, w + 2 * pad
+    src = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+    dx = tilt * w
+    dst = np.float32([[pad + dx, pad], [pad + w - dx, pad], [pad + w, pad + h], [pad, pad + h]])
+    m = cv2.getPerspectiveTransform(src, dst)
+    sheet = cv2.warpPerspective(page, m, (W, H), flags=cv2.INTER_LINEAR, borderValue=0)
+    inside = cv2.warpPerspective(np.full((h, w), 255, np.uint8), m, (W, H), borderValue=0).astype(np.float32) / 255
+    rng = np.random.default_rng(seed)
+    canvas = np.clip(level + rng.normal(0, 5, (H, W)), 0, 255).astype(np.float32)
+    return (sheet * inside + canvas * (1 - inside)).astype(np.uint8)
