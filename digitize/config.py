@@ -37,6 +37,7 @@ class ConvertSettings:
     jpeg_quality: int = 80  # highest quality; a lower one (to 20) is predicted only for pages over page_kb
     page_kb: int = 390  # image bytes per A4-sized page
     validate: bool = True  # run veraPDF on each output when it is installed
+    split_spreads: str = "auto"  # book spreads into two pages: "auto" (detected), "never", "always" (landscape pages)
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """Conversion of one input file into one PDF/A-2b: the stages, in order, page by page.
 
-read page (sources) -> paper found on a dark background, cut out (pagedetect) -> geometry (orientation, skew) -> archival image (turned, deskewed)
+read page (sources) -> the paper cut out of a dark background (pagedetect) -> a book spread
+split into its two leaves (spreads) -> geometry (orientation, skew) -> archival image (turned, deskewed)
 -> OCR image (imaging) -> text (ocr, or the PDF's own text) -> page PDF (encode, textlayer, pdfa)
 then merge -> veraPDF -> atomic rename -> sidecar and JSON report.
 
@@ -21,10 +22,10 @@ from typing import Sequence
 
 import numpy as np
 
-from . import encode, geometry, imaging, ocr, pagedetect, pageworkers, pdfa, poppler, textlayer, verapdf
+from . import encode, geometry, imaging, ocr, pagedetect, pageworkers, pdfa, poppler, spreads, textlayer, verapdf
 from . import __version__
 from .config import ConvertSettings
-from .errors import BadArgsError, FileAccessError, OcrTimeoutError
+from .errors import BadArgsError, ConfigError, FileAccessError, OcrTimeoutError
 from .fsutil import atomic_path, atomic_write_text, sha256_file, work_dir
 from .records import DocumentReport, PageReport, Word
 from .sources import SourcePage, open_source, sniff
@@ -45,12 +46,17 @@ class ConvertOptions:
     validate: bool = True
     title: str | None = None
     pages: tuple[int, ...] | None = None  # 0-based input pages to include, in this order (stack splitting)
+    split_spreads: str = "auto"  # book spreads into two pages: "auto" (detected), "never", "always" (landscape)
 
     @classmethod
     def from_settings(cls, settings: ConvertSettings, **overrides) -> "ConvertOptions":
         base = cls(language=settings.language, jobs=settings.jobs, ocr_timeout=settings.ocr_timeout,
                    default_dpi=settings.default_dpi, max_pixels=settings.max_pixels,
-                   jpeg_quality=settings.jpeg_quality, page_kb=settings.page_kb, validate=settings.validate)
+                   jpeg_quality=settings.jpeg_quality, page_kb=settings.page_kb, validate=settings.validate,
+                   split_spreads=settings.split_spreads)
+        if base.split_spreads not in spreads.MODES:
+            raise ConfigError(f"[convert] split_spreads must be one of {', '.join(spreads.MODES)}, "
+                              f"not {base.split_spreads!r}")
         given = {k: (tuple(v) if k == "pages" and v is not None else v) for k, v in overrides.items() if v is not None}
         return replace(base, **given)
 
@@ -156,19 +162,41 @@ def encode_page(page: SourcePage, work: _PageWork, opts: ConvertOptions) -> enco
     return encode.encode_archival(work.pixels, work.mode, opts.jpeg_quality, budget)
 
 
-def process_page(page: SourcePage, number: int, out_pdf: Path, opts: ConvertOptions) -> PageReport:
-    """All stages for one page; writes the single-page PDF and returns its report."""
+def process_page(page: SourcePage, number: int, out_pdf: Path, opts: ConvertOptions) -> list[PageReport]:
+    """All stages for one input page; writes its page PDF (a book spread: one per leaf, named
+    ``out_pdf`` with ``.0``/``.1`` before the suffix, so they sort in order) and returns their reports."""
     clock = time.perf_counter()
-    timings: dict[str, float] = {}
     pixels = imaging.as_uint8(np.asarray(page.image))
     mode = imaging.colour_mode(pixels)
     pixels, paper = find_page(page, pixels, mode)
+    leaves = split_spread(page, pixels, mode, opts)
+    found = _lap(clock)
+    if len(leaves) == 1:
+        return [process_leaf(page, leaves[0][0], mode, number, out_pdf, opts, paper, found)]
+    return [process_leaf(page, leaf, mode, number, out_pdf.with_suffix(f".{i}.pdf"), opts,
+                         {**paper, "leaf": side}, found / 2)
+            for i, (leaf, side) in enumerate(leaves)]
+
+
+def split_spread(page: SourcePage, pixels: np.ndarray, mode: str, opts: ConvertOptions) -> list[tuple[np.ndarray, str]]:
+    """A book spread as its two leaves, left first (spreads.py); any other page as it is."""
+    if page.words is not None:
+        return [(pixels, "")]
+    return spreads.split(pixels, imaging.analysis_grey(pixels), page.dpi, opts.split_spreads)
+
+
+def process_leaf(page: SourcePage, pixels: np.ndarray, mode: str, number: int, out_pdf: Path,
+                 opts: ConvertOptions, paper: dict, found: float) -> PageReport:
+    """Geometry, OCR and encoding of one physical page; writes its single-page PDF."""
+    clock = time.perf_counter() - found
+    timings: dict[str, float] = {}
     orientation, skew, sure = straighten(page, pixels, opts)
     work = _PageWork(archival_pixels(pixels, mode, orientation, skew), mode, orientation, skew)
     timings["geometry"] = _lap(clock)
     read_text(page, work, opts, sure)
     timings["ocr"] = _lap(clock) - timings["geometry"]
     image = encode_page(page, work, opts)
+    timings["encode"] = _lap(clock) - timings["geometry"] - timings["ocr"]
     h, w = work.pixels.shape[:2]
     scale = 72.0 / page.dpi
     ops = textlayer.content_stream(textlayer.group_lines(work.words), h, scale) if work.words else b""
@@ -193,7 +221,7 @@ _worker_source: tuple[tuple, object] | None = None  # (what was opened, the open
 
 
 def _page_task(input_path: str, index: int, number: int, out_pdf: str, opts: ConvertOptions,
-               key: tuple) -> PageReport:
+               key: tuple) -> list[PageReport]:
     """Runs in a worker: reads its own page from the input (kept open for the file's next pages;
     a kept worker given another file, or the same path changed, opens that instead). ``key``
     says which file: taken once per conversion, so every page reads the same one."""
@@ -227,8 +255,12 @@ def _run_pages(input_path: Path, indices: Sequence[int], tmp: Path, opts: Conver
     tasks = [(str(input_path), idx, n, str(paths[n - 1]), opts, key) for n, idx in enumerate(indices, start=1)]
     imaging.single_threaded()
     ocr.warm(opts.language)
-    return pageworkers.run(_page_task, tasks, max(1, min(opts.jobs, len(tasks))), page_deadline(opts),
-                           while_running)
+    per_input = pageworkers.run(_page_task, tasks, max(1, min(opts.jobs, len(tasks))), page_deadline(opts),
+                                while_running)
+    reports = [r for rs in per_input for r in rs]  # a book spread gave two
+    for number, r in enumerate(reports, start=1):
+        r.number = number
+    return reports
 
 
 def tool_versions() -> dict[str, str]:

@@ -23,6 +23,7 @@ MIN_DARK_BORDER = 0.5  # share of the image's outer ring that must be background
 MIN_CONTRAST = 60  # grey levels between paper and background medians
 MIN_PAPER_SHARE = 0.15  # of the image area
 MIN_RECTANGULARITY = 0.9  # paper area / its rotated bounding rectangle's area
+MIN_PART = 0.05  # bright regions this large against the largest are paper too
 PERSPECTIVE_TOLERANCE = 0.02  # corner offset from a rectangle, as a share of the diagonal
 
 
@@ -71,7 +72,11 @@ def find_paper(grey: np.ndarray, dpi: float) -> Paper | None:
     contours, _ = cv2.findContours(bright, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     if not contours:
         return None
-    hull = cv2.convexHull(max(contours, key=cv2.contourArea))
+    # every large bright region belongs to the sheet: the two leaves of a book that its gutter
+    # shadow parts, a page that a dark stripe or fold crosses; nothing of the paper may be cut off
+    largest = max(cv2.contourArea(c) for c in contours)
+    parts = [c for c in contours if cv2.contourArea(c) >= MIN_PART * largest]
+    hull = cv2.convexHull(np.concatenate(parts))
     area = cv2.contourArea(hull)
     if area < MIN_PAPER_SHARE * small.size:
         return None

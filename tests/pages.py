@@ -196,3 +196,35 @@ def photographed(page: np.ndarray, tilt: float = 0.08, level: int = 50, seed: in
     rng = np.random.default_rng(seed)
     canvas = np.clip(level + rng.normal(0, 5, (H, W)), 0, 255).astype(np.float32)
     return (sheet * inside + canvas * (1 - inside)).astype(np.uint8)
+
+
+def book_spread(left: np.ndarray, right: np.ndarray, shadow_depth: float = 0.45, gap: int = 40) -> np.ndarray:
+    """Two leaves of an open bound book side by side, darkening towards the gutter between them."""
+    h = max(left.shape[0], right.shape[0])
+    gutter = np.full((h, gap), 255, np.uint8)
+    spread = np.concatenate([left[:h], gutter, right[:h]], axis=1).astype(np.float32)
+    w = spread.shape[1]
+    x = np.abs(np.arange(w, dtype=np.float32) - (left.shape[1] + gap / 2)) / (w / 2)
+    light = 1 - shadow_depth * np.exp(-((x / 0.06) ** 2))  # a soft shadow ~6 % of the width
+    return np.clip(spread * light[None, :], 0, 255).astype(np.uint8)
+
+
+def table_page(size: tuple[int, int] = (2480, 1754), rows: int = 12, cols: int = 6, font_px: int = 30) -> np.ndarray:
+    """A landscape ruled table (a register's summary sheet): rulings and rows cross the middle."""
+    width, height = size
+    img = Image.new("L", (width, height), 255)
+    draw = ImageDraw.Draw(img)
+    font = _dejavu(DEJAVU_SANS, font_px)
+    x0, y0, x1, y1 = 120, 150, width - 120, height - 150
+    for r in range(rows + 1):
+        y = y0 + r * (y1 - y0) // rows
+        draw.line((x0, y, x1, y), fill=0, width=3)
+    for c in range(cols + 1):
+        x = x0 + c * (x1 - x0) // cols
+        draw.line((x, y0, x, y1), fill=0, width=3)
+    words = ["Số", "Họ tên", "Năm sinh", "Thôn", "Diện tích", "Ghi chú"]
+    for r in range(rows):
+        for c in range(cols):
+            draw.text((x0 + c * (x1 - x0) // cols + 20, y0 + r * (y1 - y0) // rows + 20),
+                      words[c] if r == 0 else f"{(r * 7 + c * 3) % 97}", font=font, fill=0)
+    return np.asarray(img).copy()
