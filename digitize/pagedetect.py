@@ -27,6 +27,9 @@ MIN_PART = 0.05  # bright regions this large against the largest are paper too
 PERSPECTIVE_TOLERANCE = 0.02  # corner offset from a rectangle, as a share of the diagonal
 
 
+LOG_LUT = np.round(255 * np.log1p(np.arange(256)) / np.log(256)).astype(np.uint8)
+
+
 @dataclass(frozen=True)
 class Paper:
     """Where the paper is in the full-size image, and how it will be cut out."""
@@ -66,7 +69,9 @@ def find_paper(grey: np.ndarray, dpi: float) -> Paper | None:
     small = cv2.GaussianBlur(resize_at_least_1px(grey, scale, cv2.INTER_AREA), (0, 0), 1.0)
     if min(small.shape) < 20:
         return None
-    _, bright = cv2.threshold(small, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
+    # Otsu on log brightness: uneven light multiplies paper and background alike, so in logs it
+    # shifts both by the same amount and the gap between them (their reflectance ratio) stays
+    _, bright = cv2.threshold(cv2.LUT(small, LOG_LUT), 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
     if _border_share(bright) < MIN_DARK_BORDER:
         return None
     contours, _ = cv2.findContours(bright, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
@@ -98,7 +103,7 @@ def find_paper(grey: np.ndarray, dpi: float) -> Paper | None:
         quad = _order(quad)
         if np.abs(quad - box).max() > PERSPECTIVE_TOLERANCE * diagonal:
             corners, perspective = quad, True
-    corners = _inset(corners, 1.0) / scale  # the blurred edge transition is background too
+    corners = _inset(corners, 2.0) / scale  # the blurred edge transition (~1 mm) is background too
     corners = np.clip(corners, 0, [w - 1, h - 1]).astype(np.float32)
     top, bottom = corners[1] - corners[0], corners[2] - corners[3]
     left, right = corners[3] - corners[0], corners[2] - corners[1]

@@ -39,6 +39,18 @@ def test_dark_background_misleads_the_text_skew_but_not_after_the_cut(page):
     assert abs(geometry.analyse(pagedetect.cut_out(scan, paper), DPI).skew) <= 0.6
 
 
+@pytest.mark.parametrize("dim", [0.5, 0.75])
+def test_uneven_light_does_not_cut_off_the_dim_corner(page, dim):
+    """A lamp to one side darkens paper and desk alike: the whole sheet is still found."""
+    scan = on_background(page, 4.0, seed=3).astype(np.float32)
+    h, w = scan.shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    lit = np.clip(scan * (1 - dim * (xx / w) * (yy / h)), 0, 255).astype(np.uint8)
+    paper = pagedetect.find_paper(lit, DPI)
+    assert paper is not None and not paper.perspective and abs(paper.angle - 4.0) <= 0.4
+    assert paper.width >= 0.97 * page.shape[1] and paper.height >= 0.97 * page.shape[0]
+
+
 def test_colour_photo_on_a_brown_desk(page):
     scan = on_background(page, -3.0, colour=True, seed=4)
     from digitize.imaging import analysis_grey
