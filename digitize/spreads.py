@@ -21,6 +21,8 @@ from .imaging import resize_at_least_1px
 
 MODES = ("auto", "never", "always")
 MIN_ASPECT = 1.1  # width / height of a spread: two portrait leaves side by side
+MAX_ASPECT = 2.5
+MIN_LEAF_INCHES = 3.0  # a leaf's height at least this (a slip or a cheque is not a book)
 WINDOW = (0.35, 0.65)  # where the gutter may be, as shares of the width
 MAX_CROSSING = 0.02  # share of rows with ink in the gutter column (a valley)
 MIN_SIDE_INK = 0.25  # the lighter side's ink against the heavier's: a text block on each side
@@ -40,10 +42,10 @@ class Gutter:
 
 def find_gutter(grey: np.ndarray, dpi: float) -> Gutter | None:
     """Where a landscape page would split into two leaves, and what speaks for it (None for
-    portrait pages)."""
+    portrait pages and strips)."""
     h, w = grey.shape[:2]
-    if w < MIN_ASPECT * h:
-        return None
+    if not MIN_ASPECT * h <= w <= MAX_ASPECT * h or h < MIN_LEAF_INCHES * dpi:
+        return None  # portrait, or a strip (a slip, a banner): not two leaves
     mask = ink_mask(grey, dpi)  # at ANALYSIS_DPI
     if _lines_run_down(mask):
         return None  # a portrait page fed sideways: orientation turns it, it is not two leaves

@@ -51,6 +51,13 @@ def test_a_portrait_page_fed_sideways_is_not_a_spread(leaves):
     assert len(spreads.split(sideways, sideways, DPI, "always")) == 1
 
 
+@pytest.mark.parametrize("shape", [(4, 900), (30, 2000), (600, 2400), (1, 500)])
+def test_strips_and_slips_are_never_split(shape):
+    noise = np.random.default_rng(0).integers(0, 256, shape).astype(np.uint8)
+    assert spreads.find_gutter(noise, DPI) is None
+    assert len(spreads.split(noise, noise, DPI, "always")) == 1
+
+
 def test_modes(leaves):
     spread = book_spread(*leaves)
     assert len(spreads.split(spread, spread, DPI, "never")) == 1
