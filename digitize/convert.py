@@ -83,7 +83,7 @@ def find_page(page: SourcePage, pixels: np.ndarray, mode: str) -> tuple[np.ndarr
     scale (pagedetect.py), and what was done for the report."""
     if page.words is not None or mode == "bilevel":
         return pixels, {}
-    paper = pagedetect.find_paper(imaging.analysis_grey(pixels), page.dpi)
+    paper = pagedetect.find_paper(pixels, page.dpi)
     if paper is None:
         return pixels, {}
     return pagedetect.cut_out(pixels, paper), paper.describe()
@@ -182,7 +182,7 @@ def split_spread(page: SourcePage, pixels: np.ndarray, mode: str, opts: ConvertO
     """A book spread as its two leaves, left first (spreads.py); any other page as it is."""
     if page.words is not None:
         return [(pixels, "")]
-    return spreads.split(pixels, imaging.analysis_grey(pixels), page.dpi, opts.split_spreads)
+    return spreads.split(pixels, page.dpi, opts.split_spreads)
 
 
 def process_leaf(page: SourcePage, pixels: np.ndarray, mode: str, number: int, out_pdf: Path,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .imaging import resize_at_least_1px
+from .imaging import analysis_grey, resize_at_least_1px
 
 ANALYSIS_DPI = 50.0
 MIN_DARK_BORDER = 0.5  # share of the image's outer ring that must be background (not paper)
@@ -61,12 +61,13 @@ def _border_share(mask: np.ndarray) -> float:
     return float(np.count_nonzero(ring == 0)) / max(len(ring), 1)
 
 
-def find_paper(grey: np.ndarray, dpi: float) -> Paper | None:
-    """The paper on a darker background, or None when there is no such background (the paper
+def find_paper(pixels: np.ndarray, dpi: float) -> Paper | None:
+    """The paper on a darker background in a grey or colour image (coloured ink counts as
+    paper, as in the geometry analysis), or None when there is no such background (the paper
     fills the image, or nothing paper-like stands out)."""
-    h, w = grey.shape[:2]
+    h, w = pixels.shape[:2]
     scale = min(1.0, ANALYSIS_DPI / dpi)
-    small = cv2.GaussianBlur(resize_at_least_1px(grey, scale, cv2.INTER_AREA), (0, 0), 1.0)
+    small = cv2.GaussianBlur(analysis_grey(resize_at_least_1px(pixels, scale, cv2.INTER_AREA)), (0, 0), 1.0)
     if min(small.shape) < 20:
         return None
     # Otsu on log brightness: uneven light multiplies paper and background alike, so in logs it
@@ -87,8 +88,10 @@ def find_paper(grey: np.ndarray, dpi: float) -> Paper | None:
         return None
     inside = np.zeros_like(bright)
     cv2.fillPoly(inside, [hull], 255)
-    paper_level, background_level = np.median(small[inside > 0]), np.median(small[inside == 0])
-    if paper_level - background_level < MIN_CONTRAST:
+    outside = small[inside == 0]
+    if outside.size < 0.02 * small.size:
+        return None  # the sheet fills the image: nothing to cut
+    if float(np.median(small[inside > 0])) - float(np.median(outside)) < MIN_CONTRAST:
         return None
     rect = cv2.minAreaRect(hull)
     if area < MIN_RECTANGULARITY * rect[1][0] * rect[1][1]:

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from .geometry import ANALYSIS_DPI, ink_mask
-from .imaging import resize_at_least_1px
+from .imaging import analysis_grey, resize_at_least_1px
 
 MODES = ("auto", "never", "always")
 MIN_ASPECT = 1.1  # width / height of a spread: two portrait leaves side by side
@@ -44,8 +44,8 @@ def find_gutter(grey: np.ndarray, dpi: float) -> Gutter | None:
     """Where a landscape page would split into two leaves, and what speaks for it (None for
     portrait pages and strips)."""
     h, w = grey.shape[:2]
-    if not MIN_ASPECT * h <= w <= MAX_ASPECT * h or h < MIN_LEAF_INCHES * dpi:
-        return None  # portrait, or a strip (a slip, a banner): not two leaves
+    if not _two_leaves_fit(h, w, dpi):
+        return None
     mask = ink_mask(grey, dpi)  # at ANALYSIS_DPI
     if _lines_run_down(mask):
         return None  # a portrait page fed sideways: orientation turns it, it is not two leaves
@@ -88,14 +88,19 @@ def _binding(small: np.ndarray, paper: np.ndarray, x: int) -> bool:
     return level - float(column.min()) >= 3 * MIN_SHADOW
 
 
-def split(pixels: np.ndarray, grey: np.ndarray, dpi: float, mode: str = "auto") -> list[tuple[np.ndarray, str]]:
+def split(pixels: np.ndarray, dpi: float, mode: str = "auto") -> list[tuple[np.ndarray, str]]:
     """[(pixels, side)]: the two leaves of a spread, left first, at 100 % scale ("left", "right"),
     or the page as it is (""). ``mode``: "auto" splits detected spreads, "always" every landscape
     page (at its gutter, else the middle), "never" none."""
-    if mode == "never":
+    if mode == "never" or not _two_leaves_fit(pixels.shape[0], pixels.shape[1], dpi):
         return [(pixels, "")]
-    gutter = find_gutter(grey, dpi)
+    gutter = find_gutter(analysis_grey(pixels), dpi)
     if gutter is None or (mode == "auto" and not gutter.is_spread):
         return [(pixels, "")]
     x = gutter.x if gutter.valley or gutter.binding else pixels.shape[1] // 2
     return [(np.ascontiguousarray(pixels[:, :x]), "left"), (np.ascontiguousarray(pixels[:, x:]), "right")]
+
+
+def _two_leaves_fit(h: int, w: int, dpi: float) -> bool:
+    """Landscape, and neither a strip (a slip, a banner) nor wider than two portrait leaves."""
+    return MIN_ASPECT * h <= w <= MAX_ASPECT * h and h >= MIN_LEAF_INCHES * dpi

@@ -22,7 +22,7 @@ def test_spread_with_a_gutter_shadow_is_split_at_the_fold(leaves, depth):
     gutter = spreads.find_gutter(spread, DPI)
     assert gutter.is_spread
     assert abs(gutter.x - (left.shape[1] + 20)) <= 40
-    parts = spreads.split(spread, spread, DPI)
+    parts = spreads.split(spread, DPI)
     assert [side for _, side in parts] == ["left", "right"]
     assert sum(p.shape[1] for p, _ in parts) == spread.shape[1]  # every pixel kept, 100 % scale
     assert all(p.shape[0] == spread.shape[0] for p, _ in parts)
@@ -32,15 +32,15 @@ def test_spread_with_a_gutter_shadow_is_split_at_the_fold(leaves, depth):
 def test_landscape_table_is_not_split():
     table = table_page()
     assert not spreads.find_gutter(table, DPI).is_spread
-    assert len(spreads.split(table, table, DPI)) == 1
-    assert len(spreads.split(shadow(table, 0.5), shadow(table, 0.5), DPI)) == 1  # even with a shadow
+    assert len(spreads.split(table, DPI)) == 1
+    assert len(spreads.split(shadow(table, 0.5), DPI)) == 1  # even with a shadow
 
 
 def test_landscape_letter_and_flat_two_columns_are_not_split(leaves):
     letter = render_with(REGISTER_LINES + LEDGER_LINES, DEJAVU_SERIF, size=(2480, 1754), font_px=40)
-    assert len(spreads.split(letter, letter, DPI)) == 1
+    assert len(spreads.split(letter, DPI)) == 1
     flat = book_spread(*leaves, shadow_depth=0.0)  # two text columns, no binding
-    assert len(spreads.split(flat, flat, DPI)) == 1
+    assert len(spreads.split(flat, DPI)) == 1
 
 
 def test_a_portrait_page_fed_sideways_is_not_a_spread(leaves):
@@ -48,23 +48,23 @@ def test_a_portrait_page_fed_sideways_is_not_a_spread(leaves):
 
     sideways = shadow(rotate(leaves[0], 90), 0.5)  # landscape pixels, clear columns between its lines
     assert spreads.find_gutter(sideways, DPI) is None
-    assert len(spreads.split(sideways, sideways, DPI, "always")) == 1
+    assert len(spreads.split(sideways, DPI, "always")) == 1
 
 
 @pytest.mark.parametrize("shape", [(4, 900), (30, 2000), (600, 2400), (1, 500)])
 def test_strips_and_slips_are_never_split(shape):
     noise = np.random.default_rng(0).integers(0, 256, shape).astype(np.uint8)
     assert spreads.find_gutter(noise, DPI) is None
-    assert len(spreads.split(noise, noise, DPI, "always")) == 1
+    assert len(spreads.split(noise, DPI, "always")) == 1
 
 
 def test_modes(leaves):
     spread = book_spread(*leaves)
-    assert len(spreads.split(spread, spread, DPI, "never")) == 1
+    assert len(spreads.split(spread, DPI, "never")) == 1
     flat = book_spread(*leaves, shadow_depth=0.0)
-    assert len(spreads.split(flat, flat, DPI, "always")) == 2
+    assert len(spreads.split(flat, DPI, "always")) == 2
     portrait = leaves[0]
-    assert len(spreads.split(portrait, portrait, DPI, "always")) == 1  # only landscape pages
+    assert len(spreads.split(portrait, DPI, "always")) == 1  # only landscape pages
 
 
 def test_a_spread_on_a_dark_cover_keeps_both_leaves(leaves):
