@@ -73,6 +73,7 @@ class _PageWork:
     text: str = ""
     confidence: float = 0.0
     text_source: str = "ocr"
+    preparation: str = ""  # a second OCR preparation that read better ("faint-ink-dropped")
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -114,12 +115,21 @@ def archival_pixels(pixels: np.ndarray, mode: str, orientation: int, skew: float
     return out
 
 
-def recognise(pixels: np.ndarray, dpi: float, opts: ConvertOptions, what: str) -> ocr.OcrResult:
+def recognise(pixels: np.ndarray, dpi: float, opts: ConvertOptions, what: str) -> tuple[ocr.OcrResult, str]:
+    """OCR of the prepared page, and which preparation read it. A page with a second, fainter
+    ink apart from its text (show-through from the back) is read again without it, and the
+    more confident reading is kept: the only pages that pay a second pass."""
     prepared, factor = imaging.prepare_for_ocr(pixels, dpi)
-    result = ocr.recognise(prepared, opts.language, dpi * factor, opts.ocr_timeout, what)
+    result, preparation = ocr.recognise(prepared, opts.language, dpi * factor, opts.ocr_timeout, what), ""
+    level = imaging.faint_ink_level(prepared)
+    if level is not None:
+        other = ocr.recognise(imaging.drop_faint_ink(prepared, level), opts.language, dpi * factor,
+                              opts.ocr_timeout, what)
+        if other.confidence > result.confidence:
+            result, preparation = other, "faint-ink-dropped"
     if factor != 1.0:
         result.words = [(line, _scale_word(w, 1.0 / factor)) for line, w in result.words]
-    return result
+    return result, preparation
 
 
 def _scale_word(w: Word, s: float) -> Word:
@@ -133,12 +143,13 @@ def read_text(page: SourcePage, work: _PageWork, opts: ConvertOptions, sure: boo
         work.text = _text_from_words(page.words)
         return
     what = f"page {page.index + 1}"
-    result = recognise(work.pixels, page.dpi, opts, what)
+    result, work.preparation = recognise(work.pixels, page.dpi, opts, what)
     if not sure and result.word_count >= 5 and result.confidence < LOW_CONFIDENCE:
         flipped = geometry.turn(work.pixels, 180)
-        other = recognise(flipped, page.dpi, opts, what)
+        other, preparation = recognise(flipped, page.dpi, opts, what)
         if other.confidence > result.confidence + 10:
             work.pixels, work.orientation, result = flipped, (work.orientation + 180) % 360, other
+            work.preparation = preparation
     work.words, work.text, work.confidence = result.words, result.text, result.confidence
     work.text_source = "ocr" if result.words else "none"
 
@@ -207,7 +218,7 @@ def process_leaf(page: SourcePage, pixels: np.ndarray, mode: str, number: int, o
         orientation=work.orientation, skew_angle=round(-work.skew, 2) + 0.0, text_source=work.text_source,
         ocr_confidence=round(work.confidence, 2), word_count=len(work.words), image_encoding=image.encoding,
         image_bytes=len(image.data), text=work.text, warnings=list(page.warnings),
-        timings={k: round(v, 3) for k, v in timings.items()}, paper=paper,
+        timings={k: round(v, 3) for k, v in timings.items()}, paper=paper, ocr_preparation=work.preparation,
     )
 
 

@@ -188,6 +188,31 @@ def prepare_for_ocr(pixels: np.ndarray, dpi: float) -> tuple[np.ndarray, float]:
     return (_resample(grey, factor) if factor > 1 else grey), factor
 
 
+FAINT_INK_BELOW = 215  # grey levels darker than this are ink of some kind (OCR image: paper ~255)
+FAINT_INK_SHARE = 0.25  # share of the ink that is faint and stands apart from the text
+
+
+def faint_ink_level(grey: np.ndarray) -> int | None:
+    """The grey level between the text's ink and a second, much fainter ink that stands apart
+    from it (not the anti-aliased edges of letters): show-through of the back of the sheet, a
+    faint stamp. None when the page has one ink. Measured: on the samples at most 13 % of the
+    ink is faint and apart (a photocopy's specks), on pages with bleed-through 34-39 %."""
+    ink = grey < FAINT_INK_BELOW
+    count = int(np.count_nonzero(ink))
+    if count < 500:
+        return None
+    level, _ = cv2.threshold(grey[ink].reshape(1, -1), 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
+    dark = (grey <= level).view(np.uint8)
+    near_text = cv2.dilate(dark, np.ones((5, 5), np.uint8)) > 0
+    apart = np.count_nonzero(ink & ~near_text)  # faint ink (ink and not dark) away from any stroke
+    return int(level) if apart >= FAINT_INK_SHARE * count else None
+
+
+def drop_faint_ink(grey: np.ndarray, level: int) -> np.ndarray:
+    """The OCR image with everything lighter than ``level`` turned to paper."""
+    return np.where(grey > level, 255, grey).astype(np.uint8)
+
+
 def _resample(grey: np.ndarray, factor: float) -> np.ndarray:
     if factor == 1.0:
         return grey

@@ -228,3 +228,9 @@ def table_page(size: tuple[int, int] = (2480, 1754), rows: int = 12, cols: int =
             draw.text((x0 + c * (x1 - x0) // cols + 20, y0 + r * (y1 - y0) // rows + 20),
                       words[c] if r == 0 else f"{(r * 7 + c * 3) % 97}", font=font, fill=0)
     return np.asarray(img).copy()
+
+
+def show_through(front: np.ndarray, back: np.ndarray, strength: float = 0.4) -> np.ndarray:
+    """Thin paper: the back's text shows through mirrored, ``strength`` as dark as real ink."""
+    mirrored = back[:, ::-1]
+    return np.minimum(front, 255 - (255 - mirrored.astype(np.float32)) * strength).astype(np.uint8)
