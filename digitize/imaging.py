@@ -117,6 +117,25 @@ def flatten_background(grey: np.ndarray, dpi: float) -> np.ndarray:
     return cv2.divide(grey, np.maximum(background, 1), scale=255)
 
 
+FAINT_CONTRAST = 80  # darkest ink within this many grey levels of the paper: a faint page
+MIN_LIFT_RANGE = 25  # at most a 10x gain: a blank page's grain must not become ink
+
+
+def lift_faint(grey: np.ndarray, dpi: float) -> np.ndarray:
+    """A faint page (carbon copy, worn typewriter ribbon, faded pencil), after background
+    flattening: smoothed so grain does not turn into specks, then stretched so its darkest ink
+    is black. Measured on generated carbon copies (ink 35-40 levels under the paper, grain 8):
+    CER 0.96-1.0 -> 0.005-0.006; the samples are all far above FAINT_CONTRAST (>= 94)."""
+    paper = float(np.median(grey))
+    darkest = float(np.percentile(grey, 0.5))
+    if paper - darkest >= FAINT_CONTRAST:
+        return grey
+    smooth = cv2.GaussianBlur(grey, (0, 0), max(0.8, dpi / 300.0))
+    low = min(float(np.percentile(smooth, 0.5)), paper - MIN_LIFT_RANGE)
+    lut = np.clip((np.arange(256, dtype=np.float32) - low) * 255.0 / (paper - low), 0, 255).astype(np.uint8)
+    return cv2.LUT(smooth, lut)
+
+
 def stretch_contrast(grey: np.ndarray) -> np.ndarray:
     """Map the darkest ink to black: faded photocopies get the contrast Tesseract expects."""
     hist = cv2.calcHist([grey], [0], None, [256], [0, 256]).ravel()
@@ -184,7 +203,7 @@ def prepare_for_ocr(pixels: np.ndarray, dpi: float) -> tuple[np.ndarray, float]:
         return _resample(grey, factor), factor
     if factor < 1:
         grey, dpi = resize_at_least_1px(grey, factor, cv2.INTER_AREA), dpi * factor
-    grey = remove_specks(stretch_contrast(flatten_background(grey, dpi)), dpi)
+    grey = remove_specks(stretch_contrast(lift_faint(flatten_background(grey, dpi), dpi)), dpi)
     return (_resample(grey, factor) if factor > 1 else grey), factor
 
 

@@ -234,3 +234,12 @@ def show_through(front: np.ndarray, back: np.ndarray, strength: float = 0.4) -> 
     """Thin paper: the back's text shows through mirrored, ``strength`` as dark as real ink."""
     mirrored = back[:, ::-1]
     return np.minimum(front, 255 - (255 - mirrored.astype(np.float32)) * strength).astype(np.uint8)
+
+
+def carbon_copy(page: np.ndarray, ink: int = 195, paper: int = 235, blur: float = 1.5, grain: float = 8.0,
+                seed: int = 0) -> np.ndarray:
+    """A faint carbon copy: ink only ``paper - ink`` levels darker than the paper, soft, grainy."""
+    rng = np.random.default_rng(seed)
+    faint = paper - (255 - page.astype(np.float32)) / 255 * (paper - ink)
+    faint = cv2.GaussianBlur(faint, (0, 0), blur) + rng.normal(0, grain, page.shape)
+    return np.clip(faint, 0, 255).astype(np.uint8)

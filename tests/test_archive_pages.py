@@ -13,8 +13,8 @@ from PIL import Image
 from digitize import verapdf
 from digitize.accuracy import cer
 from digitize.convert import ConvertOptions, convert_file
-from tests.pages import (DEJAVU_SANS, DEJAVU_SERIF, DPI, LEDGER_LINES, REGISTER_LINES, book_spread, on_background,
-                         photographed, render_with, show_through, table_page)
+from tests.pages import (DEJAVU_SANS, DEJAVU_SERIF, DPI, LEDGER_LINES, REGISTER_LINES, book_spread, carbon_copy,
+                         on_background, photographed, render_with, show_through, table_page)
 
 pytestmark = pytest.mark.integration
 
@@ -35,6 +35,7 @@ def page_cases():
                             [truth(REGISTER_LINES), truth(LEDGER_LINES)], "crop"),
         "landscape_table": (table_page(), [None], None),  # one page, not split
         "show_through": (show_through(register, ledger, 0.45), [truth(REGISTER_LINES)], None),
+        "carbon_copy": (carbon_copy(ledger, seed=15), [truth(LEDGER_LINES)], None),
     }
 
 
