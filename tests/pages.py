@@ -243,3 +243,25 @@ def carbon_copy(page: np.ndarray, ink: int = 195, paper: int = 235, blur: float 
     faint = paper - (255 - page.astype(np.float32)) / 255 * (paper - ink)
     faint = cv2.GaussianBlur(faint, (0, 0), blur) + rng.normal(0, grain, page.shape)
     return np.clip(faint, 0, 255).astype(np.uint8)
+
+
+LIBERATION_MONO = "/usr/share/fonts/truetype/liberation2/LiberationMono-Regular.ttf"
+
+
+def typewritten(lines, seed: int = 0, font_px: int = 34, size: tuple[int, int] = (1240, 1754)) -> np.ndarray:
+    """A typewriter page: fixed pitch, every strike its own darkness and height, ribbon breaks
+    (small patches of missing ink), paper grain."""
+    rng = np.random.default_rng(seed)
+    img = Image.new("L", size, 255)
+    draw = ImageDraw.Draw(img)
+    font = _dejavu(LIBERATION_MONO, font_px)
+    pitch = font.getlength("M")
+    y = 120
+    for line in lines:
+        for i, ch in enumerate(line):
+            draw.text((110 + i * pitch, y + int(rng.integers(-2, 3))), ch, font=font, fill=int(rng.integers(0, 110)))
+        y += int(font_px * 1.8)
+    page = np.asarray(img).astype(np.float32)
+    breaks = cv2.GaussianBlur((rng.random(page.shape) < 0.02).astype(np.float32), (0, 0), 1.6) > 0.08
+    page[breaks] = np.maximum(page[breaks], 200)
+    return np.clip(page + rng.normal(0, 8, page.shape), 0, 255).astype(np.uint8)
