@@ -1,6 +1,7 @@
 """Conversion of one input file into one PDF/A-2b: the stages, in order, page by page.
 
-read page (sources) -> geometry (orientation, skew) -> archival image (turned, deskewed)
+read page (sources) -> the paper cut out of a dark background (pagedetect) -> a book spread
+split into its two leaves (spreads) -> geometry (orientation, skew) -> archival image (turned, deskewed)
 -> OCR image (imaging) -> text (ocr, or the PDF's own text) -> page PDF (encode, textlayer, pdfa)
 then merge -> veraPDF -> atomic rename -> sidecar and JSON report.
 
@@ -22,10 +23,10 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from . import encode, geometry, imaging, ocr, pageworkers, pdfa, poppler, textlayer, verapdf
+from . import encode, geometry, imaging, ocr, pagedetect, pageworkers, pdfa, poppler, spreads, textlayer, verapdf
 from . import __version__
 from .config import ConvertSettings
-from .errors import BadArgsError, FileAccessError, OcrTimeoutError, OutputValidationError, resource_fault
+from .errors import BadArgsError, ConfigError, FileAccessError, OcrTimeoutError, OutputValidationError, resource_fault
 from .fsutil import atomic_path, atomic_write_text, sha256_file, work_dir
 from .records import DocumentReport, PageReport, Word
 from .sources import SourcePage, open_source, sniff
@@ -51,13 +52,18 @@ class ConvertOptions:
     pages: tuple[int, ...] | None = None  # 0-based input pages to include, in this order (stack splitting)
     max_stream_mb: int = 100  # a PDF page's non-image streams, decoded (pdfguard.py)
     max_memory_mb: int = 8192  # each page worker's address space; 0 = unlimited
+    split_spreads: str = "auto"  # book spreads into two pages: "auto" (detected), "never", "always" (landscape)
 
     @classmethod
     def from_settings(cls, settings: ConvertSettings, **overrides) -> "ConvertOptions":
         base = cls(language=settings.language, jobs=settings.jobs, ocr_timeout=settings.ocr_timeout,
                    default_dpi=settings.default_dpi, max_pixels=settings.max_pixels,
                    jpeg_quality=settings.jpeg_quality, page_kb=settings.page_kb, validate=settings.validate,
-                   max_stream_mb=settings.max_stream_mb, max_memory_mb=settings.max_memory_mb)
+                   max_stream_mb=settings.max_stream_mb, max_memory_mb=settings.max_memory_mb,
+                   split_spreads=settings.split_spreads)
+        if base.split_spreads not in spreads.MODES:
+            raise ConfigError(f"[convert] split_spreads must be one of {', '.join(spreads.MODES)}, "
+                              f"not {base.split_spreads!r}")
         given = {k: (tuple(v) if k == "pages" and v is not None else v) for k, v in overrides.items() if v is not None}
         return replace(base, **given)
 
@@ -74,10 +80,22 @@ class _PageWork:
     text: str = ""
     confidence: float = 0.0
     text_source: str = "ocr"
+    preparation: str = ""  # a second OCR preparation that read better ("faint-ink-dropped")
     timings: dict[str, float] = field(default_factory=dict)
 
 
 # -- stages ---------------------------------------------------------------------------------
+
+def find_page(page: SourcePage, pixels: np.ndarray, mode: str) -> tuple[np.ndarray, dict]:
+    """A scan or photo on a dark background: the paper alone, levelled by its edges, at 100 %
+    scale (pagedetect.py), and what was done for the report."""
+    if page.words is not None or mode == "bilevel":
+        return pixels, {}
+    paper = pagedetect.find_paper(pixels, page.dpi)
+    if paper is None:
+        return pixels, {}
+    return pagedetect.cut_out(pixels, paper), paper.describe()
+
 
 def straighten(page: SourcePage, pixels: np.ndarray, opts: ConvertOptions) -> tuple[int, float, bool]:
     """Orientation and skew; OSD is asked only when the cheap up/down vote is unclear."""
@@ -104,12 +122,21 @@ def archival_pixels(pixels: np.ndarray, mode: str, orientation: int, skew: float
     return out
 
 
-def recognise(pixels: np.ndarray, dpi: float, opts: ConvertOptions, what: str) -> ocr.OcrResult:
+def recognise(pixels: np.ndarray, dpi: float, opts: ConvertOptions, what: str) -> tuple[ocr.OcrResult, str]:
+    """OCR of the prepared page, and which preparation read it. A page with a second, fainter
+    ink apart from its text (show-through from the back) is read again without it, and the
+    more confident reading is kept: the only pages that pay a second pass."""
     prepared, factor = imaging.prepare_for_ocr(pixels, dpi)
-    result = ocr.recognise(prepared, opts.language, dpi * factor, opts.ocr_timeout, what)
+    result, preparation = ocr.recognise(prepared, opts.language, dpi * factor, opts.ocr_timeout, what), ""
+    level = imaging.faint_ink_level(prepared)
+    if level is not None:
+        other = ocr.recognise(imaging.drop_faint_ink(prepared, level), opts.language, dpi * factor,
+                              opts.ocr_timeout, what)
+        if other.confidence > result.confidence:
+            result, preparation = other, "faint-ink-dropped"
     if factor != 1.0:
         result.words = [(line, _scale_word(w, 1.0 / factor)) for line, w in result.words]
-    return result
+    return result, preparation
 
 
 def _scale_word(w: Word, s: float) -> Word:
@@ -123,12 +150,13 @@ def read_text(page: SourcePage, work: _PageWork, opts: ConvertOptions, sure: boo
         work.text = _text_from_words(page.words)
         return
     what = f"page {page.index + 1}"
-    result = recognise(work.pixels, page.dpi, opts, what)
+    result, work.preparation = recognise(work.pixels, page.dpi, opts, what)
     if not sure and result.word_count >= 5 and result.confidence < LOW_CONFIDENCE:
         flipped = geometry.turn(work.pixels, 180)
-        other = recognise(flipped, page.dpi, opts, what)
+        other, preparation = recognise(flipped, page.dpi, opts, what)
         if other.confidence > result.confidence + 10:
             work.pixels, work.orientation, result = flipped, (work.orientation + 180) % 360, other
+            work.preparation = preparation
     work.words, work.text, work.confidence = result.words, result.text, result.confidence
     work.text_source = "ocr" if result.words else "none"
 
@@ -152,18 +180,41 @@ def encode_page(page: SourcePage, work: _PageWork, opts: ConvertOptions) -> enco
     return encode.encode_archival(work.pixels, work.mode, opts.jpeg_quality, budget)
 
 
-def process_page(page: SourcePage, number: int, out_pdf: Path, opts: ConvertOptions) -> PageReport:
-    """All stages for one page; writes the single-page PDF and returns its report."""
+def process_page(page: SourcePage, number: int, out_pdf: Path, opts: ConvertOptions) -> list[PageReport]:
+    """All stages for one input page; writes its page PDF (a book spread: one per leaf, named
+    ``out_pdf`` with ``.0``/``.1`` before the suffix, so they sort in order) and returns their reports."""
     clock = time.perf_counter()
-    timings: dict[str, float] = {}
     pixels = imaging.as_uint8(np.asarray(page.image))
     mode = imaging.colour_mode(pixels)
+    pixels, paper = find_page(page, pixels, mode)
+    leaves = split_spread(page, pixels, mode, opts)
+    found = _lap(clock)
+    if len(leaves) == 1:
+        return [process_leaf(page, leaves[0][0], mode, number, out_pdf, opts, paper, found)]
+    return [process_leaf(page, leaf, mode, number, out_pdf.with_suffix(f".{i}.pdf"), opts,
+                         {**paper, "leaf": side}, found / 2)
+            for i, (leaf, side) in enumerate(leaves)]
+
+
+def split_spread(page: SourcePage, pixels: np.ndarray, mode: str, opts: ConvertOptions) -> list[tuple[np.ndarray, str]]:
+    """A book spread as its two leaves, left first (spreads.py); any other page as it is."""
+    if page.words is not None:
+        return [(pixels, "")]
+    return spreads.split(pixels, page.dpi, opts.split_spreads)
+
+
+def process_leaf(page: SourcePage, pixels: np.ndarray, mode: str, number: int, out_pdf: Path,
+                 opts: ConvertOptions, paper: dict, found: float) -> PageReport:
+    """Geometry, OCR and encoding of one physical page; writes its single-page PDF."""
+    clock = time.perf_counter() - found
+    timings: dict[str, float] = {}
     orientation, skew, sure = straighten(page, pixels, opts)
     work = _PageWork(archival_pixels(pixels, mode, orientation, skew), mode, orientation, skew)
     timings["geometry"] = _lap(clock)
     read_text(page, work, opts, sure)
     timings["ocr"] = _lap(clock) - timings["geometry"]
     image = encode_page(page, work, opts)
+    timings["encode"] = _lap(clock) - timings["geometry"] - timings["ocr"]
     h, w = work.pixels.shape[:2]
     scale = 72.0 / page.dpi
     ops = textlayer.content_stream(textlayer.group_lines(work.words), h, scale) if work.words else b""
@@ -174,7 +225,7 @@ def process_page(page: SourcePage, number: int, out_pdf: Path, opts: ConvertOpti
         orientation=work.orientation, skew_angle=round(-work.skew, 2) + 0.0, text_source=work.text_source,
         ocr_confidence=round(work.confidence, 2), word_count=len(work.words), image_encoding=image.encoding,
         image_bytes=len(image.data), text=work.text, warnings=list(page.warnings),
-        timings={k: round(v, 3) for k, v in timings.items()},
+        timings={k: round(v, 3) for k, v in timings.items()}, paper=paper, ocr_preparation=work.preparation,
     )
 
 
@@ -188,7 +239,7 @@ _worker_source: tuple[tuple, object] | None = None  # (what was opened, the open
 
 
 def _page_task(input_path: str, index: int, number: int, out_pdf: str, opts: ConvertOptions,
-               key: tuple) -> PageReport:
+               key: tuple) -> list[PageReport]:
     """Runs in a worker: reads its own page from the input (kept open for the file's next pages;
     a kept worker given another file, or the same path changed, opens that instead). ``key``
     says which file: taken once per conversion, so every page reads the same one."""
@@ -222,8 +273,12 @@ def _run_pages(input_path: Path, indices: Sequence[int], tmp: Path, opts: Conver
     tasks = [(str(input_path), idx, n, str(paths[n - 1]), opts, key) for n, idx in enumerate(indices, start=1)]
     imaging.single_threaded()
     ocr.warm(opts.language)
-    return pageworkers.run(_page_task, tasks, max(1, min(opts.jobs, len(tasks))), page_deadline(opts),
-                           while_running, memory_mb=opts.max_memory_mb)
+    per_input = pageworkers.run(_page_task, tasks, max(1, min(opts.jobs, len(tasks))), page_deadline(opts),
+                                while_running, memory_mb=opts.max_memory_mb)
+    reports = [r for rs in per_input for r in rs]  # a book spread gave two
+    for number, r in enumerate(reports, start=1):
+        r.number = number
+    return reports
 
 
 def tool_versions() -> dict[str, str]:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .imaging import resize_at_least_1px
+from .imaging import lift_faint, resize_at_least_1px
 
 ANALYSIS_DPI = 150.0
 MAX_SKEW = 15.0
@@ -37,7 +37,7 @@ def ink_mask(grey: np.ndarray, dpi: float) -> np.ndarray:
     small = resize_at_least_1px(grey, scale, cv2.INTER_AREA) if scale < 1 else grey
     k = max(15, int(ANALYSIS_DPI / 6)) | 1
     background = cv2.morphologyEx(small, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
-    norm = cv2.divide(small, background, scale=255)
+    norm = lift_faint(cv2.divide(small, background, scale=255), ANALYSIS_DPI)  # carbon copies: grain is not ink
     _, mask = cv2.threshold(norm, 0, 1, cv2.THRESH_BINARY_INV | cv2.THRESH_OTSU)
     mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((2, 2), np.uint8))
     return mask

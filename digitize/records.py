@@ -39,6 +39,10 @@ class PageReport:
     text: str = ""
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    # the paper found on a dark background and cut out (pagedetect.py): {"action": "crop" or
+    # "perspective", "box": [x0, y0, x1, y1] in the scan, "edge_angle": degrees levelled, "size": [w, h]}
+    paper: dict[str, Any] = field(default_factory=dict)
+    ocr_preparation: str = ""  # "" standard; "faint-ink-dropped": re-read without show-through, more confident
 
 
 @dataclass

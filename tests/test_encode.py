@@ -74,7 +74,14 @@ def test_page_budget_scales_with_paper_area():
     assert encode.page_budget(10, 10, 300, 360) == int(360 * 1024 * 0.05)  # floor for slips and tiny crops
 
 
-def test_jpeg_budget_is_respected_by_stepping_quality_down():
+def grainy_page(sigma: float, colour: bool = False, seed: int = 0) -> np.ndarray:
+    """A text page with scanner grain of strength ``sigma`` (the pages that used to be re-encoded)."""
+    rng = np.random.default_rng(seed)
+    page = render_text_page(size=(1240, 1754), colour=colour).astype(np.float32) * 0.9 + 15
+    return np.clip(page + rng.normal(0, sigma, page.shape), 0, 255).astype(np.uint8)
+
+
+def test_jpeg_budget_is_respected_by_a_predicted_quality():
     rng = np.random.default_rng(0)
     photo = np.clip(render_text_page(size=(800, 600), colour=True).astype(np.int16)
                     + rng.normal(0, 25, (600, 800, 3)), 0, 255).astype(np.uint8)
@@ -85,6 +92,40 @@ def test_jpeg_budget_is_respected_by_stepping_quality_down():
     assert e.encoding != "jpeg-q90" and e.encoding.startswith("jpeg-q")
     assert (e.width, e.height, e.colour_space) == (800, 600, "/DeviceRGB")
     assert Image.open(io.BytesIO(e.data)).size == (800, 600)
+
+
+@pytest.mark.parametrize("sigma,colour", [(3, False), (8, False), (12, False), (6, True)])
+def test_predicted_size_is_close_to_the_true_size(sigma, colour):
+    """The band sample predicts the page's JPEG size at any quality (what makes one pass enough)."""
+    page = grainy_page(sigma, colour)
+    model = encode.JpegSizeModel(page)
+    assert model.image.height < page.shape[0] // 5  # a sample, not the page
+    img = Image.fromarray(page)
+    for q in (80, 50, 30):
+        true = len(encode._jpeg(img, q, optimize=True))
+        assert abs(model.size(q) / true - 1) < 0.2, (q, model.size(q), true)
+
+
+@pytest.mark.parametrize("sigma,colour", [(3, False), (8, False), (12, False), (6, True)])
+def test_one_full_encode_plus_at_most_one_correction(monkeypatch, sigma, colour):
+    """No trial and error at full size: sample encodes are cheap, page-sized ones at most two;
+    and the quality chosen is within a few steps of the best that fits (fidelity)."""
+    page = grainy_page(sigma, colour)
+    img = Image.fromarray(page)
+    budget = len(encode._jpeg(img, 45, optimize=True))  # q45 just fits
+    full = []
+    real = encode._jpeg
+
+    def counting(image, quality, optimize=False):
+        if image.size == img.size:
+            full.append(quality)
+        return real(image, quality, optimize)
+
+    monkeypatch.setattr(encode, "_jpeg", counting)
+    e = encode.encode_jpeg(page, 80, budget)
+    assert len(e.data) <= budget and e.filter == "/DCTDecode"
+    assert 1 <= len(full) <= 2, full
+    assert 45 - 8 <= int(e.encoding.removeprefix("jpeg-q")) <= 45
 
 
 def test_past_min_jpeg_quality_the_budget_is_met_with_jpeg_2000():
@@ -147,4 +188,11 @@ def test_a_page_that_fits_at_min_quality_stays_jpeg():
     above = len(encode.encode_jpeg(grainy, encode.MIN_QUALITY + 10).data)
     assert above > at_min
     e = encode.encode_jpeg(grainy, 80, budget=(at_min + above) // 2)
-    assert e.encoding == f"jpeg-q{encode.MIN_QUALITY}" and e.filter == "/DCTDecode"
+    assert e.filter == "/DCTDecode" and len(e.data) <= (at_min + above) // 2
+    assert encode.MIN_QUALITY <= int(e.encoding.removeprefix("jpeg-q")) < encode.MIN_QUALITY + 10
+
+
+def test_small_images_are_their_own_sample():
+    tiny = render_text_page(size=(200, 100))
+    sample, factor = encode.band_sample(tiny)
+    assert sample is tiny and factor == 1.0

@@ -146,3 +146,38 @@ def test_one_pixel_thin_image_does_not_raise_raw_errors(shape):
     except DigitizeError:
         return
     assert min(out.shape) == 1 and max(out.shape) > 100
+
+
+def test_show_through_is_a_second_ink_and_clean_pages_have_one():
+    """Bleed-through (issue 13): the back's mirrored text, far lighter than the front's."""
+    from tests.pages import DEJAVU_SANS, DEJAVU_SERIF, LEDGER_LINES, REGISTER_LINES, render_with, show_through
+
+    front, back = render_with(REGISTER_LINES, DEJAVU_SERIF), render_with(LEDGER_LINES, DEJAVU_SANS)
+    assert imaging.faint_ink_level(front) is None
+    clean = imaging.prepare_for_ocr(front, 300)[0]
+    assert imaging.faint_ink_level(clean) is None
+    for strength in (0.25, 0.4, 0.55):
+        page = imaging.prepare_for_ocr(show_through(front, back, strength), 300)[0]
+        level = imaging.faint_ink_level(page)
+        assert level is not None, strength
+        dropped = imaging.drop_faint_ink(page, level)
+        same = cv2.resize(front, (page.shape[1], page.shape[0]), interpolation=cv2.INTER_AREA)
+        paper = cv2.erode(same, np.ones((5, 5), np.uint8)) > 250  # away from the front's strokes
+        assert (dropped[paper] > 200).mean() > 0.999  # the back's text is gone
+        assert (dropped[same < 50] < 128).mean() > 0.95  # the front's strokes stay
+
+
+def test_faint_carbon_copy_is_lifted_and_ordinary_pages_are_not():
+    from tests.pages import DEJAVU_SANS, LEDGER_LINES, carbon_copy, render_with
+
+    page = render_with(LEDGER_LINES, DEJAVU_SANS)
+    flat = imaging.flatten_background(carbon_copy(page), DPI)
+    lifted = imaging.lift_faint(flat, DPI)
+    text = page < 100
+    assert np.median(lifted[text]) < 100 < np.median(flat[text])  # strokes dark now
+    paper = cv2.erode(page, np.ones((7, 7), np.uint8)) == 255
+    assert (lifted[paper] > 128).mean() > 0.999  # grain did not become ink
+    clean = imaging.flatten_background(page, DPI)
+    assert imaging.lift_faint(clean, DPI) is clean
+    blank = imaging.flatten_background(carbon_copy(np.full_like(page, 255)), DPI)
+    assert (imaging.lift_faint(blank, DPI) > 128).mean() > 0.999  # a blank page stays blank
