@@ -88,7 +88,7 @@ def test_stored_documents_are_posted_signed_and_retried(tmp_path, receivers, cap
         wait_for(lambda: any(status == 204 for _, _, status in flaky.posts))
         wait_for(lambda: len(good.posts) == 1)
         wait_for(lambda: "not delivered after 4 attempts" in caplog.text)
-    assert "pa55word" not in caplog.text and "hook:***@127.0.0.1:9" in caplog.text
+    assert "pa55word" not in caplog.text and "***@127.0.0.1:9/dead" in caplog.text  # one masking function
     headers, body, _ = good.posts[0]
     payload = json.loads(body)
     assert payload["event"] == "document.stored" and payload["pdfa_sha256"] == doc.pdfa_sha256
