@@ -15,6 +15,8 @@ APT_PKGS=(tesseract-ocr tesseract-ocr-vie tesseract-ocr-eng tesseract-ocr-osd po
 [ $servers = 1 ] && APT_PKGS+=(postgresql postgresql-contrib)
 # the portal's browser tests drive Debian's chromium through Playwright (no browser download)
 [ $servers = 1 ] && APT_PKGS+=(chromium)
+# the Celery broker of queue mode (tests/pipelines/test_queue_faults.py starts its own on loopback)
+[ $servers = 1 ] && APT_PKGS+=(redis-server)
 # Java and Maven (veraPDF) only when the machine has none of its own
 command -v javac >/dev/null || APT_PKGS+=(default-jdk-headless)
 command -v mvn >/dev/null || APT_PKGS+=(maven)
