@@ -68,6 +68,9 @@ def main() -> None:
         def fresh() -> tuple[object, dict[str, str]]:
             settings = make_settings(base / f"data-{uuid.uuid4().hex[:6]}", minio.url("b" + uuid.uuid4().hex[:12]),
                                      pg.create_database("b_" + uuid.uuid4().hex[:12]))
+            from storage.archive import Archive
+
+            Archive.open(settings).close()  # the schema first: concurrent first opens of a fresh database race
             env = settings_env(settings)
             env.update(DIGITIZE_QUEUE_URL=redis.url)
             return settings, env
