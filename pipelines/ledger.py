@@ -160,6 +160,9 @@ class Ledger:
             pipe.execute()
         self._call(run, f"finishing job {job}")
 
+    def add_to_batch(self, batch: str, job: str) -> None:
+        self._call(lambda: self.redis.sadd(f"{PREFIX}batch:{batch}", job), "recording a batch")
+
     def fail(self, job: str, reason: str, result: dict[str, Any] | None = None) -> None:
         """Terminal failure without a matching start (the poison check refuses a delivery)."""
         def run():

@@ -119,7 +119,7 @@ class Submitter:
                 known = self.ledger.get(job)
                 if known is not None and known.state == "done":
                     if self.batch:
-                        self.ledger.redis.sadd(f"digitize:q:batch:{self.batch}", job)
+                        self.ledger.add_to_batch(self.batch, job)
                     return job, JobResult(str(path), Status.skipped, sha, f"already done as job {job}",
                                           seconds=time.perf_counter() - started)
                 from storage.keys import staging_key
@@ -242,7 +242,9 @@ def _fetch(settings, spec: dict[str, Any], root: Path) -> Path:
         raise StorageError(f"staged original {spec['key']} read back with SHA-256 {got}, expected {spec['sha256']}")
     if spec.get("sidecar"):
         name, text = spec["sidecar"]
-        (path.parent / PurePosixPath(name).name).write_text(text, encoding="utf-8")
+        name = PurePosixPath(name).name
+        if name.endswith(".json") and not name.startswith("."):  # beside the original, nowhere else
+            (path.parent / name).write_text(text, encoding="utf-8")
     return path
 
 

@@ -69,8 +69,14 @@ def _convert(self, job: str, spec: dict[str, Any]) -> str:
     from . import metrics
     from .queued import run_job
 
-    outcome = run_job(_state["settings"], _ledger(), job, spec, self.request.hostname or socket.gethostname(),
-                      self.request.retries)
+    settings = _state["settings"]
+    try:
+        outcome = run_job(settings, _ledger(), job, spec, self.request.hostname or socket.gethostname(),
+                          self.request.retries)
+    except Exception as e:  # noqa: BLE001 - the ledger unreachable for long, or a bug: send it again later
+        log.exception("job %s: delivery failed outside the file's own processing", job)
+        raise self.retry(exc=e, countdown=settings.queue.retry_backoff * 2 ** min(self.request.retries, 4),
+                         max_retries=settings.queue.retries)
     metrics.record(outcome.state, outcome.result)
     if outcome.state == "retry":
         raise self.retry(countdown=outcome.delay, max_retries=None)
