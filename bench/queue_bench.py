@@ -3,7 +3,7 @@
 against in-process ``digitize batch`` on the same generated files, and the queue's overhead per document.
 
 Starts its own Redis, MinIO and PostgreSQL on loopback (tests/servers.py), generates FILES small
-one-page scans, then for each configuration a fresh bucket and database:
+A4 text scans (--pages each), then for each configuration a fresh bucket and database:
 
 1. ``digitize batch SRC --local --jobs N`` (N = 2): the in-process baseline, wall clock;
 2. ``digitize worker --concurrency W`` for W in --workers, and ``digitize batch SRC --queue --wait``.
@@ -34,7 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "pipelines")]
 
 from pipeline_support import digitize_cmd, make_settings, settings_env  # noqa: E402
-from scans import page, write_pdf  # noqa: E402
+from pages import VIETNAMESE_LINES, render_text_page  # noqa: E402
+from PIL import Image  # noqa: E402
+from scans import write_pdf  # noqa: E402
 from servers import start_minio, start_postgres, start_redis  # noqa: E402
 
 LINE = re.compile(r"(\d+) pages converted in ([\d.]+) s")
@@ -52,7 +54,8 @@ def run_batch(env: dict[str, str], *args: str) -> tuple[int, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--files", type=int, default=24)
+    parser.add_argument("--files", type=int, default=16)
+    parser.add_argument("--pages", type=int, default=2, help="A4 text pages per file (150 dpi)")
     parser.add_argument("--jobs", type=int, default=2, help="in-process batch --jobs")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
@@ -61,7 +64,8 @@ def main() -> None:
     src = base / "src"
     src.mkdir()
     for n in range(args.files):
-        write_pdf([page([f"Hồ sơ số {n}", "Giấy đề nghị cấp phép", "Đơn vị: UBND xã"])], src / f"scan{n:03d}.pdf")
+        write_pdf([Image.fromarray(render_text_page([f"Hồ sơ số {n} trang {p + 1}", *VIETNAMESE_LINES]))
+                   for p in range(args.pages)], src / f"scan{n:03d}.pdf")
     redis, minio, pg = start_redis(base / "redis"), start_minio(base / "minio"), start_postgres()
     rows = []
     try:

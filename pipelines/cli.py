@@ -29,9 +29,13 @@ def watch_cmd(settings, inbox: Path | None, poll: float | None, once: bool, log_
     from .logs import configure
     from .watch import Watcher, WatchOptions
 
-    verapdf.require(settings.convert.validate)  # every file would fail: say it once, exit 3
+    from .queued import enabled
+
+    if not enabled(settings):  # queued: the workers validate and sign, this machine only stages
+        verapdf.require(settings.convert.validate)  # every file would fail: say it once, exit 3
     configure(log_json)
-    preflight(settings, interactive=True)  # a wrong PIN or an expired certificate stops here, before any file
+    if not enabled(settings):
+        preflight(settings, interactive=True)  # a wrong PIN or an expired certificate stops here, before any file
     summary = Watcher(WatchOptions.from_settings(settings.watch, inbox, poll, once), settings, _processor(settings)).run()
     if once:
         click.echo("watch: " + (", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items())) or "nothing to do"),
