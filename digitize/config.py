@@ -138,6 +138,19 @@ class WebSettings:
 
 
 @dataclass
+class QueueSettings:
+    """Queue mode (pipelines/queued.py, tasks.py): conversion by ``digitize worker`` processes on many machines."""
+
+    url: str = ""  # "" = everything in-process; redis://host:6379/0 (or amqp://... for RabbitMQ, with state_url)
+    state_url: str = ""  # Redis for the job ledger (states, delivery counts); "" = url when it is redis://
+    visibility_timeout: float = 3600.0  # seconds before an unacknowledged task is redelivered (> ocr_timeout)
+    max_deliveries: int = 3  # a file whose task killed its worker this often is failed, not redelivered
+    retries: int = 6  # transient faults (storage, index, signer) before a job is failed
+    retry_backoff: float = 5.0  # first retry delay; doubles, capped below the visibility timeout
+    metrics_port: int = 0  # >0: `digitize worker` serves Prometheus /metrics on this port
+
+
+@dataclass
 class Settings:
     data_dir: str = field(default_factory=lambda: str(default_data_dir()))
     convert: ConvertSettings = field(default_factory=ConvertSettings)
@@ -149,6 +162,7 @@ class Settings:
     converter: ConverterSettings = field(default_factory=ConverterSettings)
     sign: SignSettings = field(default_factory=SignSettings)
     web: WebSettings = field(default_factory=WebSettings)
+    queue: QueueSettings = field(default_factory=QueueSettings)
     source: str = "defaults"  # where the settings came from, for `config show`
 
     @property
@@ -160,7 +174,7 @@ class Settings:
         return self.index.dsn or "sqlite:///" + str(Path(self.data_dir) / "index.sqlite3")
 
 
-_SECTIONS = ("convert", "store", "index", "watch", "batch", "validator", "converter", "sign", "web")
+_SECTIONS = ("convert", "store", "index", "watch", "batch", "validator", "converter", "sign", "web", "queue")
 
 
 def _coerce(value: Any, current: Any, where: str) -> Any:

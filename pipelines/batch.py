@@ -367,7 +367,8 @@ def check_manifest(manifest: Manifest | None, stream: TextIO) -> None:
 
 
 def run_batch(src: Path, settings, manifest_file: Path | None = None, jobs: int | None = None,
-              dry_run: bool = False, report: Path | None = None, stream: TextIO = sys.stderr) -> BatchSummary:
+              dry_run: bool = False, report: Path | None = None, stream: TextIO = sys.stderr,
+              queue: bool = False, wait: bool = False) -> BatchSummary:
     if not src.is_dir():
         raise InputError(f"{src} is not a directory")
     manifest = read_manifest(manifest_file, src) if manifest_file else None
@@ -385,7 +386,14 @@ def run_batch(src: Path, settings, manifest_file: Path | None = None, jobs: int 
     workers = max(1, min(jobs or settings.batch.jobs, len(items) or 1))
     event(log, "batch-start", src=str(src), files=len(items), workers=workers)
     try:
-        summary = _Runner(src, settings, workers, stream).run(items)
+        if queue:  # queue mode (pipelines/queued.py): originals staged and enqueued for `digitize worker`s
+            from .queued import run_queued_batch
+
+            summary = run_queued_batch(src, items, settings, wait, stream)
+            if summary is None:
+                return BatchSummary()
+        else:
+            summary = _Runner(src, settings, workers, stream).run(items)
     finally:
         close_archives()
     target = report or (Path(settings.batch.report) if settings.batch.report else None)

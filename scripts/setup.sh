@@ -17,6 +17,8 @@ APT_PKGS=(tesseract-ocr tesseract-ocr-vie tesseract-ocr-eng tesseract-ocr-osd po
 [ $servers = 1 ] && APT_PKGS+=(chromium)
 # a go of any age (Debian's) knows which Go module proxy this machine uses: `go env GOPROXY`
 [ $servers = 1 ] && ! command -v go >/dev/null && APT_PKGS+=(golang-go)
+# the Celery broker of queue mode (tests/pipelines/test_queue_faults.py starts its own on loopback)
+[ $servers = 1 ] && APT_PKGS+=(redis-server)
 # Java and Maven (veraPDF) only when the machine has none of its own
 command -v javac >/dev/null || APT_PKGS+=(default-jdk-headless)
 command -v mvn >/dev/null || APT_PKGS+=(maven)

@@ -64,6 +64,15 @@ class PostgresIndex(Index):
         self._reconnect()
         return self.conn.execute(sql.replace("?", "%s"), tuple(params) if params else None)
 
+    def migrate(self) -> list[int]:
+        """Migrators queue for one session lock around the whole check-and-apply: a process that took
+        the lock only after finding a migration unapplied would re-run what another just applied."""
+        self.conn.execute(f"SELECT pg_advisory_lock({MIGRATION_LOCK})")
+        try:
+            return super().migrate()
+        finally:
+            self.conn.execute(f"SELECT pg_advisory_unlock({MIGRATION_LOCK})")
+
     def _run_script(self, sql: str) -> None:
         self.conn.execute(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
         self.conn.execute(sql)  # no parameters: psycopg sends the whole script as one simple query

@@ -51,3 +51,11 @@ def object_key(prefix: str, role: str, sha256: str, extension: str) -> str:
 
 def case_prefix(case_id: str) -> str:
     return normalize_case_id(case_id) + "/"
+
+
+STAGING = "_staging/"  # originals waiting for a queue worker (pipelines/queued.py); not part of any dossier
+
+
+def staging_key(sha256: str) -> str:
+    """Where queue mode parks an original by its SHA-256 until a worker has stored it as a document."""
+    return check_key(f"{STAGING}{check_sha256(sha256)}")

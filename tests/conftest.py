@@ -35,9 +35,9 @@ def pytest_sessionfinish(session, exitstatus) -> None:
 
 
 try:  # tests/ is a package in some layouts and a rootdir-inserted folder in others
-    from tests.servers import MinioServer, PostgresServer, start_minio, start_postgres
+    from tests.servers import MinioServer, PostgresServer, RedisServer, start_minio, start_postgres, start_redis
 except ModuleNotFoundError:
-    from servers import MinioServer, PostgresServer, start_minio, start_postgres
+    from servers import MinioServer, PostgresServer, RedisServer, start_minio, start_postgres, start_redis
 
 
 def uncaptured(config: pytest.Config):
@@ -81,3 +81,13 @@ def own_postgres() -> PostgresServer:
     server = start_postgres()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def own_redis(tmp_path, pytestconfig) -> RedisServer:
+    """A Redis server (the queue's broker and ledger) for this test alone, so it can be restarted mid-run."""
+    with uncaptured(pytestconfig):
+        server = start_redis(tmp_path / "own-redis")
+    yield server
+    with uncaptured(pytestconfig):
+        server.stop()

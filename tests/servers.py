@@ -182,3 +182,62 @@ def start_postgres() -> PostgresServer:
     base = Path(tempfile.mkdtemp(prefix="digitize-pg-"))
     base.chmod(0o755)
     return PostgresServer(bin_dir, base).start()
+
+
+@dataclass
+class RedisServer:
+    """Debian's redis-server on loopback with an append-only file, so a restart keeps the queue."""
+
+    base: Path
+    port: int = 0
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _ready(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"redis-server exited with code {self.process.returncode} before becoming ready")
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def start(self) -> "RedisServer":
+        self.port = self.port or free_port()
+        self.base.mkdir(parents=True, exist_ok=True)
+        log = open(self.base / f"redis-{self.port}.log", "ab")
+        self.process = subprocess.Popen(
+            [shutil.which("redis-server") or "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+             "--dir", str(self.base), "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+             "--protected-mode", "yes", "--daemonize", "no"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_until(self._ready, f"Redis on 127.0.0.1:{self.port}")
+        announce(f"Redis {shutil.which('redis-server')} started on 127.0.0.1:{self.port} "
+                 f"(pid {self.process.pid}, dir {self.base})")
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()  # SIGTERM: redis flushes its append-only file and exits
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            announce(f"Redis on 127.0.0.1:{self.port} stopped (pid {self.process.pid})")
+
+    def restart(self, down_seconds: float = 0.0) -> None:
+        self.stop()
+        time.sleep(down_seconds)
+        self.start()
+        announce(f"Redis on 127.0.0.1:{self.port} restarted after {down_seconds:.0f} s down")
+
+
+def start_redis(base: Path) -> RedisServer:
+    if shutil.which("redis-server") is None:
+        missing("redis-server not found; apt-get install redis-server (scripts/setup.sh does)")
+    return RedisServer(base).start()

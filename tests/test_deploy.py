@@ -37,3 +37,16 @@ def test_the_unit_keeps_what_the_issue_asks_for() -> None:
         assert re.search(rf"^{re.escape(line)}$", text, re.M), line
     assert re.search(r"^MemoryMax=\d+[KMG]?$", text, re.M)
     assert re.search(r"^RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6$", text, re.M)
+
+
+WORKER_UNIT = UNIT.with_name("digitize-worker.service")
+
+
+def test_the_worker_unit_is_rated_at_most_3_and_keeps_its_limits() -> None:
+    assert exposure(WORKER_UNIT) <= TARGET
+    text = WORKER_UNIT.read_text(encoding="utf-8")
+    assert re.search(r"^ExecStart=\S+digitize worker\b", text, re.M)
+    for line in ("UMask=0027", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "NoNewPrivileges=yes",
+                 "SystemCallFilter=@system-service"):
+        assert re.search(rf"^{re.escape(line)}$", text, re.M), line
+    assert re.search(r"^MemoryMax=\d+[KMG]?$", text, re.M) and re.search(r"^TasksMax=\d+$", text, re.M)

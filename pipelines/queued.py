@@ -1,0 +1,296 @@
+"""Queue mode: originals parked in object storage, conversion by ``digitize worker`` processes anywhere.
+
+Submitting (watch, batch): the original is copied from the descriptor the pipeline checked, hashed,
+and put under ``_staging/<SHA-256>`` (the store reads it back and verifies it) *before* the caller may
+move the inbox file to done/; only then is the job recorded in the ledger and its task sent. A worker
+machine shares nothing with the submitter but the broker, the store and the index.
+
+Running (pipelines/tasks.py calls :func:`run_job`): fetch the original, check its SHA-256, and hand it to
+the same :func:`~pipelines.jobs.process_file` that in-process runs use. The rules on the outcome live
+here, not in the Celery adapter: a transient fault (storage, index, signer) is retried with backoff a
+bounded number of times; bad input fails at once with its reason; a job whose deliveries killed their
+worker ``max_deliveries`` times is failed; a job the ledger has as done is not done again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Callable
+
+from digitize.errors import InputError, StorageError
+from digitize.fsutil import CHUNK, open_regular, work_dir
+
+from .jobs import INTERNAL_EXIT, JobResult, Status, StoredPart, archive_for, process_file
+from .ledger import Ledger, job_id
+from .logs import event
+from .metadata import Clue, sidecar_path
+
+log = logging.getLogger("pipelines.queue")
+
+TASK = "digitize.convert"
+QUEUE = "digitize"
+SIDECAR_MAX = 1 << 20  # bytes of sidecar JSON carried in a task message
+KEPT_DIR = "converted"  # as watch: DATA_DIR/converted keeps a conversion until it is stored
+
+
+def enabled(settings) -> bool:
+    return bool(settings.queue.url)
+
+
+def conversion_options(settings) -> dict[str, Any]:
+    """What changes the output (all of [convert] but the machine's page parallelism): part of the job's key."""
+    options = dataclasses.asdict(settings.convert)
+    options.pop("jobs", None)
+    return options
+
+
+def result_from_dict(data: dict[str, Any]) -> JobResult:
+    fields = {f.name for f in dataclasses.fields(JobResult)}
+    kwargs = {k: v for k, v in data.items() if k in fields}
+    kwargs["status"] = Status(kwargs.get("status", "failed"))
+    kwargs["error_kinds"] = tuple(kwargs.get("error_kinds", ()))
+    kwargs["documents"] = [StoredPart(**d) for d in kwargs.get("documents", [])]
+    return JobResult(**kwargs)
+
+
+# --- submitting ----------------------------------------------------------------------------------------
+
+def _stage_copy(path: Path, root: Path | None, target: Path) -> str:
+    """Copy the checked regular file (no symlink followed) to a private temp file; its SHA-256."""
+    digest = hashlib.sha256()
+    with os.fdopen(open_regular(path, root), "rb") as src, open(target, "wb") as out:
+        for block in iter(lambda: src.read(CHUNK), b""):
+            digest.update(block)
+            out.write(block)
+    return digest.hexdigest()
+
+
+def _sidecar(path: Path) -> tuple[str, str] | None:
+    """The sidecar's name and text, carried in the message (the worker sees no inbox)."""
+    found = sidecar_path(path)
+    if found is None or found.is_symlink() or not found.is_file():
+        return None
+    with open(found, "rb") as f:
+        data = f.read(SIDECAR_MAX + 1)
+    if len(data) > SIDECAR_MAX:
+        raise InputError(f"sidecar {found.name} is larger than {SIDECAR_MAX} bytes")
+    return found.name, data.decode("utf-8", errors="replace")
+
+
+class Submitter:
+    """Stages originals and sends their tasks; one per watcher or batch run."""
+
+    def __init__(self, settings, batch: str = ""):
+        from .tasks import app_for
+
+        self.settings, self.batch = settings, batch
+        self.ledger = Ledger.from_settings(settings)
+        self.app = app_for(settings)
+        self.options = conversion_options(settings)
+
+    def close(self) -> None:
+        self.ledger.close()
+
+    def submit(self, path: Path, settings=None, hint: Clue | None = None, *, root: Path | None = None,
+               **_ignored) -> JobResult:
+        """Stage and enqueue one file (the signature of process_file, so the watcher takes either).
+        Done means *queued*: the original is safe in the store, the inbox file may go."""
+        return self.submit_job(path, hint, root)[1]
+
+    def submit_job(self, path: Path, hint: Clue | None = None, root: Path | None = None) -> tuple[str, JobResult]:
+        """The job ID ("" if none) and the submission's result: done (queued), skipped (done before) or failed."""
+        started = time.perf_counter()
+        job = ""
+        path = Path(path)
+        relative = path.relative_to(root) if root and path.is_relative_to(root) else Path(path.name)
+        sha = ""
+        try:
+            with work_dir("stage") as tmp:
+                sha = _stage_copy(path, root, tmp / "original")
+                sidecar = _sidecar(path)
+                job = job_id(sha, "", self.options)
+                known = self.ledger.get(job)
+                if known is not None and known.state == "done":
+                    if self.batch:
+                        self.ledger.add_to_batch(self.batch, job)
+                    return job, JobResult(str(path), Status.skipped, sha, f"already done as job {job}",
+                                          seconds=time.perf_counter() - started)
+                from storage.keys import staging_key
+
+                key = staging_key(sha)
+                archive_for(self.settings).objects.put(key, tmp / "original", sha, {"sha256": sha})
+            spec = {"job": job, "key": key, "sha256": sha, "name": relative.as_posix(), "options": self.options,
+                    "hint": {"source": hint.source, "values": dict(hint.values)} if hint else None,
+                    "sidecar": list(sidecar) if sidecar else None}
+            self.send(job, spec)
+        except (StorageError, InputError) as e:
+            return "", JobResult(str(path), Status.failed, sha, str(e), error_kinds=(type(e).__name__, "StorageError")
+                             if isinstance(e, StorageError) else (type(e).__name__,), exit_code=int(e.exit_code))
+        except OSError as e:
+            return "", JobResult(str(path), Status.failed, sha, f"cannot read {path.name}: {e.strerror}",
+                             error_kinds=("FileAccessError", "OSError"), exit_code=5)
+        event(log, "queued", file=str(relative), job=job, sha256=sha)
+        return job, JobResult(str(path), Status.done, sha, f"queued as job {job}",
+                              seconds=time.perf_counter() - started)
+
+    def send(self, job: str, spec: dict[str, Any]) -> None:
+        """Record the job as waiting, then publish its task (a broker refusal is a storage-class fault)."""
+        self.ledger.enqueued(job, spec["name"], spec["sha256"], spec, self.batch)
+        try:
+            self.app.send_task(TASK, args=[job, spec], queue=QUEUE, task_id=f"{job}-{time.time_ns()}")
+        except Exception as e:  # noqa: BLE001 - kombu raises many connection types
+            raise StorageError(f"queue broker: cannot send job {job}: {type(e).__name__}: {e}") from e
+
+
+def retry_jobs(settings, jobs: list[str]) -> list[str]:
+    """Send failed (or stuck) jobs again, from the spec the ledger kept; the jobs sent."""
+    submitter = Submitter(settings)
+    sent = []
+    try:
+        for record in submitter.ledger.many(jobs):
+            if record.spec and record.state != "done":
+                submitter.send(record.job_id, record.spec)
+                sent.append(record.job_id)
+    finally:
+        submitter.close()
+    return sent
+
+
+# --- a queued batch ------------------------------------------------------------------------------------
+
+WAIT_POLL = 1.0  # seconds between ledger reads while waiting for a batch
+
+
+def run_queued_batch(src: Path, items, settings, wait: bool, stream):
+    """Stage and enqueue every item; with ``wait``, follow the ledger until each job is done or failed and
+    return the same summary a local batch returns (None without ``wait``: the workers carry on alone)."""
+    import uuid
+
+    from .batch import BatchSummary, Progress, _ProgressLine
+
+    started = time.monotonic()
+    submitter = Submitter(settings, batch=uuid.uuid4().hex[:16])
+    summary = BatchSummary()
+    pending: dict[str, tuple[Any, JobResult]] = {}
+    try:
+        for item in items:
+            job, result = submitter.submit_job(item.path, item.hint, src)
+            if result.status is Status.done:
+                pending[job] = (item, result)
+            else:
+                summary.results.append(result)
+        if not wait:
+            failed = sum(r.status is Status.failed for r in summary.results)
+            stream.write(f"batch: {len(pending)} file(s) queued (batch {submitter.batch}), "
+                         f"{len(summary.results) - failed} done before, {failed} not queued\n")
+            for result in summary.results:
+                if result.status is Status.failed:
+                    stream.write(f"failed: {result.path}: {result.reason}\n")
+            return None if not failed else summary
+        progress = Progress(len(items), sum(i.size for i in items), started)
+        shown = _ProgressLine(progress, stream)
+        while pending:
+            try:
+                records = submitter.ledger.many(list(pending))
+            except StorageError as e:  # the broker (and ledger) restarting: keep waiting
+                event(log, "ledger-unavailable", logging.WARNING, reason=str(e))
+                records = []
+            for record in records:
+                if record.state in ("done", "failed") and record.result:
+                    item, _ = pending.pop(record.job_id)
+                    result = result_from_dict(record.result)
+                    result.path = str(item.path)
+                    summary.results.append(result)
+                    progress.add(result, item.size)
+                    shown.show()
+            if pending:
+                time.sleep(WAIT_POLL)
+        shown.show(final=True)
+    finally:
+        submitter.close()
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+# --- running (a worker) --------------------------------------------------------------------------------
+
+@dataclass
+class Outcome:
+    state: str  # "done", "failed" or "retry"
+    result: JobResult
+    delay: float = 0.0  # before the retry
+
+
+def _relative(name: str) -> PurePosixPath:
+    """The submitter's relative path, only as folders under the worker's temp root (never an escape)."""
+    parts = [p for p in PurePosixPath(name).parts if p not in ("", ".", "..", "/")]
+    return PurePosixPath(*parts) if parts else PurePosixPath("original")
+
+
+def _fetch(settings, spec: dict[str, Any], root: Path) -> Path:
+    path = root / _relative(spec["name"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    got = archive_for(settings).objects.download(spec["key"], path)
+    if got != spec["sha256"]:
+        raise StorageError(f"staged original {spec['key']} read back with SHA-256 {got}, expected {spec['sha256']}")
+    if spec.get("sidecar"):
+        name, text = spec["sidecar"]
+        name = PurePosixPath(name).name
+        if name.endswith(".json") and not name.startswith("."):  # beside the original, nowhere else
+            (path.parent / name).write_text(text, encoding="utf-8")
+    return path
+
+
+def _transient(result: JobResult) -> bool:
+    return result.retryable or result.internal
+
+
+def run_job(settings, ledger: Ledger, job: str, spec: dict[str, Any], worker: str, tries: int,
+            process: Callable[..., JobResult] = process_file) -> Outcome:
+    """One delivery of a job; ``tries`` = retries already made. Never raises for the file's faults."""
+    queue = settings.queue
+    known = ledger.get(job)
+    if known is not None and known.state == "done":  # a duplicate delivery (redelivered after its ack was lost)
+        return Outcome("done", result_from_dict(known.result) if known.result else
+                       JobResult(spec["name"], Status.skipped, spec["sha256"], "already done"))
+    if known is not None and known.crashes >= queue.max_deliveries:
+        reason = f"the file stopped its worker {known.crashes} times (killed or crashed); not retried"
+        result = JobResult(spec["name"], Status.failed, spec["sha256"], reason, error_kinds=("crashed",),
+                           exit_code=INTERNAL_EXIT)
+        ledger.fail(job, reason, result.to_dict())
+        event(log, "job-failed", logging.WARNING, job=job, file=spec["name"], reason=reason)
+        return Outcome("failed", result)
+    ledger.start(job, worker)
+    sub = dataclasses.replace(settings, convert=dataclasses.replace(settings.convert, **{
+        k: v for k, v in spec.get("options", {}).items() if hasattr(settings.convert, k)}))
+    hint = Clue(spec["hint"]["source"], spec["hint"]["values"]) if spec.get("hint") else None
+    with work_dir("queued") as tmp:
+        try:
+            path = _fetch(settings, spec, tmp / "src")
+        except StorageError as e:
+            result = JobResult(spec["name"], Status.failed, spec["sha256"], str(e), error_kinds=("StorageError",),
+                               exit_code=int(e.exit_code))
+        else:
+            result = process(path, sub, hint, root=tmp / "src", jobs=1, keep=Path(settings.data_dir) / KEPT_DIR)
+    result.path = spec["name"]
+    limit = queue.retries if result.retryable else min(queue.retries, 2)
+    if result.status is Status.failed and _transient(result) and tries < limit:
+        delay = min(queue.retry_backoff * 2 ** tries, max(1.0, queue.visibility_timeout / 2))
+        ledger.end(job, "waiting", f"retry {tries + 1} of {limit} in {delay:.0f} s: {result.reason}")
+        event(log, "job-retry", logging.WARNING, job=job, file=spec["name"], retry_in=delay, reason=result.reason)
+        return Outcome("retry", result, delay)
+    state = "failed" if result.status is Status.failed else "done"
+    ledger.end(job, state, result.reason, result.to_dict())
+    if state == "done":
+        with contextlib.suppress(StorageError):  # a WORM bucket keeps it; verify ignores the staging area
+            archive_for(settings).objects.delete(spec["key"])
+    event(log, f"job-{state}", logging.WARNING if state == "failed" else logging.INFO, job=job, file=spec["name"],
+          status=str(result.status), pages=result.pages, reason=result.reason)
+    return Outcome(state, result)

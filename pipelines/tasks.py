@@ -1,0 +1,119 @@
+"""Celery adapter of queue mode: the app, its one task, and ``digitize worker``. No rules of its own:
+what a delivery does is :func:`pipelines.queued.run_job`; this module maps its outcome onto Celery.
+
+Delivery guarantees come from Celery settings, chosen for a task that may run for minutes and must
+survive its worker dying: late acknowledgement (the message is acked only after the outcome is
+recorded), ``reject_on_worker_lost`` (a killed child's message goes back to the queue), one message
+prefetched per process, and a Redis visibility timeout longer than a page's OCR deadline (a message
+whose worker vanished is handed out again after it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import tempfile
+from typing import Any
+
+from digitize.errors import ConfigError
+
+from .queued import QUEUE, TASK
+
+log = logging.getLogger("pipelines.tasks")
+
+_state: dict[str, Any] = {}  # this process's settings, ledger (opened after the fork) and app
+
+
+def check_settings(settings) -> None:
+    queue = settings.queue
+    if not queue.url:
+        raise ConfigError("no queue configured: set [queue] url (e.g. redis://HOST:6379/0)")
+    if not settings.store_url.startswith(("s3://", "s3s://")) or not settings.index_dsn.startswith("postgres"):
+        raise ConfigError("queue mode shares only the broker, an S3 store and a PostgreSQL index between machines: "
+                          "set [store] url = s3://... and [index] dsn = postgresql://...")
+    if queue.visibility_timeout <= settings.convert.ocr_timeout:
+        raise ConfigError(f"queue.visibility_timeout ({queue.visibility_timeout:g} s) must be longer than "
+                          f"convert.ocr_timeout ({settings.convert.ocr_timeout:g} s), the longest page deadline")
+
+
+def app_for(settings):
+    from celery import Celery
+
+    check_settings(settings)
+    app = Celery("digitize", broker=settings.queue.url, set_as_current=False)
+    app.conf.update(
+        task_acks_late=True, task_reject_on_worker_lost=True, worker_prefetch_multiplier=1,
+        task_default_queue=QUEUE, task_serializer="json", accept_content=["json"], task_ignore_result=True,
+        broker_transport_options={"visibility_timeout": settings.queue.visibility_timeout},
+        broker_connection_retry_on_startup=True, broker_connection_max_retries=None,
+        worker_cancel_long_running_tasks_on_connection_loss=False, worker_hijack_root_logger=False,
+        worker_send_task_events=False, task_send_sent_event=False, broker_heartbeat=0,
+    )
+    app.task(name=TASK, bind=True, max_retries=None, acks_late=True)(_convert)
+    _state.update(settings=settings, app=app)
+    return app
+
+
+def _ledger():
+    """One ledger connection per process: a prefork child must not share its parent's socket."""
+    from .ledger import Ledger
+
+    if _state.get("ledger_pid") != os.getpid():
+        _state["ledger"] = Ledger.from_settings(_state["settings"])
+        _state["ledger_pid"] = os.getpid()
+    return _state["ledger"]
+
+
+def _convert(self, job: str, spec: dict[str, Any]) -> str:
+    from . import metrics
+    from .queued import run_job
+
+    settings = _state["settings"]
+    try:
+        outcome = run_job(settings, _ledger(), job, spec, self.request.hostname or socket.gethostname(),
+                          self.request.retries)
+    except Exception as e:  # noqa: BLE001 - the ledger unreachable for long, or a bug: send it again later
+        log.exception("job %s: delivery failed outside the file's own processing", job)
+        raise self.retry(exc=e, countdown=settings.queue.retry_backoff * 2 ** min(self.request.retries, 4),
+                         max_retries=settings.queue.retries)
+    metrics.record(outcome.state, outcome.result)
+    if outcome.state == "retry":
+        raise self.retry(countdown=outcome.delay, max_retries=None)
+    return outcome.state
+
+
+def _child_init(**_kwargs) -> None:
+    """As batch's workers: one core per process, its page worker kept from file to file. Celery marks its
+    pool processes daemonic, which forbids them children; the converter's page worker is one (killed with
+    its parent by pageworkers' own watch), so the flag is cleared."""
+    import multiprocessing
+
+    import cv2
+
+    from digitize import pageworkers
+
+    multiprocessing.current_process()._config.pop("daemon", None)
+    cv2.setNumThreads(1)
+    pageworkers.keep()
+
+
+def run_worker(settings, concurrency: int, metrics_port: int = 0, loglevel: str = "INFO") -> None:
+    from celery.signals import worker_process_init
+
+    if metrics_port:
+        folder = tempfile.mkdtemp(prefix="digitize-metrics-")  # per run: counters of dead runs never add up
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    from digitize import imaging
+
+    app = app_for(settings)
+    if metrics_port:
+        from . import metrics
+
+        metrics.serve(metrics_port, settings)
+    worker_process_init.connect(_child_init, weak=False)
+    imaging.single_threaded()  # no OpenCV thread pool may exist across the fork
+    name = f"digitize-{os.getpid()}@{socket.gethostname()}"
+    app.worker_main(["worker", f"--concurrency={concurrency}", "--pool=prefork", f"--loglevel={loglevel}",
+                     f"--hostname={name}", f"--queues={QUEUE}", "--without-gossip", "--without-mingle",
+                     "-O", "fair"])

@@ -1,0 +1,115 @@
+"""Queue job rules (pipelines/queued.run_job) on a real Redis ledger, with a stand-in for the conversion:
+poison files, bounded retries for transient faults, none for bad input, duplicate deliveries."""
+
+from __future__ import annotations
+
+import pytest
+
+from digitize.config import Settings
+from pipelines.jobs import JobResult, Status
+from pipelines.ledger import Ledger, job_id
+from pipelines.queued import run_job
+
+pytestmark = pytest.mark.integration
+
+SHA = "ab" * 32
+
+
+@pytest.fixture
+def ledger(own_redis):
+    ledger = Ledger(own_redis.url, reconnect=5.0)
+    yield ledger
+    ledger.close()
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    settings = Settings(data_dir=str(tmp_path / "data"))
+    settings.store.url = f"file://{tmp_path / 'objects'}"
+    settings.queue.max_deliveries = 3
+    settings.queue.retries = 2
+    return settings
+
+
+def spec(job: str) -> dict:
+    return {"job": job, "key": f"_staging/{SHA}", "sha256": SHA, "name": "a/scan.pdf", "options": {}}
+
+
+def fake(result: JobResult):
+    calls = []
+
+    def process(path, settings, hint, **kw):
+        calls.append(path)
+        return JobResult(str(path), result.status, SHA, result.reason, error_kinds=result.error_kinds)
+
+    process.calls = calls
+    return process
+
+
+@pytest.fixture(autouse=True)
+def no_fetch(monkeypatch, tmp_path):
+    """The original's download is storage's own business (tested there); here a local file stands in."""
+    import pipelines.queued as queued
+
+    def fetch(settings, spec, root):
+        path = root / "a" / "scan.pdf"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+        return path
+
+    monkeypatch.setattr(queued, "_fetch", fetch)
+
+
+def test_job_ids_depend_on_content_pages_and_options_only():
+    assert job_id(SHA, "", {"language": "vie"}) == job_id(SHA, "", {"language": "vie"})
+    assert job_id(SHA, "", {"language": "vie"}) != job_id(SHA, "", {"language": "eng"})
+    assert job_id(SHA, "", {}) != job_id(SHA, "1-2", {})
+
+
+def test_a_file_that_killed_its_worker_n_times_is_failed_not_run_again(ledger, settings):
+    job = "poison"
+    ledger.enqueued(job, "a/scan.pdf", SHA, spec(job))
+    for _ in range(3):
+        ledger.start(job, "w")  # a delivery began and its worker died: no end is ever recorded
+    process = fake(JobResult("", Status.done))
+    outcome = run_job(settings, ledger, job, spec(job), "w", 0, process=process)
+    assert outcome.state == "failed" and "3 times" in outcome.result.reason and not process.calls
+    assert ledger.get(job).state == "failed"
+
+
+def test_a_crash_below_the_limit_is_run_again(ledger, settings):
+    job = "crashed-once"
+    ledger.enqueued(job, "a/scan.pdf", SHA, spec(job))
+    ledger.start(job, "w")
+    outcome = run_job(settings, ledger, job, spec(job), "w", 0, process=fake(JobResult("", Status.done)))
+    assert outcome.state == "done" and ledger.get(job).state == "done"
+
+
+def test_storage_faults_are_retried_a_bounded_number_of_times_with_growing_delays(ledger, settings):
+    job = "storage"
+    ledger.enqueued(job, "a/scan.pdf", SHA, spec(job))
+    down = fake(JobResult("", Status.failed, reason="MinIO down", error_kinds=("StorageError",)))
+    first = run_job(settings, ledger, job, spec(job), "w", 0, process=down)
+    second = run_job(settings, ledger, job, spec(job), "w", 1, process=down)
+    assert (first.state, second.state) == ("retry", "retry") and second.delay > first.delay
+    assert ledger.get(job).state == "waiting" and ledger.get(job).crashes == 0  # retries are not crashes
+    last = run_job(settings, ledger, job, spec(job), "w", 2, process=down)
+    assert last.state == "failed" and ledger.get(job).reason == "MinIO down"
+
+
+def test_bad_input_fails_at_once_with_its_reason(ledger, settings):
+    job = "bad"
+    ledger.enqueued(job, "a/scan.pdf", SHA, spec(job))
+    bad = fake(JobResult("", Status.failed, reason="PDF is corrupt", error_kinds=("InputError",)))
+    outcome = run_job(settings, ledger, job, spec(job), "w", 0, process=bad)
+    assert outcome.state == "failed" and ledger.get(job).reason == "PDF is corrupt"
+    assert ledger.counts().failed == 1
+
+
+def test_a_duplicate_delivery_of_a_done_job_does_nothing(ledger, settings):
+    job = "twice"
+    ledger.enqueued(job, "a/scan.pdf", SHA, spec(job))
+    process = fake(JobResult("", Status.done))
+    run_job(settings, ledger, job, spec(job), "w", 0, process=process)
+    again = run_job(settings, ledger, job, spec(job), "w2", 0, process=process)
+    assert again.state == "done" and len(process.calls) == 1

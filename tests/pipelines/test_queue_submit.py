@@ -1,0 +1,90 @@
+"""Queue mode's submitting side and commands on real servers: an original is staged (verified) before
+anything else happens, storage down means nothing is queued (the watcher keeps the file), and
+`digitize queue status` / `queue retry` read and drive the ledger."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+from pipeline_support import ROOT, digitize_cmd, make_settings, settings_env
+from scans import page, write_pdf
+
+from digitize.fsutil import sha256_file
+from pipelines.jobs import Status, archive_for, close_archives
+from pipelines.ledger import Ledger
+from pipelines.queued import QUEUE, Submitter
+from storage.keys import staging_key
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def queue_settings(tmp_path, own_minio, own_redis, postgres_dsn):
+    settings = make_settings(tmp_path / "data", own_minio.url("archive"), postgres_dsn)
+    settings.queue.url = own_redis.url
+    settings.store.retries = 1
+    yield settings
+    close_archives()
+
+
+def test_an_original_is_staged_and_verified_before_its_task_is_sent(tmp_path, queue_settings, own_redis):
+    (tmp_path / "in").mkdir()
+    scan = write_pdf([page(["Hồ sơ"])], tmp_path / "in" / "a.pdf")
+    (tmp_path / "in" / "a.json").write_text('{"case_id": "000.00.31.H56-241015-0027"}', encoding="utf-8")
+    submitter = Submitter(queue_settings)
+    try:
+        job, result = submitter.submit_job(scan, None, tmp_path / "in")
+        sha = sha256_file(scan)
+        assert result.status is Status.done and result.sha256 == sha
+        assert archive_for(queue_settings).objects.is_intact(staging_key(sha), sha)
+        record = submitter.ledger.get(job)
+        assert record.state == "waiting" and record.spec["name"] == "a.pdf"
+        assert record.spec["sidecar"][0] == "a.json"  # the worker sees no inbox: the sidecar travels along
+        assert submitter.ledger.redis.llen(QUEUE) == 1
+        again_job, _ = submitter.submit_job(scan, None, tmp_path / "in")
+        assert again_job == job  # the same content and options are the same job
+    finally:
+        submitter.close()
+
+
+def test_with_storage_down_nothing_is_queued_and_the_file_is_kept(tmp_path, queue_settings, own_minio, own_redis):
+    (tmp_path / "in").mkdir()
+    scan = write_pdf([page(["Hồ sơ"])], tmp_path / "in" / "a.pdf")
+    own_minio.stop()
+    submitter = Submitter(queue_settings)
+    try:
+        result = submitter.submit(scan, queue_settings, None, root=tmp_path / "in")
+        assert result.status is Status.failed and result.retryable  # the watcher keeps it in the inbox
+        assert submitter.ledger.counts().waiting == 0 and submitter.ledger.redis.llen(QUEUE) == 0
+        assert scan.exists()
+    finally:
+        submitter.close()
+
+
+def test_queue_status_and_retry_of_failed_jobs(tmp_path, own_redis):
+    settings = make_settings(tmp_path / "data", "s3://127.0.0.1:9/unused", "postgresql://x@127.0.0.1:9/unused")
+    env = dict(settings_env(settings), DIGITIZE_QUEUE_URL=own_redis.url)
+    ledger = Ledger(own_redis.url, reconnect=5.0)
+    try:
+        spec = {"job": "j1", "key": staging_key("ab" * 32), "sha256": "ab" * 32, "name": "x.pdf", "options": {}}
+        ledger.enqueued("j1", "x.pdf", "ab" * 32, spec)
+        ledger.start("j1", "w")
+        ledger.end("j1", "failed", "PDF is corrupt", {"status": "failed"})
+        ledger.enqueued("j2", "y.pdf", "cd" * 32, dict(spec, job="j2"))
+        status = subprocess.run(digitize_cmd("queue", "status", "--json"), env=env, cwd=ROOT, capture_output=True,
+                                text=True, timeout=60)
+        assert status.returncode == 0, status.stderr
+        data = json.loads(status.stdout)
+        assert (data["waiting"], data["running"], data["done"], data["failed"]) == (1, 0, 0, 1)
+        assert data["failed_jobs"] == [{"job": "j1", "file": "x.pdf", "reason": "PDF is corrupt"}]
+        assert data["oldest_waiting_seconds"] is not None and data["workers"] == []
+        retry = subprocess.run(digitize_cmd("queue", "retry", "--failed"), env=env, cwd=ROOT, capture_output=True,
+                               text=True, timeout=60)
+        assert retry.returncode == 0 and "1 job(s) sent again" in retry.stdout, retry.stderr
+        assert ledger.get("j1").state == "waiting" and ledger.redis.llen(QUEUE) == 1
+        none = subprocess.run(digitize_cmd("queue", "retry"), env=env, cwd=ROOT, capture_output=True, text=True)
+        assert none.returncode == 1 and "Traceback" not in none.stderr
+    finally:
+        ledger.close()
