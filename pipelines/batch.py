@@ -29,7 +29,7 @@ from digitize.errors import InputError, StorageError
 from digitize.fsutil import atomic_write_text
 
 from .inbox import has_scan_suffix, iter_scans
-from .jobs import INTERNAL_EXIT, JobResult, Status, StoredPart, close_archives, process_file
+from .jobs import INTERNAL_EXIT, JobResult, Status, StoredPart, close_archives, kept_folder, process_file
 from . import logs
 from .logs import event
 from .manifest import Manifest, read_manifest
@@ -218,7 +218,8 @@ def _init_worker(settings, log_state: tuple[int, bool], parent: int) -> None:
 
 
 def _run_one(path: Path, hint: Clue | None, root: Path) -> JobResult:
-    return process_file(path, _worker_settings, hint, root=root, jobs=1)
+    # a file storage refused is retried: its conversion waits in the kept folder, so a retry only stores
+    return process_file(path, _worker_settings, hint, root=root, jobs=1, keep=kept_folder(_worker_settings))
 
 
 def _crashed(item: BatchItem, error: BaseException) -> JobResult:

@@ -218,7 +218,13 @@ class _Job:
             return [self.store_part(part, scan, tmp) for part in scan.parts()]
 
 
+KEPT_DIR = "converted"  # DATA_DIR/converted: a PDF/A waits there until stored (storage down: retries only store)
 KEPT_REPORT = "report.json"
+
+
+def kept_folder(settings) -> Path:
+    """Where watch, batch and queue workers keep conversions that storage refused, until stored."""
+    return Path(settings.data_dir) / KEPT_DIR
 
 
 def _load_kept(kept: Path) -> DocumentReport | None:

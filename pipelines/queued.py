@@ -27,7 +27,7 @@ from typing import Any, Callable
 from digitize.errors import InputError, StorageError
 from digitize.fsutil import CHUNK, open_regular, work_dir
 
-from .jobs import INTERNAL_EXIT, JobResult, Status, StoredPart, archive_for, process_file
+from .jobs import INTERNAL_EXIT, JobResult, Status, StoredPart, archive_for, kept_folder, process_file
 from .ledger import Ledger, job_id
 from .logs import event
 from .metadata import Clue, sidecar_path
@@ -37,7 +37,6 @@ log = logging.getLogger("pipelines.queue")
 TASK = "digitize.convert"
 QUEUE = "digitize"
 SIDECAR_MAX = 1 << 20  # bytes of sidecar JSON carried in a task message
-KEPT_DIR = "converted"  # as watch: DATA_DIR/converted keeps a conversion until it is stored
 
 
 def enabled(settings) -> bool:
@@ -278,7 +277,7 @@ def run_job(settings, ledger: Ledger, job: str, spec: dict[str, Any], worker: st
             result = JobResult(spec["name"], Status.failed, spec["sha256"], str(e), error_kinds=("StorageError",),
                                exit_code=int(e.exit_code))
         else:
-            result = process(path, sub, hint, root=tmp / "src", jobs=1, keep=Path(settings.data_dir) / KEPT_DIR)
+            result = process(path, sub, hint, root=tmp / "src", jobs=1, keep=kept_folder(settings))
     result.path = spec["name"]
     limit = queue.retries if result.retryable else min(queue.retries, 2)
     if result.status is Status.failed and _transient(result) and tries < limit:

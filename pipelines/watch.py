@@ -41,7 +41,7 @@ from digitize.fsutil import (exists_at, move_at, private_dir_check, sha256_regul
 
 from . import inbox as inboxlib
 from .claims import MAX_ATTEMPTS, Claim, Claims
-from .jobs import JobResult, Status, archive_for, close_archives, process_file
+from .jobs import JobResult, Status, archive_for, close_archives, kept_folder, process_file
 from .logs import event
 from .messages import error_report, explain
 
@@ -51,7 +51,6 @@ INCOMPLETE_GRACE = 6  # stable this many times stable_seconds and still unreadab
 RETRY_BACKOFF = (5.0, 10.0, 30.0, 60.0, 120.0, 300.0)  # storage down: wait, then try the file again
 ONCE_STORAGE_TRIES = 4  # --once gives up (file left in the inbox) after this many storage failures
 INTERNAL_LIMIT = 3  # failures of our own (bugs, not storage) before a file is quarantined
-KEPT_DIR = "converted"  # DATA_DIR/converted: PDF/A kept until stored (storage down: retries only store)
 KEPT_DAYS = 14  # a kept conversion nobody stored in this time (its scan was taken away) is removed
 
 
@@ -290,7 +289,7 @@ class Watcher:
         try:
             self.folders.check_state()
             result = self.process(self.claims.root(claim) / claim.relative, self.settings, None,
-                                  root=self.claims.root(claim), keep=Path(self.settings.data_dir) / KEPT_DIR)
+                                  root=self.claims.root(claim), keep=kept_folder(self.settings))
             if result.status is Status.failed and not (result.retryable or result.internal):
                 self._forget(path)
                 self._quarantine(claim, result.error_kinds, result.reason)
@@ -413,7 +412,7 @@ class Watcher:
         if mode & 0o022 and not mode & stat.S_ISVTX:
             event(log, "inbox-not-sticky", logging.WARNING, inbox=str(self.opts.inbox),
                   advice="others may write here but could also rename the watcher's folders: chmod +t the inbox")
-        prune_kept(Path(self.settings.data_dir) / KEPT_DIR, KEPT_DAYS * 86400)
+        prune_kept(kept_folder(self.settings), KEPT_DAYS * 86400)
         self._recover()
         previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
         observer = None if self.opts.once else _observer(self.opts, self.events.put)
