@@ -319,7 +319,7 @@ def convert_file(input_path: Path | str, output_path: Path | str, opts: ConvertO
             page_count = src.page_count
     indices = _page_indices(page_count, opts.pages, input_path.name)
     try:
-        return _convert(input_path, output_path, opts, sidecar, report, doc, indices, start)
+        return _convert(input_path, output_path, opts, sidecar, report, doc, indices, start, signer)
     except OSError as e:  # in a page worker (its page PDF), the merge or a report
         fault = resource_fault(e, f"cannot write {_where(e, output_path)}")
         if fault is not None:
@@ -335,7 +335,7 @@ def _where(error: OSError, output_path: Path) -> str:
 
 
 def _convert(input_path: Path, output_path: Path, opts: ConvertOptions, sidecar, report, doc: DocumentReport,
-             indices: list[int], start: float) -> DocumentReport:
+             indices: list[int], start: float, signer: "Signer | None" = None) -> DocumentReport:
     # the validator boots while the pages are processed
     boot = verapdf.prestart if opts.validate else (lambda: None)
     with work_dir("pages") as tmp:
