@@ -135,7 +135,7 @@ class _Job:
         self.relative = PurePath(path.relative_to(root)) if root and path.is_relative_to(root) else PurePath(path.name)
         self.opts = ConvertOptions.from_settings(settings.convert, language=None, jobs=jobs, ocr_timeout=None,
                                                  validate=None)
-        self.file_clues = [metadata.sidecar_clue(path), hint, metadata.folder_clue(self.relative),
+        self.file_clues = [metadata.sidecar_clue(path, self.root), hint, metadata.folder_clue(self.relative),
                            metadata.filename_clue(self.relative)]
         self.sha256 = ""
         self.convert_seconds = 0.0
