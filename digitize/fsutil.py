@@ -222,6 +222,16 @@ def sha256_regular(path: str | os.PathLike, root: str | os.PathLike | None = Non
         return sha256_stream(f)
 
 
+def copy_hashed(source: BinaryIO, target: str | os.PathLike) -> str:
+    """Copy ``source`` (from where it stands) to a new file ``target``; the SHA-256 of what was copied."""
+    h = hashlib.sha256()
+    with open(target, "xb") as out:
+        for block in iter(lambda: source.read(CHUNK), b""):
+            h.update(block)
+            out.write(block)
+    return h.hexdigest()
+
+
 def walk_dirs(root: str | os.PathLike | int, parts: tuple[str, ...] | list[str], create: bool = False,
               mode: int = 0o750, check=None, shown: str | None = None) -> int:
     """A descriptor of ``root/parts...``, each part opened with O_NOFOLLOW (made first with ``create``).
