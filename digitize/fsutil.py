@@ -216,10 +216,33 @@ def open_regular(path: str | os.PathLike, root: str | os.PathLike | None = None,
     return fd
 
 
+@contextlib.contextmanager
+def pinned_path(fd: int, name: str) -> Iterator[Path]:
+    """A path called ``name`` that reads the very file open as ``fd``, for readers that want a path.
+
+    It is a link in a private temp folder to ``/proc/<this pid>/fd/<fd>``, which reopens that file,
+    not whatever its name in a folder other people write points at now (a link to a FIFO or to a
+    root-only file swapped in after the checks); a helper process of ours reaches it too."""
+    with work_dir("pin") as tmp:
+        link = tmp / fit_name(name)
+        os.symlink(f"/proc/{os.getpid()}/fd/{fd}", link)
+        yield link
+
+
 def sha256_regular(path: str | os.PathLike, root: str | os.PathLike | None = None) -> str:
     """SHA-256 of a regular file opened as :func:`open_regular` opens it."""
     with os.fdopen(open_regular(path, root), "rb") as f:
         return sha256_stream(f)
+
+
+def copy_hashed(source: BinaryIO, target: str | os.PathLike) -> str:
+    """Copy ``source`` (from where it stands) to a new file ``target``; the SHA-256 of what was copied."""
+    h = hashlib.sha256()
+    with open(target, "xb") as out:
+        for block in iter(lambda: source.read(CHUNK), b""):
+            h.update(block)
+            out.write(block)
+    return h.hexdigest()
 
 
 def walk_dirs(root: str | os.PathLike | int, parts: tuple[str, ...] | list[str], create: bool = False,

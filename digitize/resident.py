@@ -28,7 +28,9 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import logging
 import os
+import pwd
 import socket
 import stat
 import time
@@ -42,8 +44,54 @@ KINDS = ("validator", "converter")  # socket name prefixes
 
 
 def cache_dir() -> Path:
-    """Absolute: a resident server runs from / (so it never holds a run's folder busy)."""
-    return Path(os.environ.get("DIGITIZE_CACHE") or str(Path.home() / ".cache" / "digitize")).absolute()
+    """Absolute: a resident server runs from / (so it never holds a run's folder busy).
+
+    ``$DIGITIZE_CACHE`` or ``$HOME/.cache/digitize`` only if :func:`trusted_path` says no other
+    account can change it: the jars and class archive found there run as us, and ``sudo -E`` or
+    ``su`` keep another user's HOME. Otherwise this account's own home from the password database."""
+    chosen = Path(os.environ.get("DIGITIZE_CACHE") or str(Path.home() / ".cache" / "digitize")).absolute()
+    if trusted_path(chosen, must_exist=False):
+        return chosen
+    try:
+        home = pwd.getpwuid(os.geteuid()).pw_dir
+    except KeyError:  # no account entry: a cache nobody may trust is no cache
+        home = "/nonexistent"
+    fallback = Path(home).absolute() / ".cache" / "digitize"
+    if chosen not in _ignored:
+        _ignored.add(chosen)
+        logging.getLogger("digitize").warning(
+            "ignoring cache folder %s: it or a folder above it belongs to another account or is writable by others;"
+            " using %s", chosen, fallback)
+    return fallback
+
+
+_ignored: set[Path] = set()
+
+
+def trusted_path(path: os.PathLike | str, must_exist: bool = True) -> bool:
+    """Whether no other account can change PATH: it, every folder above it and every link on the way
+    (as written and as resolved) belong to root or this effective user, and none is writable by
+    group or others, except a root-owned sticky folder on the way (/tmp). Missing trailing parts
+    pass unless MUST_EXIST (we would create them)."""
+    path = Path(os.path.abspath(path))
+    for candidate in dict.fromkeys((path, Path(os.path.realpath(path)))):
+        for step in [*reversed(candidate.parents), candidate]:
+            try:
+                info = os.lstat(step)
+            except FileNotFoundError:
+                if must_exist:
+                    return False
+                break
+            except OSError:
+                return False
+            if info.st_uid not in (0, os.geteuid()):
+                return False
+            if stat.S_ISLNK(info.st_mode):
+                continue
+            sticky_root = stat.S_ISDIR(info.st_mode) and info.st_mode & stat.S_ISVTX and info.st_uid == 0
+            if info.st_mode & 0o022 and not (sticky_root and step != candidate):
+                return False
+    return True
 
 
 def socket_dir(folder_setting: str = "") -> Path:

@@ -101,8 +101,9 @@ def pdf_font(font: Path, text: str) -> Path:
 
 
 def _font_cache() -> Path:
-    base = os.environ.get("DIGITIZE_CACHE") or str(Path.home() / ".cache" / "digitize")
-    return Path(base) / "fonts"
+    from .resident import cache_dir
+
+    return cache_dir() / "fonts"  # a font another account could swap is parsed and embedded as ours
 
 
 def _has_vietnamese(path: Path) -> bool:

@@ -67,8 +67,13 @@ def sniff(path: Path) -> str:
         raise InputError(f"{path}: is a directory, not a file") from None
     except PermissionError:
         raise InputError(f"{path}: permission denied") from None
+    return sniff_head(head, path.name)
+
+
+def sniff_head(head: bytes, name: str) -> str:
+    """The input kind from a file's first 1024 bytes; ``name`` is for the message."""
     if not head:
-        raise InputError(f"{path.name}: file is empty (0 bytes)")
+        raise InputError(f"{name}: file is empty (0 bytes)")
     if b"%PDF-" in head:
         return "pdf"
     if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
@@ -79,7 +84,7 @@ def sniff(path: Path) -> str:
         return "png"
     hint = {b"PK": "a ZIP/Office document", b"GI": "a GIF image", b"BM": "a BMP image", b"\xd0\xcf": "an old Office document",
             b"Ri": "a WebP image"}.get(head[:2], "not a PDF, TIFF, JPEG or PNG")
-    raise UnsupportedInputError(f"{path.name}: unsupported file type ({hint}); scan to PDF, TIFF, JPEG or PNG")
+    raise UnsupportedInputError(f"{name}: unsupported file type ({hint}); scan to PDF, TIFF, JPEG or PNG")
 
 
 def guess_dpi(width: int, height: int, default: float) -> tuple[float, str]:

@@ -54,23 +54,31 @@ def _system_dir() -> Path:
 
 
 def _trusted_install(folder: Path) -> bool:
-    """Whether a system-wide copy can be run: it and its folder are root's or ours and writable by
-    no one else (another user's jars on our classpath would run as us)."""
-    for path in (folder, folder / "verapdf.classpath"):
-        try:
-            info = os.stat(path)
-        except OSError:
-            return False
-        if info.st_uid not in (0, os.getuid()) or info.st_mode & 0o022:
-            return False
-    return True
+    """Whether a copy (this user's cache or the system-wide one) can be run: its classpath file,
+    every jar on it and the validator jar, with every folder above them, are root's or ours and
+    writable by no one else (another user's jar on our classpath would run as us, as root under sudo)."""
+    listing = folder / "verapdf.classpath"
+    if not resident.trusted_path(listing):
+        return False
+    try:
+        jars = [j for j in listing.read_text().strip().split(os.pathsep) if j]
+    except (OSError, UnicodeDecodeError):
+        return False
+    stream_jar = folder / "digitize-validator.jar"
+    if os.path.lexists(stream_jar):
+        jars.append(str(stream_jar))
+    return bool(jars) and all(resident.trusted_path(jar) for jar in jars)
 
 
 def _home() -> Path:
-    """Where the classpath and the validator jar are: this user's cache, else the system-wide copy."""
+    """Where the classpath and the validator jar are: this user's cache, else the system-wide copy
+    (each only if :func:`_trusted_install`; else the cache, where :func:`_java_command` finds none)."""
     cache = resident.cache_dir()
-    if (cache / "verapdf.classpath").is_file():
+    if _trusted_install(cache):
         return cache
+    if (cache / "verapdf.classpath").is_file():
+        log.warning("not running veraPDF from %s: a file there or a folder above it belongs to another account"
+                    " or is writable by others", cache)
     system = _system_dir()
     return system if _trusted_install(system) else cache
 
@@ -99,11 +107,18 @@ def _archive_flags(archive: Path | None, tag: str) -> tuple[list[str], Path | No
     """JVM flags starting from the class archive, or else dumping one at exit (to the returned temp name)."""
     if archive is None:
         return [], None
-    if archive.is_file():
+    if _usable_archive(archive):
         return [f"-XX:SharedArchiveFile={archive}"], None
+    if os.path.lexists(archive):  # someone else's or writable by others: neither mapped nor replaced
+        return [], None
     _prune_archives(archive)
     dump = archive.with_suffix(f".{tag}.tmp")
     return [f"-XX:ArchiveClassesAtExit={dump}"], dump
+
+
+def _usable_archive(archive: Path) -> bool:
+    """A class archive is code the JVM maps: used only if no other account could have written it."""
+    return archive.is_file() and resident.trusted_path(archive)
 
 
 ARCHIVE_UNUSED_DAYS = 7  # another build's archive (~14 MB) unread this long is gone with it
@@ -136,7 +151,7 @@ def _prune_archives(current: Path) -> None:
 def _java_command() -> tuple[list[str], Path | None] | None:
     cp = _classpath_file()
     java = shutil.which("java")
-    if not (java and cp.is_file() and cp.stat().st_size):
+    if not (java and cp.is_file() and cp.stat().st_size and _trusted_install(cp.parent)):
         return None
     classpath = cp.read_text().strip()
     return [java, *JVM_FLAGS, "-cp", classpath, MAIN_CLASS], _cds_archive(classpath)
@@ -151,7 +166,7 @@ def command() -> list[str] | None:
     if found is None:
         return None
     cmd, archive = found
-    if archive is not None and archive.is_file():
+    if archive is not None and _usable_archive(archive):
         return [cmd[0], f"-XX:SharedArchiveFile={archive}", *cmd[1:]]
     return cmd
 
@@ -172,7 +187,7 @@ def _run_jvm(args: list[str], timeout: float) -> subprocess.CompletedProcess:
         raise MissingDependencyError(MISSING)
     found = _java_command() if cmd[0] != "verapdf" and not os.environ.get("DIGITIZE_VERAPDF") else None
     archive = found[1] if found else None
-    if archive is None or archive.is_file():
+    if archive is None or os.path.lexists(archive):
         return subprocess.run([*cmd, *args], capture_output=True, timeout=timeout)
     share, tmp = _archive_flags(archive, str(os.getpid()))
     proc = subprocess.run([cmd[0], *share, *cmd[1:], *args], capture_output=True, timeout=timeout)

@@ -73,13 +73,6 @@ def iter_scans(root: Path, skip: tuple[Path, ...] = (), links: list[Path] | None
     return found
 
 
-def _tail(path: Path) -> bytes:
-    with os.fdopen(open_regular(path), "rb") as f:
-        f.seek(0, os.SEEK_END)
-        f.seek(max(0, f.tell() - _TAIL_BYTES))
-        return f.read()
-
-
 @dataclass(frozen=True)
 class Problem:
     """Why a file is not (yet) a readable scan; ``kinds`` selects the clerk's explanation."""
@@ -88,34 +81,53 @@ class Problem:
     message: str
 
 
-def completeness_problem(path: Path, limits) -> Problem | None:
+def completeness_problem(path: Path, limits, root: Path | None = None) -> Problem | None:
     """Why ``path`` is not (yet) a complete, readable scan, or None when it is.
 
-    ``limits`` is anything with ``max_pixels``/``default_dpi`` (ConvertOptions or ConvertSettings).
+    ``limits`` is anything with ``max_pixels``/``default_dpi`` (ConvertOptions or ConvertSettings);
+    ``root`` is the inbox (no symlinked folder below it is followed). The file is opened once, with
+    no link followed (a symlink or FIFO is refused before anything reads it): size, first bytes and
+    tail come from that descriptor, never from the name again, which a clerk may swap for a link
+    to a FIFO (the watcher would block forever) or to a device.
     """
-    from digitize.sources import sniff
+    from digitize.sources import sniff_head
 
     try:
-        os.close(open_regular(path))  # a symlink or FIFO is refused here, before anything reads it
-        if path.stat().st_size == 0:
-            return Problem(("incomplete",), "file is empty (0 bytes)")
-        kind = sniff(path)
-        marker = _END_MARKERS.get(kind)
-        if marker and marker not in _tail(path):
-            return Problem(("incomplete",), f"{kind.upper()} end marker missing: the file is incomplete or truncated")
-        return _probe_in_worker(path, limits)
+        fd = open_regular(path, root)
+        try:
+            info = os.fstat(fd)
+            if info.st_size == 0:
+                return Problem(("incomplete",), "file is empty (0 bytes)")
+            kind = sniff_head(os.pread(fd, 1024, 0), path.name)
+            marker = _END_MARKERS.get(kind)
+            if marker and marker not in os.pread(fd, _TAIL_BYTES, max(0, info.st_size - _TAIL_BYTES)):
+                return Problem(("incomplete",), f"{kind.upper()} end marker missing: the file is incomplete or truncated")
+        finally:
+            os.close(fd)
+        return _probe_in_worker(path, limits, root, (info.st_dev, info.st_ino))
     except Exception as e:  # noqa: BLE001 - whatever the reason, it is this file's problem
         return _problem(e)
 
 
-def _probe(path: str, limits) -> Problem | None:
-    """In a page worker: open the scan as the converter will; a TIFF's last frame proves the frames before it."""
+def _probe(path: str, limits, root: str | None = None, identity: tuple[int, int] | None = None) -> Problem | None:
+    """In a page worker: open the scan as the converter will; a TIFF's last frame proves the frames before it.
+
+    The worker opens the name again with no link followed, checks it is the file the watcher judged
+    (device and inode) and reads only through that descriptor (:func:`pinned_path`)."""
+    from digitize.fsutil import pinned_path
     from digitize.sources import open_source, sniff
 
     try:
-        with open_source(Path(path), limits) as src:
-            if sniff(Path(path)) == "tiff":
-                src.page(src.page_count - 1)  # frames are written in order: the last one proves the rest
+        fd = open_regular(Path(path), None if root is None else Path(root))
+        try:
+            info = os.fstat(fd)
+            if identity is not None and (info.st_dev, info.st_ino) != tuple(identity):
+                return Problem(("incomplete",), "the file was replaced while it was being checked")
+            with pinned_path(fd, Path(path).name) as pinned, open_source(pinned, limits) as src:
+                if sniff(pinned) == "tiff":
+                    src.page(src.page_count - 1)  # frames are written in order: the last one proves the rest
+        finally:
+            os.close(fd)
     except Exception as e:  # noqa: BLE001 - whatever the reason, it is this file's problem
         return _problem(e)
     return None
@@ -132,14 +144,16 @@ def _problem(error: Exception) -> Problem:
     return Problem(("InputError",), f"cannot read the file: {type(error).__name__}: {' '.join(str(error).split())}")
 
 
-def _probe_in_worker(path: Path, limits) -> Problem | None:
+def _probe_in_worker(path: Path, limits, root: Path | None = None,
+                     identity: tuple[int, int] | None = None) -> Problem | None:
     """The probe runs in a forked, memory-capped page worker killed past a deadline: a decompression
     bomb or a decoder crash in a file still being judged costs that worker, never the watcher."""
     from digitize import imaging, pageworkers
     from digitize.convert import page_deadline
 
     imaging.single_threaded()  # no OpenCV thread pool may exist across the fork
-    return pageworkers.run(_probe, [(str(path), limits)], 1, page_deadline(limits),
+    return pageworkers.run(_probe, [(str(path), limits, None if root is None else str(root), identity)], 1,
+                           page_deadline(limits),
                            memory_mb=getattr(limits, "max_memory_mb", 0))[0]
 
 

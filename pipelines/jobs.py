@@ -19,8 +19,9 @@ from enum import StrEnum
 from pathlib import Path, PurePath
 from typing import Any
 
-from digitize.errors import DigitizeError, ExitCode, ResourceError, SigningError, StorageError, resource_fault
-from digitize.fsutil import atomic_write_text, sha256_file, sha256_regular, work_dir
+from digitize.errors import (DigitizeError, ExitCode, InputError, ResourceError, SigningError, StorageError,
+                             resource_fault)
+from digitize.fsutil import atomic_write_text, copy_hashed, open_regular, sha256_file, sha256_stream, work_dir
 from digitize.records import DocumentReport
 
 from . import metadata
@@ -135,9 +136,10 @@ class _Job:
         self.relative = PurePath(path.relative_to(root)) if root and path.is_relative_to(root) else PurePath(path.name)
         self.opts = ConvertOptions.from_settings(settings.convert, language=None, jobs=jobs, ocr_timeout=None,
                                                  validate=None)
-        self.file_clues = [metadata.sidecar_clue(path), hint, metadata.folder_clue(self.relative),
+        self.file_clues = [metadata.sidecar_clue(path, self.root), hint, metadata.folder_clue(self.relative),
                            metadata.filename_clue(self.relative)]
         self.sha256 = ""
+        self.source = path  # the private copy of the hashed bytes, once made: read by every stage
         self.convert_seconds = 0.0
         self.pages = 0
         self.page_count: int | None = None  # counted by scan_pages in a worker
@@ -146,7 +148,7 @@ class _Job:
         """Codes from the quick pass; the costly thorough read only when nothing earlier named the case."""
         clue = metadata.code_clue(scan.part_codes(part))
         if clue is None and not known:
-            clue = metadata.code_clue(thorough_codes(self.path, self.opts, part))
+            clue = metadata.code_clue(thorough_codes(self.source, self.opts, part))
         return clue
 
     def _convert(self, part: Part, workdir: Path) -> DocumentReport:
@@ -164,8 +166,9 @@ class _Job:
         opts = dataclasses.replace(self.opts, pages=None if part.whole else part.pages)
         started = time.perf_counter()
         signer = signer_for(self.settings)  # this process's open key; None when [sign] is not configured
-        report = convert_file(self.path, (kept or workdir) / f"part-{part.pages[0] + 1}.pdf", opts, signer=signer,
+        report = convert_file(self.source, (kept or workdir) / f"part-{part.pages[0] + 1}.pdf", opts, signer=signer,
                               page_count=self.page_count)
+        report.input_path = str(self.path)  # the scan, not its private copy
         self.convert_seconds += time.perf_counter() - started
         self.pages += report.page_count
         if kept:
@@ -184,11 +187,14 @@ class _Job:
             return self._stored_before(existing, part.source_pages, early)
         codes = self._code_clue(part, scan, known=metadata.resolve(early).case_id is not None)
         report = self._convert(part, workdir)
+        if report.input_sha256 != self.sha256:  # the converted bytes must be the hashed bytes
+            raise InputError(f"{self.path.name} changed while it was converted: not stored; it is read again "
+                             "once it stops changing")
         resolution = metadata.resolve([*early, codes, metadata.ocr_clue([p.text for p in report.pages])])
         resolution = metadata.apply_case_record(resolution, _case_record(self.archive, resolution.case_id))
         title = self.relative.stem + (f" (trang {part.source_pages})" if part.source_pages else "")
         meta = DocumentMeta(**metadata.meta_kwargs(resolution, self.path.name, part.source_pages, title))
-        stored = self.archive.store(self.path, Path(report.output_path), report, meta)
+        stored = self.archive.store(self.source, Path(report.output_path), report, meta)
         if self._kept(part):
             shutil.rmtree(self._kept(part), ignore_errors=True)
         event(log, "stored", file=str(self.relative), pages=part.source_pages or "all", case=resolution.case_id,
@@ -208,14 +214,24 @@ class _Job:
                           existing.pages, existing.already_stored)
 
     def run(self) -> list[StoredPart]:
-        self.sha256 = sha256_regular(self.path, self.root)  # a regular file, no symlink on the way from root
-        whole = self.archive.find(self.sha256, "")
-        if whole is not None:
-            return [self._stored_before(whole, "", self.file_clues)]
-        scan = scan_pages(self.path, self.opts)
-        self.page_count = scan.page_count
-        with work_dir("job") as tmp:
-            return [self.store_part(part, scan, tmp) for part in scan.parts()]
+        # opened once: a regular file, no symlink on the way from root. Every later stage reads a
+        # private copy of these very bytes, never the name again (a clerk may swap it for a link).
+        with os.fdopen(open_regular(self.path, self.root), "rb") as source:
+            self.sha256 = sha256_stream(source)
+            whole = self.archive.find(self.sha256, "")
+            if whole is not None:
+                return [self._stored_before(whole, "", self.file_clues)]
+            with work_dir("job") as tmp:
+                (tmp / "source").mkdir(mode=0o700)
+                self.source = tmp / "source" / self.path.name  # same name: titles and messages use it
+                source.seek(0)
+                if copy_hashed(source, self.source) != self.sha256:
+                    raise InputError(f"{self.path.name} changed while it was read: it is read again once it "
+                                     "stops changing")
+                source.close()
+                scan = scan_pages(self.source, self.opts)
+                self.page_count = scan.page_count
+                return [self.store_part(part, scan, tmp) for part in scan.parts()]
 
 
 KEPT_DIR = "converted"  # DATA_DIR/converted: a PDF/A waits there until stored (storage down: retries only store)

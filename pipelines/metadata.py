@@ -18,12 +18,15 @@ otherwise from the sidecar or manifest. Everything here except :func:`sidecar_cl
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any, Iterable, Mapping, Sequence
 
-from digitize.errors import BadArgsError, InputError
+from digitize.errors import BadArgsError, InputError, NotRegularFileError
+from digitize.fsutil import open_regular
 from digitize.identifiers import find_case_ids, normalize_case_id, parse_file_code, parse_procedure_code
 from digitize.text import search_key
 
@@ -131,25 +134,48 @@ def _file_code_problems(archive: Mapping[str, str]) -> list[str]:
     return []
 
 
+SIDECAR_MAX_BYTES = 1_000_000  # a few fields of JSON; anything bigger is not a sidecar an operator wrote
+
+
 def sidecar_path(path: Path) -> Path | None:
-    """``scan.json`` or ``scan.pdf.json`` beside ``scan.pdf``, if one exists."""
+    """``scan.json`` or ``scan.pdf.json`` beside ``scan.pdf``, if one exists (a symlink too, so that
+    :func:`sidecar_clue` can refuse it by name: it is never followed)."""
     for candidate in (path.with_suffix(".json"), path.with_name(path.name + ".json")):
         try:
-            if candidate != path and candidate.is_file():
+            if candidate != path and not stat.S_ISDIR(os.lstat(candidate).st_mode):
                 return candidate
-        except OSError:  # ENAMETOOLONG: a scan name near NAME_MAX has no room for ".json"
+        except OSError:  # none; or ENAMETOOLONG: a scan name near NAME_MAX has no room for ".json"
             continue
     return None
 
 
-def sidecar_clue(path: Path) -> Clue | None:
-    """The sidecar's clue; a broken sidecar is an input error (the operator meant something)."""
+def _read_sidecar(found: Path, root: Path | None) -> bytes:
+    """The sidecar's bytes, read as a regular file with no symlink anywhere below ``root``."""
+    try:
+        fd = open_regular(found, root)
+    except NotRegularFileError:
+        raise SidecarError(f"sidecar {found.name}: a symbolic link or special file, not read "
+                           "(links are never followed); put the JSON file itself beside the scan") from None
+    except (OSError, ValueError) as e:
+        raise SidecarError(f"sidecar {found.name} cannot be read: {getattr(e, 'strerror', None) or e}") from None
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(SIDECAR_MAX_BYTES + 1)
+    if len(data) > SIDECAR_MAX_BYTES:
+        raise SidecarError(f"sidecar {found.name} is larger than {SIDECAR_MAX_BYTES // 1_000_000} MB: not a sidecar")
+    return data
+
+
+def sidecar_clue(path: Path, root: Path | None = None) -> Clue | None:
+    """The sidecar's clue; a broken sidecar is an input error (the operator meant something).
+
+    ``root`` is the inbox or batch folder: no folder from it down to the sidecar may be a symlink."""
     found = sidecar_path(path)
     if found is None:
         return None
+    raw = _read_sidecar(found, root)
     try:
-        data = json.loads(found.read_text(encoding="utf-8-sig"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        data = json.loads(raw.decode("utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise SidecarError(f"sidecar {found.name} is not valid UTF-8 JSON: {e}") from None
     except RecursionError:  # found by fuzz/run.py: [[[[...]]]] nested beyond Python's stack
         raise SidecarError(f"sidecar {found.name}: JSON nested too deeply") from None

@@ -349,7 +349,7 @@ class Watcher:
             return False
         if now < self.pending[path].not_before or not self.tracker.is_stable(path, now):
             return False
-        problem = inboxlib.completeness_problem(path, self.settings.convert)
+        problem = inboxlib.completeness_problem(path, self.settings.convert, self.opts.inbox)
         if problem is None:
             return True
         st = path.lstat()

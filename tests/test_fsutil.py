@@ -175,3 +175,20 @@ def test_write_text_at_replaces_a_planted_symlink_instead_of_writing_through_it(
         os.close(fd)
     assert victim.read_text() == "keep" and not (folder / "x.error.txt").is_symlink()
     assert (folder / "x.error.txt").read_text() == "report"
+
+
+def test_a_pinned_path_reads_the_open_file_under_its_name_whatever_the_name_points_at_now(tmp_path):
+    from digitize.fsutil import open_regular, pinned_path
+
+    scan, other = tmp_path / "scan.pdf", tmp_path / "other"
+    scan.write_bytes(b"%PDF- the scan")
+    other.write_bytes(b"secret")
+    fd = open_regular(scan)
+    try:
+        scan.unlink()
+        scan.symlink_to(other)  # swapped after the open
+        with pinned_path(fd, "scan.pdf") as pinned:
+            assert pinned.name == "scan.pdf" and pinned.read_bytes() == b"%PDF- the scan"
+        assert not pinned.parent.exists()
+    finally:
+        os.close(fd)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -230,3 +231,35 @@ def test_status_says_why_no_server_can_run(tmp_path):
                           env={**os.environ, "DIGITIZE_VALIDATOR_DIR": str(folder)}, timeout=120)
     assert done.returncode == 0
     assert f"no resident server can run: {folder} belongs to uid {OTHER}" in done.stdout, done.stdout
+
+
+def test_a_cache_other_accounts_can_change_is_ignored(tmp_path, monkeypatch):
+    """sudo -E keeps another user's HOME: its cache (jars, class archives we would run) is not ours."""
+    import pwd
+
+    own = pwd.getpwuid(os.geteuid()).pw_dir
+    tmp_path.chmod(0o755)
+    mine = tmp_path / "mine"
+    mine.mkdir(mode=0o700)
+    monkeypatch.setenv("DIGITIZE_CACHE", str(mine / "cache"))
+    assert resident.cache_dir() == mine / "cache"  # ours, made when needed
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    monkeypatch.setenv("DIGITIZE_CACHE", str(shared / "cache"))
+    assert resident.cache_dir() == Path(own) / ".cache" / "digitize"
+    link = tmp_path / "link"
+    link.symlink_to(shared)  # a trusted name leading into a folder anyone can write
+    monkeypatch.setenv("DIGITIZE_CACHE", str(link / "cache"))
+    assert resident.cache_dir() == Path(own) / ".cache" / "digitize"
+    if os.geteuid() != 0:
+        return
+    fake = tmp_path / "fakehome"
+    (fake / ".cache" / "digitize").mkdir(parents=True)
+    for folder in (fake, fake / ".cache", fake / ".cache" / "digitize"):
+        os.chown(folder, 65534, 65534)
+    monkeypatch.delenv("DIGITIZE_CACHE")
+    monkeypatch.setenv("HOME", str(fake))
+    assert resident.cache_dir() == Path(own) / ".cache" / "digitize"
+    os.chown(fake / ".cache" / "digitize", 0, 0)  # ours, but inside a folder another user could swap
+    assert resident.cache_dir() == Path(own) / ".cache" / "digitize"

@@ -76,7 +76,8 @@ def test_watch_without_verapdf_fails_with_exit_3_and_one_line(without_verapdf, s
 def test_a_system_wide_copy_writable_by_others_is_not_run(tmp_path, monkeypatch) -> None:
     system = tmp_path / "system"
     system.mkdir()
-    (system / "verapdf.classpath").write_text("/x.jar\n")
+    (tmp_path / "x.jar").write_bytes(b"PK")
+    (system / "verapdf.classpath").write_text(f"{tmp_path / 'x.jar'}\n")
     monkeypatch.setenv("DIGITIZE_SYSTEM_DIR", str(system))
     monkeypatch.setenv("DIGITIZE_CACHE", str(tmp_path / "cache"))
     assert verapdf._classpath_file() == system / "verapdf.classpath"
@@ -119,3 +120,60 @@ def test_a_service_account_without_a_home_validates_with_the_system_wide_copy(sc
     finally:
         verapdf._java_command.cache_clear()
         shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a folder to another account")
+def test_root_never_runs_java_code_from_another_users_cache(tmp_path, monkeypatch) -> None:
+    """sudo -E as root with HOME kept: that user's classpath, jars and class archive must not run as root."""
+    tmp_path.chmod(0o755)
+    fake = tmp_path / "fakehome"
+    cache = fake / ".cache" / "digitize"
+    cache.mkdir(parents=True)
+    (fake / "evil.jar").write_bytes(b"PK")
+    real = verapdf._system_dir() / "verapdf.classpath"
+    (cache / "verapdf.classpath").write_text(f"{fake / 'evil.jar'}:{real.read_text().strip()}\n")
+    (cache / "digitize-validator.jar").write_bytes(b"PK")
+    for path in (fake, fake / ".cache", cache, *cache.iterdir(), fake / "evil.jar"):
+        os.chown(path, 65534, 65534)
+    monkeypatch.setenv("HOME", str(fake))
+    monkeypatch.delenv("DIGITIZE_CACHE", raising=False)
+    monkeypatch.delenv("DIGITIZE_VERAPDF", raising=False)
+    verapdf._java_command.cache_clear()
+    try:
+        found = verapdf._stream_command("2b")
+        if found is not None:
+            command, archive = found
+            assert str(fake) not in " ".join(command) and not archive.is_relative_to(fake), command
+    finally:
+        verapdf._java_command.cache_clear()
+
+
+def test_a_cache_copy_with_a_jar_or_archive_others_can_write_is_not_run(tmp_path, monkeypatch) -> None:
+    """Every jar on the classpath and the class archive are code: one writable by others makes the copy unusable."""
+    tmp_path.chmod(0o755)
+    cache, jars = tmp_path / "cache", tmp_path / "jars"
+    cache.mkdir(mode=0o700)
+    jars.mkdir()
+    (jars / "a.jar").write_bytes(b"PK")
+    (cache / "verapdf.classpath").write_text(f"{jars / 'a.jar'}\n")
+    (cache / "digitize-validator.jar").write_bytes(b"PK")
+    monkeypatch.setenv("DIGITIZE_CACHE", str(cache))
+    monkeypatch.setenv("DIGITIZE_SYSTEM_DIR", str(tmp_path / "none"))
+    monkeypatch.delenv("DIGITIZE_VERAPDF", raising=False)
+    monkeypatch.setattr(verapdf.shutil, "which", lambda name: "/usr/bin/java" if name == "java" else None)
+    verapdf._java_command.cache_clear()
+    try:
+        command, archive = verapdf._java_command()
+        assert str(jars / "a.jar") in command
+        archive.write_bytes(b"")
+        archive.chmod(0o666)  # a class archive anyone could have written is neither mapped nor replaced
+        assert verapdf._archive_flags(archive, "t") == ([], None)
+        assert not any("SharedArchiveFile" in word for word in verapdf.command())
+        for planted in (jars / "a.jar", jars, cache / "digitize-validator.jar"):
+            planted.chmod(0o777 if planted.is_dir() else 0o666)
+            verapdf._java_command.cache_clear()
+            assert verapdf._java_command() is None, planted
+            assert verapdf._stream_command("2b") is None, planted
+            planted.chmod(0o755 if planted.is_dir() else 0o644)
+    finally:
+        verapdf._java_command.cache_clear()

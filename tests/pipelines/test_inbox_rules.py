@@ -126,3 +126,68 @@ def test_a_work_folder_with_a_scan_but_no_readable_claim_is_never_deleted(tmp_pa
     mine = [p for p in (inbox_dir / ".digitize" / "work").iterdir() if p != orphan]
     assert [p.name for d in mine for p in d.iterdir() if p.name != "alive"] == ["t1"]
     assert (mine[0] / "t1" / "files" / "case" / "scan.pdf").read_bytes() == b"%PDF"
+
+
+def _judge_with_deadline(path, fifo, seconds=60.0):
+    """completeness_problem in a thread: if it blocks (on the FIFO), unblock it and fail."""
+    import os
+    import threading
+
+    answer = []
+    judge = threading.Thread(target=lambda: answer.append(inbox.completeness_problem(path, ConvertSettings())),
+                             daemon=True)
+    judge.start()
+    judge.join(seconds)
+    if judge.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # the blocked open returns; the thread ends
+        judge.join(10)
+        pytest.fail("the completeness check blocked on a FIFO swapped in for the scan")
+    return answer[0]
+
+
+def _swap_for_fifo(scan: Path, fifo: Path) -> None:
+    import os
+
+    os.mkfifo(fifo)
+    scan.unlink()
+    scan.symlink_to(fifo)
+
+
+def test_a_scan_swapped_for_a_fifo_link_after_the_no_follow_open_is_judged_from_the_descriptor(tmp_path,
+                                                                                                 monkeypatch):
+    """Issue 11 #8: the check opens the scan once; size, type and tail come from that descriptor. A
+    clerk's swap of the name for a link to a FIFO (or a device) never makes the watcher open it."""
+    root = tmp_path / "inbox"
+    root.mkdir()
+    scan = write_pdf([page(["Đơn"])], root / "scan.pdf")
+    fifo = tmp_path / "fifo"
+    real_open = inbox.open_regular
+
+    def open_then_swap(path, *args, **kwargs):
+        fd = real_open(path, *args, **kwargs)
+        if not fifo.exists():
+            _swap_for_fifo(scan, fifo)
+        return fd
+
+    monkeypatch.setattr(inbox, "open_regular", open_then_swap)
+    problem = _judge_with_deadline(scan, fifo)
+    assert problem is not None and problem.kinds[0] == "NotRegularFileError", problem  # quarantined at once
+
+
+def test_a_scan_swapped_for_a_fifo_link_while_it_is_read_never_blocks_the_check(tmp_path, monkeypatch):
+    from digitize import sources
+
+    root = tmp_path / "inbox"
+    root.mkdir()
+    scan = write_pdf([page(["Đơn"])], root / "scan.pdf")
+    fifo = tmp_path / "fifo"
+    real_sniff = sources.sniff
+
+    def swap_then_sniff(path):
+        if not fifo.exists():
+            _swap_for_fifo(scan, fifo)
+        return real_sniff(path)
+
+    monkeypatch.setattr(sources, "sniff", swap_then_sniff)  # the name is swapped just before the type is read
+    problem = _judge_with_deadline(scan, fifo)
+    assert problem is None or problem.kinds  # judged, promptly, from the file that was opened

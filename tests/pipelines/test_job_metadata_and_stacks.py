@@ -81,3 +81,49 @@ def test_stack_with_two_separator_sheets_is_stored_as_three_documents(tmp_path, 
     assert again.status is Status.skipped and again.pages == 0
     rows = stored_rows(backend_settings)
     assert sorted((r.source_pages, r.pages) for r in rows) == [("1-2", 2), ("4-6", 3), ("8", 1)]
+
+
+def test_a_source_swapped_for_a_link_after_hashing_is_not_what_gets_converted(tmp_path, folder_settings, monkeypatch):
+    """The job reads the bytes it hashed (a private copy), never the clerk-writable name again: a scan
+    swapped for a link to a root-only file between the hash and the conversion stores the scan it hashed."""
+    import hashlib
+
+    from pipelines import jobs
+
+    inbox, private = tmp_path / "inbox", tmp_path / "private"
+    inbox.mkdir()
+    private.mkdir(mode=0o700)
+    secret = write_pdf([page(["Bí mật"], qr=CASE_B)], private / "secret.pdf")
+    scan = write_pdf([page(["Đơn đề nghị"], qr=CASE_A)], inbox / "scan.pdf")
+    hashed = hashlib.sha256(scan.read_bytes()).hexdigest()
+    real_scan_pages = jobs.scan_pages
+
+    def swap_then_scan(path, opts):
+        scan.unlink()
+        scan.symlink_to(secret)  # the clerk's swap, after the no-follow hash
+        return real_scan_pages(path, opts)
+
+    monkeypatch.setattr(jobs, "scan_pages", swap_then_scan)
+    result = process_file(scan, folder_settings, None, root=inbox)
+    assert result.status is Status.done and result.sha256 == hashed, result.reason
+    assert [d.case_id for d in result.documents] == [CASE_A]
+    [row] = stored_rows(folder_settings)
+    assert row.original_sha256 == hashed and row.case_id == CASE_A
+
+
+def test_a_conversion_of_other_bytes_than_those_hashed_is_not_stored(tmp_path, folder_settings, monkeypatch):
+    import digitize.convert
+
+    real_convert = digitize.convert.convert_file
+
+    def convert_other_bytes(*args, **kwargs):
+        report = real_convert(*args, **kwargs)
+        report.input_sha256 = "0" * 64  # as if the file had changed between the hash and the pages
+        return report
+
+    monkeypatch.setattr(digitize.convert, "convert_file", convert_other_bytes)
+    scan = write_pdf([page(["Đơn đề nghị"], qr=CASE_A)], tmp_path / "scan.pdf")
+    result = process_file(scan, folder_settings, None, root=tmp_path)
+    assert result.status is Status.failed and "changed while it was converted" in result.reason, result.reason
+    assert "InputError" in result.error_kinds
+    assert stored_rows(folder_settings) == []

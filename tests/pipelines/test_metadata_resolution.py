@@ -120,3 +120,33 @@ def test_broken_sidecar_is_an_input_error_naming_the_file(tmp_path):
 def test_meta_kwargs_default_title_and_source():
     kwargs = metadata.meta_kwargs(metadata.resolve([]), "stack.pdf", "3-5", "stack (trang 3-5)")
     assert kwargs == {"title": "stack (trang 3-5)", "archive": {}, "source_name": "stack.pdf", "source_pages": "3-5"}
+
+
+def test_a_symlinked_sidecar_is_refused_and_its_target_never_read(tmp_path):
+    """A clerk's ``a.json -> /root-only/secret.json`` must not leak the secret's keys nor feed the index."""
+    secret = tmp_path / "private" / "secret.json"
+    secret.parent.mkdir()
+    secret.write_text(json.dumps({"case_id": CASE_B, "db_password_key": "x"}), encoding="utf-8")
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    scan = inbox / "a.pdf"
+    scan.write_bytes(b"%PDF-")
+    (inbox / "a.json").symlink_to(secret)
+    with pytest.raises(InputError, match="a.json: a symbolic link") as refused:
+        metadata.sidecar_clue(scan, inbox)
+    assert "db_password_key" not in str(refused.value) and CASE_B not in str(refused.value)
+
+
+def test_a_sidecar_under_a_symlinked_folder_or_too_big_is_refused(tmp_path):
+    inbox, elsewhere = tmp_path / "inbox", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    inbox.mkdir()
+    (elsewhere / "a.pdf").write_bytes(b"%PDF-")
+    (elsewhere / "a.json").write_text(json.dumps({"case_id": CASE_B}), encoding="utf-8")
+    (inbox / "case").symlink_to(elsewhere)  # a folder swapped for a link to one the clerk may not write
+    with pytest.raises(InputError, match="a.json"):
+        metadata.sidecar_clue(inbox / "case" / "a.pdf", inbox)
+    assert metadata.sidecar_clue(elsewhere / "a.pdf", elsewhere).values == {"case_id": CASE_B}
+    (elsewhere / "a.json").write_text(json.dumps({"case_id": CASE_B, "pad": "x" * metadata.SIDECAR_MAX_BYTES}))
+    with pytest.raises(InputError, match="larger than"):
+        metadata.sidecar_clue(elsewhere / "a.pdf", elsewhere)
