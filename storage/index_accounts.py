@@ -150,7 +150,11 @@ class AccountQueries:
 
     # -- scoped search -------------------------------------------------------------------------
     def _hit_rows(self, candidates: list[tuple[int, bool]]) -> list[HitRow]:
-        """What scope and filters look at, for every candidate; the text is read later, for one page only."""
+        """What scope and filters look at, for every candidate; the text is read later, for one page only.
+
+        A document shared with further dossiers (case_links) gives one row per dossier it belongs to, each
+        with that dossier's case and place, so scope and filters judge every place and a hit is shown in
+        the dossiers its reader may see (as plain search lists it once per dossier)."""
         exact = dict(candidates)
         found: dict[int, dict[str, Any]] = {}
         ids = [c[0] for c in candidates]
@@ -164,8 +168,24 @@ class AccountQueries:
                     "LEFT JOIN cases c ON c.case_id = coalesce(e.case_id, d.case_id) "
                     f"WHERE e.entry_id IN ({', '.join('?' * len(chunk))})", chunk):
                 found[r["entry_id"]] = r
-        return [HitRow(exact=exact[i], text="", **{**found[i], "title": found[i]["title"] or ""})
-                for i in ids if i in found]
+        places = self._shared_places(sorted({r["doc_id"] for r in found.values() if r["doc_id"] is not None}))
+        return [HitRow(exact=exact[i], text="", **{**row, "title": row["title"] or ""})
+                for i in ids if i in found
+                for row in [found[i], *({**found[i], **p} for p in places.get(found[i]["doc_id"], []))]]
+
+    def _shared_places(self, doc_ids: list[int]) -> dict[int, list[dict[str, Any]]]:
+        """doc_id -> the further dossiers it is filed in, with the fields scope and filters read."""
+        out: dict[int, list[dict[str, Any]]] = {}
+        for start in range(0, len(doc_ids), _CHUNK):
+            chunk = doc_ids[start:start + _CHUNK]
+            for r in self._rows(
+                    "SELECT l.doc_id, l.case_id, l.sequence, c.agency AS case_agency, "
+                    "coalesce(c.procedure_code, d.procedure_code) AS procedure_code, c.received_date, c.status "
+                    "FROM case_links l JOIN documents d ON d.doc_id = l.doc_id "
+                    "LEFT JOIN cases c ON c.case_id = l.case_id "
+                    f"WHERE l.doc_id IN ({', '.join('?' * len(chunk))}) ORDER BY l.link_id", chunk):
+                out.setdefault(r.pop("doc_id"), []).append(r)
+        return out
 
     def _entry_texts(self, entry_ids: list[int]) -> dict[int, str]:
         if not entry_ids:
