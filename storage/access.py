@@ -101,6 +101,26 @@ class Principal:
         return agency is not None and agency in self.agencies
 
 
+@dataclass(frozen=True)
+class UploadScope:
+    """Where the parts of one principal's upload may be filed, as the conversion job asks it part by part
+    (a separator sheet or QR code inside a scan can name another case than the one it was sent to).
+
+    A plain picklable object, so the spawned conversion worker applies the gate's own rule (Principal)."""
+
+    principal: Principal
+
+    def __call__(self, case_id: str | None) -> bool:
+        if not self.principal.can(Perm.upload):
+            return False
+        if case_id is None:
+            return True  # unmatched: kept for linking by those who may see it
+        try:
+            return self.principal.covers(normalize_case_id(case_id))
+        except BadArgsError:
+            return False
+
+
 @dataclass
 class SearchFilters:
     agency: str = ""
@@ -361,6 +381,11 @@ class Gate:
             value = None
         self.record("ingested", f"upload {name!r} received through the portal", case_id=value, checksum=sha256)
         return value
+
+    def upload_scope(self) -> UploadScope:
+        """The predicate an upload's conversion job checks every part against before storing it."""
+        self.require(Perm.upload)
+        return UploadScope(self.principal)
 
     def visible_job(self, case_id: str | None, owner: str) -> bool:
         """An upload job is visible to whoever sent it, and to those who may upload to its case."""

@@ -79,7 +79,7 @@ async def receive_upload(request: Request, gate: Gate, case_id: str | None) -> U
     if upload is None or isinstance(upload, str):
         raise BadArgsError("send the scan as a multipart form field named 'file'")
     try:
-        job, _ = await run_in_threadpool(queue.receive, upload.file, upload.filename or "", gate.principal.actor,
+        job, _ = await run_in_threadpool(queue.receive, upload.file, upload.filename or "", gate.upload_scope(),
                                          case_id)
     finally:
         await form.close()

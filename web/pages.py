@@ -190,7 +190,7 @@ def install(app: FastAPI) -> None:
         job = visible_job(request, gate, job_id)
         target = gate.scoped_case_id(case_id, Perm.upload) if case_id.strip() else None
         gate.require(Perm.upload)
-        request.app.state.uploads.retry(job, target)
+        request.app.state.uploads.retry(job, target, gate.upload_scope())
         return RedirectResponse("/desk", status_code=303)
 
     @app.post("/desk/link", include_in_schema=False)

@@ -51,6 +51,15 @@ class UploadJob:
     documents: list[dict] = field(default_factory=list)
     created_at: str = ""
     finished_at: str = ""
+    sender: dict = field(default_factory=dict)  # the sender's Principal: its upload scope binds every part
+
+    def scope(self):
+        """The sender's upload scope (storage.access); a job saved without a sender may file nothing."""
+        from storage.access import Principal, UploadScope
+
+        fields = {**{"name": "", "role": ""}, **self.sender}
+        return UploadScope(Principal(fields["name"], fields["role"], tuple(fields.get("agencies", ())),
+                                     fields.get("kind", "user")))
 
     @property
     def finished(self) -> bool:
@@ -114,7 +123,7 @@ class UploadQueue:
         self._listeners.append(listener)
 
     # -- intake --------------------------------------------------------------------------------
-    def receive(self, stream: BinaryIO, name: str, owner: str, case_id: str | None) -> tuple[UploadJob, Path]:
+    def receive(self, stream: BinaryIO, name: str, scope, case_id: str | None) -> tuple[UploadJob, Path]:
         """Copy the upload into its private folder (size-limited) and hash it; not queued yet."""
         safe = stored_name(name)
         job_id = uuid.uuid4().hex
@@ -135,8 +144,8 @@ class UploadQueue:
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
-        return UploadJob(job_id, owner, case_id, display_name(name), size, digest.hexdigest(),
-                         created_at=now_iso()), target
+        return UploadJob(job_id, scope.principal.actor, case_id, display_name(name), size, digest.hexdigest(),
+                         created_at=now_iso(), sender=asdict(scope.principal)), target
 
     def discard(self, job: UploadJob) -> None:
         shutil.rmtree(self.root / job.job_id, ignore_errors=True)
@@ -148,13 +157,15 @@ class UploadQueue:
         self._executor.submit(self._run, job)
         return job
 
-    def retry(self, job: UploadJob, case_id: str | None) -> UploadJob:
-        """Run a failed job again on its kept scan, into ``case_id`` (already scope-checked by the caller)."""
+    def retry(self, job: UploadJob, case_id: str | None, scope) -> UploadJob:
+        """Run a failed job again on its kept scan, into ``case_id`` (already scope-checked by the caller),
+        within the scope of whoever retries it."""
         with self._lock:
             kept = [p for p in (self.root / job.job_id).iterdir() if p.suffix.lower() in SUFFIXES]
             if job.state != "failed" or not kept:
                 raise BadArgsError("only a failed upload whose scan is still kept can be retried")
             job.case_id, job.state, job.reason, job.finished_at = case_id, "queued", "", ""
+            job.sender = asdict(scope.principal)
         return self.submit(job)
 
     # -- work ----------------------------------------------------------------------------------
@@ -169,7 +180,7 @@ class UploadQueue:
             if self._worker is None:
                 self._worker = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
             status, reason, documents = self._worker.submit(convert_upload, str(files[0]), self.settings,
-                                                            values).result()
+                                                            values, job.scope()).result()
             job.state, job.reason, job.documents = status, reason, documents
         except BrokenProcessPool:
             self._worker = None  # a new worker for the next job
@@ -194,10 +205,11 @@ class UploadQueue:
             self._worker.shutdown(wait=True)
 
 
-def convert_upload(path: str, settings, values: dict) -> tuple[str, str, list[dict]]:
-    """In the worker process: the watch job on one uploaded file; (status, reason, stored documents)."""
+def convert_upload(path: str, settings, values: dict, scope) -> tuple[str, str, list[dict]]:
+    """In the worker process: the watch job on one uploaded file, each part checked against the sender's
+    ``scope`` before it is stored; (status, reason, stored documents)."""
     from pipelines.jobs import process_file
     from pipelines.metadata import Clue
 
-    result = process_file(Path(path), settings, Clue("upload", values))
+    result = process_file(Path(path), settings, Clue("upload", values), allowed=scope)
     return str(result.status), result.reason, [asdict(d) for d in result.documents]
