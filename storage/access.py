@@ -30,7 +30,7 @@ from digitize.identifiers import normalize_case_id, parse_agency_code
 
 from .index import now_iso
 from .index_accounts import HitRow, SearchPage, TokenRecord, UserRecord
-from .models import CaseRecord, DocumentRow, Event
+from .models import CaseRecord, DocumentRow, Event, SignatureRow
 
 if TYPE_CHECKING:
     from . import retrieval
@@ -313,6 +313,11 @@ class Gate:
         docs = self.archive.documents(value)
         self.record("retrieved", "viewed the case record and its document list", case_id=value)
         return record, docs
+
+    def signatures(self, case_id: str) -> dict[int, list[SignatureRow]]:
+        """The recorded PAdES signatures of the case's documents, by doc_id (unsigned ones are absent)."""
+        value = self.scoped_case_id(case_id)
+        return self.archive.signatures([d.doc_id for d in self.archive.documents(value) if d.doc_id is not None])
 
     def find_case(self, text: str) -> str | None:
         """The normalised case ID if ``text`` names a case this principal may read, else None (no event)."""

@@ -129,3 +129,34 @@ def test_an_internal_error_is_json_without_details(app, seeded, monkeypatch):
                      headers={"authorization": f"Bearer {seeded[1]['onestop-a']}"})
     r = api.get(f"/api/v1/cases/{CASE_A}")
     assert r.status_code == 500 and r.json()["error"] == "internal" and "secret" not in r.text
+
+
+def test_case_page_and_api_show_each_documents_recorded_signature(app, seeded, tmp_path):
+    from dataclasses import replace
+
+    from portal_data import AGENCY_A, store_case
+    from storage.archive import Archive
+
+    signed_case = f"{AGENCY_A}-241020-0005"
+    settings = Settings(data_dir=str(seeded[0]))
+    with Archive.open(settings) as archive:
+        real_store = archive.store
+
+        def store_signed(original, pdfa, report, meta):
+            if meta.title.startswith("Tài liệu 1"):
+                report = replace(report, signature={
+                    "field": "Signature1", "signer": "UBND Phường Bến Nghé", "cert_sha256": "ab" * 32,
+                    "signing_time": "2024-10-15T09:30:00+07:00", "level": "B-T",
+                    "timestamp": "2024-10-15T09:30:01+07:00"})
+            return real_store(original, pdfa, report, meta)
+
+        archive.store = store_signed
+        store_case(archive, tmp_path, signed_case, ["Tờ trình ký số", "Phụ lục"], AGENCY_A)
+    client, _ = login(app)
+    page = client.get(f"/cases/{signed_case}").text
+    assert "UBND Phường Bến Nghé, 2024-10-15 09:30 (PAdES B-T)" in page
+    assert page.count("chưa ký") == 1  # the second document only
+    api = TestClient(app, headers={"authorization": f"Bearer {seeded[1]['onestop-a']}"})
+    docs = api.get(f"/api/v1/cases/{signed_case}").json()["documents"]
+    assert [[(s["signer"], s["signing_time"], s["level"]) for s in d["signatures"]] for d in docs] == [
+        [("UBND Phường Bến Nghé", "2024-10-15T09:30:00+07:00", "B-T")], []]
