@@ -24,7 +24,8 @@ from digitize.errors import (BadArgsError, ConfigError, DigitizeError, InputErro
 from storage.access import AuthenticationError, Gate, PermissionDenied
 from storage.archive import Archive
 
-from .auth import SESSION_COOKIE, SESSION_MAX_AGE, CsrfError, LoginRequired, LoginThrottle, session_secret
+from .auth import (SESSION_COOKIE, SESSION_MAX_AGE, CsrfError, LoginRequired, LoginThrottle, SessionRevocations,
+                   session_secret)
 from .context import ArchivePool
 from .uploads import UploadQueue
 from .webhooks import WebhookDispatcher
@@ -90,7 +91,8 @@ def api_gate(request: Request, archive: Archive = Depends(get_archive)) -> Gate:
 def page_gate(request: Request, archive: Archive = Depends(get_archive)) -> Gate:
     from .auth import client_address, page_principal
 
-    principal = page_principal(request, archive.index, request.app.state.settings.web.session_idle)
+    principal = page_principal(request, archive.index, request.app.state.settings.web.session_idle,
+                               request.app.state.sessions_ended)
     return archive.gate(principal, client_address(request))
 
 
@@ -111,6 +113,7 @@ def create_app(settings) -> FastAPI:
     app.state.pool = ArchivePool(settings)
     app.state.uploads = UploadQueue(settings)
     app.state.webhooks = WebhookDispatcher(settings, app.state.pool.archive)
+    app.state.sessions_ended = SessionRevocations(settings.data_dir)
     app.state.throttle = LoginThrottle(settings.web.login_attempts, settings.web.login_pause)
     app.add_middleware(SessionMiddleware, secret_key=session_secret(settings), session_cookie=SESSION_COOKIE,
                        max_age=SESSION_MAX_AGE, same_site="lax" if settings.web.oidc_issuer else "strict",

@@ -22,7 +22,7 @@ from storage.access import AuthenticationError, Gate, Perm, SearchFilters, authe
 
 from . import files, oidc
 from .app import get_archive, page_gate
-from .auth import check_csrf, client_address, csrf_token, start_session
+from .auth import check_csrf, client_address, csrf_token, end_session, start_session
 from .i18n import DEFAULT, LANGUAGES, translate
 
 HERE = Path(__file__).parent
@@ -89,9 +89,7 @@ def install(app: FastAPI) -> None:
     @app.post("/logout", include_in_schema=False)
     def logout(request: Request, csrf: str = Form("")) -> Response:
         check_csrf(request, csrf)
-        lang = lang_of(request)
-        request.session.clear()
-        request.session["lang"] = lang
+        end_session(request, request.app.state.sessions_ended)
         return RedirectResponse("/login", status_code=303)
 
     @app.get("/lang/{code}", include_in_schema=False)

@@ -160,3 +160,17 @@ def test_case_page_and_api_show_each_documents_recorded_signature(app, seeded, t
     docs = api.get(f"/api/v1/cases/{signed_case}").json()["documents"]
     assert [[(s["signer"], s["signing_time"], s["level"]) for s in d["signatures"]] for d in docs] == [
         [("UBND Phường Bến Nghé", "2024-10-15T09:30:00+07:00", "B-T")], []]
+
+
+def test_logout_ends_the_session_server_side_so_a_copied_cookie_stops_working(app):
+    client, _ = login(app)
+    copied = dict(client.cookies)
+    assert client.get(f"/cases/{CASE_A}", follow_redirects=False).status_code == 200
+    thief = TestClient(app, cookies=copied)
+    assert thief.get(f"/cases/{CASE_A}", follow_redirects=False).status_code == 200
+    token = re.search(r'name="csrf" value="([^"]+)"', client.get("/search").text).group(1)
+    assert client.post("/logout", data={"csrf": token}, follow_redirects=False).status_code == 303
+    r = thief.get(f"/cases/{CASE_A}", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].startswith("/login")
+    again, _ = login(app)  # a new login is a new session
+    assert again.get(f"/cases/{CASE_A}", follow_redirects=False).status_code == 200
