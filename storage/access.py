@@ -23,7 +23,7 @@ import threading
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, Protocol
 
 from digitize.errors import BadArgsError, DigitizeError, ExitCode, NotFoundError, VerificationError
 from digitize.identifiers import normalize_case_id, parse_agency_code
@@ -267,6 +267,12 @@ def _copy_object(objects, key: str, target: Path) -> str:
     return digest.hexdigest()
 
 
+class EventSink(Protocol):
+    def add(self, event: Event) -> bool: ...
+
+    def flush(self) -> object: ...
+
+
 # -- the gate -----------------------------------------------------------------------------------
 @dataclass
 class Gate:
@@ -276,6 +282,8 @@ class Gate:
     principal: Principal
     client: str = ""
     tool: str = field(default="", init=False)
+    # where events go: None = written at once; the portal sets its process's batching writer (web/events.py)
+    sink: "EventSink | None" = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         from .archive import TOOL
@@ -302,7 +310,9 @@ class Gate:
                checksum: str | None = None, outcome: str = "success") -> None:
         event = Event(kind, outcome, self.principal.actor, self.tool, doc_id=doc.doc_id if doc else None,
                       case_id=case_id or (doc.case_id if doc else None), checksum=checksum, detail=detail,
-                      client=self.client or None)
+                      time=now_iso(), client=self.client or None)
+        if self.sink is not None and self.sink.add(event):
+            return
         with _EVENT_WRITES:
             self.index.add_events([event])
 
@@ -355,7 +365,10 @@ class Gate:
         return got
 
     def events(self, case_id: str) -> list[Event]:
-        return self.index.events(case_id=self.scoped_case_id(case_id))
+        value = self.scoped_case_id(case_id)
+        if self.sink is not None:
+            self.sink.flush()  # this process's queued events first, so a reader sees its own view
+        return self.index.events(case_id=value)
 
     def search(self, text: str, filters: SearchFilters | None = None, limit: int = 20, offset: int = 0) -> SearchPage:
         self.require(Perm.read)
