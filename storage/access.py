@@ -273,6 +273,51 @@ class EventSink(Protocol):
     def flush(self) -> object: ...
 
 
+@dataclass
+class Download:
+    """A verified stream of one object (see :meth:`Gate.stream`); iterate it once."""
+
+    doc: DocumentRow
+    kind: str
+    key: str
+    sha256: str
+    size: int
+    gate: "Gate"
+    byte_range: tuple[int, int] | None = None
+
+    @property
+    def length(self) -> int:
+        first, last = self.byte_range or (0, self.size - 1)
+        return max(0, last - first + 1)
+
+    def __iter__(self):
+        first, last = self.byte_range or (0, self.size - 1)
+        digest, offset, held, finished = hashlib.sha256(), 0, b"", False
+        actual = ""
+        try:
+            for block in self.gate.archive.objects.read_chunks(self.key):
+                digest.update(block)
+                lo, hi = max(first, offset), min(last + 1, offset + len(block))
+                if lo < hi:
+                    if held:
+                        yield held
+                    held = block[lo - offset:hi - offset]
+                offset += len(block)
+            actual = digest.hexdigest()
+            finished = True
+        finally:
+            ok = finished and actual == self.sha256 and offset == self.size
+            part = f" bytes {first}-{last}" if self.byte_range else ""
+            self.gate.record("retrieved", f"downloaded {self.kind} {self.key}{part}"
+                             + ("" if finished else " (interrupted)"), doc=self.doc, checksum=actual or None,
+                             outcome="success" if ok else "failure")
+        if not ok:
+            raise VerificationError(f"{self.key}: SHA-256 {actual} ({offset} bytes) does not match the index "
+                                    f"({self.sha256}, {self.size} bytes); the download was aborted")
+        if held:
+            yield held
+
+
 # -- the gate -----------------------------------------------------------------------------------
 @dataclass
 class Gate:
@@ -357,6 +402,18 @@ class Gate:
             target.unlink(missing_ok=True)
             raise VerificationError(f"{key}: SHA-256 {actual} does not match the index ({expected})")
         return doc
+
+    def stream(self, case_id: str, sequence: int, kind: str,
+               byte_range: tuple[int, int] | None = None) -> "Download":
+        """One stored object sent straight from the store (no copy): its SHA-256 is checked while it streams
+        and the last piece is held back until it matched, so a corrupt object never reaches the client
+        complete (the iterator raises VerificationError instead, and the server aborts the response).
+        ``byte_range`` is (first, last) inclusive, already checked against :attr:`Download.size`."""
+        doc = self.document(case_id, sequence)
+        key, expected = (doc.original_key, doc.original_sha256) if kind == "original" else (doc.pdfa_key,
+                                                                                              doc.pdfa_sha256)
+        size = self.archive.objects.size(key)
+        return Download(doc, kind, key, expected, size, self, byte_range)
 
     def dossier(self, case_id: str, out_dir: Path, original: bool = False) -> "retrieval.Retrieval":
         value = self.scoped_case_id(case_id)
