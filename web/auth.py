@@ -42,13 +42,20 @@ def session_secret(settings) -> str:
         return settings.web.secret_key
     path = Path(settings.data_dir) / "web-secret"
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    except FileExistsError:
-        fd = None
-    if fd is not None:
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(48))
+    if not os.path.lexists(path):  # written aside, then linked in: worker processes starting together
+        temp = path.with_name(f".web-secret.{os.getpid()}.{secrets.token_hex(4)}")  # all read the same key
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(48))
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(temp, path)
+            except FileExistsError:
+                pass
+        finally:
+            os.unlink(temp)
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     with os.fdopen(fd) as f:
         return f.read().strip()
