@@ -158,15 +158,12 @@ class AccountQueries:
         exact = dict(candidates)
         found: dict[int, tuple] = {}  # plain tuples: this runs for up to SEARCH_CAP rows per search
         ids = [c[0] for c in candidates]
-        for start in range(0, len(ids), _CHUNK):
-            chunk = ids[start:start + _CHUNK]
-            for r in self._execute(
-                    "SELECT e.entry_id, coalesce(e.case_id, d.case_id), e.doc_id, d.sequence, d.title, e.page, "
-                    "c.agency, coalesce(c.procedure_code, d.procedure_code), c.received_date, c.status "
-                    "FROM search_entries e LEFT JOIN documents d ON d.doc_id = e.doc_id "
-                    "LEFT JOIN cases c ON c.case_id = coalesce(e.case_id, d.case_id) "
-                    f"WHERE e.entry_id IN ({', '.join('?' * len(chunk))})", chunk).fetchall():
-                found[r[0]] = r
+        for r in self._tuples_in(
+                "SELECT e.entry_id, coalesce(e.case_id, d.case_id), e.doc_id, d.sequence, d.title, e.page, "
+                "c.agency, coalesce(c.procedure_code, d.procedure_code), c.received_date, c.status "
+                "FROM search_entries e LEFT JOIN documents d ON d.doc_id = e.doc_id "
+                "LEFT JOIN cases c ON c.case_id = coalesce(e.case_id, d.case_id) WHERE e.entry_id IN ({})", ids):
+            found[r[0]] = r
         places = self._shared_places(sorted({r[2] for r in found.values() if r[2] is not None}))
         rows = []
         for i in ids:
@@ -183,15 +180,20 @@ class AccountQueries:
         """doc_id -> the further dossiers it is filed in: (case_id, sequence, agency, procedure, received,
         status), the fields scope and filters read."""
         out: dict[int, list[tuple]] = {}
-        for start in range(0, len(doc_ids), _CHUNK):
-            chunk = doc_ids[start:start + _CHUNK]
-            for r in self._execute(
-                    "SELECT l.doc_id, l.case_id, l.sequence, c.agency, coalesce(c.procedure_code, d.procedure_code), "
-                    "c.received_date, c.status FROM case_links l JOIN documents d ON d.doc_id = l.doc_id "
-                    "LEFT JOIN cases c ON c.case_id = l.case_id "
-                    f"WHERE l.doc_id IN ({', '.join('?' * len(chunk))}) ORDER BY l.link_id", chunk).fetchall():
-                out.setdefault(r[0], []).append(tuple(r[1:]))
+        for r in self._tuples_in(
+                "SELECT l.doc_id, l.case_id, l.sequence, c.agency, coalesce(c.procedure_code, d.procedure_code), "
+                "c.received_date, c.status FROM case_links l JOIN documents d ON d.doc_id = l.doc_id "
+                "LEFT JOIN cases c ON c.case_id = l.case_id WHERE l.doc_id IN ({}) ORDER BY l.link_id", doc_ids):
+            out.setdefault(r[0], []).append(tuple(r[1:]))
         return out
+
+    def _tuples_in(self, sql: str, values: list[int]) -> list[tuple]:
+        """Rows of ``sql`` whose ``IN ({})`` takes ``values``, in chunks (parameter limits), as plain tuples."""
+        rows: list[tuple] = []
+        for start in range(0, len(values), _CHUNK):
+            chunk = values[start:start + _CHUNK]
+            rows += self._execute(sql.format(", ".join("?" * len(chunk))), chunk).fetchall()
+        return rows
 
     def _entry_texts(self, entry_ids: list[int]) -> dict[int, str]:
         if not entry_ids:
