@@ -369,10 +369,13 @@ class Gate:
         self.record("retrieved", "viewed the case record and its document list", case_id=value)
         return record, docs
 
-    def signatures(self, case_id: str) -> dict[int, list[SignatureRow]]:
-        """The recorded PAdES signatures of the case's documents, by doc_id (unsigned ones are absent)."""
+    def signatures(self, case_id: str, docs: list[DocumentRow] | None = None) -> dict[int, list[SignatureRow]]:
+        """The recorded PAdES signatures of the case's documents, by doc_id (unsigned ones are absent);
+        ``docs``: that case's documents as :meth:`case` gave them (saves reading them again)."""
         value = self.scoped_case_id(case_id)
-        return self.archive.signatures([d.doc_id for d in self.archive.documents(value) if d.doc_id is not None])
+        if docs is None or any(d.case_id != value for d in docs):
+            docs = self.archive.documents(value)
+        return self.archive.signatures([d.doc_id for d in docs if d.doc_id is not None])
 
     def find_case(self, text: str) -> str | None:
         """The normalised case ID if ``text`` names a case this principal may read, else None (no event)."""

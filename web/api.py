@@ -56,7 +56,7 @@ def job_json(job: UploadJob) -> dict[str, Any]:
 @router.get("/cases/{case_id}", responses=ERROR_RESPONSES, summary="A case record and its documents in order")
 def get_case(case_id: str, gate: Gate = Depends(api_gate)) -> dict[str, Any]:
     record, docs = gate.case(case_id)
-    return case_json(record, docs, gate.signatures(record.case_id))
+    return case_json(record, docs, gate.signatures(record.case_id, docs))
 
 
 @router.put("/cases/{case_id}", responses=ERROR_RESPONSES, summary="Upsert a case record (one-stop system push)")

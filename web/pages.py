@@ -127,7 +127,7 @@ def install(app: FastAPI) -> None:
     def case_page(request: Request, case_id: str, gate: Gate = Depends(page_gate)) -> Response:
         record, docs = gate.case(case_id)
         return render(request, "case.html", gate=gate, case=record, docs=docs, events=gate.events(record.case_id),
-                      signatures=gate.signatures(record.case_id))
+                      signatures=gate.signatures(record.case_id, docs))
 
     @app.get("/cases/{case_id}/documents/{sequence}/view", include_in_schema=False)
     def viewer(request: Request, case_id: str, sequence: int, page: int = 1,
