@@ -135,6 +135,7 @@ class WebSettings:
     oidc_issuer: str = ""  # single sign-on (OpenID Connect); "" = local accounts only
     oidc_client_id: str = ""
     oidc_client_secret: str = ""
+    workers: int = 0  # server processes for `digitize serve`; 0 = one per CPU core
 
 
 @dataclass

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path, PurePath
-from typing import Any
+from typing import Any, Callable
 
 from digitize.errors import (DigitizeError, ExitCode, InputError, ResourceError, SigningError, StorageError,
                              resource_fault)
@@ -125,12 +125,13 @@ class _Job:
     """State of one process_file call: the source, its hash, options and clues shared by its parts."""
 
     def __init__(self, path: Path, settings, hint: Clue | None, root: Path | None, jobs: int | None, archive,
-                 keep: Path | None = None):
+                 keep: Path | None = None, allowed: Callable[[str | None], bool] | None = None):
         from digitize.convert import ConvertOptions
 
         self.path = path
         self.root = root if root and path.is_relative_to(root) else None
         self.keep = keep
+        self.allowed = allowed
         self.settings = settings
         self.archive = archive
         self.relative = PurePath(path.relative_to(root)) if root and path.is_relative_to(root) else PurePath(path.name)
@@ -175,6 +176,15 @@ class _Job:
             atomic_write_text(kept / KEPT_REPORT, report.to_json())
         return report
 
+    def _check_scope(self, case_id: str | None, source: str | None, source_pages: str) -> None:
+        """Refuse, before anything is stored or linked, a part that names a case its sender may not file into."""
+        if self.allowed is not None and not self.allowed(case_id):
+            from storage.access import PermissionDenied
+
+            what = f"pages {source_pages}" if source_pages else "the scan"
+            raise PermissionDenied(f"{what} of {self.path.name} name case {case_id or '(none)'} (by {source}), "
+                                   "outside the sender's agencies: not stored there")
+
     def _kept(self, part: Part) -> Path | None:
         return self.keep / f"{self.sha256}-{part.source_pages or 'all'}" if self.keep else None
 
@@ -194,6 +204,7 @@ class _Job:
         resolution = metadata.apply_case_record(resolution, _case_record(self.archive, resolution.case_id))
         title = self.relative.stem + (f" (trang {part.source_pages})" if part.source_pages else "")
         meta = DocumentMeta(**metadata.meta_kwargs(resolution, self.path.name, part.source_pages, title))
+        self._check_scope(meta.case_id, resolution.case_source, part.source_pages)
         stored = self.archive.store(self.source, Path(report.output_path), report, meta)
         if self._kept(part):
             shutil.rmtree(self._kept(part), ignore_errors=True)
@@ -207,6 +218,7 @@ class _Job:
         stored document in that dossier too, with no second copy of its bytes; else skip it."""
         resolution = metadata.resolve(clues)
         if resolution.case_id and resolution.case_id != existing.case_id:
+            self._check_scope(resolution.case_id, resolution.case_source, source_pages)
             existing = self.archive.share(existing.doc_id, resolution.case_id, resolution.values.get("sequence"))
             event(log, "shared", file=str(self.relative), pages=source_pages or "all", case=existing.case_id,
                   via=resolution.case_source, doc=existing.doc_id, already=existing.already_stored)
@@ -256,18 +268,21 @@ def _load_kept(kept: Path) -> DocumentReport | None:
 
 
 def process_file(path: Path, settings, meta_hint: Clue | None = None, *, root: Path | None = None,
-                 jobs: int | None = None, archive=None, keep: Path | None = None) -> JobResult:
+                 jobs: int | None = None, archive=None, keep: Path | None = None,
+                 allowed: Callable[[str | None], bool] | None = None) -> JobResult:
     """Convert, resolve metadata, store and index one source file; errors come back as a failed result.
 
     ``meta_hint`` is what the caller knows (a manifest row); ``root`` anchors the folder convention;
     ``jobs`` overrides the converter's page parallelism (batch runs one page at a time per file);
-    ``keep`` is a private folder where converted parts wait until they are stored.
+    ``keep`` is a private folder where converted parts wait until they are stored; ``allowed(case_id)``
+    (an upload's scope, from storage.access) is asked before each part is stored or linked: a part it
+    refuses fails the job and nothing is stored for it.
     """
     started = time.perf_counter()
     path = Path(path)
     job: _Job | None = None
     try:
-        job = _Job(path, settings, meta_hint, root, jobs, archive or archive_for(settings), keep)
+        job = _Job(path, settings, meta_hint, root, jobs, archive or archive_for(settings), keep, allowed)
         parts = job.run()
         status, reason = _overall(parts)
         result = JobResult(str(path), status, job.sha256, reason, documents=parts)

@@ -23,14 +23,14 @@ import threading
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, Protocol
 
 from digitize.errors import BadArgsError, DigitizeError, ExitCode, NotFoundError, VerificationError
 from digitize.identifiers import normalize_case_id, parse_agency_code
 
 from .index import now_iso
 from .index_accounts import HitRow, SearchPage, TokenRecord, UserRecord
-from .models import CaseRecord, DocumentRow, Event
+from .models import CaseRecord, DocumentRow, Event, SignatureRow
 
 if TYPE_CHECKING:
     from . import retrieval
@@ -99,6 +99,26 @@ class Principal:
             return True
         agency = agency_of(case_id) if case_id else None
         return agency is not None and agency in self.agencies
+
+
+@dataclass(frozen=True)
+class UploadScope:
+    """Where the parts of one principal's upload may be filed, as the conversion job asks it part by part
+    (a separator sheet or QR code inside a scan can name another case than the one it was sent to).
+
+    A plain picklable object, so the spawned conversion worker applies the gate's own rule (Principal)."""
+
+    principal: Principal
+
+    def __call__(self, case_id: str | None) -> bool:
+        if not self.principal.can(Perm.upload):
+            return False
+        if case_id is None:
+            return True  # unmatched: kept for linking by those who may see it
+        try:
+            return self.principal.covers(normalize_case_id(case_id))
+        except BadArgsError:
+            return False
 
 
 @dataclass
@@ -247,6 +267,57 @@ def _copy_object(objects, key: str, target: Path) -> str:
     return digest.hexdigest()
 
 
+class EventSink(Protocol):
+    def add(self, event: Event) -> bool: ...
+
+    def flush(self) -> object: ...
+
+
+@dataclass
+class Download:
+    """A verified stream of one object (see :meth:`Gate.stream`); iterate it once."""
+
+    doc: DocumentRow
+    kind: str
+    key: str
+    sha256: str
+    size: int
+    gate: "Gate"
+    byte_range: tuple[int, int] | None = None
+
+    @property
+    def length(self) -> int:
+        first, last = self.byte_range or (0, self.size - 1)
+        return max(0, last - first + 1)
+
+    def __iter__(self):
+        first, last = self.byte_range or (0, self.size - 1)
+        digest, offset, held, finished = hashlib.sha256(), 0, b"", False
+        actual = ""
+        try:
+            for block in self.gate.archive.objects.read_chunks(self.key):
+                digest.update(block)
+                lo, hi = max(first, offset), min(last + 1, offset + len(block))
+                if lo < hi:
+                    if held:
+                        yield held
+                    held = block[lo - offset:hi - offset]
+                offset += len(block)
+            actual = digest.hexdigest()
+            finished = True
+        finally:
+            ok = finished and actual == self.sha256 and offset == self.size
+            part = f" bytes {first}-{last}" if self.byte_range else ""
+            self.gate.record("retrieved", f"downloaded {self.kind} {self.key}{part}"
+                             + ("" if finished else " (interrupted)"), doc=self.doc, checksum=actual or None,
+                             outcome="success" if ok else "failure")
+        if not ok:
+            raise VerificationError(f"{self.key}: SHA-256 {actual} ({offset} bytes) does not match the index "
+                                    f"({self.sha256}, {self.size} bytes); the download was aborted")
+        if held:
+            yield held
+
+
 # -- the gate -----------------------------------------------------------------------------------
 @dataclass
 class Gate:
@@ -256,6 +327,8 @@ class Gate:
     principal: Principal
     client: str = ""
     tool: str = field(default="", init=False)
+    # where events go: None = written at once; the portal sets its process's batching writer (web/events.py)
+    sink: "EventSink | None" = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         from .archive import TOOL
@@ -282,7 +355,9 @@ class Gate:
                checksum: str | None = None, outcome: str = "success") -> None:
         event = Event(kind, outcome, self.principal.actor, self.tool, doc_id=doc.doc_id if doc else None,
                       case_id=case_id or (doc.case_id if doc else None), checksum=checksum, detail=detail,
-                      client=self.client or None)
+                      time=now_iso(), client=self.client or None)
+        if self.sink is not None and self.sink.add(event):
+            return
         with _EVENT_WRITES:
             self.index.add_events([event])
 
@@ -293,6 +368,14 @@ class Gate:
         docs = self.archive.documents(value)
         self.record("retrieved", "viewed the case record and its document list", case_id=value)
         return record, docs
+
+    def signatures(self, case_id: str, docs: list[DocumentRow] | None = None) -> dict[int, list[SignatureRow]]:
+        """The recorded PAdES signatures of the case's documents, by doc_id (unsigned ones are absent);
+        ``docs``: that case's documents as :meth:`case` gave them (saves reading them again)."""
+        value = self.scoped_case_id(case_id)
+        if docs is None or any(d.case_id != value for d in docs):
+            docs = self.archive.documents(value)
+        return self.archive.signatures([d.doc_id for d in docs if d.doc_id is not None])
 
     def find_case(self, text: str) -> str | None:
         """The normalised case ID if ``text`` names a case this principal may read, else None (no event)."""
@@ -323,6 +406,18 @@ class Gate:
             raise VerificationError(f"{key}: SHA-256 {actual} does not match the index ({expected})")
         return doc
 
+    def stream(self, case_id: str, sequence: int, kind: str,
+               byte_range: tuple[int, int] | None = None) -> "Download":
+        """One stored object sent straight from the store (no copy): its SHA-256 is checked while it streams
+        and the last piece is held back until it matched, so a corrupt object never reaches the client
+        complete (the iterator raises VerificationError instead, and the server aborts the response).
+        ``byte_range`` is (first, last) inclusive, already checked against :attr:`Download.size`."""
+        doc = self.document(case_id, sequence)
+        key, expected = (doc.original_key, doc.original_sha256) if kind == "original" else (doc.pdfa_key,
+                                                                                              doc.pdfa_sha256)
+        size = self.archive.objects.size(key)
+        return Download(doc, kind, key, expected, size, self, byte_range)
+
     def dossier(self, case_id: str, out_dir: Path, original: bool = False) -> "retrieval.Retrieval":
         value = self.scoped_case_id(case_id)
         got = self.archive.retrieve(value, out_dir, original, actor=self.principal.actor, client=self.client or None)
@@ -330,7 +425,10 @@ class Gate:
         return got
 
     def events(self, case_id: str) -> list[Event]:
-        return self.index.events(case_id=self.scoped_case_id(case_id))
+        value = self.scoped_case_id(case_id)
+        if self.sink is not None:
+            self.sink.flush()  # this process's queued events first, so a reader sees its own view
+        return self.index.events(case_id=value)
 
     def search(self, text: str, filters: SearchFilters | None = None, limit: int = 20, offset: int = 0) -> SearchPage:
         self.require(Perm.read)
@@ -361,6 +459,11 @@ class Gate:
             value = None
         self.record("ingested", f"upload {name!r} received through the portal", case_id=value, checksum=sha256)
         return value
+
+    def upload_scope(self) -> UploadScope:
+        """The predicate an upload's conversion job checks every part against before storing it."""
+        self.require(Perm.upload)
+        return UploadScope(self.principal)
 
     def visible_job(self, case_id: str | None, owner: str) -> bool:
         """An upload job is visible to whoever sent it, and to those who may upload to its case."""

@@ -150,22 +150,50 @@ class AccountQueries:
 
     # -- scoped search -------------------------------------------------------------------------
     def _hit_rows(self, candidates: list[tuple[int, bool]]) -> list[HitRow]:
-        """What scope and filters look at, for every candidate; the text is read later, for one page only."""
+        """What scope and filters look at, for every candidate; the text is read later, for one page only.
+
+        A document shared with further dossiers (case_links) gives one row per dossier it belongs to, each
+        with that dossier's case and place, so scope and filters judge every place and a hit is shown in
+        the dossiers its reader may see (as plain search lists it once per dossier)."""
         exact = dict(candidates)
-        found: dict[int, dict[str, Any]] = {}
+        found: dict[int, tuple] = {}  # plain tuples: this runs for up to SEARCH_CAP rows per search
         ids = [c[0] for c in candidates]
-        for start in range(0, len(ids), _CHUNK):
-            chunk = ids[start:start + _CHUNK]
-            for r in self._rows(
-                    "SELECT e.entry_id, coalesce(e.case_id, d.case_id) AS case_id, e.doc_id, d.sequence, d.title, "
-                    "e.page, c.agency AS case_agency, coalesce(c.procedure_code, d.procedure_code) "
-                    "AS procedure_code, c.received_date, c.status FROM search_entries e "
-                    "LEFT JOIN documents d ON d.doc_id = e.doc_id "
-                    "LEFT JOIN cases c ON c.case_id = coalesce(e.case_id, d.case_id) "
-                    f"WHERE e.entry_id IN ({', '.join('?' * len(chunk))})", chunk):
-                found[r["entry_id"]] = r
-        return [HitRow(exact=exact[i], text="", **{**found[i], "title": found[i]["title"] or ""})
-                for i in ids if i in found]
+        for r in self._tuples_in(
+                "SELECT e.entry_id, coalesce(e.case_id, d.case_id), e.doc_id, d.sequence, d.title, e.page, "
+                "c.agency, coalesce(c.procedure_code, d.procedure_code), c.received_date, c.status "
+                "FROM search_entries e LEFT JOIN documents d ON d.doc_id = e.doc_id "
+                "LEFT JOIN cases c ON c.case_id = coalesce(e.case_id, d.case_id) WHERE e.entry_id IN ({})", ids):
+            found[r[0]] = r
+        places = self._shared_places(sorted({r[2] for r in found.values() if r[2] is not None}))
+        rows = []
+        for i in ids:
+            if (r := found.get(i)) is None:
+                continue
+            entry_id, case_id, doc_id, sequence, title, page, agency, procedure, received, status = r
+            rows.append(HitRow(entry_id, exact[i], case_id, doc_id, sequence, title or "", page, "", agency,
+                               procedure, received, status))
+            for p in places.get(doc_id, ()) if doc_id is not None else ():
+                rows.append(HitRow(entry_id, exact[i], p[0], doc_id, p[1], title or "", page, "", *p[2:]))
+        return rows
+
+    def _shared_places(self, doc_ids: list[int]) -> dict[int, list[tuple]]:
+        """doc_id -> the further dossiers it is filed in: (case_id, sequence, agency, procedure, received,
+        status), the fields scope and filters read."""
+        out: dict[int, list[tuple]] = {}
+        for r in self._tuples_in(
+                "SELECT l.doc_id, l.case_id, l.sequence, c.agency, coalesce(c.procedure_code, d.procedure_code), "
+                "c.received_date, c.status FROM case_links l JOIN documents d ON d.doc_id = l.doc_id "
+                "LEFT JOIN cases c ON c.case_id = l.case_id WHERE l.doc_id IN ({}) ORDER BY l.link_id", doc_ids):
+            out.setdefault(r[0], []).append(tuple(r[1:]))
+        return out
+
+    def _tuples_in(self, sql: str, values: list[int]) -> list[tuple]:
+        """Rows of ``sql`` whose ``IN ({})`` takes ``values``, in chunks (parameter limits), as plain tuples."""
+        rows: list[tuple] = []
+        for start in range(0, len(values), _CHUNK):
+            chunk = values[start:start + _CHUNK]
+            rows += self._execute(sql.format(", ".join("?" * len(chunk))), chunk).fetchall()
+        return rows
 
     def _entry_texts(self, entry_ids: list[int]) -> dict[int, str]:
         if not entry_ids:

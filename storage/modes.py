@@ -82,18 +82,24 @@ def _warn_if_open(path: Path) -> None:
 
 def private_file(path: str | os.PathLike, group_readable: bool = False) -> None:
     """Create ``path`` empty with the private file mode if missing (never through a symlink); narrow an
-    existing one of ours that is more open, and its SQLite side files too."""
+    existing one of ours that is more open, and its SQLite side files too.
+
+    An existing file is never opened: closing any descriptor of a file drops *all* of this process's POSIX
+    locks on it, including those of SQLite connections already open here (a second Archive in the same
+    process); another process could then delete the WAL under them, and they would read a stale index."""
     mode = file_mode(group_readable)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+        st = os.lstat(path)
+    except FileNotFoundError:
+        try:
+            os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode))
+        except OSError:
+            pass  # created meanwhile, or not ours to create: SQLite will say what is wrong
+        st = None
     except OSError:
-        return  # not ours to create (read-only, a symlink): SQLite will say what is wrong
-    try:
-        st = os.fstat(fd)
-        if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) & ~mode:
-            os.fchmod(fd, stat.S_IMODE(st.st_mode) & mode)
-    finally:
-        os.close(fd)
+        return
+    if st is not None and stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) & ~mode:
+        os.chmod(path, stat.S_IMODE(st.st_mode) & mode)
     for suffix in SQLITE_SIDE_FILES:
         side = f"{os.fspath(path)}{suffix}"
         try:

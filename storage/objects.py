@@ -117,6 +117,10 @@ class ObjectStore(ABC):
     def exists(self, key: str) -> bool: ...
 
     @abstractmethod
+    def size(self, key: str) -> int:
+        """The object's length in bytes (a streamed download announces it before the first byte)."""
+
+    @abstractmethod
     def read_chunks(self, key: str) -> Iterator[bytes]: ...
 
     @abstractmethod
@@ -152,6 +156,14 @@ class FolderStore(ObjectStore):
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def size(self, key: str) -> int:
+        try:
+            return os.stat(self._path(key)).st_size
+        except FileNotFoundError:
+            raise StorageError(f"object {key} is missing from {self.description}") from None
+        except OSError as e:
+            raise StorageError(f"cannot read object {key}: {e.strerror}") from None
 
     def read_chunks(self, key: str) -> Iterator[bytes]:
         try:
@@ -290,6 +302,9 @@ class S3Store(ObjectStore):
                 raise
 
         return self._call(stat, f"checking {key}")
+
+    def size(self, key: str) -> int:
+        return int(self._call(lambda: self.client.stat_object(self.bucket, key), f"checking {key}").size)
 
     def read_chunks(self, key: str) -> Iterator[bytes]:
         response = self._call(lambda: self.client.get_object(self.bucket, key), f"reading {key}")

@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from digitize.errors import BadArgsError, NotFoundError
 from storage.access import Gate, Perm, SearchFilters
-from storage.models import CaseRecord, DocumentRow
+from storage.models import CaseRecord, DocumentRow, SignatureRow
 
 from . import files
 from .app import api_gate
@@ -30,14 +30,21 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
                              (404, "not-found", "Not found, or outside the token's agencies")]}
 
 
-def document_json(doc: DocumentRow) -> dict[str, Any]:
-    return {"sequence": doc.sequence, "doc_id": doc.doc_id, "title": doc.title, "doc_type": doc.doc_type,
+def signature_json(sig: SignatureRow) -> dict[str, Any]:
+    return {"signer": sig.signer, "signing_time": sig.signing_time, "level": sig.level, "timestamp": sig.timestamp,
+            "cert_sha256": sig.cert_sha256}
+
+
+def document_json(doc: DocumentRow, signatures: list[SignatureRow] | None = None) -> dict[str, Any]:
+    return {"signatures": [signature_json(s) for s in signatures or []],"sequence": doc.sequence, "doc_id": doc.doc_id, "title": doc.title, "doc_type": doc.doc_type,
             "pages": doc.pages, "ocr_confidence": doc.ocr_confidence, "original_sha256": doc.original_sha256,
             "pdfa_sha256": doc.pdfa_sha256, "source_name": doc.source_name, "stored_at": doc.stored_at}
 
 
-def case_json(record: CaseRecord, docs: list[DocumentRow]) -> dict[str, Any]:
-    return {"case": asdict(record), "documents": [document_json(d) for d in docs]}
+def case_json(record: CaseRecord, docs: list[DocumentRow],
+              signatures: dict[int, list[SignatureRow]] | None = None) -> dict[str, Any]:
+    signatures = signatures or {}
+    return {"case": asdict(record), "documents": [document_json(d, signatures.get(d.doc_id)) for d in docs]}
 
 
 def job_json(job: UploadJob) -> dict[str, Any]:
@@ -48,7 +55,8 @@ def job_json(job: UploadJob) -> dict[str, Any]:
 
 @router.get("/cases/{case_id}", responses=ERROR_RESPONSES, summary="A case record and its documents in order")
 def get_case(case_id: str, gate: Gate = Depends(api_gate)) -> dict[str, Any]:
-    return case_json(*gate.case(case_id))
+    record, docs = gate.case(case_id)
+    return case_json(record, docs, gate.signatures(record.case_id, docs))
 
 
 @router.put("/cases/{case_id}", responses=ERROR_RESPONSES, summary="Upsert a case record (one-stop system push)")
@@ -79,7 +87,7 @@ async def receive_upload(request: Request, gate: Gate, case_id: str | None) -> U
     if upload is None or isinstance(upload, str):
         raise BadArgsError("send the scan as a multipart form field named 'file'")
     try:
-        job, _ = await run_in_threadpool(queue.receive, upload.file, upload.filename or "", gate.principal.actor,
+        job, _ = await run_in_threadpool(queue.receive, upload.file, upload.filename or "", gate.upload_scope(),
                                          case_id)
     finally:
         await form.close()

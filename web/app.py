@@ -23,9 +23,12 @@ from digitize.errors import (BadArgsError, ConfigError, DigitizeError, InputErro
                              VerificationError)
 from storage.access import AuthenticationError, Gate, PermissionDenied
 from storage.archive import Archive
+from storage.index import open_index
 
-from .auth import SESSION_COOKIE, SESSION_MAX_AGE, CsrfError, LoginRequired, LoginThrottle, session_secret
+from .auth import (SESSION_COOKIE, SESSION_MAX_AGE, CsrfError, LoginRequired, LoginThrottle, SessionRevocations,
+                   session_secret)
 from .context import ArchivePool
+from .events import EventWriter
 from .uploads import UploadQueue
 from .webhooks import WebhookDispatcher
 
@@ -84,22 +87,30 @@ def get_archive(request: Request) -> Iterator[Archive]:
 def api_gate(request: Request, archive: Archive = Depends(get_archive)) -> Gate:
     from .auth import api_principal, client_address
 
-    return archive.gate(api_principal(request, archive.index), client_address(request))
+    return _with_sink(request, archive.gate(api_principal(request, archive.index), client_address(request)))
 
 
 def page_gate(request: Request, archive: Archive = Depends(get_archive)) -> Gate:
     from .auth import client_address, page_principal
 
-    principal = page_principal(request, archive.index, request.app.state.settings.web.session_idle)
-    return archive.gate(principal, client_address(request))
+    principal = page_principal(request, archive.index, request.app.state.settings.web.session_idle,
+                               request.app.state.sessions_ended)
+    return _with_sink(request, archive.gate(principal, client_address(request)))
+
+
+def _with_sink(request: Request, gate: Gate) -> Gate:
+    gate.sink = request.app.state.events  # access events are committed in batches by this process's writer
+    return gate
 
 
 def create_app(settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        app.state.events.start()
         app.state.webhooks.start()
         yield
         app.state.webhooks.stop()
+        app.state.events.close()
         app.state.uploads.close()
         app.state.pool.close()
 
@@ -110,7 +121,9 @@ def create_app(settings) -> FastAPI:
     app.state.settings = settings
     app.state.pool = ArchivePool(settings)
     app.state.uploads = UploadQueue(settings)
+    app.state.events = EventWriter(lambda: open_index(settings.index_dsn, settings.store.group_readable))
     app.state.webhooks = WebhookDispatcher(settings, app.state.pool.archive)
+    app.state.sessions_ended = SessionRevocations(settings.data_dir)
     app.state.throttle = LoginThrottle(settings.web.login_attempts, settings.web.login_pause)
     app.add_middleware(SessionMiddleware, secret_key=session_secret(settings), session_cookie=SESSION_COOKIE,
                        max_age=SESSION_MAX_AGE, same_site="lax" if settings.web.oidc_issuer else "strict",

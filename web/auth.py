@@ -1,8 +1,9 @@
 """Who is asking: Bearer tokens for the API, signed session cookies for the pages, CSRF, login throttling.
 
 Sessions are Starlette's SessionMiddleware (itsdangerous-signed cookie, HttpOnly, SameSite=Strict, Secure
-by default): nothing to store server-side, and the signing is a well-kept library's. The session holds only
-the user name, times and the CSRF token; the user's role and agencies are re-read from the index on every
+by default); the signing is a well-kept library's. The session holds only the user name, a random session
+id, times and the CSRF token; logout records the id as ended (:class:`SessionRevocations`), so a copied
+cookie dies with it; the user's role and agencies are re-read from the index on every
 request, so disabling a user ends its sessions at once. CSRF uses the synchronizer-token pattern (a random
 token in the session, echoed by every form): it works for plain HTML forms, which the double-submit
 middlewares for Starlette (header-only) do not cover.
@@ -10,6 +11,7 @@ middlewares for Starlette (header-only) do not cover.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 import secrets
@@ -40,16 +42,58 @@ def session_secret(settings) -> str:
         return settings.web.secret_key
     path = Path(settings.data_dir) / "web-secret"
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    except FileExistsError:
-        fd = None
-    if fd is not None:
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(48))
+    if not os.path.lexists(path):  # written aside, then linked in: worker processes starting together
+        temp = path.with_name(f".web-secret.{os.getpid()}.{secrets.token_hex(4)}")  # all read the same key
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(48))
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(temp, path)
+            except FileExistsError:
+                pass
+        finally:
+            os.unlink(temp)
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     with os.fdopen(fd) as f:
         return f.read().strip()
+
+
+class SessionRevocations:
+    """Sessions ended by logout, kept server-side so that a copied cookie stops working at once.
+
+    Each session has a random id (``sid``) in its signed cookie; logout leaves a file named by the id's
+    SHA-256 in ``data_dir/sessions-ended/`` (0700), which every request checks (one stat). The folder is
+    shared by the server's worker processes; entries older than a cookie's lifetime are pruned, since
+    the signed cookie has expired by then anyway."""
+
+    def __init__(self, data_dir: str | Path, max_age: float = SESSION_MAX_AGE):
+        self.folder = Path(data_dir) / "sessions-ended"
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.max_age = max_age
+
+    def _path(self, sid: str) -> Path:
+        return self.folder / hashlib.sha256(sid.encode("utf-8")).hexdigest()
+
+    def revoke(self, sid: str) -> None:
+        fd = os.open(self._path(sid), os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        os.fsync(fd)
+        os.close(fd)
+        self.prune()
+
+    def revoked(self, sid: str) -> bool:
+        return os.path.lexists(self._path(sid))
+
+    def prune(self) -> None:
+        cutoff = time.time() - self.max_age - 60
+        for entry in os.scandir(self.folder):
+            try:
+                if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                    os.unlink(entry.path)
+            except OSError:
+                continue
 
 
 def client_address(request: Request) -> str:
@@ -64,11 +108,11 @@ def api_principal(request: Request, index) -> Principal:
     return authenticate_token(index, secret.strip())
 
 
-def page_principal(request: Request, index, idle: float) -> Principal:
+def page_principal(request: Request, index, idle: float, ended: SessionRevocations) -> Principal:
     session = request.session
-    name = session.get("user")
+    name, sid = session.get("user"), session.get("sid")
     now = time.time()
-    if not name or now - float(session.get("seen", 0)) > idle:
+    if not name or not sid or now - float(session.get("seen", 0)) > idle or ended.revoked(str(sid)):
         session.pop("user", None)
         raise LoginRequired()
     principal = principal_for_user(index, name)
@@ -96,7 +140,19 @@ def start_session(request: Request, principal: Principal) -> None:
     """A fresh session (and CSRF token) at login, so a token planted before login is worthless."""
     lang = request.session.get("lang")
     request.session.clear()
-    request.session.update(user=principal.name, seen=time.time(), csrf=secrets.token_urlsafe(32))
+    request.session.update(user=principal.name, seen=time.time(), csrf=secrets.token_urlsafe(32),
+                           sid=secrets.token_urlsafe(32))
+    if lang:
+        request.session["lang"] = lang
+
+
+def end_session(request: Request, ended: SessionRevocations) -> None:
+    """Logout: the session id is revoked server-side (copies of the cookie die too), then the cookie cleared."""
+    sid = request.session.get("sid")
+    if sid:
+        ended.revoke(str(sid))
+    lang = request.session.get("lang")
+    request.session.clear()
     if lang:
         request.session["lang"] = lang
 

@@ -1,4 +1,4 @@
-"""``digitize serve``: the portal and the REST API under uvicorn."""
+"""``digitize serve``: the portal and the REST API under uvicorn, in ``[web] workers`` processes."""
 
 from __future__ import annotations
 
@@ -15,15 +15,37 @@ Examples:
 @click.pass_obj
 def serve_cmd(settings, host: str | None, port: int | None) -> None:
     """Serve the portal (pages in Vietnamese/English) and the REST API at /api/v1."""
+    import os
+
     import uvicorn
 
-    from .app import create_app
-
-    app = create_app(settings)
+    workers = settings.web.workers if settings.web.workers > 0 else (os.cpu_count() or 1)
     proxies = settings.web.trusted_proxies or "127.0.0.1"
-    uvicorn.run(app, host=host or settings.web.host, port=port or settings.web.port, log_level="warning",
-                access_log=False, proxy_headers=bool(settings.web.trusted_proxies), forwarded_allow_ips=proxies,
-                server_header=False)
+    config = uvicorn.Config(AppFactory(settings), factory=True, host=host or settings.web.host,
+                            port=port or settings.web.port, workers=workers, log_level="warning",
+                            access_log=False, proxy_headers=bool(settings.web.trusted_proxies),
+                            forwarded_allow_ips=proxies, server_header=False)
+    if workers == 1:
+        uvicorn.Server(config).run()
+        return
+    from uvicorn.supervisors import Multiprocess
+
+    # uvicorn's supervisor: worker processes are *spawned* (the settings reach them pickled through the
+    # process pipe, never through argv or the environment), share the listening socket, and one that dies
+    # is replaced. Upload jobs and webhooks coordinate through the data dir (web/uploads.py, web/webhooks.py).
+    Multiprocess(config, sockets=[config.bind_socket()]).run()
+
+
+class AppFactory:
+    """Builds the app inside each worker process (connections and threads are never inherited)."""
+
+    def __init__(self, settings):
+        self.settings = settings
+
+    def __call__(self):
+        from .app import create_app
+
+        return create_app(self.settings)
 
 
 COMMANDS: list = [serve_cmd]

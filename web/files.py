@@ -1,7 +1,9 @@
 """Downloads shared by the API and the pages: one object, the dossier ZIP, a page image.
 
-Each is written to a private work folder by the gate (SHA-256 checked against the index on the way out)
-and removed after the response is sent. File names in Content-Disposition are the ASCII slugs of
+A document is streamed straight from the object store, its SHA-256 checked while it streams (the last
+piece is held back until it matched; on a mismatch the response is aborted, so no client gets a complete
+wrong file). The dossier ZIP and page images are built in a private work folder by the gate (SHA-256
+checked on the way out) and removed after the response is sent. File names in Content-Disposition are the ASCII slugs of
 storage/retrieval.py, never the stored title or the name a scan was sent under.
 """
 
@@ -13,7 +15,7 @@ import zipfile
 from pathlib import Path
 
 from fastapi import Request
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 
 from digitize.fsutil import work_dir
@@ -36,24 +38,58 @@ def _temp() -> tuple[contextlib.ExitStack, Path]:
     return stack, stack.enter_context(work_dir("portal"))
 
 
+def byte_range(header: str, size: int) -> tuple[int, int] | None:
+    """One ``bytes=`` range of a Range header as (first, last); None for none or several (the whole object
+    is sent then, as RFC 9110 allows); RangeNotSatisfiable if it lies outside the object."""
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first, _, last = spec.strip().partition("-")
+    try:
+        if not first:
+            start, end = size - int(last), size - 1
+        else:
+            start, end = int(first), min(int(last), size - 1) if last else size - 1
+    except ValueError:
+        return None
+    start = max(start, 0)
+    if start > end or start >= size:
+        raise RangeNotSatisfiable(size)
+    return start, end
+
+
+class RangeNotSatisfiable(Exception):
+    def __init__(self, size: int):
+        super().__init__(f"bytes */{size}")
+        self.size = size
+
+
 def document_response(request: Request, gate: Gate, case_id: str, sequence: int, kind: str,
                       inline: bool = False) -> Response:
+    """One object streamed from the store, SHA-256 checked on the way (see Gate.stream); ETag, Range."""
     doc = gate.document(case_id, sequence)
     sha = doc.original_sha256 if kind == "original" else doc.pdfa_sha256
     etag = f'"{sha}"'
     if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
         return Response(status_code=304, headers={"etag": etag})
-    stack, tmp = _temp()
-    try:
-        name = output_name(doc, kind == "original")
-        gate.fetch(case_id, sequence, kind, tmp / "object")
-    except BaseException:
-        stack.close()
-        raise
+    download = gate.stream(case_id, sequence, kind)
+    name = output_name(doc, kind == "original")
     media = ORIGINAL_TYPES.get(name.rsplit(".", 1)[-1], KINDS[kind]) if kind == "original" else KINDS[kind]
-    return FileResponse(tmp / "object", media_type=media, background=BackgroundTask(stack.close),
-                        headers={"etag": etag, "content-disposition": disposition(name, inline),
-                                 "x-content-sha256": sha})
+    headers = {"etag": etag, "content-disposition": disposition(name, inline), "x-content-sha256": sha,
+               "accept-ranges": "bytes"}
+    wanted = request.headers.get("range", "")
+    if_range = request.headers.get("if-range", "").strip()
+    status = 200
+    if wanted and (not if_range or if_range == etag):
+        try:
+            download.byte_range = byte_range(wanted, download.size)
+        except RangeNotSatisfiable as e:
+            return Response(status_code=416, headers={"content-range": f"bytes */{e.size}", "etag": etag})
+        if download.byte_range:
+            status = 206
+            headers["content-range"] = f"bytes {download.byte_range[0]}-{download.byte_range[1]}/{download.size}"
+    headers["content-length"] = str(download.length)
+    return StreamingResponse(iter(download), status_code=status, media_type=media, headers=headers)
 
 
 def dossier_response(gate: Gate, case_id: str, original: bool = False) -> Response:

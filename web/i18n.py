@@ -42,6 +42,8 @@ STRINGS: dict[str, tuple[str, str]] = {
     "fixity_ok": ("SHA-256 được kiểm tra khi tải xuống", "SHA-256 checked on download"),
     "signature": ("Chữ ký số", "Signature"),
     "not_signed": ("chưa ký", "not signed"),
+    "signature_level": ("mức", "level"),
+    "timestamped": ("dấu thời gian", "timestamped"),
     "download_pdfa": ("Tải PDF/A", "Download PDF/A"),
     "download_original": ("Tải bản gốc", "Download original"),
     "download_zip": ("Tải toàn bộ hồ sơ (ZIP)", "Download the whole dossier (ZIP)"),

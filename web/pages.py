@@ -22,7 +22,7 @@ from storage.access import AuthenticationError, Gate, Perm, SearchFilters, authe
 
 from . import files, oidc
 from .app import get_archive, page_gate
-from .auth import check_csrf, client_address, csrf_token, start_session
+from .auth import check_csrf, client_address, csrf_token, end_session, start_session
 from .i18n import DEFAULT, LANGUAGES, translate
 
 HERE = Path(__file__).parent
@@ -89,9 +89,7 @@ def install(app: FastAPI) -> None:
     @app.post("/logout", include_in_schema=False)
     def logout(request: Request, csrf: str = Form("")) -> Response:
         check_csrf(request, csrf)
-        lang = lang_of(request)
-        request.session.clear()
-        request.session["lang"] = lang
+        end_session(request, request.app.state.sessions_ended)
         return RedirectResponse("/login", status_code=303)
 
     @app.get("/lang/{code}", include_in_schema=False)
@@ -128,7 +126,8 @@ def install(app: FastAPI) -> None:
     @app.get("/cases/{case_id}", include_in_schema=False)
     def case_page(request: Request, case_id: str, gate: Gate = Depends(page_gate)) -> Response:
         record, docs = gate.case(case_id)
-        return render(request, "case.html", gate=gate, case=record, docs=docs, events=gate.events(record.case_id))
+        return render(request, "case.html", gate=gate, case=record, docs=docs, events=gate.events(record.case_id),
+                      signatures=gate.signatures(record.case_id, docs))
 
     @app.get("/cases/{case_id}/documents/{sequence}/view", include_in_schema=False)
     def viewer(request: Request, case_id: str, sequence: int, page: int = 1,
@@ -190,7 +189,7 @@ def install(app: FastAPI) -> None:
         job = visible_job(request, gate, job_id)
         target = gate.scoped_case_id(case_id, Perm.upload) if case_id.strip() else None
         gate.require(Perm.upload)
-        request.app.state.uploads.retry(job, target)
+        request.app.state.uploads.retry(job, target, gate.upload_scope())
         return RedirectResponse("/desk", status_code=303)
 
     @app.post("/desk/link", include_in_schema=False)

@@ -12,6 +12,8 @@ upload stays there with its reason (shown on the scanning desk), and a server re
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -51,6 +53,15 @@ class UploadJob:
     documents: list[dict] = field(default_factory=list)
     created_at: str = ""
     finished_at: str = ""
+    sender: dict = field(default_factory=dict)  # the sender's Principal: its upload scope binds every part
+
+    def scope(self):
+        """The sender's upload scope (storage.access); a job saved without a sender may file nothing."""
+        from storage.access import Principal, UploadScope
+
+        fields = {**{"name": "", "role": ""}, **self.sender}
+        return UploadScope(Principal(fields["name"], fields["role"], tuple(fields.get("agencies", ())),
+                                     fields.get("kind", "user")))
 
     @property
     def finished(self) -> bool:
@@ -82,39 +93,84 @@ class UploadQueue:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="digitize-upload")
         self._worker: ProcessPoolExecutor | None = None
         self._listeners: list = []
+        self._claims: dict[str, int] = {}
         self._resume()
 
     # -- state ---------------------------------------------------------------------------------
+    # The state of every job is its job.json, so each server process sees every job, whichever process
+    # took the upload. A job is run by the process holding its claim (an flock on the job's ``lock`` file,
+    # taken at submit and held until the job ends; the kernel drops it if the process dies), so a job is
+    # never run twice, and a process that starts later resumes unfinished jobs nobody holds.
     def _save(self, job: UploadJob) -> None:
         atomic_write_text(self.root / job.job_id / "job.json", json.dumps(asdict(job), ensure_ascii=False))
 
+    def _load(self, job_id: str) -> UploadJob | None:
+        folder = self.root / job_id
+        try:
+            if folder.is_symlink():
+                return None
+            fd = os.open(folder / "job.json", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            with open(fd, encoding="utf-8") as f:
+                return UploadJob(**json.load(f))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def _claim(self, job_id: str) -> bool:
+        """Take the job for this process (non-blocking); False if another process (or thread) holds it."""
+        with self._lock:
+            if job_id in self._claims:
+                return False
+            try:
+                fd = os.open(self.root / job_id / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            except OSError:
+                return False
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                return False
+            self._claims[job_id] = fd
+            return True
+
+    def _release(self, job_id: str) -> None:
+        with self._lock:
+            fd = self._claims.pop(job_id, None)
+        if fd is not None:
+            os.close(fd)
+
     def _resume(self) -> None:
         for folder in sorted(self.root.iterdir()):
-            state = folder / "job.json"
-            if not (_JOB_ID.fullmatch(folder.name) and state.is_file() and not folder.is_symlink()):
+            if not _JOB_ID.fullmatch(folder.name) or folder.is_symlink():
                 continue
-            try:
-                job = UploadJob(**json.loads(state.read_text(encoding="utf-8")))
-            except (OSError, ValueError, TypeError):
+            job = self._load(folder.name)
+            if job is None or job.finished or not self._claim(job.job_id):
                 continue
-            self._jobs[job.job_id] = job
-            if not job.finished:
-                job.state = "queued"
-                self._executor.submit(self._run, job)
+            job.state = "queued"
+            with self._lock:
+                self._jobs[job.job_id] = job
+            self._executor.submit(self._run, job)
 
     def get(self, job_id: str) -> UploadJob | None:
-        return self._jobs.get(job_id) if _JOB_ID.fullmatch(job_id or "") else None
+        if not _JOB_ID.fullmatch(job_id or ""):
+            return None
+        with self._lock:
+            mine = self._jobs.get(job_id)
+        return mine or self._load(job_id)
 
     def jobs(self) -> list[UploadJob]:
         with self._lock:
-            return sorted(self._jobs.values(), key=lambda j: j.created_at, reverse=True)
+            found = dict(self._jobs)
+        for folder in self.root.iterdir():
+            if _JOB_ID.fullmatch(folder.name) and folder.name not in found and (job := self._load(folder.name)):
+                found[job.job_id] = job
+        return sorted(found.values(), key=lambda j: j.created_at, reverse=True)
 
     def on_finished(self, listener) -> None:
         """``listener(job)`` is called (in the worker thread) when a job ends; errors are only logged."""
         self._listeners.append(listener)
 
     # -- intake --------------------------------------------------------------------------------
-    def receive(self, stream: BinaryIO, name: str, owner: str, case_id: str | None) -> tuple[UploadJob, Path]:
+    def receive(self, stream: BinaryIO, name: str, scope, case_id: str | None) -> tuple[UploadJob, Path]:
         """Copy the upload into its private folder (size-limited) and hash it; not queued yet."""
         safe = stored_name(name)
         job_id = uuid.uuid4().hex
@@ -135,41 +191,57 @@ class UploadQueue:
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
-        return UploadJob(job_id, owner, case_id, display_name(name), size, digest.hexdigest(),
-                         created_at=now_iso()), target
+        return UploadJob(job_id, scope.principal.actor, case_id, display_name(name), size, digest.hexdigest(),
+                         created_at=now_iso(), sender=asdict(scope.principal)), target
 
     def discard(self, job: UploadJob) -> None:
         shutil.rmtree(self.root / job.job_id, ignore_errors=True)
 
     def submit(self, job: UploadJob) -> UploadJob:
+        if not self._claim(job.job_id):
+            raise BadArgsError("this upload is being processed already")
+        self._queue(job)
+        return job
+
+    def _queue(self, job: UploadJob) -> None:
         with self._lock:
             self._jobs[job.job_id] = job
         self._save(job)
         self._executor.submit(self._run, job)
-        return job
 
-    def retry(self, job: UploadJob, case_id: str | None) -> UploadJob:
-        """Run a failed job again on its kept scan, into ``case_id`` (already scope-checked by the caller)."""
-        with self._lock:
+    def retry(self, job: UploadJob, case_id: str | None, scope) -> UploadJob:
+        """Run a failed job again on its kept scan, into ``case_id`` (already scope-checked by the caller),
+        within the scope of whoever retries it."""
+        if not self._claim(job.job_id):
+            raise BadArgsError("this upload is being processed already")
+        try:
+            job = self._load(job.job_id) or job  # the saved state: another process may have run it meanwhile
             kept = [p for p in (self.root / job.job_id).iterdir() if p.suffix.lower() in SUFFIXES]
             if job.state != "failed" or not kept:
                 raise BadArgsError("only a failed upload whose scan is still kept can be retried")
-            job.case_id, job.state, job.reason, job.finished_at = case_id, "queued", "", ""
-        return self.submit(job)
+        except BaseException:
+            self._release(job.job_id)
+            raise
+        job.case_id, job.state, job.reason, job.finished_at = case_id, "queued", "", ""
+        job.sender = asdict(scope.principal)
+        self._queue(job)
+        return job
 
     # -- work ----------------------------------------------------------------------------------
     def _run(self, job: UploadJob) -> None:
         folder = self.root / job.job_id
         files = [p for p in folder.iterdir() if p.name != "job.json" and p.suffix.lower() in SUFFIXES]
         job.state = "running"
+        self._save(job)
         values = {"title": Path(job.name).stem, "scanned_by": job.owner.split(":", 1)[-1]}
         if job.case_id:
             values["case_id"] = job.case_id
         try:
             if self._worker is None:
                 self._worker = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-            status, reason, documents = self._worker.submit(convert_upload, str(files[0]), self.settings,
-                                                            values).result()
+            with self._converting():  # one conversion at a time per data dir, whichever process took it
+                status, reason, documents = self._worker.submit(convert_upload, str(files[0]), self.settings,
+                                                                values, job.scope()).result()
             job.state, job.reason, job.documents = status, reason, documents
         except BrokenProcessPool:
             self._worker = None  # a new worker for the next job
@@ -182,22 +254,37 @@ class UploadQueue:
             for f in files:
                 f.unlink(missing_ok=True)  # stored and verified: the copy is no longer needed
         self._save(job)
+        with self._lock:
+            self._jobs.pop(job.job_id, None)  # the saved state is the truth from now on
+        self._release(job.job_id)
         for listener in self._listeners:
             try:
                 listener(job)
             except Exception:  # noqa: BLE001
                 log.exception("upload listener failed")
 
+    @contextlib.contextmanager
+    def _converting(self):
+        fd = os.open(self.root / ".convert.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
         if self._worker is not None:
             self._worker.shutdown(wait=True)
+        for job_id in list(self._claims):
+            self._release(job_id)  # queued jobs not started: the next process to start resumes them
 
 
-def convert_upload(path: str, settings, values: dict) -> tuple[str, str, list[dict]]:
-    """In the worker process: the watch job on one uploaded file; (status, reason, stored documents)."""
+def convert_upload(path: str, settings, values: dict, scope) -> tuple[str, str, list[dict]]:
+    """In the worker process: the watch job on one uploaded file, each part checked against the sender's
+    ``scope`` before it is stored; (status, reason, stored documents)."""
     from pipelines.jobs import process_file
     from pipelines.metadata import Clue
 
-    result = process_file(Path(path), settings, Clue("upload", values))
+    result = process_file(Path(path), settings, Clue("upload", values), allowed=scope)
     return str(result.status), result.reason, [asdict(d) for d in result.documents]

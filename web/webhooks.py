@@ -1,7 +1,8 @@
 """Webhooks: a signed JSON POST to each configured URL when a document is stored, by any path (watch, batch,
 portal or API uploads), never blocking one.
 
-The append-only events log is the outbox: a thread of ``digitize serve`` reads new ``stored`` events and
+The append-only events log is the outbox: a thread of ``digitize serve`` (of one of its worker processes:
+the one holding ``data_dir/webhooks.lock``) reads new ``stored`` events and
 delivers them in order, each URL with its own cursor (``data_dir/webhooks.json``), so one slow or broken
 receiver delays no other. A failed delivery is retried with doubling backoff up to ``webhook_retries``
 attempts, then skipped with a warning (the URL with any password masked, never the secret). Receivers check
@@ -11,10 +12,12 @@ attempts, then skipped with a warning (the URL with any password masked, never t
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import hmac
 import json
 import logging
+import os
 import threading
 import time
 import urllib.error
@@ -67,17 +70,40 @@ class WebhookDispatcher:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self._leader: threading.Thread | None = None
 
     def start(self) -> None:
-        for url in self.urls:
-            thread = threading.Thread(target=self._run, args=(url,), name="digitize-webhook", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        """Deliver from this process once it holds the data dir's dispatcher lock: of several server
+        processes (``[web] workers``) exactly one delivers, and another takes over if it ends."""
+        if self.urls:
+            self._leader = threading.Thread(target=self._lead, name="digitize-webhook-lock", daemon=True)
+            self._leader.start()
+
+    def _lead(self) -> None:
+        path = self.state_path.with_name("webhooks.lock")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError:
+                    if self._stop.wait(POLL):
+                        return
+            for url in self.urls:
+                thread = threading.Thread(target=self._run, args=(url,), name="digitize-webhook", daemon=True)
+                thread.start()
+                self._threads.append(thread)
+            self._stop.wait()
+            for thread in self._threads:
+                thread.join(timeout=TIMEOUT + 5)
+        finally:
+            os.close(fd)  # the lock goes with it
 
     def stop(self) -> None:
         self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=TIMEOUT + 5)
+        if self._leader is not None:
+            self._leader.join(timeout=TIMEOUT + 10)
 
     def _cursor(self, url: str, value: int | None = None, default: int = 0) -> int:
         """Read (value None) or write one URL's cursor; the file is shared by the URLs' threads."""

@@ -126,3 +126,26 @@ def test_unmatched_and_link_follow_the_scope(two_agencies):
     with pytest.raises(NotFoundError):
         scanner_a.link(doc.doc_id, CASE_B)
     assert scanner_a.link(doc.doc_id, CASE_A).case_id == CASE_A
+
+
+def test_a_shared_document_is_reachable_through_every_dossier_it_belongs_to(two_agencies, tmp_path):
+    """A scan filed under CASE_A and shared with CASE_B: agency B sees it in B's dossier (case, download,
+    ZIP, search), agency A in A's, a third agency nowhere."""
+    archive = two_agencies
+    (home,) = archive.documents(CASE_A)
+    shared = archive.share(home.doc_id, CASE_B)
+    officer_b = archive.gate(Principal("b", "officer", ("000.00.12.H29",)))
+    _, docs = officer_b.case(CASE_B)
+    assert home.doc_id in {d.doc_id for d in docs}
+    got = officer_b.fetch(CASE_B, shared.sequence, "pdfa", tmp_path / "shared.pdf")
+    assert got.doc_id == home.doc_id and (tmp_path / "shared.pdf").is_file()
+    assert len(officer_b.dossier(CASE_B, tmp_path / "zip").files) == 2
+    hits = officer_b.search("thua 12").hits
+    assert [(h.case_id, h.doc_id, h.sequence) for h in hits] == [(CASE_B, home.doc_id, shared.sequence)]
+    assert [h.case_id for h in archive.gate(OFFICER_A).search("thua 12").hits] == [CASE_A]
+    assert {h.case_id for h in archive.gate(Principal("arch", "archivist")).search("thua 12").hits} == {CASE_A,
+                                                                                                          CASE_B}
+    other = archive.gate(Principal("c", "officer", ("000.00.99.H01",)))
+    assert other.search("thua 12").hits == []
+    with pytest.raises(NotFoundError):
+        other.fetch(CASE_B, shared.sequence, "pdfa", tmp_path / "no.pdf")

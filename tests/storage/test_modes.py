@@ -81,3 +81,30 @@ def test_a_symlinked_index_file_is_not_created_through(tmp_path, umask):
     link.symlink_to(target)
     private_file(link)
     assert not target.exists()
+
+
+def test_a_second_index_opened_in_a_process_keeps_the_first_ones_view_fresh(tmp_path):
+    """Opening the index again (a pool of archives) must not drop the POSIX locks of the connections already
+    open: another process closing its own would then delete the WAL under them, and they would read a stale
+    index for good (a disabled user still logged in, a new case never seen)."""
+    import subprocess
+    import sys
+
+    from storage.models import CaseRecord
+
+    settings = Settings(data_dir=str(tmp_path / "data"))
+    writer = ("import sys; from digitize.config import Settings; from storage.archive import Archive; "
+              "from storage.models import CaseRecord\n"
+              "with Archive.open(Settings(data_dir=sys.argv[1])) as a: a.index.upsert_case(CaseRecord(sys.argv[2]))")
+    first = Archive.open(settings)
+    try:
+        first.index.upsert_case(CaseRecord("000.00.31.H56-241015-0027"))
+        with Archive.open(settings) as second:
+            assert second.index.get_case("000.00.31.H56-241015-0027") is not None
+            for number in ("0028", "0029"):  # each writer closes last: SQLite then removes the WAL if it may
+                subprocess.run([sys.executable, "-c", writer, settings.data_dir, f"000.00.31.H56-241015-{number}"],
+                               check=True, timeout=60,
+                               env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+                assert first.index.get_case(f"000.00.31.H56-241015-{number}") is not None, number
+    finally:
+        first.close()

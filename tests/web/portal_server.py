@@ -54,11 +54,12 @@ def wait_until_up(process: subprocess.Popen, url: str, timeout: float, log: Path
 
 
 def start_portal(data_dir: Path, tokens: dict[str, str], **env: str) -> Portal:
-    """`digitize serve` as a real process on a free loopback port; ``Portal.stop()`` ends it."""
+    """`digitize serve` as a real process on a free loopback port (two worker processes, as on the 2-core CI
+    machine, unless ``DIGITIZE_WEB_WORKERS`` is given); ``Portal.stop()`` ends it."""
     port = free_port()
     log = open(data_dir.parent / "serve.log", "w")
     process = subprocess.Popen([sys.executable, "-m", "digitize", "serve", "--port", str(port)],
-                               env={**digitize_env(data_dir), **env}, stdout=log, stderr=subprocess.STDOUT,
+                               env={**digitize_env(data_dir), "DIGITIZE_WEB_WORKERS": "2", **env}, stdout=log, stderr=subprocess.STDOUT,
                                cwd=str(data_dir.parent))
     log.close()
     url = f"http://127.0.0.1:{port}"

@@ -129,3 +129,48 @@ def test_an_internal_error_is_json_without_details(app, seeded, monkeypatch):
                      headers={"authorization": f"Bearer {seeded[1]['onestop-a']}"})
     r = api.get(f"/api/v1/cases/{CASE_A}")
     assert r.status_code == 500 and r.json()["error"] == "internal" and "secret" not in r.text
+
+
+def test_case_page_and_api_show_each_documents_recorded_signature(app, seeded, tmp_path):
+    from dataclasses import replace
+
+    from portal_data import AGENCY_A, store_case
+    from storage.archive import Archive
+
+    signed_case = f"{AGENCY_A}-241020-0005"
+    settings = Settings(data_dir=str(seeded[0]))
+    with Archive.open(settings) as archive:
+        real_store = archive.store
+
+        def store_signed(original, pdfa, report, meta):
+            if meta.title.startswith("Tài liệu 1"):
+                report = replace(report, signature={
+                    "field": "Signature1", "signer": "UBND Phường Bến Nghé", "cert_sha256": "ab" * 32,
+                    "signing_time": "2024-10-15T09:30:00+07:00", "level": "B-T",
+                    "timestamp": "2024-10-15T09:30:01+07:00"})
+            return real_store(original, pdfa, report, meta)
+
+        archive.store = store_signed
+        store_case(archive, tmp_path, signed_case, ["Tờ trình ký số", "Phụ lục"], AGENCY_A)
+    client, _ = login(app)
+    page = client.get(f"/cases/{signed_case}").text
+    assert "UBND Phường Bến Nghé, 2024-10-15 09:30 (PAdES B-T)" in page
+    assert page.count("chưa ký") == 1  # the second document only
+    api = TestClient(app, headers={"authorization": f"Bearer {seeded[1]['onestop-a']}"})
+    docs = api.get(f"/api/v1/cases/{signed_case}").json()["documents"]
+    assert [[(s["signer"], s["signing_time"], s["level"]) for s in d["signatures"]] for d in docs] == [
+        [("UBND Phường Bến Nghé", "2024-10-15T09:30:00+07:00", "B-T")], []]
+
+
+def test_logout_ends_the_session_server_side_so_a_copied_cookie_stops_working(app):
+    client, _ = login(app)
+    copied = dict(client.cookies)
+    assert client.get(f"/cases/{CASE_A}", follow_redirects=False).status_code == 200
+    thief = TestClient(app, cookies=copied)
+    assert thief.get(f"/cases/{CASE_A}", follow_redirects=False).status_code == 200
+    token = re.search(r'name="csrf" value="([^"]+)"', client.get("/search").text).group(1)
+    assert client.post("/logout", data={"csrf": token}, follow_redirects=False).status_code == 303
+    r = thief.get(f"/cases/{CASE_A}", follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].startswith("/login")
+    again, _ = login(app)  # a new login is a new session
+    assert again.get(f"/cases/{CASE_A}", follow_redirects=False).status_code == 200

@@ -99,3 +99,32 @@ def test_stored_documents_are_posted_signed_and_retried(tmp_path, receivers, cap
     assert headers["x-digitize-signature"].endswith(expected)
     assert [status for _, _, status in flaky.posts] == [500, 500, 204]  # retried with backoff
     assert SECRET not in Path(tmp_path / "data" / "webhooks.json").read_text()
+
+
+def test_of_several_server_processes_exactly_one_delivers_and_another_takes_over(tmp_path, receivers):
+    _, good = receivers
+    settings = seed(tmp_path / "data", tmp_path / "work")
+    settings.web.webhook_urls = good.url
+    settings.web.webhook_secret = SECRET
+    state = tmp_path / "data" / "webhooks.json"
+
+    def store(number: str) -> None:
+        shutil.rmtree(tmp_path / "work", ignore_errors=True)
+        (tmp_path / "work").mkdir()
+        with Archive.open(Settings(data_dir=str(tmp_path / "data"))) as archive:
+            store_case(archive, tmp_path / "work", f"000.00.31.H56-241015-{number}", ["Văn bản"], AGENCY_A)
+
+    first, second = TestClient(create_app(settings)), TestClient(create_app(settings))  # two workers' apps
+    with first:
+        wait_for(lambda: state.is_file())
+        with second:
+            store("0101")
+            wait_for(lambda: len(good.posts) == 1)
+            time.sleep(3 * 2.0)  # more than a poll of a second dispatcher, were there one
+            assert len(good.posts) == 1
+            first.__exit__(None, None, None)  # the delivering process ends; the other one takes over
+            store("0102")
+            wait_for(lambda: len(good.posts) == 2)
+            time.sleep(3 * 2.0)
+            assert [json.loads(body)["case_id"] for _, body, _ in good.posts] == [
+                "000.00.31.H56-241015-0101", "000.00.31.H56-241015-0102"]

@@ -1,0 +1,73 @@
+"""Downloads stream straight from the store with the SHA-256 checked on the way: Range, and a corrupt object
+that never reaches the client complete (a real `digitize serve`, its connection aborted)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+
+import httpx
+import pytest
+
+from digitize.config import Settings
+from portal_data import CASE_A, seed
+from portal_server import start_portal
+from storage import access
+from storage.archive import Archive
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    root = tmp_path_factory.mktemp("downloads")
+    data_dir = root / "data"
+    seed(data_dir, root / "work")
+    with Archive.open(Settings(data_dir=str(data_dir))) as archive:
+        token = access.create_token(archive.index, "onestop-a", "officer", ["000.00.31.H56"])
+        docs = archive.documents(CASE_A)
+    portal = start_portal(data_dir, {"onestop-a": token})
+    yield portal, docs
+    portal.stop()
+
+
+def api(portal) -> httpx.Client:
+    return httpx.Client(base_url=portal.url + "/api/v1", timeout=60,
+                        headers={"authorization": f"Bearer {portal.tokens['onestop-a']}"})
+
+
+def test_a_download_is_the_stored_object_with_its_length_and_ranges(served):
+    portal, docs = served
+    with api(portal) as client:
+        whole = client.get(f"/cases/{CASE_A}/documents/1/pdfa")
+        assert whole.status_code == 200 and hashlib.sha256(whole.content).hexdigest() == docs[0].pdfa_sha256
+        assert int(whole.headers["content-length"]) == len(whole.content)
+        part = client.get(f"/cases/{CASE_A}/documents/1/pdfa", headers={"range": "bytes=10-19"})
+        assert part.status_code == 206 and part.content == whole.content[10:20]
+        assert part.headers["content-range"] == f"bytes 10-19/{len(whole.content)}"
+        tail = client.get(f"/cases/{CASE_A}/documents/1/pdfa", headers={"range": "bytes=-7"})
+        assert tail.status_code == 206 and tail.content == whole.content[-7:]
+        outside = client.get(f"/cases/{CASE_A}/documents/1/pdfa", headers={"range": "bytes=99999999-"})
+        assert outside.status_code == 416
+        stale = client.get(f"/cases/{CASE_A}/documents/1/pdfa", headers={"range": "bytes=0-9", "if-range": '"x"'})
+        assert stale.status_code == 200 and stale.content == whole.content
+
+
+def test_a_corrupt_object_aborts_the_download_before_its_last_byte(served):
+    portal, docs = served
+    path = portal.data_dir / "objects" / docs[1].pdfa_key
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # bit rot: same length, other bytes
+    os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)
+    path.write_bytes(bytes(data))
+    received = b""
+    with api(portal) as client:
+        with pytest.raises(httpx.HTTPError):
+            with client.stream("GET", f"/cases/{CASE_A}/documents/2/pdfa") as response:
+                assert response.status_code == 200
+                for block in response.iter_bytes():
+                    received += block
+        assert len(received) < len(data)  # never the complete (wrong) file
+        events = client.get(f"/cases/{CASE_A}/events").json()["events"]
+    assert any(e["outcome"] == "failure" and docs[1].pdfa_key in e["detail"] for e in events)

@@ -1,0 +1,66 @@
+"""An upload's parts stay inside its sender's agencies: a separator sheet or QR code inside the scan that names
+another agency's case is refused before anything is stored (the worker process's job, real converter)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipelines"))
+
+from scans import page, write_pdf  # noqa: E402
+
+from digitize.config import Settings  # noqa: E402
+from pipelines.jobs import close_archives  # noqa: E402
+from pipelines.separators import render_sheet  # noqa: E402
+from storage.access import Principal, UploadScope  # noqa: E402
+from storage.archive import Archive  # noqa: E402
+from web.uploads import UploadJob, convert_upload  # noqa: E402
+
+pytestmark = pytest.mark.integration
+AGENCY_A = "000.00.31.H56"
+CASE_A = f"{AGENCY_A}-241015-0027"
+CASE_B = "000.00.12.H29-241016-0003"  # another agency
+SCANNER_A = UploadScope(Principal("lan", "scanner", (AGENCY_A,)))
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    settings = Settings(data_dir=str(tmp_path / "data"))
+    settings.convert.validate = False
+    settings.convert.jobs = 1
+    yield settings
+    close_archives()
+
+
+def stored(settings) -> list[tuple[str | None, str]]:
+    with Archive.open(settings) as archive:
+        return sorted((r.case_id, r.source_pages) for r in archive.index.stored_documents())
+
+
+def test_a_separator_sheet_naming_another_agencys_case_is_refused_before_storing(tmp_path, settings):
+    sheet_b = render_sheet(CASE_B).resize((620, 877))
+    scan = write_pdf([page(["Đơn đề nghị"]), sheet_b, page(["Tờ khai"])], tmp_path / "stack.pdf")
+    status, reason, _ = convert_upload(str(scan), settings, {"case_id": CASE_A}, SCANNER_A)
+    assert status == "failed" and CASE_B in reason and "outside" in reason
+    assert (CASE_B, "3") not in stored(settings) and all(case != CASE_B for case, _ in stored(settings))
+
+
+def test_an_unmatched_upload_whose_qr_code_names_another_agencys_case_stores_nothing(tmp_path, settings):
+    scan = write_pdf([page(["GIẤY TIẾP NHẬN HỒ SƠ"], qr=CASE_B)], tmp_path / "receipt.pdf")
+    status, reason, documents = convert_upload(str(scan), settings, {}, SCANNER_A)
+    assert (status, documents) == ("failed", []) and CASE_B in reason
+    assert stored(settings) == []
+    status, _, documents = convert_upload(str(scan), settings, {}, UploadScope(Principal("b", "scanner",
+                                                                                          ("000.00.12.H29",))))
+    assert status == "done" and [d["case_id"] for d in documents] == [CASE_B]
+
+
+def test_a_job_remembers_its_sender_and_one_saved_without_may_file_nothing():
+    job = UploadJob("0" * 32, "user:lan", CASE_A, "scan.pdf", 1, "0" * 64, sender={
+        "name": "lan", "role": "scanner", "agencies": [AGENCY_A], "kind": "user"})
+    assert job.scope()(CASE_A) and job.scope()(None) and not job.scope()(CASE_B)
+    bare = UploadJob("1" * 32, "user:old", CASE_A, "scan.pdf", 1, "0" * 64)
+    assert not bare.scope()(CASE_A) and not bare.scope()(None)
