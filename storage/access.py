@@ -213,13 +213,15 @@ def authenticate_oidc(index, subject: str, username: str | None) -> Principal:
     """A single sign-on identity (ID token already verified) -> the local account it belongs to.
 
     Rights always come from the local account, never from the identity provider. The account is the one
-    bound to this subject; failing that, the unbound account named like the ``preferred_username`` claim,
-    which is then bound to the subject for good (so a later rename at the provider cannot take it over).
+    bound to this subject; failing that, the unbound SSO-only account (made without a password) named like
+    the ``preferred_username`` claim, which is then bound to the subject for good (so a later rename at the
+    provider cannot take it over). ``preferred_username`` is neither unique nor stable, and many providers
+    let users choose it: an account with a local password (an admin's) is never bound by name.
     """
     user = index.user_by_subject(subject) if subject else None
     if user is None and subject and username and _NAME.fullmatch(username):
         candidate = index.get_user(username)
-        if candidate is not None and candidate.oidc_subject is None:
+        if candidate is not None and candidate.oidc_subject is None and candidate.password_hash is None:
             index.bind_subject(candidate.name, subject, now_iso())
             user = index.user_by_subject(subject)
     if user is None or user.disabled:

@@ -120,4 +120,4 @@ def page_png(gate: Gate, case_id: str, sequence: int, page: int, dpi: int) -> Re
         image = render_page(tmp / "doc.pdf", page - 1, min(max(dpi, THUMB_DPI), MAX_DPI))
     out = io.BytesIO()
     image.save(out, "PNG", optimize=dpi <= THUMB_DPI)
-    return Response(out.getvalue(), media_type="image/png", headers={"cache-control": "private, max-age=300"})
+    return Response(out.getvalue(), media_type="image/png", headers={"cache-control": "no-store"})

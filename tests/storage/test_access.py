@@ -40,6 +40,17 @@ def test_passwords_are_argon2_and_checked(archive):
     assert access.principal_for_user(archive.index, "an") is None
 
 
+def test_single_sign_on_binds_only_sso_accounts_by_name(archive):
+    """A provider user who calls themself 'admin' must not become the local admin (review finding)."""
+    access.add_user(archive.index, "admin", "admin", [], "mot-mat-khau-dai")
+    access.add_user(archive.index, "an-sso", "officer", ["000.00.31.H56"], None)
+    with pytest.raises(AuthenticationError):
+        access.authenticate_oidc(archive.index, "idp-evil", "admin")
+    assert archive.index.get_user("admin").oidc_subject is None
+    assert access.authenticate_oidc(archive.index, "idp-0001", "an-sso").name == "an-sso"
+    assert access.authenticate_oidc(archive.index, "idp-0001", "someone-else").name == "an-sso"  # bound for good
+
+
 @pytest.mark.parametrize("args, message", [
     (("an", "chief", ["000.00.31.H56"], "mot-mat-khau-dai"), "role"),
     (("an", "officer", [], "mot-mat-khau-dai"), "agency"),
