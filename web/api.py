@@ -80,7 +80,9 @@ async def receive_upload(request: Request, gate: Gate, case_id: str | None) -> U
         gate.require(Perm.upload)
     queue = request.app.state.uploads
     length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > queue.max_bytes + 65536:
+    if not length.isdigit():  # a chunked body would be spooled to disk whole before any size check
+        raise BadArgsError("send the upload with a Content-Length header (chunked uploads are refused)")
+    if int(length) > queue.max_bytes + 65536:
         raise BadArgsError(f"the upload is larger than {request.app.state.settings.web.max_upload_mb} MB")
     form = await request.form(max_files=1, max_fields=5)
     upload = form.get("file")

@@ -159,6 +159,11 @@ def test_upload_refusals(portal):
     assert client(portal, "scanner-a").post(f"/cases/{CASE_B}/documents", files=files).status_code == 404
     bad = client(portal, "scanner-a").post(f"/cases/{CASE_A}/documents", files={"file": ("x.exe", b"MZ", "x/y")})
     assert bad.status_code == 422 and bad.json()["error"] == "bad-input"
+    # no Content-Length (chunked): refused before the body is read, never spooled to disk unbounded
+    body = (b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n\r\n", b"x" * 65536, b"\r\n--b--\r\n")
+    chunked = client(portal, "scanner-a").post(f"/cases/{CASE_A}/documents", content=iter(body),
+                                               headers={"content-type": "multipart/form-data; boundary=b"})
+    assert chunked.status_code in (400, 411) and "Content-Length" in chunked.json()["message"]
 
 
 def test_openapi_document(portal):
