@@ -310,7 +310,7 @@ class Download:
         finally:
             ok = finished and actual == self.sha256 and offset == self.size
             part = f" bytes {first}-{last}" if self.byte_range else ""
-            self.gate.record("retrieved", f"downloaded {self.kind} {self.key}{part}"
+            self.gate.record("retrieved", f"downloaded {self.kind} of document {self.doc.sequence}{part}"
                              + ("" if finished else " (interrupted)"), doc=self.doc, checksum=actual or None,
                              outcome="success" if ok else "failure")
         if not ok:
@@ -401,7 +401,7 @@ class Gate:
                                                                                               doc.pdfa_sha256)
         actual = _copy_object(self.archive.objects, key, target)
         ok = actual == expected
-        self.record("retrieved", f"{purpose} {kind} {key}", doc=doc, checksum=actual,
+        self.record("retrieved", f"{purpose} {kind} of document {sequence}", doc=doc, checksum=actual,
                     outcome="success" if ok else "failure")
         if not ok:
             target.unlink(missing_ok=True)

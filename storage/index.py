@@ -359,8 +359,8 @@ class Index(AccountQueries, ABC):
             if (place := self._shared_place(doc_id, case_id)) is not None:
                 return replace(doc, case_id=case_id, sequence=place), False
             place = sequence or self.next_sequence(case_id)
-            event.detail = event.detail or (f"shared with {case_id} as #{place}; its objects stay under "
-                                            f"{doc.case_id or 'unmatched'} #{doc.sequence}")
+            # the event is this dossier's: it must not name the other case the document came from
+            event.detail = event.detail or f"shared with {case_id} as #{place}; stored once, not copied"
             self._execute("INSERT INTO case_links (doc_id, case_id, sequence, created_at) VALUES (?, ?, ?, ?)",
                           (doc_id, case_id, place, now_iso()))
             self.add_events([event])
@@ -380,10 +380,13 @@ class Index(AccountQueries, ABC):
         if doc_id is not None:
             rows = self._rows(f"SELECT {cols} FROM events WHERE doc_id = ? ORDER BY event_id", (doc_id,))
         elif case_id is not None:
-            rows = self._rows(f"SELECT {cols} FROM events WHERE case_id = ? OR doc_id IN "
-                              f"(SELECT doc_id FROM documents WHERE case_id = ?) OR doc_id IN "
-                              f"(SELECT doc_id FROM case_links WHERE case_id = ?) ORDER BY event_id",
-                              (case_id, case_id, case_id))
+            # a document shared into this case from another one brings only the events recorded for
+            # this case (its link, its views here): its home case's history is that agency's, not ours
+            # (and views of our documents through another dossier are that dossier's); events from before
+            # a document had a case (case_id NULL) belong to its home dossier
+            rows = self._rows(f"SELECT {cols} FROM events WHERE case_id = ? OR (case_id IS NULL AND doc_id IN "
+                              f"(SELECT doc_id FROM documents WHERE case_id = ?)) ORDER BY event_id",
+                              (case_id, case_id))
         else:
             rows = self._rows(f"SELECT {cols} FROM events ORDER BY event_id")
         return [Event(**r) for r in rows]

@@ -82,7 +82,8 @@ def retrieve(objects: ObjectStore, index: Index, case: CaseRecord, out_dir: Path
             actual = objects.download(key, target)
             ok = actual == expected
             events.append(Event("retrieved", "success" if ok else "failure", actor, tool, doc_id=doc.doc_id,
-                                case_id=doc.case_id, checksum=actual, detail=f"{key} -> {target}", client=client))
+                                case_id=doc.case_id, checksum=actual, client=client,
+                                detail=f"{'original' if original else 'pdfa'} of document {doc.sequence} -> {target}"))
             if not ok:
                 with contextlib.suppress(FileNotFoundError):
                     target.unlink()
@@ -96,7 +97,7 @@ def retrieve(objects: ObjectStore, index: Index, case: CaseRecord, out_dir: Path
         "kind": "original" if original else "pdfa",
         "retrieved_at": now_iso(),
         "documents": [{"sequence": f.sequence, "doc_id": f.doc_id, "title": f.title, "file": f.path.name,
-                       "sha256": f.sha256, "key": f.key} for f in files],
+                       "sha256": f.sha256} for f in files],  # no object key: it names the home case
     }, ensure_ascii=False, indent=2))
     return Retrieval(case.case_id, out_dir, files, manifest)
 

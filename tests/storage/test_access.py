@@ -160,3 +160,12 @@ def test_a_shared_document_is_reachable_through_every_dossier_it_belongs_to(two_
     assert other.search("thua 12").hits == []
     with pytest.raises(NotFoundError):
         other.fetch(CASE_B, shared.sequence, "pdfa", tmp_path / "no.pdf")
+    # B's history of the shared document holds only what happened in B's dossier: nothing names case A,
+    # A's officers or their addresses, and A's history does not show B's officer (review finding)
+    officer_a = archive.gate(OFFICER_A, client="10.9.9.9")
+    officer_a.fetch(CASE_A, home.sequence, "pdfa", tmp_path / "home.pdf")
+    b_history = " ".join(f"{e.actor} {e.client} {e.case_id} {e.detail}" for e in officer_b.events(CASE_B))
+    assert CASE_A not in b_history and "10.9.9.9" not in b_history and OFFICER_A.actor not in b_history
+    assert "user:b" not in " ".join(e.actor for e in officer_a.events(CASE_A))
+    manifest = (tmp_path / "zip" / "manifest.json").read_text(encoding="utf-8")
+    assert CASE_A not in manifest
