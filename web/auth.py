@@ -112,7 +112,10 @@ def page_principal(request: Request, index, idle: float, ended: SessionRevocatio
     session = request.session
     name, sid = session.get("user"), session.get("sid")
     now = time.time()
-    if not name or not sid or now - float(session.get("seen", 0)) > idle or ended.revoked(str(sid)):
+    # idle timeout, and an absolute lifetime from login: re-signing the cookie on every request must not
+    # make a session (or a copy of its cookie) live for ever
+    too_old = now - float(session.get("since", 0)) > SESSION_MAX_AGE
+    if not name or not sid or too_old or now - float(session.get("seen", 0)) > idle or ended.revoked(str(sid)):
         session.pop("user", None)
         raise LoginRequired()
     principal = principal_for_user(index, name)
@@ -140,7 +143,8 @@ def start_session(request: Request, principal: Principal) -> None:
     """A fresh session (and CSRF token) at login, so a token planted before login is worthless."""
     lang = request.session.get("lang")
     request.session.clear()
-    request.session.update(user=principal.name, seen=time.time(), csrf=secrets.token_urlsafe(32),
+    now = time.time()
+    request.session.update(user=principal.name, seen=now, since=now, csrf=secrets.token_urlsafe(32),
                            sid=secrets.token_urlsafe(32))
     if lang:
         request.session["lang"] = lang
