@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import time
 
 import httpx
 import pytest
@@ -69,5 +70,13 @@ def test_a_corrupt_object_aborts_the_download_before_its_last_byte(served):
                 for block in response.iter_bytes():
                     received += block
         assert len(received) < len(data)  # never the complete (wrong) file
-        events = client.get(f"/cases/{CASE_A}/events").json()["events"]
-    assert any(e["outcome"] == "failure" and docs[1].pdfa_key in e["detail"] for e in events)
+
+        def failure_recorded() -> bool:  # written by the serving worker's event writer (~50 ms), maybe another worker
+            events = client.get(f"/cases/{CASE_A}/events").json()["events"]
+            return any(e["outcome"] == "failure" and f"pdfa of document {docs[1].sequence}" in e["detail"]
+                       for e in events)
+
+        deadline = time.monotonic() + 10
+        while not failure_recorded():
+            assert time.monotonic() < deadline, "the failed download was not recorded"
+            time.sleep(0.2)
