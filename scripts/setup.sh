@@ -19,6 +19,8 @@ APT_PKGS=(tesseract-ocr tesseract-ocr-vie tesseract-ocr-eng tesseract-ocr-osd po
 [ $servers = 1 ] && ! command -v go >/dev/null && APT_PKGS+=(golang-go)
 # the Celery broker of queue mode (tests/pipelines/test_queue_faults.py starts its own on loopback)
 [ $servers = 1 ] && APT_PKGS+=(redis-server)
+# bench/convert_bench.py: OCRmyPDF's PDF/A output needs Ghostscript; samples/hard/make_samples.py sets FreeFont
+APT_PKGS+=(ghostscript fonts-freefont-ttf)
 # Java and Maven (veraPDF) only when the machine has none of its own
 command -v javac >/dev/null || APT_PKGS+=(default-jdk-headless)
 command -v mvn >/dev/null || APT_PKGS+=(maven)
