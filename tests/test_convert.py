@@ -191,6 +191,15 @@ def test_selected_pages_only_in_the_given_order(tmp_path) -> None:
     assert cer(truth[3], pages[0]) < 0.05 and cer(truth[1], pages[1]) < 0.05
 
 
+def test_report_splits_a_page_time_into_its_stages(tmp_path) -> None:
+    """The benchmark's per-stage split: OCR image preparation is timed apart from Tesseract."""
+    report = convert_file(SAMPLES / "01_clean.png", tmp_path / "one.pdf", ConvertOptions(validate=False))
+    (page,) = report.pages
+    stages = [page.timings[k] for k in ("geometry", "preparation", "ocr", "encode")]
+    assert all(t >= 0 for t in stages) and page.timings["preparation"] > 0 and page.timings["ocr"] > 0
+    assert sum(stages) <= page.timings["total"] + 0.01
+
+
 def test_two_page_workers_give_the_same_text_as_one(converted, tmp_path) -> None:
     src = SAMPLES / "10_fax_g4.tif"
     one = convert_file(src, tmp_path / "one.pdf", ConvertOptions(jobs=1, validate=False))
