@@ -671,7 +671,7 @@ def render_markdown(args: argparse.Namespace, sets: dict[str, dict[str, EngineRe
     if rss:
         parts += ["", "`digitize run` peak RSS (process tree, incl. Tesseract and the veraPDF JVM) by page count:",
                   "", rss_table(rss)]
-    parts.append(errors_section(sets))
+    parts += ["", errors_section(sets)]
     return "\n".join(parts)
 
 
