@@ -403,11 +403,14 @@ class Index(AccountQueries, ABC):
 
     def _ranked_ids(self, query: Query, exact: bool, limit: int) -> list[int]:
         """Rank by relevance when the match set is small enough to score within the latency budget,
-        otherwise newest first: scoring 100 000 matches of a common word would take far too long."""
-        capped = self._match_ids(query, exact, RANK_CAP + 1, "none")
-        if len(capped) < 2:
-            return capped
-        return self._match_ids(query, exact, limit, "relevance" if len(capped) <= RANK_CAP else "newest")
+        otherwise newest first: scoring 100 000 matches of a common word would take far too long.
+        The first query is the newest-first one, so a common word is answered by it alone."""
+        newest = self._match_ids(query, exact, max(RANK_CAP + 1, limit), "newest")
+        if len(newest) > RANK_CAP:
+            return newest[:limit]
+        if len(newest) < 2:
+            return newest
+        return self._match_ids(query, exact, limit, "relevance")
 
     def _search_candidates(self, query: Query, limit: int) -> list[tuple[int, bool]]:
         """(entry_id, matched exactly) pairs: exact-accent matches first, then folded ones not already listed."""
