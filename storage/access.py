@@ -319,6 +319,11 @@ class Download:
         if held:
             yield held
 
+    def read(self) -> bytes:
+        """The whole (range of the) object, returned only once its SHA-256 matched (else VerificationError):
+        for objects small enough to hold in memory, a corrupt one is refused before its first byte is sent."""
+        return b"".join(self)
+
 
 # -- the gate -----------------------------------------------------------------------------------
 @dataclass

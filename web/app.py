@@ -64,6 +64,30 @@ HTTP_CODES = {400: "bad-request", 401: "unauthorized", 403: "forbidden", 404: "n
               413: "too-large", 416: "range-not-satisfiable", 422: "bad-request"}
 
 
+class SecurityHeaders:
+    """Adds SECURITY_HEADERS (and ``cache-control: no-store`` outside /static/) to every response that does
+    not set them itself. A plain ASGI middleware: Starlette's ``@app.middleware("http")`` (BaseHTTPMiddleware)
+    re-streams every response body through a task and a memory channel, a large part of a download's CPU."""
+
+    def __init__(self, app):
+        self.app = app
+        self.headers = [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        extra = self.headers if scope["path"].startswith("/static/") else [*self.headers, (b"cache-control",
+                                                                                            b"no-store")]
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                present = {k.lower() for k, _ in message.get("headers", ())}
+                message["headers"] = [*message.get("headers", ()), *(h for h in extra if h[0] not in present)]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 def error_status(error: Exception) -> tuple[int, str]:
     for cls, status, code in ERRORS:
         if isinstance(error, cls):
@@ -129,14 +153,7 @@ def create_app(settings) -> FastAPI:
                        max_age=SESSION_MAX_AGE, same_site="lax" if settings.web.oidc_issuer else "strict",
                        https_only=settings.web.secure_cookies)  # lax: the provider's redirect back must carry it
 
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next):
-        response = await call_next(request)
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        if not request.url.path.startswith("/static/"):
-            response.headers.setdefault("cache-control", "no-store")
-        return response
+    app.add_middleware(SecurityHeaders)
 
     @app.exception_handler(DigitizeError)
     async def digitize_error(request: Request, error: DigitizeError):

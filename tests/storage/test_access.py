@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from digitize.errors import BadArgsError, NotFoundError
+from digitize.errors import BadArgsError, NotFoundError, VerificationError
 from storage import access
 from storage.access import AuthenticationError, PermissionDenied, Principal, SearchFilters
 from storage.models import CaseRecord
@@ -125,6 +125,28 @@ def test_views_and_downloads_are_events_with_actor_and_client(two_agencies, tmp_
     assert [e.event_type for e in mine] == ["retrieved"] * 4
     assert all(e.client == "192.0.2.7" for e in mine)
     assert any("downloaded pdfa" in e.detail for e in mine)
+
+
+def test_a_streamed_corrupt_object_never_yields_its_last_piece(two_agencies, settings):
+    """Gate.stream (objects above web/files.py's WHOLE_MAX stream this way): the held-back last piece is
+    never sent when the SHA-256 differs; Download.read (smaller objects) returns nothing at all."""
+    if not hasattr(two_agencies.objects, "_path"):
+        pytest.skip("bit rot is simulated on a folder store's file")
+    gate = two_agencies.gate(OFFICER_A, "192.0.2.7")
+    intact = gate.stream(CASE_A, 1, "pdfa").read()
+    doc = gate.document(CASE_A, 1)
+    path = two_agencies.objects._path(doc.pdfa_key)
+    path.chmod(0o600)
+    path.write_bytes(intact[:-1] + bytes([intact[-1] ^ 0xFF]))
+    sent = b""
+    with pytest.raises(VerificationError):
+        for piece in gate.stream(CASE_A, 1, "pdfa"):
+            sent += piece
+    assert len(sent) < len(intact)
+    with pytest.raises(VerificationError):
+        gate.stream(CASE_A, 1, "pdfa").read()
+    failures = [e for e in two_agencies.index.events(case_id=CASE_A) if e.outcome == "failure"]
+    assert len(failures) == 2 and all("downloaded pdfa" in e.detail for e in failures)
 
 
 def test_unmatched_and_link_follow_the_scope(two_agencies):
