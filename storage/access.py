@@ -394,9 +394,9 @@ class Gate:
 
     def document(self, case_id: str, sequence: int) -> DocumentRow:
         value = self.scoped_case_id(case_id)
-        for doc in self.archive.documents(value):
-            if doc.sequence == sequence:
-                return doc
+        doc = self.index.document_in_case(value, sequence)
+        if doc is not None:
+            return doc
         raise NotFoundError(f"document {sequence} of case {value} not found")
 
     def fetch(self, case_id: str, sequence: int, kind: str, target: Path, purpose: str = "downloaded") -> DocumentRow:

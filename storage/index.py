@@ -331,6 +331,16 @@ class Index(AccountQueries, ABC):
                                (case_id,))
         return [replace(doc, case_id=case_id, sequence=places[doc.doc_id]) for doc in docs]
 
+    def document_in_case(self, case_id: str, sequence: int) -> DocumentRow | None:
+        """The document at ``sequence`` of the dossier, as :meth:`documents` lists it, without reading the
+        whole dossier (a download asks for one document of it)."""
+        home = self._documents("d.case_id = ? AND d.sequence = ? AND d.status = 'stored'", (case_id, sequence))
+        if home:
+            return home[0]
+        shared = self._documents("d.doc_id IN (SELECT doc_id FROM case_links WHERE case_id = ? AND sequence = ?) "
+                                 "AND d.status = 'stored'", (case_id, sequence))
+        return replace(shared[0], case_id=case_id, sequence=sequence) if shared else None
+
     def _shared_place(self, doc_id: int, case_id: str) -> int | None:
         place = self._scalar("SELECT sequence FROM case_links WHERE doc_id = ? AND case_id = ?", (doc_id, case_id))
         return None if place is None else int(place)

@@ -170,6 +170,9 @@ def test_a_shared_document_is_reachable_through_every_dossier_it_belongs_to(two_
     officer_b = archive.gate(Principal("b", "officer", ("000.00.12.H29",)))
     _, docs = officer_b.case(CASE_B)
     assert home.doc_id in {d.doc_id for d in docs}
+    for case_id, listed in [(CASE_A, archive.documents(CASE_A)), (CASE_B, docs)]:  # one read = the list's row
+        assert [archive.index.document_in_case(case_id, d.sequence) for d in listed] == listed
+    assert archive.index.document_in_case(CASE_B, 99) is None
     got = officer_b.fetch(CASE_B, shared.sequence, "pdfa", tmp_path / "shared.pdf")
     assert got.doc_id == home.doc_id and (tmp_path / "shared.pdf").is_file()
     assert len(officer_b.dossier(CASE_B, tmp_path / "zip").files) == 2
