@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
-from typing import Iterator
+from typing import AsyncIterator
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
@@ -103,18 +104,25 @@ def json_error(status: int, code: str, message: str, headers: dict | None = None
     return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
 
 
-def get_archive(request: Request) -> Iterator[Archive]:
-    with request.app.state.pool.archive() as archive:
+# The dependencies below are async, so they run on the event loop rather than each in a worker thread:
+# the hand-offs to and from the thread pool (several per request) cost more CPU than their work, an archive
+# from the pool and one indexed lookup of the token or user. The route itself still runs in a worker thread.
+async def get_archive(request: Request) -> AsyncIterator[Archive]:
+    pool = request.app.state.pool
+    archive = pool.take_nowait() or await run_in_threadpool(pool.take)  # opening one, or waiting, in a thread
+    try:
         yield archive
+    finally:
+        pool.give(archive)
 
 
-def api_gate(request: Request, archive: Archive = Depends(get_archive)) -> Gate:
+async def api_gate(request: Request, archive: Archive = Depends(get_archive)) -> Gate:
     from .auth import api_principal, client_address
 
     return _with_sink(request, archive.gate(api_principal(request, archive.index), client_address(request)))
 
 
-def page_gate(request: Request, archive: Archive = Depends(get_archive)) -> Gate:
+async def page_gate(request: Request, archive: Archive = Depends(get_archive)) -> Gate:
     from .auth import client_address, page_principal
 
     principal = page_principal(request, archive.index, request.app.state.settings.web.session_idle,
