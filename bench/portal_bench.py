@@ -126,7 +126,7 @@ def serve(settings: Settings, port: int, log: Path) -> subprocess.Popen:
     env.update(DIGITIZE_DATA_DIR=settings.data_dir, DIGITIZE_INDEX_DSN=settings.index_dsn, PYTHONPATH=str(ROOT))
     with open(log, "w") as out:
         process = subprocess.Popen([sys.executable, "-m", "digitize", "serve", "--port", str(port)], env=env,
-                                   stdout=out, stderr=subprocess.STDOUT)
+                                   stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
     deadline = time.monotonic() + 60
     while True:
         try:
