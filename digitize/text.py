@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import re
 import unicodedata
 
-_WS = re.compile(r"\s+")
 # Unicode decomposition leaves đ/Đ (U+0111/U+0110) intact: they are letters, not d + a mark.
 _EXTRA_FOLD = str.maketrans({"đ": "d", "Đ": "D"})
 
@@ -42,4 +40,6 @@ def search_key(text: str) -> str:
 
 
 def squash_whitespace(text: str) -> str:
-    return _WS.sub(" ", text).strip()
+    # str.split() and the regex \s+ agree on what whitespace is (str.isspace, checked on every code point);
+    # split/join is several times faster, and search runs this on every snippet's page
+    return " ".join(text.split())

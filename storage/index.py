@@ -423,8 +423,13 @@ class Index(AccountQueries, ABC):
         return self._match_ids(query, exact, limit, "relevance")
 
     def _search_candidates(self, query: Query, limit: int) -> list[tuple[int, bool]]:
-        """(entry_id, matched exactly) pairs: exact-accent matches first, then folded ones not already listed."""
-        exact = self._ranked_ids(query, True, limit)
+        """(entry_id, matched exactly) pairs: exact-accent matches first, then folded ones not already listed.
+
+        A query typed without accents (its exact tokens are its folded ones) says nothing about accents, so
+        it has no exact pass: that pass only preferred text whose accents were lost (OCR errors), and it was
+        a search's costliest query, since both columns share one FTS index and the plain words of such a
+        query fill it through the folded column."""
+        exact = self._ranked_ids(query, True, limit) if query.exact != query.folded else []
         seen = set(exact)
         folded = [i for i in self._ranked_ids(query, False, limit + len(exact)) if i not in seen]
         return [(i, True) for i in exact] + [(i, False) for i in folded[: limit - len(exact)]]
