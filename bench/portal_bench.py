@@ -1,6 +1,7 @@
 """Portal/API benchmark (on demand, never in CI): prints markdown tables and the command that made them.
 
-    .venv/bin/python bench/portal_bench.py [--docs 100000] [--clients 50] [--requests 5000] [--skip-postgres]
+    .venv/bin/python bench/portal_bench.py [--docs 100000] [--clients 50] [--requests 5000] [--think-ms 2000]
+                                           [--skip-postgres | --skip-sqlite] [--rebuild]
 
 For each index backend (SQLite, and PostgreSQL started from tests/servers.py) it serves a data dir with
 ``--docs`` synthetic documents in the index (bench/storage_bench.py's generator) and ``--files`` stored
@@ -269,6 +270,7 @@ def main() -> None:
     parser.add_argument("--think-seconds", type=float, default=60, help="length of the think-time run")
     parser.add_argument("--cpu-requests", type=int, default=200, help="requests per type for the CPU cost table")
     parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument("--skip-sqlite", action="store_true")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the cached data sets")
     args = parser.parse_args()
     loadgen_binary()
@@ -279,11 +281,12 @@ def main() -> None:
     load = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="digitize-portal-bench-") as tmp:
         work = Path(tmp)
-        cached = cached_dataset("sqlite", args)
-        (work / "sqlite").mkdir()
-        c, r = run_backend("SQLite", working_copy("sqlite", cached, work / "sqlite"), args)
-        cpu_rows += c
-        load_rows += r
+        if not args.skip_sqlite:
+            cached = cached_dataset("sqlite", args)
+            (work / "sqlite").mkdir()
+            c, r = run_backend("SQLite", working_copy("sqlite", cached, work / "sqlite"), args)
+            cpu_rows += c
+            load_rows += r
         if not args.skip_postgres:
             server = start_postgres()
             try:
