@@ -140,11 +140,13 @@ def serve(settings: Settings, port: int, log: Path) -> subprocess.Popen:
             time.sleep(0.2)
 
 
-def server_cpu(process: subprocess.Popen) -> float:
-    """CPU seconds (user + system) of the server and all its worker processes so far."""
+def server_cpu(process: subprocess.Popen | int | None) -> float:
+    """CPU seconds (user + system) of a server (Popen or pid) and all its child processes so far."""
     total = 0.0
+    if process is None:
+        return total
     try:
-        procs = [psutil.Process(process.pid)]
+        procs = [psutil.Process(process if isinstance(process, int) else process.pid)]
         procs += procs[0].children(recursive=True)
     except psutil.NoSuchProcess:
         return total
@@ -197,27 +199,37 @@ class Run:
     server_cpu: float
     gen_cpu: float
     dropped: int = 0
+    db_cpu: float = 0.0
 
 
 def drive(process: subprocess.Popen, port: int, token: str, lines: str, clients: int, requests: int,
-          seconds: float, think_ms: float = 0) -> Run:
+          seconds: float, think_ms: float = 0, db: int | None = None) -> Run:
+    """One load-generator run; ``db``: the PostgreSQL postmaster's pid, whose CPU is counted apart."""
     args = [str(loadgen_binary()), "-url", f"http://127.0.0.1:{port}", "-clients", str(clients),
             "-requests", str(requests), "-seconds", str(seconds), "-think-ms", str(think_ms)]
-    before = server_cpu(process)
+    before, db_before = server_cpu(process), server_cpu(db)
     out = subprocess.run(args, input=lines, capture_output=True, text=True, env={**os.environ, "LOADGEN_TOKEN": token})
-    used = server_cpu(process) - before
+    used, db_used = server_cpu(process) - before, server_cpu(db) - db_before
     if out.returncode != 0:
         raise SystemExit(f"load generator failed: {out.stderr.strip()}")
     got = json.loads(out.stdout)
     return Run(got["model"], got["wall_s"], got["kinds"], used, got["cpu_user_s"] + got["cpu_sys_s"],
-               got.get("dropped", 0))
+               got.get("dropped", 0), db_used)
 
 
 def errors(stats: dict) -> int:
     return stats["errors"] + sum(n for code, n in stats["status"].items() if code != "200")
 
 
-def run_backend(label: str, settings: Settings, args) -> tuple[list[str], list[str]]:
+def postmaster_pid(pg) -> int | None:
+    """The PostgreSQL server's pid (first line of postmaster.pid), to count its CPU beside ours."""
+    try:
+        return int((pg.data_dir / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def run_backend(label: str, settings: Settings, args, db: int | None = None) -> tuple[list[str], list[str]]:
     with Archive.open(settings) as archive:
         token = access.create_token(archive.index, f"bench{random.randint(0, 10**6)}", "officer", [AGENCY])
     port = 18000 + random.randint(0, 999)
@@ -228,21 +240,23 @@ def run_backend(label: str, settings: Settings, args) -> tuple[list[str], list[s
         drive(process, port, token, plan(args.docs, args.files, 300, seed=1), 4, 300, 60)  # warm up
         for kind in KINDS:
             n = args.cpu_requests
-            r = drive(process, port, token, plan(args.docs, args.files, n, kind, seed=2), 2, n, 120)
+            r = drive(process, port, token, plan(args.docs, args.files, n, kind, seed=2), 2, n, 120, db=db)
             stats = r.kinds[kind]
-            done = len(stats["latency_ms"])
-            cpu_rows.append(f"| {label} | {kind} | {done} | {1000 * r.server_cpu / max(done, 1):.1f} | "
+            done = max(len(stats["latency_ms"]), 1)
+            db_ms = f"{1000 * r.db_cpu / done:.1f}" if db else "(in process)"
+            cpu_rows.append(f"| {label} | {kind} | {done} | {1000 * r.server_cpu / done:.1f} | {db_ms} | "
                             f"{percentile(stats['latency_ms'], 50):.1f} | {errors(stats)} |")
         lines = plan(args.docs, args.files, args.requests)
         models = [("closed loop", 0.0, args.requests, args.seconds)]
         if args.think_ms > 0:
             models.append((f"think {args.think_ms / 1000:g} s", args.think_ms, args.requests, args.think_seconds))
         for name, think, requests, seconds in models:
-            r = drive(process, port, token, lines, args.clients, requests, seconds, think)
+            r = drive(process, port, token, lines, args.clients, requests, seconds, think, db=db)
             total = sum(len(s["latency_ms"]) for s in r.kinds.values())
             errs = sum(errors(s) for s in r.kinds.values())
+            db_share = f" + {r.db_cpu / r.wall * 100:.0f} % PostgreSQL" if db else ""
             load_rows.append(f"| {label} | {name} | all | {total} | {total / r.wall:.1f} | | | {errs} | "
-                             f"{r.server_cpu / r.wall * 100:.0f} % | {r.gen_cpu / r.wall * 100:.0f} % |")
+                             f"{r.server_cpu / r.wall * 100:.0f} %{db_share} | {r.gen_cpu / r.wall * 100:.0f} % |")
             for kind in KINDS:
                 values = r.kinds.get(kind, {}).get("latency_ms") or []
                 if values:
@@ -274,8 +288,8 @@ def main() -> None:
     parser.add_argument("--rebuild", action="store_true", help="rebuild the cached data sets")
     args = parser.parse_args()
     loadgen_binary()
-    cpu_rows = ["| index | request | requests | server CPU ms / request | p50 ms (2 clients) | errors |",
-                "|---|---|---|---|---|---|"]
+    cpu_rows = ["| index | request | requests | server CPU ms / request | PostgreSQL CPU ms / request | "
+                "p50 ms (2 clients) | errors |", "|---|---|---|---|---|---|---|"]
     load_rows = ["| index | client model | kind | requests | req/s | p50 ms | p95 ms | errors | server CPU | "
                  "loadgen CPU |", "|---|---|---|---|---|---|---|---|---|---|"]
     load = os.getloadavg()
@@ -292,7 +306,8 @@ def main() -> None:
             try:
                 cached = cached_dataset("postgresql", args, server)
                 (work / "pg").mkdir()
-                c, r = run_backend("PostgreSQL", working_copy("postgresql", cached, work / "pg", server), args)
+                c, r = run_backend("PostgreSQL", working_copy("postgresql", cached, work / "pg", server), args,
+                                   postmaster_pid(server))
                 cpu_rows += c
                 load_rows += r
             finally:
