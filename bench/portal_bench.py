@@ -1,33 +1,50 @@
-"""Portal/API benchmark (on demand, never in CI): prints a markdown table.
+"""Portal/API benchmark (on demand, never in CI): prints markdown tables and the command that made them.
 
-    .venv/bin/python bench/portal_bench.py [--docs 100000] [--clients 50] [--requests 5000] [--skip-postgres]
+    .venv/bin/python bench/portal_bench.py [--docs 100000] [--clients 50] [--requests 5000] [--think-ms 2000]
+                                           [--skip-postgres | --skip-sqlite] [--rebuild]
 
-For each index backend (SQLite, and PostgreSQL started from tests/servers.py), fills the index with
-``--docs`` synthetic documents (bench/storage_bench.py's generator), stores ``--files`` real documents with a
-``--pdf-kb`` PDF/A each in a folder store, starts a real ``digitize serve`` on loopback, and runs
-``--clients`` concurrent API clients (one officer token, scoped to one agency, as the one-stop system would
-be) mixing search (50 %), case view (30 %) and PDF/A download (20 %), bounded by ``--requests`` and
-``--seconds``. Reports requests/s and p50/p95 latency per kind.
+For each index backend (SQLite, and PostgreSQL started from tests/servers.py) it serves a data dir with
+``--docs`` synthetic documents in the index (bench/storage_bench.py's generator) and ``--files`` stored
+documents with a ``--pdf-kb`` PDF/A each, built once and cached in ``~/.cache/digitize-bench/portal-*``
+(rebuilt when the index migrations change); each run works on a copy. It starts a real ``digitize serve``
+on loopback and drives it with bench/loadgen (a small Go program, built here with ``go build``, standard
+library only), which uses one officer token scoped to one agency, as the one-stop system would, and mixes
+search (50 %), case view (30 %) and PDF/A download (20 %). Measured, per backend:
+
+* server CPU per request type: the CPU time of the server's processes (psutil, all workers) over a run of
+  one request type with two clients, divided by its requests: independent of other load on the machine;
+* **closed loop**: ``--clients`` clients sending back to back with no pause (saturation: latency is about
+  clients / throughput, so this measures throughput more than what an officer waits);
+* **think time**: the same clients, each pausing a random (exponential) ``--think-ms`` between requests,
+  as officers at a counter click every few seconds;
+* the load generator's own CPU time, beside the server's.
+
+Transport errors and non-200 answers are counted per kind, never fatal.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import json
 import os
 import random
+import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
+from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-import httpx  # noqa: E402
+import psutil  # noqa: E402
 
 from digitize.config import Settings  # noqa: E402
 from storage import access  # noqa: E402
@@ -37,11 +54,26 @@ from tests.servers import start_postgres  # noqa: E402
 
 AGENCY = "000.00.31.H56"
 FILE_CASE = f"{AGENCY}-241015-9999"
+KINDS = ("search", "case", "pdfa")
+DATA_VERSION = 1  # bump when what prepare() stores changes
+BENCH_CACHE = Path(os.environ.get("DIGITIZE_BENCH_CACHE", Path.home() / ".cache" / "digitize-bench"))
+TOOL_CACHE = Path(os.environ.get("DIGITIZE_CACHE", Path.home() / ".cache" / "digitize")) / "bin"
+LOADGEN_SRC = ROOT / "bench" / "loadgen"
 
 
-def prepare(settings: Settings, docs: int, files: int, pdf_kb: int, work: Path) -> str:
-    """Index rows, real stored files, an officer token; returns the token."""
+# -- the data set, built once ---------------------------------------------------------------------
+def cache_key(args) -> dict:
+    """What a cached data set must match: its size, and the index schema (migration files) of this code."""
+    migrations = sorted(p.name for p in (resources.files("storage") / "migrations").iterdir() if p.name.endswith(".sql"))
+    return {"docs": args.docs, "files": args.files, "pdf_kb": args.pdf_kb, "version": DATA_VERSION,
+            "migrations": migrations}
+
+
+def prepare(settings: Settings, docs: int, files: int, pdf_kb: int, work: Path) -> None:
+    """Index rows and real stored files (the token is made per run, on the copy)."""
     with Archive.open(settings) as archive:
+        if archive.index.dialect == "sqlite":  # only while building the cache: a crash just means a rebuild
+            archive.index.conn.execute("PRAGMA synchronous = OFF")
         rate = fill_index(archive.index, docs)
         print(f"  indexed {docs:,} documents ({rate:,.0f}/s)", file=sys.stderr)
         folder = work / "files"
@@ -49,15 +81,53 @@ def prepare(settings: Settings, docs: int, files: int, pdf_kb: int, work: Path) 
         for i in range(files):
             original, pdfa, report, meta = fake_document(folder, i, pdf_kb * 1024, FILE_CASE)
             archive.store(original, pdfa, report, meta)
-        return access.create_token(archive.index, "bench", "officer", [AGENCY])
+        shutil.rmtree(folder)
 
 
+def cached_dataset(backend: str, args, pg=None) -> Path:
+    """The cache folder for ``backend`` (``sqlite``: a data dir; ``postgresql``: a data dir + pg.dump)."""
+    key = cache_key(args)
+    folder = BENCH_CACHE / f"portal-{args.docs}" / backend
+    stamp = folder / "key.json"
+    if stamp.is_file() and json.loads(stamp.read_text()) == key and not args.rebuild:
+        print(f"{backend}: cached data set {folder}", file=sys.stderr)
+        return folder
+    print(f"{backend}: building the data set in {folder} (once; --rebuild forces it)", file=sys.stderr)
+    shutil.rmtree(folder, ignore_errors=True)
+    building = folder.with_name(folder.name + ".building")
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(parents=True)
+    settings = Settings(data_dir=str(building / "data"))
+    if backend == "postgresql":
+        settings.index.dsn = pg.create_database("portal_build")
+    t = time.perf_counter()
+    prepare(settings, args.docs, args.files, args.pdf_kb, building)
+    if backend == "postgresql":
+        subprocess.run([str(pg.bin_dir / "pg_dump"), "-Fc", "-Z1", "-f", str(building / "pg.dump"),
+                        settings.index.dsn], check=True)
+    (building / "key.json").write_text(json.dumps(key))
+    building.rename(folder)
+    print(f"  built in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    return folder
+
+
+def working_copy(backend: str, cached: Path, work: Path, pg=None) -> Settings:
+    settings = Settings(data_dir=str(work / "data"))
+    shutil.copytree(cached / "data", work / "data", symlinks=True)
+    if backend == "postgresql":
+        settings.index.dsn = pg.create_database(f"portal_{int(time.time())}")
+        subprocess.run([str(pg.bin_dir / "pg_restore"), "--no-owner", "-j", "2", "-d", settings.index.dsn,
+                        str(cached / "pg.dump")], check=True)
+    return settings
+
+
+# -- server and load generator --------------------------------------------------------------------
 def serve(settings: Settings, port: int, log: Path) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DIGITIZE_")}
     env.update(DIGITIZE_DATA_DIR=settings.data_dir, DIGITIZE_INDEX_DSN=settings.index_dsn, PYTHONPATH=str(ROOT))
     with open(log, "w") as out:
         process = subprocess.Popen([sys.executable, "-m", "digitize", "serve", "--port", str(port)], env=env,
-                                   stdout=out, stderr=subprocess.STDOUT)
+                                   stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -70,60 +140,136 @@ def serve(settings: Settings, port: int, log: Path) -> subprocess.Popen:
             time.sleep(0.2)
 
 
-async def load(url: str, token: str, docs: int, files: int, clients: int, requests: int,
-               seconds: float) -> tuple[dict[str, list[float]], float, int]:
-    rng = random.Random(5)
-    in_scope = [case_id(i) for i in range(min(docs, 20_000)) if case_id(i).startswith(AGENCY)]
-    timings: dict[str, list[float]] = {"search": [], "case": [], "pdfa": []}
-    errors = 0
-    budget = iter(range(requests))
-    deadline = time.monotonic() + seconds
-
-    async def client(http: httpx.AsyncClient) -> None:
-        nonlocal errors
-        for _ in budget:
-            if time.monotonic() > deadline:
-                return
-            roll = rng.random()
-            if roll < 0.5:
-                kind, path = "search", "/search?q=" + rng.choice(QUERY_SEEDS)
-            elif roll < 0.8:
-                kind, path = "case", "/cases/" + rng.choice(in_scope)
-            else:
-                kind, path = "pdfa", f"/cases/{FILE_CASE}/documents/{rng.randint(1, files)}/pdfa"
-            t = time.perf_counter()
-            r = await http.get(path)
-            await r.aread()
-            timings[kind].append((time.perf_counter() - t) * 1000)
-            errors += r.status_code != 200
-
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url + "/api/v1", headers={"authorization": f"Bearer {token}"},
-                                 limits=limits, timeout=60) as http:
-        start = time.perf_counter()
-        await asyncio.gather(*(client(http) for _ in range(clients)))
-        wall = time.perf_counter() - start
-    return timings, wall, errors
-
-
-def run(label: str, settings: Settings, args, work: Path) -> list[str]:
-    print(f"{label}: preparing", file=sys.stderr)
-    token = prepare(settings, args.docs, args.files, args.pdf_kb, work)
-    port = 18000 + random.randint(0, 999)
-    process = serve(settings, port, work / "serve.log")
+def server_cpu(process: subprocess.Popen | int | None) -> float:
+    """CPU seconds (user + system) of a server (Popen or pid) and all its child processes so far."""
+    total = 0.0
+    if process is None:
+        return total
     try:
-        timings, wall, errors = asyncio.run(load(f"http://127.0.0.1:{port}", token, args.docs, args.files,
-                                                 args.clients, args.requests, args.seconds))
+        procs = [psutil.Process(process if isinstance(process, int) else process.pid)]
+        procs += procs[0].children(recursive=True)
+    except psutil.NoSuchProcess:
+        return total
+    for p in procs:
+        try:
+            times = p.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+def loadgen_binary() -> Path:
+    """bench/loadgen built with ``go build`` (standard library only: nothing is downloaded), cached."""
+    target = TOOL_CACHE / "digitize-loadgen"
+    sources = [p for p in LOADGEN_SRC.iterdir() if p.suffix in (".go", ".mod")]
+    if target.is_file() and all(p.stat().st_mtime <= target.stat().st_mtime for p in sources):
+        return target
+    go = shutil.which("go")
+    if go is None:
+        raise SystemExit("the load generator needs Go to build it (bash scripts/setup.sh installs it)")
+    TOOL_CACHE.mkdir(parents=True, exist_ok=True)
+    subprocess.run([go, "build", "-o", str(target), "."], cwd=LOADGEN_SRC, check=True)
+    return target
+
+
+def plan(docs: int, files: int, count: int, only: str | None = None, seed: int = 5) -> str:
+    """``count`` requests, one "KIND<TAB>PATH" a line: search 50 %, case view 30 %, PDF/A download 20 %."""
+    rng = random.Random(seed)
+    in_scope = [case_id(i) for i in range(min(docs, 20_000)) if case_id(i).startswith(AGENCY)]
+    lines = []
+    for _ in range(count):
+        roll = rng.random()
+        kind = only or ("search" if roll < 0.5 else "case" if roll < 0.8 else "pdfa")
+        if kind == "search":
+            path = "/search?q=" + quote(rng.choice(QUERY_SEEDS))
+        elif kind == "case":
+            path = "/cases/" + rng.choice(in_scope)
+        else:
+            path = f"/cases/{FILE_CASE}/documents/{rng.randint(1, files)}/pdfa"
+        lines.append(f"{kind}\t/api/v1{path}")
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class Run:
+    model: str
+    wall: float
+    kinds: dict
+    server_cpu: float
+    gen_cpu: float
+    dropped: int = 0
+    db_cpu: float = 0.0
+
+
+def drive(process: subprocess.Popen, port: int, token: str, lines: str, clients: int, requests: int,
+          seconds: float, think_ms: float = 0, db: int | None = None) -> Run:
+    """One load-generator run; ``db``: the PostgreSQL postmaster's pid, whose CPU is counted apart."""
+    args = [str(loadgen_binary()), "-url", f"http://127.0.0.1:{port}", "-clients", str(clients),
+            "-requests", str(requests), "-seconds", str(seconds), "-think-ms", str(think_ms)]
+    before, db_before = server_cpu(process), server_cpu(db)
+    out = subprocess.run(args, input=lines, capture_output=True, text=True, env={**os.environ, "LOADGEN_TOKEN": token})
+    used, db_used = server_cpu(process) - before, server_cpu(db) - db_before
+    if out.returncode != 0:
+        raise SystemExit(f"load generator failed: {out.stderr.strip()}")
+    got = json.loads(out.stdout)
+    return Run(got["model"], got["wall_s"], got["kinds"], used, got["cpu_user_s"] + got["cpu_sys_s"],
+               got.get("dropped", 0), db_used)
+
+
+def errors(stats: dict) -> int:
+    return stats["errors"] + sum(n for code, n in stats["status"].items() if code != "200")
+
+
+def postmaster_pid(pg) -> int | None:
+    """The PostgreSQL server's pid (first line of postmaster.pid), to count its CPU beside ours."""
+    try:
+        return int((pg.data_dir / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def run_backend(label: str, settings: Settings, args, db: int | None = None) -> tuple[list[str], list[str]]:
+    with Archive.open(settings) as archive:
+        token = access.create_token(archive.index, f"bench{random.randint(0, 10**6)}", "officer", [AGENCY])
+    port = 18000 + random.randint(0, 999)
+    log = Path(settings.data_dir).parent / "serve.log"
+    process = serve(settings, port, log)
+    cpu_rows, load_rows = [], []
+    try:
+        drive(process, port, token, plan(args.docs, args.files, 300, seed=1), 4, 300, 60)  # warm up
+        for kind in KINDS:
+            n = args.cpu_requests
+            r = drive(process, port, token, plan(args.docs, args.files, n, kind, seed=2), 2, n, 120, db=db)
+            stats = r.kinds[kind]
+            done = max(len(stats["latency_ms"]), 1)
+            db_ms = f"{1000 * r.db_cpu / done:.1f}" if db else "(in process)"
+            cpu_rows.append(f"| {label} | {kind} | {done} | {1000 * r.server_cpu / done:.1f} | {db_ms} | "
+                            f"{percentile(stats['latency_ms'], 50):.1f} | {errors(stats)} |")
+        lines = plan(args.docs, args.files, args.requests)
+        models = [("closed loop", 0.0, args.requests, args.seconds)]
+        if args.think_ms > 0:
+            models.append((f"think {args.think_ms / 1000:g} s", args.think_ms, args.requests, args.think_seconds))
+        for name, think, requests, seconds in models:
+            r = drive(process, port, token, lines, args.clients, requests, seconds, think, db=db)
+            total = sum(len(s["latency_ms"]) for s in r.kinds.values())
+            errs = sum(errors(s) for s in r.kinds.values())
+            db_share = f" + {r.db_cpu / r.wall * 100:.0f} % PostgreSQL" if db else ""
+            load_rows.append(f"| {label} | {name} | all | {total} | {total / r.wall:.1f} | | | {errs} | "
+                             f"{r.server_cpu / r.wall * 100:.0f} %{db_share} | {r.gen_cpu / r.wall * 100:.0f} % |")
+            for kind in KINDS:
+                values = r.kinds.get(kind, {}).get("latency_ms") or []
+                if values:
+                    load_rows.append(f"| {label} | {name} | {kind} | {len(values)} | {len(values) / r.wall:.1f} | "
+                                     f"{percentile(values, 50):.1f} | {percentile(values, 95):.1f} | "
+                                     f"{errors(r.kinds[kind])} | | |")
     finally:
         process.terminate()
-        process.wait(30)
-    total = sum(len(v) for v in timings.values())
-    rows = [f"| {label} | all | {total} | {total / wall:.1f} | | | {errors} |"]
-    for kind, values in timings.items():
-        if values:
-            rows.append(f"| {label} | {kind} | {len(values)} | {len(values) / wall:.1f} | "
-                        f"{percentile(values, 50):.1f} | {percentile(values, 95):.1f} | |")
-    return rows
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return cpu_rows, load_rows
 
 
 def main() -> None:
@@ -132,26 +278,46 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=30)
     parser.add_argument("--pdf-kb", type=int, default=500)
     parser.add_argument("--clients", type=int, default=50)
-    parser.add_argument("--requests", type=int, default=5000)
-    parser.add_argument("--seconds", type=float, default=120)
+    parser.add_argument("--requests", type=int, default=5000, help="requests of the closed-loop and think-time runs")
+    parser.add_argument("--seconds", type=float, default=120, help="longest closed-loop run")
+    parser.add_argument("--think-ms", type=float, default=2000, help="mean think time (0: skip that model)")
+    parser.add_argument("--think-seconds", type=float, default=60, help="length of the think-time run")
+    parser.add_argument("--cpu-requests", type=int, default=200, help="requests per type for the CPU cost table")
     parser.add_argument("--skip-postgres", action="store_true")
+    parser.add_argument("--skip-sqlite", action="store_true")
+    parser.add_argument("--rebuild", action="store_true", help="rebuild the cached data sets")
     args = parser.parse_args()
-    rows = ["| index | kind | requests | req/s | p50 ms | p95 ms | errors |", "|---|---|---|---|---|---|---|"]
+    loadgen_binary()
+    cpu_rows = ["| index | request | requests | server CPU ms / request | PostgreSQL CPU ms / request | "
+                "p50 ms (2 clients) | errors |", "|---|---|---|---|---|---|---|"]
+    load_rows = ["| index | client model | kind | requests | req/s | p50 ms | p95 ms | errors | server CPU | "
+                 "loadgen CPU |", "|---|---|---|---|---|---|---|---|---|---|"]
+    load = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="digitize-portal-bench-") as tmp:
         work = Path(tmp)
-        (work / "sqlite").mkdir()
-        rows += run("SQLite", Settings(data_dir=str(work / "sqlite" / "data")), args, work / "sqlite")
+        if not args.skip_sqlite:
+            cached = cached_dataset("sqlite", args)
+            (work / "sqlite").mkdir()
+            c, r = run_backend("SQLite", working_copy("sqlite", cached, work / "sqlite"), args)
+            cpu_rows += c
+            load_rows += r
         if not args.skip_postgres:
             server = start_postgres()
             try:
-                settings = Settings(data_dir=str(work / "pg" / "data"))
-                settings.index.dsn = server.create_database("portal_bench")
+                cached = cached_dataset("postgresql", args, server)
                 (work / "pg").mkdir()
-                rows += run("PostgreSQL", settings, args, work / "pg")
+                c, r = run_backend("PostgreSQL", working_copy("postgresql", cached, work / "pg", server), args,
+                                   postmaster_pid(server))
+                cpu_rows += c
+                load_rows += r
             finally:
                 server.stop()
-    print(f"\n{args.docs:,} documents, {args.clients} concurrent clients, {args.pdf_kb} KB PDF/A downloads\n")
-    print("\n".join(rows))
+    print(f"\n$ {shlex.join([Path(sys.executable).name, *sys.argv])}")
+    print(f"{args.docs:,} documents, {args.clients} clients, {args.pdf_kb} KB PDF/A downloads, "
+          f"{os.cpu_count()} cores, load average before {load[0]:.1f}; CPU % = share of one core\n")
+    print("\n".join(cpu_rows))
+    print()
+    print("\n".join(load_rows))
 
 
 if __name__ == "__main__":

@@ -107,4 +107,11 @@ if [ $servers = 1 ] && [ ! -x "$CACHE/bin/minio" ]; then
   say "building MinIO server (go install, cached in $CACHE/bin; takes a few minutes once)"
   GOBIN="$CACHE/bin" GOTOOLCHAIN=auto GOFLAGS=-mod=mod go install github.com/minio/minio@latest
 fi
+# The portal benchmark's load generator (bench/loadgen: Go standard library only, nothing is fetched);
+# bench/portal_bench.py rebuilds it too when its source is newer.
+if [ $servers = 1 ] && command -v go >/dev/null && { [ ! -x "$CACHE/bin/digitize-loadgen" ] \
+     || [ -n "$(find bench/loadgen -newer "$CACHE/bin/digitize-loadgen" -type f)" ]; }; then
+  say "building the portal benchmark's load generator (go build, cached in $CACHE/bin)"
+  (cd bench/loadgen && go build -o "$CACHE/bin/digitize-loadgen" .)
+fi
 say "setup done"

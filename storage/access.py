@@ -319,6 +319,11 @@ class Download:
         if held:
             yield held
 
+    def read(self) -> bytes:
+        """The whole (range of the) object, returned only once its SHA-256 matched (else VerificationError):
+        for objects small enough to hold in memory, a corrupt one is refused before its first byte is sent."""
+        return b"".join(self)
+
 
 # -- the gate -----------------------------------------------------------------------------------
 @dataclass
@@ -389,9 +394,9 @@ class Gate:
 
     def document(self, case_id: str, sequence: int) -> DocumentRow:
         value = self.scoped_case_id(case_id)
-        for doc in self.archive.documents(value):
-            if doc.sequence == sequence:
-                return doc
+        doc = self.index.document_in_case(value, sequence)
+        if doc is not None:
+            return doc
         raise NotFoundError(f"document {sequence} of case {value} not found")
 
     def fetch(self, case_id: str, sequence: int, kind: str, target: Path, purpose: str = "downloaded") -> DocumentRow:

@@ -331,6 +331,16 @@ class Index(AccountQueries, ABC):
                                (case_id,))
         return [replace(doc, case_id=case_id, sequence=places[doc.doc_id]) for doc in docs]
 
+    def document_in_case(self, case_id: str, sequence: int) -> DocumentRow | None:
+        """The document at ``sequence`` of the dossier, as :meth:`documents` lists it, without reading the
+        whole dossier (a download asks for one document of it)."""
+        home = self._documents("d.case_id = ? AND d.sequence = ? AND d.status = 'stored'", (case_id, sequence))
+        if home:
+            return home[0]
+        shared = self._documents("d.doc_id IN (SELECT doc_id FROM case_links WHERE case_id = ? AND sequence = ?) "
+                                 "AND d.status = 'stored'", (case_id, sequence))
+        return replace(shared[0], case_id=case_id, sequence=sequence) if shared else None
+
     def _shared_place(self, doc_id: int, case_id: str) -> int | None:
         place = self._scalar("SELECT sequence FROM case_links WHERE doc_id = ? AND case_id = ?", (doc_id, case_id))
         return None if place is None else int(place)
@@ -403,15 +413,23 @@ class Index(AccountQueries, ABC):
 
     def _ranked_ids(self, query: Query, exact: bool, limit: int) -> list[int]:
         """Rank by relevance when the match set is small enough to score within the latency budget,
-        otherwise newest first: scoring 100 000 matches of a common word would take far too long."""
-        capped = self._match_ids(query, exact, RANK_CAP + 1, "none")
-        if len(capped) < 2:
-            return capped
-        return self._match_ids(query, exact, limit, "relevance" if len(capped) <= RANK_CAP else "newest")
+        otherwise newest first: scoring 100 000 matches of a common word would take far too long.
+        The first query is the newest-first one, so a common word is answered by it alone."""
+        newest = self._match_ids(query, exact, max(RANK_CAP + 1, limit), "newest")
+        if len(newest) > RANK_CAP:
+            return newest[:limit]
+        if len(newest) < 2:
+            return newest
+        return self._match_ids(query, exact, limit, "relevance")
 
     def _search_candidates(self, query: Query, limit: int) -> list[tuple[int, bool]]:
-        """(entry_id, matched exactly) pairs: exact-accent matches first, then folded ones not already listed."""
-        exact = self._ranked_ids(query, True, limit)
+        """(entry_id, matched exactly) pairs: exact-accent matches first, then folded ones not already listed.
+
+        A query typed without accents (its exact tokens are its folded ones) says nothing about accents, so
+        it has no exact pass: that pass only preferred text whose accents were lost (OCR errors), and it was
+        a search's costliest query, since both columns share one FTS index and the plain words of such a
+        query fill it through the folded column."""
+        exact = self._ranked_ids(query, True, limit) if query.exact != query.folded else []
         seen = set(exact)
         folded = [i for i in self._ranked_ids(query, False, limit + len(exact)) if i not in seen]
         return [(i, True) for i in exact] + [(i, False) for i in folded[: limit - len(exact)]]

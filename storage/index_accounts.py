@@ -64,8 +64,8 @@ class HitRow:
 @dataclass
 class SearchPage:
     hits: list[SearchHit]
-    total: int  # accepted candidates (at most SEARCH_CAP were considered)
-    capped: bool
+    total: int  # accepted candidates judged (at most SEARCH_CAP are considered)
+    capped: bool  # total is a lower bound: more candidates were left unjudged, or the cap was reached
 
 
 def _user(row: dict[str, Any]) -> UserRecord:
@@ -209,9 +209,16 @@ class AccountQueries:
             raise BadArgsError("search limit must be 1 or more and offset 0 or more")
         query = parse_query(text)
         candidates = self._search_candidates(query, SEARCH_CAP)
-        accepted = [r for r in self._hit_rows(candidates) if accept(r)]
+        # Candidates are judged in growing slices, only until the page and one more hit are known (as paging
+        # with LIMIT n+1 does): judging all 1 000 of a common word's candidates for every search cost more
+        # than the rest of it. The count is then a lower bound ("21+"); it is exact when all were judged.
+        accepted: list[HitRow] = []
+        judged, step = 0, max(2 * (offset + limit + 1), 50)
+        while judged < len(candidates) and len(accepted) <= offset + limit:
+            accepted += [r for r in self._hit_rows(candidates[judged:judged + step]) if accept(r)]
+            judged, step = judged + step, step * 2
         page = accepted[offset:offset + limit]
         texts = self._entry_texts([r.entry_id for r in page])
         hits = [SearchHit(case_id=r.case_id, doc_id=r.doc_id, sequence=r.sequence, title=r.title, page=r.page,
                           snippet=highlight(texts.get(r.entry_id, ""), query), exact=r.exact) for r in page]
-        return SearchPage(hits, len(accepted), len(candidates) >= SEARCH_CAP)
+        return SearchPage(hits, len(accepted), judged < len(candidates) or len(candidates) >= SEARCH_CAP)

@@ -3,7 +3,8 @@
 Tokenising and folding happen here in Python rather than in each database, so ``đ`` folds to ``d``
 (which neither Unicode decomposition nor PostgreSQL's unaccent does) and both backends match the
 same words. Each entry keeps two token columns: *exact* (case-folded, accents kept) and *folded*
-(accents and đ removed). A query matches on folded tokens; hits that also match on exact tokens rank first.
+(accents and đ removed). A query matches on folded tokens; hits that also match on exact tokens rank first
+(a query typed without accents has no exact pass: it says nothing about accents).
 """
 
 from __future__ import annotations

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
-from typing import Iterator
+from typing import AsyncIterator
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
@@ -64,6 +65,30 @@ HTTP_CODES = {400: "bad-request", 401: "unauthorized", 403: "forbidden", 404: "n
               413: "too-large", 416: "range-not-satisfiable", 422: "bad-request"}
 
 
+class SecurityHeaders:
+    """Adds SECURITY_HEADERS (and ``cache-control: no-store`` outside /static/) to every response that does
+    not set them itself. A plain ASGI middleware: Starlette's ``@app.middleware("http")`` (BaseHTTPMiddleware)
+    re-streams every response body through a task and a memory channel, a large part of a download's CPU."""
+
+    def __init__(self, app):
+        self.app = app
+        self.headers = [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        extra = self.headers if scope["path"].startswith("/static/") else [*self.headers, (b"cache-control",
+                                                                                            b"no-store")]
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                present = {k.lower() for k, _ in message.get("headers", ())}
+                message["headers"] = [*message.get("headers", ()), *(h for h in extra if h[0] not in present)]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 def error_status(error: Exception) -> tuple[int, str]:
     for cls, status, code in ERRORS:
         if isinstance(error, cls):
@@ -79,18 +104,25 @@ def json_error(status: int, code: str, message: str, headers: dict | None = None
     return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
 
 
-def get_archive(request: Request) -> Iterator[Archive]:
-    with request.app.state.pool.archive() as archive:
+# The dependencies below are async, so they run on the event loop rather than each in a worker thread:
+# the hand-offs to and from the thread pool (several per request) cost more CPU than their work, an archive
+# from the pool and one indexed lookup of the token or user. The route itself still runs in a worker thread.
+async def get_archive(request: Request) -> AsyncIterator[Archive]:
+    pool = request.app.state.pool
+    archive = pool.take_nowait() or await run_in_threadpool(pool.take)  # opening one, or waiting, in a thread
+    try:
         yield archive
+    finally:
+        pool.give(archive)
 
 
-def api_gate(request: Request, archive: Archive = Depends(get_archive)) -> Gate:
+async def api_gate(request: Request, archive: Archive = Depends(get_archive)) -> Gate:
     from .auth import api_principal, client_address
 
     return _with_sink(request, archive.gate(api_principal(request, archive.index), client_address(request)))
 
 
-def page_gate(request: Request, archive: Archive = Depends(get_archive)) -> Gate:
+async def page_gate(request: Request, archive: Archive = Depends(get_archive)) -> Gate:
     from .auth import client_address, page_principal
 
     principal = page_principal(request, archive.index, request.app.state.settings.web.session_idle,
@@ -129,14 +161,7 @@ def create_app(settings) -> FastAPI:
                        max_age=SESSION_MAX_AGE, same_site="lax" if settings.web.oidc_issuer else "strict",
                        https_only=settings.web.secure_cookies)  # lax: the provider's redirect back must carry it
 
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next):
-        response = await call_next(request)
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        if not request.url.path.startswith("/static/"):
-            response.headers.setdefault("cache-control", "no-store")
-        return response
+    app.add_middleware(SecurityHeaders)
 
     @app.exception_handler(DigitizeError)
     async def digitize_error(request: Request, error: DigitizeError):

@@ -24,21 +24,31 @@ class ArchivePool:
 
     @contextlib.contextmanager
     def archive(self) -> Iterator[Archive]:
-        try:
-            archive = self._free.get_nowait()
-        except queue.Empty:
-            with self._lock:
-                if len(self._all) < self._size:
-                    archive = Archive.open(self.settings)
-                    self._all.append(archive)
-                else:
-                    archive = None
-            if archive is None:
-                archive = self._free.get()
+        archive = self.take()
         try:
             yield archive
         finally:
-            self._free.put(archive)
+            self.give(archive)
+
+    def take_nowait(self) -> Archive | None:
+        """A free archive at once, or None (then :meth:`take` it in a worker thread: it may open or wait)."""
+        try:
+            return self._free.get_nowait()
+        except queue.Empty:
+            return None
+
+    def take(self) -> Archive:
+        archive = self.take_nowait()
+        if archive is not None:
+            return archive
+        with self._lock:
+            if len(self._all) < self._size:
+                archive = Archive.open(self.settings)
+                self._all.append(archive)
+        return archive if archive is not None else self._free.get()
+
+    def give(self, archive: Archive) -> None:
+        self._free.put(archive)
 
     def close(self) -> None:
         with self._lock:

@@ -1,8 +1,9 @@
 """Downloads shared by the API and the pages: one object, the dossier ZIP, a page image.
 
-A document is streamed straight from the object store, its SHA-256 checked while it streams (the last
-piece is held back until it matched; on a mismatch the response is aborted, so no client gets a complete
-wrong file). The dossier ZIP and page images are built in a private work folder by the gate (SHA-256
+A document up to WHOLE_MAX is read whole from the object store and sent only once its SHA-256 matched
+(a mismatch is an error answer carrying none of it); a larger one is streamed, its SHA-256 checked while
+it streams (the last piece is held back until it matched; on a mismatch the response is aborted, so no
+client gets a complete wrong file). The dossier ZIP and page images are built in a private work folder by the gate (SHA-256
 checked on the way out) and removed after the response is sent. File names in Content-Disposition are the ASCII slugs of
 storage/retrieval.py, never the stored title or the name a scan was sent under.
 """
@@ -26,6 +27,9 @@ KINDS = {"pdfa": "application/pdf", "original": "application/octet-stream"}
 ORIGINAL_TYPES = {"pdf": "application/pdf", "tif": "image/tiff", "tiff": "image/tiff", "jpg": "image/jpeg",
                   "jpeg": "image/jpeg", "png": "image/png"}
 THUMB_DPI, VIEW_DPI, MAX_DPI = 24, 110, 200
+# objects up to this size are read into memory, SHA-256 checked and only then sent (a corrupt one is a 500
+# "fixity-failed" with no byte of it); larger ones stream, checked on the way, their last piece held back
+WHOLE_MAX = 8 << 20
 
 
 def disposition(name: str, inline: bool = False) -> str:
@@ -89,6 +93,8 @@ def document_response(request: Request, gate: Gate, case_id: str, sequence: int,
             status = 206
             headers["content-range"] = f"bytes {download.byte_range[0]}-{download.byte_range[1]}/{download.size}"
     headers["content-length"] = str(download.length)
+    if download.size <= WHOLE_MAX:  # read and checked whole, then sent in one piece: no per-chunk thread hops
+        return Response(download.read(), status_code=status, media_type=media, headers=headers)
     return StreamingResponse(iter(download), status_code=status, media_type=media, headers=headers)
 
 

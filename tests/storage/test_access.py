@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from digitize.errors import BadArgsError, NotFoundError
+from digitize.errors import BadArgsError, NotFoundError, VerificationError
 from storage import access
 from storage.access import AuthenticationError, PermissionDenied, Principal, SearchFilters
 from storage.models import CaseRecord
@@ -127,6 +127,28 @@ def test_views_and_downloads_are_events_with_actor_and_client(two_agencies, tmp_
     assert any("downloaded pdfa" in e.detail for e in mine)
 
 
+def test_a_streamed_corrupt_object_never_yields_its_last_piece(two_agencies, settings):
+    """Gate.stream (objects above web/files.py's WHOLE_MAX stream this way): the held-back last piece is
+    never sent when the SHA-256 differs; Download.read (smaller objects) returns nothing at all."""
+    if not hasattr(two_agencies.objects, "_path"):
+        pytest.skip("bit rot is simulated on a folder store's file")
+    gate = two_agencies.gate(OFFICER_A, "192.0.2.7")
+    intact = gate.stream(CASE_A, 1, "pdfa").read()
+    doc = gate.document(CASE_A, 1)
+    path = two_agencies.objects._path(doc.pdfa_key)
+    path.chmod(0o600)
+    path.write_bytes(intact[:-1] + bytes([intact[-1] ^ 0xFF]))
+    sent = b""
+    with pytest.raises(VerificationError):
+        for piece in gate.stream(CASE_A, 1, "pdfa"):
+            sent += piece
+    assert len(sent) < len(intact)
+    with pytest.raises(VerificationError):
+        gate.stream(CASE_A, 1, "pdfa").read()
+    failures = [e for e in two_agencies.index.events(case_id=CASE_A) if e.outcome == "failure"]
+    assert len(failures) == 2 and all("downloaded pdfa" in e.detail for e in failures)
+
+
 def test_unmatched_and_link_follow_the_scope(two_agencies):
     scanner_a = two_agencies.gate(Principal("s", "scanner", ("000.00.31.H56",)))
     scanner_b = two_agencies.gate(Principal("t", "scanner", ("000.00.12.H29",)))
@@ -148,6 +170,9 @@ def test_a_shared_document_is_reachable_through_every_dossier_it_belongs_to(two_
     officer_b = archive.gate(Principal("b", "officer", ("000.00.12.H29",)))
     _, docs = officer_b.case(CASE_B)
     assert home.doc_id in {d.doc_id for d in docs}
+    for case_id, listed in [(CASE_A, archive.documents(CASE_A)), (CASE_B, docs)]:  # one read = the list's row
+        assert [archive.index.document_in_case(case_id, d.sequence) for d in listed] == listed
+    assert archive.index.document_in_case(CASE_B, 99) is None
     got = officer_b.fetch(CASE_B, shared.sequence, "pdfa", tmp_path / "shared.pdf")
     assert got.doc_id == home.doc_id and (tmp_path / "shared.pdf").is_file()
     assert len(officer_b.dossier(CASE_B, tmp_path / "zip").files) == 2

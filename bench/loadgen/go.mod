@@ -1,0 +1,3 @@
+module digitize/bench/loadgen
+
+go 1.19
