@@ -27,6 +27,7 @@ WINDOW = (0.35, 0.65)  # where the gutter may be, as shares of the width
 MAX_CROSSING = 0.02  # share of rows with ink in the gutter column (a valley)
 MIN_SIDE_INK = 0.25  # the lighter side's ink against the heavier's: a text block on each side
 MIN_SHADOW = 20  # grey levels the gutter is darker than the open paper
+MAX_TEXT_RUN = 0.7  # a column or row inked along more of its length than this is no text line
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,11 @@ def find_gutter(grey: np.ndarray, dpi: float) -> Gutter | None:
 
 def _lines_run_down(mask: np.ndarray) -> bool:
     """Text lines vertical: the column profile is peakier than the row profile (the same test
-    as geometry.analyse, at angle 0)."""
-    rows, cols = mask.sum(axis=1).astype(np.float64), mask.sum(axis=0).astype(np.float64)
+    as geometry.analyse, at angle 0). Columns and rows inked along most of their length (a sliver
+    of dark board left beside the leaves by the crop, a leaf's edge, a long ruling) are not text
+    lines and are left out: on a sparse page they would outweigh the text."""
+    text = mask[np.ix_(mask.mean(axis=1) < MAX_TEXT_RUN, mask.mean(axis=0) < MAX_TEXT_RUN)]
+    rows, cols = text.sum(axis=1).astype(np.float64), text.sum(axis=0).astype(np.float64)
     return float(np.dot(cols, cols)) > 1.15 * float(np.dot(rows, rows))
 
 

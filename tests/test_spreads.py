@@ -83,3 +83,17 @@ def test_unknown_split_mode_is_a_one_line_config_error():
     assert ConvertOptions.from_settings(ConvertSettings()).split_spreads == "auto"
     with pytest.raises(ConfigError, match="split_spreads must be one of auto, never, always"):
         ConvertOptions.from_settings(ConvertSettings(split_spreads="sometimes"))
+
+
+def test_board_edges_left_beside_the_leaves_do_not_make_a_spread_look_sideways():
+    """A crop that keeps a sliver of the dark board at both sides: those full-height dark columns
+    are not text lines running down the page."""
+    sparse = render_with(REGISTER_LINES[:5], DEJAVU_SERIF), render_with(LEDGER_LINES[:5], DEJAVU_SANS)
+    spread = book_spread(*sparse, shadow_depth=0.45)
+    edge = spread.shape[1] // 100
+    framed = spread.copy()
+    framed[:, :edge] = 80
+    framed[:, -edge:] = 80
+    gutter = spreads.find_gutter(framed, DPI)
+    assert gutter is not None and gutter.is_spread
+    assert [side for _, side in spreads.split(framed, DPI)] == ["left", "right"]
