@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import signal
 import statistics
 import subprocess
@@ -181,7 +182,7 @@ def main() -> None:
         pg.stop()
 
     print(f"\nqueue bench: {args.files} files x {args.pages} pages{' - ' + args.label if args.label else ''}")
-    print(f"command: {' '.join([Path(sys.executable).name, 'bench/queue_bench.py', *sys.argv[1:]])}\n")
+    print(f"command: {shlex.join(['.venv/bin/python', 'bench/queue_bench.py', *sys.argv[1:]])}\n")
     print(f"queue overhead per document (probe, median): {overhead['total_ms']:.1f} ms = "
           f"staging + ledger + send {overhead['submit_ms']:.1f} ms, worker fetch + ledger + delete "
           f"{overhead['worker_ms']:.1f} ms")
