@@ -14,7 +14,8 @@ Starts its own Redis, MinIO and PostgreSQL on loopback (tests/servers.py); the F
 2. ``digitize batch SRC --local --jobs N``: the in-process baseline, wall clock;
 3. ``digitize worker --concurrency W`` for W in --workers, and ``digitize batch SRC --queue --wait``.
    Each run also reports its CPU-seconds per page (its own processes and the servers', not the machine's),
-   a ratio that stays meaningful while other work shares the cores. Wall-clock overhead = (queued wall x W - local wall x N) / files core-seconds per document.
+   a ratio that stays meaningful while other work shares the cores.
+   Wall-clock overhead = (queued wall x W - local wall x N) / files core-seconds per document.
 
 Targets (issue 14): queue overhead <= 5 % of the in-process batch; 2 workers >= 1.8 x one worker's pages/min.
 A worker process converts one file at a time, its pages one after another (one core): W processes use W cores.
