@@ -120,7 +120,8 @@ Examples:
   digitize worker --concurrency 2 --metrics-port 9464
 """)
 @click.option("-c", "--concurrency", type=click.IntRange(1, 256), default=None,
-              help="Files converted in parallel (default batch.jobs = all cores).")
+              help="Files converted in parallel, each on one core (its pages one after another; "
+                   "convert.jobs does not apply); default batch.jobs = all cores.")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
               help="Serve Prometheus /metrics on this port (default queue.metrics_port; 0 = off).")
 @click.option("--loglevel", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]), default="INFO")

@@ -103,7 +103,16 @@ class Submitter:
         Done means *queued*: the original is safe in the store, the inbox file may go."""
         return self.submit_job(path, hint, root)[1]
 
-    def submit_job(self, path: Path, hint: Clue | None = None, root: Path | None = None) -> tuple[str, JobResult]:
+    def submit_upload(self, path: Path, values: dict[str, Any], upload: str, sender: dict[str, Any]
+                      ) -> tuple[str, JobResult]:
+        """A portal upload: the same staging and task, plus its sender's principal, against whose upload scope
+        (storage.access.UploadScope) the worker checks every part. Keyed by the upload and its clues too, so two
+        uploads of one scan (or a retry into another case) are separate jobs; the store keeps one copy."""
+        return self.submit_job(path, Clue("upload", values), None,
+                               upload={"id": upload, "sender": sender, "values": values})
+
+    def submit_job(self, path: Path, hint: Clue | None = None, root: Path | None = None,
+                   upload: dict[str, Any] | None = None) -> tuple[str, JobResult]:
         """The job ID ("" if none) and the submission's result: done (queued), skipped (done before) or failed."""
         started = time.perf_counter()
         job = ""
@@ -113,8 +122,8 @@ class Submitter:
         try:
             with work_dir("stage") as tmp:
                 sha = _stage_copy(path, root, tmp / "original")
-                sidecar = _sidecar(path)
-                job = job_id(sha, "", self.options)
+                sidecar = _sidecar(path) if upload is None else None  # an upload has its sender's clues
+                job = job_id(sha, "", self.options if upload is None else {**self.options, "upload": upload})
                 known = self.ledger.get(job)
                 if known is not None and known.state == "done":
                     if self.batch:
@@ -128,6 +137,8 @@ class Submitter:
             spec = {"job": job, "key": key, "sha256": sha, "name": relative.as_posix(), "options": self.options,
                     "hint": {"source": hint.source, "values": dict(hint.values)} if hint else None,
                     "sidecar": list(sidecar) if sidecar else None}
+            if upload is not None:
+                spec["upload"] = upload
             self.send(job, spec)
         except (StorageError, InputError) as e:
             return "", JobResult(str(path), Status.failed, sha, str(e), error_kinds=(type(e).__name__, "StorageError")
@@ -162,9 +173,21 @@ def retry_jobs(settings, jobs: list[str]) -> list[str]:
     return sent
 
 
+def upload_state(record) -> tuple[str, str, list[dict[str, Any]]]:
+    """A queued upload's (state, reason, stored documents) as the portal shows an upload job, from its ledger
+    record: waiting is "queued"; a finished job's state is its result's status (done, unmatched, skipped...)."""
+    if record.state not in ("done", "failed"):
+        return ("running" if record.state == "running" else "queued"), record.reason, []
+    if not record.result:
+        return record.state, record.reason, []
+    result = result_from_dict(record.result)
+    return str(result.status), result.reason, [dataclasses.asdict(d) for d in result.documents]
+
+
 # --- a queued batch ------------------------------------------------------------------------------------
 
-WAIT_POLL = 1.0  # seconds between ledger reads while waiting for a batch
+WAIT_POLL = 0.2  # seconds between ledger reads while waiting for a batch (plus 1 ms per 5 jobs pending, at most
+# 2 s): a fixed 1 s poll added up to a second to every waited batch, a few % of a short one's wall time
 
 
 def run_queued_batch(src: Path, items, settings, wait: bool, stream):
@@ -210,7 +233,7 @@ def run_queued_batch(src: Path, items, settings, wait: bool, stream):
                     progress.add(result, item.size)
                     shown.show()
             if pending:
-                time.sleep(WAIT_POLL)
+                time.sleep(min(2.0, WAIT_POLL + len(pending) / 5000))
         shown.show(final=True)
     finally:
         submitter.close()
@@ -247,6 +270,15 @@ def _fetch(settings, spec: dict[str, Any], root: Path) -> Path:
     return path
 
 
+def _upload_scope(spec: dict[str, Any]):
+    """An upload's parts are filed only within its sender's scope, checked by storage.access as in-process."""
+    if "upload" not in spec:
+        return None
+    from storage.access import UploadScope
+
+    return UploadScope.of((spec["upload"] or {}).get("sender") or {})
+
+
 def _transient(result: JobResult) -> bool:
     return result.retryable or result.internal
 
@@ -277,7 +309,8 @@ def run_job(settings, ledger: Ledger, job: str, spec: dict[str, Any], worker: st
             result = JobResult(spec["name"], Status.failed, spec["sha256"], str(e), error_kinds=("StorageError",),
                                exit_code=int(e.exit_code))
         else:
-            result = process(path, sub, hint, root=tmp / "src", jobs=1, keep=kept_folder(settings))
+            result = process(path, sub, hint, root=tmp / "src", jobs=1, keep=kept_folder(settings),
+                             allowed=_upload_scope(spec))
     result.path = spec["name"]
     limit = queue.retries if result.retryable else min(queue.retries, 2)
     if result.status is Status.failed and _transient(result) and tries < limit:

@@ -98,6 +98,20 @@ def _child_init(**_kwargs) -> None:
     pageworkers.keep()
 
 
+def _preload() -> None:
+    """The conversion, storage and index code imported once in the parent, before Celery forks its pool:
+    each child (and a child replacing a dead one) starts warm and shares these pages, instead of paying the
+    imports (~0.5 CPU-s, measured in bench/queue_bench.py) inside its first task, as batch's workers do."""
+    import digitize.convert  # noqa: F401
+    import digitize.signing  # noqa: F401
+    import pipelines.jobs  # noqa: F401
+    import pipelines.metrics  # noqa: F401
+    import pipelines.pagescan  # noqa: F401
+    import storage.archive  # noqa: F401
+    import storage.index_pg  # noqa: F401
+    import storage.objects  # noqa: F401
+
+
 def run_worker(settings, concurrency: int, metrics_port: int = 0, loglevel: str = "INFO") -> None:
     from celery.signals import worker_process_init
 
@@ -113,6 +127,7 @@ def run_worker(settings, concurrency: int, metrics_port: int = 0, loglevel: str 
         metrics.serve(metrics_port, settings)
     worker_process_init.connect(_child_init, weak=False)
     imaging.single_threaded()  # no OpenCV thread pool may exist across the fork
+    _preload()
     name = f"digitize-{os.getpid()}@{socket.gethostname()}"
     app.worker_main(["worker", f"--concurrency={concurrency}", "--pool=prefork", f"--loglevel={loglevel}",
                      f"--hostname={name}", f"--queues={QUEUE}", "--without-gossip", "--without-mingle",

@@ -110,6 +110,14 @@ class UploadScope:
 
     principal: Principal
 
+    @classmethod
+    def of(cls, sender: dict) -> "UploadScope":
+        """The scope of a sender saved as a dict (a job file, a queue message); none saved: a scope that
+        files nothing (no role, no permission)."""
+        fields = {"name": "", "role": "", **(sender or {})}
+        return cls(Principal(fields["name"], fields["role"], tuple(fields.get("agencies", ())),
+                             fields.get("kind", "user")))
+
     def __call__(self, case_id: str | None) -> bool:
         if not self.principal.can(Perm.upload):
             return False

@@ -32,6 +32,9 @@ from typing import BinaryIO
 
 from digitize.errors import BadArgsError, InputError
 from digitize.fsutil import atomic_write_text
+from pipelines.jobs import Status
+from pipelines.logs import event
+from pipelines.queued import enabled as queue_mode
 from storage.index import now_iso
 
 log = logging.getLogger("digitize.web")
@@ -54,18 +57,22 @@ class UploadJob:
     created_at: str = ""
     finished_at: str = ""
     sender: dict = field(default_factory=dict)  # the sender's Principal: its upload scope binds every part
+    queue_job: str = ""  # queue mode: the job in the queue's ledger that converts it (its state is read there)
 
     def scope(self):
         """The sender's upload scope (storage.access); a job saved without a sender may file nothing."""
-        from storage.access import Principal, UploadScope
+        from storage.access import UploadScope
 
-        fields = {**{"name": "", "role": ""}, **self.sender}
-        return UploadScope(Principal(fields["name"], fields["role"], tuple(fields.get("agencies", ())),
-                                     fields.get("kind", "user")))
+        return UploadScope.of(self.sender)
 
     @property
     def finished(self) -> bool:
         return self.state not in ("queued", "running")
+
+    @property
+    def in_queue(self) -> bool:
+        """Handed to the queue's workers (staged in the store): followed in the ledger, never run here."""
+        return bool(self.queue_job) and not self.finished
 
 
 def display_name(name: str) -> str:
@@ -94,6 +101,11 @@ class UploadQueue:
         self._worker: ProcessPoolExecutor | None = None
         self._listeners: list = []
         self._claims: dict[str, int] = {}
+        self._submitter = None  # queue mode's, made on first use
+        if queue_mode(settings):
+            from pipelines.tasks import check_settings
+
+            check_settings(settings)  # a portal that cannot queue says so at start, not on the first upload
         self._resume()
 
     # -- state ---------------------------------------------------------------------------------
@@ -143,7 +155,7 @@ class UploadQueue:
             if not _JOB_ID.fullmatch(folder.name) or folder.is_symlink():
                 continue
             job = self._load(folder.name)
-            if job is None or job.finished or not self._claim(job.job_id):
+            if job is None or job.finished or job.in_queue or not self._claim(job.job_id):
                 continue
             job.state = "queued"
             with self._lock:
@@ -155,7 +167,10 @@ class UploadQueue:
             return None
         with self._lock:
             mine = self._jobs.get(job_id)
-        return mine or self._load(job_id)
+        job = mine or self._load(job_id)
+        if job is not None and job.in_queue:
+            self._follow([job])
+        return job
 
     def jobs(self) -> list[UploadJob]:
         with self._lock:
@@ -163,7 +178,37 @@ class UploadQueue:
         for folder in self.root.iterdir():
             if _JOB_ID.fullmatch(folder.name) and folder.name not in found and (job := self._load(folder.name)):
                 found[job.job_id] = job
+        self._follow([j for j in found.values() if j.in_queue])
         return sorted(found.values(), key=lambda j: j.created_at, reverse=True)
+
+    def _queue_submitter(self):
+        if self._submitter is None:
+            from pipelines.queued import Submitter
+
+            self._submitter = Submitter(self.settings)
+        return self._submitter
+
+    def _follow(self, jobs: list[UploadJob]) -> None:
+        """Queued jobs' states from the queue's ledger; a finished one is saved (and its kept scan dropped once
+        stored), so the ledger is read only while a job is in the queue. Ledger unreachable: shown as it was."""
+        if not jobs:
+            return
+        from digitize.errors import StorageError
+        from pipelines.queued import upload_state
+
+        try:
+            records = {r.job_id: r for r in self._queue_submitter().ledger.many([j.queue_job for j in jobs])}
+        except StorageError as e:
+            log.warning("upload jobs: %s", e)
+            return
+        for job in jobs:
+            record = records.get(job.queue_job)
+            if record is None:
+                continue
+            job.state, job.reason, job.documents = upload_state(record)
+            if job.finished:
+                job.finished_at = now_iso()
+                self._finish(job)
 
     def on_finished(self, listener) -> None:
         """``listener(job)`` is called (in the worker thread) when a job ends; errors are only logged."""
@@ -222,7 +267,7 @@ class UploadQueue:
         except BaseException:
             self._release(job.job_id)
             raise
-        job.case_id, job.state, job.reason, job.finished_at = case_id, "queued", "", ""
+        job.case_id, job.state, job.reason, job.finished_at, job.queue_job = case_id, "queued", "", "", ""
         job.sender = asdict(scope.principal)
         self._queue(job)
         return job
@@ -237,12 +282,17 @@ class UploadQueue:
         if job.case_id:
             values["case_id"] = job.case_id
         try:
-            if self._worker is None:
-                self._worker = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-            with self._converting():  # one conversion at a time per data dir, whichever process took it
-                status, reason, documents = self._worker.submit(convert_upload, str(files[0]), self.settings,
-                                                                values, job.scope()).result()
-            job.state, job.reason, job.documents = status, reason, documents
+            if queue_mode(self.settings):
+                self._enqueue(job, files[0], values)
+                if job.in_queue:
+                    return
+            else:
+                if self._worker is None:
+                    self._worker = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+                with self._converting():  # one conversion at a time per data dir, whichever process took it
+                    status, reason, documents = self._worker.submit(convert_upload, str(files[0]), self.settings,
+                                                                    values, job.scope()).result()
+                job.state, job.reason, job.documents = status, reason, documents
         except BrokenProcessPool:
             self._worker = None  # a new worker for the next job
             job.state, job.reason = "failed", "the conversion process died (out of memory?)"
@@ -250,18 +300,37 @@ class UploadQueue:
             log.exception("upload job %s failed", job.job_id)
             job.state, job.reason = "failed", f"internal error: {type(e).__name__}"
         job.finished_at = now_iso()
-        if job.state != "failed":
-            for f in files:
-                f.unlink(missing_ok=True)  # stored and verified: the copy is no longer needed
-        self._save(job)
-        with self._lock:
-            self._jobs.pop(job.job_id, None)  # the saved state is the truth from now on
-        self._release(job.job_id)
+        self._finish(job)
         for listener in self._listeners:
             try:
                 listener(job)
             except Exception:  # noqa: BLE001
                 log.exception("upload listener failed")
+
+    def _enqueue(self, job: UploadJob, path: Path, values: dict) -> None:
+        """Queue mode: the scan staged in the store (verified) and its task sent, with the sender's principal;
+        the local copy stays until the job is done (a failed job can be retried from it)."""
+        job.queue_job, result = self._queue_submitter().submit_upload(path, values, job.job_id, job.sender)
+        if result.status is Status.failed:
+            job.state, job.reason = "failed", result.reason
+            return
+        job.state = "queued"
+        self._save(job)
+        with self._lock:
+            self._jobs.pop(job.job_id, None)  # the ledger is the truth from now on
+        self._release(job.job_id)
+        event(log, "upload-queued", upload=job.job_id, job=job.queue_job, sha256=job.sha256)
+        self._follow([job])  # done before (the same upload sent again): finished at once
+
+    def _finish(self, job: UploadJob) -> None:
+        if job.state != "failed":
+            for f in (self.root / job.job_id).iterdir():
+                if f.suffix.lower() in SUFFIXES:
+                    f.unlink(missing_ok=True)  # stored and verified: the copy is no longer needed
+        self._save(job)
+        with self._lock:
+            self._jobs.pop(job.job_id, None)  # the saved state is the truth from now on
+        self._release(job.job_id)
 
     @contextlib.contextmanager
     def _converting(self):
@@ -274,6 +343,8 @@ class UploadQueue:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
+        if self._submitter is not None:
+            self._submitter.close()
         if self._worker is not None:
             self._worker.shutdown(wait=True)
         for job_id in list(self._claims):

@@ -113,3 +113,37 @@ def test_a_duplicate_delivery_of_a_done_job_does_nothing(ledger, settings):
     run_job(settings, ledger, job, spec(job), "w", 0, process=process)
     again = run_job(settings, ledger, job, spec(job), "w2", 0, process=process)
     assert again.state == "done" and len(process.calls) == 1
+
+
+def test_an_uploads_task_is_bound_to_its_senders_scope_and_one_without_a_sender_files_nothing(ledger, settings):
+    seen = []
+
+    def process(path, settings, hint, **kw):
+        seen.append(kw.get("allowed"))
+        return JobResult(str(path), Status.done, SHA)
+
+    sender = {"name": "lan", "role": "scanner", "agencies": ["000.00.31.H56"], "kind": "token"}
+    for job, extra in [("plain", {}), ("upload", {"upload": {"id": "u1", "sender": sender}}),
+                       ("forged", {"upload": {"id": "u2"}})]:
+        ledger.enqueued(job, "a/scan.pdf", SHA, {**spec(job), **extra})
+        assert run_job(settings, ledger, job, {**spec(job), **extra}, "w", 0, process=process).state == "done"
+    plain, upload, forged = seen
+    assert plain is None  # watch and batch have no sender and are not limited
+    assert upload("000.00.31.H56-241015-0027") and not upload("000.00.12.H29-241016-0003")
+    assert not forged(None) and not forged("000.00.31.H56-241015-0027")
+
+
+def test_a_queued_uploads_state_as_the_portal_shows_it(ledger):
+    from pipelines.jobs import StoredPart
+    from pipelines.queued import upload_state
+
+    ledger.enqueued("j", "scan.png", SHA, spec("j"))
+    assert upload_state(ledger.get("j"))[0] == "queued"
+    ledger.start("j", "w")
+    assert upload_state(ledger.get("j"))[0] == "running"
+    ledger.end("j", "waiting", "retry 1 of 6 in 5 s: store down")
+    assert upload_state(ledger.get("j")) == ("queued", "retry 1 of 6 in 5 s: store down", [])
+    part = StoredPart("", "7", None, None, 2, False)
+    ledger.end("j", "done", "", JobResult("scan.png", Status.unmatched, SHA, "no case ID", documents=[part]).to_dict())
+    state, reason, documents = upload_state(ledger.get("j"))
+    assert (state, reason, documents[0]["doc_id"]) == ("unmatched", "no case ID", "7")
