@@ -49,10 +49,11 @@ def page_file(fault: str, seed: int) -> tuple[Path, str]:
     return png, txt.read_text(encoding="utf-8")
 
 
-def bare(png: Path, language: str, image: np.ndarray | None = None) -> tuple[str, float]:
-    """`tesseract PNG - -l LANG` (text, seconds); cached per page file and language."""
+def bare(png: Path, language: str, image: np.ndarray | None = None, cached: bool = False) -> tuple[str, float]:
+    """`tesseract PNG - -l LANG` (text, seconds); with ``cached``, the last run's (its seconds
+    were taken under another load: no good for the time ratio)."""
     out = png.with_suffix(f".{language}.bare.txt")
-    if image is None and out.exists():
+    if image is None and cached and out.exists():
         return out.read_text(encoding="utf-8"), float(png.with_suffix(f".{language}.bare.s").read_text())
     src = png
     if image is not None:
@@ -86,12 +87,12 @@ class PassCounter:
         ocr._hocr = self._hocr
 
 
-def ours(pixels: np.ndarray, opts: ConvertOptions) -> tuple[str, float, int, str]:
+def ours(pixels: np.ndarray, opts: ConvertOptions) -> tuple[str, float, int, str, float]:
     with PassCounter() as counter:
         t = time.perf_counter()
         result, preparation = convert.recognise(pixels, degraded.DPI, opts, "page")
         seconds = time.perf_counter() - t
-    return result.text, seconds, counter.calls, preparation
+    return result.text, seconds, counter.calls, preparation, result.confidence
 
 
 def seeds(spec: str) -> list[int]:
@@ -108,27 +109,28 @@ def main() -> None:
     ap.add_argument("--faults", default=",".join(degraded.FAULTS))
     ap.add_argument("--lang", default="vie+eng")
     ap.add_argument("--variants", action="store_true", help="also bare Tesseract on our prepared OCR image")
+    ap.add_argument("--cached-bare", action="store_true", help="reuse bare Tesseract's last texts (CER only)")
     args = ap.parse_args()
     opts = ConvertOptions(language=args.lang)
     imaging.single_threaded()
     ocr.warm(args.lang)
     rows = []
-    print(f"| fault | seed | CER digitize | CER bare | passes | preparation | s digitize | s bare |"
+    print(f"| fault | seed | CER digitize | CER bare | passes | preparation, confidence | s digitize | s bare |"
           + (" CER bare-on-ours |" if args.variants else ""))
     print("|---|---|---|---|---|---|---|---|" + ("---|" if args.variants else ""))
     for fault in args.faults.split(","):
         for seed in seeds(args.seeds):
             png, truth = page_file(fault, seed)
             pixels = np.asarray(Image.open(png))
-            b_text, b_s = bare(png, args.lang)
-            o_text, o_s, passes, prep = ours(pixels, opts)
+            b_text, b_s = bare(png, args.lang, cached=args.cached_bare)
+            o_text, o_s, passes, prep, conf = ours(pixels, opts)
             row = [fault, seed, cer(truth, o_text), cer(truth, b_text), passes, prep or "-", o_s, b_s]
             extra = ""
             if args.variants:
                 prepared, _ = imaging.prepare_for_ocr(pixels, degraded.DPI)
                 extra = f" {cer(truth, bare(png, args.lang, prepared)[0]):.4f} |"
             rows.append(row)
-            print(f"| {fault} | {seed} | {row[2]:.4f} | {row[3]:.4f} | {passes} | {row[5]} | {o_s:.2f} | {b_s:.2f} |"
+            print(f"| {fault} | {seed} | {row[2]:.4f} | {row[3]:.4f} | {passes} | {row[5]} {conf:.0f} | {o_s:.2f} | {b_s:.2f} |"
                   + extra, flush=True)
     print("\n| fault | pages | mean CER digitize | max | mean CER bare | max | passes/page | s/page digitize/bare |")
     print("|---|---|---|---|---|---|---|---|")

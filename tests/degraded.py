@@ -193,7 +193,7 @@ def seal_page(seed: int) -> DegradedPage:
         d.text((cx + (r - 34) * math.cos(a) - 12, cy + (r - 34) * math.sin(a) - 17), ch, font=ring_font, fill=255)
     strength = cv2.GaussianBlur(np.asarray(stamp).astype(np.float32) / 255, (0, 0), 1.2)
     strength *= rng.uniform(0.7, 0.95) * (rng.random(strength.shape) > 0.08)  # patchy stamp ink
-    red = np.array([0.85, 0.12, 0.15], np.float32)
+    red = np.array([rng.uniform(0.5, 0.9), 0.1, 0.14], np.float32)  # bright to dark red ink
     out = base * (1 - strength[..., None] * (1 - red))
     pen = Image.new("L", A4, 0)
     y0 = ys[-1] + 140
