@@ -130,8 +130,8 @@ def main() -> None:
                 prepared, _ = imaging.prepare_for_ocr(pixels, degraded.DPI)
                 extra = f" {cer(truth, bare(png, args.lang, prepared)[0]):.4f} |"
             rows.append(row)
-            print(f"| {fault} | {seed} | {row[2]:.4f} | {row[3]:.4f} | {passes} | {row[5]} {conf:.0f} | {o_s:.2f} | {b_s:.2f} |"
-                  + extra, flush=True)
+            print(f"| {fault} | {seed} | {row[2]:.4f} | {row[3]:.4f} | {passes} | {row[5]} {conf:.0f} | "
+                  f"{o_s:.2f} | {b_s:.2f} |" + extra, flush=True)
     print("\n| fault | pages | mean CER digitize | max | mean CER bare | max | passes/page | s/page digitize/bare |")
     print("|---|---|---|---|---|---|---|---|")
     for fault in dict.fromkeys(r[0] for r in rows):

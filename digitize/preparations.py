@@ -1,12 +1,11 @@
 """OCR-only preparations for degraded pages, chosen per page by measurement (issue 13).
 
 Each function takes the OCR image (or the upright colour page it came from) and returns a new
-OCR image; the archival image is never touched. Two kinds:
-- **measured on the image** and applied before the first reading when their fault is found,
-  at no extra OCR cost: coloured marks (a red seal stamped over the text, a blue pen stroke)
-  whitened by their saturation, the vertical rulings of a table removed;
-- **alternatives** for a page whose first reading looks poor: read a second time, and the more
-  confident reading kept (convert.recognise), so only those pages pay a second pass.
+OCR image; the archival image is never touched. They are measured on the image and applied
+before the first reading when their fault is found, at no extra OCR pass: coloured marks (a
+red seal stamped over the text, a blue pen stroke) whitened by their saturation, the vertical
+rulings of a table removed. The one preparation that costs a second reading, dropping
+show-through, lives with the faint-ink measure in imaging.py (convert.recognise chooses).
 """
 
 from __future__ import annotations
@@ -72,13 +71,6 @@ def remove_rulings(grey: np.ndarray, letter_px: float) -> np.ndarray:
     column by column (CER 0.004 -> 0.62; vertical rulings removed only: 0.0)."""
     mask = ruling_lines(grey, letter_px, horizontal=False)
     return grey if mask is None else whiten(grey, mask, grow=1)  # a ruling's grey fringe too
-
-
-def join_broken_strokes(grey: np.ndarray) -> np.ndarray:
-    """Close gaps of up to two pixels in strokes (a worn typewriter ribbon, a dry pen) without
-    thickening them: a closing of the ink, i.e. a grey opening with a 3 x 3 square (at OCR
-    size a letter's counter is 4-6 px wide and stays open)."""
-    return cv2.morphologyEx(grey, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
 
 
 def first_reading(prepared: np.ndarray, page: np.ndarray) -> tuple[np.ndarray, list[str]]:

@@ -32,7 +32,7 @@ def converted(tmp_path_factory):
 def test_a_typewritten_page_reads_within_a_loose_bound(converted):
     page, truth = converted["typewriter"]
     assert cer(truth, page.text) < 0.08, page.text
-    assert page.ocr_preparation in ("", "strokes-joined")
+    assert page.ocr_preparation == ""
 
 
 def test_text_under_a_red_seal_is_read_and_the_seal_is_not(converted):

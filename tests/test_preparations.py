@@ -69,16 +69,6 @@ def test_remove_rulings_keeps_the_cells_text():
     assert preparations.remove_rulings(plain, 20.0) is plain
 
 
-def test_join_broken_strokes_fills_one_pixel_gaps_without_thickening():
-    grey = np.full((40, 60), 255, np.uint8)
-    grey[10:30, 10:14] = 0  # a vertical stroke...
-    grey[19, 10:14] = 255  # ...broken by a one-pixel gap
-    grey[5:35, 30:34] = 0  # an unbroken stroke
-    out = preparations.join_broken_strokes(grey)
-    assert (out[19, 10:14] == 0).all()
-    assert np.count_nonzero(out[:, 25:40] == 0) == np.count_nonzero(grey[:, 25:40] == 0)
-
-
 def test_first_reading_names_what_it_removed():
     page, stamp = _seal_over_text()
     prepared, factor = imaging.prepare_for_ocr(page, 300)
