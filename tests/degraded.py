@@ -68,20 +68,19 @@ TEXT = [
     "Ủy ban xã kính trình huyện cho phép dùng 2.450 mét",
     "vuông đất công ích liền kề để mở thêm dãy ki-ốt.",
 ]
-TABLE_CELLS = [
-    ["STT", "Họ và tên", "Năm sinh", "Thôn, xóm", "Diện tích", "Ghi chú"],
-    ["1", "Lê Văn Được", "1941", "Đông Hải", "1.250", "đã nộp"],
-    ["2", "Trần Thị Mười", "1950", "Tây Sơn", "860", "chưa ký"],
-    ["3", "Võ Đức Thiện", "1938", "Bắc Phong", "2.015", "thừa kế"],
-    ["4", "Ngô Thị Huệ", "1962", "Nam Định", "415", "đã nộp"],
-    ["5", "Đặng Quốc Việt", "1955", "Đông Hải", "1.708", "tranh chấp"],
-    ["6", "Bùi Thị Thơm", "1947", "Tây Sơn", "930", "đã nộp"],
-    ["7", "Hồ Sĩ Khiêm", "1966", "Trung Lương", "1.122", "mới cấp"],
-    ["8", "Phùng Văn Tư", "1944", "Bắc Phong", "675", "đã nộp"],
-    ["9", "Lưu Thị Yến", "1958", "Nam Định", "1.390", "chưa ký"],
-    ["10", "Mạc Đăng Khoa", "1971", "Trung Lương", "502", "đổi thửa"],
-    ["11", "Châu Thị Lụa", "1949", "Đông Hải", "1.804", "đã nộp"],
-]
+TABLE_CELLS = [row.split("|") for row in """\
+STT|Họ và tên|Năm sinh|Thôn, xóm|Diện tích|Ghi chú
+1|Lê Văn Được|1941|Đông Hải|1.250|đã nộp
+2|Trần Thị Mười|1950|Tây Sơn|860|chưa ký
+3|Võ Đức Thiện|1938|Bắc Phong|2.015|thừa kế
+4|Ngô Thị Huệ|1962|Nam Định|415|đã nộp
+5|Đặng Quốc Việt|1955|Đông Hải|1.708|tranh chấp
+6|Bùi Thị Thơm|1947|Tây Sơn|930|đã nộp
+7|Hồ Sĩ Khiêm|1966|Trung Lương|1.122|mới cấp
+8|Phùng Văn Tư|1944|Bắc Phong|675|đã nộp
+9|Lưu Thị Yến|1958|Nam Định|1.390|chưa ký
+10|Mạc Đăng Khoa|1971|Trung Lương|502|đổi thửa
+11|Châu Thị Lụa|1949|Đông Hải|1.804|đã nộp""".splitlines()]
 
 
 @dataclass
