@@ -27,9 +27,14 @@ def coloured_marks(rgb: np.ndarray) -> np.ndarray | None:
     multiplies with the black, which stays dark and unsaturated."""
     if rgb.ndim != 3 or rgb.shape[2] < 3:
         return None
-    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]  # OpenCV per-pixel ops: 20x numpy's max(axis=2) on A4
+    paper = imaging.paper_colour(rgb)
+    # white-balanced on the paper: yellowed paper and the JPEG colour noise around black text on
+    # it are not coloured ink (OpenCV per-pixel ops: 20x numpy's max(axis=2) on an A4 page)
+    r, g, b = (cv2.convertScaleAbs(rgb[..., c], alpha=255.0 / max(paper[c], 1)) for c in range(3))
     top = cv2.max(cv2.max(r, g), b)
     marks = cv2.compare(cv2.subtract(top, cv2.min(cv2.min(r, g), b)), SATURATED, cv2.CMP_GT)
+    # seals and pen strokes are several pixels thick; chroma fringes of JPEG text are 1-2 px
+    marks = cv2.morphologyEx(marks, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
     count = cv2.countNonZero(marks)
     if count < MARKS_MIN_PX:
         return None
