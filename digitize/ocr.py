@@ -173,7 +173,8 @@ STRIP_GAP = 24
 
 def refine_unsure_words(result: OcrResult, pixels: np.ndarray, language: str, dpi: float, timeout: float,
                         what: str) -> int:
-    """Re-read low-confidence words with other languages in one call on a strip of word crops.
+    """Re-read low-confidence words with other languages in one call on a strip of word crops
+    (more strips only past Tesseract's image size limit, MAX_STRIP_PX).
 
     A reading is taken only if it is clearly more confident AND its letters differ from the
     first reading with marks folded: another model may fix a code or an English word, but it
@@ -182,11 +183,38 @@ def refine_unsure_words(result: OcrResult, pixels: np.ndarray, language: str, dp
     unsure = [i for i, (_, w) in enumerate(result.words) if w.confidence < UNSURE_BELOW]
     if not unsure:
         return 0
-    crops = [_crop(pixels, result.words[i][1]) for i in unsure]
-    strip, rows = _stack(crops)
-    reread = _hocr(strip, language, dpi, 6, timeout, what)
+    deadline = time.monotonic() + timeout
     replaced = 0
-    for i, (top, bottom) in zip(unsure, rows):
+    for batch in _strip_batches([_crop(pixels, result.words[i][1]) for i in unsure]):
+        strip, rows = _stack([crop for _, crop in batch])
+        reread = _hocr(strip, language, dpi, 6, max(1.0, deadline - time.monotonic()), what)
+        replaced += _take_rereadings(result, [unsure[k] for k, _ in batch], rows, reread)
+    if replaced:
+        result.update_confidence()
+    return replaced
+
+
+MAX_STRIP_PX = 30000  # Tesseract refuses an image over 32767 px a side ("recognition failed")
+
+
+def _strip_batches(crops: list[np.ndarray]) -> list[list[tuple[int, np.ndarray]]]:
+    """(index, crop) in strips short enough for Tesseract: a poor page has hundreds of unsure
+    words, whose one strip (~50 000 px on a worn typewriter page) failed the whole page."""
+    batches: list[list[tuple[int, np.ndarray]]] = [[]]
+    height = STRIP_GAP
+    for k, crop in enumerate(crops):
+        step = min(crop.shape[0], MAX_STRIP_PX - 2 * STRIP_GAP) + STRIP_GAP
+        if batches[-1] and height + step > MAX_STRIP_PX:
+            batches.append([])
+            height = STRIP_GAP
+        batches[-1].append((k, crop[:MAX_STRIP_PX - 2 * STRIP_GAP]))
+        height += step
+    return [b for b in batches if b]
+
+
+def _take_rereadings(result: OcrResult, indices: list[int], rows: list[tuple[int, int]], reread: OcrResult) -> int:
+    replaced = 0
+    for i, (top, bottom) in zip(indices, rows):
         found = [w for _, w in reread.words if top <= (w.top + w.bottom) / 2 <= bottom]
         if not found:
             continue
@@ -196,8 +224,6 @@ def refine_unsure_words(result: OcrResult, pixels: np.ndarray, language: str, dp
         if conf >= old.confidence + 20 and fold_accents(text) != fold_accents(old.text) and " " not in text:
             result.words[i] = (line, Word(text, old.left, old.top, old.right, old.bottom, conf, old.baseline))
             replaced += 1
-    if replaced:
-        result.update_confidence()
     return replaced
 
 

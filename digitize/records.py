@@ -42,7 +42,9 @@ class PageReport:
     # the paper found on a dark background and cut out (pagedetect.py): {"action": "crop" or
     # "perspective", "box": [x0, y0, x1, y1] in the scan, "edge_angle": degrees levelled, "size": [w, h]}
     paper: dict[str, Any] = field(default_factory=dict)
-    ocr_preparation: str = ""  # "" standard; "faint-ink-dropped": re-read without show-through, more confident
+    # "" standard, else comma-separated: "colour-marks-removed", "rulings-removed" (before OCR),
+    # "faint-ink-dropped" (re-read without show-through, more confident)
+    ocr_preparation: str = ""
 
 
 @dataclass

@@ -12,6 +12,8 @@ say() { printf '== %s\n' "$*" >&2; }
 APT_PKGS=(tesseract-ocr tesseract-ocr-vie tesseract-ocr-eng tesseract-ocr-osd poppler-utils
           libjbig2dec0 jbig2dec fonts-liberation2 fonts-dejavu-core python3-venv curl unzip ca-certificates
           softhsm2 opensc)
+# FreeMono/FreeSerif: the generated degraded pages' fonts (tests/degraded.py)
+APT_PKGS+=(fonts-freefont-ttf)
 [ $servers = 1 ] && APT_PKGS+=(postgresql postgresql-contrib)
 # the portal's browser tests drive Debian's chromium through Playwright (no browser download)
 [ $servers = 1 ] && APT_PKGS+=(chromium)

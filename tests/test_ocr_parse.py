@@ -243,3 +243,14 @@ def test_recognise_rereads_sideways_lines_only_when_there_are_some(monkeypatch):
     monkeypatch.setattr(ocr, "_hocr", lambda px, lang, dpi, psm, t, w: seen.append(psm) or ocr.OcrResult([], 0.0))
     ocr.recognise(PAGE, "vie", 300, 10)
     assert seen == [3]
+
+
+def test_strip_batches_stay_under_tesseracts_size_limit():
+    crops = [np.zeros((70, 50), np.uint8)] * 1000 + [np.zeros((40000, 10), np.uint8)]
+    batches = ocr._strip_batches(crops)
+    assert [k for b in batches for k, _ in b] == list(range(1001))  # every crop, in order
+    for batch in batches:
+        strip, rows = ocr._stack([c for _, c in batch])
+        assert strip.shape[0] <= ocr.MAX_STRIP_PX and len(rows) == len(batch)
+    assert len(batches) == 5  # 1000 x 94 px in four strips, the giant crop cut down in its own
+    assert ocr._strip_batches([]) == []

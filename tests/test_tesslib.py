@@ -120,3 +120,15 @@ def test_a_forked_child_leaves_the_inherited_models_alone(page) -> None:
 def test_warm_loads_the_orientation_model_on_request() -> None:
     ocr.warm("vie", orientation=True)
     assert "osd" in tesslib._engines and "vie" in tesslib._engines
+
+
+def test_hundreds_of_unsure_words_are_reread_not_a_failed_page(page) -> None:
+    """A poor page (a worn typewriter ribbon) has hundreds of unsure words; their crops in one
+    strip were taller than Tesseract takes (32767 px) and the whole page failed with "recognition
+    failed". Now they are re-read in strips under the limit."""
+    from digitize.records import Word
+
+    word = Word("Căn", 90, 240, 200, 290, 10.0)  # a word of the page's 4th line, read "unsure"
+    result = ocr.OcrResult([(n, word) for n in range(600)], 10.0)  # 600 x 74 px: a 47 000 px strip
+    replaced = ocr.refine_unsure_words(result, page, "eng", 300, 120, "page 1")
+    assert 0 <= replaced <= 600 and len(result.words) == 600

@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""CER per fault on generated degraded pages (tests/degraded.py): digitize's OCR stage against
+bare `tesseract` on the same 300 dpi image, with OCR passes and seconds per page.
+
+On demand only. digitize is measured in-process (convert.recognise: preparation + OCR of an
+upright page, the stage issue 13's "Degraded text" is about), so a page costs seconds, not a
+full `digitize run`. Bare Tesseract is the command on the PNG (dpi stored), cached per page
+under ~/.cache/digitize-bench/degraded (with the generated pages). Times are CPU-bound and
+noisy on a shared machine: compare the ratio digitize/bare of one run, not absolute seconds.
+
+    PYTHONPATH=. .venv/bin/python bench/degraded_bench.py --seeds 100-103      # held-out set
+    PYTHONPATH=. .venv/bin/python bench/degraded_bench.py --seeds 1-3 --faults typewriter --variants
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+import degraded  # noqa: E402
+from digitize import convert, imaging, ocr  # noqa: E402
+from digitize.accuracy import cer  # noqa: E402
+from digitize.convert import ConvertOptions  # noqa: E402
+
+CACHE = Path(os.environ.get("DIGITIZE_BENCH_CACHE", Path.home() / ".cache/digitize-bench")) / "degraded"
+GENERATOR_VERSION = hashlib.sha256((ROOT / "tests/degraded.py").read_bytes()).hexdigest()[:10]
+
+
+def page_file(fault: str, seed: int) -> tuple[Path, str]:
+    folder = CACHE / GENERATOR_VERSION
+    folder.mkdir(parents=True, exist_ok=True)
+    png, txt = folder / f"{fault}-{seed}.png", folder / f"{fault}-{seed}.txt"
+    if not png.exists():
+        page = degraded.generate(fault, seed)
+        Image.fromarray(page.pixels).save(png, dpi=(degraded.DPI, degraded.DPI))
+        txt.write_text(page.truth, encoding="utf-8")
+    return png, txt.read_text(encoding="utf-8")
+
+
+def bare(png: Path, language: str, image: np.ndarray | None = None, cached: bool = False) -> tuple[str, float]:
+    """`tesseract PNG - -l LANG` (text, seconds); with ``cached``, the last run's (its seconds
+    were taken under another load: no good for the time ratio)."""
+    out = png.with_suffix(f".{language}.bare.txt")
+    if image is None and cached and out.exists():
+        return out.read_text(encoding="utf-8"), float(png.with_suffix(f".{language}.bare.s").read_text())
+    src = png
+    if image is not None:
+        src = png.with_suffix(".variant.png")
+        Image.fromarray(image).save(src, dpi=(degraded.DPI, degraded.DPI))
+    t = time.perf_counter()
+    text = subprocess.run(["tesseract", str(src), "-", "-l", language], capture_output=True, text=True,
+                          env={**os.environ, "OMP_THREAD_LIMIT": "1"}, check=True).stdout
+    seconds = time.perf_counter() - t
+    if image is None:
+        out.write_text(text, encoding="utf-8")
+        png.with_suffix(f".{language}.bare.s").write_text(f"{seconds:.3f}")
+    return text, seconds
+
+
+class PassCounter:
+    """Counts Tesseract calls made by digitize (page reads, re-reads of word strips)."""
+
+    def __init__(self):
+        self.calls = 0
+        self._hocr = ocr._hocr
+
+    def __enter__(self):
+        def counted(*a, **k):
+            self.calls += 1
+            return self._hocr(*a, **k)
+        ocr._hocr = counted
+        return self
+
+    def __exit__(self, *exc):
+        ocr._hocr = self._hocr
+
+
+def ours(pixels: np.ndarray, opts: ConvertOptions) -> tuple[str, float, int, str, float]:
+    with PassCounter() as counter:
+        t = time.perf_counter()
+        result, preparation = convert.recognise(pixels, degraded.DPI, opts, "page")
+        seconds = time.perf_counter() - t
+    return result.text, seconds, counter.calls, preparation, result.confidence
+
+
+def seeds(spec: str) -> list[int]:
+    out = []
+    for part in spec.split(","):
+        a, _, b = part.partition("-")
+        out += list(range(int(a), int(b or a) + 1))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", default="100-103", help="e.g. 1-3 (dev set) or 100-103 (held-out set)")
+    ap.add_argument("--faults", default=",".join(degraded.FAULTS))
+    ap.add_argument("--lang", default="vie+eng")
+    ap.add_argument("--variants", action="store_true", help="also bare Tesseract on our prepared OCR image")
+    ap.add_argument("--cached-bare", action="store_true", help="reuse bare Tesseract's last texts (CER only)")
+    args = ap.parse_args()
+    opts = ConvertOptions(language=args.lang)
+    imaging.single_threaded()
+    ocr.warm(args.lang)
+    rows = []
+    print(f"| fault | seed | CER digitize | CER bare | passes | preparation, confidence | s digitize | s bare |"
+          + (" CER bare-on-ours |" if args.variants else ""))
+    print("|---|---|---|---|---|---|---|---|" + ("---|" if args.variants else ""))
+    for fault in args.faults.split(","):
+        for seed in seeds(args.seeds):
+            png, truth = page_file(fault, seed)
+            pixels = np.asarray(Image.open(png))
+            b_text, b_s = bare(png, args.lang, cached=args.cached_bare)
+            o_text, o_s, passes, prep, conf = ours(pixels, opts)
+            row = [fault, seed, cer(truth, o_text), cer(truth, b_text), passes, prep or "-", o_s, b_s]
+            extra = ""
+            if args.variants:
+                prepared, _ = imaging.prepare_for_ocr(pixels, degraded.DPI)
+                extra = f" {cer(truth, bare(png, args.lang, prepared)[0]):.4f} |"
+            rows.append(row)
+            print(f"| {fault} | {seed} | {row[2]:.4f} | {row[3]:.4f} | {passes} | {row[5]} {conf:.0f} | "
+                  f"{o_s:.2f} | {b_s:.2f} |" + extra, flush=True)
+    print("\n| fault | pages | mean CER digitize | max | mean CER bare | max | passes/page | s/page digitize/bare |")
+    print("|---|---|---|---|---|---|---|---|")
+    for fault in dict.fromkeys(r[0] for r in rows):
+        rs = [r for r in rows if r[0] == fault]
+        print(f"| {fault} | {len(rs)} | {np.mean([r[2] for r in rs]):.4f} | {max(r[2] for r in rs):.4f} | "
+              f"{np.mean([r[3] for r in rs]):.4f} | {max(r[3] for r in rs):.4f} | "
+              f"{np.mean([r[4] for r in rs]):.2f} | {sum(r[6] for r in rs) / sum(r[7] for r in rs):.2f} |")
+    print(f"| all | {len(rows)} | {np.mean([r[2] for r in rows]):.4f} | {max(r[2] for r in rows):.4f} | "
+          f"{np.mean([r[3] for r in rows]):.4f} | {max(r[3] for r in rows):.4f} | "
+          f"{np.mean([r[4] for r in rows]):.2f} | {sum(r[6] for r in rows) / sum(r[7] for r in rows):.2f} |")
+    print(f"\ncommand: PYTHONPATH=. {sys.executable} bench/degraded_bench.py " + " ".join(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""OCR-only preparations for degraded pages (digitize/preparations.py): pure image functions."""
+
+import cv2
+import numpy as np
+
+from digitize import imaging, preparations
+from tests.pages import render_text_page, table_page
+
+
+def _seal_over_text(dark: float = 0.55) -> tuple[np.ndarray, np.ndarray]:
+    """A black text page with a filled red stamp multiplied over its middle; returns (page, stamp)."""
+    page = render_text_page(size=(1240, 900), font_px=36, colour=False)
+    rgb = np.repeat(page[..., None], 3, axis=2).astype(np.float32)
+    stamp = np.zeros(page.shape, np.uint8)
+    cv2.circle(stamp, (620, 300), 160, 255, 24)
+    red = np.array([dark, 0.1, 0.12], np.float32)
+    s = stamp[..., None].astype(np.float32) / 255
+    return (rgb * (1 - s * (1 - red))).astype(np.uint8), stamp > 0
+
+
+def test_coloured_marks_finds_a_seal_and_keeps_the_text_under_it():
+    page, stamp = _seal_over_text()
+    marks = preparations.coloured_marks(page)
+    assert marks is not None
+    text = page.max(axis=2) < 60
+    assert marks[stamp & ~text].mean() > 0.95  # the seal's own ink
+    assert not marks[text].any()  # black text multiplied by red stays black
+
+
+def test_coloured_marks_is_none_for_black_pages_and_for_coloured_text():
+    page = render_text_page(size=(800, 600), font_px=30)
+    assert preparations.coloured_marks(page) is None  # grey
+    assert preparations.coloured_marks(np.repeat(page[..., None], 3, axis=2)) is None  # black on white RGB
+    violet = np.where(page[..., None] < 128, np.array([90, 40, 140], np.uint8), np.uint8(250))
+    assert preparations.coloured_marks(violet.astype(np.uint8)) is None  # a violet carbon copy: the text
+
+
+def test_whiten_turns_the_mask_and_its_edge_to_paper():
+    grey = np.full((50, 50), 240, np.uint8)
+    grey[20:30, 20:30] = 90
+    grey[19, 20:30] = 180  # soft edge
+    mask = np.zeros(grey.shape, bool)
+    mask[20:30, 20:30] = True
+    out = preparations.whiten(grey, mask)
+    assert (out[20:30, 20:30] == 240).all() and out[19, 25] == 180 and grey[20, 20] == 90  # input untouched
+    assert (preparations.whiten(grey, mask, grow=1)[19:31, 19:31] == 240).all()
+
+
+def test_ruling_lines_of_a_table_are_found_and_letters_are_not():
+    table = table_page(size=(1240, 900), rows=5, cols=3, font_px=20)
+    mask = preparations.ruling_lines(table, 20.0)
+    assert mask is not None
+    assert mask[150, 300:900].mean() > 0.9 and mask[300:700, 120].mean() > 0.9  # a row and a column line
+    text = render_text_page(size=(1240, 600), font_px=20)
+    assert preparations.ruling_lines(text, 20.0) is None
+    vertical = preparations.ruling_lines(table, 20.0, horizontal=False)
+    assert vertical[300:700, 120].mean() > 0.9 and not vertical[150, 200:400].any()
+
+
+def test_remove_rulings_keeps_the_cells_text():
+    table = table_page(size=(1240, 900), rows=5, cols=3, font_px=20)
+    out = preparations.remove_rulings(table, 20.0)
+    assert (out[300:700, 120] > 200).all()  # a column's ruling is gone
+    assert (out[150, 300:900] < 128).mean() > 0.9  # the rows' stay: Tesseract keeps a row's cells together by them
+    ink_before = np.count_nonzero(table < 128)
+    lines = np.count_nonzero(preparations.ruling_lines(table, 20.0))
+    assert np.count_nonzero(out < 128) > 0.5 * (ink_before - lines)  # the letters stay
+    plain = render_text_page(size=(600, 300), font_px=20)
+    assert preparations.remove_rulings(plain, 20.0) is plain
+
+
+def test_first_reading_names_what_it_removed():
+    page, stamp = _seal_over_text()
+    prepared, factor = imaging.prepare_for_ocr(page, 300)
+    out, done = preparations.first_reading(prepared, page)
+    assert done == ["colour-marks-removed"]
+    ring = cv2.resize(stamp.view(np.uint8), prepared.shape[::-1], interpolation=cv2.INTER_NEAREST) > 0
+    text = cv2.resize((page.max(axis=2) < 60).view(np.uint8), prepared.shape[::-1],
+                      interpolation=cv2.INTER_NEAREST) > 0
+    assert np.median(out[ring & ~text]) > 200
+    clean = render_text_page(size=(1240, 600), font_px=36)
+    prepared, _ = imaging.prepare_for_ocr(clean, 300)
+    same, done = preparations.first_reading(prepared, clean)
+    assert done == [] and same is prepared
