@@ -165,33 +165,41 @@ ADDRESS_FACTOR = 10  # an office behind one NAT address shares it: the address l
 
 
 class LoginThrottle:
-    """After ``attempts`` failures for one user name (from any address), or ten times that from one address,
-    logins for that name (or from that address) pause for ``pause`` seconds."""
+    """After ``attempts`` failures for one user name *from one address*, or ten times that from one address
+    across all names, logins for that name from that address (or anything from that address) pause for
+    ``pause`` seconds.
+
+    Failures are never counted per name alone: then anyone could lock an officer out by typing wrong
+    passwords for the name from anywhere. The price: a guesser spread over many addresses gets
+    ``attempts`` tries per address (argon2id makes each one slow, and the password minimum is 10 characters).
+    """
 
     def __init__(self, attempts: int, pause: float, clock=time.monotonic):
         self.attempts, self.pause, self.clock = attempts, pause, clock
-        self._failures: dict[str, list[float]] = {}
+        self._failures: dict[tuple[str, ...], list[float]] = {}
         self._lock = threading.Lock()
 
-    def _keys(self, name: str, address: str) -> list[str]:
-        return [f"user:{name.casefold()}", f"addr:{address}"]
+    def _limits(self, name: str, address: str) -> list[tuple[tuple[str, ...], int]]:
+        """Every counter a login touches, with its limit: the (name, address) pair, then the address."""
+        return [(("pair", name.casefold(), address), self.attempts),
+                (("addr", address), self.attempts * ADDRESS_FACTOR)]
 
-    def _recent(self, key: str, now: float) -> list[float]:
+    def _recent(self, key: tuple[str, ...], now: float) -> list[float]:
         return [t for t in self._failures.get(key, []) if now - t < self.pause]
 
     def blocked(self, name: str, address: str) -> bool:
         now = self.clock()
         with self._lock:
-            user, addr = self._keys(name, address)
-            return (len(self._recent(user, now)) >= self.attempts
-                    or len(self._recent(addr, now)) >= self.attempts * ADDRESS_FACTOR)
+            return any(len(self._recent(key, now)) >= limit for key, limit in self._limits(name, address))
 
     def failed(self, name: str, address: str) -> None:
         now = self.clock()
         with self._lock:
-            for key in self._keys(name, address):
+            for key, _ in self._limits(name, address):
                 self._failures[key] = [*self._recent(key, now), now]
+            if len(self._failures) > 10_000:  # forget counters whose failures all expired
+                self._failures = {k: v for k, v in self._failures.items() if self._recent(k, now)}
 
     def succeeded(self, name: str, address: str) -> None:
         with self._lock:
-            self._failures.pop(self._keys(name, address)[0], None)
+            self._failures.pop(self._limits(name, address)[0][0], None)

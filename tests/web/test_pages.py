@@ -26,8 +26,8 @@ def csrf_of(client: TestClient, path: str = "/login") -> str:
     return re.search(r'name="csrf" value="([^"]+)"', client.get(path).text).group(1)
 
 
-def login(app, name="officer-a", password=PASSWORD, csrf=None, **extra):
-    client = TestClient(app)
+def login(app, name="officer-a", password=PASSWORD, csrf=None, address="testclient", **extra):
+    client = TestClient(app, client=(address, 50000))
     token = csrf_of(client) if csrf is None else csrf
     return client, client.post("/login", data={"name": name, "password": password, "csrf": token, **extra},
                                follow_redirects=False)
@@ -57,6 +57,22 @@ def test_logins_are_throttled_after_failures(app):
         assert login(app, name="scanner-a", password="wrong-password")[1].status_code == 401
     blocked = login(app, name="scanner-a")[1]
     assert blocked.status_code == 429  # even the right password waits now
+
+
+def test_failures_from_one_address_do_not_lock_the_name_out_from_another(app):
+    """Throttling by name alone let anyone lock an officer out for login_pause seconds."""
+    for _ in range(5):
+        assert login(app, name="officer-b", password="wrong-password", address="10.9.9.9")[1].status_code in (401, 429)
+    assert login(app, name="officer-b", address="10.9.9.9")[1].status_code == 429  # the guesser waits
+    assert login(app, name="officer-b", address="10.1.1.1")[1].status_code == 303  # the officer does not
+
+
+def test_one_address_guessing_across_names_is_throttled(app):
+    names = [f"nobody-{n}" for n in range(30)]  # 10 x login_attempts (3) failures from one address
+    for name in names:
+        assert login(app, name=name, password="wrong-password", address="10.7.7.7")[1].status_code == 401
+    assert login(app, name="officer-b", address="10.7.7.7")[1].status_code == 429
+    assert login(app, name="officer-b", address="10.7.7.8")[1].status_code == 303
 
 
 def test_idle_sessions_end(app):
