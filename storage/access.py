@@ -110,13 +110,24 @@ class UploadScope:
 
     principal: Principal
 
-    def __call__(self, case_id: str | None) -> bool:
+    def __call__(self, case_id: str | None, agency: str | None = None) -> bool:
+        """``agency``: what the part's clues (a sidecar, say) name as its agency; it decides who sees an
+        unmatched part (Gate._covers_unmatched), so without a case ID it must be one of the sender's."""
         if not self.principal.can(Perm.upload):
             return False
         if case_id is None:
-            return True  # unmatched: kept for linking by those who may see it
+            return self.covers_agency(agency)  # unmatched: kept for linking by those who may see it
         try:
             return self.principal.covers(normalize_case_id(case_id))
+        except BadArgsError:
+            return False
+
+    def covers_agency(self, agency: str | None) -> bool:
+        """No agency named, or one of the sender's agency codes (a name or another code is refused)."""
+        if not agency or not agency.strip() or self.principal.all_agencies:
+            return True
+        try:
+            return parse_agency_code(agency).code in self.principal.agencies
         except BadArgsError:
             return False
 
