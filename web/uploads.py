@@ -227,6 +227,26 @@ class UploadQueue:
         self._queue(job)
         return job
 
+    def adopt(self, folder: Path, item, scope, case_id: str | None) -> UploadJob:
+        """A scan the watcher quarantined, taken out of the inbox's failed/ into a new job (with its valid
+        sidecar, so the watch job reads it as watch would), then queued like an upload."""
+        from pipelines import failed
+
+        received: list[UploadJob] = []
+
+        def receive(stream: BinaryIO, name: str) -> Path:
+            job, target = self.receive(stream, name, scope, case_id)
+            received.append(job)
+            return target
+
+        try:
+            failed.take(folder, item, receive, keep_case_id=case_id is None)
+        except BaseException:
+            for job in received:
+                self.discard(job)
+            raise
+        return self.submit(received[0])
+
     # -- work ----------------------------------------------------------------------------------
     def _run(self, job: UploadJob) -> None:
         folder = self.root / job.job_id

@@ -1,0 +1,292 @@
+"""The watch inbox's ``failed/`` folder as the scanning desk sees it: each quarantined scan, its reason, the
+agencies it can be attributed to, and taking one out to be linked to a case and converted again.
+
+Everything in that folder was written by people who share the inbox, so all of it is untrusted: folders and
+files are opened by descriptor with O_NOFOLLOW (a symlink is skipped, never followed), only regular files
+are read, reason and sidecar files are read up to a small cap, their text is shown only after control
+characters are removed, and a file is named to the browser by an opaque reference (a hash of its place),
+never by a path the client could send back: :func:`take` finds the file again by listing the folder.
+
+Attribution (who may see a failed file) uses the case IDs its clues name, as ``watch`` would have read
+them: the folder ``<case-id>/``, a case ID in the file name, and the sidecar ``NAME.json`` (its case ID
+and agency code). The set of agencies named decides; a file naming none, or whose sidecar cannot be
+read, is *unattributable* (storage.access shows it to archivists and admins only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+from typing import BinaryIO, Callable
+
+from digitize.errors import BadArgsError, NotFoundError
+from digitize.identifiers import parse_agency_code
+
+from . import inbox as inboxlib
+from . import metadata
+
+MAX_FILES = 500  # listed per desk page; a folder holding more shows the first ones (sorted)
+MAX_DEPTH = 6  # case folders below failed/ (watch keeps the inbox's own folders)
+REASON_MAX_BYTES = 16 * 1024  # a NAME.error.txt is ~1 KB; more is not a reason watch wrote
+SIDECAR_MAX_BYTES = 64 * 1024  # larger sidecars are not read here: the file is then unattributable
+TEXT_MAX_CHARS = 600
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+@dataclass(frozen=True)
+class FailedFile:
+    ref: str  # opaque: the first 32 hex digits of SHA-256 of its place under failed/
+    parts: tuple[str, ...]  # its place under failed/, as the file system spells it (never shown raw)
+    size: int
+    reason_vi: str
+    reason_en: str
+    detail: str
+    when: str
+    case_ids: tuple[str, ...]  # named by its folder, file name or sidecar
+    agencies: tuple[str, ...]  # the agency codes those (and the sidecar's agency) name; () = unattributable
+
+    @property
+    def relative(self) -> str:
+        """Its place under failed/, printable (for pages and events)."""
+        return printable("/".join(self.parts), 300)
+
+    def reason(self, lang: str) -> str:
+        return (self.reason_en if lang == "en" else self.reason_vi) or self.reason_vi or self.reason_en
+
+
+def printable(text: str, limit: int = TEXT_MAX_CHARS) -> str:
+    """One line without control or format characters (no terminal escapes, no bidi overrides) nor
+    undecodable bytes, at most ``limit`` characters."""
+    text = unicodedata.normalize("NFC", text.encode("utf-8", "replace").decode("utf-8", "replace"))
+    text = " ".join("".join(c if unicodedata.category(c)[0] != "C" else " " for c in text).split())
+    return text[:limit] + ("…" if len(text) > limit else "")
+
+
+def failed_dir(settings) -> Path | None:
+    """The configured watch inbox's failed/ folder, or None when no inbox is configured."""
+    watch = settings.watch
+    if watch.failed_dir:
+        return Path(watch.failed_dir).absolute()
+    return Path(watch.inbox).absolute() / "failed" if watch.inbox else None
+
+
+def _ref(parts: tuple[str, ...]) -> str:
+    return hashlib.sha256(os.fsencode("/".join(parts))).hexdigest()[:32]
+
+
+def _read_small(dir_fd: int, name: str, cap: int) -> bytes | None:
+    """A regular file's first bytes (None: absent, a link, not regular, unreadable or over ``cap``)."""
+    try:
+        fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > cap:
+            return None
+        data = os.read(fd, cap + 1)
+        return data if len(data) <= cap else None
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _reason_fields(data: bytes | None) -> tuple[str, str, str, str]:
+    """(reason in Vietnamese, in English, technical detail, time) from a NAME.error.txt (messages.error_report)."""
+    if data is None:
+        return "", "", "(no reason file)", ""
+    found: dict[str, str] = {}
+    labels = {"Lý do:": "vi", "Reason:": "en", "Chi tiết kỹ thuật / Technical detail:": "detail",
+              "Thời điểm / Time:": "when"}
+    lines = data.decode("utf-8", "replace").splitlines()
+    for line in lines:
+        for label, key in labels.items():
+            if line.startswith(label) and key not in found:
+                found[key] = printable(line[len(label):])
+    if not found:  # not written by watch: its first line, as text
+        return "", "", printable(lines[0] if lines else ""), ""
+    return found.get("vi", ""), found.get("en", ""), found.get("detail", ""), found.get("when", "")[:40]
+
+
+def _sidecar(dir_fd: int, name: str) -> tuple[bool, dict | None]:
+    """(present, validated fields); fields None when present but unreadable, oversized or invalid."""
+    for candidate in (str(PurePath(name).with_suffix(".json")), name + ".json"):
+        if candidate == name:
+            continue
+        try:
+            os.stat(candidate, dir_fd=dir_fd, follow_symlinks=False)
+        except OSError:
+            continue
+        data = _read_small(dir_fd, candidate, SIDECAR_MAX_BYTES)
+        try:
+            mapping = json.loads(data.decode("utf-8-sig")) if data is not None else None
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            mapping = None
+        if not isinstance(mapping, dict):
+            return True, None
+        clue, problems = metadata.clue_from_mapping("sidecar", mapping)
+        return True, None if problems else {"name": candidate, **clue.values}
+    return False, {}
+
+
+def _attribution(parts: tuple[str, ...], sidecar: dict | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(case IDs, agency codes) the file's clues name; agencies () when unattributable."""
+    relative = PurePath(*parts)
+    clues = [metadata.folder_clue(relative), metadata.filename_clue(relative)]
+    case_ids = {c.values["case_id"] for c in clues if c is not None}
+    if sidecar is None:
+        return tuple(sorted(case_ids)), ()
+    if sidecar.get("case_id"):
+        case_ids.add(sidecar["case_id"])
+    agencies = {case_id.rsplit("-", 2)[0] for case_id in case_ids}
+    if sidecar.get("agency"):
+        try:
+            agencies.add(parse_agency_code(sidecar["agency"]).code)
+        except BadArgsError:
+            pass  # an agency's name, not a code: it attributes nothing
+    return tuple(sorted(case_ids)), tuple(sorted(agencies)) if case_ids or agencies else ()
+
+
+def _walk(dir_fd: int, parts: tuple[str, ...], found: list[FailedFile]) -> None:
+    try:
+        entries = sorted(os.scandir(dir_fd), key=lambda e: e.name)
+    except OSError:
+        return
+    for entry in entries:
+        if len(found) >= MAX_FILES:
+            return
+        name = entry.name
+        if inboxlib.is_junk(name) or name.lower().endswith(inboxlib.SIDECAR_SUFFIX):
+            continue  # hidden, scanner litter, reasons (NAME.error.txt) and sidecars
+        try:
+            info = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if stat.S_ISDIR(info.st_mode) and len(parts) < MAX_DEPTH:
+            try:
+                child = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+            except OSError:
+                continue
+            try:
+                _walk(child, (*parts, name), found)
+            finally:
+                os.close(child)
+        elif stat.S_ISREG(info.st_mode):
+            here = (*parts, name)
+            present, sidecar = _sidecar(dir_fd, name)
+            case_ids, agencies = _attribution(here, sidecar)
+            vi, en, detail, when = _reason_fields(_read_small(dir_fd, name + inboxlib.ERROR_SUFFIX,
+                                                              REASON_MAX_BYTES))
+            found.append(FailedFile(_ref(here), here, info.st_size, vi, en, detail, when, case_ids, agencies))
+
+
+def _open_root(folder: Path) -> int | None:
+    try:
+        return os.open(folder, _DIR_FLAGS)
+    except OSError:
+        return None  # not made yet (no file ever failed), or a symlink: nothing to show
+
+
+def list_failed(folder: Path | None) -> list[FailedFile]:
+    """Every failed scan under ``folder`` (at most MAX_FILES), with its reason and attribution."""
+    found: list[FailedFile] = []
+    root = _open_root(folder) if folder is not None else None
+    if root is None:
+        return found
+    try:
+        _walk(root, (), found)
+    finally:
+        os.close(root)
+    return found
+
+
+def find(folder: Path | None, ref: str) -> FailedFile:
+    for item in list_failed(folder):
+        if item.ref == ref:
+            return item
+    raise NotFoundError("failed file not found")
+
+
+def take(folder: Path, item: FailedFile, receive: Callable[[BinaryIO, str], Path], keep_case_id: bool) -> bool:
+    """Hand the failed scan to ``receive(stream, name)`` (the upload queue copies it into a private job
+    folder and returns the copy's path), put its valid sidecar beside the copy (without its case ID unless
+    ``keep_case_id``: the case chosen at the desk wins), make both durable, then remove the scan, its reason
+    and that sidecar from failed/ if the scan there is still the file copied. True if the sidecar came along.
+    """
+    root = _open_root(folder)
+    if root is None:
+        raise NotFoundError("failed file not found")
+    parent = -1
+    try:
+        parent = root if len(item.parts) == 1 else _descend(root, item.parts[:-1])
+        name = item.parts[-1]
+        try:
+            fd = os.open(name, _FILE_FLAGS, dir_fd=parent)
+        except OSError:
+            raise NotFoundError("failed file not found") from None
+        with os.fdopen(fd, "rb") as stream:
+            info = os.fstat(stream.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise NotFoundError("failed file not found")
+            os.set_blocking(stream.fileno(), True)
+            copy = receive(stream, name)
+        _, sidecar = _sidecar(parent, name)
+        carried = bool(sidecar)
+        if carried:
+            fields = {k: v for k, v in sidecar.items() if k != "name" and (keep_case_id or k != "case_id")}
+            _write_durable(copy.with_suffix(".json"), json.dumps(fields, ensure_ascii=False).encode("utf-8"))
+        _fsync(copy)
+        _fsync(copy.parent)
+        try:
+            now = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except OSError:
+            return carried
+        if (now.st_dev, now.st_ino) == (info.st_dev, info.st_ino):
+            extra = [sidecar["name"]] if carried else []
+            for leftover in (name, name + inboxlib.ERROR_SUFFIX, *extra):
+                try:
+                    os.unlink(leftover, dir_fd=parent)
+                except OSError:
+                    pass
+        return carried
+    finally:
+        if parent not in (-1, root):
+            os.close(parent)
+        os.close(root)
+
+
+def _descend(root: int, parts: tuple[str, ...]) -> int:
+    fd = os.dup(root)
+    try:
+        for part in parts:
+            child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        return fd
+    except OSError:
+        os.close(fd)
+        raise NotFoundError("failed file not found") from None
+
+
+def _write_durable(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

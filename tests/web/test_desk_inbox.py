@@ -1,0 +1,164 @@
+"""The scanning desk shows the watch inbox's failed files with their reasons, each only to those entitled
+(attributed by the case IDs in its clues; unattributable ones to archivists and admins only), and "link to a
+case and retry" takes one out of failed/ into the watch job, within the scanner's scope, as an event."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipelines"))
+
+from scans import page, write_pdf  # noqa: E402
+
+from digitize.config import Settings  # noqa: E402
+from pipelines import failed  # noqa: E402
+from pipelines.messages import error_report, explain  # noqa: E402
+from portal_data import AGENCY_A, CASE_A, CASE_B, PASSWORD  # noqa: E402
+from storage.archive import Archive  # noqa: E402
+from web.app import create_app  # noqa: E402
+
+CASE_A2 = f"{AGENCY_A}-241015-0031"
+
+
+def quarantine(folder: Path, relative: str, scan: Path | bytes, detail: str, sidecar: str | None = None) -> Path:
+    """What watch leaves in failed/: the scan, NAME.error.txt and (moved along) NAME.json."""
+    target = folder / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(scan.read_bytes() if isinstance(scan, Path) else scan)
+    target.with_name(target.name + ".error.txt").write_text(
+        error_report(target.name, explain(("InputError",)), detail, "2024-10-15T09:30:00+07:00"), encoding="utf-8")
+    if sidecar is not None:
+        target.with_name(target.name + ".json").write_text(sidecar, encoding="utf-8")
+    return target
+
+
+@pytest.fixture(scope="module")
+def desk(seeded, tmp_path_factory):
+    data_dir, _ = seeded
+    root = tmp_path_factory.mktemp("inbox")
+    inbox = root / "inbox"
+    bad = inbox / "failed"
+    scan = write_pdf([page(["Tờ khai đăng ký"])], root / "scan.pdf")
+    quarantine(bad, f"{CASE_A}/01-To khai.pdf", scan, "a folder of agency A")
+    quarantine(bad, f"phieu-{CASE_B}.pdf", scan, "named for agency B")
+    quarantine(bad, "mystery.pdf", b"%PDF-1.4 broken", "no case anywhere")
+    quarantine(bad, "mixed.pdf", b"%PDF-1.4 broken", "sidecar names B",
+               sidecar='{"case_id": "%s", "agency": "000.00.12.H29"}' % CASE_A)
+    quarantine(bad, "sidecar-broken.pdf", b"%PDF-1.4", "broken sidecar", sidecar=f'{{"case_id": "{CASE_A}"')
+    quarantine(bad, f"evil-{CASE_A}.pdf", b"%PDF", "\x1b[31mred\x1b[0m \u202eevil\u202c " + "x" * 5000)
+    (bad / f"link-{CASE_A}.pdf").symlink_to("/etc/passwd")
+    (bad / f"big-{CASE_A}.pdf").write_bytes(b"%PDF")
+    (bad / f"big-{CASE_A}.pdf.error.txt").write_bytes(b"Reason: " + b"y" * (failed.REASON_MAX_BYTES + 10))
+    settings = Settings(data_dir=str(data_dir))
+    settings.web.secure_cookies = False
+    settings.watch.inbox = str(inbox)
+    settings.convert.validate = False
+    settings.convert.jobs = 1
+    app = create_app(settings)
+    with TestClient(app):
+        yield app, bad, scan
+
+
+def login(app, name: str) -> tuple[TestClient, str]:
+    client = TestClient(app)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text).group(1)
+    r = client.post("/login", data={"name": name, "password": PASSWORD, "csrf": csrf}, follow_redirects=False)
+    assert r.status_code == 303, r.text
+    return client, re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text).group(1)  # the session's
+
+
+def listed(client: TestClient) -> dict[str, str]:
+    """The desk's failed inbox files: relative place -> its row's text."""
+    page = client.get("/desk").text
+    table = re.search(r'<table id="inbox-failed">(.*?)</table>', page, re.S)
+    rows = re.findall(r"<tr><td>.*?</tr>", table.group(1), re.S) if table else []
+    return {re.findall(r"<td>(.*?)</td>", row, re.S)[1]: row for row in rows}
+
+
+def ref_of(bad: Path, relative: str) -> str:
+    return next(f.ref for f in failed.list_failed(bad) if f.relative == relative)
+
+
+def test_each_desk_sees_only_the_failed_files_of_its_agencies(desk):
+    app, bad, _ = desk
+    scanner_a, _ = login(app, "scanner-a")
+    mine = listed(scanner_a)
+    assert set(mine) == {f"{CASE_A}/01-To khai.pdf", f"evil-{CASE_A}.pdf", f"big-{CASE_A}.pdf"}
+    assert "a folder of agency A" in mine[f"{CASE_A}/01-To khai.pdf"]
+    assert explain(("InputError",)).reason_vi in mine[f"{CASE_A}/01-To khai.pdf"]  # the page is in Vietnamese
+    assert set(listed(login(app, "scanner-b")[0])) == {f"phieu-{CASE_B}.pdf"}
+    everything = listed(login(app, "admin")[0])
+    assert {"mystery.pdf", "mixed.pdf", "sidecar-broken.pdf", f"phieu-{CASE_B}.pdf"} <= set(everything)
+    assert f"link-{CASE_A}.pdf" not in everything  # a symlink is never followed, nor listed
+
+
+def test_reason_files_are_untrusted_text(desk):
+    app, bad, _ = desk
+    row = listed(login(app, "scanner-a")[0])[f"evil-{CASE_A}.pdf"]
+    assert "\x1b" not in row and "\u202e" not in row and "red" in row and len(row) < 2000
+    assert "yyyy" not in listed(login(app, "admin")[0])[f"big-{CASE_A}.pdf"]  # over the cap: not read
+    assert failed.printable("a\x00b\nc\u200fd") == "a b c d"
+
+
+def test_link_to_a_case_and_retry_converts_it_through_the_watch_job(desk):
+    app, bad, scan = desk
+    scanner_a, csrf = login(app, "scanner-a")
+    ref = ref_of(bad, f"{CASE_A}/01-To khai.pdf")
+    r = scanner_a.post(f"/desk/inbox/{ref}/retry", data={"csrf": csrf, "case_id": CASE_A2}, follow_redirects=False)
+    assert r.status_code == 303, r.text
+    assert not (bad / CASE_A / "01-To khai.pdf").exists() and not (bad / CASE_A / "01-To khai.pdf.error.txt").exists()
+    assert f"{CASE_A}/01-To khai.pdf" not in listed(scanner_a)
+    deadline = time.monotonic() + 300
+    while not (jobs := [j for j in app.state.uploads.jobs() if j.name == "01-To khai.pdf" and j.finished]):
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    assert jobs[0].state == "done", jobs[0].reason
+    assert [d["case_id"] for d in jobs[0].documents] == [CASE_A2]
+    with Archive.open(app.state.settings) as archive:
+        events = archive.index.events(case_id=CASE_A2)
+    assert any(e.actor == "user:scanner-a" and "failed inbox file" in (e.detail or "") and e.client for e in events)
+
+
+def test_retry_is_refused_outside_the_scope_and_without_the_csrf_token(desk):
+    app, bad, _ = desk
+    scanner_a, csrf = login(app, "scanner-a")
+    other = ref_of(bad, f"phieu-{CASE_B}.pdf")
+    mine = ref_of(bad, f"evil-{CASE_A}.pdf")
+    for ref, case_id in [(other, CASE_A), (other, ""), (mine, CASE_B), (ref_of(bad, "mystery.pdf"), CASE_A),
+                         ("../../etc/passwd", CASE_A), ("0" * 32, CASE_A)]:
+        r = scanner_a.post(f"/desk/inbox/{ref}/retry", data={"csrf": csrf, "case_id": case_id},
+                           follow_redirects=False)
+        assert r.status_code == 404, (ref, case_id, r.status_code)
+    assert scanner_a.post(f"/desk/inbox/{mine}/retry", data={"csrf": "forged", "case_id": CASE_A},
+                          follow_redirects=False).status_code == 403
+    officer, officer_csrf = login(app, "officer-a")
+    assert officer.post(f"/desk/inbox/{mine}/retry", data={"csrf": officer_csrf, "case_id": CASE_A},
+                        follow_redirects=False).status_code == 403
+    assert (bad / f"phieu-{CASE_B}.pdf").exists() and (bad / f"evil-{CASE_A}.pdf").exists()
+
+
+def test_a_carried_sidecar_keeps_its_fields_but_the_chosen_case_wins(tmp_path):
+    bad = tmp_path / "failed"
+    quarantine(bad, "x.pdf", b"%PDF-1.4 data", "r", sidecar='{"case_id": "%s", "title": "Đơn"}' % CASE_A)
+    item = failed.list_failed(bad)[0]
+    assert item.case_ids == (CASE_A,) and item.agencies == (AGENCY_A,)
+    job = tmp_path / "job"
+    job.mkdir()
+
+    def receive(stream, name):
+        (job / "scan.pdf").write_bytes(stream.read())
+        return job / "scan.pdf"
+
+    assert failed.take(bad, item, receive, keep_case_id=False)
+    assert (job / "scan.pdf").read_bytes() == b"%PDF-1.4 data"
+    carried = json.loads((job / "scan.json").read_text(encoding="utf-8"))
+    assert carried["title"] == "Đơn" and "case_id" not in carried
+    assert sorted(os.listdir(bad)) == []
