@@ -47,7 +47,7 @@ from .models import (
     description_of,
 )
 from .objects import ObjectStore, Source, open_store
-from .sidecar import build_sidecar
+from .sidecar import build_link, build_sidecar, link_key
 
 __all__ = ["Archive", "DocumentMeta", "StoredDocument", "ImportResult", "TOOL"]
 
@@ -231,7 +231,18 @@ class Archive:
 
     def _move(self, doc_id: int, case_id: str, actor: str) -> DocumentRow:
         event = Event("linked", "success", actor, TOOL, doc_id=doc_id, case_id=case_id, detail=f"linked to {case_id}")
-        return self.index.link(doc_id, case_id, event)
+        before = self.index.document(doc_id)
+        row = self.index.link(doc_id, case_id, event)
+        if before is not None and (before.case_id, before.sequence) != (row.case_id, row.sequence):
+            self._put_link(row, before, "moved")
+        return row
+
+    def _put_link(self, row: DocumentRow, home: DocumentRow, kind: str) -> None:
+        """The link as an object of its own (sidecars are immutable), so an index rebuilt from the store
+        keeps it (storage/rebuild.py). Written after the index commit; a share asked for again writes it
+        again (the same bytes: a no-op), so one that failed here is repaired by repeating the command."""
+        data = build_link(row, home, kind)
+        self._put(link_key(row.case_id, row.sequence, data), data, sha256_bytes(data), {}, "application/json")
 
     def share(self, doc_id: int, case_id: str, sequence: int | None = None, actor: str = "digitize") -> StoredDocument:
         """File stored document ``doc_id`` in ``case_id``'s dossier too (a scan shared by two cases): no second
@@ -254,6 +265,9 @@ class Archive:
                 continue  # another writer took the next number meanwhile
             if new:
                 log.info("document %s shared with %s as #%d", doc_id, case_id, row.sequence)
+            home = self.index.document(doc_id)
+            if home is not None and home.case_id != case_id:
+                self._put_link(row, home, "shared")
             return row, new
         raise ConflictError(f"could not claim a sequence number in case {case_id} after {SEQUENCE_ATTEMPTS} tries")
 

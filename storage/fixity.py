@@ -16,7 +16,7 @@ from digitize.errors import StorageError
 from digitize.fsutil import work_dir
 
 from .index import Index
-from .keys import STAGING, case_prefix
+from .keys import STAGING, case_prefix, is_link_key
 from .models import DocumentRow, Event, SignatureRow
 from .objects import ObjectStore
 from .sidecar import sidecar_pages, sidecar_signatures
@@ -134,6 +134,7 @@ def verify(objects: ObjectStore, index: Index, case_id: str | None, actor: str, 
     known = index.all_object_keys()
     report.problems += [Problem("orphan", key, None, "object not referenced by the index")
                         for key in objects.list_keys(case_prefix(case_id) if case_id else "")
-                        if key not in known and not key.startswith(STAGING)]  # queued originals wait there
+                        if key not in known and not key.startswith(STAGING)  # queued originals wait there
+                        and not is_link_key(key)]  # a shared document's place in another dossier
     index.add_events(events)
     return report
