@@ -111,7 +111,8 @@ def parse_link(data: bytes) -> LinkRecord:
     if raw["kind"] == "moved":
         if not isinstance(moved, dict) or not isinstance(moved.get("case_id"), (str, type(None))):
             raise BadArgsError("a moved link record needs the place it came from")
-        moved_from = (normalize_case_id(moved["case_id"]) if moved["case_id"] else None, _sequence(moved.get("sequence")))
+        moved_from = (normalize_case_id(moved["case_id"]) if moved["case_id"] else None,
+                      _sequence(moved.get("sequence")))
     return LinkRecord(raw["kind"], normalize_case_id(raw["case_id"]), _sequence(raw.get("sequence")),
                       check_key(str(document.get("meta_key", ""))), check_sha256(str(document.get("meta_sha256", ""))),
                       moved_from)
