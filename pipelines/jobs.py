@@ -226,6 +226,13 @@ class _Job:
         """Content already stored: if this copy names another case (a scan shared by two dossiers), file the
         stored document in that dossier too, with no second copy of its bytes; else skip it."""
         resolution = metadata.resolve(clues)
+        if resolution.case_id is None and existing.case_id and self.allowed is not None \
+                and not self.allowed(existing.case_id):
+            from storage.access import PermissionDenied
+
+            what = f"pages {source_pages}" if source_pages else "the scan"  # never which case: not the sender's
+            raise PermissionDenied(f"{what} of {self.path.name} is already stored in a dossier outside the sender's "
+                                   "agencies: link it to a case of yours and retry")
         if resolution.case_id and resolution.case_id != existing.case_id:
             self._check_scope(resolution.case_id, resolution.case_source, source_pages)
             existing = self.archive.share(existing.doc_id, resolution.case_id, resolution.values.get("sequence"))

@@ -84,3 +84,13 @@ def test_the_scope_checks_an_unmatched_parts_agency():
     assert SCANNER_A(None) and SCANNER_A(None, "") and SCANNER_A(None, AGENCY_A)
     assert not SCANNER_A(None, "000.00.12.H29") and not SCANNER_A(None, "Sở Tư pháp")
     assert UploadScope(Principal("root", "archivist"))(None, "000.00.12.H29")
+
+
+def test_an_unmatched_upload_of_a_scan_stored_in_another_agencys_case_does_not_name_that_case(tmp_path, settings):
+    scan = write_pdf([page(["Bản sao căn cước"])], tmp_path / "id.pdf")
+    scanner_b = UploadScope(Principal("b", "scanner", ("000.00.12.H29",)))
+    assert convert_upload(str(scan), settings, {"case_id": CASE_B}, scanner_b)[0] == "done"
+    status, reason, documents = convert_upload(str(scan), settings, {}, SCANNER_A)
+    assert (status, documents) == ("failed", []) and CASE_B not in reason and "outside" in reason
+    status, _, documents = convert_upload(str(scan), settings, {"case_id": CASE_A}, SCANNER_A)  # linked: shared
+    assert status == "done" and [d["case_id"] for d in documents] == [CASE_A]
