@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from digitize.errors import BadArgsError, DigitizeError, StorageError
+from digitize.errors import BadArgsError, StorageError
 from digitize.identifiers import normalize_case_id
 
 from .index import Index, now_iso
@@ -101,71 +101,134 @@ def document_from_sidecar(key: str, data: bytes) -> tuple[DocumentRow, list[Page
     return row, [PageText(int(p["number"]), p.get("text", "")) for p in pages], signatures
 
 
+MAX_MOVES = 64  # move records per document: a real chain has a few; more are not followed
+
+
+@dataclass
+class _Document:
+    row: DocumentRow  # its case_id/sequence become its last place once its moves are followed
+    pages: list[PageText]
+    signatures: list[SignatureRow]
+    origin: str | None = None  # the case its sidecar names
+    moves: list[LinkRecord] = field(default_factory=list)
+
+
 def rebuild_index(objects: ObjectStore, index: Index, actor: str, tool: str) -> RebuildReport:
-    """Fill ``index`` (which must hold no document) from ``objects``; what cannot be trusted is skipped."""
+    """Fill ``index`` (which must hold no document) from ``objects``; what cannot be trusted is skipped.
+
+    Everything is read and checked first, then each document is inserted once, directly at the place its
+    move records lead to (a linked document's first place may since hold another unmatched document: both
+    sidecars sit under ``_unmatched/0001/``); a place claimed twice is reported before anything is written."""
     if index.stored_documents() or index.pending_documents():
         raise BadArgsError("the index already holds documents: reindex fills an empty index (point index.dsn at a "
                            "new database, or move the old index file aside)")
     report = RebuildReport()
     keys = sorted(objects.list_keys(""))
-    homes: dict[str, DocumentRow] = {}  # meta_key -> the document as indexed
+    docs: dict[str, _Document] = {}  # meta_key -> the document read from its sidecar
     for key in (k for k in keys if k.rsplit("/", 1)[-1].startswith("meta-") and k.endswith(".json")):
         try:
             row, pages, signatures = document_from_sidecar(key, _read(objects, key, SIDECAR_MAX_BYTES))
-            row.doc_id = index.insert_pending(row)
         except (BadArgsError, StorageError, ValueError, UnicodeDecodeError, RecursionError) as e:
             report.skipped.append((key, str(e) or type(e).__name__))
             continue
-        index.finalize(row, pages, [Event("stored", "success", actor, tool, doc_id=row.doc_id, case_id=row.case_id,
-                                          checksum=row.pdfa_sha256, detail=f"reindexed from {key}")], signatures)
-        homes[key] = row
+        docs[key] = _Document(row, pages, signatures, row.case_id)
+    placed, shares = _place(docs, _read_links(objects, keys, docs, report), report)
+    for doc in placed:
+        row = doc.row
+        row.doc_id = index.insert_pending(row)
+        stored = Event("stored", "success", actor, tool, doc_id=row.doc_id, case_id=doc.origin,
+                       checksum=row.pdfa_sha256, detail=f"reindexed from {row.meta_key}")
+        index.finalize(row, doc.pages, [stored, *(_linked(actor, tool, int(row.doc_id), r) for r in doc.moves)],
+                       doc.signatures)
         report.documents += 1
-    links: list[LinkRecord] = []
-    for key in (k for k in keys if is_link_key(k)):
-        try:
-            record = parse_link(_read(objects, key, 4096))
-            home = homes.get(record.meta_key)
-            if home is None or home.meta_sha256 != record.meta_sha256:
-                raise BadArgsError("it names no document whose sidecar was read")
-            if key.rsplit("/", 1)[0] != document_prefix(record.case_id, record.sequence):
-                raise BadArgsError("it is not stored at the place it gives")
-            links.append(record)
-        except (BadArgsError, StorageError) as e:
-            report.skipped.append((key, str(e)))
-    report.links = _apply_links(index, homes, links, actor, tool, report)
+        report.links += len(doc.moves)
+    for record in shares:
+        doc_id = int(docs[record.meta_key].row.doc_id)
+        index.share(doc_id, record.case_id, record.sequence, _linked(actor, tool, doc_id, record))
+        report.links += 1
     return report
 
 
-def _apply_links(index: Index, homes: dict[str, DocumentRow], links: list[LinkRecord], actor: str, tool: str,
-                 report: RebuildReport) -> int:
-    """Moves first, each from the place the document then had (a chain: unmatched, then case X, then Y),
-    then the shares; a record that does not fit is reported."""
-    applied = 0
-    place = {key: (row.case_id, row.sequence) for key, row in homes.items()}
-    moves = [r for r in links if r.kind == "moved"]
-    progress = True
-    while moves and progress:
-        progress = False
-        for record in list(moves):
-            if place[record.meta_key] == record.moved_from:
-                doc_id = int(homes[record.meta_key].doc_id)
-                index.link(doc_id, record.case_id, _linked(actor, tool, doc_id, record), record.sequence)
-                place[record.meta_key] = (record.case_id, record.sequence)
-                moves.remove(record)
-                applied, progress = applied + 1, True
-    report.skipped += [(r.meta_key, f"a move to {r.case_id} from a place the document never had") for r in moves]
-    for record in (r for r in links if r.kind == "shared"):
-        doc_id = int(homes[record.meta_key].doc_id)
+def _read_links(objects: ObjectStore, keys: list[str], docs: dict[str, _Document],
+                report: RebuildReport) -> list[LinkRecord]:
+    """Every link record that names a document read here and sits at the place it gives: moves are
+    attached to their document, shares returned."""
+    shares: list[LinkRecord] = []
+    for key in (k for k in keys if is_link_key(k)):
         try:
-            _, new = index.share(doc_id, record.case_id, record.sequence, _linked(actor, tool, doc_id, record))
-        except DigitizeError as e:  # a sequence taken twice (ConflictError) or a bad one
-            report.skipped.append((record.meta_key, f"shared with {record.case_id}: {e}"))
+            record = parse_link(_read(objects, key, 4096))
+            doc = docs.get(record.meta_key)
+            if doc is None or doc.row.meta_sha256 != record.meta_sha256:
+                raise BadArgsError("it names no document whose sidecar was read")
+            if key.rsplit("/", 1)[0] != document_prefix(record.case_id, record.sequence):
+                raise BadArgsError("it is not stored at the place it gives")
+            if record.kind == "moved" and len(doc.moves) >= MAX_MOVES:
+                raise BadArgsError(f"more than {MAX_MOVES} moves of one document")
+        except (BadArgsError, StorageError) as e:
+            report.skipped.append((key, str(e)))
             continue
-        applied += int(new)
-    return applied
+        (shares if record.kind == "shared" else doc.moves).append(record)
+    return shares
+
+
+def _chain(origin: tuple[str | None, int], moves: list[LinkRecord]) -> list[LinkRecord]:
+    """The longest run of moves, each from the place the one before it reached. (A move repeated after its
+    record was lost writes one from the document's first place: the longest run still ends at its last.)"""
+    budget = [10_000]
+
+    def longest(place: tuple[str | None, int], unused: list[LinkRecord]) -> list[LinkRecord]:
+        best: list[LinkRecord] = []
+        for i, record in enumerate(unused):
+            if record.moved_from == place and budget[0] > 0:
+                budget[0] -= 1
+                rest = longest((record.case_id, record.sequence), unused[:i] + unused[i + 1:])
+                if len(rest) + 1 > len(best):
+                    best = [record, *rest]
+        return best
+
+    return longest(origin, moves)
+
+
+def _place(docs: dict[str, _Document], shares: list[LinkRecord],
+           report: RebuildReport) -> tuple[list[_Document], list[LinkRecord]]:
+    """Each document at its last place, and the shares that fit; a document or share whose place (or a
+    document whose original and pages) another already took is reported and left out, so the writes that
+    follow meet no uniqueness rule."""
+    places: set[tuple[str, int]] = set()
+    originals: set[tuple[str, str]] = set()
+    placed: list[_Document] = []
+    for key, doc in docs.items():
+        row, moves = doc.row, _chain((doc.row.case_id, doc.row.sequence), doc.moves)
+        report.skipped += [(key, f"a move to {r.case_id} from a place the document never had")
+                           for r in doc.moves if r not in moves]
+        doc.moves = moves
+        if moves:
+            row.case_id, row.sequence = moves[-1].case_id, moves[-1].sequence
+        place = (row.case_id or "", row.sequence)
+        if place in places or (row.original_sha256, row.source_pages) in originals:
+            report.skipped.append((key, f"#{row.sequence} of {row.case_id or 'the unmatched'} (or its original) "
+                                        "is another document's"))
+            continue
+        places.add(place)
+        originals.add((row.original_sha256, row.source_pages))
+        placed.append(doc)
+    indexed = {doc.row.meta_key for doc in placed}
+    shared: set[tuple[str, str]] = set()
+    fitting: list[LinkRecord] = []
+    for record in shares:
+        row = docs[record.meta_key].row
+        if record.meta_key not in indexed or row.case_id == record.case_id or \
+                (record.case_id, record.meta_key) in shared:
+            continue  # its document is left out, or already in that dossier
+        if (record.case_id, record.sequence) in places:
+            report.skipped.append((record.meta_key, f"shared with {record.case_id}: #{record.sequence} is taken"))
+            continue
+        places.add((record.case_id, record.sequence))
+        shared.add((record.case_id, record.meta_key))
+        fitting.append(record)
+    return placed, fitting
 
 
 def _linked(actor: str, tool: str, doc_id: int, record: LinkRecord) -> Event:
     return Event("linked", "success", actor, tool, doc_id=doc_id, case_id=record.case_id,
                  detail=f"reindexed: {record.kind} as #{record.sequence} of {record.case_id}")
-

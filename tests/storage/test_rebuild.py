@@ -99,3 +99,18 @@ def test_rebuild_refuses_an_index_that_holds_documents(archive, make_document):
     store(archive, make_document())
     with pytest.raises(BadArgsError):
         rebuild_index(archive.objects, archive.index, "tester", "test")
+
+
+def test_a_linked_document_keeps_its_place_when_its_old_sequence_was_reused(archive, make_document, rebuilt):
+    first = store(archive, make_document(case_id=None, title="Giấy ủy quyền"))
+    archive.link(first.doc_id, LATER, actor="tester")  # frees _unmatched/0001 ...
+    second = store(archive, make_document(case_id=None, pages=("Sổ hộ khẩu",), title="Hộ khẩu"))
+    assert second.meta_key.split("/")[:2] == first.meta_key.split("/")[:2]  # ... which the next one reuses
+
+    index, report = rebuilt()
+    try:
+        assert report.skipped == [] and (report.documents, report.links) == (2, 1)
+        assert places(index, LATER) == places(archive.index, LATER)
+        assert [(d.case_id, d.title) for d in index.stored_documents()] == [(LATER, "Giấy ủy quyền"), (None, "Hộ khẩu")]
+    finally:
+        index.close()
