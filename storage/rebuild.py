@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from digitize.errors import BadArgsError, StorageError
+from digitize.errors import BadArgsError, DigitizeError, StorageError
 from digitize.identifiers import normalize_case_id
 
 from .index import Index, now_iso
@@ -26,6 +26,7 @@ from .objects import ObjectStore
 from .sidecar import SCHEMA, LinkRecord, parse_link
 
 SIDECAR_MAX_BYTES = 256 * 1024 * 1024  # page text of a very long dossier; a larger "sidecar" is not one
+MAX_PAGES = 100_000
 TEXT_FIELDS = ("title", "doc_type", "procedure_code", "procedure_name", "agency", "scanned_by", "scan_station",
                "source_name", "source_pages")
 
@@ -59,14 +60,46 @@ def _text(value: Any, name: str, limit: int = 10_000) -> str:
     return value
 
 
+def _whole(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _confidence(value: Any) -> float:
+    """A page's OCR confidence: a finite number from 0 to 100 (compared before float(): 10**400 overflows)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
+        raise BadArgsError(f"ocr_confidence {str(value)[:20]!r} must be a number from 0 to 100")
+    return float(value)
+
+
+def _list(value: Any, name: str) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise BadArgsError(f"{name} must be a list")
+    return value
+
+
+def _signature(record: Any) -> SignatureRow:
+    fields = ("field", "signer", "cert_sha256", "signing_time", "level")
+    if not isinstance(record, dict) or not all(isinstance(record.get(f), str) and len(record[f]) <= 10_000
+                                               for f in fields) or \
+            not isinstance(record.get("timestamp"), (str, type(None))) or len(record.get("timestamp") or "") > 64:
+        raise BadArgsError("a signature record is incomplete")
+    return SignatureRow.from_record(record)
+
+
 def document_from_sidecar(key: str, data: bytes) -> tuple[DocumentRow, list[PageText], list[SignatureRow]]:
     """A stored document's row, page texts and signatures from its sidecar; BadArgsError if anything is off."""
+    if b"\\u0000" in data:  # PostgreSQL text cannot hold NUL: one such sidecar would stop the whole rebuild
+        raise BadArgsError("it holds a NUL character")
     raw = json.loads(data.decode("utf-8"))
     if not isinstance(raw, dict) or raw.get("schema") != SCHEMA:
         raise BadArgsError(f"not a {SCHEMA} sidecar")
+    if not isinstance(raw.get("case_id"), (str, type(None))):
+        raise BadArgsError("case_id must be text")
     case_id = normalize_case_id(raw["case_id"]) if raw.get("case_id") else None
     sequence = raw.get("sequence")
-    if isinstance(sequence, bool) or not isinstance(sequence, int) or not 1 <= sequence <= 9999:
+    if not _whole(sequence, 1, 9999):
         raise BadArgsError(f"sequence {sequence!r} must be a whole number from 1 to 9999")
     original, pdfa = raw.get("original"), raw.get("pdfa")
     if not isinstance(original, dict) or not isinstance(pdfa, dict):
@@ -84,14 +117,12 @@ def document_from_sidecar(key: str, data: bytes) -> tuple[DocumentRow, list[Page
     if not isinstance(archive, dict) or not all(isinstance(v, str) for v in archive.values()):
         raise BadArgsError("archive must map names to text")
     pages = raw.get("pages") or []
-    if not isinstance(pages, list) or not all(isinstance(p, dict) and isinstance(p.get("number"), int)
-                                              and isinstance(p.get("text", ""), str) for p in pages):
-        raise BadArgsError("pages must be a list of {number, text}")
-    scored = [float(p["ocr_confidence"]) for p in pages if isinstance(p.get("ocr_confidence"), (int, float))]
-    try:
-        signatures = [SignatureRow.from_record(s) for s in raw.get("signatures") or []]
-    except (KeyError, TypeError, AttributeError):
-        raise BadArgsError("a signature record is incomplete") from None
+    if not isinstance(pages, list) or len(pages) > MAX_PAGES or \
+            not all(isinstance(p, dict) and _whole(p.get("number"), 1, MAX_PAGES)
+                    and isinstance(p.get("text", ""), str) for p in pages):
+        raise BadArgsError(f"pages must be a list of {{number (1 to {MAX_PAGES}), text}}")
+    scored = [_confidence(p["ocr_confidence"]) for p in pages if p.get("ocr_confidence") is not None]
+    signatures = [_signature(s) for s in _list(raw.get("signatures"), "signatures")]
     row = DocumentRow(case_id=case_id, sequence=sequence, original_sha256=original_sha, pdfa_sha256=pdfa_sha,
                       meta_sha256=hashlib.sha256(data).hexdigest(), original_key=original_key, pdfa_key=pdfa_key,
                       meta_key=key, archive={str(k): v for k, v in archive.items()}, pages=len(pages),
@@ -128,11 +159,21 @@ def rebuild_index(objects: ObjectStore, index: Index, actor: str, tool: str) -> 
     for key in (k for k in keys if k.rsplit("/", 1)[-1].startswith("meta-") and k.endswith(".json")):
         try:
             row, pages, signatures = document_from_sidecar(key, _read(objects, key, SIDECAR_MAX_BYTES))
-        except (BadArgsError, StorageError, ValueError, UnicodeDecodeError, RecursionError) as e:
-            report.skipped.append((key, str(e) or type(e).__name__))
+        except (DigitizeError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
+            report.skipped.append((key, str(e)[:300] or type(e).__name__))  # ValueError: also bad JSON, UTF-8
             continue
         docs[key] = _Document(row, pages, signatures, row.case_id)
     placed, shares = _place(docs, _read_links(objects, keys, docs, report), report)
+    try:
+        with index.transaction():  # all or nothing: a half-filled index would refuse the rerun
+            _write(index, docs, placed, shares, actor, tool, report)
+    except DigitizeError as e:
+        raise StorageError(f"reindex stopped and kept nothing (run it again): {e}") from e
+    return report
+
+
+def _write(index: Index, docs: dict[str, _Document], placed: list[_Document], shares: list[LinkRecord],
+           actor: str, tool: str, report: RebuildReport) -> None:
     for doc in placed:
         row = doc.row
         row.doc_id = index.insert_pending(row)
@@ -146,7 +187,6 @@ def rebuild_index(objects: ObjectStore, index: Index, actor: str, tool: str) -> 
         doc_id = int(docs[record.meta_key].row.doc_id)
         index.share(doc_id, record.case_id, record.sequence, _linked(actor, tool, doc_id, record))
         report.links += 1
-    return report
 
 
 def _read_links(objects: ObjectStore, keys: list[str], docs: dict[str, _Document],
