@@ -2,11 +2,16 @@
 
 Every document comes back from its JSON sidecar, and every place it has in another dossier from its link
 records (storage/sidecar.py): shared with a second case, or an unmatched document filed into a case. What
-the store holds is read as untrusted: an object must hash to the digest its key carries, sizes are capped,
-every field is checked (case IDs normalised, sequences 1 to 9999, hashes hex), a sidecar's object keys must be
-the ones its own case, sequence and hashes give, and a link must name a document whose sidecar was read.
-Anything else is reported and skipped, never indexed. Case records come from the one-stop system again
-(``cases import``); the access log of the lost index is not in the store and starts afresh.
+the store holds is read defensively: an object must hash to the digest its key carries, sizes are capped,
+every field is checked (case IDs normalised, sequences 1 to 9999, hashes hex, numbers in range), a sidecar's
+object keys must be the ones its own case, sequence and hashes give, and a link must name a document whose
+sidecar was read. Anything else is reported and skipped, never indexed. Case records come from the one-stop
+system again (``cases import``); the access log of the lost index is not in the store and starts afresh.
+
+The limit: a rebuild trusts whoever can write the bucket. Sidecars and link records are not signed, so a
+writer can forge a well-formed record that shares (or moves) another agency's document into a case of
+theirs, and the rebuilt index shows it there. Give bucket write access to the digitize service alone, and
+compare a rebuilt index's ``linked`` events with what the officers expect before opening it to them.
 """
 
 from __future__ import annotations
