@@ -214,11 +214,14 @@ def find(folder: Path | None, ref: str) -> FailedFile:
     raise NotFoundError("failed file not found")
 
 
-def take(folder: Path, item: FailedFile, receive: Callable[[BinaryIO, str], Path], keep_case_id: bool) -> bool:
+def take(folder: Path, item: FailedFile, receive: Callable[[BinaryIO, str], Path], keep_case_id: bool,
+         durable: Callable[[], None]) -> bool:
     """Hand the failed scan to ``receive(stream, name)`` (the upload queue copies it into a private job
     folder and returns the copy's path), put its valid sidecar beside the copy (without its case ID unless
-    ``keep_case_id``: the case chosen at the desk wins), make both durable, then remove the scan, its reason
-    and that sidecar from failed/ if the scan there is still the file copied. True if the sidecar came along.
+    ``keep_case_id``: the case chosen at the desk wins), make both durable, call ``durable()`` (the queue
+    writes and syncs the job's state, so a crash from here on leaves a job it resumes), and only then
+    remove the scan, its reason and that sidecar from failed/ if the scan there is still the file copied.
+    True if the sidecar came along.
     """
     root = _open_root(folder)
     if root is None:
@@ -242,8 +245,9 @@ def take(folder: Path, item: FailedFile, receive: Callable[[BinaryIO, str], Path
         if carried:
             fields = {k: v for k, v in sidecar.items() if k != "name" and (keep_case_id or k != "case_id")}
             _write_durable(copy.with_suffix(".json"), json.dumps(fields, ensure_ascii=False).encode("utf-8"))
-        _fsync(copy)
-        _fsync(copy.parent)
+        fsync_path(copy)
+        fsync_path(copy.parent)
+        durable()
         try:
             now = os.stat(name, dir_fd=parent, follow_symlinks=False)
         except OSError:
@@ -284,7 +288,7 @@ def _write_durable(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
-def _fsync(path: Path) -> None:
+def fsync_path(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         os.fsync(fd)

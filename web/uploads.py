@@ -239,13 +239,21 @@ class UploadQueue:
             received.append(job)
             return target
 
+        def durable() -> None:  # before failed/ loses the scan: the job exists on disk, claimed by us
+            if not self._claim(received[0].job_id):
+                raise BadArgsError("this upload is being processed already")
+            self._save(received[0])
+            failed.fsync_path(self.root)  # the job folder's own entry
+
         try:
-            failed.take(folder, item, receive, keep_case_id=case_id is None)
+            failed.take(folder, item, receive, keep_case_id=case_id is None, durable=durable)
         except BaseException:
             for job in received:
+                self._release(job.job_id)
                 self.discard(job)
             raise
-        return self.submit(received[0])
+        self._queue(received[0])
+        return received[0]
 
     # -- work ----------------------------------------------------------------------------------
     def _run(self, job: UploadJob) -> None:

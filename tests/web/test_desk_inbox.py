@@ -157,8 +157,36 @@ def test_a_carried_sidecar_keeps_its_fields_but_the_chosen_case_wins(tmp_path):
         (job / "scan.pdf").write_bytes(stream.read())
         return job / "scan.pdf"
 
-    assert failed.take(bad, item, receive, keep_case_id=False)
+    assert failed.take(bad, item, receive, keep_case_id=False, durable=lambda: None)
     assert (job / "scan.pdf").read_bytes() == b"%PDF-1.4 data"
     carried = json.loads((job / "scan.json").read_text(encoding="utf-8"))
     assert carried["title"] == "Đơn" and "case_id" not in carried
     assert sorted(os.listdir(bad)) == []
+
+
+def test_the_job_is_on_disk_before_the_scan_leaves_failed(tmp_path, monkeypatch):
+    """A crash between taking the scan out of failed/ and queueing the job must leave a job the queue
+    resumes: job.json is written (and synced) before anything in failed/ is removed."""
+    from web.uploads import UploadQueue
+
+    bad = tmp_path / "inbox" / "failed"
+    quarantine(bad, f"{CASE_A}/x.pdf", b"%PDF-1.4 data", "r")
+    settings = Settings(data_dir=str(tmp_path / "data"))
+    queue = UploadQueue(settings)
+    monkeypatch.setattr(queue, "_queue", lambda job: None)  # never run: only the order of writes matters
+    seen: list[list[str]] = []
+    real_unlink = os.unlink
+
+    def unlink(path, *args, **kwargs):
+        seen.append(sorted(p.parent.name for p in queue.root.glob("*/job.json")))
+        return real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    from storage.access import Principal, UploadScope
+
+    scope = UploadScope(Principal("scanner-a", "scanner", (AGENCY_A,)))
+    job = queue.adopt(bad, failed.list_failed(bad)[0], scope, CASE_A)
+    monkeypatch.undo()
+    assert seen and all(found == [job.job_id] for found in seen)
+    assert not (bad / CASE_A / "x.pdf").exists()
+    queue.close()
