@@ -35,6 +35,9 @@ MAX_DEPTH = 6  # case folders below failed/ (watch keeps the inbox's own folders
 REASON_MAX_BYTES = 16 * 1024  # a NAME.error.txt is ~1 KB; more is not a reason watch wrote
 SIDECAR_MAX_BYTES = 64 * 1024  # larger sidecars are not read here: the file is then unattributable
 TEXT_MAX_CHARS = 600
+# sidecar fields a retry never carries: who scanned it is the officer retrying (the upload says so), and its
+# place in a dossier is given by the case chosen at the desk, not by whoever wrote the file
+NEVER_CARRIED = ("name", "scanned_by", "sequence")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
@@ -217,8 +220,8 @@ def find(folder: Path | None, ref: str) -> FailedFile:
 def take(folder: Path, item: FailedFile, receive: Callable[[BinaryIO, str], Path], keep_case_id: bool,
          durable: Callable[[], None]) -> bool:
     """Hand the failed scan to ``receive(stream, name)`` (the upload queue copies it into a private job
-    folder and returns the copy's path), put its valid sidecar beside the copy (without its case ID unless
-    ``keep_case_id``: the case chosen at the desk wins), make both durable, call ``durable()`` (the queue
+    folder and returns the copy's path), put its valid sidecar beside the copy (without NEVER_CARRIED, nor
+    its case ID unless ``keep_case_id``: the case chosen at the desk wins), make both durable, call ``durable()`` (the queue
     writes and syncs the job's state, so a crash from here on leaves a job it resumes), and only then
     remove the scan, its reason and that sidecar from failed/ if the scan there is still the file copied.
     True if the sidecar came along.
@@ -243,7 +246,8 @@ def take(folder: Path, item: FailedFile, receive: Callable[[BinaryIO, str], Path
         _, sidecar = _sidecar(parent, name)
         carried = bool(sidecar)
         if carried:
-            fields = {k: v for k, v in sidecar.items() if k != "name" and (keep_case_id or k != "case_id")}
+            dropped = NEVER_CARRIED + (() if keep_case_id else ("case_id",))
+            fields = {k: v for k, v in sidecar.items() if k not in dropped}
             _write_durable(copy.with_suffix(".json"), json.dumps(fields, ensure_ascii=False).encode("utf-8"))
         fsync_path(copy)
         fsync_path(copy.parent)

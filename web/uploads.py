@@ -222,10 +222,28 @@ class UploadQueue:
         except BaseException:
             self._release(job.job_id)
             raise
+        if case_id is not None:
+            self._drop_carried_case(job)
         job.case_id, job.state, job.reason, job.finished_at = case_id, "queued", "", ""
         job.sender = asdict(scope.principal)
         self._queue(job)
         return job
+
+    def _drop_carried_case(self, job: UploadJob) -> None:
+        """A sidecar carried from the inbox's failed/ (``scan.json``) is read before the upload's own values,
+        so its case ID would beat the case chosen now: rewrite it without one."""
+        path = self.root / job.job_id / "scan.json"
+        try:
+            carried = json.loads(path.read_text(encoding="utf-8")) if not path.is_symlink() else None
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError):
+            carried = None
+        if not isinstance(carried, dict):
+            path.unlink(missing_ok=True)  # written by us, so never expected; unreadable: not carried
+            return
+        carried.pop("case_id", None)
+        atomic_write_text(path, json.dumps(carried, ensure_ascii=False))
 
     def adopt(self, folder: Path, item, scope, case_id: str | None) -> UploadJob:
         """A scan the watcher quarantined, taken out of the inbox's failed/ into a new job (with its valid
@@ -279,8 +297,8 @@ class UploadQueue:
             job.state, job.reason = "failed", f"internal error: {type(e).__name__}"
         job.finished_at = now_iso()
         if job.state != "failed":
-            for f in files:
-                f.unlink(missing_ok=True)  # stored and verified: the copy is no longer needed
+            for f in [*files, folder / "scan.json"]:
+                f.unlink(missing_ok=True)  # stored and verified: the copy (and its carried sidecar) is not needed
         self._save(job)
         with self._lock:
             self._jobs.pop(job.job_id, None)  # the saved state is the truth from now on

@@ -190,3 +190,63 @@ def test_the_job_is_on_disk_before_the_scan_leaves_failed(tmp_path, monkeypatch)
     assert seen and all(found == [job.job_id] for found in seen)
     assert not (bad / CASE_A / "x.pdf").exists()
     queue.close()
+
+
+def scanner_scope():
+    from storage.access import Principal, UploadScope
+
+    return UploadScope(Principal("scanner-a", "scanner", (AGENCY_A,)))
+
+
+def test_a_carried_sidecar_never_names_who_scanned_it_nor_its_place(tmp_path):
+    bad = tmp_path / "failed"
+    quarantine(bad, "x.pdf", b"%PDF-1.4 data", "r",
+               sidecar='{"case_id": "%s", "title": "Đơn", "scanned_by": "mallory", "sequence": 7}' % CASE_A)
+    job = tmp_path / "job"
+    job.mkdir()
+
+    def receive(stream, name):
+        (job / "scan.pdf").write_bytes(stream.read())
+        return job / "scan.pdf"
+
+    assert failed.take(bad, failed.list_failed(bad)[0], receive, keep_case_id=True, durable=lambda: None)
+    carried = json.loads((job / "scan.json").read_text(encoding="utf-8"))
+    assert carried["case_id"] == CASE_A and carried["title"] == "Đơn"
+    assert "scanned_by" not in carried and "sequence" not in carried
+
+
+def test_retrying_a_job_drops_its_carried_case_and_a_finished_job_its_sidecar(tmp_path, monkeypatch):
+    """The carried sidecar is read before the upload's values: the case chosen on a later retry must win,
+    and the sidecar goes when the job ends."""
+    from concurrent.futures import Future
+
+    from web.uploads import UploadQueue
+
+    bad = tmp_path / "inbox" / "failed"
+    quarantine(bad, "x.pdf", b"%PDF-1.4 data", "r", sidecar='{"case_id": "%s", "title": "Đơn"}' % CASE_A)
+    queue = UploadQueue(Settings(data_dir=str(tmp_path / "data")))
+    queued = []
+    monkeypatch.setattr(queue, "_queue", queued.append)
+    job = queue.adopt(bad, failed.list_failed(bad)[0], scanner_scope(), None)  # no case chosen: the sidecar's
+    folder = queue.root / job.job_id
+    assert json.loads((folder / "scan.json").read_text(encoding="utf-8"))["case_id"] == CASE_A
+    job.state = "failed"
+    queue._save(job)
+    queue._release(job.job_id)
+    queue.retry(job, CASE_A2, scanner_scope())
+    carried = json.loads((folder / "scan.json").read_text(encoding="utf-8"))
+    assert carried["title"] == "Đơn" and "case_id" not in carried
+
+    class Worker:
+        def submit(self, *args):
+            done = Future()
+            done.set_result(("done", "", []))
+            return done
+
+        def shutdown(self, wait=True):
+            pass
+
+    queue._worker = Worker()
+    queue._run(queued[-1])
+    assert sorted(os.listdir(folder)) == ["job.json", "lock"]
+    queue.close()
