@@ -16,9 +16,12 @@ read, is *unattributable* (storage.access shows it to archivists and admins only
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import stat
+import threading
+import time
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path, PurePath
@@ -30,7 +33,9 @@ from digitize.identifiers import parse_agency_code
 from . import inbox as inboxlib
 from . import metadata
 
-MAX_FILES = 500  # listed per desk page; a folder holding more shows the first ones (sorted)
+MAX_FILES = 500  # listed per desk page (of those the viewer may see); the rest can still be retried
+MAX_ENTRIES = 20_000  # entries (files, folders, litter) one listing looks at, over all folders
+CACHE_SECONDS = 5.0  # a listing is reused this long by the page and its forms
 MAX_DEPTH = 6  # case folders below failed/ (watch keeps the inbox's own folders)
 REASON_MAX_BYTES = 16 * 1024  # a NAME.error.txt is ~1 KB; more is not a reason watch wrote
 SIDECAR_MAX_BYTES = 64 * 1024  # larger sidecars are not read here: the file is then unattributable
@@ -157,14 +162,21 @@ def _attribution(parts: tuple[str, ...], sidecar: dict | None) -> tuple[tuple[st
     return tuple(sorted(case_ids)), tuple(sorted(agencies)) if case_ids or agencies else ()
 
 
-def _walk(dir_fd: int, parts: tuple[str, ...], found: list[FailedFile]) -> None:
+class _Budget:
+    """Entries (files, folders, litter) one listing may look at: a folder of junk cannot make it endless."""
+
+    def __init__(self, entries: int):
+        self.left = entries
+
+
+def _walk(dir_fd: int, parts: tuple[str, ...], found: list[FailedFile], budget: _Budget) -> None:
     try:
-        entries = sorted(os.scandir(dir_fd), key=lambda e: e.name)
+        with os.scandir(dir_fd) as listing:  # streamed: a huge folder is read only as far as the budget goes
+            entries = sorted(itertools.islice(listing, budget.left), key=lambda e: e.name)
     except OSError:
         return
+    budget.left -= len(entries)
     for entry in entries:
-        if len(found) >= MAX_FILES:
-            return
         name = entry.name
         if inboxlib.is_junk(name) or name.lower().endswith(inboxlib.SIDECAR_SUFFIX):
             continue  # hidden, scanner litter, reasons (NAME.error.txt) and sidecars
@@ -172,13 +184,13 @@ def _walk(dir_fd: int, parts: tuple[str, ...], found: list[FailedFile]) -> None:
             info = entry.stat(follow_symlinks=False)
         except OSError:
             continue
-        if stat.S_ISDIR(info.st_mode) and len(parts) < MAX_DEPTH:
+        if stat.S_ISDIR(info.st_mode) and len(parts) < MAX_DEPTH and budget.left > 0:
             try:
                 child = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
             except OSError:
                 continue
             try:
-                _walk(child, (*parts, name), found)
+                _walk(child, (*parts, name), found, budget)
             finally:
                 os.close(child)
         elif stat.S_ISREG(info.st_mode):
@@ -197,24 +209,43 @@ def _open_root(folder: Path) -> int | None:
         return None  # not made yet (no file ever failed), or a symlink: nothing to show
 
 
-def list_failed(folder: Path | None) -> list[FailedFile]:
-    """Every failed scan under ``folder`` (at most MAX_FILES), with its reason and attribution."""
+_cache: dict[str, tuple[float, list[FailedFile]]] = {}
+_cache_lock = threading.Lock()
+
+
+def _scan(folder: Path | None) -> list[FailedFile]:
+    """Every failed scan under ``folder`` that MAX_ENTRIES entries reach, kept CACHE_SECONDS: the desk page
+    and its retry forms read it again and again, and each walk opens three files per scan."""
+    if folder is None:
+        return []
+    key, now = str(folder), time.monotonic()
+    with _cache_lock:
+        cached = _cache.get(key)
+        if cached is not None and now - cached[0] < CACHE_SECONDS:
+            return cached[1]
     found: list[FailedFile] = []
-    root = _open_root(folder) if folder is not None else None
-    if root is None:
-        return found
-    try:
-        _walk(root, (), found)
-    finally:
-        os.close(root)
+    root = _open_root(folder)
+    if root is not None:
+        try:
+            _walk(root, (), found, _Budget(MAX_ENTRIES))
+        finally:
+            os.close(root)
+    with _cache_lock:
+        _cache[key] = (now, found)
     return found
 
 
-def find(folder: Path | None, ref: str) -> FailedFile:
-    for item in list_failed(folder):
-        if item.ref == ref:
-            return item
-    raise NotFoundError("failed file not found")
+def forget(folder: Path | None) -> None:
+    """Drop the cached listing (a file was taken out of it)."""
+    with _cache_lock:
+        _cache.pop(str(folder), None)
+
+
+def list_failed(folder: Path | None) -> list[FailedFile]:
+    """Every failed scan under ``folder`` the walk reaches, with its reason and attribution. Not capped at
+    MAX_FILES: the page caps what the viewer may see (storage.access filters first, so others' files never
+    hide one's own), and a file past the page's cap can still be retried."""
+    return list(_scan(folder))
 
 
 def take(folder: Path, item: FailedFile, receive: Callable[[BinaryIO, str], Path], keep_case_id: bool,
@@ -268,6 +299,7 @@ def take(folder: Path, item: FailedFile, receive: Callable[[BinaryIO, str], Path
         if parent not in (-1, root):
             os.close(parent)
         os.close(root)
+        forget(folder)
 
 
 def _descend(root: int, parts: tuple[str, ...]) -> int:

@@ -163,6 +163,7 @@ def install(app: FastAPI) -> None:
         jobs = [j for j in request.app.state.uploads.jobs() if gate.visible_job(j.case_id, j.owner)][:50]
         unmatched = gate.unmatched() if gate.principal.can(Perm.link) else []
         inbox = gate.inbox_failures(failed.list_failed(failed.failed_dir(request.app.state.settings)))
+        inbox = inbox[:failed.MAX_FILES]  # after the agency filter: others' files never hide one's own
         return render(request, "desk.html", gate=gate, jobs=jobs, failed=[j for j in jobs if j.state == "failed"],
                       unmatched=unmatched, linked=linked, inbox=inbox)
 

@@ -250,3 +250,27 @@ def test_retrying_a_job_drops_its_carried_case_and_a_finished_job_its_sidecar(tm
     queue._run(queued[-1])
     assert sorted(os.listdir(folder)) == ["job.json", "lock"]
     queue.close()
+
+
+def test_the_page_cap_applies_after_the_agency_filter(desk, monkeypatch):
+    """Other agencies' failed files (sorted first) must not fill the page and hide one's own."""
+    app, bad, _ = desk
+    monkeypatch.setattr(failed, "MAX_FILES", 1)
+    assert set(listed(login(app, "scanner-b")[0])) == {f"phieu-{CASE_B}.pdf"}
+    assert len(listed(login(app, "admin")[0])) == 1
+
+
+def test_a_listing_is_bounded_by_an_entry_budget_and_reused_for_a_few_seconds(tmp_path, monkeypatch):
+    bad = tmp_path / "failed"
+    for i in range(100):
+        (bad / f"d{i:03d}" / "e").mkdir(parents=True)  # empty folders: nothing to list, but each costs
+    quarantine(bad, f"x-{CASE_A}.pdf", b"%PDF", "r")
+    monkeypatch.setattr(failed, "MAX_ENTRIES", 150)
+    opened = []
+    real_scandir = os.scandir
+    monkeypatch.setattr(os, "scandir", lambda fd: opened.append(fd) or real_scandir(fd))
+    failed.list_failed(bad)
+    walked = len(opened)
+    assert 1 < walked < 201  # all 201 folders would be read without the budget
+    failed.list_failed(bad)
+    assert len(opened) == walked  # the second listing came from the cache
