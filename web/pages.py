@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -80,6 +81,7 @@ def install(app: FastAPI) -> None:
         throttle, address = request.app.state.throttle, client_address(request)
         if throttle.blocked(name, address):
             return render_login(request, "login_throttled", 429, next)
+        time.sleep(throttle.slowdown(name))  # a name guessed from many addresses: slowed, never locked
         try:
             principal = authenticate_password(archive.index, name, password)
         except AuthenticationError:

@@ -75,6 +75,30 @@ def test_one_address_guessing_across_names_is_throttled(app):
     assert login(app, name="officer-b", address="10.7.7.8")[1].status_code == 303
 
 
+def test_an_ipv6_guesser_is_counted_by_its_64_not_by_each_address(app):
+    """One subscriber picks any of 2**64 addresses: counting each exactly gave unlimited guesses."""
+    for n in range(1, 4):
+        assert login(app, name="officer-b", password="wrong-password", address=f"2001:db8:1:2::{n}")[1].status_code == 401
+    assert login(app, name="officer-b", address="2001:db8:1:2::ffff")[1].status_code == 429
+    assert login(app, name="officer-b", address="2001:db8:1:3::1")[1].status_code == 303  # another network
+
+
+def test_a_name_guessed_from_many_addresses_is_slowed_not_locked():
+    from web.auth import NAME_DELAY, NAME_FACTOR, LoginThrottle, address_group
+
+    now = [0.0]
+    throttle = LoginThrottle(attempts=3, pause=300, clock=lambda: now[0])
+    assert address_group("::ffff:10.1.2.3") == "10.1.2.3" and address_group("2001:db8::1") == "2001:db8::/64"
+    for n in range(3 * NAME_FACTOR):
+        assert not throttle.blocked("officer-a", f"10.0.{n // 250}.{n % 250}")
+        assert throttle.slowdown("officer-a") == 0.0
+        throttle.failed("officer-a", f"10.0.{n // 250}.{n % 250}")
+    assert throttle.slowdown("officer-a") == NAME_DELAY and throttle.slowdown("officer-b") == 0.0
+    assert not throttle.blocked("officer-a", "10.200.0.1")  # the officer's own address still gets in
+    now[0] = 301.0
+    assert throttle.slowdown("officer-a") == 0.0
+
+
 def test_idle_sessions_end(app):
     client, _ = login(app, name="admin")
     assert client.get("/search", follow_redirects=False).status_code == 200
