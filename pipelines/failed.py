@@ -49,7 +49,7 @@ _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 @dataclass(frozen=True)
 class FailedFile:
-    ref: str  # opaque: the first 32 hex digits of SHA-256 of its place under failed/
+    ref: str  # opaque: the first 32 hex digits of SHA-256 of its place under failed/ and its identity
     parts: tuple[str, ...]  # its place under failed/, as the file system spells it (never shown raw)
     size: int
     reason_vi: str
@@ -58,6 +58,7 @@ class FailedFile:
     when: str
     case_ids: tuple[str, ...]  # named by its folder, file name or sidecar
     agencies: tuple[str, ...]  # the agency codes those (and the sidecar's agency) name; () = unattributable
+    identity: tuple[int, ...] = ()  # (device, inode, size, mtime ns) when listed: take() takes only that file
 
     @property
     def relative(self) -> str:
@@ -84,8 +85,14 @@ def failed_dir(settings) -> Path | None:
     return Path(watch.inbox).absolute() / "failed" if watch.inbox else None
 
 
-def _ref(parts: tuple[str, ...]) -> str:
-    return hashlib.sha256(os.fsencode("/".join(parts))).hexdigest()[:32]
+def _identity(info: os.stat_result) -> tuple[int, ...]:
+    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
+
+
+def _ref(parts: tuple[str, ...], identity: tuple[int, ...]) -> str:
+    """A file swapped or changed after the desk showed it gets another ref: the old one names nothing."""
+    place = os.fsencode("/".join(parts)) + b"\0" + ":".join(map(str, identity)).encode()
+    return hashlib.sha256(place).hexdigest()[:32]
 
 
 def _read_small(dir_fd: int, name: str, cap: int) -> bytes | None:
@@ -199,7 +206,9 @@ def _walk(dir_fd: int, parts: tuple[str, ...], found: list[FailedFile], budget: 
             case_ids, agencies = _attribution(here, sidecar)
             vi, en, detail, when = _reason_fields(_read_small(dir_fd, name + inboxlib.ERROR_SUFFIX,
                                                               REASON_MAX_BYTES))
-            found.append(FailedFile(_ref(here), here, info.st_size, vi, en, detail, when, case_ids, agencies))
+            identity = _identity(info)
+            found.append(FailedFile(_ref(here, identity), here, info.st_size, vi, en, detail, when, case_ids,
+                                    agencies, identity))
 
 
 def _open_root(folder: Path) -> int | None:
@@ -270,8 +279,8 @@ def take(folder: Path, item: FailedFile, receive: Callable[[BinaryIO, str], Path
             raise NotFoundError("failed file not found") from None
         with os.fdopen(fd, "rb") as stream:
             info = os.fstat(stream.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise NotFoundError("failed file not found")
+            if not stat.S_ISREG(info.st_mode) or _identity(info) != item.identity:
+                raise NotFoundError("the failed file changed since the desk was shown: reload the page")
             os.set_blocking(stream.fileno(), True)
             copy = receive(stream, name)
         _, sidecar = _sidecar(parent, name)

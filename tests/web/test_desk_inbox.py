@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipelines"))
 from scans import page, write_pdf  # noqa: E402
 
 from digitize.config import Settings  # noqa: E402
+from digitize.errors import NotFoundError  # noqa: E402
 from pipelines import failed  # noqa: E402
 from pipelines.messages import error_report, explain  # noqa: E402
 from portal_data import AGENCY_A, CASE_A, CASE_B, PASSWORD  # noqa: E402
@@ -274,3 +275,25 @@ def test_a_listing_is_bounded_by_an_entry_budget_and_reused_for_a_few_seconds(tm
     assert 1 < walked < 201  # all 201 folders would be read without the budget
     failed.list_failed(bad)
     assert len(opened) == walked  # the second listing came from the cache
+
+
+def copy_to(job: Path):
+    def receive(stream, name):
+        (job / "scan.pdf").write_bytes(stream.read())
+        return job / "scan.pdf"
+
+    job.mkdir(exist_ok=True)
+    return receive
+
+
+def test_a_file_swapped_after_the_desk_showed_it_is_not_taken(tmp_path):
+    bad = tmp_path / "failed"
+    scan = quarantine(bad, f"x-{CASE_A}.pdf", b"%PDF-1.4 what the officer saw", "r")
+    item = failed.list_failed(bad)[0]
+    swapped = tmp_path / "swap.pdf"
+    swapped.write_bytes(b"%PDF-1.4 something else")
+    os.replace(swapped, scan)
+    with pytest.raises(NotFoundError):
+        failed.take(bad, item, copy_to(tmp_path / "job"), keep_case_id=True, durable=lambda: None)
+    assert scan.read_bytes() == b"%PDF-1.4 something else"
+    assert failed.list_failed(bad)[0].ref != item.ref
