@@ -19,6 +19,7 @@ import hashlib
 import itertools
 import json
 import os
+import secrets
 import stat
 import threading
 import time
@@ -132,9 +133,7 @@ def _reason_fields(data: bytes | None) -> tuple[str, str, str, str]:
 
 def _sidecar(dir_fd: int, name: str) -> tuple[bool, dict | None]:
     """(present, validated fields); fields None when present but unreadable, oversized or invalid."""
-    for candidate in (str(PurePath(name).with_suffix(".json")), name + ".json"):
-        if candidate == name:
-            continue
+    for candidate in _sidecar_names(name):
         try:
             os.stat(candidate, dir_fd=dir_fd, follow_symlinks=False)
         except OSError:
@@ -261,10 +260,15 @@ def take(folder: Path, item: FailedFile, receive: Callable[[BinaryIO, str], Path
          durable: Callable[[], None]) -> bool:
     """Hand the failed scan to ``receive(stream, name)`` (the upload queue copies it into a private job
     folder and returns the copy's path), put its valid sidecar beside the copy (without NEVER_CARRIED, nor
-    its case ID unless ``keep_case_id``: the case chosen at the desk wins), make both durable, call ``durable()`` (the queue
-    writes and syncs the job's state, so a crash from here on leaves a job it resumes), and only then
-    remove the scan, its reason and that sidecar from failed/ if the scan there is still the file copied.
+    its case ID unless ``keep_case_id``: the case chosen at the desk wins), make both durable, call
+    ``durable()`` (the queue writes and syncs the job's state, so a crash from here on leaves a job it
+    resumes), and only then remove the scan, its reason and its sidecar (valid or not) from failed/.
     True if the sidecar came along.
+
+    The scan is first renamed to a private name beside it, so the file checked, copied and removed is the
+    one listed (same device, inode, size and mtime, before and after the copy, and no second hard link
+    through which it could change) and never a file someone put at its name meanwhile. On any failure it
+    gets its name back (unless that name was taken meanwhile: then it waits under the private name).
     """
     root = _open_root(folder)
     if root is None:
@@ -272,43 +276,71 @@ def take(folder: Path, item: FailedFile, receive: Callable[[BinaryIO, str], Path
     parent = -1
     try:
         parent = root if len(item.parts) == 1 else _descend(root, item.parts[:-1])
-        name = item.parts[-1]
+        name, private = item.parts[-1], f".taking-{secrets.token_hex(8)}"
         try:
-            fd = os.open(name, _FILE_FLAGS, dir_fd=parent)
+            os.rename(name, private, src_dir_fd=parent, dst_dir_fd=parent)
         except OSError:
             raise NotFoundError("failed file not found") from None
-        with os.fdopen(fd, "rb") as stream:
-            info = os.fstat(stream.fileno())
-            if not stat.S_ISREG(info.st_mode) or _identity(info) != item.identity:
-                raise NotFoundError("the failed file changed since the desk was shown: reload the page")
-            os.set_blocking(stream.fileno(), True)
-            copy = receive(stream, name)
-        _, sidecar = _sidecar(parent, name)
-        carried = bool(sidecar)
-        if carried:
-            dropped = NEVER_CARRIED + (() if keep_case_id else ("case_id",))
-            fields = {k: v for k, v in sidecar.items() if k not in dropped}
-            _write_durable(copy.with_suffix(".json"), json.dumps(fields, ensure_ascii=False).encode("utf-8"))
-        fsync_path(copy)
-        fsync_path(copy.parent)
-        durable()
         try:
-            now = os.stat(name, dir_fd=parent, follow_symlinks=False)
-        except OSError:
-            return carried
-        if (now.st_dev, now.st_ino) == (info.st_dev, info.st_ino):
-            extra = [sidecar["name"]] if carried else []
-            for leftover in (name, name + inboxlib.ERROR_SUFFIX, *extra):
-                try:
-                    os.unlink(leftover, dir_fd=parent)
-                except OSError:
-                    pass
+            copy = _copy_checked(parent, private, name, item, receive)
+            _, sidecar = _sidecar(parent, name)
+            carried = bool(sidecar)
+            if carried:
+                dropped = NEVER_CARRIED + (() if keep_case_id else ("case_id",))
+                fields = {k: v for k, v in sidecar.items() if k not in dropped}
+                _write_durable(copy.with_suffix(".json"), json.dumps(fields, ensure_ascii=False).encode("utf-8"))
+            fsync_path(copy)
+            fsync_path(copy.parent)
+            durable()
+        except BaseException:
+            _put_back(parent, private, name)
+            raise
+        for leftover in (private, name + inboxlib.ERROR_SUFFIX, *_sidecar_names(name)):
+            try:
+                os.unlink(leftover, dir_fd=parent)
+            except OSError:
+                pass
         return carried
     finally:
         if parent not in (-1, root):
             os.close(parent)
         os.close(root)
         forget(folder)
+
+
+def _copy_checked(parent: int, private: str, name: str, item: FailedFile,
+                  receive: Callable[[BinaryIO, str], Path]) -> Path:
+    try:
+        fd = os.open(private, _FILE_FLAGS, dir_fd=parent)
+    except OSError:
+        raise NotFoundError("failed file not found") from None  # a symlink put there: never followed
+    with os.fdopen(fd, "rb") as stream:
+        info = os.fstat(stream.fileno())
+        if not stat.S_ISREG(info.st_mode) or _identity(info) != item.identity:
+            raise NotFoundError("the failed file changed since the desk was shown: reload the page")
+        if info.st_nlink != 1:
+            raise NotFoundError("the failed file has another hard link: not taken")
+        os.set_blocking(stream.fileno(), True)
+        copy = receive(stream, name)
+        if _identity(os.fstat(stream.fileno())) != item.identity:
+            raise NotFoundError("the failed file changed while it was copied: reload the page")
+    return copy
+
+
+def _sidecar_names(name: str) -> list[str]:
+    return [c for c in (str(PurePath(name).with_suffix(".json")), name + ".json") if c != name]
+
+
+def _put_back(parent: int, private: str, name: str) -> None:
+    """The scan under its own name again, never over a file put there meanwhile."""
+    try:
+        os.link(private, name, src_dir_fd=parent, dst_dir_fd=parent, follow_symlinks=False)
+    except OSError:
+        return  # the name was taken: it stays under the private name, hidden but not lost
+    try:
+        os.unlink(private, dir_fd=parent)
+    except OSError:
+        pass
 
 
 def _descend(root: int, parts: tuple[str, ...]) -> int:

@@ -297,3 +297,34 @@ def test_a_file_swapped_after_the_desk_showed_it_is_not_taken(tmp_path):
         failed.take(bad, item, copy_to(tmp_path / "job"), keep_case_id=True, durable=lambda: None)
     assert scan.read_bytes() == b"%PDF-1.4 something else"
     assert failed.list_failed(bad)[0].ref != item.ref
+
+
+def test_take_refuses_a_hard_linked_file_and_one_changed_while_copied(tmp_path):
+    bad = tmp_path / "failed"
+    linked = quarantine(bad, f"a-{CASE_A}.pdf", b"%PDF-1.4 a", "r")
+    os.link(linked, tmp_path / "elsewhere.pdf")  # whoever holds this link could change it after the check
+    changing = quarantine(bad, f"b-{CASE_A}.pdf", b"%PDF-1.4 b", "r")
+    items = {item.parts[-1]: item for item in failed.list_failed(bad)}
+    with pytest.raises(NotFoundError):
+        failed.take(bad, items[linked.name], copy_to(tmp_path / "job1"), keep_case_id=True, durable=lambda: None)
+
+    writer = open(changing, "ab")  # someone holding the file open
+
+    def receive_while_changed(stream, name):
+        target = copy_to(tmp_path / "job2")(stream, name)
+        writer.write(b" appended")  # modified in place, same inode
+        writer.flush()
+        return target
+
+    with writer, pytest.raises(NotFoundError):
+        failed.take(bad, items[changing.name], receive_while_changed, keep_case_id=True, durable=lambda: None)
+    assert linked.exists() and changing.read_bytes() == b"%PDF-1.4 b appended"  # both kept, under their names
+    assert sorted(p.name for p in bad.iterdir() if p.name.startswith(".")) == []
+
+
+def test_take_removes_an_invalid_sidecar_with_the_scan(tmp_path):
+    bad = tmp_path / "failed"
+    quarantine(bad, f"x-{CASE_A}.pdf", b"%PDF-1.4 data", "r", sidecar='{"case_id": "broken')
+    assert not failed.take(bad, failed.list_failed(bad)[0], copy_to(tmp_path / "job"), keep_case_id=True,
+                           durable=lambda: None)
+    assert sorted(os.listdir(bad)) == []
