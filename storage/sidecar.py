@@ -116,3 +116,27 @@ def parse_link(data: bytes) -> LinkRecord:
     return LinkRecord(raw["kind"], normalize_case_id(raw["case_id"]), _sequence(raw.get("sequence")),
                       check_key(str(document.get("meta_key", ""))), check_sha256(str(document.get("meta_sha256", ""))),
                       moved_from)
+
+
+def first_place(meta_key: str) -> tuple[str | None, int]:
+    """The place a document was stored at (its sidecar's folder): (case ID or None, sequence)."""
+    from .keys import UNMATCHED
+
+    folder, sequence = meta_key.split("/")[:2]
+    return (None if folder == UNMATCHED else folder), int(sequence)
+
+
+def has_link(objects, row: DocumentRow, kind: str) -> bool:
+    """Whether a ``kind`` link record for ``row``'s document sits at its place ``row.case_id``/``row.sequence``."""
+    from .keys import document_prefix, is_link_key
+
+    for key in objects.list_keys(document_prefix(row.case_id, row.sequence) + "/"):
+        if not is_link_key(key):
+            continue
+        try:
+            record = parse_link(b"".join(objects.read_chunks(key)))
+        except BadArgsError:
+            continue
+        if record.kind == kind and record.meta_key == row.meta_key:
+            return True
+    return False

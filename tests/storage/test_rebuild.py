@@ -160,3 +160,26 @@ def test_a_rebuild_that_fails_half_way_leaves_the_index_empty_for_a_rerun(archiv
         assert report.documents == 2 and report.skipped == []
     finally:
         index.close()
+
+
+def test_repeating_a_move_whose_link_record_failed_writes_it(archive, make_document, rebuilt, monkeypatch):
+    loose = store(archive, make_document(case_id=None, title="Giấy ủy quyền"))
+    real_put = archive.objects.put
+
+    def failing_put(key, *args, **kwargs):
+        if "/link-" in key:
+            raise StorageError("store: connection reset")
+        return real_put(key, *args, **kwargs)
+
+    monkeypatch.setattr(archive.objects, "put", failing_put)
+    with pytest.raises(StorageError):
+        archive.link(loose.doc_id, LATER, actor="tester")  # the index moved it; its record is missing
+    monkeypatch.undo()
+    archive.link(loose.doc_id, LATER, actor="tester")  # repeated: the record is written now
+    archive.link(loose.doc_id, LATER, actor="tester")  # and only once
+    assert len([k for k in archive.objects.list_keys(LATER + "/") if "/link-" in k]) == 1
+    index, report = rebuilt()
+    try:
+        assert report.skipped == [] and places(index, LATER) == places(archive.index, LATER)
+    finally:
+        index.close()
