@@ -226,13 +226,14 @@ class _Job:
         """Content already stored: if this copy names another case (a scan shared by two dossiers), file the
         stored document in that dossier too, with no second copy of its bytes; else skip it."""
         resolution = metadata.resolve(clues)
-        if resolution.case_id is None and existing.case_id and self.allowed is not None \
-                and not self.allowed(existing.case_id):
+        if self.allowed is not None and not self._may_see(existing):
             from storage.access import PermissionDenied
 
-            what = f"pages {source_pages}" if source_pages else "the scan"  # never which case: not the sender's
-            raise PermissionDenied(f"{what} of {self.path.name} is already stored in a dossier outside the sender's "
-                                   "agencies: link it to a case of yours and retry")
+            # neither its id, its case, nor that it exists: filing it (sharing another agency's document and
+            # its metadata into the sender's case) is an archivist's decision
+            what = f"pages {source_pages}" if source_pages else "the scan"
+            raise PermissionDenied(f"{what} of {self.path.name} could not be filed automatically: ask an archivist "
+                                   "to file it")
         if resolution.case_id and resolution.case_id != existing.case_id:
             self._check_scope(resolution.case_id, resolution.case_source, source_pages)
             existing = self.archive.share(existing.doc_id, resolution.case_id, resolution.values.get("sequence"))
@@ -240,6 +241,14 @@ class _Job:
                   via=resolution.case_source, doc=existing.doc_id, already=existing.already_stored)
         return StoredPart(source_pages, str(existing.doc_id), existing.case_id, resolution.case_source,
                           existing.pages, existing.already_stored)
+
+    def _may_see(self, existing) -> bool:
+        """Whether the sender's scope covers a stored document: its case, or (unmatched) its agency; an
+        unmatched document naming no agency is for archivists and admins alone (as Gate._covers_unmatched)."""
+        if existing.case_id:
+            return self.allowed(existing.case_id)
+        row = self.archive.index.document(existing.doc_id)
+        return row is not None and self.allowed(None, row.agency or "(none)")
 
     def run(self) -> list[StoredPart]:
         # opened once: a regular file, no symlink on the way from root. Every later stage reads a

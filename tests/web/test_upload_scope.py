@@ -90,7 +90,19 @@ def test_an_unmatched_upload_of_a_scan_stored_in_another_agencys_case_does_not_n
     scan = write_pdf([page(["Bản sao căn cước"])], tmp_path / "id.pdf")
     scanner_b = UploadScope(Principal("b", "scanner", ("000.00.12.H29",)))
     assert convert_upload(str(scan), settings, {"case_id": CASE_B}, scanner_b)[0] == "done"
+    # unmatched, into the sender's own case (it would share B's document and metadata there), or naming
+    # B's case itself: neither its id nor its case nor that it is stored comes back, and nothing is filed
+    for values in ({}, {"case_id": CASE_A}, {"case_id": CASE_B}):
+        status, reason, documents = convert_upload(str(scan), settings, values, SCANNER_A)
+        assert (status, documents) == ("failed", []), values
+        assert CASE_B not in reason and "already" not in reason and "archivist" in reason
+    with Archive.open(settings) as archive:
+        assert archive.index.documents(CASE_A) == []
+
+
+def test_an_upload_of_a_scan_another_agency_left_unmatched_gets_nothing_of_it(tmp_path, settings):
+    scan = write_pdf([page(["Giấy ủy quyền"])], tmp_path / "loose.pdf")
+    scanner_b = UploadScope(Principal("b", "scanner", ("000.00.12.H29",)))
+    assert convert_upload(str(scan), settings, {"agency": "000.00.12.H29"}, scanner_b)[0] == "unmatched"
     status, reason, documents = convert_upload(str(scan), settings, {}, SCANNER_A)
-    assert (status, documents) == ("failed", []) and CASE_B not in reason and "outside" in reason
-    status, _, documents = convert_upload(str(scan), settings, {"case_id": CASE_A}, SCANNER_A)  # linked: shared
-    assert status == "done" and [d["case_id"] for d in documents] == [CASE_A]
+    assert (status, documents) == ("failed", []) and "archivist" in reason
