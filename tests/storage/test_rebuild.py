@@ -183,3 +183,16 @@ def test_repeating_a_move_whose_link_record_failed_writes_it(archive, make_docum
         assert report.skipped == [] and places(index, LATER) == places(archive.index, LATER)
     finally:
         index.close()
+
+
+def test_verify_counts_a_link_record_naming_no_indexed_document_as_an_orphan(archive, make_document):
+    stored = store(archive, make_document(title="CCCD"))
+    home = archive.index.document(stored.doc_id)
+    raw = json.loads(build_link(replace(home, case_id=OTHER, sequence=3), home, "shared"))
+    raw["document"]["meta_key"] = f"{CASE}/0009/meta-{'0' * 16}.json"
+    nobody = json.dumps(raw).encode()
+    junk = b"not a link record"
+    placed = [link_key(OTHER, 3, nobody), f"{OTHER}/0004/link-{hashlib.sha256(junk).hexdigest()[:16]}.json"]
+    archive.objects.put(placed[0], nobody, hashlib.sha256(nobody).hexdigest())
+    archive.objects.put(placed[1], junk, hashlib.sha256(junk).hexdigest())
+    assert sorted((p.kind, p.key) for p in archive.verify().problems) == [("orphan", key) for key in sorted(placed)]
