@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Callable
 
-from digitize.errors import BadArgsError, StorageError
-from digitize.fsutil import sha256_bytes, work_dir
+from digitize.errors import StorageError
+from digitize.fsutil import work_dir
 
 from .index import Index
-from .keys import STAGING, case_prefix, document_prefix, is_link_key
+from .keys import STAGING, case_prefix, is_link_key
 from .models import DocumentRow, Event, SignatureRow
 from .objects import ObjectStore
-from .sidecar import LINK_MAX_BYTES, parse_link, sidecar_pages, sidecar_signatures
+from .sidecar import read_link, sidecar_pages, sidecar_signatures
 
 STALE_PENDING = timedelta(minutes=10)
 
@@ -139,27 +139,11 @@ def verify(objects: ObjectStore, index: Index, case_id: str | None, actor: str, 
         if is_link_key(key):  # a document's place in another dossier: fine if it names an indexed one
             if metas is None:
                 metas = {d.meta_key: d.meta_sha256 for d in index.stored_documents()}
-            if _names_indexed_document(objects, key, metas):
+            record = read_link(objects, key)
+            if record is not None and metas.get(record.meta_key) == record.meta_sha256:
                 continue
             report.problems.append(Problem("orphan", key, None, "link record naming no indexed document here"))
             continue
         report.problems.append(Problem("orphan", key, None, "object not referenced by the index"))
     index.add_events(events)
     return report
-
-
-def _names_indexed_document(objects: ObjectStore, key: str, metas: dict[str, str]) -> bool:
-    """A well-formed link record (whose bytes hash to its key) stored at the place it gives, naming a
-    document the index holds with that sidecar hash."""
-    data = b""
-    try:
-        for block in objects.read_chunks(key):
-            data += block
-            if len(data) > LINK_MAX_BYTES:
-                return False
-        record = parse_link(data)
-    except (BadArgsError, StorageError):
-        return False
-    return (key.rsplit("-", 1)[-1].startswith(sha256_bytes(data)[:16])
-            and key.rsplit("/", 1)[0] == document_prefix(record.case_id, record.sequence)
-            and metas.get(record.meta_key) == record.meta_sha256)

@@ -131,12 +131,30 @@ def has_link(objects, row: DocumentRow, kind: str) -> bool:
     from .keys import document_prefix, is_link_key
 
     for key in objects.list_keys(document_prefix(row.case_id, row.sequence) + "/"):
-        if not is_link_key(key):
-            continue
-        try:
-            record = parse_link(b"".join(objects.read_chunks(key)))
-        except BadArgsError:
-            continue
-        if record.kind == kind and record.meta_key == row.meta_key:
+        record = read_link(objects, key) if is_link_key(key) else None
+        if record is not None and record.kind == kind and record.meta_key == row.meta_key:
             return True
     return False
+
+
+def read_link(objects, key: str) -> LinkRecord | None:
+    """The link record stored at ``key`` if it is one: at most LINK_MAX_BYTES, hashing to the digest its key
+    carries, well-formed, and stored at the place it gives; else None."""
+    from digitize.errors import StorageError
+    from digitize.fsutil import sha256_bytes
+
+    from .keys import document_prefix
+
+    data = b""
+    try:
+        for block in objects.read_chunks(key):
+            data += block
+            if len(data) > LINK_MAX_BYTES:
+                return None
+        record = parse_link(data)
+    except (BadArgsError, StorageError):
+        return None
+    if not key.rsplit("-", 1)[-1].startswith(sha256_bytes(data)[:16]) or \
+            key.rsplit("/", 1)[0] != document_prefix(record.case_id, record.sequence):
+        return None
+    return record
