@@ -111,7 +111,8 @@ def test_a_linked_document_keeps_its_place_when_its_old_sequence_was_reused(arch
     try:
         assert report.skipped == [] and (report.documents, report.links) == (2, 1)
         assert places(index, LATER) == places(archive.index, LATER)
-        assert {(d.case_id, d.title) for d in index.stored_documents()} == {(LATER, "Giấy ủy quyền"), (None, "Hộ khẩu")}
+        assert {(d.case_id, d.title) for d in index.stored_documents()} == {(LATER, "Giấy ủy quyền"),
+                                                                             (None, "Hộ khẩu")}
     finally:
         index.close()
 

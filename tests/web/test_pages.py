@@ -78,7 +78,8 @@ def test_one_address_guessing_across_names_is_throttled(app):
 def test_an_ipv6_guesser_is_counted_by_its_64_not_by_each_address(app):
     """One subscriber picks any of 2**64 addresses: counting each exactly gave unlimited guesses."""
     for n in range(1, 4):
-        assert login(app, name="officer-b", password="wrong-password", address=f"2001:db8:1:2::{n}")[1].status_code == 401
+        address = f"2001:db8:1:2::{n}"
+        assert login(app, name="officer-b", password="wrong-password", address=address)[1].status_code == 401
     assert login(app, name="officer-b", address="2001:db8:1:2::ffff")[1].status_code == 429
     assert login(app, name="officer-b", address="2001:db8:1:3::1")[1].status_code == 303  # another network
 
