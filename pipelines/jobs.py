@@ -125,7 +125,7 @@ class _Job:
     """State of one process_file call: the source, its hash, options and clues shared by its parts."""
 
     def __init__(self, path: Path, settings, hint: Clue | None, root: Path | None, jobs: int | None, archive,
-                 keep: Path | None = None, allowed: Callable[[str | None], bool] | None = None):
+                 keep: Path | None = None, allowed: Callable[..., bool] | None = None):
         from digitize.convert import ConvertOptions
 
         self.path = path
@@ -176,12 +176,21 @@ class _Job:
             atomic_write_text(kept / KEPT_REPORT, report.to_json())
         return report
 
-    def _check_scope(self, case_id: str | None, source: str | None, source_pages: str) -> None:
-        """Refuse, before anything is stored or linked, a part that names a case its sender may not file into."""
-        if self.allowed is not None and not self.allowed(case_id):
+    def _check_scope(self, case_id: str | None, source: str | None, source_pages: str,
+                     agency: str | None = None) -> None:
+        """Refuse, before anything is stored or linked, a part that names a case its sender may not file
+        into; or, with no case ID, an agency other than the sender's (it would be listed to that agency)."""
+        if self.allowed is None:
+            return
+        what = f"pages {source_pages}" if source_pages else "the scan"
+        if case_id is None and agency and not self.allowed(None, agency):
             from storage.access import PermissionDenied
 
-            what = f"pages {source_pages}" if source_pages else "the scan"
+            raise PermissionDenied(f"{what} of {self.path.name} name no case but agency {agency!r}, outside the "
+                                   "sender's agencies: not stored; link it to a case and retry")
+        if not self.allowed(case_id):
+            from storage.access import PermissionDenied
+
             raise PermissionDenied(f"{what} of {self.path.name} name case {case_id or '(none)'} (by {source}), "
                                    "outside the sender's agencies: not stored there")
 
@@ -204,7 +213,7 @@ class _Job:
         resolution = metadata.apply_case_record(resolution, _case_record(self.archive, resolution.case_id))
         title = self.relative.stem + (f" (trang {part.source_pages})" if part.source_pages else "")
         meta = DocumentMeta(**metadata.meta_kwargs(resolution, self.path.name, part.source_pages, title))
-        self._check_scope(meta.case_id, resolution.case_source, part.source_pages)
+        self._check_scope(meta.case_id, resolution.case_source, part.source_pages, meta.agency)
         stored = self.archive.store(self.source, Path(report.output_path), report, meta)
         if self._kept(part):
             shutil.rmtree(self._kept(part), ignore_errors=True)
@@ -217,6 +226,14 @@ class _Job:
         """Content already stored: if this copy names another case (a scan shared by two dossiers), file the
         stored document in that dossier too, with no second copy of its bytes; else skip it."""
         resolution = metadata.resolve(clues)
+        if self.allowed is not None and not self._may_see(existing):
+            from storage.access import PermissionDenied
+
+            # neither its id, its case, nor that it exists: filing it (sharing another agency's document and
+            # its metadata into the sender's case) is an archivist's decision
+            what = f"pages {source_pages}" if source_pages else "the scan"
+            raise PermissionDenied(f"{what} of {self.path.name} could not be filed automatically: ask an archivist "
+                                   "to file it")
         if resolution.case_id and resolution.case_id != existing.case_id:
             self._check_scope(resolution.case_id, resolution.case_source, source_pages)
             existing = self.archive.share(existing.doc_id, resolution.case_id, resolution.values.get("sequence"))
@@ -224,6 +241,14 @@ class _Job:
                   via=resolution.case_source, doc=existing.doc_id, already=existing.already_stored)
         return StoredPart(source_pages, str(existing.doc_id), existing.case_id, resolution.case_source,
                           existing.pages, existing.already_stored)
+
+    def _may_see(self, existing) -> bool:
+        """Whether the sender's scope covers a stored document: its case, or (unmatched) its agency; an
+        unmatched document naming no agency is for archivists and admins alone (as Gate._covers_unmatched)."""
+        if existing.case_id:
+            return self.allowed(existing.case_id)
+        row = self.archive.index.document(existing.doc_id)
+        return row is not None and self.allowed(None, row.agency or "(none)")
 
     def run(self) -> list[StoredPart]:
         # opened once: a regular file, no symlink on the way from root. Every later stage reads a
@@ -269,14 +294,15 @@ def _load_kept(kept: Path) -> DocumentReport | None:
 
 def process_file(path: Path, settings, meta_hint: Clue | None = None, *, root: Path | None = None,
                  jobs: int | None = None, archive=None, keep: Path | None = None,
-                 allowed: Callable[[str | None], bool] | None = None) -> JobResult:
+                 allowed: Callable[..., bool] | None = None) -> JobResult:
     """Convert, resolve metadata, store and index one source file; errors come back as a failed result.
 
     ``meta_hint`` is what the caller knows (a manifest row); ``root`` anchors the folder convention;
     ``jobs`` overrides the converter's page parallelism (batch runs one page at a time per file);
     ``keep`` is a private folder where converted parts wait until they are stored; ``allowed(case_id)``
-    (an upload's scope, from storage.access) is asked before each part is stored or linked: a part it
-    refuses fails the job and nothing is stored for it.
+    (an upload's scope, from storage.access) is asked before each part is stored or linked, and
+    ``allowed(None, agency)`` of an unmatched part whose clues name an agency: a part it refuses fails
+    the job and nothing is stored for it.
     """
     started = time.perf_counter()
     path = Path(path)

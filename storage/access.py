@@ -23,7 +23,7 @@ import threading
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Protocol
+from typing import TYPE_CHECKING, Callable, Iterable, Protocol
 
 from digitize.errors import BadArgsError, DigitizeError, ExitCode, NotFoundError, VerificationError
 from digitize.identifiers import normalize_case_id, parse_agency_code
@@ -118,13 +118,24 @@ class UploadScope:
         return cls(Principal(fields["name"], fields["role"], tuple(fields.get("agencies", ())),
                              fields.get("kind", "user")))
 
-    def __call__(self, case_id: str | None) -> bool:
+    def __call__(self, case_id: str | None, agency: str | None = None) -> bool:
+        """``agency``: what the part's clues (a sidecar, say) name as its agency; it decides who sees an
+        unmatched part (Gate._covers_unmatched), so without a case ID it must be one of the sender's."""
         if not self.principal.can(Perm.upload):
             return False
         if case_id is None:
-            return True  # unmatched: kept for linking by those who may see it
+            return self.covers_agency(agency)  # unmatched: kept for linking by those who may see it
         try:
             return self.principal.covers(normalize_case_id(case_id))
+        except BadArgsError:
+            return False
+
+    def covers_agency(self, agency: str | None) -> bool:
+        """No agency named, or one of the sender's agency codes (a name or another code is refused)."""
+        if not agency or not agency.strip() or self.principal.all_agencies:
+            return True
+        try:
+            return parse_agency_code(agency).code in self.principal.agencies
         except BadArgsError:
             return False
 
@@ -275,6 +286,16 @@ def _copy_object(objects, key: str, target: Path) -> str:
             digest.update(block)
             out.write(block)
     return digest.hexdigest()
+
+
+class FailedScan(Protocol):
+    """What the gate needs of a failed inbox file (pipelines.failed.FailedFile)."""
+
+    ref: str
+    agencies: tuple[str, ...]
+
+    @property
+    def relative(self) -> str: ...
 
 
 class EventSink(Protocol):
@@ -484,6 +505,35 @@ class Gate:
         """An upload job is visible to whoever sent it, and to those who may upload to its case."""
         return owner == self.principal.actor or (self.principal.can(Perm.upload) and case_id is not None
                                                  and self.principal.covers(case_id))
+
+    def inbox_failures(self, files: Iterable["FailedScan"]) -> list["FailedScan"]:
+        """The watch inbox's failed files (pipelines/failed.py) this principal may see and retry: all of them
+        for archivists and admins; for others only files attributed to their agencies alone (the agencies
+        named by the case IDs and agency code in the file's clues). An unattributable file (no agency named,
+        or a sidecar that cannot be read) is for archivists and admins only: least privilege."""
+        self.require(Perm.upload)
+        return [f for f in files if self._covers_failure(f)]
+
+    def _covers_failure(self, item: "FailedScan") -> bool:
+        if self.principal.all_agencies:
+            return True
+        return bool(item.agencies) and set(item.agencies) <= set(self.principal.agencies)
+
+    def retry_inbox_failure(self, files: Iterable["FailedScan"], ref: str, case_id: str,
+                            take: Callable[["FailedScan", str | None], str]) -> str:
+        """Link a failed inbox file (named by its opaque ``ref``) to ``case_id`` ("": none) and have it
+        converted again: ``take(file, case ID)`` (the upload queue, through the watch job) within this
+        principal's upload scope; the job id back. Out of scope, the file or the case, is a 404."""
+        self.require(Perm.upload)
+        target = self.scoped_case_id(case_id, Perm.upload) if case_id.strip() else None
+        item = next((f for f in files if f.ref == ref and self._covers_failure(f)), None)
+        if item is None:
+            raise NotFoundError("failed file not found")
+        job_id = take(item, target)
+        self.record("ingested", f"failed inbox file {item.relative!r} taken from the watch folder to be converted "
+                    "again" + (f" into {target}" if target else " (no case chosen)") + f" (upload job {job_id})",
+                    case_id=target)
+        return job_id
 
     def unmatched(self) -> list[DocumentRow]:
         self.require(Perm.link)

@@ -7,6 +7,7 @@ printed once and stored only as a hash.
 from __future__ import annotations
 
 import sys
+from typing import Callable
 
 import click
 
@@ -22,15 +23,22 @@ def _scope(agencies: list[str], role: str) -> str:
     return "all agencies" if role in access.ALL_AGENCIES_ROLES else ", ".join(agencies) or "-"
 
 
+def _account_options(command):
+    """NAME, --role and --agency: what a user and a token are made of."""
+    for option in reversed([click.argument("name"), click.option("--role", required=True, type=_ROLE),
+                            click.option("--agency", "agencies", multiple=True, metavar="CODE",
+                                         help="Agency code (repeatable).")]):
+        command = option(command)
+    return command
+
+
 @click.group("users")
 def users_group() -> None:
     """Portal accounts (argon2-hashed passwords): add, list, disable."""
 
 
 @users_group.command("add")
-@click.argument("name")
-@click.option("--role", required=True, type=_ROLE)
-@click.option("--agency", "agencies", multiple=True, metavar="CODE", help="Agency code (repeatable).")
+@_account_options
 @click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
 @click.pass_obj
 def users_add(settings, name: str, role: str, agencies: tuple[str, ...], password_stdin: bool) -> None:
@@ -49,13 +57,12 @@ def users_add(settings, name: str, role: str, agencies: tuple[str, ...], passwor
 @click.pass_obj
 def users_list(settings) -> None:
     """Users with role, agencies and state."""
-    with _archive(settings) as archive:
-        users = archive.index.users()
-    for user in users:
+    def line(user) -> str:
         state = "disabled" if user.disabled else "active"
         login = "password" if user.password_hash else "sso only"
-        click.echo(f"{user.name:<24} {user.role:<10} {state:<8} {login:<9} {_scope(user.agencies, user.role)}")
-    click.echo(f"{len(users)} users", err=True)
+        return f"{user.name:<24} {user.role:<10} {state:<8} {login:<9} {_scope(user.agencies, user.role)}"
+
+    _list(settings, lambda index: index.users(), line, "users")
 
 
 @users_group.command("disable")
@@ -63,9 +70,7 @@ def users_list(settings) -> None:
 @click.pass_obj
 def users_disable(settings, name: str) -> None:
     """Disable NAME: its sessions stop working at their next request."""
-    with _archive(settings) as archive:
-        archive.index.set_user_disabled(name, True, access.now_iso())
-    click.echo(f"user {name} disabled")
+    _end(settings, lambda index, now: index.set_user_disabled(name, True, now), f"user {name} disabled")
 
 
 @click.group("tokens")
@@ -74,9 +79,7 @@ def tokens_group() -> None:
 
 
 @tokens_group.command("create")
-@click.argument("name")
-@click.option("--role", required=True, type=_ROLE)
-@click.option("--agency", "agencies", multiple=True, metavar="CODE", help="Agency code (repeatable).")
+@_account_options
 @click.pass_obj
 def tokens_create(settings, name: str, role: str, agencies: tuple[str, ...]) -> None:
     """Create token NAME and print its secret once (only its hash is kept)."""
@@ -91,12 +94,11 @@ def tokens_create(settings, name: str, role: str, agencies: tuple[str, ...]) -> 
 @click.pass_obj
 def tokens_list(settings) -> None:
     """Tokens with role, agencies and state (never the secret)."""
-    with _archive(settings) as archive:
-        tokens = archive.index.tokens()
-    for token in tokens:
+    def line(token) -> str:
         state = f"revoked {token.revoked_at}" if token.revoked_at else "active"
-        click.echo(f"{token.name:<24} {token.role:<10} {state:<8} {_scope(token.agencies, token.role)}")
-    click.echo(f"{len(tokens)} tokens", err=True)
+        return f"{token.name:<24} {token.role:<10} {state:<8} {_scope(token.agencies, token.role)}"
+
+    _list(settings, lambda index: index.tokens(), line, "tokens")
 
 
 @tokens_group.command("revoke")
@@ -104,9 +106,23 @@ def tokens_list(settings) -> None:
 @click.pass_obj
 def tokens_revoke(settings, name: str) -> None:
     """Revoke token NAME at once."""
+    _end(settings, lambda index, now: index.revoke_token(name, now), f"token {name} revoked")
+
+
+def _list(settings, read: Callable, line: Callable, noun: str) -> None:
+    """One line per account (users or tokens) on stdout, their count on stderr."""
     with _archive(settings) as archive:
-        archive.index.revoke_token(name, access.now_iso())
-    click.echo(f"token {name} revoked")
+        items = read(archive.index)
+    for item in items:
+        click.echo(line(item))
+    click.echo(f"{len(items)} {noun}", err=True)
+
+
+def _end(settings, change: Callable, done: str) -> None:
+    """Disable a user or revoke a token (``change(index, now)``), then say so."""
+    with _archive(settings) as archive:
+        change(archive.index, access.now_iso())
+    click.echo(done)
 
 
 COMMANDS: list = [users_group, tokens_group]

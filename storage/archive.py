@@ -47,7 +47,7 @@ from .models import (
     description_of,
 )
 from .objects import ObjectStore, Source, open_store
-from .sidecar import build_sidecar
+from .sidecar import build_link, build_sidecar, first_place, has_link, link_key
 
 __all__ = ["Archive", "DocumentMeta", "StoredDocument", "ImportResult", "TOOL"]
 
@@ -231,7 +231,28 @@ class Archive:
 
     def _move(self, doc_id: int, case_id: str, actor: str) -> DocumentRow:
         event = Event("linked", "success", actor, TOOL, doc_id=doc_id, case_id=case_id, detail=f"linked to {case_id}")
-        return self.index.link(doc_id, case_id, event)
+        before = self.index.document(doc_id)
+        row = self.index.link(doc_id, case_id, event)
+        after = self.index.document(doc_id)
+        if before is None or after is None or after.case_id != case_id:
+            return row  # not moved: it was shared with that dossier already (that link has its own record)
+        if (before.case_id, before.sequence) != (after.case_id, after.sequence):
+            self._put_link(after, before, "moved")
+        elif (after.case_id, after.sequence) != first_place(after.meta_key) and not has_link(self.objects, after,
+                                                                                               "moved"):
+            # moved before, but its record was never stored (the write failed after the index commit):
+            # write it now, from the place the document was stored at (a rebuild follows the longest chain)
+            origin_case, origin_sequence = first_place(after.meta_key)
+            self._put_link(after, replace(after, case_id=origin_case, sequence=origin_sequence), "moved")
+        return row
+
+    def _put_link(self, row: DocumentRow, home: DocumentRow, kind: str) -> None:
+        """The link as an object of its own (sidecars are immutable), so an index rebuilt from the store
+        keeps it (storage/rebuild.py). Written after the index commit; a share asked for again writes it
+        again (the same bytes: a no-op) and a move asked for again writes it if it is missing, so one that
+        failed here is repaired by repeating the command."""
+        data = build_link(row, home, kind)
+        self._put(link_key(row.case_id, row.sequence, data), data, sha256_bytes(data), {}, "application/json")
 
     def share(self, doc_id: int, case_id: str, sequence: int | None = None, actor: str = "digitize") -> StoredDocument:
         """File stored document ``doc_id`` in ``case_id``'s dossier too (a scan shared by two cases): no second
@@ -254,6 +275,9 @@ class Archive:
                 continue  # another writer took the next number meanwhile
             if new:
                 log.info("document %s shared with %s as #%d", doc_id, case_id, row.sequence)
+            home = self.index.document(doc_id)
+            if home is not None and home.case_id != case_id:
+                self._put_link(row, home, "shared")
             return row, new
         raise ConflictError(f"could not claim a sequence number in case {case_id} after {SEQUENCE_ATTEMPTS} tries")
 

@@ -201,7 +201,24 @@ def _verify_files(files: tuple[Path, ...], trust: str) -> None:
         raise VerificationError(f"{broken} of {len(files)} files unsigned or with a broken signature")
 
 
-COMMANDS: list = [cases_group, search_cmd, show_cmd, get_cmd, verify_cmd]
+@click.command("reindex")
+@click.pass_obj
+def reindex_cmd(settings) -> None:
+    """Rebuild a lost index (an empty one) from the object store: documents from their sidecars, their
+    places in other dossiers from their link records. Objects that cannot be trusted are reported, not indexed."""
+    from .archive import TOOL
+    from .rebuild import rebuild_index
+
+    with _archive(settings) as archive:
+        report = rebuild_index(archive.objects, archive.index, "digitize", f"{TOOL} reindex")
+    for key, why in report.skipped:
+        echo(f"skipped: {key}: {why}", err=True)
+    echo(f"reindexed {report.documents} documents and {report.links} links; {len(report.skipped)} objects skipped")
+    if report.skipped:
+        raise VerificationError(f"{len(report.skipped)} objects could not be trusted and were not indexed")
+
+
+COMMANDS: list = [cases_group, search_cmd, show_cmd, get_cmd, verify_cmd, reindex_cmd]
 
 
 def _account_commands() -> list:

@@ -16,10 +16,10 @@ from digitize.errors import StorageError
 from digitize.fsutil import work_dir
 
 from .index import Index
-from .keys import STAGING, case_prefix
+from .keys import STAGING, case_prefix, is_link_key
 from .models import DocumentRow, Event, SignatureRow
 from .objects import ObjectStore
-from .sidecar import sidecar_pages, sidecar_signatures
+from .sidecar import read_link, sidecar_pages, sidecar_signatures
 
 STALE_PENDING = timedelta(minutes=10)
 
@@ -132,8 +132,18 @@ def verify(objects: ObjectStore, index: Index, case_id: str | None, actor: str, 
                             case_id=doc.case_id, checksum=doc.pdfa_sha256,
                             detail="; ".join(f"{p.kind} {p.key}" for p in problems) or "3 objects match"))
     known = index.all_object_keys()
-    report.problems += [Problem("orphan", key, None, "object not referenced by the index")
-                        for key in objects.list_keys(case_prefix(case_id) if case_id else "")
-                        if key not in known and not key.startswith(STAGING)]  # queued originals wait there
+    metas: dict[str, str] | None = None
+    for key in objects.list_keys(case_prefix(case_id) if case_id else ""):
+        if key in known or key.startswith(STAGING):  # queued originals wait there
+            continue
+        if is_link_key(key):  # a document's place in another dossier: fine if it names an indexed one
+            if metas is None:
+                metas = {d.meta_key: d.meta_sha256 for d in index.stored_documents()}
+            record = read_link(objects, key)
+            if record is not None and metas.get(record.meta_key) == record.meta_sha256:
+                continue
+            report.problems.append(Problem("orphan", key, None, "link record naming no indexed document here"))
+            continue
+        report.problems.append(Problem("orphan", key, None, "object not referenced by the index"))
     index.add_events(events)
     return report

@@ -306,8 +306,8 @@ class Index(AccountQueries, ABC):
         with self.transaction():
             self._execute("DELETE FROM documents WHERE doc_id = ? AND status = 'pending'", (doc_id,))
 
-    def link(self, doc_id: int, case_id: str, event: Event) -> DocumentRow:
-        """Attach a document to a case, at the end of that dossier."""
+    def link(self, doc_id: int, case_id: str, event: Event, sequence: int | None = None) -> DocumentRow:
+        """Attach a document to a case, at the end of that dossier (or at ``sequence``: a rebuild)."""
         with self.transaction():
             doc = self.document(doc_id)
             if doc is None or doc.status != "stored":
@@ -316,7 +316,7 @@ class Index(AccountQueries, ABC):
                 return doc
             if (place := self._shared_place(doc_id, case_id)) is not None:  # already in that dossier
                 return replace(doc, case_id=case_id, sequence=place)
-            doc.sequence = self.next_sequence(case_id)
+            doc.sequence = sequence or self.next_sequence(case_id)
             doc.case_id = case_id
             self.update_document(doc)
             self._replace_search_entries("doc_id = ? AND page = 0", (doc_id,),

@@ -49,6 +49,14 @@ def object_key(prefix: str, role: str, sha256: str, extension: str) -> str:
     return check_key(f"{prefix}/{role}-{check_sha256(sha256)[:HASH_CHARS]}.{extension}")
 
 
+_LINK_KEY = re.compile(r"(?:^|/)link-[0-9a-f]{16}\.json$")
+
+
+def is_link_key(key: str) -> bool:
+    """A link record (storage/sidecar.py): a document's place in another dossier, not a document's object."""
+    return bool(_LINK_KEY.search(key))
+
+
 def case_prefix(case_id: str) -> str:
     return normalize_case_id(case_id) + "/"
 

@@ -8,9 +8,10 @@ resumed store produces the same object and key.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
+from digitize.errors import BadArgsError
 from digitize.records import DocumentReport
 
 from .models import DocumentMeta, DocumentRow, PageText, SignatureRow
@@ -44,3 +45,116 @@ def sidecar_pages(data: bytes) -> list[PageText]:
 
 def sidecar_signatures(data: bytes) -> list[SignatureRow]:
     return [SignatureRow.from_record(s) for s in json.loads(data).get("signatures", [])]
+
+
+# -- link records: a document's place in a dossier other than the one its sidecar names ---------------
+# Sidecars are immutable (their key carries their hash), so a later link cannot be written into one; each
+# link is a small immutable object of its own, beside the objects of the place it gives the document:
+# ``<case>/<sequence>/link-<hash>.json``. An index rebuilt from the store reads both (storage/rebuild.py).
+LINK_SCHEMA = "digitize-link/1"
+LINK_KINDS = ("shared", "moved")  # shared: in that dossier too; moved: an unmatched document filed there
+LINK_MAX_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class LinkRecord:
+    kind: str
+    case_id: str
+    sequence: int
+    meta_key: str  # the document's sidecar: its identity in the store
+    meta_sha256: str
+    moved_from: tuple[str | None, int] | None = None  # moved: the place it left (case ID or None, sequence)
+
+
+def build_link(doc: DocumentRow, home: DocumentRow, kind: str) -> bytes:
+    """The record that ``home`` (the document as its sidecar describes it) has the place ``doc.case_id``,
+    ``doc.sequence``; a deterministic function of its inputs, so writing it again is a no-op."""
+    data: dict[str, Any] = {"schema": LINK_SCHEMA, "kind": kind, "case_id": doc.case_id, "sequence": doc.sequence,
+                            "document": {"meta_key": home.meta_key, "meta_sha256": home.meta_sha256}}
+    if kind == "moved":
+        data["from"] = {"case_id": home.case_id, "sequence": home.sequence}
+    return json.dumps(data, ensure_ascii=False, sort_keys=True).encode("utf-8")
+
+
+def link_key(case_id: str, sequence: int, data: bytes) -> str:
+    from digitize.fsutil import sha256_bytes
+
+    from .keys import document_prefix, object_key
+
+    return object_key(document_prefix(case_id, sequence), "link", sha256_bytes(data), "json")
+
+
+def _sequence(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 9999:
+        raise BadArgsError(f"sequence {value!r} must be a whole number from 1 to 9999")
+    return value
+
+
+def parse_link(data: bytes) -> LinkRecord:
+    """A link record read back from the store: untrusted, every field checked (BadArgsError says which)."""
+    from digitize.identifiers import normalize_case_id
+
+    from .keys import check_key, check_sha256
+
+    if len(data) > LINK_MAX_BYTES:
+        raise BadArgsError(f"a link record of {len(data)} bytes is too large")
+    try:
+        raw = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise BadArgsError("a link record is not UTF-8 JSON") from None
+    if not isinstance(raw, dict) or raw.get("schema") != LINK_SCHEMA or raw.get("kind") not in LINK_KINDS:
+        raise BadArgsError(f"not a {LINK_SCHEMA} record")
+    document, moved = raw.get("document"), raw.get("from")
+    if not isinstance(document, dict) or not isinstance(raw.get("case_id"), str):
+        raise BadArgsError("a link record needs case_id and document")
+    moved_from = None
+    if raw["kind"] == "moved":
+        if not isinstance(moved, dict) or not isinstance(moved.get("case_id"), (str, type(None))):
+            raise BadArgsError("a moved link record needs the place it came from")
+        moved_from = (normalize_case_id(moved["case_id"]) if moved["case_id"] else None,
+                      _sequence(moved.get("sequence")))
+    return LinkRecord(raw["kind"], normalize_case_id(raw["case_id"]), _sequence(raw.get("sequence")),
+                      check_key(str(document.get("meta_key", ""))), check_sha256(str(document.get("meta_sha256", ""))),
+                      moved_from)
+
+
+def first_place(meta_key: str) -> tuple[str | None, int]:
+    """The place a document was stored at (its sidecar's folder): (case ID or None, sequence)."""
+    from .keys import UNMATCHED
+
+    folder, sequence = meta_key.split("/")[:2]
+    return (None if folder == UNMATCHED else folder), int(sequence)
+
+
+def has_link(objects, row: DocumentRow, kind: str) -> bool:
+    """Whether a ``kind`` link record for ``row``'s document sits at its place ``row.case_id``/``row.sequence``."""
+    from .keys import document_prefix, is_link_key
+
+    for key in objects.list_keys(document_prefix(row.case_id, row.sequence) + "/"):
+        record = read_link(objects, key) if is_link_key(key) else None
+        if record is not None and record.kind == kind and record.meta_key == row.meta_key:
+            return True
+    return False
+
+
+def read_link(objects, key: str) -> LinkRecord | None:
+    """The link record stored at ``key`` if it is one: at most LINK_MAX_BYTES, hashing to the digest its key
+    carries, well-formed, and stored at the place it gives; else None."""
+    from digitize.errors import StorageError
+    from digitize.fsutil import sha256_bytes
+
+    from .keys import document_prefix
+
+    data = b""
+    try:
+        for block in objects.read_chunks(key):
+            data += block
+            if len(data) > LINK_MAX_BYTES:
+                return None
+        record = parse_link(data)
+    except (BadArgsError, StorageError):
+        return None
+    if not key.rsplit("-", 1)[-1].startswith(sha256_bytes(data)[:16]) or \
+            key.rsplit("/", 1)[0] != document_prefix(record.case_id, record.sequence):
+        return None
+    return record

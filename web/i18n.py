@@ -65,6 +65,8 @@ STRINGS: dict[str, tuple[str, str]] = {
     "state": ("Tình trạng", "State"),
     "reason": ("Lý do", "Reason"),
     "failed_uploads": ("Tệp lỗi", "Failed files"),
+    "failed_inbox": ("Tệp lỗi trong thư mục quét", "Failed files of the watch folder"),
+    "detail": ("Chi tiết", "Detail"),
     "retry": ("Gắn hồ sơ và thử lại", "Link to a case and retry"),
     "unmatched": ("Tài liệu chưa gắn hồ sơ", "Unmatched documents"),
     "link": ("Gắn vào hồ sơ", "Link to case"),

@@ -8,6 +8,8 @@ check the CSRF token and render. Strings come from web/i18n.py (Vietnamese by de
 from __future__ import annotations
 
 import math
+import re
+import time
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -18,6 +20,7 @@ from fastapi.templating import Jinja2Templates
 
 from digitize.errors import BadArgsError, NotFoundError
 from digitize.identifiers import is_case_id
+from pipelines import failed
 from storage.access import AuthenticationError, Gate, Perm, SearchFilters, authenticate_password
 
 from . import files, oidc
@@ -28,6 +31,7 @@ from .i18n import DEFAULT, LANGUAGES, translate
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 PAGE_SIZE = 20
+INBOX_REF = re.compile(r"[0-9a-f]{32}")
 PUBLIC_PATHS = ("/login", "/lang", "/static", "/healthz", "/api/v1/openapi.json")
 
 
@@ -77,6 +81,7 @@ def install(app: FastAPI) -> None:
         throttle, address = request.app.state.throttle, client_address(request)
         if throttle.blocked(name, address):
             return render_login(request, "login_throttled", 429, next)
+        time.sleep(throttle.slowdown(name))  # a name guessed from many addresses: slowed, never locked
         try:
             principal = authenticate_password(archive.index, name, password)
         except AuthenticationError:
@@ -159,8 +164,10 @@ def install(app: FastAPI) -> None:
         gate.require(Perm.upload)
         jobs = [j for j in request.app.state.uploads.jobs() if gate.visible_job(j.case_id, j.owner)][:50]
         unmatched = gate.unmatched() if gate.principal.can(Perm.link) else []
+        inbox = gate.inbox_failures(failed.list_failed(failed.failed_dir(request.app.state.settings)))
+        inbox = inbox[:failed.MAX_FILES]  # after the agency filter: others' files never hide one's own
         return render(request, "desk.html", gate=gate, jobs=jobs, failed=[j for j in jobs if j.state == "failed"],
-                      unmatched=unmatched, linked=linked)
+                      unmatched=unmatched, linked=linked, inbox=inbox)
 
     @app.post("/desk/upload", include_in_schema=False)
     async def desk_upload(request: Request, gate: Gate = Depends(page_gate)) -> Response:
@@ -190,6 +197,18 @@ def install(app: FastAPI) -> None:
         target = gate.scoped_case_id(case_id, Perm.upload) if case_id.strip() else None
         gate.require(Perm.upload)
         request.app.state.uploads.retry(job, target, gate.upload_scope())
+        return RedirectResponse("/desk", status_code=303)
+
+    @app.post("/desk/inbox/{ref}/retry", include_in_schema=False)
+    def desk_inbox_retry(request: Request, ref: str, case_id: str = Form("", max_length=64), csrf: str = Form(""),
+                         gate: Gate = Depends(page_gate)) -> Response:
+        """A file the watcher put in failed/, linked to a case (or none) and converted again as an upload."""
+        check_csrf(request, csrf)
+        folder = failed.failed_dir(request.app.state.settings)
+        files = failed.list_failed(folder) if INBOX_REF.fullmatch(ref) else []
+        uploads = request.app.state.uploads
+        gate.retry_inbox_failure(files, ref, case_id,
+                                 lambda item, target: uploads.adopt(folder, item, gate.upload_scope(), target).job_id)
         return RedirectResponse("/desk", status_code=303)
 
     @app.post("/desk/link", include_in_schema=False)

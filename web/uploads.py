@@ -267,10 +267,56 @@ class UploadQueue:
         except BaseException:
             self._release(job.job_id)
             raise
+        if case_id is not None:
+            self._drop_carried_case(job)
         job.case_id, job.state, job.reason, job.finished_at, job.queue_job = case_id, "queued", "", "", ""
         job.sender = asdict(scope.principal)
         self._queue(job)
         return job
+
+    def _drop_carried_case(self, job: UploadJob) -> None:
+        """A sidecar carried from the inbox's failed/ (``scan.json``) is read before the upload's own values,
+        so its case ID would beat the case chosen now: rewrite it without one."""
+        path = self.root / job.job_id / "scan.json"
+        try:
+            carried = json.loads(path.read_text(encoding="utf-8")) if not path.is_symlink() else None
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError):
+            carried = None
+        if not isinstance(carried, dict):
+            path.unlink(missing_ok=True)  # written by us, so never expected; unreadable: not carried
+            return
+        carried.pop("case_id", None)
+        atomic_write_text(path, json.dumps(carried, ensure_ascii=False))
+
+    def adopt(self, folder: Path, item, scope, case_id: str | None) -> UploadJob:
+        """A scan the watcher quarantined, taken out of the inbox's failed/ into a new job (with its valid
+        sidecar, so the watch job reads it as watch would), then queued like an upload."""
+        from pipelines import failed
+
+        received: list[UploadJob] = []
+
+        def receive(stream: BinaryIO, name: str) -> Path:
+            job, target = self.receive(stream, name, scope, case_id)
+            received.append(job)
+            return target
+
+        def durable() -> None:  # before failed/ loses the scan: the job exists on disk, claimed by us
+            if not self._claim(received[0].job_id):
+                raise BadArgsError("this upload is being processed already")
+            self._save(received[0])
+            failed.fsync_path(self.root)  # the job folder's own entry
+
+        try:
+            failed.take(folder, item, receive, keep_case_id=case_id is None, durable=durable)
+        except BaseException:
+            for job in received:
+                self._release(job.job_id)
+                self.discard(job)
+            raise
+        self._queue(received[0])
+        return received[0]
 
     # -- work ----------------------------------------------------------------------------------
     def _run(self, job: UploadJob) -> None:
@@ -325,8 +371,8 @@ class UploadQueue:
     def _finish(self, job: UploadJob) -> None:
         if job.state != "failed":
             for f in (self.root / job.job_id).iterdir():
-                if f.suffix.lower() in SUFFIXES:
-                    f.unlink(missing_ok=True)  # stored and verified: the copy is no longer needed
+                if f.suffix.lower() in SUFFIXES or f.name == "scan.json":
+                    f.unlink(missing_ok=True)  # stored and verified: the copy (and its carried sidecar) is not needed
         self._save(job)
         with self._lock:
             self._jobs.pop(job.job_id, None)  # the saved state is the truth from now on

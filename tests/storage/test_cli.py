@@ -126,3 +126,18 @@ def test_terminal_escapes_from_imported_data_never_reach_the_terminal(run, setti
     text = "".join(out + err for _, out, err in outputs)
     assert "Phạm" in text and "Sổ đỏ" in text
     assert not any(c in text for c in "\x1b\x07\x9b\u202e")
+
+
+def test_reindex_fills_an_empty_index_from_the_store_and_refuses_a_full_one(run, make_document, settings, tmp_path,
+                                                                            monkeypatch):
+    with Archive.open(settings) as archive:
+        doc = make_document(case_id=None, title="Tờ khai")
+        loose = archive.store(doc.original, doc.pdfa, doc.report, doc.meta)
+        archive.link(loose.doc_id, CASE)
+    code, _, err = run("reindex")
+    assert code == ExitCode.bad_args and "already holds documents" in err
+    monkeypatch.setenv("DIGITIZE_INDEX_DSN", f"sqlite:///{tmp_path / 'new-index.sqlite'}")
+    code, out, _ = run("reindex")
+    assert code == 0 and out.strip() == "reindexed 1 documents and 1 links; 0 objects skipped"
+    code, out, _ = run("show", CASE)
+    assert code == 0 and "Tờ khai" in out

@@ -26,8 +26,8 @@ def csrf_of(client: TestClient, path: str = "/login") -> str:
     return re.search(r'name="csrf" value="([^"]+)"', client.get(path).text).group(1)
 
 
-def login(app, name="officer-a", password=PASSWORD, csrf=None, **extra):
-    client = TestClient(app)
+def login(app, name="officer-a", password=PASSWORD, csrf=None, address="testclient", **extra):
+    client = TestClient(app, client=(address, 50000))
     token = csrf_of(client) if csrf is None else csrf
     return client, client.post("/login", data={"name": name, "password": password, "csrf": token, **extra},
                                follow_redirects=False)
@@ -57,6 +57,47 @@ def test_logins_are_throttled_after_failures(app):
         assert login(app, name="scanner-a", password="wrong-password")[1].status_code == 401
     blocked = login(app, name="scanner-a")[1]
     assert blocked.status_code == 429  # even the right password waits now
+
+
+def test_failures_from_one_address_do_not_lock_the_name_out_from_another(app):
+    """Throttling by name alone let anyone lock an officer out for login_pause seconds."""
+    for _ in range(5):
+        assert login(app, name="officer-b", password="wrong-password", address="10.9.9.9")[1].status_code in (401, 429)
+    assert login(app, name="officer-b", address="10.9.9.9")[1].status_code == 429  # the guesser waits
+    assert login(app, name="officer-b", address="10.1.1.1")[1].status_code == 303  # the officer does not
+
+
+def test_one_address_guessing_across_names_is_throttled(app):
+    names = [f"nobody-{n}" for n in range(30)]  # 10 x login_attempts (3) failures from one address
+    for name in names:
+        assert login(app, name=name, password="wrong-password", address="10.7.7.7")[1].status_code == 401
+    assert login(app, name="officer-b", address="10.7.7.7")[1].status_code == 429
+    assert login(app, name="officer-b", address="10.7.7.8")[1].status_code == 303
+
+
+def test_an_ipv6_guesser_is_counted_by_its_64_not_by_each_address(app):
+    """One subscriber picks any of 2**64 addresses: counting each exactly gave unlimited guesses."""
+    for n in range(1, 4):
+        address = f"2001:db8:1:2::{n}"
+        assert login(app, name="officer-b", password="wrong-password", address=address)[1].status_code == 401
+    assert login(app, name="officer-b", address="2001:db8:1:2::ffff")[1].status_code == 429
+    assert login(app, name="officer-b", address="2001:db8:1:3::1")[1].status_code == 303  # another network
+
+
+def test_a_name_guessed_from_many_addresses_is_slowed_not_locked():
+    from web.auth import NAME_DELAY, NAME_FACTOR, LoginThrottle, address_group
+
+    now = [0.0]
+    throttle = LoginThrottle(attempts=3, pause=300, clock=lambda: now[0])
+    assert address_group("::ffff:10.1.2.3") == "10.1.2.3" and address_group("2001:db8::1") == "2001:db8::/64"
+    for n in range(3 * NAME_FACTOR):
+        assert not throttle.blocked("officer-a", f"10.0.{n // 250}.{n % 250}")
+        assert throttle.slowdown("officer-a") == 0.0
+        throttle.failed("officer-a", f"10.0.{n // 250}.{n % 250}")
+    assert throttle.slowdown("officer-a") == NAME_DELAY and throttle.slowdown("officer-b") == 0.0
+    assert not throttle.blocked("officer-a", "10.200.0.1")  # the officer's own address still gets in
+    now[0] = 301.0
+    assert throttle.slowdown("officer-a") == 0.0
 
 
 def test_idle_sessions_end(app):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from pathlib import Path
 
 import pytest
 from fastapi.routing import APIRoute
@@ -13,6 +14,7 @@ from fastapi.testclient import TestClient
 from starlette.routing import Mount, Route
 
 from digitize.config import Settings
+from pipelines import failed
 from portal_data import CASE_A, PASSWORD, TEXT_A
 from storage.archive import Archive
 from web.app import API_PREFIX, create_app
@@ -20,7 +22,7 @@ from web.uploads import UploadJob
 
 PUBLIC = {("GET", "/healthz"), ("GET", API_PREFIX + "/openapi.json"), ("GET", "/login"), ("POST", "/login"),
           ("GET", "/lang/{code}"), ("POST", "/logout"), ("GET", "/login/oidc"), ("GET", "/login/oidc/callback")}
-NAMED = re.compile(r"\{(case_id|job_id|sequence|page|doc_id)\}")
+NAMED = re.compile(r"\{(case_id|job_id|sequence|page|doc_id|ref)\}")
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +30,11 @@ def app_and_data(seeded):
     data_dir, tokens = seeded
     settings = Settings(data_dir=str(data_dir))
     settings.web.secure_cookies = False
+    settings.watch.inbox = str(data_dir.parent / "route-inbox")  # a failed file of agency A for the desk
+    failed_scan = Path(settings.watch.inbox) / "failed" / CASE_A / "01-scan.pdf"
+    failed_scan.parent.mkdir(parents=True, exist_ok=True)
+    failed_scan.write_bytes(b"%PDF-1.4 not a scan")
+    failed_scan.with_name("01-scan.pdf.error.txt").write_text("Reason: damaged\n", encoding="utf-8")
     settings.web.oidc_issuer = "http://127.0.0.1:9/never-contacted"  # so the SSO routes are in the table too
     app = create_app(settings)
     with Archive.open(settings) as archive:
@@ -38,7 +45,8 @@ def app_and_data(seeded):
     secrets = {CASE_A, "Nguyễn Văn An", *(d.pdfa_sha256 for d in docs), *(d.original_sha256 for d in docs),
                TEXT_A[0][:30]}
     values = {"case_id": CASE_A, "sequence": "1", "page": "1", "job_id": job.job_id, "kind": "pdfa",
-              "name": "officer-a", "code": "en", "doc_id": str(docs[0].doc_id)}
+              "name": "officer-a", "code": "en", "doc_id": str(docs[0].doc_id),
+              "ref": failed.list_failed(Path(settings.watch.inbox) / "failed")[0].ref}
     with TestClient(app) as client:
         yield app, tokens, secrets, values, client
 

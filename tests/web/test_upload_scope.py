@@ -64,3 +64,45 @@ def test_a_job_remembers_its_sender_and_one_saved_without_may_file_nothing():
     assert job.scope()(CASE_A) and job.scope()(None) and not job.scope()(CASE_B)
     bare = UploadJob("1" * 32, "user:old", CASE_A, "scan.pdf", 1, "0" * 64)
     assert not bare.scope()(CASE_A) and not bare.scope()(None)
+
+
+def test_an_unmatched_part_whose_clues_name_another_agency_is_refused(tmp_path, settings):
+    """No case ID anywhere, but a sidecar names agency B: stored unmatched it would be listed to B's desk."""
+    scan = write_pdf([page(["Tờ khai"])], tmp_path / "form.pdf")
+    (tmp_path / "form.json").write_text('{"agency": "000.00.12.H29", "title": "Tờ khai"}', encoding="utf-8")
+    status, reason, documents = convert_upload(str(scan), settings, {}, SCANNER_A)
+    assert (status, documents) == ("failed", []) and "000.00.12.H29" in reason and "outside" in reason
+    assert stored(settings) == []
+    (tmp_path / "form.json").write_text('{"agency": "UBND xã Tân Lập"}', encoding="utf-8")  # not a code: not hers
+    assert convert_upload(str(scan), settings, {}, SCANNER_A)[0] == "failed" and stored(settings) == []
+    (tmp_path / "form.json").write_text('{"agency": "000.00.31.h56"}', encoding="utf-8")  # her own agency
+    status, _, documents = convert_upload(str(scan), settings, {}, SCANNER_A)
+    assert status == "unmatched" and [d["case_id"] for d in documents] == [None]
+
+
+def test_the_scope_checks_an_unmatched_parts_agency():
+    assert SCANNER_A(None) and SCANNER_A(None, "") and SCANNER_A(None, AGENCY_A)
+    assert not SCANNER_A(None, "000.00.12.H29") and not SCANNER_A(None, "Sở Tư pháp")
+    assert UploadScope(Principal("root", "archivist"))(None, "000.00.12.H29")
+
+
+def test_an_unmatched_upload_of_a_scan_stored_in_another_agencys_case_does_not_name_that_case(tmp_path, settings):
+    scan = write_pdf([page(["Bản sao căn cước"])], tmp_path / "id.pdf")
+    scanner_b = UploadScope(Principal("b", "scanner", ("000.00.12.H29",)))
+    assert convert_upload(str(scan), settings, {"case_id": CASE_B}, scanner_b)[0] == "done"
+    # unmatched, into the sender's own case (it would share B's document and metadata there), or naming
+    # B's case itself: neither its id nor its case nor that it is stored comes back, and nothing is filed
+    for values in ({}, {"case_id": CASE_A}, {"case_id": CASE_B}):
+        status, reason, documents = convert_upload(str(scan), settings, values, SCANNER_A)
+        assert (status, documents) == ("failed", []), values
+        assert CASE_B not in reason and "already" not in reason and "archivist" in reason
+    with Archive.open(settings) as archive:
+        assert archive.index.documents(CASE_A) == []
+
+
+def test_an_upload_of_a_scan_another_agency_left_unmatched_gets_nothing_of_it(tmp_path, settings):
+    scan = write_pdf([page(["Giấy ủy quyền"])], tmp_path / "loose.pdf")
+    scanner_b = UploadScope(Principal("b", "scanner", ("000.00.12.H29",)))
+    assert convert_upload(str(scan), settings, {"agency": "000.00.12.H29"}, scanner_b)[0] == "unmatched"
+    status, reason, documents = convert_upload(str(scan), settings, {}, SCANNER_A)
+    assert (status, documents) == ("failed", []) and "archivist" in reason

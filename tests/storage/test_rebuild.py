@@ -1,0 +1,199 @@
+"""An index rebuilt from the object store alone keeps every document and every place it has in another
+dossier (shared, or unmatched and then linked), from link records read back as untrusted data."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import replace
+
+import pytest
+
+from digitize.errors import BadArgsError, StorageError
+from storage.index import Index, open_index
+from storage.rebuild import rebuild_index
+from storage.sidecar import build_link, link_key, parse_link
+
+pytestmark = pytest.mark.integration
+CASE = "000.00.31.H56-241015-0027"
+OTHER = "000.00.31.H56-241016-0004"
+LATER = "000.00.31.H56-241017-0009"
+
+
+def store(archive, doc):
+    return archive.store(doc.original, doc.pdfa, doc.report, doc.meta, actor="tester")
+
+
+def places(index, case_id: str) -> list[tuple[int, str, str]]:
+    return [(d.sequence, d.title, d.meta_key) for d in index.documents(case_id)]
+
+
+@pytest.fixture
+def rebuilt(archive, tmp_path):
+    """A fresh SQLite index filled from the archive's store (a folder, or MinIO)."""
+    def rebuild():
+        index = open_index(f"sqlite:///{tmp_path / 'rebuilt.sqlite'}")
+        return index, rebuild_index(archive.objects, index, "tester", "test")
+
+    return rebuild
+
+
+def test_links_survive_an_index_rebuilt_from_sidecars(archive, make_document, rebuilt):
+    store(archive, make_document(case_id=OTHER, title="Đơn đề nghị"))
+    id_copy = make_document(pages=("Căn cước công dân",), title="CCCD")
+    store(archive, id_copy)
+    id_copy.meta.case_id = OTHER
+    store(archive, id_copy)  # shared with OTHER as #2
+    loose = store(archive, make_document(case_id=None, title="Giấy ủy quyền"))
+    archive.link(loose.doc_id, LATER, actor="tester")  # unmatched, then filed into LATER
+    assert archive.verify().ok  # the link records are not orphans
+
+    index, report = rebuilt()
+    try:
+        assert report.skipped == [] and (report.documents, report.links) == (3, 2)
+        for case_id in (CASE, OTHER, LATER):
+            assert places(index, case_id) == places(archive.index, case_id)
+        assert all(d.case_id for d in index.stored_documents())  # the loose one is filed, as before
+        assert sorted((h.case_id, h.sequence) for h in index.search("can cuoc")) == [(CASE, 1), (OTHER, 2)]
+    finally:
+        index.close()
+
+
+def test_forged_link_records_are_not_trusted(archive, make_document, rebuilt):
+    stored = store(archive, make_document(title="CCCD"))
+    home = archive.index.document(stored.doc_id)
+    good = build_link(replace(home, case_id=OTHER, sequence=3), home, "shared")
+    # a record stored at another place than it gives, one with a bad case ID, one naming no document
+    archive.objects.put(link_key(LATER, 1, good), good, hashlib.sha256(good).hexdigest())
+    bad_case = good.replace(OTHER.encode(), b"../../etc")
+    with pytest.raises(BadArgsError):
+        parse_link(bad_case)
+    raw = json.loads(good)
+    raw["document"]["meta_key"] = "000.00.31.H56-241015-0027/0009/meta-0000000000000000.json"
+    nobody = json.dumps(raw).encode()
+    archive.objects.put(link_key(OTHER, 3, nobody), nobody, hashlib.sha256(nobody).hexdigest())
+    index, report = rebuilt()
+    try:
+        assert report.documents == 1 and report.links == 0 and len(report.skipped) == 2
+        assert index.documents(OTHER) == [] and index.documents(LATER) == []
+    finally:
+        index.close()
+
+
+def test_a_sidecar_whose_bytes_do_not_match_its_key_is_skipped(archive, make_document, rebuilt, tmp_path, settings):
+    if settings.store.url:
+        pytest.skip("edits the folder store's file behind its back")
+    stored = store(archive, make_document(title="CCCD"))
+    root = tmp_path / "data" / "objects"
+    path = next(p for p in root.rglob("meta-*.json"))
+    path.chmod(0o600)
+    path.write_bytes(path.read_bytes().replace(b"CCCD", b"XXXX"))
+    index, report = rebuilt()
+    try:
+        assert report.documents == 0 and [k for k, _ in report.skipped] == [stored.meta_key]
+    finally:
+        index.close()
+
+
+def test_rebuild_refuses_an_index_that_holds_documents(archive, make_document):
+    store(archive, make_document())
+    with pytest.raises(BadArgsError):
+        rebuild_index(archive.objects, archive.index, "tester", "test")
+
+
+def test_a_linked_document_keeps_its_place_when_its_old_sequence_was_reused(archive, make_document, rebuilt):
+    first = store(archive, make_document(case_id=None, title="Giấy ủy quyền"))
+    archive.link(first.doc_id, LATER, actor="tester")  # frees _unmatched/0001 ...
+    second = store(archive, make_document(case_id=None, pages=("Sổ hộ khẩu",), title="Hộ khẩu"))
+    assert second.meta_key.split("/")[:2] == first.meta_key.split("/")[:2]  # ... which the next one reuses
+
+    index, report = rebuilt()
+    try:
+        assert report.skipped == [] and (report.documents, report.links) == (2, 1)
+        assert places(index, LATER) == places(archive.index, LATER)
+        assert {(d.case_id, d.title) for d in index.stored_documents()} == {(LATER, "Giấy ủy quyền"),
+                                                                             (None, "Hộ khẩu")}
+    finally:
+        index.close()
+
+
+def forge_sidecar(archive, stored, change) -> str:
+    """A second sidecar beside ``stored``'s, its bytes changed by ``change`` and its key hashed to match."""
+    raw = json.loads(b"".join(archive.objects.read_chunks(stored.meta_key)))
+    change(raw)
+    data = json.dumps(raw).encode()
+    key = f"{stored.meta_key.rsplit('/', 1)[0]}/meta-{hashlib.sha256(data).hexdigest()[:16]}.json"
+    archive.objects.put(key, data, hashlib.sha256(data).hexdigest())
+    return key
+
+
+@pytest.mark.parametrize("field,value", [("ocr_confidence", 10**400), ("ocr_confidence", float("nan")),
+                                         ("number", 10**30), ("text", "a\x00b")], ids=["huge", "nan", "page", "nul"])
+def test_a_sidecar_with_numbers_out_of_range_is_skipped(archive, make_document, rebuilt, field, value):
+    stored = store(archive, make_document(title="CCCD"))
+    forged = forge_sidecar(archive, stored, lambda raw: raw["pages"][0].update({field: value}))
+    index, report = rebuilt()
+    try:
+        assert report.documents == 1 and [k for k, _ in report.skipped] == [forged]
+        assert [d.meta_key for d in index.stored_documents()] == [stored.meta_key]
+    finally:
+        index.close()
+
+
+def test_a_rebuild_that_fails_half_way_leaves_the_index_empty_for_a_rerun(archive, make_document, rebuilt,
+                                                                          monkeypatch):
+    store(archive, make_document(title="Đơn"))
+    store(archive, make_document(pages=("Căn cước công dân",), title="CCCD"))
+    real, calls = Index.finalize, []
+
+    def failing(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise StorageError("index: connection lost")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Index, "finalize", failing)
+    with pytest.raises(StorageError):
+        rebuilt()
+    monkeypatch.undo()
+    index, report = rebuilt()  # the first run kept nothing, so this one is allowed
+    try:
+        assert report.documents == 2 and report.skipped == []
+    finally:
+        index.close()
+
+
+def test_repeating_a_move_whose_link_record_failed_writes_it(archive, make_document, rebuilt, monkeypatch):
+    loose = store(archive, make_document(case_id=None, title="Giấy ủy quyền"))
+    real_put = archive.objects.put
+
+    def failing_put(key, *args, **kwargs):
+        if "/link-" in key:
+            raise StorageError("store: connection reset")
+        return real_put(key, *args, **kwargs)
+
+    monkeypatch.setattr(archive.objects, "put", failing_put)
+    with pytest.raises(StorageError):
+        archive.link(loose.doc_id, LATER, actor="tester")  # the index moved it; its record is missing
+    monkeypatch.undo()
+    archive.link(loose.doc_id, LATER, actor="tester")  # repeated: the record is written now
+    archive.link(loose.doc_id, LATER, actor="tester")  # and only once
+    assert len([k for k in archive.objects.list_keys(LATER + "/") if "/link-" in k]) == 1
+    index, report = rebuilt()
+    try:
+        assert report.skipped == [] and places(index, LATER) == places(archive.index, LATER)
+    finally:
+        index.close()
+
+
+def test_verify_counts_a_link_record_naming_no_indexed_document_as_an_orphan(archive, make_document):
+    stored = store(archive, make_document(title="CCCD"))
+    home = archive.index.document(stored.doc_id)
+    raw = json.loads(build_link(replace(home, case_id=OTHER, sequence=3), home, "shared"))
+    raw["document"]["meta_key"] = f"{CASE}/0009/meta-{'0' * 16}.json"
+    nobody = json.dumps(raw).encode()
+    junk = b"not a link record"
+    placed = [link_key(OTHER, 3, nobody), f"{OTHER}/0004/link-{hashlib.sha256(junk).hexdigest()[:16]}.json"]
+    archive.objects.put(placed[0], nobody, hashlib.sha256(nobody).hexdigest())
+    archive.objects.put(placed[1], junk, hashlib.sha256(junk).hexdigest())
+    assert sorted((p.kind, p.key) for p in archive.verify().problems) == [("orphan", key) for key in sorted(placed)]
