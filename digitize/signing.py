@@ -19,7 +19,7 @@ import hashlib
 import logging
 import os
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -47,6 +47,7 @@ class SignatureRecord:
     signing_time: str  # ISO 8601, +07:00
     timestamp: str | None  # the TSA's time (ISO 8601, +07:00) for B-T and B-LT
     level: str  # "B-B", "B-T", "B-LT"
+    mark: str = ""  # where the visible mark went on page 1 (a blank place, or the inset and why)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -196,14 +197,14 @@ class Signer:
             embed_validation_info=self.cfg.ltv, use_pades_lta=False,
             validation_context=self._validation_context() if self.cfg.ltv else None)
         spec = fields.SigFieldSpec(FIELD_NAME)
-        style = None
+        style, where = None, "invisible"
         try:
             with open(source, "rb") as inp:
                 writer = IncrementalPdfFileWriter(inp, strict=False)
                 if self._font is not None:
-                    mark = self._mark(writer, when)
+                    mark = self._mark(writer, source, when)
                     spec = fields.SigFieldSpec(FIELD_NAME, on_page=0, box=mark.box)
-                    style = signmark.stamp_style(mark)
+                    style, where = signmark.stamp_style(mark), mark.where
                 pdf_signer = _timed_pdf_signer_class()(meta, self._signer, timestamper=self._timestamper,
                                                        stamp_style=style, new_field_spec=spec)
                 pdf_signer.signing_time = when
@@ -214,16 +215,24 @@ class Signer:
         except Exception as e:  # noqa: BLE001 - pyHanko, python-pkcs11, aiohttp and the OS raise their own
             log.debug("signing %s failed", source, exc_info=True)
             raise self._signing_failure(e, source) from None
+        log.info("signature mark of %s: %s", source.name, where)
         return SignatureRecord(FIELD_NAME, self.name, cert_sha256(self.cert), when.isoformat(),
-                               _timestamp_of(target) if self._timestamper else None, self.level)
+                               _timestamp_of(target) if self._timestamper else None, self.level, where)
 
-    def _mark(self, writer, when: datetime) -> signmark.Mark:
+    def _mark(self, writer, source: Path, when: datetime) -> signmark.Mark:
+        """The mark on page 1's blank top margin, found from its image (signmark.place)."""
         box = writer.root["/Pages"]["/Kids"][0].get_object()
         while "/Kids" in box:
             box = box["/Kids"][0].get_object()
         x1, y1, x2, y2 = (float(v) for v in box["/MediaBox"])
-        return signmark.place(x2 - x1, y2 - y1, signmark.mark_lines(self.name, when.isoformat()), self._font,
-                              self._seal)
+        grey = signmark.page_grey(source, x2 - x1, y2 - y1)
+        mark = signmark.place(x2 - x1, y2 - y1, signmark.mark_lines(self.name, when.isoformat()), self._font,
+                              self._seal, grey)
+        if x1 or y1:  # a media box not at the origin: the box is in the page's own coordinates
+            bx1, by1, bx2, by2 = mark.box
+            ox, oy = round(x1), round(y1)
+            mark = replace(mark, box=(bx1 + ox, by1 + oy, bx2 + ox, by2 + oy))
+        return mark
 
     def _signing_failure(self, e: Exception, source: Path) -> Exception:
         """The one-line error to report. A token error also marks this signer broken (the next file

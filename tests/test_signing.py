@@ -18,7 +18,7 @@ import pikepdf
 import pytest
 from PIL import Image, ImageDraw
 
-from digitize import sigcheck, signing, verapdf
+from digitize import sigcheck, signing, signmark, verapdf
 from digitize.config import Settings
 from digitize.errors import ExitCode, SignerUnavailableError, SigningError
 
@@ -261,6 +261,33 @@ def test_invisible_signature_stays_pdfa(tmp_path, pki, pdfa):
         rects = [[float(v) for v in a.Rect] for a in pdf.pages[0].obj.get("/Annots", [])]
     assert rects and all(r[2] - r[0] == 0 and r[3] - r[1] == 0 for r in rects)
 
+
+
+def test_a_letterhead_at_the_top_right_moves_the_mark_onto_blank_paper(tmp_path, pki):
+    """The mark goes on the page's blank top margin beside the letterhead, not over it; the page is
+    not scaled or moved (same media box, same page content) and the file stays PDF/A, validly signed."""
+    from digitize.convert import ConvertOptions, convert_file
+
+    img = Image.new("L", (874, 1240), 255)  # 150 dpi: 419 x 595 pt
+    draw = ImageDraw.Draw(img)
+    draw.rectangle((560, 20, 860, 150), fill=30)  # letterhead block: 269-413 pt across, 10-72 pt down
+    for row in range(4):
+        draw.rectangle((90, 200 + row * 60, 780, 225 + row * 60), fill=0)
+    scan = tmp_path / "letterhead.png"
+    img.save(scan, dpi=(150, 150))
+    plain = tmp_path / "plain.pdf"
+    convert_file(scan, plain, ConvertOptions(language="eng", jobs=1))
+    settings = sign_settings(pki, who="officer")
+    out = tmp_path / "signed.pdf"
+    record = signing.Signer(settings.sign, settings.sign.pin).sign(plain, out)
+    assert record.mark.startswith("blank top margin"), record.mark
+    (x1, y1, x2, y2), (_, _, width, height) = widget_rect(out)
+    assert x2 <= 269 - signmark.CLEARANCE and height - y2 < 72, "left of the letterhead, at the top"
+    with pikepdf.open(plain) as before, pikepdf.open(out) as after:
+        assert list(before.pages[0].mediabox) == list(after.pages[0].mediabox)
+        assert before.pages[0].Contents.read_bytes() == after.pages[0].Contents.read_bytes()
+    assert_pdfa(out)
+    assert_pdfsig_valid(out)
 
 # -- the token goes away mid-batch: files wait, nothing is lost -----------------------------------------
 
