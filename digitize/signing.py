@@ -172,6 +172,11 @@ class Signer:
     def close(self) -> None:
         self._close(reset=self.broken)
 
+    @property
+    def visible(self) -> bool:
+        """A mark is drawn on page 1 (a conversion then hands over page 1's top band: signmark.place)."""
+        return self._font is not None
+
     def _validation_context(self):
         from pyhanko_certvalidator import ValidationContext
 
@@ -182,8 +187,10 @@ class Signer:
         return ValidationContext(trust_roots=roots, allow_fetching=True, revocation_mode="hard-fail",
                                  retroactive_revinfo=True)
 
-    def sign(self, source: Path, target: Path) -> SignatureRecord:
-        """Sign ``source`` into ``target`` (an incremental update: the PDF/A bytes stay as they were)."""
+    def sign(self, source: Path, target: Path, top_band: Any = None) -> SignatureRecord:
+        """Sign ``source`` into ``target`` (an incremental update: the PDF/A bytes stay as they were).
+        ``top_band``: page 1's top as signmark.top_band_grey made it in the conversion; without it
+        the page image is read back from ``source``."""
         from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
         from pyhanko.sign import fields, signers
 
@@ -202,7 +209,7 @@ class Signer:
             with open(source, "rb") as inp:
                 writer = IncrementalPdfFileWriter(inp, strict=False)
                 if self._font is not None:
-                    mark = self._mark(writer, source, when)
+                    mark = self._mark(writer, source, when, top_band)
                     spec = fields.SigFieldSpec(FIELD_NAME, on_page=0, box=mark.box)
                     style, where = signmark.stamp_style(mark), mark.where
                 pdf_signer = _timed_pdf_signer_class()(meta, self._signer, timestamper=self._timestamper,
@@ -219,13 +226,14 @@ class Signer:
         return SignatureRecord(FIELD_NAME, self.name, cert_sha256(self.cert), when.isoformat(),
                                _timestamp_of(target) if self._timestamper else None, self.level, where)
 
-    def _mark(self, writer, source: Path, when: datetime) -> signmark.Mark:
+    def _mark(self, writer, source: Path, when: datetime, grey: Any) -> signmark.Mark:
         """The mark on page 1's blank top margin, found from its image (signmark.place)."""
         box = writer.root["/Pages"]["/Kids"][0].get_object()
         while "/Kids" in box:
             box = box["/Kids"][0].get_object()
         x1, y1, x2, y2 = (float(v) for v in box["/MediaBox"])
-        grey = signmark.page_grey(source, x2 - x1, y2 - y1)
+        if grey is None:
+            grey = signmark.page_grey(source, x2 - x1, y2 - y1)
         mark = signmark.place(x2 - x1, y2 - y1, signmark.mark_lines(self.name, when.isoformat()), self._font,
                               self._seal, grey)
         if x1 or y1:  # a media box not at the origin: the box is in the page's own coordinates

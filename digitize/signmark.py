@@ -166,13 +166,15 @@ def mark_size(lines: tuple[str, ...], font: Path, seal: Seal | None) -> tuple[in
 def place(page_width: float, page_height: float, lines: tuple[str, ...], font: Path, seal: Seal | None,
           grey: np.ndarray | None = None) -> Mark:
     """The mark's box on page 1: on the blank place nearest the top-right corner in the top band of
-    ``grey`` (page 1's image, one cell per pt, row 0 at the top: page_grey); without one, inset
-    INSET pt from the corner. The page itself is left as it is."""
+    ``grey`` (page 1 from its top, one cell per pt: top_band_grey); without one, inset INSET pt from
+    the corner. The page itself is left as it is."""
     width, height = mark_size(lines, font, seal)
     top = math.floor(page_height)
     spot = None
+    if grey is not None and (grey.ndim != 2 or abs(grey.shape[1] - math.floor(page_width)) > 1):
+        grey = None  # not this page's image (a rounding of its width apart): no guessing
     if grey is not None:
-        band = max(math.floor(grey.shape[0] * TOP_BAND), INSET + height + CLEARANCE)
+        band = max(math.floor(top * TOP_BAND), INSET + height + CLEARANCE)
         spot = blank_spot(ink_mask(grey[:band + CLEARANCE]), width, height, band)
     if spot is not None:
         left, down = spot
@@ -224,9 +226,30 @@ def blank_spot(ink: np.ndarray, width: int, height: int, band: int | None = None
     return first_left + int(free_cols[best]), first_top + int(free_rows[best])
 
 
+BAND_ROWS_MIN = 200  # pt handed on at least: a small page's band deepens to fit a 40 mm seal
+
+
+def top_band_grey(pixels: np.ndarray, width_pt: float, height_pt: float) -> np.ndarray:
+    """The top of a page image (grey, RGB or bilevel; the whole page is ``width_pt`` x
+    ``height_pt``) as grey, one cell per pt (area-averaged): what place() looks at. Only the top
+    band and a little more is kept and resampled, a few milliseconds for a 300 dpi page."""
+    import cv2
+
+    cols, rows = math.floor(width_pt), math.floor(height_pt)
+    keep = min(rows, max(math.floor(rows * TOP_BAND), BAND_ROWS_MIN) + CLEARANCE)
+    h = pixels.shape[0]
+    top = pixels[:min(h, math.ceil(keep * h / max(height_pt, 1)))]
+    if top.dtype != np.uint8:
+        top = top.astype(np.uint8) * (255 if top.dtype == bool else 1)
+    if top.ndim == 3:
+        top = cv2.cvtColor(np.ascontiguousarray(top[..., :3]), cv2.COLOR_RGB2GRAY)
+    return cv2.resize(top, (cols, keep), interpolation=cv2.INTER_AREA)
+
+
 def page_grey(pdf: Path, width_pt: float, height_pt: float) -> np.ndarray | None:
-    """Page 1's archival image as grey, one cell per pt (``floor`` of the page's size), for
-    ink_mask; None when page 1 is not one image covering the page (then the mark takes the inset).
+    """The top of page 1's archival image, read back from the PDF, as top_band_grey gives it: for a
+    file signed outside a conversion (a conversion hands it over from the page worker). None when
+    page 1 is not one image covering the page (then the mark takes the inset).
     A JPEG is decoded at a quarter of its size or less (libjpeg's DCT scaling), a JPEG 2000 at its
     matching resolution level: a few milliseconds, not a full 300 dpi decode per signature."""
     import io
@@ -259,7 +282,7 @@ def page_grey(pdf: Path, width_pt: float, height_pt: float) -> np.ndarray | None
             else:
                 img = pikepdf.PdfImage(xobj).as_pil_image()
             img = img.convert("L") if img.mode != "L" else img
-            return np.asarray(img.resize((cols, rows), Image.Resampling.BOX))
+            return top_band_grey(np.asarray(img), width_pt, height_pt)
     except Exception:  # noqa: BLE001 - only where the mark goes: the inset is always there
         return None
 
@@ -267,7 +290,6 @@ def page_grey(pdf: Path, width_pt: float, height_pt: float) -> np.ndarray | None
 def stamp_style(mark: Mark):
     """A pyHanko text stamp: embedded font subset, black text right-aligned, seal at the left unscaled."""
     from pyhanko.pdf_utils import layout
-    from pyhanko.pdf_utils.font.opentype import GlyphAccumulatorFactory
     from pyhanko.pdf_utils.images import PdfImage
     from pyhanko.pdf_utils.text import TextBoxStyle
     from pyhanko.stamp import TextStampStyle
@@ -276,7 +298,7 @@ def stamp_style(mark: Mark):
                                              y_align=layout.AxisAlignment.ALIGN_MID,
                                              margins=layout.Margins.uniform(PADDING),
                                              inner_content_scaling=layout.InnerScaling.NO_SCALING)
-    text_style = TextBoxStyle(font=GlyphAccumulatorFactory(str(pdf_font(mark.font, "".join(mark.lines)))),
+    text_style = TextBoxStyle(font=_prepared_font_factory()(str(pdf_font(mark.font, "".join(mark.lines)))),
                               font_size=FONT_SIZE,
                               leading=LEADING, text_color=(0.0, 0.0, 0.0), border_width=0,
                               box_layout_rule=text_layout)
@@ -297,6 +319,46 @@ def stamp_style(mark: Mark):
                          inner_content_scaling=layout.InnerScaling.NO_SCALING))
     return TextStampStyle(stamp_text="\n".join(line.replace("%", "%%") for line in mark.lines),
                           text_box_style=text_style, inner_content_layout=stamp_layout, border_width=0, **extra)
+
+
+@functools.lru_cache(maxsize=8)
+def _font_program(path: str) -> bytes:
+    """The font file, Flate-compressed once per process: it is embedded whole (see below)."""
+    import zlib
+
+    return zlib.compress(Path(path).read_bytes(), 6)
+
+
+@functools.lru_cache(maxsize=1)
+def _prepared_font_factory():
+    """pyHanko's glyph accumulator, minus the work it repeats on every signature. It subsets the
+    font to the glyphs drawn and writes the subset out again (fontTools: about a quarter of a
+    signature's CPU time); the font we give it is already pdf_font's subset of the mark's few
+    dozen characters, so it is embedded whole, from bytes compressed once per process. Glyph ids,
+    widths and the /ToUnicode map are pyHanko's own, as before."""
+    from dataclasses import dataclass as _dataclass
+
+    from pyhanko.pdf_utils import generic
+    from pyhanko.pdf_utils.font.opentype import GlyphAccumulatorFactory
+
+    def embed_whole(cidfont, path: str, writer):
+        stream = generic.StreamObject({generic.pdf_name("/Filter"): generic.pdf_name("/FlateDecode")},
+                                      encoded_data=_font_program(path))
+        ref = writer.add_object(stream)
+        cidfont._font_descriptor[generic.pdf_name("/FontFile2")] = ref
+        return ref
+
+    @_dataclass(frozen=True)
+    class PreparedFontFactory(GlyphAccumulatorFactory):
+        def create_font_engine(self, writer, obj_stream=None):
+            engine = super().create_font_engine(writer, obj_stream)
+            if type(engine.cidfont_obj).__name__ == "CIDFontType2":  # TrueType outlines (Liberation)
+                engine._extract_subset = lambda options=None: None
+                engine.cidfont_obj.set_font_file = functools.partial(embed_whole, engine.cidfont_obj,
+                                                                     self.font_file)
+            return engine
+
+    return PreparedFontFactory
 
 
 def mark_lines(name: str, when_iso: str) -> tuple[str, ...]:

@@ -356,7 +356,9 @@ def test_a_signature_that_breaks_pdfa_leaves_no_output(tmp_path, scan):
     from digitize.errors import OutputValidationError
 
     class BreakingSigner:
-        def sign(self, source: Path, target: Path):
+        visible = False
+
+        def sign(self, source: Path, target: Path, top_band=None):
             with pikepdf.open(source) as pdf:
                 del pdf.Root.Metadata  # no XMP: not PDF/A any more
                 pdf.save(target)

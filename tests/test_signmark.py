@@ -145,6 +145,20 @@ def test_page_grey_reads_the_archival_image_of_page_one(tmp_path, colour_mode):
     path = tmp_path / "page.pdf"
     pdfa.write_page_pdf(path, image, 595.2, 841.92, b"")
     grid = signmark.page_grey(path, 595.2, 841.92)
-    assert grid is not None and grid.shape == (841, 595)
+    assert grid is not None and grid.shape == (841 // 4 + signmark.CLEARANCE, 595)
     ink = signmark.ink_mask(grid)
     assert ink[75:98, 435:550].all() and not ink[:60].any() and not ink[110:].any()
+    page_pixels = px if mode == "colour" else px > 128
+    assert np.abs(signmark.top_band_grey(page_pixels, 595.2, 841.92).astype(int) - grid).max() < 40, \
+        "the page worker's band (from the pixels) and the one read back from the PDF agree"
+
+
+def test_the_top_band_goes_to_the_signer_but_never_into_a_report():
+    from digitize.records import DocumentReport, PageReport
+
+    page = PageReport(1, 2480, 3508, 300.0, "file", "grey", 0, 0.0, "ocr", 90.0, 10, "jpeg", 1000,
+                      top_band=np.zeros((370, 595), dtype=np.uint8))
+    doc = DocumentReport("in.png", "0" * 64, "png", pages=[page])
+    assert "top_band" not in doc.to_dict()["pages"][0]
+    assert DocumentReport.from_dict(doc.to_dict()).pages[0].top_band is None
+    assert page.top_band is not None, "the report's own page is left as it was"
