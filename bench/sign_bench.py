@@ -8,15 +8,24 @@
    no signer, with the PKCS#12 and with the token, alternating, R rounds each: the signature's time
    over the signed run's total (veraPDF checks once either way: the signed file, when signing). The
    first round of each (imports, font subset, validator start) is not counted.
+3. A batch's wall time (the issue's target): the same N generated one-page A4 scans (300 dpi,
+   distinct text, cached under ~/.cache/digitize-bench/sign) through ``digitize batch --jobs 2``
+   into a fresh embedded archive, unsigned vs PKCS#12 vs SoftHSM2, in alternating rounds (the order
+   turns each round) after one uncounted warm-up; the added share is the median over rounds of
+   signed / unsigned wall time - 1, each pair from the same round. One-page documents are the worst
+   case: signing is once per document.
 
-    .venv/bin/python bench/sign_bench.py                  # ~1-2 min; table on stdout
+    .venv/bin/python bench/sign_bench.py                  # ~6-10 min on 2 idle cores; tables on stdout
     .venv/bin/python bench/sign_bench.py --signatures 50 --rounds 5
+    .venv/bin/python bench/sign_bench.py --only batch --batch-files 12 --batch-rounds 5
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -29,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 PIN = "123456"
+CACHE = Path(os.environ.get("DIGITIZE_BENCH_CACHE", Path.home() / ".cache" / "digitize-bench")) / "sign"
 
 
 def make_key(folder: Path):
@@ -75,44 +85,131 @@ def make_page(folder: Path) -> Path:
     return path
 
 
+def batch_pages(count: int) -> Path:
+    """COUNT one-page A4 scans at 300 dpi with distinct text (distinct documents), made once and cached."""
+    from PIL import Image
+
+    from pages import VIETNAMESE_LINES, render_text_page
+
+    folder = CACHE / f"pages-{count}"
+    if folder.is_dir() and len(list(folder.glob("*.png"))) == count:
+        return folder
+    building = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(parents=True)
+    for i in range(count):
+        turn = i % len(VIETNAMESE_LINES)
+        lines = [f"Hồ sơ số {i + 1:04d}", *VIETNAMESE_LINES[turn:], *VIETNAMESE_LINES[:turn]]
+        Image.fromarray(render_text_page(lines, size=(2480, 3508), font_px=80, margin=180)).save(
+            building / f"scan-{i + 1:03d}.png", dpi=(300, 300))
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(building, folder)
+    return folder
+
+
+def batch_run(src: Path, work: Path, label: str, key_env: dict[str, str], jobs: int) -> float:
+    """One ``digitize batch`` into a fresh archive; its wall time. Checks every file was stored, and
+    signed exactly when a key is configured."""
+    data, report = work / "data", work / "report.json"
+    shutil.rmtree(data, ignore_errors=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGITIZE_")}
+    env.update(DIGITIZE_CONFIG="/dev/null", DIGITIZE_DATA_DIR=str(data), DIGITIZE_CONVERT_LANGUAGE="vie",
+               DIGITIZE_VALIDATOR_DIR=str(work / "run"), PYTHONPATH=str(ROOT), **key_env)
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "digitize", "batch", str(src), "--jobs", str(jobs),
+                           "--report", str(report)], env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    summary = json.loads(report.read_text())["summary"] if report.is_file() else {}
+    if done.returncode != 0 or summary.get("failed", 1):
+        raise SystemExit(f"batch ({label}) failed: {done.stderr.strip().splitlines()[-3:]}")
+    stored = [p for p in data.rglob("*") if p.is_file() and p.read_bytes()[:5] == b"%PDF-"]
+    signed = sum(b"/ByteRange" in p.read_bytes() for p in stored)
+    if len(stored) != summary["files"] or signed != (len(stored) if key_env else 0):
+        raise SystemExit(f"batch ({label}): {len(stored)} PDFs stored for {summary['files']} files, {signed} signed")
+    return seconds
+
+
+def batch_share(keys: dict[str, dict[str, str]], files: int, rounds: int, jobs: int, tmp: Path) -> None:
+    from digitize import resident
+
+    src = batch_pages(files)
+    variants = {"unsigned": {}, **keys}
+    walls: dict[str, list[float]] = {v: [] for v in variants}
+    try:
+        batch_run(src, tmp, "warm-up", keys["PKCS#12"], jobs)  # validator start, font cache, disk cache
+        names = list(variants)
+        for round_no in range(rounds):
+            for name in names[round_no % len(names):] + names[:round_no % len(names)]:
+                walls[name].append(batch_run(src, tmp, name, variants[name], jobs))
+    finally:
+        resident.stop_servers(tmp / "run")  # the validator this benchmark started, and only it
+    base = statistics.median(walls["unsigned"])
+    print(f"\nbatch: {files} one-page A4 scans (300 dpi, vie), digitize batch --jobs {jobs}, {rounds} rounds, "
+          f"1-minute load average at the end {os.getloadavg()[0]:.2f}\n")
+    print("| batch | wall s (median) | pages/min | added to the batch's wall time (median of per-round ratios) |")
+    print("|---|---|---|---|")
+    print(f"| unsigned | {base:.1f} | {files / base * 60:.1f} | - |")
+    for name in keys:
+        ratios = [signed / plain - 1 for signed, plain in zip(walls[name], walls["unsigned"])]
+        wall = statistics.median(walls[name])
+        print(f"| {name} | {wall:.1f} | {files / wall * 60:.1f} | {statistics.median(ratios) * 100:+.1f} % "
+              f"(rounds: {', '.join(f'{r * 100:+.1f}' for r in ratios)}) |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--signatures", type=int, default=30, help="signatures per key for the rate")
     parser.add_argument("--rounds", type=int, default=3, help="page conversions per variant (after a warm-up)")
+    parser.add_argument("--only", choices=("page", "batch"), help="run one part: page (1 and 2) or batch (3)")
+    parser.add_argument("--batch-files", type=int, default=8, help="one-page scans in the batch")
+    parser.add_argument("--batch-rounds", type=int, default=3, help="batch runs per variant (after a warm-up)")
+    parser.add_argument("--jobs", type=int, default=2, help="batch workers")
     args = parser.parse_args()
-
-    from digitize import signing
-    from digitize.config import SignSettings
-    from digitize.convert import ConvertOptions, convert_file
+    print("command:", " ".join([Path(sys.executable).name, *sys.argv]))
 
     with tempfile.TemporaryDirectory(prefix="sign-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        os.environ.setdefault("DIGITIZE_VALIDATOR_DIR", str(tmp / "run"))
         pem, p12, der = make_key(tmp)
-        module, _ = make_token(tmp, pem, der)
-        keys = {
-            "PKCS#12": SignSettings(pkcs12=str(p12), pin=PIN),
-            "SoftHSM2": SignSettings(pkcs11_module=module, token_label="bench", key_label="signer", pin=PIN),
-        }
-        signers = {name: signing.Signer(cfg, cfg.pin) for name, cfg in keys.items()}
-        page = make_page(tmp)
-        opts = ConvertOptions(language="vie", jobs=1)
-        plain = tmp / "plain.pdf"
-        convert_file(page, plain, opts)
+        module, conf = make_token(tmp, pem, der)
+        if args.only != "batch":
+            page_share(tmp, p12, module, args.signatures, args.rounds)
+        if args.only != "page":
+            keys = {"PKCS#12": {"DIGITIZE_SIGN_PKCS12": str(p12), "DIGITIZE_SIGN_PIN": PIN},
+                    "SoftHSM2": {"DIGITIZE_SIGN_PKCS11_MODULE": module, "DIGITIZE_SIGN_TOKEN_LABEL": "bench",
+                                 "DIGITIZE_SIGN_KEY_LABEL": "signer", "DIGITIZE_SIGN_PIN": PIN,
+                                 "SOFTHSM2_CONF": str(conf)}}
+            batch_share(keys, args.batch_files, args.batch_rounds, args.jobs, tmp)
 
+
+def page_share(tmp: Path, p12: Path, module: str, signatures: int, rounds: int) -> None:
+    from digitize import resident, signing
+    from digitize.config import SignSettings
+    from digitize.convert import ConvertOptions, convert_file
+
+    os.environ["DIGITIZE_VALIDATOR_DIR"] = str(tmp / "run")
+    keys = {
+        "PKCS#12": SignSettings(pkcs12=str(p12), pin=PIN),
+        "SoftHSM2": SignSettings(pkcs11_module=module, token_label="bench", key_label="signer", pin=PIN),
+    }
+    signers = {name: signing.Signer(cfg, cfg.pin) for name, cfg in keys.items()}
+    page = make_page(tmp)
+    opts = ConvertOptions(language="vie", jobs=1)
+    plain = tmp / "plain.pdf"
+    try:
+        convert_file(page, plain, opts)
         rates = {}
         for name, signer in signers.items():
             signer.sign(plain, tmp / "warm.pdf")
             t = time.perf_counter()
-            for _ in range(args.signatures):
+            for _ in range(signatures):
                 signer.sign(plain, tmp / "signed.pdf")
-            rates[name] = args.signatures / (time.perf_counter() - t) * 60
+            rates[name] = signatures / (time.perf_counter() - t) * 60
 
         variants = {"unsigned": None, **signers}
         totals: dict[str, list[float]] = {v: [] for v in variants}
         adds: dict[str, list[float]] = {v: [] for v in variants}
         checks: dict[str, list[float]] = {v: [] for v in variants}
-        for round_no in range(args.rounds + 1):
+        for round_no in range(rounds + 1):
             for name, signer in variants.items():
                 doc = convert_file(page, tmp / f"out-{round_no}.pdf", opts, signer=signer)
                 if round_no == 0:
@@ -120,8 +217,10 @@ def main() -> None:
                 totals[name].append(doc.timings["total"])
                 adds[name].append(doc.timings.get("sign", 0.0))
                 checks[name].append(doc.timings.get("validate", 0.0))
+    finally:
         for signer in signers.values():
             signer.close()
+        resident.stop_servers(tmp / "run")
 
     base = statistics.median(totals["unsigned"])
     load = os.getloadavg()[0]

@@ -172,6 +172,12 @@ class Signer:
     def close(self) -> None:
         self._close(reset=self.broken)
 
+    def prepare(self) -> "Signer":
+        """Cut the mark's font for this signer's name now (cached on disk), not at the first file."""
+        if self._font is not None:
+            signmark.pdf_font(self._font, self.name)
+        return self
+
     @property
     def visible(self) -> bool:
         """A mark is drawn on page 1 (a conversion then hands over page 1's top band: signmark.place)."""
@@ -331,6 +337,28 @@ def close_signers() -> None:
 atexit.register(close_signers)
 
 
+# what signing a file imports: ~1 s of Python at start-up (several on a busy machine)
+SIGNING_MODULES = ("pyhanko.sign.signers", "pyhanko.sign.fields", "pyhanko.sign.timestamps",
+                   "pyhanko.pdf_utils.incremental_writer", "pyhanko.pdf_utils.font.opentype",
+                   "pyhanko.pdf_utils.layout", "pyhanko.pdf_utils.text", "pyhanko.pdf_utils.images",
+                   "pyhanko.stamp", "pyhanko_certvalidator", "fontTools.ttLib", "fontTools.subset",
+                   "fontTools.ttLib.scaleUpem")
+TOKEN_MODULES = ("pkcs11", "pyhanko.sign.pkcs11")  # modules only: no PKCS#11 library is loaded
+
+
+def preload(cfg: SignSettings) -> None:
+    """Import what signing needs, once, in the process that forks the workers (batch, worker): each
+    worker then starts with it instead of importing it again before its first signature, time a
+    busy batch would take from conversion. A token's library is not initialised here (that must
+    happen after the fork: _in_child, signer_for); the mark's font is found and cut once."""
+    import importlib
+
+    for name in SIGNING_MODULES + (TOKEN_MODULES if cfg.pkcs11_module else ()):
+        importlib.import_module(name)
+    if cfg.visible:
+        signmark.find_font(cfg.font)
+
+
 def preflight(settings: Settings, interactive: bool = False) -> None:
     """Open the key once before any file is taken, so a wrong PIN or an expired certificate stops a
     watcher or a batch at once (one line) instead of failing every file. A token is tried in a forked
@@ -343,10 +371,11 @@ def preflight(settings: Settings, interactive: bool = False) -> None:
     pin = read_pin(cfg, interactive)
     if pin is not None:
         cfg.pin = pin
+    preload(cfg)
     if not cfg.pkcs11_module:
-        Signer(cfg, pin).close()
+        Signer(cfg, pin).prepare().close()
         return
-    _in_child(lambda: Signer(cfg, pin).close())
+    _in_child(lambda: Signer(cfg, pin).prepare().close())
 
 
 def _in_child(action: Callable[[], None]) -> None:
