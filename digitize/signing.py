@@ -14,6 +14,7 @@ pyHanko and python-pkcs11 are imported only when signing is configured.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import hashlib
 import logging
@@ -343,7 +344,12 @@ SIGNING_MODULES = ("pyhanko.sign.signers", "pyhanko.sign.fields", "pyhanko.sign.
                    "pyhanko.pdf_utils.layout", "pyhanko.pdf_utils.text", "pyhanko.pdf_utils.images",
                    "pyhanko.stamp", "pyhanko_certvalidator", "fontTools.ttLib", "fontTools.subset",
                    "fontTools.ttLib.scaleUpem")
-TOKEN_MODULES = ("pkcs11", "pyhanko.sign.pkcs11")  # modules only: no PKCS#11 library is loaded
+TOKEN_MODULES = ("pkcs11", "pyhanko.sign.pkcs11",  # modules only: no PKCS#11 library is loaded
+                 "concurrent.futures.thread")  # pyHanko signs on a token from a thread pool
+# what a worker's first signature still imported (bench/sign_bench.py "fresh worker"): the mark's
+# font table and glyph names, PDF filters, XMP metadata, time zone data; some may be absent
+FIRST_SIGNATURE_MODULES = ("pyhanko.pdf_utils.filters", "pyhanko.pdf_utils.metadata.xmp_xml", "fontTools.agl",
+                           "fontTools.ttLib.tables._l_o_c_a", "PIL.ImageFont", "numpy.ma", "tzdata.zoneinfo")
 
 
 def preload(cfg: SignSettings) -> None:
@@ -355,6 +361,9 @@ def preload(cfg: SignSettings) -> None:
 
     for name in SIGNING_MODULES + (TOKEN_MODULES if cfg.pkcs11_module else ()):
         importlib.import_module(name)
+    for name in FIRST_SIGNATURE_MODULES:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
     if cfg.visible:
         signmark.find_font(cfg.font)
 
