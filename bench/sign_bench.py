@@ -27,6 +27,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import resource
@@ -284,11 +285,12 @@ def page_share(tmp: Path, p12: Path, module: str, signatures: int, rounds: int) 
 
 
 def worker_start(cfg, plain: Path, tmp: Path) -> tuple[float, ...]:
-    """CPU ms, in a child forked as a batch worker is (after signing.preload), to open the key, then
+    """CPU ms, in a child forked as a batch worker is (after signing.preload and gc.freeze), to open the key, then
     of its first and second signature: what a worker pays once, apart from the steady per-file cost."""
     from digitize import signing
 
     signing.preload(cfg)
+    gc.freeze()  # as pipelines/batch.py does before forking its workers
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
