@@ -3,20 +3,35 @@
 
 1. Signatures/min: one Signer per key (opened once, as in a worker), signing the same one-page PDF/A
    N times (PAdES B-B, visible mark), with a PKCS#12 (RSA-2048) and with a SoftHSM2 token
-   (RSA-2048 through python-pkcs11). A fresh self-signed certificate and token are made in a temp dir.
+   (RSA-2048 through python-pkcs11), the two keys taking turns in blocks; with the CPU time per
+   signature (all threads: the load-independent figure) and what a fresh worker (forked after
+   signing.preload) pays once: opening the key, its first and second signature. A fresh self-signed
+   certificate and token are made in a temp dir.
 2. Share of a page's time: ``convert_file`` on a generated A4 page at 300 dpi (Vietnamese text), with
    no signer, with the PKCS#12 and with the token, alternating, R rounds each: the signature's time
    over the signed run's total (veraPDF checks once either way: the signed file, when signing). The
    first round of each (imports, font subset, validator start) is not counted.
+3. A batch's wall time (the issue's target): the same N generated one-page A4 scans (300 dpi,
+   distinct text, cached under ~/.cache/digitize-bench/sign) through ``digitize batch --jobs 2``
+   into a fresh embedded archive, unsigned vs PKCS#12 vs SoftHSM2, in alternating rounds (the order
+   turns each round) after one uncounted warm-up; the added share is the median over rounds of
+   signed / unsigned wall time - 1, each pair from the same round. One-page documents are the worst
+   case: signing is once per document.
 
-    .venv/bin/python bench/sign_bench.py                  # ~1-2 min; table on stdout
+    .venv/bin/python bench/sign_bench.py                  # ~6-10 min on 2 idle cores; tables on stdout
     .venv/bin/python bench/sign_bench.py --signatures 50 --rounds 5
+    .venv/bin/python bench/sign_bench.py --only page --signatures 60 --rounds 1   # ~2 min: per-signature CPU
+    .venv/bin/python bench/sign_bench.py --only batch --batch-files 12 --batch-rounds 5
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import json
 import os
+import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -29,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 PIN = "123456"
+CACHE = Path(os.environ.get("DIGITIZE_BENCH_CACHE", Path.home() / ".cache" / "digitize-bench")) / "sign"
 
 
 def make_key(folder: Path):
@@ -75,44 +91,168 @@ def make_page(folder: Path) -> Path:
     return path
 
 
+def batch_pages(count: int) -> Path:
+    """COUNT one-page A4 scans at 300 dpi with distinct text (distinct documents), made once and cached."""
+    from PIL import Image
+
+    from pages import VIETNAMESE_LINES, render_text_page
+
+    folder = CACHE / f"pages-{count}"
+    if folder.is_dir() and len(list(folder.glob("*.png"))) == count:
+        return folder
+    building = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(parents=True)
+    for i in range(count):
+        turn = i % len(VIETNAMESE_LINES)
+        lines = [f"Hồ sơ số {i + 1:04d}", *VIETNAMESE_LINES[turn:], *VIETNAMESE_LINES[:turn]]
+        Image.fromarray(render_text_page(lines, size=(2480, 3508), font_px=80, margin=180)).save(
+            building / f"scan-{i + 1:03d}.png", dpi=(300, 300))
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(building, folder)
+    return folder
+
+
+def batch_run(src: Path, work: Path, label: str, key_env: dict[str, str], jobs: int) -> tuple[float, float]:
+    """One ``digitize batch`` into a fresh archive: its wall time, and the CPU time of its processes
+    (batch, workers, page workers: all waited for; not the resident veraPDF server, which checks one
+    file per document either way). On a shared machine the CPU time is the steadier of the two.
+    Checks every file was stored, and signed exactly when a key is configured."""
+    data, report = work / "data", work / "report.json"
+    shutil.rmtree(data, ignore_errors=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGITIZE_")}
+    env.update(DIGITIZE_CONFIG="/dev/null", DIGITIZE_DATA_DIR=str(data), DIGITIZE_CONVERT_LANGUAGE="vie",
+               DIGITIZE_VALIDATOR_DIR=str(work / "run"), PYTHONPATH=str(ROOT), **key_env)
+    before, started = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "digitize", "batch", str(src), "--jobs", str(jobs),
+                           "--report", str(report)], env=env, capture_output=True, text=True)
+    seconds, after = time.perf_counter() - started, resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    summary = json.loads(report.read_text())["summary"] if report.is_file() else {}
+    if done.returncode != 0 or summary.get("failed", 1):
+        raise SystemExit(f"batch ({label}) failed: {done.stderr.strip().splitlines()[-3:]}")
+    stored = [p for p in data.rglob("*") if p.is_file() and p.read_bytes()[:5] == b"%PDF-"]
+    signed = sum(b"/ByteRange" in p.read_bytes() for p in stored)
+    if len(stored) != summary["files"] or signed != (len(stored) if key_env else 0):
+        raise SystemExit(f"batch ({label}): {len(stored)} PDFs stored for {summary['files']} files, {signed} signed")
+    return seconds, cpu
+
+
+def batch_share(keys: dict[str, dict[str, str]], files: int, rounds: int, jobs: int, tmp: Path) -> None:
+    from digitize import resident
+
+    src = batch_pages(files)
+    variants = {"unsigned": {}, **keys}
+    walls: dict[str, list[float]] = {v: [] for v in variants}
+    cpus: dict[str, list[float]] = {v: [] for v in variants}
+    starts: dict[str, list[float]] = {v: [] for v in variants}  # CPU of a batch of no files: start-up
+    empty = tmp / "empty"
+    empty.mkdir()
+    try:
+        batch_run(src, tmp, "warm-up", keys["PKCS#12"], jobs)  # validator start, font cache, disk cache
+        names = list(variants)
+        for round_no in range(rounds):
+            for name in names[round_no % len(names):] + names[:round_no % len(names)]:
+                wall, cpu = batch_run(src, tmp, name, variants[name], jobs)
+                walls[name].append(wall)
+                cpus[name].append(cpu)
+                starts[name].append(batch_run(empty, tmp, name, variants[name], jobs)[1])
+    finally:
+        resident.stop_servers(tmp / "run")  # the validator this benchmark started, and only it
+    base = statistics.median(walls["unsigned"])
+    print(f"\nbatch: {files} one-page A4 scans (300 dpi, vie), digitize batch --jobs {jobs}, {rounds} rounds, "
+          f"1-minute load average at the end {os.getloadavg()[0]:.2f}\n")
+    print("| batch | wall s (median) | pages/min | CPU s (median) | added wall time | added CPU time |")
+    print("|---|---|---|---|---|---|")
+    print(f"| unsigned | {base:.1f} | {files / base * 60:.1f} | {statistics.median(cpus['unsigned']):.1f} | - | - |")
+    for name in keys:
+        wall = statistics.median(walls[name])
+        print(f"| {name} | {wall:.1f} | {files / wall * 60:.1f} | {statistics.median(cpus[name]):.1f} | "
+              f"{_added(walls[name], walls['unsigned'])} | {_added(cpus[name], cpus['unsigned'])} |")
+    print("\nadded = median over rounds of signed / unsigned - 1, each pair from the same round (the rounds in brackets)")
+    print("\nStart-up (a batch of no files: imports, key opened once, preflight) and per document (the rest / N):\n")
+    print("| batch | CPU s at start | CPU s per document | signing's CPU per document | "
+          "projected added CPU, 100 documents | 1000 documents |")
+    print("|---|---|---|---|---|---|")
+    start0 = statistics.median(starts["unsigned"])
+    doc0 = statistics.median([(c - st) / files for c, st in zip(cpus["unsigned"], starts["unsigned"])])
+    print(f"| unsigned | {start0:.2f} | {doc0:.2f} | - | - | - |")
+    for name in keys:
+        start = statistics.median(starts[name])
+        doc = statistics.median([(c - st) / files for c, st in zip(cpus[name], starts[name])])
+        projected = [((start - start0) + (doc - doc0) * n) / (start0 + doc0 * n) * 100 for n in (100, 1000)]
+        print(f"| {name} | {start:.2f} | {doc:.2f} | {(doc - doc0) * 1000:+.0f} ms ({(doc - doc0) / doc0 * 100:+.1f} %) "
+              f"| {projected[0]:+.1f} % | {projected[1]:+.1f} % |")
+
+
+def _added(signed: list[float], plain: list[float]) -> str:
+    ratios = [s / p - 1 for s, p in zip(signed, plain)]
+    return f"{statistics.median(ratios) * 100:+.1f} % ({', '.join(f'{r * 100:+.0f}' for r in ratios)})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--signatures", type=int, default=30, help="signatures per key for the rate")
     parser.add_argument("--rounds", type=int, default=3, help="page conversions per variant (after a warm-up)")
+    parser.add_argument("--only", choices=("page", "batch"), help="run one part: page (1 and 2) or batch (3)")
+    parser.add_argument("--batch-files", type=int, default=8, help="one-page scans in the batch")
+    parser.add_argument("--batch-rounds", type=int, default=3, help="batch runs per variant (after a warm-up)")
+    parser.add_argument("--jobs", type=int, default=2, help="batch workers")
     args = parser.parse_args()
-
-    from digitize import signing
-    from digitize.config import SignSettings
-    from digitize.convert import ConvertOptions, convert_file
+    print("command:", " ".join([Path(sys.executable).name, *sys.argv]))
 
     with tempfile.TemporaryDirectory(prefix="sign-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        os.environ.setdefault("DIGITIZE_VALIDATOR_DIR", str(tmp / "run"))
         pem, p12, der = make_key(tmp)
-        module, _ = make_token(tmp, pem, der)
-        keys = {
-            "PKCS#12": SignSettings(pkcs12=str(p12), pin=PIN),
-            "SoftHSM2": SignSettings(pkcs11_module=module, token_label="bench", key_label="signer", pin=PIN),
-        }
-        signers = {name: signing.Signer(cfg, cfg.pin) for name, cfg in keys.items()}
-        page = make_page(tmp)
-        opts = ConvertOptions(language="vie", jobs=1)
-        plain = tmp / "plain.pdf"
-        convert_file(page, plain, opts)
+        module, conf = make_token(tmp, pem, der)
+        if args.only != "batch":
+            page_share(tmp, p12, module, args.signatures, args.rounds)
+        if args.only != "page":
+            keys = {"PKCS#12": {"DIGITIZE_SIGN_PKCS12": str(p12), "DIGITIZE_SIGN_PIN": PIN},
+                    "SoftHSM2": {"DIGITIZE_SIGN_PKCS11_MODULE": module, "DIGITIZE_SIGN_TOKEN_LABEL": "bench",
+                                 "DIGITIZE_SIGN_KEY_LABEL": "signer", "DIGITIZE_SIGN_PIN": PIN,
+                                 "SOFTHSM2_CONF": str(conf)}}
+            batch_share(keys, args.batch_files, args.batch_rounds, args.jobs, tmp)
 
-        rates = {}
-        for name, signer in signers.items():
+
+def page_share(tmp: Path, p12: Path, module: str, signatures: int, rounds: int) -> None:
+    from digitize import resident, signing
+    from digitize.config import SignSettings
+    from digitize.convert import ConvertOptions, convert_file
+
+    os.environ["DIGITIZE_VALIDATOR_DIR"] = str(tmp / "run")
+    keys = {
+        "PKCS#12": SignSettings(pkcs12=str(p12), pin=PIN),
+        "SoftHSM2": SignSettings(pkcs11_module=module, token_label="bench", key_label="signer", pin=PIN),
+    }
+    page = make_page(tmp)
+    opts = ConvertOptions(language="vie", jobs=1)
+    plain = tmp / "plain.pdf"
+    convert_file(page, plain, opts)
+    # before any key is opened here: a PKCS#11 library initialised before a fork is unusable in the child
+    starts = {name: worker_start(cfg, plain, tmp) for name, cfg in keys.items()}
+    signers = {name: signing.Signer(cfg, cfg.pin) for name, cfg in keys.items()}
+    try:
+        walls: dict[str, float] = {name: 0.0 for name in signers}
+        cpus: dict[str, float] = {name: 0.0 for name in signers}
+        for signer in signers.values():
             signer.sign(plain, tmp / "warm.pdf")
-            t = time.perf_counter()
-            for _ in range(args.signatures):
-                signer.sign(plain, tmp / "signed.pdf")
-            rates[name] = args.signatures / (time.perf_counter() - t) * 60
+        blocks = max(1, min(5, signatures))  # the keys take turns: a busy spell hits both alike
+        for block in range(blocks):
+            for name, signer in signers.items():
+                t, c = time.perf_counter(), time.process_time()  # CPU of all threads (the token signs in one)
+                for _ in range(signatures // blocks + (block < signatures % blocks)):
+                    signer.sign(plain, tmp / "signed.pdf")
+                walls[name] += time.perf_counter() - t
+                cpus[name] += time.process_time() - c
+        rates = {name: signatures / walls[name] * 60 for name in signers}
+        cpu_ms = {name: cpus[name] / signatures * 1000 for name in signers}
 
         variants = {"unsigned": None, **signers}
         totals: dict[str, list[float]] = {v: [] for v in variants}
         adds: dict[str, list[float]] = {v: [] for v in variants}
         checks: dict[str, list[float]] = {v: [] for v in variants}
-        for round_no in range(args.rounds + 1):
+        for round_no in range(rounds + 1):
             for name, signer in variants.items():
                 doc = convert_file(page, tmp / f"out-{round_no}.pdf", opts, signer=signer)
                 if round_no == 0:
@@ -120,20 +260,59 @@ def main() -> None:
                 totals[name].append(doc.timings["total"])
                 adds[name].append(doc.timings.get("sign", 0.0))
                 checks[name].append(doc.timings.get("validate", 0.0))
+    finally:
         for signer in signers.values():
             signer.close()
+        resident.stop_servers(tmp / "run")
 
     base = statistics.median(totals["unsigned"])
     load = os.getloadavg()[0]
     print(f"\n1-minute load average at the end: {load:.2f} (2 cores; other jobs were running)\n")
     check_base = statistics.median(checks["unsigned"])
-    print("| key | signatures/min (one open signer) | page s, unsigned | page s, signed | signing s | "
+    print("| key | signatures/min (one open signer) | CPU ms per signature | fresh worker: CPU ms to open the key "
+          "/ 1st signature / 2nd | page s, unsigned | page s, signed | signing s | "
           "veraPDF s (unsigned / signed file) | share of page time |")
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in signers:
         total, added = statistics.median(totals[name]), statistics.median(adds[name])
-        print(f"| {name} | {rates[name]:.0f} | {base:.2f} | {total:.2f} | {added:.3f} | "
+        opened, first, second = starts[name]
+        print(f"| {name} | {rates[name]:.0f} | {cpu_ms[name]:.0f} | {opened:.0f} / {first:.0f} / {second:.0f} | "
+              f"{base:.2f} | {total:.2f} | {added:.3f} | "
               f"{check_base:.2f} / {statistics.median(checks[name]):.2f} | {added / total * 100:.1f} % |")
+    print("\nCPU ms per signature: process CPU time (all threads) over the signatures/min loop, the keys taking "
+          "turns in blocks. Fresh worker: "
+          "a process forked after signing.preload, as a batch worker is, opening the key and signing twice.")
+
+
+def worker_start(cfg, plain: Path, tmp: Path) -> tuple[float, ...]:
+    """CPU ms, in a child forked as a batch worker is (after signing.preload and gc.freeze), to open the key, then
+    of its first and second signature: what a worker pays once, apart from the steady per-file cost."""
+    from digitize import signing
+
+    signing.preload(cfg)
+    gc.freeze()  # as pipelines/batch.py does before forking its workers
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.close(read_fd)
+        try:
+            marks = [time.process_time()]
+            signer = signing.Signer(cfg, cfg.pin)
+            marks.append(time.process_time())
+            for n in range(2):
+                signer.sign(plain, tmp / f"worker-{n}.pdf")
+                marks.append(time.process_time())
+            signer.close()
+            os.write(write_fd, json.dumps([(b - a) * 1000 for a, b in zip(marks, marks[1:])]).encode())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as pipe:
+        answer = pipe.read()
+    os.waitpid(pid, 0)
+    if not answer:
+        raise SystemExit(f"fresh worker ({cfg.pkcs11_module or 'PKCS#12'}): signing failed")
+    return tuple(json.loads(answer))
 
 
 if __name__ == "__main__":

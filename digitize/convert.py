@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from . import encode, geometry, imaging, ocr, pagedetect, pageworkers, pdfa, poppler, preparations, spreads, textlayer
+from . import encode, geometry, imaging, ocr, pagedetect, pageworkers, pdfa, poppler, preparations, signmark, spreads
+from . import textlayer
 from . import verapdf
 from . import __version__
 from .config import ConvertSettings
@@ -54,6 +55,7 @@ class ConvertOptions:
     max_stream_mb: int = 100  # a PDF page's non-image streams, decoded (pdfguard.py)
     max_memory_mb: int = 8192  # each page worker's address space; 0 = unlimited
     split_spreads: str = "auto"  # book spreads into two pages: "auto" (detected), "never", "always" (landscape)
+    mark_band: bool = False  # page 1's top band handed on for a visible signature mark (set when signing)
 
     @classmethod
     def from_settings(cls, settings: ConvertSettings, **overrides) -> "ConvertOptions":
@@ -207,9 +209,9 @@ def process_page(page: SourcePage, number: int, out_pdf: Path, opts: ConvertOpti
     leaves = split_spread(page, pixels, mode, opts)
     found = _lap(clock)
     if len(leaves) == 1:
-        return [process_leaf(page, leaves[0][0], mode, number, out_pdf, opts, paper, found)]
+        return [process_leaf(page, leaves[0][0], mode, number, out_pdf, opts, paper, found, first=number == 1)]
     return [process_leaf(page, leaf, mode, number, out_pdf.with_suffix(f".{i}.pdf"), opts,
-                         {**paper, "leaf": side}, found / 2)
+                         {**paper, "leaf": side}, found / 2, first=number == 1 and i == 0)
             for i, (leaf, side) in enumerate(leaves)]
 
 
@@ -221,8 +223,10 @@ def split_spread(page: SourcePage, pixels: np.ndarray, mode: str, opts: ConvertO
 
 
 def process_leaf(page: SourcePage, pixels: np.ndarray, mode: str, number: int, out_pdf: Path,
-                 opts: ConvertOptions, paper: dict, found: float) -> PageReport:
-    """Geometry, OCR and encoding of one physical page; writes its single-page PDF."""
+                 opts: ConvertOptions, paper: dict, found: float, first: bool = False) -> PageReport:
+    """Geometry, OCR and encoding of one physical page; writes its single-page PDF. The document's
+    ``first`` page also hands on its top band for the signature mark (from the pixels in memory:
+    the signer need not decode the page image again)."""
     clock = time.perf_counter() - found
     timings: dict[str, float] = {}
     orientation, skew, sure = straighten(page, pixels, opts)
@@ -237,6 +241,7 @@ def process_leaf(page: SourcePage, pixels: np.ndarray, mode: str, number: int, o
     scale = 72.0 / page.dpi
     ops = textlayer.content_stream(textlayer.group_lines(work.words), h, scale) if work.words else b""
     pdfa.write_page_pdf(out_pdf, image, w * scale, h * scale, ops)
+    top_band = signmark.top_band_grey(work.pixels, w * scale, h * scale) if first and opts.mark_band else None
     timings["total"] = _lap(clock)
     return PageReport(
         number=number, width_px=w, height_px=h, dpi=page.dpi, dpi_source=page.dpi_source, colour_mode=mode,
@@ -244,6 +249,7 @@ def process_leaf(page: SourcePage, pixels: np.ndarray, mode: str, number: int, o
         ocr_confidence=round(work.confidence, 2), word_count=len(work.words), image_encoding=image.encoding,
         image_bytes=len(image.data), text=work.text, warnings=list(page.warnings),
         timings={k: round(v, 3) for k, v in timings.items()}, paper=paper, ocr_preparation=work.preparation,
+        top_band=top_band,
     )
 
 
@@ -324,6 +330,8 @@ def convert_file(input_path: Path | str, output_path: Path | str, opts: ConvertO
     checked again), or not at all. A caller that counted the pages in a worker (a long-lived watcher)
     passes PAGE_COUNT, and then nothing of the untrusted file but its first bytes is read in this process."""
     opts = opts or ConvertOptions()
+    if signer is not None and signer.visible:
+        opts = replace(opts, mark_band=True)
     verapdf.require(opts.validate)  # before any work: a check that cannot run fails the run (exit 3)
     input_path, output_path = Path(input_path), Path(output_path)
     start = time.perf_counter()
@@ -374,6 +382,9 @@ def _convert(input_path: Path, output_path: Path, opts: ConvertOptions, sidecar,
                 doc.output_bytes = tmp_out.stat().st_size
         except PermissionError as e:
             raise FileAccessError(f"cannot write {output_path}: {e.strerror}") from None
+        finally:
+            for page in doc.pages:
+                page.top_band = None  # the mark's job is done; the report lives on
     doc.output_path = str(output_path)
     doc.tools = tool_versions()
     doc.warnings = [w for p in doc.pages for w in p.warnings]
@@ -400,7 +411,7 @@ def _sign(path: Path, signer: "Signer", opts: ConvertOptions, doc: DocumentRepor
     t = time.perf_counter()
     signed = path.with_name(path.name + ".signed")
     try:
-        doc.signature = signer.sign(path, signed).as_dict()
+        doc.signature = signer.sign(path, signed, doc.pages[0].top_band if doc.pages else None).as_dict()
         doc.timings["sign"] = round(time.perf_counter() - t, 3)
         try:
             _validate(signed, opts, doc)

@@ -45,6 +45,9 @@ class PageReport:
     # "" standard, else comma-separated: "colour-marks-removed", "rulings-removed" (before OCR),
     # "faint-ink-dropped" (re-read without show-through, more confident)
     ocr_preparation: str = ""
+    # page 1's top band as grey, one cell per pt (signmark.top_band_grey): where the signature mark
+    # can go, handed from the page worker to the signer; never written to a report
+    top_band: Any = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -79,7 +82,10 @@ class DocumentReport:
         return "\f".join(p.text for p in self.pages)
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        data = dataclasses.asdict(dataclasses.replace(
+            self, pages=[dataclasses.replace(p, top_band=None) for p in self.pages]))
+        for page in data["pages"]:
+            del page["top_band"]
         data["page_count"] = self.page_count
         data["mean_confidence"] = round(self.mean_confidence, 2)
         return data

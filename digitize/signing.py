@@ -14,12 +14,13 @@ pyHanko and python-pkcs11 are imported only when signing is configured.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import hashlib
 import logging
 import os
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -47,6 +48,7 @@ class SignatureRecord:
     signing_time: str  # ISO 8601, +07:00
     timestamp: str | None  # the TSA's time (ISO 8601, +07:00) for B-T and B-LT
     level: str  # "B-B", "B-T", "B-LT"
+    mark: str = ""  # where the visible mark went on page 1 (a blank place, or the inset and why)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -171,6 +173,17 @@ class Signer:
     def close(self) -> None:
         self._close(reset=self.broken)
 
+    def prepare(self) -> "Signer":
+        """Cut the mark's font for this signer's name now (cached on disk), not at the first file."""
+        if self._font is not None:
+            signmark.pdf_font(self._font, self.name)
+        return self
+
+    @property
+    def visible(self) -> bool:
+        """A mark is drawn on page 1 (a conversion then hands over page 1's top band: signmark.place)."""
+        return self._font is not None
+
     def _validation_context(self):
         from pyhanko_certvalidator import ValidationContext
 
@@ -181,8 +194,10 @@ class Signer:
         return ValidationContext(trust_roots=roots, allow_fetching=True, revocation_mode="hard-fail",
                                  retroactive_revinfo=True)
 
-    def sign(self, source: Path, target: Path) -> SignatureRecord:
-        """Sign ``source`` into ``target`` (an incremental update: the PDF/A bytes stay as they were)."""
+    def sign(self, source: Path, target: Path, top_band: Any = None) -> SignatureRecord:
+        """Sign ``source`` into ``target`` (an incremental update: the PDF/A bytes stay as they were).
+        ``top_band``: page 1's top as signmark.top_band_grey made it in the conversion; without it
+        the page image is read back from ``source``."""
         from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
         from pyhanko.sign import fields, signers
 
@@ -196,14 +211,14 @@ class Signer:
             embed_validation_info=self.cfg.ltv, use_pades_lta=False,
             validation_context=self._validation_context() if self.cfg.ltv else None)
         spec = fields.SigFieldSpec(FIELD_NAME)
-        style = None
+        style, where = None, "invisible"
         try:
             with open(source, "rb") as inp:
                 writer = IncrementalPdfFileWriter(inp, strict=False)
                 if self._font is not None:
-                    mark = self._mark(writer, when)
+                    mark = self._mark(writer, source, when, top_band)
                     spec = fields.SigFieldSpec(FIELD_NAME, on_page=0, box=mark.box)
-                    style = signmark.stamp_style(mark)
+                    style, where = signmark.stamp_style(mark), mark.where
                 pdf_signer = _timed_pdf_signer_class()(meta, self._signer, timestamper=self._timestamper,
                                                        stamp_style=style, new_field_spec=spec)
                 pdf_signer.signing_time = when
@@ -214,16 +229,25 @@ class Signer:
         except Exception as e:  # noqa: BLE001 - pyHanko, python-pkcs11, aiohttp and the OS raise their own
             log.debug("signing %s failed", source, exc_info=True)
             raise self._signing_failure(e, source) from None
+        log.info("signature mark of %s: %s", source.name, where)
         return SignatureRecord(FIELD_NAME, self.name, cert_sha256(self.cert), when.isoformat(),
-                               _timestamp_of(target) if self._timestamper else None, self.level)
+                               _timestamp_of(target) if self._timestamper else None, self.level, where)
 
-    def _mark(self, writer, when: datetime) -> signmark.Mark:
+    def _mark(self, writer, source: Path, when: datetime, grey: Any) -> signmark.Mark:
+        """The mark on page 1's blank top margin, found from its image (signmark.place)."""
         box = writer.root["/Pages"]["/Kids"][0].get_object()
         while "/Kids" in box:
             box = box["/Kids"][0].get_object()
         x1, y1, x2, y2 = (float(v) for v in box["/MediaBox"])
-        return signmark.place(x2 - x1, y2 - y1, signmark.mark_lines(self.name, when.isoformat()), self._font,
-                              self._seal)
+        if grey is None:
+            grey = signmark.page_grey(source, x2 - x1, y2 - y1)
+        mark = signmark.place(x2 - x1, y2 - y1, signmark.mark_lines(self.name, when.isoformat()), self._font,
+                              self._seal, grey)
+        if x1 or y1:  # a media box not at the origin: the box is in the page's own coordinates
+            bx1, by1, bx2, by2 = mark.box
+            ox, oy = round(x1), round(y1)
+            mark = replace(mark, box=(bx1 + ox, by1 + oy, bx2 + ox, by2 + oy))
+        return mark
 
     def _signing_failure(self, e: Exception, source: Path) -> Exception:
         """The one-line error to report. A token error also marks this signer broken (the next file
@@ -314,6 +338,36 @@ def close_signers() -> None:
 atexit.register(close_signers)
 
 
+# what signing a file imports: ~1 s of Python at start-up (several on a busy machine)
+SIGNING_MODULES = ("pyhanko.sign.signers", "pyhanko.sign.fields", "pyhanko.sign.timestamps",
+                   "pyhanko.pdf_utils.incremental_writer", "pyhanko.pdf_utils.font.opentype",
+                   "pyhanko.pdf_utils.layout", "pyhanko.pdf_utils.text", "pyhanko.pdf_utils.images",
+                   "pyhanko.stamp", "pyhanko_certvalidator", "fontTools.ttLib", "fontTools.subset",
+                   "fontTools.ttLib.scaleUpem")
+TOKEN_MODULES = ("pkcs11", "pyhanko.sign.pkcs11",  # modules only: no PKCS#11 library is loaded
+                 "concurrent.futures.thread")  # pyHanko signs on a token from a thread pool
+# what a worker's first signature still imported (bench/sign_bench.py "fresh worker"): the mark's
+# font table and glyph names, PDF filters, XMP metadata, time zone data; some may be absent
+FIRST_SIGNATURE_MODULES = ("pyhanko.pdf_utils.filters", "pyhanko.pdf_utils.metadata.xmp_xml", "fontTools.agl",
+                           "fontTools.ttLib.tables._l_o_c_a", "PIL.ImageFont", "numpy.ma", "tzdata.zoneinfo")
+
+
+def preload(cfg: SignSettings) -> None:
+    """Import what signing needs, once, in the process that forks the workers (batch, worker): each
+    worker then starts with it instead of importing it again before its first signature, time a
+    busy batch would take from conversion. A token's library is not initialised here (that must
+    happen after the fork: _in_child, signer_for); the mark's font is found and cut once."""
+    import importlib
+
+    for name in SIGNING_MODULES + (TOKEN_MODULES if cfg.pkcs11_module else ()):
+        importlib.import_module(name)
+    for name in FIRST_SIGNATURE_MODULES:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+    if cfg.visible:
+        signmark.find_font(cfg.font)
+
+
 def preflight(settings: Settings, interactive: bool = False) -> None:
     """Open the key once before any file is taken, so a wrong PIN or an expired certificate stops a
     watcher or a batch at once (one line) instead of failing every file. A token is tried in a forked
@@ -326,10 +380,11 @@ def preflight(settings: Settings, interactive: bool = False) -> None:
     pin = read_pin(cfg, interactive)
     if pin is not None:
         cfg.pin = pin
+    preload(cfg)
     if not cfg.pkcs11_module:
-        Signer(cfg, pin).close()
+        Signer(cfg, pin).prepare().close()
         return
-    _in_child(lambda: Signer(cfg, pin).close())
+    _in_child(lambda: Signer(cfg, pin).prepare().close())
 
 
 def _in_child(action: Callable[[], None]) -> None:

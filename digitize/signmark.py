@@ -2,9 +2,11 @@
 
 Top right of page 1: the signer's or agency's name and the signing time (ISO 8601, +07:00) in a
 Times-metric font with Vietnamese glyphs (Liberation Serif), 10 pt, black, embedded; for an agency,
-its seal image at actual size to the left of the text. The page is never scaled: the mark sits in
-the top margin, inset from the corner. pyHanko draws it as an appearance stream (/AP with /N only),
-which is what PDF/A asks of a widget.
+its seal image at actual size to the left of the text. The page is never scaled or moved: the mark
+goes on a blank part of the page's top band (ink analysis of page 1's archival image), as near the
+top-right corner as one of its size is found; a page with no such place (text or a letterhead all
+across the top) gets the mark at the top-right inset, over whatever is there, and the record says
+so. pyHanko draws it as an appearance stream (/AP with /N only), which is what PDF/A asks of a widget.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .errors import ConfigError
 
 # Whole points throughout: pyHanko's layout works in exact fractions and refuses floats.
@@ -24,6 +28,9 @@ LEADING = 12  # pt from line to line
 PADDING = 3  # pt around the text
 INSET = 14  # pt from the page's top and right edges (5 mm)
 SEAL_GAP = 4  # pt between the seal and the text
+TOP_BAND = 0.25  # the share of the page height, from the top, searched for a blank place
+CLEARANCE = 3  # pt of blank paper kept between the mark and any ink
+INK_DELTA = 60  # grey levels darker than the paper that count as ink (stamps and letterheads too)
 FONT_FILE = "LiberationSerif-Regular.ttf"
 FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts", "~/.local/share/fonts", "~/.fonts")
 VIETNAMESE_SAMPLE = "ĐđƠơƯưẠạẶặỆệỘộỰựỹ"
@@ -44,6 +51,7 @@ class Mark:
     box: tuple[int, int, int, int]
     seal: Seal | None
     font: Path
+    where: str = ""  # for the report: on a blank place, or the top-right inset and why
 
 
 @functools.lru_cache(maxsize=4)
@@ -146,20 +154,142 @@ def _pil_font(font: str):
     return ImageFont.truetype(font, FONT_SIZE)
 
 
-def place(page_width: float, page_height: float, lines: tuple[str, ...], font: Path, seal: Seal | None) -> Mark:
-    """The mark's box at the top right of page 1, inset INSET pt; the page itself is left as it is."""
+def mark_size(lines: tuple[str, ...], font: Path, seal: Seal | None) -> tuple[int, int]:
+    """Width and height in whole pt of the mark: the text block, and the seal at actual size."""
     text_w = math.ceil(max(text_width(line, font) for line in lines)) + 2 * PADDING + 1
     text_h = len(lines) * LEADING + 2 * PADDING
     width = text_w + ((math.ceil(seal.width_pt) + SEAL_GAP) if seal else 0)
     height = max(text_h, math.ceil(seal.height_pt) if seal else 0)
-    x2, y2 = math.floor(page_width) - INSET, math.floor(page_height) - INSET
-    return Mark(lines, (max(0, x2 - width), max(0, y2 - height), x2, y2), seal, font)
+    return width, height
+
+
+def place(page_width: float, page_height: float, lines: tuple[str, ...], font: Path, seal: Seal | None,
+          grey: np.ndarray | None = None) -> Mark:
+    """The mark's box on page 1: on the blank place nearest the top-right corner in the top band of
+    ``grey`` (page 1 from its top, one cell per pt: top_band_grey); without one, inset INSET pt from
+    the corner. The page itself is left as it is."""
+    width, height = mark_size(lines, font, seal)
+    top = math.floor(page_height)
+    spot = None
+    if grey is not None and (grey.ndim != 2 or abs(grey.shape[1] - math.floor(page_width)) > 1):
+        grey = None  # not this page's image (a rounding of its width apart): no guessing
+    if grey is not None:
+        band = max(math.floor(top * TOP_BAND), INSET + height + CLEARANCE)
+        spot = blank_spot(ink_mask(grey[:band + CLEARANCE]), width, height, band)
+    if spot is not None:
+        left, down = spot
+        return Mark(lines, (left, top - down - height, left + width, top - down), seal, font,
+                    f"blank top margin, {left} pt from the left, {down} pt from the top")
+    x2, y2 = math.floor(page_width) - INSET, top - INSET
+    why = "no page image to look at" if grey is None else f"no blank {width} x {height} pt place in the top band"
+    return Mark(lines, (max(0, x2 - width), max(0, y2 - height), x2, y2), seal, font,
+                f"top-right inset ({why})")
+
+
+def ink_mask(grey: np.ndarray) -> np.ndarray:
+    """Which cells of a grey page image (uint8, one cell per pt) hold ink: darker than the paper
+    (its 90th percentile, so a toned or grey scan works) by INK_DELTA. A lone dark cell (dust,
+    JPEG noise) with no dark neighbour is not ink; a stroke, a letter or a line always has one."""
+    grey = np.asarray(grey)
+    if grey.size == 0:
+        return np.zeros(grey.shape, dtype=bool)
+    dark = grey.astype(np.int16) < int(np.percentile(grey, 90)) - INK_DELTA
+    counts = np.pad(dark, 1).astype(np.uint8)
+    counts = counts[:-2] + counts[1:-1] + counts[2:]  # 3 x 3 neighbourhood sums, rows then columns
+    counts = counts[:, :-2] + counts[:, 1:-1] + counts[:, 2:]
+    return dark & (counts > 1)
+
+
+def blank_spot(ink: np.ndarray, width: int, height: int, band: int | None = None, inset: int = INSET,
+               clearance: int = CLEARANCE) -> tuple[int, int] | None:
+    """(left, top) in cells of a ``width`` x ``height`` place with no ink within ``clearance`` of it,
+    its top in the first ``band`` rows (default: all of ``ink``) and the place inside them, at least
+    ``inset`` from the top and side edges; the one nearest the top-right corner (fewest cells down
+    plus cells in from the right; the higher one on a tie). None when there is no such place.
+    Every candidate's ink is counted at once from a summed-area table."""
+    rows, cols = ink.shape
+    band = rows if band is None else min(band, rows)
+    win_h, win_w = height + 2 * clearance, width + 2 * clearance  # the place and its clearance
+    first_top, last_top = inset, min(band - height, rows - height - clearance)
+    first_left, last_left = inset, cols - inset - width
+    if last_top < first_top or last_left < first_left or inset < clearance:
+        return None
+    area = ink[first_top - clearance:last_top + height + clearance, first_left - clearance:last_left + width + clearance]
+    table = np.zeros((area.shape[0] + 1, area.shape[1] + 1), dtype=np.int32)
+    np.cumsum(np.cumsum(area, axis=0, dtype=np.int32), axis=1, out=table[1:, 1:])
+    inked = table[win_h:, win_w:] - table[:-win_h, win_w:] - table[win_h:, :-win_w] + table[:-win_h, :-win_w]
+    free_rows, free_cols = np.nonzero(inked == 0)  # row r, column c: top first_top + r, left first_left + c
+    if free_rows.size == 0:
+        return None
+    distance = free_rows + (inked.shape[1] - 1 - free_cols)
+    best = np.lexsort((free_rows, distance))[0]
+    return first_left + int(free_cols[best]), first_top + int(free_rows[best])
+
+
+BAND_ROWS_MIN = 200  # pt handed on at least: a small page's band deepens to fit a 40 mm seal
+
+
+def top_band_grey(pixels: np.ndarray, width_pt: float, height_pt: float) -> np.ndarray:
+    """The top of a page image (grey, RGB or bilevel; the whole page is ``width_pt`` x
+    ``height_pt``) as grey, one cell per pt (area-averaged): what place() looks at. Only the top
+    band and a little more is kept and resampled, a few milliseconds for a 300 dpi page."""
+    import cv2
+
+    cols, rows = math.floor(width_pt), math.floor(height_pt)
+    keep = min(rows, max(math.floor(rows * TOP_BAND), BAND_ROWS_MIN) + CLEARANCE)
+    h = pixels.shape[0]
+    top = pixels[:min(h, math.ceil(keep * h / max(height_pt, 1)))]
+    if top.dtype != np.uint8:
+        top = top.astype(np.uint8) * (255 if top.dtype == bool else 1)
+    if top.ndim == 3:
+        top = cv2.cvtColor(np.ascontiguousarray(top[..., :3]), cv2.COLOR_RGB2GRAY)
+    return cv2.resize(top, (cols, keep), interpolation=cv2.INTER_AREA)
+
+
+def page_grey(pdf: Path, width_pt: float, height_pt: float) -> np.ndarray | None:
+    """The top of page 1's archival image, read back from the PDF, as top_band_grey gives it: for a
+    file signed outside a conversion (a conversion hands it over from the page worker). None when
+    page 1 is not one image covering the page (then the mark takes the inset).
+    A JPEG is decoded at a quarter of its size or less (libjpeg's DCT scaling), a JPEG 2000 at its
+    matching resolution level: a few milliseconds, not a full 300 dpi decode per signature."""
+    import io
+
+    import pikepdf
+    from PIL import Image
+
+    cols, rows = math.floor(width_pt), math.floor(height_pt)
+    try:
+        with pikepdf.open(pdf) as doc:
+            page = doc.pages[0]
+            if int(page.obj.get("/Rotate", 0)) % 360:
+                return None
+            xobjects = page.obj.get("/Resources", {}).get("/XObject", {})
+            images = [x for x in xobjects.values() if x.get("/Subtype") == "/Image"]
+            if len(images) != 1 or cols < 1 or rows < 1:
+                return None
+            xobj = images[0]
+            w, h = int(xobj.Width), int(xobj.Height)
+            if abs(w / h - width_pt / height_pt) > 0.02 * (width_pt / height_pt):
+                return None
+            filters = xobj.get("/Filter")
+            filters = [str(f) for f in filters] if isinstance(filters, pikepdf.Array) else [str(filters)]
+            if filters == ["/DCTDecode"] or filters == ["/JPXDecode"]:
+                img = Image.open(io.BytesIO(xobj.read_raw_bytes()))
+                if filters == ["/DCTDecode"]:
+                    img.draft("L", (max(cols, w // 4), max(rows, h // 4)))
+                else:
+                    img.reduce = max(0, min(2, int(math.log2(max(1.0, w / cols)))))
+            else:
+                img = pikepdf.PdfImage(xobj).as_pil_image()
+            img = img.convert("L") if img.mode != "L" else img
+            return top_band_grey(np.asarray(img), width_pt, height_pt)
+    except Exception:  # noqa: BLE001 - only where the mark goes: the inset is always there
+        return None
 
 
 def stamp_style(mark: Mark):
     """A pyHanko text stamp: embedded font subset, black text right-aligned, seal at the left unscaled."""
     from pyhanko.pdf_utils import layout
-    from pyhanko.pdf_utils.font.opentype import GlyphAccumulatorFactory
     from pyhanko.pdf_utils.images import PdfImage
     from pyhanko.pdf_utils.text import TextBoxStyle
     from pyhanko.stamp import TextStampStyle
@@ -168,7 +298,7 @@ def stamp_style(mark: Mark):
                                              y_align=layout.AxisAlignment.ALIGN_MID,
                                              margins=layout.Margins.uniform(PADDING),
                                              inner_content_scaling=layout.InnerScaling.NO_SCALING)
-    text_style = TextBoxStyle(font=GlyphAccumulatorFactory(str(pdf_font(mark.font, "".join(mark.lines)))),
+    text_style = TextBoxStyle(font=_prepared_font_factory()(str(pdf_font(mark.font, "".join(mark.lines)))),
                               font_size=FONT_SIZE,
                               leading=LEADING, text_color=(0.0, 0.0, 0.0), border_width=0,
                               box_layout_rule=text_layout)
@@ -189,6 +319,46 @@ def stamp_style(mark: Mark):
                          inner_content_scaling=layout.InnerScaling.NO_SCALING))
     return TextStampStyle(stamp_text="\n".join(line.replace("%", "%%") for line in mark.lines),
                           text_box_style=text_style, inner_content_layout=stamp_layout, border_width=0, **extra)
+
+
+@functools.lru_cache(maxsize=8)
+def _font_program(path: str) -> bytes:
+    """The font file, Flate-compressed once per process: it is embedded whole (see below)."""
+    import zlib
+
+    return zlib.compress(Path(path).read_bytes(), 6)
+
+
+@functools.lru_cache(maxsize=1)
+def _prepared_font_factory():
+    """pyHanko's glyph accumulator, minus the work it repeats on every signature. It subsets the
+    font to the glyphs drawn and writes the subset out again (fontTools: about a quarter of a
+    signature's CPU time); the font we give it is already pdf_font's subset of the mark's few
+    dozen characters, so it is embedded whole, from bytes compressed once per process. Glyph ids,
+    widths and the /ToUnicode map are pyHanko's own, as before."""
+    from dataclasses import dataclass as _dataclass
+
+    from pyhanko.pdf_utils import generic
+    from pyhanko.pdf_utils.font.opentype import GlyphAccumulatorFactory
+
+    def embed_whole(cidfont, path: str, writer):
+        stream = generic.StreamObject({generic.pdf_name("/Filter"): generic.pdf_name("/FlateDecode")},
+                                      encoded_data=_font_program(path))
+        ref = writer.add_object(stream)
+        cidfont._font_descriptor[generic.pdf_name("/FontFile2")] = ref
+        return ref
+
+    @_dataclass(frozen=True)
+    class PreparedFontFactory(GlyphAccumulatorFactory):
+        def create_font_engine(self, writer, obj_stream=None):
+            engine = super().create_font_engine(writer, obj_stream)
+            if type(engine.cidfont_obj).__name__ == "CIDFontType2":  # TrueType outlines (Liberation)
+                engine._extract_subset = lambda options=None: None
+                engine.cidfont_obj.set_font_file = functools.partial(embed_whole, engine.cidfont_obj,
+                                                                     self.font_file)
+            return engine
+
+    return PreparedFontFactory
 
 
 def mark_lines(name: str, when_iso: str) -> tuple[str, ...]:

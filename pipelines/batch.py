@@ -11,6 +11,7 @@ failed because storage was unavailable is retried with backoff before it is repo
 from __future__ import annotations
 
 import csv
+import gc
 import io
 import json
 import logging
@@ -254,6 +255,10 @@ class _Runner:
         from digitize import imaging
 
         imaging.single_threaded()  # no OpenCV thread pool may exist across the fork
+        # what this process holds so far (imports: conversion, pyHanko) is left out of the workers'
+        # garbage collections: a full one would walk all of it in every worker and touch (copy)
+        # its shared pages, ~0.1 s of CPU per worker (bench/sign_bench.py "fresh worker")
+        gc.freeze()
         return ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("fork"),
                                    initializer=_init_worker, initargs=(self.settings, logs.snapshot(), os.getpid()))
 

@@ -18,7 +18,7 @@ import pikepdf
 import pytest
 from PIL import Image, ImageDraw
 
-from digitize import sigcheck, signing, verapdf
+from digitize import sigcheck, signing, signmark, verapdf
 from digitize.config import Settings
 from digitize.errors import ExitCode, SignerUnavailableError, SigningError
 
@@ -262,6 +262,33 @@ def test_invisible_signature_stays_pdfa(tmp_path, pki, pdfa):
     assert rects and all(r[2] - r[0] == 0 and r[3] - r[1] == 0 for r in rects)
 
 
+
+def test_a_letterhead_at_the_top_right_moves_the_mark_onto_blank_paper(tmp_path, pki):
+    """The mark goes on the page's blank top margin beside the letterhead, not over it; the page is
+    not scaled or moved (same media box, same page content) and the file stays PDF/A, validly signed."""
+    from digitize.convert import ConvertOptions, convert_file
+
+    img = Image.new("L", (874, 1240), 255)  # 150 dpi: 419 x 595 pt
+    draw = ImageDraw.Draw(img)
+    draw.rectangle((560, 20, 860, 150), fill=30)  # letterhead block: 269-413 pt across, 10-72 pt down
+    for row in range(4):
+        draw.rectangle((90, 200 + row * 60, 780, 225 + row * 60), fill=0)
+    scan = tmp_path / "letterhead.png"
+    img.save(scan, dpi=(150, 150))
+    plain = tmp_path / "plain.pdf"
+    convert_file(scan, plain, ConvertOptions(language="eng", jobs=1))
+    settings = sign_settings(pki, who="officer")
+    out = tmp_path / "signed.pdf"
+    record = signing.Signer(settings.sign, settings.sign.pin).sign(plain, out)
+    assert record.mark.startswith("blank top margin"), record.mark
+    (x1, y1, x2, y2), (_, _, width, height) = widget_rect(out)
+    assert x2 <= 269 - signmark.CLEARANCE and height - y2 < 72, "left of the letterhead, at the top"
+    with pikepdf.open(plain) as before, pikepdf.open(out) as after:
+        assert list(before.pages[0].mediabox) == list(after.pages[0].mediabox)
+        assert before.pages[0].Contents.read_bytes() == after.pages[0].Contents.read_bytes()
+    assert_pdfa(out)
+    assert_pdfsig_valid(out)
+
 # -- the token goes away mid-batch: files wait, nothing is lost -----------------------------------------
 
 def test_token_gone_mid_batch_files_wait_and_are_stored_when_it_is_back(tmp_path, pki, scan, monkeypatch):
@@ -329,7 +356,9 @@ def test_a_signature_that_breaks_pdfa_leaves_no_output(tmp_path, scan):
     from digitize.errors import OutputValidationError
 
     class BreakingSigner:
-        def sign(self, source: Path, target: Path):
+        visible = False
+
+        def sign(self, source: Path, target: Path, top_band=None):
             with pikepdf.open(source) as pdf:
                 del pdf.Root.Metadata  # no XMP: not PDF/A any more
                 pdf.save(target)

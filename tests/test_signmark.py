@@ -1,0 +1,164 @@
+"""Where the visible signature mark goes: on a blank part of page 1's top band, nearest the top-right
+corner, never over ink; the top-right inset when the band has no blank place of its size. Pages are
+generated at one cell per pt (the grid page_grey hands to place)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from digitize import encode, pdfa, signmark
+
+try:
+    from tests.pages import VIETNAMESE_LINES, _font
+except ModuleNotFoundError:
+    from pages import VIETNAMESE_LINES, _font
+
+A4 = (595, 842)  # pt
+LINES = ("Nguyễn Thị Lan", "2026-12-01T09:30:00+07:00")
+
+
+@pytest.fixture(scope="module")
+def font():
+    return signmark.find_font()
+
+
+def page(size=A4, top=72, left=72, right=72, text_px=11, leading=1.5) -> Image.Image:
+    """A page of justified-looking text (one cell per pt, every line the full measure) from ``top``
+    down, between the given margins."""
+    img = Image.new("L", size, 255)
+    draw = ImageDraw.Draw(img)
+    y, words = top, " ".join(VIETNAMESE_LINES).split() * 50
+    while y < size[1] - 72:
+        line = " ".join(words[:40])
+        words = words[5:]
+        while line and draw.textlength(line, font=_font(text_px)) > size[0] - left - right:
+            line = line[:-1]
+        draw.text((left, y), line, font=_font(text_px), fill=0)
+        y += int(text_px * leading)
+    return img
+
+
+def grey(img: Image.Image) -> np.ndarray:
+    return np.asarray(img).copy()
+
+
+def ink_under(img: Image.Image, mark: signmark.Mark) -> int:
+    """Dark cells under the mark's box (PDF box, origin at the bottom left) on the page image."""
+    x1, y1, x2, y2 = mark.box
+    height = img.size[1]
+    return int((np.asarray(img)[height - y2:height - y1, x1:x2] < 128).sum())
+
+
+def test_a_page_with_a_top_margin_gets_the_mark_in_the_corner(font):
+    img = page(top=90)
+    mark = signmark.place(*A4, LINES, font, None, grey(img))
+    x1, y1, x2, y2 = mark.box
+    assert (x2, y2) == (A4[0] - signmark.INSET, A4[1] - signmark.INSET)
+    assert mark.where.startswith("blank top margin")
+    assert ink_under(img, mark) == 0
+
+
+def test_an_empty_page_gets_the_mark_in_the_corner(font):
+    mark = signmark.place(*A4, LINES, font, None, grey(Image.new("L", A4, 250)))
+    assert mark.box[2:] == (A4[0] - signmark.INSET, A4[1] - signmark.INSET)
+    assert mark.where.startswith("blank top margin")
+
+
+def test_text_filling_the_top_band_leaves_the_mark_at_the_inset_and_says_so(font):
+    img = page(top=4, left=4, right=4, text_px=12, leading=1.2)
+    inset = signmark.place(*A4, LINES, font, None)  # what it was before: the corner inset
+    mark = signmark.place(*A4, LINES, font, None, grey(img))
+    assert mark.box == inset.box
+    assert mark.where.startswith("top-right inset (no blank")
+    assert inset.where == "top-right inset (no page image to look at)"
+
+
+def test_a_letterhead_at_the_top_right_moves_the_mark_to_blank_paper(font):
+    img = page(top=150)
+    ImageDraw.Draw(img).rectangle((380, 10, 590, 110), fill=40)  # a logo and address block, top right
+    mark = signmark.place(*A4, LINES, font, None, grey(img))
+    x1, y1, x2, y2 = mark.box
+    assert mark.where.startswith("blank top margin")
+    assert ink_under(img, mark) == 0
+    assert A4[1] - y2 <= A4[1] * signmark.TOP_BAND, "still in the top band"
+    assert (x2 <= 380 - signmark.CLEARANCE) or (A4[1] - y1 >= 110 + signmark.CLEARANCE), "beside or below it"
+    assert x2 > A4[0] / 2, "as near the top-right corner as the page allows"
+
+
+def test_a_seal_that_does_not_fit_beside_the_letterhead_goes_below_it(font, tmp_path):
+    img = page(top=260)
+    ImageDraw.Draw(img).rectangle((40, 10, 590, 60), fill=0)  # a letterhead right across the top
+    seal = signmark.Seal(tmp_path / "seal.png", 113.0, 113.0)
+    mark = signmark.place(*A4, LINES, font, seal, grey(img))
+    x1, y1, x2, y2 = mark.box
+    assert mark.where.startswith("blank top margin") and ink_under(img, mark) == 0
+    assert A4[1] - y2 >= 60 + signmark.CLEARANCE and y2 - y1 >= 113
+    assert x2 == A4[0] - signmark.INSET
+
+
+def test_a_landscape_page_gets_the_mark_at_its_own_top_right(font):
+    size = (842, 595)
+    img = page(size=size, top=30, left=40, right=420)  # text on the left half, from near the top
+    mark = signmark.place(*size, LINES, font, None, grey(img))
+    assert mark.box[2:] == (size[0] - signmark.INSET, size[1] - signmark.INSET)
+    assert ink_under(img, mark) == 0
+
+
+def test_the_mark_keeps_clear_of_a_thin_rule_but_not_of_a_speck_of_dust(font):
+    img = Image.new("L", A4, 255)
+    draw = ImageDraw.Draw(img)
+    draw.line((0, 40, 595, 40), fill=0, width=1)  # a hairline rule right across, 40 pt down
+    draw.point((500, 20), fill=0)  # dust, alone
+    mark = signmark.place(*A4, LINES, font, None, grey(img))
+    top = A4[1] - mark.box[3]
+    assert top >= 40 + signmark.CLEARANCE + 1, "the rule is ink: the mark goes below it"
+    ink = signmark.ink_mask(grey(img))
+    assert not ink[20, 500] and ink[40, 300]
+
+
+def test_a_grey_toned_scan_still_has_ink_and_paper():
+    img = Image.new("L", (200, 100), 190)  # yellowed paper scanned grey
+    ImageDraw.Draw(img).text((10, 10), "Số 12/QĐ-UBND", font=_font(12), fill=60)
+    ink = signmark.ink_mask(grey(img))
+    assert ink[:, :10].sum() == 0 and ink[10:30, 10:100].any()
+
+
+def test_blank_spot_is_nearest_the_top_right_corner():
+    ink = np.zeros((200, 300), dtype=bool)
+    ink[:, 250:] = True  # a dark strip down the right edge
+    left, top = signmark.blank_spot(ink, 100, 20, band=200, inset=10, clearance=2)
+    assert (left, top) == (250 - 2 - 100, 10)
+    ink[:] = True
+    assert signmark.blank_spot(ink, 100, 20, band=200) is None
+
+
+@pytest.mark.parametrize("colour_mode", ["colour", "bilevel"])
+def test_page_grey_reads_the_archival_image_of_page_one(tmp_path, colour_mode):
+    """The grid page_grey makes from a page PDF (JPEG or CCITT G4, 300 dpi) has the ink where the
+    image has it, one cell per pt."""
+    px = np.full((3508, 2480, 3) if colour_mode == "colour" else (3508, 2480), 255, dtype=np.uint8)
+    px[300:420, 1800:2300] = 0  # 72-101 pt down, 432-552 pt from the left
+    mode = "colour" if colour_mode == "colour" else "bilevel"
+    image = encode.encode_archival(px if mode == "colour" else (px > 128).astype(np.uint8) * 255, mode, 80)
+    path = tmp_path / "page.pdf"
+    pdfa.write_page_pdf(path, image, 595.2, 841.92, b"")
+    grid = signmark.page_grey(path, 595.2, 841.92)
+    assert grid is not None and grid.shape == (841 // 4 + signmark.CLEARANCE, 595)
+    ink = signmark.ink_mask(grid)
+    assert ink[75:98, 435:550].all() and not ink[:60].any() and not ink[110:].any()
+    page_pixels = px if mode == "colour" else px > 128
+    assert np.abs(signmark.top_band_grey(page_pixels, 595.2, 841.92).astype(int) - grid).max() < 40, \
+        "the page worker's band (from the pixels) and the one read back from the PDF agree"
+
+
+def test_the_top_band_goes_to_the_signer_but_never_into_a_report():
+    from digitize.records import DocumentReport, PageReport
+
+    page = PageReport(1, 2480, 3508, 300.0, "file", "grey", 0, 0.0, "ocr", 90.0, 10, "jpeg", 1000,
+                      top_band=np.zeros((370, 595), dtype=np.uint8))
+    doc = DocumentReport("in.png", "0" * 64, "png", pages=[page])
+    assert "top_band" not in doc.to_dict()["pages"][0]
+    assert DocumentReport.from_dict(doc.to_dict()).pages[0].top_band is None
+    assert page.top_band is not None, "the report's own page is left as it was"
