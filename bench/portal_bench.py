@@ -118,6 +118,10 @@ def working_copy(backend: str, cached: Path, work: Path, pg=None) -> Settings:
         settings.index.dsn = pg.create_database(f"portal_{int(time.time())}")
         subprocess.run([str(pg.bin_dir / "pg_restore"), "--no-owner", "-j", "2", "-d", settings.index.dsn,
                         str(cached / "pg.dump")], check=True)
+        # pg_restore leaves the planner without statistics: newest-first search then sorts every match
+        # (~300 ms for a common word) instead of scanning the key backwards (~3 ms). A live index has
+        # them from autovacuum; a freshly restored one gets them here, as PostgreSQL's docs advise.
+        subprocess.run([str(pg.bin_dir / "psql"), "-q", "-c", "ANALYZE", settings.index.dsn], check=True)
     return settings
 
 
