@@ -200,8 +200,12 @@ def create_app(settings) -> FastAPI:
         """A bug: logged with its traceback for the operator, a plain message for the client (no details)."""
         log.error("%s %s: internal error", request.method, request.url.path, exc_info=error)
         if is_api(request) or not hasattr(app.state, "render_error"):
-            return json_error(500, "internal", "internal error; the server log has the details")
-        return app.state.render_error(request, 500, "internal error")
+            response = json_error(500, "internal", "internal error; the server log has the details")
+        else:
+            response = app.state.render_error(request, 500, "internal error")
+        # Starlette sends this handler's answer from its outermost error layer, outside SecurityHeaders
+        response.headers.update({**SECURITY_HEADERS, "cache-control": "no-store"})
+        return response
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> Response:

@@ -29,7 +29,7 @@ ORIGINAL_TYPES = {"pdf": "application/pdf", "tif": "image/tiff", "tiff": "image/
 THUMB_DPI, VIEW_DPI, MAX_DPI = 24, 110, 200
 # objects up to this size are read into memory, SHA-256 checked and only then sent (a corrupt one is a 500
 # "fixity-failed" with no byte of it); larger ones stream, checked on the way, their last piece held back
-WHOLE_MAX = 8 << 20
+WHOLE_MAX = 1 << 20  # held in memory until a (possibly slow) client has read it: kept small
 
 
 def disposition(name: str, inline: bool = False) -> str:

@@ -215,3 +215,20 @@ def test_logout_ends_the_session_server_side_so_a_copied_cookie_stops_working(ap
     assert r.status_code == 303 and r.headers["location"].startswith("/login")
     again, _ = login(app)  # a new login is a new session
     assert again.get(f"/cases/{CASE_A}", follow_redirects=False).status_code == 200
+
+
+def test_an_internal_error_still_carries_the_security_headers(seeded):
+    """Starlette answers an unhandled exception outside the headers middleware: the handler adds them."""
+    settings = Settings(data_dir=str(seeded[0]))
+    broken = create_app(settings)
+
+    def boom():
+        raise RuntimeError("a bug")
+
+    broken.add_api_route("/boom-test-only", boom)
+    for path in ("/boom-test-only",):
+        answer = TestClient(broken, raise_server_exceptions=False).get(path)
+        assert answer.status_code == 500
+        assert "default-src 'self'" in answer.headers["content-security-policy"]
+        assert answer.headers["cache-control"] == "no-store" and answer.headers["x-frame-options"] == "SAMEORIGIN"
+        assert "a bug" not in answer.text
