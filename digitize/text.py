@@ -12,6 +12,9 @@ def nfc(text: str) -> str:
     return unicodedata.normalize("NFC", text)
 
 
+CACHED_BELOW = 0x3000  # Latin, Vietnamese, Greek, Cyrillic, punctuation: the fold table stays small
+
+
 class _FoldTable(dict):
     """Character -> that character decomposed (NFD) without its combining marks, filled as characters are met.
 
@@ -22,7 +25,9 @@ class _FoldTable(dict):
 
     def __missing__(self, code: int) -> str:
         decomposed = unicodedata.normalize("NFD", chr(code).translate(_EXTRA_FOLD))
-        self[code] = folded = "".join(c for c in decomposed if not unicodedata.combining(c))
+        folded = "".join(c for c in decomposed if not unicodedata.combining(c))
+        if code < CACHED_BELOW:  # a query may hold any code point: only the scripts met in dossiers are kept
+            self[code] = folded
         return folded
 
 

@@ -42,3 +42,14 @@ def test_search_key_ignores_case_and_marks():
 
 def test_squash_whitespace():
     assert text.squash_whitespace("  Điều\t1.\n\n Giao\u00a0đất  ") == "Điều 1. Giao đất"
+
+
+def test_the_fold_table_keeps_only_the_scripts_met_in_dossiers():
+    """A query may hold any code point: folding them all must not grow the per-process table without end."""
+    from digitize import text
+
+    before = len(text._FOLD)
+    rare = "".join(chr(c) for c in range(0x20000, 0x22000))  # CJK extension B: 8 192 code points
+    assert text.fold_accents(rare) == rare
+    assert len(text._FOLD) - before < 100
+    assert text.fold_accents("Quyền sử dụng đất") == "Quyen su dung dat"

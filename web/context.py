@@ -12,6 +12,9 @@ import threading
 from typing import Iterator
 
 from storage.archive import Archive
+from digitize.errors import StorageError
+
+TAKE_TIMEOUT = 10.0  # seconds a request waits for a free archive before a 503
 
 
 class ArchivePool:
@@ -21,6 +24,7 @@ class ArchivePool:
         self._all: list[Archive] = []
         self._lock = threading.Lock()
         self._size = size
+        self.take_timeout = TAKE_TIMEOUT
 
     @contextlib.contextmanager
     def archive(self) -> Iterator[Archive]:
@@ -45,7 +49,12 @@ class ArchivePool:
             if len(self._all) < self._size:
                 archive = Archive.open(self.settings)
                 self._all.append(archive)
-        return archive if archive is not None else self._free.get()
+        if archive is not None:
+            return archive
+        try:  # bounded: a waiter holds a worker thread, and the archives' holders may need threads to finish
+            return self._free.get(timeout=self.take_timeout)
+        except queue.Empty:
+            raise StorageError(f"the portal is busy: no archive came free within {self.take_timeout:g} s") from None
 
     def give(self, archive: Archive) -> None:
         self._free.put(archive)

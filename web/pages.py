@@ -24,7 +24,7 @@ from pipelines import failed
 from storage.access import AuthenticationError, Gate, Perm, SearchFilters, authenticate_password
 
 from . import files, oidc
-from .app import get_archive, page_gate
+from .app import page_gate
 from .auth import check_csrf, client_address, csrf_token, end_session, start_session
 from .i18n import DEFAULT, LANGUAGES, translate
 
@@ -76,14 +76,16 @@ def install(app: FastAPI) -> None:
 
     @app.post("/login", include_in_schema=False)
     def login(request: Request, name: str = Form(..., max_length=64), password: str = Form(..., max_length=1024),
-              csrf: str = Form(""), next: str = Form("/"), archive=Depends(get_archive)) -> Response:
+              csrf: str = Form(""), next: str = Form("/")) -> Response:
         check_csrf(request, csrf)
         throttle, address = request.app.state.throttle, client_address(request)
         if throttle.blocked(name, address):
             return render_login(request, "login_throttled", 429, next)
-        time.sleep(throttle.slowdown(name))  # a name guessed from many addresses: slowed, never locked
+        # a name guessed from many addresses: slowed, never locked; the wait holds no archive
+        time.sleep(throttle.slowdown(name))
         try:
-            principal = authenticate_password(archive.index, name, password)
+            with request.app.state.pool.archive() as archive:
+                principal = authenticate_password(archive.index, name, password)
         except AuthenticationError:
             throttle.failed(name, address)
             return render_login(request, "login_failed", 401, next)
