@@ -104,30 +104,47 @@ def json_error(status: int, code: str, message: str, headers: dict | None = None
     return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
 
 
-# The dependencies below are async, so they run on the event loop rather than each in a worker thread:
-# the hand-offs to and from the thread pool (several per request) cost more CPU than their work, an archive
-# from the pool and one indexed lookup of the token or user. The route itself still runs in a worker thread.
-async def get_archive(request: Request) -> AsyncIterator[Archive]:
+# The access dependencies are async generators that make ONE hop to the thread pool, which takes an
+# archive from the pool and looks up the token's or the session's account there: nothing that may wait
+# on the database (or the file system) runs on the event loop, so a stalled index holds only the requests
+# that need it, never /healthz, static assets or the other requests' hand-offs. (Sync dependencies would
+# cost a hop each, and more for a generator's enter and exit.) The route itself runs in a worker thread.
+@asynccontextmanager
+async def _gate(request: Request, principal_of) -> AsyncIterator[Gate]:
+    from .auth import client_address
+
     pool = request.app.state.pool
-    archive = pool.take_nowait() or await run_in_threadpool(pool.take)  # opening one, or waiting, in a thread
+    archive, gate = await run_in_threadpool(_open_gate, pool, principal_of, client_address(request))
     try:
-        yield archive
+        yield _with_sink(request, gate)
     finally:
         pool.give(archive)
 
 
-async def api_gate(request: Request, archive: Archive = Depends(get_archive)) -> Gate:
-    from .auth import api_principal, client_address
+def _open_gate(pool: ArchivePool, principal_of, client: str) -> tuple[Archive, Gate]:
+    """In a worker thread: an archive (opened, or waited for at most its take timeout) and the principal."""
+    archive = pool.take()
+    try:
+        return archive, archive.gate(principal_of(archive.index), client)
+    except BaseException:
+        pool.give(archive)
+        raise
 
-    return _with_sink(request, archive.gate(api_principal(request, archive.index), client_address(request)))
+
+async def api_gate(request: Request) -> AsyncIterator[Gate]:
+    from .auth import api_principal
+
+    async with _gate(request, lambda index: api_principal(request, index)) as gate:
+        yield gate
 
 
-async def page_gate(request: Request, archive: Archive = Depends(get_archive)) -> Gate:
-    from .auth import client_address, page_principal
+async def page_gate(request: Request) -> AsyncIterator[Gate]:
+    from .auth import page_principal
 
-    principal = page_principal(request, archive.index, request.app.state.settings.web.session_idle,
-                               request.app.state.sessions_ended)
-    return _with_sink(request, archive.gate(principal, client_address(request)))
+    state = request.app.state
+    async with _gate(request, lambda index: page_principal(request, index, state.settings.web.session_idle,
+                                                            state.sessions_ended)) as gate:
+        yield gate
 
 
 def _with_sink(request: Request, gate: Gate) -> Gate:
