@@ -136,6 +136,8 @@ class WebSettings:
     oidc_client_id: str = ""
     oidc_client_secret: str = ""
     workers: int = 0  # server processes for `digitize serve`; 0 = one per CPU core
+    db_timeout: float = 10.0  # s a portal request may wait on the index (PostgreSQL statement_timeout and
+    # lock_timeout, SQLite busy wait), then a 503; 0 = the backends' defaults (unbounded on PostgreSQL)
 
 
 @dataclass

@@ -99,10 +99,11 @@ class Archive:
         self.index = index
 
     @classmethod
-    def open(cls, settings: Settings) -> "Archive":
+    def open(cls, settings: Settings, wait_timeout: float | None = None) -> "Archive":
+        """``wait_timeout``: bounds the index's waits (open_index), for a server that must answer."""
         objects = open_store(settings)
         try:
-            return cls(objects, open_index(settings.index_dsn, settings.store.group_readable))
+            return cls(objects, open_index(settings.index_dsn, settings.store.group_readable, wait_timeout))
         except BaseException:
             objects.close()
             raise

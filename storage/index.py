@@ -460,15 +460,16 @@ def search_tokens(text: str) -> tuple[str, str]:
     return " ".join(exact_tokens(text)), " ".join(folded_tokens(text))
 
 
-def open_index(dsn: str, group_readable: bool = False) -> Index:
+def open_index(dsn: str, group_readable: bool = False, wait_timeout: float | None = None) -> Index:
     """``sqlite:///path/index.sqlite3`` or ``postgresql://user@host:port/db``; ``group_readable``: a SQLite
-    file (and its folder, if made now) readable by the group too (storage/modes.py)."""
+    file (and its folder, if made now) readable by the group too (storage/modes.py); ``wait_timeout``:
+    seconds any later statement may wait or run (None: the backend's default), see the backends."""
     if dsn.startswith("sqlite:///"):
         from .index_sqlite import SqliteIndex
 
-        return SqliteIndex(dsn[len("sqlite:///"):] or ":memory:", group_readable)
+        return SqliteIndex(dsn[len("sqlite:///"):] or ":memory:", group_readable, wait_timeout)
     if dsn.startswith(("postgresql://", "postgres://")):
         from .index_pg import PostgresIndex
 
-        return PostgresIndex(dsn)
+        return PostgresIndex(dsn, wait_timeout)
     raise ConfigError(f"index DSN {mask(dsn)!r} must start with sqlite:/// or postgresql://")

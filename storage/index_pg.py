@@ -37,11 +37,21 @@ class PostgresIndex(Index):
     dialect = "postgresql"
     column_types = {"id": "BIGSERIAL PRIMARY KEY", "ref": "BIGINT", "float": "DOUBLE PRECISION"}
 
-    def __init__(self, dsn: str):
+    def __init__(self, dsn: str, wait_timeout: float | None = None):
+        """``wait_timeout``: after the migrations (unbounded: one may rebuild an index), every statement of
+        this connection, and of any it reconnects with, is cancelled past that many seconds of running
+        (statement_timeout) or of waiting for a lock (lock_timeout): a StorageError, not a stalled caller."""
         from digitize.secrets import mask
 
         self._dsn = dsn  # kept for reconnecting; never printed (self.where is the masked form)
+        self._wait_ms = max(1, int(wait_timeout * 1000)) if wait_timeout else 0
         super().__init__(_connect(dsn), mask(dsn))
+        self._bound_waits()
+
+    def _bound_waits(self) -> None:
+        if self._wait_ms:  # session settings (autocommit): they outlive every transaction of the connection
+            for name in ("statement_timeout", "lock_timeout"):
+                self.conn.execute("SELECT set_config(%s, %s, false)", (name, f"{self._wait_ms}ms"))
 
     def _lost(self) -> bool:
         return bool(self.conn.closed or self.conn.broken)
@@ -50,6 +60,7 @@ class PostgresIndex(Index):
         log.warning("index connection to %s lost; reconnecting", self.where)
         old, self.conn = self.conn, _connect(self._dsn)
         old.close()
+        self._bound_waits()
 
     def _cursor_execute(self, sql: str, params: Sequence[Any]) -> Any:
         import psycopg

@@ -36,7 +36,9 @@ class SqliteIndex(Index):
     column_types = {"id": "INTEGER PRIMARY KEY AUTOINCREMENT", "ref": "INTEGER", "float": "REAL"}
     _begin_sql = "BEGIN IMMEDIATE"  # take the write lock up front: no upgrade deadlocks between processes
 
-    def __init__(self, path: str, group_readable: bool = False):
+    def __init__(self, path: str, group_readable: bool = False, wait_timeout: float | None = None):
+        """``wait_timeout``: after the migrations (which keep the long busy wait), the seconds a statement
+        waits for another connection's lock before "database is locked" (a StorageError)."""
         if path != ":memory:":
             try:
                 private_folder(Path(path).parent, group_readable)
@@ -51,6 +53,8 @@ class SqliteIndex(Index):
         except sqlite3.Error as e:
             raise StorageError(f"cannot open index {path}: {e}") from None
         super().__init__(conn, path)
+        if wait_timeout:
+            conn.execute(f"PRAGMA busy_timeout = {max(1, int(wait_timeout * 1000))}")
 
     def _cursor_execute(self, sql: str, params: Sequence[Any]) -> Any:
         return self.conn.execute(sql, tuple(params))

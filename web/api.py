@@ -93,12 +93,16 @@ async def receive_upload(request: Request, gate: Gate, case_id: str | None) -> U
                                          case_id)
     finally:
         await form.close()
+    submitted: list[UploadJob] = []
     try:
         await run_in_threadpool(gate.accept_upload, case_id, job.name, job.sha256)
+        # its lock file and job.json are written in a worker thread too, not on the event loop
+        await run_in_threadpool(lambda: submitted.append(queue.submit(job)))
     except BaseException:
-        queue.discard(job)
+        if not submitted:  # cancelled or refused before it was queued: nothing may stay behind
+            queue.discard(job)
         raise
-    return queue.submit(job)
+    return submitted[0]
 
 
 @router.post("/cases/{case_id}/documents", status_code=202, responses=ERROR_RESPONSES, openapi_extra=UPLOAD_BODY,

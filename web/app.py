@@ -12,7 +12,7 @@ import logging
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
@@ -61,6 +61,8 @@ ERRORS: list[tuple[type[Exception], int, str]] = [
     (InputError, 422, "bad-input"),
     (DigitizeError, 400, "bad-request"),
 ]
+UNAVAILABLE = "the archive did not answer in time or is unavailable; try again in a moment"
+RETRY_AFTER = 5  # seconds
 HTTP_CODES = {400: "bad-request", 401: "unauthorized", 403: "forbidden", 404: "not-found", 405: "method-not-allowed",
               413: "too-large", 416: "range-not-satisfiable", 422: "bad-request"}
 
@@ -170,7 +172,8 @@ def create_app(settings) -> FastAPI:
     app.state.settings = settings
     app.state.pool = ArchivePool(settings)
     app.state.uploads = UploadQueue(settings)
-    app.state.events = EventWriter(lambda: open_index(settings.index_dsn, settings.store.group_readable))
+    app.state.events = EventWriter(lambda: open_index(settings.index_dsn, settings.store.group_readable,
+                                                      app.state.pool.wait_timeout))
     app.state.webhooks = WebhookDispatcher(settings, app.state.pool.archive)
     app.state.sessions_ended = SessionRevocations(settings.data_dir)
     app.state.throttle = LoginThrottle(settings.web.login_attempts, settings.web.login_pause)
@@ -183,12 +186,18 @@ def create_app(settings) -> FastAPI:
     @app.exception_handler(DigitizeError)
     async def digitize_error(request: Request, error: DigitizeError):
         status, code = error_status(error)
+        message, headers = str(error), {}
         if status >= 500:
             log.warning("%s %s: %s", request.method, request.url.path, error)
+        if status == 503:  # a database wait timed out, a store away: the details (paths, hosts) stay in the log
+            message, headers = UNAVAILABLE, {"retry-after": str(RETRY_AFTER)}
         if is_api(request) or not hasattr(app.state, "render_error"):
-            headers = {"www-authenticate": "Bearer"} if status == 401 else None
-            return json_error(status, code, str(error), headers)
-        return app.state.render_error(request, status, str(error))
+            if status == 401:
+                headers["www-authenticate"] = "Bearer"
+            return json_error(status, code, message, headers or None)
+        response = app.state.render_error(request, status, message)
+        response.headers.update(headers)
+        return response
 
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, error: LoginRequired):

@@ -25,6 +25,9 @@ class ArchivePool:
         self._lock = threading.Lock()
         self._size = size
         self.take_timeout = TAKE_TIMEOUT
+        # every statement of the portal's index connections is bounded ([web] db_timeout): a stalled
+        # database answers 503 after that, rather than holding worker threads (and their archives) for good
+        self.wait_timeout = settings.web.db_timeout or None
 
     @contextlib.contextmanager
     def archive(self) -> Iterator[Archive]:
@@ -47,7 +50,7 @@ class ArchivePool:
             return archive
         with self._lock:
             if len(self._all) < self._size:
-                archive = Archive.open(self.settings)
+                archive = Archive.open(self.settings, self.wait_timeout)
                 self._all.append(archive)
         if archive is not None:
             return archive

@@ -50,12 +50,15 @@ def install(app: FastAPI, settings, render_login) -> None:
             log.warning("single sign-on refused from %s: %s", client_address(request), e.error)
             return render_login(request, "sso_failed", 401)
         claims = token.get("userinfo") or {}
-        with request.app.state.pool.archive() as archive:
-            try:
-                principal = await run_in_threadpool(authenticate_oidc, archive.index, str(claims.get("sub", "")),
-                                                    claims.get("preferred_username"))
-            except AuthenticationError:
-                return render_login(request, "sso_no_account", 403)
+
+        def lookup():  # in a worker thread: taking an archive may open one or wait for one
+            with request.app.state.pool.archive() as archive:
+                return authenticate_oidc(archive.index, str(claims.get("sub", "")), claims.get("preferred_username"))
+
+        try:
+            principal = await run_in_threadpool(lookup)
+        except AuthenticationError:
+            return render_login(request, "sso_no_account", 403)
         target = request.session.pop("after_login", "/")
         start_session(request, principal)
         return RedirectResponse(target, status_code=303)

@@ -104,3 +104,98 @@ def test_a_stalled_session_lookup_stalls_no_other_request(data, monkeypatch):
             client, stall, lambda: client.get("/search"),
             (lambda: client.get("/healthz"), 200),
             (lambda: client.get("/login"), 200))
+
+
+# -- bounded database waits ([web] db_timeout) ------------------------------------------------------
+CASE = f"{AGENCY}-241015-0027"
+
+
+def answered_within(call, release, seconds: float = 10.0):
+    """The answer of ``call`` while a lock is held elsewhere; ``release`` lets it go (and the request end,
+    before the app and its connections are closed) if the request is still waiting after ``seconds``."""
+    thread, answers = in_thread(call)
+    thread.join(seconds)
+    if thread.is_alive():
+        release()
+        thread.join(60)
+        raise AssertionError("the request waited on the database without a bound")
+    return answers[0]
+
+
+def test_a_locked_sqlite_index_is_a_503_after_db_timeout_not_a_stalled_request(data):
+    """SQLite waited 30 s for another process's write lock (its busy timeout for batch workers)."""
+    settings, tokens = data
+    settings.web.db_timeout = 0.3
+    app = create_app(settings)
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        with app.state.pool.archive() as archive:
+            assert archive.index.conn.execute("PRAGMA busy_timeout").fetchone()[0] == 300
+        import sqlite3
+
+        other = sqlite3.connect(settings.index_dsn[len("sqlite:///"):], isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock (a long batch transaction)
+        try:
+            put = answered_within(lambda: client.put(f"/api/v1/cases/{CASE}", json={"applicant": "Nguyễn Văn A"},
+                                                     headers={"authorization": f"Bearer {tokens['quick']}"}),
+                                  lambda: other.execute("ROLLBACK"))
+            assert put.status_code == 503 and put.json()["error"] == "storage-unavailable"
+            assert "sqlite" not in put.json()["message"] and put.headers["retry-after"]
+        finally:
+            if other.in_transaction:
+                other.execute("ROLLBACK")
+            other.close()
+        put = client.put(f"/api/v1/cases/{CASE}", json={"applicant": "Nguyễn Văn A"},
+                         headers={"authorization": f"Bearer {tokens['quick']}"})
+        assert put.status_code == 201
+
+
+def test_a_locked_sqlite_index_is_a_503_page_for_the_portal(data):
+    settings, _ = data
+    settings.web.db_timeout = 0.3
+    with Archive.open(settings) as archive:
+        access.add_user(archive.index, "admin", "admin", [], PASSWORD)
+    app = create_app(settings)
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        import re
+        import sqlite3
+
+        csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text).group(1)
+        assert client.post("/login", data={"name": "admin", "password": PASSWORD, "csrf": csrf},
+                           follow_redirects=False).status_code == 303
+        csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/admin").text).group(1)  # the session's own
+        other = sqlite3.connect(settings.index_dsn[len("sqlite:///"):], isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            page = answered_within(lambda: client.post("/admin/users/officer-a/disable", data={"csrf": csrf},
+                                                       follow_redirects=False), lambda: other.execute("ROLLBACK"))
+        finally:
+            if other.in_transaction:
+                other.execute("ROLLBACK")
+            other.close()
+        assert page.status_code == 503 and page.headers["content-type"].startswith("text/html")
+        assert "index.sqlite3" not in page.text and page.headers["retry-after"]
+
+
+@pytest.mark.integration
+def test_postgresql_statements_of_the_portal_are_bounded(tmp_path, postgres_dsn):
+    """No statement_timeout was set: a lookup waiting on a lock held elsewhere waited for ever."""
+    import psycopg
+
+    settings = Settings(data_dir=str(tmp_path / "data"))
+    settings.index.dsn = postgres_dsn
+    settings.web.db_timeout = 0.5
+    with Archive.open(settings) as archive:
+        token = access.create_token(archive.index, "onestop", "officer", [AGENCY])
+    app = create_app(settings)
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        with app.state.pool.archive() as archive:
+            assert archive.index.conn.execute("SHOW statement_timeout").fetchone()[0] == "500ms"
+            assert archive.index.conn.execute("SHOW lock_timeout").fetchone()[0] == "500ms"
+        with psycopg.connect(postgres_dsn) as other:  # a transaction elsewhere holds the tokens table
+            other.execute("LOCK TABLE api_tokens IN ACCESS EXCLUSIVE MODE")
+            answer = answered_within(lambda: client.get(f"/api/v1/cases/{CASE}",
+                                                        headers={"authorization": f"Bearer {token}"}),
+                                     other.rollback)
+            other.rollback()
+        assert answer.status_code == 503 and answer.json()["error"] == "storage-unavailable"
+        assert client.get(f"/api/v1/cases/{CASE}", headers={"authorization": f"Bearer {token}"}).status_code == 404
