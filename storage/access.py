@@ -454,6 +454,12 @@ class Gate:
         size = self.archive.objects.size(key)
         return Download(doc, kind, key, expected, size, self, byte_range)
 
+    def unsent(self, doc: DocumentRow, kind: str, why: str, outcome: str = "success") -> None:
+        """A download of ``doc`` (from :meth:`document`) answered without its bytes, e.g. 304 "not modified"
+        (it confirms the copy the client holds) or 416 "range not satisfiable" (it probes the object): an
+        access all the same, recorded like a download with ``why`` in its detail."""
+        self.record("retrieved", f"downloaded {kind} of document {doc.sequence} ({why})", doc=doc, outcome=outcome)
+
     def dossier(self, case_id: str, out_dir: Path, original: bool = False) -> "retrieval.Retrieval":
         value = self.scoped_case_id(case_id)
         got = self.archive.retrieve(value, out_dir, original, actor=self.principal.actor, client=self.client or None)

@@ -75,6 +75,7 @@ def document_response(request: Request, gate: Gate, case_id: str, sequence: int,
     sha = doc.original_sha256 if kind == "original" else doc.pdfa_sha256
     etag = f'"{sha}"'
     if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
+        gate.unsent(doc, kind, "not modified")
         return Response(status_code=304, headers={"etag": etag})
     download = gate.stream(case_id, sequence, kind)
     name = output_name(doc, kind == "original")
@@ -88,6 +89,7 @@ def document_response(request: Request, gate: Gate, case_id: str, sequence: int,
         try:
             download.byte_range = byte_range(wanted, download.size)
         except RangeNotSatisfiable as e:
+            gate.unsent(doc, kind, "range not satisfiable", "failure")
             return Response(status_code=416, headers={"content-range": f"bytes */{e.size}", "etag": etag})
         if download.byte_range:
             status = 206

@@ -1,0 +1,43 @@
+"""Downloads answered without their bytes are accesses too: 304 (If-None-Match) and 416 (bad Range) are
+recorded like any download, with the actor and the client's address (in-process app)."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from portal_data import AGENCY_A, CASE_A, seed
+from storage import access
+from storage.archive import Archive
+from web.app import create_app
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    root = tmp_path_factory.mktemp("files")
+    settings = seed(root / "data", root / "work")
+    with Archive.open(settings) as archive:
+        token = access.create_token(archive.index, "onestop-a", "officer", [AGENCY_A])
+    with TestClient(create_app(settings), base_url="http://127.0.0.1", client=("10.1.2.3", 50000),
+                    headers={"authorization": f"Bearer {token}"}) as client:
+        yield client
+
+
+def download_events(client: TestClient) -> list[dict]:
+    events = client.get(f"/api/v1/cases/{CASE_A}/events").json()["events"]
+    return [e for e in events if e["event_type"] == "retrieved" and "pdfa of document 1" in e["detail"]]
+
+
+@pytest.mark.parametrize("headers, status, detail, outcome", [
+    ({"if-none-match": "ETAG"}, 304, "not modified", "success"),
+    ({"range": "bytes=99999999-"}, 416, "range not satisfiable", "failure"),
+], ids=["not-modified", "range-not-satisfiable"])
+def test_an_answer_without_bytes_is_an_access_event(served, headers, status, detail, outcome):
+    url = f"/api/v1/cases/{CASE_A}/documents/1/pdfa"
+    etag = served.get(url).headers["etag"]
+    answer = served.get(url, headers={k: v.replace("ETAG", etag) for k, v in headers.items()})
+    assert answer.status_code == status and not answer.content
+    recorded = [e for e in download_events(served) if detail in e["detail"]]
+    assert len(recorded) == 1, download_events(served)
+    assert recorded[0]["actor"] == "token:onestop-a" and recorded[0]["client"] == "10.1.2.3"
+    assert recorded[0]["outcome"] == outcome
