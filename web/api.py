@@ -114,8 +114,9 @@ async def post_document(case_id: str, request: Request, gate: Gate = Depends(api
 
 
 def visible_job(request: Request, gate: Gate, job_id: str) -> UploadJob:
-    job = request.app.state.uploads.get(job_id)
-    if job is None or not gate.visible_job(job.case_id, job.owner):
+    """The job if the gate lets this principal see it (asked before the job is followed or touched), else 404."""
+    job = request.app.state.uploads.get(job_id, lambda job: gate.visible_job(job.case_id, job.owner))
+    if job is None:
         raise NotFoundError(f"job {job_id} not found")
     return job
 

@@ -164,7 +164,7 @@ def install(app: FastAPI) -> None:
     @app.get("/desk", include_in_schema=False)
     def desk(request: Request, linked: str = "", gate: Gate = Depends(page_gate)) -> Response:
         gate.require(Perm.upload)
-        jobs = [j for j in request.app.state.uploads.jobs() if gate.visible_job(j.case_id, j.owner)][:50]
+        jobs = request.app.state.uploads.jobs(lambda j: gate.visible_job(j.case_id, j.owner))[:50]
         unmatched = gate.unmatched() if gate.principal.can(Perm.link) else []
         inbox = gate.inbox_failures(failed.list_failed(failed.failed_dir(request.app.state.settings)))
         inbox = inbox[:failed.MAX_FILES]  # after the agency filter: others' files never hide one's own

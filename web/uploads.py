@@ -162,22 +162,30 @@ class UploadQueue:
                 self._jobs[job.job_id] = job
             self._executor.submit(self._run, job)
 
-    def get(self, job_id: str) -> UploadJob | None:
+    def get(self, job_id: str, visible=None) -> UploadJob | None:
+        """The job, or None; ``visible(job)`` (the caller's gate) is asked first, on the job as saved, and a
+        job it refuses is None and left untouched: no read of the queue's ledger, which may finish the job
+        (save it, drop its kept scan, release its claim), and no time taken that tells it exists."""
         if not _JOB_ID.fullmatch(job_id or ""):
             return None
         with self._lock:
             mine = self._jobs.get(job_id)
         job = mine or self._load(job_id)
-        if job is not None and job.in_queue:
+        if job is None or (visible is not None and not visible(job)):
+            return None
+        if job.in_queue:
             self._follow([job])
         return job
 
-    def jobs(self) -> list[UploadJob]:
+    def jobs(self, visible=None) -> list[UploadJob]:
+        """Every job ``visible(job)`` accepts (None: all), newest first; only those are followed in the queue."""
         with self._lock:
             found = dict(self._jobs)
         for folder in self.root.iterdir():
             if _JOB_ID.fullmatch(folder.name) and folder.name not in found and (job := self._load(folder.name)):
                 found[job.job_id] = job
+        if visible is not None:
+            found = {k: j for k, j in found.items() if visible(j)}
         self._follow([j for j in found.values() if j.in_queue])
         return sorted(found.values(), key=lambda j: j.created_at, reverse=True)
 

@@ -1,0 +1,64 @@
+"""An upload job outside the asker's scope is never touched: the gate is asked on the job as saved, before
+the job is followed in the queue's ledger (which may finish it: save it, drop its scan, release its claim)."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+
+import pytest
+from fastapi.testclient import TestClient
+
+from digitize.config import Settings
+from storage import access
+from storage.archive import Archive
+from web.app import create_app
+from web.uploads import UploadQueue
+
+AGENCY_A, AGENCY_B = "000.00.31.H56", "000.00.12.H29"
+CASE_B = f"{AGENCY_B}-241016-0003"
+PASSWORD = "mat-khau-thu-nghiem-2024"
+
+
+@pytest.fixture
+def portal(tmp_path, monkeypatch):
+    settings = Settings(data_dir=str(tmp_path / "data"))
+    settings.web.secure_cookies = False
+    with Archive.open(settings) as archive:
+        tokens = {name: access.create_token(archive.index, name, "scanner", [agency])
+                  for name, agency in [("scanner-a", AGENCY_A), ("scanner-b", AGENCY_B)]}
+        access.add_user(archive.index, "lan", "scanner", [AGENCY_A], PASSWORD)
+    job_id = uuid.uuid4().hex  # agency B's upload, handed to the queue's workers
+    folder = tmp_path / "data" / "uploads" / job_id
+    folder.mkdir(parents=True)
+    (folder / "job.json").write_text(json.dumps({
+        "job_id": job_id, "owner": "token:scanner-b", "case_id": CASE_B, "name": "scan.pdf", "size": 10,
+        "sha256": "0" * 64, "state": "queued", "created_at": "2026-12-01T00:00:00Z",
+        "sender": {"name": "scanner-b", "role": "scanner", "agencies": [AGENCY_B], "kind": "token"},
+        "queue_job": "q-" + job_id}))
+    followed: list[str] = []
+    monkeypatch.setattr(UploadQueue, "_follow", lambda self, jobs: followed.extend(j.job_id for j in jobs))
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as client:
+        yield client, tokens, job_id, followed
+
+
+def test_an_out_of_scope_job_is_not_found_and_never_followed(portal):
+    client, tokens, job_id, followed = portal
+    answer = client.get(f"/api/v1/jobs/{job_id}", headers={"authorization": f"Bearer {tokens['scanner-a']}"})
+    assert answer.status_code == 404
+    assert followed == [], "another agency's job was followed in the queue before the gate refused it"
+    mine = client.get(f"/api/v1/jobs/{job_id}", headers={"authorization": f"Bearer {tokens['scanner-b']}"})
+    assert mine.status_code == 200 and mine.json()["case_id"] == CASE_B
+    assert followed == [job_id]
+
+
+def test_the_desk_follows_only_the_jobs_it_may_show(portal):
+    client, _, job_id, followed = portal
+    csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text).group(1)
+    assert client.post("/login", data={"name": "lan", "password": PASSWORD, "csrf": csrf},
+                       follow_redirects=False).status_code == 303
+    assert client.get(f"/desk/jobs/{job_id}").status_code == 404
+    desk = client.get("/desk")
+    assert desk.status_code == 200 and job_id not in desk.text
+    assert followed == []
