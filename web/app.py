@@ -26,10 +26,10 @@ from storage.access import AuthenticationError, Gate, PermissionDenied
 from storage.archive import Archive
 from storage.index import open_index
 
-from .auth import (SESSION_COOKIE, SESSION_MAX_AGE, CsrfError, LoginRequired, LoginThrottle, SessionRevocations,
-                   session_secret)
+from .auth import SESSION_COOKIE, SESSION_MAX_AGE, CsrfError, LoginRequired, SessionRevocations, session_secret
 from .context import ArchivePool
 from .events import EventWriter
+from .throttle import LoginThrottle
 from .uploads import UploadQueue
 from .webhooks import WebhookDispatcher
 
@@ -164,6 +164,7 @@ def create_app(settings) -> FastAPI:
         app.state.events.close()
         app.state.uploads.close()
         app.state.pool.close()
+        app.state.throttle.close()
 
     app = FastAPI(title="digitize", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=API_PREFIX + "/openapi.json",
@@ -176,7 +177,8 @@ def create_app(settings) -> FastAPI:
                                                       app.state.pool.wait_timeout))
     app.state.webhooks = WebhookDispatcher(settings, app.state.pool.archive)
     app.state.sessions_ended = SessionRevocations(settings.data_dir)
-    app.state.throttle = LoginThrottle(settings.web.login_attempts, settings.web.login_pause)
+    app.state.throttle = LoginThrottle(settings.web.login_attempts, settings.web.login_pause,
+                                       data_dir=settings.data_dir)  # shared by the server's processes
     app.add_middleware(SessionMiddleware, secret_key=session_secret(settings), session_cookie=SESSION_COOKIE,
                        max_age=SESSION_MAX_AGE, same_site="lax" if settings.web.oidc_issuer else "strict",
                        https_only=settings.web.secure_cookies)  # lax: the provider's redirect back must carry it

@@ -1,4 +1,5 @@
-"""Who is asking: Bearer tokens for the API, signed session cookies for the pages, CSRF, login throttling.
+"""Who is asking: Bearer tokens for the API, signed session cookies for the pages, CSRF (login throttling:
+web/throttle.py).
 
 Sessions are Starlette's SessionMiddleware (itsdangerous-signed cookie, HttpOnly, SameSite=Strict, Secure
 by default); the signing is a well-kept library's. The session holds only the user name, a random session
@@ -13,10 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import os
 import secrets
-import threading
 import time
 from pathlib import Path
 
@@ -160,78 +159,3 @@ def end_session(request: Request, ended: SessionRevocations) -> None:
     request.session.clear()
     if lang:
         request.session["lang"] = lang
-
-
-ADDRESS_FACTOR = 10  # an office behind one NAT address shares it: the address limit is this many times higher
-NAME_FACTOR = 20  # failures for one name from everywhere before its logins are slowed (never refused)
-NAME_DELAY = 2.0  # seconds each login for such a name waits before its password is checked
-
-
-def address_group(address: str) -> str:
-    """What one client controls: an IPv4 address, or an IPv6 /64 (one subscriber's network, in which it can
-    pick any of 2**64 addresses). An IPv4-mapped IPv6 address is its IPv4 address."""
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return address  # not an address (a test client's name): as it is
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        return str(ip.ipv4_mapped)
-    return str(ipaddress.ip_network(f"{ip}/64", strict=False)) if ip.version == 6 else str(ip)
-
-
-class LoginThrottle:
-    """After ``attempts`` failures for one user name *from one address*, or ten times that from one address
-    across all names, logins for that name from that address (or anything from that address) pause for
-    ``pause`` seconds. An IPv6 "address" here is its /64 (address_group).
-
-    Failures are never counted per name alone to refuse a login: then anyone could lock an officer out by
-    typing wrong passwords for the name from anywhere. A guesser spread over many addresses is slowed
-    instead: past ``attempts * NAME_FACTOR`` failures for a name, every login for it waits NAME_DELAY
-    seconds (the officer still gets in; argon2id and the 10-character minimum do the rest).
-
-    Limits: the counters live in one process's memory, so with N web workers each limit is N times higher,
-    and they start afresh at a restart. Behind a reverse proxy, set ``web.trusted_proxies``, or every client
-    shares the proxy's address (and one guesser can pause everyone's logins).
-    """
-
-    def __init__(self, attempts: int, pause: float, clock=time.monotonic):
-        self.attempts, self.pause, self.clock = attempts, pause, clock
-        self._failures: dict[tuple[str, ...], list[float]] = {}
-        self._lock = threading.Lock()
-
-    def _limits(self, name: str, address: str) -> list[tuple[tuple[str, ...], int]]:
-        """Every counter a login touches, with its limit: the (name, address) pair, then the address."""
-        group = address_group(address)
-        return [(("pair", name.casefold(), group), self.attempts),
-                (("addr", group), self.attempts * ADDRESS_FACTOR)]
-
-    def _name_key(self, name: str) -> tuple[str, ...]:
-        return ("name", name.casefold())
-
-    def slowdown(self, name: str) -> float:
-        """Seconds a login for ``name`` should wait first: NAME_DELAY while it is being guessed from many
-        addresses, else 0."""
-        now = self.clock()
-        with self._lock:
-            guessed = len(self._recent(self._name_key(name), now)) >= self.attempts * NAME_FACTOR
-        return NAME_DELAY if guessed else 0.0
-
-    def _recent(self, key: tuple[str, ...], now: float) -> list[float]:
-        return [t for t in self._failures.get(key, []) if now - t < self.pause]
-
-    def blocked(self, name: str, address: str) -> bool:
-        now = self.clock()
-        with self._lock:
-            return any(len(self._recent(key, now)) >= limit for key, limit in self._limits(name, address))
-
-    def failed(self, name: str, address: str) -> None:
-        now = self.clock()
-        with self._lock:
-            for key in [*(key for key, _ in self._limits(name, address)), self._name_key(name)]:
-                self._failures[key] = [*self._recent(key, now), now][-self.attempts * NAME_FACTOR:]
-            if len(self._failures) > 10_000:  # forget counters whose failures all expired
-                self._failures = {k: v for k, v in self._failures.items() if self._recent(k, now)}
-
-    def succeeded(self, name: str, address: str) -> None:
-        with self._lock:
-            self._failures.pop(self._limits(name, address)[0][0], None)

@@ -85,7 +85,7 @@ def test_an_ipv6_guesser_is_counted_by_its_64_not_by_each_address(app):
 
 
 def test_a_name_guessed_from_many_addresses_is_slowed_not_locked():
-    from web.auth import NAME_DELAY, NAME_FACTOR, LoginThrottle, address_group
+    from web.throttle import NAME_DELAY, NAME_FACTOR, LoginThrottle, address_group
 
     now = [0.0]
     throttle = LoginThrottle(attempts=3, pause=300, clock=lambda: now[0])
