@@ -109,8 +109,9 @@ def json_error(status: int, code: str, message: str, headers: dict | None = None
 # The access dependencies are async generators that make ONE hop to the thread pool, which takes an
 # archive from the pool and looks up the token's or the session's account there: nothing that may wait
 # on the database (or the file system) runs on the event loop, so a stalled index holds only the requests
-# that need it, never /healthz, static assets or the other requests' hand-offs. (Sync dependencies would
-# cost a hop each, and more for a generator's enter and exit.) The route itself runs in a worker thread.
+# that need it (each for at most [web] db_timeout), not the loop that answers all the others. (Sync
+# dependencies would cost a hop each, and more for a generator's enter and exit.) The route itself runs
+# in a worker thread.
 @asynccontextmanager
 async def _gate(request: Request, principal_of) -> AsyncIterator[Gate]:
     from .auth import client_address

@@ -4,7 +4,7 @@ Failures are rows of a small SQLite database in the data dir (``login-throttle.s
 ``[web] workers`` processes of a server share one count (each counting apart multiplied every limit by
 the number of workers) and a restart forgets nothing still within ``login_pause``. It stays small: a row is
 one failure of one counter (a user name and address, an address, a name), rows older than the pause are
-deleted as new ones come, each counter keeps only the rows its limit looks at, and the table never holds
+deleted at each failure, each successful login and each start, each counter keeps only the rows its limit looks at, and the table never holds
 more than MAX_ROWS rows (the oldest go first). A separate file, not the index: no migration, and a busy
 index (batch runs) never delays a login.
 """
@@ -77,6 +77,7 @@ class LoginThrottle:
                 self._db.execute("PRAGMA synchronous = NORMAL")  # a power cut may forget the last failures
             for statement in SCHEMA:
                 self._db.execute(statement)
+            self._forget_expired()
         except sqlite3.Error as e:
             raise StorageError(f"cannot open the login throttle's database {path}: {e}") from None
 
@@ -93,6 +94,10 @@ class LoginThrottle:
         """Recent failures of ``counter``, counted up to ``limit`` (all a caller compares with)."""
         return self._db.execute("SELECT COUNT(*) FROM (SELECT 1 FROM failures WHERE counter = ? AND at > ? "
                                 "LIMIT ?)", (counter, now - self.pause, limit)).fetchone()[0]
+
+    def _forget_expired(self) -> None:
+        """Failures older than the pause count for nothing: their names and addresses are not kept."""
+        self._db.execute("DELETE FROM failures WHERE at <= ?", (self.clock() - self.pause,))
 
     def _run(self, work):
         with self._lock:
@@ -122,7 +127,7 @@ class LoginThrottle:
             db.execute("BEGIN IMMEDIATE")
             try:
                 db.executemany("INSERT INTO failures (counter, at) VALUES (?, ?)", [(c, now) for c in counters])
-                db.execute("DELETE FROM failures WHERE at <= ?", (now - self.pause,))
+                self._forget_expired()
                 for counter in counters:  # rows beyond what its limit counts
                     db.execute("DELETE FROM failures WHERE counter = ? AND rowid NOT IN (SELECT rowid FROM "
                                "failures WHERE counter = ? ORDER BY at DESC LIMIT ?)", (counter, counter, keep))
@@ -138,7 +143,12 @@ class LoginThrottle:
 
     def succeeded(self, name: str, address: str) -> None:
         counter = self._limits(name, address)[0][0]
-        self._run(lambda: self._db.execute("DELETE FROM failures WHERE counter = ?", (counter,)))
+
+        def forget() -> None:
+            self._db.execute("DELETE FROM failures WHERE counter = ?", (counter,))
+            self._forget_expired()
+
+        self._run(forget)
 
     def close(self) -> None:
         with self._lock:
