@@ -191,6 +191,10 @@ def test_postgresql_statements_of_the_portal_are_bounded(tmp_path, postgres_dsn)
         with app.state.pool.archive() as archive:
             assert archive.index.conn.execute("SHOW statement_timeout").fetchone()[0] == "500ms"
             assert archive.index.conn.execute("SHOW lock_timeout").fetchone()[0] == "500ms"
+            with psycopg.connect(postgres_dsn, autocommit=True) as admin:  # the connection is cut (a restart)
+                admin.execute("SELECT pg_terminate_backend(%s)", (archive.index.conn.info.backend_pid,))
+            assert archive.index.get_user("nobody") is None  # reconnects
+            assert archive.index.conn.execute("SHOW statement_timeout").fetchone()[0] == "500ms"
         with psycopg.connect(postgres_dsn) as other:  # a transaction elsewhere holds the tokens table
             other.execute("LOCK TABLE api_tokens IN ACCESS EXCLUSIVE MODE")
             answer = answered_within(lambda: client.get(f"/api/v1/cases/{CASE}",
