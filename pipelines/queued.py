@@ -93,9 +93,19 @@ class Submitter:
         self.ledger = Ledger.from_settings(settings)
         self.app = app_for(settings)
         self.options = conversion_options(settings)
+        self.objects = None  # the object store, opened at the first file: staging needs no index connection
 
     def close(self) -> None:
         self.ledger.close()
+        if self.objects is not None:
+            self.objects.close()
+
+    def _store(self):
+        if self.objects is None:
+            from storage.objects import open_store
+
+            self.objects = open_store(self.settings)
+        return self.objects
 
     def submit(self, path: Path, settings=None, hint: Clue | None = None, *, root: Path | None = None,
                **_ignored) -> JobResult:
@@ -133,7 +143,7 @@ class Submitter:
                 from storage.keys import staging_key
 
                 key = staging_key(sha)
-                archive_for(self.settings).objects.put(key, tmp / "original", sha, {"sha256": sha})
+                self._store().put(key, tmp / "original", sha, {"sha256": sha})
             spec = {"job": job, "key": key, "sha256": sha, "name": relative.as_posix(), "options": self.options,
                     "hint": {"source": hint.source, "values": dict(hint.values)} if hint else None,
                     "sidecar": list(sidecar) if sidecar else None}
