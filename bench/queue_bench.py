@@ -112,23 +112,9 @@ def reap_orphans() -> None:
             return
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """CPU time (user + system) of this process's reaped children, and of the given server processes with
-    their reaped children (PostgreSQL's backends): the run's own CPU, whatever else the machine does."""
-    reap_orphans()
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    total = usage.ru_utime + usage.ru_stime
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # utime stime cutime cstime
-    return total
-
-
-def tree_cpu(root: int) -> float:
-    """CPU time so far of a live process tree (``root`` and its descendants, with what they reaped)."""
+def trees_cpu(roots: list[int]) -> float:
+    """CPU time so far of live process trees (each root and its descendants, with what they reaped): the
+    servers (PostgreSQL's backends included, live or exited) and a worker (pool processes, page workers)."""
     stats = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -136,13 +122,20 @@ def tree_cpu(root: int) -> float:
                 fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            stats[int(entry.name)] = (int(fields[1]), sum(int(v) for v in fields[11:15]))
-    tree, total = {root}, 0
+            stats[int(entry.name)] = (int(fields[1]), sum(int(v) for v in fields[11:15]))  # utime stime cu cs
+    tree = set(roots)
     for _ in range(8):  # depth: worker -> pool process -> page worker
         tree |= {pid for pid, (ppid, _) in stats.items() if ppid in tree}
-    for pid in tree:
-        total += stats.get(pid, (0, 0))[1]
-    return total / os.sysconf("SC_CLK_TCK")
+    return sum(stats.get(pid, (0, 0))[1] for pid in tree) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_parts(servers: list[int], worker: int | None = None) -> dict[str, float]:
+    """CPU-s so far of the run's parts: the `digitize batch` commands (reaped children of this process, their
+    own pools and page workers included), the queue worker's tree, the servers' trees."""
+    reap_orphans()  # a worker's page workers orphaned by their pool process: counted with the batch
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"batch": usage.ru_utime + usage.ru_stime, "workers": trees_cpu([worker]) if worker else 0.0,
+            "servers": trees_cpu(servers)}
 
 
 def run_batch(env: dict[str, str], *args: str) -> tuple[int, float, float]:
@@ -219,6 +212,7 @@ class Run:
     seconds: float = 0.0  # the batch's own time: in-process from its pool's start, queued from the first submit
     wall: float = 0.0  # the whole `digitize batch` command, interpreter start and imports included
     cpu: float = 0.0  # CPU-s of the run's processes and the servers
+    cpu_parts: dict[str, float] = field(default_factory=dict)  # the same by part: batch, workers, servers
     timeline: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -312,19 +306,20 @@ def main() -> None:
                     run = Run(kind, procs, r)
                     data = base / f"data-{kind}{procs}-{r}"
                     if kind == "local":
-                        cpu = cpu_seconds(servers)
+                        cpu = cpu_parts(servers)
                         run.pages, run.seconds, run.wall = run_batch(dict(env, DIGITIZE_DATA_DIR=str(data)), str(src),
                                                                      "--local", "--jobs", str(procs))
-                        run.cpu = cpu_seconds(servers) - cpu
+                        run.cpu_parts = {k: v - cpu[k] for k, v in cpu_parts(servers).items()}
                     else:
                         worker, url = workers[procs]
-                        cpu = cpu_seconds(servers) + tree_cpu(worker.pid)
+                        cpu = cpu_parts(servers, worker.pid)
                         launched = time.time()
                         run.pages, run.seconds, run.wall = run_batch(
                             dict(env, DIGITIZE_DATA_DIR=str(data), DIGITIZE_QUEUE_URL=url), str(src), "--queue",
                             "--wait")
-                        run.cpu = cpu_seconds(servers) + tree_cpu(worker.pid) - cpu
+                        run.cpu_parts = {k: v - cpu[k] for k, v in cpu_parts(servers, worker.pid).items()}
                         run.timeline = timeline(url, procs, launched, time.time())
+                    run.cpu = sum(run.cpu_parts.values())
                     runs.append(run)
                     print(f"round {r + 1}/{args.rounds}: {kind} {procs}: {run.pages} pages in {run.seconds:.1f} s "
                           f"({run.wall:.1f} s command), {run.cpu / run.pages:.2f} CPU-s/page", file=sys.stderr)
@@ -369,6 +364,16 @@ def report(args, overhead: dict[str, float], runs: list[Run], elapsed: float) ->
               f"{median_spread([r.ppm for r in group])} | {statistics.median(r.ppm for r in group) / local_ppm:.2f} | "
               f"{statistics.median(r.wall for r in group):.1f} | "
               f"{median_spread([r.cpu / r.pages for r in group], '{:.2f}')} | {cpu / local_cpu:.3f} |")
+    print("\nCPU-s per page by part (medians): *batch command* the `digitize batch` process (in-process: with its "
+          "pool and page workers); *workers* the queue worker (Celery, pool processes, page workers); *servers* Redis, "
+          "MinIO, PostgreSQL.\n")
+    print("| pipeline | processes | batch command | workers | servers |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for (kind, procs), group in groups.items():
+        parts = {k: statistics.median(r.cpu_parts[k] / r.pages for r in group)
+                 for k in ("batch", "workers", "servers")}
+        print(f"| {'local' if kind == 'local' else 'queue'} | {procs} | {parts['batch']:.3f} | {parts['workers']:.3f} | "
+              f"{parts['servers']:.3f} |")
     queued = [(procs, g) for (kind, procs), g in groups.items() if kind == "queue"]
     if queued:
         print("\nWhere a queued batch's time goes (ledger timestamps, medians over rounds): *submit* first to last "
@@ -387,7 +392,7 @@ def report(args, overhead: dict[str, float], runs: list[Run], elapsed: float) ->
     print()
     by_round = {(r.kind, r.processes, r.round): r for r in runs}
     for procs, group in queued:
-        same = [(by_round[("queue", procs, r.round)], r) for r in local if r.processes == procs]
+        same = [(by_round[("queue", procs, r.round)], r) for r in groups.get(("local", procs), [])]
         if same:
             extra = [(q.seconds / loc.seconds - 1) * 100 for q, loc in same]
             cpu = [((q.cpu / q.pages) / (loc.cpu / loc.pages) - 1) * 100 for q, loc in same]
