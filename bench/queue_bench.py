@@ -372,8 +372,8 @@ def report(args, overhead: dict[str, float], runs: list[Run], elapsed: float) ->
     for (kind, procs), group in groups.items():
         parts = {k: statistics.median(r.cpu_parts[k] / r.pages for r in group)
                  for k in ("batch", "workers", "servers")}
-        print(f"| {'local' if kind == 'local' else 'queue'} | {procs} | {parts['batch']:.3f} | {parts['workers']:.3f} | "
-              f"{parts['servers']:.3f} |")
+        print(f"| {'local' if kind == 'local' else 'queue'} | {procs} | {parts['batch']:.3f} | "
+              f"{parts['workers']:.3f} | {parts['servers']:.3f} |")
     queued = [(procs, g) for (kind, procs), g in groups.items() if kind == "queue"]
     if queued:
         print("\nWhere a queued batch's time goes (ledger timestamps, medians over rounds): *submit* first to last "
