@@ -235,8 +235,8 @@ def timeline(ledger_url: str, processes: int, launched: float = 0.0, ended: floa
     first, last = min(j[0] for j in jobs), max(j[2] for j in jobs)
     span = last - first
     per: dict[str, list[tuple[float, float]]] = {}
-    for _, begun, ended, who in jobs:
-        per.setdefault(who, []).append((begun, ended))
+    for _, begun, over, who in jobs:
+        per.setdefault(who, []).append((begun, over))
     gaps = [b2 - e1 for runs in per.values() for (_, e1), (b2, _) in zip(sorted(runs), sorted(runs)[1:])]
     busy = sum(e - b for runs in per.values() for b, e in runs)
     return {"span": span, "start": first - launched, "end": ended - last, "submit": max(j[0] for j in jobs) - first,
