@@ -1,33 +1,43 @@
 #!/usr/bin/env python3
 """Queue benchmark (on demand, not in CI): queue mode's pages/min with 1, 2 (and 4) worker processes
-against in-process ``digitize batch`` on the same generated files, and the queue's overhead per document.
+against in-process ``digitize batch`` on the same pages, and the queue's overhead per document.
 
 Starts its own Redis, MinIO and PostgreSQL on loopback (tests/servers.py); the FILES small A4 text scans
-(--pages each) are generated once and cached under ~/.cache/digitize-bench/queue/. Then:
+(--pages each) are rendered once and cached under ~/.cache/digitize-bench/queue/, and each timed batch gets
+its own copy of them as PDFs with another title (cached too): the same pages, other bytes, so every batch
+converts and stores everything afresh into one store and index. Then:
 
 1. **probe** (seconds, no OCR): in this process, each file is submitted (staged in MinIO and verified,
    recorded in the ledger, its task sent) and run by :func:`pipelines.queued.run_job` with the conversion
    replaced by a stub, so what is timed is exactly what queue mode adds per document: staging, ledger
    writes, the worker's fetch and SHA-256 check, the staging object's delete. Printed in ms, and as a
-   share of the in-process batch's core-seconds per document (from step 2). Robust on a busy machine:
-   both are CPU time of the same code, not wall-clock races.
-2. ``digitize batch SRC --local --jobs N``: the in-process baseline, wall clock;
-3. ``digitize worker --concurrency W`` for W in --workers, and ``digitize batch SRC --queue --wait``.
-   Each run also reports its CPU-seconds per page (its own processes and the servers', not the machine's),
-   a ratio that stays meaningful while other work shares the cores.
-   Wall-clock overhead = (queued wall x W - local wall x N) / files core-seconds per document.
+   share of the in-process batch's CPU per document (from the rounds).
+2. ``digitize worker --concurrency W`` for each W in --workers, started once (each on its own broker
+   database) and warmed with 2W files before any timing: workers are long-running services, their start-up
+   is not a batch's cost.
+3. --rounds rounds, each of ``digitize batch SRC --local --jobs N`` (N in --jobs) and ``digitize batch SRC
+   --queue --wait`` on each worker, in an order rotated from round to round. Each run gives the batch's
+   own seconds (in-process: from its pool's start; queued: from the first submit to the last result), the
+   whole command's wall time, and the CPU-seconds of its processes and the servers (not the machine's: a
+   ratio that stays meaningful while other work shares the cores); queued runs also give a timeline from
+   the ledger's per-job timestamps (submit window, first start, pool busy share, gaps between one pool
+   process's tasks, end imbalance, the waiter's polling delay).
 
+Printed: medians over rounds with their range, and ratios paired by round (2 workers / 1 worker; queue vs
+local with the same number of processes; with ``--jobs 1 2``, the machine's own 2 / 1 scaling).
 Targets (issue 14): queue overhead <= 5 % of the in-process batch; 2 workers >= 1.8 x one worker's pages/min.
 A worker process converts one file at a time, its pages one after another (one core): W processes use W cores.
 
-    .venv/bin/python bench/queue_bench.py                      # table on stdout, JSON in bench/results/
+    .venv/bin/python bench/queue_bench.py                      # ~5 min quiet: probe, 3 rounds of local 2, queue 1, 2
     .venv/bin/python bench/queue_bench.py --probe-only         # the per-document overhead alone (~20 s)
+    .venv/bin/python bench/queue_bench.py --jobs 1 2 --workers 1 2 --rounds 3   # + the machine's own scaling
     .venv/bin/python bench/queue_bench.py --files 40 --workers 1 2 4
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -40,6 +50,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,21 +59,37 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "pipelines"
 from pipeline_support import digitize_cmd, make_settings, settings_env  # noqa: E402
 from pages import VIETNAMESE_LINES, render_text_page  # noqa: E402
 from PIL import Image  # noqa: E402
-from scans import write_pdf  # noqa: E402
+from scans import DPI  # noqa: E402
 from servers import start_minio, start_postgres, start_redis  # noqa: E402
 
 LINE = re.compile(r"(\d+) pages converted in ([\d.]+) s")
 CACHE = Path(os.environ.get("DIGITIZE_BENCH_CACHE", Path.home() / ".cache" / "digitize-bench")) / "queue"
 
 
-def fixtures(files: int, pages: int) -> Path:
-    """The generated scans, made once per (files, pages) and reused by later runs."""
-    src = CACHE / f"f{files}-p{pages}"
+def page_images(files: int, pages: int) -> Path:
+    """The generated page images (PNG), rendered once per (files, pages) and reused by later runs."""
+    folder = CACHE / f"f{files}-p{pages}" / "images"
+    if not (folder / ".complete").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        for n in range(files):
+            for p in range(pages):
+                Image.fromarray(render_text_page([f"Hồ sơ số {n} trang {p + 1}", *VIETNAMESE_LINES])).save(
+                    folder / f"scan{n:03d}-{p:02d}.png")
+        (folder / ".complete").touch()
+    return folder
+
+
+def variant(images: Path, name: str, files: int | None = None) -> Path:
+    """The scans as PDFs titled NAME (cached): the same pages as every other variant, other bytes, so each timed
+    batch converts and stores everything afresh in the one store and index the warm workers keep."""
+    src = images.parent / name
     if not (src / ".complete").exists():
         src.mkdir(parents=True, exist_ok=True)
-        for n in range(files):
-            write_pdf([Image.fromarray(render_text_page([f"Hồ sơ số {n} trang {p + 1}", *VIETNAMESE_LINES]))
-                       for p in range(pages)], src / f"scan{n:03d}.pdf")
+        scans = sorted({p.name.rsplit("-", 1)[0] for p in images.glob("scan*.png")})[:files]
+        for scan in scans:
+            first, *rest = [Image.open(p).convert("L") for p in sorted(images.glob(f"{scan}-*.png"))]
+            first.save(src / f"{scan}.pdf", format="PDF", save_all=True, append_images=rest, resolution=DPI,
+                       title=f"{scan} {name}")
         (src / ".complete").touch()
     return src
 
@@ -85,23 +112,9 @@ def reap_orphans() -> None:
             return
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """CPU time (user + system) of this process's reaped children, and of the given server processes with
-    their reaped children (PostgreSQL's backends): the run's own CPU, whatever else the machine does."""
-    reap_orphans()
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    total = usage.ru_utime + usage.ru_stime
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # utime stime cutime cstime
-    return total
-
-
-def tree_cpu(root: int) -> float:
-    """CPU time so far of a live process tree (``root`` and its descendants, with what they reaped)."""
+def trees_cpu(roots: list[int]) -> float:
+    """CPU time so far of live process trees (each root and its descendants, with what they reaped): the
+    servers (PostgreSQL's backends included, live or exited) and a worker (pool processes, page workers)."""
     stats = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -109,23 +122,31 @@ def tree_cpu(root: int) -> float:
                 fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            stats[int(entry.name)] = (int(fields[1]), sum(int(v) for v in fields[11:15]))
-    tree, total = {root}, 0
+            stats[int(entry.name)] = (int(fields[1]), sum(int(v) for v in fields[11:15]))  # utime stime cu cs
+    tree = set(roots)
     for _ in range(8):  # depth: worker -> pool process -> page worker
         tree |= {pid for pid, (ppid, _) in stats.items() if ppid in tree}
-    for pid in tree:
-        total += stats.get(pid, (0, 0))[1]
-    return total / os.sysconf("SC_CLK_TCK")
+    return sum(stats.get(pid, (0, 0))[1] for pid in tree) / os.sysconf("SC_CLK_TCK")
 
 
-def run_batch(env: dict[str, str], *args: str) -> tuple[int, float]:
+def cpu_parts(servers: list[int], worker: int | None = None) -> dict[str, float]:
+    """CPU-s so far of the run's parts: the `digitize batch` commands (reaped children of this process, their
+    own pools and page workers included), the queue worker's tree, the servers' trees."""
+    reap_orphans()  # a worker's page workers orphaned by their pool process: counted with the batch
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"batch": usage.ru_utime + usage.ru_stime, "workers": trees_cpu([worker]) if worker else 0.0,
+            "servers": trees_cpu(servers)}
+
+
+def run_batch(env: dict[str, str], *args: str) -> tuple[int, float, float]:
+    """Pages, the batch's own seconds (its summary line) and the command's wall time."""
     started = time.monotonic()
     done = subprocess.run(digitize_cmd("batch", *args), env=env, cwd=ROOT, capture_output=True, text=True)
     wall = time.monotonic() - started
     found = LINE.search(done.stderr)
     if done.returncode != 0 or not found:
         raise SystemExit(f"batch failed ({done.returncode}): {done.stderr[-2000:]}")
-    return int(found.group(1)), wall
+    return int(found.group(1)), float(found.group(2)), wall
 
 
 def wait_for_worker(settings, timeout: float = 120.0) -> None:
@@ -180,107 +201,220 @@ def probe(settings, src: Path, profile: Path | None) -> dict[str, float]:
             "total_ms": statistics.median(a + b for a, b in zip(submit, work))}
 
 
+@dataclass
+class Run:
+    """One timed batch: in-process (``workers`` 0) or through warm queue workers."""
+
+    kind: str  # "local" or "queue"
+    processes: int
+    round: int
+    pages: int = 0
+    seconds: float = 0.0  # the batch's own time: in-process from its pool's start, queued from the first submit
+    wall: float = 0.0  # the whole `digitize batch` command, interpreter start and imports included
+    cpu: float = 0.0  # CPU-s of the run's processes and the servers
+    cpu_parts: dict[str, float] = field(default_factory=dict)  # the same by part: batch, workers, servers
+    timeline: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ppm(self) -> float:
+        return self.pages / self.seconds * 60
+
+
+def timeline(ledger_url: str, processes: int, launched: float = 0.0, ended: float = 0.0) -> dict[str, float]:
+    """Where a queued batch's time went, from the ledger's per-job timestamps (enqueued, started, finished,
+    and the pool process that ran it): not wall-clock races but the order of events, valid under load.
+    The ledger's records are removed afterwards, so the next run reads only its own."""
+    import redis as redis_client
+
+    client = redis_client.Redis.from_url(ledger_url, decode_responses=True)
+    keys = list(client.scan_iter("digitize:q:job:*"))
+    records = [client.hgetall(k) for k in keys]
+    client.delete(*keys, *client.keys("digitize:q:state:*"), *client.keys("digitize:q:batch:*"))
+    client.close()
+    jobs = [(float(r["enqueued"]), float(r["started"]), float(r["finished"]), r["worker"]) for r in records]
+    first, last = min(j[0] for j in jobs), max(j[2] for j in jobs)
+    span = last - first
+    per: dict[str, list[tuple[float, float]]] = {}
+    for _, begun, over, who in jobs:
+        per.setdefault(who, []).append((begun, over))
+    gaps = [b2 - e1 for runs in per.values() for (_, e1), (b2, _) in zip(sorted(runs), sorted(runs)[1:])]
+    busy = sum(e - b for runs in per.values() for b, e in runs)
+    return {"span": span, "start": first - launched, "end": ended - last, "submit": max(j[0] for j in jobs) - first,
+            "first_start": min(j[1] for j in jobs) - first,
+            "gap_ms": statistics.median(gaps) * 1000 if gaps else 0.0,
+            "tail": last - statistics.mean(max(e for _, e in runs) for runs in per.values()),
+            "busy": busy / (processes * span), "used": len(per)}
+
+
+def start_worker(env: dict[str, str], workers: int, data: Path, url: str) -> subprocess.Popen:
+    return subprocess.Popen(digitize_cmd("worker", "--concurrency", str(workers), "--loglevel", "WARNING"),
+                            env=dict(env, DIGITIZE_DATA_DIR=str(data), DIGITIZE_QUEUE_URL=url), cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def median_spread(values: list[float], fmt: str = "{:.1f}") -> str:
+    """The median, and the range over rounds when there are several."""
+    text = fmt.format(statistics.median(values))
+    return text + (f" ({fmt.format(min(values))}–{fmt.format(max(values))})" if len(values) > 1 else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=16)
     parser.add_argument("--pages", type=int, default=2, help="A4 text pages per file (150 dpi)")
-    parser.add_argument("--jobs", type=int, default=2, help="in-process batch --jobs")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--jobs", type=int, nargs="+", default=[2], help="in-process batch --jobs (e.g. 1 2)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker --concurrency values")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of every pipeline, in rotated order")
     parser.add_argument("--probe-only", action="store_true", help="only the per-document overhead probe")
     parser.add_argument("--profile", type=Path, help="cProfile of the probe (queue overhead only) to this file")
     parser.add_argument("--label", default="", help="a note printed with the table, e.g. 'under load'")
     args = parser.parse_args()
 
-    src = fixtures(args.files, args.pages)
+    started = time.monotonic()
+    images = page_images(args.files, args.pages)
     adopt_orphans()
     base = Path(tempfile.mkdtemp(prefix="digitize-queue-bench-"))
     redis, minio, pg = start_redis(base / "redis"), start_minio(base / "minio"), start_postgres()
-    rows = []
+    runs: list[Run] = []
+    workers: dict[int, tuple[subprocess.Popen, str]] = {}
     try:
-        def fresh() -> tuple[object, dict[str, str]]:
-            settings = make_settings(base / f"data-{uuid.uuid4().hex[:6]}", minio.url("b" + uuid.uuid4().hex[:12]),
-                                     pg.create_database("b_" + uuid.uuid4().hex[:12]))
-            from storage.archive import Archive
+        settings = make_settings(base / "data", minio.url("b" + uuid.uuid4().hex[:12]),
+                                 pg.create_database("b_" + uuid.uuid4().hex[:12]))
+        from storage.archive import Archive
 
-            Archive.open(settings).close()  # the schema first: concurrent first opens of a fresh database race
-            settings.queue.url = redis.url
-            env = settings_env(settings)
-            env.update(DIGITIZE_QUEUE_URL=redis.url)
-            return settings, env
-
-        import redis as redis_client
-
-        settings, _ = fresh()
-        overhead = probe(settings, src, args.profile)
-        redis_client.Redis.from_url(redis.url).flushall()
+        Archive.open(settings).close()  # the schema first: concurrent first opens of a fresh database race
+        settings.queue.url = redis.url
+        env = settings_env(settings)
+        overhead = probe(settings, variant(images, "probe"), args.profile)
         servers = [redis.process.pid, minio.process.pid,
                    int((pg.data_dir / "postmaster.pid").read_text().split()[0])]
         if not args.probe_only:
-            _, env = fresh()
-            cpu = cpu_seconds(servers)
-            pages, wall = run_batch(env, str(src), "--local", "--jobs", str(args.jobs))
-            rows.append(("digitize batch --local", args.jobs, pages, wall, cpu_seconds(servers) - cpu))
-            for workers in args.workers:
-                redis_client.Redis.from_url(redis.url).flushall()  # an empty ledger per run: job IDs repeat
-                settings, env = fresh()
-                worker = subprocess.Popen(digitize_cmd("worker", "--concurrency", str(workers), "--loglevel",
-                                                       "WARNING"),
-                                          env=dict(env, DIGITIZE_DATA_DIR=str(base / f"worker-{workers}")), cwd=ROOT,
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-                try:
-                    wait_for_worker(settings)  # the pool is up before the clock starts
-                    cpu = cpu_seconds(servers) + tree_cpu(worker.pid)  # its start-up is not counted
-                    pages, wall = run_batch(env, str(src), "--queue", "--wait")
-                finally:
-                    os.killpg(worker.pid, signal.SIGTERM)
-                    worker.wait(timeout=120)
-                time.sleep(1)  # PostgreSQL reaps the worker's backends
-                rows.append(("digitize worker + batch --queue --wait", workers, pages, wall,
-                             cpu_seconds(servers) - cpu))
+            # the workers are services: started once, warmed (each pool process has converted a file: page worker
+            # forked, Tesseract loaded, store and index connected), then timed batch after batch
+            for n, count in enumerate(args.workers, start=1):
+                url = f"{redis.url.rsplit('/', 1)[0]}/{n}"  # a broker (and ledger) database per worker
+                workers[count] = (start_worker(env, count, base / f"worker-{count}", url), url)
+            for count, (worker, url) in workers.items():
+                wait_for_worker(dataclasses.replace(settings, queue=dataclasses.replace(settings.queue, url=url)))
+                run_batch(dict(env, DIGITIZE_QUEUE_URL=url), str(variant(images, f"warm{count}", 2 * count)),
+                          "--queue", "--wait")
+                timeline(url, count)
+            plan = [("local", j) for j in args.jobs] + [("queue", w) for w in args.workers]
+            for r in range(args.rounds):
+                for kind, procs in plan[r % len(plan):] + plan[:r % len(plan)]:  # rotated: no pipeline always first
+                    src = variant(images, f"r{r}-{kind}{procs}")  # fresh bytes: nothing is "already stored"
+                    run = Run(kind, procs, r)
+                    data = base / f"data-{kind}{procs}-{r}"
+                    if kind == "local":
+                        cpu = cpu_parts(servers)
+                        run.pages, run.seconds, run.wall = run_batch(dict(env, DIGITIZE_DATA_DIR=str(data)), str(src),
+                                                                     "--local", "--jobs", str(procs))
+                        run.cpu_parts = {k: v - cpu[k] for k, v in cpu_parts(servers).items()}
+                    else:
+                        worker, url = workers[procs]
+                        cpu = cpu_parts(servers, worker.pid)
+                        launched = time.time()
+                        run.pages, run.seconds, run.wall = run_batch(
+                            dict(env, DIGITIZE_DATA_DIR=str(data), DIGITIZE_QUEUE_URL=url), str(src), "--queue",
+                            "--wait")
+                        run.cpu_parts = {k: v - cpu[k] for k, v in cpu_parts(servers, worker.pid).items()}
+                        run.timeline = timeline(url, procs, launched, time.time())
+                    run.cpu = sum(run.cpu_parts.values())
+                    runs.append(run)
+                    print(f"round {r + 1}/{args.rounds}: {kind} {procs}: {run.pages} pages in {run.seconds:.1f} s "
+                          f"({run.wall:.1f} s command), {run.cpu / run.pages:.2f} CPU-s/page", file=sys.stderr)
     finally:
+        for worker, _ in workers.values():
+            os.killpg(worker.pid, signal.SIGTERM)
+            worker.wait(timeout=120)
         redis.stop()
         minio.stop()
         pg.stop()
+    report(args, overhead, runs, time.monotonic() - started)
 
-    print(f"\nqueue bench: {args.files} files x {args.pages} pages{' - ' + args.label if args.label else ''}")
+
+def report(args, overhead: dict[str, float], runs: list[Run], elapsed: float) -> None:
+    print(f"\nqueue bench: {args.files} files x {args.pages} pages, {args.rounds} round(s), {os.cpu_count()} CPUs"
+          f"{' - ' + args.label if args.label else ''} ({elapsed / 60:.1f} min)")
     print(f"command: {shlex.join(['.venv/bin/python', 'bench/queue_bench.py', *sys.argv[1:]])}\n")
     print(f"queue overhead per document (probe, median): {overhead['total_ms']:.1f} ms = "
           f"staging + ledger + send {overhead['submit_ms']:.1f} ms, worker fetch + ledger + delete "
           f"{overhead['worker_ms']:.1f} ms")
-    if rows:
-        local = rows[0]
-        core_ms = local[3] * local[1] / args.files * 1000  # in-process core-milliseconds per document
-        print(f"in-process batch: {core_ms:.0f} core-ms per document -> probe overhead "
-              f"{overhead['total_ms'] / core_ms * 100:.2f} % (target <= 5 %)\n")
-        print("| pipeline | processes | pages | seconds | pages/min | vs local | CPU-s/page | CPU vs local |")
-        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-        for name, procs, pages, wall, cpu in rows:
-            ppm = pages / wall * 60
-            ratio = ppm / (local[2] / local[3] * 60)
-            print(f"| {name} | {procs} | {pages} | {wall:.1f} | {ppm:.1f} | {ratio:.2f} | {cpu / pages:.2f} | "
-                  f"{cpu / pages / (local[4] / local[2]):.3f} |")
-        print("\nCPU-s/page: CPU time of the run's processes (batch, workers, page workers, Redis, MinIO, "
-              "PostgreSQL), not wall time: comparable on a busy machine. Equal CPU per page with 1 and 2 workers "
-              "means nothing in the queue path serializes them; on idle cores they then scale as the cores do.")
-        same = [r for r in rows[1:] if r[1] == local[1]]
+    groups: dict[tuple[str, int], list[Run]] = {}
+    for run in runs:
+        groups.setdefault((run.kind, run.processes), []).append(run)
+    locals_ = [g for (kind, _), g in groups.items() if kind == "local"]
+    if not locals_:
+        return
+    local = max(locals_, key=lambda g: g[0].processes)
+    local_cpu = statistics.median(r.cpu / r.pages for r in local)
+    core_ms = local_cpu * local[0].pages / args.files * 1000  # in-process CPU-ms per document
+    print(f"in-process batch: {core_ms:.0f} CPU-ms per document -> probe overhead "
+          f"{overhead['total_ms'] / core_ms * 100:.2f} % (target <= 5 %)\n")
+    print("Medians over rounds, (min–max) when several. *seconds*: the batch's own time (in-process: from its pool's "
+          "start; queued: from the first submit to the last result, workers up and warm); *command s*: the whole "
+          "`digitize batch` process, interpreter start and imports included.\n")
+    print("| pipeline | processes | pages | seconds | pages/min | vs local | command s | CPU-s/page | CPU vs local |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    local_ppm = statistics.median(r.ppm for r in local)
+    for (kind, procs), group in groups.items():
+        name = "digitize batch --local" if kind == "local" else "digitize worker + batch --queue --wait"
+        cpu = statistics.median(r.cpu / r.pages for r in group)
+        print(f"| {name} | {procs} | {group[0].pages} | {median_spread([r.seconds for r in group])} | "
+              f"{median_spread([r.ppm for r in group])} | {statistics.median(r.ppm for r in group) / local_ppm:.2f} | "
+              f"{statistics.median(r.wall for r in group):.1f} | "
+              f"{median_spread([r.cpu / r.pages for r in group], '{:.2f}')} | {cpu / local_cpu:.3f} |")
+    print("\nCPU-s per page by part (medians): *batch command* the `digitize batch` process (in-process: with its "
+          "pool and page workers); *workers* the queue worker (Celery, pool processes, page workers); *servers* Redis, "
+          "MinIO, PostgreSQL.\n")
+    print("| pipeline | processes | batch command | workers | servers |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for (kind, procs), group in groups.items():
+        parts = {k: statistics.median(r.cpu_parts[k] / r.pages for r in group)
+                 for k in ("batch", "workers", "servers")}
+        print(f"| {'local' if kind == 'local' else 'queue'} | {procs} | {parts['batch']:.3f} | "
+              f"{parts['workers']:.3f} | {parts['servers']:.3f} |")
+    queued = [(procs, g) for (kind, procs), g in groups.items() if kind == "queue"]
+    if queued:
+        print("\nWhere a queued batch's time goes (ledger timestamps, medians over rounds): *submit* first to last "
+              "job enqueued; *first start* until a worker began the first; *busy* pool processes' share of the "
+              "span spent in tasks; *gap* between one process's tasks; *tail* span end minus the mean of the "
+              "processes' last finish (end imbalance); *command start* from the `digitize batch` launch to the first "
+              "job enqueued (interpreter, imports, connections); *command end* from the last job's end to the "
+              "command's exit (the waiter's poll, the report).\n")
+        print("| processes | span s | submit s | first start s | busy | gap ms | tail s | command start s | "
+              "command end s |")
+        print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for procs, group in queued:
+            t = {k: statistics.median(r.timeline[k] for r in group) for k in group[0].timeline}
+            print(f"| {procs} | {t['span']:.1f} | {t['submit']:.2f} | {t['first_start']:.2f} | {t['busy'] * 100:.1f} % "
+                  f"| {t['gap_ms']:.0f} | {t['tail']:.2f} | {t['start']:.2f} | {t['end']:.2f} |")
+    print()
+    by_round = {(r.kind, r.processes, r.round): r for r in runs}
+    for procs, group in queued:
+        same = [(by_round[("queue", procs, r.round)], r) for r in groups.get(("local", procs), [])]
         if same:
-            extra = (same[0][3] - local[3]) * local[1] / args.files * 1000
-            print(f"\nwall-clock queue overhead per document (same {local[1]} processes): {extra:.0f} core-ms "
-                  f"({(same[0][3] / local[3] - 1) * 100:.1f} % of the local batch's wall time)")
-        for row in rows[1:]:
-            print(f"queue mode with {row[1]} worker process(es): CPU per page "
-                  f"{(row[4] / row[2]) / (local[4] / local[2]) * 100 - 100:+.1f} % vs the local batch")
-        one = [r for r in rows[1:] if r[1] == 1]
-        two = [r for r in rows[1:] if r[1] == 2]
-        if one and two:
-            print(f"2 workers / 1 worker pages/min: {(two[0][2] / two[0][3]) / (one[0][2] / one[0][3]):.2f}x "
-                  "(target >= 1.8x)")
+            extra = [(q.seconds / loc.seconds - 1) * 100 for q, loc in same]
+            cpu = [((q.cpu / q.pages) / (loc.cpu / loc.pages) - 1) * 100 for q, loc in same]
+            print(f"queue mode with {procs} worker process(es) vs local batch --jobs {procs}, paired by round: "
+                  f"time {median_spread(extra, '{:+.1f}')} %, CPU per page {median_spread(cpu, '{:+.1f}')} % "
+                  "(target <= 5 %)")
+    one, two = groups.get(("queue", 1)), groups.get(("queue", 2))
+    if one and two:
+        ratios = [by_round[("queue", 2, r.round)].ppm / r.ppm for r in one]
+        print(f"2 workers / 1 worker pages/min, paired by round: {median_spread(ratios, '{:.2f}')}x (target >= 1.8x)")
+    l1, l2 = groups.get(("local", 1)), groups.get(("local", 2))
+    if l1 and l2:
+        ratios = [by_round[("local", 2, r.round)].ppm / r.ppm for r in l1]
+        print(f"in-process batch --jobs 2 / --jobs 1 pages/min (the machine's own scaling): "
+              f"{median_spread(ratios, '{:.2f}')}x")
+    print("\nCPU-s/page: CPU time of the run's processes (batch, workers, page workers, Redis, MinIO, PostgreSQL), "
+          "not wall time: comparable on a busy machine.")
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "queue_bench.json").write_text(json.dumps({
         "label": args.label, "files": args.files, "pages": args.pages, "probe_ms": overhead,
-        "runs": [dict(zip(("pipeline", "processes", "pages", "seconds", "cpu_seconds"), r)) for r in rows]}, indent=2))
-
+        "runs": [dataclasses.asdict(r) for r in runs]}, indent=2))
 
 if __name__ == "__main__":
     main()

@@ -23,6 +23,7 @@ PREFIX = "digitize:q:"
 STATES = ("waiting", "running", "done", "failed")
 TERMINAL = ("done", "failed")
 RECONNECT_SECONDS = 60.0  # how long a ledger call keeps retrying while Redis restarts
+ENDS = f"{PREFIX}ends"  # bumped by every outcome: a waiter reads one number, not every pending job, to see a change
 
 
 def job_id(original_sha256: str, source_pages: str, options: dict[str, Any]) -> str:
@@ -157,6 +158,7 @@ class Ledger:
             pipe.hincrby(self._job(job), "ends", 1)
             extra = {"finished": now, "result": json.dumps(result)} if state in TERMINAL else {}
             self._move(pipe, job, state, now, reason=reason, **extra)
+            pipe.incr(ENDS)
             pipe.execute()
         self._call(run, f"finishing job {job}")
 
@@ -169,6 +171,7 @@ class Ledger:
             now = time.time()
             pipe = self.redis.pipeline()
             self._move(pipe, job, "failed", now, reason=reason, finished=now, result=json.dumps(result or {}))
+            pipe.incr(ENDS)
             pipe.execute()
         self._call(run, f"failing job {job}")
 
@@ -186,6 +189,24 @@ class Ledger:
                 pipe.hgetall(self._job(job))
             return pipe.execute()
         return [JobRecord.from_hash(j, d) for j, d in zip(jobs, self._call(run, "reading jobs")) if d]
+
+    def ends(self) -> int:
+        """How many outcomes were recorded so far (any job): unchanged means no job ended since the last look."""
+        return int(self._call(lambda: self.redis.get(ENDS), "reading the outcome count") or 0)
+
+    def outcomes(self, jobs: Iterable[str]) -> dict[str, tuple[str, dict[str, Any]]]:
+        """The jobs among JOBS that are done or failed: their state and result (not their specs: a waiter
+        reads this for every pending job when something ended)."""
+        jobs = list(jobs)
+
+        def run():
+            pipe = self.redis.pipeline(transaction=False)
+            for job in jobs:
+                pipe.hmget(self._job(job), "state", "result")
+            return pipe.execute()
+        found = {job: (state, json.loads(result or "{}")) for job, (state, result) in
+                 zip(jobs, self._call(run, "reading jobs")) if state in TERMINAL}
+        return {job: outcome for job, outcome in found.items() if outcome[1]}
 
     def in_state(self, state: str) -> list[str]:
         return self._call(lambda: self.redis.zrange(self._state(state), 0, -1), f"listing {state} jobs")

@@ -65,14 +65,19 @@ def _ledger():
     return _state["ledger"]
 
 
+def _worker_name(node: str | None) -> str:
+    """The node and its pool process ("digitize-41@host/43"): which process ran a job, for its record and for
+    a timeline of the pool (bench/queue_bench.py measures the idle gaps between one process's tasks)."""
+    return f"{node or socket.gethostname()}/{os.getpid()}"
+
+
 def _convert(self, job: str, spec: dict[str, Any]) -> str:
     from . import metrics
     from .queued import run_job
 
     settings = _state["settings"]
     try:
-        outcome = run_job(settings, _ledger(), job, spec, self.request.hostname or socket.gethostname(),
-                          self.request.retries)
+        outcome = run_job(settings, _ledger(), job, spec, _worker_name(self.request.hostname), self.request.retries)
     except Exception as e:  # noqa: BLE001 - the ledger unreachable for long, or a bug: send it again later
         log.exception("job %s: delivery failed outside the file's own processing", job)
         raise self.retry(exc=e, countdown=settings.queue.retry_backoff * 2 ** min(self.request.retries, 4),

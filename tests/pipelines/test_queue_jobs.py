@@ -147,3 +147,21 @@ def test_a_queued_uploads_state_as_the_portal_shows_it(ledger):
     ledger.end("j", "done", "", JobResult("scan.png", Status.unmatched, SHA, "no case ID", documents=[part]).to_dict())
     state, reason, documents = upload_state(ledger.get("j"))
     assert (state, reason, documents[0]["doc_id"]) == ("unmatched", "no case ID", "7")
+
+
+def test_a_waiter_sees_outcomes_through_one_count_and_reads_only_ended_jobs(ledger):
+    """batch --wait looks at one number per poll and reads records only when it moved (CPU on the workers' cores)."""
+    done, waiting, failed, retried = (job_id(c * 64, "", {}) for c in "1234")
+    for job in (done, waiting, failed, retried):
+        ledger.enqueued(job, f"{job}.pdf", SHA, spec(job))
+    before = ledger.ends()
+    assert ledger.outcomes([done, waiting, failed, retried]) == {}
+    ledger.start(done, "w")
+    ledger.end(done, "done", "", {"path": "a.pdf", "status": "done"})
+    ledger.fail(failed, "the file stopped its worker 3 times", {"path": "b.pdf", "status": "failed"})
+    ledger.start(retried, "w")
+    ledger.end(retried, "waiting", "retry 1 of 2")  # a retry is an outcome too (the count moves), not an end
+    assert ledger.ends() == before + 3
+    found = ledger.outcomes([done, waiting, failed, retried])
+    assert found == {done: ("done", {"path": "a.pdf", "status": "done"}),
+                     failed: ("failed", {"path": "b.pdf", "status": "failed"})}
