@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from digitize.errors import BadArgsError
 from digitize.text import nfc, search_key, squash_whitespace
@@ -47,6 +48,12 @@ def fts5_match(tokens: tuple[str, ...], column: str) -> str:
     return f"{column} : ({quoted})"
 
 
+@lru_cache(maxsize=256)
+def _match_pattern(folded: tuple[str, ...]) -> re.Pattern:
+    """The query's folded words as one regex, longest first; built once per query, not once per hit."""
+    return re.compile(r"\b(" + "|".join(re.escape(t) for t in sorted(folded, key=len, reverse=True)) + r")\b")
+
+
 def highlight(text: str, query: Query, width: int = SNIPPET_CHARS) -> str:
     """A window of ``text`` around the first match, matched words wrapped in ``[...]``, accents kept.
 
@@ -56,7 +63,7 @@ def highlight(text: str, query: Query, width: int = SNIPPET_CHARS) -> str:
     text = squash_whitespace(nfc(text))
     folded = search_key(text)
     shown = text if len(folded) == len(text) else folded
-    pattern = re.compile(r"\b(" + "|".join(re.escape(t) for t in sorted(query.folded, key=len, reverse=True)) + r")\b")
+    pattern = _match_pattern(query.folded)
     spans = [m.span() for m in pattern.finditer(folded)]
     if not spans:
         return shown[:width] + ("…" if len(shown) > width else "")
