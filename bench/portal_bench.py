@@ -1,7 +1,7 @@
 """Portal/API benchmark (on demand, never in CI): prints markdown tables and the command that made them.
 
     .venv/bin/python bench/portal_bench.py [--docs 100000] [--clients 50] [--requests 5000] [--think-ms 2000]
-                                           [--skip-postgres | --skip-sqlite] [--rebuild]
+                                           [--skip-postgres | --skip-sqlite] [--rebuild] [--cpu-only]
 
 For each index backend (SQLite, and PostgreSQL started from tests/servers.py) it serves a data dir with
 ``--docs`` synthetic documents in the index (bench/storage_bench.py's generator) and ``--files`` stored
@@ -18,6 +18,9 @@ search (50 %), case view (30 %) and PDF/A download (20 %). Measured, per backend
 * **think time**: the same clients, each pausing a random (exponential) ``--think-ms`` between requests,
   as officers at a counter click every few seconds;
 * the load generator's own CPU time, beside the server's.
+
+``--cpu-only`` measures the first table alone (a minute per backend once the data set is cached): the number
+to compare between versions of the code, since it hardly depends on how busy the machine is.
 
 Transport errors and non-200 answers are counted per kind, never fatal.
 """
@@ -251,8 +254,8 @@ def run_backend(label: str, settings: Settings, args, db: int | None = None) -> 
             cpu_rows.append(f"| {label} | {kind} | {done} | {1000 * r.server_cpu / done:.1f} | {db_ms} | "
                             f"{percentile(stats['latency_ms'], 50):.1f} | {errors(stats)} |")
         lines = plan(args.docs, args.files, args.requests)
-        models = [("closed loop", 0.0, args.requests, args.seconds)]
-        if args.think_ms > 0:
+        models = [] if args.cpu_only else [("closed loop", 0.0, args.requests, args.seconds)]
+        if args.think_ms > 0 and not args.cpu_only:
             models.append((f"think {args.think_ms / 1000:g} s", args.think_ms, args.requests, args.think_seconds))
         for name, think, requests, seconds in models:
             r = drive(process, port, token, lines, args.clients, requests, seconds, think, db=db)
@@ -290,6 +293,7 @@ def main() -> None:
     parser.add_argument("--skip-postgres", action="store_true")
     parser.add_argument("--skip-sqlite", action="store_true")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the cached data sets")
+    parser.add_argument("--cpu-only", action="store_true", help="only the server CPU per request type table")
     args = parser.parse_args()
     loadgen_binary()
     cpu_rows = ["| index | request | requests | server CPU ms / request | PostgreSQL CPU ms / request | "
@@ -320,8 +324,9 @@ def main() -> None:
     print(f"{args.docs:,} documents, {args.clients} clients, {args.pdf_kb} KB PDF/A downloads, "
           f"{os.cpu_count()} cores, load average before {load[0]:.1f}; CPU % = share of one core\n")
     print("\n".join(cpu_rows))
-    print()
-    print("\n".join(load_rows))
+    if not args.cpu_only:
+        print()
+        print("\n".join(load_rows))
 
 
 if __name__ == "__main__":

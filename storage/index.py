@@ -430,8 +430,11 @@ class Index(AccountQueries, ABC):
         a search's costliest query, since both columns share one FTS index and the plain words of such a
         query fill it through the folded column."""
         exact = self._ranked_ids(query, True, limit) if query.exact != query.folded else []
+        if len(exact) >= limit:  # the exact pass filled the list: the folded one could add nothing
+            return [(i, True) for i in exact[:limit]]
         seen = set(exact)
-        folded = [i for i in self._ranked_ids(query, False, limit + len(exact)) if i not in seen]
+        # the first ``limit`` of the folded order hold the first limit - len(exact) not in ``exact``
+        folded = [i for i in self._ranked_ids(query, False, limit) if i not in seen]
         return [(i, True) for i in exact] + [(i, False) for i in folded[: limit - len(exact)]]
 
     def search(self, text: str, limit: int = 20) -> list[SearchHit]:

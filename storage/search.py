@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from digitize.errors import BadArgsError
 from digitize.text import nfc, search_key, squash_whitespace
@@ -47,6 +48,35 @@ def fts5_match(tokens: tuple[str, ...], column: str) -> str:
     return f"{column} : ({quoted})"
 
 
+@lru_cache(maxsize=256)
+def _match_pattern(folded: tuple[str, ...]) -> tuple[re.Pattern, bool]:
+    """The query's folded words as one regex, longest first (built once per query, not once per hit), and
+    whether every word is a run of word characters: then each match is a whole word of the text, so the
+    matches found from any position on are those a scan of the whole text finds there."""
+    pattern = re.compile(r"\b(" + "|".join(re.escape(t) for t in sorted(folded, key=len, reverse=True)) + r")\b")
+    return pattern, all(_WORD.fullmatch(t) for t in folded)
+
+
+def _spans(pattern: re.Pattern, whole_words: bool, folded: str, width: int) -> tuple[int, list[tuple[int, int]]] | None:
+    """The snippet's start and the matches inside it (None: no match at all); only the window is scanned
+    when matches are whole words."""
+    if not whole_words:
+        spans = [m.span() for m in pattern.finditer(folded)]
+        if not spans:
+            return None
+        start = max(0, spans[0][0] - width // 3)
+        return start, [(a, b) for a, b in spans if a >= start and b <= start + width]
+    first = pattern.search(folded)
+    if first is None:
+        return None
+    start, spans = max(0, first.start() - width // 3), []
+    for m in pattern.finditer(folded, start):
+        if m.end() > start + width:
+            break
+        spans.append(m.span())
+    return start, spans
+
+
 def highlight(text: str, query: Query, width: int = SNIPPET_CHARS) -> str:
     """A window of ``text`` around the first match, matched words wrapped in ``[...]``, accents kept.
 
@@ -56,15 +86,14 @@ def highlight(text: str, query: Query, width: int = SNIPPET_CHARS) -> str:
     text = squash_whitespace(nfc(text))
     folded = search_key(text)
     shown = text if len(folded) == len(text) else folded
-    pattern = re.compile(r"\b(" + "|".join(re.escape(t) for t in sorted(query.folded, key=len, reverse=True)) + r")\b")
-    spans = [m.span() for m in pattern.finditer(folded)]
-    if not spans:
+    found = _spans(*_match_pattern(query.folded), folded, width)
+    if found is None:
         return shown[:width] + ("…" if len(shown) > width else "")
-    start = max(0, spans[0][0] - width // 3)
+    start, spans = found
     end = min(len(shown), start + width)
     out, pos = [], start
     for a, b in spans:
-        if a < start or b > end:
+        if b > end:
             continue
         out += [shown[pos:a], MARK[0], shown[a:b], MARK[1]]
         pos = b

@@ -122,6 +122,22 @@ def test_exactly_accented_matches_rank_first(index):
     assert {(h.doc_id, h.exact) for h in index.search("dat")} == {(accentless.doc_id, False), (accented.doc_id, False)}
 
 
+def test_a_full_exact_pass_skips_the_folded_one_and_the_folded_pass_fills_up(index, monkeypatch):
+    """Candidates: exact-accent matches first, then folded ones not listed yet, ``limit`` in all; when the exact
+    pass alone fills the list, the folded pass is not asked at all (it could add nothing)."""
+    exact_rows = [stored(index, doc_row(str(i) * 64, sequence=i), ["đất ở"]) for i in (1, 2, 3)]
+    folded_rows = [stored(index, doc_row(str(i) * 64, sequence=i), ["dat o"]) for i in (4, 5)]
+    passes = []
+    real = index._match_ids
+    monkeypatch.setattr(index, "_match_ids", lambda q, exact, *a: passes.append(exact) or real(q, exact, *a))
+    assert [h.exact for h in index.search("đất", limit=3)] == [True] * 3 and set(passes) == {True}
+    passes.clear()
+    hits = index.search("đất", limit=5)
+    assert [h.exact for h in hits] == [True] * 3 + [False] * 2 and False in passes
+    assert {h.doc_id for h in hits} == {r.doc_id for r in exact_rows + folded_rows}
+    assert [h.exact for h in index.search("đất", limit=4)] == [True] * 3 + [False]
+
+
 def test_metadata_and_case_records_are_searchable(index):
     index.upsert_case(CaseRecord(CASE, applicant="Trần Thị Đào", procedure_name="Cấp đổi giấy chứng nhận"))
     stored(index, doc_row(), [])

@@ -41,3 +41,10 @@ def test_highlight_windows_long_text_around_the_first_match():
 
 def test_highlight_without_a_match_shows_the_beginning():
     assert highlight("trang bìa", parse_query("khác")) == "trang bìa"
+
+
+def test_highlight_marks_every_whole_word_match_inside_the_window_and_none_cut_by_its_end():
+    text = "đất " * 5 + "đấtnền " + "x" * 30 + " đất đất"
+    snippet = highlight(text, parse_query("dat"), width=30)
+    assert snippet == "[đất] [đất] [đất] [đất] [đất] đấtnền xxx…"  # đấtnền is another word
+    assert highlight("đất abcd đất", parse_query("dat"), width=10) == "[đất] abcd đ…"  # cut by the end: unmarked
