@@ -6,7 +6,7 @@ Starts its own Redis, MinIO and PostgreSQL on loopback (tests/servers.py); the F
 (--pages each) are generated once and cached under ~/.cache/digitize-bench/queue/. Then:
 
 1. **probe** (seconds, no OCR): in this process, each file is submitted (staged in MinIO and verified,
-   recorded in the ledger, its task sent) and run by :func:`pipelines.queued.run_job` with the conversion
+   recorded in the ledger, its task signed and sent) and run by :func:`pipelines.queued.run_job` with the conversion
    replaced by a stub, so what is timed is exactly what queue mode adds per document: staging, ledger
    writes, the worker's fetch and SHA-256 check, the staging object's delete. Printed in ms, and as a
    share of the in-process batch's core-seconds per document (from step 2). Robust on a busy machine:
@@ -18,6 +18,8 @@ Starts its own Redis, MinIO and PostgreSQL on loopback (tests/servers.py); the F
    Wall-clock overhead = (queued wall x W - local wall x N) / files core-seconds per document.
 
 Targets (issue 14): queue overhead <= 5 % of the in-process batch; 2 workers >= 1.8 x one worker's pages/min.
+The queue secret that signs tasks is a random one per run (tests/pipelines/pipeline_support.QUEUE_SECRET, in
+DIGITIZE_QUEUE_SECRET for the worker and batch processes); the worker's signature check (~0.1 ms) is in step 3.
 A worker process converts one file at a time, its pages one after another (one core): W processes use W cores.
 
     .venv/bin/python bench/queue_bench.py                      # table on stdout, JSON in bench/results/
