@@ -51,6 +51,7 @@ class StoreSettings:
     retries: int = 5
     part_size: int = 16 * 1024 * 1024
     group_readable: bool = False  # data folders 0750 and index 0640 instead of 0700/0600 (storage/modes.py)
+    link_secret: str = ""  # HMAC key signing link records; reindex then skips unsigned or forged ones (sidecar.py)
 
 
 @dataclass
