@@ -101,11 +101,8 @@ def _convert(self, job: str, spec: dict[str, Any], signature: str = "") -> str:
 
     try:
         verify(_state["key"], job, spec, signature)  # before anything else, the ledger included
-        refused = None
     except UnsignedTask as e:
-        refused = e
-    if refused is not None:
-        _refuse(self.request, job, refused)
+        _refuse(self.request, job, e)
     settings = _state["settings"]
     try:
         outcome = run_job(settings, _ledger(), job, spec, self.request.hostname or socket.gethostname(),
