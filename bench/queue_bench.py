@@ -8,7 +8,7 @@ its own copy of them as PDFs with another title (cached too): the same pages, ot
 converts and stores everything afresh into one store and index. Then:
 
 1. **probe** (seconds, no OCR): in this process, each file is submitted (staged in MinIO and verified,
-   recorded in the ledger, its task sent) and run by :func:`pipelines.queued.run_job` with the conversion
+   recorded in the ledger, its task signed and sent) and run by :func:`pipelines.queued.run_job` with the conversion
    replaced by a stub, so what is timed is exactly what queue mode adds per document: staging, ledger
    writes, the worker's fetch and SHA-256 check, the staging object's delete. Printed in ms, and as a
    share of the in-process batch's CPU per document (from the rounds).
@@ -26,6 +26,8 @@ converts and stores everything afresh into one store and index. Then:
 Printed: medians over rounds with their range, and ratios paired by round (2 workers / 1 worker; queue vs
 local with the same number of processes; with ``--jobs 1 2``, the machine's own 2 / 1 scaling).
 Targets (issue 14): queue overhead <= 5 % of the in-process batch; 2 workers >= 1.8 x one worker's pages/min.
+The queue secret that signs tasks is a random one per run (tests/pipelines/pipeline_support.QUEUE_SECRET, in
+DIGITIZE_QUEUE_SECRET for the worker and batch processes); the worker's signature check (~0.1 ms) is in step 3.
 A worker process converts one file at a time, its pages one after another (one core): W processes use W cores.
 
     .venv/bin/python bench/queue_bench.py                      # ~5 min quiet: probe, 3 rounds of local 2, queue 1, 2

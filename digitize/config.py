@@ -51,6 +51,7 @@ class StoreSettings:
     retries: int = 5
     part_size: int = 16 * 1024 * 1024
     group_readable: bool = False  # data folders 0750 and index 0640 instead of 0700/0600 (storage/modes.py)
+    link_secret: str = ""  # HMAC key signing link records; reindex then skips unsigned or forged ones (sidecar.py)
 
 
 @dataclass
@@ -151,6 +152,8 @@ class QueueSettings:
     retries: int = 6  # transient faults (storage, index, signer) before a job is failed
     retry_backoff: float = 5.0  # first retry delay; doubles, capped below the visibility timeout
     metrics_port: int = 0  # >0: `digitize worker` serves Prometheus /metrics on this port
+    secret: str = ""  # HMAC-SHA256 key signing every task (DIGITIZE_QUEUE_SECRET); required in queue mode
+    secret_file: str = ""  # or a file holding it (0600); default $CREDENTIALS_DIRECTORY/digitize-queue-secret
 
 
 @dataclass

@@ -202,10 +202,13 @@ def queue_retry_cmd(settings, jobs: tuple[str, ...], all_failed: bool) -> None:
             targets += ledger.in_state("failed")
         finally:
             ledger.close()
-    sent = retry_jobs(settings, targets)
-    unknown = sorted(set(jobs) - set(sent))
+    sent, refused = retry_jobs(settings, targets)
+    unknown = sorted(set(jobs) - set(sent) - set(refused))
     click.echo(f"queue: {len(sent)} job(s) sent again" + (f"; not failed or unknown: {', '.join(unknown)}"
                                                           if unknown else ""))
+    if refused:
+        click.echo(f"queue: {len(refused)} job(s) not sent: their recorded task is not signed with this queue's "
+                   f"secret ({', '.join(refused)}); submit those files again", err=True)
 
 
 COMMANDS: list = [watch_cmd, batch_cmd, separator_cmd, worker_cmd, queue_group]

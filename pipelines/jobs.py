@@ -292,6 +292,14 @@ def _load_kept(kept: Path) -> DocumentReport | None:
     return report
 
 
+def _at_filing(allowed: Callable[..., bool] | None, archive) -> Callable[..., bool] | None:
+    """An upload's scope (storage.access.UploadScope, the sender's rights saved with the job or task) bound to
+    the sender's rights as they are when the parts are filed: a sender disabled meanwhile files nothing."""
+    from storage.access import UploadScope
+
+    return allowed.at_filing(archive.index) if isinstance(allowed, UploadScope) else allowed
+
+
 def process_file(path: Path, settings, meta_hint: Clue | None = None, *, root: Path | None = None,
                  jobs: int | None = None, archive=None, keep: Path | None = None,
                  allowed: Callable[..., bool] | None = None) -> JobResult:
@@ -302,13 +310,16 @@ def process_file(path: Path, settings, meta_hint: Clue | None = None, *, root: P
     ``keep`` is a private folder where converted parts wait until they are stored; ``allowed(case_id)``
     (an upload's scope, from storage.access) is asked before each part is stored or linked, and
     ``allowed(None, agency)`` of an unmatched part whose clues name an agency: a part it refuses fails
-    the job and nothing is stored for it.
+    the job and nothing is stored for it. An UploadScope is asked with its sender's current rights (re-read
+    when the job starts and at each question), never only those saved when the scan was sent.
     """
     started = time.perf_counter()
     path = Path(path)
     job: _Job | None = None
     try:
-        job = _Job(path, settings, meta_hint, root, jobs, archive or archive_for(settings), keep, allowed)
+        archive = archive or archive_for(settings)
+        allowed = _at_filing(allowed, archive)
+        job = _Job(path, settings, meta_hint, root, jobs, archive, keep, allowed)
         parts = job.run()
         status, reason = _overall(parts)
         result = JobResult(str(path), status, job.sha256, reason, documents=parts)

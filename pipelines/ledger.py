@@ -47,6 +47,7 @@ class JobRecord:
     worker: str = ""
     spec: dict[str, Any] = field(default_factory=dict)  # the task message, for `queue retry`
     result: dict[str, Any] = field(default_factory=dict)  # JobResult.to_dict() once terminal
+    signature: str = ""  # the spec's HMAC (pipelines/taskauth.py): `queue retry` re-sends only a spec it verifies
 
     @property
     def crashes(self) -> int:
@@ -63,7 +64,8 @@ class JobRecord:
 
         return cls(job, data.get("state", ""), data.get("name", ""), data.get("sha256", ""), num("enqueued"),
                    num("started"), num("finished"), num("starts", int), num("ends", int), data.get("reason", ""),
-                   data.get("worker", ""), json.loads(data.get("spec") or "{}"), json.loads(data.get("result") or "{}"))
+                   data.get("worker", ""), json.loads(data.get("spec") or "{}"), json.loads(data.get("result") or "{}"),
+                   data.get("signature", ""))
 
 
 @dataclass
@@ -128,13 +130,15 @@ class Ledger:
         pipe.hset(self._job(job), mapping={"state": state, **{k: v for k, v in fields.items()}})
 
     # -- writes --------------------------------------------------------------------------------
-    def enqueued(self, job: str, name: str, sha256: str, spec: dict[str, Any], batch: str = "") -> None:
+    def enqueued(self, job: str, name: str, sha256: str, spec: dict[str, Any], batch: str = "",
+                 signature: str = "") -> None:
         """A (re)submitted job waits again, with a fresh delivery count (after a fix, or a re-run)."""
         def run():
             now = time.time()
             pipe = self.redis.pipeline()
             self._move(pipe, job, "waiting", now, name=name, sha256=sha256, enqueued=now, started=0, finished=0,
-                       starts=0, ends=0, reason="", worker="", spec=json.dumps(spec), result="")
+                       starts=0, ends=0, reason="", worker="", spec=json.dumps(spec), result="",
+                       signature=signature)
             if batch:
                 pipe.sadd(f"{PREFIX}batch:{batch}", job)
             pipe.execute()

@@ -87,11 +87,13 @@ class Submitter:
     """Stages originals and sends their tasks; one per watcher or batch run."""
 
     def __init__(self, settings, batch: str = ""):
+        from .taskauth import queue_secret
         from .tasks import app_for
 
         self.settings, self.batch = settings, batch
+        self.app = app_for(settings)  # checks the settings first: no secret, no submitter
+        self.key = queue_secret(settings)
         self.ledger = Ledger.from_settings(settings)
-        self.app = app_for(settings)
         self.options = conversion_options(settings)
         self.objects = None  # the object store, opened at the first file: staging needs no index connection
 
@@ -161,26 +163,40 @@ class Submitter:
                               seconds=time.perf_counter() - started)
 
     def send(self, job: str, spec: dict[str, Any]) -> None:
-        """Record the job as waiting, then publish its task (a broker refusal is a storage-class fault)."""
-        self.ledger.enqueued(job, spec["name"], spec["sha256"], spec, self.batch)
+        """Record the job as waiting, then publish its task, signed (pipelines/taskauth.py); a broker refusal is
+        a storage-class fault."""
+        from .taskauth import sign
+
+        signature = sign(self.key, job, spec)
+        self.ledger.enqueued(job, spec["name"], spec["sha256"], spec, self.batch, signature)
         try:
-            self.app.send_task(TASK, args=[job, spec], queue=QUEUE, task_id=f"{job}-{time.time_ns()}")
+            self.app.send_task(TASK, args=[job, spec], kwargs={"signature": signature}, queue=QUEUE,
+                               task_id=f"{job}-{time.time_ns()}")
         except Exception as e:  # noqa: BLE001 - kombu raises many connection types
             raise StorageError(f"queue broker: cannot send job {job}: {type(e).__name__}: {e}") from e
 
 
-def retry_jobs(settings, jobs: list[str]) -> list[str]:
-    """Send failed (or stuck) jobs again, from the spec the ledger kept; the jobs sent."""
+def retry_jobs(settings, jobs: list[str]) -> tuple[list[str], list[str]]:
+    """Send failed (or stuck) jobs again, from the spec the ledger kept; (the jobs sent, those refused because
+    their recorded spec does not verify: the ledger is in Redis too, so a spec planted there is never signed)."""
+    from .taskauth import UnsignedTask, verify
+
     submitter = Submitter(settings)
-    sent = []
+    sent, refused = [], []
     try:
         for record in submitter.ledger.many(jobs):
             if record.spec and record.state != "done":
+                try:
+                    verify(submitter.key, record.job_id, record.spec, record.signature)
+                except UnsignedTask as e:
+                    event(log, "retry-refused", logging.WARNING, job=record.job_id, reason=str(e))
+                    refused.append(record.job_id)
+                    continue
                 submitter.send(record.job_id, record.spec)
                 sent.append(record.job_id)
     finally:
         submitter.close()
-    return sent
+    return sent, refused
 
 
 def upload_state(record) -> tuple[str, str, list[dict[str, Any]]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import tempfile
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 from digitize.errors import ConfigError
 
 from .queued import QUEUE, TASK
+from .taskauth import UnsignedTask, queue_secret, verify
 
 log = logging.getLogger("pipelines.tasks")
 
@@ -35,6 +37,7 @@ def check_settings(settings) -> None:
     if queue.visibility_timeout <= settings.convert.ocr_timeout:
         raise ConfigError(f"queue.visibility_timeout ({queue.visibility_timeout:g} s) must be longer than "
                           f"convert.ocr_timeout ({settings.convert.ocr_timeout:g} s), the longest page deadline")
+    queue_secret(settings)  # every task is signed and checked: no secret, no queue mode
 
 
 def app_for(settings):
@@ -51,7 +54,7 @@ def app_for(settings):
         worker_send_task_events=False, task_send_sent_event=False, broker_heartbeat=0,
     )
     app.task(name=TASK, bind=True, max_retries=None, acks_late=True)(_convert)
-    _state.update(settings=settings, app=app)
+    _state.update(settings=settings, app=app, key=queue_secret(settings))
     return app
 
 
@@ -71,10 +74,41 @@ def _worker_name(node: str | None) -> str:
     return f"{node or socket.gethostname()}/{os.getpid()}"
 
 
-def _convert(self, job: str, spec: dict[str, Any]) -> str:
+def _refuse(request, job: Any, error: UnsignedTask) -> None:
+    """An unauthenticated task: not run, not retried (Celery's Ignore: the message is acknowledged, nothing
+    requeued; Reject would log a traceback), said in one line. It changes no state but this: a job the ledger
+    knows and has not done is failed with the reason, so a batch waiting on it (or `queue status`) shows why
+    instead of waiting forever when machines' secrets differ."""
+    from celery.exceptions import Ignore
+
+    from . import metrics
+    from .jobs import JobResult, Status
+
+    valid = isinstance(job, str) and re.fullmatch(r"[0-9a-f]{32}", job) is not None
+    task = str(request.id)
+    task = task if re.fullmatch(r"[\w.:@-]{1,100}", task) else "(odd id)"  # the message's own: shown inert
+    log.error("refused task %s (job %s): %s; not run", task, job if valid else "(not a job ID)", error)
+    reason = f"refused by worker {request.hostname}: {error}"
+    try:
+        record = _ledger().get(job) if valid else None
+        if record is not None and record.state != "done":
+            result = JobResult(record.name, Status.failed, record.sha256, reason, error_kinds=("UnsignedTask",),
+                               exit_code=int(error.exit_code))
+            _ledger().fail(job, reason, result.to_dict())
+            metrics.record("failed", result)
+    except Exception:  # noqa: BLE001 - the refusal stands whatever the ledger says
+        log.warning("refused task %s: the ledger could not be updated", task)
+    raise Ignore(reason)
+
+
+def _convert(self, job: str, spec: dict[str, Any], signature: str = "") -> str:
     from . import metrics
     from .queued import run_job
 
+    try:
+        verify(_state["key"], job, spec, signature)  # before anything else, the ledger included
+    except UnsignedTask as e:
+        _refuse(self.request, job, e)
     settings = _state["settings"]
     try:
         outcome = run_job(settings, _ledger(), job, spec, _worker_name(self.request.hostname), self.request.retries)

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --no-servers
 
 export DIGITIZE_DATA_DIR="$PWD/out/demo-data"
-unset DIGITIZE_CONFIG DIGITIZE_STORE_URL DIGITIZE_INDEX_DSN
+unset DIGITIZE_CONFIG DIGITIZE_STORE_URL DIGITIZE_INDEX_DSN DIGITIZE_QUEUE_URL  # in-process: no queue (nor its secret)
 digitize=(.venv/bin/digitize --config /dev/null)
 say() { printf '\n== %s\n' "$*" >&2; }
 

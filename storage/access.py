@@ -139,6 +139,76 @@ class UploadScope:
         except BadArgsError:
             return False
 
+    def at_filing(self, index) -> "FilingScope":
+        """This scope as the converter must use it when it files: bound to the sender's *current* rights,
+        checked now (so a sender gone since the upload fails the job before anything is converted) and again
+        at every question. Raises :class:`UploadRefused`."""
+        scope = FilingScope(self, index)
+        scope.current()
+        return scope
+
+
+class UploadRefused(PermissionDenied):
+    """An upload's sender lost (some of) the right to file it between the upload and its filing."""
+
+    def __init__(self, why: str):
+        super().__init__(f"not filed: {why}; the scan is kept for a retry by someone entitled to file it")
+
+
+def _current_sender(index, sender: Principal) -> Principal:
+    """The sender's account or token as it is now; UploadRefused if it is gone, disabled or revoked."""
+    who = f"{'API token' if sender.kind == 'token' else 'user'} {sender.name or '(none)'}"
+    if sender.kind == "token":
+        record = index.token_by_name(sender.name) if sender.name else None
+        if record is None or record.revoked_at:
+            raise UploadRefused(f"{who} was {'revoked' if record else 'deleted'} after sending it")
+        return Principal(record.name, record.role, tuple(record.agencies), "token")
+    user = index.get_user(sender.name) if sender.name else None
+    if user is None or user.disabled:
+        raise UploadRefused(f"{who} was {'disabled' if user else 'deleted'} after sending it")
+    return Principal(user.name, user.role, tuple(user.agencies), "user")
+
+
+def narrowest(snapshot: Principal, current: Principal) -> Principal:
+    """The rights both principals have: what the sender had when it sent a scan *and* has now. Only the upload
+    right and the agency scope matter to filing: the result's role is the agency-limited side's (if any)."""
+    if current.all_agencies and snapshot.all_agencies:
+        return Principal(snapshot.name, current.role, (), snapshot.kind)
+    if current.all_agencies or snapshot.all_agencies:
+        limited = snapshot if current.all_agencies else current
+        return Principal(snapshot.name, limited.role, limited.agencies, snapshot.kind)
+    agencies = tuple(sorted(set(snapshot.agencies) & set(current.agencies)))
+    return Principal(snapshot.name, current.role, agencies, snapshot.kind)
+
+
+@dataclass
+class FilingScope:
+    """An upload scope asked when its parts are filed (not when the scan was sent): each question re-reads
+    the sender's account or token from the index and uses the intersection of the rights it had at upload
+    time (the snapshot saved with the job or the task) and those it has now. A sender disabled, deleted,
+    revoked, or left without the upload right or any of its agencies is :class:`UploadRefused`: the job
+    fails with that reason and nothing is filed; the scan stays for a retry by someone entitled."""
+
+    snapshot: UploadScope
+    index: object
+
+    def current(self) -> UploadScope:
+        sender = self.snapshot.principal
+        now = _current_sender(self.index, sender)
+        who = f"{'API token' if sender.kind == 'token' else 'user'} {sender.name}"
+        if not sender.can(Perm.upload):
+            raise UploadRefused(f"{who} had no right to upload (a {sender.role or 'sender of no role'})")
+        if not now.can(Perm.upload):
+            raise UploadRefused(f"{who} may no longer upload (now a {now.role})")
+        both = narrowest(sender, now)
+        if not both.all_agencies and not both.agencies:
+            raise UploadRefused(f"{who} no longer has any of the agencies it sent the scan for "
+                                f"({', '.join(sender.agencies) or '-'})")
+        return UploadScope(both)
+
+    def __call__(self, case_id: str | None, agency: str | None = None) -> bool:
+        return self.current()(case_id, agency)
+
 
 @dataclass
 class SearchFilters:

@@ -47,7 +47,7 @@ from .models import (
     description_of,
 )
 from .objects import ObjectStore, Source, open_store
-from .sidecar import build_link, build_sidecar, first_place, has_link, link_key
+from .sidecar import build_link, build_sidecar, first_place, has_link, link_key, link_secret
 
 __all__ = ["Archive", "DocumentMeta", "StoredDocument", "ImportResult", "TOOL"]
 
@@ -94,16 +94,22 @@ def _with_sidecar_key(row: DocumentRow, meta: DocumentMeta, report: DocumentRepo
 
 
 class Archive:
-    def __init__(self, objects: ObjectStore, index: Index):
+    def __init__(self, objects: ObjectStore, index: Index, link_secret: bytes | None = None):
         self.objects = objects
         self.index = index
+        self.link_secret = link_secret  # signs link records ([store] link_secret; storage/sidecar.py)
 
     @classmethod
     def open(cls, settings: Settings, wait_timeout: float | None = None) -> "Archive":
         """``wait_timeout``: bounds the index's waits (open_index), for a server that must answer."""
+        secret = link_secret(settings)
         objects = open_store(settings)
         try:
-            return cls(objects, open_index(settings.index_dsn, settings.store.group_readable, wait_timeout))
+            return cls(
+                objects,
+                open_index(settings.index_dsn, settings.store.group_readable, wait_timeout),
+                secret,
+            )
         except BaseException:
             objects.close()
             raise
@@ -240,7 +246,8 @@ class Archive:
         if (before.case_id, before.sequence) != (after.case_id, after.sequence):
             self._put_link(after, before, "moved")
         elif (after.case_id, after.sequence) != first_place(after.meta_key) and not has_link(self.objects, after,
-                                                                                               "moved"):
+                                                                                               "moved",
+                                                                                               self.link_secret):
             # moved before, but its record was never stored (the write failed after the index commit):
             # write it now, from the place the document was stored at (a rebuild follows the longest chain)
             origin_case, origin_sequence = first_place(after.meta_key)
@@ -252,7 +259,7 @@ class Archive:
         keeps it (storage/rebuild.py). Written after the index commit; a share asked for again writes it
         again (the same bytes: a no-op) and a move asked for again writes it if it is missing, so one that
         failed here is repaired by repeating the command."""
-        data = build_link(row, home, kind)
+        data = build_link(row, home, kind, self.link_secret)
         self._put(link_key(row.case_id, row.sequence, data), data, sha256_bytes(data), {}, "application/json")
 
     def share(self, doc_id: int, case_id: str, sequence: int | None = None, actor: str = "digitize") -> StoredDocument:

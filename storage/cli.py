@@ -210,7 +210,10 @@ def reindex_cmd(settings) -> None:
     from .rebuild import rebuild_index
 
     with _archive(settings) as archive:
-        report = rebuild_index(archive.objects, archive.index, "digitize", f"{TOOL} reindex")
+        report = rebuild_index(archive.objects, archive.index, "digitize", f"{TOOL} reindex", archive.link_secret)
+        if archive.link_secret is None and report.links:
+            echo("warning: store.link_secret is not set: link records were restored unverified (a bucket writer "
+                 "could have forged one)", err=True)
     for key, why in report.skipped:
         echo(f"skipped: {key}: {why}", err=True)
     echo(f"reindexed {report.documents} documents and {report.links} links; {len(report.skipped)} objects skipped")

@@ -126,6 +126,10 @@ class AccountQueries:
         rows = self._rows("SELECT * FROM api_tokens WHERE token_hash = ?", (token_hash,))
         return _token(rows[0]) if rows else None
 
+    def token_by_name(self, name: str) -> TokenRecord | None:
+        rows = self._rows("SELECT * FROM api_tokens WHERE name = ?", (name,))
+        return _token(rows[0]) if rows else None
+
     def tokens(self) -> list[TokenRecord]:
         return [_token(r) for r in self._rows("SELECT * FROM api_tokens ORDER BY name")]
 

@@ -8,10 +8,12 @@ object keys must be the ones its own case, sequence and hashes give, and a link 
 sidecar was read. Anything else is reported and skipped, never indexed. Case records come from the one-stop
 system again (``cases import``); the access log of the lost index is not in the store and starts afresh.
 
-The limit: a rebuild trusts whoever can write the bucket. Sidecars and link records are not signed, so a
-writer can forge a well-formed record that shares (or moves) another agency's document into a case of
-theirs, and the rebuilt index shows it there. Give bucket write access to the digitize service alone, and
-compare a rebuilt index's ``linked`` events with what the officers expect before opening it to them.
+Link records are signed when ``[store] link_secret`` is set (storage/sidecar.py), and a rebuild given that key
+skips unsigned and badly signed ones (reported), so a bucket writer without the key cannot forge a record that
+shares (or moves) another agency's document into a case of theirs. Without the key a rebuild trusts every
+well-formed record. Sidecars are not signed: a bucket writer can still add a document of their own (with its
+content-addressed objects) to any case, or alter a sidecar and its key together. Give bucket write access to
+the digitize service alone, and compare a rebuilt index with what the officers expect before opening it to them.
 """
 
 from __future__ import annotations
@@ -149,8 +151,10 @@ class _Document:
     moves: list[LinkRecord] = field(default_factory=list)
 
 
-def rebuild_index(objects: ObjectStore, index: Index, actor: str, tool: str) -> RebuildReport:
+def rebuild_index(objects: ObjectStore, index: Index, actor: str, tool: str,
+                  link_secret: bytes | None = None) -> RebuildReport:
     """Fill ``index`` (which must hold no document) from ``objects``; what cannot be trusted is skipped.
+    ``link_secret``: link records must be signed with it (else skipped); None: they are not checked.
 
     Everything is read and checked first, then each document is inserted once, directly at the place its
     move records lead to (a linked document's first place may since hold another unmatched document: both
@@ -168,7 +172,7 @@ def rebuild_index(objects: ObjectStore, index: Index, actor: str, tool: str) -> 
             report.skipped.append((key, str(e)[:300] or type(e).__name__))  # ValueError: also bad JSON, UTF-8
             continue
         docs[key] = _Document(row, pages, signatures, row.case_id)
-    placed, shares = _place(docs, _read_links(objects, keys, docs, report), report)
+    placed, shares = _place(docs, _read_links(objects, keys, docs, report, link_secret), report)
     try:
         with index.transaction():  # all or nothing: a half-filled index would refuse the rerun
             _write(index, docs, placed, shares, actor, tool, report)
@@ -195,13 +199,13 @@ def _write(index: Index, docs: dict[str, _Document], placed: list[_Document], sh
 
 
 def _read_links(objects: ObjectStore, keys: list[str], docs: dict[str, _Document],
-                report: RebuildReport) -> list[LinkRecord]:
+                report: RebuildReport, secret: bytes | None = None) -> list[LinkRecord]:
     """Every link record that names a document read here and sits at the place it gives: moves are
     attached to their document, shares returned."""
     shares: list[LinkRecord] = []
     for key in (k for k in keys if is_link_key(k)):
         try:
-            record = parse_link(_read(objects, key, 4096))
+            record = parse_link(_read(objects, key, 4096), secret)
             doc = docs.get(record.meta_key)
             if doc is None or doc.row.meta_sha256 != record.meta_sha256:
                 raise BadArgsError("it names no document whose sidecar was read")

@@ -54,6 +54,45 @@ def sidecar_signatures(data: bytes) -> list[SignatureRow]:
 LINK_SCHEMA = "digitize-link/1"
 LINK_KINDS = ("shared", "moved")  # shared: in that dossier too; moved: an unmatched document filed there
 LINK_MAX_BYTES = 4096
+# With ``[store] link_secret`` set, each record carries ``"mac"``: HMAC-SHA256 of its other fields' canonical
+# JSON under that key, so whoever can write the bucket but lacks the key cannot forge a place for a document
+# (a share or a move into their case) that ``digitize reindex`` would restore; a rebuild given the key skips
+# unsigned and badly signed records. Sidecars themselves are not signed (see storage/rebuild.py).
+LINK_MAC = "v1="
+MIN_LINK_SECRET = 32
+
+
+def link_secret(settings) -> bytes | None:
+    """The key of link records, or None when ``[store] link_secret`` is not set (records neither signed nor checked)."""
+    from digitize.errors import ConfigError
+
+    value = settings.store.link_secret.strip()
+    if value and len(value) < MIN_LINK_SECRET:
+        raise ConfigError(f"store.link_secret has {len(value)} characters, fewer than {MIN_LINK_SECRET}: use a random "
+                          "value such as `openssl rand -base64 32` (DIGITIZE_STORE_LINK_SECRET)")
+    return value.encode("utf-8") if value else None
+
+
+def _link_mac(key: bytes, fields: dict[str, Any]) -> str:
+    import hashlib
+    import hmac
+
+    canon = json.dumps(["digitize.link.v1", fields], sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return LINK_MAC + hmac.new(key, canon.encode("ascii"), hashlib.sha256).hexdigest()
+
+
+def _check_link_mac(key: bytes, raw: dict[str, Any]) -> None:
+    import hmac
+
+    mac = raw.pop("mac", None)
+    if not mac:
+        raise BadArgsError("an unsigned link record (written before store.link_secret was set, or forged)")
+    try:
+        expected = _link_mac(key, raw)
+    except (TypeError, ValueError):
+        raise BadArgsError("a link record that is not plain JSON") from None
+    if not isinstance(mac, str) or not hmac.compare_digest(expected.encode(), mac.encode("utf-8", "replace")):
+        raise BadArgsError("a link record whose signature does not match store.link_secret (forged or altered)")
 
 
 @dataclass(frozen=True)
@@ -66,13 +105,16 @@ class LinkRecord:
     moved_from: tuple[str | None, int] | None = None  # moved: the place it left (case ID or None, sequence)
 
 
-def build_link(doc: DocumentRow, home: DocumentRow, kind: str) -> bytes:
+def build_link(doc: DocumentRow, home: DocumentRow, kind: str, key: bytes | None = None) -> bytes:
     """The record that ``home`` (the document as its sidecar describes it) has the place ``doc.case_id``,
-    ``doc.sequence``; a deterministic function of its inputs, so writing it again is a no-op."""
+    ``doc.sequence``; a deterministic function of its inputs (and ``key``, which signs it), so writing it
+    again is a no-op."""
     data: dict[str, Any] = {"schema": LINK_SCHEMA, "kind": kind, "case_id": doc.case_id, "sequence": doc.sequence,
                             "document": {"meta_key": home.meta_key, "meta_sha256": home.meta_sha256}}
     if kind == "moved":
         data["from"] = {"case_id": home.case_id, "sequence": home.sequence}
+    if key is not None:
+        data["mac"] = _link_mac(key, data)
     return json.dumps(data, ensure_ascii=False, sort_keys=True).encode("utf-8")
 
 
@@ -90,8 +132,9 @@ def _sequence(value: Any) -> int:
     return value
 
 
-def parse_link(data: bytes) -> LinkRecord:
-    """A link record read back from the store: untrusted, every field checked (BadArgsError says which)."""
+def parse_link(data: bytes, key: bytes | None = None) -> LinkRecord:
+    """A link record read back from the store: untrusted, every field checked (BadArgsError says which);
+    with ``key``, its signature first (unsigned or badly signed: BadArgsError)."""
     from digitize.identifiers import normalize_case_id
 
     from .keys import check_key, check_sha256
@@ -104,6 +147,8 @@ def parse_link(data: bytes) -> LinkRecord:
         raise BadArgsError("a link record is not UTF-8 JSON") from None
     if not isinstance(raw, dict) or raw.get("schema") != LINK_SCHEMA or raw.get("kind") not in LINK_KINDS:
         raise BadArgsError(f"not a {LINK_SCHEMA} record")
+    if key is not None:
+        _check_link_mac(key, raw)
     document, moved = raw.get("document"), raw.get("from")
     if not isinstance(document, dict) or not isinstance(raw.get("case_id"), str):
         raise BadArgsError("a link record needs case_id and document")
@@ -126,18 +171,19 @@ def first_place(meta_key: str) -> tuple[str | None, int]:
     return (None if folder == UNMATCHED else folder), int(sequence)
 
 
-def has_link(objects, row: DocumentRow, kind: str) -> bool:
-    """Whether a ``kind`` link record for ``row``'s document sits at its place ``row.case_id``/``row.sequence``."""
+def has_link(objects, row: DocumentRow, kind: str, secret: bytes | None = None) -> bool:
+    """Whether a ``kind`` link record for ``row``'s document sits at its place ``row.case_id``/``row.sequence``
+    (with ``secret``: one signed with it, so an unsigned old record is written again, signed)."""
     from .keys import document_prefix, is_link_key
 
     for key in objects.list_keys(document_prefix(row.case_id, row.sequence) + "/"):
-        record = read_link(objects, key) if is_link_key(key) else None
+        record = read_link(objects, key, secret) if is_link_key(key) else None
         if record is not None and record.kind == kind and record.meta_key == row.meta_key:
             return True
     return False
 
 
-def read_link(objects, key: str) -> LinkRecord | None:
+def read_link(objects, key: str, secret: bytes | None = None) -> LinkRecord | None:
     """The link record stored at ``key`` if it is one: at most LINK_MAX_BYTES, hashing to the digest its key
     carries, well-formed, and stored at the place it gives; else None."""
     from digitize.errors import StorageError
@@ -151,7 +197,7 @@ def read_link(objects, key: str) -> LinkRecord | None:
             data += block
             if len(data) > LINK_MAX_BYTES:
                 return None
-        record = parse_link(data)
+        record = parse_link(data, secret)
     except (BadArgsError, StorageError):
         return None
     if not key.rsplit("-", 1)[-1].startswith(sha256_bytes(data)[:16]) or \

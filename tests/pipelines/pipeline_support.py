@@ -7,6 +7,7 @@ is left to the converter's own tests (a JVM per document would triple these test
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ except ModuleNotFoundError:
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT = 120.0  # seconds any wait-for-condition may take before the test fails
+QUEUE_SECRET = secrets.token_urlsafe(32)  # signs queue tasks (pipelines/taskauth.py); one per test session
 
 
 def make_settings(data_dir: Path, store_url: str = "", dsn: str = "") -> Settings:
@@ -33,6 +35,7 @@ def make_settings(data_dir: Path, store_url: str = "", dsn: str = "") -> Setting
     settings.index.dsn = dsn
     settings.watch.stable_seconds = 0.5
     settings.watch.rescan = 2.0
+    settings.queue.secret = QUEUE_SECRET  # used only when a test sets queue.url
     return settings
 
 
@@ -46,11 +49,26 @@ def settings_env(settings: Settings) -> dict[str, str]:
                DIGITIZE_STORE_SECRET_KEY=settings.store.secret_key, DIGITIZE_INDEX_DSN=settings.index.dsn,
                DIGITIZE_WATCH_STABLE_SECONDS=str(settings.watch.stable_seconds),
                DIGITIZE_WATCH_RESCAN=str(settings.watch.rescan), DIGITIZE_WATCH_ON_SUCCESS=settings.watch.on_success)
+    if settings.queue.secret:
+        env.update(DIGITIZE_QUEUE_SECRET=settings.queue.secret)
     return env
 
 
 def digitize_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "digitize.cli", *args]
+
+
+def stop_group(process: subprocess.Popen) -> None:
+    """End a server started with start_new_session=True and its children: SIGTERM, then SIGKILL after 60 s."""
+    import signal
+
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 def run_cli(settings: Settings, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:

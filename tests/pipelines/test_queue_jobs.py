@@ -3,6 +3,8 @@ poison files, bounded retries for transient faults, none for bad input, duplicat
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from digitize.config import Settings
@@ -165,3 +167,21 @@ def test_a_waiter_sees_outcomes_through_one_count_and_reads_only_ended_jobs(ledg
     found = ledger.outcomes([done, waiting, failed, retried])
     assert found == {done: ("done", {"path": "a.pdf", "status": "done"}),
                      failed: ("failed", {"path": "b.pdf", "status": "failed"})}
+
+
+def test_a_queued_upload_whose_sender_was_disabled_after_sending_it_fails_unfiled(ledger, settings):
+    """The worker files with the sender's current rights (storage.access), not those the task carries:
+    disabled since the upload, the job fails with that reason, at once and for good; the staged scan stays."""
+    from storage import access
+    from storage.archive import Archive
+
+    with Archive.open(settings) as archive:
+        access.add_user(archive.index, "lan", "scanner", ["000.00.31.H56"], None)
+        sender = dataclasses.asdict(access.principal_for_user(archive.index, "lan"))
+        archive.index.set_user_disabled("lan", True, access.now_iso())
+    job = "disabled-sender"
+    upload = {**spec(job), "upload": {"id": "u1", "sender": sender}}
+    ledger.enqueued(job, "a/scan.pdf", SHA, upload)
+    outcome = run_job(settings, ledger, job, upload, "w", 0)  # the real process_file
+    assert outcome.state == "failed" and "user lan was disabled" in outcome.result.reason, outcome.result.reason
+    assert ledger.get(job).state == "failed" and "PermissionDenied" in outcome.result.error_kinds

@@ -4,17 +4,19 @@ anything else happens, storage down means nothing is queued (the watcher keeps t
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 
 import pytest
-from pipeline_support import ROOT, digitize_cmd, make_settings, settings_env
+from pipeline_support import QUEUE_SECRET, ROOT, digitize_cmd, make_settings, settings_env
 from scans import page, write_pdf
 
 from digitize.fsutil import sha256_file
 from pipelines.jobs import Status, archive_for, close_archives
 from pipelines.ledger import Ledger
 from pipelines.queued import QUEUE, Submitter
+from pipelines.taskauth import sign, verify
 from storage.keys import staging_key
 
 pytestmark = pytest.mark.integration
@@ -43,6 +45,10 @@ def test_an_original_is_staged_and_verified_before_its_task_is_sent(tmp_path, qu
         assert record.state == "waiting" and record.spec["name"] == "a.pdf"
         assert record.spec["sidecar"][0] == "a.json"  # the worker sees no inbox: the sidecar travels along
         assert submitter.ledger.redis.llen(QUEUE) == 1
+        message = json.loads(submitter.ledger.redis.lindex(QUEUE, 0))  # what the broker holds: signed
+        args, kwargs, _ = json.loads(base64.b64decode(message["body"]))
+        verify(QUEUE_SECRET.encode(), *args, kwargs["signature"])
+        assert record.signature == kwargs["signature"] and QUEUE_SECRET not in json.dumps(message)
         again_job, _ = submitter.submit_job(scan, None, tmp_path / "in")
         assert again_job == job  # the same content and options are the same job
     finally:
@@ -69,7 +75,7 @@ def test_queue_status_and_retry_of_failed_jobs(tmp_path, own_redis):
     ledger = Ledger(own_redis.url, reconnect=5.0)
     try:
         spec = {"job": "j1", "key": staging_key("ab" * 32), "sha256": "ab" * 32, "name": "x.pdf", "options": {}}
-        ledger.enqueued("j1", "x.pdf", "ab" * 32, spec)
+        ledger.enqueued("j1", "x.pdf", "ab" * 32, spec, signature=sign(QUEUE_SECRET.encode(), "j1", spec))
         ledger.start("j1", "w")
         ledger.end("j1", "failed", "PDF is corrupt", {"status": "failed"})
         ledger.enqueued("j2", "y.pdf", "cd" * 32, dict(spec, job="j2"))
@@ -84,6 +90,16 @@ def test_queue_status_and_retry_of_failed_jobs(tmp_path, own_redis):
                                text=True, timeout=60)
         assert retry.returncode == 0 and "1 job(s) sent again" in retry.stdout, retry.stderr
         assert ledger.get("j1").state == "waiting" and ledger.redis.llen(QUEUE) == 1
+        # a failed job planted in the ledger (Redis) by someone without the secret is never signed and sent
+        planted = dict(spec, job="j3", key=staging_key("ef" * 32), upload={"id": "u", "sender": {
+            "name": "root", "role": "admin", "kind": "user"}})
+        ledger.enqueued("j3", "z.pdf", "ef" * 32, planted, signature="v1=" + "0" * 64)
+        ledger.fail("j3", "bait")
+        forged = subprocess.run(digitize_cmd("queue", "retry", "j3"), env=env, cwd=ROOT, capture_output=True,
+                                text=True, timeout=60)
+        assert forged.returncode == 0 and "0 job(s) sent again" in forged.stdout, forged.stderr
+        assert "not signed with this queue's secret (j3)" in forged.stderr and ledger.redis.llen(QUEUE) == 1
+        assert ledger.get("j3").state == "failed"
         none = subprocess.run(digitize_cmd("queue", "retry"), env=env, cwd=ROOT, capture_output=True, text=True)
         assert none.returncode == 1 and "Traceback" not in none.stderr
     finally:

@@ -197,3 +197,74 @@ def test_verify_counts_a_link_record_naming_no_indexed_document_as_an_orphan(arc
     archive.objects.put(placed[0], nobody, hashlib.sha256(nobody).hexdigest())
     archive.objects.put(placed[1], junk, hashlib.sha256(junk).hexdigest())
     assert sorted((p.kind, p.key) for p in archive.verify().problems) == [("orphan", key) for key in sorted(placed)]
+
+
+LINK_SECRET = "l" * 40
+
+
+@pytest.fixture
+def signing(archive):
+    """The archive writing its link records signed ([store] link_secret)."""
+    archive.link_secret = LINK_SECRET.encode()
+    yield archive
+    archive.link_secret = None
+
+
+def forged_share(archive, doc_id: int, case_id: str, sequence: int, key: bytes | None) -> None:
+    """What a bucket writer without the link secret can do: a well-formed record at the right place."""
+    home = archive.index.document(doc_id)
+    data = build_link(replace(home, case_id=case_id, sequence=sequence), home, "shared", key)
+    archive.objects.put(link_key(case_id, sequence, data), data, hashlib.sha256(data).hexdigest())
+
+
+def test_signed_link_records_survive_a_rebuild_and_forged_ones_are_skipped(signing, make_document, tmp_path):
+    archive = signing
+    id_copy = make_document(pages=("Căn cước công dân",), title="CCCD")
+    stored = store(archive, id_copy)
+    id_copy.meta.case_id = OTHER
+    store(archive, id_copy)  # shared with OTHER as #2: a signed record
+    loose = store(archive, make_document(case_id=None, title="Giấy ủy quyền"))
+    archive.link(loose.doc_id, LATER, actor="tester")  # moved: a signed record
+    forged_share(archive, stored.doc_id, "000.00.12.H29-241016-0003", 1, None)  # another agency's case: unsigned
+    forged_share(archive, stored.doc_id, "000.00.12.H29-241016-0004", 1, b"x" * 40)  # signed with another key
+    for secret, expected in [(LINK_SECRET.encode(), ([], 2)), (None, (None, 4))]:
+        index = open_index(f"sqlite:///{tmp_path / f'rebuilt-{bool(secret)}.sqlite'}")
+        try:
+            report = rebuild_index(archive.objects, index, "tester", "test", secret)
+            assert report.links == expected[1]
+            if secret:  # with the key: the two forged records are reported and not restored
+                assert sorted(why for _, why in report.skipped) == [
+                    "a link record whose signature does not match store.link_secret (forged or altered)",
+                    "an unsigned link record (written before store.link_secret was set, or forged)"]
+                assert index.documents("000.00.12.H29-241016-0003") == []
+                assert places(index, OTHER) == places(archive.index, OTHER)
+                assert places(index, LATER) == places(archive.index, LATER)
+            else:  # without it (the old behaviour): every well-formed record is believed
+                assert len(index.documents("000.00.12.H29-241016-0003")) == 1
+        finally:
+            index.close()
+
+
+def test_a_signed_link_record_altered_in_the_bucket_is_refused():
+    from storage.models import DocumentRow
+
+    home = DocumentRow(case_id=CASE, sequence=1, original_sha256="a" * 64, pdfa_sha256="b" * 64,
+                       meta_sha256="c" * 64, original_key="k", pdfa_key="k",
+                       meta_key=f"{CASE}/0001/meta-{'c' * 16}.json")
+    data = build_link(replace(home, case_id=OTHER, sequence=2), home, "shared", LINK_SECRET.encode())
+    assert parse_link(data, LINK_SECRET.encode()).case_id == OTHER
+    assert parse_link(data).case_id == OTHER  # readers without the key still read it
+    with pytest.raises(BadArgsError, match="does not match"):
+        parse_link(data.replace(OTHER.encode(), LATER.encode()), LINK_SECRET.encode())
+
+
+def test_a_short_link_secret_is_a_config_error():
+    from digitize.config import Settings
+    from digitize.errors import ConfigError
+    from storage.sidecar import link_secret
+
+    settings = Settings()
+    assert link_secret(settings) is None
+    settings.store.link_secret = "short-secret"
+    with pytest.raises(ConfigError, match="fewer than 32"):
+        link_secret(settings)

@@ -6,8 +6,6 @@ agency's case fails in the worker, as it does in-process."""
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,6 +17,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipelines"))
 
 from pipeline_support import ROOT, digitize_cmd, make_settings, settings_env  # noqa: E402
+from pipeline_support import stop_group as stop  # noqa: E402
 from portal_server import free_port, wait_until_up  # noqa: E402
 from scans import page, write_pdf  # noqa: E402
 
@@ -38,16 +37,6 @@ WAIT = 300.0
 def start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     with open(log, "ab") as out:
         return subprocess.Popen(args, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 def cli(env: dict[str, str], *args: str) -> str:

@@ -15,6 +15,7 @@ from scans import page, write_pdf  # noqa: E402
 from digitize.config import Settings  # noqa: E402
 from pipelines.jobs import close_archives  # noqa: E402
 from pipelines.separators import render_sheet  # noqa: E402
+from storage import access  # noqa: E402
 from storage.access import Principal, UploadScope  # noqa: E402
 from storage.archive import Archive  # noqa: E402
 from web.uploads import UploadJob, convert_upload  # noqa: E402
@@ -31,6 +32,9 @@ def settings(tmp_path) -> Settings:
     settings = Settings(data_dir=str(tmp_path / "data"))
     settings.convert.validate = False
     settings.convert.jobs = 1
+    with Archive.open(settings) as archive:  # the senders' accounts: an upload is filed with their current rights
+        access.add_user(archive.index, "lan", "scanner", [AGENCY_A], None)
+        access.add_user(archive.index, "b", "scanner", ["000.00.12.H29"], None)
     yield settings
     close_archives()
 

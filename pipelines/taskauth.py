@@ -1,0 +1,102 @@
+"""Queue task signatures: a worker runs only tasks made by a holder of the queue secret.
+
+Every machine of queue mode shares the broker, and whoever can write to it (a Redis without a password, a
+leaked broker URL, a compromised watch machine's network) could otherwise send a task naming any staged
+object, any conversion options and any sender for an upload (whose rights decide where its parts are
+filed). So each task's payload, the job ID and its spec (what the worker acts on), is signed with
+HMAC-SHA256 under a key shared by the submitting and the working machines, and a worker refuses a task
+whose signature is missing or wrong: failed with the reason, never run, never retried. The ledger keeps
+each job's signature beside its spec, and ``digitize queue retry`` re-sends only a spec that still verifies
+(the ledger lives in Redis too).
+
+Why the standard library's :mod:`hmac` over a canonical JSON and not Celery's ``security`` serializer: that
+one signs with an X.509 key and certificate per producer and needs a certificate store on every worker, a
+PKI to run for a job that one shared secret (like the webhook key) does; nor itsdangerous: its timestamped
+tokens add nothing here (a replayed task is harmless: jobs are idempotent by the ID the signature covers)
+for one more dependency.
+
+The secret comes from ``[queue] secret`` / ``DIGITIZE_QUEUE_SECRET``, ``[queue] secret_file`` or the
+systemd credential ``$CREDENTIALS_DIRECTORY/digitize-queue-secret``; it is registered with the one masking
+function (digitize.secrets) as soon as it is read, and is never put in a message, argv or log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from digitize import secrets
+from digitize.errors import ConfigError, DigitizeError, ExitCode
+
+PURPOSE = "digitize.queue.task.v1"  # domain separation: a webhook's or another version's MAC never matches
+VERSION = "v1="
+CREDENTIAL_NAME = "digitize-queue-secret"
+MIN_SECRET = 32
+HOW = ("put the same random value of 32 or more characters (e.g. `openssl rand -base64 32`) on every machine "
+       "in DIGITIZE_QUEUE_SECRET, [queue] secret_file (a file of mode 0600) or the systemd credential "
+       f"{CREDENTIAL_NAME}")
+
+
+class UnsignedTask(DigitizeError):
+    """A task message that no holder of the queue secret made (unsigned, or signed with another key)."""
+
+    exit_code = ExitCode.bad_args
+
+
+def _read_file(path: Path) -> str:
+    """Like the signing PIN's file: one others may read is refused, a symlink is not followed."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with open(fd, encoding="utf-8") as f:
+            if os.fstat(f.fileno()).st_mode & 0o007:
+                raise ConfigError(f"the queue secret file {path} is readable by other users: chmod o-rwx it")
+            return f.read().strip()
+    except OSError as e:
+        raise ConfigError(f"cannot read the queue secret file {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"the queue secret file {path} is not UTF-8 text") from None
+
+
+def queue_secret(settings) -> bytes:
+    """The key that signs and checks tasks; ConfigError (one line, saying how to set it) if none or too short."""
+    cfg = settings.queue
+    value = cfg.secret.strip()
+    if not value and cfg.secret_file:
+        value = _read_file(Path(cfg.secret_file))
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not value and credentials and (Path(credentials) / CREDENTIAL_NAME).is_file():
+        value = _read_file(Path(credentials) / CREDENTIAL_NAME)
+    if not value:
+        raise ConfigError(f"queue mode needs a secret to sign its tasks: {HOW}")
+    secrets.remember(value)
+    if len(value) < MIN_SECRET:
+        raise ConfigError(f"the queue secret has {len(value)} characters, fewer than {MIN_SECRET}: {HOW}")
+    return value.encode("utf-8")
+
+
+def _canonical(job: Any, spec: Any) -> bytes:
+    return json.dumps([PURPOSE, job, spec], sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      allow_nan=False).encode("ascii")
+
+
+def sign(key: bytes, job: str, spec: dict[str, Any]) -> str:
+    return VERSION + hmac.new(key, _canonical(job, spec), hashlib.sha256).hexdigest()
+
+
+def verify(key: bytes, job: Any, spec: Any, signature: Any) -> None:
+    """Return if ``signature`` is this key's over (job, spec) as received; else UnsignedTask saying which."""
+    if not signature:
+        raise UnsignedTask("the task is not signed (sent by something without the queue secret, or by a version "
+                           "before task signing)")
+    try:
+        expected = sign(key, job, spec)
+    except (TypeError, ValueError):
+        raise UnsignedTask("the task's payload is not plain JSON; it cannot have been signed") from None
+    if not isinstance(signature, str) or not hmac.compare_digest(expected.encode(), signature.encode("utf-8",
+                                                                                                       "replace")):
+        raise UnsignedTask("the task's signature does not match this machine's queue secret (forged, altered, or "
+                           "the secret differs between machines)")
