@@ -19,6 +19,10 @@ def serve_cmd(settings, host: str | None, port: int | None) -> None:
 
     import uvicorn
 
+    if settings.queue.url:  # a bad queue set-up is one line here, not a traceback in each server process
+        from pipelines.tasks import check_settings
+
+        check_settings(settings)
     workers = settings.web.workers if settings.web.workers > 0 else (os.cpu_count() or 1)
     proxies = settings.web.trusted_proxies or "127.0.0.1"
     config = uvicorn.Config(AppFactory(settings), factory=True, host=host or settings.web.host,

@@ -112,7 +112,8 @@ def test_the_secret_is_masked_once_read(tmp_path, monkeypatch):
     assert "DIGITIZE_QUEUE_SECRET" not in secrets.without_secrets({"DIGITIZE_QUEUE_SECRET": value, "PATH": "/bin"})
 
 
-@pytest.mark.parametrize("command", [("worker", "--concurrency", "1"), ("batch", "--queue", "SRC")])
+@pytest.mark.parametrize("command", [("worker", "--concurrency", "1"), ("batch", "--queue", "SRC"),
+                                     ("serve", "--port", "9")])
 def test_queue_mode_will_not_start_without_a_secret(tmp_path, command):
     settings = make_settings(tmp_path / "data", "s3://127.0.0.1:9/unused", "postgresql://x@127.0.0.1:9/unused")
     settings.queue.secret = ""
