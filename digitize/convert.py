@@ -111,7 +111,7 @@ def straighten(page: SourcePage, pixels: np.ndarray, opts: ConvertOptions) -> tu
     osd = ocr.detect_orientation(grey, page.dpi, opts.ocr_timeout)
     if osd is None or osd == geom.orientation:
         return geom.orientation, geom.skew, False
-    turned = geometry.analyse(geometry.turn(grey, osd), page.dpi)
+    turned = geom if osd == 0 else geometry.analyse(geometry.turn(grey, osd), page.dpi)  # 0: as measured
     return osd, turned.skew if turned.orientation in (0, 180) else 0.0, False
 
 
