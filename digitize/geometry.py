@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .imaging import lift_faint, resize_at_least_1px
+from .imaging import lift_faint, shrink_for_analysis
 
 ANALYSIS_DPI = 150.0
 MAX_SKEW = 15.0
@@ -34,7 +34,7 @@ class Geometry:
 def ink_mask(grey: np.ndarray, dpi: float) -> np.ndarray:
     """Binary ink mask at ANALYSIS_DPI: background-normalised, Otsu, specks removed."""
     scale = ANALYSIS_DPI / dpi
-    small = resize_at_least_1px(grey, scale, cv2.INTER_AREA) if scale < 1 else grey
+    small = shrink_for_analysis(grey, scale)
     k = max(15, int(ANALYSIS_DPI / 6)) | 1
     background = cv2.morphologyEx(small, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
     norm = lift_faint(cv2.divide(small, background, scale=255), ANALYSIS_DPI)  # carbon copies: grain is not ink

@@ -193,14 +193,11 @@ def test_percentiles_from_the_histogram_equal_numpys():
 
 @pytest.mark.parametrize("shape,factor", [((2481, 1753), 0.5), ((2481, 1753, 3), 1 / 6), ((2481, 1753), 0.4),
                                           ((999, 701), 0.75), ((3, 3), 0.5), ((1, 40), 0.25)])
-def test_area_shrink_by_whole_blocks_keeps_size_and_values(shape, factor):
-    import cv2
-
+def test_shrink_for_analysis_keeps_size_and_values(shape, factor):
     rng = np.random.default_rng(6)
     pixels = cv2.GaussianBlur(rng.integers(0, 256, shape, dtype=np.uint8), (0, 0), 3)
-    got = imaging.resize_at_least_1px(pixels, factor, cv2.INTER_AREA)
-    want = cv2.resize(pixels, (max(1, round(shape[1] * factor)), max(1, round(shape[0] * factor))),
-                      interpolation=cv2.INTER_AREA)
+    got = imaging.shrink_for_analysis(pixels, factor)
+    want = imaging.resize_at_least_1px(pixels, factor, cv2.INTER_AREA)
     assert got.ndim == want.ndim
     assert abs(got.shape[0] - want.shape[0]) <= 1 and abs(got.shape[1] - want.shape[1]) <= 1
     if min(want.shape[:2]) < 64:
