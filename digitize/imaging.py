@@ -192,23 +192,16 @@ def _letter_height_at(grey: np.ndarray, dpi: float) -> float:
 
 
 def ocr_scale(letter_px: float) -> float:
-    """Factor that brings text of ``letter_px`` to OCR_LETTER_PX, 1.0 when within 10 % above
-    it or up to 25 % below (16-22 px letters are read as they are).
+    """Factor that brings text of ``letter_px`` to OCR_LETTER_PX, 1.0 when within 10 %.
 
     Tesseract's LSTM scales every text line to a fixed height anyway; its thresholding, layout
     analysis and blob work cost in proportion to the pixels. At 300 dpi an A4 page of 13-14 pt
     text has letters ~29 px high: reading it at 20 px costs 23 % less CPU (OCR preparation
     included) at the same mean CER on the samples (0.0074 -> 0.0077, no page worse by more than
     0.016). Small print is enlarged instead: an 8 pt fax line at 200 dpi is read as if at ~350.
-    Letters of 16-18 px are not enlarged: enlarging them by 1.1-1.25 costs 20-55 % more pixels
-    for no better reading (a dev set of hard pages, held-out seeds: mean CER 0.049 -> 0.037, a
-    fine-mode fax 0.18 -> 0.026, a seal page 0.0026 -> 0.0040; the samples unchanged).
     """
     factor = OCR_LETTER_PX / max(letter_px, 1.0)
-    return 1.0 if 0.9 <= factor <= NO_ENLARGING_BELOW else min(max(factor, 0.25), 4.0)
-
-
-NO_ENLARGING_BELOW = 1.25  # see ocr_scale
+    return 1.0 if 0.9 <= factor <= 1.1 else min(max(factor, 0.25), 4.0)
 
 
 def resize_at_least_1px(pixels: np.ndarray, factor: float, interpolation: int) -> np.ndarray:
