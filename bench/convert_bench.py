@@ -8,7 +8,10 @@ CI): it takes minutes (default: both sets, three engines, < 10 min on a quiet 2-
 --quick: half the files of each set) and its numbers depend on the machine. Prints markdown tables
 (pages/min with the ratios digitize/tesseract and digitize/ocrmypdf, CER per fault for the three
 tools, digitize's time per stage per file from its JSON reports) and writes
-bench/results/<UTC time>.json (gitignored). Nothing is cached between runs.
+bench/results/<UTC time>.json (gitignored). Only bare Tesseract's page images (rendered PDF pages,
+split TIFF frames) and OCRmyPDF's flattened alpha images are cached, under
+~/.cache/digitize-bench/convert (DIGITIZE_BENCH_CACHE), keyed by the input's SHA-256; every engine
+converts afresh in every run.
 
 Fairness, the same for every engine: two workers, i.e. at most two files (bare Tesseract:
 two page images) being processed at any moment, each engine invoked with one job of its own
@@ -132,6 +135,7 @@ class RunStats:
     peak_rss: int
     results: list[JobResult]
     cpu_seconds: float = 0.0  # busy CPU time of the whole machine during the run
+    own_cpu_seconds: float = 0.0  # CPU time of the engine's own processes (jobs, their children, its servers)
 
 
 @dataclass
@@ -155,6 +159,7 @@ class EngineReport:
     peak_rss: int
     cpu_seconds: float
     samples: list[SampleScore] = field(default_factory=list)
+    own_cpu_seconds: float = 0.0
 
     @property
     def all_cers(self) -> list[float]:
@@ -195,15 +200,35 @@ def load_samples(folder: Path) -> list[SampleFile]:
             for r in index["samples"]]
 
 
+CACHE = Path(os.environ.get("DIGITIZE_BENCH_CACHE", Path.home() / ".cache" / "digitize-bench")) / "convert"
+
+
+def cached_folder(path: Path, what: str) -> tuple[Path, bool]:
+    """A folder under CACHE for what is made from PATH's bytes (rendered pages, split frames,
+    flattened images): made once per input content, reused by every later run. True when ready."""
+    import hashlib
+
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:24]
+    folder = CACHE / f"{what}-{digest}"
+    return folder, (folder / "done").is_file()
+
+
 def page_images(sample: SampleFile, workdir: Path) -> list[Path]:
-    """One image per page for bare Tesseract: the file itself, TIFF frames, or rendered PDF pages."""
-    if sample.path.suffix == ".pdf":
-        prefix = workdir / sample.path.stem
-        subprocess.run(["pdftoppm", "-r", str(sample.dpi), "-png", str(sample.path), str(prefix)], check=True)
-        return sorted(workdir.glob(f"{sample.path.stem}-*.png"))
-    if sample.pages == 1:
+    """One image per page for bare Tesseract: the file itself, TIFF frames, or rendered PDF pages
+    (made once per input's content and dpi, kept under CACHE)."""
+    if sample.path.suffix != ".pdf" and sample.pages == 1:
         return [sample.path]
-    return _split_frames(sample.path, workdir)
+    folder, ready = cached_folder(sample.path, f"pages{sample.dpi}")
+    if not ready:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        if sample.path.suffix == ".pdf":
+            subprocess.run(["pdftoppm", "-r", str(sample.dpi), "-png", str(sample.path), str(folder / sample.path.stem)],
+                           check=True)
+        else:
+            _split_frames(sample.path, folder)
+        (folder / "done").touch()
+    return sorted(folder.glob(f"{sample.path.stem}-*.png"), key=lambda p: int(p.stem.rsplit("-", 1)[1]))
 
 
 def _split_frames(path: Path, workdir: Path) -> list[Path]:
@@ -224,10 +249,14 @@ def flattened(path: Path, workdir: Path) -> Path:
     with Image.open(path) as image:
         if "A" not in image.getbands():
             return path
-        paper = Image.new("RGBA", image.size, "white")
-        paper.alpha_composite(image.convert("RGBA"))
-        out = workdir / f"{path.stem}-flat.png"
-        paper.convert("L" if image.mode == "LA" else "RGB").save(out, dpi=image.info.get("dpi", (300, 300)))
+        folder, ready = cached_folder(path, "flat")
+        out = folder / f"{path.stem}-flat.png"
+        if not ready:
+            folder.mkdir(parents=True, exist_ok=True)
+            paper = Image.new("RGBA", image.size, "white")
+            paper.alpha_composite(image.convert("RGBA"))
+            paper.convert("L" if image.mode == "LA" else "RGB").save(out, dpi=image.info.get("dpi", (300, 300)))
+            (folder / "done").touch()
         return out
 
 
@@ -360,15 +389,35 @@ def run_jobs(jobs: list[Job], workers: int, server_dir: Path | None = None) -> R
     env = {**os.environ, "OMP_THREAD_LIMIT": "1"}
     if server_dir is not None:
         env["DIGITIZE_VALIDATOR_DIR"] = str(server_dir)
-    start, busy = time.perf_counter(), busy_cpu_seconds()
+    start, busy, own = time.perf_counter(), busy_cpu_seconds(), children_cpu_seconds()
     try:
         with TreeRss(server_dir) as rss, ThreadPoolExecutor(workers) as pool:
             results = list(pool.map(lambda job: run_job(job, rss, env), jobs))
         seconds, busy = time.perf_counter() - start, busy_cpu_seconds() - busy
+        own = children_cpu_seconds() - own + sum(map(process_cpu_seconds, server_pids(server_dir)))
     finally:
         if server_dir is not None:
             subprocess.run([str(VENV_BIN / "digitize"), "servers", "stop"], env=env, capture_output=True)
-    return RunStats(seconds, rss.peak, results, busy)
+    return RunStats(seconds, rss.peak, results, busy, own)
+
+
+def children_cpu_seconds() -> float:
+    """CPU time of this process's waited-for children and, through them, of their waited-for
+    descendants (page workers, Tesseract, pdftoppm): each job's own work, whatever else runs."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU time of a resident server started during the run (the converter with the runs it forked
+    and reaped, the validator's JVM): its own and its reaped children's, from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # utime stime cutime cstime
 
 
 def busy_cpu_seconds() -> float:
@@ -442,7 +491,7 @@ def batch_run(engine: Engine, samples: list[SampleFile], workers: int, workdir: 
     found = stored_pdfas(Path(f"{report}.data"), samples)
     results = [JobResult(Job(s.name, job.argv, found.get(s.name, workdir / "missing.pdf"), s.pages),
                          stats.seconds, stats.results[0].returncode, stats.results[0].error) for s in samples]
-    return RunStats(stats.seconds, stats.peak_rss, results, stats.cpu_seconds)
+    return RunStats(stats.seconds, stats.peak_rss, results, stats.cpu_seconds, stats.own_cpu_seconds)
 
 
 def copy_manifest(manifest: Path, target: Path, names: set[str]) -> None:
@@ -476,7 +525,7 @@ def benchmark_engine(engine: Engine, samples: list[SampleFile], workers: int, wo
         own_servers = workdir / "v" if engine.name.startswith("digitize") else None
         stats = run_jobs(make_jobs(engine, samples, workdir), workers, own_servers)
     report = EngineReport(engine.name, engine.template, sum(s.pages for s in samples), stats.seconds, stats.peak_rss,
-                          stats.cpu_seconds)
+                          stats.cpu_seconds, own_cpu_seconds=stats.own_cpu_seconds)
     for sample in samples:
         mine = sorted((r for r in stats.results if r.job.sample == sample.name), key=lambda r: r.job.order)
         report.samples.append(score_sample(engine, sample, mine))
@@ -507,9 +556,10 @@ def _ratio(a: float, b: float) -> str:
 def summary_table(sets: dict[str, dict[str, EngineReport]]) -> str:
     """One row per (set, engine): pages/min, CER, and speed and CER relative to each baseline."""
     present = [b for b in BASELINES if any(b in reports for reports in sets.values())]
-    rows = ["| set | engine | pages | pages/min | busy CPU s | mean CER | max page CER | bytes/page | peak RSS MB | "
+    rows = ["| set | engine | pages | pages/min | busy CPU s | own CPU s/page | own CPU/page vs tesseract | mean CER | "
+            "max page CER | bytes/page | peak RSS MB | "
             + " | ".join(f"speed vs {b} | CER vs {b}" for b in present) + " | failed files |",
-            "|---" * (10 + 2 * len(present)) + "|"]
+            "|---" * (12 + 2 * len(present)) + "|"]
     for set_name, reports in sets.items():
         for name, r in reports.items():
             ratios = [f"{_ratio(r.pages_per_minute, reports[b].pages_per_minute)} | "
@@ -517,7 +567,10 @@ def summary_table(sets: dict[str, dict[str, EngineReport]]) -> str:
             size = "—" if name == "tesseract" else f"{r.bytes_per_page / 1000:.0f} KB"
             failed = sum(1 for s in r.samples if s.error)
             speed = f"**{r.pages_per_minute:.1f}**" if name == "digitize" else f"{r.pages_per_minute:.1f}"
-            rows.append(f"| {set_name} | {name} | {r.pages} | {speed} | {r.cpu_seconds:.1f} | {r.mean_cer:.4f} | "
+            tess = reports.get("tesseract")
+            cpu_ratio = _ratio(r.own_cpu_seconds / r.pages, tess.own_cpu_seconds / tess.pages) if tess else "—"
+            rows.append(f"| {set_name} | {name} | {r.pages} | {speed} | {r.cpu_seconds:.1f} | "
+                        f"{r.own_cpu_seconds / r.pages:.2f} | {cpu_ratio} | {r.mean_cer:.4f} | "
                         f"{r.max_cer:.4f} | {size} | {_mb(r.peak_rss)} | " + " | ".join(ratios) + f" | {failed} |")
     return "\n".join(rows)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .imaging import lift_faint, resize_at_least_1px
+from .imaging import lift_faint, shrink_for_analysis
 
 ANALYSIS_DPI = 150.0
 MAX_SKEW = 15.0
@@ -34,7 +34,7 @@ class Geometry:
 def ink_mask(grey: np.ndarray, dpi: float) -> np.ndarray:
     """Binary ink mask at ANALYSIS_DPI: background-normalised, Otsu, specks removed."""
     scale = ANALYSIS_DPI / dpi
-    small = resize_at_least_1px(grey, scale, cv2.INTER_AREA) if scale < 1 else grey
+    small = shrink_for_analysis(grey, scale)
     k = max(15, int(ANALYSIS_DPI / 6)) | 1
     background = cv2.morphologyEx(small, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))
     norm = lift_faint(cv2.divide(small, background, scale=255), ANALYSIS_DPI)  # carbon copies: grain is not ink
@@ -112,10 +112,41 @@ def _line_vote(rows: np.ndarray) -> float:
 
 
 def analyse(grey: np.ndarray, dpi: float) -> Geometry:
-    """Skew and orientation of a page from its grey image (any size, any dpi)."""
+    """Skew and orientation of a page from its grey image (any size, any dpi).
+
+    Long straight lines (a table's or register's rulings, a form's) are left out of the
+    measure: vertical rulings made a ruled page's profile peakier turned by 90 degrees than
+    level (read as lying on its side), and lines carry no up or down. A page whose vote is still
+    unclear is voted again in vertical strips: the curved lines of a book's leaf are level only
+    piecewise (a generated register leaf: votes -0.19 and -0.28 whole, 2.8 and 4.0 in four
+    strips). An unclear page costs Tesseract's OSD (~0.7 CPU-s), the second vote ~10 ms."""
     mask = ink_mask(grey, dpi)
     if mask.sum() < 200:
         return Geometry(0, 0.0, True, 0.0)  # blank page
+    lines = rulings(mask)
+    if lines.any():
+        text = cv2.subtract(mask, lines)
+        mask = text if text.sum() >= 200 else mask
+    found = _analyse_mask(mask)
+    if found.confident:
+        return found
+    second = _analyse_mask(mask, VOTE_STRIPS)
+    return second if second.confident else found
+
+
+VOTE_STRIPS = 4
+RULING_INCH = 0.75  # straight ink runs this long are rulings: no letter, and no word at 150 dpi, is
+
+
+def rulings(mask: np.ndarray) -> np.ndarray:
+    """The long horizontal and vertical straight lines of a 0/1 ink mask at ANALYSIS_DPI."""
+    run = int(ANALYSIS_DPI * RULING_INCH)
+    across = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((1, run), np.uint8))
+    down = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((run, 1), np.uint8))
+    return cv2.max(across, down)
+
+
+def _analyse_mask(mask: np.ndarray, strips: int = 1) -> Geometry:
     bins = int(max(mask.shape) * 1.5) + 2
     ys, xs = _sample_points(mask)
     turned_ys, turned_xs = xs, (mask.shape[0] - 1) - ys  # the same points on the page turned 90 degrees
@@ -126,7 +157,8 @@ def analyse(grey: np.ndarray, dpi: float) -> Geometry:
         skew = _fine_angle(turned_ys, turned_xs, bins, angle_v)
     else:
         base, level, skew = 0, mask, _fine_angle(ys, xs, bins, angle_h)
-    votes = up_down_votes(rotate_mask(level, skew))
+    level = rotate_mask(level, skew)
+    votes = sum(up_down_votes(part) for part in np.array_split(level, strips, axis=1))
     orientation = base if votes >= 0 else (base + 180) % 360
     confident = abs(votes) >= 0.6
     return Geometry(orientation, skew, confident, votes)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .imaging import analysis_grey, resize_at_least_1px
+from .imaging import analysis_grey, shrink_for_analysis
 
 ANALYSIS_DPI = 50.0
 MIN_DARK_BORDER = 0.5  # share of the image's outer ring that must be background (not paper)
@@ -67,7 +67,7 @@ def find_paper(pixels: np.ndarray, dpi: float) -> Paper | None:
     fills the image, or nothing paper-like stands out)."""
     h, w = pixels.shape[:2]
     scale = min(1.0, ANALYSIS_DPI / dpi)
-    small = cv2.GaussianBlur(analysis_grey(resize_at_least_1px(pixels, scale, cv2.INTER_AREA)), (0, 0), 1.0)
+    small = cv2.GaussianBlur(analysis_grey(shrink_for_analysis(pixels, scale)), (0, 0), 1.0)
     if min(small.shape) < 20:
         return None
     # Otsu on log brightness: uneven light multiplies paper and background alike, so in logs it

@@ -278,3 +278,27 @@ def test_kept_page_workers_serve_file_after_file_and_read_each_file_afresh(tmp_p
     finally:
         if pageworkers._kept is not None:
             pageworkers._kept.end()
+
+
+@pytest.mark.parametrize("bilevel", (False, True))
+def test_only_a_page_with_two_inks_is_read_a_second_time(monkeypatch, bilevel):
+    """The show-through pass (OCR without the faint ink) is for grey and colour scans: a bilevel
+    scan has one ink, its OCR image's greys being the smoothing of its edges (a fine fax was
+    read twice for nothing)."""
+    from digitize import convert, imaging, ocr
+
+    calls = []
+
+    def fake_recognise(pixels, language, dpi, timeout, what="page"):
+        calls.append(pixels.shape)
+        return ocr.OcrResult(words=[], confidence=50.0 + len(calls))
+
+    monkeypatch.setattr(ocr, "recognise", fake_recognise)
+    monkeypatch.setattr(imaging, "faint_ink_level", lambda grey: 160)  # as if a second ink were there
+    page = np.full((400, 300), 255, np.uint8)
+    page[100:110, 50:250] = 0
+    if not bilevel:
+        page[200:210, 50:250] = 180
+    result, done = convert.recognise(page, 200.0, ConvertOptions(), "page 1")
+    assert len(calls) == (1 if bilevel else 2)
+    assert done == ("" if bilevel else "faint-ink-dropped")

@@ -181,3 +181,26 @@ def test_faint_carbon_copy_is_lifted_and_ordinary_pages_are_not():
     assert imaging.lift_faint(clean, DPI) is clean
     blank = imaging.flatten_background(carbon_copy(np.full_like(page, 255)), DPI)
     assert (imaging.lift_faint(blank, DPI) > 128).mean() > 0.999  # a blank page stays blank
+
+
+def test_percentiles_from_the_histogram_equal_numpys():
+    rng = np.random.default_rng(5)
+    for shape in [(1, 1), (3, 5), (101, 99), (600, 401)]:
+        grey = rng.integers(0, 256, shape, dtype=np.uint8)
+        got = imaging.percentiles(grey, 0, 0.5, 50, 90, 100)
+        assert got == pytest.approx([float(np.percentile(grey, q)) for q in (0, 0.5, 50, 90, 100)])
+
+
+@pytest.mark.parametrize("shape,factor", [((2481, 1753), 0.5), ((2481, 1753, 3), 1 / 6), ((2481, 1753), 0.4),
+                                          ((999, 701), 0.75), ((3, 3), 0.5), ((1, 40), 0.25)])
+def test_shrink_for_analysis_keeps_size_and_values(shape, factor):
+    rng = np.random.default_rng(6)
+    pixels = cv2.GaussianBlur(rng.integers(0, 256, shape, dtype=np.uint8), (0, 0), 3)
+    got = imaging.shrink_for_analysis(pixels, factor)
+    want = imaging.resize_at_least_1px(pixels, factor, cv2.INTER_AREA)
+    assert got.ndim == want.ndim
+    assert abs(got.shape[0] - want.shape[0]) <= 1 and abs(got.shape[1] - want.shape[1]) <= 1
+    if min(want.shape[:2]) < 64:
+        assert got.shape == want.shape
+    h, w = min(got.shape[0], want.shape[0]), min(got.shape[1], want.shape[1])
+    assert np.abs(got[:h, :w].astype(int) - want[:h, :w]).mean() < 3
