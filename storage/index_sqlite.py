@@ -16,11 +16,11 @@ from .search import Query, fts5_match
 BUSY_TIMEOUT_MS = 30_000
 
 
-def _use_wal(conn: sqlite3.Connection) -> None:
-    """Switch to the WAL journal, waiting out other processes doing the same: on a new index,
-    workers that start together (a batch's, forked at once) race for it, and SQLite answers
-    "database is locked" at once there instead of calling its busy handler."""
-    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+def use_wal(conn: sqlite3.Connection, wait: float = BUSY_TIMEOUT_MS / 1000) -> None:
+    """Switch to the WAL journal, waiting out other processes doing the same (for at most ``wait``
+    seconds): on a new database, workers that start together (a batch's, forked at once) race for it,
+    and SQLite answers "database is locked" at once there instead of calling its busy handler."""
+    deadline = time.monotonic() + wait
     while True:
         try:
             conn.execute("PRAGMA journal_mode = WAL")
@@ -47,7 +47,7 @@ class SqliteIndex(Index):
                 raise StorageError(f"cannot create index folder for {path}: {e.strerror}") from None
         try:
             conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
-            _use_wal(conn)
+            use_wal(conn)
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
         except sqlite3.Error as e:
