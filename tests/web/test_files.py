@@ -41,3 +41,22 @@ def test_an_answer_without_bytes_is_an_access_event(served, headers, status, det
     assert len(recorded) == 1, download_events(served)
     assert recorded[0]["actor"] == "token:onestop-a" and recorded[0]["client"] == "10.1.2.3"
     assert recorded[0]["outcome"] == outcome
+
+
+@pytest.mark.parametrize("headers", [{"if-none-match": "ETAG"}, {"range": "bytes=99999999-"}],
+                         ids=["not-modified", "range-not-satisfiable"])
+def test_an_answer_without_bytes_for_another_agency_is_a_404_and_no_event(served, headers):
+    """A 304 would confirm that a guessed SHA-256 is another agency's document (and a 416 its size)."""
+    from portal_data import CASE_B
+
+    settings = served.app.state.settings
+    with Archive.open(settings) as archive:
+        doc = archive.documents(CASE_B)[0]
+        before = len(archive.index.events(case_id=CASE_B))
+    url = f"/api/v1/cases/{CASE_B}/documents/{doc.sequence}/pdfa"
+    answer = served.get(url, headers={k: v.replace("ETAG", f'"{doc.pdfa_sha256}"') for k, v in headers.items()})
+    assert answer.status_code == 404 and answer.json()["error"] == "not-found"
+    assert "etag" not in answer.headers and "content-range" not in answer.headers
+    served.app.state.events.flush()
+    with Archive.open(settings) as archive:
+        assert len(archive.index.events(case_id=CASE_B)) == before
