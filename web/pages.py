@@ -161,13 +161,13 @@ def install(app: FastAPI) -> None:
 
     @app.get("/cases/{case_id}/documents/{sequence}/{kind}", include_in_schema=False)
     def download(request: Request, case_id: str, sequence: int, kind: str,
-                 gate: Gate = Depends(page_gate)) -> Response:
+                 gate: Gate = Depends(page_gate, scope="function")) -> Response:
         if kind not in files.KINDS:
             raise NotFoundError(f"{kind} not found")
         return files.document_response(request, gate, case_id, sequence, kind)
 
     @app.get("/cases/{case_id}/dossier.zip", include_in_schema=False)
-    def dossier(case_id: str, gate: Gate = Depends(page_gate)) -> Response:
+    def dossier(case_id: str, gate: Gate = Depends(page_gate, scope="function")) -> Response:
         return files.dossier_response(gate, case_id)
 
     # -- scanning desk -----------------------------------------------------------------------------
