@@ -7,8 +7,9 @@ failure *before* its password is checked (:meth:`LoginThrottle.reserve`: check a
 transaction), and the count is taken back when the password was right: parallel guesses cannot all pass
 the check before the first failure is written. It stays small: a row is one failure of one counter (a user
 name and address, an address, a name); each counter keeps only the rows its limit looks at, expired rows
-go at each start and a few at each attempt, and the table never holds more than MAX_ROWS rows (the oldest
-go first). A separate file, not the index: no migration, and a busy index (batch runs) never delays a
+go at each start and a few at each attempt, and the table never holds more than MAX_ROWS rows (when it is
+full of recent failures, logins are refused until some expire: evicting the oldest would let a flood push a
+guesser's own counters out). A separate file, not the index: no migration, and a busy index (batch runs) never delays a
 login. If the file fails (locked past its wait, disk full), this process counts in its memory instead:
 logins stay limited, and a right password is never refused for it.
 """
@@ -157,6 +158,10 @@ class LoginThrottle:
                 return None
             delay = NAME_DELAY if count(name_counter, keep) >= keep else 0.0
             counters = [*(c for c, _ in limits), name_counter]
+            if not self._room(db, len(counters), now):
+                db.execute("ROLLBACK")
+                log.warning("login throttle: %d recent failures, the most it keeps; refusing logins", MAX_ROWS)
+                return None
             rowids = tuple(db.execute("INSERT INTO failures (counter, at) VALUES (?, ?)", (c, now)).lastrowid
                            for c in counters)
             db.execute("DELETE FROM failures WHERE rowid IN (SELECT rowid FROM failures WHERE at <= ? LIMIT ?)",
@@ -164,14 +169,20 @@ class LoginThrottle:
             for counter in counters:  # rows beyond what its limit counts
                 db.execute("DELETE FROM failures WHERE counter = ? AND rowid NOT IN (SELECT rowid FROM "
                            "failures WHERE counter = ? ORDER BY at DESC LIMIT ?)", (counter, counter, keep))
-            # rows have distinct rowids, a new one the highest: at most MAX_ROWS stay, the oldest go first
-            db.execute("DELETE FROM failures WHERE rowid <= (SELECT MAX(rowid) FROM failures) - ?", (MAX_ROWS,))
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
         return Attempt(delay, limits[0][0], rowids, in_memory)
+
+    def _room(self, db: sqlite3.Connection, rows: int, now: float) -> bool:
+        """Whether ``rows`` more fit under MAX_ROWS, expired rows deleted first if not. Full of recent
+        failures, logins are refused rather than the oldest rows dropped (a guesser's own counters)."""
+        if db.execute("SELECT COUNT(*) FROM failures").fetchone()[0] + rows <= MAX_ROWS:
+            return True
+        db.execute("DELETE FROM failures WHERE at <= ?", (now - self.pause,))
+        return db.execute("SELECT COUNT(*) FROM failures").fetchone()[0] + rows <= MAX_ROWS
 
     def release(self, attempt: Attempt, succeeded: bool) -> None:
         """Take the attempt's count back: its password was right (then the pair's earlier failures go too),
