@@ -32,6 +32,7 @@ from storage.modes import private_file, private_folder
 
 log = logging.getLogger("digitize.web")
 ADDRESS_FACTOR = 10  # an office behind one NAT address shares it: the address limit is this many times higher
+WIDE_FACTOR = 4  # an IPv6 /48 (a site's many /64s): this many times the tries per name of one /64
 NAME_FACTOR = 20  # failures for one name from everywhere before its logins are slowed (never refused)
 NAME_DELAY = 2.0  # seconds each login for such a name waits before its password is checked
 MAX_ROWS = 100_000  # failures kept at most (~10 MB): a flood of guesses cannot grow the file without bound
@@ -43,16 +44,27 @@ SCHEMA = ("CREATE TABLE IF NOT EXISTS failures (counter TEXT NOT NULL, at REAL N
           "CREATE INDEX IF NOT EXISTS failures_at ON failures (at)")
 
 
-def address_group(address: str) -> str:
+def bare_address(address: str) -> str:
+    """The address alone: without IPv6 brackets, a port (``[2001:db8::1]:443``, ``10.0.0.7:50000``) or a
+    zone (``fe80::1%eth0``), so that one client is one counter however a proxy wrote its address."""
+    address = address.strip()
+    if address.startswith("["):
+        address = address[1:].split("]", 1)[0]
+    elif address.count(":") == 1:
+        address = address.split(":", 1)[0]
+    return address.split("%", 1)[0]
+
+
+def address_group(address: str, prefix: int = 64) -> str:
     """What one client controls: an IPv4 address, or an IPv6 /64 (one subscriber's network, in which it can
-    pick any of 2**64 addresses). An IPv4-mapped IPv6 address is its IPv4 address."""
+    pick any of 2**64 addresses; ``prefix``: a wider one). An IPv4-mapped IPv6 address is its IPv4 address."""
     try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        ip = ipaddress.ip_address(bare_address(address))
     except ValueError:
         return address  # not an address (a test client's name): as it is
     if ip.version == 6 and ip.ipv4_mapped is not None:
         return str(ip.ipv4_mapped)
-    return str(ipaddress.ip_network(f"{ip}/64", strict=False)) if ip.version == 6 else str(ip)
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False)) if ip.version == 6 else str(ip)
 
 
 @dataclass(frozen=True)
@@ -88,7 +100,8 @@ def _own_regular_file(path: str) -> None:
 class LoginThrottle:
     """After ``attempts`` failures for one user name *from one address*, or ten times that from one address
     across all names, logins for that name from that address (or anything from that address) pause for
-    ``pause`` seconds. An IPv6 "address" here is its /64 (address_group).
+    ``pause`` seconds. An IPv6 "address" here is its /64 (address_group); its /48 is counted too, with
+    WIDE_FACTOR times the tries per name and NAME_FACTOR times the tries across names.
 
     Failures are never counted per name alone to refuse a login: then anyone could lock an officer out by
     typing wrong passwords for the name from anywhere. A guesser spread over many addresses is slowed
@@ -121,9 +134,12 @@ class LoginThrottle:
 
     def _limits(self, name: str, address: str) -> list[tuple[str, int]]:
         """Every counter a login touches, with its limit: the (name, address) pair, then the address."""
-        group = address_group(address)
-        return [(f"pair\x00{name.casefold()}\x00{group}", self.attempts),
-                (f"addr\x00{group}", self.attempts * ADDRESS_FACTOR)]
+        group, name = address_group(address), name.casefold()
+        limits = [(f"pair\x00{name}\x00{group}", self.attempts), (f"addr\x00{group}", self.attempts * ADDRESS_FACTOR)]
+        if (site := address_group(address, 48)) != group:  # one site's /48 holds 65 536 /64s to rotate through
+            limits += [(f"pair\x00{name}\x00{site}", self.attempts * WIDE_FACTOR),
+                       (f"addr\x00{site}", self.attempts * NAME_FACTOR)]
+        return limits
 
     def _count(self, db: sqlite3.Connection, counter: str, limit: int, now: float) -> int:
         """Recent failures of ``counter``, counted up to ``limit`` (all a caller compares with)."""

@@ -251,3 +251,25 @@ def test_workers_starting_together_on_a_new_throttle_file_wait_for_each_other(tm
     threading.Timer(0.5, lambda: other.execute("COMMIT")).start()
     LoginThrottle(3, 300, data_dir=tmp_path / "data").close()
     other.close()
+
+
+def test_an_ipv6_guesser_rotating_its_64s_is_stopped_by_its_48():
+    """Each /64 of a /48 counted apart: 65 536 networks of fresh tries for one name."""
+    throttle = LoginThrottle(3, 300)
+    tries = 0
+    for n in range(200):
+        if throttle.reserve("officer-a", f"2001:db8:7:{n:x}::1") is None:
+            break
+        tries += 1
+    assert tries == 3 * throttle_module.WIDE_FACTOR
+    assert throttle.reserve("officer-a", "2001:db8:8::1")  # another site
+
+
+def test_one_client_is_one_counter_however_its_address_is_written():
+    from web.throttle import address_group
+
+    assert {address_group(a) for a in ("[2001:db8::1]:443", "2001:db8::1", "[2001:db8::1]")} == {"2001:db8::/64"}
+    assert {address_group(a) for a in ("10.0.0.7:50000", "10.0.0.7", "::ffff:10.0.0.7")} == {"10.0.0.7"}
+    throttle = LoginThrottle(2, 300)
+    assert throttle.reserve("lan", "10.0.0.7:1") and throttle.reserve("lan", "10.0.0.7:2")
+    assert throttle.reserve("lan", "10.0.0.7:3") is None
