@@ -203,3 +203,31 @@ def test_opening_an_index_up_to_date_takes_no_write_lock(tmp_path):
     finally:
         other.execute("ROLLBACK")
         other.close()
+
+
+def test_a_bounded_sqlite_statement_is_interrupted_past_its_time(tmp_path):
+    """Only the wait for a lock was bounded: a statement that ran long (a huge search) held its caller."""
+    import threading
+
+    index = open_index(f"sqlite:///{tmp_path / 'index.sqlite3'}", wait_timeout=0.3)
+    outcome: list = []
+    endless = ("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10000000000) "
+               "SELECT count(*) FROM n")
+
+    def run():
+        try:
+            outcome.append(index._scalar(endless))
+        except StorageError as e:
+            outcome.append(e)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(10)
+    ran_on = worker.is_alive()
+    if ran_on:
+        index.conn.interrupt()
+        worker.join(30)
+    assert not ran_on, "the statement ran on past its time"
+    assert outcome and isinstance(outcome[0], StorageError) and "interrupted" in str(outcome[0])
+    assert index._scalar("SELECT 1") == 1  # the connection goes on
+    index.close()
