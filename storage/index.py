@@ -73,6 +73,11 @@ def document_search_text(doc: DocumentRow) -> str:
     return " ".join(p for p in parts if p)
 
 
+def _migration_scripts() -> list:
+    folder = resources.files("storage") / "migrations"
+    return sorted((p for p in folder.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name)
+
+
 class Index(AccountQueries, ABC):
     """Backend-neutral queries; subclasses provide the connection and dialect hooks."""
 
@@ -166,10 +171,12 @@ class Index(AccountQueries, ABC):
         Migration N is the shared ``migrations/N_name.sql`` (column types filled in per dialect) followed
         by the dialect's own ``migrations/<dialect>/N_name.sql`` when there is one.
         """
+        if not self.migrations_missing():
+            return []
         self._execute(MIGRATIONS_TABLE)
         applied = []
         folder = resources.files("storage") / "migrations"
-        for script in sorted((p for p in folder.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name):
+        for script in _migration_scripts():
             version = int(script.name.split("_", 1)[0])
             dialect_part = folder / self.dialect / script.name
             with self.transaction():
@@ -182,6 +189,15 @@ class Index(AccountQueries, ABC):
                               (version, script.name, now_iso()))
                 applied.append(version)
         return applied
+
+    def migrations_missing(self) -> bool:
+        """Whether a migration is not applied yet, found by reading only: opening an index that is up to date
+        (every start of a server process) takes no write lock, so it never waits behind a batch's writes."""
+        try:
+            applied = {row[0] for row in self._execute("SELECT version FROM schema_migrations").fetchall()}
+        except StorageError:  # no table yet: a new index
+            return True
+        return not {int(p.name.split("_", 1)[0]) for p in _migration_scripts()} <= applied
 
     def schema_version(self) -> int:
         return int(self._scalar("SELECT max(version) FROM schema_migrations") or 0)

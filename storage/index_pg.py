@@ -45,8 +45,13 @@ class PostgresIndex(Index):
 
         self._dsn = dsn  # kept for reconnecting; never printed (self.where is the masked form)
         self._wait_ms = max(1, int(wait_timeout * 1000)) if wait_timeout else 0
-        super().__init__(_connect(dsn), mask(dsn))
-        self._bound_waits()
+        conn = _connect(dsn)
+        try:
+            super().__init__(conn, mask(dsn))
+            self._bound_waits()
+        except BaseException:  # a failed migration or setting: the connection is not left to the collector
+            conn.close()
+            raise
 
     def _bound_waits(self) -> None:
         if self._wait_ms:  # session settings (autocommit): they outlive every transaction of the connection
@@ -77,7 +82,10 @@ class PostgresIndex(Index):
 
     def migrate(self) -> list[int]:
         """Migrators queue for one session lock around the whole check-and-apply: a process that took
-        the lock only after finding a migration unapplied would re-run what another just applied."""
+        the lock only after finding a migration unapplied would re-run what another just applied. An index
+        up to date takes no lock (the lock's wait is unbounded: a server's start must not queue behind it)."""
+        if not self.migrations_missing():
+            return []
         self.conn.execute(f"SELECT pg_advisory_lock({MIGRATION_LOCK})")
         try:
             return super().migrate()

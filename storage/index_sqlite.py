@@ -14,13 +14,14 @@ from .modes import private_file, private_folder
 from .search import Query, fts5_match
 
 BUSY_TIMEOUT_MS = 30_000
+PROGRESS_STEPS = 100_000  # virtual machine steps between two looks at a bounded statement's clock (~1 ms)
 
 
-def _use_wal(conn: sqlite3.Connection) -> None:
-    """Switch to the WAL journal, waiting out other processes doing the same: on a new index,
-    workers that start together (a batch's, forked at once) race for it, and SQLite answers
-    "database is locked" at once there instead of calling its busy handler."""
-    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+def use_wal(conn: sqlite3.Connection, wait: float = BUSY_TIMEOUT_MS / 1000) -> None:
+    """Switch to the WAL journal, waiting out other processes doing the same (for at most ``wait``
+    seconds): on a new database, workers that start together (a batch's, forked at once) race for it,
+    and SQLite answers "database is locked" at once there instead of calling its busy handler."""
+    deadline = time.monotonic() + wait
     while True:
         try:
             conn.execute("PRAGMA journal_mode = WAL")
@@ -38,7 +39,8 @@ class SqliteIndex(Index):
 
     def __init__(self, path: str, group_readable: bool = False, wait_timeout: float | None = None):
         """``wait_timeout``: after the migrations (which keep the long busy wait), the seconds a statement
-        waits for another connection's lock before "database is locked" (a StorageError)."""
+        waits for another connection's lock before "database is locked" (a StorageError), and runs (from
+        its execute to its last row fetched) before it is interrupted."""
         if path != ":memory:":
             try:
                 private_folder(Path(path).parent, group_readable)
@@ -47,16 +49,24 @@ class SqliteIndex(Index):
                 raise StorageError(f"cannot create index folder for {path}: {e.strerror}") from None
         try:
             conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
-            _use_wal(conn)
+            use_wal(conn)
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
         except sqlite3.Error as e:
             raise StorageError(f"cannot open index {path}: {e}") from None
+        self._started, self._run_limit = time.monotonic(), 0.0
         super().__init__(conn, path)
         if wait_timeout:
             conn.execute(f"PRAGMA busy_timeout = {max(1, int(wait_timeout * 1000))}")
+            # and how long a statement runs: interrupted ("interrupted", a StorageError) past that many seconds
+            self._run_limit = wait_timeout
+            conn.set_progress_handler(self._past_deadline, PROGRESS_STEPS)
+
+    def _past_deadline(self) -> bool:
+        return time.monotonic() - self._started > self._run_limit
 
     def _cursor_execute(self, sql: str, params: Sequence[Any]) -> Any:
+        self._started = time.monotonic()
         return self.conn.execute(sql, tuple(params))
 
     def _run_script(self, sql: str) -> None:

@@ -135,19 +135,19 @@ def get_job(job_id: str, request: Request, gate: Gate = Depends(api_gate)) -> di
 
 @router.get("/cases/{case_id}/documents/{sequence}/pdfa", responses=ERROR_RESPONSES, response_class=Response,
             summary="The PDF/A copy (ETag = SHA-256, Range requests)")
-def get_pdfa(case_id: str, sequence: int, request: Request, gate: Gate = Depends(api_gate)) -> Response:
+def get_pdfa(case_id: str, sequence: int, request: Request, gate: Gate = Depends(api_gate, scope="function")) -> Response:
     return files.document_response(request, gate, case_id, sequence, "pdfa")
 
 
 @router.get("/cases/{case_id}/documents/{sequence}/original", responses=ERROR_RESPONSES, response_class=Response,
             summary="The original as received (ETag = SHA-256, Range requests)")
-def get_original(case_id: str, sequence: int, request: Request, gate: Gate = Depends(api_gate)) -> Response:
+def get_original(case_id: str, sequence: int, request: Request, gate: Gate = Depends(api_gate, scope="function")) -> Response:
     return files.document_response(request, gate, case_id, sequence, "original")
 
 
 @router.get("/cases/{case_id}/dossier.zip", responses=ERROR_RESPONSES, response_class=Response,
             summary="The whole e-dossier as a ZIP with manifest.json (each file SHA-256 checked)")
-def get_dossier(case_id: str, original: bool = False, gate: Gate = Depends(api_gate)) -> Response:
+def get_dossier(case_id: str, original: bool = False, gate: Gate = Depends(api_gate, scope="function")) -> Response:
     return files.dossier_response(gate, case_id, original)
 
 

@@ -111,7 +111,10 @@ def json_error(status: int, code: str, message: str, headers: dict | None = None
 # on the database (or the file system) runs on the event loop, so a stalled index holds only the requests
 # that need it (each for at most [web] db_timeout), not the loop that answers all the others. (Sync
 # dependencies would cost a hop each, and more for a generator's enter and exit.) The route itself runs
-# in a worker thread.
+# in a worker thread. Download routes take them with scope="function": the archive goes back to the pool
+# when the route returns, not when a slow client has read the last byte (a pool's worth of slow clients
+# starved every other request); the stream then reads only the object store (thread-safe for reads) and
+# records its event through the process's event writer.
 @asynccontextmanager
 async def _gate(request: Request, principal_of) -> AsyncIterator[Gate]:
     from .auth import client_address

@@ -24,6 +24,7 @@ class ArchivePool:
         self._all: list[Archive] = []
         self._lock = threading.Lock()
         self._size = size
+        self._opening = 0  # archives being opened now (outside the lock)
         self.take_timeout = TAKE_TIMEOUT
         # every statement of the portal's index connections is bounded ([web] db_timeout): a stalled
         # database answers 503 after that, rather than holding worker threads (and their archives) for good
@@ -48,11 +49,17 @@ class ArchivePool:
         archive = self.take_nowait()
         if archive is not None:
             return archive
-        with self._lock:
-            if len(self._all) < self._size:
+        with self._lock:  # a slot is reserved under the lock; the archive is opened outside it (that may wait)
+            opening = self._opening + len(self._all) < self._size
+            self._opening += opening
+        if opening:
+            try:
                 archive = Archive.open(self.settings, self.wait_timeout)
-                self._all.append(archive)
-        if archive is not None:
+            finally:
+                with self._lock:
+                    self._opening -= 1
+                    if archive is not None:
+                        self._all.append(archive)
             return archive
         try:  # bounded: a waiter holds a worker thread, and the archives' holders may need threads to finish
             return self._free.get(timeout=self.take_timeout)

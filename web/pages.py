@@ -7,9 +7,9 @@ check the CSRF token and render. Strings come from web/i18n.py (Vietnamese by de
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
-import time
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -17,6 +17,7 @@ from fastapi import Depends, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
 
 from digitize.errors import BadArgsError, NotFoundError
 from digitize.identifiers import is_case_id
@@ -54,6 +55,11 @@ def local_target(target: str | None) -> str:
     return target
 
 
+def check_password(pool, name: str, password: str):
+    with pool.archive() as archive:
+        return authenticate_password(archive.index, name, password)
+
+
 def install(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
 
@@ -75,21 +81,25 @@ def install(app: FastAPI) -> None:
         return render_login(request, next=next)
 
     @app.post("/login", include_in_schema=False)
-    def login(request: Request, name: str = Form(..., max_length=64), password: str = Form(..., max_length=1024),
-              csrf: str = Form(""), next: str = Form("/")) -> Response:
+    async def login(request: Request, name: str = Form(..., max_length=64),
+                    password: str = Form(..., max_length=1024), csrf: str = Form(""), next: str = Form("/")) -> Response:
+        """Async, so that a slowed login waits on the event loop, not in one of the worker threads that all
+        requests share; the throttle and the password check (argon2, the index) run in those threads."""
         check_csrf(request, csrf)
-        throttle, address = request.app.state.throttle, client_address(request)
-        if throttle.blocked(name, address):
+        throttle = request.app.state.throttle
+        attempt = await run_in_threadpool(throttle.reserve, name, client_address(request))
+        if attempt is None:
             return render_login(request, "login_throttled", 429, next)
-        # a name guessed from many addresses: slowed, never locked; the wait holds no archive
-        time.sleep(throttle.slowdown(name))
+        # a name guessed from many addresses: slowed, never locked; the wait holds no thread and no archive
+        await asyncio.sleep(attempt.delay)
         try:
-            with request.app.state.pool.archive() as archive:
-                principal = authenticate_password(archive.index, name, password)
+            principal = await run_in_threadpool(check_password, request.app.state.pool, name, password)
         except AuthenticationError:
-            throttle.failed(name, address)
-            return render_login(request, "login_failed", 401, next)
-        throttle.succeeded(name, address)
+            return render_login(request, "login_failed", 401, next)  # counted already, by reserve
+        except BaseException:
+            await run_in_threadpool(throttle.release, attempt, False)  # never checked: not a guess
+            raise
+        await run_in_threadpool(throttle.release, attempt, True)
         start_session(request, principal)
         return RedirectResponse(local_target(next), status_code=303)
 
@@ -151,13 +161,13 @@ def install(app: FastAPI) -> None:
 
     @app.get("/cases/{case_id}/documents/{sequence}/{kind}", include_in_schema=False)
     def download(request: Request, case_id: str, sequence: int, kind: str,
-                 gate: Gate = Depends(page_gate)) -> Response:
+                 gate: Gate = Depends(page_gate, scope="function")) -> Response:
         if kind not in files.KINDS:
             raise NotFoundError(f"{kind} not found")
         return files.document_response(request, gate, case_id, sequence, kind)
 
     @app.get("/cases/{case_id}/dossier.zip", include_in_schema=False)
-    def dossier(case_id: str, gate: Gate = Depends(page_gate)) -> Response:
+    def dossier(case_id: str, gate: Gate = Depends(page_gate, scope="function")) -> Response:
         return files.dossier_response(gate, case_id)
 
     # -- scanning desk -----------------------------------------------------------------------------

@@ -2,30 +2,41 @@
 
 Failures are rows of a small SQLite database in the data dir (``login-throttle.sqlite3``, 0600), so the
 ``[web] workers`` processes of a server share one count (each counting apart multiplied every limit by
-the number of workers) and a restart forgets nothing still within ``login_pause``. It stays small: a row is
-one failure of one counter (a user name and address, an address, a name), rows older than the pause are
-deleted at each failure, each successful login and each start, each counter keeps only the rows its limit looks at, and the table never holds
-more than MAX_ROWS rows (the oldest go first). A separate file, not the index: no migration, and a busy
-index (batch runs) never delays a login.
+the number of workers) and a restart forgets nothing still within ``login_pause``. A login is counted as a
+failure *before* its password is checked (:meth:`LoginThrottle.reserve`: check and count in one write
+transaction), and the count is taken back when the password was right: parallel guesses cannot all pass
+the check before the first failure is written. It stays small: a row is one failure of one counter (a user
+name and address, an address, a name); each counter keeps only the rows its limit looks at, expired rows
+go at each start and a few at each attempt, and the table never holds more than MAX_ROWS rows (when it is
+full of recent failures, logins are refused until some expire: evicting the oldest would let a flood push a
+guesser's own counters out). A separate file, not the index: no migration, and a busy index (batch runs) never delays a
+login. If the file fails (locked past its wait, disk full), this process counts in its memory instead:
+logins stay limited, and a right password is never refused for it.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import sqlite3
+import stat
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from digitize.errors import StorageError
-from storage.modes import private_file
+from storage.index_sqlite import use_wal
+from storage.modes import private_file, private_folder
 
 log = logging.getLogger("digitize.web")
 ADDRESS_FACTOR = 10  # an office behind one NAT address shares it: the address limit is this many times higher
+WIDE_FACTOR = 4  # an IPv6 /48 (a site's many /64s): this many times the tries per name of one /64
 NAME_FACTOR = 20  # failures for one name from everywhere before its logins are slowed (never refused)
 NAME_DELAY = 2.0  # seconds each login for such a name waits before its password is checked
 MAX_ROWS = 100_000  # failures kept at most (~10 MB): a flood of guesses cannot grow the file without bound
+EXPIRED_PER_ATTEMPT = 200  # expired rows one attempt deletes (bounded work on the login path)
 BUSY_TIMEOUT = 2.0  # seconds a process waits for another's write (each write is a few rows)
 FILE_NAME = "login-throttle.sqlite3"
 SCHEMA = ("CREATE TABLE IF NOT EXISTS failures (counter TEXT NOT NULL, at REAL NOT NULL)",
@@ -33,22 +44,64 @@ SCHEMA = ("CREATE TABLE IF NOT EXISTS failures (counter TEXT NOT NULL, at REAL N
           "CREATE INDEX IF NOT EXISTS failures_at ON failures (at)")
 
 
-def address_group(address: str) -> str:
+def bare_address(address: str) -> str:
+    """The address alone: without IPv6 brackets, a port (``[2001:db8::1]:443``, ``10.0.0.7:50000``) or a
+    zone (``fe80::1%eth0``), so that one client is one counter however a proxy wrote its address."""
+    address = address.strip()
+    if address.startswith("["):
+        address = address[1:].split("]", 1)[0]
+    elif address.count(":") == 1:
+        address = address.split(":", 1)[0]
+    return address.split("%", 1)[0]
+
+
+def address_group(address: str, prefix: int = 64) -> str:
     """What one client controls: an IPv4 address, or an IPv6 /64 (one subscriber's network, in which it can
-    pick any of 2**64 addresses). An IPv4-mapped IPv6 address is its IPv4 address."""
+    pick any of 2**64 addresses; ``prefix``: a wider one). An IPv4-mapped IPv6 address is its IPv4 address."""
     try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        ip = ipaddress.ip_address(bare_address(address))
     except ValueError:
         return address  # not an address (a test client's name): as it is
     if ip.version == 6 and ip.ipv4_mapped is not None:
         return str(ip.ipv4_mapped)
-    return str(ipaddress.ip_network(f"{ip}/64", strict=False)) if ip.version == 6 else str(ip)
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False)) if ip.version == 6 else str(ip)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """A login let through: already counted as a failure (``rowids``), to be taken back if it succeeds.
+    ``delay``: seconds to wait before checking its password (the name is being guessed)."""
+
+    delay: float
+    pair: str
+    rowids: tuple[int, ...]
+    in_memory: bool  # counted in this process's memory: the shared file had failed
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    db = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+    if path != ":memory:":
+        use_wal(db, BUSY_TIMEOUT)  # workers starting together on a new file race for the switch
+        db.execute("PRAGMA synchronous = NORMAL")  # a power cut may forget the last failures
+    for statement in SCHEMA:
+        db.execute(statement)
+    return db
+
+
+def _own_regular_file(path: str) -> None:
+    """The data dir is other people's to write only if misconfigured; still, never follow a link there
+    (sqlite3 would) or use a file someone else made."""
+    st = os.lstat(path)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+        raise StorageError(f"the login throttle's database {path} is not a regular file of this user; "
+                           "remove it (the portal makes a new one)")
 
 
 class LoginThrottle:
     """After ``attempts`` failures for one user name *from one address*, or ten times that from one address
     across all names, logins for that name from that address (or anything from that address) pause for
-    ``pause`` seconds. An IPv6 "address" here is its /64 (address_group).
+    ``pause`` seconds. An IPv6 "address" here is its /64 (address_group); its /48 is counted too, with
+    WIDE_FACTOR times the tries per name and NAME_FACTOR times the tries across names.
 
     Failures are never counted per name alone to refuse a login: then anyone could lock an officer out by
     typing wrong passwords for the name from anywhere. A guesser spread over many addresses is slowed
@@ -63,93 +116,106 @@ class LoginThrottle:
 
     def __init__(self, attempts: int, pause: float, clock=time.time, data_dir: str | Path | None = None):
         self.attempts, self.pause, self.clock = attempts, pause, clock
-        self._lock = threading.Lock()  # one connection per process, used by one thread at a time
+        self._lock = threading.Lock()  # the connections are per process, used by one thread at a time
+        self._memory = _connect(":memory:")  # the fallback (and, without a data dir, the only count)
         if data_dir is None:
-            path = ":memory:"
-        else:
-            path = str(Path(data_dir) / FILE_NAME)
-            Path(data_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
-            private_file(path)
+            self._db, path = self._memory, ":memory:"
+            return
+        path = str(Path(data_dir) / FILE_NAME)
         try:
-            self._db = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
-            if path != ":memory:":
-                self._db.execute("PRAGMA journal_mode = WAL")
-                self._db.execute("PRAGMA synchronous = NORMAL")  # a power cut may forget the last failures
-            for statement in SCHEMA:
-                self._db.execute(statement)
-            self._forget_expired()
-        except sqlite3.Error as e:
+            private_folder(data_dir)
+            private_file(path)
+            _own_regular_file(path)
+            self._db = _connect(path)
+            _own_regular_file(path)  # not swapped for a link while it was opened
+            self._db.execute("DELETE FROM failures WHERE at <= ?", (self.clock() - self.pause,))
+        except (OSError, sqlite3.Error) as e:
             raise StorageError(f"cannot open the login throttle's database {path}: {e}") from None
 
     def _limits(self, name: str, address: str) -> list[tuple[str, int]]:
         """Every counter a login touches, with its limit: the (name, address) pair, then the address."""
-        group = address_group(address)
-        return [(f"pair\x00{name.casefold()}\x00{group}", self.attempts),
-                (f"addr\x00{group}", self.attempts * ADDRESS_FACTOR)]
+        group, name = address_group(address), name.casefold()
+        limits = [(f"pair\x00{name}\x00{group}", self.attempts), (f"addr\x00{group}", self.attempts * ADDRESS_FACTOR)]
+        if (site := address_group(address, 48)) != group:  # one site's /48 holds 65 536 /64s to rotate through
+            limits += [(f"pair\x00{name}\x00{site}", self.attempts * WIDE_FACTOR),
+                       (f"addr\x00{site}", self.attempts * NAME_FACTOR)]
+        return limits
 
-    def _name_counter(self, name: str) -> str:
-        return f"name\x00{name.casefold()}"
-
-    def _count(self, counter: str, limit: int, now: float) -> int:
+    def _count(self, db: sqlite3.Connection, counter: str, limit: int, now: float) -> int:
         """Recent failures of ``counter``, counted up to ``limit`` (all a caller compares with)."""
-        return self._db.execute("SELECT COUNT(*) FROM (SELECT 1 FROM failures WHERE counter = ? AND at > ? "
-                                "LIMIT ?)", (counter, now - self.pause, limit)).fetchone()[0]
+        return db.execute("SELECT COUNT(*) FROM (SELECT 1 FROM failures WHERE counter = ? AND at > ? LIMIT ?)",
+                          (counter, now - self.pause, limit)).fetchone()[0]
 
-    def _forget_expired(self) -> None:
-        """Failures older than the pause count for nothing: their names and addresses are not kept."""
-        self._db.execute("DELETE FROM failures WHERE at <= ?", (self.clock() - self.pause,))
-
-    def _run(self, work):
+    def reserve(self, name: str, address: str) -> Attempt | None:
+        """None if this login must pause; else the attempt, already counted as a failure. One write
+        transaction checks and counts, so parallel logins see each other's attempts."""
         with self._lock:
-            try:
-                return work()
-            except sqlite3.Error as e:
-                raise StorageError(f"login throttle: {e}") from None
+            if self._db is not self._memory:
+                try:
+                    return self._reserve(self._db, name, address, False)
+                except sqlite3.Error as e:
+                    log.warning("login throttle: %s; counting this login in this process's memory", e)
+            return self._reserve(self._memory, name, address, True)
 
-    def slowdown(self, name: str) -> float:
-        """Seconds a login for ``name`` should wait first: NAME_DELAY while it is being guessed from many
-        addresses, else 0."""
-        limit = self.attempts * NAME_FACTOR
-        guessed = self._run(lambda: self._count(self._name_counter(name), limit, self.clock()) >= limit)
-        return NAME_DELAY if guessed else 0.0
-
-    def blocked(self, name: str, address: str) -> bool:
+    def _reserve(self, db: sqlite3.Connection, name: str, address: str, in_memory: bool) -> Attempt | None:
         now = self.clock()
-        return self._run(lambda: any(self._count(c, limit, now) >= limit for c, limit in self._limits(name, address)))
-
-    def failed(self, name: str, address: str) -> None:
-        now = self.clock()
-        counters = [*(c for c, _ in self._limits(name, address)), self._name_counter(name)]
+        limits = self._limits(name, address)
+        name_counter = f"name\x00{name.casefold()}"
         keep = self.attempts * NAME_FACTOR  # the most any limit looks at
+        others = [] if db is self._memory else [self._memory]  # failures counted there while the file failed
 
-        def record() -> None:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
+        def count(counter: str, limit: int) -> int:
+            return sum(self._count(d, counter, limit, now) for d in (db, *others))
+
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if any(count(c, limit) >= limit for c, limit in limits):
+                db.execute("ROLLBACK")
+                return None
+            delay = NAME_DELAY if count(name_counter, keep) >= keep else 0.0
+            counters = [*(c for c, _ in limits), name_counter]
+            if not self._room(db, len(counters), now):
+                db.execute("ROLLBACK")
+                log.warning("login throttle: %d recent failures, the most it keeps; refusing logins", MAX_ROWS)
+                return None
+            rowids = tuple(db.execute("INSERT INTO failures (counter, at) VALUES (?, ?)", (c, now)).lastrowid
+                           for c in counters)
+            db.execute("DELETE FROM failures WHERE rowid IN (SELECT rowid FROM failures WHERE at <= ? LIMIT ?)",
+                       (now - self.pause, EXPIRED_PER_ATTEMPT))
+            for counter in counters:  # rows beyond what its limit counts
+                db.execute("DELETE FROM failures WHERE counter = ? AND rowid NOT IN (SELECT rowid FROM "
+                           "failures WHERE counter = ? ORDER BY at DESC LIMIT ?)", (counter, counter, keep))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return Attempt(delay, limits[0][0], rowids, in_memory)
+
+    def _room(self, db: sqlite3.Connection, rows: int, now: float) -> bool:
+        """Whether ``rows`` more fit under MAX_ROWS, expired rows deleted first if not. Full of recent
+        failures, logins are refused rather than the oldest rows dropped (a guesser's own counters)."""
+        if db.execute("SELECT COUNT(*) FROM failures").fetchone()[0] + rows <= MAX_ROWS:
+            return True
+        db.execute("DELETE FROM failures WHERE at <= ?", (now - self.pause,))
+        return db.execute("SELECT COUNT(*) FROM failures").fetchone()[0] + rows <= MAX_ROWS
+
+    def release(self, attempt: Attempt, succeeded: bool) -> None:
+        """Take the attempt's count back: its password was right (then the pair's earlier failures go too),
+        or it was never checked (the archive did not answer). Never raises: a failing throttle file must not
+        refuse a right password (its rows then expire)."""
+        with self._lock:
+            db = self._memory if attempt.in_memory else self._db
             try:
-                db.executemany("INSERT INTO failures (counter, at) VALUES (?, ?)", [(c, now) for c in counters])
-                self._forget_expired()
-                for counter in counters:  # rows beyond what its limit counts
-                    db.execute("DELETE FROM failures WHERE counter = ? AND rowid NOT IN (SELECT rowid FROM "
-                               "failures WHERE counter = ? ORDER BY at DESC LIMIT ?)", (counter, counter, keep))
-                # rows have distinct rowids, a new one the highest: at most MAX_ROWS stay, the oldest go first
-                db.execute("DELETE FROM failures WHERE rowid <= (SELECT MAX(rowid) FROM failures) - ?", (MAX_ROWS,))
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
-
-        self._run(record)
-
-    def succeeded(self, name: str, address: str) -> None:
-        counter = self._limits(name, address)[0][0]
-
-        def forget() -> None:
-            self._db.execute("DELETE FROM failures WHERE counter = ?", (counter,))
-            self._forget_expired()
-
-        self._run(forget)
+                marks = ", ".join("?" * len(attempt.rowids))
+                db.execute(f"DELETE FROM failures WHERE rowid IN ({marks})", attempt.rowids)
+                if succeeded:
+                    db.execute("DELETE FROM failures WHERE counter = ?", (attempt.pair,))
+            except sqlite3.Error as e:
+                log.warning("login throttle: %s; the attempt stays counted until it expires", e)
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            if self._db is not self._memory:
+                self._db.close()
+            self._memory.close()

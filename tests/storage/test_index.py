@@ -179,3 +179,71 @@ def test_processes_opening_a_new_archive_together_all_get_its_index(tmp_path):
         for p in procs:
             p.join(60)
         assert [p.exitcode for p in procs] == [0] * 4, attempt
+
+
+def test_a_failed_postgresql_setup_closes_its_connection(monkeypatch):
+    """A migration or setting that failed in PostgresIndex.__init__ left the connection open (a server
+    slot held until the collector ran)."""
+    import psycopg
+
+    from storage import index_pg
+
+    class Connection:
+        closed = broken = False
+
+        def execute(self, *args):
+            raise psycopg.OperationalError("canceling statement due to lock timeout")
+
+        def close(self):
+            self.closed = True
+
+    conn = Connection()
+    monkeypatch.setattr(index_pg, "_connect", lambda dsn: conn)
+    with pytest.raises(psycopg.OperationalError):
+        index_pg.PostgresIndex("postgresql://digitize@127.0.0.1/records")
+    assert conn.closed
+
+
+def test_opening_an_index_up_to_date_takes_no_write_lock(tmp_path):
+    """Every open ran each migration's check in a BEGIN IMMEDIATE: behind a batch's write, for 30 s."""
+    import sqlite3
+
+    from storage.index import open_index
+
+    dsn = f"sqlite:///{tmp_path / 'index.sqlite3'}"
+    open_index(dsn).close()
+    other = sqlite3.connect(tmp_path / "index.sqlite3", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        open_index(dsn, wait_timeout=0.2).close()  # no wait: the check only reads
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+
+
+def test_a_bounded_sqlite_statement_is_interrupted_past_its_time(tmp_path):
+    """Only the wait for a lock was bounded: a statement that ran long (a huge search) held its caller."""
+    import threading
+
+    index = open_index(f"sqlite:///{tmp_path / 'index.sqlite3'}", wait_timeout=0.3)
+    outcome: list = []
+    endless = ("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10000000000) "
+               "SELECT count(*) FROM n")
+
+    def run():
+        try:
+            outcome.append(index._scalar(endless))
+        except StorageError as e:
+            outcome.append(e)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(10)
+    ran_on = worker.is_alive()
+    if ran_on:
+        index.conn.interrupt()
+        worker.join(30)
+    assert not ran_on, "the statement ran on past its time"
+    assert outcome and isinstance(outcome[0], StorageError) and "interrupted" in str(outcome[0])
+    assert index._scalar("SELECT 1") == 1  # the connection goes on
+    index.close()

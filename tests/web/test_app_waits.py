@@ -149,6 +149,27 @@ def test_a_locked_sqlite_index_is_a_503_after_db_timeout_not_a_stalled_request(d
         assert put.status_code == 201
 
 
+def test_a_cold_pool_opens_while_a_batch_holds_the_index_write_lock(data):
+    """Opening an archive ran every migration check in a write transaction, under the 30 s busy wait (the
+    portal's wait bound came only after): a cold pool's requests hung behind a batch's long transaction."""
+    import sqlite3
+
+    settings, tokens = data
+    settings.web.db_timeout = 0.3
+    other = sqlite3.connect(settings.index_dsn[len("sqlite:///"):], isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # a batch's transaction, before the portal's first request
+    try:
+        with TestClient(create_app(settings), base_url="http://127.0.0.1") as client:
+            answer = answered_within(lambda: client.get(f"/api/v1/cases/{CASE}",
+                                                        headers={"authorization": f"Bearer {tokens['quick']}"}),
+                                     lambda: other.execute("ROLLBACK"))
+    finally:
+        if other.in_transaction:
+            other.execute("ROLLBACK")
+        other.close()
+    assert answer.status_code == 404  # read, answered: no case of that ID
+
+
 def test_a_locked_sqlite_index_is_a_503_page_for_the_portal(data):
     settings, _ = data
     settings.web.db_timeout = 0.3

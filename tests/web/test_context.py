@@ -33,3 +33,48 @@ def test_a_request_waits_a_bounded_time_for_an_archive(tmp_path):
     pool.give(held)
     assert pool.take() is held
     pool.close()
+
+
+def test_an_archive_being_opened_holds_up_no_other_request(tmp_path, monkeypatch):
+    """Archive.open ran under the pool's lock: one open waiting on the index (a cold pool while a batch
+    writes) made every other request wait for that lock, without a bound."""
+    from types import SimpleNamespace
+
+    from storage.archive import Archive
+    from web import context
+
+    entered, release = threading.Event(), threading.Event()
+
+    def open_archive(settings, wait_timeout=None):
+        if not entered.is_set():
+            entered.set()
+            assert release.wait(30)
+        return Archive.open(settings, wait_timeout)
+
+    monkeypatch.setattr(context, "Archive", SimpleNamespace(open=open_archive))
+    pool = ArchivePool(Settings(data_dir=str(tmp_path / "data")), size=2)
+    first = threading.Thread(target=pool.take, daemon=True)
+    first.start()
+    assert entered.wait(10)
+    taken: list = []
+    second = threading.Thread(target=lambda: taken.append(pool.take()), daemon=True)
+    second.start()
+    second.join(10)
+    release.set()
+    first.join(30)
+    try:
+        assert taken, "a request waited for another request's archive to open"
+    finally:
+        second.join(30)
+        pool.close()
+
+
+def test_the_pool_opens_no_more_archives_than_its_size(tmp_path):
+    pool = ArchivePool(Settings(data_dir=str(tmp_path / "data")), size=2)
+    pool.take_timeout = 0.2
+    held = [pool.take(), pool.take()]
+    with pytest.raises(StorageError, match="busy"):
+        pool.take()
+    for archive in held:
+        pool.give(archive)
+    pool.close()

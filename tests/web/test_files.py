@@ -41,3 +41,62 @@ def test_an_answer_without_bytes_is_an_access_event(served, headers, status, det
     assert len(recorded) == 1, download_events(served)
     assert recorded[0]["actor"] == "token:onestop-a" and recorded[0]["client"] == "10.1.2.3"
     assert recorded[0]["outcome"] == outcome
+
+
+@pytest.mark.parametrize("headers", [{"if-none-match": "ETAG"}, {"range": "bytes=99999999-"}],
+                         ids=["not-modified", "range-not-satisfiable"])
+def test_an_answer_without_bytes_for_another_agency_is_a_404_and_no_event(served, headers):
+    """A 304 would confirm that a guessed SHA-256 is another agency's document (and a 416 its size)."""
+    from portal_data import CASE_B
+
+    settings = served.app.state.settings
+    with Archive.open(settings) as archive:
+        doc = archive.documents(CASE_B)[0]
+        before = len(archive.index.events(case_id=CASE_B))
+    url = f"/api/v1/cases/{CASE_B}/documents/{doc.sequence}/pdfa"
+    answer = served.get(url, headers={k: v.replace("ETAG", f'"{doc.pdfa_sha256}"') for k, v in headers.items()})
+    assert answer.status_code == 404 and answer.json()["error"] == "not-found"
+    assert "etag" not in answer.headers and "content-range" not in answer.headers
+    served.app.state.events.flush()
+    with Archive.open(settings) as archive:
+        assert len(archive.index.events(case_id=CASE_B)) == before
+
+
+def test_a_slow_download_gives_its_archive_back_before_it_streams(tmp_path, monkeypatch):
+    """The archive was held until a streamed answer was sent to its end: a pool's worth of slow clients
+    (16 per process) took every archive, and every other request got a 503 after the pool's wait."""
+    import hashlib
+    import threading
+
+    from storage.objects import FolderStore
+    from web import files
+
+    settings = seed(tmp_path / "data", tmp_path / "work")
+    with Archive.open(settings) as archive:
+        token = access.create_token(archive.index, "onestop-a", "officer", [AGENCY_A])
+        sha = archive.documents(CASE_A)[0].pdfa_sha256
+    monkeypatch.setattr(files, "WHOLE_MAX", 0)  # every download streams
+    streaming, release, real = threading.Event(), threading.Event(), FolderStore.read_chunks
+
+    def slow_client(self, key):  # each block waits, as for a client that reads slowly
+        for block in real(self, key):
+            streaming.set()
+            assert release.wait(30)
+            yield block
+
+    monkeypatch.setattr(FolderStore, "read_chunks", slow_client)
+    app = create_app(settings)
+    app.state.pool._size, app.state.pool.take_timeout = 1, 1.0  # one archive: the slow download's
+    with TestClient(app, base_url="http://127.0.0.1", headers={"authorization": f"Bearer {token}"}) as client:
+        answers: list = []
+        download = threading.Thread(target=lambda: answers.append(
+            client.get(f"/api/v1/cases/{CASE_A}/documents/1/pdfa")), daemon=True)
+        download.start()
+        try:
+            assert streaming.wait(20), "the download never started streaming"
+            other = client.get(f"/api/v1/cases/{CASE_A}")
+        finally:
+            release.set()
+            download.join(30)
+    assert other.status_code == 200, other.text
+    assert answers[0].status_code == 200 and hashlib.sha256(answers[0].content).hexdigest() == sha

@@ -91,13 +91,12 @@ def test_a_name_guessed_from_many_addresses_is_slowed_not_locked():
     throttle = LoginThrottle(attempts=3, pause=300, clock=lambda: now[0])
     assert address_group("::ffff:10.1.2.3") == "10.1.2.3" and address_group("2001:db8::1") == "2001:db8::/64"
     for n in range(3 * NAME_FACTOR):
-        assert not throttle.blocked("officer-a", f"10.0.{n // 250}.{n % 250}")
-        assert throttle.slowdown("officer-a") == 0.0
-        throttle.failed("officer-a", f"10.0.{n // 250}.{n % 250}")
-    assert throttle.slowdown("officer-a") == NAME_DELAY and throttle.slowdown("officer-b") == 0.0
-    assert not throttle.blocked("officer-a", "10.200.0.1")  # the officer's own address still gets in
+        attempt = throttle.reserve("officer-a", f"10.0.{n // 250}.{n % 250}")  # counted as a failure
+        assert attempt is not None and attempt.delay == 0.0
+    assert throttle.reserve("officer-a", "10.200.0.1").delay == NAME_DELAY  # slowed, not refused
+    assert throttle.reserve("officer-b", "10.200.0.1").delay == 0.0
     now[0] = 301.0
-    assert throttle.slowdown("officer-a") == 0.0
+    assert throttle.reserve("officer-a", "10.200.0.2").delay == 0.0
 
 
 def test_idle_sessions_end(app):

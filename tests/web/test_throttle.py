@@ -38,38 +38,238 @@ def test_two_apps_over_one_data_dir_share_the_count(tmp_path):
 def test_a_restart_keeps_the_count_and_the_pause_ends_it(tmp_path):
     now = [1000.0]
     first = LoginThrottle(2, 300, clock=lambda: now[0], data_dir=tmp_path)
-    first.failed("lan", "10.0.0.7")
+    assert first.reserve("lan", "10.0.0.7")  # counted as a failure until released
     first.close()
     again = LoginThrottle(2, 300, clock=lambda: now[0], data_dir=tmp_path)  # the server restarted
-    again.failed("lan", "10.0.0.7")
-    assert again.blocked("lan", "10.0.0.7")
+    assert again.reserve("lan", "10.0.0.7")
+    assert again.reserve("lan", "10.0.0.7") is None
     now[0] += 301
-    assert not again.blocked("lan", "10.0.0.7")
+    again.release(again.reserve("lan", "10.0.0.7"), succeeded=True)
     again.close()
     LoginThrottle(2, 300, clock=lambda: now[0], data_dir=tmp_path).close()  # a start forgets expired failures
     with sqlite3.connect(tmp_path / FILE_NAME) as db:
         assert db.execute("SELECT COUNT(*) FROM failures").fetchone()[0] == 0
 
 
-def test_the_failures_table_is_bounded(tmp_path, monkeypatch):
+def test_the_failures_table_is_bounded_and_keeps_the_oldest_counts(tmp_path, monkeypatch):
+    """Full, the table dropped its oldest rows: a flood of other names pushed a guesser's counters out."""
     monkeypatch.setattr(throttle_module, "MAX_ROWS", 50)
     now = [0.0]
     counts = LoginThrottle(3, 300, clock=lambda: now[0], data_dir=tmp_path)
-    for n in range(200):  # one guesser, many names and addresses (3 counters a failure)
+    for _ in range(3):
+        assert counts.reserve("officer-a", "10.9.9.9")  # the guesser, paused now
+    for n in range(200):  # a flood of other names and addresses (3 counters a failure)
         now[0] += 0.01
-        counts.failed(f"name-{n}", f"10.1.{n // 250}.{n % 250}")
+        counts.reserve(f"name-{n}", f"10.1.{n // 250}.{n % 250}")
+    assert counts.reserve("officer-a", "10.9.9.9") is None  # still paused
+    assert counts.reserve("someone", "10.2.0.1") is None  # full of recent failures: refused
+    now[0] += 301  # they expired
+    assert counts.reserve("someone", "10.2.0.1")
     counts.close()
     with sqlite3.connect(tmp_path / FILE_NAME) as db:
-        rows = db.execute("SELECT COUNT(*) FROM failures").fetchone()[0]
-        newest = db.execute("SELECT MAX(at) FROM failures").fetchone()[0]
-    assert rows <= 50 and newest == pytest.approx(now[0])  # the newest are kept
+        assert db.execute("SELECT COUNT(*) FROM failures").fetchone()[0] <= 50
 
 
 def test_one_counter_keeps_only_what_its_limit_counts(tmp_path):
     counts = LoginThrottle(2, 300, data_dir=tmp_path)
-    for _ in range(100):
-        counts.failed("lan", "10.0.0.7")
+    for n in range(100):  # one name from many addresses
+        assert counts.reserve("lan", f"10.0.0.{n}")
     counts.close()
     with sqlite3.connect(tmp_path / FILE_NAME) as db:
         per_counter = [n for (n,) in db.execute("SELECT COUNT(*) FROM failures GROUP BY counter")]
-    assert max(per_counter) == 2 * throttle_module.NAME_FACTOR
+    assert max(per_counter) == 2 * throttle_module.NAME_FACTOR  # the name's counter
+
+
+# -- review of sec11: parallel guesses, a failing throttle file, slowed names, the file itself --------------
+PASSWORD = "mat-khau-thu-nghiem-2024"
+
+
+@pytest.fixture
+def portal(tmp_path):
+    from storage import access
+    from storage.archive import Archive
+
+    settings = Settings(data_dir=str(tmp_path / "data"))
+    settings.web.secure_cookies = False
+    settings.web.login_attempts = 3
+    with Archive.open(settings) as archive:
+        access.add_user(archive.index, "officer-a", "officer", ["000.00.31.H56"], PASSWORD)
+    return settings
+
+
+def in_parallel(calls) -> list:
+    """Each call in its own thread, all let go at once; their answers in order."""
+    import threading
+
+    start, answers = threading.Barrier(len(calls)), [None] * len(calls)
+
+    def run(n):
+        start.wait(30)
+        answers[n] = calls[n]()
+
+    threads = [threading.Thread(target=run, args=(n,), daemon=True) for n in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    return answers
+
+
+def post_login(client: TestClient, name: str, password: str, address: str | None = None):
+    csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text).group(1)
+    return client.post("/login", data={"name": name, "password": password, "csrf": csrf}, follow_redirects=False)
+
+
+def slow_wrong_passwords(monkeypatch, seconds: float) -> None:
+    """Every password check takes ``seconds`` (argon2 on a loaded server) and fails."""
+    import time
+
+    from storage.access import AuthenticationError
+    from web import pages
+
+    def check(index, name, password):
+        time.sleep(seconds)
+        raise AuthenticationError("wrong user name or password")
+
+    monkeypatch.setattr(pages, "authenticate_password", check)
+
+
+def test_parallel_failing_logins_get_no_more_guesses_than_the_limit(portal, monkeypatch):
+    """blocked() was checked, the password verified, and only then the failure written: parallel logins
+    all passed the check before the first failure was counted (~40 guesses per worker per pause)."""
+    slow_wrong_passwords(monkeypatch, 0.5)
+    app = create_app(portal)
+    clients = [TestClient(app, client=("10.0.0.7", 50000)) for _ in range(10)]
+    tokens = [re.search(r'name="csrf" value="([^"]+)"', c.get("/login").text).group(1) for c in clients]
+    answers = in_parallel([lambda c=c, t=t: c.post("/login", data={"name": "lan", "password": "wrong-password-1",
+                                                                   "csrf": t}, follow_redirects=False).status_code
+                           for c, t in zip(clients, tokens)])
+    assert sorted(answers) == [401] * 3 + [429] * 7
+
+
+class FailingWrites:
+    """A throttle connection whose statements starting with one of ``failing`` raise (a lock held past the
+    busy wait, a full disk); the rest run."""
+
+    def __init__(self, db: sqlite3.Connection, failing: tuple[str, ...]):
+        self.db, self.failing = db, failing
+
+    def execute(self, sql: str, *args):
+        if sql.lstrip().upper().startswith(self.failing):
+            raise sqlite3.OperationalError("database is locked")
+        return self.db.execute(sql, *args)
+
+    def executemany(self, sql: str, *args):
+        return self.execute(sql) if sql.lstrip().upper().startswith(self.failing) else self.db.executemany(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self.db, name)
+
+
+def test_wrong_passwords_are_still_counted_when_the_throttle_file_fails(portal):
+    """failed() raised: a 503, and the failure never counted (unlimited guesses while the file was locked)."""
+    app = create_app(portal)
+    app.state.throttle._db = FailingWrites(app.state.throttle._db, ("BEGIN", "INSERT", "DELETE"))
+    client = TestClient(app, client=("10.0.0.7", 50000))
+    answers = [post_login(client, "officer-a", "wrong-password-1").status_code for _ in range(4)]
+    assert answers == [401, 401, 401, 429]  # counted in the process's memory
+
+
+def test_a_right_password_gets_in_when_the_throttle_file_fails(portal):
+    """succeeded() raised (a locked file, or its cleanup of expired rows): a correct login was refused."""
+    app = create_app(portal)
+    app.state.throttle._db = FailingWrites(app.state.throttle._db, ("DELETE",))
+    client = TestClient(app, client=("10.0.0.7", 50000))
+    assert post_login(client, "officer-a", PASSWORD).status_code == 303
+    assert client.get("/search", follow_redirects=False).status_code == 200
+
+
+def test_a_slowed_name_holds_no_worker_thread(portal, monkeypatch, tmp_path):
+    """Each login for a guessed name slept NAME_DELAY in a worker thread: 40 of them held every thread, and
+    every other request of the portal queued behind them."""
+    import threading
+    import time
+
+    monkeypatch.setattr(throttle_module, "NAME_DELAY", 4.0)
+    slow_wrong_passwords(monkeypatch, 0.0)
+    app = create_app(portal)
+    with sqlite3.connect(tmp_path / "data" / FILE_NAME) as db:  # the name guessed from many addresses
+        db.executemany("INSERT INTO failures (counter, at) VALUES (?, ?)",
+                       [("name\x00officer-a", time.time())] * 3 * throttle_module.NAME_FACTOR)
+    with TestClient(app) as client:
+        csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text).group(1)
+        logins = [threading.Thread(target=lambda: client.post(
+            "/login", data={"name": "officer-a", "password": "wrong-password-1", "csrf": csrf},
+            follow_redirects=False), daemon=True) for _ in range(45)]
+        for thread in logins:
+            thread.start()
+        time.sleep(1.0)  # all 45 are waiting out their delay now
+        started = time.monotonic()
+        assert client.get("/healthz").status_code == 200  # a sync route: it needs a worker thread
+        waited = time.monotonic() - started
+        for thread in logins:
+            thread.join(60)
+    assert waited < 2.5, f"/healthz waited {waited:.1f} s for the slowed logins' threads"
+
+
+def test_a_symlinked_throttle_file_is_refused(tmp_path):
+    """private_file skipped a link silently, and sqlite3 followed it (to any file the portal may write)."""
+    from digitize.errors import StorageError
+
+    target = tmp_path / "elsewhere.sqlite3"
+    sqlite3.connect(target).close()
+    (tmp_path / "data").mkdir(mode=0o700)
+    (tmp_path / "data" / FILE_NAME).symlink_to(target)
+    with pytest.raises(StorageError, match="not a regular file"):
+        LoginThrottle(3, 300, data_dir=tmp_path / "data")
+
+
+def test_a_throttle_file_of_another_user_is_refused(tmp_path):
+    import os
+
+    from digitize.errors import StorageError
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to make a file of another user")
+    (tmp_path / "data").mkdir(mode=0o700)
+    sqlite3.connect(tmp_path / "data" / FILE_NAME).close()
+    os.chown(tmp_path / "data" / FILE_NAME, 65534, 65534)
+    with pytest.raises(StorageError, match="not a regular file of this user"):
+        LoginThrottle(3, 300, data_dir=tmp_path / "data")
+
+
+def test_workers_starting_together_on_a_new_throttle_file_wait_for_each_other(tmp_path):
+    """PRAGMA journal_mode = WAL answers "database is locked" at once while another connection holds the
+    file: a worker starting beside another one failed to start."""
+    import threading
+
+    (tmp_path / "data").mkdir(mode=0o700)
+    path = tmp_path / "data" / FILE_NAME
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE failures (counter TEXT NOT NULL, at REAL NOT NULL)")
+    other.execute("BEGIN IMMEDIATE")  # another process is setting the new file up
+    threading.Timer(0.5, lambda: other.execute("COMMIT")).start()
+    LoginThrottle(3, 300, data_dir=tmp_path / "data").close()
+    other.close()
+
+
+def test_an_ipv6_guesser_rotating_its_64s_is_stopped_by_its_48():
+    """Each /64 of a /48 counted apart: 65 536 networks of fresh tries for one name."""
+    throttle = LoginThrottle(3, 300)
+    tries = 0
+    for n in range(200):
+        if throttle.reserve("officer-a", f"2001:db8:7:{n:x}::1") is None:
+            break
+        tries += 1
+    assert tries == 3 * throttle_module.WIDE_FACTOR
+    assert throttle.reserve("officer-a", "2001:db8:8::1")  # another site
+
+
+def test_one_client_is_one_counter_however_its_address_is_written():
+    from web.throttle import address_group
+
+    assert {address_group(a) for a in ("[2001:db8::1]:443", "2001:db8::1", "[2001:db8::1]")} == {"2001:db8::/64"}
+    assert {address_group(a) for a in ("10.0.0.7:50000", "10.0.0.7", "::ffff:10.0.0.7")} == {"10.0.0.7"}
+    throttle = LoginThrottle(2, 300)
+    assert throttle.reserve("lan", "10.0.0.7:1") and throttle.reserve("lan", "10.0.0.7:2")
+    assert throttle.reserve("lan", "10.0.0.7:3") is None
