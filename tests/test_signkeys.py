@@ -1,0 +1,60 @@
+"""signkeys: the prepared signer classes build the same CMS as pyHanko's own (RSA PKCS#1 v1.5 signatures
+are deterministic, and PAdES puts no signing time in the signed attributes, so the bytes can be compared)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+import pytest
+
+from digitize import signkeys
+from digitize.config import SignSettings
+
+try:
+    from tests.pki import self_signed
+except ModuleNotFoundError:
+    from pki import self_signed
+
+PIN = "mật khẩu"
+
+
+@pytest.fixture(scope="module")
+def rsa_p12(tmp_path_factory):
+    return self_signed(tmp_path_factory.mktemp("key"), "Nguyễn Thị Lan", PIN, rsa_bits=2048)[0]
+
+
+def _cms(signer, digest: bytes) -> bytes:
+    return asyncio.run(signer.async_sign(digest, "sha256", use_pades=True)).dump()
+
+
+def test_prepared_signer_makes_pyhankos_cms_byte_for_byte(rsa_p12):
+    from pyhanko.sign.signers import SimpleSigner
+
+    prepared, _ = signkeys.open_pkcs12(SignSettings(pkcs12=str(rsa_p12)), PIN)
+    plain = SimpleSigner(signing_cert=prepared.signing_cert, signing_key=prepared.signing_key,
+                         cert_registry=prepared.cert_registry)
+    assert type(prepared).__name__ == "KeptKeySigner" and isinstance(prepared, SimpleSigner)
+    for n in range(3):  # the attribute made once is used again, and stays the same
+        digest = hashlib.sha256(f"document {n}".encode()).digest()
+        assert _cms(prepared, digest) == _cms(plain, digest)
+
+
+def test_pyhankos_certificate_attribute_provider_is_not_run_per_signature(rsa_p12, monkeypatch):
+    """pyHanko's own provider re-encodes the attribute at every signature: ours is made once per signer."""
+    from pyhanko.sign import attributes
+
+    prepared, _ = signkeys.open_pkcs12(SignSettings(pkcs12=str(rsa_p12)), PIN)
+    calls = []
+    real = attributes.as_signing_certificate_v2
+    monkeypatch.setattr(attributes, "as_signing_certificate_v2", lambda *a, **k: calls.append(1) or real(*a, **k))
+    for n in range(3):
+        _cms(prepared, hashlib.sha256(bytes([n])).digest())
+    assert calls == []
+
+
+def test_prepared_classes_are_made_once_per_base():
+    from pyhanko.sign.signers import SimpleSigner
+
+    assert signkeys.prepared_signer_class(SimpleSigner) is signkeys.prepared_signer_class(SimpleSigner)
+    assert issubclass(signkeys.prepared_signer_class(SimpleSigner), SimpleSigner)
