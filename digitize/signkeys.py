@@ -118,13 +118,16 @@ def prepared_signer_class(base: type) -> type:
     class Prepared(base):
         _certificate_attribute: tuple[Any, FixedAttribute] | None = None
 
-        def _signed_attr_provider_spec(self, *args, **kwargs):
-            spec = super()._signed_attr_provider_spec(*args, **kwargs)
+        def certificate_attribute(self) -> FixedAttribute:
             cert = self.signing_cert
             if self._certificate_attribute is None or self._certificate_attribute[0] is not cert:
                 attribute = simple_cms_attribute("signing_certificate_v2", as_signing_certificate_v2(cert))
                 self._certificate_attribute = (cert, FixedAttribute(cms.CMSAttribute.load(attribute.dump())))
-            return CertificateAttributeOnce(spec, cert, self._certificate_attribute[1])
+            return self._certificate_attribute[1]
+
+        def _signed_attr_provider_spec(self, *args, **kwargs):
+            spec = super()._signed_attr_provider_spec(*args, **kwargs)
+            return CertificateAttributeOnce(spec, self.signing_cert, self.certificate_attribute())
 
         async def signed_attrs(self, *args, **kwargs):
             return cms.CMSAttributes.load((await super().signed_attrs(*args, **kwargs)).dump())
@@ -134,6 +137,12 @@ def prepared_signer_class(base: type) -> type:
 
     Prepared.__name__ = Prepared.__qualname__ = f"Prepared{base.__name__}"
     return Prepared
+
+
+def prepare_certificate_attribute(signer) -> None:
+    """Build a prepared signer's certificate attribute now (see prepared_signer_class)."""
+    if hasattr(signer, "certificate_attribute"):
+        signer.certificate_attribute()
 
 
 def token_error(e: Exception) -> SigningError:
