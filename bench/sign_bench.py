@@ -148,7 +148,7 @@ def batch_share(keys: dict[str, dict[str, str]], files: int, rounds: int, jobs: 
     codes = {name: ROOT for name in ("unsigned", *keys)}
     if baseline is not None:  # the same keys through the baseline's code, in the same rounds
         keys = {**keys, **{f"{name} (baseline)": env for name, env in keys.items()}}
-        codes.update({f"{name} (baseline)": baseline for name in keys if name.endswith("(baseline)")})
+        codes.update({name: baseline for name in keys if name.endswith("(baseline)")})
     variants = {"unsigned": {}, **keys}
     walls: dict[str, list[float]] = {v: [] for v in variants}
     cpus: dict[str, list[float]] = {v: [] for v in variants}
