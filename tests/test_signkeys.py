@@ -60,10 +60,21 @@ def test_prepared_classes_are_made_once_per_base():
     assert issubclass(signkeys.prepared_signer_class(SimpleSigner), SimpleSigner)
 
 
+_opened: list[int] = []  # pids that opened the PKCS#12 (module level: a forked worker sees it)
+
+
+def _worker_signer(settings, parent_id: int) -> tuple[bool, list[int]]:
+    from digitize import signing
+
+    return id(signing.signer_for(settings)) == parent_id, list(_opened)
+
+
 def test_a_pkcs12_key_is_opened_once_by_preflight_and_used_by_forked_workers(rsa_p12, monkeypatch, tmp_path):
     """Each batch worker decrypted the PKCS#12 again (~0.1 s of CPU): now the one preflight opened is
-    inherited by the forked workers, and nothing of the key is built again there."""
+    inherited by the workers forked after it (as pipelines/batch.py forks them), which open nothing."""
+    import multiprocessing
     import os
+    from concurrent.futures import ProcessPoolExecutor
 
     from digitize import signing
     from digitize.config import Settings
@@ -71,25 +82,15 @@ def test_a_pkcs12_key_is_opened_once_by_preflight_and_used_by_forked_workers(rsa
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     settings = Settings()
     settings.sign.pkcs12, settings.sign.pin, settings.sign.visible = str(rsa_p12), PIN, False
-    opened = []
     real = signkeys.open_pkcs12
-    monkeypatch.setattr(signkeys, "open_pkcs12", lambda *a: opened.append(os.getpid()) or real(*a))
+    monkeypatch.setattr(signkeys, "open_pkcs12", lambda *a: _opened.append(os.getpid()) or real(*a))
+    _opened.clear()
     try:
         signing.preflight(settings)
         parent = signing.signer_for(settings)
-        assert opened == [os.getpid()] and parent is not None
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the worker
-            try:
-                same = signing.signer_for(settings) is parent and opened == [os.getppid()]
-                os.write(write_fd, b"same" if same else repr(opened).encode())
-            finally:
-                os._exit(0)
-        os.close(write_fd)
-        with os.fdopen(read_fd, "rb") as pipe:
-            answer = pipe.read()
-        os.waitpid(pid, 0)
-        assert answer == b"same"
+        assert _opened == [os.getpid()] and parent is not None
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+            same, opened = pool.submit(_worker_signer, settings, id(parent)).result(timeout=120)
+        assert same and opened == [os.getpid()], "the worker opened the key again"
     finally:
         signing.close_signers()
