@@ -63,10 +63,11 @@ def test_prepared_classes_are_made_once_per_base():
 _opened: list[int] = []  # pids that opened the PKCS#12 (module level: a forked worker sees it)
 
 
-def _worker_signer(settings, parent_id: int) -> tuple[bool, list[int]]:
+def _worker_signer(settings, parent_id: int) -> tuple[bool, list[int], bytes]:
     from digitize import signing
 
-    return id(signing.signer_for(settings)) == parent_id, list(_opened)
+    signer = signing.signer_for(settings)
+    return id(signer) == parent_id, list(_opened), _cms(signer._signer, hashlib.sha256(b"in a worker").digest())
 
 
 def test_a_pkcs12_key_is_opened_once_by_preflight_and_used_by_forked_workers(rsa_p12, monkeypatch, tmp_path):
@@ -90,7 +91,8 @@ def test_a_pkcs12_key_is_opened_once_by_preflight_and_used_by_forked_workers(rsa
         parent = signing.signer_for(settings)
         assert _opened == [os.getpid()] and parent is not None
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
-            same, opened = pool.submit(_worker_signer, settings, id(parent)).result(timeout=120)
+            same, opened, cms = pool.submit(_worker_signer, settings, id(parent)).result(timeout=120)
         assert same and opened == [os.getpid()], "the worker opened the key again"
+        assert cms == _cms(parent._signer, hashlib.sha256(b"in a worker").digest()), "the inherited key signs"
     finally:
         signing.close_signers()
