@@ -347,12 +347,19 @@ def plain_pdfa() -> Path:
     """The one-page A4 PDF/A the signatures part signs (made once with this tree, cached)."""
     from digitize.convert import ConvertOptions, convert_file
 
+    from digitize import resident
+
     path = CACHE / "plain-a4.pdf"
     if not path.is_file():
         with tempfile.TemporaryDirectory(prefix="sign-bench-page-") as folder:
-            os.environ.setdefault("DIGITIZE_VALIDATOR_DIR", str(Path(folder) / "run"))
+            run = Path(os.environ.setdefault("DIGITIZE_VALIDATOR_DIR", str(Path(folder) / "run")))
             CACHE.mkdir(parents=True, exist_ok=True)
-            convert_file(make_page(Path(folder)), path.with_suffix(".tmp"), ConvertOptions(language="vie", jobs=1))
+            try:
+                convert_file(make_page(Path(folder)), path.with_suffix(".tmp"), ConvertOptions(language="vie", jobs=1))
+            finally:
+                if run.parent == Path(folder):
+                    resident.stop_servers(run)  # the validator started here, and only it
+                    del os.environ["DIGITIZE_VALIDATOR_DIR"]
             os.replace(path.with_suffix(".tmp"), path)
     return path
 
