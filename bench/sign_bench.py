@@ -40,7 +40,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+CODE = Path(os.environ.get("SIGN_BENCH_CODE") or ROOT)  # the digitize tree measured (a --baseline's, in a child)
+sys.path.insert(0, str(CODE))
 sys.path.insert(0, str(ROOT / "tests"))
 
 PIN = "123456"
@@ -113,7 +114,8 @@ def batch_pages(count: int) -> Path:
     return folder
 
 
-def batch_run(src: Path, work: Path, label: str, key_env: dict[str, str], jobs: int) -> tuple[float, float]:
+def batch_run(src: Path, work: Path, label: str, key_env: dict[str, str], jobs: int,
+              code: Path = ROOT) -> tuple[float, float]:
     """One ``digitize batch`` into a fresh archive: its wall time, and the CPU time of its processes
     (batch, workers, page workers: all waited for; not the resident veraPDF server, which checks one
     file per document either way). On a shared machine the CPU time is the steadier of the two.
@@ -122,7 +124,7 @@ def batch_run(src: Path, work: Path, label: str, key_env: dict[str, str], jobs: 
     shutil.rmtree(data, ignore_errors=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("DIGITIZE_")}
     env.update(DIGITIZE_CONFIG="/dev/null", DIGITIZE_DATA_DIR=str(data), DIGITIZE_CONVERT_LANGUAGE="vie",
-               DIGITIZE_VALIDATOR_DIR=str(work / "run"), PYTHONPATH=str(ROOT), **key_env)
+               DIGITIZE_VALIDATOR_DIR=str(work / "run"), PYTHONPATH=str(code), **key_env)
     before, started = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "digitize", "batch", str(src), "--jobs", str(jobs),
                            "--report", str(report)], env=env, capture_output=True, text=True)
@@ -138,10 +140,15 @@ def batch_run(src: Path, work: Path, label: str, key_env: dict[str, str], jobs: 
     return seconds, cpu
 
 
-def batch_share(keys: dict[str, dict[str, str]], files: int, rounds: int, jobs: int, tmp: Path) -> None:
+def batch_share(keys: dict[str, dict[str, str]], files: int, rounds: int, jobs: int, tmp: Path,
+                baseline: Path | None = None) -> None:
     from digitize import resident
 
     src = batch_pages(files)
+    codes = {name: ROOT for name in ("unsigned", *keys)}
+    if baseline is not None:  # the same keys through the baseline's code, in the same rounds
+        keys = {**keys, **{f"{name} (baseline)": env for name, env in keys.items()}}
+        codes.update({name: baseline for name in keys if name.endswith("(baseline)")})
     variants = {"unsigned": {}, **keys}
     walls: dict[str, list[float]] = {v: [] for v in variants}
     cpus: dict[str, list[float]] = {v: [] for v in variants}
@@ -149,14 +156,15 @@ def batch_share(keys: dict[str, dict[str, str]], files: int, rounds: int, jobs: 
     empty = tmp / "empty"
     empty.mkdir()
     try:
-        batch_run(src, tmp, "warm-up", keys["PKCS#12"], jobs)  # validator start, font cache, disk cache
+        for code in dict.fromkeys(codes.values()):  # validator start, font cache, disk cache
+            batch_run(src, tmp, "warm-up", keys["PKCS#12"], jobs, code)
         names = list(variants)
         for round_no in range(rounds):
             for name in names[round_no % len(names):] + names[:round_no % len(names)]:
-                wall, cpu = batch_run(src, tmp, name, variants[name], jobs)
+                wall, cpu = batch_run(src, tmp, name, variants[name], jobs, codes[name])
                 walls[name].append(wall)
                 cpus[name].append(cpu)
-                starts[name].append(batch_run(empty, tmp, name, variants[name], jobs)[1])
+                starts[name].append(batch_run(empty, tmp, name, variants[name], jobs, codes[name])[1])
     finally:
         resident.stop_servers(tmp / "run")  # the validator this benchmark started, and only it
     base = statistics.median(walls["unsigned"])
@@ -194,25 +202,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--signatures", type=int, default=30, help="signatures per key for the rate")
     parser.add_argument("--rounds", type=int, default=3, help="page conversions per variant (after a warm-up)")
-    parser.add_argument("--only", choices=("page", "batch"), help="run one part: page (1 and 2) or batch (3)")
+    parser.add_argument("--only", choices=("page", "batch", "signatures"),
+                        help="run one part: page (1 and 2), batch (3) or signatures (4: CPU per signature, "
+                             "this tree against --baseline)")
+    parser.add_argument("--baseline", type=Path, help="another digitize tree (git worktree add --detach DIR main) "
+                        "measured side by side in the same rounds: batch (3) and signatures (4)")
+    parser.add_argument("--child", nargs=3, metavar=("KEY", "DIR", "N"), help=argparse.SUPPRESS)
     parser.add_argument("--batch-files", type=int, default=8, help="one-page scans in the batch")
     parser.add_argument("--batch-rounds", type=int, default=3, help="batch runs per variant (after a warm-up)")
     parser.add_argument("--jobs", type=int, default=2, help="batch workers")
     args = parser.parse_args()
+    if args.child:
+        return signatures_child(*args.child)
     print("command:", " ".join([Path(sys.executable).name, *sys.argv]))
 
     with tempfile.TemporaryDirectory(prefix="sign-bench-") as tmp_name:
         tmp = Path(tmp_name)
         pem, p12, der = make_key(tmp)
         module, conf = make_token(tmp, pem, der)
-        if args.only != "batch":
+        if args.only in (None, "page"):
             page_share(tmp, p12, module, args.signatures, args.rounds)
-        if args.only != "page":
+        if args.only == "signatures" or (args.only is None and args.baseline):
+            signatures_side_by_side(tmp, args.baseline, args.signatures, args.rounds)
+        if args.only in (None, "batch"):
             keys = {"PKCS#12": {"DIGITIZE_SIGN_PKCS12": str(p12), "DIGITIZE_SIGN_PIN": PIN},
                     "SoftHSM2": {"DIGITIZE_SIGN_PKCS11_MODULE": module, "DIGITIZE_SIGN_TOKEN_LABEL": "bench",
                                  "DIGITIZE_SIGN_KEY_LABEL": "signer", "DIGITIZE_SIGN_PIN": PIN,
                                  "SOFTHSM2_CONF": str(conf)}}
-            batch_share(keys, args.batch_files, args.batch_rounds, args.jobs, tmp)
+            batch_share(keys, args.batch_files, args.batch_rounds, args.jobs, tmp, args.baseline)
 
 
 def page_share(tmp: Path, p12: Path, module: str, signatures: int, rounds: int) -> None:
@@ -285,11 +302,22 @@ def page_share(tmp: Path, p12: Path, module: str, signatures: int, rounds: int) 
 
 
 def worker_start(cfg, plain: Path, tmp: Path) -> tuple[float, ...]:
-    """CPU ms, in a child forked as a batch worker is (after signing.preload and gc.freeze), to open the key, then
-    of its first and second signature: what a worker pays once, apart from the steady per-file cost."""
-    from digitize import signing
+    """CPU ms, in a child forked as a batch worker is (after signing.preflight and gc.freeze, as
+    ``digitize batch`` does), to get its signer (signer_for: a token's session is opened in each
+    worker), then of its first and second signature, page 1's top band handed over as a conversion
+    does: what a worker pays once, apart from the steady per-file cost."""
+    import dataclasses
 
-    signing.preload(cfg)
+    import pikepdf
+
+    from digitize import signing, signmark
+    from digitize.config import Settings
+
+    settings = dataclasses.replace(Settings(), sign=cfg)
+    signing.preflight(settings)
+    with pikepdf.open(plain) as pdf:
+        x1, y1, x2, y2 = (float(v) for v in pdf.pages[0].mediabox)
+    band = signmark.page_grey(plain, x2 - x1, y2 - y1)
     gc.freeze()  # as pipelines/batch.py does before forking its workers
     read_fd, write_fd = os.pipe()
     pid = os.fork()
@@ -297,10 +325,10 @@ def worker_start(cfg, plain: Path, tmp: Path) -> tuple[float, ...]:
         os.close(read_fd)
         try:
             marks = [time.process_time()]
-            signer = signing.Signer(cfg, cfg.pin)
+            signer = signing.signer_for(settings)
             marks.append(time.process_time())
             for n in range(2):
-                signer.sign(plain, tmp / f"worker-{n}.pdf")
+                signer.sign(plain, tmp / f"worker-{n}.pdf", band)
                 marks.append(time.process_time())
             signer.close()
             os.write(write_fd, json.dumps([(b - a) * 1000 for a, b in zip(marks, marks[1:])]).encode())
@@ -313,6 +341,93 @@ def worker_start(cfg, plain: Path, tmp: Path) -> tuple[float, ...]:
     if not answer:
         raise SystemExit(f"fresh worker ({cfg.pkcs11_module or 'PKCS#12'}): signing failed")
     return tuple(json.loads(answer))
+
+
+def plain_pdfa() -> Path:
+    """The one-page A4 PDF/A the signatures part signs (made once with this tree, cached)."""
+    from digitize.convert import ConvertOptions, convert_file
+
+    from digitize import resident
+
+    path = CACHE / "plain-a4.pdf"
+    if not path.is_file():
+        with tempfile.TemporaryDirectory(prefix="sign-bench-page-") as folder:
+            run = Path(os.environ.setdefault("DIGITIZE_VALIDATOR_DIR", str(Path(folder) / "run")))
+            CACHE.mkdir(parents=True, exist_ok=True)
+            try:
+                convert_file(make_page(Path(folder)), path.with_suffix(".tmp"), ConvertOptions(language="vie", jobs=1))
+            finally:
+                if run.parent == Path(folder):
+                    resident.stop_servers(run)  # the validator started here, and only it
+                    del os.environ["DIGITIZE_VALIDATOR_DIR"]
+            os.replace(path.with_suffix(".tmp"), path)
+    return path
+
+
+def signatures_side_by_side(tmp: Path, baseline: Path | None, signatures: int, rounds: int) -> None:
+    """Part 4: CPU per signature and a fresh worker's start, in child processes of this tree's code and
+    of the baseline's taking turns (the same key, token and PDF/A), so a busy machine hits both alike."""
+    codes = {"this tree": ROOT, **({"baseline": baseline.resolve()} if baseline else {})}
+    plain_pdfa()
+    results: dict[tuple[str, str], list[list[float]]] = {}
+    for _ in range(max(1, rounds)):
+        for key in ("PKCS#12", "SoftHSM2"):
+            for label, code in codes.items():
+                env = {**os.environ, "SIGN_BENCH_CODE": str(code)}
+                done = subprocess.run([sys.executable, __file__, "--child", key, str(tmp), str(signatures)],
+                                      env=env, capture_output=True, text=True)
+                if done.returncode != 0:
+                    raise SystemExit(f"signatures ({key}, {label}) failed: {done.stderr.strip()[-400:]}")
+                results.setdefault((key, label), []).append(json.loads(done.stdout.strip().splitlines()[-1]))
+    print(f"\nCPU per signature, {signatures} signatures x {max(1, rounds)} rounds per key and code, taking turns; "
+          f"1-minute load average at the end {os.getloadavg()[0]:.2f}\n")
+    print("| key | code | CPU ms per signature (median; rounds) | fresh worker: CPU ms to open the key / 1st / 2nd "
+          "signature | vs baseline |")
+    print("|---|---|---|---|---|")
+    for key in ("PKCS#12", "SoftHSM2"):
+        base = statistics.median(r[3] for r in results[(key, "baseline")]) if baseline else None
+        for label in codes:
+            rows = results[(key, label)]
+            per = statistics.median(r[3] for r in rows)
+            start = " / ".join(f"{statistics.median(r[i] for r in rows):.0f}" for i in range(3))
+            change = f"{(per / base - 1) * 100:+.0f} %" if base and label != "baseline" else "-"
+            print(f"| {key} | {label} | {per:.1f} ({', '.join(f'{r[3]:.0f}' for r in rows)}) | {start} | {change} |")
+    print("\nEach child: signing.preload, then a forked worker opens the key and signs twice (fresh worker), "
+          "then one open signer signs N times with page 1's top band handed over, as in a conversion.")
+
+
+def signatures_child(key: str, folder: str, count: str) -> None:
+    """In a child with SIGN_BENCH_CODE's digitize: print [open, 1st, 2nd, per signature] in CPU ms."""
+    from digitize import signing, signmark
+    from digitize.config import SignSettings
+
+    from pki import softhsm_module
+
+    tmp = Path(folder)
+    if key == "PKCS#12":
+        cfg = SignSettings(pkcs12=str(tmp / "signer.p12"), pin=PIN)
+    else:
+        os.environ["SOFTHSM2_CONF"] = str(tmp / "softhsm2.conf")
+        cfg = SignSettings(pkcs11_module=softhsm_module(), token_label="bench", key_label="signer", pin=PIN)
+    plain = plain_pdfa()
+    work = Path(tempfile.mkdtemp(prefix="sign-bench-child-", dir=folder))
+    start = worker_start(cfg, plain, work)
+    import pikepdf
+
+    with pikepdf.open(plain) as pdf:
+        x1, y1, x2, y2 = (float(v) for v in pdf.pages[0].mediabox)
+    band = signmark.page_grey(plain, x2 - x1, y2 - y1)  # what the page worker hands over in a conversion
+    signer = signing.Signer(cfg, cfg.pin)
+    try:
+        signer.sign(plain, work / "warm.pdf", band)
+        cpu = time.process_time()
+        for _ in range(int(count)):
+            signer.sign(plain, work / "signed.pdf", band)
+        per = (time.process_time() - cpu) / int(count) * 1000
+    finally:
+        signer.close()
+        shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps([*start, per]))
 
 
 if __name__ == "__main__":

@@ -295,7 +295,11 @@ _refused: dict[int, SigningError] = {}
 
 
 def _key(cfg: SignSettings) -> int:
-    return hash((cfg.pkcs12, cfg.pkcs11_module, cfg.token_label, cfg.key_label, cfg.cert_label, os.getpid()))
+    """A token's session belongs to the process that opened it (a PKCS#11 library does not survive a
+    fork); a PKCS#12 key is plain memory, so workers forked after preflight use the one it opened
+    instead of each decrypting the file again (~0.1 s of CPU per worker)."""
+    owner = os.getpid() if cfg.pkcs11_module else 0
+    return hash((cfg.pkcs12, cfg.pkcs11_module, cfg.token_label, cfg.key_label, cfg.cert_label, owner))
 
 
 def signer_for(settings: Settings, interactive: bool = False) -> Signer | None:
@@ -370,9 +374,10 @@ def preload(cfg: SignSettings) -> None:
 
 def preflight(settings: Settings, interactive: bool = False) -> None:
     """Open the key once before any file is taken, so a wrong PIN or an expired certificate stops a
-    watcher or a batch at once (one line) instead of failing every file. A token is tried in a forked
-    child: a PKCS#11 library initialised before a fork is unusable in the children (batch workers and
-    the watcher open their own session later)."""
+    watcher or a batch at once (one line) instead of failing every file. A PKCS#12 key stays open
+    for this process and the workers it forks. A token is tried in a forked child: a PKCS#11 library
+    initialised before a fork is unusable in the children (batch workers and the watcher open their
+    own session later)."""
     cfg = settings.sign
     if not cfg.configured:
         return
@@ -382,7 +387,10 @@ def preflight(settings: Settings, interactive: bool = False) -> None:
         cfg.pin = pin
     preload(cfg)
     if not cfg.pkcs11_module:
-        Signer(cfg, pin).prepare().close()
+        key = _key(cfg)
+        if key not in _signers:  # kept open: the workers forked next use it (see _key)
+            _signers[key] = Signer(cfg, pin).prepare()
+        signkeys.prepare_certificate_attribute(_signers[key]._signer)  # once here, not in every worker
         return
     _in_child(lambda: Signer(cfg, pin).prepare().close())
 

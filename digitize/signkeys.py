@@ -59,7 +59,7 @@ def _kept_key_signer_class():
     from pyhanko.sign.signers import SimpleSigner
     from pyhanko_certvalidator.util import get_pyca_cryptography_hash
 
-    class KeptKeySigner(SimpleSigner):
+    class KeptKeySigner(prepared_signer_class(SimpleSigner)):
         parsed_key = None
 
         def sign_raw(self, data: bytes, digest_algorithm: str) -> bytes:
@@ -76,6 +76,73 @@ def _kept_key_signer_class():
             return super().sign_raw(data, digest_algorithm)
 
     return KeptKeySigner
+
+
+@functools.lru_cache(maxsize=None)
+def prepared_signer_class(base: type) -> type:
+    """pyHanko's signer class ``base``, with the CMS parts that repeat built once.
+
+    asn1crypto encodes a structure built in memory again every time its bytes are asked for, and a
+    level asks its children up to three times, so the cost grows with the depth: pyHanko's signed
+    attributes (the signing-certificate-v2 attribute nests the issuer's name six levels down) and
+    SignerInfo cost ~20 ms of CPU per signature, against ~1 ms for the RSA operation. Here the
+    signing-certificate-v2 attribute, which depends on the certificate only, is made once per signer,
+    and the signed attributes and the SignerInfo are handed on re-read from their own DER, so they
+    are encoded once. pyHanko still assembles the CMS: its bytes are the same (tests compare them)."""
+    from asn1crypto import cms
+    from pyhanko.sign import attributes
+    from pyhanko.sign.general import as_signing_certificate_v2, simple_cms_attribute
+
+    class FixedAttribute(attributes.CMSAttributeProvider):
+        def __init__(self, attribute: cms.CMSAttribute):
+            self.attribute_type = attribute["type"].native
+            self._attribute = attribute
+
+        async def get_attribute(self, dry_run=False) -> cms.CMSAttribute:
+            return self._attribute
+
+    class CertificateAttributeOnce(attributes.SignedAttributeProviderSpec):
+        """pyHanko's own spec, with its signing-certificate-v2 provider for our certificate swapped
+        for the attribute made once."""
+
+        def __init__(self, spec, cert, fixed: FixedAttribute):
+            self._spec, self._cert, self._fixed = spec, cert, fixed
+
+        def signed_attr_providers(self, data_digest: bytes, digest_algorithm: str):
+            for provider in self._spec.signed_attr_providers(data_digest, digest_algorithm):
+                if type(provider) is attributes.SigningCertificateV2Provider and provider.signing_cert is self._cert:
+                    yield self._fixed
+                else:
+                    yield provider
+
+    class Prepared(base):
+        _certificate_attribute: tuple[Any, FixedAttribute] | None = None
+
+        def certificate_attribute(self) -> FixedAttribute:
+            cert = self.signing_cert
+            if self._certificate_attribute is None or self._certificate_attribute[0] is not cert:
+                attribute = simple_cms_attribute("signing_certificate_v2", as_signing_certificate_v2(cert))
+                self._certificate_attribute = (cert, FixedAttribute(cms.CMSAttribute.load(attribute.dump())))
+            return self._certificate_attribute[1]
+
+        def _signed_attr_provider_spec(self, *args, **kwargs):
+            spec = super()._signed_attr_provider_spec(*args, **kwargs)
+            return CertificateAttributeOnce(spec, self.signing_cert, self.certificate_attribute())
+
+        async def signed_attrs(self, *args, **kwargs):
+            return cms.CMSAttributes.load((await super().signed_attrs(*args, **kwargs)).dump())
+
+        def signer_info(self, digest_algorithm, signed_attrs, signature):
+            return cms.SignerInfo.load(super().signer_info(digest_algorithm, signed_attrs, signature).dump())
+
+    Prepared.__name__ = Prepared.__qualname__ = f"Prepared{base.__name__}"
+    return Prepared
+
+
+def prepare_certificate_attribute(signer) -> None:
+    """Build a prepared signer's certificate attribute now (see prepared_signer_class)."""
+    if hasattr(signer, "certificate_attribute"):
+        signer.certificate_attribute()
 
 
 def token_error(e: Exception) -> SigningError:
@@ -115,7 +182,7 @@ def open_pkcs11(cfg: SignSettings, pin: str | None):
                                          "plug it in (the file waits)".replace("  ", " ")) from None
         raise token_error(e) from None
     try:
-        signer = p11.PKCS11Signer(session, cert_label=cfg.cert_label or cfg.key_label,
+        signer = prepared_signer_class(p11.PKCS11Signer)(session, cert_label=cfg.cert_label or cfg.key_label,
                                   key_label=cfg.key_label or cfg.cert_label)
         signer.signing_cert  # noqa: B018 - fetch it now: a wrong label fails here, not on the first file
     except pkcs11.PKCS11Error as e:

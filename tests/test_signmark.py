@@ -134,6 +134,41 @@ def test_blank_spot_is_nearest_the_top_right_corner():
     assert signmark.blank_spot(ink, 100, 20, band=200) is None
 
 
+def test_paper_level_is_numpys_90th_percentile():
+    rng = np.random.default_rng(12)
+    for shape in [(1, 1), (1, 2), (3, 7), (213, 595), (50, 40)]:
+        for spread in (1, 30, 256):
+            band = rng.integers(max(0, 255 - spread), 256, size=shape, dtype=np.uint8)
+            assert signmark.paper_level(band) == pytest.approx(np.percentile(band, 90), abs=1e-9)
+
+
+def _nearest_by_sorting(inked: np.ndarray) -> tuple[int, int] | None:
+    """The former selection (sort every free place) that blank_spot's single argmin must match."""
+    free_rows, free_cols = np.nonzero(inked == 0)
+    if free_rows.size == 0:
+        return None
+    distance = free_rows + (inked.shape[1] - 1 - free_cols)
+    best = np.lexsort((free_rows, distance))[0]
+    return int(free_cols[best]), int(free_rows[best])
+
+
+def test_blank_spot_picks_the_place_sorting_would_pick():
+    rng = np.random.default_rng(7)
+    for _ in range(40):
+        ink = np.zeros((90, 160), dtype=bool)
+        for _ in range(rng.integers(0, 12)):  # blobs of ink: letterheads, stamps, words
+            y, x = rng.integers(0, 90), rng.integers(0, 160)
+            ink[y:y + rng.integers(1, 30), x:x + rng.integers(1, 60)] = True
+        width, height, inset, clearance = int(rng.integers(5, 60)), int(rng.integers(5, 30)), 6, 2
+        spot = signmark.blank_spot(ink, width, height, band=80, inset=inset, clearance=clearance)
+        # the same windows counted directly: no ink within clearance of the place
+        last_top, last_left = min(80 - height, 90 - height - clearance), 160 - inset - width
+        inked = np.array([[ink[t - clearance:t + height + clearance, x - clearance:x + width + clearance].sum()
+                           for x in range(inset, last_left + 1)] for t in range(inset, last_top + 1)])
+        expected = _nearest_by_sorting(inked)
+        assert spot == (None if expected is None else (inset + expected[0], inset + expected[1]))
+
+
 @pytest.mark.parametrize("colour_mode", ["colour", "bilevel"])
 def test_page_grey_reads_the_archival_image_of_page_one(tmp_path, colour_mode):
     """The grid page_grey makes from a page PDF (JPEG or CCITT G4, 300 dpi) has the ink where the
