@@ -195,3 +195,16 @@ def test_faint_carbon_copy_is_lifted_and_ordinary_pages_are_not():
     assert imaging.lift_faint(clean, DPI) is clean
     blank = imaging.flatten_background(carbon_copy(np.full_like(page, 255)), DPI)
     assert (imaging.lift_faint(blank, DPI) > 128).mean() > 0.999  # a blank page stays blank
+
+
+def test_a_low_resolution_bilevel_page_is_smoothed_without_paling_its_strokes(monkeypatch):
+    """Faxes: smoothed against jagged edges, and their thin strokes keep their weight (the
+    Gaussian alone turned a 2-pixel stroke to mid-grey, and Tesseract lost broken letters)."""
+    page = np.full((400, 600), 255, np.uint8)
+    for x in range(40, 560, 24):
+        page[60:340, x:x + 2] = 0  # 2-px vertical strokes, as a fine-mode fax draws 12 pt serif
+    monkeypatch.setattr(imaging, "ocr_scale", lambda letter_px: 1.0)
+    out, factor = imaging.prepare_for_ocr(page, 204)
+    assert factor == 1.0 and out.shape == page.shape
+    assert np.count_nonzero(out < 128) >= np.count_nonzero(page < 128)  # as much ink as the fax drew
+    assert 0 < np.count_nonzero((out > 0) & (out < 255))  # still smoothed: grey edges
