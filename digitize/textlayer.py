@@ -25,7 +25,7 @@ ADVANCE = 500  # every glyph is half an em wide
 ASCENT = 800
 DESCENT = -200
 FONT_RESOURCE = "/FDgtz"
-WORD_GAP = 0.2  # at most this share of the line height between two words of a line, for text extraction
+WORD_GAP = 0.2  # the space between two words of a line, in line heights, for text extraction
 FONT_DATE = 3_786_912_000  # 2024-01-01, in the TrueType epoch (seconds since 1904)
 
 
@@ -141,15 +141,16 @@ def content_stream(lines: Sequence[Line], height_px: int, scale: float) -> bytes
 
 def _spans(word: Word, following: Word | None, line_px: int) -> tuple[float, float]:
     """Pixel widths of a word's glyphs and of the space after it (0: last word of its line).
-    A word is stretched over the gap to the next one but for a space of at most WORD_GAP line
-    heights (at least a pixel, at most half the span); a next word not to its right (a misread order) keeps the word
-    in its box, followed by a full-width space."""
+    The space is WORD_GAP line heights wide whatever the real gap (at most half the way to the
+    next word), and the word's glyphs fill the rest up to the next word: a narrower space let
+    pdftotext join touching words ("ở riêng" read as one), a wider one looked like a column
+    gutter. A next word not to its right (a misread order) leaves the word in its box."""
     if following is None:
         return word.right - word.left, 0.0
-    widest = max(WORD_GAP * line_px, 1.0)
+    space = max(WORD_GAP * line_px, 1.0)
     if following.left <= word.left:
-        return word.right - word.left, widest
-    space = min(max(following.left - word.right, 1.0), widest, (following.left - word.left) / 2)
+        return word.right - word.left, space
+    space = min(space, (following.left - word.left) / 2)
     return following.left - word.left - space, space
 
 

@@ -96,10 +96,10 @@ def test_tz_stretches_each_word_over_its_box_and_the_gap_but_a_narrow_space():
     assert (t1, t2, t3) == ("Quyết", "định", "số")
     advance = size * textlayer.ADVANCE / textlayer.UNITS_PER_EM
     spaces = [float(tz) * advance / 100 for tz in SPACE.findall(stream.decode())]
-    # a space after every word but the line's last gives extraction its word breaks: the real
-    # gap when narrow (8 px), at most WORD_GAP line heights when wide (90 px: 10 px)
-    assert spaces == pytest.approx([8 * SCALE, textlayer.WORD_GAP * 50 * SCALE], abs=0.02)
-    assert len(t1) * advance * tz1 / 100 == pytest.approx((220 - 100) * SCALE, abs=0.02)  # its box
+    # a space after every word but the line's last gives extraction its word breaks: WORD_GAP
+    # line heights (10 px) whether the real gap is narrower (8 px) or wider (90 px)
+    assert spaces == pytest.approx([textlayer.WORD_GAP * 50 * SCALE] * 2, abs=0.02)
+    assert len(t1) * advance * tz1 / 100 == pytest.approx((228 - 10 - 100) * SCALE, abs=0.02)  # up to the space
     assert len(t2) * advance * tz2 / 100 == pytest.approx((420 - 10 - 228) * SCALE, abs=0.02)  # over the gap
     assert len(t3) * advance * tz3 / 100 == pytest.approx((470 - 420) * SCALE, abs=0.02)  # its own box
     assert (x1, x2, x3) == pytest.approx((100 * SCALE, 228 * SCALE, 420 * SCALE), abs=0.01)
@@ -175,3 +175,11 @@ def test_text_layer_extracts_as_nfc_vietnamese(tmp_path):
     lines = [" ".join(line.split()) for line in out.stdout.decode("utf-8").splitlines() if line.strip()]
     assert lines == ["Cộng hòa", "Đà Nẵng"]
     assert all(unicodedata.is_normalized("NFC", line) for line in lines)
+
+
+def test_touching_words_extract_apart(tmp_path):
+    """Words whose boxes touch or overlap (a hooked "ở" before "riêng") keep a space wide
+    enough for pdftotext's word break."""
+    words = [(1, word("nhà", 100, 100, 170, 140)), (1, word("ở", 172, 100, 200, 140)),
+             (1, word("riêng", 199, 100, 300, 140)), (1, word("lẻ", 312, 100, 350, 140))]
+    assert _extracted(tmp_path, words, 400, 600) == ["nhà ở riêng lẻ"]
