@@ -4,7 +4,7 @@ Each function takes the OCR image (or the upright colour page it came from) and 
 OCR image; the archival image is never touched. They are measured on the image and applied
 before the first reading when their fault is found, at no extra OCR pass: coloured marks (a
 red seal stamped over the text, a blue pen stroke) whitened by their saturation, the vertical
-rulings of a table removed. The one preparation that costs a second reading, dropping
+rulings of a table removed, lines curving into a book's gutter levelled. The one preparation that costs a second reading, dropping
 show-through, lives with the faint-ink measure in imaging.py (convert.recognise chooses).
 """
 
@@ -78,6 +78,52 @@ def remove_rulings(grey: np.ndarray, letter_px: float) -> np.ndarray:
     return grey if mask is None else whiten(grey, mask, grow=1)  # a ruling's grey fringe too
 
 
+CURL_STRIPS = 12  # vertical strips whose text lines are matched to their neighbour's
+CURL_BACK = 0.25  # shifts against the curl's way, at most this share of it (a pixel of noise here and there)
+CURL_MIN_EM = 1 / 3  # lines that rise or fall less than this many letter heights across the page: left as they are
+
+
+def line_curl(grey: np.ndarray, letter_px: float) -> np.ndarray | None:
+    """Vertical shift in pixels of the text lines at each column of an OCR image whose lines
+    curve (a book page's lines bending into the gutter), or None when they run straight. Each
+    of CURL_STRIPS vertical strips' row profile of ink is matched to its neighbour's within a
+    letter height (less than a line pitch, so a line cannot be matched to the next); the shifts
+    must run (almost) one way, as a curl does, else it is no curl (a table's cells, a second
+    column). Generated spreads, own texts: the right leaf's line ends were garbled, Tesseract
+    fitting one sloped baseline to a curved line (CER 0.11 -> 0.013)."""
+    h, w = grey.shape
+    if w < CURL_STRIPS * 8 or h < 4 * letter_px:
+        return None
+    _, ink = cv2.threshold(grey, 0, 1, cv2.THRESH_BINARY_INV | cv2.THRESH_OTSU)
+    edges = np.linspace(0, w, CURL_STRIPS + 1).astype(int)
+    reach = max(1, int(letter_px))
+    profiles = [cv2.GaussianBlur(ink[:, a:b].sum(axis=1, dtype=np.float32).reshape(-1, 1), (1, 0),
+                                 letter_px / 4).ravel() for a, b in zip(edges[:-1], edges[1:])]
+    shifts = [0.0]
+    for before, after in zip(profiles, profiles[1:]):
+        if min(before.sum(), after.sum()) < 50 * letter_px:  # a margin or a blank strip: nothing to match
+            shifts.append(shifts[-1])
+            continue
+        core = before[reach:h - reach]
+        best = max(range(-reach, reach + 1), key=lambda d: float(np.dot(core, after[reach + d:h - reach + d])))
+        shifts.append(shifts[-1] + best)
+    steps = np.diff(shifts)
+    rise, fall = float(steps[steps > 0].sum()), float(-steps[steps < 0].sum())
+    if np.ptp(shifts) < CURL_MIN_EM * letter_px or min(rise, fall) > CURL_BACK * max(rise, fall):
+        return None
+    centres = (edges[:-1] + edges[1:]) / 2
+    shift = np.array(shifts, np.float32) - float(np.median(shifts))
+    return np.interp(np.arange(w), centres, shift).astype(np.float32)
+
+
+def uncurl(grey: np.ndarray, curl: np.ndarray) -> np.ndarray:
+    """The OCR image with each column moved up or down by ``curl``: lines level again."""
+    h, w = grey.shape
+    map_x = np.tile(np.arange(w, dtype=np.float32), (h, 1))
+    map_y = np.arange(h, dtype=np.float32)[:, None] + curl[None, :]
+    return cv2.remap(grey, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=255)
+
+
 def first_reading(prepared: np.ndarray, page: np.ndarray) -> tuple[np.ndarray, list[str]]:
     """The OCR image for the first reading, with the faults measured on it removed, and their
     names (for the page report). ``page`` is the upright page ``prepared`` was made from (its
@@ -92,4 +138,8 @@ def first_reading(prepared: np.ndarray, page: np.ndarray) -> tuple[np.ndarray, l
     if without is not prepared:
         prepared = without
         done.append("rulings-removed")
+    curl = line_curl(prepared, imaging.OCR_LETTER_PX)
+    if curl is not None:
+        prepared = uncurl(prepared, curl)
+        done.append("lines-uncurled")
     return prepared, done

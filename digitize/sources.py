@@ -192,6 +192,71 @@ def _decoded_page(img: Image.Image, index: int, limits: ReadLimits, name: str,
     return SourcePage(index, page_img, value, source, raw_jpeg, None, notes)
 
 
+def _one_ink_colours(xobj) -> tuple[float, float] | None:
+    """Grey levels (0 black .. 1 white) of the two samples of a 1-bit image in a one-ink
+    Separation or DeviceN space with an exponential tint function (as scanners write a
+    bilevel page: ``DeviceN [/Black]``), its /Decode applied; None for anything else."""
+    try:
+        cs = xobj.get("/ColorSpace")
+        if int(xobj.get("/BitsPerComponent", 0)) != 1 or not isinstance(cs, pikepdf.Array) or len(cs) < 4:
+            return None
+        kind, inks, alternate, tint = cs[0], cs[1], cs[2], cs[3]
+        if kind == "/DeviceN" and (not isinstance(inks, pikepdf.Array) or len(inks) != 1):
+            return None
+        if kind not in ("/DeviceN", "/Separation") or not isinstance(tint, pikepdf.Dictionary) \
+                or int(tint.get("/FunctionType", -1)) != 2:
+            return None
+        c0 = [float(v) for v in tint.get("/C0", [0.0])]
+        c1 = [float(v) for v in tint.get("/C1", [1.0])]
+        n = float(tint.get("/N", 1))
+        decode = [float(v) for v in xobj.get("/Decode", [0, 1])]
+        if len(decode) != 2 or len(c0) != len(c1):
+            return None
+        greys = []
+        for sample in (0, 1):
+            t = decode[0] + sample * (decode[1] - decode[0])
+            colour = [a + t ** n * (b - a) for a, b in zip(c0, c1)]
+            greys.append(_grey(alternate, colour))
+    except (pikepdf.PdfError, ValueError, TypeError, ZeroDivisionError):
+        return None
+    if None in greys or abs(greys[0] - greys[1]) < 0.5:
+        return None
+    return greys[0], greys[1]
+
+
+def _grey(space, colour: list[float]) -> float | None:
+    if space == "/DeviceGray" and len(colour) == 1:
+        return colour[0]
+    if space == "/DeviceRGB" and len(colour) == 3:
+        return 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
+    if space == "/DeviceCMYK" and len(colour) == 4:
+        c, m, y, k = colour
+        return max(0.0, 1.0 - min(1.0, 0.299 * c + 0.587 * m + 0.114 * y + k))
+    return None
+
+
+def _one_ink_bilevel(pdf: pikepdf.Pdf, xobj) -> Image.Image | None:
+    """A one-ink 1-bit image (see _one_ink_colours) as a bilevel page, its samples decoded by
+    pikepdf (jbig2dec for JBIG2) through a DeviceGray copy of the stream. Rendering it with
+    poppler instead drew a JBIG2 MMR page with streaks running down from the letters (a
+    generated receipt: CER 0.031 -> 0.0), where jbig2dec decodes the same bytes cleanly."""
+    colours = _one_ink_colours(xobj)
+    if colours is None:
+        return None
+    copy = pikepdf.Stream(pdf, bytes(xobj.read_raw_bytes()))
+    for key in ("/Width", "/Height", "/Filter", "/DecodeParms"):
+        if key in xobj:
+            copy[key] = xobj[key]
+    copy.Type, copy.Subtype = pikepdf.Name.XObject, pikepdf.Name.Image
+    copy.BitsPerComponent, copy.ColorSpace = 1, pikepdf.Name.DeviceGray
+    img = pikepdf.PdfImage(copy).as_pil_image()
+    img.load()
+    if img.mode != "1":
+        return None
+    white_is_1 = colours[1] > colours[0]  # sample 1 (PIL's white) is the lighter colour
+    return img if white_is_1 else ImageOps.invert(img.convert("L")).convert("1")
+
+
 def _exif_orientation(img: Image.Image) -> int | None:
     try:
         return img.getexif().get(0x0112)
@@ -450,7 +515,9 @@ class PdfSource(Source):
         tol = 0.02 * max(x1 - x0, y1 - y0)
         if abs(e - x0) > tol or abs(f - y0) > tol or abs(e + a - x1) > tol or abs(f + d - y1) > tol:
             return None
-        if any(k in xobj for k in ("/SMask", "/Mask", "/Decode")) or xobj.get("/ImageMask", False):
+        if any(k in xobj for k in ("/SMask", "/Mask")) or xobj.get("/ImageMask", False):
+            return None
+        if "/Decode" in xobj and _one_ink_colours(xobj) is None:
             return None
         return xobj
 
@@ -459,6 +526,11 @@ class PdfSource(Source):
         width, height = int(xobj.Width), int(xobj.Height)
         _check_pixels(width, height, self.limits, f"{name} page {index + 1}")
         try:
+            one_ink = _one_ink_bilevel(self.pdf, xobj)
+            if one_ink is not None:
+                page_img = one_ink.rotate(-rotate, expand=True) if rotate else one_ink
+                dpi = width / (box_w / 72.0)
+                return SourcePage(index, page_img, round(dpi, 2), "pdf", None, None, self._dpi_notes(index, dpi))
             pdfimage = pikepdf.PdfImage(xobj)
             filters = pdfimage.filters
             raw = None

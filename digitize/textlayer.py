@@ -25,6 +25,7 @@ ADVANCE = 500  # every glyph is half an em wide
 ASCENT = 800
 DESCENT = -200
 FONT_RESOURCE = "/FDgtz"
+WORD_GAP = 0.2  # the space between two words of a line, in line heights, for text extraction
 FONT_DATE = 3_786_912_000  # 2024-01-01, in the TrueType epoch (seconds since 1904)
 
 
@@ -112,30 +113,45 @@ def content_stream(lines: Sequence[Line], height_px: int, scale: float) -> bytes
     """PDF operators drawing every word invisibly (render mode 3) over its pixel box.
 
     ``scale`` converts pixels to points (72 / dpi); PDF's origin is bottom-left.
-    Font size = line height so the highlight covers the line; a trailing space per word
-    (stretched over the gap to the next word) lets text extraction see word breaks.
+    Font size = line height so the highlight covers the line. Each word is stretched up to
+    the next word of its line but for a narrow space (WORD_GAP), so that text extraction sees
+    one line with word breaks: with the real gaps, a table row's cells left "gutters" down the
+    page that ``pdftotext`` took for columns and read the table column by column.
     """
     ops: list[str] = ["BT", "3 Tr"]
     for line in lines:
         top, bottom = line.top, line.bottom
         size = max((bottom - top) * scale, 1.0)
         baseline_y = (height_px - bottom) * scale + size * (-DESCENT / UNITS_PER_EM)
+        advance = size * ADVANCE / UNITS_PER_EM  # of one glyph at Tz 100
         ops.append(f"{FONT_RESOURCE} {_fmt(size)} Tf")
         words = line.words
         for i, word in enumerate(words):
-            text = word.text
-            span_px = word.right - word.left
-            if i + 1 < len(words) and words[i + 1].left > word.left:
-                text += " "
-                span_px = words[i + 1].left - word.left
-            natural = len(text) * size * ADVANCE / UNITS_PER_EM
-            if natural <= 0 or span_px <= 0:
+            span_px, space_px = _spans(word, words[i + 1] if i + 1 < len(words) else None, bottom - top)
+            if not word.text or span_px <= 0:
                 continue
-            tz = 100.0 * span_px * scale / natural
-            x = word.left * scale
-            ops.append(f"{_fmt(tz)} Tz 1 0 0 1 {_fmt(x)} {_fmt(baseline_y)} Tm <{encode_text(text).hex()}> Tj")
+            tz = 100.0 * span_px * scale / (len(word.text) * advance)
+            ops.append(f"{_fmt(tz)} Tz 1 0 0 1 {_fmt(word.left * scale)} {_fmt(baseline_y)} Tm "
+                       f"<{encode_text(word.text).hex()}> Tj")
+            if space_px:
+                ops.append(f"{_fmt(100.0 * space_px * scale / advance)} Tz <0020> Tj")
     ops.append("ET")
     return ("\n".join(ops) + "\n").encode("ascii")
+
+
+def _spans(word: Word, following: Word | None, line_px: int) -> tuple[float, float]:
+    """Pixel widths of a word's glyphs and of the space after it (0: last word of its line).
+    The space is WORD_GAP line heights wide whatever the real gap (at most half the way to the
+    next word), and the word's glyphs fill the rest up to the next word: a narrower space let
+    pdftotext join touching words ("ở riêng" read as one), a wider one looked like a column
+    gutter. A next word not to its right (a misread order) leaves the word in its box."""
+    if following is None:
+        return word.right - word.left, 0.0
+    space = max(WORD_GAP * line_px, 1.0)
+    if following.left <= word.left:
+        return word.right - word.left, space
+    space = min(space, (following.left - word.left) / 2)
+    return following.left - word.left - space, space
 
 
 def group_lines(words: Iterable[tuple[int, Word]]) -> list[Line]:

@@ -254,3 +254,37 @@ def test_strip_batches_stay_under_tesseracts_size_limit():
         assert strip.shape[0] <= ocr.MAX_STRIP_PX and len(rows) == len(batch)
     assert len(batches) == 5  # 1000 x 94 px in four strips, the giant crop cut down in its own
     assert ocr._strip_batches([]) == []
+
+
+def _reading(lines: list[list[tuple]], confidence: float) -> ocr.OcrResult:
+    words = [(n, Word(t, x0, y0, x1, y1, confidence)) for n, line in enumerate(lines, 1) for t, x0, y0, x1, y1 in line]
+    return ocr.OcrResult(words, confidence)
+
+
+ONE_COLUMN = [[("Thực", 100, 100, 200, 140), ("hiện", 220, 100, 320, 140)], [("chỉ", 100, 160, 180, 200)]]
+# the same lines cut at a "river" of aligned spaces: two blocks side by side
+CUT = [[("Thực", 100, 100, 200, 140)], [("chỉ", 100, 160, 180, 200)], [("hiện", 220, 102, 320, 138)]]
+
+
+def test_side_by_side_lines():
+    words = _reading(ONE_COLUMN, 90).words
+    assert not ocr.side_by_side_lines(words)
+    assert ocr.side_by_side_lines(_reading(CUT, 90).words)
+    # lines that only touch (descenders over the next line's accents) are not side by side
+    touching = [[("Thực", 100, 100, 200, 140)], [("hiện", 220, 130, 320, 170)]]
+    assert not ocr.side_by_side_lines(_reading(touching, 90).words)
+    assert not ocr.side_by_side_lines([])
+
+
+@pytest.mark.parametrize("block_confidence, kept", [(93.0, "block"), (89.0, "columns")])
+def test_columns_are_read_again_as_one_block_and_the_more_confident_kept(monkeypatch, block_confidence, kept):
+    seen = []
+
+    def fake_hocr(px, lang, dpi, psm, t, w):
+        seen.append(psm)
+        return _reading(CUT, 90.0) if psm == 3 else _reading(ONE_COLUMN, block_confidence)
+
+    monkeypatch.setattr(ocr, "_hocr", fake_hocr)
+    result = ocr.recognise(PAGE, "vie", 300, 10)
+    assert seen == [3, 6]
+    assert result.text == ("Thực hiện\nchỉ" if kept == "block" else "Thực\nchỉ\nhiện")

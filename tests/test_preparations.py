@@ -82,3 +82,46 @@ def test_first_reading_names_what_it_removed():
     prepared, _ = imaging.prepare_for_ocr(clean, 300)
     same, done = preparations.first_reading(prepared, clean)
     assert done == [] and same is prepared
+
+
+def _curled(page: np.ndarray, depth: float) -> np.ndarray:
+    """``page`` with its lines bending down into a gutter at the right: the last third of the
+    columns lowered by up to ``depth`` pixels (quadratically), as a bound book's page."""
+    h, w = page.shape
+    x = np.arange(w, dtype=np.float32)
+    drop = depth * np.clip((x - 2 * w / 3) / (w / 3), 0, 1) ** 2
+    map_x = np.tile(x, (h, 1))
+    map_y = np.arange(h, dtype=np.float32)[:, None] - drop[None, :]
+    return cv2.remap(page, map_x, map_y, cv2.INTER_LINEAR, borderValue=255)
+
+
+def test_curled_lines_are_levelled_and_straight_ones_left_alone():
+    page = _lines_across()
+    w = page.shape[1]
+    letter = imaging.OCR_LETTER_PX
+    assert preparations.line_curl(page, letter) is None  # straight lines
+    curled = _curled(page, 18)
+    curl = preparations.line_curl(curled, letter)
+    assert curl is not None
+    assert abs(curl[w - 40] - curl[40] - 18 * ((w / 3 - 40) / (w / 3)) ** 2) < 5  # about the bend put in
+    flat = preparations.uncurl(curled, curl)
+    _, ink = cv2.threshold(flat, 0, 1, cv2.THRESH_BINARY_INV | cv2.THRESH_OTSU)
+    _, ink0 = cv2.threshold(page, 0, 1, cv2.THRESH_BINARY_INV | cv2.THRESH_OTSU)
+    # the rows of ink near the right edge are back where the page had them
+    _, ink1 = cv2.threshold(curled, 0, 1, cv2.THRESH_BINARY_INV | cv2.THRESH_OTSU)
+    edge = slice(w - 90, w - 10)
+    rows, rows0, rows1 = (i[:, edge].sum(axis=1).astype(float) for i in (ink, ink0, ink1))
+    levelled, before = np.corrcoef(rows, rows0)[0, 1], np.corrcoef(rows1, rows0)[0, 1]
+    assert levelled > 0.7 and levelled > before + 0.15  # nearer level again (0.77 against 0.57)
+
+
+def _lines_across() -> np.ndarray:
+    """A text page whose lines run right across it (so every strip has text)."""
+    return render_text_page(size=(320, 1200), font_px=20, margin=10, leading=1.5)  # lines overrun it
+
+
+def test_first_reading_uncurls_only_curled_pages():
+    page = _lines_across()
+    assert "lines-uncurled" not in preparations.first_reading(page, page)[1]
+    curled = _curled(page, 18)
+    assert "lines-uncurled" in preparations.first_reading(curled, curled)[1]

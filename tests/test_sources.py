@@ -196,6 +196,32 @@ def test_a_devicen_jbig2_image_is_rendered_by_poppler_instead_of_failing(tmp_pat
     assert np.mean((img > 128) == (PAGE > 128)) > 0.97  # the text is there, black on white
 
 
+@pytest.mark.parametrize("kind, alternate, c0, c1, decode", [
+    ("/DeviceN", "/DeviceGray", [1], [0], [1, 0]),  # as scanners write it: tint 1 = black ink
+    ("/DeviceN", "/DeviceGray", [1], [0], None),
+    ("/Separation", "/DeviceCMYK", [0, 0, 0, 0], [0, 0, 0, 1], [1, 0]),
+])
+def test_a_one_ink_jbig2_image_is_decoded_as_a_bilevel_page(tmp_path, kind, alternate, c0, c1, decode) -> None:
+    """A 1-bit image in a one-ink Separation/DeviceN space: its samples decoded losslessly
+    (jbig2dec) and mapped through the tint function, not drawn by poppler, whose rendering of
+    a JBIG2 MMR region drew streaks down from the letters."""
+    pdf_path = page_pdf(tmp_path / "ink.pdf", jbig2_bytes(PAGE), 1240, 1754, filter_="/JBIG2Decode", bits=1)
+    with pikepdf.open(pdf_path, allow_overwriting_input=True) as pdf:
+        image = pdf.pages[0].Resources.XObject.Im0
+        tint = pikepdf.Dictionary(FunctionType=2, Domain=[0, 1], C0=c0, C1=c1, N=1)
+        ink = pikepdf.Array([pikepdf.Name("/Black")]) if kind == "/DeviceN" else pikepdf.Name("/Black")
+        image.ColorSpace = pikepdf.Array([pikepdf.Name(kind), ink, pikepdf.Name(alternate), tint])
+        if decode:
+            image.Decode = decode
+        pdf.save(pdf_path)
+    page = open_source(pdf_path).page(0)
+    img = np.asarray(page.image.convert("L"))
+    assert page.image.mode == "1" and page.dpi == pytest.approx(1240 / (297.6 / 72), rel=0.001)
+    # JBIG2Decode gives sample 0 for the ink: with Decode [1 0] that is tint 1, full ink
+    ink_is_dark = decode == [1, 0]
+    assert np.mean((img > 128) == ((PAGE > 128) if ink_is_dark else (PAGE <= 128))) > 0.999
+
+
 def test_pdf_jpeg2000_image_is_decoded(tmp_path) -> None:
     jpx = encode.encode_jpx(PAGE, 200_000)
     f = page_pdf(tmp_path / "jpx.pdf", jpx.data, jpx.width, jpx.height, filter_="/JPXDecode")
