@@ -18,7 +18,7 @@ import click
 from . import __version__
 from .config import load_settings, settings_as_dict
 from .errors import BadArgsError, ConfigError, DigitizeError, ExitCode, VerificationError, resource_fault
-from .secrets import mask, mask_logging
+from .secrets import mask, mask_logging, scrub_environment
 from .terminal import printable
 
 EXIT_CODES_HELP = """\b
@@ -59,6 +59,7 @@ def cli(ctx: click.Context, config_path: str | None, verbose: int, quiet: bool) 
     from .signing import scrub_pin_from_environment
 
     scrub_pin_from_environment()  # read into the settings; no child process may inherit it
+    scrub_environment()  # the same for every DIGITIZE_* secret: queue and link keys, store and index credentials
 
 
 @cli.group("config")

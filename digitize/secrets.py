@@ -19,9 +19,10 @@ Masking is deliberately greedy: hiding a harmless value is a nuisance, showing a
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping, MutableMapping
 from urllib.parse import quote
 
 MASK = "***"
@@ -179,6 +180,19 @@ def secret_env_names(env: Mapping[str, str] | None = None) -> frozenset[str]:
 def without_secrets(env: Mapping[str, str]) -> dict[str, str]:
     """A copy of ``env`` without the variables :func:`is_secret_env` picks."""
     return {k: v for k, v in env.items() if not is_secret_env(k, v)}
+
+
+def scrub_environment(environ: MutableMapping[str, str] | None = None) -> list[str]:
+    """Take out of this process's environment (``os.environ``) every ``DIGITIZE_*`` variable that holds or may
+    carry a secret (queue and link keys, store and index credentials, the PIN, the portal's keys), once the
+    settings have read them: no child (veraPDF, pdftotext, Tesseract, which parse attacker-supplied files) may
+    inherit one. Other tools' variables (PGPASSWORD, AWS_*) stay: libraries in this process read them; children
+    that need no secrets get :func:`without_secrets` as their environment. The names removed."""
+    environ = os.environ if environ is None else environ
+    names = [k for k, v in list(environ.items()) if k.upper().startswith(ENV_PREFIX) and is_secret_env(k, v)]
+    for name in names:
+        environ.pop(name, None)
+    return names
 
 
 def mask_mapping(data: Any) -> Any:
