@@ -77,8 +77,11 @@ def _worker_name(node: str | None) -> str:
 def _refuse(request, job: Any, error: UnsignedTask) -> None:
     """An unauthenticated task: not run, not retried (Celery's Ignore: the message is acknowledged, nothing
     requeued; Reject would log a traceback), said in one line. It changes no state but this: a job the ledger
-    knows and has not done is failed with the reason, so a batch waiting on it (or `queue status`) shows why
-    instead of waiting forever when machines' secrets differ."""
+    knows and has not done, whose own stored spec does not verify under this worker's key either, is failed
+    with the reason, so a batch waiting on it (or `queue status`) shows why instead of waiting forever when
+    machines' secrets differ. A job whose stored spec does verify was submitted by a holder of the key: a
+    forged task naming it (anyone who can write the broker can) is only logged and the job left waiting
+    for its own, signed task."""
     from celery.exceptions import Ignore
 
     from . import metrics
@@ -91,7 +94,10 @@ def _refuse(request, job: Any, error: UnsignedTask) -> None:
     reason = f"refused by worker {request.hostname}: {error}"
     try:
         record = _ledger().get(job) if valid else None
-        if record is not None and record.state != "done":
+        if record is not None and record.state != "done" and _signed_here(job, record):
+            log.warning("refused task %s names job %s, which was submitted signed: the job is left to its own task",
+                        task, job)
+        elif record is not None and record.state != "done":
             result = JobResult(record.name, Status.failed, record.sha256, reason, error_kinds=("UnsignedTask",),
                                exit_code=int(error.exit_code))
             _ledger().fail(job, reason, result.to_dict())
@@ -99,6 +105,15 @@ def _refuse(request, job: Any, error: UnsignedTask) -> None:
     except Exception:  # noqa: BLE001 - the refusal stands whatever the ledger says
         log.warning("refused task %s: the ledger could not be updated", task)
     raise Ignore(reason)
+
+
+def _signed_here(job: str, record) -> bool:
+    """Whether the ledger's spec and signature for JOB verify under this worker's key (a legitimate job)."""
+    try:
+        verify(_state["key"], job, record.spec, record.signature)
+    except UnsignedTask:
+        return False
+    return True
 
 
 def _convert(self, job: str, spec: dict[str, Any], signature: str = "") -> str:

@@ -135,3 +135,40 @@ def test_config_show_masks_the_queue_secret(tmp_path):
     done = subprocess.run(digitize_cmd("config", "show"), env=env, cwd=ROOT, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0 and value not in done.stdout + done.stderr and "secret" in done.stdout, done.stderr
+
+
+class _Ledger:
+    def __init__(self, record):
+        self.record, self.failed = record, []
+
+    def get(self, job):
+        return self.record
+
+    def fail(self, job, reason, result):
+        self.failed.append(job)
+
+
+def _refused(monkeypatch, record) -> list:
+    """Hand a forged task naming JOB to the worker's refusal path; the jobs it failed in the ledger."""
+    from types import SimpleNamespace
+
+    from celery.exceptions import Ignore
+
+    from pipelines import tasks
+
+    ledger = _Ledger(record)
+    monkeypatch.setattr(tasks, "_ledger", lambda: ledger)
+    monkeypatch.setitem(tasks._state, "key", KEY)
+    request = SimpleNamespace(id="forged-1", hostname="w@h")
+    with pytest.raises(Ignore):
+        tasks._refuse(request, JOB, UnsignedTask("the task is not signed"))
+    return ledger.failed
+
+
+def test_a_forged_task_does_not_fail_a_legitimately_signed_waiting_job(monkeypatch):
+    from pipelines.ledger import JobRecord
+
+    record = JobRecord(JOB, "queued", "a.pdf", "ab" * 32, spec=SPEC, signature=sign(KEY, JOB, SPEC))
+    assert _refused(monkeypatch, record) == []  # its own, signed task still runs it
+    unsigned = JobRecord(JOB, "queued", "a.pdf", "ab" * 32, spec=SPEC, signature="")
+    assert _refused(monkeypatch, unsigned) == [JOB]  # one no holder of this key made: failed, with the reason
