@@ -8,7 +8,7 @@ resumed store produces the same object and key.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from digitize.errors import BadArgsError
@@ -103,6 +103,7 @@ class LinkRecord:
     meta_key: str  # the document's sidecar: its identity in the store
     meta_sha256: str
     moved_from: tuple[str | None, int] | None = None  # moved: the place it left (case ID or None, sequence)
+    signed: bool = field(default=False, compare=False)  # it carries a "mac" (checked only when a key was given)
 
 
 def build_link(doc: DocumentRow, home: DocumentRow, kind: str, key: bytes | None = None) -> bytes:
@@ -147,6 +148,7 @@ def parse_link(data: bytes, key: bytes | None = None) -> LinkRecord:
         raise BadArgsError("a link record is not UTF-8 JSON") from None
     if not isinstance(raw, dict) or raw.get("schema") != LINK_SCHEMA or raw.get("kind") not in LINK_KINDS:
         raise BadArgsError(f"not a {LINK_SCHEMA} record")
+    signed = "mac" in raw
     if key is not None:
         _check_link_mac(key, raw)
     document, moved = raw.get("document"), raw.get("from")
@@ -160,7 +162,7 @@ def parse_link(data: bytes, key: bytes | None = None) -> LinkRecord:
                       _sequence(moved.get("sequence")))
     return LinkRecord(raw["kind"], normalize_case_id(raw["case_id"]), _sequence(raw.get("sequence")),
                       check_key(str(document.get("meta_key", ""))), check_sha256(str(document.get("meta_sha256", ""))),
-                      moved_from)
+                      moved_from, signed)
 
 
 def first_place(meta_key: str) -> tuple[str | None, int]:
