@@ -62,14 +62,20 @@ LINK_MAC = "v1="
 MIN_LINK_SECRET = 32
 
 
-def link_secret(settings) -> bytes | None:
-    """The key of link records, or None when ``[store] link_secret`` is not set (records neither signed nor checked)."""
-    from digitize.errors import ConfigError
+LINK_CREDENTIAL = "digitize-store-link-secret"
+LINK_HOW = ("use a random value of 32 or more characters (e.g. `openssl rand -base64 32`) in store.link_secret "
+            "(DIGITIZE_STORE_LINK_SECRET), store.link_secret_file (mode 0600) or the systemd credential "
+            f"{LINK_CREDENTIAL}")
 
-    value = settings.store.link_secret.strip()
-    if value and len(value) < MIN_LINK_SECRET:
-        raise ConfigError(f"store.link_secret has {len(value)} characters, fewer than {MIN_LINK_SECRET}: use a random "
-                          "value such as `openssl rand -base64 32` (DIGITIZE_STORE_LINK_SECRET)")
+
+def link_secret(settings) -> bytes | None:
+    """The key of link records, or None when none is set (records neither signed nor checked): ``[store]
+    link_secret``, ``link_secret_file`` or the credential, loaded and checked as the queue secret is."""
+    from digitize.secrets import load_secret
+
+    cfg = settings.store
+    value = load_secret(cfg.link_secret, cfg.link_secret_file, LINK_CREDENTIAL,
+                        "store.link_secret", LINK_HOW, MIN_LINK_SECRET)
     return value.encode("utf-8") if value else None
 
 
