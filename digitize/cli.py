@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -59,7 +60,8 @@ def cli(ctx: click.Context, config_path: str | None, verbose: int, quiet: bool) 
     from .signing import scrub_pin_from_environment
 
     scrub_pin_from_environment()  # read into the settings; no child process may inherit it
-    scrub_environment()  # the same for every DIGITIZE_* secret: queue and link keys, store and index credentials
+    removed = scrub_environment()  # so for every DIGITIZE_* secret: queue/link keys, store/index credentials
+    ctx.call_on_close(lambda: os.environ.update(removed))  # put back when the command ends (in-process runs)
 
 
 @cli.group("config")

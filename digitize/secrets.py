@@ -182,17 +182,18 @@ def without_secrets(env: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if not is_secret_env(k, v)}
 
 
-def scrub_environment(environ: MutableMapping[str, str] | None = None) -> list[str]:
+def scrub_environment(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
     """Take out of this process's environment (``os.environ``) every ``DIGITIZE_*`` variable that holds or may
     carry a secret (queue and link keys, store and index credentials, the PIN, the portal's keys), once the
     settings have read them: no child (veraPDF, pdftotext, Tesseract, which parse attacker-supplied files) may
     inherit one. Other tools' variables (PGPASSWORD, AWS_*) stay: libraries in this process read them; children
-    that need no secrets get :func:`without_secrets` as their environment. The names removed."""
+    that need no secrets get :func:`without_secrets` as their environment. The variables removed (names and
+    values), for a caller that runs the CLI in-process more than once to put back when a command ends."""
     environ = os.environ if environ is None else environ
-    names = [k for k, v in list(environ.items()) if k.upper().startswith(ENV_PREFIX) and is_secret_env(k, v)]
-    for name in names:
+    removed = {k: v for k, v in list(environ.items()) if k.upper().startswith(ENV_PREFIX) and is_secret_env(k, v)}
+    for name in removed:
         environ.pop(name, None)
-    return names
+    return removed
 
 
 SECRET_FILE_MAX = 4096  # a key file is a line; a bigger "key file" is a mistake (or /dev/zero)
