@@ -13,8 +13,9 @@ skips unsigned and badly signed ones (reported), so a bucket writer without the 
 shares (or moves) another agency's document into a case of theirs. Without the key a rebuild refuses to
 start when any link record is signed (the store's links were meant to be checked: a host that lacks the
 key, or lost it, would otherwise restore forged records too), unless told ``unverified_links``
-(``reindex --unverified-links``); a store whose records are all unsigned is rebuilt trusting them, as before. Sidecars are not signed: a bucket writer can still add a document of their own (with its
-content-addressed objects) to any case, or alter a sidecar and its key together. Give bucket write access to
+(``reindex --unverified-links``); a store whose records are all unsigned is rebuilt trusting them, as before.
+Sidecars are not signed: a bucket writer can still add a document of their own (with its content-addressed
+objects) to any case, or alter a sidecar and its key together. Give bucket write access to
 the digitize service alone, and compare a rebuilt index with what the officers expect before opening it to them.
 """
 

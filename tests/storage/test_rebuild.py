@@ -311,3 +311,18 @@ def test_copies_of_one_signed_move_record_count_once_and_do_not_crowd_out_real_m
         assert places(index, LATER) == places(archive.index, LATER)
     finally:
         index.close()
+
+
+def test_verify_flags_unsigned_and_badly_signed_link_records_when_it_has_the_key(signing, make_document):
+    archive = signing
+    id_copy = make_document(pages=("Căn cước công dân",), title="CCCD")
+    stored = store(archive, id_copy)
+    id_copy.meta.case_id = OTHER
+    store(archive, id_copy)  # shared with OTHER: a signed record, no problem
+    forged_share(archive, stored.doc_id, "000.00.12.H29-241016-0003", 1, None)
+    forged_share(archive, stored.doc_id, "000.00.12.H29-241016-0004", 1, b"Other-Key-9f3Kq7Zx2Vm5Tc8Wn1Hb4Yd6P")
+    problems = archive.verify().problems
+    assert sorted((p.kind, p.key.split("/")[0]) for p in problems) == [
+        ("link", "000.00.12.H29-241016-0003"), ("link", "000.00.12.H29-241016-0004")], problems
+    archive.link_secret = None  # without the key: not checked (and these name an indexed document)
+    assert archive.verify().problems == []
