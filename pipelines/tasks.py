@@ -53,9 +53,30 @@ def app_for(settings):
         worker_cancel_long_running_tasks_on_connection_loss=False, worker_hijack_root_logger=False,
         worker_send_task_events=False, task_send_sent_event=False, broker_heartbeat=0,
     )
-    app.task(name=TASK, bind=True, max_retries=None, acks_late=True)(_convert)
+    app.task(name=TASK, bind=True, max_retries=None, acks_late=True, Request=_request_class())(_convert)
     _state.update(settings=settings, app=app, key=queue_secret(settings))
     return app
+
+
+def _request_class():
+    """Celery's request, less the message's ``timelimit`` header: headers are outside the task's signature, so a
+    broker writer replaying a signed task could otherwise have its worker killed mid-job (or never). The task's
+    own limits (none: every page has its OCR deadline) apply."""
+    from celery.worker.request import Request
+
+    class SignedTaskRequest(Request):
+        time_limits = property(lambda self: (None, None), lambda self, value: None)
+
+    return SignedTaskRequest
+
+
+def _tries(header: Any, limit: int) -> int:
+    """Retries already made, from the message's header (outside the signature): bounded to 0..LIMIT, so a forged
+    count cannot make retries come at once without end (negative) nor beyond the configured number."""
+    try:
+        return min(max(int(header or 0), 0), limit)
+    except (TypeError, ValueError, OverflowError):
+        return 0
 
 
 def _ledger():
@@ -126,10 +147,11 @@ def _convert(self, job: str, spec: dict[str, Any], signature: str = "") -> str:
         _refuse(self.request, job, e)
     settings = _state["settings"]
     try:
-        outcome = run_job(settings, _ledger(), job, spec, _worker_name(self.request.hostname), self.request.retries)
+        outcome = run_job(settings, _ledger(), job, spec, _worker_name(self.request.hostname),
+                          _tries(self.request.retries, settings.queue.retries))
     except Exception as e:  # noqa: BLE001 - the ledger unreachable for long, or a bug: send it again later
         log.exception("job %s: delivery failed outside the file's own processing", job)
-        raise self.retry(exc=e, countdown=settings.queue.retry_backoff * 2 ** min(self.request.retries, 4),
+        raise self.retry(exc=e, countdown=settings.queue.retry_backoff * 2 ** _tries(self.request.retries, 4),
                          max_retries=settings.queue.retries)
     metrics.record(outcome.state, outcome.result)
     if outcome.state == "retry":

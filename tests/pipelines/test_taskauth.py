@@ -221,3 +221,14 @@ def test_the_link_secret_comes_from_its_systemd_credential(tmp_path, monkeypatch
     (tmp_path / LINK_CREDENTIAL).write_text(STRONG)
     (tmp_path / LINK_CREDENTIAL).chmod(0o600)
     assert link_secret(Settings()) == STRONG.encode()
+
+
+def test_message_headers_outside_the_signature_do_not_steer_the_worker():
+    """A replayed signed task with a forged retry count or time limit: the count is bounded, the limit ignored."""
+    from pipelines import tasks
+
+    assert tasks._tries(-1000, 5) == 0 and tasks._tries(10**9, 5) == 5 and tasks._tries("x", 5) == 0
+    assert tasks._tries(2, 5) == 2
+    request = object.__new__(tasks._request_class())
+    request.time_limits = (1, 1)  # what Celery does with a message's timelimit header
+    assert request.time_limits == (None, None)
