@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import click
 from . import __version__
 from .config import load_settings, settings_as_dict
 from .errors import BadArgsError, ConfigError, DigitizeError, ExitCode, VerificationError, resource_fault
-from .secrets import mask, mask_logging
+from .secrets import mask, mask_logging, scrub_environment
 from .terminal import printable
 
 EXIT_CODES_HELP = """\b
@@ -59,6 +60,8 @@ def cli(ctx: click.Context, config_path: str | None, verbose: int, quiet: bool) 
     from .signing import scrub_pin_from_environment
 
     scrub_pin_from_environment()  # read into the settings; no child process may inherit it
+    removed = scrub_environment()  # so for every DIGITIZE_* secret: queue/link keys, store/index credentials
+    ctx.call_on_close(lambda: os.environ.update(removed))  # put back when the command ends (in-process runs)
 
 
 @cli.group("config")

@@ -52,6 +52,7 @@ class StoreSettings:
     part_size: int = 16 * 1024 * 1024
     group_readable: bool = False  # data folders 0750 and index 0640 instead of 0700/0600 (storage/modes.py)
     link_secret: str = ""  # HMAC key signing link records; reindex then skips unsigned or forged ones (sidecar.py)
+    link_secret_file: str = ""  # or a file holding it (0600); default $CREDENTIALS_DIRECTORY/digitize-store-link-secret
 
 
 @dataclass

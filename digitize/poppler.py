@@ -12,6 +12,7 @@ from PIL import Image
 
 from .errors import InputError, MissingDependencyError
 from .records import Word
+from .secrets import without_secrets
 
 TIMEOUT = 300
 
@@ -46,7 +47,7 @@ def page_words(pdf: Path, page_index: int, dpi: float) -> list[tuple[int, Word]]
     exe = _require("pdftotext")
     n = str(page_index + 1)
     proc = subprocess.run([exe, "-bbox-layout", "-enc", "UTF-8", "-f", n, "-l", n, str(pdf), "-"],
-                          capture_output=True, timeout=TIMEOUT)
+                          capture_output=True, timeout=TIMEOUT, env=without_secrets(os.environ))
     if proc.returncode != 0:
         return []
     return parse_bbox_layout(proc.stdout, dpi / 72.0)

@@ -19,9 +19,10 @@ Masking is deliberately greedy: hiding a harmless value is a nuisance, showing a
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping, MutableMapping
 from urllib.parse import quote
 
 MASK = "***"
@@ -179,6 +180,85 @@ def secret_env_names(env: Mapping[str, str] | None = None) -> frozenset[str]:
 def without_secrets(env: Mapping[str, str]) -> dict[str, str]:
     """A copy of ``env`` without the variables :func:`is_secret_env` picks."""
     return {k: v for k, v in env.items() if not is_secret_env(k, v)}
+
+
+def scrub_environment(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
+    """Take out of this process's environment (``os.environ``) every ``DIGITIZE_*`` variable that holds or may
+    carry a secret (queue and link keys, store and index credentials, the PIN, the portal's keys), once the
+    settings have read them: no child (veraPDF, pdftotext, Tesseract, which parse attacker-supplied files) may
+    inherit one. Other tools' variables (PGPASSWORD, AWS_*) stay: libraries in this process read them; children
+    that need no secrets get :func:`without_secrets` as their environment. The variables removed (names and
+    values), for a caller that runs the CLI in-process more than once to put back when a command ends."""
+    environ = os.environ if environ is None else environ
+    removed = {k: v for k, v in list(environ.items()) if k.upper().startswith(ENV_PREFIX) and is_secret_env(k, v)}
+    for name in removed:
+        environ.pop(name, None)
+    return removed
+
+
+SECRET_FILE_MAX = 4096  # a key file is a line; a bigger "key file" is a mistake (or /dev/zero)
+MIN_DISTINCT = 12  # a random key has many distinct characters: `openssl rand -hex 32` has 16 but for ~1 in 10^7;
+# "x" * 32 or a repeated word is no key. (16 would refuse about one hex key in four: 64 hex digits miss one often)
+
+
+def read_secret_file(path: str | os.PathLike, what: str) -> str:
+    """A key file's text, read like ssh reads a private key: a symlink is not followed, a FIFO or device not
+    opened for blocking, and a file that is not regular, that the group or others may read or write, or that
+    belongs to a user other than this one (or root) is refused; at most SECRET_FILE_MAX bytes. ConfigError
+    (one line, naming WHAT and the path) otherwise."""
+    import stat
+
+    from .errors import ConfigError
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise ConfigError(f"cannot read the {what} file {path}: {e.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"the {what} file {path} is not a regular file")
+        if st.st_mode & 0o077:
+            raise ConfigError(f"the {what} file {path} is readable or writable by other users: chmod 600 it")
+        if st.st_uid not in (os.geteuid(), 0):
+            raise ConfigError(f"the {what} file {path} belongs to another user (uid {st.st_uid}): chown it to the "
+                              "user the service runs as")
+        data = b""
+        while len(data) <= SECRET_FILE_MAX and (block := os.read(fd, SECRET_FILE_MAX + 1 - len(data))):
+            data += block
+        if len(data) > SECRET_FILE_MAX:
+            raise ConfigError(f"the {what} file {path} is larger than {SECRET_FILE_MAX} bytes: not a key file")
+        return data.decode("utf-8").strip()
+    except OSError as e:
+        raise ConfigError(f"cannot read the {what} file {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"the {what} file {path} is not UTF-8 text") from None
+    finally:
+        os.close(fd)
+
+
+def load_secret(value: str, secret_file: str, credential: str, what: str, how: str, minimum: int = 32) -> str:
+    """A shared key from its setting, else its file, else the systemd credential CREDENTIAL (in that order);
+    "" when none is set. Registered with :func:`mask` as soon as read; ConfigError (saying HOW to set a good
+    one) if shorter than MINIMUM characters or with fewer than MIN_DISTINCT distinct ones."""
+    from pathlib import Path
+
+    from .errors import ConfigError
+
+    value = (value or "").strip()
+    if not value and secret_file:
+        value = read_secret_file(secret_file, what)
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not value and credentials and (Path(credentials) / credential).is_file():
+        value = read_secret_file(Path(credentials) / credential, what)
+    if not value:
+        return ""
+    remember(value)
+    if len(value) < minimum:
+        raise ConfigError(f"the {what} has {len(value)} characters, fewer than {minimum}: {how}")
+    if len(set(value)) < MIN_DISTINCT:
+        raise ConfigError(f"the {what} has only {len(set(value))} distinct characters, not a random value: {how}")
+    return value
 
 
 def mask_mapping(data: Any) -> Any:

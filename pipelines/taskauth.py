@@ -25,8 +25,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
-from pathlib import Path
 from typing import Any
 
 from digitize import secrets
@@ -47,34 +45,13 @@ class UnsignedTask(DigitizeError):
     exit_code = ExitCode.bad_args
 
 
-def _read_file(path: Path) -> str:
-    """Like the signing PIN's file: one others may read is refused, a symlink is not followed."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        with open(fd, encoding="utf-8") as f:
-            if os.fstat(f.fileno()).st_mode & 0o007:
-                raise ConfigError(f"the queue secret file {path} is readable by other users: chmod o-rwx it")
-            return f.read().strip()
-    except OSError as e:
-        raise ConfigError(f"cannot read the queue secret file {path}: {e.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"the queue secret file {path} is not UTF-8 text") from None
-
-
 def queue_secret(settings) -> bytes:
-    """The key that signs and checks tasks; ConfigError (one line, saying how to set it) if none or too short."""
+    """The key that signs and checks tasks; ConfigError (one line, saying how to set it) if none, too short or
+    not random-looking. Its file is read as digitize.secrets.read_secret_file reads every key file."""
     cfg = settings.queue
-    value = cfg.secret.strip()
-    if not value and cfg.secret_file:
-        value = _read_file(Path(cfg.secret_file))
-    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
-    if not value and credentials and (Path(credentials) / CREDENTIAL_NAME).is_file():
-        value = _read_file(Path(credentials) / CREDENTIAL_NAME)
+    value = secrets.load_secret(cfg.secret, cfg.secret_file, CREDENTIAL_NAME, "queue secret", HOW, MIN_SECRET)
     if not value:
         raise ConfigError(f"queue mode needs a secret to sign its tasks: {HOW}")
-    secrets.remember(value)
-    if len(value) < MIN_SECRET:
-        raise ConfigError(f"the queue secret has {len(value)} characters, fewer than {MIN_SECRET}: {HOW}")
     return value.encode("utf-8")
 
 

@@ -53,9 +53,30 @@ def app_for(settings):
         worker_cancel_long_running_tasks_on_connection_loss=False, worker_hijack_root_logger=False,
         worker_send_task_events=False, task_send_sent_event=False, broker_heartbeat=0,
     )
-    app.task(name=TASK, bind=True, max_retries=None, acks_late=True)(_convert)
+    app.task(name=TASK, bind=True, max_retries=None, acks_late=True, Request=_request_class())(_convert)
     _state.update(settings=settings, app=app, key=queue_secret(settings))
     return app
+
+
+def _request_class():
+    """Celery's request, less the message's ``timelimit`` header: headers are outside the task's signature, so a
+    broker writer replaying a signed task could otherwise have its worker killed mid-job (or never). The task's
+    own limits (none: every page has its OCR deadline) apply."""
+    from celery.worker.request import Request
+
+    class SignedTaskRequest(Request):
+        time_limits = property(lambda self: (None, None), lambda self, value: None)
+
+    return SignedTaskRequest
+
+
+def _tries(header: Any, limit: int) -> int:
+    """Retries already made, from the message's header (outside the signature): bounded to 0..LIMIT, so a forged
+    count cannot make retries come at once without end (negative) nor beyond the configured number."""
+    try:
+        return min(max(int(header or 0), 0), limit)
+    except (TypeError, ValueError, OverflowError):
+        return 0
 
 
 def _ledger():
@@ -77,8 +98,11 @@ def _worker_name(node: str | None) -> str:
 def _refuse(request, job: Any, error: UnsignedTask) -> None:
     """An unauthenticated task: not run, not retried (Celery's Ignore: the message is acknowledged, nothing
     requeued; Reject would log a traceback), said in one line. It changes no state but this: a job the ledger
-    knows and has not done is failed with the reason, so a batch waiting on it (or `queue status`) shows why
-    instead of waiting forever when machines' secrets differ."""
+    knows and has not done, whose own stored spec does not verify under this worker's key either, is failed
+    with the reason, so a batch waiting on it (or `queue status`) shows why instead of waiting forever when
+    machines' secrets differ. A job whose stored spec does verify was submitted by a holder of the key: a
+    forged task naming it (anyone who can write the broker can) is only logged and the job left waiting
+    for its own, signed task."""
     from celery.exceptions import Ignore
 
     from . import metrics
@@ -91,7 +115,10 @@ def _refuse(request, job: Any, error: UnsignedTask) -> None:
     reason = f"refused by worker {request.hostname}: {error}"
     try:
         record = _ledger().get(job) if valid else None
-        if record is not None and record.state != "done":
+        if record is not None and record.state != "done" and _signed_here(job, record):
+            log.warning("refused task %s names job %s, which was submitted signed: the job is left to its own task",
+                        task, job)
+        elif record is not None and record.state != "done":
             result = JobResult(record.name, Status.failed, record.sha256, reason, error_kinds=("UnsignedTask",),
                                exit_code=int(error.exit_code))
             _ledger().fail(job, reason, result.to_dict())
@@ -99,6 +126,15 @@ def _refuse(request, job: Any, error: UnsignedTask) -> None:
     except Exception:  # noqa: BLE001 - the refusal stands whatever the ledger says
         log.warning("refused task %s: the ledger could not be updated", task)
     raise Ignore(reason)
+
+
+def _signed_here(job: str, record) -> bool:
+    """Whether the ledger's spec and signature for JOB verify under this worker's key (a legitimate job)."""
+    try:
+        verify(_state["key"], job, record.spec, record.signature)
+    except UnsignedTask:
+        return False
+    return True
 
 
 def _convert(self, job: str, spec: dict[str, Any], signature: str = "") -> str:
@@ -111,10 +147,11 @@ def _convert(self, job: str, spec: dict[str, Any], signature: str = "") -> str:
         _refuse(self.request, job, e)
     settings = _state["settings"]
     try:
-        outcome = run_job(settings, _ledger(), job, spec, _worker_name(self.request.hostname), self.request.retries)
+        outcome = run_job(settings, _ledger(), job, spec, _worker_name(self.request.hostname),
+                          _tries(self.request.retries, settings.queue.retries))
     except Exception as e:  # noqa: BLE001 - the ledger unreachable for long, or a bug: send it again later
         log.exception("job %s: delivery failed outside the file's own processing", job)
-        raise self.retry(exc=e, countdown=settings.queue.retry_backoff * 2 ** min(self.request.retries, 4),
+        raise self.retry(exc=e, countdown=settings.queue.retry_backoff * 2 ** _tries(self.request.retries, 4),
                          max_retries=settings.queue.retries)
     metrics.record(outcome.state, outcome.result)
     if outcome.state == "retry":

@@ -325,7 +325,8 @@ class Archive:
                trust: str = "") -> fixity.VerifyReport:
         """Fixity of every object, and the signatures of signed PDF/As (chained to ``trust`` when given)."""
         case_id = normalize_case_id(case_id) if case_id else None
-        return fixity.verify(self.objects, self.index, case_id, actor, TOOL, stale_after, clock, trust)
+        return fixity.verify(self.objects, self.index, case_id, actor, TOOL, stale_after, clock, trust,
+                             self.link_secret)
 
     # -- access (portal and API) ---------------------------------------------------------------
     def gate(self, principal, client: str = ""):

@@ -202,15 +202,18 @@ def _verify_files(files: tuple[Path, ...], trust: str) -> None:
 
 
 @click.command("reindex")
+@click.option("--unverified-links", is_flag=True,
+              help="Restore link records unchecked although they are signed and store.link_secret is not set.")
 @click.pass_obj
-def reindex_cmd(settings) -> None:
+def reindex_cmd(settings, unverified_links: bool) -> None:
     """Rebuild a lost index (an empty one) from the object store: documents from their sidecars, their
     places in other dossiers from their link records. Objects that cannot be trusted are reported, not indexed."""
     from .archive import TOOL
     from .rebuild import rebuild_index
 
     with _archive(settings) as archive:
-        report = rebuild_index(archive.objects, archive.index, "digitize", f"{TOOL} reindex", archive.link_secret)
+        report = rebuild_index(archive.objects, archive.index, "digitize", f"{TOOL} reindex", archive.link_secret,
+                               unverified_links)
         if archive.link_secret is None and report.links:
             echo("warning: store.link_secret is not set: link records were restored unverified (a bucket writer "
                  "could have forged one)", err=True)

@@ -26,7 +26,7 @@ STALE_PENDING = timedelta(minutes=10)
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str  # "missing", "corrupt", "orphan", "signature"; for repairs "completed" or "cleared"
+    kind: str  # "missing", "corrupt", "orphan", "signature", "link"; for repairs "completed" or "cleared"
     key: str
     doc_id: int | None = None
     detail: str = ""
@@ -110,7 +110,10 @@ def check_signatures(objects: ObjectStore, doc: DocumentRow, recorded: list[Sign
 
 
 def verify(objects: ObjectStore, index: Index, case_id: str | None, actor: str, tool: str,
-           stale_after: timedelta, clock: Callable[[], str], trust: str = "") -> VerifyReport:
+           stale_after: timedelta, clock: Callable[[], str], trust: str = "",
+           link_secret: bytes | None = None) -> VerifyReport:
+    """``link_secret``: link records must be signed with it; an unsigned or badly signed one is a problem
+    (one a bucket writer without the key made, or one written before the key was set: share again to re-sign)."""
     report = VerifyReport(scope=case_id or "all")
     now = clock()
     stale = [d for d in index.pending_documents()
@@ -140,6 +143,10 @@ def verify(objects: ObjectStore, index: Index, case_id: str | None, actor: str, 
             if metas is None:
                 metas = {d.meta_key: d.meta_sha256 for d in index.stored_documents()}
             record = read_link(objects, key)
+            if record is not None and link_secret is not None and read_link(objects, key, link_secret) is None:
+                report.problems.append(Problem("link", key, None, "link record unsigned or not signed with "
+                                                                  "store.link_secret (forged, or older than the key)"))
+                continue
             if record is not None and metas.get(record.meta_key) == record.meta_sha256:
                 continue
             report.problems.append(Problem("orphan", key, None, "link record naming no indexed document here"))

@@ -10,9 +10,12 @@ system again (``cases import``); the access log of the lost index is not in the 
 
 Link records are signed when ``[store] link_secret`` is set (storage/sidecar.py), and a rebuild given that key
 skips unsigned and badly signed ones (reported), so a bucket writer without the key cannot forge a record that
-shares (or moves) another agency's document into a case of theirs. Without the key a rebuild trusts every
-well-formed record. Sidecars are not signed: a bucket writer can still add a document of their own (with its
-content-addressed objects) to any case, or alter a sidecar and its key together. Give bucket write access to
+shares (or moves) another agency's document into a case of theirs. Without the key a rebuild refuses to
+start when any link record is signed (the store's links were meant to be checked: a host that lacks the
+key, or lost it, would otherwise restore forged records too), unless told ``unverified_links``
+(``reindex --unverified-links``); a store whose records are all unsigned is rebuilt trusting them, as before.
+Sidecars are not signed: a bucket writer can still add a document of their own (with its content-addressed
+objects) to any case, or alter a sidecar and its key together. Give bucket write access to
 the digitize service alone, and compare a rebuilt index with what the officers expect before opening it to them.
 """
 
@@ -23,7 +26,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from digitize.errors import BadArgsError, DigitizeError, StorageError
+from digitize.errors import BadArgsError, ConfigError, DigitizeError, StorageError
 from digitize.identifiers import normalize_case_id
 
 from .index import Index, now_iso
@@ -152,9 +155,10 @@ class _Document:
 
 
 def rebuild_index(objects: ObjectStore, index: Index, actor: str, tool: str,
-                  link_secret: bytes | None = None) -> RebuildReport:
+                  link_secret: bytes | None = None, unverified_links: bool = False) -> RebuildReport:
     """Fill ``index`` (which must hold no document) from ``objects``; what cannot be trusted is skipped.
-    ``link_secret``: link records must be signed with it (else skipped); None: they are not checked.
+    ``link_secret``: link records must be signed with it (else skipped); None: they are not checked, and if
+    any carries a signature the rebuild stops (ConfigError) before writing, unless ``unverified_links``.
 
     Everything is read and checked first, then each document is inserted once, directly at the place its
     move records lead to (a linked document's first place may since hold another unmatched document: both
@@ -172,13 +176,22 @@ def rebuild_index(objects: ObjectStore, index: Index, actor: str, tool: str,
             report.skipped.append((key, str(e)[:300] or type(e).__name__))  # ValueError: also bad JSON, UTF-8
             continue
         docs[key] = _Document(row, pages, signatures, row.case_id)
-    placed, shares = _place(docs, _read_links(objects, keys, docs, report, link_secret), report)
+    links = _read_links(objects, keys, docs, report, link_secret)
+    if link_secret is None and not unverified_links and any(r.signed for r in _all_links(docs, links)):
+        raise ConfigError("this store's link records are signed, but store.link_secret is not set here: set the "
+                          "same key (DIGITIZE_STORE_LINK_SECRET) so forged records are skipped, or run reindex "
+                          "--unverified-links to restore every well-formed record unchecked")
+    placed, shares = _place(docs, links, report)
     try:
         with index.transaction():  # all or nothing: a half-filled index would refuse the rerun
             _write(index, docs, placed, shares, actor, tool, report)
     except DigitizeError as e:
         raise StorageError(f"reindex stopped and kept nothing (run it again): {e}") from e
     return report
+
+
+def _all_links(docs: dict[str, _Document], shares: list[LinkRecord]) -> list[LinkRecord]:
+    return [*shares, *(r for doc in docs.values() for r in doc.moves)]
 
 
 def _write(index: Index, docs: dict[str, _Document], placed: list[_Document], shares: list[LinkRecord],
@@ -201,11 +214,15 @@ def _write(index: Index, docs: dict[str, _Document], placed: list[_Document], sh
 def _read_links(objects: ObjectStore, keys: list[str], docs: dict[str, _Document],
                 report: RebuildReport, secret: bytes | None = None) -> list[LinkRecord]:
     """Every link record that names a document read here and sits at the place it gives: moves are
-    attached to their document, shares returned."""
+    attached to their document, shares returned. A record equal to one already read (the same fields in other
+    bytes, so under another key: a signature covers the fields, not the bytes) is dropped, never counted."""
     shares: list[LinkRecord] = []
+    seen: set[LinkRecord] = set()
     for key in (k for k in keys if is_link_key(k)):
         try:
             record = parse_link(_read(objects, key, 4096), secret)
+            if record in seen:
+                continue
             doc = docs.get(record.meta_key)
             if doc is None or doc.row.meta_sha256 != record.meta_sha256:
                 raise BadArgsError("it names no document whose sidecar was read")
@@ -216,6 +233,7 @@ def _read_links(objects: ObjectStore, keys: list[str], docs: dict[str, _Document
         except (BadArgsError, StorageError) as e:
             report.skipped.append((key, str(e)))
             continue
+        seen.add(record)
         (shares if record.kind == "shared" else doc.moves).append(record)
     return shares
 

@@ -8,7 +8,7 @@ resumed store produces the same object and key.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from digitize.errors import BadArgsError
@@ -62,14 +62,20 @@ LINK_MAC = "v1="
 MIN_LINK_SECRET = 32
 
 
-def link_secret(settings) -> bytes | None:
-    """The key of link records, or None when ``[store] link_secret`` is not set (records neither signed nor checked)."""
-    from digitize.errors import ConfigError
+LINK_CREDENTIAL = "digitize-store-link-secret"
+LINK_HOW = ("use a random value of 32 or more characters (e.g. `openssl rand -base64 32`) in store.link_secret "
+            "(DIGITIZE_STORE_LINK_SECRET), store.link_secret_file (mode 0600) or the systemd credential "
+            f"{LINK_CREDENTIAL}")
 
-    value = settings.store.link_secret.strip()
-    if value and len(value) < MIN_LINK_SECRET:
-        raise ConfigError(f"store.link_secret has {len(value)} characters, fewer than {MIN_LINK_SECRET}: use a random "
-                          "value such as `openssl rand -base64 32` (DIGITIZE_STORE_LINK_SECRET)")
+
+def link_secret(settings) -> bytes | None:
+    """The key of link records, or None when none is set (records neither signed nor checked): ``[store]
+    link_secret``, ``link_secret_file`` or the credential, loaded and checked as the queue secret is."""
+    from digitize.secrets import load_secret
+
+    cfg = settings.store
+    value = load_secret(cfg.link_secret, cfg.link_secret_file, LINK_CREDENTIAL,
+                        "store.link_secret", LINK_HOW, MIN_LINK_SECRET)
     return value.encode("utf-8") if value else None
 
 
@@ -103,6 +109,7 @@ class LinkRecord:
     meta_key: str  # the document's sidecar: its identity in the store
     meta_sha256: str
     moved_from: tuple[str | None, int] | None = None  # moved: the place it left (case ID or None, sequence)
+    signed: bool = field(default=False, compare=False)  # it carries a "mac" (checked only when a key was given)
 
 
 def build_link(doc: DocumentRow, home: DocumentRow, kind: str, key: bytes | None = None) -> bytes:
@@ -147,6 +154,7 @@ def parse_link(data: bytes, key: bytes | None = None) -> LinkRecord:
         raise BadArgsError("a link record is not UTF-8 JSON") from None
     if not isinstance(raw, dict) or raw.get("schema") != LINK_SCHEMA or raw.get("kind") not in LINK_KINDS:
         raise BadArgsError(f"not a {LINK_SCHEMA} record")
+    signed = "mac" in raw
     if key is not None:
         _check_link_mac(key, raw)
     document, moved = raw.get("document"), raw.get("from")
@@ -160,7 +168,7 @@ def parse_link(data: bytes, key: bytes | None = None) -> LinkRecord:
                       _sequence(moved.get("sequence")))
     return LinkRecord(raw["kind"], normalize_case_id(raw["case_id"]), _sequence(raw.get("sequence")),
                       check_key(str(document.get("meta_key", ""))), check_sha256(str(document.get("meta_sha256", ""))),
-                      moved_from)
+                      moved_from, signed)
 
 
 def first_place(meta_key: str) -> tuple[str | None, int]:

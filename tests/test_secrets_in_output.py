@@ -66,3 +66,47 @@ def test_no_secret_in_any_output_of_a_failing_run(tmp_path, name):
     if name != "config show":
         assert not output.startswith("exit 0"), output
     assert "Traceback" not in output or name.startswith(("index", "store")), output
+
+
+CHILD_SECRETS = {"DIGITIZE_QUEUE_SECRET": "q-7Kd92mZpX4vLr8Tn3Bw6Yc1Hs5Fj0Ag", "DIGITIZE_STORE_LINK_SECRET":
+                 "l-Vb3Nq8Wz1Xc6Mk2Pr9Ts4Ly7Hd0Gf5J", "DIGITIZE_STORE_SECRET_KEY": SECRETS["secret"],
+                 "DIGITIZE_WEB_WEBHOOK_SECRET": "w-Ha8Jq3Lz6Nx1Pc4Rv7Tb0Kd2Mf5Sg9Y", "DIGITIZE_INDEX_DSN": PG_DSN}
+
+
+def test_no_child_process_inherits_a_secret_variable(tmp_path):
+    """Tesseract (here the command, through a stand-in on PATH that records its environment) parses what
+    scanning staff feed it: no secret the settings read from the environment may reach it."""
+    tesseract = __import__("shutil").which("tesseract")
+    if tesseract is None:
+        pytest.skip("tesseract not installed")
+    bin_dir, dump = tmp_path / "bin", tmp_path / "child-env"
+    bin_dir.mkdir()
+    fake = bin_dir / "tesseract"
+    fake.write_text(f"#!/bin/sh\nenv >> {dump}\nexec {tesseract} \"$@\"\n", encoding="utf-8")
+    fake.chmod(0o755)
+    Image.new("L", (400, 200), 255).save(tmp_path / "scan.png", dpi=(200, 200))
+    output = digitize(tmp_path, "run", "scan.png", "out.pdf", "--no-validate", "--no-sign",
+                      env_extra={**CHILD_SECRETS, "PATH": f"{bin_dir}:{os.environ['PATH']}",
+                                 "DIGITIZE_LIBTESSERACT": "off", "DIGITIZE_CONVERTER_RESIDENT": "false"})
+    assert dump.is_file(), f"the stand-in tesseract never ran:\n{output}"
+    seen = dump.read_text(encoding="utf-8")
+    for name, value in CHILD_SECRETS.items():
+        assert name not in seen and value not in seen, name
+
+
+def test_tools_parsing_untrusted_files_get_no_secret_of_other_programs(tmp_path, monkeypatch):
+    """pdftotext and veraPDF run without PGPASSWORD, AWS_* and the like, which libraries here may still read."""
+    from digitize import poppler
+
+    seen = {}
+
+    def fake_run(args, **kwargs):
+        seen.update(kwargs.get("env") or os.environ)
+        return subprocess.CompletedProcess(args, 1, b"", b"")
+
+    monkeypatch.setenv("PGPASSWORD", "Pg-Pa55w0rd-77")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRETS["secret"])
+    monkeypatch.setattr(poppler, "_require", lambda tool: "/bin/true")
+    monkeypatch.setattr(poppler.subprocess, "run", fake_run)
+    assert poppler.page_words(tmp_path / "x.pdf", 0, 200) == []
+    assert seen and "PGPASSWORD" not in seen and "AWS_SECRET_ACCESS_KEY" not in seen and "PATH" in seen

@@ -136,3 +136,4 @@ def test_three_workers_survive_a_kill_a_broker_restart_and_a_storage_outage(tmp_
     assert verify.returncode == 0, verify.stdout + verify.stderr
     logs = "".join((tmp_path / f"worker{n}.log").read_text(encoding="utf-8", errors="replace") for n in range(3))
     assert "job-retry" in logs  # the storage outage was met and retried, not failed
+    assert "refused task" not in logs  # a task Celery sent again (retry) keeps its signature and is accepted

@@ -60,6 +60,9 @@ def test_a_payload_that_is_not_plain_json_is_refused():
         verify(KEY, JOB, {"options": {"x": float("nan")}}, "v1=" + "0" * 64)
 
 
+STRONG = "Qm7-vT2xK9pLr4Zc8Wd1Hs6Yb3Nf0Ga5Je"  # 34 characters, 34 distinct: what a random key looks like
+
+
 def settings_with(**queue) -> Settings:
     settings = Settings()
     for name, value in queue.items():
@@ -69,23 +72,23 @@ def settings_with(**queue) -> Settings:
 
 def test_the_secret_comes_from_settings_env_a_file_or_a_systemd_credential(tmp_path, monkeypatch):
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
-    value = "s" * 40
+    value = STRONG
     assert queue_secret(load_settings("/dev/null", {"DIGITIZE_QUEUE_SECRET": value})) == value.encode()
     path = tmp_path / "queue-secret"
     path.write_text(value + "\n")
     path.chmod(0o600)
     assert queue_secret(settings_with(secret_file=str(path))) == value.encode()
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
-    (tmp_path / "digitize-queue-secret").write_text("c" * 40)
+    (tmp_path / "digitize-queue-secret").write_text(STRONG[::-1])
     (tmp_path / "digitize-queue-secret").chmod(0o600)
-    assert queue_secret(settings_with()) == b"c" * 40
+    assert queue_secret(settings_with()) == STRONG[::-1].encode()
 
 
 def test_a_secret_file_others_may_read_or_a_symlink_is_refused(tmp_path):
     path = tmp_path / "queue-secret"
-    path.write_text("s" * 40)
+    path.write_text(STRONG)
     path.chmod(0o644)
-    with pytest.raises(ConfigError, match="readable by other users"):
+    with pytest.raises(ConfigError, match="readable or writable by other users"):
         queue_secret(settings_with(secret_file=str(path)))
     path.chmod(0o600)
     (tmp_path / "link").symlink_to(path)
@@ -103,7 +106,7 @@ def test_no_secret_or_a_short_one_is_a_config_error_saying_how_to_set_it(monkeyp
 
 def test_the_secret_is_masked_once_read(tmp_path, monkeypatch):
     secrets.forget_all()
-    value = "Zq" * 20
+    value = STRONG
     path = tmp_path / "queue-secret"
     path.write_text(value)
     path.chmod(0o600)
@@ -129,9 +132,103 @@ def test_queue_mode_will_not_start_without_a_secret(tmp_path, command):
 
 
 def test_config_show_masks_the_queue_secret(tmp_path):
-    value = "Vx" * 20
+    value = STRONG
     env = dict(os.environ, DIGITIZE_QUEUE_SECRET=value, DIGITIZE_CONFIG="/dev/null",
                DIGITIZE_DATA_DIR=str(tmp_path / "data"))
     done = subprocess.run(digitize_cmd("config", "show"), env=env, cwd=ROOT, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0 and value not in done.stdout + done.stderr and "secret" in done.stdout, done.stderr
+
+
+class _Ledger:
+    def __init__(self, record):
+        self.record, self.failed = record, []
+
+    def get(self, job):
+        return self.record
+
+    def fail(self, job, reason, result):
+        self.failed.append(job)
+
+
+def _refused(monkeypatch, record) -> list:
+    """Hand a forged task naming JOB to the worker's refusal path; the jobs it failed in the ledger."""
+    from types import SimpleNamespace
+
+    from celery.exceptions import Ignore
+
+    from pipelines import tasks
+
+    ledger = _Ledger(record)
+    monkeypatch.setattr(tasks, "_ledger", lambda: ledger)
+    monkeypatch.setitem(tasks._state, "key", KEY)
+    request = SimpleNamespace(id="forged-1", hostname="w@h")
+    with pytest.raises(Ignore):
+        tasks._refuse(request, JOB, UnsignedTask("the task is not signed"))
+    return ledger.failed
+
+
+def test_a_forged_task_does_not_fail_a_legitimately_signed_waiting_job(monkeypatch):
+    from pipelines.ledger import JobRecord
+
+    record = JobRecord(JOB, "queued", "a.pdf", "ab" * 32, spec=SPEC, signature=sign(KEY, JOB, SPEC))
+    assert _refused(monkeypatch, record) == []  # its own, signed task still runs it
+    unsigned = JobRecord(JOB, "queued", "a.pdf", "ab" * 32, spec=SPEC, signature="")
+    assert _refused(monkeypatch, unsigned) == [JOB]  # one no holder of this key made: failed, with the reason
+
+
+@pytest.mark.parametrize("value", ["x" * 40, "passwordpasswordpasswordpassword", "0123456789" * 4])
+def test_a_key_that_is_not_random_is_refused(value):
+    with pytest.raises(ConfigError, match="distinct characters"):
+        queue_secret(settings_with(secret=value))
+
+
+def test_key_files_must_be_private_regular_small_and_ours(tmp_path, monkeypatch):
+    """The queue's and the link records' keys are read by one helper (digitize.secrets.read_secret_file)."""
+    from storage.sidecar import link_secret
+
+    path = tmp_path / "key"
+    path.write_text(STRONG)
+    path.chmod(0o640)  # the group may read it
+    with pytest.raises(ConfigError, match="readable or writable by other users"):
+        queue_secret(settings_with(secret_file=str(path)))
+    path.chmod(0o600)
+    settings = settings_with(secret_file=str(path))
+    settings.store.link_secret_file = str(path)
+    assert queue_secret(settings) == link_secret(settings) == STRONG.encode()
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo, 0o600)  # would block a plain open() forever
+    with pytest.raises(ConfigError, match="not a regular file"):
+        queue_secret(settings_with(secret_file=str(fifo)))
+    big = tmp_path / "big"
+    big.write_text(STRONG * 200)
+    big.chmod(0o600)
+    with pytest.raises(ConfigError, match="larger than 4096 bytes"):
+        queue_secret(settings_with(secret_file=str(big)))
+    if os.geteuid() == 0:
+        os.chown(path, 12345, -1)  # another user's file
+    else:
+        monkeypatch.setattr(os, "geteuid", lambda: 12345)  # as if this process ran as another (non-root) user
+    with pytest.raises(ConfigError, match="belongs to another user"):
+        queue_secret(settings_with(secret_file=str(path)))
+
+
+def test_the_link_secret_comes_from_its_systemd_credential(tmp_path, monkeypatch):
+    from storage.sidecar import LINK_CREDENTIAL, link_secret
+
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    assert link_secret(Settings()) is None
+    (tmp_path / LINK_CREDENTIAL).write_text(STRONG)
+    (tmp_path / LINK_CREDENTIAL).chmod(0o600)
+    assert link_secret(Settings()) == STRONG.encode()
+
+
+def test_message_headers_outside_the_signature_do_not_steer_the_worker():
+    """A replayed signed task with a forged retry count or time limit: the count is bounded, the limit ignored."""
+    from pipelines import tasks
+
+    assert tasks._tries(-1000, 5) == 0 and tasks._tries(10**9, 5) == 5 and tasks._tries("x", 5) == 0
+    assert tasks._tries(2, 5) == 2
+    request = object.__new__(tasks._request_class())
+    request.time_limits = (1, 1)  # what Celery does with a message's timelimit header
+    assert request.time_limits == (None, None)

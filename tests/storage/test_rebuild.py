@@ -199,7 +199,7 @@ def test_verify_counts_a_link_record_naming_no_indexed_document_as_an_orphan(arc
     assert sorted((p.kind, p.key) for p in archive.verify().problems) == [("orphan", key) for key in sorted(placed)]
 
 
-LINK_SECRET = "l" * 40
+LINK_SECRET = "Lr8-Kq3Zx7Vm1Tc5Wn9Hb2Yd6Pf0Sg4Ja"  # random-looking: the loader refuses "l" * 40 (too few distinct)
 
 
 @pytest.fixture
@@ -230,7 +230,7 @@ def test_signed_link_records_survive_a_rebuild_and_forged_ones_are_skipped(signi
     for secret, expected in [(LINK_SECRET.encode(), ([], 2)), (None, (None, 4))]:
         index = open_index(f"sqlite:///{tmp_path / f'rebuilt-{bool(secret)}.sqlite'}")
         try:
-            report = rebuild_index(archive.objects, index, "tester", "test", secret)
+            report = rebuild_index(archive.objects, index, "tester", "test", secret, unverified_links=True)
             assert report.links == expected[1]
             if secret:  # with the key: the two forged records are reported and not restored
                 assert sorted(why for _, why in report.skipped) == [
@@ -268,3 +268,61 @@ def test_a_short_link_secret_is_a_config_error():
     settings.store.link_secret = "short-secret"
     with pytest.raises(ConfigError, match="fewer than 32"):
         link_secret(settings)
+
+
+def test_a_rebuild_without_the_key_refuses_a_store_whose_links_are_signed(signing, make_document, tmp_path):
+    """A host that lacks (or lost) link_secret must not quietly restore every record, forged ones included."""
+    from digitize.errors import ConfigError
+
+    archive = signing
+    loose = store(archive, make_document(case_id=None, title="Giấy ủy quyền"))
+    archive.link(loose.doc_id, LATER, actor="tester")  # a signed move record
+    forged_share(archive, loose.doc_id, "000.00.12.H29-241016-0003", 1, None)  # a bucket writer's, unsigned
+    index = open_index(f"sqlite:///{tmp_path / 'rebuilt.sqlite'}")
+    try:
+        with pytest.raises(ConfigError, match="link records are signed"):
+            rebuild_index(archive.objects, index, "tester", "test", None)
+        assert not index.stored_documents()  # refused before writing anything
+        report = rebuild_index(archive.objects, index, "tester", "test", None, unverified_links=True)
+        assert report.links == 2  # told so: every well-formed record, the forged one too
+    finally:
+        index.close()
+
+
+def test_copies_of_one_signed_move_record_count_once_and_do_not_crowd_out_real_moves(signing, make_document,
+                                                                                     tmp_path):
+    """Reformatted copies of a signed record keep a valid MAC (it covers the fields, not the bytes): a bucket
+    writer could once fill the per-document move limit with them."""
+    from storage.keys import is_link_key
+    from storage.rebuild import MAX_MOVES
+
+    archive = signing
+    loose = store(archive, make_document(case_id=None, title="Giấy ủy quyền"))
+    archive.link(loose.doc_id, LATER, actor="tester")
+    key = next(k for k in archive.objects.list_keys(LATER + "/") if is_link_key(k))
+    data = b"".join(archive.objects.read_chunks(key))
+    for n in range(1, MAX_MOVES + 5):
+        copy = data + b" " * n  # the same record, other bytes: its own key
+        archive.objects.put(link_key(LATER, 1, copy), copy, hashlib.sha256(copy).hexdigest())
+    index = open_index(f"sqlite:///{tmp_path / 'rebuilt.sqlite'}")
+    try:
+        report = rebuild_index(archive.objects, index, "tester", "test", LINK_SECRET.encode())
+        assert report.skipped == [] and report.links == 1 and report.documents == 1
+        assert places(index, LATER) == places(archive.index, LATER)
+    finally:
+        index.close()
+
+
+def test_verify_flags_unsigned_and_badly_signed_link_records_when_it_has_the_key(signing, make_document):
+    archive = signing
+    id_copy = make_document(pages=("Căn cước công dân",), title="CCCD")
+    stored = store(archive, id_copy)
+    id_copy.meta.case_id = OTHER
+    store(archive, id_copy)  # shared with OTHER: a signed record, no problem
+    forged_share(archive, stored.doc_id, "000.00.12.H29-241016-0003", 1, None)
+    forged_share(archive, stored.doc_id, "000.00.12.H29-241016-0004", 1, b"Other-Key-9f3Kq7Zx2Vm5Tc8Wn1Hb4Yd6P")
+    problems = archive.verify().problems
+    assert sorted((p.kind, p.key.split("/")[0]) for p in problems) == [
+        ("link", "000.00.12.H29-241016-0003"), ("link", "000.00.12.H29-241016-0004")], problems
+    archive.link_secret = None  # without the key: not checked (and these name an indexed document)
+    assert archive.verify().problems == []
