@@ -65,7 +65,9 @@ def test_show_through_from_the_back_is_read_past(converted):
     """Bleed-through read as mirrored garbage (CER 0.77 at 45 % strength); a second reading
     without the faint ink is kept when Tesseract is surer of it."""
     _, report, _, _ = converted["show_through"]
-    assert report.pages[0].ocr_preparation == "faint-ink-dropped"
+    # the faint ink's reading kept; other preparations may come with it (a slight residual slope of
+    # the lines is levelled as "lines-uncurled", which is no fault here)
+    assert "faint-ink-dropped" in report.pages[0].ocr_preparation.split(",")
     _, report, _, _ = converted["dark_lid_skewed"]
     assert report.pages[0].ocr_preparation == ""
 
