@@ -201,11 +201,12 @@ MIN_DISTINCT = 12  # a random key has many distinct characters: `openssl rand -h
 # "x" * 32 or a repeated word is no key. (16 would refuse about one hex key in four: 64 hex digits miss one often)
 
 
-def read_secret_file(path: str | os.PathLike, what: str) -> str:
+def read_secret_file(path: str | os.PathLike, what: str, group_ok: bool = False) -> str:
     """A key file's text, read like ssh reads a private key: a symlink is not followed, a FIFO or device not
-    opened for blocking, and a file that is not regular, that the group or others may read or write, or that
-    belongs to a user other than this one (or root) is refused; at most SECRET_FILE_MAX bytes. ConfigError
-    (one line, naming WHAT and the path) otherwise."""
+    opened for blocking, and a file that is not regular, that the group (unless GROUP_OK: a PIN file shared
+    with the service's group, 0640) or others may read or write, or that belongs to a user other than this
+    one (or root) is refused; at most SECRET_FILE_MAX bytes. ConfigError (one line, naming WHAT and the path)
+    otherwise."""
     import stat
 
     from .errors import ConfigError
@@ -218,8 +219,9 @@ def read_secret_file(path: str | os.PathLike, what: str) -> str:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise ConfigError(f"the {what} file {path} is not a regular file")
-        if st.st_mode & 0o077:
-            raise ConfigError(f"the {what} file {path} is readable or writable by other users: chmod 600 it")
+        if st.st_mode & (0o007 if group_ok else 0o077):
+            raise ConfigError(f"the {what} file {path} is readable or writable by other users: "
+                              f"chmod {'o-rwx' if group_ok else '600'} it")
         if st.st_uid not in (os.geteuid(), 0):
             raise ConfigError(f"the {what} file {path} belongs to another user (uid {st.st_uid}): chown it to the "
                               "user the service runs as")

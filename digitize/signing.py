@@ -90,13 +90,11 @@ def read_pin(cfg: SignSettings, interactive: bool = False) -> str | None:
 
 
 def _read_pin_file(path: Path) -> str:
-    """Like ssh with a private key: a PIN file others may read is refused, not used."""
-    try:
-        if path.stat().st_mode & 0o007:
-            raise ConfigError(f"PIN file {path} is readable by other users: chmod o-rwx it")
-        return path.read_text(encoding="utf-8").strip("\r\n")
-    except OSError as e:
-        raise ConfigError(f"cannot read PIN file {path}: {e.strerror}") from None
+    """Like ssh with a private key (secrets.read_secret_file: no symlink followed, a regular file of this
+    user or root, at most 4 KiB); a PIN file other users may read is refused, its group may (0640)."""
+    from .secrets import read_secret_file
+
+    return read_secret_file(path, "PIN", group_ok=True)
 
 
 def common_name(cert) -> str:

@@ -43,9 +43,9 @@ def test_pin_file_then_systemd_credential_then_nothing(tmp_path, monkeypatch):
     own.write_text(PIN + "\n")
     own.chmod(0o644)
     cfg.pin_file = str(own)
-    with pytest.raises(ConfigError, match="readable by other users"):
+    with pytest.raises(ConfigError, match="readable or writable by other users"):
         signing.read_pin(cfg)
-    own.chmod(0o640)
+    own.chmod(0o640)  # the service's group may read it
     assert signing.read_pin(cfg) == PIN
     cfg.pin = "env-wins"
     assert signing.read_pin(cfg) == "env-wins"
@@ -53,7 +53,25 @@ def test_pin_file_then_systemd_credential_then_nothing(tmp_path, monkeypatch):
 
 def test_a_missing_pin_file_is_a_config_error(tmp_path):
     cfg = config.SignSettings(pkcs12="x.p12", pin_file=str(tmp_path / "absent"))
-    with pytest.raises(ConfigError, match="cannot read PIN file"):
+    with pytest.raises(ConfigError, match="cannot read the PIN file"):
+        signing.read_pin(cfg)
+
+
+def test_a_symlinked_fifo_or_foreign_pin_file_is_refused(tmp_path):
+    """The PIN file is read as the other key files are (secrets.read_secret_file): a symlink is not
+    followed (it could point the service at another file it may read), a FIFO is not waited on."""
+    real = tmp_path / "real-pin"
+    real.write_text(PIN + "\n")
+    real.chmod(0o600)
+    link = tmp_path / "pin-link"
+    link.symlink_to(real)
+    cfg = config.SignSettings(pkcs12="x.p12", pin_file=str(link))
+    with pytest.raises(ConfigError, match="cannot read the PIN file"):
+        signing.read_pin(cfg)
+    fifo = tmp_path / "pin-fifo"
+    os.mkfifo(fifo, 0o600)
+    cfg.pin_file = str(fifo)
+    with pytest.raises(ConfigError, match="not a regular file"):
         signing.read_pin(cfg)
 
 
