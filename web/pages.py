@@ -28,6 +28,7 @@ from . import files, oidc
 from .app import page_gate
 from .auth import check_csrf, client_address, csrf_token, end_session, start_session
 from .i18n import DEFAULT, LANGUAGES, translate
+from .throttle import LoginBusy
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -92,8 +93,12 @@ def install(app: FastAPI) -> None:
             return render_login(request, "login_throttled", 429, next)
         # a name guessed from many addresses: slowed, never locked; the wait holds no thread and no archive
         await asyncio.sleep(attempt.delay)
-        try:
-            principal = await run_in_threadpool(check_password, request.app.state.pool, name, password)
+        try:  # one check at a time per name (all processes), a few per process (web/throttle.py)
+            async with throttle.password_check(name):
+                principal = await run_in_threadpool(check_password, request.app.state.pool, name, password)
+        except LoginBusy:
+            await run_in_threadpool(throttle.release, attempt, False)  # never checked: not a guess
+            return render_login(request, "login_throttled", 429, next)
         except AuthenticationError:
             return render_login(request, "login_failed", 401, next)  # counted already, by reserve
         except BaseException:

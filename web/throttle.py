@@ -12,13 +12,22 @@ full of recent failures, logins are refused until some expire: evicting the olde
 guesser's own counters out). A separate file, not the index: no migration, and a busy index (batch runs) never delays a
 login. If the file fails (locked past its wait, disk full), this process counts in its memory instead:
 logins stay limited, and a right password is never refused for it.
+
+Password checks themselves are bounded too (:meth:`LoginThrottle.password_check`): one at a time per login
+name across every process of the data dir (a lease row with an expiry in the same file), and at most
+MAX_CHECKS at once in one process (argon2id takes ~64 MiB and a core's time each): a guesser spread over many
+addresses can no longer run its slowed name's checks in parallel, nor a flood of names use every core. A
+login that gets neither in time is answered like a throttled one ("try later"), for any name, existing or not.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import logging
 import os
+import secrets
 import sqlite3
 import stat
 import threading
@@ -38,10 +47,20 @@ NAME_DELAY = 2.0  # seconds each login for such a name waits before its password
 MAX_ROWS = 100_000  # failures kept at most (~10 MB): a flood of guesses cannot grow the file without bound
 EXPIRED_PER_ATTEMPT = 200  # expired rows one attempt deletes (bounded work on the login path)
 BUSY_TIMEOUT = 2.0  # seconds a process waits for another's write (each write is a few rows)
+MAX_CHECKS = 4  # password checks in flight in one process; more wait SLOT_WAIT, then get "try later"
+SLOT_WAIT = 0.5  # seconds a login waits for one of this process's MAX_CHECKS slots
+LEASE_WAIT = 3.0  # seconds a login waits while another check of the same name is in flight (any process)
+LEASE_SECONDS = 15.0  # a name's lease lapses after this (its process died during the check)
+LEASE_POLL = (0.02, 0.25)  # first and longest pause between looks at a busy lease
 FILE_NAME = "login-throttle.sqlite3"
 SCHEMA = ("CREATE TABLE IF NOT EXISTS failures (counter TEXT NOT NULL, at REAL NOT NULL)",
           "CREATE INDEX IF NOT EXISTS failures_counter ON failures (counter, at)",
-          "CREATE INDEX IF NOT EXISTS failures_at ON failures (at)")
+          "CREATE INDEX IF NOT EXISTS failures_at ON failures (at)",
+          "CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, until REAL NOT NULL)")
+
+
+class LoginBusy(Exception):
+    """No password check now: another one for this name is in flight, or this process runs MAX_CHECKS."""
 
 
 def bare_address(address: str) -> str:
@@ -117,6 +136,8 @@ class LoginThrottle:
     def __init__(self, attempts: int, pause: float, clock=time.time, data_dir: str | Path | None = None):
         self.attempts, self.pause, self.clock = attempts, pause, clock
         self._lock = threading.Lock()  # the connections are per process, used by one thread at a time
+        self._checks = threading.BoundedSemaphore(MAX_CHECKS)  # password checks in flight in this process
+        self._leased: set[str] = set()  # names whose check runs in this process (no file look-up needed)
         self._memory = _connect(":memory:")  # the fallback (and, without a data dir, the only count)
         if data_dir is None:
             self._db, path = self._memory, ":memory:"
@@ -129,6 +150,7 @@ class LoginThrottle:
             self._db = _connect(path)
             _own_regular_file(path)  # not swapped for a link while it was opened
             self._db.execute("DELETE FROM failures WHERE at <= ?", (self.clock() - self.pause,))
+            self._db.execute("DELETE FROM leases WHERE until <= ?", (self.clock(),))
         except (OSError, sqlite3.Error) as e:
             raise StorageError(f"cannot open the login throttle's database {path}: {e}") from None
 
@@ -213,6 +235,71 @@ class LoginThrottle:
                     db.execute("DELETE FROM failures WHERE counter = ?", (attempt.pair,))
             except sqlite3.Error as e:
                 log.warning("login throttle: %s; the attempt stays counted until it expires", e)
+
+    # -- one password check at a time per name, MAX_CHECKS per process ---------------------------
+    def take_lease(self, name: str) -> str | None:
+        """The right to check a password for NAME now (a holder token), or None while another check of the
+        name runs in this process or, by an unexpired lease row, in another. The file failing, this process's
+        own bound still holds."""
+        key, holder = name.casefold(), secrets.token_hex(8)
+        with self._lock:
+            if key in self._leased:
+                return None
+            if self._db is not self._memory:
+                now = self.clock()
+                try:
+                    self._db.execute("BEGIN IMMEDIATE")
+                    try:
+                        self._db.execute("DELETE FROM leases WHERE name = ? AND until <= ?", (key, now))
+                        taken = self._db.execute("INSERT OR IGNORE INTO leases (name, holder, until) VALUES (?, ?, ?)",
+                                                 (key, holder, now + LEASE_SECONDS)).rowcount == 1
+                        self._db.execute("COMMIT")
+                    except BaseException:
+                        if self._db.in_transaction:
+                            self._db.execute("ROLLBACK")
+                        raise
+                    if not taken:
+                        return None
+                except sqlite3.Error as e:
+                    log.warning("login throttle: %s; password checks bounded in this process only", e)
+            self._leased.add(key)
+            return holder
+
+    def drop_lease(self, name: str, holder: str) -> None:
+        key = name.casefold()
+        with self._lock:
+            self._leased.discard(key)
+            if self._db is not self._memory:
+                try:
+                    self._db.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (key, holder))
+                except sqlite3.Error as e:
+                    log.warning("login throttle: %s; the lease lapses in %g s", e, LEASE_SECONDS)
+
+    @contextlib.asynccontextmanager
+    async def password_check(self, name: str):
+        """Around one password check: waits (on the event loop, holding no thread) up to LEASE_WAIT for the
+        name's lease, then up to SLOT_WAIT for a process slot; LoginBusy if either is not had in time."""
+        from starlette.concurrency import run_in_threadpool
+
+        async def wait_for(take, limit: float):
+            deadline, pause = time.monotonic() + limit, LEASE_POLL[0]
+            while (got := await run_in_threadpool(take)) is None and time.monotonic() < deadline:
+                await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+                pause = min(pause * 2, LEASE_POLL[1])
+            return got
+
+        holder = await wait_for(lambda: self.take_lease(name), LEASE_WAIT)
+        if holder is None:
+            raise LoginBusy()
+        try:
+            if not await wait_for(lambda: self._checks.acquire(blocking=False) or None, SLOT_WAIT):
+                raise LoginBusy()
+            try:
+                yield
+            finally:
+                self._checks.release()
+        finally:
+            await run_in_threadpool(self.drop_lease, name, holder)
 
     def close(self) -> None:
         with self._lock:

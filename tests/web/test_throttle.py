@@ -273,3 +273,96 @@ def test_one_client_is_one_counter_however_its_address_is_written():
     throttle = LoginThrottle(2, 300)
     assert throttle.reserve("lan", "10.0.0.7:1") and throttle.reserve("lan", "10.0.0.7:2")
     assert throttle.reserve("lan", "10.0.0.7:3") is None
+
+
+# -- issue 11: password checks in flight, per name across processes and per process --------------------------
+def count_checks_in_flight(monkeypatch, seconds: float) -> dict:
+    """Every password check takes ``seconds`` and fails; ``peak[name]`` / ``peak["*"]``: most in flight at once."""
+    import threading
+    import time
+
+    from storage.access import AuthenticationError
+    from web import pages
+
+    lock, now, peak = threading.Lock(), {}, {}
+
+    def check(index, name, password):
+        with lock:
+            for key in (name, "*"):
+                now[key] = now.get(key, 0) + 1
+                peak[key] = max(peak.get(key, 0), now[key])
+        try:
+            time.sleep(seconds)
+        finally:
+            with lock:
+                for key in (name, "*"):
+                    now[key] -= 1
+        raise AuthenticationError("wrong user name or password")
+
+    monkeypatch.setattr(pages, "authenticate_password", check)
+    return peak
+
+
+async def concurrent_logins(logins: list[tuple[object, str, str]]) -> list[int]:
+    """Real concurrent requests against the ASGI apps: (app, name, client address) each, all at once."""
+    import asyncio
+
+    import httpx
+
+    async def one(app, name, address):
+        transport = httpx.ASGITransport(app=app, client=(address, 50000))
+        client = httpx.AsyncClient(transport=transport, base_url="http://portal")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', (await client.get("/login")).text).group(1)
+        return client, csrf
+
+    clients = await asyncio.gather(*(one(*login) for login in logins))
+    try:
+        answers = await asyncio.gather(*(client.post("/login", data={"name": name, "password": "wrong-password-1",
+                                                                      "csrf": csrf}, follow_redirects=False)
+                                         for (client, csrf), (_, name, _) in zip(clients, logins)))
+    finally:
+        for client, _ in clients:
+            await client.aclose()
+    return [answer.status_code for answer in answers]
+
+
+def test_one_password_check_at_a_time_per_name_across_processes(portal, monkeypatch):
+    """A name guessed from many addresses had one argon2 check in flight per request, in every process."""
+    import asyncio
+
+    peak = count_checks_in_flight(monkeypatch, 0.3)
+    first, second = create_app(portal), create_app(portal)  # two worker processes of one data dir
+    logins = [((first, second)[n % 2], "officer-a", f"10.0.{n}.1") for n in range(8)]
+    answers = asyncio.run(concurrent_logins(logins))
+    assert peak["officer-a"] == 1, f"{peak['officer-a']} checks of one name in flight at once"
+    assert set(answers) <= {401, 429} and 401 in answers
+    # an unknown name is answered the same way: nothing says whether it exists
+    answers = asyncio.run(concurrent_logins([(first, "no-such-user", f"10.1.{n}.1") for n in range(8)]))
+    assert peak["no-such-user"] == 1 and set(answers) <= {401, 429}
+
+
+def test_a_flood_of_distinct_names_gets_try_later_beyond_the_process_cap(portal, monkeypatch):
+    """Distinct names (each under every limit) ran one argon2 check each at once: all cores and memory."""
+    import asyncio
+
+    peak = count_checks_in_flight(monkeypatch, 1.5)
+    app = create_app(portal)
+    logins = [(app, f"name-{n}", f"10.2.{n}.1") for n in range(throttle_module.MAX_CHECKS + 6)]
+    answers = asyncio.run(concurrent_logins(logins))
+    assert peak["*"] <= throttle_module.MAX_CHECKS
+    assert sorted(answers) == [401] * throttle_module.MAX_CHECKS + [429] * 6
+    # the refused were never checked: not counted against their addresses (the next try is a real one)
+    assert app.state.throttle.reserve("name-0", "10.2.0.1") is not None
+
+
+def test_a_lease_left_by_a_dead_process_lapses(tmp_path, monkeypatch):
+    now = [1000.0]
+    throttle = LoginThrottle(3, 300, clock=lambda: now[0], data_dir=tmp_path)
+    assert throttle.take_lease("Officer-A")
+    other = LoginThrottle(3, 300, clock=lambda: now[0], data_dir=tmp_path)  # another process
+    assert other.take_lease("officer-a") is None  # one name however it is cased
+    now[0] += throttle_module.LEASE_SECONDS + 1  # the first process died without dropping it
+    holder = other.take_lease("officer-a")
+    assert holder
+    other.drop_lease("officer-a", holder)
+    assert other.take_lease("officer-a")
