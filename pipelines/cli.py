@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from digitize.errors import BadArgsError, StorageError
+from digitize.terminal import printable
 
 
 @click.command("watch", epilog="""\b
@@ -161,8 +162,10 @@ def queue_status_cmd(settings, as_json: bool, list_failed: bool) -> None:
 
     ledger = Ledger.from_settings(settings, reconnect=5.0)
     try:
-        counts = ledger.counts()
+        counts = ledger.tally()  # every record's seal checked: a forged one counts as unverified
         failed = ledger.many(ledger.in_state("failed")) if list_failed or as_json else []
+        unverified = [r for r in failed if r.state != "failed"]
+        failed = [r for r in failed if r.state == "failed"]
     finally:
         ledger.close()
     try:
@@ -172,16 +175,25 @@ def queue_status_cmd(settings, as_json: bool, list_failed: bool) -> None:
     age = time.time() - counts.oldest_waiting if counts.oldest_waiting else None
     if as_json:
         click.echo(json.dumps({"waiting": counts.waiting, "running": counts.running, "done": counts.done,
-                               "failed": counts.failed, "oldest_waiting_seconds": round(age, 1) if age else None,
+                               "failed": counts.failed, "unverified": counts.unverified,
+                               "oldest_waiting_seconds": round(age, 1) if age else None,
                                "workers": workers,
-                               "failed_jobs": [{"job": r.job_id, "file": r.name, "reason": r.reason} for r in failed]},
+                               "failed_jobs": [{"job": r.job_id, "file": r.name, "reason": r.reason} for r in failed],
+                               "unverified_failed_jobs": [r.job_id for r in unverified]},
                               ensure_ascii=False, indent=2))
         return
-    click.echo(f"waiting {counts.waiting}, running {counts.running}, done {counts.done}, failed {counts.failed}")
+    click.echo(f"waiting {counts.waiting}, running {counts.running}, done {counts.done}, failed {counts.failed}, "
+               f"unverified {counts.unverified}")
     click.echo("oldest waiting: " + (f"{age:.0f} s" if age is not None else "-"))
     click.echo(f"workers alive: {len(workers)}" + (f" ({', '.join(workers)})" if workers else ""))
     for record in failed:
-        click.echo(f"failed {record.job_id} {record.name}: {record.reason}")
+        click.echo(printable(f"failed {record.job_id} {record.name}: {record.reason}"))
+    for record in unverified:
+        click.echo(f"unverified {record.job_id}: listed as failed, but its record is not signed with this queue's "
+                   "secret")
+    if counts.unverified:
+        click.echo(f"queue: {counts.unverified} job record(s) not signed with this queue's secret (planted in Redis, "
+                   "or written before ledger signing): not counted as done or failed", err=True)
 
 
 @queue_group.command("retry")

@@ -7,10 +7,18 @@ running, done, failed, and since when?" (``digitize queue status``, ``batch --wa
 
 Every write is one MULTI/EXEC transaction; the client retries on connection errors for a while, so a
 broker restarted under a running job costs a pause, not the job's outcome.
+
+Whoever can write Redis could show a job as done or failed, so every state change is sealed with the queue
+secret (pipelines/taskauth.record_seal: the job ID, state, file name, SHA-256, reason and the result's
+SHA-256; the write WATCHes the record, so the seal covers the fields as they end up). Every read verifies:
+a record whose seal is missing or wrong (planted, altered, or written before ledger signing) comes back in
+the state "unverified", with no result, never as done or failed. The delivery counters and times are not
+sealed (a forger can make a job look crashed, which fails it: it then shows, sealed, as failed).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -22,6 +30,11 @@ from digitize.errors import ConfigError, StorageError
 PREFIX = "digitize:q:"
 STATES = ("waiting", "running", "done", "failed")
 TERMINAL = ("done", "failed")
+UNVERIFIED = "unverified"  # a record whose seal does not verify: shown as that, never as its claimed state
+UNVERIFIED_REASON = ("the queue ledger's record of this job is not signed with this queue's secret (planted or "
+                     "altered in Redis, or written before ledger signing){claim}; `digitize queue retry JOB` sends "
+                     "it again")
+CHUNK = 1000  # records read per round trip when every record is checked (queue status)
 RECONNECT_SECONDS = 60.0  # how long a ledger call keeps retrying while Redis restarts
 ENDS = f"{PREFIX}ends"  # bumped by every outcome: a waiter reads one number, not every pending job, to see a change
 
@@ -48,6 +61,7 @@ class JobRecord:
     spec: dict[str, Any] = field(default_factory=dict)  # the task message, for `queue retry`
     result: dict[str, Any] = field(default_factory=dict)  # JobResult.to_dict() once terminal
     signature: str = ""  # the spec's HMAC (pipelines/taskauth.py): `queue retry` re-sends only a spec it verifies
+    claimed: str = ""  # an unverified record's own (untrusted) state
 
     @property
     def crashes(self) -> int:
@@ -75,6 +89,15 @@ class QueueCounts:
     done: int
     failed: int
     oldest_waiting: float | None  # enqueue time (epoch seconds) of the longest-waiting job
+    unverified: int = 0  # records whose seal does not verify (counted by Ledger.tally only)
+
+
+def _digest(text: str | None) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest() if text else ""
+
+
+def _unverified_reason(claimed: str | None) -> str:
+    return UNVERIFIED_REASON.format(claim=f"; it claims {claimed}" if claimed in STATES else "")
 
 
 def state_url(queue) -> str:
@@ -87,11 +110,14 @@ def state_url(queue) -> str:
 
 
 class Ledger:
-    def __init__(self, url: str, reconnect: float = RECONNECT_SECONDS):
+    """``key``: the queue secret (pipelines/taskauth.queue_secret), which seals every write and checks every read."""
+
+    def __init__(self, url: str, key: bytes, reconnect: float = RECONNECT_SECONDS):
         import redis
         from redis.backoff import ExponentialBackoff
         from redis.retry import Retry
 
+        self.key = key
         attempts = max(1, int(reconnect / 2))
         self.redis = redis.Redis.from_url(
             url, decode_responses=True, socket_connect_timeout=5, socket_timeout=30, health_check_interval=10,
@@ -100,7 +126,9 @@ class Ledger:
 
     @classmethod
     def from_settings(cls, settings, reconnect: float = RECONNECT_SECONDS) -> "Ledger":
-        return cls(state_url(settings.queue), reconnect)
+        from .taskauth import queue_secret
+
+        return cls(state_url(settings.queue), queue_secret(settings), reconnect)
 
     def close(self) -> None:
         self.redis.close()
@@ -129,41 +157,75 @@ class Ledger:
         pipe.zadd(self._state(state), {job: when})
         pipe.hset(self._job(job), mapping={"state": state, **{k: v for k, v in fields.items()}})
 
+    def _sealed_move(self, job: str, state: str, when: float, fields: dict[str, Any], before=None,
+                     after=None) -> list:
+        """One state change with its seal, in one transaction that WATCHes the record: the sealed fields this
+        write does not set are read first and sealed as they are (a concurrent change retries the write)."""
+        from .taskauth import SEALED, record_seal
+
+        key = self._job(job)
+        if "result" in fields:
+            fields = {**fields, "result_sha256": _digest(fields["result"])}
+
+        def write(pipe):
+            kept = dict(zip(SEALED, pipe.hmget(key, *SEALED)))
+            record = {**kept, **{k: str(fields[k]) for k in SEALED if k in fields}, "state": state}
+            pipe.multi()
+            if before:
+                before(pipe)
+            self._move(pipe, job, state, when, **fields, seal=record_seal(self.key, job, record))
+            if after:
+                after(pipe)
+        return self.redis.transaction(write, key)
+
+    def _verified(self, job: str, data: dict[str, str]) -> bool:
+        """Whether the record's seal is this key's, and its result the one sealed (when read)."""
+        from .taskauth import record_sealed
+
+        if not record_sealed(self.key, job, data, data.get("seal")):
+            return False
+        return "result" not in data or _digest(data["result"]) == (data.get("result_sha256") or "")
+
+    def _record(self, job: str, data: dict[str, str]) -> JobRecord:
+        """A record as read: unverified, it shows none of its claims but the (untrusted) spec `queue retry`
+        checks with its own signature before sending it again."""
+        if self._verified(job, data):
+            return JobRecord.from_hash(job, data)
+        claimed = data.get("state", "")
+        safe = {k: v for k, v in data.items() if k not in ("state", "reason", "result")}
+        return dataclasses.replace(JobRecord.from_hash(job, safe), state=UNVERIFIED, reason=_unverified_reason(claimed),
+                                   claimed=claimed if claimed in STATES else "")
+
     # -- writes --------------------------------------------------------------------------------
     def enqueued(self, job: str, name: str, sha256: str, spec: dict[str, Any], batch: str = "",
                  signature: str = "") -> None:
         """A (re)submitted job waits again, with a fresh delivery count (after a fix, or a re-run)."""
         def run():
             now = time.time()
-            pipe = self.redis.pipeline()
-            self._move(pipe, job, "waiting", now, name=name, sha256=sha256, enqueued=now, started=0, finished=0,
-                       starts=0, ends=0, reason="", worker="", spec=json.dumps(spec), result="",
-                       signature=signature)
-            if batch:
-                pipe.sadd(f"{PREFIX}batch:{batch}", job)
-            pipe.execute()
+            self._sealed_move(job, "waiting", now, dict(
+                name=name, sha256=sha256, enqueued=now, started=0, finished=0, starts=0, ends=0, reason="", worker="",
+                spec=json.dumps(spec), result="", signature=signature),
+                after=(lambda pipe: pipe.sadd(f"{PREFIX}batch:{batch}", job)) if batch else None)
         self._call(run, f"recording job {job}")
 
     def start(self, job: str, worker: str) -> JobRecord:
         """A delivery begins: counted before any work, so a delivery that kills the worker is remembered."""
         def run():
-            pipe = self.redis.pipeline()
-            pipe.hincrby(self._job(job), "starts", 1)
-            self._move(pipe, job, "running", time.time(), started=time.time(), worker=worker)
-            pipe.hgetall(self._job(job))
-            return JobRecord.from_hash(job, pipe.execute()[-1])
+            now = time.time()
+            data = self._sealed_move(job, "running", now, dict(started=now, worker=worker),
+                                     before=lambda pipe: pipe.hincrby(self._job(job), "starts", 1),
+                                     after=lambda pipe: pipe.hgetall(self._job(job)))[-1]
+            return self._record(job, data)
         return self._call(run, f"starting job {job}")
 
     def end(self, job: str, state: str, reason: str = "", result: dict[str, Any] | None = None) -> None:
         """An outcome: ``done``/``failed`` (terminal) or ``waiting`` (a retry is scheduled)."""
         def run():
             now = time.time()
-            pipe = self.redis.pipeline()
-            pipe.hincrby(self._job(job), "ends", 1)
             extra = {"finished": now, "result": json.dumps(result)} if state in TERMINAL else {}
-            self._move(pipe, job, state, now, reason=reason, **extra)
-            pipe.incr(ENDS)
-            pipe.execute()
+            self._sealed_move(job, state, now, dict(reason=reason, **extra),
+                              before=lambda pipe: pipe.hincrby(self._job(job), "ends", 1),
+                              after=lambda pipe: pipe.incr(ENDS))
         self._call(run, f"finishing job {job}")
 
     def add_to_batch(self, batch: str, job: str) -> None:
@@ -173,16 +235,14 @@ class Ledger:
         """Terminal failure without a matching start (the poison check refuses a delivery)."""
         def run():
             now = time.time()
-            pipe = self.redis.pipeline()
-            self._move(pipe, job, "failed", now, reason=reason, finished=now, result=json.dumps(result or {}))
-            pipe.incr(ENDS)
-            pipe.execute()
+            self._sealed_move(job, "failed", now, dict(reason=reason, finished=now, result=json.dumps(result or {})),
+                              after=lambda pipe: pipe.incr(ENDS))
         self._call(run, f"failing job {job}")
 
     # -- reads ---------------------------------------------------------------------------------
     def get(self, job: str) -> JobRecord | None:
         data = self._call(lambda: self.redis.hgetall(self._job(job)), f"reading job {job}")
-        return JobRecord.from_hash(job, data) if data else None
+        return self._record(job, data) if data else None
 
     def many(self, jobs: Iterable[str]) -> list[JobRecord]:
         jobs = list(jobs)
@@ -192,7 +252,7 @@ class Ledger:
             for job in jobs:
                 pipe.hgetall(self._job(job))
             return pipe.execute()
-        return [JobRecord.from_hash(j, d) for j, d in zip(jobs, self._call(run, "reading jobs")) if d]
+        return [self._record(j, d) for j, d in zip(jobs, self._call(run, "reading jobs")) if d]
 
     def ends(self) -> int:
         """How many outcomes were recorded so far (any job): unchanged means no job ended since the last look."""
@@ -200,17 +260,27 @@ class Ledger:
 
     def outcomes(self, jobs: Iterable[str]) -> dict[str, tuple[str, dict[str, Any]]]:
         """The jobs among JOBS that are done or failed: their state and result (not their specs: a waiter
-        reads this for every pending job when something ended)."""
-        jobs = list(jobs)
+        reads this for every pending job when something ended). A record claiming an outcome whose seal does
+        not verify is ("unverified", {"reason": ...}): an outcome too, never a done one."""
+        from .taskauth import SEALED
+
+        jobs, fields = list(jobs), ("result", "seal", *SEALED)
 
         def run():
             pipe = self.redis.pipeline(transaction=False)
             for job in jobs:
-                pipe.hmget(self._job(job), "state", "result")
+                pipe.hmget(self._job(job), *fields)
             return pipe.execute()
-        found = {job: (state, json.loads(result or "{}")) for job, (state, result) in
-                 zip(jobs, self._call(run, "reading jobs")) if state in TERMINAL}
-        return {job: outcome for job, outcome in found.items() if outcome[1]}
+        found = {}
+        for job, values in zip(jobs, self._call(run, "reading jobs")):
+            data = dict(zip(fields, values))
+            if data["state"] not in TERMINAL:
+                continue
+            if not self._verified(job, {k: v for k, v in data.items() if v is not None}):
+                found[job] = (UNVERIFIED, {"reason": _unverified_reason(data["state"])})
+            elif result := json.loads(data["result"] or "{}"):
+                found[job] = (data["state"], result)
+        return found
 
     def in_state(self, state: str) -> list[str]:
         return self._call(lambda: self.redis.zrange(self._state(state), 0, -1), f"listing {state} jobs")
@@ -227,3 +297,35 @@ class Ledger:
             return pipe.execute()
         *sizes, oldest = self._call(run, "counting jobs")
         return QueueCounts(*sizes, oldest[0][1] if oldest else None)
+
+    def tally(self) -> QueueCounts:
+        """Counts from every record's verified state (what `queue status` shows), records that do not verify
+        counted as unverified: reads each job's short sealed fields (not its spec or result), CHUNK at a time.
+        :meth:`counts` (the metrics') counts the state sets' members without reading a record."""
+        from .taskauth import SEALED
+
+        def members():
+            pipe = self.redis.pipeline(transaction=False)
+            for state in STATES:
+                pipe.zrange(self._state(state), 0, -1, withscores=True)
+            return pipe.execute()
+        listed = {job: (state, when) for state, found in zip(STATES, self._call(members, "listing jobs"))
+                  for job, when in found}
+        tally, oldest, jobs = dict.fromkeys((*STATES, UNVERIFIED), 0), None, list(listed)
+        fields = ("seal", *SEALED)
+        for start in range(0, len(jobs), CHUNK):
+            chunk = jobs[start:start + CHUNK]
+
+            def run():
+                pipe = self.redis.pipeline(transaction=False)
+                for job in chunk:
+                    pipe.hmget(self._job(job), *fields)
+                return pipe.execute()
+            for job, values in zip(chunk, self._call(run, "reading jobs")):
+                data = {k: v for k, v in zip(fields, values) if v is not None}
+                state = data.get("state") if self._verified(job, data) else UNVERIFIED
+                tally[state if state in tally else UNVERIFIED] += 1
+                if state == "waiting" and listed[job][0] == "waiting":
+                    oldest = min(oldest or listed[job][1], listed[job][1])
+        return QueueCounts(tally["waiting"], tally["running"], tally["done"], tally["failed"], oldest,
+                           tally[UNVERIFIED])

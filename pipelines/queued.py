@@ -28,7 +28,7 @@ from digitize.errors import InputError, StorageError
 from digitize.fsutil import CHUNK, open_regular, work_dir
 
 from .jobs import INTERNAL_EXIT, JobResult, Status, StoredPart, archive_for, kept_folder, process_file
-from .ledger import Ledger, job_id
+from .ledger import UNVERIFIED, Ledger, job_id
 from .logs import event
 from .metadata import Clue, sidecar_path
 
@@ -202,6 +202,8 @@ def retry_jobs(settings, jobs: list[str]) -> tuple[list[str], list[str]]:
 def upload_state(record) -> tuple[str, str, list[dict[str, Any]]]:
     """A queued upload's (state, reason, stored documents) as the portal shows an upload job, from its ledger
     record: waiting is "queued"; a finished job's state is its result's status (done, unmatched, skipped...)."""
+    if record.state == UNVERIFIED:  # followed still: a sealed outcome may come
+        return UNVERIFIED, record.reason, []
     if record.state not in ("done", "failed"):
         return ("running" if record.state == "running" else "queued"), record.reason, []
     if not record.result:
@@ -261,9 +263,13 @@ def run_queued_batch(src: Path, items, settings, wait: bool, stream):
             except StorageError as e:  # the broker (and ledger) restarting: keep waiting
                 event(log, "ledger-unavailable", logging.WARNING, reason=str(e))
                 seen, outcomes = None, {}
-            for job, (_, data) in outcomes.items():
-                item, _ = pending.pop(job)
-                result = result_from_dict(data)
+            for job, (state, data) in outcomes.items():
+                item, queued = pending.pop(job)
+                if state == UNVERIFIED:  # a forged (or pre-signing) outcome: a failure to look at, never done
+                    result = JobResult(str(item.path), Status.failed, queued.sha256, data["reason"],
+                                       error_kinds=("UnverifiedLedger",), exit_code=int(StorageError.exit_code))
+                else:
+                    result = result_from_dict(data)
                 result.path = str(item.path)
                 summary.results.append(result)
                 progress.add(result, item.size)

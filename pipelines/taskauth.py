@@ -15,6 +15,11 @@ PKI to run for a job that one shared secret (like the webhook key) does; nor its
 tokens add nothing here (a replayed task is harmless: jobs are idempotent by the ID the signature covers)
 for one more dependency.
 
+The same key seals the ledger's state records (:func:`record_seal`): whoever can write Redis could otherwise
+show a job as done or failed to ``queue status``, ``batch --wait`` and the portal. Each state change writes an
+HMAC over the job ID and the fields it shows (state, file name, SHA-256, reason, the result's SHA-256);
+readers that cannot verify one report the job as "unverified", never as done.
+
 The secret comes from ``[queue] secret`` / ``DIGITIZE_QUEUE_SECRET``, ``[queue] secret_file`` or the
 systemd credential ``$CREDENTIALS_DIRECTORY/digitize-queue-secret``; it is registered with the one masking
 function (digitize.secrets) as soon as it is read, and is never put in a message, argv or log.
@@ -31,6 +36,8 @@ from digitize import secrets
 from digitize.errors import ConfigError, DigitizeError, ExitCode
 
 PURPOSE = "digitize.queue.task.v1"  # domain separation: a webhook's or another version's MAC never matches
+RECORD_PURPOSE = "digitize.queue.ledger.v1"  # a task's MAC is never a ledger record's, nor the reverse
+SEALED = ("state", "name", "sha256", "reason", "result_sha256")  # the ledger fields a record's seal covers
 VERSION = "v1="
 CREDENTIAL_NAME = "digitize-queue-secret"
 MIN_SECRET = 32
@@ -77,3 +84,16 @@ def verify(key: bytes, job: Any, spec: Any, signature: Any) -> None:
                                                                                                        "replace")):
         raise UnsignedTask("the task's signature does not match this machine's queue secret (forged, altered, or "
                            "the secret differs between machines)")
+
+
+def record_seal(key: bytes, job: str, fields: dict[str, Any]) -> str:
+    """The seal of a ledger record: HMAC-SHA256 over the job ID and its SEALED fields (missing ones as "")."""
+    canon = json.dumps([RECORD_PURPOSE, str(job), *(str(fields.get(name) or "") for name in SEALED)],
+                       separators=(",", ":"), ensure_ascii=True).encode("ascii")
+    return VERSION + hmac.new(key, canon, hashlib.sha256).hexdigest()
+
+
+def record_sealed(key: bytes, job: str, fields: dict[str, Any], seal: Any) -> bool:
+    """Whether SEAL is this key's seal over (JOB, FIELDS) as read back."""
+    return isinstance(seal, str) and hmac.compare_digest(record_seal(key, job, fields).encode(),
+                                                         seal.encode("utf-8", "replace"))

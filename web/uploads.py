@@ -67,7 +67,7 @@ class UploadJob:
 
     @property
     def finished(self) -> bool:
-        return self.state not in ("queued", "running")
+        return self.state not in ("queued", "running", "unverified")  # unverified: its ledger record (still followed)
 
     @property
     def in_queue(self) -> bool:

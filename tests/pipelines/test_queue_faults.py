@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from pipeline_support import ROOT, digitize_cmd, make_settings, settings_env, stored_rows, wait_for
+from pipeline_support import QUEUE_SECRET, ROOT, digitize_cmd, make_settings, settings_env, stored_rows, wait_for
 from scans import page, write_pdf
 
 from digitize.fsutil import sha256_file
@@ -59,7 +59,7 @@ def stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
 def ledger_for(redis_url: str):
     from pipelines.ledger import Ledger
 
-    return Ledger(redis_url, reconnect=30.0)
+    return Ledger(redis_url, QUEUE_SECRET.encode(), reconnect=30.0)
 
 
 def test_three_workers_survive_a_kill_a_broker_restart_and_a_storage_outage(tmp_path, own_minio, own_redis,

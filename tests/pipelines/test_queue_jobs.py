@@ -15,11 +15,12 @@ from pipelines.queued import run_job
 pytestmark = pytest.mark.integration
 
 SHA = "ab" * 32
+KEY = b"test-queue-secret-0123456789-abcdefghij"
 
 
 @pytest.fixture
 def ledger(own_redis):
-    ledger = Ledger(own_redis.url, reconnect=5.0)
+    ledger = Ledger(own_redis.url, KEY, reconnect=5.0)
     yield ledger
     ledger.close()
 
@@ -185,3 +186,80 @@ def test_a_queued_upload_whose_sender_was_disabled_after_sending_it_fails_unfile
     outcome = run_job(settings, ledger, job, upload, "w", 0)  # the real process_file
     assert outcome.state == "failed" and "user lan was disabled" in outcome.result.reason, outcome.result.reason
     assert ledger.get(job).state == "failed" and "PermissionDenied" in outcome.result.error_kinds
+
+
+# -- issue 11: the ledger's records are sealed with the queue secret -------------------------------------------
+def test_a_record_written_in_redis_without_the_key_shows_as_unverified_never_done(ledger, settings, own_redis):
+    """Whoever could write Redis showed a job as done or failed to queue status, batch --wait and the portal."""
+    import json
+
+    from pipelines.ledger import PREFIX
+    from pipelines.queued import upload_state
+
+    real, planted, altered = (job_id(c * 64, "", {}) for c in "567")
+    for job in (real, planted, altered):
+        ledger.enqueued(job, f"{job}.pdf", SHA, spec(job))
+    ledger.start(real, "w")
+    ledger.end(real, "done", "", {"path": "a.pdf", "status": "done"})
+    ledger.fail(altered, "PDF is corrupt", {"path": "c.pdf", "status": "failed"})
+    assert ledger.get(real).state == "done" and ledger.get(altered).state == "failed"
+
+    forged = {"path": "b.pdf", "status": "done", "documents": []}
+    ledger.redis.hset(f"{PREFIX}job:{planted}", mapping={"state": "done", "result": json.dumps(forged)})
+    ledger.redis.zadd(f"{PREFIX}state:done", {planted: 1.0})
+    ledger.redis.zrem(f"{PREFIX}state:waiting", planted)
+    ledger.redis.hset(f"{PREFIX}job:{altered}", "reason", "all fine, nothing to see")  # a sealed field changed
+    record = ledger.get(planted)
+    assert (record.state, record.claimed, record.result) == ("unverified", "done", {})
+    assert "not signed with this queue's secret" in record.reason
+    assert ledger.get(altered).state == "unverified"
+    assert upload_state(record)[0] == "unverified"  # the portal's job page
+    found = ledger.outcomes([real, planted, altered])  # batch --wait
+    assert found[real] == ("done", {"path": "a.pdf", "status": "done"})
+    assert found[planted][0] == found[altered][0] == "unverified"
+    counts = ledger.tally()  # queue status
+    assert (counts.done, counts.failed, counts.unverified) == (1, 0, 2)
+
+    ledger.redis.hset(f"{PREFIX}job:{real}", "result", json.dumps(forged))  # the result swapped, its seal kept
+    assert ledger.get(real).state == "unverified" and ledger.outcomes([real])[real][0] == "unverified"
+    other = Ledger(own_redis.url, b"another-machine-s-secret-0123456789")
+    try:
+        assert other.get(altered).state == "unverified"  # sealed with another key
+    finally:
+        other.close()
+
+    process = fake(JobResult("", Status.done, SHA, ""))
+    assert run_job(settings, ledger, planted, spec(planted), "w", 0, process).state == "done"
+    assert len(process.calls) == 1  # a forged "done" does not make a worker skip the job
+    assert ledger.get(planted).state == "done"  # now sealed by the worker
+
+
+def test_batch_wait_reports_an_unverified_outcome_as_failed(monkeypatch, settings, tmp_path):
+    """batch --wait took a forged "done" in Redis for the job's outcome."""
+    import io
+    from types import SimpleNamespace
+
+    import pipelines.queued as queued
+
+    class FakeLedger:
+        def ends(self):
+            return 1
+
+        def outcomes(self, jobs):
+            return {job: ("unverified", {"reason": "not signed with this queue's secret"}) for job in jobs}
+
+    class FakeSubmitter:
+        def __init__(self, settings, batch=""):
+            self.batch, self.ledger = batch, FakeLedger()
+
+        def submit_job(self, path, hint, root):
+            return "j", JobResult(str(path), Status.done, SHA, "queued as job j")
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(queued, "Submitter", FakeSubmitter)
+    item = SimpleNamespace(path=tmp_path / "scan.pdf", hint=None, size=1)
+    summary = queued.run_queued_batch(tmp_path, [item], settings, True, io.StringIO())
+    [result] = summary.results
+    assert result.status is Status.failed and "not signed" in result.reason and result.sha256 == SHA

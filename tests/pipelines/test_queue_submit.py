@@ -72,7 +72,7 @@ def test_with_storage_down_nothing_is_queued_and_the_file_is_kept(tmp_path, queu
 def test_queue_status_and_retry_of_failed_jobs(tmp_path, own_redis):
     settings = make_settings(tmp_path / "data", "s3://127.0.0.1:9/unused", "postgresql://x@127.0.0.1:9/unused")
     env = dict(settings_env(settings), DIGITIZE_QUEUE_URL=own_redis.url)
-    ledger = Ledger(own_redis.url, reconnect=5.0)
+    ledger = Ledger(own_redis.url, QUEUE_SECRET.encode(), reconnect=5.0)
     try:
         spec = {"job": "j1", "key": staging_key("ab" * 32), "sha256": "ab" * 32, "name": "x.pdf", "options": {}}
         ledger.enqueued("j1", "x.pdf", "ab" * 32, spec, signature=sign(QUEUE_SECRET.encode(), "j1", spec))
@@ -86,6 +86,12 @@ def test_queue_status_and_retry_of_failed_jobs(tmp_path, own_redis):
         assert (data["waiting"], data["running"], data["done"], data["failed"]) == (1, 0, 0, 1)
         assert data["failed_jobs"] == [{"job": "j1", "file": "x.pdf", "reason": "PDF is corrupt"}]
         assert data["oldest_waiting_seconds"] is not None and data["workers"] == []
+        # a job shown done by someone who can write Redis but has no secret: counted as unverified, not done
+        ledger.redis.hset("digitize:q:job:j9", mapping={"state": "done", "result": "{}"})
+        ledger.redis.zadd("digitize:q:state:done", {"j9": 1.0})
+        data = json.loads(subprocess.run(digitize_cmd("queue", "status", "--json"), env=env, cwd=ROOT,
+                                         capture_output=True, text=True, timeout=60).stdout)
+        assert (data["done"], data["failed"], data["unverified"]) == (0, 1, 1)
         retry = subprocess.run(digitize_cmd("queue", "retry", "--failed"), env=env, cwd=ROOT, capture_output=True,
                                text=True, timeout=60)
         assert retry.returncode == 0 and "1 job(s) sent again" in retry.stdout, retry.stderr

@@ -16,7 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipelines"))
 
-from pipeline_support import ROOT, digitize_cmd, make_settings, settings_env  # noqa: E402
+from pipeline_support import QUEUE_SECRET, ROOT, digitize_cmd, make_settings, settings_env  # noqa: E402
 from pipeline_support import stop_group as stop  # noqa: E402
 from portal_server import free_port, wait_until_up  # noqa: E402
 from scans import page, write_pdf  # noqa: E402
@@ -86,7 +86,7 @@ def test_an_api_upload_is_staged_queued_and_stored_by_a_worker(tmp_path, minio_s
         job_id = upload(api["scanner-a"], CASE_A, good)
         foreign_id = upload(api["scanner-a"], CASE_A, foreign)
 
-        ledger = Ledger(own_redis.url, reconnect=5.0)
+        ledger = Ledger(own_redis.url, QUEUE_SECRET.encode(), reconnect=5.0)
         try:
             deadline = time.monotonic() + WAIT
             while ledger.counts().waiting < 2:  # staged and enqueued; no worker yet, so nothing converts it
