@@ -203,10 +203,12 @@ MIN_DISTINCT = 12  # a random key has many distinct characters: `openssl rand -h
 
 def read_secret_file(path: str | os.PathLike, what: str, group_ok: bool = False) -> str:
     """A key file's text, read like ssh reads a private key: a symlink is not followed, a FIFO or device not
-    opened for blocking, and a file that is not regular, that the group (unless GROUP_OK: a PIN file shared
-    with the service's group, 0640) or others may read or write, or that belongs to a user other than this
-    one (or root) is refused; at most SECRET_FILE_MAX bytes. ConfigError (one line, naming WHAT and the path)
-    otherwise."""
+    opened for blocking, and a file that is not regular, that the group or others may read or write, or that
+    belongs to a user other than this one (or root) is refused; at most SECRET_FILE_MAX bytes. GROUP_OK (a PIN
+    file shared with the service's group, 0640): its group may read it, never write it, and only if that group
+    is this process's own (effective) group: a file of a group with other members (``users``) would hand the
+    secret to all of them. Every check is made on the opened descriptor (no check-then-open race). ConfigError
+    (one line, naming WHAT and the path, never the content) otherwise."""
     import stat
 
     from .errors import ConfigError
@@ -219,9 +221,12 @@ def read_secret_file(path: str | os.PathLike, what: str, group_ok: bool = False)
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise ConfigError(f"the {what} file {path} is not a regular file")
-        if st.st_mode & (0o007 if group_ok else 0o077):
+        if st.st_mode & (0o027 if group_ok else 0o077):
             raise ConfigError(f"the {what} file {path} is readable or writable by other users: "
-                              f"chmod {'o-rwx' if group_ok else '600'} it")
+                              f"chmod {'640' if group_ok else '600'} it")
+        if st.st_mode & 0o070 and st.st_gid != os.getegid():
+            raise ConfigError(f"the {what} file {path} is readable by its group (gid {st.st_gid}), which is not this "
+                              f"service's own group (gid {os.getegid()}): chgrp it to that group or chmod 600 it")
         if st.st_uid not in (os.geteuid(), 0):
             raise ConfigError(f"the {what} file {path} belongs to another user (uid {st.st_uid}): chown it to the "
                               "user the service runs as")

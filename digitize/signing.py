@@ -94,7 +94,10 @@ def _read_pin_file(path: Path) -> str:
     user or root, at most 4 KiB); a PIN file other users may read is refused, its group may (0640)."""
     from .secrets import read_secret_file
 
-    return read_secret_file(path, "PIN", group_ok=True)
+    pin = read_secret_file(path, "PIN", group_ok=True)
+    if not pin:  # tried on the token, an empty PIN is one more wrong try towards locking it
+        raise ConfigError(f"the PIN file {path} is empty")
+    return pin
 
 
 def common_name(cert) -> str:

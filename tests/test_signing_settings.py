@@ -75,6 +75,32 @@ def test_a_symlinked_fifo_or_foreign_pin_file_is_refused(tmp_path):
         signing.read_pin(cfg)
 
 
+def test_a_pin_file_its_group_may_write_or_a_foreign_group_may_read_is_refused(tmp_path):
+    """Second review of the group-readable PIN file (issue 11): 0660 let every member of the file's group
+    rewrite the PIN (wrong tries lock the token), and 0640 of any group (``users``) handed it to all its members."""
+    pin = tmp_path / "pin"
+    pin.write_text(PIN + "\n")
+    cfg = config.SignSettings(pkcs12="x.p12", pin_file=str(pin))
+    pin.chmod(0o640)
+    os.chown(pin, -1, os.getegid())
+    assert signing.read_pin(cfg) == PIN  # the service's own group may read it
+    pin.chmod(0o660)
+    with pytest.raises(ConfigError, match="readable or writable by other users") as refused:
+        signing.read_pin(cfg)
+    assert PIN not in str(refused.value)
+    if os.geteuid() == 0:  # only root can give a file to a group it is not in
+        pin.chmod(0o640)
+        os.chown(pin, -1, os.getegid() + 4242)
+        with pytest.raises(ConfigError, match="not this service's own group"):
+            signing.read_pin(cfg)
+        pin.chmod(0o600)  # the group may not read it: which group it is does not matter
+        assert signing.read_pin(cfg) == PIN
+    pin.write_text("\n")
+    pin.chmod(0o600)
+    with pytest.raises(ConfigError, match="is empty"):
+        signing.read_pin(cfg)
+
+
 def test_the_cli_takes_the_pin_out_of_its_environment(monkeypatch):
     from click.testing import CliRunner
 
