@@ -279,6 +279,7 @@ class LoginThrottle:
     async def password_check(self, name: str):
         """Around one password check: waits (on the event loop, holding no thread) up to LEASE_WAIT for the
         name's lease, then up to SLOT_WAIT for a process slot; LoginBusy if either is not had in time."""
+        import anyio
         from starlette.concurrency import run_in_threadpool
 
         async def wait_for(take, limit: float):
@@ -299,7 +300,8 @@ class LoginThrottle:
             finally:
                 self._checks.release()
         finally:
-            await run_in_threadpool(self.drop_lease, name, holder)
+            with anyio.CancelScope(shield=True):  # a client gone mid-check must not leave the name leased
+                await run_in_threadpool(self.drop_lease, name, holder)
 
     def close(self) -> None:
         with self._lock:

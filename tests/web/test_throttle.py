@@ -366,3 +366,26 @@ def test_a_lease_left_by_a_dead_process_lapses(tmp_path, monkeypatch):
     assert holder
     other.drop_lease("officer-a", holder)
     assert other.take_lease("officer-a")
+
+
+def test_a_login_cancelled_during_its_check_leaves_no_lease(tmp_path):
+    """A client gone mid-check (the request's task cancelled) must not leave its name leased for LEASE_SECONDS."""
+    import anyio
+
+    throttle = LoginThrottle(3, 300, data_dir=tmp_path)
+
+    async def main():
+        started = anyio.Event()
+
+        async def login():
+            async with throttle.password_check("officer-a"):
+                started.set()
+                await anyio.sleep(30)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(login)
+            await started.wait()
+            group.cancel_scope.cancel()
+
+    anyio.run(main)
+    assert throttle.take_lease("officer-a")  # neither this process's mark nor the file's row was left behind
