@@ -15,7 +15,7 @@ logins stay limited, and a right password is never refused for it.
 
 Password checks themselves are bounded too (:meth:`LoginThrottle.password_check`): one at a time per login
 name across every process of the data dir (a lease row with an expiry in the same file), and at most
-MAX_CHECKS at once in one process (argon2id takes ~64 MiB and a core's time each): a guesser spread over many
+MAX_CHECKS at once in one process (argon2id takes 64 MiB and four threads each): a guesser spread over many
 addresses can no longer run its slowed name's checks in parallel, nor a flood of names use every core. A
 login that gets neither in time is answered like a throttled one ("try later"), for any name, existing or not.
 """
@@ -47,8 +47,9 @@ NAME_DELAY = 2.0  # seconds each login for such a name waits before its password
 MAX_ROWS = 100_000  # failures kept at most (~10 MB): a flood of guesses cannot grow the file without bound
 EXPIRED_PER_ATTEMPT = 200  # expired rows one attempt deletes (bounded work on the login path)
 BUSY_TIMEOUT = 2.0  # seconds a process waits for another's write (each write is a few rows)
-MAX_CHECKS = 4  # password checks in flight in one process; more wait SLOT_WAIT, then get "try later"
-SLOT_WAIT = 0.5  # seconds a login waits for one of this process's MAX_CHECKS slots
+MAX_CHECKS = 2  # password checks in flight in one process (argon2id as argon2-cffi's defaults: 64 MiB and four
+# threads each, ~0.36 CPU-s measured on the 2-core machine); more wait SLOT_WAIT, then get "try later"
+SLOT_WAIT = 1.0  # seconds a login waits for one of this process's MAX_CHECKS slots
 LEASE_WAIT = 3.0  # seconds a login waits while another check of the same name is in flight (any process)
 LEASE_SECONDS = 15.0  # a name's lease lapses after this (its process died during the check)
 LEASE_POLL = (0.02, 0.25)  # first and longest pause between looks at a busy lease
@@ -282,9 +283,10 @@ class LoginThrottle:
         import anyio
         from starlette.concurrency import run_in_threadpool
 
-        async def wait_for(take, limit: float):
+        async def wait_for(take, limit: float, threaded: bool = True):
             deadline, pause = time.monotonic() + limit, LEASE_POLL[0]
-            while (got := await run_in_threadpool(take)) is None and time.monotonic() < deadline:
+            while ((got := await run_in_threadpool(take) if threaded else take()) is None
+                   and time.monotonic() < deadline):
                 await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
                 pause = min(pause * 2, LEASE_POLL[1])
             return got
@@ -293,7 +295,7 @@ class LoginThrottle:
         if holder is None:
             raise LoginBusy()
         try:
-            if not await wait_for(lambda: self._checks.acquire(blocking=False) or None, SLOT_WAIT):
+            if not await wait_for(lambda: self._checks.acquire(blocking=False) or None, SLOT_WAIT, threaded=False):
                 raise LoginBusy()
             try:
                 yield
