@@ -142,7 +142,7 @@ def recognise(pixels: np.ndarray, dpi: float, opts: ConvertOptions, what: str,
     ruled, (prepared, done) = prepared, preparations.first_reading(prepared, pixels)
     spent = _lap(clock)
     result = ocr.recognise(prepared, opts.language, dpi * factor, opts.ocr_timeout, what,
-                           ruled if "rulings-removed" in done else None)
+                           ruled=ruled if "rulings-removed" in done else None)
     clock = time.perf_counter()
     level = None if imaging.colour_mode(pixels) == "bilevel" else imaging.faint_ink_level(prepared)
     spent += _lap(clock)
