@@ -27,6 +27,21 @@ Text for CER: `pdftotext` of each output PDF; Tesseract's own .txt for bare Tess
     .venv/bin/python bench/convert_bench.py --engines ocrmypdf,tesseract --no-rss
     .venv/bin/python bench/convert_bench.py --digitize-cmd "/path/to/digitize run --jobs {jobs} {input} {output}"
 
+Compiled bytecode: an installed digitize has its modules compiled (pip writes .pyc on install),
+but an editable checkout run with PYTHONDONTWRITEBYTECODE=1 compiles every module from source in
+every `digitize` process (~0.06 CPU-s per client, ~0.2 at the resident converter's start), a cost
+the other engines, installed from wheels, never pay. So the digitize engines run with
+PYTHONPYCACHEPREFIX=~/.cache/digitize-bench/pycache, filled once by compileall for the source
+trees of --pyc (default: this checkout's digitize, storage, pipelines); nothing is written into
+the checkout. --no-pyc measures without.
+
+Before/after in one run: ``--extra NAME=TEMPLATE`` adds an engine ``digitize-NAME`` (own
+resident servers, stage table), e.g. the main branch's code beside a worktree's:
+
+    .venv/bin/python bench/convert_bench.py --set hard --engines digitize,tesseract \
+        --extra "main=env PYTHONPATH=/work/main /work/main/.venv/bin/digitize run --jobs {jobs} --report {output}.json {input} {output}" \
+        --pyc /work/main
+
 Engines: `digitize` (one `digitize run` per file, veraPDF on), `digitize-novalidate` (the same
 with --no-validate) and `digitize-batch` (one `digitize batch --jobs 2` over copies of the same
 files with the samples manifest (easy set only: the hard set has no manifest), veraPDF on, storing into a temporary folder store + SQLite; its
@@ -383,12 +398,30 @@ def run_job(job: Job, rss: TreeRss, env: dict[str, str]) -> JobResult:
     return JobResult(job, time.perf_counter() - start, proc.returncode, error[0] if error else "")
 
 
+PYCACHE = CACHE.parent / "pycache"
+PYC_PACKAGES = ("digitize", "storage", "pipelines")
+_pyc_env: dict[str, str] = {}  # set by compile_sources: the digitize engines' bytecode cache
+
+
+def compile_sources(roots: list[Path]) -> None:
+    """Bytecode for the digitize engines' modules, in PYCACHE (not in the checkouts), as an
+    installed package has it; the engines then read it through PYTHONPYCACHEPREFIX."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
+    folders = [str(r / p) for r in roots for p in PYC_PACKAGES if (r / p).is_dir()]
+    argv = [sys.executable, "-m", "compileall", "-q", *folders]
+    print("bytecode: PYTHONPYCACHEPREFIX=" + shlex.quote(str(PYCACHE)) + " " + shlex.join(argv[1:]), file=sys.stderr)
+    subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL)
+    _pyc_env["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
+
+
 def run_jobs(jobs: list[Job], workers: int, server_dir: Path | None = None) -> RunStats:
     """Run JOBS on WORKERS threads. With ``server_dir``, digitize's resident servers live
     there: none runs at the start (their start-up is timed), and they are stopped at the end."""
     env = {**os.environ, "OMP_THREAD_LIMIT": "1"}
     if server_dir is not None:
         env["DIGITIZE_VALIDATOR_DIR"] = str(server_dir)
+        env.update(_pyc_env)
     start, busy, own = time.perf_counter(), busy_cpu_seconds(), children_cpu_seconds()
     try:
         with TreeRss(server_dir) as rss, ThreadPoolExecutor(workers) as pool:
@@ -650,6 +683,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name, template in DEFAULT_COMMANDS.items():
         parser.add_argument(f"--{name}-cmd", dest=f"{name.replace('-', '_')}_cmd", default=template,
                             help="command template with {input}, {output}, {jobs}")
+    parser.add_argument("--extra", action="append", default=[], metavar="NAME=TEMPLATE",
+                        help="another digitize engine, digitize-NAME, e.g. another checkout's `digitize run`")
+    parser.add_argument("--pyc", action="append", default=[], type=Path, metavar="CHECKOUT",
+                        help="also compile this checkout's modules (an --extra engine's); this one's always")
+    parser.add_argument("--no-pyc", action="store_true", help="digitize compiles its modules in every process")
     parser.add_argument("--only", help="comma-separated sample names (default: all)")
     parser.add_argument("--quick", action="store_true", help="every other file of each set (about half the time)")
     parser.add_argument("--rss", action="store_true", help="also the 1- vs 100-page RSS runs of `digitize run`")
@@ -686,6 +724,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sets = chosen_sets(args)
     engines = [engine_for(n, getattr(args, f"{n.replace('-', '_')}_cmd")) for n in args.engines.split(",")]
+    for extra in args.extra:
+        name, _, template = extra.partition("=")
+        engines.insert(1, Engine(f"digitize-{name}", template))
+    if not args.no_pyc:
+        compile_sources([ROOT, *args.pyc])
     load_before = os.getloadavg()[0]  # another busy process would skew pages/min: show it
     reports: dict[str, dict[str, EngineReport]] = {}
     rss: list[RssReport] = []
@@ -719,8 +762,9 @@ def render_markdown(args: argparse.Namespace, sets: dict[str, dict[str, EngineRe
         if reports:
             parts += ["", f"CER per fault, {set_name} set (mean (worst page); [pages given/wanted]):", "",
                       fault_table(reports)]
-        if "digitize" in reports:
-            parts += ["", f"`digitize run` seconds per stage, {set_name} set:", "", stage_table(reports["digitize"])]
+        for name, report in reports.items():
+            if name == "digitize" or (name.startswith("digitize-") and report.samples and report.samples[0].stages):
+                parts += ["", f"`{name}` seconds per stage, {set_name} set:", "", stage_table(report)]
     if rss:
         parts += ["", "`digitize run` peak RSS (process tree, incl. Tesseract and the veraPDF JVM) by page count:",
                   "", rss_table(rss)]

@@ -139,9 +139,10 @@ def recognise(pixels: np.ndarray, dpi: float, opts: ConvertOptions, what: str,
     Tesseract's) is added to ``timings["preparation"]``."""
     clock = time.perf_counter()
     prepared, factor = imaging.prepare_for_ocr(pixels, dpi)
-    prepared, done = preparations.first_reading(prepared, pixels)
+    ruled, (prepared, done) = prepared, preparations.first_reading(prepared, pixels)
     spent = _lap(clock)
-    result = ocr.recognise(prepared, opts.language, dpi * factor, opts.ocr_timeout, what)
+    result = ocr.recognise(prepared, opts.language, dpi * factor, opts.ocr_timeout, what,
+                           ruled=ruled if "rulings-removed" in done else None)
     clock = time.perf_counter()
     level = None if imaging.colour_mode(pixels) == "bilevel" else imaging.faint_ink_level(prepared)
     spent += _lap(clock)

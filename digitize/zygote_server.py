@@ -25,6 +25,22 @@ def _say(text: str) -> None:
     print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} converter {os.getpid()}: {text}", file=sys.stderr, flush=True)
 
 
+def _import_lazy_modules() -> None:
+    """Modules that libraries import on first use, which every child would import again (~0.05
+    CPU-s a run, py-spy): lxml for pikepdf's XMP (the PDF/A metadata), numpy.ma (np.unique),
+    numpy.random (the encoder's sampling), Pillow's image plugins (Image.open)."""
+    import importlib
+
+    from PIL import Image
+
+    for name in ("lxml.etree", "numpy.ma", "numpy.random"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+    Image.preinit()
+
+
 def serve(start_env: dict[str, str], socket_arg: str, idle: str, language: str) -> int:
     """The server process: lock, warm up, listen until idle or told QUIT; 3 if another one serves."""
     path = Path(socket_arg)
@@ -41,6 +57,7 @@ def serve(start_env: dict[str, str], socket_arg: str, idle: str, language: str) 
     textlayer.glyphless_truetype()
     pdfa.srgb_icc()
     poppler.version()  # asked once, here, instead of a process per run (children inherit it)
+    _import_lazy_modules()
     try:
         ocr.warm(language, orientation=True)
     except DigitizeError as e:

@@ -289,7 +289,7 @@ def test_only_a_page_with_two_inks_is_read_a_second_time(monkeypatch, bilevel):
 
     calls = []
 
-    def fake_recognise(pixels, language, dpi, timeout, what="page"):
+    def fake_recognise(pixels, language, dpi, timeout, what="page", ruled=None):
         calls.append(pixels.shape)
         return ocr.OcrResult(words=[], confidence=50.0 + len(calls))
 

@@ -276,6 +276,30 @@ def test_side_by_side_lines():
     assert not ocr.side_by_side_lines([])
 
 
+def test_cells_with_a_ruling_between_are_not_side_by_side_lines():
+    ruled = PAGE.copy()
+    ruled[80:220, 209:211] = 0  # a table's vertical ruling in the gap between "Thực" and "hiện"
+    assert not ocr.side_by_side_lines(_reading(CUT, 90).words, ruled)
+    assert ocr.side_by_side_lines(_reading(CUT, 90).words, PAGE)  # no ruling: a typewriter's river
+    short = PAGE.copy()
+    short[100:110, 209:211] = 0  # a dash or a letter's stroke in the gap is no ruling
+    assert ocr.side_by_side_lines(_reading(CUT, 90).words, short)
+
+
+def test_a_ruled_table_is_read_once(monkeypatch):
+    seen = []
+
+    def fake_hocr(px, lang, dpi, psm, t, w):
+        seen.append(psm)
+        return _reading(CUT, 90.0)
+
+    monkeypatch.setattr(ocr, "_hocr", fake_hocr)
+    ruled = PAGE.copy()
+    ruled[:, 210] = 0
+    ocr.recognise(PAGE, "vie", 300, 10, ruled=ruled)
+    assert seen == [3]
+
+
 @pytest.mark.parametrize("block_confidence, kept", [(93.0, "block"), (89.0, "columns")])
 def test_columns_are_read_again_as_one_block_and_the_more_confident_kept(monkeypatch, block_confidence, kept):
     seen = []
