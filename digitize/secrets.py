@@ -201,13 +201,54 @@ MIN_DISTINCT = 12  # a random key has many distinct characters: `openssl rand -h
 # "x" * 32 or a repeated word is no key. (16 would refuse about one hex key in four: 64 hex digits miss one often)
 
 
+ACL_XATTR = "system.posix_acl_access"
+ACL_USER, ACL_GROUP_OBJ, ACL_GROUP, ACL_OTHER = 0x02, 0x04, 0x08, 0x20  # linux/posix_acl_xattr.h tags
+
+
+def _acl_entries(fd: int) -> list[tuple[int, int, int]] | None:
+    """The opened file's POSIX access ACL as (tag, permissions, id) entries; None when it has none (or the
+    file system keeps none). A systemd credential is root:root 0400 with an entry for the service's user."""
+    import errno
+    import struct
+
+    try:
+        raw = os.getxattr(fd, ACL_XATTR)
+    except OSError as e:
+        if e.errno in (errno.ENODATA, errno.EOPNOTSUPP, errno.ENOTSUP):
+            return None
+        raise
+    if len(raw) < 4 or (len(raw) - 4) % 8 or struct.unpack_from("<I", raw)[0] != 2:
+        return []  # unreadable: judged as granting nobody, but refused by _judge_acl below
+    return [struct.unpack_from("<HHI", raw, at) for at in range(4, len(raw), 8)]
+
+
+def _acl_refusal(entries: list[tuple[int, int, int]], st: os.stat_result, group_ok: bool) -> str:
+    """Why an ACL'd key file is refused ("" if not): a named user other than this process's effective one, a
+    group other than its own (and a group at all unless GROUP_OK), anyone else, or anyone's write."""
+    if not entries:
+        return "has an access ACL that cannot be read"
+    for tag, perm, who in entries:
+        if tag == ACL_USER and (who != os.geteuid() or perm & 0o2):
+            return f"has an ACL entry for user {who}" if who != os.geteuid() else "is writable through its ACL"
+        if tag in (ACL_GROUP_OBJ, ACL_GROUP) and perm:
+            gid = st.st_gid if tag == ACL_GROUP_OBJ else who
+            if not group_ok or gid != os.getegid() or perm & 0o2:
+                return f"is readable by group {gid} through its ACL"
+        if tag == ACL_OTHER and perm:
+            return "is readable by other users"
+    return ""
+
+
 def read_secret_file(path: str | os.PathLike, what: str, group_ok: bool = False) -> str:
     """A key file's text, read like ssh reads a private key: a symlink is not followed, a FIFO or device not
     opened for blocking, and a file that is not regular, that the group or others may read or write, or that
     belongs to a user other than this one (or root) is refused; at most SECRET_FILE_MAX bytes. GROUP_OK (a PIN
     file shared with the service's group, 0640): its group may read it, never write it, and only if that group
     is this process's own (effective) group: a file of a group with other members (``users``) would hand the
-    secret to all of them. Every check is made on the opened descriptor (no check-then-open race). ConfigError
+    secret to all of them. A file with a POSIX access ACL (a systemd credential: root:root 0400 plus read for
+    the service's user, which fstat shows as 0440) is judged by its entries instead of its group bits (the
+    ACL's mask): only this process's effective user and (GROUP_OK) group may be granted read, nobody write.
+    Every check is made on the opened descriptor (no check-then-open race). ConfigError
     (one line, naming WHAT and the path, never the content) otherwise."""
     import stat
 
@@ -221,10 +262,15 @@ def read_secret_file(path: str | os.PathLike, what: str, group_ok: bool = False)
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise ConfigError(f"the {what} file {path} is not a regular file")
-        if st.st_mode & (0o027 if group_ok else 0o077):
+        acl = _acl_entries(fd)
+        if acl is not None and (why := _acl_refusal(acl, st, group_ok)):
+            raise ConfigError(f"the {what} file {path} {why}: remove that entry (setfacl -x) or chmod 600 it")
+        if acl is not None and st.st_mode & 0o027:  # the group bits are the ACL's mask: its entries were judged
+            raise ConfigError(f"the {what} file {path} is writable by its group or readable by other users")
+        if acl is None and st.st_mode & (0o027 if group_ok else 0o077):
             raise ConfigError(f"the {what} file {path} is readable or writable by other users: "
                               f"chmod {'640' if group_ok else '600'} it")
-        if st.st_mode & 0o070 and st.st_gid != os.getegid():
+        if acl is None and st.st_mode & 0o070 and st.st_gid != os.getegid():
             raise ConfigError(f"the {what} file {path} is readable by its group (gid {st.st_gid}), which is not this "
                               f"service's own group (gid {os.getegid()}): chgrp it to that group or chmod 600 it")
         if st.st_uid not in (os.geteuid(), 0):

@@ -157,7 +157,7 @@ def queue_status_cmd(settings, as_json: bool, list_failed: bool) -> None:
     import json
     import time
 
-    from .ledger import Ledger
+    from .ledger import UNVERIFIED, Ledger
     from .tasks import app_for
 
     ledger = Ledger.from_settings(settings, reconnect=5.0)
@@ -189,8 +189,9 @@ def queue_status_cmd(settings, as_json: bool, list_failed: bool) -> None:
     for record in failed:
         click.echo(printable(f"failed {record.job_id} {record.name}: {record.reason}"))
     for record in unverified:
-        click.echo(f"unverified {record.job_id}: listed as failed, but its record is not signed with this queue's "
-                   "secret")
+        says = ("is not signed with this queue's secret" if record.state == UNVERIFIED else
+                f"says {record.state}")  # a job ID is a set member anyone who can write Redis chose: shown inert
+        click.echo(printable(f"unverified {record.job_id}: listed as failed, but its record {says}"))
     if counts.unverified:
         click.echo(f"queue: {counts.unverified} job record(s) not signed with this queue's secret (planted in Redis, "
                    "or written before ledger signing): not counted as done or failed", err=True)

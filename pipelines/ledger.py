@@ -72,6 +72,7 @@ class JobRecord:
     result: dict[str, Any] = field(default_factory=dict)  # JobResult.to_dict() once terminal
     signature: str = ""  # the spec's HMAC (pipelines/taskauth.py): `queue retry` re-sends only a spec it verifies
     claimed: str = ""  # an unverified record's own (untrusted) state
+    run: str = ""  # the submission (Submitter.send's random ID, in the signed spec): an older run's record is stale
 
     @property
     def crashes(self) -> int:
@@ -88,8 +89,17 @@ class JobRecord:
 
         return cls(job, data.get("state", ""), data.get("name", ""), data.get("sha256", ""), num("enqueued"),
                    num("started"), num("finished"), num("starts", int), num("ends", int), data.get("reason", ""),
-                   data.get("worker", ""), json.loads(data.get("spec") or "{}"), json.loads(data.get("result") or "{}"),
-                   data.get("signature", ""))
+                   data.get("worker", ""), _json(data.get("spec")), _json(data.get("result")),
+                   data.get("signature", ""), run=data.get("run", ""))
+
+
+def _json(text: str | None) -> dict[str, Any]:
+    """A stored JSON object; planted bytes that are not one read as {} (never a reader's crash)."""
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 @dataclass
@@ -104,6 +114,12 @@ class QueueCounts:
 
 def _digest(text: str | None) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest() if text else ""
+
+
+def _identity(spec: dict[str, Any] | None) -> dict[str, str]:
+    """What a worker's checked spec says the record is about (nothing without one: kept if sealed)."""
+    return {} if spec is None else {"name": str(spec.get("name") or ""), "sha256": str(spec.get("sha256") or ""),
+                                    "run": str(spec.get("run") or "")}
 
 
 def _unverified_reason(claimed: str | None) -> str:
@@ -130,7 +146,7 @@ class Ledger:
         self.key = key
         attempts = max(1, int(reconnect / 2))
         self.redis = redis.Redis.from_url(
-            url, decode_responses=True, socket_connect_timeout=5, socket_timeout=30, health_check_interval=10,
+            url, decode_responses=True, encoding_errors="replace", socket_connect_timeout=5, socket_timeout=30, health_check_interval=10,
             retry=Retry(ExponentialBackoff(cap=2.0, base=0.2), attempts),
             retry_on_error=[redis.ConnectionError, redis.TimeoutError])
 
@@ -159,6 +175,8 @@ class Ledger:
             return fn()
         except redis.RedisError as e:
             raise StorageError(f"queue ledger: {what}: {type(e).__name__}: {e}") from e
+        except ValueError as e:  # planted bytes a reply parser refuses: a ledger fault, never a traceback
+            raise StorageError(f"queue ledger: {what}: unreadable record ({type(e).__name__})") from None
 
     def _move(self, pipe, job: str, state: str, when: float, **fields: Any) -> None:
         for other in STATES:
@@ -169,21 +187,25 @@ class Ledger:
 
     def _sealed_move(self, job: str, state: str, when: float, fields: dict[str, Any], before=None,
                      after=None) -> list:
-        """One state change with its seal, in one transaction that WATCHes the record: the sealed fields this
-        write does not set are read first and sealed as they are (a concurrent change retries the write)."""
-        from .taskauth import SEALED, record_seal
+        """One state change with its seal, in one transaction that WATCHes the record. The sealed fields this
+        write does not set are kept only from a record whose seal verifies (else emptied): a write never
+        signs what someone else put in Redis. A concurrent change retries the write."""
+        from .taskauth import SEALED, record_seal, record_sealed
 
         key = self._job(job)
         if "result" in fields:
             fields = {**fields, "result_sha256": _digest(fields["result"])}
 
         def write(pipe):
-            kept = dict(zip(SEALED, pipe.hmget(key, *SEALED)))
-            record = {**kept, **{k: str(fields[k]) for k in SEALED if k in fields}, "state": state}
+            old = dict(zip(("seal", *SEALED), pipe.hmget(key, "seal", *SEALED)))
+            kept = old if record_sealed(self.key, job, old, old["seal"]) else {}
+            record = {**{k: kept.get(k) or "" for k in SEALED}, **{k: str(fields[k]) for k in SEALED if k in fields},
+                      "state": state}
             pipe.multi()
             if before:
                 before(pipe)
-            self._move(pipe, job, state, when, **fields, seal=record_seal(self.key, job, record))
+            written = {k: v for k, v in {**record, **fields}.items() if k != "state"}
+            self._move(pipe, job, state, when, **written, seal=record_seal(self.key, job, record))
             if after:
                 after(pipe)
         return self.redis.transaction(write, key)
@@ -199,13 +221,14 @@ class Ledger:
                       for n in range(0, len(flat), len(names))]
         return found
 
-    def _verified(self, job: str, data: dict[str, str]) -> bool:
-        """Whether the record's seal is this key's, and its result the one sealed (when read)."""
+    def _verified(self, job: str, data: dict[str, str], result: bool = True) -> bool:
+        """Whether the record's seal is this key's, and (``result``: the caller read it) its result the one
+        sealed: a result deleted from a sealed record fails too (its digest was sealed)."""
         from .taskauth import record_sealed
 
         if not record_sealed(self.key, job, data, data.get("seal")):
             return False
-        return "result" not in data or _digest(data["result"]) == (data.get("result_sha256") or "")
+        return not result or _digest(data.get("result")) == (data.get("result_sha256") or "")
 
     def _record(self, job: str, data: dict[str, str]) -> JobRecord:
         """A record as read: unverified, it shows none of its claims but the (untrusted) spec `queue retry`
@@ -220,31 +243,36 @@ class Ledger:
     # -- writes --------------------------------------------------------------------------------
     def enqueued(self, job: str, name: str, sha256: str, spec: dict[str, Any], batch: str = "",
                  signature: str = "") -> None:
-        """A (re)submitted job waits again, with a fresh delivery count (after a fix, or a re-run)."""
+        """A (re)submitted job waits again, with a fresh delivery count (after a fix, or a re-run), under the
+        spec's run ID (Submitter.send makes one per submission)."""
         def run():
             now = time.time()
             self._sealed_move(job, "waiting", now, dict(
-                name=name, sha256=sha256, enqueued=now, started=0, finished=0, starts=0, ends=0, reason="", worker="",
+                name=name, sha256=sha256, run=str(spec.get("run") or ""), enqueued=now, started=0, finished=0, starts=0, ends=0, reason="", worker="",
                 spec=json.dumps(spec), result="", signature=signature),
                 after=(lambda pipe: pipe.sadd(f"{PREFIX}batch:{batch}", job)) if batch else None)
         self._call(run, f"recording job {job}")
 
-    def start(self, job: str, worker: str) -> JobRecord:
-        """A delivery begins: counted before any work, so a delivery that kills the worker is remembered."""
+    def start(self, job: str, worker: str, spec: dict[str, Any] | None = None) -> JobRecord:
+        """A delivery begins: counted before any work, so a delivery that kills the worker is remembered.
+        ``spec``: the task's (checked, signed) spec, whose name, SHA-256 and run the record takes; its reason
+        and result start empty."""
         def run():
             now = time.time()
-            data = self._sealed_move(job, "running", now, dict(started=now, worker=worker),
+            data = self._sealed_move(job, "running", now, dict(started=now, worker=worker, reason="", result="",
+                                                               **_identity(spec)),
                                      before=lambda pipe: pipe.hincrby(self._job(job), "starts", 1),
                                      after=lambda pipe: pipe.hgetall(self._job(job)))[-1]
             return self._record(job, data)
         return self._call(run, f"starting job {job}")
 
-    def end(self, job: str, state: str, reason: str = "", result: dict[str, Any] | None = None) -> None:
-        """An outcome: ``done``/``failed`` (terminal) or ``waiting`` (a retry is scheduled)."""
+    def end(self, job: str, state: str, reason: str = "", result: dict[str, Any] | None = None,
+            spec: dict[str, Any] | None = None) -> None:
+        """An outcome: ``done``/``failed`` (terminal) or ``waiting`` (a retry is scheduled). ``spec``: as start's."""
         def run():
             now = time.time()
-            extra = {"finished": now, "result": json.dumps(result)} if state in TERMINAL else {}
-            self._sealed_move(job, state, now, dict(reason=reason, **extra),
+            extra = {"finished": now, "result": json.dumps(result)} if state in TERMINAL else {"result": ""}
+            self._sealed_move(job, state, now, dict(reason=reason, **extra, **_identity(spec)),
                               before=lambda pipe: pipe.hincrby(self._job(job), "ends", 1),
                               after=lambda pipe: pipe.incr(ENDS))
         self._call(run, f"finishing job {job}")
@@ -252,11 +280,14 @@ class Ledger:
     def add_to_batch(self, batch: str, job: str) -> None:
         self._call(lambda: self.redis.sadd(f"{PREFIX}batch:{batch}", job), "recording a batch")
 
-    def fail(self, job: str, reason: str, result: dict[str, Any] | None = None) -> None:
-        """Terminal failure without a matching start (the poison check refuses a delivery)."""
+    def fail(self, job: str, reason: str, result: dict[str, Any] | None = None,
+             spec: dict[str, Any] | None = None) -> None:
+        """Terminal failure without a matching start (the poison check refuses a delivery). ``spec``: as start's
+        (none: a refused task's, which is not trusted: name and SHA-256 only from a record that verifies)."""
         def run():
             now = time.time()
-            self._sealed_move(job, "failed", now, dict(reason=reason, finished=now, result=json.dumps(result or {})),
+            self._sealed_move(job, "failed", now, dict(reason=reason, finished=now, result=json.dumps(result or {}),
+                                                       **_identity(spec)),
                               after=lambda pipe: pipe.incr(ENDS))
         self._call(run, f"failing job {job}")
 
@@ -279,25 +310,26 @@ class Ledger:
         """How many outcomes were recorded so far (any job): unchanged means no job ended since the last look."""
         return int(self._call(lambda: self.redis.get(ENDS), "reading the outcome count") or 0)
 
-    def outcomes(self, jobs: Iterable[str]) -> dict[str, tuple[str, dict[str, Any]]]:
-        """The jobs among JOBS that are done or failed: their state and result (not their specs: a waiter
-        reads this for every pending job when something ended). A record claiming an outcome whose seal does
-        not verify is ("unverified", {"reason": ...}): an outcome too, never a done one."""
+    def outcomes(self, jobs: Iterable[str], runs: dict[str, str] | None = None) -> dict[str, tuple[str, dict[str, Any]]]:
+        """The jobs among JOBS that came to an outcome: done or failed, with their result (not their specs: a
+        waiter reads this for every pending job when something ended). A record whose seal does not verify,
+        whatever state it claims, or (``runs``: job -> the run ID this waiter submitted) that belongs to
+        another submission (an older signed state put back) is ("unverified", {"reason": ...}): an outcome
+        too, never a done one, so a waiter never waits forever on a record someone rewrote."""
         from .taskauth import SEALED
 
-        jobs = list(jobs)
-        # the state of every pending job, then the sealed fields and result of those that ended (each read
-        # about once: they stop pending)
-        states = self._call(lambda: self._fields(jobs, ("state",)), "reading jobs")
-        ended = [job for job, data in zip(jobs, states) if data.get("state") in TERMINAL]
-        found = {}
-        for job, data in zip(ended, self._call(lambda: self._fields(ended, ("result", "seal", *SEALED)),
-                                               "reading jobs")):
-            if data.get("state") not in TERMINAL:
-                continue
-            if not self._verified(job, data):
-                found[job] = (UNVERIFIED, {"reason": _unverified_reason(data["state"])})
-            elif result := json.loads(data.get("result") or "{}"):
+        jobs, runs = list(jobs), runs or {}
+        found = {}  # one read of every pending record's short fields; a pending record's result is empty
+        for job, data in zip(jobs, self._call(lambda: self._fields(jobs, ("result", "seal", *SEALED)),
+                                              "reading jobs")):
+            if not data:
+                continue  # not recorded (yet): still pending
+            stale = job in runs and data.get("run", "") != runs[job]
+            if stale or not self._verified(job, data):
+                claim = data.get("state") if not stale else "another submission's state"
+                found[job] = (UNVERIFIED, {"reason": _unverified_reason(claim) if not stale else
+                                           UNVERIFIED_REASON.format(claim=f"; it is {claim}")})
+            elif data.get("state") in TERMINAL and (result := _json(data.get("result"))):
                 found[job] = (data["state"], result)
         return found
 
@@ -332,7 +364,7 @@ class Ledger:
                   for job, when in found}
         tally, oldest, jobs = dict.fromkeys((*STATES, UNVERIFIED), 0), None, list(listed)
         for job, data in zip(jobs, self._call(lambda: self._fields(jobs, ("seal", *SEALED)), "reading jobs")):
-            state = data.get("state") if self._verified(job, data) else UNVERIFIED
+            state = data.get("state") if self._verified(job, data, result=False) else UNVERIFIED
             tally[state if state in tally else UNVERIFIED] += 1
             if state == "waiting" and listed[job][0] == "waiting":
                 oldest = min(oldest or listed[job][1], listed[job][1])

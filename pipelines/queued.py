@@ -93,6 +93,7 @@ class Submitter:
         self.settings, self.batch = settings, batch
         self.app = app_for(settings)  # checks the settings first: no secret, no submitter
         self.key = queue_secret(settings)
+        self.runs: dict[str, str] = {}  # job -> the run ID of this submitter's own submission of it
         self.ledger = Ledger.from_settings(settings)
         self.options = conversion_options(settings)
         self.objects = None  # the object store, opened at the first file: staging needs no index connection
@@ -165,8 +166,12 @@ class Submitter:
     def send(self, job: str, spec: dict[str, Any]) -> None:
         """Record the job as waiting, then publish its task, signed (pipelines/taskauth.py); a broker refusal is
         a storage-class fault."""
+        import secrets
+
         from .taskauth import sign
 
+        spec = {**spec, "run": secrets.token_hex(16)}  # this submission's: its ledger records are told from older ones
+        self.runs[job] = spec["run"]
         signature = sign(self.key, job, spec)
         self.ledger.enqueued(job, spec["name"], spec["sha256"], spec, self.batch, signature)
         try:
@@ -257,7 +262,7 @@ def run_queued_batch(src: Path, items, settings, wait: bool, stream):
                 ends = submitter.ledger.ends()
                 if ends != seen or time.monotonic() - looked >= WAIT_FULL:
                     seen, looked = ends, time.monotonic()
-                    outcomes = submitter.ledger.outcomes(pending)
+                    outcomes = submitter.ledger.outcomes(pending, submitter.runs)
                 else:
                     outcomes = {}
             except StorageError as e:  # the broker (and ledger) restarting: keep waiting
@@ -330,17 +335,18 @@ def run_job(settings, ledger: Ledger, job: str, spec: dict[str, Any], worker: st
     """One delivery of a job; ``tries`` = retries already made. Never raises for the file's faults."""
     queue = settings.queue
     known = ledger.get(job)
-    if known is not None and known.state == "done":  # a duplicate delivery (redelivered after its ack was lost)
+    if known is not None and known.state == "done" and known.run == spec.get("run", ""):  # a duplicate delivery
+        # (redelivered after its ack was lost); a done record of another run is an older state put back: run it
         return Outcome("done", result_from_dict(known.result) if known.result else
                        JobResult(spec["name"], Status.skipped, spec["sha256"], "already done"))
     if known is not None and known.crashes >= queue.max_deliveries:
         reason = f"the file stopped its worker {known.crashes} times (killed or crashed); not retried"
         result = JobResult(spec["name"], Status.failed, spec["sha256"], reason, error_kinds=("crashed",),
                            exit_code=INTERNAL_EXIT)
-        ledger.fail(job, reason, result.to_dict())
+        ledger.fail(job, reason, result.to_dict(), spec=spec)
         event(log, "job-failed", logging.WARNING, job=job, file=spec["name"], reason=reason)
         return Outcome("failed", result)
-    ledger.start(job, worker)
+    ledger.start(job, worker, spec)
     sub = dataclasses.replace(settings, convert=dataclasses.replace(settings.convert, **{
         k: v for k, v in spec.get("options", {}).items() if hasattr(settings.convert, k)}))
     hint = Clue(spec["hint"]["source"], spec["hint"]["values"]) if spec.get("hint") else None
@@ -357,11 +363,11 @@ def run_job(settings, ledger: Ledger, job: str, spec: dict[str, Any], worker: st
     limit = queue.retries if result.retryable else min(queue.retries, 2)
     if result.status is Status.failed and _transient(result) and tries < limit:
         delay = min(queue.retry_backoff * 2 ** tries, max(1.0, queue.visibility_timeout / 2))
-        ledger.end(job, "waiting", f"retry {tries + 1} of {limit} in {delay:.0f} s: {result.reason}")
+        ledger.end(job, "waiting", f"retry {tries + 1} of {limit} in {delay:.0f} s: {result.reason}", spec=spec)
         event(log, "job-retry", logging.WARNING, job=job, file=spec["name"], retry_in=delay, reason=result.reason)
         return Outcome("retry", result, delay)
     state = "failed" if result.status is Status.failed else "done"
-    ledger.end(job, state, result.reason, result.to_dict())
+    ledger.end(job, state, result.reason, result.to_dict(), spec=spec)
     if state == "done":
         with contextlib.suppress(StorageError):  # a WORM bucket keeps it; verify ignores the staging area
             archive_for(settings).objects.delete(spec["key"])

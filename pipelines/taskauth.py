@@ -17,7 +17,9 @@ for one more dependency.
 
 The same key seals the ledger's state records (:func:`record_seal`): whoever can write Redis could otherwise
 show a job as done or failed to ``queue status``, ``batch --wait`` and the portal. Each state change writes an
-HMAC over the job ID and the fields it shows (state, file name, SHA-256, reason, the result's SHA-256);
+HMAC over the job ID and the fields it shows (state, file name, SHA-256, reason, the result's SHA-256) and
+the submission's run ID (random, made by Submitter.send and in the signed task spec: an older sealed state of
+the same job put back in Redis is told from the current run's);
 readers that cannot verify one report the job as "unverified", never as done.
 
 The secret comes from ``[queue] secret`` / ``DIGITIZE_QUEUE_SECRET``, ``[queue] secret_file`` or the
@@ -36,8 +38,8 @@ from digitize import secrets
 from digitize.errors import ConfigError, DigitizeError, ExitCode
 
 PURPOSE = "digitize.queue.task.v1"  # domain separation: a webhook's or another version's MAC never matches
-RECORD_PURPOSE = "digitize.queue.ledger.v1"  # a task's MAC is never a ledger record's, nor the reverse
-SEALED = ("state", "name", "sha256", "reason", "result_sha256")  # the ledger fields a record's seal covers
+RECORD_PURPOSE = "digitize.queue.ledger.v2"  # a task's MAC is never a ledger record's, nor the reverse
+SEALED = ("state", "name", "sha256", "reason", "result_sha256", "run")  # the ledger fields a record's seal covers
 VERSION = "v1="
 CREDENTIAL_NAME = "digitize-queue-secret"
 MIN_SECRET = 32

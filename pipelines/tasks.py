@@ -19,6 +19,7 @@ from typing import Any
 
 from digitize.errors import ConfigError
 
+from .ledger import UNVERIFIED
 from .queued import QUEUE, TASK
 from .taskauth import UnsignedTask, queue_secret, verify
 
@@ -119,7 +120,9 @@ def _refuse(request, job: Any, error: UnsignedTask) -> None:
             log.warning("refused task %s names job %s, which was submitted signed: the job is left to its own task",
                         task, job)
         elif record is not None and record.state != "done":
-            result = JobResult(record.name, Status.failed, record.sha256, reason, error_kinds=("UnsignedTask",),
+            trusted = record.state != UNVERIFIED  # else its name and SHA-256 are whoever wrote Redis's
+            result = JobResult(record.name if trusted else f"job {job}", Status.failed,
+                               record.sha256 if trusted else "", reason, error_kinds=("UnsignedTask",),
                                exit_code=int(error.exit_code))
             _ledger().fail(job, reason, result.to_dict())
             metrics.record("failed", result)

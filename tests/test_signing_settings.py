@@ -101,6 +101,49 @@ def test_a_pin_file_its_group_may_write_or_a_foreign_group_may_read_is_refused(t
         signing.read_pin(cfg)
 
 
+def _set_acl(path: Path, *entries: tuple[int, int, int]) -> None:
+    """A POSIX access ACL (tag, permissions, id) as setfacl writes it; skips where the file system has none."""
+    import errno
+    import struct
+
+    any_id = 0xFFFFFFFF
+    raw = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", tag, perm, any_id if who is None else who)
+                                          for tag, perm, who in entries)
+    try:
+        os.setxattr(path, "system.posix_acl_access", raw)
+    except OSError as e:
+        if e.errno in (errno.EOPNOTSUPP, errno.ENOTSUP):
+            pytest.skip("this file system keeps no POSIX ACLs")
+        raise
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to a group the process is not in needs root")
+def test_a_systemd_credential_pin_file_is_read_and_a_foreign_acl_entry_refused(tmp_path):
+    """Review M4: systemd writes a credential root:root 0400 with an ACL granting the service's user read, which
+    fstat shows as 0440 of group root: the group rule refused it. The reverse: an ACL entry for another user
+    (user:mallory:r) on a file whose group bits looked like the service's own 0640 passed."""
+    user_obj, user, group_obj, mask, other = 0x01, 0x02, 0x04, 0x10, 0x20
+    pin = tmp_path / "digitize-sign-pin"
+    pin.write_text(PIN + "\n")
+    pin.chmod(0o400)
+    os.chown(pin, 0, os.getegid() + 4242)  # root's file, of a group the service is not in
+    _set_acl(pin, (user_obj, 4, None), (user, 4, os.geteuid()), (group_obj, 0, None), (mask, 4, None),
+             (other, 0, None))
+    assert os.stat(pin).st_mode & 0o777 == 0o440  # the ACL's mask in the group bits
+    cfg = config.SignSettings(pkcs12="x.p12", pin_file=str(pin))
+    assert signing.read_pin(cfg) == PIN
+    os.chown(pin, 0, os.getegid())
+    _set_acl(pin, (user_obj, 6, None), (user, 4, os.geteuid() + 4243), (group_obj, 4, None), (mask, 4, None),
+             (other, 0, None))
+    with pytest.raises(ConfigError, match=f"ACL entry for user {os.geteuid() + 4243}") as refused:
+        signing.read_pin(cfg)
+    assert PIN not in str(refused.value)
+    _set_acl(pin, (user_obj, 6, None), (user, 6, os.geteuid()), (group_obj, 0, None), (mask, 6, None),
+             (other, 0, None))  # the service's own entry, but writable: refused
+    with pytest.raises(ConfigError):
+        signing.read_pin(cfg)
+
+
 def test_the_cli_takes_the_pin_out_of_its_environment(monkeypatch):
     from click.testing import CliRunner
 

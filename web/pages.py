@@ -93,11 +93,11 @@ def install(app: FastAPI) -> None:
             return render_login(request, "login_throttled", 429, next)
         # a name guessed from many addresses: slowed, never locked; the wait holds no thread and no archive
         await asyncio.sleep(attempt.delay)
-        try:  # one check at a time per name (all processes), a few per process (web/throttle.py)
-            async with throttle.password_check(name):
+        try:  # a few checks at once per process, first come first served (web/throttle.py)
+            async with throttle.password_check():
                 principal = await run_in_threadpool(check_password, request.app.state.pool, name, password)
-        except LoginBusy:
-            await run_in_threadpool(throttle.release, attempt, False)  # never checked: not a guess
+        except LoginBusy:  # never checked: not a guess at the name, but a request its address spent
+            await run_in_threadpool(throttle.release, attempt, False, True)
             return render_login(request, "login_throttled", 429, next)
         except AuthenticationError:
             return render_login(request, "login_failed", 401, next)  # counted already, by reserve

@@ -13,21 +13,22 @@ guesser's own counters out). A separate file, not the index: no migration, and a
 login. If the file fails (locked past its wait, disk full), this process counts in its memory instead:
 logins stay limited, and a right password is never refused for it.
 
-Password checks themselves are bounded too (:meth:`LoginThrottle.password_check`): one at a time per login
-name across every process of the data dir (a lease row with an expiry in the same file), and at most
-MAX_CHECKS at once in one process (argon2id takes 64 MiB and four threads each): a guesser spread over many
-addresses can no longer run its slowed name's checks in parallel, nor a flood of names use every core. A
-login that gets neither in time is answered like a throttled one ("try later"), for any name, existing or not.
+Password checks themselves are bounded too (:meth:`LoginThrottle.password_check`): at most MAX_CHECKS at
+once in one process (argon2id takes 64 MiB and four threads each), handed out first come, first served to
+at most MAX_WAITERS waiting logins; a login beyond those is told "try later" at once, and that refusal
+counts against its address (not its name), so flooding the queue spends the flooder's own budget. There is
+no per-name serialisation: a lease per name let anyone keep an officer's name busy from addresses each
+under its limit and so lock the officer out (the throttle's promise is "slowed, never locked").
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import ipaddress
 import logging
 import os
-import secrets
 import sqlite3
 import stat
 import threading
@@ -48,20 +49,60 @@ MAX_ROWS = 100_000  # failures kept at most (~10 MB): a flood of guesses cannot 
 EXPIRED_PER_ATTEMPT = 200  # expired rows one attempt deletes (bounded work on the login path)
 BUSY_TIMEOUT = 2.0  # seconds a process waits for another's write (each write is a few rows)
 MAX_CHECKS = 2  # password checks in flight in one process (argon2id as argon2-cffi's defaults: 64 MiB and four
-# threads each, ~0.36 CPU-s measured on the 2-core machine); more wait SLOT_WAIT, then get "try later"
-SLOT_WAIT = 1.0  # seconds a login waits for one of this process's MAX_CHECKS slots
-LEASE_WAIT = 3.0  # seconds a login waits while another check of the same name is in flight (any process)
-LEASE_SECONDS = 15.0  # a name's lease lapses after this (its process died during the check)
-LEASE_POLL = (0.02, 0.25)  # first and longest pause between looks at a busy lease
+# threads each, ~0.36 CPU-s measured on the 2-core machine)
+MAX_WAITERS = 8  # logins queued (first come, first served) for a check slot; more are told "try later" at once
+SLOT_WAIT = 5.0  # seconds a queued login waits at most (MAX_WAITERS / MAX_CHECKS checks ahead of it: ~1.5 s idle)
 FILE_NAME = "login-throttle.sqlite3"
 SCHEMA = ("CREATE TABLE IF NOT EXISTS failures (counter TEXT NOT NULL, at REAL NOT NULL)",
           "CREATE INDEX IF NOT EXISTS failures_counter ON failures (counter, at)",
-          "CREATE INDEX IF NOT EXISTS failures_at ON failures (at)",
-          "CREATE TABLE IF NOT EXISTS leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, until REAL NOT NULL)")
+          "CREATE INDEX IF NOT EXISTS failures_at ON failures (at)")
 
 
 class LoginBusy(Exception):
-    """No password check now: another one for this name is in flight, or this process runs MAX_CHECKS."""
+    """No password check now: this process runs MAX_CHECKS and MAX_WAITERS logins already wait for one."""
+
+
+class CheckSlots:
+    """At most ``limit`` password checks at once, given to waiting logins in their order of arrival (a
+    polled slot let newcomers jump ahead of a login that had waited), with at most ``waiters`` waiting.
+    Thread-safe and not bound to one event loop (a waiter is a future of its own loop)."""
+
+    def __init__(self, limit: int, waiters: int):
+        self._lock = threading.Lock()
+        self._free, self._most = limit, waiters
+        self._queue: collections.deque = collections.deque()
+
+    async def acquire(self, timeout: float) -> None:
+        """A slot, or LoginBusy: at once if ``waiters`` wait already, else after ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._free and not self._queue:
+                self._free -= 1
+                return
+            if len(self._queue) >= self._most:
+                raise LoginBusy()
+            entry = (loop, loop.create_future())
+            self._queue.append(entry)
+        try:
+            await asyncio.wait_for(entry[1], timeout)
+        except BaseException as e:
+            with self._lock:
+                granted = entry not in self._queue
+                if not granted:
+                    self._queue.remove(entry)
+            if granted:  # the slot came as the wait ended: pass it on
+                self.release()
+            if isinstance(e, TimeoutError):
+                raise LoginBusy() from None
+            raise
+
+    def release(self) -> None:
+        with self._lock:
+            if not self._queue:
+                self._free += 1
+                return
+            loop, future = self._queue.popleft()  # the slot passes straight to the longest waiting
+        loop.call_soon_threadsafe(lambda: future.done() or future.set_result(None))
 
 
 def bare_address(address: str) -> str:
@@ -96,6 +137,7 @@ class Attempt:
     pair: str
     rowids: tuple[int, ...]
     in_memory: bool  # counted in this process's memory: the shared file had failed
+    counters: tuple[str, ...] = ()  # what each of ``rowids`` counts
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -137,8 +179,7 @@ class LoginThrottle:
     def __init__(self, attempts: int, pause: float, clock=time.time, data_dir: str | Path | None = None):
         self.attempts, self.pause, self.clock = attempts, pause, clock
         self._lock = threading.Lock()  # the connections are per process, used by one thread at a time
-        self._checks = threading.BoundedSemaphore(MAX_CHECKS)  # password checks in flight in this process
-        self._leased: set[str] = set()  # names whose check runs in this process (no file look-up needed)
+        self._checks = CheckSlots(MAX_CHECKS, MAX_WAITERS)  # password checks in flight in this process
         self._memory = _connect(":memory:")  # the fallback (and, without a data dir, the only count)
         if data_dir is None:
             self._db, path = self._memory, ":memory:"
@@ -151,7 +192,6 @@ class LoginThrottle:
             self._db = _connect(path)
             _own_regular_file(path)  # not swapped for a link while it was opened
             self._db.execute("DELETE FROM failures WHERE at <= ?", (self.clock() - self.pause,))
-            self._db.execute("DELETE FROM leases WHERE until <= ?", (self.clock(),))
         except (OSError, sqlite3.Error) as e:
             raise StorageError(f"cannot open the login throttle's database {path}: {e}") from None
 
@@ -213,7 +253,7 @@ class LoginThrottle:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
-        return Attempt(delay, limits[0][0], rowids, in_memory)
+        return Attempt(delay, limits[0][0], rowids, in_memory, tuple(counters))
 
     def _room(self, db: sqlite3.Connection, rows: int, now: float) -> bool:
         """Whether ``rows`` more fit under MAX_ROWS, expired rows deleted first if not. Full of recent
@@ -223,90 +263,35 @@ class LoginThrottle:
         db.execute("DELETE FROM failures WHERE at <= ?", (now - self.pause,))
         return db.execute("SELECT COUNT(*) FROM failures").fetchone()[0] + rows <= MAX_ROWS
 
-    def release(self, attempt: Attempt, succeeded: bool) -> None:
+    def release(self, attempt: Attempt, succeeded: bool, busy: bool = False) -> None:
         """Take the attempt's count back: its password was right (then the pair's earlier failures go too),
-        or it was never checked (the archive did not answer). Never raises: a failing throttle file must not
-        refuse a right password (its rows then expire)."""
+        or it was never checked (the archive did not answer). ``busy``: refused for want of a check slot;
+        it stays counted against its address (a flood of such requests spends its sender's budget), not
+        against its name or (name, address) pair (an officer's own tries during a flood). Never raises: a
+        failing throttle file must not refuse a right password (its rows then expire)."""
+        rowids = [rowid for rowid, counter in zip(attempt.rowids, attempt.counters)
+                  if not (busy and counter.startswith("addr\x00"))]
         with self._lock:
             db = self._memory if attempt.in_memory else self._db
             try:
-                marks = ", ".join("?" * len(attempt.rowids))
-                db.execute(f"DELETE FROM failures WHERE rowid IN ({marks})", attempt.rowids)
+                marks = ", ".join("?" * len(rowids))
+                db.execute(f"DELETE FROM failures WHERE rowid IN ({marks})", rowids)
                 if succeeded:
                     db.execute("DELETE FROM failures WHERE counter = ?", (attempt.pair,))
             except sqlite3.Error as e:
                 log.warning("login throttle: %s; the attempt stays counted until it expires", e)
 
-    # -- one password check at a time per name, MAX_CHECKS per process ---------------------------
-    def take_lease(self, name: str) -> str | None:
-        """The right to check a password for NAME now (a holder token), or None while another check of the
-        name runs in this process or, by an unexpired lease row, in another. The file failing, this process's
-        own bound still holds."""
-        key, holder = name.casefold(), secrets.token_hex(8)
-        with self._lock:
-            if key in self._leased:
-                return None
-            if self._db is not self._memory:
-                now = self.clock()
-                try:  # a held lease is seen without a write lock: waiting logins poll it cheaply
-                    held = self._db.execute("SELECT 1 FROM leases WHERE name = ? AND until > ?", (key, now)).fetchone()
-                    if held:
-                        return None
-                    self._db.execute("BEGIN IMMEDIATE")
-                    try:
-                        self._db.execute("DELETE FROM leases WHERE name = ? AND until <= ?", (key, now))
-                        taken = self._db.execute("INSERT OR IGNORE INTO leases (name, holder, until) VALUES (?, ?, ?)",
-                                                 (key, holder, now + LEASE_SECONDS)).rowcount == 1
-                        self._db.execute("COMMIT")
-                    except BaseException:
-                        if self._db.in_transaction:
-                            self._db.execute("ROLLBACK")
-                        raise
-                    if not taken:
-                        return None
-                except sqlite3.Error as e:
-                    log.warning("login throttle: %s; password checks bounded in this process only", e)
-            self._leased.add(key)
-            return holder
-
-    def drop_lease(self, name: str, holder: str) -> None:
-        key = name.casefold()
-        with self._lock:
-            self._leased.discard(key)
-            if self._db is not self._memory:
-                try:
-                    self._db.execute("DELETE FROM leases WHERE name = ? AND holder = ?", (key, holder))
-                except sqlite3.Error as e:
-                    log.warning("login throttle: %s; the lease lapses in %g s", e, LEASE_SECONDS)
-
+    # -- at most MAX_CHECKS password checks at once per process ---------------------------------
     @contextlib.asynccontextmanager
-    async def password_check(self, name: str):
-        """Around one password check: waits (on the event loop, holding no thread) up to LEASE_WAIT for the
-        name's lease, then up to SLOT_WAIT for a process slot; LoginBusy if either is not had in time."""
-        import anyio
-        from starlette.concurrency import run_in_threadpool
-
-        async def wait_for(take, limit: float, threaded: bool = True):
-            deadline, pause = time.monotonic() + limit, LEASE_POLL[0]
-            while ((got := await run_in_threadpool(take) if threaded else take()) is None
-                   and time.monotonic() < deadline):
-                await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-                pause = min(pause * 2, LEASE_POLL[1])
-            return got
-
-        holder = await wait_for(lambda: self.take_lease(name), LEASE_WAIT)
-        if holder is None:
-            raise LoginBusy()
+    async def password_check(self):
+        """Around one password check: a process slot, waited for on the event loop (holding no thread) in
+        order of arrival up to SLOT_WAIT; LoginBusy at once if MAX_WAITERS wait already, or when the wait
+        ends. No name is served before another (see the module's docstring)."""
+        await self._checks.acquire(SLOT_WAIT)
         try:
-            if not await wait_for(lambda: self._checks.acquire(blocking=False) or None, SLOT_WAIT, threaded=False):
-                raise LoginBusy()
-            try:
-                yield
-            finally:
-                self._checks.release()
+            yield
         finally:
-            with anyio.CancelScope(shield=True):  # a client gone mid-check must not leave the name leased
-                await run_in_threadpool(self.drop_lease, name, holder)
+            self._checks.release()
 
     def close(self) -> None:
         with self._lock:

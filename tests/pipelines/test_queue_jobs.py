@@ -245,12 +245,12 @@ def test_batch_wait_reports_an_unverified_outcome_as_failed(monkeypatch, setting
         def ends(self):
             return 1
 
-        def outcomes(self, jobs):
+        def outcomes(self, jobs, runs=None):
             return {job: ("unverified", {"reason": "not signed with this queue's secret"}) for job in jobs}
 
     class FakeSubmitter:
         def __init__(self, settings, batch=""):
-            self.batch, self.ledger = batch, FakeLedger()
+            self.batch, self.ledger, self.runs = batch, FakeLedger(), {}
 
         def submit_job(self, path, hint, root):
             return "j", JobResult(str(path), Status.done, SHA, "queued as job j")
@@ -263,3 +263,80 @@ def test_batch_wait_reports_an_unverified_outcome_as_failed(monkeypatch, setting
     summary = queued.run_queued_batch(tmp_path, [item], settings, True, io.StringIO())
     [result] = summary.results
     assert result.status is Status.failed and "not signed" in result.reason and result.sha256 == SHA
+
+
+# -- second review of issue 11's ledger seals -------------------------------------------------------------------
+def test_a_worker_never_signs_fields_planted_in_redis(ledger, settings):
+    """start()/end() carried name, SHA-256 and reason over from Redis and sealed them (review M1): a planted
+    "call 0900 to pay a fee" on a waiting record came out verified. The worker's signed spec says what it is."""
+    from pipelines.ledger import PREFIX
+
+    job = job_id("8" * 64, "", {})
+    ledger.enqueued(job, "a/scan.pdf", SHA, spec(job))
+    ledger.redis.hset(f"{PREFIX}job:{job}", mapping={"name": "EVIL.pdf", "reason": "call 0900 to pay a fee"})
+    assert ledger.get(job).state == "unverified"
+    record = ledger.start(job, "w", spec(job))
+    assert (record.state, record.name, record.reason) == ("running", "a/scan.pdf", "")
+    ledger.redis.hset(f"{PREFIX}job:{job}", "name", "EVIL.pdf")  # again, between start and end
+    ledger.end(job, "failed", "PDF is corrupt", {"path": "a/scan.pdf", "status": "failed"}, spec=spec(job))
+    record = ledger.get(job)
+    assert (record.state, record.name, record.sha256) == ("failed", "a/scan.pdf", SHA)
+    # without a spec (a refused task's), planted fields are not kept either
+    ledger.redis.hset(f"{PREFIX}job:{job}", mapping={"name": "EVIL.pdf", "state": "waiting"})
+    ledger.fail(job, "refused")
+    record = ledger.get(job)
+    assert record.state == "failed" and record.name == "" and "EVIL" not in str(record)
+
+
+def test_an_older_signed_state_of_a_job_is_not_taken_for_the_current_run(ledger, settings):
+    """Seals carried no freshness (review M2): a saved signed 'failed' of run 1, put back after run 2 was
+    done, read as verified failed; a done one of run 1 made run 2's worker skip the job."""
+    from pipelines.ledger import PREFIX
+
+    job = job_id("9" * 64, "", {})
+    first = {**spec(job), "run": "1" * 32}
+    ledger.enqueued(job, "a/scan.pdf", SHA, first)
+    ledger.end(job, "done", "", {"path": "a/scan.pdf", "status": "done"}, spec=first)
+    saved = ledger.redis.hgetall(f"{PREFIX}job:{job}")
+    second = {**spec(job), "run": "2" * 32}
+    ledger.enqueued(job, "a/scan.pdf", SHA, second)  # re-submitted (say, after an archive reset)
+    ledger.redis.hset(f"{PREFIX}job:{job}", mapping=saved)  # run 1's signed 'done' put back
+    assert ledger.get(job).state == "done"  # its seal is genuine, for run 1
+    found = ledger.outcomes([job], {job: second["run"]})
+    assert found[job][0] == "unverified" and "another submission" in found[job][1]["reason"]
+    process = fake(JobResult("", Status.done, SHA, ""))
+    assert run_job(settings, ledger, job, second, "w", 0, process).state == "done"
+    assert len(process.calls) == 1  # run 2's worker converts; run 1's done was not its own
+    assert ledger.get(job).run == second["run"] and ledger.outcomes([job], {job: second["run"]})[job][0] == "done"
+
+
+def test_a_deleted_result_or_planted_bytes_never_pass_or_crash_a_reader(ledger):
+    """HDEL result on a sealed done record still verified, done with no documents (review M6); invalid UTF-8
+    or a spec that is not JSON raised out of get/many/tally (review M3: a 500, exit 70)."""
+    from pipelines.ledger import PREFIX
+
+    done, planted = (job_id(c * 64, "", {}) for c in "ab")
+    for job in (done, planted):
+        ledger.enqueued(job, "a/scan.pdf", SHA, spec(job))
+    ledger.end(done, "done", "", {"path": "a/scan.pdf", "status": "done"}, spec=spec(done))
+    ledger.redis.hdel(f"{PREFIX}job:{done}", "result")
+    assert ledger.get(done).state == "unverified"
+    assert ledger.outcomes([done])[done][0] == "unverified"
+    ledger.redis.hset(f"{PREFIX}job:{planted}", mapping={"name": b"\xff\xfe bad", "spec": "{not json",
+                                                          "result": "[1, 2]"})
+    assert ledger.get(planted).state == "unverified" and ledger.get(planted).spec == {}
+    assert [r.state for r in ledger.many([done, planted])] == ["unverified", "unverified"]
+    assert ledger.tally().unverified == 1  # the planted one (tally reads no results: the job page and batch --wait do)
+    assert ledger.outcomes([planted])[planted][0] == "unverified"
+
+
+def test_an_unverified_pending_record_is_an_outcome_for_a_waiter(ledger):
+    """outcomes() checked seals only for done/failed claims: a record rewritten to 'waiting' kept batch --wait
+    waiting forever (review L2)."""
+    from pipelines.ledger import PREFIX
+
+    job = job_id("c" * 64, "", {})
+    ledger.enqueued(job, "a/scan.pdf", SHA, spec(job))
+    assert ledger.outcomes([job]) == {}  # genuinely waiting
+    ledger.redis.hset(f"{PREFIX}job:{job}", "reason", "rewritten")
+    assert ledger.outcomes([job])[job][0] == "unverified"

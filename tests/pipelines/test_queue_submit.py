@@ -108,5 +108,12 @@ def test_queue_status_and_retry_of_failed_jobs(tmp_path, own_redis):
         assert ledger.get("j3").state == "failed"
         none = subprocess.run(digitize_cmd("queue", "retry"), env=env, cwd=ROOT, capture_output=True, text=True)
         assert none.returncode == 1 and "Traceback" not in none.stderr
+        # a failed-set member is a job ID anyone who can write Redis chose: printed inert (review L1)
+        ledger.redis.hset("digitize:q:job:j\x1b]0;owned\x07", mapping={"state": "failed", "reason": "x"})
+        ledger.redis.zadd("digitize:q:state:failed", {"j\x1b]0;owned\x07": 2.0})
+        listed = subprocess.run(digitize_cmd("queue", "status", "--failed"), env=env, cwd=ROOT, capture_output=True,
+                                text=True, timeout=60)
+        assert listed.returncode == 0 and "listed as failed" in listed.stdout, listed.stderr
+        assert "\x1b" not in listed.stdout and "\x07" not in listed.stdout
     finally:
         ledger.close()
