@@ -163,6 +163,7 @@ class Ledger:
             extra = {"finished": now, "result": json.dumps(result)} if state in TERMINAL else {}
             self._move(pipe, job, state, now, reason=reason, **extra)
             pipe.incr(ENDS)
+            pipe.publish(ENDS, job)  # delivered at EXEC, after the record: a waiter wakes and reads it
             pipe.execute()
         self._call(run, f"finishing job {job}")
 
@@ -176,6 +177,7 @@ class Ledger:
             pipe = self.redis.pipeline()
             self._move(pipe, job, "failed", now, reason=reason, finished=now, result=json.dumps(result or {}))
             pipe.incr(ENDS)
+            pipe.publish(ENDS, job)
             pipe.execute()
         self._call(run, f"failing job {job}")
 
@@ -197,6 +199,10 @@ class Ledger:
     def ends(self) -> int:
         """How many outcomes were recorded so far (any job): unchanged means no job ended since the last look."""
         return int(self._call(lambda: self.redis.get(ENDS), "reading the outcome count") or 0)
+
+    def end_notices(self) -> "EndNotices":
+        """A subscription to outcome notices: a waiter sleeps until a job ends instead of polling."""
+        return self._call(lambda: EndNotices(self.redis), "subscribing to outcomes")
 
     def outcomes(self, jobs: Iterable[str]) -> dict[str, tuple[str, dict[str, Any]]]:
         """The jobs among JOBS that are done or failed: their state and result (not their specs: a waiter
@@ -227,3 +233,33 @@ class Ledger:
             return pipe.execute()
         *sizes, oldest = self._call(run, "counting jobs")
         return QueueCounts(*sizes, oldest[0][1] if oldest else None)
+
+
+class EndNotices:
+    """The job IDs :meth:`Ledger.end` and :meth:`Ledger.fail` publish (Redis pub/sub). A notice is not kept for
+    a waiter that was not listening (a Redis restart, a worker of an older version): the waiter still reads
+    every pending outcome now and then; the notices only make it learn of an end at once, without polling."""
+
+    def __init__(self, client):
+        self.pubsub = client.pubsub(ignore_subscribe_messages=True)
+        self.pubsub.subscribe(ENDS)
+
+    def wait(self, timeout: float) -> set[str]:
+        """The jobs that ended, waiting up to TIMEOUT seconds for the first (empty: none came)."""
+        import redis
+
+        heard: set[str] = set()
+        deadline = time.monotonic() + timeout
+        try:
+            while not heard and (left := deadline - time.monotonic()) > 0:
+                message = self.pubsub.get_message(timeout=left)  # None too for the subscription's confirmation
+                while message is not None and len(heard) < 10_000:  # then those already here, without waiting
+                    if message.get("type") == "message":
+                        heard.add(str(message["data"]))
+                    message = self.pubsub.get_message(timeout=0.0)
+        except redis.RedisError as e:
+            raise StorageError(f"queue ledger: waiting for outcomes: {type(e).__name__}: {e}") from e
+        return heard
+
+    def close(self) -> None:
+        self.pubsub.close()
