@@ -203,6 +203,31 @@ def probe(settings, src: Path, profile: Path | None) -> dict[str, float]:
             "total_ms": statistics.median(a + b for a, b in zip(submit, work))}
 
 
+def dispatch(settings, procs: int, tasks: int) -> dict[str, float]:
+    """The real worker's cost per task apart from converting: TASKS tiny files that fail at once (not a PDF
+    inside, bad input: no retry) sent through the warm ``worker --concurrency PROCS`` and waited for as
+    ``batch --queue --wait`` waits. What is left is what every task pays: staging, signing, the broker
+    round trip, ack and next message, the ledger, the fetch, the page worker's first look, the waiter's
+    wake-up; the gap (one process's end to its next start) is the dispatch latency a real batch pays per file."""
+    from pipelines.batch import BatchItem
+    from pipelines.queued import run_queued_batch
+
+    src = Path(tempfile.mkdtemp(prefix="digitize-dispatch-"))
+    for n in range(tasks):
+        (src / f"bad{n:03d}.pdf").write_bytes(b"not a PDF " + uuid.uuid4().bytes)  # fresh bytes: a new job
+    items = [BatchItem(p, p.stat().st_size, None) for p in sorted(src.glob("*.pdf"))]
+    launched = time.time()
+    with open(os.devnull, "w") as quiet:
+        summary = run_queued_batch(src, items, settings, True, quiet)
+    ended = time.time()
+    line = timeline(settings.queue.url, procs, launched, ended)
+    waited = ended - launched
+    if len(summary.results) != tasks:
+        raise SystemExit(f"dispatch: {len(summary.results)} of {tasks} results")
+    return {"tasks": tasks, "per_task_ms": waited / tasks * procs * 1000, "gap_ms": line["gap_ms"],
+            "task_ms": line["task_ms"], "wake_ms": line["end"] * 1000}
+
+
 @dataclass
 class Run:
     """One timed batch: in-process (``workers`` 0) or through warm queue workers."""
@@ -245,7 +270,8 @@ def timeline(ledger_url: str, processes: int, launched: float = 0.0, ended: floa
             "first_start": min(j[1] for j in jobs) - first,
             "gap_ms": statistics.median(gaps) * 1000 if gaps else 0.0,
             "tail": last - statistics.mean(max(e for _, e in runs) for runs in per.values()),
-            "busy": busy / (processes * span), "used": len(per)}
+            "busy": busy / (processes * span), "used": len(per),
+            "task_ms": statistics.median(over - begun for _, begun, over, _ in jobs) * 1000}
 
 
 def start_worker(env: dict[str, str], workers: int, data: Path, url: str) -> subprocess.Popen:
@@ -267,6 +293,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, nargs="+", default=[2], help="in-process batch --jobs (e.g. 1 2)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker --concurrency values")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of every pipeline, in rotated order")
+    parser.add_argument("--dispatch", type=int, default=24,
+                        help="files that fail at once, sent through each warm worker: its per-task cost (0: none)")
     parser.add_argument("--probe-only", action="store_true", help="only the per-document overhead probe")
     parser.add_argument("--profile", type=Path, help="cProfile of the probe (queue overhead only) to this file")
     parser.add_argument("--label", default="", help="a note printed with the table, e.g. 'under load'")
@@ -279,6 +307,7 @@ def main() -> None:
     redis, minio, pg = start_redis(base / "redis"), start_minio(base / "minio"), start_postgres()
     runs: list[Run] = []
     workers: dict[int, tuple[subprocess.Popen, str]] = {}
+    dispatched: dict[int, dict[str, float]] = {}
     try:
         settings = make_settings(base / "data", minio.url("b" + uuid.uuid4().hex[:12]),
                                  pg.create_database("b_" + uuid.uuid4().hex[:12]))
@@ -297,10 +326,13 @@ def main() -> None:
                 url = f"{redis.url.rsplit('/', 1)[0]}/{n}"  # a broker (and ledger) database per worker
                 workers[count] = (start_worker(env, count, base / f"worker-{count}", url), url)
             for count, (worker, url) in workers.items():
-                wait_for_worker(dataclasses.replace(settings, queue=dataclasses.replace(settings.queue, url=url)))
+                on_url = dataclasses.replace(settings, queue=dataclasses.replace(settings.queue, url=url))
+                wait_for_worker(on_url)
                 run_batch(dict(env, DIGITIZE_QUEUE_URL=url), str(variant(images, f"warm{count}", 2 * count)),
                           "--queue", "--wait")
                 timeline(url, count)
+                if args.dispatch:
+                    dispatched[count] = dispatch(on_url, count, args.dispatch)
             plan = [("local", j) for j in args.jobs] + [("queue", w) for w in args.workers]
             for r in range(args.rounds):
                 for kind, procs in plan[r % len(plan):] + plan[:r % len(plan)]:  # rotated: no pipeline always first
@@ -332,16 +364,29 @@ def main() -> None:
         redis.stop()
         minio.stop()
         pg.stop()
-    report(args, overhead, runs, time.monotonic() - started)
+    report(args, overhead, dispatched, runs, time.monotonic() - started)
 
 
-def report(args, overhead: dict[str, float], runs: list[Run], elapsed: float) -> None:
+def report(args, overhead: dict[str, float], dispatched: dict[int, dict[str, float]], runs: list[Run],
+           elapsed: float) -> None:
     print(f"\nqueue bench: {args.files} files x {args.pages} pages, {args.rounds} round(s), {os.cpu_count()} CPUs"
           f"{' - ' + args.label if args.label else ''} ({elapsed / 60:.1f} min)")
     print(f"command: {shlex.join(['.venv/bin/python', 'bench/queue_bench.py', *sys.argv[1:]])}\n")
     print(f"queue overhead per document (probe, median): {overhead['total_ms']:.1f} ms = "
           f"staging + ledger + send {overhead['submit_ms']:.1f} ms, worker fetch + ledger + delete "
           f"{overhead['worker_ms']:.1f} ms")
+    if dispatched:
+        print(f"\nPer-task cost of the real workers without converting ({args.dispatch} files that fail at once, "
+              "through `run_queued_batch` as `batch --queue --wait`): *per task* the batch's wall time per task and "
+              "process; *task* a delivery's own time (fetch, ledger, the page worker's look); *gap* from one "
+              "process's end of a task to its next start (result to the pool's parent, ack, next message, "
+              "dispatch); *wake* from the last outcome to the waiter's return.\n")
+        print("| processes | tasks | per task ms | task ms | gap ms | wake ms |")
+        print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+        for procs, d in dispatched.items():
+            print(f"| {procs} | {d['tasks']} | {d['per_task_ms']:.1f} | {d['task_ms']:.1f} | {d['gap_ms']:.1f} | "
+                  f"{d['wake_ms']:.0f} |")
+        print()
     groups: dict[tuple[str, int], list[Run]] = {}
     for run in runs:
         groups.setdefault((run.kind, run.processes), []).append(run)
@@ -415,7 +460,7 @@ def report(args, overhead: dict[str, float], runs: list[Run], elapsed: float) ->
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "queue_bench.json").write_text(json.dumps({
-        "label": args.label, "files": args.files, "pages": args.pages, "probe_ms": overhead,
+        "label": args.label, "files": args.files, "pages": args.pages, "probe_ms": overhead, "dispatch": dispatched,
         "runs": [dataclasses.asdict(r) for r in runs]}, indent=2))
 
 if __name__ == "__main__":
