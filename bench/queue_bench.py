@@ -14,7 +14,10 @@ converts and stores everything afresh into one store and index. Then:
    share of the in-process batch's CPU per document (from the rounds).
 2. ``digitize worker --concurrency W`` for each W in --workers, started once (each on its own broker
    database) and warmed with 2W files before any timing: workers are long-running services, their start-up
-   is not a batch's cost.
+   is not a batch's cost. Then **dispatch** (--dispatch N files that fail at once, not a PDF inside) through
+   each warm worker, as ``batch --queue --wait`` sends and waits: the real worker's per-task cost apart from
+   converting (a delivery's own time, the gap between one process's tasks, set-up, pick-up, the waiter's
+   wake-up). With --py-spy DIR each worker's tree is sampled from here on (DIR/worker-W.txt, shares by part).
 3. --rounds rounds, each of ``digitize batch SRC --local --jobs N`` (N in --jobs) and ``digitize batch SRC
    --queue --wait`` on each worker, in an order rotated from round to round. Each run gives the batch's
    own seconds (in-process: from its pool's start; queued: from the first submit to the last result), the
@@ -34,6 +37,7 @@ A worker process converts one file at a time, its pages one after another (one c
     .venv/bin/python bench/queue_bench.py --probe-only         # the per-document overhead alone (~20 s)
     .venv/bin/python bench/queue_bench.py --jobs 1 2 --workers 1 2 --rounds 3   # + the machine's own scaling
     .venv/bin/python bench/queue_bench.py --files 40 --workers 1 2 4
+    .venv/bin/python bench/queue_bench.py --rounds 0 --py-spy /tmp/spy   # probe, dispatch, worker profile (~1 min)
 """
 
 from __future__ import annotations
@@ -203,7 +207,7 @@ def probe(settings, src: Path, profile: Path | None) -> dict[str, float]:
             "total_ms": statistics.median(a + b for a, b in zip(submit, work))}
 
 
-def dispatch(settings, procs: int, tasks: int) -> dict[str, float]:
+def dispatch(settings, procs: int, tasks: int, profile: Path | None = None) -> dict[str, float]:
     """The real worker's cost per task apart from converting: TASKS tiny files that fail at once (not a PDF
     inside, bad input: no retry) sent through the warm ``worker --concurrency PROCS`` and waited for as
     ``batch --queue --wait`` waits. What is left is what every task pays: staging, signing, the broker
@@ -216,16 +220,23 @@ def dispatch(settings, procs: int, tasks: int) -> dict[str, float]:
     for n in range(tasks):
         (src / f"bad{n:03d}.pdf").write_bytes(b"not a PDF " + uuid.uuid4().bytes)  # fresh bytes: a new job
     items = [BatchItem(p, p.stat().st_size, None) for p in sorted(src.glob("*.pdf"))]
+    import cProfile
+
+    profiler = cProfile.Profile() if profile else None
     launched = time.time()
     with open(os.devnull, "w") as quiet:
-        summary = run_queued_batch(src, items, settings, True, quiet)
+        summary = (profiler.runcall if profiler else lambda f, *a: f(*a))(run_queued_batch, src, items, settings,
+                                                                          True, quiet)
     ended = time.time()
+    if profiler:
+        profiler.dump_stats(profile)
     line = timeline(settings.queue.url, procs, launched, ended)
     waited = ended - launched
     if len(summary.results) != tasks:
         raise SystemExit(f"dispatch: {len(summary.results)} of {tasks} results")
     return {"tasks": tasks, "per_task_ms": waited / tasks * procs * 1000, "gap_ms": line["gap_ms"],
-            "task_ms": line["task_ms"], "wake_ms": line["end"] * 1000}
+            "task_ms": line["task_ms"], "wake_ms": line["end"] * 1000, "setup_ms": line["start"] * 1000,
+            "first_ms": line["first_start"] * 1000}
 
 
 @dataclass
@@ -280,6 +291,43 @@ def start_worker(env: dict[str, str], workers: int, data: Path, url: str) -> sub
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
+SPY_PARTS = [  # (part, substrings one frame holds): the first part of this list found in a stack takes its samples
+    ("page worker (conversion)", ("pageworkers.py",)), ("staged original: fetch", ("_fetch (",)),
+    ("ledger", ("ledger.py",)), ("staging delete", ("delete (", "objects.py")), ("metrics", ("metrics.py",)),
+    ("task signature", ("taskauth.py",)), ("store + index", ("/storage/",)),
+    ("conversion (in the pool process)", ("/digitize/",)), ("run_job, rest", ("queued.py",)),
+    ("celery / kombu / billiard", ("/celery/",)), ("celery / kombu / billiard", ("/kombu/",)),
+    ("celery / kombu / billiard", ("/billiard/",)), ("redis client", ("/redis/",))]
+
+
+WAITS = {"poll", "select", "_recv", "wait", "_wait_for_tstate_lock", "_read_from_socket", "sleep", "accept",
+         "recv_into", "epoll"}
+
+
+def spy(pid: int, out: Path) -> subprocess.Popen:
+    """py-spy sampling a worker's whole tree (pool processes, page workers) into collapsed stacks."""
+    return subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid),
+                             "--subprocesses", "--rate", "50", "--format", "raw", "--output", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def spy_parts(path: Path) -> dict[str, float]:
+    """Shares of a collapsed-stack profile by part (SPY_PARTS), innermost named frame first."""
+    parts: dict[str, float] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        frames = stack.split(";")
+        if frames[-1].split(" (")[0].rsplit(".", 1)[-1] in WAITS:
+            continue  # a thread blocked in a call py-spy took for running (a loaded machine): not CPU
+        total += int(count)
+        part = next((name for name, marks in SPY_PARTS for frame in frames if all(m in frame for m in marks)), "other")
+        parts[part] = parts.get(part, 0) + int(count)
+    return {k: v / total * 100 for k, v in sorted(parts.items(), key=lambda kv: -kv[1])} if total else {}
+
+
 def median_spread(values: list[float], fmt: str = "{:.1f}") -> str:
     """The median, and the range over rounds when there are several."""
     text = fmt.format(statistics.median(values))
@@ -296,7 +344,10 @@ def main() -> None:
     parser.add_argument("--dispatch", type=int, default=24,
                         help="files that fail at once, sent through each warm worker: its per-task cost (0: none)")
     parser.add_argument("--probe-only", action="store_true", help="only the per-document overhead probe")
-    parser.add_argument("--profile", type=Path, help="cProfile of the probe (queue overhead only) to this file")
+    parser.add_argument("--profile", type=Path, help="cProfile of the probe (queue overhead only) to this file, "
+                        "and of each dispatch batch (submitting and waiting) to FILE.dispatchW")
+    parser.add_argument("--py-spy", type=Path, help="sample each worker's process tree with py-spy (after warming) "
+                        "into DIR/worker-W.txt and print where its CPU went")
     parser.add_argument("--label", default="", help="a note printed with the table, e.g. 'under load'")
     args = parser.parse_args()
 
@@ -308,6 +359,7 @@ def main() -> None:
     runs: list[Run] = []
     workers: dict[int, tuple[subprocess.Popen, str]] = {}
     dispatched: dict[int, dict[str, float]] = {}
+    spies: dict[int, subprocess.Popen] = {}
     try:
         settings = make_settings(base / "data", minio.url("b" + uuid.uuid4().hex[:12]),
                                  pg.create_database("b_" + uuid.uuid4().hex[:12]))
@@ -331,8 +383,12 @@ def main() -> None:
                 run_batch(dict(env, DIGITIZE_QUEUE_URL=url), str(variant(images, f"warm{count}", 2 * count)),
                           "--queue", "--wait")
                 timeline(url, count)
+                if args.py_spy:  # from here on: the dispatch probe and the timed rounds, not start-up and warming
+                    args.py_spy.mkdir(parents=True, exist_ok=True)
+                    spies[count] = spy(worker.pid, args.py_spy / f"worker-{count}.txt")
                 if args.dispatch:
-                    dispatched[count] = dispatch(on_url, count, args.dispatch)
+                    dispatched[count] = dispatch(on_url, count, args.dispatch, args.profile and
+                                                 args.profile.with_suffix(f".dispatch{count}"))
             plan = [("local", j) for j in args.jobs] + [("queue", w) for w in args.workers]
             for r in range(args.rounds):
                 for kind, procs in plan[r % len(plan):] + plan[:r % len(plan)]:  # rotated: no pipeline always first
@@ -358,6 +414,9 @@ def main() -> None:
                     print(f"round {r + 1}/{args.rounds}: {kind} {procs}: {run.pages} pages in {run.seconds:.1f} s "
                           f"({run.wall:.1f} s command), {run.cpu / run.pages:.2f} CPU-s/page", file=sys.stderr)
     finally:
+        for sampler in spies.values():
+            sampler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+            sampler.wait(timeout=60)
         for worker, _ in workers.values():
             os.killpg(worker.pid, signal.SIGTERM)
             worker.wait(timeout=120)
@@ -365,6 +424,10 @@ def main() -> None:
         minio.stop()
         pg.stop()
     report(args, overhead, dispatched, runs, time.monotonic() - started)
+    for count in spies:
+        parts = spy_parts(args.py_spy / f"worker-{count}.txt")
+        print(f"\nworker --concurrency {count}, py-spy (CPU samples of its tree, {args.py_spy}/worker-{count}.txt): "
+              + ", ".join(f"{name} {share:.1f} %" for name, share in parts.items()))
 
 
 def report(args, overhead: dict[str, float], dispatched: dict[int, dict[str, float]], runs: list[Run],
@@ -380,12 +443,13 @@ def report(args, overhead: dict[str, float], dispatched: dict[int, dict[str, flo
               "through `run_queued_batch` as `batch --queue --wait`): *per task* the batch's wall time per task and "
               "process; *task* a delivery's own time (fetch, ledger, the page worker's look); *gap* from one "
               "process's end of a task to its next start (result to the pool's parent, ack, next message, "
-              "dispatch); *wake* from the last outcome to the waiter's return.\n")
-        print("| processes | tasks | per task ms | task ms | gap ms | wake ms |")
-        print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+              "dispatch); *setup* from the call to the first task sent (submitter, connections, the first staging); "
+              "*first* from there to a worker starting it; *wake* from the last outcome to the waiter's return.\n")
+        print("| processes | tasks | per task ms | task ms | gap ms | setup ms | first ms | wake ms |")
+        print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for procs, d in dispatched.items():
             print(f"| {procs} | {d['tasks']} | {d['per_task_ms']:.1f} | {d['task_ms']:.1f} | {d['gap_ms']:.1f} | "
-                  f"{d['wake_ms']:.0f} |")
+                  f"{d['setup_ms']:.0f} | {d['first_ms']:.0f} | {d['wake_ms']:.0f} |")
         print()
     groups: dict[tuple[str, int], list[Run]] = {}
     for run in runs:
