@@ -14,7 +14,10 @@ converts and stores everything afresh into one store and index. Then:
    share of the in-process batch's CPU per document (from the rounds).
 2. ``digitize worker --concurrency W`` for each W in --workers, started once (each on its own broker
    database) and warmed with 2W files before any timing: workers are long-running services, their start-up
-   is not a batch's cost.
+   is not a batch's cost. Then **dispatch** (--dispatch N files that fail at once, not a PDF inside) through
+   each warm worker, as ``batch --queue --wait`` sends and waits: the real worker's per-task cost apart from
+   converting (a delivery's own time, the gap between one process's tasks, set-up, pick-up, the waiter's
+   wake-up). With --py-spy DIR each worker's tree is sampled from here on (DIR/worker-W.txt, shares by part).
 3. --rounds rounds, each of ``digitize batch SRC --local --jobs N`` (N in --jobs) and ``digitize batch SRC
    --queue --wait`` on each worker, in an order rotated from round to round. Each run gives the batch's
    own seconds (in-process: from its pool's start; queued: from the first submit to the last result), the
@@ -34,6 +37,7 @@ A worker process converts one file at a time, its pages one after another (one c
     .venv/bin/python bench/queue_bench.py --probe-only         # the per-document overhead alone (~20 s)
     .venv/bin/python bench/queue_bench.py --jobs 1 2 --workers 1 2 --rounds 3   # + the machine's own scaling
     .venv/bin/python bench/queue_bench.py --files 40 --workers 1 2 4
+    .venv/bin/python bench/queue_bench.py --rounds 0 --py-spy /tmp/spy   # probe, dispatch, worker profile (~1 min)
 """
 
 from __future__ import annotations
@@ -163,7 +167,7 @@ def wait_for_worker(settings, timeout: float = 120.0) -> None:
     time.sleep(0.5)
 
 
-def probe(settings, src: Path, profile: Path | None) -> dict[str, float]:
+def probe(settings, src: Path, profile: Path | None, servers: list[int]) -> dict[str, float]:
     """Median ms per document of each part queue mode adds (see the module docstring, step 1)."""
     import cProfile
 
@@ -175,6 +179,7 @@ def probe(settings, src: Path, profile: Path | None) -> dict[str, float]:
 
     submitter = Submitter(settings)
     submit, work = [], []
+    cpu, served = time.process_time(), trees_cpu(servers)  # CPU, not wall: a loaded machine stretches the waits
     profiler = cProfile.Profile() if profile else None
     try:
         for path in sorted(src.glob("*.pdf")):
@@ -199,8 +204,41 @@ def probe(settings, src: Path, profile: Path | None) -> dict[str, float]:
         close_archives()
     if profiler:
         profiler.dump_stats(profile)
-    return {"submit_ms": statistics.median(submit), "worker_ms": statistics.median(work),
+    cpu = (time.process_time() - cpu + trees_cpu(servers) - served) / len(submit) * 1000
+    return {"cpu_ms": cpu, "submit_ms": statistics.median(submit), "worker_ms": statistics.median(work),
             "total_ms": statistics.median(a + b for a, b in zip(submit, work))}
+
+
+def dispatch(settings, procs: int, tasks: int, profile: Path | None = None) -> dict[str, float]:
+    """The real worker's cost per task apart from converting: TASKS tiny files that fail at once (not a PDF
+    inside, bad input: no retry) sent through the warm ``worker --concurrency PROCS`` and waited for as
+    ``batch --queue --wait`` waits. What is left is what every task pays: staging, signing, the broker
+    round trip, ack and next message, the ledger, the fetch, the page worker's first look, the waiter's
+    wake-up; the gap (one process's end to its next start) is the dispatch latency a real batch pays per file."""
+    from pipelines.batch import BatchItem
+    from pipelines.queued import run_queued_batch
+
+    src = Path(tempfile.mkdtemp(prefix="digitize-dispatch-"))
+    for n in range(tasks):
+        (src / f"bad{n:03d}.pdf").write_bytes(b"not a PDF " + uuid.uuid4().bytes)  # fresh bytes: a new job
+    items = [BatchItem(p, p.stat().st_size, None) for p in sorted(src.glob("*.pdf"))]
+    import cProfile
+
+    profiler = cProfile.Profile() if profile else None
+    launched = time.time()
+    with open(os.devnull, "w") as quiet:
+        summary = (profiler.runcall if profiler else lambda f, *a: f(*a))(run_queued_batch, src, items, settings,
+                                                                          True, quiet)
+    ended = time.time()
+    if profiler:
+        profiler.dump_stats(profile)
+    line = timeline(settings.queue.url, procs, launched, ended)
+    waited = ended - launched
+    if len(summary.results) != tasks:
+        raise SystemExit(f"dispatch: {len(summary.results)} of {tasks} results")
+    return {"tasks": tasks, "per_task_ms": waited / tasks * procs * 1000, "gap_ms": line["gap_ms"],
+            "task_ms": line["task_ms"], "wake_ms": line["end"] * 1000, "setup_ms": line["start"] * 1000,
+            "first_ms": line["first_start"] * 1000}
 
 
 @dataclass
@@ -245,13 +283,51 @@ def timeline(ledger_url: str, processes: int, launched: float = 0.0, ended: floa
             "first_start": min(j[1] for j in jobs) - first,
             "gap_ms": statistics.median(gaps) * 1000 if gaps else 0.0,
             "tail": last - statistics.mean(max(e for _, e in runs) for runs in per.values()),
-            "busy": busy / (processes * span), "used": len(per)}
+            "busy": busy / (processes * span), "used": len(per),
+            "task_ms": statistics.median(over - begun for _, begun, over, _ in jobs) * 1000}
 
 
 def start_worker(env: dict[str, str], workers: int, data: Path, url: str) -> subprocess.Popen:
     return subprocess.Popen(digitize_cmd("worker", "--concurrency", str(workers), "--loglevel", "WARNING"),
                             env=dict(env, DIGITIZE_DATA_DIR=str(data), DIGITIZE_QUEUE_URL=url), cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+SPY_PARTS = [  # (part, substrings one frame holds): the first part of this list found in a stack takes its samples
+    ("page worker (conversion)", ("pageworkers.py",)), ("staged original: fetch", ("_fetch (",)),
+    ("ledger", ("ledger.py",)), ("staging delete", ("delete (", "objects.py")), ("metrics", ("metrics.py",)),
+    ("task signature", ("taskauth.py",)), ("store + index", ("/storage/",)),
+    ("conversion (in the pool process)", ("/digitize/",)), ("run_job, rest", ("queued.py",)),
+    ("celery / kombu / billiard", ("/celery/",)), ("celery / kombu / billiard", ("/kombu/",)),
+    ("celery / kombu / billiard", ("/billiard/",)), ("redis client", ("/redis/",))]
+
+
+WAITS = {"poll", "select", "_recv", "wait", "_wait_for_tstate_lock", "_read_from_socket", "sleep", "accept",
+         "recv_into", "epoll"}
+
+
+def spy(pid: int, out: Path) -> subprocess.Popen:
+    """py-spy sampling a worker's whole tree (pool processes, page workers) into collapsed stacks."""
+    return subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid),
+                             "--subprocesses", "--rate", "50", "--format", "raw", "--output", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def spy_parts(path: Path) -> dict[str, float]:
+    """Shares of a collapsed-stack profile by part (SPY_PARTS), innermost named frame first."""
+    parts: dict[str, float] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        frames = stack.split(";")
+        if frames[-1].split(" (")[0].rsplit(".", 1)[-1] in WAITS:
+            continue  # a thread blocked in a call py-spy took for running (a loaded machine): not CPU
+        total += int(count)
+        part = next((name for name, marks in SPY_PARTS for frame in frames if all(m in frame for m in marks)), "other")
+        parts[part] = parts.get(part, 0) + int(count)
+    return {k: v / total * 100 for k, v in sorted(parts.items(), key=lambda kv: -kv[1])} if total else {}
 
 
 def median_spread(values: list[float], fmt: str = "{:.1f}") -> str:
@@ -267,8 +343,13 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, nargs="+", default=[2], help="in-process batch --jobs (e.g. 1 2)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker --concurrency values")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of every pipeline, in rotated order")
+    parser.add_argument("--dispatch", type=int, default=24,
+                        help="files that fail at once, sent through each warm worker: its per-task cost (0: none)")
     parser.add_argument("--probe-only", action="store_true", help="only the per-document overhead probe")
-    parser.add_argument("--profile", type=Path, help="cProfile of the probe (queue overhead only) to this file")
+    parser.add_argument("--profile", type=Path, help="cProfile of the probe (queue overhead only) to this file, "
+                        "and of each dispatch batch (submitting and waiting) to FILE.dispatchW")
+    parser.add_argument("--py-spy", type=Path, help="sample each worker's process tree with py-spy (after warming) "
+                        "into DIR/worker-W.txt and print where its CPU went")
     parser.add_argument("--label", default="", help="a note printed with the table, e.g. 'under load'")
     args = parser.parse_args()
 
@@ -279,6 +360,8 @@ def main() -> None:
     redis, minio, pg = start_redis(base / "redis"), start_minio(base / "minio"), start_postgres()
     runs: list[Run] = []
     workers: dict[int, tuple[subprocess.Popen, str]] = {}
+    dispatched: dict[int, dict[str, float]] = {}
+    spies: dict[int, subprocess.Popen] = {}
     try:
         settings = make_settings(base / "data", minio.url("b" + uuid.uuid4().hex[:12]),
                                  pg.create_database("b_" + uuid.uuid4().hex[:12]))
@@ -287,9 +370,9 @@ def main() -> None:
         Archive.open(settings).close()  # the schema first: concurrent first opens of a fresh database race
         settings.queue.url = redis.url
         env = settings_env(settings)
-        overhead = probe(settings, variant(images, "probe"), args.profile)
         servers = [redis.process.pid, minio.process.pid,
                    int((pg.data_dir / "postmaster.pid").read_text().split()[0])]
+        overhead = probe(settings, variant(images, "probe"), args.profile, servers)
         if not args.probe_only:
             # the workers are services: started once, warmed (each pool process has converted a file: page worker
             # forked, Tesseract loaded, store and index connected), then timed batch after batch
@@ -297,10 +380,17 @@ def main() -> None:
                 url = f"{redis.url.rsplit('/', 1)[0]}/{n}"  # a broker (and ledger) database per worker
                 workers[count] = (start_worker(env, count, base / f"worker-{count}", url), url)
             for count, (worker, url) in workers.items():
-                wait_for_worker(dataclasses.replace(settings, queue=dataclasses.replace(settings.queue, url=url)))
+                on_url = dataclasses.replace(settings, queue=dataclasses.replace(settings.queue, url=url))
+                wait_for_worker(on_url)
                 run_batch(dict(env, DIGITIZE_QUEUE_URL=url), str(variant(images, f"warm{count}", 2 * count)),
                           "--queue", "--wait")
                 timeline(url, count)
+                if args.py_spy:  # from here on: the dispatch probe and the timed rounds, not start-up and warming
+                    args.py_spy.mkdir(parents=True, exist_ok=True)
+                    spies[count] = spy(worker.pid, args.py_spy / f"worker-{count}.txt")
+                if args.dispatch:
+                    dispatched[count] = dispatch(on_url, count, args.dispatch, args.profile and
+                                                 args.profile.with_suffix(f".dispatch{count}"))
             plan = [("local", j) for j in args.jobs] + [("queue", w) for w in args.workers]
             for r in range(args.rounds):
                 for kind, procs in plan[r % len(plan):] + plan[:r % len(plan)]:  # rotated: no pipeline always first
@@ -326,22 +416,44 @@ def main() -> None:
                     print(f"round {r + 1}/{args.rounds}: {kind} {procs}: {run.pages} pages in {run.seconds:.1f} s "
                           f"({run.wall:.1f} s command), {run.cpu / run.pages:.2f} CPU-s/page", file=sys.stderr)
     finally:
+        for sampler in spies.values():
+            sampler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+            sampler.wait(timeout=60)
         for worker, _ in workers.values():
             os.killpg(worker.pid, signal.SIGTERM)
             worker.wait(timeout=120)
         redis.stop()
         minio.stop()
         pg.stop()
-    report(args, overhead, runs, time.monotonic() - started)
+    report(args, overhead, dispatched, runs, time.monotonic() - started)
+    for count in spies:
+        parts = spy_parts(args.py_spy / f"worker-{count}.txt")
+        print(f"\nworker --concurrency {count}, py-spy (CPU samples of its tree, {args.py_spy}/worker-{count}.txt): "
+              + ", ".join(f"{name} {share:.1f} %" for name, share in parts.items()))
 
 
-def report(args, overhead: dict[str, float], runs: list[Run], elapsed: float) -> None:
+def report(args, overhead: dict[str, float], dispatched: dict[int, dict[str, float]], runs: list[Run],
+           elapsed: float) -> None:
     print(f"\nqueue bench: {args.files} files x {args.pages} pages, {args.rounds} round(s), {os.cpu_count()} CPUs"
           f"{' - ' + args.label if args.label else ''} ({elapsed / 60:.1f} min)")
     print(f"command: {shlex.join(['.venv/bin/python', 'bench/queue_bench.py', *sys.argv[1:]])}\n")
     print(f"queue overhead per document (probe, median): {overhead['total_ms']:.1f} ms = "
           f"staging + ledger + send {overhead['submit_ms']:.1f} ms, worker fetch + ledger + delete "
-          f"{overhead['worker_ms']:.1f} ms")
+          f"{overhead['worker_ms']:.1f} ms; in CPU (this process and the servers, mean): {overhead['cpu_ms']:.1f} "
+          "CPU-ms")
+    if dispatched:
+        print(f"\nPer-task cost of the real workers without converting ({args.dispatch} files that fail at once, "
+              "through `run_queued_batch` as `batch --queue --wait`): *per task* the batch's wall time per task and "
+              "process; *task* a delivery's own time (fetch, ledger, the page worker's look); *gap* from one "
+              "process's end of a task to its next start (result to the pool's parent, ack, next message, "
+              "dispatch); *setup* from the call to the first task sent (submitter, connections, the first staging); "
+              "*first* from there to a worker starting it; *wake* from the last outcome to the waiter's return.\n")
+        print("| processes | tasks | per task ms | task ms | gap ms | setup ms | first ms | wake ms |")
+        print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for procs, d in dispatched.items():
+            print(f"| {procs} | {d['tasks']} | {d['per_task_ms']:.1f} | {d['task_ms']:.1f} | {d['gap_ms']:.1f} | "
+                  f"{d['setup_ms']:.0f} | {d['first_ms']:.0f} | {d['wake_ms']:.0f} |")
+        print()
     groups: dict[tuple[str, int], list[Run]] = {}
     for run in runs:
         groups.setdefault((run.kind, run.processes), []).append(run)
@@ -352,7 +464,8 @@ def report(args, overhead: dict[str, float], runs: list[Run], elapsed: float) ->
     local_cpu = statistics.median(r.cpu / r.pages for r in local)
     core_ms = local_cpu * local[0].pages / args.files * 1000  # in-process CPU-ms per document
     print(f"in-process batch: {core_ms:.0f} CPU-ms per document -> probe overhead "
-          f"{overhead['total_ms'] / core_ms * 100:.2f} % (target <= 5 %)\n")
+          f"{overhead['total_ms'] / core_ms * 100:.2f} % in ms, {overhead['cpu_ms'] / core_ms * 100:.2f} % in CPU "
+          "(target <= 5 %; the CPU share is the one that holds on a loaded machine)\n")
     print("Medians over rounds, (min–max) when several. *seconds*: the batch's own time (in-process: from its pool's "
           "start; queued: from the first submit to the last result, workers up and warm); *command s*: the whole "
           "`digitize batch` process, interpreter start and imports included.\n")
@@ -415,7 +528,7 @@ def report(args, overhead: dict[str, float], runs: list[Run], elapsed: float) ->
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "queue_bench.json").write_text(json.dumps({
-        "label": args.label, "files": args.files, "pages": args.pages, "probe_ms": overhead,
+        "label": args.label, "files": args.files, "pages": args.pages, "probe_ms": overhead, "dispatch": dispatched,
         "runs": [dataclasses.asdict(r) for r in runs]}, indent=2))
 
 if __name__ == "__main__":

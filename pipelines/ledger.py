@@ -274,7 +274,7 @@ class Ledger:
             extra = {"finished": now, "result": json.dumps(result)} if state in TERMINAL else {"result": ""}
             self._sealed_move(job, state, now, dict(reason=reason, **extra, **_identity(spec)),
                               before=lambda pipe: pipe.hincrby(self._job(job), "ends", 1),
-                              after=lambda pipe: pipe.incr(ENDS))
+                              after=lambda pipe: (pipe.incr(ENDS), pipe.publish(ENDS, job)))  # published at EXEC, after the record: a waiter wakes and reads it
         self._call(run, f"finishing job {job}")
 
     def add_to_batch(self, batch: str, job: str) -> None:
@@ -288,7 +288,7 @@ class Ledger:
             now = time.time()
             self._sealed_move(job, "failed", now, dict(reason=reason, finished=now, result=json.dumps(result or {}),
                                                        **_identity(spec)),
-                              after=lambda pipe: pipe.incr(ENDS))
+                              after=lambda pipe: (pipe.incr(ENDS), pipe.publish(ENDS, job)))
         self._call(run, f"failing job {job}")
 
     # -- reads ---------------------------------------------------------------------------------
@@ -309,6 +309,10 @@ class Ledger:
     def ends(self) -> int:
         """How many outcomes were recorded so far (any job): unchanged means no job ended since the last look."""
         return int(self._call(lambda: self.redis.get(ENDS), "reading the outcome count") or 0)
+
+    def end_notices(self) -> "EndNotices":
+        """A subscription to outcome notices: a waiter sleeps until a job ends instead of polling."""
+        return self._call(lambda: EndNotices(self.redis), "subscribing to outcomes")
 
     def outcomes(self, jobs: Iterable[str], runs: dict[str, str] | None = None) -> dict[str, tuple[str, dict[str, Any]]]:
         """The jobs among JOBS that came to an outcome: done or failed, with their result (not their specs: a
@@ -370,3 +374,32 @@ class Ledger:
                 oldest = min(oldest or listed[job][1], listed[job][1])
         return QueueCounts(tally["waiting"], tally["running"], tally["done"], tally["failed"], oldest,
                            tally[UNVERIFIED])
+
+class EndNotices:
+    """The job IDs :meth:`Ledger.end` and :meth:`Ledger.fail` publish (Redis pub/sub). A notice is not kept for
+    a waiter that was not listening (a Redis restart, a worker of an older version): the waiter still reads
+    every pending outcome now and then; the notices only make it learn of an end at once, without polling."""
+
+    def __init__(self, client):
+        self.pubsub = client.pubsub(ignore_subscribe_messages=True)
+        self.pubsub.subscribe(ENDS)
+
+    def wait(self, timeout: float) -> set[str]:
+        """The jobs that ended, waiting up to TIMEOUT seconds for the first (empty: none came)."""
+        import redis
+
+        heard: set[str] = set()
+        deadline = time.monotonic() + timeout
+        try:
+            while not heard and (left := deadline - time.monotonic()) > 0:
+                message = self.pubsub.get_message(timeout=left)  # None too for the subscription's confirmation
+                while message is not None and len(heard) < 10_000:  # then those already here, without waiting
+                    if message.get("type") == "message":
+                        heard.add(str(message["data"]))
+                    message = self.pubsub.get_message(timeout=0.0)
+        except redis.RedisError as e:
+            raise StorageError(f"queue ledger: waiting for outcomes: {type(e).__name__}: {e}") from e
+        return heard
+
+    def close(self) -> None:
+        self.pubsub.close()

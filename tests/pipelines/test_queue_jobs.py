@@ -340,3 +340,49 @@ def test_an_unverified_pending_record_is_an_outcome_for_a_waiter(ledger):
     assert ledger.outcomes([job]) == {}  # genuinely waiting
     ledger.redis.hset(f"{PREFIX}job:{job}", "reason", "rewritten")
     assert ledger.outcomes([job])[job][0] == "unverified"
+
+
+def test_a_waiter_hears_each_end_and_reads_only_that_job(ledger, monkeypatch):
+    """batch --wait sleeps until a worker publishes an end, then reads that job alone: the last result is seen
+    at once (a poll's sleep added to every batch's wall time) and no poll reads every pending job."""
+    from pipelines.queued import _Follower
+
+    first, second = (job_id(c * 64, "", {}) for c in "56")
+    for job in (first, second):
+        ledger.enqueued(job, f"{job}.pdf", SHA, spec(job))
+    follower = _Follower(ledger)
+    pending = {first: None, second: None}
+    assert follower.outcomes(pending) == {}  # the first look reads every pending job
+    read = []
+    real = ledger.outcomes
+    monkeypatch.setattr(ledger, "outcomes", lambda jobs, runs=None: read.append(sorted(jobs)) or real(jobs, runs))
+    ledger.start(first, "w")
+    ledger.end(first, "done", "", {"path": "a.pdf", "status": "done"})
+    follower.wait(len(pending))  # returns on the notice (else after WAIT_FULL, having heard nothing)
+    assert follower.heard == {first}
+    assert follower.outcomes(pending) == {first: ("done", {"path": "a.pdf", "status": "done"})}
+    assert read == [[first]]
+    ledger.start(second, "w")
+    ledger.end(second, "waiting", "retry 1 of 2")  # heard, read, still pending: a retry is not an end
+    follower.wait(1)
+    assert follower.outcomes({second: None}) == {} and read == [[first], [second]]
+    follower.close()
+
+
+def test_a_waiter_without_notices_polls_the_outcome_count(ledger, monkeypatch):
+    """Notices refused (or lost with a Redis restart): the waiter still sees every end, by the count."""
+    from digitize.errors import StorageError
+    from pipelines import queued
+
+    def refused():
+        raise StorageError("queue ledger: subscribing to outcomes: refused")
+    monkeypatch.setattr(ledger, "end_notices", refused)
+    monkeypatch.setattr(queued, "WAIT_POLL", 0.01)
+    job = job_id("7" * 64, "", {})
+    ledger.enqueued(job, "c.pdf", SHA, spec(job))
+    follower = queued._Follower(ledger)
+    assert follower.notices is None and follower.outcomes({job: None}) == {}
+    ledger.start(job, "w")
+    ledger.end(job, "failed", "bad", {"path": "c.pdf", "status": "failed"})
+    follower.wait(1)
+    assert follower.outcomes({job: None}) == {job: ("failed", {"path": "c.pdf", "status": "failed"})}
