@@ -248,6 +248,10 @@ def test_batch_wait_reports_an_unverified_outcome_as_failed(monkeypatch, setting
         def outcomes(self, jobs, runs=None):
             return {job: ("unverified", {"reason": "not signed with this queue's secret"}) for job in jobs}
 
+        def end_notices(self):  # no notices: the waiter polls the outcome count
+            from digitize.errors import StorageError
+            raise StorageError("queue ledger: subscribing to outcomes: refused")
+
     class FakeSubmitter:
         def __init__(self, settings, batch=""):
             self.batch, self.ledger, self.runs = batch, FakeLedger(), {}
