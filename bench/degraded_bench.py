@@ -44,12 +44,17 @@ def page_file(fault: str, seed: int) -> tuple[Path, str]:
     png, txt = folder / f"{fault}-{seed}.png", folder / f"{fault}-{seed}.txt"
     if not png.exists():
         page = degraded.generate(fault, seed)
-        Image.fromarray(page.pixels).save(png, dpi=(degraded.DPI, degraded.DPI))
+        Image.fromarray(page.pixels).save(png, dpi=(page.dpi, page.dpi))
         txt.write_text(page.truth, encoding="utf-8")
     return png, txt.read_text(encoding="utf-8")
 
 
-def bare(png: Path, language: str, image: np.ndarray | None = None, cached: bool = False) -> tuple[str, float]:
+def png_dpi(png: Path) -> float:
+    return float(round(Image.open(png).info.get("dpi", (degraded.DPI,))[0]))
+
+
+def bare(png: Path, language: str, image: np.ndarray | None = None, cached: bool = False,
+         dpi: float = degraded.DPI) -> tuple[str, float]:
     """`tesseract PNG - -l LANG` (text, seconds); with ``cached``, the last run's (its seconds
     were taken under another load: no good for the time ratio)."""
     out = png.with_suffix(f".{language}.bare.txt")
@@ -58,7 +63,7 @@ def bare(png: Path, language: str, image: np.ndarray | None = None, cached: bool
     src = png
     if image is not None:
         src = png.with_suffix(".variant.png")
-        Image.fromarray(image).save(src, dpi=(degraded.DPI, degraded.DPI))
+        Image.fromarray(image).save(src, dpi=(dpi, dpi))
     t = time.perf_counter()
     text = subprocess.run(["tesseract", str(src), "-", "-l", language], capture_output=True, text=True,
                           env={**os.environ, "OMP_THREAD_LIMIT": "1"}, check=True).stdout
@@ -87,10 +92,10 @@ class PassCounter:
         ocr._hocr = self._hocr
 
 
-def ours(pixels: np.ndarray, opts: ConvertOptions) -> tuple[str, float, int, str, float]:
+def ours(pixels: np.ndarray, opts: ConvertOptions, dpi: float) -> tuple[str, float, int, str, float]:
     with PassCounter() as counter:
         t = time.perf_counter()
-        result, preparation = convert.recognise(pixels, degraded.DPI, opts, "page")
+        result, preparation = convert.recognise(pixels, dpi, opts, "page")
         seconds = time.perf_counter() - t
     return result.text, seconds, counter.calls, preparation, result.confidence
 
@@ -121,14 +126,14 @@ def main() -> None:
     for fault in args.faults.split(","):
         for seed in seeds(args.seeds):
             png, truth = page_file(fault, seed)
-            pixels = np.asarray(Image.open(png))
+            pixels, dpi = np.asarray(Image.open(png)), png_dpi(png)
             b_text, b_s = bare(png, args.lang, cached=args.cached_bare)
-            o_text, o_s, passes, prep, conf = ours(pixels, opts)
+            o_text, o_s, passes, prep, conf = ours(pixels, opts, dpi)
             row = [fault, seed, cer(truth, o_text), cer(truth, b_text), passes, prep or "-", o_s, b_s]
             extra = ""
             if args.variants:
-                prepared, _ = imaging.prepare_for_ocr(pixels, degraded.DPI)
-                extra = f" {cer(truth, bare(png, args.lang, prepared)[0]):.4f} |"
+                prepared, factor = imaging.prepare_for_ocr(pixels, dpi)
+                extra = f" {cer(truth, bare(png, args.lang, prepared, dpi=dpi * factor)[0]):.4f} |"
             rows.append(row)
             print(f"| {fault} | {seed} | {row[2]:.4f} | {row[3]:.4f} | {passes} | {row[5]} {conf:.0f} | "
                   f"{o_s:.2f} | {b_s:.2f} |" + extra, flush=True)

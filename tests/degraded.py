@@ -25,7 +25,7 @@ TYPEWRITER_FONTS = [FONTS / "freefont/FreeMono.ttf", FONTS / "liberation2/Libera
                     FONTS / "dejavu/DejaVuSansMono.ttf"]
 BOOK_FONTS = [FONTS / "freefont/FreeSerif.ttf", FONTS / "dejavu/DejaVuSerif.ttf",
               FONTS / "liberation2/LiberationMono-Regular.ttf"]
-FAULTS = ("typewriter", "seal", "table", "bleed")
+FAULTS = ("typewriter", "seal", "table", "bleed", "fax")
 
 # our own administrative prose (no line of it is in samples/)
 TEXT = [
@@ -89,6 +89,7 @@ class DegradedPage:
     seed: int
     pixels: np.ndarray  # uint8, grey (H, W) or RGB (H, W, 3)
     truth: str
+    dpi: float = DPI
 
 
 @lru_cache(maxsize=32)
@@ -264,7 +265,50 @@ def bleed_page(seed: int) -> DegradedPage:
     return DegradedPage("bleed", seed, np.clip(out, 0, 255).astype(np.uint8), "\n".join(lines))
 
 
-GENERATORS = {"typewriter": typewriter_page, "seal": seal_page, "table": table_page, "bleed": bleed_page}
+FAX_DPI = (204, 196)  # fine mode
+FAX_FONTS = [FONTS / "dejavu/DejaVuSerif.ttf", FONTS / "liberation2/LiberationSerif-Regular.ttf",
+             FONTS / "freefont/FreeSans.ttf"]
+
+
+def fax_page(seed: int) -> DegradedPage:
+    """A fine-mode fax (204 x 196 dpi, 1 bit) of thin print: a sender's header line, body text
+    drawn at 4x and thresholded light (thin strokes), sampled to the fax grid, speckle, and
+    scan-head streaks: single scan rows gone black across the page, some through the text, some
+    between its lines. Returned as the reader makes it: square 204 dpi pixels, 0/255 (``dpi``)."""
+    from digitize.sources import _square_pixels  # the reader's own fine-mode handling
+
+    rng = np.random.default_rng(seed)
+    xdpi, ydpi = FAX_DPI
+    up = 4
+    width, height = int(8.27 * xdpi) * up, int(11.69 * xdpi) * up  # drawn square, sampled to the fax grid
+    font_path = str(FAX_FONTS[seed % len(FAX_FONTS)])
+    px = int(rng.integers(10, 13) / 72 * ydpi * up)  # 10-12 pt
+    img = Image.new("L", (width, height), 0)
+    d = ImageDraw.Draw(img)
+    header = (f"{int(rng.integers(1, 29)):02d}/{int(rng.integers(1, 13)):02d}/19{int(rng.integers(85, 100))} "
+              f"{int(rng.integers(7, 18)):02d}:{int(rng.integers(0, 60)):02d} FROM: UBND XA "
+              f"{int(rng.integers(10, 99))} TO: 0{int(rng.integers(200000000, 999999999))} P.0{seed % 9 + 1}")
+    d.text((40 * up, 30 * up), header, font=_font(str(FONTS / "dejavu/DejaVuSansMono.ttf"), int(0.6 * px)), fill=255)
+    lines = _lines(rng, int(rng.integers(16, 21)))
+    ys = _body(rng, d, lines, _font(font_path, px), px, top=160 * up, left=150 * up, leading=1.6, fill=255)
+    ink = cv2.GaussianBlur(np.asarray(img).astype(np.float32), (0, 0), up * 0.6)
+    ink = ink > rng.uniform(150, 190)  # thin print: a light threshold
+    grid = (width // up, round(11.69 * ydpi))
+    fax = cv2.resize(ink.astype(np.uint8) * 255, grid, interpolation=cv2.INTER_AREA) >= 128
+    fax ^= rng.random(fax.shape) < 0.0015  # speckle, both ways
+    to_grid = ydpi / xdpi / up
+    rows = [int((y + rng.uniform(0.3, 0.75) * px) * to_grid) for y in rng.choice(ys, 3, replace=False)]
+    rows += [int((y - 0.3 * px) * to_grid) for y in rng.choice(ys, 2, replace=False)]  # between lines
+    for r in rows:  # a scan row gone black from near the left edge on, with a few dropouts
+        start = int(rng.integers(0, 30))
+        fax[r, start:] |= rng.random(fax.shape[1] - start) > 0.02
+    square, _ = _square_pixels(Image.fromarray(~fax), xdpi, ydpi)
+    pixels = np.asarray(square).astype(np.uint8) * 255
+    return DegradedPage("fax", seed, pixels, "\n".join([header] + lines), dpi=float(xdpi))
+
+
+GENERATORS = {"typewriter": typewriter_page, "seal": seal_page, "table": table_page, "bleed": bleed_page,
+              "fax": fax_page}
 
 
 def generate(fault: str, seed: int) -> DegradedPage:
