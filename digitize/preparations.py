@@ -99,18 +99,28 @@ def text_streaks(grey: np.ndarray, letter_px: float) -> np.ndarray | None:
     count, labels, stats = imaging.components(lines)
     tops, heights = stats[:, cv2.CC_STAT_TOP], stats[:, cv2.CC_STAT_HEIGHT]
     thin = heights <= max(3, 0.4 * letter_px)  # a bold rule is no scan row (one, enlarged with small print: ~7 px)
+    thin[0] = False
+    if not thin.any():
+        return None
     pad = 2  # the band: the line and its fringe rows, which the opening left out where letters break them
-    band = cv2.dilate(lines, np.ones((2 * pad + 1, 1), np.uint8))
-    letters = cv2.bitwise_and(ink, cv2.bitwise_not(band))
+    far = int(heights[thin].max()) + 2 * pad + 2  # beyond a band's rows on both sides: a crossing stroke's ink
+    # the work is done in strips of rows around the thin lines only (a fax: 200 -> ~40 ms)
+    strips = _row_strips(tops[thin], heights[thin], far + pad + 1, grey.shape[0])
+    cut = []
+    for a, b in strips:
+        band = cv2.dilate(lines[a:b], np.ones((2 * pad + 1, 1), np.uint8))
+        cut.append(cv2.bitwise_and(ink[a:b], cv2.bitwise_not(band)))  # the letters, without the lines
     reach = pad + 2
     column = np.ones((reach + 1, 1), np.uint8)
-    above = cv2.dilate(letters, column, anchor=(0, reach)) > 0  # letter ink within ``reach`` rows above
-    below = cv2.dilate(letters, column, anchor=(0, 0)) > 0
-    ys, xs = np.nonzero((lines > 0) & (above | below))
-    touched = np.bincount(np.unique(labels[ys, xs].astype(np.int64) * grey.shape[1] + xs) // grey.shape[1],
+    pairs = []
+    for (a, b), letters in zip(strips, cut):
+        above = cv2.dilate(letters, column, anchor=(0, reach)) > 0  # letter ink within ``reach`` rows above
+        below = cv2.dilate(letters, column, anchor=(0, 0)) > 0
+        ys, xs = np.nonzero((lines[a:b] > 0) & (above | below))
+        pairs.append(labels[a:b][ys, xs].astype(np.int64) * grey.shape[1] + xs)
+    touched = np.bincount(np.unique(np.concatenate(pairs)) // grey.shape[1],
                           minlength=count)  # columns of each line that a letter touches
     streak = thin & (touched >= STREAK_TOUCH * stats[:, cv2.CC_STAT_WIDTH])
-    streak[0] = False
     if not streak.any():
         return None
     # the same scan row past the text's end, or beyond a gap: the rest of that streak
@@ -118,14 +128,26 @@ def text_streaks(grey: np.ndarray, letter_px: float) -> np.ndarray | None:
     for i in np.flatnonzero(streak):
         struck[tops[i]:tops[i] + heights[i] + 2] = True  # a row of slack each side (index + 1)
     streak |= thin & struck[tops + 1] & struck[tops + heights]
-    streak[0] = False
-    grown = cv2.dilate(streak[labels].view(np.uint8), np.ones((2 * pad + 1, 1), np.uint8)) > 0
-    # a pixel has band rows above and below it; ink beyond them on both sides is a stroke's
-    far = int(heights[streak].max()) + 2 * pad + 2
+    mask = np.zeros(grey.shape, bool)
     column = np.ones((far + 1, 1), np.uint8)
-    up = cv2.dilate(letters, column, anchor=(0, far)) > 0
-    down = cv2.dilate(letters, column, anchor=(0, 0)) > 0
-    return grown & ~(up & down)
+    for (a, b), letters in zip(strips, cut):
+        grown = cv2.dilate(streak[labels[a:b]].view(np.uint8), np.ones((2 * pad + 1, 1), np.uint8)) > 0
+        up = cv2.dilate(letters, column, anchor=(0, far)) > 0
+        down = cv2.dilate(letters, column, anchor=(0, 0)) > 0
+        mask[a:b] = grown & ~(up & down)  # a pixel with letter ink beyond the band on both sides: a stroke's
+    return mask
+
+
+def _row_strips(tops: np.ndarray, heights: np.ndarray, margin: int, rows: int) -> list[tuple[int, int]]:
+    """Row ranges [a, b) covering each line of ``tops``/``heights`` with ``margin`` rows either
+    side, overlapping ones merged."""
+    covered = np.zeros(rows + 1, np.int32)
+    for top, height in zip(tops, heights):
+        covered[max(0, top - margin)] += 1
+        covered[min(rows, top + height + margin)] -= 1
+    inside = np.concatenate(([False], np.cumsum(covered[:rows]) > 0, [False]))
+    edges = np.flatnonzero(np.diff(inside.astype(np.int8)))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
 
 
 def remove_streaks(grey: np.ndarray, letter_px: float) -> np.ndarray:
