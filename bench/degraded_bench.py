@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """CER per fault on generated degraded pages (tests/degraded.py): digitize's OCR stage against
-bare `tesseract` on the same 300 dpi image, with OCR passes and seconds per page.
+bare `tesseract` on the same image (300 dpi; a fax 204), with OCR passes and seconds per page.
 
 On demand only. digitize is measured in-process (convert.recognise: preparation + OCR of an
 upright page, the stage issue 13's "Degraded text" is about), so a page costs seconds, not a
@@ -10,6 +10,7 @@ noisy on a shared machine: compare the ratio digitize/bare of one run, not absol
 
     PYTHONPATH=. .venv/bin/python bench/degraded_bench.py --seeds 100-103      # held-out set
     PYTHONPATH=. .venv/bin/python bench/degraded_bench.py --seeds 1-3 --faults typewriter --variants
+    PYTHONPATH=. .venv/bin/python bench/degraded_bench.py --seeds 100-103 --faults fax --cached-bare --without-streaks
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 import degraded  # noqa: E402
-from digitize import convert, imaging, ocr  # noqa: E402
+from digitize import convert, imaging, ocr, preparations  # noqa: E402
 from digitize.accuracy import cer  # noqa: E402
 from digitize.convert import ConvertOptions  # noqa: E402
 
@@ -115,7 +116,11 @@ def main() -> None:
     ap.add_argument("--lang", default="vie+eng")
     ap.add_argument("--variants", action="store_true", help="also bare Tesseract on our prepared OCR image")
     ap.add_argument("--cached-bare", action="store_true", help="reuse bare Tesseract's last texts (CER only)")
+    ap.add_argument("--without-streaks", action="store_true",
+                    help="digitize without the streak removal (preparations.remove_streaks): the 'before' column")
     args = ap.parse_args()
+    if args.without_streaks:
+        preparations.remove_streaks = lambda grey, letter_px: grey
     opts = ConvertOptions(language=args.lang)
     imaging.single_threaded()
     ocr.warm(args.lang)
