@@ -25,7 +25,7 @@ TYPEWRITER_FONTS = [FONTS / "freefont/FreeMono.ttf", FONTS / "liberation2/Libera
                     FONTS / "dejavu/DejaVuSansMono.ttf"]
 BOOK_FONTS = [FONTS / "freefont/FreeSerif.ttf", FONTS / "dejavu/DejaVuSerif.ttf",
               FONTS / "liberation2/LiberationMono-Regular.ttf"]
-FAULTS = ("typewriter", "seal", "table", "bleed", "fax")
+FAULTS = ("typewriter", "seal", "table", "bleed", "fax", "worn")
 
 # our own administrative prose (no line of it is in samples/)
 TEXT = [
@@ -106,10 +106,13 @@ def _paper(rng: np.random.Generator, shape, level: float = 245.0, grain: float =
     return np.clip(level + rng.normal(0, grain, shape[:2]), 0, 255).astype(np.float32)
 
 
-def typewriter_page(seed: int) -> DegradedPage:
+def typewriter_page(seed: int, jump: int = 3, filled: float = 0.0, spatter: int = 0,
+                    fault: str = "typewriter") -> DegradedPage:
     """Fixed pitch, every strike its own darkness, height and sideways jitter; ribbon breaks
     (worn stripes and dropouts inside strokes), half-struck letters (one half faint), filled-in
-    letters and ink blots, soft edges of a cloth ribbon, paper grain."""
+    letters and ink blots, soft edges of a cloth ribbon, paper grain. ``jump``: the most a
+    strike sits off its line, in pixels; ``filled``: the share of letters whose bowls (e, a, o)
+    fill in with ink; ``spatter``: ink specks thrown around the lines."""
     rng = np.random.default_rng(seed)
     font_path = str(TYPEWRITER_FONTS[seed % len(TYPEWRITER_FONTS)])
     px = int(rng.integers(46, 54))  # 11-13 pt at 300 dpi
@@ -125,11 +128,13 @@ def typewriter_page(seed: int) -> DegradedPage:
             glyph = Image.new("L", (int(pitch * 2), int(px * 2)), 0)
             ImageDraw.Draw(glyph).text((pitch // 2, px // 3), ch, font=font, fill=255)
             g = np.asarray(glyph).astype(np.float32) / 255 * rng.uniform(0.55, 1.0)
+            if filled and rng.random() < filled:  # a clogged type slug: its bowls print solid
+                g = cv2.morphologyEx(g, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9)))
             if rng.random() < 0.12:  # half-struck: the key hit at an angle
                 half = g.shape[0] // 2 if rng.random() < 0.5 else 0
                 g[half:half + g.shape[0] // 2] *= rng.uniform(0.25, 0.5)
             x0 = int(200 + i * pitch + rng.integers(-2, 3) - pitch // 2)
-            y0 = int(y + rng.integers(-3, 4) - px // 3)
+            y0 = int(y + rng.integers(-jump, jump + 1) - px // 3)
             h, w = g.shape
             region = ink[y0:y0 + h, x0:x0 + w]
             region[:] = np.maximum(region, g[:region.shape[0], :region.shape[1]])
@@ -141,8 +146,18 @@ def typewriter_page(seed: int) -> DegradedPage:
     ink[drop] *= 0.15
     ink = cv2.GaussianBlur(ink, (0, 0), 1.0)
     _blots(rng, ink, count=int(rng.integers(6, 15)))
+    if spatter:  # specks of ribbon ink, most of them in the gaps between lines
+        ys, xs = rng.integers(200, ink.shape[0] - 200, spatter), rng.integers(150, ink.shape[1] - 150, spatter)
+        for cy, cx in zip(ys, xs):
+            cv2.circle(ink, (int(cx), int(cy)), int(rng.integers(1, 4)), float(rng.uniform(0.5, 1.0)), -1)
     page = _paper(rng, ink.shape, grain=6.0) * (1 - 0.85 * np.clip(ink, 0, 1))
-    return DegradedPage("typewriter", seed, np.clip(page, 0, 255).astype(np.uint8), "\n".join(lines))
+    return DegradedPage(fault, seed, np.clip(page, 0, 255).astype(np.uint8), "\n".join(lines))
+
+
+def worn_typewriter_page(seed: int) -> DegradedPage:
+    """A worse machine than typewriter_page's: strikes up to 6 px off the line, a fifth of the
+    letters with their bowls filled in, ink spatter around the lines."""
+    return typewriter_page(seed, jump=6, filled=0.2, spatter=400, fault="worn")
 
 
 def _blots(rng: np.random.Generator, ink: np.ndarray, count: int) -> None:
@@ -308,7 +323,7 @@ def fax_page(seed: int) -> DegradedPage:
 
 
 GENERATORS = {"typewriter": typewriter_page, "seal": seal_page, "table": table_page, "bleed": bleed_page,
-              "fax": fax_page}
+              "fax": fax_page, "worn": worn_typewriter_page}
 
 
 def generate(fault: str, seed: int) -> DegradedPage:
