@@ -10,6 +10,7 @@ differ only by seed).
 from __future__ import annotations
 
 import math
+import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -106,13 +107,14 @@ def _paper(rng: np.random.Generator, shape, level: float = 245.0, grain: float =
     return np.clip(level + rng.normal(0, grain, shape[:2]), 0, 255).astype(np.float32)
 
 
-def typewriter_page(seed: int, jump: int = 3, filled: float = 0.0, spatter: int = 0,
+def typewriter_page(seed: int, jump: int = 3, filled: float = 0.0, spatter: int = 0, lift: int = 0,
                     fault: str = "typewriter") -> DegradedPage:
     """Fixed pitch, every strike its own darkness, height and sideways jitter; ribbon breaks
     (worn stripes and dropouts inside strokes), half-struck letters (one half faint), filled-in
     letters and ink blots, soft edges of a cloth ribbon, paper grain. ``jump``: the most a
     strike sits off its line, in pixels; ``filled``: the share of letters whose bowls (e, a, o)
-    fill in with ink; ``spatter``: ink specks thrown around the lines."""
+    fill in with ink; ``spatter``: ink specks thrown around the lines; ``lift``: tone marks
+    struck that many pixels above their letter (a dead key's mark, typed apart)."""
     rng = np.random.default_rng(seed)
     font_path = str(TYPEWRITER_FONTS[seed % len(TYPEWRITER_FONTS)])
     px = int(rng.integers(46, 54))  # 11-13 pt at 300 dpi
@@ -128,6 +130,8 @@ def typewriter_page(seed: int, jump: int = 3, filled: float = 0.0, spatter: int 
             glyph = Image.new("L", (int(pitch * 2), int(px * 2)), 0)
             ImageDraw.Draw(glyph).text((pitch // 2, px // 3), ch, font=font, fill=255)
             g = np.asarray(glyph).astype(np.float32) / 255 * rng.uniform(0.55, 1.0)
+            if lift and unicodedata.normalize("NFD", ch) != ch:
+                g = _lift_marks(g, ch, font, pitch, px, lift)
             if filled and rng.random() < filled:  # a clogged type slug: its bowls print solid
                 g = cv2.morphologyEx(g, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9)))
             if rng.random() < 0.12:  # half-struck: the key hit at an angle
@@ -154,10 +158,30 @@ def typewriter_page(seed: int, jump: int = 3, filled: float = 0.0, spatter: int 
     return DegradedPage(fault, seed, np.clip(page, 0, 255).astype(np.uint8), "\n".join(lines))
 
 
+def _lift_marks(g: np.ndarray, ch: str, font, pitch: float, px: int, lift: int) -> np.ndarray:
+    """``g``, the glyph of ``ch``, with the ink above its base letter moved up by ``lift``."""
+    base = unicodedata.normalize("NFD", ch)[0]
+    plain = Image.new("L", (g.shape[1], g.shape[0]), 0)
+    ImageDraw.Draw(plain).text((pitch // 2, px // 3), base, font=font, fill=255)
+    rows = np.flatnonzero(np.asarray(plain).max(axis=1) > 64)
+    if not len(rows) or rows[0] <= lift:
+        return g
+    top = int(rows[0]) - 1
+    out = g.copy()
+    out[:top] = 0
+    out[:top - lift] = np.maximum(out[:top - lift], g[lift:top])
+    return out
+
+
 def worn_typewriter_page(seed: int) -> DegradedPage:
     """A worse machine than typewriter_page's: strikes up to 6 px off the line, a fifth of the
     letters with their bowls filled in, ink spatter around the lines."""
     return typewriter_page(seed, jump=6, filled=0.2, spatter=400, fault="worn")
+
+
+def dead_key_typewriter_page(seed: int) -> DegradedPage:
+    """Tone marks typed apart with dead keys, sitting 8 px (300 dpi) above their letters."""
+    return typewriter_page(seed, lift=8, fault="deadkey")
 
 
 def _blots(rng: np.random.Generator, ink: np.ndarray, count: int) -> None:
@@ -323,7 +347,7 @@ def fax_page(seed: int) -> DegradedPage:
 
 
 GENERATORS = {"typewriter": typewriter_page, "seal": seal_page, "table": table_page, "bleed": bleed_page,
-              "fax": fax_page, "worn": worn_typewriter_page}
+              "fax": fax_page, "worn": worn_typewriter_page, "deadkey": dead_key_typewriter_page}
 
 
 def generate(fault: str, seed: int) -> DegradedPage:
