@@ -179,6 +179,21 @@ def worn_typewriter_page(seed: int) -> DegradedPage:
     return typewriter_page(seed, jump=6, filled=0.2, spatter=400, fault="worn")
 
 
+def fabric_typewriter_page(seed: int) -> DegradedPage:
+    """The typewriter page through a worn cloth ribbon, faint: the ink of every stroke mottled by
+    the fabric's weave, scanned at 250 dpi and stored as JPEG (q80). Its strokes fall apart into
+    fragments when thresholded, as a held-out typewriter page's did."""
+    page = typewriter_page(seed)
+    rng = np.random.default_rng(seed + 1000)
+    ink = np.clip((245 - page.pixels.astype(np.float32)) / 245, 0, 1)
+    weave = cv2.GaussianBlur(rng.random(ink.shape).astype(np.float32), (0, 0), 0.8)
+    weave = np.clip((weave - weave.mean()) / weave.std() * 0.6 + 0.7, 0, 1)
+    out = np.clip(245 - 245 * ink * weave * 0.7 + rng.normal(0, 6, ink.shape), 0, 255).astype(np.uint8)
+    out = cv2.resize(out, None, fx=250 / DPI, fy=250 / DPI, interpolation=cv2.INTER_AREA)
+    out = cv2.imdecode(cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, 80])[1], cv2.IMREAD_GRAYSCALE)
+    return DegradedPage("fabric", seed, out, page.truth, dpi=250.0)
+
+
 def dead_key_typewriter_page(seed: int) -> DegradedPage:
     """Tone marks typed apart with dead keys, sitting 8 px (300 dpi) above their letters."""
     return typewriter_page(seed, lift=8, fault="deadkey")
@@ -347,7 +362,8 @@ def fax_page(seed: int) -> DegradedPage:
 
 
 GENERATORS = {"typewriter": typewriter_page, "seal": seal_page, "table": table_page, "bleed": bleed_page,
-              "fax": fax_page, "worn": worn_typewriter_page, "deadkey": dead_key_typewriter_page}
+              "fax": fax_page, "worn": worn_typewriter_page, "deadkey": dead_key_typewriter_page,
+              "fabric": fabric_typewriter_page}
 
 
 def generate(fault: str, seed: int) -> DegradedPage:
