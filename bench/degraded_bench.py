@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """CER per fault on generated degraded pages (tests/degraded.py): digitize's OCR stage against
-bare `tesseract` on the same 300 dpi image, with OCR passes and seconds per page.
+bare `tesseract` on the same image (300 dpi; a fax 204), with OCR passes and seconds per page.
 
 On demand only. digitize is measured in-process (convert.recognise: preparation + OCR of an
 upright page, the stage issue 13's "Degraded text" is about), so a page costs seconds, not a
@@ -10,6 +10,7 @@ noisy on a shared machine: compare the ratio digitize/bare of one run, not absol
 
     PYTHONPATH=. .venv/bin/python bench/degraded_bench.py --seeds 100-103      # held-out set
     PYTHONPATH=. .venv/bin/python bench/degraded_bench.py --seeds 1-3 --faults typewriter --variants
+    PYTHONPATH=. .venv/bin/python bench/degraded_bench.py --seeds 100-103 --faults fax --cached-bare --without-streaks
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 import degraded  # noqa: E402
-from digitize import convert, imaging, ocr  # noqa: E402
+from digitize import convert, imaging, ocr, preparations  # noqa: E402
 from digitize.accuracy import cer  # noqa: E402
 from digitize.convert import ConvertOptions  # noqa: E402
 
@@ -44,12 +45,17 @@ def page_file(fault: str, seed: int) -> tuple[Path, str]:
     png, txt = folder / f"{fault}-{seed}.png", folder / f"{fault}-{seed}.txt"
     if not png.exists():
         page = degraded.generate(fault, seed)
-        Image.fromarray(page.pixels).save(png, dpi=(degraded.DPI, degraded.DPI))
+        Image.fromarray(page.pixels).save(png, dpi=(page.dpi, page.dpi))
         txt.write_text(page.truth, encoding="utf-8")
     return png, txt.read_text(encoding="utf-8")
 
 
-def bare(png: Path, language: str, image: np.ndarray | None = None, cached: bool = False) -> tuple[str, float]:
+def png_dpi(png: Path) -> float:
+    return float(round(Image.open(png).info.get("dpi", (degraded.DPI,))[0]))
+
+
+def bare(png: Path, language: str, image: np.ndarray | None = None, cached: bool = False,
+         dpi: float = degraded.DPI) -> tuple[str, float]:
     """`tesseract PNG - -l LANG` (text, seconds); with ``cached``, the last run's (its seconds
     were taken under another load: no good for the time ratio)."""
     out = png.with_suffix(f".{language}.bare.txt")
@@ -58,7 +64,7 @@ def bare(png: Path, language: str, image: np.ndarray | None = None, cached: bool
     src = png
     if image is not None:
         src = png.with_suffix(".variant.png")
-        Image.fromarray(image).save(src, dpi=(degraded.DPI, degraded.DPI))
+        Image.fromarray(image).save(src, dpi=(dpi, dpi))
     t = time.perf_counter()
     text = subprocess.run(["tesseract", str(src), "-", "-l", language], capture_output=True, text=True,
                           env={**os.environ, "OMP_THREAD_LIMIT": "1"}, check=True).stdout
@@ -87,10 +93,10 @@ class PassCounter:
         ocr._hocr = self._hocr
 
 
-def ours(pixels: np.ndarray, opts: ConvertOptions) -> tuple[str, float, int, str, float]:
+def ours(pixels: np.ndarray, opts: ConvertOptions, dpi: float) -> tuple[str, float, int, str, float]:
     with PassCounter() as counter:
         t = time.perf_counter()
-        result, preparation = convert.recognise(pixels, degraded.DPI, opts, "page")
+        result, preparation = convert.recognise(pixels, dpi, opts, "page")
         seconds = time.perf_counter() - t
     return result.text, seconds, counter.calls, preparation, result.confidence
 
@@ -110,7 +116,11 @@ def main() -> None:
     ap.add_argument("--lang", default="vie+eng")
     ap.add_argument("--variants", action="store_true", help="also bare Tesseract on our prepared OCR image")
     ap.add_argument("--cached-bare", action="store_true", help="reuse bare Tesseract's last texts (CER only)")
+    ap.add_argument("--without-streaks", action="store_true",
+                    help="digitize without the streak removal (preparations.remove_streaks): the 'before' column")
     args = ap.parse_args()
+    if args.without_streaks:
+        preparations.remove_streaks = lambda grey, letter_px: grey
     opts = ConvertOptions(language=args.lang)
     imaging.single_threaded()
     ocr.warm(args.lang)
@@ -121,14 +131,14 @@ def main() -> None:
     for fault in args.faults.split(","):
         for seed in seeds(args.seeds):
             png, truth = page_file(fault, seed)
-            pixels = np.asarray(Image.open(png))
+            pixels, dpi = np.asarray(Image.open(png)), png_dpi(png)
             b_text, b_s = bare(png, args.lang, cached=args.cached_bare)
-            o_text, o_s, passes, prep, conf = ours(pixels, opts)
+            o_text, o_s, passes, prep, conf = ours(pixels, opts, dpi)
             row = [fault, seed, cer(truth, o_text), cer(truth, b_text), passes, prep or "-", o_s, b_s]
             extra = ""
             if args.variants:
-                prepared, _ = imaging.prepare_for_ocr(pixels, degraded.DPI)
-                extra = f" {cer(truth, bare(png, args.lang, prepared)[0]):.4f} |"
+                prepared, factor = imaging.prepare_for_ocr(pixels, dpi)
+                extra = f" {cer(truth, bare(png, args.lang, prepared, dpi=dpi * factor)[0]):.4f} |"
             rows.append(row)
             print(f"| {fault} | {seed} | {row[2]:.4f} | {row[3]:.4f} | {passes} | {row[5]} {conf:.0f} | "
                   f"{o_s:.2f} | {b_s:.2f} |" + extra, flush=True)

@@ -10,6 +10,7 @@ differ only by seed).
 from __future__ import annotations
 
 import math
+import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -25,7 +26,7 @@ TYPEWRITER_FONTS = [FONTS / "freefont/FreeMono.ttf", FONTS / "liberation2/Libera
                     FONTS / "dejavu/DejaVuSansMono.ttf"]
 BOOK_FONTS = [FONTS / "freefont/FreeSerif.ttf", FONTS / "dejavu/DejaVuSerif.ttf",
               FONTS / "liberation2/LiberationMono-Regular.ttf"]
-FAULTS = ("typewriter", "seal", "table", "bleed")
+FAULTS = ("typewriter", "seal", "table", "bleed", "fax", "worn")
 
 # our own administrative prose (no line of it is in samples/)
 TEXT = [
@@ -89,6 +90,7 @@ class DegradedPage:
     seed: int
     pixels: np.ndarray  # uint8, grey (H, W) or RGB (H, W, 3)
     truth: str
+    dpi: float = DPI
 
 
 @lru_cache(maxsize=32)
@@ -105,10 +107,14 @@ def _paper(rng: np.random.Generator, shape, level: float = 245.0, grain: float =
     return np.clip(level + rng.normal(0, grain, shape[:2]), 0, 255).astype(np.float32)
 
 
-def typewriter_page(seed: int) -> DegradedPage:
+def typewriter_page(seed: int, jump: int = 3, filled: float = 0.0, spatter: int = 0, lift: int = 0,
+                    fault: str = "typewriter") -> DegradedPage:
     """Fixed pitch, every strike its own darkness, height and sideways jitter; ribbon breaks
     (worn stripes and dropouts inside strokes), half-struck letters (one half faint), filled-in
-    letters and ink blots, soft edges of a cloth ribbon, paper grain."""
+    letters and ink blots, soft edges of a cloth ribbon, paper grain. ``jump``: the most a
+    strike sits off its line, in pixels; ``filled``: the share of letters whose bowls (e, a, o)
+    fill in with ink; ``spatter``: ink specks thrown around the lines; ``lift``: tone marks
+    struck that many pixels above their letter (a dead key's mark, typed apart)."""
     rng = np.random.default_rng(seed)
     font_path = str(TYPEWRITER_FONTS[seed % len(TYPEWRITER_FONTS)])
     px = int(rng.integers(46, 54))  # 11-13 pt at 300 dpi
@@ -124,11 +130,15 @@ def typewriter_page(seed: int) -> DegradedPage:
             glyph = Image.new("L", (int(pitch * 2), int(px * 2)), 0)
             ImageDraw.Draw(glyph).text((pitch // 2, px // 3), ch, font=font, fill=255)
             g = np.asarray(glyph).astype(np.float32) / 255 * rng.uniform(0.55, 1.0)
+            if lift and unicodedata.normalize("NFD", ch) != ch:
+                g = _lift_marks(g, ch, font, pitch, px, lift)
+            if filled and rng.random() < filled:  # a clogged type slug: its bowls print solid
+                g = cv2.morphologyEx(g, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (9, 9)))
             if rng.random() < 0.12:  # half-struck: the key hit at an angle
                 half = g.shape[0] // 2 if rng.random() < 0.5 else 0
                 g[half:half + g.shape[0] // 2] *= rng.uniform(0.25, 0.5)
             x0 = int(200 + i * pitch + rng.integers(-2, 3) - pitch // 2)
-            y0 = int(y + rng.integers(-3, 4) - px // 3)
+            y0 = int(y + rng.integers(-jump, jump + 1) - px // 3)
             h, w = g.shape
             region = ink[y0:y0 + h, x0:x0 + w]
             region[:] = np.maximum(region, g[:region.shape[0], :region.shape[1]])
@@ -140,8 +150,53 @@ def typewriter_page(seed: int) -> DegradedPage:
     ink[drop] *= 0.15
     ink = cv2.GaussianBlur(ink, (0, 0), 1.0)
     _blots(rng, ink, count=int(rng.integers(6, 15)))
+    if spatter:  # specks of ribbon ink, most of them in the gaps between lines
+        ys, xs = rng.integers(200, ink.shape[0] - 200, spatter), rng.integers(150, ink.shape[1] - 150, spatter)
+        for cy, cx in zip(ys, xs):
+            cv2.circle(ink, (int(cx), int(cy)), int(rng.integers(1, 4)), float(rng.uniform(0.5, 1.0)), -1)
     page = _paper(rng, ink.shape, grain=6.0) * (1 - 0.85 * np.clip(ink, 0, 1))
-    return DegradedPage("typewriter", seed, np.clip(page, 0, 255).astype(np.uint8), "\n".join(lines))
+    return DegradedPage(fault, seed, np.clip(page, 0, 255).astype(np.uint8), "\n".join(lines))
+
+
+def _lift_marks(g: np.ndarray, ch: str, font, pitch: float, px: int, lift: int) -> np.ndarray:
+    """``g``, the glyph of ``ch``, with the ink above its base letter moved up by ``lift``."""
+    base = unicodedata.normalize("NFD", ch)[0]
+    plain = Image.new("L", (g.shape[1], g.shape[0]), 0)
+    ImageDraw.Draw(plain).text((pitch // 2, px // 3), base, font=font, fill=255)
+    rows = np.flatnonzero(np.asarray(plain).max(axis=1) > 64)
+    if not len(rows) or rows[0] <= lift:
+        return g
+    top = int(rows[0]) - 1
+    out = g.copy()
+    out[:top] = 0
+    out[:top - lift] = np.maximum(out[:top - lift], g[lift:top])
+    return out
+
+
+def worn_typewriter_page(seed: int) -> DegradedPage:
+    """A worse machine than typewriter_page's: strikes up to 6 px off the line, a fifth of the
+    letters with their bowls filled in, ink spatter around the lines."""
+    return typewriter_page(seed, jump=6, filled=0.2, spatter=400, fault="worn")
+
+
+def fabric_typewriter_page(seed: int) -> DegradedPage:
+    """The typewriter page through a worn cloth ribbon, faint: the ink of every stroke mottled by
+    the fabric's weave, scanned at 250 dpi and stored as JPEG (q80). Its strokes fall apart into
+    fragments when thresholded, as a held-out typewriter page's did."""
+    page = typewriter_page(seed)
+    rng = np.random.default_rng(seed + 1000)
+    ink = np.clip((245 - page.pixels.astype(np.float32)) / 245, 0, 1)
+    weave = cv2.GaussianBlur(rng.random(ink.shape).astype(np.float32), (0, 0), 0.8)
+    weave = np.clip((weave - weave.mean()) / weave.std() * 0.6 + 0.7, 0, 1)
+    out = np.clip(245 - 245 * ink * weave * 0.7 + rng.normal(0, 6, ink.shape), 0, 255).astype(np.uint8)
+    out = cv2.resize(out, None, fx=250 / DPI, fy=250 / DPI, interpolation=cv2.INTER_AREA)
+    out = cv2.imdecode(cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, 80])[1], cv2.IMREAD_GRAYSCALE)
+    return DegradedPage("fabric", seed, out, page.truth, dpi=250.0)
+
+
+def dead_key_typewriter_page(seed: int) -> DegradedPage:
+    """Tone marks typed apart with dead keys, sitting 8 px (300 dpi) above their letters."""
+    return typewriter_page(seed, lift=8, fault="deadkey")
 
 
 def _blots(rng: np.random.Generator, ink: np.ndarray, count: int) -> None:
@@ -264,7 +319,51 @@ def bleed_page(seed: int) -> DegradedPage:
     return DegradedPage("bleed", seed, np.clip(out, 0, 255).astype(np.uint8), "\n".join(lines))
 
 
-GENERATORS = {"typewriter": typewriter_page, "seal": seal_page, "table": table_page, "bleed": bleed_page}
+FAX_DPI = (204, 196)  # fine mode
+FAX_FONTS = [FONTS / "dejavu/DejaVuSerif.ttf", FONTS / "liberation2/LiberationSerif-Regular.ttf",
+             FONTS / "freefont/FreeSans.ttf"]
+
+
+def fax_page(seed: int) -> DegradedPage:
+    """A fine-mode fax (204 x 196 dpi, 1 bit) of thin print: a sender's header line, body text
+    drawn at 4x and thresholded light (thin strokes), sampled to the fax grid, speckle, and
+    scan-head streaks: single scan rows gone black across the page, some through the text, some
+    between its lines. Returned as the reader makes it: square 204 dpi pixels, 0/255 (``dpi``)."""
+    from digitize.sources import _square_pixels  # the reader's own fine-mode handling
+
+    rng = np.random.default_rng(seed)
+    xdpi, ydpi = FAX_DPI
+    up = 4
+    width, height = int(8.27 * xdpi) * up, int(11.69 * xdpi) * up  # drawn square, sampled to the fax grid
+    font_path = str(FAX_FONTS[seed % len(FAX_FONTS)])
+    px = int(rng.integers(10, 13) / 72 * ydpi * up)  # 10-12 pt
+    img = Image.new("L", (width, height), 0)
+    d = ImageDraw.Draw(img)
+    header = (f"{int(rng.integers(1, 29)):02d}/{int(rng.integers(1, 13)):02d}/19{int(rng.integers(85, 100))} "
+              f"{int(rng.integers(7, 18)):02d}:{int(rng.integers(0, 60)):02d} FROM: UBND XA "
+              f"{int(rng.integers(10, 99))} TO: 0{int(rng.integers(200000000, 999999999))} P.0{seed % 9 + 1}")
+    d.text((40 * up, 30 * up), header, font=_font(str(FONTS / "dejavu/DejaVuSansMono.ttf"), int(0.6 * px)), fill=255)
+    lines = _lines(rng, int(rng.integers(16, 21)))
+    ys = _body(rng, d, lines, _font(font_path, px), px, top=160 * up, left=150 * up, leading=1.6, fill=255)
+    ink = cv2.GaussianBlur(np.asarray(img).astype(np.float32), (0, 0), up * 0.6)
+    ink = ink > rng.uniform(150, 190)  # thin print: a light threshold
+    grid = (width // up, round(11.69 * ydpi))
+    fax = cv2.resize(ink.astype(np.uint8) * 255, grid, interpolation=cv2.INTER_AREA) >= 128
+    fax ^= rng.random(fax.shape) < 0.0015  # speckle, both ways
+    to_grid = ydpi / xdpi / up
+    rows = [int((y + rng.uniform(0.3, 0.75) * px) * to_grid) for y in rng.choice(ys, 3, replace=False)]
+    rows += [int((y - 0.3 * px) * to_grid) for y in rng.choice(ys, 2, replace=False)]  # between lines
+    for r in rows:  # a scan row gone black from near the left edge on, with a few dropouts
+        start = int(rng.integers(0, 30))
+        fax[r, start:] |= rng.random(fax.shape[1] - start) > 0.02
+    square, _ = _square_pixels(Image.fromarray(~fax), xdpi, ydpi)
+    pixels = np.asarray(square).astype(np.uint8) * 255
+    return DegradedPage("fax", seed, pixels, "\n".join([header] + lines), dpi=float(xdpi))
+
+
+GENERATORS = {"typewriter": typewriter_page, "seal": seal_page, "table": table_page, "bleed": bleed_page,
+              "fax": fax_page, "worn": worn_typewriter_page, "deadkey": dead_key_typewriter_page,
+              "fabric": fabric_typewriter_page}
 
 
 def generate(fault: str, seed: int) -> DegradedPage:

@@ -46,3 +46,14 @@ def test_a_ruled_table_is_read_without_its_rulings(converted):
     assert "rulings-removed" in page.ocr_preparation.split(",")
     assert "|" not in page.text
     assert cer(truth, page.text) < 0.03, page.text
+
+
+def test_a_fine_fax_with_streaks_through_its_lines_is_read_without_them(tmp_path):
+    """Scan-head streaks through the text (one scan row gone black) cost whole lines before
+    they were removed (generated faxes: CER 0.12-0.22 -> 0.02-0.14)."""
+    page = generate("fax", SEED)
+    src = tmp_path / "fax.tif"
+    Image.fromarray(page.pixels > 127).save(src, compression="group4", dpi=(page.dpi, page.dpi))
+    report = convert_file(src, tmp_path / "fax.pdf", ConvertOptions(jobs=1, validate=False))
+    assert "streaks-removed" in report.pages[0].ocr_preparation.split(",")
+    assert cer(page.truth, report.pages[0].text) < 0.1, report.pages[0].text

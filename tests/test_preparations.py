@@ -125,3 +125,52 @@ def test_first_reading_uncurls_only_curled_pages():
     assert "lines-uncurled" not in preparations.first_reading(page, page)[1]
     curled = _curled(page, 18)
     assert "lines-uncurled" in preparations.first_reading(curled, curled)[1]
+
+
+def _struck(page: np.ndarray, rows: list[int], thick: int = 2) -> np.ndarray:
+    """``page`` with rows gone black across it, as a fax's or scanner's streaks."""
+    out = page.copy()
+    for r in rows:
+        out[r:r + thick, 5:] = 0
+    return out
+
+
+def _text_rows(page: np.ndarray) -> list[tuple[int, int]]:
+    ink = cv2.dilate(((page < 128).sum(axis=1) > 0).astype(np.uint8).reshape(-1, 1), np.ones((7, 1), np.uint8)).ravel()
+    edges = np.flatnonzero(np.diff(ink.astype(np.int8)))  # a line with its marks, 3 rows of slack each side
+    return [(int(a) + 4, int(b) - 2) for a, b in zip(edges[::2], edges[1::2])]
+
+
+def test_text_streaks_are_found_through_letters_and_the_strokes_they_cross_stay():
+    page = render_text_page(size=(1240, 600), font_px=20)
+    (top, bottom), (top2, bottom2) = _text_rows(page)[:2]
+    middle, gap = (top + bottom) // 2, (bottom + top2) // 2
+    struck = _struck(page, [middle])
+    mask = preparations.text_streaks(struck, 20.0)
+    assert mask is not None
+    blank = page[middle, 5:] > 200  # the streak where no letter was
+    assert mask[middle, 5:][blank].mean() > 0.85  # (inside a bowl it looks like a stroke and stays)
+    crossing = (page[middle - 4, :] < 128) & (page[middle + 5, :] < 128) & (page[middle, :] < 128)
+    assert crossing.any() and not mask[middle, crossing].any()  # a letter's stem through the streak stays
+    assert preparations.text_streaks(_struck(page, [gap]), 20.0) is None  # between the lines: a ruling's place
+    assert preparations.text_streaks(page, 20.0) is None
+
+
+def test_remove_streaks_keeps_a_tables_rulings_and_clears_a_struck_line():
+    table = table_page(size=(1240, 900), rows=5, cols=3, font_px=20)
+    assert preparations.remove_streaks(table, 20.0) is table  # rulings clear of the letters: kept
+    page = render_text_page(size=(1240, 600), font_px=20)
+    top, bottom = _text_rows(page)[0]
+    middle = (top + bottom) // 2
+    out = preparations.remove_streaks(_struck(page, [middle]), 20.0)
+    assert (out[middle, 5:] < 128).mean() < 2 * (page[middle, 5:] < 128).mean()  # the letters and their bowls, not the streak
+    assert (out < 128).sum() > 0.9 * (page < 128).sum()  # and the letters themselves
+
+
+def test_first_reading_removes_streaks_from_a_struck_fax():
+    page = np.where(render_text_page(size=(1240, 600), font_px=20) < 128, 0, 255).astype(np.uint8)
+    top, bottom = _text_rows(page)[1]
+    fax = _struck(page, [(top + bottom) // 2], thick=1)  # one scan row
+    prepared, _ = imaging.prepare_for_ocr(fax, 204)  # bilevel, small print: enlarged and smoothed
+    _, done = preparations.first_reading(prepared, fax)
+    assert "streaks-removed" in done
