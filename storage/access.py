@@ -598,7 +598,7 @@ class Gate:
         p = self.principal
         scope = None if p.all_agencies else tuple(sorted(set(p.agencies)))
         return SEARCH_CACHE.page(self.index, (scope, query, tuple(vars(filters).values()), limit, offset), lambda: self.index.search_page(
-            text, lambda row: p.covers(row.case_id) and filters.accept(row), limit, offset))
+            text, lambda row: p.covers(row.case_id) and filters.accept(row), limit, offset, scope))
 
     # -- writing ---------------------------------------------------------------------------------
     def upsert_case(self, case_id: str, fields: dict) -> tuple[bool, CaseRecord]:
