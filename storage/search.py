@@ -19,7 +19,7 @@ from digitize.text import nfc, search_key, squash_whitespace
 _WORD = re.compile(r"\w+")
 SNIPPET_CHARS = 160
 MARK = ("[", "]")
-FOLD_HEAD = 1024  # characters of a text folded first for its snippet (then 4x as many, until the window fits)
+FOLD_HEAD = 256  # characters of a text folded first for its snippet (then 4x as many, until the window fits)
 _SPACE = re.compile(r"\s")
 
 
