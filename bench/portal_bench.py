@@ -26,6 +26,8 @@ sends searches that are all distinct (random word pairs and triples), so none is
 a search the server has not seen. ``--base DIR`` serves another code tree (e.g. a worktree of main) on
 the same data set in the same run, so the two are compared side by side, whatever the machine's load.
 
+``--distinct-search`` makes the closed-loop and think-time searches distinct too.
+
 ``--cpu-only`` measures the first table alone (a minute per backend once the data set is cached): the number
 to compare between versions of the code, since it hardly depends on how busy the machine is.
 
@@ -188,16 +190,17 @@ def loadgen_binary() -> Path:
     return target
 
 
-def plan(docs: int, files: int, count: int, only: str | None = None, seed: int = 5) -> str:
-    """``count`` requests, one "KIND<TAB>PATH" a line: search 50 %, case view 30 %, PDF/A download 20 %."""
+def plan(docs: int, files: int, count: int, only: str | None = None, seed: int = 5, distinct: bool = False) -> str:
+    """``count`` requests, one "KIND<TAB>PATH" a line: search 50 %, case view 30 %, PDF/A download 20 %;
+    ``distinct``: every search a query of its own (random word pairs and triples), never a cache hit."""
     rng = random.Random(seed)
-    distinct = only == "search-miss"
+    distinct = distinct or only == "search-miss"
     in_scope = [case_id(i) for i in range(min(docs, 20_000)) if case_id(i).startswith(AGENCY)]
     lines = []
     for _ in range(count):
         roll = rng.random()
         kind = only or ("search" if roll < 0.5 else "case" if roll < 0.8 else "pdfa")
-        if distinct:
+        if distinct and kind.startswith("search"):
             path = "/search?q=" + quote(" ".join(rng.sample(WORDS, rng.randint(2, 3))))
         elif kind == "search":
             path = "/search?q=" + quote(rng.choice(QUERY_SEEDS))
@@ -265,7 +268,7 @@ def run_backend(label: str, settings: Settings, args, db: int | None = None,
             db_ms = f"{1000 * r.db_cpu / done:.1f}" if db else "(in process)"
             cpu_rows.append(f"| {label} | {kind} | {done} | {1000 * r.server_cpu / done:.1f} | {db_ms} | "
                             f"{percentile(stats['latency_ms'], 50):.1f} | {errors(stats)} |")
-        lines = plan(args.docs, args.files, args.requests)
+        lines = plan(args.docs, args.files, args.requests, distinct=args.distinct_search)
         models = [] if args.cpu_only else [("closed loop", 0.0, args.requests, args.seconds)]
         if args.think_ms > 0 and not args.cpu_only:
             models.append((f"think {args.think_ms / 1000:g} s", args.think_ms, args.requests, args.think_seconds))
@@ -306,6 +309,8 @@ def main() -> None:
     parser.add_argument("--skip-sqlite", action="store_true")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the cached data sets")
     parser.add_argument("--cpu-only", action="store_true", help="only the server CPU per request type table")
+    parser.add_argument("--distinct-search", action="store_true",
+                        help="closed-loop and think-time searches all distinct (no search cache hits)")
     parser.add_argument("--base", type=Path, help="another code tree to serve too, side by side (e.g. main)")
     args = parser.parse_args()
     loadgen_binary()
