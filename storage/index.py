@@ -33,7 +33,10 @@ RANK_CAP = 1000  # above this many matching entries, results come newest first i
 # writes that cannot change a search's answer (the access log, accounts, signatures); any other write
 # bumps the search generation (see Index.search_generation), so a cached result never outlives the data
 _NO_SEARCH_EFFECT = frozenset({"events", "users", "api_tokens", "signatures"})
-_WRITE = re.compile(r"\s*(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+(\w+)", re.IGNORECASE)
+_WRITE = re.compile(r"\s*(?:INSERT|REPLACE|UPDATE|DELETE|WITH)\b", re.IGNORECASE)
+# its table, when plainly named; a write whose table this does not find (a CTE, say) counts as a change
+_WRITE_TABLE = re.compile(r"\s*(?:(?:INSERT|REPLACE)(?:\s+OR\s+\w+)?\s+INTO|UPDATE(?:\s+OR\s+\w+)?|DELETE\s+FROM)"
+                          r"\s+(\w+)", re.IGNORECASE)
 _UNMATCHED = "(d.case_id IS NULL OR NOT EXISTS (SELECT 1 FROM cases c WHERE c.case_id = d.case_id))"
 
 
@@ -141,7 +144,8 @@ class Index(AccountQueries, ABC):
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         try:
             result = self._cursor_execute(sql, params)
-            if (write := _WRITE.match(sql)) and write.group(1).lower() not in _NO_SEARCH_EFFECT:
+            if _WRITE.match(sql) and not ((table := _WRITE_TABLE.match(sql))
+                                          and table.group(1).lower() in _NO_SEARCH_EFFECT):
                 self._search_changed = True
                 if not self._depth:  # autocommit: it is committed now
                     self._search_changed = False

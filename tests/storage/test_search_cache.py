@@ -90,3 +90,22 @@ def test_a_query_without_words_is_refused_before_the_cache(sqlite_archive):
     archive, _ = sqlite_archive
     with pytest.raises(access.BadArgsError):
         archive.gate(OFFICER_A).search("  ?! ")
+
+
+def test_the_generation_moves_on_writes_that_can_change_answers_only(sqlite_archive):
+    archive, other = sqlite_archive
+    index = archive.index
+    before = index.search_generation()
+    assert before is not None and other.index.search_generation() == before
+    index.add_events([Event("retrieved", "success", "user:an", "test", case_id=CASE_A, time=access.now_iso())])
+    access.create_token(index, "onestop", "officer", ["000.00.31.H56"])
+    assert index.search_generation() == before
+    with index.transaction():
+        index.upsert_case(CaseRecord(CASE_A))
+        assert index.search_generation() == before  # not before the COMMIT: a reader would cache old rows
+    after = index.search_generation()
+    assert after != before and other.index.search_generation() == after
+    with pytest.raises(RuntimeError), index.transaction():  # rolled back: nothing changed
+        index.upsert_case(CaseRecord(CASE_B))
+        raise RuntimeError
+    assert index.search_generation() == after
