@@ -175,17 +175,20 @@ class AccountQueries:
         ids = [c[0] for c in candidates]
         for r in self._tuples_in(
                 "SELECT e.entry_id, coalesce(e.case_id, d.case_id), e.doc_id, d.sequence, d.title, e.page, "
-                "c.agency, coalesce(c.procedure_code, d.procedure_code), c.received_date, c.status "
+                "c.agency, coalesce(c.procedure_code, d.procedure_code), c.received_date, c.status, "
+                "e.doc_id IS NOT NULL AND EXISTS (SELECT 1 FROM case_links l WHERE l.doc_id = e.doc_id) "
                 "FROM search_entries e LEFT JOIN documents d ON d.doc_id = e.doc_id "
                 "LEFT JOIN cases c ON c.case_id = coalesce(e.case_id, d.case_id) WHERE e.entry_id IN ({})" + where,
                 ids, extra):
             found[r[0]] = r
-        places = self._shared_places(sorted({r[2] for r in found.values() if r[2] is not None}))
+        # only documents filed in further dossiers (rare) cost the second query
+        shared = sorted({r[2] for r in found.values() if r[10]})
+        places = self._shared_places(shared) if shared else {}
         rows = []
         for i in ids:
             if (r := found.get(i)) is None:
                 continue
-            entry_id, case_id, doc_id, sequence, title, page, agency, procedure, received, status = r
+            entry_id, case_id, doc_id, sequence, title, page, agency, procedure, received, status, _ = r
             rows.append(HitRow(entry_id, exact[i], case_id, doc_id, sequence, title or "", page, "", agency,
                                procedure, received, status))
             for p in places.get(doc_id, ()) if doc_id is not None else ():
