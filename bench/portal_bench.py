@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/portal_bench.py [--docs 100000] [--clients 50] [--requests 5000] [--think-ms 2000]
                                            [--skip-postgres | --skip-sqlite] [--rebuild] [--cpu-only]
+                                           [--base /path/to/other/tree]
 
 For each index backend (SQLite, and PostgreSQL started from tests/servers.py) it serves a data dir with
 ``--docs`` synthetic documents in the index (bench/storage_bench.py's generator) and ``--files`` stored
@@ -18,6 +19,14 @@ search (50 %), case view (30 %) and PDF/A download (20 %). Measured, per backend
 * **think time**: the same clients, each pausing a random (exponential) ``--think-ms`` between requests,
   as officers at a counter click every few seconds;
 * the load generator's own CPU time, beside the server's.
+
+Searches repeat the storage bench's 23 query seeds, as desks repeat common words: after the first
+round they are answered from the search cache (storage/access.py). The CPU table's ``search-miss`` row
+sends searches that are all distinct (random word pairs and triples), so none is a cache hit: the cost of
+a search the server has not seen. ``--base DIR`` serves another code tree (e.g. a worktree of main) on
+the same data set in the same run, so the two are compared side by side, whatever the machine's load.
+
+``--distinct-search`` makes the closed-loop and think-time searches distinct too.
 
 ``--cpu-only`` measures the first table alone (a minute per backend once the data set is cached): the number
 to compare between versions of the code, since it hardly depends on how busy the machine is.
@@ -52,12 +61,13 @@ import psutil  # noqa: E402
 from digitize.config import Settings  # noqa: E402
 from storage import access  # noqa: E402
 from storage.archive import Archive  # noqa: E402
-from storage_bench import QUERY_SEEDS, case_id, fake_document, fill_index, percentile  # noqa: E402
+from storage_bench import QUERY_SEEDS, WORDS, case_id, fake_document, fill_index, percentile  # noqa: E402
 from tests.servers import start_postgres  # noqa: E402
 
 AGENCY = "000.00.31.H56"
 FILE_CASE = f"{AGENCY}-241015-9999"
 KINDS = ("search", "case", "pdfa")
+CPU_KINDS = (*KINDS, "search-miss")  # search-miss: every query distinct, never a cache hit
 DATA_VERSION = 1  # bump when what prepare() stores changes
 BENCH_CACHE = Path(os.environ.get("DIGITIZE_BENCH_CACHE", Path.home() / ".cache" / "digitize-bench"))
 TOOL_CACHE = Path(os.environ.get("DIGITIZE_CACHE", Path.home() / ".cache" / "digitize")) / "bin"
@@ -129,12 +139,12 @@ def working_copy(backend: str, cached: Path, work: Path, pg=None) -> Settings:
 
 
 # -- server and load generator --------------------------------------------------------------------
-def serve(settings: Settings, port: int, log: Path) -> subprocess.Popen:
+def serve(settings: Settings, port: int, log: Path, code: Path = ROOT) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DIGITIZE_")}
-    env.update(DIGITIZE_DATA_DIR=settings.data_dir, DIGITIZE_INDEX_DSN=settings.index_dsn, PYTHONPATH=str(ROOT))
+    env.update(DIGITIZE_DATA_DIR=settings.data_dir, DIGITIZE_INDEX_DSN=settings.index_dsn, PYTHONPATH=str(code))
     with open(log, "w") as out:
         process = subprocess.Popen([sys.executable, "-m", "digitize", "serve", "--port", str(port)], env=env,
-                                   stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+                                   stdout=out, stderr=subprocess.STDOUT, cwd=code)
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -180,15 +190,19 @@ def loadgen_binary() -> Path:
     return target
 
 
-def plan(docs: int, files: int, count: int, only: str | None = None, seed: int = 5) -> str:
-    """``count`` requests, one "KIND<TAB>PATH" a line: search 50 %, case view 30 %, PDF/A download 20 %."""
+def plan(docs: int, files: int, count: int, only: str | None = None, seed: int = 5, distinct: bool = False) -> str:
+    """``count`` requests, one "KIND<TAB>PATH" a line: search 50 %, case view 30 %, PDF/A download 20 %;
+    ``distinct``: every search a query of its own (random word pairs and triples), never a cache hit."""
     rng = random.Random(seed)
+    distinct = distinct or only == "search-miss"
     in_scope = [case_id(i) for i in range(min(docs, 20_000)) if case_id(i).startswith(AGENCY)]
     lines = []
     for _ in range(count):
         roll = rng.random()
         kind = only or ("search" if roll < 0.5 else "case" if roll < 0.8 else "pdfa")
-        if kind == "search":
+        if distinct and kind.startswith("search"):
+            path = "/search?q=" + quote(" ".join(rng.sample(WORDS, rng.randint(2, 3))))
+        elif kind == "search":
             path = "/search?q=" + quote(rng.choice(QUERY_SEEDS))
         elif kind == "case":
             path = "/cases/" + rng.choice(in_scope)
@@ -236,16 +250,17 @@ def postmaster_pid(pg) -> int | None:
         return None
 
 
-def run_backend(label: str, settings: Settings, args, db: int | None = None) -> tuple[list[str], list[str]]:
+def run_backend(label: str, settings: Settings, args, db: int | None = None,
+                code: Path = ROOT) -> tuple[list[str], list[str]]:
     with Archive.open(settings) as archive:
         token = access.create_token(archive.index, f"bench{random.randint(0, 10**6)}", "officer", [AGENCY])
     port = 18000 + random.randint(0, 999)
     log = Path(settings.data_dir).parent / "serve.log"
-    process = serve(settings, port, log)
+    process = serve(settings, port, log, code)
     cpu_rows, load_rows = [], []
     try:
         drive(process, port, token, plan(args.docs, args.files, 300, seed=1), 4, 300, 60)  # warm up
-        for kind in KINDS:
+        for kind in CPU_KINDS:
             n = args.cpu_requests
             r = drive(process, port, token, plan(args.docs, args.files, n, kind, seed=2), 2, n, 120, db=db)
             stats = r.kinds[kind]
@@ -253,7 +268,7 @@ def run_backend(label: str, settings: Settings, args, db: int | None = None) -> 
             db_ms = f"{1000 * r.db_cpu / done:.1f}" if db else "(in process)"
             cpu_rows.append(f"| {label} | {kind} | {done} | {1000 * r.server_cpu / done:.1f} | {db_ms} | "
                             f"{percentile(stats['latency_ms'], 50):.1f} | {errors(stats)} |")
-        lines = plan(args.docs, args.files, args.requests)
+        lines = plan(args.docs, args.files, args.requests, distinct=args.distinct_search)
         models = [] if args.cpu_only else [("closed loop", 0.0, args.requests, args.seconds)]
         if args.think_ms > 0 and not args.cpu_only:
             models.append((f"think {args.think_ms / 1000:g} s", args.think_ms, args.requests, args.think_seconds))
@@ -294,6 +309,9 @@ def main() -> None:
     parser.add_argument("--skip-sqlite", action="store_true")
     parser.add_argument("--rebuild", action="store_true", help="rebuild the cached data sets")
     parser.add_argument("--cpu-only", action="store_true", help="only the server CPU per request type table")
+    parser.add_argument("--distinct-search", action="store_true",
+                        help="closed-loop and think-time searches all distinct (no search cache hits)")
+    parser.add_argument("--base", type=Path, help="another code tree to serve too, side by side (e.g. main)")
     args = parser.parse_args()
     loadgen_binary()
     cpu_rows = ["| index | request | requests | server CPU ms / request | PostgreSQL CPU ms / request | "
@@ -306,9 +324,11 @@ def main() -> None:
         if not args.skip_sqlite:
             cached = cached_dataset("sqlite", args)
             (work / "sqlite").mkdir()
-            c, r = run_backend("SQLite", working_copy("sqlite", cached, work / "sqlite"), args)
-            cpu_rows += c
-            load_rows += r
+            settings = working_copy("sqlite", cached, work / "sqlite")
+            for label, code in ([("SQLite base", args.base.resolve())] if args.base else []) + [("SQLite", ROOT)]:
+                c, r = run_backend(label, settings, args, code=code)
+                cpu_rows += c
+                load_rows += r
         if not args.skip_postgres:
             server = start_postgres()
             try:

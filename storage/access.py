@@ -20,6 +20,8 @@ import hashlib
 import re
 import secrets
 import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -31,6 +33,7 @@ from digitize.identifiers import normalize_case_id, parse_agency_code
 from .index import now_iso
 from .index_accounts import HitRow, SearchPage, TokenRecord, UserRecord
 from .models import CaseRecord, DocumentRow, Event, SignatureRow
+from .search import parse_query
 
 if TYPE_CHECKING:
     from . import retrieval
@@ -230,6 +233,52 @@ class SearchFilters:
         if self.status and (row.status or "").casefold() != self.status.strip().casefold():
             return False
         return True
+
+
+class SearchCache:
+    """Recent search pages of this process, shared by its requests: most searches repeat (the same words
+    typed at many desks), and a page costs several queries and twenty snippets to build.
+
+    Keyed by the index, its search generation (storage/index.py: any committed write that may change an
+    answer, from any process, changes it), the principal's scope (role's reach and agencies), the
+    normalised query, the filters and the page: a stored, linked or removed document is never missed
+    and a hit is never shown outside the scope it was judged for. Bounded in entries; an entry also ages
+    out after ``max_age`` seconds, which bounds staleness should a generation bump ever fail. An index
+    that has no generation (PostgreSQL, an in-memory one) is not cached."""
+
+    def __init__(self, size: int = 512, max_age: float = 60.0):
+        self.size, self.max_age = size, max_age
+        self._pages: OrderedDict[tuple, tuple[float, SearchPage]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def page(self, index, key: tuple, build: Callable[[], SearchPage]) -> SearchPage:
+        generation = index.search_generation()
+        if generation is None:
+            return build()
+        key = (index.where, generation, *key)
+        now = time.monotonic()
+        with self._lock:
+            got = self._pages.get(key)
+            if got is not None and now - got[0] <= self.max_age:
+                self._pages.move_to_end(key)
+                self.hits += 1
+                return got[1]
+            self.misses += 1
+        page = build()  # outside the lock: searches of other threads go on meanwhile
+        with self._lock:
+            self._pages[key] = (now, page)
+            self._pages.move_to_end(key)
+            while len(self._pages) > self.size:
+                self._pages.popitem(last=False)
+        return page
+
+    def clear(self) -> None:
+        with self._lock:
+            self._pages.clear()
+
+
+SEARCH_CACHE = SearchCache()
 
 
 def agency_of(case_id: str) -> str | None:
@@ -545,8 +594,11 @@ class Gate:
     def search(self, text: str, filters: SearchFilters | None = None, limit: int = 20, offset: int = 0) -> SearchPage:
         self.require(Perm.read)
         filters = filters or SearchFilters()
-        return self.index.search_page(text, lambda row: self.principal.covers(row.case_id) and filters.accept(row),
-                                      limit, offset)
+        query = parse_query(text)  # a query with no words is refused before the cache is looked at
+        p = self.principal
+        scope = None if p.all_agencies else tuple(sorted(set(p.agencies)))
+        return SEARCH_CACHE.page(self.index, (scope, query, tuple(vars(filters).values()), limit, offset), lambda: self.index.search_page(
+            text, lambda row: p.covers(row.case_id) and filters.accept(row), limit, offset, scope))
 
     # -- writing ---------------------------------------------------------------------------------
     def upsert_case(self, case_id: str, fields: dict) -> tuple[bool, CaseRecord]:

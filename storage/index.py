@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from abc import ABC, abstractmethod
 from dataclasses import fields, replace
 from datetime import datetime, timezone
@@ -29,6 +30,13 @@ _CASE_COLUMNS = [f.name for f in fields(CaseRecord)]
 _DOC_COLUMNS = [f.name for f in fields(DocumentRow) if f.name != "doc_id"]
 _EVENT_COLUMNS = [f.name for f in fields(Event)]
 RANK_CAP = 1000  # above this many matching entries, results come newest first instead of by relevance
+# writes that cannot change a search's answer (the access log, accounts, signatures); any other write
+# bumps the search generation (see Index.search_generation), so a cached result never outlives the data
+_NO_SEARCH_EFFECT = frozenset({"events", "users", "api_tokens", "signatures"})
+_WRITE = re.compile(r"\s*(?:INSERT|REPLACE|UPDATE|DELETE|WITH)\b", re.IGNORECASE)
+# its table, when plainly named; a write whose table this does not find (a CTE, say) counts as a change
+_WRITE_TABLE = re.compile(r"\s*(?:(?:INSERT|REPLACE)(?:\s+OR\s+\w+)?\s+INTO|UPDATE(?:\s+OR\s+\w+)?|DELETE\s+FROM)"
+                          r"\s+(\w+)", re.IGNORECASE)
 _UNMATCHED = "(d.case_id IS NULL OR NOT EXISTS (SELECT 1 FROM cases c WHERE c.case_id = d.case_id))"
 
 
@@ -88,6 +96,7 @@ class Index(AccountQueries, ABC):
         self.conn = conn
         self.where = where
         self._depth = 0
+        self._search_changed = False  # a write of this transaction may change search answers
         self.migrate()
 
     # -- backend hooks -------------------------------------------------------------------------
@@ -119,6 +128,14 @@ class Index(AccountQueries, ABC):
 
     _begin_sql = "BEGIN"
 
+    def search_generation(self) -> Any:
+        """A value that changes after every committed write that may change a search's answer, in any
+        process; None: unknown here (then search results are not cached)."""
+        return None
+
+    def _bump_search_generation(self) -> None:
+        """Called after such a write committed (the backend makes it visible to other processes)."""
+
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.conn.close()
@@ -126,7 +143,14 @@ class Index(AccountQueries, ABC):
     # -- plumbing ------------------------------------------------------------------------------
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         try:
-            return self._cursor_execute(sql, params)
+            result = self._cursor_execute(sql, params)
+            if _WRITE.match(sql) and not ((table := _WRITE_TABLE.match(sql))
+                                          and table.group(1).lower() in _NO_SEARCH_EFFECT):
+                self._search_changed = True
+                if not self._depth:  # autocommit: it is committed now
+                    self._search_changed = False
+                    self._bump_search_generation()
+            return result
         except Exception as e:  # noqa: BLE001 - database drivers raise their own hierarchies
             if self._is_unique_violation(e):
                 raise ConflictError(f"index {self.where}: {' '.join(str(e).split())}") from e
@@ -158,12 +182,15 @@ class Index(AccountQueries, ABC):
         try:
             yield
             self._execute("COMMIT")
+            if self._search_changed:
+                self._bump_search_generation()
         except BaseException:
             with contextlib.suppress(Exception):
                 self._cursor_execute("ROLLBACK", ())
             raise
         finally:
             self._depth = 0
+            self._search_changed = False
 
     def migrate(self) -> list[int]:
         """Apply numbered migrations not yet in schema_migrations, each in one transaction.

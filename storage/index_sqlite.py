@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -13,7 +16,11 @@ from .index import Index, search_tokens
 from .modes import private_file, private_folder
 from .search import Query, fts5_match
 
+log = logging.getLogger(__name__)
 BUSY_TIMEOUT_MS = 30_000
+GENERATION_SUFFIX = ".search-generation"  # beside the database: see SqliteIndex.search_generation
+GENERATION_ROLL = 1 << 20  # bytes of the generation file before it is started afresh (a new inode)
+READ_MMAP_BYTES = 0x7FFF0000  # SQLite's default ceiling for mmap_size (2 GiB less 64 KiB); larger files: the rest read
 PROGRESS_STEPS = 100_000  # virtual machine steps between two looks at a bounded statement's clock (~1 ms)
 
 
@@ -55,12 +62,58 @@ class SqliteIndex(Index):
         except sqlite3.Error as e:
             raise StorageError(f"cannot open index {path}: {e}") from None
         self._started, self._run_limit = time.monotonic(), 0.0
+        self._generation_path = None if path == ":memory:" else path + GENERATION_SUFFIX
+        self._generation_mode = 0o640 if group_readable else 0o600
         super().__init__(conn, path)
+        if self._generation_path is not None and not os.path.lexists(self._generation_path):
+            with contextlib.suppress(OSError):  # a reader that may not create it just does not cache
+                os.close(os.open(self._generation_path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                 self._generation_mode))
         if wait_timeout:
             conn.execute(f"PRAGMA busy_timeout = {max(1, int(wait_timeout * 1000))}")
             # and how long a statement runs: interrupted ("interrupted", a StorageError) past that many seconds
             self._run_limit = wait_timeout
             conn.set_progress_handler(self._past_deadline, PROGRESS_STEPS)
+
+    def map_for_reads(self, size: int = READ_MMAP_BYTES) -> None:
+        """Read the database file through a memory map (the OS page cache, shared by every connection and
+        process) instead of a read() into each connection's own 2 MB page cache per page: a search probes
+        hundreds of scattered rows of a file far larger than that cache (~20 % less CPU for its queries on
+        the 100 000-document bench). Writes still go through write(). For a long-lived server's readers:
+        an I/O error on the mapped file is a SIGBUS (the process dies and is replaced) rather than an error."""
+        self.conn.execute(f"PRAGMA mmap_size = {int(size)}")
+
+    def search_generation(self) -> tuple[int, int, int] | None:
+        """The generation file's (inode, size, mtime): every committed write that may change a search's
+        answer appends a byte to it, from whichever process wrote; None (no caching) while it is missing.
+
+        A file rather than a table: no schema change, and reading it (one stat) costs no query. Its bump
+        follows the COMMIT, so whoever sees the new generation also sees the new rows."""
+        if self._generation_path is None:
+            return None
+        try:
+            st = os.stat(self._generation_path, follow_symlinks=False)
+        except OSError:
+            return None
+        return st.st_ino, st.st_size, st.st_mtime_ns
+
+    def _bump_search_generation(self) -> None:
+        if self._generation_path is None:
+            return
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(self._generation_path, flags, self._generation_mode)
+            try:
+                os.write(fd, b".")
+                size = os.fstat(fd).st_size
+            finally:
+                os.close(fd)
+            if size > GENERATION_ROLL:  # start afresh: a new inode, so the value still never repeats
+                fresh = f"{self._generation_path}.{os.getpid()}.tmp"
+                os.close(os.open(fresh, flags | os.O_TRUNC, self._generation_mode))
+                os.replace(fresh, self._generation_path)
+        except OSError as e:  # committed all the same; cached searches age out (storage/access.py)
+            log.warning("index %s: cannot bump the search generation: %s", self.where, e.strerror)
 
     def _past_deadline(self) -> bool:
         return time.monotonic() - self._started > self._run_limit

@@ -19,6 +19,8 @@ from digitize.text import nfc, search_key, squash_whitespace
 _WORD = re.compile(r"\w+")
 SNIPPET_CHARS = 160
 MARK = ("[", "]")
+FOLD_HEAD = 256  # characters of a text folded first for its snippet (then 4x as many, until the window fits)
+_SPACE = re.compile(r"\s")
 
 
 @dataclass(frozen=True)
@@ -81,14 +83,29 @@ def highlight(text: str, query: Query, width: int = SNIPPET_CHARS) -> str:
     """A window of ``text`` around the first match, matched words wrapped in ``[...]``, accents kept.
 
     Matching runs on the folded text; Vietnamese NFC text folds character for character, so the
-    positions found there mark the original. If folding changed the length, the folded text is shown.
+    positions found there mark the original. If folding changed the length before the window's end, the
+    folded text is shown. Only a head of the text is normalised and folded (cut before a whitespace, it
+    normalises exactly as it does inside the whole), grown until it holds the window: a search builds
+    twenty snippets from pages of thousands of characters, and the first match is usually early.
     """
-    text = squash_whitespace(nfc(text))
-    folded = search_key(text)
-    shown = text if len(folded) == len(text) else folded
-    found = _spans(*_match_pattern(query.folded), folded, width)
+    pattern, whole_words = _match_pattern(query.folded)
+    cut = FOLD_HEAD if whole_words else len(text)
+    while True:
+        space = _SPACE.search(text, cut) if cut < len(text) else None
+        cut = space.start() if space else len(text)
+        more = cut < len(text) and not text[cut:].isspace()
+        head = squash_whitespace(nfc(text[:cut]))
+        folded = search_key(head)
+        found = _spans(pattern, whole_words, folded, width)
+        if not more or (found is not None and found[0] + width <= len(folded)):
+            return _window(head if len(folded) == len(head) else folded, found, width, more)
+        cut *= 4
+
+
+def _window(shown: str, found: tuple[int, list[tuple[int, int]]] | None, width: int, more: bool) -> str:
+    """The snippet of ``shown`` (``more``: the text goes on after it) with the spans marked."""
     if found is None:
-        return shown[:width] + ("…" if len(shown) > width else "")
+        return shown[:width] + ("…" if len(shown) > width or more else "")
     start, spans = found
     end = min(len(shown), start + width)
     out, pos = [], start
@@ -98,4 +115,4 @@ def highlight(text: str, query: Query, width: int = SNIPPET_CHARS) -> str:
         out += [shown[pos:a], MARK[0], shown[a:b], MARK[1]]
         pos = b
     out.append(shown[pos:end])
-    return ("…" if start else "") + "".join(out) + ("…" if end < len(shown) else "")
+    return ("…" if start else "") + "".join(out) + ("…" if end < len(shown) or more else "")

@@ -163,4 +163,4 @@ def search(q: str = Query(..., min_length=1, max_length=500), agency: str = "", 
            gate: Gate = Depends(api_gate)) -> dict[str, Any]:
     page = gate.search(q, SearchFilters(agency, procedure, received_from, received_to, status), limit, offset)
     return plain_json({"total": page.total, "capped": page.capped, "offset": offset, "limit": limit,
-                       "hits": [asdict(h) for h in page.hits]})
+                       "hits": [dict(vars(h)) for h in page.hits]})  # flat: no asdict deep copy

@@ -55,6 +55,8 @@ class ArchivePool:
         if opening:
             try:
                 archive = Archive.open(self.settings, self.wait_timeout)
+                if archive.index.dialect == "sqlite":  # long-lived readers: see SqliteIndex.map_for_reads
+                    archive.index.map_for_reads()
             finally:
                 with self._lock:
                     self._opening -= 1

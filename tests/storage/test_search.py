@@ -48,3 +48,30 @@ def test_highlight_marks_every_whole_word_match_inside_the_window_and_none_cut_b
     snippet = highlight(text, parse_query("dat"), width=30)
     assert snippet == "[đất] [đất] [đất] [đất] [đất] đấtnền xxx…"  # đấtnền is another word
     assert highlight("đất abcd đất", parse_query("dat"), width=10) == "[đất] abcd đ…"  # cut by the end: unmarked
+
+
+def test_highlight_of_a_folded_head_equals_that_of_the_whole_text(monkeypatch):
+    """Folding only a head of the text (grown until the window fits) gives the snippet folding it all gives."""
+    import random
+
+    from storage import search
+
+    rng = random.Random(11)
+    words = ["quyền", "sử", "dụng", "đất", "thửa", "Nguyễn", "Văn", "Đức", "giấy", "chứng", "nhận", "hộ", "biến",
+             "động", "Khánh", "Hòa", "lệ", "phí", "x" * 30, "a"]
+    cases = []
+    for _ in range(300):
+        text = rng.choice([" ", "\n", "  \t"]).join(rng.choices(words, k=rng.randint(1, 1500)))
+        text = rng.choice(["", "  ", "\n"]) + text + rng.choice(["", " ", "\n\n"])
+        query = parse_query(" ".join(rng.sample(words, rng.randint(1, 3))))
+        cases.append((text, query, rng.choice([40, 160, 300])))
+    filler = [w for w in words if w not in ("đất", "Đức")]
+    for at in range(700, 1400, 7):  # the first match near the head's first cut, the window across it or not
+        before = " ".join(rng.choices(filler, k=400))[:at].rstrip()
+        text = before + " Đức đất " + " ".join(rng.choices(words, k=rng.randint(0, 600)))
+        cases.append((text, parse_query(rng.choice(["duc", "đất đức", "dat"])), rng.choice([40, 160, 300])))
+    fast = [highlight(t, q, w) for t, q, w in cases]
+    monkeypatch.setattr(search, "FOLD_HEAD", 10**9)  # fold the whole text, as before
+    assert fast == [highlight(t, q, w) for t, q, w in cases]
+    assert any(len(t) > 5000 and "[" in s and not s.startswith("…") for (t, _, _), s in zip(cases, fast))
+    assert any(len(t) > 5000 and s.startswith("…") and s.endswith("…") for (t, _, _), s in zip(cases, fast))

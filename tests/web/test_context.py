@@ -78,3 +78,18 @@ def test_the_pool_opens_no_more_archives_than_its_size(tmp_path):
     for archive in held:
         pool.give(archive)
     pool.close()
+
+
+def test_the_pools_sqlite_connections_read_through_a_memory_map(tmp_path):
+    """Searches probe scattered rows of a large index: the pool's long-lived connections map the file."""
+    from storage.index_sqlite import READ_MMAP_BYTES
+
+    pool = ArchivePool(Settings(data_dir=str(tmp_path / "data")), size=1)
+    archive = pool.take()
+    try:
+        mapped = archive.index.conn.execute("PRAGMA mmap_size").fetchone()[0]
+        assert 0 < mapped <= READ_MMAP_BYTES
+        assert archive.index.search_page("dat", lambda row: True).hits == []  # and it still reads
+    finally:
+        pool.give(archive)
+        pool.close()

@@ -1,0 +1,111 @@
+"""storage/access.py's search cache: a cached page never outlives a write that changes the answer
+(from this connection or another one, as another process's would be), and never crosses scopes."""
+
+from __future__ import annotations
+
+import pytest
+
+from digitize.config import Settings
+from storage import access
+from storage.access import Principal, SearchFilters
+from storage.archive import Archive
+from storage.models import CaseRecord, Event
+
+CASE_A = "000.00.31.H56-241015-0027"
+CASE_B = "000.00.12.H29-241016-0003"
+OFFICER_A = Principal("an", "officer", ("000.00.31.H56",))
+OFFICER_B = Principal("binh", "officer", ("000.00.12.H29",))
+
+
+@pytest.fixture
+def sqlite_archive(tmp_path):
+    access.SEARCH_CACHE.clear()
+    settings = Settings(data_dir=str(tmp_path / "data"))
+    with Archive.open(settings) as first, Archive.open(settings) as second:
+        yield first, second  # two connections to one index: the second plays another process
+
+
+def cases(archive, principal, text="quyen su dung dat", **filters):
+    return sorted(h.case_id or "-" for h in archive.gate(principal).search(text, SearchFilters(**filters)).hits)
+
+
+def test_repeated_searches_are_served_from_the_cache(sqlite_archive, make_document):
+    archive, _ = sqlite_archive
+    archive.index.upsert_case(CaseRecord(CASE_A))
+    doc = make_document(pages=("quyền sử dụng đất thửa 12",), case_id=CASE_A)
+    archive.store(doc.original, doc.pdfa, doc.report, doc.meta)
+    assert cases(archive, OFFICER_A) == [CASE_A]
+    hits = access.SEARCH_CACHE.hits
+    assert cases(archive, OFFICER_A) == [CASE_A]
+    assert access.SEARCH_CACHE.hits == hits + 1
+    # the access log does not change answers: recording views keeps the cached page
+    archive.index.add_events([Event("retrieved", "success", "user:an", "test", case_id=CASE_A, time=access.now_iso(),
+                                    detail="viewed")])
+    assert cases(archive, OFFICER_A) == [CASE_A] and access.SEARCH_CACHE.hits == hits + 2
+
+
+def test_a_write_from_another_connection_is_seen_at_once(sqlite_archive, make_document):
+    archive, other = sqlite_archive
+    archive.index.upsert_case(CaseRecord(CASE_A))
+    assert cases(archive, OFFICER_A) == []
+    doc = make_document(pages=("quyền sử dụng đất thửa 12",), case_id=CASE_A)
+    stored = other.store(doc.original, doc.pdfa, doc.report, doc.meta)  # stored elsewhere: found here
+    assert cases(archive, OFFICER_A) == [CASE_A]
+    other.index.upsert_case(CaseRecord(CASE_A, status="Đã trả kết quả"))  # a filter's field changes
+    assert cases(archive, OFFICER_A, status="đã trả kết quả") == [CASE_A]
+    other.index.upsert_case(CaseRecord(CASE_A, status="Đang xử lý"))
+    assert cases(archive, OFFICER_A, status="đã trả kết quả") == []
+    assert stored is not None
+
+
+def test_cached_pages_never_cross_scopes_and_follow_links(sqlite_archive, make_document):
+    archive, other = sqlite_archive
+    for case_id in (CASE_A, CASE_B):
+        archive.index.upsert_case(CaseRecord(case_id))
+    unmatched = make_document(pages=("quyền sử dụng đất không rõ hồ sơ",), case_id=None)
+    got = archive.store(unmatched.original, unmatched.pdfa, unmatched.report, unmatched.meta)
+    assert cases(archive, OFFICER_A) == [] and cases(archive, OFFICER_B) == []
+    other.link(got.doc_id, CASE_B)  # linked into agency B's case by another process
+    assert cases(archive, OFFICER_A) == []  # same query, A's scope: its own (empty) page, not B's
+    assert cases(archive, OFFICER_B) == [CASE_B]
+    assert cases(archive, OFFICER_A) == []
+    other.share(got.doc_id, CASE_A)
+    assert cases(archive, OFFICER_A) == [CASE_A]
+    assert cases(archive, Principal("arch", "archivist")) == sorted([CASE_A, CASE_B])
+
+
+def test_an_entry_ages_out_when_a_generation_bump_was_lost(sqlite_archive, make_document, monkeypatch):
+    archive, other = sqlite_archive
+    archive.index.upsert_case(CaseRecord(CASE_A))
+    assert cases(archive, OFFICER_A) == []
+    monkeypatch.setattr(type(other.index), "_bump_search_generation", lambda self: None)  # e.g. a read-only file
+    doc = make_document(pages=("quyền sử dụng đất thửa 12",), case_id=CASE_A)
+    other.store(doc.original, doc.pdfa, doc.report, doc.meta)
+    assert cases(archive, OFFICER_A) == []  # stale, within max_age
+    monkeypatch.setattr(access.SEARCH_CACHE, "max_age", 0.0)
+    assert cases(archive, OFFICER_A) == [CASE_A]
+
+
+def test_a_query_without_words_is_refused_before_the_cache(sqlite_archive):
+    archive, _ = sqlite_archive
+    with pytest.raises(access.BadArgsError):
+        archive.gate(OFFICER_A).search("  ?! ")
+
+
+def test_the_generation_moves_on_writes_that_can_change_answers_only(sqlite_archive):
+    archive, other = sqlite_archive
+    index = archive.index
+    before = index.search_generation()
+    assert before is not None and other.index.search_generation() == before
+    index.add_events([Event("retrieved", "success", "user:an", "test", case_id=CASE_A, time=access.now_iso())])
+    access.create_token(index, "onestop", "officer", ["000.00.31.H56"])
+    assert index.search_generation() == before
+    with index.transaction():
+        index.upsert_case(CaseRecord(CASE_A))
+        assert index.search_generation() == before  # not before the COMMIT: a reader would cache old rows
+    after = index.search_generation()
+    assert after != before and other.index.search_generation() == after
+    with pytest.raises(RuntimeError), index.transaction():  # rolled back: nothing changed
+        index.upsert_case(CaseRecord(CASE_B))
+        raise RuntimeError
+    assert index.search_generation() == after
