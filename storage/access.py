@@ -244,13 +244,21 @@ class SearchCache:
     normalised query, the filters and the page: a stored, linked or removed document is never missed
     and a hit is never shown outside the scope it was judged for. Bounded in entries; an entry also ages
     out after ``max_age`` seconds, which bounds staleness should a generation bump ever fail. An index
-    that has no generation (PostgreSQL, an in-memory one) is not cached."""
+    that has no generation (PostgreSQL, an in-memory one) is not cached. Bounded in bytes too (titles come
+    from sidecars): ``max_bytes`` for all pages, and a page over ``page_bytes`` is not kept."""
 
-    def __init__(self, size: int = 512, max_age: float = 60.0):
-        self.size, self.max_age = size, max_age
-        self._pages: OrderedDict[tuple, tuple[float, SearchPage]] = OrderedDict()
+    def __init__(self, size: int = 512, max_age: float = 60.0, max_bytes: int = 32 << 20,
+                 page_bytes: int = 256 << 10):
+        self.size, self.max_age, self.max_bytes, self.page_bytes = size, max_age, max_bytes, page_bytes
+        self._pages: OrderedDict[tuple, tuple[float, SearchPage, int]] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = self.misses = 0
+        self.held = 0  # the cached pages' estimated text size: titles come from sidecars, of any length
+
+    @staticmethod
+    def weight(page: SearchPage) -> int:
+        """A page's text, roughly in bytes (what it holds beyond a fixed cost per hit)."""
+        return sum(len(h.title) + len(h.snippet) + len(h.case_id or "") + 64 for h in page.hits)
 
     def page(self, index, key: tuple, build: Callable[[], SearchPage]) -> SearchPage:
         generation = index.search_generation()
@@ -266,16 +274,22 @@ class SearchCache:
                 return got[1]
             self.misses += 1
         page = build()  # outside the lock: searches of other threads go on meanwhile
+        weight = self.weight(page)
+        if weight > self.page_bytes:  # a page of huge titles is built each time rather than held
+            return page
         with self._lock:
-            self._pages[key] = (now, page)
-            self._pages.move_to_end(key)
-            while len(self._pages) > self.size:
-                self._pages.popitem(last=False)
+            old = self._pages.pop(key, None)
+            self.held -= old[2] if old else 0
+            self._pages[key] = (now, page, weight)
+            self.held += weight
+            while len(self._pages) > self.size or self.held > self.max_bytes:
+                self.held -= self._pages.popitem(last=False)[1][2]
         return page
 
     def clear(self) -> None:
         with self._lock:
             self._pages.clear()
+            self.held = 0
 
 
 SEARCH_CACHE = SearchCache()

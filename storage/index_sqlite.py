@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import stat
 import sqlite3
 import time
 from pathlib import Path
@@ -65,10 +66,25 @@ class SqliteIndex(Index):
         self._generation_path = None if path == ":memory:" else path + GENERATION_SUFFIX
         self._generation_mode = 0o640 if group_readable else 0o600
         super().__init__(conn, path)
-        if self._generation_path is not None and not os.path.lexists(self._generation_path):
-            with contextlib.suppress(OSError):  # a reader that may not create it just does not cache
-                os.close(os.open(self._generation_path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
-                                 self._generation_mode))
+        self._database_id: tuple[int, int] | None = None
+        if self._generation_path is not None:
+            with contextlib.suppress(OSError):
+                db = os.stat(path)
+                self._database_id = (db.st_dev, db.st_ino)  # a database restored over this one is another
+                if not os.path.lexists(self._generation_path):
+                    self._create_generation(db)
+
+    def _create_generation(self, db: os.stat_result) -> None:
+        """The generation file, owned like the database: made by root (a CLI run as root), it would stay
+        root's and the service's bumps would fail (then nobody caches, see search_generation)."""
+        with contextlib.suppress(OSError):  # a reader that may not create it just does not cache
+            fd = os.open(self._generation_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         self._generation_mode)
+            try:
+                if os.geteuid() == 0 and db.st_uid != 0:
+                    os.fchown(fd, db.st_uid, db.st_gid)
+            finally:
+                os.close(fd)
         if wait_timeout:
             conn.execute(f"PRAGMA busy_timeout = {max(1, int(wait_timeout * 1000))}")
             # and how long a statement runs: interrupted ("interrupted", a StorageError) past that many seconds
@@ -83,19 +99,23 @@ class SqliteIndex(Index):
         an I/O error on the mapped file is a SIGBUS (the process dies and is replaced) rather than an error."""
         self.conn.execute(f"PRAGMA mmap_size = {int(size)}")
 
-    def search_generation(self) -> tuple[int, int, int] | None:
-        """The generation file's (inode, size, mtime): every committed write that may change a search's
-        answer appends a byte to it, from whichever process wrote; None (no caching) while it is missing.
+    def search_generation(self) -> tuple[int, ...] | None:
+        """The database's identity and the generation file's (inode, size, mtime): every committed write
+        that may change a search's answer appends a byte to it, from whichever process wrote; None (no
+        caching) while it is missing, or is not a regular file this process could bump itself (a file
+        only root may write would never move for the service's own writes: fail closed, no caching).
 
         A file rather than a table: no schema change, and reading it (one stat) costs no query. Its bump
         follows the COMMIT, so whoever sees the new generation also sees the new rows."""
-        if self._generation_path is None:
+        if self._generation_path is None or self._database_id is None:
             return None
         try:
             st = os.stat(self._generation_path, follow_symlinks=False)
         except OSError:
             return None
-        return st.st_ino, st.st_size, st.st_mtime_ns
+        if not stat.S_ISREG(st.st_mode) or not _may_write(st):
+            return None
+        return (*self._database_id, st.st_ino, st.st_size, st.st_mtime_ns)
 
     def _bump_search_generation(self) -> None:
         if self._generation_path is None:
@@ -112,8 +132,10 @@ class SqliteIndex(Index):
                 fresh = f"{self._generation_path}.{os.getpid()}.tmp"
                 os.close(os.open(fresh, flags | os.O_TRUNC, self._generation_mode))
                 os.replace(fresh, self._generation_path)
-        except OSError as e:  # committed all the same; cached searches age out (storage/access.py)
+        except OSError as e:  # committed all the same: remove the file, so no process serves a cached page
             log.warning("index %s: cannot bump the search generation: %s", self.where, e.strerror)
+            with contextlib.suppress(OSError):
+                os.unlink(self._generation_path)  # every process stops caching (search_generation: None)
 
     def _past_deadline(self) -> bool:
         return time.monotonic() - self._started > self._run_limit
@@ -150,3 +172,16 @@ class SqliteIndex(Index):
         order_by = {"none": "", "relevance": "ORDER BY rank", "newest": "ORDER BY rowid DESC"}[order]
         rows = self._execute(f"SELECT rowid FROM search_fts WHERE search_fts MATCH ? {order_by} LIMIT ?", (match, limit))
         return [r[0] for r in rows.fetchall()]
+
+
+def _may_write(st: os.stat_result) -> bool:
+    """Whether this process's own bumps can append to a file of this owner and mode (no ACLs: the file is
+    made by this module with a plain mode)."""
+    uid = os.geteuid()
+    if uid == 0:
+        return True
+    if st.st_uid == uid:
+        return bool(st.st_mode & stat.S_IWUSR)
+    if st.st_gid in (os.getegid(), *os.getgroups()):
+        return bool(st.st_mode & stat.S_IWGRP)
+    return bool(st.st_mode & stat.S_IWOTH)

@@ -109,3 +109,66 @@ def test_the_generation_moves_on_writes_that_can_change_answers_only(sqlite_arch
         index.upsert_case(CaseRecord(CASE_B))
         raise RuntimeError
     assert index.search_generation() == after
+
+
+# -- second reader's review of the cache (2026-12-01) -------------------------------------------------------------
+def test_a_generation_file_this_process_cannot_bump_turns_caching_off(sqlite_archive, make_document, monkeypatch):
+    """A generation file the service could not append to (made by root, or read-only) kept its value for
+    ever, so every process served pages up to 60 s stale after every write: now nobody caches then."""
+    import os
+    import stat as stat_module
+
+    from storage import index_sqlite
+
+    archive, other = sqlite_archive
+    archive.index.upsert_case(CaseRecord(CASE_A))
+    path = archive.index._generation_path
+    assert archive.index.search_generation() is not None
+    os.chmod(path, 0o400)
+    monkeypatch.setattr(os, "geteuid", lambda: 4242)  # not root, not the owner: cannot write it
+    monkeypatch.setattr(index_sqlite.os, "geteuid", lambda: 4242)
+    assert archive.index.search_generation() is None
+    assert cases(archive, OFFICER_A) == []
+    doc = make_document(pages=("quyền sử dụng đất thửa 12",), case_id=CASE_A)
+    other.store(doc.original, doc.pdfa, doc.report, doc.meta)
+    assert cases(archive, OFFICER_A) == [CASE_A]  # no stale page served
+    assert stat_module.S_IMODE(os.stat(path).st_mode) == 0o400
+
+
+def test_a_failed_bump_removes_the_generation_so_no_process_caches(sqlite_archive, make_document, monkeypatch):
+    """A bump that fails (the file replaced by a directory, a full disk) left the old value in place."""
+    import os
+
+    archive, other = sqlite_archive
+    archive.index.upsert_case(CaseRecord(CASE_A))
+    assert cases(archive, OFFICER_A) == []  # cached, empty
+    path = other.index._generation_path
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: (_ for _ in ()).throw(OSError(28, "No space left on device"))
+                        if os.path.realpath(f"/proc/self/fd/{fd}") == os.path.realpath(path) else real_write(fd, data))
+    doc = make_document(pages=("quyền sử dụng đất thửa 12",), case_id=CASE_A)
+    other.store(doc.original, doc.pdfa, doc.report, doc.meta)
+    monkeypatch.setattr(os, "write", real_write)
+    assert not os.path.lexists(path)
+    assert archive.index.search_generation() is None
+    assert cases(archive, OFFICER_A) == [CASE_A]
+
+
+def test_the_cache_is_bounded_in_bytes_and_keeps_no_huge_page():
+    """Entries only were bounded: 512 pages of 1 MB sidecar titles would have been held for a minute."""
+    from types import SimpleNamespace
+
+    from storage.index_accounts import SearchPage
+    from storage.models import SearchHit
+
+    cache = access.SearchCache(size=100, max_bytes=10_000, page_bytes=4_000)
+    index = SimpleNamespace(where="x", search_generation=lambda: (1,))
+
+    def page(title_len):
+        return SearchPage([SearchHit(CASE_A, 1, 1, "t" * title_len, 1, "s", True)], 1, False)
+    cache.page(index, ("huge",), lambda: page(5_000))
+    assert cache.held == 0 and not cache._pages  # over page_bytes: built, not kept
+    for n in range(10):
+        cache.page(index, (n,), lambda: page(2_000))
+    assert cache.held <= 10_000 and len(cache._pages) == 4  # the oldest went
+    assert (9,) in [k[2:] for k in cache._pages] and (0,) not in [k[2:] for k in cache._pages]
