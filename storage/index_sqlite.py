@@ -73,6 +73,11 @@ class SqliteIndex(Index):
                 self._database_id = (db.st_dev, db.st_ino)  # a database restored over this one is another
                 if not os.path.lexists(self._generation_path):
                     self._create_generation(db)
+        if wait_timeout:
+            conn.execute(f"PRAGMA busy_timeout = {max(1, int(wait_timeout * 1000))}")
+            # and how long a statement runs: interrupted ("interrupted", a StorageError) past that many seconds
+            self._run_limit = wait_timeout
+            conn.set_progress_handler(self._past_deadline, PROGRESS_STEPS)
 
     def _create_generation(self, db: os.stat_result) -> None:
         """The generation file, owned like the database: made by root (a CLI run as root), it would stay
@@ -85,11 +90,6 @@ class SqliteIndex(Index):
                     os.fchown(fd, db.st_uid, db.st_gid)
             finally:
                 os.close(fd)
-        if wait_timeout:
-            conn.execute(f"PRAGMA busy_timeout = {max(1, int(wait_timeout * 1000))}")
-            # and how long a statement runs: interrupted ("interrupted", a StorageError) past that many seconds
-            self._run_limit = wait_timeout
-            conn.set_progress_handler(self._past_deadline, PROGRESS_STEPS)
 
     def map_for_reads(self, size: int = READ_MMAP_BYTES) -> None:
         """Read the database file through a memory map (the OS page cache, shared by every connection and
