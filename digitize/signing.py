@@ -542,10 +542,13 @@ class RemoteSigner:
     def __init__(self, address: str, authkey: bytes, visible: bool):
         self.address, self._authkey, self.visible = address, authkey, visible
         self._conn = None
+        self.slots = None  # the batch's CPU slots (a semaphore): given back while waiting for the signature
 
     def sign(self, source: Path, target: Path, top_band: Any = None) -> SignatureRecord:
         from multiprocessing.connection import Client
 
+        if self.slots is not None:
+            self.slots.release()  # another worker converts while this one waits
         try:
             if self._conn is None:
                 self._conn = Client(self.address, "AF_UNIX", authkey=self._authkey)
@@ -554,6 +557,9 @@ class RemoteSigner:
         except (OSError, EOFError):
             self._conn = None
             raise SignerUnavailableError("the batch's signer did not answer: the file waits") from None
+        finally:
+            if self.slots is not None:
+                self.slots.acquire()
         if status != "ok":
             raise value
         return value

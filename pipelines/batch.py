@@ -201,9 +201,12 @@ class _ProgressLine:
 # --- workers -----------------------------------------------------------------------------------------
 
 _worker_settings = None
+_cpu_slots = None  # with a signer: at most `jobs` workers convert at once; one waiting for its signature lends its slot
+
+SIGN_WAITERS = 2  # workers beyond `jobs` when signing: they convert while others wait for the signer (a slow token)
 
 
-def _init_worker(settings, log_state: tuple[int, bool], parent: int, remote=None) -> None:
+def _init_worker(settings, log_state: tuple[int, bool], parent: int, remote=None, slots=None) -> None:
     """One worker = one core: OpenCV's own thread pool would only fight the other workers for it.
     It converts file after file, so it keeps its page worker instead of forking one per file.
     It dies with the batch (kill -9 included), and its page workers with it. With [sign], the
@@ -213,9 +216,11 @@ def _init_worker(settings, log_state: tuple[int, bool], parent: int, remote=None
     from digitize import pageworkers, signing
 
     pageworkers.die_with_parent(parent)
+    global _worker_settings, _cpu_slots
+    _worker_settings, _cpu_slots = settings, slots
+    if remote is not None:
+        remote.slots = slots
     signing.use_service(remote)
-    global _worker_settings
-    _worker_settings = settings
     logs.restore(log_state)
     cv2.setNumThreads(1)
     pageworkers.keep()
@@ -223,7 +228,8 @@ def _init_worker(settings, log_state: tuple[int, bool], parent: int, remote=None
 
 def _run_one(path: Path, hint: Clue | None, root: Path) -> JobResult:
     # a file storage refused is retried: its conversion waits in the kept folder, so a retry only stores
-    return process_file(path, _worker_settings, hint, root=root, jobs=1, keep=kept_folder(_worker_settings))
+    with _cpu_slots if _cpu_slots is not None else contextlib.nullcontext():
+        return process_file(path, _worker_settings, hint, root=root, jobs=1, keep=kept_folder(_worker_settings))
 
 
 def _crashed(item: BatchItem, error: BaseException) -> JobResult:
@@ -240,13 +246,18 @@ class _Task:
 
 
 class _Runner:
-    """Keeps ``2 x jobs`` files in flight; re-queues storage failures (with backoff) and crash victims.
+    """Keeps ``2 x jobs`` files in flight (SIGN_WAITERS more when signing); re-queues storage failures
+    (with backoff) and crash victims.
     With a ``signer`` (signing.SigningService) the workers are forked first, then the key is opened
-    in the signer's thread while they convert; a key that cannot be used stops the batch."""
+    in the signer's thread while they convert; a key that cannot be used stops the batch. Signing
+    never holds conversion: SIGN_WAITERS more workers are started, and a semaphore of ``jobs`` slots
+    lets only ``jobs`` of them convert at once; a worker waiting for its signature (the key being
+    opened at the start, a slow USB token) gives its slot to one that converts meanwhile."""
 
     def __init__(self, src: Path, settings, jobs: int, stream: TextIO, signer=None):
         self.src, self.settings, self.jobs, self.stream = src, settings, jobs, stream
         self.signer = signer
+        self.workers = jobs + (SIGN_WAITERS if signer is not None else 0)
         self.todo: deque[_Task] = deque()
         self.delayed: list[tuple[float, _Task]] = []
         self.inflight: dict[Future, _Task] = {}
@@ -266,9 +277,11 @@ class _Runner:
         # its shared pages, ~0.1 s of CPU per worker (bench/sign_bench.py "fresh worker")
         gc.freeze()
         self.forked = False  # a fork-context pool forks all its workers at its first submit
+        context = multiprocessing.get_context("fork")
         remote = self.signer.remote() if self.signer is not None else None
-        return ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("fork"), initializer=_init_worker,
-                                   initargs=(self.settings, logs.snapshot(), os.getpid(), remote))
+        slots = context.Semaphore(self.jobs) if self.signer is not None else None  # new per pool: a dead worker's is lost
+        return ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_worker,
+                                   initargs=(self.settings, logs.snapshot(), os.getpid(), remote, slots))
 
     def _submit(self) -> None:
         now = time.monotonic()
@@ -277,7 +290,7 @@ class _Runner:
         # a new pool forks now: not while the signer's thread is inside pyHanko or the token library
         fork_guard = self.signer.lock if self.signer is not None and not self.forked else contextlib.nullcontext()
         with fork_guard:
-            while self.todo and len(self.inflight) < 2 * self.jobs:
+            while self.todo and len(self.inflight) < self.jobs + self.workers:
                 task = self.todo.popleft()
                 task.pool_generation = self.generation
                 self.inflight[self.pool.submit(_run_one, task.item.path, task.item.hint, self.src)] = task

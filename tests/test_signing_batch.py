@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,33 @@ def test_the_service_signs_what_a_worker_sends_it(tmp_path, pki, pdfa):
         signing.close_signers()
     assert_pdfsig_valid(tmp_path / "signed.pdf")
     assert_pdfa(tmp_path / "signed.pdf")
+
+
+def test_a_worker_waiting_for_its_signature_lends_its_cpu_slot(tmp_path, pki, pdfa):
+    """While the signer works (or a slow token), the worker's slot is free for another worker to convert."""
+    slots = threading.Semaphore(1)  # the batch's multiprocessing semaphore, in one process
+    service = signing.SigningService(p12_settings(pki, P12_PIN))
+    free_while_signing = []
+    sign = service.sign
+
+    def probed(*args):
+        free_while_signing.append(slots.acquire(blocking=False))
+        if free_while_signing[-1]:
+            slots.release()
+        return sign(*args)
+
+    service.sign = probed
+    try:
+        service.start()
+        remote = service.remote()
+        remote.slots = slots
+        with slots:
+            remote.sign(pdfa, tmp_path / "signed.pdf")
+            assert not slots.acquire(blocking=False), "the slot is taken back once signed"
+    finally:
+        service.close()
+        signing.close_signers()
+    assert free_while_signing == [True]
 
 
 def test_a_wrong_pin_in_the_service_signs_nothing(tmp_path, pki, pdfa):
