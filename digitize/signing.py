@@ -495,7 +495,8 @@ class SigningService:
                 self.error = e
             except Exception as e:  # noqa: BLE001 - one line, never a traceback
                 log.debug("opening the signing key failed", exc_info=True)
-                self.error = SigningError(f"cannot open the signing key: {type(e).__name__}: {' '.join(str(e).split())}")
+                text = " ".join(str(e).split())
+                self.error = SigningError(f"cannot open the signing key: {type(e).__name__}: {text}")
             finally:
                 self.ready.set()
 

@@ -279,7 +279,8 @@ class _Runner:
         self.forked = False  # a fork-context pool forks all its workers at its first submit
         context = multiprocessing.get_context("fork")
         remote = self.signer.remote() if self.signer is not None else None
-        slots = context.Semaphore(self.jobs) if self.signer is not None else None  # new per pool: a dead worker's is lost
+        # a new semaphore per pool: a worker that died holding a slot took it with it
+        slots = context.Semaphore(self.jobs) if self.signer is not None else None
         return ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_worker,
                                    initargs=(self.settings, logs.snapshot(), os.getpid(), remote, slots))
 
