@@ -130,8 +130,6 @@ def new_pool(self):
             probe.write(str(time.process_time()))
     return _new_pool(self)
 batch._Runner._new_pool = new_pool
-if {waiters} >= 0 and hasattr(batch, "SIGN_WAITERS"):
-    batch.SIGN_WAITERS = {waiters}
 if {delay}:
     from digitize import signing
     _sign = signing.Signer.sign
@@ -158,11 +156,13 @@ def batch_run(src: Path, work: Path, label: str, key_env: dict[str, str], jobs: 
     env = {k: v for k, v in os.environ.items() if not k.startswith("DIGITIZE_")}
     env.update(DIGITIZE_CONFIG="/dev/null", DIGITIZE_DATA_DIR=str(data), DIGITIZE_CONVERT_LANGUAGE="vie",
                DIGITIZE_VALIDATOR_DIR=str(work / "run"), PYTHONPATH=str(code), **key_env)
+    if waiters >= 0 and code == ROOT:  # this tree's [batch] sign_waiters (main has no such setting)
+        env["DIGITIZE_BATCH_SIGN_WAITERS"] = str(waiters)
     before, started = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
     probe = work / "probe"
     probe.unlink(missing_ok=True)
     env["SIGN_BENCH_PROBE"] = str(probe)
-    command = ["-c", PROBED_BATCH.format(delay=delay if key_env else 0, waiters=waiters)]
+    command = ["-c", PROBED_BATCH.format(delay=delay if key_env else 0)]
     # cwd = the tree measured: `python -c` (and -m) put the current folder first on sys.path, before
     # PYTHONPATH, so a baseline run from this tree's folder would import this tree's code
     done = subprocess.run([sys.executable, *command, "batch", str(src), "--jobs", str(jobs),
@@ -268,7 +268,7 @@ def main() -> None:
     parser.add_argument("--sign-delay", type=float, default=0.0,
                         help="batch (3): sleep this many seconds before every signature (a slow USB token, simulated)")
     parser.add_argument("--sign-waiters", type=int, default=-1,
-                        help="batch (3): this tree's pipelines.batch.SIGN_WAITERS (extra workers when signing)")
+                        help="batch (3): this tree's [batch] sign_waiters (extra workers when signing)")
     parser.add_argument("--no-starts", action="store_true",
                         help="batch (3): skip the batches of no files (start-up CPU); halves the runs")
     args = parser.parse_args()

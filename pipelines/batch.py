@@ -203,8 +203,6 @@ class _ProgressLine:
 _worker_settings = None
 _cpu_slots = None  # with a signer: at most `jobs` workers convert at once; one waiting for its signature lends its slot
 
-SIGN_WAITERS = 2  # workers beyond `jobs` when signing: they convert while others wait for the signer (a slow token)
-
 
 def _init_worker(settings, log_state: tuple[int, bool], parent: int, remote=None, slots=None) -> None:
     """One worker = one core: OpenCV's own thread pool would only fight the other workers for it.
@@ -246,18 +244,21 @@ class _Task:
 
 
 class _Runner:
-    """Keeps ``2 x jobs`` files in flight (SIGN_WAITERS more when signing); re-queues storage failures
+    """Keeps ``2 x jobs`` files in flight (sign_waiters more when signing); re-queues storage failures
     (with backoff) and crash victims.
     With a ``signer`` (signing.SigningService) the workers are forked first, then the key is opened
-    in the signer's thread while they convert; a key that cannot be used stops the batch. Signing
-    never holds conversion: SIGN_WAITERS more workers are started, and a semaphore of ``jobs`` slots
-    lets only ``jobs`` of them convert at once; a worker waiting for its signature (the key being
-    opened at the start, a slow USB token) gives its slot to one that converts meanwhile."""
+    in the signer's thread while they convert; a key that cannot be used stops the batch. With
+    ``batch.sign_waiters`` = W, W more workers are started and a semaphore of ``jobs`` slots lets
+    only ``jobs`` of them convert at once: a worker waiting for its signature (a slow USB token)
+    gives its slot to one that converts meanwhile, so signing does not hold conversion. Off by
+    default: each extra worker pays its own start (page worker, Tesseract loaded: ~1 s of CPU), more
+    than it saves with a key that signs in milliseconds (bench/sign_bench.py --sign-delay)."""
 
     def __init__(self, src: Path, settings, jobs: int, stream: TextIO, signer=None):
         self.src, self.settings, self.jobs, self.stream = src, settings, jobs, stream
         self.signer = signer
-        self.workers = jobs + (SIGN_WAITERS if signer is not None else 0)
+        waiters = max(0, int(getattr(settings.batch, "sign_waiters", 0) or 0)) if signer is not None else 0
+        self.workers = jobs + waiters
         self.todo: deque[_Task] = deque()
         self.delayed: list[tuple[float, _Task]] = []
         self.inflight: dict[Future, _Task] = {}
@@ -280,7 +281,7 @@ class _Runner:
         context = multiprocessing.get_context("fork")
         remote = self.signer.remote() if self.signer is not None else None
         # a new semaphore per pool: a worker that died holding a slot took it with it
-        slots = context.Semaphore(self.jobs) if self.signer is not None else None
+        slots = context.Semaphore(self.jobs) if self.workers > self.jobs else None
         return ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_worker,
                                    initargs=(self.settings, logs.snapshot(), os.getpid(), remote, slots))
 

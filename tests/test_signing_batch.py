@@ -133,14 +133,15 @@ sys.exit(main())
 """
 
 
-@pytest.mark.parametrize("kind", ["pkcs12", "token"])
-def test_a_batch_signs_every_file_through_one_signer(tmp_path, pki, scan, kind):
+@pytest.mark.parametrize("kind, waiters", [("pkcs12", "0"), ("token", "0"), ("token", "1")])
+def test_a_batch_signs_every_file_through_one_signer(tmp_path, pki, scan, kind, waiters):
     """Every file stored signed; the workers sign through the batch's signer and never load pyHanko
-    (before, the batch loaded it before forking them, ~1 s of CPU before the first file started)."""
+    (before, the batch loaded it before forking them, ~1 s of CPU before the first file started);
+    with a worker waiting for the signer (batch.sign_waiters) too."""
     files = scans(tmp_path / "src", scan, 3)
     env = key_env(kind, tmp_path, pki, None)
     env.update(DIGITIZE_DATA_DIR=str(tmp_path / "data"), DIGITIZE_CONVERT_LANGUAGE="eng",
-               PYHANKO_PROBE=str(tmp_path / "probe"))
+               PYHANKO_PROBE=str(tmp_path / "probe"), DIGITIZE_BATCH_SIGN_WAITERS=waiters)
     done = subprocess.run([sys.executable, "-c", PROBED_BATCH, "batch", str(tmp_path / "src"), "--jobs", "2",
                            "--report", str(tmp_path / "r.json")], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
