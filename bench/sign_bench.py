@@ -22,6 +22,10 @@
     .venv/bin/python bench/sign_bench.py --signatures 50 --rounds 5
     .venv/bin/python bench/sign_bench.py --only page --signatures 60 --rounds 1   # ~2 min: per-signature CPU
     .venv/bin/python bench/sign_bench.py --only batch --batch-files 12 --batch-rounds 5
+    .venv/bin/python bench/sign_bench.py --only batch --batch-files 6 --batch-rounds 3 --no-starts \
+        --baseline /work/wt/sign12-base            # this tree and main side by side, the same rounds
+    .venv/bin/python bench/sign_bench.py --only batch --keys SoftHSM2 --sign-delay 0.5 --no-starts \
+        --baseline /work/wt/sign12-base            # a slow token (0.5 s per signature, simulated)
 """
 
 from __future__ import annotations
@@ -114,20 +118,55 @@ def batch_pages(count: int) -> Path:
     return folder
 
 
+# `digitize batch` noting the batch process's CPU time when it makes its worker pool (what runs before
+# any file starts), and with a delay a slow USB token, in the benchmark only: every signature first
+# sleeps (the core is free meanwhile)
+PROBED_BATCH = """import os, sys, time
+from pipelines import batch
+_new_pool = batch._Runner._new_pool
+def new_pool(self):
+    if not os.path.exists(os.environ["SIGN_BENCH_PROBE"]):
+        with open(os.environ["SIGN_BENCH_PROBE"], "w") as probe:
+            probe.write(str(time.process_time()))
+    return _new_pool(self)
+batch._Runner._new_pool = new_pool
+if {delay}:
+    from digitize import signing
+    _sign = signing.Signer.sign
+    def sign(self, *args, **kwargs):
+        time.sleep({delay})
+        return _sign(self, *args, **kwargs)
+    signing.Signer.sign = sign
+from digitize.launcher import main
+sys.argv[0] = "digitize"
+sys.exit(main())
+"""
+
+
 def batch_run(src: Path, work: Path, label: str, key_env: dict[str, str], jobs: int,
-              code: Path = ROOT) -> tuple[float, float]:
-    """One ``digitize batch`` into a fresh archive: its wall time, and the CPU time of its processes
+              code: Path = ROOT, delay: float = 0.0, waiters: int = -1) -> tuple[float, float, float]:
+    """One ``digitize batch`` into a fresh archive: its wall time, the CPU time of its processes
     (batch, workers, page workers: all waited for; not the resident veraPDF server, which checks one
-    file per document either way). On a shared machine the CPU time is the steadier of the two.
+    file per document either way), and the batch process's CPU time before its workers were forked
+    (nothing converts before: the load-independent measure of a batch's start). On a shared machine
+    the CPU times are the steadier.
     Checks every file was stored, and signed exactly when a key is configured."""
     data, report = work / "data", work / "report.json"
     shutil.rmtree(data, ignore_errors=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("DIGITIZE_")}
     env.update(DIGITIZE_CONFIG="/dev/null", DIGITIZE_DATA_DIR=str(data), DIGITIZE_CONVERT_LANGUAGE="vie",
                DIGITIZE_VALIDATOR_DIR=str(work / "run"), PYTHONPATH=str(code), **key_env)
+    if waiters >= 0 and code == ROOT:  # this tree's [batch] sign_waiters (main has no such setting)
+        env["DIGITIZE_BATCH_SIGN_WAITERS"] = str(waiters)
     before, started = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "digitize", "batch", str(src), "--jobs", str(jobs),
-                           "--report", str(report)], env=env, capture_output=True, text=True)
+    probe = work / "probe"
+    probe.unlink(missing_ok=True)
+    env["SIGN_BENCH_PROBE"] = str(probe)
+    command = ["-c", PROBED_BATCH.format(delay=delay if key_env else 0)]
+    # cwd = the tree measured: `python -c` (and -m) put the current folder first on sys.path, before
+    # PYTHONPATH, so a baseline run from this tree's folder would import this tree's code
+    done = subprocess.run([sys.executable, *command, "batch", str(src), "--jobs", str(jobs),
+                           "--report", str(report)], env=env, capture_output=True, text=True, cwd=code)
     seconds, after = time.perf_counter() - started, resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     summary = json.loads(report.read_text())["summary"] if report.is_file() else {}
@@ -137,11 +176,12 @@ def batch_run(src: Path, work: Path, label: str, key_env: dict[str, str], jobs: 
     signed = sum(b"/ByteRange" in p.read_bytes() for p in stored)
     if len(stored) != summary["files"] or signed != (len(stored) if key_env else 0):
         raise SystemExit(f"batch ({label}): {len(stored)} PDFs stored for {summary['files']} files, {signed} signed")
-    return seconds, cpu
+    return seconds, cpu, float(probe.read_text()) if probe.is_file() else float("nan")
 
 
 def batch_share(keys: dict[str, dict[str, str]], files: int, rounds: int, jobs: int, tmp: Path,
-                baseline: Path | None = None) -> None:
+                baseline: Path | None = None, delay: float = 0.0, starts_too: bool = True,
+                waiters: int = -1) -> None:
     from digitize import resident
 
     src = batch_pages(files)
@@ -153,31 +193,44 @@ def batch_share(keys: dict[str, dict[str, str]], files: int, rounds: int, jobs: 
     walls: dict[str, list[float]] = {v: [] for v in variants}
     cpus: dict[str, list[float]] = {v: [] for v in variants}
     starts: dict[str, list[float]] = {v: [] for v in variants}  # CPU of a batch of no files: start-up
+    before: dict[str, list[float]] = {v: [] for v in variants}  # the batch's CPU before its workers fork
     empty = tmp / "empty"
     empty.mkdir()
     try:
         for code in dict.fromkeys(codes.values()):  # validator start, font cache, disk cache
-            batch_run(src, tmp, "warm-up", keys["PKCS#12"], jobs, code)
+            batch_run(src, tmp, "warm-up", next(iter(keys.values())), jobs, code)
         names = list(variants)
         for round_no in range(rounds):
             for name in names[round_no % len(names):] + names[:round_no % len(names)]:
-                wall, cpu = batch_run(src, tmp, name, variants[name], jobs, codes[name])
+                try:
+                    wall, cpu, first = batch_run(src, tmp, name, variants[name], jobs, codes[name], delay, waiters)
+                except SystemExit as failed:  # e.g. main's per-worker SoftHSM2 sessions: once UserPinNotInitialized
+                    print(f"round {round_no + 1}: {failed}; run again", file=sys.stderr)
+                    wall, cpu, first = batch_run(src, tmp, name, variants[name], jobs, codes[name], delay, waiters)
                 walls[name].append(wall)
                 cpus[name].append(cpu)
-                starts[name].append(batch_run(empty, tmp, name, variants[name], jobs, codes[name])[1])
+                before[name].append(first)
+                if starts_too:
+                    starts[name].append(batch_run(empty, tmp, name, variants[name], jobs, codes[name])[1])
     finally:
         resident.stop_servers(tmp / "run")  # the validator this benchmark started, and only it
     base = statistics.median(walls["unsigned"])
-    print(f"\nbatch: {files} one-page A4 scans (300 dpi, vie), digitize batch --jobs {jobs}, {rounds} rounds, "
+    slow = f", every signature delayed {delay} s (a slow token, simulated)" if delay else ""
+    print(f"\nbatch: {files} one-page A4 scans (300 dpi, vie), digitize batch --jobs {jobs}, {rounds} rounds{slow}, "
           f"1-minute load average at the end {os.getloadavg()[0]:.2f}\n")
-    print("| batch | wall s (median) | pages/min | CPU s (median) | added wall time | added CPU time |")
-    print("|---|---|---|---|---|---|")
-    print(f"| unsigned | {base:.1f} | {files / base * 60:.1f} | {statistics.median(cpus['unsigned']):.1f} | - | - |")
+    print("| batch | wall s (median) | pages/min | CPU s (median) | added wall time | added CPU time | "
+          "batch CPU s before workers fork |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| unsigned | {base:.1f} | {files / base * 60:.1f} | {statistics.median(cpus['unsigned']):.1f} | - | - | "
+          f"{statistics.median(before['unsigned']):.2f} |")
     for name in keys:
         wall = statistics.median(walls[name])
         print(f"| {name} | {wall:.1f} | {files / wall * 60:.1f} | {statistics.median(cpus[name]):.1f} | "
-              f"{_added(walls[name], walls['unsigned'])} | {_added(cpus[name], cpus['unsigned'])} |")
+              f"{_added(walls[name], walls['unsigned'])} | {_added(cpus[name], cpus['unsigned'])} | "
+              f"{statistics.median(before[name]):.2f} |")
     print("\nadded = median over rounds of signed / unsigned - 1, each pair from the same round (the rounds in brackets)")
+    if not starts_too:
+        return
     print("\nStart-up (a batch of no files: imports, key opened once, preflight) and per document (the rest / N):\n")
     print("| batch | CPU s at start | CPU s per document | signing's CPU per document | "
           "projected added CPU, 100 documents | 1000 documents |")
@@ -211,6 +264,13 @@ def main() -> None:
     parser.add_argument("--batch-files", type=int, default=8, help="one-page scans in the batch")
     parser.add_argument("--batch-rounds", type=int, default=3, help="batch runs per variant (after a warm-up)")
     parser.add_argument("--jobs", type=int, default=2, help="batch workers")
+    parser.add_argument("--keys", default="PKCS#12,SoftHSM2", help="batch (3): the keys measured, comma-separated")
+    parser.add_argument("--sign-delay", type=float, default=0.0,
+                        help="batch (3): sleep this many seconds before every signature (a slow USB token, simulated)")
+    parser.add_argument("--sign-waiters", type=int, default=-1,
+                        help="batch (3): this tree's [batch] sign_waiters (extra workers when signing)")
+    parser.add_argument("--no-starts", action="store_true",
+                        help="batch (3): skip the batches of no files (start-up CPU); halves the runs")
     args = parser.parse_args()
     if args.child:
         return signatures_child(*args.child)
@@ -229,7 +289,9 @@ def main() -> None:
                     "SoftHSM2": {"DIGITIZE_SIGN_PKCS11_MODULE": module, "DIGITIZE_SIGN_TOKEN_LABEL": "bench",
                                  "DIGITIZE_SIGN_KEY_LABEL": "signer", "DIGITIZE_SIGN_PIN": PIN,
                                  "SOFTHSM2_CONF": str(conf)}}
-            batch_share(keys, args.batch_files, args.batch_rounds, args.jobs, tmp, args.baseline)
+            keys = {name: env for name, env in keys.items() if name in args.keys.split(",")}
+            batch_share(keys, args.batch_files, args.batch_rounds, args.jobs, tmp, args.baseline, args.sign_delay,
+                        not args.no_starts, args.sign_waiters)
 
 
 def page_share(tmp: Path, p12: Path, module: str, signatures: int, rounds: int) -> None:

@@ -75,6 +75,7 @@ class WatchSettings:
 class BatchSettings:
     jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
     report: str = ""
+    sign_waiters: int = 0  # with [sign]: workers beyond jobs, converting while others wait for a slow token
 
 
 @dataclass

@@ -19,7 +19,10 @@ import functools
 import hashlib
 import logging
 import os
+import shutil
 import sys
+import tempfile
+import threading
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -293,6 +296,7 @@ def _timestamp_of(path: Path) -> str | None:
 
 _signers: dict[int, Signer] = {}
 _refused: dict[int, SigningError] = {}
+_remote: "RemoteSigner | None" = None
 
 
 def _key(cfg: SignSettings) -> int:
@@ -310,6 +314,8 @@ def signer_for(settings: Settings, interactive: bool = False) -> Signer | None:
     cfg = settings.sign
     if not cfg.configured:
         return None
+    if _remote is not None:  # a batch worker: the batch's SigningService signs for it
+        return _remote
     key = _key(cfg)
     if key in _refused:
         raise _refused[key]
@@ -373,19 +379,27 @@ def preload(cfg: SignSettings) -> None:
         signmark.find_font(cfg.font)
 
 
-def preflight(settings: Settings, interactive: bool = False) -> None:
-    """Open the key once before any file is taken, so a wrong PIN or an expired certificate stops a
-    watcher or a batch at once (one line) instead of failing every file. A PKCS#12 key stays open
-    for this process and the workers it forks. A token is tried in a forked child: a PKCS#11 library
-    initialised before a fork is unusable in the children (batch workers and the watcher open their
-    own session later)."""
+def settle_pin(settings: Settings, interactive: bool = False) -> str | None:
+    """Check the [sign] settings and read the PIN once (a prompt asks on a terminal), in the main
+    thread before anything starts; kept in the settings for this process."""
     cfg = settings.sign
-    if not cfg.configured:
-        return
     check_settings(cfg)
     pin = read_pin(cfg, interactive)
     if pin is not None:
         cfg.pin = pin
+    return pin
+
+
+def preflight(settings: Settings, interactive: bool = False) -> None:
+    """Open the key once before any file is taken, so a wrong PIN or an expired certificate stops a
+    watcher or a worker at once (one line) instead of failing every file. A PKCS#12 key stays open
+    for this process and the workers it forks. A token is tried in a forked child: a PKCS#11 library
+    initialised before a fork is unusable in the children (the watcher opens its own session later).
+    A batch does this in its SigningService instead, while its workers already convert."""
+    cfg = settings.sign
+    if not cfg.configured:
+        return
+    pin = settle_pin(settings, interactive)
     preload(cfg)
     if not cfg.pkcs11_module:
         key = _key(cfg)
@@ -421,3 +435,141 @@ def _in_child(action: Callable[[], None]) -> None:
         raise SigningError(f"cannot open the signing key: {message}")
     if code != 0:
         raise SigningError(message or f"cannot open the signing key (exit {code})")
+
+
+# -- a batch: one signer for all its workers, opened while they convert -----------------------------
+
+class SigningService:
+    """The batch's one signer, in the batch process, for all its workers (RemoteSigner).
+
+    Why: opening the key (pyHanko, aiohttp and certvalidator imported, key opened, certificate checked,
+    the mark's font cut: ~1 s of CPU) no longer runs before the workers start: they are forked first
+    and convert their first files while this thread does it, and no file is signed (so none stored)
+    before it passed. pyHanko is imported once per batch, in this process only: workers import none
+    of it, and a token has one session and one login per batch. A preflight that fails (wrong PIN,
+    token absent, expired certificate) is kept in ``error``: the batch stops with that one line, and
+    every file already converted gets that error instead of a signature. ``lock`` is held while the
+    key is opened or a file signed: the batch holds it while it forks workers, so that no child
+    inherits a half-taken lock of pyHanko's or the token library's.
+
+    Workers talk to it over a Unix socket in a private folder, authenticated with a random key
+    (multiprocessing.connection), one connection per worker; the PDF/A stays on disk, only its path,
+    the signed file's path and page 1's top band are sent."""
+
+    def __init__(self, settings: Settings):
+        from multiprocessing.connection import Listener
+
+        self.settings = settings
+        self._folder = Path(tempfile.mkdtemp(prefix="digitize-signer-"))  # 0700
+        self.authkey = os.urandom(32)
+        self._listener = Listener(str(self._folder / "socket"), "AF_UNIX", backlog=256, authkey=self.authkey)
+        self.address = self._listener.address
+        self.ready = threading.Event()
+        self.error: SigningError | None = None
+        self.lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def remote(self) -> "RemoteSigner":
+        return RemoteSigner(self.address, self.authkey, self.settings.sign.visible)
+
+    def start(self) -> None:
+        """Open the key in a thread of its own, then answer the workers (call after they are forked)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="digitize-signer", daemon=True)
+            self._thread.start()
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        return self.ready.wait(timeout)
+
+    def close(self) -> None:
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._listener.close()
+        shutil.rmtree(self._folder, ignore_errors=True)
+
+    def _open(self) -> None:
+        with self.lock:
+            try:
+                signer = signer_for(self.settings)
+                signer.prepare()
+                signkeys.prepare_certificate_attribute(signer._signer)
+            except SigningError as e:  # a SignerUnavailableError too: the token is not there
+                self.error = e
+            except Exception as e:  # noqa: BLE001 - one line, never a traceback
+                log.debug("opening the signing key failed", exc_info=True)
+                text = " ".join(str(e).split())
+                self.error = SigningError(f"cannot open the signing key: {type(e).__name__}: {text}")
+            finally:
+                self.ready.set()
+
+    def _run(self) -> None:
+        self._open()
+        while not self._closed:
+            try:
+                conn = self._listener.accept()
+            except Exception:  # noqa: BLE001 - closed, or a client that failed the handshake
+                continue
+            threading.Thread(target=self._serve, args=(conn,), name="digitize-signer-conn", daemon=True).start()
+
+    def _serve(self, conn) -> None:
+        with conn:
+            while True:
+                try:
+                    source, target, band = conn.recv()
+                except (EOFError, OSError):
+                    return
+                answer = self.sign(Path(source), Path(target), band)
+                try:
+                    conn.send(answer)
+                except (OSError, ValueError):
+                    return
+
+    def sign(self, source: Path, target: Path, band: Any) -> tuple[str, Any]:
+        """("ok", SignatureRecord) or ("error", the DigitizeError to raise in the worker)."""
+        self.ready.wait()
+        if self.error is not None:
+            return "error", self.error
+        with self.lock:
+            try:
+                return "ok", signer_for(self.settings).sign(source, target, band)  # a token gone: logs in again
+            except DigitizeError as e:
+                return "error", e
+            except Exception as e:  # noqa: BLE001
+                log.exception("signing %s failed", source)
+                return "error", SigningError(f"signing failed: {type(e).__name__}: {' '.join(str(e).split())}")
+
+
+class RemoteSigner:
+    """A batch worker's signer: the batch's SigningService signs (see there); duck-typed as Signer."""
+
+    def __init__(self, address: str, authkey: bytes, visible: bool):
+        self.address, self._authkey, self.visible = address, authkey, visible
+        self._conn = None
+        self.slots = None  # the batch's CPU slots (a semaphore): given back while waiting for the signature
+
+    def sign(self, source: Path, target: Path, top_band: Any = None) -> SignatureRecord:
+        from multiprocessing.connection import Client
+
+        if self.slots is not None:
+            self.slots.release()  # another worker converts while this one waits
+        try:
+            if self._conn is None:
+                self._conn = Client(self.address, "AF_UNIX", authkey=self._authkey)
+            self._conn.send((str(source), str(target), top_band))
+            status, value = self._conn.recv()
+        except (OSError, EOFError):
+            self._conn = None
+            raise SignerUnavailableError("the batch's signer did not answer: the file waits") from None
+        finally:
+            if self.slots is not None:
+                self.slots.acquire()
+        if status != "ok":
+            raise value
+        return value
+
+
+def use_service(remote: RemoteSigner | None) -> None:
+    """In a batch worker: sign through the batch's SigningService (signer_for returns ``remote``)."""
+    global _remote
+    _remote = remote

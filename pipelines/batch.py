@@ -10,6 +10,7 @@ failed because storage was unavailable is retried with backoff before it is repo
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gc
 import io
@@ -200,19 +201,24 @@ class _ProgressLine:
 # --- workers -----------------------------------------------------------------------------------------
 
 _worker_settings = None
+_cpu_slots = None  # with a signer: at most `jobs` workers convert at once; one waiting for its signature lends its slot
 
 
-def _init_worker(settings, log_state: tuple[int, bool], parent: int) -> None:
+def _init_worker(settings, log_state: tuple[int, bool], parent: int, remote=None, slots=None) -> None:
     """One worker = one core: OpenCV's own thread pool would only fight the other workers for it.
     It converts file after file, so it keeps its page worker instead of forking one per file.
-    It dies with the batch (kill -9 included), and its page workers with it."""
+    It dies with the batch (kill -9 included), and its page workers with it. With [sign], the
+    batch's SigningService signs its files (``remote``): a worker opens no key and imports no pyHanko."""
     import cv2
 
-    from digitize import pageworkers
+    from digitize import pageworkers, signing
 
     pageworkers.die_with_parent(parent)
-    global _worker_settings
-    _worker_settings = settings
+    global _worker_settings, _cpu_slots
+    _worker_settings, _cpu_slots = settings, slots
+    if remote is not None:
+        remote.slots = slots
+    signing.use_service(remote)
     logs.restore(log_state)
     cv2.setNumThreads(1)
     pageworkers.keep()
@@ -220,7 +226,8 @@ def _init_worker(settings, log_state: tuple[int, bool], parent: int) -> None:
 
 def _run_one(path: Path, hint: Clue | None, root: Path) -> JobResult:
     # a file storage refused is retried: its conversion waits in the kept folder, so a retry only stores
-    return process_file(path, _worker_settings, hint, root=root, jobs=1, keep=kept_folder(_worker_settings))
+    with _cpu_slots if _cpu_slots is not None else contextlib.nullcontext():
+        return process_file(path, _worker_settings, hint, root=root, jobs=1, keep=kept_folder(_worker_settings))
 
 
 def _crashed(item: BatchItem, error: BaseException) -> JobResult:
@@ -237,10 +244,21 @@ class _Task:
 
 
 class _Runner:
-    """Keeps ``2 x jobs`` files in flight; re-queues storage failures (with backoff) and crash victims."""
+    """Keeps ``2 x jobs`` files in flight (sign_waiters more when signing); re-queues storage failures
+    (with backoff) and crash victims.
+    With a ``signer`` (signing.SigningService) the workers are forked first, then the key is opened
+    in the signer's thread while they convert; a key that cannot be used stops the batch. With
+    ``batch.sign_waiters`` = W, W more workers are started and a semaphore of ``jobs`` slots lets
+    only ``jobs`` of them convert at once: a worker waiting for its signature (a slow USB token)
+    gives its slot to one that converts meanwhile, so signing does not hold conversion. Off by
+    default: each extra worker pays its own start (page worker, Tesseract loaded: ~1 s of CPU), more
+    than it saves with a key that signs in milliseconds (bench/sign_bench.py --sign-delay)."""
 
-    def __init__(self, src: Path, settings, jobs: int, stream: TextIO):
+    def __init__(self, src: Path, settings, jobs: int, stream: TextIO, signer=None):
         self.src, self.settings, self.jobs, self.stream = src, settings, jobs, stream
+        self.signer = signer
+        waiters = max(0, int(getattr(settings.batch, "sign_waiters", 0) or 0)) if signer is not None else 0
+        self.workers = jobs + waiters
         self.todo: deque[_Task] = deque()
         self.delayed: list[tuple[float, _Task]] = []
         self.inflight: dict[Future, _Task] = {}
@@ -259,17 +277,38 @@ class _Runner:
         # garbage collections: a full one would walk all of it in every worker and touch (copy)
         # its shared pages, ~0.1 s of CPU per worker (bench/sign_bench.py "fresh worker")
         gc.freeze()
-        return ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("fork"),
-                                   initializer=_init_worker, initargs=(self.settings, logs.snapshot(), os.getpid()))
+        self.forked = False  # a fork-context pool forks all its workers at its first submit
+        context = multiprocessing.get_context("fork")
+        remote = self.signer.remote() if self.signer is not None else None
+        # a new semaphore per pool: a worker that died holding a slot took it with it
+        slots = context.Semaphore(self.jobs) if self.workers > self.jobs else None
+        return ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_worker,
+                                   initargs=(self.settings, logs.snapshot(), os.getpid(), remote, slots))
 
     def _submit(self) -> None:
         now = time.monotonic()
         self.todo.extend(task for due, task in self.delayed if due <= now)
         self.delayed = [(due, task) for due, task in self.delayed if due > now]
-        while self.todo and len(self.inflight) < 2 * self.jobs:
-            task = self.todo.popleft()
-            task.pool_generation = self.generation
-            self.inflight[self.pool.submit(_run_one, task.item.path, task.item.hint, self.src)] = task
+        # a new pool forks now: not while the signer's thread is inside pyHanko or the token library
+        fork_guard = self.signer.lock if self.signer is not None and not self.forked else contextlib.nullcontext()
+        with fork_guard:
+            while self.todo and len(self.inflight) < self.jobs + self.workers:
+                task = self.todo.popleft()
+                task.pool_generation = self.generation
+                self.inflight[self.pool.submit(_run_one, task.item.path, task.item.hint, self.src)] = task
+                self.forked = True
+        if self.signer is not None and self.forked:
+            self.signer.start()  # after the first fork: the workers convert while the key is opened
+
+    def _check_signer(self) -> None:
+        """A key that cannot be used (wrong PIN, token absent, expired certificate) stops the batch at
+        once with its one line: the workers are stopped (no file was signed, so none was stored)."""
+        if self.signer is None or self.signer.error is None:
+            return
+        for process in list((getattr(self.pool, "_processes", None) or {}).values()):
+            with contextlib.suppress(Exception):
+                process.terminate()
+        raise self.signer.error
 
     def _outcome(self, future: Future, task: _Task) -> JobResult | None:
         """The file's final result, or None when it was queued again."""
@@ -304,6 +343,7 @@ class _Runner:
             while self.todo or self.delayed or self.inflight:
                 self._submit()
                 finished, _ = wait(self.inflight, timeout=0.5, return_when=FIRST_COMPLETED)
+                self._check_signer()
                 for future in finished:
                     task = self.inflight.pop(future)
                     result = self._outcome(future, task)
@@ -399,7 +439,7 @@ def run_batch(src: Path, settings, manifest_file: Path | None = None, jobs: int 
             if summary is None:
                 return BatchSummary()
         else:
-            summary = _Runner(src, settings, workers, stream).run(items)
+            summary = _run_local(src, settings, workers, stream, items)
     finally:
         close_archives()
     target = report or (Path(settings.batch.report) if settings.batch.report else None)
@@ -413,6 +453,18 @@ def run_batch(src: Path, settings, manifest_file: Path | None = None, jobs: int 
     stream.write(f"batch: {summary.line()}" + (f"; report {target}" if target else "") + "\n")
     _raise_for_failures(summary)
     return summary
+
+
+def _run_local(src: Path, settings, workers: int, stream: TextIO, items: list[BatchItem]) -> BatchSummary:
+    """The batch in worker processes here; with [sign], one SigningService signs for all of them."""
+    from digitize.signing import SigningService
+
+    signer = SigningService(settings) if settings.sign.configured and items else None
+    try:
+        return _Runner(src, settings, workers, stream, signer).run(items)
+    finally:
+        if signer is not None:
+            signer.close()
 
 
 def _raise_for_failures(summary: BatchSummary) -> None:

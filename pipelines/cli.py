@@ -77,7 +77,7 @@ Examples:
 def batch_cmd(settings, src: Path, manifest: Path | None, jobs: int | None, dry_run: bool, report: Path | None,
               log_json: bool, queue: bool | None, wait: bool) -> None:
     """Convert, store and index every scan under SRC; re-running resumes (stored files are skipped)."""
-    from digitize.signing import preflight
+    from digitize.signing import settle_pin
 
     from .batch import run_batch
     from .logs import configure
@@ -92,8 +92,8 @@ def batch_cmd(settings, src: Path, manifest: Path | None, jobs: int | None, dry_
 
         verapdf.require(settings.convert.validate)
     configure(log_json, events=False)
-    if not dry_run and not queue:
-        preflight(settings, interactive=True)  # before the workers fork: they inherit the PIN, not a session
+    if not dry_run and not queue and settings.sign.configured:
+        settle_pin(settings, interactive=True)  # asked here; the key is opened while the workers convert
     run_batch(src, settings, manifest, jobs, dry_run, report, queue=queue, wait=wait)
 
 
