@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -197,8 +198,18 @@ def test_a_killed_conversion_fails_its_job_and_the_portal_keeps_serving(portal):
     lock = str(portal.data_dir / "uploads" / job_id / "lock")  # held open by the web worker running the job
     owner = [w for w in server.children() if any(f.path == lock for f in w.open_files())]
     assert len(owner) == 1
-    workers = [p for p in owner[0].children()
-               if "multiprocessing" in " ".join(p.cmdline()) and "resource_tracker" not in " ".join(p.cmdline())]
+
+    def converters():
+        found = []
+        for p in owner[0].children():
+            with contextlib.suppress(psutil.Error):
+                line = " ".join(p.cmdline())
+                if "multiprocessing" in line and "resource_tracker" not in line:
+                    found.append(p)
+        return found
+    while not (workers := converters()):  # "running" is recorded just before the converter is spawned
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
     assert len(workers) == 1, [p.cmdline() for p in workers]
     workers[0].kill()
     while (job := scanner.get(f"/jobs/{job_id}").json())["state"] == "running":
