@@ -190,7 +190,7 @@ def measure_letter_height(grey: np.ndarray, dpi: float) -> float:
 
 FRAGMENTED = 1.75  # smoothing the measuring copy raises its letter height this much: its strokes were in pieces
 PIECES = 1.4  # or this much, when the letters measured are also short for their lines:
-PIECES_OF_PITCH = 0.22  # under this share of the line pitch (ordinary pages 0.24-0.46, fragmented 0.12-0.21)
+PIECES_OF_PITCH = 0.22  # under this share of the line pitch (ordinary pages 0.24-0.60, fragmented 0.12-0.21)
 
 
 def fragmented_letter_height(flat: np.ndarray, dpi: float, plain: float) -> float | None:
@@ -198,12 +198,14 @@ def fragmented_letter_height(flat: np.ndarray, dpi: float, plain: float) -> floa
     cloth ribbon's mottled, faint ink: the fragments' heights made the median), measured on the
     measuring copy (``flat``: background-flattened, letters ``plain`` high) smoothed (sigma 1 px),
     or None when smoothing changes little. On ordinary pages smoothing joins tone marks to their
-    letters and raises the median by up to 1.5x (the samples, generated seal, table, bleed-through,
-    fax and typewriter pages), so a rise of 1.4-1.75x counts only when the letters measured are
-    also under PIECES_OF_PITCH of the text-line pitch (line_pitch: a typed or printed letter's
-    median blob is 0.24-0.46 of it, on the samples and every generated fault; a double-spaced
-    typewriter page is at the low end). Generated fabric-ribbon pages (200-300 dpi) measured 0.12-0.24
-    of their pitch, and their smoothed copies 1.4-2.2x taller (true height within ~10 %)."""
+    letters and raises the median by up to 1.55x (the samples, hard pages, generated seal, table,
+    bleed-through, fax and typewriter pages), so a rise of 1.4-1.75x counts only when the letters
+    measured are also under PIECES_OF_PITCH of the text-line pitch (line_pitch: a typed or printed
+    letter's median blob is 0.24-0.60 of it on all those pages; a double-spaced typewriter page is
+    at the low end, a table whose cells hold two lines at the high end). Generated fabric-ribbon
+    pages (200-300 dpi, seeds 1-40) that fall apart measured 0.12-0.21 of their pitch, their
+    smoothed copies 1.73-2.3x taller (within ~10 % of the true height); the mildly mottled ones
+    (1.0-1.33x, 0.26-0.31) are measured as they are."""
     joined = _flat_letter_height(cv2.GaussianBlur(flat, (0, 0), 1.0), dpi)
     if joined >= FRAGMENTED * plain:
         return joined
