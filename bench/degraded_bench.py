@@ -24,7 +24,6 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 from PIL import Image
 
@@ -149,7 +148,7 @@ def main() -> None:
     imaging.single_threaded()
     ocr.warm(args.lang)
     rows, befores = [], []
-    print(f"| fault | seed | CER digitize | CER bare | passes | preparation, confidence | s digitize | s bare |"
+    print("| fault | seed | CER digitize | CER bare | passes | preparation, confidence | s digitize | s bare |"
           + (" CER bare-on-ours |" if args.variants else "")
           + (" letter px before -> after | CER before |" if args.measure_before else ""))
     print("|---|---|---|---|---|---|---|---|" + ("---|" if args.variants else "")
