@@ -11,6 +11,7 @@ noisy on a shared machine: compare the ratio digitize/bare of one run, not absol
     PYTHONPATH=. .venv/bin/python bench/degraded_bench.py --seeds 100-103      # held-out set
     PYTHONPATH=. .venv/bin/python bench/degraded_bench.py --seeds 1-3 --faults typewriter --variants
     PYTHONPATH=. .venv/bin/python bench/degraded_bench.py --seeds 100-103 --faults fax --cached-bare --without-streaks
+    PYTHONPATH=. .venv/bin/python bench/degraded_bench.py --seeds 5-20 --faults fabric --cached-bare --measure-before
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 from PIL import Image
 
@@ -101,6 +101,16 @@ def ours(pixels: np.ndarray, opts: ConvertOptions, dpi: float) -> tuple[str, flo
     return result.text, seconds, counter.calls, preparation, result.confidence
 
 
+class measure_before:
+    """The letter measure as it was before the line-pitch check (imaging.PIECES out of reach)."""
+
+    def __enter__(self):
+        self.pieces, imaging.PIECES = imaging.PIECES, float("inf")
+
+    def __exit__(self, *exc):
+        imaging.PIECES = self.pieces
+
+
 def seeds(spec: str) -> list[int]:
     out = []
     for part in spec.split(","):
@@ -118,16 +128,31 @@ def main() -> None:
     ap.add_argument("--cached-bare", action="store_true", help="reuse bare Tesseract's last texts (CER only)")
     ap.add_argument("--without-streaks", action="store_true",
                     help="digitize without the streak removal (preparations.remove_streaks): the 'before' column")
+    ap.add_argument("--measure-before", action="store_true",
+                    help="also digitize with the letter measure before the line-pitch check (fragmented pages "
+                         "only when smoothing raises it >= 1.75x), side by side: letter px and CER before -> after")
+    ap.add_argument("--fragmented-scale", type=float, default=1.0,
+                    help="an experiment: a page measured on its smoothed copy (strokes in pieces) counts as that "
+                         "many times taller, so it is read smaller (1.25: letters at ~16 px)")
     args = ap.parse_args()
+    if args.fragmented_scale != 1.0:
+        measure = imaging.fragmented_letter_height
+
+        def scaled(*a):
+            joined = measure(*a)
+            return None if joined is None else joined * args.fragmented_scale
+        imaging.fragmented_letter_height = scaled
     if args.without_streaks:
         preparations.remove_streaks = lambda grey, letter_px: grey
     opts = ConvertOptions(language=args.lang)
     imaging.single_threaded()
     ocr.warm(args.lang)
-    rows = []
-    print(f"| fault | seed | CER digitize | CER bare | passes | preparation, confidence | s digitize | s bare |"
-          + (" CER bare-on-ours |" if args.variants else ""))
-    print("|---|---|---|---|---|---|---|---|" + ("---|" if args.variants else ""))
+    rows, befores = [], []
+    print("| fault | seed | CER digitize | CER bare | passes | preparation, confidence | s digitize | s bare |"
+          + (" CER bare-on-ours |" if args.variants else "")
+          + (" letter px before -> after | CER before |" if args.measure_before else ""))
+    print("|---|---|---|---|---|---|---|---|" + ("---|" if args.variants else "")
+          + ("---|---|" if args.measure_before else ""))
     for fault in args.faults.split(","):
         for seed in seeds(args.seeds):
             png, truth = page_file(fault, seed)
@@ -136,9 +161,16 @@ def main() -> None:
             o_text, o_s, passes, prep, conf = ours(pixels, opts, dpi)
             row = [fault, seed, cer(truth, o_text), cer(truth, b_text), passes, prep or "-", o_s, b_s]
             extra = ""
+            if args.measure_before:
+                after_px = imaging.measure_letter_height(imaging.drop_colour(pixels), dpi)
+                with measure_before():
+                    before_px = imaging.measure_letter_height(imaging.drop_colour(pixels), dpi)
+                    before = cer(truth, ours(pixels, opts, dpi)[0]) if before_px != after_px else row[2]
+                befores.append(before)
+                extra += f" {before_px:.1f} -> {after_px:.1f} | {before:.4f} |"
             if args.variants:
                 prepared, factor = imaging.prepare_for_ocr(pixels, dpi)
-                extra = f" {cer(truth, bare(png, args.lang, prepared, dpi=dpi * factor)[0]):.4f} |"
+                extra = f" {cer(truth, bare(png, args.lang, prepared, dpi=dpi * factor)[0]):.4f} |" + extra
             rows.append(row)
             print(f"| {fault} | {seed} | {row[2]:.4f} | {row[3]:.4f} | {passes} | {row[5]} {conf:.0f} | "
                   f"{o_s:.2f} | {b_s:.2f} |" + extra, flush=True)
@@ -152,6 +184,9 @@ def main() -> None:
     print(f"| all | {len(rows)} | {np.mean([r[2] for r in rows]):.4f} | {max(r[2] for r in rows):.4f} | "
           f"{np.mean([r[3] for r in rows]):.4f} | {max(r[3] for r in rows):.4f} | "
           f"{np.mean([r[4] for r in rows]):.2f} | {sum(r[6] for r in rows) / sum(r[7] for r in rows):.2f} |")
+    if befores:
+        print(f"\nletter measure before the line-pitch check: mean CER {np.mean(befores):.4f}, max {max(befores):.4f}; "
+              f"after: mean {np.mean([r[2] for r in rows]):.4f}, max {max(r[2] for r in rows):.4f}")
     print(f"\ncommand: PYTHONPATH=. {sys.executable} bench/degraded_bench.py " + " ".join(sys.argv[1:]))
 
 

@@ -189,18 +189,51 @@ def measure_letter_height(grey: np.ndarray, dpi: float) -> float:
 
 
 FRAGMENTED = 1.75  # smoothing the measuring copy raises its letter height this much: its strokes were in pieces
+PIECES = 1.4  # or this much, when the letters measured are also short for their lines:
+PIECES_OF_PITCH = 0.22  # under this share of the line pitch (ordinary pages 0.24-0.60, fragmented 0.12-0.21)
 
 
 def fragmented_letter_height(flat: np.ndarray, dpi: float, plain: float) -> float | None:
     """The letter height of a page whose strokes break into fragments at the threshold (a worn
     cloth ribbon's mottled, faint ink: the fragments' heights made the median), measured on the
     measuring copy (``flat``: background-flattened, letters ``plain`` high) smoothed (sigma 1 px),
-    or None when smoothing changes little. On ordinary
-    pages smoothing joins tone marks to their letters and raises the median by up to 1.5x (the
-    samples, generated seal, table, bleed-through, fax and typewriter pages); generated
-    fabric-ribbon typewriter pages measured 10-12 px, smoothed 20-27 px (2.0-2.2x; true ~25)."""
+    or None when smoothing changes little. On ordinary pages smoothing joins tone marks to their
+    letters and raises the median by up to 1.55x (the samples, hard pages, generated seal, table,
+    bleed-through, fax and typewriter pages), so a rise of 1.4-1.75x counts only when the letters
+    measured are also under PIECES_OF_PITCH of the text-line pitch (line_pitch: a typed or printed
+    letter's median blob is 0.24-0.60 of it on all those pages; a double-spaced typewriter page is
+    at the low end, a table whose cells hold two lines at the high end). Generated fabric-ribbon
+    pages (200-300 dpi, seeds 1-40) that fall apart measured 0.12-0.21 of their pitch, their
+    smoothed copies 1.73-2.3x taller (within ~10 % of the true height); the mildly mottled ones
+    (1.0-1.33x, 0.26-0.31) are measured as they are."""
     joined = _flat_letter_height(cv2.GaussianBlur(flat, (0, 0), 1.0), dpi)
-    return joined if joined >= FRAGMENTED * plain else None
+    if joined >= FRAGMENTED * plain:
+        return joined
+    if joined < PIECES * plain:
+        return None
+    pitch = line_pitch(flat, dpi)
+    return joined if pitch is not None and plain < PIECES_OF_PITCH * pitch else None
+
+
+def line_pitch(flat: np.ndarray, dpi: float) -> float | None:
+    """The text lines' pitch (baseline to baseline) in pixels: the first strong period of the ink's
+    row profile between 1/12 and 2/3 inch, or None when the rows show no period."""
+    _, ink = cv2.threshold(cv2.GaussianBlur(flat, (0, 0), 1.0), 0, 1, cv2.THRESH_BINARY_INV | cv2.THRESH_OTSU)
+    profile = ink.sum(axis=1, dtype=np.float64)
+    profile -= profile.mean()
+    n = len(profile)
+    lo, hi = max(2, int(dpi / 12)), min(n // 3, int(dpi * 2 / 3))
+    if hi <= lo or not profile.any():
+        return None
+    spectrum = np.fft.rfft(profile, 2 * n)
+    corr = np.fft.irfft(spectrum * np.conj(spectrum))[:n]
+    corr /= corr[0]
+    window = corr[lo - 1:hi + 2]
+    peaks = lo + np.flatnonzero((window[1:-1] >= window[:-2]) & (window[1:-1] > window[2:]))
+    if not len(peaks) or corr[peaks].max() <= 0.2:
+        return None
+    # the first strong peak: its multiples (every second line) can correlate as well or better
+    return float(peaks[np.argmax(corr[peaks] >= 0.6 * corr[peaks].max())])
 
 
 SMALL_LETTERS_PX = 12  # below this, letters merge and blur: measured heights are no longer true

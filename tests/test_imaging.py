@@ -240,15 +240,50 @@ def test_letter_height_of_fragmented_strokes_is_measured_on_the_smoothed_copy():
     shrunk (generated fabric-ribbon pages, dev seeds 1-4: CER 0.32 -> 0.096)."""
     from tests.degraded import generate, typewriter_page
 
-    clean = typewriter_page(5)
+    clean = typewriter_page(4)
     true = imaging.measure_letter_height(clean.pixels, clean.dpi)
     small = imaging.resize_at_least_1px(clean.pixels, imaging.MEASURE_DPI / clean.dpi, cv2.INTER_AREA)
     flat = imaging.flatten_background(small, imaging.MEASURE_DPI)
     assert imaging.fragmented_letter_height(flat, imaging.MEASURE_DPI, true / 2) is None  # ordinary print
-    worn = generate("fabric", 5)  # the same page, mottled, at 250 dpi
+    worn = generate("fabric", 4)  # the same page, mottled, at 250 dpi
     expected = true * worn.dpi / clean.dpi
     scale = imaging.MEASURE_DPI / worn.dpi
     plain = imaging._letter_height_at(imaging.resize_at_least_1px(worn.pixels, scale, cv2.INTER_AREA),
                                       imaging.MEASURE_DPI) / scale
     assert plain < 0.6 * expected  # what the measure saw before
     assert abs(imaging.measure_letter_height(worn.pixels, worn.dpi) - expected) <= 0.2 * expected
+
+
+@pytest.mark.parametrize("leading", [1.3, 1.6, 2.4])
+def test_line_pitch_is_the_spacing_of_the_text_lines_not_a_multiple(leading):
+    page = render_text_page(font_px=30, leading=leading)
+    flat = imaging.flatten_background(page, DPI)
+    assert imaging.line_pitch(flat, DPI) == pytest.approx(int(30 * leading), abs=2)
+    assert imaging.line_pitch(np.full((400, 300), 255, np.uint8), DPI) is None  # a blank page has no lines
+
+
+def _measures(page) -> tuple[float, float, float | None]:
+    """(letter height as the plain measure sees it, as measured, line pitch), in the page's pixels."""
+    grey = imaging.drop_colour(page.pixels)
+    scale = imaging.MEASURE_DPI / page.dpi
+    flat = imaging.flatten_background(imaging.resize_at_least_1px(grey, scale, cv2.INTER_AREA), imaging.MEASURE_DPI)
+    plain = imaging._flat_letter_height(flat, imaging.MEASURE_DPI) / scale
+    if plain * scale < imaging.SMALL_LETTERS_PX:
+        plain = imaging._letter_height_at(grey, page.dpi)
+    pitch = imaging.line_pitch(flat, imaging.MEASURE_DPI)
+    return plain, imaging.measure_letter_height(grey, page.dpi), pitch and pitch / scale
+
+
+def test_strokes_in_pieces_are_told_by_the_line_pitch_when_smoothing_rises_less_than_1_75x():
+    """A fabric-ribbon page whose smoothed copy reads only 1.73x taller (generated, 225 dpi, JPEG)
+    has letters measured at under a fifth of its line pitch: measured smoothed, near its true
+    size (the typewriter font at 225 dpi: ~22 px). Ordinary pages that smoothing raises as much
+    (tone marks joined to their letters: a red seal's, a ruled table's) measure a quarter of their
+    pitch or more and keep their measure."""
+    from tests.degraded import generate
+
+    plain, measured, pitch = _measures(generate("fabric", 9))
+    assert plain < 0.22 * pitch and 19 <= measured <= 25
+    for fault, seed in [("seal", 6), ("table", 1), ("bleed", 3)]:
+        plain, measured, pitch = _measures(generate(fault, seed))
+        assert measured == plain and plain >= 0.24 * pitch, (fault, seed)
