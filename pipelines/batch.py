@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from digitize.errors import InputError, StorageError
+from digitize.errors import InputError, SigningError, StorageError
 from digitize.fsutil import atomic_write_text
 
 from .inbox import has_scan_suffix, iter_scans
@@ -200,6 +200,7 @@ class _ProgressLine:
 
 # --- workers -----------------------------------------------------------------------------------------
 
+STOP_GRACE = 10.0  # seconds a stopped batch's workers get to finish the file in hand (see _check_signer)
 _worker_settings = None
 _cpu_slots = None  # with a signer: at most `jobs` workers convert at once; one waiting for its signature lends its slot
 
@@ -290,22 +291,38 @@ class _Runner:
         self.todo.extend(task for due, task in self.delayed if due <= now)
         self.delayed = [(due, task) for due, task in self.delayed if due > now]
         # a new pool forks now: not while the signer's thread is inside pyHanko or the token library
-        fork_guard = self.signer.lock if self.signer is not None and not self.forked else contextlib.nullcontext()
-        with fork_guard:
-            while self.todo and len(self.inflight) < self.jobs + self.workers:
-                task = self.todo.popleft()
-                task.pool_generation = self.generation
-                self.inflight[self.pool.submit(_run_one, task.item.path, task.item.hint, self.src)] = task
-                self.forked = True
+        if self.signer is not None and not self.forked:
+            try:
+                with self.signer.forking():
+                    self._fill()
+            except SigningError:  # the key's opening or a signature holds the lock past [sign] timeout
+                self._check_signer()
+                raise
+        else:
+            self._fill()
         if self.signer is not None and self.forked:
             self.signer.start()  # after the first fork: the workers convert while the key is opened
 
+    def _fill(self) -> None:
+        while self.todo and len(self.inflight) < self.jobs + self.workers:
+            task = self.todo.popleft()
+            task.pool_generation = self.generation
+            self.inflight[self.pool.submit(_run_one, task.item.path, task.item.hint, self.src)] = task
+            self.forked = True
+
     def _check_signer(self) -> None:
-        """A key that cannot be used (wrong PIN, token absent, expired certificate) stops the batch at
+        """A key that cannot be used (wrong PIN, token absent, expired certificate), or a signer that
+        does not answer within [sign] timeout (key not open, a signature not ended), stops the batch at
         once with its one line: the workers are stopped (no file was signed, so none was stored)."""
-        if self.signer is None or self.signer.error is None:
+        if self.signer is None or self.signer.overdue() is None:
             return
-        for process in list((getattr(self.pool, "_processes", None) or {}).values()):
+        # files not started are dropped; a worker converting gets the error at its signature and
+        # cleans up (no half-written file left in the kept folder); one still busy after STOP_GRACE
+        # is stopped
+        processes = list((getattr(self.pool, "_processes", None) or {}).values())  # shutdown forgets them
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        wait(self.inflight, timeout=min(STOP_GRACE, self.signer.timeout))
+        for process in processes:
             with contextlib.suppress(Exception):
                 process.terminate()
         raise self.signer.error
@@ -459,7 +476,7 @@ def _run_local(src: Path, settings, workers: int, stream: TextIO, items: list[Ba
     """The batch in worker processes here; with [sign], one SigningService signs for all of them."""
     from digitize.signing import SigningService
 
-    signer = SigningService(settings) if settings.sign.configured and items else None
+    signer = SigningService(settings, kept_folder(settings)) if settings.sign.configured and items else None
     try:
         return _Runner(src, settings, workers, stream, signer).run(items)
     finally:
