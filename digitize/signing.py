@@ -591,6 +591,15 @@ class SigningService:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(1.0)
         shutil.rmtree(self._folder, ignore_errors=True)
+        # the key is closed here, under the lock, not by close_signers at exit while a thread may be in
+        # C_Sign; a signature still running after a while (a hung token) keeps its session to the exit
+        if self.lock.acquire(timeout=min(5.0, self.timeout)):
+            try:
+                close_signers()
+            finally:
+                self.lock.release()
+        else:
+            _signers.clear()
 
     def _open(self) -> None:
         with self.lock:

@@ -23,7 +23,7 @@ import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TextIO
 
@@ -283,8 +283,11 @@ class _Runner:
         remote = self.signer.remote() if self.signer is not None else None
         # a new semaphore per pool: a worker that died holding a slot took it with it
         slots = context.Semaphore(self.jobs) if self.workers > self.jobs else None
+        # with the batch's signer, workers need no PIN: none is in the settings they get
+        settings = self.settings if remote is None else \
+            replace(self.settings, sign=replace(self.settings.sign, pin=""))
         return ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_worker,
-                                   initargs=(self.settings, logs.snapshot(), os.getpid(), remote, slots))
+                                   initargs=(settings, logs.snapshot(), os.getpid(), remote, slots))
 
     def _submit(self) -> None:
         now = time.monotonic()

@@ -133,14 +133,14 @@ def key_env(kind: str, tmp_path: Path, pki, pin: str | None) -> dict[str, str]:
     return env_for(config, DIGITIZE_SIGN_PIN=pin or token.pin, **token.env())
 
 
-# `digitize batch`, each worker noting whether it has pyHanko loaded after its file
+# `digitize batch`, each worker noting whether it has pyHanko loaded after its file, and the PIN
 PROBED_BATCH = """import os, sys
 from pipelines import batch
 _run = batch._run_one
 def _run_one(path, hint, root):
     result = _run(path, hint, root)
     with open(os.environ["PYHANKO_PROBE"], "a") as probe:
-        probe.write(f"{os.getpid()} {'pyhanko' in sys.modules}\\n")
+        probe.write(f"{os.getpid()} {'pyhanko' in sys.modules} {bool(batch._worker_settings.sign.pin)}\\n")
     return result
 batch._run_one = _run_one
 from digitize.launcher import main
@@ -163,6 +163,7 @@ def test_a_batch_signs_every_file_through_one_signer(tmp_path, pki, scan, kind, 
     assert done.returncode == 0, done.stderr
     probes = (tmp_path / "probe").read_text().split("\n")
     assert [line.split()[1] for line in probes if line] == ["False"] * 3, probes
+    assert [line.split()[2] for line in probes if line] == ["False"] * 3, "a worker was given the PIN"
     summary = json.loads((tmp_path / "r.json").read_text())["summary"]
     assert summary["files"] == 3 and summary["failed"] == 0, summary
     stored = stored_pdfs(tmp_path / "data")
@@ -269,6 +270,12 @@ def test_a_malformed_request_closes_its_connection_without_a_traceback(stub_serv
     source.write_bytes(b"%PDF-1.7\n")
     assert stub_service.remote().sign(source, Path(f"{source}.signed")) == "record"  # the service still answers
     assert died == [] and "Traceback" not in capsys.readouterr().err
+
+
+def test_close_ends_the_accepting_thread(stub_service):
+    stub_service.start()
+    stub_service.close()
+    assert not stub_service._thread.is_alive() and not stub_service._folder.exists()
 
 
 def test_a_client_with_another_key_gets_one_line(stub_service, tmp_path):
