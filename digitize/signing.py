@@ -75,6 +75,8 @@ def check_settings(cfg: SignSettings) -> None:
         raise ConfigError("sign.ltv (PAdES B-LT) needs sign.tsa_url: revocation data is tied to a timestamp")
     if cfg.kind == "agency" and cfg.visible and not cfg.seal:
         raise ConfigError("sign.kind = 'agency' needs sign.seal (the seal PNG shown in the mark)")
+    if not getattr(cfg, "timeout", 1) > 0:
+        raise ConfigError(f"sign.timeout must be a number of seconds above 0, not {cfg.timeout!r}")
 
 
 def read_pin(cfg: SignSettings, interactive: bool = False) -> str | None:
@@ -510,7 +512,7 @@ class SigningService:
 
         self.settings = settings
         self.kept = Path(os.path.realpath(kept)) if kept is not None else None  # the batch's kept folder
-        self.timeout = float(getattr(settings.sign, "timeout", 120.0) or 120.0)
+        self.timeout = float(getattr(settings.sign, "timeout", 120.0))  # > 0: check_settings
         self._folder = _socket_folder()
         self.authkey = os.urandom(32)
         try:  # no authkey here: the challenge runs in each connection's thread (_authenticate)

@@ -21,7 +21,7 @@ from PIL import Image
 
 from digitize import signing
 from digitize.config import Settings
-from digitize.errors import ExitCode, SignerUnavailableError, SigningError
+from digitize.errors import ConfigError, ExitCode, SignerUnavailableError, SigningError
 
 try:
     from tests.test_signing import (P12_PIN, assert_pdfa, assert_pdfsig_valid, env_for, pdfa, pki,  # noqa: F401
@@ -270,6 +270,14 @@ def test_a_malformed_request_closes_its_connection_without_a_traceback(stub_serv
     source.write_bytes(b"%PDF-1.7\n")
     assert stub_service.remote().sign(source, Path(f"{source}.signed")) == "record"  # the service still answers
     assert died == [] and "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("timeout", [0.0, -1.0])
+def test_a_timeout_that_bounds_nothing_is_a_config_error(timeout):
+    settings = Settings()
+    settings.sign.pkcs12, settings.sign.timeout = "key.p12", timeout
+    with pytest.raises(ConfigError, match="sign.timeout"):
+        signing.check_settings(settings.sign)
 
 
 def test_close_ends_the_accepting_thread(stub_service):
