@@ -720,7 +720,7 @@ class SigningService:
             if self.error is not None:
                 return "error", self.error
             self._signing = time.monotonic()
-            return "ok", signer_for(self.settings).sign(source, target, band)  # a token gone: logs in again
+            return "ok", self._key().sign(source, target, band)
         except DigitizeError as e:
             return "error", e
         except Exception as e:  # noqa: BLE001
@@ -729,6 +729,23 @@ class SigningService:
         finally:
             self._signing = None
             self.lock.release()
+
+
+    def _key(self):
+        """The key, checked as at the batch's start: one that went bad mid-batch (its certificate
+        expired, its PIN refused at a re-login) stops the batch with that line instead of failing
+        every file after its conversion. A token gone (SignerUnavailableError) is opened again at
+        the next file, which waits meanwhile."""
+        try:
+            signer = signer_for(self.settings)  # a token gone: logs in again
+            if getattr(signer, "cert", None) is not None:
+                check_certificate(signer.cert, datetime.now(VIETNAM).replace(microsecond=0))
+        except SignerUnavailableError:
+            raise
+        except SigningError as e:
+            self.fail(e, shut=False)
+            raise
+        return signer
 
 
 def _child_of_mine(pid: int) -> bool:

@@ -268,9 +268,12 @@ class _Runner:
 
     def _new_pool(self) -> ProcessPoolExecutor:
         """Workers forked from this process, which has imported the conversion code already:
-        each starts in milliseconds instead of importing it again (~0.25 s). This process runs no
-        threads of its own when it forks: ProcessPoolExecutor forks every worker before starting
-        its manager thread, and a broken pool is shut down, threads joined, before the next."""
+        each starts in milliseconds instead of importing it again (~0.25 s). ProcessPoolExecutor
+        forks every worker before starting its manager thread, and a broken pool is shut down,
+        threads joined, before the next. With a signer its threads run on across a re-fork (after a
+        worker died): the fork then holds the signer's lock (no key opening or signature half-way in
+        the child); a connection's thread may be in its authkey challenge, which holds no lock a
+        worker uses."""
         from digitize import imaging
 
         imaging.single_threaded()  # no OpenCV thread pool may exist across the fork

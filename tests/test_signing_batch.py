@@ -280,6 +280,24 @@ def test_a_timeout_that_bounds_nothing_is_a_config_error(timeout):
         signing.check_settings(settings.sign)
 
 
+def test_a_key_gone_bad_mid_batch_stops_the_batch(stub_service, tmp_path, monkeypatch):
+    """A re-login refused (or a certificate expired) after the start: the service's error is set,
+    so the batch's loop stops the batch instead of converting every file to fail it at signing."""
+    stub_service.start()
+    source = tmp_path / "kept" / "doc.pdf"
+    source.write_bytes(b"%PDF-1.7\n")
+    assert stub_service.remote().sign(source, Path(f"{source}.signed")) == "record"
+
+    def refused(settings):
+        raise SigningError("the token refused the PIN")
+
+    monkeypatch.setattr(signing, "signer_for", refused)
+    Path(f"{source}.signed").unlink()
+    with pytest.raises(SigningError, match="refused the PIN"):
+        stub_service.remote().sign(source, Path(f"{source}.signed"))
+    assert isinstance(stub_service.error, SigningError) and stub_service.overdue() is stub_service.error
+
+
 def test_close_ends_the_accepting_thread(stub_service):
     stub_service.start()
     stub_service.close()
