@@ -340,6 +340,32 @@ def test_the_service_signs_only_the_batch_s_own_files(stub_service, tmp_path):
     assert remote.sign(inside, Path(f"{inside}.signed")) == "record"
 
 
+def test_the_service_signs_in_its_workers_work_folders_only(stub_service, tmp_path, monkeypatch):
+    """A work folder (fsutil.work_dir's name) of a process this one forked is the batch's; the same
+    name with another process's pid is not."""
+    from digitize import fsutil
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    stub_service.start()
+    child = subprocess.Popen(["sleep", "60"])
+    try:
+        owner = fsutil._owner().partition("-")[2]
+        for pid, ok in [(child.pid, True), (os.getppid(), False)]:
+            folder = tmp_path / f"digitize-{pid}-{owner}-job-abc123"
+            folder.mkdir(mode=0o700)
+            source = folder / "doc.pdf"
+            source.write_bytes(b"%PDF-1.7\n")
+            if ok:
+                assert stub_service.remote().sign(source, Path(f"{source}.signed")) == "record"
+            else:
+                with pytest.raises(SigningError, match="refuses"):
+                    stub_service.remote().sign(source, Path(f"{source}.signed"))
+    finally:
+        child.kill()
+        child.wait()
+    assert stub_service.stub.signed == [tmp_path / f"digitize-{child.pid}-{owner}-job-abc123" / "doc.pdf"]
+
+
 def test_a_long_temp_folder_still_gets_a_socket_and_leaks_nothing(tmp_path, monkeypatch):
     from digitize import fsutil
 
