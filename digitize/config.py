@@ -112,6 +112,7 @@ class SignSettings:
     tsa_url: str = ""  # RFC 3161 timestamp authority: PAdES B-T
     ltv: bool = False  # embed chain and revocation data: PAdES B-LT (needs tsa_url)
     trust: str = ""  # trust anchors (PEM/DER files, ":"-separated) signatures must chain to; "" = chain not judged
+    timeout: float = 120.0  # seconds a batch waits for its signer (key opened, one signature) before it stops
 
     @property
     def configured(self) -> bool:

@@ -20,9 +20,11 @@ import hashlib
 import logging
 import os
 import shutil
+import stat
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -73,6 +75,8 @@ def check_settings(cfg: SignSettings) -> None:
         raise ConfigError("sign.ltv (PAdES B-LT) needs sign.tsa_url: revocation data is tied to a timestamp")
     if cfg.kind == "agency" and cfg.visible and not cfg.seal:
         raise ConfigError("sign.kind = 'agency' needs sign.seal (the seal PNG shown in the mark)")
+    if not getattr(cfg, "timeout", 1) > 0:
+        raise ConfigError(f"sign.timeout must be a number of seconds above 0, not {cfg.timeout!r}")
 
 
 def read_pin(cfg: SignSettings, interactive: bool = False) -> str | None:
@@ -439,6 +443,50 @@ def _in_child(action: Callable[[], None]) -> None:
 
 # -- a batch: one signer for all its workers, opened while they convert -----------------------------
 
+HANDSHAKE_TIMEOUT = 10.0  # seconds a connection may take to prove it holds the authkey
+SUN_PATH_MAX = 107  # bytes of an AF_UNIX socket's path (108 with its NUL)
+SOCKET_NAME = "s"
+
+
+def _socket_folder() -> Path:
+    """A private (0700) folder for the signer's socket, on a base short enough for AF_UNIX's 107
+    bytes ($XDG_RUNTIME_DIR, else the temp folder, else /tmp; never an abstract socket, which any
+    process of the host could reach). Named as fsutil's work folders, so a sweep removes it after a
+    crash; with a host name too long for that, a shorter name."""
+    from . import fsutil
+
+    sweepable = f"digitize-{fsutil._owner()}-signer-"
+    for base in (os.environ.get("XDG_RUNTIME_DIR", ""), tempfile.gettempdir(), "/tmp"):
+        if not base or not os.path.isabs(base) or not os.path.isdir(base):
+            continue
+        for prefix in (sweepable, "digitize-signer-"):
+            # mkdtemp adds 8 characters, then "/" and the socket's name
+            if len(os.fsencode(os.path.join(base, prefix))) + 8 + 1 + len(SOCKET_NAME) <= SUN_PATH_MAX:
+                if prefix == sweepable:
+                    fsutil.sweep_orphans(base, force=True)  # a crashed batch's folder, if any
+                try:
+                    return Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+                except OSError as e:
+                    raise SigningError(f"cannot start the batch's signer in {base}: {e.strerror or e}") from None
+    raise SigningError("cannot start the batch's signer: no folder with a path short enough for its socket")
+
+
+class _Bounded:
+    """A connection as multiprocessing's authkey challenge sees it, whose reads wait at most
+    ``timeout``: a peer that connects and says nothing cannot hold a thread for ever."""
+
+    def __init__(self, conn, timeout: float):
+        self._conn, self._timeout = conn, timeout
+
+    def send_bytes(self, data) -> None:
+        self._conn.send_bytes(data)
+
+    def recv_bytes(self, maxlength=None) -> bytes:
+        if not self._conn.poll(self._timeout):
+            raise TimeoutError("no answer to the challenge")
+        return self._conn.recv_bytes(maxlength)
+
+
 class SigningService:
     """The batch's one signer, in the batch process, for all its workers (RemoteSigner).
 
@@ -452,41 +500,111 @@ class SigningService:
     key is opened or a file signed: the batch holds it while it forks workers, so that no child
     inherits a half-taken lock of pyHanko's or the token library's.
 
-    Workers talk to it over a Unix socket in a private folder, authenticated with a random key
-    (multiprocessing.connection), one connection per worker; the PDF/A stays on disk, only its path,
-    the signed file's path and page 1's top band are sent."""
+    Every wait is bounded by ``[sign] timeout``: a key that does not open, or a signature that does
+    not end (a wedged reader or network HSM), sets ``error`` (``overdue``, called by the batch's
+    loop), and the batch stops with one line instead of waiting for ever.
 
-    def __init__(self, settings: Settings):
+    Workers talk to it over a Unix socket in a private folder, authenticated with a random key
+    (multiprocessing's challenge, run in each connection's own thread), one connection per worker;
+    the PDF/A stays on disk, only its path, the signed file's path and page 1's top band are sent.
+    It signs only a regular file of this user in the batch's kept folder or in a work folder of one
+    of its workers, into that file's name + ".signed", which must not exist yet."""
+
+    def __init__(self, settings: Settings, kept: Path | None = None):
         from multiprocessing.connection import Listener
 
         self.settings = settings
-        self._folder = Path(tempfile.mkdtemp(prefix="digitize-signer-"))  # 0700
+        self.kept = Path(os.path.realpath(kept)) if kept is not None else None  # the batch's kept folder
+        self.timeout = float(getattr(settings.sign, "timeout", 120.0))  # > 0: check_settings
+        self._folder = _socket_folder()
         self.authkey = os.urandom(32)
-        self._listener = Listener(str(self._folder / "socket"), "AF_UNIX", backlog=256, authkey=self.authkey)
+        try:  # no authkey here: the challenge runs in each connection's thread (_authenticate)
+            self._listener = Listener(str(self._folder / SOCKET_NAME), "AF_UNIX", backlog=256)
+        except OSError as e:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            raise SigningError(f"cannot start the batch's signer in {self._folder.parent}: {e.strerror or e}") from None
         self.address = self._listener.address
         self.ready = threading.Event()
         self.error: SigningError | None = None
         self.lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._started: float | None = None  # time.monotonic() of start()
+        self._signing: float | None = None  # since when a signature is in progress
+        self._conns: set = set()  # the workers' open connections
 
     def remote(self) -> "RemoteSigner":
-        return RemoteSigner(self.address, self.authkey, self.settings.sign.visible)
+        return RemoteSigner(self.address, self.authkey, self.settings.sign.visible, self.timeout)
 
     def start(self) -> None:
         """Open the key in a thread of its own, then answer the workers (call after they are forked)."""
         if self._thread is None:
+            self._started = time.monotonic()
             self._thread = threading.Thread(target=self._run, name="digitize-signer", daemon=True)
             self._thread.start()
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         return self.ready.wait(timeout)
 
+    @contextlib.contextmanager
+    def forking(self):
+        """Held while the batch forks workers (see ``lock``); a key open or a signature that holds
+        the lock longer than ``timeout`` stops the batch instead."""
+        if not self.lock.acquire(timeout=self.timeout):
+            if self.overdue() is None:
+                self.error = SignerUnavailableError(f"the batch's signer was busy for {self.timeout:g} s "
+                                                    "([sign] timeout): is the token or its reader answering?")
+            raise self.error
+        try:
+            yield
+        finally:
+            self.lock.release()
+
+    def overdue(self, shut: bool = True) -> SigningError | None:
+        """The batch's loop asks: a key still not open, or a signature still running, after
+        ``timeout`` seconds sets ``error`` (the token or its reader stopped answering)."""
+        now = time.monotonic()
+        if self.error is None and not self.ready.is_set() and self._started is not None \
+                and now - self._started > self.timeout:
+            self.fail(SignerUnavailableError(f"the signing key did not open within {self.timeout:g} s "
+                                             "([sign] timeout): is the token or its reader answering?"), shut)
+        since = self._signing
+        if self.error is None and since is not None and now - since > self.timeout:
+            self.fail(SignerUnavailableError(f"a signature took longer than {self.timeout:g} s "
+                                             "([sign] timeout): is the token or its reader answering?"), shut)
+        return self.error
+
+    def fail(self, error: SigningError, shut: bool = True) -> None:
+        """Stop signing: every worker waiting gets ERROR now (a hung signature's worker: its
+        connection is shut), so each cleans up its file instead of waiting or being killed."""
+        import socket
+
+        self.error = error
+        self.ready.set()
+        for conn in list(self._conns) if shut else ():
+            with contextlib.suppress(Exception), socket.socket(fileno=os.dup(conn.fileno())) as sock:
+                sock.shutdown(socket.SHUT_RDWR)
+
     def close(self) -> None:
+        import socket
+
         self._closed = True
+        with contextlib.suppress(Exception):  # wakes the accept() of the signer's thread
+            self._listener._listener._socket.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
             self._listener.close()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(1.0)
         shutil.rmtree(self._folder, ignore_errors=True)
+        # the key is closed here, under the lock, not by close_signers at exit while a thread may be in
+        # C_Sign; a signature still running after a while (a hung token) keeps its session to the exit
+        if self.lock.acquire(timeout=min(5.0, self.timeout)):
+            try:
+                close_signers()
+            finally:
+                self.lock.release()
+        else:
+            _signers.clear()
 
     def _open(self) -> None:
         with self.lock:
@@ -504,69 +622,200 @@ class SigningService:
                 self.ready.set()
 
     def _run(self) -> None:
-        self._open()
+        # workers are answered (and wait in sign) while the key opens: a hung opening is then the
+        # batch's to notice (overdue), not a silent socket's
+        threading.Thread(target=self._open, name="digitize-signer-open", daemon=True).start()
         while not self._closed:
             try:
-                conn = self._listener.accept()
-            except Exception:  # noqa: BLE001 - closed, or a client that failed the handshake
+                conn = self._listener.accept()  # no handshake here: one silent client holds no other
+            except Exception:  # noqa: BLE001 - closed
+                if self._closed:
+                    return
                 continue
             threading.Thread(target=self._serve, args=(conn,), name="digitize-signer-conn", daemon=True).start()
 
+    def _authenticate(self, conn) -> bool:
+        from multiprocessing.connection import answer_challenge, deliver_challenge
+
+        bounded = _Bounded(conn, min(HANDSHAKE_TIMEOUT, self.timeout))
+        try:
+            deliver_challenge(bounded, self.authkey)
+            answer_challenge(bounded, self.authkey)
+        except Exception as e:  # noqa: BLE001 - AuthenticationError, EOFError, OSError
+            log.debug("the signer refused a connection: %s: %s", type(e).__name__, e)
+            return False
+        return True
+
     def _serve(self, conn) -> None:
         with conn:
-            while True:
-                try:
-                    source, target, band = conn.recv()
-                except (EOFError, OSError):
-                    return
+            if not self._authenticate(conn):
+                return
+            self._conns.add(conn)
+            try:
+                self._answer(conn)
+            finally:
+                self._conns.discard(conn)
+
+    def _answer(self, conn) -> None:
+        while True:
+            try:
+                source, target, band = conn.recv()
                 answer = self.sign(Path(source), Path(target), band)
-                try:
-                    conn.send(answer)
-                except (OSError, ValueError):
-                    return
+                conn.send(answer)
+            except (EOFError, OSError):
+                return
+            except Exception as e:  # noqa: BLE001 - a malformed request or answer: one line, connection closed
+                log.debug("the signer dropped a connection: %s: %s", type(e).__name__, e, exc_info=True)
+                log.warning("the batch's signer dropped a malformed request (%s)", type(e).__name__)
+                return
+
+    def _confined(self, source: Path, target: Path) -> SigningError | None:
+        """Why the service refuses these paths, if it does: anything holding the authkey (a page
+        worker decoding an untrusted image) must not get any other file of this user signed or
+        overwritten."""
+        from . import fsutil
+
+        refused = SigningError(f"the batch's signer refuses to sign {source.name}: not a conversion of this batch")
+        if not source.is_absolute() or Path(os.path.realpath(source)) != source or target != Path(f"{source}.signed"):
+            return refused
+        if self.kept is None or not source.is_relative_to(self.kept):
+            temp = Path(os.path.realpath(tempfile.gettempdir()))
+            if not source.is_relative_to(temp) or source == temp:
+                return refused
+            found = fsutil.WORK_DIR.match(source.relative_to(temp).parts[0])
+            mine = fsutil._owner().partition("-")[2]
+            if found is None or f"{found[2]}@{found[3]}" != mine or not _child_of_mine(int(found[1])):
+                return refused
+        try:
+            fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            return refused
+        try:
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+            return refused
+        try:
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+        except OSError:
+            return refused
+        return None
 
     def sign(self, source: Path, target: Path, band: Any) -> tuple[str, Any]:
         """("ok", SignatureRecord) or ("error", the DigitizeError to raise in the worker)."""
-        self.ready.wait()
+        if not self.ready.wait(self.timeout):
+            self.overdue(shut=False)  # not this worker's own connection: it gets the error
         if self.error is not None:
             return "error", self.error
-        with self.lock:
-            try:
-                return "ok", signer_for(self.settings).sign(source, target, band)  # a token gone: logs in again
-            except DigitizeError as e:
-                return "error", e
-            except Exception as e:  # noqa: BLE001
-                log.exception("signing %s failed", source)
-                return "error", SigningError(f"signing failed: {type(e).__name__}: {' '.join(str(e).split())}")
+        refused = self._confined(source, target)
+        if refused is not None:
+            return "error", refused
+        waited = 0.0
+        while not self.lock.acquire(timeout=0.5):  # in steps: an error set meanwhile is answered at once
+            waited += 0.5
+            if self.error is not None:
+                return "error", self.error
+            if waited >= self.timeout:
+                return "error", SignerUnavailableError(f"the batch's signer was busy for {self.timeout:g} s: "
+                                                       "the file waits")
+        try:
+            if self.error is not None:
+                return "error", self.error
+            self._signing = time.monotonic()
+            return "ok", self._key().sign(source, target, band)
+        except DigitizeError as e:
+            return "error", e
+        except Exception as e:  # noqa: BLE001
+            log.debug("signing %s failed", source, exc_info=True)
+            return "error", SigningError(f"signing failed: {type(e).__name__}: {' '.join(str(e).split())}")
+        finally:
+            self._signing = None
+            self.lock.release()
+
+
+    def _key(self):
+        """The key, checked as at the batch's start: one that went bad mid-batch (its certificate
+        expired, its PIN refused at a re-login) stops the batch with that line instead of failing
+        every file after its conversion. A token gone (SignerUnavailableError) is opened again at
+        the next file, which waits meanwhile."""
+        try:
+            signer = signer_for(self.settings)  # a token gone: logs in again
+            if getattr(signer, "cert", None) is not None:
+                check_certificate(signer.cert, datetime.now(VIETNAM).replace(microsecond=0))
+        except SignerUnavailableError:
+            raise
+        except SigningError as e:
+            self.fail(e, shut=False)
+            raise
+        return signer
+
+
+def _child_of_mine(pid: int) -> bool:
+    """Whether PID is a process this one forked (a batch worker)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rpartition(b")")[2].split()
+        return int(fields[1]) == os.getpid()
+    except (OSError, ValueError, IndexError):
+        return False
 
 
 class RemoteSigner:
-    """A batch worker's signer: the batch's SigningService signs (see there); duck-typed as Signer."""
+    """A batch worker's signer: the batch's SigningService signs (see there); duck-typed as Signer.
+    It waits at most three ``[sign] timeout``s for an answer (the key's opening, the signer's
+    lock, the signature), then gives up on that file (the batch has stopped by then)."""
 
-    def __init__(self, address: str, authkey: bytes, visible: bool):
-        self.address, self._authkey, self.visible = address, authkey, visible
+    def __init__(self, address: str, authkey: bytes, visible: bool, timeout: float = 120.0):
+        self.address, self._authkey, self.visible, self.timeout = address, authkey, visible, timeout
         self._conn = None
         self.slots = None  # the batch's CPU slots (a semaphore): given back while waiting for the signature
 
+    def _connect(self):
+        from multiprocessing.connection import Client, answer_challenge, deliver_challenge
+
+        conn = Client(self.address, "AF_UNIX")
+        try:
+            bounded = _Bounded(conn, min(HANDSHAKE_TIMEOUT, self.timeout))
+            answer_challenge(bounded, self._authkey)
+            deliver_challenge(bounded, self._authkey)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
     def sign(self, source: Path, target: Path, top_band: Any = None) -> SignatureRecord:
-        from multiprocessing.connection import Client
+        from multiprocessing import AuthenticationError
 
         if self.slots is not None:
             self.slots.release()  # another worker converts while this one waits
         try:
             if self._conn is None:
-                self._conn = Client(self.address, "AF_UNIX", authkey=self._authkey)
+                self._conn = self._connect()
             self._conn.send((str(source), str(target), top_band))
+            if not self._conn.poll(3 * self.timeout):
+                raise TimeoutError
             status, value = self._conn.recv()
-        except (OSError, EOFError):
-            self._conn = None
-            raise SignerUnavailableError("the batch's signer did not answer: the file waits") from None
+        except (OSError, EOFError, AuthenticationError) as e:  # TimeoutError is an OSError
+            self._drop()
+            what = "did not answer" if isinstance(e, (TimeoutError, EOFError)) else \
+                "refused this worker" if isinstance(e, AuthenticationError) else f"is unreachable ({e.strerror or e})"
+            raise SignerUnavailableError(f"the batch's signer {what}: the file waits") from None
+        except Exception as e:  # noqa: BLE001 - an answer that cannot be read
+            self._drop()
+            raise SigningError(f"the batch's signer gave an unreadable answer ({type(e).__name__})") from None
         finally:
             if self.slots is not None:
                 self.slots.acquire()
         if status != "ok":
             raise value
         return value
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(OSError):
+                self._conn.close()
+        self._conn = None
 
 
 def use_service(remote: RemoteSigner | None) -> None:

@@ -23,11 +23,11 @@ import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TextIO
 
-from digitize.errors import InputError, StorageError
+from digitize.errors import InputError, SigningError, StorageError
 from digitize.fsutil import atomic_write_text
 
 from .inbox import has_scan_suffix, iter_scans
@@ -200,6 +200,7 @@ class _ProgressLine:
 
 # --- workers -----------------------------------------------------------------------------------------
 
+STOP_GRACE = 10.0  # seconds a stopped batch's workers get to finish the file in hand (see _check_signer)
 _worker_settings = None
 _cpu_slots = None  # with a signer: at most `jobs` workers convert at once; one waiting for its signature lends its slot
 
@@ -267,9 +268,12 @@ class _Runner:
 
     def _new_pool(self) -> ProcessPoolExecutor:
         """Workers forked from this process, which has imported the conversion code already:
-        each starts in milliseconds instead of importing it again (~0.25 s). This process runs no
-        threads of its own when it forks: ProcessPoolExecutor forks every worker before starting
-        its manager thread, and a broken pool is shut down, threads joined, before the next."""
+        each starts in milliseconds instead of importing it again (~0.25 s). ProcessPoolExecutor
+        forks every worker before starting its manager thread, and a broken pool is shut down,
+        threads joined, before the next. With a signer its threads run on across a re-fork (after a
+        worker died): the fork then holds the signer's lock (no key opening or signature half-way in
+        the child); a connection's thread may be in its authkey challenge, which holds no lock a
+        worker uses."""
         from digitize import imaging
 
         imaging.single_threaded()  # no OpenCV thread pool may exist across the fork
@@ -282,30 +286,49 @@ class _Runner:
         remote = self.signer.remote() if self.signer is not None else None
         # a new semaphore per pool: a worker that died holding a slot took it with it
         slots = context.Semaphore(self.jobs) if self.workers > self.jobs else None
+        # with the batch's signer, workers need no PIN: none is in the settings they get
+        settings = self.settings if remote is None else \
+            replace(self.settings, sign=replace(self.settings.sign, pin=""))
         return ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_worker,
-                                   initargs=(self.settings, logs.snapshot(), os.getpid(), remote, slots))
+                                   initargs=(settings, logs.snapshot(), os.getpid(), remote, slots))
 
     def _submit(self) -> None:
         now = time.monotonic()
         self.todo.extend(task for due, task in self.delayed if due <= now)
         self.delayed = [(due, task) for due, task in self.delayed if due > now]
         # a new pool forks now: not while the signer's thread is inside pyHanko or the token library
-        fork_guard = self.signer.lock if self.signer is not None and not self.forked else contextlib.nullcontext()
-        with fork_guard:
-            while self.todo and len(self.inflight) < self.jobs + self.workers:
-                task = self.todo.popleft()
-                task.pool_generation = self.generation
-                self.inflight[self.pool.submit(_run_one, task.item.path, task.item.hint, self.src)] = task
-                self.forked = True
+        if self.signer is not None and not self.forked:
+            try:
+                with self.signer.forking():
+                    self._fill()
+            except SigningError:  # the key's opening or a signature holds the lock past [sign] timeout
+                self._check_signer()
+                raise
+        else:
+            self._fill()
         if self.signer is not None and self.forked:
             self.signer.start()  # after the first fork: the workers convert while the key is opened
 
+    def _fill(self) -> None:
+        while self.todo and len(self.inflight) < self.jobs + self.workers:
+            task = self.todo.popleft()
+            task.pool_generation = self.generation
+            self.inflight[self.pool.submit(_run_one, task.item.path, task.item.hint, self.src)] = task
+            self.forked = True
+
     def _check_signer(self) -> None:
-        """A key that cannot be used (wrong PIN, token absent, expired certificate) stops the batch at
+        """A key that cannot be used (wrong PIN, token absent, expired certificate), or a signer that
+        does not answer within [sign] timeout (key not open, a signature not ended), stops the batch at
         once with its one line: the workers are stopped (no file was signed, so none was stored)."""
-        if self.signer is None or self.signer.error is None:
+        if self.signer is None or self.signer.overdue() is None:
             return
-        for process in list((getattr(self.pool, "_processes", None) or {}).values()):
+        # files not started are dropped; a worker converting gets the error at its signature and
+        # cleans up (no half-written file left in the kept folder); one still busy after STOP_GRACE
+        # is stopped
+        processes = list((getattr(self.pool, "_processes", None) or {}).values())  # shutdown forgets them
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        wait(self.inflight, timeout=min(STOP_GRACE, self.signer.timeout))
+        for process in processes:
             with contextlib.suppress(Exception):
                 process.terminate()
         raise self.signer.error
@@ -459,7 +482,7 @@ def _run_local(src: Path, settings, workers: int, stream: TextIO, items: list[Ba
     """The batch in worker processes here; with [sign], one SigningService signs for all of them."""
     from digitize.signing import SigningService
 
-    signer = SigningService(settings) if settings.sign.configured and items else None
+    signer = SigningService(settings, kept_folder(settings)) if settings.sign.configured and items else None
     try:
         return _Runner(src, settings, workers, stream, signer).run(items)
     finally:

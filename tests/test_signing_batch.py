@@ -5,9 +5,14 @@ nothing stored. Real parts: a PKCS#12 and a SoftHSM2 token from the test CA, ver
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +21,7 @@ from PIL import Image
 
 from digitize import signing
 from digitize.config import Settings
-from digitize.errors import ExitCode, SigningError
+from digitize.errors import ConfigError, ExitCode, SignerUnavailableError, SigningError
 
 try:
     from tests.test_signing import (P12_PIN, assert_pdfa, assert_pdfsig_valid, env_for, pdfa, pki,  # noqa: F401
@@ -36,26 +41,36 @@ def p12_settings(pki, pin: str) -> Settings:
     return settings
 
 
+def kept_copy(tmp_path: Path, pdfa: Path) -> Path:
+    """The PDF/A where a batch keeps its conversions: the only place (with its workers' work
+    folders) the service signs in."""
+    (tmp_path / "kept").mkdir(mode=0o700, exist_ok=True)
+    return Path(shutil.copy(pdfa, tmp_path / "kept" / "doc.pdf"))
+
+
 def test_the_service_signs_what_a_worker_sends_it(tmp_path, pki, pdfa):
-    service = signing.SigningService(p12_settings(pki, P12_PIN))
+    service = signing.SigningService(p12_settings(pki, P12_PIN), tmp_path / "kept")
+    source = kept_copy(tmp_path, pdfa)
+    signed = Path(f"{source}.signed")
     try:
         service.start()
         remote = service.remote()
         assert remote.visible
-        record = remote.sign(pdfa, tmp_path / "signed.pdf")
+        record = remote.sign(source, signed)
         assert record.signer == "Nguyễn Thị Lan" and record.level == "B-B"
         assert service.error is None
     finally:
         service.close()
         signing.close_signers()
-    assert_pdfsig_valid(tmp_path / "signed.pdf")
-    assert_pdfa(tmp_path / "signed.pdf")
+    assert_pdfsig_valid(signed)
+    assert_pdfa(signed)
 
 
 def test_a_worker_waiting_for_its_signature_lends_its_cpu_slot(tmp_path, pki, pdfa):
     """While the signer works (or a slow token), the worker's slot is free for another worker to convert."""
     slots = threading.Semaphore(1)  # the batch's multiprocessing semaphore, in one process
-    service = signing.SigningService(p12_settings(pki, P12_PIN))
+    service = signing.SigningService(p12_settings(pki, P12_PIN), tmp_path / "kept")
+    source = kept_copy(tmp_path, pdfa)
     free_while_signing = []
     sign = service.sign
 
@@ -71,7 +86,7 @@ def test_a_worker_waiting_for_its_signature_lends_its_cpu_slot(tmp_path, pki, pd
         remote = service.remote()
         remote.slots = slots
         with slots:
-            remote.sign(pdfa, tmp_path / "signed.pdf")
+            remote.sign(source, Path(f"{source}.signed"))
             assert not slots.acquire(blocking=False), "the slot is taken back once signed"
     finally:
         service.close()
@@ -80,16 +95,17 @@ def test_a_worker_waiting_for_its_signature_lends_its_cpu_slot(tmp_path, pki, pd
 
 
 def test_a_wrong_pin_in_the_service_signs_nothing(tmp_path, pki, pdfa):
-    service = signing.SigningService(p12_settings(pki, "000000"))
+    service = signing.SigningService(p12_settings(pki, "000000"), tmp_path / "kept")
+    source = kept_copy(tmp_path, pdfa)
     try:
         service.start()
         with pytest.raises(SigningError, match="PIN"):
-            service.remote().sign(pdfa, tmp_path / "never.pdf")
+            service.remote().sign(source, Path(f"{source}.signed"))
         assert isinstance(service.error, SigningError)
     finally:
         service.close()
         signing._refused.clear()
-    assert not (tmp_path / "never.pdf").exists()
+    assert not Path(f"{source}.signed").exists()
 
 
 def scans(folder: Path, scan: Path, count: int) -> list[Path]:
@@ -117,14 +133,14 @@ def key_env(kind: str, tmp_path: Path, pki, pin: str | None) -> dict[str, str]:
     return env_for(config, DIGITIZE_SIGN_PIN=pin or token.pin, **token.env())
 
 
-# `digitize batch`, each worker noting whether it has pyHanko loaded after its file
+# `digitize batch`, each worker noting whether it has pyHanko loaded after its file, and the PIN
 PROBED_BATCH = """import os, sys
 from pipelines import batch
 _run = batch._run_one
 def _run_one(path, hint, root):
     result = _run(path, hint, root)
     with open(os.environ["PYHANKO_PROBE"], "a") as probe:
-        probe.write(f"{os.getpid()} {'pyhanko' in sys.modules}\\n")
+        probe.write(f"{os.getpid()} {'pyhanko' in sys.modules} {bool(batch._worker_settings.sign.pin)}\\n")
     return result
 batch._run_one = _run_one
 from digitize.launcher import main
@@ -147,6 +163,7 @@ def test_a_batch_signs_every_file_through_one_signer(tmp_path, pki, scan, kind, 
     assert done.returncode == 0, done.stderr
     probes = (tmp_path / "probe").read_text().split("\n")
     assert [line.split()[1] for line in probes if line] == ["False"] * 3, probes
+    assert [line.split()[2] for line in probes if line] == ["False"] * 3, "a worker was given the PIN"
     summary = json.loads((tmp_path / "r.json").read_text())["summary"]
     assert summary["files"] == 3 and summary["failed"] == 0, summary
     stored = stored_pdfs(tmp_path / "data")
@@ -165,4 +182,247 @@ def test_a_batch_with_a_wrong_pin_is_one_line_and_stores_nothing(tmp_path, pki, 
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("digitize: ") and "PIN" in lines[0], done.stderr
     assert "000000" not in done.stderr and "Traceback" not in done.stderr
+    assert stored_pdfs(tmp_path / "data") == [] and all(f.exists() for f in files)
+
+
+# --- the service's bounds and confinement (a stub key: no pyHanko; review of 2026-12-01) --------------
+
+class StubSigner:
+    """signer_for's answer in the service: writes the target and says so."""
+
+    def __init__(self):
+        self.signed = []
+
+    def sign(self, source, target, band=None):
+        Path(target).write_bytes(Path(source).read_bytes() + b"%signed\n")
+        self.signed.append(Path(source))
+        return "record"
+
+
+@pytest.fixture
+def stub_service(tmp_path, monkeypatch):
+    """A SigningService whose key is open at once and signs with StubSigner; ``[sign] timeout`` 2 s."""
+    stub = StubSigner()
+    monkeypatch.setattr(signing, "signer_for", lambda settings: stub)
+    settings = Settings()
+    settings.sign.timeout = 2.0
+    (tmp_path / "kept").mkdir(mode=0o700)
+    service = signing.SigningService(settings)
+    service.kept = tmp_path / "kept"  # the batch gives its kept folder (here before any request)
+    service._open = service.ready.set
+    service.stub = stub
+    yield service
+    service.close()
+
+
+def in_thread(action, bound: float):
+    """ACTION's result or exception, or "still waiting" after BOUND seconds."""
+    out = {}
+
+    def run():
+        try:
+            out["r"] = action()
+        except BaseException as e:  # noqa: BLE001
+            out["r"] = e
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(bound)
+    return out.get("r", "still waiting")
+
+
+def test_a_key_that_never_opens_fails_the_worker_within_the_timeout(stub_service, tmp_path):
+    stub_service._open = lambda: time.sleep(3600)  # a token that never answers C_Login
+    stub_service.start()
+    source = tmp_path / "kept" / "doc.pdf"
+    source.write_bytes(b"%PDF-1.7\n")
+    got = in_thread(lambda: stub_service.remote().sign(source, Path(f"{source}.signed")), 20)
+    assert isinstance(got, SignerUnavailableError) and "timeout" in str(got), got
+    assert isinstance(stub_service.error, SignerUnavailableError)
+
+
+def test_a_client_stalling_the_handshake_holds_no_other(stub_service, tmp_path):
+    stub_service.start()
+    silent = socket.socket(socket.AF_UNIX)
+    silent.connect(stub_service.address)  # connects, never answers the challenge
+    try:
+        source = tmp_path / "kept" / "doc.pdf"
+        source.write_bytes(b"%PDF-1.7\n")
+        assert in_thread(lambda: stub_service.remote().sign(source, Path(f"{source}.signed")), 8) == "record"
+    finally:
+        silent.close()
+
+
+def test_a_malformed_request_closes_its_connection_without_a_traceback(stub_service, tmp_path, capsys,
+                                                                       monkeypatch):
+    from multiprocessing.connection import Client
+
+    died = []  # a thread ended by an exception: Python prints its traceback on stderr
+    monkeypatch.setattr(threading, "excepthook", died.append)
+    stub_service.start()
+    conn = Client(stub_service.address, "AF_UNIX", authkey=stub_service.authkey)
+    conn.send("not a request")
+    assert conn.poll(5)
+    with pytest.raises(EOFError):
+        conn.recv()
+    conn.close()
+    source = tmp_path / "kept" / "doc.pdf"
+    source.write_bytes(b"%PDF-1.7\n")
+    assert stub_service.remote().sign(source, Path(f"{source}.signed")) == "record"  # the service still answers
+    assert died == [] and "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("timeout", [0.0, -1.0])
+def test_a_timeout_that_bounds_nothing_is_a_config_error(timeout):
+    settings = Settings()
+    settings.sign.pkcs12, settings.sign.timeout = "key.p12", timeout
+    with pytest.raises(ConfigError, match="sign.timeout"):
+        signing.check_settings(settings.sign)
+
+
+def test_a_key_gone_bad_mid_batch_stops_the_batch(stub_service, tmp_path, monkeypatch):
+    """A re-login refused (or a certificate expired) after the start: the service's error is set,
+    so the batch's loop stops the batch instead of converting every file to fail it at signing."""
+    stub_service.start()
+    source = tmp_path / "kept" / "doc.pdf"
+    source.write_bytes(b"%PDF-1.7\n")
+    assert stub_service.remote().sign(source, Path(f"{source}.signed")) == "record"
+
+    def refused(settings):
+        raise SigningError("the token refused the PIN")
+
+    monkeypatch.setattr(signing, "signer_for", refused)
+    Path(f"{source}.signed").unlink()
+    with pytest.raises(SigningError, match="refused the PIN"):
+        stub_service.remote().sign(source, Path(f"{source}.signed"))
+    assert isinstance(stub_service.error, SigningError) and stub_service.overdue() is stub_service.error
+
+
+def test_close_ends_the_accepting_thread(stub_service):
+    stub_service.start()
+    stub_service.close()
+    assert not stub_service._thread.is_alive() and not stub_service._folder.exists()
+
+
+def test_a_client_with_another_key_gets_one_line(stub_service, tmp_path):
+    stub_service.start()
+    remote = stub_service.remote()
+    remote._authkey = os.urandom(32)
+    with pytest.raises(SignerUnavailableError, match="refused"):
+        remote.sign(tmp_path / "kept" / "doc.pdf", tmp_path / "kept" / "doc.pdf.signed")
+
+
+def test_the_service_signs_only_the_batch_s_own_files(stub_service, tmp_path):
+    stub_service.start()
+    remote = stub_service.remote()
+    outside = tmp_path / "outside.pdf"
+    outside.write_bytes(b"%PDF-1.7\n")
+    kept = tmp_path / "kept"
+    link = kept / "link.pdf"
+    link.symlink_to(outside)
+    victim = kept / "victim"
+    victim.write_bytes(b"precious")
+    inside = kept / "doc.pdf"
+    inside.write_bytes(b"%PDF-1.7\n")
+    existing = kept / "done.pdf"
+    existing.write_bytes(b"%PDF-1.7\n")
+    Path(f"{existing}.signed").write_bytes(b"precious")
+    for source, target in [(outside, Path(f"{outside}.signed")),  # not the batch's folder
+                           (link, Path(f"{link}.signed")),  # a link out of it
+                           (inside, victim),  # a target other than source + .signed
+                           (existing, Path(f"{existing}.signed")),  # a target that exists
+                           (kept / ".." / "outside.pdf", kept / ".." / "outside.pdf.signed")]:
+        with pytest.raises(SigningError, match="refuses"):
+            remote.sign(source, target)
+    assert stub_service.stub.signed == []
+    assert victim.read_bytes() == b"precious" and Path(f"{existing}.signed").read_bytes() == b"precious"
+    assert not Path(f"{outside}.signed").exists()
+    assert remote.sign(inside, Path(f"{inside}.signed")) == "record"
+
+
+def test_the_service_signs_in_its_workers_work_folders_only(stub_service, tmp_path, monkeypatch):
+    """A work folder (fsutil.work_dir's name) of a process this one forked is the batch's; the same
+    name with another process's pid is not."""
+    from digitize import fsutil
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    stub_service.start()
+    child = subprocess.Popen(["sleep", "60"])
+    try:
+        owner = fsutil._owner().partition("-")[2]
+        for pid, ok in [(child.pid, True), (os.getppid(), False)]:
+            folder = tmp_path / f"digitize-{pid}-{owner}-job-abc123"
+            folder.mkdir(mode=0o700)
+            source = folder / "doc.pdf"
+            source.write_bytes(b"%PDF-1.7\n")
+            if ok:
+                assert stub_service.remote().sign(source, Path(f"{source}.signed")) == "record"
+            else:
+                with pytest.raises(SigningError, match="refuses"):
+                    stub_service.remote().sign(source, Path(f"{source}.signed"))
+    finally:
+        child.kill()
+        child.wait()
+    assert stub_service.stub.signed == [tmp_path / f"digitize-{child.pid}-{owner}-job-abc123" / "doc.pdf"]
+
+
+def test_a_long_temp_folder_still_gets_a_socket_and_leaks_nothing(tmp_path, monkeypatch):
+    from digitize import fsutil
+
+    long = tmp_path / ("d" * 100)
+    long.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(long))
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    service = signing.SigningService(Settings())
+    folder = service._folder
+    try:
+        assert len(os.fsencode(service.address)) <= 107 and folder.stat().st_mode & 0o777 == 0o700
+        assert fsutil.WORK_DIR.match(folder.name), folder.name  # swept after a crash
+    finally:
+        service.close()
+    assert not folder.exists()
+
+
+def test_a_socket_that_cannot_be_made_is_one_line_and_leaks_no_folder(tmp_path, monkeypatch):
+    import multiprocessing.connection
+
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+
+    def refused(*args, **kwargs):
+        raise OSError(98, "Address already in use")
+
+    monkeypatch.setattr(multiprocessing.connection, "Listener", refused)
+    with pytest.raises(SigningError, match="cannot start the batch's signer"):
+        signing.SigningService(Settings())
+    assert list(runtime.iterdir()) == []
+
+
+# `digitize batch` with a key that never opens, or a signature that never ends
+HUNG_BATCH = """import sys, time
+from digitize import signing
+if sys.argv[1] == "open":
+    signing.SigningService._open = lambda self: time.sleep(3600)
+else:
+    signing.Signer.sign = lambda self, *args: time.sleep(3600)
+from digitize.launcher import main
+sys.argv[0:2] = ["digitize"]
+sys.exit(main())
+"""
+
+
+@pytest.mark.parametrize("hang", ["open", "sign"])
+def test_a_hung_token_stops_the_batch_with_one_line(tmp_path, pki, scan, hang):
+    files = scans(tmp_path / "src", scan, 2)
+    env = key_env("pkcs12", tmp_path, pki, None)
+    env.update(DIGITIZE_DATA_DIR=str(tmp_path / "data"), DIGITIZE_CONVERT_LANGUAGE="eng",
+               DIGITIZE_SIGN_TIMEOUT="3")
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", HUNG_BATCH, hang, "batch", str(tmp_path / "src"), "--jobs", "2"],
+                          capture_output=True, text=True, env=env, timeout=240)
+    assert time.monotonic() - started < 200
+    assert done.returncode == ExitCode.storage, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("digitize: ") and "timeout" in lines[0], done.stderr
     assert stored_pdfs(tmp_path / "data") == [] and all(f.exists() for f in files)
