@@ -229,7 +229,8 @@ class AccountQueries:
         if limit < 1 or offset < 0:
             raise BadArgsError("search limit must be 1 or more and offset 0 or more")
         query = parse_query(text)
-        candidates = self._search_candidates(query, SEARCH_CAP)
+        # an officer's candidates are the first SEARCH_CAP of its agencies' (where the backend can filter)
+        candidates = self._search_candidates(query, SEARCH_CAP, agencies)
         # Candidates are judged in growing slices, only until the page and one more hit are known (as paging
         # with LIMIT n+1 does): judging all 1 000 of a common word's candidates for every search cost more
         # than the rest of it. The count is then a lower bound ("21+"); it is exact when all were judged.

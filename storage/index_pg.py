@@ -114,7 +114,9 @@ class PostgresIndex(Index):
     def _remove_search_tokens(self, entry_ids: list[int]) -> None:
         """Tokens live in the entry row itself: deleting the row removes them."""
 
-    def _match_ids(self, query: Query, exact: bool, limit: int, order: str) -> list[int]:
+    def _match_ids(self, query: Query, exact: bool, limit: int, order: str,
+                   agencies: tuple[str, ...] | None = None) -> list[int]:
+        """``agencies`` is not used here (yet): every agency's candidates, judged by scope afterwards."""
         column, tokens = ("exact", query.exact) if exact else ("folded", query.folded)
         order_by = {"none": "", "relevance": f"ORDER BY ts_rank({column}, q) DESC, entry_id",
                     "newest": "ORDER BY entry_id DESC"}[order]
