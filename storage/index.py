@@ -460,12 +460,16 @@ class Index(AccountQueries, ABC):
         """Rank by relevance when the match set is small enough to score within the latency budget,
         otherwise newest first: scoring 100 000 matches of a common word would take far too long.
         The first query is the newest-first one, so a common word is answered by it alone."""
-        newest = self._match_ids(query, exact, max(RANK_CAP + 1, limit), "newest", agencies)
+        newest = self._match_ids(query, exact, max(RANK_CAP + 1, limit), "newest")
         if len(newest) > RANK_CAP:
-            return newest[:limit]
+            # ``agencies``: the order is decided on every agency's matches, as for anyone, but the first
+            # ``limit`` are these agencies' (an officer's own documents past everyone's first RANK_CAP)
+            return newest[:limit] if agencies is None else self._match_ids(query, exact, limit, "newest", agencies)
         if len(newest) < 2:
             return newest
-        return self._match_ids(query, exact, limit, "relevance", agencies)
+        # few matches in all: ranked as for anyone (scoring within the agencies would weigh their whole token
+        # list too); the scope is judged on them
+        return self._match_ids(query, exact, limit, "relevance")
 
     def _search_candidates(self, query: Query, limit: int,
                            agencies: tuple[str, ...] | None = None) -> list[tuple[int, bool]]:

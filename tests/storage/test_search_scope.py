@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from storage import index as index_module
-from storage.access import Principal
+from storage.access import Principal, SearchFilters
 from storage.index import open_index
 from storage.index_accounts import SEARCH_CAP
 from storage.index_sqlite import SqliteIndex
@@ -29,14 +29,15 @@ def add_document(index, case_id: str | None, text: str, n: int) -> int:
 
 
 def candidates(index, text: str, agencies: tuple[str, ...] | None) -> list[int]:
-    return [i for i, _ in index._search_candidates(parse_query(text), SEARCH_CAP, agencies)]
+    """The entries the agency-filtered full-text query finds (search uses it above RANK_CAP matches)."""
+    return index._match_ids(parse_query(text), False, SEARCH_CAP, "newest", agencies)
 
 
 def test_an_officer_finds_its_documents_beyond_every_agencys_first_candidates(archive):
     """1 100 newer documents of another agency share the word: the officer's 3 were past the first 1 000."""
     index = archive.index
     for case_id in (CASE_OWN, CASE_OTHER):
-        index.upsert_case(CaseRecord(case_id))
+        index.upsert_case(CaseRecord(case_id, status="done"))
     with index.transaction():
         for n in range(3):
             add_document(index, CASE_OWN, f"hợp đồng chuyển nhượng số {n}", n + 1)
@@ -48,6 +49,16 @@ def test_an_officer_finds_its_documents_beyond_every_agencys_first_candidates(ar
     assert {h.case_id for h in everyone.hits} == {CASE_OTHER} and everyone.capped  # all agencies: as before
     other = archive.gate(Principal("bo", "officer", (OTHER,))).search("hop dong", limit=20)
     assert {h.case_id for h in other.hits} == {CASE_OTHER}
+    # the officer's first few candidates refused by a filter: the search goes on to all SEARCH_CAP of its own
+    open_case = f"{OWN}-241017-0001"
+    index.upsert_case(CaseRecord(open_case, status="open"))
+    with index.transaction():
+        for n in range(60):
+            add_document(index, open_case, f"hợp đồng mua bán số {n}", 5000 + n)
+    gate = archive.gate(Principal("an2", "officer", (OWN,)))
+    assert {h.case_id for h in gate.search("hop dong", limit=20).hits} == {open_case}
+    closed = gate.search("hop dong", SearchFilters(status="done"), limit=20)
+    assert [h.case_id for h in closed.hits] == [CASE_OWN] * 3 and closed.total == 3 and not closed.capped
 
 
 def test_filing_linking_and_sharing_move_a_documents_candidates_to_its_readers(archive):
