@@ -122,9 +122,11 @@ class Index(AccountQueries, ABC):
     def _remove_search_tokens(self, entry_ids: list[int]) -> None: ...
 
     @abstractmethod
-    def _match_ids(self, query: Query, exact: bool, limit: int, order: str) -> list[int]:
+    def _match_ids(self, query: Query, exact: bool, limit: int, order: str,
+                   agencies: tuple[str, ...] | None = None) -> list[int]:
         """Entry ids whose exact (or folded) tokens contain all the query's; ``order`` is
-        "none" (cheapest, any order), "relevance" (bm25 / ts_rank) or "newest" (highest id first)."""
+        "none" (cheapest, any order), "relevance" (bm25 / ts_rank) or "newest" (highest id first);
+        ``agencies``: a backend may leave out entries no reader of only these agencies may see."""
 
     _begin_sql = "BEGIN"
 
@@ -454,30 +456,35 @@ class Index(AccountQueries, ABC):
         for entry in entries:
             self._insert_search_entry(*entry)
 
-    def _ranked_ids(self, query: Query, exact: bool, limit: int) -> list[int]:
+    def _ranked_ids(self, query: Query, exact: bool, limit: int, agencies: tuple[str, ...] | None = None) -> list[int]:
         """Rank by relevance when the match set is small enough to score within the latency budget,
         otherwise newest first: scoring 100 000 matches of a common word would take far too long.
         The first query is the newest-first one, so a common word is answered by it alone."""
         newest = self._match_ids(query, exact, max(RANK_CAP + 1, limit), "newest")
         if len(newest) > RANK_CAP:
-            return newest[:limit]
+            # ``agencies``: the order is decided on every agency's matches, as for anyone, but the first
+            # ``limit`` are these agencies' (an officer's own documents past everyone's first RANK_CAP)
+            return newest[:limit] if agencies is None else self._match_ids(query, exact, limit, "newest", agencies)
         if len(newest) < 2:
             return newest
+        # few matches in all: ranked as for anyone (scoring within the agencies would weigh their whole token
+        # list too); the scope is judged on them
         return self._match_ids(query, exact, limit, "relevance")
 
-    def _search_candidates(self, query: Query, limit: int) -> list[tuple[int, bool]]:
+    def _search_candidates(self, query: Query, limit: int,
+                           agencies: tuple[str, ...] | None = None) -> list[tuple[int, bool]]:
         """(entry_id, matched exactly) pairs: exact-accent matches first, then folded ones not already listed.
 
         A query typed without accents (its exact tokens are its folded ones) says nothing about accents, so
         it has no exact pass: that pass only preferred text whose accents were lost (OCR errors), and it was
         a search's costliest query, since both columns share one FTS index and the plain words of such a
         query fill it through the folded column."""
-        exact = self._ranked_ids(query, True, limit) if query.exact != query.folded else []
+        exact = self._ranked_ids(query, True, limit, agencies) if query.exact != query.folded else []
         if len(exact) >= limit:  # the exact pass filled the list: the folded one could add nothing
             return [(i, True) for i in exact[:limit]]
         seen = set(exact)
         # the first ``limit`` of the folded order hold the first limit - len(exact) not in ``exact``
-        folded = [i for i in self._ranked_ids(query, False, limit) if i not in seen]
+        folded = [i for i in self._ranked_ids(query, False, limit, agencies) if i not in seen]
         return [(i, True) for i in exact] + [(i, False) for i in folded[: limit - len(exact)]]
 
     def search(self, text: str, limit: int = 20) -> list[SearchHit]:

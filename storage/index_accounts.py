@@ -229,17 +229,26 @@ class AccountQueries:
         if limit < 1 or offset < 0:
             raise BadArgsError("search limit must be 1 or more and offset 0 or more")
         query = parse_query(text)
-        candidates = self._search_candidates(query, SEARCH_CAP)
-        # Candidates are judged in growing slices, only until the page and one more hit are known (as paging
-        # with LIMIT n+1 does): judging all 1 000 of a common word's candidates for every search cost more
-        # than the rest of it. The count is then a lower bound ("21+"); it is exact when all were judged.
-        accepted: list[HitRow] = []
-        judged, step = 0, max(2 * (offset + limit + 1), 50)
-        while judged < len(candidates) and len(accepted) <= offset + limit:
-            accepted += [r for r in self._hit_rows(candidates[judged:judged + step], agencies) if accept(r)]
-            judged, step = judged + step, step * 2
+        first = max(2 * (offset + limit + 1), 50)
+        # An officer's candidates are its agencies' own (migration 0005), so the first few usually fill the
+        # page: fetch that many, and all SEARCH_CAP only if they did not (filters, or few own matches).
+        fetch = SEARCH_CAP if agencies is None else min(first, SEARCH_CAP)
+        while True:
+            candidates = self._search_candidates(query, fetch, agencies)
+            more = len(candidates) >= fetch  # the index may hold further candidates
+            # Candidates are judged in growing slices, only until the page and one more hit are known (as
+            # paging with LIMIT n+1 does): judging all 1 000 of a common word's candidates for every search
+            # cost more than the rest of it. The count is then a lower bound ("21+"); exact when all were judged.
+            accepted: list[HitRow] = []
+            judged, step = 0, first
+            while judged < len(candidates) and len(accepted) <= offset + limit:
+                accepted += [r for r in self._hit_rows(candidates[judged:judged + step], agencies) if accept(r)]
+                judged, step = judged + step, step * 2
+            if len(accepted) > offset + limit or not more or fetch >= SEARCH_CAP:
+                break
+            fetch = SEARCH_CAP
         page = accepted[offset:offset + limit]
         texts = self._entry_texts([r.entry_id for r in page])
         hits = [SearchHit(case_id=r.case_id, doc_id=r.doc_id, sequence=r.sequence, title=r.title, page=r.page,
                           snippet=highlight(texts.get(r.entry_id, ""), query), exact=r.exact) for r in page]
-        return SearchPage(hits, len(accepted), judged < len(candidates) or len(candidates) >= SEARCH_CAP)
+        return SearchPage(hits, len(accepted), judged < len(candidates) or more)

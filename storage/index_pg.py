@@ -114,10 +114,16 @@ class PostgresIndex(Index):
     def _remove_search_tokens(self, entry_ids: list[int]) -> None:
         """Tokens live in the entry row itself: deleting the row removes them."""
 
-    def _match_ids(self, query: Query, exact: bool, limit: int, order: str) -> list[int]:
+    def _match_ids(self, query: Query, exact: bool, limit: int, order: str,
+                   agencies: tuple[str, ...] | None = None) -> list[int]:
         column, tokens = ("exact", query.exact) if exact else ("folded", query.folded)
         order_by = {"none": "", "relevance": f"ORDER BY ts_rank({column}, q) DESC, entry_id",
                     "newest": "ORDER BY entry_id DESC"}[order]
+        scope, params = "", [" ".join(tokens)]
+        if agencies is not None:  # only entries of (or shared into) these agencies' cases: see migration 0005
+            if not agencies:
+                return []
+            scope, params = " AND agencies && ?::text[]", [*params, list(agencies)]
         rows = self._execute(f"SELECT entry_id FROM search_entries, plainto_tsquery('simple', ?) q "
-                             f"WHERE {column} @@ q {order_by} LIMIT ?", (" ".join(tokens), limit))
+                             f"WHERE {column} @@ q{scope} {order_by} LIMIT ?", (*params, limit))
         return [r[0] for r in rows.fetchall()]

@@ -15,7 +15,7 @@ from digitize.errors import StorageError
 
 from .index import Index, search_tokens
 from .modes import private_file, private_folder
-from .search import Query, fts5_match
+from .search import Query, fts5_match, fts5_scope
 
 log = logging.getLogger(__name__)
 BUSY_TIMEOUT_MS = 30_000
@@ -162,13 +162,21 @@ class SqliteIndex(Index):
     def _insert_search_entry(self, case_id: str | None, doc_id: int | None, page: int | None, text: str) -> None:
         entry_id = self._scalar("INSERT INTO search_entries (case_id, doc_id, page, text) VALUES (?, ?, ?, ?) "
                                 "RETURNING entry_id", (case_id, doc_id, page, text))
-        self._execute("INSERT INTO search_fts (rowid, exact, folded) VALUES (?, ?, ?)", (entry_id, *search_tokens(text)))
+        # its agency tokens from the one definition (migration 0005's view), in the same statement
+        self._execute("INSERT INTO search_fts (rowid, exact, folded, agencies) VALUES (?, ?, ?, coalesce("
+                      "(SELECT agencies FROM search_scope WHERE entry_id = ?), ''))",
+                      (entry_id, *search_tokens(text), entry_id))
 
     def _remove_search_tokens(self, entry_ids: list[int]) -> None:
         self._execute(f"DELETE FROM search_fts WHERE rowid IN ({', '.join('?' * len(entry_ids))})", entry_ids)
 
-    def _match_ids(self, query: Query, exact: bool, limit: int, order: str) -> list[int]:
+    def _match_ids(self, query: Query, exact: bool, limit: int, order: str,
+                   agencies: tuple[str, ...] | None = None) -> list[int]:
         match = fts5_match(query.exact, "exact") if exact else fts5_match(query.folded, "folded")
+        if agencies is not None:  # only entries of (or shared into) these agencies' cases: see migration 0005
+            if not agencies:
+                return []
+            match = f"({match}) AND {fts5_scope(agencies)}"
         order_by = {"none": "", "relevance": "ORDER BY rank", "newest": "ORDER BY rowid DESC"}[order]
         rows = self._execute(f"SELECT rowid FROM search_fts WHERE search_fts MATCH ? {order_by} LIMIT ?", (match, limit))
         return [r[0] for r in rows.fetchall()]

@@ -50,6 +50,18 @@ def fts5_match(tokens: tuple[str, ...], column: str) -> str:
     return f"{column} : ({quoted})"
 
 
+def agency_token(code: str) -> str:
+    """The one word an agency code is indexed under in the SQLite ``agencies`` column (migration 0005's
+    search_scope view builds the same in SQL): ``g`` and the code's UTF-8 bytes in hex, since the tokenizer
+    would split a code at its dots."""
+    return "g" + code.encode("utf-8").hex()
+
+
+def fts5_scope(agencies: tuple[str, ...]) -> str:
+    """An FTS5 expression matching entries that a reader of one of ``agencies`` may see (not empty)."""
+    return "agencies : (" + " OR ".join(agency_token(a) for a in agencies) + ")"
+
+
 @lru_cache(maxsize=256)
 def _match_pattern(folded: tuple[str, ...]) -> tuple[re.Pattern, bool]:
     """The query's folded words as one regex, longest first (built once per query, not once per hit), and

@@ -1,0 +1,125 @@
+"""An officer's search candidates are its agencies' (migration 0005): the full-text query itself is limited to
+the entries of the cases (and shared dossiers) of the reader's agencies, kept right by every re-filing."""
+
+from __future__ import annotations
+
+import pytest
+
+from storage import index as index_module
+from storage.access import Principal, SearchFilters
+from storage.index import open_index
+from storage.index_accounts import SEARCH_CAP
+from storage.index_sqlite import SqliteIndex
+from storage.models import CaseRecord, DocumentRow, Event, PageText
+from storage.search import parse_query
+
+OWN = "000.00.31.H56"
+OTHER = "000.00.12.H29"
+CASE_OWN = f"{OWN}-241015-0027"
+CASE_OTHER = f"{OTHER}-241016-0003"
+
+
+def add_document(index, case_id: str | None, text: str, n: int) -> int:
+    """A stored document straight in the index (no objects: search reads only the index)."""
+    sha = f"{n:064x}"
+    doc = DocumentRow(case_id, index.next_sequence(case_id), sha, sha, "", f"o/{sha}", f"p/{sha}", "")
+    doc.doc_id = index.insert_pending(doc)
+    index.finalize(doc, [PageText(1, text)], [])
+    return doc.doc_id
+
+
+def candidates(index, text: str, agencies: tuple[str, ...] | None) -> list[int]:
+    """The entries the agency-filtered full-text query finds (search uses it above RANK_CAP matches)."""
+    return index._match_ids(parse_query(text), False, SEARCH_CAP, "newest", agencies)
+
+
+def test_an_officer_finds_its_documents_beyond_every_agencys_first_candidates(archive):
+    """1 100 newer documents of another agency share the word: the officer's 3 were past the first 1 000."""
+    index = archive.index
+    for case_id in (CASE_OWN, CASE_OTHER):
+        index.upsert_case(CaseRecord(case_id, status="done"))
+    with index.transaction():
+        for n in range(3):
+            add_document(index, CASE_OWN, f"hợp đồng chuyển nhượng số {n}", n + 1)
+        for n in range(SEARCH_CAP + 100):
+            add_document(index, CASE_OTHER, f"hợp đồng thuê nhà số {n}", n + 100)
+    officer = archive.gate(Principal("an", "officer", (OWN,))).search("hop dong", limit=20)
+    assert [h.case_id for h in officer.hits] == [CASE_OWN] * 3 and officer.total == 3
+    everyone = archive.gate(Principal("arch", "archivist")).search("hop dong", limit=20)
+    assert {h.case_id for h in everyone.hits} == {CASE_OTHER} and everyone.capped  # all agencies: as before
+    other = archive.gate(Principal("bo", "officer", (OTHER,))).search("hop dong", limit=20)
+    assert {h.case_id for h in other.hits} == {CASE_OTHER}
+    # the officer's first few candidates refused by a filter: the search goes on to all SEARCH_CAP of its own
+    open_case = f"{OWN}-241017-0001"
+    index.upsert_case(CaseRecord(open_case, status="open"))
+    with index.transaction():
+        for n in range(60):
+            add_document(index, open_case, f"hợp đồng mua bán số {n}", 5000 + n)
+    gate = archive.gate(Principal("an2", "officer", (OWN,)))
+    assert {h.case_id for h in gate.search("hop dong", limit=20).hits} == {open_case}
+    closed = gate.search("hop dong", SearchFilters(status="done"), limit=20)
+    assert [h.case_id for h in closed.hits] == [CASE_OWN] * 3 and closed.total == 3 and not closed.capped
+
+
+def test_filing_linking_and_sharing_move_a_documents_candidates_to_its_readers(archive):
+    index = archive.index
+    unmatched = add_document(index, None, "biên bản bàn giao", 1)
+    assert candidates(index, "bien ban", (OWN,)) == [] and candidates(index, "bien ban", None)
+    event = Event("linked", "success", "test", "test", unmatched, CASE_OWN)
+    index.link(unmatched, CASE_OWN, event)  # filed: its page entries (not only page 0) are the agency's
+    own = candidates(index, "bien ban", (OWN,))
+    assert own and own == candidates(index, "bien ban", None) and candidates(index, "bien ban", (OTHER,)) == []
+    index.share(unmatched, CASE_OTHER, None, Event("linked", "success", "test", "test", unmatched, CASE_OTHER))
+    assert candidates(index, "bien ban", (OTHER,)) == own == candidates(index, "bien ban", (OTHER, OWN))
+    assert candidates(index, "bien ban", ()) == []
+    # a link taken away, a document moved by hand (no such calls yet: the triggers cover any write)
+    index._execute("DELETE FROM case_links WHERE doc_id = ?", (unmatched,))
+    assert candidates(index, "bien ban", (OTHER,)) == [] and candidates(index, "bien ban", (OWN,)) == own
+    index._execute("UPDATE documents SET case_id = ? WHERE doc_id = ?", (CASE_OTHER, unmatched))
+    assert candidates(index, "bien ban", (OWN,)) == [] and candidates(index, "bien ban", (OTHER,)) == own
+
+
+def test_case_records_are_their_agencys_candidates(archive):
+    archive.index.upsert_case(CaseRecord(CASE_OWN, applicant="Trần Thị Bích"))
+    assert candidates(archive.index, "bich", (OWN,)) and not candidates(archive.index, "bich", (OTHER,))
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_migration_fills_the_agencies_of_an_existing_index(backend, request, tmp_path, monkeypatch):
+    dsn = f"sqlite:///{tmp_path / 'index.sqlite3'}" if backend == "sqlite" else request.getfixturevalue("postgres_dsn")
+    every = index_module._migration_scripts
+    monkeypatch.setattr(index_module, "_migration_scripts", lambda: [p for p in every() if p.name[:4] < "0005"])
+
+    def insert_before_0005(self, case_id, doc_id, page, text):  # as index_sqlite.py wrote entries then
+        entry_id = self._scalar("INSERT INTO search_entries (case_id, doc_id, page, text) VALUES (?, ?, ?, ?) "
+                                "RETURNING entry_id", (case_id, doc_id, page, text))
+        self._execute("INSERT INTO search_fts (rowid, exact, folded) VALUES (?, ?, ?)",
+                      (entry_id, *index_module.search_tokens(text)))
+
+    monkeypatch.setattr(SqliteIndex, "_insert_search_entry", insert_before_0005)
+    old = open_index(dsn)
+    old.upsert_case(CaseRecord(CASE_OWN))
+    filed = old.insert_pending(DocumentRow(CASE_OWN, 1, "a" * 64, "a" * 64, "", "o/a", "p/a", ""))
+    old.finalize(old.document(filed), [PageText(1, "tờ khai đăng ký")], [])
+    loose = old.insert_pending(DocumentRow(None, 1, "b" * 64, "b" * 64, "", "o/b", "p/b", ""))
+    old.finalize(old.document(loose), [PageText(1, "tờ khai đăng ký")], [])
+    old.close()
+    monkeypatch.undo()
+    new = open_index(dsn)
+    try:
+        assert new.schema_version() == 5
+        assert len(candidates(new, "to khai", None)) == 2  # the two documents' pages
+        assert len(candidates(new, "to khai", (OWN,))) == 1 and candidates(new, "to khai", (OTHER,)) == []
+    finally:
+        new.close()
+
+
+@pytest.mark.parametrize("code", [OWN, "H56", "000.00.00.A00"])
+def test_the_python_token_is_the_sql_one(code):
+    from storage.search import agency_token
+
+    index = open_index("sqlite:///")
+    try:
+        assert index._scalar("SELECT 'g' || hex(?)", (code,)).lower() == agency_token(code)
+    finally:
+        index.close()
