@@ -257,8 +257,15 @@ def test_a_malformed_request_closes_its_connection_without_a_traceback(stub_serv
                                                                        monkeypatch):
     from multiprocessing.connection import Client
 
+    import logging
+
     died = []  # a thread ended by an exception: Python prints its traceback on stderr
     monkeypatch.setattr(threading, "excepthook", died.append)
+    # a handler an earlier in-process CLI test left on a since-closed capture stream would print logging's own
+    # "--- Logging error ---" traceback: this test asserts what the signer writes, through a fresh handler
+    handler = logging.StreamHandler()  # the current (captured) stderr
+    monkeypatch.setattr(logging.getLogger("digitize"), "handlers", [handler])
+    monkeypatch.setattr(logging.getLogger("digitize"), "propagate", False)
     stub_service.start()
     conn = Client(stub_service.address, "AF_UNIX", authkey=stub_service.authkey)
     conn.send("not a request")

@@ -109,8 +109,11 @@ def test_a_worker_killed_mid_file_takes_nothing_with_it(tmp_path):
     def converting_worker() -> psutil.Process | None:
         """A batch worker whose forked page worker is running (not the validator JVM)."""
         for worker in psutil.Process(batch.pid).children():
-            if any(p.name() != "java" for p in worker.children()):
-                return worker
+            try:
+                if any(p.name() != "java" for p in worker.children()):
+                    return worker
+            except psutil.Error:  # a short-lived child (a helper tool's process) ended meanwhile
+                continue
         return None
 
     try:
