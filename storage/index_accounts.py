@@ -230,9 +230,12 @@ class AccountQueries:
             raise BadArgsError("search limit must be 1 or more and offset 0 or more")
         query = parse_query(text)
         first = max(2 * (offset + limit + 1), 50)
-        # An officer's candidates are its agencies' own (migration 0005), so the first few usually fill the
-        # page: fetch that many, and all SEARCH_CAP only if they did not (filters, or few own matches).
-        fetch = SEARCH_CAP if agencies is None else min(first, SEARCH_CAP)
+        # An officer's candidates are its agencies' own (migration 0005), and an archivist may see them all,
+        # so the first few usually fill the page: fetch that many, and all SEARCH_CAP only if they did not
+        # (filters, or few own matches). The page, total and capped flag are those of one SEARCH_CAP fetch:
+        # the first n of SEARCH_CAP candidates are the n candidates (the order is decided apart from n), one
+        # more tells whether further ones exist, and a page filled within the first slice judged is final.
+        fetch = min(first + 1, SEARCH_CAP)
         while True:
             candidates = self._search_candidates(query, fetch, agencies)
             more = len(candidates) >= fetch  # the index may hold further candidates
@@ -244,7 +247,7 @@ class AccountQueries:
             while judged < len(candidates) and len(accepted) <= offset + limit:
                 accepted += [r for r in self._hit_rows(candidates[judged:judged + step], agencies) if accept(r)]
                 judged, step = judged + step, step * 2
-            if len(accepted) > offset + limit or not more or fetch >= SEARCH_CAP:
+            if (len(accepted) > offset + limit and judged <= first) or not more or fetch >= SEARCH_CAP:
                 break
             fetch = SEARCH_CAP
         page = accepted[offset:offset + limit]

@@ -181,6 +181,13 @@ class SqliteIndex(Index):
         rows = self._execute(f"SELECT rowid FROM search_fts WHERE search_fts MATCH ? {order_by} LIMIT ?", (match, limit))
         return [r[0] for r in rows.fetchall()]
 
+    def _count_matches(self, query: Query, exact: bool, cap: int) -> int:
+        # FTS5 walks its doclists cheapest in rowid order (a newest-first walk reads them backwards: ~2x
+        # the CPU for a common word's 1 001 matches), and counting in SQL leaves every row out of Python
+        match = fts5_match(query.exact, "exact") if exact else fts5_match(query.folded, "folded")
+        return self._scalar("SELECT count(*) FROM (SELECT rowid FROM search_fts WHERE search_fts MATCH ? LIMIT ?)",
+                            (match, cap))
+
 
 def _may_write(st: os.stat_result) -> bool:
     """Whether this process's own bumps can append to a file of this owner and mode (no ACLs: the file is
