@@ -75,3 +75,24 @@ def test_highlight_of_a_folded_head_equals_that_of_the_whole_text(monkeypatch):
     assert fast == [highlight(t, q, w) for t, q, w in cases]
     assert any(len(t) > 5000 and "[" in s and not s.startswith("…") for (t, _, _), s in zip(cases, fast))
     assert any(len(t) > 5000 and s.startswith("…") and s.endswith("…") for (t, _, _), s in zip(cases, fast))
+
+
+def test_the_latin_fast_fold_equals_search_key_on_any_text():
+    """fold_latin takes the C-only path for Vietnamese (and most Latin) text and search_key's otherwise:
+    both give search_key's answer, for every code point below U+3100 alone and all together, and random mixes of them."""
+    import random
+
+    from digitize.text import search_key
+    from storage.search import fold_latin
+
+    every = [chr(c) for c in range(0x3100)]  # the fast path's set is chosen below U+3000
+    assert fold_latin("".join(every)) == search_key("".join(every))
+    assert all(fold_latin(c) == search_key(c) for c in every)
+    assert fold_latin("Quyền sử dụng ĐẤT Ơ Ư") == "quyen su dung dat o u"  # the fast path
+    assert fold_latin("Straße İ ﬁ") == search_key("Straße İ ﬁ") == "strasse i fi"  # not the fast path
+    rng = random.Random(3)
+    pools = [range(0x80), range(0x250), range(0x1E00, 0x1F00), range(0x300, 0x370), range(0x3000)]
+    for _ in range(3000):
+        text = "".join(chr(rng.choice(rng.choice(pools))) for _ in range(rng.randint(0, 24)))
+        if not any(0xD800 <= ord(c) < 0xE000 for c in text):
+            assert fold_latin(text) == search_key(text), repr(text)
