@@ -34,6 +34,7 @@ UNVERIFIED = "unverified"  # a record whose seal does not verify: shown as that,
 UNVERIFIED_REASON = ("the queue ledger's record of this job is not signed with this queue's secret (planted or "
                      "altered in Redis, or written before ledger signing){claim}; `digitize queue retry JOB` sends "
                      "it again")
+STALE_REASON = UNVERIFIED_REASON.format(claim="; it is another submission's state")  # an older run's record put back
 CHUNK = 1000  # records read per round trip when many records are checked (queue status, batch --wait)
 # HMGET of ARGV on every key, answered as one JSON array (null for a missing field): one reply per CHUNK jobs for
 # the client to parse instead of one per job (redis-py's pure-Python parser spent ~0.1 ms CPU per record)
@@ -330,9 +331,7 @@ class Ledger:
                 continue  # not recorded (yet): still pending
             stale = job in runs and data.get("run", "") != runs[job]
             if stale or not self._verified(job, data):
-                claim = data.get("state") if not stale else "another submission's state"
-                found[job] = (UNVERIFIED, {"reason": _unverified_reason(claim) if not stale else
-                                           UNVERIFIED_REASON.format(claim=f"; it is {claim}")})
+                found[job] = (UNVERIFIED, {"reason": STALE_REASON if stale else _unverified_reason(data.get("state"))})
             elif data.get("state") in TERMINAL and (result := _json(data.get("result"))):
                 found[job] = (data["state"], result)
         return found
