@@ -390,8 +390,9 @@ def run_job(settings, ledger: Ledger, job: str, spec: dict[str, Any], worker: st
         # (redelivered after its ack was lost); a done record of another run is an older state put back: run it
         return Outcome("done", result_from_dict(known.result) if known.result else
                        JobResult(spec["name"], Status.skipped, spec["sha256"], "already done"))
-    if known is not None and known.crashes >= queue.max_deliveries:
-        reason = f"the file stopped its worker {known.crashes} times (killed or crashed); not retried"
+    crashes = known.crashes_of(spec.get("run", "")) if known is not None else 0  # sealed, this run's only
+    if crashes >= queue.max_deliveries:
+        reason = f"the file stopped its worker {crashes} times (killed or crashed); not retried"
         result = JobResult(spec["name"], Status.failed, spec["sha256"], reason, error_kinds=("crashed",),
                            exit_code=INTERNAL_EXIT)
         ledger.fail(job, reason, result.to_dict(), spec=spec)
