@@ -472,8 +472,11 @@ def _socket_folder() -> Path:
 
 
 class _Bounded:
-    """A connection as multiprocessing's authkey challenge sees it, whose reads wait at most
-    ``timeout``: a peer that connects and says nothing cannot hold a thread for ever."""
+    """A connection as multiprocessing's authkey challenge sees it, each of whose messages must arrive
+    whole within ``timeout``: a peer that connects and says nothing, or stops partway through a message
+    (its length sent, its bytes not), cannot hold its connection's thread for ever. The message is read
+    here, in multiprocessing's framing (a 4-byte big-endian length, -1 then an 8-byte one), because
+    Connection.recv_bytes would block in os.read once the first byte came."""
 
     def __init__(self, conn, timeout: float):
         self._conn, self._timeout = conn, timeout
@@ -482,9 +485,29 @@ class _Bounded:
         self._conn.send_bytes(data)
 
     def recv_bytes(self, maxlength=None) -> bytes:
-        if not self._conn.poll(self._timeout):
-            raise TimeoutError("no answer to the challenge")
-        return self._conn.recv_bytes(maxlength)
+        import struct
+
+        deadline = time.monotonic() + self._timeout
+        size, = struct.unpack("!i", self._read(4, deadline))
+        if size == -1:
+            size, = struct.unpack("!Q", self._read(8, deadline))
+        if size < 0 or (maxlength is not None and size > maxlength):
+            raise OSError("bad message length")
+        return self._read(size, deadline)
+
+    def _read(self, size: int, deadline: float) -> bytes:
+        import select
+
+        data, fd = bytearray(), self._conn.fileno()
+        while len(data) < size:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise TimeoutError("no (whole) answer to the challenge")
+            chunk = os.read(fd, size - len(data))
+            if not chunk:
+                raise EOFError
+            data += chunk
+        return bytes(data)
 
 
 class SigningService:

@@ -540,3 +540,27 @@ def test_a_page_worker_cannot_reach_the_signer_with_what_it_inherited(stub_servi
 def test_a_page_worker_is_refused_even_with_the_key(stub_service, tmp_path):
     got = _from_a_page_worker(stub_service, tmp_path, stub_service.authkey)
     assert got["with_key"] in ("EOFError", "ConnectionResetError", "AuthenticationError"), got
+
+
+def test_a_client_stopping_partway_through_its_answer_holds_no_thread(stub_service, tmp_path):
+    """The challenge's reads waited for a message's first byte only: a peer that sent the length of its
+    answer and then nothing held its connection's thread in os.read for ever."""
+    stub_service.start()
+    stalled = socket.socket(socket.AF_UNIX)
+    stalled.connect(stub_service.address)
+    try:
+        stalled.settimeout(10)
+        assert stalled.recv(64)  # the service's challenge
+        stalled.sendall((100).to_bytes(4, "big") + b"#" * 10)  # 10 of the 100 bytes it announces
+        threads = lambda: [t for t in threading.enumerate() if t.name == "digitize-signer-conn"]  # noqa: E731
+        assert threads(), "the connection's thread should be reading the answer"
+        deadline = time.monotonic() + 10 * stub_service.timeout
+        while threads() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not threads(), "a client stalled partway through its answer still holds a thread"
+        assert stalled.recv(64) == b""  # the service closed it
+        source = tmp_path / "kept" / "doc.pdf"
+        source.write_bytes(b"%PDF-1.7\n")
+        assert stub_service.remote().sign(source, Path(f"{source}.signed")) == "record"
+    finally:
+        stalled.close()
