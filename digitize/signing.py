@@ -893,15 +893,21 @@ def _wipe(secret: bytes) -> None:
         ctypes.memset(id(secret) + bytes.__basicsize__ - 1, 0, len(secret))
 
 
+def _close_inherited_listeners() -> None:
+    """In a forked child: the batch's listening sockets, copied with the fork, closed here (the fd only:
+    the batch's socket file stays), so that only the batch accepts its workers' connections."""
+    for service in _services:
+        if service._owner != os.getpid():
+            with contextlib.suppress(Exception):
+                service._listener._listener._socket.close()
+
+
 def use_service(remote: RemoteSigner | None) -> None:
     """In a batch worker: sign through the batch's SigningService (signer_for returns ``remote``).
     The service's listening socket, inherited with the fork, is closed here: only the batch accepts."""
     global _remote
     _remote = remote
-    for service in _services:
-        if service._owner != os.getpid():
-            with contextlib.suppress(Exception):
-                service._listener._listener._socket.close()  # the fd only: the batch's socket file stays
+    _close_inherited_listeners()
 
 
 def forget_service() -> None:
@@ -915,9 +921,6 @@ def forget_service() -> None:
     if remote is not None:
         remote._drop()
         keys.append(remote._authkey)
-    for service in _services:
-        if service._owner != os.getpid():
-            with contextlib.suppress(Exception):
-                service._listener._listener._socket.close()
+    _close_inherited_listeners()
     for key in keys:
         _wipe(key)
