@@ -6,7 +6,8 @@ writes of before (re-created here on the same Redis), so the ratios hold on a lo
 
 Starts its own redis-server (tests/servers.py) in a temp dir, fills it with JOBS records (half done with a
 ~1 KB result), and prints a markdown table of this client's CPU time (time.process_time) and wall time per
-operation. Redis's own CPU is not counted.
+operation. Redis's own CPU is not counted. The metrics rows: a Prometheus scrape's verified counts
+(Ledger.follow: the first scrape reads every record, later ones only those in the change log since) against the bare set sizes of before.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ import json
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipelines.ledger import ENDS, STATES, TERMINAL, Ledger  # noqa: E402
+from pipelines.ledger import ENDS, STATES, TERMINAL, Ledger, LiveTally  # noqa: E402
 from tests.servers import start_redis  # noqa: E402
 
 KEY = b"bench-queue-secret-0123456789-abcdefgh"
@@ -97,6 +99,18 @@ def run(ledger: Ledger, count: int, polls: int) -> list:
                  measure(lambda: unsealed_outcomes(ledger, jobs))))
     rows.append((f"queue status counts, {count} jobs: tally() vs counts()", measure(ledger.tally),
                  measure(ledger.counts)))
+    # the Prometheus gauges (pipelines/metrics.py): verified counts kept up to date from the ledger's change log
+    # (Ledger.follow), against the unverified set sizes they were before
+    live = LiveTally()
+    rows.append((f"metrics scrape, {count} jobs, first (reads all): follow() vs counts()",
+                 measure(lambda: ledger.follow(live)), measure(ledger.counts)))
+    rows.append((f"metrics scrape, {count} jobs, none written since: follow() vs counts()",
+                 measure(lambda: ledger.follow(live), 20), measure(ledger.counts, 20)))
+    for job in jobs[-100:]:
+        ledger.start(job, "w")
+    rows.append((f"metrics scrape, {count} jobs, 100 written since: follow() vs counts()",
+                 measure(lambda: ledger.follow(live)), measure(ledger.counts)))
+    assert ledger.follow(live) == replace(ledger.tally(), oldest_waiting=None)
     assert ledger.tally().done == count // 2 and all(s in STATES for s, _ in ledger.outcomes(done).values())
     return rows
 

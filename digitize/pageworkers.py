@@ -19,6 +19,7 @@ import multiprocessing.util
 import os
 import resource
 import signal
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -61,7 +62,12 @@ def _init_page_worker(parent: int, memory_mb: int) -> None:
     """Page workers end with the process that forked them (a batch worker killed with -9
     would otherwise leave them computing pages nobody will collect). They leave
     signals to it: the parent's handlers (watch's graceful SIGTERM) are not theirs, the
-    executor's SIGTERM must end them, and a Ctrl-C reaches the parent, which ends them."""
+    executor's SIGTERM must end them, and a Ctrl-C reaches the parent, which ends them.
+    They never sign: what they inherited that reaches a batch's signer (its authkey, a batch
+    worker's connection to it) is wiped before any page runs."""
+    signing = sys.modules.get("digitize.signing")  # not imported: no signer, nothing to wipe
+    if signing is not None:
+        signing.forget_service()
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)

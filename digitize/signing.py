@@ -472,8 +472,11 @@ def _socket_folder() -> Path:
 
 
 class _Bounded:
-    """A connection as multiprocessing's authkey challenge sees it, whose reads wait at most
-    ``timeout``: a peer that connects and says nothing cannot hold a thread for ever."""
+    """A connection as multiprocessing's authkey challenge sees it, each of whose messages must arrive
+    whole within ``timeout``: a peer that connects and says nothing, or stops partway through a message
+    (its length sent, its bytes not), cannot hold its connection's thread for ever. The message is read
+    here, in multiprocessing's framing (a 4-byte big-endian length, -1 then an 8-byte one), because
+    Connection.recv_bytes would block in os.read once the first byte came."""
 
     def __init__(self, conn, timeout: float):
         self._conn, self._timeout = conn, timeout
@@ -482,9 +485,29 @@ class _Bounded:
         self._conn.send_bytes(data)
 
     def recv_bytes(self, maxlength=None) -> bytes:
-        if not self._conn.poll(self._timeout):
-            raise TimeoutError("no answer to the challenge")
-        return self._conn.recv_bytes(maxlength)
+        import struct
+
+        deadline = time.monotonic() + self._timeout
+        size, = struct.unpack("!i", self._read(4, deadline))
+        if size == -1:
+            size, = struct.unpack("!Q", self._read(8, deadline))
+        if size < 0 or (maxlength is not None and size > maxlength):
+            raise OSError("bad message length")
+        return self._read(size, deadline)
+
+    def _read(self, size: int, deadline: float) -> bytes:
+        import select
+
+        data, fd = bytearray(), self._conn.fileno()
+        while len(data) < size:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise TimeoutError("no (whole) answer to the challenge")
+            chunk = os.read(fd, size - len(data))
+            if not chunk:
+                raise EOFError
+            data += chunk
+        return bytes(data)
 
 
 class SigningService:
@@ -506,6 +529,10 @@ class SigningService:
 
     Workers talk to it over a Unix socket in a private folder, authenticated with a random key
     (multiprocessing's challenge, run in each connection's own thread), one connection per worker;
+    the socket's peer must be one of the batch's own workers (``members``, forked by this process:
+    its kernel-given pid, SO_PEERCRED), so a page worker (a worker's child, which decodes untrusted
+    images) is refused whatever it holds; page workers also wipe the key and close the connection
+    and listening socket they inherit before any page (``forget_service``);
     the PDF/A stays on disk, only its path, the signed file's path and page 1's top band are sent.
     It signs only a regular file of this user in the batch's kept folder or in a work folder of one
     of its workers, into that file's name + ".signed", which must not exist yet."""
@@ -518,6 +545,8 @@ class SigningService:
         self.timeout = float(getattr(settings.sign, "timeout", 120.0))  # > 0: check_settings
         self._folder = _socket_folder()
         self.authkey = os.urandom(32)
+        self.members: Callable[[], Any] | None = None  # the batch's worker pids (see _admits)
+        self._owner = os.getpid()
         try:  # no authkey here: the challenge runs in each connection's thread (_authenticate)
             self._listener = Listener(str(self._folder / SOCKET_NAME), "AF_UNIX", backlog=256)
         except OSError as e:
@@ -532,6 +561,7 @@ class SigningService:
         self._started: float | None = None  # time.monotonic() of start()
         self._signing: float | None = None  # since when a signature is in progress
         self._conns: set = set()  # the workers' open connections
+        _services.append(self)
 
     def remote(self) -> "RemoteSigner":
         return RemoteSigner(self.address, self.authkey, self.settings.sign.visible, self.timeout)
@@ -589,6 +619,8 @@ class SigningService:
         import socket
 
         self._closed = True
+        with contextlib.suppress(ValueError):
+            _services.remove(self)
         with contextlib.suppress(Exception):  # wakes the accept() of the signer's thread
             self._listener._listener._socket.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
@@ -646,8 +678,38 @@ class SigningService:
             return False
         return True
 
+    def _admits(self, conn) -> bool:
+        """Whether the peer is this process or one of the batch's workers (by the pid the kernel
+        recorded at connect, SO_PEERCRED): never a page worker, which is a worker's child."""
+        import socket
+        import struct
+
+        try:
+            with socket.socket(fileno=os.dup(conn.fileno())) as sock:
+                pid, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                                  struct.calcsize("3i")))
+        except OSError:
+            return False
+        if uid != os.geteuid():
+            return False
+        if pid == os.getpid():
+            return True
+        members = self.members
+        for _ in range(3):  # the batch's thread may be adding a worker to the pool's table right now
+            try:
+                allowed = members is None or pid in set(members())
+                break
+            except RuntimeError:
+                continue
+        else:
+            return False
+        return allowed and _child_of_mine(pid)
+
     def _serve(self, conn) -> None:
         with conn:
+            if not self._admits(conn):
+                log.debug("the signer refused a connection: not one of the batch's workers")
+                return
             if not self._authenticate(conn):
                 return
             self._conns.add(conn)
@@ -818,7 +880,47 @@ class RemoteSigner:
         self._conn = None
 
 
+_services: list[SigningService] = []  # this process's (or, in a forked child, its parent's) services
+
+
+def _wipe(secret: bytes) -> None:
+    """Overwrite a bytes object's contents in place (CPython's layout: the data start at
+    ``bytes.__basicsize__ - 1``): every reference to it, in this process only (a forked child's
+    pages are its own copies), then holds zeros."""
+    import ctypes
+
+    if type(secret) is bytes and secret:
+        ctypes.memset(id(secret) + bytes.__basicsize__ - 1, 0, len(secret))
+
+
+def _close_inherited_listeners() -> None:
+    """In a forked child: the batch's listening sockets, copied with the fork, closed here (the fd only:
+    the batch's socket file stays), so that only the batch accepts its workers' connections."""
+    for service in _services:
+        if service._owner != os.getpid():
+            with contextlib.suppress(Exception):
+                service._listener._listener._socket.close()
+
+
 def use_service(remote: RemoteSigner | None) -> None:
-    """In a batch worker: sign through the batch's SigningService (signer_for returns ``remote``)."""
+    """In a batch worker: sign through the batch's SigningService (signer_for returns ``remote``).
+    The service's listening socket, inherited with the fork, is closed here: only the batch accepts."""
     global _remote
     _remote = remote
+    _close_inherited_listeners()
+
+
+def forget_service() -> None:
+    """In a page worker, before any page: it never signs, so it keeps nothing that reaches the
+    batch's signer. The connection it inherited from its batch worker is closed, and the authkey
+    (one object, shared by the worker's RemoteSigner and the batch's SigningService copied with the
+    forks) is overwritten in this process's memory."""
+    global _remote
+    remote, _remote = _remote, None
+    keys = [service.authkey for service in _services]
+    if remote is not None:
+        remote._drop()
+        keys.append(remote._authkey)
+    _close_inherited_listeners()
+    for key in keys:
+        _wipe(key)

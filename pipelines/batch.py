@@ -289,8 +289,11 @@ class _Runner:
         # with the batch's signer, workers need no PIN: none is in the settings they get
         settings = self.settings if remote is None else \
             replace(self.settings, sign=replace(self.settings.sign, pin=""))
-        return ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_worker,
+        pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_init_worker,
                                    initargs=(settings, logs.snapshot(), os.getpid(), remote, slots))
+        if self.signer is not None:  # only this pool's workers may reach the signer (not their page workers)
+            self.signer.members = lambda: (getattr(pool, "_processes", None) or {}).keys()
+        return pool
 
     def _submit(self) -> None:
         now = time.monotonic()

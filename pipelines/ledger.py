@@ -12,8 +12,10 @@ Whoever can write Redis could show a job as done or failed, so every state chang
 secret (pipelines/taskauth.record_seal: the job ID, state, file name, SHA-256, reason and the result's
 SHA-256; the write WATCHes the record, so the seal covers the fields as they end up). Every read verifies:
 a record whose seal is missing or wrong (planted, altered, or written before ledger signing) comes back in
-the state "unverified", with no result, never as done or failed. The delivery counters and times are not
-sealed (a forger can make a job look crashed, which fails it: it then shows, sealed, as failed).
+the state "unverified", with no result, never as done or failed. The delivery counters are sealed too (a
+write sets them from the counts it read and verified, never from what it cannot verify), and a worker fails
+a job as a poison file only on counts that verify and belong to the run it was sent: whoever can write Redis
+cannot make a job look crashed. The times are not sealed.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ UNVERIFIED = "unverified"  # a record whose seal does not verify: shown as that,
 UNVERIFIED_REASON = ("the queue ledger's record of this job is not signed with this queue's secret (planted or "
                      "altered in Redis, or written before ledger signing){claim}; `digitize queue retry JOB` sends "
                      "it again")
+STALE_REASON = UNVERIFIED_REASON.format(claim="; it is another submission's state")  # an older run's record put back
 CHUNK = 1000  # records read per round trip when many records are checked (queue status, batch --wait)
 # HMGET of ARGV on every key, answered as one JSON array (null for a missing field): one reply per CHUNK jobs for
 # the client to parse instead of one per job (redis-py's pure-Python parser spent ~0.1 ms CPU per record)
@@ -47,6 +50,8 @@ end
 return cjson.encode(out)"""
 RECONNECT_SECONDS = 60.0  # how long a ledger call keeps retrying while Redis restarts
 ENDS = f"{PREFIX}ends"  # bumped by every outcome: a waiter reads one number, not every pending job, to see a change
+CHANGES = f"{PREFIX}changes"  # a stream of the jobs each write touched: the metrics re-read only those (LiveTally)
+CHANGES_KEPT = 100_000  # about this many entries kept; a reader that fell further behind counts everything again
 
 
 def job_id(original_sha256: str, source_pages: str, options: dict[str, Any]) -> str:
@@ -73,11 +78,17 @@ class JobRecord:
     signature: str = ""  # the spec's HMAC (pipelines/taskauth.py): `queue retry` re-sends only a spec it verifies
     claimed: str = ""  # an unverified record's own (untrusted) state
     run: str = ""  # the submission (Submitter.send's random ID, in the signed spec): an older run's record is stale
+    counted: bool = False  # starts and ends are under the record's seal (not planted, not from before they were)
 
     @property
     def crashes(self) -> int:
         """Deliveries that started and never ended: the worker died (or was killed) under them."""
         return max(0, self.starts - self.ends)
+
+    def crashes_of(self, run: str) -> int:
+        """The crashes a worker may act on for RUN's delivery: sealed counts of that very run, else none (a
+        count planted in Redis, or an older run's sealed one put back, never fails a job)."""
+        return self.crashes if self.counted and self.run == run else 0
 
     @classmethod
     def from_hash(cls, job: str, data: dict[str, str]) -> "JobRecord":
@@ -110,6 +121,13 @@ class QueueCounts:
     failed: int
     oldest_waiting: float | None  # enqueue time (epoch seconds) of the longest-waiting job
     unverified: int = 0  # records whose seal does not verify (counted by Ledger.tally only)
+
+
+def _count(text: str) -> int:
+    try:
+        return max(0, int(text or 0))
+    except ValueError:
+        return 0
 
 
 def _digest(text: str | None) -> str:
@@ -185,12 +203,14 @@ class Ledger:
         pipe.zadd(self._state(state), {job: when})
         pipe.hset(self._job(job), mapping={"state": state, **{k: v for k, v in fields.items()}})
 
-    def _sealed_move(self, job: str, state: str, when: float, fields: dict[str, Any], before=None,
+    def _sealed_move(self, job: str, state: str, when: float, fields: dict[str, Any], count: str = "",
                      after=None) -> list:
         """One state change with its seal, in one transaction that WATCHes the record. The sealed fields this
-        write does not set are kept only from a record whose seal verifies (else emptied): a write never
-        signs what someone else put in Redis. A concurrent change retries the write."""
-        from .taskauth import SEALED, record_seal, record_sealed
+        write does not set are kept only from a record whose seal verifies (else emptied; the delivery counts
+        only from one that seals them too, else 0): a write never signs what someone else put in Redis.
+        ``count``: the delivery counter this write adds one to ("starts" or "ends"). A concurrent change
+        retries the write."""
+        from .taskauth import SEALED, counts_sealed, record_seal, record_sealed
 
         key = self._job(job)
         if "result" in fields:
@@ -199,13 +219,16 @@ class Ledger:
         def write(pipe):
             old = dict(zip(("seal", *SEALED), pipe.hmget(key, "seal", *SEALED)))
             kept = old if record_sealed(self.key, job, old, old["seal"]) else {}
+            if kept and not counts_sealed(self.key, job, old, old["seal"]):
+                kept = {**kept, "starts": "", "ends": ""}
             record = {**{k: kept.get(k) or "" for k in SEALED}, **{k: str(fields[k]) for k in SEALED if k in fields},
                       "state": state}
+            if count:
+                record[count] = str(_count(record[count]) + 1)
             pipe.multi()
-            if before:
-                before(pipe)
             written = {k: v for k, v in {**record, **fields}.items() if k != "state"}
             self._move(pipe, job, state, when, **written, seal=record_seal(self.key, job, record))
+            pipe.xadd(CHANGES, {"job": job}, maxlen=CHANGES_KEPT, approximate=True)
             if after:
                 after(pipe)
         return self.redis.transaction(write, key)
@@ -232,9 +255,12 @@ class Ledger:
 
     def _record(self, job: str, data: dict[str, str]) -> JobRecord:
         """A record as read: unverified, it shows none of its claims but the (untrusted) spec `queue retry`
-        checks with its own signature before sending it again."""
+        checks with its own signature before sending it again (nor are its counts ``counted``)."""
+        from .taskauth import counts_sealed
+
         if self._verified(job, data):
-            return JobRecord.from_hash(job, data)
+            return dataclasses.replace(JobRecord.from_hash(job, data),
+                                       counted=counts_sealed(self.key, job, data, data.get("seal")))
         claimed = data.get("state", "")
         safe = {k: v for k, v in data.items() if k not in ("state", "reason", "result")}
         return dataclasses.replace(JobRecord.from_hash(job, safe), state=UNVERIFIED, reason=_unverified_reason(claimed),
@@ -260,8 +286,7 @@ class Ledger:
         def run():
             now = time.time()
             data = self._sealed_move(job, "running", now, dict(started=now, worker=worker, reason="", result="",
-                                                               **_identity(spec)),
-                                     before=lambda pipe: pipe.hincrby(self._job(job), "starts", 1),
+                                                               **_identity(spec)), count="starts",
                                      after=lambda pipe: pipe.hgetall(self._job(job)))[-1]
             return self._record(job, data)
         return self._call(run, f"starting job {job}")
@@ -272,8 +297,7 @@ class Ledger:
         def run():
             now = time.time()
             extra = {"finished": now, "result": json.dumps(result)} if state in TERMINAL else {"result": ""}
-            self._sealed_move(job, state, now, dict(reason=reason, **extra, **_identity(spec)),
-                              before=lambda pipe: pipe.hincrby(self._job(job), "ends", 1),
+            self._sealed_move(job, state, now, dict(reason=reason, **extra, **_identity(spec)), count="ends",
                               after=lambda pipe: (pipe.incr(ENDS), pipe.publish(ENDS, job)))  # published at EXEC, after the record: a waiter wakes and reads it
         self._call(run, f"finishing job {job}")
 
@@ -330,9 +354,7 @@ class Ledger:
                 continue  # not recorded (yet): still pending
             stale = job in runs and data.get("run", "") != runs[job]
             if stale or not self._verified(job, data):
-                claim = data.get("state") if not stale else "another submission's state"
-                found[job] = (UNVERIFIED, {"reason": _unverified_reason(claim) if not stale else
-                                           UNVERIFIED_REASON.format(claim=f"; it is {claim}")})
+                found[job] = (UNVERIFIED, {"reason": STALE_REASON if stale else _unverified_reason(data.get("state"))})
             elif data.get("state") in TERMINAL and (result := _json(data.get("result"))):
                 found[job] = (data["state"], result)
         return found
@@ -353,27 +375,106 @@ class Ledger:
         *sizes, oldest = self._call(run, "counting jobs")
         return QueueCounts(*sizes, oldest[0][1] if oldest else None)
 
-    def tally(self) -> QueueCounts:
-        """Counts from every record's verified state (what `queue status` shows), records that do not verify
-        counted as unverified: reads each job's short sealed fields (not its spec or result), CHUNK per call.
-        :meth:`counts` (the metrics') counts the state sets' members without reading a record."""
-        from .taskauth import SEALED
-
+    def _listed(self) -> dict[str, tuple[str, float]]:
+        """Every job in a state set: job -> (the set, its score)."""
         def members():
             pipe = self.redis.pipeline(transaction=False)
             for state in STATES:
                 pipe.zrange(self._state(state), 0, -1, withscores=True)
             return pipe.execute()
-        listed = {job: (state, when) for state, found in zip(STATES, self._call(members, "listing jobs"))
-                  for job, when in found}
-        tally, oldest, jobs = dict.fromkeys((*STATES, UNVERIFIED), 0), None, list(listed)
+        return {job: (state, when) for state, found in zip(STATES, self._call(members, "listing jobs"))
+                for job, when in found}
+
+    def _verified_states(self, jobs: list[str]) -> list[str | None]:
+        """Each job's state if its record verifies, else UNVERIFIED (None: no record), reading only its short
+        sealed fields (not its spec or result), CHUNK per call."""
+        from .taskauth import SEALED
+
+        states: list[str | None] = []
         for job, data in zip(jobs, self._call(lambda: self._fields(jobs, ("seal", *SEALED)), "reading jobs")):
             state = data.get("state") if self._verified(job, data, result=False) else UNVERIFIED
-            tally[state if state in tally else UNVERIFIED] += 1
-            if state == "waiting" and listed[job][0] == "waiting":
-                oldest = min(oldest or listed[job][1], listed[job][1])
+            states.append(None if not data else state if state in STATES else UNVERIFIED)
+        return states
+
+    def tally(self) -> QueueCounts:
+        """Counts from every record's verified state (what `queue status` shows), records that do not verify
+        counted as unverified. :meth:`counts` counts the state sets' members without reading a record
+        (unverified); :meth:`follow` keeps a tally up to date reading only what was written since."""
+        listed = self._listed()
+        tally, oldest = dict.fromkeys((*STATES, UNVERIFIED), 0), None
+        for (job, (listed_state, when)), state in zip(listed.items(), self._verified_states(list(listed))):
+            tally[state or UNVERIFIED] += 1
+            if state == "waiting" and listed_state == "waiting":
+                oldest = min(oldest or when, when)
         return QueueCounts(tally["waiting"], tally["running"], tally["done"], tally["failed"], oldest,
                            tally[UNVERIFIED])
+
+    def follow(self, live: "LiveTally") -> QueueCounts:
+        """``live`` brought up to date and its counts (the metrics' scrapes): the first call reads every record
+        (as :meth:`tally`), later ones only the jobs written since (the CHANGES stream, whose IDs Redis assigns,
+        so no machine's clock matters), or everything again if the stream no longer reaches back to where
+        ``live`` stopped. Oldest waiting: not followed (None)."""
+        import redis
+
+        def position(first: bool) -> str:
+            found = self.redis.xrange(CHANGES, count=1) if first else self.redis.xrevrange(CHANGES, count=1)
+            return found[0][0] if found else ""
+
+        try:
+            if live.last:
+                oldest_kept = self._call(lambda: position(True), "reading the change log")
+                if oldest_kept and _stream_id(oldest_kept) > _stream_id(live.last):
+                    live.reset()  # entries between were trimmed (or the log was deleted): count everything
+            if not live.last:
+                live.reset()
+                live.last = self._call(lambda: position(False), "reading the change log") or "0-0"
+                listed = list(self._listed())
+                live.update(listed, [state or UNVERIFIED for state in self._verified_states(listed)])
+            else:
+                entries = self._call(lambda: self.redis.xrange(CHANGES, min=f"({live.last}"), "reading the change log")
+                if entries:
+                    jobs = list(dict.fromkeys(str(fields.get("job", "")) for _, fields in entries))
+                    live.update(jobs, self._verified_states(jobs))
+                    live.last = entries[-1][0]
+        except (StorageError, redis.RedisError):
+            live.reset()
+            raise
+        counts = live.counts
+        return QueueCounts(counts["waiting"], counts["running"], counts["done"], counts["failed"], None,
+                           counts[UNVERIFIED])
+
+
+def _stream_id(text: str) -> tuple[int, int]:
+    ms, _, seq = str(text).partition("-")
+    try:
+        return int(ms), int(seq or 0)
+    except ValueError:
+        return 0, 0
+
+
+@dataclass
+class LiveTally:
+    """A reader's verified state of every job, kept up to date by Ledger.follow: job -> state, the counts by
+    state, and the last change-log entry read."""
+
+    states: dict[str, str] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys((*STATES, UNVERIFIED), 0))
+    last: str = ""
+
+    def reset(self) -> None:
+        self.states.clear()
+        self.counts = dict.fromkeys((*STATES, UNVERIFIED), 0)
+        self.last = ""
+
+    def update(self, jobs: list[str], states: list[str | None]) -> None:
+        for job, state in zip(jobs, states):
+            before = self.states.pop(job, None)
+            if before is not None:
+                self.counts[before] -= 1
+            if state is not None:
+                self.states[job] = state
+                self.counts[state] += 1
+
 
 class EndNotices:
     """The job IDs :meth:`Ledger.end` and :meth:`Ledger.fail` publish (Redis pub/sub). A notice is not kept for

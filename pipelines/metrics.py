@@ -2,12 +2,14 @@
 
 Workers are forked processes, so counters use prometheus_client's multiprocess mode (each process writes
 its own file in PROMETHEUS_MULTIPROC_DIR, set before any metric exists); the main process serves them,
-plus the queue depth read from the ledger at scrape time.
+plus the queue depth read from the ledger at scrape time (records that verify, by state; others as unverified).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
 from .jobs import JobResult, Status
 
@@ -54,24 +56,39 @@ def record(state: str, result: JobResult) -> None:
 
 
 class _QueueDepth:
-    """Jobs per state, read from the ledger when Prometheus scrapes."""
+    """Jobs per verified state, read from the ledger when Prometheus scrapes: a record whose seal does not
+    verify (planted or altered in Redis) is counted as ``unverified``, never in the state it claims. A scrape
+    reads only the records written since the last (Ledger.follow: the ledger's change log), the first one and
+    one every RECHECK seconds all of them (a record altered in Redis without an entry in the log)."""
+
+    RECHECK = 600.0
 
     def __init__(self, settings):
+        from .ledger import LiveTally
+
         self.settings = settings
+        self.live = LiveTally()
+        self.checked = 0.0  # time.monotonic() of the last full read
+        self.lock = threading.Lock()  # scrapes may come at once (the server's threads): one reads, the next follows
 
     def collect(self):
         from prometheus_client.core import GaugeMetricFamily
 
-        from .ledger import Ledger
+        from .ledger import STATES, UNVERIFIED, Ledger
 
-        gauge = GaugeMetricFamily("digitize_queue_jobs", "Jobs in the queue ledger by state", labels=["state"])
+        gauge = GaugeMetricFamily("digitize_queue_jobs", "Jobs in the queue ledger by verified state",
+                                  labels=["state"])
         try:
-            ledger = Ledger.from_settings(self.settings, reconnect=2.0)
-            try:
-                counts = ledger.counts()
-            finally:
-                ledger.close()
-            for state in ("waiting", "running", "done", "failed"):
+            with self.lock:
+                if time.monotonic() - self.checked > self.RECHECK:
+                    self.live.reset()
+                    self.checked = time.monotonic()
+                ledger = Ledger.from_settings(self.settings, reconnect=2.0)
+                try:
+                    counts = ledger.follow(self.live)
+                finally:
+                    ledger.close()
+            for state in (*STATES, UNVERIFIED):
                 gauge.add_metric([state], getattr(counts, state))
         except Exception:  # noqa: BLE001 - a scrape during a broker restart shows no depth, not an error page
             log.warning("queue depth unavailable")

@@ -28,7 +28,7 @@ from digitize.errors import InputError, StorageError
 from digitize.fsutil import CHUNK, open_regular, work_dir
 
 from .jobs import INTERNAL_EXIT, JobResult, Status, StoredPart, archive_for, kept_folder, process_file
-from .ledger import UNVERIFIED, Ledger, job_id
+from .ledger import STALE_REASON, UNVERIFIED, Ledger, job_id
 from .logs import event
 from .metadata import Clue, sidecar_path
 
@@ -204,9 +204,14 @@ def retry_jobs(settings, jobs: list[str]) -> tuple[list[str], list[str]]:
     return sent, refused
 
 
-def upload_state(record) -> tuple[str, str, list[dict[str, Any]]]:
+def upload_state(record, run: str = "") -> tuple[str, str, list[dict[str, Any]]]:
     """A queued upload's (state, reason, stored documents) as the portal shows an upload job, from its ledger
-    record: waiting is "queued"; a finished job's state is its result's status (done, unmatched, skipped...)."""
+    record: waiting is "queued"; a finished job's state is its result's status (done, unmatched, skipped...).
+    ``run``: the upload's own submission (Submitter.send's run ID): a record of another run (an older sealed
+    state put back in Redis) is not this upload's state, shown as unverified and followed still, as
+    Ledger.outcomes does for a waiting batch."""
+    if run and record.state != UNVERIFIED and record.run != run:
+        return UNVERIFIED, STALE_REASON, []
     if record.state == UNVERIFIED:  # followed still: a sealed outcome may come
         return UNVERIFIED, record.reason, []
     if record.state not in ("done", "failed"):
@@ -385,8 +390,9 @@ def run_job(settings, ledger: Ledger, job: str, spec: dict[str, Any], worker: st
         # (redelivered after its ack was lost); a done record of another run is an older state put back: run it
         return Outcome("done", result_from_dict(known.result) if known.result else
                        JobResult(spec["name"], Status.skipped, spec["sha256"], "already done"))
-    if known is not None and known.crashes >= queue.max_deliveries:
-        reason = f"the file stopped its worker {known.crashes} times (killed or crashed); not retried"
+    crashes = known.crashes_of(spec.get("run", "")) if known is not None else 0  # sealed, this run's only
+    if crashes >= queue.max_deliveries:
+        reason = f"the file stopped its worker {crashes} times (killed or crashed); not retried"
         result = JobResult(spec["name"], Status.failed, spec["sha256"], reason, error_kinds=("crashed",),
                            exit_code=INTERNAL_EXIT)
         ledger.fail(job, reason, result.to_dict(), spec=spec)

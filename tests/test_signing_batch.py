@@ -433,3 +433,134 @@ def test_a_hung_token_stops_the_batch_with_one_line(tmp_path, pki, scan, hang):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("digitize: ") and "timeout" in lines[0], done.stderr
     assert stored_pdfs(tmp_path / "data") == [] and all(f.exists() for f in files)
+
+
+# -- page workers (a batch worker's children, which decode untrusted images) cannot reach the signer --------
+
+_held = None  # the batch worker's RemoteSigner, as a page worker inherits it with the fork
+
+
+def _key_in_memory(digest: bytes, masked_prefix: bytes) -> bool:
+    """Whether this process's writable memory holds the 32 bytes whose SHA-256 is DIGEST (found by
+    their first bytes, given masked so that the needle itself is no copy of the key)."""
+    import hashlib
+    import re
+
+    needle = bytes(b ^ 0xA5 for b in masked_prefix)
+    with open("/proc/self/maps") as maps:
+        regions = [line.split() for line in maps]
+    with open("/proc/self/mem", "rb", buffering=0) as mem:
+        for fields in regions:
+            if not fields[1].startswith("rw") or (len(fields) > 5 and fields[5] in ("[vvar]", "[vsyscall]")):
+                continue
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            at = start
+            while at < end:
+                size = min(16 << 20, end - at)
+                try:
+                    mem.seek(at)
+                    data = mem.read(size + 31 if at + size < end else size)
+                except OSError:
+                    break
+                for found in re.finditer(re.escape(needle), data):
+                    if hashlib.sha256(data[found.start():found.start() + 32]).digest() == digest:
+                        return True
+                at += size
+    return False
+
+
+def _page_worker_probe(source: str, digest: bytes, masked_prefix: bytes, key) -> dict:
+    from multiprocessing.connection import Client
+
+    from digitize.errors import DigitizeError
+
+    out = {}
+    remote = _held
+    try:  # what the page worker inherited: its batch worker's signer and connection
+        out["inherited"] = remote.sign(Path(source), Path(f"{source}.signed"))
+    except DigitizeError as e:
+        out["inherited"] = type(e).__name__
+    try:  # the right key, handed to it anyway: the peer (a worker's child) is still refused
+        conn = Client(remote.address, "AF_UNIX", authkey=key) if key else None
+        out["with_key"] = "connected" if conn else "no key"
+    except Exception as e:  # noqa: BLE001
+        out["with_key"] = type(e).__name__
+    out["key_in_memory"] = _key_in_memory(digest, masked_prefix)
+    out["remote"] = signing._remote is not None
+    return out
+
+
+def _batch_worker(remote, source: str, digest: bytes, masked_prefix: bytes, key, pipe) -> None:
+    global _held
+    from digitize import pageworkers
+
+    try:
+        signing.use_service(remote)
+        _held = remote
+        first = remote.sign(Path(source), Path(f"{source}.signed"))  # connected before its page workers fork
+        os.unlink(f"{source}.signed")
+        probe = pageworkers.run(_page_worker_probe, [(source + "2", digest, masked_prefix, key)], 1, 120.0)[0]
+        after = remote.sign(Path(source), Path(f"{source}.signed"))  # its own connection still works
+        pipe.send({"first": first, "after": after, **probe})
+    except BaseException as e:  # noqa: BLE001
+        pipe.send({"error": repr(e)})
+    finally:
+        os._exit(0)
+
+
+def _from_a_page_worker(service, tmp_path: Path, key) -> dict:
+    import hashlib
+    import multiprocessing
+
+    service.start()
+    source = tmp_path / "kept" / "doc.pdf"
+    source.write_bytes(b"%PDF-1.7\n")
+    (tmp_path / "kept" / "doc.pdf2").write_bytes(b"%PDF-1.7\n")
+    digest = hashlib.sha256(service.authkey).digest()
+    masked = bytes(b ^ 0xA5 for b in service.authkey[:12])
+    context = multiprocessing.get_context("fork")
+    mine, theirs = context.Pipe()
+    worker = context.Process(target=_batch_worker, args=(service.remote(), str(source), digest, masked, key, theirs))
+    worker.start()
+    assert mine.poll(180), "the batch worker did not answer"
+    got = mine.recv()
+    worker.join(10)
+    assert "error" not in got, got
+    return got
+
+
+def test_a_page_worker_cannot_reach_the_signer_with_what_it_inherited(stub_service, tmp_path):
+    got = _from_a_page_worker(stub_service, tmp_path, None)
+    assert got["first"] == "record" and got["after"] == "record"  # the batch worker itself signs
+    assert got["inherited"] == "SignerUnavailableError", got  # neither its connection nor its key
+    assert got["key_in_memory"] is False and got["remote"] is False
+    assert stub_service.stub.signed == [tmp_path / "kept" / "doc.pdf"] * 2
+
+
+def test_a_page_worker_is_refused_even_with_the_key(stub_service, tmp_path):
+    got = _from_a_page_worker(stub_service, tmp_path, stub_service.authkey)
+    assert got["with_key"] in ("EOFError", "ConnectionResetError", "AuthenticationError"), got
+
+
+def test_a_client_stopping_partway_through_its_answer_holds_no_thread(stub_service, tmp_path):
+    """The challenge's reads waited for a message's first byte only: a peer that sent the length of its
+    answer and then nothing held its connection's thread in os.read for ever."""
+    stub_service.start()
+    stalled = socket.socket(socket.AF_UNIX)
+    stalled.connect(stub_service.address)
+    try:
+        stalled.settimeout(10)
+        assert stalled.recv(64)  # the service's challenge
+        stalled.sendall((100).to_bytes(4, "big") + b"#" * 10)  # 10 of the 100 bytes it announces
+        threads = lambda: [t for t in threading.enumerate() if t.name == "digitize-signer-conn"]  # noqa: E731
+        assert threads(), "the connection's thread should be reading the answer"
+        deadline = time.monotonic() + 10 * stub_service.timeout
+        while threads() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not threads(), "a client stalled partway through its answer still holds a thread"
+        assert stalled.recv(64) == b""  # the service closed it
+        source = tmp_path / "kept" / "doc.pdf"
+        source.write_bytes(b"%PDF-1.7\n")
+        assert stub_service.remote().sign(source, Path(f"{source}.signed")) == "record"
+    finally:
+        stalled.close()

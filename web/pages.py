@@ -88,22 +88,27 @@ def install(app: FastAPI) -> None:
         requests share; the throttle and the password check (argon2, the index) run in those threads."""
         check_csrf(request, csrf)
         throttle = request.app.state.throttle
-        attempt = await run_in_threadpool(throttle.reserve, name, client_address(request))
-        if attempt is None:
+        address = client_address(request)
+        delay = await run_in_threadpool(throttle.admits, name, address)  # a refusal here writes nothing
+        if delay is None:
             return render_login(request, "login_throttled", 429, next)
         # a name guessed from many addresses: slowed, never locked; the wait holds no thread and no archive
-        await asyncio.sleep(attempt.delay)
+        await asyncio.sleep(delay)
         try:  # a few checks at once per process, first come first served (web/throttle.py)
             async with throttle.password_check():
-                principal = await run_in_threadpool(check_password, request.app.state.pool, name, password)
-        except LoginBusy:  # never checked: not a guess at the name, but a request its address spent
-            await run_in_threadpool(throttle.release, attempt, False, True)
+                attempt = await run_in_threadpool(throttle.reserve, name, address)  # counted before the check
+                if attempt is None:
+                    return render_login(request, "login_throttled", 429, next)
+                try:
+                    principal = await run_in_threadpool(check_password, request.app.state.pool, name, password)
+                except AuthenticationError:
+                    return render_login(request, "login_failed", 401, next)  # counted already, by reserve
+                except BaseException:
+                    await run_in_threadpool(throttle.release, attempt, False)  # never checked: not a guess
+                    raise
+        except LoginBusy:  # never checked: not a guess at the name, but a request its address spent (in memory)
+            await run_in_threadpool(throttle.refused_busy, name, address)
             return render_login(request, "login_throttled", 429, next)
-        except AuthenticationError:
-            return render_login(request, "login_failed", 401, next)  # counted already, by reserve
-        except BaseException:
-            await run_in_threadpool(throttle.release, attempt, False)  # never checked: not a guess
-            raise
         await run_in_threadpool(throttle.release, attempt, True)
         start_session(request, principal)
         return RedirectResponse(local_target(next), status_code=303)

@@ -16,7 +16,11 @@ logins stay limited, and a right password is never refused for it.
 Password checks themselves are bounded too (:meth:`LoginThrottle.password_check`): at most MAX_CHECKS at
 once in one process (argon2id takes 64 MiB and four threads each), handed out first come, first served to
 at most MAX_WAITERS waiting logins; a login beyond those is told "try later" at once, and that refusal
-counts against its address (not its name), so flooding the queue spends the flooder's own budget. There is
+counts against its address (not its name), so flooding the queue spends the flooder's own budget. Refusals
+write nothing to the shared file: a login over a limit is refused on a read (:meth:`LoginThrottle.admits`,
+no write lock taken), and one refused for want of a slot is counted in this process's memory (a bounded
+table, :meth:`LoginThrottle.refused_busy`); only logins whose password is then checked are counted in the
+file (:meth:`LoginThrottle.reserve`, after the slot is taken). There is
 no per-name serialisation: a lease per name let anyone keep an officer's name busy from addresses each
 under its limit and so lock the officer out (the throttle's promise is "slowed, never locked").
 """
@@ -209,6 +213,41 @@ class LoginThrottle:
         return db.execute("SELECT COUNT(*) FROM (SELECT 1 FROM failures WHERE counter = ? AND at > ? LIMIT ?)",
                           (counter, now - self.pause, limit)).fetchone()[0]
 
+    def admits(self, name: str, address: str) -> float | None:
+        """None if this login must pause, else the seconds it waits first (its name is being guessed): read
+        only, so a refused login costs no write and takes no write lock. :meth:`reserve` checks again, in
+        its transaction, before the password is checked."""
+        now = self.clock()
+        keep = self.attempts * NAME_FACTOR
+        with self._lock:
+            dbs = [self._memory] if self._db is self._memory else [self._db, self._memory]
+            try:
+                def count(counter: str, limit: int) -> int:
+                    return sum(self._count(d, counter, limit, now) for d in dbs)
+
+                if any(count(c, limit) >= limit for c, limit in self._limits(name, address)):
+                    return None
+                return NAME_DELAY if count(f"name\x00{name.casefold()}", keep) >= keep else 0.0
+            except sqlite3.Error as e:
+                log.warning("login throttle: %s; checking this login against this process's memory", e)
+                return 0.0  # reserve counts it (in memory if the file still fails) and checks the limits
+
+    def refused_busy(self, name: str, address: str) -> None:
+        """A login told "try later" for want of a check slot: counted against its address (a flood spends its
+        sender's budget), not its name, in this process's memory only (bounded by MAX_ROWS, each counter by
+        what its limit looks at): the shared file is written only for passwords checked."""
+        now = self.clock()
+        counters = [c for c, _ in self._limits(name, address) if c.startswith("addr\x00")]
+        keep = self.attempts * NAME_FACTOR
+        with self._lock:
+            db = self._memory
+            if not self._room(db, len(counters), now):
+                return
+            db.executemany("INSERT INTO failures (counter, at) VALUES (?, ?)", [(c, now) for c in counters])
+            for counter in counters:
+                db.execute("DELETE FROM failures WHERE counter = ? AND rowid NOT IN (SELECT rowid FROM "
+                           "failures WHERE counter = ? ORDER BY at DESC LIMIT ?)", (counter, counter, keep))
+
     def reserve(self, name: str, address: str) -> Attempt | None:
         """None if this login must pause; else the attempt, already counted as a failure. One write
         transaction checks and counts, so parallel logins see each other's attempts."""
@@ -263,14 +302,11 @@ class LoginThrottle:
         db.execute("DELETE FROM failures WHERE at <= ?", (now - self.pause,))
         return db.execute("SELECT COUNT(*) FROM failures").fetchone()[0] + rows <= MAX_ROWS
 
-    def release(self, attempt: Attempt, succeeded: bool, busy: bool = False) -> None:
+    def release(self, attempt: Attempt, succeeded: bool) -> None:
         """Take the attempt's count back: its password was right (then the pair's earlier failures go too),
-        or it was never checked (the archive did not answer). ``busy``: refused for want of a check slot;
-        it stays counted against its address (a flood of such requests spends its sender's budget), not
-        against its name or (name, address) pair (an officer's own tries during a flood). Never raises: a
-        failing throttle file must not refuse a right password (its rows then expire)."""
-        rowids = [rowid for rowid, counter in zip(attempt.rowids, attempt.counters)
-                  if not (busy and counter.startswith("addr\x00"))]
+        or it was never checked (the archive did not answer). Never raises: a failing throttle file must not
+        refuse a right password (its rows then expire)."""
+        rowids = list(attempt.rowids)
         with self._lock:
             db = self._memory if attempt.in_memory else self._db
             try:

@@ -58,6 +58,7 @@ class UploadJob:
     finished_at: str = ""
     sender: dict = field(default_factory=dict)  # the sender's Principal: its upload scope binds every part
     queue_job: str = ""  # queue mode: the job in the queue's ledger that converts it (its state is read there)
+    queue_run: str = ""  # queue mode: this upload's submission of that job; another run's record is not its state
 
     def scope(self):
         """The sender's upload scope (storage.access); a job saved without a sender may file nothing."""
@@ -213,7 +214,7 @@ class UploadQueue:
             record = records.get(job.queue_job)
             if record is None:
                 continue
-            job.state, job.reason, job.documents = upload_state(record)
+            job.state, job.reason, job.documents = upload_state(record, job.queue_run)
             if job.finished:
                 job.finished_at = now_iso()
                 self._finish(job)
@@ -278,6 +279,7 @@ class UploadQueue:
         if case_id is not None:
             self._drop_carried_case(job)
         job.case_id, job.state, job.reason, job.finished_at, job.queue_job = case_id, "queued", "", "", ""
+        job.queue_run = ""
         job.sender = asdict(scope.principal)
         self._queue(job)
         return job
@@ -364,7 +366,9 @@ class UploadQueue:
     def _enqueue(self, job: UploadJob, path: Path, values: dict) -> None:
         """Queue mode: the scan staged in the store (verified) and its task sent, with the sender's principal;
         the local copy stays until the job is done (a failed job can be retried from it)."""
-        job.queue_job, result = self._queue_submitter().submit_upload(path, values, job.job_id, job.sender)
+        submitter = self._queue_submitter()
+        job.queue_job, result = submitter.submit_upload(path, values, job.job_id, job.sender)
+        job.queue_run = submitter.runs.pop(job.queue_job, "")  # none: done before (skipped), nothing sent
         if result.status is Status.failed:
             job.state, job.reason = "failed", result.reason
             return

@@ -390,3 +390,92 @@ def test_a_waiter_without_notices_polls_the_outcome_count(ledger, monkeypatch):
     ledger.end(job, "failed", "bad", {"path": "c.pdf", "status": "failed"})
     follower.wait(1)
     assert follower.outcomes({job: None}) == {job: ("failed", {"path": "c.pdf", "status": "failed"})}
+
+
+def test_a_delivery_count_planted_in_redis_never_fails_a_job(ledger, settings):
+    """The delivery counters were unsealed: whoever could write Redis made a job look crashed max_deliveries
+    times, and the next worker failed it."""
+    from pipelines.ledger import PREFIX
+
+    job = job_id("a" * 64, "", {})
+    ledger.enqueued(job, "a/scan.pdf", SHA, spec(job))
+    ledger.redis.hset(f"{PREFIX}job:{job}", mapping={"starts": 99, "ends": 0})
+    planted = ledger.get(job)
+    process = fake(JobResult("", Status.done, SHA, ""))
+    assert run_job(settings, ledger, job, spec(job), "w", 0, process).state == "done" and len(process.calls) == 1
+    assert planted.state == "unverified" and not planted.counted  # queue status shows the tampering
+    record = ledger.get(job)
+    assert (record.state, record.starts, record.ends, record.counted) == ("done", 1, 1, True)  # counted afresh
+
+
+def test_an_older_run_s_sealed_crash_count_never_fails_the_current_run(ledger, settings):
+    from pipelines.ledger import PREFIX
+
+    job = job_id("b" * 64, "", {})
+    first = {**spec(job), "run": "1" * 32}
+    ledger.enqueued(job, "a/scan.pdf", SHA, first)
+    for _ in range(3):
+        ledger.start(job, "w", first)  # run 1 really was a poison file
+    saved = ledger.redis.hgetall(f"{PREFIX}job:{job}")
+    assert ledger.get(job).crashes == 3
+    second = {**spec(job), "run": "2" * 32}
+    ledger.enqueued(job, "a/scan.pdf", SHA, second)  # fixed and sent again
+    ledger.redis.hset(f"{PREFIX}job:{job}", mapping=saved)  # run 1's sealed counts put back
+    replayed = ledger.get(job)
+    process = fake(JobResult("", Status.done, SHA, ""))
+    assert run_job(settings, ledger, job, second, "w", 0, process).state == "done" and len(process.calls) == 1
+    assert replayed.counted and replayed.crashes_of(first["run"]) == 3 and replayed.crashes_of(second["run"]) == 0
+
+
+def test_a_record_sealed_before_its_counts_were_verifies_but_its_counts_do_not(ledger, settings):
+    from pipelines.ledger import PREFIX
+    from pipelines.taskauth import LEGACY_RECORD_PURPOSE, LEGACY_SEALED, record_seal
+
+    job = job_id("c" * 64, "", {})
+    ledger.enqueued(job, "a/scan.pdf", SHA, spec(job))
+    fields = {**ledger.redis.hgetall(f"{PREFIX}job:{job}"), "state": "waiting", "starts": "7", "ends": "0"}
+    legacy = record_seal(KEY, job, fields, LEGACY_RECORD_PURPOSE, LEGACY_SEALED)
+    ledger.redis.hset(f"{PREFIX}job:{job}", mapping={"starts": 7, "seal": legacy})
+    record = ledger.get(job)
+    assert (record.state, record.crashes, record.counted) == ("waiting", 7, False)
+    process = fake(JobResult("", Status.done, SHA, ""))
+    assert run_job(settings, ledger, job, spec(job), "w", 0, process).state == "done" and len(process.calls) == 1
+    assert ledger.get(job).starts == 1  # the unsealed 7 was not carried into a seal
+
+
+def test_the_queue_gauges_count_only_records_that_verify_and_read_only_what_changed(ledger, settings, own_redis,
+                                                                                      monkeypatch):
+    """The Prometheus gauges counted the state sets' members: a job planted in Redis counted as done."""
+    from pipelines import metrics
+    from pipelines.ledger import CHANGES, PREFIX
+
+    settings.queue.url, settings.queue.secret = own_redis.url, KEY.decode()
+    jobs = [job_id(c * 64, "", {}) for c in "def"]
+    for job in jobs:
+        ledger.enqueued(job, "a/scan.pdf", SHA, spec(job))
+    ledger.start(jobs[0], "w")
+    ledger.end(jobs[0], "done", "", {"path": "a/scan.pdf", "status": "done"})
+    ledger.redis.hset(f"{PREFIX}job:planted", mapping={"state": "done"})
+    ledger.redis.zadd(f"{PREFIX}state:done", {"planted": 1.0})
+    read = []
+    fields = Ledger._fields
+    monkeypatch.setattr(Ledger, "_fields", lambda self, jobs, names: read.extend(jobs) or fields(self, jobs, names))
+    depth = metrics._QueueDepth(settings)
+
+    def scrape() -> dict[str, float]:
+        return {sample.labels["state"]: sample.value for family in depth.collect() for sample in family.samples}
+
+    assert scrape() == {"waiting": 2, "running": 0, "done": 1, "failed": 0, "unverified": 1}
+    assert sorted(read) == sorted([*jobs, "planted"])
+    read.clear()
+    assert scrape()["waiting"] == 2 and read == []  # nothing written since: no record read
+    ledger.start(jobs[1], "w")
+    ledger.start(jobs[1], "w")
+    assert scrape() == {"waiting": 1, "running": 1, "done": 1, "failed": 0, "unverified": 1}
+    assert read == [jobs[1]]  # only the record written since the last scrape, once
+    read.clear()
+    ledger.redis.delete(CHANGES)  # the log deleted (or trimmed past this reader): everything is read again
+    ledger.end(jobs[2], "failed", "PDF is corrupt", {"path": "a/scan.pdf", "status": "failed"})
+    assert scrape() == {"waiting": 0, "running": 1, "done": 1, "failed": 1, "unverified": 1}
+    assert sorted(read) == sorted([*jobs, "planted"])
+    assert ledger.tally() == dataclasses.replace(ledger.follow(depth.live), oldest_waiting=None)

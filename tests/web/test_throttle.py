@@ -365,7 +365,8 @@ def test_requests_kept_in_flight_for_a_name_never_lock_its_officer_out(portal, m
 def test_a_flood_beyond_the_waiters_is_refused_at_once_and_spends_its_addresses(portal, monkeypatch):
     """Distinct names (each under every limit) ran one argon2 check each at once: all cores and memory. Now
     MAX_CHECKS run, MAX_WAITERS wait their turn, the rest are told "try later"; such a refusal counts
-    against its address (it was released for free: a flood cost nothing), not against its name."""
+    against its address (it was released for free: a flood cost nothing), not against its name, in the
+    process's memory (the shared file holds only checked passwords' failures)."""
     import asyncio
 
     peak = count_checks_in_flight(monkeypatch, 0.6)
@@ -378,8 +379,47 @@ def test_a_flood_beyond_the_waiters_is_refused_at_once_and_spends_its_addresses(
     throttle = app.state.throttle
     for (_, name, address), answer in zip(logins, answers):
         if answer == 429:
-            assert throttle._count(throttle._db, f"addr\x00{address}", 10, throttle.clock()) == 1
-            assert throttle._count(throttle._db, f"pair\x00{name}\x00{address}", 10, throttle.clock()) == 0
+            assert throttle._count(throttle._memory, f"addr\x00{address}", 10, throttle.clock()) == 1
+            assert throttle._count(throttle._db, f"addr\x00{address}", 10, throttle.clock()) == 0
+            for db in (throttle._db, throttle._memory):
+                assert throttle._count(db, f"pair\x00{name}\x00{address}", 10, throttle.clock()) == 0
+
+
+class RecordedStatements(FailingWrites):
+    """A throttle connection that records what it is asked to run (and fails nothing)."""
+
+    def __init__(self, db: sqlite3.Connection):
+        super().__init__(db, ())
+        self.statements: list[str] = []
+
+    def execute(self, sql: str, *args):
+        self.statements.append(sql.lstrip().split(None, 1)[0].upper())
+        return self.db.execute(sql, *args)
+
+    def executemany(self, sql: str, *args):
+        self.statements.append(sql.lstrip().split(None, 1)[0].upper())
+        return self.db.executemany(sql, *args)
+
+
+def test_a_refused_login_writes_nothing_to_the_shared_file(portal, monkeypatch):
+    """A login over its limit still ran a write transaction on the shared file (BEGIN IMMEDIATE: the write
+    lock all the portal's processes wait for), and one refused for want of a check slot wrote its rows there
+    and deleted most of them again: a flood of refused logins cost the file a write each."""
+    import asyncio
+
+    slow_wrong_passwords(monkeypatch, 0.6)
+    app = create_app(portal)
+    assert [failed_login(app, "officer-a", "10.3.0.1") for _ in range(3)] == [401] * 3
+    throttle = app.state.throttle
+    recorded = throttle._db = RecordedStatements(throttle._db)
+    assert failed_login(app, "officer-a", "10.3.0.1") == 429  # over the pair's limit
+    assert recorded.statements and set(recorded.statements) <= {"SELECT"}, recorded.statements
+    served = throttle_module.MAX_CHECKS + throttle_module.MAX_WAITERS
+    logins = [(app, f"name-{n}", f"10.4.{n}.1") for n in range(served + 3)]
+    recorded.statements.clear()
+    answers = asyncio.run(concurrent_logins(logins))
+    assert sorted(answers) == [401] * served + [429] * 3
+    assert recorded.statements.count("BEGIN") == served  # one write per password checked, none per refusal
 
 
 def test_check_slots_go_in_order_of_arrival_and_a_cancelled_waiter_keeps_none():
