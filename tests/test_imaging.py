@@ -287,3 +287,19 @@ def test_strokes_in_pieces_are_told_by_the_line_pitch_when_smoothing_rises_less_
     for fault, seed in [("seal", 6), ("table", 1), ("bleed", 3)]:
         plain, measured, pitch = _measures(generate(fault, seed))
         assert measured == plain and plain >= 0.24 * pitch, (fault, seed)
+
+
+@pytest.mark.parametrize("seed", [4, 18])
+def test_letter_height_of_grainy_broken_typewriter_strokes_is_near_the_unworn_pages(seed):
+    """A worn ribbon's grainy, broken strokes (holes through every stroke, pale bands, uneven
+    strikes: tests/degraded.py's "holey" pages, 200-250 dpi, FreeMono / Liberation Mono) fall into
+    fragments that make the plain median: it reads little more than half the letters' height. The
+    measure must still give about what the same page, unworn, measures (the OCR scale hangs on
+    it: half the height enlarges the page ~2x for Tesseract)."""
+    from tests.degraded import holey_typewriter_page
+
+    worn, clean = holey_typewriter_page(seed), holey_typewriter_page(seed, clean=True)
+    true = imaging.measure_letter_height(clean.pixels, clean.dpi)
+    plain, measured, pitch = _measures(worn)
+    assert plain < 0.8 * true  # the fragments' heights made the plain median
+    assert 0.85 * true <= measured <= 1.2 * true
