@@ -383,6 +383,7 @@ def generate(fault: str, seed: int) -> DegradedPage:
 HOLEY_FONTS = [FONTS / "freefont/FreeMono.ttf", FONTS / "liberation2/LiberationMono-Regular.ttf"]
 
 
+@lru_cache(maxsize=8)
 def holey_typewriter_page(seed: int, clean: bool = False) -> DegradedPage:
     """A typewriter page whose worn ribbon leaves grainy, broken strokes: pale bands of a few scan
     rows, holes punched through every stroke (blurred noise over a threshold), uneven strikes (each

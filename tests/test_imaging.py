@@ -303,3 +303,24 @@ def test_letter_height_of_grainy_broken_typewriter_strokes_is_near_the_unworn_pa
     plain, measured, pitch = _measures(worn)
     assert plain < 0.8 * true  # the fragments' heights made the plain median
     assert 0.85 * true <= measured <= 1.2 * true
+
+
+def test_a_page_in_pieces_is_smoothed_for_ocr_and_a_whole_one_is_not(monkeypatch):
+    """The OCR image of a page whose strokes are in pieces is made from the page smoothed: fewer
+    stray pieces for Tesseract to read as marks or lines of their own; the same page unworn is
+    measured whole and prepared as before."""
+    from tests.degraded import holey_typewriter_page
+
+    worn, clean = holey_typewriter_page(4), holey_typewriter_page(4, clean=True)
+    assert imaging.measure_letters(worn.pixels, worn.dpi)[1]
+    assert not imaging.measure_letters(clean.pixels, clean.dpi)[1]
+
+    def pieces(image):
+        _, ink = cv2.threshold(image, 0, 255, cv2.THRESH_BINARY_INV | cv2.THRESH_OTSU)
+        return int(np.sum(imaging.components(ink)[2][1:, cv2.CC_STAT_AREA] < 30))
+
+    joined, _ = imaging.prepare_for_ocr(worn.pixels, worn.dpi)
+    whole, _ = imaging.prepare_for_ocr(clean.pixels, clean.dpi)
+    monkeypatch.setattr(imaging, "join_fragments", lambda grey, dpi: grey)
+    assert pieces(joined) < 0.8 * pieces(imaging.prepare_for_ocr(worn.pixels, worn.dpi)[0])
+    assert np.array_equal(whole, imaging.prepare_for_ocr(clean.pixels, clean.dpi)[0])
