@@ -329,8 +329,8 @@ def join_fragments(grey: np.ndarray, dpi: float) -> np.ndarray:
     grainy, broken typewriter strokes read whole again, not as pieces (Tesseract had read a line's
     pieces as two lines or dropped them). Generated "holey" typewriter pages (tests/degraded.py),
     the 8 of seeds 21-48 measured in pieces, as they were -> smoothed: mean CER 0.090 -> 0.020,
-    worst 0.41 -> 0.032, 5 better, 2 a little worse (+0.009, +0.005); seeds 2-20 (the sigma
-    chosen on them): 0.050 -> 0.030. Smoothing every page would blur ordinary print; a second
+    worst 0.41 -> 0.032, 5 better, 2 a little worse (+0.009, +0.005); the sigma was chosen on 8
+    pages of seeds 2-20 (0.050 -> 0.030). Smoothing every page would blur ordinary print; a second
     reading kept by Tesseract's confidence chose worse (0.043): confidence does not tell here."""
     return cv2.GaussianBlur(grey, (0, 0), PIECES_SMOOTHING * dpi / 25.4)
 
