@@ -326,12 +326,12 @@ PIECES_SMOOTHING = 0.08  # Gaussian sigma in mm (0.8 px at 250 dpi): about a wor
 
 def join_fragments(grey: np.ndarray, dpi: float) -> np.ndarray:
     """The page, smoothed, for a page whose strokes fall apart into fragments (measure_letters):
-    grainy, broken typewriter strokes read whole again, not as pieces (Tesseract had read a line's
-    pieces as two lines or dropped them). Generated "holey" typewriter pages (tests/degraded.py),
-    the 8 of seeds 21-48 measured in pieces, as they were -> smoothed: mean CER 0.090 -> 0.020,
-    worst 0.41 -> 0.032, 5 better, 2 a little worse (+0.009, +0.005); the sigma was chosen on 8
-    pages of seeds 2-20 (0.050 -> 0.030). Smoothing every page would blur ordinary print; a second
-    reading kept by Tesseract's confidence chose worse (0.043): confidence does not tell here."""
+    grainy, broken typewriter strokes are read whole again, not as pieces. Generated "holey"
+    typewriter pages (tests/degraded.py), the 16 of seeds 21-85 measured in pieces, as they were ->
+    smoothed: mean CER 0.102 -> 0.024, worst 0.66 -> 0.059; 8 better (those read at 0.07-0.66),
+    7 that read well lose 0.001-0.009. The sigma was chosen on 8 pages of seeds 2-20 (0.050 ->
+    0.030). Smoothing every page would blur ordinary print; a second reading kept by Tesseract's
+    confidence was no better over both fresh sets (0.043, 0.026 against 0.020, 0.028)."""
     return cv2.GaussianBlur(grey, (0, 0), PIECES_SMOOTHING * dpi / 25.4)
 
 
