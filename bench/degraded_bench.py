@@ -12,6 +12,7 @@ noisy on a shared machine: compare the ratio digitize/bare of one run, not absol
     PYTHONPATH=. .venv/bin/python bench/degraded_bench.py --seeds 1-3 --faults typewriter --variants
     PYTHONPATH=. .venv/bin/python bench/degraded_bench.py --seeds 100-103 --faults fax --cached-bare --without-streaks
     PYTHONPATH=. .venv/bin/python bench/degraded_bench.py --seeds 5-20 --faults fabric --cached-bare --measure-before
+    PYTHONPATH=. .venv/bin/python bench/degraded_bench.py --seeds 21-48 --faults holey --cached-bare --unjoined
 """
 
 from __future__ import annotations
@@ -134,6 +135,9 @@ def main() -> None:
     ap.add_argument("--fragmented-scale", type=float, default=1.0,
                     help="an experiment: a page measured on its smoothed copy (strokes in pieces) counts as that "
                          "many times taller, so it is read smaller (1.25: letters at ~16 px)")
+    ap.add_argument("--unjoined", action="store_true",
+                    help="pages measured in pieces (imaging.measure_letters) also read without "
+                         "imaging.join_fragments, side by side: CER unjoined -> joined")
     args = ap.parse_args()
     if args.fragmented_scale != 1.0:
         measure = imaging.fragmented_letter_height
@@ -147,12 +151,13 @@ def main() -> None:
     opts = ConvertOptions(language=args.lang)
     imaging.single_threaded()
     ocr.warm(args.lang)
-    rows, befores = [], []
+    rows, befores, unjoined = [], [], []
     print("| fault | seed | CER digitize | CER bare | passes | preparation, confidence | s digitize | s bare |"
           + (" CER bare-on-ours |" if args.variants else "")
-          + (" letter px before -> after | CER before |" if args.measure_before else ""))
+          + (" letter px before -> after | CER before |" if args.measure_before else "")
+          + (" in pieces | CER unjoined |" if args.unjoined else ""))
     print("|---|---|---|---|---|---|---|---|" + ("---|" if args.variants else "")
-          + ("---|---|" if args.measure_before else ""))
+          + ("---|---|" if args.measure_before else "") + ("---|---|" if args.unjoined else ""))
     for fault in args.faults.split(","):
         for seed in seeds(args.seeds):
             png, truth = page_file(fault, seed)
@@ -168,6 +173,17 @@ def main() -> None:
                     before = cer(truth, ours(pixels, opts, dpi)[0]) if before_px != after_px else row[2]
                 befores.append(before)
                 extra += f" {before_px:.1f} -> {after_px:.1f} | {before:.4f} |"
+            if args.unjoined:
+                pieces = imaging.measure_letters(imaging.drop_colour(pixels), dpi)[1]
+                before = row[2]
+                if pieces:
+                    join, imaging.join_fragments = imaging.join_fragments, lambda grey, dpi: grey
+                    try:
+                        before = cer(truth, ours(pixels, opts, dpi)[0])
+                    finally:
+                        imaging.join_fragments = join
+                    unjoined.append((before, row[2]))
+                extra += f" {'yes' if pieces else 'no'} | {before:.4f} |"
             if args.variants:
                 prepared, factor = imaging.prepare_for_ocr(pixels, dpi)
                 extra = f" {cer(truth, bare(png, args.lang, prepared, dpi=dpi * factor)[0]):.4f} |" + extra
@@ -187,6 +203,10 @@ def main() -> None:
     if befores:
         print(f"\nletter measure before the line-pitch check: mean CER {np.mean(befores):.4f}, max {max(befores):.4f}; "
               f"after: mean {np.mean([r[2] for r in rows]):.4f}, max {max(r[2] for r in rows):.4f}")
+    if unjoined:
+        a, b = np.array(unjoined).T
+        print(f"\npages in pieces: {len(a)}, CER unjoined -> joined: mean {a.mean():.4f} -> {b.mean():.4f}, "
+              f"max {a.max():.4f} -> {b.max():.4f}, better {int(np.sum(b < a))}, worse {int(np.sum(b > a))}")
     print(f"\ncommand: PYTHONPATH=. {sys.executable} bench/degraded_bench.py " + " ".join(sys.argv[1:]))
 
 

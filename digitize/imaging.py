@@ -176,6 +176,11 @@ def measure_letter_height(grey: np.ndarray, dpi: float) -> float:
     at MEASURE_DPI (a few milliseconds), again at full size when the letters there are too
     small to tell apart. A page whose strokes fall apart into fragments when thresholded is
     measured on its smoothed copy instead (fragmented_letter_height)."""
+    return measure_letters(grey, dpi)[0]
+
+
+def measure_letters(grey: np.ndarray, dpi: float) -> tuple[float, bool]:
+    """(measure_letter_height, whether the page's strokes fall apart into fragments)."""
     scale = min(1.0, MEASURE_DPI / dpi)
     flat = flatten_background(resize_at_least_1px(grey, scale, cv2.INTER_AREA) if scale < 1 else grey, dpi * scale)
     plain = None
@@ -185,7 +190,7 @@ def measure_letter_height(grey: np.ndarray, dpi: float) -> float:
     if plain is None:
         plain = _letter_height_at(grey, dpi)
     joined = fragmented_letter_height(flat, dpi * scale, plain * scale)
-    return plain if joined is None else joined / scale
+    return (plain, False) if joined is None else (joined / scale, True)
 
 
 FRAGMENTED = 1.75  # smoothing the measuring copy raises its letter height this much: its strokes were in pieces
@@ -294,7 +299,10 @@ def prepare_for_ocr(pixels: np.ndarray, dpi: float) -> tuple[np.ndarray, float]:
     Shrinking happens first, so the cleaning runs on fewer pixels; enlarging happens last, so
     it interpolates clean strokes rather than dust."""
     grey = drop_colour(as_uint8(pixels))
-    factor = ocr_scale(measure_letter_height(grey, dpi))
+    letter_px, in_pieces = measure_letters(grey, dpi)
+    factor = ocr_scale(letter_px)
+    if in_pieces and colour_mode(grey) != "bilevel":
+        grey = join_fragments(grey, dpi)
     if colour_mode(grey) == "bilevel":
         # no speck removal: a fax's or a thin print's strokes break into fragments that it took
         # for dust (generated fine-mode faxes: CER 0.077/0.19/0.39 -> 0.027/0.067/0.18), and
@@ -311,6 +319,20 @@ def prepare_for_ocr(pixels: np.ndarray, dpi: float) -> tuple[np.ndarray, float]:
         grey, dpi = resize_at_least_1px(grey, factor, cv2.INTER_AREA), dpi * factor
     grey = remove_specks(stretch_contrast(lift_faint(flatten_background(grey, dpi), dpi)), dpi)
     return (_resample(grey, factor) if factor > 1 else grey), factor
+
+
+PIECES_SMOOTHING = 0.08  # Gaussian sigma in mm (0.8 px at 250 dpi): about a worn ribbon's holes
+
+
+def join_fragments(grey: np.ndarray, dpi: float) -> np.ndarray:
+    """The page, smoothed, for a page whose strokes fall apart into fragments (measure_letters):
+    grainy, broken typewriter strokes are read whole again, not as pieces. Generated "holey"
+    typewriter pages (tests/degraded.py), the 16 of seeds 21-85 measured in pieces, as they were ->
+    smoothed: mean CER 0.102 -> 0.024, worst 0.66 -> 0.059; 8 better (those read at 0.07-0.66),
+    7 that read well lose 0.001-0.009. The sigma was chosen on 8 pages of seeds 2-20 (0.050 ->
+    0.030). Smoothing every page would blur ordinary print; a second reading kept by Tesseract's
+    confidence was no better over both fresh sets (0.043, 0.026 against 0.020, 0.028)."""
+    return cv2.GaussianBlur(grey, (0, 0), PIECES_SMOOTHING * dpi / 25.4)
 
 
 FAINT_INK_BELOW = 215  # grey levels darker than this are ink of some kind (OCR image: paper ~255)

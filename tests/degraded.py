@@ -376,3 +376,52 @@ GENERATORS = {"typewriter": typewriter_page, "seal": seal_page, "table": table_p
 
 def generate(fault: str, seed: int) -> DegradedPage:
     return GENERATORS[fault](seed)
+
+
+# DejaVu Sans Mono is left out: without precomposed Vietnamese letters, PIL sets their tone marks
+# apart (``kêt´``), and the page's truth would not be what it shows
+HOLEY_FONTS = [FONTS / "freefont/FreeMono.ttf", FONTS / "liberation2/LiberationMono-Regular.ttf"]
+
+
+@lru_cache(maxsize=8)
+def holey_typewriter_page(seed: int, clean: bool = False) -> DegradedPage:
+    """A typewriter page whose worn ribbon leaves grainy, broken strokes: pale bands of a few scan
+    rows, holes punched through every stroke (blurred noise over a threshold), uneven strikes (each
+    letter its own darkness and a little off its line), soft edges, paper grain, JPEG, 200-300 dpi,
+    each drawn from the seed. Thresholded, most letters fall into 3-12 px fragments while the
+    smoothed copy joins them only part of the way (1.4-1.8x). ``clean``: the same page unworn
+    (solid strokes, same strikes), whose measure is the true letter height."""
+    rng = np.random.default_rng(seed + 7000)
+    dpi = int(rng.choice([200, 225, 250, 275, 300]))
+    px = round(float(rng.uniform(10.5, 13.0)) * dpi / 72)
+    font = _font(str(HOLEY_FONTS[seed % len(HOLEY_FONTS)]), px)
+    w, h = round(8.27 * dpi), round(11.69 * dpi)
+    ink = Image.new("L", (w, h), 0)
+    draw = ImageDraw.Draw(ink)
+    lines = _lines(rng, int(rng.integers(20, 26)))
+    pitch = px * float(rng.uniform(1.45, 1.75))
+    y = round(1.0 * dpi)
+    for line in lines:
+        x = round(0.9 * dpi)
+        for ch in line:
+            if not ch.isspace():
+                draw.text((x, y + rng.normal(0, px * 0.03)), ch, font=font, fill=int(255 * rng.uniform(0.55, 1.0)),
+                          anchor="ls")
+            x += font.getlength(ch)
+        y += pitch
+    ink = np.asarray(ink, np.float32) / 255.0
+    low, hole_at, soft = rng.uniform(0.4, 0.65), rng.uniform(0.53, 0.60), rng.uniform(0.6, 0.9)
+    bands = np.repeat(rng.uniform(low, 1.0, h // 3 + 1), 3)[:h, None].astype(np.float32)
+    holes = cv2.GaussianBlur(rng.random((h, w)).astype(np.float32), (0, 0), 1.2) > hole_at
+    if clean:
+        bands, holes = np.float32(1.0), np.zeros_like(holes)
+    ink = cv2.GaussianBlur(ink * bands * np.where(holes, 0.25, 1.0).astype(np.float32), (0, 0), soft)
+    paper, dark = rng.uniform(225, 240), rng.uniform(20, 45)
+    img = paper - (paper - dark) * np.clip(ink, 0, 1) + rng.normal(0, rng.uniform(3, 5), ink.shape)
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    img = cv2.imdecode(cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(70, 86))])[1],
+                       cv2.IMREAD_GRAYSCALE)
+    return DegradedPage("holey", seed, img, "\n".join(lines), dpi=float(dpi))
+
+
+GENERATORS["holey"] = holey_typewriter_page

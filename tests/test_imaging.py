@@ -287,3 +287,40 @@ def test_strokes_in_pieces_are_told_by_the_line_pitch_when_smoothing_rises_less_
     for fault, seed in [("seal", 6), ("table", 1), ("bleed", 3)]:
         plain, measured, pitch = _measures(generate(fault, seed))
         assert measured == plain and plain >= 0.24 * pitch, (fault, seed)
+
+
+@pytest.mark.parametrize("seed", [4, 18])
+def test_letter_height_of_grainy_broken_typewriter_strokes_is_near_the_unworn_pages(seed):
+    """A worn ribbon's grainy, broken strokes (holes through every stroke, pale bands, uneven
+    strikes: tests/degraded.py's "holey" pages, 200-250 dpi, FreeMono / Liberation Mono) fall into
+    fragments that make the plain median: it reads little more than half the letters' height. The
+    measure must still give about what the same page, unworn, measures (the OCR scale hangs on
+    it: half the height enlarges the page ~2x for Tesseract)."""
+    from tests.degraded import holey_typewriter_page
+
+    worn, clean = holey_typewriter_page(seed), holey_typewriter_page(seed, clean=True)
+    true = imaging.measure_letter_height(clean.pixels, clean.dpi)
+    plain, measured, pitch = _measures(worn)
+    assert plain < 0.8 * true  # the fragments' heights made the plain median
+    assert 0.85 * true <= measured <= 1.2 * true
+
+
+def test_a_page_in_pieces_is_smoothed_for_ocr_and_a_whole_one_is_not(monkeypatch):
+    """The OCR image of a page whose strokes are in pieces is made from the page smoothed: fewer
+    stray pieces for Tesseract to read as marks or lines of their own; the same page unworn is
+    measured whole and prepared as before."""
+    from tests.degraded import holey_typewriter_page
+
+    worn, clean = holey_typewriter_page(4), holey_typewriter_page(4, clean=True)
+    assert imaging.measure_letters(worn.pixels, worn.dpi)[1]
+    assert not imaging.measure_letters(clean.pixels, clean.dpi)[1]
+
+    def pieces(image):
+        _, ink = cv2.threshold(image, 0, 255, cv2.THRESH_BINARY_INV | cv2.THRESH_OTSU)
+        return int(np.sum(imaging.components(ink)[2][1:, cv2.CC_STAT_AREA] < 30))
+
+    joined, _ = imaging.prepare_for_ocr(worn.pixels, worn.dpi)
+    whole, _ = imaging.prepare_for_ocr(clean.pixels, clean.dpi)
+    monkeypatch.setattr(imaging, "join_fragments", lambda grey, dpi: grey)
+    assert pieces(joined) < 0.8 * pieces(imaging.prepare_for_ocr(worn.pixels, worn.dpi)[0])
+    assert np.array_equal(whole, imaging.prepare_for_ocr(clean.pixels, clean.dpi)[0])
