@@ -16,10 +16,11 @@ converts and stores everything afresh into one store and index. Then:
    ``digitize worker --concurrency 1`` services sharing one broker (--layout services: the layout of W
    worker machines, each its own Celery consumer), each layout on its own broker database, started once
    and warmed with 2W files before any timing: workers are long-running services, their start-up
-   is not a batch's cost. Then **dispatch** (--dispatch N files that fail at once, not a PDF inside) through
-   each warm worker, as ``batch --queue --wait`` sends and waits: the real worker's per-task cost apart from
-   converting (a delivery's own time, the gap between one process's tasks, set-up, pick-up, the waiter's
-   wake-up). With --py-spy DIR each worker's tree is sampled from here on (DIR/worker-W.txt, shares by part).
+   is not a batch's cost. Before warming, **dispatch** (--dispatch N files that fail at once, not a PDF
+   inside) through each started worker, as ``batch --queue --wait`` sends and waits: the real worker's per-task
+   cost apart from converting (a delivery's own time, the gap between one process's tasks, set-up, pick-up,
+   the waiter's wake-up); a failed file ends its slot's kept page worker, so the warming comes after it.
+   With --py-spy DIR each worker's tree is sampled from then on (DIR/worker-W.txt, shares by part).
 3. --rounds rounds, each of ``digitize batch SRC --local --jobs N`` (N in --jobs) and ``digitize batch SRC
    --queue --wait`` on each worker, in an order rotated from round to round. Each run gives the batch's
    own seconds (in-process: from its pool's start; queued: from the first submit to the last result), the
@@ -402,17 +403,17 @@ def main() -> None:
             for (kind, count), (procs, url) in workers.items():
                 on_url = dataclasses.replace(settings, queue=dataclasses.replace(settings.queue, url=url))
                 wait_for_worker(on_url, len(procs))
+                if args.dispatch:  # before warming: a file that fails ends its slot's kept page worker
+                    dispatched[(kind, count)] = dispatch(on_url, count, args.dispatch, args.profile and
+                                                         args.profile.with_suffix(f".dispatch-{kind}{count}"))
                 run_batch(dict(env, DIGITIZE_QUEUE_URL=url), str(variant(images, f"warm{count}", 2 * count)),
                           "--queue", "--wait")
                 timeline(url, count)
-                if args.py_spy:  # from here on: the dispatch probe and the timed rounds, not start-up and warming
+                if args.py_spy:  # from here on: the timed rounds, not start-up, dispatch and warming
                     args.py_spy.mkdir(parents=True, exist_ok=True)
                     for i, proc in enumerate(procs):
                         name = f"worker-{count}" if kind == "queue" else f"service-{count}-{i}"
                         spies[name] = spy(proc.pid, args.py_spy / f"{name}.txt")
-                if args.dispatch:
-                    dispatched[(kind, count)] = dispatch(on_url, count, args.dispatch, args.profile and
-                                                         args.profile.with_suffix(f".dispatch-{kind}{count}"))
             plan = [("local", j) for j in args.jobs] + list(workers)
             for r in range(args.rounds):
                 for kind, procs in plan[r % len(plan):] + plan[:r % len(plan)]:  # rotated: no pipeline always first
