@@ -10,8 +10,9 @@ converts and stores everything afresh into one store and index. Then:
 1. **probe** (seconds, no OCR): in this process, each file is submitted (staged in MinIO and verified,
    recorded in the ledger, its task signed and sent) and run by :func:`pipelines.queued.run_job` with the conversion
    replaced by a stub, so what is timed is exactly what queue mode adds per document: staging, ledger
-   writes, the worker's fetch and SHA-256 check, the staging object's delete. Printed in ms, and as a
-   share of the in-process batch's CPU per document (from the rounds).
+   writes, the worker's fetch and SHA-256 check, the staging object's delete, after one untimed file (the
+   first send's imports and connections are the process's). Printed in ms, and as a share of the
+   in-process batch's CPU per document (from the rounds).
 2. For each W in --workers: one ``digitize worker --concurrency W`` (--layout pool) and, for W > 1, W
    ``digitize worker --concurrency 1`` services sharing one broker (--layout services: the layout of W
    worker machines, each its own Celery consumer), each layout on its own broker database, started once
@@ -173,8 +174,11 @@ def wait_for_worker(settings, count: int = 1, timeout: float = 120.0) -> None:
     time.sleep(0.5)
 
 
-def probe(settings, src: Path, profile: Path | None, servers: list[int]) -> dict[str, float]:
-    """Median ms per document of each part queue mode adds (see the module docstring, step 1)."""
+def probe(settings, src: Path, profile: Path | None, servers: list[int], warm: Path | None = None
+          ) -> dict[str, float]:
+    """Median ms per document of each part queue mode adds (see the module docstring, step 1). The files in
+    WARM go through first, untimed: the first task's one-off costs (Celery's message and producer modules
+    imported at the first send, connections) are a process's, not a document's."""
     import cProfile
 
     from pipelines.jobs import JobResult, Status, close_archives
@@ -184,6 +188,9 @@ def probe(settings, src: Path, profile: Path | None, servers: list[int]) -> dict
         return JobResult(str(path), Status.done, "", "")
 
     submitter = Submitter(settings)
+    for path in sorted(warm.glob("*.pdf")) if warm else []:
+        job, _ = submitter.submit_job(path, None, warm)
+        run_job(settings, submitter.ledger, job, submitter.ledger.get(job).spec, "probe", 0, process=stub)
     submit, work = [], []
     cpu, served = time.process_time(), trees_cpu(servers)  # CPU, not wall: a loaded machine stretches the waits
     profiler = cProfile.Profile() if profile else None
@@ -389,7 +396,7 @@ def main() -> None:
         env = settings_env(settings)
         servers = [redis.process.pid, minio.process.pid,
                    int((pg.data_dir / "postmaster.pid").read_text().split()[0])]
-        overhead = probe(settings, variant(images, "probe"), args.profile, servers)
+        overhead = probe(settings, variant(images, "probe"), args.profile, servers, variant(images, "probewarm", 1))
         if not args.probe_only:
             # the workers are services: started once, warmed (each pool process has converted a file: page worker
             # forked, Tesseract loaded, store and index connected), then timed batch after batch
