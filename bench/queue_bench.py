@@ -307,10 +307,14 @@ def timeline(ledger_url: str, processes: int, launched: float = 0.0, ended: floa
 
 
 def start_worker(env: dict[str, str], workers: int, data: Path, url: str) -> subprocess.Popen:
+    """A worker in its own process group (killed as one) but in this session: with the kernel's autogroup
+    scheduling (/proc/sys/kernel/sched_autogroup_enabled) each session shares the CPU as one group, so a
+    worker in a session of its own would get a share of its own on a busy machine, N services N shares,
+    while the in-process batch (run from this session) gets one: wall times under load compared sessions."""
     data.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(digitize_cmd("worker", "--concurrency", str(workers), "--loglevel", "WARNING"),
                             env=dict(env, DIGITIZE_DATA_DIR=str(data), DIGITIZE_QUEUE_URL=url), cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, process_group=0)
 
 
 SPY_PARTS = [  # (part, substrings one frame holds): the first part of this list found in a stack takes its samples
