@@ -10,32 +10,39 @@ converts and stores everything afresh into one store and index. Then:
 1. **probe** (seconds, no OCR): in this process, each file is submitted (staged in MinIO and verified,
    recorded in the ledger, its task signed and sent) and run by :func:`pipelines.queued.run_job` with the conversion
    replaced by a stub, so what is timed is exactly what queue mode adds per document: staging, ledger
-   writes, the worker's fetch and SHA-256 check, the staging object's delete. Printed in ms, and as a
-   share of the in-process batch's CPU per document (from the rounds).
-2. ``digitize worker --concurrency W`` for each W in --workers, started once (each on its own broker
-   database) and warmed with 2W files before any timing: workers are long-running services, their start-up
-   is not a batch's cost. Then **dispatch** (--dispatch N files that fail at once, not a PDF inside) through
-   each warm worker, as ``batch --queue --wait`` sends and waits: the real worker's per-task cost apart from
-   converting (a delivery's own time, the gap between one process's tasks, set-up, pick-up, the waiter's
-   wake-up). With --py-spy DIR each worker's tree is sampled from here on (DIR/worker-W.txt, shares by part).
+   writes, the worker's fetch and SHA-256 check, the staging object's delete, after one untimed file (the
+   first send's imports and connections are the process's). Printed in ms, and as a share of the
+   in-process batch's CPU per document (from the rounds).
+2. For each W in --workers: one ``digitize worker --concurrency W`` (--layout pool) and, for W > 1, W
+   ``digitize worker --concurrency 1`` services sharing one broker (--layout services: the layout of W
+   worker machines, each its own Celery consumer), each layout on its own broker database, started once
+   and warmed with 2W files before any timing: workers are long-running services, their start-up
+   is not a batch's cost. Before warming, **dispatch** (--dispatch N files that fail at once, not a PDF
+   inside) through each started worker, as ``batch --queue --wait`` sends and waits: the real worker's per-task
+   cost apart from converting (a delivery's own time, the gap between one process's tasks, set-up, pick-up,
+   the waiter's wake-up); a failed file ends its slot's kept page worker, so the warming comes after it.
+   With --py-spy DIR each worker's tree is sampled from then on (DIR/worker-W.txt, shares by part).
 3. --rounds rounds, each of ``digitize batch SRC --local --jobs N`` (N in --jobs) and ``digitize batch SRC
    --queue --wait`` on each worker, in an order rotated from round to round. Each run gives the batch's
    own seconds (in-process: from its pool's start; queued: from the first submit to the last result), the
    whole command's wall time, and the CPU-seconds of its processes and the servers (not the machine's: a
    ratio that stays meaningful while other work shares the cores); queued runs also give a timeline from
    the ledger's per-job timestamps (submit window, first start, pool busy share, gaps between one pool
-   process's tasks, end imbalance, the waiter's polling delay).
+   process's tasks, end imbalance, the waiter's polling delay) and the workers' own pages/min (first task
+   started to last finished: throughput without the batch command's per-batch start and wake-up).
 
-Printed: medians over rounds with their range, and ratios paired by round (2 workers / 1 worker; queue vs
-local with the same number of processes; with ``--jobs 1 2``, the machine's own 2 / 1 scaling).
+Printed: medians over rounds with their range, and ratios paired by round (2 workers / 1 worker, both
+layouts, on the batch's time and on the workers' span; queue vs local with the same number of processes;
+the machine's own 2 / 1 scaling, in-process ``--jobs 2`` / ``--jobs 1``). Every batch holds the same
+files, sent longest first as ``digitize batch`` sends them.
 Targets (issue 14): queue overhead <= 5 % of the in-process batch; 2 workers >= 1.8 x one worker's pages/min.
 The queue secret that signs tasks is a random one per run (tests/pipelines/pipeline_support.QUEUE_SECRET, in
 DIGITIZE_QUEUE_SECRET for the worker and batch processes); the worker's signature check (~0.1 ms) is in step 3.
 A worker process converts one file at a time, its pages one after another (one core): W processes use W cores.
 
-    .venv/bin/python bench/queue_bench.py                      # ~5 min quiet: probe, 3 rounds of local 2, queue 1, 2
+    .venv/bin/python bench/queue_bench.py   # ~6 min quiet: probe, dispatch, 5 rounds of local 1 2, queue 1 2 2x1
     .venv/bin/python bench/queue_bench.py --probe-only         # the per-document overhead alone (~20 s)
-    .venv/bin/python bench/queue_bench.py --jobs 1 2 --workers 1 2 --rounds 3   # + the machine's own scaling
+    .venv/bin/python bench/queue_bench.py --layout pool --rounds 3     # no separate services, ~3 min
     .venv/bin/python bench/queue_bench.py --files 40 --workers 1 2 4
     .venv/bin/python bench/queue_bench.py --rounds 0 --py-spy /tmp/spy   # probe, dispatch, worker profile (~1 min)
 """
@@ -135,12 +142,12 @@ def trees_cpu(roots: list[int]) -> float:
     return sum(stats.get(pid, (0, 0))[1] for pid in tree) / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_parts(servers: list[int], worker: int | None = None) -> dict[str, float]:
+def cpu_parts(servers: list[int], workers: list[int] = ()) -> dict[str, float]:
     """CPU-s so far of the run's parts: the `digitize batch` commands (reaped children of this process, their
-    own pools and page workers included), the queue worker's tree, the servers' trees."""
+    own pools and page workers included), the queue workers' trees, the servers' trees."""
     reap_orphans()  # a worker's page workers orphaned by their pool process: counted with the batch
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return {"batch": usage.ru_utime + usage.ru_stime, "workers": trees_cpu([worker]) if worker else 0.0,
+    return {"batch": usage.ru_utime + usage.ru_stime, "workers": trees_cpu(list(workers)) if workers else 0.0,
             "servers": trees_cpu(servers)}
 
 
@@ -155,20 +162,23 @@ def run_batch(env: dict[str, str], *args: str) -> tuple[int, float, float]:
     return int(found.group(1)), float(found.group(2)), wall
 
 
-def wait_for_worker(settings, timeout: float = 120.0) -> None:
-    """Until a worker answers a ping (its pool forked and consuming), so its start-up is not timed."""
+def wait_for_worker(settings, count: int = 1, timeout: float = 120.0) -> None:
+    """Until COUNT workers answer a ping (their pools forked and consuming), so their start-up is not timed."""
     from pipelines.tasks import app_for
 
     app = app_for(settings)
     deadline = time.monotonic() + timeout
-    while not app.control.ping(timeout=1.0):
+    while len(app.control.ping(timeout=1.0)) < count:
         if time.monotonic() > deadline:
             raise SystemExit("the worker did not start")
     time.sleep(0.5)
 
 
-def probe(settings, src: Path, profile: Path | None, servers: list[int]) -> dict[str, float]:
-    """Median ms per document of each part queue mode adds (see the module docstring, step 1)."""
+def probe(settings, src: Path, profile: Path | None, servers: list[int], warm: Path | None = None
+          ) -> dict[str, float]:
+    """Median ms per document of each part queue mode adds (see the module docstring, step 1). The files in
+    WARM go through first, untimed: the first task's one-off costs (Celery's message and producer modules
+    imported at the first send, connections) are a process's, not a document's."""
     import cProfile
 
     from pipelines.jobs import JobResult, Status, close_archives
@@ -178,6 +188,9 @@ def probe(settings, src: Path, profile: Path | None, servers: list[int]) -> dict
         return JobResult(str(path), Status.done, "", "")
 
     submitter = Submitter(settings)
+    for path in sorted(warm.glob("*.pdf")) if warm else []:
+        job, _ = submitter.submit_job(path, None, warm)
+        run_job(settings, submitter.ledger, job, submitter.ledger.get(job).spec, "probe", 0, process=stub)
     submit, work = [], []
     cpu, served = time.process_time(), trees_cpu(servers)  # CPU, not wall: a loaded machine stretches the waits
     profiler = cProfile.Profile() if profile else None
@@ -245,7 +258,7 @@ def dispatch(settings, procs: int, tasks: int, profile: Path | None = None) -> d
 class Run:
     """One timed batch: in-process (``workers`` 0) or through warm queue workers."""
 
-    kind: str  # "local" or "queue"
+    kind: str  # "local", "queue" (one `worker --concurrency N`) or "services" (N `worker --concurrency 1`)
     processes: int
     round: int
     pages: int = 0
@@ -258,6 +271,12 @@ class Run:
     @property
     def ppm(self) -> float:
         return self.pages / self.seconds * 60
+
+    @property
+    def work_ppm(self) -> float:
+        """Queued: pages/min over the workers' own span (first task started to last task finished, the
+        ledger's timestamps): their throughput, without the batch command's per-batch start and wake-up."""
+        return self.pages / self.timeline["work"] * 60 if self.timeline.get("work") else 0.0
 
 
 def timeline(ledger_url: str, processes: int, launched: float = 0.0, ended: float = 0.0) -> dict[str, float]:
@@ -280,7 +299,7 @@ def timeline(ledger_url: str, processes: int, launched: float = 0.0, ended: floa
     gaps = [b2 - e1 for runs in per.values() for (_, e1), (b2, _) in zip(sorted(runs), sorted(runs)[1:])]
     busy = sum(e - b for runs in per.values() for b, e in runs)
     return {"span": span, "start": first - launched, "end": ended - last, "submit": max(j[0] for j in jobs) - first,
-            "first_start": min(j[1] for j in jobs) - first,
+            "first_start": min(j[1] for j in jobs) - first, "work": last - min(j[1] for j in jobs),
             "gap_ms": statistics.median(gaps) * 1000 if gaps else 0.0,
             "tail": last - statistics.mean(max(e for _, e in runs) for runs in per.values()),
             "busy": busy / (processes * span), "used": len(per),
@@ -288,9 +307,14 @@ def timeline(ledger_url: str, processes: int, launched: float = 0.0, ended: floa
 
 
 def start_worker(env: dict[str, str], workers: int, data: Path, url: str) -> subprocess.Popen:
+    """A worker in its own process group (killed as one) but in this session: with the kernel's autogroup
+    scheduling (/proc/sys/kernel/sched_autogroup_enabled) each session shares the CPU as one group, so a
+    worker in a session of its own would get a share of its own on a busy machine, N services N shares,
+    while the in-process batch (run from this session) gets one: wall times under load compared sessions."""
+    data.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(digitize_cmd("worker", "--concurrency", str(workers), "--loglevel", "WARNING"),
                             env=dict(env, DIGITIZE_DATA_DIR=str(data), DIGITIZE_QUEUE_URL=url), cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, process_group=0)
 
 
 SPY_PARTS = [  # (part, substrings one frame holds): the first part of this list found in a stack takes its samples
@@ -338,11 +362,14 @@ def median_spread(values: list[float], fmt: str = "{:.1f}") -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--files", type=int, default=16)
+    parser.add_argument("--files", type=int, default=8)
     parser.add_argument("--pages", type=int, default=2, help="A4 text pages per file (150 dpi)")
-    parser.add_argument("--jobs", type=int, nargs="+", default=[2], help="in-process batch --jobs (e.g. 1 2)")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker --concurrency values")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of every pipeline, in rotated order")
+    parser.add_argument("--jobs", type=int, nargs="+", default=[1, 2], help="in-process batch --jobs (e.g. 1 2)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker processes: W slots each")
+    parser.add_argument("--layout", nargs="+", choices=("pool", "services"), default=["pool", "services"],
+                        help="W slots as one `worker --concurrency W` (pool) and/or as W `worker --concurrency 1` "
+                        "services on one broker (services: two worker machines' layout; W > 1 only)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of every pipeline, in rotated order")
     parser.add_argument("--dispatch", type=int, default=24,
                         help="files that fail at once, sent through each warm worker: its per-task cost (0: none)")
     parser.add_argument("--probe-only", action="store_true", help="only the per-document overhead probe")
@@ -359,9 +386,10 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="digitize-queue-bench-"))
     redis, minio, pg = start_redis(base / "redis"), start_minio(base / "minio"), start_postgres()
     runs: list[Run] = []
-    workers: dict[int, tuple[subprocess.Popen, str]] = {}
-    dispatched: dict[int, dict[str, float]] = {}
-    spies: dict[int, subprocess.Popen] = {}
+    # (kind, slots) -> the worker processes serving that broker database, and its URL
+    workers: dict[tuple[str, int], tuple[list[subprocess.Popen], str]] = {}
+    dispatched: dict[tuple[str, int], dict[str, float]] = {}
+    spies: dict[str, subprocess.Popen] = {}
     try:
         settings = make_settings(base / "data", minio.url("b" + uuid.uuid4().hex[:12]),
                                  pg.create_database("b_" + uuid.uuid4().hex[:12]))
@@ -372,26 +400,32 @@ def main() -> None:
         env = settings_env(settings)
         servers = [redis.process.pid, minio.process.pid,
                    int((pg.data_dir / "postmaster.pid").read_text().split()[0])]
-        overhead = probe(settings, variant(images, "probe"), args.profile, servers)
+        overhead = probe(settings, variant(images, "probe"), args.profile, servers, variant(images, "probewarm", 1))
         if not args.probe_only:
             # the workers are services: started once, warmed (each pool process has converted a file: page worker
             # forked, Tesseract loaded, store and index connected), then timed batch after batch
-            for n, count in enumerate(args.workers, start=1):
-                url = f"{redis.url.rsplit('/', 1)[0]}/{n}"  # a broker (and ledger) database per worker
-                workers[count] = (start_worker(env, count, base / f"worker-{count}", url), url)
-            for count, (worker, url) in workers.items():
+            layouts = [("queue", w) for w in args.workers if "pool" in args.layout or w == 1]
+            layouts += [("services", w) for w in args.workers if "services" in args.layout and w > 1]
+            for n, (kind, count) in enumerate(layouts, start=1):
+                url = f"{redis.url.rsplit('/', 1)[0]}/{n}"  # a broker (and ledger) database per layout
+                procs = ([start_worker(env, count, base / f"worker-{count}", url)] if kind == "queue" else
+                         [start_worker(env, 1, base / f"service-{count}-{i}", url) for i in range(count)])
+                workers[(kind, count)] = (procs, url)
+            for (kind, count), (procs, url) in workers.items():
                 on_url = dataclasses.replace(settings, queue=dataclasses.replace(settings.queue, url=url))
-                wait_for_worker(on_url)
+                wait_for_worker(on_url, len(procs))
+                if args.dispatch:  # before warming: a file that fails ends its slot's kept page worker
+                    dispatched[(kind, count)] = dispatch(on_url, count, args.dispatch, args.profile and
+                                                         args.profile.with_suffix(f".dispatch-{kind}{count}"))
                 run_batch(dict(env, DIGITIZE_QUEUE_URL=url), str(variant(images, f"warm{count}", 2 * count)),
                           "--queue", "--wait")
                 timeline(url, count)
-                if args.py_spy:  # from here on: the dispatch probe and the timed rounds, not start-up and warming
+                if args.py_spy:  # from here on: the timed rounds, not start-up, dispatch and warming
                     args.py_spy.mkdir(parents=True, exist_ok=True)
-                    spies[count] = spy(worker.pid, args.py_spy / f"worker-{count}.txt")
-                if args.dispatch:
-                    dispatched[count] = dispatch(on_url, count, args.dispatch, args.profile and
-                                                 args.profile.with_suffix(f".dispatch{count}"))
-            plan = [("local", j) for j in args.jobs] + [("queue", w) for w in args.workers]
+                    for i, proc in enumerate(procs):
+                        name = f"worker-{count}" if kind == "queue" else f"service-{count}-{i}"
+                        spies[name] = spy(proc.pid, args.py_spy / f"{name}.txt")
+            plan = [("local", j) for j in args.jobs] + list(workers)
             for r in range(args.rounds):
                 for kind, procs in plan[r % len(plan):] + plan[:r % len(plan)]:  # rotated: no pipeline always first
                     src = variant(images, f"r{r}-{kind}{procs}")  # fresh bytes: nothing is "already stored"
@@ -403,13 +437,14 @@ def main() -> None:
                                                                      "--local", "--jobs", str(procs))
                         run.cpu_parts = {k: v - cpu[k] for k, v in cpu_parts(servers).items()}
                     else:
-                        worker, url = workers[procs]
-                        cpu = cpu_parts(servers, worker.pid)
+                        serving, url = workers[(kind, procs)]
+                        pids = [proc.pid for proc in serving]
+                        cpu = cpu_parts(servers, pids)
                         launched = time.time()
                         run.pages, run.seconds, run.wall = run_batch(
                             dict(env, DIGITIZE_DATA_DIR=str(data), DIGITIZE_QUEUE_URL=url), str(src), "--queue",
                             "--wait")
-                        run.cpu_parts = {k: v - cpu[k] for k, v in cpu_parts(servers, worker.pid).items()}
+                        run.cpu_parts = {k: v - cpu[k] for k, v in cpu_parts(servers, pids).items()}
                         run.timeline = timeline(url, procs, launched, time.time())
                     run.cpu = sum(run.cpu_parts.values())
                     runs.append(run)
@@ -419,20 +454,30 @@ def main() -> None:
         for sampler in spies.values():
             sampler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
             sampler.wait(timeout=60)
-        for worker, _ in workers.values():
-            os.killpg(worker.pid, signal.SIGTERM)
-            worker.wait(timeout=120)
+        for procs, _ in workers.values():
+            for worker in procs:
+                os.killpg(worker.pid, signal.SIGTERM)
+            for worker in procs:
+                worker.wait(timeout=120)
         redis.stop()
         minio.stop()
         pg.stop()
     report(args, overhead, dispatched, runs, time.monotonic() - started)
-    for count in spies:
-        parts = spy_parts(args.py_spy / f"worker-{count}.txt")
-        print(f"\nworker --concurrency {count}, py-spy (CPU samples of its tree, {args.py_spy}/worker-{count}.txt): "
-              + ", ".join(f"{name} {share:.1f} %" for name, share in parts.items()))
+    for name in spies:
+        parts = spy_parts(args.py_spy / f"{name}.txt")
+        print(f"\n{name}, py-spy (CPU samples of its tree, {args.py_spy}/{name}.txt): "
+              + ", ".join(f"{part} {share:.1f} %" for part, share in parts.items()))
 
 
-def report(args, overhead: dict[str, float], dispatched: dict[int, dict[str, float]], runs: list[Run],
+NAMES = {"local": "digitize batch --local", "queue": "worker --concurrency N + batch --queue --wait",
+         "services": "N x worker --concurrency 1 + batch --queue --wait"}
+
+
+def label(kind: str, procs: int) -> str:
+    return {"local": f"local {procs}", "queue": f"worker x{procs}", "services": f"{procs} workers x1"}[kind]
+
+
+def report(args, overhead: dict[str, float], dispatched: dict[tuple[str, int], dict[str, float]], runs: list[Run],
            elapsed: float) -> None:
     print(f"\nqueue bench: {args.files} files x {args.pages} pages, {args.rounds} round(s), {os.cpu_count()} CPUs"
           f"{' - ' + args.label if args.label else ''} ({elapsed / 60:.1f} min)")
@@ -448,11 +493,11 @@ def report(args, overhead: dict[str, float], dispatched: dict[int, dict[str, flo
               "process's end of a task to its next start (result to the pool's parent, ack, next message, "
               "dispatch); *setup* from the call to the first task sent (submitter, connections, the first staging); "
               "*first* from there to a worker starting it; *wake* from the last outcome to the waiter's return.\n")
-        print("| processes | tasks | per task ms | task ms | gap ms | setup ms | first ms | wake ms |")
-        print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-        for procs, d in dispatched.items():
-            print(f"| {procs} | {d['tasks']} | {d['per_task_ms']:.1f} | {d['task_ms']:.1f} | {d['gap_ms']:.1f} | "
-                  f"{d['setup_ms']:.0f} | {d['first_ms']:.0f} | {d['wake_ms']:.0f} |")
+        print("| workers | slots | tasks | per task ms | task ms | gap ms | setup ms | first ms | wake ms |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for (kind, procs), d in dispatched.items():
+            print(f"| {label(kind, procs)} | {procs} | {d['tasks']} | {d['per_task_ms']:.1f} | {d['task_ms']:.1f} | "
+                  f"{d['gap_ms']:.1f} | {d['setup_ms']:.0f} | {d['first_ms']:.0f} | {d['wake_ms']:.0f} |")
         print()
     groups: dict[tuple[str, int], list[Run]] = {}
     for run in runs:
@@ -467,29 +512,34 @@ def report(args, overhead: dict[str, float], dispatched: dict[int, dict[str, flo
           f"{overhead['total_ms'] / core_ms * 100:.2f} % in ms, {overhead['cpu_ms'] / core_ms * 100:.2f} % in CPU "
           "(target <= 5 %; the CPU share is the one that holds on a loaded machine)\n")
     print("Medians over rounds, (min–max) when several. *seconds*: the batch's own time (in-process: from its pool's "
-          "start; queued: from the first submit to the last result, workers up and warm); *command s*: the whole "
-          "`digitize batch` process, interpreter start and imports included.\n")
-    print("| pipeline | processes | pages | seconds | pages/min | vs local | command s | CPU-s/page | CPU vs local |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+          "start; queued: from the first submit to the last result, workers up and warm); *worker pages/min*: "
+          "queued, over the workers' own span (first task started to last finished: their throughput without the "
+          "batch command's start and wake-up, what a long campaign sees); *command s*: the whole `digitize batch` "
+          "process, interpreter start and imports included. *worker xN*: one `digitize worker --concurrency N`; "
+          "*N workers x1*: N `digitize worker --concurrency 1` services on one broker (N machines' layout).\n")
+    print("| pipeline | slots | pages | seconds | pages/min | worker pages/min | vs local | command s | CPU-s/page | "
+          "CPU vs local |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     local_ppm = statistics.median(r.ppm for r in local)
     for (kind, procs), group in groups.items():
-        name = "digitize batch --local" if kind == "local" else "digitize worker + batch --queue --wait"
         cpu = statistics.median(r.cpu / r.pages for r in group)
-        print(f"| {name} | {procs} | {group[0].pages} | {median_spread([r.seconds for r in group])} | "
-              f"{median_spread([r.ppm for r in group])} | {statistics.median(r.ppm for r in group) / local_ppm:.2f} | "
+        work = median_spread([r.work_ppm for r in group]) if kind != "local" else "–"
+        print(f"| {NAMES[kind]} | {procs} | {group[0].pages} | {median_spread([r.seconds for r in group])} | "
+              f"{median_spread([r.ppm for r in group])} | {work} | "
+              f"{statistics.median(r.ppm for r in group) / local_ppm:.2f} | "
               f"{statistics.median(r.wall for r in group):.1f} | "
               f"{median_spread([r.cpu / r.pages for r in group], '{:.2f}')} | {cpu / local_cpu:.3f} |")
     print("\nCPU-s per page by part (medians): *batch command* the `digitize batch` process (in-process: with its "
-          "pool and page workers); *workers* the queue worker (Celery, pool processes, page workers); *servers* Redis, "
-          "MinIO, PostgreSQL.\n")
-    print("| pipeline | processes | batch command | workers | servers |")
-    print("| --- | ---: | ---: | ---: | ---: |")
+          "pool and page workers); *workers* the queue workers (Celery, pool processes, page workers); *servers* "
+          "Redis, MinIO, PostgreSQL.\n")
+    print("| pipeline | slots | batch command | workers | servers |")
+    print("| --- | --- | ---: | ---: | ---: |")
     for (kind, procs), group in groups.items():
         parts = {k: statistics.median(r.cpu_parts[k] / r.pages for r in group)
                  for k in ("batch", "workers", "servers")}
-        print(f"| {'local' if kind == 'local' else 'queue'} | {procs} | {parts['batch']:.3f} | "
-              f"{parts['workers']:.3f} | {parts['servers']:.3f} |")
-    queued = [(procs, g) for (kind, procs), g in groups.items() if kind == "queue"]
+        print(f"| {label(kind, procs)} | {procs} | {parts['batch']:.3f} | {parts['workers']:.3f} | "
+              f"{parts['servers']:.3f} |")
+    queued = [(kind, procs, g) for (kind, procs), g in groups.items() if kind != "local"]
     if queued:
         print("\nWhere a queued batch's time goes (ledger timestamps, medians over rounds): *submit* first to last "
               "job enqueued; *first start* until a worker began the first; *busy* pool processes' share of the "
@@ -497,27 +547,32 @@ def report(args, overhead: dict[str, float], dispatched: dict[int, dict[str, flo
               "processes' last finish (end imbalance); *command start* from the `digitize batch` launch to the first "
               "job enqueued (interpreter, imports, connections); *command end* from the last job's end to the "
               "command's exit (the waiter's poll, the report).\n")
-        print("| processes | span s | submit s | first start s | busy | gap ms | tail s | command start s | "
+        print("| workers | span s | submit s | first start s | busy | gap ms | tail s | command start s | "
               "command end s |")
-        print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-        for procs, group in queued:
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for kind, procs, group in queued:
             t = {k: statistics.median(r.timeline[k] for r in group) for k in group[0].timeline}
-            print(f"| {procs} | {t['span']:.1f} | {t['submit']:.2f} | {t['first_start']:.2f} | {t['busy'] * 100:.1f} % "
-                  f"| {t['gap_ms']:.0f} | {t['tail']:.2f} | {t['start']:.2f} | {t['end']:.2f} |")
+            print(f"| {label(kind, procs)} | {t['span']:.1f} | {t['submit']:.2f} | {t['first_start']:.2f} | "
+                  f"{t['busy'] * 100:.1f} % | {t['gap_ms']:.0f} | {t['tail']:.2f} | {t['start']:.2f} | "
+                  f"{t['end']:.2f} |")
     print()
     by_round = {(r.kind, r.processes, r.round): r for r in runs}
-    for procs, group in queued:
-        same = [(by_round[("queue", procs, r.round)], r) for r in groups.get(("local", procs), [])]
+    for kind, procs, _ in queued:
+        same = [(by_round[(kind, procs, r.round)], r) for r in groups.get(("local", procs), [])]
         if same:
             extra = [(q.seconds / loc.seconds - 1) * 100 for q, loc in same]
             cpu = [((q.cpu / q.pages) / (loc.cpu / loc.pages) - 1) * 100 for q, loc in same]
-            print(f"queue mode with {procs} worker process(es) vs local batch --jobs {procs}, paired by round: "
+            print(f"{label(kind, procs)} vs local batch --jobs {procs}, paired by round: "
                   f"time {median_spread(extra, '{:+.1f}')} %, CPU per page {median_spread(cpu, '{:+.1f}')} % "
                   "(target <= 5 %)")
-    one, two = groups.get(("queue", 1)), groups.get(("queue", 2))
-    if one and two:
-        ratios = [by_round[("queue", 2, r.round)].ppm / r.ppm for r in one]
-        print(f"2 workers / 1 worker pages/min, paired by round: {median_spread(ratios, '{:.2f}')}x (target >= 1.8x)")
+    one = groups.get(("queue", 1))
+    for kind in ("queue", "services"):
+        two = groups.get((kind, 2))
+        if one and two:
+            ratios = [by_round[(kind, 2, r.round)].ppm / r.ppm for r in one]
+            work = [by_round[(kind, 2, r.round)].work_ppm / r.work_ppm for r in one]
+            print(f"{label(kind, 2)} / worker x1 pages/min, paired by round: batch {median_spread(ratios, '{:.2f}')}x, "
+                  f"workers' span {median_spread(work, '{:.2f}')}x (target >= 1.8x)")
     l1, l2 = groups.get(("local", 1)), groups.get(("local", 2))
     if l1 and l2:
         ratios = [by_round[("local", 2, r.round)].ppm / r.ppm for r in l1]
@@ -528,7 +583,8 @@ def report(args, overhead: dict[str, float], dispatched: dict[int, dict[str, flo
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "queue_bench.json").write_text(json.dumps({
-        "label": args.label, "files": args.files, "pages": args.pages, "probe_ms": overhead, "dispatch": dispatched,
+        "label": args.label, "files": args.files, "pages": args.pages, "probe_ms": overhead,
+        "dispatch": {f"{kind}{procs}": d for (kind, procs), d in dispatched.items()},
         "runs": [dataclasses.asdict(r) for r in runs]}, indent=2))
 
 if __name__ == "__main__":

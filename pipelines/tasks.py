@@ -52,7 +52,7 @@ def app_for(settings):
         broker_transport_options={"visibility_timeout": settings.queue.visibility_timeout},
         broker_connection_retry_on_startup=True, broker_connection_max_retries=None,
         worker_cancel_long_running_tasks_on_connection_loss=False, worker_hijack_root_logger=False,
-        worker_send_task_events=False, task_send_sent_event=False, broker_heartbeat=0,
+        worker_send_task_events=False, task_send_sent_event=False, broker_heartbeat=0, worker_disable_rate_limits=True,
     )
     app.task(name=TASK, bind=True, max_retries=None, acks_late=True, Request=_request_class())(_convert)
     _state.update(settings=settings, app=app, key=queue_secret(settings))
@@ -210,4 +210,5 @@ def run_worker(settings, concurrency: int, metrics_port: int = 0, loglevel: str 
     name = f"digitize-{os.getpid()}@{socket.gethostname()}"
     app.worker_main(["worker", f"--concurrency={concurrency}", "--pool=prefork", f"--loglevel={loglevel}",
                      f"--hostname={name}", f"--queues={QUEUE}", "--without-gossip", "--without-mingle",
-                     "-O", "fair"])
+                     "--without-heartbeat", "-O", "fair"])  # no event heartbeats: nothing reads them (`queue
+    # status` pings the workers), so no events connection and no publish every 2 s beside the conversions
