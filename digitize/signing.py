@@ -367,8 +367,9 @@ SIGNING_MODULES = ("pyhanko.sign.signers", "pyhanko.sign.fields", "pyhanko.sign.
 TOKEN_MODULES = ("pkcs11", "pyhanko.sign.pkcs11",  # modules only: no PKCS#11 library is loaded
                  "concurrent.futures.thread")  # pyHanko signs on a token from a thread pool
 # what a worker's first signature still imported (bench/sign_bench.py "fresh worker"): the mark's
-# font table and glyph names, PDF filters, XMP metadata, time zone data; some may be absent
-FIRST_SIGNATURE_MODULES = ("pyhanko.pdf_utils.filters", "pyhanko.pdf_utils.metadata.xmp_xml", "fontTools.agl",
+# font table, PDF filters, XMP metadata, time zone data; some may be absent (no Adobe Glyph List:
+# the mark's font keeps its glyph names, signmark.pdf_font)
+FIRST_SIGNATURE_MODULES = ("pyhanko.pdf_utils.filters", "pyhanko.pdf_utils.metadata.xmp_xml",
                            "fontTools.ttLib.tables._l_o_c_a", "PIL.ImageFont", "numpy.ma", "tzdata.zoneinfo")
 
 
