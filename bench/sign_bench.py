@@ -13,15 +13,23 @@
    first round of each (imports, font subset, validator start) is not counted.
 3. A batch's wall time (the issue's target): the same N generated one-page A4 scans (300 dpi,
    distinct text, cached under ~/.cache/digitize-bench/sign) through ``digitize batch --jobs 2``
-   into a fresh embedded archive, unsigned vs PKCS#12 vs SoftHSM2, in alternating rounds (the order
-   turns each round) after one uncounted warm-up; the added share is the median over rounds of
-   signed / unsigned wall time - 1, each pair from the same round. One-page documents are the worst
-   case: signing is once per document.
+   into a fresh embedded archive, unsigned vs PKCS#12 vs SoftHSM2 after one uncounted warm-up: each
+   round runs every signed variant next to an unsigned run of its own (A B B A across rounds), and the
+   added share is the median over rounds of signed / unsigned - 1 of each pair, with its spread. The
+   added CPU per document is split by part: the signature (the batch's signer thread), the key's
+   opening (once per batch), the worker's hand-off, page 1's band for the mark, the worker's side of
+   the veraPDF checks, the resident veraPDF JVM (its own CPU, read from /proc), and the rest.
+   One-page documents are the worst case: signing is once per document.
 
     .venv/bin/python bench/sign_bench.py                  # ~6-10 min on 2 idle cores; tables on stdout
     .venv/bin/python bench/sign_bench.py --signatures 50 --rounds 5
     .venv/bin/python bench/sign_bench.py --only page --signatures 60 --rounds 1   # ~2 min: per-signature CPU
-    .venv/bin/python bench/sign_bench.py --only batch --batch-files 12 --batch-rounds 5
+    .venv/bin/python bench/sign_bench.py --only batch --batch-files 24 --batch-rounds 5 --no-starts
+    .venv/bin/python bench/sign_bench.py --only batch --batch-files 6 --batch-rounds 1 --no-starts \
+        --keys SoftHSM2 --py-spy /tmp/spy       # py-spy stacks of every process of each batch
+    mkdir /tmp/digitize-main && git archive main | tar -x -C /tmp/digitize-main   # a tree to compare against
+    .venv/bin/python bench/sign_bench.py --only batch --batch-files 24 --batch-rounds 5 --no-starts \
+        --keys SoftHSM2 --base /tmp/digitize-main   # this tree and main side by side, the same rounds
     .venv/bin/python bench/sign_bench.py --only batch --batch-files 6 --batch-rounds 3 --no-starts \
         --baseline /work/wt/sign12-base            # this tree and main side by side, the same rounds
     .venv/bin/python bench/sign_bench.py --only batch --keys SoftHSM2 --sign-delay 0.5 --no-starts \
@@ -41,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,9 +128,12 @@ def batch_pages(count: int) -> Path:
 
 
 # `digitize batch` noting the batch process's CPU time when it makes its worker pool (what runs before
-# any file starts), and with a delay a slow USB token, in the benchmark only: every signature first
-# sleeps (the core is free meanwhile)
-PROBED_BATCH = """import os, sys, time
+# any file starts), where the CPU goes by part (each process appends "part seconds" lines to
+# SIGN_BENCH_PARTS: the signature in the batch's signer thread, the worker's hand-off to it, the
+# worker's veraPDF checks (client side: the JVM is counted apart), page 1's band for the mark, and the
+# batch process's own CPU at its exit), and with a delay a slow USB token, in the benchmark only:
+# every signature first sleeps (the core is free meanwhile). Parts a tree does not have are skipped.
+PROBED_BATCH = """import atexit, os, sys, time
 from pipelines import batch
 _new_pool = batch._Runner._new_pool
 def new_pool(self):
@@ -130,8 +142,32 @@ def new_pool(self):
             probe.write(str(time.process_time()))
     return _new_pool(self)
 batch._Runner._new_pool = new_pool
+def note(part, seconds):
+    fd = os.open(os.environ["SIGN_BENCH_PARTS"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, f"{{part}} {{seconds:.6f}}\\n".encode())
+    finally:
+        os.close(fd)
+def timed(owner, name, part, clock):
+    inner = getattr(owner, name, None)
+    if inner is None:
+        return
+    def wrapper(*args, **kwargs):
+        t = clock()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            note(part, clock() - t)
+    setattr(owner, name, wrapper)
+from digitize import convert, signing, signmark
+timed(signing.Signer, "sign", "signature", time.thread_time)  # the batch's signer thread
+timed(getattr(signing, "SigningService", None), "_open", "key opened", time.thread_time)  # once per batch
+timed(signing.RemoteSigner, "sign", "hand-off", time.process_time)  # a worker: one thread
+timed(convert, "_validate", "veraPDF client", time.process_time)
+timed(signmark, "top_band_grey", "mark band", time.process_time)  # in the page worker
+_me = os.getpid()  # forked children inherit the hook: only the batch process notes its own CPU
+atexit.register(lambda: os.getpid() == _me and note("batch process", time.process_time()))
 if {delay}:
-    from digitize import signing
     _sign = signing.Signer.sign
     def sign(self, *args, **kwargs):
         time.sleep({delay})
@@ -143,29 +179,63 @@ sys.exit(main())
 """
 
 
+
+@dataclass
+class BatchRun:
+    """One batch's measures; ``parts``: CPU seconds by part (PROBED_BATCH), the validator's JVM included."""
+
+    wall: float
+    cpu: float  # the batch's processes: batch, workers, page workers (not the resident servers)
+    before_fork: float  # the batch process's CPU before its workers were forked
+    parts: dict[str, float] = field(default_factory=dict)
+
+
+def server_cpu(run: Path) -> dict[str, float]:
+    """CPU seconds so far of each resident server (the veraPDF JVM, all its threads) in the folder RUN."""
+    from digitize import resident
+
+    found: dict[str, float] = {}
+    for server in resident.servers(run):
+        try:
+            fields = Path(f"/proc/{server.pid}/stat").read_text().rpartition(")")[2].split()
+        except (OSError, ValueError):
+            continue
+        ticks = os.sysconf("SC_CLK_TCK")
+        found[server.kind] = found.get(server.kind, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return found
+
+
 def batch_run(src: Path, work: Path, label: str, key_env: dict[str, str], jobs: int,
-              code: Path = ROOT, delay: float = 0.0, waiters: int = -1) -> tuple[float, float, float]:
+              code: Path = ROOT, delay: float = 0.0, waiters: int = -1, spy: Path | None = None) -> BatchRun:
     """One ``digitize batch`` into a fresh archive: its wall time, the CPU time of its processes
-    (batch, workers, page workers: all waited for; not the resident veraPDF server, which checks one
-    file per document either way), and the batch process's CPU time before its workers were forked
-    (nothing converts before: the load-independent measure of a batch's start). On a shared machine
-    the CPU times are the steadier.
+    (batch, workers, page workers: all waited for; not the resident veraPDF server, counted apart in
+    ``parts``), the batch process's CPU time before its workers were forked (nothing converts before:
+    the load-independent measure of a batch's start), and the CPU by part. On a shared machine the CPU
+    times are the steadier. With ``spy``, py-spy records every process of the batch (raw collapsed
+    stacks, for flamegraph.pl or a grep) into that file.
     Checks every file was stored, and signed exactly when a key is configured."""
-    data, report = work / "data", work / "report.json"
+    data, report, parts_file = work / "data", work / "report.json", work / "parts"
     shutil.rmtree(data, ignore_errors=True)
+    parts_file.unlink(missing_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("DIGITIZE_")}
     env.update(DIGITIZE_CONFIG="/dev/null", DIGITIZE_DATA_DIR=str(data), DIGITIZE_CONVERT_LANGUAGE="vie",
-               DIGITIZE_VALIDATOR_DIR=str(work / "run"), PYTHONPATH=str(code), **key_env)
+               DIGITIZE_VALIDATOR_DIR=str(work / "run"), PYTHONPATH=str(code), SIGN_BENCH_PARTS=str(parts_file),
+               **key_env)
     if waiters >= 0 and code == ROOT:  # this tree's [batch] sign_waiters (main has no such setting)
         env["DIGITIZE_BATCH_SIGN_WAITERS"] = str(waiters)
+    servers_before = server_cpu(work / "run")
     before, started = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
     probe = work / "probe"
     probe.unlink(missing_ok=True)
     env["SIGN_BENCH_PROBE"] = str(probe)
-    command = ["-c", PROBED_BATCH.format(delay=delay if key_env else 0)]
-    # cwd = the tree measured: `python -c` (and -m) put the current folder first on sys.path, before
-    # PYTHONPATH, so a baseline run from this tree's folder would import this tree's code
-    done = subprocess.run([sys.executable, *command, "batch", str(src), "--jobs", str(jobs),
+    script = work / "probed_batch.py"  # a file, not -c: py-spy names each process by its command line
+    script.write_text(PROBED_BATCH.format(delay=delay if key_env else 0))
+    command = [str(script)]
+    spying = [shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy")), "record", "--subprocesses",
+              "--nonblocking", "--format", "raw", "--rate", "200", "-o", str(spy), "--"] if spy else []
+    # the script's folder comes first on sys.path, then PYTHONPATH (the tree measured); cwd = that tree too,
+    # as `python -c` and -m would put the current folder first (a baseline must not import this tree)
+    done = subprocess.run([*spying, sys.executable, *command, "batch", str(src), "--jobs", str(jobs),
                            "--report", str(report)], env=env, capture_output=True, text=True, cwd=code)
     seconds, after = time.perf_counter() - started, resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
@@ -176,12 +246,36 @@ def batch_run(src: Path, work: Path, label: str, key_env: dict[str, str], jobs: 
     signed = sum(b"/ByteRange" in p.read_bytes() for p in stored)
     if len(stored) != summary["files"] or signed != (len(stored) if key_env else 0):
         raise SystemExit(f"batch ({label}): {len(stored)} PDFs stored for {summary['files']} files, {signed} signed")
-    return seconds, cpu, float(probe.read_text()) if probe.is_file() else float("nan")
+    parts: dict[str, float] = {}
+    for line in parts_file.read_text().splitlines() if parts_file.is_file() else ():
+        name, _, value = line.rpartition(" ")
+        parts[name] = parts.get(name, 0.0) + float(value)
+    for kind, total in server_cpu(work / "run").items():
+        parts[f"{kind} server"] = total - servers_before.get(kind, 0.0)  # a server started by this batch: all of it
+    if spy:  # py-spy's own sampling is in the children's CPU: not comparable then
+        cpu = float("nan")
+    return BatchRun(seconds, cpu, float(probe.read_text()) if probe.is_file() else float("nan"), parts)
+
+
+def batch_order(names: list[str], round_no: int) -> list[tuple[str, str]]:
+    """The runs of one round: every signed variant next to an unsigned run of its own, unsigned first in
+    even rounds and second in odd ones (A B B A), so that a machine getting busier or quieter weighs on
+    both sides of each pair alike. Returns (variant, pair name) in order."""
+    runs: list[tuple[str, str]] = []
+    signed = names[1:]
+    turn = round_no % max(1, len(signed))
+    for name in signed[turn:] + signed[:turn]:
+        pair = [("unsigned", name), (name, name)]
+        runs += pair if round_no % 2 == 0 else pair[::-1]
+    return runs
+
+
+PARTS = ("signature", "hand-off", "mark band", "veraPDF client", "key opened", "validator server")
 
 
 def batch_share(keys: dict[str, dict[str, str]], files: int, rounds: int, jobs: int, tmp: Path,
                 baseline: Path | None = None, delay: float = 0.0, starts_too: bool = True,
-                waiters: int = -1) -> None:
+                waiters: int = -1, spy: Path | None = None) -> None:
     from digitize import resident
 
     src = batch_pages(files)
@@ -190,45 +284,69 @@ def batch_share(keys: dict[str, dict[str, str]], files: int, rounds: int, jobs: 
         keys = {**keys, **{f"{name} (baseline)": env for name, env in keys.items()}}
         codes.update({name: baseline for name in keys if name.endswith("(baseline)")})
     variants = {"unsigned": {}, **keys}
-    walls: dict[str, list[float]] = {v: [] for v in variants}
-    cpus: dict[str, list[float]] = {v: [] for v in variants}
+    # runs[name]: the variant's runs; pairs[name]: (unsigned run, signed run) of the same round, side by side
+    runs: dict[str, list[BatchRun]] = {v: [] for v in variants}
+    pairs: dict[str, list[tuple[BatchRun, BatchRun]]] = {v: [] for v in keys}
     starts: dict[str, list[float]] = {v: [] for v in variants}  # CPU of a batch of no files: start-up
-    before: dict[str, list[float]] = {v: [] for v in variants}  # the batch's CPU before its workers fork
     empty = tmp / "empty"
     empty.mkdir()
+    if spy:
+        spy.mkdir(parents=True, exist_ok=True)
     try:
         for code in dict.fromkeys(codes.values()):  # validator start, font cache, disk cache
             batch_run(src, tmp, "warm-up", next(iter(keys.values())), jobs, code)
-        names = list(variants)
         for round_no in range(rounds):
-            for name in names[round_no % len(names):] + names[:round_no % len(names)]:
+            waiting: dict[str, BatchRun] = {}
+            for name, pair in batch_order(list(variants), round_no):
+                flame = spy / f"{name.replace('#', '').replace(' ', '-')}-{round_no + 1}-{len(runs[name])}.txt" \
+                    if spy else None
                 try:
-                    wall, cpu, first = batch_run(src, tmp, name, variants[name], jobs, codes[name], delay, waiters)
+                    run = batch_run(src, tmp, name, variants[name], jobs, codes[name], delay, waiters, flame)
                 except SystemExit as failed:  # e.g. main's per-worker SoftHSM2 sessions: once UserPinNotInitialized
                     print(f"round {round_no + 1}: {failed}; run again", file=sys.stderr)
-                    wall, cpu, first = batch_run(src, tmp, name, variants[name], jobs, codes[name], delay, waiters)
-                walls[name].append(wall)
-                cpus[name].append(cpu)
-                before[name].append(first)
-                if starts_too:
-                    starts[name].append(batch_run(empty, tmp, name, variants[name], jobs, codes[name])[1])
+                    run = batch_run(src, tmp, name, variants[name], jobs, codes[name], delay, waiters, flame)
+                runs[name].append(run)
+                if pair in waiting:
+                    other = waiting.pop(pair)
+                    pairs[pair].append((other, run) if name == pair else (run, other))
+                else:
+                    waiting[pair] = run
+            if starts_too:
+                for name in variants:
+                    starts[name].append(batch_run(empty, tmp, name, variants[name], jobs, codes[name]).cpu)
     finally:
         resident.stop_servers(tmp / "run")  # the validator this benchmark started, and only it
-    base = statistics.median(walls["unsigned"])
+    base = statistics.median(r.wall for r in runs["unsigned"])
     slow = f", every signature delayed {delay} s (a slow token, simulated)" if delay else ""
     print(f"\nbatch: {files} one-page A4 scans (300 dpi, vie), digitize batch --jobs {jobs}, {rounds} rounds{slow}, "
           f"1-minute load average at the end {os.getloadavg()[0]:.2f}\n")
-    print("| batch | wall s (median) | pages/min | CPU s (median) | added wall time | added CPU time | "
-          "batch CPU s before workers fork |")
+    print("| batch | wall s (median) | pages/min | CPU s (median) | added wall time: median (spread) | "
+          "added CPU time: median (spread) | batch CPU s before workers fork |")
     print("|---|---|---|---|---|---|---|")
-    print(f"| unsigned | {base:.1f} | {files / base * 60:.1f} | {statistics.median(cpus['unsigned']):.1f} | - | - | "
-          f"{statistics.median(before['unsigned']):.2f} |")
+    print(f"| unsigned | {base:.1f} | {files / base * 60:.1f} | {statistics.median(r.cpu for r in runs['unsigned']):.1f} "
+          f"| - | - | {statistics.median(r.before_fork for r in runs['unsigned']):.2f} |")
     for name in keys:
-        wall = statistics.median(walls[name])
-        print(f"| {name} | {wall:.1f} | {files / wall * 60:.1f} | {statistics.median(cpus[name]):.1f} | "
-              f"{_added(walls[name], walls['unsigned'])} | {_added(cpus[name], cpus['unsigned'])} | "
-              f"{statistics.median(before[name]):.2f} |")
-    print("\nadded = median over rounds of signed / unsigned - 1, each pair from the same round (the rounds in brackets)")
+        wall = statistics.median(r.wall for r in runs[name])
+        print(f"| {name} | {wall:.1f} | {files / wall * 60:.1f} | {statistics.median(r.cpu for r in runs[name]):.1f} | "
+              f"{_added([s.wall for _, s in pairs[name]], [u.wall for u, _ in pairs[name]])} | "
+              f"{_added([s.cpu for _, s in pairs[name]], [u.cpu for u, _ in pairs[name]])} | "
+              f"{statistics.median(r.before_fork for r in runs[name]):.2f} |")
+    print("\nadded = median over rounds of signed / unsigned - 1, each signed run against the unsigned run next to it "
+          "(A B B A); spread = lowest..highest round, the rounds in brackets")
+    print("\nWhere the added CPU goes, ms per document (median over the pairs of signed - unsigned, / documents):\n")
+    names = [*PARTS, "workers, other", "batch process, other", "all (batch + validator)"]
+    print("| batch | " + " | ".join(names) + " |")
+    print("|---" * (len(names) + 1) + "|")
+    plain = [statistics.median(_part(u, part) / files * 1000 for u in runs["unsigned"]) for part in names]
+    print("| unsigned (ms per document, not added) | " + " | ".join(f"{c:.1f}" for c in plain) + " |")
+    for name in keys:
+        cells = [statistics.median((_part(s, part) - _part(u, part)) / files * 1000 for u, s in pairs[name])
+                 for part in names]
+        print(f"| {name} | " + " | ".join(f"{c:+.1f}" for c in cells) + " |")
+    print("\nsignature: the batch's signer thread (thread CPU); hand-off: the worker's side of it (request, answer); "
+          "mark band: page 1's band in the page worker; key opened: once per batch in the signer's thread (imports, key, checks), shared by its documents; veraPDF client: the worker's side of the checks; validator "
+          "server: the resident veraPDF JVM (all threads); workers, other: conversion and storing; batch process, "
+          "other: its start, the signer's socket threads, the batch's bookkeeping")
     if not starts_too:
         return
     print("\nStart-up (a batch of no files: imports, key opened once, preflight) and per document (the rest / N):\n")
@@ -236,19 +354,34 @@ def batch_share(keys: dict[str, dict[str, str]], files: int, rounds: int, jobs: 
           "projected added CPU, 100 documents | 1000 documents |")
     print("|---|---|---|---|---|---|")
     start0 = statistics.median(starts["unsigned"])
-    doc0 = statistics.median([(c - st) / files for c, st in zip(cpus["unsigned"], starts["unsigned"])])
+    doc0 = statistics.median([(r.cpu - st) / files for r, st in zip(runs["unsigned"], starts["unsigned"])])
     print(f"| unsigned | {start0:.2f} | {doc0:.2f} | - | - | - |")
     for name in keys:
         start = statistics.median(starts[name])
-        doc = statistics.median([(c - st) / files for c, st in zip(cpus[name], starts[name])])
+        doc = statistics.median([(r.cpu - st) / files for r, st in zip(runs[name], starts[name])])
         projected = [((start - start0) + (doc - doc0) * n) / (start0 + doc0 * n) * 100 for n in (100, 1000)]
         print(f"| {name} | {start:.2f} | {doc:.2f} | {(doc - doc0) * 1000:+.0f} ms ({(doc - doc0) / doc0 * 100:+.1f} %) "
               f"| {projected[0]:+.1f} % | {projected[1]:+.1f} % |")
 
 
+def _part(run: BatchRun, part: str) -> float:
+    """CPU seconds of one part of a run (see batch_share's table)."""
+    p = run.parts
+    if part == "workers, other":
+        return run.cpu - p.get("batch process", 0.0) - sum(p.get(k, 0.0) for k in PARTS[1:4])
+    if part == "batch process, other":
+        return p.get("batch process", 0.0) - p.get("signature", 0.0) - p.get("key opened", 0.0)
+    if part == "all (batch + validator)":
+        return run.cpu + p.get("validator server", 0.0)
+    return p.get(part, 0.0)
+
+
 def _added(signed: list[float], plain: list[float]) -> str:
     ratios = [s / p - 1 for s, p in zip(signed, plain)]
-    return f"{statistics.median(ratios) * 100:+.1f} % ({', '.join(f'{r * 100:+.0f}' for r in ratios)})"
+    if not ratios:
+        return "-"
+    return (f"{statistics.median(ratios) * 100:+.1f} % ({min(ratios) * 100:+.0f}..{max(ratios) * 100:+.0f}: "
+            f"{', '.join(f'{r * 100:+.0f}' for r in ratios)})")
 
 
 def main() -> None:
@@ -258,11 +391,12 @@ def main() -> None:
     parser.add_argument("--only", choices=("page", "batch", "signatures"),
                         help="run one part: page (1 and 2), batch (3) or signatures (4: CPU per signature, "
                              "this tree against --baseline)")
-    parser.add_argument("--baseline", type=Path, help="another digitize tree (git worktree add --detach DIR main) "
-                        "measured side by side in the same rounds: batch (3) and signatures (4)")
+    parser.add_argument("--baseline", "--base", type=Path, help="another digitize tree (git archive main | tar -x "
+                        "-C DIR) measured side by side in the same rounds: batch (3) and signatures (4)")
     parser.add_argument("--child", nargs=3, metavar=("KEY", "DIR", "N"), help=argparse.SUPPRESS)
     parser.add_argument("--batch-files", type=int, default=8, help="one-page scans in the batch")
-    parser.add_argument("--batch-rounds", type=int, default=3, help="batch runs per variant (after a warm-up)")
+    parser.add_argument("--batch-rounds", type=int, default=5,
+                        help="batch rounds (after a warm-up): each signed variant against an unsigned run of its own")
     parser.add_argument("--jobs", type=int, default=2, help="batch workers")
     parser.add_argument("--keys", default="PKCS#12,SoftHSM2", help="batch (3): the keys measured, comma-separated")
     parser.add_argument("--sign-delay", type=float, default=0.0,
@@ -271,6 +405,9 @@ def main() -> None:
                         help="batch (3): this tree's [batch] sign_waiters (extra workers when signing)")
     parser.add_argument("--no-starts", action="store_true",
                         help="batch (3): skip the batches of no files (start-up CPU); halves the runs")
+    parser.add_argument("--py-spy", type=Path, metavar="DIR",
+                        help="batch (3): record each batch with py-spy (all its processes, raw stacks) into DIR; "
+                             "CPU totals are then not measured")
     args = parser.parse_args()
     if args.child:
         return signatures_child(*args.child)
@@ -291,7 +428,7 @@ def main() -> None:
                                  "SOFTHSM2_CONF": str(conf)}}
             keys = {name: env for name, env in keys.items() if name in args.keys.split(",")}
             batch_share(keys, args.batch_files, args.batch_rounds, args.jobs, tmp, args.baseline, args.sign_delay,
-                        not args.no_starts, args.sign_waiters)
+                        not args.no_starts, args.sign_waiters, args.py_spy)
 
 
 def page_share(tmp: Path, p12: Path, module: str, signatures: int, rounds: int) -> None:

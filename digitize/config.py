@@ -113,6 +113,7 @@ class SignSettings:
     ltv: bool = False  # embed chain and revocation data: PAdES B-LT (needs tsa_url)
     trust: str = ""  # trust anchors (PEM/DER files, ":"-separated) signatures must chain to; "" = chain not judged
     timeout: float = 120.0  # seconds a batch waits for its signer (key opened, one signature) before it stops
+    validate_unsigned: bool = False  # veraPDF checks the PDF/A before signing too (the signed one always; README)
 
     @property
     def configured(self) -> bool:

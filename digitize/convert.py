@@ -407,9 +407,13 @@ def _validate(path: Path, opts: ConvertOptions, doc: DocumentReport, timing: str
 
 def _sign(path: Path, signer: "Signer", opts: ConvertOptions, doc: DocumentReport) -> None:
     """PAdES-sign the PDF/A (an incremental update: the PDF/A's bytes are kept, a revision is added)
-    and have veraPDF judge the signed file, the one that is stored. The unsigned one is validated
-    only if that fails, to say whether signing broke it: one veraPDF check per file instead of two
-    (a check costs more than the signature)."""
+    and have veraPDF judge the signed file, the one that is stored. By default the unsigned one is
+    validated only if that fails, to say whether conversion or signing broke it: one veraPDF check per
+    file instead of two (a check costs more than the signature). With ``[sign] validate_unsigned``
+    (the signer's ``validate_unsigned``) it is checked before signing too, as the issue's order reads."""
+    both = bool(getattr(signer, "validate_unsigned", False))
+    if both:
+        _validate(path, opts, doc, "validate_unsigned")  # conversion broke it: not signed at all
     t = time.perf_counter()
     signed = path.with_name(path.name + ".signed")
     try:
@@ -418,7 +422,8 @@ def _sign(path: Path, signer: "Signer", opts: ConvertOptions, doc: DocumentRepor
         try:
             _validate(signed, opts, doc)
         except OutputValidationError as signed_error:
-            _validate(path, opts, doc, "validate_unsigned")  # raises if the PDF/A was invalid before signing
+            if not both:
+                _validate(path, opts, doc, "validate_unsigned")  # raises if the PDF/A was invalid before signing
             raise OutputValidationError(f"the PDF/A is valid but not once signed: {signed_error}") from None
         os.chmod(signed, path.stat().st_mode & 0o777)
         os.replace(signed, path)

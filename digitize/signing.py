@@ -192,6 +192,11 @@ class Signer:
         """A mark is drawn on page 1 (a conversion then hands over page 1's top band: signmark.place)."""
         return self._font is not None
 
+    @property
+    def validate_unsigned(self) -> bool:
+        """veraPDF checks the PDF/A before signing too ([sign] validate_unsigned; convert._sign)."""
+        return bool(getattr(self.cfg, "validate_unsigned", False))
+
     def _validation_context(self):
         from pyhanko_certvalidator import ValidationContext
 
@@ -362,8 +367,9 @@ SIGNING_MODULES = ("pyhanko.sign.signers", "pyhanko.sign.fields", "pyhanko.sign.
 TOKEN_MODULES = ("pkcs11", "pyhanko.sign.pkcs11",  # modules only: no PKCS#11 library is loaded
                  "concurrent.futures.thread")  # pyHanko signs on a token from a thread pool
 # what a worker's first signature still imported (bench/sign_bench.py "fresh worker"): the mark's
-# font table and glyph names, PDF filters, XMP metadata, time zone data; some may be absent
-FIRST_SIGNATURE_MODULES = ("pyhanko.pdf_utils.filters", "pyhanko.pdf_utils.metadata.xmp_xml", "fontTools.agl",
+# font table, PDF filters, XMP metadata, time zone data; some may be absent (no Adobe Glyph List:
+# the mark's font keeps its glyph names, signmark.pdf_font)
+FIRST_SIGNATURE_MODULES = ("pyhanko.pdf_utils.filters", "pyhanko.pdf_utils.metadata.xmp_xml",
                            "fontTools.ttLib.tables._l_o_c_a", "PIL.ImageFont", "numpy.ma", "tzdata.zoneinfo")
 
 
@@ -564,7 +570,9 @@ class SigningService:
         _services.append(self)
 
     def remote(self) -> "RemoteSigner":
-        return RemoteSigner(self.address, self.authkey, self.settings.sign.visible, self.timeout)
+        remote = RemoteSigner(self.address, self.authkey, self.settings.sign.visible, self.timeout)
+        remote.validate_unsigned = bool(getattr(self.settings.sign, "validate_unsigned", False))
+        return remote
 
     def start(self) -> None:
         """Open the key in a thread of its own, then answer the workers (call after they are forked)."""
@@ -827,6 +835,8 @@ class RemoteSigner:
     """A batch worker's signer: the batch's SigningService signs (see there); duck-typed as Signer.
     It waits at most three ``[sign] timeout``s for an answer (the key's opening, the signer's
     lock, the signature), then gives up on that file (the batch has stopped by then)."""
+
+    validate_unsigned = False  # as Signer's: set by SigningService.remote
 
     def __init__(self, address: str, authkey: bytes, visible: bool, timeout: float = 120.0):
         self.address, self._authkey, self.visible, self.timeout = address, authkey, visible, timeout

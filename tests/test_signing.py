@@ -350,21 +350,109 @@ def test_a_wrong_pin_is_tried_once_per_process(pki, tmp_path, monkeypatch):
         signing.preflight(settings)  # a watcher or batch stops before taking any file
 
 
-def test_a_signature_that_breaks_pdfa_leaves_no_output(tmp_path, scan):
-    """veraPDF judges the signed file; if only signing made it invalid, the error says so."""
+class StubSigner:
+    """Stands in for a key: a real incremental update (the PDF/A's bytes kept, a revision appended, as a
+    signature is) that drops the XMP metadata when ``breaks`` (no longer PDF/A), else changes nothing
+    that matters to veraPDF."""
+
+    visible = False
+
+    def __init__(self, breaks: bool, validate_unsigned: bool = False):
+        self.breaks, self.validate_unsigned = breaks, validate_unsigned
+
+    def sign(self, source: Path, target: Path, top_band=None):
+        from pyhanko.pdf_utils.generic import NameObject, TextStringObject
+        from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+
+        with open(source, "rb") as inp:
+            writer = IncrementalPdfFileWriter(inp, strict=False)
+            if self.breaks:
+                del writer.root["/Metadata"]
+            else:
+                writer.root[NameObject("/Lang")] = TextStringObject("vi")
+            writer.update_root()
+            with open(target, "wb") as out:
+                writer.write(out)
+        assert target.read_bytes().startswith(source.read_bytes())  # an incremental update
+        return signing.SignatureRecord("f", "x", "0" * 64, "2026-01-01T00:00:00+07:00", None, "B-B")
+
+
+@pytest.fixture
+def checks(monkeypatch) -> list[str]:
+    """The names of the files veraPDF judged, in order."""
+    from digitize import convert
+
+    seen: list[str] = []
+    real = convert._validate
+
+    def spy(path, opts, doc, timing="validate"):
+        seen.append(Path(path).name)
+        return real(path, opts, doc, timing)
+
+    monkeypatch.setattr(convert, "_validate", spy)
+    return seen
+
+
+def test_a_signature_that_breaks_pdfa_leaves_no_output(tmp_path, scan, checks):
+    """veraPDF judges the signed file; the unsigned one is checked only then, and the one-line error says
+    signing broke it."""
     from digitize.convert import ConvertOptions, convert_file
     from digitize.errors import OutputValidationError
 
-    class BreakingSigner:
-        visible = False
-
-        def sign(self, source: Path, target: Path, top_band=None):
-            with pikepdf.open(source) as pdf:
-                del pdf.Root.Metadata  # no XMP: not PDF/A any more
-                pdf.save(target)
-            return signing.SignatureRecord("f", "x", "0" * 64, "2026-01-01T00:00:00+07:00", None, "B-B")
-
     out = tmp_path / "out.pdf"
-    with pytest.raises(OutputValidationError, match="valid but not once signed"):
-        convert_file(scan, out, ConvertOptions(language="eng", jobs=1), signer=BreakingSigner())
+    with pytest.raises(OutputValidationError, match="valid but not once signed") as failed:
+        convert_file(scan, out, ConvertOptions(language="eng", jobs=1), signer=StubSigner(breaks=True))
+    assert "\n" not in str(failed.value) and "not valid PDF/A-2b" in str(failed.value)
+    assert len(checks) == 2 and checks[0].endswith(".signed") and not checks[1].endswith(".signed"), checks
     assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_one_verapdf_check_per_signed_file_unless_validate_unsigned(tmp_path, scan, checks):
+    """By default only the signed file (the one stored) is judged; ``[sign] validate_unsigned = true``
+    checks the PDF/A before signing too, then the signed one."""
+    from digitize.convert import ConvertOptions, convert_file
+
+    opts = ConvertOptions(language="eng", jobs=1)
+    once = convert_file(scan, tmp_path / "once.pdf", opts, signer=StubSigner(breaks=False))
+    assert len(checks) == 1 and checks[0].endswith(".signed"), checks
+    assert once.pdfa["compliant"] and "validate_unsigned" not in once.timings
+    checks.clear()
+    both = convert_file(scan, tmp_path / "both.pdf", opts, signer=StubSigner(breaks=False, validate_unsigned=True))
+    assert len(checks) == 2 and not checks[0].endswith(".signed") and checks[1].endswith(".signed"), checks
+    assert both.pdfa["compliant"] and "validate_unsigned" in both.timings and "validate" in both.timings
+    assert verapdf.validate([tmp_path / "both.pdf"])[0].compliant
+
+
+def test_validate_unsigned_reaches_the_batch_workers_signer(tmp_path):
+    settings = Settings()
+    settings.sign.pkcs12, settings.sign.pin = str(tmp_path / "none.p12"), "x"
+    assert signing.RemoteSigner.validate_unsigned is False
+    service = signing.SigningService(settings)
+    try:
+        assert service.remote().validate_unsigned is False
+        settings.sign.validate_unsigned = True
+        assert service.remote().validate_unsigned is True
+    finally:
+        service.close()
+
+
+def test_a_signature_that_breaks_pdfa_stores_nothing(tmp_path, scan, monkeypatch):
+    """Through the pipeline (watch, batch, worker): the file fails with one line naming the cause, the
+    scan stays, and nothing is stored or indexed."""
+    from pipelines.jobs import Status, archive_for, close_archives, process_file
+
+    monkeypatch.setattr(signing, "signer_for", lambda settings, interactive=False: StubSigner(breaks=True))
+    settings = Settings(data_dir=str(tmp_path / "data"))
+    settings.convert.language, settings.convert.jobs = "eng", 1
+    source = tmp_path / "inbox" / "scan.png"
+    source.parent.mkdir()
+    source.write_bytes(scan.read_bytes())
+    try:
+        result = process_file(source, settings)
+        assert result.status is Status.failed, result.reason
+        assert "valid but not once signed" in result.reason and "\n" not in result.reason
+        assert source.exists() and archive_for(settings).find(result.sha256) is None
+        stored = [p for p in (tmp_path / "data").rglob("*.pdf") if p.is_file()]
+        assert stored == [], stored
+    finally:
+        close_archives()

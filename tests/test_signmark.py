@@ -197,3 +197,20 @@ def test_the_top_band_goes_to_the_signer_but_never_into_a_report():
     assert "top_band" not in doc.to_dict()["pages"][0]
     assert DocumentReport.from_dict(doc.to_dict()).pages[0].top_band is None
     assert page.top_band is not None, "the report's own page is left as it was"
+
+
+def test_the_marks_font_keeps_its_glyph_names(font, tmp_path, monkeypatch):
+    """The cut keeps a format 2 post table: fontTools then reads glyph names instead of building them
+    from the Adobe Glyph List, which it would parse first at a batch's first signature."""
+    from fontTools.ttLib import TTFont
+
+    from digitize import resident
+
+    monkeypatch.setattr(resident, "cache_dir", lambda: tmp_path)
+    cut = signmark.pdf_font(font, LINES[0])
+    with TTFont(str(cut)) as tt:
+        assert tt["post"].formatType == 2.0
+        assert tt["head"].unitsPerEm == 1000
+        cmap = tt.getBestCmap()
+        assert all(ord(c) in cmap for c in "".join(LINES) if c != " ")
+        assert cmap[ord("N")] == "N" and not cmap[ord("ễ")].startswith("glyph")
