@@ -460,16 +460,16 @@ class Index(AccountQueries, ABC):
         """Rank by relevance when the match set is small enough to score within the latency budget,
         otherwise newest first: scoring 100 000 matches of a common word would take far too long.
         The first query is the newest-first one, so a common word is answered by it alone."""
-        newest = self._match_ids(query, exact, max(RANK_CAP + 1, limit), "newest")
+        # ``agencies``: every pass is limited to them, so which branch is taken, the order, the count and
+        # whether there are more depend only on the entries these agencies' readers may see (an officer must
+        # not learn from its own page how many matches other agencies hold); bm25 and ts_rank weigh the words
+        # only, so the ranking of the kept entries is the same as among everyone's
+        newest = self._match_ids(query, exact, max(RANK_CAP + 1, limit), "newest", agencies)
         if len(newest) > RANK_CAP:
-            # ``agencies``: the order is decided on every agency's matches, as for anyone, but the first
-            # ``limit`` are these agencies' (an officer's own documents past everyone's first RANK_CAP)
-            return newest[:limit] if agencies is None else self._match_ids(query, exact, limit, "newest", agencies)
+            return newest[:limit]
         if len(newest) < 2:
             return newest
-        # few matches in all: ranked as for anyone (scoring within the agencies would weigh their whole token
-        # list too); the scope is judged on them
-        return self._match_ids(query, exact, limit, "relevance")
+        return self._match_ids(query, exact, limit, "relevance", agencies)
 
     def _search_candidates(self, query: Query, limit: int,
                            agencies: tuple[str, ...] | None = None) -> list[tuple[int, bool]]:
