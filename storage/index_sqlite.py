@@ -162,10 +162,8 @@ class SqliteIndex(Index):
     def _insert_search_entry(self, case_id: str | None, doc_id: int | None, page: int | None, text: str) -> None:
         entry_id = self._scalar("INSERT INTO search_entries (case_id, doc_id, page, text) VALUES (?, ?, ?, ?) "
                                 "RETURNING entry_id", (case_id, doc_id, page, text))
-        # its agency tokens from the one definition (migration 0005's view), in the same statement
-        self._execute("INSERT INTO search_fts (rowid, exact, folded, agencies) VALUES (?, ?, ?, coalesce("
-                      "(SELECT agencies FROM search_scope WHERE entry_id = ?), ''))",
-                      (entry_id, *search_tokens(text), entry_id))
+        # its full-text row, with its agency tokens, was made by the insert's trigger (migration 0006)
+        self._execute("UPDATE search_fts SET exact = ?, folded = ? WHERE rowid = ?", (*search_tokens(text), entry_id))
 
     def _remove_search_tokens(self, entry_ids: list[int]) -> None:
         self._execute(f"DELETE FROM search_fts WHERE rowid IN ({', '.join('?' * len(entry_ids))})", entry_ids)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from storage import index as index_module
+from digitize.errors import StorageError
 from storage.access import Principal, SearchFilters
 from storage.index import open_index
 from storage.index_accounts import SEARCH_CAP
@@ -136,11 +137,61 @@ def test_the_migration_fills_the_agencies_of_an_existing_index(backend, request,
     monkeypatch.undo()
     new = open_index(dsn)
     try:
-        assert new.schema_version() == 5
+        assert new.schema_version() >= 5
         assert len(candidates(new, "to khai", None)) == 2  # the two documents' pages
         assert len(candidates(new, "to khai", (OWN,))) == 1 and candidates(new, "to khai", (OTHER,)) == []
     finally:
         new.close()
+
+
+def insert_as_before_0005(index, case_id, doc_id, page, text) -> None:
+    """The search entry as SQLite code older than migration 5 wrote it (no agencies column): what a watcher
+    or batch worker started before an upgrade keeps doing (review 11b M1)."""
+    entry_id = index._scalar("INSERT INTO search_entries (case_id, doc_id, page, text) VALUES (?, ?, ?, ?) "
+                             "RETURNING entry_id", (case_id, doc_id, page, text))
+    index._execute("INSERT INTO search_fts (rowid, exact, folded) VALUES (?, ?, ?)",
+                   (entry_id, *index_module.search_tokens(text)))
+
+
+def test_entries_an_older_writer_left_without_agencies_are_repaired(tmp_path, monkeypatch):
+    """An index at migration 5 where an old-code writer stored a document (agencies NULL): its officer did
+    not find it; migration 6 fills it in."""
+    dsn = f"sqlite:///{tmp_path / 'index.sqlite3'}"
+    every = index_module._migration_scripts
+    monkeypatch.setattr(index_module, "_migration_scripts", lambda: [p for p in every() if p.name[:4] < "0006"])
+    monkeypatch.setattr(SqliteIndex, "_insert_search_entry", insert_as_before_0005)
+    old = open_index(dsn)
+    old.upsert_case(CaseRecord(CASE_OWN))
+    filed = old.insert_pending(DocumentRow(CASE_OWN, 1, "a" * 64, "a" * 64, "", "o/a", "p/a", ""))
+    old.finalize(old.document(filed), [PageText(1, "tờ khai đăng ký")], [])
+    assert old._scalar("SELECT count(*) FROM search_fts WHERE agencies IS NULL") == 3  # the case, pages 0 and 1
+    old.close()
+    monkeypatch.undo()
+    new = open_index(dsn)
+    try:
+        assert new._scalar("SELECT count(*) FROM search_fts WHERE agencies IS NULL") == 0
+        assert len(candidates(new, "to khai", (OWN,))) == 1 and candidates(new, "to khai", (OTHER,)) == []
+    finally:
+        new.close()
+
+
+def test_an_older_writer_cannot_store_an_entry_without_agencies(archive, make_document):
+    """After migration 6 an old writer's full-text insert fails, so its whole store rolls back (the scan stays
+    for a retry by the upgraded process) instead of a document its officers never find."""
+    index = archive.index
+    if not isinstance(index, SqliteIndex):
+        pytest.skip("PostgreSQL fills the agencies of any insert (a BEFORE INSERT trigger)")
+    index.upsert_case(CaseRecord(CASE_OWN))
+    doc = DocumentRow(CASE_OWN, 1, "c" * 64, "c" * 64, "", "o/c", "p/c", "")
+    doc.doc_id = index.insert_pending(doc)
+    with pytest.raises(StorageError, match="constraint failed"):
+        with index.transaction():
+            insert_as_before_0005(index, None, doc.doc_id, 1, "biên bản bàn giao")
+    assert index._scalar("SELECT count(*) FROM search_entries WHERE doc_id = ?", (doc.doc_id,)) == 0
+    assert index._scalar("SELECT count(*) FROM search_fts WHERE agencies IS NULL") == 0
+    index.finalize(index.document(doc.doc_id), [PageText(1, "biên bản bàn giao")], [])  # the new code's write
+    assert len(candidates(index, "bien ban", (OWN,))) == 1 and candidates(index, "bien ban", (OTHER,)) == []
+    assert archive.gate(Principal("an", "officer", (OWN,))).search("bien ban").total == 1
 
 
 @pytest.mark.parametrize("code", [OWN, "H56", "000.00.00.A00"])
