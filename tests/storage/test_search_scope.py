@@ -203,3 +203,79 @@ def test_the_python_token_is_the_sql_one(code):
         assert index._scalar("SELECT 'g' || hex(?)", (code,)).lower() == agency_token(code)
     finally:
         index.close()
+
+
+@pytest.mark.parametrize("order", ["refile-first", "share-first", "two-shares"])
+def test_concurrent_share_and_refiling_leave_right_agencies_on_postgresql(postgres_dsn, order):
+    """Review 11b M2: two READ COMMITTED transactions, one re-filing a document (documents.case_id) and one
+    sharing it into another agency's dossier (case_links), the second waiting for the first's locks: every
+    entry of the document must end with the agencies recomputed from the committed state."""
+    import threading
+    import time
+
+    import psycopg
+
+    index = open_index(postgres_dsn)
+    try:
+        doc = DocumentRow(f"{OWN}-241015-0001", 1, "ab" * 32, "ab" * 32, "", "o/x", "p/x", "")  # case not imported
+        doc.doc_id = index.insert_pending(doc)
+        index.finalize(doc, [PageText(1, "hợp đồng")], [])
+
+        def share(conn, case_id=f"{OTHER}-241015-0002"):
+            conn.execute("INSERT INTO case_links (doc_id, case_id, sequence, created_at) VALUES (%s, %s, 1, 'x')",
+                         (doc.doc_id, case_id))
+
+        def refile(conn):
+            conn.execute("UPDATE documents SET case_id = %s, sequence = 1 WHERE doc_id = %s",
+                         ("000.00.77.H77-241015-0003", doc.doc_id))
+
+        first, second = {"refile-first": (refile, share), "share-first": (share, refile),
+                         "two-shares": (share, lambda c: share(c, "000.00.88.H88-241015-0004"))}[order]
+        with psycopg.connect(postgres_dsn) as t1, psycopg.connect(postgres_dsn) as t2:
+            first(t1)
+            waiter = t2.execute("SELECT pg_backend_pid()").fetchone()[0]
+            t2.commit()
+            thread = threading.Thread(target=lambda: (second(t2), t2.commit()))
+            thread.start()
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not index._scalar(
+                    "SELECT 1 FROM pg_stat_activity WHERE pid = ? AND wait_event_type = 'Lock'", (waiter,)):
+                time.sleep(0.05)
+            t1.commit()
+            thread.join(10)
+            assert not thread.is_alive()
+        rows = index._execute("SELECT page, agencies, search_entry_agencies(case_id, doc_id) FROM search_entries "
+                              "WHERE doc_id = ?", (doc.doc_id,)).fetchall()
+        assert len(rows) == 2 and all(sorted(stored) == sorted(now) for _, stored, now in rows), rows
+    finally:
+        index.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_migration_6_applies_to_an_index_at_migration_5(backend, request, tmp_path, monkeypatch):
+    dsn = f"sqlite:///{tmp_path / 'index.sqlite3'}" if backend == "sqlite" else request.getfixturevalue("postgres_dsn")
+    every = index_module._migration_scripts
+    monkeypatch.setattr(index_module, "_migration_scripts", lambda: [p for p in every() if p.name[:4] < "0006"])
+
+    def insert_at_0005(self, case_id, doc_id, page, text):  # as index_sqlite.py wrote entries at migration 5
+        entry_id = self._scalar("INSERT INTO search_entries (case_id, doc_id, page, text) VALUES (?, ?, ?, ?) "
+                                "RETURNING entry_id", (case_id, doc_id, page, text))
+        self._execute("INSERT INTO search_fts (rowid, exact, folded, agencies) VALUES (?, ?, ?, coalesce("
+                      "(SELECT agencies FROM search_scope WHERE entry_id = ?), ''))",
+                      (entry_id, *index_module.search_tokens(text), entry_id))
+
+    monkeypatch.setattr(SqliteIndex, "_insert_search_entry", insert_at_0005)
+    old = open_index(dsn)
+    old.upsert_case(CaseRecord(CASE_OWN, applicant="Trần Thị Bích"))
+    assert old.schema_version() == 5
+    old.close()
+    monkeypatch.undo()
+    new = open_index(dsn)
+    try:
+        assert new.schema_version() == 6 and candidates(new, "bich", (OWN,))
+        if backend == "postgresql":
+            assert "FOR NO KEY UPDATE" in new._scalar("SELECT pg_get_functiondef('search_document_scope'::regproc)")
+        new.upsert_case(CaseRecord(CASE_OTHER, applicant="Trần Thị Bích"))
+        assert len(candidates(new, "bich", None)) == 2 and len(candidates(new, "bich", (OTHER,))) == 1
+    finally:
+        new.close()
