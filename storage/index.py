@@ -211,13 +211,24 @@ class Index(AccountQueries, ABC):
             with self.transaction():
                 if self._scalar("SELECT 1 FROM schema_migrations WHERE version = ?", (version,)):
                     continue
-                self._run_script(Template(script.read_text(encoding="utf-8")).substitute(self.column_types))
+                self._run_migration(Template(script.read_text(encoding="utf-8")).substitute(self.column_types),
+                                    script.name)
                 if dialect_part.is_file():
-                    self._run_script(dialect_part.read_text(encoding="utf-8"))
+                    self._run_migration(dialect_part.read_text(encoding="utf-8"), f"{self.dialect}/{script.name}")
                 self._execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
                               (version, script.name, now_iso()))
                 applied.append(version)
         return applied
+
+    def _run_migration(self, sql: str, name: str) -> None:
+        """A migration script; its database errors are StorageErrors (one line; the portal's 503), as every
+        other statement's are, not the driver's own exceptions."""
+        try:
+            self._run_script(sql)
+        except Exception as e:  # noqa: BLE001 - database drivers raise their own hierarchies
+            if self._is_db_error(e):
+                raise StorageError(f"index {self.where}: migration {name} failed: {' '.join(str(e).split())}") from e
+            raise
 
     def migrations_missing(self) -> bool:
         """Whether a migration is not applied yet, found by reading only: opening an index that is up to date

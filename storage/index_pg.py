@@ -38,7 +38,8 @@ class PostgresIndex(Index):
     column_types = {"id": "BIGSERIAL PRIMARY KEY", "ref": "BIGINT", "float": "DOUBLE PRECISION"}
 
     def __init__(self, dsn: str, wait_timeout: float | None = None):
-        """``wait_timeout``: after the migrations (unbounded: one may rebuild an index), every statement of
+        """``wait_timeout``: bounds the wait for another process's migration (not this one's own run: one
+        may rebuild an index), and after the migrations every statement of
         this connection, and of any it reconnects with, is cancelled past that many seconds of running
         (statement_timeout) or of waiting for a lock (lock_timeout): a StorageError, not a stalled caller."""
         from digitize.secrets import mask
@@ -86,11 +87,28 @@ class PostgresIndex(Index):
         up to date takes no lock (the lock's wait is unbounded: a server's start must not queue behind it)."""
         if not self.migrations_missing():
             return []
-        self.conn.execute(f"SELECT pg_advisory_lock({MIGRATION_LOCK})")
+        self._take_migration_lock()
         try:
             return super().migrate()
         finally:
             self.conn.execute(f"SELECT pg_advisory_unlock({MIGRATION_LOCK})")
+
+    def _take_migration_lock(self) -> None:
+        """Queue for the migrators' lock: for at most ``wait_timeout`` when one was given (a portal's request
+        must get its 503, not wait out another process's migration), then the migration itself runs unbounded."""
+        import psycopg
+
+        if not self._wait_ms:
+            self.conn.execute(f"SELECT pg_advisory_lock({MIGRATION_LOCK})")
+            return
+        self.conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{self._wait_ms}ms",))
+        try:
+            self.conn.execute(f"SELECT pg_advisory_lock({MIGRATION_LOCK})")
+        except psycopg.errors.LockNotAvailable:
+            raise StorageError(f"index {self.where}: another process is upgrading its schema (migration); "
+                               "try again shortly") from None
+        finally:
+            self.conn.execute("SELECT set_config('lock_timeout', '0', false)")
 
     def _run_script(self, sql: str) -> None:
         self.conn.execute(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")

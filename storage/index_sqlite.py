@@ -46,8 +46,8 @@ class SqliteIndex(Index):
     _begin_sql = "BEGIN IMMEDIATE"  # take the write lock up front: no upgrade deadlocks between processes
 
     def __init__(self, path: str, group_readable: bool = False, wait_timeout: float | None = None):
-        """``wait_timeout``: after the migrations (which keep the long busy wait), the seconds a statement
-        waits for another connection's lock before "database is locked" (a StorageError), and runs (from
+        """``wait_timeout``: the seconds a statement (and the open, migrations included) waits for another
+        connection's lock before "database is locked" (a StorageError), and, after the migrations, runs (from
         its execute to its last row fetched) before it is interrupted."""
         if path != ":memory:":
             try:
@@ -55,9 +55,13 @@ class SqliteIndex(Index):
                 private_file(path, group_readable)  # SQLite gives -wal and -shm the mode of the database file
             except OSError as e:
                 raise StorageError(f"cannot create index folder for {path}: {e.strerror}") from None
+        # with ``wait_timeout``, opening waits no longer than that either: a migration under way in another
+        # process holds the write lock for its whole run (minutes on a large index), and a portal's request
+        # must get its 503 in time, not after the 30 s default
+        busy = wait_timeout or BUSY_TIMEOUT_MS / 1000
         try:
-            conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
-            use_wal(conn)
+            conn = sqlite3.connect(path, isolation_level=None, timeout=busy, check_same_thread=False)
+            use_wal(conn, busy)
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
         except sqlite3.Error as e:
@@ -78,6 +82,15 @@ class SqliteIndex(Index):
             # and how long a statement runs: interrupted ("interrupted", a StorageError) past that many seconds
             self._run_limit = wait_timeout
             conn.set_progress_handler(self._past_deadline, PROGRESS_STEPS)
+
+    def migrate(self) -> list[int]:
+        try:
+            return super().migrate()
+        except StorageError as e:  # busy past the open's wait: say why, in one line (the portal's 503)
+            if "locked" not in str(e):
+                raise
+            raise StorageError(f"index {self.where}: another process is writing or upgrading its schema "
+                               "(migration); try again shortly") from e
 
     def _create_generation(self, db: os.stat_result) -> None:
         """The generation file, owned like the database: made by root (a CLI run as root), it would stay

@@ -5,7 +5,7 @@
 -- the writer then fills in its tokens (index_sqlite.py). An older writer's own insert of that row fails
 -- ("constraint failed": the rowid is taken), so its whole write rolls back and is retried after its
 -- restart (the scan stays in the inbox), instead of leaving a document its officers cannot find.
-CREATE TRIGGER search_scope_entry_added AFTER INSERT ON search_entries
+CREATE TRIGGER IF NOT EXISTS search_scope_entry_added AFTER INSERT ON search_entries
 BEGIN
     INSERT INTO search_fts (rowid, exact, folded, agencies)
     VALUES (NEW.entry_id, '', '', coalesce((SELECT agencies FROM search_scope WHERE entry_id = NEW.entry_id), ''));
