@@ -91,6 +91,23 @@ def test_an_officers_page_does_not_depend_on_other_agencies_matches(archive):
     assert seen[1] == seen[0] and seen[2] == seen[0]
 
 
+def test_other_agencies_exact_matches_do_not_crowd_out_an_officers_folded_ones(archive):
+    """Review 11b L1: a query typed with accents; another agency's 900 exact matches took the officer's
+    candidate budget, so only 100 of its 300 folded-only matches (accents lost in OCR) were reachable."""
+    index = archive.index
+    for case_id in (CASE_OWN, CASE_OTHER):
+        index.upsert_case(CaseRecord(case_id))
+    with index.transaction():
+        for n in range(300):
+            add_document(index, CASE_OWN, f"hop dong so {n}", n + 1)
+        for n in range(900):
+            add_document(index, CASE_OTHER, f"hợp đồng thuê số {n}", n + 1000)
+    gate = archive.gate(Principal("an", "officer", (OWN,)))
+    pages = [gate.search("hợp đồng", limit=100, offset=offset) for offset in range(0, 400, 100)]
+    assert [len(p.hits) for p in pages] == [100, 100, 100, 0]
+    assert len({(h.doc_id, h.page) for p in pages for h in p.hits}) == 300 and pages[2].total == 300
+
+
 def test_filing_linking_and_sharing_move_a_documents_candidates_to_its_readers(archive):
     index = archive.index
     unmatched = add_document(index, None, "biên bản bàn giao", 1)
