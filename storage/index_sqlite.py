@@ -69,6 +69,7 @@ class SqliteIndex(Index):
         self._started, self._run_limit = time.monotonic(), 0.0
         self._generation_path = None if path == ":memory:" else path + GENERATION_SUFFIX
         self._generation_mode = 0o640 if group_readable else 0o600
+        self._generation_warned = False
         super().__init__(conn, path)
         self._database_id: tuple[int, int] | None = None
         if self._generation_path is not None:
@@ -99,8 +100,7 @@ class SqliteIndex(Index):
             fd = os.open(self._generation_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                          self._generation_mode)
             try:
-                if os.geteuid() == 0 and db.st_uid != 0:
-                    os.fchown(fd, db.st_uid, db.st_gid)
+                _own_like(fd, db)
             finally:
                 os.close(fd)
 
@@ -127,6 +127,11 @@ class SqliteIndex(Index):
         except OSError:
             return None
         if not stat.S_ISREG(st.st_mode) or not _may_write(st):
+            if not self._generation_warned:  # once per connection: fail closed, but say how to fix it
+                self._generation_warned = True
+                log.warning("index %s: %s is not a regular file this process may write (owner uid %d): search "
+                            "results are not cached; remove it or give it the index's owner",
+                            self.where, self._generation_path, st.st_uid)
             return None
         return (*self._database_id, st.st_ino, st.st_size, st.st_mtime_ns)
 
@@ -139,16 +144,26 @@ class SqliteIndex(Index):
             try:
                 os.write(fd, b".")
                 size = os.fstat(fd).st_size
+                self._own_like_database(fd)  # re-made by root's write (a CLI): still the service's to bump
             finally:
                 os.close(fd)
             if size > GENERATION_ROLL:  # start afresh: a new inode, so the value still never repeats
                 fresh = f"{self._generation_path}.{os.getpid()}.tmp"
-                os.close(os.open(fresh, flags | os.O_TRUNC, self._generation_mode))
+                fd = os.open(fresh, flags | os.O_TRUNC, self._generation_mode)
+                try:
+                    self._own_like_database(fd)
+                finally:
+                    os.close(fd)
                 os.replace(fresh, self._generation_path)
         except OSError as e:  # committed all the same: remove the file, so no process serves a cached page
             log.warning("index %s: cannot bump the search generation: %s", self.where, e.strerror)
             with contextlib.suppress(OSError):
                 os.unlink(self._generation_path)  # every process stops caching (search_generation: None)
+
+    def _own_like_database(self, fd: int) -> None:
+        if os.geteuid() == 0:
+            with contextlib.suppress(OSError):
+                _own_like(fd, os.stat(self.where))
 
     def _past_deadline(self) -> bool:
         return time.monotonic() - self._started > self._run_limit
@@ -191,6 +206,12 @@ class SqliteIndex(Index):
         order_by = {"none": "", "relevance": "ORDER BY rank", "newest": "ORDER BY rowid DESC"}[order]
         rows = self._execute(f"SELECT rowid FROM search_fts WHERE search_fts MATCH ? {order_by} LIMIT ?", (match, limit))
         return [r[0] for r in rows.fetchall()]
+
+
+def _own_like(fd: int, db: os.stat_result) -> None:
+    """Give a file root makes beside the database the database's owner (a no-op for anyone else)."""
+    if os.geteuid() == 0 and db.st_uid != 0:
+        os.fchown(fd, db.st_uid, db.st_gid)
 
 
 def _may_write(st: os.stat_result) -> bool:
