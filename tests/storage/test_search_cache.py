@@ -174,6 +174,22 @@ def test_the_cache_is_bounded_in_bytes_and_keeps_no_huge_page():
     assert (9,) in [k[2:] for k in cache._pages] and (0,) not in [k[2:] for k in cache._pages]
 
 
+def test_the_byte_bound_counts_the_keys_too():
+    """Review 11b L3: the key holds the filters as typed (a request line may carry ~80 KB of them): 512
+    tiny pages under 50 KB keys were ~25 MB held beyond the bound, counted as nothing."""
+    from types import SimpleNamespace
+
+    from storage.index_accounts import SearchPage
+
+    cache = access.SearchCache(size=100, max_bytes=20_000, page_bytes=8_000)
+    index = SimpleNamespace(where="x", search_generation=lambda: (1,))
+    for n in range(10):
+        cache.page(index, (n, "p" * 5_000), lambda: SearchPage([], 0, False))
+    assert 10_000 <= cache.held <= 20_000 and len(cache._pages) == 3
+    cache.page(index, ("huge", "p" * 9_000), lambda: SearchPage([], 0, False))
+    assert ("huge", "p" * 9_000) not in [k[2:] for k in cache._pages]  # over page_bytes: not kept
+
+
 @pytest.mark.skipif(__import__("os").geteuid() != 0, reason="root re-making the generation file")
 def test_a_generation_file_re_made_by_root_is_the_index_owners(tmp_path, caplog):
     """Review 11b L4: root's write (a CLI run as root) re-made a missing generation file as root's, so the
