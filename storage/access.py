@@ -274,7 +274,7 @@ class SearchCache:
                 return got[1]
             self.misses += 1
         page = build()  # outside the lock: searches of other threads go on meanwhile
-        weight = self.weight(page)
+        weight = self.weight(page) + len(repr(key))  # the key holds the filters as typed: of any length
         if weight > self.page_bytes:  # a page of huge titles is built each time rather than held
             return page
         with self._lock:

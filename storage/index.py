@@ -211,13 +211,24 @@ class Index(AccountQueries, ABC):
             with self.transaction():
                 if self._scalar("SELECT 1 FROM schema_migrations WHERE version = ?", (version,)):
                     continue
-                self._run_script(Template(script.read_text(encoding="utf-8")).substitute(self.column_types))
+                self._run_migration(Template(script.read_text(encoding="utf-8")).substitute(self.column_types),
+                                    script.name)
                 if dialect_part.is_file():
-                    self._run_script(dialect_part.read_text(encoding="utf-8"))
+                    self._run_migration(dialect_part.read_text(encoding="utf-8"), f"{self.dialect}/{script.name}")
                 self._execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
                               (version, script.name, now_iso()))
                 applied.append(version)
         return applied
+
+    def _run_migration(self, sql: str, name: str) -> None:
+        """A migration script; its database errors are StorageErrors (one line; the portal's 503), as every
+        other statement's are, not the driver's own exceptions."""
+        try:
+            self._run_script(sql)
+        except Exception as e:  # noqa: BLE001 - database drivers raise their own hierarchies
+            if self._is_db_error(e):
+                raise StorageError(f"index {self.where}: migration {name} failed: {' '.join(str(e).split())}") from e
+            raise
 
     def migrations_missing(self) -> bool:
         """Whether a migration is not applied yet, found by reading only: opening an index that is up to date
@@ -459,23 +470,22 @@ class Index(AccountQueries, ABC):
     def _ranked_ids(self, query: Query, exact: bool, limit: int, agencies: tuple[str, ...] | None = None) -> list[int]:
         """Rank by relevance when the match set is small enough to score within the latency budget,
         otherwise newest first: scoring 100 000 matches of a common word would take far too long.
-        The order is decided by counting every agency's matches up to RANK_CAP + 1 in the database (in
-        index order, the cheapest walk: about half the newest-first one, and no row reaches Python); then
-        only the ``limit`` entries asked for are read, in that order."""
-        matches = self._count_matches(query, exact, RANK_CAP + 1)
-        if matches > RANK_CAP:
-            # ``agencies``: the order is decided on every agency's matches, as for anyone, but the first
-            # ``limit`` are these agencies' (an officer's own documents past everyone's first RANK_CAP)
-            return self._match_ids(query, exact, limit, "newest", agencies)
+        The order is decided by counting the matches up to RANK_CAP + 1 in the database (in index order, the
+        cheapest walk: about half the newest-first one, and no row reaches Python); then only the ``limit``
+        entries asked for are read, in that order."""
+        # ``agencies``: every pass is limited to them, so which branch is taken, the order, the count and
+        # whether there are more depend only on the entries these agencies' readers may see (an officer must
+        # not learn from its own page how many matches other agencies hold); bm25 and ts_rank weigh the words
+        # only, so the ranking of the kept entries is the same as among everyone's
+        matches = self._count_matches(query, exact, RANK_CAP + 1, agencies)
         if matches < 2:
-            return self._match_ids(query, exact, limit, "newest") if matches else []
-        # few matches in all: ranked as for anyone (scoring within the agencies would weigh their whole token
-        # list too); the scope is judged on them
-        return self._match_ids(query, exact, limit, "relevance")
+            return self._match_ids(query, exact, limit, "newest", agencies) if matches else []
+        order = "newest" if matches > RANK_CAP else "relevance"
+        return self._match_ids(query, exact, limit, order, agencies)
 
-    def _count_matches(self, query: Query, exact: bool, cap: int) -> int:
-        """How many entries match, counted up to ``cap`` (every agency's: it decides the order)."""
-        return len(self._match_ids(query, exact, cap, "none"))
+    def _count_matches(self, query: Query, exact: bool, cap: int, agencies: tuple[str, ...] | None = None) -> int:
+        """How many entries (of ``agencies``, when given) match, counted up to ``cap``: it decides the order."""
+        return len(self._match_ids(query, exact, cap, "none", agencies))
 
     def _search_candidates(self, query: Query, limit: int,
                            agencies: tuple[str, ...] | None = None) -> list[tuple[int, bool]]:

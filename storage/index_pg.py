@@ -38,7 +38,8 @@ class PostgresIndex(Index):
     column_types = {"id": "BIGSERIAL PRIMARY KEY", "ref": "BIGINT", "float": "DOUBLE PRECISION"}
 
     def __init__(self, dsn: str, wait_timeout: float | None = None):
-        """``wait_timeout``: after the migrations (unbounded: one may rebuild an index), every statement of
+        """``wait_timeout``: bounds the wait for another process's migration (not this one's own run: one
+        may rebuild an index), and after the migrations every statement of
         this connection, and of any it reconnects with, is cancelled past that many seconds of running
         (statement_timeout) or of waiting for a lock (lock_timeout): a StorageError, not a stalled caller."""
         from digitize.secrets import mask
@@ -86,11 +87,28 @@ class PostgresIndex(Index):
         up to date takes no lock (the lock's wait is unbounded: a server's start must not queue behind it)."""
         if not self.migrations_missing():
             return []
-        self.conn.execute(f"SELECT pg_advisory_lock({MIGRATION_LOCK})")
+        self._take_migration_lock()
         try:
             return super().migrate()
         finally:
             self.conn.execute(f"SELECT pg_advisory_unlock({MIGRATION_LOCK})")
+
+    def _take_migration_lock(self) -> None:
+        """Queue for the migrators' lock: for at most ``wait_timeout`` when one was given (a portal's request
+        must get its 503, not wait out another process's migration), then the migration itself runs unbounded."""
+        import psycopg
+
+        if not self._wait_ms:
+            self.conn.execute(f"SELECT pg_advisory_lock({MIGRATION_LOCK})")
+            return
+        self.conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{self._wait_ms}ms",))
+        try:
+            self.conn.execute(f"SELECT pg_advisory_lock({MIGRATION_LOCK})")
+        except psycopg.errors.LockNotAvailable:
+            raise StorageError(f"index {self.where}: another process is upgrading its schema (migration); "
+                               "try again shortly") from None
+        finally:
+            self.conn.execute("SELECT set_config('lock_timeout', '0', false)")
 
     def _run_script(self, sql: str) -> None:
         self.conn.execute(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
@@ -116,22 +134,36 @@ class PostgresIndex(Index):
 
     def _match_ids(self, query: Query, exact: bool, limit: int, order: str,
                    agencies: tuple[str, ...] | None = None) -> list[int]:
-        column, tokens = ("exact", query.exact) if exact else ("folded", query.folded)
+        where = _match_filter(query, exact, agencies)
+        if where is None:
+            return []
+        column, condition, params = where
         order_by = {"none": "", "relevance": f"ORDER BY ts_rank({column}, q) DESC, entry_id",
                     "newest": "ORDER BY entry_id DESC"}[order]
-        scope, params = "", [" ".join(tokens)]
-        if agencies is not None:  # only entries of (or shared into) these agencies' cases: see migration 0005
-            if not agencies:
-                return []
-            # the array test first: PostgreSQL keeps the order of equally costed filters, and on the
-            # newest-first walk it refuses most rows before their tsvector is read (detoasted) and tested
-            scope, params = "agencies && ?::text[] AND ", [*params, list(agencies)]
         rows = self._execute(f"SELECT entry_id FROM search_entries, plainto_tsquery('simple', ?) q "
-                             f"WHERE {scope}{column} @@ q {order_by} LIMIT ?", (*params, limit))
+                             f"WHERE {condition} {order_by} LIMIT ?", (*params, limit))
         return [r[0] for r in rows.fetchall()]
 
-    def _count_matches(self, query: Query, exact: bool, cap: int) -> int:
+    def _count_matches(self, query: Query, exact: bool, cap: int, agencies: tuple[str, ...] | None = None) -> int:
         # in any order (the planner's cheapest walk), counted in the server: no row reaches Python
-        column, tokens = ("exact", query.exact) if exact else ("folded", query.folded)
+        where = _match_filter(query, exact, agencies)
+        if where is None:
+            return 0
+        _, condition, params = where
         return self._scalar(f"SELECT count(*) FROM (SELECT 1 FROM search_entries, plainto_tsquery('simple', ?) q "
-                            f"WHERE {column} @@ q LIMIT ?) s", (" ".join(tokens), cap))
+                            f"WHERE {condition} LIMIT ?) s", (*params, cap))
+
+
+def _match_filter(query: Query, exact: bool,
+                  agencies: tuple[str, ...] | None) -> tuple[str, str, list[object]] | None:
+    """The tsvector column, WHERE condition and parameters of a query's exact or folded tokens, limited to
+    ``agencies`` when given (see migration 0005); None when no agency. The array test comes first:
+    PostgreSQL keeps the order of equally costed filters, and on the newest-first walk it refuses most rows
+    before their tsvector is read (detoasted) and tested."""
+    column, tokens = ("exact", query.exact) if exact else ("folded", query.folded)
+    params: list[object] = [" ".join(tokens)]
+    if agencies is None:
+        return column, f"{column} @@ q", params
+    if not agencies:
+        return None
+    return column, f"agencies && ?::text[] AND {column} @@ q", [*params, list(agencies)]

@@ -46,8 +46,8 @@ class SqliteIndex(Index):
     _begin_sql = "BEGIN IMMEDIATE"  # take the write lock up front: no upgrade deadlocks between processes
 
     def __init__(self, path: str, group_readable: bool = False, wait_timeout: float | None = None):
-        """``wait_timeout``: after the migrations (which keep the long busy wait), the seconds a statement
-        waits for another connection's lock before "database is locked" (a StorageError), and runs (from
+        """``wait_timeout``: the seconds a statement (and the open, migrations included) waits for another
+        connection's lock before "database is locked" (a StorageError), and, after the migrations, runs (from
         its execute to its last row fetched) before it is interrupted."""
         if path != ":memory:":
             try:
@@ -55,9 +55,13 @@ class SqliteIndex(Index):
                 private_file(path, group_readable)  # SQLite gives -wal and -shm the mode of the database file
             except OSError as e:
                 raise StorageError(f"cannot create index folder for {path}: {e.strerror}") from None
+        # with ``wait_timeout``, opening waits no longer than that either: a migration under way in another
+        # process holds the write lock for its whole run (minutes on a large index), and a portal's request
+        # must get its 503 in time, not after the 30 s default
+        busy = wait_timeout or BUSY_TIMEOUT_MS / 1000
         try:
-            conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
-            use_wal(conn)
+            conn = sqlite3.connect(path, isolation_level=None, timeout=busy, check_same_thread=False)
+            use_wal(conn, busy)
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
         except sqlite3.Error as e:
@@ -65,6 +69,7 @@ class SqliteIndex(Index):
         self._started, self._run_limit = time.monotonic(), 0.0
         self._generation_path = None if path == ":memory:" else path + GENERATION_SUFFIX
         self._generation_mode = 0o640 if group_readable else 0o600
+        self._generation_warned = False
         super().__init__(conn, path)
         self._database_id: tuple[int, int] | None = None
         if self._generation_path is not None:
@@ -79,6 +84,15 @@ class SqliteIndex(Index):
             self._run_limit = wait_timeout
             conn.set_progress_handler(self._past_deadline, PROGRESS_STEPS)
 
+    def migrate(self) -> list[int]:
+        try:
+            return super().migrate()
+        except StorageError as e:  # busy past the open's wait: say why, in one line (the portal's 503)
+            if "locked" not in str(e):
+                raise
+            raise StorageError(f"index {self.where}: another process is writing or upgrading its schema "
+                               "(migration); try again shortly") from e
+
     def _create_generation(self, db: os.stat_result) -> None:
         """The generation file, owned like the database: made by root (a CLI run as root), it would stay
         root's and the service's bumps would fail (then nobody caches, see search_generation)."""
@@ -86,8 +100,7 @@ class SqliteIndex(Index):
             fd = os.open(self._generation_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                          self._generation_mode)
             try:
-                if os.geteuid() == 0 and db.st_uid != 0:
-                    os.fchown(fd, db.st_uid, db.st_gid)
+                _own_like(fd, db)
             finally:
                 os.close(fd)
 
@@ -114,6 +127,11 @@ class SqliteIndex(Index):
         except OSError:
             return None
         if not stat.S_ISREG(st.st_mode) or not _may_write(st):
+            if not self._generation_warned:  # once per connection: fail closed, but say how to fix it
+                self._generation_warned = True
+                log.warning("index %s: %s is not a regular file this process may write (owner uid %d): search "
+                            "results are not cached; remove it or give it the index's owner",
+                            self.where, self._generation_path, st.st_uid)
             return None
         return (*self._database_id, st.st_ino, st.st_size, st.st_mtime_ns)
 
@@ -126,16 +144,26 @@ class SqliteIndex(Index):
             try:
                 os.write(fd, b".")
                 size = os.fstat(fd).st_size
+                self._own_like_database(fd)  # re-made by root's write (a CLI): still the service's to bump
             finally:
                 os.close(fd)
             if size > GENERATION_ROLL:  # start afresh: a new inode, so the value still never repeats
                 fresh = f"{self._generation_path}.{os.getpid()}.tmp"
-                os.close(os.open(fresh, flags | os.O_TRUNC, self._generation_mode))
+                fd = os.open(fresh, flags | os.O_TRUNC, self._generation_mode)
+                try:
+                    self._own_like_database(fd)
+                finally:
+                    os.close(fd)
                 os.replace(fresh, self._generation_path)
         except OSError as e:  # committed all the same: remove the file, so no process serves a cached page
             log.warning("index %s: cannot bump the search generation: %s", self.where, e.strerror)
             with contextlib.suppress(OSError):
                 os.unlink(self._generation_path)  # every process stops caching (search_generation: None)
+
+    def _own_like_database(self, fd: int) -> None:
+        if os.geteuid() == 0:
+            with contextlib.suppress(OSError):
+                _own_like(fd, os.stat(self.where))
 
     def _past_deadline(self) -> bool:
         return time.monotonic() - self._started > self._run_limit
@@ -162,31 +190,43 @@ class SqliteIndex(Index):
     def _insert_search_entry(self, case_id: str | None, doc_id: int | None, page: int | None, text: str) -> None:
         entry_id = self._scalar("INSERT INTO search_entries (case_id, doc_id, page, text) VALUES (?, ?, ?, ?) "
                                 "RETURNING entry_id", (case_id, doc_id, page, text))
-        # its agency tokens from the one definition (migration 0005's view), in the same statement
-        self._execute("INSERT INTO search_fts (rowid, exact, folded, agencies) VALUES (?, ?, ?, coalesce("
-                      "(SELECT agencies FROM search_scope WHERE entry_id = ?), ''))",
-                      (entry_id, *search_tokens(text), entry_id))
+        # its full-text row, with its agency tokens, was made by the insert's trigger (migration 0006)
+        self._execute("UPDATE search_fts SET exact = ?, folded = ? WHERE rowid = ?", (*search_tokens(text), entry_id))
 
     def _remove_search_tokens(self, entry_ids: list[int]) -> None:
         self._execute(f"DELETE FROM search_fts WHERE rowid IN ({', '.join('?' * len(entry_ids))})", entry_ids)
 
     def _match_ids(self, query: Query, exact: bool, limit: int, order: str,
                    agencies: tuple[str, ...] | None = None) -> list[int]:
-        match = fts5_match(query.exact, "exact") if exact else fts5_match(query.folded, "folded")
-        if agencies is not None:  # only entries of (or shared into) these agencies' cases: see migration 0005
-            if not agencies:
-                return []
-            match = f"({match}) AND {fts5_scope(agencies)}"
+        match = _match_expr(query, exact, agencies)
+        if match is None:
+            return []
         order_by = {"none": "", "relevance": "ORDER BY rank", "newest": "ORDER BY rowid DESC"}[order]
         rows = self._execute(f"SELECT rowid FROM search_fts WHERE search_fts MATCH ? {order_by} LIMIT ?", (match, limit))
         return [r[0] for r in rows.fetchall()]
 
-    def _count_matches(self, query: Query, exact: bool, cap: int) -> int:
+    def _count_matches(self, query: Query, exact: bool, cap: int, agencies: tuple[str, ...] | None = None) -> int:
         # FTS5 walks its doclists cheapest in rowid order (a newest-first walk reads them backwards: ~2x
         # the CPU for a common word's 1 001 matches), and counting in SQL leaves every row out of Python
-        match = fts5_match(query.exact, "exact") if exact else fts5_match(query.folded, "folded")
+        match = _match_expr(query, exact, agencies)
+        if match is None:
+            return 0
         return self._scalar("SELECT count(*) FROM (SELECT rowid FROM search_fts WHERE search_fts MATCH ? LIMIT ?)",
                             (match, cap))
+
+
+def _match_expr(query: Query, exact: bool, agencies: tuple[str, ...] | None) -> str | None:
+    """The FTS5 match expression of a query's exact or folded tokens, limited to ``agencies`` when given
+    (only entries of, or shared into, these agencies' cases: see migration 0005); None when no agency."""
+    match = fts5_match(query.exact, "exact") if exact else fts5_match(query.folded, "folded")
+    if agencies is None:
+        return match
+    return f"({match}) AND {fts5_scope(agencies)}" if agencies else None
+
+def _own_like(fd: int, db: os.stat_result) -> None:
+    """Give a file root makes beside the database the database's owner (a no-op for anyone else)."""
+    if os.geteuid() == 0 and db.st_uid != 0:
+        os.fchown(fd, db.st_uid, db.st_gid)
 
 
 def _may_write(st: os.stat_result) -> bool:

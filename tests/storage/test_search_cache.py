@@ -172,3 +172,59 @@ def test_the_cache_is_bounded_in_bytes_and_keeps_no_huge_page():
         cache.page(index, (n,), lambda: page(2_000))
     assert cache.held <= 10_000 and len(cache._pages) == 4  # the oldest went
     assert (9,) in [k[2:] for k in cache._pages] and (0,) not in [k[2:] for k in cache._pages]
+
+
+def test_the_byte_bound_counts_the_keys_too():
+    """Review 11b L3: the key holds the filters as typed (a request line may carry ~80 KB of them): 512
+    tiny pages under 50 KB keys were ~25 MB held beyond the bound, counted as nothing."""
+    from types import SimpleNamespace
+
+    from storage.index_accounts import SearchPage
+
+    cache = access.SearchCache(size=100, max_bytes=20_000, page_bytes=8_000)
+    index = SimpleNamespace(where="x", search_generation=lambda: (1,))
+    for n in range(10):
+        cache.page(index, (n, "p" * 5_000), lambda: SearchPage([], 0, False))
+    assert 10_000 <= cache.held <= 20_000 and len(cache._pages) == 3
+    cache.page(index, ("huge", "p" * 9_000), lambda: SearchPage([], 0, False))
+    assert ("huge", "p" * 9_000) not in [k[2:] for k in cache._pages]  # over page_bytes: not kept
+
+
+@pytest.mark.skipif(__import__("os").geteuid() != 0, reason="root re-making the generation file")
+def test_a_generation_file_re_made_by_root_is_the_index_owners(tmp_path, caplog):
+    """Review 11b L4: root's write (a CLI run as root) re-made a missing generation file as root's, so the
+    service (the index's owner) could not bump it and stopped caching; the file now gets the database's
+    owner, as the one made at open does. One that stays unwritable is said once, at warning."""
+    import logging
+    import os
+    import pwd
+
+    from storage.index import open_index
+
+    service = pwd.getpwnam("nobody")
+    path = tmp_path / "idx" / "index.sqlite3"
+    open_index(f"sqlite:///{path}").close()
+    for name in [path.parent, *path.parent.iterdir()]:
+        os.chown(name, service.pw_uid, service.pw_gid)
+    generation = f"{path}.search-generation"
+    index = open_index(f"sqlite:///{path}")
+    try:
+        for roll in (False, True):
+            os.unlink(generation)  # removed by a failed bump, or by hand
+            if roll:  # and the roll to a fresh file
+                index._bump_search_generation()
+                os.truncate(generation, 1 << 20 + 1)
+            index.upsert_case(CaseRecord(CASE_A))  # root's write bumps it
+            assert os.stat(generation).st_uid == service.pw_uid, roll
+        os.chown(generation, 0, 0)
+        os.chmod(generation, 0o600)
+        real = os.geteuid
+        try:
+            os.geteuid = lambda: service.pw_uid  # as the service process: not root, not the owner
+            with caplog.at_level(logging.WARNING, logger="storage.index_sqlite"):
+                assert index.search_generation() is None and index.search_generation() is None
+        finally:
+            os.geteuid = real
+        assert len([r for r in caplog.records if "not cached" in r.getMessage()]) == 1
+    finally:
+        index.close()

@@ -170,6 +170,29 @@ def test_a_cold_pool_opens_while_a_batch_holds_the_index_write_lock(data):
     assert answer.status_code == 404  # read, answered: no case of that ID
 
 
+def test_a_cold_pool_answers_503_while_another_process_migrates_the_index(data):
+    """Review 11b M3: a migration (minutes on a large index) holds the write lock for its whole run; a pooled
+    archive opened meanwhile waited SQLite's 30 s busy timeout, outside db_timeout."""
+    import sqlite3
+
+    settings, tokens = data
+    settings.web.db_timeout = 0.3
+    other = sqlite3.connect(settings.index_dsn[len("sqlite:///"):], isolation_level=None, check_same_thread=False)
+    other.execute("DELETE FROM schema_migrations WHERE version = (SELECT max(version) FROM schema_migrations)")
+    other.execute("BEGIN IMMEDIATE")  # the migrator, in another process
+    try:
+        with TestClient(create_app(settings), base_url="http://127.0.0.1") as client:
+            answer = answered_within(lambda: client.get(f"/api/v1/cases/{CASE}",
+                                                        headers={"authorization": f"Bearer {tokens['quick']}"}),
+                                     lambda: other.execute("ROLLBACK"), seconds=8.0)
+    finally:
+        if other.in_transaction:
+            other.execute("ROLLBACK")
+        other.close()
+    assert answer.status_code == 503 and answer.json()["error"] == "storage-unavailable"
+    assert "\n" not in answer.json()["message"]
+
+
 def test_a_locked_sqlite_index_is_a_503_page_for_the_portal(data):
     settings, _ = data
     settings.web.db_timeout = 0.3

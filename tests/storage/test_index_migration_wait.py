@@ -1,0 +1,88 @@
+"""Opening an index while another process migrates it (review 11b M3): with a ``wait_timeout`` (the portal's
+[web] db_timeout) the open gives up within about that long with a one-line StorageError (a 503), instead of
+SQLite's 30 s busy wait or PostgreSQL's unbounded wait for the migrators' lock; a failing migration script is
+a StorageError too, not the driver's own exception (a 500)."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from digitize.errors import StorageError
+from storage import index as index_module
+from storage.index import open_index
+from storage.index_pg import MIGRATION_LOCK
+
+WAIT = 1.0
+
+
+def index_dsn(backend: str, request, tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'index.sqlite3'}" if backend == "sqlite" else request.getfixturevalue("postgres_dsn")
+
+
+def open_in_thread(dsn: str, out: dict) -> threading.Thread:
+    def run() -> None:
+        started = time.monotonic()
+        try:
+            open_index(dsn, wait_timeout=WAIT).close()
+            out["result"] = "opened"
+        except BaseException as e:  # noqa: BLE001 - asserted by the caller
+            out["result"] = e
+        out["seconds"] = time.monotonic() - started
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_opening_during_another_process_migration_is_bounded_by_wait_timeout(backend, request, tmp_path):
+    dsn = index_dsn(backend, request, tmp_path)
+    index = open_index(dsn)
+    latest = index.schema_version()
+    index._execute("DELETE FROM schema_migrations WHERE version = ?", (latest,))  # as before an upgrade
+    index.close()
+    if backend == "sqlite":  # the migrator holds the write lock for its whole run
+        migrator = sqlite3.connect(dsn[len("sqlite:///"):], isolation_level=None)
+        migrator.execute("BEGIN IMMEDIATE")
+    else:  # the migrator holds the migrators' session lock
+        import psycopg
+
+        migrator = psycopg.connect(dsn, autocommit=True)
+        migrator.execute(f"SELECT pg_advisory_lock({MIGRATION_LOCK})")
+    out: dict = {}
+    try:
+        opener = open_in_thread(dsn, out)
+        opener.join(WAIT + 10)  # the old code: 30 s (SQLite), never (PostgreSQL)
+        assert not opener.is_alive(), "the open still waits for the migration"
+    finally:
+        migrator.close()  # lets an old code's opener go on
+    assert isinstance(out["result"], StorageError), out["result"]
+    assert "upgrading its schema" in str(out["result"]) and "\n" not in str(out["result"])
+    assert out["seconds"] < WAIT + 5
+    index = open_index(dsn, wait_timeout=WAIT)  # the migrator gone: this open applies it
+    try:
+        assert index.schema_version() == latest
+    finally:
+        index.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_failing_migration_is_a_storage_error(backend, request, tmp_path, monkeypatch):
+    dsn = index_dsn(backend, request, tmp_path)
+    broken = tmp_path / "0999_broken.sql"
+    broken.write_text("CREATE TABLE search_entries (x INTEGER);\n", encoding="utf-8")  # exists already
+    every = index_module._migration_scripts
+    monkeypatch.setattr(index_module, "_migration_scripts", lambda: [*every(), broken])
+    with pytest.raises(StorageError, match="migration 0999_broken.sql failed"):
+        open_index(dsn)
+    monkeypatch.undo()
+    index = open_index(dsn)  # the failed migration changed nothing: the index opens at its real version
+    try:
+        assert index.schema_version() == int(every()[-1].name[:4])
+    finally:
+        index.close()
