@@ -102,9 +102,12 @@ def cached_dataset(backend: str, args, pg=None) -> Path:
     key = cache_key(args)
     folder = BENCH_CACHE / f"portal-{args.docs}" / backend
     stamp = folder / "key.json"
-    if stamp.is_file() and json.loads(stamp.read_text()) == key and not args.rebuild:
+    cached = json.loads(stamp.read_text()) if stamp.is_file() else None
+    if cached == key and not args.rebuild:
         print(f"{backend}: cached data set {folder}", file=sys.stderr)
         return folder
+    if cached and not args.rebuild and upgradable(cached, key):
+        return upgrade(backend, folder, key, pg)
     print(f"{backend}: building the data set in {folder} (once; --rebuild forces it)", file=sys.stderr)
     shutil.rmtree(folder, ignore_errors=True)
     building = folder.with_name(folder.name + ".building")
@@ -121,6 +124,33 @@ def cached_dataset(backend: str, args, pg=None) -> Path:
     (building / "key.json").write_text(json.dumps(key))
     building.rename(folder)
     print(f"  built in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    return folder
+
+
+def upgradable(cached: dict, key: dict) -> bool:
+    """A cached set made before newer migrations: the same data, its schema a prefix of this code's."""
+    old, new = cached.get("migrations", []), key["migrations"]
+    same = {k: v for k, v in cached.items() if k != "migrations"} == {k: v for k, v in key.items() if k != "migrations"}
+    return same and len(old) < len(new) and new[:len(old)] == old
+
+
+def upgrade(backend: str, folder: Path, key: dict, pg=None) -> Path:
+    """Migrate a cached set in place, as a deployment would (seconds, where a rebuild takes ~13 minutes)."""
+    print(f"{backend}: migrating the cached data set {folder} to {key['migrations'][-1]}", file=sys.stderr)
+    t = time.perf_counter()
+    settings = Settings(data_dir=str(folder / "data"))
+    if backend == "postgresql":
+        settings.index.dsn = pg.create_database(f"portal_upgrade_{int(time.time())}")
+        subprocess.run([str(pg.bin_dir / "pg_restore"), "--no-owner", "-j", "2", "-d", settings.index.dsn,
+                        str(folder / "pg.dump")], check=True)
+    with Archive.open(settings):
+        pass
+    if backend == "postgresql":
+        subprocess.run([str(pg.bin_dir / "pg_dump"), "-Fc", "-Z1", "-f", str(folder / "pg.dump.new"),
+                        settings.index.dsn], check=True)
+        os.replace(folder / "pg.dump.new", folder / "pg.dump")
+    (folder / "key.json").write_text(json.dumps(key))
+    print(f"  migrated in {time.perf_counter() - t:.0f} s", file=sys.stderr)
     return folder
 
 
