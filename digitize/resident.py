@@ -366,6 +366,16 @@ def alive(pid: int | None) -> bool:
     return True
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time PID has used (user + system, its own), or None if it is gone or the system does not say."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def lock_holder(lock: Path) -> int | None:
     """None if no server holds LOCK, else the pid it wrote there (0 if not yet written)."""
     try:

@@ -292,3 +292,14 @@ def test_folders_checked_once_for_many_paths_judge_each_path_alike(tmp_path):
         assert not resident.trusted_path(tmp_path, passed=passed)  # and a path itself is always judged
     finally:
         tmp_path.chmod(0o755)
+
+
+def test_cpu_seconds_of_a_process_and_of_none():
+    spent = resident.cpu_seconds(os.getpid())
+    sum(range(3_000_000))  # some CPU of our own
+    assert spent is not None and resident.cpu_seconds(os.getpid()) > spent
+    child = os.fork()
+    if child == 0:
+        os._exit(0)
+    os.waitpid(child, 0)
+    assert resident.cpu_seconds(child) is None  # gone
