@@ -118,11 +118,12 @@ def test_a_converter_slow_to_start_is_waited_for_while_it_uses_little_cpu(zdir, 
     calls = []
     up = socket.socket(socket.AF_UNIX)  # what handover closes when done
 
-    def reach(server, wait):  # up on the fourth try, i.e. well past START_WAIT
-        calls.append(wait)
+    def connect(path, timeout=5):  # up on the fourth try, well past START_WAIT
+        calls.append(path)
         return up if len(calls) >= 4 else None
 
-    monkeypatch.setattr(resident, "reach", reach)
+    monkeypatch.setattr(resident, "reach", lambda server, wait: calls.append(wait))  # launched, not up in time
+    monkeypatch.setattr(resident, "connect", connect)
     monkeypatch.setattr(resident, "lock_holder", lambda lock: holder)
     monkeypatch.setattr(resident, "cpu_seconds", lambda pid: cpu)
     monkeypatch.setattr(zygote, "_delegate", lambda sock, argv, server: 0 if sock is up else 99)
