@@ -32,8 +32,11 @@ but an editable checkout run with PYTHONDONTWRITEBYTECODE=1 compiles every modul
 every `digitize` process (~0.06 CPU-s per client, ~0.2 at the resident converter's start), a cost
 the other engines, installed from wheels, never pay. So the digitize engines run with
 PYTHONPYCACHEPREFIX=~/.cache/digitize-bench/pycache, filled once by compileall for the source
-trees of --pyc (default: this checkout's digitize, storage, pipelines); nothing is written into
-the checkout. --no-pyc measures without.
+trees of --pyc (default: this checkout's digitize, storage, pipelines) and for the folders of the
+standard-library and venv modules a run imports (a prefix replaces every __pycache__ folder for
+the processes that have it: without them each client compiled logging, tomllib, socket... from
+source, ~0.5 CPU-s, and each converter start numpy, PIL, pikepdf..., ~1.3 CPU-s); nothing is
+written into the checkout. --no-pyc measures without.
 
 Before/after in one run: ``--extra NAME=TEMPLATE`` adds an engine ``digitize-NAME`` (own
 resident servers, stage table), e.g. the main branch's code beside a worktree's:
@@ -403,15 +406,42 @@ PYC_PACKAGES = ("digitize", "storage", "pipelines")
 _pyc_env: dict[str, str] = {}  # set by compile_sources: the digitize engines' bytecode cache
 
 
+# What a `digitize run` process (client, resident converter, its children) imports: printed as
+# the folders of those modules, for compileall (-l: each folder, not below it).
+_LOADED = ("import os, sys\n"
+           "from digitize import launcher, zygote, config, secrets, resident, verapdf  # the client\n"
+           "from digitize import cli, convert, ocr, pdfa, poppler, textlayer, zygote_server  # the converter\n"
+           "zygote_server._import_lazy_modules(); textlayer.glyphless_truetype(); pdfa.srgb_icc()  # its warm-up\n"
+           "import pikepdf.jbig2  # a JBIG2 input's decoder (packaging)\n"
+           "files = {getattr(m, '__file__', None) for m in list(sys.modules.values())}\n"
+           "print('\\n'.join(sorted({os.path.dirname(f) for f in files if f and f.endswith('.py')})))\n")
+
+
 def compile_sources(roots: list[Path]) -> None:
     """Bytecode for the digitize engines' modules, in PYCACHE (not in the checkouts), as an
-    installed package has it; the engines then read it through PYTHONPYCACHEPREFIX."""
+    installed package has it; the engines then read it through PYTHONPYCACHEPREFIX.
+
+    That prefix holds every module's bytecode for those processes, the standard library's and
+    the venv's too (their own __pycache__ folders are no longer read): so the folders of every
+    module a run imports are compiled into it as well, else each `digitize` process compiles
+    them from source (with PYTHONDONTWRITEBYTECODE set: ~0.5 CPU-s a client, ~1.3 at the
+    resident converter's start, which the other engines, reading their installed .pyc, never pay).
+    Up-to-date files are skipped: seconds once the cache is filled."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
     folders = [str(r / p) for r in roots for p in PYC_PACKAGES if (r / p).is_dir()]
     argv = [sys.executable, "-m", "compileall", "-q", *folders]
     print("bytecode: PYTHONPYCACHEPREFIX=" + shlex.quote(str(PYCACHE)) + " " + shlex.join(argv[1:]), file=sys.stderr)
     subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL)
+    loaded = set()
+    for root in roots:
+        found = subprocess.run([sys.executable, "-c", _LOADED], env={**env, "PYTHONPATH": str(root)}, cwd=root,
+                               check=True, capture_output=True, text=True).stdout.split()
+        loaded.update(f for f in found if not any(f == p or f.startswith(p + os.sep) for p in folders))
+    print(f"bytecode: and the {len(loaded)} folders of the other modules a run imports (compileall -l)", file=sys.stderr)
+    # a folder may hold a file that does not compile (a template, a test of bad syntax): not ours to judge
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "-l", *sorted(loaded)], env=env,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _pyc_env["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
 
 

@@ -68,14 +68,19 @@ def cache_dir() -> Path:
 _ignored: set[Path] = set()
 
 
-def trusted_path(path: os.PathLike | str, must_exist: bool = True) -> bool:
+def trusted_path(path: os.PathLike | str, must_exist: bool = True, passed: set[Path] | None = None) -> bool:
     """Whether no other account can change PATH: it, every folder above it and every link on the way
     (as written and as resolved) belong to root or this effective user, and none is writable by
     group or others, except a root-owned sticky folder on the way (/tmp). Missing trailing parts
-    pass unless MUST_EXIST (we would create them)."""
+    pass unless MUST_EXIST (we would create them).
+
+    PASSED, shared by the checks of one moment (a classpath's 20 jars in one folder), holds the
+    folders above a path that passed already: each is looked at once, not once per jar."""
     path = Path(os.path.abspath(path))
     for candidate in dict.fromkeys((path, Path(os.path.realpath(path)))):
         for step in [*reversed(candidate.parents), candidate]:
+            if passed is not None and step != candidate and step in passed:
+                continue
             try:
                 info = os.lstat(step)
             except FileNotFoundError:
@@ -91,6 +96,8 @@ def trusted_path(path: os.PathLike | str, must_exist: bool = True) -> bool:
             sticky_root = stat.S_ISDIR(info.st_mode) and info.st_mode & stat.S_ISVTX and info.st_uid == 0
             if info.st_mode & 0o022 and not (sticky_root and step != candidate):
                 return False
+            if passed is not None and step != candidate:
+                passed.add(step)  # a folder above, judged as such (a sticky /tmp passes only there)
     return True
 
 
@@ -357,6 +364,16 @@ def alive(pid: int | None) -> bool:
     except PermissionError:
         pass
     return True
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time PID has used (user + system, its own), or None if it is gone or the system does not say."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def lock_holder(lock: Path) -> int | None:

@@ -59,7 +59,8 @@ def _trusted_install(folder: Path) -> bool:
     every jar on it and the validator jar, with every folder above them, are root's or ours and
     writable by no one else (another user's jar on our classpath would run as us, as root under sudo)."""
     listing = folder / "verapdf.classpath"
-    if not resident.trusted_path(listing):
+    passed: set[Path] = set()  # folders above that passed: checked once, not once per jar
+    if not resident.trusted_path(listing, passed=passed):
         return False
     try:
         jars = [j for j in listing.read_text().strip().split(os.pathsep) if j]
@@ -68,7 +69,7 @@ def _trusted_install(folder: Path) -> bool:
     stream_jar = folder / "digitize-validator.jar"
     if os.path.lexists(stream_jar):
         jars.append(str(stream_jar))
-    return bool(jars) and all(resident.trusted_path(jar) for jar in jars)
+    return bool(jars) and all(resident.trusted_path(jar, passed=passed) for jar in jars)
 
 
 def _home() -> Path:
@@ -243,13 +244,16 @@ def _stream_jar() -> Path:
 
 def _stream_command(flavour: str) -> tuple[list[str], Path] | None:
     """The streaming validator's command and its class archive, if setup.sh compiled it."""
-    if os.environ.get("DIGITIZE_VERAPDF") or not _stream_jar().is_file() or command() is None:
+    if os.environ.get("DIGITIZE_VERAPDF"):
+        return None
+    jar = _stream_jar()  # once: finding it checks the whole install (~20 jars)
+    if not jar.is_file() or command() is None:
         return None
     found = _java_command()
     if found is None:
         return None
     cmd = found[0]
-    classpath = cmd[cmd.index("-cp") + 1] + os.pathsep + str(_stream_jar())
+    classpath = cmd[cmd.index("-cp") + 1] + os.pathsep + str(jar)
     return [cmd[0], *JVM_FLAGS, "-cp", classpath, STREAM_CLASS, flavour], _cds_archive(classpath)
 
 
@@ -418,9 +422,10 @@ _clients: dict[Path, _ResidentClient] = {}
 _shared_lock = threading.Lock()
 
 
-def _resident(flavour: str, wait: float) -> _ResidentClient | None:
-    """This process's connection to the resident validator, launching it if needed; None if unusable."""
-    server = _resident_server(flavour)
+def _resident(flavour: str, wait: float, server: ValidatorServer | None = None) -> _ResidentClient | None:
+    """This process's connection to the resident validator (SERVER if the caller found it already),
+    launching it if needed; None if unusable."""
+    server = server or _resident_server(flavour)
     if server is None:
         return None
     with _shared_lock:
@@ -494,8 +499,9 @@ def prestart(flavour: str = "2b") -> None:
     Connects to the resident server or launches it in the background; else boots this process's JVM.
     """
     try:
-        if _resident_server(flavour) is not None:
-            _resident(flavour, wait=0)
+        server = _resident_server(flavour)
+        if server is not None:
+            _resident(flavour, wait=0, server=server)
         else:
             _shared_validator(flavour)
     except OSError:

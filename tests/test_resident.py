@@ -263,3 +263,43 @@ def test_a_cache_other_accounts_can_change_is_ignored(tmp_path, monkeypatch):
     assert resident.cache_dir() == Path(own) / ".cache" / "digitize"
     os.chown(fake / ".cache" / "digitize", 0, 0)  # ours, but inside a folder another user could swap
     assert resident.cache_dir() == Path(own) / ".cache" / "digitize"
+
+
+def test_folders_checked_once_for_many_paths_judge_each_path_alike(tmp_path):
+    """trusted_path(..., passed=set) skips folders above that passed already (a classpath's jars share
+    them): the verdict for every path is the one a fresh check gives, in any order."""
+    tmp_path.chmod(0o755)
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    good.mkdir(mode=0o755)
+    bad.mkdir(mode=0o755)
+    for folder in (good, bad):
+        for name in ("a.jar", "b.jar"):
+            (folder / name).write_bytes(b"PK")
+            (folder / name).chmod(0o644)
+    (good / "b.jar").chmod(0o666)  # a jar others may rewrite, in a folder that passes
+    bad.chmod(0o777)  # a folder others may change: both its jars fail
+    paths = [good / "a.jar", good / "b.jar", bad / "a.jar", bad / "b.jar", good]
+    fresh = [resident.trusted_path(p) for p in paths]
+    assert fresh == [True, False, False, False, True]
+    for order in (paths, paths[::-1]):
+        passed: set[Path] = set()
+        assert [resident.trusted_path(p, passed=passed) for p in order] == [fresh[paths.index(p)] for p in order]
+    passed = {tmp_path}
+    tmp_path.chmod(0o777)  # a folder recorded as passed is not looked at again in the same check...
+    try:
+        assert resident.trusted_path(good / "a.jar", passed=passed)
+        assert not resident.trusted_path(good / "a.jar")  # ...but a fresh check sees it
+        assert not resident.trusted_path(tmp_path, passed=passed)  # and a path itself is always judged
+    finally:
+        tmp_path.chmod(0o755)
+
+
+def test_cpu_seconds_of_a_process_and_of_none():
+    spent = resident.cpu_seconds(os.getpid())
+    sum(range(3_000_000))  # some CPU of our own
+    assert spent is not None and resident.cpu_seconds(os.getpid()) > spent
+    child = os.fork()
+    if child == 0:
+        os._exit(0)
+    os.waitpid(child, 0)
+    assert resident.cpu_seconds(child) is None  # gone

@@ -105,6 +105,33 @@ def test_a_converter_that_does_not_come_up_means_a_local_run(zdir, env, scan, tm
     assert oct(zdir.stat().st_mode & 0o777) == "0o700"
 
 
+@pytest.mark.parametrize("holder, cpu, handed_over", [(4242, 1.5, True), (0, None, True), (4242, 30.0, False),
+                                                      (None, None, False), (4242, None, False)])
+def test_a_converter_slow_to_start_is_waited_for_while_it_uses_little_cpu(zdir, scan, tmp_path, monkeypatch,
+                                                                          holder, cpu, handed_over) -> None:
+    """A loaded machine stretches the converter's start in wall time, not in CPU: past START_WAIT the run
+    still waits for one that holds its lock and has used little CPU (a local run would pay the same
+    imports again), not for one gone (no lock holder, no such process) or busy past START_CPU."""
+    monkeypatch.setenv("DIGITIZE_VALIDATOR_DIR", str(zdir))
+    monkeypatch.setattr(zygote, "START_WAIT", 0.0)
+    monkeypatch.setattr(sys, "argv", ["digitize"])
+    calls = []
+    up = socket.socket(socket.AF_UNIX)  # what handover closes when done
+
+    def connect(path, timeout=5):  # up on the fourth try, well past START_WAIT
+        calls.append(path)
+        return up if len(calls) >= 4 else None
+
+    monkeypatch.setattr(resident, "reach", lambda server, wait: calls.append(wait))  # launched, not up in time
+    monkeypatch.setattr(resident, "connect", connect)
+    monkeypatch.setattr(resident, "lock_holder", lambda lock: holder)
+    monkeypatch.setattr(resident, "cpu_seconds", lambda pid: cpu)
+    monkeypatch.setattr(zygote, "_delegate", lambda sock, argv, server: 0 if sock is up else 99)
+    done = zygote.handover(["run", "--no-validate", str(scan), str(tmp_path / "out.pdf")])
+    assert done == (0 if handed_over else None)  # None: the caller runs it locally
+    assert len(calls) == (4 if handed_over else 1)
+
+
 def test_a_run_through_the_server_gives_the_pdf_a_local_run_gives(zdir, env, scan, tmp_path) -> None:
     warm(env, tmp_path)
     local = digitize("run", "--jobs", "1", str(scan), str(tmp_path / "local.pdf"), env=env,
