@@ -154,7 +154,7 @@ async def page_gate(request: Request) -> AsyncIterator[Gate]:
 
 
 def _with_sink(request: Request, gate: Gate) -> Gate:
-    gate.sink = request.app.state.events  # access events are committed in batches by this process's writer
+    gate.sink = request.app.state.events  # group commit by this process's writer; the request waits for it
     return gate
 
 

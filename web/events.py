@@ -1,12 +1,17 @@
-"""Access events written in batches: one commit every ~50 ms for all requests of a server process.
+"""Access events by group commit: a request's answer waits until its event is committed, durably.
 
-Every view and download is an event in the append-only log. Committed one by one (SQLite: an fsync each,
-under one write lock shared with every other process), they were the portal's bottleneck. Requests now
-hand their events to this process's writer thread, which commits whatever has queued up every
-``interval`` seconds in one transaction; reads of a case's log first wait for this process's queue
-(:meth:`EventWriter.flush`). A commit that fails (index briefly away) is retried with the next batch, in
-order; closing the writer (a clean shutdown) commits everything still queued. The crash window: events of
-the last ~50 ms (plus one commit) are lost if the process is killed or the machine loses power.
+Every view and download is an event in the append-only log, and the answer (the file, the case page)
+is sent only after that event is committed: a request whose event cannot be written fails (503) instead
+of handing out a record unrecorded. Committed one by one (SQLite: an fsync each, under one write lock
+shared with every other process) they were slow; so each server process has one writer thread, and
+request threads hand it their events and wait. The writer commits whatever has queued up in one
+transaction (one fsync), at once: while it commits, the next requests' events gather for the next
+commit, so under load one commit serves many requests and when idle an event waits for one commit,
+with no timer. A failed commit fails every request of that batch (:class:`~digitize.errors.StorageError`,
+the portal's 503) and the next batch opens the index afresh; a closed writer (a clean shutdown) commits
+what is queued first, and afterwards :meth:`EventWriter.add` says so, and the caller writes the event
+itself. Durability is the index's: SQLite commits with ``synchronous = FULL`` (the WAL is fsynced at
+every commit), so an event whose answer was sent survives a crash and a power loss.
 """
 
 from __future__ import annotations
@@ -15,43 +20,63 @@ import logging
 import threading
 from typing import Callable
 
+from digitize.errors import StorageError
 from storage.models import Event
 
 log = logging.getLogger("digitize.web")
-INTERVAL = 0.05
-RETRY = 1.0
+WAIT = 30.0  # seconds a request waits for its commit before a 503 (the index's own waits are shorter)
+
+
+class _Batch:
+    """The events of one commit and its outcome, shared by the requests waiting for it."""
+
+    __slots__ = ("events", "done", "error")
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.done = False
+        self.error: str | None = None
 
 
 class EventWriter:
-    def __init__(self, open_index: Callable[[], object], interval: float = INTERVAL):
+    def __init__(self, open_index: Callable[[], object], wait: float = WAIT):
         self.open_index = open_index
-        self.interval = interval
-        self._pending: list[Event] = []
-        self._queued = 0  # events ever added
-        self._written = 0  # events ever committed
+        self.wait = wait
+        self._batch = _Batch()  # the batch that new events join
         self._cond = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self.commits = 0  # commits made (for tests and benchmarks)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="digitize-events", daemon=True)
         self._thread.start()
 
     def add(self, event: Event) -> bool:
-        """Queue an event; False if the writer is not running (not started, or stopping): write it yourself."""
+        """Queue ``event`` and wait until it is committed (True); False if the writer is not running (not
+        started, or closed): write it yourself. A failed commit, or none within ``wait`` seconds, is a
+        StorageError: the caller must not answer as if the access were recorded."""
         with self._cond:
             if self._thread is None or self._stopping:
                 return False
-            self._pending.append(event)
-            self._queued += 1
-            return True
+            batch = self._batch
+            batch.events.append(event)
+            self._cond.notify_all()
+            if not self._cond.wait_for(lambda: batch.done, self.wait):
+                raise StorageError(f"the access event was not committed within {self.wait:g} s")
+        if batch.error is not None:
+            raise StorageError(f"the access event could not be recorded: {batch.error}")
+        return True
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until every event added so far is committed (True), or ``timeout`` passes (False)."""
+        """Wait until every event added so far is committed or failed (True), or ``timeout`` passes (False).
+        Each :meth:`add` waits for its own commit already; this is for readers of the log."""
         with self._cond:
-            target = self._queued
+            batch = self._batch
+            if not batch.events:
+                return True
             self._cond.notify_all()
-            return self._cond.wait_for(lambda: self._written >= target or self._thread is None, timeout)
+            return self._cond.wait_for(lambda: batch.done or self._thread is None, timeout)
 
     def close(self) -> None:
         """Commit what is still queued, then stop (a clean shutdown loses no event)."""
@@ -69,34 +94,28 @@ class EventWriter:
         try:
             while True:
                 with self._cond:
-                    if not self._stopping:
-                        self._cond.wait(self.interval)
-                    batch, stopping = self._pending, self._stopping
-                    self._pending = []
-                if batch:
+                    self._cond.wait_for(lambda: self._batch.events or self._stopping)
+                    batch, self._batch = self._batch, _Batch()
+                if batch.events:
                     try:
                         index = index or self.open_index()
-                        index.add_events(batch)
-                    except Exception:  # noqa: BLE001 - keep them; the next round tries again
-                        log.exception("could not record %d access events; retrying", len(batch))
-                        with self._cond:
-                            self._pending[:0] = batch
+                        index.add_events(batch.events)
+                    except Exception as e:  # noqa: BLE001 - their requests fail; the next batch reopens
+                        log.warning("could not record %d access events: %s", len(batch.events), e)
+                        batch.error = str(e) or type(e).__name__
                         if index is not None:
                             try:
                                 index.close()
-                            finally:
-                                index = None
-                        if stopping:
-                            threading.Event().wait(RETRY)
-                        else:
-                            with self._cond:
-                                self._cond.wait(RETRY)
-                        continue
+                            except Exception:  # noqa: BLE001 - a broken connection may fail to close too
+                                pass
+                            index = None
                     with self._cond:
-                        self._written += len(batch)
+                        batch.done = True
+                        self.commits += batch.error is None
                         self._cond.notify_all()
-                if stopping and not self._pending:
-                    return
+                with self._cond:
+                    if self._stopping and not self._batch.events:
+                        return
         finally:
             if index is not None:
                 index.close()
