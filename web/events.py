@@ -28,22 +28,26 @@ WAIT = 30.0  # seconds a request waits for its commit before a 503 (the index's 
 
 
 class _Batch:
-    """The events of one commit and its outcome, shared by the requests waiting for it."""
+    """The events of one commit and its outcome, shared by the requests waiting for it. Each batch has
+    its own condition (on the writer's one lock): a commit wakes only its own requests, and a new event
+    wakes only the writer (one condition for all woke every waiting request thread at every event)."""
 
-    __slots__ = ("events", "done", "error")
+    __slots__ = ("events", "done", "error", "cond")
 
-    def __init__(self) -> None:
+    def __init__(self, lock: threading.Lock) -> None:
         self.events: list[Event] = []
         self.done = False
         self.error: str | None = None
+        self.cond = threading.Condition(lock)
 
 
 class EventWriter:
     def __init__(self, open_index: Callable[[], object], wait: float = WAIT):
         self.open_index = open_index
         self.wait = wait
-        self._batch = _Batch()  # the batch that new events join
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._batch = _Batch(self._lock)  # the batch that new events join
+        self._cond = threading.Condition(self._lock)  # the writer's: events queued, or closing
         self._stopping = False
         self._thread: threading.Thread | None = None
         self.commits = 0  # commits made (for tests and benchmarks)
@@ -61,8 +65,9 @@ class EventWriter:
                 return False
             batch = self._batch
             batch.events.append(event)
-            self._cond.notify_all()
-            if not self._cond.wait_for(lambda: batch.done, self.wait):
+            if len(batch.events) == 1:
+                self._cond.notify()
+            if not batch.cond.wait_for(lambda: batch.done, self.wait):
                 raise StorageError(f"the access event was not committed within {self.wait:g} s")
         if batch.error is not None:
             raise StorageError(f"the access event could not be recorded: {batch.error}")
@@ -75,8 +80,7 @@ class EventWriter:
             batch = self._batch
             if not batch.events:
                 return True
-            self._cond.notify_all()
-            return self._cond.wait_for(lambda: batch.done or self._thread is None, timeout)
+            return batch.cond.wait_for(lambda: batch.done or self._thread is None, timeout)
 
     def close(self) -> None:
         """Commit what is still queued, then stop (a clean shutdown loses no event)."""
@@ -87,7 +91,7 @@ class EventWriter:
             self._thread.join()
         with self._cond:
             self._thread = None
-            self._cond.notify_all()
+            self._batch.cond.notify_all()
 
     def _run(self) -> None:
         index = None
@@ -95,7 +99,7 @@ class EventWriter:
             while True:
                 with self._cond:
                     self._cond.wait_for(lambda: self._batch.events or self._stopping)
-                    batch, self._batch = self._batch, _Batch()
+                    batch, self._batch = self._batch, _Batch(self._lock)
                 if batch.events:
                     try:
                         index = index or self.open_index()
@@ -112,7 +116,7 @@ class EventWriter:
                     with self._cond:
                         batch.done = True
                         self.commits += batch.error is None
-                        self._cond.notify_all()
+                        batch.cond.notify_all()
                 with self._cond:
                     if self._stopping and not self._batch.events:
                         return
