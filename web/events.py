@@ -16,6 +16,8 @@ every commit), so an event whose answer was sent survives a crash and a power lo
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
 from typing import Callable
@@ -32,13 +34,18 @@ class _Batch:
     its own condition (on the writer's one lock): a commit wakes only its own requests, and a new event
     wakes only the writer (one condition for all woke every waiting request thread at every event)."""
 
-    __slots__ = ("events", "done", "error", "cond")
+    __slots__ = ("events", "done", "error", "cond", "futures")
 
     def __init__(self, lock: threading.Lock) -> None:
         self.events: list[Event] = []
         self.done = False
         self.error: str | None = None
         self.cond = threading.Condition(lock)
+        self.futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = []  # waiters on event loops
+
+    def outcome(self) -> None:
+        if self.error is not None:
+            raise StorageError(f"the access event could not be recorded: {self.error}")
 
 
 class EventWriter:
@@ -69,9 +76,36 @@ class EventWriter:
                 self._cond.notify()
             if not batch.cond.wait_for(lambda: batch.done, self.wait):
                 raise StorageError(f"the access event was not committed within {self.wait:g} s")
-        if batch.error is not None:
-            raise StorageError(f"the access event could not be recorded: {batch.error}")
+        batch.outcome()
         return True
+
+    def submit(self, event: Event) -> _Batch | None:
+        """Queue ``event`` without waiting: its batch, to :meth:`committed` before answering; None if the
+        writer is not running."""
+        with self._cond:
+            if self._thread is None or self._stopping:
+                return None
+            batch = self._batch
+            batch.events.append(event)
+            if len(batch.events) == 1:
+                self._cond.notify()
+            return batch
+
+    async def committed(self, batch: _Batch) -> None:
+        """On an event loop: wait (without holding a thread) until ``batch`` is committed; StorageError if
+        its commit failed or took more than ``wait`` seconds."""
+        with self._cond:
+            if not batch.done:
+                future = asyncio.get_running_loop().create_future()
+                batch.futures.append((future.get_loop(), future))
+            else:
+                future = None
+        if future is not None:
+            try:
+                await asyncio.wait_for(future, self.wait)
+            except asyncio.TimeoutError:
+                raise StorageError(f"the access event was not committed within {self.wait:g} s") from None
+        batch.outcome()
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every event added so far is committed or failed (True), or ``timeout`` passes (False).
@@ -117,9 +151,86 @@ class EventWriter:
                         batch.done = True
                         self.commits += batch.error is None
                         batch.cond.notify_all()
+                        waiting, batch.futures = batch.futures, []
+                    for loop, future in waiting:
+                        with contextlib.suppress(RuntimeError):  # that loop has closed: nobody waits
+                            loop.call_soon_threadsafe(_resolve, future)
                 with self._cond:
                     if self._stopping and not self._batch.events:
                         return
         finally:
             if index is not None:
                 index.close()
+
+
+def _resolve(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class RequestEvents:
+    """The event sink of one request's gates: events are queued at once (the route's thread and its
+    archive are not held while they commit) and :class:`CommitBeforeAnswer` waits for their commit, on
+    the event loop, before the answer starts. Once it has started (a streamed download), an event is
+    committed and waited for where it happens, before the stream's last piece."""
+
+    def __init__(self, writer: EventWriter):
+        self.writer = writer
+        self.batches: list[_Batch] = []
+        self.started = False
+
+    def add(self, event: Event) -> bool:
+        if self.started:
+            return self.writer.add(event)
+        batch = self.writer.submit(event)
+        if batch is None:
+            return False
+        if not self.batches or self.batches[-1] is not batch:
+            self.batches.append(batch)
+        return True
+
+    def flush(self) -> bool:
+        return self.writer.flush()
+
+    async def committed(self) -> None:
+        while self.batches:
+            await self.writer.committed(self.batches.pop(0))
+
+
+SCOPE_KEY = "digitize.events"
+
+
+class CommitBeforeAnswer:
+    """ASGI middleware: gives each HTTP request a :class:`RequestEvents` (``scope[SCOPE_KEY]``) and holds
+    its answer's start until the request's access events are committed. If that commit fails, the answer
+    is replaced by ``unavailable(scope)`` (a 503) and the original one (the file, the case) is dropped:
+    nothing is handed out unrecorded."""
+
+    def __init__(self, app, writer: Callable[[], EventWriter], unavailable: Callable[[dict], object]):
+        self.app = app
+        self.writer = writer
+        self.unavailable = unavailable
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        events = scope[SCOPE_KEY] = RequestEvents(self.writer())
+        replaced = False
+
+        async def send_after_commit(message):
+            nonlocal replaced
+            if replaced:
+                return
+            if message["type"] == "http.response.start":
+                try:
+                    await events.committed()
+                except StorageError as e:
+                    log.warning("%s %s: %s", scope.get("method"), scope.get("path"), e)
+                    replaced = True
+                    await self.unavailable(scope)(scope, receive, send)
+                    return
+                finally:
+                    events.started = True
+            await send(message)
+
+        await self.app(scope, receive, send_after_commit)
