@@ -185,3 +185,49 @@ def test_a_streamed_download_whose_event_cannot_be_committed_never_arrives_whole
     finally:
         writer.open_index = real_open
     assert recorded(settings, "downloaded pdfa") == []
+
+
+def test_the_writers_of_the_server_processes_take_turns_on_the_lock_file_while_they_commit(tmp_path):
+    """Each commit holds ``<index>.events-lock`` (flock): another process's writer waits in the kernel and
+    starts when it is released, instead of SQLite's busy handler sleeping up to 100 ms between tries."""
+    import fcntl
+    import os
+    import stat
+
+    from web.events import LOCK_SUFFIX
+
+    settings = Settings(data_dir=str(tmp_path / "data"))
+    open_index(settings.index_dsn).close()
+    held: list[bool] = []
+
+    def watched_index():
+        index = open_index(settings.index_dsn)
+        real = index.add_events
+
+        def add_events(events):
+            fd = os.open(index.where + LOCK_SUFFIX, os.O_RDWR)  # as the other process would
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held.append(False)
+            except BlockingIOError:
+                held.append(True)
+            finally:
+                os.close(fd)
+            real(events)
+
+        index.add_events = add_events
+        return index
+
+    writer = EventWriter(watched_index)
+    writer.start()
+    try:
+        assert writer.add(Event("retrieved", "success", "user:an", "t"))
+    finally:
+        writer.close()
+    assert held == [True]
+    lock = open_index(settings.index_dsn)
+    try:
+        mode = os.stat(lock.where + LOCK_SUFFIX, follow_symlinks=False).st_mode
+    finally:
+        lock.close()
+    assert stat.S_ISREG(mode) and stat.S_IMODE(mode) == 0o600
