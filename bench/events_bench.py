@@ -9,13 +9,19 @@ another and wait for its commit, and reports per variant the events committed pe
 being recorded durably before its answer. Variants, alternated ``--rounds`` times in one run (so a
 loaded machine slows them alike; compare them with each other, not with other runs):
 
-* ``group commit, FULL``: as served (synchronous = FULL: the WAL fsynced at every commit), the
-  processes' writers taking turns on ``<index>.events-lock``;
-* ``... no turn lock``: the writers meeting at SQLite's write lock (its busy handler sleeps 1, 2, 5 … ms);
-* ``... NORMAL``: synchronous = NORMAL (no fsync at commit: an event survives a killed process, not a
+* ``group commit, FULL``: as served (synchronous = FULL: the WAL fsynced at every commit; the
+  processes' writers meet at SQLite's write lock, whose busy handler sleeps 1, 2, 5 … ms between tries);
+* ``BEGIN/INSERT/COMMIT as 3 calls``: the generic Index.add_events (the GIL is taken back between the
+  statements while the write lock is held) instead of SqliteIndex's one autocommit statement;
+* ``turn lock``: an exclusive flock on a file beside the index around each commit, so the processes'
+  writers queue in the kernel (tried and dropped: the holder waits for the GIL while holding it);
+* ``NORMAL``: synchronous = NORMAL (no fsync at commit: an event survives a killed process, not a
   power loss): what durability costs.
 
-Nothing is cached; a run takes about rounds × 3 × (seconds + 2) s.
+``--busy`` threads per process run Python meanwhile, as a server's other requests do (they compete for
+the GIL with the writer).
+
+Nothing is cached; a run takes about rounds × 4 × (seconds + 2) s.
 """
 
 from __future__ import annotations
@@ -33,25 +39,41 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-VARIANTS = {"group commit, FULL (as served)": ("FULL", True),
-            "group commit, FULL, no turn lock": ("FULL", False),
-            "group commit, NORMAL (no fsync)": ("NORMAL", True)}
+VARIANTS = {"group commit, FULL (as served)": ("FULL", False, True),
+            "FULL, BEGIN/INSERT/COMMIT as 3 calls": ("FULL", False, False),
+            "FULL, turn lock (flock) around commits": ("FULL", True, True),
+            "NORMAL (no fsync)": ("NORMAL", False, True)}
 
 
-def worker(dsn: str, sync: str, turn_lock: bool, threads: int, seconds: float, out) -> None:
-    import contextlib
+def worker(dsn: str, sync: str, turn_lock: bool, one_statement: bool, threads: int, busy: int, seconds: float,
+           out) -> None:
+    import fcntl
 
-    from storage.index import open_index
+    from storage.index import Index, open_index
+    from storage.index_sqlite import SqliteIndex
     from storage.models import Event
     from web import events
+
+    if not one_statement:
+        SqliteIndex.add_events = Index.add_events
 
     def open_for_events():
         index = open_index(dsn, False, 10)
         index.conn.execute(f"PRAGMA synchronous = {sync}")
         return index
 
-    if not turn_lock:
-        events._writers_turn = lambda index: contextlib.nullcontext()
+    if turn_lock:
+        real_add = SqliteIndex.add_events
+
+        def add_with_turn(self, batch):
+            fd = os.open(self.where + ".events-lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                real_add(self, batch)
+            finally:
+                os.close(fd)
+
+        SqliteIndex.add_events = add_with_turn
     writer = events.EventWriter(open_for_events)
     writer.start()
     waits: list[float] = []
@@ -66,7 +88,12 @@ def worker(dsn: str, sync: str, turn_lock: bool, threads: int, seconds: float, o
             mine.append(time.perf_counter() - t)
         waits.extend(mine)
 
+    def spin() -> None:  # a request's Python work (pages, JSON): threads that want the GIL
+        while time.monotonic() < stop:
+            sum(i * i for i in range(2000))
+
     pool = [threading.Thread(target=requests, args=(n,)) for n in range(threads)]
+    pool += [threading.Thread(target=spin) for _ in range(busy)]
     for t in pool:
         t.start()
     for t in pool:
@@ -78,14 +105,15 @@ def worker(dsn: str, sync: str, turn_lock: bool, threads: int, seconds: float, o
 def run(variant: str, args, folder: Path) -> dict:
     from storage.index import open_index
 
-    sync, turn_lock = VARIANTS[variant]
+    sync, turn_lock, one_statement = VARIANTS[variant]
     dsn = "sqlite:///" + str(folder / f"index-{time.monotonic_ns()}.sqlite3")
     open_index(dsn).close()
     ctx = multiprocessing.get_context("spawn")
     pipes, procs = [], []
     for _ in range(args.processes):
         here, there = ctx.Pipe()
-        p = ctx.Process(target=worker, args=(dsn, sync, turn_lock, args.threads, args.seconds, there))
+        p = ctx.Process(target=worker, args=(dsn, sync, turn_lock, one_statement, args.threads, args.busy,
+                                                   args.seconds, there))
         p.start()
         pipes.append(here)
         procs.append(p)
@@ -106,6 +134,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--processes", type=int, default=2, help="server processes (digitize serve: one per core)")
     parser.add_argument("--threads", type=int, default=12, help="concurrent requests per process")
+    parser.add_argument("--busy", type=int, default=2, help="threads per process running Python meanwhile (GIL)")
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
@@ -117,7 +146,8 @@ def main() -> None:
                 results[variant].append(run(variant, args, Path(tmp)))
                 print(f"round {r + 1} {variant}: {results[variant][-1]}", file=sys.stderr)
     print(f"\n$ {shlex.join([Path(sys.executable).name, *sys.argv])}")
-    print(f"{args.processes} processes × {args.threads} request threads, {args.seconds:g} s per run, {args.rounds} "
+    print(f"{args.processes} processes × {args.threads} request threads + {args.busy} busy ones, {args.seconds:g} s "
+          f"per run, {args.rounds} "
           f"rounds alternated, load average before {load:.1f}; medians over rounds\n")
     print("| variant | events/s | events per commit | add() p50 ms | p95 ms | max ms |\n|---|---|---|---|---|---|")
     for variant, rows in results.items():

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
-import os
 import threading
 from typing import Callable
 
@@ -139,8 +137,7 @@ class EventWriter:
                 if batch.events:
                     try:
                         index = index or self.open_index()
-                        with _writers_turn(index):
-                            index.add_events(batch.events)
+                        index.add_events(batch.events)
                     except Exception as e:  # noqa: BLE001 - their requests fail; the next batch reopens
                         log.warning("could not record %d access events: %s", len(batch.events), e)
                         batch.error = str(e) or type(e).__name__
@@ -164,30 +161,6 @@ class EventWriter:
         finally:
             if index is not None:
                 index.close()
-
-
-LOCK_SUFFIX = ".events-lock"  # beside a SQLite index: the portal processes' writers take turns on it
-
-
-@contextlib.contextmanager
-def _writers_turn(index):
-    """Around one commit on a SQLite index: an exclusive flock on ``<index>.events-lock``, so the server's
-    processes' writers queue in the kernel and each starts the moment the other's commit ends. Without
-    it they met at SQLite's write lock, whose busy handler sleeps 1, 2, 5, 10 … 100 ms between tries:
-    a request could wait tens of ms for a lock that had been free for most of that time. Other writers
-    (watch, CLI) still meet the portal at SQLite's lock as before. No lock file (no permission, another
-    backend): the commit goes ahead without it."""
-    fd = None
-    if getattr(index, "dialect", "") == "sqlite" and index.where != ":memory:":
-        with contextlib.suppress(OSError):
-            fd = os.open(index.where + LOCK_SUFFIX, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        if fd is not None:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # released by closing it, also if this process dies
-        yield
-    finally:
-        if fd is not None:
-            os.close(fd)
 
 
 def _resolve(future: asyncio.Future) -> None:
