@@ -67,13 +67,10 @@ class EventWriter:
         """Queue ``event`` and wait until it is committed (True); False if the writer is not running (not
         started, or closed): write it yourself. A failed commit, or none within ``wait`` seconds, is a
         StorageError: the caller must not answer as if the access were recorded."""
+        batch = self.submit(event)
+        if batch is None:
+            return False
         with self._cond:
-            if self._thread is None or self._stopping:
-                return False
-            batch = self._batch
-            batch.events.append(event)
-            if len(batch.events) == 1:
-                self._cond.notify()
             if not batch.cond.wait_for(lambda: batch.done, self.wait):
                 raise StorageError(f"the access event was not committed within {self.wait:g} s")
         batch.outcome()
