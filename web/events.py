@@ -3,9 +3,11 @@
 Every view and download is an event in the append-only log, and the answer (the file, the case page)
 is sent only after that event is committed: a request whose event cannot be written fails (503) instead
 of handing out a record unrecorded. Committed one by one (SQLite: an fsync each, under one write lock
-shared with every other process) they were slow; so each server process has one writer thread, and
-request threads hand it their events and wait. The writer commits whatever has queued up in one
-transaction (one fsync), at once: while it commits, the next requests' events gather for the next
+shared with every other process) they were slow; so each server process has one writer thread, to
+which a request's gates hand their events (:class:`RequestEvents`), and :class:`CommitBeforeAnswer`
+holds the answer until they are committed (awaiting on the event loop, no thread held); a caller
+without a request waits in :meth:`EventWriter.add`. The writer commits whatever has queued up in one
+transaction (one fsync; on SQLite one autocommit INSERT), at once: while it commits, the next requests' events gather for the next
 commit, so under load one commit serves many requests and when idle an event waits for one commit,
 with no timer. A failed commit fails every request of that batch (:class:`~digitize.errors.StorageError`,
 the portal's 503) and the next batch opens the index afresh; a closed writer (a clean shutdown) commits
