@@ -13,7 +13,8 @@ from typing import Any, Sequence
 
 from digitize.errors import StorageError
 
-from .index import Index, search_tokens
+from .index import _EVENT_COLUMNS, Index, now_iso, search_tokens
+from .models import Event
 from .modes import private_file, private_folder
 from .search import Query, fts5_match, fts5_scope
 
@@ -22,6 +23,7 @@ BUSY_TIMEOUT_MS = 30_000
 GENERATION_SUFFIX = ".search-generation"  # beside the database: see SqliteIndex.search_generation
 GENERATION_ROLL = 1 << 20  # bytes of the generation file before it is started afresh (a new inode)
 READ_MMAP_BYTES = 0x7FFF0000  # SQLite's default ceiling for mmap_size (2 GiB less 64 KiB); larger files: the rest read
+EVENTS_MAX_VARIABLES = 32_000  # SQLite allows 32 766 bound values per statement (3.32+); more: one transaction
 PROGRESS_STEPS = 100_000  # virtual machine steps between two looks at a bounded statement's clock (~1 ms)
 
 
@@ -92,6 +94,19 @@ class SqliteIndex(Index):
                 raise
             raise StorageError(f"index {self.where}: another process is writing or upgrading its schema "
                                "(migration); try again shortly") from e
+
+    def add_events(self, events: list[Event]) -> None:
+        """Outside a transaction: the events in ONE statement, committed by it (autocommit). Its write lock,
+        INSERT and COMMIT (fsync) happen in one call that does not take the GIL back in between: with
+        BEGIN, INSERT, COMMIT as three calls, a busy server process's other threads kept the lock held
+        (a switch interval each) while the committing thread waited to run again."""
+        if self._depth or not events or len(events) * len(_EVENT_COLUMNS) > EVENTS_MAX_VARIABLES:
+            return super().add_events(events)
+        for event in events:
+            event.time = event.time or now_iso()
+        row = f"({', '.join('?' * len(_EVENT_COLUMNS))})"
+        self._execute(f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) VALUES {', '.join([row] * len(events))}",
+                      [getattr(e, n) for e in events for n in _EVENT_COLUMNS])
 
     def _create_generation(self, db: os.stat_result) -> None:
         """The generation file, owned like the database: made by root (a CLI run as root), it would stay

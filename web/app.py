@@ -28,7 +28,7 @@ from storage.index import open_index
 
 from .auth import SESSION_COOKIE, SESSION_MAX_AGE, CsrfError, LoginRequired, SessionRevocations, session_secret
 from .context import ArchivePool
-from .events import EventWriter
+from .events import SCOPE_KEY, CommitBeforeAnswer, EventWriter
 from .throttle import LoginThrottle
 from .uploads import UploadQueue
 from .webhooks import WebhookDispatcher
@@ -154,7 +154,8 @@ async def page_gate(request: Request) -> AsyncIterator[Gate]:
 
 
 def _with_sink(request: Request, gate: Gate) -> Gate:
-    gate.sink = request.app.state.events  # access events are committed in batches by this process's writer
+    # group commit by this process's writer; the answer starts once committed (events.CommitBeforeAnswer)
+    gate.sink = request.scope.get(SCOPE_KEY) or request.app.state.events
     return gate
 
 
@@ -183,6 +184,8 @@ def create_app(settings) -> FastAPI:
     app.state.sessions_ended = SessionRevocations(settings.data_dir)
     app.state.throttle = LoginThrottle(settings.web.login_attempts, settings.web.login_pause,
                                        data_dir=settings.data_dir)  # shared by the server's processes
+    app.add_middleware(CommitBeforeAnswer, writer=lambda: app.state.events,
+                       unavailable=lambda scope: unavailable(Request(scope)))  # inside the session's
     app.add_middleware(SessionMiddleware, secret_key=session_secret(settings), session_cookie=SESSION_COOKIE,
                        max_age=SESSION_MAX_AGE, same_site="lax" if settings.web.oidc_issuer else "strict",
                        https_only=settings.web.secure_cookies)  # lax: the provider's redirect back must carry it
@@ -202,6 +205,15 @@ def create_app(settings) -> FastAPI:
                 headers["www-authenticate"] = "Bearer"
             return json_error(status, code, message, headers or None)
         response = app.state.render_error(request, status, message)
+        response.headers.update(headers)
+        return response
+
+    def unavailable(request: Request) -> Response:
+        """The 503 that replaces an answer whose access events could not be committed."""
+        headers = {"retry-after": str(RETRY_AFTER)}
+        if is_api(request) or not hasattr(app.state, "render_error"):
+            return json_error(503, "storage-unavailable", UNAVAILABLE, headers)
+        response = app.state.render_error(request, 503, UNAVAILABLE)
         response.headers.update(headers)
         return response
 

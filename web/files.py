@@ -70,14 +70,14 @@ class RangeNotSatisfiable(Exception):
 
 def document_response(request: Request, gate: Gate, case_id: str, sequence: int, kind: str,
                       inline: bool = False) -> Response:
-    """One object streamed from the store, SHA-256 checked on the way (see Gate.stream); ETag, Range."""
-    doc = gate.document(case_id, sequence)
-    sha = doc.original_sha256 if kind == "original" else doc.pdfa_sha256
+    """One object streamed from the store, SHA-256 checked on the way (see Gate.stream); ETag, Range.
+    The gate judges and looks up the document once (Gate.stream), for the answer's headers too."""
+    download = gate.stream(case_id, sequence, kind)
+    doc, sha = download.doc, download.sha256
     etag = f'"{sha}"'
     if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
         gate.unsent(doc, kind, "not modified")
         return Response(status_code=304, headers={"etag": etag})
-    download = gate.stream(case_id, sequence, kind)
     name = output_name(doc, kind == "original")
     media = ORIGINAL_TYPES.get(name.rsplit(".", 1)[-1], KINDS[kind]) if kind == "original" else KINDS[kind]
     headers = {"etag": etag, "content-disposition": disposition(name, inline), "x-content-sha256": sha,
