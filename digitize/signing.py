@@ -540,6 +540,9 @@ class SigningService:
     def __init__(self, settings: Settings, kept: Path | None = None):
         from multiprocessing.connection import Listener
 
+        from .pageworkers import undumpable
+
+        undumpable()  # before the key exists: no child of this uid reads it or copies a connection
         self.settings = settings
         self.kept = Path(os.path.realpath(kept)) if kept is not None else None  # the batch's kept folder
         self.timeout = float(getattr(settings.sign, "timeout", 120.0))  # > 0: check_settings
@@ -906,6 +909,10 @@ def use_service(remote: RemoteSigner | None) -> None:
     """In a batch worker: sign through the batch's SigningService (signer_for returns ``remote``).
     The service's listening socket, inherited with the fork, is closed here: only the batch accepts."""
     global _remote
+    if remote is not None:
+        from .pageworkers import undumpable
+
+        undumpable()  # its page workers and tools cannot copy its authenticated connection
     _remote = remote
     _close_inherited_listeners()
 
