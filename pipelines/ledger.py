@@ -23,11 +23,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from digitize.errors import ConfigError, StorageError
+
+log = logging.getLogger("pipelines.ledger")
 
 PREFIX = "digitize:q:"
 STATES = ("waiting", "running", "done", "failed")
@@ -228,10 +231,23 @@ class Ledger:
             pipe.multi()
             written = {k: v for k, v in {**record, **fields}.items() if k != "state"}
             self._move(pipe, job, state, when, **written, seal=record_seal(self.key, job, record))
-            pipe.xadd(CHANGES, {"job": job}, maxlen=CHANGES_KEPT, approximate=True)
             if after:
                 after(pipe)
-        return self.redis.transaction(write, key)
+        replies = self.redis.transaction(write, key)
+        self._note_change(job)
+        return replies
+
+    def _note_change(self, job: str) -> None:
+        """The change log's entry for a write, after it and outside its transaction, best effort: the log
+        only speeds the gauges up (they re-read every record within MetricsCollector.RECHECK), so an entry
+        that cannot be added (an entry planted with the highest ID, a key of another type) fails no write."""
+        import redis
+
+        try:
+            self.redis.xadd(CHANGES, {"job": job}, maxlen=CHANGES_KEPT, approximate=True)
+        except (redis.RedisError, ValueError) as e:
+            log.warning("queue ledger: the change log missed job %s (%s); the gauges catch up at their next full count",
+                        job, type(e).__name__)
 
     def _fields(self, jobs: list[str], names: tuple[str, ...]) -> list[dict[str, str]]:
         """The fields NAMES of each job's record (a missing one left out), CHUNK jobs per round trip."""

@@ -479,3 +479,22 @@ def test_the_queue_gauges_count_only_records_that_verify_and_read_only_what_chan
     assert scrape() == {"waiting": 0, "running": 1, "done": 1, "failed": 1, "unverified": 1}
     assert sorted(read) == sorted([*jobs, "planted"])
     assert ledger.tally() == dataclasses.replace(ledger.follow(depth.live), oldest_waiting=None)
+
+
+@pytest.mark.parametrize("plant", ["max_id", "wrong_type"])
+def test_a_change_log_that_refuses_entries_fails_no_ledger_write(ledger, settings, plant):
+    """The change-log entry was part of the record's transaction: one entry planted with the highest ID (or a
+    key of another type) made every write raise after Redis had applied it, each delivery's start sealed one
+    more start, and the retried deliveries failed the never-converted job as a poison file."""
+    from pipelines.ledger import CHANGES
+
+    if plant == "max_id":
+        ledger.redis.xadd(CHANGES, {"job": "x"}, id="18446744073709551615-18446744073709551615")
+    else:
+        ledger.redis.set(CHANGES, "not a stream")
+    job = job_id("9" * 64, "", {})
+    ledger.enqueued(job, "a/scan.pdf", SHA, spec(job))
+    process = fake(JobResult("", Status.done, SHA, ""))
+    assert run_job(settings, ledger, job, spec(job), "w", 0, process).state == "done" and len(process.calls) == 1
+    record = ledger.get(job)
+    assert (record.state, record.starts, record.ends, record.crashes_of(spec(job).get("run", ""))) == ("done", 1, 1, 0)
