@@ -210,7 +210,8 @@ class Ledger:
                      after=None) -> list:
         """One state change with its seal, in one transaction that WATCHes the record. The sealed fields this
         write does not set are kept only from a record whose seal verifies (else emptied; the delivery counts
-        only from one that seals them too, else 0): a write never signs what someone else put in Redis.
+        only from one that seals them too and is of the run written, else 0): a write never signs what someone
+        else put in Redis, nor carries an older run's counts into a new run's seal.
         ``count``: the delivery counter this write adds one to ("starts" or "ends"). A concurrent change
         retries the write."""
         from .taskauth import SEALED, counts_sealed, record_seal, record_sealed
@@ -224,6 +225,8 @@ class Ledger:
             kept = old if record_sealed(self.key, job, old, old["seal"]) else {}
             if kept and not counts_sealed(self.key, job, old, old["seal"]):
                 kept = {**kept, "starts": "", "ends": ""}
+            if "run" in fields and str(fields["run"]) != (kept.get("run") or ""):
+                kept = {**kept, "starts": "", "ends": ""}  # another run's counts (a replay) are never this run's
             record = {**{k: kept.get(k) or "" for k in SEALED}, **{k: str(fields[k]) for k in SEALED if k in fields},
                       "state": state}
             if count:

@@ -498,3 +498,25 @@ def test_a_change_log_that_refuses_entries_fails_no_ledger_write(ledger, setting
     assert run_job(settings, ledger, job, spec(job), "w", 0, process).state == "done" and len(process.calls) == 1
     record = ledger.get(job)
     assert (record.state, record.starts, record.ends, record.crashes_of(spec(job).get("run", ""))) == ("done", 1, 1, 0)
+
+
+def test_an_older_run_s_sealed_counts_are_not_carried_into_the_new_run_s_seal(ledger, settings):
+    """Run 1's sealed counts put back after run 2 was sent: run 2's first start sealed them as run 2's own
+    (starts 4), so its next delivery was failed as a poison file without a single crash of run 2."""
+    from pipelines.ledger import PREFIX
+
+    job = job_id("8" * 64, "", {})
+    first = {**spec(job), "run": "1" * 32}
+    ledger.enqueued(job, "a/scan.pdf", SHA, first)
+    for _ in range(3):
+        ledger.start(job, "w", first)
+    saved = ledger.redis.hgetall(f"{PREFIX}job:{job}")
+    second = {**spec(job), "run": "2" * 32}
+    ledger.enqueued(job, "a/scan.pdf", SHA, second)
+    ledger.redis.hset(f"{PREFIX}job:{job}", mapping=saved)  # run 1's sealed (3, 0) put back
+    transient = fake(JobResult("", Status.failed, SHA, "store down", error_kinds=("StorageError",)))
+    assert run_job(settings, ledger, job, second, "w", 0, transient).state == "retry"
+    record = ledger.get(job)
+    assert (record.starts, record.ends, record.crashes_of(second["run"])) == (1, 1, 0)
+    process = fake(JobResult("", Status.done, SHA, ""))
+    assert run_job(settings, ledger, job, second, "w", 1, process).state == "done" and len(process.calls) == 1
