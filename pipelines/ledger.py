@@ -55,6 +55,7 @@ RECONNECT_SECONDS = 60.0  # how long a ledger call keeps retrying while Redis re
 ENDS = f"{PREFIX}ends"  # bumped by every outcome: a waiter reads one number, not every pending job, to see a change
 CHANGES = f"{PREFIX}changes"  # a stream of the jobs each write touched: the metrics re-read only those (LiveTally)
 CHANGES_KEPT = 100_000  # about this many entries kept; a reader that fell further behind counts everything again
+CHANGES_READ = 10_000  # at most this many entries read per scrape; more since the last: count everything again
 
 
 def job_id(original_sha256: str, source_pages: str, options: dict[str, Any]) -> str:
@@ -432,7 +433,8 @@ class Ledger:
         """``live`` brought up to date and its counts (the metrics' scrapes): the first call reads every record
         (as :meth:`tally`), later ones only the jobs written since (the CHANGES stream, whose IDs Redis assigns,
         so no machine's clock matters), or everything again if the stream no longer reaches back to where
-        ``live`` stopped. Oldest waiting: not followed (None)."""
+        ``live`` stopped or holds CHANGES_READ entries or more since (a scrape's read is bounded by the
+        jobs, never by entries planted in the log). Oldest waiting: not followed (None)."""
         import redis
 
         def position(first: bool) -> str:
@@ -450,7 +452,11 @@ class Ledger:
                 listed = list(self._listed())
                 live.update(listed, [state or UNVERIFIED for state in self._verified_states(listed)])
             else:
-                entries = self._call(lambda: self.redis.xrange(CHANGES, min=f"({live.last}"), "reading the change log")
+                entries = self._call(lambda: self.redis.xrange(CHANGES, min=f"({live.last}", count=CHANGES_READ),
+                                     "reading the change log")
+                if len(entries) >= CHANGES_READ:  # a flood (planted entries?): the full count is bounded by the jobs
+                    live.reset()
+                    return self.follow(live)
                 if entries:
                     jobs = list(dict.fromkeys(str(fields.get("job", "")) for _, fields in entries))
                     live.update(jobs, self._verified_states(jobs))
