@@ -537,7 +537,7 @@ class SigningService:
     It signs only a regular file of this user in the batch's kept folder or in a work folder of one
     of its workers, into that file's name + ".signed", which must not exist yet."""
 
-    def __init__(self, settings: Settings, kept: Path | None = None):
+    def __init__(self, settings: Settings, kept: Path | None = None, members: Callable[[], Any] | None = None):
         from multiprocessing.connection import Listener
 
         from .pageworkers import undumpable
@@ -548,7 +548,8 @@ class SigningService:
         self.timeout = float(getattr(settings.sign, "timeout", 120.0))  # > 0: check_settings
         self._folder = _socket_folder()
         self.authkey = os.urandom(32)
-        self.members: Callable[[], Any] | None = None  # the batch's worker pids (see _admits)
+        # the batch's worker pids (see _admits); none given: no other process is answered (fail closed)
+        self.members: Callable[[], Any] = members if members is not None else tuple
         self._owner = os.getpid()
         try:  # no authkey here: the challenge runs in each connection's thread (_authenticate)
             self._listener = Listener(str(self._folder / SOCKET_NAME), "AF_UNIX", backlog=256)
@@ -700,7 +701,7 @@ class SigningService:
         members = self.members
         for _ in range(3):  # the batch's thread may be adding a worker to the pool's table right now
             try:
-                allowed = members is None or pid in set(members())
+                allowed = members is not None and pid in set(members())
                 break
             except RuntimeError:
                 continue

@@ -524,6 +524,7 @@ def _from_a_page_worker(service, tmp_path: Path, key) -> dict:
     context = multiprocessing.get_context("fork")
     mine, theirs = context.Pipe()
     worker = context.Process(target=_batch_worker, args=(service.remote(), str(source), digest, masked, key, theirs))
+    service.members = lambda: {worker.pid}  # the batch's one worker (as _new_pool's pool table)
     worker.start()
     assert mine.poll(180), "the batch worker did not answer"
     got = mine.recv()
@@ -611,10 +612,6 @@ libc = ctypes.CDLL(None, use_errno=True)
 service = signing.SigningService(Settings())  # the batch process: key and listening socket
 if sys.argv[1] == "worker":  # a batch worker, connected to its signer
     signing.use_service(service.remote())
-    target = service.remote()
-    target._authkey = service.authkey
-else:
-    target = None
 fd = service._listener._listener._socket.fileno()
 key = service.authkey
 pid = os.fork()
@@ -658,3 +655,29 @@ def test_a_child_of_another_uid_s_batch_cannot_read_or_copy_its_signer(who):
         assert "mem refused" in done.stdout and "getfd refused" in done.stdout, done.stdout
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_service_told_no_workers_answers_no_other_process(stub_service, tmp_path):
+    """``members`` unset admitted every child of the batch process (fail open); it now admits none."""
+    import multiprocessing
+
+    stub_service.start()
+    source = tmp_path / "kept" / "doc.pdf"
+    source.write_bytes(b"%PDF-1.7\n")
+    context = multiprocessing.get_context("fork")
+    mine, theirs = context.Pipe()
+
+    def child(remote, pipe):
+        try:
+            pipe.send(remote.sign(source, Path(f"{source}.signed")))
+        except BaseException as e:  # noqa: BLE001
+            pipe.send(type(e).__name__)
+        finally:
+            os._exit(0)
+
+    worker = context.Process(target=child, args=(stub_service.remote(), theirs))
+    worker.start()
+    assert mine.poll(60)
+    got = mine.recv()
+    worker.join(10)
+    assert got == "SignerUnavailableError" and stub_service.stub.signed == [], got
