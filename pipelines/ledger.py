@@ -14,8 +14,8 @@ SHA-256; the write WATCHes the record, so the seal covers the fields as they end
 a record whose seal is missing or wrong (planted, altered, or written before ledger signing) comes back in
 the state "unverified", with no result, never as done or failed. The delivery counters are sealed too (a
 write sets them from the counts it read and verified, never from what it cannot verify), and a worker fails
-a job as a poison file only on counts that verify and belong to the run it was sent: whoever can write Redis
-cannot make a job look crashed. The times are not sealed.
+a job as a poison file only on counts that verify (their own seal, ``counts_seal``: the record's ``seal`` stays
+the one earlier versions read) and belong to the run it was sent. The times are not sealed.
 """
 
 from __future__ import annotations
@@ -215,16 +215,16 @@ class Ledger:
         else put in Redis, nor carries an older run's counts into a new run's seal.
         ``count``: the delivery counter this write adds one to ("starts" or "ends"). A concurrent change
         retries the write."""
-        from .taskauth import SEALED, counts_sealed, record_seal, record_sealed
+        from .taskauth import SEALED, counts_seal, counts_sealed, record_seal, record_sealed
 
         key = self._job(job)
         if "result" in fields:
             fields = {**fields, "result_sha256": _digest(fields["result"])}
 
         def write(pipe):
-            old = dict(zip(("seal", *SEALED), pipe.hmget(key, "seal", *SEALED)))
+            old = dict(zip(("seal", "counts_seal", *SEALED), pipe.hmget(key, "seal", "counts_seal", *SEALED)))
             kept = old if record_sealed(self.key, job, old, old["seal"]) else {}
-            if kept and not counts_sealed(self.key, job, old, old["seal"]):
+            if kept and not counts_sealed(self.key, job, old, old["counts_seal"]):
                 kept = {**kept, "starts": "", "ends": ""}
             if "run" in fields and str(fields["run"]) != (kept.get("run") or ""):
                 kept = {**kept, "starts": "", "ends": ""}  # another run's counts (a replay) are never this run's
@@ -234,7 +234,8 @@ class Ledger:
                 record[count] = str(_count(record[count]) + 1)
             pipe.multi()
             written = {k: v for k, v in {**record, **fields}.items() if k != "state"}
-            self._move(pipe, job, state, when, **written, seal=record_seal(self.key, job, record))
+            self._move(pipe, job, state, when, **written, seal=record_seal(self.key, job, record),
+                       counts_seal=counts_seal(self.key, job, record))
             if after:
                 after(pipe)
         replies = self.redis.transaction(write, key)
@@ -280,7 +281,7 @@ class Ledger:
 
         if self._verified(job, data):
             return dataclasses.replace(JobRecord.from_hash(job, data),
-                                       counted=counts_sealed(self.key, job, data, data.get("seal")))
+                                       counted=counts_sealed(self.key, job, data, data.get("counts_seal")))
         claimed = data.get("state", "")
         safe = {k: v for k, v in data.items() if k not in ("state", "reason", "result")}
         return dataclasses.replace(JobRecord.from_hash(job, safe), state=UNVERIFIED, reason=_unverified_reason(claimed),

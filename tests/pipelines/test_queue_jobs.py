@@ -403,7 +403,7 @@ def test_a_delivery_count_planted_in_redis_never_fails_a_job(ledger, settings):
     planted = ledger.get(job)
     process = fake(JobResult("", Status.done, SHA, ""))
     assert run_job(settings, ledger, job, spec(job), "w", 0, process).state == "done" and len(process.calls) == 1
-    assert planted.state == "unverified" and not planted.counted  # queue status shows the tampering
+    assert planted.state == "waiting" and not planted.counted  # its state verifies, its counts do not
     record = ledger.get(job)
     assert (record.state, record.starts, record.ends, record.counted) == ("done", 1, 1, True)  # counted afresh
 
@@ -547,3 +547,24 @@ def test_a_scrape_reads_a_bounded_part_of_a_flooded_change_log(ledger, monkeypat
     assert (counts.waiting, counts.running) == (2, 1)
     assert sorted(read) == sorted(jobs) and all(count is not None and count <= 50 for count in asked), (read, asked)
     assert ledger.follow(live).running == 1 and len(read) == 3  # caught up: the next scrape reads nothing new
+
+
+def test_a_record_keeps_the_seal_earlier_versions_verify_and_its_counts_have_their_own(ledger, settings):
+    """The counts were sealed into the record's seal under a new purpose: during a rolling upgrade the old
+    version's `queue status`, `batch --wait` and portal read every new "done" as unverified. Now the record's
+    seal is the earlier versions' (state, name, SHA-256, reason, result digest, run) and the counts have theirs."""
+    from pipelines.ledger import PREFIX
+    from pipelines.taskauth import LEGACY_RECORD_PURPOSE, LEGACY_SEALED, record_seal
+
+    job = job_id("7" * 64, "", {})
+    ledger.enqueued(job, "a/scan.pdf", SHA, spec(job))
+    process = fake(JobResult("", Status.done, SHA, ""))
+    assert run_job(settings, ledger, job, spec(job), "w", 0, process).state == "done"
+    stored = ledger.redis.hgetall(f"{PREFIX}job:{job}")
+    legacy = record_seal(KEY, job, stored, "digitize.queue.ledger.v2", ("state", "name", "sha256", "reason",
+                                                                        "result_sha256", "run"))
+    assert stored["seal"] == legacy == record_seal(KEY, job, stored, LEGACY_RECORD_PURPOSE, LEGACY_SEALED)
+    assert ledger.get(job).counted
+    ledger.redis.hset(f"{PREFIX}job:{job}", "starts", 5)  # an earlier version's HINCRBY: state still verifies
+    record = ledger.get(job)
+    assert record.state == "done" and not record.counted
