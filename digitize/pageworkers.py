@@ -28,6 +28,7 @@ from typing import Callable, Sequence
 from .errors import InputTooLargeError, OcrError, OcrTimeoutError
 
 PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h): a signal for us when our parent ends
+PR_GET_DUMPABLE, PR_SET_DUMPABLE = 3, 4  # prctl options: may a process of our uid ptrace us
 SIGNAL_HINTS = {signal.SIGKILL: "out of memory?", signal.SIGSEGV: "a crash in a C library",
                 signal.SIGBUS: "a crash in a C library", signal.SIGABRT: "a crash in a C library"}
 
@@ -42,6 +43,26 @@ def die_with_parent(parent: int) -> None:
         return
     if os.getppid() != parent:  # it died before prctl took effect
         os._exit(1)
+
+
+def undumpable() -> None:
+    """No process of this uid may read this process's memory (/proc/PID/mem, ptrace) or copy its
+    file descriptors (pidfd_getfd) any more: a page worker or a tool run on untrusted input (same
+    uid, our child) cannot take the signer's key or an authenticated signer connection from us.
+    The flag is this process's own (a child that sets itself dumpable again gains nothing over us);
+    root or CAP_SYS_PTRACE still can (SECURITY.md). Linux only; elsewhere nothing happens."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def dumpable() -> bool | None:
+    """This process's PR_GET_DUMPABLE (None where prctl is not there)."""
+    try:
+        return bool(ctypes.CDLL(None, use_errno=True).prctl(PR_GET_DUMPABLE, 0, 0, 0, 0))
+    except (OSError, AttributeError):
+        return None
 
 
 def limit_memory(memory_mb: int) -> None:
@@ -65,6 +86,7 @@ def _init_page_worker(parent: int, memory_mb: int) -> None:
     executor's SIGTERM must end them, and a Ctrl-C reaches the parent, which ends them.
     They never sign: what they inherited that reaches a batch's signer (its authkey, a batch
     worker's connection to it) is wiped before any page runs."""
+    undumpable()  # its own children (decoders, tools) cannot reach into it either
     signing = sys.modules.get("digitize.signing")  # not imported: no signer, nothing to wipe
     if signing is not None:
         signing.forget_service()

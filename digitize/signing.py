@@ -543,15 +543,19 @@ class SigningService:
     It signs only a regular file of this user in the batch's kept folder or in a work folder of one
     of its workers, into that file's name + ".signed", which must not exist yet."""
 
-    def __init__(self, settings: Settings, kept: Path | None = None):
+    def __init__(self, settings: Settings, kept: Path | None = None, members: Callable[[], Any] | None = None):
         from multiprocessing.connection import Listener
 
+        from .pageworkers import undumpable
+
+        undumpable()  # before the key exists: no child of this uid reads it or copies a connection
         self.settings = settings
         self.kept = Path(os.path.realpath(kept)) if kept is not None else None  # the batch's kept folder
         self.timeout = float(getattr(settings.sign, "timeout", 120.0))  # > 0: check_settings
         self._folder = _socket_folder()
         self.authkey = os.urandom(32)
-        self.members: Callable[[], Any] | None = None  # the batch's worker pids (see _admits)
+        # the batch's worker pids (see _admits); none given: no other process is answered (fail closed)
+        self.members: Callable[[], Any] = members if members is not None else tuple
         self._owner = os.getpid()
         try:  # no authkey here: the challenge runs in each connection's thread (_authenticate)
             self._listener = Listener(str(self._folder / SOCKET_NAME), "AF_UNIX", backlog=256)
@@ -705,7 +709,7 @@ class SigningService:
         members = self.members
         for _ in range(3):  # the batch's thread may be adding a worker to the pool's table right now
             try:
-                allowed = members is None or pid in set(members())
+                allowed = members is not None and pid in set(members())
                 break
             except RuntimeError:
                 continue
@@ -916,6 +920,10 @@ def use_service(remote: RemoteSigner | None) -> None:
     """In a batch worker: sign through the batch's SigningService (signer_for returns ``remote``).
     The service's listening socket, inherited with the fork, is closed here: only the batch accepts."""
     global _remote
+    if remote is not None:
+        from .pageworkers import undumpable
+
+        undumpable()  # its page workers and tools cannot copy its authenticated connection
     _remote = remote
     _close_inherited_listeners()
 

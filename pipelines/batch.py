@@ -215,6 +215,7 @@ def _init_worker(settings, log_state: tuple[int, bool], parent: int, remote=None
     from digitize import pageworkers, signing
 
     pageworkers.die_with_parent(parent)
+    pageworkers.undumpable()  # before any page worker or tool: none may read or copy what it holds
     global _worker_settings, _cpu_slots
     _worker_settings, _cpu_slots = settings, slots
     if remote is not None:

@@ -19,10 +19,12 @@ The same key seals the ledger's state records (:func:`record_seal`): whoever can
 show a job as done or failed to ``queue status``, ``batch --wait`` and the portal. Each state change writes an
 HMAC over the job ID and the fields it shows (state, file name, SHA-256, reason, the result's SHA-256) and
 the submission's run ID (random, made by Submitter.send and in the signed task spec: an older sealed state of
-the same job put back in Redis is told from the current run's) and its delivery counts (``starts`` and
-``ends``: a worker fails a job that stopped its worker ``max_deliveries`` times, so they must not be
-forgeable either); readers that cannot verify one report the job as "unverified", never as done. A record
-sealed before the counts were (``LEGACY_RECORD_PURPOSE``) still verifies, but its counts do not
+the same job put back in Redis is told from the current run's); readers that cannot verify one report the
+job as "unverified", never as done. Its delivery counts (``starts`` and ``ends``: a worker fails a job that
+stopped its worker ``max_deliveries`` times, so they must not be forgeable either) have a seal of their own
+(``counts_seal``, over the job, run and counts), so the record's ``seal`` stays what earlier versions write
+and verify (a rolling upgrade's old readers still see "done"); a record whose counts' seal is missing or
+stale (written by an earlier version, or altered) still verifies, but its counts do not
 (:func:`counts_sealed`): no job is failed on them.
 
 The secret comes from ``[queue] secret`` / ``DIGITIZE_QUEUE_SECRET``, ``[queue] secret_file`` or the
@@ -41,10 +43,12 @@ from digitize import secrets
 from digitize.errors import ConfigError, DigitizeError, ExitCode
 
 PURPOSE = "digitize.queue.task.v1"  # domain separation: a webhook's or another version's MAC never matches
-RECORD_PURPOSE = "digitize.queue.ledger.v3"  # a task's MAC is never a ledger record's, nor the reverse
-LEGACY_RECORD_PURPOSE = "digitize.queue.ledger.v2"  # sealed without the delivery counts
-SEALED = ("state", "name", "sha256", "reason", "result_sha256", "run", "starts", "ends")  # what a seal covers
-LEGACY_SEALED = SEALED[:6]
+RECORD_PURPOSE = "digitize.queue.ledger.v2"  # a task's MAC is never a ledger record's, nor the reverse
+COUNTS_PURPOSE = "digitize.queue.counts.v1"  # the delivery counts' own seal (``counts_seal``)
+SEALED = ("state", "name", "sha256", "reason", "result_sha256", "run", "starts", "ends")  # what the seals cover
+RECORD_SEALED = SEALED[:6]  # the record's ``seal``: as every earlier version seals it, so they all read it
+COUNTED = ("run", "starts", "ends")  # the ``counts_seal``: written only by versions that act on the counts
+LEGACY_RECORD_PURPOSE, LEGACY_SEALED = RECORD_PURPOSE, RECORD_SEALED  # what versions before the counts' seal wrote
 VERSION = "v1="
 CREDENTIAL_NAME = "digitize-queue-secret"
 MIN_SECRET = 32
@@ -94,21 +98,29 @@ def verify(key: bytes, job: Any, spec: Any, signature: Any) -> None:
 
 
 def record_seal(key: bytes, job: str, fields: dict[str, Any], purpose: str = RECORD_PURPOSE,
-                names: tuple[str, ...] = SEALED) -> str:
-    """The seal of a ledger record: HMAC-SHA256 over the job ID and its SEALED fields (missing ones as "")."""
+                names: tuple[str, ...] = RECORD_SEALED) -> str:
+    """The seal of a ledger record: HMAC-SHA256 over the job ID and its RECORD_SEALED fields (missing ones as "")."""
     canon = json.dumps([purpose, str(job), *(str(fields.get(name) or "") for name in names)],
                        separators=(",", ":"), ensure_ascii=True).encode("ascii")
     return VERSION + hmac.new(key, canon, hashlib.sha256).hexdigest()
 
 
+def counts_seal(key: bytes, job: str, fields: dict[str, Any]) -> str:
+    """The seal of a record's delivery counts, apart from its ``seal`` (which older versions write and read
+    unchanged): HMAC-SHA256 over the job ID, its run and its counts."""
+    return record_seal(key, job, fields, COUNTS_PURPOSE, COUNTED)
+
+
+def _matches(expected: str, seal: Any) -> bool:
+    return isinstance(seal, str) and hmac.compare_digest(expected.encode(), seal.encode("utf-8", "replace"))
+
+
 def counts_sealed(key: bytes, job: str, fields: dict[str, Any], seal: Any) -> bool:
-    """Whether SEAL is this key's seal over (JOB, FIELDS) as read back, delivery counts included."""
-    return isinstance(seal, str) and hmac.compare_digest(record_seal(key, job, fields).encode(),
-                                                         seal.encode("utf-8", "replace"))
+    """Whether SEAL (a record's ``counts_seal``) is this key's over (JOB, FIELDS' run and counts) as read back;
+    a version that does not seal the counts leaves an older one, which then no longer matches."""
+    return _matches(counts_seal(key, job, fields), seal)
 
 
 def record_sealed(key: bytes, job: str, fields: dict[str, Any], seal: Any) -> bool:
-    """Whether SEAL is this key's seal over (JOB, FIELDS) as read back, with its counts or from before they were
-    sealed (then :func:`counts_sealed` is False)."""
-    return counts_sealed(key, job, fields, seal) or (isinstance(seal, str) and hmac.compare_digest(
-        record_seal(key, job, fields, LEGACY_RECORD_PURPOSE, LEGACY_SEALED).encode(), seal.encode("utf-8", "replace")))
+    """Whether SEAL is this key's seal over (JOB, FIELDS) as read back (the counts are :func:`counts_sealed`'s)."""
+    return _matches(record_seal(key, job, fields), seal)

@@ -487,6 +487,9 @@ def _page_worker_probe(source: str, digest: bytes, masked_prefix: bytes, key) ->
         out["with_key"] = type(e).__name__
     out["key_in_memory"] = _key_in_memory(digest, masked_prefix)
     out["remote"] = signing._remote is not None
+    from digitize import pageworkers
+
+    out["dumpable"] = pageworkers.dumpable()
     return out
 
 
@@ -501,7 +504,7 @@ def _batch_worker(remote, source: str, digest: bytes, masked_prefix: bytes, key,
         os.unlink(f"{source}.signed")
         probe = pageworkers.run(_page_worker_probe, [(source + "2", digest, masked_prefix, key)], 1, 120.0)[0]
         after = remote.sign(Path(source), Path(f"{source}.signed"))  # its own connection still works
-        pipe.send({"first": first, "after": after, **probe})
+        pipe.send({"first": first, "after": after, "worker_dumpable": pageworkers.dumpable(), **probe})
     except BaseException as e:  # noqa: BLE001
         pipe.send({"error": repr(e)})
     finally:
@@ -521,6 +524,7 @@ def _from_a_page_worker(service, tmp_path: Path, key) -> dict:
     context = multiprocessing.get_context("fork")
     mine, theirs = context.Pipe()
     worker = context.Process(target=_batch_worker, args=(service.remote(), str(source), digest, masked, key, theirs))
+    service.members = lambda: {worker.pid}  # the batch's one worker (as _new_pool's pool table)
     worker.start()
     assert mine.poll(180), "the batch worker did not answer"
     got = mine.recv()
@@ -545,6 +549,7 @@ def test_a_page_worker_is_refused_even_with_the_key(stub_service, tmp_path):
 def test_a_client_stopping_partway_through_its_answer_holds_no_thread(stub_service, tmp_path):
     """The challenge's reads waited for a message's first byte only: a peer that sent the length of its
     answer and then nothing held its connection's thread in os.read for ever."""
+    earlier = set(threading.enumerate())  # another test's service's connection threads are not this one's
     stub_service.start()
     stalled = socket.socket(socket.AF_UNIX)
     stalled.connect(stub_service.address)
@@ -552,7 +557,8 @@ def test_a_client_stopping_partway_through_its_answer_holds_no_thread(stub_servi
         stalled.settimeout(10)
         assert stalled.recv(64)  # the service's challenge
         stalled.sendall((100).to_bytes(4, "big") + b"#" * 10)  # 10 of the 100 bytes it announces
-        threads = lambda: [t for t in threading.enumerate() if t.name == "digitize-signer-conn"]  # noqa: E731
+        threads = lambda: [t for t in threading.enumerate()  # noqa: E731
+                           if t.name == "digitize-signer-conn" and t not in earlier]
         assert threads(), "the connection's thread should be reading the answer"
         deadline = time.monotonic() + 10 * stub_service.timeout
         while threads() and time.monotonic() < deadline:
@@ -564,3 +570,116 @@ def test_a_client_stopping_partway_through_its_answer_holds_no_thread(stub_servi
         assert stub_service.remote().sign(source, Path(f"{source}.signed")) == "record"
     finally:
         stalled.close()
+
+
+def test_the_batch_its_workers_and_page_workers_are_not_dumpable(stub_service, tmp_path):
+    """A page worker (or a tool a worker runs) has its parent's uid: a dumpable parent lets it read the
+    authkey from /proc/PPID/mem or copy the parent's authenticated signer connection (pidfd_getfd)."""
+    from digitize import pageworkers
+
+    assert pageworkers.dumpable() is False  # the batch process, once its SigningService exists
+    got = _from_a_page_worker(stub_service, tmp_path, None)
+    assert got["worker_dumpable"] is False and got["dumpable"] is False, got
+
+
+def test_a_batch_worker_is_not_dumpable_after_its_init():
+    import ctypes
+
+    from pipelines import batch, logs
+
+    mine, theirs = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # dumpable again: the test process may not be
+            batch._init_worker(Settings(), logs.snapshot(), os.getppid())
+            theirs.sendall(b"%d" % ctypes.CDLL(None).prctl(3, 0, 0, 0, 0))
+        except BaseException as e:  # noqa: BLE001
+            theirs.sendall(str(e).encode()[:200])
+        finally:
+            os._exit(0)
+    theirs.close()
+    mine.settimeout(60)
+    answer = mine.recv(256)
+    os.waitpid(pid, 0)
+    assert answer == b"0"
+
+
+ATTACK = r"""
+import ctypes, os, sys, tempfile
+from pathlib import Path
+from digitize import signing
+from digitize.config import Settings
+libc = ctypes.CDLL(None, use_errno=True)
+service = signing.SigningService(Settings())  # the batch process: key and listening socket
+if sys.argv[1] == "worker":  # a batch worker, connected to its signer
+    signing.use_service(service.remote())
+fd = service._listener._listener._socket.fileno()
+key = service.authkey
+pid = os.fork()
+if pid == 0:  # the page worker / tool, which makes itself dumpable again for good measure
+    libc.prctl(4, 1, 0, 0, 0)
+    try:
+        with open(f"/proc/{os.getppid()}/mem", "rb", buffering=0) as mem:
+            mem.seek(id(key) + sys.getsizeof(b"") - 1)
+            print("mem", mem.read(32) == key)
+    except OSError as e:
+        print("mem refused", e.errno)
+    got = libc.syscall(438, os.pidfd_open(os.getppid()), fd, 0)
+    print("getfd", "refused" if got < 0 else "copied")
+    sys.stdout.flush()
+    os._exit(0)
+os.waitpid(pid, 0)
+service.close()
+"""
+
+
+@pytest.mark.parametrize("who", ["batch", "worker"])
+def test_a_child_of_another_uid_s_batch_cannot_read_or_copy_its_signer(who):
+    """The real attack, as an unprivileged uid (root may ptrace anything, so CI as root needs setpriv)."""
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 and setpriv is None:
+        pytest.skip("needs root to drop to another uid with setpriv, or to run as a plain user")
+    folder = tempfile.mkdtemp()
+    try:
+        command = [sys.executable, "-c", ATTACK, who]
+        env = {**os.environ, "PYTHONPATH": str(Path(signing.__file__).parent.parent), "TMPDIR": folder,
+               "XDG_RUNTIME_DIR": folder, "HOME": folder}
+        if os.geteuid() == 0:
+            if setpriv is None:
+                pytest.skip("running as root without setpriv: root may read any process")
+            os.chown(folder, 65534, 65534)
+            command = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        if "mem refused" not in done.stdout and "mem True" not in done.stdout:
+            pytest.skip(f"this kernel does not let even a dumpable process be read: {done.stdout}")
+        assert "mem refused" in done.stdout and "getfd refused" in done.stdout, done.stdout
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_service_told_no_workers_answers_no_other_process(stub_service, tmp_path):
+    """``members`` unset admitted every child of the batch process (fail open); it now admits none."""
+    import multiprocessing
+
+    stub_service.start()
+    source = tmp_path / "kept" / "doc.pdf"
+    source.write_bytes(b"%PDF-1.7\n")
+    context = multiprocessing.get_context("fork")
+    mine, theirs = context.Pipe()
+
+    def child(remote, pipe):
+        try:
+            pipe.send(remote.sign(source, Path(f"{source}.signed")))
+        except BaseException as e:  # noqa: BLE001
+            pipe.send(type(e).__name__)
+        finally:
+            os._exit(0)
+
+    worker = context.Process(target=child, args=(stub_service.remote(), theirs))
+    worker.start()
+    assert mine.poll(60)
+    got = mine.recv()
+    worker.join(10)
+    assert got == "SignerUnavailableError" and stub_service.stub.signed == [], got

@@ -185,6 +185,7 @@ class LoginThrottle:
         self._lock = threading.Lock()  # the connections are per process, used by one thread at a time
         self._checks = CheckSlots(MAX_CHECKS, MAX_WAITERS)  # password checks in flight in this process
         self._memory = _connect(":memory:")  # the fallback (and, without a data dir, the only count)
+        self._busy = _connect(":memory:")  # "try later" refusals (refused_busy): a table and a bound of their own
         if data_dir is None:
             self._db, path = self._memory, ":memory:"
             return
@@ -220,7 +221,7 @@ class LoginThrottle:
         now = self.clock()
         keep = self.attempts * NAME_FACTOR
         with self._lock:
-            dbs = [self._memory] if self._db is self._memory else [self._db, self._memory]
+            dbs = [self._memory, self._busy] if self._db is self._memory else [self._db, self._memory, self._busy]
             try:
                 def count(counter: str, limit: int) -> int:
                     return sum(self._count(d, counter, limit, now) for d in dbs)
@@ -235,12 +236,14 @@ class LoginThrottle:
     def refused_busy(self, name: str, address: str) -> None:
         """A login told "try later" for want of a check slot: counted against its address (a flood spends its
         sender's budget), not its name, in this process's memory only (bounded by MAX_ROWS, each counter by
-        what its limit looks at): the shared file is written only for passwords checked."""
+        what its limit looks at, in a table of its own: a flood of refusals never fills the fallback table
+        that counts checked passwords while the shared file fails): the shared file is written only for
+        passwords checked."""
         now = self.clock()
         counters = [c for c, _ in self._limits(name, address) if c.startswith("addr\x00")]
         keep = self.attempts * NAME_FACTOR
         with self._lock:
-            db = self._memory
+            db = self._busy
             if not self._room(db, len(counters), now):
                 return
             db.executemany("INSERT INTO failures (counter, at) VALUES (?, ?)", [(c, now) for c in counters])
@@ -264,7 +267,7 @@ class LoginThrottle:
         limits = self._limits(name, address)
         name_counter = f"name\x00{name.casefold()}"
         keep = self.attempts * NAME_FACTOR  # the most any limit looks at
-        others = [] if db is self._memory else [self._memory]  # failures counted there while the file failed
+        others = [self._busy] if db is self._memory else [self._memory, self._busy]  # counted there while the file failed
 
         def count(counter: str, limit: int) -> int:
             return sum(self._count(d, counter, limit, now) for d in (db, *others))
@@ -334,3 +337,4 @@ class LoginThrottle:
             if self._db is not self._memory:
                 self._db.close()
             self._memory.close()
+            self._busy.close()

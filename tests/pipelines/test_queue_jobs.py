@@ -403,7 +403,7 @@ def test_a_delivery_count_planted_in_redis_never_fails_a_job(ledger, settings):
     planted = ledger.get(job)
     process = fake(JobResult("", Status.done, SHA, ""))
     assert run_job(settings, ledger, job, spec(job), "w", 0, process).state == "done" and len(process.calls) == 1
-    assert planted.state == "unverified" and not planted.counted  # queue status shows the tampering
+    assert planted.state == "waiting" and not planted.counted  # its state verifies, its counts do not
     record = ledger.get(job)
     assert (record.state, record.starts, record.ends, record.counted) == ("done", 1, 1, True)  # counted afresh
 
@@ -479,3 +479,92 @@ def test_the_queue_gauges_count_only_records_that_verify_and_read_only_what_chan
     assert scrape() == {"waiting": 0, "running": 1, "done": 1, "failed": 1, "unverified": 1}
     assert sorted(read) == sorted([*jobs, "planted"])
     assert ledger.tally() == dataclasses.replace(ledger.follow(depth.live), oldest_waiting=None)
+
+
+@pytest.mark.parametrize("plant", ["max_id", "wrong_type"])
+def test_a_change_log_that_refuses_entries_fails_no_ledger_write(ledger, settings, plant):
+    """The change-log entry was part of the record's transaction: one entry planted with the highest ID (or a
+    key of another type) made every write raise after Redis had applied it, each delivery's start sealed one
+    more start, and the retried deliveries failed the never-converted job as a poison file."""
+    from pipelines.ledger import CHANGES
+
+    if plant == "max_id":
+        ledger.redis.xadd(CHANGES, {"job": "x"}, id="18446744073709551615-18446744073709551615")
+    else:
+        ledger.redis.set(CHANGES, "not a stream")
+    job = job_id("9" * 64, "", {})
+    ledger.enqueued(job, "a/scan.pdf", SHA, spec(job))
+    process = fake(JobResult("", Status.done, SHA, ""))
+    assert run_job(settings, ledger, job, spec(job), "w", 0, process).state == "done" and len(process.calls) == 1
+    record = ledger.get(job)
+    assert (record.state, record.starts, record.ends, record.crashes_of(spec(job).get("run", ""))) == ("done", 1, 1, 0)
+
+
+def test_an_older_run_s_sealed_counts_are_not_carried_into_the_new_run_s_seal(ledger, settings):
+    """Run 1's sealed counts put back after run 2 was sent: run 2's first start sealed them as run 2's own
+    (starts 4), so its next delivery was failed as a poison file without a single crash of run 2."""
+    from pipelines.ledger import PREFIX
+
+    job = job_id("8" * 64, "", {})
+    first = {**spec(job), "run": "1" * 32}
+    ledger.enqueued(job, "a/scan.pdf", SHA, first)
+    for _ in range(3):
+        ledger.start(job, "w", first)
+    saved = ledger.redis.hgetall(f"{PREFIX}job:{job}")
+    second = {**spec(job), "run": "2" * 32}
+    ledger.enqueued(job, "a/scan.pdf", SHA, second)
+    ledger.redis.hset(f"{PREFIX}job:{job}", mapping=saved)  # run 1's sealed (3, 0) put back
+    transient = fake(JobResult("", Status.failed, SHA, "store down", error_kinds=("StorageError",)))
+    assert run_job(settings, ledger, job, second, "w", 0, transient).state == "retry"
+    record = ledger.get(job)
+    assert (record.starts, record.ends, record.crashes_of(second["run"])) == (1, 1, 0)
+    process = fake(JobResult("", Status.done, SHA, ""))
+    assert run_job(settings, ledger, job, second, "w", 1, process).state == "done" and len(process.calls) == 1
+
+
+def test_a_scrape_reads_a_bounded_part_of_a_flooded_change_log(ledger, monkeypatch):
+    """A scrape read every change-log entry since the last one (200 000 planted: 6 s of CPU, every planted
+    name read as a job); past CHANGES_READ entries it now counts the jobs themselves instead."""
+    from pipelines import ledger as ledger_module
+    from pipelines.ledger import CHANGES, LiveTally
+
+    monkeypatch.setattr(ledger_module, "CHANGES_READ", 50, raising=False)
+    jobs = [job_id(c * 64, "", {}) for c in "567"]
+    for job in jobs:
+        ledger.enqueued(job, "a/scan.pdf", SHA, spec(job))
+    live = LiveTally()
+    ledger.follow(live)
+    pipe = ledger.redis.pipeline(transaction=False)
+    for n in range(200):
+        pipe.xadd(CHANGES, {"job": f"planted{n}"})
+    pipe.execute()
+    ledger.start(jobs[0], "w")
+    read, asked = [], []
+    fields, xrange = Ledger._fields, ledger.redis.xrange
+    monkeypatch.setattr(Ledger, "_fields", lambda self, jobs, names: read.extend(jobs) or fields(self, jobs, names))
+    monkeypatch.setattr(ledger.redis, "xrange", lambda *a, **kw: asked.append(kw.get("count")) or xrange(*a, **kw))
+    counts = ledger.follow(live)
+    assert (counts.waiting, counts.running) == (2, 1)
+    assert sorted(read) == sorted(jobs) and all(count is not None and count <= 50 for count in asked), (read, asked)
+    assert ledger.follow(live).running == 1 and len(read) == 3  # caught up: the next scrape reads nothing new
+
+
+def test_a_record_keeps_the_seal_earlier_versions_verify_and_its_counts_have_their_own(ledger, settings):
+    """The counts were sealed into the record's seal under a new purpose: during a rolling upgrade the old
+    version's `queue status`, `batch --wait` and portal read every new "done" as unverified. Now the record's
+    seal is the earlier versions' (state, name, SHA-256, reason, result digest, run) and the counts have theirs."""
+    from pipelines.ledger import PREFIX
+    from pipelines.taskauth import LEGACY_RECORD_PURPOSE, LEGACY_SEALED, record_seal
+
+    job = job_id("7" * 64, "", {})
+    ledger.enqueued(job, "a/scan.pdf", SHA, spec(job))
+    process = fake(JobResult("", Status.done, SHA, ""))
+    assert run_job(settings, ledger, job, spec(job), "w", 0, process).state == "done"
+    stored = ledger.redis.hgetall(f"{PREFIX}job:{job}")
+    legacy = record_seal(KEY, job, stored, "digitize.queue.ledger.v2", ("state", "name", "sha256", "reason",
+                                                                        "result_sha256", "run"))
+    assert stored["seal"] == legacy == record_seal(KEY, job, stored, LEGACY_RECORD_PURPOSE, LEGACY_SEALED)
+    assert ledger.get(job).counted
+    ledger.redis.hset(f"{PREFIX}job:{job}", "starts", 5)  # an earlier version's HINCRBY: state still verifies
+    record = ledger.get(job)
+    assert record.state == "done" and not record.counted

@@ -366,7 +366,7 @@ def test_a_flood_beyond_the_waiters_is_refused_at_once_and_spends_its_addresses(
     """Distinct names (each under every limit) ran one argon2 check each at once: all cores and memory. Now
     MAX_CHECKS run, MAX_WAITERS wait their turn, the rest are told "try later"; such a refusal counts
     against its address (it was released for free: a flood cost nothing), not against its name, in the
-    process's memory (the shared file holds only checked passwords' failures)."""
+    process's memory, in a table of its own (the shared file holds only checked passwords' failures)."""
     import asyncio
 
     peak = count_checks_in_flight(monkeypatch, 0.6)
@@ -379,9 +379,10 @@ def test_a_flood_beyond_the_waiters_is_refused_at_once_and_spends_its_addresses(
     throttle = app.state.throttle
     for (_, name, address), answer in zip(logins, answers):
         if answer == 429:
-            assert throttle._count(throttle._memory, f"addr\x00{address}", 10, throttle.clock()) == 1
+            assert throttle._count(throttle._busy, f"addr\x00{address}", 10, throttle.clock()) == 1
             assert throttle._count(throttle._db, f"addr\x00{address}", 10, throttle.clock()) == 0
-            for db in (throttle._db, throttle._memory):
+            assert throttle._count(throttle._memory, f"addr\x00{address}", 10, throttle.clock()) == 0
+            for db in (throttle._db, throttle._memory, throttle._busy):
                 assert throttle._count(db, f"pair\x00{name}\x00{address}", 10, throttle.clock()) == 0
 
 
@@ -460,3 +461,17 @@ def test_check_slots_go_in_order_of_arrival_and_a_cancelled_waiter_keeps_none():
         await slots.acquire(0.1)  # and it is free again
 
     asyncio.run(main())
+
+
+def test_a_flood_of_busy_refusals_never_fills_the_fallback_table(monkeypatch):
+    """refused_busy rows shared MAX_ROWS with the in-memory table that counts checked passwords while the
+    throttle file fails: a flood from many /64s filled it, and every login was then refused."""
+    monkeypatch.setattr(throttle_module, "MAX_ROWS", 40)
+    throttle = LoginThrottle(attempts=5, pause=60.0)  # no data dir: the memory table is the only count
+    try:
+        for n in range(100):
+            throttle.refused_busy("anyone", f"2001:db8:{n:x}::1")
+        assert throttle.admits("officer", "192.0.2.7") == 0.0
+        assert throttle.reserve("officer", "192.0.2.7") is not None
+    finally:
+        throttle.close()
