@@ -454,6 +454,18 @@ class Download:
         first, last = self.byte_range or (0, self.size - 1)
         return max(0, last - first + 1)
 
+    @property
+    def part(self) -> str:
+        return f" bytes {self.byte_range[0]}-{self.byte_range[1]}" if self.byte_range else ""
+
+    def announce(self) -> None:
+        """Record the access before a streamed answer's first byte (the portal commits it before sending
+        anything, or answers 503): the stream's closing event, with its SHA-256 outcome, comes only at its
+        end, and a client taking every piece but the last, while commits fail, would otherwise hold the file
+        unrecorded."""
+        self.gate.record("retrieved", f"downloading {self.kind} of document {self.doc.sequence}{self.part}",
+                         doc=self.doc)
+
     def __iter__(self):
         first, last = self.byte_range or (0, self.size - 1)
         digest, offset, held, finished = hashlib.sha256(), 0, b"", False
@@ -471,8 +483,7 @@ class Download:
             finished = True
         finally:
             ok = finished and actual == self.sha256 and offset == self.size
-            part = f" bytes {first}-{last}" if self.byte_range else ""
-            self.gate.record("retrieved", f"downloaded {self.kind} of document {self.doc.sequence}{part}"
+            self.gate.record("retrieved", f"downloaded {self.kind} of document {self.doc.sequence}{self.part}"
                              + ("" if finished else " (interrupted)"), doc=self.doc, checksum=actual or None,
                              outcome="success" if ok else "failure")
         if not ok:

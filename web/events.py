@@ -59,6 +59,7 @@ class EventWriter:
         self._cond = threading.Condition(self._lock)  # the writer's: events queued, or closing
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self._committing: _Batch | None = None  # the batch the writer has taken and is committing
         self.commits = 0  # commits made (for tests and benchmarks)
 
     def start(self) -> None:
@@ -109,19 +110,24 @@ class EventWriter:
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every event added so far is committed or failed (True), or ``timeout`` passes (False).
         Each :meth:`add` waits for its own commit already; this is for readers of the log."""
-        with self._cond:
-            batch = self._batch
-            if not batch.events:
+        with self._cond:  # the queued batch, else the one being committed (review dl11 L2: it was skipped)
+            batch = self._batch if self._batch.events else self._committing
+            if batch is None or batch.done:
                 return True
             return batch.cond.wait_for(lambda: batch.done or self._thread is None, timeout)
 
     def close(self) -> None:
-        """Commit what is still queued, then stop (a clean shutdown loses no event)."""
+        """Commit what is still queued, then stop (a clean shutdown loses no event); a writer still stuck
+        in a commit after ``wait`` seconds (a hung database) is left behind, so the server can stop: the
+        requests whose events it held were not answered with their data (they waited for that commit)."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
         if self._thread is not None:
-            self._thread.join()
+            self._thread.join(self.wait)
+            if self._thread.is_alive():
+                log.warning("access events: the writer's commit did not end within %g s; stopping without it",
+                            self.wait)
         with self._cond:
             self._thread = None
             self._batch.cond.notify_all()
@@ -133,6 +139,7 @@ class EventWriter:
                 with self._cond:
                     self._cond.wait_for(lambda: self._batch.events or self._stopping)
                     batch, self._batch = self._batch, _Batch(self._lock)
+                    self._committing = batch
                 if batch.events:
                     try:
                         index = index or self.open_index()
@@ -162,6 +169,14 @@ class EventWriter:
                 index.close()
 
 
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 def _resolve(future: asyncio.Future) -> None:
     if not future.done():
         future.set_result(None)
@@ -180,6 +195,8 @@ class RequestEvents:
 
     def add(self, event: Event) -> bool:
         if self.started:
+            if _on_event_loop():  # a stream the client left, closed by the garbage collector on the loop:
+                return self.writer.submit(event) is not None  # queue it; never block every request on a commit
             return self.writer.add(event)
         batch = self.writer.submit(event)
         if batch is None:

@@ -97,6 +97,7 @@ def document_response(request: Request, gate: Gate, case_id: str, sequence: int,
     headers["content-length"] = str(download.length)
     if download.size <= WHOLE_MAX:  # read and checked whole, then sent in one piece: no per-chunk thread hops
         return Response(download.read(), status_code=status, media_type=media, headers=headers)
+    download.announce()  # committed before the first byte (web/events.py), as a whole read's event is
     return StreamingResponse(iter(download), status_code=status, media_type=media, headers=headers)
 
 

@@ -160,9 +160,10 @@ def test_a_download_whose_event_cannot_be_committed_is_a_503_without_the_file(se
     assert client.get(f"/api/v1/cases/{CASE_A}/documents/1/pdfa").content == pdfa  # the index is back
 
 
-def test_a_streamed_download_whose_event_cannot_be_committed_never_arrives_whole(served, monkeypatch):
-    """A large object streams (its answer has started before its event is written): the failed commit
-    aborts the stream before its last piece, so no client holds the whole file unrecorded."""
+def test_a_streamed_download_whose_event_cannot_be_committed_sends_no_byte(served, monkeypatch):
+    """A large object streams: its access is recorded before the answer starts (review dl11 H1: it used to
+    be recorded only before the last piece, so a client asking for ranges ending one byte into the next
+    chunk got all but one byte of each while commits failed); a failed commit is a 503, no byte sent."""
     from web import files
 
     client, settings, pdfa = served
@@ -177,12 +178,57 @@ def test_a_streamed_download_whose_event_cannot_be_committed_never_arrives_whole
 
     writer.open_index = broken_index
     try:
-        try:
-            got = client.get(f"/api/v1/cases/{CASE_A}/documents/1/pdfa").content
-        except Exception:  # noqa: BLE001 - the aborted stream surfaces as the app's error in the test client
-            got = b""
-        assert got != pdfa
+        answer = client.get(f"/api/v1/cases/{CASE_A}/documents/1/pdfa")
+        assert answer.status_code == 503 and pdfa[:64] not in answer.content
+        part = client.get(f"/api/v1/cases/{CASE_A}/documents/1/pdfa", headers={"range": "bytes=0-99"})
+        assert part.status_code == 503 and pdfa[:64] not in part.content
     finally:
         writer.open_index = real_open
-    assert recorded(settings, "downloaded pdfa") == []
+    assert recorded(settings, "downloaded pdfa") == [] and recorded(settings, "downloading pdfa") == []
+    answer = client.get(f"/api/v1/cases/{CASE_A}/documents/1/pdfa")  # the index is back
+    assert answer.content == pdfa
+    assert len(recorded(settings, "downloading pdfa")) == 1 and len(recorded(settings, "downloaded pdfa")) == 1
 
+
+
+def test_an_event_added_on_the_event_loop_once_the_answer_started_is_queued_not_waited_for(tmp_path):
+    """A streamed download the client left is closed by the garbage collector, often on the event loop:
+    its closing event must be queued, not waited for there (review dl11 M1: every request of the process
+    stalled for the commit, up to the writer's wait)."""
+    import asyncio
+
+    from web.events import RequestEvents
+
+    settings = Settings(data_dir=str(tmp_path / "data"))
+    open_index(settings.index_dsn).close()
+    release = threading.Event()
+    committed: list[str] = []
+
+    def held_index():
+        index = open_index(settings.index_dsn)
+        real = index.add_events
+
+        def add_events(events):
+            release.wait(10)
+            real(events)
+            committed.extend(e.detail for e in events)
+
+        index.add_events = add_events
+        return index
+
+    writer = EventWriter(held_index, wait=2)
+    writer.start()
+    try:
+        events = RequestEvents(writer)
+        events.started = True
+
+        async def on_loop() -> bool:
+            return events.add(Event("retrieved", "success", "user:an", "t", detail="closed by gc"))
+
+        assert asyncio.run(on_loop())  # returned while its commit is still held
+        assert committed == []
+        release.set()
+        assert writer.flush(5) and committed == ["closed by gc"]
+    finally:
+        release.set()
+        writer.close()
