@@ -324,3 +324,15 @@ def test_a_page_in_pieces_is_smoothed_for_ocr_and_a_whole_one_is_not(monkeypatch
     monkeypatch.setattr(imaging, "join_fragments", lambda grey, dpi: grey)
     assert pieces(joined) < 0.8 * pieces(imaging.prepare_for_ocr(worn.pixels, worn.dpi)[0])
     assert np.array_equal(whole, imaging.prepare_for_ocr(clean.pixels, clean.dpi)[0])
+
+
+def test_a_faint_carbon_copy_measured_in_pieces_is_not_smoothed():
+    """A carbon copy's strokes fall apart for want of contrast, not for a worn ribbon's holes:
+    smoothing faded them further (the archive-pages test's carbon copy: CER 0.003 -> 0.012)."""
+    from tests.pages import DEJAVU_SANS, DPI, LEDGER_LINES, carbon_copy, render_with
+
+    grey = imaging.drop_colour(imaging.as_uint8(carbon_copy(render_with(LEDGER_LINES, DEJAVU_SANS, font_px=32),
+                                                             seed=15)))
+    assert imaging.measure_letters(grey, DPI)[1]  # measured in pieces, as before
+    assert imaging.faint_strokes(grey)
+    assert not imaging.faint_strokes(np.where(grey < 215, grey - 80, grey).astype(np.uint8))
