@@ -97,6 +97,14 @@ def prepare(settings: Settings, docs: int, files: int, pdf_kb: int, work: Path) 
         shutil.rmtree(folder)
 
 
+def pg_dump(pg, dsn: str, target: Path) -> None:
+    subprocess.run([str(pg.bin_dir / "pg_dump"), "-Fc", "-Z1", "-f", str(target), dsn], check=True)
+
+
+def pg_restore(pg, dsn: str, dump: Path) -> None:
+    subprocess.run([str(pg.bin_dir / "pg_restore"), "--no-owner", "-j", "2", "-d", dsn, str(dump)], check=True)
+
+
 def cached_dataset(backend: str, args, pg=None) -> Path:
     """The cache folder for ``backend`` (``sqlite``: a data dir; ``postgresql``: a data dir + pg.dump)."""
     key = cache_key(args)
@@ -119,8 +127,7 @@ def cached_dataset(backend: str, args, pg=None) -> Path:
     t = time.perf_counter()
     prepare(settings, args.docs, args.files, args.pdf_kb, building)
     if backend == "postgresql":
-        subprocess.run([str(pg.bin_dir / "pg_dump"), "-Fc", "-Z1", "-f", str(building / "pg.dump"),
-                        settings.index.dsn], check=True)
+        pg_dump(pg, settings.index.dsn, building / "pg.dump")
     (building / "key.json").write_text(json.dumps(key))
     building.rename(folder)
     print(f"  built in {time.perf_counter() - t:.0f} s", file=sys.stderr)
@@ -141,13 +148,11 @@ def upgrade(backend: str, folder: Path, key: dict, pg=None) -> Path:
     settings = Settings(data_dir=str(folder / "data"))
     if backend == "postgresql":
         settings.index.dsn = pg.create_database(f"portal_upgrade_{int(time.time())}")
-        subprocess.run([str(pg.bin_dir / "pg_restore"), "--no-owner", "-j", "2", "-d", settings.index.dsn,
-                        str(folder / "pg.dump")], check=True)
+        pg_restore(pg, settings.index.dsn, folder / "pg.dump")
     with Archive.open(settings):
         pass
     if backend == "postgresql":
-        subprocess.run([str(pg.bin_dir / "pg_dump"), "-Fc", "-Z1", "-f", str(folder / "pg.dump.new"),
-                        settings.index.dsn], check=True)
+        pg_dump(pg, settings.index.dsn, folder / "pg.dump.new")
         os.replace(folder / "pg.dump.new", folder / "pg.dump")
     (folder / "key.json").write_text(json.dumps(key))
     print(f"  migrated in {time.perf_counter() - t:.0f} s", file=sys.stderr)
@@ -159,8 +164,7 @@ def working_copy(backend: str, cached: Path, work: Path, pg=None) -> Settings:
     shutil.copytree(cached / "data", work / "data", symlinks=True)
     if backend == "postgresql":
         settings.index.dsn = pg.create_database(f"portal_{int(time.time())}")
-        subprocess.run([str(pg.bin_dir / "pg_restore"), "--no-owner", "-j", "2", "-d", settings.index.dsn,
-                        str(cached / "pg.dump")], check=True)
+        pg_restore(pg, settings.index.dsn, cached / "pg.dump")
         # pg_restore leaves the planner without statistics: newest-first search then sorts every match
         # (~300 ms for a common word) instead of scanning the key backwards (~3 ms). A live index has
         # them from autovacuum; a freshly restored one gets them here, as PostgreSQL's docs advise.
