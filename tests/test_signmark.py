@@ -142,6 +142,16 @@ def test_paper_level_is_numpys_90th_percentile():
             assert signmark.paper_level(band) == pytest.approx(np.percentile(band, 90), abs=1e-9)
 
 
+def test_ink_mask_counts_neighbours_as_numpys_shifted_sums_do():
+    """ink_mask's OpenCV box filter gives what the shifted sums over a zero-padded copy gave."""
+    rng = np.random.default_rng(3)
+    for shape in [(1, 1), (1, 5), (2, 2), (9, 13), (213, 595)]:
+        for spread in (1, 120, 256):
+            grey = rng.integers(max(0, 255 - spread), 256, size=shape, dtype=np.uint8)
+            dark = grey.astype(np.int16) < int(signmark.paper_level(grey)) - signmark.INK_DELTA
+            assert np.array_equal(signmark.ink_mask(grey), dark & (signmark._neighbours(dark) > 1))
+
+
 def _nearest_by_sorting(inked: np.ndarray) -> tuple[int, int] | None:
     """The former selection (sort every free place) that blank_spot's single argmin must match."""
     free_rows, free_cols = np.nonzero(inked == 0)
