@@ -651,7 +651,7 @@ class SigningService:
             _signers.clear()
 
     def _open(self) -> None:
-        with self.lock:
+        with self.lock, _collector_paused():
             try:
                 signer = signer_for(self.settings)
                 signer.prepare()
@@ -823,6 +823,28 @@ class SigningService:
             self.fail(e, shut=False)
             raise
         return signer
+
+
+@contextlib.contextmanager
+def _collector_paused():
+    """Python's cyclic garbage collector off while the batch's key opens, and what the process then
+    holds frozen (gc.freeze) once it is open. The opening imports pyHanko and its dependencies
+    (hundreds of thousands of objects, none of them garbage that matters): with the collector on,
+    the full collections they trigger walk all of them, during the opening and again at the first
+    signature (~60 ms of CPU), and every later full collection of the batch would walk them again.
+    The batch process forked its workers before (pipelines/batch.py freezes what they inherit
+    too); nothing forks while the opening holds the signer's lock. Whatever little cyclic garbage
+    the imports left is kept for the batch's lifetime."""
+    import gc
+
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
 
 
 def _child_of_mine(pid: int) -> bool:

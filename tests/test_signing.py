@@ -456,3 +456,27 @@ def test_a_signature_that_breaks_pdfa_stores_nothing(tmp_path, scan, monkeypatch
         assert stored == [], stored
     finally:
         close_archives()
+
+
+def test_the_garbage_collector_is_paused_while_the_batch_key_opens_and_back_after():
+    """SigningService._open runs with the collector off and freezes what the opening imported; the
+    collector is on again afterwards, also when the opening failed, and stays off if it was off."""
+    import gc
+
+    assert gc.isenabled()
+    frozen = gc.get_freeze_count()
+    try:
+        with signing._collector_paused():
+            assert not gc.isenabled()
+            kept = [[] for _ in range(100)]
+        assert gc.isenabled() and gc.get_freeze_count() >= frozen + len(kept)
+        with pytest.raises(SigningError), signing._collector_paused():
+            raise SigningError("wrong PIN")
+        assert gc.isenabled()
+        gc.disable()
+        with signing._collector_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+        gc.unfreeze()
