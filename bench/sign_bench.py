@@ -20,6 +20,11 @@
    opening (once per batch), the worker's hand-off, page 1's band for the mark, the worker's side of
    the veraPDF checks, the resident veraPDF JVM (its own CPU, read from /proc), and the rest.
    One-page documents are the worst case: signing is once per document.
+5. The batch signer's key opening (``--only opening``): in a fresh process that has imported what
+   ``digitize batch`` imports before its signer starts, the CPU of opening the key as the batch's
+   SigningService does (pyHanko imported, key opened and checked, the mark's font made ready), of the
+   first signature and of each one after, this tree and --baseline taking turns; and what the
+   opening imports, by top-level package (``python -X importtime``, self times summed). Seconds.
 
     .venv/bin/python bench/sign_bench.py                  # ~6-10 min on 2 idle cores; tables on stdout
     .venv/bin/python bench/sign_bench.py --signatures 50 --rounds 5
@@ -34,6 +39,7 @@
         --baseline /work/wt/sign12-base            # this tree and main side by side, the same rounds
     .venv/bin/python bench/sign_bench.py --only batch --keys SoftHSM2 --sign-delay 0.5 --no-starts \
         --baseline /work/wt/sign12-base            # a slow token (0.5 s per signature, simulated)
+    .venv/bin/python bench/sign_bench.py --only opening --rounds 5 --signatures 20 --base /tmp/digitize-main
 """
 
 from __future__ import annotations
@@ -388,12 +394,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--signatures", type=int, default=30, help="signatures per key for the rate")
     parser.add_argument("--rounds", type=int, default=3, help="page conversions per variant (after a warm-up)")
-    parser.add_argument("--only", choices=("page", "batch", "signatures"),
-                        help="run one part: page (1 and 2), batch (3) or signatures (4: CPU per signature, "
-                             "this tree against --baseline)")
+    parser.add_argument("--only", choices=("page", "batch", "signatures", "opening"),
+                        help="run one part: page (1 and 2), batch (3), signatures (4: CPU per signature, "
+                             "this tree against --baseline) or opening (5: the batch signer's key opening "
+                             "by phase and by imported package, against --baseline if given)")
     parser.add_argument("--baseline", "--base", type=Path, help="another digitize tree (git archive main | tar -x "
                         "-C DIR) measured side by side in the same rounds: batch (3) and signatures (4)")
     parser.add_argument("--child", nargs=3, metavar=("KEY", "DIR", "N"), help=argparse.SUPPRESS)
+    parser.add_argument("--opening-child", nargs=3, metavar=("KEY", "DIR", "N"), help=argparse.SUPPRESS)
     parser.add_argument("--batch-files", type=int, default=8, help="one-page scans in the batch")
     parser.add_argument("--batch-rounds", type=int, default=5,
                         help="batch rounds (after a warm-up): each signed variant against an unsigned run of its own")
@@ -411,6 +419,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         return signatures_child(*args.child)
+    if args.opening_child:
+        return opening_child(*args.opening_child)
     print("command:", " ".join([Path(sys.executable).name, *sys.argv]))
 
     with tempfile.TemporaryDirectory(prefix="sign-bench-") as tmp_name:
@@ -421,6 +431,8 @@ def main() -> None:
             page_share(tmp, p12, module, args.signatures, args.rounds)
         if args.only == "signatures" or (args.only is None and args.baseline):
             signatures_side_by_side(tmp, args.baseline, args.signatures, args.rounds)
+        if args.only == "opening":
+            opening_side_by_side(tmp, args.baseline, args.signatures, args.rounds)
         if args.only in (None, "batch"):
             keys = {"PKCS#12": {"DIGITIZE_SIGN_PKCS12": str(p12), "DIGITIZE_SIGN_PIN": PIN},
                     "SoftHSM2": {"DIGITIZE_SIGN_PKCS11_MODULE": module, "DIGITIZE_SIGN_TOKEN_LABEL": "bench",
@@ -627,6 +639,142 @@ def signatures_child(key: str, folder: str, count: str) -> None:
         signer.close()
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps([*start, per]))
+
+
+OPENING_PHASES = ("key opened", "1st signature", "per signature after")
+OPENING_MARK = "sign-bench: opening starts"
+
+
+def opening_side_by_side(tmp: Path, baseline: Path | None, signatures: int, rounds: int) -> None:
+    """Part 5: the batch signer's opening, by phase (CPU ms) and by imported package, in fresh child
+    processes of this tree and of the baseline taking turns (each a process as ``digitize batch`` is
+    when its signer starts: the CLI and pipelines.batch imported)."""
+    codes = {"this tree": ROOT, **({"baseline": baseline.resolve()} if baseline else {})}
+    plain_pdfa()
+    results: dict[tuple[str, str], list[list[float]]] = {}
+    imports: dict[tuple[str, str], dict[str, float]] = {}
+    for round_no in range(max(1, rounds)):
+        for key in ("PKCS#12", "SoftHSM2"):
+            order = list(codes.items()) if round_no % 2 == 0 else list(codes.items())[::-1]
+            for label, code in order:
+                env = {**os.environ, "SIGN_BENCH_CODE": str(code), "PYTHONPATH": str(code)}
+                profiled = round_no == 0  # importtime's own bookkeeping costs CPU: its round is not timed
+                command = [sys.executable, *(["-X", "importtime"] if profiled else []), __file__,
+                           "--opening-child", key, str(tmp), str(signatures)]
+                done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=code)
+                if done.returncode != 0:
+                    raise SystemExit(f"opening ({key}, {label}) failed: {done.stderr.strip()[-400:]}")
+                if profiled:
+                    imports[(key, label)] = _imports_by_package(done.stderr)
+                else:
+                    results.setdefault((key, label), []).append(json.loads(done.stdout.strip().splitlines()[-1]))
+    if not results:
+        raise SystemExit("--only opening needs --rounds 2 or more (the first round only attributes imports)")
+    print(f"\nThe batch signer's key opening, CPU ms, {max(1, rounds) - 1} timed rounds per key and code, taking "
+          f"turns; 1-minute load average at the end {os.getloadavg()[0]:.2f}\n")
+    print("| key | code | " + " | ".join(OPENING_PHASES) + " | 24 documents: opening + signatures, ms per document |")
+    print("|---|---|" + "---|" * (len(OPENING_PHASES) + 1))
+    for key in ("PKCS#12", "SoftHSM2"):
+        for label in codes:
+            rows = results[(key, label)]
+            med = [statistics.median(r[i] for r in rows) for i in range(len(OPENING_PHASES))]
+            cells = [f"{m:.0f} ({', '.join(f'{r[i]:.0f}' for r in rows)})" if i < 2 else
+                     f"{m:.1f} ({', '.join(f'{r[i]:.1f}' for r in rows)})" for i, m in enumerate(med)]
+            per_doc = (med[0] + med[1] + 23 * med[2]) / 24
+            print(f"| {key} | {label} | " + " | ".join(cells) + f" | {per_doc:.0f} |")
+    packages = sorted({p for found in imports.values() for p in found},
+                      key=lambda p: -max(found.get(p, 0.0) for found in imports.values()))
+    print("\nWhat the opening imports (python -X importtime, self times summed by top-level package, ms; "
+          "importtime's own overhead included, untimed round):\n")
+    columns = list(imports)
+    print("| package | " + " | ".join(f"{k}, {c}" for k, c in columns) + " |")
+    print("|---|" + "---|" * len(columns))
+    for package in packages[:14]:
+        print(f"| {package} | " + " | ".join(f"{imports[c].get(package, 0.0):.0f}" for c in columns) + " |")
+    print("| all | " + " | ".join(f"{sum(imports[c].values()):.0f}" for c in columns) + " |")
+    print("\nkey opened: signing.signer_for, Signer.prepare and the certificate attribute, as SigningService._open; "
+          "per signature: Signer.sign with page 1's top band handed over, as in a batch (the thread pool a token "
+          "signs in counted: process CPU).")
+
+
+def _imports_by_package(stderr: str) -> dict[str, float]:
+    """ms of import self time by top-level package, from ``-X importtime`` lines after OPENING_MARK."""
+    found: dict[str, float] = {}
+    seen = False
+    for line in stderr.splitlines():
+        if OPENING_MARK in line:
+            seen = True
+            continue
+        if not seen or not line.startswith("import time:") or "self [us]" in line:
+            continue
+        own, _, name = (part.strip() for part in line[len("import time:"):].split("|"))
+        package = name.split(".")[0].lstrip("_") or name
+        found[package] = found.get(package, 0.0) + int(own) / 1000
+    return found
+
+
+def opening_child(key: str, folder: str, count: str) -> None:
+    """In a child with SIGN_BENCH_CODE's digitize, as the batch process is when its signer starts:
+    print [key opened, 1st signature, per signature after] in CPU ms."""
+    from digitize import cli  # noqa: F401 - what `digitize batch` has imported before its signer starts
+    from pipelines import batch  # noqa: F401
+
+    import dataclasses
+    import threading
+
+    from digitize import signing, signkeys, signmark
+    from digitize.config import Settings, SignSettings
+
+    from pki import softhsm_module
+
+    tmp = Path(folder)
+    if key == "PKCS#12":
+        cfg = SignSettings(pkcs12=str(tmp / "signer.p12"), pin=PIN)
+    else:
+        os.environ["SOFTHSM2_CONF"] = str(tmp / "softhsm2.conf")
+        cfg = SignSettings(pkcs11_module=softhsm_module(), token_label="bench", key_label="signer", pin=PIN)
+    settings = dataclasses.replace(Settings(), sign=cfg)
+    plain = plain_pdfa()
+    band = signmark.top_band_grey(_page_pixels(plain), 595.0, 842.0) if hasattr(signmark, "top_band_grey") else None
+    work = Path(tempfile.mkdtemp(prefix="sign-bench-opening-", dir=folder))
+    print(OPENING_MARK, file=sys.stderr, flush=True)
+    try:
+        gc.freeze()  # as pipelines/batch.py does before it forks its workers and starts the signer
+        marks = [time.process_time()]
+        if hasattr(signing, "SigningService"):  # the batch's own opening, without its socket
+            service = signing.SigningService.__new__(signing.SigningService)
+            service.settings, service.lock, service.ready, service.error = settings, threading.Lock(), \
+                threading.Event(), None
+            service._open()
+            if service.error is not None:
+                raise service.error
+        signer = signing.signer_for(settings)
+        signer.prepare()
+        if hasattr(signkeys, "prepare_certificate_attribute"):
+            signkeys.prepare_certificate_attribute(signer._signer)
+        marks.append(time.process_time())
+        signer.sign(plain, work / "first.pdf", band)
+        marks.append(time.process_time())
+        for n in range(int(count)):
+            signer.sign(plain, work / f"signed-{n}.pdf", band)
+        marks.append(time.process_time())
+        signer.close()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    ms = [(b - a) * 1000 for a, b in zip(marks, marks[1:])]
+    ms[2] /= max(1, int(count))
+    print(json.dumps(ms))
+
+
+def _page_pixels(pdf: Path):
+    """Page 1's image of PDF as pixels (what a page worker holds when it hands over the top band)."""
+    import numpy as np
+    import pikepdf
+
+    with pikepdf.open(pdf) as doc:
+        page = doc.pages[0]
+        xobj = next(iter((page.get_images() if hasattr(page, "get_images") else page.images).values()))
+        return np.asarray(pikepdf.PdfImage(xobj).as_pil_image().convert("RGB"))
 
 
 if __name__ == "__main__":
