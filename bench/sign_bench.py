@@ -684,8 +684,9 @@ def opening_side_by_side(tmp: Path, baseline: Path | None, signatures: int, roun
             print(f"| {key} | {label} | " + " | ".join(cells) + f" | {per_doc:.0f} |")
     packages = sorted({p for found in imports.values() for p in found},
                       key=lambda p: -max(found.get(p, 0.0) for found in imports.values()))
-    print("\nWhat the opening imports (python -X importtime, self times summed by top-level package, ms; "
-          "importtime's own overhead included, untimed round):\n")
+    print("\nWhat the opening imports (python -X importtime, self times summed by top-level package, ms of wall "
+          "time: inflated on a busy machine, compare within a column; importtime's own overhead included, "
+          "untimed round):\n")
     columns = list(imports)
     print("| package | " + " | ".join(f"{k}, {c}" for k, c in columns) + " |")
     print("|---|" + "---|" * len(columns))
