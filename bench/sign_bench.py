@@ -607,19 +607,23 @@ def signatures_side_by_side(tmp: Path, baseline: Path | None, signatures: int, r
           "then one open signer signs N times with page 1's top band handed over, as in a conversion.")
 
 
-def signatures_child(key: str, folder: str, count: str) -> None:
-    """In a child with SIGN_BENCH_CODE's digitize: print [open, 1st, 2nd, per signature] in CPU ms."""
-    from digitize import signing, signmark
+def child_key(key: str, tmp: Path):
+    """The [sign] settings of KEY (PKCS#12 or SoftHSM2) made by make_key/make_token in TMP."""
     from digitize.config import SignSettings
 
     from pki import softhsm_module
 
-    tmp = Path(folder)
     if key == "PKCS#12":
-        cfg = SignSettings(pkcs12=str(tmp / "signer.p12"), pin=PIN)
-    else:
-        os.environ["SOFTHSM2_CONF"] = str(tmp / "softhsm2.conf")
-        cfg = SignSettings(pkcs11_module=softhsm_module(), token_label="bench", key_label="signer", pin=PIN)
+        return SignSettings(pkcs12=str(tmp / "signer.p12"), pin=PIN)
+    os.environ["SOFTHSM2_CONF"] = str(tmp / "softhsm2.conf")
+    return SignSettings(pkcs11_module=softhsm_module(), token_label="bench", key_label="signer", pin=PIN)
+
+
+def signatures_child(key: str, folder: str, count: str) -> None:
+    """In a child with SIGN_BENCH_CODE's digitize: print [open, 1st, 2nd, per signature] in CPU ms."""
+    from digitize import signing, signmark
+
+    cfg = child_key(key, Path(folder))
     plain = plain_pdfa()
     work = Path(tempfile.mkdtemp(prefix="sign-bench-child-", dir=folder))
     start = worker_start(cfg, plain, work)
@@ -724,17 +728,9 @@ def opening_child(key: str, folder: str, count: str) -> None:
     import threading
 
     from digitize import signing, signkeys, signmark
-    from digitize.config import Settings, SignSettings
+    from digitize.config import Settings
 
-    from pki import softhsm_module
-
-    tmp = Path(folder)
-    if key == "PKCS#12":
-        cfg = SignSettings(pkcs12=str(tmp / "signer.p12"), pin=PIN)
-    else:
-        os.environ["SOFTHSM2_CONF"] = str(tmp / "softhsm2.conf")
-        cfg = SignSettings(pkcs11_module=softhsm_module(), token_label="bench", key_label="signer", pin=PIN)
-    settings = dataclasses.replace(Settings(), sign=cfg)
+    settings = dataclasses.replace(Settings(), sign=child_key(key, Path(folder)))
     plain = plain_pdfa()
     band = signmark.top_band_grey(_page_pixels(plain), 595.0, 842.0) if hasattr(signmark, "top_band_grey") else None
     work = Path(tempfile.mkdtemp(prefix="sign-bench-opening-", dir=folder))
