@@ -19,7 +19,8 @@ would otherwise drown in noise on a loaded machine.
 
 Bytecode is read from ~/.cache/digitize-bench/pycache (``PYTHONPYCACHEPREFIX``, as convert_bench.py:
 an installed package has its .pyc); the checkouts' modules are compiled into it first. The servers
-this starts are stopped at the end (SIGTERM to the pids in their lock files).
+this starts are stopped at the end (SIGTERM to the pids in their lock files that still hold
+descriptors in the bench's own server folders).
 """
 
 from __future__ import annotations
@@ -63,6 +64,14 @@ def _servers(folder: Path) -> dict[str, int]:
         if pid:
             found[lock.name.split("-")[0]] = pid
     return found
+
+
+def _serves_from(pid: int, folder: Path) -> bool:
+    """Whether process PID holds a descriptor in FOLDER (its log, socket folder): a server of ours."""
+    try:
+        return any(os.readlink(fd).startswith(str(folder)) for fd in Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
 
 
 def _blank_page() -> Path:
@@ -122,10 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for folder in folders.values():
             for pid in _servers(folder).values():
-                try:
-                    os.kill(pid, 15)
-                except OSError:
-                    pass
+                if _serves_from(pid, folder):  # a stale lock's pid may be another process's by now
+                    try:
+                        os.kill(pid, 15)
+                    except OSError:
+                        pass
     print(f"{args.sample.name}: {args.runs} warm runs per checkout, alternating; 1-min load {load:.2f} before, "
           f"{os.getloadavg()[0]:.2f} after\ncommand: " + shlex.join([Path(sys.executable).name, *sys.argv]) + "\n")
     print("| checkout | client CPU s | converter's child + page worker CPU s | validator CPU s | sum |")
