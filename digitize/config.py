@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -248,6 +247,8 @@ def load_settings(path: str | os.PathLike | None = None, env: Mapping[str, str] 
     if candidate is None and Path("digitize.toml").is_file():
         candidate = "digitize.toml"
     if candidate:
+        import tomllib  # only with a file: the client of every `digitize run` has none to parse
+
         p = Path(candidate)
         try:
             data = tomllib.loads(p.read_text(encoding="utf-8"))

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
-import logging
 import os
 import pwd
 import socket
@@ -37,6 +35,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
+
+try:  # CPython's own SHA-256: importing hashlib loads OpenSSL (~5-10 ms of every `digitize` client)
+    from _sha256 import sha256 as _sha256
+except ImportError:  # pragma: no cover - another Python
+    from hashlib import sha256 as _sha256
 
 SOCKET_PATH_MAX = 107  # bytes in a unix socket's path (sun_path, with its NUL)
 STOP_WAIT = 30.0  # seconds `stop` waits for a server to finish work in progress
@@ -59,6 +62,8 @@ def cache_dir() -> Path:
     fallback = Path(home).absolute() / ".cache" / "digitize"
     if chosen not in _ignored:
         _ignored.add(chosen)
+        import logging  # here only: the `digitize` client imports this module and rarely logs
+
         logging.getLogger("digitize").warning(
             "ignoring cache folder %s: it or a folder above it belongs to another account or is writable by others;"
             " using %s", chosen, fallback)
@@ -267,7 +272,7 @@ def stamp(words: Iterable[str], files: Iterable[str | os.PathLike] = ()) -> str:
             parts.append(f"{info.st_size}:{info.st_mtime_ns}")
         except OSError:
             parts.append("-")
-    return hashlib.sha256(" ".join(parts).encode("utf-8", "surrogateescape")).hexdigest()[:12]
+    return _sha256(" ".join(parts).encode("utf-8", "surrogateescape")).hexdigest()[:12]
 
 
 def socket_path(folder: Path, kind: str, key: str) -> Path | None:

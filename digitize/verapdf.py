@@ -75,14 +75,19 @@ def _trusted_install(folder: Path) -> bool:
 def _home() -> Path:
     """Where the classpath and the validator jar are: this user's cache, else the system-wide copy
     (each only if :func:`_trusted_install`; else the cache, where :func:`_java_command` finds none)."""
+    return _find_home()[0]
+
+
+def _find_home() -> tuple[Path, bool]:
+    """(:func:`_home`, whether that copy passed :func:`_trusted_install`): each copy checked once."""
     cache = resident.cache_dir()
     if _trusted_install(cache):
-        return cache
+        return cache, True
     if (cache / "verapdf.classpath").is_file():
         log.warning("not running veraPDF from %s: a file there or a folder above it belongs to another account"
                     " or is writable by others", cache)
     system = _system_dir()
-    return system if _trusted_install(system) else cache
+    return (system, True) if _trusted_install(system) else (cache, False)
 
 
 def _classpath_file() -> Path:
@@ -149,14 +154,22 @@ def _prune_archives(current: Path) -> None:
                 pass
 
 
-@functools.lru_cache(maxsize=1)
 def _java_command() -> tuple[list[str], Path | None] | None:
-    cp = _classpath_file()
+    found = _java_install()
+    return None if found is None else found[:2]
+
+
+@functools.lru_cache(maxsize=1)
+def _java_install() -> tuple[list[str], Path | None, Path] | None:
+    """(command, class archive, the install's folder), the install checked once per process (its
+    ~20 jars and every folder above them: ~5 ms each time, and a run asked four times)."""
+    home, trusted = _find_home()
+    cp = home / "verapdf.classpath"
     java = shutil.which("java")
-    if not (java and cp.is_file() and cp.stat().st_size and _trusted_install(cp.parent)):
+    if not (java and trusted and cp.is_file() and cp.stat().st_size):
         return None
     classpath = cp.read_text().strip()
-    return [java, *JVM_FLAGS, "-cp", classpath, MAIN_CLASS], _cds_archive(classpath)
+    return [java, *JVM_FLAGS, "-cp", classpath, MAIN_CLASS], _cds_archive(classpath), home
 
 
 def command() -> list[str] | None:
@@ -239,14 +252,16 @@ STREAM_CLASS = "DigitizeValidator"
 
 
 def _stream_jar() -> Path:
-    return _home() / "digitize-validator.jar"
+    """In the install :func:`_java_install` found and checked (the validator jar with it)."""
+    found = _java_install()
+    return (found[2] if found is not None else _home()) / "digitize-validator.jar"
 
 
 def _stream_command(flavour: str) -> tuple[list[str], Path] | None:
     """The streaming validator's command and its class archive, if setup.sh compiled it."""
     if os.environ.get("DIGITIZE_VERAPDF"):
         return None
-    jar = _stream_jar()  # once: finding it checks the whole install (~20 jars)
+    jar = _stream_jar()
     if not jar.is_file() or command() is None:
         return None
     found = _java_command()

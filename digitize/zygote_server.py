@@ -28,12 +28,16 @@ def _say(text: str) -> None:
 def _import_lazy_modules() -> None:
     """Modules that libraries import on first use, which every child would import again (~0.05
     CPU-s a run, py-spy): lxml for pikepdf's XMP (the PDF/A metadata), numpy.ma (np.unique),
-    numpy.random (the encoder's sampling), Pillow's image plugins (Image.open)."""
+    numpy.random (the encoder's sampling), Pillow's image plugins (Image.open); and what a run
+    imports on its way (``python -X importtime`` of a child, whose stderr is the client's): the
+    signing module (the CLI takes the PIN out of the environment first) with its key helpers,
+    and the page workers' process pool's fork and lock modules."""
     import importlib
 
     from PIL import Image
 
-    for name in ("lxml.etree", "numpy.ma", "numpy.random"):
+    for name in ("lxml.etree", "numpy.ma", "numpy.random", "digitize.signing", "multiprocessing.synchronize",
+                 "multiprocessing.popen_fork"):
         try:
             importlib.import_module(name)
         except ImportError:

@@ -128,3 +128,17 @@ def test_rulings_are_the_long_straight_lines_only(page):
     lines = geometry.rulings(mask)
     assert lines[:, :].any(axis=0).sum() < 0.05 * mask.shape[1]  # a few columns: the rulings
     assert np.count_nonzero(geometry.rulings(geometry.ink_mask(page, DPI))) == 0  # text has none
+
+
+def test_sample_points_are_numpys_nonzero_points_in_the_same_order() -> None:
+    """OpenCV's scan replaces np.nonzero for speed: the same points, same order, same subsample."""
+    rng = np.random.default_rng(7)
+    for shape, share, limit in (((300, 200), 0.1, 150_000), ((400, 500), 0.5, 10_000), ((50, 60), 0.0, 150_000)):
+        mask = (rng.random(shape) < share).astype(np.uint8)
+        ys, xs = np.nonzero(mask)
+        if len(ys) > limit:
+            step = len(ys) // limit + 1
+            ys, xs = ys[::step], xs[::step]
+        got_ys, got_xs = geometry._sample_points(mask, limit)
+        assert got_ys.dtype == got_xs.dtype == np.float32
+        assert np.array_equal(got_ys, ys) and np.array_equal(got_xs, xs)

@@ -111,14 +111,14 @@ def test_a_service_account_without_a_home_validates_with_the_system_wide_copy(sc
         (work / "out.pdf").chmod(0o644)
         monkeypatch.setenv("DIGITIZE_CACHE", "/nonexistent")
         monkeypatch.delenv("DIGITIZE_VERAPDF", raising=False)
-        verapdf._java_command.cache_clear()  # this process found root's cache before
+        verapdf._java_install.cache_clear()  # this process found root's cache before
         command, _ = verapdf._stream_command("2b")
         assert str(system) in " ".join(command)
         checked = subprocess.run(command, input=f"{work / 'out.pdf'}\n", capture_output=True, text=True, timeout=300,
                                  user=65534, group=65534, extra_groups=[], cwd="/")
         assert checked.stdout.split() == ["READY", "PASS"], checked.stdout + checked.stderr
     finally:
-        verapdf._java_command.cache_clear()
+        verapdf._java_install.cache_clear()
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -138,14 +138,14 @@ def test_root_never_runs_java_code_from_another_users_cache(tmp_path, monkeypatc
     monkeypatch.setenv("HOME", str(fake))
     monkeypatch.delenv("DIGITIZE_CACHE", raising=False)
     monkeypatch.delenv("DIGITIZE_VERAPDF", raising=False)
-    verapdf._java_command.cache_clear()
+    verapdf._java_install.cache_clear()
     try:
         found = verapdf._stream_command("2b")
         if found is not None:
             command, archive = found
             assert str(fake) not in " ".join(command) and not archive.is_relative_to(fake), command
     finally:
-        verapdf._java_command.cache_clear()
+        verapdf._java_install.cache_clear()
 
 
 def test_a_cache_copy_with_a_jar_or_archive_others_can_write_is_not_run(tmp_path, monkeypatch) -> None:
@@ -161,7 +161,7 @@ def test_a_cache_copy_with_a_jar_or_archive_others_can_write_is_not_run(tmp_path
     monkeypatch.setenv("DIGITIZE_SYSTEM_DIR", str(tmp_path / "none"))
     monkeypatch.delenv("DIGITIZE_VERAPDF", raising=False)
     monkeypatch.setattr(verapdf.shutil, "which", lambda name: "/usr/bin/java" if name == "java" else None)
-    verapdf._java_command.cache_clear()
+    verapdf._java_install.cache_clear()
     try:
         command, archive = verapdf._java_command()
         assert str(jars / "a.jar") in command
@@ -171,9 +171,9 @@ def test_a_cache_copy_with_a_jar_or_archive_others_can_write_is_not_run(tmp_path
         assert not any("SharedArchiveFile" in word for word in verapdf.command())
         for planted in (jars / "a.jar", jars, cache / "digitize-validator.jar"):
             planted.chmod(0o777 if planted.is_dir() else 0o666)
-            verapdf._java_command.cache_clear()
+            verapdf._java_install.cache_clear()
             assert verapdf._java_command() is None, planted
             assert verapdf._stream_command("2b") is None, planted
             planted.chmod(0o755 if planted.is_dir() else 0o644)
     finally:
-        verapdf._java_command.cache_clear()
+        verapdf._java_install.cache_clear()
