@@ -58,6 +58,7 @@ import os
 import re
 import resource
 import shlex
+import shutil
 import signal
 import statistics
 import subprocess
@@ -548,6 +549,7 @@ def main() -> None:
         redis.stop()
         minio.stop()
         pg.stop()
+        shutil.rmtree(base, ignore_errors=True)  # the run's data, store and broker files (the fixtures are cached)
     report(args, overhead, dispatched, runs, time.monotonic() - started, idle, memory)
     for name in spies:
         parts = spy_parts(args.py_spy / f"{name}.txt")
