@@ -16,8 +16,10 @@ converts and stores everything afresh into one store and index. Then:
 2. For each W in --workers: one ``digitize worker --concurrency W`` (--layout pool) and, for W > 1, W
    ``digitize worker --concurrency 1`` services sharing one broker (--layout services: the layout of W
    worker machines, each its own Celery consumer), each layout on its own broker database, started once
-   and warmed with 2W files before any timing: workers are long-running services, their start-up
-   is not a batch's cost. Before warming, **dispatch** (--dispatch N files that fail at once, not a PDF
+   and warmed with 2W files of its own (until every pool process has converted one and keeps its page
+   worker) before any timing: workers are long-running services, their start-up is not a batch's cost.
+   With --idle S, all of them then sit idle S seconds: their CPU by process role (Celery's main process,
+   pool processes, page workers) per second, and their memory (PSS) by role. Before warming, **dispatch** (--dispatch N files that fail at once, not a PDF
    inside) through each started worker, as ``batch --queue --wait`` sends and waits: the real worker's per-task
    cost apart from converting (a delivery's own time, the gap between one process's tasks, set-up, pick-up,
    the waiter's wake-up); a failed file ends its slot's kept page worker, so the warming comes after it.
@@ -56,6 +58,7 @@ import os
 import re
 import resource
 import shlex
+import shutil
 import signal
 import statistics
 import subprocess
@@ -125,9 +128,8 @@ def reap_orphans() -> None:
             return
 
 
-def trees_cpu(roots: list[int]) -> float:
-    """CPU time so far of live process trees (each root and its descendants, with what they reaped): the
-    servers (PostgreSQL's backends included, live or exited) and a worker (pool processes, page workers)."""
+def proc_stats() -> dict[int, tuple[int, int]]:
+    """pid -> (parent pid, CPU clock ticks: utime stime cutime cstime) of every live process."""
     stats = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -135,11 +137,68 @@ def trees_cpu(roots: list[int]) -> float:
                 fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            stats[int(entry.name)] = (int(fields[1]), sum(int(v) for v in fields[11:15]))  # utime stime cu cs
-    tree = set(roots)
-    for _ in range(8):  # depth: worker -> pool process -> page worker
-        tree |= {pid for pid, (ppid, _) in stats.items() if ppid in tree}
-    return sum(stats.get(pid, (0, 0))[1] for pid in tree) / os.sysconf("SC_CLK_TCK")
+            stats[int(entry.name)] = (int(fields[1]), sum(int(v) for v in fields[11:15]))
+    return stats
+
+
+def tree_depths(roots: list[int], stats: dict[int, tuple[int, int]]) -> dict[int, int]:
+    """Each live process of the trees under ROOTS -> its depth below its root (worker -> pool -> page worker)."""
+    depth = {pid: 0 for pid in roots if pid in stats}
+    for level in range(1, 8):
+        found = {pid: level for pid, (ppid, _) in stats.items() if depth.get(ppid) == level - 1 and pid not in depth}
+        if not found:
+            break
+        depth.update(found)
+    return depth
+
+
+def trees_cpu(roots: list[int]) -> float:
+    """CPU time so far of live process trees (each root and its descendants, with what they reaped): the
+    servers (PostgreSQL's backends included, live or exited) and a worker (pool processes, page workers)."""
+    stats = proc_stats()
+    return sum(stats[pid][1] for pid in tree_depths(roots, stats)) / os.sysconf("SC_CLK_TCK")
+
+
+ROLES = ("main", "pool", "page")  # a worker tree's depths: Celery's main process, its pool processes, page workers
+
+
+def tree_roles(roots: list[int]) -> dict[str, float]:
+    """CPU-s so far of worker trees by role (depth below a root: 0 Celery's main process with its consumer, timers
+    and pool parent; 1 pool processes; 2+ page workers): which processes a layout's extra CPU is in. A process's
+    own time plus what it reaped (a dead child's CPU counts with its parent's role)."""
+    stats = proc_stats()
+    roles = dict.fromkeys(ROLES, 0.0)
+    for pid, level in tree_depths(roots, stats).items():
+        roles[ROLES[min(level, 2)]] += stats[pid][1] / os.sysconf("SC_CLK_TCK")
+    return roles
+
+
+def tree_pss(roots: list[int]) -> dict[str, float]:
+    """MB of proportional set size (shared pages split among their sharers) of worker trees by role: what a
+    layout holds in memory (a second service: a second Celery main process, its own preloaded modules)."""
+    roles = dict.fromkeys(ROLES, 0.0)
+    for pid, level in tree_depths(roots, proc_stats()).items():
+        try:
+            text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        found = re.search(r"^Pss:\s+(\d+) kB", text, re.M)
+        roles[ROLES[min(level, 2)]] += int(found.group(1)) / 1024 if found else 0.0
+    return roles
+
+
+def pool_cpu(roots: list[int]) -> dict[int, float]:
+    """CPU-s so far of each pool process (depth 1) of the worker trees: a cold one (a first task's connections,
+    page worker, models) stands out in a round."""
+    stats = proc_stats()
+    return {pid: stats[pid][1] / os.sysconf("SC_CLK_TCK") for pid, level in tree_depths(roots, stats).items()
+            if level == 1}
+
+
+def page_pids(roots: list[int]) -> set[int]:
+    """The live page workers (depth 2+) of the worker trees: a new pid in a round is a page worker started anew."""
+    stats = proc_stats()
+    return {pid for pid, level in tree_depths(roots, stats).items() if level >= 2}
 
 
 def cpu_parts(servers: list[int], workers: list[int] = ()) -> dict[str, float]:
@@ -147,8 +206,9 @@ def cpu_parts(servers: list[int], workers: list[int] = ()) -> dict[str, float]:
     own pools and page workers included), the queue workers' trees, the servers' trees."""
     reap_orphans()  # a worker's page workers orphaned by their pool process: counted with the batch
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    roles = tree_roles(list(workers)) if workers else dict.fromkeys(ROLES, 0.0)
     return {"batch": usage.ru_utime + usage.ru_stime, "workers": trees_cpu(list(workers)) if workers else 0.0,
-            "servers": trees_cpu(servers)}
+            "servers": trees_cpu(servers), **{f"workers:{role}": cpu for role, cpu in roles.items()}}
 
 
 def run_batch(env: dict[str, str], *args: str) -> tuple[int, float, float]:
@@ -267,6 +327,8 @@ class Run:
     cpu: float = 0.0  # CPU-s of the run's processes and the servers
     cpu_parts: dict[str, float] = field(default_factory=dict)  # the same by part: batch, workers, servers
     timeline: dict[str, float] = field(default_factory=dict)
+    pool_cpu: dict[str, float] = field(default_factory=dict)  # queued: CPU-s of each pool process (pid -> s)
+    new_page_workers: int = 0  # queued: page workers started during the run (a kept one ended: a cold start)
 
     @property
     def ppm(self) -> float:
@@ -372,6 +434,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="rounds of every pipeline, in rotated order")
     parser.add_argument("--dispatch", type=int, default=24,
                         help="files that fail at once, sent through each warm worker: its per-task cost (0: none)")
+    parser.add_argument("--idle", type=float, default=10.0,
+                        help="seconds all warm workers sit idle, their CPU measured by process role (0: skip)")
     parser.add_argument("--probe-only", action="store_true", help="only the per-document overhead probe")
     parser.add_argument("--profile", type=Path, help="cProfile of the probe (queue overhead only) to this file, "
                         "and of each dispatch batch (submitting and waiting) to FILE.dispatchW")
@@ -389,6 +453,8 @@ def main() -> None:
     # (kind, slots) -> the worker processes serving that broker database, and its URL
     workers: dict[tuple[str, int], tuple[list[subprocess.Popen], str]] = {}
     dispatched: dict[tuple[str, int], dict[str, float]] = {}
+    idle: dict[tuple[str, int], dict[str, float]] = {}  # layout -> CPU-ms per second idle, by role
+    memory: dict[tuple[str, int], dict[str, float]] = {}  # layout -> MB PSS, by role, when idle
     spies: dict[str, subprocess.Popen] = {}
     try:
         settings = make_settings(base / "data", minio.url("b" + uuid.uuid4().hex[:12]),
@@ -417,14 +483,30 @@ def main() -> None:
                 if args.dispatch:  # before warming: a file that fails ends its slot's kept page worker
                     dispatched[(kind, count)] = dispatch(on_url, count, args.dispatch, args.profile and
                                                          args.profile.with_suffix(f".dispatch-{kind}{count}"))
-                run_batch(dict(env, DIGITIZE_QUEUE_URL=url), str(variant(images, f"warm{count}", 2 * count)),
-                          "--queue", "--wait")
-                timeline(url, count)
+                pids = [proc.pid for proc in procs]
+                for attempt in range(4):  # until every pool process has converted a file and keeps its page worker
+                    # (Redis hands a message to whichever consumer asks first). Each layout its own files, fresh
+                    # bytes each attempt: files another layout stored already are skipped by their SHA-256 without
+                    # converting, which left the services' page workers to start in the first timed round
+                    run_batch(dict(env, DIGITIZE_QUEUE_URL=url),
+                              str(variant(images, f"warm-{kind}{count}-{attempt}", 2 * count)), "--queue", "--wait")
+                    used, paging = timeline(url, count)["used"], len(page_pids(pids))
+                    if used >= count and paging >= count:
+                        break
+                print(f"warm-up, {label(kind, count)}: {used} of {count} pool processes converted a file, "
+                      f"{paging} page worker(s) kept", file=sys.stderr)
                 if args.py_spy:  # from here on: the timed rounds, not start-up, dispatch and warming
                     args.py_spy.mkdir(parents=True, exist_ok=True)
                     for i, proc in enumerate(procs):
                         name = f"worker-{count}" if kind == "queue" else f"service-{count}-{i}"
                         spies[name] = spy(proc.pid, args.py_spy / f"{name}.txt")
+            if args.idle:  # every layout up, warm and idle at once: what a service costs while it waits
+                before = {k: tree_roles([p.pid for p in procs]) for k, (procs, _) in workers.items()}
+                time.sleep(args.idle)
+                idle = {k: {role: (cpu - before[k][role]) / args.idle * 1000
+                            for role, cpu in tree_roles([p.pid for p in procs]).items()}
+                        for k, (procs, _) in workers.items()}
+                memory = {k: tree_pss([p.pid for p in procs]) for k, (procs, _) in workers.items()}
             plan = [("local", j) for j in args.jobs] + list(workers)
             for r in range(args.rounds):
                 for kind, procs in plan[r % len(plan):] + plan[:r % len(plan)]:  # rotated: no pipeline always first
@@ -439,17 +521,22 @@ def main() -> None:
                     else:
                         serving, url = workers[(kind, procs)]
                         pids = [proc.pid for proc in serving]
-                        cpu = cpu_parts(servers, pids)
+                        cpu, pool, pages = cpu_parts(servers, pids), pool_cpu(pids), page_pids(pids)
                         launched = time.time()
                         run.pages, run.seconds, run.wall = run_batch(
                             dict(env, DIGITIZE_DATA_DIR=str(data), DIGITIZE_QUEUE_URL=url), str(src), "--queue",
                             "--wait")
                         run.cpu_parts = {k: v - cpu[k] for k, v in cpu_parts(servers, pids).items()}
                         run.timeline = timeline(url, procs, launched, time.time())
-                    run.cpu = sum(run.cpu_parts.values())
+                        run.pool_cpu = {str(pid): cpu - pool.get(pid, 0.0) for pid, cpu in pool_cpu(pids).items()}
+                        run.new_page_workers = len(page_pids(pids) - pages)
+                    run.cpu = sum(run.cpu_parts[k] for k in ("batch", "workers", "servers"))
                     runs.append(run)
                     print(f"round {r + 1}/{args.rounds}: {kind} {procs}: {run.pages} pages in {run.seconds:.1f} s "
-                          f"({run.wall:.1f} s command), {run.cpu / run.pages:.2f} CPU-s/page", file=sys.stderr)
+                          f"({run.wall:.1f} s command), {run.cpu / run.pages:.2f} CPU-s/page"
+                          + (", pool processes " + " ".join(f"{v:.2f}" for v in run.pool_cpu.values()) + " CPU-s"
+                             + f", {run.new_page_workers} page worker(s) started" if run.pool_cpu else ""),
+                          file=sys.stderr)
     finally:
         for sampler in spies.values():
             sampler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
@@ -462,7 +549,8 @@ def main() -> None:
         redis.stop()
         minio.stop()
         pg.stop()
-    report(args, overhead, dispatched, runs, time.monotonic() - started)
+        shutil.rmtree(base, ignore_errors=True)  # the run's data, store and broker files (the fixtures are cached)
+    report(args, overhead, dispatched, runs, time.monotonic() - started, idle, memory)
     for name in spies:
         parts = spy_parts(args.py_spy / f"{name}.txt")
         print(f"\n{name}, py-spy (CPU samples of its tree, {args.py_spy}/{name}.txt): "
@@ -478,7 +566,8 @@ def label(kind: str, procs: int) -> str:
 
 
 def report(args, overhead: dict[str, float], dispatched: dict[tuple[str, int], dict[str, float]], runs: list[Run],
-           elapsed: float) -> None:
+           elapsed: float, idle: dict[tuple[str, int], dict[str, float]] | None = None,
+           memory: dict[tuple[str, int], dict[str, float]] | None = None) -> None:
     print(f"\nqueue bench: {args.files} files x {args.pages} pages, {args.rounds} round(s), {os.cpu_count()} CPUs"
           f"{' - ' + args.label if args.label else ''} ({elapsed / 60:.1f} min)")
     print(f"command: {shlex.join(['.venv/bin/python', 'bench/queue_bench.py', *sys.argv[1:]])}\n")
@@ -499,6 +588,19 @@ def report(args, overhead: dict[str, float], dispatched: dict[tuple[str, int], d
             print(f"| {label(kind, procs)} | {procs} | {d['tasks']} | {d['per_task_ms']:.1f} | {d['task_ms']:.1f} | "
                   f"{d['gap_ms']:.1f} | {d['setup_ms']:.0f} | {d['first_ms']:.0f} | {d['wake_ms']:.0f} |")
         print()
+    if idle:
+        print(f"\nWorkers idle ({args.idle:g} s, all layouts up and warm at once): CPU-ms per second of the layout's "
+              "processes by role (*main* Celery's main process: consumer, broker polls, timers, pool parent; *pool* "
+              "pool processes; *page* page workers), and per service; their memory (PSS, MB) by role.\n")
+        print("| workers | services | main | pool | page | total | per service | PSS MB main | pool | page | total |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for (kind, procs), roles in idle.items():
+            services = procs if kind == "services" else 1
+            total = sum(roles.values())
+            mb = (memory or {}).get((kind, procs), dict.fromkeys(ROLES, 0.0))
+            print(f"| {label(kind, procs)} | {services} | {roles['main']:.2f} | {roles['pool']:.2f} | "
+                  f"{roles['page']:.2f} | {total:.2f} | {total / services:.2f} | {mb['main']:.0f} | "
+                  f"{mb['pool']:.0f} | {mb['page']:.0f} | {sum(mb.values()):.0f} |")
     groups: dict[tuple[str, int], list[Run]] = {}
     for run in runs:
         groups.setdefault((run.kind, run.processes), []).append(run)
@@ -530,14 +632,17 @@ def report(args, overhead: dict[str, float], dispatched: dict[tuple[str, int], d
               f"{statistics.median(r.wall for r in group):.1f} | "
               f"{median_spread([r.cpu / r.pages for r in group], '{:.2f}')} | {cpu / local_cpu:.3f} |")
     print("\nCPU-s per page by part (medians): *batch command* the `digitize batch` process (in-process: with its "
-          "pool and page workers); *workers* the queue workers (Celery, pool processes, page workers); *servers* "
-          "Redis, MinIO, PostgreSQL.\n")
-    print("| pipeline | slots | batch command | workers | servers |")
-    print("| --- | --- | ---: | ---: | ---: |")
+          "pool and page workers); *workers* the queue workers (Celery, pool processes, page workers), then the same "
+          "by process: *main* Celery's main process(es) (consumer, timers, pool parent: one per service), *pool* "
+          "the pool processes (run_job: fetch, ledger, store, index), *page* the page workers (conversion); "
+          "*servers* Redis, MinIO, PostgreSQL.\n")
+    print("| pipeline | slots | batch command | workers | main | pool | page | servers |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for (kind, procs), group in groups.items():
-        parts = {k: statistics.median(r.cpu_parts[k] / r.pages for r in group)
-                 for k in ("batch", "workers", "servers")}
+        parts = {k: statistics.median(r.cpu_parts.get(k, 0.0) / r.pages for r in group)
+                 for k in ("batch", "workers", "servers", *(f"workers:{role}" for role in ROLES))}
         print(f"| {label(kind, procs)} | {procs} | {parts['batch']:.3f} | {parts['workers']:.3f} | "
+              f"{parts['workers:main']:.4f} | {parts['workers:pool']:.4f} | {parts['workers:page']:.3f} | "
               f"{parts['servers']:.3f} |")
     queued = [(kind, procs, g) for (kind, procs), g in groups.items() if kind != "local"]
     if queued:
@@ -571,8 +676,11 @@ def report(args, overhead: dict[str, float], dispatched: dict[tuple[str, int], d
         if one and two:
             ratios = [by_round[(kind, 2, r.round)].ppm / r.ppm for r in one]
             work = [by_round[(kind, 2, r.round)].work_ppm / r.work_ppm for r in one]
+            of_medians = statistics.median(r.ppm for r in two) / statistics.median(r.ppm for r in one)
+            work_medians = statistics.median(r.work_ppm for r in two) / statistics.median(r.work_ppm for r in one)
             print(f"{label(kind, 2)} / worker x1 pages/min, paired by round: batch {median_spread(ratios, '{:.2f}')}x, "
-                  f"workers' span {median_spread(work, '{:.2f}')}x (target >= 1.8x)")
+                  f"workers' span {median_spread(work, '{:.2f}')}x; ratio of the medians: batch {of_medians:.2f}x, "
+                  f"workers' span {work_medians:.2f}x (target >= 1.8x)")
     l1, l2 = groups.get(("local", 1)), groups.get(("local", 2))
     if l1 and l2:
         ratios = [by_round[("local", 2, r.round)].ppm / r.ppm for r in l1]
