@@ -22,7 +22,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Protocol
@@ -437,6 +437,32 @@ class EventSink(Protocol):
     def flush(self) -> object: ...
 
 
+# An access whose answer was withheld after its event was committed (the portal's 503: the commit came too
+# late): the append-only log gets this compensating event (no schema change: outcome failure, the original's
+# time and detail after the prefix), and :func:`fold_withheld` shows the original as refused when read.
+WITHHELD = "answer withheld (503, its access event was committed too late): "
+
+
+def withheld(event: Event) -> Event:
+    return Event(event.event_type, "failure", event.actor, event.tool, doc_id=event.doc_id, case_id=event.case_id,
+                 detail=f"{WITHHELD}{event.time} {event.detail}", time=now_iso(), client=event.client)
+
+
+def _is_withheld(event: Event) -> bool:
+    return event.outcome == "failure" and event.detail.startswith(WITHHELD)
+
+
+def fold_withheld(events: list[Event]) -> list[Event]:
+    """The log as officers read it: an access later withheld is shown once, as a failure saying so (its
+    compensating event is folded into it), never as done."""
+    marks = {(e.actor, e.doc_id, e.case_id, e.detail[len(WITHHELD):]) for e in events if _is_withheld(e)}
+    if not marks:
+        return events
+    return [replace(e, outcome="failure", detail=e.detail + " (answer withheld: 503)")
+            if (e.actor, e.doc_id, e.case_id, f"{e.time} {e.detail}") in marks else e
+            for e in events if not _is_withheld(e)]
+
+
 @dataclass
 class Download:
     """A verified stream of one object (see :meth:`Gate.stream`); iterate it once."""
@@ -541,6 +567,14 @@ class Gate:
         with _EVENT_WRITES:
             self.index.add_events([event])
 
+    def _add_events(self, events: list[Event]) -> None:
+        """To the sink (the portal's request events), else written at once."""
+        if self.sink is not None:
+            events = [e for e in events if not self.sink.add(e)]
+        if events:
+            with _EVENT_WRITES:
+                self.index.add_events(events)
+
     # -- reading ---------------------------------------------------------------------------------
     def case(self, case_id: str) -> tuple[CaseRecord, list[DocumentRow]]:
         value = self.scoped_case_id(case_id)
@@ -606,7 +640,8 @@ class Gate:
 
     def dossier(self, case_id: str, out_dir: Path, original: bool = False) -> "retrieval.Retrieval":
         value = self.scoped_case_id(case_id)
-        got = self.archive.retrieve(value, out_dir, original, actor=self.principal.actor, client=self.client or None)
+        got = self.archive.retrieve(value, out_dir, original, actor=self.principal.actor, client=self.client or None,
+                                    add_events=self._add_events)  # with the request's: withdrawn with a 503
         self.record("retrieved", f"downloaded the dossier ({len(got.files)} documents) as a ZIP", case_id=value)
         return got
 
@@ -614,7 +649,7 @@ class Gate:
         value = self.scoped_case_id(case_id)
         if self.sink is not None:
             self.sink.flush()  # this process's queued events first, so a reader sees its own view
-        return self.index.events(case_id=value)
+        return fold_withheld(self.index.events(case_id=value))
 
     def search(self, text: str, filters: SearchFilters | None = None, limit: int = 20, offset: int = 0) -> SearchPage:
         self.require(Perm.read)

@@ -14,6 +14,14 @@ the portal's 503) and the next batch opens the index afresh; a closed writer (a 
 what is queued first, and afterwards :meth:`EventWriter.add` says so, and the caller writes the event
 itself. Durability is the index's: SQLite commits with ``synchronous = FULL`` (the WAL is fsynced at
 every commit), so an event whose answer was sent survives a crash and a power loss.
+
+A stuck writer (a database that does not answer: PostgreSQL with ``db_timeout = 0`` behind a lock, a
+stalled disk) is bounded: once its commit has run longer than ``wait``, or ``MAX_QUEUED`` events wait, or
+its thread has died, a new event is refused at once (StorageError, the 503) instead of queued. A request
+that gave up waiting (its 503) withdraws its events (:meth:`EventWriter.withdraw`): one not yet taken by
+the writer is dropped; one already sent to the database is followed by a compensating event
+(:func:`storage.access.withheld`: outcome failure), so the append-only log never shows an access that was
+refused as done.
 """
 
 from __future__ import annotations
@@ -22,13 +30,16 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from typing import Callable
 
 from digitize.errors import StorageError
+from storage.access import withheld
 from storage.models import Event
 
 log = logging.getLogger("digitize.web")
 WAIT = 30.0  # seconds a request waits for its commit before a 503 (the index's own waits are shorter)
+MAX_QUEUED = 10_000  # events waiting for the next commit; beyond it new ones are refused (a stuck writer)
 
 
 class _Batch:
@@ -36,7 +47,7 @@ class _Batch:
     its own condition (on the writer's one lock): a commit wakes only its own requests, and a new event
     wakes only the writer (one condition for all woke every waiting request thread at every event)."""
 
-    __slots__ = ("events", "done", "error", "cond", "futures")
+    __slots__ = ("events", "done", "error", "cond", "futures", "dropped", "withdrawn", "started")
 
     def __init__(self, lock: threading.Lock) -> None:
         self.events: list[Event] = []
@@ -44,6 +55,9 @@ class _Batch:
         self.error: str | None = None
         self.cond = threading.Condition(lock)
         self.futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = []  # waiters on event loops
+        self.dropped: set[int] = set()  # id() of events withdrawn before the writer took the batch
+        self.withdrawn: list[Event] = []  # withdrawn while being committed: compensated if the commit succeeds
+        self.started = 0.0  # time.monotonic() when the writer took it
 
     def outcome(self) -> None:
         if self.error is not None:
@@ -75,6 +89,7 @@ class EventWriter:
             return False
         with self._cond:
             if not batch.cond.wait_for(lambda: batch.done, self.wait):
+                self._withdraw(batch, event)
                 raise StorageError(f"the access event was not committed within {self.wait:g} s")
         batch.outcome()
         return True
@@ -85,11 +100,24 @@ class EventWriter:
         with self._cond:
             if self._thread is None or self._stopping:
                 return None
-            batch = self._batch
+            busy, batch = self._committing, self._batch
+            if ((busy is not None and not busy.done and time.monotonic() - busy.started > self.wait)
+                    or len(batch.events) >= MAX_QUEUED or not self._thread.is_alive()):
+                self._refuse()
             batch.events.append(event)
             if len(batch.events) == 1:
                 self._cond.notify()
             return batch
+
+    def _refuse(self) -> None:
+        """StorageError (a 503 at once, nothing queued): the writer cannot keep up. Its commit has run for
+        more than ``wait`` (every request queued behind it would time out anyway), the queue is full, or
+        its thread died."""
+        if not self._thread.is_alive():
+            raise StorageError("the access events' writer has stopped")
+        if len(self._batch.events) >= MAX_QUEUED:
+            raise StorageError(f"{MAX_QUEUED} access events wait for the database; refused at once")
+        raise StorageError(f"the access events' commit has not ended for {self.wait:g} s; refused at once")
 
     async def committed(self, batch: _Batch) -> None:
         """On an event loop: wait (without holding a thread) until ``batch`` is committed; StorageError if
@@ -97,21 +125,53 @@ class EventWriter:
         with self._cond:
             if not batch.done:
                 future = asyncio.get_running_loop().create_future()
-                batch.futures.append((future.get_loop(), future))
+                batch.futures.append(entry := (future.get_loop(), future))
             else:
                 future = None
         if future is not None:
             try:
                 await asyncio.wait_for(future, self.wait)
             except asyncio.TimeoutError:
+                with self._cond, contextlib.suppress(ValueError):
+                    batch.futures.remove(entry)
                 raise StorageError(f"the access event was not committed within {self.wait:g} s") from None
         batch.outcome()
+
+    def withdraw(self, pairs: list[tuple[_Batch, Event]]) -> None:
+        """The answer these events stood for was not given (its 503): drop each one the writer has not
+        taken yet; for one already sent to the database, queue a compensating failure event once (and
+        only if) its commit succeeds. Never waits (it runs on the event loop)."""
+        with self._cond:
+            for batch, event in pairs:
+                self._withdraw(batch, event)
+
+    def _withdraw(self, batch: _Batch, event: Event) -> None:
+        if event.event_type != "retrieved":  # only accesses: an upload taken, a case record written, stay done
+            return
+        if batch is self._batch:  # not taken yet: dropped
+            batch.dropped.add(id(event))
+        elif not batch.done:  # being committed: compensated once that commit succeeded
+            batch.withdrawn.append(event)
+        elif batch.error is None:  # committed: compensated now
+            self._compensate([event])
+        # a failed batch wrote nothing (one all-or-nothing INSERT): nothing to withdraw
+
+    def _compensate(self, events: list[Event]) -> None:
+        """Under the lock: queue the compensating events of committed ``events`` (not refused for a full
+        queue: the log must not keep a refused access as done); a closed writer can only report them."""
+        if self._thread is None:
+            log.warning("access events: %d withdrawn accesses stay recorded as done (the writer has stopped)",
+                        len(events))
+            return
+        batch = self._batch
+        batch.events.extend(withheld(e) for e in events)
+        self._cond.notify()
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every event added so far is committed or failed (True), or ``timeout`` passes (False).
         Each :meth:`add` waits for its own commit already; this is for readers of the log."""
         with self._cond:  # the queued batch, else the one being committed (review dl11 L2: it was skipped)
-            batch = self._batch if self._batch.events else self._committing
+            batch = self._batch if len(self._batch.events) > len(self._batch.dropped) else self._committing
             if batch is None or batch.done:
                 return True
             return batch.cond.wait_for(lambda: batch.done or self._thread is None, timeout)
@@ -126,8 +186,13 @@ class EventWriter:
         if self._thread is not None:
             self._thread.join(self.wait)
             if self._thread.is_alive():
-                log.warning("access events: the writer's commit did not end within %g s; stopping without it",
-                            self.wait)
+                with self._cond:
+                    busy = self._committing
+                    lost = len(self._batch.events) - len(self._batch.dropped)
+                    lost += len(busy.events) if busy is not None and not busy.done else 0
+                log.warning("access events: the writer's commit did not end within %g s; stopping without it: "
+                            "%d access events not recorded (their requests were answered 503 or not at all)",
+                            self.wait, lost)
         with self._cond:
             self._thread = None
             self._batch.cond.notify_all()
@@ -140,6 +205,9 @@ class EventWriter:
                     self._cond.wait_for(lambda: self._batch.events or self._stopping)
                     batch, self._batch = self._batch, _Batch(self._lock)
                     self._committing = batch
+                    batch.started = time.monotonic()
+                    if batch.dropped:  # withdrawn by requests that gave up waiting: never written
+                        batch.events = [e for e in batch.events if id(e) not in batch.dropped]
                 if batch.events:
                     try:
                         index = index or self.open_index()
@@ -153,14 +221,16 @@ class EventWriter:
                             except Exception:  # noqa: BLE001 - a broken connection may fail to close too
                                 pass
                             index = None
-                    with self._cond:
-                        batch.done = True
-                        self.commits += batch.error is None
-                        batch.cond.notify_all()
-                        waiting, batch.futures = batch.futures, []
-                    for loop, future in waiting:
-                        with contextlib.suppress(RuntimeError):  # that loop has closed: nobody waits
-                            loop.call_soon_threadsafe(_resolve, future)
+                with self._cond:
+                    batch.done = True
+                    self.commits += batch.error is None and bool(batch.events)
+                    if batch.withdrawn and batch.error is None:
+                        self._compensate(batch.withdrawn)
+                    batch.cond.notify_all()
+                    waiting, batch.futures = batch.futures, []
+                for loop, future in waiting:
+                    with contextlib.suppress(RuntimeError):  # that loop has closed: nobody waits
+                        loop.call_soon_threadsafe(_resolve, future)
                 with self._cond:
                     if self._stopping and not self._batch.events:
                         return
@@ -191,16 +261,26 @@ class RequestEvents:
     def __init__(self, writer: EventWriter):
         self.writer = writer
         self.batches: list[_Batch] = []
+        self.queued: list[tuple[_Batch, Event]] = []  # every event queued before the answer, to withdraw
         self.started = False
 
     def add(self, event: Event) -> bool:
         if self.started:
             if _on_event_loop():  # a stream the client left, closed by the garbage collector on the loop:
-                return self.writer.submit(event) is not None  # queue it; never block every request on a commit
+                try:  # queue it; never block every request on a commit
+                    return self.writer.submit(event) is not None
+                except StorageError as e:
+                    log.warning("access event of a closed stream not recorded: %s", e)
+                    return True  # not written on the loop either
             return self.writer.add(event)
-        batch = self.writer.submit(event)
+        try:
+            batch = self.writer.submit(event)
+        except StorageError:  # a stuck writer: this request is refused, so are its earlier events
+            self.withdraw()
+            raise
         if batch is None:
             return False
+        self.queued.append((batch, event))
         if not self.batches or self.batches[-1] is not batch:
             self.batches.append(batch)
         return True
@@ -211,6 +291,12 @@ class RequestEvents:
     async def committed(self) -> None:
         while self.batches:
             await self.writer.committed(self.batches.pop(0))
+
+    def withdraw(self) -> None:
+        """The answer is not given (a 503): none of this request's events may stay recorded as done."""
+        queued, self.queued, self.batches = self.queued, [], []
+        if queued:
+            self.writer.withdraw(queued)
 
 
 SCOPE_KEY = "digitize.events"
@@ -242,6 +328,7 @@ class CommitBeforeAnswer:
                     await events.committed()
                 except StorageError as e:
                     log.warning("%s %s: %s", scope.get("method"), scope.get("path"), e)
+                    events.withdraw()  # a late commit must not record this refused answer's accesses as done
                     replaced = True
                     await self.unavailable(scope)(scope, receive, send)
                     return

@@ -1,0 +1,246 @@
+"""web/events.py when the database does not answer: a stuck writer refuses new events at once with a
+bounded queue; a request answered 503 withdraws its access events (dropped if not yet sent to the database,
+else compensated), ZIPs included; a shutdown that gives events up says how many (review dl11 M2)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import threading
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from digitize.config import Settings
+from digitize.errors import StorageError
+from portal_data import AGENCY_A, CASE_A, seed
+from storage import access
+from storage.archive import Archive
+from storage.index import open_index
+from storage.models import Event
+from web import events as events_module
+from web.app import create_app
+from web.events import EventWriter, RequestEvents
+
+
+def held_index(settings, release: threading.Event):
+    """A real index whose commits wait for ``release`` (a database that does not answer)."""
+
+    def opener():
+        index = open_index(settings.index_dsn)
+        real = index.add_events
+
+        def add_events(events):
+            release.wait(20)
+            real(events)
+
+        index.add_events = add_events
+        return index
+
+    return opener
+
+
+def view(detail: str, actor: str = "user:an") -> Event:
+    return Event("retrieved", "success", actor, "t", case_id=CASE_A, detail=detail)
+
+
+def logged(settings) -> list[Event]:
+    index = open_index(settings.index_dsn)
+    try:
+        return index.events(case_id=CASE_A)
+    finally:
+        index.close()
+
+
+@pytest.fixture()
+def empty(tmp_path):
+    settings = Settings(data_dir=str(tmp_path / "data"))
+    open_index(settings.index_dsn).close()
+    return settings
+
+
+def test_a_stuck_writer_refuses_new_events_at_once_and_its_queue_stays_bounded(empty, monkeypatch):
+    monkeypatch.setattr(events_module, "MAX_QUEUED", 50, raising=False)  # (absent before the bound)
+    release = threading.Event()
+    writer = EventWriter(held_index(empty, release), wait=0.3)
+    writer.start()
+    try:
+        writer.submit(view("first"))  # taken by the writer, whose commit hangs
+        while writer._committing is None:
+            time.sleep(0.01)
+        refused = 0
+        for i in range(200):  # within the wait: queued up to the bound, the rest refused
+            try:
+                writer.submit(view(f"queued {i}"))
+            except StorageError:
+                refused += 1
+        assert len(writer._batch.events) == 50 and refused == 150
+        time.sleep(0.4)  # the commit has now run longer than a request waits: stuck
+        queued = len(writer._batch.events)
+        with pytest.raises(StorageError, match="refused at once"):
+            writer.add(view("late"))
+        assert len(writer._batch.events) == queued  # not queued
+    finally:
+        release.set()
+        writer.close()
+
+
+def test_requests_that_gave_up_withdraw_their_events_dropped_or_compensated(empty):
+    """First request: its batch was being committed when it gave up, so the log gets a compensating event;
+    second: its batch was still queued, so its event is never written. Only accesses are withdrawn."""
+    release = threading.Event()
+    writer = EventWriter(held_index(empty, release), wait=0.3)
+    writer.start()
+    try:
+        first, second = RequestEvents(writer), RequestEvents(writer)
+
+        async def requests():
+            first.add(view("first, being committed"))
+            while writer._committing is None:
+                await asyncio.sleep(0.01)
+            second.add(view("second, still queued"))
+            second.add(Event("ingested", "success", "user:an", "t", case_id=CASE_A, detail="upload received"))
+            for events in (first, second):
+                with pytest.raises(StorageError, match="not committed within"):
+                    await events.committed()
+                events.withdraw()  # what CommitBeforeAnswer does before its 503
+
+        asyncio.run(requests())
+        release.set()
+        assert writer.flush(5) and writer.flush(5)
+    finally:
+        release.set()
+        writer.close()
+    log = logged(empty)
+    details = [(e.outcome, e.detail) for e in log]
+    assert ("success", "first, being committed") in details and ("success", "upload received") in details
+    assert not any("second" in d for _, d in details)
+    compensations = [e for e in log if e.detail.startswith(access.WITHHELD)]
+    assert len(compensations) == 1 and compensations[0].outcome == "failure"
+    assert compensations[0].detail.endswith(" first, being committed")
+    shown = access.fold_withheld(log)  # as the case page and the API list it
+    assert [(e.outcome, e.detail) for e in shown] == [
+        ("failure", "first, being committed (answer withheld: 503)"), ("success", "upload received")]
+
+
+def test_a_shutdown_that_gives_events_up_says_how_many(empty, caplog):
+    release = threading.Event()
+    writer = EventWriter(held_index(empty, release), wait=0.3)
+    writer.start()
+    try:
+        writer.submit(view("being committed"))
+        while writer._committing is None:
+            time.sleep(0.01)
+        writer.submit(view("queued 1"))
+        writer.submit(view("queued 2"))
+        with caplog.at_level(logging.WARNING, logger="digitize.web"):
+            writer.close()  # returns after its wait: the commit hangs
+        lines = [r.getMessage() for r in caplog.records if "stopping without it" in r.getMessage()]
+        assert len(lines) == 1 and "3 access events not recorded" in lines[0]
+    finally:
+        release.set()
+
+
+# -- through the app ------------------------------------------------------------------------------------
+@pytest.fixture()
+def served(tmp_path):
+    settings = seed(tmp_path / "data", tmp_path / "work")
+    with Archive.open(settings) as archive:
+        token = access.create_token(archive.index, "onestop-a", "officer", [AGENCY_A])
+    with TestClient(create_app(settings), base_url="http://127.0.0.1", client=("10.1.2.3", 50000),
+                    headers={"authorization": f"Bearer {token}"}) as client:
+        yield client, settings
+
+
+def in_thread(call) -> tuple[threading.Thread, list]:
+    out: list = []
+    thread = threading.Thread(target=lambda: out.append(call()))
+    thread.start()
+    return thread, out
+
+
+def test_answers_refused_while_the_database_hangs_are_never_listed_as_accesses(served):
+    client, settings = served
+    writer = client.app.state.events
+    real_open, release = writer.open_index, threading.Event()
+    writer.wait = 1.0
+    writer.open_index = held_index(settings, release)
+    try:
+        a, got_a = in_thread(lambda: client.get(f"/api/v1/cases/{CASE_A}"))  # its commit hangs
+        while writer._committing is None:
+            time.sleep(0.01)
+        time.sleep(0.2)
+        b, got_b = in_thread(lambda: client.get(f"/api/v1/cases/{CASE_A}/documents/1/pdfa"))  # queued behind
+        zip_, got_zip = in_thread(lambda: client.get(f"/api/v1/cases/{CASE_A}/dossier.zip"))
+        for thread in (a, b, zip_):
+            thread.join(10)
+        assert [r.status_code for r in (got_a + got_b + got_zip)] == [503, 503, 503]
+        late = client.get(f"/api/v1/cases/{CASE_A}/documents/1/original")  # the writer is stuck now
+        assert late.status_code == 503 and late.json()["error"] == "storage-unavailable"
+        assert len(writer._batch.events) == len(getattr(writer._batch, "dropped", ()))  # the refused: nothing queued
+    finally:
+        release.set()
+    assert writer.flush(10) and writer.flush(10)
+    writer.open_index = real_open
+    raw = [e for e in logged(settings) if e.event_type == "retrieved"]
+    assert not any(e.outcome == "success" and e.detail.startswith(("downloaded", "pdfa of", "downloading"))
+                   for e in raw), raw  # nothing queued behind the hung commit was written as done
+    shown = client.get(f"/api/v1/cases/{CASE_A}/events").json()["events"]
+    before = [e for e in shown if e["event_type"] == "retrieved" and "listed" not in e["detail"]]
+    assert [(e["outcome"], e["detail"]) for e in before] == [
+        ("failure", "viewed the case record and its document list (answer withheld: 503)")]
+
+
+def test_a_real_sqlite_write_lock_held_elsewhere_gives_503s_and_no_false_access(served):
+    """Integration: another connection holds SQLite's write lock (as a long migration or a stuck process
+    would) longer than a request waits; the writer's commit waits in SQLite's busy handler."""
+    client, settings = served
+    writer = client.app.state.events
+    writer.wait = 1.0
+    real_open = writer.open_index
+    writer.open_index = lambda: open_index(settings.index_dsn, wait_timeout=30)
+    holder = sqlite3.connect(settings.index_dsn[len("sqlite:///"):], isolation_level=None, timeout=5)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        first = client.get(f"/api/v1/cases/{CASE_A}/documents/1/pdfa")
+        assert first.status_code == 503
+        time.sleep(0.1)
+        again = [client.get(f"/api/v1/cases/{CASE_A}/documents/1/pdfa").status_code for _ in range(20)]
+        assert again == [503] * 20 and len(writer._batch.events) == 0  # refused at once, nothing queued
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert writer.flush(30) and writer.flush(30)
+    writer.open_index = real_open
+    raw = logged(settings)
+    done = [e for e in raw if e.outcome == "success" and "pdfa of document 1" in e.detail]
+    withheld = [e for e in raw if e.detail.startswith(access.WITHHELD)]
+    assert len(done) == len(withheld) == 1  # committed once the lock went, then withdrawn
+    shown = [e for e in client.get(f"/api/v1/cases/{CASE_A}/events").json()["events"]
+             if "pdfa of document 1" in e["detail"]]
+    assert [e["outcome"] for e in shown] == ["failure"]
+
+
+def test_a_zip_answered_503_leaves_none_of_its_documents_recorded_as_retrieved(served):
+    """The ZIP's per-document events go with its request's (they were written straight to the index, so a
+    ZIP whose own event could not be committed, answered 503, still listed every document as retrieved)."""
+    client, settings = served
+    writer = client.app.state.events
+    real_open = writer.open_index
+
+    def broken_index():
+        index = real_open()
+        index.add_events = lambda events: (_ for _ in ()).throw(OSError("disk full"))
+        return index
+
+    writer.open_index = broken_index
+    try:
+        answer = client.get(f"/api/v1/cases/{CASE_A}/dossier.zip")
+        assert answer.status_code == 503 and not answer.content.startswith(b"PK")
+    finally:
+        writer.open_index = real_open
+    assert [e for e in logged(settings) if e.event_type == "retrieved"] == []
+    assert client.get(f"/api/v1/cases/{CASE_A}/dossier.zip").status_code == 200  # the index is back
+    assert len([e for e in logged(settings) if e.detail.startswith("pdfa of document")]) == 2
