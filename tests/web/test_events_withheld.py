@@ -244,3 +244,30 @@ def test_a_zip_answered_503_leaves_none_of_its_documents_recorded_as_retrieved(s
     assert [e for e in logged(settings) if e.event_type == "retrieved"] == []
     assert client.get(f"/api/v1/cases/{CASE_A}/dossier.zip").status_code == 200  # the index is back
     assert len([e for e in logged(settings) if e.detail.startswith("pdfa of document")]) == 2
+
+
+def test_the_case_page_lists_a_withheld_download_as_withheld(seeded):
+    """The page's event list (event, actor, detail) says the refused download was withheld, once."""
+    from test_pages import login
+
+    settings = Settings(data_dir=str(seeded[0]))
+    settings.web.secure_cookies = False
+    app = create_app(settings)
+    with TestClient(app):  # lifespan: the writer runs
+        client, answer = login(app)
+        assert answer.status_code == 303
+        writer, release = app.state.events, threading.Event()
+        real_open = writer.open_index
+        writer.wait = 0.5
+        writer.open_index = held_index(settings, release)
+        try:
+            refused = client.get(f"/cases/{CASE_A}/documents/1/original")
+            assert refused.status_code == 503
+        finally:
+            release.set()
+        assert writer.flush(10) and writer.flush(10)
+        writer.open_index = real_open
+        page = client.get(f"/cases/{CASE_A}").text
+    assert page.count("downloaded original of document 1") == 1
+    assert "downloaded original of document 1 (answer withheld: 503)" in page
+    assert access.WITHHELD not in page.replace("&#39;", "'")
