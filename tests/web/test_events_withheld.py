@@ -87,6 +87,25 @@ def test_a_stuck_writer_refuses_new_events_at_once_and_its_queue_stays_bounded(e
         writer.close()
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the thread it kills
+def test_a_dead_writer_refuses_events_at_once(empty):
+    def dies():
+        raise SystemExit("the writer thread ends")  # not an Exception: nothing in the writer catches it
+
+    writer = EventWriter(dies, wait=5)
+    writer.start()
+    try:
+        with pytest.raises(StorageError):  # waited for in vain, or refused if the thread had died already
+            writer.add(view("its batch dies with the thread"))
+    finally:
+        writer._thread.join(5)
+    try:
+        with pytest.raises(StorageError, match="writer has stopped"):
+            writer.submit(view("after"))
+    finally:
+        writer.close()
+
+
 def test_requests_that_gave_up_withdraw_their_events_dropped_or_compensated(empty):
     """First request: its batch was being committed when it gave up, so the log gets a compensating event;
     second: its batch was still queued, so its event is never written. Only accesses are withdrawn."""
