@@ -437,10 +437,10 @@ class EventSink(Protocol):
     def flush(self) -> object: ...
 
 
-# An access whose answer was withheld after its event was committed (the portal's 503: the commit came too
-# late): the append-only log gets this compensating event (no schema change: outcome failure, the original's
+# An access whose answer was withheld after its event was sent to the database (the portal's 503: the commit
+# came too late; or the request was cancelled before its answer): the append-only log gets this compensating event (no schema change: outcome failure, the original's
 # time and detail after the prefix), and :func:`fold_withheld` shows the original as refused when read.
-WITHHELD = "answer withheld (503, its access event was committed too late): "
+WITHHELD = "answer withheld (not sent: a 503, or the request ended, before its event was committed): "
 
 
 def withheld(event: Event) -> Event:
@@ -458,7 +458,7 @@ def fold_withheld(events: list[Event]) -> list[Event]:
     marks = {(e.actor, e.doc_id, e.case_id, e.detail[len(WITHHELD):]) for e in events if _is_withheld(e)}
     if not marks:
         return events
-    return [replace(e, outcome="failure", detail=e.detail + " (answer withheld: 503)")
+    return [replace(e, outcome="failure", detail=e.detail + " (answer withheld: not sent)")
             if (e.actor, e.doc_id, e.case_id, f"{e.time} {e.detail}") in marks else e
             for e in events if not _is_withheld(e)]
 

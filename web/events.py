@@ -335,6 +335,9 @@ class CommitBeforeAnswer:
                     replaced = True
                     await self.unavailable(scope)(scope, receive, send)
                     return
+                except asyncio.CancelledError:  # cancelled (client gone, server stopping) before its answer
+                    events.withdraw()
+                    raise
                 finally:
                     events.started = True
             await send(message)

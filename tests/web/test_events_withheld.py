@@ -15,31 +15,23 @@ from fastapi.testclient import TestClient
 
 from digitize.config import Settings
 from digitize.errors import StorageError
-from portal_data import AGENCY_A, CASE_A, seed
+from portal_data import CASE_A
 from storage import access
-from storage.archive import Archive
 from storage.index import open_index
 from storage.models import Event
 from web import events as events_module
 from web.app import create_app
 from web.events import EventWriter, RequestEvents
 
+from test_events import failing_commits, held_index, served  # noqa: F401 - served is a fixture
 
-def held_index(settings, release: threading.Event):
-    """A real index whose commits wait for ``release`` (a database that does not answer)."""
 
-    def opener():
-        index = open_index(settings.index_dsn)
-        real = index.add_events
-
-        def add_events(events):
-            release.wait(20)
-            real(events)
-
-        index.add_events = add_events
-        return index
-
-    return opener
+def run_then_release(writer: EventWriter, release: threading.Event, requests) -> None:
+    """Run the ``requests`` coroutine while commits hang, then let the database answer and the writer
+    commit what is left (twice: the compensating events follow their batch)."""
+    asyncio.run(requests)
+    release.set()
+    assert writer.flush(5) and writer.flush(5)
 
 
 def view(detail: str, actor: str = "user:an") -> Event:
@@ -126,9 +118,7 @@ def test_requests_that_gave_up_withdraw_their_events_dropped_or_compensated(empt
                     await events.committed()
                 events.withdraw()  # what CommitBeforeAnswer does before its 503
 
-        asyncio.run(requests())
-        release.set()
-        assert writer.flush(5) and writer.flush(5)
+        run_then_release(writer, release, requests())
     finally:
         release.set()
         writer.close()
@@ -141,7 +131,7 @@ def test_requests_that_gave_up_withdraw_their_events_dropped_or_compensated(empt
     assert compensations[0].detail.endswith(" first, being committed")
     shown = access.fold_withheld(log)  # as the case page and the API list it
     assert [(e.outcome, e.detail) for e in shown] == [
-        ("failure", "first, being committed (answer withheld: 503)"), ("success", "upload received")]
+        ("failure", "first, being committed (answer withheld: not sent)"), ("success", "upload received")]
 
 
 def test_a_shutdown_that_gives_events_up_says_how_many(empty, caplog):
@@ -162,17 +152,7 @@ def test_a_shutdown_that_gives_events_up_says_how_many(empty, caplog):
         release.set()
 
 
-# -- through the app ------------------------------------------------------------------------------------
-@pytest.fixture()
-def served(tmp_path):
-    settings = seed(tmp_path / "data", tmp_path / "work")
-    with Archive.open(settings) as archive:
-        token = access.create_token(archive.index, "onestop-a", "officer", [AGENCY_A])
-    with TestClient(create_app(settings), base_url="http://127.0.0.1", client=("10.1.2.3", 50000),
-                    headers={"authorization": f"Bearer {token}"}) as client:
-        yield client, settings
-
-
+# -- through the app (test_events.served: an officer's token of agency A) ----------------------------------
 def in_thread(call) -> tuple[threading.Thread, list]:
     out: list = []
     thread = threading.Thread(target=lambda: out.append(call()))
@@ -181,7 +161,7 @@ def in_thread(call) -> tuple[threading.Thread, list]:
 
 
 def test_answers_refused_while_the_database_hangs_are_never_listed_as_accesses(served):
-    client, settings = served
+    client, settings, _ = served
     writer = client.app.state.events
     real_open, release = writer.open_index, threading.Event()
     writer.wait = 1.0
@@ -209,13 +189,13 @@ def test_answers_refused_while_the_database_hangs_are_never_listed_as_accesses(s
     shown = client.get(f"/api/v1/cases/{CASE_A}/events").json()["events"]
     before = [e for e in shown if e["event_type"] == "retrieved" and "listed" not in e["detail"]]
     assert [(e["outcome"], e["detail"]) for e in before] == [
-        ("failure", "viewed the case record and its document list (answer withheld: 503)")]
+        ("failure", "viewed the case record and its document list (answer withheld: not sent)")]
 
 
 def test_a_real_sqlite_write_lock_held_elsewhere_gives_503s_and_no_false_access(served):
     """Integration: another connection holds SQLite's write lock (as a long migration or a stuck process
     would) longer than a request waits; the writer's commit waits in SQLite's busy handler."""
-    client, settings = served
+    client, settings, _ = served
     writer = client.app.state.events
     writer.wait = 1.0
     real_open = writer.open_index
@@ -245,21 +225,10 @@ def test_a_real_sqlite_write_lock_held_elsewhere_gives_503s_and_no_false_access(
 def test_a_zip_answered_503_leaves_none_of_its_documents_recorded_as_retrieved(served):
     """The ZIP's per-document events go with its request's (they were written straight to the index, so a
     ZIP whose own event could not be committed, answered 503, still listed every document as retrieved)."""
-    client, settings = served
-    writer = client.app.state.events
-    real_open = writer.open_index
-
-    def broken_index():
-        index = real_open()
-        index.add_events = lambda events: (_ for _ in ()).throw(OSError("disk full"))
-        return index
-
-    writer.open_index = broken_index
-    try:
+    client, settings, _ = served
+    with failing_commits(client.app.state.events):
         answer = client.get(f"/api/v1/cases/{CASE_A}/dossier.zip")
         assert answer.status_code == 503 and not answer.content.startswith(b"PK")
-    finally:
-        writer.open_index = real_open
     assert [e for e in logged(settings) if e.event_type == "retrieved"] == []
     assert client.get(f"/api/v1/cases/{CASE_A}/dossier.zip").status_code == 200  # the index is back
     assert len([e for e in logged(settings) if e.detail.startswith("pdfa of document")]) == 2
@@ -288,5 +257,46 @@ def test_the_case_page_lists_a_withheld_download_as_withheld(seeded):
         writer.open_index = real_open
         page = client.get(f"/cases/{CASE_A}").text
     assert page.count("downloaded original of document 1") == 1
-    assert "downloaded original of document 1 (answer withheld: 503)" in page
+    assert "downloaded original of document 1 (answer withheld: not sent)" in page
     assert access.WITHHELD not in page.replace("&#39;", "'")
+
+
+def test_a_request_cancelled_while_its_commit_waits_withdraws_its_events(empty):
+    """A request cancelled before its answer started (its client gone, the server stopping) gave no
+    answer: its access must not stay recorded as done once the held commit ends."""
+    from web.events import SCOPE_KEY, CommitBeforeAnswer
+
+    release = threading.Event()
+    writer = EventWriter(held_index(empty, release), wait=10)
+    writer.start()
+    sent: list[dict] = []
+
+    async def app(scope, receive, send):
+        scope[SCOPE_KEY].add(view("viewed, then cancelled"))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"case data"})
+
+    async def send(message):
+        sent.append(message)
+
+    async def receive():
+        return {"type": "http.request", "body": b""}
+
+    async def main():
+        middleware = CommitBeforeAnswer(app, lambda: writer, lambda scope: None)
+        task = asyncio.create_task(middleware({"type": "http", "method": "GET", "path": "/x"}, receive, send))
+        while writer._committing is None:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    try:
+        run_then_release(writer, release, main())
+    finally:
+        release.set()
+        writer.close()
+    assert sent == []
+    shown = access.fold_withheld(logged(empty)) if hasattr(access, "fold_withheld") else logged(empty)
+    assert [(e.outcome, e.detail) for e in shown] == [("failure", "viewed, then cancelled (answer withheld: not sent)")]
