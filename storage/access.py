@@ -437,9 +437,10 @@ class EventSink(Protocol):
     def flush(self) -> object: ...
 
 
-# An access whose answer was withheld after its event was sent to the database (the portal's 503: the commit
-# came too late; or the request was cancelled before its answer): the append-only log gets this compensating event (no schema change: outcome failure, the original's
-# time and detail after the prefix), and :func:`fold_withheld` shows the original as refused when read.
+# An access whose answer was withheld after its event was sent to the database (the portal's 503: the
+# commit came too late; or the request was cancelled before its answer): the append-only log gets this
+# compensating event (no schema change: outcome failure, the original's time and detail after the prefix),
+# and :func:`fold_withheld` shows the original as refused when read.
 WITHHELD = "answer withheld (not sent: a 503, or the request ended, before its event was committed): "
 
 

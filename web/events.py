@@ -18,7 +18,8 @@ every commit), so an event whose answer was sent survives a crash and a power lo
 A stuck writer (a database that does not answer: PostgreSQL with ``db_timeout = 0`` behind a lock, a
 stalled disk) is bounded: once its commit has run longer than ``wait``, or ``MAX_QUEUED`` events wait, or
 its thread has died, a new event is refused at once (StorageError, the 503) instead of queued. A request
-that gave up waiting (its 503) withdraws its events (:meth:`EventWriter.withdraw`): one not yet taken by
+that gave up waiting (its 503), or was cancelled before its answer started, withdraws its access events
+(:meth:`EventWriter.withdraw`; uploads and case records written stay done): one not yet taken by
 the writer is dropped; one already sent to the database is followed by a compensating event
 (:func:`storage.access.withheld`: outcome failure), so the append-only log never shows an access that was
 refused as done.
@@ -140,8 +141,8 @@ class EventWriter:
         batch.outcome()
 
     def withdraw(self, pairs: list[tuple[_Batch, Event]]) -> None:
-        """The answer these events stood for was not given (its 503): drop each one the writer has not
-        taken yet; for one already sent to the database, queue a compensating failure event once (and
+        """The answer these events stood for was not given (a 503, a cancelled request): drop each one the
+        writer has not taken yet; for one already sent to the database, queue a compensating failure event once (and
         only if) its commit succeeds. Never waits (it runs on the event loop)."""
         with self._cond:
             for batch, event in pairs:
