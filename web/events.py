@@ -142,8 +142,8 @@ class EventWriter:
 
     def withdraw(self, pairs: list[tuple[_Batch, Event]]) -> None:
         """The answer these events stood for was not given (a 503, a cancelled request): drop each one the
-        writer has not taken yet; for one already sent to the database, queue a compensating failure event once (and
-        only if) its commit succeeds. Never waits (it runs on the event loop)."""
+        writer has not taken yet; for one already sent to the database, queue a compensating failure event
+        once (and only if) its commit succeeds. Never waits (it runs on the event loop)."""
         with self._cond:
             for batch, event in pairs:
                 self._withdraw(batch, event)
