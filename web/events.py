@@ -267,8 +267,11 @@ class RequestEvents:
         self.batches: list[_Batch] = []
         self.queued: list[tuple[_Batch, Event]] = []  # every event queued before the answer, to withdraw
         self.started = False
+        self.withheld = False  # its answer was replaced by a 503: later accesses were not given either
 
     def add(self, event: Event) -> bool:
+        if self.withheld and event.event_type == "retrieved":
+            return True  # dropped, not written by the caller: nothing was sent
         if self.started:
             if _on_event_loop():  # a stream the client left, closed by the garbage collector on the loop:
                 try:  # queue it; never block every request on a commit
@@ -306,6 +309,12 @@ class RequestEvents:
 SCOPE_KEY = "digitize.events"
 
 
+class _Withheld(Exception):
+    """Raised by the middleware's ``send`` once a 503 has replaced the answer: the app stops there (a
+    streamed download reads no more of the object, and records no closing event) instead of producing an
+    answer nobody gets; :class:`CommitBeforeAnswer` swallows it."""
+
+
 class CommitBeforeAnswer:
     """ASGI middleware: gives each HTTP request a :class:`RequestEvents` (``scope[SCOPE_KEY]``) and holds
     its answer's start until the request's access events are committed. If that commit fails, the answer
@@ -321,21 +330,19 @@ class CommitBeforeAnswer:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         events = scope[SCOPE_KEY] = RequestEvents(self.writer())
-        replaced = False
 
         async def send_after_commit(message):
-            nonlocal replaced
-            if replaced:
-                return
+            if events.withheld:
+                raise _Withheld
             if message["type"] == "http.response.start":
                 try:
                     await events.committed()
                 except StorageError as e:
                     log.warning("%s %s: %s", scope.get("method"), scope.get("path"), e)
                     events.withdraw()  # a late commit must not record this refused answer's accesses as done
-                    replaced = True
+                    events.withheld = True
                     await self.unavailable(scope)(scope, receive, send)
-                    return
+                    raise _Withheld from None
                 except asyncio.CancelledError:  # cancelled (client gone, server stopping) before its answer
                     events.withdraw()
                     raise
@@ -343,4 +350,5 @@ class CommitBeforeAnswer:
                     events.started = True
             await send(message)
 
-        await self.app(scope, receive, send_after_commit)
+        with contextlib.suppress(_Withheld):  # the 503 is sent: the app was stopped on purpose
+            await self.app(scope, receive, send_after_commit)

@@ -300,3 +300,50 @@ def test_a_request_cancelled_while_its_commit_waits_withdraws_its_events(empty):
     assert sent == []
     shown = access.fold_withheld(logged(empty)) if hasattr(access, "fold_withheld") else logged(empty)
     assert [(e.outcome, e.detail) for e in shown] == [("failure", "viewed, then cancelled (answer withheld: not sent)")]
+
+
+def test_a_streamed_download_answered_503_stops_and_is_never_logged_as_done(served, monkeypatch):
+    """Review hard11b M1: a download streamed from the store (over WHOLE_MAX) whose announce could not be
+    committed is answered 503; the app must stop there (the object not read on, for nobody) and no closing
+    'downloaded …' success may be committed later (it was, once the index was back)."""
+    from storage.archive import Archive
+    from web import files
+
+    client, settings, _ = served
+    monkeypatch.setattr(files, "WHOLE_MAX", 0)  # every object streamed
+    with Archive.open(settings) as archive:
+        store = type(archive.objects)
+    pieces: list[int] = []
+    real_chunks = store.read_chunks
+
+    def counted(self, key):
+        for block in real_chunks(self, key):
+            pieces.append(len(block))
+            yield block
+
+    monkeypatch.setattr(store, "read_chunks", counted)
+    writer = client.app.state.events
+    real_open, fails = writer.open_index, [1]
+
+    def fails_once():  # the announce's commit fails ("database is locked"); the next ones succeed
+        index = real_open()
+        if fails:
+            fails.pop()
+            index.add_events = lambda events: (_ for _ in ()).throw(OSError("database is locked"))
+        return index
+
+    writer.open_index = fails_once
+    stack = client.app.middleware_stack  # built by the lifespan
+
+    async def spec_2_4(scope, receive, send):  # a server that does not listen for a disconnect while
+        scope["asgi"] = {"version": "3.0", "spec_version": "2.4"}  # streaming (TestClient's stops the stream)
+        await stack(scope, receive, send)
+
+    monkeypatch.setattr(client.app, "middleware_stack", spec_2_4)
+    answer = client.get(f"/api/v1/cases/{CASE_A}/documents/1/pdfa")
+    assert answer.status_code == 503 and answer.json()["error"] == "storage-unavailable"
+    assert client.get(f"/api/v1/cases/{CASE_A}").status_code == 200  # a later commit succeeds
+    assert writer.flush(10) and writer.flush(10)
+    assert len(pieces) <= 1  # the stream stopped with the 503
+    rows = [(e.outcome, e.detail) for e in logged(settings) if "pdfa of document 1" in e.detail]
+    assert ("success", "downloaded pdfa of document 1") not in rows and rows == [], rows
