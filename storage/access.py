@@ -439,29 +439,51 @@ class EventSink(Protocol):
 
 # An access whose answer was withheld after its event was sent to the database (the portal's 503: the
 # commit came too late; or the request was cancelled before its answer): the append-only log gets this
-# compensating event (no schema change: outcome failure, the original's time and detail after the prefix),
-# and :func:`fold_withheld` shows the original as refused when read.
+# compensating event (no schema change: outcome failure, the original's time and detail after the prefix,
+# its other fields copied), and :func:`fold_withheld` shows the original as refused when read. A streamed
+# answer whose closing event came too late got every piece but the last: CUT_OFF says so.
 WITHHELD = "answer withheld (not sent: a 503, or the request ended, before its event was committed): "
+CUT_OFF = "answer cut off (its last piece not sent: the event's commit came late): "
+_SHOWN = {WITHHELD: " (answer withheld: not sent)", CUT_OFF: " (answer cut off: its last piece not sent)"}
 
 
-def withheld(event: Event) -> Event:
+def withheld(event: Event, prefix: str = WITHHELD) -> Event:
     return Event(event.event_type, "failure", event.actor, event.tool, doc_id=event.doc_id, case_id=event.case_id,
-                 detail=f"{WITHHELD}{event.time} {event.detail}", time=now_iso(), client=event.client)
+                 checksum=event.checksum, detail=f"{prefix}{event.time} {event.detail}", time=now_iso(),
+                 client=event.client)
 
 
-def _is_withheld(event: Event) -> bool:
-    return event.outcome == "failure" and event.detail.startswith(WITHHELD)
+def _compensation(event: Event) -> str | None:
+    """The prefix of a compensating event, else None."""
+    if event.outcome == "failure" and event.detail.startswith((WITHHELD, CUT_OFF)):
+        return WITHHELD if event.detail.startswith(WITHHELD) else CUT_OFF
+    return None
+
+
+def _identity(event: Event, time_detail: str) -> tuple:
+    return (event.event_type, event.actor, event.tool, event.doc_id, event.case_id, event.client, event.checksum,
+            time_detail)
 
 
 def fold_withheld(events: list[Event]) -> list[Event]:
     """The log as officers read it: an access later withheld is shown once, as a failure saying so (its
-    compensating event is folded into it), never as done."""
-    marks = {(e.actor, e.doc_id, e.case_id, e.detail[len(WITHHELD):]) for e in events if _is_withheld(e)}
+    compensating event is folded into it), never as done. Each compensating event marks ONE original with
+    every field equal (twins, e.g. two identical requests in the same millisecond, of which one was served:
+    one stays done; rows equal in every field cannot be told apart, so which one does not matter)."""
+    marks: dict[tuple, list[str]] = {}
+    for e in events:
+        if prefix := _compensation(e):
+            marks.setdefault(_identity(e, e.detail[len(prefix):]), []).append(prefix)
     if not marks:
         return events
-    return [replace(e, outcome="failure", detail=e.detail + " (answer withheld: not sent)")
-            if (e.actor, e.doc_id, e.case_id, f"{e.time} {e.detail}") in marks else e
-            for e in events if not _is_withheld(e)]
+    shown = []
+    for e in events:
+        if _compensation(e):
+            continue
+        if prefixes := marks.get(_identity(e, f"{e.time} {e.detail}")):
+            e = replace(e, outcome="failure", detail=e.detail + _SHOWN[prefixes.pop()])
+        shown.append(e)
+    return shown
 
 
 @dataclass

@@ -347,3 +347,20 @@ def test_a_streamed_download_answered_503_stops_and_is_never_logged_as_done(serv
     assert len(pieces) <= 1  # the stream stopped with the 503
     rows = [(e.outcome, e.detail) for e in logged(settings) if "pdfa of document 1" in e.detail]
     assert ("success", "downloaded pdfa of document 1") not in rows and rows == [], rows
+
+
+def test_a_compensating_event_marks_one_original_only():
+    """Review hard11b M2: two identical requests in the same millisecond, one withheld and one served: the
+    served one stays done (the fold marked every twin)."""
+    at = "2026-12-02T02:50:00.123+00:00"
+
+    def twin(client: str = "10.0.0.1") -> Event:
+        return Event("retrieved", "success", "token:a", "t", doc_id=1, case_id=CASE_A, client=client,
+                     detail="downloading pdfa of document 1", time=at)
+
+    a, b = twin(), twin()
+    assert [e.outcome for e in access.fold_withheld([a, b, access.withheld(b)])] == ["failure", "success"]
+    both = access.fold_withheld([a, b, access.withheld(a), access.withheld(b)])
+    assert [e.outcome for e in both] == ["failure", "failure"]
+    other = twin("10.0.0.2")  # another client's access is not the withheld one
+    assert [e.outcome for e in access.fold_withheld([other, b, access.withheld(b)])] == ["success", "failure"]
