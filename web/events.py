@@ -35,12 +35,13 @@ import time
 from typing import Callable
 
 from digitize.errors import StorageError
-from storage.access import withheld
+from storage.access import CUT_OFF, WITHHELD, withheld
 from storage.models import Event
 
 log = logging.getLogger("digitize.web")
 WAIT = 30.0  # seconds a request waits for its commit before a 503 (the index's own waits are shorter)
 MAX_QUEUED = 10_000  # events waiting for the next commit; beyond it new ones are refused (a stuck writer)
+RETRY = (0.5, 30.0)  # first and longest pause before compensating events whose commit failed are tried again
 
 
 class _Batch:
@@ -57,7 +58,8 @@ class _Batch:
         self.cond = threading.Condition(lock)
         self.futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = []  # waiters on event loops
         self.dropped: set[int] = set()  # id() of events withdrawn before the writer took the batch
-        self.withdrawn: list[Event] = []  # withdrawn while being committed: compensated if the commit succeeds
+        self.withdrawn: list[tuple[Event, str]] = []  # withdrawn while being committed (with the wording
+        # of their compensation): compensated if the commit succeeds
         self.started = 0.0  # time.monotonic() when the writer took it
 
     def outcome(self) -> None:
@@ -77,22 +79,30 @@ class EventWriter:
         self._committing: _Batch | None = None  # the batch the writer has taken and is committing
         self.commits = 0  # commits made (for tests and benchmarks)
         self._running = False
+        # compensating events (of withdrawn accesses already committed) not yet committed themselves: kept
+        # until a commit of them succeeds, tried again after a failure (pause doubling up to RETRY[1])
+        self._pending: list[Event] = []
+        self._retry_at = 0.0  # time.monotonic() before which they are not tried again
+        self._pause = RETRY[0]
+        self._pending_failed = False  # their last commit failed: readers do not wait for them
+        self._settled = threading.Condition(self._lock)  # a try of the pending ended, or the writer did
 
     def start(self) -> None:
         self._running = True  # False once _run has ended (cheaper to read per event than Thread.is_alive)
         self._thread = threading.Thread(target=self._run, name="digitize-events", daemon=True)
         self._thread.start()
 
-    def add(self, event: Event) -> bool:
+    def add(self, event: Event, late: str = WITHHELD) -> bool:
         """Queue ``event`` and wait until it is committed (True); False if the writer is not running (not
         started, or closed): write it yourself. A failed commit, or none within ``wait`` seconds, is a
-        StorageError: the caller must not answer as if the access were recorded."""
+        StorageError: the caller must not answer as if the access were recorded (a late commit is then
+        compensated, saying ``late``: storage.access.WITHHELD, or CUT_OFF for a stream's closing event)."""
         batch = self.submit(event)
         if batch is None:
             return False
         with self._cond:
             if not batch.cond.wait_for(lambda: batch.done, self.wait):
-                self._withdraw(batch, event)
+                self._withdraw(batch, event, late)
                 raise StorageError(f"the access event was not committed within {self.wait:g} s")
         batch.outcome()
         return True
@@ -148,36 +158,45 @@ class EventWriter:
             for batch, event in pairs:
                 self._withdraw(batch, event)
 
-    def _withdraw(self, batch: _Batch, event: Event) -> None:
+    def _withdraw(self, batch: _Batch, event: Event, late: str = WITHHELD) -> None:
         if event.event_type != "retrieved":  # only accesses: an upload taken, a case record written, stay done
             return
         if batch is self._batch:  # not taken yet: dropped
             batch.dropped.add(id(event))
         elif not batch.done:  # being committed: compensated once that commit succeeded
-            batch.withdrawn.append(event)
+            batch.withdrawn.append((event, late))
         elif batch.error is None:  # committed: compensated now
-            self._compensate([event])
+            self._compensate([(event, late)])
         # a failed batch wrote nothing (one all-or-nothing INSERT): nothing to withdraw
 
-    def _compensate(self, events: list[Event]) -> None:
-        """Under the lock: queue the compensating events of committed ``events`` (not refused for a full
-        queue: the log must not keep a refused access as done); a closed writer can only report them."""
-        if self._thread is None:
-            log.warning("access events: %d withdrawn accesses stay recorded as done (the writer has stopped)",
-                        len(events))
-            return
-        batch = self._batch
-        batch.events.extend(withheld(e) for e in events)
+    def _compensate(self, withdrawn: list[tuple[Event, str]]) -> None:
+        """Under the lock: keep the compensating events of committed accesses until a commit of them
+        succeeds (review hard11b M3: one whose commit failed was lost); a stopped writer can only report
+        them. Bounded by MAX_QUEUED (each stands for an access committed while its request gave up)."""
+        stopped = self._thread is None or not self._running
+        lost = len(withdrawn) if stopped else max(0, len(self._pending) + len(withdrawn) - MAX_QUEUED)
+        if lost:
+            log.warning("access events: %d withdrawn accesses stay recorded as done (%s)", lost,
+                        "the writer has stopped" if stopped else f"{MAX_QUEUED} compensating events wait")
+        self._pending.extend(withheld(e, late) for e, late in withdrawn[:len(withdrawn) - lost])
         self._cond.notify()
 
+    def _pending_due(self) -> bool:
+        return bool(self._pending) and (self._stopping or time.monotonic() >= self._retry_at)
+
     def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until every event added so far is committed or failed (True), or ``timeout`` passes (False).
-        Each :meth:`add` waits for its own commit already; this is for readers of the log."""
+        """Wait until every event added so far is committed or failed, and the compensating events are
+        committed or failing (True), or ``timeout`` passes, or the writer is not running (False: a dead
+        writer no longer makes each reader wait). Each :meth:`add` waits for its own commit already; this
+        is for readers of the log."""
+        deadline = time.monotonic() + timeout
         with self._cond:  # the queued batch, else the one being committed (review dl11 L2: it was skipped)
             batch = self._batch if len(self._batch.events) > len(self._batch.dropped) else self._committing
-            if batch is None or batch.done:
-                return True
-            return batch.cond.wait_for(lambda: batch.done or self._thread is None, timeout)
+            if batch is not None and not batch.done:
+                batch.cond.wait_for(lambda: batch.done or self._thread is None or not self._running, timeout)
+            self._settled.wait_for(lambda: not self._pending or self._pending_failed or self._thread is None
+                                   or not self._running, max(0.0, deadline - time.monotonic()))
+            return (batch is None or batch.done) and (not self._pending or self._pending_failed)
 
     def close(self) -> None:
         """Commit what is still queued, then stop (a clean shutdown loses no event); a writer still stuck
@@ -199,13 +218,19 @@ class EventWriter:
         with self._cond:
             self._thread = None
             self._batch.cond.notify_all()
+            self._settled.notify_all()
+            unwritten = len(self._pending)
+        if unwritten:
+            log.warning("access events: %d compensating events not written (their withdrawn accesses stay "
+                        "recorded as done)", unwritten)
 
     def _run(self) -> None:
         index = None
         try:
             while True:
                 with self._cond:
-                    self._cond.wait_for(lambda: self._batch.events or self._stopping)
+                    while not (self._batch.events or self._stopping or self._pending_due()):
+                        self._cond.wait(self._retry_at - time.monotonic() if self._pending else None)
                     batch, self._batch = self._batch, _Batch(self._lock)
                     self._committing = batch
                     batch.started = time.monotonic()
@@ -218,12 +243,7 @@ class EventWriter:
                     except Exception as e:  # noqa: BLE001 - their requests fail; the next batch reopens
                         log.warning("could not record %d access events: %s", len(batch.events), e)
                         batch.error = str(e) or type(e).__name__
-                        if index is not None:
-                            try:
-                                index.close()
-                            except Exception:  # noqa: BLE001 - a broken connection may fail to close too
-                                pass
-                            index = None
+                        index = _discard(index)
                 with self._cond:
                     batch.done = True
                     self.commits += batch.error is None and bool(batch.events)
@@ -231,16 +251,70 @@ class EventWriter:
                         self._compensate(batch.withdrawn)
                     batch.cond.notify_all()
                     waiting, batch.futures = batch.futures, []
-                for loop, future in waiting:
-                    with contextlib.suppress(RuntimeError):  # that loop has closed: nobody waits
-                        loop.call_soon_threadsafe(_resolve, future)
+                _resolve_all(waiting)
+                index = self._commit_pending(index)
                 with self._cond:
-                    if self._stopping and not self._batch.events:
+                    if self._stopping and not self._batch.events and (not self._pending or self._pending_failed):
+                        self._running = False  # under the lock: a later withdraw reports, not queues
                         return
         finally:
-            self._running = False
+            self._stopped()
             if index is not None:
                 index.close()
+
+    def _commit_pending(self, index):
+        """The compensating events, in a commit of their own (no request waits for it; one that fails
+        never fails a request's batch), if due; kept for another try if it fails. Returns the index."""
+        with self._cond:
+            pending = self._pending[:] if self._pending_due() else []
+        if not pending:
+            return index
+        try:
+            index = index or self.open_index()
+            index.add_events(pending)
+        except Exception as e:  # noqa: BLE001 - tried again later (and at shutdown)
+            with self._cond:
+                log.warning("could not record %d compensating access events (tried again in %g s): %s",
+                            len(pending), self._pause, e)
+                self._retry_at = time.monotonic() + self._pause
+                self._pause = min(self._pause * 2, RETRY[1])
+                self._pending_failed = True
+                self._settled.notify_all()
+            return _discard(index)
+        with self._cond:
+            del self._pending[:len(pending)]  # only appended to meanwhile
+            self._retry_at, self._pause, self._pending_failed = 0.0, RETRY[0], False
+            self.commits += 1
+            self._settled.notify_all()
+        return index
+
+    def _stopped(self) -> None:
+        """The thread ends (closed, or died): the requests still waiting fail at once, readers stop waiting."""
+        waiting = []
+        with self._cond:
+            self._running = False
+            for batch in (self._committing, self._batch):
+                if batch is not None and not batch.done:
+                    batch.error = batch.error or "the access events' writer has stopped"
+                    batch.done = True
+                    batch.cond.notify_all()
+                    waiting, batch.futures = waiting + batch.futures, []
+            self._settled.notify_all()
+        _resolve_all(waiting)
+
+
+def _discard(index):
+    """Close a failed connection (which may fail to close too): the next commit opens the index afresh."""
+    if index is not None:
+        with contextlib.suppress(Exception):
+            index.close()
+    return None
+
+
+def _resolve_all(waiting: list[tuple[asyncio.AbstractEventLoop, asyncio.Future]]) -> None:
+    for loop, future in waiting:
+        with contextlib.suppress(RuntimeError):  # that loop has closed: nobody waits
+            loop.call_soon_threadsafe(_resolve, future)
 
 
 def _on_event_loop() -> bool:
@@ -279,7 +353,7 @@ class RequestEvents:
                 except StorageError as e:
                     log.warning("access event of a closed stream not recorded: %s", e)
                     return True  # not written on the loop either
-            return self.writer.add(event)
+            return self.writer.add(event, CUT_OFF)  # every piece but the held last one was sent
         try:
             batch = self.writer.submit(event)
         except StorageError:  # a stuck writer: this request is refused, so are its earlier events

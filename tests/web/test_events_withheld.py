@@ -364,3 +364,97 @@ def test_a_compensating_event_marks_one_original_only():
     assert [e.outcome for e in both] == ["failure", "failure"]
     other = twin("10.0.0.2")  # another client's access is not the withheld one
     assert [e.outcome for e in access.fold_withheld([other, b, access.withheld(b)])] == ["success", "failure"]
+
+
+class ScriptedIndex:
+    """A fake index whose commits follow a script: "slow" (succeeds after 0.5 s), "ok", "fail", "die" (a
+    BaseException that ends the writer thread); then "ok"."""
+
+    def __init__(self, script: list[str]):
+        self.script, self.stored = script, []
+
+    def add_events(self, events):
+        step = self.script.pop(0) if self.script else "ok"
+        if step == "fail":
+            raise OSError("database is locked")
+        if step == "die":
+            raise SystemExit("the writer thread ends")
+        if step == "slow":
+            time.sleep(0.5)
+        self.stored.extend(events)
+
+    def close(self):
+        pass
+
+
+def a_late_commit(script: list[str], monkeypatch, record=None) -> tuple[EventWriter, ScriptedIndex]:
+    """A download whose commit succeeds after its request gave up (its 503), then ``script``'s commits;
+    ``record(writer)`` gives what records it (default: writer.add)."""
+    monkeypatch.setattr(events_module, "RETRY", (0.05, 0.1), raising=False)
+    index = ScriptedIndex(["slow", *script])
+    writer = EventWriter(lambda: index, wait=0.2)
+    writer.start()
+    with pytest.raises(StorageError, match="not committed within"):
+        (record(writer) if record else writer.add)(view("downloaded pdfa of document 1"))
+    return writer, index
+
+
+def stored_after(writer: EventWriter, index: ScriptedIndex, rows: int) -> list[Event]:
+    try:
+        for _ in range(100):
+            if len(index.stored) >= rows:
+                break
+            time.sleep(0.05)
+    finally:
+        writer.close()
+    return index.stored
+
+
+def test_a_compensating_event_whose_commit_fails_is_tried_again(monkeypatch):
+    """Review hard11b M3: the compensation's own commit failed and it was lost silently, leaving the
+    refused download recorded as done."""
+    writer, index = a_late_commit(["fail", "fail"], monkeypatch)
+    stored_after(writer, index, 2)
+    assert [e.outcome for e in index.stored] == ["success", "failure"]
+    assert index.stored[1].detail.startswith(access.WITHHELD)
+    assert [(e.outcome, e.detail) for e in access.fold_withheld(index.stored)] == [
+        ("failure", "downloaded pdfa of document 1 (answer withheld: not sent)")]
+
+
+def test_compensating_events_never_written_are_counted_at_shutdown(monkeypatch, caplog):
+    writer, index = a_late_commit(["fail"] * 100, monkeypatch)
+    while len(index.script) == 100:  # its first try failed
+        time.sleep(0.02)
+    with caplog.at_level(logging.WARNING, logger="digitize.web"):
+        writer.close()  # tries them once more, in vain
+    lines = [r.getMessage() for r in caplog.records if "compensating events not written" in r.getMessage()]
+    assert lines == ["access events: 1 compensating events not written (their withdrawn accesses stay "
+                     "recorded as done)"]
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the thread it kills
+def test_a_dead_writer_makes_readers_wait_no_more(monkeypatch):
+    """Review hard11b L2: the writer died with a compensation queued; each read of the log (flush) waited
+    its full timeout for a commit that would never come."""
+    writer, index = a_late_commit(["die"], monkeypatch)
+    writer._thread.join(5)
+    done: list[bool] = []
+    reader = threading.Thread(target=lambda: done.append(writer.flush(timeout=60)))
+    reader.start()
+    reader.join(10)  # not its 60 s
+    assert done == [False]
+    writer.close()
+
+
+def test_a_streams_closing_event_committed_late_says_the_answer_was_cut_off(monkeypatch):
+    """Review hard11b L1: the client of a stream whose closing event came too late holds every piece but
+    the last; its compensation said "not sent"."""
+    def closing_event(writer):  # as Download.__iter__ records it, in its worker thread, after the start
+        events = RequestEvents(writer)
+        events.started = True
+        return events.add
+
+    writer, index = a_late_commit([], monkeypatch, record=closing_event)
+    stored = stored_after(writer, index, 2)
+    assert [(e.outcome, e.detail) for e in access.fold_withheld(stored)] == [
+        ("failure", "downloaded pdfa of document 1 (answer cut off: its last piece not sent)")]
