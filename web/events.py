@@ -20,9 +20,13 @@ stalled disk) is bounded: once its commit has run longer than ``wait``, or ``MAX
 its thread has died, a new event is refused at once (StorageError, the 503) instead of queued. A request
 that gave up waiting (its 503), or was cancelled before its answer started, withdraws its access events
 (:meth:`EventWriter.withdraw`; uploads and case records written stay done): one not yet taken by
-the writer is dropped; one already sent to the database is followed by a compensating event
-(:func:`storage.access.withheld`: outcome failure), so the append-only log never shows an access that was
-refused as done.
+the writer is dropped; one already sent to the database is followed, once its commit succeeded, by a
+compensating event (:func:`storage.access.withheld`: outcome failure), which the writer keeps and tries
+again until a commit of it succeeds (or shutdown, which counts those left in one log line). A 503'd
+answer also stops the app (the middleware's ``send`` raises): a streamed download reads no more and
+records no closing event. So a refused access is read as refused, not done, except: until its
+compensating event is written; if that never happens before shutdown (logged); on PostgreSQL, a
+connection lost during COMMIT that wrote a batch counted as failed.
 """
 
 from __future__ import annotations
