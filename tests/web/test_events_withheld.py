@@ -458,3 +458,25 @@ def test_a_streams_closing_event_committed_late_says_the_answer_was_cut_off(monk
     stored = stored_after(writer, index, 2)
     assert [(e.outcome, e.detail) for e in access.fold_withheld(stored)] == [
         ("failure", "downloaded pdfa of document 1 (answer cut off: its last piece not sent)")]
+
+
+def test_a_zip_answered_503_leaves_no_temporary_copy(served, monkeypatch):
+    """The app stopped by the 503 (review hard11b M1) never runs the ZIP's clean-up task: its temporary
+    folder (the case's documents) must still go."""
+    import gc
+
+    from web import files
+
+    client, _, _ = served
+    made, real_temp = [], files._temp
+
+    def temp():
+        stack, path = real_temp()
+        made.append(path)
+        return stack, path
+
+    monkeypatch.setattr(files, "_temp", temp)
+    with failing_commits(client.app.state.events):
+        assert client.get(f"/api/v1/cases/{CASE_A}/dossier.zip").status_code == 503
+    gc.collect()
+    assert made and not any(path.exists() for path in made)
