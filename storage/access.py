@@ -22,7 +22,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Protocol
@@ -437,6 +437,55 @@ class EventSink(Protocol):
     def flush(self) -> object: ...
 
 
+# An access whose answer was withheld after its event was sent to the database (the portal's 503: the
+# commit came too late; or the request was cancelled before its answer): the append-only log gets this
+# compensating event (no schema change: outcome failure, the original's time and detail after the prefix,
+# its other fields copied), and :func:`fold_withheld` shows the original as refused when read. A streamed
+# answer whose closing event came too late got every piece but the last: CUT_OFF says so.
+WITHHELD = "answer withheld (not sent: a 503, or the request ended, before its event was committed): "
+CUT_OFF = "answer cut off (its last piece not sent: the event's commit came late): "
+_SHOWN = {WITHHELD: " (answer withheld: not sent)", CUT_OFF: " (answer cut off: its last piece not sent)"}
+
+
+def withheld(event: Event, prefix: str = WITHHELD) -> Event:
+    return Event(event.event_type, "failure", event.actor, event.tool, doc_id=event.doc_id, case_id=event.case_id,
+                 checksum=event.checksum, detail=f"{prefix}{event.time} {event.detail}", time=now_iso(),
+                 client=event.client)
+
+
+def _compensation(event: Event) -> str | None:
+    """The prefix of a compensating event, else None."""
+    if event.outcome == "failure" and event.detail.startswith((WITHHELD, CUT_OFF)):
+        return WITHHELD if event.detail.startswith(WITHHELD) else CUT_OFF
+    return None
+
+
+def _identity(event: Event, time_detail: str) -> tuple:
+    return (event.event_type, event.actor, event.tool, event.doc_id, event.case_id, event.client, event.checksum,
+            time_detail)
+
+
+def fold_withheld(events: list[Event]) -> list[Event]:
+    """The log as officers read it: an access later withheld is shown once, as a failure saying so (its
+    compensating event is folded into it), never as done. Each compensating event marks ONE original with
+    every field equal (twins, e.g. two identical requests in the same millisecond, of which one was served:
+    one stays done; rows equal in every field cannot be told apart, so which one does not matter)."""
+    marks: dict[tuple, list[str]] = {}
+    for e in events:
+        if prefix := _compensation(e):
+            marks.setdefault(_identity(e, e.detail[len(prefix):]), []).append(prefix)
+    if not marks:
+        return events
+    shown = []
+    for e in events:
+        if _compensation(e):
+            continue
+        if prefixes := marks.get(_identity(e, f"{e.time} {e.detail}")):
+            e = replace(e, outcome="failure", detail=e.detail + _SHOWN[prefixes.pop()])
+        shown.append(e)
+    return shown
+
+
 @dataclass
 class Download:
     """A verified stream of one object (see :meth:`Gate.stream`); iterate it once."""
@@ -541,6 +590,14 @@ class Gate:
         with _EVENT_WRITES:
             self.index.add_events([event])
 
+    def _add_events(self, events: list[Event]) -> None:
+        """To the sink (the portal's request events), else written at once."""
+        if self.sink is not None:
+            events = [e for e in events if not self.sink.add(e)]
+        if events:
+            with _EVENT_WRITES:
+                self.index.add_events(events)
+
     # -- reading ---------------------------------------------------------------------------------
     def case(self, case_id: str) -> tuple[CaseRecord, list[DocumentRow]]:
         value = self.scoped_case_id(case_id)
@@ -606,7 +663,8 @@ class Gate:
 
     def dossier(self, case_id: str, out_dir: Path, original: bool = False) -> "retrieval.Retrieval":
         value = self.scoped_case_id(case_id)
-        got = self.archive.retrieve(value, out_dir, original, actor=self.principal.actor, client=self.client or None)
+        got = self.archive.retrieve(value, out_dir, original, actor=self.principal.actor, client=self.client or None,
+                                    add_events=self._add_events)  # with the request's: withdrawn with a 503
         self.record("retrieved", f"downloaded the dossier ({len(got.files)} documents) as a ZIP", case_id=value)
         return got
 
@@ -614,7 +672,7 @@ class Gate:
         value = self.scoped_case_id(case_id)
         if self.sink is not None:
             self.sink.flush()  # this process's queued events first, so a reader sees its own view
-        return self.index.events(case_id=value)
+        return fold_withheld(self.index.events(case_id=value))
 
     def search(self, text: str, filters: SearchFilters | None = None, limit: int = 20, offset: int = 0) -> SearchPage:
         self.require(Perm.read)

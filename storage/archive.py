@@ -308,9 +308,10 @@ class Archive:
 
     # -- retrieval and fixity ------------------------------------------------------------------
     def retrieve(self, case_id: str, out_dir: Path, original: bool = False,
-                 actor: str = "digitize", client: str | None = None) -> retrieval.Retrieval:
+                 actor: str = "digitize", client: str | None = None, add_events=None) -> retrieval.Retrieval:
         case = self.case(case_id)
-        return retrieval.retrieve(self.objects, self.index, case, Path(out_dir), original, actor, TOOL, client)
+        return retrieval.retrieve(self.objects, self.index, case, Path(out_dir), original, actor, TOOL, client,
+                                  add_events)
 
     def presigned_url(self, case_id: str, expires: timedelta = timedelta(hours=1), original: bool = False,
                       actor: str = "digitize") -> list[tuple[DocumentRow, str]]:

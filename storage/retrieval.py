@@ -12,6 +12,7 @@ import re
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Callable
 
 from digitize.errors import FileAccessError, NotFoundError, VerificationError
 from digitize.fsutil import atomic_write_text
@@ -67,7 +68,10 @@ def _dossier(index: Index, case: CaseRecord) -> list[DocumentRow]:
 
 
 def retrieve(objects: ObjectStore, index: Index, case: CaseRecord, out_dir: Path, original: bool,
-             actor: str, tool: str, client: str | None = None) -> Retrieval:
+             actor: str, tool: str, client: str | None = None,
+             add_events: Callable[[list[Event]], None] | None = None) -> Retrieval:
+    """``add_events``: where the per-document events go (default: the index at once; the portal's gate
+    queues them with its request's, so a ZIP answered 503 withdraws them too)."""
     docs = _dossier(index, case)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -90,7 +94,7 @@ def retrieve(objects: ObjectStore, index: Index, case: CaseRecord, out_dir: Path
                 raise VerificationError(f"{key}: SHA-256 {actual} does not match the index ({expected}); not written")
             files.append(RetrievedFile(int(doc.doc_id), doc.sequence, doc.title, target, actual, key))
     finally:
-        index.add_events(events)
+        (add_events or index.add_events)(events)
     manifest = out_dir / MANIFEST
     atomic_write_text(manifest, json.dumps({
         "case": asdict(case),

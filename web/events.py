@@ -14,6 +14,19 @@ the portal's 503) and the next batch opens the index afresh; a closed writer (a 
 what is queued first, and afterwards :meth:`EventWriter.add` says so, and the caller writes the event
 itself. Durability is the index's: SQLite commits with ``synchronous = FULL`` (the WAL is fsynced at
 every commit), so an event whose answer was sent survives a crash and a power loss.
+
+A stuck writer (a database that does not answer: PostgreSQL with ``db_timeout = 0`` behind a lock, a
+stalled disk) is bounded: once its commit has run longer than ``wait``, or ``MAX_QUEUED`` events wait, or
+its thread has died, a new event is refused at once (StorageError, the 503) instead of queued. A request
+that gave up waiting (its 503), or was cancelled before its answer started, withdraws its access events
+(:meth:`EventWriter.withdraw`; uploads and case records written stay done): one not yet taken by
+the writer is dropped; one already sent to the database is followed, once its commit succeeded, by a
+compensating event (:func:`storage.access.withheld`: outcome failure), which the writer keeps and tries
+again until a commit of it succeeds (or shutdown, which counts those left in one log line). A 503'd
+answer also stops the app (the middleware's ``send`` raises): a streamed download reads no more and
+records no closing event. So a refused access is read as refused, not done, except: until its
+compensating event is written; if that never happens before shutdown (logged); on PostgreSQL, a
+connection lost during COMMIT that wrote a batch counted as failed.
 """
 
 from __future__ import annotations
@@ -22,13 +35,17 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from typing import Callable
 
 from digitize.errors import StorageError
+from storage.access import CUT_OFF, WITHHELD, withheld
 from storage.models import Event
 
 log = logging.getLogger("digitize.web")
 WAIT = 30.0  # seconds a request waits for its commit before a 503 (the index's own waits are shorter)
+MAX_QUEUED = 10_000  # events waiting for the next commit; beyond it new ones are refused (a stuck writer)
+RETRY = (0.5, 30.0)  # first and longest pause before compensating events whose commit failed are tried again
 
 
 class _Batch:
@@ -36,7 +53,7 @@ class _Batch:
     its own condition (on the writer's one lock): a commit wakes only its own requests, and a new event
     wakes only the writer (one condition for all woke every waiting request thread at every event)."""
 
-    __slots__ = ("events", "done", "error", "cond", "futures")
+    __slots__ = ("events", "done", "error", "cond", "futures", "dropped", "withdrawn", "started")
 
     def __init__(self, lock: threading.Lock) -> None:
         self.events: list[Event] = []
@@ -44,6 +61,10 @@ class _Batch:
         self.error: str | None = None
         self.cond = threading.Condition(lock)
         self.futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future]] = []  # waiters on event loops
+        self.dropped: set[int] = set()  # id() of events withdrawn before the writer took the batch
+        self.withdrawn: list[tuple[Event, str]] = []  # withdrawn while being committed (with the wording
+        # of their compensation): compensated if the commit succeeds
+        self.started = 0.0  # time.monotonic() when the writer took it
 
     def outcome(self) -> None:
         if self.error is not None:
@@ -61,20 +82,31 @@ class EventWriter:
         self._thread: threading.Thread | None = None
         self._committing: _Batch | None = None  # the batch the writer has taken and is committing
         self.commits = 0  # commits made (for tests and benchmarks)
+        self._running = False
+        # compensating events (of withdrawn accesses already committed) not yet committed themselves: kept
+        # until a commit of them succeeds, tried again after a failure (pause doubling up to RETRY[1])
+        self._pending: list[Event] = []
+        self._retry_at = 0.0  # time.monotonic() before which they are not tried again
+        self._pause = RETRY[0]
+        self._pending_failed = False  # their last commit failed: readers do not wait for them
+        self._settled = threading.Condition(self._lock)  # a try of the pending ended, or the writer did
 
     def start(self) -> None:
+        self._running = True  # False once _run has ended (cheaper to read per event than Thread.is_alive)
         self._thread = threading.Thread(target=self._run, name="digitize-events", daemon=True)
         self._thread.start()
 
-    def add(self, event: Event) -> bool:
+    def add(self, event: Event, late: str = WITHHELD) -> bool:
         """Queue ``event`` and wait until it is committed (True); False if the writer is not running (not
         started, or closed): write it yourself. A failed commit, or none within ``wait`` seconds, is a
-        StorageError: the caller must not answer as if the access were recorded."""
+        StorageError: the caller must not answer as if the access were recorded (a late commit is then
+        compensated, saying ``late``: storage.access.WITHHELD, or CUT_OFF for a stream's closing event)."""
         batch = self.submit(event)
         if batch is None:
             return False
         with self._cond:
             if not batch.cond.wait_for(lambda: batch.done, self.wait):
+                self._withdraw(batch, event, late)
                 raise StorageError(f"the access event was not committed within {self.wait:g} s")
         batch.outcome()
         return True
@@ -85,11 +117,24 @@ class EventWriter:
         with self._cond:
             if self._thread is None or self._stopping:
                 return None
-            batch = self._batch
+            busy, batch = self._committing, self._batch
+            if ((busy is not None and not busy.done and time.monotonic() - busy.started > self.wait)
+                    or len(batch.events) >= MAX_QUEUED or not self._running):
+                self._refuse()
             batch.events.append(event)
             if len(batch.events) == 1:
                 self._cond.notify()
             return batch
+
+    def _refuse(self) -> None:
+        """StorageError (a 503 at once, nothing queued): the writer cannot keep up. Its commit has run for
+        more than ``wait`` (every request queued behind it would time out anyway), the queue is full, or
+        its thread died."""
+        if not self._running:
+            raise StorageError("the access events' writer has stopped")
+        if len(self._batch.events) >= MAX_QUEUED:
+            raise StorageError(f"{MAX_QUEUED} access events wait for the database; refused at once")
+        raise StorageError(f"the access events' commit has not ended for {self.wait:g} s; refused at once")
 
     async def committed(self, batch: _Batch) -> None:
         """On an event loop: wait (without holding a thread) until ``batch`` is committed; StorageError if
@@ -97,24 +142,65 @@ class EventWriter:
         with self._cond:
             if not batch.done:
                 future = asyncio.get_running_loop().create_future()
-                batch.futures.append((future.get_loop(), future))
+                batch.futures.append(entry := (future.get_loop(), future))
             else:
                 future = None
         if future is not None:
             try:
                 await asyncio.wait_for(future, self.wait)
             except asyncio.TimeoutError:
+                with self._cond, contextlib.suppress(ValueError):
+                    batch.futures.remove(entry)
                 raise StorageError(f"the access event was not committed within {self.wait:g} s") from None
         batch.outcome()
 
+    def withdraw(self, pairs: list[tuple[_Batch, Event]]) -> None:
+        """The answer these events stood for was not given (a 503, a cancelled request): drop each one the
+        writer has not taken yet; for one already sent to the database, queue a compensating failure event
+        once (and only if) its commit succeeds. Never waits (it runs on the event loop)."""
+        with self._cond:
+            for batch, event in pairs:
+                self._withdraw(batch, event)
+
+    def _withdraw(self, batch: _Batch, event: Event, late: str = WITHHELD) -> None:
+        if event.event_type != "retrieved":  # only accesses: an upload taken, a case record written, stay done
+            return
+        if batch is self._batch:  # not taken yet: dropped
+            batch.dropped.add(id(event))
+        elif not batch.done:  # being committed: compensated once that commit succeeded
+            batch.withdrawn.append((event, late))
+        elif batch.error is None:  # committed: compensated now
+            self._compensate([(event, late)])
+        # a failed batch wrote nothing (one all-or-nothing INSERT): nothing to withdraw
+
+    def _compensate(self, withdrawn: list[tuple[Event, str]]) -> None:
+        """Under the lock: keep the compensating events of committed accesses until a commit of them
+        succeeds (review hard11b M3: one whose commit failed was lost); a stopped writer can only report
+        them. Bounded by MAX_QUEUED (each stands for an access committed while its request gave up)."""
+        stopped = self._thread is None or not self._running
+        lost = len(withdrawn) if stopped else max(0, len(self._pending) + len(withdrawn) - MAX_QUEUED)
+        if lost:
+            log.warning("access events: %d withdrawn accesses stay recorded as done (%s)", lost,
+                        "the writer has stopped" if stopped else f"{MAX_QUEUED} compensating events wait")
+        self._pending.extend(withheld(e, late) for e, late in withdrawn[:len(withdrawn) - lost])
+        self._cond.notify()
+
+    def _pending_due(self) -> bool:
+        return bool(self._pending) and (self._stopping or time.monotonic() >= self._retry_at)
+
     def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until every event added so far is committed or failed (True), or ``timeout`` passes (False).
-        Each :meth:`add` waits for its own commit already; this is for readers of the log."""
+        """Wait until every event added so far is committed or failed, and the compensating events are
+        committed or failing (True), or ``timeout`` passes, or the writer is not running (False: a dead
+        writer no longer makes each reader wait). Each :meth:`add` waits for its own commit already; this
+        is for readers of the log."""
+        deadline = time.monotonic() + timeout
         with self._cond:  # the queued batch, else the one being committed (review dl11 L2: it was skipped)
-            batch = self._batch if self._batch.events else self._committing
-            if batch is None or batch.done:
-                return True
-            return batch.cond.wait_for(lambda: batch.done or self._thread is None, timeout)
+            batch = self._batch if len(self._batch.events) > len(self._batch.dropped) else self._committing
+            if batch is not None and not batch.done:
+                batch.cond.wait_for(lambda: batch.done or self._thread is None or not self._running, timeout)
+            self._settled.wait_for(lambda: not self._pending or self._pending_failed or self._thread is None
+                                   or not self._running, max(0.0, deadline - time.monotonic()))
+            return (batch is None or batch.done) and (not self._pending or self._pending_failed)
 
     def close(self) -> None:
         """Commit what is still queued, then stop (a clean shutdown loses no event); a writer still stuck
@@ -126,20 +212,34 @@ class EventWriter:
         if self._thread is not None:
             self._thread.join(self.wait)
             if self._thread.is_alive():
-                log.warning("access events: the writer's commit did not end within %g s; stopping without it",
-                            self.wait)
+                with self._cond:
+                    busy = self._committing
+                    lost = len(self._batch.events) - len(self._batch.dropped)
+                    lost += len(busy.events) if busy is not None and not busy.done else 0
+                log.warning("access events: the writer's commit did not end within %g s; stopping without it: "
+                            "%d access events not recorded (their requests were answered 503 or not at all)",
+                            self.wait, lost)
         with self._cond:
             self._thread = None
             self._batch.cond.notify_all()
+            self._settled.notify_all()
+            unwritten = len(self._pending)
+        if unwritten:
+            log.warning("access events: %d compensating events not written (their withdrawn accesses stay "
+                        "recorded as done)", unwritten)
 
     def _run(self) -> None:
         index = None
         try:
             while True:
                 with self._cond:
-                    self._cond.wait_for(lambda: self._batch.events or self._stopping)
+                    while not (self._batch.events or self._stopping or self._pending_due()):
+                        self._cond.wait(self._retry_at - time.monotonic() if self._pending else None)
                     batch, self._batch = self._batch, _Batch(self._lock)
                     self._committing = batch
+                    batch.started = time.monotonic()
+                    if batch.dropped:  # withdrawn by requests that gave up waiting: never written
+                        batch.events = [e for e in batch.events if id(e) not in batch.dropped]
                 if batch.events:
                     try:
                         index = index or self.open_index()
@@ -147,26 +247,78 @@ class EventWriter:
                     except Exception as e:  # noqa: BLE001 - their requests fail; the next batch reopens
                         log.warning("could not record %d access events: %s", len(batch.events), e)
                         batch.error = str(e) or type(e).__name__
-                        if index is not None:
-                            try:
-                                index.close()
-                            except Exception:  # noqa: BLE001 - a broken connection may fail to close too
-                                pass
-                            index = None
-                    with self._cond:
-                        batch.done = True
-                        self.commits += batch.error is None
-                        batch.cond.notify_all()
-                        waiting, batch.futures = batch.futures, []
-                    for loop, future in waiting:
-                        with contextlib.suppress(RuntimeError):  # that loop has closed: nobody waits
-                            loop.call_soon_threadsafe(_resolve, future)
+                        index = _discard(index)
                 with self._cond:
-                    if self._stopping and not self._batch.events:
+                    batch.done = True
+                    self.commits += batch.error is None and bool(batch.events)
+                    if batch.withdrawn and batch.error is None:
+                        self._compensate(batch.withdrawn)
+                    batch.cond.notify_all()
+                    waiting, batch.futures = batch.futures, []
+                _resolve_all(waiting)
+                index = self._commit_pending(index)
+                with self._cond:
+                    if self._stopping and not self._batch.events and (not self._pending or self._pending_failed):
+                        self._running = False  # under the lock: a later withdraw reports, not queues
                         return
         finally:
+            self._stopped()
             if index is not None:
                 index.close()
+
+    def _commit_pending(self, index):
+        """The compensating events, in a commit of their own (no request waits for it; one that fails
+        never fails a request's batch), if due; kept for another try if it fails. Returns the index."""
+        with self._cond:
+            pending = self._pending[:] if self._pending_due() else []
+        if not pending:
+            return index
+        try:
+            index = index or self.open_index()
+            index.add_events(pending)
+        except Exception as e:  # noqa: BLE001 - tried again later (and at shutdown)
+            with self._cond:
+                log.warning("could not record %d compensating access events (tried again in %g s): %s",
+                            len(pending), self._pause, e)
+                self._retry_at = time.monotonic() + self._pause
+                self._pause = min(self._pause * 2, RETRY[1])
+                self._pending_failed = True
+                self._settled.notify_all()
+            return _discard(index)
+        with self._cond:
+            del self._pending[:len(pending)]  # only appended to meanwhile
+            self._retry_at, self._pause, self._pending_failed = 0.0, RETRY[0], False
+            self.commits += 1
+            self._settled.notify_all()
+        return index
+
+    def _stopped(self) -> None:
+        """The thread ends (closed, or died): the requests still waiting fail at once, readers stop waiting."""
+        waiting = []
+        with self._cond:
+            self._running = False
+            for batch in (self._committing, self._batch):
+                if batch is not None and not batch.done:
+                    batch.error = batch.error or "the access events' writer has stopped"
+                    batch.done = True
+                    batch.cond.notify_all()
+                    waiting, batch.futures = waiting + batch.futures, []
+            self._settled.notify_all()
+        _resolve_all(waiting)
+
+
+def _discard(index):
+    """Close a failed connection (which may fail to close too): the next commit opens the index afresh."""
+    if index is not None:
+        with contextlib.suppress(Exception):
+            index.close()
+    return None
+
+
+def _resolve_all(waiting: list[tuple[asyncio.AbstractEventLoop, asyncio.Future]]) -> None:
+    for loop, future in waiting:
+        with contextlib.suppress(RuntimeError):  # that loop has closed: nobody waits
+            loop.call_soon_threadsafe(_resolve, future)
 
 
 def _on_event_loop() -> bool:
@@ -191,16 +343,29 @@ class RequestEvents:
     def __init__(self, writer: EventWriter):
         self.writer = writer
         self.batches: list[_Batch] = []
+        self.queued: list[tuple[_Batch, Event]] = []  # every event queued before the answer, to withdraw
         self.started = False
+        self.withheld = False  # its answer was replaced by a 503: later accesses were not given either
 
     def add(self, event: Event) -> bool:
+        if self.withheld and event.event_type == "retrieved":
+            return True  # dropped, not written by the caller: nothing was sent
         if self.started:
             if _on_event_loop():  # a stream the client left, closed by the garbage collector on the loop:
-                return self.writer.submit(event) is not None  # queue it; never block every request on a commit
-            return self.writer.add(event)
-        batch = self.writer.submit(event)
+                try:  # queue it; never block every request on a commit
+                    return self.writer.submit(event) is not None
+                except StorageError as e:
+                    log.warning("access event of a closed stream not recorded: %s", e)
+                    return True  # not written on the loop either
+            return self.writer.add(event, CUT_OFF)  # every piece but the held last one was sent
+        try:
+            batch = self.writer.submit(event)
+        except StorageError:  # a stuck writer: this request is refused, so are its earlier events
+            self.withdraw()
+            raise
         if batch is None:
             return False
+        self.queued.append((batch, event))
         if not self.batches or self.batches[-1] is not batch:
             self.batches.append(batch)
         return True
@@ -212,8 +377,20 @@ class RequestEvents:
         while self.batches:
             await self.writer.committed(self.batches.pop(0))
 
+    def withdraw(self) -> None:
+        """The answer is not given (a 503): none of this request's events may stay recorded as done."""
+        queued, self.queued, self.batches = self.queued, [], []
+        if queued:
+            self.writer.withdraw(queued)
+
 
 SCOPE_KEY = "digitize.events"
+
+
+class _Withheld(Exception):
+    """Raised by the middleware's ``send`` once a 503 has replaced the answer: the app stops there (a
+    streamed download reads no more of the object, and records no closing event) instead of producing an
+    answer nobody gets; :class:`CommitBeforeAnswer` swallows it."""
 
 
 class CommitBeforeAnswer:
@@ -231,22 +408,25 @@ class CommitBeforeAnswer:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         events = scope[SCOPE_KEY] = RequestEvents(self.writer())
-        replaced = False
 
         async def send_after_commit(message):
-            nonlocal replaced
-            if replaced:
-                return
+            if events.withheld:
+                raise _Withheld
             if message["type"] == "http.response.start":
                 try:
                     await events.committed()
                 except StorageError as e:
                     log.warning("%s %s: %s", scope.get("method"), scope.get("path"), e)
-                    replaced = True
+                    events.withdraw()  # a late commit must not record this refused answer's accesses as done
+                    events.withheld = True
                     await self.unavailable(scope)(scope, receive, send)
-                    return
+                    raise _Withheld from None
+                except asyncio.CancelledError:  # cancelled (client gone, server stopping) before its answer
+                    events.withdraw()
+                    raise
                 finally:
                     events.started = True
             await send(message)
 
-        await self.app(scope, receive, send_after_commit)
+        with contextlib.suppress(_Withheld):  # the 503 is sent: the app was stopped on purpose
+            await self.app(scope, receive, send_after_commit)

@@ -4,6 +4,7 @@ request threads of a process); a failed commit fails the request (503), never an
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
@@ -114,6 +115,43 @@ def served(tmp_path):
         yield client, settings, pdfa
 
 
+@contextlib.contextmanager
+def failing_commits(writer: EventWriter):
+    """Every commit of ``writer`` fails ("disk full") inside the block; the index is back after it."""
+    real_open = writer.open_index
+
+    def broken_index():
+        index = real_open()
+        index.add_events = lambda events: (_ for _ in ()).throw(OSError("disk full"))
+        return index
+
+    writer.open_index = broken_index
+    try:
+        yield
+    finally:
+        writer.open_index = real_open
+
+
+def held_index(settings, release: threading.Event, committed: list[str] | None = None):
+    """An opener of a real index whose commits wait for ``release`` (a database that does not answer);
+    the details of what it then committed go to ``committed``."""
+
+    def opener():
+        index = open_index(settings.index_dsn)
+        real = index.add_events
+
+        def add_events(events):
+            release.wait(20)
+            real(events)
+            if committed is not None:
+                committed.extend(e.detail for e in events)
+
+        index.add_events = add_events
+        return index
+
+    return opener
+
+
 def recorded(settings, detail: str) -> list[Event]:
     """Events of CASE_A whose detail holds ``detail``, read by a connection of its own (no flush)."""
     index = open_index(settings.index_dsn)
@@ -135,27 +173,12 @@ def test_a_download_and_a_case_view_are_in_the_log_when_their_answer_arrives(ser
 
 def test_a_download_whose_event_cannot_be_committed_is_a_503_without_the_file(served):
     client, settings, pdfa = served
-    writer = client.app.state.events
-    real_open = writer.open_index
-
-    def broken_index():
-        index = real_open()
-
-        def add_events(events):
-            raise OSError("disk full")
-
-        index.add_events = add_events
-        return index
-
-    writer.open_index = broken_index
-    try:
+    with failing_commits(client.app.state.events):
         answer = client.get(f"/api/v1/cases/{CASE_A}/documents/1/pdfa")
         assert answer.status_code == 503 and answer.json()["error"] == "storage-unavailable"
         assert pdfa[:64] not in answer.content and "retry-after" in answer.headers
         view = client.get(f"/api/v1/cases/{CASE_A}")
         assert view.status_code == 503 and CASE_A not in view.text
-    finally:
-        writer.open_index = real_open
     assert recorded(settings, "downloaded pdfa") == []
     assert client.get(f"/api/v1/cases/{CASE_A}/documents/1/pdfa").content == pdfa  # the index is back
 
@@ -168,22 +191,11 @@ def test_a_streamed_download_whose_event_cannot_be_committed_sends_no_byte(serve
 
     client, settings, pdfa = served
     monkeypatch.setattr(files, "WHOLE_MAX", 0)  # every download streams
-    writer = client.app.state.events
-    real_open = writer.open_index
-
-    def broken_index():
-        index = real_open()
-        index.add_events = lambda events: (_ for _ in ()).throw(OSError("disk full"))
-        return index
-
-    writer.open_index = broken_index
-    try:
+    with failing_commits(client.app.state.events):
         answer = client.get(f"/api/v1/cases/{CASE_A}/documents/1/pdfa")
         assert answer.status_code == 503 and pdfa[:64] not in answer.content
         part = client.get(f"/api/v1/cases/{CASE_A}/documents/1/pdfa", headers={"range": "bytes=0-99"})
         assert part.status_code == 503 and pdfa[:64] not in part.content
-    finally:
-        writer.open_index = real_open
     assert recorded(settings, "downloaded pdfa") == [] and recorded(settings, "downloading pdfa") == []
     answer = client.get(f"/api/v1/cases/{CASE_A}/documents/1/pdfa")  # the index is back
     assert answer.content == pdfa
@@ -203,20 +215,7 @@ def test_an_event_added_on_the_event_loop_once_the_answer_started_is_queued_not_
     open_index(settings.index_dsn).close()
     release = threading.Event()
     committed: list[str] = []
-
-    def held_index():
-        index = open_index(settings.index_dsn)
-        real = index.add_events
-
-        def add_events(events):
-            release.wait(10)
-            real(events)
-            committed.extend(e.detail for e in events)
-
-        index.add_events = add_events
-        return index
-
-    writer = EventWriter(held_index, wait=2)
+    writer = EventWriter(held_index(settings, release, committed), wait=2)
     writer.start()
     try:
         events = RequestEvents(writer)
