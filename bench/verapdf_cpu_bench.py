@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""veraPDF's CPU per file inside one JVM, side by side (issue 13's speed; seconds to re-run).
+"""veraPDF's CPU per file inside one JVM, side by side (issue 13's speed; about a minute).
 
-Two questions, each answered by thread CPU time (ThreadMXBean) in one JVM, the variants taking
-turns (A B B A) after a warm-up, so a loaded machine weighs on both alike (absolute numbers rise
-under load: read the ratios):
+Two questions, each answered by thread CPU time (ThreadMXBean) in one JVM with the resident
+server's JVM flags (C1 only), the variants taking turns (A B B A) after a warm-up, so a loaded
+machine weighs on both alike (absolute numbers rise under load: read the ratios):
 - ``map``: a digitize output whose text-layer CID-to-glyph map ends at its highest CID (as
   written now) against the same output with the former full 65 536-entry (128 KB) map;
 - ``reuse``: one validator per thread reused across files against a fresh validator per file (as
@@ -143,7 +143,7 @@ def _probe() -> tuple[str, Path]:
 
 def _run(mode: str, rounds: int, files: list[Path]) -> tuple[list[str], list[str]]:
     classpath, folder = _probe()
-    out = subprocess.run(["java", "-cp", f"{classpath}:{folder}", "VeraCpuProbe", mode, str(rounds),
+    out = subprocess.run(["java", *verapdf.JVM_FLAGS, "-cp", f"{classpath}:{folder}", "VeraCpuProbe", mode, str(rounds),
                           *map(str, files)], capture_output=True, text=True, check=True, timeout=3600)
     lines = out.stdout.splitlines()
     return [line for line in lines if line.startswith("VERDICT")], next(l for l in lines if l.startswith("CPU")).split("\t")
