@@ -37,7 +37,7 @@ def srgb_icc() -> bytes:
 ICC_DATE = bytes.fromhex("07e8 0001 0001 0000 0000 0000")  # 2024-01-01 00:00:00 (ICC dateTimeNumber)
 
 
-def _font(pdf: Pdf) -> Dictionary:
+def _font(pdf: Pdf, highest_cid: int) -> Dictionary:
     font_file = Stream(pdf, textlayer.glyphless_truetype())
     font_file.Length1 = len(textlayer.glyphless_truetype())
     descriptor = Dictionary(
@@ -50,7 +50,7 @@ def _font(pdf: Pdf) -> Dictionary:
         Type=Name.Font, Subtype=Name.CIDFontType2, BaseFont=Name("/" + textlayer.FONT_NAME),
         CIDSystemInfo=Dictionary(Registry=pikepdf.String("Adobe"), Ordering=pikepdf.String("Identity"), Supplement=0),
         FontDescriptor=pdf.make_indirect(descriptor), DW=textlayer.ADVANCE,
-        CIDToGIDMap=pdf.make_indirect(Stream(pdf, textlayer.cid_to_gid_map())),
+        CIDToGIDMap=pdf.make_indirect(Stream(pdf, textlayer.cid_to_gid_map(highest_cid))),
     )
     return pdf.make_indirect(Dictionary(
         Type=Name.Font, Subtype=Name.Type0, BaseFont=Name("/" + textlayer.FONT_NAME), Encoding=Name("/Identity-H"),
@@ -80,7 +80,7 @@ def write_page_pdf(path: Path, image: EncodedImage, width_pt: float, height_pt: 
     draw = f"q {width_pt:.4f} 0 0 {height_pt:.4f} 0 0 cm /Im0 Do Q\n".encode("ascii")
     resources = Dictionary(XObject=Dictionary(Im0=xobj))
     if text_ops:
-        resources.Font = Dictionary({textlayer.FONT_RESOURCE: _font(pdf)})
+        resources.Font = Dictionary({textlayer.FONT_RESOURCE: _font(pdf, textlayer.highest_cid(text_ops))})
     page = Dictionary(
         Type=Name.Page, MediaBox=Array([0, 0, round(width_pt, 4), round(height_pt, 4)]),
         Resources=resources, Contents=pdf.make_stream(draw + text_ops),
@@ -101,20 +101,17 @@ def merge_pdfa(page_files: Sequence[Path], output: Path, title: str, created: dt
     memory does not grow with the page count.
     """
     out = Pdf.new()
-    shared_font = None
+    fonts_of_pages = []
     sources = []
     try:
         for path in page_files:
             src = Pdf.open(path)
             sources.append(src)
             out.pages.append(src.pages[0])
-            page = out.pages[-1]
-            fonts = page.obj.Resources.get("/Font")
+            fonts = out.pages[-1].obj.Resources.get("/Font")
             if fonts is not None:
-                if shared_font is None:
-                    shared_font = fonts[textlayer.FONT_RESOURCE]
-                else:
-                    fonts[textlayer.FONT_RESOURCE] = shared_font
+                fonts_of_pages.append(fonts)
+        _share_font(fonts_of_pages)
         _add_pdfa_catalog(out, title, created, language, subject)
         out.save(output, compress_streams=True, object_stream_mode=pikepdf.ObjectStreamMode.generate,
                  deterministic_id=True, min_version="1.7", linearize=False)
@@ -122,6 +119,18 @@ def merge_pdfa(page_files: Sequence[Path], output: Path, title: str, created: dt
         for src in sources:
             src.close()
         out.close()
+
+
+def _share_font(fonts_of_pages: list[Dictionary]) -> None:
+    """One text-layer font for all pages: the one whose CID-to-glyph map reaches furthest (each
+    page's map ends at its own highest CID), so every page's text stays mapped."""
+    if not fonts_of_pages:
+        return
+    key = textlayer.FONT_RESOURCE
+    shared = max((fonts[key] for fonts in fonts_of_pages),
+                 key=lambda font: len(font.DescendantFonts[0].CIDToGIDMap.read_bytes()))
+    for fonts in fonts_of_pages:
+        fonts[key] = shared
 
 
 def _add_pdfa_catalog(pdf: Pdf, title: str, created: dt.datetime, language: str, subject: str) -> None:

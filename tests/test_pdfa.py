@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,42 @@ def test_srgb_output_intent_and_one_shared_embedded_font(tmp_path) -> None:
 def test_merged_file_is_valid_pdfa_2b(tmp_path) -> None:
     (result,) = verapdf.validate([two_page_pdfa(tmp_path)])
     assert result.compliant, result.failures
+
+
+def test_pages_with_different_highest_cids_share_the_longest_map(tmp_path, monkeypatch) -> None:
+    """Each page's CID-to-glyph map ends at its highest CID; the merged file shares the one reaching
+    furthest, stays PDF/A-2b and extracts exactly as with the full 65 536-entry map."""
+    page = render_text_page(size=(620, 300), font_px=30)
+    texts = ["Mã hồ sơ", "Nẵng ỹ", "abc"]  # highest CIDs U+1ED3, U+1EF9, U+0063: the longest map is page 2's
+
+    def build(name: str) -> Path:
+        files = []
+        for n, text in enumerate(texts):
+            words = [(1, Word(w, 90 + 110 * i, 90, 190 + 110 * i, 125, 96.0)) for i, w in enumerate(text.split())]
+            f = tmp_path / f"{name}-{n}.pdf"
+            pdfa.write_page_pdf(f, encode.encode_jpeg(page, 80), 620 * 72 / 150, 300 * 72 / 150,
+                                textlayer.content_stream(textlayer.group_lines(words), 300, 72 / 150))
+            files.append(f)
+        out = tmp_path / f"{name}.pdf"
+        pdfa.merge_pdfa(files, out, "Hồ sơ", WHEN)
+        return out
+
+    short = build("short")
+    with pikepdf.open(short) as pdf:
+        fonts = {page.Resources.Font[textlayer.FONT_RESOURCE].objgen for page in pdf.pages}
+        assert len(fonts) == 1
+        cid_map = pdf.pages[0].Resources.Font[textlayer.FONT_RESOURCE].DescendantFonts[0].CIDToGIDMap
+        assert len(cid_map.read_bytes()) == 2 * (0x1EF9 + 1)
+    (result,) = verapdf.validate([short])
+    assert result.compliant, result.failures
+    full_map = textlayer.cid_to_gid_map
+    monkeypatch.setattr(textlayer, "cid_to_gid_map", lambda highest_cid: full_map())  # the old 128 KB map
+    full = build("full")
+
+    def text(path: Path) -> str:
+        return subprocess.run(["pdftotext", str(path), "-"], capture_output=True, check=True, timeout=60).stdout.decode()
+
+    assert "Nẵng" in text(short) and text(short) == text(full)
 
 
 def test_verapdf_catches_a_missing_output_intent(tmp_path) -> None:

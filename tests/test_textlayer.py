@@ -62,6 +62,17 @@ def test_cid_to_gid_map_sends_every_cid_to_the_blank_glyph():
     assert set(np.frombuffer(m, ">u2").tolist()) == {1}
 
 
+def test_cid_to_gid_map_ends_at_the_highest_cid_used():
+    ops = textlayer.content_stream(textlayer.group_lines([(1, word("Nẵng", 10, 10, 90, 40)), (1, word("ỹ", 100, 10, 120, 40))]),
+                                   HEIGHT_PX, SCALE)
+    assert textlayer.highest_cid(ops) == ord("ỹ")  # U+1EF9, the highest Vietnamese letter
+    m = textlayer.cid_to_gid_map(textlayer.highest_cid(ops))
+    assert len(m) == 2 * (0x1EF9 + 1) and set(np.frombuffer(m, ">u2").tolist()) == {1}
+    assert textlayer.highest_cid(b"BT ET") == 0 and len(textlayer.cid_to_gid_map(0)) == 2
+    assert textlayer.highest_cid(textlayer.content_stream(
+        textlayer.group_lines([(1, word("\U0001F600", 10, 10, 40, 40))]), HEIGHT_PX, SCALE)) == 0xFFFD
+
+
 def test_to_unicode_ranges_never_cross_a_high_byte():
     cmap = textlayer.to_unicode_cmap().decode("ascii")
     blocks = re.findall(r"(\d+) beginbfrange\n(.*?)\nendbfrange", cmap, re.S)
