@@ -25,6 +25,7 @@ from digitize.fsutil import atomic_write_text, copy_hashed, open_regular, sha256
 from digitize.records import DocumentReport
 
 from . import metadata
+from .inbox import input_limit_mb
 from .logs import event
 from .messages import error_kinds
 from .metadata import Clue
@@ -251,9 +252,13 @@ class _Job:
         return row is not None and self.allowed(None, row.agency or "(none)")
 
     def run(self) -> list[StoredPart]:
+        from digitize.sources import check_input_size
+
         # opened once: a regular file, no symlink on the way from root. Every later stage reads a
         # private copy of these very bytes, never the name again (a clerk may swap it for a link).
         with os.fdopen(open_regular(self.path, self.root), "rb") as source:
+            # a huge or sparse file would be hashed, then copied in full into TMPDIR, on every retry
+            check_input_size(os.fstat(source.fileno()), input_limit_mb(self.settings.convert), self.path.name)
             self.sha256 = sha256_stream(source)
             whole = self.archive.find(self.sha256, "")
             if whole is not None:

@@ -35,7 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePath
 from typing import Callable
 
-from digitize.errors import ConfigError, FileAccessError, NotRegularFileError
+from digitize.errors import ConfigError, FileAccessError, NotRegularFileError, ResourceError
 from digitize.fsutil import (exists_at, move_at, private_dir_check, sha256_regular, walk_dirs,
                              write_text_at)
 
@@ -51,6 +51,7 @@ INCOMPLETE_GRACE = 6  # stable this many times stable_seconds and still unreadab
 RETRY_BACKOFF = (5.0, 10.0, 30.0, 60.0, 120.0, 300.0)  # storage down: wait, then try the file again
 ONCE_STORAGE_TRIES = 4  # --once gives up (file left in the inbox) after this many storage failures
 INTERNAL_LIMIT = 3  # failures of our own (bugs, not storage) before a file is quarantined
+RESOURCE_LIMIT = 8  # out of disk space this often on one file (~15 min of backoff): quarantined, not retried forever
 KEPT_DAYS = 14  # a kept conversion nobody stored in this time (its scan was taken away) is removed
 
 
@@ -298,6 +299,11 @@ class Watcher:
                 if result.internal and self._failures(path) + 1 >= INTERNAL_LIMIT:
                     self._quarantine(claim, ("internal", *result.error_kinds),
                                      f"{INTERNAL_LIMIT} internal errors; last: {result.reason}")
+                    self._forget(path)
+                    return
+                if ResourceError.__name__ in result.error_kinds and self._failures(path) + 1 >= RESOURCE_LIMIT:
+                    self._quarantine(claim, result.error_kinds, f"out of disk space on {RESOURCE_LIMIT} tries "
+                                     f"({result.reason}): too large for the free space?")
                     self._forget(path)
                     return
                 self._give_back(claim)
