@@ -14,6 +14,7 @@ The original file is always kept byte for byte in the store, so nothing of it is
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import math
 import os
@@ -147,27 +148,55 @@ def _check_page_count(count: int, limits: ReadLimits, name: str) -> None:
     an OCR pass, so a small file of many pages would hold a watcher for hours."""
     if limits.max_pages and count > limits.max_pages:
         raise TooManyPagesError(f"{name}: {count} pages exceed the limit of {limits.max_pages} pages per file; "
-                                 "split it, or raise convert.max_pages if genuine")
+                                "split it, or raise convert.max_pages if genuine")
 
 
-def check_input_size(info: os.stat_result, max_input_mb: int, name: str) -> None:
-    """A scan's size from its descriptor's fstat, before anything reads it whole (hashing, the private
-    copy): over ``max_input_mb`` (0 = no limit), or sparse, it is refused.
+SPARSE_MIN_BYTES, SPARSE_RATIO = 16 * 1024 * 1024, 8  # see check_input_size
+_HOLE_WALK = 4096  # extents looked at; a file with more, and few blocks, is taken as sparse
 
-    Sparse: a file of at least SPARSE_MIN_BYTES whose allocated blocks hold under 1/SPARSE_RATIO of its
-    size is mostly holes (a scanner never writes those), and every copy of it would be written out in
-    full. A file system that reports no blocks at all (st_blocks 0: some network shares and FUSE
-    mounts) is not judged, and a compressing one (ZFS, btrfs) shrinks scans far less than 8x."""
+
+def check_input_size(fd: int, max_input_mb: int, name: str, info: os.stat_result | None = None) -> None:
+    """A scan's size from its descriptor (``info``: its fstat), before anything reads it whole (hashing,
+    the private copy): over ``max_input_mb`` (0 = no limit), or sparse, it is refused.
+
+    Sparse: a file of at least SPARSE_MIN_BYTES with under 1/SPARSE_RATIO of its size allocated
+    (st_blocks) *and* holes (SEEK_HOLE/SEEK_DATA) over the rest: a scanner never writes holes, and every
+    copy would write them out in full. Compression (ZFS, btrfs) lowers st_blocks but leaves no holes,
+    so an uncompressed TIFF there is not refused; a file system that reports no blocks (st_blocks 0:
+    some network shares, FUSE mounts) or no holes is not judged sparse, only by its size."""
+    info = info or os.fstat(fd)
     if max_input_mb and info.st_size > max_input_mb * 1024 * 1024:
         raise FileTooLargeError(f"{name}: {info.st_size / 1024 / 1024:.0f} MB exceeds the limit of {max_input_mb} MB "
-                                 "per file; split it, or raise convert.max_input_mb if genuine")
+                                "per file; split it, or raise convert.max_input_mb if genuine")
     allocated = getattr(info, "st_blocks", 0) * 512
-    if info.st_size >= SPARSE_MIN_BYTES and 0 < allocated * SPARSE_RATIO < info.st_size:
+    if info.st_size >= SPARSE_MIN_BYTES and 0 < allocated * SPARSE_RATIO < info.st_size \
+            and _hole_bytes(fd, info.st_size) * SPARSE_RATIO > info.st_size * (SPARSE_RATIO - 1):
         raise FileTooLargeError(f"{name}: a sparse file ({info.st_size / 1024 / 1024:.0f} MB long, "
-                                 f"{allocated / 1024 / 1024:.1f} MB written): mostly holes, not a scan")
+                                f"{allocated / 1024 / 1024:.1f} MB written): mostly holes, not a scan")
 
 
-SPARSE_MIN_BYTES, SPARSE_RATIO = 16 * 1024 * 1024, 8
+def _hole_bytes(fd: int, size: int) -> int:
+    """Bytes in holes, by SEEK_HOLE/SEEK_DATA (0 where the file system has neither); past _HOLE_WALK
+    extents, ``size`` (judged by its blocks). The descriptor's offset is kept."""
+    kept = os.lseek(fd, 0, os.SEEK_CUR)
+    holes, offset = 0, 0
+    try:
+        for _ in range(_HOLE_WALK):
+            hole = os.lseek(fd, offset, os.SEEK_HOLE)
+            if hole >= size:
+                return holes
+            try:
+                offset = os.lseek(fd, hole, os.SEEK_DATA)
+            except OSError as e:
+                if e.errno == errno.ENXIO:  # a hole to the end
+                    return holes + size - hole
+                raise
+            holes += offset - hole
+        return size
+    except (OSError, AttributeError):  # no SEEK_HOLE here: not judged
+        return 0
+    finally:
+        os.lseek(fd, kept, os.SEEK_SET)
 
 
 def _image_dpi(img: Image.Image) -> tuple[float, float] | None:

@@ -99,7 +99,7 @@ def completeness_problem(path: Path, limits, root: Path | None = None) -> Proble
             info = os.fstat(fd)
             if info.st_size == 0:
                 return Problem(("incomplete",), "file is empty (0 bytes)")
-            check_input_size(info, input_limit_mb(limits), path.name)  # nothing more is read of a huge file
+            check_input_size(fd, input_limit_mb(limits), path.name, info)  # nothing more is read of a huge file
             kind = sniff_head(os.pread(fd, 1024, 0), path.name)
             marker = _END_MARKERS.get(kind)
             if marker and marker not in os.pread(fd, _TAIL_BYTES, max(0, info.st_size - _TAIL_BYTES)):

@@ -258,7 +258,7 @@ class _Job:
         # private copy of these very bytes, never the name again (a clerk may swap it for a link).
         with os.fdopen(open_regular(self.path, self.root), "rb") as source:
             # a huge or sparse file would be hashed, then copied in full into TMPDIR, on every retry
-            check_input_size(os.fstat(source.fileno()), input_limit_mb(self.settings.convert), self.path.name)
+            check_input_size(source.fileno(), input_limit_mb(self.settings.convert), self.path.name)
             self.sha256 = sha256_stream(source)
             whole = self.archive.find(self.sha256, "")
             if whole is not None:

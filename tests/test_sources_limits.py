@@ -11,6 +11,7 @@ import pytest
 from PIL import Image, ImageFile
 
 from digitize.convert import ConvertOptions
+from digitize import sources
 from digitize.errors import InputTooLargeError
 from digitize.sources import MAX_DPI, MIN_DPI, SPARSE_MIN_BYTES, ReadLimits, check_input_size, open_source
 
@@ -94,12 +95,21 @@ def sparse_file(path, size: int, head: bytes = b"%PDF-1.7\n"):
     return path
 
 
+def check(path, max_input_mb: int = 2048, info=None) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        check_input_size(fd, max_input_mb, path.name, info)
+        assert os.lseek(fd, 0, os.SEEK_CUR) == 0  # the offset is kept for the reader
+    finally:
+        os.close(fd)
+
+
 def test_a_file_over_max_input_mb_is_refused_from_its_size_alone(tmp_path) -> None:
-    info = os.stat(sparse_file(tmp_path / "big.pdf", 2 * 1024 * 1024))
+    path = sparse_file(tmp_path / "big.pdf", 2 * 1024 * 1024)
     with pytest.raises(InputTooLargeError, match="exceeds the limit of 1 MB.*max_input_mb"):
-        check_input_size(info, 1, "big.pdf")
-    check_input_size(info, 2, "big.pdf")  # at the limit: taken (sparse, but below SPARSE_MIN_BYTES)
-    check_input_size(info, 0, "big.pdf")  # 0: no limit
+        check(path, 1)
+    check(path, 2)  # at the limit: taken (sparse, but below SPARSE_MIN_BYTES)
+    check(path, 0)  # 0: no limit
 
 
 def test_a_sparse_file_is_refused_unless_the_file_system_reports_no_blocks(tmp_path) -> None:
@@ -108,12 +118,19 @@ def test_a_sparse_file_is_refused_unless_the_file_system_reports_no_blocks(tmp_p
     if info.st_blocks * 512 * 8 >= info.st_size:
         pytest.skip("this file system does not keep holes")
     with pytest.raises(InputTooLargeError, match="sparse"):
-        check_input_size(info, 2048, "holes.pdf")
-    check_input_size(SimpleNamespace(st_size=info.st_size, st_blocks=0), 2048, "holes.pdf")  # e.g. some SMB mounts
-    written = SimpleNamespace(st_size=SPARSE_MIN_BYTES, st_blocks=SPARSE_MIN_BYTES // 512)
-    check_input_size(written, 2048, "scan.pdf")  # a real file of that size
+        check(path)
+    check(path, info=SimpleNamespace(st_size=info.st_size, st_blocks=0))  # e.g. some SMB mounts: size only
+
+
+def test_a_compressed_file_with_few_blocks_but_no_holes_is_not_sparse(tmp_path, monkeypatch) -> None:
+    """ZFS or btrfs compression: an uncompressed TIFF of white paper takes few blocks, yet has no holes."""
+    monkeypatch.setattr(sources, "SPARSE_MIN_BYTES", 1024 * 1024)  # a small file on disk stands for a large one
+    path = tmp_path / "white.tif"
+    path.write_bytes(b"II*\x00" + b"\xff" * (2 * 1024 * 1024))
+    check(path, info=SimpleNamespace(st_size=path.stat().st_size, st_blocks=8))
 
 
 def test_a_small_file_with_few_blocks_is_not_called_sparse(tmp_path) -> None:
-    """A small file may be stored inline or compressed (btrfs, ZFS): under SPARSE_MIN_BYTES it is never judged."""
-    check_input_size(SimpleNamespace(st_size=SPARSE_MIN_BYTES - 1, st_blocks=1), 2048, "tiny.pdf")
+    """A small file may be stored inline or compressed: under SPARSE_MIN_BYTES it is never judged."""
+    path = sparse_file(tmp_path / "tiny.pdf", SPARSE_MIN_BYTES - 1)
+    check(path)
