@@ -302,8 +302,8 @@ class Watcher:
                     self._forget(path)
                     return
                 if ResourceError.__name__ in result.error_kinds and self._failures(path) + 1 >= RESOURCE_LIMIT:
-                    self._quarantine(claim, result.error_kinds, f"out of disk space on {RESOURCE_LIMIT} tries "
-                                     f"({result.reason}): too large for the free space?")
+                    self._quarantine(claim, result.error_kinds, f"{RESOURCE_LIMIT} tries failed, the last out of disk "
+                                     f"space ({result.reason}): too large for the free space?")
                     self._forget(path)
                     return
                 self._give_back(claim)
