@@ -76,6 +76,11 @@ class JobResult:
             {StorageError.__name__, SigningError.__name__, ResourceError.__name__} & set(self.error_kinds))
 
     @property
+    def out_of_space(self) -> bool:
+        """A full disk or quota (retryable): a file that keeps causing it is quarantined after a few tries."""
+        return self.status is Status.failed and ResourceError.__name__ in self.error_kinds
+
+    @property
     def internal(self) -> bool:
         """A bug of ours, not a bad scan: the file must not be quarantined for it."""
         return self.status is Status.failed and INTERNAL in self.error_kinds

@@ -35,7 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePath
 from typing import Callable
 
-from digitize.errors import ConfigError, FileAccessError, NotRegularFileError, ResourceError
+from digitize.errors import ConfigError, FileAccessError, NotRegularFileError
 from digitize.fsutil import (exists_at, move_at, private_dir_check, sha256_regular, walk_dirs,
                              write_text_at)
 
@@ -301,7 +301,7 @@ class Watcher:
                                      f"{INTERNAL_LIMIT} internal errors; last: {result.reason}")
                     self._forget(path)
                     return
-                if ResourceError.__name__ in result.error_kinds and self._failures(path) + 1 >= RESOURCE_LIMIT:
+                if result.out_of_space and self._failures(path) + 1 >= RESOURCE_LIMIT:
                     self._quarantine(claim, result.error_kinds, f"{RESOURCE_LIMIT} tries failed, the last out of disk "
                                      f"space ({result.reason}): too large for the free space?")
                     self._forget(path)
