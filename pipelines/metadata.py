@@ -38,8 +38,6 @@ META_FIELDS = ("case_id", "sequence", "title", "doc_type", "procedure_code", "pr
 ARCHIVE_FIELDS = {"organ_id": "OrganId", "file_catalog": "FileCatalog", "file_notation": "FileNotation",
                   "title": "Title", "maintenance": "Maintenance", "rights": "Rights"}
 CASE_RECORD_FIELDS = ("procedure_code", "procedure_name", "agency")
-ARCHIVE_NAMES = frozenset(CASE_ARCHIVE_FIELDS)  # what a sidecar's nested ``archive`` object may hold
-ARCHIVE_VALUE_MAX = 2000  # characters of one archive field (a Description is the longest)
 OCR_PAGES = 3  # a case ID printed on the receipt or cover page; deeper pages cite other cases
 _SEQ_TITLE = re.compile(r"(\d{1,4})\s*[-_. ]\s*(.+)")
 # OCR often loses the small dots of the agency code ("000 00 31 H56-241016-0003"); after the label we can
@@ -126,6 +124,10 @@ def clue_from_mapping(source: str, data: Mapping[str, Any]) -> tuple[Clue, list[
     if archive:
         values["archive"] = archive
     return Clue(source, values), problems
+
+
+ARCHIVE_NAMES = frozenset(CASE_ARCHIVE_FIELDS)  # what a sidecar's nested ``archive`` object may hold
+ARCHIVE_VALUE_MAX = 2000  # characters of one archive field (a Description is the longest)
 
 
 def _nested_archive(nested: Any, problems: list[str]) -> dict[str, str]:
