@@ -4,17 +4,20 @@ and nothing of a huge file is hashed or copied. No servers, no OCR: processing i
 
 from __future__ import annotations
 
+import errno
 import io
 import re
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pikepdf
+import pytest
 from pipeline_support import wait_for
 
 from digitize.config import ConvertSettings
 from digitize.errors import ResourceError
-from pipelines import inbox, jobs, watch
+from pipelines import inbox, jobs, queued, watch
 from pipelines.messages import error_kinds
 
 SPARSE_SIZE = 64 * 1024 * 1024  # apparent size; a hole takes no disk space and is never read whole here
@@ -143,3 +146,61 @@ def test_a_file_that_keeps_filling_the_disk_is_quarantined_after_resource_limit_
     assert "ran out of disk space several times" in text
 
 
+
+
+class _RecordingStore:
+    """The object store of a Submitter: records what would be staged."""
+
+    def __init__(self):
+        self.put_keys = []
+
+    def put(self, key, path, sha, meta):
+        self.put_keys.append(key)
+
+    def close(self):
+        pass
+
+
+def _submitter(settings):
+    """A Submitter with no broker and no ledger: a test only reaches them when a file is staged."""
+    submitter = object.__new__(queued.Submitter)
+    submitter.settings, submitter.batch, submitter.runs = settings, "", {}
+    submitter.options = queued.conversion_options(settings)
+    submitter.objects = _RecordingStore()
+    submitter.ledger = SimpleNamespace(get=lambda job: pytest.fail("a refused file reached the ledger"))
+    return submitter
+
+
+def test_a_queued_batch_refuses_a_huge_file_before_staging_it(tmp_path, folder_settings, monkeypatch):
+    path = padded_pdf(tmp_path / "padded.pdf")
+    folder_settings.convert.max_input_mb = 1
+    copied = []
+    real_open = open
+
+    def spying_open(file, mode="r", *a, **kw):  # the temp copy is the only file _stage_copy opens by name
+        if "w" in mode:
+            copied.append(file)
+        return real_open(file, mode, *a, **kw)
+
+    monkeypatch.setattr("builtins.open", spying_open)
+    submitter = _submitter(folder_settings)
+    job, result = submitter.submit_job(path, None, tmp_path)
+    assert job == "" and result.status is jobs.Status.failed, result
+    assert result.error_kinds[0] == "FileTooLargeError" and "max_input_mb" in result.reason
+    assert not result.retryable  # quarantined (watch) or reported failed (batch), never retried
+    assert submitter.objects.put_keys == [] and copied == []
+
+
+def test_a_full_temp_disk_while_staging_is_a_resource_fault_not_an_unreadable_scan(tmp_path, folder_settings,
+                                                                                 monkeypatch):
+    path = blank_pdf(tmp_path / "scan.pdf")
+
+    def full(*a):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(queued, "_stage_copy", full)
+    _, result = _submitter(folder_settings).submit_job(path, None, tmp_path)
+    assert result.status is jobs.Status.failed
+    assert result.retryable and result.out_of_space, result  # kept in the inbox and tried again
+    assert "cannot read" not in result.reason and "No space left on device" in result.reason
+    assert "temp folder" in result.reason
