@@ -48,10 +48,12 @@ _TEXTS: dict[str, tuple[str, str, str, str]] = {
         "Scan again at 200-300 dpi or split it into smaller files; if it persists, call the administrator.",
     ),
     "ResourceError": (
-        "Máy chủ hết dung lượng đĩa nhiều lần khi xử lý tệp này (tệp không hỏng).",
-        "Báo quản trị hệ thống giải phóng dung lượng đĩa, rồi đặt lại tệp vào thư mục nhận; không cần quét lại.",
-        "The server ran out of disk space several times while processing this file (the file is not damaged).",
-        "Ask the administrator to free disk space, then drop the file into the inbox again; no need to rescan.",
+        "Đĩa máy chủ bị đầy nhiều lần liền khi xử lý tệp này, trong khi việc khác vẫn còn chỗ: tệp cần nhiều "
+        "dung lượng trống hơn máy chủ đang có (tệp không hỏng).",
+        "Báo quản trị hệ thống giải phóng thêm dung lượng đĩa, rồi đặt lại tệp vào thư mục nhận; không cần quét lại.",
+        "The server's disk filled up several times in a row while processing this file, while other work had "
+        "room: the file needs more free space than the server has (the file is not damaged).",
+        "Ask the administrator to free more disk space, then drop the file into the inbox again; no need to rescan.",
     ),
     "InputTooLargeError": (
         "Ảnh quét quá lớn (độ phân giải hoặc kích thước trang bất thường).",

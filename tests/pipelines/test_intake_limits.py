@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import errno
 import io
+import logging
 import re
+import shutil
 import threading
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,8 +18,8 @@ import pytest
 from pipeline_support import wait_for
 
 from digitize.config import ConvertSettings
-from digitize.errors import ResourceError
-from pipelines import inbox, jobs, queued, watch
+from digitize.errors import ResourceError, StorageError
+from pipelines import diskroom, inbox, jobs, queued, watch
 from pipelines.messages import error_kinds
 
 SPARSE_SIZE = 64 * 1024 * 1024  # apparent size; a hole takes no disk space and is never read whole here
@@ -122,9 +124,29 @@ def test_the_watcher_quarantines_too_many_pages_and_too_large_unprocessed(tmp_pa
     assert "max_input_mb" in (failed / "padded.pdf.error.txt").read_text(encoding="utf-8")
 
 
-def test_a_file_that_keeps_filling_the_disk_is_quarantined_after_resource_limit_tries(tmp_path, folder_settings,
-                                                                                      monkeypatch):
+def disk_full(path) -> jobs.JobResult:
+    fault = ResourceError("out of disk space: No space left on device")
+    return jobs.JobResult(str(path), jobs.Status.failed, reason=str(fault), error_kinds=error_kinds(fault),
+                          exit_code=int(fault.exit_code))
+
+
+def storage_down(path) -> jobs.JobResult:
+    fault = StorageError("object store unreachable")
+    return jobs.JobResult(str(path), jobs.Status.failed, reason=str(fault), error_kinds=error_kinds(fault),
+                          exit_code=int(fault.exit_code))
+
+
+def stored(path) -> jobs.JobResult:
+    return jobs.JobResult(str(path), jobs.Status.done, "0" * 64, "stored")
+
+
+def quick_watcher(inbox_dir, settings, process, monkeypatch) -> watch.Watcher:
     monkeypatch.setattr(watch, "RETRY_BACKOFF", (0.05,))
+    return watch.Watcher(watch.WatchOptions(inbox_dir, poll=0.2, stable_seconds=0.2, rescan=0.5), settings, process)
+
+
+def test_a_file_that_keeps_filling_the_disk_while_it_has_room_is_quarantined(tmp_path, folder_settings, monkeypatch):
+    monkeypatch.setattr(diskroom, "has_room", lambda *folders: True)  # room again once its temp files are gone
     inbox_dir = tmp_path / "inbox"
     inbox_dir.mkdir()
     blank_pdf(inbox_dir / "big.pdf")
@@ -132,20 +154,109 @@ def test_a_file_that_keeps_filling_the_disk_is_quarantined_after_resource_limit_
 
     def process(path, settings, hint, **kw):
         calls.append(path.name)
-        fault = ResourceError("out of disk space: No space left on device")
-        return jobs.JobResult(str(path), jobs.Status.failed, reason=str(fault), error_kinds=error_kinds(fault),
-                              exit_code=int(fault.exit_code))
+        return disk_full(path)
 
     failed = inbox_dir / "failed"
-    watcher = watch.Watcher(watch.WatchOptions(inbox_dir, poll=0.2, stable_seconds=0.2, rescan=0.5),
-                            folder_settings, process)
-    run_until(watcher, lambda: (failed / "big.pdf").exists(), "big.pdf quarantined")
+    run_until(quick_watcher(inbox_dir, folder_settings, process, monkeypatch),
+              lambda: (failed / "big.pdf").exists(), "big.pdf quarantined")
     assert len(calls) == watch.RESOURCE_LIMIT
     text = (failed / "big.pdf.error.txt").read_text(encoding="utf-8")
-    assert f"{watch.RESOURCE_LIMIT} tries failed, the last out of disk space" in text
-    assert "ran out of disk space several times" in text
+    assert f"the disk filled {watch.RESOURCE_LIMIT} times in a row while processing this file" in text
+    assert "needs more free space than the server has" in text
 
 
+def test_a_long_disk_full_outage_keeps_every_waiting_scan_in_the_inbox(tmp_path, folder_settings, monkeypatch,
+                                                                       caplog):
+    """The disk stays full after each try (an outage, not a file's doing): nothing is quarantined however long it
+    lasts, and the outage is logged once, not once per scan and try (review intake2 M3)."""
+    monkeypatch.setattr(diskroom, "has_room", lambda *folders: False)
+    inbox_dir = tmp_path / "inbox"
+    inbox_dir.mkdir()
+    names = ["a.pdf", "b.pdf", "c.pdf"]
+    for name in names:
+        blank_pdf(inbox_dir / name)
+    calls: dict[str, int] = {}
+
+    def process(path, settings, hint, **kw):
+        calls[path.name] = calls.get(path.name, 0) + 1
+        return disk_full(path)
+
+    caplog.set_level(logging.INFO, logger="pipelines")
+    tries = watch.RESOURCE_LIMIT + 2
+    run_until(quick_watcher(inbox_dir, folder_settings, process, monkeypatch),
+              lambda: len(calls) == len(names) and min(calls.values()) >= tries, f"every scan tried {tries} times")
+    assert not list((inbox_dir / "failed").glob("*.pdf")) if (inbox_dir / "failed").exists() else True
+    assert all((inbox_dir / name).exists() for name in names)
+    told = [r for r in caplog.records if getattr(r, "event", None) == "disk-full"]
+    assert len(told) == 1 and told[0].levelname == "ERROR"
+
+
+def test_disk_full_tries_are_counted_apart_from_storage_failures(tmp_path, folder_settings, monkeypatch):
+    """A file deferred RESOURCE_LIMIT - 1 times while storage was down is not quarantined on its first
+    disk-full try; it is stored once both are over."""
+    monkeypatch.setattr(diskroom, "has_room", lambda *folders: True)
+    inbox_dir = tmp_path / "inbox"
+    inbox_dir.mkdir()
+    blank_pdf(inbox_dir / "scan.pdf")
+    outcomes = [storage_down] * (watch.RESOURCE_LIMIT - 1) + [disk_full, stored]
+    calls = []
+
+    def process(path, settings, hint, **kw):
+        calls.append(path.name)
+        return outcomes[len(calls) - 1](path)
+
+    run_until(quick_watcher(inbox_dir, folder_settings, process, monkeypatch),
+              lambda: (inbox_dir / "done" / "scan.pdf").exists(), "scan.pdf stored")
+    assert len(calls) == len(outcomes)
+    assert not (inbox_dir / "failed" / "scan.pdf").exists()
+
+
+def test_a_file_that_fills_the_disk_while_other_scans_are_stored_is_quarantined(tmp_path, folder_settings,
+                                                                                monkeypatch):
+    """The disk is full after its tries too (it never frees quickly), but small scans are stored between
+    them: the big one is the cause."""
+    monkeypatch.setattr(diskroom, "has_room", lambda *folders: False)
+    inbox_dir = tmp_path / "inbox"
+    inbox_dir.mkdir()
+    blank_pdf(inbox_dir / "big.pdf")
+    calls = []
+
+    def process(path, settings, hint, **kw):
+        calls.append(path.name)
+        if path.name != "big.pdf":
+            return stored(path)
+        blank_pdf(inbox_dir / f"small{len(calls)}.pdf")  # a clerk keeps scanning meanwhile
+        return disk_full(path)
+
+    failed = inbox_dir / "failed"
+    watcher = quick_watcher(inbox_dir, folder_settings, process, monkeypatch)
+    monkeypatch.setattr(watch, "RETRY_BACKOFF", (0.6,))  # the small scans get stable between its tries
+    run_until(watcher, lambda: (failed / "big.pdf").exists(), "big.pdf quarantined")
+    assert not list(failed.glob("small*.pdf"))
+    # the tries that counted: RESOURCE_LIMIT in a row, each after a scan was stored (its first try has no
+    # earlier one to compare with, and a try with none stored since the previous one starts the count again)
+    tries = [i for i, name in enumerate(calls) if name == "big.pdf"]
+    assert len(tries) > watch.RESOURCE_LIMIT
+    counted = tries[-watch.RESOURCE_LIMIT - 1:]
+    assert all(after - before > 1 for before, after in zip(counted, counted[1:]))
+
+
+def test_has_room_judges_the_temp_folder_and_each_folder_by_their_free_space(tmp_path, monkeypatch):
+    total = 100 * diskroom.OUTAGE_ROOM
+    free = {"tmp": total, "data": total}
+
+    def usage(path):
+        return shutil._ntuple_diskusage(total, total - free["tmp" if str(path) == str(tmp_path) else "data"],
+                                        free["tmp" if str(path) == str(tmp_path) else "data"])
+
+    monkeypatch.setattr(diskroom.tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.setattr(diskroom.shutil, "disk_usage", usage)
+    data = tmp_path.parent / "not-made-yet" / "kept"
+    assert diskroom.has_room(data)
+    free["data"] = diskroom.OUTAGE_ROOM - 1
+    assert not diskroom.has_room(data)
+    free["data"], free["tmp"] = total, 4096
+    assert not diskroom.has_room(data)
 
 
 class _RecordingStore:
