@@ -23,6 +23,7 @@ from digitize.errors import (DigitizeError, ExitCode, InputError, ResourceError,
                              resource_fault)
 from digitize.fsutil import atomic_write_text, copy_hashed, open_regular, sha256_file, sha256_stream, work_dir
 from digitize.records import DocumentReport
+from digitize.terminal import printable
 
 from . import metadata
 from .inbox import input_limit_mb
@@ -347,7 +348,7 @@ def process_file(path: Path, settings, meta_hint: Clue | None = None, *, root: P
                                f"cannot read {path.name}: {e.strerror}" + (f" (uid {os.geteuid()})" if denied else ""),
                                error_kinds=(*denied, "FileAccessError", "OSError"), exit_code=int(ExitCode.file_access))
     except Exception as e:  # noqa: BLE001 - one file's bug must not stop a batch or a watcher
-        log.exception("internal error on %s", path)
+        log.exception("internal error on %s", printable(path))  # a file name never starts a forged log line
         result = JobResult(str(path), Status.failed, job.sha256 if job else "",
                            f"internal error: {type(e).__name__}: {' '.join(str(e).split())}",
                            error_kinds=(INTERNAL, *error_kinds(e)), exit_code=INTERNAL_EXIT)

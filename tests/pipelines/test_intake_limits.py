@@ -315,3 +315,18 @@ def test_a_full_temp_disk_while_staging_is_a_resource_fault_not_an_unreadable_sc
     assert result.retryable and result.out_of_space, result  # kept in the inbox and tried again
     assert "cannot read" not in result.reason and "No space left on device" in result.reason
     assert "temp folder" in result.reason
+
+
+def test_an_internal_error_logs_the_file_name_on_one_line(tmp_path, folder_settings, monkeypatch, caplog):
+    """A name carrying a newline and a fake log line stays inside the one line that names it (review intake2 L3)."""
+    path = blank_pdf(tmp_path / "a\n2026-12-02T03:00:00+0000 digitize: INFO: stored file=b.pdf.pdf")
+
+    def broken(self):
+        raise RuntimeError("a bug of ours")
+
+    monkeypatch.setattr(jobs._Job, "run", broken)
+    caplog.set_level(logging.ERROR, logger="pipelines")
+    result = jobs.process_file(path, folder_settings, archive=object(), root=tmp_path)
+    assert result.internal
+    (record,) = [r for r in caplog.records if r.getMessage().startswith("internal error on")]
+    assert "\n" not in record.getMessage() and "stored file=b.pdf" in record.getMessage()
