@@ -145,11 +145,18 @@ def quick_watcher(inbox_dir, settings, process, monkeypatch) -> watch.Watcher:
     return watch.Watcher(watch.WatchOptions(inbox_dir, poll=0.2, stable_seconds=0.2, rescan=0.5), settings, process)
 
 
-def test_a_file_that_keeps_filling_the_disk_while_it_has_room_is_quarantined(tmp_path, folder_settings, monkeypatch):
-    monkeypatch.setattr(diskroom, "has_room", lambda *folders: True)  # room again once its temp files are gone
+def inbox_of(tmp_path, monkeypatch, room: bool, *names: str) -> Path:
+    """An inbox holding a one-page PDF of each name; the disk has ``room`` after each try (diskroom.has_room)."""
+    monkeypatch.setattr(diskroom, "has_room", lambda *folders: room)
     inbox_dir = tmp_path / "inbox"
     inbox_dir.mkdir()
-    blank_pdf(inbox_dir / "big.pdf")
+    for name in names:
+        blank_pdf(inbox_dir / name)
+    return inbox_dir
+
+
+def test_a_file_that_keeps_filling_the_disk_while_it_has_room_is_quarantined(tmp_path, folder_settings, monkeypatch):
+    inbox_dir = inbox_of(tmp_path, monkeypatch, True, "big.pdf")  # room again once its temp files are gone
     calls = []
 
     def process(path, settings, hint, **kw):
@@ -169,12 +176,8 @@ def test_a_long_disk_full_outage_keeps_every_waiting_scan_in_the_inbox(tmp_path,
                                                                        caplog):
     """The disk stays full after each try (an outage, not a file's doing): nothing is quarantined however long it
     lasts, and the outage is logged once, not once per scan and try (review intake2 M3)."""
-    monkeypatch.setattr(diskroom, "has_room", lambda *folders: False)
-    inbox_dir = tmp_path / "inbox"
-    inbox_dir.mkdir()
     names = ["a.pdf", "b.pdf", "c.pdf"]
-    for name in names:
-        blank_pdf(inbox_dir / name)
+    inbox_dir = inbox_of(tmp_path, monkeypatch, False, *names)
     calls: dict[str, int] = {}
 
     def process(path, settings, hint, **kw):
@@ -194,10 +197,7 @@ def test_a_long_disk_full_outage_keeps_every_waiting_scan_in_the_inbox(tmp_path,
 def test_disk_full_tries_are_counted_apart_from_storage_failures(tmp_path, folder_settings, monkeypatch):
     """A file deferred RESOURCE_LIMIT - 1 times while storage was down is not quarantined on its first
     disk-full try; it is stored once both are over."""
-    monkeypatch.setattr(diskroom, "has_room", lambda *folders: True)
-    inbox_dir = tmp_path / "inbox"
-    inbox_dir.mkdir()
-    blank_pdf(inbox_dir / "scan.pdf")
+    inbox_dir = inbox_of(tmp_path, monkeypatch, True, "scan.pdf")
     outcomes = [storage_down] * (watch.RESOURCE_LIMIT - 1) + [disk_full, stored]
     calls = []
 
@@ -215,10 +215,7 @@ def test_a_file_that_fills_the_disk_while_other_scans_are_stored_is_quarantined(
                                                                                 monkeypatch):
     """The disk is full after its tries too (it never frees quickly), but small scans are stored between
     them: the big one is the cause."""
-    monkeypatch.setattr(diskroom, "has_room", lambda *folders: False)
-    inbox_dir = tmp_path / "inbox"
-    inbox_dir.mkdir()
-    blank_pdf(inbox_dir / "big.pdf")
+    inbox_dir = inbox_of(tmp_path, monkeypatch, False, "big.pdf")
     calls = []
 
     def process(path, settings, hint, **kw):
