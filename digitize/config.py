@@ -38,6 +38,8 @@ class ConvertSettings:
     max_stream_mb: int = 100  # a PDF page's content, fonts and forms, decoded; more is refused as a bomb
     max_memory_mb: int = 8192  # address space of each page worker (RLIMIT_AS); 0 = unlimited
     split_spreads: str = "auto"  # book spreads into two pages: "auto" (detected), "never", "always" (landscape pages)
+    max_pages: int = 2000  # pages (or TIFF frames) of one file; more is refused when it is opened; 0 = no limit
+    max_input_mb: int = 2048  # a watched or batch file's size; larger (or sparse) is refused unread; 0 = no limit
 
 
 @dataclass

@@ -56,6 +56,7 @@ class ConvertOptions:
     max_memory_mb: int = 8192  # each page worker's address space; 0 = unlimited
     split_spreads: str = "auto"  # book spreads into two pages: "auto" (detected), "never", "always" (landscape)
     mark_band: bool = False  # page 1's top band handed on for a visible signature mark (set when signing)
+    max_pages: int = 2000  # pages of one file (sources.ReadLimits); 0 = no limit
 
     @classmethod
     def from_settings(cls, settings: ConvertSettings, **overrides) -> "ConvertOptions":
@@ -63,7 +64,7 @@ class ConvertOptions:
                    default_dpi=settings.default_dpi, max_pixels=settings.max_pixels,
                    jpeg_quality=settings.jpeg_quality, page_kb=settings.page_kb, validate=settings.validate,
                    max_stream_mb=settings.max_stream_mb, max_memory_mb=settings.max_memory_mb,
-                   split_spreads=settings.split_spreads)
+                   split_spreads=settings.split_spreads, max_pages=settings.max_pages)
         if base.split_spreads not in spreads.MODES:
             raise ConfigError(f"[convert] split_spreads must be one of {', '.join(spreads.MODES)}, "
                               f"not {base.split_spreads!r}")

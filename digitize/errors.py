@@ -55,6 +55,14 @@ class InputTooLargeError(InputError):
     """Absurd pixel counts or decompression bombs: refused before decoding."""
 
 
+class TooManyPagesError(InputTooLargeError):
+    """More pages than ``convert.max_pages``: refused when the file is opened, before any page is decoded."""
+
+
+class FileTooLargeError(InputTooLargeError):
+    """Over ``convert.max_input_mb``, or sparse (mostly holes): refused from its size, before it is read."""
+
+
 class EncryptedPdfError(InputError):
     exit_code = ExitCode.encrypted_pdf
 

@@ -14,6 +14,7 @@ The original file is always kept byte for byte in the store, so nothing of it is
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import math
 import os
@@ -30,7 +31,8 @@ import pikepdf
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import pdfguard, poppler
-from .errors import DigitizeError, EncryptedPdfError, InputError, InputTooLargeError, UnsupportedInputError
+from .errors import (DigitizeError, EncryptedPdfError, FileTooLargeError, InputError, InputTooLargeError,
+                     TooManyPagesError, UnsupportedInputError)
 from .records import Word
 
 MIN_DPI, MAX_DPI = 50.0, 2400.0
@@ -55,6 +57,7 @@ class ReadLimits:
     max_pixels: int = 250_000_000
     default_dpi: float = 300.0
     max_stream_bytes: int = 100_000_000  # a PDF page's non-image streams, decoded (pdfguard.py)
+    max_pages: int = 2000  # pages (PDF) or frames (TIFF) of one file; 0 = no limit
 
 
 def sniff(path: Path) -> str:
@@ -140,6 +143,62 @@ def _check_pixels(width: int, height: int, limits: ReadLimits, what: str) -> Non
             f"{limits.max_pixels / 1e6:.0f} (decompression bomb?); raise convert.max_pixels if genuine")
 
 
+def _check_page_count(count: int, limits: ReadLimits, name: str) -> None:
+    """Refused when the file is opened, before any page is decoded: every page costs a render and
+    an OCR pass, so a small file of many pages would hold a watcher for hours."""
+    if limits.max_pages and count > limits.max_pages:
+        raise TooManyPagesError(f"{name}: {count} pages exceed the limit of {limits.max_pages} pages per file; "
+                                "split it, or raise convert.max_pages if genuine")
+
+
+SPARSE_MIN_BYTES, SPARSE_RATIO = 16 * 1024 * 1024, 8  # see check_input_size
+_HOLE_WALK = 4096  # extents looked at; a file with more, and few blocks, is taken as sparse
+
+
+def check_input_size(fd: int, max_input_mb: int, name: str, info: os.stat_result | None = None) -> None:
+    """A scan's size from its descriptor (``info``: its fstat), before anything reads it whole (hashing,
+    the private copy): over ``max_input_mb`` (0 = no limit), or sparse, it is refused.
+
+    Sparse: a file of at least SPARSE_MIN_BYTES with under 1/SPARSE_RATIO of its size allocated
+    (st_blocks) *and* holes (SEEK_HOLE/SEEK_DATA) over the rest: a scanner never writes holes, and every
+    copy would write them out in full. Compression (ZFS, btrfs) lowers st_blocks but leaves no holes,
+    so an uncompressed TIFF there is not refused; a file system that reports no blocks (st_blocks 0:
+    some network shares, FUSE mounts) or no holes is not judged sparse, only by its size."""
+    info = info or os.fstat(fd)
+    if max_input_mb and info.st_size > max_input_mb * 1024 * 1024:
+        raise FileTooLargeError(f"{name}: {info.st_size / 1024 / 1024:.0f} MB exceeds the limit of {max_input_mb} MB "
+                                "per file; split it, or raise convert.max_input_mb if genuine")
+    allocated = getattr(info, "st_blocks", 0) * 512
+    if info.st_size >= SPARSE_MIN_BYTES and 0 < allocated * SPARSE_RATIO < info.st_size \
+            and _hole_bytes(fd, info.st_size) * SPARSE_RATIO > info.st_size * (SPARSE_RATIO - 1):
+        raise FileTooLargeError(f"{name}: a sparse file ({info.st_size / 1024 / 1024:.0f} MB long, "
+                                f"{allocated / 1024 / 1024:.1f} MB written): mostly holes, not a scan")
+
+
+def _hole_bytes(fd: int, size: int) -> int:
+    """Bytes in holes, by SEEK_HOLE/SEEK_DATA (0 where the file system has neither); past _HOLE_WALK
+    extents, ``size`` (judged by its blocks). The descriptor's offset is kept."""
+    kept = os.lseek(fd, 0, os.SEEK_CUR)
+    holes, offset = 0, 0
+    try:
+        for _ in range(_HOLE_WALK):
+            hole = os.lseek(fd, offset, os.SEEK_HOLE)
+            if hole >= size:
+                return holes
+            try:
+                offset = os.lseek(fd, hole, os.SEEK_DATA)
+            except OSError as e:
+                if e.errno == errno.ENXIO:  # a hole to the end
+                    return holes + size - hole
+                raise
+            holes += offset - hole
+        return size
+    except (OSError, AttributeError):  # no SEEK_HOLE here: not judged
+        return 0
+    finally:
+        os.lseek(fd, kept, os.SEEK_SET)
+
+
 def _image_dpi(img: Image.Image) -> tuple[float, float] | None:
     dpi = img.info.get("dpi")
     if not dpi:
@@ -153,12 +212,32 @@ def _image_dpi(img: Image.Image) -> tuple[float, float] | None:
     return x, y
 
 
+def _squared_size(width: int, height: int, xdpi: float, ydpi: float) -> tuple[int, int] | None:
+    """The size of an image with unequal x/y resolution once its pixels are square (None: already square)."""
+    if abs(xdpi - ydpi) / max(xdpi, ydpi) < 0.02:
+        return None
+    dpi = max(xdpi, ydpi)
+    return round(width * dpi / xdpi), round(height * dpi / ydpi)
+
+
+def _check_declared(img: Image.Image, index: int, limits: ReadLimits, name: str) -> None:
+    """The pixel limit on what a page will become, from its header alone, before any pixel is decoded:
+    its declared size and, with unequal x/y resolution, its size once squared (up to MAX_DPI/MIN_DPI
+    = 48 times larger)."""
+    what = f"{name} page {index + 1}"
+    _check_pixels(img.width, img.height, limits, what)
+    dpi = _image_dpi(img)
+    squared = _squared_size(img.width, img.height, *dpi) if dpi else None
+    if squared is not None:
+        _check_pixels(*squared, limits, f"{what} (its {dpi[0]:g}x{dpi[1]:g} dpi made square)")
+
+
 def _square_pixels(img: Image.Image, xdpi: float, ydpi: float) -> tuple[Image.Image, float]:
     """Fax-style 204x98 dpi becomes square pixels at the higher resolution (same physical size)."""
-    if abs(xdpi - ydpi) / max(xdpi, ydpi) < 0.02:
+    size = _squared_size(img.width, img.height, xdpi, ydpi)
+    if size is None:
         return img, (xdpi + ydpi) / 2
     dpi = max(xdpi, ydpi)
-    size = (round(img.width * dpi / xdpi), round(img.height * dpi / ydpi))
     resample = Image.Resampling.NEAREST if img.mode == "1" else Image.Resampling.LANCZOS
     return img.resize(size, resample), dpi
 
@@ -166,7 +245,7 @@ def _square_pixels(img: Image.Image, xdpi: float, ydpi: float) -> tuple[Image.Im
 def _decoded_page(img: Image.Image, index: int, limits: ReadLimits, name: str,
                   raw_jpeg: bytes | None = None) -> SourcePage:
     """Shared tail of image-file and TIFF reading: orientation tag, mode, resolution."""
-    _check_pixels(img.width, img.height, limits, f"{name} page {index + 1}")
+    _check_declared(img, index, limits, name)
     notes: list[str] = []
     dpi = _image_dpi(img)
     try:
@@ -366,6 +445,7 @@ class TiffSource(Source):
         self._img = _open_image(path, path.name, limits)
         try:
             self.page_count = getattr(self._img, "n_frames", 1)
+            _check_page_count(self.page_count, limits, path.name)
         except BaseException:
             self._img.close()
             raise
@@ -375,6 +455,7 @@ class TiffSource(Source):
             self._img.seek(index)
         except EOFError:
             raise InputError(f"{self.path.name}: page {index + 1} is missing (truncated TIFF)") from None
+        _check_declared(self._img, index, self.limits, self.path.name)  # copy() decodes the frame
         frame = self._img.copy() if self._img.mode != "1" else self._img.convert("1")
         frame.info = dict(self._img.info)
         return _decoded_page(frame, index, self.limits, self.path.name)
@@ -450,8 +531,13 @@ class PdfSource(Source):
             raise EncryptedPdfError(f"{path.name}: PDF is encrypted with a password; remove it before scanning in") from None
         except pikepdf.PdfError as e:
             raise InputError(f"{path.name}: PDF is corrupt or truncated ({_first_line(e)})") from None
-        self._check_document()
-        self.page_count = len(self.pdf.pages)
+        try:
+            self._check_document()
+            self.page_count = len(self.pdf.pages)
+            _check_page_count(self.page_count, limits, path.name)
+        except BaseException:
+            self.pdf.close()
+            raise
 
     def _check_document(self) -> None:
         name = self.path.name
@@ -596,7 +682,8 @@ def open_source(path: Path | str, limits=None) -> Source:
     elif limits is not None:
         stream_mb = getattr(limits, "max_stream_mb", None)
         limits = ReadLimits(limits.max_pixels, limits.default_dpi,
-                            ReadLimits.max_stream_bytes if stream_mb is None else int(stream_mb * 1_000_000))
+                            ReadLimits.max_stream_bytes if stream_mb is None else int(stream_mb * 1_000_000),
+                            getattr(limits, "max_pages", ReadLimits.max_pages))
     else:
         limits = ReadLimits()
     kind = sniff(path)

@@ -84,13 +84,14 @@ class Problem:
 def completeness_problem(path: Path, limits, root: Path | None = None) -> Problem | None:
     """Why ``path`` is not (yet) a complete, readable scan, or None when it is.
 
-    ``limits`` is anything with ``max_pixels``/``default_dpi`` (ConvertOptions or ConvertSettings);
+    ``limits`` is anything with ``max_pixels``/``default_dpi`` (ConvertOptions or ConvertSettings; its
+    ``max_input_mb`` and ``max_pages`` are checked too, from the descriptor's size and in the probe);
     ``root`` is the inbox (no symlinked folder below it is followed). The file is opened once, with
     no link followed (a symlink or FIFO is refused before anything reads it): size, first bytes and
     tail come from that descriptor, never from the name again, which a clerk may swap for a link
     to a FIFO (the watcher would block forever) or to a device.
     """
-    from digitize.sources import sniff_head
+    from digitize.sources import check_input_size, sniff_head
 
     try:
         fd = open_regular(path, root)
@@ -98,6 +99,7 @@ def completeness_problem(path: Path, limits, root: Path | None = None) -> Proble
             info = os.fstat(fd)
             if info.st_size == 0:
                 return Problem(("incomplete",), "file is empty (0 bytes)")
+            check_input_size(fd, input_limit_mb(limits), path.name, info)  # nothing more is read of a huge file
             kind = sniff_head(os.pread(fd, 1024, 0), path.name)
             marker = _END_MARKERS.get(kind)
             if marker and marker not in os.pread(fd, _TAIL_BYTES, max(0, info.st_size - _TAIL_BYTES)):
@@ -107,6 +109,13 @@ def completeness_problem(path: Path, limits, root: Path | None = None) -> Proble
         return _probe_in_worker(path, limits, root, (info.st_dev, info.st_ino))
     except Exception as e:  # noqa: BLE001 - whatever the reason, it is this file's problem
         return _problem(e)
+
+
+def input_limit_mb(limits) -> int:
+    """``convert.max_input_mb`` from ConvertSettings (ConvertOptions has none: the built-in default)."""
+    from digitize.config import ConvertSettings
+
+    return int(getattr(limits, "max_input_mb", ConvertSettings.max_input_mb))
 
 
 def _probe(path: str, limits, root: str | None = None, identity: tuple[int, int] | None = None) -> Problem | None:

@@ -23,8 +23,10 @@ from digitize.errors import (DigitizeError, ExitCode, InputError, ResourceError,
                              resource_fault)
 from digitize.fsutil import atomic_write_text, copy_hashed, open_regular, sha256_file, sha256_stream, work_dir
 from digitize.records import DocumentReport
+from digitize.terminal import printable
 
 from . import metadata
+from .inbox import input_limit_mb
 from .logs import event
 from .messages import error_kinds
 from .metadata import Clue
@@ -73,6 +75,11 @@ class JobResult:
         """Storage or signing-key trouble, or a full disk, says nothing about the file: keep it and try again later."""
         return self.status is Status.failed and bool(
             {StorageError.__name__, SigningError.__name__, ResourceError.__name__} & set(self.error_kinds))
+
+    @property
+    def out_of_space(self) -> bool:
+        """A full disk or quota (retryable): a file that keeps causing it is quarantined after a few tries."""
+        return self.status is Status.failed and ResourceError.__name__ in self.error_kinds
 
     @property
     def internal(self) -> bool:
@@ -251,9 +258,13 @@ class _Job:
         return row is not None and self.allowed(None, row.agency or "(none)")
 
     def run(self) -> list[StoredPart]:
+        from digitize.sources import check_input_size
+
         # opened once: a regular file, no symlink on the way from root. Every later stage reads a
         # private copy of these very bytes, never the name again (a clerk may swap it for a link).
         with os.fdopen(open_regular(self.path, self.root), "rb") as source:
+            # a huge or sparse file would be hashed, then copied in full into TMPDIR, on every retry
+            check_input_size(source.fileno(), input_limit_mb(self.settings.convert), self.path.name)
             self.sha256 = sha256_stream(source)
             whole = self.archive.find(self.sha256, "")
             if whole is not None:
@@ -337,7 +348,7 @@ def process_file(path: Path, settings, meta_hint: Clue | None = None, *, root: P
                                f"cannot read {path.name}: {e.strerror}" + (f" (uid {os.geteuid()})" if denied else ""),
                                error_kinds=(*denied, "FileAccessError", "OSError"), exit_code=int(ExitCode.file_access))
     except Exception as e:  # noqa: BLE001 - one file's bug must not stop a batch or a watcher
-        log.exception("internal error on %s", path)
+        log.exception("internal error on %s", printable(path))  # a file name never starts a forged log line
         result = JobResult(str(path), Status.failed, job.sha256 if job else "",
                            f"internal error: {type(e).__name__}: {' '.join(str(e).split())}",
                            error_kinds=(INTERNAL, *error_kinds(e)), exit_code=INTERNAL_EXIT)

@@ -34,6 +34,27 @@ _TEXTS: dict[str, tuple[str, str, str, str]] = {
         "This file type is not supported. Only PDF, TIFF, JPEG and PNG are accepted.",
         "Set the scanner to produce PDF or TIFF and scan again.",
     ),
+    "TooManyPagesError": (
+        "Tệp có quá nhiều trang (vượt giới hạn số trang của một tệp).",
+        "Tách hồ sơ thành nhiều tệp nhỏ hơn rồi đặt vào thư mục nhận; nếu đúng là một hồ sơ rất dày, báo quản trị.",
+        "The file has too many pages (over the limit of pages per file).",
+        "Split the dossier into smaller files and drop them into the inbox; if it really is one very thick "
+        "dossier, call the administrator.",
+    ),
+    "FileTooLargeError": (
+        "Tệp quá lớn (vượt giới hạn dung lượng của một tệp) hoặc phần lớn là dữ liệu rỗng.",
+        "Quét lại ở 200-300 dpi hoặc tách thành nhiều tệp nhỏ hơn; nếu vẫn lỗi, báo quản trị.",
+        "The file is too large (over the size limit per file) or mostly empty space.",
+        "Scan again at 200-300 dpi or split it into smaller files; if it persists, call the administrator.",
+    ),
+    "ResourceError": (
+        "Đĩa máy chủ bị đầy nhiều lần liền khi xử lý tệp này, trong khi việc khác vẫn còn chỗ: tệp cần nhiều "
+        "dung lượng trống hơn máy chủ đang có (tệp không hỏng).",
+        "Báo quản trị hệ thống giải phóng thêm dung lượng đĩa, rồi đặt lại tệp vào thư mục nhận; không cần quét lại.",
+        "The server's disk filled up several times in a row while processing this file, while other work had "
+        "room: the file needs more free space than the server has (the file is not damaged).",
+        "Ask the administrator to free more disk space, then drop the file into the inbox again; no need to rescan.",
+    ),
     "InputTooLargeError": (
         "Ảnh quét quá lớn (độ phân giải hoặc kích thước trang bất thường).",
         "Quét lại ở 200-300 dpi, khổ giấy thật của văn bản.",

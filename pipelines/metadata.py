@@ -29,6 +29,7 @@ from digitize.errors import BadArgsError, InputError, NotRegularFileError
 from digitize.fsutil import open_regular
 from digitize.identifiers import find_case_ids, normalize_case_id, parse_file_code, parse_procedure_code
 from digitize.text import search_key
+from storage.cases_import import ARCHIVE_FIELDS as CASE_ARCHIVE_FIELDS
 
 # Field names of storage.archive.DocumentMeta that a clue may carry (``archive`` is handled apart).
 META_FIELDS = ("case_id", "sequence", "title", "doc_type", "procedure_code", "procedure_name", "agency",
@@ -115,12 +116,36 @@ def clue_from_mapping(source: str, data: Mapping[str, Any]) -> tuple[Clue, list[
         if key in ARCHIVE_FIELDS:
             archive[ARCHIVE_FIELDS[key]] = str(value)
     nested = data.get("archive")
-    if isinstance(nested, Mapping):
-        archive.update({str(k): str(v) for k, v in nested.items() if str(v).strip()})
+    if nested is not None and nested != "":
+        archive.update(_nested_archive(nested, problems))
+    problems.extend(f"archive field {k} is longer than {ARCHIVE_VALUE_MAX} characters"
+                    for k, v in archive.items() if len(v) > ARCHIVE_VALUE_MAX)
     problems.extend(_file_code_problems(archive))
     if archive:
         values["archive"] = archive
     return Clue(source, values), problems
+
+
+ARCHIVE_NAMES = frozenset(CASE_ARCHIVE_FIELDS)  # what a sidecar's nested ``archive`` object may hold
+ARCHIVE_VALUE_MAX = 2000  # characters of one archive field (a Description is the longest)
+
+
+def _nested_archive(nested: Any, problems: list[str]) -> dict[str, str]:
+    """A sidecar's ``archive`` object: only the Decree 30 fields a case export carries (or their
+    snake_case spelling), each a short text; anything else is a problem, so nothing unchecked is stored."""
+    if not isinstance(nested, Mapping):
+        problems.append("archive must be an object of archive fields")
+        return {}
+    archive: dict[str, str] = {}
+    for raw_key, raw in nested.items():
+        key = ARCHIVE_FIELDS.get(str(raw_key).strip().lower(), str(raw_key).strip())
+        if key not in ARCHIVE_NAMES:
+            problems.append(f"unknown archive field {str(raw_key)[:60]!r}")
+        elif raw is not None and not isinstance(raw, (str, int, float)):
+            problems.append(f"archive field {key} must be text")
+        elif raw is not None and str(raw).strip():
+            archive[key] = str(_validated("archive", raw))
+    return archive
 
 
 def _file_code_problems(archive: Mapping[str, str]) -> list[str]:

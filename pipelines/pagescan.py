@@ -47,7 +47,7 @@ def _source(path: str, opts):
     global _opened
     from digitize.sources import open_source
 
-    key = (path, opts.max_pixels, opts.default_dpi, opts.max_stream_mb)
+    key = (path, opts.max_pixels, opts.default_dpi, opts.max_stream_mb, getattr(opts, "max_pages", None))
     if _opened is None or _opened[0] != key:
         if _opened is not None:
             _opened[1].close()

@@ -24,12 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
-from digitize.errors import InputError, StorageError
+from digitize.errors import InputError, StorageError, resource_fault
 from digitize.fsutil import CHUNK, open_regular, work_dir
 
+from .inbox import input_limit_mb
 from .jobs import INTERNAL_EXIT, JobResult, Status, StoredPart, archive_for, kept_folder, process_file
 from .ledger import STALE_REASON, UNVERIFIED, Ledger, job_id
 from .logs import event
+from .messages import error_kinds
 from .metadata import Clue, sidecar_path
 
 log = logging.getLogger("pipelines.queue")
@@ -61,13 +63,18 @@ def result_from_dict(data: dict[str, Any]) -> JobResult:
 
 # --- submitting ----------------------------------------------------------------------------------------
 
-def _stage_copy(path: Path, root: Path | None, target: Path) -> str:
-    """Copy the checked regular file (no symlink followed) to a private temp file; its SHA-256."""
+def _stage_copy(path: Path, root: Path | None, target: Path, max_input_mb: int) -> str:
+    """Copy the checked regular file (no symlink followed) to a private temp file; its SHA-256. A huge or
+    sparse file (sources.check_input_size, as process_file) is refused before a byte is copied or uploaded."""
+    from digitize.sources import check_input_size
+
     digest = hashlib.sha256()
-    with os.fdopen(open_regular(path, root), "rb") as src, open(target, "wb") as out:
-        for block in iter(lambda: src.read(CHUNK), b""):
-            digest.update(block)
-            out.write(block)
+    with os.fdopen(open_regular(path, root), "rb") as src:
+        check_input_size(src.fileno(), max_input_mb, path.name)
+        with open(target, "wb") as out:
+            for block in iter(lambda: src.read(CHUNK), b""):
+                digest.update(block)
+                out.write(block)
     return digest.hexdigest()
 
 
@@ -134,7 +141,7 @@ class Submitter:
         sha = ""
         try:
             with work_dir("stage") as tmp:
-                sha = _stage_copy(path, root, tmp / "original")
+                sha = _stage_copy(path, root, tmp / "original", input_limit_mb(self.settings.convert))
                 sidecar = _sidecar(path) if upload is None else None  # an upload has its sender's clues
                 job = job_id(sha, "", self.options if upload is None else {**self.options, "upload": upload})
                 known = self.ledger.get(job)
@@ -157,6 +164,10 @@ class Submitter:
             return "", JobResult(str(path), Status.failed, sha, str(e), error_kinds=(type(e).__name__, "StorageError")
                              if isinstance(e, StorageError) else (type(e).__name__,), exit_code=int(e.exit_code))
         except OSError as e:
+            fault = resource_fault(e, f"cannot stage {path.name} in the temp folder")  # a full TMPDIR: retried
+            if fault is not None:
+                return "", JobResult(str(path), Status.failed, sha, str(fault), error_kinds=error_kinds(fault),
+                                     exit_code=int(fault.exit_code))
             return "", JobResult(str(path), Status.failed, sha, f"cannot read {path.name}: {e.strerror}",
                              error_kinds=("FileAccessError", "OSError"), exit_code=5)
         event(log, "queued", file=str(relative), job=job, sha256=sha)

@@ -51,6 +51,7 @@ INCOMPLETE_GRACE = 6  # stable this many times stable_seconds and still unreadab
 RETRY_BACKOFF = (5.0, 10.0, 30.0, 60.0, 120.0, 300.0)  # storage down: wait, then try the file again
 ONCE_STORAGE_TRIES = 4  # --once gives up (file left in the inbox) after this many storage failures
 INTERNAL_LIMIT = 3  # failures of our own (bugs, not storage) before a file is quarantined
+RESOURCE_LIMIT = 8  # disk full this often in a row on one file while other work had room (diskroom.py): quarantined
 KEPT_DAYS = 14  # a kept conversion nobody stored in this time (its scan was taken away) is removed
 
 
@@ -143,6 +144,8 @@ class Folders:
 class _Pending:
     failures: int = 0  # storage or internal errors: either way the file itself is not at fault
     not_before: float = 0.0
+    disk_full: int = 0  # disk-full tries in a row that look like this file's own doing (diskroom.py)
+    stored_seen: int | None = None  # files stored when it last ran the disk full
 
 
 @dataclass
@@ -171,6 +174,8 @@ def _observer(opts: WatchOptions, nominate: Callable[[str], None]):
 
 
 class Watcher:
+    outage_told: int | None = None  # files stored when a disk-full outage was last logged
+
     def __init__(self, opts: WatchOptions, settings, process: Callable[..., JobResult] = process_file):
         self.opts, self.settings, self.process = opts, settings, process
         self.folders = Folders(opts)
@@ -253,6 +258,22 @@ class Watcher:
         self.pending.pop(path, None)
         self.tracker.forget(path)
 
+    def _disk_full(self, path: Path, reason: str) -> int:
+        """This file's disk-full tries in a row that look like its own doing (diskroom.py). A try that does not
+        is the machine's outage: the file waits in the inbox like every other, and an ERROR says so once."""
+        from . import diskroom
+
+        pending = self.pending.setdefault(path, _Pending())
+        stored = self.summary.counts.get(str(Status.done), 0) + self.summary.counts.get(str(Status.unmatched), 0)
+        own = diskroom.own_try(diskroom.has_room(kept_folder(self.settings)),
+                               pending.stored_seen, stored)
+        pending.disk_full, pending.stored_seen = (pending.disk_full + 1 if own else 0), stored
+        if not own and self.outage_told != stored:  # once until a file is stored again
+            self.outage_told = stored
+            event(log, "disk-full", logging.ERROR, reason=reason,
+                  advice="free disk space (TMPDIR, the data folder); the scans wait in the inbox and are retried")
+        return pending.disk_full
+
     def _defer(self, path: Path, reason: str, internal: bool) -> None:
         """Try again later (the file is back in the inbox); quarantine after INTERNAL_LIMIT bugs of ours."""
         pending = self.pending.setdefault(path, _Pending())
@@ -298,6 +319,11 @@ class Watcher:
                 if result.internal and self._failures(path) + 1 >= INTERNAL_LIMIT:
                     self._quarantine(claim, ("internal", *result.error_kinds),
                                      f"{INTERNAL_LIMIT} internal errors; last: {result.reason}")
+                    self._forget(path)
+                    return
+                if result.out_of_space and self._disk_full(path, result.reason) >= RESOURCE_LIMIT:
+                    self._quarantine(claim, result.error_kinds, f"the disk filled {RESOURCE_LIMIT} times in a row "
+                                     f"while processing this file, while other work had room; last: {result.reason}")
                     self._forget(path)
                     return
                 self._give_back(claim)

@@ -1,0 +1,136 @@
+"""Resource limits checked on what a file declares, before its pages are decoded: page count, the
+pixels a page becomes once its resolution is made square, later TIFF frames, and the file's size."""
+
+from __future__ import annotations
+
+import os
+from types import SimpleNamespace
+
+import pikepdf
+import pytest
+from PIL import Image, ImageFile
+
+from digitize.convert import ConvertOptions
+from digitize import sources
+from digitize.errors import InputTooLargeError
+from digitize.sources import MAX_DPI, MIN_DPI, SPARSE_MIN_BYTES, ReadLimits, check_input_size, open_source
+
+
+@pytest.fixture
+def decoded(monkeypatch) -> list[tuple[int, int]]:
+    """The sizes of the images Pillow decoded (load() of a file-backed image)."""
+    sizes: list[tuple[int, int]] = []
+    original = ImageFile.ImageFile.load
+
+    def load(self):
+        sizes.append(self.size)
+        return original(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
+    return sizes
+
+
+def blank_pdf(path, pages: int):
+    pdf = pikepdf.new()
+    for _ in range(pages):
+        pdf.add_blank_page()
+    pdf.save(path)
+    return path
+
+
+def test_a_pdf_with_more_pages_than_the_limit_is_refused_when_opened(tmp_path) -> None:
+    path = blank_pdf(tmp_path / "many.pdf", 3)
+    with pytest.raises(InputTooLargeError, match="3 pages exceed the limit of 2 pages.*max_pages"):
+        open_source(path, ReadLimits(max_pages=2))
+    with open_source(path, ReadLimits(max_pages=3)) as src:
+        assert src.page_count == 3
+    with open_source(path, ReadLimits(max_pages=0)) as src:  # 0: no limit
+        assert src.page_count == 3
+
+
+def test_the_page_limit_comes_from_the_convert_options(tmp_path) -> None:
+    path = blank_pdf(tmp_path / "many.pdf", 3)
+    with pytest.raises(InputTooLargeError, match="limit of 2 pages"):
+        open_source(path, ConvertOptions(max_pages=2))
+
+
+def test_a_tiff_with_more_frames_than_the_limit_is_refused_before_any_is_decoded(tmp_path, decoded) -> None:
+    path = tmp_path / "many.tif"
+    frames = [Image.new("L", (50, 50), 255) for _ in range(3)]
+    frames[0].save(path, save_all=True, append_images=frames[1:], dpi=(300, 300))
+    decoded.clear()
+    with pytest.raises(InputTooLargeError, match="3 pages exceed the limit of 2"):
+        open_source(path, ReadLimits(max_pages=2))
+    assert decoded == []
+
+
+def test_unequal_resolution_is_checked_at_the_size_it_becomes_before_decoding(tmp_path, decoded) -> None:
+    """400x400 declared is within the limit, but 50x2400 dpi made square is 48 times wider."""
+    path = tmp_path / "scan.png"
+    Image.new("L", (400, 400), 255).save(path, dpi=(MIN_DPI, MAX_DPI))
+    decoded.clear()
+    with pytest.raises(InputTooLargeError, match="made square"):
+        with open_source(path, ReadLimits(max_pixels=400 * 400)) as src:
+            src.page(0)
+    assert decoded == []
+    with open_source(path, ReadLimits(max_pixels=400 * 400 * 48)) as src:  # allowed: still read
+        assert src.page(0).image.width > 400 * 47  # PNG keeps dpi as pixels per metre: ~48x
+
+
+def test_a_later_tiff_frame_is_checked_before_it_is_decoded(tmp_path, decoded) -> None:
+    path = tmp_path / "scan.tif"
+    Image.new("L", (100, 100), 255).save(path, save_all=True, append_images=[Image.new("L", (3000, 3000), 255)],
+                                         compression="tiff_deflate", dpi=(300, 300))
+    with open_source(path, ReadLimits(max_pixels=100 * 100)) as src:
+        assert src.page(0).image.size == (100, 100)
+        with pytest.raises(InputTooLargeError, match="page 2"):
+            src.page(1)
+    assert (3000, 3000) not in decoded
+
+
+def sparse_file(path, size: int, head: bytes = b"%PDF-1.7\n"):
+    with open(path, "wb") as f:
+        f.write(head)
+        f.truncate(size)  # a hole: no disk space taken, never read whole here
+    return path
+
+
+def check(path, max_input_mb: int = 2048, info=None) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        check_input_size(fd, max_input_mb, path.name, info)
+        assert os.lseek(fd, 0, os.SEEK_CUR) == 0  # the offset is kept for the reader
+    finally:
+        os.close(fd)
+
+
+def test_a_file_over_max_input_mb_is_refused_from_its_size_alone(tmp_path) -> None:
+    path = sparse_file(tmp_path / "big.pdf", 2 * 1024 * 1024)
+    with pytest.raises(InputTooLargeError, match="exceeds the limit of 1 MB.*max_input_mb"):
+        check(path, 1)
+    check(path, 2)  # at the limit: taken (sparse, but below SPARSE_MIN_BYTES)
+    check(path, 0)  # 0: no limit
+
+
+def test_a_sparse_file_is_refused_unless_the_file_system_reports_no_blocks(tmp_path) -> None:
+    path = sparse_file(tmp_path / "holes.pdf", 64 * 1024 * 1024)
+    info = os.stat(path)
+    if info.st_blocks * 512 * 8 >= info.st_size:
+        pytest.skip("this file system does not keep holes")
+    with pytest.raises(InputTooLargeError, match="sparse"):
+        check(path)
+    check(path, info=SimpleNamespace(st_size=info.st_size, st_blocks=0))  # e.g. some SMB mounts: size only
+
+
+def test_a_compressed_file_with_few_blocks_but_no_holes_is_not_sparse(tmp_path, monkeypatch) -> None:
+    """ZFS or btrfs compression: an uncompressed TIFF of white paper takes few blocks, yet has no holes."""
+    monkeypatch.setattr(sources, "SPARSE_MIN_BYTES", 1024 * 1024)  # a small file on disk stands for a large one
+    path = tmp_path / "white.tif"
+    path.write_bytes(b"II*\x00" + b"\xff" * (2 * 1024 * 1024))
+    check(path, info=SimpleNamespace(st_size=path.stat().st_size, st_blocks=8))
+
+
+def test_a_small_file_with_few_blocks_is_not_called_sparse(tmp_path) -> None:
+    """A small file may be stored inline or compressed: under SPARSE_MIN_BYTES it is never judged."""
+    path = sparse_file(tmp_path / "tiny.pdf", SPARSE_MIN_BYTES - 1)
+    check(path)
