@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path, PurePath
 
 from digitize import fsutil
-from digitize.fsutil import move_at, private_dir_check, walk_dirs, write_text_at
+from digitize.fsutil import private_dir_check, walk_dirs, write_text_at
 
 log = logging.getLogger("pipelines.claims")
 
@@ -120,16 +120,16 @@ class Claims:
         """A descriptor of the folder holding the claimed scan (the caller closes it)."""
         return walk_dirs(self.fd, [claim.token, FILES, *PurePath(claim.relative).parent.parts])
 
-    def give_back(self, claim: Claim, inbox_fd: int, free_name) -> None:
-        """Return the scan (and sidecar) to where it was in the inbox, then drop the claim."""
+    def give_back(self, claim: Claim, inbox_fd: int, move_free) -> None:
+        """Return the scan (and sidecar) to where it was in the inbox, then drop the claim. ``move_free``
+        (pipelines.inbox) never replaces: a file a clerk dropped at that name meanwhile stays, ours gets the
+        next free name, its sidecar renamed with it."""
         relative = PurePath(claim.relative)
         src = self.folder_fd(claim)
         dst = walk_dirs(inbox_fd, relative.parent.parts, create=True)
         try:
-            name = free_name(dst, relative.name)
-            move_at(src, relative.name, dst, name)
-            if claim.sidecar and fsutil.exists_at(src, claim.sidecar):
-                move_at(src, claim.sidecar, dst, claim.sidecar if name == relative.name else name + ".json")
+            move_free(src, relative.name, dst, relative.name, claim.sidecar,
+                      lambda name: claim.sidecar if name == relative.name else name + ".json")
         finally:
             os.close(src)
             os.close(dst)

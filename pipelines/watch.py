@@ -36,8 +36,7 @@ from pathlib import Path, PurePath
 from typing import Callable
 
 from digitize.errors import ConfigError, FileAccessError, NotRegularFileError
-from digitize.fsutil import (exists_at, move_at, private_dir_check, sha256_regular, walk_dirs,
-                             write_text_at)
+from digitize.fsutil import private_dir_check, sha256_regular, walk_dirs, write_text_at
 
 from . import inbox as inboxlib
 from .claims import MAX_ATTEMPTS, Claim, Claims
@@ -207,18 +206,13 @@ class Watcher:
 
     # --- outcomes: every move starts from this watcher's claim ---------------------------------------
 
-    def _move_out(self, claim: Claim, base_fd: int, before: Callable[[int, str], None] | None = None) -> str:
+    def _move_out(self, claim: Claim, base_fd: int, before: Callable[[int, str], str | None] | None = None) -> str:
         """Move the claimed scan (and sidecar) to ``base_fd/<its folder>/<free name>``; the name used."""
         relative = PurePath(claim.relative)
         src = self.claims.folder_fd(claim)
         dst = walk_dirs(base_fd, relative.parent.parts, create=True, check=private_dir_check)
         try:
-            name = inboxlib.free_name(dst, relative.name)
-            if before is not None:
-                before(dst, name)
-            move_at(src, relative.name, dst, name)
-            if claim.sidecar and exists_at(src, claim.sidecar):
-                move_at(src, claim.sidecar, dst, name + inboxlib.SIDECAR_SUFFIX)
+            name = inboxlib.move_free(src, relative.name, dst, relative.name, claim.sidecar, before=before)
         finally:
             os.close(src)
             os.close(dst)
@@ -244,7 +238,7 @@ class Watcher:
         when = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
         text = error_report(name, explain(kinds), detail, when)
         target = self._move_out(claim, self.folders.failed,
-                                lambda dst, free: write_text_at(dst, free + inboxlib.ERROR_SUFFIX, text))
+                                lambda dst, free: _write_new(dst, free + inboxlib.ERROR_SUFFIX, text))
         self.summary.add("failed")
         event(log, "quarantined", logging.WARNING, file=claim.relative,
               to=str(self.opts.failed_dir / target), reason=detail)
@@ -320,7 +314,7 @@ class Watcher:
 
     def _give_back(self, claim: Claim) -> None:
         try:
-            self.claims.give_back(claim, self.folders.inbox, inboxlib.free_name)
+            self.claims.give_back(claim, self.folders.inbox, inboxlib.move_free)
         except Exception:  # noqa: BLE001 - it stays in the work folder; the next start adopts it
             log.exception("could not put %s back into the inbox", claim.relative)
 
@@ -440,6 +434,12 @@ class Watcher:
             close_archives()
         event(log, "stopped", **self.summary.counts)
         return self.summary
+
+
+def _write_new(dir_fd: int, name: str, text: str) -> str:
+    """``name`` written, never over a file of that name (another watcher's reason for the same free name)."""
+    write_text_at(dir_fd, name, text, replace=False)
+    return name
 
 
 def prune_kept(folder: Path, max_age: float) -> None:

@@ -1,0 +1,189 @@
+"""Moves out of a watcher's claim (into done/, failed/ and back into the inbox) never replace a file, and
+the watcher notices when its inbox path names another folder. Unit tests: ``process`` is stubbed."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from digitize import fsutil
+from digitize.config import Settings
+from pipelines import inbox as inboxlib
+from pipelines import watch
+from pipelines.jobs import JobResult, Status
+
+
+def make_watcher(tmp_path: Path, process, **opts) -> watch.Watcher:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir(mode=0o750, exist_ok=True)
+    return watch.Watcher(watch.WatchOptions(inbox, stable_seconds=0.0, **opts),
+                         Settings(data_dir=str(tmp_path / "data")), process=process)
+
+
+def bad_scan(*args, **kwargs) -> JobResult:
+    return JobResult(str(args[0]), Status.failed, reason="not a scan", error_kinds=("InputError",))
+
+
+def storage_down(*args, **kwargs) -> JobResult:
+    return JobResult(str(args[0]), Status.failed, reason="storage down", error_kinds=("StorageError",))
+
+
+def racing_free_name(monkeypatch, plant):
+    """free_name as it is when another watcher moves its own file to the same name right after the check."""
+    real = inboxlib.free_name
+    calls = []
+
+    def free_name(dir_fd, name, *args):
+        chosen = real(dir_fd, name, *args)
+        calls.append(chosen)
+        if len(calls) == 1:
+            plant(dir_fd, chosen)
+        return chosen
+
+    monkeypatch.setattr(inboxlib, "free_name", free_name)
+    return calls
+
+
+def test_move_at_never_replaces_a_file_picked_as_free_by_two_movers(tmp_path):
+    """The review's f8 interleaving: two free_name calls, then two moves; both scans survive."""
+    for d in ("w1", "w2", "failed"):
+        (tmp_path / d).mkdir()
+    (tmp_path / "w1/scan.pdf").write_bytes(b"scan from station A")
+    (tmp_path / "w2/scan.pdf").write_bytes(b"scan from station B")
+    fd = {d: os.open(tmp_path / d, os.O_RDONLY | os.O_DIRECTORY) for d in ("w1", "w2", "failed")}
+    try:
+        n1 = inboxlib.free_name(fd["failed"], "scan.pdf")
+        n2 = inboxlib.free_name(fd["failed"], "scan.pdf")
+        assert n1 == n2
+        fsutil.move_at(fd["w1"], "scan.pdf", fd["failed"], n1)
+        with pytest.raises(FileExistsError):
+            fsutil.move_at(fd["w2"], "scan.pdf", fd["failed"], n2)
+        name = inboxlib.move_free(fd["w2"], "scan.pdf", fd["failed"], "scan.pdf")
+    finally:
+        for f in fd.values():
+            os.close(f)
+    assert name == "scan.1.pdf"
+    assert (tmp_path / "failed/scan.pdf").read_bytes() == b"scan from station A"
+    assert (tmp_path / "failed/scan.1.pdf").read_bytes() == b"scan from station B"
+
+
+@pytest.mark.parametrize("fallback", ["link", "placeholder"])
+def test_move_at_without_renameat2_still_never_replaces(tmp_path, monkeypatch, fallback):
+    monkeypatch.setattr(fsutil, "_renameat2", False)  # an old libc: no renameat2
+    if fallback == "placeholder":  # and no hard links either (some SMB shares)
+        def no_link(*args, **kwargs):
+            raise PermissionError(1, "Operation not permitted")
+        monkeypatch.setattr(fsutil.os, "link", no_link)
+    (tmp_path / "a").write_bytes(b"A")
+    (tmp_path / "b").write_bytes(b"B")
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with pytest.raises(FileExistsError):
+            fsutil.move_at(fd, "a", fd, "b")
+        fsutil.move_at(fd, "a", fd, "c")
+    finally:
+        os.close(fd)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "c"]
+    assert (tmp_path / "b").read_bytes() == b"B" and (tmp_path / "c").read_bytes() == b"A"
+
+
+def test_a_move_across_file_systems_killed_half_way_leaves_no_truncated_file_under_the_real_name(
+        tmp_path, monkeypatch):
+    """EXDEV: the copy goes to a hidden part file and is renamed only when complete (L3)."""
+    real_rename = fsutil._rename_noreplace
+
+    def cross_device(src_fd, src_name, dst_fd, dst_name):
+        if not src_name.startswith("."):  # the first try: as if done/ were on another file system
+            raise OSError(18, "Invalid cross-device link")
+        return real_rename(src_fd, src_name, dst_fd, dst_name)
+
+    monkeypatch.setattr(fsutil, "_rename_noreplace", cross_device)
+    (tmp_path / "src").mkdir()
+    (tmp_path / "dst").mkdir()
+    (tmp_path / "src/scan.pdf").write_bytes(b"x" * 3_000_000)
+    copied = []
+    real_copy = fsutil.shutil.copyfileobj
+
+    def killed(fin, fout, size):
+        fout.write(fin.read(size))
+        copied.append(os.listdir(tmp_path / "dst"))
+        raise KeyboardInterrupt  # the watcher killed in the middle of the copy
+
+    monkeypatch.setattr(fsutil.shutil, "copyfileobj", killed)
+    src, dst = (os.open(tmp_path / d, os.O_RDONLY | os.O_DIRECTORY) for d in ("src", "dst"))
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            fsutil.move_at(src, "scan.pdf", dst, "scan.pdf")
+        assert [n for n in copied[0] if not n.startswith(".")] == []  # mid-copy: nothing under a real name
+        monkeypatch.setattr(fsutil.shutil, "copyfileobj", real_copy)
+        fsutil.move_at(src, "scan.pdf", dst, "scan.pdf")
+    finally:
+        os.close(src)
+        os.close(dst)
+    assert os.listdir(tmp_path / "dst") == ["scan.pdf"] and os.listdir(tmp_path / "src") == []
+    assert (tmp_path / "dst/scan.pdf").stat().st_size == 3_000_000
+
+
+def test_two_watchers_quarantining_one_name_at_once_keep_both_scans(tmp_path, monkeypatch):
+    w = make_watcher(tmp_path, bad_scan)
+    inbox = w.opts.inbox
+    (inbox / "scan.pdf").write_bytes(b"scan from station A")
+
+    def other_watcher(dir_fd, chosen):  # station B's watcher moves its scan.pdf (and reason) there now
+        fd = os.open(chosen + inboxlib.ERROR_SUFFIX, os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=dir_fd)
+        os.write(fd, b"B's reason")
+        os.close(fd)
+        fd = os.open(chosen, os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=dir_fd)
+        os.write(fd, b"scan from station B")
+        os.close(fd)
+
+    racing_free_name(monkeypatch, other_watcher)
+    try:
+        w._take(inbox / "scan.pdf", Path("scan.pdf"))
+    finally:
+        w.folders.close()
+    failed = inbox / "failed"
+    assert (failed / "scan.pdf").read_bytes() == b"scan from station B"
+    assert (failed / "scan.pdf.error.txt").read_bytes() == b"B's reason"
+    assert (failed / "scan.1.pdf").read_bytes() == b"scan from station A"
+    assert "not a scan" in (failed / "scan.1.pdf.error.txt").read_text()
+
+
+def test_give_back_never_replaces_a_scan_or_sidecar_a_clerk_dropped_meanwhile(tmp_path, monkeypatch):
+    w = make_watcher(tmp_path, storage_down)
+    inbox = w.opts.inbox
+    (inbox / "scan.pdf").write_bytes(b"first scan, not stored yet")
+    (inbox / "scan.json").write_text('{"title": "first"}')
+    claim = w.claims.take(w.folders.inbox, Path("scan.pdf"), "scan.json")
+    (inbox / "scan.json").write_text('{"title": "the clerk\'s new sidecar"}')  # dropped while we held ours
+    try:
+        w._give_back(claim)
+    finally:
+        w.folders.close()
+    assert (inbox / "scan.json").read_text() == '{"title": "the clerk\'s new sidecar"}'
+    assert (inbox / "scan.1.pdf").read_bytes() == b"first scan, not stored yet"
+    assert (inbox / "scan.1.pdf.json").read_text() == '{"title": "first"}'
+    assert not (inbox / "scan.pdf").exists()
+
+
+def test_give_back_racing_a_clerk_for_the_name_keeps_both_scans(tmp_path, monkeypatch):
+    w = make_watcher(tmp_path, storage_down)
+    inbox = w.opts.inbox
+    (inbox / "scan.pdf").write_bytes(b"ours")
+    claim = w.claims.take(w.folders.inbox, Path("scan.pdf"), None)
+
+    def clerk(dir_fd, chosen):
+        fd = os.open(chosen, os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=dir_fd)
+        os.write(fd, b"the clerk's new scan")
+        os.close(fd)
+
+    racing_free_name(monkeypatch, clerk)
+    try:
+        w._give_back(claim)
+    finally:
+        w.folders.close()
+    assert (inbox / "scan.pdf").read_bytes() == b"the clerk's new scan"
+    assert (inbox / "scan.1.pdf").read_bytes() == b"ours"
