@@ -51,6 +51,7 @@ RETRY_BACKOFF = (5.0, 10.0, 30.0, 60.0, 120.0, 300.0)  # storage down: wait, the
 ONCE_STORAGE_TRIES = 4  # --once gives up (file left in the inbox) after this many storage failures
 INTERNAL_LIMIT = 3  # failures of our own (bugs, not storage) before a file is quarantined
 KEPT_DAYS = 14  # a kept conversion nobody stored in this time (its scan was taken away) is removed
+TAKEN_ELSEWHERE_WARN = 3  # one path "taken elsewhere" this often: say so loudly (another watcher? a stale view?)
 
 
 @dataclass
@@ -179,6 +180,9 @@ class Watcher:
         self.pending: dict[Path, _Pending] = {}
         self.summary = WatchSummary()
         self.stopping = False
+        self.observer = None
+        self.next_rescan = 0.0
+        self.taken_elsewhere: dict[Path, int] = {}
 
     # --- nominating -----------------------------------------------------------------------------
 
@@ -192,7 +196,36 @@ class Watcher:
         if path not in self.pending and self._relative(path) is not None:
             self.pending[path] = _Pending()
 
+    def _check_inbox(self) -> None:
+        """The inbox path must still name the folder held open: after a remount (autofs, a network drop) or
+        the folder being recreated, every claim through the old descriptor would miss and nothing would ever
+        be processed again. Reopen it (owner and mode checks again); if that fails, FileAccessError ends the
+        watcher with a non-zero exit, so the service manager restarts it."""
+        held = os.fstat(self.folders.inbox)
+        try:
+            now = os.stat(self.opts.inbox)
+            if (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino):
+                return
+            seen = "another folder"
+        except OSError as e:
+            seen = f"unreachable ({e.strerror})"
+        event(log, "inbox-replaced", logging.ERROR, inbox=str(self.opts.inbox), now=seen,
+              action="reopening it; the watcher exits if that fails")
+        folders = Folders(self.opts)  # FileAccessError: refused or gone, out of run() with a non-zero exit
+        old, self.folders, self.claims = self.folders, folders, folders.claims
+        old.close()
+        self.pending.clear()
+        self.taken_elsewhere.clear()
+        self.tracker = inboxlib.StabilityTracker(self.opts.stable_seconds)
+        if self.observer is not None:  # inotify watches the old folder: watch the new one
+            self.observer.stop()
+            self.observer.join(timeout=5)
+            self.observer = _observer(self.opts, self.events.put)
+            self.observer.start()
+        event(log, "inbox-reopened", logging.WARNING, inbox=str(self.opts.inbox))
+
     def _rescan(self) -> None:
+        self._check_inbox()
         links: list[Path] = []  # symlinks and FIFOs: quarantined with a reason, never followed
         for path in [*inboxlib.iter_scans(self.opts.inbox, self.opts.skip_dirs, links), *links]:
             self._nominate(path)
@@ -269,6 +302,7 @@ class Watcher:
         if claim is None:
             self._forget(path)
             event(log, "taken-elsewhere", file=str(relative))
+            self._taken_elsewhere(path)
             return
         if problem is not None:
             self._forget(path)
@@ -276,6 +310,15 @@ class Watcher:
             return
         event(log, "taken", file=str(relative))
         self._handle(claim)
+
+    def _taken_elsewhere(self, path: Path) -> None:
+        """A file seen but gone when claimed: normal with several watchers, once. Again and again for one
+        path means this watcher looks at a folder it cannot claim from: check the inbox now, then say so."""
+        count = self.taken_elsewhere[path] = self.taken_elsewhere.get(path, 0) + 1
+        self.next_rescan = 0.0  # the loop rescans now, checking the inbox first (not here: errors here are the file's)
+        if count == TAKEN_ELSEWHERE_WARN:
+            event(log, "taken-elsewhere-repeatedly", logging.WARNING, file=str(path.relative_to(self.opts.inbox)),
+                  times=count, advice="is another watcher running on this inbox, or is the share's view stale?")
 
     def _handle(self, claim: Claim) -> None:
         """Process a claimed file; on anything but an outcome it goes back to the inbox to be retried."""
@@ -409,27 +452,26 @@ class Watcher:
         prune_kept(kept_folder(self.settings), KEPT_DAYS * 86400)
         self._recover()
         previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
-        observer = None if self.opts.once else _observer(self.opts, self.events.put)
+        self.observer = None if self.opts.once else _observer(self.opts, self.events.put)
         tick = min(0.5, max(0.05, self.opts.stable_seconds / 4))
         event(log, "watching", inbox=str(self.opts.inbox), mode="once" if self.opts.once else
               (f"poll {self.opts.poll}s" if self.opts.poll > 0 else "inotify"))
         try:
-            if observer is not None:
-                observer.start()
-            next_rescan = 0.0
+            if self.observer is not None:
+                self.observer.start()
             while not self.stopping:
-                if time.monotonic() >= next_rescan:
+                if time.monotonic() >= self.next_rescan:
                     self._rescan()
-                    next_rescan = time.monotonic() + self.opts.rescan
+                    self.next_rescan = time.monotonic() + self.opts.rescan
                 self._drain_events()
                 self._work()
                 if self.opts.once and not self.pending:
                     break
                 time.sleep(tick)
         finally:
-            if observer is not None:
-                observer.stop()
-                observer.join(timeout=5)
+            if self.observer is not None:
+                self.observer.stop()
+                self.observer.join(timeout=5)
             signal.signal(signal.SIGTERM, previous_handler)
             close_archives()
         event(log, "stopped", **self.summary.counts)

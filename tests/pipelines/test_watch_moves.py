@@ -187,3 +187,59 @@ def test_give_back_racing_a_clerk_for_the_name_keeps_both_scans(tmp_path, monkey
         w.folders.close()
     assert (inbox / "scan.pdf").read_bytes() == b"the clerk's new scan"
     assert (inbox / "scan.1.pdf").read_bytes() == b"ours"
+
+
+# --- M4: the inbox path names a new folder -------------------------------------------------------------
+
+def test_an_inbox_recreated_under_the_watcher_is_reopened_and_its_scans_processed(tmp_path, caplog):
+    """The review's f7: share remounted or the folder recreated; before, every scan was 'taken-elsewhere'."""
+    calls = []
+
+    def process(path, settings, hint, **kw):
+        calls.append(Path(path).read_bytes())
+        return JobResult(str(path), Status.done)
+
+    w = make_watcher(tmp_path, process)
+    inbox = w.opts.inbox
+    os.rename(inbox, tmp_path / "inbox.old")
+    inbox.mkdir(mode=0o750)
+    (inbox / "scan.pdf").write_bytes(b"%PDF-1.4\n%%EOF\n")
+    caplog.set_level(logging.INFO, logger="pipelines")
+    try:
+        for _ in range(3):
+            w._rescan()
+            for path in list(w.pending):
+                w._take(path, path.relative_to(inbox))
+    finally:
+        w.folders.close()
+    assert calls == [b"%PDF-1.4\n%%EOF\n"]
+    assert (inbox / "done/scan.pdf").exists() and not (inbox / "scan.pdf").exists()
+    [line] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert line.getMessage().startswith("inbox-replaced ")
+
+
+def test_an_inbox_that_cannot_be_reopened_stops_the_watcher_with_an_error(tmp_path):
+    w = make_watcher(tmp_path, bad_scan)
+    inbox = w.opts.inbox
+    os.rename(inbox, tmp_path / "inbox.old")  # unmounted, and the mount point gone
+    try:
+        with pytest.raises(watch.FileAccessError):
+            w._rescan()
+    finally:
+        w.folders.close()
+
+
+def test_one_path_taken_elsewhere_again_and_again_is_warned_about_once(tmp_path, monkeypatch, caplog):
+    w = make_watcher(tmp_path, bad_scan)
+    inbox = w.opts.inbox
+    (inbox / "scan.pdf").write_bytes(b"x")
+    monkeypatch.setattr(w.claims, "take", lambda *a: None)
+    caplog.set_level(logging.INFO, logger="pipelines")
+    try:
+        for _ in range(watch.TAKEN_ELSEWHERE_WARN + 2):
+            w._take(inbox / "scan.pdf", Path("scan.pdf"))
+    finally:
+        w.folders.close()
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and warned[0].startswith("taken-elsewhere-repeatedly ")
+    assert w.next_rescan == 0.0  # the loop checks the inbox at once
