@@ -29,3 +29,25 @@ def printable(text: object) -> str:
     if text.isprintable():  # the common case: nothing to do
         return text
     return "".join(_clean(c) for c in text)
+
+
+def plain(text: object) -> str:
+    """``text`` as a stored or displayed value (a title, a file name, a sidecar field): NFC, line breaks and
+    tabs made spaces, every other control, format (bidi overrides, zero-width), private-use, unassigned or
+    undecodable character removed, runs of spaces made one. Unlike :func:`printable` nothing is marked:
+    the value is kept, not shown once."""
+    text = unicodedata.normalize("NFC", "" if text is None else str(text))
+    if text.isprintable() and "  " not in text and text == text.strip():
+        return text
+    kept = "".join(" " if c in "\t\n\r\v\f\x85\u2028\u2029" else c for c in text
+                   if c in "\t\n\r\v\f\x85\u2028\u2029" or unicodedata.category(c)[0] != "C")
+    return " ".join(kept.split())
+
+
+def log_value(value: object) -> str:
+    """``value`` for a ``key=value`` text log line: :func:`printable` (one line, no escapes), and quoted
+    when it has spaces, ``=`` or quotes or is empty, so a file name cannot forge another field or line."""
+    text = printable(value)
+    if text and not any(c in text for c in ' ="\\'):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

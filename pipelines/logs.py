@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from digitize.secrets import mask_logging
+from digitize.terminal import log_value
 
 LOGGER = "pipelines"
 TEXT_FORMAT = "%(asctime)s digitize: %(levelname)s: %(message)s"  # a service's log needs the time of each line
@@ -19,7 +20,8 @@ TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
 
 def event(logger: logging.Logger, name: str, level: int = logging.INFO, **fields: Any) -> None:
     if logger.isEnabledFor(level):
-        text = " ".join(f"{k}={v}" for k, v in fields.items() if v not in (None, ""))
+        # values are file names, titles and reasons other people chose: one line, one field each (log_value)
+        text = " ".join(f"{k}={log_value(v)}" for k, v in fields.items() if v not in (None, ""))
         logger.log(level, "%s", f"{name} {text}" if text else name, extra={"event": name, "fields": fields})
 
 

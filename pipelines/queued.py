@@ -111,10 +111,10 @@ class Submitter:
         return self.objects
 
     def submit(self, path: Path, settings=None, hint: Clue | None = None, *, root: Path | None = None,
-               **_ignored) -> JobResult:
+               shared_inbox: bool = False, **_ignored) -> JobResult:
         """Stage and enqueue one file (the signature of process_file, so the watcher takes either).
         Done means *queued*: the original is safe in the store, the inbox file may go."""
-        return self.submit_job(path, hint, root)[1]
+        return self.submit_job(path, hint, root, shared_inbox=shared_inbox)[1]
 
     def submit_upload(self, path: Path, values: dict[str, Any], upload: str, sender: dict[str, Any]
                       ) -> tuple[str, JobResult]:
@@ -125,7 +125,7 @@ class Submitter:
                                upload={"id": upload, "sender": sender, "values": values})
 
     def submit_job(self, path: Path, hint: Clue | None = None, root: Path | None = None,
-                   upload: dict[str, Any] | None = None) -> tuple[str, JobResult]:
+                   upload: dict[str, Any] | None = None, shared_inbox: bool = False) -> tuple[str, JobResult]:
         """The job ID ("" if none) and the submission's result: done (queued), skipped (done before) or failed."""
         started = time.perf_counter()
         job = ""
@@ -152,6 +152,8 @@ class Submitter:
                     "sidecar": list(sidecar) if sidecar else None}
             if upload is not None:
                 spec["upload"] = upload
+            if shared_inbox:  # the worker ignores what a shared inbox's sidecar may not say (process_file)
+                spec["shared_inbox"] = True
             self.send(job, spec)
         except (StorageError, InputError) as e:
             return "", JobResult(str(path), Status.failed, sha, str(e), error_kinds=(type(e).__name__, "StorageError")
@@ -425,7 +427,7 @@ def run_job(settings, ledger: Ledger, job: str, spec: dict[str, Any], worker: st
                                exit_code=int(e.exit_code))
         else:
             result = process(path, sub, hint, root=tmp / "src", jobs=1, keep=kept_folder(settings),
-                             allowed=_upload_scope(spec))
+                             allowed=_upload_scope(spec), shared_inbox=bool(spec.get("shared_inbox")))
     result.path = spec["name"]
     limit = queue.retries if result.retryable else min(queue.retries, 2)
     if result.status is Status.failed and _transient(result) and tries < limit:

@@ -37,6 +37,7 @@ from typing import Callable
 
 from digitize.errors import ConfigError, FileAccessError, NotRegularFileError
 from digitize.fsutil import private_dir_check, sha256_regular, walk_dirs, write_text_at
+from digitize.terminal import printable
 
 from . import inbox as inboxlib
 from .claims import MAX_ATTEMPTS, Claim, Claims
@@ -326,7 +327,7 @@ class Watcher:
         try:
             self.folders.check_state()
             result = self.process(self.claims.root(claim) / claim.relative, self.settings, None,
-                                  root=self.claims.root(claim), keep=kept_folder(self.settings))
+                                  root=self.claims.root(claim), keep=kept_folder(self.settings), shared_inbox=True)
             if result.status is Status.failed and not (result.retryable or result.internal):
                 self._forget(path)
                 self._quarantine(claim, result.error_kinds, result.reason)
@@ -359,7 +360,7 @@ class Watcher:
         try:
             self.claims.give_back(claim, self.folders.inbox, inboxlib.move_free)
         except Exception:  # noqa: BLE001 - it stays in the work folder; the next start adopts it
-            log.exception("could not put %s back into the inbox", claim.relative)
+            log.exception("could not put %s back into the inbox", printable(claim.relative))
 
     def _failures(self, path: Path) -> int:
         pending = self.pending.get(path)
@@ -368,7 +369,7 @@ class Watcher:
     def _file_error(self, path: Path, error: Exception) -> None:
         """Anything raised while handling one file: logged, counted, retried; it never stops the watcher."""
         reason = f"internal error: {type(error).__name__}: {' '.join(str(error).split())}"
-        log.error("%s: %s", path, reason, exc_info=error)
+        log.error("%s: %s", printable(path), printable(reason), exc_info=error)
         if self._failures(path) + 1 >= INTERNAL_LIMIT and os.path.lexists(path):
             try:
                 relative = path.relative_to(self.opts.inbox)
@@ -376,7 +377,7 @@ class Watcher:
                                                                           f"last: {reason}"))
                 return
             except Exception:  # noqa: BLE001 - failed/ unusable too: keep retrying at the longest interval
-                log.exception("could not quarantine %s", path)
+                log.exception("could not quarantine %s", printable(path))
         self._defer(path, reason, internal=True)
 
     def _ready(self, path: Path, now: float) -> bool:

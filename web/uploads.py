@@ -22,7 +22,6 @@ import os
 import re
 import shutil
 import threading
-import unicodedata
 import uuid
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -32,6 +31,7 @@ from typing import BinaryIO
 
 from digitize.errors import BadArgsError, InputError
 from digitize.fsutil import atomic_write_text
+from digitize.terminal import plain
 from pipelines.jobs import Status
 from pipelines.logs import event
 from pipelines.queued import enabled as queue_mode
@@ -78,9 +78,7 @@ class UploadJob:
 
 def display_name(name: str) -> str:
     """The sent name without control characters or folders, for titles and lists."""
-    name = unicodedata.normalize("NFC", name or "").replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(c for c in name if unicodedata.category(c)[0] != "C").strip()
-    return name[:120] or "scan"
+    return plain((name or "").replace("\\", "/").rsplit("/", 1)[-1])[:120] or "scan"
 
 
 def stored_name(name: str) -> str:

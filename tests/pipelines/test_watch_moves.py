@@ -243,3 +243,20 @@ def test_one_path_taken_elsewhere_again_and_again_is_warned_about_once(tmp_path,
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warned) == 1 and warned[0].startswith("taken-elsewhere-repeatedly ")
     assert w.next_rescan == 0.0  # the loop checks the inbox at once
+
+
+def test_the_watcher_tells_the_job_its_inbox_is_shared(tmp_path):
+    """So that a sidecar's scanned_by (anyone may write it) is not taken as the digitizer (M5)."""
+    seen = []
+
+    def process(path, settings, hint, **kw):
+        seen.append(kw.get("shared_inbox"))
+        return JobResult(str(path), Status.done)
+
+    w = make_watcher(tmp_path, process)
+    (w.opts.inbox / "scan.pdf").write_bytes(b"%PDF-1.4\n%%EOF\n")
+    try:
+        w._take(w.opts.inbox / "scan.pdf", Path("scan.pdf"))
+    finally:
+        w.folders.close()
+    assert seen == [True]

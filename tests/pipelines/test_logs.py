@@ -1,0 +1,26 @@
+"""Text log lines: a file name or reason someone chose can neither add a line nor forge a field (M5)."""
+
+from __future__ import annotations
+
+import logging
+
+from pipelines.logs import event
+
+
+def test_a_file_name_with_a_line_break_cannot_forge_a_second_log_line(caplog):
+    caplog.set_level(logging.INFO, logger="pipelines")
+    forged = "x.pdf\n2026-12-02T03:00:00+0000 digitize: INFO: stored file=real.pdf case=000.00.31.H56-241015-0027"
+    event(logging.getLogger("pipelines.test"), "taken", file=forged, pages=3)
+    [record] = caplog.records
+    message = record.getMessage()
+    assert "\n" not in message and "\r" not in message
+    assert message.startswith('taken file="x.pdf 2026') and message.endswith('" pages=3')
+    assert record.fields["file"] == forged  # JSON lines keep the value itself (json.dumps escapes it)
+
+
+def test_a_file_name_with_spaces_and_equals_signs_stays_one_field(caplog):
+    caplog.set_level(logging.INFO, logger="pipelines")
+    event(logging.getLogger("pipelines.test"), "stored", file="a.pdf case=000.00.31.H56-241015-0027 doc=7",
+          doc=8, seq="\x1b[2Jcleared")
+    message = caplog.records[0].getMessage()
+    assert message == 'stored file="a.pdf case=000.00.31.H56-241015-0027 doc=7" doc=8 seq=\ufffd[2Jcleared'
