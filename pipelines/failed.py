@@ -240,7 +240,7 @@ def _interrupted(dir_fd: int, entry: os.DirEntry, parts: tuple[str, ...], origin
     if not stat.S_ISREG(info.st_mode):
         return
     here = (*parts, entry.name)
-    case_ids, agencies = _attribution((*parts, original), None)
+    case_ids, agencies = _attribution((*parts, original), {})  # as a scan without a sidecar
     identity = _identity(info)
     found.append(FailedFile(_ref(here, identity), here, info.st_size, INTERRUPTED_VI, INTERRUPTED_EN,
                             f"interrupted retry of {printable(original)}", "", case_ids, agencies, identity))

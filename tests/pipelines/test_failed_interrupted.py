@@ -46,3 +46,12 @@ def test_an_interrupted_retry_whose_name_was_retaken_is_listed_and_can_be_retrie
 def test_only_names_take_gives_count_as_interrupted_retries():
     assert failed.taken_name(".taking-0123456789abcdef-a b.pdf") == "a b.pdf"
     assert failed.taken_name(".taking-xyz-a.pdf") is None and failed.taken_name(".hidden.pdf") is None
+
+
+def test_an_interrupted_retry_is_attributed_by_its_folder_like_a_scan_without_sidecar(tmp_path):
+    case = "000.00.31.H56-241015-0027"
+    folder = tmp_path / "failed" / case
+    folder.mkdir(parents=True)
+    (folder / ".taking-0123456789abcdef-01-Don.pdf").write_bytes(b"%PDF-1.4")
+    [item] = failed.list_failed(tmp_path / "failed")
+    assert item.case_ids == (case,) and item.agencies == ("000.00.31.H56",)
