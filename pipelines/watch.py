@@ -35,8 +35,9 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePath
 from typing import Callable
 
-from digitize.errors import ConfigError, FileAccessError, NotRegularFileError
+from digitize.errors import BadArgsError, ConfigError, FileAccessError, NotRegularFileError
 from digitize.fsutil import private_dir_check, sha256_regular, walk_dirs, write_text_at
+from digitize.identifiers import parse_agency_code
 from digitize.terminal import printable
 
 from . import inbox as inboxlib
@@ -65,6 +66,7 @@ class WatchOptions:
     done_dir: Path | None = None
     failed_dir: Path | None = None
     once: bool = False
+    agencies: tuple[str, ...] = ()  # [watch] agencies: what a shared inbox may file into; () = any
 
     def __post_init__(self) -> None:
         self.inbox = Path(self.inbox).absolute()  # events, walks and skip dirs must agree on one spelling
@@ -74,6 +76,10 @@ class WatchOptions:
             raise ConfigError(f"watch.on_success must be 'move' or 'delete', not {self.on_success!r}")
         if not self.inbox.is_dir():
             raise ConfigError(f"inbox {self.inbox} is not a directory")
+        try:
+            self.agencies = tuple(parse_agency_code(a).code for a in self.agencies)
+        except BadArgsError as e:
+            raise ConfigError(f"watch.agencies: {e}") from None
 
     @classmethod
     def from_settings(cls, watch, inbox: str | Path | None, poll: float | None, once: bool) -> "WatchOptions":
@@ -81,7 +87,14 @@ class WatchOptions:
         if not folder:
             raise ConfigError("no inbox: give INBOX or set watch.inbox (DIGITIZE_WATCH_INBOX)")
         return cls(Path(folder), poll if poll is not None else watch.poll, watch.rescan, watch.stable_seconds,
-                   watch.on_success, watch.done_dir or None, watch.failed_dir or None, once)
+                   watch.on_success, watch.done_dir or None, watch.failed_dir or None, once,
+                   tuple(getattr(watch, "agencies", ()) or ()))
+
+    def scope(self):
+        """What files from this inbox may be filed into (storage.access.InboxScope), or None: anything."""
+        from storage.access import InboxScope
+
+        return InboxScope.of_agencies(self.agencies) if self.agencies else None
 
     @property
     def state_dir(self) -> Path:
@@ -181,6 +194,7 @@ class Watcher:
         self.pending: dict[Path, _Pending] = {}
         self.summary = WatchSummary()
         self.stopping = False
+        self.scope = opts.scope()
         self.observer = None
         self.next_rescan = 0.0
         self.taken_elsewhere: dict[Path, int] = {}
@@ -327,7 +341,8 @@ class Watcher:
         try:
             self.folders.check_state()
             result = self.process(self.claims.root(claim) / claim.relative, self.settings, None,
-                                  root=self.claims.root(claim), keep=kept_folder(self.settings), shared_inbox=True)
+                                  root=self.claims.root(claim), keep=kept_folder(self.settings), shared_inbox=True,
+                                  allowed=self.scope)
             if result.status is Status.failed and not (result.retryable or result.internal):
                 self._forget(path)
                 self._quarantine(claim, result.error_kinds, result.reason)
@@ -450,6 +465,10 @@ class Watcher:
         if mode & 0o022 and not mode & stat.S_ISVTX:
             event(log, "inbox-not-sticky", logging.WARNING, inbox=str(self.opts.inbox),
                   advice="others may write here but could also rename the watcher's folders: chmod +t the inbox")
+        if mode & 0o022 and self.scope is None:
+            event(log, "inbox-unscoped", logging.WARNING, inbox=str(self.opts.inbox),
+                  advice="others may write here and a sidecar, QR code or name can file a scan into any agency's "
+                         "case: set [watch] agencies")
         prune_kept(kept_folder(self.settings), KEPT_DAYS * 86400)
         self._recover()
         previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)

@@ -260,3 +260,24 @@ def test_the_watcher_tells_the_job_its_inbox_is_shared(tmp_path):
     finally:
         w.folders.close()
     assert seen == [True]
+
+
+def test_watch_agencies_scope_what_the_job_may_file_into(tmp_path):
+    """[watch] agencies (M6) reach the job as ``allowed``; unset, nothing is passed (any agency)."""
+    seen = []
+
+    def process(path, settings, hint, **kw):
+        seen.append(kw.get("allowed"))
+        return JobResult(str(path), Status.done)
+
+    w = make_watcher(tmp_path, process, agencies=("000.00.31.H56",))
+    (w.opts.inbox / "scan.pdf").write_bytes(b"%PDF-1.4\n%%EOF\n")
+    try:
+        w._take(w.opts.inbox / "scan.pdf", Path("scan.pdf"))
+    finally:
+        w.folders.close()
+    [allowed] = seen
+    assert allowed("000.00.31.H56-241015-0027") and not allowed("000.00.12.H29-241016-0003")
+    assert allowed(None) and allowed(None, "000.00.31.H56") and not allowed(None, "000.00.12.H29")
+    with pytest.raises(watch.ConfigError):
+        watch.WatchOptions(w.opts.inbox, agencies=("not an agency code!",))
