@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import datetime, timezone
 from typing import Any
 
@@ -16,6 +17,9 @@ from digitize.terminal import log_value
 LOGGER = "pipelines"
 TEXT_FORMAT = "%(asctime)s digitize: %(levelname)s: %(message)s"  # a service's log needs the time of each line
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
+# what json.dumps(ensure_ascii=False) leaves raw but a terminal reading the journal may act on: DEL and C1
+# controls (U+009B is a CSI), bidi overrides and isolates, line separators; escaped as \uXXXX (same JSON value)
+_INERT = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
 
 
 def event(logger: logging.Logger, name: str, level: int = logging.INFO, **fields: Any) -> None:
@@ -40,7 +44,7 @@ class JsonLinesFormatter(logging.Formatter):
             data["message"] = record.getMessage()
         if record.exc_info or record.exc_text:  # exc_text: already formatted (and masked, digitize.secrets)
             data["exception"] = record.exc_text or self.formatException(record.exc_info)
-        return json.dumps(data, ensure_ascii=False, default=str)
+        return _INERT.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(data, ensure_ascii=False, default=str))
 
 
 def configure(json_lines: bool, events: bool = True) -> None:

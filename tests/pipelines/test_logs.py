@@ -24,3 +24,16 @@ def test_a_file_name_with_spaces_and_equals_signs_stays_one_field(caplog):
           doc=8, seq="\x1b[2Jcleared")
     message = caplog.records[0].getMessage()
     assert message == 'stored file="a.pdf case=000.00.31.H56-241015-0027 doc=7" doc=8 seq=\ufffd[2Jcleared'
+
+
+def test_json_lines_escape_c1_controls_and_bidi_overrides_a_terminal_would_act_on():
+    import json
+
+    from pipelines.logs import JsonLinesFormatter
+
+    record = logging.LogRecord("pipelines.test", logging.INFO, __file__, 1, "taken", None, None)
+    record.event, record.fields = "taken", {"file": "a\u202eb\x9b2Jc\u2028d.pdf"}
+    line = JsonLinesFormatter().format(record)
+    assert not any(c in line for c in "\u202e\x9b\u2028") and "\\u202e" in line and "\\u009b" in line
+    assert json.loads(line)["file"] == "a\u202eb\x9b2Jc\u2028d.pdf" and "Đ" in JsonLinesFormatter().format(
+        logging.LogRecord("p", logging.INFO, __file__, 1, "Đơn", None, None))
