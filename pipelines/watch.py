@@ -238,6 +238,7 @@ class Watcher:
             self.observer = _observer(self.opts, self.events.put)
             self.observer.start()
         event(log, "inbox-reopened", logging.WARNING, inbox=str(self.opts.inbox))
+        self._recover()  # claims that dead watchers left in the folder now found there
 
     def _rescan(self) -> None:
         self._check_inbox()
