@@ -99,8 +99,13 @@ class Claims:
                 os.rename(relative.name, relative.name, src_dir_fd=src, dst_dir_fd=dst)  # the claim itself
                 moved = True
                 if sidecar:
-                    with contextlib.suppress(OSError):  # gone or not movable: the scan goes on without it
+                    try:
                         os.rename(sidecar, sidecar, src_dir_fd=src, dst_dir_fd=dst)
+                    except FileNotFoundError:  # taken away meanwhile: the scan goes on without it
+                        claim.sidecar = ""
+                        self._save(claim)
+                    except OSError:  # not movable: the claim still names it, so the scan is not filed without it
+                        pass
         except FileNotFoundError:
             if moved:
                 raise
@@ -119,6 +124,17 @@ class Claims:
     def folder_fd(self, claim: Claim) -> int:
         """A descriptor of the folder holding the claimed scan (the caller closes it)."""
         return walk_dirs(self.fd, [claim.token, FILES, *PurePath(claim.relative).parent.parts])
+
+    def separated(self, claim: Claim) -> bool:
+        """The claim names a sidecar that is not in it (a move out interrupted by a crash, an undo or a take
+        that failed): its scan must not be filed without it (see pipelines.inbox.move_free)."""
+        if not claim.sidecar:
+            return False
+        folder = self.folder_fd(claim)
+        try:
+            return not fsutil.exists_at(folder, claim.sidecar)
+        finally:
+            os.close(folder)
 
     def give_back(self, claim: Claim, inbox_fd: int, move_free) -> None:
         """Return the scan (and sidecar) to where it was in the inbox, then drop the claim. ``move_free``

@@ -223,7 +223,13 @@ def move_free(src_fd: int, name: str, dst_fd: int, wanted: str, sidecar: str = "
     Two watchers (or a give-back and a clerk) may pick the same free name at once: each step below fails
     rather than replaces (digitize.fsutil.move_at), what this call made is undone and the next name tried.
     ``before(dst_fd, chosen)`` writes a companion file first without replacing (the reason in failed/) and
-    returns its name; ``sidecar`` (in ``src_fd``) goes to ``sidecar_name(chosen)``, before the scan.
+    returns its name; ``sidecar`` (in ``src_fd``) goes to ``sidecar_name(chosen)``.
+
+    The scan moves LAST: until it has moved, the move has not happened. Any error (a name taken, a full
+    disk, an SMB error) undoes the companion and the sidecar, so the pair stays together at the source;
+    a crash in between leaves a lone sidecar at the destination, which nothing acts on, and the scan in
+    its claim, which is then not filed without it (watch.Watcher._separated). The other order would
+    leave a lone scan that another watcher or a desk retry could file without its sidecar.
     """
     skip: set[str] = set()
     for _ in range(MOVE_TRIES):
@@ -240,8 +246,24 @@ def move_free(src_fd: int, name: str, dst_fd: int, wanted: str, sidecar: str = "
                 made.append(lambda t=target: move_at(dst_fd, t, src_fd, sidecar))
             move_at(src_fd, name, dst_fd, chosen)
             return chosen
-        except FileExistsError:
-            for undo in reversed(made):
-                undo()
+        except BaseException as e:
+            _undo(made, chosen)
+            if not isinstance(e, FileExistsError):
+                raise
             skip.add(chosen)
     raise FileExistsError(errno.EEXIST, f"no free name for {wanted} after {MOVE_TRIES} tries")
+
+
+def _undo(steps: list[Callable[[], None]], chosen: str) -> None:
+    """Undo what a failed move made, last first; a step that fails is logged and the others still run
+    (a sidecar left behind then keeps its scan from being filed, see :func:`move_free`)."""
+    import logging
+
+    from digitize.terminal import printable
+
+    for step in reversed(steps):
+        try:
+            step()
+        except OSError as e:
+            logging.getLogger("pipelines.inbox").error("could not undo a move to %s: %s", printable(chosen),
+                                                       printable(e))

@@ -339,6 +339,8 @@ class Watcher:
     def _handle(self, claim: Claim) -> None:
         """Process a claimed file; on anything but an outcome it goes back to the inbox to be retried."""
         path = self.opts.inbox / claim.relative
+        if self._separated(claim):
+            return
         try:
             self.folders.check_state()
             result = self.process(self.claims.root(claim) / claim.relative, self.settings, None,
@@ -371,6 +373,18 @@ class Watcher:
         event(log, str(result.status), file=claim.relative, sha256=result.sha256, pages=result.pages,
               seconds=round(result.seconds, 2), reason=result.reason,
               cases=",".join(sorted({d.case_id or "-" for d in result.documents})))
+
+    def _separated(self, claim: Claim) -> bool:
+        """A claim whose sidecar is elsewhere is quarantined, never filed by its QR code or name instead
+        (True); the lone sidecar is left where the interrupted move put it, for the clerk to put back."""
+        if not self.claims.separated(claim):
+            return False
+        self._forget(self.opts.inbox / claim.relative)
+        self._quarantine(claim, ("SidecarError",),
+                         f"its sidecar {claim.sidecar} was separated from it (an interrupted move or a file error): "
+                         "not filed without it; find the .json in the inbox, done/ or failed/, put it beside "
+                         "the scan and drop both into the inbox again")
+        return True
 
     def _give_back(self, claim: Claim) -> None:
         try:

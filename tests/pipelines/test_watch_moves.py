@@ -281,3 +281,129 @@ def test_watch_agencies_scope_what_the_job_may_file_into(tmp_path):
     assert allowed(None) and allowed(None, "000.00.31.H56") and not allowed(None, "000.00.12.H29")
     with pytest.raises(watch.ConfigError):
         watch.WatchOptions(w.opts.inbox, agencies=("not an agency code!",))
+
+
+# --- review 2, M1: a scan and its sidecar are never separated by a failed or interrupted move ----------
+
+def failing_scan_move(monkeypatch, error: OSError):
+    """fsutil.move_at as on a full done/ file system or an SMB share that refuses the scan (not its sidecar)."""
+    real, calls = inboxlib.move_at, []
+
+    def move_at(src_fd, name, dst_fd, target):
+        calls.append(name)
+        if name.endswith(".pdf"):
+            raise error
+        return real(src_fd, name, dst_fd, target)
+
+    monkeypatch.setattr(inboxlib, "move_at", move_at)
+    return calls
+
+
+@pytest.mark.parametrize("error", [PermissionError(13, "Permission denied"), OSError(28, "No space left on device")])
+def test_a_scan_move_that_fails_leaves_its_sidecar_and_no_reason_at_the_destination(tmp_path, monkeypatch, error):
+    """Review 2's t3#2: the sidecar and .error.txt were left in failed/, the scan given back without them."""
+    for d in ("src", "dst"):
+        (tmp_path / d).mkdir()
+    (tmp_path / "src/scan.pdf").write_bytes(b"scan")
+    (tmp_path / "src/scan.pdf.json").write_text('{"case_id": "000.00.31.H56-241015-0027"}')
+    failing_scan_move(monkeypatch, error)
+    src, dst = (os.open(tmp_path / d, os.O_RDONLY | os.O_DIRECTORY) for d in ("src", "dst"))
+    try:
+        with pytest.raises(OSError) as raised:
+            inboxlib.move_free(src, "scan.pdf", dst, "scan.pdf", "scan.pdf.json",
+                               before=lambda fd, free: watch._write_new(fd, free + inboxlib.ERROR_SUFFIX, "why"))
+    finally:
+        os.close(src)
+        os.close(dst)
+    assert raised.value is error
+    assert sorted(os.listdir(tmp_path / "src")) == ["scan.pdf", "scan.pdf.json"]
+    assert os.listdir(tmp_path / "dst") == []
+
+
+def test_the_sidecar_moves_before_the_scan(tmp_path, monkeypatch):
+    """The scan moves last: a crash in between leaves a lone sidecar (inert) and the scan in its claim."""
+    w = make_watcher(tmp_path, bad_scan)
+    (w.opts.inbox / "scan.pdf").write_bytes(b"scan")
+    (w.opts.inbox / "scan.pdf.json").write_text("{}")
+    real, order = inboxlib.move_at, []
+    monkeypatch.setattr(inboxlib, "move_at", lambda s, n, d, t: (order.append(n), real(s, n, d, t)))
+    try:
+        claim = w.claims.take(w.folders.inbox, Path("scan.pdf"), "scan.pdf.json")
+        w._quarantine(claim, ("InputError",), "not a scan")
+    finally:
+        w.folders.close()
+    assert order == ["scan.pdf.json", "scan.pdf"]
+    assert sorted(os.listdir(w.opts.inbox / "failed")) == ["scan.pdf", "scan.pdf.error.txt", "scan.pdf.json"]
+
+
+def test_a_quarantine_whose_scan_move_fails_gives_the_pair_back_together(tmp_path, monkeypatch):
+    w = make_watcher(tmp_path, bad_scan)
+    inbox = w.opts.inbox
+    (inbox / "scan.pdf").write_bytes(b"scan")
+    (inbox / "scan.pdf.json").write_text('{"title": "x"}')
+    real = inboxlib.move_at
+
+    def move_at(src_fd, name, dst_fd, target):  # failed/ refuses the scan; the give-back works
+        if name.endswith(".pdf") and os.fstat(dst_fd).st_ino == (inbox / "failed").stat().st_ino:
+            raise OSError(5, "Input/output error")
+        return real(src_fd, name, dst_fd, target)
+
+    monkeypatch.setattr(inboxlib, "move_at", move_at)
+    try:
+        with pytest.raises(OSError):
+            w._take(inbox / "scan.pdf", Path("scan.pdf"))
+    finally:
+        w.folders.close()
+    assert sorted(os.listdir(inbox / "failed")) == []
+    assert (inbox / "scan.pdf.json").read_text() == '{"title": "x"}' and (inbox / "scan.pdf").exists()
+
+
+@pytest.mark.parametrize("stranded_in", ["failed", "done", "inbox"])
+def test_a_claim_whose_sidecar_was_stranded_by_a_crash_is_not_filed_without_it(tmp_path, stranded_in):
+    """A watcher killed between the sidecar's move and the scan's: the next one (recovery goes through
+    _handle) quarantines the scan with that reason instead of filing it by QR code or name."""
+    calls = []
+
+    def process(path, *args, **kw):
+        calls.append(path)
+        return JobResult(str(path), Status.done)
+
+    w = make_watcher(tmp_path, process)
+    inbox = w.opts.inbox
+    (inbox / "scan.pdf").write_bytes(b"scan")
+    (inbox / "scan.pdf.json").write_text('{"case_id": "000.00.31.H56-241015-0027"}')
+    try:
+        claim = w.claims.take(w.folders.inbox, Path("scan.pdf"), "scan.pdf.json")
+        target = {"failed": w.folders.failed, "done": w.folders.done, "inbox": w.folders.inbox}[stranded_in]
+        src = w.claims.folder_fd(claim)
+        try:  # what the dead watcher's move did before it was killed
+            fsutil.move_at(src, "scan.pdf.json", target, "scan.pdf.json")
+        finally:
+            os.close(src)
+        w._handle(claim)
+    finally:
+        w.folders.close()
+    assert calls == []
+    reason = next(f for f in (inbox / "failed").iterdir() if f.name.endswith(inboxlib.ERROR_SUFFIX)).read_text()
+    assert "sidecar scan.pdf.json was separated" in reason
+    stranded = inbox / ("" if stranded_in == "inbox" else stranded_in) / "scan.pdf.json"
+    assert stranded.read_text() == '{"case_id": "000.00.31.H56-241015-0027"}'  # left for the clerk
+
+
+def test_a_sidecar_removed_while_its_scan_is_taken_lets_the_scan_go_on(tmp_path, monkeypatch):
+    calls = []
+
+    def process(path, *args, **kw):
+        calls.append(path)
+        return JobResult(str(path), Status.done)
+
+    w = make_watcher(tmp_path, process)
+    inbox = w.opts.inbox
+    (inbox / "scan.pdf").write_bytes(b"scan")  # its sidecar was listed, then deleted by the clerk
+    try:
+        claim = w.claims.take(w.folders.inbox, Path("scan.pdf"), "scan.pdf.json")
+        assert claim.sidecar == ""
+        w._handle(claim)
+    finally:
+        w.folders.close()
+    assert len(calls) == 1 and (inbox / "done/scan.pdf").exists()
