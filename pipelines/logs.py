@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from digitize.secrets import mask_logging
-from digitize.terminal import log_value
+from digitize.terminal import log_value, printable
 
 LOGGER = "pipelines"
 TEXT_FORMAT = "%(asctime)s digitize: %(levelname)s: %(message)s"  # a service's log needs the time of each line
@@ -27,6 +27,21 @@ def event(logger: logging.Logger, name: str, level: int = logging.INFO, **fields
         # values are file names, titles and reasons other people chose: one line, one field each (log_value)
         text = " ".join(f"{k}={log_value(v)}" for k, v in fields.items() if v not in (None, ""))
         logger.log(level, "%s", f"{name} {text}" if text else name, extra={"event": name, "fields": fields})
+
+
+class TextFormatter(logging.Formatter):
+    """TEXT_FORMAT lines whose continuation lines (a traceback; a message or exception text that carries a
+    file name with a line break) are indented and made printable: no name can start a line that reads as
+    another log line, in the journal or in a terminal."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT, TIME_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if text.isprintable():
+            return text
+        return "\n    ".join(printable(line) for line in text.splitlines())
 
 
 class JsonLinesFormatter(logging.Formatter):
@@ -57,7 +72,7 @@ def configure(json_lines: bool, events: bool = True) -> None:
     if root.level <= logging.INFO or (root.level <= logging.WARNING and (events or json_lines)):
         logging.getLogger(LOGGER).setLevel(logging.INFO)
     for handler in root.handlers:
-        handler.setFormatter(JsonLinesFormatter() if json_lines else logging.Formatter(TEXT_FORMAT, TIME_FORMAT))
+        handler.setFormatter(JsonLinesFormatter() if json_lines else TextFormatter())
 
 
 def snapshot() -> tuple[int, bool]:
@@ -69,7 +84,7 @@ def snapshot() -> tuple[int, bool]:
 def restore(state: tuple[int, bool]) -> None:
     level, json_lines = state
     handler = logging.StreamHandler()
-    handler.setFormatter(JsonLinesFormatter() if json_lines else logging.Formatter(TEXT_FORMAT, TIME_FORMAT))
+    handler.setFormatter(JsonLinesFormatter() if json_lines else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     mask_logging()
