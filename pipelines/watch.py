@@ -198,6 +198,7 @@ class Watcher:
         self.observer = None
         self.next_rescan = 0.0
         self.taken_elsewhere: dict[Path, int] = {}
+        self.forced_rescan = float("-inf")  # when "taken elsewhere" last moved the next rescan forward
 
     # --- nominating -----------------------------------------------------------------------------
 
@@ -229,7 +230,8 @@ class Watcher:
         folders = Folders(self.opts)  # FileAccessError: refused or gone, out of run() with a non-zero exit
         old, self.folders, self.claims = self.folders, folders, folders.claims
         old.close()
-        self.pending.clear()
+        # pending (failure counts, backoff) is kept: the same paths under the same inbox name; a file that
+        # failed twice before a remount must not start from zero (INTERNAL_LIMIT, backoff)
         self.taken_elsewhere.clear()
         self.tracker = inboxlib.StabilityTracker(self.opts.stable_seconds)
         if self.observer is not None:  # inotify watches the old folder: watch the new one
@@ -331,7 +333,10 @@ class Watcher:
         """A file seen but gone when claimed: normal with several watchers, once. Again and again for one
         path means this watcher looks at a folder it cannot claim from: check the inbox now, then say so."""
         count = self.taken_elsewhere[path] = self.taken_elsewhere.get(path, 0) + 1
-        self.next_rescan = 0.0  # the loop rescans now, checking the inbox first (not here: errors here are the file's)
+        now = time.monotonic()
+        if now - self.forced_rescan >= max(self.opts.stable_seconds, 1.0):  # two watchers racing on a big
+            self.forced_rescan = now  # share would otherwise walk it after every lost race
+            self.next_rescan = 0.0  # the loop rescans now, checking the inbox first (not here: errors here are the file's)
         if count == TAKEN_ELSEWHERE_WARN:
             event(log, "taken-elsewhere-repeatedly", logging.WARNING, file=str(path.relative_to(self.opts.inbox)),
                   times=count, advice="is another watcher running on this inbox, or is the share's view stale?")

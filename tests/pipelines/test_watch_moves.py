@@ -407,3 +407,34 @@ def test_a_sidecar_removed_while_its_scan_is_taken_lets_the_scan_go_on(tmp_path,
     finally:
         w.folders.close()
     assert len(calls) == 1 and (inbox / "done/scan.pdf").exists()
+
+
+# --- review 2, L2: remount and "taken elsewhere" edges ---------------------------------------------------
+
+def test_reopening_a_replaced_inbox_keeps_the_failure_counts(tmp_path):
+    w = make_watcher(tmp_path, storage_down)
+    inbox = w.opts.inbox
+    path = inbox / "scan.pdf"
+    try:
+        w._defer(path, "storage down", internal=True)
+        w._defer(path, "storage down", internal=True)
+        os.rename(inbox, tmp_path / "inbox.old")
+        inbox.mkdir(mode=0o750)
+        w._rescan()  # reopens
+        assert w._failures(path) == 2  # one more internal error quarantines it (INTERNAL_LIMIT), as before
+    finally:
+        w.folders.close()
+
+
+def test_taken_elsewhere_forces_at_most_one_rescan_per_interval(tmp_path, monkeypatch):
+    w = make_watcher(tmp_path, bad_scan)
+    inbox = w.opts.inbox
+    monkeypatch.setattr(w.claims, "take", lambda *a: None)
+    try:
+        w._take(inbox / "a.pdf", Path("a.pdf"))
+        assert w.next_rescan == 0.0
+        w.next_rescan = 1e12  # the loop rescanned and set the next regular rescan
+        w._take(inbox / "b.pdf", Path("b.pdf"))  # another lost race right after
+        assert w.next_rescan == 1e12
+    finally:
+        w.folders.close()
