@@ -29,3 +29,13 @@ def test_log_values_stay_one_field_on_one_line():
     assert log_value("a.pdf case=X doc=7") == '"a.pdf case=X doc=7"'
     assert "\n" not in log_value("x.pdf\n2026 digitize: INFO: stored") and log_value("") == '""'
     assert log_value('say "hi"\\') == '"say \\"hi\\"\\\\"'
+
+
+def test_printable_and_plain_follow_one_rule_for_zero_width_joiners():
+    """Review 2 L4: plain() removed ZWJ/ZWNJ, which printable() keeps; both keep them now, both drop ZWSP."""
+    from digitize.terminal import plain
+
+    persian, emoji = "می\u200cخواهم", "\U0001F469\u200d\U0001F4BB"
+    for text in (persian, emoji):
+        assert plain(text) == text and printable(text) == text
+    assert plain("a\u200bb") == "ab"
