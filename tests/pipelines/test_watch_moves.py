@@ -358,17 +358,21 @@ def test_a_quarantine_whose_scan_move_fails_gives_the_pair_back_together(tmp_pat
     assert (inbox / "scan.pdf.json").read_text() == '{"title": "x"}' and (inbox / "scan.pdf").exists()
 
 
+def recording_watcher(tmp_path: Path, calls: list) -> watch.Watcher:
+    """A watcher whose job stores everything, noting each path it was given."""
+    def process(path, *args, **kw):
+        calls.append(path)
+        return JobResult(str(path), Status.done)
+
+    return make_watcher(tmp_path, process)
+
+
 @pytest.mark.parametrize("stranded_in", ["failed", "done", "inbox"])
 def test_a_claim_whose_sidecar_was_stranded_by_a_crash_is_not_filed_without_it(tmp_path, stranded_in):
     """A watcher killed between the sidecar's move and the scan's: the next one (recovery goes through
     _handle) quarantines the scan with that reason instead of filing it by QR code or name."""
     calls = []
-
-    def process(path, *args, **kw):
-        calls.append(path)
-        return JobResult(str(path), Status.done)
-
-    w = make_watcher(tmp_path, process)
+    w = recording_watcher(tmp_path, calls)
     inbox = w.opts.inbox
     (inbox / "scan.pdf").write_bytes(b"scan")
     (inbox / "scan.pdf.json").write_text('{"case_id": "000.00.31.H56-241015-0027"}')
@@ -392,12 +396,7 @@ def test_a_claim_whose_sidecar_was_stranded_by_a_crash_is_not_filed_without_it(t
 
 def test_a_sidecar_removed_while_its_scan_is_taken_lets_the_scan_go_on(tmp_path, monkeypatch):
     calls = []
-
-    def process(path, *args, **kw):
-        calls.append(path)
-        return JobResult(str(path), Status.done)
-
-    w = make_watcher(tmp_path, process)
+    w = recording_watcher(tmp_path, calls)
     inbox = w.opts.inbox
     (inbox / "scan.pdf").write_bytes(b"scan")  # its sidecar was listed, then deleted by the clerk
     try:
