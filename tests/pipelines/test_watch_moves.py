@@ -437,3 +437,34 @@ def test_taken_elsewhere_forces_at_most_one_rescan_per_interval(tmp_path, monkey
         assert w.next_rescan == 1e12
     finally:
         w.folders.close()
+
+
+def test_after_a_crash_between_the_two_moves_the_next_watcher_quarantines_the_scan_it_adopts(tmp_path):
+    """The whole restart path: a dead watcher's claim holds the scan, its sidecar already in failed/."""
+    import subprocess
+
+    first = make_watcher(tmp_path, bad_scan)
+    inbox = first.opts.inbox
+    (inbox / "scan.pdf").write_bytes(b"scan")
+    (inbox / "scan.pdf.json").write_text('{"case_id": "000.00.31.H56-241015-0027"}')
+    claim = first.claims.take(first.folders.inbox, Path("scan.pdf"), "scan.pdf.json")
+    src = first.claims.folder_fd(claim)
+    try:  # killed after moving the sidecar into failed/, before the scan
+        fsutil.move_at(src, "scan.pdf.json", first.folders.failed, "scan.pdf.json")
+    finally:
+        os.close(src)
+    owner = first.claims.path
+    first.folders.close()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    os.rename(owner, owner.with_name(f"{dead.pid}-{fsutil.owner_name().partition('-')[2]}"))
+    calls = []
+    second = recording_watcher(tmp_path, calls)
+    try:
+        second._recover()
+    finally:
+        second.folders.close()
+    assert calls == []
+    # the same free name as the dead watcher chose: the scan lands beside its sidecar, for a desk retry
+    assert sorted(os.listdir(inbox / "failed")) == ["scan.pdf", "scan.pdf.error.txt", "scan.pdf.json"]
+    assert "separated" in (inbox / "failed/scan.pdf.error.txt").read_text()
