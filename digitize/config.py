@@ -70,6 +70,7 @@ class WatchSettings:
     on_success: str = "move"  # move to done/ or delete
     done_dir: str = ""  # default INBOX/done
     failed_dir: str = ""  # default INBOX/failed
+    agencies: list = field(default_factory=list)  # agency codes a shared inbox may file into; [] = any
 
 
 @dataclass
@@ -205,6 +206,9 @@ def _coerce(value: Any, current: Any, where: str) -> Any:
             return int(value)
         if isinstance(current, float):
             return float(value)
+        if isinstance(current, list):  # a TOML list, or "a,b" from the environment
+            items = value if isinstance(value, list) else str(value).split(",")
+            return [str(item).strip() for item in items if str(item).strip()]
         return str(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{where}: {value!r} is not a valid {type(current).__name__}") from None

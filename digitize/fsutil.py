@@ -302,8 +302,11 @@ def exists_at(dir_fd: int, name: str) -> bool:
         return False
 
 
-def write_text_at(dir_fd: int, name: str, text: str) -> None:
-    """Write ``dir_fd/name`` atomically without following a symlink anywhere (temp file O_EXCL)."""
+def write_text_at(dir_fd: int, name: str, text: str, replace: bool = True) -> None:
+    """Write ``dir_fd/name`` atomically without following a symlink anywhere (temp file O_EXCL).
+
+    ``replace=False``: never over an existing ``name`` (FileExistsError), e.g. a new NAME.error.txt that
+    another watcher may be writing for the same free name at the same moment."""
     tmp = f".{secrets.token_hex(6)}.part"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE, dir_fd=dir_fd)
     try:
@@ -311,7 +314,10 @@ def write_text_at(dir_fd: int, name: str, text: str) -> None:
             f.write(text.encode("utf-8"))
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        if replace:
+            os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        else:
+            _rename_noreplace(dir_fd, tmp, dir_fd, name)
         with contextlib.suppress(OSError):
             os.fsync(dir_fd)
     except BaseException:
@@ -320,29 +326,105 @@ def write_text_at(dir_fd: int, name: str, text: str) -> None:
         raise
 
 
-def move_at(src_fd: int, src_name: str, dst_fd: int, dst_name: str) -> None:
-    """Rename between two folder descriptors; across file systems, copy (no symlink followed) then unlink."""
+# --- moves that never replace -------------------------------------------------------------------------
+# rename(2) silently replaces its target: a "free" name checked a moment before may have been taken by
+# another watcher (or a clerk) since. Every move here fails with FileExistsError instead, atomically:
+# renameat2(RENAME_NOREPLACE) where the kernel and file system have it, else a hard link (which never
+# replaces) and an unlink, else an O_EXCL placeholder that only this move may then replace.
+
+RENAME_NOREPLACE = 1  # <linux/fs.h>
+_UNSUPPORTED = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP}
+_NO_LINK = _UNSUPPORTED | {errno.EPERM, errno.EMLINK, errno.EACCES}  # EPERM: protected_hardlinks, FAT, some SMB
+_renameat2 = None
+
+
+def _libc_renameat2():
+    """libc's renameat2 (glibc >= 2.28), or False when there is none."""
+    global _renameat2
+    if _renameat2 is None:
+        import ctypes
+
+        try:
+            func = ctypes.CDLL(None, use_errno=True).renameat2
+            func.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+            func.restype = ctypes.c_int
+            _renameat2 = func
+        except (AttributeError, OSError):
+            _renameat2 = False
+    return _renameat2
+
+
+def _renameat2_noreplace(src_fd: int, src_name: str, dst_fd: int, dst_name: str) -> bool:
+    """True when moved; False when the kernel, libc or file system has no RENAME_NOREPLACE."""
+    import ctypes
+
+    func = _libc_renameat2()
+    if not func:
+        return False
+    if func(src_fd, os.fsencode(src_name), dst_fd, os.fsencode(dst_name), RENAME_NOREPLACE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in _UNSUPPORTED:
+        return False
+    raise OSError(code, os.strerror(code), dst_name)
+
+
+def _rename_noreplace(src_fd: int, src_name: str, dst_fd: int, dst_name: str) -> None:
+    """Move within one file system, never over an existing ``dst_name`` (FileExistsError; EXDEV as OSError)."""
+    if _renameat2_noreplace(src_fd, src_name, dst_fd, dst_name):
+        return
+    try:
+        os.link(src_name, dst_name, src_dir_fd=src_fd, dst_dir_fd=dst_fd, follow_symlinks=False)
+    except OSError as e:
+        if e.errno not in _NO_LINK:
+            raise
+    else:
+        os.unlink(src_name, dir_fd=src_fd)
+        return
+    # no hard links either (some SMB shares): hold the name with an O_EXCL placeholder, then replace only that
+    placeholder = os.open(dst_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                          dir_fd=dst_fd)
+    os.close(placeholder)
     try:
         os.rename(src_name, dst_name, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(dst_name, dir_fd=dst_fd)
+        raise
+
+
+def move_at(src_fd: int, src_name: str, dst_fd: int, dst_name: str) -> None:
+    """Move between two folder descriptors, never replacing ``dst_name`` (FileExistsError if it exists).
+
+    Across file systems the file is copied (no symlink followed) to a hidden ``.NAME.<random>.part`` in the
+    target folder, synced, renamed to ``dst_name`` (still never replacing) and only then unlinked at the
+    source: a move killed half-way leaves a hidden part file, never a truncated file under the real name."""
+    try:
+        _rename_noreplace(src_fd, src_name, dst_fd, dst_name)
         return
     except OSError as e:
         if e.errno != errno.EXDEV:
             raise
+    if exists_at(dst_fd, dst_name):  # don't copy for nothing; the rename below checks again
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), dst_name)
+    part = f".{fit_name(dst_name, 30)}.{secrets.token_hex(6)}.part"
     source = os.open(src_name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_fd)
     try:
-        target = os.open(dst_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE,
+        target = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE,
                          dir_fd=dst_fd)
         try:
             with os.fdopen(os.dup(source), "rb") as fin, os.fdopen(target, "wb") as fout:
                 shutil.copyfileobj(fin, fout, CHUNK)
                 fout.flush()
                 os.fsync(fout.fileno())
-        except BaseException:
+            _rename_noreplace(dst_fd, part, dst_fd, dst_name)
+        finally:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(dst_name, dir_fd=dst_fd)
-            raise
+                os.unlink(part, dir_fd=dst_fd)
     finally:
         os.close(source)
+    with contextlib.suppress(OSError):
+        os.fsync(dst_fd)
     os.unlink(src_name, dir_fd=src_fd)
 
 

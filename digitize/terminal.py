@@ -13,6 +13,9 @@ REPLACEMENT = "\ufffd"  # shows that something was there, without acting on it
 # Bidirectional embeddings, overrides and isolates ("Trojan Source"), and other invisible format characters
 # that reorder or hide text; ZWJ/ZWNJ (U+200C/D) are kept: some scripts need them.
 _BIDI = {chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F, 0x061C)}
+# The one rule for joiners, in printable() and plain() alike: ZWNJ and ZWJ are kept (Persian, Indic scripts
+# and emoji sequences change meaning or shape without them; they neither reorder nor hide other text).
+JOINERS = "\u200c\u200d"
 
 
 def _clean(char: str) -> str:
@@ -29,3 +32,25 @@ def printable(text: object) -> str:
     if text.isprintable():  # the common case: nothing to do
         return text
     return "".join(_clean(c) for c in text)
+
+
+def plain(text: object) -> str:
+    """``text`` as a stored or displayed value (a title, a file name, a sidecar field): NFC, line breaks and
+    tabs made spaces, every other control, format (bidi overrides, zero-width spaces; not the JOINERS),
+    private-use, unassigned or undecodable character removed, runs of spaces made one. Unlike :func:`printable` nothing is marked:
+    the value is kept, not shown once."""
+    text = unicodedata.normalize("NFC", "" if text is None else str(text))
+    if text.isprintable() and "  " not in text and text == text.strip():
+        return text
+    kept = "".join(" " if c in "\t\n\r\v\f\x85\u2028\u2029" else c for c in text
+                   if c in "\t\n\r\v\f\x85\u2028\u2029" or c in JOINERS or unicodedata.category(c)[0] != "C")
+    return " ".join(kept.split())
+
+
+def log_value(value: object) -> str:
+    """``value`` for a ``key=value`` text log line: :func:`printable` (one line, no escapes), and quoted
+    when it has spaces, ``=`` or quotes or is empty, so a file name cannot forge another field or line."""
+    text = printable(value)
+    if text and not any(c in text for c in ' ="\\'):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

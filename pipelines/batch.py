@@ -420,8 +420,17 @@ def render_report(summary: BatchSummary, as_json: bool) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=REPORT_COLUMNS, extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(report_rows(summary.results))
+    writer.writerows({k: spreadsheet_cell(v) for k, v in row.items()} for row in report_rows(summary.results))
     return out.getvalue()
+
+
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_cell(value):
+    """A CSV cell Excel or LibreOffice will not run as a formula (OWASP CSV injection): text starting with
+    = + - @ TAB or CR gets a leading apostrophe. Reasons start with the file name, which anyone chose."""
+    return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_STARTS) else value
 
 
 def write_report(summary: BatchSummary, target: Path) -> None:

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path, PurePath
 
 from digitize import fsutil
-from digitize.fsutil import move_at, private_dir_check, walk_dirs, write_text_at
+from digitize.fsutil import private_dir_check, walk_dirs, write_text_at
 
 log = logging.getLogger("pipelines.claims")
 
@@ -99,8 +99,13 @@ class Claims:
                 os.rename(relative.name, relative.name, src_dir_fd=src, dst_dir_fd=dst)  # the claim itself
                 moved = True
                 if sidecar:
-                    with contextlib.suppress(OSError):  # gone or not movable: the scan goes on without it
+                    try:
                         os.rename(sidecar, sidecar, src_dir_fd=src, dst_dir_fd=dst)
+                    except FileNotFoundError:  # taken away meanwhile: the scan goes on without it
+                        claim.sidecar = ""
+                        self._save(claim)
+                    except OSError:  # not movable: the claim still names it, so the scan is not filed without it
+                        pass
         except FileNotFoundError:
             if moved:
                 raise
@@ -120,16 +125,27 @@ class Claims:
         """A descriptor of the folder holding the claimed scan (the caller closes it)."""
         return walk_dirs(self.fd, [claim.token, FILES, *PurePath(claim.relative).parent.parts])
 
-    def give_back(self, claim: Claim, inbox_fd: int, free_name) -> None:
-        """Return the scan (and sidecar) to where it was in the inbox, then drop the claim."""
+    def separated(self, claim: Claim) -> bool:
+        """The claim names a sidecar that is not in it (a move out interrupted by a crash, an undo or a take
+        that failed): its scan must not be filed without it (see pipelines.inbox.move_free)."""
+        if not claim.sidecar:
+            return False
+        folder = self.folder_fd(claim)
+        try:
+            return not fsutil.exists_at(folder, claim.sidecar)
+        finally:
+            os.close(folder)
+
+    def give_back(self, claim: Claim, inbox_fd: int, move_free) -> None:
+        """Return the scan (and sidecar) to where it was in the inbox, then drop the claim. ``move_free``
+        (pipelines.inbox) never replaces: a file a clerk dropped at that name meanwhile stays, ours gets the
+        next free name, its sidecar renamed with it."""
         relative = PurePath(claim.relative)
         src = self.folder_fd(claim)
         dst = walk_dirs(inbox_fd, relative.parent.parts, create=True)
         try:
-            name = free_name(dst, relative.name)
-            move_at(src, relative.name, dst, name)
-            if claim.sidecar and fsutil.exists_at(src, claim.sidecar):
-                move_at(src, claim.sidecar, dst, claim.sidecar if name == relative.name else name + ".json")
+            move_free(src, relative.name, dst, relative.name, claim.sidecar,
+                      lambda name: claim.sidecar if name == relative.name else name + ".json")
         finally:
             os.close(src)
             os.close(dst)

@@ -29,6 +29,7 @@ from pathlib import Path, PurePath
 from typing import BinaryIO, Callable
 
 from digitize.errors import BadArgsError, NotFoundError
+from digitize.fsutil import fit_name
 from digitize.identifiers import parse_agency_code
 
 from . import inbox as inboxlib
@@ -44,6 +45,11 @@ TEXT_MAX_CHARS = 600
 # sidecar fields a retry never carries: who scanned it is the officer retrying (the upload says so), and its
 # place in a dossier is given by the case chosen at the desk, not by whoever wrote the file
 NEVER_CARRIED = ("name", "scanned_by", "sequence")
+TAKING = ".taking-"  # a scan in the middle of being taken: .taking-<16 hex>-<its name>
+_TAKING_HEX = 16
+INTERRUPTED_VI = "Lần lấy lại trước bị gián đoạn và tên tệp đã bị tệp khác dùng; tệp được giữ dưới tên ẩn này."
+INTERRUPTED_EN = ("An earlier retry was interrupted and the file's name was taken meanwhile; it was kept under "
+                  "this hidden name.")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
@@ -184,6 +190,10 @@ def _walk(dir_fd: int, parts: tuple[str, ...], found: list[FailedFile], budget: 
     budget.left -= len(entries)
     for entry in entries:
         name = entry.name
+        original = taken_name(name)
+        if original is not None:
+            _interrupted(dir_fd, entry, parts, original, found)
+            continue
         if inboxlib.is_junk(name) or name.lower().endswith(inboxlib.SIDECAR_SUFFIX):
             continue  # hidden, scanner litter, reasons (NAME.error.txt) and sidecars
         try:
@@ -208,6 +218,32 @@ def _walk(dir_fd: int, parts: tuple[str, ...], found: list[FailedFile], budget: 
             identity = _identity(info)
             found.append(FailedFile(_ref(here, identity), here, info.st_size, vi, en, detail, when, case_ids,
                                     agencies, identity))
+
+
+def taken_name(name: str) -> str | None:
+    """The scan's own name if ``name`` is a private name :func:`take` gave it, else None."""
+    if not name.startswith(TAKING):
+        return None
+    tag, dash, original = name[len(TAKING):].partition("-")
+    ok = dash and len(tag) == _TAKING_HEX and all(c in "0123456789abcdef" for c in tag) and original
+    return original if ok else None
+
+
+def _interrupted(dir_fd: int, entry: os.DirEntry, parts: tuple[str, ...], original: str,
+                 found: list[FailedFile]) -> None:
+    """A scan whose retry was interrupted after its name was retaken: listed, never lost from sight. Its sidecar
+    and reason stayed with the name, so nothing but its folder and own name attribute it."""
+    try:
+        info = entry.stat(follow_symlinks=False)
+    except OSError:
+        return
+    if not stat.S_ISREG(info.st_mode):
+        return
+    here = (*parts, entry.name)
+    case_ids, agencies = _attribution((*parts, original), {})  # as a scan without a sidecar
+    identity = _identity(info)
+    found.append(FailedFile(_ref(here, identity), here, info.st_size, INTERRUPTED_VI, INTERRUPTED_EN,
+                            f"interrupted retry of {printable(original)}", "", case_ids, agencies, identity))
 
 
 def _open_root(folder: Path) -> int | None:
@@ -276,13 +312,15 @@ def take(folder: Path, item: FailedFile, receive: Callable[[BinaryIO, str], Path
     parent = -1
     try:
         parent = root if len(item.parts) == 1 else _descend(root, item.parts[:-1])
-        name, private = item.parts[-1], f".taking-{secrets.token_hex(8)}"
+        name = item.parts[-1]
+        own = taken_name(name) or name  # an interrupted retry listed again: its own name for the job
+        private = fit_name(f"{TAKING}{secrets.token_hex(_TAKING_HEX // 2)}-{own}")
         try:
             os.rename(name, private, src_dir_fd=parent, dst_dir_fd=parent)
         except OSError:
             raise NotFoundError("failed file not found") from None
         try:
-            copy = _copy_checked(parent, private, name, item, receive)
+            copy = _copy_checked(parent, private, own, item, receive)
             _, sidecar = _sidecar(parent, name)
             carried = bool(sidecar)
             if carried:

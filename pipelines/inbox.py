@@ -12,9 +12,10 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePath
+from typing import Callable
 
 from digitize.errors import DigitizeError
-from digitize.fsutil import exists_at, fit_name, open_regular
+from digitize.fsutil import exists_at, fit_name, move_at, open_regular
 
 STATE_DIR = ".digitize"  # the watchers' work folders (claims) inside the inbox
 SIDECAR_SUFFIX = ".json"
@@ -208,12 +209,70 @@ class StabilityTracker:
         self._seen.pop(path, None)
 
 
-def free_name(dir_fd: int, name: str) -> str:
-    """``name``, or ``name.1``-style variants if taken, in the folder ``dir_fd``: done/ and failed/ never
-    overwrite. Short enough that ``NAME.error.txt`` and ``NAME.json`` fit the file system's limit."""
+def free_name(dir_fd: int, name: str, skip: set[str] | frozenset[str] = frozenset()) -> str:
+    """``name``, or ``name.1``-style variants if taken (or in ``skip``), in the folder ``dir_fd``: done/ and
+    failed/ never overwrite. Short enough that ``NAME.error.txt`` and ``NAME.json`` fit the file system's limit.
+    Only a guess: another watcher may take it before the move; :func:`move_free` moves without replacing."""
     candidate = fit_name(name, len(ERROR_SUFFIX.encode()))
     stem, suffix, n = Path(candidate).stem, Path(candidate).suffix, 1
-    while exists_at(dir_fd, candidate) or exists_at(dir_fd, candidate + ERROR_SUFFIX):
+    while candidate in skip or exists_at(dir_fd, candidate) or exists_at(dir_fd, candidate + ERROR_SUFFIX):
         candidate = fit_name(f"{stem}.{n}{suffix}", len(ERROR_SUFFIX.encode()))
         n += 1
     return candidate
+
+
+MOVE_TRIES = 1000  # names taken under our feet, one after another, before a move gives up
+
+
+def move_free(src_fd: int, name: str, dst_fd: int, wanted: str, sidecar: str = "",
+              sidecar_name: Callable[[str], str] | None = None,
+              before: Callable[[int, str], str | None] | None = None) -> str:
+    """Move ``src_fd/name`` to ``dst_fd/<free variant of wanted>`` and return the name used; never over a file.
+
+    Two watchers (or a give-back and a clerk) may pick the same free name at once: each step below fails
+    rather than replaces (digitize.fsutil.move_at), what this call made is undone and the next name tried.
+    ``before(dst_fd, chosen)`` writes a companion file first without replacing (the reason in failed/) and
+    returns its name; ``sidecar`` (in ``src_fd``) goes to ``sidecar_name(chosen)``.
+
+    The scan moves LAST: until it has moved, the move has not happened. Any error (a name taken, a full
+    disk, an SMB error) undoes the companion and the sidecar, so the pair stays together at the source;
+    a crash in between leaves a lone sidecar at the destination, which nothing acts on, and the scan in
+    its claim, which is then not filed without it (watch.Watcher._separated). The other order would
+    leave a lone scan that another watcher or a desk retry could file without its sidecar.
+    """
+    skip: set[str] = set()
+    for _ in range(MOVE_TRIES):
+        chosen = free_name(dst_fd, wanted, skip)
+        made: list[Callable[[], None]] = []  # undo steps, last first
+        try:
+            if before is not None:
+                written = before(dst_fd, chosen)
+                if written:
+                    made.append(lambda w=written: os.unlink(w, dir_fd=dst_fd))
+            if sidecar and exists_at(src_fd, sidecar):
+                target = sidecar_name(chosen) if sidecar_name else chosen + SIDECAR_SUFFIX
+                move_at(src_fd, sidecar, dst_fd, target)
+                made.append(lambda t=target: move_at(dst_fd, t, src_fd, sidecar))
+            move_at(src_fd, name, dst_fd, chosen)
+            return chosen
+        except BaseException as e:
+            _undo(made, chosen)
+            if not isinstance(e, FileExistsError):
+                raise
+            skip.add(chosen)
+    raise FileExistsError(errno.EEXIST, f"no free name for {wanted} after {MOVE_TRIES} tries")
+
+
+def _undo(steps: list[Callable[[], None]], chosen: str) -> None:
+    """Undo what a failed move made, last first; a step that fails is logged and the others still run
+    (a sidecar left behind then keeps its scan from being filed, see :func:`move_free`)."""
+    import logging
+
+    from digitize.terminal import printable
+
+    for step in reversed(steps):
+        try:
+            step()
+        except OSError as e:
+            logging.getLogger("pipelines.inbox").error("could not undo a move to %s: %s", printable(chosen),
+                                                       printable(e))

@@ -132,7 +132,7 @@ class _Job:
     """State of one process_file call: the source, its hash, options and clues shared by its parts."""
 
     def __init__(self, path: Path, settings, hint: Clue | None, root: Path | None, jobs: int | None, archive,
-                 keep: Path | None = None, allowed: Callable[..., bool] | None = None):
+                 keep: Path | None = None, allowed: Callable[..., bool] | None = None, shared_inbox: bool = False):
         from digitize.convert import ConvertOptions
 
         self.path = path
@@ -144,8 +144,8 @@ class _Job:
         self.relative = PurePath(path.relative_to(root)) if root and path.is_relative_to(root) else PurePath(path.name)
         self.opts = ConvertOptions.from_settings(settings.convert, language=None, jobs=jobs, ocr_timeout=None,
                                                  validate=None)
-        self.file_clues = [metadata.sidecar_clue(path, self.root), hint, metadata.folder_clue(self.relative),
-                           metadata.filename_clue(self.relative)]
+        self.file_clues = [metadata.sidecar_clue(path, self.root, shared_inbox), hint,
+                           metadata.folder_clue(self.relative), metadata.filename_clue(self.relative)]
         self.sha256 = ""
         self.source = path  # the private copy of the hashed bytes, once made: read by every stage
         self.convert_seconds = 0.0
@@ -313,7 +313,7 @@ def _at_filing(allowed: Callable[..., bool] | None, archive) -> Callable[..., bo
 
 def process_file(path: Path, settings, meta_hint: Clue | None = None, *, root: Path | None = None,
                  jobs: int | None = None, archive=None, keep: Path | None = None,
-                 allowed: Callable[..., bool] | None = None) -> JobResult:
+                 allowed: Callable[..., bool] | None = None, shared_inbox: bool = False) -> JobResult:
     """Convert, resolve metadata, store and index one source file; errors come back as a failed result.
 
     ``meta_hint`` is what the caller knows (a manifest row); ``root`` anchors the folder convention;
@@ -321,7 +321,8 @@ def process_file(path: Path, settings, meta_hint: Clue | None = None, *, root: P
     ``keep`` is a private folder where converted parts wait until they are stored; ``allowed(case_id)``
     (an upload's scope, from storage.access) is asked before each part is stored or linked, and
     ``allowed(None, agency)`` of an unmatched part whose clues name an agency: a part it refuses fails
-    the job and nothing is stored for it. An UploadScope is asked with its sender's current rights (re-read
+    the job and nothing is stored for it. ``shared_inbox`` (watch): the sidecar's metadata.SHARED_INBOX_DROPS
+    are ignored. An UploadScope is asked with its sender's current rights (re-read
     when the job starts and at each question), never only those saved when the scan was sent.
     """
     started = time.perf_counter()
@@ -330,7 +331,7 @@ def process_file(path: Path, settings, meta_hint: Clue | None = None, *, root: P
     try:
         archive = archive or archive_for(settings)
         allowed = _at_filing(allowed, archive)
-        job = _Job(path, settings, meta_hint, root, jobs, archive, keep, allowed)
+        job = _Job(path, settings, meta_hint, root, jobs, archive, keep, allowed, shared_inbox)
         parts = job.run()
         status, reason = _overall(parts)
         result = JobResult(str(path), status, job.sha256, reason, documents=parts)

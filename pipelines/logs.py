@@ -7,20 +7,41 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import datetime, timezone
 from typing import Any
 
 from digitize.secrets import mask_logging
+from digitize.terminal import log_value, printable
 
 LOGGER = "pipelines"
 TEXT_FORMAT = "%(asctime)s digitize: %(levelname)s: %(message)s"  # a service's log needs the time of each line
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"
+# what json.dumps(ensure_ascii=False) leaves raw but a terminal reading the journal may act on: DEL and C1
+# controls (U+009B is a CSI), bidi overrides and isolates, line separators; escaped as \uXXXX (same JSON value)
+_INERT = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
 
 
 def event(logger: logging.Logger, name: str, level: int = logging.INFO, **fields: Any) -> None:
     if logger.isEnabledFor(level):
-        text = " ".join(f"{k}={v}" for k, v in fields.items() if v not in (None, ""))
+        # values are file names, titles and reasons other people chose: one line, one field each (log_value)
+        text = " ".join(f"{k}={log_value(v)}" for k, v in fields.items() if v not in (None, ""))
         logger.log(level, "%s", f"{name} {text}" if text else name, extra={"event": name, "fields": fields})
+
+
+class TextFormatter(logging.Formatter):
+    """TEXT_FORMAT lines whose continuation lines (a traceback; a message or exception text that carries a
+    file name with a line break) are indented and made printable: no name can start a line that reads as
+    another log line, in the journal or in a terminal."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT, TIME_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if text.isprintable():
+            return text
+        return "\n    ".join(printable(line) for line in text.splitlines())
 
 
 class JsonLinesFormatter(logging.Formatter):
@@ -38,7 +59,7 @@ class JsonLinesFormatter(logging.Formatter):
             data["message"] = record.getMessage()
         if record.exc_info or record.exc_text:  # exc_text: already formatted (and masked, digitize.secrets)
             data["exception"] = record.exc_text or self.formatException(record.exc_info)
-        return json.dumps(data, ensure_ascii=False, default=str)
+        return _INERT.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(data, ensure_ascii=False, default=str))
 
 
 def configure(json_lines: bool, events: bool = True) -> None:
@@ -51,7 +72,7 @@ def configure(json_lines: bool, events: bool = True) -> None:
     if root.level <= logging.INFO or (root.level <= logging.WARNING and (events or json_lines)):
         logging.getLogger(LOGGER).setLevel(logging.INFO)
     for handler in root.handlers:
-        handler.setFormatter(JsonLinesFormatter() if json_lines else logging.Formatter(TEXT_FORMAT, TIME_FORMAT))
+        handler.setFormatter(JsonLinesFormatter() if json_lines else TextFormatter())
 
 
 def snapshot() -> tuple[int, bool]:
@@ -63,7 +84,7 @@ def snapshot() -> tuple[int, bool]:
 def restore(state: tuple[int, bool]) -> None:
     level, json_lines = state
     handler = logging.StreamHandler()
-    handler.setFormatter(JsonLinesFormatter() if json_lines else logging.Formatter(TEXT_FORMAT, TIME_FORMAT))
+    handler.setFormatter(JsonLinesFormatter() if json_lines else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     mask_logging()

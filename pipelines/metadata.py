@@ -28,6 +28,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from digitize.errors import BadArgsError, InputError, NotRegularFileError
 from digitize.fsutil import open_regular
 from digitize.identifiers import find_case_ids, normalize_case_id, parse_file_code, parse_procedure_code
+from digitize.terminal import plain
 from digitize.text import search_key
 from storage.cases_import import ARCHIVE_FIELDS as CASE_ARCHIVE_FIELDS
 
@@ -38,6 +39,10 @@ META_FIELDS = ("case_id", "sequence", "title", "doc_type", "procedure_code", "pr
 ARCHIVE_FIELDS = {"organ_id": "OrganId", "file_catalog": "FileCatalog", "file_notation": "FileNotation",
                   "title": "Title", "maintenance": "Maintenance", "rights": "Rights"}
 CASE_RECORD_FIELDS = ("procedure_code", "procedure_name", "agency")
+# Sidecar fields a shared inbox (watch) does not take: anyone who can write the share could name any officer
+# as the digitizer. Dropped, as failed.NEVER_CARRIED drops them from a desk retry; batch (an archivist's own
+# folder) and the manifest keep them, and an upload names its sender.
+SHARED_INBOX_DROPS = ("scanned_by",)
 OCR_PAGES = 3  # a case ID printed on the receipt or cover page; deeper pages cite other cases
 _SEQ_TITLE = re.compile(r"(\d{1,4})\s*[-_. ]\s*(.+)")
 # OCR often loses the small dots of the agency code ("000 00 31 H56-241016-0003"); after the label we can
@@ -88,7 +93,7 @@ def _validated(name: str, value: Any) -> Any:
         if number < 1:
             raise BadArgsError(f"sequence {number} must be 1 or more")
         return number
-    return str(value).strip()
+    return plain(value)  # free text shown in the portal, the CLI and sidecars: no control or bidi characters
 
 
 def clue_from_mapping(source: str, data: Mapping[str, Any]) -> tuple[Clue, list[str]]:
@@ -110,6 +115,8 @@ def clue_from_mapping(source: str, data: Mapping[str, Any]) -> tuple[Clue, list[
             value = _validated(key, raw)
         except BadArgsError as e:
             problems.append(str(e))
+            continue
+        if value == "":  # nothing left once control characters are removed
             continue
         if key in META_FIELDS:
             values[key] = value
@@ -190,10 +197,11 @@ def _read_sidecar(found: Path, root: Path | None) -> bytes:
     return data
 
 
-def sidecar_clue(path: Path, root: Path | None = None) -> Clue | None:
+def sidecar_clue(path: Path, root: Path | None = None, shared: bool = False) -> Clue | None:
     """The sidecar's clue; a broken sidecar is an input error (the operator meant something).
 
-    ``root`` is the inbox or batch folder: no folder from it down to the sidecar may be a symlink."""
+    ``root`` is the inbox or batch folder: no folder from it down to the sidecar may be a symlink;
+    ``shared``: a shared inbox's sidecar, whose SHARED_INBOX_DROPS are ignored."""
     found = sidecar_path(path)
     if found is None:
         return None
@@ -209,6 +217,8 @@ def sidecar_clue(path: Path, root: Path | None = None) -> Clue | None:
     clue, problems = clue_from_mapping("sidecar", data)
     if problems:
         raise SidecarError(f"sidecar {found.name}: " + "; ".join(problems))
+    if shared:
+        clue = Clue(clue.source, {k: v for k, v in clue.values.items() if k not in SHARED_INBOX_DROPS})
     return clue
 
 
@@ -318,6 +328,7 @@ def meta_kwargs(resolution: Resolution, source_name: str, source_pages: str, def
     """Keyword arguments for storage.archive.DocumentMeta."""
     values = dict(resolution.values)
     values.setdefault("title", default_title)
+    values["title"] = plain(values["title"])  # the file name's stem or its folder-convention title included
     values["archive"] = dict(values.get("archive", {}))
-    values.update(source_name=source_name, source_pages=source_pages)
+    values.update(source_name=plain(source_name), source_pages=source_pages)
     return values

@@ -118,10 +118,14 @@ class Submitter:
         return self.objects
 
     def submit(self, path: Path, settings=None, hint: Clue | None = None, *, root: Path | None = None,
-               **_ignored) -> JobResult:
+               shared_inbox: bool = False, allowed=None, **_ignored) -> JobResult:
         """Stage and enqueue one file (the signature of process_file, so the watcher takes either).
-        Done means *queued*: the original is safe in the store, the inbox file may go."""
-        return self.submit_job(path, hint, root)[1]
+        Done means *queued*: the original is safe in the store, the inbox file may go. ``allowed``: a watch
+        inbox's InboxScope (its agencies travel in the task), nothing else."""
+        from storage.access import InboxScope
+
+        agencies = list(allowed.principal.agencies) if isinstance(allowed, InboxScope) else None
+        return self.submit_job(path, hint, root, shared_inbox=shared_inbox, inbox_agencies=agencies)[1]
 
     def submit_upload(self, path: Path, values: dict[str, Any], upload: str, sender: dict[str, Any]
                       ) -> tuple[str, JobResult]:
@@ -132,7 +136,8 @@ class Submitter:
                                upload={"id": upload, "sender": sender, "values": values})
 
     def submit_job(self, path: Path, hint: Clue | None = None, root: Path | None = None,
-                   upload: dict[str, Any] | None = None) -> tuple[str, JobResult]:
+                   upload: dict[str, Any] | None = None, shared_inbox: bool = False,
+                   inbox_agencies: list[str] | None = None) -> tuple[str, JobResult]:
         """The job ID ("" if none) and the submission's result: done (queued), skipped (done before) or failed."""
         started = time.perf_counter()
         job = ""
@@ -159,6 +164,10 @@ class Submitter:
                     "sidecar": list(sidecar) if sidecar else None}
             if upload is not None:
                 spec["upload"] = upload
+            if shared_inbox:  # the worker ignores what a shared inbox's sidecar may not say (process_file)
+                spec["shared_inbox"] = True
+            if inbox_agencies:  # [watch] agencies: the worker files only there
+                spec["inbox_agencies"] = inbox_agencies
             self.send(job, spec)
         except (StorageError, InputError) as e:
             return "", JobResult(str(path), Status.failed, sha, str(e), error_kinds=(type(e).__name__, "StorageError")
@@ -395,8 +404,13 @@ def _fetch(settings, spec: dict[str, Any], root: Path) -> Path:
 
 
 def _upload_scope(spec: dict[str, Any]):
-    """An upload's parts are filed only within its sender's scope, checked by storage.access as in-process."""
+    """An upload's parts are filed only within its sender's scope, a watch inbox's within its [watch] agencies,
+    checked by storage.access as in-process."""
     if "upload" not in spec:
+        if spec.get("inbox_agencies"):
+            from storage.access import InboxScope
+
+            return InboxScope.of_agencies(spec["inbox_agencies"])
         return None
     from storage.access import UploadScope
 
@@ -436,7 +450,7 @@ def run_job(settings, ledger: Ledger, job: str, spec: dict[str, Any], worker: st
                                exit_code=int(e.exit_code))
         else:
             result = process(path, sub, hint, root=tmp / "src", jobs=1, keep=kept_folder(settings),
-                             allowed=_upload_scope(spec))
+                             allowed=_upload_scope(spec), shared_inbox=bool(spec.get("shared_inbox")))
     result.path = spec["name"]
     limit = queue.retries if result.retryable else min(queue.retries, 2)
     if result.status is Status.failed and _transient(result) and tries < limit:

@@ -35,9 +35,10 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePath
 from typing import Callable
 
-from digitize.errors import ConfigError, FileAccessError, NotRegularFileError
-from digitize.fsutil import (exists_at, move_at, private_dir_check, sha256_regular, walk_dirs,
-                             write_text_at)
+from digitize.errors import BadArgsError, ConfigError, FileAccessError, NotRegularFileError
+from digitize.fsutil import private_dir_check, sha256_regular, walk_dirs, write_text_at
+from digitize.identifiers import parse_agency_code
+from digitize.terminal import printable
 
 from . import inbox as inboxlib
 from .claims import MAX_ATTEMPTS, Claim, Claims
@@ -53,6 +54,7 @@ ONCE_STORAGE_TRIES = 4  # --once gives up (file left in the inbox) after this ma
 INTERNAL_LIMIT = 3  # failures of our own (bugs, not storage) before a file is quarantined
 RESOURCE_LIMIT = 8  # disk full this often in a row on one file while other work had room (diskroom.py): quarantined
 KEPT_DAYS = 14  # a kept conversion nobody stored in this time (its scan was taken away) is removed
+TAKEN_ELSEWHERE_WARN = 3  # one path "taken elsewhere" this often: say so loudly (another watcher? a stale view?)
 
 
 @dataclass
@@ -65,6 +67,7 @@ class WatchOptions:
     done_dir: Path | None = None
     failed_dir: Path | None = None
     once: bool = False
+    agencies: tuple[str, ...] = ()  # [watch] agencies: what a shared inbox may file into; () = any
 
     def __post_init__(self) -> None:
         self.inbox = Path(self.inbox).absolute()  # events, walks and skip dirs must agree on one spelling
@@ -74,6 +77,10 @@ class WatchOptions:
             raise ConfigError(f"watch.on_success must be 'move' or 'delete', not {self.on_success!r}")
         if not self.inbox.is_dir():
             raise ConfigError(f"inbox {self.inbox} is not a directory")
+        try:
+            self.agencies = tuple(parse_agency_code(a).code for a in self.agencies)
+        except BadArgsError as e:
+            raise ConfigError(f"watch.agencies: {e}") from None
 
     @classmethod
     def from_settings(cls, watch, inbox: str | Path | None, poll: float | None, once: bool) -> "WatchOptions":
@@ -81,7 +88,14 @@ class WatchOptions:
         if not folder:
             raise ConfigError("no inbox: give INBOX or set watch.inbox (DIGITIZE_WATCH_INBOX)")
         return cls(Path(folder), poll if poll is not None else watch.poll, watch.rescan, watch.stable_seconds,
-                   watch.on_success, watch.done_dir or None, watch.failed_dir or None, once)
+                   watch.on_success, watch.done_dir or None, watch.failed_dir or None, once,
+                   tuple(getattr(watch, "agencies", ()) or ()))
+
+    def scope(self):
+        """What files from this inbox may be filed into (storage.access.InboxScope), or None: anything."""
+        from storage.access import InboxScope
+
+        return InboxScope.of_agencies(self.agencies) if self.agencies else None
 
     @property
     def state_dir(self) -> Path:
@@ -185,6 +199,11 @@ class Watcher:
         self.pending: dict[Path, _Pending] = {}
         self.summary = WatchSummary()
         self.stopping = False
+        self.scope = opts.scope()
+        self.observer = None
+        self.next_rescan = 0.0
+        self.taken_elsewhere: dict[Path, int] = {}
+        self.forced_rescan = float("-inf")  # when "taken elsewhere" last moved the next rescan forward
 
     # --- nominating -----------------------------------------------------------------------------
 
@@ -198,7 +217,38 @@ class Watcher:
         if path not in self.pending and self._relative(path) is not None:
             self.pending[path] = _Pending()
 
+    def _check_inbox(self) -> None:
+        """The inbox path must still name the folder held open: after a remount (autofs, a network drop) or
+        the folder being recreated, every claim through the old descriptor would miss and nothing would ever
+        be processed again. Reopen it (owner and mode checks again); if that fails, FileAccessError ends the
+        watcher with a non-zero exit, so the service manager restarts it."""
+        held = os.fstat(self.folders.inbox)
+        try:
+            now = os.stat(self.opts.inbox)
+            if (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino):
+                return
+            seen = "another folder"
+        except OSError as e:
+            seen = f"unreachable ({e.strerror})"
+        event(log, "inbox-replaced", logging.ERROR, inbox=str(self.opts.inbox), now=seen,
+              action="reopening it; the watcher exits if that fails")
+        folders = Folders(self.opts)  # FileAccessError: refused or gone, out of run() with a non-zero exit
+        old, self.folders, self.claims = self.folders, folders, folders.claims
+        old.close()
+        # pending (failure counts, backoff) is kept: the same paths under the same inbox name; a file that
+        # failed twice before a remount must not start from zero (INTERNAL_LIMIT, backoff)
+        self.taken_elsewhere.clear()
+        self.tracker = inboxlib.StabilityTracker(self.opts.stable_seconds)
+        if self.observer is not None:  # inotify watches the old folder: watch the new one
+            self.observer.stop()
+            self.observer.join(timeout=5)
+            self.observer = _observer(self.opts, self.events.put)
+            self.observer.start()
+        event(log, "inbox-reopened", logging.WARNING, inbox=str(self.opts.inbox))
+        self._recover()  # claims that dead watchers left in the folder now found there
+
     def _rescan(self) -> None:
+        self._check_inbox()
         links: list[Path] = []  # symlinks and FIFOs: quarantined with a reason, never followed
         for path in [*inboxlib.iter_scans(self.opts.inbox, self.opts.skip_dirs, links), *links]:
             self._nominate(path)
@@ -212,18 +262,13 @@ class Watcher:
 
     # --- outcomes: every move starts from this watcher's claim ---------------------------------------
 
-    def _move_out(self, claim: Claim, base_fd: int, before: Callable[[int, str], None] | None = None) -> str:
+    def _move_out(self, claim: Claim, base_fd: int, before: Callable[[int, str], str | None] | None = None) -> str:
         """Move the claimed scan (and sidecar) to ``base_fd/<its folder>/<free name>``; the name used."""
         relative = PurePath(claim.relative)
         src = self.claims.folder_fd(claim)
         dst = walk_dirs(base_fd, relative.parent.parts, create=True, check=private_dir_check)
         try:
-            name = inboxlib.free_name(dst, relative.name)
-            if before is not None:
-                before(dst, name)
-            move_at(src, relative.name, dst, name)
-            if claim.sidecar and exists_at(src, claim.sidecar):
-                move_at(src, claim.sidecar, dst, name + inboxlib.SIDECAR_SUFFIX)
+            name = inboxlib.move_free(src, relative.name, dst, relative.name, claim.sidecar, before=before)
         finally:
             os.close(src)
             os.close(dst)
@@ -249,7 +294,7 @@ class Watcher:
         when = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
         text = error_report(name, explain(kinds), detail, when)
         target = self._move_out(claim, self.folders.failed,
-                                lambda dst, free: write_text_at(dst, free + inboxlib.ERROR_SUFFIX, text))
+                                lambda dst, free: _write_new(dst, free + inboxlib.ERROR_SUFFIX, text))
         self.summary.add("failed")
         event(log, "quarantined", logging.WARNING, file=claim.relative,
               to=str(self.opts.failed_dir / target), reason=detail)
@@ -296,6 +341,7 @@ class Watcher:
         if claim is None:
             self._forget(path)
             event(log, "taken-elsewhere", file=str(relative))
+            self._taken_elsewhere(path)
             return
         if problem is not None:
             self._forget(path)
@@ -304,13 +350,28 @@ class Watcher:
         event(log, "taken", file=str(relative))
         self._handle(claim)
 
+    def _taken_elsewhere(self, path: Path) -> None:
+        """A file seen but gone when claimed: normal with several watchers, once. Again and again for one
+        path means this watcher looks at a folder it cannot claim from: check the inbox now, then say so."""
+        count = self.taken_elsewhere[path] = self.taken_elsewhere.get(path, 0) + 1
+        now = time.monotonic()
+        if now - self.forced_rescan >= max(self.opts.stable_seconds, 1.0):  # two watchers racing on a big
+            self.forced_rescan = now  # share would otherwise walk it after every lost race
+            self.next_rescan = 0.0  # the loop rescans now, checking the inbox first (not here: errors here are the file's)
+        if count == TAKEN_ELSEWHERE_WARN:
+            event(log, "taken-elsewhere-repeatedly", logging.WARNING, file=str(path.relative_to(self.opts.inbox)),
+                  times=count, advice="is another watcher running on this inbox, or is the share's view stale?")
+
     def _handle(self, claim: Claim) -> None:
         """Process a claimed file; on anything but an outcome it goes back to the inbox to be retried."""
         path = self.opts.inbox / claim.relative
+        if self._separated(claim):
+            return
         try:
             self.folders.check_state()
             result = self.process(self.claims.root(claim) / claim.relative, self.settings, None,
-                                  root=self.claims.root(claim), keep=kept_folder(self.settings))
+                                  root=self.claims.root(claim), keep=kept_folder(self.settings), shared_inbox=True,
+                                  allowed=self.scope)
             if result.status is Status.failed and not (result.retryable or result.internal):
                 self._forget(path)
                 self._quarantine(claim, result.error_kinds, result.reason)
@@ -344,11 +405,23 @@ class Watcher:
               seconds=round(result.seconds, 2), reason=result.reason,
               cases=",".join(sorted({d.case_id or "-" for d in result.documents})))
 
+    def _separated(self, claim: Claim) -> bool:
+        """A claim whose sidecar is elsewhere is quarantined, never filed by its QR code or name instead
+        (True); the lone sidecar is left where the interrupted move put it, for the clerk to put back."""
+        if not self.claims.separated(claim):
+            return False
+        self._forget(self.opts.inbox / claim.relative)
+        self._quarantine(claim, ("SidecarError",),
+                         f"its sidecar {claim.sidecar} was separated from it (an interrupted move or a file error): "
+                         "not filed without it; find the .json in the inbox, done/ or failed/, put it beside "
+                         "the scan and drop both into the inbox again")
+        return True
+
     def _give_back(self, claim: Claim) -> None:
         try:
-            self.claims.give_back(claim, self.folders.inbox, inboxlib.free_name)
+            self.claims.give_back(claim, self.folders.inbox, inboxlib.move_free)
         except Exception:  # noqa: BLE001 - it stays in the work folder; the next start adopts it
-            log.exception("could not put %s back into the inbox", claim.relative)
+            log.exception("could not put %s back into the inbox", printable(claim.relative))
 
     def _failures(self, path: Path) -> int:
         pending = self.pending.get(path)
@@ -357,7 +430,7 @@ class Watcher:
     def _file_error(self, path: Path, error: Exception) -> None:
         """Anything raised while handling one file: logged, counted, retried; it never stops the watcher."""
         reason = f"internal error: {type(error).__name__}: {' '.join(str(error).split())}"
-        log.error("%s: %s", path, reason, exc_info=error)
+        log.error("%s: %s", printable(path), printable(reason), exc_info=error)
         if self._failures(path) + 1 >= INTERNAL_LIMIT and os.path.lexists(path):
             try:
                 relative = path.relative_to(self.opts.inbox)
@@ -365,7 +438,7 @@ class Watcher:
                                                                           f"last: {reason}"))
                 return
             except Exception:  # noqa: BLE001 - failed/ unusable too: keep retrying at the longest interval
-                log.exception("could not quarantine %s", path)
+                log.exception("could not quarantine %s", printable(path))
         self._defer(path, reason, internal=True)
 
     def _ready(self, path: Path, now: float) -> bool:
@@ -438,34 +511,43 @@ class Watcher:
         if mode & 0o022 and not mode & stat.S_ISVTX:
             event(log, "inbox-not-sticky", logging.WARNING, inbox=str(self.opts.inbox),
                   advice="others may write here but could also rename the watcher's folders: chmod +t the inbox")
+        if mode & 0o022 and self.scope is None:
+            event(log, "inbox-unscoped", logging.WARNING, inbox=str(self.opts.inbox),
+                  advice="others may write here and a sidecar, QR code or name can file a scan into any agency's "
+                         "case: set [watch] agencies")
         prune_kept(kept_folder(self.settings), KEPT_DAYS * 86400)
         self._recover()
         previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
-        observer = None if self.opts.once else _observer(self.opts, self.events.put)
+        self.observer = None if self.opts.once else _observer(self.opts, self.events.put)
         tick = min(0.5, max(0.05, self.opts.stable_seconds / 4))
         event(log, "watching", inbox=str(self.opts.inbox), mode="once" if self.opts.once else
               (f"poll {self.opts.poll}s" if self.opts.poll > 0 else "inotify"))
         try:
-            if observer is not None:
-                observer.start()
-            next_rescan = 0.0
+            if self.observer is not None:
+                self.observer.start()
             while not self.stopping:
-                if time.monotonic() >= next_rescan:
+                if time.monotonic() >= self.next_rescan:
                     self._rescan()
-                    next_rescan = time.monotonic() + self.opts.rescan
+                    self.next_rescan = time.monotonic() + self.opts.rescan
                 self._drain_events()
                 self._work()
                 if self.opts.once and not self.pending:
                     break
                 time.sleep(tick)
         finally:
-            if observer is not None:
-                observer.stop()
-                observer.join(timeout=5)
+            if self.observer is not None:
+                self.observer.stop()
+                self.observer.join(timeout=5)
             signal.signal(signal.SIGTERM, previous_handler)
             close_archives()
         event(log, "stopped", **self.summary.counts)
         return self.summary
+
+
+def _write_new(dir_fd: int, name: str, text: str) -> str:
+    """``name`` written, never over a file of that name (another watcher's reason for the same free name)."""
+    write_text_at(dir_fd, name, text, replace=False)
+    return name
 
 
 def prune_kept(folder: Path, max_age: float) -> None:

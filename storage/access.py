@@ -184,6 +184,20 @@ def narrowest(snapshot: Principal, current: Principal) -> Principal:
     return Principal(snapshot.name, current.role, agencies, snapshot.kind)
 
 
+@dataclass(frozen=True)
+class InboxScope(UploadScope):
+    """What a shared watch inbox may file into (``[watch] agencies``): cases of those agency codes, and
+    unmatched parts naming none of another agency, by the same rule as an upload. A fixed list from the
+    configuration, not an account: nothing to re-read when the parts are filed."""
+
+    @classmethod
+    def of_agencies(cls, agencies) -> "InboxScope":
+        return cls(Principal("watch-inbox", "scanner", tuple(agencies), "inbox"))
+
+    def at_filing(self, index) -> "InboxScope":
+        return self
+
+
 @dataclass
 class FilingScope:
     """An upload scope asked when its parts are filed (not when the scan was sent): each question re-reads

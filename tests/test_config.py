@@ -164,3 +164,12 @@ def test_mask_url_hides_password_in_query():
 
 def test_config_error_is_a_digitize_error():
     assert issubclass(ConfigError, DigitizeError)
+
+
+def test_watch_agencies_is_a_list_from_toml_or_a_comma_separated_variable(tmp_path):
+    path = tmp_path / "w.toml"
+    path.write_text('[watch]\nagencies = ["000.00.31.H56", " H56.32 "]\n', encoding="utf-8")
+    assert config.load_settings(path, env={}).watch.agencies == ["000.00.31.H56", "H56.32"]
+    env = {"DIGITIZE_WATCH_AGENCIES": "000.00.31.H56, 000.00.12.H29,"}
+    assert config.load_settings("/dev/null", env=env).watch.agencies == ["000.00.31.H56", "000.00.12.H29"]
+    assert config.Settings().watch.agencies == []

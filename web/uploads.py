@@ -22,7 +22,6 @@ import os
 import re
 import shutil
 import threading
-import unicodedata
 import uuid
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -32,6 +31,8 @@ from typing import BinaryIO
 
 from digitize.errors import BadArgsError, InputError
 from digitize.fsutil import atomic_write_text
+from digitize.terminal import plain
+from pipelines.failed import fsync_path
 from pipelines.jobs import Status
 from pipelines.logs import event
 from pipelines.queued import enabled as queue_mode
@@ -78,9 +79,7 @@ class UploadJob:
 
 def display_name(name: str) -> str:
     """The sent name without control characters or folders, for titles and lists."""
-    name = unicodedata.normalize("NFC", name or "").replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(c for c in name if unicodedata.category(c)[0] != "C").strip()
-    return name[:120] or "scan"
+    return plain((name or "").replace("\\", "/").rsplit("/", 1)[-1])[:120] or "scan"
 
 
 def stored_name(name: str) -> str:
@@ -240,8 +239,12 @@ class UploadQueue:
                         raise BadArgsError(f"the upload is larger than {self.settings.web.max_upload_mb} MB")
                     digest.update(block)
                     out.write(block)
+                out.flush()
+                os.fsync(out.fileno())  # accepted means kept: a power cut after "queued" must not empty it
             if size == 0:
                 raise InputError(f"{display_name(name)!r} is empty")
+            fsync_path(folder)  # the scan's entry in its job folder
+            fsync_path(self.root)  # the job folder's entry in uploads/
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise

@@ -42,6 +42,17 @@ def test_csv_and_json_reports_carry_the_same_facts():
     assert data["files"][0]["documents"][1]["source_pages"] == "4-6"
 
 
+def test_csv_report_cells_cannot_be_run_as_spreadsheet_formulas():
+    """A file name (it starts the reason) or any cell starting with = + - @ TAB CR gets an apostrophe (L2)."""
+    evil = JobResult('=HYPERLINK("http://x","open")+0.pdf', Status.failed, reason='=1+1: unsupported')
+    others = [JobResult(f"{c}x.pdf", Status.failed, reason=f"{c}cmd|' /C calc'!A0") for c in "+-@\t\r"]
+    summary = BatchSummary([evil, *others], seconds=1.0)
+    table = list(csv.DictReader(io.StringIO(render_report(summary, as_json=False), newline="")))
+    assert table[0]["path"] == '\'=HYPERLINK("http://x","open")+0.pdf' and table[0]["reason"] == "'=1+1: unsupported"
+    assert all(row["reason"].startswith("'") and row["path"].startswith("'") for row in table[1:])
+    assert json.loads(render_report(summary, as_json=True))["files"][0]["reason"] == "=1+1: unsupported"
+
+
 def test_files_are_queued_most_pages_first_then_largest(tmp_path):
     from PIL import Image
 

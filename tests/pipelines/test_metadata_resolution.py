@@ -150,3 +150,25 @@ def test_a_sidecar_under_a_symlinked_folder_or_too_big_is_refused(tmp_path):
     (elsewhere / "a.json").write_text(json.dumps({"case_id": CASE_B, "pad": "x" * metadata.SIDECAR_MAX_BYTES}))
     with pytest.raises(InputError, match="larger than"):
         metadata.sidecar_clue(elsewhere / "a.pdf", elsewhere)
+
+
+def test_control_and_bidi_characters_never_reach_stored_free_text_fields():
+    clue, problems = metadata.clue_from_mapping("sidecar", {"title": "a\u202eb\x1b", "doc_type": "CCCD\n\u2066x",
+                                                           "scanned_by": "x\ny", "agency": "\u202e"})
+    assert problems == [] and clue.values == {"title": "ab", "doc_type": "CCCD x", "scanned_by": "x y",
+                                              "archive": {"Title": "ab"}}
+
+
+def test_a_title_taken_from_the_file_name_is_stored_without_control_characters():
+    kwargs = metadata.meta_kwargs(metadata.Resolution(), "01-Giay to\u202egpj.exe\x1b[2J\nfake.pdf", "",
+                                  "01-Giay to\u202egpj.exe\x1b[2J\nfake")
+    assert kwargs["title"] == "01-Giay togpj.exe[2J fake"
+    assert kwargs["source_name"] == "01-Giay togpj.exe[2J fake.pdf"
+
+
+def test_a_shared_inbox_sidecar_cannot_name_the_digitizer(tmp_path):
+    scan = tmp_path / "scan.pdf"
+    scan.write_bytes(b"%PDF-")
+    (tmp_path / "scan.json").write_text(json.dumps({"case_id": CASE_B, "scanned_by": "Lan"}), encoding="utf-8")
+    assert metadata.sidecar_clue(scan, shared=True).values == {"case_id": CASE_B}
+    assert metadata.sidecar_clue(scan).values["scanned_by"] == "Lan"  # batch: an archivist's own folder

@@ -136,6 +136,21 @@ def test_an_uploads_task_is_bound_to_its_senders_scope_and_one_without_a_sender_
     assert not forged(None) and not forged("000.00.31.H56-241015-0027")
 
 
+def test_a_watch_inboxs_task_keeps_its_shared_sidecar_rule_and_its_agency_scope(ledger, settings):
+    """Queue mode: [watch] agencies (M6) and the shared inbox's sidecar rule (M5) travel in the task."""
+    seen = []
+
+    def process(path, settings, hint, **kw):
+        seen.append((kw.get("allowed"), kw.get("shared_inbox")))
+        return JobResult(str(path), Status.done, SHA)
+
+    extra = {"shared_inbox": True, "inbox_agencies": ["000.00.31.H56"]}
+    ledger.enqueued("inbox", "a/scan.pdf", SHA, {**spec("inbox"), **extra})
+    assert run_job(settings, ledger, "inbox", {**spec("inbox"), **extra}, "w", 0, process=process).state == "done"
+    [(allowed, shared)] = seen
+    assert shared is True and allowed("000.00.31.H56-241015-0027") and not allowed("000.00.12.H29-241016-0003")
+
+
 def test_a_queued_uploads_state_as_the_portal_shows_it(ledger):
     from pipelines.jobs import StoredPart
     from pipelines.queued import upload_state

@@ -55,6 +55,21 @@ def test_an_original_is_staged_and_verified_before_its_task_is_sent(tmp_path, qu
         submitter.close()
 
 
+def test_a_watch_inbox_submission_carries_its_sidecar_rule_and_agency_scope(tmp_path, queue_settings):
+    from storage.access import InboxScope
+
+    (tmp_path / "in").mkdir()
+    scan = write_pdf([page(["Hồ sơ"])], tmp_path / "in" / "a.pdf")
+    submitter = Submitter(queue_settings)
+    try:
+        submitter.submit(scan, queue_settings, None, root=tmp_path / "in", shared_inbox=True,
+                         allowed=InboxScope.of_agencies(["000.00.31.H56"]))
+        spec = json.loads(base64.b64decode(json.loads(submitter.ledger.redis.lindex(QUEUE, 0))["body"]))[0][1]
+        assert spec["shared_inbox"] is True and spec["inbox_agencies"] == ["000.00.31.H56"]
+    finally:
+        submitter.close()
+
+
 def test_with_storage_down_nothing_is_queued_and_the_file_is_kept(tmp_path, queue_settings, own_minio, own_redis):
     (tmp_path / "in").mkdir()
     scan = write_pdf([page(["Hồ sơ"])], tmp_path / "in" / "a.pdf")

@@ -194,3 +194,28 @@ def test_state_folder_swapped_while_watching_stops_path_reads_through_it_but_not
         proc.wait()
     assert "was replaced" in (inbox / "failed" / "scan.pdf.error.txt").read_text(encoding="utf-8")
     assert stored_rows(folder_settings) == [] and list((inbox / ".digitize").iterdir()) == []
+
+
+def test_a_scoped_shared_inbox_files_nothing_into_another_agencys_case(tmp_path, inbox, folder_settings):
+    """[watch] agencies (M6): a sidecar naming another agency's case cannot file a scan there; the scan
+    goes to failed/ with the reason, a scan for an allowed agency is stored, and the group-writable but
+    scoped inbox gets no 'inbox-unscoped' warning."""
+    inbox.chmod(0o1770)
+    scan_file(inbox / "other.pdf")
+    (inbox / "other.json").write_text('{"case_id": "000.00.12.H29-241016-0003"}', encoding="utf-8")
+    scan_file(inbox / "ours.pdf", "Tờ khai")
+    (inbox / "ours.json").write_text('{"case_id": "000.00.31.H56-241015-0027"}', encoding="utf-8")
+    env = {**settings_env(folder_settings), "DIGITIZE_WATCH_AGENCIES": "000.00.31.H56"}
+    run = subprocess.run(digitize_cmd("watch", str(inbox), "--once"), env=env, cwd=ROOT, capture_output=True,
+                         text=True, timeout=600)
+    assert (inbox / "failed/other.pdf").exists(), run.stderr
+    assert "000.00.12.H29" in (inbox / "failed/other.pdf.error.txt").read_text(encoding="utf-8")
+    assert (inbox / "done/ours.pdf").exists() and "inbox-unscoped" not in run.stderr
+    assert [r.case_id for r in stored_rows(folder_settings)] == ["000.00.31.H56-241015-0027"]
+
+
+def test_an_unscoped_group_writable_inbox_is_warned_about_at_start(inbox, folder_settings):
+    inbox.chmod(0o1770)
+    run = run_cli(folder_settings, "watch", str(inbox), "--once")
+    assert run.returncode == 0, run.stderr
+    assert "inbox-unscoped" in run.stderr and "[watch] agencies" in run.stderr
