@@ -26,7 +26,8 @@ from storage.access import AuthenticationError, Gate, PermissionDenied
 from storage.archive import Archive
 from storage.index import open_index
 
-from .auth import SESSION_COOKIE, SESSION_MAX_AGE, CsrfError, LoginRequired, SessionRevocations, session_secret
+from .auth import (SESSION_COOKIE, SESSION_MAX_AGE, CsrfError, LoginRequired, SessionRevocations, TokenCache,
+                   session_secret)
 from .context import ArchivePool
 from .events import SCOPE_KEY, CommitBeforeAnswer, EventWriter
 from .throttle import LoginThrottle
@@ -115,12 +116,22 @@ def json_error(status: int, code: str, message: str, headers: dict | None = None
 # when the route returns, not when a slow client has read the last byte (a pool's worth of slow clients
 # starved every other request); the stream then reads only the object store (thread-safe for reads) and
 # records its event through the process's event writer.
+#
+# The API's fast path makes no hop at all: a token verified within the last TOKEN_CACHE_SECONDS
+# (web/auth.py) and a free archive in the pool are both taken on the event loop without waiting on
+# anything (a dict and a queue's get_nowait), so the route's own thread is the request's only hop. A
+# token not in that cache, or an empty pool, takes the hop as before.
 @asynccontextmanager
-async def _gate(request: Request, principal_of) -> AsyncIterator[Gate]:
+async def _gate(request: Request, principal_of, cached=None) -> AsyncIterator[Gate]:
     from .auth import client_address
 
     pool = request.app.state.pool
-    archive, gate = await run_in_threadpool(_open_gate, pool, principal_of, client_address(request))
+    principal = cached() if cached is not None else None
+    archive = pool.take_nowait() if principal is not None else None
+    if archive is not None:
+        gate = archive.gate(principal, client_address(request))
+    else:
+        archive, gate = await run_in_threadpool(_open_gate, pool, principal_of, client_address(request))
     try:
         yield _with_sink(request, gate)
     finally:
@@ -138,9 +149,11 @@ def _open_gate(pool: ArchivePool, principal_of, client: str) -> tuple[Archive, G
 
 
 async def api_gate(request: Request) -> AsyncIterator[Gate]:
-    from .auth import api_principal
+    from .auth import api_principal, cached_api_principal
 
-    async with _gate(request, lambda index: api_principal(request, index)) as gate:
+    tokens = request.app.state.tokens
+    async with _gate(request, lambda index: api_principal(request, index, tokens),
+                     lambda: cached_api_principal(request, tokens)) as gate:
         yield gate
 
 
@@ -182,6 +195,7 @@ def create_app(settings) -> FastAPI:
                                                       app.state.pool.wait_timeout))
     app.state.webhooks = WebhookDispatcher(settings, app.state.pool.archive)
     app.state.sessions_ended = SessionRevocations(settings.data_dir)
+    app.state.tokens = TokenCache()  # verified API tokens, each re-verified after TOKEN_CACHE_SECONDS
     app.state.throttle = LoginThrottle(settings.web.login_attempts, settings.web.login_pause,
                                        data_dir=settings.data_dir)  # shared by the server's processes
     app.add_middleware(CommitBeforeAnswer, writer=lambda: app.state.events,
