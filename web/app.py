@@ -92,6 +92,20 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+class SessionsForPages:
+    """Starlette's SessionMiddleware for the pages only: the API authenticates by Bearer token and never
+    reads a session, so its requests skip the cookie parsing and the re-signing send wrapper."""
+
+    def __init__(self, app, **options):
+        self.app = app
+        self.sessions = SessionMiddleware(app, **options)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"].startswith(API_PREFIX + "/"):
+            return await self.app(scope, receive, send)
+        return await self.sessions(scope, receive, send)
+
+
 def error_status(error: Exception) -> tuple[int, str]:
     for cls, status, code in ERRORS:
         if isinstance(error, cls):
@@ -107,7 +121,7 @@ def json_error(status: int, code: str, message: str, headers: dict | None = None
     return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
 
 
-# The access dependencies are async generators that make ONE hop to the thread pool, which takes an
+# The access dependencies are async generators that make at most ONE hop to the thread pool, which takes an
 # archive from the pool and looks up the token's or the session's account there: nothing that may wait
 # on the database (or the file system) runs on the event loop, so a stalled index holds only the requests
 # that need it (each for at most [web] db_timeout), not the loop that answers all the others. (Sync
@@ -200,7 +214,7 @@ def create_app(settings) -> FastAPI:
                                        data_dir=settings.data_dir)  # shared by the server's processes
     app.add_middleware(CommitBeforeAnswer, writer=lambda: app.state.events,
                        unavailable=lambda scope: unavailable(Request(scope)))  # inside the session's
-    app.add_middleware(SessionMiddleware, secret_key=session_secret(settings), session_cookie=SESSION_COOKIE,
+    app.add_middleware(SessionsForPages, secret_key=session_secret(settings), session_cookie=SESSION_COOKIE,
                        max_age=SESSION_MAX_AGE, same_site="lax" if settings.web.oidc_issuer else "strict",
                        https_only=settings.web.secure_cookies)  # lax: the provider's redirect back must carry it
 

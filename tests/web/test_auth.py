@@ -96,3 +96,35 @@ def test_a_revoked_token_is_refused_once_the_cache_lifetime_has_passed(tmp_path)
         clock.now += app.state.tokens.ttl - 1.0
         assert client.get(case, headers=headers).status_code == 401
         assert client.get(case, headers=headers).status_code == 401  # a refusal is not cached as a pass
+
+
+def test_api_answers_carry_no_session_and_pages_keep_theirs(tmp_path):
+    """The session middleware serves the pages only (web/app.py SessionsForPages)."""
+    from fastapi.testclient import TestClient
+
+    from digitize.config import Settings
+    from web.app import create_app
+
+    settings = Settings(data_dir=str(tmp_path / "data"))
+    settings.web.secure_cookies = False
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as client:
+        login = client.get("/login")
+        assert login.status_code == 200 and "digitize_session" in login.headers.get("set-cookie", "")
+        api = client.get("/api/v1/search?q=dat")  # the browser's session cookie goes along
+        assert api.status_code == 401 and "set-cookie" not in api.headers
+        assert api.headers["content-security-policy"] and api.headers["cache-control"] == "no-store"
+
+
+def test_a_search_answer_is_rendered_once_per_page_object():
+    from storage.index_accounts import SearchPage
+    from web.api import RenderedPages
+
+    rendered = RenderedPages(size=2, body_max=200)
+    page = SearchPage(hits=[], total=0, capped=False)
+    first = rendered.body(page, 0, 20)
+    assert first == b'{"total":0,"capped":false,"offset":0,"limit":20,"hits":[]}'
+    assert rendered.body(page, 0, 20) is first  # the search cache's same page: the same bytes
+    assert rendered.body(page, 20, 20) != first  # offset and limit are part of the answer
+    twin = SearchPage(hits=[], total=1, capped=False)  # another page object, even for the same key
+    assert b'"total":1' in rendered.body(twin, 0, 20)
+    assert len(rendered._bodies) == 2  # bounded
