@@ -134,14 +134,15 @@ def json_error(status: int, code: str, message: str, headers: dict | None = None
 # The API's fast path makes no hop at all: a token verified within the last TOKEN_CACHE_SECONDS
 # (web/auth.py) and a free archive in the pool are both taken on the event loop without waiting on
 # anything (a dict and a queue's get_nowait), so the route's own thread is the request's only hop. A
-# token not in that cache, or an empty pool, takes the hop as before.
+# token not in that cache, an empty pool, or requests already waiting for an archive (they go first),
+# take the hop as before.
 @asynccontextmanager
 async def _gate(request: Request, principal_of, cached=None) -> AsyncIterator[Gate]:
     from .auth import client_address
 
     pool = request.app.state.pool
     principal = cached() if cached is not None else None
-    archive = pool.take_nowait() if principal is not None else None
+    archive = pool.take_if_none_waits() if principal is not None else None
     if archive is not None:
         gate = archive.gate(principal, client_address(request))
     else:

@@ -93,3 +93,24 @@ def test_the_pools_sqlite_connections_read_through_a_memory_map(tmp_path):
     finally:
         pool.give(archive)
         pool.close()
+
+
+def test_the_event_loops_fast_path_never_takes_an_archive_ahead_of_a_waiting_request(tmp_path):
+    """web/app.py takes a free archive on the event loop only while no worker thread waits for one: the
+    loop, answering every new request, would otherwise win each archive that comes free."""
+    pool = ArchivePool(Settings(data_dir=str(tmp_path / "data")), size=1)
+    held = pool.take()
+    assert pool.take_if_none_waits() is None  # none free
+    got: list[object] = []
+    waiter = threading.Thread(target=lambda: got.append(pool.take()), daemon=True)
+    waiter.start()
+    deadline = threading.Event()
+    while not pool._waiting and not deadline.wait(0.01):
+        pass
+    pool.give(held)  # the waiter's: the loop's fast path must not take it meanwhile
+    assert pool.take_if_none_waits() in (None,) or got  # either the waiter has it, or nobody took it yet
+    waiter.join(5)
+    assert got == [held]
+    pool.give(held)
+    assert pool.take_if_none_waits() is held  # nobody waits: the fast path takes it
+    pool.close()
