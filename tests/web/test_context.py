@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -104,11 +105,13 @@ def test_the_event_loops_fast_path_never_takes_an_archive_ahead_of_a_waiting_req
     got: list[object] = []
     waiter = threading.Thread(target=lambda: got.append(pool.take()), daemon=True)
     waiter.start()
-    deadline = threading.Event()
-    while not pool._waiting and not deadline.wait(0.01):
-        pass
+    for _ in range(500):  # until the waiter is blocked in take()
+        if pool._waiting:
+            break
+        time.sleep(0.01)
+    assert pool._waiting == 1
     pool.give(held)  # the waiter's: the loop's fast path must not take it meanwhile
-    assert pool.take_if_none_waits() in (None,) or got  # either the waiter has it, or nobody took it yet
+    assert pool.take_if_none_waits() is None  # the waiter has it already, or it still waits for it
     waiter.join(5)
     assert got == [held]
     pool.give(held)
