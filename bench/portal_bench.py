@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/portal_bench.py [--docs 100000] [--clients 50] [--requests 5000] [--think-ms 2000]
                                            [--skip-postgres | --skip-sqlite] [--rebuild] [--cpu-only]
-                                           [--base /path/to/other/tree]
+                                           [--base /path/to/other/tree] [--profile DIR]
 
 For each index backend (SQLite, and PostgreSQL started from tests/servers.py) it serves a data dir with
 ``--docs`` synthetic documents in the index (bench/storage_bench.py's generator) and ``--files`` stored
@@ -42,6 +42,7 @@ import os
 import random
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -272,6 +273,22 @@ def drive(process: subprocess.Popen, port: int, token: str, lines: str, clients:
                got.get("dropped", 0), db_used)
 
 
+def profiler(process: subprocess.Popen, folder: Path, label: str, model: str) -> subprocess.Popen:
+    """py-spy sampling every server process (the venv's, else on PATH) into FOLDER/<label>-<model>.speedscope.json
+    (open it at speedscope.app or in a local copy of it); non-blocking, so the server is not paused."""
+    spy = Path(sys.executable).with_name("py-spy")
+    spy = str(spy) if spy.is_file() else shutil.which("py-spy")
+    if spy is None:
+        raise SystemExit("--profile needs py-spy (pip install py-spy)")
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{label}-{model}".replace(" ", "-").lower()
+    spy_process = subprocess.Popen([spy, "record", "--pid", str(process.pid), "--subprocesses", "--nonblocking",
+                                    "--rate", "200", "--format", "speedscope", "-o", f"{target}.speedscope.json"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # attached before the load starts
+    return spy_process
+
+
 def errors(stats: dict) -> int:
     return stats["errors"] + sum(n for code, n in stats["status"].items() if code != "200")
 
@@ -307,7 +324,13 @@ def run_backend(label: str, settings: Settings, args, db: int | None = None,
         if args.think_ms > 0 and not args.cpu_only:
             models.append((f"think {args.think_ms / 1000:g} s", args.think_ms, args.requests, args.think_seconds))
         for name, think, requests, seconds in models:
-            r = drive(process, port, token, lines, args.clients, requests, seconds, think, db=db)
+            spy = profiler(process, args.profile, label, name) if args.profile else None
+            try:
+                r = drive(process, port, token, lines, args.clients, requests, seconds, think, db=db)
+            finally:
+                if spy is not None:
+                    spy.send_signal(signal.SIGINT)  # py-spy writes its file when interrupted
+                    spy.wait(60)
             total = sum(len(s["latency_ms"]) for s in r.kinds.values())
             errs = sum(errors(s) for s in r.kinds.values())
             db_share = f" + {r.db_cpu / r.wall * 100:.0f} % PostgreSQL" if db else ""
@@ -346,6 +369,8 @@ def main() -> None:
     parser.add_argument("--distinct-search", action="store_true",
                         help="closed-loop and think-time searches all distinct (no search cache hits)")
     parser.add_argument("--base", type=Path, help="another code tree to serve too, side by side (e.g. main)")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="py-spy every server process during the closed-loop and think-time runs into DIR")
     args = parser.parse_args()
     loadgen_binary()
     cpu_rows = ["| index | request | requests | server CPU ms / request | PostgreSQL CPU ms / request | "

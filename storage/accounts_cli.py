@@ -105,7 +105,7 @@ def tokens_list(settings) -> None:
 @click.argument("name")
 @click.pass_obj
 def tokens_revoke(settings, name: str) -> None:
-    """Revoke token NAME at once."""
+    """Revoke token NAME (a running portal refuses it within 2 s: web/auth.py TOKEN_CACHE_SECONDS)."""
     _end(settings, lambda index, now: index.revoke_token(name, now), f"token {name} revoked")
 
 

@@ -26,7 +26,8 @@ from storage.access import AuthenticationError, Gate, PermissionDenied
 from storage.archive import Archive
 from storage.index import open_index
 
-from .auth import SESSION_COOKIE, SESSION_MAX_AGE, CsrfError, LoginRequired, SessionRevocations, session_secret
+from .auth import (SESSION_COOKIE, SESSION_MAX_AGE, CsrfError, LoginRequired, SessionRevocations, TokenCache,
+                   session_secret)
 from .context import ArchivePool
 from .events import SCOPE_KEY, CommitBeforeAnswer, EventWriter
 from .throttle import LoginThrottle
@@ -91,6 +92,20 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+class SessionsForPages:
+    """Starlette's SessionMiddleware for the pages only: the API authenticates by Bearer token and never
+    reads a session, so its requests skip the cookie parsing and the re-signing send wrapper."""
+
+    def __init__(self, app, **options):
+        self.app = app
+        self.sessions = SessionMiddleware(app, **options)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"].startswith(API_PREFIX + "/"):
+            return await self.app(scope, receive, send)
+        return await self.sessions(scope, receive, send)
+
+
 def error_status(error: Exception) -> tuple[int, str]:
     for cls, status, code in ERRORS:
         if isinstance(error, cls):
@@ -106,7 +121,7 @@ def json_error(status: int, code: str, message: str, headers: dict | None = None
     return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
 
 
-# The access dependencies are async generators that make ONE hop to the thread pool, which takes an
+# The access dependencies are async generators that make at most ONE hop to the thread pool, which takes an
 # archive from the pool and looks up the token's or the session's account there: nothing that may wait
 # on the database (or the file system) runs on the event loop, so a stalled index holds only the requests
 # that need it (each for at most [web] db_timeout), not the loop that answers all the others. (Sync
@@ -115,12 +130,23 @@ def json_error(status: int, code: str, message: str, headers: dict | None = None
 # when the route returns, not when a slow client has read the last byte (a pool's worth of slow clients
 # starved every other request); the stream then reads only the object store (thread-safe for reads) and
 # records its event through the process's event writer.
+#
+# The API's fast path makes no hop at all: a token verified within the last TOKEN_CACHE_SECONDS
+# (web/auth.py) and a free archive in the pool are both taken on the event loop without waiting on
+# anything (a dict and a queue's get_nowait), so the route's own thread is the request's only hop. A
+# token not in that cache, an empty pool, or requests already waiting for an archive (they go first),
+# take the hop as before.
 @asynccontextmanager
-async def _gate(request: Request, principal_of) -> AsyncIterator[Gate]:
+async def _gate(request: Request, principal_of, cached=None) -> AsyncIterator[Gate]:
     from .auth import client_address
 
     pool = request.app.state.pool
-    archive, gate = await run_in_threadpool(_open_gate, pool, principal_of, client_address(request))
+    principal = cached() if cached is not None else None
+    archive = pool.take_if_none_waits() if principal is not None else None
+    if archive is not None:
+        gate = archive.gate(principal, client_address(request))
+    else:
+        archive, gate = await run_in_threadpool(_open_gate, pool, principal_of, client_address(request))
     try:
         yield _with_sink(request, gate)
     finally:
@@ -138,9 +164,11 @@ def _open_gate(pool: ArchivePool, principal_of, client: str) -> tuple[Archive, G
 
 
 async def api_gate(request: Request) -> AsyncIterator[Gate]:
-    from .auth import api_principal
+    from .auth import api_principal, cached_api_principal
 
-    async with _gate(request, lambda index: api_principal(request, index)) as gate:
+    tokens = request.app.state.tokens
+    async with _gate(request, lambda index: api_principal(request, index, tokens),
+                     lambda: cached_api_principal(request, tokens)) as gate:
         yield gate
 
 
@@ -182,11 +210,12 @@ def create_app(settings) -> FastAPI:
                                                       app.state.pool.wait_timeout))
     app.state.webhooks = WebhookDispatcher(settings, app.state.pool.archive)
     app.state.sessions_ended = SessionRevocations(settings.data_dir)
+    app.state.tokens = TokenCache()  # verified API tokens, each re-verified after TOKEN_CACHE_SECONDS
     app.state.throttle = LoginThrottle(settings.web.login_attempts, settings.web.login_pause,
                                        data_dir=settings.data_dir)  # shared by the server's processes
     app.add_middleware(CommitBeforeAnswer, writer=lambda: app.state.events,
                        unavailable=lambda scope: unavailable(Request(scope)))  # inside the session's
-    app.add_middleware(SessionMiddleware, secret_key=session_secret(settings), session_cookie=SESSION_COOKIE,
+    app.add_middleware(SessionsForPages, secret_key=session_secret(settings), session_cookie=SESSION_COOKIE,
                        max_age=SESSION_MAX_AGE, same_site="lax" if settings.web.oidc_issuer else "strict",
                        https_only=settings.web.secure_cookies)  # lax: the provider's redirect back must carry it
 

@@ -5,7 +5,9 @@ Sessions are Starlette's SessionMiddleware (itsdangerous-signed cookie, HttpOnly
 by default); the signing is a well-kept library's. The session holds only the user name, a random session
 id, times and the CSRF token; logout records the id as ended (:class:`SessionRevocations`), so a copied
 cookie dies with it; the user's role and agencies are re-read from the index on every
-request, so disabling a user ends its sessions at once. CSRF uses the synchronizer-token pattern (a random
+request, so disabling a user ends its sessions at once. API tokens are verified against the index and
+the verified principal kept for at most TOKEN_CACHE_SECONDS in the process (:class:`TokenCache`), so a
+revoked token is refused within that time. CSRF uses the synchronizer-token pattern (a random
 token in the session, echoed by every form): it works for plain HTML forms, which the double-submit
 middlewares for Starlette (header-only) do not cover.
 """
@@ -16,16 +18,20 @@ import hashlib
 import hmac
 import os
 import secrets
+import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
+from typing import Callable
 
 from fastapi import Request
 
 from digitize.errors import BadArgsError
-from storage.access import AuthenticationError, Principal, authenticate_token, principal_for_user
+from storage.access import AuthenticationError, Principal, authenticate_token, principal_for_user, token_hash
 
 SESSION_COOKIE = "digitize_session"
 SESSION_MAX_AGE = 12 * 3600  # absolute lifetime of a session cookie
+TOKEN_CACHE_SECONDS = 2.0  # a revoked API token is refused at most this long after `digitize tokens revoke`
 
 
 class LoginRequired(Exception):
@@ -100,12 +106,62 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else ""
 
 
-def api_principal(request: Request, index) -> Principal:
+class TokenCache:
+    """API tokens verified against the index in the last ``ttl`` seconds, by the token's SHA-256 (the
+    secret itself is not kept), so that a request whose token was just verified needs no index lookup
+    and no thread hop before its route runs (web/app.py). Only successes are kept: a new token works at
+    once, an unknown one is looked up every time. A token revoked (or changed) in the index is refused
+    within ``ttl``: every entry is re-verified once it is that old. Bounded to ``size`` entries."""
+
+    def __init__(self, ttl: float = TOKEN_CACHE_SECONDS, size: int = 1024,
+                 clock: Callable[[], float] = time.monotonic):
+        self.ttl, self.size, self.clock = ttl, size, clock
+        self._entries: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, digest: str) -> Principal | None:
+        with self._lock:
+            entry = self._entries.get(digest)
+            if entry is None:
+                return None
+            if self.clock() - entry[0] >= self.ttl:
+                del self._entries[digest]
+                return None
+            return entry[1]
+
+    def put(self, digest: str, principal: Principal, since: float) -> None:
+        """``since``: the clock before the index was asked (a revocation after it is seen within ttl)."""
+        if self.ttl <= 0:
+            return
+        with self._lock:
+            self._entries[digest] = (since, principal)
+            self._entries.move_to_end(digest)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+
+def bearer_secret(request: Request) -> str:
+    """The request's Bearer token (not yet verified); AuthenticationError if there is none."""
     header = request.headers.get("authorization", "")
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         raise AuthenticationError("an Authorization: Bearer token is required")
-    return authenticate_token(index, secret.strip())
+    return secret.strip()
+
+
+def cached_api_principal(request: Request, cache: TokenCache) -> Principal | None:
+    """The token's principal if it was verified within the cache's ttl (no index lookup), else None.
+    Never blocks: it runs on the event loop."""
+    return cache.get(token_hash(bearer_secret(request)))
+
+
+def api_principal(request: Request, index, cache: TokenCache | None = None) -> Principal:
+    secret = bearer_secret(request)
+    since = cache.clock() if cache is not None else 0.0
+    principal = authenticate_token(index, secret)
+    if cache is not None:
+        cache.put(token_hash(secret), principal, since)
+    return principal
 
 
 def page_principal(request: Request, index, idle: float, ended: SessionRevocations) -> Principal:

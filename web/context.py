@@ -25,6 +25,7 @@ class ArchivePool:
         self._lock = threading.Lock()
         self._size = size
         self._opening = 0  # archives being opened now (outside the lock)
+        self._waiting = 0  # threads blocked in take() for an archive to come free
         self.take_timeout = TAKE_TIMEOUT
         # every statement of the portal's index connections is bounded ([web] db_timeout): a stalled
         # database answers 503 after that, rather than holding worker threads (and their archives) for good
@@ -45,6 +46,14 @@ class ArchivePool:
         except queue.Empty:
             return None
 
+    def take_if_none_waits(self) -> Archive | None:
+        """For the event loop's fast path (web/app.py): a free archive only while no thread is waiting in
+        :meth:`take`, else None (take it in a worker thread). The loop would otherwise snatch every archive
+        that comes free ahead of requests already waiting: their wait grew to the tail of the latencies."""
+        if self._waiting:
+            return None
+        return self.take_nowait()
+
     def take(self) -> Archive:
         archive = self.take_nowait()
         if archive is not None:
@@ -63,10 +72,15 @@ class ArchivePool:
                     if archive is not None:
                         self._all.append(archive)
             return archive
+        with self._lock:
+            self._waiting += 1
         try:  # bounded: a waiter holds a worker thread, and the archives' holders may need threads to finish
             return self._free.get(timeout=self.take_timeout)
         except queue.Empty:
             raise StorageError(f"the portal is busy: no archive came free within {self.take_timeout:g} s") from None
+        finally:
+            with self._lock:
+                self._waiting -= 1
 
     def give(self, archive: Archive) -> None:
         self._free.put(archive)

@@ -38,3 +38,93 @@ def test_idle_and_revoked_sessions_end(tmp_path):
     ended.revoke("s1")
     with pytest.raises(LoginRequired):
         page_principal(request(seen=now, since=now), Index(), 1800, ended)
+
+
+# -- API tokens: verified ones kept for at most TOKEN_CACHE_SECONDS (web/auth.py TokenCache) -----------------
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_the_token_cache_forgets_an_entry_at_its_lifetime_and_stays_bounded():
+    from storage.access import Principal
+    from web.auth import TOKEN_CACHE_SECONDS, TokenCache
+
+    assert TOKEN_CACHE_SECONDS <= 2.0  # the bound the README and `tokens revoke --help` promise
+    clock = Clock()
+    cache = TokenCache(ttl=2.0, size=2, clock=clock)
+    principal = Principal("a", "officer", ("000.00.31.H56",), "token")
+    cache.put("h1", principal, clock())
+    clock.now += 1.9
+    assert cache.get("h1") is principal
+    clock.now += 0.1
+    assert cache.get("h1") is None  # re-verified from then on
+    for key in ("h1", "h2", "h3"):
+        cache.put(key, principal, clock())
+    assert cache.get("h1") is None and cache.get("h3") is principal  # oldest dropped beyond `size`
+
+
+def test_a_revoked_token_is_refused_once_the_cache_lifetime_has_passed(tmp_path):
+    """Review rule for caching verified tokens: revocation still takes effect within a bounded time
+    (TOKEN_CACHE_SECONDS), counted from the verification, i.e. from before the revocation; a token
+    that was never verified, or was refused, is not kept."""
+    from fastapi.testclient import TestClient
+
+    from digitize.config import Settings
+    from storage import access
+    from storage.archive import Archive
+    from web.app import create_app
+
+    settings = Settings(data_dir=str(tmp_path / "data"))
+    with Archive.open(settings) as archive:
+        secret = access.create_token(archive.index, "onestop", "officer", ["000.00.31.H56"])
+    app = create_app(settings)
+    clock = Clock()
+    app.state.tokens.clock = clock
+    case = "/api/v1/cases/000.00.31.H56-241015-0027"
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        headers = {"authorization": f"Bearer {secret}"}
+        assert client.get(case, headers=headers).status_code == 404  # verified (no such case: 404, not 401)
+        assert client.get(case, headers={"authorization": f"Bearer {secret}x"}).status_code == 401
+        with Archive.open(settings) as archive:
+            archive.index.revoke_token("onestop", access.now_iso())
+        clock.now += 1.0
+        assert client.get(case, headers=headers).status_code == 404  # still within the cache's lifetime
+        clock.now += app.state.tokens.ttl - 1.0
+        assert client.get(case, headers=headers).status_code == 401
+        assert client.get(case, headers=headers).status_code == 401  # a refusal is not cached as a pass
+
+
+def test_api_answers_carry_no_session_and_pages_keep_theirs(tmp_path):
+    """The session middleware serves the pages only (web/app.py SessionsForPages)."""
+    from fastapi.testclient import TestClient
+
+    from digitize.config import Settings
+    from web.app import create_app
+
+    settings = Settings(data_dir=str(tmp_path / "data"))
+    settings.web.secure_cookies = False
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as client:
+        login = client.get("/login")
+        assert login.status_code == 200 and "digitize_session" in login.headers.get("set-cookie", "")
+        api = client.get("/api/v1/search?q=dat")  # the browser's session cookie goes along
+        assert api.status_code == 401 and "set-cookie" not in api.headers
+        assert api.headers["content-security-policy"] and api.headers["cache-control"] == "no-store"
+
+
+def test_a_search_answer_is_rendered_once_per_page_object():
+    from storage.index_accounts import SearchPage
+    from web.api import RenderedPages
+
+    rendered = RenderedPages(size=2, body_max=200)
+    page = SearchPage(hits=[], total=0, capped=False)
+    first = rendered.body(page, 0, 20)
+    assert first == b'{"total":0,"capped":false,"offset":0,"limit":20,"hits":[]}'
+    assert rendered.body(page, 0, 20) is first  # the search cache's same page: the same bytes
+    assert rendered.body(page, 20, 20) != first  # offset and limit are part of the answer
+    twin = SearchPage(hits=[], total=1, capped=False)  # another page object, even for the same key
+    assert b'"total":1' in rendered.body(twin, 0, 20)
+    assert len(rendered._bodies) == 2  # bounded

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -93,3 +94,26 @@ def test_the_pools_sqlite_connections_read_through_a_memory_map(tmp_path):
     finally:
         pool.give(archive)
         pool.close()
+
+
+def test_the_event_loops_fast_path_never_takes_an_archive_ahead_of_a_waiting_request(tmp_path):
+    """web/app.py takes a free archive on the event loop only while no worker thread waits for one: the
+    loop, answering every new request, would otherwise win each archive that comes free."""
+    pool = ArchivePool(Settings(data_dir=str(tmp_path / "data")), size=1)
+    held = pool.take()
+    assert pool.take_if_none_waits() is None  # none free
+    got: list[object] = []
+    waiter = threading.Thread(target=lambda: got.append(pool.take()), daemon=True)
+    waiter.start()
+    for _ in range(500):  # until the waiter is blocked in take()
+        if pool._waiting:
+            break
+        time.sleep(0.01)
+    assert pool._waiting == 1
+    pool.give(held)  # the waiter's: the loop's fast path must not take it meanwhile
+    assert pool.take_if_none_waits() is None  # the waiter has it already, or it still waits for it
+    waiter.join(5)
+    assert got == [held]
+    pool.give(held)
+    assert pool.take_if_none_waits() is held  # nobody waits: the fast path takes it
+    pool.close()
