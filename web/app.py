@@ -144,7 +144,11 @@ async def _gate(request: Request, principal_of, cached=None) -> AsyncIterator[Ga
     principal = cached() if cached is not None else None
     archive = pool.take_if_none_waits() if principal is not None else None
     if archive is not None:
-        gate = archive.gate(principal, client_address(request))
+        try:
+            gate = archive.gate(principal, client_address(request))
+        except BaseException:
+            pool.give(archive)  # the fast path's archive goes back on any failure, as _open_gate's does
+            raise
     else:
         archive, gate = await run_in_threadpool(_open_gate, pool, principal_of, client_address(request))
     try:

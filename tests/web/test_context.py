@@ -117,3 +117,30 @@ def test_the_event_loops_fast_path_never_takes_an_archive_ahead_of_a_waiting_req
     pool.give(held)
     assert pool.take_if_none_waits() is held  # nobody waits: the fast path takes it
     pool.close()
+
+
+def test_the_fast_paths_archive_goes_back_when_its_gate_fails():
+    """Review perf11c L1: the event loop's fast path took its archive before the try that gives it back,
+    so a gate that raised lost the archive for good (a pool's worth of such failures: "busy" for ever)."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from web.app import _gate
+
+    class FailingArchive:
+        def gate(self, principal, client):
+            raise RuntimeError("gate failed")
+
+    archive = FailingArchive()
+    given: list[object] = []
+    pool = SimpleNamespace(take_if_none_waits=lambda: archive, give=given.append)
+    request = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(pool=pool)),
+                              client=SimpleNamespace(host="127.0.0.1"))
+
+    async def enter() -> None:
+        async with _gate(request, principal_of=None, cached=lambda: object()):
+            pass
+
+    with pytest.raises(RuntimeError):
+        asyncio.run(enter())
+    assert given == [archive]
