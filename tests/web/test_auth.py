@@ -67,15 +67,17 @@ def test_the_token_cache_forgets_an_entry_at_its_lifetime_and_stays_bounded():
     assert cache.get("h1") is None and cache.get("h3") is principal  # oldest dropped beyond `size`
 
 
-def test_a_revoked_token_is_refused_once_the_cache_lifetime_has_passed(tmp_path):
+def test_a_revoked_token_is_refused_once_the_cache_lifetime_has_passed(tmp_path, monkeypatch):
     """Review rule for caching verified tokens: revocation still takes effect within a bounded time
     (TOKEN_CACHE_SECONDS), counted from the verification, i.e. from before the revocation; a token
-    that was never verified, or was refused, is not kept."""
+    that was never verified, or was refused, is not kept. The first lookup is slow (the fake clock moves
+    1.5 s during it), so a cache that counted its lifetime from after the lookup would fail here."""
     from fastapi.testclient import TestClient
 
     from digitize.config import Settings
     from storage import access
     from storage.archive import Archive
+    from storage.index_accounts import AccountQueries
     from web.app import create_app
 
     settings = Settings(data_dir=str(tmp_path / "data"))
@@ -84,16 +86,25 @@ def test_a_revoked_token_is_refused_once_the_cache_lifetime_has_passed(tmp_path)
     app = create_app(settings)
     clock = Clock()
     app.state.tokens.clock = clock
+    lookup, slow = AccountQueries.token_by_hash, [1.5]
+
+    def slow_first_lookup(self, digest):
+        clock.now += slow.pop() if slow else 0.0
+        return lookup(self, digest)
+
+    monkeypatch.setattr(AccountQueries, "token_by_hash", slow_first_lookup)
     case = "/api/v1/cases/000.00.31.H56-241015-0027"
     with TestClient(app, base_url="http://127.0.0.1") as client:
         headers = {"authorization": f"Bearer {secret}"}
+        before_lookup = clock.now
         assert client.get(case, headers=headers).status_code == 404  # verified (no such case: 404, not 401)
+        assert clock.now == before_lookup + 1.5 and not slow
         assert client.get(case, headers={"authorization": f"Bearer {secret}x"}).status_code == 401
         with Archive.open(settings) as archive:
             archive.index.revoke_token("onestop", access.now_iso())
-        clock.now += 1.0
+        clock.now = before_lookup + app.state.tokens.ttl - 0.1
         assert client.get(case, headers=headers).status_code == 404  # still within the cache's lifetime
-        clock.now += app.state.tokens.ttl - 1.0
+        clock.now = before_lookup + app.state.tokens.ttl  # not (after the lookup) + ttl
         assert client.get(case, headers=headers).status_code == 401
         assert client.get(case, headers=headers).status_code == 401  # a refusal is not cached as a pass
 
