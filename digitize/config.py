@@ -145,6 +145,8 @@ class WebSettings:
     workers: int = 0  # server processes for `digitize serve`; 0 = one per CPU core
     db_timeout: float = 10.0  # s a portal request may wait on the index (PostgreSQL statement_timeout and
     # lock_timeout, SQLite busy wait), then a 503; 0 = the backends' defaults (unbounded on PostgreSQL)
+    token_cache_seconds: float = 2.0  # s a verified API token is trusted without the index (so a revoked one
+    # is refused within this); 0 = no cache: every API request verifies its token in the index
 
 
 @dataclass

@@ -105,7 +105,7 @@ def tokens_list(settings) -> None:
 @click.argument("name")
 @click.pass_obj
 def tokens_revoke(settings, name: str) -> None:
-    """Revoke token NAME (a running portal refuses it within 2 s: web/auth.py TOKEN_CACHE_SECONDS)."""
+    """Revoke token NAME (a running portal refuses it within [web] token_cache_seconds, default 2 s)."""
     _end(settings, lambda index, now: index.revoke_token(name, now), f"token {name} revoked")
 
 

@@ -131,8 +131,8 @@ def json_error(status: int, code: str, message: str, headers: dict | None = None
 # starved every other request); the stream then reads only the object store (thread-safe for reads) and
 # records its event through the process's event writer.
 #
-# The API's fast path makes no hop at all: a token verified within the last TOKEN_CACHE_SECONDS
-# (web/auth.py) and a free archive in the pool are both taken on the event loop without waiting on
+# The API's fast path makes no hop at all: a token verified within the last [web] token_cache_seconds
+# (web/auth.py TokenCache) and a free archive in the pool are both taken on the event loop without waiting on
 # anything (a dict and a queue's get_nowait), so the route's own thread is the request's only hop. A
 # token not in that cache, an empty pool, or requests already waiting for an archive (they go first),
 # take the hop as before.
@@ -214,7 +214,8 @@ def create_app(settings) -> FastAPI:
                                                       app.state.pool.wait_timeout))
     app.state.webhooks = WebhookDispatcher(settings, app.state.pool.archive)
     app.state.sessions_ended = SessionRevocations(settings.data_dir)
-    app.state.tokens = TokenCache()  # verified API tokens, each re-verified after TOKEN_CACHE_SECONDS
+    app.state.tokens = TokenCache(settings.web.token_cache_seconds)  # verified API tokens, each re-verified
+    # after [web] token_cache_seconds (0: none kept, every request asks the index)
     app.state.throttle = LoginThrottle(settings.web.login_attempts, settings.web.login_pause,
                                        data_dir=settings.data_dir)  # shared by the server's processes
     app.add_middleware(CommitBeforeAnswer, writer=lambda: app.state.events,

@@ -6,7 +6,7 @@ by default); the signing is a well-kept library's. The session holds only the us
 id, times and the CSRF token; logout records the id as ended (:class:`SessionRevocations`), so a copied
 cookie dies with it; the user's role and agencies are re-read from the index on every
 request, so disabling a user ends its sessions at once. API tokens are verified against the index and
-the verified principal kept for at most TOKEN_CACHE_SECONDS in the process (:class:`TokenCache`), so a
+the verified principal kept for at most ``[web] token_cache_seconds`` in the process (:class:`TokenCache`), so a
 revoked token is refused within that time. CSRF uses the synchronizer-token pattern (a random
 token in the session, echoed by every form): it works for plain HTML forms, which the double-submit
 middlewares for Starlette (header-only) do not cover.
@@ -32,6 +32,7 @@ from storage.access import AuthenticationError, Principal, authenticate_token, p
 SESSION_COOKIE = "digitize_session"
 SESSION_MAX_AGE = 12 * 3600  # absolute lifetime of a session cookie
 TOKEN_CACHE_SECONDS = 2.0  # a revoked API token is refused at most this long after `digitize tokens revoke`
+# (the default of [web] token_cache_seconds, which the portal passes to TokenCache)
 
 
 class LoginRequired(Exception):

@@ -109,6 +109,34 @@ def test_a_revoked_token_is_refused_once_the_cache_lifetime_has_passed(tmp_path,
         assert client.get(case, headers=headers).status_code == 401  # a refusal is not cached as a pass
 
 
+def test_token_cache_seconds_0_verifies_every_api_request_in_the_index(tmp_path):
+    """[web] token_cache_seconds = 0: no cache, so a revocation is refused at the very next request (the
+    fake clock never moves); the default is the 2 s the README and `tokens revoke --help` promise."""
+    from fastapi.testclient import TestClient
+
+    from digitize.config import Settings
+    from storage import access
+    from storage.archive import Archive
+    from web.app import create_app
+    from web.auth import TOKEN_CACHE_SECONDS
+
+    assert Settings().web.token_cache_seconds == TOKEN_CACHE_SECONDS == 2.0
+    settings = Settings(data_dir=str(tmp_path / "data"))
+    settings.web.token_cache_seconds = 0
+    with Archive.open(settings) as archive:
+        secret = access.create_token(archive.index, "onestop", "officer", ["000.00.31.H56"])
+    app = create_app(settings)
+    app.state.tokens.clock = Clock()
+    case = "/api/v1/cases/000.00.31.H56-241015-0027"
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        headers = {"authorization": f"Bearer {secret}"}
+        assert client.get(case, headers=headers).status_code == 404  # verified
+        with Archive.open(settings) as archive:
+            archive.index.revoke_token("onestop", access.now_iso())
+        assert client.get(case, headers=headers).status_code == 401  # at once, no time has passed
+    assert not app.state.tokens._entries
+
+
 def test_api_answers_carry_no_session_and_pages_keep_theirs(tmp_path):
     """The session middleware serves the pages only (web/app.py SessionsForPages)."""
     from fastapi.testclient import TestClient
