@@ -66,6 +66,9 @@ class SearchPage:
     hits: list[SearchHit]
     total: int  # accepted candidates judged (at most SEARCH_CAP are considered)
     capped: bool  # total is a lower bound: more candidates were left unjudged, or the cap was reached
+    # views derived from this page (the API's JSON: web/api.py), kept as long as the page is, so they go when
+    # the search cache (storage/access.py) drops it; never compared or printed
+    derived: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 def _user(row: dict[str, Any]) -> UserRecord:

@@ -6,8 +6,6 @@ route the archive as that principal may see it; the route only maps HTTP to a ga
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from dataclasses import asdict
 from typing import Any
 
@@ -164,37 +162,23 @@ def search(q: str = Query(..., min_length=1, max_length=500), agency: str = "", 
            limit: int = Query(20, ge=1, le=100), offset: int = Query(0, ge=0, le=10000),
            gate: Gate = Depends(api_gate)) -> dict[str, Any]:
     page = gate.search(q, SearchFilters(agency, procedure, received_from, received_to, status), limit, offset)
-    return Response(RENDERED.body(page, offset, limit), media_type="application/json")
+    return Response(search_body(page, offset, limit), media_type="application/json")
 
 
-class RenderedPages:
-    """The JSON of recent search pages, by the page object the search cache (storage/access.py) handed
-    out: a repeated search gets the very same page object (its cache key holds the principal's scope,
-    query, filters, limit and offset), so its answer is the same bytes, rendered once. Each entry holds
-    its page, so an id is never reused while it is here; bounded to ``size`` entries of at most
-    ``body_max`` bytes (a larger answer is rendered each time, as the search cache builds huge pages)."""
+BODY_MAX = 64 * 1024  # a larger search answer is rendered each time, not kept with its page
 
-    def __init__(self, size: int = 128, body_max: int = 64 * 1024):
-        self.size, self.body_max = size, body_max
-        self._bodies: OrderedDict[tuple[int, int, int], tuple[Any, bytes]] = OrderedDict()
-        self._lock = threading.Lock()
 
-    def body(self, page, offset: int, limit: int) -> bytes:
-        key = (id(page), offset, limit)
-        with self._lock:
-            entry = self._bodies.get(key)
-            if entry is not None and entry[0] is page:
-                self._bodies.move_to_end(key)
-                return entry[1]
+def search_body(page, offset: int, limit: int) -> bytes:
+    """A search page's JSON answer, rendered once per page object and kept on the page itself
+    (``SearchPage.derived``): a repeated search gets the search cache's very same page (its key holds the
+    principal's scope, query, filters, limit and offset), so its answer is the same bytes, and they go
+    when the cache drops the page (its age and byte bounds). A page not held by the cache (PostgreSQL,
+    a huge page) dies with its request, body and all."""
+    key = ("json", offset, limit)
+    body = page.derived.get(key)
+    if body is None:
         body = JSONResponse({"total": page.total, "capped": page.capped, "offset": offset, "limit": limit,
                              "hits": [dict(vars(h)) for h in page.hits]}).body  # flat: no asdict deep copy
-        if len(body) > self.body_max:
-            return body
-        with self._lock:
-            self._bodies[key] = (page, body)
-            while len(self._bodies) > self.size:
-                self._bodies.popitem(last=False)
-        return body
-
-
-RENDERED = RenderedPages()
+        if len(body) <= BODY_MAX:
+            page.derived[key] = body  # two threads may both render it: the same bytes, either is kept
+    return body

@@ -155,15 +155,52 @@ def test_api_answers_carry_no_session_and_pages_keep_theirs(tmp_path):
 
 
 def test_a_search_answer_is_rendered_once_per_page_object():
-    from storage.index_accounts import SearchPage
-    from web.api import RenderedPages
+    from storage.index_accounts import SearchHit, SearchPage
+    from web.api import BODY_MAX, search_body
 
-    rendered = RenderedPages(size=2, body_max=200)
     page = SearchPage(hits=[], total=0, capped=False)
-    first = rendered.body(page, 0, 20)
+    first = search_body(page, 0, 20)
     assert first == b'{"total":0,"capped":false,"offset":0,"limit":20,"hits":[]}'
-    assert rendered.body(page, 0, 20) is first  # the search cache's same page: the same bytes
-    assert rendered.body(page, 20, 20) != first  # offset and limit are part of the answer
+    assert search_body(page, 0, 20) is first  # the search cache's same page: the same bytes
+    assert search_body(page, 20, 20) != first  # offset and limit are part of the answer
     twin = SearchPage(hits=[], total=1, capped=False)  # another page object, even for the same key
-    assert b'"total":1' in rendered.body(twin, 0, 20)
-    assert len(rendered._bodies) == 2  # bounded
+    assert b'"total":1' in search_body(twin, 0, 20)
+    huge = SearchPage([SearchHit("000.00.31.H56-241015-0027", 1, 1, "t" * BODY_MAX, 1, "s", True)], 1, False)
+    assert len(search_body(huge, 0, 20)) > BODY_MAX and not huge.derived  # rendered, not kept
+
+
+def test_a_search_answer_goes_with_its_search_cache_entry(tmp_path, monkeypatch):
+    """Review perf11c L4: the rendered JSON (and so the page, with applicants' names and snippets) is not
+    kept past the search cache's own entry (its age and byte bounds): once the cache lets the page go,
+    nothing of the API's holds it."""
+    import gc
+    import weakref
+
+    from fastapi.testclient import TestClient
+
+    from digitize.config import Settings
+    from storage import access
+    from storage.archive import Archive
+    from web.app import create_app
+
+    settings = Settings(data_dir=str(tmp_path / "data"))
+    with Archive.open(settings) as archive:
+        secret = access.create_token(archive.index, "onestop", "officer", ["000.00.31.H56"])
+    pages, cached = [], access.SEARCH_CACHE.page
+
+    def page(index, key, build):
+        got = cached(index, key, build)
+        pages.append(weakref.ref(got))
+        return got
+
+    monkeypatch.setattr(access.SEARCH_CACHE, "page", page)
+    access.SEARCH_CACHE.clear()
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as client:
+        headers = {"authorization": f"Bearer {secret}"}
+        first = client.get("/api/v1/search?q=dat", headers=headers)
+        again = client.get("/api/v1/search?q=dat", headers=headers)
+        assert first.status_code == again.status_code == 200 and first.content == again.content
+        assert len(pages) == 2 and pages[0]() is pages[1]() is not None  # the cache's same page
+        access.SEARCH_CACHE.clear()
+        gc.collect()
+        assert pages[0]() is None  # gone with the cache's entry
