@@ -134,8 +134,8 @@ def json_error(status: int, code: str, message: str, headers: dict | None = None
 # The API's fast path makes no hop at all: a token verified within the last [web] token_cache_seconds
 # (web/auth.py TokenCache) and a free archive in the pool are both taken on the event loop without waiting on
 # anything (a dict and a queue's get_nowait), so the route's own thread is the request's only hop. A
-# token not in that cache, an empty pool, or requests already waiting for an archive (they go first),
-# take the hop as before.
+# token not in that cache, an empty pool, or requests already waiting for an archive (they go first, in
+# order: ArchivePool.give hands an archive to the oldest waiter), take the hop as before.
 @asynccontextmanager
 async def _gate(request: Request, principal_of, cached=None) -> AsyncIterator[Gate]:
     from .auth import client_address

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
+from collections import deque
 from typing import Iterator
 
 from storage.archive import Archive
@@ -25,7 +26,9 @@ class ArchivePool:
         self._lock = threading.Lock()
         self._size = size
         self._opening = 0  # archives being opened now (outside the lock)
-        self._waiting = 0  # threads blocked in take() for an archive to come free
+        # threads blocked in take(), oldest first: give() hands an archive to the oldest directly, so a
+        # newcomer never takes one ahead of them (each: its wake-up and the archive handed to it)
+        self._waiters: deque[tuple[threading.Event, list[Archive]]] = deque()
         self.take_timeout = TAKE_TIMEOUT
         # every statement of the portal's index connections is bounded ([web] db_timeout): a stalled
         # database answers 503 after that, rather than holding worker threads (and their archives) for good
@@ -46,6 +49,10 @@ class ArchivePool:
         except queue.Empty:
             return None
 
+    @property
+    def _waiting(self) -> int:
+        return len(self._waiters)
+
     def take_if_none_waits(self) -> Archive | None:
         """For the event loop's fast path (web/app.py): a free archive only while no thread is waiting in
         :meth:`take`, else None (take it in a worker thread). The loop would otherwise snatch every archive
@@ -55,12 +62,17 @@ class ArchivePool:
         return self.take_nowait()
 
     def take(self) -> Archive:
-        archive = self.take_nowait()
-        if archive is not None:
-            return archive
+        """A free archive (none while others wait: they go first, in order), else a new one while the
+        pool is not full, else the oldest waiter's turn after those before it (bounded: then a 503)."""
         with self._lock:  # a slot is reserved under the lock; the archive is opened outside it (that may wait)
+            archive = None if self._waiters else self.take_nowait()
+            if archive is not None:
+                return archive
             opening = self._opening + len(self._all) < self._size
             self._opening += opening
+            if not opening:
+                turn: tuple[threading.Event, list[Archive]] = (threading.Event(), [])
+                self._waiters.append(turn)
         if opening:
             try:
                 archive = Archive.open(self.settings, self.wait_timeout)
@@ -72,18 +84,24 @@ class ArchivePool:
                     if archive is not None:
                         self._all.append(archive)
             return archive
+        # bounded: a waiter holds a worker thread, and the archives' holders may need threads to finish
+        turn[0].wait(self.take_timeout)
         with self._lock:
-            self._waiting += 1
-        try:  # bounded: a waiter holds a worker thread, and the archives' holders may need threads to finish
-            return self._free.get(timeout=self.take_timeout)
-        except queue.Empty:
-            raise StorageError(f"the portal is busy: no archive came free within {self.take_timeout:g} s") from None
-        finally:
-            with self._lock:
-                self._waiting -= 1
+            if turn[1]:  # handed over (also just as the wait timed out)
+                return turn[1][0]
+            self._waiters.remove(turn)
+        raise StorageError(f"the portal is busy: no archive came free within {self.take_timeout:g} s")
 
     def give(self, archive: Archive) -> None:
-        self._free.put(archive)
+        """To the oldest waiting request, else back to the free ones (so while anyone waits, none is free:
+        the event loop's fast path, which takes without the lock, cannot overtake them either)."""
+        with self._lock:
+            if self._waiters:
+                event, handed = self._waiters.popleft()
+                handed.append(archive)
+                event.set()
+            else:
+                self._free.put(archive)
 
     def close(self) -> None:
         with self._lock:

@@ -119,6 +119,59 @@ def test_the_event_loops_fast_path_never_takes_an_archive_ahead_of_a_waiting_req
     pool.close()
 
 
+def test_a_worker_thread_never_takes_an_archive_ahead_of_a_waiting_request(tmp_path):
+    """Review perf11c L2: a new request in a worker thread (every page, every token-cache miss) took an
+    archive that came free ahead of a request already waiting for one; now give() hands it to the
+    oldest waiter, and the others wait their turn in order."""
+    pool = ArchivePool(Settings(data_dir=str(tmp_path / "data")), size=1)
+    held = pool.take()
+    got: list[tuple[str, object]] = []
+
+    def wait(name: str) -> threading.Thread:
+        def take() -> None:
+            try:
+                got.append((name, pool.take()))
+            except StorageError as e:
+                got.append((name, e))
+
+        thread = threading.Thread(target=take, daemon=True)
+        before = pool._waiting
+        thread.start()
+        for _ in range(500):  # until it is blocked in take()
+            if pool._waiting > before:
+                break
+            time.sleep(0.01)
+        assert pool._waiting == before + 1
+        return thread
+
+    first, second = wait("first"), wait("second")
+    pool.take_timeout = 0.2
+    pool.give(held)
+    with pytest.raises(StorageError, match="busy"):  # the newcomer: the waiters' archive is not free
+        pool.take()
+    first.join(5)
+    assert got == [("first", held)]  # the oldest waiter got it
+    pool.give(held)
+    second.join(5)
+    assert got[1] == ("second", held) and pool._waiting == 0
+    pool.give(held)
+    assert pool.take() is held  # nobody waits: taken at once
+    pool.give(held)
+    pool.close()
+
+
+def test_a_waiter_that_timed_out_leaves_its_turn():
+    """A request that gave up (503) is not handed an archive later: it would be lost to the pool."""
+    pool = ArchivePool(Settings(data_dir="/nonexistent"), size=0)
+    pool.take_timeout = 0.05
+    with pytest.raises(StorageError, match="busy"):
+        pool.take()
+    assert pool._waiting == 0
+    archive = object()
+    pool.give(archive)
+    assert pool.take_nowait() is archive
+
+
 def test_the_fast_paths_archive_goes_back_when_its_gate_fails():
     """Review perf11c L1: the event loop's fast path took its archive before the try that gives it back,
     so a gate that raised lost the archive for good (a pool's worth of such failures: "busy" for ever)."""
