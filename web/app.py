@@ -29,7 +29,7 @@ from storage.index import open_index
 from .auth import (SESSION_COOKIE, SESSION_MAX_AGE, CsrfError, LoginRequired, SessionRevocations, TokenCache,
                    session_secret)
 from .context import ArchivePool
-from .events import SCOPE_KEY, CommitBeforeAnswer, EventWriter
+from .events import SCOPE_KEY, CommitBeforeAnswer, EventWriter, commit_wait
 from .throttle import LoginThrottle
 from .uploads import UploadQueue
 from .webhooks import WebhookDispatcher
@@ -211,7 +211,8 @@ def create_app(settings) -> FastAPI:
     app.state.pool = ArchivePool(settings)
     app.state.uploads = UploadQueue(settings)
     app.state.events = EventWriter(lambda: open_index(settings.index_dsn, settings.store.group_readable,
-                                                      app.state.pool.wait_timeout))
+                                                      app.state.pool.wait_timeout),
+                                   commit_wait(settings.web.db_timeout))
     app.state.webhooks = WebhookDispatcher(settings, app.state.pool.archive)
     app.state.sessions_ended = SessionRevocations(settings.data_dir)
     app.state.tokens = TokenCache(settings.web.token_cache_seconds)  # verified API tokens, each re-verified

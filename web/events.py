@@ -43,9 +43,18 @@ from storage.access import CUT_OFF, WITHHELD, withheld
 from storage.models import Event
 
 log = logging.getLogger("digitize.web")
-WAIT = 30.0  # seconds a request waits for its commit before a 503 (the index's own waits are shorter)
+WAIT = 30.0  # seconds a request waits for its commit before a 503 when the index's waits are unbounded
+WAIT_FLOOR = 5.0  # the shortest such wait however short [web] db_timeout is (a commit is an fsync under load)
 MAX_QUEUED = 10_000  # events waiting for the next commit; beyond it new ones are refused (a stuck writer)
 RETRY = (0.5, 30.0)  # first and longest pause before compensating events whose commit failed are tried again
+
+
+def commit_wait(db_timeout: float) -> float:
+    """How long a request waits for its events' commit, from ``[web] db_timeout`` (the bound on each of the
+    index's waits): a commit may wait once to open the index afresh and once for the write lock and its
+    INSERT, so 2 x db_timeout + 1 s, at least WAIT_FLOOR; a site that bounds its database waits bounds
+    this one too. db_timeout 0 (the backends' own, unbounded on PostgreSQL): WAIT."""
+    return max(WAIT_FLOOR, 2 * db_timeout + 1.0) if db_timeout > 0 else WAIT
 
 
 class _Batch:

@@ -480,3 +480,42 @@ def test_a_zip_answered_503_leaves_no_temporary_copy(served, monkeypatch):
         assert client.get(f"/api/v1/cases/{CASE_A}/dossier.zip").status_code == 503
     gc.collect()
     assert made and not any(path.exists() for path in made)
+
+
+class HungIndex:
+    """A fake index whose commits do not answer until ``release`` (a database behind a lock)."""
+
+    def __init__(self, release: threading.Event):
+        self.release = release
+
+    def add_events(self, events) -> None:
+        self.release.wait(20)
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_requests_wait_for_its_commit_is_bounded_by_db_timeout(tmp_path, monkeypatch):
+    """Review hard11b: the wait for an event's commit was a fixed 30 s, so a site that bounds its database
+    waits ([web] db_timeout) still had requests held for 30 s by a hung commit; it is now derived from
+    db_timeout (2 x db_timeout + 1 s, at least WAIT_FLOOR; 30 s when db_timeout is 0, unbounded)."""
+    from web.events import WAIT, WAIT_FLOOR, commit_wait
+
+    assert commit_wait(10) == 21.0 and commit_wait(0.5) == WAIT_FLOOR and commit_wait(0) == WAIT
+    settings = Settings(data_dir=str(tmp_path / "data"))
+    assert create_app(settings).state.events.wait == 21.0  # the default db_timeout = 10
+    monkeypatch.setattr(events_module, "WAIT_FLOOR", 0.0)  # so that the test waits 1.2 s, not 5
+    settings.web.db_timeout = 0.1
+    writer = create_app(settings).state.events
+    assert writer.wait == pytest.approx(1.2)
+    release = threading.Event()
+    writer.open_index = lambda: HungIndex(release)
+    writer.start()
+    try:
+        began = time.monotonic()
+        with pytest.raises(StorageError, match="not committed within 1.2 s"):
+            writer.add(view("hung"))
+        assert time.monotonic() - began < 10  # bounded by db_timeout, not the fixed 30 s
+    finally:
+        release.set()
+        writer.close()
