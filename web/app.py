@@ -101,7 +101,7 @@ class SessionsForPages:
         self.sessions = SessionMiddleware(app, **options)
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["path"].startswith(API_PREFIX + "/"):
+        if scope["type"] == "http" and is_api_path(scope["path"]):
             return await self.app(scope, receive, send)
         return await self.sessions(scope, receive, send)
 
@@ -113,8 +113,14 @@ def error_status(error: Exception) -> tuple[int, str]:
     return 500, "internal"
 
 
+def is_api_path(path: str) -> bool:
+    """The one test of "an API path", for the session middleware (no session) and the error handlers
+    (JSON answers, no page rendered from a session): the two must never disagree."""
+    return path == API_PREFIX or path.startswith(API_PREFIX + "/")
+
+
 def is_api(request: Request) -> bool:
-    return request.url.path.startswith(API_PREFIX)
+    return is_api_path(request.scope["path"])
 
 
 def json_error(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:

@@ -154,6 +154,25 @@ def test_api_answers_carry_no_session_and_pages_keep_theirs(tmp_path):
         assert api.headers["content-security-policy"] and api.headers["cache-control"] == "no-store"
 
 
+def test_the_session_middleware_and_the_error_handlers_agree_on_what_is_the_api(tmp_path):
+    """Review perf11c L5a: one helper for both (they used "/api/v1/" and "/api/v1", which differ on
+    "/api/v1" itself and "/api/v1x")."""
+    from fastapi.testclient import TestClient
+
+    from digitize.config import Settings
+    from web.app import create_app, is_api_path
+
+    assert is_api_path("/api/v1") and is_api_path("/api/v1/search")
+    assert not is_api_path("/api/v1x") and not is_api_path("/api") and not is_api_path("/search")
+    settings = Settings(data_dir=str(tmp_path / "data"))
+    settings.web.secure_cookies = False
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as client:
+        api = client.get("/api/v1")
+        assert api.status_code == 404 and api.json()["error"] == "not-found"
+        page = client.get("/api/v1x")  # not the API: the pages' 404 (which needs the session) renders
+        assert page.status_code == 404 and page.headers["content-type"].startswith("text/html")
+
+
 def test_a_search_answer_is_rendered_once_per_page_object():
     from storage.index_accounts import SearchHit, SearchPage
     from web.api import BODY_MAX, search_body
