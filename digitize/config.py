@@ -9,6 +9,7 @@ The embedded defaults (a folder object store and a SQLite index under ``data_dir
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -207,7 +208,10 @@ def _coerce(value: Any, current: Any, where: str) -> Any:
                 raise ValueError(value)  # 2.5 jobs or `true` must not silently become 2 or 1
             return int(value)
         if isinstance(current, float):
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):  # nan never expires a session or a cached token; inf waits for ever
+                raise ValueError(value)
+            return number
         if isinstance(current, list):  # a TOML list, or "a,b" from the environment
             items = value if isinstance(value, list) else str(value).split(",")
             return [str(item).strip() for item in items if str(item).strip()]

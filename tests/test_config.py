@@ -173,3 +173,17 @@ def test_watch_agencies_is_a_list_from_toml_or_a_comma_separated_variable(tmp_pa
     env = {"DIGITIZE_WATCH_AGENCIES": "000.00.31.H56, 000.00.12.H29,"}
     assert config.load_settings("/dev/null", env=env).watch.agencies == ["000.00.31.H56", "000.00.12.H29"]
     assert config.Settings().watch.agencies == []
+
+
+@pytest.mark.parametrize("where, value", [("file", "nan"), ("file", "inf"), ("env", "nan"), ("env", "-inf")])
+def test_a_float_setting_must_be_finite(tmp_path, where, value):
+    """`nan` is a TOML float and float("nan") parses from the environment: a session idle time or a token
+    cache lifetime of nan never expires (every comparison with it is false), inf waits for ever."""
+    if where == "file":
+        path = tmp_path / "digitize.toml"
+        path.write_text(f"[web]\ntoken_cache_seconds = {value}\nsession_idle = 60.0\n")
+        with pytest.raises(ConfigError, match="token_cache_seconds"):
+            config.load_settings(path, env={})
+    else:
+        with pytest.raises(ConfigError, match="session_idle"):
+            config.load_settings(None, env={"DIGITIZE_WEB_SESSION_IDLE": value})
