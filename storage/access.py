@@ -259,7 +259,8 @@ class SearchCache:
     and a hit is never shown outside the scope it was judged for. Bounded in entries; an entry also ages
     out after ``max_age`` seconds, which bounds staleness should a generation bump ever fail. An index
     that has no generation (PostgreSQL, an in-memory one) is not cached. Bounded in bytes too (titles come
-    from sidecars): ``max_bytes`` for all pages, and a page over ``page_bytes`` is not kept."""
+    from sidecars): ``max_bytes`` for all pages and the views kept with them (:meth:`keep`), and a page over
+    ``page_bytes`` is not kept."""
 
     def __init__(self, size: int = 512, max_age: float = 60.0, max_bytes: int = 32 << 20,
                  page_bytes: int = 256 << 10):
@@ -268,6 +269,7 @@ class SearchCache:
         self._lock = threading.Lock()
         self.hits = self.misses = 0
         self.held = 0  # the cached pages' estimated text size: titles come from sidecars, of any length
+        self._keys: dict[int, tuple] = {}  # id() of each held page: its key (for :meth:`keep`)
 
     @staticmethod
     def weight(page: SearchPage) -> int:
@@ -292,17 +294,44 @@ class SearchCache:
         if weight > self.page_bytes:  # a page of huge titles is built each time rather than held
             return page
         with self._lock:
-            old = self._pages.pop(key, None)
-            self.held -= old[2] if old else 0
+            self._drop(key, self._pages.pop(key, None))
             self._pages[key] = (now, page, weight)
+            self._keys[id(page)] = key
             self.held += weight
-            while len(self._pages) > self.size or self.held > self.max_bytes:
-                self.held -= self._pages.popitem(last=False)[1][2]
+            self._bound()
         return page
+
+    def keep(self, page: SearchPage, name: object, view: bytes) -> None:
+        """Keep ``view`` (rendered from ``page``: the API's JSON) in ``page.derived[name]``, counted in the
+        byte bound while the cache holds the page (review_lows11 L3: views were held beyond ``max_bytes``,
+        up to about as much again). A page the cache does not hold keeps it too: it dies with its request."""
+        with self._lock:
+            if name in page.derived:  # another thread rendered it too: the same bytes, counted once
+                return
+            page.derived[name] = view
+            key = self._keys.get(id(page))
+            got = self._pages.get(key) if key is not None else None
+            if got is None or got[1] is not page:
+                return
+            self._pages[key] = (got[0], page, got[2] + len(view) + 64)  # stays where it was in the order
+            self.held += len(view) + 64
+            self._bound()
+
+    def _bound(self) -> None:
+        """Under the lock: drop the oldest pages until both bounds hold."""
+        while len(self._pages) > self.size or self.held > self.max_bytes:
+            self._drop(*self._pages.popitem(last=False))
+
+    def _drop(self, key: tuple, entry: tuple[float, SearchPage, int] | None) -> None:
+        if entry is not None:
+            self.held -= entry[2]
+            if self._keys.get(id(entry[1])) is key:  # (one page object under two keys: the later one's)
+                del self._keys[id(entry[1])]
 
     def clear(self) -> None:
         with self._lock:
             self._pages.clear()
+            self._keys.clear()
             self.held = 0
 
 

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from digitize.errors import BadArgsError, NotFoundError
-from storage.access import Gate, Perm, SearchFilters
+from storage.access import SEARCH_CACHE, Gate, Perm, SearchFilters
 from storage.models import CaseRecord, DocumentRow, SignatureRow
 
 from . import files
@@ -179,6 +179,6 @@ def search_body(page, offset: int, limit: int) -> bytes:
     if body is None:
         body = JSONResponse({"total": page.total, "capped": page.capped, "offset": offset, "limit": limit,
                              "hits": [dict(vars(h)) for h in page.hits]}).body  # flat: no asdict deep copy
-        if len(body) <= BODY_MAX:
-            page.derived[key] = body  # two threads may both render it: the same bytes, either is kept
+        if len(body) <= BODY_MAX:  # kept in the cache's byte bound (two threads may both render it: the same
+            SEARCH_CACHE.keep(page, key, body)  # bytes, either is kept)
     return body

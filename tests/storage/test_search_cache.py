@@ -228,3 +228,33 @@ def test_a_generation_file_re_made_by_root_is_the_index_owners(tmp_path, caplog)
         assert len([r for r in caplog.records if "not cached" in r.getMessage()]) == 1
     finally:
         index.close()
+
+
+def test_the_api_answers_kept_with_pages_count_in_the_byte_bound(monkeypatch):
+    """Review_lows11 L3: the search JSON kept on a cached page (web/api.py search_body) was weighed before it
+    was added, so the pages' answers were held beyond max_bytes (up to about as much again)."""
+    from types import SimpleNamespace
+
+    from storage.index_accounts import SearchPage
+    from storage.models import SearchHit
+    from web import api
+
+    cache = access.SearchCache(size=100, max_bytes=20_000, page_bytes=8_000)
+    index = SimpleNamespace(where="x", search_generation=lambda: (1,))
+
+    def page():
+        return SearchPage([SearchHit(CASE_A, 1, 1, "t" * 1_500, 1, "s", True)], 1, False)
+    monkeypatch.setattr(api, "SEARCH_CACHE", cache, raising=False)
+    for n in range(30):
+        api.search_body(cache.page(index, (n,), page), 0, 20)
+        held = [entry[1] for entry in cache._pages.values()]
+        real = sum(cache.weight(p) + sum(len(v) for v in p.derived.values()) for p in held)
+        assert real <= cache.held <= 20_000  # what is held, answers too, is counted and bounded
+        assert all(p.derived for p in held)  # and each page keeps its answer
+    again = cache.page(index, (29,), page)
+    assert api.search_body(again, 0, 20) is again.derived[("json", 0, 20)]  # a hit: the same bytes
+    before = cache.held
+    api.search_body(again, 0, 20)
+    assert cache.held == before  # counted once
+    cache.clear()
+    assert cache.held == 0 and not cache._keys
