@@ -197,3 +197,157 @@ def test_the_fast_paths_archive_goes_back_when_its_gate_fails():
     with pytest.raises(RuntimeError):
         asyncio.run(enter())
     assert given == [archive]
+
+
+def _blocked_in_take(pool: ArchivePool, got: list, waiting: int = 1) -> threading.Thread:
+    """A thread in pool.take(), once it waits its turn; ``got`` receives the archive or the error."""
+    def take() -> None:
+        try:
+            got.append(pool.take())
+        except StorageError as e:
+            got.append(e)
+
+    thread = threading.Thread(target=take, daemon=True)
+    thread.start()
+    for _ in range(500):
+        if pool._waiting >= waiting:
+            break
+        time.sleep(0.01)
+    assert pool._waiting == waiting
+    return thread
+
+
+def test_a_slot_whose_open_failed_goes_to_the_waiting_request(tmp_path, monkeypatch):
+    """Review_lows11 L4: with size 1, A opens and B waits; A's open failed, and B waited out take_timeout
+    (a 503) although the pool was empty, while a newcomer could open ahead of B."""
+    from types import SimpleNamespace
+
+    from storage.archive import Archive
+    from web import context
+
+    release, opened = threading.Event(), []
+
+    def open_archive(settings, wait_timeout=None):
+        opened.append(threading.current_thread().name)
+        if len(opened) == 1:
+            assert release.wait(30)
+            raise StorageError("the index is not there yet")
+        return Archive.open(settings, wait_timeout)
+
+    monkeypatch.setattr(context, "Archive", SimpleNamespace(open=open_archive))
+    pool = ArchivePool(Settings(data_dir=str(tmp_path / "data")), size=1)
+    pool.take_timeout = 30
+    failed: list = []
+    first = threading.Thread(target=lambda: _catch(pool.take, failed), daemon=True)
+    first.start()
+    for _ in range(500):
+        if opened:
+            break
+        time.sleep(0.01)
+    got: list = []
+    second = _blocked_in_take(pool, got)
+    release.set()
+    second.join(10)
+    first.join(10)
+    assert isinstance(failed[0], StorageError) and "not there" in str(failed[0])
+    assert len(got) == 1 and not isinstance(got[0], Exception), "the waiter waited for a slot that was free"
+    assert len(opened) == 2 and pool._opening == 0 and pool._all == [got[0]]
+    pool.give(got[0])
+    assert pool.take_nowait() is got[0]
+    pool.close()
+
+
+def _catch(call, into: list) -> None:
+    try:
+        into.append(call())
+    except StorageError as e:
+        into.append(e)
+
+
+def test_an_archive_that_fails_its_memory_map_is_closed_and_frees_its_slot(tmp_path, monkeypatch):
+    """Its open succeeded, map_for_reads raised: the archive stayed counted in the pool and never came
+    back, so one such failure per slot left the portal answering "busy" for ever."""
+    from types import SimpleNamespace
+
+    from storage.archive import Archive
+    from web import context
+
+    opened = []
+
+    def open_archive(settings, wait_timeout=None):
+        archive = Archive.open(settings, wait_timeout)
+        opened.append(archive)
+        if len(opened) == 1:
+            def fail():
+                raise OSError("no memory map")
+            archive.index.map_for_reads = fail
+        return archive
+
+    monkeypatch.setattr(context, "Archive", SimpleNamespace(open=open_archive))
+    pool = ArchivePool(Settings(data_dir=str(tmp_path / "data")), size=1)
+    pool.take_timeout = 0.2
+    with pytest.raises(OSError):
+        pool.take()
+    archive = pool.take()  # the slot is free again
+    assert archive is opened[1] and pool._all == [archive]
+    with pytest.raises(Exception):
+        opened[0].index.conn.execute("SELECT 1")  # the failed one was closed
+    pool.give(archive)
+    pool.close()
+
+
+class _Interrupted(BaseException):
+    pass
+
+
+@pytest.mark.parametrize("handed", [False, True])
+def test_a_waiter_interrupted_in_its_wait_loses_no_archive(tmp_path, monkeypatch, handed):
+    """Review_lows11 L5: a waiter that left its wait by an exception kept its turn; the next give() handed
+    that turn an archive nobody gave back (also one handed over just as the exception came)."""
+    from types import SimpleNamespace
+
+    from web import context
+
+    pool = ArchivePool(Settings(data_dir=str(tmp_path / "data")), size=1)
+    held = pool.take()
+
+    class InterruptedEvent:
+        def set(self) -> None:
+            pass
+
+        def wait(self, timeout=None):
+            if handed:
+                pool.give(held)  # to this waiter, the only one
+            raise _Interrupted
+
+    monkeypatch.setattr(context, "threading", SimpleNamespace(Event=InterruptedEvent))
+    with pytest.raises(_Interrupted):
+        pool.take()
+    monkeypatch.undo()
+    assert pool._waiting == 0
+    if not handed:
+        pool.give(held)
+    pool.take_timeout = 0.2
+    assert pool.take() is held  # not lost to the interrupted turn
+    pool.give(held)
+    pool.close()
+
+
+def test_close_wakes_the_waiters_and_closes_archives_given_back_later(tmp_path):
+    """Review_lows11 L6: a waiter slept on through shutdown until take_timeout, and an archive given back
+    after close() went back to the free ones (or to a waiter): a closed archive handed out again."""
+    pool = ArchivePool(Settings(data_dir=str(tmp_path / "data")), size=1)
+    pool.take_timeout = 30
+    held = pool.take()
+    got: list = []
+    waiter = _blocked_in_take(pool, got)
+    pool.close()
+    waiter.join(10)
+    assert not waiter.is_alive(), "a waiter slept through close()"
+    assert isinstance(got[0], StorageError) and "stopping" in str(got[0]) and pool._waiting == 0
+    pool.give(held)
+    assert pool.take_nowait() is None  # not kept, closed
+    with pytest.raises(Exception):
+        held.index.conn.execute("SELECT 1")
+    with pytest.raises(StorageError, match="stopping"):
+        pool.take()  # no archive opened after close()
