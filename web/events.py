@@ -90,6 +90,7 @@ class EventWriter:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._committing: _Batch | None = None  # the batch the writer has taken and is committing
+        self._step = 0.0  # time.monotonic() when the writer began its latest commit (a batch, or compensations)
         self.commits = 0  # commits made (for tests and benchmarks)
         self._running = False
         # compensating events (of withdrawn accesses already committed) not yet committed themselves: kept
@@ -107,18 +108,31 @@ class EventWriter:
 
     def add(self, event: Event, late: str = WITHHELD) -> bool:
         """Queue ``event`` and wait until it is committed (True); False if the writer is not running (not
-        started, or closed): write it yourself. A failed commit, or none within ``wait`` seconds, is a
-        StorageError: the caller must not answer as if the access were recorded (a late commit is then
+        started, or closed): write it yourself. A failed commit, or none within ``wait`` seconds of the
+        writer taking it (:meth:`_deadline`), is a StorageError: the caller must not answer as if the access were recorded (a late commit is then
         compensated, saying ``late``: storage.access.WITHHELD, or CUT_OFF for a stream's closing event)."""
+        since = time.monotonic()
         batch = self.submit(event)
         if batch is None:
             return False
         with self._cond:
-            if not batch.cond.wait_for(lambda: batch.done, self.wait):
-                self._withdraw(batch, event, late)
-                raise StorageError(f"the access event was not committed within {self.wait:g} s")
+            while not batch.done:
+                left = self._deadline(batch, since) - time.monotonic()
+                if left <= 0:
+                    self._withdraw(batch, event, late)
+                    raise StorageError(f"the access event was not committed within {self.wait:g} s")
+                batch.cond.wait(left)
         batch.outcome()
         return True
+
+    def _deadline(self, batch: _Batch, since: float) -> float:
+        """When a request waiting since ``since`` for ``batch`` gives up: ``wait`` after the writer took the
+        batch; until then, ``wait`` after the later of ``since`` and the start of the writer's current
+        commit. Review_lows11 L1: counted from the submit, a request queued behind a commit that failed
+        after its own bounded wait got a 503 while its own commit was still within bounds. Still bounded:
+        before taking the batch the writer ends the commit it was in (refused if older than ``wait``, see
+        :meth:`submit`) and may commit the compensating events once."""
+        return (batch.started or max(since, self._step)) + self.wait
 
     def submit(self, event: Event) -> _Batch | None:
         """Queue ``event`` without waiting: its batch, to :meth:`committed` before answering; None if the
@@ -147,20 +161,32 @@ class EventWriter:
 
     async def committed(self, batch: _Batch) -> None:
         """On an event loop: wait (without holding a thread) until ``batch`` is committed; StorageError if
-        its commit failed or took more than ``wait`` seconds."""
+        its commit failed or took more than ``wait`` seconds (see :meth:`_deadline`)."""
         with self._cond:
             if not batch.done:
                 future = asyncio.get_running_loop().create_future()
                 batch.futures.append(entry := (future.get_loop(), future))
             else:
                 future = None
-        if future is not None:
-            try:
-                await asyncio.wait_for(future, self.wait)
-            except asyncio.TimeoutError:
-                with self._cond, contextlib.suppress(ValueError):
+        since = time.monotonic()
+        while future is not None:
+            left = self._deadline(batch, since) - time.monotonic()  # (its times are read without the lock)
+            if left > 0:  # a timer that resolves the future itself: half the CPU of asyncio.wait_for
+                timer = entry[0].call_later(left, _expire, future)
+                try:
+                    if await future is not _EXPIRED:
+                        break
+                finally:
+                    timer.cancel()
+            with self._cond:  # expired: the deadline may have moved on (the writer took the batch since)
+                with contextlib.suppress(ValueError):
                     batch.futures.remove(entry)
-                raise StorageError(f"the access event was not committed within {self.wait:g} s") from None
+                if batch.done:
+                    break
+                if self._deadline(batch, since) <= time.monotonic():
+                    raise StorageError(f"the access event was not committed within {self.wait:g} s")
+                future = entry[0].create_future()
+                batch.futures.append(entry := (entry[0], future))
         batch.outcome()
 
     def withdraw(self, pairs: list[tuple[_Batch, Event]]) -> None:
@@ -213,13 +239,22 @@ class EventWriter:
 
     def close(self) -> None:
         """Commit what is still queued, then stop (a clean shutdown loses no event); a writer still stuck
-        in a commit after ``wait`` seconds (a hung database) is left behind, so the server can stop: the
-        requests whose events it held were not answered with their data (they waited for that commit)."""
+        in a commit ``wait`` seconds after it began (a hung database) is left behind, so the server can
+        stop: the requests whose events it held were not answered with their data (they waited for that
+        commit). Bounded: once stopping, the writer makes at most the commit it is in, the queued batch's
+        and the compensating events' (one try each)."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
         if self._thread is not None:
-            self._thread.join(self.wait)
+            # each commit the stopping writer makes may take ``wait``: a batch queued behind a slow commit
+            # was given up at ``wait`` after close() began, while it was being committed
+            since = time.monotonic()
+            while self._thread.is_alive():
+                left = max(since, self._step) + self.wait - time.monotonic()
+                if left <= 0:
+                    break
+                self._thread.join(left)
             if self._thread.is_alive():
                 with self._cond:
                     busy = self._committing
@@ -246,7 +281,7 @@ class EventWriter:
                         self._cond.wait(self._retry_at - time.monotonic() if self._pending else None)
                     batch, self._batch = self._batch, _Batch(self._lock)
                     self._committing = batch
-                    batch.started = time.monotonic()
+                    batch.started = self._step = time.monotonic()
                     if batch.dropped:  # withdrawn by requests that gave up waiting: never written
                         batch.events = [e for e in batch.events if id(e) not in batch.dropped]
                 if batch.events:
@@ -280,6 +315,8 @@ class EventWriter:
         never fails a request's batch), if due; kept for another try if it fails. Returns the index."""
         with self._cond:
             pending = self._pending[:] if self._pending_due() else []
+            if pending:
+                self._step = time.monotonic()
         if not pending:
             return index
         try:
@@ -341,6 +378,14 @@ def _on_event_loop() -> bool:
 def _resolve(future: asyncio.Future) -> None:
     if not future.done():
         future.set_result(None)
+
+
+_EXPIRED = object()  # a future's result when its wait's timer resolved it, not the writer
+
+
+def _expire(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(_EXPIRED)
 
 
 class RequestEvents:

@@ -519,3 +519,72 @@ def test_a_requests_wait_for_its_commit_is_bounded_by_db_timeout(tmp_path, monke
     finally:
         release.set()
         writer.close()
+
+
+class TimedIndex:
+    """A fake index whose commits take the scripted (seconds, succeeds) each, then succeed at once."""
+
+    def __init__(self, script: list[tuple[float, bool]]):
+        self.script, self.stored, self.began = script, [], threading.Event()
+
+    def add_events(self, events) -> None:
+        self.began.set()
+        seconds, succeeds = self.script.pop(0) if self.script else (0.0, True)
+        time.sleep(seconds)
+        if not succeeds:
+            raise OSError("database is locked")
+        self.stored.extend(events)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("on_loop", [False, True])
+def test_a_request_queued_behind_a_failed_commit_waits_its_own_commits_bound(on_loop):
+    """Review_lows11 L1: the wait ran from the submit, so a request queued behind a commit that failed after
+    its bounded wait got a 503 (and a withheld event) although its own commit was within bounds."""
+    index = TimedIndex([(1.0, False), (1.4, True)])
+    writer = EventWriter(lambda: index, wait=2.0)
+    writer.start()
+    try:
+        writer.submit(view("before"))  # its commit fails after 1 s
+        assert index.began.wait(5)
+        if on_loop:
+            async def request() -> None:
+                events = RequestEvents(writer)
+                assert events.add(view("queued"))
+                await events.committed()
+            asyncio.run(request())
+        else:
+            assert writer.add(view("queued"))
+        assert [e.detail for e in index.stored] == ["queued"]  # committed, and no compensating event
+    finally:
+        writer.close()
+
+
+def test_a_request_queued_behind_a_hung_commit_still_waits_a_bounded_time():
+    release = threading.Event()
+    writer = EventWriter(lambda: HungIndex(release), wait=0.5)
+    writer.start()
+    try:
+        writer.submit(view("hung"))
+        began = time.monotonic()
+        with pytest.raises(StorageError, match="not committed within"):
+            writer.add(view("queued"))
+        assert time.monotonic() - began < 5
+    finally:
+        release.set()
+        writer.close()
+
+
+def test_a_shutdown_commits_a_batch_queued_behind_a_slow_commit():
+    """close() gave the writer ``wait`` from its own start: a batch queued behind a commit that took most of
+    it was left behind mid-commit (its events lost at exit) although each commit was within bounds."""
+    index = TimedIndex([(1.4, True), (1.4, True)])
+    writer = EventWriter(lambda: index, wait=2.0)
+    writer.start()
+    writer.submit(view("first"))
+    assert index.began.wait(5)
+    writer.submit(view("second"))  # queued behind it: the stream of a client that left, say
+    writer.close()
+    assert [e.detail for e in index.stored] == ["first", "second"]
