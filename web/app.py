@@ -28,7 +28,7 @@ from storage.index import open_index
 
 from .auth import (SESSION_COOKIE, SESSION_MAX_AGE, CsrfError, LoginRequired, SessionRevocations, TokenCache,
                    session_secret)
-from .context import ArchivePool
+from .context import ArchivePool, Handoff
 from .events import SCOPE_KEY, CommitBeforeAnswer, EventWriter, commit_wait
 from .throttle import LoginThrottle
 from .uploads import UploadQueue
@@ -156,7 +156,13 @@ async def _gate(request: Request, principal_of, cached=None) -> AsyncIterator[Ga
             pool.give(archive)  # the fast path's archive goes back on any failure, as _open_gate's does
             raise
     else:
-        archive, gate = await run_in_threadpool(_open_gate, pool, principal_of, client_address(request))
+        handoff = Handoff(pool)  # a request cancelled while its thread takes an archive: given back
+        try:
+            archive, gate = await run_in_threadpool(handoff.run, _open_gate, pool, principal_of,
+                                                    client_address(request))
+        except BaseException:
+            handoff.abandon()
+            raise
     try:
         yield _with_sink(request, gate)
     finally:

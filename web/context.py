@@ -19,6 +19,35 @@ TAKE_TIMEOUT = 10.0  # seconds a request waits for a free archive before a 503
 _OPEN = object()  # handed to a waiter in place of an archive: the slot of an open that failed; open one
 
 
+class Handoff:
+    """An archive (with what came with it) taken in a worker thread for a coroutine that awaits it. A
+    coroutine cancelled meanwhile (asyncio cancels the await at once; the thread goes on and takes the
+    archive) never received it, and the archive was lost to the pool for good: now it goes back,
+    whichever of the two ends first."""
+
+    __slots__ = ("pool", "lock", "taken", "gone")
+
+    def __init__(self, pool: "ArchivePool"):
+        self.pool, self.lock, self.taken, self.gone = pool, threading.Lock(), None, False
+
+    def run(self, take, *args):
+        """In the worker thread: ``take(*args)``, a tuple whose first item is a taken archive."""
+        taken = take(*args)
+        with self.lock:
+            if not self.gone:
+                self.taken = taken
+                return taken
+        self.pool.give(taken[0])
+        raise StorageError("the request went away while it waited for an archive")
+
+    def abandon(self) -> None:
+        """In the coroutine, when its await ended by an exception (a cancellation)."""
+        with self.lock:
+            self.gone, taken, self.taken = True, self.taken, None
+        if taken is not None:
+            self.pool.give(taken[0])
+
+
 class ArchivePool:
     def __init__(self, settings, size: int = 16):
         self.settings = settings

@@ -351,3 +351,73 @@ def test_close_wakes_the_waiters_and_closes_archives_given_back_later(tmp_path):
         held.index.conn.execute("SELECT 1")
     with pytest.raises(StorageError, match="stopping"):
         pool.take()  # no archive opened after close()
+
+
+def test_a_request_cancelled_while_its_thread_takes_an_archive_gives_it_back():
+    """Found on re-reading the pool: asyncio cancels a request's await of its worker thread at once, and
+    the thread goes on and takes an archive (waited for, or opened) that nobody received: lost for good."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from web.app import _gate
+
+    waiting, release, given = threading.Event(), threading.Event(), []
+
+    class Gated:
+        index = None
+
+        def gate(self, principal, client):
+            return "gate"
+
+    taken = Gated()
+
+    def take():
+        waiting.set()
+        assert release.wait(30)
+        return taken
+
+    pool = SimpleNamespace(take=take, give=given.append, take_if_none_waits=lambda: None)
+    request = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(pool=pool)),
+                              client=SimpleNamespace(host="127.0.0.1"), scope={}, headers={})
+
+    async def enter() -> None:
+        async with _gate(request, principal_of=lambda index: "principal"):
+            pass
+
+    async def cancelled() -> None:
+        task = asyncio.ensure_future(enter())
+        while not waiting.is_set():
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        release.set()
+        for _ in range(500):  # the thread ends after the request did
+            if given:
+                break
+            await asyncio.sleep(0.01)
+
+    asyncio.run(cancelled())
+    assert given == [taken]
+
+
+def test_a_handoff_gives_the_archive_back_whichever_side_ends_first():
+    from types import SimpleNamespace
+
+    from web.context import Handoff
+
+    given: list = []
+    pool = SimpleNamespace(give=given.append)
+    first = Handoff(pool)  # the thread ended first, the coroutine never received its result
+    assert first.run(lambda: ("archive 1", "gate")) == ("archive 1", "gate")
+    first.abandon()
+    second = Handoff(pool)  # the coroutine was cancelled first
+    second.abandon()
+    with pytest.raises(StorageError, match="went away"):
+        second.run(lambda: ("archive 2", "gate"))
+    assert given == ["archive 1", "archive 2"]
+    third = Handoff(pool)  # the thread failed: nothing to give
+    with pytest.raises(StorageError, match="busy"):
+        third.run(lambda: (_ for _ in ()).throw(StorageError("busy")))
+    third.abandon()
+    assert given == ["archive 1", "archive 2"]
