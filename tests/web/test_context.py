@@ -199,15 +199,16 @@ def test_the_fast_paths_archive_goes_back_when_its_gate_fails():
     assert given == [archive]
 
 
+def _catch(call, into: list) -> None:
+    try:
+        into.append(call())
+    except StorageError as e:
+        into.append(e)
+
+
 def _blocked_in_take(pool: ArchivePool, got: list, waiting: int = 1) -> threading.Thread:
     """A thread in pool.take(), once it waits its turn; ``got`` receives the archive or the error."""
-    def take() -> None:
-        try:
-            got.append(pool.take())
-        except StorageError as e:
-            got.append(e)
-
-    thread = threading.Thread(target=take, daemon=True)
+    thread = threading.Thread(target=_catch, args=(pool.take, got), daemon=True)
     thread.start()
     for _ in range(500):
         if pool._waiting >= waiting:
@@ -255,13 +256,6 @@ def test_a_slot_whose_open_failed_goes_to_the_waiting_request(tmp_path, monkeypa
     pool.give(got[0])
     assert pool.take_nowait() is got[0]
     pool.close()
-
-
-def _catch(call, into: list) -> None:
-    try:
-        into.append(call())
-    except StorageError as e:
-        into.append(e)
 
 
 def test_an_archive_that_fails_its_memory_map_is_closed_and_frees_its_slot(tmp_path, monkeypatch):
