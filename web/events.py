@@ -109,8 +109,9 @@ class EventWriter:
     def add(self, event: Event, late: str = WITHHELD) -> bool:
         """Queue ``event`` and wait until it is committed (True); False if the writer is not running (not
         started, or closed): write it yourself. A failed commit, or none within ``wait`` seconds of the
-        writer taking it (:meth:`_deadline`), is a StorageError: the caller must not answer as if the access were recorded (a late commit is then
-        compensated, saying ``late``: storage.access.WITHHELD, or CUT_OFF for a stream's closing event)."""
+        writer taking it (:meth:`_deadline`), is a StorageError: the caller must not answer as if the
+        access were recorded (a late commit is then compensated, saying ``late``: storage.access.WITHHELD,
+        or CUT_OFF for a stream's closing event)."""
         since = time.monotonic()
         batch = self.submit(event)
         if batch is None:
