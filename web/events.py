@@ -405,14 +405,18 @@ class RequestEvents:
     def add(self, event: Event) -> bool:
         if self.withheld and event.event_type == "retrieved":
             return True  # dropped, not written by the caller: nothing was sent
-        if self.started:
+        if self.started:  # its archive went back to the pool with the answer: the caller must not write the
+            # event itself through it (another request's connection by then, or a closed one)
             if _on_event_loop():  # a stream the client left, closed by the garbage collector on the loop:
                 try:  # queue it; never block every request on a commit
-                    return self.writer.submit(event) is not None
+                    if self.writer.submit(event) is None:
+                        raise StorageError("the access events' writer has stopped")
                 except StorageError as e:
                     log.warning("access event of a closed stream not recorded: %s", e)
-                    return True  # not written on the loop either
-            return self.writer.add(event, CUT_OFF)  # every piece but the held last one was sent
+                return True  # queued, or not written on the loop either
+            if not self.writer.add(event, CUT_OFF):  # every piece but the held last one was sent
+                raise StorageError("the access events' writer has stopped")  # so the last one is not
+            return True
         try:
             batch = self.writer.submit(event)
         except StorageError:  # a stuck writer: this request is refused, so are its earlier events

@@ -588,3 +588,24 @@ def test_a_shutdown_commits_a_batch_queued_behind_a_slow_commit():
     writer.submit(view("second"))  # queued behind it: the stream of a client that left, say
     writer.close()
     assert [e.detail for e in index.stored] == ["first", "second"]
+
+
+def test_a_streams_event_after_shutdown_is_never_written_by_its_caller(caplog):
+    """Found on re-reading the writer: once it had stopped (a shutdown), a stream's closing event came back
+    "not queued", so the gate wrote it itself (on the event loop, for a stream closed by the garbage
+    collector) through the archive its request had given back to the pool with its answer: another
+    request's connection by then, or a closed one."""
+    writer = EventWriter(lambda: TimedIndex([]), wait=1.0)
+    writer.start()
+    writer.close()
+    events = RequestEvents(writer)
+    events.started = True
+
+    async def on_loop() -> bool:
+        return events.add(view("closed by gc after shutdown"))
+
+    with caplog.at_level(logging.WARNING, logger="digitize.web"):
+        assert asyncio.run(on_loop())  # handled: the caller writes nothing
+    assert "closed stream not recorded: the access events' writer has stopped" in caplog.text
+    with pytest.raises(StorageError, match="writer has stopped"):  # in the stream's thread: its last
+        events.add(view("a stream's closing event after shutdown"))  # piece is held back, as on a failure
