@@ -12,7 +12,8 @@ commit, so under load one commit serves many requests and when idle an event wai
 with no timer. A failed commit fails every request of that batch (:class:`~digitize.errors.StorageError`,
 the portal's 503) and the next batch opens the index afresh; a closed writer (a clean shutdown) commits
 what is queued first, and afterwards :meth:`EventWriter.add` says so, and the caller writes the event
-itself (not once its answer has started: its archive went back to the pool, see :class:`RequestEvents`). Durability is the index's: SQLite commits with ``synchronous = FULL`` (the WAL is fsynced at
+itself (not once its answer has started: its archive went back to the pool, see :class:`RequestEvents`).
+Durability is the index's: SQLite commits with ``synchronous = FULL`` (the WAL is fsynced at
 every commit), so an event whose answer was sent survives a crash and a power loss.
 
 A stuck writer (a database that does not answer: PostgreSQL with ``db_timeout = 0`` behind a lock, a
