@@ -325,7 +325,8 @@ class SearchCache:
     def _drop(self, key: tuple, entry: tuple[float, SearchPage, int] | None) -> None:
         if entry is not None:
             self.held -= entry[2]
-            if self._keys.get(id(entry[1])) is key:  # (one page object under two keys: the later one's)
+            if self._keys.get(id(entry[1])) == key:  # (one page object under two keys: the later one's; == as a
+                # refreshed entry's key is a new, equal tuple: `is` left its id entry behind for ever)
                 del self._keys[id(entry[1])]
 
     def clear(self) -> None:

@@ -190,6 +190,20 @@ def test_the_byte_bound_counts_the_keys_too():
     assert ("huge", "p" * 9_000) not in [k[2:] for k in cache._pages]  # over page_bytes: not kept
 
 
+def test_a_refreshed_entry_leaves_no_stale_page_id_behind():
+    """Review pool15 L1: a refresh stores a new, equal key tuple; the drop compared the old page's id entry
+    with `is`, so every refresh of a hot query left an uncounted id -> key entry behind."""
+    from types import SimpleNamespace
+
+    from storage.index_accounts import SearchPage
+
+    cache = access.SearchCache(max_age=-1)  # every lookup a miss: each one refreshes the entry
+    index = SimpleNamespace(where="x", search_generation=lambda: (1,))
+    pages = [cache.page(index, ("q", "filters"), lambda: SearchPage([], 0, False)) for _ in range(50)]
+    assert len(pages) == 50 and len(cache._pages) == 1
+    assert len(cache._keys) == 1
+
+
 @pytest.mark.skipif(__import__("os").geteuid() != 0, reason="root re-making the generation file")
 def test_a_generation_file_re_made_by_root_is_the_index_owners(tmp_path, caplog):
     """Review 11b L4: root's write (a CLI run as root) re-made a missing generation file as root's, so the
