@@ -1,4 +1,4 @@
-"""Account commands: ``digitize users add|list|disable`` and ``digitize tokens create|list|revoke``.
+"""Account commands: ``digitize users add|bind-oidc|list|disable`` and ``digitize tokens create|list|revoke``.
 
 Passwords come from stdin only (never argv, where other processes can read them); a token's secret is
 printed once and stored only as a hash.
@@ -34,23 +34,40 @@ def _account_options(command):
 
 @click.group("users")
 def users_group() -> None:
-    """Portal accounts (argon2-hashed passwords): add, list, disable."""
+    """Portal accounts (argon2-hashed passwords, or single sign-on subjects): add, bind-oidc, list, disable."""
 
 
 @users_group.command("add")
 @_account_options
 @click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
+@click.option("--oidc-subject", metavar="SUB", help="Bind the account to this single sign-on subject (the "
+              "provider's `sub` of the person, of [web] oidc_issuer).")
 @click.pass_obj
-def users_add(settings, name: str, role: str, agencies: tuple[str, ...], password_stdin: bool) -> None:
-    """Add user NAME; without --password-stdin the account can only log in through single sign-on."""
+def users_add(settings, name: str, role: str, agencies: tuple[str, ...], password_stdin: bool,
+              oidc_subject: str | None) -> None:
+    """Add user NAME; without --password-stdin the account can only log in through single sign-on, once
+    bound to its subject (--oidc-subject, or later `users bind-oidc`)."""
     password = None
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
         if not password:
             raise BadArgsError("no password on stdin")
+    oidc = (settings.web.oidc_issuer, oidc_subject) if oidc_subject is not None else None
     with _archive(settings) as archive:
-        user = access.add_user(archive.index, name, role, agencies, password)
+        user = access.add_user(archive.index, name, role, agencies, password, oidc)
     click.echo(f"user {user.name} added: {user.role}, {_scope(user.agencies, user.role)}")
+
+
+@users_group.command("bind-oidc")
+@click.argument("name")
+@click.argument("subject")
+@click.pass_obj
+def users_bind_oidc(settings, name: str, subject: str) -> None:
+    """Bind user NAME to single sign-on SUBJECT (the provider's `sub` of the person, of [web] oidc_issuer),
+    replacing any earlier binding. Accounts are never bound by a name or an e-mail the provider sends."""
+    with _archive(settings) as archive:
+        access.bind_oidc(archive.index, name, settings.web.oidc_issuer, subject)
+    click.echo(f"user {name} bound to single sign-on subject {subject!r} of {settings.web.oidc_issuer}")
 
 
 @users_group.command("list")
@@ -60,7 +77,8 @@ def users_list(settings) -> None:
     def line(user) -> str:
         state = "disabled" if user.disabled else "active"
         login = "password" if user.password_hash else "sso only"
-        return f"{user.name:<24} {user.role:<10} {state:<8} {login:<9} {_scope(user.agencies, user.role)}"
+        sso = f" sso:{user.oidc_subject!r}" if user.oidc_subject and user.oidc_issuer else ""
+        return f"{user.name:<24} {user.role:<10} {state:<8} {login:<9} {_scope(user.agencies, user.role)}{sso}"
 
     _list(settings, lambda index: index.users(), line, "users")
 

@@ -30,6 +30,7 @@ class UserRecord:
     disabled: bool = False
     created_at: str = ""
     updated_at: str = ""
+    oidc_issuer: str | None = None  # the provider that issued oidc_subject (migration 0007)
 
 
 @dataclass
@@ -90,17 +91,20 @@ class AccountQueries:
         with self.transaction():
             if self._rows("SELECT name FROM users WHERE name = ?", (user.name,)):
                 raise BadArgsError(f"user {user.name} already exists")
-            self._execute("INSERT INTO users (name, role, agencies, password_hash, oidc_subject, disabled, "
-                          "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            if user.oidc_subject is not None:
+                self._subject_free(user.name, user.oidc_subject)
+            self._execute("INSERT INTO users (name, role, agencies, password_hash, oidc_subject, oidc_issuer, "
+                          "disabled, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                           (user.name, user.role, json.dumps(user.agencies), user.password_hash, user.oidc_subject,
-                           int(user.disabled), now, now))
+                           user.oidc_issuer, int(user.disabled), now, now))
 
     def get_user(self, name: str) -> UserRecord | None:
         rows = self._rows("SELECT * FROM users WHERE name = ?", (name,))
         return _user(rows[0]) if rows else None
 
-    def user_by_subject(self, subject: str) -> UserRecord | None:
-        rows = self._rows("SELECT * FROM users WHERE oidc_subject = ?", (subject,))
+    def user_by_subject(self, issuer: str, subject: str) -> UserRecord | None:
+        """The user an administrator bound to this subject of this issuer (never one bound to another issuer)."""
+        rows = self._rows("SELECT * FROM users WHERE oidc_subject = ? AND oidc_issuer = ?", (subject, issuer))
         return _user(rows[0]) if rows else None
 
     def users(self) -> list[UserRecord]:
@@ -112,10 +116,20 @@ class AccountQueries:
                 raise NotFoundError(f"user {name} not found")
             self._execute("UPDATE users SET disabled = ?, updated_at = ? WHERE name = ?", (int(disabled), now, name))
 
-    def bind_subject(self, name: str, subject: str, now: str) -> None:
-        """Tie a user to its single sign-on subject at the first SSO login (only if not yet bound)."""
-        self._execute("UPDATE users SET oidc_subject = ?, updated_at = ? WHERE name = ? AND oidc_subject IS NULL",
-                      (subject, now, name))
+    def bind_subject(self, name: str, issuer: str, subject: str, now: str) -> None:
+        """Tie a user to a single sign-on subject of an issuer (an administrator's act; replaces its binding)."""
+        with self.transaction():
+            if not self.get_user(name):
+                raise NotFoundError(f"user {name} not found")
+            self._subject_free(name, subject)
+            self._execute("UPDATE users SET oidc_subject = ?, oidc_issuer = ?, updated_at = ? WHERE name = ?",
+                          (subject, issuer, now, name))
+
+    def _subject_free(self, name: str, subject: str) -> None:
+        """A subject belongs to one account: refuse to bind one another user already has."""
+        holder = self._rows("SELECT name FROM users WHERE oidc_subject = ? AND name <> ?", (subject, name))
+        if holder:
+            raise BadArgsError(f"single sign-on subject {subject!r} is already bound to user {holder[0]['name']}")
 
     # -- API tokens ----------------------------------------------------------------------------
     def add_token(self, token: TokenRecord, now: str) -> None:

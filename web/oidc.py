@@ -2,8 +2,9 @@
 
 Authlib is a well-kept OIDC client: discovery, PKCE, state and nonce, ID-token signature and claim checks.
 This module only wires its two steps to the portal: ``/login/oidc`` sends the browser to the provider,
-``/login/oidc/callback`` takes the verified identity to storage.access.authenticate_oidc, which maps it to a
-local account (roles and agencies stay local), then starts the same session as a password login.
+``/login/oidc/callback`` takes the verified identity to storage.access.authenticate_oidc, which maps it to the
+local account an administrator bound to its subject (roles and agencies stay local), then starts the same
+session as a password login.
 """
 
 from __future__ import annotations
@@ -53,11 +54,12 @@ def install(app: FastAPI, settings, render_login) -> None:
 
         def lookup():  # in a worker thread: taking an archive may open one or wait for one
             with request.app.state.pool.archive() as archive:
-                return authenticate_oidc(archive.index, str(claims.get("sub", "")), claims.get("preferred_username"))
+                return authenticate_oidc(archive.index, settings.web.oidc_issuer, str(claims.get("sub", "")))
 
         try:
             principal = await run_in_threadpool(lookup)
-        except AuthenticationError:
+        except AuthenticationError as e:
+            log.warning("single sign-on refused from %s: %s", client_address(request), e)
             return render_login(request, "sso_no_account", 403)
         target = request.session.pop("after_login", "/")
         start_session(request, principal)
