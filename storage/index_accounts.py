@@ -26,11 +26,11 @@ class UserRecord:
     role: str
     agencies: list[str] = field(default_factory=list)
     password_hash: str | None = None
-    oidc_subject: str | None = None
+    oidc_subject: str | None = None  # the single sign-on binding (oidc_bindings, migration 0007): subject
     disabled: bool = False
     created_at: str = ""
     updated_at: str = ""
-    oidc_issuer: str | None = None  # the provider that issued oidc_subject (migration 0007)
+    oidc_issuer: str | None = None  # and the provider that issues it
 
 
 @dataclass
@@ -72,6 +72,11 @@ class SearchPage:
     derived: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
+# users with their single sign-on binding (users.oidc_subject of migration 3 is no longer read: see 0007)
+_USERS = ("SELECT u.name, u.role, u.agencies, u.password_hash, b.subject AS oidc_subject, b.issuer AS oidc_issuer, "
+          "u.disabled, u.created_at, u.updated_at FROM users u LEFT JOIN oidc_bindings b ON b.name = u.name")
+
+
 def _user(row: dict[str, Any]) -> UserRecord:
     row["agencies"] = json.loads(row["agencies"] or "[]")
     row["disabled"] = bool(row["disabled"])
@@ -91,24 +96,23 @@ class AccountQueries:
         with self.transaction():
             if self._rows("SELECT name FROM users WHERE name = ?", (user.name,)):
                 raise BadArgsError(f"user {user.name} already exists")
-            if user.oidc_subject is not None:
-                self._subject_free(user.name, user.oidc_subject)
-            self._execute("INSERT INTO users (name, role, agencies, password_hash, oidc_subject, oidc_issuer, "
-                          "disabled, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                          (user.name, user.role, json.dumps(user.agencies), user.password_hash, user.oidc_subject,
-                           user.oidc_issuer, int(user.disabled), now, now))
+            self._execute("INSERT INTO users (name, role, agencies, password_hash, disabled, created_at, updated_at) "
+                          "VALUES (?, ?, ?, ?, ?, ?, ?)", (user.name, user.role, json.dumps(user.agencies),
+                                                           user.password_hash, int(user.disabled), now, now))
+            if user.oidc_subject is not None and user.oidc_issuer is not None:
+                self._bind(user.name, user.oidc_issuer, user.oidc_subject, now)
 
     def get_user(self, name: str) -> UserRecord | None:
-        rows = self._rows("SELECT * FROM users WHERE name = ?", (name,))
+        rows = self._rows(_USERS + " WHERE u.name = ?", (name,))
         return _user(rows[0]) if rows else None
 
     def user_by_subject(self, issuer: str, subject: str) -> UserRecord | None:
         """The user an administrator bound to this subject of this issuer (never one bound to another issuer)."""
-        rows = self._rows("SELECT * FROM users WHERE oidc_subject = ? AND oidc_issuer = ?", (subject, issuer))
+        rows = self._rows(_USERS + " WHERE b.issuer = ? AND b.subject = ?", (issuer, subject))
         return _user(rows[0]) if rows else None
 
     def users(self) -> list[UserRecord]:
-        return [_user(r) for r in self._rows("SELECT * FROM users ORDER BY name")]
+        return [_user(r) for r in self._rows(_USERS + " ORDER BY u.name")]
 
     def set_user_disabled(self, name: str, disabled: bool, now: str) -> None:
         with self.transaction():
@@ -121,15 +125,17 @@ class AccountQueries:
         with self.transaction():
             if not self.get_user(name):
                 raise NotFoundError(f"user {name} not found")
-            self._subject_free(name, subject)
-            self._execute("UPDATE users SET oidc_subject = ?, oidc_issuer = ?, updated_at = ? WHERE name = ?",
-                          (subject, issuer, now, name))
+            self._execute("DELETE FROM oidc_bindings WHERE name = ?", (name,))
+            self._bind(name, issuer, subject, now)
+            self._execute("UPDATE users SET updated_at = ? WHERE name = ?", (now, name))
 
-    def _subject_free(self, name: str, subject: str) -> None:
+    def _bind(self, name: str, issuer: str, subject: str, now: str) -> None:
         """A subject belongs to one account: refuse to bind one another user already has."""
-        holder = self._rows("SELECT name FROM users WHERE oidc_subject = ? AND name <> ?", (subject, name))
+        holder = self._rows("SELECT name FROM oidc_bindings WHERE issuer = ? AND subject = ?", (issuer, subject))
         if holder:
             raise BadArgsError(f"single sign-on subject {subject!r} is already bound to user {holder[0]['name']}")
+        self._execute("INSERT INTO oidc_bindings (name, issuer, subject, bound_at) VALUES (?, ?, ?, ?)",
+                      (name, issuer, subject, now))
 
     # -- API tokens ----------------------------------------------------------------------------
     def add_token(self, token: TokenRecord, now: str) -> None:
