@@ -31,6 +31,7 @@ from .auth import (SESSION_COOKIE, SESSION_MAX_AGE, CsrfError, LoginRequired, Se
 from .context import ArchivePool
 from .events import SCOPE_KEY, CommitBeforeAnswer, EventWriter, commit_wait
 from .throttle import LoginThrottle
+from .settings_check import check_web_settings
 from .uploads import UploadQueue
 from .webhooks import WebhookDispatcher
 
@@ -198,6 +199,8 @@ def _with_sink(request: Request, gate: Gate) -> Gate:
 
 
 def create_app(settings) -> FastAPI:
+    check_web_settings(settings)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.events.start()

@@ -22,7 +22,7 @@ from storage.archive import Archive
 from web.app import create_app
 from web.webhooks import signature
 
-SECRET = "webhook-test-secret"
+SECRET = "webhook-test-secret-0123456789abcdef"
 
 
 class Receiver(http.server.ThreadingHTTPServer):
