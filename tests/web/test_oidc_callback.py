@@ -90,3 +90,37 @@ def test_a_binding_is_of_one_issuer_and_a_disabled_account_is_refused(sso):
         access.bind_oidc(archive.index, "tran.admin", ISSUER, "vneid-0042")
         archive.index.set_user_disabled("tran.admin", True, access.now_iso())
     assert callback(settings)[0].status_code == 403
+
+
+@pytest.mark.parametrize("metadata", [
+    {"issuer": "https://evil.example/province"},  # another issuer: its ID tokens would be checked against it
+    {"issuer": ISSUER + "/"},  # not identical (OIDC Discovery 4.3)
+    {},  # none: Authlib would not check `iss` at all
+    {"jwks_uri": "http://keys.example/jwks"},  # the keys fetched over plain http, from a non-loopback host
+])
+def test_a_discovery_document_of_another_issuer_is_refused(sso, metadata, caplog):
+    """Review web15 M3: Authlib checks ID tokens against the fetched document's issuer and keys."""
+    settings, state = sso
+    with Archive.open(settings) as archive:
+        access.bind_oidc(archive.index, "tran.admin", ISSUER, "vneid-0042")
+    state["claims"] = {"sub": "vneid-0042"}
+    if "issuer" in metadata or not metadata:
+        state["metadata"].pop("issuer")
+    state["metadata"].update(metadata)
+    with caplog.at_level(logging.WARNING, "digitize.web"):
+        r, admin = callback(settings)
+    assert r.status_code == 401 and admin == 303 and state["exchanged"] == 0
+    assert "discovery document" in caplog.text
+    with TestClient(create_app(settings)) as client:  # the browser is not sent to its endpoints either
+        assert client.get("/login/oidc", follow_redirects=False).status_code == 401
+
+
+def test_a_tampered_id_token_is_a_refusal_not_an_internal_error(sso):
+    """Review web15 L5: joserfc's errors (bad signature, nonce, aud, iss) are no OAuthError: they were a 500."""
+    from joserfc.errors import BadSignatureError, InvalidClaimError
+
+    settings, state = sso
+    for error in (BadSignatureError(), InvalidClaimError("nonce")):
+        state["claims"] = error
+        r, _ = callback(settings)
+        assert r.status_code == 401 and "Traceback" not in r.text, r.text[:300]
