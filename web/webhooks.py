@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import hmac
+import http.client
 import json
 import logging
 import os
@@ -159,7 +160,9 @@ class WebhookDispatcher:
             try:
                 self.sender(url, body, self.secret, event_id)
                 return True
-            except (OSError, ValueError) as e:
+            except (OSError, ValueError, http.client.HTTPException) as e:  # HTTPException: a receiver answering
+                # garbage (BadStatusLine, IncompleteRead, LineTooLong), which urllib passes through unwrapped;
+                # it escaped this bound and _run retried the same event every POLL s for ever (review web15 M4)
                 reason = f"HTTP {e.code}" if isinstance(e, urllib.error.HTTPError) else type(e).__name__
                 if attempt == self.retries:
                     log.warning("webhook %s: event %s not delivered after %d attempts (%s)", mask_url(url),

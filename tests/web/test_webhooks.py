@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import http.server
 import json
 import logging
@@ -20,7 +21,7 @@ from digitize.config import Settings
 from portal_data import AGENCY_A, seed, store_case
 from storage.archive import Archive
 from web.app import create_app
-from web.webhooks import signature
+from web.webhooks import WebhookDispatcher, signature
 
 SECRET = "webhook-test-secret-0123456789abcdef"
 
@@ -128,3 +129,24 @@ def test_of_several_server_processes_exactly_one_delivers_and_another_takes_over
             time.sleep(3 * 2.0)
             assert [json.loads(body)["case_id"] for _, body, _ in good.posts] == [
                 "000.00.31.H56-241015-0101", "000.00.31.H56-241015-0102"]
+
+
+@pytest.mark.parametrize("error", [http.client.BadStatusLine("GARBAGE"), http.client.IncompleteRead(b"x", 5),
+                                   http.client.LineTooLong("header line")])
+def test_a_receiver_answering_garbage_is_retried_within_the_bound(tmp_path, error, caplog):
+    """Review web15 M4: http.client's errors are no OSError; they escaped the retries and backoff, and the
+    delivery loop logged a traceback and sent the same event every 2 s for ever."""
+    calls = []
+
+    def sender(url, body, secret, event_id):
+        calls.append(event_id)
+        raise error
+
+    settings = Settings(data_dir=str(tmp_path / "data"))
+    settings.web.webhook_urls, settings.web.webhook_secret = "http://127.0.0.1:9/hook", SECRET
+    settings.web.webhook_retries, settings.web.webhook_backoff = 2, 0.01
+    dispatcher = WebhookDispatcher(settings, None, sender=sender)
+    with caplog.at_level(logging.WARNING, "digitize.webhooks"):
+        assert dispatcher._deliver(settings.web.webhook_urls, b"{}", 7) is True  # given up: the cursor moves on
+    assert calls == [7, 7] and "not delivered after 2 attempts" in caplog.text
+    assert "Traceback" not in caplog.text
