@@ -63,6 +63,8 @@ ERRORS: list[tuple[type[Exception], int, str]] = [
     (InputError, 422, "bad-input"),
     (DigitizeError, 400, "bad-request"),
 ]
+FIXITY_FAILED = "the stored file failed its integrity check and was not sent; the server log has the details"
+INTERNAL = "internal error; the server log has the details"
 UNAVAILABLE = "the archive did not answer in time or is unavailable; try again in a moment"
 RETRY_AFTER = 5  # seconds
 HTTP_CODES = {400: "bad-request", 401: "unauthorized", 403: "forbidden", 404: "not-found", 405: "method-not-allowed",
@@ -244,6 +246,8 @@ def create_app(settings) -> FastAPI:
             log.warning("%s %s: %s", request.method, request.url.path, error)
         if status == 503:  # a database wait timed out, a store away: the details (paths, hosts) stay in the log
             message, headers = UNAVAILABLE, {"retry-after": str(RETRY_AFTER)}
+        elif status >= 500:  # a failed fixity check names the object key and both hashes: the log only (web15 L6)
+            message = FIXITY_FAILED if isinstance(error, VerificationError) else INTERNAL
         if is_api(request) or not hasattr(app.state, "render_error"):
             if status == 401:
                 headers["www-authenticate"] = "Bearer"
@@ -288,7 +292,7 @@ def create_app(settings) -> FastAPI:
         """A bug: logged with its traceback for the operator, a plain message for the client (no details)."""
         log.error("%s %s: internal error", request.method, request.url.path, exc_info=error)
         if is_api(request) or not hasattr(app.state, "render_error"):
-            response = json_error(500, "internal", "internal error; the server log has the details")
+            response = json_error(500, "internal", INTERNAL)
         else:
             response = app.state.render_error(request, 500, "internal error")
         # Starlette sends this handler's answer from its outermost error layer, outside SecurityHeaders
