@@ -31,7 +31,7 @@ from digitize.errors import BadArgsError, DigitizeError, ExitCode, NotFoundError
 from digitize.identifiers import normalize_case_id, parse_agency_code
 
 from .index import now_iso
-from .index_accounts import HitRow, SearchPage, TokenRecord, UserRecord
+from .index_accounts import AccountEvent, HitRow, SearchPage, TokenRecord, UserRecord
 from .models import CaseRecord, DocumentRow, Event, SignatureRow
 from .search import parse_query
 
@@ -363,6 +363,14 @@ def add_user(index, name: str, role: str, agencies: Iterable[str], password: str
         raise BadArgsError(f"role {role} needs at least one --agency CODE")
     index.add_user(user, now_iso())
     return user
+
+
+def audited(index, actor: str, client: str | None, action: str, target: str, change: Callable[[], object]):
+    """Make a change to an account and record who made it, in one transaction (review web15 L3)."""
+    with index.transaction():
+        result = change()
+        index.add_account_event(AccountEvent(now_iso(), actor, action, target, client or None))
+    return result
 
 
 def check_subject(subject: str) -> str:
@@ -805,4 +813,5 @@ class Gate:
 
     def disable_user(self, name: str) -> None:
         self.require(Perm.admin)
-        self.index.set_user_disabled(name, True, now_iso())
+        audited(self.index, self.principal.actor, self.client, "user disabled", name,
+                lambda: self.index.set_user_disabled(name, True, now_iso()))

@@ -1,4 +1,4 @@
-"""Account commands: ``digitize users add|bind-oidc|list|disable`` and ``digitize tokens create|list|revoke``.
+"""Account commands: ``digitize users add|bind-oidc|list|disable|events`` and ``digitize tokens create|list|revoke``.
 
 Passwords come from stdin only (never argv, where other processes can read them); a token's secret is
 printed once and stored only as a hash.
@@ -6,6 +6,7 @@ printed once and stored only as a hash.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Callable
 
@@ -17,6 +18,20 @@ from . import access
 from .cli import _archive
 
 _ROLE = click.Choice(access.ROLES)
+
+
+def _actor() -> str:
+    """Who ran the command, for account events: cli:<the OS user>."""
+    import pwd
+
+    try:
+        return "cli:" + pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"cli:uid{os.geteuid()}"
+
+
+def _audited(index, action: str, target: str, change: Callable[[], object]):
+    return access.audited(index, _actor(), None, action, target, change)
 
 
 def _scope(agencies: list[str], role: str) -> str:
@@ -54,7 +69,8 @@ def users_add(settings, name: str, role: str, agencies: tuple[str, ...], passwor
             raise BadArgsError("no password on stdin")
     oidc = (settings.web.oidc_issuer, oidc_subject) if oidc_subject is not None else None
     with _archive(settings) as archive:
-        user = access.add_user(archive.index, name, role, agencies, password, oidc)
+        user = _audited(archive.index, "user added", name,
+                        lambda: access.add_user(archive.index, name, role, agencies, password, oidc))
     click.echo(f"user {user.name} added: {user.role}, {_scope(user.agencies, user.role)}")
 
 
@@ -66,7 +82,8 @@ def users_bind_oidc(settings, name: str, subject: str) -> None:
     """Bind user NAME to single sign-on SUBJECT (the provider's `sub` of the person, of [web] oidc_issuer),
     replacing any earlier binding. Accounts are never bound by a name or an e-mail the provider sends."""
     with _archive(settings) as archive:
-        access.bind_oidc(archive.index, name, settings.web.oidc_issuer, subject)
+        _audited(archive.index, "user bound", name,
+                 lambda: access.bind_oidc(archive.index, name, settings.web.oidc_issuer, subject))
     click.echo(f"user {name} bound to single sign-on subject {subject!r} of {settings.web.oidc_issuer}")
 
 
@@ -88,7 +105,18 @@ def users_list(settings) -> None:
 @click.pass_obj
 def users_disable(settings, name: str) -> None:
     """Disable NAME: its sessions stop working at their next request."""
-    _end(settings, lambda index, now: index.set_user_disabled(name, True, now), f"user {name} disabled")
+    _end(settings, "user disabled", name, lambda index, now: index.set_user_disabled(name, True, now))
+
+
+@users_group.command("events")
+@click.option("--limit", type=click.IntRange(1, 100000), default=100, show_default=True)
+@click.pass_obj
+def users_events(settings, limit: int) -> None:
+    """Changes to users and tokens, newest first: when, who (user:NAME from /admin, cli:OSUSER), what."""
+    def line(event) -> str:
+        return f"{event.time}  {event.actor:<24} {event.action:<14} {event.target}  {event.client or ''}".rstrip()
+
+    _list(settings, lambda index: index.account_events(limit), line, "account events")
 
 
 @click.group("tokens")
@@ -102,7 +130,8 @@ def tokens_group() -> None:
 def tokens_create(settings, name: str, role: str, agencies: tuple[str, ...]) -> None:
     """Create token NAME and print its secret once (only its hash is kept)."""
     with _archive(settings) as archive:
-        secret = access.create_token(archive.index, name, role, agencies)
+        secret = _audited(archive.index, "token created", name,
+                          lambda: access.create_token(archive.index, name, role, agencies))
     click.echo(secret)
     click.echo(f"token {name} created ({role}, {_scope(list(access.parse_agencies(agencies)), role)}); "
                "store it now, it is not shown again", err=True)
@@ -124,7 +153,7 @@ def tokens_list(settings) -> None:
 @click.pass_obj
 def tokens_revoke(settings, name: str) -> None:
     """Revoke token NAME (a running portal refuses it within [web] token_cache_seconds, default 2 s)."""
-    _end(settings, lambda index, now: index.revoke_token(name, now), f"token {name} revoked")
+    _end(settings, "token revoked", name, lambda index, now: index.revoke_token(name, now))
 
 
 def _list(settings, read: Callable, line: Callable, noun: str) -> None:
@@ -136,11 +165,12 @@ def _list(settings, read: Callable, line: Callable, noun: str) -> None:
     click.echo(f"{len(items)} {noun}", err=True)
 
 
-def _end(settings, change: Callable, done: str) -> None:
-    """Disable a user or revoke a token (``change(index, now)``), then say so."""
+def _end(settings, action: str, name: str, change: Callable) -> None:
+    """Disable a user or revoke a token (``change(index, now)``, recorded as ACTION), then say so."""
     with _archive(settings) as archive:
-        change(archive.index, access.now_iso())
-    click.echo(done)
+        _audited(archive.index, action, name, lambda: change(archive.index, access.now_iso()))
+    noun, verb = action.split(" ", 1)
+    click.echo(f"{noun} {name} {verb}")
 
 
 COMMANDS: list = [users_group, tokens_group]

@@ -45,6 +45,18 @@ class TokenRecord:
 
 
 @dataclass
+class AccountEvent:
+    """A change to an account (migration 0007): ACTOR (user:NAME from /admin, cli:OSUSER) did ACTION to TARGET."""
+
+    time: str
+    actor: str
+    action: str  # "user added", "user bound", "user disabled", "token created", "token revoked"
+    target: str
+    client: str | None = None
+    event_id: int | None = None
+
+
+@dataclass
 class HitRow:
     """A search candidate with the fields scope and filters look at (case record fields may be None)."""
 
@@ -161,6 +173,17 @@ class AccountQueries:
             if not self._rows("SELECT name FROM api_tokens WHERE name = ?", (name,)):
                 raise NotFoundError(f"token {name} not found")
             self._execute("UPDATE api_tokens SET revoked_at = coalesce(revoked_at, ?) WHERE name = ?", (now, name))
+
+    # -- account events --------------------------------------------------------------------------
+    def add_account_event(self, event: AccountEvent) -> None:
+        self._execute("INSERT INTO account_events (time, actor, client, action, target) VALUES (?, ?, ?, ?, ?)",
+                      (event.time, event.actor, event.client, event.action, event.target))
+
+    def account_events(self, limit: int = 100) -> list[AccountEvent]:
+        """The newest first."""
+        return [AccountEvent(**r) for r in self._rows(
+            "SELECT event_id, time, actor, client, action, target FROM account_events ORDER BY event_id DESC LIMIT ?",
+            (limit,))]
 
     # -- event feed (webhooks) -----------------------------------------------------------------
     def last_event_id(self) -> int:

@@ -11,3 +11,15 @@ CREATE TABLE IF NOT EXISTS oidc_bindings (
     bound_at TEXT NOT NULL,
     UNIQUE (issuer, subject)
 );
+
+-- Changes to accounts (users added, bound, disabled; tokens created, revoked), by the portal's /admin or the
+-- CLI: who, from where, what, to whom (review web15 L3: "every access recorded"). Their own table: the events
+-- table's event_type CHECK lists the document events only, and changing it would rebuild that table.
+CREATE TABLE IF NOT EXISTS account_events (
+    event_id $id,
+    time     TEXT NOT NULL,
+    actor    TEXT NOT NULL,
+    client   TEXT,
+    action   TEXT NOT NULL,
+    target   TEXT NOT NULL
+);

@@ -68,6 +68,21 @@ def test_single_sign_on_takes_only_the_account_an_administrator_bound(archive):
         access.bind_oidc(archive.index, "nobody", issuer, "idp-0003")
 
 
+def test_an_admin_disabling_a_user_is_an_account_event_in_the_same_commit(archive):
+    """Review web15 L3: who disabled whom, from which address; nothing recorded when the change fails."""
+    access.add_user(archive.index, "an", "officer", ["000.00.31.H56"], None)
+    admin = archive.gate(Principal("tran.admin", "admin"), "192.0.2.9")
+    admin.disable_user("an")
+    (event,) = archive.index.account_events()
+    assert (event.actor, event.action, event.target, event.client) == ("user:tran.admin", "user disabled", "an",
+                                                                        "192.0.2.9")
+    with pytest.raises(NotFoundError):
+        admin.disable_user("nobody")
+    assert len(archive.index.account_events()) == 1
+    with pytest.raises(PermissionDenied):
+        archive.gate(OFFICER_A).disable_user("an")
+
+
 @pytest.mark.parametrize("args, message", [
     (("an", "chief", ["000.00.31.H56"], "mot-mat-khau-dai"), "role"),
     (("an", "officer", [], "mot-mat-khau-dai"), "agency"),
