@@ -49,6 +49,7 @@ SECURITY_HEADERS = {
     "cross-origin-opener-policy": "same-origin",
     "cross-origin-resource-policy": "same-origin",
 }
+HSTS = (b"strict-transport-security", b"max-age=31536000")  # on https answers only (RFC 6797 7.2)
 
 # (exception class, HTTP status, error code), most specific first
 ERRORS: list[tuple[type[Exception], int, str]] = [
@@ -85,6 +86,8 @@ class SecurityHeaders:
             return await self.app(scope, receive, send)
         extra = self.headers if scope["path"].startswith("/static/") else [*self.headers, (b"cache-control",
                                                                                             b"no-store")]
+        if scope.get("scheme") == "https":  # as the client asked (after a trusted proxy's X-Forwarded-Proto):
+            extra = [*extra, HSTS]  # browsers then refuse plain http to this host for a year (review web15 L2)
 
         async def send_with_headers(message):
             if message["type"] == "http.response.start":
@@ -297,6 +300,8 @@ def create_app(settings) -> FastAPI:
             response = app.state.render_error(request, 500, "internal error")
         # Starlette sends this handler's answer from its outermost error layer, outside SecurityHeaders
         response.headers.update({**SECURITY_HEADERS, "cache-control": "no-store"})
+        if request.url.scheme == "https":
+            response.headers[HSTS[0].decode()] = HSTS[1].decode()
         return response
 
     @app.get("/healthz", include_in_schema=False)

@@ -116,6 +116,14 @@ def test_a_disabled_user_is_logged_out_at_the_next_request(app, seeded):
     assert client.get(f"/cases/{CASE_A}", follow_redirects=False).status_code == 303
 
 
+def test_https_answers_carry_hsts_and_plain_http_ones_do_not(app):
+    """Review web15 L2: no Strict-Transport-Security at all, even behind TLS with secure cookies."""
+    with TestClient(app, base_url="https://portal.example") as secure:
+        for path in ("/login", "/healthz", "/static/app.js", "/api/v1/search"):
+            assert secure.get(path).headers.get("strict-transport-security") == "max-age=31536000", path
+    assert "strict-transport-security" not in TestClient(app).get("/login").headers  # RFC 6797: not over http
+
+
 def test_account_changes_are_events_with_who_and_where(app, seeded):
     """Review web15 L3: disabling a user from /admin (or by the CLI) recorded nobody and no address."""
     digitize(seeded[0], "users", "add", "temp-scanner", "--role", "scanner", "--agency", "000.00.31.H56",
