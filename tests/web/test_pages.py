@@ -118,9 +118,9 @@ def test_a_disabled_user_is_logged_out_at_the_next_request(app, seeded):
 
 def test_https_answers_carry_hsts_and_plain_http_ones_do_not(app):
     """Review web15 L2: no Strict-Transport-Security at all, even behind TLS with secure cookies."""
-    with TestClient(app, base_url="https://portal.example") as secure:
-        for path in ("/login", "/healthz", "/static/app.js", "/api/v1/search"):
-            assert secure.get(path).headers.get("strict-transport-security") == "max-age=31536000", path
+    secure = TestClient(app, base_url="https://portal.example")  # no `with`: its lifespan would close the app
+    for path in ("/login", "/healthz", "/static/app.js", "/api/v1/search"):
+        assert secure.get(path).headers.get("strict-transport-security") == "max-age=31536000", path
     assert "strict-transport-security" not in TestClient(app).get("/login").headers  # RFC 6797: not over http
 
 
