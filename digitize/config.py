@@ -293,6 +293,7 @@ def remember_secrets(settings: Settings) -> None:
                 secrets.remember(value)
             elif isinstance(value, str):
                 secrets.remember_in(value)
+    secrets.remember_url_paths(settings.web.webhook_urls)  # their paths and queries: webhooks.py logs only hosts
 
 
 def settings_as_dict(settings: Settings, masked: bool = True) -> dict[str, Any]:

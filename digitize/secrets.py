@@ -50,7 +50,8 @@ def _words(name: str) -> tuple[str, ...]:
 
 
 # settings (section, key) that hold a secret or may carry one (a URL or DSN with user:password@)
-SECRET_SETTINGS = frozenset({("store", "access_key"), ("store", "secret_key"), ("store", "url"), ("index", "dsn")})
+SECRET_SETTINGS = frozenset({("store", "access_key"), ("store", "secret_key"), ("store", "url"), ("index", "dsn"),
+                             ("web", "webhook_urls")})  # a hook's path or query is often its secret
 ENV_PREFIX = "DIGITIZE_"
 # environment names that hold or may carry a secret: ours and other tools' (AWS_SECRET_ACCESS_KEY, PGPASSWORD,
 # MINIO_ROOT_PASSWORD, REDIS_PASSWORD, DATABASE_URL, ...)
@@ -86,6 +87,20 @@ def remember_in(text: str | None) -> None:
         return
     remember(*(m["secret"] for m in _URL_USERINFO.finditer(text)))
     remember(*(m["value"].strip("\"'") for m in _secret_pairs(text)))
+
+
+def remember_url_paths(urls: str | None) -> None:
+    """Register what follows ``scheme://host[:port]`` in each comma-separated URL: a webhook's path or query is
+    often its only credential (Slack-style ``/hooks/T/B/SECRET``, ``?sig=``), which no key name marks."""
+    from urllib.parse import urlsplit
+
+    for url in (urls or "").split(","):
+        url = url.strip()
+        parts = urlsplit(url)
+        rest = url[len(f"{parts.scheme}://{parts.netloc}"):] if parts.netloc else ""
+        if rest.strip("/"):
+            remember(rest)
+    remember_in(urls)
 
 
 def forget_all() -> None:

@@ -31,7 +31,7 @@ from digitize.errors import BadArgsError, DigitizeError, ExitCode, NotFoundError
 from digitize.identifiers import normalize_case_id, parse_agency_code
 
 from .index import now_iso
-from .index_accounts import HitRow, SearchPage, TokenRecord, UserRecord
+from .index_accounts import AccountEvent, HitRow, SearchPage, TokenRecord, UserRecord
 from .models import CaseRecord, DocumentRow, Event, SignatureRow
 from .search import parse_query
 
@@ -380,15 +380,45 @@ def _dummy_hash() -> str:
     return _DUMMY_HASH[0]
 
 
-def add_user(index, name: str, role: str, agencies: Iterable[str], password: str | None) -> UserRecord:
+def add_user(index, name: str, role: str, agencies: Iterable[str], password: str | None,
+             oidc: tuple[str, str] | None = None) -> UserRecord:
+    """``oidc``: (issuer, subject) the account is bound to for single sign-on, or None."""
     if password is not None and len(password) < MIN_PASSWORD:
         raise BadArgsError(f"password must have at least {MIN_PASSWORD} characters")
     user = UserRecord(check_name(name), check_role(role), parse_agencies(agencies),
                       _hasher().hash(password) if password is not None else None)
+    if oidc is not None:
+        user.oidc_issuer, user.oidc_subject = check_issuer(oidc[0]), check_subject(oidc[1])
     if role not in ALL_AGENCIES_ROLES and not user.agencies:
         raise BadArgsError(f"role {role} needs at least one --agency CODE")
     index.add_user(user, now_iso())
     return user
+
+
+def audited(index, actor: str, client: str | None, action: str, target: str, change: Callable[[], object]):
+    """Make a change to an account and record who made it, in one transaction (review web15 L3)."""
+    with index.transaction():
+        result = change()
+        index.add_account_event(AccountEvent(now_iso(), actor, action, target, client or None))
+    return result
+
+
+def check_subject(subject: str) -> str:
+    """An OIDC ``sub``: at most 255 ASCII characters, none of them a control (OIDC Core 2)."""
+    if not subject or len(subject) > 255 or not subject.isascii() or not subject.isprintable():
+        raise BadArgsError(f"not a single sign-on subject (1-255 printable ASCII characters): {subject!r}")
+    return subject
+
+
+def check_issuer(issuer: str) -> str:
+    if not issuer:
+        raise BadArgsError("binding a single sign-on subject needs [web] oidc_issuer set (the provider it is of)")
+    return issuer
+
+
+def bind_oidc(index, name: str, issuer: str, subject: str) -> None:
+    """Bind user NAME to the provider's stable subject (an administrator's act, never a login's)."""
+    index.bind_subject(check_name(name), check_issuer(issuer), check_subject(subject), now_iso())
 
 
 def authenticate_password(index, name: str, password: str) -> Principal:
@@ -405,23 +435,21 @@ def authenticate_password(index, name: str, password: str) -> Principal:
     return Principal(user.name, user.role, tuple(user.agencies), "user")
 
 
-def authenticate_oidc(index, subject: str, username: str | None) -> Principal:
-    """A single sign-on identity (ID token already verified) -> the local account it belongs to.
+def authenticate_oidc(index, issuer: str, subject: str) -> Principal:
+    """A single sign-on identity (ID token already verified, from ISSUER) -> the account bound to it.
 
-    Rights always come from the local account, never from the identity provider. The account is the one
-    bound to this subject; failing that, the unbound SSO-only account (made without a password) named like
-    the ``preferred_username`` claim, which is then bound to the subject for good (so a later rename at the
-    provider cannot take it over). ``preferred_username`` is neither unique nor stable, and many providers
-    let users choose it: an account with a local password (an admin's) is never bound by name.
+    Only an administrator binds a subject to an account (``digitize users add --oidc-subject`` or
+    ``users bind-oidc``); nothing the provider lets its users choose (``preferred_username``, ``email``)
+    ever picks an account, so a provider user who names themself like a new colleague cannot take over
+    that colleague's account. Rights always come from the local account, never from the provider.
     """
-    user = index.user_by_subject(subject) if subject else None
-    if user is None and subject and username and _NAME.fullmatch(username):
-        candidate = index.get_user(username)
-        if candidate is not None and candidate.oidc_subject is None and candidate.password_hash is None:
-            index.bind_subject(candidate.name, subject, now_iso())
-            user = index.user_by_subject(subject)
-    if user is None or user.disabled:
-        raise AuthenticationError("this single sign-on identity has no active account here")
+    user = index.user_by_subject(issuer, subject) if subject and issuer else None
+    if user is None:
+        raise AuthenticationError(f"single sign-on subject {subject!r} of {issuer} is bound to no account here "
+                                  "(an administrator binds it: digitize users bind-oidc NAME SUBJECT)")
+    if user.disabled:
+        raise AuthenticationError(f"single sign-on subject {subject!r} belongs to user {user.name}, "
+                                  "which is disabled")
     return Principal(user.name, user.role, tuple(user.agencies), "user")
 
 
@@ -815,4 +843,5 @@ class Gate:
 
     def disable_user(self, name: str) -> None:
         self.require(Perm.admin)
-        self.index.set_user_disabled(name, True, now_iso())
+        audited(self.index, self.principal.actor, self.client, "user disabled", name,
+                lambda: self.index.set_user_disabled(name, True, now_iso()))

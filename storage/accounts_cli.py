@@ -1,4 +1,4 @@
-"""Account commands: ``digitize users add|list|disable`` and ``digitize tokens create|list|revoke``.
+"""Account commands: ``digitize users add|bind-oidc|list|disable|events`` and ``digitize tokens create|list|revoke``.
 
 Passwords come from stdin only (never argv, where other processes can read them); a token's secret is
 printed once and stored only as a hash.
@@ -6,6 +6,7 @@ printed once and stored only as a hash.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Callable
 
@@ -17,6 +18,20 @@ from . import access
 from .cli import _archive
 
 _ROLE = click.Choice(access.ROLES)
+
+
+def _actor() -> str:
+    """Who ran the command, for account events: cli:<the OS user>."""
+    import pwd
+
+    try:
+        return "cli:" + pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"cli:uid{os.geteuid()}"
+
+
+def _audited(index, action: str, target: str, change: Callable[[], object]):
+    return access.audited(index, _actor(), None, action, target, change)
 
 
 def _scope(agencies: list[str], role: str) -> str:
@@ -34,23 +49,42 @@ def _account_options(command):
 
 @click.group("users")
 def users_group() -> None:
-    """Portal accounts (argon2-hashed passwords): add, list, disable."""
+    """Portal accounts (argon2-hashed passwords, or single sign-on subjects): add, bind-oidc, list, disable."""
 
 
 @users_group.command("add")
 @_account_options
 @click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
+@click.option("--oidc-subject", metavar="SUB", help="Bind the account to this single sign-on subject (the "
+              "provider's `sub` of the person, of [web] oidc_issuer).")
 @click.pass_obj
-def users_add(settings, name: str, role: str, agencies: tuple[str, ...], password_stdin: bool) -> None:
-    """Add user NAME; without --password-stdin the account can only log in through single sign-on."""
+def users_add(settings, name: str, role: str, agencies: tuple[str, ...], password_stdin: bool,
+              oidc_subject: str | None) -> None:
+    """Add user NAME; without --password-stdin the account can only log in through single sign-on, once
+    bound to its subject (--oidc-subject, or later `users bind-oidc`)."""
     password = None
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
         if not password:
             raise BadArgsError("no password on stdin")
+    oidc = (settings.web.oidc_issuer, oidc_subject) if oidc_subject is not None else None
     with _archive(settings) as archive:
-        user = access.add_user(archive.index, name, role, agencies, password)
+        user = _audited(archive.index, "user added", name,
+                        lambda: access.add_user(archive.index, name, role, agencies, password, oidc))
     click.echo(f"user {user.name} added: {user.role}, {_scope(user.agencies, user.role)}")
+
+
+@users_group.command("bind-oidc")
+@click.argument("name")
+@click.argument("subject")
+@click.pass_obj
+def users_bind_oidc(settings, name: str, subject: str) -> None:
+    """Bind user NAME to single sign-on SUBJECT (the provider's `sub` of the person, of [web] oidc_issuer),
+    replacing any earlier binding. Accounts are never bound by a name or an e-mail the provider sends."""
+    with _archive(settings) as archive:
+        _audited(archive.index, "user bound", name,
+                 lambda: access.bind_oidc(archive.index, name, settings.web.oidc_issuer, subject))
+    click.echo(f"user {name} bound to single sign-on subject {subject!r} of {settings.web.oidc_issuer}")
 
 
 @users_group.command("list")
@@ -60,7 +94,8 @@ def users_list(settings) -> None:
     def line(user) -> str:
         state = "disabled" if user.disabled else "active"
         login = "password" if user.password_hash else "sso only"
-        return f"{user.name:<24} {user.role:<10} {state:<8} {login:<9} {_scope(user.agencies, user.role)}"
+        sso = f" sso:{user.oidc_subject!r}" if user.oidc_subject and user.oidc_issuer else ""
+        return f"{user.name:<24} {user.role:<10} {state:<8} {login:<9} {_scope(user.agencies, user.role)}{sso}"
 
     _list(settings, lambda index: index.users(), line, "users")
 
@@ -70,7 +105,18 @@ def users_list(settings) -> None:
 @click.pass_obj
 def users_disable(settings, name: str) -> None:
     """Disable NAME: its sessions stop working at their next request."""
-    _end(settings, lambda index, now: index.set_user_disabled(name, True, now), f"user {name} disabled")
+    _end(settings, "user disabled", name, lambda index, now: index.set_user_disabled(name, True, now))
+
+
+@users_group.command("events")
+@click.option("--limit", type=click.IntRange(1, 100000), default=100, show_default=True)
+@click.pass_obj
+def users_events(settings, limit: int) -> None:
+    """Changes to users and tokens, newest first: when, who (user:NAME from /admin, cli:OSUSER), what."""
+    def line(event) -> str:
+        return f"{event.time}  {event.actor:<24} {event.action:<14} {event.target}  {event.client or ''}".rstrip()
+
+    _list(settings, lambda index: index.account_events(limit), line, "account events")
 
 
 @click.group("tokens")
@@ -84,7 +130,8 @@ def tokens_group() -> None:
 def tokens_create(settings, name: str, role: str, agencies: tuple[str, ...]) -> None:
     """Create token NAME and print its secret once (only its hash is kept)."""
     with _archive(settings) as archive:
-        secret = access.create_token(archive.index, name, role, agencies)
+        secret = _audited(archive.index, "token created", name,
+                          lambda: access.create_token(archive.index, name, role, agencies))
     click.echo(secret)
     click.echo(f"token {name} created ({role}, {_scope(list(access.parse_agencies(agencies)), role)}); "
                "store it now, it is not shown again", err=True)
@@ -106,7 +153,7 @@ def tokens_list(settings) -> None:
 @click.pass_obj
 def tokens_revoke(settings, name: str) -> None:
     """Revoke token NAME (a running portal refuses it within [web] token_cache_seconds, default 2 s)."""
-    _end(settings, lambda index, now: index.revoke_token(name, now), f"token {name} revoked")
+    _end(settings, "token revoked", name, lambda index, now: index.revoke_token(name, now))
 
 
 def _list(settings, read: Callable, line: Callable, noun: str) -> None:
@@ -118,11 +165,12 @@ def _list(settings, read: Callable, line: Callable, noun: str) -> None:
     click.echo(f"{len(items)} {noun}", err=True)
 
 
-def _end(settings, change: Callable, done: str) -> None:
-    """Disable a user or revoke a token (``change(index, now)``), then say so."""
+def _end(settings, action: str, name: str, change: Callable) -> None:
+    """Disable a user or revoke a token (``change(index, now)``, recorded as ACTION), then say so."""
     with _archive(settings) as archive:
-        change(archive.index, access.now_iso())
-    click.echo(done)
+        _audited(archive.index, action, name, lambda: change(archive.index, access.now_iso()))
+    noun, verb = action.split(" ", 1)
+    click.echo(f"{noun} {name} {verb}")
 
 
 COMMANDS: list = [users_group, tokens_group]

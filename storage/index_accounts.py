@@ -26,10 +26,11 @@ class UserRecord:
     role: str
     agencies: list[str] = field(default_factory=list)
     password_hash: str | None = None
-    oidc_subject: str | None = None
+    oidc_subject: str | None = None  # the single sign-on binding (oidc_bindings, migration 0007): subject
     disabled: bool = False
     created_at: str = ""
     updated_at: str = ""
+    oidc_issuer: str | None = None  # and the provider that issues it
 
 
 @dataclass
@@ -41,6 +42,18 @@ class TokenRecord:
     created_at: str = ""
     revoked_at: str | None = None
     token_id: int | None = None
+
+
+@dataclass
+class AccountEvent:
+    """A change to an account (migration 0007): ACTOR (user:NAME from /admin, cli:OSUSER) did ACTION to TARGET."""
+
+    time: str
+    actor: str
+    action: str  # "user added", "user bound", "user disabled", "token created", "token revoked"
+    target: str
+    client: str | None = None
+    event_id: int | None = None
 
 
 @dataclass
@@ -71,6 +84,11 @@ class SearchPage:
     derived: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
+# users with their single sign-on binding (users.oidc_subject of migration 3 is no longer read: see 0007)
+_USERS = ("SELECT u.name, u.role, u.agencies, u.password_hash, b.subject AS oidc_subject, b.issuer AS oidc_issuer, "
+          "u.disabled, u.created_at, u.updated_at FROM users u LEFT JOIN oidc_bindings b ON b.name = u.name")
+
+
 def _user(row: dict[str, Any]) -> UserRecord:
     row["agencies"] = json.loads(row["agencies"] or "[]")
     row["disabled"] = bool(row["disabled"])
@@ -90,21 +108,23 @@ class AccountQueries:
         with self.transaction():
             if self._rows("SELECT name FROM users WHERE name = ?", (user.name,)):
                 raise BadArgsError(f"user {user.name} already exists")
-            self._execute("INSERT INTO users (name, role, agencies, password_hash, oidc_subject, disabled, "
-                          "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                          (user.name, user.role, json.dumps(user.agencies), user.password_hash, user.oidc_subject,
-                           int(user.disabled), now, now))
+            self._execute("INSERT INTO users (name, role, agencies, password_hash, disabled, created_at, updated_at) "
+                          "VALUES (?, ?, ?, ?, ?, ?, ?)", (user.name, user.role, json.dumps(user.agencies),
+                                                           user.password_hash, int(user.disabled), now, now))
+            if user.oidc_subject is not None and user.oidc_issuer is not None:
+                self._bind(user.name, user.oidc_issuer, user.oidc_subject, now)
 
     def get_user(self, name: str) -> UserRecord | None:
-        rows = self._rows("SELECT * FROM users WHERE name = ?", (name,))
+        rows = self._rows(_USERS + " WHERE u.name = ?", (name,))
         return _user(rows[0]) if rows else None
 
-    def user_by_subject(self, subject: str) -> UserRecord | None:
-        rows = self._rows("SELECT * FROM users WHERE oidc_subject = ?", (subject,))
+    def user_by_subject(self, issuer: str, subject: str) -> UserRecord | None:
+        """The user an administrator bound to this subject of this issuer (never one bound to another issuer)."""
+        rows = self._rows(_USERS + " WHERE b.issuer = ? AND b.subject = ?", (issuer, subject))
         return _user(rows[0]) if rows else None
 
     def users(self) -> list[UserRecord]:
-        return [_user(r) for r in self._rows("SELECT * FROM users ORDER BY name")]
+        return [_user(r) for r in self._rows(_USERS + " ORDER BY u.name")]
 
     def set_user_disabled(self, name: str, disabled: bool, now: str) -> None:
         with self.transaction():
@@ -112,10 +132,22 @@ class AccountQueries:
                 raise NotFoundError(f"user {name} not found")
             self._execute("UPDATE users SET disabled = ?, updated_at = ? WHERE name = ?", (int(disabled), now, name))
 
-    def bind_subject(self, name: str, subject: str, now: str) -> None:
-        """Tie a user to its single sign-on subject at the first SSO login (only if not yet bound)."""
-        self._execute("UPDATE users SET oidc_subject = ?, updated_at = ? WHERE name = ? AND oidc_subject IS NULL",
-                      (subject, now, name))
+    def bind_subject(self, name: str, issuer: str, subject: str, now: str) -> None:
+        """Tie a user to a single sign-on subject of an issuer (an administrator's act; replaces its binding)."""
+        with self.transaction():
+            if not self.get_user(name):
+                raise NotFoundError(f"user {name} not found")
+            self._execute("DELETE FROM oidc_bindings WHERE name = ?", (name,))
+            self._bind(name, issuer, subject, now)
+            self._execute("UPDATE users SET updated_at = ? WHERE name = ?", (now, name))
+
+    def _bind(self, name: str, issuer: str, subject: str, now: str) -> None:
+        """A subject belongs to one account: refuse to bind one another user already has."""
+        holder = self._rows("SELECT name FROM oidc_bindings WHERE issuer = ? AND subject = ?", (issuer, subject))
+        if holder:
+            raise BadArgsError(f"single sign-on subject {subject!r} is already bound to user {holder[0]['name']}")
+        self._execute("INSERT INTO oidc_bindings (name, issuer, subject, bound_at) VALUES (?, ?, ?, ?)",
+                      (name, issuer, subject, now))
 
     # -- API tokens ----------------------------------------------------------------------------
     def add_token(self, token: TokenRecord, now: str) -> None:
@@ -141,6 +173,17 @@ class AccountQueries:
             if not self._rows("SELECT name FROM api_tokens WHERE name = ?", (name,)):
                 raise NotFoundError(f"token {name} not found")
             self._execute("UPDATE api_tokens SET revoked_at = coalesce(revoked_at, ?) WHERE name = ?", (now, name))
+
+    # -- account events --------------------------------------------------------------------------
+    def add_account_event(self, event: AccountEvent) -> None:
+        self._execute("INSERT INTO account_events (time, actor, client, action, target) VALUES (?, ?, ?, ?, ?)",
+                      (event.time, event.actor, event.client, event.action, event.target))
+
+    def account_events(self, limit: int = 100) -> list[AccountEvent]:
+        """The newest first."""
+        return [AccountEvent(**r) for r in self._rows(
+            "SELECT event_id, time, actor, client, action, target FROM account_events ORDER BY event_id DESC LIMIT ?",
+            (limit,))]
 
     # -- event feed (webhooks) -----------------------------------------------------------------
     def last_event_id(self) -> int:

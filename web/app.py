@@ -31,6 +31,7 @@ from .auth import (SESSION_COOKIE, SESSION_MAX_AGE, CsrfError, LoginRequired, Se
 from .context import ArchivePool, Handoff
 from .events import SCOPE_KEY, CommitBeforeAnswer, EventWriter, commit_wait
 from .throttle import LoginThrottle
+from .settings_check import check_web_settings
 from .uploads import UploadQueue
 from .webhooks import WebhookDispatcher
 
@@ -48,6 +49,7 @@ SECURITY_HEADERS = {
     "cross-origin-opener-policy": "same-origin",
     "cross-origin-resource-policy": "same-origin",
 }
+HSTS = (b"strict-transport-security", b"max-age=31536000")  # on https answers only (RFC 6797 7.2)
 
 # (exception class, HTTP status, error code), most specific first
 ERRORS: list[tuple[type[Exception], int, str]] = [
@@ -62,6 +64,8 @@ ERRORS: list[tuple[type[Exception], int, str]] = [
     (InputError, 422, "bad-input"),
     (DigitizeError, 400, "bad-request"),
 ]
+FIXITY_FAILED = "the stored file failed its integrity check and was not sent; the server log has the details"
+INTERNAL = "internal error; the server log has the details"
 UNAVAILABLE = "the archive did not answer in time or is unavailable; try again in a moment"
 RETRY_AFTER = 5  # seconds
 HTTP_CODES = {400: "bad-request", 401: "unauthorized", 403: "forbidden", 404: "not-found", 405: "method-not-allowed",
@@ -82,6 +86,8 @@ class SecurityHeaders:
             return await self.app(scope, receive, send)
         extra = self.headers if scope["path"].startswith("/static/") else [*self.headers, (b"cache-control",
                                                                                             b"no-store")]
+        if scope.get("scheme") == "https":  # as the client asked (after a trusted proxy's X-Forwarded-Proto):
+            extra = [*extra, HSTS]  # browsers then refuse plain http to this host for a year (review web15 L2)
 
         async def send_with_headers(message):
             if message["type"] == "http.response.start":
@@ -204,6 +210,8 @@ def _with_sink(request: Request, gate: Gate) -> Gate:
 
 
 def create_app(settings) -> FastAPI:
+    check_web_settings(settings)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.events.start()
@@ -247,6 +255,8 @@ def create_app(settings) -> FastAPI:
             log.warning("%s %s: %s", request.method, request.url.path, error)
         if status == 503:  # a database wait timed out, a store away: the details (paths, hosts) stay in the log
             message, headers = UNAVAILABLE, {"retry-after": str(RETRY_AFTER)}
+        elif status >= 500:  # a failed fixity check names the object key and both hashes: the log only (web15 L6)
+            message = FIXITY_FAILED if isinstance(error, VerificationError) else INTERNAL
         if is_api(request) or not hasattr(app.state, "render_error"):
             if status == 401:
                 headers["www-authenticate"] = "Bearer"
@@ -291,11 +301,13 @@ def create_app(settings) -> FastAPI:
         """A bug: logged with its traceback for the operator, a plain message for the client (no details)."""
         log.error("%s %s: internal error", request.method, request.url.path, exc_info=error)
         if is_api(request) or not hasattr(app.state, "render_error"):
-            response = json_error(500, "internal", "internal error; the server log has the details")
+            response = json_error(500, "internal", INTERNAL)
         else:
             response = app.state.render_error(request, 500, "internal error")
         # Starlette sends this handler's answer from its outermost error layer, outside SecurityHeaders
         response.headers.update({**SECURITY_HEADERS, "cache-control": "no-store"})
+        if request.url.scheme == "https":
+            response.headers[HSTS[0].decode()] = HSTS[1].decode()
         return response
 
     @app.get("/healthz", include_in_schema=False)

@@ -19,6 +19,9 @@ def serve_cmd(settings, host: str | None, port: int | None) -> None:
 
     import uvicorn
 
+    from .settings_check import check_web_settings
+
+    check_web_settings(settings)  # a weak key or an http provider: one line here, not in each server process
     if settings.queue.url:  # a bad queue set-up is one line here, not a traceback in each server process
         from pipelines.tasks import check_settings
 

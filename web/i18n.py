@@ -16,7 +16,10 @@ STRINGS: dict[str, tuple[str, str]] = {
                         "Too many failed logins. Please try again in a few minutes."),
     "sso": ("Đăng nhập một lần (SSO)", "Single sign-on"),
     "sso_failed": ("Đăng nhập một lần không thành công.", "Single sign-on failed."),
-    "sso_no_account": ("Tài khoản này chưa được cấp quyền truy cập.", "This account has no access here."),
+    "sso_no_account": ("Tài khoản đăng nhập một lần này chưa được gắn với tài khoản nào ở đây (hoặc đã bị khóa). "
+                       "Hãy đề nghị quản trị viên gắn tài khoản cho bạn.",
+                       "This single sign-on identity is bound to no account here (or its account is disabled). "
+                       "Ask an administrator to bind your account."),
     "search": ("Tra cứu", "Search"),
     "search_hint": ("Mã hồ sơ, người nộp, thủ tục hoặc nội dung (có hoặc không dấu)",
                     "Case ID, applicant, procedure or words of the text (accents optional)"),

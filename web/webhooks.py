@@ -5,7 +5,7 @@ The append-only events log is the outbox: a thread of ``digitize serve`` (of one
 the one holding ``data_dir/webhooks.lock``) reads new ``stored`` events and
 delivers them in order, each URL with its own cursor (``data_dir/webhooks.json``), so one slow or broken
 receiver delays no other. A failed delivery is retried with doubling backoff up to ``webhook_retries``
-attempts, then skipped with a warning (the URL with any password masked, never the secret). Receivers check
+attempts, then skipped with a warning (the URL's scheme://host only, never its path or the secret). Receivers check
 ``X-Digitize-Signature: t=UNIX,v1=HEX`` where HEX = HMAC-SHA256(secret, "UNIX." + body), and may refuse old
 ``t`` to stop replays.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import hmac
+import http.client
 import json
 import logging
 import os
@@ -24,13 +25,21 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from digitize.config import mask_url
 from digitize.fsutil import atomic_write_text
+from digitize.secrets import mask
+
+from .settings_check import origin
 
 log = logging.getLogger("digitize.webhooks")
 TIMEOUT = 10.0
 MAX_BACKOFF = 300.0
 POLL = 2.0
+
+
+def where(url: str) -> str:
+    """A receiver as logs show it: scheme://host[:port] only (its path or query may be its secret; review web15
+    L8), masked too (the one masking function)."""
+    return mask(origin(url))
 
 
 def signature(secret: str, timestamp: int, body: bytes) -> str:
@@ -129,7 +138,7 @@ class WebhookDispatcher:
                     if done != after:
                         after = self._cursor(url, done)
                 except Exception:  # noqa: BLE001 - the index may be briefly away; try again later
-                    log.exception("webhook %s: delivery loop", mask_url(url))
+                    log.exception("webhook %s: delivery loop", where(url))
                 self._stop.wait(POLL)
 
     def _deliver_new(self, archive, url: str, after: int) -> int:
@@ -159,10 +168,12 @@ class WebhookDispatcher:
             try:
                 self.sender(url, body, self.secret, event_id)
                 return True
-            except (OSError, ValueError) as e:
+            except (OSError, ValueError, http.client.HTTPException) as e:  # HTTPException: a receiver answering
+                # garbage (BadStatusLine, IncompleteRead, LineTooLong), which urllib passes through unwrapped;
+                # it escaped this bound and _run retried the same event every POLL s for ever (review web15 M4)
                 reason = f"HTTP {e.code}" if isinstance(e, urllib.error.HTTPError) else type(e).__name__
                 if attempt == self.retries:
-                    log.warning("webhook %s: event %s not delivered after %d attempts (%s)", mask_url(url),
+                    log.warning("webhook %s: event %s not delivered after %d attempts (%s)", where(url),
                                 event_id, attempt, reason)
                     return True
                 if self._stop.wait(delay):

@@ -40,15 +40,47 @@ def test_passwords_are_argon2_and_checked(archive):
     assert access.principal_for_user(archive.index, "an") is None
 
 
-def test_single_sign_on_binds_only_sso_accounts_by_name(archive):
-    """A provider user who calls themself 'admin' must not become the local admin (review finding)."""
-    access.add_user(archive.index, "admin", "admin", [], "mot-mat-khau-dai")
-    access.add_user(archive.index, "an-sso", "officer", ["000.00.31.H56"], None)
-    with pytest.raises(AuthenticationError):
-        access.authenticate_oidc(archive.index, "idp-evil", "admin")
-    assert archive.index.get_user("admin").oidc_subject is None
-    assert access.authenticate_oidc(archive.index, "idp-0001", "an-sso").name == "an-sso"
-    assert access.authenticate_oidc(archive.index, "idp-0001", "someone-else").name == "an-sso"  # bound for good
+def test_single_sign_on_takes_only_the_account_an_administrator_bound(archive):
+    """Review web15 H1: no account is ever bound by a name the provider sends, not even an unbound SSO-only
+    one (an admin made for a colleague who has not logged in yet); the subject is bound with its issuer."""
+    issuer = "https://sso.example.gov.vn/realms/province"
+    access.add_user(archive.index, "tran.admin", "admin", [], None)
+    with pytest.raises(AuthenticationError, match="'idp-evil'"):
+        access.authenticate_oidc(archive.index, issuer, "idp-evil")
+    assert archive.index.get_user("tran.admin").oidc_subject is None
+    access.add_user(archive.index, "an-sso", "officer", ["000.00.31.H56"], None, (issuer, "idp-0001"))
+    assert access.authenticate_oidc(archive.index, issuer, "idp-0001").name == "an-sso"
+    with pytest.raises(AuthenticationError):  # the same subject of another provider is another person
+        access.authenticate_oidc(archive.index, "https://other.example", "idp-0001")
+    with pytest.raises(BadArgsError, match="already bound to user an-sso"):
+        access.bind_oidc(archive.index, "tran.admin", issuer, "idp-0001")
+    access.bind_oidc(archive.index, "tran.admin", issuer, "idp-0002")
+    assert access.authenticate_oidc(archive.index, issuer, "idp-0002").role == "admin"
+    archive.index.set_user_disabled("tran.admin", True, access.now_iso())
+    with pytest.raises(AuthenticationError, match="disabled"):
+        access.authenticate_oidc(archive.index, issuer, "idp-0002")
+    for bad in ["", "a\nb", "x" * 256, "sự"]:
+        with pytest.raises(BadArgsError, match="subject"):
+            access.bind_oidc(archive.index, "an-sso", issuer, bad)
+    with pytest.raises(BadArgsError, match="oidc_issuer"):
+        access.bind_oidc(archive.index, "an-sso", "", "idp-0003")
+    with pytest.raises(NotFoundError):
+        access.bind_oidc(archive.index, "nobody", issuer, "idp-0003")
+
+
+def test_an_admin_disabling_a_user_is_an_account_event_in_the_same_commit(archive):
+    """Review web15 L3: who disabled whom, from which address; nothing recorded when the change fails."""
+    access.add_user(archive.index, "an", "officer", ["000.00.31.H56"], None)
+    admin = archive.gate(Principal("tran.admin", "admin"), "192.0.2.9")
+    admin.disable_user("an")
+    (event,) = archive.index.account_events()
+    assert (event.actor, event.action, event.target, event.client) == ("user:tran.admin", "user disabled", "an",
+                                                                        "192.0.2.9")
+    with pytest.raises(NotFoundError):
+        admin.disable_user("nobody")
+    assert len(archive.index.account_events()) == 1
+    with pytest.raises(PermissionDenied):
+        archive.gate(OFFICER_A).disable_user("an")
 
 
 @pytest.mark.parametrize("args, message", [

@@ -289,7 +289,7 @@ def test_migration_6_applies_to_an_index_at_migration_5(backend, request, tmp_pa
     monkeypatch.undo()
     new = open_index(dsn)
     try:
-        assert new.schema_version() == 6 and candidates(new, "bich", (OWN,))
+        assert new.schema_version() == int(every()[-1].name[:4]) >= 6 and candidates(new, "bich", (OWN,))
         if backend == "postgresql":
             assert "FOR NO KEY UPDATE" in new._scalar("SELECT pg_get_functiondef('search_document_scope'::regproc)")
         new.upsert_case(CaseRecord(CASE_OTHER, applicant="Trần Thị Bích"))

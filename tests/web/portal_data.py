@@ -35,10 +35,10 @@ def digitize_env(data_dir: Path) -> dict[str, str]:
     return env
 
 
-def digitize(data_dir: Path, *args: str, stdin: str = "") -> str:
+def digitize(data_dir: Path, *args: str, stdin: str = "", env: dict[str, str] | None = None) -> str:
     """Run the real CLI (``python -m digitize``) on this data dir; returns stdout, fails on non-zero exit."""
     done = subprocess.run([sys.executable, "-m", "digitize", *args], input=stdin, capture_output=True, text=True,
-                          env=digitize_env(data_dir), cwd=str(data_dir.parent), timeout=120)
+                          env={**digitize_env(data_dir), **(env or {})}, cwd=str(data_dir.parent), timeout=120)
     assert done.returncode == 0, done.stderr
     return done.stdout
 

@@ -67,6 +67,8 @@ def test_a_corrupt_object_is_refused_before_its_first_byte(served):
         response = client.get(f"/cases/{CASE_A}/documents/2/pdfa")
         assert response.status_code == 500 and response.json()["error"] == "fixity-failed"
         assert bytes(data[:64]) not in response.content  # none of the (wrong) file
+        for detail in (docs[1].pdfa_key, docs[1].pdfa_sha256):  # review web15 L6: the detail is the log's
+            assert detail not in response.text
 
         def failure_recorded() -> bool:  # written by the serving worker's event writer (~50 ms), maybe another worker
             events = client.get(f"/cases/{CASE_A}/events").json()["events"]

@@ -27,7 +27,7 @@ def provider(tmp_path_factory):
     port = free_port()
     config = {"interactiveLogin": False, "tokenCallbacks": [{"issuerId": "province", "tokenExpiry": 300,
               "requestMappings": [{"requestParam": "grant_type", "match": "*",
-                                   "claims": {"sub": "vneid-0001", "preferred_username": "officer-sso",
+                                   "claims": {"sub": "vneid-0001", "preferred_username": "sso-admin",
                                               "aud": ["digitize-portal"]}}]}]}
     env = {**os.environ, "SERVER_HOSTNAME": "127.0.0.1", "SERVER_PORT": str(port), "JSON_CONFIG": json.dumps(config)}
     log_path = tmp_path_factory.mktemp("oidc") / "provider.log"
@@ -47,7 +47,11 @@ def sso_portal(provider, tmp_path_factory):
     root = tmp_path_factory.mktemp("sso")
     data_dir = root / "data"
     seed(data_dir, root / "work")
-    digitize(data_dir, "users", "add", "officer-sso", "--role", "officer", "--agency", AGENCY_A)  # SSO only
+    # SSO only, bound by the administrator to the person's subject at the provider (never by a name it sends)
+    listed = digitize(data_dir, "users", "add", "officer-sso", "--role", "officer", "--agency", AGENCY_A,
+                      "--oidc-subject", "vneid-0001", env={"DIGITIZE_WEB_OIDC_ISSUER": provider})
+    assert "officer-sso added" in listed
+    digitize(data_dir, "users", "add", "sso-admin", "--role", "admin")  # the identity's preferred_username: not it
     portal = start_portal(data_dir, {}, DIGITIZE_WEB_OIDC_ISSUER=provider,
                           DIGITIZE_WEB_OIDC_CLIENT_ID="digitize-portal", DIGITIZE_WEB_OIDC_CLIENT_SECRET="s3cret-value")
     yield portal
@@ -61,9 +65,15 @@ def test_single_sign_on_logs_into_the_local_account_and_its_scope(sso_portal):
         landed = browser.get("/login/oidc", params={"next": f"/cases/{CASE_A}"})
         assert landed.status_code == 200 and str(landed.url).endswith(f"/cases/{CASE_A}"), landed.text[:300]
         assert "officer-sso" in landed.text
+        assert browser.get("/admin", follow_redirects=False).status_code == 403  # not the admin it is named like
         assert browser.get(f"/cases/{CASE_B}").status_code == 404
     log = (sso_portal.data_dir.parent / "serve.log").read_text()
     assert "s3cret-value" not in log
+
+
+def test_users_list_shows_the_binding(sso_portal):
+    listed = digitize(sso_portal.data_dir, "users", "list")
+    assert "'vneid-0001'" in next(line for line in listed.splitlines() if line.startswith("officer-sso"))
 
 
 def test_a_disabled_account_cannot_sign_on(sso_portal):

@@ -116,6 +116,30 @@ def test_a_disabled_user_is_logged_out_at_the_next_request(app, seeded):
     assert client.get(f"/cases/{CASE_A}", follow_redirects=False).status_code == 303
 
 
+def test_https_answers_carry_hsts_and_plain_http_ones_do_not(app):
+    """Review web15 L2: no Strict-Transport-Security at all, even behind TLS with secure cookies."""
+    secure = TestClient(app, base_url="https://portal.example")  # no `with`: its lifespan would close the app
+    for path in ("/login", "/healthz", "/static/app.js", "/api/v1/search"):
+        assert secure.get(path).headers.get("strict-transport-security") == "max-age=31536000", path
+    assert "strict-transport-security" not in TestClient(app).get("/login").headers  # RFC 6797: not over http
+
+
+def test_account_changes_are_events_with_who_and_where(app, seeded):
+    """Review web15 L3: disabling a user from /admin (or by the CLI) recorded nobody and no address."""
+    digitize(seeded[0], "users", "add", "temp-scanner", "--role", "scanner", "--agency", "000.00.31.H56",
+             "--password-stdin", stdin=PASSWORD + "\n")
+    client, _ = login(app, name="admin", address="10.9.8.7")
+    r = client.post("/admin/users/temp-scanner/disable", data={"csrf": csrf_of(client, "/admin")},
+                    follow_redirects=False)
+    assert r.status_code == 303
+    digitize(seeded[0], "tokens", "create", "temp-token", "--role", "officer", "--agency", "000.00.31.H56")
+    digitize(seeded[0], "tokens", "revoke", "temp-token")
+    lines = digitize(seeded[0], "users", "events").splitlines()
+    assert re.search(r"user:admin +user disabled +temp-scanner +10\.9\.8\.7$", lines[2]), lines
+    assert re.search(r"cli:\S+ +token revoked +temp-token$", lines[0]) and "token created" in lines[1], lines
+    assert any(re.search(r"cli:\S+ +user added +temp-scanner", line) for line in lines[3:]), lines
+
+
 def test_security_headers_and_safe_download_names(app):
     client, _ = login(app)
     page = client.get(f"/cases/{CASE_A}")

@@ -1,6 +1,7 @@
-"""Every route of the app, taken from its route table: anonymous requests are refused, and principals of
-another agency get no data of this agency's case (404 where a case or job is named). A route added later is
-covered automatically; one that must be public has to be listed in PUBLIC below, on purpose."""
+"""Every route of the app, taken from its route table: anonymous requests are refused, principals of
+another agency get no data of this agency's case (404 where a case or job is named), and a principal of this
+agency whose role lacks the route's permission is refused (403) with no data. A route added later fails
+the table test until it is listed in REQUIRED (its permission) or PUBLIC, on purpose."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from starlette.routing import Mount, Route
 from digitize.config import Settings
 from pipelines import failed
 from portal_data import CASE_A, PASSWORD, TEXT_A
+from storage import access
+from storage.access import ROLE_PERMS, Perm
 from storage.archive import Archive
 from web.app import API_PREFIX, create_app
 from web.uploads import UploadJob
@@ -23,6 +26,31 @@ from web.uploads import UploadJob
 PUBLIC = {("GET", "/healthz"), ("GET", API_PREFIX + "/openapi.json"), ("GET", "/login"), ("POST", "/login"),
           ("GET", "/lang/{code}"), ("POST", "/logout"), ("GET", "/login/oidc"), ("GET", "/login/oidc/callback")}
 NAMED = re.compile(r"\{(case_id|job_id|sequence|page|doc_id|ref)\}")
+A = API_PREFIX
+# The permission each non-public route needs (None: any logged-in principal). Review web15 M1: without it,
+# a deleted role check (an officer listing and disabling users) went unnoticed.
+REQUIRED: dict[tuple[str, str], Perm | None] = {
+    ("GET", A + "/cases/{case_id}"): Perm.read, ("PUT", A + "/cases/{case_id}"): Perm.write_case,
+    ("POST", A + "/cases/{case_id}/documents"): Perm.upload, ("GET", A + "/jobs/{job_id}"): Perm.upload,
+    ("GET", A + "/cases/{case_id}/documents/{sequence}/pdfa"): Perm.read,
+    ("GET", A + "/cases/{case_id}/documents/{sequence}/original"): Perm.read,
+    ("GET", A + "/cases/{case_id}/dossier.zip"): Perm.read, ("GET", A + "/cases/{case_id}/events"): Perm.read,
+    ("GET", A + "/search"): Perm.read,
+    ("GET", "/"): None, ("GET", "/search"): Perm.read, ("GET", "/cases/{case_id}"): Perm.read,
+    ("GET", "/cases/{case_id}/documents/{sequence}/view"): Perm.read,
+    ("GET", "/cases/{case_id}/documents/{sequence}/pages/{page}.png"): Perm.read,
+    ("GET", "/cases/{case_id}/documents/{sequence}/{kind}"): Perm.read,
+    ("GET", "/cases/{case_id}/dossier.zip"): Perm.read,
+    ("GET", "/desk"): Perm.upload, ("POST", "/desk/upload"): Perm.upload, ("GET", "/desk/jobs/{job_id}"): Perm.upload,
+    ("POST", "/desk/jobs/{job_id}/retry"): Perm.upload, ("POST", "/desk/inbox/{ref}/retry"): Perm.upload,
+    ("POST", "/desk/link"): Perm.link,
+    ("GET", "/admin"): Perm.admin, ("POST", "/admin/users/{name}/disable"): Perm.admin,
+}
+# A job is shown only to its owner or to those who may upload into its case: to others it does not exist (404).
+HIDDEN = re.compile(r"\{job_id\}")
+# Principals of agency A, one per role: page users and API tokens (the admin has every permission).
+PAGE_USERS = {"scanner": "scanner-a", "officer": "officer-a", "archivist": "archivist-a"}
+API_TOKENS = {"scanner": "scanner-a", "officer": "onestop-a", "archivist": "archivist"}
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +67,7 @@ def app_and_data(seeded):
     app = create_app(settings)
     with Archive.open(settings) as archive:
         docs = archive.documents(CASE_A)
+        access.add_user(archive.index, PAGE_USERS["archivist"], "archivist", [], PASSWORD)
     job = UploadJob(uuid.uuid4().hex, "token:scanner-a", CASE_A, "a.png", 1, "0" * 64, state="done",
                     documents=[{"doc_id": str(docs[0].doc_id), "case_id": CASE_A}])
     app.state.uploads._jobs[job.job_id] = job
@@ -103,6 +132,31 @@ def test_the_route_table_is_what_this_test_expects(app_and_data):
     table = route_table(app)
     assert PUBLIC <= set(table), "a public route disappeared: update PUBLIC"
     assert len(table) > len(PUBLIC) + 15
+    assert set(table) - PUBLIC == set(REQUIRED), "a route without its permission in REQUIRED (or gone from it)"
+
+
+@pytest.mark.parametrize("role", ["scanner", "officer", "archivist"])
+@pytest.mark.parametrize("area", ["pages", "api"])
+def test_a_role_lacking_a_routes_permission_is_refused_there(app_and_data, role, area):
+    """Same agency, so only the role can refuse: 403 (the API's JSON says "forbidden") and no case data."""
+    app, tokens, secrets, values, _ = app_and_data
+    if area == "pages":
+        client, headers = login(app, PAGE_USERS[role]), {}
+    else:
+        client, headers = TestClient(app), {"authorization": f"Bearer {tokens[API_TOKENS[role]]}"}
+    tried = 0
+    for (method, path), perm in REQUIRED.items():
+        if path.startswith(API_PREFIX) != (area == "api") or perm is None or perm in ROLE_PERMS[role]:
+            continue
+        query = "?q=dat" if path.endswith("/search") else ""  # past the query's validation, to the gate
+        r = send(client, method, fill(path, values) + query, headers)
+        tried += 1
+        refused = (403, 404) if HIDDEN.search(path) else (403,)
+        assert r.status_code in refused, (role, method, path, r.status_code, r.text[:200])
+        if area == "api" and r.status_code == 403:
+            assert r.json()["error"] == "forbidden", (role, method, path, r.text)
+        assert not leaked(r, secrets), (role, method, path, leaked(r, secrets))
+    assert tried or (area, role) == ("api", "archivist"), "no route lacks this role's permission: check the table"
 
 
 def test_anonymous_requests_are_refused_everywhere(app_and_data):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import http.server
 import json
 import logging
@@ -20,9 +21,9 @@ from digitize.config import Settings
 from portal_data import AGENCY_A, seed, store_case
 from storage.archive import Archive
 from web.app import create_app
-from web.webhooks import signature
+from web.webhooks import WebhookDispatcher, signature
 
-SECRET = "webhook-test-secret"
+SECRET = "webhook-test-secret-0123456789abcdef"
 
 
 class Receiver(http.server.ThreadingHTTPServer):
@@ -88,7 +89,8 @@ def test_stored_documents_are_posted_signed_and_retried(tmp_path, receivers, cap
         wait_for(lambda: any(status == 204 for _, _, status in flaky.posts))
         wait_for(lambda: len(good.posts) == 1)
         wait_for(lambda: "not delivered after 4 attempts" in caplog.text)
-    assert "pa55word" not in caplog.text and "***@127.0.0.1:9/dead" in caplog.text  # one masking function
+    assert "pa55word" not in caplog.text and "webhook http://127.0.0.1:9:" in caplog.text  # scheme://host only
+    assert "/dead" not in caplog.text
     headers, body, _ = good.posts[0]
     payload = json.loads(body)
     assert payload["event"] == "document.stored" and payload["pdfa_sha256"] == doc.pdfa_sha256
@@ -128,3 +130,53 @@ def test_of_several_server_processes_exactly_one_delivers_and_another_takes_over
             time.sleep(3 * 2.0)
             assert [json.loads(body)["case_id"] for _, body, _ in good.posts] == [
                 "000.00.31.H56-241015-0101", "000.00.31.H56-241015-0102"]
+
+
+@pytest.mark.parametrize("error", [http.client.BadStatusLine("GARBAGE"), http.client.IncompleteRead(b"x", 5),
+                                   http.client.LineTooLong("header line")])
+def test_a_receiver_answering_garbage_is_retried_within_the_bound(tmp_path, error, caplog):
+    """Review web15 M4: http.client's errors are no OSError; they escaped the retries and backoff, and the
+    delivery loop logged a traceback and sent the same event every 2 s for ever."""
+    calls = []
+
+    def sender(url, body, secret, event_id):
+        calls.append(event_id)
+        raise error
+
+    settings = Settings(data_dir=str(tmp_path / "data"))
+    settings.web.webhook_urls, settings.web.webhook_secret = "http://127.0.0.1:9/hook", SECRET
+    settings.web.webhook_retries, settings.web.webhook_backoff = 2, 0.01
+    dispatcher = WebhookDispatcher(settings, None, sender=sender)
+    with caplog.at_level(logging.WARNING, "digitize.webhooks"):
+        assert dispatcher._deliver(settings.web.webhook_urls, b"{}", 7) is True  # given up: the cursor moves on
+    assert calls == [7, 7] and "not delivered after 2 attempts" in caplog.text
+    assert "Traceback" not in caplog.text
+
+
+def test_a_webhook_urls_path_and_query_are_masked_as_secrets(tmp_path, caplog):
+    """Review web15 L8: a Slack-style /hooks/T/B/SECRET or a ?sig= value is a credential no key name marks;
+    webhook_urls was in no masking registry, so logs, errors and `config show` printed it."""
+    from digitize import config, secrets
+
+    hook = "https://hooks.example.vn/services/T0001/B0002/XyZsecretPart42"
+    signed = "https://motcua.example.vn/in?sig=0a1b2c3d4e5f6789"
+    env = {"DIGITIZE_DATA_DIR": str(tmp_path), "DIGITIZE_WEB_WEBHOOK_URLS": f"{hook}, {signed}",
+           "DIGITIZE_WEB_WEBHOOK_SECRET": SECRET}
+    try:
+        settings = config.load_settings(env=env)
+        shown = json.dumps(config.settings_as_dict(settings))
+        for secret_part in ("XyZsecretPart42", "0a1b2c3d4e5f6789"):
+            assert secret_part not in shown and secret_part not in secrets.mask(f"POST {hook} {signed} failed")
+        assert "hooks.example.vn" in shown
+        assert "DIGITIZE_WEB_WEBHOOK_URLS" in secrets.secret_env_names()  # never handed to a child process
+
+        def refuse(url, body, secret, event_id):
+            raise OSError(f"connection reset by {url}")
+
+        settings.web.webhook_retries, settings.web.webhook_backoff = 1, 0.01
+        dispatcher = WebhookDispatcher(settings, None, sender=refuse)
+        with caplog.at_level(logging.WARNING, "digitize.webhooks"):
+            dispatcher._deliver(hook, b"{}", 1)
+        assert "webhook https://hooks.example.vn:" in caplog.text and "XyZsecretPart42" not in caplog.text
+    finally:
+        secrets.forget_all()

@@ -1,0 +1,126 @@
+"""web/oidc.py's callback with the provider faked (Authlib's two network steps replaced): which account an
+identity lands in, and how bad metadata or a bad ID token is refused. The real provider: test_oidc.py."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from authlib.integrations.starlette_client import StarletteOAuth2App
+from fastapi.testclient import TestClient
+
+from digitize.config import Settings
+from storage import access
+from storage.archive import Archive
+from web.app import create_app
+
+ISSUER = "http://127.0.0.1:9/province"  # never contacted: both network steps are faked
+
+
+@pytest.fixture
+def sso(tmp_path, monkeypatch):
+    """(settings, identity): the app's provider returns ``identity`` as the verified ID token's claims."""
+    settings = Settings(data_dir=str(tmp_path / "data"))
+    settings.web.secure_cookies = False
+    settings.web.oidc_issuer, settings.web.oidc_client_id = ISSUER, "digitize-portal"
+    with Archive.open(settings) as archive:
+        access.add_user(archive.index, "tran.admin", "admin", [], None)  # SSO only, not yet bound
+    state = {"claims": {}, "metadata": {"issuer": ISSUER, "token_endpoint": ISSUER + "/token",
+                                        "jwks_uri": ISSUER + "/jwks", "authorization_endpoint": ISSUER + "/auth"},
+             "exchanged": 0}
+
+    async def metadata(self):
+        return state["metadata"]
+
+    async def exchange(self, request, **kwargs):
+        state["exchanged"] += 1
+        if isinstance(state["claims"], Exception):
+            raise state["claims"]
+        return {"userinfo": state["claims"]}
+
+    monkeypatch.setattr(StarletteOAuth2App, "load_server_metadata", metadata)
+    monkeypatch.setattr(StarletteOAuth2App, "authorize_access_token", exchange)
+    return settings, state
+
+
+def callback(settings):
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        r = client.get("/login/oidc/callback", follow_redirects=False)
+        admin = client.get("/admin", follow_redirects=False).status_code
+    return r, admin
+
+
+def subject_of(settings, name):
+    with Archive.open(settings) as archive:
+        return archive.index.get_user(name).oidc_subject
+
+
+def test_a_provider_user_named_like_a_new_account_does_not_get_it(sso, caplog):
+    """Review web15 H1: the first identity whose preferred_username matched an unbound account was bound to
+    it for good (an admin's too); binding is now only an administrator's act."""
+    settings, state = sso
+    state["claims"] = {"sub": "attacker-0001", "preferred_username": "tran.admin", "email": "tran.admin@x.vn",
+                       "email_verified": True}
+    with caplog.at_level(logging.WARNING, "digitize.web"):
+        r, admin = callback(settings)
+    assert r.status_code == 403 and ("Ask an administrator" in r.text or "quản trị viên" in r.text)
+    assert admin == 303  # no session
+    assert subject_of(settings, "tran.admin") is None
+    assert "'attacker-0001'" in caplog.text  # the log names the subject the admin would bind
+
+
+def test_an_account_bound_by_an_administrator_logs_in_with_its_subject_only(sso):
+    settings, state = sso
+    with Archive.open(settings) as archive:
+        access.bind_oidc(archive.index, "tran.admin", ISSUER, "vneid-0042")
+    state["claims"] = {"sub": "vneid-0042", "preferred_username": "anything"}
+    r, admin = callback(settings)
+    assert r.status_code == 303 and admin == 200
+    state["claims"] = {"sub": "vneid-0043", "preferred_username": "tran.admin"}
+    assert callback(settings)[0].status_code == 403
+
+
+def test_a_binding_is_of_one_issuer_and_a_disabled_account_is_refused(sso):
+    settings, state = sso
+    with Archive.open(settings) as archive:
+        access.bind_oidc(archive.index, "tran.admin", "https://other-idp.example/realm", "vneid-0042")
+    state["claims"] = {"sub": "vneid-0042"}
+    assert callback(settings)[0].status_code == 403  # the same sub from another provider is another person
+    with Archive.open(settings) as archive:
+        access.bind_oidc(archive.index, "tran.admin", ISSUER, "vneid-0042")
+        archive.index.set_user_disabled("tran.admin", True, access.now_iso())
+    assert callback(settings)[0].status_code == 403
+
+
+@pytest.mark.parametrize("metadata", [
+    {"issuer": "https://evil.example/province"},  # another issuer: its ID tokens would be checked against it
+    {"issuer": ISSUER + "/"},  # not identical (OIDC Discovery 4.3)
+    {},  # none: Authlib would not check `iss` at all
+    {"jwks_uri": "http://keys.example/jwks"},  # the keys fetched over plain http, from a non-loopback host
+])
+def test_a_discovery_document_of_another_issuer_is_refused(sso, metadata, caplog):
+    """Review web15 M3: Authlib checks ID tokens against the fetched document's issuer and keys."""
+    settings, state = sso
+    with Archive.open(settings) as archive:
+        access.bind_oidc(archive.index, "tran.admin", ISSUER, "vneid-0042")
+    state["claims"] = {"sub": "vneid-0042"}
+    if "issuer" in metadata or not metadata:
+        state["metadata"].pop("issuer")
+    state["metadata"].update(metadata)
+    with caplog.at_level(logging.WARNING, "digitize.web"):
+        r, admin = callback(settings)
+    assert r.status_code == 401 and admin == 303 and state["exchanged"] == 0
+    assert "discovery document" in caplog.text
+    with TestClient(create_app(settings)) as client:  # the browser is not sent to its endpoints either
+        assert client.get("/login/oidc", follow_redirects=False).status_code == 401
+
+
+def test_a_tampered_id_token_is_a_refusal_not_an_internal_error(sso):
+    """Review web15 L5: joserfc's errors (bad signature, nonce, aud, iss) are no OAuthError: they were a 500."""
+    from joserfc.errors import BadSignatureError, InvalidClaimError
+
+    settings, state = sso
+    for error in (BadSignatureError(), InvalidClaimError("nonce")):
+        state["claims"] = error
+        r, _ = callback(settings)
+        assert r.status_code == 401 and "Traceback" not in r.text, r.text[:300]

@@ -1,0 +1,61 @@
+"""web/settings_check.py: [web] settings that would make the portal forgeable or its provider spoofable are
+one-line config errors (exit 9) before it starts, with the secret masked (review web15 M2, M3, L1)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from digitize.config import Settings
+from digitize.errors import ConfigError, ExitCode
+from portal_data import digitize_env
+from web.app import create_app
+
+GOOD_KEY = "Zq8-vN3xKp7Lw2Rt6Yb9Hc4Md1Fj5Gs0"
+
+
+def settings_with(tmp_path, **web) -> Settings:
+    settings = Settings(data_dir=str(tmp_path / "data"))
+    for key, value in web.items():
+        setattr(settings.web, key, value)
+    return settings
+
+
+@pytest.mark.parametrize("web, message", [
+    ({"secret_key": "changeme"}, "secret_key has 8 characters, fewer than 32"),  # M2: the review's forged cookie
+    ({"secret_key": "a" * 40}, "secret_key has only 1 distinct"),
+    ({"oidc_issuer": "http://idp.example/x"}, "oidc_issuer must be an https URL"),  # M3
+    ({"oidc_issuer": "http://10.0.0.5/realms/p"}, "oidc_issuer must be an https URL"),
+    ({"oidc_issuer": "ftp://idp.example/x"}, "oidc_issuer must be an https URL"),
+    ({"webhook_urls": "https://hooks.example/T1/B2/c3"}, "webhook_secret is empty"),  # L1
+    ({"webhook_urls": "https://hooks.example/x", "webhook_secret": "short"}, "fewer than 32"),
+    ({"webhook_urls": "file:///etc/passwd", "webhook_secret": GOOD_KEY}, "not an http\\(s\\) URL"),
+    ({"webhook_urls": "https://ok.example/a, ftp://h.example/x", "webhook_secret": GOOD_KEY}, "not an http\\(s\\) URL"),
+])
+def test_unsafe_web_settings_are_config_errors(tmp_path, web, message):
+    with pytest.raises(ConfigError, match=message) as refused:
+        create_app(settings_with(tmp_path, **web))
+    assert "\n" not in str(refused.value)
+    for secret in ("changeme", "short"):
+        assert secret not in str(refused.value)
+
+
+@pytest.mark.parametrize("web", [
+    {}, {"secret_key": GOOD_KEY}, {"oidc_issuer": "https://sso.example.gov.vn/realms/province"},
+    {"oidc_issuer": "http://127.0.0.1:8081/province"}, {"oidc_issuer": "http://localhost/p"},
+    {"oidc_issuer": "http://[::1]:9/p"},
+    {"webhook_urls": "https://a.example/hook, http://127.0.0.1:9/h", "webhook_secret": GOOD_KEY},
+])
+def test_safe_web_settings_are_accepted(tmp_path, web):
+    create_app(settings_with(tmp_path, **web))
+
+
+def test_serve_with_a_weak_key_exits_9_with_one_masked_line(tmp_path):
+    env = {**digitize_env(tmp_path / "data"), "DIGITIZE_WEB_SECRET_KEY": "hunter2-pass"}
+    done = subprocess.run([sys.executable, "-m", "digitize", "serve", "--port", "9"], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == ExitCode.invalid_config == 9, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and "secret_key" in done.stderr
+    assert "hunter2-pass" not in done.stderr + done.stdout
