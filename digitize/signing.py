@@ -30,9 +30,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from . import signkeys, signmark
+from . import lazyimports, signkeys, signmark
 from .config import Settings, SignSettings
 from .errors import ConfigError, DigitizeError, FileAccessError, SignerUnavailableError, SigningError
+
+lazyimports.install()  # before any pyHanko import: its unused eager imports deferred
 
 log = logging.getLogger("digitize")
 

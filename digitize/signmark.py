@@ -20,7 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from . import lazyimports
 from .errors import ConfigError
+
+lazyimports.install()  # before any pyHanko import: its unused eager imports deferred
 
 # Whole points throughout: pyHanko's layout works in exact fractions and refuses floats.
 FONT_SIZE = 10
@@ -86,18 +89,18 @@ def pdf_font(font: Path, text: str) -> Path:
     Made once per signer name with fontTools and cached (keyed by the source's size and time). The
     cut keeps its glyph names (post table format 2): without them fontTools names every glyph from
     the Adobe Glyph List, which it parses first (~0.1-0.2 s of CPU at a batch's first signature)."""
-    from fontTools import subset
-    from fontTools.ttLib import TTFont
-    from fontTools.ttLib.scaleUpem import scale_upem
-
-    from .fsutil import atomic_path
-
     chars = "".join(sorted(set(text + MARK_CHARACTERS)))
     info = font.stat()
     tag = hashlib.sha256(f"{font.resolve()}|{info.st_size}|{int(info.st_mtime)}|{chars}|glyph-names".encode()
                          ).hexdigest()[:16]
     cache = _font_cache() / f"{font.stem}-{tag}.ttf"
-    if not cache.is_file():
+    if not cache.is_file():  # fontTools' subsetter imported only here (~0.2 s of CPU): not at a cache hit
+        from fontTools import subset
+        from fontTools.ttLib import TTFont
+        from fontTools.ttLib.scaleUpem import scale_upem
+
+        from .fsutil import atomic_path
+
         with TTFont(str(font)) as tt:
             options = subset.Options()
             options.name_IDs, options.notdef_outline, options.layout_features = ["*"], True, ["*"]
