@@ -184,9 +184,11 @@ class Signer:
         self._close(reset=self.broken)
 
     def prepare(self) -> "Signer":
-        """Cut the mark's font for this signer's name now (cached on disk), not at the first file."""
+        """Cut the mark's font for this signer's name now (cached on disk), not at the first file, and
+        load what the first signature's appearance would (signmark.warm_appearance): in a batch this
+        runs in the signer's thread while the workers convert, not while a worker waits."""
         if self._font is not None:
-            signmark.pdf_font(self._font, self.name)
+            signmark.warm_appearance(signmark.pdf_font(self._font, self.name))
         return self
 
     @property

@@ -363,6 +363,20 @@ def stamp_style(mark: Mark):
                           text_box_style=text_style, inner_content_layout=stamp_layout, border_width=0, **extra)
 
 
+def warm_appearance(font: Path) -> None:
+    """Import and parse now what a first signature's appearance and incremental update need (~0.1 s
+    of CPU: pyHanko's font engine and fontTools' table modules, parsing ``font``; pyHanko's XMP
+    writer, with lxml). Nothing is signed or written."""
+    import contextlib
+
+    from pyhanko.pdf_utils.writer import PdfFileWriter
+
+    engine = _prepared_font_factory()(str(font)).create_font_engine(PdfFileWriter(), obj_stream=None)
+    engine.shape("".join(MARK_CHARACTERS))
+    with contextlib.suppress(ImportError):  # pyHanko's module, imported by its writer at the first XMP update
+        import pyhanko.pdf_utils.metadata.xmp_xml  # noqa: F401
+
+
 @functools.lru_cache(maxsize=8)
 def _font_program(path: str) -> bytes:
     """The font file, Flate-compressed once per process: it is embedded whole (see below)."""

@@ -174,3 +174,32 @@ def test_pycache_is_left_alone():
     """The deferred modules' code is compiled in memory: their cached bytecode stays pyHanko's own."""
     loader = lazyimports._DeferredNamesLoader("x", __file__, compile("pass", "x", "exec"))
     assert loader.set_data("/nonexistent/x.pyc", b"") is None
+
+
+def test_a_prepared_signers_first_signature_loads_no_font_or_xml_modules(tmp_path):
+    """Signer.prepare (the batch signer's opening, in its thread while the workers convert) loads what
+    the first signature's appearance and XMP update need, so that the first document's worker does not
+    wait for it; nothing is signed by it."""
+    import pikepdf
+
+    from tests.pki import self_signed
+
+    p12, _, _ = self_signed(tmp_path, "Nguyễn Văn A", "pw")
+    plain = tmp_path / "plain.pdf"
+    with pikepdf.new() as pdf:
+        pdf.add_blank_page(page_size=(595, 842))
+        pdf.save(plain)
+    found = run_python(f"""
+    import dataclasses, json, sys
+    from pathlib import Path
+    from digitize import signing
+    from digitize.config import Settings, SignSettings
+    settings = dataclasses.replace(Settings(), sign=SignSettings(pkcs12={str(p12)!r}, pin="pw"))
+    signer = signing.signer_for(settings).prepare()
+    before = set(sys.modules)
+    signer.sign(Path({str(plain)!r}), Path({str(tmp_path / "signed.pdf")!r}))
+    print(json.dumps(sorted(set(sys.modules) - before)))
+    """)
+    assert (tmp_path / "signed.pdf").is_file()
+    assert not [m for m in found if m.split(".")[0] in ("fontTools", "lxml", "aiohttp")
+                or m.startswith("pyhanko.pdf_utils.font")], found
