@@ -43,7 +43,6 @@ import importlib.machinery
 import importlib.util
 import logging
 import os
-import stat
 import sys
 import threading
 
@@ -330,21 +329,17 @@ def _own_digest() -> str:
 
 
 def _read_private(path) -> bytes | None:
-    """A cache file's bytes if it is a regular file of this account that no other account can write."""
+    """A cache file's bytes if it is a regular file (no link followed) of this account that no other
+    account can write."""
+    from .errors import NotRegularFileError
+    from .fsutil import open_regular
+
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
+        with os.fdopen(open_regular(path), "rb") as f:
+            info = os.fstat(f.fileno())
+            return f.read() if info.st_uid == os.geteuid() and not info.st_mode & 0o022 else None
+    except (OSError, NotRegularFileError):
         return None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o022:
-            return None
-        with os.fdopen(os.dup(fd), "rb") as f:
-            return f.read()
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
 
 
 def _all_names(source: str) -> list[str] | None:

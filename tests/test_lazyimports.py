@@ -203,3 +203,28 @@ def test_a_prepared_signers_first_signature_loads_no_font_or_xml_modules(tmp_pat
     assert (tmp_path / "signed.pdf").is_file()
     assert not [m for m in found if m.split(".")[0] in ("fontTools", "lxml", "aiohttp")
                 or m.startswith("pyhanko.pdf_utils.font")], found
+
+
+def test_the_code_is_cached_privately_and_a_cache_file_others_can_write_is_not_used(tmp_path, monkeypatch):
+    source = tmp_path / "fake_module.py"
+    source.write_text("from json import dumps\n\ndef f():\n    return dumps([1])\n")
+    monkeypatch.setitem(lazyimports.DEFERRED, "fake_module", ("json", ("dumps",)))
+    monkeypatch.setattr(lazyimports, "_cache_folder", lambda: tmp_path / "pycode")
+    parsed = []
+    real = lazyimports.deferred_names
+    monkeypatch.setattr(lazyimports, "deferred_names", lambda *a: parsed.append(a) or real(*a))
+
+    code = lazyimports.deferred_code("fake_module", str(source))
+    scope = {lazyimports.LOOKUP: lazyimports._from_import}
+    exec(code, scope)
+    assert "dumps" not in scope and scope["f"]() == "[1]" and len(parsed) == 1
+    cached = list((tmp_path / "pycode").iterdir())
+    assert len(cached) == 1 and cached[0].stat().st_mode & 0o777 == 0o600
+
+    assert lazyimports.deferred_code("fake_module", str(source)) == code and len(parsed) == 1  # from the cache
+    cached[0].chmod(0o666)  # another account could have written it: parsed again, not trusted
+    assert lazyimports.deferred_code("fake_module", str(source)) == code and len(parsed) == 2
+    cached = list((tmp_path / "pycode").iterdir())
+    cached[0].write_bytes(b"not marshal data")  # a torn or foreign file: parsed again
+    cached[0].chmod(0o600)
+    assert lazyimports.deferred_code("fake_module", str(source)) == code and len(parsed) == 3
