@@ -228,3 +228,20 @@ def test_the_code_is_cached_privately_and_a_cache_file_others_can_write_is_not_u
     cached[0].write_bytes(b"not marshal data")  # a torn or foreign file: parsed again
     cached[0].chmod(0o600)
     assert lazyimports.deferred_code("fake_module", str(source)) == code and len(parsed) == 3
+
+
+def test_preload_imports_aiohttp_only_for_a_timestamp_or_revocation_data():
+    """signing.preload (a watcher's or queue worker's parent, before it forks): a B-B key leaves aiohttp
+    and fontTools' subsetter out; with tsa_url (B-T) or ltv (B-LT) the forked workers inherit aiohttp."""
+    found = run_python("""
+    import json, subprocess, sys
+    from digitize import signing
+    from digitize.config import SignSettings
+    signing.preload(SignSettings(pkcs12="/nonexistent.p12", visible=False))
+    b_b = [m in sys.modules for m in ("aiohttp", "fontTools.subset", "pyhanko.sign.signers")]
+    signing.preload(SignSettings(pkcs12="/nonexistent.p12", visible=False, tsa_url="http://127.0.0.1:9/tsa",
+                                 ltv=True))
+    print(json.dumps([b_b, "pyhanko.sign.timestamps.aiohttp_client" in sys.modules,
+                      "pyhanko_certvalidator.fetchers.aiohttp_fetchers" in sys.modules]))
+    """)
+    assert found == [[False, False, True], True, True]
