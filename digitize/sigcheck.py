@@ -16,7 +16,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from . import lazyimports
 from .errors import ConfigError
+
+lazyimports.install()  # before any pyHanko import: its unused eager imports deferred
 
 VIETNAM = timezone(timedelta(hours=7))  # times are shown as the mark shows them
 INDIC_TEXT = {

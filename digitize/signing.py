@@ -30,9 +30,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from . import signkeys, signmark
+from . import lazyimports, signkeys, signmark
 from .config import Settings, SignSettings
 from .errors import ConfigError, DigitizeError, FileAccessError, SignerUnavailableError, SigningError
+
+lazyimports.install()  # before any pyHanko import: its unused eager imports deferred
 
 log = logging.getLogger("digitize")
 
@@ -182,9 +184,11 @@ class Signer:
         self._close(reset=self.broken)
 
     def prepare(self) -> "Signer":
-        """Cut the mark's font for this signer's name now (cached on disk), not at the first file."""
+        """Cut the mark's font for this signer's name now (cached on disk), not at the first file, and
+        load what the first signature's appearance would (signmark.warm_appearance): in a batch this
+        runs in the signer's thread while the workers convert, not while a worker waits."""
         if self._font is not None:
-            signmark.pdf_font(self._font, self.name)
+            signmark.warm_appearance(signmark.pdf_font(self._font, self.name))
         return self
 
     @property
@@ -362,8 +366,10 @@ atexit.register(close_signers)
 SIGNING_MODULES = ("pyhanko.sign.signers", "pyhanko.sign.fields", "pyhanko.sign.timestamps",
                    "pyhanko.pdf_utils.incremental_writer", "pyhanko.pdf_utils.font.opentype",
                    "pyhanko.pdf_utils.layout", "pyhanko.pdf_utils.text", "pyhanko.pdf_utils.images",
-                   "pyhanko.stamp", "pyhanko_certvalidator", "fontTools.ttLib", "fontTools.subset",
-                   "fontTools.ttLib.scaleUpem")
+                   "pyhanko.stamp", "pyhanko_certvalidator", "fontTools.ttLib")
+# only with a timestamp (B-T) or revocation data (B-LT): aiohttp, ~0.3 s of CPU (lazyimports defers it)
+TSA_MODULES = ("pyhanko.sign.timestamps.aiohttp_client",)
+LTV_MODULES = ("pyhanko_certvalidator.fetchers.aiohttp_fetchers",)
 TOKEN_MODULES = ("pkcs11", "pyhanko.sign.pkcs11",  # modules only: no PKCS#11 library is loaded
                  "concurrent.futures.thread")  # pyHanko signs on a token from a thread pool
 # what a worker's first signature still imported (bench/sign_bench.py "fresh worker"): the mark's
@@ -377,10 +383,13 @@ def preload(cfg: SignSettings) -> None:
     """Import what signing needs, once, in the process that forks the workers (batch, worker): each
     worker then starts with it instead of importing it again before its first signature, time a
     busy batch would take from conversion. A token's library is not initialised here (that must
-    happen after the fork: _in_child, signer_for); the mark's font is found and cut once."""
+    happen after the fork: _in_child, signer_for); the mark's font is found and cut once. aiohttp
+    only when a timestamp or revocation data is configured; fontTools' subsetter never (the mark's
+    font is cut by preflight's signer, cached on disk: lazyimports)."""
     import importlib
 
-    for name in SIGNING_MODULES + (TOKEN_MODULES if cfg.pkcs11_module else ()):
+    for name in SIGNING_MODULES + (TOKEN_MODULES if cfg.pkcs11_module else ()) + (TSA_MODULES if cfg.tsa_url else ()) \
+            + (LTV_MODULES if cfg.ltv else ()):
         importlib.import_module(name)
     for name in FIRST_SIGNATURE_MODULES:
         with contextlib.suppress(ImportError):

@@ -13,8 +13,11 @@ import functools
 from pathlib import Path
 from typing import Any
 
+from . import lazyimports
 from .config import SignSettings
 from .errors import ConfigError, SignerUnavailableError, SigningError
+
+lazyimports.install()  # before any pyHanko import: its unused eager imports deferred
 
 
 def x509_to_asn1(cert) -> Any:

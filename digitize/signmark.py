@@ -20,7 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from . import lazyimports
 from .errors import ConfigError
+
+lazyimports.install()  # before any pyHanko import: its unused eager imports deferred
 
 # Whole points throughout: pyHanko's layout works in exact fractions and refuses floats.
 FONT_SIZE = 10
@@ -86,18 +89,18 @@ def pdf_font(font: Path, text: str) -> Path:
     Made once per signer name with fontTools and cached (keyed by the source's size and time). The
     cut keeps its glyph names (post table format 2): without them fontTools names every glyph from
     the Adobe Glyph List, which it parses first (~0.1-0.2 s of CPU at a batch's first signature)."""
-    from fontTools import subset
-    from fontTools.ttLib import TTFont
-    from fontTools.ttLib.scaleUpem import scale_upem
-
-    from .fsutil import atomic_path
-
     chars = "".join(sorted(set(text + MARK_CHARACTERS)))
     info = font.stat()
     tag = hashlib.sha256(f"{font.resolve()}|{info.st_size}|{int(info.st_mtime)}|{chars}|glyph-names".encode()
                          ).hexdigest()[:16]
     cache = _font_cache() / f"{font.stem}-{tag}.ttf"
-    if not cache.is_file():
+    if not cache.is_file():  # fontTools' subsetter imported only here (~0.2 s of CPU): not at a cache hit
+        from fontTools import subset
+        from fontTools.ttLib import TTFont
+        from fontTools.ttLib.scaleUpem import scale_upem
+
+        from .fsutil import atomic_path
+
         with TTFont(str(font)) as tt:
             options = subset.Options()
             options.name_IDs, options.notdef_outline, options.layout_features = ["*"], True, ["*"]
@@ -358,6 +361,20 @@ def stamp_style(mark: Mark):
                          inner_content_scaling=layout.InnerScaling.NO_SCALING))
     return TextStampStyle(stamp_text="\n".join(line.replace("%", "%%") for line in mark.lines),
                           text_box_style=text_style, inner_content_layout=stamp_layout, border_width=0, **extra)
+
+
+def warm_appearance(font: Path) -> None:
+    """Import and parse now what a first signature's appearance and incremental update need (~0.1 s
+    of CPU: pyHanko's font engine and fontTools' table modules, parsing ``font``; pyHanko's XMP
+    writer, with lxml). Nothing is signed or written."""
+    import contextlib
+
+    from pyhanko.pdf_utils.writer import PdfFileWriter
+
+    engine = _prepared_font_factory()(str(font)).create_font_engine(PdfFileWriter(), obj_stream=None)
+    engine.shape("".join(MARK_CHARACTERS))
+    with contextlib.suppress(ImportError):  # pyHanko's module, imported by its writer at the first XMP update
+        import pyhanko.pdf_utils.metadata.xmp_xml  # noqa: F401
 
 
 @functools.lru_cache(maxsize=8)

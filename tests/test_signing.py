@@ -480,3 +480,31 @@ def test_the_garbage_collector_is_paused_while_the_batch_key_opens_and_back_afte
     finally:
         gc.enable()
         gc.unfreeze()
+
+
+def test_b_lt_with_pyhankos_unused_imports_deferred_in_a_fresh_process(tmp_path, pki, pdfa):
+    """digitize.lazyimports (aiohttp, fontTools' subsetter) applied, as in a batch: a B-LT signature
+    with the real TSA and OCSP responder loads aiohttp when it needs it and is as valid as before."""
+    script = f"""
+import json, os, sys
+from digitize import lazyimports, sigcheck, signing
+from digitize.config import Settings
+settings = Settings()
+settings.sign.pkcs12, settings.sign.pin = {str(pki.pkcs12("officer", P12_PIN))!r}, os.environ["DIGITIZE_SIGN_PIN"]
+settings.sign.tsa_url, settings.sign.ltv, settings.sign.trust = {pki.tsa_url!r}, True, {str(pki.root_pem)!r}
+signer = signing.Signer(settings.sign, settings.sign.pin)
+record = signer.sign(__import__("pathlib").Path({str(pdfa)!r}), __import__("pathlib").Path({str(tmp_path / "lt.pdf")!r}))
+check = sigcheck.check_file({str(tmp_path / "lt.pdf")!r}, {str(pki.root_pem)!r})
+print(json.dumps([lazyimports.deferred(), record.level, record.timestamp is not None, check.ok,
+                  check.signatures[0].level, check.signatures[0].revocation, "aiohttp" in sys.modules]))
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGITIZE_SIGN_")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT,
+                          env={**env, "PYTHONPATH": str(ROOT), "DIGITIZE_SIGN_PIN": P12_PIN})
+    assert done.returncode == 0, done.stderr[-3000:]
+    applied, level, stamped, ok, checked_level, revocation, aiohttp = json.loads(done.stdout.strip().splitlines()[-1])
+    assert applied and all(applied.values()), applied
+    assert (level, stamped, ok, checked_level, aiohttp) == ("B-LT", True, True, "B-LT", True)
+    assert "not revoked" in revocation
+    assert_pdfa(tmp_path / "lt.pdf")
+    assert "Signature is Valid" in pdfsig(tmp_path / "lt.pdf")  # the DSS revision follows the signature (B-LT)

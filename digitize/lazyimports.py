@@ -1,0 +1,401 @@
+"""pyHanko's eager imports that a signature without a timestamp never uses, deferred to their first use.
+
+Opening a batch's signing key cost ~0.8-1 s of CPU, ~90 % of it imports, and two of them are never
+used by a PAdES B-B signature with our mark:
+
+- aiohttp (~0.3 s: it builds two SSL contexts from the system CA store), reached twice:
+  ``pyhanko.sign.timestamps``' package ``__init__`` imports ``aiohttp_client`` (every
+  ``pyhanko.sign`` import goes through that ``__init__``), and ``pyhanko.sign.validation.ades``
+  (imported by the PDF signer) imports pyhanko-certvalidator's ``AIOHttpFetcherBackend`` at its top.
+  The timestamps package is initialised here from the same submodules, in the same order, except
+  that ``HTTPTimeStamper`` (and the ``aiohttp_client`` submodule) are imported at their first use
+  (PEP 562 module ``__getattr__``); in ``ades`` the name is looked up where a function uses it.
+  Either way the very same objects pyHanko's own imports give: a ``tsa_url`` (B-T) or ``ltv``
+  (B-LT) signer imports aiohttp when it builds its timestamper or fetches revocation data.
+- fontTools' subsetter (with varLib, feaLib's builders: ~0.1-0.2 s): ``pyhanko.pdf_utils.font.opentype``
+  imports ``fontTools.subset`` at its top, but our mark's font is cut once and cached
+  (signmark.pdf_font) and embedded whole, so no signature subsets it. The name is looked up where
+  a function uses it, and the module is compiled with postponed annotations (PEP 563): its only
+  other use of ``subset`` is in signature annotations (``options: subset.Options | None``).
+
+How (deferred_names): the module's own source, parsed; the ``from X import NAME`` taken out of its
+top level; each use of NAME in a function body replaced by ``__digitize_from_import__(X, NAME)``,
+which is ``from X import NAME`` at that moment. Nothing in site-packages is changed: the code object
+is cached like bytecode in this account's own cache folder, never in ``__pycache__``.
+
+:func:`install` puts a finder first on ``sys.meta_path`` that handles these three module names and
+nothing else. Each deferral applies only when the module's source has the layout it was written for
+(:func:`timestamps_plan`, :func:`deferred_names`: NAME never rebound, never used when the module is
+imported); otherwise pyHanko's own import runs (correct, just eager) and :func:`deferred` says which
+were not applied: tests/test_lazyimports.py pins them, so a pyHanko of another layout fails loudly
+there instead of silently losing the gain.
+"""
+
+from __future__ import annotations
+
+import __future__
+import ast
+import contextlib
+import functools
+import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import logging
+import os
+import sys
+import threading
+
+log = logging.getLogger("digitize")
+
+TIMESTAMPS = "pyhanko.sign.timestamps"
+TIMESTAMPS_DEFERRED = "aiohttp_client"  # the submodule that imports aiohttp
+# module -> (the module it imports from at its top level, the names deferred to their use)
+DEFERRED = {
+    "pyhanko.pdf_utils.font.opentype": ("fontTools", ("subset",)),  # fontTools' subsetter, lxml, varLib
+    "pyhanko.sign.validation.ades": ("pyhanko_certvalidator.fetchers.aiohttp_fetchers",
+                                     ("AIOHttpFetcherBackend",)),  # aiohttp, for fetching revocation data
+}
+
+_lock = threading.Lock()
+_applied: dict[str, bool] = {}  # module name -> deferral applied (True) or its layout refused (False)
+
+
+def timestamps_plan(source: str) -> list[tuple[str, list[tuple[str, str]]]] | None:
+    """pyHanko's ``timestamps/__init__.py`` as a list of (submodule, [(name, bound as)]), when it is
+    nothing but relative ``from .x import names`` and an ``__all__`` of strings (and a docstring),
+    one of them from TIMESTAMPS_DEFERRED; else None (not a layout this module knows)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    plan: list[tuple[str, list[tuple[str, str]]]] = []
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module and "." not in node.module \
+                and all(alias.name != "*" for alias in node.names):
+            plan.append((node.module, [(alias.name, alias.asname or alias.name) for alias in node.names]))
+        elif isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["__all__"] \
+                and isinstance(node.value, (ast.List, ast.Tuple)) \
+                and all(isinstance(e, ast.Constant) and isinstance(e.value, str) for e in node.value.elts):
+            continue
+        elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and node is tree.body[0]:
+            continue
+        else:
+            return None
+    if TIMESTAMPS_DEFERRED not in {module for module, _ in plan}:
+        return None
+    return plan
+
+
+def deferred_names(source: str, origin: str, names: tuple[str, ...]) -> ast.Module | None:
+    """The module's code with ``from ORIGIN import NAME`` (NAME in ``names``) taken out of its top level
+    and each use of NAME in a function body made a lookup at call time (``_from_import``), when the
+    module fits: that import statement at its top level, NAME never bound anywhere else (no assignment,
+    parameter, local import, global or nonlocal) and used outside function bodies only in annotations
+    (then compiled with postponed annotations, PEP 563: the one thing that changes, and the module
+    must not read annotations back). None when it does not fit: a layout this module does not know."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    found: set[str] = set()
+    top = [tree.body, *(t.body for t in tree.body if isinstance(t, ast.Try))]  # also `try: from ... import`
+    for statements in top:
+        for index, node in enumerate(list(statements)):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module == origin:
+                kept = [a for a in node.names if not (a.asname is None and a.name in names)]
+                found |= {a.name for a in node.names if a.asname is None and a.name in names}
+                statements[index] = ast.copy_location(ast.ImportFrom(module=origin, names=kept, level=0), node) \
+                    if kept else ast.copy_location(ast.Pass(), node)
+    if found != set(names):
+        return None
+    lookups = _Lookups(origin, frozenset(names), {id(n) for statements in top for n in statements})
+    tree = lookups.visit(tree)
+    if not lookups.fits or (lookups.postponed and ("get_type_hints" in source or "__annotations__" in source)):
+        return None
+    tree.postponed = lookups.postponed  # type: ignore[attr-defined]
+    return ast.fix_missing_locations(tree)
+
+
+class _Lookups(ast.NodeTransformer):
+    """One pass over a module (see deferred_names): NAME's loads in function bodies become
+    ``LOOKUP(origin, NAME)``; ``fits`` turns False at any other use or binding of NAME."""
+
+    def __init__(self, origin: str, names: frozenset[str], top_imports: set[int]):
+        self.origin, self.names, self.top_imports = origin, names, top_imports
+        self.depth = self.annotation = 0  # inside function bodies; inside annotations
+        self.fits, self.postponed = True, False
+
+    def _annotation(self, node):
+        if node is None:
+            return None
+        self.annotation += 1
+        try:
+            return self.visit(node)
+        finally:
+            self.annotation -= 1
+
+    def _arguments(self, arguments: ast.arguments) -> None:
+        for arg in [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs,
+                    *filter(None, [arguments.vararg, arguments.kwarg])]:
+            self.fits &= arg.arg not in self.names
+            arg.annotation = self._annotation(arg.annotation)
+        arguments.defaults = [self.visit(d) for d in arguments.defaults]  # evaluated where the def runs
+        arguments.kw_defaults = [self.visit(d) if d is not None else None for d in arguments.kw_defaults]
+
+    def visit_FunctionDef(self, node):  # noqa: N802
+        self.fits &= node.name not in self.names
+        node.decorator_list = [self.visit(d) for d in node.decorator_list]
+        self._arguments(node.args)
+        node.returns = self._annotation(node.returns)
+        self.depth += 1
+        node.body = [self.visit(statement) for statement in node.body]
+        self.depth -= 1
+        return node
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    def visit_Lambda(self, node):  # noqa: N802
+        self._arguments(node.args)
+        self.depth += 1
+        node.body = self.visit(node.body)
+        self.depth -= 1
+        return node
+
+    def visit_AnnAssign(self, node):  # noqa: N802
+        node.annotation = self._annotation(node.annotation)
+        node.target = self.visit(node.target)
+        node.value = self.visit(node.value) if node.value is not None else None
+        return node
+
+    def visit_ClassDef(self, node):  # noqa: N802
+        self.fits &= node.name not in self.names
+        return self.generic_visit(node)
+
+    def visit_Global(self, node):  # noqa: N802
+        self.fits &= not set(node.names) & self.names
+        return node
+
+    visit_Nonlocal = visit_Global
+
+    def visit_ExceptHandler(self, node):  # noqa: N802
+        self.fits &= node.name not in self.names
+        return self.generic_visit(node)
+
+    def visit_Import(self, node):  # noqa: N802
+        if id(node) not in self.top_imports:
+            self.fits &= not {(a.asname or a.name).split(".")[0] for a in node.names} & self.names
+        return node
+
+    visit_ImportFrom = visit_Import
+
+    def visit_Name(self, node):  # noqa: N802
+        if node.id not in self.names:
+            return node
+        if not isinstance(node.ctx, ast.Load):
+            self.fits = False
+        elif self.annotation:
+            self.postponed = True  # left as it is: postponed annotations keep it a string
+        elif not self.depth:
+            self.fits = False  # used when the module is imported
+        else:
+            call = ast.Call(func=ast.Name(id=LOOKUP, ctx=ast.Load()),
+                            args=[ast.Constant(self.origin), ast.Constant(node.id)], keywords=[])
+            return ast.copy_location(call, node)
+        return node
+
+
+LOOKUP = "__digitize_from_import__"
+
+
+def _from_import(origin: str, name: str):
+    """``from origin import name``, at the time of use (what the module's own import gave)."""
+    module = sys.modules.get(origin) or importlib.import_module(origin)
+    try:
+        return getattr(module, name)
+    except AttributeError:
+        return importlib.import_module(f"{origin}.{name}")
+
+
+class _TimestampsLoader(importlib.abc.Loader):
+    """Initialises ``pyhanko.sign.timestamps`` as its ``__init__`` would, TIMESTAMPS_DEFERRED's names lazily."""
+
+    def __init__(self, plan: list[tuple[str, list[tuple[str, str]]]], all_names: list[str] | None):
+        self.plan, self.all_names = plan, all_names
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module) -> None:
+        package = module.__name__
+        lazy: dict[str, tuple[str, str]] = {}
+        for submodule, names in self.plan:
+            if submodule == TIMESTAMPS_DEFERRED:
+                lazy.update({bound: (submodule, name) for name, bound in names})
+                continue
+            found = importlib.import_module(f"{package}.{submodule}")
+            for name, bound in names:
+                setattr(module, bound, getattr(found, name))
+        if self.all_names is not None:
+            module.__all__ = list(self.all_names)
+
+        def __getattr__(attr: str):  # noqa: N807 - PEP 562
+            if attr == TIMESTAMPS_DEFERRED:
+                return importlib.import_module(f"{package}.{attr}")
+            if attr not in lazy:
+                raise AttributeError(f"module {package!r} has no attribute {attr!r}")
+            submodule, name = lazy[attr]
+            value = getattr(importlib.import_module(f"{package}.{submodule}"), name)
+            setattr(module, attr, value)
+            return value
+
+        def __dir__():  # noqa: N807
+            return sorted(set(vars(module)) | set(lazy))
+
+        module.__getattr__, module.__dir__ = __getattr__, __dir__
+
+
+class _DeferredNamesLoader(importlib.machinery.SourceFileLoader):
+    """A module's own source, its DEFERRED names looked up at their use (deferred_names): the code
+    object made by deferred_code, never written to ``__pycache__`` (whose normal cache stays as it is)."""
+
+    def __init__(self, fullname, path, code):
+        super().__init__(fullname, path)
+        self.code = code
+
+    def get_code(self, fullname):
+        return self.code
+
+    def exec_module(self, module) -> None:
+        module.__dict__[LOOKUP] = _from_import
+        super().exec_module(module)
+
+    def set_data(self, path, data, *, _mode=0o666):  # never write bytecode for this code
+        return None
+
+
+def deferred_code(name: str, path: str):
+    """The code object of module NAME from PATH with DEFERRED[name]'s names deferred, or None when
+    its layout does not fit. Parsing and checking a module costs ~20-45 ms of CPU (pyHanko's ades
+    is 2 600 lines): the result is cached like bytecode, in this account's own cache folder
+    (resident.cache_dir, which refuses one other accounts can write), keyed by the source's path,
+    size and mtime, the interpreter's bytecode magic and this module's own source."""
+    import hashlib
+    import marshal
+
+    origin, names = DEFERRED[name]
+    info = os.stat(path)
+    key = hashlib.sha256(repr((path, info.st_size, info.st_mtime_ns, importlib.util.MAGIC_NUMBER, _own_digest(),
+                               origin, names)).encode()).hexdigest()[:24]
+    cache = _cache_folder() / f"{name}-{key}.marshal"
+    data = _read_private(cache)
+    if data is not None:
+        try:
+            return marshal.loads(data)
+        except (EOFError, ValueError, TypeError):
+            pass
+    with open(path, "rb") as f:
+        source = f.read()
+    try:
+        tree = deferred_names(source.decode("utf-8"), origin, names)
+    except (UnicodeDecodeError, RecursionError):
+        tree = None
+    code = None
+    if tree is not None:
+        flags = __future__.annotations.compiler_flag if tree.postponed else 0
+        code = compile(tree, path, "exec", flags=flags, dont_inherit=True)
+    with contextlib.suppress(OSError):
+        from .fsutil import atomic_path
+
+        cache.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with atomic_path(cache) as tmp:
+            tmp.write_bytes(marshal.dumps(code))
+            os.chmod(tmp, 0o600)  # read back only if no other account can write it (_read_private)
+    return code
+
+
+def _cache_folder():
+    from .resident import cache_dir
+
+    return cache_dir() / "pycode"
+
+
+@functools.lru_cache(maxsize=1)
+def _own_digest() -> str:
+    import hashlib
+
+    with open(__file__, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _read_private(path) -> bytes | None:
+    """A cache file's bytes if it is a regular file (no link followed) of this account that no other
+    account can write."""
+    from .errors import NotRegularFileError
+    from .fsutil import open_regular
+
+    try:
+        with os.fdopen(open_regular(path), "rb") as f:
+            info = os.fstat(f.fileno())
+            return f.read() if info.st_uid == os.geteuid() and not info.st_mode & 0o022 else None
+    except (OSError, NotRegularFileError):
+        return None
+
+
+def _all_names(source: str) -> list[str] | None:
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["__all__"]:
+            return [e.value for e in node.value.elts]
+    return None
+
+
+class _DeferringFinder(importlib.abc.MetaPathFinder):
+    """Finds TIMESTAMPS and the modules of DEFERRED as the path finder does, with the loaders above."""
+
+    def find_spec(self, name, path, target=None):
+        if name != TIMESTAMPS and name not in DEFERRED:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or type(spec.loader) is not importlib.machinery.SourceFileLoader:
+            _applied[name] = False
+            return spec
+        if name == TIMESTAMPS:
+            try:
+                source = spec.loader.get_data(spec.origin).decode("utf-8")
+            except (OSError, UnicodeDecodeError):
+                source = ""
+            plan = timestamps_plan(source)
+            _applied[name] = plan is not None
+            if plan is None:
+                log.debug("pyHanko's %s has a layout digitize does not know: aiohttp imported eagerly", name)
+                return spec
+            spec.loader = _TimestampsLoader(plan, _all_names(source))
+            return spec
+        try:
+            code = deferred_code(name, spec.origin)
+        except Exception:  # noqa: BLE001 - never an import broken by this: pyHanko's own import runs
+            log.debug("deferring %s's imports failed", name, exc_info=True)
+            code = None
+        _applied[name] = code is not None
+        if code is None:
+            log.debug("%s has a layout digitize does not know: %s imported eagerly", name, DEFERRED[name][0])
+            return spec
+        spec.loader = _DeferredNamesLoader(name, spec.origin, code)
+        return spec
+
+
+_finder = _DeferringFinder()
+
+
+def install() -> None:
+    """Defer pyHanko's unused imports in this process (idempotent). Only what is imported after this
+    call is deferred: call it before the first pyHanko import."""
+    with _lock:
+        if _finder not in sys.meta_path:
+            sys.meta_path.insert(0, _finder)
+
+
+def deferred() -> dict[str, bool]:
+    """The deferrals looked at so far in this process: module name -> applied (False: its layout was
+    not the one expected, pyHanko's own eager import ran)."""
+    return dict(_applied)

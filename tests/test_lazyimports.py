@@ -1,0 +1,247 @@
+"""digitize.lazyimports: pyHanko's unused eager imports deferred, exactly as correct when they are used.
+
+The pinned-layout test fails loudly when a pyHanko (or pyhanko-certvalidator, fontTools) of another
+module layout makes a deferral stop applying: the opening would silently be ~0.5 s of CPU slower.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from digitize import lazyimports
+
+ROOT = Path(__file__).resolve().parent.parent
+HEAVY = ("aiohttp", "fontTools.subset", "lxml", "fontTools.varLib")
+
+
+def run_python(code: str, **env: str) -> dict:
+    """``code`` in a fresh interpreter with this tree's digitize; its last stdout line, as JSON."""
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), **env}, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# -- the transformation, on sources of our own ---------------------------------------------------
+
+def load(source: str, origin: str, names: tuple[str, ...]) -> dict | None:
+    tree = lazyimports.deferred_names(textwrap.dedent(source), origin, names)
+    if tree is None:
+        return None
+    import __future__
+
+    flags = __future__.annotations.compiler_flag if tree.postponed else 0
+    scope = {lazyimports.LOOKUP: lazyimports._from_import}
+    exec(compile(tree, "<test>", "exec", flags=flags, dont_inherit=True), scope)
+    return scope
+
+
+def test_a_name_used_in_function_bodies_and_annotations_is_looked_up_at_its_use():
+    scope = load("""
+        from json import dumps, loads
+
+        def f(x: dumps | None = None) -> dumps:
+            return dumps(x) + str(loads("1"))
+    """, "json", ("dumps",))
+    assert scope is not None and "dumps" not in scope and scope["loads"] is json.loads  # the rest stays eager
+    assert scope["f"]([1]) == "[1]1"
+    assert scope["f"].__annotations__["x"] == "dumps | None"  # postponed: never evaluated
+
+
+def test_a_from_import_in_a_top_level_try_is_deferred_too():
+    scope = load("""
+        try:
+            from os import path, sep
+        except ImportError:
+            raise
+        def f():
+            return path.join("a", "b")
+    """, "os", ("path",))
+    assert scope is not None and "path" not in scope and scope["f"]() == "a/b"
+
+
+@pytest.mark.parametrize("source", [
+    "from json import dumps\nX = dumps(1)\n",  # used at import time
+    "from json import dumps\nclass A(dumps): pass\n",  # a base class
+    "from json import dumps\ndef f(dumps): return dumps\n",  # a parameter of the name
+    "from json import dumps\ndef f():\n    dumps = 1\n    return dumps\n",  # rebound
+    "from json import dumps\ndef f():\n    global dumps\n    return dumps\n",
+    "from json import dumps\ndef f():\n    from json import dumps\n    return dumps\n",
+    "from json import dumps as d\ndef f(): return d(1)\n",  # imported under another name
+    "import json\ndef f(): return json.dumps(1)\n",  # not imported from there at all
+    "from json import dumps\nimport typing\ndef f(x: dumps): return typing.get_type_hints(f)\n",
+])
+def test_a_layout_that_does_not_fit_is_refused(source):
+    assert lazyimports.deferred_names(source, "json", ("dumps",)) is None
+
+
+def test_the_timestamps_plan_refuses_anything_but_imports_and_all():
+    real = "from .aiohttp_client import HTTPTimeStamper\nfrom .api import TimeStamper\n__all__ = ['TimeStamper']\n"
+    assert lazyimports.timestamps_plan(real) == [("aiohttp_client", [("HTTPTimeStamper", "HTTPTimeStamper")]),
+                                                 ("api", [("TimeStamper", "TimeStamper")])]
+    assert lazyimports.timestamps_plan(real + "import aiohttp\n") is None
+    assert lazyimports.timestamps_plan(real + "X = HTTPTimeStamper\n") is None
+    assert lazyimports.timestamps_plan("from .api import TimeStamper\n") is None  # nothing to defer
+    assert lazyimports.timestamps_plan(real.replace(".aiohttp_client import", ".aiohttp_client import *,")) is None
+
+
+# -- pinned: the installed pyHanko has the layout the deferrals need ----------------------------------
+
+OPENING = """
+    import json, sys
+    from digitize import cli  # what `digitize batch` has imported before its signer opens the key
+    from pipelines import batch
+    from digitize import lazyimports, signing, signmark
+    import pyhanko.sign.signers, pyhanko.sign.pkcs11, pyhanko.stamp, pyhanko.sign.validation
+    import pyhanko_certvalidator
+    signmark._prepared_font_factory()
+    heavy = {name: name in sys.modules for name in %r}
+"""
+
+
+def after_opening(code: str) -> str:
+    """A fresh interpreter's code: the batch signer's imports, ``heavy`` (what of HEAVY they loaded), then ``code``."""
+    return textwrap.dedent(OPENING % (HEAVY,)) + textwrap.dedent(code)
+
+
+def test_the_batch_signers_imports_leave_out_aiohttp_and_the_font_subsetter():
+    found = run_python(after_opening("print(json.dumps([lazyimports.deferred(), heavy]))"))
+    applied, heavy = found
+    assert applied == {"pyhanko.sign.timestamps": True, "pyhanko.sign.validation.ades": True,
+                       "pyhanko.pdf_utils.font.opentype": True}, \
+        f"a deferral no longer fits the installed pyHanko (see digitize/lazyimports.py): {applied}"
+    assert not any(heavy.values()), f"imported eagerly again: {heavy}"
+
+
+def test_deferred_names_are_pyhankos_own_objects():
+    found = run_python(after_opening("""
+    import pyhanko.sign.timestamps as ts
+    before = dict(heavy)
+    from pyhanko.sign.timestamps import *  # noqa: F403 - what __all__ gives
+    from pyhanko.sign.timestamps.aiohttp_client import HTTPTimeStamper as real
+    import pyhanko.sign.validation.ades as ades
+    from pyhanko_certvalidator.fetchers.aiohttp_fetchers import AIOHttpFetcherBackend
+    from pyhanko.pdf_utils.font import opentype
+    from fontTools import subset
+    print(json.dumps({
+        "same class": ts.HTTPTimeStamper is real and HTTPTimeStamper is real,
+        "all": sorted(ts.__all__), "dir": all(n in dir(ts) for n in ts.__all__),
+        "submodule": ts.aiohttp_client is sys.modules["pyhanko.sign.timestamps.aiohttp_client"],
+        "ades": ades.__dict__[lazyimports.LOOKUP]("pyhanko_certvalidator.fetchers.aiohttp_fetchers",
+                                                  "AIOHttpFetcherBackend") is AIOHttpFetcherBackend,
+        "opentype": opentype.__dict__[lazyimports.LOOKUP]("fontTools", "subset") is subset,
+        "missing": not hasattr(ts, "NoSuchThing"),
+        "heavy before": before}))
+    """))
+    real_all = [e.value for node in ast.parse(Path(
+        lazyimports.importlib.util.find_spec("pyhanko.sign.timestamps").origin).read_text()).body
+        if isinstance(node, ast.Assign) for e in node.value.elts]
+    assert found.pop("all") == sorted(real_all)
+    assert not any(found.pop("heavy before").values())
+    assert all(found.values()), found
+
+
+def test_the_font_engine_still_subsets_a_font_through_the_deferred_name(tmp_path):
+    """pyHanko's own subsetting (a font other than our cut one, or a CFF font) reaches fontTools.subset
+    at its first use."""
+    from digitize import signmark
+
+    font = signmark.find_font("")
+    found = run_python(after_opening(f"""
+    from io import BytesIO
+    from pyhanko.pdf_utils.font.opentype import GlyphAccumulatorFactory
+    from pyhanko.pdf_utils.writer import PdfFileWriter
+    writer = PdfFileWriter()
+    engine = GlyphAccumulatorFactory({str(font)!r}).create_font_engine(writer)
+    engine.shape("Nguyễn Văn A")
+    engine.prepare_write()
+    out = BytesIO(); writer.write(out)
+    print(json.dumps([len(out.getvalue()), "fontTools.subset" in sys.modules, heavy["fontTools.subset"]]))
+    """))
+    size, loaded_after, loaded_before = found
+    assert size > 1000 and loaded_after and not loaded_before
+
+
+def test_pycache_is_left_alone():
+    """The deferred modules' code is compiled in memory: their cached bytecode stays pyHanko's own."""
+    loader = lazyimports._DeferredNamesLoader("x", __file__, compile("pass", "x", "exec"))
+    assert loader.set_data("/nonexistent/x.pyc", b"") is None
+
+
+def test_a_prepared_signers_first_signature_loads_no_font_or_xml_modules(tmp_path):
+    """Signer.prepare (the batch signer's opening, in its thread while the workers convert) loads what
+    the first signature's appearance and XMP update need, so that the first document's worker does not
+    wait for it; nothing is signed by it."""
+    import pikepdf
+
+    from tests.pki import self_signed
+
+    p12, _, _ = self_signed(tmp_path, "Nguyễn Văn A", "pw")
+    plain = tmp_path / "plain.pdf"
+    with pikepdf.new() as pdf:
+        pdf.add_blank_page(page_size=(595, 842))
+        pdf.save(plain)
+    found = run_python(f"""
+    import dataclasses, json, sys
+    from pathlib import Path
+    from digitize import signing
+    from digitize.config import Settings, SignSettings
+    settings = dataclasses.replace(Settings(), sign=SignSettings(pkcs12={str(p12)!r}, pin="pw"))
+    signer = signing.signer_for(settings).prepare()
+    before = set(sys.modules)
+    signer.sign(Path({str(plain)!r}), Path({str(tmp_path / "signed.pdf")!r}))
+    print(json.dumps(sorted(set(sys.modules) - before)))
+    """)
+    assert (tmp_path / "signed.pdf").is_file()
+    assert not [m for m in found if m.split(".")[0] in ("fontTools", "lxml", "aiohttp")
+                or m.startswith("pyhanko.pdf_utils.font")], found
+
+
+def test_the_code_is_cached_privately_and_a_cache_file_others_can_write_is_not_used(tmp_path, monkeypatch):
+    source = tmp_path / "fake_module.py"
+    source.write_text("from json import dumps\n\ndef f():\n    return dumps([1])\n")
+    monkeypatch.setitem(lazyimports.DEFERRED, "fake_module", ("json", ("dumps",)))
+    monkeypatch.setattr(lazyimports, "_cache_folder", lambda: tmp_path / "pycode")
+    parsed = []
+    real = lazyimports.deferred_names
+    monkeypatch.setattr(lazyimports, "deferred_names", lambda *a: parsed.append(a) or real(*a))
+
+    code = lazyimports.deferred_code("fake_module", str(source))
+    scope = {lazyimports.LOOKUP: lazyimports._from_import}
+    exec(code, scope)
+    assert "dumps" not in scope and scope["f"]() == "[1]" and len(parsed) == 1
+    cached = list((tmp_path / "pycode").iterdir())
+    assert len(cached) == 1 and cached[0].stat().st_mode & 0o777 == 0o600
+
+    assert lazyimports.deferred_code("fake_module", str(source)) == code and len(parsed) == 1  # from the cache
+    cached[0].chmod(0o666)  # another account could have written it: parsed again, not trusted
+    assert lazyimports.deferred_code("fake_module", str(source)) == code and len(parsed) == 2
+    cached = list((tmp_path / "pycode").iterdir())
+    cached[0].write_bytes(b"not marshal data")  # a torn or foreign file: parsed again
+    cached[0].chmod(0o600)
+    assert lazyimports.deferred_code("fake_module", str(source)) == code and len(parsed) == 3
+
+
+def test_preload_imports_aiohttp_only_for_a_timestamp_or_revocation_data():
+    """signing.preload (a watcher's or queue worker's parent, before it forks): a B-B key leaves aiohttp
+    and fontTools' subsetter out; with tsa_url (B-T) or ltv (B-LT) the forked workers inherit aiohttp."""
+    found = run_python("""
+    import json, subprocess, sys
+    from digitize import signing
+    from digitize.config import SignSettings
+    signing.preload(SignSettings(pkcs12="/nonexistent.p12", visible=False))
+    b_b = [m in sys.modules for m in ("aiohttp", "fontTools.subset", "pyhanko.sign.signers")]
+    signing.preload(SignSettings(pkcs12="/nonexistent.p12", visible=False, tsa_url="http://127.0.0.1:9/tsa",
+                                 ltv=True))
+    print(json.dumps([b_b, "pyhanko.sign.timestamps.aiohttp_client" in sys.modules,
+                      "pyhanko_certvalidator.fetchers.aiohttp_fetchers" in sys.modules]))
+    """)
+    assert found == [[False, False, True], True, True]
