@@ -67,7 +67,7 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         with open(tmp_path, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, target)
-        _fsync_dir(target.parent)
+        fsync_path(target.parent, strict=False)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
@@ -83,13 +83,22 @@ def atomic_write_text(target: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(target, text.encode("utf-8"))
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
+def fsync_path(path: str | os.PathLike | int, strict: bool = True) -> None:
+    """Flush a file or a folder (a path, or an open descriptor, which stays open) to disk: a new or renamed
+    entry survives a power cut only once its folder is synced too. ``strict=False`` for a sync that is a
+    bonus, not a promise (some shares and file systems refuse to fsync a folder): errors are ignored."""
+    try:
+        if isinstance(path, int):
+            os.fsync(path)
+            return
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
+    except OSError:
+        if strict:
+            raise
 
 
 # digitize-<pid>-<pid namespace>@<host>-<kind>-<random>: which process made it, told apart from
@@ -318,8 +327,7 @@ def write_text_at(dir_fd: int, name: str, text: str, replace: bool = True) -> No
             os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         else:
             _rename_noreplace(dir_fd, tmp, dir_fd, name)
-        with contextlib.suppress(OSError):
-            os.fsync(dir_fd)
+        fsync_path(dir_fd, strict=False)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp, dir_fd=dir_fd)
@@ -423,8 +431,7 @@ def move_at(src_fd: int, src_name: str, dst_fd: int, dst_name: str) -> None:
                 os.unlink(part, dir_fd=dst_fd)
     finally:
         os.close(source)
-    with contextlib.suppress(OSError):
-        os.fsync(dst_fd)
+    fsync_path(dst_fd, strict=False)
     os.unlink(src_name, dir_fd=src_fd)
 
 

@@ -192,3 +192,55 @@ def test_a_pinned_path_reads_the_open_file_under_its_name_whatever_the_name_poin
         assert not pinned.parent.exists()
     finally:
         os.close(fd)
+
+
+def _refuse_folder_fsync(monkeypatch) -> list[str]:
+    """os.fsync that refuses folders as some shares do (EINVAL); the kinds synced, in order."""
+    real, synced = os.fsync, []
+
+    def fsync(fd):
+        kind = "dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file"
+        synced.append(kind)
+        if kind == "dir":
+            raise OSError(22, "Invalid argument")
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return synced
+
+
+def test_fsync_path_strict_raises_and_lax_ignores(tmp_path, monkeypatch):
+    """One helper for both callers: strict (failed/ and uploads: a sync they promise) raises, lax
+    (atomic writes, the object store: a sync as a bonus) goes on; a path or a descriptor, left open."""
+    (tmp_path / "f").write_bytes(b"x")
+    fsutil.fsync_path(tmp_path / "f")
+    fsutil.fsync_path(tmp_path)
+    with pytest.raises(FileNotFoundError):
+        fsutil.fsync_path(tmp_path / "gone")
+    fsutil.fsync_path(tmp_path / "gone", strict=False)
+    synced = _refuse_folder_fsync(monkeypatch)
+    with pytest.raises(OSError):
+        fsutil.fsync_path(tmp_path)
+    fsutil.fsync_path(tmp_path, strict=False)
+    fd = os.open(tmp_path, os.O_RDONLY)
+    try:
+        with pytest.raises(OSError):
+            fsutil.fsync_path(fd)
+        fsutil.fsync_path(fd, strict=False)
+        os.fstat(fd)  # still open
+    finally:
+        os.close(fd)
+    assert synced == ["dir"] * 4
+    fsutil.atomic_write_bytes(tmp_path / "out.pdf", b"%PDF")  # an atomic write syncs its folder, leniently
+    assert (tmp_path / "out.pdf").read_bytes() == b"%PDF" and synced[-2:] == ["file", "dir"]
+    assert leftovers(tmp_path) == []
+
+
+def test_no_second_fsync_helper_remains():
+    """The failed-files module and the upload queue use fsutil's helper, not their own."""
+    from pipelines import failed
+    from web import uploads
+
+    assert not hasattr(failed, "fsync_path") or failed.fsync_path is fsutil.fsync_path
+    assert uploads.fsync_path is fsutil.fsync_path
+    assert not hasattr(fsutil, "_fsync_dir")

@@ -30,9 +30,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from digitize.errors import BadArgsError, InputError
-from digitize.fsutil import atomic_write_text
+from digitize.fsutil import atomic_write_text, fsync_path
 from digitize.terminal import plain
-from pipelines.failed import fsync_path
 from pipelines.jobs import Status
 from pipelines.logs import event
 from pipelines.queued import enabled as queue_mode
@@ -319,7 +318,7 @@ class UploadQueue:
             if not self._claim(received[0].job_id):
                 raise BadArgsError("this upload is being processed already")
             self._save(received[0])
-            failed.fsync_path(self.root)  # the job folder's own entry
+            fsync_path(self.root)  # the job folder's own entry
 
         try:
             failed.take(folder, item, receive, keep_case_id=case_id is None, durable=durable)
