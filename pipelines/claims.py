@@ -25,13 +25,17 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePath
 
 from digitize import fsutil
+from digitize.errors import DigitizeError
 from digitize.fsutil import private_dir_check, walk_dirs, write_text_at
+
+from .inbox import ERROR_SUFFIX
 
 log = logging.getLogger("pipelines.claims")
 
@@ -50,6 +54,9 @@ class Claim:
     started: float
     token: str = ""
     sidecar: str = ""  # the sidecar's name, moved along with the scan
+    # where a move out of the claim is taking the sidecar (saved before it moves, see record_move):
+    # {"to": "done"|"failed"|"inbox", "name": the scan's new name, "sidecar": the sidecar's, "sha256": its hash}
+    moving: dict | None = None
 
 
 @contextlib.contextmanager
@@ -58,6 +65,11 @@ def _closing(fd: int):
         yield fd
     finally:
         os.close(fd)
+
+
+def _sha256_at(dir_fd: int, name: str) -> str:
+    with os.fdopen(fsutil.open_regular(name, dir_fd=dir_fd), "rb") as f:
+        return fsutil.sha256_stream(f)
 
 
 def owner_is_dead(name: str, alive_age: float | None) -> bool:
@@ -145,11 +157,97 @@ class Claims:
         dst = walk_dirs(inbox_fd, relative.parent.parts, create=True)
         try:
             move_free(src, relative.name, dst, relative.name, claim.sidecar,
-                      lambda name: claim.sidecar if name == relative.name else name + ".json")
+                      lambda name: claim.sidecar if name == relative.name else name + ".json",
+                      chosen=self.recorder(claim, "inbox"))
         finally:
             os.close(src)
             os.close(dst)
         self.drop(claim)
+
+    # --- a scan and its sidecar kept together across crashes ---------------------------------------
+
+    def recorder(self, claim: Claim, to: str):
+        """A ``chosen`` hook for inbox.move_free: before the sidecar leaves the claim, save where it goes
+        (and its SHA-256), so that after a crash between the sidecar's move and the scan's the next watcher
+        finds it (:meth:`rejoin`). None for a claim without a sidecar: nothing to record."""
+        if not claim.sidecar:
+            return None
+        digest: list[str] = []
+
+        def record(chosen: str, sidecar: str) -> None:
+            if not digest:
+                with _closing(self.folder_fd(claim)) as folder:
+                    if not fsutil.exists_at(folder, claim.sidecar):
+                        return
+                    digest.append(_sha256_at(folder, claim.sidecar))
+            claim.moving = {"to": to, "name": chosen, "sidecar": sidecar, "sha256": digest[0]}
+            self._save(claim)
+
+        return record
+
+    def holds_scan(self, claim: Claim) -> bool:
+        with _closing(self.folder_fd(claim)) as folder:
+            return fsutil.exists_at(folder, PurePath(claim.relative).name)
+
+    def rejoin(self, claim: Claim, places: dict[str, int]) -> str | None:
+        """Bring a claim's separated sidecar back beside its scan; where it was found ("inbox/a/b.json"), or
+        None (not found, or not surely this scan's: it then stays where it is).
+
+        Where it is: a move out of the claim killed between the sidecar's move and the scan's left it where
+        ``claim.moving`` says (done/, failed/ or the inbox; taken back only with the SHA-256 it left with,
+        and the reason written for it in failed/ is removed with it); a take killed between the scan's
+        rename and the sidecar's left it in the inbox under its own name (taken, as a take would, unless a
+        new scan of the same name lies there now: then it may be that one's). Never replaces, never
+        follows a symlink (walk_dirs, move_at)."""
+        relative = PurePath(claim.relative)
+        moving = claim.moving or {}
+        to = moving.get("to", "inbox")
+        base = places.get(to, -1)
+        if not claim.sidecar or base < 0:
+            return None
+        name = moving.get("sidecar", claim.sidecar)
+        try:
+            with _closing(walk_dirs(base, relative.parent.parts)) as there, \
+                    _closing(self.folder_fd(claim)) as here:
+                info = os.stat(name, dir_fd=there, follow_symlinks=False)
+                if not stat.S_ISREG(info.st_mode):
+                    return None
+                if moving:
+                    if fsutil.exists_at(there, moving["name"]) or _sha256_at(there, name) != moving.get("sha256"):
+                        return None
+                elif fsutil.exists_at(there, relative.name):
+                    return None
+                fsutil.move_at(there, name, here, claim.sidecar)
+                if to == "failed":  # the reason written for the scan that never came
+                    with contextlib.suppress(OSError):
+                        os.unlink(moving["name"] + ERROR_SUFFIX, dir_fd=there)
+        except (OSError, ValueError, DigitizeError):
+            return None
+        claim.moving = None
+        self._save(claim)
+        return str(PurePath(to, relative.parent, name))
+
+    def completed(self, claim: Claim, places: dict[str, int]) -> str | None:
+        """Where the move recorded in ``claim.moving`` put the pair, if it got there whole and only the
+        claim's copy of the scan is left (a copy across file systems unlinks its source last: killed just
+        before): the same scan (SHA-256) and sidecar there. The claim's copy is removed and the claim
+        dropped; None otherwise."""
+        moving = claim.moving or {}
+        base = places.get(moving.get("to", ""), -1)
+        if not moving or base < 0:
+            return None
+        relative = PurePath(claim.relative)
+        try:
+            with _closing(walk_dirs(base, relative.parent.parts)) as there, \
+                    _closing(self.folder_fd(claim)) as here:
+                if _sha256_at(there, moving["sidecar"]) != moving.get("sha256") or \
+                        _sha256_at(there, moving["name"]) != _sha256_at(here, relative.name):
+                    return None
+                os.unlink(relative.name, dir_fd=here)
+        except (OSError, ValueError, DigitizeError):
+            return None
+        self.drop(claim)
+        return str(PurePath(moving["to"], relative.parent, moving["name"]))
 
     def drop(self, claim: Claim) -> None:
         shutil.rmtree(claim.token, dir_fd=self.fd, ignore_errors=True)
@@ -203,7 +301,7 @@ class Claims:
             return None
         claim = self._load(token)
         if claim is None:
-            if self._holds_anything(token):  # a scan but no readable claim: never delete it, leave it to a person
+            if self._holds_anything(token):  # files but no readable claim: never delete them, leave them to a person
                 log.warning("work folder %s/%s holds files but no readable %s: left in place", self.path, token,
                             CLAIM_FILE)
             else:
@@ -223,7 +321,8 @@ class Claims:
             return True
 
     def _load(self, token: str) -> Claim | None:
-        """The claim saved in ``token`` if its scan is there too."""
+        """The claim saved in ``token`` if its scan is there too, or its sidecar (the scan moved out or was
+        deleted, and the watcher died before it dropped the claim: see :meth:`holds_scan`)."""
         try:
             token_fd = walk_dirs(self.fd, [token])
             try:
@@ -235,7 +334,8 @@ class Claims:
             claim.token = token
             folder = self.folder_fd(claim)
             try:
-                return claim if fsutil.exists_at(folder, PurePath(claim.relative).name) else None
+                held = [n for n in (PurePath(claim.relative).name, claim.sidecar) if n]
+                return claim if any(fsutil.exists_at(folder, n) for n in held) else None
             finally:
                 os.close(folder)
         except (OSError, ValueError, TypeError):

@@ -267,8 +267,10 @@ class Watcher:
         relative = PurePath(claim.relative)
         src = self.claims.folder_fd(claim)
         dst = walk_dirs(base_fd, relative.parent.parts, create=True, check=private_dir_check)
+        to = "failed" if base_fd == self.folders.failed else "done"
         try:
-            name = inboxlib.move_free(src, relative.name, dst, relative.name, claim.sidecar, before=before)
+            name = inboxlib.move_free(src, relative.name, dst, relative.name, claim.sidecar, before=before,
+                                      chosen=self.claims.recorder(claim, to))
         finally:
             os.close(src)
             os.close(dst)
@@ -406,16 +408,55 @@ class Watcher:
               cases=",".join(sorted({d.case_id or "-" for d in result.documents})))
 
     def _separated(self, claim: Claim) -> bool:
-        """A claim whose sidecar is elsewhere is quarantined, never filed by its QR code or name instead
-        (True); the lone sidecar is left where the interrupted move put it, for the clerk to put back."""
+        """A claim whose sidecar is elsewhere: if its recorded move had put the pair in place, it is done
+        (True); else the sidecar is brought back from where an interrupted move left it (claims.Claims.rejoin);
+        if it cannot be, the scan is quarantined, never filed by its QR code or name instead (True), and the
+        reason says where the sidecar was last sent."""
         if not self.claims.separated(claim):
             return False
+        places = {"inbox": self.folders.inbox, "done": self.folders.done, "failed": self.folders.failed}
+        moved = self.claims.completed(claim, places)
+        if moved is not None:  # killed after the pair reached its place, before the claim's copy was removed
+            self._forget(self.opts.inbox / claim.relative)
+            event(log, "move-completed", logging.WARNING, file=claim.relative, to=moved)
+            return True
+        found = self.claims.rejoin(claim, places)
+        if found is not None:
+            event(log, "sidecar-rejoined", logging.WARNING, file=claim.relative, sidecar=found)
+            return False
+        moving = claim.moving or {}
+        where = (f"; it was being moved to {PurePath(moving['to'], PurePath(claim.relative).parent, moving['sidecar'])}"
+                 if moving else "")
         self._forget(self.opts.inbox / claim.relative)
         self._quarantine(claim, ("SidecarError",),
-                         f"its sidecar {claim.sidecar} was separated from it (an interrupted move or a file error): "
-                         "not filed without it; find the .json in the inbox, done/ or failed/, put it beside "
-                         "the scan and drop both into the inbox again")
+                         f"its sidecar {claim.sidecar} was separated from it (an interrupted move or a file "
+                         f"error){where}: not filed without it; find the .json in the inbox, done/ or failed/, "
+                         "put it beside the scan and drop both into the inbox again")
         return True
+
+    def _lone_sidecar(self, claim: Claim) -> None:
+        """A dead watcher's claim that holds its sidecar but not its scan (the scan was deleted after storing,
+        ``on_success = "delete"``, and the watcher died before the sidecar): into failed/ with a reason, named
+        ``NAME.lone.json`` so that no scan there takes it for its own."""
+        relative = PurePath(claim.relative)
+        sidecar = claim.sidecar
+        wanted = (sidecar[:-len(inboxlib.SIDECAR_SUFFIX)] if sidecar.lower().endswith(inboxlib.SIDECAR_SUFFIX)
+                  else sidecar) + ".lone" + inboxlib.SIDECAR_SUFFIX
+        detail = (f"the sidecar of {relative.name}, left in a watcher's work folder by a crash after its scan had "
+                  "been handled (stored, then moved or deleted); check the stored document's metadata")
+        when = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+        text = error_report(sidecar, explain(("SidecarError",)), detail, when)
+        src = self.claims.folder_fd(claim)
+        dst = walk_dirs(self.folders.failed, relative.parent.parts, create=True, check=private_dir_check)
+        try:
+            name = inboxlib.move_free(src, sidecar, dst, wanted,
+                                      before=lambda fd, free: _write_new(fd, free + inboxlib.ERROR_SUFFIX, text))
+        finally:
+            os.close(src)
+            os.close(dst)
+        self.claims.drop(claim)
+        event(log, "quarantined", logging.WARNING, file=str(relative.parent / sidecar),
+              to=str(self.opts.failed_dir / relative.parent / name), reason=detail)
 
     def _give_back(self, claim: Claim) -> None:
         try:
@@ -478,7 +519,9 @@ class Watcher:
         for claim in self.claims.adopt_orphans():
             event(log, "recovering", file=claim.relative, attempts=claim.attempts)
             try:
-                if claim.attempts <= MAX_ATTEMPTS:
+                if not self.claims.holds_scan(claim):
+                    self._lone_sidecar(claim)
+                elif claim.attempts <= MAX_ATTEMPTS:
                     self._handle(claim)
                 elif self._stored(claim):
                     self._finish(claim)

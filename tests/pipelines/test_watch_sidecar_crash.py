@@ -1,0 +1,194 @@
+"""A watcher killed (kill -9: no undo, no cleanup) between a scan's move and its sidecar's: the next watcher
+puts the pair back together, or quarantines what it cannot pair, and leaves nothing unreported. Each crash
+state is made by the real watcher code in a forked child that dies at the chosen step; the next watcher is
+started on the same temp inbox (``process`` is stubbed: storage is not what these tests are about)."""
+
+from __future__ import annotations
+
+import os
+import traceback
+from pathlib import Path
+
+import pytest
+
+from digitize import fsutil
+from digitize.config import Settings
+from pipelines import inbox as inboxlib
+from pipelines import watch
+from pipelines.jobs import JobResult, Status
+
+SIDECAR = '{"case_id": "000.00.31.H56-241015-0027"}'
+
+
+def make_watcher(tmp_path: Path, process, **opts) -> watch.Watcher:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir(mode=0o750, exist_ok=True)
+    return watch.Watcher(watch.WatchOptions(inbox, stable_seconds=0.0, **opts),
+                         Settings(data_dir=str(tmp_path / "data")), process=process)
+
+
+def stored(path, *args, **kwargs) -> JobResult:
+    return JobResult(str(path), Status.done)
+
+
+def bad_scan(path, *args, **kwargs) -> JobResult:
+    return JobResult(str(path), Status.failed, reason="not a scan", error_kinds=("InputError",))
+
+
+def storage_down(path, *args, **kwargs) -> JobResult:
+    return JobResult(str(path), Status.failed, reason="storage down", error_kinds=("StorageError",))
+
+
+def killed_at(monkeypatch, module, func: str, when):
+    """``module.func`` that kills the process (os._exit: as kill -9, nothing undone) when ``when(args)``."""
+    real = getattr(module, func)
+
+    def fatal(*args, **kwargs):
+        if when(args):
+            os._exit(9)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, func, fatal)
+
+
+def crash(tmp_path, process, arm, **opts) -> None:
+    """A first watcher takes inbox/scan.pdf (+ scan.pdf.json) and dies where ``arm(monkeypatch)`` says."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir(mode=0o750, exist_ok=True)
+    (inbox / "scan.pdf").write_bytes(b"%PDF-1.7 scan")
+    (inbox / "scan.pdf.json").write_text(SIDECAR)
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 3
+        try:
+            with pytest.MonkeyPatch.context() as mp:
+                first = make_watcher(tmp_path, process, **opts)
+                arm(mp)
+                first._take(inbox / "scan.pdf", Path("scan.pdf"))
+        except BaseException:  # noqa: BLE001
+            traceback.print_exc()
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 9, "the first watcher did not die at the step armed"
+
+
+def restart(tmp_path, process=stored, **opts) -> list:
+    calls = []
+
+    def recording(path, *args, **kwargs):
+        calls.append(Path(path).name)
+        return process(path, *args, **kwargs)
+
+    second = make_watcher(tmp_path, recording, once=True, **opts)
+    second.run()
+    return calls
+
+
+def listing(folder: Path) -> list[str]:
+    return sorted(os.listdir(folder)) if folder.exists() else []
+
+
+def work_left(inbox: Path) -> list[str]:
+    """Files left in any watcher's work folder (claims), beyond the ``alive`` marks."""
+    return sorted(str(p.relative_to(inbox)) for p in (inbox / ".digitize/work").rglob("*")
+                  if p.is_file() and p.name != "alive")
+
+
+def across_file_systems(mp) -> None:
+    """Every move to a real name fails with EXDEV, as if done/ were on another file system: move_at copies."""
+    real_rename = fsutil._rename_noreplace
+
+    def cross_device(src_fd, src_name, dst_fd, dst_name):
+        if not src_name.startswith("."):
+            raise OSError(18, "Invalid cross-device link")
+        return real_rename(src_fd, src_name, dst_fd, dst_name)
+
+    mp.setattr(fsutil, "_rename_noreplace", cross_device)
+
+
+def scan_move(args) -> bool:  # move_at(src_fd, src_name, dst_fd, dst_name): the scan's own move
+    return args[1] == "scan.pdf"
+
+
+def test_killed_between_the_sidecar_and_the_scan_into_done_the_pair_is_filed_together(tmp_path, monkeypatch):
+    crash(tmp_path, stored, lambda mp: killed_at(mp, inboxlib, "move_at", scan_move))
+    inbox = tmp_path / "inbox"
+    assert listing(inbox / "done") == ["scan.pdf.json"]  # the crash state: a lone sidecar in done/
+    assert restart(tmp_path) == ["scan.pdf"]  # redone with its sidecar (storing is idempotent)
+    assert listing(inbox / "done") == ["scan.pdf", "scan.pdf.json"]
+    assert (inbox / "done/scan.pdf.json").read_text() == SIDECAR
+    assert listing(inbox / "failed") == [] and work_left(inbox) == []
+
+
+def test_killed_between_the_sidecar_and_the_scan_into_failed_leaves_one_reason_beside_the_pair(tmp_path):
+    crash(tmp_path, bad_scan, lambda mp: killed_at(mp, inboxlib, "move_at", scan_move))
+    inbox = tmp_path / "inbox"
+    assert listing(inbox / "failed") == ["scan.pdf.error.txt", "scan.pdf.json"]
+    restart(tmp_path, bad_scan)
+    assert listing(inbox / "failed") == ["scan.pdf", "scan.pdf.error.txt", "scan.pdf.json"]
+    assert "not a scan" in (inbox / "failed/scan.pdf.error.txt").read_text()
+    assert work_left(inbox) == []
+
+
+@pytest.mark.parametrize("when", ["giving the scan back to the inbox", "taking the pair from the inbox"])
+def test_killed_with_the_sidecar_in_the_inbox_and_the_scan_in_its_claim_the_pair_is_filed_together(tmp_path, when):
+    """Storage down, the pair going back to the inbox (the sidecar first); or a take (the scan first)."""
+    if when.startswith("giving"):
+        crash(tmp_path, storage_down, lambda mp: killed_at(mp, inboxlib, "move_at", scan_move))
+    else:
+        crash(tmp_path, stored, lambda mp: killed_at(mp, os, "rename", lambda a: a[0] == "scan.pdf.json"))
+    inbox = tmp_path / "inbox"
+    assert (inbox / "scan.pdf.json").exists() and not (inbox / "scan.pdf").exists()
+    assert restart(tmp_path) == ["scan.pdf"]
+    assert listing(inbox / "done") == ["scan.pdf", "scan.pdf.json"]
+    assert not (inbox / "scan.pdf.json").exists() and listing(inbox / "failed") == [] and work_left(inbox) == []
+
+
+def test_killed_between_deleting_the_scan_and_its_sidecar_the_sidecar_is_quarantined(tmp_path):
+    """on_success = "delete": the scan was stored and deleted; its sidecar must not stay in a work folder."""
+    crash(tmp_path, stored, lambda mp: killed_at(mp, os, "unlink", lambda a: a[0] == "scan.pdf.json"),
+          on_success="delete")
+    inbox = tmp_path / "inbox"
+    assert work_left(inbox)  # the crash state: the claim holds the sidecar alone
+    assert restart(tmp_path, on_success="delete") == []
+    assert listing(inbox / "failed") == ["scan.pdf.lone.json", "scan.pdf.lone.json.error.txt"]
+    assert (inbox / "failed/scan.pdf.lone.json").read_text() == SIDECAR
+    assert "work folder by a crash" in (inbox / "failed/scan.pdf.lone.json.error.txt").read_text()
+    assert work_left(inbox) == []
+
+
+@pytest.mark.parametrize("swap", ["other content", "symlink"])
+def test_a_sidecar_changed_where_it_was_left_is_not_taken_back(tmp_path, swap):
+    """Only the very sidecar that left (its SHA-256), never a link: else the scan is quarantined, and the
+    reason says where its sidecar was sent."""
+    crash(tmp_path, stored, lambda mp: killed_at(mp, inboxlib, "move_at", scan_move))
+    inbox = tmp_path / "inbox"
+    left = inbox / "done/scan.pdf.json"
+    left.unlink()
+    if swap == "symlink":
+        (tmp_path / "elsewhere.json").write_text(SIDECAR)
+        left.symlink_to(tmp_path / "elsewhere.json")
+    else:
+        left.write_text('{"case_id": "000.00.31.H56-241015-0099"}')
+    assert restart(tmp_path) == []
+    assert listing(inbox / "failed") == ["scan.pdf", "scan.pdf.error.txt"]
+    reason = (inbox / "failed/scan.pdf.error.txt").read_text()
+    assert "separated" in reason and "done/scan.pdf.json" in reason
+    assert os.path.lexists(left) and work_left(inbox) == []
+
+
+def test_killed_after_a_copy_into_done_before_removing_the_claims_copy_nothing_is_filed_twice(tmp_path):
+    """Across file systems a move copies, renames into place and unlinks its source last: killed just
+    before that unlink, the pair is whole in done/ and the claim still holds the scan. The next start
+    sees the same scan and sidecar there and removes the claim's copy (not a second NAME.1.pdf, nor a
+    quarantine for a "separated" sidecar)."""
+    def arm(mp):
+        across_file_systems(mp)
+        killed_at(mp, os, "unlink", lambda a: a[0] == "scan.pdf")  # the source's unlink, after the copy
+
+    crash(tmp_path, stored, arm)
+    inbox = tmp_path / "inbox"
+    assert listing(inbox / "done") == ["scan.pdf", "scan.pdf.json"] and work_left(inbox)
+    assert restart(tmp_path) == []
+    assert listing(inbox / "done") == ["scan.pdf", "scan.pdf.json"]
+    assert listing(inbox / "failed") == [] and work_left(inbox) == []
