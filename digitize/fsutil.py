@@ -435,6 +435,48 @@ def move_at(src_fd: int, src_name: str, dst_fd: int, dst_name: str) -> None:
     os.unlink(src_name, dir_fd=src_fd)
 
 
+# --- temp files a killed writer left ------------------------------------------------------------------
+# move_at's ".NAME.<12 hex>.part", write_text_at's ".<12 hex>.part", atomic_path's ".NAME.<8 mkstemp
+# characters>[.suffix].part": the only names swept, so a clerk's "report.part" or a browser's download stays.
+PART_NAMES = re.compile(r"^\.(?:.+\.)?[0-9a-f]{12}\.part$|^\..+\.[a-z0-9_]{8}(?:\.[A-Za-z0-9]{1,16})?\.part$")
+PART_AGE = 3600.0  # seconds untouched before a part file counts as abandoned
+
+
+def sweep_parts(folder: str | os.PathLike | int, max_age: float = PART_AGE) -> list[str]:
+    """Remove the temp files that writers killed mid-write (kill -9, a power cut) left in ``folder``'s tree;
+    their paths, relative to it.
+
+    Only our own temp names (PART_NAMES), only regular files owned by this account, walked by descriptor
+    without following a symlink (a link is never removed through, nor entered), and only when untouched
+    for ``max_age``: a live writer, another watcher on another machine sharing the folder too, touches its
+    file at every block it writes and renames it within moments of the last. Age, not a lock: flock is not
+    reliable across machines on SMB/NFS shares, and a writer slower than that still loses nothing (its
+    rename fails, the move is undone and retried)."""
+    removed: list[str] = []
+    now = time.time()
+    try:
+        top = folder if isinstance(folder, int) else os.open(folder, _NOFOLLOW_DIR)
+    except OSError:
+        return removed
+    try:
+        for here, _, names, here_fd in os.fwalk(".", dir_fd=top, follow_symlinks=False):
+            for name in names:
+                if not PART_NAMES.match(name):
+                    continue
+                try:
+                    info = os.stat(name, dir_fd=here_fd, follow_symlinks=False)
+                    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() or now - info.st_mtime < max_age:
+                        continue
+                    os.unlink(name, dir_fd=here_fd)
+                except OSError:
+                    continue
+                removed.append(os.path.normpath(os.path.join(here, name)))
+    finally:
+        if not isinstance(folder, int):
+            os.close(top)
+    return removed
+
+
 def owner_name() -> str:
     """This process as work folders name it: ``<pid>-<pid namespace>@<host>``."""
     return _owner()

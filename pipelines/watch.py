@@ -36,7 +36,7 @@ from pathlib import Path, PurePath
 from typing import Callable
 
 from digitize.errors import BadArgsError, ConfigError, FileAccessError, NotRegularFileError
-from digitize.fsutil import private_dir_check, sha256_regular, walk_dirs, write_text_at
+from digitize.fsutil import private_dir_check, sha256_regular, sweep_parts, walk_dirs, write_text_at
 from digitize.identifiers import parse_agency_code
 from digitize.terminal import printable
 
@@ -532,6 +532,18 @@ class Watcher:
             except Exception as e:  # noqa: BLE001
                 self._file_error(self.opts.inbox / claim.relative, e)
 
+    def _sweep_parts(self) -> None:
+        """Temp files of moves and writes killed half-way (a copy into done/ on another file system, a reason
+        or a kept report being written), once untouched for an hour: see digitize.fsutil.sweep_parts. Not the
+        inbox: clerks' files live there (and a give-back into it is a rename, same file system as the claims)."""
+        places = {"done": self.folders.done, "failed": self.folders.failed, "converted": kept_folder(self.settings)}
+        for place, folder in places.items():
+            if isinstance(folder, int) and folder < 0:
+                continue
+            for name in sweep_parts(folder):
+                event(log, "part-file-removed", logging.WARNING, folder=place, file=name,
+                      reason="a temp file left by a write or move killed half-way")
+
     def _stored(self, claim: Claim) -> bool:
         """Whether the index holds the claimed file already (killed after storing, before the move)."""
         sha = sha256_regular(self.claims.root(claim) / claim.relative)
@@ -560,6 +572,7 @@ class Watcher:
                          "case: set [watch] agencies")
         prune_kept(kept_folder(self.settings), KEPT_DAYS * 86400)
         self._recover()
+        self._sweep_parts()
         previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
         self.observer = None if self.opts.once else _observer(self.opts, self.events.put)
         tick = min(0.5, max(0.05, self.opts.stable_seconds / 4))

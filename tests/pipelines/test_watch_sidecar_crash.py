@@ -177,6 +177,34 @@ def test_a_sidecar_changed_where_it_was_left_is_not_taken_back(tmp_path, swap):
     assert os.path.lexists(left) and work_left(inbox) == []
 
 
+def test_a_copy_into_done_killed_half_way_leaves_a_part_file_the_next_start_sweeps(tmp_path):
+    """done/ on another file system: the scan is copied to a hidden part file first; the watcher killed
+    mid-copy left it for ever. The next start removes it once it is an hour old (a fresh one may be another
+    watcher's copy in progress) and files the pair."""
+    def arm(mp):
+        across_file_systems(mp)
+
+        def killed(fin, fout, size):
+            fout.write(fin.read(4))
+            fout.flush()
+            os._exit(9)  # mid-copy
+
+        mp.setattr(fsutil.shutil, "copyfileobj", lambda fin, fout, size: (
+            killed(fin, fout, size) if b"scan" in os.pread(fin.fileno(), 64, 0) else real_copy(fin, fout, size)))
+
+    real_copy = fsutil.shutil.copyfileobj
+    crash(tmp_path, stored, arm)
+    done = tmp_path / "inbox/done"
+    parts = [n for n in listing(done) if n.endswith(".part")]
+    assert len(parts) == 1 and parts[0].startswith(".scan.pdf.")  # the crash state (the sidecar went first)
+    restart(tmp_path)  # too fresh to be told from a copy in progress: kept
+    assert parts[0] in listing(done)
+    old = os.stat(done / parts[0]).st_mtime - 2 * fsutil.PART_AGE
+    os.utime(done / parts[0], (old, old))
+    restart(tmp_path)
+    assert listing(done) == ["scan.pdf", "scan.pdf.json"]
+
+
 def test_killed_after_a_copy_into_done_before_removing_the_claims_copy_nothing_is_filed_twice(tmp_path):
     """Across file systems a move copies, renames into place and unlinks its source last: killed just
     before that unlink, the pair is whole in done/ and the claim still holds the scan. The next start
