@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from digitize.errors import BadArgsError, InputError
-from digitize.fsutil import atomic_write_text, fsync_path
+from digitize.fsutil import atomic_write_text, fsync_path, sweep_parts
 from digitize.terminal import plain
 from pipelines.jobs import Status
 from pipelines.logs import event
@@ -105,6 +105,7 @@ class UploadQueue:
             from pipelines.tasks import check_settings
 
             check_settings(settings)  # a portal that cannot queue says so at start, not on the first upload
+        sweep_parts(self.root)  # a job.json or scan.json write killed half-way (an hour old: see fsutil)
         self._resume()
 
     # -- state ---------------------------------------------------------------------------------
