@@ -169,21 +169,43 @@ class Claims:
     def recorder(self, claim: Claim, to: str):
         """A ``chosen`` hook for inbox.move_free: before the sidecar leaves the claim, save where it goes
         (and its SHA-256), so that after a crash between the sidecar's move and the scan's the next watcher
-        finds it (:meth:`rejoin`). None for a claim without a sidecar: nothing to record."""
-        if not claim.sidecar:
+        finds it (:meth:`rejoin`); into failed/, where the reason goes too (:meth:`note_reason`). None when
+        there is nothing to find again: no sidecar, not into failed/."""
+        if not claim.sidecar and to != "failed":
             return None
-        digest: list[str] = []
+        digest: list[str | None] = []
 
         def record(chosen: str, sidecar: str) -> None:
             if not digest:
                 with _closing(self.folder_fd(claim)) as folder:
-                    if not fsutil.exists_at(folder, claim.sidecar):
-                        return
-                    digest.append(_sha256_at(folder, claim.sidecar))
-            claim.moving = {"to": to, "name": chosen, "sidecar": sidecar, "sha256": digest[0]}
+                    there = bool(claim.sidecar) and fsutil.exists_at(folder, claim.sidecar)
+                    digest.append(_sha256_at(folder, claim.sidecar) if there else None)
+            claim.moving = {"to": to, "name": chosen, "sidecar": sidecar if digest[0] else "", "sha256": digest[0]}
             self._save(claim)
 
         return record
+
+    def note_reason(self, claim: Claim, dir_fd: int, name: str) -> None:
+        """Record the reason just written for the claim's move into failed/ (its device and inode), so that
+        if the scan never follows it, the next watcher removes that very file (:meth:`drop_reason`)."""
+        if claim.moving:
+            info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            claim.moving["reason"] = [info.st_dev, info.st_ino]
+            self._save(claim)
+
+    def drop_reason(self, claim: Claim, failed_fd: int) -> None:
+        """A dead watcher's move into failed/ that wrote the reason but never moved the scan: remove that
+        reason (the scan is still in the claim; it gets a reason of its own when it is quarantined again),
+        else it names a file that is not there and makes the next quarantine pick ``NAME.1.pdf``."""
+        moving = claim.moving or {}
+        if moving.get("to") != "failed" or not moving.get("reason"):
+            return
+        with contextlib.suppress(OSError, ValueError), \
+                _closing(walk_dirs(failed_fd, PurePath(claim.relative).parent.parts)) as there:
+            reason = moving["name"] + ERROR_SUFFIX
+            info = os.stat(reason, dir_fd=there, follow_symlinks=False)
+            if not fsutil.exists_at(there, moving["name"]) and [info.st_dev, info.st_ino] == moving["reason"]:
+                os.unlink(reason, dir_fd=there)
 
     def holds_scan(self, claim: Claim) -> bool:
         with _closing(self.folder_fd(claim)) as folder:
@@ -213,14 +235,12 @@ class Claims:
                 if not stat.S_ISREG(info.st_mode):
                     return None
                 if moving:
-                    if fsutil.exists_at(there, moving["name"]) or _sha256_at(there, name) != moving.get("sha256"):
+                    if not moving.get("sha256") or fsutil.exists_at(there, moving["name"]) or \
+                            _sha256_at(there, name) != moving["sha256"]:
                         return None
                 elif fsutil.exists_at(there, relative.name):
                     return None
                 fsutil.move_at(there, name, here, claim.sidecar)
-                if to == "failed":  # the reason written for the scan that never came
-                    with contextlib.suppress(OSError):
-                        os.unlink(moving["name"] + ERROR_SUFFIX, dir_fd=there)
         except (OSError, ValueError, DigitizeError):
             return None
         claim.moving = None

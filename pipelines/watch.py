@@ -295,8 +295,12 @@ class Watcher:
         name = PurePath(claim.relative).name
         when = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
         text = error_report(name, explain(kinds), detail, when)
-        target = self._move_out(claim, self.folders.failed,
-                                lambda dst, free: _write_new(dst, free + inboxlib.ERROR_SUFFIX, text))
+        def reason(dst: int, free: str) -> str:
+            written = _write_new(dst, free + inboxlib.ERROR_SUFFIX, text)
+            self.claims.note_reason(claim, dst, written)
+            return written
+
+        target = self._move_out(claim, self.folders.failed, reason)
         self.summary.add("failed")
         event(log, "quarantined", logging.WARNING, file=claim.relative,
               to=str(self.opts.failed_dir / target), reason=detail)
@@ -521,7 +525,9 @@ class Watcher:
             try:
                 if not self.claims.holds_scan(claim):
                     self._lone_sidecar(claim)
-                elif claim.attempts <= MAX_ATTEMPTS:
+                    continue
+                self.claims.drop_reason(claim, self.folders.failed)
+                if claim.attempts <= MAX_ATTEMPTS:
                     self._handle(claim)
                 elif self._stored(claim):
                     self._finish(claim)

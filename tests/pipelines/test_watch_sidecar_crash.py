@@ -220,3 +220,21 @@ def test_killed_after_a_copy_into_done_before_removing_the_claims_copy_nothing_i
     assert restart(tmp_path) == []
     assert listing(inbox / "done") == ["scan.pdf", "scan.pdf.json"]
     assert listing(inbox / "failed") == [] and work_left(inbox) == []
+
+
+def test_killed_after_writing_the_reason_before_moving_the_scan_no_reason_is_left_for_nothing(tmp_path):
+    """A quarantine writes NAME.error.txt first, the scan last: killed in between, the reason named no file
+    and the scan, quarantined again, went to NAME.1.pdf. The next start removes that very reason first."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir(mode=0o750)
+    (inbox / "scan.pdf").write_bytes(b"%PDF-1.7 scan")
+
+    def arm(mp):
+        (inbox / "scan.pdf.json").unlink()  # a scan without a sidecar
+        killed_at(mp, inboxlib, "move_at", scan_move)
+
+    crash(tmp_path, bad_scan, arm)
+    assert listing(inbox / "failed") == ["scan.pdf.error.txt"]
+    restart(tmp_path, bad_scan)
+    assert listing(inbox / "failed") == ["scan.pdf", "scan.pdf.error.txt"]
+    assert work_left(inbox) == []
