@@ -540,11 +540,12 @@ class Watcher:
 
     def _sweep_parts(self) -> None:
         """Temp files of moves and writes killed half-way (a copy into done/ on another file system, a reason
-        or a kept report being written), once untouched for an hour: see digitize.fsutil.sweep_parts. Not the
-        inbox: clerks' files live there (and a give-back into it is a rename, same file system as the claims)."""
-        places = {"done": self.folders.done, "failed": self.folders.failed, "converted": kept_folder(self.settings)}
-        for place, folder in places.items():
-            if isinstance(folder, int) and folder < 0:
+        being written), once untouched for an hour: see digitize.fsutil.sweep_parts. Not the inbox: clerks'
+        files live there (and a give-back into it is a rename, same file system as the claims). Not
+        DATA_DIR/converted/: a live conversion's temp PDF/A stays unchanged while it is validated (a long
+        document, another process), and a kept folder is removed whole after KEPT_DAYS anyway."""
+        for place, folder in {"done": self.folders.done, "failed": self.folders.failed}.items():
+            if folder < 0:
                 continue
             for name in sweep_parts(folder):
                 event(log, "part-file-removed", logging.WARNING, folder=place, file=name,
