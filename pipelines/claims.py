@@ -19,6 +19,7 @@ account (see :func:`digitize.fsutil.private_dir_check`): a clerk cannot redirect
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -275,7 +276,8 @@ class Claims:
     def _save(self, claim: Claim) -> None:
         token_fd = walk_dirs(self.fd, [claim.token])
         try:
-            write_text_at(token_fd, CLAIM_FILE, json.dumps(asdict(claim), ensure_ascii=False))
+            saved = {k: v for k, v in asdict(claim).items() if k != "moving" or v}  # an older watcher reads it
+            write_text_at(token_fd, CLAIM_FILE, json.dumps(saved, ensure_ascii=False))
         finally:
             os.close(token_fd)
 
@@ -350,7 +352,9 @@ class Claims:
             finally:
                 os.close(token_fd)
             with os.fdopen(fd, "rb") as f:
-                claim = Claim(**json.loads(f.read().decode("utf-8")))
+                saved = json.loads(f.read().decode("utf-8"))
+            known = {field.name for field in dataclasses.fields(Claim)}  # a newer watcher's fields: not ours
+            claim = Claim(**{k: v for k, v in saved.items() if k in known})
             claim.token = token
             folder = self.folder_fd(claim)
             try:
@@ -358,7 +362,7 @@ class Claims:
                 return claim if any(fsutil.exists_at(folder, n) for n in held) else None
             finally:
                 os.close(folder)
-        except (OSError, ValueError, TypeError):
+        except (OSError, ValueError, TypeError, AttributeError):
             return None
 
     # --- heartbeat -------------------------------------------------------------------------------

@@ -191,3 +191,33 @@ def test_a_scan_swapped_for_a_fifo_link_while_it_is_read_never_blocks_the_check(
     monkeypatch.setattr(sources, "sniff", swap_then_sniff)  # the name is swapped just before the type is read
     problem = _judge_with_deadline(scan, fifo)
     assert problem is None or problem.kinds  # judged, promptly, from the file that was opened
+
+
+def test_a_claim_with_a_field_of_another_version_is_adopted_and_a_plain_one_carries_no_new_field(tmp_path):
+    """Watchers of two versions share an inbox during an upgrade: a claim one writes must not become
+    unreadable to the other (it would be left in place, never redone), so unknown fields are ignored and
+    the move record is written only while a move is under way."""
+    import json
+    import os
+    import subprocess
+
+    from digitize.fsutil import owner_name
+    from pipelines.claims import Claims
+
+    inbox_dir = tmp_path / "inbox"
+    (inbox_dir / ".digitize").mkdir(parents=True, mode=0o750)
+    (inbox_dir / "plain.pdf").write_bytes(b"%PDF-1.4 x %%EOF")
+    state = os.open(inbox_dir / ".digitize", os.O_RDONLY)
+    live = Claims(state, str(inbox_dir / ".digitize"))
+    plain = live.take(os.open(inbox_dir, os.O_RDONLY), PurePath("plain.pdf"), None)
+    saved = json.loads((live.path / plain.token / "claim.json").read_text())
+    assert "moving" not in saved
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    orphan = inbox_dir / ".digitize" / "work" / f"{dead.pid}-{owner_name().partition('-')[2]}"
+    (orphan / "t1" / "files").mkdir(parents=True)
+    (orphan / "t1" / "files" / "scan.pdf").write_bytes(b"%PDF")
+    (orphan / "t1" / "claim.json").write_text(json.dumps({"relative": "scan.pdf", "attempts": 1, "started": 0,
+                                                           "a_later_field": {"x": 1}}))
+    [adopted] = live.adopt_orphans()
+    assert (adopted.relative, adopted.attempts) == ("scan.pdf", 2)
