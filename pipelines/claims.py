@@ -306,6 +306,16 @@ class Claims:
                 os.rmdir(owner, dir_fd=self.work_fd)
         return adopted
 
+    def own_claims(self) -> list[Claim]:
+        """The claims in this watcher's own folder. Between two files the watcher holds none, so any found
+        then is stuck: a give-back or quarantine that failed (the inbox or failed/ unreachable) left it."""
+        found = []
+        for token in sorted(os.listdir(self.fd)):
+            claim = None if token == "alive" else self._load(token)
+            if claim is not None:
+                found.append(claim)
+        return found
+
     def _dead(self, owner: str) -> bool:
         try:
             age = time.time() - os.stat(os.path.join(owner, "alive"), dir_fd=self.work_fd,

@@ -249,6 +249,9 @@ class Watcher:
 
     def _rescan(self) -> None:
         self._check_inbox()
+        for claim in self.claims.own_claims():  # stuck in our hands: retried, not left until a restart
+            event(log, "retrying-stuck", logging.WARNING, file=claim.relative, attempts=claim.attempts)
+            self._resume(claim)
         links: list[Path] = []  # symlinks and FIFOs: quarantined with a reason, never followed
         for path in [*inboxlib.iter_scans(self.opts.inbox, self.opts.skip_dirs, links), *links]:
             self._nominate(path)
@@ -522,21 +525,27 @@ class Watcher:
         """Claims of watchers that died: redo them first; one interrupted again goes to done/ if stored."""
         for claim in self.claims.adopt_orphans():
             event(log, "recovering", file=claim.relative, attempts=claim.attempts)
-            try:
-                if not self.claims.holds_scan(claim):
-                    self._lone_sidecar(claim)
-                    continue
-                self.claims.drop_reason(claim, self.folders.failed)
-                if claim.attempts <= MAX_ATTEMPTS:
-                    self._handle(claim)
-                elif self._stored(claim):
-                    self._finish(claim)
-                    self.summary.add(str(Status.skipped))
-                    event(log, str(Status.skipped), file=claim.relative, reason="stored before the interruption")
-                else:
-                    self._quarantine(claim, ("crashed",), f"{claim.attempts - 1} attempts were interrupted")
-            except Exception as e:  # noqa: BLE001
-                self._file_error(self.opts.inbox / claim.relative, e)
+            self._resume(claim)
+
+    def _resume(self, claim: Claim) -> None:
+        """Go on with a claim found on disk (a dead watcher's, or stuck in ours): redo it, or, interrupted too
+        often, to done/ if stored else to failed/; a lone sidecar to failed/. Whatever fails leaves it in our
+        folder, for the next rescan to try again."""
+        try:
+            if not self.claims.holds_scan(claim):
+                self._lone_sidecar(claim)
+                return
+            self.claims.drop_reason(claim, self.folders.failed)
+            if claim.attempts <= MAX_ATTEMPTS:
+                self._handle(claim)
+            elif self._stored(claim):
+                self._finish(claim)
+                self.summary.add(str(Status.skipped))
+                event(log, str(Status.skipped), file=claim.relative, reason="stored before the interruption")
+            else:
+                self._quarantine(claim, ("crashed",), f"{claim.attempts - 1} attempts were interrupted")
+        except Exception as e:  # noqa: BLE001
+            self._file_error(self.opts.inbox / claim.relative, e)
 
     def _sweep_parts(self) -> None:
         """Temp files of moves and writes killed half-way (a copy into done/ on another file system, a reason

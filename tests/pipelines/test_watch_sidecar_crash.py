@@ -238,3 +238,29 @@ def test_killed_after_writing_the_reason_before_moving_the_scan_no_reason_is_lef
     restart(tmp_path, bad_scan)
     assert listing(inbox / "failed") == ["scan.pdf", "scan.pdf.error.txt"]
     assert work_left(inbox) == []
+
+
+def test_a_claim_stuck_in_the_watchers_hands_is_retried_at_the_next_rescan(tmp_path, monkeypatch):
+    """Storage down and the give-back failing too (the inbox unreachable for a moment) left the scan in the
+    live watcher's own work folder, untouched until a restart: the next rescan goes on with it."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir(mode=0o750)
+    (inbox / "scan.pdf").write_bytes(b"%PDF-1.7 scan")
+    (inbox / "scan.pdf.json").write_text(SIDECAR)
+    results = [storage_down, stored]
+    w = make_watcher(tmp_path, lambda *a, **kw: results.pop(0)(*a, **kw))
+    real, calls = w.claims.give_back, []
+
+    def unreachable(*args):
+        calls.append(args)
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(w.claims, "give_back", unreachable)
+    try:
+        w._take(inbox / "scan.pdf", Path("scan.pdf"))
+        assert len(calls) == 1 and work_left(inbox) and listing(inbox / "done") == []  # stuck in our hands
+        monkeypatch.setattr(w.claims, "give_back", real)
+        w._rescan()
+    finally:
+        w.folders.close()
+    assert results == [] and listing(inbox / "done") == ["scan.pdf", "scan.pdf.json"] and work_left(inbox) == []
