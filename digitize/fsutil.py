@@ -311,11 +311,12 @@ def exists_at(dir_fd: int, name: str) -> bool:
         return False
 
 
-def write_text_at(dir_fd: int, name: str, text: str, replace: bool = True) -> None:
+def write_text_at(dir_fd: int, name: str, text: str, replace: bool = True, synced=None) -> None:
     """Write ``dir_fd/name`` atomically without following a symlink anywhere (temp file O_EXCL).
 
     ``replace=False``: never over an existing ``name`` (FileExistsError), e.g. a new NAME.error.txt that
-    another watcher may be writing for the same free name at the same moment."""
+    another watcher may be writing for the same free name at the same moment. ``synced(stat)`` is told the
+    file's identity (device, inode: the rename keeps them) before it takes its name."""
     tmp = f".{secrets.token_hex(6)}.part"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE, dir_fd=dir_fd)
     try:
@@ -323,6 +324,8 @@ def write_text_at(dir_fd: int, name: str, text: str, replace: bool = True) -> No
             f.write(text.encode("utf-8"))
             f.flush()
             os.fsync(f.fileno())
+            if synced is not None:
+                synced(os.fstat(f.fileno()))
         if replace:
             os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         else:

@@ -186,11 +186,10 @@ class Claims:
 
         return record
 
-    def note_reason(self, claim: Claim, dir_fd: int, name: str) -> None:
-        """Record the reason just written for the claim's move into failed/ (its device and inode), so that
-        if the scan never follows it, the next watcher removes that very file (:meth:`drop_reason`)."""
+    def note_reason(self, claim: Claim, info: os.stat_result) -> None:
+        """Record the reason about to take its name for the claim's move into failed/ (its device and inode),
+        so that if the scan never follows it, the next watcher removes that very file (:meth:`drop_reason`)."""
         if claim.moving:
-            info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
             claim.moving["reason"] = [info.st_dev, info.st_ino]
             self._save(claim)
 

@@ -298,10 +298,9 @@ class Watcher:
         name = PurePath(claim.relative).name
         when = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
         text = error_report(name, explain(kinds), detail, when)
-        def reason(dst: int, free: str) -> str:
-            written = _write_new(dst, free + inboxlib.ERROR_SUFFIX, text)
-            self.claims.note_reason(claim, dst, written)
-            return written
+        def reason(dst: int, free: str) -> str:  # recorded before it takes its name: see Claims.drop_reason
+            return _write_new(dst, free + inboxlib.ERROR_SUFFIX, text,
+                              lambda info: self.claims.note_reason(claim, info))
 
         target = self._move_out(claim, self.folders.failed, reason)
         self.summary.add("failed")
@@ -616,9 +615,9 @@ class Watcher:
         return self.summary
 
 
-def _write_new(dir_fd: int, name: str, text: str) -> str:
+def _write_new(dir_fd: int, name: str, text: str, synced=None) -> str:
     """``name`` written, never over a file of that name (another watcher's reason for the same free name)."""
-    write_text_at(dir_fd, name, text, replace=False)
+    write_text_at(dir_fd, name, text, replace=False, synced=synced)
     return name
 
 
