@@ -188,24 +188,35 @@ class Claims:
 
     def note_reason(self, claim: Claim, info: os.stat_result) -> None:
         """Record the reason about to take its name for the claim's move into failed/ (its device and inode),
-        so that if the scan never follows it, the next watcher removes that very file (:meth:`drop_reason`)."""
+        so that if the scan never follows it, the next watcher removes that very file (:meth:`undo_unfinished`)."""
         if claim.moving:
             claim.moving["reason"] = [info.st_dev, info.st_ino]
             self._save(claim)
 
-    def drop_reason(self, claim: Claim, failed_fd: int) -> None:
-        """A dead watcher's move into failed/ that wrote the reason but never moved the scan: remove that
-        reason (the scan is still in the claim; it gets a reason of its own when it is quarantined again),
-        else it names a file that is not there and makes the next quarantine pick ``NAME.1.pdf``."""
+    def undo_unfinished(self, claim: Claim, places: dict[str, int]) -> None:
+        """A dead watcher's move out of the claim that never moved the scan (the claim still holds it): remove
+        what it had put at the destination that the claim still holds, else it lies there alone and the redone
+        move picks ``NAME.1.pdf``: the reason in failed/ (the very file recorded), and in done/ or failed/ a
+        copy of the sidecar that a move across file systems renamed into place before unlinking the claim's
+        (the same SHA-256 as the claim's own, which stays)."""
         moving = claim.moving or {}
-        if moving.get("to") != "failed" or not moving.get("reason"):
+        base = places.get(moving.get("to", ""), -1)
+        if base < 0 or moving["to"] == "inbox":
             return
-        with contextlib.suppress(OSError, ValueError), \
-                _closing(walk_dirs(failed_fd, PurePath(claim.relative).parent.parts)) as there:
+        with contextlib.suppress(OSError, ValueError, DigitizeError), \
+                _closing(walk_dirs(base, PurePath(claim.relative).parent.parts)) as there, \
+                _closing(self.folder_fd(claim)) as here:
+            if fsutil.exists_at(there, moving["name"]):
+                return  # the scan got there: not an unfinished move
             reason = moving["name"] + ERROR_SUFFIX
-            info = os.stat(reason, dir_fd=there, follow_symlinks=False)
-            if not fsutil.exists_at(there, moving["name"]) and [info.st_dev, info.st_ino] == moving["reason"]:
-                os.unlink(reason, dir_fd=there)
+            if moving.get("reason") and fsutil.exists_at(there, reason):
+                info = os.stat(reason, dir_fd=there, follow_symlinks=False)
+                if [info.st_dev, info.st_ino] == moving["reason"]:
+                    os.unlink(reason, dir_fd=there)
+            copy = moving.get("sidecar")
+            if copy and moving.get("sha256") and fsutil.exists_at(here, claim.sidecar) and \
+                    fsutil.exists_at(there, copy) and _sha256_at(there, copy) == moving["sha256"]:
+                os.unlink(copy, dir_fd=there)
 
     def holds_scan(self, claim: Claim) -> bool:
         with _closing(self.folder_fd(claim)) as folder:

@@ -298,7 +298,7 @@ class Watcher:
         name = PurePath(claim.relative).name
         when = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
         text = error_report(name, explain(kinds), detail, when)
-        def reason(dst: int, free: str) -> str:  # recorded before it takes its name: see Claims.drop_reason
+        def reason(dst: int, free: str) -> str:  # recorded before it takes its name: see Claims.undo_unfinished
             return _write_new(dst, free + inboxlib.ERROR_SUFFIX, text,
                               lambda info: self.claims.note_reason(claim, info))
 
@@ -420,7 +420,7 @@ class Watcher:
         reason says where the sidecar was last sent."""
         if not self.claims.separated(claim):
             return False
-        places = {"inbox": self.folders.inbox, "done": self.folders.done, "failed": self.folders.failed}
+        places = self._places()
         moved = self.claims.completed(claim, places)
         if moved is not None:  # killed after the pair reached its place, before the claim's copy was removed
             self._forget(self.opts.inbox / claim.relative)
@@ -439,6 +439,10 @@ class Watcher:
                          f"error){where}: not filed without it; find the .json in the inbox, done/ or failed/, "
                          "put it beside the scan and drop both into the inbox again")
         return True
+
+    def _places(self) -> dict[str, int]:
+        """Where a claim's move may have taken its files (claims.Claim.moving["to"]); -1: not used."""
+        return {"inbox": self.folders.inbox, "done": self.folders.done, "failed": self.folders.failed}
 
     def _lone_sidecar(self, claim: Claim) -> None:
         """A dead watcher's claim that holds its sidecar but not its scan (the scan was deleted after storing,
@@ -534,7 +538,7 @@ class Watcher:
             if not self.claims.holds_scan(claim):
                 self._lone_sidecar(claim)
                 return
-            self.claims.drop_reason(claim, self.folders.failed)
+            self.claims.undo_unfinished(claim, self._places())
             if claim.attempts <= MAX_ATTEMPTS:
                 self._handle(claim)
             elif self._stored(claim):

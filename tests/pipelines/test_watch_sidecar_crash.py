@@ -294,27 +294,41 @@ def killed_at_call(mp, number: int) -> None:
         mp.setattr(os, name, counted)
 
 
-@pytest.mark.parametrize("first, end, folder", [
-    (stored, ["scan.pdf", "scan.pdf.json"], "done"),
-    (bad_scan, ["scan.pdf", "scan.pdf.error.txt", "scan.pdf.json"], "failed"),
-    (storage_down, ["scan.pdf", "scan.pdf.json"], "done"),  # given back, then stored by the next watcher
+PAIR = {"done": ["scan.pdf", "scan.pdf.json"], "failed": []}
+LONE = ["scan.pdf.lone.json", "scan.pdf.lone.json.error.txt"]
+
+
+@pytest.mark.parametrize("first, then, ends, variant", [
+    (stored, stored, [PAIR], ""),
+    (bad_scan, bad_scan, [{"done": [], "failed": ["scan.pdf", "scan.pdf.error.txt", "scan.pdf.json"]}], ""),
+    (storage_down, stored, [PAIR], ""),  # given back, then stored by the next watcher
+    (stored, stored, [PAIR], "across file systems"),  # done/ elsewhere: copies, renames, unlinks last
+    (stored, stored, [{"failed": []}, {"failed": LONE}], "delete"),  # on_success = "delete"; no done/
 ])
 def test_killed_at_any_file_system_call_the_pair_ends_together_and_nothing_is_left(tmp_path, monkeypatch, first,
-                                                                                   end, folder):
+                                                                                   then, ends, variant):
     """Kill -9 at every file-system call of one file's take, handling and move in turn: after the next start
     the scan and its sidecar are together where they belong, once, and no claim, part file or stray reason
-    is left (the restarted watcher runs --once over the same inbox; the fake scan passes as complete)."""
+    is left (the restarted watcher runs --once over the same inbox; the fake scan passes as complete). With
+    on_success = "delete", a sidecar whose stored scan was deleted just before the kill goes to failed/."""
     monkeypatch.setattr(inboxlib, "completeness_problem", lambda *args, **kwargs: None)
+    opts = {"on_success": "delete"} if variant == "delete" else {}
+
+    def arm(mp, number):
+        if variant == "across file systems":
+            across_file_systems(mp)
+        killed_at_call(mp, number)
+
     number = 0
     while True:
         number += 1
         case = tmp_path / str(number)
-        if not crash(case, first, lambda mp: killed_at_call(mp, number), finished_ok=True):
+        if not crash(case, first, lambda mp: arm(mp, number), finished_ok=True, **opts):
             break  # the first watcher finished the file before the armed call: every step was hit
-        restart(case, bad_scan if folder == "failed" else stored)
+        restart(case, then, **opts)
         inbox = case / "inbox"
-        other = "failed" if folder == "done" else "done"
-        assert (number, real_names(inbox / folder)) == (number, end)
-        assert (number, real_names(inbox / other), work_left(inbox)) == (number, [], [])
-        assert (number, [n for n in listing(inbox) if not n.startswith(".")]) == (number, ["done", "failed"])
+        found = {folder: real_names(inbox / folder) for folder in ends[0]}
+        assert (number, found) in [(number, end) for end in ends]
+        assert (number, work_left(inbox)) == (number, [])
+        assert (number, [n for n in listing(inbox) if not n.startswith(".")]) == (number, sorted(ends[0]))
     assert number > 10
