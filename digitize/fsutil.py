@@ -67,7 +67,7 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         with open(tmp_path, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, target)
-        _fsync_dir(target.parent)
+        fsync_path(target.parent, strict=False)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
@@ -83,13 +83,22 @@ def atomic_write_text(target: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(target, text.encode("utf-8"))
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
+def fsync_path(path: str | os.PathLike | int, strict: bool = True) -> None:
+    """Flush a file or a folder (a path, or an open descriptor, which stays open) to disk: a new or renamed
+    entry survives a power cut only once its folder is synced too. ``strict=False`` for a sync that is a
+    bonus, not a promise (some shares and file systems refuse to fsync a folder): errors are ignored."""
+    try:
+        if isinstance(path, int):
+            os.fsync(path)
+            return
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
+    except OSError:
+        if strict:
+            raise
 
 
 # digitize-<pid>-<pid namespace>@<host>-<kind>-<random>: which process made it, told apart from
@@ -302,11 +311,12 @@ def exists_at(dir_fd: int, name: str) -> bool:
         return False
 
 
-def write_text_at(dir_fd: int, name: str, text: str, replace: bool = True) -> None:
+def write_text_at(dir_fd: int, name: str, text: str, replace: bool = True, synced=None) -> None:
     """Write ``dir_fd/name`` atomically without following a symlink anywhere (temp file O_EXCL).
 
     ``replace=False``: never over an existing ``name`` (FileExistsError), e.g. a new NAME.error.txt that
-    another watcher may be writing for the same free name at the same moment."""
+    another watcher may be writing for the same free name at the same moment. ``synced(stat)`` is told the
+    file's identity (device, inode: the rename keeps them) before it takes its name."""
     tmp = f".{secrets.token_hex(6)}.part"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE, dir_fd=dir_fd)
     try:
@@ -314,12 +324,13 @@ def write_text_at(dir_fd: int, name: str, text: str, replace: bool = True) -> No
             f.write(text.encode("utf-8"))
             f.flush()
             os.fsync(f.fileno())
+            if synced is not None:
+                synced(os.fstat(f.fileno()))
         if replace:
             os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         else:
             _rename_noreplace(dir_fd, tmp, dir_fd, name)
-        with contextlib.suppress(OSError):
-            os.fsync(dir_fd)
+        fsync_path(dir_fd, strict=False)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp, dir_fd=dir_fd)
@@ -423,9 +434,50 @@ def move_at(src_fd: int, src_name: str, dst_fd: int, dst_name: str) -> None:
                 os.unlink(part, dir_fd=dst_fd)
     finally:
         os.close(source)
-    with contextlib.suppress(OSError):
-        os.fsync(dst_fd)
+    fsync_path(dst_fd, strict=False)
     os.unlink(src_name, dir_fd=src_fd)
+
+
+# --- temp files a killed writer left ------------------------------------------------------------------
+# move_at's ".NAME.<12 hex>.part", write_text_at's ".<12 hex>.part", atomic_path's ".NAME.<8 mkstemp
+# characters>[.suffix].part": the only names swept, so a clerk's "report.part" or a browser's download stays.
+PART_NAMES = re.compile(r"^\.(?:.+\.)?[0-9a-f]{12}\.part$|^\..+\.[a-z0-9_]{8}(?:\.[A-Za-z0-9]{1,16})?\.part$")
+PART_AGE = 3600.0  # seconds untouched before a part file counts as abandoned
+
+
+def sweep_parts(folder: str | os.PathLike | int, max_age: float = PART_AGE) -> list[str]:
+    """Remove the temp files that writers killed mid-write (kill -9, a power cut) left in ``folder``'s tree;
+    their paths, relative to it.
+
+    Only our own temp names (PART_NAMES), only regular files owned by this account, walked by descriptor
+    without following a symlink (a link is never removed through, nor entered), and only when untouched
+    for ``max_age``: a live writer, another watcher on another machine sharing the folder too, touches its
+    file at every block it writes and renames it within moments of the last. Age, not a lock: flock is not
+    reliable across machines on SMB/NFS shares, and a writer slower than that still loses nothing (its
+    rename fails, the move is undone and retried)."""
+    removed: list[str] = []
+    now = time.time()
+    try:
+        top = folder if isinstance(folder, int) else os.open(folder, _NOFOLLOW_DIR)
+    except OSError:
+        return removed
+    try:
+        for here, _, names, here_fd in os.fwalk(".", dir_fd=top, follow_symlinks=False):
+            for name in names:
+                if not PART_NAMES.match(name):
+                    continue
+                try:
+                    info = os.stat(name, dir_fd=here_fd, follow_symlinks=False)
+                    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() or now - info.st_mtime < max_age:
+                        continue
+                    os.unlink(name, dir_fd=here_fd)
+                except OSError:
+                    continue
+                removed.append(os.path.normpath(os.path.join(here, name)))
+    finally:
+        if not isinstance(folder, int):
+            os.close(top)
+    return removed
 
 
 def owner_name() -> str:

@@ -19,19 +19,24 @@ account (see :func:`digitize.fsutil.private_dir_check`): a clerk cannot redirect
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
 import re
 import secrets
 import shutil
+import stat
 import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePath
 
 from digitize import fsutil
+from digitize.errors import DigitizeError
 from digitize.fsutil import private_dir_check, walk_dirs, write_text_at
+
+from .inbox import ERROR_SUFFIX
 
 log = logging.getLogger("pipelines.claims")
 
@@ -50,6 +55,9 @@ class Claim:
     started: float
     token: str = ""
     sidecar: str = ""  # the sidecar's name, moved along with the scan
+    # where a move out of the claim is taking the sidecar (saved before it moves, see record_move):
+    # {"to": "done"|"failed"|"inbox", "name": the scan's new name, "sidecar": the sidecar's, "sha256": its hash}
+    moving: dict | None = None
 
 
 @contextlib.contextmanager
@@ -58,6 +66,11 @@ def _closing(fd: int):
         yield fd
     finally:
         os.close(fd)
+
+
+def _sha256_at(dir_fd: int, name: str) -> str:
+    with os.fdopen(fsutil.open_regular(name, dir_fd=dir_fd), "rb") as f:
+        return fsutil.sha256_stream(f)
 
 
 def owner_is_dead(name: str, alive_age: float | None) -> bool:
@@ -145,11 +158,127 @@ class Claims:
         dst = walk_dirs(inbox_fd, relative.parent.parts, create=True)
         try:
             move_free(src, relative.name, dst, relative.name, claim.sidecar,
-                      lambda name: claim.sidecar if name == relative.name else name + ".json")
+                      lambda name: claim.sidecar if name == relative.name else name + ".json",
+                      chosen=self.recorder(claim, "inbox"))
         finally:
             os.close(src)
             os.close(dst)
         self.drop(claim)
+
+    # --- a scan and its sidecar kept together across crashes ---------------------------------------
+
+    def recorder(self, claim: Claim, to: str):
+        """A ``chosen`` hook for inbox.move_free: before the sidecar leaves the claim, save where it goes
+        (and its SHA-256), so that after a crash between the sidecar's move and the scan's the next watcher
+        finds it (:meth:`rejoin`); into failed/, where the reason goes too (:meth:`note_reason`). None when
+        there is nothing to find again: no sidecar, not into failed/."""
+        if not claim.sidecar and to != "failed":
+            return None
+        digest: list[str | None] = []
+
+        def record(chosen: str, sidecar: str) -> None:
+            if not digest:
+                with _closing(self.folder_fd(claim)) as folder:
+                    there = bool(claim.sidecar) and fsutil.exists_at(folder, claim.sidecar)
+                    digest.append(_sha256_at(folder, claim.sidecar) if there else None)
+            claim.moving = {"to": to, "name": chosen, "sidecar": sidecar if digest[0] else "", "sha256": digest[0]}
+            self._save(claim)
+
+        return record
+
+    def note_reason(self, claim: Claim, info: os.stat_result) -> None:
+        """Record the reason about to take its name for the claim's move into failed/ (its device and inode),
+        so that if the scan never follows it, the next watcher removes that very file (:meth:`undo_unfinished`)."""
+        if claim.moving:
+            claim.moving["reason"] = [info.st_dev, info.st_ino]
+            self._save(claim)
+
+    def undo_unfinished(self, claim: Claim, places: dict[str, int]) -> None:
+        """A dead watcher's move out of the claim that never moved the scan (the claim still holds it): remove
+        what it had put at the destination that the claim still holds, else it lies there alone and the redone
+        move picks ``NAME.1.pdf``: the reason in failed/ (the very file recorded), and in done/ or failed/ a
+        copy of the sidecar that a move across file systems renamed into place before unlinking the claim's
+        (the same SHA-256 as the claim's own, which stays)."""
+        moving = claim.moving or {}
+        base = places.get(moving.get("to", ""), -1)
+        if base < 0 or moving["to"] == "inbox":
+            return
+        with contextlib.suppress(OSError, ValueError, DigitizeError), \
+                _closing(walk_dirs(base, PurePath(claim.relative).parent.parts)) as there, \
+                _closing(self.folder_fd(claim)) as here:
+            if fsutil.exists_at(there, moving["name"]):
+                return  # the scan got there: not an unfinished move
+            reason = moving["name"] + ERROR_SUFFIX
+            if moving.get("reason") and fsutil.exists_at(there, reason):
+                info = os.stat(reason, dir_fd=there, follow_symlinks=False)
+                if [info.st_dev, info.st_ino] == moving["reason"]:
+                    os.unlink(reason, dir_fd=there)
+            copy = moving.get("sidecar")
+            if copy and moving.get("sha256") and fsutil.exists_at(here, claim.sidecar) and \
+                    fsutil.exists_at(there, copy) and _sha256_at(there, copy) == moving["sha256"]:
+                os.unlink(copy, dir_fd=there)
+
+    def holds_scan(self, claim: Claim) -> bool:
+        with _closing(self.folder_fd(claim)) as folder:
+            return fsutil.exists_at(folder, PurePath(claim.relative).name)
+
+    def rejoin(self, claim: Claim, places: dict[str, int]) -> str | None:
+        """Bring a claim's separated sidecar back beside its scan; where it was found ("inbox/a/b.json"), or
+        None (not found, or not surely this scan's: it then stays where it is).
+
+        Where it is: a move out of the claim killed between the sidecar's move and the scan's left it where
+        ``claim.moving`` says (done/, failed/ or the inbox; taken back only with the SHA-256 it left with,
+        and the reason written for it in failed/ is removed with it); a take killed between the scan's
+        rename and the sidecar's left it in the inbox under its own name (taken, as a take would, unless a
+        new scan of the same name lies there now: then it may be that one's). Never replaces, never
+        follows a symlink (walk_dirs, move_at)."""
+        relative = PurePath(claim.relative)
+        moving = claim.moving or {}
+        to = moving.get("to", "inbox")
+        base = places.get(to, -1)
+        if not claim.sidecar or base < 0:
+            return None
+        name = moving.get("sidecar", claim.sidecar)
+        try:
+            with _closing(walk_dirs(base, relative.parent.parts)) as there, \
+                    _closing(self.folder_fd(claim)) as here:
+                info = os.stat(name, dir_fd=there, follow_symlinks=False)
+                if not stat.S_ISREG(info.st_mode):
+                    return None
+                if moving:
+                    if not moving.get("sha256") or fsutil.exists_at(there, moving["name"]) or \
+                            _sha256_at(there, name) != moving["sha256"]:
+                        return None
+                elif fsutil.exists_at(there, relative.name):
+                    return None
+                fsutil.move_at(there, name, here, claim.sidecar)
+        except (OSError, ValueError, DigitizeError):
+            return None
+        claim.moving = None
+        self._save(claim)
+        return str(PurePath(to, relative.parent, name))
+
+    def completed(self, claim: Claim, places: dict[str, int]) -> str | None:
+        """Where the move recorded in ``claim.moving`` put the pair, if it got there whole and only the
+        claim's copy of the scan is left (a copy across file systems unlinks its source last: killed just
+        before): the same scan (SHA-256) and sidecar there. The claim's copy is removed and the claim
+        dropped; None otherwise."""
+        moving = claim.moving or {}
+        base = places.get(moving.get("to", ""), -1)
+        if not moving or base < 0:
+            return None
+        relative = PurePath(claim.relative)
+        try:
+            with _closing(walk_dirs(base, relative.parent.parts)) as there, \
+                    _closing(self.folder_fd(claim)) as here:
+                if _sha256_at(there, moving["sidecar"]) != moving.get("sha256") or \
+                        _sha256_at(there, moving["name"]) != _sha256_at(here, relative.name):
+                    return None
+                os.unlink(relative.name, dir_fd=here)
+        except (OSError, ValueError, DigitizeError):
+            return None
+        self.drop(claim)
+        return str(PurePath(moving["to"], relative.parent, moving["name"]))
 
     def drop(self, claim: Claim) -> None:
         shutil.rmtree(claim.token, dir_fd=self.fd, ignore_errors=True)
@@ -157,7 +286,8 @@ class Claims:
     def _save(self, claim: Claim) -> None:
         token_fd = walk_dirs(self.fd, [claim.token])
         try:
-            write_text_at(token_fd, CLAIM_FILE, json.dumps(asdict(claim), ensure_ascii=False))
+            saved = {k: v for k, v in asdict(claim).items() if k != "moving" or v}  # an older watcher reads it
+            write_text_at(token_fd, CLAIM_FILE, json.dumps(saved, ensure_ascii=False))
         finally:
             os.close(token_fd)
 
@@ -186,6 +316,16 @@ class Claims:
                 os.rmdir(owner, dir_fd=self.work_fd)
         return adopted
 
+    def own_claims(self) -> list[Claim]:
+        """The claims in this watcher's own folder. Between two files the watcher holds none, so any found
+        then is stuck: a give-back or quarantine that failed (the inbox or failed/ unreachable) left it."""
+        found = []
+        for token in sorted(os.listdir(self.fd)):
+            claim = None if token == "alive" else self._load(token)
+            if claim is not None:
+                found.append(claim)
+        return found
+
     def _dead(self, owner: str) -> bool:
         try:
             age = time.time() - os.stat(os.path.join(owner, "alive"), dir_fd=self.work_fd,
@@ -203,7 +343,7 @@ class Claims:
             return None
         claim = self._load(token)
         if claim is None:
-            if self._holds_anything(token):  # a scan but no readable claim: never delete it, leave it to a person
+            if self._holds_anything(token):  # files but no readable claim: never delete them, leave them to a person
                 log.warning("work folder %s/%s holds files but no readable %s: left in place", self.path, token,
                             CLAIM_FILE)
             else:
@@ -223,7 +363,8 @@ class Claims:
             return True
 
     def _load(self, token: str) -> Claim | None:
-        """The claim saved in ``token`` if its scan is there too."""
+        """The claim saved in ``token`` if its scan is there too, or its sidecar (the scan moved out or was
+        deleted, and the watcher died before it dropped the claim: see :meth:`holds_scan`)."""
         try:
             token_fd = walk_dirs(self.fd, [token])
             try:
@@ -231,14 +372,17 @@ class Claims:
             finally:
                 os.close(token_fd)
             with os.fdopen(fd, "rb") as f:
-                claim = Claim(**json.loads(f.read().decode("utf-8")))
+                saved = json.loads(f.read().decode("utf-8"))
+            known = {field.name for field in dataclasses.fields(Claim)}  # a newer watcher's fields: not ours
+            claim = Claim(**{k: v for k, v in saved.items() if k in known})
             claim.token = token
             folder = self.folder_fd(claim)
             try:
-                return claim if fsutil.exists_at(folder, PurePath(claim.relative).name) else None
+                held = [n for n in (PurePath(claim.relative).name, claim.sidecar) if n]
+                return claim if any(fsutil.exists_at(folder, n) for n in held) else None
             finally:
                 os.close(folder)
-        except (OSError, ValueError, TypeError):
+        except (OSError, ValueError, TypeError, AttributeError):
             return None
 
     # --- heartbeat -------------------------------------------------------------------------------

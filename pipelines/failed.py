@@ -29,7 +29,7 @@ from pathlib import Path, PurePath
 from typing import BinaryIO, Callable
 
 from digitize.errors import BadArgsError, NotFoundError
-from digitize.fsutil import fit_name
+from digitize.fsutil import fit_name, fsync_path
 from digitize.identifiers import parse_agency_code
 
 from . import inbox as inboxlib
@@ -398,14 +398,6 @@ def _write_durable(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -226,31 +226,37 @@ MOVE_TRIES = 1000  # names taken under our feet, one after another, before a mov
 
 def move_free(src_fd: int, name: str, dst_fd: int, wanted: str, sidecar: str = "",
               sidecar_name: Callable[[str], str] | None = None,
-              before: Callable[[int, str], str | None] | None = None) -> str:
+              before: Callable[[int, str], str | None] | None = None,
+              chosen: Callable[[str, str], None] | None = None) -> str:
     """Move ``src_fd/name`` to ``dst_fd/<free variant of wanted>`` and return the name used; never over a file.
 
     Two watchers (or a give-back and a clerk) may pick the same free name at once: each step below fails
     rather than replaces (digitize.fsutil.move_at), what this call made is undone and the next name tried.
     ``before(dst_fd, chosen)`` writes a companion file first without replacing (the reason in failed/) and
-    returns its name; ``sidecar`` (in ``src_fd``) goes to ``sidecar_name(chosen)``.
+    returns its name; ``sidecar`` (in ``src_fd``) goes to ``sidecar_name(chosen)``. ``chosen(name, sidecar's
+    name)`` is told each try's names first (a claim records them: claims.Claims.recorder).
 
     The scan moves LAST: until it has moved, the move has not happened. Any error (a name taken, a full
     disk, an SMB error) undoes the companion and the sidecar, so the pair stays together at the source;
-    a crash in between leaves a lone sidecar at the destination, which nothing acts on, and the scan in
-    its claim, which is then not filed without it (watch.Watcher._separated). The other order would
+    a crash in between leaves the sidecar at the destination and the scan in its claim, which is then not
+    filed without it: the next watcher brings the sidecar back from where the claim recorded it
+    (claims.Claims.rejoin), else quarantines the scan (watch.Watcher._separated). The other order would
     leave a lone scan that another watcher or a desk retry could file without its sidecar.
     """
     skip: set[str] = set()
+    tell = chosen
     for _ in range(MOVE_TRIES):
         chosen = free_name(dst_fd, wanted, skip)
         made: list[Callable[[], None]] = []  # undo steps, last first
+        target = sidecar_name(chosen) if sidecar_name else chosen + SIDECAR_SUFFIX
         try:
+            if tell is not None:
+                tell(chosen, target)
             if before is not None:
                 written = before(dst_fd, chosen)
                 if written:
                     made.append(lambda w=written: os.unlink(w, dir_fd=dst_fd))
             if sidecar and exists_at(src_fd, sidecar):
-                target = sidecar_name(chosen) if sidecar_name else chosen + SIDECAR_SUFFIX
                 move_at(src_fd, sidecar, dst_fd, target)
                 made.append(lambda t=target: move_at(dst_fd, t, src_fd, sidecar))
             move_at(src_fd, name, dst_fd, chosen)

@@ -36,7 +36,7 @@ from pathlib import Path, PurePath
 from typing import Callable
 
 from digitize.errors import BadArgsError, ConfigError, FileAccessError, NotRegularFileError
-from digitize.fsutil import private_dir_check, sha256_regular, walk_dirs, write_text_at
+from digitize.fsutil import private_dir_check, sha256_regular, sweep_parts, walk_dirs, write_text_at
 from digitize.identifiers import parse_agency_code
 from digitize.terminal import printable
 
@@ -249,6 +249,9 @@ class Watcher:
 
     def _rescan(self) -> None:
         self._check_inbox()
+        for claim in self.claims.own_claims():  # stuck in our hands: retried, not left until a restart
+            event(log, "retrying-stuck", logging.WARNING, file=claim.relative, attempts=claim.attempts)
+            self._resume(claim)
         links: list[Path] = []  # symlinks and FIFOs: quarantined with a reason, never followed
         for path in [*inboxlib.iter_scans(self.opts.inbox, self.opts.skip_dirs, links), *links]:
             self._nominate(path)
@@ -267,8 +270,10 @@ class Watcher:
         relative = PurePath(claim.relative)
         src = self.claims.folder_fd(claim)
         dst = walk_dirs(base_fd, relative.parent.parts, create=True, check=private_dir_check)
+        to = "failed" if base_fd == self.folders.failed else "done"
         try:
-            name = inboxlib.move_free(src, relative.name, dst, relative.name, claim.sidecar, before=before)
+            name = inboxlib.move_free(src, relative.name, dst, relative.name, claim.sidecar, before=before,
+                                      chosen=self.claims.recorder(claim, to))
         finally:
             os.close(src)
             os.close(dst)
@@ -293,8 +298,11 @@ class Watcher:
         name = PurePath(claim.relative).name
         when = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
         text = error_report(name, explain(kinds), detail, when)
-        target = self._move_out(claim, self.folders.failed,
-                                lambda dst, free: _write_new(dst, free + inboxlib.ERROR_SUFFIX, text))
+        def reason(dst: int, free: str) -> str:  # recorded before it takes its name: see Claims.undo_unfinished
+            return _write_new(dst, free + inboxlib.ERROR_SUFFIX, text,
+                              lambda info: self.claims.note_reason(claim, info))
+
+        target = self._move_out(claim, self.folders.failed, reason)
         self.summary.add("failed")
         event(log, "quarantined", logging.WARNING, file=claim.relative,
               to=str(self.opts.failed_dir / target), reason=detail)
@@ -406,16 +414,59 @@ class Watcher:
               cases=",".join(sorted({d.case_id or "-" for d in result.documents})))
 
     def _separated(self, claim: Claim) -> bool:
-        """A claim whose sidecar is elsewhere is quarantined, never filed by its QR code or name instead
-        (True); the lone sidecar is left where the interrupted move put it, for the clerk to put back."""
+        """A claim whose sidecar is elsewhere: if its recorded move had put the pair in place, it is done
+        (True); else the sidecar is brought back from where an interrupted move left it (claims.Claims.rejoin);
+        if it cannot be, the scan is quarantined, never filed by its QR code or name instead (True), and the
+        reason says where the sidecar was last sent."""
         if not self.claims.separated(claim):
             return False
+        places = self._places()
+        moved = self.claims.completed(claim, places)
+        if moved is not None:  # killed after the pair reached its place, before the claim's copy was removed
+            self._forget(self.opts.inbox / claim.relative)
+            event(log, "move-completed", logging.WARNING, file=claim.relative, to=moved)
+            return True
+        found = self.claims.rejoin(claim, places)
+        if found is not None:
+            event(log, "sidecar-rejoined", logging.WARNING, file=claim.relative, sidecar=found)
+            return False
+        moving = claim.moving or {}
+        where = (f"; it was being moved to {PurePath(moving['to'], PurePath(claim.relative).parent, moving['sidecar'])}"
+                 if moving else "")
         self._forget(self.opts.inbox / claim.relative)
         self._quarantine(claim, ("SidecarError",),
-                         f"its sidecar {claim.sidecar} was separated from it (an interrupted move or a file error): "
-                         "not filed without it; find the .json in the inbox, done/ or failed/, put it beside "
-                         "the scan and drop both into the inbox again")
+                         f"its sidecar {claim.sidecar} was separated from it (an interrupted move or a file "
+                         f"error){where}: not filed without it; find the .json in the inbox, done/ or failed/, "
+                         "put it beside the scan and drop both into the inbox again")
         return True
+
+    def _places(self) -> dict[str, int]:
+        """Where a claim's move may have taken its files (claims.Claim.moving["to"]); -1: not used."""
+        return {"inbox": self.folders.inbox, "done": self.folders.done, "failed": self.folders.failed}
+
+    def _lone_sidecar(self, claim: Claim) -> None:
+        """A dead watcher's claim that holds its sidecar but not its scan (the scan was deleted after storing,
+        ``on_success = "delete"``, and the watcher died before the sidecar): into failed/ with a reason, named
+        ``NAME.lone.json`` so that no scan there takes it for its own."""
+        relative = PurePath(claim.relative)
+        sidecar = claim.sidecar
+        wanted = (sidecar[:-len(inboxlib.SIDECAR_SUFFIX)] if sidecar.lower().endswith(inboxlib.SIDECAR_SUFFIX)
+                  else sidecar) + ".lone" + inboxlib.SIDECAR_SUFFIX
+        detail = (f"the sidecar of {relative.name}, left in a watcher's work folder by a crash after its scan had "
+                  "been handled (stored, then moved or deleted); check the stored document's metadata")
+        when = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+        text = error_report(sidecar, explain(("SidecarError",)), detail, when)
+        src = self.claims.folder_fd(claim)
+        dst = walk_dirs(self.folders.failed, relative.parent.parts, create=True, check=private_dir_check)
+        try:
+            name = inboxlib.move_free(src, sidecar, dst, wanted,
+                                      before=lambda fd, free: _write_new(fd, free + inboxlib.ERROR_SUFFIX, text))
+        finally:
+            os.close(src)
+            os.close(dst)
+        self.claims.drop(claim)
+        event(log, "quarantined", logging.WARNING, file=str(relative.parent / sidecar),
+              to=str(self.opts.failed_dir / relative.parent / name), reason=detail)
 
     def _give_back(self, claim: Claim) -> None:
         try:
@@ -477,17 +528,40 @@ class Watcher:
         """Claims of watchers that died: redo them first; one interrupted again goes to done/ if stored."""
         for claim in self.claims.adopt_orphans():
             event(log, "recovering", file=claim.relative, attempts=claim.attempts)
-            try:
-                if claim.attempts <= MAX_ATTEMPTS:
-                    self._handle(claim)
-                elif self._stored(claim):
-                    self._finish(claim)
-                    self.summary.add(str(Status.skipped))
-                    event(log, str(Status.skipped), file=claim.relative, reason="stored before the interruption")
-                else:
-                    self._quarantine(claim, ("crashed",), f"{claim.attempts - 1} attempts were interrupted")
-            except Exception as e:  # noqa: BLE001
-                self._file_error(self.opts.inbox / claim.relative, e)
+            self._resume(claim)
+
+    def _resume(self, claim: Claim) -> None:
+        """Go on with a claim found on disk (a dead watcher's, or stuck in ours): redo it, or, interrupted too
+        often, to done/ if stored else to failed/; a lone sidecar to failed/. Whatever fails leaves it in our
+        folder, for the next rescan to try again."""
+        try:
+            if not self.claims.holds_scan(claim):
+                self._lone_sidecar(claim)
+                return
+            self.claims.undo_unfinished(claim, self._places())
+            if claim.attempts <= MAX_ATTEMPTS:
+                self._handle(claim)
+            elif self._stored(claim):
+                self._finish(claim)
+                self.summary.add(str(Status.skipped))
+                event(log, str(Status.skipped), file=claim.relative, reason="stored before the interruption")
+            else:
+                self._quarantine(claim, ("crashed",), f"{claim.attempts - 1} attempts were interrupted")
+        except Exception as e:  # noqa: BLE001
+            self._file_error(self.opts.inbox / claim.relative, e)
+
+    def _sweep_parts(self) -> None:
+        """Temp files of moves and writes killed half-way (a copy into done/ on another file system, a reason
+        being written), once untouched for an hour: see digitize.fsutil.sweep_parts. Not the inbox: clerks'
+        files live there (and a give-back into it is a rename, same file system as the claims). Not
+        DATA_DIR/converted/: a live conversion's temp PDF/A stays unchanged while it is validated (a long
+        document, another process), and a kept folder is removed whole after KEPT_DAYS anyway."""
+        for place, folder in {"done": self.folders.done, "failed": self.folders.failed}.items():
+            if folder < 0:
+                continue
+            for name in sweep_parts(folder):
+                event(log, "part-file-removed", logging.WARNING, folder=place, file=name,
+                      reason="a temp file left by a write or move killed half-way")
 
     def _stored(self, claim: Claim) -> bool:
         """Whether the index holds the claimed file already (killed after storing, before the move)."""
@@ -517,6 +591,7 @@ class Watcher:
                          "case: set [watch] agencies")
         prune_kept(kept_folder(self.settings), KEPT_DAYS * 86400)
         self._recover()
+        self._sweep_parts()
         previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
         self.observer = None if self.opts.once else _observer(self.opts, self.events.put)
         tick = min(0.5, max(0.05, self.opts.stable_seconds / 4))
@@ -544,9 +619,9 @@ class Watcher:
         return self.summary
 
 
-def _write_new(dir_fd: int, name: str, text: str) -> str:
+def _write_new(dir_fd: int, name: str, text: str, synced=None) -> str:
     """``name`` written, never over a file of that name (another watcher's reason for the same free name)."""
-    write_text_at(dir_fd, name, text, replace=False)
+    write_text_at(dir_fd, name, text, replace=False, synced=synced)
     return name
 
 

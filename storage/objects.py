@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 from digitize.config import Settings
 from digitize.errors import BadArgsError, ConfigError, StorageError
-from digitize.fsutil import CHUNK, _fsync_dir, atomic_path
+from digitize.fsutil import CHUNK, atomic_path, fsync_path
 from digitize.secrets import mask
 
 from .keys import check_key, check_sha256
@@ -206,7 +206,7 @@ class FolderStore(ObjectStore):
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
-            _fsync_dir(target.parent)
+            fsync_path(target.parent, strict=False)
         except FileExistsError:
             raise StorageError(f"refusing to overwrite {key}: it appeared while writing") from None
         except OSError as e:

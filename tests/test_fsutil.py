@@ -192,3 +192,92 @@ def test_a_pinned_path_reads_the_open_file_under_its_name_whatever_the_name_poin
         assert not pinned.parent.exists()
     finally:
         os.close(fd)
+
+
+def _refuse_folder_fsync(monkeypatch) -> list[str]:
+    """os.fsync that refuses folders as some shares do (EINVAL); the kinds synced, in order."""
+    real, synced = os.fsync, []
+
+    def fsync(fd):
+        kind = "dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file"
+        synced.append(kind)
+        if kind == "dir":
+            raise OSError(22, "Invalid argument")
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return synced
+
+
+def test_fsync_path_strict_raises_and_lax_ignores(tmp_path, monkeypatch):
+    """One helper for both callers: strict (failed/ and uploads: a sync they promise) raises, lax
+    (atomic writes, the object store: a sync as a bonus) goes on; a path or a descriptor, left open."""
+    (tmp_path / "f").write_bytes(b"x")
+    fsutil.fsync_path(tmp_path / "f")
+    fsutil.fsync_path(tmp_path)
+    with pytest.raises(FileNotFoundError):
+        fsutil.fsync_path(tmp_path / "gone")
+    fsutil.fsync_path(tmp_path / "gone", strict=False)
+    synced = _refuse_folder_fsync(monkeypatch)
+    with pytest.raises(OSError):
+        fsutil.fsync_path(tmp_path)
+    fsutil.fsync_path(tmp_path, strict=False)
+    fd = os.open(tmp_path, os.O_RDONLY)
+    try:
+        with pytest.raises(OSError):
+            fsutil.fsync_path(fd)
+        fsutil.fsync_path(fd, strict=False)
+        os.fstat(fd)  # still open
+    finally:
+        os.close(fd)
+    assert synced == ["dir"] * 4
+    fsutil.atomic_write_bytes(tmp_path / "out.pdf", b"%PDF")  # an atomic write syncs its folder, leniently
+    assert (tmp_path / "out.pdf").read_bytes() == b"%PDF" and synced[-2:] == ["file", "dir"]
+    assert leftovers(tmp_path) == []
+
+
+def test_no_second_fsync_helper_remains():
+    """The failed-files module and the upload queue use fsutil's helper, not their own."""
+    from pipelines import failed
+    from web import uploads
+
+    assert not hasattr(failed, "fsync_path") or failed.fsync_path is fsutil.fsync_path
+    assert uploads.fsync_path is fsutil.fsync_path
+    assert not hasattr(fsutil, "_fsync_dir")
+
+
+def test_sweep_parts_removes_only_our_abandoned_part_files(tmp_path):
+    """A copy, reason or report killed mid-write leaves a part file for ever unless swept; a fresh one may be
+    another watcher's write in progress, and other names, links and other accounts' files are not ours."""
+    old = time.time() - fsutil.PART_AGE - 60
+    (tmp_path / "case").mkdir()
+    ours = [".scan.pdf.0123456789ab.part", ".0123456789ab.part", "case/.report.json.ab_cd12z.part",
+            "case/.out.pdf.abcd1234.pdf.part"]
+    kept = ["report.part", ".x.part", "scan.pdf", "case/.fresh.pdf.0123456789ab.part", ".foreign.0123456789ab.part"]
+    for name in ours + kept:
+        (tmp_path / name).write_bytes(b"x")
+        if "fresh" not in name:
+            os.utime(tmp_path / name, (old, old))
+    if os.geteuid() == 0:
+        os.chown(tmp_path / ".foreign.0123456789ab.part", 4242, -1)
+    else:
+        kept.remove(".foreign.0123456789ab.part")
+        (tmp_path / ".foreign.0123456789ab.part").unlink()
+    target = tmp_path.parent / f"{tmp_path.name}-target"
+    target.mkdir()
+    (target / ".t.0123456789ab.part").write_bytes(b"not ours to remove")
+    os.utime(target / ".t.0123456789ab.part", (old, old))
+    (tmp_path / ".link.0123456789ab.part").symlink_to(target / ".t.0123456789ab.part")
+    (tmp_path / "linked").symlink_to(target, target_is_directory=True)
+    os.utime(tmp_path / ".link.0123456789ab.part", (old, old), follow_symlinks=False)
+    removed = fsutil.sweep_parts(tmp_path)
+    assert sorted(removed) == sorted(ours)
+    assert all(not os.path.lexists(tmp_path / n) for n in ours) and all((tmp_path / n).exists() for n in kept)
+    assert (tmp_path / ".link.0123456789ab.part").is_symlink()
+    assert (target / ".t.0123456789ab.part").read_bytes() == b"not ours to remove"
+    fd = os.open(tmp_path, os.O_RDONLY)
+    try:
+        assert fsutil.sweep_parts(fd) == []
+        assert fsutil.sweep_parts(fd, max_age=0) == ["case/.fresh.pdf.0123456789ab.part"]
+    finally:
+        os.close(fd)

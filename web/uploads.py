@@ -30,9 +30,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from digitize.errors import BadArgsError, InputError
-from digitize.fsutil import atomic_write_text
+from digitize.fsutil import atomic_write_text, fsync_path, sweep_parts
 from digitize.terminal import plain
-from pipelines.failed import fsync_path
 from pipelines.jobs import Status
 from pipelines.logs import event
 from pipelines.queued import enabled as queue_mode
@@ -106,6 +105,7 @@ class UploadQueue:
             from pipelines.tasks import check_settings
 
             check_settings(settings)  # a portal that cannot queue says so at start, not on the first upload
+        sweep_parts(self.root)  # a job.json or scan.json write killed half-way (an hour old: see fsutil)
         self._resume()
 
     # -- state ---------------------------------------------------------------------------------
@@ -319,7 +319,7 @@ class UploadQueue:
             if not self._claim(received[0].job_id):
                 raise BadArgsError("this upload is being processed already")
             self._save(received[0])
-            failed.fsync_path(self.root)  # the job folder's own entry
+            fsync_path(self.root)  # the job folder's own entry
 
         try:
             failed.take(folder, item, receive, keep_case_id=case_id is None, durable=durable)

@@ -191,3 +191,38 @@ def test_a_scan_swapped_for_a_fifo_link_while_it_is_read_never_blocks_the_check(
     monkeypatch.setattr(sources, "sniff", swap_then_sniff)  # the name is swapped just before the type is read
     problem = _judge_with_deadline(scan, fifo)
     assert problem is None or problem.kinds  # judged, promptly, from the file that was opened
+
+
+def dead_watcher_name() -> str:
+    """A work-folder name of a watcher of this host and pid namespace that has died."""
+    import subprocess
+
+    from digitize.fsutil import owner_name
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    return f"{dead.pid}-{owner_name().partition('-')[2]}"
+
+
+def test_a_claim_with_a_field_of_another_version_is_adopted_and_a_plain_one_carries_no_new_field(tmp_path):
+    """Watchers of two versions share an inbox during an upgrade: a claim one writes must not become
+    unreadable to the other (it would be left in place, never redone), so unknown fields are ignored and
+    the move record is written only while a move is under way."""
+    import json
+    import os
+
+    from pipelines.claims import Claims
+
+    state_dir = tmp_path / "inbox" / ".digitize"
+    state_dir.mkdir(parents=True, mode=0o750)
+    (tmp_path / "inbox" / "plain.pdf").write_bytes(b"%PDF-1.4 x %%EOF")
+    live = Claims(os.open(state_dir, os.O_RDONLY), str(state_dir))
+    plain = live.take(os.open(tmp_path / "inbox", os.O_RDONLY), PurePath("plain.pdf"), None)
+    assert "moving" not in json.loads((live.path / plain.token / "claim.json").read_text())
+    orphan = state_dir / "work" / dead_watcher_name()
+    (orphan / "t1" / "files").mkdir(parents=True)
+    (orphan / "t1" / "files" / "scan.pdf").write_bytes(b"%PDF")
+    (orphan / "t1" / "claim.json").write_text(json.dumps({"relative": "scan.pdf", "attempts": 1, "started": 0,
+                                                           "a_later_field": {"x": 1}}))
+    [adopted] = live.adopt_orphans()
+    assert (adopted.relative, adopted.attempts) == ("scan.pdf", 2)

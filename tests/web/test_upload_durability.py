@@ -31,3 +31,22 @@ def test_an_accepted_upload_is_synced_with_its_folder_and_the_folders_entry(tmp_
     assert str(target.parent) in synced  # its name in the job folder
     assert str(queue.root) in synced  # the job folder's name in uploads/
     assert synced.index(str(target)) < synced.index(str(target.parent)) < synced.index(str(queue.root))
+
+
+def test_a_job_state_write_killed_half_way_is_swept_when_the_next_server_starts(tmp_path):
+    """job.json is written through a hidden part file: a server killed mid-write left it in the job
+    folder for ever. The next server start removes it once an hour old (a fresh one may be another
+    server process's write in progress)."""
+    import time
+
+    from digitize import fsutil
+
+    folder = tmp_path / "data/uploads/0123456789abcdef0123456789abcdef"
+    folder.mkdir(parents=True)
+    old, fresh = folder / ".job.json.ab_cd12z.part", folder / ".job.json.zz_cd12a.part"
+    for part in (old, fresh):
+        part.write_text("{")
+    then = time.time() - fsutil.PART_AGE - 60
+    os.utime(old, (then, then))
+    uploads.UploadQueue(Settings(data_dir=str(tmp_path / "data"))).close()
+    assert not old.exists() and fresh.exists()
