@@ -44,9 +44,12 @@ class CsrfError(BadArgsError):
 
 
 def session_secret(settings) -> str:
-    """The configured key, else one random key per data dir, created private (0600) on first use."""
-    if settings.web.secret_key:
-        return settings.web.secret_key
+    """The configured key (as :func:`web.settings_check.session_key` reads and checks it), else one random key
+    per data dir, created private (0600) on first use."""
+    from .settings_check import session_key
+
+    if key := session_key(settings):
+        return key
     path = Path(settings.data_dir) / "web-secret"
     path.parent.mkdir(parents=True, exist_ok=True)
     if not os.path.lexists(path):  # written aside, then linked in: worker processes starting together
