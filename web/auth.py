@@ -175,10 +175,13 @@ def page_principal(request: Request, index, idle: float, ended: SessionRevocatio
     # idle timeout, and an absolute lifetime from login: re-signing the cookie on every request must not
     # make a session (or a copy of its cookie) live for ever
     too_old = now - float(session.get("since", 0)) > SESSION_MAX_AGE
-    if not name or not sid or too_old or now - float(session.get("seen", 0)) > idle or ended.revoked(str(sid)):
+    login = session.get("login")  # none: a session from before migration 0007, maybe of an SSO login that
+    # the old name-based binding let in (review web15 H1): it cannot be told apart, so it has ended
+    if (not name or not sid or not login or too_old or now - float(session.get("seen", 0)) > idle
+            or ended.revoked(str(sid))):
         session.pop("user", None)
         raise LoginRequired()
-    principal = principal_for_user(index, name)
+    principal = principal_for_user(index, name, str(login))
     if principal is None:
         session.clear()
         raise LoginRequired()
@@ -199,13 +202,14 @@ def check_csrf(request: Request, submitted: str | None) -> None:
         raise CsrfError("the form has expired or did not come from this site; reload the page and try again")
 
 
-def start_session(request: Request, principal: Principal) -> None:
-    """A fresh session (and CSRF token) at login, so a token planted before login is worthless."""
+def start_session(request: Request, principal: Principal, login: str) -> None:
+    """A fresh session (and CSRF token) at login, so a token planted before login is worthless. ``login``:
+    how it logged in (storage.access.PASSWORD_LOGIN or sso_login(issuer, subject)), checked on every request."""
     lang = request.session.get("lang")
     request.session.clear()
     now = time.time()
     request.session.update(user=principal.name, seen=now, since=now, csrf=secrets.token_urlsafe(32),
-                           sid=secrets.token_urlsafe(32))
+                           sid=secrets.token_urlsafe(32), login=login)
     if lang:
         request.session["lang"] = lang
 
