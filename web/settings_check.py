@@ -66,7 +66,6 @@ def session_key(settings) -> str:
 
 def check_web_settings(settings) -> None:
     web = settings.web
-    random_key = RANDOM_KEY
     session_key(settings)
     if web.oidc_issuer and not safe_transport(web.oidc_issuer):
         raise ConfigError(f"[web] oidc_issuer must be an https URL (http only to a loopback host): "
@@ -77,6 +76,6 @@ def check_web_settings(settings) -> None:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"[web] webhook_urls: {mask(origin(url))}… is not an http(s) URL with a host")
     if urls and not load_secret(web.webhook_secret, "", "", "[web] webhook_secret",
-                                f"set {random_key}: receivers check the signature with it", MIN_SECRET):
-        raise ConfigError(f"[web] webhook_urls are set but [web] webhook_secret is empty: set {random_key}, "
+                                f"set {RANDOM_KEY}: receivers check the signature with it", MIN_SECRET):
+        raise ConfigError(f"[web] webhook_urls are set but [web] webhook_secret is empty: set {RANDOM_KEY}, "
                           "which the receivers check the X-Digitize-Signature with")
