@@ -80,8 +80,9 @@ def users_add(settings, name: str, role: str, agencies: tuple[str, ...], passwor
 @click.argument("subject")
 @click.pass_obj
 def users_bind_oidc(settings, name: str, subject: str) -> None:
-    """Bind user NAME to single sign-on SUBJECT (the provider's `sub` of the person, of [web] oidc_issuer),
-    replacing any earlier binding. Accounts are never bound by a name or an e-mail the provider sends."""
+    """Bind user NAME to single sign-on SUBJECT (the provider's `sub` of the person, of [web] oidc_issuer, read
+    from the provider's admin console), replacing any earlier binding, whose sessions end at their next
+    request. Accounts are never bound by a name or an e-mail the provider sends."""
     bound = access.describe_binding((settings.web.oidc_issuer, subject))
     with _archive(settings) as archive:
         _audited(archive.index, "user bound", name,
