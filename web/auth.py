@@ -7,8 +7,8 @@ id, times and the CSRF token; logout records the id as ended (:class:`SessionRev
 cookie dies with it; the user's role and agencies are re-read from the index on every
 request, so disabling a user ends its sessions at once; a single sign-on session also keeps (a digest
 of) the issuer and subject it logged in with, and ends as soon as the account is bound to another subject
-or unbound. API tokens are verified against the index and the verified principal kept for at most ``[web] token_cache_seconds`` in the process (:class:`TokenCache`), so a
-revoked token is refused within that time. CSRF uses the synchronizer-token pattern (a random
+or unbound. API tokens are verified against the index and the verified principal kept for at most
+``[web] token_cache_seconds`` in the process (:class:`TokenCache`), so a revoked token is refused within that time. CSRF uses the synchronizer-token pattern (a random
 token in the session, echoed by every form): it works for plain HTML forms, which the double-submit
 middlewares for Starlette (header-only) do not cover.
 """
