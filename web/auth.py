@@ -1,16 +1,16 @@
 """Who is asking: Bearer tokens for the API, signed session cookies for the pages, CSRF (login throttling:
 web/throttle.py).
 
-Sessions are Starlette's SessionMiddleware (itsdangerous-signed cookie, HttpOnly, SameSite=Strict, Secure
-by default); the signing is a well-kept library's. The session holds only the user name, a random session
-id, times and the CSRF token; logout records the id as ended (:class:`SessionRevocations`), so a copied
-cookie dies with it; the user's role and agencies are re-read from the index on every
-request, so disabling a user ends its sessions at once; a single sign-on session also keeps (a digest
-of) the issuer and subject it logged in with, and ends as soon as the account is bound to another subject
-or unbound. API tokens are verified against the index and the verified principal kept for at most
-``[web] token_cache_seconds`` in the process (:class:`TokenCache`), so a revoked token is refused within that time. CSRF uses the synchronizer-token pattern (a random
-token in the session, echoed by every form): it works for plain HTML forms, which the double-submit
-middlewares for Starlette (header-only) do not cover.
+Sessions are Starlette's SessionMiddleware (itsdangerous-signed cookie, HttpOnly, SameSite=Strict, Secure by
+default); the signing is a well-kept library's. The session holds only the user name, a random session id,
+times and the CSRF token; logout records the id as ended (:class:`SessionRevocations`), so a copied cookie
+dies with it; the user's role and agencies are re-read from the index on every request, so disabling a user
+ends its sessions at once; a single sign-on session also keeps (a digest of) the issuer and subject it logged
+in with, and ends as soon as the account is bound to another subject or unbound. API tokens are verified
+against the index and the verified principal kept for at most ``[web] token_cache_seconds`` in the process
+(:class:`TokenCache`), so a revoked token is refused within that time. CSRF uses the synchronizer-token
+pattern (a random token in the session, echoed by every form): it works for plain HTML forms, which the
+double-submit middlewares for Starlette (header-only) do not cover.
 """
 
 from __future__ import annotations
