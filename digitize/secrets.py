@@ -89,17 +89,40 @@ def remember_in(text: str | None) -> None:
     remember(*(m["value"].strip("\"'") for m in _secret_pairs(text)))
 
 
+TOKEN_MIN = 12  # a path segment shorter than this is never taken for a token (Slack's secrets have 24)
+_RUNS = re.compile(r"[^\W_]+")  # letters and digits between separators (- _ . ~)
+
+
+def looks_random(text: str) -> bool:
+    """True for a generated value (a token, a UUID, a hex or base64 key), False for words and paths a person
+    wrote (``events``, ``api``, ``v1``, ``webhook-receiver-2024``, ``digitize``): TOKEN_MIN+ characters, with
+    a run of 8+ between separators that mixes letters and digits, or a run of TOKEN_MIN+ letters about
+    a quarter or more of them upper case and as many lower case (base64 without digits)."""
+    if len(text) < TOKEN_MIN:
+        return False
+    for run in _RUNS.findall(text):
+        letters = sum(c.isalpha() for c in run)
+        if len(run) >= 8 and 0 < letters < len(run):
+            return True
+        upper = sum(c.isupper() for c in run)
+        if len(run) >= TOKEN_MIN and letters and 0.25 <= upper / letters <= 0.75:
+            return True
+    return False
+
+
 def remember_url_paths(urls: str | None) -> None:
-    """Register what follows ``scheme://host[:port]`` in each comma-separated URL: a webhook's path or query is
-    often its only credential (Slack-style ``/hooks/T/B/SECRET``, ``?sig=``), which no key name marks."""
-    from urllib.parse import urlsplit
+    """Register the secret parts of each comma-separated URL: a webhook's path segment or query value is
+    often its only credential (Slack-style ``/services/T/B/SECRET``, ``?sig=``), which no key name marks.
+    Only path segments that look generated (:func:`looks_random`) and query values (8+ characters, as
+    any remembered value) are registered: a whole path such as ``/api/v1/events`` or ``/digitize`` would
+    garble every log line naming that path or a file under it (review web15b L2)."""
+    from urllib.parse import parse_qsl, unquote, urlsplit
 
     for url in (urls or "").split(","):
-        url = url.strip()
-        parts = urlsplit(url)
-        rest = url[len(f"{parts.scheme}://{parts.netloc}"):] if parts.netloc else ""
-        if rest.strip("/"):
-            remember(rest)
+        parts = urlsplit(url.strip())
+        remember(*(s for s in parts.path.split("/") if looks_random(unquote(s))))
+        remember(*(value for _, value in parse_qsl(parts.query, keep_blank_values=True)))
+        remember(*(raw.partition("=")[2] for raw in parts.query.split("&")))  # as written (percent-encoded)
     remember_in(urls)
 
 

@@ -395,12 +395,21 @@ def add_user(index, name: str, role: str, agencies: Iterable[str], password: str
     return user
 
 
-def audited(index, actor: str, client: str | None, action: str, target: str, change: Callable[[], object]):
-    """Make a change to an account and record who made it, in one transaction (review web15 L3)."""
+def audited(index, actor: str, client: str | None, action: str, target: str, change: Callable[[], object],
+            detail: Callable[[object], str | None] | None = None):
+    """Make a change to an account and record who made it, in one transaction (review web15 L3);
+    ``detail(result)``: what the event adds to ACTION TARGET (a binding's subject and issuer)."""
     with index.transaction():
         result = change()
-        index.add_account_event(AccountEvent(now_iso(), actor, action, target, client or None))
+        index.add_account_event(AccountEvent(now_iso(), actor, action, target, client or None,
+                                             detail=detail(result) if detail else None))
     return result
+
+
+def describe_binding(binding: tuple[str, str] | None) -> str:
+    """(issuer, subject) for events and `users list`; a subject is no secret, and the issuer tells a binding
+    made under another [web] oidc_issuer spelling (a trailing slash, a renamed realm) apart."""
+    return f"sub {binding[1]!r} of {binding[0]}" if binding else "not bound"
 
 
 def check_subject(subject: str) -> str:
@@ -416,9 +425,19 @@ def check_issuer(issuer: str) -> str:
     return issuer
 
 
-def bind_oidc(index, name: str, issuer: str, subject: str) -> None:
-    """Bind user NAME to the provider's stable subject (an administrator's act, never a login's)."""
-    index.bind_subject(check_name(name), check_issuer(issuer), check_subject(subject), now_iso())
+def bind_oidc(index, name: str, issuer: str, subject: str) -> tuple[str, str] | None:
+    """Bind user NAME to the provider's stable subject (an administrator's act, never a login's); returns the
+    binding it replaced. The account's single sign-on sessions of any other binding end at their next
+    request (:func:`principal_for_user`)."""
+    return index.bind_subject(check_name(name), check_issuer(issuer), check_subject(subject), now_iso())
+
+
+def unbind_oidc(index, name: str) -> tuple[str, str]:
+    """Remove user NAME's single sign-on binding (its SSO sessions end at their next request); returns it."""
+    before = index.unbind_subject(check_name(name), now_iso())
+    if before is None:
+        raise BadArgsError(f"user {name} is not bound to a single sign-on subject")
+    return before
 
 
 def authenticate_password(index, name: str, password: str) -> Principal:
@@ -453,11 +472,30 @@ def authenticate_oidc(index, issuer: str, subject: str) -> Principal:
     return Principal(user.name, user.role, tuple(user.agencies), "user")
 
 
-def principal_for_user(index, name: str) -> Principal | None:
-    """The current rights of a logged-in user (None once disabled or deleted): checked on every request."""
+PASSWORD_LOGIN = "password"  # what a session made by a password login keeps as its ``login``
+
+
+def sso_login(issuer: str, subject: str) -> str:
+    """What a session made by a single sign-on login keeps as its ``login``: a digest of the binding that let
+    it in (the cookie is signed, not encrypted, and stays short)."""
+    return "sso:" + hashlib.sha256(f"{issuer}\0{subject}".encode("utf-8")).hexdigest()[:32]
+
+
+def principal_for_user(index, name: str, login: str | None = None) -> Principal | None:
+    """The current rights of a logged-in user (None once disabled or deleted): checked on every request.
+
+    ``login``: how the session logged in (:data:`PASSWORD_LOGIN` or :func:`sso_login`). A single sign-on
+    session holds only while the account is still bound to the subject and issuer it logged in with, so
+    an administrator who rebinds or unbinds an account (the wrong person's subject was bound) ends that
+    person's sessions at their next request, as disabling does (review web15b M2). None: not checked
+    (a principal for a task or an upload, not a session)."""
     user = index.get_user(name)
     if user is None or user.disabled:
         return None
+    if login is not None and login != PASSWORD_LOGIN:
+        bound = sso_login(user.oidc_issuer, user.oidc_subject) if user.oidc_issuer and user.oidc_subject else None
+        if login != bound:
+            return None
     return Principal(user.name, user.role, tuple(user.agencies), "user")
 
 

@@ -1,4 +1,4 @@
-"""Account commands: ``digitize users add|bind-oidc|list|disable|events`` and ``digitize tokens create|list|revoke``.
+"""Account commands: ``digitize users add|bind-oidc|unbind-oidc|list|disable|events`` and ``digitize tokens create|list|revoke``.
 
 Passwords come from stdin only (never argv, where other processes can read them); a token's secret is
 printed once and stored only as a hash.
@@ -30,8 +30,8 @@ def _actor() -> str:
         return f"cli:uid{os.geteuid()}"
 
 
-def _audited(index, action: str, target: str, change: Callable[[], object]):
-    return access.audited(index, _actor(), None, action, target, change)
+def _audited(index, action: str, target: str, change: Callable[[], object], detail: Callable | None = None):
+    return access.audited(index, _actor(), None, action, target, change, detail)
 
 
 def _scope(agencies: list[str], role: str) -> str:
@@ -70,7 +70,8 @@ def users_add(settings, name: str, role: str, agencies: tuple[str, ...], passwor
     oidc = (settings.web.oidc_issuer, oidc_subject) if oidc_subject is not None else None
     with _archive(settings) as archive:
         user = _audited(archive.index, "user added", name,
-                        lambda: access.add_user(archive.index, name, role, agencies, password, oidc))
+                        lambda: access.add_user(archive.index, name, role, agencies, password, oidc),
+                        lambda user: access.describe_binding(oidc) if oidc else None)
     click.echo(f"user {user.name} added: {user.role}, {_scope(user.agencies, user.role)}")
 
 
@@ -79,25 +80,54 @@ def users_add(settings, name: str, role: str, agencies: tuple[str, ...], passwor
 @click.argument("subject")
 @click.pass_obj
 def users_bind_oidc(settings, name: str, subject: str) -> None:
-    """Bind user NAME to single sign-on SUBJECT (the provider's `sub` of the person, of [web] oidc_issuer),
-    replacing any earlier binding. Accounts are never bound by a name or an e-mail the provider sends."""
+    """Bind user NAME to single sign-on SUBJECT (the provider's `sub` of the person, of [web] oidc_issuer, read
+    from the provider's admin console), replacing any earlier binding, whose sessions end at their next
+    request. Accounts are never bound by a name or an e-mail the provider sends."""
+    bound = access.describe_binding((settings.web.oidc_issuer, subject))
     with _archive(settings) as archive:
         _audited(archive.index, "user bound", name,
-                 lambda: access.bind_oidc(archive.index, name, settings.web.oidc_issuer, subject))
-    click.echo(f"user {name} bound to single sign-on subject {subject!r} of {settings.web.oidc_issuer}")
+                 lambda: access.bind_oidc(archive.index, name, settings.web.oidc_issuer, subject),
+                 lambda before: bound + (f", was {access.describe_binding(before)}" if before else ""))
+    click.echo(f"user {name} bound to single sign-on {bound}; its sessions of any other binding have ended")
+
+
+@users_group.command("unbind-oidc")
+@click.argument("name")
+@click.pass_obj
+def users_unbind_oidc(settings, name: str) -> None:
+    """Remove user NAME's single sign-on binding: its single sign-on sessions end at their next request, and
+    it logs in through single sign-on no more until bound again."""
+    with _archive(settings) as archive:
+        _audited(archive.index, "user unbound", name, lambda: access.unbind_oidc(archive.index, name),
+                 lambda before: f"was {access.describe_binding(before)}")
+    click.echo(f"user {name} unbound from single sign-on; its single sign-on sessions have ended")
 
 
 @users_group.command("list")
 @click.pass_obj
 def users_list(settings) -> None:
-    """Users with role, agencies and state."""
+    """Users with role, agencies, state and single sign-on binding (subject and issuer, or "not bound")."""
+    unbound: list[str] = []
+
     def line(user) -> str:
         state = "disabled" if user.disabled else "active"
         login = "password" if user.password_hash else "sso only"
-        sso = f" sso:{user.oidc_subject!r}" if user.oidc_subject and user.oidc_issuer else ""
+        binding = (user.oidc_issuer, user.oidc_subject) if user.oidc_subject and user.oidc_issuer else None
+        sso = ""
+        if binding:  # a binding made under another oidc_issuer spelling logs nobody in: say so
+            other = "" if binding[0] == settings.web.oidc_issuer else " (not the configured [web] oidc_issuer)"
+            sso = f"  sso: {access.describe_binding(binding)}{other}"
+        elif not user.password_hash:
+            sso = "  sso: not bound"
+            if not user.disabled:
+                unbound.append(user.name)
         return f"{user.name:<24} {user.role:<10} {state:<8} {login:<9} {_scope(user.agencies, user.role)}{sso}"
 
     _list(settings, lambda index: index.users(), line, "users")
+    if unbound:  # after migration 0007 every earlier single sign-on account is here (review web15b L1)
+        click.echo(f"{len(unbound)} single sign-on account(s) not bound, which cannot log in: "
+                   "digitize users bind-oidc NAME SUBJECT, with the person's subject read from the provider's "
+                   "admin console (see README, Upgrading)", err=True)
 
 
 @users_group.command("disable")
@@ -114,7 +144,8 @@ def users_disable(settings, name: str) -> None:
 def users_events(settings, limit: int) -> None:
     """Changes to users and tokens, newest first: when, who (user:NAME from /admin, cli:OSUSER), what."""
     def line(event) -> str:
-        return f"{event.time}  {event.actor:<24} {event.action:<14} {event.target}  {event.client or ''}".rstrip()
+        detail = f" ({event.detail})" if event.detail else ""
+        return f"{event.time}  {event.actor:<24} {event.action:<14} {event.target}{detail}  {event.client or ''}".rstrip()
 
     _list(settings, lambda index: index.account_events(limit), line, "account events")
 

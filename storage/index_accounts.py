@@ -50,10 +50,11 @@ class AccountEvent:
 
     time: str
     actor: str
-    action: str  # "user added", "user bound", "user disabled", "token created", "token revoked"
+    action: str  # "user added", "user bound", "user unbound", "user disabled", "token created", "token revoked"
     target: str
     client: str | None = None
     event_id: int | None = None
+    detail: str | None = None  # what was bound or unbound: subject and issuer (not secret; review web15b L4)
 
 
 @dataclass
@@ -132,14 +133,25 @@ class AccountQueries:
                 raise NotFoundError(f"user {name} not found")
             self._execute("UPDATE users SET disabled = ?, updated_at = ? WHERE name = ?", (int(disabled), now, name))
 
-    def bind_subject(self, name: str, issuer: str, subject: str, now: str) -> None:
-        """Tie a user to a single sign-on subject of an issuer (an administrator's act; replaces its binding)."""
+    def bind_subject(self, name: str, issuer: str, subject: str, now: str) -> tuple[str, str] | None:
+        """Tie a user to a single sign-on subject of an issuer (an administrator's act; replaces its binding).
+        Returns the (issuer, subject) it replaced, if any."""
         with self.transaction():
-            if not self.get_user(name):
+            before = self.unbind_subject(name, now)
+            self._bind(name, issuer, subject, now)
+            return before
+
+    def unbind_subject(self, name: str, now: str) -> tuple[str, str] | None:
+        """Remove a user's single sign-on binding; returns the (issuer, subject) it had, or None."""
+        with self.transaction():
+            user = self.get_user(name)
+            if not user:
                 raise NotFoundError(f"user {name} not found")
             self._execute("DELETE FROM oidc_bindings WHERE name = ?", (name,))
-            self._bind(name, issuer, subject, now)
             self._execute("UPDATE users SET updated_at = ? WHERE name = ?", (now, name))
+            if user.oidc_issuer is None or user.oidc_subject is None:
+                return None
+            return user.oidc_issuer, user.oidc_subject
 
     def _bind(self, name: str, issuer: str, subject: str, now: str) -> None:
         """A subject belongs to one account: refuse to bind one another user already has."""
@@ -176,13 +188,15 @@ class AccountQueries:
 
     # -- account events --------------------------------------------------------------------------
     def add_account_event(self, event: AccountEvent) -> None:
-        self._execute("INSERT INTO account_events (time, actor, client, action, target) VALUES (?, ?, ?, ?, ?)",
-                      (event.time, event.actor, event.client, event.action, event.target))
+        self._execute("INSERT INTO account_events (time, actor, client, action, target, detail) "
+                      "VALUES (?, ?, ?, ?, ?, ?)",
+                      (event.time, event.actor, event.client, event.action, event.target, event.detail))
 
     def account_events(self, limit: int = 100) -> list[AccountEvent]:
         """The newest first."""
         return [AccountEvent(**r) for r in self._rows(
-            "SELECT event_id, time, actor, client, action, target FROM account_events ORDER BY event_id DESC LIMIT ?",
+            "SELECT event_id, time, actor, client, action, target, detail FROM account_events "
+            "ORDER BY event_id DESC LIMIT ?",
             (limit,))]
 
     # -- event feed (webhooks) -----------------------------------------------------------------

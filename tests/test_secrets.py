@@ -131,3 +131,32 @@ def test_what_a_run_needs_travels(name) -> None:
     assert not secrets.is_secret_env(name)
 
 
+
+
+@pytest.mark.parametrize("hook, line", [
+    ("https://onestop.example/api/v1/events", "GET /api/v1/events?after=5 -> 200; stored /api/v1/events/x"),
+    ("https://hooks.example/digitize", "index /var/lib/digitize/index.db; /digitize/x"),
+    ("https://hooks.example/webhook-receiver-2024/in", "POST /webhook-receiver-2024/in from /var/lib"),
+])
+def test_a_webhooks_plain_path_leaves_log_lines_alone(hook, line):
+    """Review web15b L2: every webhook path of 8+ characters was registered whole, so `GET /api/v1/events`
+    became `GET ***` and /var/lib/digitize/index.db became /var/lib***/index.db in every log line."""
+    try:
+        config.remember_secrets(config.Settings(web=config.WebSettings(webhook_urls=hook)))
+        assert secrets.mask(line) == line
+    finally:
+        secrets.forget_all()
+
+
+def test_a_webhooks_token_path_segments_and_query_values_are_masked():
+    hook = ("https://hooks.example.vn/services/T0001/B0002/XyZsecretPart42abc, "
+            "https://teams.example/webhookb2/3f2b6a9e-8c1d-4e7f-9a0b-1c2d3e4f5a6b/in, "
+            "https://motcua.example.vn/in?sig=0a1b2c3d4e5f6789&v=1")
+    try:
+        config.remember_secrets(config.Settings(web=config.WebSettings(webhook_urls=hook)))
+        masked = secrets.mask(f"POST {hook} failed")
+        for secret in ("XyZsecretPart42abc", "3f2b6a9e-8c1d-4e7f-9a0b-1c2d3e4f5a6b", "0a1b2c3d4e5f6789"):
+            assert secret not in masked
+        assert "/services/T0001/B0002/***" in masked and "/webhookb2/***/in" in masked and "/in?sig=***" in masked
+    finally:
+        secrets.forget_all()

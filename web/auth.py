@@ -1,15 +1,16 @@
 """Who is asking: Bearer tokens for the API, signed session cookies for the pages, CSRF (login throttling:
 web/throttle.py).
 
-Sessions are Starlette's SessionMiddleware (itsdangerous-signed cookie, HttpOnly, SameSite=Strict, Secure
-by default); the signing is a well-kept library's. The session holds only the user name, a random session
-id, times and the CSRF token; logout records the id as ended (:class:`SessionRevocations`), so a copied
-cookie dies with it; the user's role and agencies are re-read from the index on every
-request, so disabling a user ends its sessions at once. API tokens are verified against the index and
-the verified principal kept for at most ``[web] token_cache_seconds`` in the process (:class:`TokenCache`), so a
-revoked token is refused within that time. CSRF uses the synchronizer-token pattern (a random
-token in the session, echoed by every form): it works for plain HTML forms, which the double-submit
-middlewares for Starlette (header-only) do not cover.
+Sessions are Starlette's SessionMiddleware (itsdangerous-signed cookie, HttpOnly, SameSite=Strict, Secure by
+default); the signing is a well-kept library's. The session holds only the user name, a random session id,
+times and the CSRF token; logout records the id as ended (:class:`SessionRevocations`), so a copied cookie
+dies with it; the user's role and agencies are re-read from the index on every request, so disabling a user
+ends its sessions at once; a single sign-on session also keeps (a digest of) the issuer and subject it logged
+in with, and ends as soon as the account is bound to another subject or unbound. API tokens are verified
+against the index and the verified principal kept for at most ``[web] token_cache_seconds`` in the process
+(:class:`TokenCache`), so a revoked token is refused within that time. CSRF uses the synchronizer-token
+pattern (a random token in the session, echoed by every form): it works for plain HTML forms, which the
+double-submit middlewares for Starlette (header-only) do not cover.
 """
 
 from __future__ import annotations
@@ -44,9 +45,12 @@ class CsrfError(BadArgsError):
 
 
 def session_secret(settings) -> str:
-    """The configured key, else one random key per data dir, created private (0600) on first use."""
-    if settings.web.secret_key:
-        return settings.web.secret_key
+    """The configured key (as :func:`web.settings_check.session_key` reads and checks it), else one random key
+    per data dir, created private (0600) on first use."""
+    from .settings_check import session_key
+
+    if key := session_key(settings):
+        return key
     path = Path(settings.data_dir) / "web-secret"
     path.parent.mkdir(parents=True, exist_ok=True)
     if not os.path.lexists(path):  # written aside, then linked in: worker processes starting together
@@ -172,10 +176,13 @@ def page_principal(request: Request, index, idle: float, ended: SessionRevocatio
     # idle timeout, and an absolute lifetime from login: re-signing the cookie on every request must not
     # make a session (or a copy of its cookie) live for ever
     too_old = now - float(session.get("since", 0)) > SESSION_MAX_AGE
-    if not name or not sid or too_old or now - float(session.get("seen", 0)) > idle or ended.revoked(str(sid)):
+    login = session.get("login")  # none: a session from before migration 0007, maybe of an SSO login that
+    # the old name-based binding let in (review web15 H1): it cannot be told apart, so it has ended
+    if (not name or not sid or not login or too_old or now - float(session.get("seen", 0)) > idle
+            or ended.revoked(str(sid))):
         session.pop("user", None)
         raise LoginRequired()
-    principal = principal_for_user(index, name)
+    principal = principal_for_user(index, name, str(login))
     if principal is None:
         session.clear()
         raise LoginRequired()
@@ -196,13 +203,14 @@ def check_csrf(request: Request, submitted: str | None) -> None:
         raise CsrfError("the form has expired or did not come from this site; reload the page and try again")
 
 
-def start_session(request: Request, principal: Principal) -> None:
-    """A fresh session (and CSRF token) at login, so a token planted before login is worthless."""
+def start_session(request: Request, principal: Principal, login: str) -> None:
+    """A fresh session (and CSRF token) at login, so a token planted before login is worthless. ``login``:
+    how it logged in (storage.access.PASSWORD_LOGIN or sso_login(issuer, subject)), checked on every request."""
     lang = request.session.get("lang")
     request.session.clear()
     now = time.time()
     request.session.update(user=principal.name, seen=now, since=now, csrf=secrets.token_urlsafe(32),
-                           sid=secrets.token_urlsafe(32))
+                           sid=secrets.token_urlsafe(32), login=login)
     if lang:
         request.session["lang"] = lang
 

@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from storage.access import AuthenticationError, authenticate_oidc
+from storage.access import AuthenticationError, authenticate_oidc, sso_login
 
 from .auth import client_address, start_session
 from .settings_check import safe_transport
@@ -83,9 +83,11 @@ def install(app: FastAPI, settings, render_login) -> None:
             return render_login(request, "sso_failed", 401)
         claims = token.get("userinfo") or {}
 
+        subject = str(claims.get("sub", ""))
+
         def lookup():  # in a worker thread: taking an archive may open one or wait for one
             with request.app.state.pool.archive() as archive:
-                return authenticate_oidc(archive.index, settings.web.oidc_issuer, str(claims.get("sub", "")))
+                return authenticate_oidc(archive.index, settings.web.oidc_issuer, subject)
 
         try:
             principal = await run_in_threadpool(lookup)
@@ -93,5 +95,5 @@ def install(app: FastAPI, settings, render_login) -> None:
             log.warning("single sign-on refused from %s: %s", client_address(request), e)
             return render_login(request, "sso_no_account", 403)
         target = request.session.pop("after_login", "/")
-        start_session(request, principal)
+        start_session(request, principal, sso_login(settings.web.oidc_issuer, subject))  # ends if rebound
         return RedirectResponse(target, status_code=303)

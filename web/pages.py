@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from digitize.errors import BadArgsError, NotFoundError
 from digitize.identifiers import is_case_id
 from pipelines import failed
-from storage.access import AuthenticationError, Gate, Perm, SearchFilters, authenticate_password
+from storage.access import PASSWORD_LOGIN, AuthenticationError, Gate, Perm, SearchFilters, authenticate_password
 
 from . import files, oidc
 from .app import page_gate
@@ -110,7 +110,7 @@ def install(app: FastAPI) -> None:
             await run_in_threadpool(throttle.refused_busy, name, address)
             return render_login(request, "login_throttled", 429, next)
         await run_in_threadpool(throttle.release, attempt, True)
-        start_session(request, principal)
+        start_session(request, principal, PASSWORD_LOGIN)
         return RedirectResponse(local_target(next), status_code=303)
 
     @app.post("/logout", include_in_schema=False)

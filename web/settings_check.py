@@ -4,6 +4,8 @@ by ``digitize serve`` before its server processes start and by :func:`web.app.cr
 * ``secret_key`` alone signs every session cookie: a short one can be guessed, or cracked offline from any
   one cookie, and then any user's session forged (review web15 M2); 32+ random characters, or none (a random
   key kept in the data dir).
+  :func:`session_key` is the one place that says which configured key signs them (web/auth.py uses it): a
+  set but blank one (``secret_key = " "``, an env file's unfilled template) is an error, never a key.
 * ``oidc_issuer`` over plain http lets anyone on the path serve its own discovery document and keys and mint
   ID tokens (M3): https, or http on a loopback host only (a provider on the same machine, as the tests run).
 * ``webhook_urls`` are signed with ``webhook_secret``: an empty or short one lets anyone forge the signature
@@ -19,6 +21,7 @@ from digitize.errors import ConfigError
 from digitize.secrets import load_secret, mask
 
 MIN_SECRET = 32
+RANDOM_KEY = "32 or more random characters (python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
 
 
 def is_loopback(host: str | None) -> bool:
@@ -48,12 +51,22 @@ def origin(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname or ''}{port}"
 
 
+def session_key(settings) -> str:
+    """The configured key that signs session cookies, as used ("" when none is set: the portal then keeps a
+    random one in the data dir). Set but blank (spaces only) is a ConfigError rather than "not set": the
+    operator meant to set a key (a template or an env file left unfilled), and a key they believe is shared
+    by every portal host must not silently become another one; the old code signed cookies with the blank
+    value itself, so anyone could forge an admin's session (review web15b M1)."""
+    how = f"set {RANDOM_KEY}, or leave it empty for a random key kept in the data dir"
+    raw = settings.web.secret_key or ""
+    if raw and not raw.strip():
+        raise ConfigError(f"the [web] secret_key is set but blank (whitespace only): {how}")
+    return load_secret(raw, "", "", "[web] secret_key", how, MIN_SECRET)
+
+
 def check_web_settings(settings) -> None:
     web = settings.web
-    random_key = "32 or more random characters (python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
-    if web.secret_key:
-        load_secret(web.secret_key, "", "", "[web] secret_key",
-                    f"set {random_key}, or leave it empty for a random key kept in the data dir", MIN_SECRET)
+    session_key(settings)
     if web.oidc_issuer and not safe_transport(web.oidc_issuer):
         raise ConfigError(f"[web] oidc_issuer must be an https URL (http only to a loopback host): "
                           f"{mask(web.oidc_issuer)}")
@@ -63,6 +76,6 @@ def check_web_settings(settings) -> None:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"[web] webhook_urls: {mask(origin(url))}… is not an http(s) URL with a host")
     if urls and not load_secret(web.webhook_secret, "", "", "[web] webhook_secret",
-                                f"set {random_key}: receivers check the signature with it", MIN_SECRET):
-        raise ConfigError(f"[web] webhook_urls are set but [web] webhook_secret is empty: set {random_key}, "
+                                f"set {RANDOM_KEY}: receivers check the signature with it", MIN_SECRET):
+        raise ConfigError(f"[web] webhook_urls are set but [web] webhook_secret is empty: set {RANDOM_KEY}, "
                           "which the receivers check the X-Digitize-Signature with")

@@ -21,5 +21,6 @@ CREATE TABLE IF NOT EXISTS account_events (
     actor    TEXT NOT NULL,
     client   TEXT,
     action   TEXT NOT NULL,
-    target   TEXT NOT NULL
+    target   TEXT NOT NULL,
+    detail   TEXT  -- what was bound or unbound: the subject and its issuer (review web15b L4)
 );

@@ -68,6 +68,63 @@ def test_single_sign_on_takes_only_the_account_an_administrator_bound(archive):
         access.bind_oidc(archive.index, "nobody", issuer, "idp-0003")
 
 
+def test_account_changes_leave_the_search_generation_alone(archive):
+    """Review web15b L3: a binding or an account event changes no search's answer, yet each bumped the search
+    generation, so every cached search of every process was thrown away."""
+    issuer = "https://sso.example.gov.vn/realms/province"
+    access.add_user(archive.index, "lan", "officer", ["000.00.31.H56"], None)
+    before = archive.index.search_generation()
+    access.audited(archive.index, "cli:root", None, "user bound", "lan",
+                   lambda: access.bind_oidc(archive.index, "lan", issuer, "idp-0001"))
+    access.unbind_oidc(archive.index, "lan")
+    assert archive.index.search_generation() == before
+
+
+def test_binding_commands_record_the_subject_and_users_list_shows_every_binding(settings):
+    """Review web15b L4: the bound event named only the account, so a misbinding found later could not be
+    traced to the identity it let in; L1: `users list` showed an unbound SSO account like a bound one;
+    M2: `users unbind-oidc`."""
+    from click.testing import CliRunner
+
+    import storage.cli  # noqa: F401 - it imports accounts_cli (the order `digitize` loads them in)
+    from storage.accounts_cli import users_group
+
+    issuer = settings.web.oidc_issuer = "https://sso.example.gov.vn/realms/province"
+
+    def run(*args):
+        result = CliRunner().invoke(users_group, list(args), obj=settings, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result
+
+    run("add", "lan", "--role", "officer", "--agency", "000.00.31.H56")
+    run("add", "tran.admin", "--role", "admin", "--oidc-subject", "vneid-0042")
+    run("bind-oidc", "tran.admin", "vneid-0043")
+    run("unbind-oidc", "tran.admin")
+    with pytest.raises(BadArgsError, match="not bound"):
+        run("unbind-oidc", "tran.admin")
+    settings.web.oidc_issuer = issuer + "/"
+    run("bind-oidc", "lan", "vneid-0044")
+    settings.web.oidc_issuer = issuer
+    events = {(e.action, e.target): e.detail for e in Archive_events(settings)}
+    assert events[("user added", "tran.admin")] == f"sub 'vneid-0042' of {issuer}"
+    assert events[("user bound", "tran.admin")] == f"sub 'vneid-0043' of {issuer}, was sub 'vneid-0042' of {issuer}"
+    assert events[("user unbound", "tran.admin")] == f"was sub 'vneid-0043' of {issuer}"
+    assert events[("user added", "lan")] is None
+    listed = run("list")
+    lines = {line.split()[0]: line for line in listed.stdout.splitlines()}
+    assert lines["tran.admin"].endswith("sso: not bound")
+    assert lines["lan"].endswith(f"sso: sub 'vneid-0044' of {issuer}/ (not the configured [web] oidc_issuer)")
+    assert "1 single sign-on account(s) not bound" in listed.stderr and "admin console" in listed.stderr
+    assert "sub 'vneid-0043'" in run("events").stdout
+
+
+def Archive_events(settings):
+    from storage.archive import Archive
+
+    with Archive.open(settings) as archive:
+        return archive.index.account_events()
+
+
 def test_an_admin_disabling_a_user_is_an_account_event_in_the_same_commit(archive):
     """Review web15 L3: who disabled whom, from which address; nothing recorded when the change fails."""
     access.add_user(archive.index, "an", "officer", ["000.00.31.H56"], None)

@@ -87,10 +87,10 @@ def test_a_stalled_session_lookup_stalls_no_other_request(data, monkeypatch):
     stall, real = Stall(), auth.principal_for_user
     stalling = threading.Event()
 
-    def lookup(index, name):
+    def lookup(index, name, *how):
         if stalling.is_set():
             stall.wait()
-        return real(index, name)
+        return real(index, name, *how)
 
     monkeypatch.setattr(auth, "principal_for_user", lookup)
     with TestClient(create_app(settings), base_url="http://127.0.0.1") as client:

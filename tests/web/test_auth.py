@@ -17,7 +17,7 @@ class Index:
 
 
 def request(**session):
-    return SimpleNamespace(session={"user": "an", "sid": "s1", **session})
+    return SimpleNamespace(session={"user": "an", "sid": "s1", "login": "password", **session})
 
 
 def test_a_session_in_use_still_ends_at_its_absolute_lifetime(tmp_path):
@@ -29,6 +29,30 @@ def test_a_session_in_use_still_ends_at_its_absolute_lifetime(tmp_path):
         page_principal(request(seen=now, since=now - SESSION_MAX_AGE - 1), Index(), 1800, ended)
     with pytest.raises(LoginRequired):
         page_principal(request(seen=now), Index(), 1800, ended)  # a cookie from before 'since' existed
+
+
+def test_a_session_from_before_migration_0007_has_ended(tmp_path):
+    """Review web15b M2: a cookie made before sessions said how they logged in may be an SSO login that the
+    old name-based binding let in (web15 H1); it cannot be told apart from a password one, so it has ended."""
+    ended, now = SessionRevocations(tmp_path), time.time()
+    with pytest.raises(LoginRequired):
+        page_principal(SimpleNamespace(session={"user": "an", "sid": "s1", "seen": now, "since": now}), Index(),
+                       1800, ended)
+
+
+def test_an_sso_session_holds_only_while_its_binding_does(tmp_path):
+    from storage.access import sso_login
+
+    ended, now = SessionRevocations(tmp_path), time.time()
+    bound = Index()
+    bound.get_user = lambda name: UserRecord(name, "admin", [], None, "vneid-0042", oidc_issuer="https://idp")
+    session = dict(seen=now, since=now, login=sso_login("https://idp", "vneid-0042"))
+    assert page_principal(request(**session), bound, 1800, ended).name == "an"
+    for issuer, subject in (("https://idp", "vneid-0043"), ("https://idp/", "vneid-0042")):
+        with pytest.raises(LoginRequired):
+            page_principal(request(**{**session, "login": sso_login(issuer, subject)}), bound, 1800, ended)
+    with pytest.raises(LoginRequired):  # the account is not bound (any more)
+        page_principal(request(**session), Index(), 1800, ended)
 
 
 def test_idle_and_revoked_sessions_end(tmp_path):

@@ -80,6 +80,48 @@ def test_an_account_bound_by_an_administrator_logs_in_with_its_subject_only(sso)
     assert callback(settings)[0].status_code == 403
 
 
+@pytest.mark.parametrize("change", ["rebind", "unbind"])
+def test_rebinding_or_unbinding_ends_the_sso_sessions_of_the_old_binding(sso, change):
+    """Review web15b M2: the session cookie held only the user name, so the wrong person an administrator had
+    bound kept the account (an admin's) for up to 12 h after the administrator bound the right subject."""
+    settings, state = sso
+    with Archive.open(settings) as archive:
+        access.bind_oidc(archive.index, "tran.admin", ISSUER, "vneid-0042")
+    state["claims"] = {"sub": "vneid-0042"}
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/login/oidc/callback", follow_redirects=False).status_code == 303
+        assert client.get("/admin", follow_redirects=False).status_code == 200
+        with Archive.open(settings) as archive:
+            if change == "rebind":
+                replaced = access.bind_oidc(archive.index, "tran.admin", ISSUER, "vneid-0043")
+            else:
+                replaced = access.unbind_oidc(archive.index, "tran.admin")
+        r = client.get("/admin", follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"].startswith("/login")
+        assert replaced == (ISSUER, "vneid-0042")
+        assert client.get("/login/oidc/callback", follow_redirects=False).status_code == 403  # no new login
+        if change == "rebind":  # the right person's login works
+            state["claims"] = {"sub": "vneid-0043"}
+            assert client.get("/login/oidc/callback", follow_redirects=False).status_code == 303
+            assert client.get("/admin", follow_redirects=False).status_code == 200
+
+
+def test_a_password_session_survives_a_binding_of_the_account(sso):
+    """Binding decides who logs in through single sign-on, not who knows the password."""
+    settings, _ = sso
+    with Archive.open(settings) as archive:
+        access.add_user(archive.index, "lan.pw", "admin", [], "correct horse battery")
+    with TestClient(create_app(settings)) as client:
+        import re
+
+        csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text).group(1)
+        assert client.post("/login", data={"name": "lan.pw", "password": "correct horse battery", "csrf": csrf},
+                           follow_redirects=False).status_code == 303
+        with Archive.open(settings) as archive:
+            access.bind_oidc(archive.index, "lan.pw", ISSUER, "vneid-0050")
+        assert client.get("/admin", follow_redirects=False).status_code == 200
+
+
 def test_a_binding_is_of_one_issuer_and_a_disabled_account_is_refused(sso):
     settings, state = sso
     with Archive.open(settings) as archive:

@@ -52,10 +52,34 @@ def test_safe_web_settings_are_accepted(tmp_path, web):
     create_app(settings_with(tmp_path, **web))
 
 
-def test_serve_with_a_weak_key_exits_9_with_one_masked_line(tmp_path):
-    env = {**digitize_env(tmp_path / "data"), "DIGITIZE_WEB_SECRET_KEY": "hunter2-pass"}
+@pytest.mark.parametrize("key, message", [
+    ("hunter2-pass", "secret_key has 12 characters"),
+    ("  ", "secret_key is set but blank"),  # review web15b M1: from an env file's unfilled template
+])
+def test_serve_with_a_weak_or_blank_key_exits_9_with_one_masked_line(tmp_path, key, message):
+    env = {**digitize_env(tmp_path / "data"), "DIGITIZE_WEB_SECRET_KEY": key}
     done = subprocess.run([sys.executable, "-m", "digitize", "serve", "--port", "9"], env=env, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == ExitCode.invalid_config == 9, done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1 and "secret_key" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and message in done.stderr
     assert "hunter2-pass" not in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize("blank", [" ", "   ", "\t", " \n "])
+def test_a_blank_secret_key_never_signs_sessions(tmp_path, blank):
+    """Review web15b M1: the check stripped a blank key to "not set" while the portal signed every cookie with
+    the blank value itself (a forged admin session answered 200). One function now reads the key for both,
+    and a set-but-blank key is a config error (not a silent random key the operator does not know of)."""
+    from web.auth import session_secret
+
+    settings = settings_with(tmp_path, secret_key=blank)
+    with pytest.raises(ConfigError, match="secret_key is set but blank"):
+        create_app(settings)
+    with pytest.raises(ConfigError, match="secret_key is set but blank"):
+        session_secret(settings)
+
+
+def test_the_key_that_signs_is_the_key_that_was_checked(tmp_path):
+    from web.auth import session_secret
+
+    assert session_secret(settings_with(tmp_path, secret_key=f"  {GOOD_KEY}\n")) == GOOD_KEY
