@@ -336,3 +336,16 @@ def test_a_faint_carbon_copy_measured_in_pieces_is_not_smoothed():
     assert imaging.measure_letters(grey, DPI)[1]  # measured in pieces, as before
     assert imaging.faint_strokes(grey)
     assert not imaging.faint_strokes(np.where(grey < 215, grey - 80, grey).astype(np.uint8))
+
+
+def test_opened_is_opencvs_opening_with_or_without_lines_to_keep():
+    """imaging.opened skips the dilation only when the erosion left nothing: the same pixels as
+    cv2.morphologyEx's MORPH_OPEN, on a page with long lines, one without, and at the borders."""
+    rng = np.random.default_rng(7)
+    ink = (rng.random((300, 400)) < 0.3).astype(np.uint8) * 255
+    ink[40, 10:390] = 255  # a long horizontal line
+    ink[:, 0] = 255  # a vertical one along the border
+    for kernel in (np.ones((1, 60), np.uint8), np.ones((60, 1), np.uint8), np.ones((1, 500), np.uint8)):
+        expected = cv2.morphologyEx(ink, cv2.MORPH_OPEN, kernel)
+        assert np.array_equal(imaging.opened(ink, kernel), expected)
+    assert not imaging.opened(ink, np.ones((1, 500), np.uint8)).any()  # nothing that long
