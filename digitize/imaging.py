@@ -98,6 +98,8 @@ def remove_specks(grey: np.ndarray, dpi: float) -> np.ndarray:
     if np.count_nonzero(speck) > DUSTY_SHARE * np.count_nonzero(~small[1:]):
         speck |= tiny  # a dusty page: its tiny blobs are dust, even beside a letter
     speck[0] = False
+    if not speck.any():
+        return grey  # no dust (most clean pages): no page-sized look-up and copy for nothing
     out = grey.copy()
     out[speck[labels]] = 255
     return out
