@@ -22,9 +22,11 @@ def colour_mode(pixels: np.ndarray) -> str:
     """"colour", "grey" or "bilevel" (a grey image holding only black and white is bilevel)."""
     if pixels.ndim == 3:
         return "colour"
-    if pixels.dtype == bool or not np.count_nonzero((pixels != 0) & (pixels != 255)):
+    if pixels.dtype == bool:
         return "bilevel"
-    return "grey"
+    if pixels.dtype == np.uint8 and pixels.size:  # one pass in OpenCV, no page-sized temporaries
+        return "grey" if cv2.countNonZero(cv2.inRange(pixels, 1, 254)) else "bilevel"
+    return "grey" if np.count_nonzero((pixels != 0) & (pixels != 255)) else "bilevel"
 
 
 def as_uint8(pixels: np.ndarray) -> np.ndarray:

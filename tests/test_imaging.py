@@ -349,3 +349,15 @@ def test_opened_is_opencvs_opening_with_or_without_lines_to_keep():
         expected = cv2.morphologyEx(ink, cv2.MORPH_OPEN, kernel)
         assert np.array_equal(imaging.opened(ink, kernel), expected)
     assert not imaging.opened(ink, np.ones((1, 500), np.uint8)).any()  # nothing that long
+
+
+def test_colour_mode_of_views_and_near_bilevel_pages():
+    """One grey pixel makes a page grey, in any memory layout OpenCV is given (slices, Fortran order)."""
+    page = np.full((50, 40), 255, np.uint8)
+    page[::7, ::3] = 0
+    assert imaging.colour_mode(page) == imaging.colour_mode(page[::2, 1:]) == "bilevel"
+    page[-1, -1] = 254
+    assert imaging.colour_mode(page) == imaging.colour_mode(np.asfortranarray(page)) == "grey"
+    assert imaging.colour_mode(page[::2]) == "bilevel"  # the grey pixel is not in this view
+    assert imaging.colour_mode(np.zeros((0, 4), np.uint8)) == "bilevel"
+    assert imaging.colour_mode(np.array([[0, 300]], np.uint16)) == "grey"
