@@ -12,6 +12,7 @@ within one run). Seconds to a minute per set and checkout on a quiet 2-core mach
 
     .venv/bin/python bench/page_cpu_bench.py --set hard
     .venv/bin/python bench/page_cpu_bench.py --set hard --code /path/to/main --code . --repeat 2
+    .venv/bin/python bench/page_cpu_bench.py --set hard --code main=/path/to/main --code new=. --repeat 3
 """
 
 from __future__ import annotations
@@ -114,13 +115,16 @@ def table(names: list[str], runs: dict[str, list[dict]]) -> str:
         cpu, tess, cers = totals[n]
         cells += [f"**{statistics.mean(cers):.4f}**", f"**{cpu:.2f}**", f"**{tess:.2f}**"]
     rows.append("| " + " | ".join(cells + [""]) + " |")
+    rows.append("\nbeside Tesseract (CPU s - Tesseract s, summed; Tesseract's own CPU varies most between runs): "
+                + ", ".join(f"{n} {totals[n][0] - totals[n][1]:.2f}" for n in names))
     return "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--set", default="hard", choices=sorted(SETS))
-    parser.add_argument("--code", action="append", type=Path, help="checkout to measure (default: this one)")
+    parser.add_argument("--code", action="append", metavar="[NAME=]CHECKOUT",
+                        help="checkout to measure (default: this one); repeat for side by side")
     parser.add_argument("--repeat", type=int, default=1, help="runs per checkout, alternating (median CPU)")
     parser.add_argument("--only", default="", help="comma-separated sample names")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
@@ -128,8 +132,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         print(json.dumps(worker(args.worker, set(filter(None, args.only.split(","))))))
         return 0
-    codes = [c.resolve() for c in (args.code or [ROOT])]
-    names = [c.name for c in codes]
+    names, codes = [], []
+    for spec in args.code or [str(ROOT)]:
+        # NAME=PATH as run_cpu_bench.py takes it: a bare "main=/x" was once read as a path that does not
+        # exist, and the worker then imported the venv's installed digitize instead of the checkout's
+        name, _, path = spec.rpartition("=") if not Path(spec).is_dir() else ("", "", spec)
+        code = Path(path).resolve()
+        if not (code / "digitize" / "__init__.py").is_file():
+            parser.error(f"--code {spec}: {code} is not a checkout (no digitize/__init__.py)")
+        names.append(name or code.name)
+        codes.append(code)
     runs: dict[str, list[dict]] = {n: [] for n in names}
     load = os.getloadavg()[0]
     for _ in range(args.repeat):

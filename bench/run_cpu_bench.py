@@ -11,6 +11,11 @@ children, the validator JVM), never wall time: on a loaded machine compare withi
 
     .venv/bin/python bench/run_cpu_bench.py --code main=/path/to/main --code new=. --runs 10
     .venv/bin/python bench/run_cpu_bench.py --sample samples/hard/h09_carbon_copy.jpg --code .
+    .venv/bin/python bench/run_cpu_bench.py --set hard --code main=/path/to/main --code new=. --runs 2
+
+With ``--set easy|hard`` every file of that set is run once per round (file by file, the checkouts
+alternating on each file), and the table gives CPU seconds per page summed over the set (means, not
+medians), the converter's split into user and kernel time (page faults, forks) beside it.
 
 The default sample is a blank A4 page at 200 dpi (made once, kept under
 ~/.cache/digitize-bench/run-cpu): no text to read, so what is measured is the run's own cost
@@ -26,6 +31,7 @@ descriptors in the bench's own server folders).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import shlex
@@ -41,16 +47,24 @@ VENV_BIN = Path(sys.executable).parent
 CACHE = Path(os.environ.get("DIGITIZE_BENCH_CACHE", Path.home() / ".cache" / "digitize-bench"))
 PYCACHE = CACHE / "pycache"
 PARTS = ("client", "converter", "validator")
+SETS = {"easy": ROOT / "samples", "hard": ROOT / "samples" / "hard"}
 
 
 def _cpu_of(pid: int, reaped_children: bool) -> float | None:
     """CPU seconds of a process (or of its children it has waited for), from /proc/PID/stat."""
+    split = _cpu_split(pid, reaped_children)
+    return None if split is None else sum(split)
+
+
+def _cpu_split(pid: int, reaped_children: bool) -> tuple[float, float] | None:
+    """(user, kernel) CPU seconds of a process or of its reaped children, from /proc/PID/stat."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
     first = 13 if reaped_children else 11  # cutime, cstime / utime, stime (0-based after the name)
-    return (int(fields[first]) + int(fields[first + 1])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[first]) / tick, int(fields[first + 1]) / tick
 
 
 def _servers(folder: Path) -> dict[str, int]:
@@ -90,17 +104,83 @@ def _one_run(code: Path, folder: Path, sample: Path) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(code), "DIGITIZE_VALIDATOR_DIR": str(folder), "OMP_THREAD_LIMIT": "1",
            "PYTHONPYCACHEPREFIX": str(PYCACHE)}
     env.pop("PYTHONDONTWRITEBYTECODE", None)
-    before = {kind: _cpu_of(pid, kind == "converter") for kind, pid in _servers(folder).items()}
+    before = {kind: _cpu_split(pid, kind == "converter") for kind, pid in _servers(folder).items()}
     start = resource.getrusage(resource.RUSAGE_CHILDREN)
     subprocess.run([str(VENV_BIN / "digitize"), "run", "--jobs", "1", str(sample), str(folder / "out.pdf")],
                    env=env, check=True)
     end = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = {"client": end.ru_utime + end.ru_stime - start.ru_utime - start.ru_stime}
     for kind, pid in _servers(folder).items():
-        now = _cpu_of(pid, kind == "converter")
+        now = _cpu_split(pid, kind == "converter")
         if now is not None and before.get(kind) is not None:
-            cpu[kind] = now - before[kind]
+            cpu[kind] = sum(now) - sum(before[kind])
+            if kind == "converter":
+                cpu["converter sys"] = now[1] - before[kind][1]
     return cpu
+
+
+def _set_files(folder: Path) -> list[tuple[Path, int]]:
+    """(file, pages) of a sample set, from its samples.json."""
+    index = json.loads((folder / "samples.json").read_text(encoding="utf-8"))
+    return [(folder / s["name"], int(s.get("page_count", 1))) for s in index["samples"]]
+
+
+def _codes(specs: list[str]) -> dict[str, Path]:
+    codes = {}
+    for spec in specs or [str(ROOT)]:
+        name, _, path = spec.rpartition("=")
+        codes[name or Path(path).resolve().name] = Path(path).resolve()
+    return codes
+
+
+def _compile(codes: dict[str, Path]) -> None:
+    trees = [str(c / p) for c in codes.values() for p in ("digitize", "storage", "pipelines") if (c / p).is_dir()]
+    subprocess.run([sys.executable, "-m", "compileall", "-q", *trees], env={**os.environ,
+                   "PYTHONPYCACHEPREFIX": str(PYCACHE)}, stdout=subprocess.DEVNULL, check=False)
+
+
+def _stop(folders: dict[str, Path]) -> None:
+    for folder in folders.values():
+        for pid in _servers(folder).values():
+            if _serves_from(pid, folder):  # a stale lock's pid may be another process's by now
+                try:
+                    os.kill(pid, 15)
+                except OSError:
+                    pass
+
+
+def _run_set(args) -> int:
+    """Every file of a set per round, checkouts alternating file by file; CPU per page over the set."""
+    codes = _codes(args.code)
+    _compile(codes)
+    files = _set_files(SETS[args.set])
+    folders = {name: Path(tempfile.mkdtemp(prefix=f"run-cpu-{name}-")) for name in codes}
+    sums: dict[str, dict[str, float]] = {name: {} for name in codes}
+    load = os.getloadavg()[0]
+    try:
+        for name, code in codes.items():  # cold servers: started, not counted
+            _one_run(code, folders[name], files[0][0].resolve())
+        for _ in range(args.runs):
+            for path, _pages in files:
+                for name, code in codes.items():
+                    for part, seconds in _one_run(code, folders[name], path.resolve()).items():
+                        sums[name][part] = sums[name].get(part, 0.0) + seconds
+    finally:
+        _stop(folders)
+    pages = args.runs * sum(p for _, p in files)
+    print(f"{args.set} set ({len(files)} files, {pages // args.runs} pages): {args.runs} warm round(s), checkouts "
+          f"alternating file by file; 1-min load {load:.2f} before, {os.getloadavg()[0]:.2f} after\ncommand: "
+          + shlex.join([Path(sys.executable).name, *sys.argv]) + "\n")
+    print("| checkout | client CPU s/page | converter's child + page worker CPU s/page | of it kernel | "
+          "validator CPU s/page | sum |")
+    print("|---|---|---|---|---|---|")
+    for name in codes:
+        per = {part: sums[name].get(part, 0.0) / pages for part in (*PARTS, "converter sys")}
+        print(f"| {name} | {per['client']:.3f} | {per['converter']:.3f} | {per['converter sys']:.3f} | "
+              f"{per['validator']:.3f} | **{sum(per[p] for p in PARTS):.3f}** |")
+    for folder in folders.values():
+        shutil.rmtree(folder, ignore_errors=True)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,16 +188,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--code", action="append", default=[], metavar="[NAME=]CHECKOUT",
                         help="checkout to measure (default: this one); repeat for side by side")
     parser.add_argument("--sample", type=Path, help="input file (default: a blank A4 page, see above)")
-    parser.add_argument("--runs", type=int, default=8, help="warm runs per checkout (median)")
+    parser.add_argument("--runs", type=int, default=8, help="warm runs per checkout (median); rounds with --set")
+    parser.add_argument("--set", choices=sorted(SETS), help="every file of a sample set per round (see above)")
     args = parser.parse_args(argv)
+    if args.set:
+        return _run_set(args)
     args.sample = args.sample or _blank_page()
-    codes = {}
-    for spec in args.code or [str(ROOT)]:
-        name, _, path = spec.rpartition("=")
-        codes[name or Path(path).resolve().name] = Path(path).resolve()
-    trees = [str(c / p) for c in codes.values() for p in ("digitize", "storage", "pipelines") if (c / p).is_dir()]
-    subprocess.run([sys.executable, "-m", "compileall", "-q", *trees], env={**os.environ,
-                   "PYTHONPYCACHEPREFIX": str(PYCACHE)}, stdout=subprocess.DEVNULL, check=False)
+    codes = _codes(args.code)
+    _compile(codes)
     folders = {name: Path(tempfile.mkdtemp(prefix=f"run-cpu-{name}-")) for name in codes}
     runs: dict[str, dict[str, list[float]]] = {name: {part: [] for part in PARTS} for name in codes}
     load = os.getloadavg()[0]
@@ -127,15 +205,9 @@ def main(argv: list[str] | None = None) -> int:
                 cpu = _one_run(code, folders[name], args.sample.resolve())
                 if i:  # the first run starts the servers: left out
                     for part, seconds in cpu.items():
-                        runs[name][part].append(seconds)
+                        runs[name].setdefault(part, []).append(seconds)
     finally:
-        for folder in folders.values():
-            for pid in _servers(folder).values():
-                if _serves_from(pid, folder):  # a stale lock's pid may be another process's by now
-                    try:
-                        os.kill(pid, 15)
-                    except OSError:
-                        pass
+        _stop(folders)
     print(f"{args.sample.name}: {args.runs} warm runs per checkout, alternating; 1-min load {load:.2f} before, "
           f"{os.getloadavg()[0]:.2f} after\ncommand: " + shlex.join([Path(sys.executable).name, *sys.argv]) + "\n")
     print("| checkout | client CPU s | converter's child + page worker CPU s | validator CPU s | sum |")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .imaging import lift_faint, shrink_for_analysis
+from .imaging import lift_faint, opened, shrink_for_analysis
 
 ANALYSIS_DPI = 150.0
 MAX_SKEW = 15.0
@@ -145,8 +145,8 @@ RULING_INCH = 0.75  # straight ink runs this long are rulings: no letter, and no
 def rulings(mask: np.ndarray) -> np.ndarray:
     """The long horizontal and vertical straight lines of a 0/1 ink mask at ANALYSIS_DPI."""
     run = int(ANALYSIS_DPI * RULING_INCH)
-    across = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((1, run), np.uint8))
-    down = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((run, 1), np.uint8))
+    across = opened(mask, np.ones((1, run), np.uint8))
+    down = opened(mask, np.ones((run, 1), np.uint8))
     return cv2.max(across, down)
 
 

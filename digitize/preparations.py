@@ -57,32 +57,33 @@ def whiten(grey: np.ndarray, mask: np.ndarray, grow: int = 0) -> np.ndarray:
 RULING_EM = 4.0  # a horizontal or vertical run of ink this many letter heights long is a ruling, not a letter
 
 
-def ruling_lines(grey: np.ndarray, letter_px: float, horizontal: bool = True) -> np.ndarray | None:
+def ruling_lines(grey: np.ndarray, letter_px: float, horizontal: bool = True,
+                 ink: np.ndarray | None = None) -> np.ndarray | None:
     """Mask of long vertical (and, with ``horizontal``, horizontal) lines, table rulings and
     form lines, in an OCR image whose letters are ``letter_px`` high, or None when there are
     none. No glyph is four letter heights long in one direction; a dash or a dotted leader is
-    broken."""
-    _, ink = cv2.threshold(grey, 0, 255, cv2.THRESH_BINARY_INV | cv2.THRESH_OTSU)
+    broken. ``ink``: the image's imaging.otsu_ink, when the caller has it."""
+    ink = imaging.otsu_ink(grey) if ink is None else ink
     length = max(15, int(RULING_EM * letter_px))
-    lines = cv2.morphologyEx(ink, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (1, length)))
+    lines = imaging.opened(ink, cv2.getStructuringElement(cv2.MORPH_RECT, (1, length)))
     if horizontal:
-        lines |= cv2.morphologyEx(ink, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (length, 1)))
+        lines |= imaging.opened(ink, cv2.getStructuringElement(cv2.MORPH_RECT, (length, 1)))
     return lines > 0 if np.count_nonzero(lines) >= 2 * length else None
 
 
-def remove_rulings(grey: np.ndarray, letter_px: float) -> np.ndarray:
+def remove_rulings(grey: np.ndarray, letter_px: float, ink: np.ndarray | None = None) -> np.ndarray:
     """The OCR image without its vertical rulings, which Tesseract reads as "|", "l" or "I"
     between a table's cells. Horizontal rulings stay: Tesseract's layout analysis finds them
     itself and keeps a row's cells on one line; without them it read a generated table
     column by column (CER 0.004 -> 0.62; vertical rulings removed only: 0.0)."""
-    mask = ruling_lines(grey, letter_px, horizontal=False)
+    mask = ruling_lines(grey, letter_px, horizontal=False, ink=ink)
     return grey if mask is None else whiten(grey, mask, grow=1)  # a ruling's grey fringe too
 
 
 STREAK_TOUCH = 0.1  # share of a long line's columns where letters touch it above or below: it runs through text
 
 
-def text_streaks(grey: np.ndarray, letter_px: float) -> np.ndarray | None:
+def text_streaks(grey: np.ndarray, letter_px: float, ink: np.ndarray | None = None) -> np.ndarray | None:
     """Mask of long horizontal lines that run through the text (a fax's or scanner's streaks: one
     scan row gone black across the page) with their grey fringe, less the letters' strokes that
     cross them, or None when there are none. A ruling runs between the lines of text, clear of
@@ -90,10 +91,10 @@ def text_streaks(grey: np.ndarray, letter_px: float) -> np.ndarray | None:
     the letters wherever it falls, so they touch it over a good share of its length (a fine-mode
     fax: a third and a half of the columns of the two streaks through its lines, 0-3 % of the
     others' in blank space). Where ink goes on past the streak's band both above and below, a stroke
-    crosses it, and those pixels stay."""
-    _, ink = cv2.threshold(grey, 0, 255, cv2.THRESH_BINARY_INV | cv2.THRESH_OTSU)
+    crosses it, and those pixels stay. ``ink``: the image's imaging.otsu_ink, when the caller has it."""
+    ink = imaging.otsu_ink(grey) if ink is None else ink
     length = max(15, int(RULING_EM * letter_px))
-    lines = cv2.morphologyEx(ink, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (length, 1)))
+    lines = imaging.opened(ink, cv2.getStructuringElement(cv2.MORPH_RECT, (length, 1)))
     if cv2.countNonZero(lines) < length:
         return None
     count, labels, stats = imaging.components(lines)
@@ -150,11 +151,11 @@ def _row_strips(tops: np.ndarray, heights: np.ndarray, margin: int, rows: int) -
     return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
 
 
-def remove_streaks(grey: np.ndarray, letter_px: float) -> np.ndarray:
+def remove_streaks(grey: np.ndarray, letter_px: float, ink: np.ndarray | None = None) -> np.ndarray:
     """The OCR image without the streaks through its text (text_streaks): Tesseract read a line
     a streak ran through as two lines or as marks, and lost its words (generated fine-mode faxes
     of thin print with scan-head streaks, dev seeds 1-6: mean CER 0.117 -> 0.043, worst 0.20 -> 0.075)."""
-    mask = text_streaks(grey, letter_px)
+    mask = text_streaks(grey, letter_px, ink)
     return grey if mask is None else whiten(grey, mask)
 
 
@@ -163,7 +164,7 @@ CURL_BACK = 0.25  # shifts against the curl's way, at most this share of it (a p
 CURL_MIN_EM = 1 / 3  # lines that rise or fall less than this many letter heights across the page: left as they are
 
 
-def line_curl(grey: np.ndarray, letter_px: float) -> np.ndarray | None:
+def line_curl(grey: np.ndarray, letter_px: float, ink: np.ndarray | None = None) -> np.ndarray | None:
     """Vertical shift in pixels of the text lines at each column of an OCR image whose lines
     curve (a book page's lines bending into the gutter), or None when they run straight. Each
     of CURL_STRIPS vertical strips' row profile of ink is matched to its neighbour's within a
@@ -174,7 +175,7 @@ def line_curl(grey: np.ndarray, letter_px: float) -> np.ndarray | None:
     h, w = grey.shape
     if w < CURL_STRIPS * 8 or h < 4 * letter_px:
         return None
-    _, ink = cv2.threshold(grey, 0, 1, cv2.THRESH_BINARY_INV | cv2.THRESH_OTSU)
+    ink = (imaging.otsu_ink(grey) if ink is None else ink) // 255  # 0/1: the profiles count pixels
     edges = np.linspace(0, w, CURL_STRIPS + 1).astype(int)
     reach = max(1, int(letter_px))
     profiles = [cv2.GaussianBlur(ink[:, a:b].sum(axis=1, dtype=np.float32).reshape(-1, 1), (1, 0),
@@ -214,15 +215,17 @@ def first_reading(prepared: np.ndarray, page: np.ndarray) -> tuple[np.ndarray, l
         small = cv2.resize(marks.view(np.uint8), prepared.shape[::-1], interpolation=cv2.INTER_NEAREST) > 0
         prepared = whiten(prepared, small)
         done.append("colour-marks-removed")
-    without = remove_rulings(prepared, imaging.OCR_LETTER_PX)
+    # one Otsu threshold serves the three measures while none of them changes the image
+    ink = imaging.otsu_ink(prepared)
+    without = remove_rulings(prepared, imaging.OCR_LETTER_PX, ink)
     if without is not prepared:
-        prepared = without
+        prepared, ink = without, None
         done.append("rulings-removed")
-    without = remove_streaks(prepared, imaging.OCR_LETTER_PX)
+    without = remove_streaks(prepared, imaging.OCR_LETTER_PX, ink)
     if without is not prepared:
-        prepared = without
+        prepared, ink = without, None
         done.append("streaks-removed")
-    curl = line_curl(prepared, imaging.OCR_LETTER_PX)
+    curl = line_curl(prepared, imaging.OCR_LETTER_PX, ink)
     if curl is not None:
         prepared = uncurl(prepared, curl)
         done.append("lines-uncurled")

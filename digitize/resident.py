@@ -306,9 +306,11 @@ def server_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not is_secret_env(k)}
 
 
-def launch(command: Sequence[str], log: Path, dump: Path | None = None, keep: Path | None = None) -> int:
+def launch(command: Sequence[str], log: Path, dump: Path | None = None, keep: Path | None = None,
+           env: dict[str, str] | None = None) -> int:
     """Start COMMAND detached (own session, cwd /, output appended to LOG, no secrets in its
-    environment, the socket folder's descriptor inherited for the anchored names in COMMAND); its pid."""
+    environment (ENV, else server_environment()), the socket folder's descriptor inherited for the
+    anchored names in COMMAND); its pid."""
     import subprocess  # only when launching: the command's start path stays light
 
     out_fd = open_file(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
@@ -316,7 +318,7 @@ def launch(command: Sequence[str], log: Path, dump: Path | None = None, keep: Pa
         folders = {n for n in map(anchor_fd, [*command, anchored(log)]) if n is not None}
         out = subprocess.run(["/bin/sh", "-c", _LAUNCH, "sh", str(dump or ""), str(keep or ""), *command],
                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=out_fd, pass_fds=sorted(folders),
-                             env=server_environment(), start_new_session=True, cwd="/", timeout=30,
+                             env=server_environment() if env is None else env, start_new_session=True, cwd="/", timeout=30,
                              check=True).stdout
     finally:
         os.close(out_fd)

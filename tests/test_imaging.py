@@ -336,3 +336,28 @@ def test_a_faint_carbon_copy_measured_in_pieces_is_not_smoothed():
     assert imaging.measure_letters(grey, DPI)[1]  # measured in pieces, as before
     assert imaging.faint_strokes(grey)
     assert not imaging.faint_strokes(np.where(grey < 215, grey - 80, grey).astype(np.uint8))
+
+
+def test_opened_is_opencvs_opening_with_or_without_lines_to_keep():
+    """imaging.opened skips the dilation only when the erosion left nothing: the same pixels as
+    cv2.morphologyEx's MORPH_OPEN, on a page with long lines, one without, and at the borders."""
+    rng = np.random.default_rng(7)
+    ink = (rng.random((300, 400)) < 0.3).astype(np.uint8) * 255
+    ink[40, 10:390] = 255  # a long horizontal line
+    ink[:, 0] = 255  # a vertical one along the border
+    for kernel in (np.ones((1, 60), np.uint8), np.ones((60, 1), np.uint8), np.ones((1, 500), np.uint8)):
+        expected = cv2.morphologyEx(ink, cv2.MORPH_OPEN, kernel)
+        assert np.array_equal(imaging.opened(ink, kernel), expected)
+    assert not imaging.opened(ink, np.ones((1, 500), np.uint8)).any()  # nothing that long
+
+
+def test_colour_mode_of_views_and_near_bilevel_pages():
+    """One grey pixel makes a page grey, in any memory layout OpenCV is given (slices, Fortran order)."""
+    page = np.full((50, 40), 255, np.uint8)
+    page[::7, ::3] = 0
+    assert imaging.colour_mode(page) == imaging.colour_mode(page[::2, 1:]) == "bilevel"
+    page[-1, -1] = 254
+    assert imaging.colour_mode(page) == imaging.colour_mode(np.asfortranarray(page)) == "grey"
+    assert imaging.colour_mode(page[::2]) == "bilevel"  # the grey pixel is not in this view
+    assert imaging.colour_mode(np.zeros((0, 4), np.uint8)) == "bilevel"
+    assert imaging.colour_mode(np.array([[0, 300]], np.uint16)) == "grey"

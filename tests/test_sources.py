@@ -286,3 +286,31 @@ def test_pixel_limit_is_enforced_before_decoding(tmp_path) -> None:
     Image.new("L", (3000, 3000), 255).save(f)
     with pytest.raises(InputError, match="megapixels"):
         open_source(f, ReadLimits(max_pixels=1_000_000)).page(0)
+
+
+def test_an_exif_orientation_is_applied_and_the_stored_jpeg_not_kept(tmp_path):
+    """Pixels turned by the EXIF tag (the page no longer matches the stored stream); a scan without
+    the tag is taken as it is, its JPEG kept for pass-through."""
+    arr = np.full((40, 60), 255, np.uint8)
+    arr[:10, :10] = 0  # a mark at the top left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # turned 90 degrees clockwise when shown
+    Image.fromarray(arr).save(tmp_path / "turned.jpg", exif=exif.tobytes(), dpi=(300, 300), quality=95)
+    Image.fromarray(arr).save(tmp_path / "plain.jpg", dpi=(300, 300), quality=95)
+    with open_source(tmp_path / "turned.jpg") as src:
+        page = src.page(0)
+    assert page.image.size == (40, 60) and page.passthrough_jpeg is None
+    assert np.asarray(page.image)[:10, -10:].mean() < 60  # the mark went to the top right
+    with open_source(tmp_path / "plain.jpg") as src:
+        page = src.page(0)
+    assert page.image.size == (60, 40) and page.passthrough_jpeg is not None
+
+
+def test_grey_stored_as_rgb_is_told_from_colour_off_the_sampled_pixels():
+    """The 64 x 64 sample only hurries a colour page along: one coloured pixel between the sampled
+    ones still makes the page colour, and a grey page is checked whole."""
+    grey = np.dstack([np.tile(np.arange(256, dtype=np.uint8), (300, 2))] * 3)
+    assert normalise_mode(Image.fromarray(grey)).mode == "L"
+    tinted = grey.copy()
+    tinted[151, 257] = (200, 10, 10)  # not on the sampling grid
+    assert normalise_mode(Image.fromarray(tinted)).mode == "RGB"
