@@ -47,12 +47,14 @@ from __future__ import annotations
 
 import __future__
 import ast
+import functools
 import importlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
 import logging
 import os
+import re
 import sys
 import threading
 
@@ -119,12 +121,30 @@ def deferred_names(source: str, origin: str, names: tuple[str, ...]) -> ast.Modu
                     if kept else ast.copy_location(ast.Pass(), node)
     if found != set(names):
         return None
-    lookups = _Lookups(origin, frozenset(names))  # the statements above no longer bind NAME: all are checked
-    tree = lookups.visit(tree)
+    lookups = _Lookups(origin, frozenset(names), _untouched(source, tree, names))
+    tree = lookups.visit(tree)  # the import statements above no longer bind NAME: they are checked too
     if not lookups.fits or (lookups.postponed and ("get_type_hints" in source or "__annotations__" in source)):
         return None
     tree.postponed = lookups.postponed  # type: ignore[attr-defined]
-    return ast.fix_missing_locations(tree)
+    return tree  # every node made here has its location (no fix_missing_locations: a walk of ~30 ms)
+
+
+def _untouched(source: str, tree: ast.Module, names) -> set[int]:
+    """The module's top-level ``def`` and ``class`` statements whose lines spell neither a NAME nor one
+    of _Lookups.DYNAMIC and hold no non-ASCII character (NFKC could make another spelling the same
+    identifier): nothing in them can bind, use or shadow NAME (a star import is only allowed at the
+    top level), so the checking pass skips them (~30 ms of CPU less on ades' 2 600 lines)."""
+    if "\r" in source:  # line numbers counted on "\n" only
+        return set()
+    words = r"\b(?:%s)\b|[^\x00-\x7f]" % "|".join(re.escape(word) for word in (*names, *_Lookups.DYNAMIC))
+    hits = sorted(source.count("\n", 0, found.start()) + 1 for found in re.finditer(words, source))
+    untouched = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            if not any(first <= line <= node.end_lineno for line in hits):
+                untouched.add(id(node))
+    return untouched
 
 
 class _Lookups(ast.NodeTransformer):
@@ -135,10 +155,15 @@ class _Lookups(ast.NodeTransformer):
 
     DYNAMIC = frozenset({"globals", "vars", "exec", "eval"})  # could bind any name at run time
 
-    def __init__(self, origin: str, names: frozenset[str]):
-        self.origin, self.names = origin, names
+    def __init__(self, origin: str, names: frozenset[str], untouched: set[int] = frozenset()):
+        self.origin, self.names, self.untouched = origin, names, untouched
         self.depth = self.annotation = 0  # inside function bodies; inside annotations
         self.fits, self.postponed = True, False
+
+    def visit_Module(self, node):  # noqa: N802
+        node.body = [statement if id(statement) in self.untouched else self.visit(statement)
+                     for statement in node.body]
+        return node
 
     def _annotation(self, node):
         if node is None:
@@ -225,9 +250,10 @@ class _Lookups(ast.NodeTransformer):
         elif not self.depth:
             self.fits = False  # used when the module is imported
         else:
-            call = ast.Call(func=ast.Name(id=LOOKUP, ctx=ast.Load()),
-                            args=[ast.Constant(self.origin), ast.Constant(node.id)], keywords=[])
-            return ast.copy_location(call, node)
+            here = functools.partial(ast.copy_location, old_node=node)
+            call = ast.Call(func=here(ast.Name(id=LOOKUP, ctx=ast.Load())),
+                            args=[here(ast.Constant(self.origin)), here(ast.Constant(node.id))], keywords=[])
+            return here(call)
         return node
 
 

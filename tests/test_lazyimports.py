@@ -81,6 +81,9 @@ def test_a_from_import_in_a_top_level_try_is_deferred_too():
     "from json import dumps\nfrom pickle import dumps\ndef f(): return dumps(1)\n",  # rebound at the top
     "from json import dumps\nfrom pickle import *\ndef f(): return dumps(1)\n",  # may rebind it
     "from json import dumps\nglobals()['x'] = 1\ndef f(): return dumps(1)\n",  # any name, at run time
+    "from json import dumps\ndef g():\n    globals()['x'] = 1\ndef f(): return dumps(1)\n",
+    "from json import dumps\n@dec(dumps)\ndef g(): pass\ndef f(): return dumps(1)\n",  # a decorator's line
+    "from json import dumps\nclass A:\n    x = dumps\n",
     # match patterns: a capture, a star, a mapping's rest, a value pattern
     "from json import dumps\ndef f(x):\n    match x:\n        case str() as dumps:\n            return dumps\n",
     "from json import dumps\ndef f(x):\n    match x:\n        case [*dumps]:\n            return dumps\n",
