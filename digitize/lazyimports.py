@@ -21,11 +21,11 @@ used by a PAdES B-B signature with our mark:
 How (deferred_names): the module's own source, parsed; the ``from X import NAME`` taken out of its
 top level; each use of NAME in a function body replaced by ``__digitize_from_import__(X, NAME)``,
 which is ``from X import NAME`` at that moment. Nothing in site-packages is changed, and nothing is
-written anywhere: the rewritten source is compiled in memory in each process (~30-45 ms of CPU per
-module, quiet). There is deliberately no disk cache of the compiled code: a cache would be code this
-process executes from a file, which then has to be proven to be ours, current and of this module
-(source hash, header, owner, mode, a private folder, writes through the fd); that is more code to get
-right than the ~70-90 ms per process it saves once.
+written anywhere: the rewritten source is compiled in memory in each process (~55-75 ms of CPU for
+the two modules under load: bench/lazyimports_bench.py). There is deliberately no disk cache of the
+compiled code: a cache would be code this process executes from a file, which then has to be proven
+ours, current and of this module (source hash, header, owner, mode, a private folder, writes through
+the fd); that is more code to get right than the ~0.1 s per process it would save.
 
 :func:`install` puts a finder first on ``sys.meta_path`` that handles these three module names and
 nothing else. Each deferral applies only when the module's source has the layout it was written for
@@ -133,7 +133,7 @@ def _untouched(source: str, tree: ast.Module, names) -> set[int]:
     """The module's top-level ``def`` and ``class`` statements whose lines spell neither a NAME nor one
     of _Lookups.DYNAMIC and hold no non-ASCII character (NFKC could make another spelling the same
     identifier): nothing in them can bind, use or shadow NAME (a star import is only allowed at the
-    top level), so the checking pass skips them (~30 ms of CPU less on ades' 2 600 lines)."""
+    top level), so the checking pass skips them (~10 ms of CPU less on ades' 2 600 lines)."""
     if "\r" in source:  # line numbers counted on "\n" only
         return set()
     words = r"\b(?:%s)\b|[^\x00-\x7f]" % "|".join(re.escape(word) for word in (*names, *_Lookups.DYNAMIC))
@@ -343,8 +343,8 @@ class _DeferredNamesLoader(importlib.machinery.SourceFileLoader):
 
 def deferred_code(name: str, path: str):
     """The code object of module NAME from PATH with DEFERRED[name]'s names deferred, or None when
-    its layout does not fit. Parsed, checked and compiled in memory in each process (~30-45 ms of
-    CPU per module, quiet; pyHanko's ades is 2 600 lines): no cache on disk (module docstring)."""
+    its layout does not fit. Parsed, checked and compiled in memory in each process (~20-50 ms of
+    CPU per module under load; pyHanko's ades is 2 600 lines): no cache on disk (module docstring)."""
     origin, names = DEFERRED[name]
     with open(path, "rb") as f:
         source = f.read()
