@@ -53,7 +53,6 @@ import importlib.abc
 import importlib.machinery
 import importlib.util
 import logging
-import os
 import re
 import sys
 import threading
