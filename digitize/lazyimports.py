@@ -20,8 +20,12 @@ used by a PAdES B-B signature with our mark:
 
 How (deferred_names): the module's own source, parsed; the ``from X import NAME`` taken out of its
 top level; each use of NAME in a function body replaced by ``__digitize_from_import__(X, NAME)``,
-which is ``from X import NAME`` at that moment. Nothing in site-packages is changed: the code object
-is cached like bytecode in this account's own cache folder, never in ``__pycache__``.
+which is ``from X import NAME`` at that moment. Nothing in site-packages is changed, and nothing is
+written anywhere: the rewritten source is compiled in memory in each process (~55-75 ms of CPU for
+the two modules under load: bench/lazyimports_bench.py). There is deliberately no disk cache of the
+compiled code: a cache would be code this process executes from a file, which then has to be proven
+ours, current and of this module (source hash, header, owner, mode, a private folder, writes through
+the fd); that is more code to get right than the ~0.1 s per process it would save.
 
 :func:`install` puts a finder first on ``sys.meta_path`` that handles these three module names and
 nothing else. Each deferral applies only when the module's source has the layout it was written for
@@ -29,20 +33,27 @@ nothing else. Each deferral applies only when the module's source has the layout
 imported); otherwise pyHanko's own import runs (correct, just eager) and :func:`deferred` says which
 were not applied: tests/test_lazyimports.py pins them, so a pyHanko of another layout fails loudly
 there instead of silently losing the gain.
+
+What differs from pyHanko's own module (none of it used by pyHanko or digitize today):
+``ades.AIOHttpFetcherBackend`` and ``opentype.subset`` are not in the module's namespace until
+someone sets them; reading them as attributes works (a module ``__getattr__`` imports them), and
+``mock.patch``/monkeypatching them is seen by the module's functions (the lookup reads the module's
+namespace first). opentype's annotations are strings (PEP 563): ``GlyphAccumulatorFactory``'s
+dataclass field types are strings, and ``typing.get_type_hints`` on a function annotated with
+``subset.Options`` raises NameError.
 """
 
 from __future__ import annotations
 
 import __future__
 import ast
-import contextlib
 import functools
 import importlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
 import logging
-import os
+import re
 import sys
 import threading
 
@@ -109,22 +120,49 @@ def deferred_names(source: str, origin: str, names: tuple[str, ...]) -> ast.Modu
                     if kept else ast.copy_location(ast.Pass(), node)
     if found != set(names):
         return None
-    lookups = _Lookups(origin, frozenset(names), {id(n) for statements in top for n in statements})
-    tree = lookups.visit(tree)
+    lookups = _Lookups(origin, frozenset(names), _untouched(source, tree, names))
+    tree = lookups.visit(tree)  # the import statements above no longer bind NAME: they are checked too
     if not lookups.fits or (lookups.postponed and ("get_type_hints" in source or "__annotations__" in source)):
         return None
     tree.postponed = lookups.postponed  # type: ignore[attr-defined]
-    return ast.fix_missing_locations(tree)
+    return tree  # every node made here has its location (no fix_missing_locations: a walk of ~30 ms)
+
+
+def _untouched(source: str, tree: ast.Module, names) -> set[int]:
+    """The module's top-level ``def`` and ``class`` statements whose lines spell neither a NAME nor one
+    of _Lookups.DYNAMIC and hold no non-ASCII character (NFKC could make another spelling the same
+    identifier): nothing in them can bind, use or shadow NAME (a star import is only allowed at the
+    top level), so the checking pass skips them (~10 ms of CPU less on ades' 2 600 lines)."""
+    if "\r" in source:  # line numbers counted on "\n" only
+        return set()
+    words = r"\b(?:%s)\b|[^\x00-\x7f]" % "|".join(re.escape(word) for word in (*names, *_Lookups.DYNAMIC))
+    hits = sorted(source.count("\n", 0, found.start()) + 1 for found in re.finditer(words, source))
+    untouched = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            if not any(first <= line <= node.end_lineno for line in hits):
+                untouched.add(id(node))
+    return untouched
 
 
 class _Lookups(ast.NodeTransformer):
     """One pass over a module (see deferred_names): NAME's loads in function bodies become
-    ``LOOKUP(origin, NAME)``; ``fits`` turns False at any other use or binding of NAME."""
+    ``LOOKUP(origin, NAME)``; ``fits`` turns False at any other use or binding of NAME, and wherever
+    a binding cannot be proven absent (a star import; globals(), vars(), exec or eval; NAME in a
+    ``match`` pattern)."""
 
-    def __init__(self, origin: str, names: frozenset[str], top_imports: set[int]):
-        self.origin, self.names, self.top_imports = origin, names, top_imports
+    DYNAMIC = frozenset({"globals", "vars", "exec", "eval"})  # could bind any name at run time
+
+    def __init__(self, origin: str, names: frozenset[str], untouched: set[int] = frozenset()):
+        self.origin, self.names, self.untouched = origin, names, untouched
         self.depth = self.annotation = 0  # inside function bodies; inside annotations
         self.fits, self.postponed = True, False
+
+    def visit_Module(self, node):  # noqa: N802
+        node.body = [statement if id(statement) in self.untouched else self.visit(statement)
+                     for statement in node.body]
+        return node
 
     def _annotation(self, node):
         if node is None:
@@ -183,13 +221,25 @@ class _Lookups(ast.NodeTransformer):
         return self.generic_visit(node)
 
     def visit_Import(self, node):  # noqa: N802
-        if id(node) not in self.top_imports:
-            self.fits &= not {(a.asname or a.name).split(".")[0] for a in node.names} & self.names
+        bound = {(a.asname or a.name).split(".")[0] for a in node.names}
+        self.fits &= not bound & (self.names | {"*"})
         return node
 
     visit_ImportFrom = visit_Import
 
+    def visit_match_case(self, node):
+        """A pattern binds names (``case str() as NAME``, ``*NAME``, ``**NAME``) and reads them where
+        no call may stand (``case NAME.X``): NAME anywhere in a pattern is refused."""
+        for part in ast.walk(node.pattern):
+            used = {getattr(part, "name", None), getattr(part, "rest", None), getattr(part, "id", None)}
+            self.fits &= not used & self.names
+        node.guard = self.visit(node.guard) if node.guard is not None else None
+        node.body = [self.visit(statement) for statement in node.body]
+        return node
+
     def visit_Name(self, node):  # noqa: N802
+        if node.id in self.DYNAMIC:
+            self.fits = False
         if node.id not in self.names:
             return node
         if not isinstance(node.ctx, ast.Load):
@@ -199,9 +249,10 @@ class _Lookups(ast.NodeTransformer):
         elif not self.depth:
             self.fits = False  # used when the module is imported
         else:
-            call = ast.Call(func=ast.Name(id=LOOKUP, ctx=ast.Load()),
-                            args=[ast.Constant(self.origin), ast.Constant(node.id)], keywords=[])
-            return ast.copy_location(call, node)
+            here = functools.partial(ast.copy_location, old_node=node)
+            call = ast.Call(func=here(ast.Name(id=LOOKUP, ctx=ast.Load())),
+                            args=[here(ast.Constant(self.origin)), here(ast.Constant(node.id))], keywords=[])
+            return here(call)
         return node
 
 
@@ -209,8 +260,10 @@ LOOKUP = "__digitize_from_import__"
 
 
 def _from_import(origin: str, name: str):
-    """``from origin import name``, at the time of use (what the module's own import gave)."""
-    module = sys.modules.get(origin) or importlib.import_module(origin)
+    """``from origin import name``, at the time of use (what the module's own import gave). Through
+    import_module, not sys.modules: a module another thread is still importing is waited for (its
+    module lock), as the statement does, never read half-initialised."""
+    module = importlib.import_module(origin)
     try:
         return getattr(module, name)
     except AttributeError:
@@ -257,7 +310,9 @@ class _TimestampsLoader(importlib.abc.Loader):
 
 class _DeferredNamesLoader(importlib.machinery.SourceFileLoader):
     """A module's own source, its DEFERRED names looked up at their use (deferred_names): the code
-    object made by deferred_code, never written to ``__pycache__`` (whose normal cache stays as it is)."""
+    object made by deferred_code, never written to ``__pycache__`` (whose normal cache stays as it is).
+    The names stay reachable as the module's attributes (PEP 562 ``__getattr__``), and one set on the
+    module (a monkeypatch) is what its functions then use."""
 
     def __init__(self, fullname, path, code):
         super().__init__(fullname, path)
@@ -267,7 +322,18 @@ class _DeferredNamesLoader(importlib.machinery.SourceFileLoader):
         return self.code
 
     def exec_module(self, module) -> None:
-        module.__dict__[LOOKUP] = _from_import
+        namespace = module.__dict__
+        origin, names = DEFERRED[module.__name__]
+
+        def lookup(origin: str, name: str):
+            return namespace[name] if name in namespace else _from_import(origin, name)
+
+        def __getattr__(attr: str):  # noqa: N807 - PEP 562; the module's own, if it defines one, wins
+            if attr in names:
+                return _from_import(origin, attr)
+            raise AttributeError(f"module {module.__name__!r} has no attribute {attr!r}")
+
+        namespace[LOOKUP], namespace["__getattr__"] = lookup, __getattr__
         super().exec_module(module)
 
     def set_data(self, path, data, *, _mode=0o666):  # never write bytecode for this code
@@ -276,70 +342,19 @@ class _DeferredNamesLoader(importlib.machinery.SourceFileLoader):
 
 def deferred_code(name: str, path: str):
     """The code object of module NAME from PATH with DEFERRED[name]'s names deferred, or None when
-    its layout does not fit. Parsing and checking a module costs ~20-45 ms of CPU (pyHanko's ades
-    is 2 600 lines): the result is cached like bytecode, in this account's own cache folder
-    (resident.cache_dir, which refuses one other accounts can write), keyed by the source's path,
-    size and mtime, the interpreter's bytecode magic and this module's own source."""
-    import hashlib
-    import marshal
-
+    its layout does not fit. Parsed, checked and compiled in memory in each process (~20-50 ms of
+    CPU per module under load; pyHanko's ades is 2 600 lines): no cache on disk (module docstring)."""
     origin, names = DEFERRED[name]
-    info = os.stat(path)
-    key = hashlib.sha256(repr((path, info.st_size, info.st_mtime_ns, importlib.util.MAGIC_NUMBER, _own_digest(),
-                               origin, names)).encode()).hexdigest()[:24]
-    cache = _cache_folder() / f"{name}-{key}.marshal"
-    data = _read_private(cache)
-    if data is not None:
-        try:
-            return marshal.loads(data)
-        except (EOFError, ValueError, TypeError):
-            pass
     with open(path, "rb") as f:
         source = f.read()
     try:
         tree = deferred_names(source.decode("utf-8"), origin, names)
     except (UnicodeDecodeError, RecursionError):
-        tree = None
-    code = None
-    if tree is not None:
-        flags = __future__.annotations.compiler_flag if tree.postponed else 0
-        code = compile(tree, path, "exec", flags=flags, dont_inherit=True)
-    with contextlib.suppress(OSError):
-        from .fsutil import atomic_path
-
-        cache.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with atomic_path(cache) as tmp:
-            tmp.write_bytes(marshal.dumps(code))
-            os.chmod(tmp, 0o600)  # read back only if no other account can write it (_read_private)
-    return code
-
-
-def _cache_folder():
-    from .resident import cache_dir
-
-    return cache_dir() / "pycode"
-
-
-@functools.lru_cache(maxsize=1)
-def _own_digest() -> str:
-    import hashlib
-
-    with open(__file__, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
-def _read_private(path) -> bytes | None:
-    """A cache file's bytes if it is a regular file (no link followed) of this account that no other
-    account can write."""
-    from .errors import NotRegularFileError
-    from .fsutil import open_regular
-
-    try:
-        with os.fdopen(open_regular(path), "rb") as f:
-            info = os.fstat(f.fileno())
-            return f.read() if info.st_uid == os.geteuid() and not info.st_mode & 0o022 else None
-    except (OSError, NotRegularFileError):
         return None
+    if tree is None:
+        return None
+    flags = __future__.annotations.compiler_flag if tree.postponed else 0
+    return compile(tree, path, "exec", flags=flags, dont_inherit=True)
 
 
 def _all_names(source: str) -> list[str] | None:
