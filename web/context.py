@@ -16,10 +16,15 @@ from storage.archive import Archive
 from digitize.errors import StorageError
 
 TAKE_TIMEOUT = 10.0  # seconds a request waits for a free archive before a 503
+# archives (index connections) per server process, opened as needed: above the requests a busy process
+# keeps in flight (50 clients on two processes: ~25), so they seldom wait for one (16 made ~55 % of them
+# wait, each in a thread-pool hop of its own, for archives held mostly by requests waiting for the GIL),
+# and below the thread pool's 40 (anyio's default), so requests waiting in take() cannot hold every thread
+POOL_SIZE = 32
 
 
 class ArchivePool:
-    def __init__(self, settings, size: int = 16):
+    def __init__(self, settings, size: int = POOL_SIZE):
         self.settings = settings
         self._free: queue.LifoQueue[Archive] = queue.LifoQueue()
         self._all: list[Archive] = []
