@@ -120,6 +120,9 @@ def main() -> None:
     parser.add_argument("--base", type=Path, help="another code tree, served in turn (e.g. a copy of main)")
     parser.add_argument("--switch", type=float, help="also serve this tree with sys.setswitchinterval(SWITCH)")
     parser.add_argument("--pool", type=int, help="also serve this tree with an archive pool of POOL per process")
+    parser.add_argument("--variant", action="append", default=[], metavar="LABEL:VAR=VALUE[,VAR=VALUE]",
+                        help="also serve this tree with these environment variables (e.g. "
+                             "'3 workers:DIGITIZE_WEB_WORKERS=3'); repeatable")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--clients", type=int, default=50)
@@ -134,6 +137,10 @@ def main() -> None:
     if args.pool:
         trees[f"pool {args.pool}"] = ROOT
         envs[f"pool {args.pool}"] = {"DIGITIZE_PROBE_POOL": str(args.pool)}
+    for variant in args.variant:
+        label, _, assignments = variant.partition(":")
+        trees[label] = ROOT
+        envs[label] = dict(a.split("=", 1) for a in assignments.split(",") if a)
     if args.switch:
         trees[f"switch {args.switch:g} s"] = ROOT
         envs[f"switch {args.switch:g} s"] = {"DIGITIZE_PROBE_SWITCH": str(args.switch)}

@@ -147,20 +147,29 @@ class EventWriter:
 
     async def committed(self, batch: _Batch) -> None:
         """On an event loop: wait (without holding a thread) until ``batch`` is committed; StorageError if
-        its commit failed or took more than ``wait`` seconds."""
+        its commit failed or took more than ``wait`` seconds.
+
+        The future is awaited directly, its time limit a timer that resolves it False: the request resumes
+        one loop turn after the writer's wake-up ran. ``asyncio.wait_for`` put a callback and a second
+        future in between, one more turn of a saturated loop (tens of ms at a busy server's p95) for every
+        view and download (bench/portal_phases.py: "callback to request resumed")."""
         with self._cond:
             if not batch.done:
-                future = asyncio.get_running_loop().create_future()
-                batch.futures.append(entry := (future.get_loop(), future))
+                loop = asyncio.get_running_loop()
+                future = loop.create_future()
+                batch.futures.append(entry := (loop, future))
             else:
                 future = None
         if future is not None:
+            timer = loop.call_later(self.wait, _resolve, future, False)
             try:
-                await asyncio.wait_for(future, self.wait)
-            except asyncio.TimeoutError:
+                in_time = await future
+            finally:
+                timer.cancel()
+            if not in_time:
                 with self._cond, contextlib.suppress(ValueError):
                     batch.futures.remove(entry)
-                raise StorageError(f"the access event was not committed within {self.wait:g} s") from None
+                raise StorageError(f"the access event was not committed within {self.wait:g} s")
         batch.outcome()
 
     def withdraw(self, pairs: list[tuple[_Batch, Event]]) -> None:
@@ -338,9 +347,10 @@ def _on_event_loop() -> bool:
     return True
 
 
-def _resolve(future: asyncio.Future) -> None:
+def _resolve(future: asyncio.Future, in_time: bool = True) -> None:
+    """On the future's loop: the commit ended (True; the batch holds its outcome), or its wait did (False)."""
     if not future.done():
-        future.set_result(None)
+        future.set_result(in_time)
 
 
 class RequestEvents:
