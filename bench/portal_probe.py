@@ -85,6 +85,10 @@ def install() -> None:
         rec = {"t0": self._probe_t0, "app": now(), "path": self.scope["path"]}
         RECORD.set(rec)
         _loop_lag_task()
+        if os.environ.get("DIGITIZE_PROBE_THREADS"):  # try another thread limit (anyio's default: 40)
+            import anyio.to_thread
+
+            anyio.to_thread.current_default_thread_limiter().total_tokens = int(os.environ["DIGITIZE_PROBE_THREADS"])
         try:
             return await orig_run(self, app)
         finally:
@@ -211,16 +215,23 @@ def install() -> None:
         finally:
             _stamp("garch")
 
-    def take_if_none_waits(self):
-        got = orig_fast(self)
-        rec = RECORD.get()
-        if rec is not None:
-            rec.setdefault("gate", now())
-            rec["fast"] = got is not None
-        return got
+    def take_if_none_waits(self):  # main before the loop-side wait: the fast path's try
+        _stamp("gate")
+        return orig_fast(self)
+
+    orig_waiting = getattr(context.ArchivePool, "take_waiting", None)
+
+    async def take_waiting(self):  # since the loop-side wait: free, or waited for on the loop
+        _stamp("gate")
+        try:
+            return await orig_waiting(self)
+        finally:
+            _stamp("gloop")
 
     webapp._open_gate, context.ArchivePool.take = open_gate, take
     context.ArchivePool.take_if_none_waits = take_if_none_waits
+    if orig_waiting is not None:
+        context.ArchivePool.take_waiting = take_waiting
 
     def run_writer(self):
         orig_open = self.open_index
@@ -258,7 +269,7 @@ def _finish(cycle, rec: dict) -> None:
     def done():
         t0 = rec.pop("t0")
         out = {"path": rec.pop("path"), "status": rec.pop("status", 0), "bytes": rec.pop("bytes", 0),
-               "buffered": rec.pop("buffered", 0), "turns": rec.pop("turns", None), "fast": rec.pop("fast", None)}
+               "buffered": rec.pop("buffered", 0), "turns": rec.pop("turns", None)}
         out.update({k: round((v - t0) * 1000, 3) for k, v in rec.items() if isinstance(v, float)})
         _emit(out)
 

@@ -140,18 +140,22 @@ def json_error(status: int, code: str, message: str, headers: dict | None = None
 # The API's fast path makes no hop at all: a token verified within the last [web] token_cache_seconds
 # (web/auth.py TokenCache) and a free archive in the pool are both taken on the event loop without waiting on
 # anything (a dict and a queue's get_nowait), so the route's own thread is the request's only hop. A
-# token not in that cache, an empty pool, or requests already waiting for an archive (they go first, in
-# order: ArchivePool.give hands an archive to the oldest waiter), take the hop as before.
+# full pool's archive is waited for on the event loop too, in arrival order (ArchivePool.take_waiting:
+# ArchivePool.give hands a freed archive to the oldest waiter), holding no thread: a waiting request in
+# a worker thread cost a hop of its own and held a thread that the archives' holders might need. A
+# token not in that cache (or a page's session) is then looked up in one hop with the archive in hand;
+# a pool that may still open an archive opens it in a hop (_open_gate).
 @asynccontextmanager
 async def _gate(request: Request, principal_of, cached=None) -> AsyncIterator[Gate]:
     from .auth import client_address
 
     pool = request.app.state.pool
     principal = cached() if cached is not None else None
-    archive = pool.take_if_none_waits() if principal is not None else None
+    archive = await pool.take_waiting()  # a full pool's archive is waited for here, in turn, holding no thread
     if archive is not None:
         try:
-            gate = archive.gate(principal, client_address(request))
+            gate = (archive.gate(principal, client_address(request)) if principal is not None else
+                    await run_in_threadpool(_gate_of, archive, principal_of, client_address(request)))
         except BaseException:
             pool.give(archive)  # the fast path's archive goes back on any failure, as _open_gate's does
             raise
@@ -161,6 +165,11 @@ async def _gate(request: Request, principal_of, cached=None) -> AsyncIterator[Ga
         yield _with_sink(request, gate)
     finally:
         pool.give(archive)
+
+
+def _gate_of(archive: Archive, principal_of, client: str) -> Gate:
+    """In a worker thread: the principal looked up in ``archive``'s index (the token or session's account)."""
+    return archive.gate(principal_of(archive.index), client)
 
 
 def _open_gate(pool: ArchivePool, principal_of, client: str) -> tuple[Archive, Gate]:

@@ -6,6 +6,7 @@ handlers run in a thread pool, and a connection's transaction state must not be 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import queue
 import threading
@@ -33,7 +34,8 @@ class ArchivePool:
         self._opening = 0  # archives being opened now (outside the lock)
         # threads blocked in take(), oldest first: give() hands an archive to the oldest directly, so a
         # newcomer never takes one ahead of them (each: its wake-up and the archive handed to it)
-        self._waiters: deque[tuple[threading.Event, list[Archive]]] = deque()
+        # (a request on the event loop waits as a _LoopWaiter: take_waiting)
+        self._waiters: deque[tuple[threading.Event | _LoopWaiter, list[Archive]]] = deque()
         self.take_timeout = TAKE_TIMEOUT
         # every statement of the portal's index connections is bounded ([web] db_timeout): a stalled
         # database answers 503 after that, rather than holding worker threads (and their archives) for good
@@ -65,6 +67,37 @@ class ArchivePool:
         if self._waiting:
             return None
         return self.take_nowait()
+
+    async def take_waiting(self) -> Archive | None:
+        """On the event loop: a free archive (none while others wait: they go first), else, the pool being
+        full, wait for one in turn WITHOUT holding a thread (a thread-pool hop per waiting request, and
+        threads held by waiters that the archives' holders need to finish); None when the pool may still
+        open one (open it in a worker thread: :meth:`take`). Bounded like :meth:`take` (then a 503)."""
+        with self._lock:
+            archive = None if self._waiters else self.take_nowait()
+            if archive is not None or self._opening + len(self._all) < self._size:
+                return archive
+            loop = asyncio.get_running_loop()
+            turn: tuple[_LoopWaiter, list[Archive]] = (_LoopWaiter(loop, loop.create_future()), [])
+            self._waiters.append(turn)
+        timer = loop.call_later(self.take_timeout, _wake, turn[0].future)
+        try:
+            await turn[0].future
+        except BaseException:  # cancelled (client gone, server stopping): an archive handed over goes back
+            with self._lock:
+                handed = turn[1][0] if turn[1] else None
+                if handed is None:
+                    self._waiters.remove(turn)
+            if handed is not None:
+                self.give(handed)
+            raise
+        finally:
+            timer.cancel()
+        with self._lock:
+            if turn[1]:  # handed over (also just as the wait timed out)
+                return turn[1][0]
+            self._waiters.remove(turn)
+        raise StorageError(f"the portal is busy: no archive came free within {self.take_timeout:g} s")
 
     def take(self) -> Archive:
         """A free archive (none while others wait: they go first, in order), else a new one while the
@@ -112,3 +145,22 @@ class ArchivePool:
         with self._lock:
             while self._all:
                 self._all.pop().close()
+
+
+class _LoopWaiter:
+    """A request waiting for an archive on its event loop (ArchivePool.take_waiting): ``set`` is what
+    ArchivePool.give calls, under the pool's lock, from any thread, as it sets a waiting thread's Event."""
+
+    __slots__ = ("loop", "future")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future):
+        self.loop, self.future = loop, future
+
+    def set(self) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop has closed (shutdown): nobody waits there
+            self.loop.call_soon_threadsafe(_wake, self.future)
+
+
+def _wake(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -186,7 +186,10 @@ def test_the_fast_paths_archive_goes_back_when_its_gate_fails():
 
     archive = FailingArchive()
     given: list[object] = []
-    pool = SimpleNamespace(take_if_none_waits=lambda: archive, give=given.append)
+    async def take_waiting():
+        return archive
+
+    pool = SimpleNamespace(take_waiting=take_waiting, give=given.append)
     request = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(pool=pool)),
                               client=SimpleNamespace(host="127.0.0.1"))
 
@@ -197,3 +200,44 @@ def test_the_fast_paths_archive_goes_back_when_its_gate_fails():
     with pytest.raises(RuntimeError):
         asyncio.run(enter())
     assert given == [archive]
+
+
+def test_a_request_on_the_event_loop_waits_for_an_archive_in_turn_without_a_thread(tmp_path):
+    """A full pool: requests on the event loop wait there (no worker thread held) and get freed archives
+    in arrival order, a thread waiting in take() before them included; one that gives up (cancelled) or
+    waits too long leaves its turn, and an archive handed to a request cancelled meanwhile goes back."""
+    import asyncio
+
+    pool = ArchivePool(Settings(data_dir=str(tmp_path / "data")), size=2)
+    first, second = pool.take(), pool.take()
+
+    async def scenario():
+        threads_before = threading.active_count()
+        a = asyncio.ensure_future(pool.take_waiting())
+        b = asyncio.ensure_future(pool.take_waiting())
+        cancelled = asyncio.ensure_future(pool.take_waiting())
+        await asyncio.sleep(0.01)
+        assert not (a.done() or b.done()) and pool._waiting == 3
+        assert threading.active_count() == threads_before  # nobody waits in a thread
+        cancelled.cancel()
+        await asyncio.sleep(0.01)
+        assert pool._waiting == 2
+        pool.give(first)
+        assert await asyncio.wait_for(a, 5) is first and not b.done()
+        pool.give(second)
+        assert await asyncio.wait_for(b, 5) is second
+        # handed over to a request cancelled before it resumed: back in the pool, not lost
+        c = asyncio.ensure_future(pool.take_waiting())
+        await asyncio.sleep(0.01)
+        pool.give(first)
+        c.cancel()
+        await asyncio.sleep(0.01)
+        assert pool.take_nowait() is first
+        pool.take_timeout = 0.05
+        with pytest.raises(StorageError, match="busy"):
+            await pool.take_waiting()
+        assert pool._waiting == 0
+
+    pool.take_timeout = 10
+    asyncio.run(scenario())
+    pool.close()
