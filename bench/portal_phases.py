@@ -22,11 +22,10 @@ import shlex
 import shutil
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
-from portal_bench import AGENCY, KINDS, ROOT, Settings, access, cached_dataset, drive, percentile, plan, serve
-from storage.archive import Archive
+from portal_ab import add_run_arguments, in_turn
+from portal_bench import KINDS, ROOT, Settings, drive, percentile, plan, serve
 
 PROBE = Path(__file__).with_name("portal_probe.py")
 # (label, end stamp, start stamp): a phase is end - start, for requests that have both
@@ -119,44 +118,20 @@ def one_run(code: Path, settings: Settings, token: str, args, seed: int, probe_d
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", type=Path, help="another code tree, served in turn (e.g. a copy of main)")
-    parser.add_argument("--switch", type=float, help="also serve this tree with sys.setswitchinterval(SWITCH)")
-    parser.add_argument("--pool", type=int, help="also serve this tree with an archive pool of POOL per process")
     parser.add_argument("--variant", action="append", default=[], metavar="LABEL:VAR=VALUE[,VAR=VALUE]",
-                        help="also serve this tree with these environment variables (e.g. "
-                             "'3 workers:DIGITIZE_WEB_WORKERS=3'); repeatable")
-    parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--requests", type=int, default=3000)
-    parser.add_argument("--clients", type=int, default=50)
-    parser.add_argument("--kind", choices=KINDS, help="one request kind only (default: the bench's mix)")
-    parser.add_argument("--docs", type=int, default=100_000)
-    parser.add_argument("--files", type=int, default=30)
-    parser.add_argument("--pdf-kb", type=int, default=500)
+                        help="also serve this tree with these environment variables, e.g. '16 threads:"
+                             "DIGITIZE_PROBE_THREADS=16' (also DIGITIZE_PROBE_POOL, DIGITIZE_PROBE_SWITCH, "
+                             "DIGITIZE_WEB_WORKERS); repeatable")
+    add_run_arguments(parser, rounds=1, requests=3000)
     args = parser.parse_args()
-    args.rebuild = False
     trees = ({"base": args.base.resolve()} if args.base else {}) | {"this tree": ROOT}
-    envs = {name: {} for name in trees}
-    if args.pool:
-        trees[f"pool {args.pool}"] = ROOT
-        envs[f"pool {args.pool}"] = {"DIGITIZE_PROBE_POOL": str(args.pool)}
+    envs: dict[str, dict] = {name: {} for name in trees}
     for variant in args.variant:
         label, _, assignments = variant.partition(":")
         trees[label] = ROOT
         envs[label] = dict(a.split("=", 1) for a in assignments.split(",") if a)
-    if args.switch:
-        trees[f"switch {args.switch:g} s"] = ROOT
-        envs[f"switch {args.switch:g} s"] = {"DIGITIZE_PROBE_SWITCH": str(args.switch)}
-    results: dict[str, list[dict]] = {name: [] for name in trees}
-    cached = cached_dataset("sqlite", args)
-    with tempfile.TemporaryDirectory(prefix="digitize-portal-phases-") as tmp:
-        shutil.copytree(cached / "data", Path(tmp) / "data", symlinks=True)
-        settings = Settings(data_dir=str(Path(tmp) / "data"))
-        with Archive.open(settings) as archive:
-            token = access.create_token(archive.index, f"ph{random.randint(0, 10**6)}", "officer", [AGENCY])
-        for r in range(args.rounds):
-            for name in (list(trees) if r % 2 == 0 else list(reversed(trees))):
-                results[name].append(one_run(trees[name], settings, token, args, 2 + r, Path(tmp) / "probe",
-                                             envs[name]))
-                print(f"round {r + 1} {name}: {results[name][-1]['req/s']:.0f} req/s", file=sys.stderr)
+    results = in_turn(trees, args, lambda name, settings, token, seed, tmp: one_run(
+        trees[name], settings, token, args, seed, tmp / "probe", envs[name]))
     print(f"\n$ {shlex.join([Path(sys.executable).name, *sys.argv])}")
     print(f"closed loop, {args.clients} clients, {args.requests} requests ({args.kind or 'mix'}), "
           f"{args.rounds} round(s); ms, medians over rounds of each round's p50 / p95 (n: requests)\n")
