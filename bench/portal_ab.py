@@ -72,7 +72,8 @@ def in_turn(trees: dict, args, run) -> dict[str, list[dict]]:
         for r in range(args.rounds):
             for name in (list(trees) if r % 2 == 0 else list(reversed(trees))):
                 results[name].append(run(name, settings, token, 2 + r, Path(tmp)))
-                print(f"round {r + 1} {name}: {results[name][-1]}", file=sys.stderr)
+                shown = {k: round(v, 1) for k, v in results[name][-1].items() if isinstance(k, str)}
+                print(f"round {r + 1} {name}: {shown}", file=sys.stderr)
     return results
 
 
