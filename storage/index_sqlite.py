@@ -69,7 +69,6 @@ class SqliteIndex(Index):
         except sqlite3.Error as e:
             raise StorageError(f"cannot open index {path}: {e}") from None
         self._started, self._run_limit = time.monotonic(), 0.0
-        self._busy_wait, self._lock_poll = busy, False  # see poll_write_lock
         self._generation_path = None if path == ":memory:" else path + GENERATION_SUFFIX
         self._generation_mode = 0o640 if group_readable else 0o600
         self._generation_warned = False
@@ -101,32 +100,13 @@ class SqliteIndex(Index):
         INSERT and COMMIT (fsync) happen in one call that does not take the GIL back in between: with
         BEGIN, INSERT, COMMIT as three calls, a busy server process's other threads kept the lock held
         (a switch interval each) while the committing thread waited to run again."""
-        deadline = time.monotonic() + self._busy_wait
-        while True:
-            try:
-                return self._add_events_once(events)
-            except StorageError as e:  # the write lock not had: nothing written (it is taken before any row)
-                if not self._lock_poll or self._depth or "locked" not in str(e) or time.monotonic() >= deadline:
-                    raise
-
-    def _add_events_once(self, events: list[Event]) -> None:
         if self._depth or not events or len(events) * len(_EVENT_COLUMNS) > EVENTS_MAX_VARIABLES:
-            return super().add_events(events)  # one transaction (BEGIN IMMEDIATE: the lock first)
+            return super().add_events(events)
         for event in events:
             event.time = event.time or now_iso()
         row = f"({', '.join('?' * len(_EVENT_COLUMNS))})"
         self._execute(f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) VALUES {', '.join([row] * len(events))}",
                       [getattr(e, n) for e in events for n in _EVENT_COLUMNS])
-
-    def poll_write_lock(self) -> None:
-        """Wait for the write lock in even ~1 ms steps, up to the same total wait, instead of SQLite's busy
-        handler, whose sleeps grow (1, 2, 5, 10, 15, 20, 25 ms...): for a connection that commits often
-        beside another process's, the portal's event writers (one per server process), which took turns on
-        the lock during each other's fsync and so waited 20-50 ms past its release (bench/portal_phases.py:
-        commits 13 / 55 ms p50 / p95 with two server processes, 7 / 20 with one). Only add_events polls
-        (its one statement, or its transaction, is tried again while the lock is not had)."""
-        self.conn.execute("PRAGMA busy_timeout = 1")
-        self._lock_poll = True
 
     def _create_generation(self, db: os.stat_result) -> None:
         """The generation file, owned like the database: made by root (a CLI run as root), it would stay

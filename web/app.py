@@ -206,15 +206,6 @@ def _with_sink(request: Request, gate: Gate) -> Gate:
     return gate
 
 
-def events_index(settings, wait_timeout: float | None):
-    """The event writer's index connection: on SQLite it waits for the write lock in even steps (the
-    writers of the server's processes commit often, each beside the others: SqliteIndex.poll_write_lock)."""
-    index = open_index(settings.index_dsn, settings.store.group_readable, wait_timeout)
-    if index.dialect == "sqlite":
-        index.poll_write_lock()
-    return index
-
-
 def create_app(settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -234,7 +225,8 @@ def create_app(settings) -> FastAPI:
     app.state.settings = settings
     app.state.pool = ArchivePool(settings)
     app.state.uploads = UploadQueue(settings)
-    app.state.events = EventWriter(lambda: events_index(settings, app.state.pool.wait_timeout),
+    app.state.events = EventWriter(lambda: open_index(settings.index_dsn, settings.store.group_readable,
+                                                      app.state.pool.wait_timeout),
                                    commit_wait(settings.web.db_timeout))
     app.state.webhooks = WebhookDispatcher(settings, app.state.pool.archive)
     app.state.sessions_ended = SessionRevocations(settings.data_dir)
