@@ -161,18 +161,23 @@ def install() -> None:
     orig_open_gate, orig_take = webapp._open_gate, context.ArchivePool.take
     orig_fast = context.ArchivePool.take_if_none_waits
 
-    def open_gate(*a, **k):  # the access dependency's hop (token or archive not at hand on the loop)
+    def open_gate(*a, **k):  # the access dependency's hop (token or archive not at hand on the loop; since
+        # the merge with pool15 also the principal's lookup with an archive taken on the loop)
         _stamp("gthread")
         try:
             return orig_open_gate(*a, **k)
         finally:
             _stamp("gready")
 
-    def take(self):
-        try:
-            return orig_take(self)
-        finally:
-            _stamp("garch")
+    def stamped(func):  # an archive in hand in the hop: taken (waited for), or opened in its reserved slot
+        def call(self):
+            try:
+                return func(self)
+            finally:
+                _stamp("garch")
+        return call
+
+    take = stamped(orig_take)
 
     def take_if_none_waits(self):  # main before the loop-side wait: the fast path's try
         _stamp("gate")
@@ -191,6 +196,8 @@ def install() -> None:
     context.ArchivePool.take_if_none_waits = take_if_none_waits
     if orig_waiting is not None:
         context.ArchivePool.take_waiting = take_waiting
+    if hasattr(context.ArchivePool, "open_reserved"):  # since the merge with pool15: a slot reserved on the loop
+        context.ArchivePool.open_reserved = stamped(context.ArchivePool.open_reserved)
 
     def run_writer(self):
         orig_open = self.open_index
