@@ -221,9 +221,9 @@ def _blocked_in_take(pool: ArchivePool, got: list, waiting: int = 1) -> threadin
     return thread
 
 
-def test_a_slot_whose_open_failed_goes_to_the_waiting_request(tmp_path, monkeypatch):
-    """Review_lows11 L4: with size 1, A opens and B waits; A's open failed, and B waited out take_timeout
-    (a 503) although the pool was empty, while a newcomer could open ahead of B."""
+def _first_open_fails(tmp_path, monkeypatch):
+    """A pool of one whose first open, in a thread now opening (its error into ``failed``), fails once
+    ``release`` is set; later opens succeed."""
     from types import SimpleNamespace
 
     from storage.archive import Archive
@@ -248,6 +248,13 @@ def test_a_slot_whose_open_failed_goes_to_the_waiting_request(tmp_path, monkeypa
         if opened:
             break
         time.sleep(0.01)
+    return pool, release, opened, failed, first
+
+
+def test_a_slot_whose_open_failed_goes_to_the_waiting_request(tmp_path, monkeypatch):
+    """Review_lows11 L4: with size 1, A opens and B waits; A's open failed, and B waited out take_timeout
+    (a 503) although the pool was empty, while a newcomer could open ahead of B."""
+    pool, release, opened, failed, first = _first_open_fails(tmp_path, monkeypatch)
     got: list = []
     second = _blocked_in_take(pool, got)
     release.set()
@@ -353,10 +360,7 @@ def test_close_wakes_the_waiters_and_closes_archives_given_back_later(tmp_path):
 def test_a_request_cancelled_while_its_thread_takes_an_archive_gives_it_back():
     """Found on re-reading the pool: asyncio cancels a request's await of its worker thread at once, and
     the thread goes on and takes an archive (waited for, or opened) that nobody received: lost for good."""
-    import asyncio
     from types import SimpleNamespace
-
-    from web.app import _gate
 
     waiting, release, given = threading.Event(), threading.Event(), []
 
@@ -377,20 +381,33 @@ def test_a_request_cancelled_while_its_thread_takes_an_archive_gives_it_back():
         return OPEN  # a slot reserved: opened in the request's thread
 
     pool = SimpleNamespace(take_waiting=take_waiting, open_reserved=take, give=given.append, release=None)
+    _cancel_in_its_hop(pool, lambda index: "principal", waiting, release, given)
+    assert given == [taken]
+
+
+def _cancel_in_its_hop(pool, principal_of, busy: threading.Event, release: threading.Event, given: list) -> None:
+    """A request through web.app._gate cancelled once its hop is ``busy`` (nothing given back while the
+    hop goes on), then the hop ``release``d: returns when ``given`` has something or after 5 s."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from web.app import _gate
+
     request = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(pool=pool)),
                               client=SimpleNamespace(host="127.0.0.1"), scope={}, headers={})
 
     async def enter() -> None:
-        async with _gate(request, principal_of=lambda index: "principal"):
+        async with _gate(request, principal_of):
             pass
 
     async def cancelled() -> None:
         task = asyncio.ensure_future(enter())
-        while not waiting.is_set():
+        while not busy.is_set():
             await asyncio.sleep(0.01)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+        assert given == [], "given back while its hop still used it"
         release.set()
         for _ in range(500):  # the thread ends after the request did
             if given:
@@ -398,7 +415,6 @@ def test_a_request_cancelled_while_its_thread_takes_an_archive_gives_it_back():
             await asyncio.sleep(0.01)
 
     asyncio.run(cancelled())
-    assert given == [taken]
 
 
 def test_a_handoff_gives_the_archive_back_whichever_side_ends_first():
@@ -468,10 +484,7 @@ def test_a_request_cancelled_while_its_thread_uses_its_archive_gives_it_back_onc
     """Found merging dl15 into pool15: an archive taken on the event loop, the principal looked up with it
     in a worker thread (no cached token): a cancelled request gave the archive back at once while its
     thread still queried through it, so the next request shared that index connection with it."""
-    import asyncio
     from types import SimpleNamespace
-
-    from web.app import _gate
 
     looking, release, given = threading.Event(), threading.Event(), []
     archive = SimpleNamespace(index="index", gate=lambda principal, client: "gate")
@@ -485,28 +498,7 @@ def test_a_request_cancelled_while_its_thread_uses_its_archive_gives_it_back_onc
         return archive
 
     pool = SimpleNamespace(take_waiting=take_waiting, give=given.append)
-    request = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(pool=pool)),
-                              client=SimpleNamespace(host="127.0.0.1"), scope={}, headers={})
-
-    async def enter() -> None:
-        async with _gate(request, principal_of):
-            pass
-
-    async def cancelled() -> None:
-        task = asyncio.ensure_future(enter())
-        while not looking.is_set():
-            await asyncio.sleep(0.01)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-        assert given == [], "given back while its thread still used it"
-        release.set()
-        for _ in range(500):  # the thread ends after the request did, and gives it back
-            if given:
-                break
-            await asyncio.sleep(0.01)
-
-    asyncio.run(cancelled())
+    _cancel_in_its_hop(pool, principal_of, looking, release, given)
     assert given == [archive]
 
 
@@ -535,30 +527,10 @@ def test_a_request_waiting_on_the_loop_gets_the_slot_of_an_open_that_failed(tmp_
     request waits on the loop; the open fails: the request gets its slot (OPEN, it opens one), not a 503
     after take_timeout, and a newcomer does not open ahead of it."""
     import asyncio
-    from types import SimpleNamespace
 
-    from storage.archive import Archive
-    from web import context
-
-    release, opened = threading.Event(), []
-
-    def open_archive(settings, wait_timeout=None):
-        opened.append(1)
-        if len(opened) == 1:
-            assert release.wait(30)
-            raise StorageError("the index is not there yet")
-        return Archive.open(settings, wait_timeout)
-
-    monkeypatch.setattr(context, "Archive", SimpleNamespace(open=open_archive))
-    pool = ArchivePool(Settings(data_dir=str(tmp_path / "data")), size=1)
-    pool.take_timeout = 30
-    failed: list = []
-    first = threading.Thread(target=lambda: _catch(pool.take, failed), daemon=True)
-    first.start()
+    pool, release, opened, failed, first = _first_open_fails(tmp_path, monkeypatch)
 
     async def scenario():
-        while not opened:
-            await asyncio.sleep(0.01)
         waiting = asyncio.ensure_future(pool.take_waiting())
         await asyncio.sleep(0.01)
         assert pool._waiting == 1 and not waiting.done()
