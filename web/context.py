@@ -103,9 +103,9 @@ class ArchivePool:
         return len(self._waiters)
 
     def take_if_none_waits(self) -> Archive | None:
-        """For the event loop's fast path (web/app.py): a free archive only while no thread is waiting in
-        :meth:`take`, else None (take it in a worker thread). The loop would otherwise snatch every archive
-        that comes free ahead of requests already waiting: their wait grew to the tail of the latencies."""
+        """A free archive only while no request is waiting (in :meth:`take` or :meth:`take_waiting`), else
+        None. (The event loop's fast path before take_waiting: the loop would otherwise snatch every archive
+        that comes free ahead of requests already waiting: their wait grew to the tail of the latencies.)"""
         if self._waiting:
             return None
         return self.take_nowait()

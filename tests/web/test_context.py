@@ -304,10 +304,11 @@ class _Interrupted(BaseException):
     pass
 
 
-@pytest.mark.parametrize("handed", [False, True])
-def test_a_waiter_interrupted_in_its_wait_loses_no_archive(tmp_path, monkeypatch, handed):
+@pytest.mark.parametrize("handed,closed", [(False, False), (True, False), (True, True)])
+def test_a_waiter_interrupted_in_its_wait_loses_no_archive(tmp_path, monkeypatch, handed, closed):
     """Review_lows11 L5: a waiter that left its wait by an exception kept its turn; the next give() handed
-    that turn an archive nobody gave back (also one handed over just as the exception came)."""
+    that turn an archive nobody gave back (also one handed over just as the exception came). Review_pool15
+    L5: one handed over, then close(), then the exception: the closed archive went back to the free ones."""
     from types import SimpleNamespace
 
     from web import context
@@ -322,6 +323,8 @@ def test_a_waiter_interrupted_in_its_wait_loses_no_archive(tmp_path, monkeypatch
         def wait(self, timeout=None):
             if handed:
                 pool.give(held)  # to this waiter, the only one
+            if closed:
+                pool.close()
             raise _Interrupted
 
     monkeypatch.setattr(context, "threading", SimpleNamespace(Event=InterruptedEvent))
@@ -329,6 +332,11 @@ def test_a_waiter_interrupted_in_its_wait_loses_no_archive(tmp_path, monkeypatch
         pool.take()
     monkeypatch.undo()
     assert pool._waiting == 0
+    if closed:
+        assert pool.take_nowait() is None  # not handed out again, closed
+        with pytest.raises(Exception):
+            held.index.conn.execute("SELECT 1")
+        return
     if not handed:
         pool.give(held)
     pool.take_timeout = 0.2
