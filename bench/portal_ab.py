@@ -47,19 +47,21 @@ def one_run(code: Path, settings: Settings, token: str, args, seed: int) -> dict
     return row
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--base", type=Path, required=True, help="the other code tree (e.g. a worktree of main)")
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--requests", type=int, default=1500)
+def add_run_arguments(parser: argparse.ArgumentParser, rounds: int = 2, requests: int = 1500) -> None:
+    """The options of a run of trees served in turn (shared with bench/portal_phases.py)."""
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--requests", type=int, default=requests)
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--kind", choices=KINDS, help="one request kind only (default: the bench's mix)")
     parser.add_argument("--docs", type=int, default=100_000)
     parser.add_argument("--files", type=int, default=30)
     parser.add_argument("--pdf-kb", type=int, default=500)
-    args = parser.parse_args()
+
+
+def in_turn(trees: dict, args, run) -> dict[str, list[dict]]:
+    """``run(name, settings, token, seed, tmp)`` for each tree, ``--rounds`` times, the order swapped each
+    round, on one copy of portal_bench.py's cached SQLite data set: each tree's results, round by round."""
     args.rebuild = False
-    trees = {"base": args.base.resolve(), "this tree": ROOT}
     results: dict[str, list[dict]] = {name: [] for name in trees}
     cached = cached_dataset("sqlite", args)
     with tempfile.TemporaryDirectory(prefix="digitize-portal-ab-") as tmp:
@@ -69,8 +71,20 @@ def main() -> None:
             token = access.create_token(archive.index, f"ab{random.randint(0, 10**6)}", "officer", [AGENCY])
         for r in range(args.rounds):
             for name in (list(trees) if r % 2 == 0 else list(reversed(trees))):
-                results[name].append(one_run(trees[name], settings, token, args, seed=2 + r))
-                print(f"round {r + 1} {name}: {results[name][-1]}", file=sys.stderr)
+                results[name].append(run(name, settings, token, 2 + r, Path(tmp)))
+                shown = {k: round(v, 1) for k, v in results[name][-1].items() if isinstance(k, str)}
+                print(f"round {r + 1} {name}: {shown}", file=sys.stderr)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base", type=Path, required=True, help="the other code tree (e.g. a worktree of main)")
+    add_run_arguments(parser)
+    args = parser.parse_args()
+    trees = {"base": args.base.resolve(), "this tree": ROOT}
+    results = in_turn(trees, args, lambda name, settings, token, seed, _tmp: one_run(trees[name], settings, token,
+                                                                                      args, seed))
     print(f"\n$ {shlex.join([Path(sys.executable).name, *sys.argv])}")
     print(f"{args.rounds} rounds alternated, closed loop, {args.clients} clients, {args.requests} requests "
           f"({args.kind or 'mix'}), {args.docs:,} documents; medians over rounds\n")

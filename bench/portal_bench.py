@@ -174,11 +174,14 @@ def working_copy(backend: str, cached: Path, work: Path, pg=None) -> Settings:
 
 
 # -- server and load generator --------------------------------------------------------------------
-def serve(settings: Settings, port: int, log: Path, code: Path = ROOT) -> subprocess.Popen:
+def serve(settings: Settings, port: int, log: Path, code: Path = ROOT, main: list[str] | None = None,
+          extra_env: dict | None = None) -> subprocess.Popen:
+    """``digitize serve`` of the tree ``code``; ``main``: what runs instead of ``-m digitize`` (a probe)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DIGITIZE_")}
     env.update(DIGITIZE_DATA_DIR=settings.data_dir, DIGITIZE_INDEX_DSN=settings.index_dsn, PYTHONPATH=str(code))
+    env.update(extra_env or {})
     with open(log, "w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "digitize", "serve", "--port", str(port)], env=env,
+        process = subprocess.Popen([sys.executable, *(main or ["-m", "digitize"]), "serve", "--port", str(port)], env=env,
                                    stdout=out, stderr=subprocess.STDOUT, cwd=code)
     deadline = time.monotonic() + 60
     while True:

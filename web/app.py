@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import AsyncIterator
 
 from fastapi import FastAPI, Request
@@ -28,7 +29,7 @@ from storage.index import open_index
 
 from .auth import (SESSION_COOKIE, SESSION_MAX_AGE, CsrfError, LoginRequired, SessionRevocations, TokenCache,
                    session_secret)
-from .context import ArchivePool, Handoff
+from .context import OPEN, ArchivePool, Handoff
 from .events import SCOPE_KEY, CommitBeforeAnswer, EventWriter, commit_wait
 from .throttle import LoginThrottle
 from .settings_check import check_web_settings
@@ -146,26 +147,31 @@ def json_error(status: int, code: str, message: str, headers: dict | None = None
 # The API's fast path makes no hop at all: a token verified within the last [web] token_cache_seconds
 # (web/auth.py TokenCache) and a free archive in the pool are both taken on the event loop without waiting on
 # anything (a dict and a queue's get_nowait), so the route's own thread is the request's only hop. A
-# token not in that cache, an empty pool, or requests already waiting for an archive (they go first, in
-# order: ArchivePool.give hands an archive to the oldest waiter), take the hop as before.
+# full pool's archive is waited for on the event loop too, in arrival order (ArchivePool.take_waiting:
+# ArchivePool.give hands a freed archive to the oldest waiter), holding no thread: a waiting request in
+# a worker thread cost a hop of its own and held a thread that the archives' holders might need. A
+# token not in that cache (or a page's session) is then looked up in one hop with the archive in hand;
+# a pool that may still open an archive reserves a slot (OPEN) and opens it in a hop (_open_gate), as does
+# a waiter handed the slot of an open that failed.
 @asynccontextmanager
 async def _gate(request: Request, principal_of, cached=None) -> AsyncIterator[Gate]:
     from .auth import client_address
 
     pool = request.app.state.pool
     principal = cached() if cached is not None else None
-    archive = pool.take_if_none_waits() if principal is not None else None
-    if archive is not None:
+    archive = await pool.take_waiting()  # a full pool's archive is waited for here, in turn, holding no thread
+    if archive is not OPEN and principal is not None:
         try:
             gate = archive.gate(principal, client_address(request))
         except BaseException:
             pool.give(archive)  # the fast path's archive goes back on any failure, as _open_gate's does
             raise
-    else:
-        handoff = Handoff(pool)  # a request cancelled while its thread takes an archive: given back
+    else:  # a request cancelled while its thread opens or uses the archive: the archive (or slot) goes back,
+        # once the thread is done with it (given back at once, another request used it meanwhile)
+        handoff = Handoff(pool, pool.release if archive is OPEN else partial(pool.give, archive))
         try:
             archive, gate = await run_in_threadpool(handoff.run, _open_gate, pool, principal_of,
-                                                    client_address(request))
+                                                    client_address(request), None if archive is OPEN else archive)
         except BaseException:
             handoff.abandon()
             raise
@@ -175,9 +181,11 @@ async def _gate(request: Request, principal_of, cached=None) -> AsyncIterator[Ga
         pool.give(archive)
 
 
-def _open_gate(pool: ArchivePool, principal_of, client: str) -> tuple[Archive, Gate]:
-    """In a worker thread: an archive (opened, or waited for at most its take timeout) and the principal."""
-    archive = pool.take()
+def _open_gate(pool: ArchivePool, principal_of, client: str, archive: Archive | None) -> tuple[Archive, Gate]:
+    """In a worker thread: ``archive`` (None: one opened in the slot reserved for it) and the principal; the
+    archive goes back if that fails."""
+    if archive is None:
+        archive = pool.open_reserved()
     try:
         return archive, archive.gate(principal_of(archive.index), client)
     except BaseException:

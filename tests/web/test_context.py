@@ -9,7 +9,7 @@ import pytest
 
 from digitize.config import Settings
 from digitize.errors import StorageError
-from web.context import ArchivePool
+from web.context import OPEN, ArchivePool
 
 
 def test_a_request_waits_a_bounded_time_for_an_archive(tmp_path):
@@ -186,7 +186,10 @@ def test_the_fast_paths_archive_goes_back_when_its_gate_fails():
 
     archive = FailingArchive()
     given: list[object] = []
-    pool = SimpleNamespace(take_if_none_waits=lambda: archive, give=given.append)
+    async def take_waiting():
+        return archive
+
+    pool = SimpleNamespace(take_waiting=take_waiting, give=given.append)
     request = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(pool=pool)),
                               client=SimpleNamespace(host="127.0.0.1"))
 
@@ -218,9 +221,9 @@ def _blocked_in_take(pool: ArchivePool, got: list, waiting: int = 1) -> threadin
     return thread
 
 
-def test_a_slot_whose_open_failed_goes_to_the_waiting_request(tmp_path, monkeypatch):
-    """Review_lows11 L4: with size 1, A opens and B waits; A's open failed, and B waited out take_timeout
-    (a 503) although the pool was empty, while a newcomer could open ahead of B."""
+def _first_open_fails(tmp_path, monkeypatch):
+    """A pool of one whose first open, in a thread now opening (its error into ``failed``), fails once
+    ``release`` is set; later opens succeed."""
     from types import SimpleNamespace
 
     from storage.archive import Archive
@@ -245,6 +248,13 @@ def test_a_slot_whose_open_failed_goes_to_the_waiting_request(tmp_path, monkeypa
         if opened:
             break
         time.sleep(0.01)
+    return pool, release, opened, failed, first
+
+
+def test_a_slot_whose_open_failed_goes_to_the_waiting_request(tmp_path, monkeypatch):
+    """Review_lows11 L4: with size 1, A opens and B waits; A's open failed, and B waited out take_timeout
+    (a 503) although the pool was empty, while a newcomer could open ahead of B."""
+    pool, release, opened, failed, first = _first_open_fails(tmp_path, monkeypatch)
     got: list = []
     second = _blocked_in_take(pool, got)
     release.set()
@@ -294,10 +304,11 @@ class _Interrupted(BaseException):
     pass
 
 
-@pytest.mark.parametrize("handed", [False, True])
-def test_a_waiter_interrupted_in_its_wait_loses_no_archive(tmp_path, monkeypatch, handed):
+@pytest.mark.parametrize("handed,closed", [(False, False), (True, False), (True, True)])
+def test_a_waiter_interrupted_in_its_wait_loses_no_archive(tmp_path, monkeypatch, handed, closed):
     """Review_lows11 L5: a waiter that left its wait by an exception kept its turn; the next give() handed
-    that turn an archive nobody gave back (also one handed over just as the exception came)."""
+    that turn an archive nobody gave back (also one handed over just as the exception came). Review_pool15
+    L5: one handed over, then close(), then the exception: the closed archive went back to the free ones."""
     from types import SimpleNamespace
 
     from web import context
@@ -312,6 +323,8 @@ def test_a_waiter_interrupted_in_its_wait_loses_no_archive(tmp_path, monkeypatch
         def wait(self, timeout=None):
             if handed:
                 pool.give(held)  # to this waiter, the only one
+            if closed:
+                pool.close()
             raise _Interrupted
 
     monkeypatch.setattr(context, "threading", SimpleNamespace(Event=InterruptedEvent))
@@ -319,6 +332,11 @@ def test_a_waiter_interrupted_in_its_wait_loses_no_archive(tmp_path, monkeypatch
         pool.take()
     monkeypatch.undo()
     assert pool._waiting == 0
+    if closed:
+        assert pool.take_nowait() is None  # not handed out again, closed
+        with pytest.raises(Exception):
+            held.index.conn.execute("SELECT 1")
+        return
     if not handed:
         pool.give(held)
     pool.take_timeout = 0.2
@@ -350,10 +368,7 @@ def test_close_wakes_the_waiters_and_closes_archives_given_back_later(tmp_path):
 def test_a_request_cancelled_while_its_thread_takes_an_archive_gives_it_back():
     """Found on re-reading the pool: asyncio cancels a request's await of its worker thread at once, and
     the thread goes on and takes an archive (waited for, or opened) that nobody received: lost for good."""
-    import asyncio
     from types import SimpleNamespace
-
-    from web.app import _gate
 
     waiting, release, given = threading.Event(), threading.Event(), []
 
@@ -370,21 +385,37 @@ def test_a_request_cancelled_while_its_thread_takes_an_archive_gives_it_back():
         assert release.wait(30)
         return taken
 
-    pool = SimpleNamespace(take=take, give=given.append, take_if_none_waits=lambda: None)
+    async def take_waiting():
+        return OPEN  # a slot reserved: opened in the request's thread
+
+    pool = SimpleNamespace(take_waiting=take_waiting, open_reserved=take, give=given.append, release=None)
+    _cancel_in_its_hop(pool, lambda index: "principal", waiting, release, given)
+    assert given == [taken]
+
+
+def _cancel_in_its_hop(pool, principal_of, busy: threading.Event, release: threading.Event, given: list) -> None:
+    """A request through web.app._gate cancelled once its hop is ``busy`` (nothing given back while the
+    hop goes on), then the hop ``release``d: returns when ``given`` has something or after 5 s."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from web.app import _gate
+
     request = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(pool=pool)),
                               client=SimpleNamespace(host="127.0.0.1"), scope={}, headers={})
 
     async def enter() -> None:
-        async with _gate(request, principal_of=lambda index: "principal"):
+        async with _gate(request, principal_of):
             pass
 
     async def cancelled() -> None:
         task = asyncio.ensure_future(enter())
-        while not waiting.is_set():
+        while not busy.is_set():
             await asyncio.sleep(0.01)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+        assert given == [], "given back while its hop still used it"
         release.set()
         for _ in range(500):  # the thread ends after the request did
             if given:
@@ -392,7 +423,6 @@ def test_a_request_cancelled_while_its_thread_takes_an_archive_gives_it_back():
             await asyncio.sleep(0.01)
 
     asyncio.run(cancelled())
-    assert given == [taken]
 
 
 def test_a_handoff_gives_the_archive_back_whichever_side_ends_first():
@@ -415,3 +445,135 @@ def test_a_handoff_gives_the_archive_back_whichever_side_ends_first():
         third.run(lambda: (_ for _ in ()).throw(StorageError("busy")))
     third.abandon()
     assert given == ["archive 1", "archive 2"]
+
+
+def test_a_request_on_the_event_loop_waits_for_an_archive_in_turn_without_a_thread(tmp_path):
+    """A full pool: requests on the event loop wait there (no worker thread held) and get freed archives
+    in arrival order, a thread waiting in take() before them included; one that gives up (cancelled) or
+    waits too long leaves its turn, and an archive handed to a request cancelled meanwhile goes back."""
+    import asyncio
+
+    pool = ArchivePool(Settings(data_dir=str(tmp_path / "data")), size=2)
+    first, second = pool.take(), pool.take()
+
+    async def scenario():
+        threads_before = threading.active_count()
+        a = asyncio.ensure_future(pool.take_waiting())
+        b = asyncio.ensure_future(pool.take_waiting())
+        cancelled = asyncio.ensure_future(pool.take_waiting())
+        await asyncio.sleep(0.01)
+        assert not (a.done() or b.done()) and pool._waiting == 3
+        assert threading.active_count() == threads_before  # nobody waits in a thread
+        cancelled.cancel()
+        await asyncio.sleep(0.01)
+        assert pool._waiting == 2
+        pool.give(first)
+        assert await asyncio.wait_for(a, 5) is first and not b.done()
+        pool.give(second)
+        assert await asyncio.wait_for(b, 5) is second
+        # handed over to a request cancelled before it resumed: back in the pool, not lost
+        c = asyncio.ensure_future(pool.take_waiting())
+        await asyncio.sleep(0.01)
+        pool.give(first)
+        c.cancel()
+        await asyncio.sleep(0.01)
+        assert pool.take_nowait() is first
+        pool.take_timeout = 0.05
+        with pytest.raises(StorageError, match="busy"):
+            await pool.take_waiting()
+        assert pool._waiting == 0
+
+    pool.take_timeout = 10
+    asyncio.run(scenario())
+    pool.close()
+
+
+def test_a_request_cancelled_while_its_thread_uses_its_archive_gives_it_back_once_the_thread_is_done():
+    """Found merging dl15 into pool15: an archive taken on the event loop, the principal looked up with it
+    in a worker thread (no cached token): a cancelled request gave the archive back at once while its
+    thread still queried through it, so the next request shared that index connection with it."""
+    from types import SimpleNamespace
+
+    looking, release, given = threading.Event(), threading.Event(), []
+    archive = SimpleNamespace(index="index", gate=lambda principal, client: "gate")
+
+    def principal_of(index):
+        looking.set()
+        assert release.wait(30)
+        return "principal"
+
+    async def take_waiting():
+        return archive
+
+    pool = SimpleNamespace(take_waiting=take_waiting, give=given.append)
+    _cancel_in_its_hop(pool, principal_of, looking, release, given)
+    assert given == [archive]
+
+
+def test_a_handoff_abandoned_before_its_thread_began_lets_go_of_what_it_held():
+    """anyio skips a worker thread's call whose request was cancelled before it began: the slot reserved
+    for it (or the archive passed to it) is let go by the request, and the thread, if it runs, takes none."""
+    from types import SimpleNamespace
+
+    from web.context import Handoff
+
+    released, taken = [], []
+    handoff = Handoff(SimpleNamespace(give=taken.append), lambda: released.append("slot"))
+    handoff.abandon()
+    assert released == ["slot"]
+    with pytest.raises(StorageError, match="went away"):
+        handoff.run(lambda: taken.append("opened") or ("archive", "gate"))
+    assert taken == [] and released == ["slot"]
+    began = Handoff(SimpleNamespace(give=taken.append), lambda: released.append("again"))
+    assert began.run(lambda: ("archive", "gate")) == ("archive", "gate")
+    began.abandon()  # the thread had it: the archive goes back, the slot is not let go twice
+    assert taken == ["archive"] and released == ["slot"]
+
+
+def test_a_request_waiting_on_the_loop_gets_the_slot_of_an_open_that_failed(tmp_path, monkeypatch):
+    """Review_lows11 L4 for the event loop's waiters (dl15's take_waiting): size 1, a thread opens, a
+    request waits on the loop; the open fails: the request gets its slot (OPEN, it opens one), not a 503
+    after take_timeout, and a newcomer does not open ahead of it."""
+    import asyncio
+
+    pool, release, opened, failed, first = _first_open_fails(tmp_path, monkeypatch)
+
+    async def scenario():
+        waiting = asyncio.ensure_future(pool.take_waiting())
+        await asyncio.sleep(0.01)
+        assert pool._waiting == 1 and not waiting.done()
+        release.set()
+        assert await asyncio.wait_for(waiting, 10) is OPEN
+        assert pool._waiting == 0 and pool._opening == 1  # its slot, reserved for it
+        return await asyncio.to_thread(pool.open_reserved)
+
+    archive = asyncio.run(scenario())
+    first.join(10)
+    assert isinstance(failed[0], StorageError) and pool._all == [archive] and pool._opening == 0
+    pool.give(archive)
+    pool.close()
+
+
+def test_close_wakes_the_requests_waiting_on_the_loop(tmp_path):
+    """pool15's close() (review_lows11 L6) for dl15's waiters on the event loop: they leave at once with a
+    503, not after take_timeout, and take_waiting refuses afterwards."""
+    import asyncio
+
+    pool = ArchivePool(Settings(data_dir=str(tmp_path / "data")), size=1)
+    pool.take_timeout = 30
+    held = pool.take()
+
+    async def scenario():
+        waiting = asyncio.ensure_future(pool.take_waiting())
+        await asyncio.sleep(0.01)
+        assert pool._waiting == 1
+        pool.close()
+        with pytest.raises(StorageError, match="stopping"):
+            await asyncio.wait_for(waiting, 5)
+        assert pool._waiting == 0
+        with pytest.raises(StorageError, match="stopping"):
+            await pool.take_waiting()
+
+    asyncio.run(scenario())
+    pool.give(held)  # closed, not kept
+    assert pool.take_nowait() is None
