@@ -332,3 +332,32 @@ def test_killed_at_any_file_system_call_the_pair_ends_together_and_nothing_is_le
         assert (number, work_left(inbox)) == (number, [])
         assert (number, [n for n in listing(inbox) if not n.startswith(".")]) == (number, sorted(ends[0]))
     assert number > 10
+
+
+def test_a_claim_that_stays_stuck_is_redone_once_then_filed_not_converted_at_every_rescan(tmp_path, monkeypatch):
+    """Review hard15 M1: a give-back that always fails (the scan's inbox folder replaced by a file) left the
+    claim stuck, and each rescan converted it again without counting an attempt: for ever. Now each rescan
+    counts one, so after one redo the scan goes to failed/ with a reason."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir(mode=0o750)
+    (inbox / "scan.pdf").write_bytes(b"%PDF-1.7 scan")
+    (inbox / "scan.pdf.json").write_text(SIDECAR)
+    runs = []
+
+    def always_down(*args, **kwargs):
+        runs.append(1)
+        return storage_down(*args, **kwargs)
+    w = make_watcher(tmp_path, always_down)
+
+    def unreachable(*args):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(w.claims, "give_back", unreachable)
+    try:
+        w._take(inbox / "scan.pdf", Path("scan.pdf"))
+        for _ in range(4):
+            w._rescan()
+    finally:
+        w.folders.close()
+    assert len(runs) == 2  # the first try and one redo, not one per rescan
+    assert "scan.pdf" in listing(inbox / "failed") and work_left(inbox) == []
