@@ -23,6 +23,7 @@ from . import tesslib
 from .fsutil import work_dir
 from .errors import ConfigError, MissingDependencyError, OcrError, OcrTimeoutError
 from .records import Word
+from .secrets import tool_environment
 from .text import fold_accents, nfc
 
 os.environ.setdefault("OMP_THREAD_LIMIT", "1")
@@ -70,6 +71,9 @@ class OcrResult:
 def _pytesseract():
     import pytesseract
 
+    # pytesseract gives its tesseract the environment in its module's `environ` (os.environ) and takes
+    # no other: a cleaned copy, so that the command fallback gets no secret either (tool_environment)
+    pytesseract.pytesseract.environ = tool_environment()
     return pytesseract
 
 
@@ -455,7 +459,8 @@ def version() -> str:
     if loaded:
         return f"tesseract {loaded} (libtesseract)"
     try:
-        out = subprocess.run(["tesseract", "--version"], capture_output=True, text=True, timeout=30)
+        out = subprocess.run(["tesseract", "--version"], capture_output=True, text=True, timeout=30,
+                             env=tool_environment())
     except (OSError, subprocess.SubprocessError):
         return ""
     text = (out.stdout or out.stderr).splitlines()

@@ -1,7 +1,8 @@
-"""Thin wrappers around poppler's pdftoppm (via pdf2image) and pdftotext, with time limits."""
+"""Thin wrappers around poppler's pdftoppm and pdftotext, with time limits and no secret in their environment."""
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
@@ -12,7 +13,7 @@ from PIL import Image
 
 from .errors import InputError, MissingDependencyError
 from .records import Word
-from .secrets import without_secrets
+from .secrets import tool_environment
 
 TIMEOUT = 300
 
@@ -25,21 +26,27 @@ def _require(tool: str) -> str:
 
 
 def render_page(pdf: Path, page_index: int, dpi: float, grey: bool = False) -> Image.Image:
-    """Render one page (CropBox, /Rotate applied) to a PIL image."""
-    from pdf2image import convert_from_path
-    from pdf2image.exceptions import PDFPageCountError, PDFSyntaxError
+    """Render one page (CropBox, /Rotate applied) to a PIL image.
 
-    _require("pdftoppm")
+    pdftoppm is run here, not through pdf2image: that library gives its pdfinfo and pdftoppm the
+    whole environment (AWS_*, PGPASSWORD) and takes no other, and it asks pdfinfo for the page
+    count first, a process per page that one page does not need."""
+    exe = _require("pdftoppm")
+    n = str(page_index + 1)
+    args = [exe, "-r", str(round(dpi)), "-cropbox", "-f", n, "-l", n, *(["-gray"] if grey else []), str(pdf)]
     try:
-        images = convert_from_path(str(pdf), dpi=round(dpi), use_cropbox=True, first_page=page_index + 1, last_page=page_index + 1,
-                                   grayscale=grey, timeout=TIMEOUT, fmt="ppm")
+        proc = subprocess.run(args, capture_output=True, timeout=TIMEOUT, env=tool_environment())
     except subprocess.TimeoutExpired:
         raise InputError(f"page {page_index + 1} took more than {TIMEOUT} s to render") from None
-    except (PDFPageCountError, PDFSyntaxError) as e:
+    if proc.returncode != 0 or not proc.stdout:
+        why = " ".join("".join(c if c.isprintable() else " " for c in proc.stderr.decode("utf-8", "replace")).split())[:200]
+        raise InputError(f"page {page_index + 1} cannot be rendered" + (f": {why}" if why else ""))
+    try:
+        image = Image.open(io.BytesIO(proc.stdout))
+        image.load()
+    except (OSError, ValueError, SyntaxError) as e:
         raise InputError(f"page {page_index + 1} cannot be rendered: {e}") from None
-    if not images:
-        raise InputError(f"page {page_index + 1} cannot be rendered")
-    return images[0]
+    return image
 
 
 def page_words(pdf: Path, page_index: int, dpi: float) -> list[tuple[int, Word]]:
@@ -47,7 +54,7 @@ def page_words(pdf: Path, page_index: int, dpi: float) -> list[tuple[int, Word]]
     exe = _require("pdftotext")
     n = str(page_index + 1)
     proc = subprocess.run([exe, "-bbox-layout", "-enc", "UTF-8", "-f", n, "-l", n, str(pdf), "-"],
-                          capture_output=True, timeout=TIMEOUT, env=without_secrets(os.environ))
+                          capture_output=True, timeout=TIMEOUT, env=tool_environment())
     if proc.returncode != 0:
         return []
     return parse_bbox_layout(proc.stdout, dpi / 72.0)
@@ -80,7 +87,7 @@ def version() -> str:
         return ""
     if key not in _versions:
         try:
-            proc = subprocess.run([path, "-v"], capture_output=True, text=True, timeout=30)
+            proc = subprocess.run([path, "-v"], capture_output=True, text=True, timeout=30, env=tool_environment())
         except (OSError, subprocess.SubprocessError):
             return ""
         first = (proc.stderr or proc.stdout).splitlines()

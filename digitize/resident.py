@@ -301,9 +301,9 @@ echo $!
 
 def server_environment() -> dict[str, str]:
     """What a resident server and its runs get of ours: everything but secrets (a run needs none)."""
-    from .secrets import is_secret_env
+    from .secrets import tool_environment
 
-    return {k: v for k, v in os.environ.items() if not is_secret_env(k)}
+    return tool_environment()
 
 
 def launch(command: Sequence[str], log: Path, dump: Path | None = None, keep: Path | None = None,

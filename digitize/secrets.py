@@ -220,6 +220,25 @@ def without_secrets(env: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if not is_secret_env(k, v)}
 
 
+def tool_environment() -> dict[str, str]:
+    """The environment of every external tool we start (poppler, veraPDF, Tesseract, the resident servers):
+    this process's without any secret. They parse attacker-supplied files and need none; one function, so
+    that no call site forgets it (a library that starts a tool itself, pdf2image or pytesseract, cannot be
+    given one: we start those tools ourselves, or clean the library's copy)."""
+    return without_secrets(os.environ)
+
+
+def drop_secret_environ(environ: MutableMapping[str, str] | None = None) -> list[str]:
+    """Remove from this process's environment every variable :func:`is_secret_env` picks, ``AWS_*`` and
+    ``PGPASSWORD`` included: for a process that needs none (a page worker decoding untrusted pages), so
+    that nothing it or a library in it starts can inherit one. The names removed."""
+    environ = os.environ if environ is None else environ
+    gone = [k for k, v in list(environ.items()) if is_secret_env(k, v)]
+    for name in gone:
+        environ.pop(name, None)
+    return gone
+
+
 def scrub_environment(environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
     """Take out of this process's environment (``os.environ``) every ``DIGITIZE_*`` variable that holds or may
     carry a secret (queue and link keys, store and index credentials, the PIN, the portal's keys), once the

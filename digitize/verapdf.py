@@ -40,7 +40,7 @@ import click
 from . import resident
 from .config import Settings, ValidatorSettings, load_settings
 from .errors import MissingDependencyError, OutputValidationError
-from .secrets import without_secrets
+from .secrets import tool_environment
 
 log = logging.getLogger("digitize")
 
@@ -203,10 +203,10 @@ def _run_jvm(args: list[str], timeout: float) -> subprocess.CompletedProcess:
     found = _java_command() if cmd[0] != "verapdf" and not os.environ.get("DIGITIZE_VERAPDF") else None
     archive = found[1] if found else None
     if archive is None or os.path.lexists(archive):
-        return subprocess.run([*cmd, *args], capture_output=True, timeout=timeout, env=without_secrets(os.environ))
+        return subprocess.run([*cmd, *args], capture_output=True, timeout=timeout, env=tool_environment())
     share, tmp = _archive_flags(archive, str(os.getpid()))
     proc = subprocess.run([cmd[0], *share, *cmd[1:], *args], capture_output=True, timeout=timeout,
-                          env=without_secrets(os.environ))
+                          env=tool_environment())
     if tmp.is_file():
         os.replace(tmp, archive)
     return proc
@@ -244,7 +244,7 @@ def version() -> str:
     cmd = command()
     if not cmd:
         return ""
-    out = subprocess.run([*cmd, "--version"], capture_output=True, text=True, timeout=120).stdout
+    out = subprocess.run([*cmd, "--version"], capture_output=True, text=True, timeout=120, env=tool_environment()).stdout
     return out.splitlines()[0].strip() if out else ""
 
 
@@ -326,7 +326,7 @@ class StreamingValidator(_LineValidator):
         share, self._dump = _archive_flags(archive, str(os.getpid()))
         self.command = [command[0], *share, *command[1:]]
         self.proc = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, bufsize=0, env=without_secrets(os.environ))
+                                     stderr=subprocess.DEVNULL, bufsize=0, env=tool_environment())
         self._ready = False
 
     def _fd(self) -> int:

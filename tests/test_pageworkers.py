@@ -143,3 +143,17 @@ def test_a_kept_worker_that_dies_before_the_submit_is_a_clear_error(kept, monkey
     with pytest.raises(OcrError, match="page 1 not converted: a page worker process was killed by SIGKILL"):
         pageworkers.run(square, [(2,)], processes=1, deadline=60)
     assert pageworkers._kept is None
+
+
+def secret_variables(x: int) -> list[str]:
+    return sorted(k for k in ("AWS_SECRET_ACCESS_KEY", "PGPASSWORD", "DIGITIZE_STORE_SECRET_KEY") if k in os.environ)
+
+
+def test_workers_drop_every_secret_variable_before_any_page(monkeypatch) -> None:
+    """A page worker decodes untrusted pages and starts tools (or a library does, with os.environ):
+    it needs no secret, so none is left in its environment (review rev16ipc M2)."""
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "leaked-aws-key")
+    monkeypatch.setenv("PGPASSWORD", "leaked-pg")
+    monkeypatch.setenv("DIGITIZE_STORE_SECRET_KEY", "leaked-store")
+    assert pageworkers.run(secret_variables, [(1,)], processes=1, deadline=60) == [[]]
+    assert os.environ["PGPASSWORD"] == "leaked-pg"  # the parent's own stays: its libraries read it

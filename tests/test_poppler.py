@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+
+import pytest
 
 from digitize import poppler
 
@@ -23,3 +26,61 @@ def test_version_is_asked_once_per_installed_binary(monkeypatch):
 def test_version_without_poppler_is_empty(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     assert poppler.version() == ""
+
+
+SECRETS = {"AWS_SECRET_ACCESS_KEY": "leaked-aws-key", "AWS_SESSION_TOKEN": "leaked-token", "PGPASSWORD": "leaked-pg"}
+
+
+def _fake_tools(folder, log):
+    """pdftoppm, pdfinfo and pdftotext that write their environment to LOG and fail."""
+    for tool in ("pdftoppm", "pdfinfo", "pdftotext"):
+        exe = folder / tool
+        exe.write_text(f"#!/bin/sh\necho \"== {tool}\" >> '{log}'\nenv >> '{log}'\nexit 1\n")
+        exe.chmod(0o755)
+
+
+def test_poppler_tools_get_no_secret_variable(tmp_path, monkeypatch):
+    """pdftoppm/pdfinfo parse attacker-supplied PDFs: neither AWS_* nor PGPASSWORD may reach them
+    (pdf2image gave them the whole environment; review rev16ipc M2)."""
+    from pathlib import Path
+
+    from digitize.errors import InputError
+
+    (tmp_path / "bin").mkdir()
+    log = tmp_path / "env.txt"
+    _fake_tools(tmp_path / "bin", log)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DIGITIZE_IPC16_PLAIN", "kept")
+    pdf = tmp_path / "x.pdf"
+    pdf.write_bytes(b"%PDF-1.4\n")
+    try:
+        poppler.render_page(Path(pdf), 0, 100)
+    except InputError:
+        pass
+    assert poppler.page_words(Path(pdf), 0, 100) == []
+    poppler._versions.clear()
+    poppler.version()
+    poppler._versions.clear()
+    seen = log.read_text()
+    assert "== pdftoppm" in seen and "== pdftotext" in seen
+    assert "DIGITIZE_IPC16_PLAIN=kept" in seen  # the rest of the environment is there
+    for name, value in SECRETS.items():
+        assert value not in seen, name
+
+
+def test_render_page_renders_the_page_asked_in_colour_and_grey(tmp_path):
+    from PIL import Image
+
+    from digitize.errors import InputError
+
+    pdf = tmp_path / "two.pdf"
+    first = Image.new("RGB", (300, 200), (200, 10, 10))
+    first.save(pdf, resolution=100, save_all=True, append_images=[Image.new("RGB", (100, 100), (10, 10, 200))])
+    colour = poppler.render_page(pdf, 1, 100)
+    assert colour.mode == "RGB" and colour.size == (100, 100) and colour.getpixel((50, 50))[2] > 150
+    grey = poppler.render_page(pdf, 0, 100, grey=True)
+    assert grey.mode == "L" and grey.size == (300, 200)
+    with pytest.raises(InputError, match="page 3 cannot be rendered"):
+        poppler.render_page(pdf, 2, 100)
