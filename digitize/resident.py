@@ -275,6 +275,38 @@ def stamp(words: Iterable[str], files: Iterable[str | os.PathLike] = ()) -> str:
     return _sha256(" ".join(parts).encode("utf-8", "surrogateescape")).hexdigest()[:12]
 
 
+NAMESPACES = ("mnt", "pid", "user", "net", "ipc", "uts", "cgroup")
+STATUS_FIELDS = ("NoNewPrivs", "Seccomp", "Seccomp_filters", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
+
+
+def _namespace(name: str) -> str:
+    """This process's namespace NAME (its inode under /proc/self/ns), or "-" where there is none."""
+    try:
+        return str(os.stat(f"/proc/self/ns/{name}").st_ino)
+    except OSError:
+        return "-"
+
+
+def _proc_text(name: str) -> str:
+    try:
+        with open(f"/proc/self/{name}", encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return "-"
+
+
+def confinement() -> list[str]:
+    """What confines this process and a fork keeps of its launcher, not of the client it serves: its
+    namespaces (a systemd PrivateTmp=/ProtectSystem= unit has its own mounts), its cgroup (MemoryMax=),
+    its seccomp filter, NoNewPrivs and capabilities. A server's socket is named after them, so that a
+    sandboxed run never reaches a server started outside its sandbox, nor the other way round (one
+    server per cgroup: a desktop's terminal tabs may each get theirs)."""
+    status = [line.replace("\t", " ") for line in _proc_text("status").splitlines()
+              if line.partition(":")[0] in STATUS_FIELDS]
+    return [*(f"ns/{name}={_namespace(name)}" for name in NAMESPACES),
+            "cgroup=" + " ".join(_proc_text("cgroup").split()), *status]
+
+
 def socket_path(folder: Path, kind: str, key: str) -> Path | None:
     """FOLDER/KIND-KEY.sock, or None when it would not fit a socket address or FOLDER is not private."""
     path = folder / f"{kind}-{key}.sock"

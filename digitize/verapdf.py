@@ -402,8 +402,10 @@ def _resident_server(flavour: str, settings: ValidatorSettings | None = None) ->
         return None
     cmd, archive = found
     # named after what would run (java, flags, classpath, jars' sizes and times, flavour): a rebuilt
-    # jar or another veraPDF gets a server of its own, and the old one idles out
-    path = resident.socket_path(socket_dir(settings), "validator", _stamp(cmd, cmd[cmd.index('-cp') + 1]))
+    # jar or another veraPDF gets a server of its own, and the old one idles out; and after the
+    # namespaces and cgroup it would run in (a sandboxed run's paths are not an outside JVM's)
+    path = resident.socket_path(socket_dir(settings), "validator",
+                                _stamp([*cmd, *resident.confinement()], cmd[cmd.index('-cp') + 1]))
     if path is None:
         return None
     serve = [*cmd[:-1], "--serve", resident.anchored(path), "--idle-seconds", f"{settings.idle:g}", cmd[-1]]

@@ -13,7 +13,7 @@ The socket is named after everything that shapes the warm process: digitize's ve
 sizes and times of its modules (an upgrade or an edit gets a fresh server), the interpreter and
 its flags, and the environment variables read while libraries load (thread limits, Tesseract's
 data and library, locale, Python's own), plus what a child cannot change back (hard limits,
-nice value, groups).
+nice value, groups, and resident.confinement(): namespaces, cgroup, seccomp, capabilities).
 
 Protocol, one request per connection. Client: ``RUN <n>\\n`` and n bytes of NUL-separated
 fields, with its descriptors 0, 1, 2 attached. Child: ``OK <pid>\\n`` once it has taken them (the
@@ -81,7 +81,7 @@ def _key() -> str:
              repr(sys.warnoptions), repr(sys._xoptions), f"gid={os.getgid()}:{sorted(os.getgroups())}",
              f"nice={os.getpriority(os.PRIO_PROCESS, 0)}",
              *(f"{name}={resource.getrlimit(getattr(resource, name))[1]}" for name in LIMITS),
-             *(f"{k}={v}" for k, v in sorted(os.environ.items()) if _loads_at_start(k))]
+             *(f"{k}={v}" for k, v in sorted(os.environ.items()) if _loads_at_start(k)), *resident.confinement()]
     return resident.stamp(words, _module_files())
 
 

@@ -53,6 +53,16 @@ def test_a_rebuilt_jar_or_another_flavour_gets_a_server_of_its_own(fake_build):
     assert first.command[-5:] == ("--serve", resident.anchored(first.socket), "--idle-seconds", "60", "2b")
 
 
+def test_another_mount_namespace_or_cgroup_gets_a_validator_of_its_own(fake_build, monkeypatch):
+    """A PrivateTmp= unit's paths are not an outside JVM's: it would answer no-pass (rev16ipc M1)."""
+    first = verapdf._resident_server("2b")
+    monkeypatch.setattr(resident, "_namespace", lambda name: "4026532178")
+    other = verapdf._resident_server("2b")
+    assert other.socket != first.socket
+    monkeypatch.setattr(resident, "_proc_text", lambda name: "0::/system.slice/digitize-watch.service\n")
+    assert verapdf._resident_server("2b").socket != other.socket
+
+
 def test_the_server_argv_shows_no_socket_folder(fake_build, tmp_path):
     """`ps` is everyone's: the server gets its folder as a descriptor, named /proc/self/fd/N."""
     server = verapdf._resident_server("2b")

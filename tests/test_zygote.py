@@ -301,6 +301,20 @@ def test_the_key_follows_the_code_and_load_time_environment(tmp_path, monkeypatc
     assert zygote._key() != touched
 
 
+@pytest.mark.parametrize("reader,fake", [
+    ("_namespace", lambda name: "4026532178" if name == "mnt" else "4026531999"),  # unshare -m, PrivateTmp=
+    ("_proc_text", lambda name: "0::/system.slice/digitize-watch.service\n" if name == "cgroup" else "-"),
+    ("_proc_text", lambda name: "NoNewPrivs:\t1\nSeccomp:\t2\n" if name == "status" else "-"),
+])
+def test_another_sandbox_gets_another_converter(monkeypatch, reader, fake) -> None:
+    """A run in another mount namespace, cgroup or seccomp/NoNewPrivs sandbox never reaches a server
+    started outside it: the child would run with the launcher's namespaces and limits (rev16ipc M1)."""
+    outside = zygote._key()
+    assert "ns/mnt=" + str(os.stat("/proc/self/ns/mnt").st_ino) in resident.confinement()
+    monkeypatch.setattr(resident, reader, fake)
+    assert zygote._key() != outside
+
+
 def test_a_server_whose_loaded_files_changed_stops_taking_runs(tmp_path) -> None:
     lib = tmp_path / "lib.py"
     lib.write_text("x = 1\n")
