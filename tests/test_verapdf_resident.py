@@ -6,6 +6,7 @@ bytes, which pytest's tmp_path may not) and stops its servers, so none is left b
 
 from __future__ import annotations
 
+import errno
 import shutil
 import socket
 import subprocess
@@ -262,3 +263,55 @@ def test_the_server_answers_no_other_user(vdir, pdfs) -> None:
     finally:
         vdir.chmod(0o700)
     assert compliant(pdfs[0]) == [True]  # its own user is still served
+
+
+def _exchange(path: Path, data: bytes) -> bytes:
+    """What the server answers to DATA on a fresh connection of ours (b"" if it closes unanswered)."""
+    sock = resident.connect(path)
+    sock.settimeout(60)
+    try:
+        try:
+            sock.sendall(data)
+        except ConnectionError:
+            return b""
+        answer = b""
+        while not answer.endswith(b"\n"):
+            try:
+                chunk = sock.recv(4096)
+            except ConnectionError:
+                break
+            if not chunk:
+                break
+            answer += chunk
+        return answer
+    finally:
+        sock.close()
+
+
+def test_a_line_longer_than_any_path_ends_its_connection_not_the_server(vdir, pdfs) -> None:
+    """readLine() would buffer gigabytes sent without an end of line (rev16ipc L2)."""
+    assert compliant(pdfs[0]) == [True]
+    server = verapdf._resident_server("2b")
+    assert _exchange(server.socket, b"/" + b"x" * 8192 + b"\n") == b""
+    assert _exchange(server.socket, b"STATUS\n").startswith(b"OK\t")
+    assert compliant(pdfs[0]) == [True]
+
+
+def test_connections_past_the_cap_are_closed_and_the_others_served(vdir, pdfs) -> None:
+    """A thread per connection without end would exhaust the JVM (rev16ipc L2)."""
+    assert compliant(pdfs[0]) == [True]
+    server = verapdf._resident_server("2b")
+    held = []
+    try:
+        for _ in range(256 - 1):  # this process's own connection is one
+            sock = socket.socket(socket.AF_UNIX)
+            held.append(sock)
+            sock.settimeout(60)
+            assert wait_until(lambda: sock.connect_ex(str(server.socket)) in (0, errno.EISCONN), 60)
+            # queued in order: the server takes these first
+        assert _exchange(server.socket, b"STATUS\n") == b""
+    finally:
+        for sock in held:
+            sock.close()
+    assert wait_until(lambda: _exchange(server.socket, b"STATUS\n").startswith(b"OK\t"), 30)
+    assert compliant(pdfs[0]) == [True]

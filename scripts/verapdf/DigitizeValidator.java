@@ -8,7 +8,9 @@
 // once per batch, the server once per machine and user (`digitize run` connects to it; see verapdf.py).
 // Built by scripts/setup.sh against the veraPDF jars from Maven Central (GPLv3/MPL).
 
+import java.io.BufferedInputStream;
 import java.io.BufferedReader;
+import java.io.ByteArrayOutputStream;
 import java.io.ByteArrayInputStream;
 import java.io.FileInputStream;
 import java.io.IOException;
@@ -54,6 +56,29 @@ public final class DigitizeValidator {
 
     /** Exit code of a server that found another one already owning its socket path. */
     static final int ALREADY_SERVED = 3;
+    /** A request line is a path (PATH_MAX 4096 bytes) or a word: a longer one ends its connection. */
+    static final int MAX_LINE = 4096 + 16;
+    /** Clients served at once (one per digitize process); more are closed at once, not given a thread. */
+    static final int MAX_CONNECTIONS = 256;
+
+    /** One line without its end (\n or \r\n), null at the end of input; past MAX_LINE bytes an
+     *  IOException, never a buffer as big as what a client sends. */
+    static String readLine(InputStream in) throws IOException {
+        ByteArrayOutputStream line = new ByteArrayOutputStream();
+        int b;
+        while ((b = in.read()) != -1) {
+            if (b == '\n') {
+                byte[] bytes = line.toByteArray();
+                int end = bytes.length > 0 && bytes[bytes.length - 1] == '\r' ? bytes.length - 1 : bytes.length;
+                return new String(bytes, 0, end, StandardCharsets.UTF_8);
+            }
+            if (line.size() >= MAX_LINE) {
+                throw new IOException("request line longer than " + MAX_LINE + " bytes");
+            }
+            line.write(b);
+        }
+        return line.size() > 0 ? line.toString(StandardCharsets.UTF_8) : null;
+    }
 
     public static void main(String[] args) throws Exception {
         if (args.length > 1 && args[0].equals("--serve")) {
@@ -233,8 +258,16 @@ public final class DigitizeValidator {
                             client.close();  // another user's process: not even whether a path exists
                             continue;
                         }
+                        boolean full;
                         synchronized (state) {
-                            connections++;
+                            full = connections >= MAX_CONNECTIONS;
+                            if (!full) {
+                                connections++;
+                            }
+                        }
+                        if (full) {
+                            client.close();  // no thread per connection without end: the client validates itself
+                            continue;
                         }
                         SocketChannel channel = client;
                         Thread thread = new Thread(() -> serve(channel), "client");
@@ -262,11 +295,10 @@ public final class DigitizeValidator {
 
         private void serve(SocketChannel channel) {
             try (channel) {
-                BufferedReader in = new BufferedReader(
-                    new InputStreamReader(Channels.newInputStream(channel), StandardCharsets.UTF_8));
+                InputStream in = new BufferedInputStream(Channels.newInputStream(channel));
                 OutputStream out = Channels.newOutputStream(channel);
                 String line;
-                while (!stopping && (line = in.readLine()) != null) {
+                while (!stopping && (line = readLine(in)) != null) {
                     if (!line.isEmpty()) {
                         out.write((answer(line) + "\n").getBytes(StandardCharsets.UTF_8));
                     }
@@ -276,7 +308,7 @@ public final class DigitizeValidator {
                     }
                 }
             } catch (IOException e) {
-                // the client went away (it timed out or was interrupted): nobody to answer
+                // the client went away (it timed out or was interrupted), or sent a line no path has: nobody to answer
             } finally {
                 synchronized (state) {
                     connections--;
