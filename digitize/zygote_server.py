@@ -19,6 +19,10 @@ from . import resident
 from .zygote import STDIO
 
 NOUN = "converted"
+MAX_REQUEST = 4 << 20  # bytes of a RUN body: argv and environment, which the kernel caps near this (ARG_MAX)
+MAX_LINE = 64  # "RUN <size>", "STATUS", "QUIT"
+REQUEST_WAIT = 5.0  # seconds for a whole request: a client that drips bytes cannot hold the loop
+CHUNK = 65536
 
 
 def _say(text: str) -> None:
@@ -220,10 +224,11 @@ class _Server:
             return False
         fds: list[int] = []
         try:
-            conn.settimeout(5)
+            conn.settimeout(REQUEST_WAIT)
             if not _same_user(conn):
                 return True
-            command, body = _read_request(conn, fds)
+            command, body = _read_request(conn, fds, time.monotonic() + REQUEST_WAIT)
+            conn.settimeout(REQUEST_WAIT)
             if command in (b"STATUS", b"QUIT"):
                 now = time.monotonic()
                 conn.sendall(resident.status_line(os.getpid(), now - self.started,
@@ -234,8 +239,8 @@ class _Server:
                 conn.settimeout(None)  # blocking again: parent and child share this descriptor's flags
                 self._fork(conn, fds, _parse(body))
                 conn = None  # kept until the child is reaped
-        except (OSError, ValueError, IndexError) as e:
-            _say(f"request refused: {type(e).__name__}: {e}")
+        except Exception as e:  # noqa: BLE001 - one bad request (MemoryError too) never ends the server
+            _say(f"request refused: {type(e).__name__}: {' '.join(str(e).split())[:200]}")
         finally:
             for fd in fds:
                 os.close(fd)
@@ -300,26 +305,35 @@ def _same_user(conn: socket.socket) -> bool:
     return found is not None and found[1] == os.getuid()
 
 
-def _read_request(conn: socket.socket, fds: list[int]) -> tuple[bytes, bytes]:
-    """The command word and, for RUN, its body; descriptors that came with it are added to FDS."""
-    data = b""
-    while b"\n" not in data:
-        chunk, got, _, _ = socket.recv_fds(conn, 65536, 3)
+def _read_request(conn: socket.socket, fds: list[int], deadline: float) -> tuple[bytes, bytes]:
+    """The command word and, for RUN, its body (at most MAX_REQUEST bytes), all by DEADLINE (one
+    wait for the whole request, not one per read); descriptors that came with it are added to FDS."""
+
+    def receive(size: int) -> bytes:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"request not complete within {REQUEST_WAIT:g} s")
+        conn.settimeout(left)
+        chunk, got, _, _ = socket.recv_fds(conn, size, 3)
         fds.extend(got)
         if not chunk:
-            raise ValueError("connection closed before a request")
-        data += chunk
+            raise ValueError("connection closed in a request")
+        return chunk
+
+    data = b""
+    while b"\n" not in data:
+        if len(data) > MAX_LINE:
+            raise ValueError("request line too long")
+        data += receive(CHUNK)
     line, _, body = data.partition(b"\n")
     command, _, size = line.strip().partition(b" ")
     if command != b"RUN":
         return command, b""
     size = int(size)
+    if not 0 <= size <= MAX_REQUEST or len(body) > size:
+        raise ValueError(f"request of {size} bytes refused (at most {MAX_REQUEST})")
     while len(body) < size:
-        chunk, got, _, _ = socket.recv_fds(conn, max(65536, size - len(body)), 3)
-        fds.extend(got)
-        if not chunk:
-            raise ValueError("connection closed in a request")
-        body += chunk
+        body += receive(min(CHUNK, size - len(body)))
     return command, body
 
 

@@ -315,6 +315,77 @@ def test_another_sandbox_gets_another_converter(monkeypatch, reader, fake) -> No
     assert zygote._key() != outside
 
 
+@pytest.fixture
+def bare_server():
+    """A converter's accept loop in this process (no fork), on a private socket; its signal setup undone after."""
+    folder = Path(tempfile.mkdtemp(prefix="zs-"))
+    path = folder / "converter-test.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(4)
+    lock = resident.hold_lock(resident.ResidentServer(path).lock)
+    saved = {s: signal.getsignal(s) for s in (signal.SIGCHLD, signal.SIGTERM)}
+    server = zygote_server._Server(listener, path, 60.0, lock, {})
+    yield server
+    signal.set_wakeup_fd(-1)
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
+    for fd in (server.wake_r, server.wake_w, lock):
+        os.close(fd)
+    listener.close()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _status(server) -> bytes:
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    client.connect(str(server.path))
+    client.sendall(b"STATUS\n")
+    assert server._accept()
+    client.settimeout(10)
+    return client.recv(4096)
+
+
+def test_a_huge_request_length_is_refused_and_the_server_goes_on(bare_server) -> None:
+    """recvmsg of a client-given size raised MemoryError out of the loop: the converter died (rev16ipc L1)."""
+    for line in (b"RUN 99999999999999999\n", b"RUN %d\n" % (zygote_server.MAX_REQUEST + 1), b"RUN -5\n",
+                 b"R" * 100_000 + b"\n"):
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.connect(str(bare_server.path))
+        client.sendall(line)
+        assert bare_server._accept()  # refused: the loop goes on
+        client.settimeout(10)
+        try:
+            assert client.recv(64) == b""  # closed unanswered: the client runs locally
+        except ConnectionResetError:  # closed with our bytes unread: the same
+            pass
+        client.close()
+    assert _status(bare_server).startswith(b"OK\t")
+
+
+def test_a_client_that_drips_bytes_is_dropped_after_one_overall_wait(bare_server, monkeypatch) -> None:
+    """A 5 s timeout per read let a byte every 4 s hold the loop (and every other client) for ever (rev16ipc L1)."""
+    monkeypatch.setattr(zygote_server, "REQUEST_WAIT", 1.0, raising=False)
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    client.connect(str(bare_server.path))
+    dropped = threading.Event()
+
+    def drip() -> None:
+        try:
+            for _ in range(60):  # 15 s of one byte every 0.25 s, never a whole request
+                client.sendall(b"S")
+                time.sleep(0.25)
+        except OSError:
+            dropped.set()  # the server closed on us
+
+    dripper = threading.Thread(target=drip)
+    dripper.start()
+    assert bare_server._accept()
+    dripper.join()
+    client.close()
+    assert dropped.is_set()
+    assert _status(bare_server).startswith(b"OK\t")
+
+
 def test_a_server_whose_loaded_files_changed_stops_taking_runs(tmp_path) -> None:
     lib = tmp_path / "lib.py"
     lib.write_text("x = 1\n")
