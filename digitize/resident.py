@@ -113,16 +113,23 @@ def socket_dir(folder_setting: str = "") -> Path:
     user's session) is not ours to serve from: it is ignored."""
     if folder_setting:
         return Path(folder_setting).absolute()
+    runtime = runtime_dir()
+    return Path(runtime) / "digitize" if runtime else cache_dir() / "run"
+
+
+def runtime_dir() -> str | None:
+    """$XDG_RUNTIME_DIR if it is this user's own folder (a real one, writable by no one else), else
+    None: ``su`` and ``sudo -E`` keep the caller's, which is not ours to use."""
     runtime = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime and os.path.isabs(runtime):
-        try:
-            info = os.stat(runtime, follow_symlinks=False)
-        except OSError:
-            info = None
-        if info is not None and stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() \
-                and not info.st_mode & 0o022:
-            return Path(runtime) / "digitize"
-    return cache_dir() / "run"
+    if not runtime or not os.path.isabs(runtime):
+        return None
+    try:
+        info = os.stat(runtime, follow_symlinks=False)
+    except OSError:
+        return None
+    if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and not info.st_mode & 0o022:
+        return runtime
+    return None
 
 
 class UnsafeFolder(OSError):

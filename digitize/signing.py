@@ -468,11 +468,14 @@ def _socket_folder() -> Path:
     bytes ($XDG_RUNTIME_DIR, else the temp folder, else /tmp; never an abstract socket, which any
     process of the host could reach). Named as fsutil's work folders, so a sweep removes it after a
     crash; with a host name too long for that, a shorter name."""
-    from . import fsutil
+    from . import fsutil, resident
 
     sweepable = f"digitize-{fsutil._owner()}-signer-"
-    for base in (os.environ.get("XDG_RUNTIME_DIR", ""), tempfile.gettempdir(), "/tmp"):
-        if not base or not os.path.isabs(base) or not os.path.isdir(base):
+    failed: list[str] = []
+    # an inherited runtime folder that is not ours (su, sudo -E) is skipped, as resident.socket_dir
+    # does; one we cannot write in (read-only, full) gives way to the next base
+    for base in (resident.runtime_dir() or "", tempfile.gettempdir(), "/tmp"):
+        if not base or not os.path.isabs(base) or not os.path.isdir(base) or base in failed:
             continue
         for prefix in (sweepable, "digitize-signer-"):
             # mkdtemp adds 8 characters, then "/" and the socket's name
@@ -482,7 +485,11 @@ def _socket_folder() -> Path:
                 try:
                     return Path(tempfile.mkdtemp(prefix=prefix, dir=base))
                 except OSError as e:
-                    raise SigningError(f"cannot start the batch's signer in {base}: {e.strerror or e}") from None
+                    failed.append(base)
+                    why = f"cannot start the batch's signer in {base}: {e.strerror or e}"
+                    break
+    if failed:
+        raise SigningError(why)
     raise SigningError("cannot start the batch's signer: no folder with a path short enough for its socket")
 
 

@@ -683,3 +683,36 @@ def test_a_service_told_no_workers_answers_no_other_process(stub_service, tmp_pa
     got = mine.recv()
     worker.join(10)
     assert got == "SignerUnavailableError" and stub_service.stub.signed == [], got
+
+
+def test_the_signers_folder_skips_a_runtime_folder_it_cannot_use(tmp_path, monkeypatch):
+    """su/sudo -E keep the caller's XDG_RUNTIME_DIR: one that is not ours, or that we cannot write in,
+    gives way to the temp folder instead of stopping every signed batch (review rev16ipc L4)."""
+    temp = Path(tempfile.mkdtemp(prefix="sf-"))  # short: the socket's path must fit AF_UNIX's 107 bytes
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    made = []
+    try:
+        if os.getuid() == 0:
+            os.chown(runtime, 65534, 65534)  # another user's runtime folder
+        else:
+            runtime.chmod(0o500)  # one of ours we cannot write in: what a read-only file system does
+        made.append(signing._socket_folder())
+        assert made[-1].parent == temp and oct(made[-1].stat().st_mode & 0o777) == "0o700"
+        if os.getuid() == 0:
+            os.chown(runtime, 0, 0)
+        real_mkdtemp = tempfile.mkdtemp
+
+        def read_only(prefix=None, dir=None):  # noqa: A002 - tempfile's own name
+            if dir == str(runtime):
+                raise OSError(30, "Read-only file system")
+            return real_mkdtemp(prefix=prefix, dir=dir)
+
+        monkeypatch.setattr(tempfile, "mkdtemp", read_only)
+        made.append(signing._socket_folder())
+        assert made[-1].parent == temp
+    finally:
+        runtime.chmod(0o700)
+        shutil.rmtree(temp, ignore_errors=True)
