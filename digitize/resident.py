@@ -154,10 +154,13 @@ def _may_hold(info: os.stat_result) -> bool:
 def open_folder(folder: Path, create: bool = True) -> int:
     """Open FOLDER from / one component at a time without following anything another user could
     have made, creating what is missing (0700); its descriptor. A link is followed only when it is
-    root's or ours and lies in a folder that passed. FOLDER itself must be ours; it is made 0700."""
+    root's or ours and lies in a folder that passed. FOLDER itself must be ours and private: made
+    0700 if this call created it or it is one of digitize's own (:func:`_own_folders`); any other
+    (a configured ``[validator] dir`` the operator shares with a group) is refused, never chmodded."""
     parts = [p for p in os.path.normpath(os.path.abspath(folder)).split("/") if p]
     fd = os.open("/", _DIR_FLAGS)
     links = 0
+    created = False  # whether the last folder opened was made by this call
     try:
         if not _may_hold(os.fstat(fd)):
             raise UnsafeFolder("/ is writable by others")
@@ -172,6 +175,7 @@ def open_folder(folder: Path, create: bool = True) -> int:
                     raise
                 try:
                     os.mkdir(name, 0o700, dir_fd=fd)
+                    created = len(parts) == 1
                 except FileExistsError:
                     pass
                 continue  # opened and checked on the next round
@@ -197,11 +201,22 @@ def open_folder(folder: Path, create: bool = True) -> int:
         if info.st_uid != os.getuid():
             raise UnsafeFolder(f"{folder} belongs to uid {info.st_uid}, not to this user")
         if info.st_mode & 0o077:
+            if not created and os.path.normpath(os.path.abspath(folder)) not in _own_folders():
+                raise UnsafeFolder(f"{folder} is open to its group or others (mode {info.st_mode & 0o777:o}) and"
+                                   " digitize changes no folder it did not make: chmod 700 it, or name a new one")
             os.fchmod(fd, 0o700)
         return fd
     except BaseException:
         os.close(fd)
         raise
+
+
+def _own_folders() -> set[str]:
+    """The socket folders digitize names itself ($XDG_RUNTIME_DIR/digitize, the cache's run/), whose
+    mode it may set: nobody else's files are in them."""
+    runtime = runtime_dir()
+    return {os.path.normpath(p) for p in ([os.path.join(runtime, "digitize")] if runtime else [])
+            + [str(cache_dir() / "run")]}
 
 
 def folder_fd(folder: Path) -> int:

@@ -36,12 +36,31 @@ def test_socket_folder_is_the_setting_then_xdg_runtime_then_the_cache(tmp_path, 
     assert verapdf.socket_dir() == tmp_path / "mine"
 
 
-def test_socket_folder_is_made_private(fake_build, tmp_path):
-    folder = tmp_path / "run"
+def test_socket_folder_is_made_private(fake_build, tmp_path, monkeypatch):
+    """digitize's own folder is set to 0700; one it made is made so (rev16ipc L5)."""
+    monkeypatch.delenv("DIGITIZE_VALIDATOR_DIR")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    folder = tmp_path / "digitize"
     folder.mkdir(mode=0o755)
     folder.chmod(0o755)
     assert verapdf._resident_server("2b") is not None
     assert folder.stat().st_mode & 0o777 == 0o700
+    monkeypatch.setenv("DIGITIZE_VALIDATOR_DIR", str(tmp_path / "new" / "sockets"))
+    assert verapdf._resident_server("2b") is not None
+    assert (tmp_path / "new" / "sockets").stat().st_mode & 0o777 == 0o700
+
+
+def test_a_configured_folder_open_to_others_is_refused_not_chmodded(fake_build, tmp_path):
+    """[validator] dir naming the operator's shared folder: its mode stays, no server, one line why (rev16ipc L5)."""
+    folder = tmp_path / "run"  # fake_build's [validator] dir
+    folder.mkdir(mode=0o750)
+    folder.chmod(0o750)
+    assert verapdf._resident_server("2b") is None
+    assert folder.stat().st_mode & 0o777 == 0o750
+    problem = resident.folder_problem(folder)
+    assert problem and "\n" not in problem and "chmod 700" in problem and str(folder) in problem
+    folder.chmod(0o700)  # the operator's fix
+    assert verapdf._resident_server("2b") is not None
 
 
 def test_a_rebuilt_jar_or_another_flavour_gets_a_server_of_its_own(fake_build):
