@@ -33,12 +33,12 @@ SIGNAL_HINTS = {signal.SIGKILL: "out of memory?", signal.SIGSEGV: "a crash in a 
                 signal.SIGBUS: "a crash in a C library", signal.SIGABRT: "a crash in a C library"}
 
 
-def die_with_parent(parent: int) -> None:
-    """This forked process is killed when the thread that forked it ends (kill -9 of a batch or
-    a watch included), so no worker outlives the run it serves (Linux only)."""
+def die_with_parent(parent: int, signum: int = signal.SIGKILL) -> None:
+    """This forked process gets SIGNUM (killed, by default) when the thread that forked it ends
+    (kill -9 of a batch or a watch included), so no worker outlives the run it serves (Linux only)."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        libc.prctl(PR_SET_PDEATHSIG, signum)
     except (OSError, AttributeError):
         return
     if os.getppid() != parent:  # it died before prctl took effect

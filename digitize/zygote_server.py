@@ -261,11 +261,12 @@ class _Server:
         return changed is not None
 
     def _fork(self, conn: socket.socket, fds: list[int], request: dict) -> None:
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:
             code = 70
             try:
-                code = self._child(conn, fds, request)
+                code = self._child(conn, fds, request, parent)
             except BaseException:  # noqa: BLE001 - never back into the server's loop
                 pass
             finally:
@@ -274,12 +275,18 @@ class _Server:
         self.children[pid] = (conn, time.monotonic())
         self.watched[conn] = pid
 
-    def _child(self, conn: socket.socket, fds: list[int], request: dict) -> int:
-        """Become the client's process, answer OK, run the CLI exactly as a local run does, answer EXIT."""
+    def _child(self, conn: socket.socket, fds: list[int], request: dict, parent: int) -> int:
+        """Become the client's process, answer OK, run the CLI exactly as a local run does, answer EXIT.
+        A server killed meanwhile (kill -9, the OOM killer) hands the child SIGINT: only the server
+        reads the client's INT, so the child stops and cleans up as after a Ctrl-C instead of
+        converting on as an orphan nobody can interrupt."""
+        from .pageworkers import die_with_parent
+
         signal.set_wakeup_fd(-1)
         for signum in (signal.SIGCHLD, signal.SIGTERM):
             signal.signal(signum, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        die_with_parent(parent, signal.SIGINT)  # gone already: no OK, so the client runs locally
         for other in [*self.watched, *(c for c, _ in self.children.values())]:
             other.close()
         if self.listener is not None:

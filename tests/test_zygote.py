@@ -233,6 +233,23 @@ def test_stopping_the_client_stops_the_child_and_leaves_nothing(zdir, env, tmp_p
     assert list(Path(env["TMPDIR"]).iterdir()) == []  # the child's page folder is gone
 
 
+def test_a_server_killed_mid_run_stops_its_child_as_a_ctrl_c_would(zdir, env, tmp_path) -> None:
+    """Only the server reads the client's INT: an orphaned child converted on, unstoppable (rev16ipc L6)."""
+    server = warm(env, tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    client = subprocess.Popen([sys.executable, "-m", "digitize", "run", "--jobs", "1", "--no-validate", str(STACK),
+                               str(out / "stack.pdf")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    child = child_of(server)
+    time.sleep(0.5)  # well into the pages
+    os.kill(server.pid, signal.SIGKILL)
+    _, stderr = client.communicate(timeout=60)
+    assert wait_until(lambda: gone(child), 30)
+    assert client.returncode == 130 and stderr.strip() == "digitize: interrupted", stderr
+    assert list(out.iterdir()) == []  # no output, no temporary file beside it
+
+
 def test_a_child_that_dies_mid_run_is_one_clear_line(zdir, env, tmp_path) -> None:
     server = warm(env, tmp_path)
     client = subprocess.Popen([sys.executable, "-m", "digitize", "run", "--jobs", "1", "--no-validate", str(STACK),
