@@ -14,6 +14,7 @@ options) apart from timestamps, which makes it safe to redo as an idempotent job
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import tempfile
 import time
@@ -29,7 +30,7 @@ from . import verapdf
 from . import __version__
 from .config import ConvertSettings
 from .errors import BadArgsError, ConfigError, FileAccessError, OcrTimeoutError, OutputValidationError, resource_fault
-from .fsutil import atomic_path, atomic_write_text, sha256_file, work_dir
+from .fsutil import atomic_path, atomic_write_text, sha256_file, sweep_parts, work_dir
 from .records import DocumentReport, PageReport, Word
 from .sources import SourcePage, open_source, sniff
 
@@ -363,6 +364,21 @@ def _where(error: OSError, output_path: Path) -> str:
     return f"temp folder {tmp} (TMPDIR)" if os.path.join(tmp, "digitize-") in text else str(output_path)
 
 
+log = logging.getLogger(__name__)
+_swept: set[str] = set()  # output folders this process has swept
+
+
+def _sweep_parts_once(folder: Path) -> None:
+    """A run killed mid-write (kill -9 of it or of the converter's child, a power cut) leaves its hidden
+    ``.NAME.*.part`` beside the output: removed once it is an hour old (fsutil.sweep_parts: only our
+    own temp names and files), the first time a process writes to that folder (not its subfolders)."""
+    key = os.path.abspath(folder)
+    if key not in _swept:
+        _swept.add(key)
+        for name in sweep_parts(folder, tree=False):
+            log.info("removed %s, left by a run that was killed while writing it", folder / name)
+
+
 def _convert(input_path: Path, output_path: Path, opts: ConvertOptions, sidecar, report, doc: DocumentReport,
              indices: list[int], start: float, signer: "Signer | None") -> DocumentReport:
     # the validator boots while the pages are processed
@@ -372,6 +388,7 @@ def _convert(input_path: Path, output_path: Path, opts: ConvertOptions, sidecar,
         doc.timings["pages"] = round(time.perf_counter() - start, 3)
         page_files = sorted(tmp.glob("page-*.pdf"))
         try:
+            _sweep_parts_once(output_path.parent)
             with atomic_path(output_path) as tmp_out:
                 title = opts.title or input_path.stem
                 pdfa.merge_pdfa(page_files, tmp_out, title, dt.datetime.fromisoformat(doc.created),

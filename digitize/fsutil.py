@@ -445,9 +445,9 @@ PART_NAMES = re.compile(r"^\.(?:.+\.)?[0-9a-f]{12}\.part$|^\..+\.[a-z0-9_]{8}(?:
 PART_AGE = 3600.0  # seconds untouched before a part file counts as abandoned
 
 
-def sweep_parts(folder: str | os.PathLike | int, max_age: float = PART_AGE) -> list[str]:
-    """Remove the temp files that writers killed mid-write (kill -9, a power cut) left in ``folder``'s tree;
-    their paths, relative to it.
+def sweep_parts(folder: str | os.PathLike | int, max_age: float = PART_AGE, tree: bool = True) -> list[str]:
+    """Remove the temp files that writers killed mid-write (kill -9, a power cut) left in ``folder``'s tree
+    (``tree=False``: in ``folder`` itself only); their paths, relative to it.
 
     Only our own temp names (PART_NAMES), only regular files owned by this account, walked by descriptor
     without following a symlink (a link is never removed through, nor entered), and only when untouched
@@ -474,6 +474,8 @@ def sweep_parts(folder: str | os.PathLike | int, max_age: float = PART_AGE) -> l
                 except OSError:
                     continue
                 removed.append(os.path.normpath(os.path.join(here, name)))
+            if not tree:
+                break
     finally:
         if not isinstance(folder, int):
             os.close(top)

@@ -302,3 +302,26 @@ def test_only_a_page_with_two_inks_is_read_a_second_time(monkeypatch, bilevel):
     result, done = convert.recognise(page, 200.0, ConvertOptions(), "page 1")
     assert len(calls) == (1 if bilevel else 2)
     assert done == ("" if bilevel else "faint-ink-dropped")
+
+
+def test_a_part_file_a_killed_run_left_beside_the_output_is_swept(tmp_path) -> None:
+    """kill -9 of a run (or of the converter's child) mid-write leaves a hidden .NAME.*.part that
+    nothing removed (review rev16ipc L6): an hour-old one of ours goes at the next write there; a
+    fresh one (another run writing now) and those in subfolders stay."""
+    import os
+    import time
+
+    from digitize import convert, fsutil
+
+    getattr(convert, "_swept", set()).clear()  # a process sweeps a folder once
+    old = time.time() - fsutil.PART_AGE - 60
+    (tmp_path / "sub").mkdir()
+    left, fresh, deeper = tmp_path / ".one.pdf.k3_9xq2a.part", tmp_path / ".two.pdf.abcd1234.part", \
+        tmp_path / "sub" / ".three.pdf.abcd1234.part"
+    for part in (left, fresh, deeper):
+        part.write_bytes(b"%PDF-")
+        if part is not fresh:
+            os.utime(part, (old, old))
+    convert_file(SAMPLES / "01_clean.png", tmp_path / "one.pdf", ConvertOptions(validate=False))
+    assert not left.exists() and fresh.exists() and deeper.exists()
+    assert (tmp_path / "one.pdf").is_file()

@@ -281,3 +281,13 @@ def test_sweep_parts_removes_only_our_abandoned_part_files(tmp_path):
         assert fsutil.sweep_parts(fd, max_age=0) == ["case/.fresh.pdf.0123456789ab.part"]
     finally:
         os.close(fd)
+
+
+def test_sweep_parts_of_a_folder_only_leaves_its_subfolders(tmp_path):
+    old = time.time() - fsutil.PART_AGE - 60
+    (tmp_path / "case").mkdir()
+    for name in (".a.pdf.0123456789ab.part", "case/.b.pdf.0123456789ab.part"):
+        (tmp_path / name).write_bytes(b"x")
+        os.utime(tmp_path / name, (old, old))
+    assert fsutil.sweep_parts(tmp_path, tree=False) == [".a.pdf.0123456789ab.part"]
+    assert (tmp_path / "case" / ".b.pdf.0123456789ab.part").exists()
