@@ -235,7 +235,7 @@ class _Server:
                                                   0.0 if self.children else now - self.last, NOUN,
                                                   self.served, len(self.children)).encode() + b"\n")
                 self.stopping = self.stopping or command == b"QUIT"
-            elif command == b"RUN" and len(fds) == len(STDIO) and not self._stale():
+            elif command == b"RUN" and len(fds) == len(STDIO) and _same_mounts(conn) and not self._stale():
                 conn.settimeout(None)  # blocking again: parent and child share this descriptor's flags
                 self._fork(conn, fds, _parse(body))
                 conn = None  # kept until the child is reaped
@@ -310,6 +310,25 @@ def _same_user(conn: socket.socket) -> bool:
         return True
     found = resident.peer(conn)
     return found is not None and found[1] == os.getuid()
+
+
+def _same_mounts(conn: socket.socket) -> bool:
+    """Whether the client sees our files: a run in another mount namespace (a PrivateTmp= unit that
+    reached this socket despite its name, resident.confinement) is refused and runs locally. A client
+    whose namespace we cannot read (one that made itself undumpable) is left to the socket's name."""
+    found = resident.peer(conn)
+    if found is None:
+        return True
+    if found[0] <= 0:  # a process our pid namespace cannot see: another sandbox
+        _say("request refused: the client is in another pid namespace")
+        return False
+    try:
+        same = os.stat(f"/proc/{found[0]}/ns/mnt").st_ino == os.stat("/proc/self/ns/mnt").st_ino
+    except OSError:
+        return True
+    if not same:
+        _say(f"request refused: client {found[0]} is in another mount namespace")
+    return same
 
 
 def _read_request(conn: socket.socket, fds: list[int], deadline: float) -> tuple[bytes, bytes]:

@@ -403,6 +403,28 @@ def test_a_client_that_drips_bytes_is_dropped_after_one_overall_wait(bare_server
     assert _status(bare_server).startswith(b"OK\t")
 
 
+def test_a_run_from_another_mount_namespace_is_not_forked(bare_server, monkeypatch) -> None:
+    """A sandboxed run racing onto an outside converter's socket: its paths are not the server's (rev16ipc M1)."""
+    if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode != 0:
+        pytest.skip("unshare -m is not allowed here")
+    forked = []
+    monkeypatch.setattr(bare_server, "_fork", lambda conn, fds, request: (forked.append(request), conn.close()))
+    client = ("import socket, sys; from digitize import zygote; s = socket.socket(socket.AF_UNIX); "
+              "s.connect(sys.argv[1]); socket.send_fds(s, [zygote._request(['--version'])], [0, 1, 2]); "
+              "s.settimeout(20); print(repr(s.recv(64)))")
+    outside = subprocess.Popen(["unshare", "-m", sys.executable, "-c", client, str(bare_server.path)],
+                               stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(zygote.ROOT)})
+    assert bare_server._accept()
+    assert outside.communicate(timeout=60)[0].strip() == "b''"  # closed without OK: it runs locally
+    assert forked == []
+    inside = socket.socket(socket.AF_UNIX)
+    inside.connect(str(bare_server.path))
+    socket.send_fds(inside, [zygote._request(["--version"])], [0, 1, 2])
+    assert bare_server._accept()
+    inside.close()
+    assert len(forked) == 1 and forked[0]["argv"] == ["--version"]  # this namespace's run is taken
+
+
 def test_a_server_whose_loaded_files_changed_stops_taking_runs(tmp_path) -> None:
     lib = tmp_path / "lib.py"
     lib.write_text("x = 1\n")
