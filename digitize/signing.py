@@ -459,6 +459,73 @@ def _in_child(action: Callable[[], None]) -> None:
 # -- a batch: one signer for all its workers, opened while they convert -----------------------------
 
 HANDSHAKE_TIMEOUT = 10.0  # seconds a connection may take to prove it holds the authkey
+MAX_HEADER = 64 << 10  # bytes of a request's or an answer's JSON: two paths, a shape, a record or a line
+MAX_BAND = 64 << 20  # bytes of page 1's top band (one grey byte per pt: ~0.2 MB for A4, 2 MB for A0)
+
+
+# The signer's wire format: no pickle either way. A worker that holds the authkey may still run code
+# an untrusted page's decoder planted in it; what it sends is read as data (JSON, then the band's raw
+# bytes of the shape it announced), each frame's length checked before anything is allocated.
+def _encode_request(source: Path, target: Path, band: Any) -> list[bytes]:
+    import json
+
+    shape = None
+    if band is not None:
+        import numpy as np
+
+        band = np.ascontiguousarray(band, dtype=np.uint8)
+        shape = list(band.shape)
+    frames = [json.dumps({"source": str(source), "target": str(target), "band": shape}).encode()]
+    return frames + ([band.tobytes()] if band is not None else [])
+
+
+def _read_request(conn) -> tuple[Path, Path, Any]:
+    """(source, target, band) from a worker; ValueError for anything but that shape."""
+    import json
+
+    request = json.loads(conn.recv_bytes(MAX_HEADER))
+    source, target, shape = request["source"], request["target"], request["band"]
+    if not isinstance(source, str) or not isinstance(target, str):
+        raise ValueError("paths must be strings")
+    if shape is None:
+        return Path(source), Path(target), None
+    if (not isinstance(shape, list) or len(shape) != 2 or not all(type(n) is int and n > 0 for n in shape)
+            or shape[0] * shape[1] > MAX_BAND):
+        raise ValueError("the band must be rows x columns of grey bytes")
+    import numpy as np
+
+    raw = conn.recv_bytes(shape[0] * shape[1])
+    if len(raw) != shape[0] * shape[1]:
+        raise ValueError("the band's bytes do not match its shape")
+    return Path(source), Path(target), np.frombuffer(bytearray(raw), dtype=np.uint8).reshape(shape)
+
+
+def _encode_answer(status: str, value: Any) -> bytes:
+    import json
+
+    if status == "ok":
+        return json.dumps({"status": "ok", "record": asdict(value)}).encode()
+    return json.dumps({"status": "error", "error": type(value).__name__, "message": str(value)}).encode()
+
+
+def _error_class(name: str) -> type[DigitizeError]:
+    """The DigitizeError subclass called NAME (SigningError if none is): an answer names it, never code."""
+    found, todo = SigningError, [DigitizeError]
+    while todo:
+        cls = todo.pop()
+        if cls.__name__ == name:
+            found = cls
+        todo.extend(cls.__subclasses__())
+    return found
+
+
+def _decode_answer(data: bytes) -> tuple[str, Any]:
+    import json
+
+    answer = json.loads(data)
+    if answer["status"] == "ok":
+        return "ok", SignatureRecord(**answer["record"])
+    return "error", _error_class(str(answer["error"]))(str(answer["message"]))
 SUN_PATH_MAX = 107  # bytes of an AF_UNIX socket's path (108 with its NUL)
 SOCKET_NAME = "s"
 
@@ -749,9 +816,8 @@ class SigningService:
     def _answer(self, conn) -> None:
         while True:
             try:
-                source, target, band = conn.recv()
-                answer = self.sign(Path(source), Path(target), band)
-                conn.send(answer)
+                source, target, band = _read_request(conn)
+                conn.send_bytes(_encode_answer(*self.sign(source, target, band)))
             except (EOFError, OSError):
                 return
             except Exception as e:  # noqa: BLE001 - a malformed request or answer: one line, connection closed
@@ -906,10 +972,11 @@ class RemoteSigner:
         try:
             if self._conn is None:
                 self._conn = self._connect()
-            self._conn.send((str(source), str(target), top_band))
+            for frame in _encode_request(source, target, top_band):
+                self._conn.send_bytes(frame)
             if not self._conn.poll(3 * self.timeout):
                 raise TimeoutError
-            status, value = self._conn.recv()
+            status, value = _decode_answer(self._conn.recv_bytes(MAX_HEADER))
         except (OSError, EOFError, AuthenticationError) as e:  # TimeoutError is an OSError
             self._drop()
             what = "did not answer" if isinstance(e, (TimeoutError, EOFError)) else \

@@ -187,6 +187,10 @@ def test_a_batch_with_a_wrong_pin_is_one_line_and_stores_nothing(tmp_path, pki, 
 
 # --- the service's bounds and confinement (a stub key: no pyHanko; review of 2026-12-01) --------------
 
+RECORD = signing.SignatureRecord("Signature1", "CN=Stub", "ab" * 32, "2026-12-02T09:00:00+07:00", None, "B-B",
+                                 "top right")
+
+
 class StubSigner:
     """signer_for's answer in the service: writes the target and says so."""
 
@@ -196,7 +200,7 @@ class StubSigner:
     def sign(self, source, target, band=None):
         Path(target).write_bytes(Path(source).read_bytes() + b"%signed\n")
         self.signed.append(Path(source))
-        return "record"
+        return RECORD
 
 
 @pytest.fixture
@@ -248,7 +252,7 @@ def test_a_client_stalling_the_handshake_holds_no_other(stub_service, tmp_path):
     try:
         source = tmp_path / "kept" / "doc.pdf"
         source.write_bytes(b"%PDF-1.7\n")
-        assert in_thread(lambda: stub_service.remote().sign(source, Path(f"{source}.signed")), 8) == "record"
+        assert in_thread(lambda: stub_service.remote().sign(source, Path(f"{source}.signed")), 8) == RECORD
     finally:
         silent.close()
 
@@ -275,7 +279,7 @@ def test_a_malformed_request_closes_its_connection_without_a_traceback(stub_serv
     conn.close()
     source = tmp_path / "kept" / "doc.pdf"
     source.write_bytes(b"%PDF-1.7\n")
-    assert stub_service.remote().sign(source, Path(f"{source}.signed")) == "record"  # the service still answers
+    assert stub_service.remote().sign(source, Path(f"{source}.signed")) == RECORD  # the service still answers
     assert died == [] and "Traceback" not in capsys.readouterr().err
 
 
@@ -293,7 +297,7 @@ def test_a_key_gone_bad_mid_batch_stops_the_batch(stub_service, tmp_path, monkey
     stub_service.start()
     source = tmp_path / "kept" / "doc.pdf"
     source.write_bytes(b"%PDF-1.7\n")
-    assert stub_service.remote().sign(source, Path(f"{source}.signed")) == "record"
+    assert stub_service.remote().sign(source, Path(f"{source}.signed")) == RECORD
 
     def refused(settings):
         raise SigningError("the token refused the PIN")
@@ -344,7 +348,7 @@ def test_the_service_signs_only_the_batch_s_own_files(stub_service, tmp_path):
     assert stub_service.stub.signed == []
     assert victim.read_bytes() == b"precious" and Path(f"{existing}.signed").read_bytes() == b"precious"
     assert not Path(f"{outside}.signed").exists()
-    assert remote.sign(inside, Path(f"{inside}.signed")) == "record"
+    assert remote.sign(inside, Path(f"{inside}.signed")) == RECORD
 
 
 def test_the_service_signs_in_its_workers_work_folders_only(stub_service, tmp_path, monkeypatch):
@@ -363,7 +367,7 @@ def test_the_service_signs_in_its_workers_work_folders_only(stub_service, tmp_pa
             source = folder / "doc.pdf"
             source.write_bytes(b"%PDF-1.7\n")
             if ok:
-                assert stub_service.remote().sign(source, Path(f"{source}.signed")) == "record"
+                assert stub_service.remote().sign(source, Path(f"{source}.signed")) == RECORD
             else:
                 with pytest.raises(SigningError, match="refuses"):
                     stub_service.remote().sign(source, Path(f"{source}.signed"))
@@ -535,7 +539,7 @@ def _from_a_page_worker(service, tmp_path: Path, key) -> dict:
 
 def test_a_page_worker_cannot_reach_the_signer_with_what_it_inherited(stub_service, tmp_path):
     got = _from_a_page_worker(stub_service, tmp_path, None)
-    assert got["first"] == "record" and got["after"] == "record"  # the batch worker itself signs
+    assert got["first"] == RECORD and got["after"] == RECORD  # the batch worker itself signs
     assert got["inherited"] == "SignerUnavailableError", got  # neither its connection nor its key
     assert got["key_in_memory"] is False and got["remote"] is False
     assert stub_service.stub.signed == [tmp_path / "kept" / "doc.pdf"] * 2
@@ -567,7 +571,7 @@ def test_a_client_stopping_partway_through_its_answer_holds_no_thread(stub_servi
         assert stalled.recv(64) == b""  # the service closed it
         source = tmp_path / "kept" / "doc.pdf"
         source.write_bytes(b"%PDF-1.7\n")
-        assert stub_service.remote().sign(source, Path(f"{source}.signed")) == "record"
+        assert stub_service.remote().sign(source, Path(f"{source}.signed")) == RECORD
     finally:
         stalled.close()
 
@@ -716,3 +720,43 @@ def test_the_signers_folder_skips_a_runtime_folder_it_cannot_use(tmp_path, monke
     finally:
         runtime.chmod(0o700)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+class _Planted:
+    """What a batch worker taken over by a decoder exploit could send: a pickle that runs code when loaded."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.mkdir, (str(self.marker),)
+
+
+def test_a_worker_s_pickle_is_never_loaded_by_the_signer(stub_service, tmp_path):
+    """Requests and answers are JSON plus the band's raw bytes: a pickle an authenticated worker sends
+    runs nothing in the process that holds the key, and its connection is dropped (review rev16ipc L3)."""
+    from multiprocessing.connection import Client
+
+    stub_service.start()
+    marker = tmp_path / "pwned"
+    conn = Client(stub_service.address, "AF_UNIX", authkey=stub_service.authkey)
+    try:
+        conn.send((_Planted(marker), str(marker) + ".signed", None))
+        assert conn.poll(5)
+        with pytest.raises((EOFError, ConnectionResetError)):
+            conn.recv_bytes()
+    finally:
+        conn.close()
+    assert not marker.exists()
+    source = tmp_path / "kept" / "doc.pdf"
+    source.write_bytes(b"%PDF-1.7\n")
+    band = np.arange(600, dtype=np.uint8).reshape(20, 30)
+    stub_service.stub.sign = lambda s, t, b=None: (Path(t).write_bytes(b"%signed"), seen.append(b), RECORD)[-1]
+    seen = []
+    assert stub_service.remote().sign(source, Path(f"{source}.signed"), band) == RECORD  # the band arrives whole
+    assert seen[0].shape == (20, 30) and (seen[0] == band).all()
+    other = tmp_path / "kept" / "other.pdf"
+    other.write_bytes(b"%PDF-1.7\n")
+    stub_service.stub.sign = lambda s, t, b=None: (_ for _ in ()).throw(SignerUnavailableError("token gone"))
+    with pytest.raises(SignerUnavailableError, match="token gone"):  # an error comes back as its class and line
+        stub_service.remote().sign(other, Path(f"{other}.signed"))
