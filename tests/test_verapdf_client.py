@@ -76,9 +76,11 @@ def test_another_mount_namespace_or_cgroup_gets_a_validator_of_its_own(fake_buil
     """A PrivateTmp= unit's paths are not an outside JVM's: it would answer no-pass (rev16ipc M1)."""
     first = verapdf._resident_server("2b")
     monkeypatch.setattr(resident, "_namespace", lambda name: "4026532178")
+    monkeypatch.setattr(resident, "_confinement", None)  # read once per process: as a process in there would
     other = verapdf._resident_server("2b")
     assert other.socket != first.socket
     monkeypatch.setattr(resident, "_proc_text", lambda name: "0::/system.slice/digitize-watch.service\n")
+    monkeypatch.setattr(resident, "_confinement", None)
     assert verapdf._resident_server("2b").socket != other.socket
 
 
