@@ -276,6 +276,10 @@ class _ValidatorGone(OutputValidationError):
     """The validator JVM ended (or its socket broke) before answering: a fresh one may succeed."""
 
 
+class _ValidatorBusy(_ValidatorGone):
+    """The resident server serves as many connections as it takes (DigitizeValidator.MAX_CONNECTIONS)."""
+
+
 class _LineValidator:
     """A validator JVM answering one line per line sent: a PDF path, or STATUS / QUIT to a server."""
 
@@ -419,6 +423,12 @@ class _ResidentClient(_LineValidator):
         self.sock, self.server, self.pid = sock, server, os.getpid()
         self.server_pid = (resident.peer(sock) or (None, 0))[0]
 
+    def validate(self, path: os.PathLike | str, timeout: float) -> Validation:
+        answer = self.ask(os.fsencode(os.path.abspath(path)), timeout)
+        if answer == "BUSY":  # sent instead of an answer, then closed
+            raise _ValidatorBusy("the resident veraPDF validator serves as many runs as it takes")
+        return parse_stream_answer(str(path), answer)
+
     def retire_server(self) -> None:
         """Ask the server this client talks to (not a newer one on the same path) to stop."""
         if self.server_pid is not None and resident.lock_holder(self.server.lock) == self.server_pid:
@@ -484,6 +494,10 @@ def _validate_resident(paths: list, flavour: str, timeout: float) -> list[Valida
             for path in paths[len(results):]:
                 results.append(client.validate(path, timeout))
             return results
+        except _ValidatorBusy:
+            _forget(client)
+            log.info("the resident veraPDF validator is full: this process starts its own")
+            return None
         except OutputValidationError as e:
             _forget(client)  # after a timeout its answers would be out of step
             if not isinstance(e, _ValidatorGone):

@@ -297,6 +297,19 @@ def test_a_line_longer_than_any_path_ends_its_connection_not_the_server(vdir, pd
     assert compliant(pdfs[0]) == [True]
 
 
+def _take_a_slot(path: Path, held: list) -> bool:
+    """Whether a new connection of ours was taken (not answered BUSY); kept in HELD."""
+    sock = resident.connect(path)
+    if sock is None:
+        return False
+    held.append(sock)
+    sock.settimeout(1)
+    try:
+        return sock.recv(16) != b"BUSY\n"
+    except TimeoutError:
+        return True  # taken: the server waits for its request
+
+
 def test_connections_past_the_cap_are_closed_and_the_others_served(vdir, pdfs) -> None:
     """A thread per connection without end would exhaust the JVM (rev16ipc L2)."""
     assert compliant(pdfs[0]) == [True]
@@ -309,7 +322,12 @@ def test_connections_past_the_cap_are_closed_and_the_others_served(vdir, pdfs) -
             sock.settimeout(60)
             assert wait_until(lambda: sock.connect_ex(str(server.socket)) in (0, errno.EISCONN), 60)
             # queued in order: the server takes these first
-        assert _exchange(server.socket, b"STATUS\n") == b""
+        assert _exchange(server.socket, b"STATUS\n") == b"BUSY\n"
+        verapdf._close_shared()  # a run that connects now is told BUSY and validates by itself
+        assert wait_until(lambda: _exchange(server.socket, b"STATUS\n").startswith(b"OK\t"), 30)
+        assert wait_until(lambda: _take_a_slot(server.socket, held), 30)  # the slot it freed, taken again
+        assert [r.compliant for r in verapdf.validate([pdfs[0], pdfs[1]])] == [True, False]
+        assert server.socket not in verapdf._clients and verapdf._shared  # its own JVM answered
     finally:
         for sock in held:
             sock.close()

@@ -265,8 +265,13 @@ public final class DigitizeValidator {
                                 connections++;
                             }
                         }
-                        if (full) {
-                            client.close();  // no thread per connection without end: the client validates itself
+                        if (full) {  // no thread per connection without end: BUSY, and the client validates itself
+                            try {
+                                client.write(ByteBuffer.wrap("BUSY\n".getBytes(StandardCharsets.US_ASCII)));
+                            } catch (IOException e) {
+                                // gone already
+                            }
+                            client.close();
                             continue;
                         }
                         SocketChannel channel = client;
