@@ -1,0 +1,88 @@
+"""Two writers storing one original at once (review rev16batch M1), on (folder + SQLite) and (MinIO + PostgreSQL).
+
+Writer B enters ``store`` while writer A has only inserted its pending row. B must not take that live row
+for an interrupted store: it waits for A's claim, then finds the document stored. Before the claim, B
+resumed A's row: a second PDF/A and sidecar in the store that no index row names, and a second event set.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import pytest
+
+from storage.archive import Archive
+
+pytestmark = pytest.mark.integration
+
+
+class _Said(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.busy = threading.Event()
+
+    def emit(self, record):
+        if "being stored by another writer" in record.getMessage():
+            self.busy.set()
+
+
+def test_second_writer_waits_for_a_live_pending_row_instead_of_resuming_it(settings, make_document):
+    first = make_document(name="register")
+    second = make_document(name="register", pdfa_salt="-b")  # same original, converted again: other PDF/A bytes
+    said = _Said()
+    logging.getLogger("digitize.storage").addHandler(said)
+    results = {}
+    with Archive.open(settings) as a, Archive.open(settings) as b:
+        real = a.index.insert_pending
+
+        def b_stores():
+            results["b"] = b.store(second.original, second.pdfa, second.report, second.meta, actor="b")
+
+        def insert_then_b_enters(row):
+            doc_id = real(row)
+            thread = threading.Thread(target=b_stores)
+            thread.start()
+            deadline = time.monotonic() + 60
+            while thread.is_alive() and not said.busy.is_set() and time.monotonic() < deadline:
+                time.sleep(0.01)  # until B waits for A's claim (fixed) or has resumed A's row (old code)
+            results["thread"] = thread
+            return doc_id
+
+        a.index.insert_pending = insert_then_b_enters
+        try:
+            results["a"] = a.store(first.original, first.pdfa, first.report, first.meta, actor="a")
+        finally:
+            a.index.insert_pending = real
+            logging.getLogger("digitize.storage").removeHandler(said)
+        results["thread"].join(60)
+        stored, again = results["a"], results["b"]
+        rows = a.index.stored_documents() + a.index.pending_documents()
+        assert [(r.doc_id, r.status) for r in rows] == [(stored.doc_id, "stored")]
+        assert sorted(a.objects.list_keys()) == sorted([stored.original_key, stored.pdfa_key, stored.meta_key])
+        assert [e.event_type for e in a.index.events(doc_id=stored.doc_id)] == \
+            ["ingested", "converted", "stored", "verified"]
+        assert again.already_stored is True and again.doc_id == stored.doc_id and again.pdfa_key == stored.pdfa_key
+
+
+def test_a_pending_row_whose_writer_is_gone_is_resumed(settings, make_document):
+    """The claim is released with its writer: a pending row left by a store that failed is resumed."""
+    doc = make_document(name="interrupted")
+    with Archive.open(settings) as a:
+        real = a.objects.put
+
+        def storage_fails(key, *args, **kwargs):
+            if "/pdfa-" in key:
+                raise OSError("disk gone")
+            return real(key, *args, **kwargs)
+
+        a.objects.put = storage_fails
+        with pytest.raises(OSError):
+            a.store(doc.original, doc.pdfa, doc.report, doc.meta)
+        a.objects.put = real
+    with Archive.open(settings) as b:
+        assert [r.status for r in b.index.pending_documents()] == ["pending"]
+        resumed = b.store(doc.original, doc.pdfa, doc.report, doc.meta)
+        assert resumed.already_stored is False
+        assert b.index.pending_documents() == [] and len(b.index.stored_documents()) == 1
