@@ -31,7 +31,8 @@ from digitize.errors import InputError, SigningError, StorageError
 from digitize.fsutil import atomic_write_text
 
 from .inbox import has_scan_suffix, iter_scans
-from .jobs import INTERNAL_EXIT, JobResult, Status, StoredPart, close_archives, kept_folder, process_file
+from .jobs import (INTERNAL_EXIT, JobResult, Status, StoredPart, close_archives, kept_folder, lend_cpu_slots,
+                   process_file)
 from . import logs
 from .logs import event
 from .manifest import Manifest, read_manifest
@@ -218,6 +219,7 @@ def _init_worker(settings, log_state: tuple[int, bool], parent: int, remote=None
     pageworkers.undumpable()  # before any page worker or tool: none may read or copy what it holds
     global _worker_settings, _cpu_slots
     _worker_settings, _cpu_slots = settings, slots
+    lend_cpu_slots(slots)
     if remote is not None:
         remote.slots = slots
     signing.use_service(remote)
