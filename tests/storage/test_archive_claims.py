@@ -33,6 +33,8 @@ def test_second_writer_waits_for_a_live_pending_row_instead_of_resuming_it(setti
     second = make_document(name="register", pdfa_salt="-b")  # same original, converted again: other PDF/A bytes
     said = _Said()
     logging.getLogger("digitize.storage").addHandler(said)
+    level = logging.getLogger("digitize.storage").level
+    logging.getLogger("digitize.storage").setLevel(logging.INFO)
     results = {}
     with Archive.open(settings) as a, Archive.open(settings) as b:
         real = a.index.insert_pending
@@ -56,6 +58,7 @@ def test_second_writer_waits_for_a_live_pending_row_instead_of_resuming_it(setti
         finally:
             a.index.insert_pending = real
             logging.getLogger("digitize.storage").removeHandler(said)
+        logging.getLogger("digitize.storage").setLevel(level)
         results["thread"].join(60)
         stored, again = results["a"], results["b"]
         rows = a.index.stored_documents() + a.index.pending_documents()
@@ -86,3 +89,54 @@ def test_a_pending_row_whose_writer_is_gone_is_resumed(settings, make_document):
         resumed = b.store(doc.original, doc.pdfa, doc.report, doc.meta)
         assert resumed.already_stored is False
         assert b.index.pending_documents() == [] and len(b.index.stored_documents()) == 1
+
+
+def test_a_writer_in_another_process_is_waited_for_while_alive_and_resumed_once_killed(settings, make_document,
+                                                                                      tmp_path):
+    """Two processes: A (a real store_job.py child) stops with its objects written and its row pending; B waits
+    for it rather than resuming its live row; A is killed -9, its claim goes with it, B resumes the row."""
+    import dataclasses
+    import json
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from settings_env import settings_env
+    from storage.faults import ENV as FAULT_ENV
+
+    doc = make_document(name="two-processes")
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps({"original": str(doc.original), "pdfa": str(doc.pdfa), "report": doc.report.to_dict(),
+                               "meta": dataclasses.asdict(doc.meta)}), encoding="utf-8")
+    child = subprocess.Popen([sys.executable, str(Path(__file__).with_name("store_job.py")), str(job)],
+                             env={**settings_env(settings), FAULT_ENV: "objects-written"}, cwd=tmp_path,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    said = _Said()
+    logging.getLogger("digitize.storage").addHandler(said)
+    level = logging.getLogger("digitize.storage").level
+    logging.getLogger("digitize.storage").setLevel(logging.INFO)
+    results = {}
+    try:
+        line = child.stdout.readline()
+        assert line.strip() == "FAULT-PAUSE objects-written", child.stderr.read() if not line else line
+        with Archive.open(settings) as b:
+            thread = threading.Thread(target=lambda: results.update(
+                b=b.store(doc.original, doc.pdfa, doc.report, doc.meta, actor="b")))
+            thread.start()
+            assert said.busy.wait(60), "B did not wait for A's live store"
+            assert thread.is_alive() and "b" not in results
+            child.send_signal(signal.SIGKILL)
+            child.wait()
+            thread.join(60)
+            [row] = b.index.stored_documents()
+            assert b.index.pending_documents() == []
+            assert (results["b"].doc_id, results["b"].already_stored) == (row.doc_id, False)  # resumed A's row
+            assert sorted(b.objects.list_keys()) == sorted(row.keys())
+            assert len(b.index.events(doc_id=row.doc_id)) == 4
+    finally:
+        logging.getLogger("digitize.storage").removeHandler(said)
+        logging.getLogger("digitize.storage").setLevel(level)
+        if child.poll() is None:
+            child.kill()
+            child.wait()
