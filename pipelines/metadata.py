@@ -97,7 +97,7 @@ def _validated(name: str, value: Any) -> Any:
             raise BadArgsError(f"sequence {str(number)[:40]} must be from 1 to {SEQUENCE_MAX}")
         return number
     text = plain(value)  # free text shown in the portal, the CLI and sidecars: no control or bidi characters
-    if len(text) > ARCHIVE_VALUE_MAX:  # it goes into the index row, its search entries and every listing
+    if name in META_FIELDS and len(text) > ARCHIVE_VALUE_MAX:  # into the index row, search entries, listings
         raise BadArgsError(f"{name} is longer than {ARCHIVE_VALUE_MAX} characters")
     return text
 
