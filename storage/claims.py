@@ -36,8 +36,12 @@ def _name(original_sha256: str, source_pages: str) -> str:
     return hashlib.sha256(f"{original_sha256}\0{source_pages}".encode()).hexdigest()[:32]
 
 
+class ClaimBusy(StorageError):
+    """Another live writer holds the claim (retryable: it will have stored the document)."""
+
+
 def _busy(what: str) -> StorageError:
-    return StorageError(f"{what} is being stored by another writer; try again later")
+    return ClaimBusy(f"{what} is being stored by another writer; try again later")
 
 
 @contextlib.contextmanager

@@ -140,3 +140,29 @@ def test_a_writer_in_another_process_is_waited_for_while_alive_and_resumed_once_
         if child.poll() is None:
             child.kill()
             child.wait()
+
+
+def test_verify_leaves_a_pending_row_to_its_live_writer_and_repairs_it_once_that_writer_is_gone(settings,
+                                                                                                make_document):
+    from datetime import timedelta
+
+    from storage.claims import claim
+
+    doc = make_document(name="slow-store")
+    with Archive.open(settings) as a, Archive.open(settings) as checker:
+        real = a.index.finalize
+        held_claim = {}
+
+        def stop_before_commit(row, *args, **kwargs):  # A has written its objects; its row is still pending
+            raise RuntimeError("stopped before the index commit")
+
+        a.index.finalize = stop_before_commit
+        with pytest.raises(RuntimeError):
+            a.store(doc.original, doc.pdfa, doc.report, doc.meta)
+        a.index.finalize = real
+        [pending] = checker.index.pending_documents()
+        with claim(a.index, pending.original_sha256, pending.source_pages):  # a writer still at work on it
+            held_claim["report"] = checker.verify(stale_after=timedelta(0))
+            assert checker.index.pending_documents() != []
+        assert held_claim["report"].repaired == []  # was: completed under its live writer
+        assert [p.kind for p in checker.verify(stale_after=timedelta(0)).repaired] == ["completed"]
