@@ -353,6 +353,14 @@ def _at_filing(allowed: Callable[..., bool] | None, archive) -> Callable[..., bo
     return allowed.at_filing(archive.index) if isinstance(allowed, UploadScope) else allowed
 
 
+def _reason(error: BaseException, job: _Job | None) -> str:
+    """The error's text naming the scan, not the job's private copy (/tmp/digitize-…/source/NAME)."""
+    text = str(error)
+    if job is not None and job.source != job.path:
+        text = text.replace(f"{job.source.parent}{os.sep}", "")  # the name may be cut short in it (a line break)
+    return text
+
+
 def process_file(path: Path, settings, meta_hint: Clue | None = None, *, root: Path | None = None,
                  jobs: int | None = None, archive=None, keep: Path | None = None,
                  allowed: Callable[..., bool] | None = None, shared_inbox: bool = False) -> JobResult:
@@ -378,7 +386,7 @@ def process_file(path: Path, settings, meta_hint: Clue | None = None, *, root: P
         status, reason = _overall(parts)
         result = JobResult(str(path), status, job.sha256, reason, documents=parts)
     except DigitizeError as e:
-        result = JobResult(str(path), Status.failed, job.sha256 if job else "", str(e),
+        result = JobResult(str(path), Status.failed, job.sha256 if job else "", _reason(e, job),
                            error_kinds=error_kinds(e), exit_code=int(e.exit_code))
     except OSError as e:
         fault = resource_fault(e, "out of disk space")

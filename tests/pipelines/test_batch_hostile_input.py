@@ -88,6 +88,7 @@ def test_hostile_names_and_links_get_inert_lines_and_links_are_reported(tmp_path
     assert "\x1b" not in r.stderr and "Traceback" not in r.stderr
     assert not any(line.startswith("batch: 9 files") for line in r.stderr.splitlines())
     assert not any(line.startswith("\x1b") or "forged.pdf" in line.split(":")[0] for line in r.stderr.splitlines())
+    assert "/source/" not in r.stderr  # a reason names the scan, never the worker's private copy
     assert "leaving 1 symbolic link(s) alone, never followed: linked.pdf" in r.stderr
     rows = {os.path.basename(row["path"]): row for row in csv.DictReader(report.open(encoding="utf-8"))}
     assert rows["linked.pdf"]["status"] == "skipped" and "symbolic link" in rows["linked.pdf"]["reason"]
