@@ -8,7 +8,6 @@ for A (fixed); B's conversion then ends only once A has stored and removed the f
 
 from __future__ import annotations
 
-import logging
 import shutil
 import threading
 import time
@@ -19,17 +18,12 @@ from scans import page, write_pdf
 from pipelines.jobs import Status, close_archives, kept_folder, process_file
 from storage.archive import Archive
 
+try:
+    from tests.logwatch import LogSeen
+except ModuleNotFoundError:
+    from logwatch import LogSeen
+
 pytestmark = pytest.mark.integration
-
-
-class _Waiting(logging.Handler):
-    def __init__(self):
-        super().__init__()
-        self.seen = threading.Event()
-
-    def emit(self, record):
-        if getattr(record, "event", "") == "waiting":
-            self.seen.set()
 
 
 def _until(*events: threading.Event, timeout: float = 120) -> None:
@@ -48,9 +42,7 @@ def test_the_second_of_two_identical_files_waits_and_skips_instead_of_failing(tm
     shutil.copy(src / "a.pdf", src / "b.pdf")
     real = digitize.convert.convert_file
     a_done, b_converting, calls = threading.Event(), threading.Event(), []
-    waiting = _Waiting()
-    logging.getLogger("pipelines.jobs").addHandler(waiting)
-    logging.getLogger("pipelines.jobs").setLevel(logging.INFO)
+    waiting = LogSeen("pipelines.jobs", lambda record: getattr(record, "event", "") == "waiting")
 
     def convert(*args, **kwargs):
         calls.append(threading.current_thread().name)
@@ -74,16 +66,16 @@ def test_the_second_of_two_identical_files_waits_and_skips_instead_of_failing(tm
             a_done.set()
 
     try:
-        first = threading.Thread(target=run, args=("a",), name="a")
-        first.start()
-        while not calls and first.is_alive():
-            time.sleep(0.01)  # A is converting: B starts now
-        second = threading.Thread(target=run, args=("b",), name="b")
-        second.start()
-        first.join(300)
-        second.join(300)
+        with waiting:
+            first = threading.Thread(target=run, args=("a",), name="a")
+            first.start()
+            while not calls and first.is_alive():
+                time.sleep(0.01)  # A is converting: B starts now
+            second = threading.Thread(target=run, args=("b",), name="b")
+            second.start()
+            first.join(300)
+            second.join(300)
     finally:
-        logging.getLogger("pipelines.jobs").removeHandler(waiting)
         close_archives()
     a, b = results["a"], results["b"]
     assert a.status in (Status.done, Status.unmatched), a.reason

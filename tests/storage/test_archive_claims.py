@@ -7,36 +7,33 @@ resumed A's row: a second PDF/A and sidecar in the store that no index row names
 
 from __future__ import annotations
 
-import logging
+import signal
 import threading
 import time
 
 import pytest
+from store_job import start_paused
 
 from storage.archive import Archive
+
+try:
+    from tests.logwatch import LogSeen
+except ModuleNotFoundError:
+    from logwatch import LogSeen
 
 pytestmark = pytest.mark.integration
 
 
-class _Said(logging.Handler):
-    def __init__(self):
-        super().__init__()
-        self.busy = threading.Event()
-
-    def emit(self, record):
-        if "being stored by another writer" in record.getMessage():
-            self.busy.set()
+def _said() -> LogSeen:
+    """Seen once a writer finds the original claimed by another (storage/claims.py)."""
+    return LogSeen("digitize.storage", lambda record: "being stored by another writer" in record.getMessage())
 
 
 def test_second_writer_waits_for_a_live_pending_row_instead_of_resuming_it(settings, make_document):
     first = make_document(name="register")
     second = make_document(name="register", pdfa_salt="-b")  # same original, converted again: other PDF/A bytes
-    said = _Said()
-    logging.getLogger("digitize.storage").addHandler(said)
-    level = logging.getLogger("digitize.storage").level
-    logging.getLogger("digitize.storage").setLevel(logging.INFO)
     results = {}
-    with Archive.open(settings) as a, Archive.open(settings) as b:
+    with _said() as said, Archive.open(settings) as a, Archive.open(settings) as b:
         real = a.index.insert_pending
 
         def b_stores():
@@ -47,7 +44,7 @@ def test_second_writer_waits_for_a_live_pending_row_instead_of_resuming_it(setti
             thread = threading.Thread(target=b_stores)
             thread.start()
             deadline = time.monotonic() + 60
-            while thread.is_alive() and not said.busy.is_set() and time.monotonic() < deadline:
+            while thread.is_alive() and not said.seen.is_set() and time.monotonic() < deadline:
                 time.sleep(0.01)  # until B waits for A's claim (fixed) or has resumed A's row (old code)
             results["thread"] = thread
             return doc_id
@@ -57,8 +54,6 @@ def test_second_writer_waits_for_a_live_pending_row_instead_of_resuming_it(setti
             results["a"] = a.store(first.original, first.pdfa, first.report, first.meta, actor="a")
         finally:
             a.index.insert_pending = real
-            logging.getLogger("digitize.storage").removeHandler(said)
-        logging.getLogger("digitize.storage").setLevel(level)
         results["thread"].join(60)
         stored, again = results["a"], results["b"]
         rows = a.index.stored_documents() + a.index.pending_documents()
@@ -95,36 +90,15 @@ def test_a_writer_in_another_process_is_waited_for_while_alive_and_resumed_once_
                                                                                       tmp_path):
     """Two processes: A (a real store_job.py child) stops with its objects written and its row pending; B waits
     for it rather than resuming its live row; A is killed -9, its claim goes with it, B resumes the row."""
-    import dataclasses
-    import json
-    import signal
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from settings_env import settings_env
-    from storage.faults import ENV as FAULT_ENV
-
     doc = make_document(name="two-processes")
-    job = tmp_path / "job.json"
-    job.write_text(json.dumps({"original": str(doc.original), "pdfa": str(doc.pdfa), "report": doc.report.to_dict(),
-                               "meta": dataclasses.asdict(doc.meta)}), encoding="utf-8")
-    child = subprocess.Popen([sys.executable, str(Path(__file__).with_name("store_job.py")), str(job)],
-                             env={**settings_env(settings), FAULT_ENV: "objects-written"}, cwd=tmp_path,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    said = _Said()
-    logging.getLogger("digitize.storage").addHandler(said)
-    level = logging.getLogger("digitize.storage").level
-    logging.getLogger("digitize.storage").setLevel(logging.INFO)
     results = {}
+    child = start_paused(settings, doc, tmp_path)
     try:
-        line = child.stdout.readline()
-        assert line.strip() == "FAULT-PAUSE objects-written", child.stderr.read() if not line else line
-        with Archive.open(settings) as b:
+        with _said() as said, Archive.open(settings) as b:
             thread = threading.Thread(target=lambda: results.update(
                 b=b.store(doc.original, doc.pdfa, doc.report, doc.meta, actor="b")))
             thread.start()
-            assert said.busy.wait(60), "B did not wait for A's live store"
+            assert said.seen.wait(60), "B did not wait for A's live store"
             assert thread.is_alive() and "b" not in results
             child.send_signal(signal.SIGKILL)
             child.wait()
@@ -135,8 +109,6 @@ def test_a_writer_in_another_process_is_waited_for_while_alive_and_resumed_once_
             assert sorted(b.objects.list_keys()) == sorted(row.keys())
             assert len(b.index.events(doc_id=row.doc_id)) == 4
     finally:
-        logging.getLogger("digitize.storage").removeHandler(said)
-        logging.getLogger("digitize.storage").setLevel(level)
         if child.poll() is None:
             child.kill()
             child.wait()
