@@ -27,11 +27,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TextIO
 
-from digitize.errors import InputError, SigningError, StorageError
+from digitize.errors import ExitCode, InputError, SigningError, StorageError
 from digitize.fsutil import atomic_write_text
+from digitize.terminal import printable
 
 from .inbox import has_scan_suffix, iter_scans
-from .jobs import INTERNAL_EXIT, JobResult, Status, StoredPart, close_archives, kept_folder, process_file
+from .jobs import (INTERNAL_EXIT, JobResult, Status, StoredPart, close_archives, kept_folder, lend_cpu_slots,
+                   process_file)
 from . import logs
 from .logs import event
 from .manifest import Manifest, read_manifest
@@ -75,16 +77,40 @@ class BatchSummary:
 
 # --- planning (pure apart from the directory walk) ---------------------------------------------------
 
-def plan(src: Path, manifest: Manifest | None) -> tuple[list[BatchItem], list[Path]]:
-    """Files to process (scan types, plus anything the manifest names) and the other files left alone."""
+def plan(src: Path, manifest: Manifest | None, links: list[Path] | None = None,
+         vanished: list[JobResult] | None = None) -> tuple[list[BatchItem], list[Path]]:
+    """Files to process (scan types, plus anything the manifest names) and the other files left alone;
+    symbolic links (never followed) go to ``links``, files gone since the walk to ``vanished``."""
     items, others = [], []
-    for path in iter_scans(src):
+    for path in iter_scans(src, links=links):
         hint = manifest.hint(path) if manifest else None
         if hint is None and not has_scan_suffix(path):
             others.append(path)
             continue
-        items.append(BatchItem(path, path.stat().st_size, hint))
+        try:
+            size = os.lstat(path).st_size
+        except OSError as e:  # moved or deleted since the walk (a share being tidied): that file, not the batch
+            if vanished is not None:
+                vanished.append(JobResult(str(path), Status.failed, reason=f"cannot read {path.name}: {e.strerror} "
+                                          "(moved or deleted during the batch; run again to take it)",
+                                          error_kinds=("FileAccessError", "OSError"),
+                                          exit_code=int(ExitCode.file_access)))
+            continue
+        items.append(BatchItem(path, size, hint))
     return items, others
+
+
+LINK_REASON = "left alone: a symbolic link, never followed (copy the file itself into SRC)"
+
+
+def left_alone(links: list[Path]) -> list[JobResult]:
+    """Symbolic links in SRC, for the report and the summary: skipped, and why (review rev16batch L4)."""
+    return [JobResult(str(path), Status.skipped, reason=LINK_REASON) for path in links]
+
+
+def _names(paths: list[Path], shown: int = 5) -> str:
+    """File names for a stderr line: each through printable() (a name cannot forge a line or an escape)."""
+    return ", ".join(printable(p.name) for p in paths[:shown]) + (", ..." if len(paths) > shown else "")
 
 
 PAGE_ORDER_LIMIT = 2000  # batches up to this many files are ordered by counted pages
@@ -218,6 +244,7 @@ def _init_worker(settings, log_state: tuple[int, bool], parent: int, remote=None
     pageworkers.undumpable()  # before any page worker or tool: none may read or copy what it holds
     global _worker_settings, _cpu_slots
     _worker_settings, _cpu_slots = settings, slots
+    lend_cpu_slots(slots)
     if remote is not None:
         remote.slots = slots
     signing.use_service(remote)
@@ -444,7 +471,7 @@ def check_manifest(manifest: Manifest | None, stream: TextIO) -> None:
     if manifest is None or not manifest.problems:
         return
     for problem in manifest.problems:
-        stream.write(f"{manifest.source}: {problem}\n")
+        stream.write(f"{printable(manifest.source)}: {printable(problem)}\n")
     raise InputError(f"manifest {manifest.source}: {len(manifest.problems)} problem(s); fix them and run again")
 
 
@@ -455,10 +482,13 @@ def run_batch(src: Path, settings, manifest_file: Path | None = None, jobs: int 
         raise InputError(f"{src} is not a directory")
     manifest = read_manifest(manifest_file, src) if manifest_file else None
     check_manifest(manifest, stream)
-    items, others = plan(src, manifest)
+    links: list[Path] = []
+    vanished: list[JobResult] = []
+    items, others = plan(src, manifest, links, vanished)
     if others:
-        names = ", ".join(p.name for p in others[:5]) + (", ..." if len(others) > 5 else "")
-        stream.write(f"batch: leaving {len(others)} non-scan file(s) alone: {names}\n")
+        stream.write(f"batch: leaving {len(others)} non-scan file(s) alone: {_names(others)}\n")
+    if links:
+        stream.write(f"batch: leaving {len(links)} symbolic link(s) alone, never followed: {_names(links)}\n")
     if dry_run:
         listed = sum(1 for i in items if i.hint is not None)
         stream.write(f"dry run: {len(items)} files to process, {listed} described by the manifest, "
@@ -478,15 +508,16 @@ def run_batch(src: Path, settings, manifest_file: Path | None = None, jobs: int 
             summary = _run_local(src, settings, workers, stream, items)
     finally:
         close_archives()
+    summary.results.extend(vanished + left_alone(links))
     target = report or (Path(settings.batch.report) if settings.batch.report else None)
     if target:
         write_report(summary, target)
     notable = [r for r in summary.results if r.status in (Status.failed, Status.unmatched)]
     for result in notable[:LIST_AT_MOST]:
-        stream.write(f"{result.status}: {result.path}: {result.reason}\n")
+        stream.write(f"{result.status}: {printable(result.path)}: {printable(result.reason)}\n")
     if len(notable) > LIST_AT_MOST:
         stream.write(f"... and {len(notable) - LIST_AT_MOST} more failed or unmatched files (see the report)\n")
-    stream.write(f"batch: {summary.line()}" + (f"; report {target}" if target else "") + "\n")
+    stream.write(f"batch: {summary.line()}" + (f"; report {printable(target)}" if target else "") + "\n")
     _raise_for_failures(summary)
     return summary
 

@@ -8,6 +8,7 @@ so a retried or re-dropped file is never stored twice.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -17,11 +18,12 @@ import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path, PurePath
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from digitize.errors import (DigitizeError, ExitCode, InputError, ResourceError, SigningError, StorageError,
                              resource_fault)
 from digitize.fsutil import atomic_write_text, copy_hashed, open_regular, sha256_file, sha256_stream, work_dir
+from digitize.locks import held
 from digitize.records import DocumentReport
 from digitize.terminal import printable
 
@@ -93,6 +95,13 @@ class JobResult:
 
 
 _archives: dict[tuple[str, str], Any] = {}
+_cpu_slots = None  # a batch worker's CPU slots (a semaphore), lent while it waits for an identical file
+
+
+def lend_cpu_slots(slots) -> None:
+    """Called by a batch worker that converts under ``batch.sign_waiters`` slots (pipelines/batch.py)."""
+    global _cpu_slots
+    _cpu_slots = slots
 
 
 def archive_for(settings) -> Any:
@@ -204,7 +213,40 @@ class _Job:
     def _kept(self, part: Part) -> Path | None:
         return self.keep / f"{self.sha256}-{part.source_pages or 'all'}" if self.keep else None
 
+    @contextlib.contextmanager
+    def _alone(self, part: Part) -> Iterator[None]:
+        """With ``keep``: one job at a time per kept folder (review rev16batch M4). Identical files in one
+        batch share it; one used to delete it, stored, under the other still converting into it (a false
+        "cannot read"). The later one now waits (its CPU slot lent to another worker meanwhile), then
+        finds the part stored and skips or shares it, with no second conversion."""
+        if self.keep is None:
+            yield
+            return
+        self.keep.mkdir(mode=0o700, parents=True, exist_ok=True)
+        lent = []
+
+        def lend() -> None:
+            event(log, "waiting", file=str(self.relative), pages=part.source_pages or "all",
+                  reason="an identical file is being converted")
+            if _cpu_slots is not None:
+                _cpu_slots.release()
+                lent.append(True)
+
+        try:
+            with held(self.keep / f"{self.sha256}-{part.source_pages or 'all'}.lock", None, lend):
+                if lent:
+                    _cpu_slots.acquire()
+                    lent.clear()
+                yield
+        finally:
+            if lent:
+                _cpu_slots.acquire()
+
     def store_part(self, part: Part, scan: PageScan, workdir: Path) -> StoredPart:
+        with self._alone(part):
+            return self._store_part(part, scan, workdir)
+
+    def _store_part(self, part: Part, scan: PageScan, workdir: Path) -> StoredPart:
         from storage.archive import DocumentMeta
 
         early = [metadata.separator_clue(part.case_id), *self.file_clues]
@@ -311,6 +353,14 @@ def _at_filing(allowed: Callable[..., bool] | None, archive) -> Callable[..., bo
     return allowed.at_filing(archive.index) if isinstance(allowed, UploadScope) else allowed
 
 
+def _reason(error: BaseException, job: _Job | None) -> str:
+    """The error's text naming the scan, not the job's private copy (/tmp/digitize-…/source/NAME)."""
+    text = str(error)
+    if job is not None and job.source != job.path:
+        text = text.replace(f"{job.source.parent}{os.sep}", "")  # the name may be cut short in it (a line break)
+    return text
+
+
 def process_file(path: Path, settings, meta_hint: Clue | None = None, *, root: Path | None = None,
                  jobs: int | None = None, archive=None, keep: Path | None = None,
                  allowed: Callable[..., bool] | None = None, shared_inbox: bool = False) -> JobResult:
@@ -336,7 +386,7 @@ def process_file(path: Path, settings, meta_hint: Clue | None = None, *, root: P
         status, reason = _overall(parts)
         result = JobResult(str(path), status, job.sha256, reason, documents=parts)
     except DigitizeError as e:
-        result = JobResult(str(path), Status.failed, job.sha256 if job else "", str(e),
+        result = JobResult(str(path), Status.failed, job.sha256 if job else "", _reason(e, job),
                            error_kinds=error_kinds(e), exit_code=int(e.exit_code))
     except OSError as e:
         fault = resource_fault(e, "out of disk space")

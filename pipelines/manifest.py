@@ -11,14 +11,17 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from digitize.errors import InputError
+from digitize.terminal import printable
 
 from .metadata import ARCHIVE_FIELDS, META_FIELDS, Clue, clue_from_mapping
 
 COLUMNS = ("path", "case_id", "procedure_code", "title", "organ_id", "file_catalog", "file_notation",
            "maintenance", "rights")
 KNOWN_COLUMNS = {"path", *META_FIELDS, *ARCHIVE_FIELDS}
+MANIFEST_MAX_BYTES = 64_000_000  # ~300 000 rows of long titles; read whole, so bounded (review rev16batch L2)
 
 
 @dataclass(frozen=True)
@@ -59,11 +62,18 @@ def _locate(raw: str, src: Path, manifest_dir: Path) -> Path | None:
 def read_manifest(file: Path, src: Path) -> Manifest:
     """Parse and validate the whole manifest; problems are collected, not raised."""
     try:
-        text = file.read_text(encoding="utf-8-sig")
+        with open(file, "rb") as f:
+            data = f.read(MANIFEST_MAX_BYTES + 1)
+        if len(data) > MANIFEST_MAX_BYTES:
+            raise InputError(f"manifest {printable(file)} is larger than {MANIFEST_MAX_BYTES // 1_000_000} MB: "
+                             "split it into several batches")
+        text = data.decode("utf-8-sig")
     except FileNotFoundError:
-        raise InputError(f"manifest {file} not found") from None
+        raise InputError(f"manifest {printable(file)} not found") from None
     except UnicodeDecodeError:
-        raise InputError(f"manifest {file} is not UTF-8 text (save it as 'CSV UTF-8')") from None
+        raise InputError(f"manifest {printable(file)} is not UTF-8 text (save it as 'CSV UTF-8')") from None
+    except OSError as e:
+        raise InputError(f"cannot read manifest {printable(file)}: {e.strerror}") from None
     manifest = Manifest(file)
     reader = csv.DictReader(text.splitlines(), dialect=_dialect(text))
     header = [(name or "").strip().lower() for name in reader.fieldnames or []]
@@ -74,13 +84,28 @@ def read_manifest(file: Path, src: Path) -> Manifest:
     if unknown:
         manifest.problems.append(ManifestProblem(1, "", "unknown columns: " + ", ".join(unknown)))
     src_resolved = src.resolve()
-    for row in reader:
+    for row in _rows(reader, manifest):
         line = reader.line_num
         data = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items() if k}
         raw_path = data.get("path", "")
         problems = _row_problems(manifest, data, raw_path, src_resolved, file.parent)
         manifest.problems.extend(ManifestProblem(line, raw_path, p) for p in problems)
     return manifest
+
+
+def _rows(reader: csv.DictReader, manifest: Manifest) -> Iterator[dict]:
+    """The reader's rows; a row the csv module refuses (a field over its 128 KiB limit, review rev16batch
+    L2) is a problem with its line number, and reading goes on with the next line."""
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            # line_num still counts the rows before it: the refused row starts on the next line
+            manifest.problems.append(ManifestProblem(reader.line_num + 1, "", f"unreadable row: {e}"))
+            continue
+        yield row
 
 
 def _row_problems(manifest: Manifest, data: dict[str, str], raw_path: str, src: Path, here: Path) -> list[str]:

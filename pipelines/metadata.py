@@ -79,6 +79,9 @@ class Resolution:
 
 # --- clues from mappings (sidecar JSON, manifest rows) -------------------------------------------
 
+SEQUENCE_MAX = 99_999  # a document's number in its dossier (review rev16batch L1: was unbounded)
+
+
 def _validated(name: str, value: Any) -> Any:
     """Normalise one field; BadArgsError says what is wrong with it."""
     if name == "case_id":
@@ -88,12 +91,15 @@ def _validated(name: str, value: Any) -> Any:
     if name == "sequence":
         try:
             number = int(str(value).strip())
-        except ValueError:
-            raise BadArgsError(f"sequence {value!r} must be a whole number") from None
-        if number < 1:
-            raise BadArgsError(f"sequence {number} must be 1 or more")
+        except ValueError:  # also a number of thousands of digits (Python's int parsing limit)
+            raise BadArgsError(f"sequence {str(value)[:40]!r} must be a whole number") from None
+        if not 1 <= number <= SEQUENCE_MAX:  # the index's integer (PostgreSQL int4) is far larger
+            raise BadArgsError(f"sequence {str(number)[:40]} must be from 1 to {SEQUENCE_MAX}")
         return number
-    return plain(value)  # free text shown in the portal, the CLI and sidecars: no control or bidi characters
+    text = plain(value)  # free text shown in the portal, the CLI and sidecars: no control or bidi characters
+    if name in META_FIELDS and len(text) > ARCHIVE_VALUE_MAX:  # into the index row, search entries, listings
+        raise BadArgsError(f"{name} is longer than {ARCHIVE_VALUE_MAX} characters")
+    return text
 
 
 def clue_from_mapping(source: str, data: Mapping[str, Any]) -> tuple[Clue, list[str]]:

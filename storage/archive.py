@@ -7,7 +7,7 @@ Store protocol (why it survives kill -9 at any point without duplicates, orphans
 3. one index transaction marks the row stored, adds its search text and its events.
 
 A rerun with the same original finds the pending row and resumes it (objects already present and intact
-are kept); ``verify`` completes or clears pending rows left by a process that never came back.
+are kept), once it holds the original's claim (storage/claims.py), which a live writer holds until stored; ``verify`` completes or clears pending rows left by a process that never came back.
 
 A shared scan (the same original filed with a second case) is not stored again: :meth:`Archive.share`
 links the stored document into the other dossier (an index row and a ``linked`` event, no objects).
@@ -30,6 +30,7 @@ from digitize.records import DocumentReport
 
 from . import fixity, retrieval
 from .cases_import import parse_case_row, read_case_rows
+from .claims import claim
 from .faults import fault_point
 from .index import ConflictError, Index, now_iso, open_index
 from .keys import document_prefix, object_key, original_extension
@@ -140,16 +141,20 @@ class Archive:
         row = self.index.find_document(original_sha, meta.source_pages)
         if row and row.status == "stored":
             return self.share(int(row.doc_id), case_id, meta.sequence, actor) if case_id else _stored(row, True)
-        if row is None:
-            row = self._insert_pending(meta, report, case_id, original_sha, pdfa_sha)
-        else:
-            log.info("resuming interrupted store of document %s (%s)", row.doc_id, row.original_key)
-        row = self._write_objects(row, original, pdfa, pdfa_sha, report, meta)
-        fault_point("objects-written")
-        self.index.finalize(row, [PageText(p.number, p.text) for p in report.pages],
-                            self._store_events(row, report, actor),
-                            [SignatureRow.from_record(report.signature)] if report.signature else [])
-        return _stored(row, already=False)
+        with claim(self.index, original_sha, meta.source_pages):  # one writer per original (storage/claims.py)
+            row = self.index.find_document(original_sha, meta.source_pages)
+            if row and row.status == "stored":  # by the writer this one waited for
+                return self.share(int(row.doc_id), case_id, meta.sequence, actor) if case_id else _stored(row, True)
+            if row is None:
+                row = self._insert_pending(meta, report, case_id, original_sha, pdfa_sha)
+            else:  # its claim was free: the writer that left it is gone
+                log.info("resuming interrupted store of document %s (%s)", row.doc_id, row.original_key)
+            row = self._write_objects(row, original, pdfa, pdfa_sha, report, meta)
+            fault_point("objects-written")
+            self.index.finalize(row, [PageText(p.number, p.text) for p in report.pages],
+                                self._store_events(row, report, actor),
+                                [SignatureRow.from_record(report.signature)] if report.signature else [])
+            return _stored(row, already=False)
 
     def _insert_pending(self, meta: DocumentMeta, report: DocumentReport, case_id: str | None,
                         original_sha: str, pdfa_sha: str) -> DocumentRow:

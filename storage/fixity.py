@@ -8,6 +8,7 @@ partial objects and the row are removed so the source (still in the inbox) can b
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Callable
@@ -15,11 +16,14 @@ from typing import Callable
 from digitize.errors import StorageError
 from digitize.fsutil import work_dir
 
+from .claims import ClaimBusy, claim
 from .index import Index
 from .keys import STAGING, case_prefix, is_link_key
 from .models import DocumentRow, Event, SignatureRow
 from .objects import ObjectStore
 from .sidecar import read_link, sidecar_pages, sidecar_signatures
+
+log = logging.getLogger("digitize.storage")
 
 STALE_PENDING = timedelta(minutes=10)
 
@@ -119,9 +123,16 @@ def verify(objects: ObjectStore, index: Index, case_id: str | None, actor: str, 
     stale = [d for d in index.pending_documents()
              if (case_id is None or d.case_id == case_id) and _is_stale(d, now, stale_after)]
     for doc in stale:
-        shared = {k for other in index.stored_documents() + index.pending_documents()
-                  if other.doc_id != doc.doc_id for k in other.keys()}
-        report.repaired.append(repair_pending(objects, index, doc, shared, actor, tool))
+        try:  # a pending row whose writer still lives (it holds the claim) is that writer's to finish
+            with claim(index, doc.original_sha256, doc.source_pages, wait=0):
+                current = index.document(int(doc.doc_id))
+                if current is None or current.status != "pending":
+                    continue  # stored or cleared meanwhile
+                shared = {k for other in index.stored_documents() + index.pending_documents()
+                          if other.doc_id != doc.doc_id for k in other.keys()}
+                report.repaired.append(repair_pending(objects, index, current, shared, actor, tool))
+        except ClaimBusy:
+            log.info("document %s is being stored by a live writer; left to it", doc.doc_id)
     events = []
     docs = index.documents(case_id) if case_id else index.stored_documents()
     signed = index.signatures([int(d.doc_id) for d in docs])

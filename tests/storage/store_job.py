@@ -20,5 +20,27 @@ def main(job_path: str) -> None:
     print(json.dumps({"doc_id": result.doc_id}), flush=True)
 
 
+def start_paused(settings, doc, tmp_path: Path, fault: str = "objects-written"):
+    """A store of ``doc`` in a child process, stopped at fault point ``fault`` (storage/faults.py): the
+    caller kills it (its stdout's first line is read here, so it is there when this returns)."""
+    import dataclasses
+    import subprocess
+
+    from settings_env import settings_env
+    from storage.faults import ENV
+
+    job = tmp_path / "job.json"
+    job.write_text(json.dumps({"original": str(doc.original), "pdfa": str(doc.pdfa), "report": doc.report.to_dict(),
+                               "meta": dataclasses.asdict(doc.meta)}), encoding="utf-8")
+    child = subprocess.Popen([sys.executable, __file__, str(job)], env={**settings_env(settings), ENV: fault},
+                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = child.stdout.readline()
+    if line.strip() != f"FAULT-PAUSE {fault}":
+        child.kill()
+        child.wait()
+        raise AssertionError(child.stderr.read() if not line else line)
+    return child
+
+
 if __name__ == "__main__":
     main(sys.argv[1])

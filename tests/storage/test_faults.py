@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import signal
-import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,8 +11,7 @@ import pytest
 from digitize.config import Settings
 from digitize.errors import StorageError
 from storage.archive import Archive
-from storage.faults import ENV as FAULT_ENV
-from settings_env import settings_env
+from store_job import start_paused
 
 try:
     from tests.servers import MINIO_PASSWORD, MINIO_USER, start_minio
@@ -29,18 +24,9 @@ CASE = "000.00.31.H56-241015-0027"
 
 def store_in_process_killed_after_objects(settings: Settings, doc, tmp_path: Path) -> None:
     """Run a real store in a child process, let it write every object, SIGKILL it before the index commit."""
-    job = tmp_path / "job.json"
-    job.write_text(json.dumps({"original": str(doc.original), "pdfa": str(doc.pdfa), "report": doc.report.to_dict(),
-                               "meta": dataclasses.asdict(doc.meta)}), encoding="utf-8")
-    child = subprocess.Popen([sys.executable, str(Path(__file__).with_name("store_job.py")), str(job)],
-                             env={**settings_env(settings), FAULT_ENV: "objects-written"}, cwd=tmp_path,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = child.stdout.readline()
-        assert line.strip() == "FAULT-PAUSE objects-written", child.stderr.read() if not line else line
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait()
+    child = start_paused(settings, doc, tmp_path)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
     assert child.returncode == -signal.SIGKILL
 
 
