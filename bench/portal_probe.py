@@ -141,6 +141,8 @@ def install() -> None:
     except ImportError:
         lanes = None
     if lanes is not None:
+        if os.environ.get("DIGITIZE_PROBE_READ_THREADS"):  # try another read lane (web/lanes.py READ_THREADS)
+            lanes.READ_THREADS = int(os.environ["DIGITIZE_PROBE_READ_THREADS"])
         orig_read = lanes.read
 
         async def read(request, func, *args):  # the same stamps; "thread" then includes the lane's queue
