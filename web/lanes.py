@@ -12,7 +12,9 @@ This trades search and case-view latency for download latency when the server is
 targets give search p95 150 ms and downloads 100 ms, and search had the slack. With fewer than
 READ_THREADS of them in flight (a server not saturated) nothing waits. They wait with their archive in
 hand (taken by the access dependency), and never for another one, so the lane cannot hold threads that
-archive holders need (the pool's 32 per process stay above the ~25 requests a busy process keeps).
+archive holders need (the pool's 32 per process stay above the ~25 requests a busy process keeps). Far
+beyond that (over 32 requests in flight per process), reads queued in the lane would hold most archives
+and a download would wait for one of them on the loop: the priority would turn around there.
 """
 
 from __future__ import annotations
