@@ -37,7 +37,7 @@ PHASES = [
     ("dependency: wait for an archive", "garch", "gthread"),
     ("dependency: hop back to the loop", "submit", "gready"),
     ("app to thread pool (all of the above)", "submit", "app"),
-    ("hop: wait for a thread + GIL", "thread", "submit"),
+    ("hop: wait for a thread + GIL (API case views, searches: + the read lane)", "thread", "submit"),
     ("route in the thread", "ret", "thread"),
     ("hop back to the loop", "back", "ret"),
     ("after route, to commit wait", "cwait", "back"),

@@ -626,6 +626,11 @@ class Download:
                          doc=self.doc)
 
     def __iter__(self):
+        return self._pieces(None)
+
+    def _pieces(self, take_back: "Callable[[], None] | None"):
+        """The checked pieces; the closing event recorded at the end, unless ``take_back`` says it was sent
+        ahead (:meth:`read`): then a success is already recorded, and a failure takes it back first."""
         first, last = self.byte_range or (0, self.size - 1)
         digest, offset, held, finished = hashlib.sha256(), 0, b"", False
         actual = ""
@@ -642,19 +647,33 @@ class Download:
             finished = True
         finally:
             ok = finished and actual == self.sha256 and offset == self.size
-            self.gate.record("retrieved", f"downloaded {self.kind} of document {self.doc.sequence}{self.part}"
-                             + ("" if finished else " (interrupted)"), doc=self.doc, checksum=actual or None,
-                             outcome="success" if ok else "failure")
+            if not ok and take_back is not None:
+                take_back()  # the success sent ahead is not recorded as done (dropped, else compensated)
+            if not ok or take_back is None:
+                self.gate.record("retrieved", self._closing() + ("" if finished else " (interrupted)"),
+                                 doc=self.doc, checksum=actual or None, outcome="success" if ok else "failure")
         if not ok:
             raise VerificationError(f"{self.key}: SHA-256 {actual} ({offset} bytes) does not match the index "
                                     f"({self.sha256}, {self.size} bytes); the download was aborted")
         if held:
             yield held
 
+    def _closing(self) -> str:
+        return f"downloaded {self.kind} of document {self.doc.sequence}{self.part}"
+
     def read(self) -> bytes:
         """The whole (range of the) object, returned only once its SHA-256 matched (else VerificationError):
-        for objects small enough to hold in memory, a corrupt one is refused before its first byte is sent."""
-        return b"".join(self)
+        for objects small enough to hold in memory, a corrupt one is refused before its first byte is sent.
+
+        Its event (the same one a success records afterwards: this detail, the index's SHA-256, which the
+        read must match) is sent ahead, before the object is read (:meth:`Gate.record_ahead`), where the
+        sink can take it back: its group commit then runs while the object is read and checked and the
+        answer goes back to the event loop, instead of starting after them (under load the commit was
+        most of a download's tail). The answer still waits for that commit (the portal's
+        CommitBeforeAnswer); a failed read or check takes the event back (dropped if not yet written,
+        else followed by its compensating event) and records the failure as before."""
+        take_back = self.gate.record_ahead("retrieved", self._closing(), doc=self.doc, checksum=self.sha256)
+        return b"".join(self._pieces(take_back))
 
 
 # -- the gate -----------------------------------------------------------------------------------
@@ -692,13 +711,30 @@ class Gate:
 
     def record(self, kind: str, detail: str, case_id: str | None = None, doc: DocumentRow | None = None,
                checksum: str | None = None, outcome: str = "success") -> None:
-        event = Event(kind, outcome, self.principal.actor, self.tool, doc_id=doc.doc_id if doc else None,
-                      case_id=case_id or (doc.case_id if doc else None), checksum=checksum, detail=detail,
-                      time=now_iso(), client=self.client or None)
+        event = self._event(kind, detail, case_id, doc, checksum, outcome)
         if self.sink is not None and self.sink.add(event):
             return
         with _EVENT_WRITES:
             self.index.add_events([event])
+
+    def _event(self, kind: str, detail: str, case_id: str | None = None, doc: DocumentRow | None = None,
+               checksum: str | None = None, outcome: str = "success") -> Event:
+        return Event(kind, outcome, self.principal.actor, self.tool, doc_id=doc.doc_id if doc else None,
+                     case_id=case_id or (doc.case_id if doc else None), checksum=checksum, detail=detail,
+                     time=now_iso(), client=self.client or None)
+
+    def record_ahead(self, kind: str, detail: str, doc: DocumentRow, checksum: str) -> Callable[[], None] | None:
+        """Send a success event before the access it records is done (a download's read and SHA-256 check),
+        so that its commit overlaps that work; the call returned takes it back if the access then fails.
+        Only through a sink that can take an event back (the portal's request events, which also hold the
+        answer until the commit); else None, and the caller records afterwards, as :meth:`record`."""
+        take_back = getattr(self.sink, "take_back", None)
+        if take_back is None:
+            return None
+        event = self._event(kind, detail, doc=doc, checksum=checksum)
+        if not self.sink.add(event):
+            return None
+        return lambda: take_back(event)
 
     def _add_events(self, events: list[Event]) -> None:
         """To the sink (the portal's request events), else written at once."""

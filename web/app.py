@@ -222,6 +222,9 @@ def create_app(settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        from . import lanes
+
+        lanes.install(app.state)  # the read lane of the API's case views and searches (web/lanes.py)
         app.state.events.start()
         app.state.webhooks.start()
         yield

@@ -445,6 +445,15 @@ class RequestEvents:
         while self.batches:
             await self.writer.committed(self.batches.pop(0))
 
+    def take_back(self, event: Event) -> None:
+        """One event sent ahead of its access (Gate.record_ahead: a download's, before its read), whose
+        access then failed: dropped if the writer has not taken it, else compensated once committed (as
+        :meth:`withdraw` does for a whole request); the request's other events stay."""
+        pairs = [pair for pair in self.queued if pair[1] is event]
+        if pairs:
+            self.queued = [pair for pair in self.queued if pair[1] is not event]
+            self.writer.withdraw(pairs)
+
     def withdraw(self) -> None:
         """The answer is not given (a 503): none of this request's events may stay recorded as done."""
         queued, self.queued, self.batches = self.queued, [], []
