@@ -250,8 +250,8 @@ def create_app(settings) -> FastAPI:
     app.add_middleware(CommitBeforeAnswer, writer=lambda: app.state.events,
                        unavailable=lambda scope: unavailable(Request(scope)))  # inside the session's
     app.add_middleware(SessionsForPages, secret_key=session_secret(settings), session_cookie=SESSION_COOKIE,
-                       max_age=SESSION_MAX_AGE, same_site="lax" if settings.web.oidc_issuer else "strict",
-                       https_only=settings.web.secure_cookies)  # lax: the provider's redirect back must carry it
+                       max_age=SESSION_MAX_AGE, same_site="strict",  # with OIDC too: its state has a
+                       https_only=settings.web.secure_cookies)  # cookie of its own (web/oidc.py SsoStateCookie)
 
     app.add_middleware(SecurityHeaders)
 

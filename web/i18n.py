@@ -20,6 +20,8 @@ STRINGS: dict[str, tuple[str, str]] = {
                        "Hãy đề nghị quản trị viên gắn tài khoản cho bạn.",
                        "This single sign-on identity is bound to no account here (or its account is disabled). "
                        "Ask an administrator to bind your account."),
+    "sso_done": ("Đã đăng nhập. Đang chuyển tiếp…", "Signed in. Taking you on…"),
+    "continue": ("Tiếp tục", "Continue"),
     "search": ("Tra cứu", "Search"),
     "search_hint": ("Mã hồ sơ, người nộp, thủ tục hoặc nội dung (có hoặc không dấu)",
                     "Case ID, applicant, procedure or words of the text (accents optional)"),
