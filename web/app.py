@@ -23,7 +23,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from digitize import __version__
 from digitize.errors import (BadArgsError, ConfigError, DigitizeError, InputError, NotFoundError, StorageError,
                              VerificationError)
-from storage.access import AuthenticationError, Gate, PermissionDenied
+from storage.access import AuthenticationError, Gate, PermissionDenied, TokenExpired
 from storage.archive import Archive
 from storage.index import open_index
 
@@ -54,6 +54,7 @@ HSTS = (b"strict-transport-security", b"max-age=31536000")  # on https answers o
 
 # (exception class, HTTP status, error code), most specific first
 ERRORS: list[tuple[type[Exception], int, str]] = [
+    (TokenExpired, 401, "token_expired"),
     (AuthenticationError, 401, "unauthorized"),
     (PermissionDenied, 403, "forbidden"),
     (CsrfError, 403, "csrf"),
