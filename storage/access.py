@@ -8,7 +8,8 @@ exactly one place where scope is decided:
 * an agency scope (agency codes, the first part of a case ID) limits officers and scanners to their agencies'
   cases; anything outside it is :class:`~digitize.errors.NotFoundError` (HTTP 404), exactly as if it did not
   exist, in search results too; archivists and admins are not limited by agency;
-* every view, download and upload is an event with the actor and the client's address.
+* every view, download and upload is an event with the actor and the client's address; a case's log shows
+  the addresses only to those with :attr:`Perm.audit` (archivists, admins).
 
 Passwords are argon2id hashes (argon2-cffi); API tokens are 256-bit random secrets stored as SHA-256 (a
 slow hash buys nothing against that much entropy and would cost every API call). A token expires (default
@@ -811,10 +812,15 @@ class Gate:
         return got
 
     def events(self, case_id: str) -> list[Event]:
+        """The case's log: actor, action and time for every reader of the case; the actors' client addresses
+        (personal data of other staff) only for those who audit (archivists, admins; review web15 L9)."""
         value = self.scoped_case_id(case_id)
         if self.sink is not None:
             self.sink.flush()  # this process's queued events first, so a reader sees its own view
-        return fold_withheld(self.index.events(case_id=value))
+        events = fold_withheld(self.index.events(case_id=value))
+        if self.principal.can(Perm.audit):
+            return events
+        return [replace(e, client=None) for e in events]
 
     def search(self, text: str, filters: SearchFilters | None = None, limit: int = 20, offset: int = 0) -> SearchPage:
         self.require(Perm.read)

@@ -266,6 +266,21 @@ def test_views_and_downloads_are_events_with_actor_and_client(two_agencies, tmp_
     assert any("downloaded pdfa" in e.detail for e in mine)
 
 
+def test_the_case_log_shows_client_addresses_only_to_auditors(two_agencies):
+    """Review web15 L9: least privilege: officers (and one-stop tokens) see actor, action and time of a
+    case's events; the client addresses only archivists and admins (Perm.audit), through Gate.events."""
+    two_agencies.gate(OFFICER_A, "192.0.2.7").case(CASE_A)
+    for reader in (OFFICER_A, Principal("onestop", "officer", ("000.00.31.H56",), "token")):
+        shown = two_agencies.gate(reader, "192.0.2.8").events(CASE_A)
+        assert any(e.actor == "user:an" and e.event_type == "retrieved" and e.time for e in shown)
+        assert all(e.client is None for e in shown)
+    for role in ("archivist", "admin"):
+        shown = two_agencies.gate(Principal("lan", role), "192.0.2.9").events(CASE_A)
+        assert any(e.actor == "user:an" and e.client == "192.0.2.7" for e in shown)
+    with pytest.raises(PermissionDenied):
+        two_agencies.gate(Principal("sc", "scanner", ("000.00.31.H56",))).events(CASE_A)
+
+
 def test_a_streamed_corrupt_object_never_yields_its_last_piece(two_agencies, settings):
     """Gate.stream (objects above web/files.py's WHOLE_MAX stream this way): the held-back last piece is
     never sent when the SHA-256 differs; Download.read (smaller objects) returns nothing at all."""
