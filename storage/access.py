@@ -174,6 +174,8 @@ def _current_sender(index, sender: Principal) -> Principal:
         record = index.token_by_name(sender.name) if sender.name else None
         if record is None or record.revoked_at:
             raise UploadRefused(f"{who} was {'revoked' if record else 'deleted'} after sending it")
+        if record.expires_at and datetime.fromisoformat(record.expires_at) <= _utc_now():
+            raise UploadRefused(f"{who} expired at {record.expires_at}, after sending it")
         return Principal(record.name, record.role, tuple(record.agencies), "token")
     user = index.get_user(sender.name) if sender.name else None
     if user is None or user.disabled:
