@@ -166,6 +166,14 @@ def test_the_access_log_shows_client_addresses_to_archivists_and_admins_only(app
     assert "198.51.100.23" in admin.get(f"/cases/{CASE_A}").text
 
 
+def test_the_admin_page_shows_each_tokens_expiry(app):
+    """Review web15 L7: tokens expire (the seeded ones: made by the CLI with its default 365 days)."""
+    admin, _ = login(app, name="admin")
+    page = admin.get("/admin").text
+    expiries = re.findall(r'<td class="expires">([^<]*)</td>', page)
+    assert expiries and all(re.fullmatch(r"20\d\d-\d\d-\d\d", e) for e in expiries), expiries
+
+
 def test_search_page_highlights_and_pages(app):
     client, _ = login(app)
     page = client.get("/search", params={"q": "quyen su dung dat"}).text
