@@ -8,10 +8,13 @@ exactly one place where scope is decided:
 * an agency scope (agency codes, the first part of a case ID) limits officers and scanners to their agencies'
   cases; anything outside it is :class:`~digitize.errors.NotFoundError` (HTTP 404), exactly as if it did not
   exist, in search results too; archivists and admins are not limited by agency;
-* every view, download and upload is an event with the actor and the client's address.
+* every view, download and upload is an event with the actor and the client's address; a case's log shows
+  the addresses only to those with :attr:`Perm.audit` (archivists, admins).
 
 Passwords are argon2id hashes (argon2-cffi); API tokens are 256-bit random secrets stored as SHA-256 (a
-slow hash buys nothing against that much entropy and would cost every API call).
+slow hash buys nothing against that much entropy and would cost every API call). A token expires (default
+365 days from its creation; 0 days: never, said when it is made; review web15 L7): an expired one is
+:class:`TokenExpired` (HTTP 401 ``token_expired``); one made before migration 0008 keeps no expiry.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
+from datetime import datetime, timedelta, timezone
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
@@ -72,6 +76,10 @@ class AuthenticationError(DigitizeError):
     exit_code = ExitCode.bad_args
 
 
+class TokenExpired(AuthenticationError):
+    """An API token past its expiry (HTTP 401 ``token_expired``): the other system needs a new one."""
+
+
 class PermissionDenied(DigitizeError):
     """The role does not allow this kind of action at all (HTTP 403)."""
 
@@ -84,6 +92,7 @@ class Principal:
     role: str
     agencies: tuple[str, ...] = ()
     kind: str = "user"  # "user" or "token"
+    expires: float | None = field(default=None, compare=False)  # a token's expiry (epoch seconds); None: never
 
     @property
     def actor(self) -> str:
@@ -165,6 +174,8 @@ def _current_sender(index, sender: Principal) -> Principal:
         record = index.token_by_name(sender.name) if sender.name else None
         if record is None or record.revoked_at:
             raise UploadRefused(f"{who} was {'revoked' if record else 'deleted'} after sending it")
+        if record.expires_at and datetime.fromisoformat(record.expires_at) <= _utc_now():
+            raise UploadRefused(f"{who} expired at {record.expires_at}, after sending it")
         return Principal(record.name, record.role, tuple(record.agencies), "token")
     user = index.get_user(sender.name) if sender.name else None
     if user is None or user.disabled:
@@ -503,21 +514,45 @@ def token_hash(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
-def create_token(index, name: str, role: str, agencies: Iterable[str]) -> str:
-    """Make a token and return its secret: shown once, stored only as its SHA-256."""
+TOKEN_DAYS = 365  # a new token's default lifetime (`digitize tokens create --expires-days`)
+MAX_TOKEN_DAYS = 36500
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def token_expiry(days: int, now: datetime | None = None) -> str | None:
+    """The expiry of a token made ``now`` to last ``days`` (ISO 8601 UTC, as the index keeps times); 0: None,
+    never."""
+    if not 0 <= days <= MAX_TOKEN_DAYS:
+        raise BadArgsError(f"--expires-days must be 0 (never) to {MAX_TOKEN_DAYS}, not {days}")
+    return None if days == 0 else ((now or _utc_now()) + timedelta(days=days)).isoformat(timespec="seconds")
+
+
+def create_token(index, name: str, role: str, agencies: Iterable[str], expires_days: int = TOKEN_DAYS,
+                 now: datetime | None = None) -> str:
+    """Make a token and return its secret: shown once, stored only as its SHA-256; it expires
+    ``expires_days`` after ``now`` (0: never)."""
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    record = TokenRecord(check_name(name, "token"), check_role(role), parse_agencies(agencies), token_hash(secret))
+    record = TokenRecord(check_name(name, "token"), check_role(role), parse_agencies(agencies), token_hash(secret),
+                         expires_at=token_expiry(expires_days, now), expiry_recorded=True)
     if role not in ALL_AGENCIES_ROLES and not record.agencies:
         raise BadArgsError(f"a token of role {role} needs at least one --agency CODE")
-    index.add_token(record, now_iso())
+    index.add_token(record, now.isoformat(timespec="milliseconds") if now else now_iso())
     return secret
 
 
-def authenticate_token(index, secret: str) -> Principal:
+def authenticate_token(index, secret: str, now: datetime | None = None) -> Principal:
+    """The token's principal (its ``expires`` set, for caches that must not keep it longer);
+    AuthenticationError if unknown or revoked, :class:`TokenExpired` once ``now`` is past its expiry."""
     record = index.token_by_hash(token_hash(secret)) if secret.startswith(TOKEN_PREFIX) else None
     if record is None or record.revoked_at:
         raise AuthenticationError("the API token is unknown or revoked")
-    return Principal(record.name, record.role, tuple(record.agencies), "token")
+    expires = datetime.fromisoformat(record.expires_at).timestamp() if record.expires_at else None
+    if expires is not None and (now or _utc_now()).timestamp() >= expires:
+        raise TokenExpired(f"the API token expired at {record.expires_at}; ask for a new one")
+    return Principal(record.name, record.role, tuple(record.agencies), "token", expires)
 
 
 def _copy_object(objects, key: str, target: Path) -> str:
@@ -815,10 +850,15 @@ class Gate:
         return got
 
     def events(self, case_id: str) -> list[Event]:
+        """The case's log: actor, action and time for every reader of the case; the actors' client addresses
+        (personal data of other staff) only for those who audit (archivists, admins; review web15 L9)."""
         value = self.scoped_case_id(case_id)
         if self.sink is not None:
             self.sink.flush()  # this process's queued events first, so a reader sees its own view
-        return fold_withheld(self.index.events(case_id=value))
+        events = fold_withheld(self.index.events(case_id=value))
+        if self.principal.can(Perm.audit):
+            return events
+        return [replace(e, client=None) for e in events]
 
     def search(self, text: str, filters: SearchFilters | None = None, limit: int = 20, offset: int = 0) -> SearchPage:
         self.require(Perm.read)

@@ -157,24 +157,42 @@ def tokens_group() -> None:
 
 @tokens_group.command("create")
 @_account_options
+@click.option("--expires-days", type=click.IntRange(0, access.MAX_TOKEN_DAYS), default=access.TOKEN_DAYS,
+              show_default=True, help="Days until the token expires (then refused: 401 token_expired); 0: never.")
 @click.pass_obj
-def tokens_create(settings, name: str, role: str, agencies: tuple[str, ...]) -> None:
+def tokens_create(settings, name: str, role: str, agencies: tuple[str, ...], expires_days: int) -> None:
     """Create token NAME and print its secret once (only its hash is kept)."""
     with _archive(settings) as archive:
         secret = _audited(archive.index, "token created", name,
-                          lambda: access.create_token(archive.index, name, role, agencies))
+                          lambda: access.create_token(archive.index, name, role, agencies, expires_days))
+        expiry = _expiry(archive.index.token_by_name(name))
     click.echo(secret)
-    click.echo(f"token {name} created ({role}, {_scope(list(access.parse_agencies(agencies)), role)}); "
+    click.echo(f"token {name} created ({role}, {_scope(list(access.parse_agencies(agencies)), role)}, {expiry}); "
                "store it now, it is not shown again", err=True)
+
+
+def _expiry(token) -> str:
+    """When the token expires, in words: a date, never (made so), or none (made before expiries existed)."""
+    if not token.expiry_recorded:
+        return "no expiry (made before expiring tokens: revoke and replace it)"
+    if token.expires_at is None:
+        return "never expires (--expires-days 0)"
+    return f"{'expired' if _past(token.expires_at) else 'expires'} {token.expires_at}"
+
+
+def _past(when: str) -> bool:
+    from datetime import datetime, timezone
+
+    return datetime.fromisoformat(when) <= datetime.now(timezone.utc)
 
 
 @tokens_group.command("list")
 @click.pass_obj
 def tokens_list(settings) -> None:
-    """Tokens with role, agencies and state (never the secret)."""
+    """Tokens with role, agencies, state and expiry (never the secret)."""
     def line(token) -> str:
         state = f"revoked {token.revoked_at}" if token.revoked_at else "active"
-        return f"{token.name:<24} {token.role:<10} {state:<8} {_scope(token.agencies, token.role)}"
+        return f"{token.name:<24} {token.role:<10} {state:<8} {_scope(token.agencies, token.role)}  {_expiry(token)}"
 
     _list(settings, lambda index: index.tokens(), line, "tokens")
 

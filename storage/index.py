@@ -33,7 +33,8 @@ RANK_CAP = 1000  # above this many matching entries, results come newest first i
 # writes that cannot change a search's answer (the access log, accounts, signatures); any other write
 # bumps the search generation (see Index.search_generation), so a cached result never outlives the data
 _NO_SEARCH_EFFECT = frozenset({"events", "users", "api_tokens", "signatures",
-                               "oidc_bindings", "account_events"})  # accounts (0007): review web15b L3
+                               "oidc_bindings", "account_events",  # accounts (0007): review web15b L3
+                               "api_token_expiry"})  # (0008)
 _WRITE = re.compile(r"\s*(?:INSERT|REPLACE|UPDATE|DELETE|WITH)\b", re.IGNORECASE)
 # its table, when plainly named; a write whose table this does not find (a CTE, say) counts as a change
 _WRITE_TABLE = re.compile(r"\s*(?:(?:INSERT|REPLACE)(?:\s+OR\s+\w+)?\s+INTO|UPDATE(?:\s+OR\s+\w+)?|DELETE\s+FROM)"

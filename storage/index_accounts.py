@@ -42,6 +42,8 @@ class TokenRecord:
     created_at: str = ""
     revoked_at: str | None = None
     token_id: int | None = None
+    expires_at: str | None = None  # api_token_expiry (migration 0008); None: never expires
+    expiry_recorded: bool = False  # False: made before 0008, so no expiry was ever set
 
 
 @dataclass
@@ -98,7 +100,14 @@ def _user(row: dict[str, Any]) -> UserRecord:
 
 def _token(row: dict[str, Any]) -> TokenRecord:
     row["agencies"] = json.loads(row["agencies"] or "[]")
+    row["expiry_recorded"] = bool(row["expiry_recorded"])
     return TokenRecord(**row)
+
+
+# tokens with their expiry (migration 0008; none recorded for a token made before it)
+_TOKENS = ("SELECT t.token_id, t.name, t.role, t.agencies, t.token_hash, t.created_at, t.revoked_at, e.expires_at, "
+           "CASE WHEN e.name IS NULL THEN 0 ELSE 1 END AS expiry_recorded "
+           "FROM api_tokens t LEFT JOIN api_token_expiry e ON e.name = t.name")
 
 
 class AccountQueries:
@@ -168,17 +177,19 @@ class AccountQueries:
                 raise BadArgsError(f"token {token.name} already exists (revoked tokens keep their name)")
             self._execute("INSERT INTO api_tokens (name, role, agencies, token_hash, created_at) VALUES (?, ?, ?, ?, ?)",
                           (token.name, token.role, json.dumps(token.agencies), token.token_hash, now))
+            self._execute("INSERT INTO api_token_expiry (name, expires_at) VALUES (?, ?)",
+                          (token.name, token.expires_at))
 
     def token_by_hash(self, token_hash: str) -> TokenRecord | None:
-        rows = self._rows("SELECT * FROM api_tokens WHERE token_hash = ?", (token_hash,))
+        rows = self._rows(_TOKENS + " WHERE t.token_hash = ?", (token_hash,))
         return _token(rows[0]) if rows else None
 
     def token_by_name(self, name: str) -> TokenRecord | None:
-        rows = self._rows("SELECT * FROM api_tokens WHERE name = ?", (name,))
+        rows = self._rows(_TOKENS + " WHERE t.name = ?", (name,))
         return _token(rows[0]) if rows else None
 
     def tokens(self) -> list[TokenRecord]:
-        return [_token(r) for r in self._rows("SELECT * FROM api_tokens ORDER BY name")]
+        return [_token(r) for r in self._rows(_TOKENS + " ORDER BY t.name")]
 
     def revoke_token(self, name: str, now: str) -> None:
         with self.transaction():

@@ -116,12 +116,14 @@ class TokenCache:
     secret itself is not kept), so that a request whose token was just verified needs no index lookup
     and no thread hop before its route runs (web/app.py). Only successes are kept: a new token works at
     once, an unknown one is looked up every time. A token revoked (or changed) in the index is refused
-    within ``ttl``: every entry is re-verified once it is that old. Bounded to ``size`` entries."""
+    within ``ttl``: every entry is re-verified once it is that old; and no entry outlives its token's
+    expiry (``Principal.expires``, wall-clock ``now``): an expired token is refused at once. Bounded to
+    ``size`` entries."""
 
     def __init__(self, ttl: float = TOKEN_CACHE_SECONDS, size: int = 1024,
-                 clock: Callable[[], float] = time.monotonic):
-        self.ttl, self.size, self.clock = ttl, size, clock
-        self._entries: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+                 clock: Callable[[], float] = time.monotonic, now: Callable[[], float] = time.time):
+        self.ttl, self.size, self.clock, self.now = ttl, size, clock, now
+        self._entries: OrderedDict[str, tuple[float, Principal]] = OrderedDict()  # (re-verify at, principal)
         self._lock = threading.Lock()
 
     def get(self, digest: str) -> Principal | None:
@@ -129,17 +131,20 @@ class TokenCache:
             entry = self._entries.get(digest)
             if entry is None:
                 return None
-            if self.clock() - entry[0] >= self.ttl:
+            if self.clock() >= entry[0]:
                 del self._entries[digest]
                 return None
             return entry[1]
 
     def put(self, digest: str, principal: Principal, since: float) -> None:
         """``since``: the clock before the index was asked (a revocation after it is seen within ttl)."""
-        if self.ttl <= 0:
+        ttl = self.ttl
+        if principal.expires is not None:  # (the wall clock: expiries are dates; a step of it shortens this)
+            ttl = min(ttl, principal.expires - self.now() + (self.clock() - since))
+        if ttl <= 0:
             return
         with self._lock:
-            self._entries[digest] = (since, principal)
+            self._entries[digest] = (since + ttl, principal)
             self._entries.move_to_end(digest)
             while len(self._entries) > self.size:
                 self._entries.popitem(last=False)

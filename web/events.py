@@ -17,7 +17,7 @@ Durability is the index's: SQLite commits with ``synchronous = FULL`` (the WAL i
 every commit), so an event whose answer was sent survives a crash and a power loss.
 
 A stuck writer (a database that does not answer: PostgreSQL with ``db_timeout = 0`` behind a lock, a
-stalled disk) is bounded: once its commit has run longer than ``wait``, or ``MAX_QUEUED`` events wait, or
+stalled disk) is bounded: once its commit (a batch's, or the compensating events') has run longer than ``wait``, or ``MAX_QUEUED`` events wait, or
 its thread has died, a new event is refused at once (StorageError, the 503) instead of queued. A request
 that gave up waiting (its 503), or was cancelled before its answer started, withdraws its access events
 (:meth:`EventWriter.withdraw`; uploads and case records written stay done): one not yet taken by
@@ -91,6 +91,7 @@ class EventWriter:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._committing: _Batch | None = None  # the batch the writer has taken and is committing
+        self._compensating = False  # the writer is in a commit of compensating events (since self._step)
         self._step = 0.0  # time.monotonic() when the writer began its latest commit (a batch, or compensations)
         self.commits = 0  # commits made (for tests and benchmarks)
         self._running = False
@@ -144,6 +145,7 @@ class EventWriter:
                 return None
             busy, batch = self._committing, self._batch
             if ((busy is not None and not busy.done and time.monotonic() - busy.started > self.wait)
+                    or (self._compensating and time.monotonic() - self._step > self.wait)
                     or len(batch.events) >= MAX_QUEUED or not self._running):
                 self._refuse()
             batch.events.append(event)
@@ -152,14 +154,16 @@ class EventWriter:
             return batch
 
     def _refuse(self) -> None:
-        """StorageError (a 503 at once, nothing queued): the writer cannot keep up. Its commit has run for
-        more than ``wait`` (every request queued behind it would time out anyway), the queue is full, or
+        """StorageError (a 503 at once, nothing queued): the writer cannot keep up. Its commit (of a batch,
+        or of the compensating events, which no request waits for but every new batch queues behind) has run
+        for more than ``wait`` (every request queued behind it would time out anyway), the queue is full, or
         its thread died."""
         if not self._running:
             raise StorageError("the access events' writer has stopped")
         if len(self._batch.events) >= MAX_QUEUED:
             raise StorageError(f"{MAX_QUEUED} access events wait for the database; refused at once")
-        raise StorageError(f"the access events' commit has not ended for {self.wait:g} s; refused at once")
+        what = "compensating events' commit" if self._compensating else "access events' commit"
+        raise StorageError(f"the {what} has not ended for {self.wait:g} s; refused at once")
 
     async def committed(self, batch: _Batch) -> None:
         """On an event loop: wait (without holding a thread) until ``batch`` is committed; StorageError if
@@ -326,6 +330,7 @@ class EventWriter:
             pending = self._pending[:] if self._pending_due() else []
             if pending:
                 self._step = time.monotonic()
+                self._compensating = True  # a hung one makes submit() refuse at once, as a hung batch does
         if not pending:
             return index
         try:
@@ -333,6 +338,7 @@ class EventWriter:
             index.add_events(pending)
         except Exception as e:  # noqa: BLE001 - tried again later (and at shutdown)
             with self._cond:
+                self._compensating = False
                 log.warning("could not record %d compensating access events (tried again in %g s): %s",
                             len(pending), self._pause, e)
                 self._retry_at = time.monotonic() + self._pause
@@ -341,6 +347,7 @@ class EventWriter:
                 self._settled.notify_all()
             return _discard(index)
         with self._cond:
+            self._compensating = False
             del self._pending[:len(pending)]  # only appended to meanwhile
             self._retry_at, self._pause, self._pending_failed = 0.0, RETRY[0], False
             self.commits += 1

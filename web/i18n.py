@@ -20,6 +20,8 @@ STRINGS: dict[str, tuple[str, str]] = {
                        "Hãy đề nghị quản trị viên gắn tài khoản cho bạn.",
                        "This single sign-on identity is bound to no account here (or its account is disabled). "
                        "Ask an administrator to bind your account."),
+    "sso_done": ("Đã đăng nhập. Đang chuyển tiếp…", "Signed in. Taking you on…"),
+    "continue": ("Tiếp tục", "Continue"),
     "search": ("Tra cứu", "Search"),
     "search_hint": ("Mã hồ sơ, người nộp, thủ tục hoặc nội dung (có hoặc không dấu)",
                     "Case ID, applicant, procedure or words of the text (accents optional)"),
@@ -66,6 +68,9 @@ STRINGS: dict[str, tuple[str, str]] = {
     "jobs": ("Bản quét đã gửi", "Uploaded scans"),
     "file": ("Tệp", "File"),
     "state": ("Tình trạng", "State"),
+    "expires": ("Hết hạn", "Expires"),
+    "never_expires": ("không hết hạn", "never"),
+    "no_expiry": ("không hạn (tạo trước khi có hạn)", "none (made before expiries)"),
     "reason": ("Lý do", "Reason"),
     "failed_uploads": ("Tệp lỗi", "Failed files"),
     "failed_inbox": ("Tệp lỗi trong thư mục quét", "Failed files of the watch folder"),

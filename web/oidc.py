@@ -5,22 +5,63 @@ This module only wires its two steps to the portal: ``/login/oidc`` sends the br
 ``/login/oidc/callback`` takes the verified identity to storage.access.authenticate_oidc, which maps it to the
 local account an administrator bound to its subject (roles and agencies stay local), then starts the same
 session as a password login.
+
+The session cookie is ``SameSite=Strict`` (review web15 L4: a cross-site link to a download must not run as
+the officer), so the provider's redirect back, a cross-site navigation, does not carry it: Authlib's state,
+nonce and PKCE verifier live in a cookie of their own (:class:`SsoStateCookie`: ``SameSite=Lax``, path
+``/login/oidc``, 10 minutes, its own signing key), and the callback answers with a page of this site that
+moves on to the target (a meta refresh and a link, no script: the CSP stays), so the first navigation that
+needs the new Strict session is same-site and carries it (a redirect would still be part of the
+cross-site navigation, and arrive without it).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 from fastapi import FastAPI, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware.sessions import SessionMiddleware
 
 from storage.access import AuthenticationError, authenticate_oidc, sso_login
 
-from .auth import client_address, start_session
+from .auth import client_address, session_secret, start_session
 from .settings_check import safe_transport
 
 log = logging.getLogger("digitize.web")
+SSO_COOKIE = "digitize_sso"
+SSO_PATH = "/login/oidc"
+SSO_MAX_AGE = 600  # seconds a sign-on may take at the provider
+SSO_KEY = "digitize.sso"  # the scope key of the sign-on's own session (Authlib's state and the target)
+
+
+class SsoStateCookie:
+    """ASGI middleware: on ``/login/oidc*`` only, a second signed session (Starlette's SessionMiddleware, on a
+    shallow copy of the scope, so the page session in ``scope["session"]`` is untouched) in ``scope[SSO_KEY]``,
+    kept in a short ``SameSite=Lax`` cookie: the one thing the provider's cross-site redirect back must carry."""
+
+    def __init__(self, app, secret_key: str, https_only: bool):
+        self.app = app
+        key = hashlib.sha256(b"digitize sso state\0" + secret_key.encode("utf-8")).hexdigest()  # not the session's
+        self.sessions = SessionMiddleware(self._inner, secret_key=key, session_cookie=SSO_COOKIE, path=SSO_PATH,
+                                          max_age=SSO_MAX_AGE, same_site="lax", https_only=https_only)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not (scope["path"] == SSO_PATH or scope["path"].startswith(SSO_PATH + "/")):
+            return await self.app(scope, receive, send)
+        await self.sessions({**scope, SSO_KEY: scope}, receive, send)
+
+    async def _inner(self, shadow, receive, send):
+        scope = shadow[SSO_KEY]
+        scope[SSO_KEY] = shadow["session"]
+        await self.app(scope, receive, send)
+
+
+def sso_request(request: Request) -> Request:
+    """``request`` as Authlib sees it: its ``session`` is the sign-on's own (the Lax cookie)."""
+    return Request({**request.scope, "session": request.scope[SSO_KEY]}, request.receive)
 
 
 def enabled(settings) -> bool:
@@ -37,6 +78,7 @@ def install(app: FastAPI, settings, render_login) -> None:
 
     PROVIDER_ERRORS = (JoseError, AuthlibJoseError, httpx.HTTPError, ValueError)
 
+    app.add_middleware(SsoStateCookie, secret_key=session_secret(settings), https_only=settings.web.secure_cookies)
     oauth = OAuth()
     oauth.register("sso", client_id=settings.web.oidc_client_id, client_secret=settings.web.oidc_client_secret,
                    server_metadata_url=settings.web.oidc_issuer.rstrip("/") + "/.well-known/openid-configuration",
@@ -65,15 +107,17 @@ def install(app: FastAPI, settings, render_login) -> None:
         if refused:
             log.warning("single sign-on refused from %s: %s", client_address(request), refused)
             return render_login(request, "sso_failed", 401)
-        request.session["after_login"] = local_target(next)
-        return await oauth.sso.authorize_redirect(request, str(request.url_for("oidc_callback")))
+        flow = sso_request(request)
+        flow.session.clear()  # one sign-on at a time per browser
+        flow.session.update(after_login=local_target(next), lang=request.session.get("lang"))
+        return await oauth.sso.authorize_redirect(flow, str(request.url_for("oidc_callback")))
 
     @app.get("/login/oidc/callback", name="oidc_callback", include_in_schema=False)
     async def oidc_callback(request: Request) -> Response:
         token = None
         try:
             refused = await provider_refused(request)
-            token = None if refused else await oauth.sso.authorize_access_token(request)
+            token = None if refused else await oauth.sso.authorize_access_token(sso_request(request))
         except OAuthError as e:
             refused = e.error or "OAuthError"
         except PROVIDER_ERRORS as e:  # a bad ID token (signature, nonce, aud, iss) or the provider away: L5
@@ -94,6 +138,12 @@ def install(app: FastAPI, settings, render_login) -> None:
         except AuthenticationError as e:
             log.warning("single sign-on refused from %s: %s", client_address(request), e)
             return render_login(request, "sso_no_account", 403)
-        target = request.session.pop("after_login", "/")
+        from .pages import local_target, render
+
+        flow = request.scope[SSO_KEY]
+        target, lang = local_target(flow.get("after_login")), flow.get("lang")
+        flow.clear()  # the state cookie is deleted with this answer
+        if lang:
+            request.session["lang"] = lang  # (start_session keeps it)
         start_session(request, principal, sso_login(settings.web.oidc_issuer, subject))  # ends if rebound
-        return RedirectResponse(target, status_code=303)
+        return render(request, "signed_in.html", target=target)  # same-site from here on: the Strict cookie goes

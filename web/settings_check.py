@@ -8,6 +8,7 @@ by ``digitize serve`` before its server processes start and by :func:`web.app.cr
   set but blank one (``secret_key = " "``, an env file's unfilled template) is an error, never a key.
 * ``oidc_issuer`` over plain http lets anyone on the path serve its own discovery document and keys and mint
   ID tokens (M3): https, or http on a loopback host only (a provider on the same machine, as the tests run).
+* ``token_cache_seconds`` is how long a revoked API token still works: at most MAX_TOKEN_CACHE (L7).
 * ``webhook_urls`` are signed with ``webhook_secret``: an empty or short one lets anyone forge the signature
   towards the receivers (L1); and only http(s) URLs (urllib would also open file:, ftp:, data:).
 """
@@ -21,6 +22,7 @@ from digitize.errors import ConfigError
 from digitize.secrets import load_secret, mask
 
 MIN_SECRET = 32
+MAX_TOKEN_CACHE = 10.0  # seconds: a revoked API token is refused within [web] token_cache_seconds (review web15 L7)
 RANDOM_KEY = "32 or more random characters (python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
 
 
@@ -67,6 +69,9 @@ def session_key(settings) -> str:
 def check_web_settings(settings) -> None:
     web = settings.web
     session_key(settings)
+    if not 0 <= web.token_cache_seconds <= MAX_TOKEN_CACHE:
+        raise ConfigError(f"[web] token_cache_seconds must be 0 to {MAX_TOKEN_CACHE:g} (a revoked API token is "
+                          f"refused only after it), not {web.token_cache_seconds:g}")
     if web.oidc_issuer and not safe_transport(web.oidc_issuer):
         raise ConfigError(f"[web] oidc_issuer must be an https URL (http only to a loopback host): "
                           f"{mask(web.oidc_issuer)}")

@@ -166,6 +166,56 @@ def test_tokens_are_stored_hashed_and_revocable(archive):
         access.authenticate_token(archive.index, "dgt_guess")
 
 
+def test_tokens_expire_and_old_ones_keep_no_expiry(archive, settings):
+    """Review web15 L7: API tokens never expired. A clock we control: a token made at T0 for 2 days works
+    until T0 + 2 days, then is TokenExpired (the portal's 401 token_expired); 0 days: never; one made before
+    migration 0008 (no expiry row) keeps none; `tokens create` and `tokens list` say which."""
+    from datetime import datetime, timedelta, timezone
+
+    from click.testing import CliRunner
+
+    import storage.cli  # noqa: F401 - it imports accounts_cli (the order `digitize` loads them in)
+    from storage.accounts_cli import tokens_group
+
+    t0 = datetime(2025, 12, 2, 9, 0, tzinfo=timezone.utc)  # in the past: `tokens list` says expired
+    short = access.create_token(archive.index, "short", "officer", ["000.00.31.H56"], 2, now=t0)
+    never = access.create_token(archive.index, "never", "admin", [], 0, now=t0)
+    assert access.authenticate_token(archive.index, short, now=t0 + timedelta(days=2, seconds=-1)).name == "short"
+    with pytest.raises(access.TokenExpired, match="expired at 2025-12-04T09:00:00"):
+        access.authenticate_token(archive.index, short, now=t0 + timedelta(days=2))
+    assert access.authenticate_token(archive.index, never, now=t0 + timedelta(days=36500)).expires is None
+    assert access.authenticate_token(archive.index, short, now=t0).expires == (t0 + timedelta(days=2)).timestamp()
+    # a token made before 0008: its row only (as the old code wrote it)
+    with archive.index.transaction():
+        archive.index._execute("INSERT INTO api_tokens (name, role, agencies, token_hash, created_at) "
+                               "VALUES ('old', 'officer', '[]', ?, ?)", (access.token_hash("dgt_old"), access.now_iso()))
+    assert access.authenticate_token(archive.index, "dgt_old", now=t0 + timedelta(days=36500)).expires is None
+    with pytest.raises(BadArgsError, match="--expires-days"):
+        access.create_token(archive.index, "bad", "admin", [], -1)
+    from storage.index import _migration_scripts
+
+    (script,) = [p for p in _migration_scripts() if p.name.startswith("0008_")]
+    with archive.index.transaction():  # an interrupted upgrade runs it again: no error, nothing changed
+        archive.index._run_script(script.read_text(encoding="utf-8"))
+    assert archive.index.token_by_name("short").expires_at == "2025-12-04T09:00:00+00:00"
+
+    def run(*args):
+        result = CliRunner().invoke(tokens_group, list(args), obj=settings, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result
+
+    made = run("create", "cli-default", "--role", "officer", "--agency", "000.00.31.H56")
+    assert "expires 20" in made.stderr and made.stdout.startswith("dgt_")
+    assert "never expires" in run("create", "cli-never", "--role", "admin", "--expires-days", "0").stderr
+    lines = {line.split()[0]: line for line in run("list").stdout.splitlines()}
+    assert lines["short"].endswith("expired 2025-12-04T09:00:00+00:00")
+    assert lines["never"].endswith("never expires (--expires-days 0)")
+    assert "no expiry (made before expiring tokens" in lines["old"]
+    assert "expires 20" in lines["cli-default"]
+    refused = CliRunner().invoke(tokens_group, ["create", "x", "--role", "admin", "--expires-days", "-3"], obj=settings)
+    assert refused.exit_code != 0 and "expires-days" in refused.output
+
+
 def test_out_of_scope_is_not_found_and_bad_ids_are_bad(two_agencies):
     gate = two_agencies.gate(OFFICER_A, "192.0.2.7")
     record, docs = gate.case(CASE_A)
@@ -214,6 +264,21 @@ def test_views_and_downloads_are_events_with_actor_and_client(two_agencies, tmp_
     assert [e.event_type for e in mine] == ["retrieved"] * 4
     assert all(e.client == "192.0.2.7" for e in mine)
     assert any("downloaded pdfa" in e.detail for e in mine)
+
+
+def test_the_case_log_shows_client_addresses_only_to_auditors(two_agencies):
+    """Review web15 L9: least privilege: officers (and one-stop tokens) see actor, action and time of a
+    case's events; the client addresses only archivists and admins (Perm.audit), through Gate.events."""
+    two_agencies.gate(OFFICER_A, "192.0.2.7").case(CASE_A)
+    for reader in (OFFICER_A, Principal("onestop", "officer", ("000.00.31.H56",), "token")):
+        shown = two_agencies.gate(reader, "192.0.2.8").events(CASE_A)
+        assert any(e.actor == "user:an" and e.event_type == "retrieved" and e.time for e in shown)
+        assert all(e.client is None for e in shown)
+    for role in ("archivist", "admin"):
+        shown = two_agencies.gate(Principal("lan", role), "192.0.2.9").events(CASE_A)
+        assert any(e.actor == "user:an" and e.client == "192.0.2.7" for e in shown)
+    with pytest.raises(PermissionDenied):
+        two_agencies.gate(Principal("sc", "scanner", ("000.00.31.H56",))).events(CASE_A)
 
 
 def test_a_streamed_corrupt_object_never_yields_its_last_piece(two_agencies, settings):

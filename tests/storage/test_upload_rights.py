@@ -100,3 +100,17 @@ def test_a_revoked_or_unknown_token_files_nothing(archive):
 def test_a_job_saved_without_a_sender_files_nothing(archive):
     with pytest.raises(UploadRefused):
         UploadScope.of({}).at_filing(archive.index)
+
+
+def test_a_token_expired_since_the_upload_files_nothing(archive, monkeypatch):
+    """Review web15 L7 (tokens expire): like a revoked one, a token past its expiry at filing files nothing."""
+    from datetime import datetime, timedelta, timezone
+
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    secret = access.create_token(archive.index, "onestop", "scanner", [A], 1, now=t0)
+    monkeypatch.setattr(access, "_utc_now", lambda: t0 + timedelta(hours=23))
+    saved = UploadScope(access.authenticate_token(archive.index, secret))
+    assert saved.at_filing(archive.index)(CASE_A)
+    monkeypatch.setattr(access, "_utc_now", lambda: t0 + timedelta(days=1))
+    with pytest.raises(UploadRefused, match="API token onestop expired at 2026-01-02T00:00:00"):
+        saved.at_filing(archive.index)

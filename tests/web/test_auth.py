@@ -161,6 +161,47 @@ def test_token_cache_seconds_0_verifies_every_api_request_in_the_index(tmp_path)
     assert not app.state.tokens._entries
 
 
+def test_an_expired_token_is_401_token_expired_and_the_cache_never_outlives_its_expiry(tmp_path, monkeypatch):
+    """Review web15 L7: tokens never expired. A clock we control (the wall clock the index's expiry is read
+    against, and the cache's): a token verified 1 s before its expiry is kept in the 2 s cache for that 1 s
+    only, then refused as 401 ``token_expired`` (a cache that kept it its full 2 s let it work after expiry)."""
+    from datetime import datetime, timedelta, timezone
+
+    from fastapi.testclient import TestClient
+
+    from digitize.config import Settings
+    from storage import access
+    from storage.archive import Archive
+    from web.app import create_app
+
+    settings = Settings(data_dir=str(tmp_path / "data"))
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    with Archive.open(settings) as archive:
+        secret = access.create_token(archive.index, "onestop", "officer", ["000.00.31.H56"], 30, now=t0)
+    expiry = (t0 + timedelta(days=30)).timestamp()
+    wall, mono = Clock(), Clock()
+    wall.now = expiry - 1.0
+    monkeypatch.setattr(access, "_utc_now", lambda: datetime.fromtimestamp(wall.now, timezone.utc))
+    app = create_app(settings)
+    app.state.tokens.clock, app.state.tokens.now = mono, wall
+    case = "/api/v1/cases/000.00.31.H56-241015-0027"
+
+    def tick(seconds):
+        wall.now += seconds
+        mono.now += seconds
+
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        headers = {"authorization": f"Bearer {secret}"}
+        assert client.get(case, headers=headers).status_code == 404  # verified (no such case), cached
+        tick(0.9)
+        assert client.get(case, headers=headers).status_code == 404  # from the cache, still valid
+        tick(0.1)  # the expiry: the cache's 2 s have not passed, the token's time has
+        refused = client.get(case, headers=headers)
+        assert refused.status_code == 401 and refused.json()["error"] == "token_expired"
+        assert "expired at" in refused.json()["message"] and refused.headers["www-authenticate"] == "Bearer"
+        assert client.get(case, headers=headers).json()["error"] == "token_expired"  # a refusal is not cached
+
+
 def test_api_answers_carry_no_session_and_pages_keep_theirs(tmp_path):
     """The session middleware serves the pages only (web/app.py SessionsForPages)."""
     from fastapi.testclient import TestClient

@@ -577,3 +577,67 @@ def test_close_wakes_the_requests_waiting_on_the_loop(tmp_path):
     asyncio.run(scenario())
     pool.give(held)  # closed, not kept
     assert pool.take_nowait() is None
+
+
+def test_a_request_cancelled_while_its_route_thread_uses_the_archive_keeps_it_until_the_thread_is_done(
+        tmp_path, monkeypatch):
+    """The merged pool's review (open item): a request task cancelled (Task.cancel: a server that cancels
+    the requests of clients that left) while its route's worker thread still queried through its archive
+    gave the archive back at once, so the next request could take that index connection while the thread
+    used it. A real app and route (the API's case record, its thread held inside Gate.case); a pool of one
+    archive: while the cancelled request's thread is inside the archive, nobody else may take it."""
+    import asyncio
+
+    from storage import access
+    from storage.access import Gate
+    from storage.archive import Archive
+    from web.app import create_app
+
+    settings = Settings(data_dir=str(tmp_path / "data"))
+    with Archive.open(settings) as archive:
+        secret = access.create_token(archive.index, "onestop", "officer", ["000.00.31.H56"])
+    app = create_app(settings)
+    pool = app.state.pool
+    pool._size = 1
+    inside, release, ended = threading.Event(), threading.Event(), threading.Event()
+    real_case = Gate.case
+
+    def held_case(gate, case_id):
+        inside.set()
+        try:
+            assert release.wait(30)
+            return real_case(gate, case_id)
+        finally:
+            ended.set()
+
+    monkeypatch.setattr(Gate, "case", held_case)
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+             "path": "/api/v1/cases/000.00.31.H56-241015-0027", "raw_path": b"", "query_string": b"",
+             "root_path": "", "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 5000),
+             "headers": [(b"authorization", f"Bearer {secret}".encode()), (b"host", b"127.0.0.1")]}
+
+    async def receive():
+        await asyncio.sleep(3600)  # (the request has no body; the client then leaves)
+
+    async def send(message):
+        pass
+
+    async def scenario():
+        request = asyncio.ensure_future(app(dict(scope), receive, send))
+        while not inside.is_set():
+            await asyncio.sleep(0.01)
+        request.cancel()  # the client left: its route's thread is inside the archive
+        await asyncio.sleep(0.2)
+        assert not ended.is_set()
+        assert pool.take_nowait() is None, "the archive went back to the pool while its thread still used it"
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+        assert ended.is_set()  # the request ended after its thread did
+        assert pool.take_nowait() is not None  # and its archive came back then
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        release.set()
+        pool.close()

@@ -577,6 +577,47 @@ def test_a_request_queued_behind_a_hung_commit_still_waits_a_bounded_time():
         writer.close()
 
 
+def test_a_hung_compensating_commit_refuses_new_requests_at_once(served, caplog):
+    """Review of the merged pool (open item): a commit of compensating events that hangs did not make the
+    writer refuse: each new request queued behind it and waited its full wait for a 503. Now, once that
+    commit has run longer than ``wait``, a new event is refused at once (nothing queued), as behind a hung
+    batch, and the portal answers 503 with one log line."""
+    client, _, _ = served
+    release, hung = threading.Event(), threading.Event()
+
+    class LateThenHung(ScriptedIndex):
+        def add_events(self, events):
+            if any(e.detail.startswith(access.WITHHELD) for e in events):  # the compensation: hangs
+                hung.set()
+                release.wait(20)
+            super().add_events(events)
+
+    index = LateThenHung(["slow"])
+    writer = EventWriter(lambda: index, wait=0.2)
+    writer.start()
+    real, client.app.state.events = client.app.state.events, writer
+    try:
+        with pytest.raises(StorageError, match="not committed within"):
+            writer.add(view("downloaded pdfa of document 1"))  # committed late: compensated
+        assert hung.wait(5)
+        time.sleep(0.3)  # that commit has now run longer than a request's wait
+        with pytest.raises(StorageError, match="compensating events' commit has not ended for 0.2 s; refused"):
+            writer.add(view("late"))
+        assert writer._batch.events == []  # not queued behind it
+        with caplog.at_level(logging.WARNING, logger="digitize.web"):
+            answer = client.get(f"/api/v1/cases/{CASE_A}")
+        assert answer.status_code == 503 and answer.json()["error"] == "storage-unavailable"
+        lines = [r.getMessage() for r in caplog.records if r.name == "digitize.web"]
+        assert len(lines) == 1 and "compensating events' commit has not ended" in lines[0], lines
+        assert writer._batch.events == []
+    finally:
+        client.app.state.events = real
+        release.set()
+        writer.close()
+    assert [e.detail for e in index.stored] == ["downloaded pdfa of document 1",
+                                               access.withheld(view("downloaded pdfa of document 1")).detail]
+
+
 def test_a_shutdown_commits_a_batch_queued_behind_a_slow_commit():
     """close() gave the writer ``wait`` from its own start: a batch queued behind a commit that took most of
     it was left behind mid-commit (its events lost at exit) although each commit was within bounds."""

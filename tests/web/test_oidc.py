@@ -4,8 +4,10 @@ by Authlib; the identity maps to the local account made by the CLI, whose agency
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -35,7 +37,8 @@ def provider(tmp_path_factory):
         process = subprocess.Popen([shutil.which("java") or "java", "-XX:TieredStopAtLevel=1", "-cp",
                                     CLASSPATH.read_text().strip(), MAIN], env=env, stdout=log,
                                    stderr=subprocess.STDOUT)
-    issuer = f"http://127.0.0.1:{port}/province"
+    # "localhost": another site than the portal's 127.0.0.1, so a browser treats the redirect back as cross-site
+    issuer = f"http://localhost:{port}/province"
     wait_until_up(process, issuer + "/.well-known/openid-configuration", 120, log_path)
     yield issuer
     process.terminate()
@@ -54,21 +57,62 @@ def sso_portal(provider, tmp_path_factory):
     digitize(data_dir, "users", "add", "sso-admin", "--role", "admin")  # the identity's preferred_username: not it
     portal = start_portal(data_dir, {}, DIGITIZE_WEB_OIDC_ISSUER=provider,
                           DIGITIZE_WEB_OIDC_CLIENT_ID="digitize-portal", DIGITIZE_WEB_OIDC_CLIENT_SECRET="s3cret-value")
+    portal.issuer_origin = provider.rsplit("/province", 1)[0]
     yield portal
     portal.stop()
+
+
+def signed_in_target(page: httpx.Response) -> str:
+    """The page the callback's same-site answer moves on to (its meta refresh)."""
+    found = re.search(r'<meta http-equiv="refresh" content="0; url=([^"]+)">', page.text)
+    assert found, page.text[:300]
+    return html.unescape(found.group(1))
 
 
 def test_single_sign_on_logs_into_the_local_account_and_its_scope(sso_portal):
     with httpx.Client(base_url=sso_portal.url, follow_redirects=True, timeout=30) as browser:
         login = browser.get("/login")
         assert 'href="/login/oidc' in login.text
-        landed = browser.get("/login/oidc", params={"next": f"/cases/{CASE_A}"})
+        signed_in = browser.get("/login/oidc", params={"next": f"/cases/{CASE_A}"})
+        assert signed_in.status_code == 200 and "/login/oidc/callback" in str(signed_in.url), signed_in.text[:300]
+        assert "samesite=strict" in signed_in.headers["set-cookie"].lower()
+        landed = browser.get(signed_in_target(signed_in))
         assert landed.status_code == 200 and str(landed.url).endswith(f"/cases/{CASE_A}"), landed.text[:300]
         assert "officer-sso" in landed.text
         assert browser.get("/admin", follow_redirects=False).status_code == 403  # not the admin it is named like
         assert browser.get(f"/cases/{CASE_B}").status_code == 404
     log = (sso_portal.data_dir.parent / "serve.log").read_text()
     assert "s3cret-value" not in log
+
+
+def test_a_browser_signs_on_across_sites_and_lands_on_the_page_asked_for(sso_portal):
+    """Review web15 L4: the session cookie is SameSite=Strict with OIDC too; Debian's chromium comes back from
+    the provider (another site) and lands on the case it asked for, logged in."""
+    from playwright.sync_api import sync_playwright
+
+    from test_browser import ARGS, CHROMIUM
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            context = browser.new_context()
+            page = context.new_page()
+            page.goto(f"{sso_portal.url}/cases/{CASE_A}")
+            assert "/login" in page.url
+            page.click("#sso")
+            page.wait_for_url(f"{sso_portal.url}/cases/{CASE_A}", timeout=60_000)
+            assert "officer-sso" in page.inner_text("header")
+            cookies = {c["name"]: c for c in context.cookies()}
+            assert cookies["digitize_session"]["sameSite"] == "Strict"
+            assert "digitize_sso" not in cookies  # the state cookie is gone once used
+            # a cross-site link does not carry the session: a page from the provider's site links to a case
+            page.goto(f"{sso_portal.issuer_origin}/province/.well-known/openid-configuration")
+            page.set_content(f'<a id="x" href="{sso_portal.url}/cases/{CASE_A}">case</a>')
+            page.click("#x")
+            page.wait_for_load_state()
+            assert "/login" in page.url
+        finally:
+            browser.close()
 
 
 def test_users_list_shows_the_binding(sso_portal):

@@ -75,7 +75,7 @@ def test_an_account_bound_by_an_administrator_logs_in_with_its_subject_only(sso)
         access.bind_oidc(archive.index, "tran.admin", ISSUER, "vneid-0042")
     state["claims"] = {"sub": "vneid-0042", "preferred_username": "anything"}
     r, admin = callback(settings)
-    assert r.status_code == 303 and admin == 200
+    assert r.status_code == 200 and admin == 200
     state["claims"] = {"sub": "vneid-0043", "preferred_username": "tran.admin"}
     assert callback(settings)[0].status_code == 403
 
@@ -89,7 +89,7 @@ def test_rebinding_or_unbinding_ends_the_sso_sessions_of_the_old_binding(sso, ch
         access.bind_oidc(archive.index, "tran.admin", ISSUER, "vneid-0042")
     state["claims"] = {"sub": "vneid-0042"}
     with TestClient(create_app(settings)) as client:
-        assert client.get("/login/oidc/callback", follow_redirects=False).status_code == 303
+        assert client.get("/login/oidc/callback", follow_redirects=False).status_code == 200
         assert client.get("/admin", follow_redirects=False).status_code == 200
         with Archive.open(settings) as archive:
             if change == "rebind":
@@ -102,8 +102,36 @@ def test_rebinding_or_unbinding_ends_the_sso_sessions_of_the_old_binding(sso, ch
         assert client.get("/login/oidc/callback", follow_redirects=False).status_code == 403  # no new login
         if change == "rebind":  # the right person's login works
             state["claims"] = {"sub": "vneid-0043"}
-            assert client.get("/login/oidc/callback", follow_redirects=False).status_code == 303
+            assert client.get("/login/oidc/callback", follow_redirects=False).status_code == 200
             assert client.get("/admin", follow_redirects=False).status_code == 200
+
+
+def test_the_session_cookie_is_strict_and_sign_on_lands_on_the_page_asked_for(sso):
+    """Review web15 L4: with OIDC on, the session cookie was SameSite=Lax, so a cross-site link (to a
+    download) ran as the officer. Now it is Strict; only the sign-on's state cookie is Lax (short, on the
+    sign-on's path), and the callback answers a page of this site that moves on to the target."""
+    settings, state = sso
+    with Archive.open(settings) as archive:
+        access.bind_oidc(archive.index, "tran.admin", ISSUER, "vneid-0042")
+    state["claims"] = {"sub": "vneid-0042"}
+    with TestClient(create_app(settings)) as client:
+        r = client.get("/login/oidc", params={"next": "/admin?x=1"}, follow_redirects=False)
+        assert r.status_code == 302 and r.headers["location"].startswith(ISSUER + "/auth?")
+        [flow] = r.headers.get_list("set-cookie")
+        assert flow.startswith("digitize_sso=") and "samesite=lax" in flow.lower()
+        assert "path=/login/oidc" in flow.lower() and "max-age=600" in flow.lower()
+        r = client.get("/login/oidc/callback", follow_redirects=False)
+        assert r.status_code == 200
+        cookies = {c.split("=", 1)[0]: c.lower() for c in r.headers.get_list("set-cookie")}
+        assert "samesite=strict" in cookies["digitize_session"] and "httponly" in cookies["digitize_session"]
+        assert "1970" in cookies["digitize_sso"]  # the state cookie is deleted
+        assert '<meta http-equiv="refresh" content="0; url=/admin?x=1">' in r.text
+        assert 'id="continue" href="/admin?x=1"' in r.text and "<script>" not in r.text
+        assert "script-src 'self'" in r.headers["content-security-policy"]
+        assert client.get("/admin?x=1", follow_redirects=False).status_code == 200
+        # a password login's cookie is Strict as well
+        r = client.get("/", follow_redirects=False)
+        assert "lax" not in " ".join(r.headers.get_list("set-cookie")).lower()
 
 
 def test_a_password_session_survives_a_binding_of_the_account(sso):

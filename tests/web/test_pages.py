@@ -156,6 +156,24 @@ def test_case_page_shows_the_dossier_and_its_access_log(app):
     assert client.get(f"/cases/{CASE_B}").status_code == 404
 
 
+def test_the_access_log_shows_client_addresses_to_archivists_and_admins_only(app):
+    """Review web15 L9: every reader of a case saw the address of every actor (officers, one-stop tokens)."""
+    officer, _ = login(app, address="198.51.100.23")
+    assert "user:officer-a" in officer.get(f"/cases/{CASE_A}").text
+    page = officer.get(f"/cases/{CASE_A}").text
+    assert "user:officer-a" in page and "198.51.100.23" not in page  # actor and action, not where from
+    admin, _ = login(app, name="admin", address="198.51.100.24")
+    assert "198.51.100.23" in admin.get(f"/cases/{CASE_A}").text
+
+
+def test_the_admin_page_shows_each_tokens_expiry(app):
+    """Review web15 L7: tokens expire (the seeded ones: made by the CLI with its default 365 days)."""
+    admin, _ = login(app, name="admin")
+    page = admin.get("/admin").text
+    expiries = re.findall(r'<td class="expires">([^<]*)</td>', page)
+    assert expiries and all(re.fullmatch(r"20\d\d-\d\d-\d\d", e) for e in expiries), expiries
+
+
 def test_search_page_highlights_and_pages(app):
     client, _ = login(app)
     page = client.get("/search", params={"q": "quyen su dung dat"}).text

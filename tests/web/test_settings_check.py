@@ -33,6 +33,8 @@ def settings_with(tmp_path, **web) -> Settings:
     ({"webhook_urls": "https://hooks.example/x", "webhook_secret": "short"}, "fewer than 32"),
     ({"webhook_urls": "file:///etc/passwd", "webhook_secret": GOOD_KEY}, "not an http\\(s\\) URL"),
     ({"webhook_urls": "https://ok.example/a, ftp://h.example/x", "webhook_secret": GOOD_KEY}, "not an http\\(s\\) URL"),
+    ({"token_cache_seconds": 10.5}, "token_cache_seconds must be 0 to 10 "),  # L7: a revoked token lived on
+    ({"token_cache_seconds": -1.0}, "token_cache_seconds must be 0 to 10 "),
 ])
 def test_unsafe_web_settings_are_config_errors(tmp_path, web, message):
     with pytest.raises(ConfigError, match=message) as refused:
@@ -47,6 +49,7 @@ def test_unsafe_web_settings_are_config_errors(tmp_path, web, message):
     {"oidc_issuer": "http://127.0.0.1:8081/province"}, {"oidc_issuer": "http://localhost/p"},
     {"oidc_issuer": "http://[::1]:9/p"},
     {"webhook_urls": "https://a.example/hook, http://127.0.0.1:9/h", "webhook_secret": GOOD_KEY},
+    {"token_cache_seconds": 10.0}, {"token_cache_seconds": 0.0},
 ])
 def test_safe_web_settings_are_accepted(tmp_path, web):
     create_app(settings_with(tmp_path, **web))
