@@ -265,8 +265,7 @@ def walk_dirs(root: str | os.PathLike | int, parts: tuple[str, ...] | list[str],
     shown = shown or str(root)
     try:
         for part in parts:
-            if part in ("", ".", "..") or "/" in part:
-                raise ValueError(f"bad folder name {part!r}")
+            check_name(part)
             shown = f"{shown}/{part}"
             try:
                 if create:
@@ -286,6 +285,14 @@ def walk_dirs(root: str | os.PathLike | int, parts: tuple[str, ...] | list[str],
     except BaseException:
         os.close(fd)
         raise
+
+
+def check_name(part: str) -> str:
+    """``part`` if it is one path component (not empty, ``.``, ``..``, nor holding a slash or NUL), else
+    ValueError: a name read from a record or a share never leads out of the folder it is used in."""
+    if not isinstance(part, str) or part in ("", ".", "..") or "/" in part or "\0" in part:
+        raise ValueError(f"bad name {part!r}")
+    return part
 
 
 def private_dir_check(fd: int, shown: str) -> None:
@@ -311,12 +318,11 @@ def exists_at(dir_fd: int, name: str) -> bool:
         return False
 
 
-def write_text_at(dir_fd: int, name: str, text: str, replace: bool = True, synced=None) -> None:
+def write_text_at(dir_fd: int, name: str, text: str, replace: bool = True) -> None:
     """Write ``dir_fd/name`` atomically without following a symlink anywhere (temp file O_EXCL).
 
     ``replace=False``: never over an existing ``name`` (FileExistsError), e.g. a new NAME.error.txt that
-    another watcher may be writing for the same free name at the same moment. ``synced(stat)`` is told the
-    file's identity (device, inode: the rename keeps them) before it takes its name."""
+    another watcher may be writing for the same free name at the same moment."""
     tmp = f".{secrets.token_hex(6)}.part"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE, dir_fd=dir_fd)
     try:
@@ -324,8 +330,6 @@ def write_text_at(dir_fd: int, name: str, text: str, replace: bool = True, synce
             f.write(text.encode("utf-8"))
             f.flush()
             os.fsync(f.fileno())
-            if synced is not None:
-                synced(os.fstat(f.fileno()))
         if replace:
             os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         else:

@@ -156,9 +156,9 @@ def test_killed_between_deleting_the_scan_and_its_sidecar_the_sidecar_is_quarant
     inbox = tmp_path / "inbox"
     assert work_left(inbox)  # the crash state: the claim holds the sidecar alone
     assert restart(tmp_path, on_success="delete") == []
-    assert listing(inbox / "failed") == ["scan.pdf.lone.json", "scan.pdf.lone.json.error.txt"]
-    assert (inbox / "failed/scan.pdf.lone.json").read_text() == SIDECAR
-    assert "work folder by a crash" in (inbox / "failed/scan.pdf.lone.json.error.txt").read_text()
+    assert listing(inbox / "failed") == ["scan.pdf.json.lone", "scan.pdf.json.lone.error.txt"]
+    assert (inbox / "failed/scan.pdf.json.lone").read_text() == SIDECAR
+    assert "work folder by a crash" in (inbox / "failed/scan.pdf.json.lone.error.txt").read_text()
     assert work_left(inbox) == []
 
 
@@ -295,7 +295,7 @@ def killed_at_call(mp, number: int) -> None:
 
 
 PAIR = {"done": ["scan.pdf", "scan.pdf.json"], "failed": []}
-LONE = ["scan.pdf.lone.json", "scan.pdf.lone.json.error.txt"]
+LONE = ["scan.pdf.json.lone", "scan.pdf.json.lone.error.txt"]
 
 
 @pytest.mark.parametrize("first, then, ends, variant", [
@@ -361,3 +361,5 @@ def test_a_claim_that_stays_stuck_is_redone_once_then_filed_not_converted_at_eve
         w.folders.close()
     assert len(runs) == 2  # the first try and one redo, not one per rescan
     assert "scan.pdf" in listing(inbox / "failed") and work_left(inbox) == []
+    reason = (inbox / "failed/scan.pdf.error.txt").read_text()  # what failed, not "attempts were interrupted"
+    assert "could not move back into the inbox: Input/output error" in reason and "interrupted" not in reason
