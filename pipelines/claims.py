@@ -65,7 +65,7 @@ class Claim:
     # the sidecar's SHA-256, saved before the take's first rename: after a take killed between the scan's rename
     # and the sidecar's, only that very file is rejoined (review hard15 L6), never a new pair's NAME.json
     sidecar_sha256: str = ""
-    held: list | None = None  # [where from (PLACES), its name there] while a file is checked in here (_checked)
+    held: list | None = None  # [where from (PLACES), its name there, why] while a file is checked in here (_checked)
     last_error: str = ""  # the last outcome that failed (e.g. a give-back), one line: the reason if it is filed
 
 
@@ -104,7 +104,7 @@ def _check_names(claim: Claim) -> None:
         if claim.moving.get("sidecar"):
             check_name(claim.moving["sidecar"])
     if claim.held is not None:
-        if not isinstance(claim.held, list) or len(claim.held) != 2 or claim.held[0] not in PLACES:
+        if not isinstance(claim.held, list) or len(claim.held) not in (2, 3) or claim.held[0] not in PLACES:
             raise ValueError("bad held record")
         check_name(claim.held[1])
 
@@ -320,7 +320,7 @@ class Claims:
                 elif fsutil.exists_at(there, relative.name):
                     return None  # a new scan of that name lies there: the sidecar may be its own
                 if not self._checked(claim, to, there, name, here,
-                                     lambda fd, held: _sha256_at(fd, held) == expected):
+                                     lambda fd, held: _sha256_at(fd, held) == expected, role="rejoin"):
                     return None
                 fsutil.move_at(here, HELD, here, claim.sidecar)
         except (OSError, ValueError, DigitizeError):
@@ -364,18 +364,20 @@ class Claims:
 
     # --- checking a file where nobody else writes (review hard15 L1) --------------------------------------
 
-    def _checked(self, claim: Claim, to: str, there: int, name: str, here: int, test) -> bool:
+    def _checked(self, claim: Claim, to: str, there: int, name: str, here: int, test, role: str = "") -> bool:
         """Move ``there/name`` into the claim's folder (as HELD) and only then ``test(here, HELD)`` it: what is
         checked is what is used, for nobody else writes in here (hashed by name and then moved by name, a file
         swapped in between went unseen). True: it stays HELD for the caller; False: it was not there, not a
         regular file, or failed the test and was moved back (never over a file put at its name meanwhile).
-        Where it came from is saved first, so a crash leaves it to :meth:`restore_held`."""
+        Where it came from (and ``role``) is saved first, so a crash leaves it to :meth:`restore_held`."""
+        if fsutil.exists_at(here, HELD):
+            return False  # one left by a check that failed half-way: put back by the next restore_held first
         try:
             if not stat.S_ISREG(os.stat(name, dir_fd=there, follow_symlinks=False).st_mode):
                 return False
         except FileNotFoundError:
             return False
-        claim.held = [to, name]
+        claim.held = [to, name, role]
         self._save(claim)
         try:
             fsutil.move_at(there, name, here, HELD)
@@ -427,7 +429,7 @@ class Claims:
                 with _closing(walk_dirs(base, PurePath(claim.relative).parent.parts, create=True)) as there:
                     self._put_back(claim, there, here)
                 return
-            if claim.sidecar and fsutil.exists_at(here, claim.sidecar):
+            if claim.held[2:] == ["rejoin"] and claim.sidecar and fsutil.exists_at(here, claim.sidecar):
                 claim.moving = None  # a rejoin had put it in place: its record is spent
         claim.held = None
         self._save(claim)

@@ -36,7 +36,7 @@ from pathlib import Path, PurePath
 from typing import Callable
 
 from digitize.errors import BadArgsError, ConfigError, FileAccessError, NotRegularFileError
-from digitize.fsutil import private_dir_check, sha256_regular, sweep_parts, walk_dirs, write_text_at
+from digitize.fsutil import PART_AGE, private_dir_check, sha256_regular, sweep_parts, walk_dirs, write_text_at
 from digitize.identifiers import parse_agency_code
 from digitize.terminal import printable
 
@@ -203,6 +203,7 @@ class Watcher:
         self.scope = opts.scope()
         self.observer = None
         self.next_rescan = 0.0
+        self.next_sweep = 0.0  # part files: at the start, then hourly (_sweep_parts)
         self.taken_elsewhere: dict[Path, int] = {}
         self.forced_rescan = float("-inf")  # when "taken elsewhere" last moved the next rescan forward
 
@@ -250,6 +251,8 @@ class Watcher:
 
     def _rescan(self) -> None:
         self._check_inbox()
+        if time.monotonic() >= self.next_sweep:
+            self._sweep_parts()
         for claim in self.claims.own_claims():  # stuck in our hands: retried, not left until a restart
             event(log, "retrying-stuck", logging.WARNING, file=claim.relative, attempts=claim.attempts)
             self._resume(claim)
@@ -545,6 +548,8 @@ class Watcher:
                 return
             self.claims.restore_held(claim, self._places())
             self.claims.undo_unfinished(claim, self._places())
+            if self._separated(claim):  # finished, or quarantined; else its sidecar is back: filed together
+                return
             if claim.attempts <= MAX_ATTEMPTS:
                 self._handle(claim)
             elif self._stored(claim):
@@ -560,10 +565,13 @@ class Watcher:
 
     def _sweep_parts(self) -> None:
         """Temp files of moves and writes killed half-way (a copy into done/ on another file system, a reason
-        being written), once untouched for an hour: see digitize.fsutil.sweep_parts. Not the inbox: clerks'
-        files live there (and a give-back into it is a rename, same file system as the claims). Not
-        DATA_DIR/converted/: a live conversion's temp PDF/A stays unchanged while it is validated (a long
-        document, another process), and a kept folder is removed whole after KEPT_DAYS anyway."""
+        being written), once untouched for an hour: see digitize.fsutil.sweep_parts. At the start and hourly
+        after: one left by the kill just before a restart is too fresh at that start, and a sweep reads only
+        recently changed folders. Not the inbox: clerks' files live there (and a give-back into it is a
+        rename, same file system as the claims). Not DATA_DIR/converted/: a live conversion's temp PDF/A
+        stays unchanged while it is validated (a long document, another process), and a kept folder is
+        removed whole after KEPT_DAYS anyway."""
+        self.next_sweep = time.monotonic() + PART_AGE
         for place, folder in {"done": self.folders.done, "failed": self.folders.failed}.items():
             if folder < 0:
                 continue

@@ -8,11 +8,12 @@ import errno
 import json
 import os
 import re
+import traceback
 from pathlib import Path
 
 import pytest
-from test_watch_sidecar_crash import (SIDECAR, bad_scan, crash, killed_at, listing, make_watcher, restart, scan_move,
-                                      storage_down, stored, work_left)
+from test_watch_sidecar_crash import (SIDECAR, across_file_systems, bad_scan, crash, killed_at, killed_at_call, listing,
+                                      make_watcher, real_names, restart, scan_move, storage_down, stored, work_left)
 
 from digitize import fsutil
 from pipelines import claims as claimslib
@@ -213,13 +214,93 @@ def test_l8_a_lone_sidecar_is_not_a_sidecar_name_and_the_desk_lists_it(tmp_path)
     assert "work folder by a crash" in listed[0].detail
 
 
-@pytest.mark.parametrize("stray", ["scan.pdf.json", "scan.json"])
-def test_l8_free_name_skips_a_name_whose_sidecar_name_is_taken(tmp_path, stray):
-    """L8: a scan without a sidecar landing beside a sidecar left alone (a rejoin's leftover, a lone one) pairs
-    with it: the desk credits that sidecar's case and a retry carries it. Such a name counts as taken."""
-    (tmp_path / stray).write_text(SIDECAR)
-    fd = os.open(tmp_path, os.O_RDONLY)
+def test_l3_a_running_watcher_sweeps_part_files_again_an_hour_later(tmp_path):
+    """L3: a start reads only recently changed folders, and a part file left by the kill just before a restart
+    is too fresh at that start (it may be another watcher's copy in progress): the running watcher sweeps
+    again an hour later instead of leaving it until some later start."""
+    w = make_watcher(tmp_path, stored)
     try:
-        assert inboxlib.free_name(fd, "scan.pdf") == "scan.1.pdf"
+        done = tmp_path / "inbox/done"
+        part = done / ".scan.pdf.0123456789ab.part"
+        part.write_bytes(b"half a copy")
+        w._rescan()  # the start's sweep: too fresh, kept
+        assert part.exists()
+        old = part.stat().st_mtime - 2 * fsutil.PART_AGE
+        os.utime(part, (old, old))
+        w._rescan()  # within the hour: not swept again
+        assert part.exists()
+        w.next_sweep = 0.0  # an hour later
+        w._rescan()
+        assert not part.exists()
     finally:
-        os.close(fd)
+        w.folders.close()
+
+
+def _reason_left(case: Path) -> None:
+    inbox = case / "inbox"
+    inbox.mkdir(mode=0o750, parents=True)
+    (inbox / "scan.pdf").write_bytes(b"%PDF-1.7 scan")
+
+    def arm(mp):
+        (inbox / "scan.pdf.json").unlink()
+        killed_at(mp, inboxlib, "move_at", scan_move)
+
+    crash(case, bad_scan, arm)
+
+
+def _copied_not_unlinked(case: Path) -> None:
+    def arm(mp):
+        across_file_systems(mp)
+        killed_at(mp, os, "unlink", lambda a: a[0] == "scan.pdf")
+
+    crash(case, stored, arm)
+
+
+FILED = {"done": ["scan.pdf", "scan.pdf.json"], "failed": []}
+INTERRUPTED = {"done": [], "failed": ["scan.pdf", "scan.pdf.error.txt", "scan.pdf.json"]}  # twice: quarantined
+RECOVERIES = {  # a crash state, the restarts' process, the ends allowed
+    "sidecar in done/, scan in its claim (rejoin)": (
+        lambda case: crash(case, stored, lambda mp: killed_at(mp, inboxlib, "move_at", scan_move)), stored,
+        [FILED, INTERRUPTED]),
+    "a reason for no file in failed/ (undo_unfinished)": (
+        _reason_left, bad_scan, [{"failed": ["scan.pdf", "scan.pdf.error.txt"]}]),
+    "copied into done/, claim's copy not unlinked (completed)": (
+        _copied_not_unlinked, stored, [FILED, INTERRUPTED]),
+}
+
+
+@pytest.mark.parametrize("state", list(RECOVERIES))
+def test_recovery_killed_at_any_file_system_call_still_ends_with_the_pair_together(tmp_path, monkeypatch, state):
+    """The checks above move a file into the claim and back: a second watcher killed at each file-system call of
+    its recovery in turn, a third finishes: the same end as an uninterrupted recovery, nothing left in a claim
+    (a file held for checking is put back first: Claims.restore_held), no stray file. Interrupted twice, the
+    scan is quarantined (MAX_ATTEMPTS), with its sidecar brought back beside it first."""
+    make_state, then, ends = RECOVERIES[state]
+    monkeypatch.setattr(inboxlib, "completeness_problem", lambda *args, **kwargs: None)
+    number = 0
+    while True:
+        number += 1
+        case = tmp_path / str(number)
+        make_state(case)
+        pid = os.fork()
+        if pid == 0:
+            code = 3
+            try:
+                with pytest.MonkeyPatch.context() as mp:
+                    killed_at_call(mp, number)
+                    restart(case, then)
+                code = 0
+            except BaseException:  # noqa: BLE001
+                traceback.print_exc()
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        assert code in (0, 9), (number, code)
+        if code == 0:
+            break  # the recovery finished before the armed call: every step was hit
+        restart(case, then)
+        inbox = case / "inbox"
+        found = {folder: real_names(inbox / folder) for folder in ends[0]}
+        assert (number, found) in [(number, end) for end in ends]
+        assert (number, work_left(inbox)) == (number, [])
+    assert number > 10
