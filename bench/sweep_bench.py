@@ -14,10 +14,11 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import resource
 import stat
 import time
 from pathlib import Path
+
+from watch_record_bench import cpu_seconds  # bench/ is this script's folder
 
 from digitize import fsutil
 
@@ -56,11 +57,6 @@ def tree(folders: int, files: int, recent: int) -> Path:
             os.utime(case, (old, old))
     (root / ".built").write_text("")
     return root / "done"
-
-
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:

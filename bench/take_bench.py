@@ -8,22 +8,18 @@ machine hits both alike). No fixtures to cache. Seconds to run:
 from __future__ import annotations
 
 import os
-import resource
 import sys
 import tempfile
 import time
 from pathlib import Path, PurePath
+
+from watch_record_bench import cpu_seconds as cpu  # bench/ is this script's folder
 
 from digitize.config import Settings
 from pipelines import claims as claimslib
 from pipelines import watch
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 300
-
-
-def cpu() -> float:
-    u = resource.getrusage(resource.RUSAGE_SELF)
-    return u.ru_utime + u.ru_stime
 
 
 real = claimslib._sha256_at

@@ -508,14 +508,15 @@ def _sweep_folder(dir_fd: int, here: str, now: float, max_age: float, recent: fl
         return
     for name, is_dir in entries:
         if is_dir:
-            try:
+            try:  # one stat to pass a folder by; entered only by descriptor, without following a link
+                info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                if now - info.st_mtime > recent and info.st_nlink == 2:
+                    continue
                 child = os.open(name, _NOFOLLOW_DIR, dir_fd=dir_fd)
             except OSError:
                 continue
             try:
-                info = os.fstat(child)
-                if now - info.st_mtime <= recent or info.st_nlink != 2:
-                    _sweep_folder(child, os.path.join(here, name), now, max_age, recent, removed)
+                _sweep_folder(child, os.path.join(here, name), now, max_age, recent, removed)
             finally:
                 os.close(child)
             continue

@@ -8,6 +8,7 @@ succeeds; the other finds the file gone and moves on. No lock server, no shared 
         alive                                             touched every minute while it runs
         <token>/claim.json                                where the file came from, attempts so far
         <token>/files/<path in the inbox>                 the scan (and its sidecar) while in hand
+        <token>/files/<its folder>/.held                  a file recovery is checking (Claims._checked)
 
 A watcher that dies leaves its folder behind; the next watcher to start adopts its claims (one
 rename each, so two never adopt the same one) and redoes them: storage is idempotent by SHA-256,

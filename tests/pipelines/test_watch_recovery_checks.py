@@ -8,12 +8,12 @@ import errno
 import json
 import os
 import re
-import traceback
 from pathlib import Path
 
 import pytest
-from test_watch_sidecar_crash import (SIDECAR, across_file_systems, bad_scan, crash, killed_at, killed_at_call, listing,
-                                      make_watcher, real_names, restart, scan_move, storage_down, stored, work_left)
+from test_watch_sidecar_crash import (SIDECAR, across_file_systems, bad_scan, crash, in_child, killed_at, killed_at_call,
+                                      listing, make_watcher, real_names, restart, scan_move, storage_down, stored,
+                                      work_left)
 
 from digitize import fsutil
 from pipelines import claims as claimslib
@@ -282,19 +282,12 @@ def test_recovery_killed_at_any_file_system_call_still_ends_with_the_pair_togeth
         number += 1
         case = tmp_path / str(number)
         make_state(case)
-        pid = os.fork()
-        if pid == 0:
-            code = 3
-            try:
-                with pytest.MonkeyPatch.context() as mp:
-                    killed_at_call(mp, number)
-                    restart(case, then)
-                code = 0
-            except BaseException:  # noqa: BLE001
-                traceback.print_exc()
-            os._exit(code)
-        _, status = os.waitpid(pid, 0)
-        code = os.waitstatus_to_exitcode(status)
+
+        def second(mp, number=number, case=case) -> None:
+            killed_at_call(mp, number)
+            restart(case, then)
+
+        code = in_child(second)
         assert code in (0, 9), (number, code)
         if code == 0:
             break  # the recovery finished before the armed call: every step was hit

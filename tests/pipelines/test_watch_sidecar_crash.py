@@ -58,23 +58,33 @@ def crash(tmp_path, process, arm, finished_ok: bool = False, **opts) -> bool:
     inbox.mkdir(mode=0o750, parents=True, exist_ok=True)
     (inbox / "scan.pdf").write_bytes(b"%PDF-1.7 scan")
     (inbox / "scan.pdf.json").write_text(SIDECAR)
+
+    def first(mp) -> None:
+        watcher = make_watcher(tmp_path, process, **opts)
+        arm(mp)
+        watcher._take(inbox / "scan.pdf", Path("scan.pdf"))
+        watcher.folders.close()
+
+    code = in_child(first)
+    assert code == 9 or (finished_ok and code == 0), f"the first watcher did not die at the step armed ({code})"
+    return code == 9
+
+
+def in_child(body) -> int:
+    """``body(monkeypatch)`` run in a forked child (which never returns into pytest); its exit code: 0 when it
+    returned, 9 when an armed step killed it, 3 when it raised."""
     pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
+    if pid == 0:
         code = 3
         try:
             with pytest.MonkeyPatch.context() as mp:
-                first = make_watcher(tmp_path, process, **opts)
-                arm(mp)
-                first._take(inbox / "scan.pdf", Path("scan.pdf"))
-                first.folders.close()
-                code = 0
+                body(mp)
+            code = 0
         except BaseException:  # noqa: BLE001
             traceback.print_exc()
         os._exit(code)
     _, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    assert code == 9 or (finished_ok and code == 0), f"the first watcher did not die at the step armed ({code})"
-    return code == 9
+    return os.waitstatus_to_exitcode(status)
 
 
 def restart(tmp_path, process=stored, **opts) -> list:
