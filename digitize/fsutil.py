@@ -56,12 +56,15 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    # a short temp name: TARGET's own name may already be near NAME_MAX
-    fd, tmp = tempfile.mkstemp(prefix=f".{fit_name(target.name, 40 + len(suffix.encode()))}.",
-                               suffix=suffix + ".part", dir=target.parent)
-    os.fchmod(fd, FILE_MODE)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    # a short temp name (TARGET's own may be near NAME_MAX) of the one shape sweep_parts knows: PART_NAMES
+    stem = fit_name(target.name, 40 + len(suffix.encode()))
+    while True:
+        tmp_path = target.parent / f".{stem}.{secrets.token_hex(6)}{suffix}.part"
+        try:
+            os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE))
+            break
+        except FileExistsError:
+            continue
     try:
         yield tmp_path
         with open(tmp_path, "rb") as f:
@@ -265,8 +268,7 @@ def walk_dirs(root: str | os.PathLike | int, parts: tuple[str, ...] | list[str],
     shown = shown or str(root)
     try:
         for part in parts:
-            if part in ("", ".", "..") or "/" in part:
-                raise ValueError(f"bad folder name {part!r}")
+            check_name(part)
             shown = f"{shown}/{part}"
             try:
                 if create:
@@ -286,6 +288,14 @@ def walk_dirs(root: str | os.PathLike | int, parts: tuple[str, ...] | list[str],
     except BaseException:
         os.close(fd)
         raise
+
+
+def check_name(part: str) -> str:
+    """``part`` if it is one path component (not empty, ``.``, ``..``, nor holding a slash or NUL), else
+    ValueError: a name read from a record or a share never leads out of the folder it is used in."""
+    if not isinstance(part, str) or part in ("", ".", "..") or "/" in part or "\0" in part:
+        raise ValueError(f"bad name {part!r}")
+    return part
 
 
 def private_dir_check(fd: int, shown: str) -> None:
@@ -311,12 +321,11 @@ def exists_at(dir_fd: int, name: str) -> bool:
         return False
 
 
-def write_text_at(dir_fd: int, name: str, text: str, replace: bool = True, synced=None) -> None:
+def write_text_at(dir_fd: int, name: str, text: str, replace: bool = True) -> None:
     """Write ``dir_fd/name`` atomically without following a symlink anywhere (temp file O_EXCL).
 
     ``replace=False``: never over an existing ``name`` (FileExistsError), e.g. a new NAME.error.txt that
-    another watcher may be writing for the same free name at the same moment. ``synced(stat)`` is told the
-    file's identity (device, inode: the rename keeps them) before it takes its name."""
+    another watcher may be writing for the same free name at the same moment."""
     tmp = f".{secrets.token_hex(6)}.part"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE, dir_fd=dir_fd)
     try:
@@ -324,8 +333,6 @@ def write_text_at(dir_fd: int, name: str, text: str, replace: bool = True, synce
             f.write(text.encode("utf-8"))
             f.flush()
             os.fsync(f.fileno())
-            if synced is not None:
-                synced(os.fstat(f.fileno()))
         if replace:
             os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         else:
@@ -439,47 +446,94 @@ def move_at(src_fd: int, src_name: str, dst_fd: int, dst_name: str) -> None:
 
 
 # --- temp files a killed writer left ------------------------------------------------------------------
-# move_at's ".NAME.<12 hex>.part", write_text_at's ".<12 hex>.part", atomic_path's ".NAME.<8 mkstemp
-# characters>[.suffix].part": the only names swept, so a clerk's "report.part" or a browser's download stays.
-PART_NAMES = re.compile(r"^\.(?:.+\.)?[0-9a-f]{12}\.part$|^\..+\.[a-z0-9_]{8}(?:\.[A-Za-z0-9]{1,16})?\.part$")
+# move_at's ".NAME.<12 hex>.part", write_text_at's ".<12 hex>.part", atomic_path's ".NAME.<12 hex>[.suffix].part":
+# the only names swept, so a clerk's "report.part" or a browser's ".x.download.part" stays (review hard15 L3).
+PART_NAMES = re.compile(r"^\.(?:.+\.)?[0-9a-f]{12}(?:\.[A-Za-z0-9]{1,16})?\.part$")
 PART_AGE = 3600.0  # seconds untouched before a part file counts as abandoned
+PART_RECENT = 30 * 86400.0  # a folder without subfolders unchanged this long holds no part file a sweep missed
 
 
-def sweep_parts(folder: str | os.PathLike | int, max_age: float = PART_AGE, tree: bool = True) -> list[str]:
+def folder_now(dir_fd: int) -> float | None:
+    """The time as the folder's file system stamps it: the mtime of a probe file written there and removed.
+    On a share the server sets mtimes, and its clock may be an hour or more off ours (an SMB server stamping
+    local time); None when nothing can be written there."""
+    probe = f".{secrets.token_hex(6)}.part"  # a probe a kill leaves behind is swept like any part file
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+    except OSError:
+        return None
+    try:
+        os.write(fd, b"0")  # a write, so servers that stamp on write (not on create) stamp it too
+        return os.fstat(fd).st_mtime
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(probe, dir_fd=dir_fd)
+
+
+def sweep_parts(folder: str | os.PathLike | int, max_age: float = PART_AGE, recent: float = PART_RECENT,
+                tree: bool = True) -> list[str]:
     """Remove the temp files that writers killed mid-write (kill -9, a power cut) left in ``folder``'s tree
     (``tree=False``: in ``folder`` itself only); their paths, relative to it.
 
     Only our own temp names (PART_NAMES), only regular files owned by this account, walked by descriptor
     without following a symlink (a link is never removed through, nor entered), and only when untouched
-    for ``max_age``: a live writer, another watcher on another machine sharing the folder too, touches its
-    file at every block it writes and renames it within moments of the last. Age, not a lock: flock is not
-    reliable across machines on SMB/NFS shares, and a writer slower than that still loses nothing (its
-    rename fails, the move is undone and retried)."""
+    for ``max_age`` by the folder's own clock (:func:`folder_now`, not ours): a live writer, another watcher
+    on another machine sharing the folder too, touches its file at every block it writes and renames it
+    within moments of the last. Age, not a lock: flock is not reliable across machines on SMB/NFS shares,
+    and a writer slower than that still loses nothing (its rename fails, the move is undone and retried).
+    A folder unchanged for ``recent`` and without subfolders (``st_nlink`` 2) is not listed: making a part
+    file changes its folder, so years of done/ are not read at every start."""
     removed: list[str] = []
-    now = time.time()
     try:
         top = folder if isinstance(folder, int) else os.open(folder, _NOFOLLOW_DIR)
     except OSError:
         return removed
     try:
-        for here, _, names, here_fd in os.fwalk(".", dir_fd=top, follow_symlinks=False):
-            for name in names:
-                if not PART_NAMES.match(name):
-                    continue
-                try:
-                    info = os.stat(name, dir_fd=here_fd, follow_symlinks=False)
-                    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() or now - info.st_mtime < max_age:
-                        continue
-                    os.unlink(name, dir_fd=here_fd)
-                except OSError:
-                    continue
-                removed.append(os.path.normpath(os.path.join(here, name)))
-            if not tree:
-                break
+        now = folder_now(top)
+        if now is not None:
+            _sweep_folder(top, "", now, max_age, recent, removed, tree)
     finally:
         if not isinstance(folder, int):
             os.close(top)
     return removed
+
+
+def _sweep_folder(dir_fd: int, here: str, now: float, max_age: float, recent: float, removed: list[str],
+                  tree: bool = True) -> None:
+    try:
+        with os.scandir(dir_fd) as listing:
+            entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in listing]
+    except OSError:
+        return
+    for name, is_dir in entries:
+        if is_dir:
+            if not tree:
+                continue
+            try:  # one stat to pass a folder by; entered only by descriptor, without following a link
+                info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                if now - info.st_mtime > recent and info.st_nlink == 2:
+                    continue
+                child = os.open(name, _NOFOLLOW_DIR, dir_fd=dir_fd)
+            except OSError:
+                continue
+            try:
+                _sweep_folder(child, os.path.join(here, name), now, max_age, recent, removed, tree)
+            finally:
+                os.close(child)
+            continue
+        if not PART_NAMES.match(name):
+            continue
+        try:
+            info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid() or now - info.st_mtime < max_age:
+                continue
+            os.unlink(name, dir_fd=dir_fd)
+        except OSError:
+            continue
+        removed.append(os.path.join(here, name))
 
 
 def owner_name() -> str:

@@ -8,6 +8,7 @@ succeeds; the other finds the file gone and moves on. No lock server, no shared 
         alive                                             touched every minute while it runs
         <token>/claim.json                                where the file came from, attempts so far
         <token>/files/<path in the inbox>                 the scan (and its sidecar) while in hand
+        <token>/files/<its folder>/.held                  a file recovery is checking (Claims._checked)
 
 A watcher that dies leaves its folder behind; the next watcher to start adopts its claims (one
 rename each, so two never adopt the same one) and redoes them: storage is idempotent by SHA-256,
@@ -34,9 +35,9 @@ from pathlib import Path, PurePath
 
 from digitize import fsutil
 from digitize.errors import DigitizeError
-from digitize.fsutil import private_dir_check, walk_dirs, write_text_at
+from digitize.fsutil import check_name, private_dir_check, walk_dirs, write_text_at
 
-from .inbox import ERROR_SUFFIX
+from .inbox import ERROR_SUFFIX, move_free
 
 log = logging.getLogger("pipelines.claims")
 
@@ -46,6 +47,10 @@ STALE_AFTER = 1800.0  # another machine's watcher whose ``alive`` is older than 
 _OWNER = re.compile(r"^(\d{1,10})-(\d{1,20})@(.+)$")
 CLAIM_FILE = "claim.json"
 FILES = "files"
+HELD = ".held"  # a file being checked in the claim's folder (see Claims._checked); scans' names never start with "."
+PLACES = ("inbox", "done", "failed")  # where a claim's files may go (Claim.moving["to"], Claim.held)
+SIDECAR_MAX_BYTES = 1 << 20  # a larger "sidecar" is not hashed at a take: it is then never rejoined
+REASON_MAX_BYTES = 64 * 1024  # a reason NAME.error.txt is ~1 KB
 
 
 @dataclass
@@ -58,6 +63,11 @@ class Claim:
     # where a move out of the claim is taking the sidecar (saved before it moves, see record_move):
     # {"to": "done"|"failed"|"inbox", "name": the scan's new name, "sidecar": the sidecar's, "sha256": its hash}
     moving: dict | None = None
+    # the sidecar's SHA-256, saved before the take's first rename: after a take killed between the scan's rename
+    # and the sidecar's, only that very file is rejoined (review hard15 L6), never a new pair's NAME.json
+    sidecar_sha256: str = ""
+    held: list | None = None  # [where from (PLACES), its name there, why] while a file is checked in here (_checked)
+    last_error: str = ""  # the last outcome that failed (e.g. a give-back), one line: the reason if it is filed
 
 
 @contextlib.contextmanager
@@ -68,9 +78,36 @@ def _closing(fd: int):
         os.close(fd)
 
 
-def _sha256_at(dir_fd: int, name: str) -> str:
+def _sha256_at(dir_fd: int, name: str, cap: int | None = None) -> str:
+    """SHA-256 of a regular file (no symlink followed); "" when it is larger than ``cap``."""
     with os.fdopen(fsutil.open_regular(name, dir_fd=dir_fd), "rb") as f:
+        if cap is not None and os.fstat(f.fileno()).st_size > cap:
+            return ""
         return fsutil.sha256_stream(f)
+
+
+def _read_small(dir_fd: int, name: str, cap: int) -> bytes:
+    with os.fdopen(fsutil.open_regular(name, dir_fd=dir_fd), "rb") as f:
+        return f.read(cap)
+
+
+def _check_names(claim: Claim) -> None:
+    """Every name a saved claim gives is one path component (review hard15 L5: "../x" from a corrupt or
+    planted claim.json must not reach outside the folder it is used in); ValueError otherwise."""
+    for part in PurePath(claim.relative).parts:
+        check_name(part)
+    if claim.sidecar:
+        check_name(claim.sidecar)
+    if claim.moving is not None:
+        if not isinstance(claim.moving, dict) or claim.moving.get("to") not in PLACES:
+            raise ValueError("bad move record")
+        check_name(claim.moving.get("name"))
+        if claim.moving.get("sidecar"):
+            check_name(claim.moving["sidecar"])
+    if claim.held is not None:
+        if not isinstance(claim.held, list) or len(claim.held) not in (2, 3) or claim.held[0] not in PLACES:
+            raise ValueError("bad held record")
+        check_name(claim.held[1])
 
 
 def owner_is_dead(name: str, alive_age: float | None) -> bool:
@@ -105,20 +142,27 @@ class Claims:
         claim = Claim(str(relative), 1, time.time(), token, sidecar or "")
         moved = False
         try:
-            self._save(claim)
-            with _closing(walk_dirs(inbox_fd, relative.parent.parts)) as src, \
-                    _closing(walk_dirs(self.fd, [token, FILES, *relative.parent.parts], create=True,
-                                       check=private_dir_check)) as dst:
-                os.rename(relative.name, relative.name, src_dir_fd=src, dst_dir_fd=dst)  # the claim itself
-                moved = True
+            with _closing(walk_dirs(inbox_fd, relative.parent.parts)) as src:
                 if sidecar:
                     try:
-                        os.rename(sidecar, sidecar, src_dir_fd=src, dst_dir_fd=dst)
+                        claim.sidecar_sha256 = _sha256_at(src, sidecar, SIDECAR_MAX_BYTES)
                     except FileNotFoundError:  # taken away meanwhile: the scan goes on without it
-                        claim.sidecar = ""
-                        self._save(claim)
-                    except OSError:  # not movable: the claim still names it, so the scan is not filed without it
+                        claim.sidecar = sidecar = ""
+                    except (OSError, DigitizeError):  # unreadable: still moved with the scan, never rejoined
                         pass
+                self._save(claim)
+                dst = walk_dirs(self.fd, [token, FILES, *relative.parent.parts], create=True, check=private_dir_check)
+                with _closing(dst):
+                    os.rename(relative.name, relative.name, src_dir_fd=src, dst_dir_fd=dst)  # the claim itself
+                    moved = True
+                    if sidecar:
+                        try:
+                            os.rename(sidecar, sidecar, src_dir_fd=src, dst_dir_fd=dst)
+                        except FileNotFoundError:  # taken away meanwhile: the scan goes on without it
+                            claim.sidecar = ""
+                            self._save(claim)
+                        except OSError:  # not movable: the claim still names it, so the scan is not filed without it
+                            pass
         except FileNotFoundError:
             if moved:
                 raise
@@ -160,10 +204,31 @@ class Claims:
             move_free(src, relative.name, dst, relative.name, claim.sidecar,
                       lambda name: claim.sidecar if name == relative.name else name + ".json",
                       chosen=self.recorder(claim, "inbox"))
+        except BaseException:
+            self.move_failed(claim)
+            raise
         finally:
             os.close(src)
             os.close(dst)
         self.drop(claim)
+
+    def move_failed(self, claim: Claim) -> None:
+        """A move out of the claim raised and move_free undid it: if the sidecar is back in the claim, its record
+        is spent (review hard15 L4: kept, every retry's undo_unfinished acted on it, and could remove another
+        watcher's identical sidecar); if it is not, the record says where it was left (:meth:`rejoin`)."""
+        if claim.moving is None:
+            return
+        with contextlib.suppress(OSError, ValueError, DigitizeError):
+            if not self.separated(claim):
+                claim.moving = None
+                self._save(claim)
+
+    def note_error(self, claim: Claim, text: str) -> None:
+        """Keep the last failed outcome's one line with the claim: if it is filed to failed/ in the end, its
+        reason says what failed, not that it was interrupted."""
+        claim.last_error = " ".join(text.split())[:300]
+        with contextlib.suppress(OSError, ValueError, DigitizeError):
+            self._save(claim)
 
     # --- a scan and its sidecar kept together across crashes ---------------------------------------
 
@@ -186,37 +251,43 @@ class Claims:
 
         return record
 
-    def note_reason(self, claim: Claim, info: os.stat_result) -> None:
-        """Record the reason about to take its name for the claim's move into failed/ (its device and inode),
-        so that if the scan never follows it, the next watcher removes that very file (:meth:`undo_unfinished`)."""
+    def note_reason(self, claim: Claim) -> str:
+        """A mark for the reason about to be written for the claim's move into failed/, saved first and written
+        inside it, so that if the scan never follows, the next watcher removes that very file
+        (:meth:`undo_unfinished`). Not its device and inode (review hard15 L4): an NFS remount changes the
+        device, CIFS ``noserverino`` invents inode numbers."""
+        mark = secrets.token_hex(8)
         if claim.moving:
-            claim.moving["reason"] = [info.st_dev, info.st_ino]
+            claim.moving["reason"] = mark
             self._save(claim)
+        return mark
 
     def undo_unfinished(self, claim: Claim, places: dict[str, int]) -> None:
         """A dead watcher's move out of the claim that never moved the scan (the claim still holds it): remove
         what it had put at the destination that the claim still holds, else it lies there alone and the redone
-        move picks ``NAME.1.pdf``: the reason in failed/ (the very file recorded), and in done/ or failed/ a
-        copy of the sidecar that a move across file systems renamed into place before unlinking the claim's
-        (the same SHA-256 as the claim's own, which stays)."""
+        move picks ``NAME.1.pdf``: the reason in failed/ (the one with the mark recorded inside), and in done/
+        or failed/ a copy of the sidecar that a move across file systems renamed into place before unlinking
+        the claim's (the same SHA-256 as the claim's own, which stays). Each is moved into the claim and
+        checked there before it is removed (:meth:`_checked`)."""
         moving = claim.moving or {}
-        base = places.get(moving.get("to", ""), -1)
-        if base < 0 or moving["to"] == "inbox":
+        to = moving.get("to", "")
+        base = places.get(to, -1)
+        if base < 0 or to == "inbox":
             return
         with contextlib.suppress(OSError, ValueError, DigitizeError), \
                 _closing(walk_dirs(base, PurePath(claim.relative).parent.parts)) as there, \
                 _closing(self.folder_fd(claim)) as here:
-            if fsutil.exists_at(there, moving["name"]):
-                return  # the scan got there: not an unfinished move
-            reason = moving["name"] + ERROR_SUFFIX
-            if moving.get("reason") and fsutil.exists_at(there, reason):
-                info = os.stat(reason, dir_fd=there, follow_symlinks=False)
-                if [info.st_dev, info.st_ino] == moving["reason"]:
-                    os.unlink(reason, dir_fd=there)
+            if self._arrived(claim, there, here, moving["name"]):
+                return  # the scan got there (its content, not a name: review hard15 L7): not an unfinished move
+            mark = moving.get("reason")
+            if isinstance(mark, str) and mark and self._checked(
+                    claim, to, there, moving["name"] + ERROR_SUFFIX, here,
+                    lambda fd, held: mark.encode() in _read_small(fd, held, REASON_MAX_BYTES)):
+                self._discard_held(claim, here)
             copy = moving.get("sidecar")
-            if copy and moving.get("sha256") and fsutil.exists_at(here, claim.sidecar) and \
-                    fsutil.exists_at(there, copy) and _sha256_at(there, copy) == moving["sha256"]:
-                os.unlink(copy, dir_fd=there)
+            if copy and moving.get("sha256") and fsutil.exists_at(here, claim.sidecar) and self._checked(
+                    claim, to, there, copy, here, lambda fd, held: _sha256_at(fd, held) == moving["sha256"]):
+                self._discard_held(claim, here)
 
     def holds_scan(self, claim: Claim) -> bool:
         with _closing(self.folder_fd(claim)) as folder:
@@ -229,56 +300,140 @@ class Claims:
         Where it is: a move out of the claim killed between the sidecar's move and the scan's left it where
         ``claim.moving`` says (done/, failed/ or the inbox; taken back only with the SHA-256 it left with,
         and the reason written for it in failed/ is removed with it); a take killed between the scan's
-        rename and the sidecar's left it in the inbox under its own name (taken, as a take would, unless a
-        new scan of the same name lies there now: then it may be that one's). Never replaces, never
-        follows a symlink (walk_dirs, move_at)."""
+        rename and the sidecar's left it in the inbox under its own name (taken only with the SHA-256 the
+        take recorded, and not when a new scan of the same name lies there now). The file is moved into the
+        claim first and hashed there (:meth:`_checked`): a file swapped in after a hash is never kept. Never
+        replaces, never follows a symlink (walk_dirs, move_at)."""
         relative = PurePath(claim.relative)
         moving = claim.moving or {}
         to = moving.get("to", "inbox")
         base = places.get(to, -1)
-        if not claim.sidecar or base < 0:
+        expected = moving.get("sha256") if moving else claim.sidecar_sha256
+        if not claim.sidecar or base < 0 or not expected:
             return None
         name = moving.get("sidecar", claim.sidecar)
         try:
             with _closing(walk_dirs(base, relative.parent.parts)) as there, \
                     _closing(self.folder_fd(claim)) as here:
-                info = os.stat(name, dir_fd=there, follow_symlinks=False)
-                if not stat.S_ISREG(info.st_mode):
-                    return None
                 if moving:
-                    if not moving.get("sha256") or fsutil.exists_at(there, moving["name"]) or \
-                            _sha256_at(there, name) != moving["sha256"]:
-                        return None
+                    if self._arrived(claim, there, here, moving["name"]):
+                        return None  # the pair is there (completed() did not finish it): not ours to split
                 elif fsutil.exists_at(there, relative.name):
+                    return None  # a new scan of that name lies there: the sidecar may be its own
+                if not self._checked(claim, to, there, name, here,
+                                     lambda fd, held: _sha256_at(fd, held) == expected, role="rejoin"):
                     return None
-                fsutil.move_at(there, name, here, claim.sidecar)
+                fsutil.move_at(here, HELD, here, claim.sidecar)
         except (OSError, ValueError, DigitizeError):
             return None
-        claim.moving = None
+        claim.moving = claim.held = None
         self._save(claim)
         return str(PurePath(to, relative.parent, name))
 
     def completed(self, claim: Claim, places: dict[str, int]) -> str | None:
         """Where the move recorded in ``claim.moving`` put the pair, if it got there whole and only the
         claim's copy of the scan is left (a copy across file systems unlinks its source last: killed just
-        before): the same scan (SHA-256) and sidecar there. The claim's copy is removed and the claim
-        dropped; None otherwise."""
+        before): the same scan (SHA-256) and sidecar there. The scan there is moved into the claim, compared
+        there and moved back before the claim's copy is removed and the claim dropped; None otherwise. Never
+        for a give-back (review hard15 L2): that is a rename within one file system, which never needs
+        finishing, and a byte-identical file someone dropped in the inbox is theirs, not our scan."""
         moving = claim.moving or {}
-        base = places.get(moving.get("to", ""), -1)
-        if not moving or base < 0:
+        to = moving.get("to", "")
+        base = places.get(to, -1)
+        if not moving or base < 0 or to == "inbox":
             return None
         relative = PurePath(claim.relative)
         try:
             with _closing(walk_dirs(base, relative.parent.parts)) as there, \
                     _closing(self.folder_fd(claim)) as here:
-                if _sha256_at(there, moving["sidecar"]) != moving.get("sha256") or \
-                        _sha256_at(there, moving["name"]) != _sha256_at(here, relative.name):
+                if not moving.get("sidecar") or _sha256_at(there, moving["sidecar"]) != moving.get("sha256"):
+                    return None
+                ours = _sha256_at(here, relative.name)
+                if not self._checked(claim, to, there, moving["name"], here,
+                                     lambda fd, held: _sha256_at(fd, held) == ours):
+                    return None
+                try:
+                    fsutil.move_at(here, HELD, there, moving["name"])
+                except FileExistsError:  # a file put at its name meanwhile: ours stays, under a free name
+                    self._put_back(claim, there, here)
                     return None
                 os.unlink(relative.name, dir_fd=here)
         except (OSError, ValueError, DigitizeError):
             return None
         self.drop(claim)
-        return str(PurePath(moving["to"], relative.parent, moving["name"]))
+        return str(PurePath(to, relative.parent, moving["name"]))
+
+    # --- checking a file where nobody else writes (review hard15 L1) --------------------------------------
+
+    def _checked(self, claim: Claim, to: str, there: int, name: str, here: int, test, role: str = "") -> bool:
+        """Move ``there/name`` into the claim's folder (as HELD) and only then ``test(here, HELD)`` it: what is
+        checked is what is used, for nobody else writes in here (hashed by name and then moved by name, a file
+        swapped in between went unseen). True: it stays HELD for the caller; False: it was not there, not a
+        regular file, or failed the test and was moved back (never over a file put at its name meanwhile).
+        Where it came from (and ``role``) is saved first, so a crash leaves it to :meth:`restore_held`."""
+        if fsutil.exists_at(here, HELD):
+            return False  # one left by a check that failed half-way: put back by the next restore_held first
+        try:
+            if not stat.S_ISREG(os.stat(name, dir_fd=there, follow_symlinks=False).st_mode):
+                return False
+        except FileNotFoundError:
+            return False
+        claim.held = [to, name, role]
+        self._save(claim)
+        try:
+            fsutil.move_at(there, name, here, HELD)
+        except OSError:
+            if not fsutil.exists_at(here, HELD):
+                claim.held = None
+                self._save(claim)
+                return False
+        try:
+            ok = stat.S_ISREG(os.stat(HELD, dir_fd=here, follow_symlinks=False).st_mode) and bool(test(here, HELD))
+        except (OSError, ValueError, DigitizeError):
+            ok = False
+        if not ok:
+            self._put_back(claim, there, here)
+        return ok
+
+    def _discard_held(self, claim: Claim, here: int) -> None:
+        os.unlink(HELD, dir_fd=here)
+        claim.held = None
+        self._save(claim)
+
+    def _put_back(self, claim: Claim, there: int, here: int) -> None:
+        """HELD back where it came from, under its name or (taken meanwhile) the next free one."""
+        try:
+            fsutil.move_at(here, HELD, there, claim.held[1])
+        except FileExistsError:
+            move_free(here, HELD, there, claim.held[1])
+        claim.held = None
+        self._save(claim)
+
+    def _arrived(self, claim: Claim, there: int, here: int, name: str) -> bool:
+        """``there/name`` is the claim's scan, byte for byte: a name alone may be an empty placeholder a move
+        killed on a share without hard links left (fsutil._rename_noreplace), or another file."""
+        try:
+            return _sha256_at(there, name) == _sha256_at(here, PurePath(claim.relative).name)
+        except (OSError, DigitizeError):
+            return False
+
+    def restore_held(self, claim: Claim, places: dict[str, int]) -> None:
+        """A check killed half-way (:meth:`_checked`): the file goes back where it came from, so that the
+        recovery that was checking it starts again from the files as they were."""
+        if not claim.held:
+            return
+        with _closing(self.folder_fd(claim)) as here:
+            if fsutil.exists_at(here, HELD):
+                base = places.get(claim.held[0], -1)
+                if base < 0:
+                    return  # that folder is not used now: kept, never lost
+                with _closing(walk_dirs(base, PurePath(claim.relative).parent.parts, create=True)) as there:
+                    self._put_back(claim, there, here)
+                return
+            if claim.held[2:] == ["rejoin"] and claim.sidecar and fsutil.exists_at(here, claim.sidecar):
+                claim.moving = None  # a rejoin had put it in place: its record is spent
+        claim.held = None
+        self._save(claim)
 
     def drop(self, claim: Claim) -> None:
         shutil.rmtree(claim.token, dir_fd=self.fd, ignore_errors=True)
@@ -286,7 +441,8 @@ class Claims:
     def _save(self, claim: Claim) -> None:
         token_fd = walk_dirs(self.fd, [claim.token])
         try:
-            saved = {k: v for k, v in asdict(claim).items() if k != "moving" or v}  # an older watcher reads it
+            optional = ("moving", "sidecar_sha256", "held", "last_error")  # left out when empty: an older watcher
+            saved = {k: v for k, v in asdict(claim).items() if k not in optional or v}  # reads it
             write_text_at(token_fd, CLAIM_FILE, json.dumps(saved, ensure_ascii=False))
         finally:
             os.close(token_fd)
@@ -385,6 +541,7 @@ class Claims:
             known = {field.name for field in dataclasses.fields(Claim)}  # a newer watcher's fields: not ours
             claim = Claim(**{k: v for k, v in saved.items() if k in known})
             claim.token = token
+            _check_names(claim)
             folder = self.folder_fd(claim)
             try:
                 held = [n for n in (PurePath(claim.relative).name, claim.sidecar) if n]

@@ -139,7 +139,7 @@ def _reason_fields(data: bytes | None) -> tuple[str, str, str, str]:
 
 def _sidecar(dir_fd: int, name: str) -> tuple[bool, dict | None]:
     """(present, validated fields); fields None when present but unreadable, oversized or invalid."""
-    for candidate in _sidecar_names(name):
+    for candidate in inboxlib.sidecar_names(name):
         try:
             os.stat(candidate, dir_fd=dir_fd, follow_symlinks=False)
         except OSError:
@@ -333,7 +333,7 @@ def take(folder: Path, item: FailedFile, receive: Callable[[BinaryIO, str], Path
         except BaseException:
             _put_back(parent, private, name)
             raise
-        for leftover in (private, name + inboxlib.ERROR_SUFFIX, *_sidecar_names(name)):
+        for leftover in (private, name + inboxlib.ERROR_SUFFIX, *inboxlib.sidecar_names(name)):
             try:
                 os.unlink(leftover, dir_fd=parent)
             except OSError:
@@ -363,10 +363,6 @@ def _copy_checked(parent: int, private: str, name: str, item: FailedFile,
         if _identity(os.fstat(stream.fileno())) != item.identity:
             raise NotFoundError("the failed file changed while it was copied: reload the page")
     return copy
-
-
-def _sidecar_names(name: str) -> list[str]:
-    return [c for c in (str(PurePath(name).with_suffix(".json")), name + ".json") if c != name]
 
 
 def _put_back(parent: int, private: str, name: str) -> None:

@@ -209,16 +209,31 @@ class StabilityTracker:
         self._seen.pop(path, None)
 
 
+def sidecar_names(name: str) -> list[str]:
+    """The names a sidecar of the file ``name`` may have: ``NAME.json`` with the suffix replaced, or added."""
+    return [c for c in (str(PurePath(name).with_suffix(SIDECAR_SUFFIX)), name + SIDECAR_SUFFIX) if c != name]
+
+
 def free_name(dir_fd: int, name: str, skip: set[str] | frozenset[str] = frozenset()) -> str:
     """``name``, or ``name.1``-style variants if taken (or in ``skip``), in the folder ``dir_fd``: done/ and
     failed/ never overwrite. Short enough that ``NAME.error.txt`` and ``NAME.json`` fit the file system's limit.
+    A name whose sidecar names are taken is taken too (review hard15 L8): a scan without a sidecar must not land
+    beside a sidecar left there alone, which would then pass for its own (on the desk, in a retry).
     Only a guess: another watcher may take it before the move; :func:`move_free` moves without replacing."""
     candidate = fit_name(name, len(ERROR_SUFFIX.encode()))
     stem, suffix, n = Path(candidate).stem, Path(candidate).suffix, 1
-    while candidate in skip or exists_at(dir_fd, candidate) or exists_at(dir_fd, candidate + ERROR_SUFFIX):
+    while candidate in skip or exists_at(dir_fd, candidate) or exists_at(dir_fd, candidate + ERROR_SUFFIX) or \
+            any(_taken(dir_fd, c) for c in sidecar_names(candidate)):
         candidate = fit_name(f"{stem}.{n}{suffix}", len(ERROR_SUFFIX.encode()))
         n += 1
     return candidate
+
+
+def _taken(dir_fd: int, name: str) -> bool:
+    try:
+        return exists_at(dir_fd, name)
+    except OSError:  # ENAMETOOLONG: a name near NAME_MAX has no room for ".json", so no such sidecar
+        return False
 
 
 MOVE_TRIES = 1000  # names taken under our feet, one after another, before a move gives up

@@ -36,7 +36,7 @@ from pathlib import Path, PurePath
 from typing import Callable
 
 from digitize.errors import BadArgsError, ConfigError, FileAccessError, NotRegularFileError
-from digitize.fsutil import private_dir_check, sha256_regular, sweep_parts, walk_dirs, write_text_at
+from digitize.fsutil import PART_AGE, private_dir_check, sha256_regular, sweep_parts, walk_dirs, write_text_at
 from digitize.identifiers import parse_agency_code
 from digitize.terminal import printable
 
@@ -54,6 +54,7 @@ ONCE_STORAGE_TRIES = 4  # --once gives up (file left in the inbox) after this ma
 INTERNAL_LIMIT = 3  # failures of our own (bugs, not storage) before a file is quarantined
 RESOURCE_LIMIT = 8  # disk full this often in a row on one file while other work had room (diskroom.py): quarantined
 KEPT_DAYS = 14  # a kept conversion nobody stored in this time (its scan was taken away) is removed
+LONE_SUFFIX = ".lone"  # a sidecar whose scan is gone, in failed/: NAME.json.lone
 TAKEN_ELSEWHERE_WARN = 3  # one path "taken elsewhere" this often: say so loudly (another watcher? a stale view?)
 
 
@@ -202,6 +203,7 @@ class Watcher:
         self.scope = opts.scope()
         self.observer = None
         self.next_rescan = 0.0
+        self.next_sweep = 0.0  # part files: at the start, then hourly (_sweep_parts)
         self.taken_elsewhere: dict[Path, int] = {}
         self.forced_rescan = float("-inf")  # when "taken elsewhere" last moved the next rescan forward
 
@@ -249,6 +251,8 @@ class Watcher:
 
     def _rescan(self) -> None:
         self._check_inbox()
+        if time.monotonic() >= self.next_sweep:
+            self._sweep_parts()
         for claim in self.claims.own_claims():  # stuck in our hands: retried, not left until a restart
             event(log, "retrying-stuck", logging.WARNING, file=claim.relative, attempts=claim.attempts)
             self._resume(claim)
@@ -274,6 +278,9 @@ class Watcher:
         try:
             name = inboxlib.move_free(src, relative.name, dst, relative.name, claim.sidecar, before=before,
                                       chosen=self.claims.recorder(claim, to))
+        except BaseException:
+            self.claims.move_failed(claim)
+            raise
         finally:
             os.close(src)
             os.close(dst)
@@ -298,9 +305,9 @@ class Watcher:
         name = PurePath(claim.relative).name
         when = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
         text = error_report(name, explain(kinds), detail, when)
-        def reason(dst: int, free: str) -> str:  # recorded before it takes its name: see Claims.undo_unfinished
-            return _write_new(dst, free + inboxlib.ERROR_SUFFIX, text,
-                              lambda info: self.claims.note_reason(claim, info))
+        def reason(dst: int, free: str) -> str:  # its mark recorded before it is written: see Claims.undo_unfinished
+            mark = self.claims.note_reason(claim)
+            return _write_new(dst, free + inboxlib.ERROR_SUFFIX, f"{text}Mã / Mark: {mark}\n")
 
         target = self._move_out(claim, self.folders.failed, reason)
         self.summary.add("failed")
@@ -447,11 +454,11 @@ class Watcher:
     def _lone_sidecar(self, claim: Claim) -> None:
         """A dead watcher's claim that holds its sidecar but not its scan (the scan was deleted after storing,
         ``on_success = "delete"``, and the watcher died before the sidecar): into failed/ with a reason, named
-        ``NAME.lone.json`` so that no scan there takes it for its own."""
+        ``NAME.json.lone``: not a sidecar name (review hard15 L8: ``NAME.lone.json`` was ``NAME.lone.pdf``'s), so
+        no scan there takes it for its own, and the desk lists it with its reason."""
         relative = PurePath(claim.relative)
         sidecar = claim.sidecar
-        wanted = (sidecar[:-len(inboxlib.SIDECAR_SUFFIX)] if sidecar.lower().endswith(inboxlib.SIDECAR_SUFFIX)
-                  else sidecar) + ".lone" + inboxlib.SIDECAR_SUFFIX
+        wanted = sidecar + LONE_SUFFIX
         detail = (f"the sidecar of {relative.name}, left in a watcher's work folder by a crash after its scan had "
                   "been handled (stored, then moved or deleted); check the stored document's metadata")
         when = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
@@ -471,8 +478,9 @@ class Watcher:
     def _give_back(self, claim: Claim) -> None:
         try:
             self.claims.give_back(claim, self.folders.inbox, inboxlib.move_free)
-        except Exception:  # noqa: BLE001 - it stays in the work folder; the next start adopts it
+        except Exception as e:  # noqa: BLE001 - it stays in the work folder; the next rescan goes on with it
             log.exception("could not put %s back into the inbox", printable(claim.relative))
+            self.claims.note_error(claim, f"could not move back into the inbox: {_one_line(e)}")
 
     def _failures(self, path: Path) -> int:
         pending = self.pending.get(path)
@@ -538,13 +546,18 @@ class Watcher:
             if not self.claims.holds_scan(claim):
                 self._lone_sidecar(claim)
                 return
+            self.claims.restore_held(claim, self._places())
             self.claims.undo_unfinished(claim, self._places())
+            if self._separated(claim):  # finished, or quarantined; else its sidecar is back: filed together
+                return
             if claim.attempts <= MAX_ATTEMPTS:
                 self._handle(claim)
             elif self._stored(claim):
                 self._finish(claim)
                 self.summary.add(str(Status.skipped))
                 event(log, str(Status.skipped), file=claim.relative, reason="stored before the interruption")
+            elif claim.last_error:  # stuck in our hands: what failed, not "interrupted"
+                self._quarantine(claim, ("stuck",), f"{claim.last_error} ({claim.attempts - 1} tries)")
             else:
                 self._quarantine(claim, ("crashed",), f"{claim.attempts - 1} attempts were interrupted")
         except Exception as e:  # noqa: BLE001
@@ -552,10 +565,13 @@ class Watcher:
 
     def _sweep_parts(self) -> None:
         """Temp files of moves and writes killed half-way (a copy into done/ on another file system, a reason
-        being written), once untouched for an hour: see digitize.fsutil.sweep_parts. Not the inbox: clerks'
-        files live there (and a give-back into it is a rename, same file system as the claims). Not
-        DATA_DIR/converted/: a live conversion's temp PDF/A stays unchanged while it is validated (a long
-        document, another process), and a kept folder is removed whole after KEPT_DAYS anyway."""
+        being written), once untouched for an hour: see digitize.fsutil.sweep_parts. At the start and hourly
+        after: one left by the kill just before a restart is too fresh at that start, and a sweep reads only
+        recently changed folders. Not the inbox: clerks' files live there (and a give-back into it is a
+        rename, same file system as the claims). Not DATA_DIR/converted/: a live conversion's temp PDF/A
+        stays unchanged while it is validated (a long document, another process), and a kept folder is
+        removed whole after KEPT_DAYS anyway."""
+        self.next_sweep = time.monotonic() + PART_AGE
         for place, folder in {"done": self.folders.done, "failed": self.folders.failed}.items():
             if folder < 0:
                 continue
@@ -619,9 +635,16 @@ class Watcher:
         return self.summary
 
 
-def _write_new(dir_fd: int, name: str, text: str, synced=None) -> str:
+def _one_line(error: BaseException) -> str:
+    """An error as one line for a reason: an OS error's text (its errno's words), else its message."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return " ".join(f"{type(error).__name__}: {error}".split())
+
+
+def _write_new(dir_fd: int, name: str, text: str) -> str:
     """``name`` written, never over a file of that name (another watcher's reason for the same free name)."""
-    write_text_at(dir_fd, name, text, replace=False, synced=synced)
+    write_text_at(dir_fd, name, text, replace=False)
     return name
 
 

@@ -251,9 +251,10 @@ def test_sweep_parts_removes_only_our_abandoned_part_files(tmp_path):
     another watcher's write in progress, and other names, links and other accounts' files are not ours."""
     old = time.time() - fsutil.PART_AGE - 60
     (tmp_path / "case").mkdir()
-    ours = [".scan.pdf.0123456789ab.part", ".0123456789ab.part", "case/.report.json.ab_cd12z.part",
-            "case/.out.pdf.abcd1234.pdf.part"]
-    kept = ["report.part", ".x.part", "scan.pdf", "case/.fresh.pdf.0123456789ab.part", ".foreign.0123456789ab.part"]
+    ours = [".scan.pdf.0123456789ab.part", ".0123456789ab.part", "case/.report.json.0123456789ab.part",
+            "case/.out.pdf.abcdef123456.pdf.part"]
+    kept = ["report.part", ".x.part", "scan.pdf", "case/.fresh.pdf.0123456789ab.part", ".foreign.0123456789ab.part",
+            ".report.download.part", "case/.job.json.ab_cd12z.part"]  # a browser's, an old mkstemp-style name
     for name in ours + kept:
         (tmp_path / name).write_bytes(b"x")
         if "fresh" not in name:
@@ -291,3 +292,37 @@ def test_sweep_parts_of_a_folder_only_leaves_its_subfolders(tmp_path):
         os.utime(tmp_path / name, (old, old))
     assert fsutil.sweep_parts(tmp_path, tree=False) == [".a.pdf.0123456789ab.part"]
     assert (tmp_path / "case" / ".b.pdf.0123456789ab.part").exists()
+
+
+def test_sweep_parts_ages_files_by_the_folders_clock_not_ours(tmp_path, monkeypatch):
+    """Review hard15 L3: the age was our clock against the share's mtimes; an hour of skew (an SMB server
+    stamping local time) made another watcher's live part look abandoned. "Now" comes from a probe file
+    written in the folder, and the probe leaves nothing behind."""
+    live = tmp_path / ".scan.pdf.0123456789ab.part"
+    live.write_bytes(b"being copied")
+    real = time.time
+    monkeypatch.setattr(fsutil.time, "time", lambda: real() + 2 * fsutil.PART_AGE)  # our clock two hours ahead
+    assert fsutil.sweep_parts(tmp_path) == []
+    assert os.listdir(tmp_path) == [live.name]
+
+
+def test_sweep_parts_does_not_read_folders_unchanged_for_long(tmp_path):
+    """Review hard15 L3: every start walked all of done/ (years of scans). A folder without subfolders that
+    has not changed for PART_RECENT holds no part file made since (making one changes its folder): not read."""
+    old = time.time() - fsutil.PART_RECENT - 86400
+    for case in ("old", "new"):
+        (tmp_path / case).mkdir()
+        (tmp_path / case / ".scan.pdf.0123456789ab.part").write_bytes(b"x")
+        os.utime(tmp_path / case / ".scan.pdf.0123456789ab.part", (old, old))
+    os.utime(tmp_path / "old", (old, old))
+    listed = []
+    real_scandir = os.scandir
+
+    def scandir(fd):
+        listed.append(os.readlink(f"/proc/self/fd/{fd}") if isinstance(fd, int) else str(fd))
+        return real_scandir(fd)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fsutil.os, "scandir", scandir)
+        assert fsutil.sweep_parts(tmp_path) == ["new/.scan.pdf.0123456789ab.part"]
+    assert str(tmp_path / "old") not in listed and (tmp_path / "old/.scan.pdf.0123456789ab.part").exists()

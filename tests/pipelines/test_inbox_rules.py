@@ -67,14 +67,21 @@ def test_a_scan_is_judged_complete_in_a_worker_process_never_in_the_watcher(tmp_
     assert readers.read_text() != str(os.getpid())
 
 
-def test_free_name_never_overwrites_a_previous_file_or_its_error(tmp_path):
+@pytest.mark.parametrize("present, free", [
+    (["a.pdf", "a.1.pdf.error.txt"], "a.2.pdf"),
+    # review hard15 L8: beside a sidecar left there alone (a rejoin's leftover), a scan without one would pair
+    # with it (the desk credits its case, a retry carries it): such a name counts as taken
+    (["a.pdf.json"], "a.1.pdf"),
+    (["a.json"], "a.1.pdf"),
+])
+def test_free_name_never_overwrites_a_previous_file_its_error_or_a_sidecar_of_its_name(tmp_path, present, free):
     import os
 
-    (tmp_path / "a.pdf").write_bytes(b"1")
-    (tmp_path / "a.1.pdf.error.txt").write_text("x")
+    for name in present:
+        (tmp_path / name).write_bytes(b"1")
     fd = os.open(tmp_path, os.O_RDONLY)
     try:
-        assert inbox.free_name(fd, "a.pdf") == "a.2.pdf"
+        assert inbox.free_name(fd, "a.pdf") == free
     finally:
         os.close(fd)
 

@@ -58,23 +58,33 @@ def crash(tmp_path, process, arm, finished_ok: bool = False, **opts) -> bool:
     inbox.mkdir(mode=0o750, parents=True, exist_ok=True)
     (inbox / "scan.pdf").write_bytes(b"%PDF-1.7 scan")
     (inbox / "scan.pdf.json").write_text(SIDECAR)
+
+    def first(mp) -> None:
+        watcher = make_watcher(tmp_path, process, **opts)
+        arm(mp)
+        watcher._take(inbox / "scan.pdf", Path("scan.pdf"))
+        watcher.folders.close()
+
+    code = in_child(first)
+    assert code == 9 or (finished_ok and code == 0), f"the first watcher did not die at the step armed ({code})"
+    return code == 9
+
+
+def in_child(body) -> int:
+    """``body(monkeypatch)`` run in a forked child (which never returns into pytest); its exit code: 0 when it
+    returned, 9 when an armed step killed it, 3 when it raised."""
     pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
+    if pid == 0:
         code = 3
         try:
             with pytest.MonkeyPatch.context() as mp:
-                first = make_watcher(tmp_path, process, **opts)
-                arm(mp)
-                first._take(inbox / "scan.pdf", Path("scan.pdf"))
-                first.folders.close()
-                code = 0
+                body(mp)
+            code = 0
         except BaseException:  # noqa: BLE001
             traceback.print_exc()
         os._exit(code)
     _, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    assert code == 9 or (finished_ok and code == 0), f"the first watcher did not die at the step armed ({code})"
-    return code == 9
+    return os.waitstatus_to_exitcode(status)
 
 
 def restart(tmp_path, process=stored, **opts) -> list:
@@ -156,9 +166,9 @@ def test_killed_between_deleting_the_scan_and_its_sidecar_the_sidecar_is_quarant
     inbox = tmp_path / "inbox"
     assert work_left(inbox)  # the crash state: the claim holds the sidecar alone
     assert restart(tmp_path, on_success="delete") == []
-    assert listing(inbox / "failed") == ["scan.pdf.lone.json", "scan.pdf.lone.json.error.txt"]
-    assert (inbox / "failed/scan.pdf.lone.json").read_text() == SIDECAR
-    assert "work folder by a crash" in (inbox / "failed/scan.pdf.lone.json.error.txt").read_text()
+    assert listing(inbox / "failed") == ["scan.pdf.json.lone", "scan.pdf.json.lone.error.txt"]
+    assert (inbox / "failed/scan.pdf.json.lone").read_text() == SIDECAR
+    assert "work folder by a crash" in (inbox / "failed/scan.pdf.json.lone.error.txt").read_text()
     assert work_left(inbox) == []
 
 
@@ -295,7 +305,7 @@ def killed_at_call(mp, number: int) -> None:
 
 
 PAIR = {"done": ["scan.pdf", "scan.pdf.json"], "failed": []}
-LONE = ["scan.pdf.lone.json", "scan.pdf.lone.json.error.txt"]
+LONE = ["scan.pdf.json.lone", "scan.pdf.json.lone.error.txt"]
 
 
 @pytest.mark.parametrize("first, then, ends, variant", [
@@ -361,3 +371,5 @@ def test_a_claim_that_stays_stuck_is_redone_once_then_filed_not_converted_at_eve
         w.folders.close()
     assert len(runs) == 2  # the first try and one redo, not one per rescan
     assert "scan.pdf" in listing(inbox / "failed") and work_left(inbox) == []
+    reason = (inbox / "failed/scan.pdf.error.txt").read_text()  # what failed, not "attempts were interrupted"
+    assert "could not move back into the inbox: Input/output error" in reason and "interrupted" not in reason

@@ -43,7 +43,7 @@ def test_a_job_state_write_killed_half_way_is_swept_when_the_next_server_starts(
 
     folder = tmp_path / "data/uploads/0123456789abcdef0123456789abcdef"
     folder.mkdir(parents=True)
-    old, fresh = folder / ".job.json.ab_cd12z.part", folder / ".job.json.zz_cd12a.part"
+    old, fresh = folder / ".job.json.0123456789ab.part", folder / ".job.json.ba9876543210.part"
     for part in (old, fresh):
         part.write_text("{")
     then = time.time() - fsutil.PART_AGE - 60
