@@ -316,8 +316,8 @@ def test_a_part_file_a_killed_run_left_beside_the_output_is_swept(tmp_path) -> N
     getattr(convert, "_swept", set()).clear()  # a process sweeps a folder once
     old = time.time() - fsutil.PART_AGE - 60
     (tmp_path / "sub").mkdir()
-    left, fresh, deeper = tmp_path / ".one.pdf.k3_9xq2a.part", tmp_path / ".two.pdf.abcd1234.part", \
-        tmp_path / "sub" / ".three.pdf.abcd1234.part"
+    left, fresh, deeper = tmp_path / ".one.pdf.0123456789ab.part", tmp_path / ".two.pdf.abcdef012345.part", \
+        tmp_path / "sub" / ".three.pdf.abcdef012345.part"
     for part in (left, fresh, deeper):
         part.write_bytes(b"%PDF-")
         if part is not fresh:
