@@ -38,7 +38,6 @@ log = logging.getLogger("pipelines.queue")
 
 TASK = "digitize.convert"
 QUEUE = "digitize"
-SIDECAR_MAX = 1 << 20  # bytes of sidecar JSON carried in a task message
 
 
 def enabled(settings) -> bool:
@@ -78,16 +77,18 @@ def _stage_copy(path: Path, root: Path | None, target: Path, max_input_mb: int) 
     return digest.hexdigest()
 
 
-def _sidecar(path: Path) -> tuple[str, str] | None:
-    """The sidecar's name and text, carried in the message (the worker sees no inbox)."""
+def _sidecar(path: Path, root: Path | None) -> tuple[str, str] | None:
+    """The sidecar's name and text, carried in the message (the worker sees no inbox). Read as local mode reads
+    it (metadata._read_sidecar: opened once with O_NOFOLLOW, no symlink from ``root`` down, a regular file of at
+    most SIDECAR_MAX_BYTES): a sidecar that is a link, or swapped for one after a check, is a SidecarError, never
+    followed (it was read by name after an is_symlink() check: a swap in between sent any readable file, the queue
+    secret's included, in clear into the task and the ledger: review rev16batch H1)."""
+    from .metadata import _read_sidecar
+
     found = sidecar_path(path)
-    if found is None or found.is_symlink() or not found.is_file():
+    if found is None:
         return None
-    with open(found, "rb") as f:
-        data = f.read(SIDECAR_MAX + 1)
-    if len(data) > SIDECAR_MAX:
-        raise InputError(f"sidecar {found.name} is larger than {SIDECAR_MAX} bytes")
-    return found.name, data.decode("utf-8", errors="replace")
+    return found.name, _read_sidecar(found, root).decode("utf-8", errors="replace")
 
 
 class Submitter:
@@ -147,7 +148,7 @@ class Submitter:
         try:
             with work_dir("stage") as tmp:
                 sha = _stage_copy(path, root, tmp / "original", input_limit_mb(self.settings.convert))
-                sidecar = _sidecar(path) if upload is None else None  # an upload has its sender's clues
+                sidecar = _sidecar(path, root) if upload is None else None  # an upload has its sender's clues
                 job = job_id(sha, "", self.options if upload is None else {**self.options, "upload": upload})
                 known = self.ledger.get(job)
                 if known is not None and known.state == "done":
