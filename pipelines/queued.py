@@ -372,10 +372,32 @@ class Outcome:
     delay: float = 0.0  # before the retry
 
 
+NAME_BYTES = 200  # a folder or file name of the submitter's, at most, under the worker's temp root
+PATH_BYTES = 1024  # the whole relative path, at most: its tail is kept (the case folder and the file's name)
+
+
+def _fit(part: str) -> str:
+    """One name cut to NAME_BYTES of UTF-8, its extension kept (the converter reads the type from it)."""
+    if len(part.encode("utf-8")) <= NAME_BYTES:
+        return part
+    stem, dot, ext = part.rpartition(".")
+    ext = ext if dot and stem and len(ext) <= 10 else ""
+    room = NAME_BYTES - len(ext.encode("utf-8")) - 1
+    cut = (stem if ext else part).encode("utf-8")[:room].decode("utf-8", errors="ignore")
+    return f"{cut}.{ext}" if ext else cut
+
+
 def _relative(name: str) -> PurePosixPath:
-    """The submitter's relative path, only as folders under the worker's temp root (never an escape)."""
-    parts = [p for p in PurePosixPath(name).parts if p not in ("", ".", "..", "/")]
-    return PurePosixPath(*parts) if parts else PurePosixPath("original")
+    """The submitter's relative path, only as folders under the worker's temp root (never an escape), and only
+    as much of it as fits there: each name at most NAME_BYTES, the tail of PATH_BYTES (a deep path that was fine
+    on the submitter's share gave ENAMETOOLONG under the worker's temp root: review rev16batch M3)."""
+    parts = [_fit(p) for p in PurePosixPath(name).parts if p not in ("", ".", "..", "/")]
+    kept: list[str] = []
+    for part in reversed(parts):
+        if kept and sum(len(p.encode("utf-8")) + 1 for p in [*kept, part]) > PATH_BYTES:
+            break
+        kept.insert(0, part)
+    return PurePosixPath(*kept) if kept else PurePosixPath("original")
 
 
 def _download(objects, key: str, path: Path) -> str:
@@ -418,6 +440,39 @@ def _upload_scope(spec: dict[str, Any]):
     return UploadScope.of((spec["upload"] or {}).get("sender") or {})
 
 
+@contextlib.contextmanager
+def _scratch():
+    """The delivery's private temp folder and None, or None and the OSError that kept it from being made (a full
+    temp disk): run_job turns that into an outcome as it does a failed fetch."""
+    folder, unmade = None, None
+    try:
+        folder = work_dir("queued")
+        tmp = folder.__enter__()
+    except OSError as e:
+        unmade = e
+    if unmade is not None:
+        yield None, unmade
+        return
+    try:
+        yield tmp, None
+    finally:
+        with contextlib.suppress(OSError):
+            folder.__exit__(None, None, None)
+
+
+def _fetch_failure(spec: dict[str, Any], error: OSError) -> JobResult:
+    """A fetch that failed on the worker's own disk: a full disk or quota is a ResourceError (retried, as
+    process_file's), anything else fails the job with one line (review rev16batch M3: it escaped run_job and left
+    the job "running" for ever, and `batch --wait` waiting)."""
+    what = "cannot fetch the original into the worker's temp folder"
+    fault = resource_fault(error, what)
+    if fault is not None:
+        return JobResult(spec["name"], Status.failed, spec["sha256"], str(fault), error_kinds=error_kinds(fault),
+                         exit_code=int(fault.exit_code))
+    return JobResult(spec["name"], Status.failed, spec["sha256"], f"{what}: {error.strerror or error}",
+                     error_kinds=("FileAccessError", "OSError"), exit_code=5)
+
+
 def _transient(result: JobResult) -> bool:
     return result.retryable or result.internal
 
@@ -443,12 +498,16 @@ def run_job(settings, ledger: Ledger, job: str, spec: dict[str, Any], worker: st
     sub = dataclasses.replace(settings, convert=dataclasses.replace(settings.convert, **{
         k: v for k, v in spec.get("options", {}).items() if hasattr(settings.convert, k)}))
     hint = Clue(spec["hint"]["source"], spec["hint"]["values"]) if spec.get("hint") else None
-    with work_dir("queued") as tmp:
+    with _scratch() as (tmp, unmade):
         try:
+            if unmade is not None:
+                raise unmade
             path = _fetch(settings, spec, tmp / "src")
         except StorageError as e:
             result = JobResult(spec["name"], Status.failed, spec["sha256"], str(e), error_kinds=("StorageError",),
                                exit_code=int(e.exit_code))
+        except OSError as e:  # the worker's own disk (full, quota, a mis-set TMPDIR): an outcome, never a raise
+            result = _fetch_failure(spec, e)
         else:
             result = process(path, sub, hint, root=tmp / "src", jobs=1, keep=kept_folder(settings),
                              allowed=_upload_scope(spec), shared_inbox=bool(spec.get("shared_inbox")))
