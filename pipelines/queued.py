@@ -1,7 +1,7 @@
 """Queue mode: originals parked in object storage, conversion by ``digitize worker`` processes anywhere.
 
 Submitting (watch, batch): the original is copied from the descriptor the pipeline checked, hashed,
-and put under ``_staging/<SHA-256>`` (the store reads it back and verifies it) *before* the caller may
+and put under ``_staging/<SHA-256>/<job>`` (the store reads it back and verifies it) *before* the caller may
 move the inbox file to done/; only then is the job recorded in the ledger and its task sent. A worker
 machine shares nothing with the submitter but the broker, the store and the index.
 
@@ -158,7 +158,7 @@ class Submitter:
                                           seconds=time.perf_counter() - started)
                 from storage.keys import staging_key
 
-                key = staging_key(sha)
+                key = staging_key(sha, job)  # per job: the first job done deletes only its own
                 self._store().put(key, tmp / "original", sha, {"sha256": sha})
             spec = {"job": job, "key": key, "sha256": sha, "name": relative.as_posix(), "options": self.options,
                     "hint": {"source": hint.source, "values": dict(hint.values)} if hint else None,
