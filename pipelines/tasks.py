@@ -141,6 +141,8 @@ def _signed_here(job: str, record) -> bool:
 
 
 def _convert(self, job: str, spec: dict[str, Any], signature: str = "") -> str:
+    from celery.exceptions import Ignore
+
     from . import metrics
     from .queued import run_job
 
@@ -158,6 +160,11 @@ def _convert(self, job: str, spec: dict[str, Any], signature: str = "") -> str:
             return _give_up(job, spec, e)
         raise self.retry(exc=e, countdown=settings.queue.retry_backoff * 2 ** _tries(self.request.retries, 4),
                          max_retries=settings.queue.retries)
+    if outcome.state == "wait":  # another live delivery runs the job: looked at again later, this try not counted
+        self.signature_from_request(countdown=outcome.delay, retries=self.request.retries).apply_async()
+        raise Ignore(outcome.result.reason)
+    if outcome.state == "dropped":  # an older submission's task: acknowledged, nothing recorded
+        return outcome.state
     metrics.record(outcome.state, outcome.result)
     if outcome.state == "retry":
         raise self.retry(countdown=outcome.delay, max_retries=None)
