@@ -351,7 +351,8 @@ class Ledger:
         def run():
             now = time.time()
             self._sealed_move(job, "waiting", now, dict(
-                name=name, sha256=sha256, run=str(spec.get("run") or ""), enqueued=now, started=0, finished=0, starts=0, ends=0, reason="", worker="", heartbeat=0,
+                name=name, sha256=sha256, run=str(spec.get("run") or ""), enqueued=now, started=0, finished=0, starts=0, ends=0,
+                reason="", worker="", heartbeat=0,
                 spec=json.dumps(spec), result="", signature=signature),
                 after=(lambda pipe: pipe.sadd(f"{PREFIX}batch:{batch}", job)) if batch else None)
         self._call(run, f"recording job {job}")

@@ -4,7 +4,6 @@ with the staged original in a folder store and a stand-in for the conversion (re
 from __future__ import annotations
 
 import errno
-import hashlib
 import subprocess
 import time
 from types import SimpleNamespace
@@ -12,43 +11,15 @@ from types import SimpleNamespace
 import pytest
 
 import pipelines.queued as queued
-from digitize.config import Settings
 from pipelines.jobs import JobResult, Status
-from pipelines.ledger import Ledger, job_id
-from storage.objects import FolderStore
+from pipelines.ledger import job_id
 
 pytestmark = pytest.mark.integration
 
-DATA = b"%PDF-1.4 staged original\n" * 50
-SHA = hashlib.sha256(DATA).hexdigest()
-KEY = b"test-queue-secret-0123456789-abcdefghij"
-
-
-@pytest.fixture
-def ledger(own_redis):
-    ledger = Ledger(own_redis.url, KEY, reconnect=5.0)
-    yield ledger
-    ledger.close()
-
-
-@pytest.fixture
-def settings(tmp_path) -> Settings:
-    settings = Settings(data_dir=str(tmp_path / "data"))
-    settings.store.url = f"file://{tmp_path / 'objects'}"
-    settings.queue.max_deliveries = 3
-    settings.queue.retries = 2
-    settings.queue.retry_backoff = 1.0
-    return settings
-
-
-@pytest.fixture
-def store(tmp_path, monkeypatch):
-    objects = FolderStore(tmp_path / "objects")
-    source = tmp_path / "in.pdf"
-    source.write_bytes(DATA)
-    objects.put(f"_staging/{SHA}", source, SHA)
-    monkeypatch.setattr(queued, "archive_for", lambda settings: SimpleNamespace(objects=objects))
-    return objects
+# the real Redis ledger and a worker's settings as test_queue_jobs has them; the staged original in a folder
+# store as test_queue_fetch has it
+from test_queue_fetch import SHA, store  # noqa: E402,F401 - a fixture
+from test_queue_jobs import KEY, ledger, settings  # noqa: E402,F401 - fixtures
 
 
 def spec(job: str, **changes) -> dict:
