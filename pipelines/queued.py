@@ -527,26 +527,55 @@ def _holder_dead(holder: str, me: str) -> bool:
     return False
 
 
-@contextlib.contextmanager
-def _leased(ledger: Ledger, job: str, worker: str, run: str, every: float):
-    """The delivery's lease renewed every EVERY seconds by a thread while the file is fetched and converted
-    (the conversion is one long call); a renewal that fails is logged and tried again at the next beat."""
-    stop = threading.Event()
+class _Leases:
+    """The leases of this process's running deliveries, renewed by one thread per process (started at the first
+    lease, again after a fork): a thread per delivery cost each delivery two thread hand-offs, ~14 ms of wall
+    time on a busy machine (bench/queue_delivery_bench.py). A renewal that fails is logged and tried again at
+    the next beat (a lost beat only lets a redelivery take over sooner)."""
 
-    def renew() -> None:
-        while not stop.wait(every):
-            try:
-                ledger.beat(job, worker, run)
-            except Exception as e:  # noqa: BLE001 - a lost beat only lets a redelivery take over sooner
-                event(log, "lease-renewal-failed", logging.WARNING, job=job, reason=str(e))
+    def __init__(self):
+        self.lock = threading.Condition()
+        self.held: dict[int, tuple[Ledger, str, str, str, float]] = {}  # token -> (ledger, job, worker, run, every)
+        self.due: dict[int, float] = {}
+        self.pid = 0
+        self.count = 0
 
-    thread = threading.Thread(target=renew, name=f"lease-{job[:8]}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=5.0)
+    def _run(self) -> None:
+        while True:
+            with self.lock:
+                now = time.monotonic()
+                ready = [(token, self.held[token]) for token, when in self.due.items() if when <= now]
+                for token, held in ready:
+                    self.due[token] = now + held[4]
+                wait = min(self.due.values(), default=now + 60.0) - now
+                if not ready:
+                    self.lock.wait(max(0.01, wait))
+                    continue
+            for _, (ledger, job, worker, run, _every) in ready:
+                try:
+                    ledger.beat(job, worker, run)
+                except Exception as e:  # noqa: BLE001 - see the class's doc
+                    event(log, "lease-renewal-failed", logging.WARNING, job=job, reason=str(e))
+
+    @contextlib.contextmanager
+    def hold(self, ledger: Ledger, job: str, worker: str, run: str, every: float):
+        with self.lock:
+            if self.pid != os.getpid():  # none yet, or the parent's (a forked pool child has no threads)
+                self.pid, self.held, self.due = os.getpid(), {}, {}
+                threading.Thread(target=self._run, name="queue-leases", daemon=True).start()
+            self.count += 1
+            token = self.count
+            self.held[token], self.due[token] = (ledger, job, worker, run, every), time.monotonic() + every
+            self.lock.notify()
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.held.pop(token, None)
+                self.due.pop(token, None)
+
+
+_leases = _Leases()
 
 
 def _held(job: str, spec: dict[str, Any], holder: str, delay: float) -> Outcome:
@@ -632,7 +661,7 @@ def run_job(settings, ledger: Ledger, job: str, spec: dict[str, Any], worker: st
         return _held(job, spec, held.worker, lease)
     sub = dataclasses.replace(settings, convert=task_convert(settings.convert, spec.get("options", {})))
     hint = Clue(spec["hint"]["source"], spec["hint"]["values"]) if spec.get("hint") else None
-    with _leased(ledger, job, worker, run, every), _scratch() as (tmp, unmade):
+    with _leases.hold(ledger, job, worker, run, every), _scratch() as (tmp, unmade):
         try:
             if unmade is not None:
                 raise unmade
