@@ -576,6 +576,7 @@ class _Leases:
 
 
 _leases = _Leases()
+os.register_at_fork(after_in_child=_leases.__init__)  # a child starts with no leases and an unheld lock
 
 
 def _held(job: str, spec: dict[str, Any], holder: str, delay: float) -> Outcome:
