@@ -51,11 +51,51 @@ for i = 1, #KEYS do
   end
 end
 return cjson.encode(out)"""
+_BEAT_LUA = """if redis.call('HGET', KEYS[1], 'state') == 'running' and redis.call('HGET', KEYS[1], 'worker') == ARGV[1]
+  and (redis.call('HGET', KEYS[1], 'run') or '') == ARGV[2] then
+  redis.call('HSET', KEYS[1], 'heartbeat', ARGV[3])
+  return 1
+end
+return 0"""
 RECONNECT_SECONDS = 60.0  # how long a ledger call keeps retrying while Redis restarts
 ENDS = f"{PREFIX}ends"  # bumped by every outcome: a waiter reads one number, not every pending job, to see a change
 CHANGES = f"{PREFIX}changes"  # a stream of the jobs each write touched: the metrics re-read only those (LiveTally)
 CHANGES_KEPT = 100_000  # about this many entries kept; a reader that fell further behind counts everything again
 CHANGES_READ = 10_000  # at most this many entries read per scrape; more since the last: count everything again
+
+
+class LeaseHeld(Exception):
+    """Another delivery of the job runs under the same run and renewed its lease lately (Ledger.start's guard)."""
+
+    def __init__(self, worker: str):
+        super().__init__(f"job running on {worker or 'another worker'}")
+        self.worker = worker
+
+
+def new_run() -> str:
+    """A submission's run ID: its issue time (nanoseconds, hex) and 64 random bits. Sealed with every record
+    and signed in every task, so an older run's task or record put back is told from a newer one by its time
+    (run_order; earlier versions' runs are random hex, without a time: not ordered)."""
+    import secrets
+
+    return f"{time.time_ns():x}.{secrets.token_hex(8)}"
+
+
+def run_order(run: str) -> int | None:
+    """A run ID's issue time, or None for one without (an earlier version's, or none)."""
+    stamp, dot, nonce = str(run or "").partition(".")
+    if not dot or not nonce or len(stamp) > 20:
+        return None
+    try:
+        return int(stamp, 16)
+    except ValueError:
+        return None
+
+
+def superseded(run: str, by: str) -> bool:
+    """Whether RUN was issued before BY, both new-style (a replayed older task, a waiter's run re-sent since)."""
+    first, second = run_order(run), run_order(by)
+    return first is not None and second is not None and first < second
 
 
 def job_id(original_sha256: str, source_pages: str, options: dict[str, Any]) -> str:
@@ -83,6 +123,11 @@ class JobRecord:
     claimed: str = ""  # an unverified record's own (untrusted) state
     run: str = ""  # the submission (Submitter.send's random ID, in the signed spec): an older run's record is stale
     counted: bool = False  # starts and ends are under the record's seal (not planted, not from before they were)
+    heartbeat: float = 0.0  # when the running delivery last renewed its lease (Ledger.beat; not sealed, as times)
+
+    def last_seen(self) -> float:
+        """The latest sign of life of the job's submission or delivery (enqueued, started, lease renewed)."""
+        return max(self.enqueued, self.started, self.heartbeat)
 
     @property
     def crashes(self) -> int:
@@ -105,7 +150,7 @@ class JobRecord:
         return cls(job, data.get("state", ""), data.get("name", ""), data.get("sha256", ""), num("enqueued"),
                    num("started"), num("finished"), num("starts", int), num("ends", int), data.get("reason", ""),
                    data.get("worker", ""), _json(data.get("spec")), _json(data.get("result")),
-                   data.get("signature", ""), run=data.get("run", ""))
+                   data.get("signature", ""), run=data.get("run", ""), heartbeat=num("heartbeat"))
 
 
 def _json(text: str | None) -> dict[str, Any]:
@@ -125,6 +170,13 @@ class QueueCounts:
     failed: int
     oldest_waiting: float | None  # enqueue time (epoch seconds) of the longest-waiting job
     unverified: int = 0  # records whose seal does not verify (counted by Ledger.tally only)
+
+
+def _seconds(text: Any) -> float:
+    try:
+        return float(text or 0)
+    except ValueError:
+        return 0.0
 
 
 def _count(text: str) -> int:
@@ -208,13 +260,14 @@ class Ledger:
         pipe.hset(self._job(job), mapping={"state": state, **{k: v for k, v in fields.items()}})
 
     def _sealed_move(self, job: str, state: str, when: float, fields: dict[str, Any], count: str = "",
-                     after=None) -> list:
+                     after=None, guard=None) -> list:
         """One state change with its seal, in one transaction that WATCHes the record. The sealed fields this
         write does not set are kept only from a record whose seal verifies (else emptied; the delivery counts
         only from one that seals them too and is of the run written, else 0): a write never signs what someone
         else put in Redis, nor carries an older run's counts into a new run's seal.
         ``count``: the delivery counter this write adds one to ("starts" or "ends"). A concurrent change
-        retries the write."""
+        retries the write. ``guard(kept, old)``: called with the verified fields (and all as read, the lease's
+        ``heartbeat`` and ``worker`` too) before anything is written; it may raise to write nothing."""
         from .taskauth import SEALED, counts_seal, counts_sealed, record_seal, record_sealed
 
         key = self._job(job)
@@ -222,8 +275,11 @@ class Ledger:
             fields = {**fields, "result_sha256": _digest(fields["result"])}
 
         def write(pipe):
-            old = dict(zip(("seal", "counts_seal", *SEALED), pipe.hmget(key, "seal", "counts_seal", *SEALED)))
+            names = ("seal", "counts_seal", "heartbeat", "worker", *SEALED)
+            old = dict(zip(names, pipe.hmget(key, *names)))
             kept = old if record_sealed(self.key, job, old, old["seal"]) else {}
+            if guard is not None:
+                guard(kept, old)
             if kept and not counts_sealed(self.key, job, old, old["counts_seal"]):
                 kept = {**kept, "starts": "", "ends": ""}
             if "run" in fields and str(fields["run"]) != (kept.get("run") or ""):
@@ -295,22 +351,42 @@ class Ledger:
         def run():
             now = time.time()
             self._sealed_move(job, "waiting", now, dict(
-                name=name, sha256=sha256, run=str(spec.get("run") or ""), enqueued=now, started=0, finished=0, starts=0, ends=0, reason="", worker="",
+                name=name, sha256=sha256, run=str(spec.get("run") or ""), enqueued=now, started=0, finished=0, starts=0, ends=0,
+                reason="", worker="", heartbeat=0,
                 spec=json.dumps(spec), result="", signature=signature),
                 after=(lambda pipe: pipe.sadd(f"{PREFIX}batch:{batch}", job)) if batch else None)
         self._call(run, f"recording job {job}")
 
-    def start(self, job: str, worker: str, spec: dict[str, Any] | None = None) -> JobRecord:
+    def start(self, job: str, worker: str, spec: dict[str, Any] | None = None, lease: float = 0.0,
+              dead: str = "") -> JobRecord:
         """A delivery begins: counted before any work, so a delivery that kills the worker is remembered.
         ``spec``: the task's (checked, signed) spec, whose name, SHA-256 and run the record takes; its reason
-        and result start empty."""
+        and result start empty. ``lease``: the delivery takes the job only if no other delivery of the same
+        run renewed its lease (:meth:`beat`) in the last LEASE seconds, else LeaseHeld and nothing is written
+        (``dead``: a holder known dead, its worker process gone, whose lease is taken over at once)."""
+        run_id = _identity(spec).get("run", "")
+
+        def guard(kept: dict[str, Any], old: dict[str, Any]) -> None:
+            if not lease or kept.get("state") != "running" or (kept.get("run") or "") != run_id:
+                return
+            holder = str(old.get("worker") or "")
+            if holder != dead and time.time() - _seconds(old.get("heartbeat")) < lease:
+                raise LeaseHeld(holder)
+
         def run():
             now = time.time()
-            data = self._sealed_move(job, "running", now, dict(started=now, worker=worker, reason="", result="",
-                                                               **_identity(spec)), count="starts",
-                                     after=lambda pipe: pipe.hgetall(self._job(job)))[-1]
+            data = self._sealed_move(job, "running", now, dict(started=now, heartbeat=now, worker=worker, reason="",
+                                                               result="", **_identity(spec)), count="starts",
+                                     after=lambda pipe: pipe.hgetall(self._job(job)), guard=guard)[-1]
             return self._record(job, data)
         return self._call(run, f"starting job {job}")
+
+    def beat(self, job: str, worker: str, run: str) -> bool:
+        """The running delivery renews its lease: the record's ``heartbeat`` set to now if it is still running
+        under this worker and run (a job taken over or ended since is left alone); whether it was."""
+        script = self.redis.register_script(_BEAT_LUA)
+        return bool(self._call(lambda: script(keys=[self._job(job)], args=[worker, run, repr(time.time())]),
+                               f"renewing job {job}'s lease"))
 
     def end(self, job: str, state: str, reason: str = "", result: dict[str, Any] | None = None,
             spec: dict[str, Any] | None = None) -> None:
@@ -373,7 +449,8 @@ class Ledger:
                                               "reading jobs")):
             if not data:
                 continue  # not recorded (yet): still pending
-            stale = job in runs and data.get("run", "") != runs[job]
+            own, recorded = runs.get(job), data.get("run", "")
+            stale = own is not None and recorded != own and not superseded(own, recorded)  # a newer run: followed
             if stale or not self._verified(job, data):
                 found[job] = (UNVERIFIED, {"reason": STALE_REASON if stale else _unverified_reason(data.get("state"))})
             elif data.get("state") in TERMINAL and (result := _json(data.get("result"))):

@@ -1,7 +1,7 @@
 """Queue mode: originals parked in object storage, conversion by ``digitize worker`` processes anywhere.
 
 Submitting (watch, batch): the original is copied from the descriptor the pipeline checked, hashed,
-and put under ``_staging/<SHA-256>`` (the store reads it back and verifies it) *before* the caller may
+and put under ``_staging/<SHA-256>/<job>`` (the store reads it back and verifies it) *before* the caller may
 move the inbox file to done/; only then is the job recorded in the ledger and its task sent. A worker
 machine shares nothing with the submitter but the broker, the store and the index.
 
@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -29,7 +30,7 @@ from digitize.fsutil import CHUNK, open_regular, work_dir
 
 from .inbox import input_limit_mb
 from .jobs import INTERNAL_EXIT, JobResult, Status, StoredPart, archive_for, kept_folder, process_file
-from .ledger import STALE_REASON, UNVERIFIED, Ledger, job_id
+from .ledger import STALE_REASON, UNVERIFIED, Ledger, LeaseHeld, job_id, new_run, superseded
 from .logs import event
 from .messages import error_kinds
 from .metadata import Clue, sidecar_path
@@ -38,7 +39,6 @@ log = logging.getLogger("pipelines.queue")
 
 TASK = "digitize.convert"
 QUEUE = "digitize"
-SIDECAR_MAX = 1 << 20  # bytes of sidecar JSON carried in a task message
 
 
 def enabled(settings) -> bool:
@@ -78,16 +78,29 @@ def _stage_copy(path: Path, root: Path | None, target: Path, max_input_mb: int) 
     return digest.hexdigest()
 
 
-def _sidecar(path: Path) -> tuple[str, str] | None:
-    """The sidecar's name and text, carried in the message (the worker sees no inbox)."""
+def _sidecar(path: Path, root: Path | None) -> tuple[str, str] | None:
+    """The sidecar's name and text, carried in the message (the worker sees no inbox). Read as local mode reads
+    it (metadata._read_sidecar: opened once with O_NOFOLLOW, no symlink from ``root`` down, a regular file of at
+    most SIDECAR_MAX_BYTES): a sidecar that is a link, or swapped for one after a check, is a SidecarError, never
+    followed (it was read by name after an is_symlink() check: a swap in between sent any readable file, the queue
+    secret's included, in clear into the task and the ledger: review rev16batch H1)."""
+    from .metadata import _read_sidecar
+
     found = sidecar_path(path)
-    if found is None or found.is_symlink() or not found.is_file():
+    if found is None:
         return None
-    with open(found, "rb") as f:
-        data = f.read(SIDECAR_MAX + 1)
-    if len(data) > SIDECAR_MAX:
-        raise InputError(f"sidecar {found.name} is larger than {SIDECAR_MAX} bytes")
-    return found.name, data.decode("utf-8", errors="replace")
+    return found.name, _read_sidecar(found, root).decode("utf-8", errors="replace")
+
+
+def filing_clues(relative: Path, hint: Clue | None, sidecar: tuple[str, str] | None, shared_inbox: bool,
+                 inbox_agencies: list[str] | None) -> dict[str, Any]:
+    """What decides where a file is filed, beside its bytes: part of its job's key (review rev16batch M5: keyed by
+    content and options only, the same bytes meant for another case, by folder, manifest row or sidecar, were
+    "already done" and never filed there). A new job of known bytes costs its worker a fetch: process_file finds
+    the stored document and shares it into the case its clues name, as local mode does."""
+    return {"name": relative.as_posix(), "hint": [hint.source, dict(hint.values)] if hint else None,
+            "sidecar": hashlib.sha256(sidecar[1].encode("utf-8")).hexdigest() if sidecar else "",
+            "shared_inbox": bool(shared_inbox), "agencies": sorted(inbox_agencies or [])}
 
 
 class Submitter:
@@ -147,17 +160,25 @@ class Submitter:
         try:
             with work_dir("stage") as tmp:
                 sha = _stage_copy(path, root, tmp / "original", input_limit_mb(self.settings.convert))
-                sidecar = _sidecar(path) if upload is None else None  # an upload has its sender's clues
-                job = job_id(sha, "", self.options if upload is None else {**self.options, "upload": upload})
+                sidecar = _sidecar(path, root) if upload is None else None  # an upload has its sender's clues
+                clues = {"upload": upload} if upload is not None else {"clues": filing_clues(
+                    relative, hint, sidecar, shared_inbox, inbox_agencies)}
+                job = job_id(sha, "", {**self.options, **clues})
                 known = self.ledger.get(job)
                 if known is not None and known.state == "done":
                     if self.batch:
                         self.ledger.add_to_batch(self.batch, job)
                     return job, JobResult(str(path), Status.skipped, sha, f"already done as job {job}",
                                           seconds=time.perf_counter() - started)
+                if known is not None and self._live(known):  # another submission's, still on its way: followed
+                    self.runs[job] = known.run
+                    if self.batch:
+                        self.ledger.add_to_batch(self.batch, job)
+                    return job, JobResult(str(path), Status.done, sha, f"queued as job {job} (already {known.state} "
+                                          "for another submission)", seconds=time.perf_counter() - started)
                 from storage.keys import staging_key
 
-                key = staging_key(sha)
+                key = staging_key(sha, job)  # per job: the first job done deletes only its own
                 self._store().put(key, tmp / "original", sha, {"sha256": sha})
             spec = {"job": job, "key": key, "sha256": sha, "name": relative.as_posix(), "options": self.options,
                     "hint": {"source": hint.source, "values": dict(hint.values)} if hint else None,
@@ -183,14 +204,23 @@ class Submitter:
         return job, JobResult(str(path), Status.done, sha, f"queued as job {job}",
                               seconds=time.perf_counter() - started)
 
+    def _live(self, record) -> bool:
+        """Whether a recorded job is on its way under another submission: waiting (sent less than the visibility
+        timeout ago, else its message may be lost: sent again) or running under a fresh lease. Two `batch --queue
+        --wait` runs over one file re-sent it, each run's record overwrote the other's and each waiter reported
+        the other's outcome as failed (review rev16batch L7); now the second follows the first's run."""
+        if record.state not in ("waiting", "running") or not record.run:
+            return False
+        limit = lease_times(self.settings.queue)[1] if record.state == "running" else \
+            self.settings.queue.visibility_timeout
+        return time.time() - record.last_seen() < limit
+
     def send(self, job: str, spec: dict[str, Any]) -> None:
         """Record the job as waiting, then publish its task, signed (pipelines/taskauth.py); a broker refusal is
         a storage-class fault."""
-        import secrets
-
         from .taskauth import sign
 
-        spec = {**spec, "run": secrets.token_hex(16)}  # this submission's: its ledger records are told from older ones
+        spec = {**spec, "run": new_run()}  # this submission's: its ledger records are told from older ones
         self.runs[job] = spec["run"]
         signature = sign(self.key, job, spec)
         self.ledger.enqueued(job, spec["name"], spec["sha256"], spec, self.batch, signature)
@@ -233,7 +263,7 @@ def upload_state(record, run: str = "") -> tuple[str, str, list[dict[str, Any]]]
     ``run``: the upload's own submission (Submitter.send's run ID): a record of another run (an older sealed
     state put back in Redis) is not this upload's state, shown as unverified and followed still, as
     Ledger.outcomes does for a waiting batch."""
-    if run and record.state != UNVERIFIED and record.run != run:
+    if run and record.state != UNVERIFIED and record.run != run and not superseded(run, record.run):
         return UNVERIFIED, STALE_REASON, []
     if record.state == UNVERIFIED:  # followed still: a sealed outcome may come
         return UNVERIFIED, record.reason, []
@@ -366,15 +396,37 @@ def run_queued_batch(src: Path, items, settings, wait: bool, stream):
 
 @dataclass
 class Outcome:
-    state: str  # "done", "failed" or "retry"
+    state: str  # "done", "failed", "retry"; "wait" (another live delivery runs it), "dropped" (superseded)
     result: JobResult
-    delay: float = 0.0  # before the retry
+    delay: float = 0.0  # before the retry, or the look again of a "wait"
+
+
+NAME_BYTES = 200  # a folder or file name of the submitter's, at most, under the worker's temp root
+PATH_BYTES = 1024  # the whole relative path, at most: its tail is kept (the case folder and the file's name)
+
+
+def _fit(part: str) -> str:
+    """One name cut to NAME_BYTES of UTF-8, its extension kept (the converter reads the type from it)."""
+    if len(part.encode("utf-8")) <= NAME_BYTES:
+        return part
+    stem, dot, ext = part.rpartition(".")
+    ext = ext if dot and stem and len(ext) <= 10 else ""
+    room = NAME_BYTES - len(ext.encode("utf-8")) - 1
+    cut = (stem if ext else part).encode("utf-8")[:room].decode("utf-8", errors="ignore")
+    return f"{cut}.{ext}" if ext else cut
 
 
 def _relative(name: str) -> PurePosixPath:
-    """The submitter's relative path, only as folders under the worker's temp root (never an escape)."""
-    parts = [p for p in PurePosixPath(name).parts if p not in ("", ".", "..", "/")]
-    return PurePosixPath(*parts) if parts else PurePosixPath("original")
+    """The submitter's relative path, only as folders under the worker's temp root (never an escape), and only
+    as much of it as fits there: each name at most NAME_BYTES, the tail of PATH_BYTES (a deep path that was fine
+    on the submitter's share gave ENAMETOOLONG under the worker's temp root: review rev16batch M3)."""
+    parts = [_fit(p) for p in PurePosixPath(name).parts if p not in ("", ".", "..", "/")]
+    kept: list[str] = []
+    for part in reversed(parts):
+        if kept and sum(len(p.encode("utf-8")) + 1 for p in [*kept, part]) > PATH_BYTES:
+            break
+        kept.insert(0, part)
+    return PurePosixPath(*kept) if kept else PurePosixPath("original")
 
 
 def _download(objects, key: str, path: Path) -> str:
@@ -417,6 +469,159 @@ def _upload_scope(spec: dict[str, Any]):
     return UploadScope.of((spec["upload"] or {}).get("sender") or {})
 
 
+@contextlib.contextmanager
+def _scratch():
+    """The delivery's private temp folder and None, or None and the OSError that kept it from being made (a full
+    temp disk): run_job turns that into an outcome as it does a failed fetch."""
+    folder, unmade = None, None
+    try:
+        folder = work_dir("queued")
+        tmp = folder.__enter__()
+    except OSError as e:
+        unmade = e
+    if unmade is not None:
+        yield None, unmade
+        return
+    try:
+        yield tmp, None
+    finally:
+        with contextlib.suppress(OSError):
+            folder.__exit__(None, None, None)
+
+
+def _fetch_failure(spec: dict[str, Any], error: OSError) -> JobResult:
+    """A fetch that failed on the worker's own disk: a full disk or quota is a ResourceError (retried, as
+    process_file's), anything else fails the job with one line (review rev16batch M3: it escaped run_job and left
+    the job "running" for ever, and `batch --wait` waiting)."""
+    what = "cannot fetch the original into the worker's temp folder"
+    fault = resource_fault(error, what)
+    if fault is not None:
+        return JobResult(spec["name"], Status.failed, spec["sha256"], str(fault), error_kinds=error_kinds(fault),
+                         exit_code=int(fault.exit_code))
+    return JobResult(spec["name"], Status.failed, spec["sha256"], f"{what}: {error.strerror or error}",
+                     error_kinds=("FileAccessError", "OSError"), exit_code=5)
+
+
+def lease_times(queue) -> tuple[float, float]:
+    """(renew every, lease) in seconds: a running delivery renews its lease in the ledger every so often; one
+    not renewed for LEASE is taken for dead. Both well below the visibility timeout, after which kombu hands an
+    unacked message out again although its worker is alive and converting (a file longer than it was converted
+    twice, and its fourth hand-out failed as a poison file: review rev16batch M2): a live delivery's lease is
+    then fresh and the new delivery waits; a dead one's is stale and it is taken over."""
+    timeout = queue.visibility_timeout
+    return min(60.0, timeout / 5), timeout / 2
+
+
+def _holder_dead(holder: str, me: str) -> bool:
+    """Whether the delivery holding a lease was a process of this very worker node that is gone: a killed pool
+    child, whose message Celery hands out again at once (reject_on_worker_lost), long before its lease ends."""
+    node, _, pid = holder.rpartition("/")
+    if not node or node != me.rpartition("/")[0] or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, another user's (not ours to judge)
+        return False
+    return False
+
+
+class _Leases:
+    """The leases of this process's running deliveries, renewed by one thread per process (started at the first
+    lease, again after a fork): a thread per delivery cost each delivery two thread hand-offs, ~14 ms of wall
+    time on a busy machine (bench/queue_delivery_bench.py). A renewal that fails is logged and tried again at
+    the next beat (a lost beat only lets a redelivery take over sooner)."""
+
+    def __init__(self):
+        self.lock = threading.Condition()
+        self.held: dict[int, tuple[Ledger, str, str, str, float]] = {}  # token -> (ledger, job, worker, run, every)
+        self.due: dict[int, float] = {}
+        self.pid = 0
+        self.count = 0
+
+    def _run(self) -> None:
+        while True:
+            with self.lock:
+                now = time.monotonic()
+                ready = [(token, self.held[token]) for token, when in self.due.items() if when <= now]
+                for token, held in ready:
+                    self.due[token] = now + held[4]
+                wait = min(self.due.values(), default=now + 60.0) - now
+                if not ready:
+                    self.lock.wait(max(0.01, wait))
+                    continue
+            for _, (ledger, job, worker, run, _every) in ready:
+                try:
+                    ledger.beat(job, worker, run)
+                except Exception as e:  # noqa: BLE001 - see the class's doc
+                    event(log, "lease-renewal-failed", logging.WARNING, job=job, reason=str(e))
+
+    @contextlib.contextmanager
+    def hold(self, ledger: Ledger, job: str, worker: str, run: str, every: float):
+        with self.lock:
+            if self.pid != os.getpid():  # none yet, or the parent's (a forked pool child has no threads)
+                self.pid, self.held, self.due = os.getpid(), {}, {}
+                threading.Thread(target=self._run, name="queue-leases", daemon=True).start()
+            self.count += 1
+            token = self.count
+            self.held[token], self.due[token] = (ledger, job, worker, run, every), time.monotonic() + every
+            self.lock.notify()
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.held.pop(token, None)
+                self.due.pop(token, None)
+
+
+_leases = _Leases()
+os.register_at_fork(after_in_child=_leases.__init__)  # a child starts with no leases and an unheld lock
+
+
+def _held(job: str, spec: dict[str, Any], holder: str, delay: float) -> Outcome:
+    """A delivery of a job another live delivery runs: not converted in parallel; looked at again after DELAY
+    (then done: a no-op; its holder dead: taken over)."""
+    event(log, "job-held", job=job, file=spec["name"], worker=holder, retry_in=delay)
+    return Outcome("wait", JobResult(spec["name"], Status.skipped, spec["sha256"],
+                                     f"running on {holder or 'another worker'}; looked at again in {delay:.0f} s"),
+                   delay)
+
+
+LIMITS = ("max_memory_mb", "max_pixels", "max_stream_mb", "max_pages", "max_input_mb")  # 0 = no limit
+
+
+def _stricter(mine: int, theirs: Any) -> int:
+    """The stricter of two limits where 0 means none: a task's "none" (or junk) never lifts the worker's."""
+    try:
+        theirs = int(theirs)
+    except (TypeError, ValueError, OverflowError):
+        return mine
+    if theirs <= 0:
+        return mine
+    return theirs if mine <= 0 else min(mine, theirs)
+
+
+def task_convert(own, options: dict[str, Any]):
+    """The worker's [convert] with the task's output-shaping options (language, dpi, quality...) over it, but
+    never a looser limit than its own (review rev16batch L5: a task's options overrode them all, so a key holder
+    such as the portal's host could lift every worker's bomb limits and memory cap, turn veraPDF off, or set an
+    OCR deadline beyond the worker's visibility timeout): each LIMIT the stricter of the two, veraPDF on if
+    either says so, the OCR deadline and page parallelism the worker's own."""
+    changes: dict[str, Any] = {}
+    for name, value in (options or {}).items():
+        if not hasattr(own, name) or name in ("jobs", "ocr_timeout"):
+            continue
+        mine = getattr(own, name)
+        if name in LIMITS:
+            changes[name] = _stricter(mine, value)
+        elif name == "validate":
+            changes[name] = bool(mine) or value is True
+        else:
+            changes[name] = value
+    return dataclasses.replace(own, **changes)
+
+
 def _transient(result: JobResult) -> bool:
     return result.retryable or result.internal
 
@@ -425,12 +630,25 @@ def run_job(settings, ledger: Ledger, job: str, spec: dict[str, Any], worker: st
             process: Callable[..., JobResult] = process_file) -> Outcome:
     """One delivery of a job; ``tries`` = retries already made. Never raises for the file's faults."""
     queue = settings.queue
+    run = spec.get("run", "")
     known = ledger.get(job)
-    if known is not None and known.state == "done" and known.run == spec.get("run", ""):  # a duplicate delivery
+    if known is not None and known.state == "done" and known.run == run:  # a duplicate delivery
         # (redelivered after its ack was lost); a done record of another run is an older state put back: run it
         return Outcome("done", result_from_dict(known.result) if known.result else
                        JobResult(spec["name"], Status.skipped, spec["sha256"], "already done"))
-    crashes = known.crashes_of(spec.get("run", "")) if known is not None else 0  # sealed, this run's only
+    if known is not None and known.state != UNVERIFIED and superseded(run, known.run):
+        # an older submission's task (a replay, or a copy left in the queue) after a newer one was recorded: it
+        # walked a done job back to failed (review rev16batch L6); acknowledged, the ledger left alone
+        event(log, "job-superseded", logging.WARNING, job=job, file=spec["name"], run=run, current=known.run)
+        return Outcome("dropped", JobResult(spec["name"], Status.skipped, spec["sha256"],
+                                            "an older submission's task, superseded by a newer one: not run"))
+    every, lease = lease_times(queue)
+    dead = ""
+    if known is not None and known.state == "running" and known.run == run and time.time() - known.heartbeat < lease:
+        if not _holder_dead(known.worker, worker):
+            return _held(job, spec, known.worker, lease)
+        dead = known.worker  # a killed pool child of this node: its lease is taken over at once
+    crashes = known.crashes_of(run) if known is not None else 0  # sealed, this run's only
     if crashes >= queue.max_deliveries:
         reason = f"the file stopped its worker {crashes} times (killed or crashed); not retried"
         result = JobResult(spec["name"], Status.failed, spec["sha256"], reason, error_kinds=("crashed",),
@@ -438,16 +656,22 @@ def run_job(settings, ledger: Ledger, job: str, spec: dict[str, Any], worker: st
         ledger.fail(job, reason, result.to_dict(), spec=spec)
         event(log, "job-failed", logging.WARNING, job=job, file=spec["name"], reason=reason)
         return Outcome("failed", result)
-    ledger.start(job, worker, spec)
-    sub = dataclasses.replace(settings, convert=dataclasses.replace(settings.convert, **{
-        k: v for k, v in spec.get("options", {}).items() if hasattr(settings.convert, k)}))
+    try:
+        ledger.start(job, worker, spec, lease=lease, dead=dead)
+    except LeaseHeld as held:  # another delivery took it between the look and the start
+        return _held(job, spec, held.worker, lease)
+    sub = dataclasses.replace(settings, convert=task_convert(settings.convert, spec.get("options", {})))
     hint = Clue(spec["hint"]["source"], spec["hint"]["values"]) if spec.get("hint") else None
-    with work_dir("queued") as tmp:
+    with _leases.hold(ledger, job, worker, run, every), _scratch() as (tmp, unmade):
         try:
+            if unmade is not None:
+                raise unmade
             path = _fetch(settings, spec, tmp / "src")
         except StorageError as e:
             result = JobResult(spec["name"], Status.failed, spec["sha256"], str(e), error_kinds=("StorageError",),
                                exit_code=int(e.exit_code))
+        except OSError as e:  # the worker's own disk (full, quota, a mis-set TMPDIR): an outcome, never a raise
+            result = _fetch_failure(spec, e)
         else:
             result = process(path, sub, hint, root=tmp / "src", jobs=1, keep=kept_folder(settings),
                              allowed=_upload_scope(spec), shared_inbox=bool(spec.get("shared_inbox")))

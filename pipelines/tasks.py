@@ -141,6 +141,8 @@ def _signed_here(job: str, record) -> bool:
 
 
 def _convert(self, job: str, spec: dict[str, Any], signature: str = "") -> str:
+    from celery.exceptions import Ignore
+
     from . import metrics
     from .queued import run_job
 
@@ -154,12 +156,40 @@ def _convert(self, job: str, spec: dict[str, Any], signature: str = "") -> str:
                           _tries(self.request.retries, settings.queue.retries))
     except Exception as e:  # noqa: BLE001 - the ledger unreachable for long, or a bug: send it again later
         log.exception("job %s: delivery failed outside the file's own processing", job)
+        if _tries(self.request.retries, settings.queue.retries) >= settings.queue.retries:
+            return _give_up(job, spec, e)
         raise self.retry(exc=e, countdown=settings.queue.retry_backoff * 2 ** _tries(self.request.retries, 4),
                          max_retries=settings.queue.retries)
+    if outcome.state == "wait":  # another live delivery runs the job: looked at again later, this try not counted
+        self.signature_from_request(countdown=outcome.delay, retries=self.request.retries).apply_async()
+        raise Ignore(outcome.result.reason)
+    if outcome.state == "dropped":  # an older submission's task: acknowledged, nothing recorded
+        return outcome.state
     metrics.record(outcome.state, outcome.result)
     if outcome.state == "retry":
         raise self.retry(countdown=outcome.delay, max_retries=None)
     return outcome.state
+
+
+def _give_up(job: str, spec: dict[str, Any], error: Exception) -> str:
+    """The last try of a delivery that kept failing outside the file's processing: the job is failed in the
+    ledger with one line before the message is acknowledged (Celery dropped it with no outcome recorded: the
+    job stayed "running" for ever and `batch --wait` with it: review rev16batch M3)."""
+    from digitize.secrets import mask
+
+    from . import metrics
+    from .jobs import INTERNAL, INTERNAL_EXIT, JobResult, Status
+
+    reason = " ".join(mask(f"the delivery kept failing outside the file's processing: {type(error).__name__}: "
+                           f"{error}").split())
+    result = JobResult(str(spec.get("name") or f"job {job}"), Status.failed, str(spec.get("sha256") or ""), reason,
+                       error_kinds=(INTERNAL,), exit_code=INTERNAL_EXIT)
+    try:
+        _ledger().fail(job, reason, result.to_dict(), spec=spec)
+    except Exception:  # noqa: BLE001 - the ledger itself down for that long: said, and the message dropped
+        log.error("job %s: given up and not recorded (the queue ledger is unreachable): %s", job, reason)
+    metrics.record("failed", result)
+    return "failed"
 
 
 def _child_init(**_kwargs) -> None:

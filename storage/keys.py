@@ -64,6 +64,16 @@ def case_prefix(case_id: str) -> str:
 STAGING = "_staging/"  # originals waiting for a queue worker (pipelines/queued.py); not part of any dossier
 
 
-def staging_key(sha256: str) -> str:
-    """Where queue mode parks an original by its SHA-256 until a worker has stored it as a document."""
-    return check_key(f"{STAGING}{check_sha256(sha256)}")
+_JOB = re.compile(r"[0-9a-f]{32}")
+
+
+def staging_key(sha256: str, job: str = "") -> str:
+    """Where queue mode parks an original until a worker has stored it as a document: per job
+    (``_staging/<SHA-256>/<job>``), since the job that is done deletes it and another job of the same bytes (an
+    upload into another case) still needs its own (one object per content was deleted under it: review
+    rev16batch M6). Without ``job``: the one-per-content key of earlier versions, which their tasks name."""
+    if not job:
+        return check_key(f"{STAGING}{check_sha256(sha256)}")
+    if not _JOB.fullmatch(job):
+        raise BadArgsError(f"not a job ID: {job!r}")
+    return check_key(f"{STAGING}{check_sha256(sha256)}/{job}")

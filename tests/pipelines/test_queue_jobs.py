@@ -63,6 +63,13 @@ def no_fetch(monkeypatch, tmp_path):
     monkeypatch.setattr(queued, "_fetch", fetch)
 
 
+def lapse(ledger, job: str) -> None:
+    """The dead delivery's lease runs out (its worker renews it no more): only then is it a crash."""
+    from pipelines.ledger import PREFIX
+
+    ledger.redis.hset(f"{PREFIX}job:{job}", "heartbeat", 0)
+
+
 def test_job_ids_depend_on_content_pages_and_options_only():
     assert job_id(SHA, "", {"language": "vie"}) == job_id(SHA, "", {"language": "vie"})
     assert job_id(SHA, "", {"language": "vie"}) != job_id(SHA, "", {"language": "eng"})
@@ -74,6 +81,7 @@ def test_a_file_that_killed_its_worker_n_times_is_failed_not_run_again(ledger, s
     ledger.enqueued(job, "a/scan.pdf", SHA, spec(job))
     for _ in range(3):
         ledger.start(job, "w")  # a delivery began and its worker died: no end is ever recorded
+    lapse(ledger, job)
     process = fake(JobResult("", Status.done))
     outcome = run_job(settings, ledger, job, spec(job), "w", 0, process=process)
     assert outcome.state == "failed" and "3 times" in outcome.result.reason and not process.calls
@@ -84,6 +92,7 @@ def test_a_crash_below_the_limit_is_run_again(ledger, settings):
     job = "crashed-once"
     ledger.enqueued(job, "a/scan.pdf", SHA, spec(job))
     ledger.start(job, "w")
+    lapse(ledger, job)
     outcome = run_job(settings, ledger, job, spec(job), "w", 0, process=fake(JobResult("", Status.done)))
     assert outcome.state == "done" and ledger.get(job).state == "done"
 

@@ -40,7 +40,7 @@ def test_an_original_is_staged_and_verified_before_its_task_is_sent(tmp_path, qu
         job, result = submitter.submit_job(scan, None, tmp_path / "in")
         sha = sha256_file(scan)
         assert result.status is Status.done and result.sha256 == sha
-        assert archive_for(queue_settings).objects.is_intact(staging_key(sha), sha)
+        assert archive_for(queue_settings).objects.is_intact(staging_key(sha, job), sha)
         record = submitter.ledger.get(job)
         assert record.state == "waiting" and record.spec["name"] == "a.pdf"
         assert record.spec["sidecar"][0] == "a.json"  # the worker sees no inbox: the sidecar travels along
@@ -132,3 +132,34 @@ def test_queue_status_and_retry_of_failed_jobs(tmp_path, own_redis):
         assert "\x1b" not in listed.stdout and "\x07" not in listed.stdout
     finally:
         ledger.close()
+
+
+def test_two_jobs_of_the_same_bytes_each_keep_their_staged_original(tmp_path, queue_settings, monkeypatch):
+    """One `_staging/<sha>` per content, deleted by the first job done: a second upload of the scan into another
+    case then failed for good, "staged original missing" (review rev16batch M6). Staging is per job now."""
+    import pipelines.queued as queued
+    from pipelines.jobs import JobResult
+
+    (tmp_path / "in").mkdir()
+    scan = write_pdf([page(["Hồ sơ"])], tmp_path / "in" / "a.pdf")
+    sender = {"name": "lan", "role": "scanner", "agencies": ["000.00.31.H56"], "kind": "token"}
+    submitter = Submitter(queue_settings)
+    fetched = []
+
+    def process(path, settings, hint, **kw):
+        fetched.append(sha256_file(path))
+        return JobResult(str(path), Status.done, sha256_file(path), "")
+
+    try:
+        first, _ = submitter.submit_upload(scan, {"case_id": "000.00.31.H56-241015-0027"}, "u1", sender)
+        second, _ = submitter.submit_upload(scan, {"case_id": "000.00.31.H56-241016-0003"}, "u2", sender)
+        assert first != second
+        specs = [submitter.ledger.get(job).spec for job in (first, second)]
+        assert specs[0]["key"] != specs[1]["key"]
+        for job, spec in zip((first, second), specs):
+            assert queued.run_job(queue_settings, submitter.ledger, job, spec, "w/1", 0, process).state == "done"
+        assert fetched == [sha256_file(scan)] * 2
+        objects = archive_for(queue_settings).objects
+        assert not [key for key in objects.list_keys("_staging/")]  # each job removed its own when done
+    finally:
+        submitter.close()

@@ -98,7 +98,8 @@ def test_an_api_upload_is_staged_queued_and_stored_by_a_worker(tmp_path, minio_s
         assert job["state"] == "queued" and job["documents"] == []
         assert api["officer-b"].get(f"/jobs/{job_id}").status_code == 404  # the visibility rule is unchanged
         with Archive.open(settings) as archive:
-            assert archive.objects.is_intact(f"_staging/{sha256_file(good)}", sha256_file(good))
+            [staged] = archive.objects.list_keys(f"_staging/{sha256_file(good)}/")  # the job's own copy
+            assert archive.objects.is_intact(staged, sha256_file(good))
             assert archive.index.stored_documents() == []  # the portal converted nothing itself
 
         wdir = tmp_path / "worker"

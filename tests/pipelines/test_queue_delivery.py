@@ -1,0 +1,232 @@
+"""A queued delivery's own faults and leases (pipelines/queued.run_job, pipelines/tasks) on a real Redis ledger,
+with the staged original in a folder store and a stand-in for the conversion (review rev16batch M2, M3, M6, L5, L6)."""
+
+from __future__ import annotations
+
+import errno
+import subprocess
+import time
+from types import SimpleNamespace
+
+import pytest
+
+import pipelines.queued as queued
+from pipelines.jobs import JobResult, Status
+from pipelines.ledger import job_id
+
+pytestmark = pytest.mark.integration
+
+# the real Redis ledger and a worker's settings as test_queue_jobs has them; the staged original in a folder
+# store as test_queue_fetch has it
+from test_queue_fetch import SHA, store  # noqa: E402,F401 - a fixture
+from test_queue_jobs import KEY, ledger, settings  # noqa: E402,F401 - fixtures
+
+
+def spec(job: str, **changes) -> dict:
+    return {"job": job, "key": f"_staging/{SHA}", "sha256": SHA, "name": "case/scan.pdf", "options": {},
+            "run": "1" * 32, **changes}
+
+
+def converter(status: Status = Status.done):
+    calls = []
+
+    def process(path, settings, hint, **kw):
+        calls.append((path, settings))
+        return JobResult(str(path), status, SHA, "")
+
+    process.calls = calls
+    return process
+
+
+# -- M3: an OSError while fetching is an outcome, never a raise -------------------------------------------------
+@pytest.mark.parametrize("code, state", [(errno.ENOSPC, "retry"), (errno.EACCES, "failed")])
+def test_a_worker_disk_fault_while_fetching_is_an_outcome_in_the_ledger(ledger, settings, store, monkeypatch,
+                                                                       code, state):
+    """Old code: the OSError escaped run_job, the ledger kept "running" for ever and batch --wait waited."""
+    def refused(path, *args, **kwargs):
+        raise OSError(code, "simulated")
+
+    monkeypatch.setattr(queued, "_download", lambda objects, key, path: refused(path))
+    job = job_id(SHA, "", {"m3": code})
+    ledger.enqueued(job, "case/scan.pdf", SHA, spec(job))
+    process = converter()
+    outcome = queued.run_job(settings, ledger, job, spec(job), "w/1", 0, process=process)
+    assert outcome.state == state and not process.calls
+    record = ledger.get(job)
+    assert record.state == ("waiting" if state == "retry" else "failed") and record.ends == 1
+    assert "cannot fetch the original into the worker's temp folder" in record.reason
+    assert "\n" not in record.reason
+    if state == "retry":  # a full disk is retried a bounded number of times, then failed with its reason
+        last = queued.run_job(settings, ledger, job, spec(job), "w/1", settings.queue.retries, process=process)
+        assert last.state == "failed" and ledger.get(job).state == "failed"
+
+
+def test_a_temp_folder_that_cannot_be_made_is_an_outcome(ledger, settings, store, monkeypatch):
+    def full(kind):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(queued, "work_dir", full)
+    job = job_id(SHA, "", {"m3": "mkdtemp"})
+    ledger.enqueued(job, "case/scan.pdf", SHA, spec(job))
+    outcome = queued.run_job(settings, ledger, job, spec(job), "w/1", 0, process=converter())
+    assert outcome.state == "retry" and "No space left on device" in ledger.get(job).reason
+
+
+def test_a_deep_path_of_the_submitter_fits_under_the_worker_temp_root(ledger, settings, store):
+    """17 folders of 250 bytes (fine on a share) gave ENAMETOOLONG under the worker's temp root."""
+    name = "/".join(["đ" * 125] * 17 + ["000.00.31.H56-241015-0027", "x" * 300 + ".pdf"])
+    job = job_id(SHA, "", {"m3": "deep"})
+    ledger.enqueued(job, name, SHA, spec(job, name=name))
+    process = converter()
+    assert queued.run_job(settings, ledger, job, spec(job, name=name), "w/1", 0, process=process).state == "done"
+    [(path, _)] = process.calls
+    assert path.suffix == ".pdf" and path.parent.name == "000.00.31.H56-241015-0027"
+
+
+def test_a_delivery_that_keeps_failing_outside_the_file_is_failed_in_the_ledger_at_its_last_try(ledger, settings,
+                                                                                               monkeypatch):
+    """Old code: past queue.retries Celery dropped the message with no outcome: "running" for ever."""
+    from pipelines import tasks
+
+    job = job_id(SHA, "", {"m3": "give-up"})
+    ledger.enqueued(job, "case/scan.pdf", SHA, spec(job))
+    ledger.start(job, "w/1", spec(job))
+    monkeypatch.setattr(tasks, "_ledger", lambda: ledger)
+    assert tasks._give_up(job, spec(job), RuntimeError("ledger lost\nfor long")) == "failed"
+    record = ledger.get(job)
+    assert record.state == "failed" and "RuntimeError: ledger lost for long" in record.reason
+    assert ledger.outcomes([job], {job: "1" * 32})[job][0] == "failed"  # a waiter ends
+
+
+# -- M2: a live delivery holds a lease; a redelivery waits, only a dead one's job is taken over ------------------
+def running_elsewhere(ledger, job: str, worker: str = "node-9@other/77") -> dict:
+    ledger.enqueued(job, "case/scan.pdf", SHA, spec(job))
+    ledger.start(job, worker, spec(job))  # and renewing its lease since
+    return spec(job)
+
+
+def test_a_redelivery_of_a_live_job_waits_and_is_never_failed_as_a_poison_file(ledger, settings, store):
+    """Old code: kombu's visibility timeout handed a long file to a second worker, which converted it in
+    parallel; the fourth hand-out read 3 starts, 0 ends and failed it as a poison file while all still ran."""
+    job = job_id(SHA, "", {"m2": "live"})
+    task = running_elsewhere(ledger, job)
+    process = converter()
+    for _ in range(4):
+        outcome = queued.run_job(settings, ledger, job, task, "node-1@here/5", 0, process=process)
+        assert outcome.state == "wait" and outcome.delay > 0 and "node-9@other/77" in outcome.result.reason
+    record = ledger.get(job)
+    assert not process.calls and (record.state, record.worker, record.starts, record.ends) == (
+        "running", "node-9@other/77", 1, 0)
+    ledger.end(job, "done", "", {"path": "case/scan.pdf", "status": "done"}, spec=task)
+    assert queued.run_job(settings, ledger, job, task, "node-1@here/5", 0, process=process).state == "done"
+    assert not process.calls  # the held delivery, looked at again: the job is done, nothing converted twice
+
+
+def test_a_dead_deliverys_job_is_taken_over_when_its_lease_lapses(ledger, settings, store):
+    job = job_id(SHA, "", {"m2": "dead"})
+    task = running_elsewhere(ledger, job)
+    ledger.redis.hset(f"digitize:q:job:{job}", "heartbeat", time.time() - settings.queue.visibility_timeout)
+    process = converter()
+    assert queued.run_job(settings, ledger, job, task, "node-1@here/5", 0, process=process).state == "done"
+    record = ledger.get(job)
+    assert len(process.calls) == 1 and (record.state, record.starts, record.ends) == ("done", 2, 1)
+
+
+def test_a_killed_pool_child_of_the_same_node_is_taken_over_at_once(ledger, settings, store):
+    """reject_on_worker_lost hands a killed child's message out at once: its lease is fresh, its process gone."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    job = job_id(SHA, "", {"m2": "child"})
+    task = running_elsewhere(ledger, job, f"node-1@here/{dead.pid}")
+    process = converter()
+    assert queued.run_job(settings, ledger, job, task, "node-1@here/5", 0, process=process).state == "done"
+    assert len(process.calls) == 1 and ledger.get(job).starts == 2
+
+
+def test_two_deliveries_starting_at_once_one_takes_the_job(ledger, settings):
+    from pipelines.ledger import LeaseHeld
+
+    job = job_id(SHA, "", {"m2": "race"})
+    task = running_elsewhere(ledger, job)
+    with pytest.raises(LeaseHeld):
+        ledger.start(job, "node-1@here/5", task, lease=1800.0)
+    assert ledger.get(job).worker == "node-9@other/77" and ledger.get(job).starts == 1
+
+
+def test_the_running_delivery_renews_its_lease(ledger, settings, store, monkeypatch):
+    monkeypatch.setattr(queued, "lease_times", lambda queue: (0.05, 30.0))
+    job = job_id(SHA, "", {"m2": "beat"})
+    ledger.enqueued(job, "case/scan.pdf", SHA, spec(job))
+    seen = []
+
+    def slow(path, settings, hint, **kw):
+        started = ledger.get(job).heartbeat
+        time.sleep(0.5)
+        seen.append(ledger.get(job).heartbeat - started)
+        return JobResult(str(path), Status.done, SHA, "")
+
+    assert queued.run_job(settings, ledger, job, spec(job), "node-1@here/5", 0, process=slow).state == "done"
+    assert seen[0] > 0.2  # renewed while converting
+
+
+def test_a_held_delivery_is_sent_again_later_without_counting_a_try(ledger, settings, monkeypatch):
+    from celery.exceptions import Ignore
+
+    from pipelines import tasks
+
+    job = job_id(SHA, "", {"m2": "task"})
+    task = running_elsewhere(ledger, job)
+    sent = []
+
+    class Request:
+        retries, hostname = 2, "node-1@here"
+
+    class Self:
+        request = Request()
+
+        def signature_from_request(self, **options):
+            return SimpleNamespace(apply_async=lambda: sent.append(options))
+
+    monkeypatch.setattr(tasks, "verify", lambda *a: None)
+    monkeypatch.setattr(tasks, "_ledger", lambda: ledger)
+    monkeypatch.setitem(tasks._state, "settings", settings)
+    monkeypatch.setitem(tasks._state, "key", KEY)
+    with pytest.raises(Ignore):
+        tasks._convert(Self(), job, task, "sig")
+    assert sent == [{"countdown": settings.queue.visibility_timeout / 2, "retries": 2}]
+    assert ledger.get(job).starts == 1
+
+
+# -- L6: an older submission's task never walks a newer run's record back ---------------------------------------
+def test_a_replayed_older_task_leaves_a_newer_done_job_alone(ledger, settings, store):
+    job = job_id(SHA, "", {"l6": 1})
+    now = time.time_ns()
+    older, newer = spec(job, run=f"{now - 10**9:x}.{'a' * 16}"), spec(job, run=f"{now:x}.{'b' * 16}")  # as new_run()
+    ledger.enqueued(job, "case/scan.pdf", SHA, newer)
+    ledger.start(job, "w/1", newer)
+    ledger.end(job, "done", "", {"path": "case/scan.pdf", "status": "done"}, spec=newer)
+    process = converter(Status.failed)
+    outcome = queued.run_job(settings, ledger, job, older, "w/2", 0, process=process)
+    record = ledger.get(job)
+    assert outcome.state == "dropped" and not process.calls
+    assert (record.state, record.run) == ("done", newer["run"])
+
+
+# -- L5: a task's options never loosen the worker's own limits ---------------------------------------------------
+def test_a_tasks_options_never_loosen_the_workers_limits(ledger, settings, store):
+    """Old code: every [convert] option of the task replaced the worker's: memory cap 0 (none), huge pixel
+    and stream limits, veraPDF off, an OCR deadline beyond the visibility timeout."""
+    own = settings.convert
+    own.max_pages = 0  # this worker sets no page limit: the task's is stricter and kept
+    job = job_id(SHA, "", {"l5": 1})
+    loose = {"max_memory_mb": 0, "max_pixels": 10**12, "max_stream_mb": 10**6, "max_input_mb": -1, "max_pages": 50,
+             "validate": False, "ocr_timeout": 10**6, "jobs": 64, "language": "eng", "jpeg_quality": 60}
+    ledger.enqueued(job, "case/scan.pdf", SHA, spec(job, options=loose))
+    process = converter()
+    assert queued.run_job(settings, ledger, job, spec(job, options=loose), "w/1", 0, process=process).state == "done"
+    [(_, used)] = process.calls
+    got = used.convert
+    assert (got.max_memory_mb, got.max_pixels, got.max_stream_mb, got.max_input_mb) == (
+        own.max_memory_mb, own.max_pixels, own.max_stream_mb, own.max_input_mb)
+    assert got.max_pages == 50 and got.validate is True and got.ocr_timeout == own.ocr_timeout
+    assert (got.language, got.jpeg_quality, got.jobs) == ("eng", 60, own.jobs)  # output options still travel
