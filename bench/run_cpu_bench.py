@@ -171,7 +171,8 @@ def _cold_run(code: Path, folder: Path, sample: Path, name: str) -> dict[str, fl
 def _print_cold(cold: dict[str, dict[str, float]], sample: str) -> None:
     print(f"\nThe cold first run ({sample}; not in the table above), CPU s: client / converter start (its own "
           "process) / converter's child + page worker / validator JVM (start, warm-up and this file's check) / sum")
-    print("\n| checkout | client | converter start | converter's child | validator JVM | sum |\n|---|---|---|---|---|---|")
+    print("\n| checkout | client | converter start | converter's child | validator JVM | sum |")
+    print("|---|---|---|---|---|---|")
     for name, cpu in cold.items():
         parts = [cpu.get(k, float("nan")) for k in ("client", "converter start", "converter", "validator")]
         print(f"| {name} | " + " | ".join(f"{p:.3f}" for p in parts) + f" | **{sum(parts):.3f}** |")
