@@ -100,9 +100,12 @@ def _blank_page() -> Path:
     return path
 
 
-def _one_run(code: Path, folder: Path, sample: Path) -> dict[str, float]:
+EXTRA_ENV: dict[str, dict[str, str]] = {}  # --env NAME:VAR=VALUE, per checkout name
+
+
+def _one_run(code: Path, folder: Path, sample: Path, name: str = "") -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(code), "DIGITIZE_VALIDATOR_DIR": str(folder), "OMP_THREAD_LIMIT": "1",
-           "PYTHONPYCACHEPREFIX": str(PYCACHE)}
+           "PYTHONPYCACHEPREFIX": str(PYCACHE), **EXTRA_ENV.get(name, {})}
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     before = {kind: _cpu_split(pid, kind == "converter") for kind, pid in _servers(folder).items()}
     start = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -149,6 +152,32 @@ def _stop(folders: dict[str, Path]) -> None:
                     pass
 
 
+def _cold_run(code: Path, folder: Path, sample: Path, name: str) -> dict[str, float]:
+    """The first run, which starts both servers: its client, and each server's CPU so far (the
+    converter's own start and the child it forked; the validator JVM's start, warm-up and check)."""
+    cpu = _one_run(code, folder, sample, name)
+    for kind, pid in _servers(folder).items():
+        own = _cpu_of(pid, False)
+        if own is None:
+            continue
+        if kind == "validator":
+            cpu["validator"] = own
+        else:
+            cpu[f"{kind} start"] = own
+            cpu[kind] = _cpu_of(pid, True) or 0.0  # its reaped child (and that child's page worker)
+    return cpu
+
+
+def _print_cold(cold: dict[str, dict[str, float]], sample: str) -> None:
+    print(f"\nThe cold first run ({sample}; not in the table above), CPU s: client / converter start (its own "
+          "process) / converter's child + page worker / validator JVM (start, warm-up and this file's check) / sum")
+    print("\n| checkout | client | converter start | converter's child | validator JVM | sum |")
+    print("|---|---|---|---|---|---|")
+    for name, cpu in cold.items():
+        parts = [cpu.get(k, float("nan")) for k in ("client", "converter start", "converter", "validator")]
+        print(f"| {name} | " + " | ".join(f"{p:.3f}" for p in parts) + f" | **{sum(parts):.3f}** |")
+
+
 def _run_set(args) -> int:
     """Every file of a set per round, checkouts alternating file by file; CPU per page over the set."""
     codes = _codes(args.code)
@@ -158,12 +187,11 @@ def _run_set(args) -> int:
     sums: dict[str, dict[str, float]] = {name: {} for name in codes}
     load = os.getloadavg()[0]
     try:
-        for name, code in codes.items():  # cold servers: started, not counted
-            _one_run(code, folders[name], files[0][0].resolve())
+        cold = {name: _cold_run(code, folders[name], files[0][0].resolve(), name) for name, code in codes.items()}
         for _ in range(args.runs):
             for path, _pages in files:
                 for name, code in codes.items():
-                    for part, seconds in _one_run(code, folders[name], path.resolve()).items():
+                    for part, seconds in _one_run(code, folders[name], path.resolve(), name).items():
                         sums[name][part] = sums[name].get(part, 0.0) + seconds
     finally:
         _stop(folders)
@@ -178,6 +206,7 @@ def _run_set(args) -> int:
         per = {part: sums[name].get(part, 0.0) / pages for part in (*PARTS, "converter sys")}
         print(f"| {name} | {per['client']:.3f} | {per['converter']:.3f} | {per['converter sys']:.3f} | "
               f"{per['validator']:.3f} | **{sum(per[p] for p in PARTS):.3f}** |")
+    _print_cold(cold, files[0][0].name)
     for folder in folders.values():
         shutil.rmtree(folder, ignore_errors=True)
     return 0
@@ -190,7 +219,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample", type=Path, help="input file (default: a blank A4 page, see above)")
     parser.add_argument("--runs", type=int, default=8, help="warm runs per checkout (median); rounds with --set")
     parser.add_argument("--set", choices=sorted(SETS), help="every file of a sample set per round (see above)")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME:VAR=VALUE",
+                        help="an environment variable for one checkout's runs, e.g. main:DIGITIZE_CACHE=/dir "
+                             "(another build of the validator jar: see bench/README.md)")
     args = parser.parse_args(argv)
+    for spec in args.env:
+        name, _, assignment = spec.partition(":")
+        var, _, value = assignment.partition("=")
+        EXTRA_ENV.setdefault(name, {})[var] = value
     if args.set:
         return _run_set(args)
     args.sample = args.sample or _blank_page()
@@ -202,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for i in range(args.runs + 1):
             for name, code in codes.items():
-                cpu = _one_run(code, folders[name], args.sample.resolve())
+                cpu = _one_run(code, folders[name], args.sample.resolve(), name)
                 if i:  # the first run starts the servers: left out
                     for part, seconds in cpu.items():
                         runs[name].setdefault(part, []).append(seconds)

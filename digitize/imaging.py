@@ -199,16 +199,26 @@ def measure_letter_height(grey: np.ndarray, dpi: float) -> float:
 
 def measure_letters(grey: np.ndarray, dpi: float) -> tuple[float, bool]:
     """(measure_letter_height, whether the page's strokes fall apart into fragments)."""
+    return _measure_letters(grey, dpi)[:2]
+
+
+def _measure_letters(grey: np.ndarray, dpi: float) -> tuple[float, bool, np.ndarray | None]:
+    """measure_letters, with ``flatten_background(grey, dpi)`` when it was made on the way (a page
+    at most MEASURE_DPI, or one whose letters were too small to measure on the small copy: 5 of
+    the 13 hard pages), else None: prepare_for_ocr then reuses it rather than making it again."""
     scale = min(1.0, MEASURE_DPI / dpi)
     flat = flatten_background(resize_at_least_1px(grey, scale, cv2.INTER_AREA) if scale < 1 else grey, dpi * scale)
+    full = flat if scale == 1 else None
     plain = None
     if scale < 1:
         plain = _flat_letter_height(flat, dpi * scale)
         plain = plain / scale if plain >= SMALL_LETTERS_PX else None
     if plain is None:
-        plain = _letter_height_at(grey, dpi)
+        if full is None:
+            full = flatten_background(grey, dpi)
+        plain = _flat_letter_height(full, dpi)
     joined = fragmented_letter_height(flat, dpi * scale, plain * scale)
-    return (plain, False) if joined is None else (joined / scale, True)
+    return (plain, False, full) if joined is None else (joined / scale, True, full)
 
 
 FRAGMENTED = 1.75  # smoothing the measuring copy raises its letter height this much: its strokes were in pieces
@@ -317,10 +327,10 @@ def prepare_for_ocr(pixels: np.ndarray, dpi: float) -> tuple[np.ndarray, float]:
     Shrinking happens first, so the cleaning runs on fewer pixels; enlarging happens last, so
     it interpolates clean strokes rather than dust."""
     grey = drop_colour(as_uint8(pixels))
-    letter_px, in_pieces = measure_letters(grey, dpi)
+    letter_px, in_pieces, flat = _measure_letters(grey, dpi)  # flat: grey's flattened background, or None
     factor = ocr_scale(letter_px)
     if in_pieces and colour_mode(grey) != "bilevel" and not faint_strokes(grey):
-        grey = join_fragments(grey, dpi)
+        grey, flat = join_fragments(grey, dpi), None
     if colour_mode(grey) == "bilevel":
         # no speck removal: a fax's or a thin print's strokes break into fragments that it took
         # for dust (generated fine-mode faxes: CER 0.077/0.19/0.39 -> 0.027/0.067/0.18), and
@@ -334,8 +344,10 @@ def prepare_for_ocr(pixels: np.ndarray, dpi: float) -> tuple[np.ndarray, float]:
         grey = _resample(cv2.GaussianBlur(grey, (0, 0), BILEVEL_SMOOTHING * 200.0 / dpi), factor)
         return cv2.erode(grey, np.ones((2, 2), np.uint8)), factor
     if factor < 1:
-        grey, dpi = resize_at_least_1px(grey, factor, cv2.INTER_AREA), dpi * factor
-    grey = remove_specks(stretch_contrast(lift_faint(flatten_background(grey, dpi), dpi)), dpi)
+        grey, dpi, flat = resize_at_least_1px(grey, factor, cv2.INTER_AREA), dpi * factor, None
+    if flat is None:
+        flat = flatten_background(grey, dpi)
+    grey = remove_specks(stretch_contrast(lift_faint(flat, dpi)), dpi)
     return (_resample(grey, factor) if factor > 1 else grey), factor
 
 

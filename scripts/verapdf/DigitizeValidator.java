@@ -37,7 +37,10 @@ import java.nio.file.attribute.UserPrincipal;
 import java.util.LinkedHashMap;
 import java.util.Locale;
 import java.util.Map;
-import java.util.concurrent.Semaphore;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
 
 import jdk.net.ExtendedSocketOptions;
 import jdk.net.UnixDomainPrincipal;
@@ -107,10 +110,14 @@ public final class DigitizeValidator {
     }
 
     private static PDFAFlavour initialise(String name) {
-        VeraGreenfieldFoundryProvider.initialise();
-        PDFAFlavour flavour = PDFAFlavour.fromString(name);
+        PDFAFlavour flavour = flavourOf(name);
         warmUp(flavour);
         return flavour;
+    }
+
+    private static PDFAFlavour flavourOf(String name) {
+        VeraGreenfieldFoundryProvider.initialise();
+        return PDFAFlavour.fromString(name);
     }
 
     /** Validate a tiny PDF before saying READY: loads the profile and classes while the caller works. */
@@ -184,7 +191,15 @@ public final class DigitizeValidator {
         private final long started = System.nanoTime();
         private final long pid = ProcessHandle.current().pid();
         private final UserPrincipal me;
-        private final Semaphore slots = new Semaphore(Math.max(1, Runtime.getRuntime().availableProcessors()));
+        // At most one validation per core, each on one of these long-lived threads: veraPDF keeps its
+        // Rhino context and compiled rule scripts per thread (JavaScriptEvaluator's ThreadLocals), so a
+        // validation on a fresh thread per connection compiled them all again (~0.1 CPU-s a file).
+        private final int threads = Math.max(1, Runtime.getRuntime().availableProcessors());
+        private final ExecutorService validators = Executors.newFixedThreadPool(threads, task -> {
+            Thread thread = new Thread(task, "validator");
+            thread.setDaemon(true);
+            return thread;
+        });
         private final Object state = new Object();
         private PDFAFlavour flavour;
         private volatile Selector selector;
@@ -215,7 +230,8 @@ public final class DigitizeValidator {
                     return ALREADY_SERVED;
                 }
                 lockFile.truncate(0).write(ByteBuffer.wrap(Long.toString(pid).getBytes(StandardCharsets.US_ASCII)));
-                flavour = initialise(flavourName);
+                flavour = flavourOf(flavourName);
+                warmUpThreads();
                 try (ServerSocketChannel listener = ServerSocketChannel.open(StandardProtocolFamily.UNIX)) {
                     Files.deleteIfExists(socket);
                     listener.bind(UnixDomainSocketAddress.of(socket));  // only now: clients wait for a warm server
@@ -229,6 +245,18 @@ public final class DigitizeValidator {
             awaitWork();
             System.out.println("stopped after " + validated + " validations");
             return 0;
+        }
+
+        /** Each validator thread checks the tiny PDF before READY: while fewer than ``threads`` run,
+         * every task gets a thread of its own, so each thread has its scripts compiled and its classes loaded. */
+        private void warmUpThreads() throws InterruptedException, ExecutionException {
+            Future<?>[] warming = new Future<?>[threads];
+            for (int i = 0; i < threads; i++) {
+                warming[i] = validators.submit(() -> warmUp(flavour));
+            }
+            for (Future<?> done : warming) {
+                done.get();
+            }
         }
 
         /** A client probing whether a server is starting holds the lock for microseconds: retry briefly. */
@@ -329,11 +357,11 @@ public final class DigitizeValidator {
             synchronized (state) {
                 working++;
             }
-            slots.acquireUninterruptibly();  // at most one validation per core; veraPDF keeps its state per thread
             try {
-                return validate(line, flavour);
+                return validators.submit(() -> validate(line, flavour)).get();
+            } catch (InterruptedException | ExecutionException e) {
+                return "ERROR\t" + oneLine(e.getClass().getSimpleName() + ": " + e.getMessage());
             } finally {
-                slots.release();
                 synchronized (state) {
                     working--;
                     validated++;
