@@ -167,7 +167,10 @@ def timed(owner, name, part, clock):
     setattr(owner, name, wrapper)
 from digitize import convert, signing, signmark
 timed(signing.Signer, "sign", "signature", time.thread_time)  # the batch's signer thread
-timed(getattr(signing, "SigningService", None), "_open", "key opened", time.thread_time)  # once per batch
+if hasattr(signing, "_open_key"):  # once per batch: in the key process (or the signer's thread without one)
+    timed(signing, "_open_key", "key opened", time.thread_time)
+else:
+    timed(getattr(signing, "SigningService", None), "_open", "key opened", time.thread_time)
 timed(signing.RemoteSigner, "sign", "hand-off", time.process_time)  # a worker: one thread
 timed(convert, "_validate", "veraPDF client", time.process_time)
 timed(signmark, "top_band_grey", "mark band", time.process_time)  # in the page worker
@@ -350,7 +353,7 @@ def batch_share(keys: dict[str, dict[str, str]], files: int, rounds: int, jobs: 
                  for part in names]
         print(f"| {name} | " + " | ".join(f"{c:+.1f}" for c in cells) + " |")
     print("\nsignature: the batch's signer thread (thread CPU); hand-off: the worker's side of it (request, answer); "
-          "mark band: page 1's band in the page worker; key opened: once per batch in the signer's thread (imports, key, checks), shared by its documents; veraPDF client: the worker's side of the checks; validator "
+          "mark band: page 1's band in the page worker; key opened: once per batch, in the key process forked at the batch's start (main: the signer's thread; imports, key, checks), shared by its documents; veraPDF client: the worker's side of the checks; validator "
           "server: the resident veraPDF JVM (all threads); workers, other: conversion and storing; batch process, "
           "other: its start, the signer's socket threads, the batch's bookkeeping")
     if not starts_too:

@@ -580,6 +580,9 @@ class SigningService:
         self._started: float | None = None  # time.monotonic() of start()
         self._signing: float | None = None  # since when a signature is in progress
         self._conns: set = set()  # the workers' open connections
+        # the key already opening in a child forked at the batch's start (start_key_process), if any
+        self._keys: KeyProcess | None = _key_processes.pop(_key(settings.sign), None) \
+            if settings.sign.configured else None
         _services.append(self)
 
     def remote(self) -> "RemoteSigner":
@@ -654,17 +657,26 @@ class SigningService:
         if self.lock.acquire(timeout=min(5.0, self.timeout)):
             try:
                 close_signers()
+                if self._keys is not None:
+                    self._keys.close()
             finally:
                 self.lock.release()
         else:
             _signers.clear()
+            if self._keys is not None:
+                self._keys.close(grace=0.0)  # a hung signature: the key process is killed
 
     def _open(self) -> None:
+        if self._keys is not None:  # opened in the key process since the batch's start: wait for it
+            with self.lock:
+                try:
+                    self.error = self._keys.opened()
+                finally:
+                    self.ready.set()
+            return
         with self.lock, _collector_paused():
             try:
-                signer = signer_for(self.settings)
-                signer.prepare()
-                signkeys.prepare_certificate_attribute(signer._signer)
+                _open_key(self.settings)
             except SigningError as e:  # a SignerUnavailableError too: the token is not there
                 self.error = e
             except Exception as e:  # noqa: BLE001 - one line, never a traceback
@@ -822,6 +834,8 @@ class SigningService:
         expired, its PIN refused at a re-login) stops the batch with that line instead of failing
         every file after its conversion. A token gone (SignerUnavailableError) is opened again at
         the next file, which waits meanwhile."""
+        if self._keys is not None and self._keys.alive:
+            return self._keys.signer(lambda e: self.fail(e, shut=False))
         try:
             signer = signer_for(self.settings)  # a token gone: logs in again
             if getattr(signer, "cert", None) is not None:
@@ -832,6 +846,202 @@ class SigningService:
             self.fail(e, shut=False)
             raise
         return signer
+
+
+def _open_key(settings: Settings) -> Signer:
+    """Open this process's signer for a batch and load what its first signature would: the key,
+    the mark's font cut and its appearance's modules, the certificate attribute (the batch's
+    ``key opened``: bench/sign_bench.py times this function)."""
+    signer = signer_for(settings)
+    signer.prepare()
+    signkeys.prepare_certificate_attribute(signer._signer)
+    return signer
+
+
+class KeyProcess:
+    """A batch's key, opened and used in a child forked at the very start of ``digitize batch``.
+
+    Why: opening the key is ~0.4-0.6 s of CPU, nearly all of it pyHanko's imports, once per batch.
+    In the batch process it ran while both workers converted, so on two busy cores it took that
+    time from conversion (~25-30 ms of CPU per document on a 24-document batch: most of what
+    signing added). At the batch's start one core is idle: the batch process imports the conversion
+    code and lists the files (~0.5 s, one core) before it forks its workers. Forked then, this
+    process imports pyHanko and opens the key on the idle core; the batch process never loads
+    pyHanko or the token's library at all.
+
+    Only the batch's SigningService (its thread, under its lock) talks to it, over a socket pair
+    made for it: the service checks each request first (``_confined``), and the end the batch
+    process holds is closed in every worker it forks (``forget``, from use_service), so neither a
+    worker nor a page worker can reach it. It holds the settings the batch read (the PIN with
+    them, never in argv or the environment), dies with the batch process (PDEATHSIG), ignores the
+    terminal's Ctrl-C (the batch stops it), is not dumpable, and ends when its socket closes. Not
+    a resident signer: one per batch, its token session closed with it."""
+
+    def __init__(self, settings: Settings):
+        from multiprocessing import Pipe
+
+        here, there = Pipe(duplex=True)  # a socket pair; not inherited across exec
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            here.close()
+            code = 0
+            try:
+                _key_process_main(settings, there, parent)
+            except BaseException:  # noqa: BLE001 - never a traceback from here, the batch reports
+                code = 1
+            finally:
+                os._exit(code)
+        there.close()
+        self.pid, self._conn, self._owner = pid, here, parent
+        self.alive = True
+
+    def opened(self) -> SigningError | None:
+        """Wait for the key's opening: None, or the one-line error it ended with."""
+        try:
+            status, error = self._conn.recv()
+        except (EOFError, OSError):
+            self.alive = False
+            return SigningError("the batch's key process ended before the key was opened")
+        if status != "ok":
+            self.alive = False
+        return error
+
+    def signer(self, refused: Callable[[SigningError], None]) -> "_KeyProcessSigner":
+        return _KeyProcessSigner(self, refused)
+
+    def sign(self, source: Path, target: Path, band: Any, refused: Callable[[SigningError], None]):
+        try:
+            self._conn.send((str(source), str(target), band))
+            status, value = self._conn.recv()
+        except (EOFError, OSError):
+            self.alive = False
+            raise SignerUnavailableError("the batch's key process ended: the file waits") from None
+        if status == "refused":  # the key went bad mid-batch (see SigningService._key)
+            refused(value)
+        if status != "ok":
+            raise value
+        return value
+
+    def forget(self) -> None:
+        """In a forked child of the batch process: close the inherited end (the fd only)."""
+        if os.getpid() != self._owner:
+            with contextlib.suppress(OSError):
+                self._conn.close()
+
+    def close(self, grace: float = 5.0) -> None:
+        """Ask it to end (closing the token's session), then wait; killed after ``grace`` seconds."""
+        import signal
+
+        if os.getpid() != self._owner or self.pid is None:
+            return
+        with contextlib.suppress(OSError):
+            self._conn.send(None)
+        with contextlib.suppress(OSError):
+            self._conn.close()
+        deadline = time.monotonic() + grace
+        while True:
+            try:
+                done, _ = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if done:
+                break
+            if time.monotonic() >= deadline:
+                with contextlib.suppress(OSError):
+                    os.kill(self.pid, signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(self.pid, 0)
+                break
+            time.sleep(0.01)
+        self.pid, self.alive = None, False
+
+
+class _KeyProcessSigner:
+    """SigningService's view of its key process, duck-typed as the Signer it signs with."""
+
+    cert = None  # checked in the key process, at each file
+
+    def __init__(self, keys: KeyProcess, refused: Callable[[SigningError], None]):
+        self._keys, self._refused = keys, refused
+
+    def sign(self, source: Path, target: Path, band: Any = None) -> SignatureRecord:
+        return self._keys.sign(source, target, band, self._refused)
+
+
+def _key_process_main(settings: Settings, conn, parent: int) -> None:  # pragma: no cover - the child
+    import signal
+
+    from .pageworkers import die_with_parent, undumpable
+
+    die_with_parent(parent)
+    undumpable()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the batch stops on Ctrl-C and closes this process
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        with _collector_paused():
+            try:
+                _open_key(settings)
+                status: tuple[str, Any] = ("ok", None)
+            except SigningError as e:
+                status = ("error", e)
+            except Exception as e:  # noqa: BLE001 - one line, never a traceback
+                log.debug("opening the signing key failed", exc_info=True)
+                status = ("error", SigningError(f"cannot open the signing key: {type(e).__name__}: "
+                                                f"{' '.join(str(e).split())}"))
+        conn.send(status)
+        if status[0] != "ok":
+            return
+        while True:
+            try:
+                request = conn.recv()
+            except (EOFError, OSError):
+                return
+            if request is None:
+                return
+            conn.send(_key_process_sign(settings, *request))
+    finally:
+        close_signers()
+
+
+def _key_process_sign(settings: Settings, source: str, target: str, band: Any) -> tuple[str, Any]:  # pragma: no cover
+    """One file in the key process, checked as SigningService._key checks it in-process."""
+    try:
+        signer = signer_for(settings)  # a token gone: logs in again
+        check_certificate(signer.cert, datetime.now(VIETNAM).replace(microsecond=0))
+    except SignerUnavailableError as e:
+        return "error", e
+    except SigningError as e:
+        return "refused", e
+    try:
+        return "ok", signer.sign(Path(source), Path(target), band)
+    except DigitizeError as e:
+        return "error", e
+    except Exception as e:  # noqa: BLE001
+        log.debug("signing %s failed", source, exc_info=True)
+        return "error", SigningError(f"signing failed: {type(e).__name__}: {' '.join(str(e).split())}")
+
+
+_key_processes: dict[int, KeyProcess] = {}  # started, not yet taken by a SigningService
+
+
+def start_key_process(settings: Settings) -> None:
+    """Fork the batch's key process now (see KeyProcess): call it as early as the settings and PIN
+    are known, before the batch imports the conversion code. Its SigningService takes it; one no
+    service took (a batch of no files, an error before) is closed at exit."""
+    cfg = settings.sign
+    if not cfg.configured or _key(cfg) in _key_processes:
+        return
+    _key_processes[_key(cfg)] = KeyProcess(settings)
+
+
+def _close_key_processes() -> None:
+    while _key_processes:
+        _, keys = _key_processes.popitem()
+        keys.close(grace=1.0)
+
+
+atexit.register(_close_key_processes)
 
 
 @contextlib.contextmanager
@@ -945,6 +1155,10 @@ def _close_inherited_listeners() -> None:
         if service._owner != os.getpid():
             with contextlib.suppress(Exception):
                 service._listener._listener._socket.close()
+            if service._keys is not None:  # the key process's end too: only the batch's signer talks to it
+                service._keys.forget()
+    for keys in _key_processes.values():
+        keys.forget()
 
 
 def use_service(remote: RemoteSigner | None) -> None:

@@ -172,6 +172,53 @@ def test_a_batch_signs_every_file_through_one_signer(tmp_path, pki, scan, kind, 
         assert_pdfsig_valid(pdf)
 
 
+# `digitize batch`, noting in each worker whether the key process's end it inherited is closed, and at
+# the batch process's exit whether it loaded pyHanko or the token's library
+KEY_PROCESS_BATCH = """import atexit, os, sys
+from pipelines import batch
+from digitize import signing
+_run = batch._run_one
+def _run_one(path, hint, root):
+    result = _run(path, hint, root)
+    held = [s._keys for s in signing._services if s._keys is not None] + list(signing._key_processes.values())
+    with open(os.environ["KEY_PROBE"], "a") as probe:
+        probe.write(f"worker {len(held)} {all(k._conn.closed for k in held)}\\n")
+    return result
+batch._run_one = _run_one
+_me = os.getpid()
+def _at_exit():
+    if os.getpid() == _me:
+        with open(os.environ["KEY_PROBE"], "a") as probe:
+            probe.write(f"batch {'pyhanko' in sys.modules} {'pkcs11' in sys.modules}\\n")
+atexit.register(_at_exit)
+from digitize.launcher import main
+sys.argv[0] = "digitize"
+sys.exit(main())
+"""
+
+
+@pytest.mark.parametrize("kind", ["pkcs12", "token"])
+def test_the_key_opens_in_a_process_of_its_own_that_no_worker_can_reach(tmp_path, pki, scan, kind):
+    """The batch forks its key process at its start (the key opens on the core idle while the batch
+    imports the conversion code): the batch process itself loads neither pyHanko nor the token's
+    library, and every worker has closed the end of the key process's socket it inherited (only the
+    batch's signer, which checks each request, talks to it). Every file is still stored signed."""
+    files = scans(tmp_path / "src", scan, 3)
+    env = key_env(kind, tmp_path, pki, None)
+    env.update(DIGITIZE_DATA_DIR=str(tmp_path / "data"), DIGITIZE_CONVERT_LANGUAGE="eng",
+               KEY_PROBE=str(tmp_path / "probe"))
+    done = subprocess.run([sys.executable, "-c", KEY_PROCESS_BATCH, "batch", str(tmp_path / "src"), "--jobs", "2"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    probes = [line.split() for line in (tmp_path / "probe").read_text().splitlines()]
+    assert [p for p in probes if p[0] == "worker"] == [["worker", "1", "True"]] * 3, probes
+    assert [p for p in probes if p[0] == "batch"] == [["batch", "False", "False"]], probes
+    stored = stored_pdfs(tmp_path / "data")
+    assert len(stored) == 3 and all(f.exists() for f in files)
+    for pdf in stored:
+        assert_pdfsig_valid(pdf)
+
+
 @pytest.mark.parametrize("kind", ["pkcs12", "token"])
 def test_a_batch_with_a_wrong_pin_is_one_line_and_stores_nothing(tmp_path, pki, scan, kind):
     files = scans(tmp_path / "src", scan, 3)
