@@ -219,6 +219,39 @@ def test_the_key_opens_in_a_process_of_its_own_that_no_worker_can_reach(tmp_path
         assert_pdfsig_valid(pdf)
 
 
+def test_a_batch_that_signs_forks_its_key_process_before_the_cli_is_imported(tmp_path, pki, pdfa, monkeypatch):
+    """launcher.main -> signing.early_key_process: for `digitize batch` with a PIN it needs not ask
+    for, the key process is forked first and signs what the batch's signer hands it; for anything
+    else (a dry run, queue mode, help, another command, a PIN to prompt for) nothing is forked."""
+    config = write_config(tmp_path / "digitize.toml", pkcs12=pki.pkcs12("officer", P12_PIN))
+    monkeypatch.setenv("DIGITIZE_CONFIG", str(config))
+    monkeypatch.delenv("DIGITIZE_SIGN_PIN", raising=False)
+    for argv in (["batch", "src"], ["-v", "batch", "src"]):  # no PIN: the CLI prompts, then forks
+        signing.early_key_process(argv)
+    assert signing._key_processes == {}
+    monkeypatch.setenv("DIGITIZE_SIGN_PIN", P12_PIN)
+    for argv in (["batch", "--dry-run", "src"], ["batch", "src", "--queue"], ["batch", "--help"], ["run", "batch"],
+                 ["--config"], ["config", "show", "batch"]):
+        signing.early_key_process(argv)
+        assert signing._key_processes == {}, argv
+    signing.early_key_process(["--config", str(config), "-q", "batch", "src", "--jobs", "2"])
+    assert len(signing._key_processes) == 1
+    service = signing.SigningService(p12_settings(pki, P12_PIN), tmp_path / "kept")  # the CLI's settings
+    try:
+        assert signing._key_processes == {} and service._keys is not None  # taken by the key's identity
+        service.start()
+        assert service.wait_ready(60) and service.error is None
+        source = kept_copy(tmp_path, pdfa)
+        status, record = service.sign(source, Path(f"{source}.signed"), None)
+        assert status == "ok" and record.level == "B-B", record
+        pid = service._keys.pid
+    finally:
+        service.close()
+    assert_pdfsig_valid(Path(f"{source}.signed"))
+    with pytest.raises(ChildProcessError):  # ended and waited for
+        os.waitpid(pid, os.WNOHANG)
+
+
 @pytest.mark.parametrize("kind", ["pkcs12", "token"])
 def test_a_batch_with_a_wrong_pin_is_one_line_and_stores_nothing(tmp_path, pki, scan, kind):
     files = scans(tmp_path / "src", scan, 3)
