@@ -1058,12 +1058,12 @@ def early_key_process(argv: list[str]) -> None:
     the CLI goes on as before, and batch_cmd forks the key process itself once it has the PIN.
     The CLI's own settings find this process by the key's identity (_key); a key process nothing
     takes is closed at exit."""
-    rest = _batch_arguments(argv)
-    if rest is None:
+    from .zygote import command_arguments
+
+    found = command_arguments(argv)
+    if found is None or found[1] != "batch" or {"-h", "--help", "--dry-run"} & set(found[2]):
         return
-    config, rest = rest
-    if {"-h", "--help", "--dry-run"} & set(rest):
-        return
+    config, _, rest = found
     try:
         from .config import load_settings
 
@@ -1079,24 +1079,6 @@ def early_key_process(argv: list[str]) -> None:
         return
     cfg.pin = pin
     start_key_process(settings)
-
-
-def _batch_arguments(argv: list[str]) -> tuple[str | None, list[str]] | None:
-    """(--config value or None, the arguments after ``batch``) for ``digitize [global options] batch``."""
-    config = None
-    args = iter(argv)
-    for arg in args:
-        if arg == "--config":
-            config = next(args, None)
-            if config is None:
-                return None
-        elif arg.startswith("--config="):
-            config = arg.partition("=")[2]
-        elif arg in ("--verbose", "--quiet") or (len(arg) > 1 and arg[0] == "-" and set(arg[1:]) <= {"v", "q"}):
-            continue
-        else:
-            return (config, list(args)) if arg == "batch" else None
-    return None
 
 
 def _close_key_processes() -> None:
