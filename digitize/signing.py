@@ -852,9 +852,18 @@ def _open_key(settings: Settings) -> Signer:
     """Open this process's signer for a batch and load what its first signature would: the key,
     the mark's font cut and its appearance's modules, the certificate attribute (the batch's
     ``key opened``: bench/sign_bench.py times this function)."""
+    import importlib
+
     signer = signer_for(settings)
     signer.prepare()
     signkeys.prepare_certificate_attribute(signer._signer)
+    # what the first signature still imported (a key process has not imported what a batch process
+    # had): the mark's PIL font, pyHanko's filters and images, time zone data, the token's thread pool
+    for name in FIRST_SIGNATURE_MODULES + ("pyhanko.pdf_utils.images", "concurrent.futures.thread"):
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+    if signer.visible:
+        signmark.text_width(signer.name, signer._font)  # loads the mark's font into FreeType once
     return signer
 
 
