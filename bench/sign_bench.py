@@ -786,6 +786,7 @@ def opening_child(key: str, folder: str, count: str) -> None:
             service = signing.SigningService.__new__(signing.SigningService)
             service.settings, service.lock, service.ready, service.error = settings, threading.Lock(), \
                 threading.Event(), None
+            service._keys = None  # no key process: the opening itself, in this process (as its key process does)
             service._open()
             if service.error is not None:
                 raise service.error
