@@ -941,11 +941,16 @@ class KeyProcess:
     def close(self, grace: float = 5.0) -> None:
         """Ask it to end (closing the token's session), then wait; killed after ``grace`` seconds."""
         import signal
+        import socket
 
         if os.getpid() != self._owner or self.pid is None:
             return
         with contextlib.suppress(OSError):
             self._conn.send(None)
+        # shut before it is closed: a thread still waiting for a hung signature's answer gets EOF
+        # (never a read on a descriptor number reused meanwhile); what was sent is still delivered
+        with contextlib.suppress(OSError), socket.socket(fileno=os.dup(self._conn.fileno())) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
             self._conn.close()
         deadline = time.monotonic() + grace
