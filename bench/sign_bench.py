@@ -198,6 +198,11 @@ if hasattr(signing, "_open_key"):  # once per batch: in the key process (or the 
             note("key opened to", time.monotonic())
     signing._open_key = open_key
     timed(signing, "_key_process_main", "key process", time.process_time)  # all of its CPU
+    _fork_keys = signing.KeyProcess.__init__
+    def fork_keys(self, *args, **kwargs):  # the batch process's CPU so far: its window is what follows
+        note("batch CPU at the key's fork", time.process_time())
+        return _fork_keys(self, *args, **kwargs)
+    signing.KeyProcess.__init__ = fork_keys
 else:
     timed(getattr(signing, "SigningService", None), "_open", "key opened", time.thread_time)
 timed(signing.RemoteSigner, "sign", "hand-off", time.process_time)  # a worker: one thread
@@ -358,10 +363,11 @@ def batch_share(keys: dict[str, dict[str, str]], files: int, rounds: int, jobs: 
     print(f"\nbatch: {files} one-page A4 scans (300 dpi, vie), digitize batch --jobs {jobs}, {rounds} rounds{slow}, "
           f"1-minute load average at the end {os.getloadavg()[0]:.2f}\n")
     print("| batch | wall s (median) | pages/min | CPU s (median) | added wall time: median (spread) | "
-          "added CPU time: median (spread) | batch CPU s before workers fork | key opening done before workers fork |")
-    print("|---|---|---|---|---|---|---|---|")
+          "added CPU time: median (spread) | batch CPU s before workers fork | key opening done before workers fork "
+          "| key opened, CPU s / the batch's CPU s from the key's fork to the workers' |")
+    print("|---|---|---|---|---|---|---|---|---|")
     print(f"| unsigned | {base:.1f} | {files / base * 60:.1f} | {statistics.median(r.cpu for r in runs['unsigned']):.1f} "
-          f"| - | - | {statistics.median(r.before_fork for r in runs['unsigned']):.2f} | - |")
+          f"| - | - | {statistics.median(r.before_fork for r in runs['unsigned']):.2f} | - | - |")
     for name in keys:
         wall = statistics.median(r.wall for r in runs[name])
         early = [e for e in (_opened_early(r) for r in runs[name]) if e is not None]
@@ -370,7 +376,7 @@ def batch_share(keys: dict[str, dict[str, str]], files: int, rounds: int, jobs: 
               f"{_added([s.cpu for _, s in pairs[name]], [u.cpu for u, _ in pairs[name]])} | "
               f"{statistics.median(r.before_fork for r in runs[name]):.2f} | "
               + (f"{statistics.median(early) * 100:.0f} % ({', '.join(f'{e * 100:.0f}' for e in early)})" if early else "-")
-              + " |")
+              + " | " + _window(runs[name]) + " |")
     print("\nadded = median over rounds of signed / unsigned - 1, each signed run against the unsigned run next to it "
           "(A B B A); spread = lowest..highest round, the rounds in brackets")
     print("\nWhere the added CPU goes, ms per document (median over the pairs of signed - unsigned, / documents):\n")
@@ -412,6 +418,18 @@ def _opened_early(run: BatchRun) -> float | None:
     if start is None or end is None or fork is None or end <= start:
         return None
     return min(1.0, max(0.0, (fork - start) / (end - start)))
+
+
+def _window(runs: list[BatchRun]) -> str:
+    """The key's opening (CPU s, key process) against the CPU the batch process spends between forking
+    the key process and forking its workers: with a second core idle meanwhile (nothing else converts
+    yet), an opening no longer than that window is off the batch's critical path. Load-independent."""
+    pairs = [(r.parts["key opened"], r.before_fork - r.parts["batch CPU at the key's fork"]) for r in runs
+             if "key opened" in r.parts and "batch CPU at the key's fork" in r.parts and r.before_fork == r.before_fork]
+    if not pairs:
+        return "-"
+    return (f"{statistics.median(p[0] for p in pairs):.2f} / {statistics.median(p[1] for p in pairs):.2f} "
+            f"({', '.join(f'{a:.2f}/{b:.2f}' for a, b in pairs)})")
 
 
 def _part(run: BatchRun, part: str) -> float:
