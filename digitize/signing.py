@@ -531,8 +531,11 @@ class SigningService:
     Why: opening the key (pyHanko, aiohttp and certvalidator imported, key opened, certificate checked,
     the mark's font cut: ~1 s of CPU) no longer runs before the workers start: they are forked first
     and convert their first files while this thread does it, and no file is signed (so none stored)
-    before it passed. pyHanko is imported once per batch, in this process only: workers import none
-    of it, and a token has one session and one login per batch. A preflight that fails (wrong PIN,
+    before it passed. pyHanko is imported once per batch, in one process only: workers import none
+    of it, and a token has one session and one login per batch. That process is the batch's key
+    process (KeyProcess, forked at the batch's start, taken here by the key's identity) when there is
+    one: then this thread waits for its opening and hands it each request it admitted; without one
+    (run_batch called directly) the key is opened in this thread, as the key process does. A preflight that fails (wrong PIN,
     token absent, expired certificate) is kept in ``error``: the batch stops with that one line, and
     every file already converted gets that error instead of a signature. ``lock`` is held while the
     key is opened or a file signed: the batch holds it while it forks workers, so that no child
