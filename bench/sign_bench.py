@@ -139,15 +139,34 @@ def batch_pages(count: int) -> Path:
 # worker's veraPDF checks (client side: the JVM is counted apart), page 1's band for the mark, and the
 # batch process's own CPU at its exit), and with a delay a slow USB token, in the benchmark only:
 # every signature first sleeps (the core is free meanwhile). Parts a tree does not have are skipped.
-PROBED_BATCH = """import atexit, os, sys, time
-from pipelines import batch
-_new_pool = batch._Runner._new_pool
-def new_pool(self):
-    if not os.path.exists(os.environ["SIGN_BENCH_PROBE"]):
-        with open(os.environ["SIGN_BENCH_PROBE"], "w") as probe:
-            probe.write(str(time.process_time()))
-    return _new_pool(self)
-batch._Runner._new_pool = new_pool
+PROBED_BATCH = """import atexit, importlib.abc, importlib.util, os, sys, time
+def after_import(name, patch):
+    # patch module NAME once it is imported, without importing it here: the batch imports the
+    # conversion code itself, after its key process is forked (a probe importing it first would
+    # hide that window)
+    class Hook(importlib.abc.MetaPathFinder):
+        def find_spec(self, fullname, path, target=None):
+            if fullname != name:
+                return None
+            sys.meta_path.remove(self)
+            spec = importlib.util.find_spec(fullname)
+            run = spec.loader.exec_module
+            def exec_module(module):
+                run(module)
+                patch(module)
+            spec.loader.exec_module = exec_module
+            return spec
+    sys.meta_path.insert(0, Hook())
+def probe_batch(batch):
+    _new_pool = batch._Runner._new_pool
+    def new_pool(self):
+        if not os.path.exists(os.environ["SIGN_BENCH_PROBE"]):
+            with open(os.environ["SIGN_BENCH_PROBE"], "w") as probe:
+                probe.write(str(time.process_time()))
+            note("workers forked at", time.monotonic())
+        return _new_pool(self)
+    batch._Runner._new_pool = new_pool
+after_import("pipelines.batch", probe_batch)
 def note(part, seconds):
     fd = os.open(os.environ["SIGN_BENCH_PARTS"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
@@ -165,11 +184,28 @@ def timed(owner, name, part, clock):
         finally:
             note(part, clock() - t)
     setattr(owner, name, wrapper)
-from digitize import convert, signing, signmark
+from digitize import signing, signmark
+after_import("digitize.convert", lambda convert: timed(convert, "_validate", "veraPDF client", time.process_time))
 timed(signing.Signer, "sign", "signature", time.thread_time)  # the batch's signer thread
-timed(getattr(signing, "SigningService", None), "_open", "key opened", time.thread_time)  # once per batch
+if hasattr(signing, "_open_key"):  # once per batch: in the key process (or the signer's thread without one)
+    timed(signing, "_open_key", "key opened", time.thread_time)
+    _open_key = signing._open_key
+    def open_key(*args, **kwargs):  # when, to tell the share of it the workers' fork found done
+        note("key opened from", time.monotonic())
+        try:
+            return _open_key(*args, **kwargs)
+        finally:
+            note("key opened to", time.monotonic())
+    signing._open_key = open_key
+    timed(signing, "_key_process_main", "key process", time.process_time)  # all of its CPU
+    _fork_keys = signing.KeyProcess.__init__
+    def fork_keys(self, *args, **kwargs):  # the batch process's CPU so far: its window is what follows
+        note("batch CPU at the key's fork", time.process_time())
+        return _fork_keys(self, *args, **kwargs)
+    signing.KeyProcess.__init__ = fork_keys
+else:
+    timed(getattr(signing, "SigningService", None), "_open", "key opened", time.thread_time)
 timed(signing.RemoteSigner, "sign", "hand-off", time.process_time)  # a worker: one thread
-timed(convert, "_validate", "veraPDF client", time.process_time)
 timed(signmark, "top_band_grey", "mark band", time.process_time)  # in the page worker
 _me = os.getpid()  # forked children inherit the hook: only the batch process notes its own CPU
 atexit.register(lambda: os.getpid() == _me and note("batch process", time.process_time()))
@@ -327,16 +363,20 @@ def batch_share(keys: dict[str, dict[str, str]], files: int, rounds: int, jobs: 
     print(f"\nbatch: {files} one-page A4 scans (300 dpi, vie), digitize batch --jobs {jobs}, {rounds} rounds{slow}, "
           f"1-minute load average at the end {os.getloadavg()[0]:.2f}\n")
     print("| batch | wall s (median) | pages/min | CPU s (median) | added wall time: median (spread) | "
-          "added CPU time: median (spread) | batch CPU s before workers fork |")
-    print("|---|---|---|---|---|---|---|")
+          "added CPU time: median (spread) | batch CPU s before workers fork | key opening done before workers fork "
+          "| key opened, CPU s / the batch's CPU s from the key's fork to the workers' |")
+    print("|---|---|---|---|---|---|---|---|---|")
     print(f"| unsigned | {base:.1f} | {files / base * 60:.1f} | {statistics.median(r.cpu for r in runs['unsigned']):.1f} "
-          f"| - | - | {statistics.median(r.before_fork for r in runs['unsigned']):.2f} |")
+          f"| - | - | {statistics.median(r.before_fork for r in runs['unsigned']):.2f} | - | - |")
     for name in keys:
         wall = statistics.median(r.wall for r in runs[name])
+        early = [e for e in (_opened_early(r) for r in runs[name]) if e is not None]
         print(f"| {name} | {wall:.1f} | {files / wall * 60:.1f} | {statistics.median(r.cpu for r in runs[name]):.1f} | "
               f"{_added([s.wall for _, s in pairs[name]], [u.wall for u, _ in pairs[name]])} | "
               f"{_added([s.cpu for _, s in pairs[name]], [u.cpu for u, _ in pairs[name]])} | "
-              f"{statistics.median(r.before_fork for r in runs[name]):.2f} |")
+              f"{statistics.median(r.before_fork for r in runs[name]):.2f} | "
+              + (f"{statistics.median(early) * 100:.0f} % ({', '.join(f'{e * 100:.0f}' for e in early)})" if early else "-")
+              + " | " + _window(runs[name]) + " |")
     print("\nadded = median over rounds of signed / unsigned - 1, each signed run against the unsigned run next to it "
           "(A B B A); spread = lowest..highest round, the rounds in brackets")
     print("\nWhere the added CPU goes, ms per document (median over the pairs of signed - unsigned, / documents):\n")
@@ -350,7 +390,7 @@ def batch_share(keys: dict[str, dict[str, str]], files: int, rounds: int, jobs: 
                  for part in names]
         print(f"| {name} | " + " | ".join(f"{c:+.1f}" for c in cells) + " |")
     print("\nsignature: the batch's signer thread (thread CPU); hand-off: the worker's side of it (request, answer); "
-          "mark band: page 1's band in the page worker; key opened: once per batch in the signer's thread (imports, key, checks), shared by its documents; veraPDF client: the worker's side of the checks; validator "
+          "mark band: page 1's band in the page worker; key opened: once per batch, in the key process forked at the batch's start (main: the signer's thread; imports, key, checks), shared by its documents; veraPDF client: the worker's side of the checks; validator "
           "server: the resident veraPDF JVM (all threads); workers, other: conversion and storing; batch process, "
           "other: its start, the signer's socket threads, the batch's bookkeeping")
     if not starts_too:
@@ -370,13 +410,35 @@ def batch_share(keys: dict[str, dict[str, str]], files: int, rounds: int, jobs: 
               f"| {projected[0]:+.1f} % | {projected[1]:+.1f} % |")
 
 
+def _opened_early(run: BatchRun) -> float | None:
+    """The share of the key's opening (wall time, key process) that was over when the workers forked:
+    that share ran while the batch process imported the conversion code, on a core otherwise idle."""
+    p = run.parts
+    start, end, fork = p.get("key opened from"), p.get("key opened to"), p.get("workers forked at")
+    if start is None or end is None or fork is None or end <= start:
+        return None
+    return min(1.0, max(0.0, (fork - start) / (end - start)))
+
+
+def _window(runs: list[BatchRun]) -> str:
+    """The key's opening (CPU s, key process) against the CPU the batch process spends between forking
+    the key process and forking its workers: with a second core idle meanwhile (nothing else converts
+    yet), an opening no longer than that window is off the batch's critical path. Load-independent."""
+    pairs = [(r.parts["key opened"], r.before_fork - r.parts["batch CPU at the key's fork"]) for r in runs
+             if "key opened" in r.parts and "batch CPU at the key's fork" in r.parts and r.before_fork == r.before_fork]
+    if not pairs:
+        return "-"
+    return (f"{statistics.median(p[0] for p in pairs):.2f} / {statistics.median(p[1] for p in pairs):.2f} "
+            f"({', '.join(f'{a:.2f}/{b:.2f}' for a, b in pairs)})")
+
+
 def _part(run: BatchRun, part: str) -> float:
     """CPU seconds of one part of a run (see batch_share's table)."""
     p = run.parts
-    if part == "workers, other":
-        return run.cpu - p.get("batch process", 0.0) - sum(p.get(k, 0.0) for k in PARTS[1:4])
+    if part == "workers, other":  # the key process (a batch's child, its CPU in run.cpu) is not a worker
+        return run.cpu - p.get("batch process", 0.0) - p.get("key process", 0.0) - sum(p.get(k, 0.0) for k in PARTS[1:4])
     if part == "batch process, other":
-        return p.get("batch process", 0.0) - p.get("signature", 0.0) - p.get("key opened", 0.0)
+        return p.get("batch process", 0.0) + p.get("key process", 0.0) - p.get("signature", 0.0) - p.get("key opened", 0.0)
     if part == "all (batch + validator)":
         return run.cpu + p.get("validator server", 0.0)
     return p.get(part, 0.0)
@@ -742,6 +804,7 @@ def opening_child(key: str, folder: str, count: str) -> None:
             service = signing.SigningService.__new__(signing.SigningService)
             service.settings, service.lock, service.ready, service.error = settings, threading.Lock(), \
                 threading.Event(), None
+            service._keys = None  # no key process: the opening itself, in this process (as its key process does)
             service._open()
             if service.error is not None:
                 raise service.error

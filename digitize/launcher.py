@@ -18,6 +18,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     if code is not None:
         return code
+    if "batch" in args:  # a batch that signs: its key process forked before the CLI is imported
+        from .signing import early_key_process
+
+        early_key_process(args)
     from .cli import main as run_here
 
     return run_here(args)

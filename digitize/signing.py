@@ -605,8 +605,11 @@ class SigningService:
     Why: opening the key (pyHanko, aiohttp and certvalidator imported, key opened, certificate checked,
     the mark's font cut: ~1 s of CPU) no longer runs before the workers start: they are forked first
     and convert their first files while this thread does it, and no file is signed (so none stored)
-    before it passed. pyHanko is imported once per batch, in this process only: workers import none
-    of it, and a token has one session and one login per batch. A preflight that fails (wrong PIN,
+    before it passed. pyHanko is imported once per batch, in one process only: workers import none
+    of it, and a token has one session and one login per batch. That process is the batch's key
+    process (KeyProcess, forked at the batch's start, taken here by the key's identity) when there is
+    one: then this thread waits for its opening and hands it each request it admitted; without one
+    (run_batch called directly) the key is opened in this thread, as the key process does. A preflight that fails (wrong PIN,
     token absent, expired certificate) is kept in ``error``: the batch stops with that one line, and
     every file already converted gets that error instead of a signature. ``lock`` is held while the
     key is opened or a file signed: the batch holds it while it forks workers, so that no child
@@ -654,6 +657,9 @@ class SigningService:
         self._started: float | None = None  # time.monotonic() of start()
         self._signing: float | None = None  # since when a signature is in progress
         self._conns: set = set()  # the workers' open connections
+        # the key already opening in a child forked at the batch's start (start_key_process), if any
+        self._keys: KeyProcess | None = _key_processes.pop(_key(settings.sign), None) \
+            if settings.sign.configured else None
         _services.append(self)
 
     def remote(self) -> "RemoteSigner":
@@ -728,17 +734,26 @@ class SigningService:
         if self.lock.acquire(timeout=min(5.0, self.timeout)):
             try:
                 close_signers()
+                if self._keys is not None:
+                    self._keys.close()
             finally:
                 self.lock.release()
         else:
             _signers.clear()
+            if self._keys is not None:
+                self._keys.close(grace=0.0)  # a hung signature: the key process is killed
 
     def _open(self) -> None:
+        if self._keys is not None:  # opened in the key process since the batch's start: wait for it
+            with self.lock:
+                try:
+                    self.error = self._keys.opened()
+                finally:
+                    self.ready.set()
+            return
         with self.lock, _collector_paused():
             try:
-                signer = signer_for(self.settings)
-                signer.prepare()
-                signkeys.prepare_certificate_attribute(signer._signer)
+                _open_key(self.settings)
             except SigningError as e:  # a SignerUnavailableError too: the token is not there
                 self.error = e
             except Exception as e:  # noqa: BLE001 - one line, never a traceback
@@ -895,6 +910,8 @@ class SigningService:
         expired, its PIN refused at a re-login) stops the batch with that line instead of failing
         every file after its conversion. A token gone (SignerUnavailableError) is opened again at
         the next file, which waits meanwhile."""
+        if self._keys is not None and self._keys.alive:
+            return self._keys.signer(lambda e: self.fail(e, shut=False))
         try:
             signer = signer_for(self.settings)  # a token gone: logs in again
             if getattr(signer, "cert", None) is not None:
@@ -905,6 +922,262 @@ class SigningService:
             self.fail(e, shut=False)
             raise
         return signer
+
+
+def _open_key(settings: Settings) -> Signer:
+    """Open this process's signer for a batch and load what its first signature would: the key,
+    the mark's font cut and its appearance's modules, the certificate attribute (the batch's
+    ``key opened``: bench/sign_bench.py times this function)."""
+    import importlib
+
+    signer = signer_for(settings)
+    signer.prepare()
+    signkeys.prepare_certificate_attribute(signer._signer)
+    # what the first signature still imported (a key process has not imported what a batch process
+    # had): the mark's PIL font, pyHanko's filters and images, time zone data, the token's thread pool
+    for name in FIRST_SIGNATURE_MODULES + ("pyhanko.pdf_utils.images", "concurrent.futures.thread"):
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+    if signer.visible:
+        signmark.text_width(signer.name, signer._font)  # loads the mark's font into FreeType once
+    return signer
+
+
+class KeyProcess:
+    """A batch's key, opened and used in a child forked at the very start of ``digitize batch``.
+
+    Why: opening the key is ~0.4-0.6 s of CPU, nearly all of it pyHanko's imports, once per batch.
+    In the batch process it ran while both workers converted, so on two busy cores it took that
+    time from conversion (~25-30 ms of CPU per document on a 24-document batch: most of what
+    signing added). At the batch's start one core is idle: the batch process imports the conversion
+    code and lists the files (~0.5 s, one core) before it forks its workers. Forked then, this
+    process imports pyHanko and opens the key on the idle core; the batch process never loads
+    pyHanko or the token's library at all.
+
+    Only the batch's SigningService (its thread, under its lock) talks to it, over a socket pair
+    made for it: the service checks each request first (``_confined``), and the end the batch
+    process holds is closed in every worker it forks (``forget``, from use_service), so neither a
+    worker nor a page worker can reach it. It holds the settings the batch read (the PIN with
+    them, never in argv or the environment), dies with the batch process (PDEATHSIG), ignores the
+    terminal's Ctrl-C (the batch stops it), is not dumpable, and ends when its socket closes. Not
+    a resident signer: one per batch, its token session closed with it."""
+
+    def __init__(self, settings: Settings):
+        from multiprocessing import Pipe
+
+        here, there = Pipe(duplex=True)  # a socket pair; not inherited across exec
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            here.close()
+            code = 0
+            try:
+                _key_process_main(settings, there, parent)
+            except BaseException:  # noqa: BLE001 - never a traceback from here, the batch reports
+                code = 1
+            finally:
+                os._exit(code)
+        there.close()
+        self.pid, self._conn, self._owner = pid, here, parent
+        self.alive = True
+
+    def opened(self) -> SigningError | None:
+        """Wait for the key's opening: None, or the one-line error it ended with."""
+        try:
+            status, error = self._conn.recv()
+        except (EOFError, OSError):
+            self.alive = False
+            return SigningError("the batch's key process ended before the key was opened")
+        if status != "ok":
+            self.alive = False
+        return error
+
+    def signer(self, refused: Callable[[SigningError], None]) -> "_KeyProcessSigner":
+        return _KeyProcessSigner(self, refused)
+
+    def sign(self, source: Path, target: Path, band: Any, refused: Callable[[SigningError], None]):
+        try:
+            self._conn.send((str(source), str(target), band))
+            status, value = self._conn.recv()
+        except (EOFError, OSError):
+            self.alive = False
+            raise SignerUnavailableError("the batch's key process ended: the file waits") from None
+        if status == "refused":  # the key went bad mid-batch (see SigningService._key)
+            refused(value)
+        if status != "ok":
+            raise value
+        return value
+
+    def forget(self) -> None:
+        """In a forked child of the batch process: close the inherited end (the fd only)."""
+        if os.getpid() != self._owner:
+            with contextlib.suppress(OSError):
+                self._conn.close()
+
+    def close(self, grace: float = 5.0) -> None:
+        """Ask it to end (closing the token's session), then wait; killed after ``grace`` seconds."""
+        import signal
+        import socket
+
+        if os.getpid() != self._owner or self.pid is None:
+            return
+        with contextlib.suppress(OSError):
+            self._conn.send(None)
+        # shut before it is closed: a thread still waiting for a hung signature's answer gets EOF
+        # (never a read on a descriptor number reused meanwhile); what was sent is still delivered
+        with contextlib.suppress(OSError), socket.socket(fileno=os.dup(self._conn.fileno())) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            self._conn.close()
+        deadline = time.monotonic() + grace
+        while True:
+            try:
+                done, _ = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if done:
+                break
+            if time.monotonic() >= deadline:
+                with contextlib.suppress(OSError):
+                    os.kill(self.pid, signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(self.pid, 0)
+                break
+            time.sleep(0.01)
+        self.pid, self.alive = None, False
+
+
+class _KeyProcessSigner:
+    """SigningService's view of its key process, duck-typed as the Signer it signs with."""
+
+    cert = None  # checked in the key process, at each file
+
+    def __init__(self, keys: KeyProcess, refused: Callable[[SigningError], None]):
+        self._keys, self._refused = keys, refused
+
+    def sign(self, source: Path, target: Path, band: Any = None) -> SignatureRecord:
+        return self._keys.sign(source, target, band, self._refused)
+
+
+def _key_process_main(settings: Settings, conn, parent: int) -> None:  # pragma: no cover - the child
+    import signal
+
+    from .pageworkers import die_with_parent, undumpable
+
+    die_with_parent(parent)
+    undumpable()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the batch stops on Ctrl-C and closes this process
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _quiet_and_masked()
+    try:
+        with _collector_paused():
+            try:
+                _open_key(settings)
+                status: tuple[str, Any] = ("ok", None)
+            except SigningError as e:
+                status = ("error", e)
+            except Exception as e:  # noqa: BLE001 - one line, never a traceback
+                log.debug("opening the signing key failed", exc_info=True)
+                status = ("error", SigningError(f"cannot open the signing key: {type(e).__name__}: "
+                                                f"{' '.join(str(e).split())}"))
+        conn.send(status)
+        if status[0] != "ok":
+            return
+        while True:
+            try:
+                request = conn.recv()
+            except (EOFError, OSError):
+                return
+            if request is None:
+                return
+            conn.send(_key_process_sign(settings, *request))
+    finally:
+        close_signers()
+
+
+def _key_process_sign(settings: Settings, source: str, target: str, band: Any) -> tuple[str, Any]:  # pragma: no cover
+    """One file in the key process, checked as SigningService._key checks it in-process."""
+    try:
+        signer = signer_for(settings)  # a token gone: logs in again
+        check_certificate(signer.cert, datetime.now(VIETNAM).replace(microsecond=0))
+    except SignerUnavailableError as e:
+        return "error", e
+    except SigningError as e:
+        return "refused", e
+    try:
+        return "ok", signer.sign(Path(source), Path(target), band)
+    except DigitizeError as e:
+        return "error", e
+    except Exception as e:  # noqa: BLE001
+        log.debug("signing %s failed", source, exc_info=True)
+        return "error", SigningError(f"signing failed: {type(e).__name__}: {' '.join(str(e).split())}")
+
+
+def _quiet_and_masked() -> None:  # pragma: no cover - the key process
+    """Forked from the launcher, the key process starts before the CLI scrubbed the environment and
+    set up its logging: no secret stays in its environment, and its log lines (warnings: the
+    CLI's default level) go through the one masking filter, as the CLI's do."""
+    from .secrets import mask_logging, scrub_environment
+
+    scrub_pin_from_environment()
+    scrub_environment()
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="digitize: %(levelname)s: %(message)s", stream=sys.stderr)
+    mask_logging()
+
+
+_key_processes: dict[int, KeyProcess] = {}  # started, not yet taken by a SigningService
+
+
+def start_key_process(settings: Settings) -> None:
+    """Fork the batch's key process now (see KeyProcess): call it as early as the settings and PIN
+    are known, before the batch imports the conversion code. Its SigningService takes it; one no
+    service took (a batch of no files, an error before) is closed at exit."""
+    cfg = settings.sign
+    if not cfg.configured or _key(cfg) in _key_processes:
+        return
+    _key_processes[_key(cfg)] = KeyProcess(settings)
+
+
+def early_key_process(argv: list[str]) -> None:
+    """For ``digitize [global options] batch ...`` that will sign here with a PIN it needs not ask
+    for (environment, PIN file, credential): fork the batch's key process now (start_key_process),
+    before the CLI and the conversion code are imported (~0.5 s of CPU on one core, the other
+    idle), so that more of the key's opening runs meanwhile. Anything else (another command, help,
+    a dry run, queue mode, a PIN to prompt for, settings the CLI will refuse) does nothing here:
+    the CLI goes on as before, and batch_cmd forks the key process itself once it has the PIN.
+    The CLI's own settings find this process by the key's identity (_key); a key process nothing
+    takes is closed at exit."""
+    from .zygote import command_arguments
+
+    found = command_arguments(argv)
+    if found is None or found[1] != "batch" or {"-h", "--help", "--dry-run"} & set(found[2]):
+        return
+    config, _, rest = found
+    try:
+        from .config import load_settings
+
+        settings = load_settings(config)
+        cfg = settings.sign
+        if not cfg.configured or "--queue" in rest or (settings.queue.url and "--local" not in rest):
+            return
+        check_settings(cfg)
+        pin = read_pin(cfg, interactive=False)
+    except Exception:  # noqa: BLE001 - the CLI reads them again and reports what is wrong
+        return
+    if pin is None:
+        return
+    cfg.pin = pin
+    start_key_process(settings)
+
+
+def _close_key_processes() -> None:
+    while _key_processes:
+        _, keys = _key_processes.popitem()
+        keys.close(grace=1.0)
+
+
+atexit.register(_close_key_processes)
 
 
 @contextlib.contextmanager
@@ -1019,6 +1292,10 @@ def _close_inherited_listeners() -> None:
         if service._owner != os.getpid():
             with contextlib.suppress(Exception):
                 service._listener._listener._socket.close()
+            if service._keys is not None:  # the key process's end too: only the batch's signer talks to it
+                service._keys.forget()
+    for keys in _key_processes.values():
+        keys.forget()
 
 
 def use_service(remote: RemoteSigner | None) -> None:

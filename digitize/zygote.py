@@ -93,20 +93,27 @@ def _run_arguments(argv: list[str]) -> str | None | bool:
     anything else (other commands, --help, --version, a usage error), which runs locally."""
     if "-h" in argv or "--help" in argv or "--version" in argv:
         return False
+    found = command_arguments(argv)
+    return found[0] if found is not None and found[1] == "run" else False
+
+
+def command_arguments(argv: list[str]) -> tuple[str | None, str, list[str]] | None:
+    """``digitize [global options] COMMAND ARGS``: (the --config value or None, COMMAND, ARGS); None
+    when there is no command or the global options are not ones this reads (the CLI reports them)."""
     config = None
     args = iter(argv)
     for arg in args:
         if arg == "--config":
             config = next(args, None)
             if config is None:
-                return False
+                return None
         elif arg.startswith("--config="):
             config = arg.partition("=")[2]
         elif arg in ("--verbose", "--quiet") or (len(arg) > 1 and arg[0] == "-" and set(arg[1:]) <= {"v", "q"}):
             continue
         else:
-            return config if arg == "run" else False
-    return False
+            return config, arg, list(args)
+    return None
 
 
 @dataclass(frozen=True)

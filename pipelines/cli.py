@@ -77,9 +77,8 @@ Examples:
 def batch_cmd(settings, src: Path, manifest: Path | None, jobs: int | None, dry_run: bool, report: Path | None,
               log_json: bool, queue: bool | None, wait: bool) -> None:
     """Convert, store and index every scan under SRC; re-running resumes (stored files are skipped)."""
-    from digitize.signing import settle_pin
+    from digitize.signing import settle_pin, start_key_process
 
-    from .batch import run_batch
     from .logs import configure
 
     from .queued import enabled
@@ -94,6 +93,10 @@ def batch_cmd(settings, src: Path, manifest: Path | None, jobs: int | None, dry_
     configure(log_json, events=False)
     if not dry_run and not queue and settings.sign.configured:
         settle_pin(settings, interactive=True)  # asked here; the key is opened while the workers convert
+        # forked before the conversion code is imported: the key opens on the core idle meanwhile
+        start_key_process(settings)
+    from .batch import run_batch
+
     run_batch(src, settings, manifest, jobs, dry_run, report, queue=queue, wait=wait)
 
 

@@ -172,6 +172,86 @@ def test_a_batch_signs_every_file_through_one_signer(tmp_path, pki, scan, kind, 
         assert_pdfsig_valid(pdf)
 
 
+# `digitize batch`, noting in each worker whether the key process's end it inherited is closed, and at
+# the batch process's exit whether it loaded pyHanko or the token's library
+KEY_PROCESS_BATCH = """import atexit, os, sys
+from pipelines import batch
+from digitize import signing
+_run = batch._run_one
+def _run_one(path, hint, root):
+    result = _run(path, hint, root)
+    held = [s._keys for s in signing._services if s._keys is not None] + list(signing._key_processes.values())
+    with open(os.environ["KEY_PROBE"], "a") as probe:
+        probe.write(f"worker {len(held)} {all(k._conn.closed for k in held)}\\n")
+    return result
+batch._run_one = _run_one
+_me = os.getpid()
+def _at_exit():
+    if os.getpid() == _me:
+        with open(os.environ["KEY_PROBE"], "a") as probe:
+            probe.write(f"batch {'pyhanko' in sys.modules} {'pkcs11' in sys.modules}\\n")
+atexit.register(_at_exit)
+from digitize.launcher import main
+sys.argv[0] = "digitize"
+sys.exit(main())
+"""
+
+
+@pytest.mark.parametrize("kind", ["pkcs12", "token"])
+def test_the_key_opens_in_a_process_of_its_own_that_no_worker_can_reach(tmp_path, pki, scan, kind):
+    """The batch forks its key process at its start (the key opens on the core idle while the batch
+    imports the conversion code): the batch process itself loads neither pyHanko nor the token's
+    library, and every worker has closed the end of the key process's socket it inherited (only the
+    batch's signer, which checks each request, talks to it). Every file is still stored signed."""
+    files = scans(tmp_path / "src", scan, 3)
+    env = key_env(kind, tmp_path, pki, None)
+    env.update(DIGITIZE_DATA_DIR=str(tmp_path / "data"), DIGITIZE_CONVERT_LANGUAGE="eng",
+               KEY_PROBE=str(tmp_path / "probe"))
+    done = subprocess.run([sys.executable, "-c", KEY_PROCESS_BATCH, "batch", str(tmp_path / "src"), "--jobs", "2"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    probes = [line.split() for line in (tmp_path / "probe").read_text().splitlines()]
+    assert [p for p in probes if p[0] == "worker"] == [["worker", "1", "True"]] * 3, probes
+    assert [p for p in probes if p[0] == "batch"] == [["batch", "False", "False"]], probes
+    stored = stored_pdfs(tmp_path / "data")
+    assert len(stored) == 3 and all(f.exists() for f in files)
+    for pdf in stored:
+        assert_pdfsig_valid(pdf)
+
+
+def test_a_batch_that_signs_forks_its_key_process_before_the_cli_is_imported(tmp_path, pki, pdfa, monkeypatch):
+    """launcher.main -> signing.early_key_process: for `digitize batch` with a PIN it needs not ask
+    for, the key process is forked first and signs what the batch's signer hands it; for anything
+    else (a dry run, queue mode, help, another command, a PIN to prompt for) nothing is forked."""
+    config = write_config(tmp_path / "digitize.toml", pkcs12=pki.pkcs12("officer", P12_PIN))
+    monkeypatch.setenv("DIGITIZE_CONFIG", str(config))
+    monkeypatch.delenv("DIGITIZE_SIGN_PIN", raising=False)
+    for argv in (["batch", "src"], ["-v", "batch", "src"]):  # no PIN: the CLI prompts, then forks
+        signing.early_key_process(argv)
+    assert signing._key_processes == {}
+    monkeypatch.setenv("DIGITIZE_SIGN_PIN", P12_PIN)
+    for argv in (["batch", "--dry-run", "src"], ["batch", "src", "--queue"], ["batch", "--help"], ["run", "batch"],
+                 ["--config"], ["config", "show", "batch"]):
+        signing.early_key_process(argv)
+        assert signing._key_processes == {}, argv
+    signing.early_key_process(["--config", str(config), "-q", "batch", "src", "--jobs", "2"])
+    assert len(signing._key_processes) == 1
+    service = signing.SigningService(p12_settings(pki, P12_PIN), tmp_path / "kept")  # the CLI's settings
+    try:
+        assert signing._key_processes == {} and service._keys is not None  # taken by the key's identity
+        service.start()
+        assert service.wait_ready(60) and service.error is None
+        source = kept_copy(tmp_path, pdfa)
+        status, record = service.sign(source, Path(f"{source}.signed"), None)
+        assert status == "ok" and record.level == "B-B", record
+        pid = service._keys.pid
+    finally:
+        service.close()
+    assert_pdfsig_valid(Path(f"{source}.signed"))
+    with pytest.raises(ChildProcessError):  # ended and waited for
+        os.waitpid(pid, os.WNOHANG)
+
+
 @pytest.mark.parametrize("kind", ["pkcs12", "token"])
 def test_a_batch_with_a_wrong_pin_is_one_line_and_stores_nothing(tmp_path, pki, scan, kind):
     files = scans(tmp_path / "src", scan, 3)

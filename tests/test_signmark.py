@@ -224,3 +224,31 @@ def test_the_marks_font_keeps_its_glyph_names(font, tmp_path, monkeypatch):
         cmap = tt.getBestCmap()
         assert all(ord(c) in cmap for c in "".join(LINES) if c != " ")
         assert cmap[ord("N")] == "N" and not cmap[ord("ễ")].startswith("glyph")
+
+
+@pytest.mark.parametrize("dpi", [300, 200, 600])
+def test_the_band_in_two_steps_averages_the_same_cells_as_one(dpi):
+    """top_band_grey area-averages 2 x 2 blocks first (from 288 dpi), then to the pt grid: each cell
+    within a fraction of INK_DELTA (60) of OpenCV's one-step INTER_AREA over the same pixels, and ink
+    found differently only in cells next to ink in both (text strokes, a rule, noise on a toned page)."""
+    import cv2
+
+    rng = np.random.default_rng(dpi)
+    w, h = round(595.2 * dpi / 72), round(841.92 * dpi / 72)
+    px = np.full((h, w, 3), 225, dtype=np.uint8)
+    for top in range(h // 40, h // 4, h // 60):  # lines of "text": short dark strokes
+        for left in range(w // 10, w // 2, w // 25):
+            px[top:top + h // 200, left:left + w // 60] = 30
+    px[h // 5:h // 5 + max(2, dpi // 150), w // 8:w * 7 // 8] = 0  # a rule
+    noise = rng.random((h, w)) < 0.002
+    px[noise] = 0
+    band = signmark.top_band_grey(px, 595.2, 841.92)
+    keep = band.shape[0]
+    top = px[:int(np.ceil(keep * h / 841.92))]
+    one_step = cv2.resize(cv2.cvtColor(top, cv2.COLOR_RGB2GRAY), (595, keep), interpolation=cv2.INTER_AREA)
+    assert np.abs(band.astype(int) - one_step).max() <= 32
+    ink, reference = signmark.ink_mask(band), signmark.ink_mask(one_step)
+    kernel = np.ones((3, 3), np.uint8)
+    next_to_ink = cv2.dilate(ink.view(np.uint8), kernel).astype(bool) & cv2.dilate(reference.view(np.uint8), kernel).astype(bool)
+    assert not ((ink != reference) & ~next_to_ink).any()
+    assert (ink != reference).mean() < 0.005
