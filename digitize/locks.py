@@ -35,12 +35,14 @@ def _same_file(fd: int, path: Path) -> bool:
 
 
 @contextlib.contextmanager
-def held(path: Path, wait: float | None = None, on_busy: Callable[[], None] | None = None) -> Iterator[None]:
+def held(path: Path, wait: float | None = None,
+         on_busy: Callable[[], None] | None = None) -> Iterator[Callable[[], bool]]:
     """Hold the exclusive lock named by ``path`` (created 0600, never through a symlink) for the block.
 
     ``wait``: seconds to wait for a live holder (None: as long as it lives), then LockTimeout;
     ``on_busy`` is called once when the lock is found held (a waiter may say so). The file is removed
-    on leaving, while still held."""
+    on leaving, while still held. The block gets a check: whether the lock file at ``path`` is still
+    the one held (someone may have removed it, and another writer taken a new one)."""
     deadline = None if wait is None else time.monotonic() + wait
     pause, told = POLL, False
     while True:
@@ -64,7 +66,7 @@ def held(path: Path, wait: float | None = None, on_busy: Callable[[], None] | No
             break
         os.close(fd)  # won the lock of a file its holder removed meanwhile: take the current one
     try:
-        yield
+        yield lambda: _same_file(fd, path)
     finally:
         with contextlib.suppress(OSError):
             os.unlink(path)

@@ -502,8 +502,9 @@ def run_batch(src: Path, settings, manifest_file: Path | None = None, jobs: int 
             from .queued import run_queued_batch
 
             summary = run_queued_batch(src, items, settings, wait, stream)
-            if summary is None:
+            if summary is None and not vanished:
                 return BatchSummary()
+            summary = summary or BatchSummary()  # the files gone before the plan are failures here too
         else:
             summary = _run_local(src, settings, workers, stream, items)
     finally:

@@ -361,6 +361,20 @@ def _reason(error: BaseException, job: _Job | None) -> str:
     return text
 
 
+def _os_failure(error: OSError, path: Path, job: _Job | None) -> str:
+    """What failed, by the file the OSError names: "cannot read" only for the scan itself. One naming the
+    kept folder (the converted copy, its lock) or the job's work folder is this machine's writing, and an
+    archivist checking the scan's permissions would look in vain (review rev2_batch16b R6)."""
+    name = os.fsdecode(error.filename) if isinstance(error.filename, (str, bytes)) else ""
+    if job is not None and name and Path(name) not in (job.path, job.source):  # the scan or its private copy
+        where = Path(name)
+        if job.keep is not None and where.is_relative_to(job.keep):
+            return f"cannot write the converted copy of {path.name} in the data folder's {KEPT_DIR}/"
+        if job.source != job.path and where.is_relative_to(job.source.parent.parent):
+            return f"cannot write the working copy of {path.name} in the temporary folder"
+    return f"cannot read {path.name}"
+
+
 def process_file(path: Path, settings, meta_hint: Clue | None = None, *, root: Path | None = None,
                  jobs: int | None = None, archive=None, keep: Path | None = None,
                  allowed: Callable[..., bool] | None = None, shared_inbox: bool = False) -> JobResult:
@@ -396,7 +410,8 @@ def process_file(path: Path, settings, meta_hint: Clue | None = None, *, root: P
         else:
             denied = ("PermissionError",) if isinstance(e, PermissionError) else ()
             result = JobResult(str(path), Status.failed, job.sha256 if job else "",
-                               f"cannot read {path.name}: {e.strerror}" + (f" (uid {os.geteuid()})" if denied else ""),
+                               f"{_os_failure(e, path, job)}: {e.strerror}"
+                               + (f" (uid {os.geteuid()})" if denied else ""),
                                error_kinds=(*denied, "FileAccessError", "OSError"), exit_code=int(ExitCode.file_access))
     except Exception as e:  # noqa: BLE001 - one file's bug must not stop a batch or a watcher
         log.exception("internal error on %s", printable(path))  # a file name never starts a forged log line

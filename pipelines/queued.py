@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 from digitize.errors import InputError, StorageError, resource_fault
 from digitize.fsutil import CHUNK, open_regular, work_dir
+from digitize.terminal import printable
 
 from .inbox import input_limit_mb
 from .jobs import INTERNAL_EXIT, JobResult, Status, StoredPart, archive_for, kept_folder, process_file
@@ -360,7 +361,7 @@ def run_queued_batch(src: Path, items, settings, wait: bool, stream):
                          f"{len(summary.results) - failed} done before, {failed} not queued\n")
             for result in summary.results:
                 if result.status is Status.failed:
-                    stream.write(f"failed: {result.path}: {result.reason}\n")
+                    stream.write(f"failed: {printable(result.path)}: {printable(result.reason)}\n")
             return None if not failed else summary
         progress = Progress(len(items), sum(i.size for i in items), started)
         shown = _ProgressLine(progress, stream)

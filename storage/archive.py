@@ -30,7 +30,7 @@ from digitize.records import DocumentReport
 
 from . import fixity, retrieval
 from .cases_import import parse_case_row, read_case_rows
-from .claims import claim
+from .claims import Claim, claim
 from .faults import fault_point
 from .index import ConflictError, Index, now_iso, open_index
 from .keys import document_prefix, object_key, original_extension
@@ -141,7 +141,7 @@ class Archive:
         row = self.index.find_document(original_sha, meta.source_pages)
         if row and row.status == "stored":
             return self.share(int(row.doc_id), case_id, meta.sequence, actor) if case_id else _stored(row, True)
-        with claim(self.index, original_sha, meta.source_pages):  # one writer per original (storage/claims.py)
+        with claim(self.index, original_sha, meta.source_pages) as held:  # one writer per original (claims.py)
             row = self.index.find_document(original_sha, meta.source_pages)
             if row and row.status == "stored":  # by the writer this one waited for
                 return self.share(int(row.doc_id), case_id, meta.sequence, actor) if case_id else _stored(row, True)
@@ -149,11 +149,11 @@ class Archive:
                 row = self._insert_pending(meta, report, case_id, original_sha, pdfa_sha)
             else:  # its claim was free: the writer that left it is gone
                 log.info("resuming interrupted store of document %s (%s)", row.doc_id, row.original_key)
-            row = self._write_objects(row, original, pdfa, pdfa_sha, report, meta)
+            row = self._write_objects(row, original, pdfa, pdfa_sha, report, meta, held)
             fault_point("objects-written")
             self.index.finalize(row, [PageText(p.number, p.text) for p in report.pages],
                                 self._store_events(row, report, actor),
-                                [SignatureRow.from_record(report.signature)] if report.signature else [])
+                                [SignatureRow.from_record(report.signature)] if report.signature else [], held.check)
             return _stored(row, already=False)
 
     def _insert_pending(self, meta: DocumentMeta, report: DocumentReport, case_id: str | None,
@@ -173,27 +173,36 @@ class Archive:
         raise ConflictError(f"could not claim a sequence number in case {case_id} after {SEQUENCE_ATTEMPTS} tries")
 
     def _write_objects(self, row: DocumentRow, original: Path, pdfa: Path, pdfa_sha: str,
-                       report: DocumentReport, meta: DocumentMeta) -> DocumentRow:
-        """Put the three objects; on a resume, intact objects from the first attempt are kept as they are."""
+                       report: DocumentReport, meta: DocumentMeta, held: Claim) -> DocumentRow:
+        """Put the three objects; on a resume, intact objects from the first attempt are kept as they are.
+        The claim is checked before each write: none is made for a row another writer may be resuming."""
         s3_meta = {"case-id": row.case_id or "", "procedure-code": row.procedure_code or ""}
-        self._put(row.original_key, original, row.original_sha256, s3_meta, "application/octet-stream")
+
+        def put(key: str, source: Source, sha: str, content_type: str) -> None:
+            held.check()
+            self._put(key, source, sha, s3_meta, content_type)
+
+        put(row.original_key, original, row.original_sha256, "application/octet-stream")
         if not self.objects.is_intact(row.pdfa_key, row.pdfa_sha256):
             if row.pdfa_sha256 != pdfa_sha:  # re-converted after a crash: bytes differ, so does the key
-                row = self._replan(row, meta, report, pdfa_sha256=pdfa_sha)
-            self._put(row.pdfa_key, pdfa, row.pdfa_sha256, s3_meta, "application/pdf")
+                row = self._replan(row, meta, report, held, pdfa_sha256=pdfa_sha)
+            put(row.pdfa_key, pdfa, row.pdfa_sha256, "application/pdf")
         if not self.objects.is_intact(row.meta_key, row.meta_sha256):
             sidecar = build_sidecar(row, meta, report)
             if sha256_bytes(sidecar) != row.meta_sha256:
-                row = self._replan(row, meta, report)
-            self._put(row.meta_key, sidecar, row.meta_sha256, s3_meta, "application/json")
+                row = self._replan(row, meta, report, held)
+            put(row.meta_key, sidecar, row.meta_sha256, "application/json")
         return row
 
-    def _replan(self, row: DocumentRow, meta: DocumentMeta, report: DocumentReport, **changes) -> DocumentRow:
+    def _replan(self, row: DocumentRow, meta: DocumentMeta, report: DocumentReport, held: Claim,
+                **changes) -> DocumentRow:
         """New keys for new bytes, recorded in the pending row *before* the write, so nothing is orphaned."""
         prefix = document_prefix(row.case_id, row.sequence)
         row = replace(row, **changes)
         row = _with_sidecar_key(replace(row, pdfa_key=object_key(prefix, "pdfa", row.pdfa_sha256, "pdf")), meta, report)
-        self.index.update_document(row)
+        with self.index.transaction():  # only while the claim holds: another writer may own the row now
+            held.check()
+            self.index.update_document(row)
         return row
 
     def _put(self, key: str, source: Source, sha: str, s3_meta: dict[str, str], content_type: str) -> None:

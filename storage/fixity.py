@@ -66,7 +66,7 @@ def _is_stale(doc: DocumentRow, now: str, stale_after: timedelta) -> bool:
 
 
 def repair_pending(objects: ObjectStore, index: Index, doc: DocumentRow, shared: set[str],
-                   actor: str, tool: str) -> Problem:
+                   actor: str, tool: str, guard: Callable[[], None] | None = None) -> Problem:
     """Complete an interrupted store whose objects all made it, else clear its partial objects and row."""
     intact = [objects.is_intact(k, s) for k, s in zip(doc.keys(), (doc.original_sha256, doc.pdfa_sha256,
                                                                     doc.meta_sha256))]
@@ -75,7 +75,8 @@ def repair_pending(objects: ObjectStore, index: Index, doc: DocumentRow, shared:
         meta = b"".join(objects.read_chunks(doc.meta_key))
         index.finalize(doc, sidecar_pages(meta), [Event(kind, "success", actor, tool, doc_id=doc.doc_id,
                                                         case_id=doc.case_id, checksum=doc.pdfa_sha256, detail=detail)
-                                                  for kind in ("stored", "verified")], sidecar_signatures(meta))
+                                                  for kind in ("stored", "verified")], sidecar_signatures(meta),
+                       guard)
         return Problem("completed", doc.pdfa_key, doc.doc_id, detail)
     for key in doc.keys():
         if key not in shared:
@@ -124,13 +125,13 @@ def verify(objects: ObjectStore, index: Index, case_id: str | None, actor: str, 
              if (case_id is None or d.case_id == case_id) and _is_stale(d, now, stale_after)]
     for doc in stale:
         try:  # a pending row whose writer still lives (it holds the claim) is that writer's to finish
-            with claim(index, doc.original_sha256, doc.source_pages, wait=0):
+            with claim(index, doc.original_sha256, doc.source_pages, wait=0) as held:
                 current = index.document(int(doc.doc_id))
                 if current is None or current.status != "pending":
                     continue  # stored or cleared meanwhile
                 shared = {k for other in index.stored_documents() + index.pending_documents()
                           if other.doc_id != doc.doc_id for k in other.keys()}
-                report.repaired.append(repair_pending(objects, index, current, shared, actor, tool))
+                report.repaired.append(repair_pending(objects, index, current, shared, actor, tool, held.check))
         except ClaimBusy:
             log.info("document %s is being stored by a live writer; left to it", doc.doc_id)
     events = []

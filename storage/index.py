@@ -15,7 +15,7 @@ from dataclasses import fields, replace
 from datetime import datetime, timezone
 from importlib import resources
 from string import Template
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from digitize.errors import BadArgsError, ConfigError, NotFoundError, StorageError
 from digitize.secrets import mask
@@ -327,10 +327,18 @@ class Index(AccountQueries, ABC):
                       [*(_to_db(n, getattr(doc, n)) for n in _DOC_COLUMNS), doc.doc_id])
 
     def finalize(self, doc: DocumentRow, pages: list[PageText], events: list[Event],
-                 signatures: Sequence[SignatureRow] = ()) -> None:
+                 signatures: Sequence[SignatureRow] = (), guard: Callable[[], None] | None = None) -> None:
         """One commit: the document becomes stored, searchable and its events (and signatures) are
-        recorded, or none of it."""
+        recorded, or none of it. ``guard`` (the writer's claim check, storage/claims.py) runs inside the
+        transaction. Only a row still pending with the keys this writer planned is finalized, else
+        ConflictError: a second writer never adds a second event set over the first (review rev2_batch16b R2)."""
         with self.transaction():
+            if guard is not None:
+                guard()
+            if not self._execute("UPDATE documents SET status = 'stored' WHERE doc_id = ? AND status = 'pending' "
+                                 "AND pdfa_key = ?", (doc.doc_id, doc.pdfa_key)).rowcount:
+                raise ConflictError(f"index {self.where}: document {doc.doc_id} was stored or re-planned by another "
+                                    "writer meanwhile; not stored twice")
             self._record_signatures(int(doc.doc_id), signatures)
             doc.status = "stored"
             self.update_document(doc)

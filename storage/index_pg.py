@@ -46,6 +46,7 @@ class PostgresIndex(Index):
 
         self._dsn = dsn  # kept for reconnecting; never printed (self.where is the masked form)
         self._wait_ms = max(1, int(wait_timeout * 1000)) if wait_timeout else 0
+        self.reconnects = 0  # sessions replaced: session locks (storage/claims.py) did not move with them
         conn = _connect(dsn)
         try:
             super().__init__(conn, mask(dsn))
@@ -65,6 +66,7 @@ class PostgresIndex(Index):
     def _reconnect(self) -> None:
         log.warning("index connection to %s lost; reconnecting", self.where)
         old, self.conn = self.conn, _connect(self._dsn)
+        self.reconnects += 1
         old.close()
         self._bound_waits()
 

@@ -6,6 +6,7 @@ Each case: one line naming the file or row, never a traceback, never a storage r
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 
@@ -37,6 +38,65 @@ def test_a_file_vanishing_between_the_walk_and_the_plan_fails_alone(tmp_path, mo
     assert [i.path.name for i in items] == ["b.pdf"] and others == []
     assert [(r.status, r.path) for r in vanished] == [(Status.failed, str(tmp_path / "a.pdf"))]
     assert "moved or deleted" in vanished[0].reason and "\n" not in vanished[0].reason
+
+
+def test_queue_mode_without_wait_reports_a_vanished_file_as_local_mode_does(tmp_path, monkeypatch):
+    """Review rev2_batch16b R4: `batch --queue` (no --wait) returned before the vanished files were added:
+    no line, no report row, exit 0."""
+    from pipelines import queued
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("a.pdf", "b.pdf"):
+        (src / name).write_bytes(b"%PDF")
+    real, sent = batch.iter_scans, []
+
+    def walk_then_move(folder, *args, **kwargs):
+        found = real(folder, *args, **kwargs)
+        (src / "a.pdf").unlink()
+        return found
+
+    def enqueue(src, items, settings, wait, stream):  # every planned file queued; the workers carry on alone
+        sent.extend(i.path.name for i in items)
+        stream.write(f"batch: {len(items)} file(s) queued\n")
+        return None
+
+    monkeypatch.setattr(batch, "iter_scans", walk_then_move)
+    monkeypatch.setattr(queued, "run_queued_batch", enqueue)
+    report, stream = tmp_path / "r.csv", io.StringIO()
+    with pytest.raises(InputError):  # a non-zero exit, as a local batch
+        batch.run_batch(src, make_settings(tmp_path / "data"), report=report, stream=stream, queue=True)
+    assert sent == ["b.pdf"]
+    assert any(line.startswith("failed: ") and "a.pdf" in line and "moved or deleted" in line
+               for line in stream.getvalue().splitlines())
+    [row] = csv.DictReader(report.open(encoding="utf-8"))
+    assert (os.path.basename(row["path"]), row["status"]) == ("a.pdf", "failed")
+
+
+def test_a_queue_submission_failure_prints_the_name_inert(tmp_path, monkeypatch):
+    """Review rev2_batch16b R5: `batch --queue` printed a refused submission's name raw (a forged line)."""
+    from pipelines import queued
+    from pipelines.jobs import JobResult
+
+    class Refusing:
+        batch = "b"
+
+        def __init__(self, settings, batch=""):
+            pass
+
+        def submit_job(self, path, hint, root):
+            return "", JobResult(str(path), Status.failed, "", f"{path.name}: sidecar refused")
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(queued, "Submitter", Refusing)
+    name = "x\n\x1b[2Kbatch: 9 files: 9 done, 0 failed.pdf"
+    stream = io.StringIO()
+    queued.run_queued_batch(tmp_path, [batch.BatchItem(tmp_path / name, 1)], make_settings(tmp_path / "data"),
+                            False, stream)
+    assert "\x1b" not in stream.getvalue()
+    assert not any(line.startswith("batch: 9 files") for line in stream.getvalue().splitlines())
 
 
 def test_manifest_field_over_the_csv_limit_is_a_problem_with_its_line(tmp_path):

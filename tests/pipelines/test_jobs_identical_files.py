@@ -83,3 +83,35 @@ def test_the_second_of_two_identical_files_waits_and_skips_instead_of_failing(tm
     assert calls == ["a"]  # the identical file was not converted a second time
     assert b.documents[0].doc_id == a.documents[0].doc_id
     assert list(kept_folder(folder_settings).iterdir()) == []  # nothing left behind: no folder, no lock
+
+
+@pytest.mark.parametrize("fails", ["kept-folder lock", "converted copy", "scan"])
+def test_an_error_writing_the_kept_folder_is_not_reported_as_reading_the_scan(tmp_path, folder_settings, monkeypatch,
+                                                                              fails):
+    """Review rev2_batch16b R6: EACCES on the kept folder's lock or on the converted copy written there read
+    "cannot read a.pdf: Permission denied", and an archivist would check the scan's permissions in vain."""
+    import digitize.convert
+    from pipelines import jobs
+
+    src = tmp_path / "src"
+    src.mkdir()
+    write_pdf([page(["Ho so luu tru"])], src / "a.pdf")
+
+    def denied(name) -> PermissionError:
+        return PermissionError(13, "Permission denied", str(name))
+
+    if fails == "kept-folder lock":  # e.g. converted/ left owned by another account
+        monkeypatch.setattr(jobs, "held", lambda path, *args: (_ for _ in ()).throw(denied(path)))
+    else:  # the converter writes its output there, or (the control) it cannot read its input, the scan
+        monkeypatch.setattr(digitize.convert, "convert_file", lambda source, output, *args, **kwargs:
+                            (_ for _ in ()).throw(denied(output if fails == "converted copy" else source)))
+    try:
+        result = process_file(src / "a.pdf", folder_settings, root=src, jobs=1, keep=kept_folder(folder_settings))
+    finally:
+        close_archives()
+    assert result.status is Status.failed
+    if fails == "scan":
+        assert result.reason.startswith("cannot read a.pdf: Permission denied"), result.reason
+    else:
+        assert result.reason.startswith("cannot write the converted copy of a.pdf in the data folder's converted/: "
+                                        "Permission denied"), result.reason
