@@ -460,6 +460,7 @@ def _in_child(action: Callable[[], None]) -> None:
 
 HANDSHAKE_TIMEOUT = 10.0  # seconds a connection may take to prove it holds the authkey
 MAX_HEADER = 64 << 10  # bytes of a request's or an answer's JSON: two paths, a shape, a record or a line
+MAX_MESSAGE = 4000  # characters of an error in an answer: 12 bytes each at worst in JSON, under MAX_HEADER
 MAX_BAND = 64 << 20  # bytes of page 1's top band (one grey byte per pt: ~0.2 MB for A4, 2 MB for A0)
 
 
@@ -505,7 +506,10 @@ def _encode_answer(status: str, value: Any) -> bytes:
 
     if status == "ok":
         return json.dumps({"status": "ok", "record": asdict(value)}).encode()
-    return json.dumps({"status": "error", "error": type(value).__name__, "message": str(value)}).encode()
+    message = str(value)  # a pyHanko or TSA text may be long: cut, so the answer fits MAX_HEADER and stays
+    if len(message) > MAX_MESSAGE:  # the permanent error it is, not an unreachable signer
+        message = message[:MAX_MESSAGE - 1] + "\u2026"
+    return json.dumps({"status": "error", "error": type(value).__name__, "message": message}).encode()
 
 
 def _error_class(name: str) -> type[DigitizeError]:
@@ -833,7 +837,11 @@ class SigningService:
             try:
                 source, target, band = _read_request(conn)
                 conn.send_bytes(_encode_answer(*self.sign(source, target, band)))
-            except (EOFError, OSError):
+            except EOFError:
+                return
+            except OSError as e:
+                if e.errno is None:  # multiprocessing's "bad message length": a frame over its cap
+                    log.warning("the batch's signer dropped a malformed request (a frame over its size limit)")
                 return
             except Exception as e:  # noqa: BLE001 - a malformed request or answer: one line, connection closed
                 log.debug("the signer dropped a connection: %s: %s", type(e).__name__, e, exc_info=True)

@@ -279,6 +279,9 @@ class _ValidatorGone(OutputValidationError):
 class _ValidatorBusy(_ValidatorGone):
     """The resident server serves as many connections as it takes (DigitizeValidator.MAX_CONNECTIONS)."""
 
+    def __init__(self, message: str = "the resident veraPDF validator serves as many runs as it takes"):
+        super().__init__(message)
+
 
 class _LineValidator:
     """A validator JVM answering one line per line sent: a PDF path, or STATUS / QUIT to a server."""
@@ -310,9 +313,19 @@ class _LineValidator:
     def ask(self, line: bytes, timeout: float) -> str:
         try:
             self._send(line + b"\n")
-        except ConnectionError:  # a broken pipe or reset socket: the JVM is gone
+        except ConnectionError:  # a broken pipe or reset socket: the JVM is gone, or a full server
+            # said BUSY and closed before our line got in; its last words are in our buffer already
+            if self._last_words() == "BUSY":
+                raise _ValidatorBusy() from None
             raise _ValidatorGone("veraPDF stopped unexpectedly") from None
         return self._readline(timeout)
+
+    def _last_words(self) -> str | None:
+        """The line the other end wrote before it closed (no waiting: a closed peer's data is all here)."""
+        try:
+            return self._readline(0.1)
+        except OutputValidationError:
+            return None
 
     def validate(self, path: os.PathLike | str, timeout: float) -> Validation:
         return parse_stream_answer(str(path), self.ask(os.fsencode(os.path.abspath(path)), timeout))
@@ -426,7 +439,7 @@ class _ResidentClient(_LineValidator):
     def validate(self, path: os.PathLike | str, timeout: float) -> Validation:
         answer = self.ask(os.fsencode(os.path.abspath(path)), timeout)
         if answer == "BUSY":  # sent instead of an answer, then closed
-            raise _ValidatorBusy("the resident veraPDF validator serves as many runs as it takes")
+            raise _ValidatorBusy()
         return parse_stream_answer(str(path), answer)
 
     def retire_server(self) -> None:

@@ -8,6 +8,7 @@ local run does, and what the interpreter does at exit; the parent never converts
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -279,13 +280,13 @@ class _Server:
         """Become the client's process, answer OK, run the CLI exactly as a local run does, answer EXIT.
         A server killed meanwhile (kill -9, the OOM killer) hands the child SIGINT: only the server
         reads the client's INT, so the child stops and cleans up as after a Ctrl-C instead of
-        converting on as an orphan nobody can interrupt."""
+        converting on as an orphan nobody can interrupt (but says so, see :class:`_ServerGone`)."""
         from .pageworkers import die_with_parent
 
         signal.set_wakeup_fd(-1)
         for signum in (signal.SIGCHLD, signal.SIGTERM):
             signal.signal(signum, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGINT, functools.partial(_interrupted, parent))
         die_with_parent(parent, signal.SIGINT)  # gone already: no OK, so the client runs locally
         for other in [*self.watched, *(c for c, _ in self.children.values())]:
             other.close()
@@ -411,6 +412,21 @@ def _become(fds: list[int], request: dict, added_env: dict[str, str]) -> None:
     sys.argv = [request["argv0"], *request["argv"]]
 
 
+class _ServerGone(BaseException):
+    """A child's SIGINT from PR_SET_PDEATHSIG (its server died under the run): it unwinds as Ctrl-C
+    does (every cleanup runs, no ``except Exception`` converts on), but is reported as what it is,
+    exit 15 and one line, never 130 "interrupted", which scripts read as a person's abort."""
+
+    MESSAGE = "digitize: the resident converter stopped under this run; run it again"
+
+
+def _interrupted(parent: int, signum: int, frame) -> None:
+    """The child's SIGINT: the client's Ctrl-C relayed by a living server, or its server's death."""
+    if os.getppid() != parent:  # reparented: the server is gone
+        raise _ServerGone
+    raise KeyboardInterrupt
+
+
 def _run_cli(argv: list[str]) -> int:
     """The local run's entry, then what the interpreter does at exit (threads, atexit, flush)."""
     import atexit
@@ -422,6 +438,9 @@ def _run_cli(argv: list[str]) -> int:
         code = main(argv)
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except _ServerGone:  # a BaseException: neither click nor main() catches it
+        print(_ServerGone.MESSAGE, file=sys.stderr)
+        code = 15  # ExitCode.internal
     except KeyboardInterrupt:  # before main() could catch it
         code = 130
     except BaseException:  # noqa: BLE001 - main() already makes every error one line

@@ -363,6 +363,41 @@ def test_a_malformed_request_closes_its_connection_without_a_traceback(stub_serv
     assert died == [] and "Traceback" not in capsys.readouterr().err
 
 
+def test_a_long_signing_error_stays_the_permanent_error_it_is(stub_service, tmp_path):
+    """A pyHanko or TSA text past the answer's 64 KiB frame made the worker read 'bad message length',
+    a SignerUnavailableError (exit 10, the file waits forever) instead of exit 13 (rev2_ipc16 L3)."""
+    stub_service.start()
+    source = tmp_path / "kept" / "doc.pdf"
+    source.write_bytes(b"%PDF-1.7\n")
+    stub_service.stub.sign = lambda s, t, b=None: (_ for _ in ()).throw(SigningError("chain: " + "\u1ea1" * 100_000))
+    with pytest.raises(SigningError) as caught:
+        stub_service.remote().sign(source, Path(f"{source}.signed"))
+    assert not isinstance(caught.value, SignerUnavailableError) and caught.value.exit_code == ExitCode.signing
+    assert str(caught.value).startswith("chain: \u1ea1") and len(str(caught.value)) <= signing.MAX_MESSAGE
+
+
+def test_an_oversized_request_is_dropped_with_one_line(stub_service, tmp_path, monkeypatch):
+    from multiprocessing.connection import Client
+
+    warned = []
+    monkeypatch.setattr(signing.log, "warning", lambda message, *args: warned.append(message % args))
+    stub_service.start()
+    conn = Client(stub_service.address, "AF_UNIX", authkey=stub_service.authkey)
+    try:
+        conn.send_bytes(b"{" + b" " * signing.MAX_HEADER + b"}")
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the signer hung up once it read the frame's length
+    finally:
+        conn.close()
+    deadline = time.monotonic() + 10
+    while not warned and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert warned == ["the batch's signer dropped a malformed request (a frame over its size limit)"]
+    source = tmp_path / "kept" / "doc.pdf"
+    source.write_bytes(b"%PDF-1.7\n")
+    assert stub_service.remote().sign(source, Path(f"{source}.signed")) == RECORD  # the service still answers
+
+
 @pytest.mark.parametrize("timeout", [0.0, -1.0])
 def test_a_timeout_that_bounds_nothing_is_a_config_error(timeout):
     settings = Settings()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
+from types import SimpleNamespace
 
 import click
 import pytest
@@ -138,6 +140,37 @@ def test_a_server_gone_twice_is_one_clear_error(fake_build, monkeypatch):
     with pytest.raises(OutputValidationError, match="stopped while checking a.pdf and could not be replaced"):
         verapdf.validate(["a.pdf"])
     assert len(clients) == 2
+
+
+def _told_busy_before_sending() -> verapdf._ResidentClient:
+    """A client whose server did what a full DigitizeValidator did: BUSY, then closed, before our line."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    theirs.sendall(b"BUSY\n")
+    theirs.close()
+    return verapdf._ResidentClient(ours, SimpleNamespace(socket=Path("/nonexistent/v.sock")))
+
+
+def test_busy_said_before_the_clients_line_is_still_busy_not_gone(fake_build, monkeypatch):
+    """The write meets a closed socket, but BUSY waits in our buffer: the run validates by itself,
+    it does not fail the file as 'stopped and could not be replaced' (rev2_ipc16 M1)."""
+    with pytest.raises(verapdf._ValidatorBusy):
+        _told_busy_before_sending().validate("a.pdf", 5)
+    clients = []
+    monkeypatch.setattr(verapdf, "_resident", lambda flavour, wait: clients.append(1) or _told_busy_before_sending())
+    own = FakeValidator()
+    monkeypatch.setattr(verapdf, "_shared_validator", lambda flavour: own)
+    assert [r.compliant for r in verapdf.validate(["a.pdf"])] == [True]
+    assert own.seen == ["a.pdf"] and len(clients) == 1
+
+
+def test_a_closed_socket_without_busy_is_still_gone(fake_build):
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    theirs.sendall(b"PASS\n")  # anything but BUSY: an answer out of step is not trusted
+    theirs.close()
+    client = verapdf._ResidentClient(ours, SimpleNamespace(socket=Path("/nonexistent/v.sock")))
+    with pytest.raises(verapdf._ValidatorGone) as caught:
+        client.validate("a.pdf", 5)
+    assert not isinstance(caught.value, verapdf._ValidatorBusy)
 
 
 def test_a_timeout_is_not_retried(fake_build, monkeypatch):

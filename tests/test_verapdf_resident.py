@@ -303,25 +303,89 @@ def _take_a_slot(path: Path, held: list) -> bool:
     if sock is None:
         return False
     held.append(sock)
-    sock.settimeout(1)
+    sock.settimeout(30)
     try:
-        return sock.recv(16) != b"BUSY\n"
-    except TimeoutError:
-        return True  # taken: the server waits for its request
+        sock.sendall(b"STATUS\n")  # a taken slot answers OK and then waits for the next line
+        return sock.recv(16).startswith(b"OK\t")
+    except OSError:
+        return False
+
+
+def test_a_run_told_busy_before_its_first_line_validates_by_itself(vdir, pdfs, monkeypatch) -> None:
+    """The client's half, with a fake server doing what the old full JVM did: BUSY and close as soon
+    as it accepts, before the run's path is sent. The run's write then meets a closed socket; the
+    BUSY in its buffer still sends it to a JVM of its own, never 'could not be replaced' (rev2_ipc16 M1)."""
+    server = verapdf._resident_server("2b")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(server.socket))
+    listener.listen(4)
+    connect = resident.connect
+    turned_away = []
+
+    def connect_then_busy(path, timeout=5):
+        sock = connect(path, timeout)
+        if sock is not None:  # the fake server answers and closes before the client sends anything
+            accepted, _ = listener.accept()
+            accepted.sendall(b"BUSY\n")
+            accepted.close()
+            turned_away.append(path)
+        return sock
+
+    monkeypatch.setattr(resident, "connect", connect_then_busy)
+    try:
+        assert [r.compliant for r in verapdf.validate([pdfs[0], pdfs[1]])] == [True, False]
+    finally:
+        listener.close()
+        server.socket.unlink()
+    assert turned_away == [server.socket]  # asked once, not retried as if the server had died
+    assert server.socket not in verapdf._clients and verapdf._shared  # its own JVM answered
+
+
+def _past_the_cap(server: Path) -> list:
+    """Connections of ours that fill the server's 256 slots (the caller's own connection is one)."""
+    held = []
+    for _ in range(256 - 1):
+        sock = socket.socket(socket.AF_UNIX)
+        held.append(sock)
+        sock.settimeout(60)
+        assert wait_until(lambda: sock.connect_ex(str(server)) in (0, errno.EISCONN), 60)
+        # queued in order: the server takes these first
+    return held
+
+
+def test_a_client_past_the_cap_is_told_busy_after_its_line_not_before(vdir, pdfs) -> None:
+    """The server's half, the real jar: past the cap it reads the client's first line before BUSY
+    and close, so a line sent late (within BUSY_WAIT) still gets BUSY, not a broken pipe; one that
+    never comes gets BUSY after that wait, not a connection held for good (rev2_ipc16 M1)."""
+    assert compliant(pdfs[0]) == [True]
+    server = verapdf._resident_server("2b")
+    held = _past_the_cap(server.socket)
+    try:
+        assert _exchange(server.socket, b"STATUS\n") == b"BUSY\n"
+        late = resident.connect(server.socket)
+        held.append(late)
+        time.sleep(0.3)  # the old server had closed by now: this write would meet a closed socket
+        late.sendall(b"STATUS\n")
+        late.settimeout(30)
+        assert late.recv(16) == b"BUSY\n"
+        silent = resident.connect(server.socket)
+        held.append(silent)
+        silent.settimeout(30)
+        started = time.monotonic()
+        assert silent.recv(16) == b"BUSY\n" and silent.recv(16) == b""
+        assert time.monotonic() - started >= 0.5  # given its time to send a line first
+    finally:
+        for sock in held:
+            sock.close()
+    assert wait_until(lambda: _exchange(server.socket, b"STATUS\n").startswith(b"OK\t"), 30)
 
 
 def test_connections_past_the_cap_are_closed_and_the_others_served(vdir, pdfs) -> None:
     """A thread per connection without end would exhaust the JVM (rev16ipc L2)."""
     assert compliant(pdfs[0]) == [True]
     server = verapdf._resident_server("2b")
-    held = []
+    held = _past_the_cap(server.socket)
     try:
-        for _ in range(256 - 1):  # this process's own connection is one
-            sock = socket.socket(socket.AF_UNIX)
-            held.append(sock)
-            sock.settimeout(60)
-            assert wait_until(lambda: sock.connect_ex(str(server.socket)) in (0, errno.EISCONN), 60)
-            # queued in order: the server takes these first
         assert _exchange(server.socket, b"STATUS\n") == b"BUSY\n"
         verapdf._close_shared()  # a run that connects now is told BUSY and validates by itself
         assert wait_until(lambda: _exchange(server.socket, b"STATUS\n").startswith(b"OK\t"), 30)

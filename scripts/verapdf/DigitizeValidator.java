@@ -63,6 +63,8 @@ public final class DigitizeValidator {
     static final int MAX_LINE = 4096 + 16;
     /** Clients served at once (one per digitize process); more are closed at once, not given a thread. */
     static final int MAX_CONNECTIONS = 256;
+    /** How long a client past the cap is given to send its first line before it is told BUSY. */
+    static final long BUSY_WAIT_NANOS = 1_000_000_000L;
 
     /** One line without its end (\n or \r\n), null at the end of input; past MAX_LINE bytes an
      *  IOException, never a buffer as big as what a client sends. */
@@ -277,42 +279,116 @@ public final class DigitizeValidator {
             try (Selector sel = Selector.open()) {
                 selector = sel;
                 listener.register(sel, SelectionKey.OP_ACCEPT);
-                while (!stopping) {
-                    sel.select(1000);
-                    sel.selectedKeys().clear();
-                    SocketChannel client;
-                    while ((client = listener.accept()) != null) {
-                        if (!sameUser(client)) {
-                            client.close();  // another user's process: not even whether a path exists
-                            continue;
-                        }
-                        boolean full;
-                        synchronized (state) {
-                            full = connections >= MAX_CONNECTIONS;
-                            if (!full) {
-                                connections++;
-                            }
-                        }
-                        if (full) {  // no thread per connection without end: BUSY, and the client validates itself
-                            try {
-                                client.write(ByteBuffer.wrap("BUSY\n".getBytes(StandardCharsets.US_ASCII)));
-                            } catch (IOException e) {
-                                // gone already
-                            }
-                            client.close();
-                            continue;
-                        }
-                        SocketChannel channel = client;
-                        Thread thread = new Thread(() -> serve(channel), "client");
-                        thread.setDaemon(true);
-                        thread.start();
-                    }
-                    synchronized (state) {
-                        if (connections == 0 && System.nanoTime() - lastActive > idleNanos) {
-                            return;
+                ByteBuffer scratch = ByteBuffer.allocate(MAX_LINE);
+                try {
+                    acceptLoop(listener, sel, scratch);
+                } finally {
+                    for (SelectionKey key : sel.keys()) {
+                        if (key.attachment() instanceof TurnedAway) {
+                            busy(key);
                         }
                     }
                 }
+            }
+        }
+
+        /** A client past the cap, read (and its bytes dropped) until its first line, then told BUSY. */
+        private static final class TurnedAway {
+            final long deadline = System.nanoTime() + BUSY_WAIT_NANOS;
+            int read;
+        }
+
+        private void acceptLoop(ServerSocketChannel listener, Selector sel, ByteBuffer scratch) throws IOException {
+            while (!stopping) {
+                boolean waiting = sel.keys().size() > 1;  // clients past the cap, each within its deadline
+                sel.select(waiting ? 100 : 1000);
+                for (SelectionKey key : sel.selectedKeys()) {
+                    if (key.attachment() instanceof TurnedAway away) {
+                        drain(key, away, scratch);
+                    }
+                }
+                sel.selectedKeys().clear();
+                long now = System.nanoTime();
+                for (SelectionKey key : sel.keys()) {
+                    if (key.attachment() instanceof TurnedAway away && now - away.deadline > 0) {
+                        busy(key);  // it sent no line in time: told now, and its next write fails
+                    }
+                }
+                SocketChannel client;
+                while ((client = listener.accept()) != null) {
+                    if (!sameUser(client)) {
+                        client.close();  // another user's process: not even whether a path exists
+                        continue;
+                    }
+                    boolean full;
+                    synchronized (state) {
+                        full = connections >= MAX_CONNECTIONS;
+                        if (!full) {
+                            connections++;
+                        }
+                    }
+                    if (full) {  // no thread per connection without end: BUSY, and the client validates itself
+                        turnAway(sel, client);
+                        continue;
+                    }
+                    SocketChannel channel = client;
+                    Thread thread = new Thread(() -> serve(channel), "client");
+                    thread.setDaemon(true);
+                    thread.start();
+                }
+                synchronized (state) {
+                    if (connections == 0 && System.nanoTime() - lastActive > idleNanos) {
+                        return;
+                    }
+                }
+            }
+        }
+
+        /** BUSY only once the client's first line is in (or its deadline passed): a client whose write
+         *  met a closed socket could miss it, and closing on unread data resets the connection. Waited
+         *  on by this thread's selector, so clients past the cap still get no thread. */
+        private static void turnAway(Selector sel, SocketChannel client) {
+            if (sel.keys().size() > MAX_CONNECTIONS) {  // as many waiting already: told at once
+                sayBusy(client);
+                return;
+            }
+            try {
+                client.configureBlocking(false);
+                client.register(sel, SelectionKey.OP_READ, new TurnedAway());
+            } catch (IOException e) {
+                sayBusy(client);
+            }
+        }
+
+        /** What a client past the cap sent is read and dropped; BUSY at its line's end, MAX_LINE or EOF. */
+        private static void drain(SelectionKey key, TurnedAway away, ByteBuffer scratch) {
+            SocketChannel client = (SocketChannel) key.channel();
+            try {
+                scratch.clear();
+                int n = client.read(scratch);
+                boolean lineEnd = false;
+                for (int i = 0; i < Math.max(n, 0) && !lineEnd; i++) {
+                    lineEnd = scratch.get(i) == '\n';
+                }
+                away.read += Math.max(n, 0);
+                if (n < 0 || lineEnd || away.read >= MAX_LINE) {
+                    busy(key);
+                }
+            } catch (IOException e) {
+                busy(key);
+            }
+        }
+
+        private static void busy(SelectionKey key) {
+            key.cancel();
+            sayBusy((SocketChannel) key.channel());
+        }
+
+        private static void sayBusy(SocketChannel client) {
+            try (client) {
+                client.write(ByteBuffer.wrap("BUSY\n".getBytes(StandardCharsets.US_ASCII)));
+            } catch (IOException e) {
+                // gone already
             }
         }
 
