@@ -194,3 +194,36 @@ def test_a_tampered_id_token_is_a_refusal_not_an_internal_error(sso):
         state["claims"] = error
         r, _ = callback(settings)
         assert r.status_code == 401 and "Traceback" not in r.text, r.text[:300]
+
+
+@pytest.mark.parametrize("target", ["/\t/evil.example/x", "/\n/evil.example/x", "/\r/evil.example/x",
+                                    "/\t\\evil.example/x", "/\x0b/evil.example", "/\x7f/evil.example",
+                                    "//evil.example/x", "/\\evil.example/x", "/%09/../\t/evil.example",
+                                    "http://evil.example/x", "/login/oidc?next=/", "/login"])
+def test_sign_on_never_lands_off_the_site_or_on_the_sign_on_itself(sso, target):
+    """Review web16 M1: the landing page writes the target into a meta refresh and a link, where a browser
+    drops tab/CR/LF before parsing: ``/<TAB>/evil.example`` became ``//evil.example``, another host. Every
+    control character, every target that is not a plain path of this site, and the sign-on's own pages (a
+    loop) land on the home page."""
+    settings, state = sso
+    with Archive.open(settings) as archive:
+        access.bind_oidc(archive.index, "tran.admin", ISSUER, "vneid-0042")
+    state["claims"] = {"sub": "vneid-0042"}
+    with TestClient(create_app(settings)) as client:
+        client.get("/login/oidc", params={"next": target}, follow_redirects=False,
+                   headers={"sec-fetch-site": "same-origin"})
+        r = client.get("/login/oidc/callback", follow_redirects=False)
+    assert r.status_code == 200
+    assert '<meta http-equiv="refresh" content="0; url=/">' in r.text and 'id="continue" href="/"' in r.text
+
+
+def test_the_landing_target_is_quoted_as_a_redirect_would_be(sso):
+    settings, state = sso
+    with Archive.open(settings) as archive:
+        access.bind_oidc(archive.index, "tran.admin", ISSUER, "vneid-0042")
+    state["claims"] = {"sub": "vneid-0042"}
+    with TestClient(create_app(settings)) as client:
+        client.get("/login/oidc", params={"next": '/search?q=hồ sơ"x'}, follow_redirects=False,
+                   headers={"sec-fetch-site": "same-origin"})
+        r = client.get("/login/oidc/callback", follow_redirects=False)
+    assert 'url=/search?q=h%E1%BB%93%20s%C6%A1%22x"' in r.text
