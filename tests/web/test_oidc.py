@@ -73,7 +73,8 @@ def test_single_sign_on_logs_into_the_local_account_and_its_scope(sso_portal):
     with httpx.Client(base_url=sso_portal.url, follow_redirects=True, timeout=30) as browser:
         login = browser.get("/login")
         assert 'href="/login/oidc' in login.text
-        signed_in = browser.get("/login/oidc", params={"next": f"/cases/{CASE_A}"})
+        signed_in = browser.get("/login/oidc", params={"next": f"/cases/{CASE_A}"},
+                                headers={"sec-fetch-site": "same-origin"})  # as from the login page's button
         assert signed_in.status_code == 200 and "/login/oidc/callback" in str(signed_in.url), signed_in.text[:300]
         assert "samesite=strict" in signed_in.headers["set-cookie"].lower()
         landed = browser.get(signed_in_target(signed_in))
