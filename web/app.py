@@ -34,7 +34,9 @@ from storage.index import open_index
 from .auth import (SESSION_COOKIE, SESSION_MAX_AGE, CsrfError, LoginRequired, SessionRevocations, TokenCache,
                    session_secret)
 from .context import OPEN, ArchivePool, Handoff
+from .crosssite import CrossSiteArrivals
 from .events import SCOPE_KEY, CommitBeforeAnswer, EventWriter, commit_wait
+from .oidc import SSO_PATH
 from .throttle import LoginThrottle
 from .settings_check import check_web_settings
 from .uploads import UploadQueue
@@ -303,6 +305,7 @@ def create_app(settings) -> FastAPI:
     app.add_middleware(SessionsForPages, secret_key=session_secret(settings), session_cookie=SESSION_COOKIE,
                        max_age=SESSION_MAX_AGE, same_site="strict",  # with OIDC too: its state has a
                        https_only=settings.web.secure_cookies)  # cookie of its own (web/oidc.py SsoStateCookie)
+    app.add_middleware(CrossSiteArrivals, session_cookie=SESSION_COOKIE, skip_prefix=SSO_PATH)  # review web16 L3
 
     app.add_middleware(SecurityHeaders)
 

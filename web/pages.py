@@ -27,6 +27,7 @@ from storage.access import PASSWORD_LOGIN, AuthenticationError, Gate, Perm, Sear
 from . import files, oidc
 from .app import page_gate
 from .auth import check_csrf, client_address, csrf_token, end_session, start_session
+from .crosssite import REDIRECT_SAFE
 from .i18n import DEFAULT, LANGUAGES, translate
 from .throttle import LoginBusy
 
@@ -47,9 +48,6 @@ def render(request: Request, template: str, status: int = 200, gate: Gate | None
     return templates.TemplateResponse(request, template, {
         "t": lambda key: translate(key, lang), "lang": lang, "csrf": csrf_token(request),
         "principal": gate.principal if gate else None, "Perm": Perm, **context}, status_code=status)
-
-
-REDIRECT_SAFE = ":/%#?=@[]!$&'()*+,;"  # what RedirectResponse leaves unquoted (starlette.responses)
 
 
 def local_target(target: str | None) -> str:
