@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
 from digitize import __version__
+from digitize.secrets import mask
 from digitize.errors import (BadArgsError, ConfigError, DigitizeError, InputError, NotFoundError, StorageError,
                              VerificationError)
 from storage.access import AuthenticationError, Gate, PermissionDenied, TokenExpired
@@ -137,6 +138,10 @@ class ThreadsFinishFirst:
             while not task.done():
                 with contextlib.suppress(asyncio.CancelledError):  # repeated cancels change nothing more
                     await _ended(task)
+            if not task.cancelled() and task.exception() is not None:  # retrieved here: one line, not asyncio's
+                error = task.exception()  # "Task exception was never retrieved" and its traceback (web16 L6)
+                log.warning("%s %s: a cancelled request ended with %s: %s", scope.get("method"), scope["path"],
+                            type(error).__name__, mask(str(error))[:200])
             raise
         return task.result()  # the child's exception as raised
 
