@@ -19,17 +19,24 @@ CASE = "000.00.31.H56-241015-0027"
 FROM_ELSEWHERE = {"sec-fetch-site": "cross-site", "sec-fetch-mode": "navigate", "sec-fetch-dest": "document"}
 
 
-@pytest.fixture
-def signed_in(sso):  # noqa: F811
-    """A TestClient whose cookie jar holds a signed-in session (an SSO login)."""
+def sign_on(sso, headers=None):  # noqa: F811
+    """A TestClient signed in through the (faked) provider, and the callback's answer."""
     settings, state = sso
     with Archive.open(settings) as archive:
         access.bind_oidc(archive.index, "tran.admin", ISSUER, "vneid-0042")
     state["claims"] = {"sub": "vneid-0042"}
     with TestClient(create_app(settings)) as client:
-        client.get("/login/oidc", follow_redirects=False)
-        assert client.get("/login/oidc/callback", follow_redirects=False).status_code == 200
+        client.get("/login/oidc", headers=headers, follow_redirects=False)
+        landing = client.get("/login/oidc/callback", headers=headers, follow_redirects=False)
+        assert landing.status_code == 200
         assert client.get("/admin", follow_redirects=False).status_code == 200
+        yield client, landing
+
+
+@pytest.fixture
+def signed_in(sso):  # noqa: F811
+    """A TestClient whose cookie jar holds a signed-in session (an SSO login)."""
+    for client, _ in sign_on(sso):
         yield client
 
 
@@ -80,12 +87,5 @@ def test_a_request_with_the_cookie_or_from_this_site_is_not_bounced(signed_in):
 
 
 def test_the_provider_s_redirect_back_still_starts_the_session(sso):  # noqa: F811
-    settings, state = sso
-    with Archive.open(settings) as archive:
-        access.bind_oidc(archive.index, "tran.admin", ISSUER, "vneid-0042")
-    state["claims"] = {"sub": "vneid-0042"}
-    with TestClient(create_app(settings)) as client:
-        client.get("/login/oidc", headers=FROM_ELSEWHERE, follow_redirects=False)
-        r = client.get("/login/oidc/callback", headers=FROM_ELSEWHERE, follow_redirects=False)
-        assert r.status_code == 200 and session_cookies(r) and re.search(r'url=/"', r.text)
-        assert client.get("/admin", follow_redirects=False).status_code == 200
+    for _, landing in sign_on(sso, FROM_ELSEWHERE):
+        assert session_cookies(landing) and re.search(r'url=/"', landing.text)
