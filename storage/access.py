@@ -551,6 +551,11 @@ def expire_token(index, name: str, days: int, now: datetime | None = None) -> st
     return expires_at
 
 
+def tokens_without_expiry(index) -> list[str]:
+    """The active tokens made before migration 0008: they never expire until `tokens expire` says when."""
+    return [t.name for t in index.tokens() if not t.revoked_at and not t.expiry_recorded]
+
+
 def authenticate_token(index, secret: str, now: datetime | None = None) -> Principal:
     """The token's principal (its ``expires`` set, for caches that must not keep it longer);
     AuthenticationError if unknown or revoked, :class:`TokenExpired` once ``now`` is past its expiry."""

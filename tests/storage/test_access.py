@@ -216,7 +216,7 @@ def test_tokens_expire_and_old_ones_keep_no_expiry(archive, settings):
     assert refused.exit_code != 0 and "expires-days" in refused.output
 
 
-def test_a_token_made_before_expiries_gets_one_through_tokens_expire(archive, settings):
+def test_a_token_made_before_expiries_gets_one_through_tokens_expire(archive, settings, capsys):
     """Review web16 L4: a token made before migration 0008 (every token at the upgrade) kept no expiry and
     no command could give it one. `tokens expire NAME --days N` sets (or renews, or removes with 0) it, from
     now, through storage.access, recorded as an account event."""
@@ -230,8 +230,16 @@ def test_a_token_made_before_expiries_gets_one_through_tokens_expire(archive, se
     with archive.index.transaction():  # a token made before 0008: its row only (as the old code wrote it)
         archive.index._execute("INSERT INTO api_tokens (name, role, agencies, token_hash, created_at) "
                                "VALUES ('old', 'officer', '[]', ?, ?)", (access.token_hash("dgt_old"), access.now_iso()))
+    from web.cli import warn_tokens_without_expiry
+
+    access.create_token(archive.index, "new", "admin", [])
+    warn_tokens_without_expiry(settings)  # what `digitize serve` says before it starts
+    assert capsys.readouterr().err == ("warning: 1 API token(s) made before expiring tokens never expire (old): "
+                                       "digitize tokens expire NAME --days N\n")
     t0 = datetime(2026, 12, 2, 9, 0, tzinfo=timezone.utc)
     assert access.expire_token(archive.index, "old", 30, now=t0) == "2027-01-01T09:00:00+00:00"
+    warn_tokens_without_expiry(settings)
+    assert capsys.readouterr().err == ""
     assert access.authenticate_token(archive.index, "dgt_old", now=t0 + timedelta(days=29)).name == "old"
     with pytest.raises(access.TokenExpired):
         access.authenticate_token(archive.index, "dgt_old", now=t0 + timedelta(days=30))
