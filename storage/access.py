@@ -543,6 +543,19 @@ def create_token(index, name: str, role: str, agencies: Iterable[str], expires_d
     return secret
 
 
+def expire_token(index, name: str, days: int, now: datetime | None = None) -> str | None:
+    """Make token NAME expire ``days`` after ``now`` (0: never) and return the expiry: how a token made
+    before migration 0008, which has none, gets one (review web16 L4); also renews or shortens one."""
+    expires_at = token_expiry(days, now)
+    index.set_token_expiry(name, expires_at)
+    return expires_at
+
+
+def tokens_without_expiry(index) -> list[str]:
+    """The active tokens made before migration 0008: they never expire until `tokens expire` says when."""
+    return [t.name for t in index.tokens() if not t.revoked_at and not t.expiry_recorded]
+
+
 def authenticate_token(index, secret: str, now: datetime | None = None) -> Principal:
     """The token's principal (its ``expires`` set, for caches that must not keep it longer);
     AuthenticationError if unknown or revoked, :class:`TokenExpired` once ``now`` is past its expiry."""

@@ -152,7 +152,7 @@ def users_events(settings, limit: int) -> None:
 
 @click.group("tokens")
 def tokens_group() -> None:
-    """API tokens for other systems: create (shown once), list, revoke."""
+    """API tokens for other systems: create (shown once), list, expire, revoke."""
 
 
 @tokens_group.command("create")
@@ -174,7 +174,7 @@ def tokens_create(settings, name: str, role: str, agencies: tuple[str, ...], exp
 def _expiry(token) -> str:
     """When the token expires, in words: a date, never (made so), or none (made before expiries existed)."""
     if not token.expiry_recorded:
-        return "no expiry (made before expiring tokens: revoke and replace it)"
+        return "no expiry (made before expiring tokens: digitize tokens expire NAME --days N)"
     if token.expires_at is None:
         return "never expires (--expires-days 0)"
     return f"{'expired' if _past(token.expires_at) else 'expires'} {token.expires_at}"
@@ -195,6 +195,21 @@ def tokens_list(settings) -> None:
         return f"{token.name:<24} {token.role:<10} {state:<8} {_scope(token.agencies, token.role)}  {_expiry(token)}"
 
     _list(settings, lambda index: index.tokens(), line, "tokens")
+
+
+@tokens_group.command("expire")
+@click.argument("name")
+@click.option("--days", type=click.IntRange(0, access.MAX_TOKEN_DAYS), required=True,
+              help="Days from now until the token expires (then refused: 401 token_expired); 0: never.")
+@click.pass_obj
+def tokens_expire(settings, name: str, days: int) -> None:
+    """Set when token NAME expires, from now: for a token made before expiring tokens (it has none), or to
+    renew or shorten one. Recorded as an account event."""
+    with _archive(settings) as archive:
+        _audited(archive.index, "token expiry set", name, lambda: access.expire_token(archive.index, name, days),
+                 lambda expires_at: f"expires {expires_at}" if expires_at else "never expires")
+        expiry = _expiry(archive.index.token_by_name(name))
+    click.echo(f"token {name} {expiry}")
 
 
 @tokens_group.command("revoke")

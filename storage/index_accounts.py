@@ -191,6 +191,14 @@ class AccountQueries:
     def tokens(self) -> list[TokenRecord]:
         return [_token(r) for r in self._rows(_TOKENS + " ORDER BY t.name")]
 
+    def set_token_expiry(self, name: str, expires_at: str | None) -> None:
+        """Give a token (one made before 0008 too) the expiry ``expires_at`` (None: never), replacing any."""
+        with self.transaction():
+            if not self._rows("SELECT name FROM api_tokens WHERE name = ?", (name,)):
+                raise NotFoundError(f"token {name} not found")
+            self._execute("DELETE FROM api_token_expiry WHERE name = ?", (name,))
+            self._execute("INSERT INTO api_token_expiry (name, expires_at) VALUES (?, ?)", (name, expires_at))
+
     def revoke_token(self, name: str, now: str) -> None:
         with self.transaction():
             if not self._rows("SELECT name FROM api_tokens WHERE name = ?", (name,)):

@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
 from digitize import __version__
+from digitize.secrets import mask
 from digitize.errors import (BadArgsError, ConfigError, DigitizeError, InputError, NotFoundError, StorageError,
                              VerificationError)
 from storage.access import AuthenticationError, Gate, PermissionDenied, TokenExpired
@@ -34,7 +35,9 @@ from storage.index import open_index
 from .auth import (SESSION_COOKIE, SESSION_MAX_AGE, CsrfError, LoginRequired, SessionRevocations, TokenCache,
                    session_secret)
 from .context import OPEN, ArchivePool, Handoff
+from .crosssite import CrossSiteArrivals
 from .events import SCOPE_KEY, CommitBeforeAnswer, EventWriter, commit_wait
+from .oidc import SSO_PATH
 from .throttle import LoginThrottle
 from .settings_check import check_web_settings
 from .uploads import UploadQueue
@@ -135,6 +138,10 @@ class ThreadsFinishFirst:
             while not task.done():
                 with contextlib.suppress(asyncio.CancelledError):  # repeated cancels change nothing more
                     await _ended(task)
+            if not task.cancelled() and task.exception() is not None:  # retrieved here: one line, not asyncio's
+                error = task.exception()  # "Task exception was never retrieved" and its traceback (web16 L6)
+                log.warning("%s %s: a cancelled request ended with %s: %s", scope.get("method"), scope["path"],
+                            type(error).__name__, mask(str(error))[:200])
             raise
         return task.result()  # the child's exception as raised
 
@@ -303,6 +310,7 @@ def create_app(settings) -> FastAPI:
     app.add_middleware(SessionsForPages, secret_key=session_secret(settings), session_cookie=SESSION_COOKIE,
                        max_age=SESSION_MAX_AGE, same_site="strict",  # with OIDC too: its state has a
                        https_only=settings.web.secure_cookies)  # cookie of its own (web/oidc.py SsoStateCookie)
+    app.add_middleware(CrossSiteArrivals, session_cookie=SESSION_COOKIE, skip_prefix=SSO_PATH)  # review web16 L3
 
     app.add_middleware(SecurityHeaders)
 

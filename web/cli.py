@@ -26,6 +26,7 @@ def serve_cmd(settings, host: str | None, port: int | None) -> None:
         from pipelines.tasks import check_settings
 
         check_settings(settings)
+    warn_tokens_without_expiry(settings)
     workers = settings.web.workers if settings.web.workers > 0 else (os.cpu_count() or 1)
     proxies = settings.web.trusted_proxies or "127.0.0.1"
     config = uvicorn.Config(AppFactory(settings), factory=True, host=host or settings.web.host,
@@ -41,6 +42,27 @@ def serve_cmd(settings, host: str | None, port: int | None) -> None:
     # process pipe, never through argv or the environment), share the listening socket, and one that dies
     # is replaced. Upload jobs and webhooks coordinate through the data dir (web/uploads.py, web/webhooks.py).
     Multiprocess(config, sockets=[config.bind_socket()]).run()
+
+
+def warn_tokens_without_expiry(settings) -> None:
+    """One line naming the active API tokens made before migration 0008, which never expire until
+    `digitize tokens expire NAME --days N` gives them an expiry (review web16 L4; names are no secret)."""
+    from digitize.errors import DigitizeError
+    from storage.access import tokens_without_expiry
+    from storage.index import open_index
+
+    try:
+        index = open_index(settings.index_dsn, settings.store.group_readable)
+        try:
+            names = tokens_without_expiry(index)
+        finally:
+            index.close()
+    except DigitizeError:
+        return  # an index that cannot be opened: each server process says so itself
+    if names:
+        shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
+        click.echo(f"warning: {len(names)} API token(s) made before expiring tokens never expire ({shown}): "
+                   "digitize tokens expire NAME --days N", err=True)
 
 
 class AppFactory:

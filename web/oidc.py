@@ -12,13 +12,15 @@ nonce and PKCE verifier live in a cookie of their own (:class:`SsoStateCookie`: 
 ``/login/oidc``, 10 minutes, its own signing key), and the callback answers with a page of this site that
 moves on to the target (a meta refresh and a link, no script: the CSP stays), so the first navigation that
 needs the new Strict session is same-site and carries it (a redirect would still be part of the
-cross-site navigation, and arrive without it).
+cross-site navigation, and arrive without it). That landing is why the target (``next``) is honoured only for
+a sign-on the portal's own page started (:func:`started_here`): a cross-site start lands on the home page.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -62,6 +64,24 @@ class SsoStateCookie:
 def sso_request(request: Request) -> Request:
     """``request`` as Authlib sees it: its ``session`` is the sign-on's own (the Lax cookie)."""
     return Request({**request.scope, "session": request.scope[SSO_KEY]}, request.receive)
+
+
+def started_here(request: Request) -> bool:
+    """Whether the sign-on was started by the portal's own page (its SSO button) or typed by the person:
+    only then may it land on the page it names (review web16 M2: a cross-site link to
+    ``/login/oidc?next=<download>`` went through a provider that remembers the officer and the landing page
+    then carried the new Strict session to the download). The browser's ``Sec-Fetch-Site`` says so; without
+    it (an old browser, plain http off loopback), an ``Origin`` or ``Referer`` of the portal does; else not."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site in ("same-origin", "none")
+    portal = _origin(str(request.base_url))
+    return any(_origin(request.headers.get(h, "")) == portal for h in ("origin", "referer"))
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower() if parts.scheme and parts.netloc else ""
 
 
 def enabled(settings) -> bool:
@@ -109,7 +129,8 @@ def install(app: FastAPI, settings, render_login) -> None:
             return render_login(request, "sso_failed", 401)
         flow = sso_request(request)
         flow.session.clear()  # one sign-on at a time per browser
-        flow.session.update(after_login=local_target(next), lang=request.session.get("lang"))
+        target = local_target(next) if started_here(request) else "/"  # review web16 M2
+        flow.session.update(after_login=target, lang=request.session.get("lang"))
         return await oauth.sso.authorize_redirect(flow, str(request.url_for("oidc_callback")))
 
     @app.get("/login/oidc/callback", name="oidc_callback", include_in_schema=False)

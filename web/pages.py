@@ -11,7 +11,7 @@ import asyncio
 import math
 import re
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 from fastapi import Depends, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -27,6 +27,7 @@ from storage.access import PASSWORD_LOGIN, AuthenticationError, Gate, Perm, Sear
 from . import files, oidc
 from .app import page_gate
 from .auth import check_csrf, client_address, csrf_token, end_session, start_session
+from .crosssite import REDIRECT_SAFE
 from .i18n import DEFAULT, LANGUAGES, translate
 from .throttle import LoginBusy
 
@@ -50,10 +51,17 @@ def render(request: Request, template: str, status: int = 200, gate: Gate | None
 
 
 def local_target(target: str | None) -> str:
-    """Only a path on this site (no scheme, no //host) may be a redirect target."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+    """A path on this site, quoted as RedirectResponse quotes, or "/". It goes out raw in a meta refresh and a
+    link (signed_in.html), where a browser drops tab/CR/LF before parsing (``/<TAB>/evil.example`` is then
+    ``//evil.example``, another host: review web16 M1): so no control character at all, a plain path (``/``
+    followed by neither ``/`` nor ``\\``, no scheme, no host), and none of the sign-on's own pages (a loop)."""
+    if (not target or any(ord(c) < 0x20 or ord(c) == 0x7F for c in target) or not target.startswith("/")
+            or target[1:2] in ("/", "\\") or "\\" in target):
         return "/"
-    return target
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or parts.path == "/login" or parts.path.startswith("/login/"):
+        return "/"
+    return quote(target, safe=REDIRECT_SAFE)
 
 
 def check_password(pool, name: str, password: str):

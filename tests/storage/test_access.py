@@ -216,6 +216,53 @@ def test_tokens_expire_and_old_ones_keep_no_expiry(archive, settings):
     assert refused.exit_code != 0 and "expires-days" in refused.output
 
 
+def test_a_token_made_before_expiries_gets_one_through_tokens_expire(archive, settings, capsys):
+    """Review web16 L4: a token made before migration 0008 (every token at the upgrade) kept no expiry and
+    no command could give it one. `tokens expire NAME --days N` sets (or renews, or removes with 0) it, from
+    now, through storage.access, recorded as an account event."""
+    from datetime import datetime, timedelta, timezone
+
+    from click.testing import CliRunner
+
+    import storage.cli  # noqa: F401 - it imports accounts_cli (the order `digitize` loads them in)
+    from storage.accounts_cli import tokens_group
+
+    with archive.index.transaction():  # a token made before 0008: its row only (as the old code wrote it)
+        archive.index._execute("INSERT INTO api_tokens (name, role, agencies, token_hash, created_at) "
+                               "VALUES ('old', 'officer', '[]', ?, ?)", (access.token_hash("dgt_old"), access.now_iso()))
+    from web.cli import warn_tokens_without_expiry
+
+    access.create_token(archive.index, "new", "admin", [])
+    warn_tokens_without_expiry(settings)  # what `digitize serve` says before it starts
+    assert capsys.readouterr().err == ("warning: 1 API token(s) made before expiring tokens never expire (old): "
+                                       "digitize tokens expire NAME --days N\n")
+    t0 = datetime(2026, 12, 2, 9, 0, tzinfo=timezone.utc)
+    assert access.expire_token(archive.index, "old", 30, now=t0) == "2027-01-01T09:00:00+00:00"
+    warn_tokens_without_expiry(settings)
+    assert capsys.readouterr().err == ""
+    assert access.authenticate_token(archive.index, "dgt_old", now=t0 + timedelta(days=29)).name == "old"
+    with pytest.raises(access.TokenExpired):
+        access.authenticate_token(archive.index, "dgt_old", now=t0 + timedelta(days=30))
+    assert archive.index.token_by_name("old").expiry_recorded
+    with pytest.raises(NotFoundError, match="token nobody not found"):
+        access.expire_token(archive.index, "nobody", 30)
+
+    def run(*args):
+        return CliRunner().invoke(tokens_group, list(args), obj=settings)
+
+    done = run("expire", "old", "--days", "0")
+    assert done.exit_code == 0 and done.stdout.strip() == "token old never expires (--expires-days 0)"
+    assert access.authenticate_token(archive.index, "dgt_old", now=t0 + timedelta(days=36500)).expires is None
+    done = run("expire", "old", "--days", "7")
+    assert done.exit_code == 0 and "token old expires 20" in done.stdout
+    assert [e.detail for e in archive.index.account_events() if e.action == "token expiry set"] == [
+        f"expires {archive.index.token_by_name('old').expires_at}", "never expires"]
+    assert isinstance(run("expire", "nobody", "--days", "7").exception, NotFoundError)  # `digitize`: one line
+    for args in (["expire", "old", "--days", "-1"], ["expire", "old"]):
+        refused = run(*args)
+        assert refused.exit_code == 2 and "--days" in refused.output, refused.output
+
+
 def test_out_of_scope_is_not_found_and_bad_ids_are_bad(two_agencies):
     gate = two_agencies.gate(OFFICER_A, "192.0.2.7")
     record, docs = gate.case(CASE_A)

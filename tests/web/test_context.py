@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -640,4 +641,47 @@ def test_a_request_cancelled_while_its_route_thread_uses_the_archive_keeps_it_un
         asyncio.run(scenario())
     finally:
         release.set()
-        pool.close()
+        ended.wait(30)  # the route's thread out of SQLite first: closing its connection under it crashed
+        pool.close()  # the interpreter instead of failing the test (review web16 L5)
+
+
+def test_a_cancelled_request_whose_route_then_fails_is_logged_in_one_line(caplog):
+    """Review web16 L6: on the cancel path the child's exception was never retrieved, so asyncio logged
+    "Task exception was never retrieved" with a full traceback when the task was collected."""
+    import asyncio
+    import gc
+
+    import anyio
+
+    from web.app import ThreadsFinishFirst
+
+    inside, release = threading.Event(), threading.Event()
+
+    async def route(scope, receive, send):
+        try:
+            await anyio.to_thread.run_sync(lambda: inside.set() or release.wait(30))
+        finally:
+            raise RuntimeError("the gate's close failed")  # e.g. a lost database connection
+
+    app = ThreadsFinishFirst(route)
+
+    async def scenario():
+        request = asyncio.ensure_future(app({"type": "http", "method": "GET", "path": "/cases/x"}, None, None))
+        while not inside.is_set():
+            await asyncio.sleep(0.01)
+        request.cancel()
+        await asyncio.sleep(0.05)
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+
+    with caplog.at_level(logging.WARNING):
+        try:
+            asyncio.run(scenario())
+        finally:
+            release.set()
+        gc.collect()
+    assert "never retrieved" not in caplog.text
+    [line] = [r for r in caplog.records if r.name == "digitize.web"]
+    assert line.getMessage() == "GET /cases/x: a cancelled request ended with RuntimeError: the gate's close failed"
+    assert line.exc_info is None

@@ -73,7 +73,8 @@ def test_single_sign_on_logs_into_the_local_account_and_its_scope(sso_portal):
     with httpx.Client(base_url=sso_portal.url, follow_redirects=True, timeout=30) as browser:
         login = browser.get("/login")
         assert 'href="/login/oidc' in login.text
-        signed_in = browser.get("/login/oidc", params={"next": f"/cases/{CASE_A}"})
+        signed_in = browser.get("/login/oidc", params={"next": f"/cases/{CASE_A}"},
+                                headers={"sec-fetch-site": "same-origin"})  # as from the login page's button
         assert signed_in.status_code == 200 and "/login/oidc/callback" in str(signed_in.url), signed_in.text[:300]
         assert "samesite=strict" in signed_in.headers["set-cookie"].lower()
         landed = browser.get(signed_in_target(signed_in))
@@ -105,12 +106,28 @@ def test_a_browser_signs_on_across_sites_and_lands_on_the_page_asked_for(sso_por
             cookies = {c["name"]: c for c in context.cookies()}
             assert cookies["digitize_session"]["sameSite"] == "Strict"
             assert "digitize_sso" not in cookies  # the state cookie is gone once used
-            # a cross-site link does not carry the session: a page from the provider's site links to a case
-            page.goto(f"{sso_portal.issuer_origin}/province/.well-known/openid-configuration")
-            page.set_content(f'<a id="x" href="{sso_portal.url}/cases/{CASE_A}">case</a>')
-            page.click("#x")
-            page.wait_for_load_state()
-            assert "/login" in page.url
+            # a page of another site (the provider's) links to the portal
+            other_site = f"{sso_portal.issuer_origin}/province/.well-known/openid-configuration"
+            downloads = []
+            page.on("download", lambda download: downloads.append(download))
+
+            def follow_link_from_another_site(url: str) -> None:
+                page.goto(other_site)
+                page.set_content(f'<a id="x" href="{url}">link</a>')
+                page.click("#x")
+                page.wait_for_load_state()
+                page.wait_for_timeout(1500)  # the bounce pages' meta refreshes
+
+            # a link to a download does not carry the session (review web15 L4): it ends on the login page,
+            # which no longer replaces the signed-in session (review web16 L3)
+            follow_link_from_another_site(f"{sso_portal.url}/cases/{CASE_A}/documents/1/pdfa")
+            assert "/login" in page.url and not downloads
+            # a link to /login/oidc?next=<download> lands on the home page (review web16 M2)
+            follow_link_from_another_site(f"{sso_portal.url}/login/oidc?next=/cases/{CASE_A}/documents/1/pdfa")
+            assert page.url in (f"{sso_portal.url}/", f"{sso_portal.url}/search") and not downloads, page.url
+            # a link to a case opens it for the officer still signed in (review web16 L3: bounced same-site)
+            follow_link_from_another_site(f"{sso_portal.url}/cases/{CASE_A}")
+            assert page.url == f"{sso_portal.url}/cases/{CASE_A}" and "officer-sso" in page.inner_text("header")
         finally:
             browser.close()
 

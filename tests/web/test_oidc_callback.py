@@ -115,7 +115,8 @@ def test_the_session_cookie_is_strict_and_sign_on_lands_on_the_page_asked_for(ss
         access.bind_oidc(archive.index, "tran.admin", ISSUER, "vneid-0042")
     state["claims"] = {"sub": "vneid-0042"}
     with TestClient(create_app(settings)) as client:
-        r = client.get("/login/oidc", params={"next": "/admin?x=1"}, follow_redirects=False)
+        r = client.get("/login/oidc", params={"next": "/admin?x=1"}, follow_redirects=False,
+                       headers={"sec-fetch-site": "same-origin"})  # the login page's button
         assert r.status_code == 302 and r.headers["location"].startswith(ISSUER + "/auth?")
         [flow] = r.headers.get_list("set-cookie")
         assert flow.startswith("digitize_sso=") and "samesite=lax" in flow.lower()
@@ -194,3 +195,61 @@ def test_a_tampered_id_token_is_a_refusal_not_an_internal_error(sso):
         state["claims"] = error
         r, _ = callback(settings)
         assert r.status_code == 401 and "Traceback" not in r.text, r.text[:300]
+
+
+@pytest.mark.parametrize("target", ["/\t/evil.example/x", "/\n/evil.example/x", "/\r/evil.example/x",
+                                    "/\t\\evil.example/x", "/\x0b/evil.example", "/\x7f/evil.example",
+                                    "//evil.example/x", "/\\evil.example/x", "/%09/../\t/evil.example",
+                                    "http://evil.example/x", "/login/oidc?next=/", "/login"])
+def test_sign_on_never_lands_off_the_site_or_on_the_sign_on_itself(sso, target):
+    """Review web16 M1: the landing page writes the target into a meta refresh and a link, where a browser
+    drops tab/CR/LF before parsing: ``/<TAB>/evil.example`` became ``//evil.example``, another host. Every
+    control character, every target that is not a plain path of this site, and the sign-on's own pages (a
+    loop) land on the home page."""
+    settings, state = sso
+    with Archive.open(settings) as archive:
+        access.bind_oidc(archive.index, "tran.admin", ISSUER, "vneid-0042")
+    state["claims"] = {"sub": "vneid-0042"}
+    with TestClient(create_app(settings)) as client:
+        client.get("/login/oidc", params={"next": target}, follow_redirects=False,
+                   headers={"sec-fetch-site": "same-origin"})
+        r = client.get("/login/oidc/callback", follow_redirects=False)
+    assert r.status_code == 200
+    assert '<meta http-equiv="refresh" content="0; url=/">' in r.text and 'id="continue" href="/"' in r.text
+
+
+def test_the_landing_target_is_quoted_as_a_redirect_would_be(sso):
+    settings, state = sso
+    with Archive.open(settings) as archive:
+        access.bind_oidc(archive.index, "tran.admin", ISSUER, "vneid-0042")
+    state["claims"] = {"sub": "vneid-0042"}
+    with TestClient(create_app(settings)) as client:
+        client.get("/login/oidc", params={"next": '/search?q=hồ sơ"x'}, follow_redirects=False,
+                   headers={"sec-fetch-site": "same-origin"})
+        r = client.get("/login/oidc/callback", follow_redirects=False)
+    assert 'url=/search?q=h%E1%BB%93%20s%C6%A1%22x"' in r.text
+
+
+@pytest.mark.parametrize("headers, honoured", [
+    ({"sec-fetch-site": "same-origin"}, True), ({"sec-fetch-site": "none"}, True),  # its button; typed
+    ({"origin": "http://testserver"}, True), ({"referer": "http://testserver/login?next=/admin"}, True),
+    ({"sec-fetch-site": "cross-site"}, False), ({"sec-fetch-site": "same-site"}, False),
+    ({"sec-fetch-site": "cross-site", "referer": "http://testserver/login"}, False),
+    ({"referer": "http://evil.example/testserver/"}, False), ({"origin": "http://testserver.evil.example"}, False),
+    ({}, False)])
+def test_a_sign_on_started_elsewhere_lands_on_the_home_page(sso, headers, honoured):
+    """Review web16 M2: a cross-site link to /login/oidc?next=<download> went through a provider that
+    remembers the officer, and the landing page carried the new Strict session to the download. The target
+    is honoured only when the portal's own page (or the person, typing it) started the sign-on."""
+    settings, state = sso
+    with Archive.open(settings) as archive:
+        access.bind_oidc(archive.index, "tran.admin", ISSUER, "vneid-0042")
+    state["claims"] = {"sub": "vneid-0042"}
+    download = "/cases/000.00.31.H56-241015-0027/documents/1/pdfa"
+    with TestClient(create_app(settings)) as client:
+        start = client.get("/login/oidc", params={"next": download}, follow_redirects=False, headers=headers)
+        assert start.status_code == 302
+        r = client.get("/login/oidc/callback", follow_redirects=False)
+    assert r.status_code == 200
+    target = download if honoured else "/"
+    assert f'<meta http-equiv="refresh" content="0; url={target}">' in r.text
