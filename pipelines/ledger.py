@@ -57,6 +57,11 @@ _BEAT_LUA = """if redis.call('HGET', KEYS[1], 'state') == 'running' and redis.ca
   return 1
 end
 return 0"""
+_SENT_LUA = """if redis.call('HGET', KEYS[1], 'state') and (redis.call('HGET', KEYS[1], 'run') or '') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'sent', '1')
+  return 1
+end
+return 0"""
 RECONNECT_SECONDS = 60.0  # how long a ledger call keeps retrying while Redis restarts
 ENDS = f"{PREFIX}ends"  # bumped by every outcome: a waiter reads one number, not every pending job, to see a change
 CHANGES = f"{PREFIX}changes"  # a stream of the jobs each write touched: the metrics re-read only those (LiveTally)
@@ -124,6 +129,7 @@ class JobRecord:
     run: str = ""  # the submission (Submitter.send's random ID, in the signed spec): an older run's record is stale
     counted: bool = False  # starts and ends are under the record's seal (not planted, not from before they were)
     heartbeat: float = 0.0  # when the running delivery last renewed its lease (Ledger.beat; not sealed, as times)
+    sent: bool = False  # the run's task was published (Ledger.mark_sent, after the broker took it; not sealed)
 
     def last_seen(self) -> float:
         """The latest sign of life of the job's submission or delivery (enqueued, started, lease renewed)."""
@@ -150,7 +156,8 @@ class JobRecord:
         return cls(job, data.get("state", ""), data.get("name", ""), data.get("sha256", ""), num("enqueued"),
                    num("started"), num("finished"), num("starts", int), num("ends", int), data.get("reason", ""),
                    data.get("worker", ""), _json(data.get("spec")), _json(data.get("result")),
-                   data.get("signature", ""), run=data.get("run", ""), heartbeat=num("heartbeat"))
+                   data.get("signature", ""), run=data.get("run", ""), heartbeat=num("heartbeat"),
+                   sent=data.get("sent") == "1")
 
 
 def _json(text: str | None) -> dict[str, Any]:
@@ -352,10 +359,39 @@ class Ledger:
             now = time.time()
             self._sealed_move(job, "waiting", now, dict(
                 name=name, sha256=sha256, run=str(spec.get("run") or ""), enqueued=now, started=0, finished=0, starts=0, ends=0,
-                reason="", worker="", heartbeat=0,
+                reason="", worker="", heartbeat=0, sent=0,
                 spec=json.dumps(spec), result="", signature=signature),
                 after=(lambda pipe: pipe.sadd(f"{PREFIX}batch:{batch}", job)) if batch else None)
         self._call(run, f"recording job {job}")
+
+    def mark_sent(self, job: str, run: str) -> bool:
+        """The broker took RUN's task: the record is flagged ``sent`` (if it is still RUN's), and only then may
+        another submission follow it instead of sending it again (Submitter._live: a record whose publish was
+        refused, or whose submitter died before publishing, was followed and its file reported queued with no task
+        ever sent: review rev2_batch16a MEDIUM-1). Whether it was."""
+        script = self.redis.register_script(_SENT_LUA)
+        return bool(self._call(lambda: script(keys=[self._job(job)], args=[run]), f"recording job {job} as sent"))
+
+    def unsent(self, job: str, run: str, reason: str, result: dict[str, Any] | None = None) -> bool:
+        """RUN's task was refused by the broker: its waiting record is failed with REASON (shown, and `queue
+        retry` sends it again), unless another submission has recorded the job since (left alone). Whether it
+        was."""
+        class Moved(Exception):
+            pass
+
+        def guard(kept: dict[str, Any], old: dict[str, Any]) -> None:
+            if kept.get("state") != "waiting" or (kept.get("run") or "") != run:
+                raise Moved
+
+        def write():
+            now = time.time()
+            self._sealed_move(job, "failed", now, dict(reason=reason, finished=now, result=json.dumps(result or {})),
+                              after=lambda pipe: (pipe.incr(ENDS), pipe.publish(ENDS, job)), guard=guard)
+        try:
+            self._call(write, f"failing job {job}")
+        except Moved:
+            return False
+        return True
 
     def start(self, job: str, worker: str, spec: dict[str, Any] | None = None, lease: float = 0.0,
               dead: str = "") -> JobRecord:

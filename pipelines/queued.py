@@ -209,8 +209,9 @@ class Submitter:
         timeout ago, else its message may be lost: sent again) or running under a fresh lease. Two `batch --queue
         --wait` runs over one file re-sent it, each run's record overwrote the other's and each waiter reported
         the other's outcome as failed (review rev16batch L7); now the second follows the first's run."""
-        if record.state not in ("waiting", "running") or not record.run:
-            return False
+        if record.state not in ("waiting", "running") or not record.run or (record.state == "waiting" and
+                                                                            not record.sent):
+            return False  # a waiting record whose task the broker never took (review rev2_batch16a MEDIUM-1)
         limit = lease_times(self.settings.queue)[1] if record.state == "running" else \
             self.settings.queue.visibility_timeout
         return time.time() - record.last_seen() < limit
@@ -231,7 +232,27 @@ class Submitter:
             self.app.send_task(TASK, args=[job, spec], kwargs={"signature": signature}, queue=QUEUE,
                                task_id=f"{job}-{time.time_ns()}", argsrepr=f"('{job}', ...)", kwargsrepr="{...}")
         except Exception as e:  # noqa: BLE001 - kombu raises many connection types
-            raise StorageError(f"queue broker: cannot send job {job}: {type(e).__name__}: {e}") from e
+            refused = StorageError(f"queue broker: cannot send job {job}: {type(e).__name__}: {e}")
+            self._unsent(job, spec, refused)
+            raise refused from e
+        try:
+            self.ledger.mark_sent(job, spec["run"])
+        except StorageError as e:  # the task is out: a later submission of the file only sends it once more
+            event(log, "ledger-unavailable", logging.WARNING, job=job, reason=str(e))
+
+    def _unsent(self, job: str, spec: dict[str, Any], refused: StorageError) -> None:
+        """A refused publish leaves no "waiting" record behind that looks on its way: failed with the broker's
+        reason (best effort: with the ledger down too, the record stays waiting but never flagged sent, so the
+        next submission sends it again instead of following it)."""
+        from digitize.secrets import mask
+
+        reason = f"not sent: {mask(str(refused))}"
+        result = JobResult(spec["name"], Status.failed, spec["sha256"], reason, error_kinds=("StorageError",),
+                           exit_code=int(refused.exit_code))
+        try:
+            self.ledger.unsent(job, spec["run"], reason, result.to_dict())
+        except StorageError as e:
+            event(log, "ledger-unavailable", logging.WARNING, job=job, reason=str(e))
 
 
 def retry_jobs(settings, jobs: list[str]) -> tuple[list[str], list[str]]:

@@ -90,3 +90,58 @@ def test_a_job_on_its_way_for_another_submission_is_followed_not_sent_again(tmp_
     finally:
         for sub in (one, two, *[s for s in (locals().get("three"), locals().get("four")) if s]):
             sub.ledger.close()
+
+
+class RefusingOnce:
+    """A broker that refuses the first publish (restarting, a network blip) and takes the rest."""
+
+    def __init__(self):
+        self.sent, self.calls = [], 0
+
+    def send_task(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls == 1:
+            raise ConnectionError("broker down")
+        self.sent.append(kwargs["args"])
+
+
+def test_a_submission_the_broker_refused_is_sent_again_not_followed(tmp_path, src, own_redis):
+    """Old code: the refused send left a "waiting" record with no message; the watcher's retry followed it
+    ("already waiting for another submission"), moved the scan to done/ and no task was ever sent (review
+    rev2_batch16a MEDIUM-1)."""
+    sub = submitter_for(tmp_path, own_redis.url)
+    sub.app = RefusingOnce()
+    try:
+        first, refused = sub.submit_job(src / CASE_A / "don.pdf", None, src)
+        assert refused.status is Status.failed and refused.retryable and "broker down" in refused.reason
+        job, resent = sub.submit_job(src / CASE_A / "don.pdf", None, src)  # the watcher's retry
+        assert resent.status is Status.done and "another submission" not in resent.reason
+        assert [args[0] for args in sub.app.sent] == [job]
+        record = sub.ledger.get(job)
+        assert record.state == "waiting" and record.sent and record.run == sub.runs[job] == sub.app.sent[0][1]["run"]
+        # and once sent, a third submission follows it instead of sending it twice
+        assert "another submission" in sub.submit_job(src / CASE_A / "don.pdf", None, src)[1].reason
+        assert len(sub.app.sent) == 1
+    finally:
+        sub.ledger.close()
+
+
+def test_a_refused_send_fails_its_record_with_the_reason_and_an_unflagged_one_is_not_followed(tmp_path, src,
+                                                                                                 own_redis):
+    sub = submitter_for(tmp_path, own_redis.url)
+    sub.app = RefusingOnce()
+    try:
+        sub.submit_job(src / CASE_A / "don.pdf", None, src)
+        [job] = sub.runs
+        record = sub.ledger.get(job)
+        assert record.state == "failed" and record.reason.startswith("not sent: queue broker") and not record.sent
+        # a submitter that died between recording and publishing: waiting, never flagged sent -> sent again
+        other = submitter_for(tmp_path, own_redis.url)
+        other.send = lambda job, spec: other.ledger.enqueued(job, spec["name"], spec["sha256"],
+                                                             {**spec, "run": "died"})
+        dead, _ = other.submit_job(src / CASE_B / "don.pdf", None, src)
+        assert sub.ledger.get(dead).state == "waiting"
+        again, result = sub.submit_job(src / CASE_B / "don.pdf", None, src)
+        assert again == dead and "another submission" not in result.reason and sub.app.sent[-1][0] == dead
+    finally:
+        sub.ledger.close()
