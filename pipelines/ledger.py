@@ -394,12 +394,13 @@ class Ledger:
         return True
 
     def start(self, job: str, worker: str, spec: dict[str, Any] | None = None, lease: float = 0.0,
-              dead: str = "") -> JobRecord:
+              dead: str = "", counted: bool = True) -> JobRecord:
         """A delivery begins: counted before any work, so a delivery that kills the worker is remembered.
         ``spec``: the task's (checked, signed) spec, whose name, SHA-256 and run the record takes; its reason
         and result start empty. ``lease``: the delivery takes the job only if no other delivery of the same
         run renewed its lease (:meth:`beat`) in the last LEASE seconds, else LeaseHeld and nothing is written
-        (``dead``: a holder known dead, its worker process gone, whose lease is taken over at once)."""
+        (``dead``: a holder known dead, its worker process gone, whose lease is taken over at once).
+        ``counted``: False for a delivery resuming its own process's earlier one (not a new start)."""
         run_id = _identity(spec).get("run", "")
 
         def guard(kept: dict[str, Any], old: dict[str, Any]) -> None:
@@ -412,7 +413,7 @@ class Ledger:
         def run():
             now = time.time()
             data = self._sealed_move(job, "running", now, dict(started=now, heartbeat=now, worker=worker, reason="",
-                                                               result="", **_identity(spec)), count="starts",
+                                                               result="", **_identity(spec)), count="starts" if counted else "",
                                      after=lambda pipe: pipe.hgetall(self._job(job)), guard=guard)[-1]
             return self._record(job, data)
         return self._call(run, f"starting job {job}")

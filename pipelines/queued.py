@@ -578,6 +578,11 @@ class _Leases:
                 except Exception as e:  # noqa: BLE001 - see the class's doc
                     event(log, "lease-renewal-failed", logging.WARNING, job=job, reason=str(e))
 
+    def holds(self, job: str) -> bool:
+        """Whether a delivery of this very process is running JOB now."""
+        with self.lock:
+            return self.pid == os.getpid() and any(held[1] == job for held in self.held.values())
+
     @contextlib.contextmanager
     def hold(self, ledger: Ledger, job: str, worker: str, run: str, every: float):
         with self.lock:
@@ -664,12 +669,20 @@ def run_job(settings, ledger: Ledger, job: str, spec: dict[str, Any], worker: st
         return Outcome("dropped", JobResult(spec["name"], Status.skipped, spec["sha256"],
                                             "an older submission's task, superseded by a newer one: not run"))
     every, lease = lease_times(queue)
-    dead = ""
-    if known is not None and known.state == "running" and known.run == run and time.time() - known.heartbeat < lease:
-        if not _holder_dead(known.worker, worker):
-            return _held(job, spec, known.worker, lease)
-        dead = known.worker  # a killed pool child of this node: its lease is taken over at once
+    dead, resumed = "", False
+    if known is not None and known.state == "running" and known.run == run:
+        if known.worker == worker and not _leases.holds(job):
+            # this very process's earlier delivery, which raised after its start (the ledger down past its
+            # reconnect time) and is retried here: not a crash and no one to wait for (it waited a whole lease
+            # for itself, then counted a crash: review rev2_batch16a MEDIUM-2)
+            dead, resumed = worker, True
+        elif time.time() - known.heartbeat < lease:
+            if not _holder_dead(known.worker, worker):
+                return _held(job, spec, known.worker, lease)
+            dead = known.worker  # a killed pool child of this node: its lease is taken over at once
     crashes = known.crashes_of(run) if known is not None else 0  # sealed, this run's only
+    if resumed:
+        crashes = max(0, crashes - 1)  # the earlier delivery's start, which ends with this one
     if crashes >= queue.max_deliveries:
         reason = f"the file stopped its worker {crashes} times (killed or crashed); not retried"
         result = JobResult(spec["name"], Status.failed, spec["sha256"], reason, error_kinds=("crashed",),
@@ -678,7 +691,7 @@ def run_job(settings, ledger: Ledger, job: str, spec: dict[str, Any], worker: st
         event(log, "job-failed", logging.WARNING, job=job, file=spec["name"], reason=reason)
         return Outcome("failed", result)
     try:
-        ledger.start(job, worker, spec, lease=lease, dead=dead)
+        ledger.start(job, worker, spec, lease=lease, dead=dead, counted=not resumed)
     except LeaseHeld as held:  # another delivery took it between the look and the start
         return _held(job, spec, held.worker, lease)
     sub = dataclasses.replace(settings, convert=task_convert(settings.convert, spec.get("options", {})))

@@ -230,3 +230,43 @@ def test_a_tasks_options_never_loosen_the_workers_limits(ledger, settings, store
         own.max_memory_mb, own.max_pixels, own.max_stream_mb, own.max_input_mb)
     assert got.max_pages == 50 and got.validate is True and got.ocr_timeout == own.ocr_timeout
     assert (got.language, got.jpeg_quality, got.jobs) == ("eng", 60, own.jobs)  # output options still travel
+
+
+def test_a_delivery_retried_in_its_own_process_after_a_raise_takes_over_at_once_without_a_crash(ledger, settings,
+                                                                                                 store,
+                                                                                                 monkeypatch):
+    """Old code: the delivery raised after its start (the ledger down past its reconnect time), Celery retried it
+    into the same process, which found its own fresh lease and waited a whole lease for itself; the takeover
+    then counted a crash that never happened (review rev2_batch16a MEDIUM-2)."""
+    import os
+
+    job = job_id(SHA, "", {"m2": "own"})
+    ledger.enqueued(job, "case/scan.pdf", SHA, spec(job))
+    me = f"node-1@here/{os.getpid()}"
+    ledger.start(job, "node-1@here/999999", spec(job))  # an earlier delivery that did crash
+    ledger.redis.hset(f"digitize:q:job:{job}", "heartbeat", 0)
+    real_end = ledger.end
+
+    def down(*args, **kwargs):
+        raise RuntimeError("ledger down")
+
+    monkeypatch.setattr(ledger, "end", down)
+    process = converter()
+    with pytest.raises(RuntimeError):
+        queued.run_job(settings, ledger, job, spec(job), me, 0, process=process)
+    monkeypatch.setattr(ledger, "end", real_end)
+    monkeypatch.setattr(settings.queue, "max_deliveries", 2)  # one real crash and this raise: no poison file
+    outcome = queued.run_job(settings, ledger, job, spec(job), me, 1, process=process)
+    record = ledger.get(job)
+    assert outcome.state == "done" and len(process.calls) == 2
+    assert (record.state, record.starts, record.ends, record.crashes) == ("done", 2, 1, 1)
+
+
+def test_a_delivery_of_the_same_process_still_running_is_waited_for(ledger, settings, store):
+    import os
+
+    job = job_id(SHA, "", {"m2": "own-live"})
+    task = running_elsewhere(ledger, job, f"node-1@here/{os.getpid()}")
+    with queued._leases.hold(ledger, job, f"node-1@here/{os.getpid()}", task["run"], 60.0):
+        outcome = queued.run_job(settings, ledger, job, task, f"node-1@here/{os.getpid()}", 0, process=converter())
+    assert outcome.state == "wait" and ledger.get(job).starts == 1
