@@ -536,9 +536,12 @@ def lease_times(queue) -> tuple[float, float]:
 def _holder_dead(holder: str, me: str) -> bool:
     """Whether the delivery holding a lease was a process of this very worker node that is gone: a killed pool
     child, whose message Celery hands out again at once (reject_on_worker_lost), long before its lease ends."""
-    node, _, pid = holder.rpartition("/")
-    if not node or node != me.rpartition("/")[0] or not pid.isdigit() or int(pid) == os.getpid():
+    node, _, process = holder.rpartition("/")
+    pid, dot, _nonce = process.partition(".")  # "PID.random" (tasks._worker_name), or an earlier version's "PID"
+    if not node or node != me.rpartition("/")[0] or not pid.isdigit():
         return False
+    if int(pid) == os.getpid():  # this PID's earlier process (its random part differs), or this process itself
+        return bool(dot) and holder != me
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:

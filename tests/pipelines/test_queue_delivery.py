@@ -270,3 +270,41 @@ def test_a_delivery_of_the_same_process_still_running_is_waited_for(ledger, sett
     with queued._leases.hold(ledger, job, f"node-1@here/{os.getpid()}", task["run"], 60.0):
         outcome = queued.run_job(settings, ledger, job, task, f"node-1@here/{os.getpid()}", 0, process=converter())
     assert outcome.state == "wait" and ledger.get(job).starts == 1
+
+
+# -- LOW-1: a worker's name is its own, even where host name and PID agree ---------------------------------------
+def test_two_workers_with_the_same_host_and_pid_have_different_names(monkeypatch, settings):
+    """Old code: "digitize-<pid>@<host>": two containers on the host network, each worker at PID 1, shared it, and
+    one judged the other's leases by PIDs of its own namespace (taken for dead: converted twice)."""
+    from celery.signals import worker_process_init
+
+    from digitize import imaging
+    from pipelines import tasks
+
+    names = []
+    app = SimpleNamespace(worker_main=lambda argv: names.extend(a for a in argv if a.startswith("--hostname=")))
+    monkeypatch.setattr(tasks, "app_for", lambda settings: app)
+    monkeypatch.setattr(tasks, "_preload", lambda: None)
+    monkeypatch.setattr(tasks, "_warm_models", lambda settings: None)
+    monkeypatch.setattr(imaging, "single_threaded", lambda: None)
+    monkeypatch.setattr(worker_process_init, "connect", lambda *a, **kw: None)
+    monkeypatch.setattr(tasks.os, "getpid", lambda: 1)
+    for _ in range(2):  # a worker in each container
+        tasks.run_worker(settings, 1)
+    assert len(names) == 2 and names[0] != names[1] and all(n.endswith(f"-1@{tasks.socket.gethostname()}")
+                                                            for n in names)
+
+
+def test_a_lease_of_an_earlier_process_with_this_pid_is_dead_and_another_nodes_is_not_judged():
+    import os
+
+    from pipelines import tasks
+
+    me = tasks._worker_name("digitize-aa-1@host")
+    assert me.startswith(f"digitize-aa-1@host/{os.getpid()}.")
+    assert queued._holder_dead(f"digitize-aa-1@host/{os.getpid()}.0badbeef", me)  # a reused PID: not this one
+    assert not queued._holder_dead(me, me)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    assert queued._holder_dead(f"digitize-aa-1@host/{dead.pid}.12345678", me)
+    assert not queued._holder_dead(f"digitize-bb-1@host/{dead.pid}.12345678", me)  # another container's
