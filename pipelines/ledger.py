@@ -53,7 +53,8 @@ end
 return cjson.encode(out)"""
 _BEAT_LUA = """if redis.call('HGET', KEYS[1], 'state') == 'running' and redis.call('HGET', KEYS[1], 'worker') == ARGV[1]
   and (redis.call('HGET', KEYS[1], 'run') or '') == ARGV[2] then
-  redis.call('HSET', KEYS[1], 'heartbeat', ARGV[3])
+  local now = redis.call('TIME')
+  redis.call('HSET', KEYS[1], 'heartbeat', string.format('%d.%06d', tonumber(now[1]), tonumber(now[2])))
   return 1
 end
 return 0"""
@@ -186,6 +187,12 @@ def _seconds(text: Any) -> float:
         return 0.0
 
 
+def _clock(time_reply) -> float:
+    """Redis TIME's (seconds, microseconds) as epoch seconds."""
+    seconds, micros = time_reply
+    return int(seconds) + int(micros) / 1_000_000
+
+
 def _count(text: str) -> int:
     try:
         return max(0, int(text or 0))
@@ -267,14 +274,15 @@ class Ledger:
         pipe.hset(self._job(job), mapping={"state": state, **{k: v for k, v in fields.items()}})
 
     def _sealed_move(self, job: str, state: str, when: float, fields: dict[str, Any], count: str = "",
-                     after=None, guard=None) -> list:
+                     after=None, guard=None, stamped: tuple[str, ...] = ()) -> list:
         """One state change with its seal, in one transaction that WATCHes the record. The sealed fields this
         write does not set are kept only from a record whose seal verifies (else emptied; the delivery counts
         only from one that seals them too and is of the run written, else 0): a write never signs what someone
         else put in Redis, nor carries an older run's counts into a new run's seal.
         ``count``: the delivery counter this write adds one to ("starts" or "ends"). A concurrent change
         retries the write. ``guard(kept, old)``: called with the verified fields (and all as read, the lease's
-        ``heartbeat`` and ``worker`` too) before anything is written; it may raise to write nothing."""
+        ``heartbeat`` and ``worker`` too, and ``now``: Redis's clock) before anything is written; it may raise to
+        write nothing. ``stamped``: fields set to Redis's clock (the state set's score too), not the caller's."""
         from .taskauth import SEALED, counts_seal, counts_sealed, record_seal, record_sealed
 
         key = self._job(job)
@@ -284,6 +292,11 @@ class Ledger:
         def write(pipe):
             names = ("seal", "counts_seal", "heartbeat", "worker", *SEALED)
             old = dict(zip(names, pipe.hmget(key, *names)))
+            now, values = when, fields
+            if stamped:
+                now = _clock(pipe.time())
+                values = {**fields, **dict.fromkeys(stamped, now)}
+            old["now"] = now
             kept = old if record_sealed(self.key, job, old, old["seal"]) else {}
             if guard is not None:
                 guard(kept, old)
@@ -291,13 +304,13 @@ class Ledger:
                 kept = {**kept, "starts": "", "ends": ""}
             if "run" in fields and str(fields["run"]) != (kept.get("run") or ""):
                 kept = {**kept, "starts": "", "ends": ""}  # another run's counts (a replay) are never this run's
-            record = {**{k: kept.get(k) or "" for k in SEALED}, **{k: str(fields[k]) for k in SEALED if k in fields},
+            record = {**{k: kept.get(k) or "" for k in SEALED}, **{k: str(values[k]) for k in SEALED if k in values},
                       "state": state}
             if count:
                 record[count] = str(_count(record[count]) + 1)
             pipe.multi()
-            written = {k: v for k, v in {**record, **fields}.items() if k != "state"}
-            self._move(pipe, job, state, when, **written, seal=record_seal(self.key, job, record),
+            written = {k: v for k, v in {**record, **values}.items() if k != "state"}
+            self._move(pipe, job, state, now, **written, seal=record_seal(self.key, job, record),
                        counts_seal=counts_seal(self.key, job, record))
             if after:
                 after(pipe)
@@ -361,7 +374,7 @@ class Ledger:
                 name=name, sha256=sha256, run=str(spec.get("run") or ""), enqueued=now, started=0, finished=0, starts=0, ends=0,
                 reason="", worker="", heartbeat=0, sent=0,
                 spec=json.dumps(spec), result="", signature=signature),
-                after=(lambda pipe: pipe.sadd(f"{PREFIX}batch:{batch}", job)) if batch else None)
+                after=(lambda pipe: pipe.sadd(f"{PREFIX}batch:{batch}", job)) if batch else None, stamped=("enqueued",))
         self._call(run, f"recording job {job}")
 
     def mark_sent(self, job: str, run: str) -> bool:
@@ -407,22 +420,28 @@ class Ledger:
             if not lease or kept.get("state") != "running" or (kept.get("run") or "") != run_id:
                 return
             holder = str(old.get("worker") or "")
-            if holder != dead and time.time() - _seconds(old.get("heartbeat")) < lease:
+            if holder != dead and old["now"] - _seconds(old.get("heartbeat")) < lease:  # one clock: Redis's
                 raise LeaseHeld(holder)
 
         def run():
             now = time.time()
             data = self._sealed_move(job, "running", now, dict(started=now, heartbeat=now, worker=worker, reason="",
                                                                result="", **_identity(spec)), count="starts" if counted else "",
-                                     after=lambda pipe: pipe.hgetall(self._job(job)), guard=guard)[-1]
+                                     after=lambda pipe: pipe.hgetall(self._job(job)), guard=guard,
+                                     stamped=("started", "heartbeat"))[-1]
             return self._record(job, data)
         return self._call(run, f"starting job {job}")
 
+    def clock(self) -> float:
+        """Redis's time (epoch seconds): the one clock of leases and enqueue times, which each machine's own would
+        make a worker running ahead take over live deliveries (review rev2_batch16a LOW-2)."""
+        return self._call(lambda: _clock(self.redis.time()), "reading the ledger's clock")
+
     def beat(self, job: str, worker: str, run: str) -> bool:
-        """The running delivery renews its lease: the record's ``heartbeat`` set to now if it is still running
-        under this worker and run (a job taken over or ended since is left alone); whether it was."""
+        """The running delivery renews its lease: the record's ``heartbeat`` set to now (Redis's clock) if it is
+        still running under this worker and run (a job taken over or ended since is left alone); whether it was."""
         script = self.redis.register_script(_BEAT_LUA)
-        return bool(self._call(lambda: script(keys=[self._job(job)], args=[worker, run, repr(time.time())]),
+        return bool(self._call(lambda: script(keys=[self._job(job)], args=[worker, run]),
                                f"renewing job {job}'s lease"))
 
     def end(self, job: str, state: str, reason: str = "", result: dict[str, Any] | None = None,

@@ -214,7 +214,7 @@ class Submitter:
             return False  # a waiting record whose task the broker never took (review rev2_batch16a MEDIUM-1)
         limit = lease_times(self.settings.queue)[1] if record.state == "running" else \
             self.settings.queue.visibility_timeout
-        return time.time() - record.last_seen() < limit
+        return self.ledger.clock() - record.last_seen() < limit  # stamped by Redis: one clock
 
     def send(self, job: str, spec: dict[str, Any]) -> None:
         """Record the job as waiting, then publish its task, signed (pipelines/taskauth.py); a broker refusal is
@@ -679,7 +679,7 @@ def run_job(settings, ledger: Ledger, job: str, spec: dict[str, Any], worker: st
             # reconnect time) and is retried here: not a crash and no one to wait for (it waited a whole lease
             # for itself, then counted a crash: review rev2_batch16a MEDIUM-2)
             dead, resumed = worker, True
-        elif time.time() - known.heartbeat < lease:
+        elif ledger.clock() - known.heartbeat < lease:  # stamped by Redis (Ledger.beat): one clock
             if not _holder_dead(known.worker, worker):
                 return _held(job, spec, known.worker, lease)
             dead = known.worker  # a killed pool child of this node: its lease is taken over at once

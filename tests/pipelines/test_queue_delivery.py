@@ -308,3 +308,25 @@ def test_a_lease_of_an_earlier_process_with_this_pid_is_dead_and_another_nodes_i
     dead.wait()
     assert queued._holder_dead(f"digitize-aa-1@host/{dead.pid}.12345678", me)
     assert not queued._holder_dead(f"digitize-bb-1@host/{dead.pid}.12345678", me)  # another container's
+
+
+# -- LOW-2: leases on one clock, Redis's ------------------------------------------------------------------------
+def test_a_worker_whose_clock_runs_ahead_still_waits_for_a_live_delivery(ledger, settings, store, monkeypatch):
+    """Old code: heartbeats were stamped and aged by each machine's own clock: a worker an hour ahead took every
+    live delivery's lease for lapsed and converted the file in parallel (review rev2_batch16a LOW-2)."""
+    job = job_id(SHA, "", {"low2": 1})
+    task = running_elsewhere(ledger, job)
+    assert ledger.beat(job, "node-9@other/77", task["run"])
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 3600)  # this worker's clock, an hour ahead
+    process = converter()
+    assert queued.run_job(settings, ledger, job, task, "node-1@here/5", 0, process=process).state == "wait"
+    from pipelines.ledger import LeaseHeld
+
+    with pytest.raises(LeaseHeld):
+        ledger.start(job, "node-1@here/5", task, lease=1800.0)
+    assert not process.calls and ledger.get(job).starts == 1
+    monkeypatch.setattr(time, "time", lambda: real() - 3600)  # a submitter an hour behind: Redis's time recorded
+    other = job_id(SHA, "", {"low2": 2})
+    ledger.enqueued(other, "case/scan.pdf", SHA, spec(other))
+    assert abs(ledger.get(other).enqueued - real()) < 60 and abs(ledger.get(job).heartbeat - real()) < 60
