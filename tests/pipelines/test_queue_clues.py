@@ -145,3 +145,45 @@ def test_a_refused_send_fails_its_record_with_the_reason_and_an_unflagged_one_is
         assert again == dead and "another submission" not in result.reason and sub.app.sent[-1][0] == dead
     finally:
         sub.ledger.close()
+
+
+def test_the_worker_files_the_stored_document_into_the_second_case(tmp_path, own_redis):
+    """End to end for M5: the same scan queued for two dossiers is converted and stored once by the worker
+    (pipelines.queued.run_job with the real process_file, folder store and SQLite index) and the second job
+    files that stored document into the second case, with no second copy. Old code: the second submission was
+    "already done as job <the first's>" and never reached a worker."""
+    import shutil
+
+    from pipeline_support import make_settings, stored_rows
+    from scans import page, write_pdf
+
+    from pipelines.queued import run_job
+    from storage.archive import Archive
+
+    folder = tmp_path / "src"
+    for case in (CASE_A, CASE_B):
+        (folder / case).mkdir(parents=True)
+    write_pdf([page(["Đơn đề nghị cấp giấy phép"])], folder / CASE_A / "don.pdf")
+    shutil.copyfile(folder / CASE_A / "don.pdf", folder / CASE_B / "don.pdf")
+    sub = submitter_for(tmp_path, own_redis.url)
+    settings = make_settings(tmp_path / "data")
+    settings.queue.visibility_timeout = 3600.0
+    sub.settings, sub.objects = settings, None  # staged where the worker (the same settings) fetches from
+    try:
+        outcomes = []
+        for case in (CASE_A, CASE_B):
+            job, queued = sub.submit_job(folder / case / "don.pdf", Clue("manifest", {"case_id": case}), folder)
+            assert queued.status is Status.done
+            [(sent, spec)] = [args for args in sub.app.sent if args[0] == job]
+            outcomes.append(run_job(settings, sub.ledger, job, spec, "w/1", 0))
+        first, second = (o.result for o in outcomes)
+        assert [o.state for o in outcomes] == ["done", "done"], [r.reason for r in (first, second)]
+        [stored], [shared] = first.documents, second.documents
+        assert (stored.case_id, stored.already_stored) == (CASE_A, False)
+        assert (shared.case_id, shared.doc_id) == (CASE_B, stored.doc_id)  # the same document, filed there too
+        assert len(stored_rows(settings)) == 1  # one copy of the bytes
+        with Archive.open(settings) as archive:
+            assert [case for case, _ in archive.index.shared_cases([int(stored.doc_id)])[int(stored.doc_id)]] == [
+                CASE_B]
+    finally:
+        sub.close()
