@@ -454,6 +454,24 @@ class Ledger:
                               after=lambda pipe: (pipe.incr(ENDS), pipe.publish(ENDS, job)))  # published at EXEC, after the record: a waiter wakes and reads it
         self._call(run, f"finishing job {job}")
 
+    def release(self, job: str, worker: str, run: str, reason: str) -> bool:
+        """A delivery that raised after its start gives the job back: waiting again with REASON and its start
+        matched by an end (not a crash), only if it is still running under this worker and run (a record ended
+        or taken over since is left alone). Whether it was."""
+        class Moved(Exception):
+            pass
+
+        def guard(kept: dict[str, Any], old: dict[str, Any]) -> None:
+            if kept.get("state") != "running" or old.get("worker") != worker or (kept.get("run") or "") != run:
+                raise Moved
+
+        try:
+            self._call(lambda: self._sealed_move(job, "waiting", time.time(), dict(reason=reason, result=""),
+                                                 count="ends", guard=guard), f"releasing job {job}")
+        except Moved:
+            return False
+        return True
+
     def add_to_batch(self, batch: str, job: str) -> None:
         self._call(lambda: self.redis.sadd(f"{PREFIX}batch:{batch}", job), "recording a batch")
 

@@ -697,6 +697,32 @@ def run_job(settings, ledger: Ledger, job: str, spec: dict[str, Any], worker: st
         ledger.start(job, worker, spec, lease=lease, dead=dead, counted=not resumed)
     except LeaseHeld as held:  # another delivery took it between the look and the start
         return _held(job, spec, held.worker, lease)
+    try:
+        return _deliver(settings, ledger, job, spec, worker, tries, process, every)
+    except Exception as e:
+        _release(ledger, job, worker, run, e)
+        raise
+
+
+def _release(ledger: Ledger, job: str, worker: str, run: str, error: Exception) -> None:
+    """A delivery that raised after its start (the ledger or the store down past their retries, a bug) gives its
+    job back as waiting, best effort, before Celery retries it: the retry may land in another process of the
+    pool, which would otherwise wait a whole lease for a holder that is not converting and then count a crash
+    (review rev2_batch16a MEDIUM-2). With the ledger down too, the record stays running: a retry in this same
+    process takes it over at once (run_job), one elsewhere after the lease."""
+    from digitize.secrets import mask
+
+    reason = " ".join(mask(f"delivery raised, retried: {type(error).__name__}: {error}").split())
+    try:
+        ledger.release(job, worker, run, reason)
+    except StorageError as e:
+        event(log, "ledger-unavailable", logging.WARNING, job=job, reason=str(e))
+
+
+def _deliver(settings, ledger: Ledger, job: str, spec: dict[str, Any], worker: str, tries: int,
+             process: Callable[..., JobResult], every: float) -> Outcome:
+    """A started delivery: fetch, convert, record the outcome."""
+    queue, run = settings.queue, spec.get("run", "")
     sub = dataclasses.replace(settings, convert=task_convert(settings.convert, spec.get("options", {})))
     hint = Clue(spec["hint"]["source"], spec["hint"]["values"]) if spec.get("hint") else None
     with _leases.hold(ledger, job, worker, run, every), _scratch() as (tmp, unmade):

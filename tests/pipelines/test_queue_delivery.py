@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 import pipelines.queued as queued
+from digitize.errors import StorageError
 from pipelines.jobs import JobResult, Status
 from pipelines.ledger import job_id
 
@@ -248,11 +249,12 @@ def test_a_delivery_retried_in_its_own_process_after_a_raise_takes_over_at_once_
     real_end = ledger.end
 
     def down(*args, **kwargs):
-        raise RuntimeError("ledger down")
+        raise StorageError("queue ledger: ledger down")
 
     monkeypatch.setattr(ledger, "end", down)
+    monkeypatch.setattr(ledger, "release", down)  # down for the best-effort release too
     process = converter()
-    with pytest.raises(RuntimeError):
+    with pytest.raises(StorageError):
         queued.run_job(settings, ledger, job, spec(job), me, 0, process=process)
     monkeypatch.setattr(ledger, "end", real_end)
     monkeypatch.setattr(settings.queue, "max_deliveries", 2)  # one real crash and this raise: no poison file
@@ -260,6 +262,30 @@ def test_a_delivery_retried_in_its_own_process_after_a_raise_takes_over_at_once_
     record = ledger.get(job)
     assert outcome.state == "done" and len(process.calls) == 2
     assert (record.state, record.starts, record.ends, record.crashes) == ("done", 2, 1, 1)
+
+
+def test_a_delivery_that_raised_after_its_start_gives_the_job_back_for_a_retry_elsewhere(ledger, settings, store,
+                                                                                         monkeypatch):
+    """Celery's retry of a delivery that raised may land in another pool process: old code left the record
+    running under the raiser, so the retry waited a whole lease for it and then counted a crash."""
+    job = job_id(SHA, "", {"m2": "release"})
+    ledger.enqueued(job, "case/scan.pdf", SHA, spec(job))
+    real_end = ledger.end
+
+    def down(*args, **kwargs):
+        raise RuntimeError("index down, and a bug after it")
+
+    monkeypatch.setattr(ledger, "end", down)
+    with pytest.raises(RuntimeError):
+        queued.run_job(settings, ledger, job, spec(job), "node-1@here/5.aaaa", 0, process=converter())
+    record = ledger.get(job)
+    assert (record.state, record.crashes) == ("waiting", 0) and "RuntimeError" in record.reason
+    monkeypatch.setattr(ledger, "end", real_end)
+    process = converter()
+    assert queued.run_job(settings, ledger, job, spec(job), "node-1@here/6.bbbb", 1, process=process).state == "done"
+    record = ledger.get(job)
+    assert len(process.calls) == 1 and (record.state, record.crashes) == ("done", 0)
+    assert not ledger.release(job, "node-1@here/6.bbbb", "1" * 32, "late")  # an ended record is left alone
 
 
 def test_a_delivery_of_the_same_process_still_running_is_waited_for(ledger, settings, store):
