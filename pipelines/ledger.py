@@ -426,7 +426,8 @@ class Ledger:
         def run():
             now = time.time()
             data = self._sealed_move(job, "running", now, dict(started=now, heartbeat=now, worker=worker, reason="",
-                                                               result="", **_identity(spec)), count="starts" if counted else "",
+                                                               result="", **_identity(spec)),
+                                     count="starts" if counted else "",
                                      after=lambda pipe: pipe.hgetall(self._job(job)), guard=guard,
                                      stamped=("started", "heartbeat"))[-1]
             return self._record(job, data)
