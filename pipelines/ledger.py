@@ -53,7 +53,13 @@ end
 return cjson.encode(out)"""
 _BEAT_LUA = """if redis.call('HGET', KEYS[1], 'state') == 'running' and redis.call('HGET', KEYS[1], 'worker') == ARGV[1]
   and (redis.call('HGET', KEYS[1], 'run') or '') == ARGV[2] then
-  redis.call('HSET', KEYS[1], 'heartbeat', ARGV[3])
+  local now = redis.call('TIME')
+  redis.call('HSET', KEYS[1], 'heartbeat', string.format('%d.%06d', tonumber(now[1]), tonumber(now[2])))
+  return 1
+end
+return 0"""
+_SENT_LUA = """if redis.call('HGET', KEYS[1], 'state') and (redis.call('HGET', KEYS[1], 'run') or '') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'sent', '1')
   return 1
 end
 return 0"""
@@ -124,6 +130,7 @@ class JobRecord:
     run: str = ""  # the submission (Submitter.send's random ID, in the signed spec): an older run's record is stale
     counted: bool = False  # starts and ends are under the record's seal (not planted, not from before they were)
     heartbeat: float = 0.0  # when the running delivery last renewed its lease (Ledger.beat; not sealed, as times)
+    sent: bool = False  # the run's task was published (Ledger.mark_sent, after the broker took it; not sealed)
 
     def last_seen(self) -> float:
         """The latest sign of life of the job's submission or delivery (enqueued, started, lease renewed)."""
@@ -150,7 +157,8 @@ class JobRecord:
         return cls(job, data.get("state", ""), data.get("name", ""), data.get("sha256", ""), num("enqueued"),
                    num("started"), num("finished"), num("starts", int), num("ends", int), data.get("reason", ""),
                    data.get("worker", ""), _json(data.get("spec")), _json(data.get("result")),
-                   data.get("signature", ""), run=data.get("run", ""), heartbeat=num("heartbeat"))
+                   data.get("signature", ""), run=data.get("run", ""), heartbeat=num("heartbeat"),
+                   sent=data.get("sent") == "1")
 
 
 def _json(text: str | None) -> dict[str, Any]:
@@ -177,6 +185,12 @@ def _seconds(text: Any) -> float:
         return float(text or 0)
     except ValueError:
         return 0.0
+
+
+def _clock(time_reply) -> float:
+    """Redis TIME's (seconds, microseconds) as epoch seconds."""
+    seconds, micros = time_reply
+    return int(seconds) + int(micros) / 1_000_000
 
 
 def _count(text: str) -> int:
@@ -260,14 +274,15 @@ class Ledger:
         pipe.hset(self._job(job), mapping={"state": state, **{k: v for k, v in fields.items()}})
 
     def _sealed_move(self, job: str, state: str, when: float, fields: dict[str, Any], count: str = "",
-                     after=None, guard=None) -> list:
+                     after=None, guard=None, stamped: tuple[str, ...] = ()) -> list:
         """One state change with its seal, in one transaction that WATCHes the record. The sealed fields this
         write does not set are kept only from a record whose seal verifies (else emptied; the delivery counts
         only from one that seals them too and is of the run written, else 0): a write never signs what someone
         else put in Redis, nor carries an older run's counts into a new run's seal.
         ``count``: the delivery counter this write adds one to ("starts" or "ends"). A concurrent change
         retries the write. ``guard(kept, old)``: called with the verified fields (and all as read, the lease's
-        ``heartbeat`` and ``worker`` too) before anything is written; it may raise to write nothing."""
+        ``heartbeat`` and ``worker`` too, and ``now``: Redis's clock) before anything is written; it may raise to
+        write nothing. ``stamped``: fields set to Redis's clock (the state set's score too), not the caller's."""
         from .taskauth import SEALED, counts_seal, counts_sealed, record_seal, record_sealed
 
         key = self._job(job)
@@ -277,6 +292,11 @@ class Ledger:
         def write(pipe):
             names = ("seal", "counts_seal", "heartbeat", "worker", *SEALED)
             old = dict(zip(names, pipe.hmget(key, *names)))
+            now, values = when, fields
+            if stamped:
+                now = _clock(pipe.time())
+                values = {**fields, **dict.fromkeys(stamped, now)}
+            old["now"] = now
             kept = old if record_sealed(self.key, job, old, old["seal"]) else {}
             if guard is not None:
                 guard(kept, old)
@@ -284,13 +304,13 @@ class Ledger:
                 kept = {**kept, "starts": "", "ends": ""}
             if "run" in fields and str(fields["run"]) != (kept.get("run") or ""):
                 kept = {**kept, "starts": "", "ends": ""}  # another run's counts (a replay) are never this run's
-            record = {**{k: kept.get(k) or "" for k in SEALED}, **{k: str(fields[k]) for k in SEALED if k in fields},
+            record = {**{k: kept.get(k) or "" for k in SEALED}, **{k: str(values[k]) for k in SEALED if k in values},
                       "state": state}
             if count:
                 record[count] = str(_count(record[count]) + 1)
             pipe.multi()
-            written = {k: v for k, v in {**record, **fields}.items() if k != "state"}
-            self._move(pipe, job, state, when, **written, seal=record_seal(self.key, job, record),
+            written = {k: v for k, v in {**record, **values}.items() if k != "state"}
+            self._move(pipe, job, state, now, **written, seal=record_seal(self.key, job, record),
                        counts_seal=counts_seal(self.key, job, record))
             if after:
                 after(pipe)
@@ -352,40 +372,77 @@ class Ledger:
             now = time.time()
             self._sealed_move(job, "waiting", now, dict(
                 name=name, sha256=sha256, run=str(spec.get("run") or ""), enqueued=now, started=0, finished=0, starts=0, ends=0,
-                reason="", worker="", heartbeat=0,
+                reason="", worker="", heartbeat=0, sent=0,
                 spec=json.dumps(spec), result="", signature=signature),
-                after=(lambda pipe: pipe.sadd(f"{PREFIX}batch:{batch}", job)) if batch else None)
+                after=(lambda pipe: pipe.sadd(f"{PREFIX}batch:{batch}", job)) if batch else None, stamped=("enqueued",))
         self._call(run, f"recording job {job}")
 
+    def mark_sent(self, job: str, run: str) -> bool:
+        """The broker took RUN's task: the record is flagged ``sent`` (if it is still RUN's), and only then may
+        another submission follow it instead of sending it again (Submitter._live: a record whose publish was
+        refused, or whose submitter died before publishing, was followed and its file reported queued with no task
+        ever sent: review rev2_batch16a MEDIUM-1). Whether it was."""
+        script = self.redis.register_script(_SENT_LUA)
+        return bool(self._call(lambda: script(keys=[self._job(job)], args=[run]), f"recording job {job} as sent"))
+
+    def unsent(self, job: str, run: str, reason: str, result: dict[str, Any] | None = None) -> bool:
+        """RUN's task was refused by the broker: its waiting record is failed with REASON (shown, and `queue
+        retry` sends it again), unless another submission has recorded the job since (left alone). Whether it
+        was."""
+        class Moved(Exception):
+            pass
+
+        def guard(kept: dict[str, Any], old: dict[str, Any]) -> None:
+            if kept.get("state") != "waiting" or (kept.get("run") or "") != run:
+                raise Moved
+
+        def write():
+            now = time.time()
+            self._sealed_move(job, "failed", now, dict(reason=reason, finished=now, result=json.dumps(result or {})),
+                              after=lambda pipe: (pipe.incr(ENDS), pipe.publish(ENDS, job)), guard=guard)
+        try:
+            self._call(write, f"failing job {job}")
+        except Moved:
+            return False
+        return True
+
     def start(self, job: str, worker: str, spec: dict[str, Any] | None = None, lease: float = 0.0,
-              dead: str = "") -> JobRecord:
+              dead: str = "", counted: bool = True) -> JobRecord:
         """A delivery begins: counted before any work, so a delivery that kills the worker is remembered.
         ``spec``: the task's (checked, signed) spec, whose name, SHA-256 and run the record takes; its reason
         and result start empty. ``lease``: the delivery takes the job only if no other delivery of the same
         run renewed its lease (:meth:`beat`) in the last LEASE seconds, else LeaseHeld and nothing is written
-        (``dead``: a holder known dead, its worker process gone, whose lease is taken over at once)."""
+        (``dead``: a holder known dead, its worker process gone, whose lease is taken over at once).
+        ``counted``: False for a delivery resuming its own process's earlier one (not a new start)."""
         run_id = _identity(spec).get("run", "")
 
         def guard(kept: dict[str, Any], old: dict[str, Any]) -> None:
             if not lease or kept.get("state") != "running" or (kept.get("run") or "") != run_id:
                 return
             holder = str(old.get("worker") or "")
-            if holder != dead and time.time() - _seconds(old.get("heartbeat")) < lease:
+            if holder != dead and old["now"] - _seconds(old.get("heartbeat")) < lease:  # one clock: Redis's
                 raise LeaseHeld(holder)
 
         def run():
             now = time.time()
             data = self._sealed_move(job, "running", now, dict(started=now, heartbeat=now, worker=worker, reason="",
-                                                               result="", **_identity(spec)), count="starts",
-                                     after=lambda pipe: pipe.hgetall(self._job(job)), guard=guard)[-1]
+                                                               result="", **_identity(spec)),
+                                     count="starts" if counted else "",
+                                     after=lambda pipe: pipe.hgetall(self._job(job)), guard=guard,
+                                     stamped=("started", "heartbeat"))[-1]
             return self._record(job, data)
         return self._call(run, f"starting job {job}")
 
+    def clock(self) -> float:
+        """Redis's time (epoch seconds): the one clock of leases and enqueue times, which each machine's own would
+        make a worker running ahead take over live deliveries (review rev2_batch16a LOW-2)."""
+        return self._call(lambda: _clock(self.redis.time()), "reading the ledger's clock")
+
     def beat(self, job: str, worker: str, run: str) -> bool:
-        """The running delivery renews its lease: the record's ``heartbeat`` set to now if it is still running
-        under this worker and run (a job taken over or ended since is left alone); whether it was."""
+        """The running delivery renews its lease: the record's ``heartbeat`` set to now (Redis's clock) if it is
+        still running under this worker and run (a job taken over or ended since is left alone); whether it was."""
         script = self.redis.register_script(_BEAT_LUA)
-        return bool(self._call(lambda: script(keys=[self._job(job)], args=[worker, run, repr(time.time())]),
+        return bool(self._call(lambda: script(keys=[self._job(job)], args=[worker, run]),
                                f"renewing job {job}'s lease"))
 
     def end(self, job: str, state: str, reason: str = "", result: dict[str, Any] | None = None,
@@ -397,6 +454,24 @@ class Ledger:
             self._sealed_move(job, state, now, dict(reason=reason, **extra, **_identity(spec)), count="ends",
                               after=lambda pipe: (pipe.incr(ENDS), pipe.publish(ENDS, job)))  # published at EXEC, after the record: a waiter wakes and reads it
         self._call(run, f"finishing job {job}")
+
+    def release(self, job: str, worker: str, run: str, reason: str) -> bool:
+        """A delivery that raised after its start gives the job back: waiting again with REASON and its start
+        matched by an end (not a crash), only if it is still running under this worker and run (a record ended
+        or taken over since is left alone). Whether it was."""
+        class Moved(Exception):
+            pass
+
+        def guard(kept: dict[str, Any], old: dict[str, Any]) -> None:
+            if kept.get("state") != "running" or old.get("worker") != worker or (kept.get("run") or "") != run:
+                raise Moved
+
+        try:
+            self._call(lambda: self._sealed_move(job, "waiting", time.time(), dict(reason=reason, result=""),
+                                                 count="ends", guard=guard), f"releasing job {job}")
+        except Moved:
+            return False
+        return True
 
     def add_to_batch(self, batch: str, job: str) -> None:
         self._call(lambda: self.redis.sadd(f"{PREFIX}batch:{batch}", job), "recording a batch")

@@ -210,11 +210,12 @@ class Submitter:
         timeout ago, else its message may be lost: sent again) or running under a fresh lease. Two `batch --queue
         --wait` runs over one file re-sent it, each run's record overwrote the other's and each waiter reported
         the other's outcome as failed (review rev16batch L7); now the second follows the first's run."""
-        if record.state not in ("waiting", "running") or not record.run:
-            return False
+        if record.state not in ("waiting", "running") or not record.run or (record.state == "waiting" and
+                                                                            not record.sent):
+            return False  # a waiting record whose task the broker never took (review rev2_batch16a MEDIUM-1)
         limit = lease_times(self.settings.queue)[1] if record.state == "running" else \
             self.settings.queue.visibility_timeout
-        return time.time() - record.last_seen() < limit
+        return self.ledger.clock() - record.last_seen() < limit  # stamped by Redis: one clock
 
     def send(self, job: str, spec: dict[str, Any]) -> None:
         """Record the job as waiting, then publish its task, signed (pipelines/taskauth.py); a broker refusal is
@@ -232,7 +233,27 @@ class Submitter:
             self.app.send_task(TASK, args=[job, spec], kwargs={"signature": signature}, queue=QUEUE,
                                task_id=f"{job}-{time.time_ns()}", argsrepr=f"('{job}', ...)", kwargsrepr="{...}")
         except Exception as e:  # noqa: BLE001 - kombu raises many connection types
-            raise StorageError(f"queue broker: cannot send job {job}: {type(e).__name__}: {e}") from e
+            refused = StorageError(f"queue broker: cannot send job {job}: {type(e).__name__}: {e}")
+            self._unsent(job, spec, refused)
+            raise refused from e
+        try:
+            self.ledger.mark_sent(job, spec["run"])
+        except StorageError as e:  # the task is out: a later submission of the file only sends it once more
+            event(log, "ledger-unavailable", logging.WARNING, job=job, reason=str(e))
+
+    def _unsent(self, job: str, spec: dict[str, Any], refused: StorageError) -> None:
+        """A refused publish leaves no "waiting" record behind that looks on its way: failed with the broker's
+        reason (best effort: with the ledger down too, the record stays waiting but never flagged sent, so the
+        next submission sends it again instead of following it)."""
+        from digitize.secrets import mask
+
+        reason = f"not sent: {mask(str(refused))}"
+        result = JobResult(spec["name"], Status.failed, spec["sha256"], reason, error_kinds=("StorageError",),
+                           exit_code=int(refused.exit_code))
+        try:
+            self.ledger.unsent(job, spec["run"], reason, result.to_dict())
+        except StorageError as e:
+            event(log, "ledger-unavailable", logging.WARNING, job=job, reason=str(e))
 
 
 def retry_jobs(settings, jobs: list[str]) -> tuple[list[str], list[str]]:
@@ -516,9 +537,12 @@ def lease_times(queue) -> tuple[float, float]:
 def _holder_dead(holder: str, me: str) -> bool:
     """Whether the delivery holding a lease was a process of this very worker node that is gone: a killed pool
     child, whose message Celery hands out again at once (reject_on_worker_lost), long before its lease ends."""
-    node, _, pid = holder.rpartition("/")
-    if not node or node != me.rpartition("/")[0] or not pid.isdigit() or int(pid) == os.getpid():
+    node, _, process = holder.rpartition("/")
+    pid, dot, _nonce = process.partition(".")  # "PID.random" (tasks._worker_name), or an earlier version's "PID"
+    if not node or node != me.rpartition("/")[0] or not pid.isdigit():
         return False
+    if int(pid) == os.getpid():  # this PID's earlier process (its random part differs), or this process itself
+        return bool(dot) and holder != me
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
@@ -557,6 +581,11 @@ class _Leases:
                     ledger.beat(job, worker, run)
                 except Exception as e:  # noqa: BLE001 - see the class's doc
                     event(log, "lease-renewal-failed", logging.WARNING, job=job, reason=str(e))
+
+    def holds(self, job: str) -> bool:
+        """Whether a delivery of this very process is running JOB now."""
+        with self.lock:
+            return self.pid == os.getpid() and any(held[1] == job for held in self.held.values())
 
     @contextlib.contextmanager
     def hold(self, ledger: Ledger, job: str, worker: str, run: str, every: float):
@@ -644,12 +673,20 @@ def run_job(settings, ledger: Ledger, job: str, spec: dict[str, Any], worker: st
         return Outcome("dropped", JobResult(spec["name"], Status.skipped, spec["sha256"],
                                             "an older submission's task, superseded by a newer one: not run"))
     every, lease = lease_times(queue)
-    dead = ""
-    if known is not None and known.state == "running" and known.run == run and time.time() - known.heartbeat < lease:
-        if not _holder_dead(known.worker, worker):
-            return _held(job, spec, known.worker, lease)
-        dead = known.worker  # a killed pool child of this node: its lease is taken over at once
+    dead, resumed = "", False
+    if known is not None and known.state == "running" and known.run == run:
+        if known.worker == worker and not _leases.holds(job):
+            # this very process's earlier delivery, which raised after its start (the ledger down past its
+            # reconnect time) and is retried here: not a crash and no one to wait for (it waited a whole lease
+            # for itself, then counted a crash: review rev2_batch16a MEDIUM-2)
+            dead, resumed = worker, True
+        elif ledger.clock() - known.heartbeat < lease:  # stamped by Redis (Ledger.beat): one clock
+            if not _holder_dead(known.worker, worker):
+                return _held(job, spec, known.worker, lease)
+            dead = known.worker  # a killed pool child of this node: its lease is taken over at once
     crashes = known.crashes_of(run) if known is not None else 0  # sealed, this run's only
+    if resumed:
+        crashes = max(0, crashes - 1)  # the earlier delivery's start, which ends with this one
     if crashes >= queue.max_deliveries:
         reason = f"the file stopped its worker {crashes} times (killed or crashed); not retried"
         result = JobResult(spec["name"], Status.failed, spec["sha256"], reason, error_kinds=("crashed",),
@@ -658,9 +695,35 @@ def run_job(settings, ledger: Ledger, job: str, spec: dict[str, Any], worker: st
         event(log, "job-failed", logging.WARNING, job=job, file=spec["name"], reason=reason)
         return Outcome("failed", result)
     try:
-        ledger.start(job, worker, spec, lease=lease, dead=dead)
+        ledger.start(job, worker, spec, lease=lease, dead=dead, counted=not resumed)
     except LeaseHeld as held:  # another delivery took it between the look and the start
         return _held(job, spec, held.worker, lease)
+    try:
+        return _deliver(settings, ledger, job, spec, worker, tries, process, every)
+    except Exception as e:
+        _release(ledger, job, worker, run, e)
+        raise
+
+
+def _release(ledger: Ledger, job: str, worker: str, run: str, error: Exception) -> None:
+    """A delivery that raised after its start (the ledger or the store down past their retries, a bug) gives its
+    job back as waiting, best effort, before Celery retries it: the retry may land in another process of the
+    pool, which would otherwise wait a whole lease for a holder that is not converting and then count a crash
+    (review rev2_batch16a MEDIUM-2). With the ledger down too, the record stays running: a retry in this same
+    process takes it over at once (run_job), one elsewhere after the lease."""
+    from digitize.secrets import mask
+
+    reason = " ".join(mask(f"delivery raised, retried: {type(error).__name__}: {error}").split())
+    try:
+        ledger.release(job, worker, run, reason)
+    except StorageError as e:
+        event(log, "ledger-unavailable", logging.WARNING, job=job, reason=str(e))
+
+
+def _deliver(settings, ledger: Ledger, job: str, spec: dict[str, Any], worker: str, tries: int,
+             process: Callable[..., JobResult], every: float) -> Outcome:
+    """A started delivery: fetch, convert, record the outcome."""
+    queue, run = settings.queue, spec.get("run", "")
     sub = dataclasses.replace(settings, convert=task_convert(settings.convert, spec.get("options", {})))
     hint = Clue(spec["hint"]["source"], spec["hint"]["values"]) if spec.get("hint") else None
     with _leases.hold(ledger, job, worker, run, every), _scratch() as (tmp, unmade):

@@ -90,3 +90,100 @@ def test_a_job_on_its_way_for_another_submission_is_followed_not_sent_again(tmp_
     finally:
         for sub in (one, two, *[s for s in (locals().get("three"), locals().get("four")) if s]):
             sub.ledger.close()
+
+
+class RefusingOnce:
+    """A broker that refuses the first publish (restarting, a network blip) and takes the rest."""
+
+    def __init__(self):
+        self.sent, self.calls = [], 0
+
+    def send_task(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls == 1:
+            raise ConnectionError("broker down")
+        self.sent.append(kwargs["args"])
+
+
+def test_a_submission_the_broker_refused_is_sent_again_not_followed(tmp_path, src, own_redis):
+    """Old code: the refused send left a "waiting" record with no message; the watcher's retry followed it
+    ("already waiting for another submission"), moved the scan to done/ and no task was ever sent (review
+    rev2_batch16a MEDIUM-1)."""
+    sub = submitter_for(tmp_path, own_redis.url)
+    sub.app = RefusingOnce()
+    try:
+        first, refused = sub.submit_job(src / CASE_A / "don.pdf", None, src)
+        assert refused.status is Status.failed and refused.retryable and "broker down" in refused.reason
+        job, resent = sub.submit_job(src / CASE_A / "don.pdf", None, src)  # the watcher's retry
+        assert resent.status is Status.done and "another submission" not in resent.reason
+        assert [args[0] for args in sub.app.sent] == [job]
+        record = sub.ledger.get(job)
+        assert record.state == "waiting" and record.sent and record.run == sub.runs[job] == sub.app.sent[0][1]["run"]
+        # and once sent, a third submission follows it instead of sending it twice
+        assert "another submission" in sub.submit_job(src / CASE_A / "don.pdf", None, src)[1].reason
+        assert len(sub.app.sent) == 1
+    finally:
+        sub.ledger.close()
+
+
+def test_a_refused_send_fails_its_record_with_the_reason_and_an_unflagged_one_is_not_followed(tmp_path, src,
+                                                                                                 own_redis):
+    sub = submitter_for(tmp_path, own_redis.url)
+    sub.app = RefusingOnce()
+    try:
+        sub.submit_job(src / CASE_A / "don.pdf", None, src)
+        [job] = sub.runs
+        record = sub.ledger.get(job)
+        assert record.state == "failed" and record.reason.startswith("not sent: queue broker") and not record.sent
+        # a submitter that died between recording and publishing: waiting, never flagged sent -> sent again
+        other = submitter_for(tmp_path, own_redis.url)
+        other.send = lambda job, spec: other.ledger.enqueued(job, spec["name"], spec["sha256"],
+                                                             {**spec, "run": "died"})
+        dead, _ = other.submit_job(src / CASE_B / "don.pdf", None, src)
+        assert sub.ledger.get(dead).state == "waiting"
+        again, result = sub.submit_job(src / CASE_B / "don.pdf", None, src)
+        assert again == dead and "another submission" not in result.reason and sub.app.sent[-1][0] == dead
+    finally:
+        sub.ledger.close()
+
+
+def test_the_worker_files_the_stored_document_into_the_second_case(tmp_path, own_redis):
+    """End to end for M5: the same scan queued for two dossiers is converted and stored once by the worker
+    (pipelines.queued.run_job with the real process_file, folder store and SQLite index) and the second job
+    files that stored document into the second case, with no second copy. Old code: the second submission was
+    "already done as job <the first's>" and never reached a worker."""
+    import shutil
+
+    from pipeline_support import make_settings, stored_rows
+    from scans import page, write_pdf
+
+    from pipelines.queued import run_job
+    from storage.archive import Archive
+
+    folder = tmp_path / "src"
+    for case in (CASE_A, CASE_B):
+        (folder / case).mkdir(parents=True)
+    write_pdf([page(["Đơn đề nghị cấp giấy phép"])], folder / CASE_A / "don.pdf")
+    shutil.copyfile(folder / CASE_A / "don.pdf", folder / CASE_B / "don.pdf")
+    sub = submitter_for(tmp_path, own_redis.url)
+    settings = make_settings(tmp_path / "data")
+    settings.queue.visibility_timeout = 3600.0
+    sub.settings, sub.objects = settings, None  # staged where the worker (the same settings) fetches from
+    try:
+        outcomes = []
+        for case in (CASE_A, CASE_B):
+            job, queued = sub.submit_job(folder / case / "don.pdf", Clue("manifest", {"case_id": case}), folder)
+            assert queued.status is Status.done
+            [(sent, spec)] = [args for args in sub.app.sent if args[0] == job]
+            outcomes.append(run_job(settings, sub.ledger, job, spec, "w/1", 0))
+        first, second = (o.result for o in outcomes)
+        assert [o.state for o in outcomes] == ["done", "done"], [r.reason for r in (first, second)]
+        [stored], [shared] = first.documents, second.documents
+        assert (stored.case_id, stored.already_stored) == (CASE_A, False)
+        assert (shared.case_id, shared.doc_id) == (CASE_B, stored.doc_id)  # the same document, filed there too
+        assert len(stored_rows(settings)) == 1  # one copy of the bytes
+        with Archive.open(settings) as archive:
+            assert [case for case, _ in archive.index.shared_cases([int(stored.doc_id)])[int(stored.doc_id)]] == [
+                CASE_B]
+    finally:
+        sub.close()

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 import pipelines.queued as queued
+from digitize.errors import StorageError
 from pipelines.jobs import JobResult, Status
 from pipelines.ledger import job_id
 
@@ -230,3 +231,128 @@ def test_a_tasks_options_never_loosen_the_workers_limits(ledger, settings, store
         own.max_memory_mb, own.max_pixels, own.max_stream_mb, own.max_input_mb)
     assert got.max_pages == 50 and got.validate is True and got.ocr_timeout == own.ocr_timeout
     assert (got.language, got.jpeg_quality, got.jobs) == ("eng", 60, own.jobs)  # output options still travel
+
+
+def test_a_delivery_retried_in_its_own_process_after_a_raise_takes_over_at_once_without_a_crash(ledger, settings,
+                                                                                                 store,
+                                                                                                 monkeypatch):
+    """Old code: the delivery raised after its start (the ledger down past its reconnect time), Celery retried it
+    into the same process, which found its own fresh lease and waited a whole lease for itself; the takeover
+    then counted a crash that never happened (review rev2_batch16a MEDIUM-2)."""
+    import os
+
+    job = job_id(SHA, "", {"m2": "own"})
+    ledger.enqueued(job, "case/scan.pdf", SHA, spec(job))
+    me = f"node-1@here/{os.getpid()}"
+    ledger.start(job, "node-1@here/999999", spec(job))  # an earlier delivery that did crash
+    ledger.redis.hset(f"digitize:q:job:{job}", "heartbeat", 0)
+    real_end = ledger.end
+
+    def down(*args, **kwargs):
+        raise StorageError("queue ledger: ledger down")
+
+    monkeypatch.setattr(ledger, "end", down)
+    monkeypatch.setattr(ledger, "release", down)  # down for the best-effort release too
+    process = converter()
+    with pytest.raises(StorageError):
+        queued.run_job(settings, ledger, job, spec(job), me, 0, process=process)
+    monkeypatch.setattr(ledger, "end", real_end)
+    monkeypatch.setattr(settings.queue, "max_deliveries", 2)  # one real crash and this raise: no poison file
+    outcome = queued.run_job(settings, ledger, job, spec(job), me, 1, process=process)
+    record = ledger.get(job)
+    assert outcome.state == "done" and len(process.calls) == 2
+    assert (record.state, record.starts, record.ends, record.crashes) == ("done", 2, 1, 1)
+
+
+def test_a_delivery_that_raised_after_its_start_gives_the_job_back_for_a_retry_elsewhere(ledger, settings, store,
+                                                                                         monkeypatch):
+    """Celery's retry of a delivery that raised may land in another pool process: old code left the record
+    running under the raiser, so the retry waited a whole lease for it and then counted a crash."""
+    job = job_id(SHA, "", {"m2": "release"})
+    ledger.enqueued(job, "case/scan.pdf", SHA, spec(job))
+    real_end = ledger.end
+
+    def down(*args, **kwargs):
+        raise RuntimeError("index down, and a bug after it")
+
+    monkeypatch.setattr(ledger, "end", down)
+    with pytest.raises(RuntimeError):
+        queued.run_job(settings, ledger, job, spec(job), "node-1@here/5.aaaa", 0, process=converter())
+    record = ledger.get(job)
+    assert (record.state, record.crashes) == ("waiting", 0) and "RuntimeError" in record.reason
+    monkeypatch.setattr(ledger, "end", real_end)
+    process = converter()
+    assert queued.run_job(settings, ledger, job, spec(job), "node-1@here/6.bbbb", 1, process=process).state == "done"
+    record = ledger.get(job)
+    assert len(process.calls) == 1 and (record.state, record.crashes) == ("done", 0)
+    assert not ledger.release(job, "node-1@here/6.bbbb", "1" * 32, "late")  # an ended record is left alone
+
+
+def test_a_delivery_of_the_same_process_still_running_is_waited_for(ledger, settings, store):
+    import os
+
+    job = job_id(SHA, "", {"m2": "own-live"})
+    task = running_elsewhere(ledger, job, f"node-1@here/{os.getpid()}")
+    with queued._leases.hold(ledger, job, f"node-1@here/{os.getpid()}", task["run"], 60.0):
+        outcome = queued.run_job(settings, ledger, job, task, f"node-1@here/{os.getpid()}", 0, process=converter())
+    assert outcome.state == "wait" and ledger.get(job).starts == 1
+
+
+# -- LOW-1: a worker's name is its own, even where host name and PID agree ---------------------------------------
+def test_two_workers_with_the_same_host_and_pid_have_different_names(monkeypatch, settings):
+    """Old code: "digitize-<pid>@<host>": two containers on the host network, each worker at PID 1, shared it, and
+    one judged the other's leases by PIDs of its own namespace (taken for dead: converted twice)."""
+    from celery.signals import worker_process_init
+
+    from digitize import imaging
+    from pipelines import tasks
+
+    names = []
+    app = SimpleNamespace(worker_main=lambda argv: names.extend(a for a in argv if a.startswith("--hostname=")))
+    monkeypatch.setattr(tasks, "app_for", lambda settings: app)
+    monkeypatch.setattr(tasks, "_preload", lambda: None)
+    monkeypatch.setattr(tasks, "_warm_models", lambda settings: None)
+    monkeypatch.setattr(imaging, "single_threaded", lambda: None)
+    monkeypatch.setattr(worker_process_init, "connect", lambda *a, **kw: None)
+    monkeypatch.setattr(tasks.os, "getpid", lambda: 1)
+    for _ in range(2):  # a worker in each container
+        tasks.run_worker(settings, 1)
+    assert len(names) == 2 and names[0] != names[1] and all(n.endswith(f"-1@{tasks.socket.gethostname()}")
+                                                            for n in names)
+
+
+def test_a_lease_of_an_earlier_process_with_this_pid_is_dead_and_another_nodes_is_not_judged():
+    import os
+
+    from pipelines import tasks
+
+    me = tasks._worker_name("digitize-aa-1@host")
+    assert me.startswith(f"digitize-aa-1@host/{os.getpid()}.")
+    assert queued._holder_dead(f"digitize-aa-1@host/{os.getpid()}.0badbeef", me)  # a reused PID: not this one
+    assert not queued._holder_dead(me, me)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    assert queued._holder_dead(f"digitize-aa-1@host/{dead.pid}.12345678", me)
+    assert not queued._holder_dead(f"digitize-bb-1@host/{dead.pid}.12345678", me)  # another container's
+
+
+# -- LOW-2: leases on one clock, Redis's ------------------------------------------------------------------------
+def test_a_worker_whose_clock_runs_ahead_still_waits_for_a_live_delivery(ledger, settings, store, monkeypatch):
+    """Old code: heartbeats were stamped and aged by each machine's own clock: a worker an hour ahead took every
+    live delivery's lease for lapsed and converted the file in parallel (review rev2_batch16a LOW-2)."""
+    job = job_id(SHA, "", {"low2": 1})
+    task = running_elsewhere(ledger, job)
+    assert ledger.beat(job, "node-9@other/77", task["run"])
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 3600)  # this worker's clock, an hour ahead
+    process = converter()
+    assert queued.run_job(settings, ledger, job, task, "node-1@here/5", 0, process=process).state == "wait"
+    from pipelines.ledger import LeaseHeld
+
+    with pytest.raises(LeaseHeld):
+        ledger.start(job, "node-1@here/5", task, lease=1800.0)
+    assert not process.calls and ledger.get(job).starts == 1
+    monkeypatch.setattr(time, "time", lambda: real() - 3600)  # a submitter an hour behind: Redis's time recorded
+    other = job_id(SHA, "", {"low2": 2})
+    ledger.enqueued(other, "case/scan.pdf", SHA, spec(other))
+    assert abs(ledger.get(other).enqueued - real()) < 60 and abs(ledger.get(job).heartbeat - real()) < 60

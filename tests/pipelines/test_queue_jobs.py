@@ -80,7 +80,7 @@ def test_a_file_that_killed_its_worker_n_times_is_failed_not_run_again(ledger, s
     job = "poison"
     ledger.enqueued(job, "a/scan.pdf", SHA, spec(job))
     for _ in range(3):
-        ledger.start(job, "w")  # a delivery began and its worker died: no end is ever recorded
+        ledger.start(job, "w-killed")  # a delivery began and its worker died: no end is ever recorded
     lapse(ledger, job)
     process = fake(JobResult("", Status.done))
     outcome = run_job(settings, ledger, job, spec(job), "w", 0, process=process)
@@ -91,7 +91,7 @@ def test_a_file_that_killed_its_worker_n_times_is_failed_not_run_again(ledger, s
 def test_a_crash_below_the_limit_is_run_again(ledger, settings):
     job = "crashed-once"
     ledger.enqueued(job, "a/scan.pdf", SHA, spec(job))
-    ledger.start(job, "w")
+    ledger.start(job, "w-killed")
     lapse(ledger, job)
     outcome = run_job(settings, ledger, job, spec(job), "w", 0, process=fake(JobResult("", Status.done)))
     assert outcome.state == "done" and ledger.get(job).state == "done"

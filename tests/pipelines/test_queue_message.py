@@ -24,7 +24,7 @@ class FakeApp:
 def test_task_headers_name_the_job_only(monkeypatch):
     submitter = object.__new__(Submitter)
     submitter.app, submitter.key, submitter.runs, submitter.batch = FakeApp(), b"k" * 32, {}, ""
-    submitter.ledger = SimpleNamespace(enqueued=lambda *a, **kw: None)
+    submitter.ledger = SimpleNamespace(enqueued=lambda *a, **kw: None, mark_sent=lambda *a: True)
     spec = {"job": JOB, "key": "_staging/x", "sha256": "ab" * 32, "name": "Nguyen Van A/ho-so.pdf", "options": {}}
     submitter.send(JOB, spec)
     (name, options), = submitter.app.sent
