@@ -297,3 +297,107 @@ def test_recovery_killed_at_any_file_system_call_still_ends_with_the_pair_togeth
         assert (number, found) in [(number, end) for end in ends]
         assert (number, work_left(inbox)) == (number, [])
     assert number > 10
+
+
+@pytest.mark.parametrize("size", ["edited", "larger than a sidecar"])
+def test_m1_a_clerks_file_that_does_not_match_is_never_moved_out_of_the_inbox(tmp_path, monkeypatch, size):
+    """Review2 hard16 M1/L1: after a take killed between its two renames, the clerk replaced NAME.json; the
+    restart moved it into the claim to hash it, the clerk removed the folder that looked empty, the move back
+    failed (ENOENT) and the claim's drop deleted the clerk's file. Now a file is checked by name (size, then
+    SHA-256; one larger than a sidecar is not even read) and only a match is moved in: this one stays put."""
+    inbox = tmp_path / "inbox"
+    sub = inbox / "a"
+    sub.mkdir(mode=0o750, parents=True)
+    (sub / "scan.pdf").write_bytes(b"%PDF-1.7 scan")
+    (sub / "scan.pdf.json").write_text(SIDECAR)
+
+    def first(mp):
+        w = make_watcher(tmp_path, stored)
+        killed_at(mp, os, "rename", lambda a: a[0] == "scan.pdf.json")
+        w._take(sub / "scan.pdf", Path("a/scan.pdf"))
+
+    assert in_child(first) == 9
+    clerks = sub / "scan.pdf.json"
+    clerks.unlink()
+    clerks.write_text(OTHER)
+    if size != "edited":
+        os.truncate(clerks, claimslib.SIDECAR_MAX_BYTES + 1)
+    ino = clerks.stat().st_ino
+    real_move, real_hash = fsutil.move_at, fsutil.sha256_stream
+
+    def tidying(src_fd, src_name, dst_fd, dst_name):
+        real_move(src_fd, src_name, dst_fd, dst_name)
+        if dst_name == claimslib.HELD and sub.exists() and not os.listdir(sub):
+            os.rmdir(sub)  # the clerk tidies the folder that looks empty while the file is held
+
+    def hashing(stream):
+        assert os.fstat(stream.fileno()).st_ino != ino or size == "edited", "a clerk's big file was read"
+        return real_hash(stream)
+
+    monkeypatch.setattr(claimslib.fsutil, "move_at", tidying)
+    monkeypatch.setattr(claimslib.fsutil, "sha256_stream", hashing)
+    restart(tmp_path)
+    assert clerks.stat().st_ino == ino and clerks.read_bytes().startswith(OTHER.encode())  # never moved
+    assert "scan.pdf" in listing(inbox / "failed/a") and work_left(inbox) == []
+
+
+def _swapped_after_its_check(tmp_path: Path, monkeypatch, put_back_fails) -> Path:
+    """A restart's rejoin of done/NAME.json: the file is swapped (OTHER) after its check by name, so the check in
+    the claim fails and it must go back; ``put_back_fails(args)`` decides whether that move raises ESTALE."""
+    crash(tmp_path, stored, lambda mp: killed_at(mp, inboxlib, "move_at", scan_move))
+    left = tmp_path / "inbox/done/scan.pdf.json"
+    real = fsutil.move_at
+
+    def swap_then_move(src_fd, src_name, dst_fd, dst_name):
+        if src_name == "scan.pdf.json" and left.exists() and left.read_text() == SIDECAR:
+            (left.parent / "evil.tmp").write_text(OTHER)
+            os.replace(left.parent / "evil.tmp", left)
+        if src_name == claimslib.HELD and put_back_fails((src_fd, src_name, dst_fd, dst_name)):
+            raise OSError(errno.ESTALE, "Stale file handle")
+        return real(src_fd, src_name, dst_fd, dst_name)
+
+    monkeypatch.setattr(claimslib.fsutil, "move_at", swap_then_move)
+    return left
+
+
+def test_m1_a_put_back_that_fails_keeps_the_file_and_puts_it_back_later(tmp_path, monkeypatch, caplog):
+    """Review2 hard16 M1: a put-back that raised anything but FileExistsError left the file in the claim and
+    the claim's drop removed it with the folder. Now the file and its record stay (one log line says so), the
+    claim is not dropped while it holds it, and the next rescan puts it back."""
+    tries = []
+    left = _swapped_after_its_check(tmp_path, monkeypatch, lambda args: not tries.append(args) and len(tries) == 1)
+    seen: list = []
+    restart(tmp_path, seeing_sidecars(seen))
+    assert seen == [] and left.read_text() == OTHER  # put back at the rescan after the first try failed
+    assert len(tries) == 2 and "could not put scan.pdf.json back into done/" in caplog.text
+    assert "scan.pdf" in listing(tmp_path / "inbox/failed") and work_left(tmp_path / "inbox") == []
+
+
+def test_m1_a_file_that_cannot_go_back_goes_to_failed_never_away(tmp_path, monkeypatch):
+    """Review2 hard16 M1: the put-back fails at every try (the share keeps refusing): the file is handed to a
+    person in failed/ as NAME.held with a reason, never removed with the claim."""
+    left = _swapped_after_its_check(tmp_path, monkeypatch, lambda args: True)
+    restart(tmp_path)
+    failed = tmp_path / "inbox/failed"
+    assert not left.exists() and (failed / "scan.pdf.json.held").read_text() == OTHER
+    assert "could not put back" in (failed / "scan.pdf.json.held.error.txt").read_text()
+    assert "scan.pdf" in listing(failed) and work_left(tmp_path / "inbox") == []
+
+
+def test_m1_a_done_copy_held_at_a_restart_with_on_success_delete_goes_to_failed(tmp_path):
+    """Review2 hard16 M1: a watcher killed while completed() held done/NAME.pdf, restarted with on_success =
+    delete (done/ not used): restore_held kept it "never lost", then the quarantine's drop removed it. Now it
+    is handed to failed/ as NAME.held."""
+    _copied_not_unlinked(tmp_path)
+    done_copy = tmp_path / "inbox/done/scan.pdf"
+    ino = done_copy.stat().st_ino
+
+    def second(mp):
+        killed_at(mp, claimslib.fsutil, "move_at", lambda a: a[1] == claimslib.HELD)
+        restart(tmp_path)
+
+    assert in_child(second) == 9 and not done_copy.exists()  # killed while it was held
+    restart(tmp_path, on_success="delete")
+    failed = tmp_path / "inbox/failed"
+    assert ino in inodes(failed) and (failed / "scan.pdf.held").read_bytes() == b"%PDF-1.7 scan"
+    assert work_left(tmp_path / "inbox") == []
