@@ -55,6 +55,7 @@ INTERNAL_LIMIT = 3  # failures of our own (bugs, not storage) before a file is q
 RESOURCE_LIMIT = 8  # disk full this often in a row on one file while other work had room (diskroom.py): quarantined
 KEPT_DAYS = 14  # a kept conversion nobody stored in this time (its scan was taken away) is removed
 LONE_SUFFIX = ".lone"  # a sidecar whose scan is gone, in failed/: NAME.json.lone
+DETAIL_MAX = 2000  # characters of a reason's technical detail (<= 8 KB: within what failed.py and claims.py read)
 TAKEN_ELSEWHERE_WARN = 3  # one path "taken elsewhere" this often: say so loudly (another watcher? a stale view?)
 
 
@@ -303,6 +304,8 @@ class Watcher:
 
     def _quarantine(self, claim: Claim, kinds: tuple[str, ...], detail: str) -> None:
         name = PurePath(claim.relative).name
+        if len(detail) > DETAIL_MAX:  # a tool's message is unbounded: the mark after it must stay findable
+            detail = detail[:DETAIL_MAX] + " …"  # (review2 hard16 L9: Claims.undo_unfinished reads 64 KiB)
         when = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
         text = error_report(name, explain(kinds), detail, when)
         def reason(dst: int, free: str) -> str:  # its mark recorded before it is written: see Claims.undo_unfinished

@@ -19,6 +19,7 @@ from digitize import fsutil
 from pipelines import claims as claimslib
 from pipelines import failed as failedlib
 from pipelines import inbox as inboxlib
+from pipelines.jobs import JobResult, Status
 
 OTHER = '{"case_id": "000.00.31.H56-241015-0099"}'  # a new pair's sidecar, or an attacker's
 
@@ -401,3 +402,25 @@ def test_m1_a_done_copy_held_at_a_restart_with_on_success_delete_goes_to_failed(
     failed = tmp_path / "inbox/failed"
     assert ino in inodes(failed) and (failed / "scan.pdf.held").read_bytes() == b"%PDF-1.7 scan"
     assert work_left(tmp_path / "inbox") == []
+
+
+def test_l9_the_mark_is_found_after_a_long_detail(tmp_path):
+    """Review2 hard16 L9: the mark was written after the detail, which is a tool's message of any length: past
+    the 64 KiB read it was not found, the reason stayed and the redo landed as NAME.1.pdf. The detail is
+    bounded now (DETAIL_MAX), so the reason of a killed quarantine is removed whatever the tool said."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir(mode=0o750)
+    (inbox / "scan.pdf").write_bytes(b"%PDF-1.7 scan")
+
+    def wordy(path, *args, **kwargs):
+        return JobResult(str(path), Status.failed, reason="warning: bad xref; " * 20000, error_kinds=("InputError",))
+
+    def arm(mp):
+        (inbox / "scan.pdf.json").unlink()
+        killed_at(mp, inboxlib, "move_at", scan_move)
+
+    crash(tmp_path, wordy, arm)
+    assert listing(inbox / "failed") == ["scan.pdf.error.txt"]
+    restart(tmp_path, wordy)
+    assert listing(inbox / "failed") == ["scan.pdf", "scan.pdf.error.txt"]
+    assert len((inbox / "failed/scan.pdf.error.txt").read_bytes()) < 16 * 1024 and work_left(inbox) == []
