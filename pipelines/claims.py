@@ -356,7 +356,8 @@ class Claims:
         """Where the move recorded in ``claim.moving`` put the pair, if it got there whole and only the
         claim's copy of the scan is left (a copy across file systems unlinks its source last: killed just
         before): the same scan (SHA-256) and sidecar there. The scan there is moved into the claim, compared
-        there and moved back before the claim's copy is removed and the claim dropped; None otherwise. Never
+        there and moved back; the sidecar there (never moved: not used, only compared) is compared by size and
+        SHA-256 before and again just before the claim's copy is removed and the claim dropped; None otherwise. Never
         for a give-back (review hard15 L2): that is a rename within one file system, which never needs
         finishing, and a byte-identical file someone dropped in the inbox is theirs, not our scan."""
         moving = claim.moving or {}
@@ -368,13 +369,17 @@ class Claims:
         try:
             with _closing(walk_dirs(base, relative.parent.parts)) as there, \
                     _closing(self.folder_fd(claim)) as here:
-                if not moving.get("sidecar") or not moving.get("sha256") or \
-                        not _is_copy(moving["sha256"], moving.get("size"))(there, moving["sidecar"]):
+                if not moving.get("sidecar") or not moving.get("sha256"):
                     return None
+                ours = _is_copy(moving["sha256"], moving.get("size"))
+                if not ours(there, moving["sidecar"]):
+                    return None  # by name first: the scan is not moved in for nothing
                 if not self._checked(claim, to, there, moving["name"], here, _is_copy(*_digest_at(here, relative.name))):
                     return None
                 if self._put_back(claim, there, here) != moving["name"]:
                     return None  # under a free name (a file put at its name meanwhile), or kept (restore_held later)
+                if not ours(there, moving["sidecar"]):  # again, last: not one swapped in while the scan was
+                    return None  # checked (review2 hard16 L6); ours is then quarantined with a reason
                 os.unlink(relative.name, dir_fd=here)
         except (OSError, ValueError, DigitizeError):
             return None

@@ -424,3 +424,26 @@ def test_l9_the_mark_is_found_after_a_long_detail(tmp_path):
     restart(tmp_path, wordy)
     assert listing(inbox / "failed") == ["scan.pdf", "scan.pdf.error.txt"]
     assert len((inbox / "failed/scan.pdf.error.txt").read_bytes()) < 16 * 1024 and work_left(inbox) == []
+
+
+def test_l6_a_done_sidecar_swapped_while_the_scan_is_checked_is_not_taken_for_ours(tmp_path, monkeypatch):
+    """Review2 hard16 L6: completed() compared done/NAME.json once, before moving the scan in and out (a copy
+    each way across file systems): one swapped meanwhile passed for ours and the claim's copy was removed, the
+    pair in done/ silently holding another sidecar. It is compared again last: ours is quarantined with a
+    reason instead."""
+    _copied_not_unlinked(tmp_path)
+    left = tmp_path / "inbox/done/scan.pdf.json"
+    real = fsutil.move_at
+
+    def swap_while_held(src_fd, src_name, dst_fd, dst_name):
+        if src_name == claimslib.HELD and left.read_text() == SIDECAR:
+            (left.parent / "evil.tmp").write_text(OTHER)
+            os.replace(left.parent / "evil.tmp", left)
+        return real(src_fd, src_name, dst_fd, dst_name)
+
+    monkeypatch.setattr(claimslib.fsutil, "move_at", swap_while_held)
+    restart(tmp_path)
+    failed = tmp_path / "inbox/failed"
+    assert listing(failed) == ["scan.pdf", "scan.pdf.error.txt"] and "done/scan.pdf.json" in \
+        (failed / "scan.pdf.error.txt").read_text()
+    assert work_left(tmp_path / "inbox") == []
