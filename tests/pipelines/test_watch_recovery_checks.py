@@ -43,23 +43,38 @@ def seeing_sidecars(seen: list):
 
 def test_l1_a_sidecar_swapped_after_its_check_is_never_taken(tmp_path, monkeypatch):
     """L1: the rejoin hashed done/NAME.json by name, then moved it by name: a file swapped in between joined
-    the scan. Now it is moved into the claim first and hashed there; the swapped file goes back."""
-    crash(tmp_path, stored, lambda mp: killed_at(mp, inboxlib, "move_at", scan_move))
-    left = tmp_path / "inbox/done/scan.pdf.json"
-    real = fsutil.move_at
-
-    def swap_then_move(src_fd, src_name, dst_fd, dst_name):
-        if src_name == "scan.pdf.json" and left.exists() and left.read_text() == SIDECAR:
-            (left.parent / "evil.tmp").write_text(OTHER)
-            os.replace(left.parent / "evil.tmp", left)  # someone's swap, just after any check by name
-        return real(src_fd, src_name, dst_fd, dst_name)
-
-    monkeypatch.setattr(claimslib.fsutil, "move_at", swap_then_move)
+    the scan. Now it is moved into the claim and hashed there too; the swapped file goes back."""
+    left = _swapped_after_its_check(tmp_path, monkeypatch, lambda args: False)
     seen: list = []
     restart(tmp_path, seeing_sidecars(seen))
     assert OTHER not in seen and seen == []  # not filed with the swapped-in sidecar: quarantined instead
     assert left.read_text() == OTHER  # the swapped-in file is put back where it was
     assert "scan.pdf" in listing(tmp_path / "inbox/failed") and work_left(tmp_path / "inbox") == []
+
+
+def swap_in(left: Path) -> None:
+    """Someone replaces our sidecar ``left`` by another (OTHER), atomically."""
+    if left.exists() and left.read_text() == SIDECAR:
+        (left.parent / "evil.tmp").write_text(OTHER)
+        os.replace(left.parent / "evil.tmp", left)
+
+
+def _swapped_after_its_check(tmp_path: Path, monkeypatch, put_back_fails) -> Path:
+    """A restart's rejoin of done/NAME.json: the file is swapped (OTHER) after its check by name, so the check in
+    the claim fails and it must go back; ``put_back_fails(args)`` decides whether that move raises ESTALE."""
+    crash(tmp_path, stored, lambda mp: killed_at(mp, inboxlib, "move_at", scan_move))
+    left = tmp_path / "inbox/done/scan.pdf.json"
+    real = fsutil.move_at
+
+    def swap_then_move(src_fd, src_name, dst_fd, dst_name):
+        if src_name == "scan.pdf.json":
+            swap_in(left)  # someone's swap, just after any check by name
+        if src_name == claimslib.HELD and put_back_fails((src_fd, src_name, dst_fd, dst_name)):
+            raise OSError(errno.ESTALE, "Stale file handle")
+        return real(src_fd, src_name, dst_fd, dst_name)
+
+    monkeypatch.setattr(claimslib.fsutil, "move_at", swap_then_move)
+    return left
 
 
 def test_l2_an_identical_copy_in_the_inbox_after_a_crash_mid_give_back_never_costs_our_copy(tmp_path):
@@ -342,25 +357,6 @@ def test_m1_a_clerks_file_that_does_not_match_is_never_moved_out_of_the_inbox(tm
     assert "scan.pdf" in listing(inbox / "failed/a") and work_left(inbox) == []
 
 
-def _swapped_after_its_check(tmp_path: Path, monkeypatch, put_back_fails) -> Path:
-    """A restart's rejoin of done/NAME.json: the file is swapped (OTHER) after its check by name, so the check in
-    the claim fails and it must go back; ``put_back_fails(args)`` decides whether that move raises ESTALE."""
-    crash(tmp_path, stored, lambda mp: killed_at(mp, inboxlib, "move_at", scan_move))
-    left = tmp_path / "inbox/done/scan.pdf.json"
-    real = fsutil.move_at
-
-    def swap_then_move(src_fd, src_name, dst_fd, dst_name):
-        if src_name == "scan.pdf.json" and left.exists() and left.read_text() == SIDECAR:
-            (left.parent / "evil.tmp").write_text(OTHER)
-            os.replace(left.parent / "evil.tmp", left)
-        if src_name == claimslib.HELD and put_back_fails((src_fd, src_name, dst_fd, dst_name)):
-            raise OSError(errno.ESTALE, "Stale file handle")
-        return real(src_fd, src_name, dst_fd, dst_name)
-
-    monkeypatch.setattr(claimslib.fsutil, "move_at", swap_then_move)
-    return left
-
-
 def test_m1_a_put_back_that_fails_keeps_the_file_and_puts_it_back_later(tmp_path, monkeypatch, caplog):
     """Review2 hard16 M1: a put-back that raised anything but FileExistsError left the file in the claim and
     the claim's drop removed it with the folder. Now the file and its record stay (one log line says so), the
@@ -436,9 +432,8 @@ def test_l6_a_done_sidecar_swapped_while_the_scan_is_checked_is_not_taken_for_ou
     real = fsutil.move_at
 
     def swap_while_held(src_fd, src_name, dst_fd, dst_name):
-        if src_name == claimslib.HELD and left.read_text() == SIDECAR:
-            (left.parent / "evil.tmp").write_text(OTHER)
-            os.replace(left.parent / "evil.tmp", left)
+        if src_name == claimslib.HELD:
+            swap_in(left)
         return real(src_fd, src_name, dst_fd, dst_name)
 
     monkeypatch.setattr(claimslib.fsutil, "move_at", swap_while_held)
