@@ -8,7 +8,8 @@ succeeds; the other finds the file gone and moves on. No lock server, no shared 
         alive                                             touched every minute while it runs
         <token>/claim.json                                where the file came from, attempts so far
         <token>/files/<path in the inbox>                 the scan (and its sidecar) while in hand
-        <token>/files/<its folder>/.held                  a file recovery is checking (Claims._checked)
+        <token>/files/<its folder>/.held                  a file recovery is checking (Claims._checked), or
+                                                          one whose move back failed (kept: Claims.drop)
 
 A watcher that dies leaves its folder behind; the next watcher to start adopts its claims (one
 rename each, so two never adopt the same one) and redoes them: storage is idempotent by SHA-256,
@@ -374,7 +375,8 @@ class Claims:
                 ours = _is_copy(moving["sha256"], moving.get("size"))
                 if not ours(there, moving["sidecar"]):
                     return None  # by name first: the scan is not moved in for nothing
-                if not self._checked(claim, to, there, moving["name"], here, _is_copy(*_digest_at(here, relative.name))):
+                scan = _is_copy(*_digest_at(here, relative.name))
+                if not self._checked(claim, to, there, moving["name"], here, scan):
                     return None
                 if self._put_back(claim, there, here) != moving["name"]:
                     return None  # under a free name (a file put at its name meanwhile), or kept (restore_held later)
@@ -597,7 +599,8 @@ class Claims:
 
     def _load(self, token: str) -> Claim | None:
         """The claim saved in ``token`` if its scan is there too, or its sidecar (the scan moved out or was
-        deleted, and the watcher died before it dropped the claim: see :meth:`holds_scan`)."""
+        deleted, and the watcher died before it dropped the claim: see :meth:`holds_scan`), or a held file
+        (one whose move back failed: :meth:`restore_held`)."""
         try:
             token_fd = walk_dirs(self.fd, [token])
             try:
