@@ -272,7 +272,20 @@ def _copied_not_unlinked(case: Path) -> None:
     crash(case, stored, arm)
 
 
+def _held_after_a_failed_put_back(case: Path) -> None:
+    """A watcher whose put-back of someone's file failed (kept in the claim: review2 hard16 M1) killed before it
+    handed that file to failed/: the claim holds only .held, its scan is in failed/."""
+    def second(mp):
+        _swapped_after_its_check(case, mp, lambda args: True)
+        killed_at(mp, claimslib.Claims, "hand_over", lambda args: True)
+        restart(case)
+
+    assert in_child(second) == 9
+    assert {Path(p).name for p in work_left(case / "inbox")} == {"claim.json", ".held"}
+
+
 FILED = {"done": ["scan.pdf", "scan.pdf.json"], "failed": []}
+PUT_BACK = {"done": ["scan.pdf.json"], "failed": ["scan.pdf", "scan.pdf.error.txt"]}  # someone's file, back in done/
 INTERRUPTED = {"done": [], "failed": ["scan.pdf", "scan.pdf.error.txt", "scan.pdf.json"]}  # twice: quarantined
 RECOVERIES = {  # a crash state, the restarts' process, the ends allowed
     "sidecar in done/, scan in its claim (rejoin)": (
@@ -282,6 +295,8 @@ RECOVERIES = {  # a crash state, the restarts' process, the ends allowed
         _reason_left, bad_scan, [{"failed": ["scan.pdf", "scan.pdf.error.txt"]}]),
     "copied into done/, claim's copy not unlinked (completed)": (
         _copied_not_unlinked, stored, [FILED, INTERRUPTED]),
+    "someone's file kept in a claim after its put-back failed (restore_held)": (
+        _held_after_a_failed_put_back, stored, [PUT_BACK]),
 }
 
 
