@@ -8,7 +8,8 @@ succeeds; the other finds the file gone and moves on. No lock server, no shared 
         alive                                             touched every minute while it runs
         <token>/claim.json                                where the file came from, attempts so far
         <token>/files/<path in the inbox>                 the scan (and its sidecar) while in hand
-        <token>/files/<its folder>/.held                  a file recovery is checking (Claims._checked)
+        <token>/files/<its folder>/.held                  a file recovery is checking (Claims._checked), or
+                                                          one whose move back failed (kept: Claims.drop)
 
 A watcher that dies leaves its folder behind; the next watcher to start adopts its claims (one
 rename each, so two never adopt the same one) and redoes them: storage is idempotent by SHA-256,
@@ -61,7 +62,8 @@ class Claim:
     token: str = ""
     sidecar: str = ""  # the sidecar's name, moved along with the scan
     # where a move out of the claim is taking the sidecar (saved before it moves, see record_move):
-    # {"to": "done"|"failed"|"inbox", "name": the scan's new name, "sidecar": the sidecar's, "sha256": its hash}
+    # {"to": "done"|"failed"|"inbox", "name": the scan's new name, "sidecar": the sidecar's, "sha256": its hash,
+    #  "size": its size}
     moving: dict | None = None
     # the sidecar's SHA-256, saved before the take's first rename: after a take killed between the scan's rename
     # and the sidecar's, only that very file is rejoined (review hard15 L6), never a new pair's NAME.json
@@ -84,6 +86,24 @@ def _sha256_at(dir_fd: int, name: str, cap: int | None = None) -> str:
         if cap is not None and os.fstat(f.fileno()).st_size > cap:
             return ""
         return fsutil.sha256_stream(f)
+
+
+def _digest_at(dir_fd: int, name: str) -> tuple[str, int]:
+    """SHA-256 and size of a regular file (no symlink followed)."""
+    with os.fdopen(fsutil.open_regular(name, dir_fd=dir_fd), "rb") as f:
+        return fsutil.sha256_stream(f), os.fstat(f.fileno()).st_size
+
+
+def _is_copy(sha256: str, size: int | None = None, cap: int | None = None):
+    """A test for :meth:`Claims._checked`: the file has this SHA-256 (and ``size``); one of another size, or
+    larger than ``cap``, is not read at all (review2 hard16 L1: a clerk's multi-GB NAME.json is not hashed)."""
+    def test(dir_fd: int, name: str) -> bool:
+        with os.fdopen(fsutil.open_regular(name, dir_fd=dir_fd), "rb") as f:
+            found = os.fstat(f.fileno()).st_size
+            if (size is not None and found != size) or (cap is not None and found > cap):
+                return False
+            return fsutil.sha256_stream(f) == sha256
+    return test
 
 
 def _read_small(dir_fd: int, name: str, cap: int) -> bytes:
@@ -239,14 +259,17 @@ class Claims:
         there is nothing to find again: no sidecar, not into failed/."""
         if not claim.sidecar and to != "failed":
             return None
-        digest: list[str | None] = []
+        digest: list[tuple[str, int] | None] = []
 
         def record(chosen: str, sidecar: str) -> None:
             if not digest:
                 with _closing(self.folder_fd(claim)) as folder:
                     there = bool(claim.sidecar) and fsutil.exists_at(folder, claim.sidecar)
-                    digest.append(_sha256_at(folder, claim.sidecar) if there else None)
-            claim.moving = {"to": to, "name": chosen, "sidecar": sidecar if digest[0] else "", "sha256": digest[0]}
+                    digest.append(_digest_at(folder, claim.sidecar) if there else None)
+            sha, size = digest[0] or (None, None)
+            claim.moving = {"to": to, "name": chosen, "sidecar": sidecar if sha else "", "sha256": sha}
+            if size is not None:
+                claim.moving["size"] = size
             self._save(claim)
 
         return record
@@ -286,7 +309,7 @@ class Claims:
                 self._discard_held(claim, here)
             copy = moving.get("sidecar")
             if copy and moving.get("sha256") and fsutil.exists_at(here, claim.sidecar) and self._checked(
-                    claim, to, there, copy, here, lambda fd, held: _sha256_at(fd, held) == moving["sha256"]):
+                    claim, to, there, copy, here, _is_copy(moving["sha256"], moving.get("size"))):
                 self._discard_held(claim, here)
 
     def holds_scan(self, claim: Claim) -> bool:
@@ -320,8 +343,8 @@ class Claims:
                         return None  # the pair is there (completed() did not finish it): not ours to split
                 elif fsutil.exists_at(there, relative.name):
                     return None  # a new scan of that name lies there: the sidecar may be its own
-                if not self._checked(claim, to, there, name, here,
-                                     lambda fd, held: _sha256_at(fd, held) == expected, role="rejoin"):
+                size, cap = (moving.get("size"), None) if moving else (None, SIDECAR_MAX_BYTES)  # as the take hashed
+                if not self._checked(claim, to, there, name, here, _is_copy(expected, size, cap), role="rejoin"):
                     return None
                 fsutil.move_at(here, HELD, here, claim.sidecar)
         except (OSError, ValueError, DigitizeError):
@@ -334,7 +357,8 @@ class Claims:
         """Where the move recorded in ``claim.moving`` put the pair, if it got there whole and only the
         claim's copy of the scan is left (a copy across file systems unlinks its source last: killed just
         before): the same scan (SHA-256) and sidecar there. The scan there is moved into the claim, compared
-        there and moved back before the claim's copy is removed and the claim dropped; None otherwise. Never
+        there and moved back; the sidecar there (never moved: not used, only compared) is compared by size and
+        SHA-256 before and again just before the claim's copy is removed and the claim dropped; None otherwise. Never
         for a give-back (review hard15 L2): that is a rename within one file system, which never needs
         finishing, and a byte-identical file someone dropped in the inbox is theirs, not our scan."""
         moving = claim.moving or {}
@@ -346,17 +370,18 @@ class Claims:
         try:
             with _closing(walk_dirs(base, relative.parent.parts)) as there, \
                     _closing(self.folder_fd(claim)) as here:
-                if not moving.get("sidecar") or _sha256_at(there, moving["sidecar"]) != moving.get("sha256"):
+                if not moving.get("sidecar") or not moving.get("sha256"):
                     return None
-                ours = _sha256_at(here, relative.name)
-                if not self._checked(claim, to, there, moving["name"], here,
-                                     lambda fd, held: _sha256_at(fd, held) == ours):
+                ours = _is_copy(moving["sha256"], moving.get("size"))
+                if not ours(there, moving["sidecar"]):
+                    return None  # by name first: the scan is not moved in for nothing
+                scan = _is_copy(*_digest_at(here, relative.name))
+                if not self._checked(claim, to, there, moving["name"], here, scan):
                     return None
-                try:
-                    fsutil.move_at(here, HELD, there, moving["name"])
-                except FileExistsError:  # a file put at its name meanwhile: ours stays, under a free name
-                    self._put_back(claim, there, here)
-                    return None
+                if self._put_back(claim, there, here) != moving["name"]:
+                    return None  # under a free name (a file put at its name meanwhile), or kept (restore_held later)
+                if not ours(there, moving["sidecar"]):  # again, last: not one swapped in while the scan was
+                    return None  # checked (review2 hard16 L6); ours is then quarantined with a reason
                 os.unlink(relative.name, dir_fd=here)
         except (OSError, ValueError, DigitizeError):
             return None
@@ -366,17 +391,19 @@ class Claims:
     # --- checking a file where nobody else writes (review hard15 L1) --------------------------------------
 
     def _checked(self, claim: Claim, to: str, there: int, name: str, here: int, test, role: str = "") -> bool:
-        """Move ``there/name`` into the claim's folder (as HELD) and only then ``test(here, HELD)`` it: what is
-        checked is what is used, for nobody else writes in here (hashed by name and then moved by name, a file
-        swapped in between went unseen). True: it stays HELD for the caller; False: it was not there, not a
-        regular file, or failed the test and was moved back (never over a file put at its name meanwhile).
-        Where it came from (and ``role``) is saved first, so a crash leaves it to :meth:`restore_held`."""
+        """``test(there, name)`` by name first: a file that fails it is never touched (review2 hard16 M1: moving
+        other people's files in to check them lost one when the move back failed). One that passes is moved into
+        the claim's folder (as HELD) and tested again there: what is checked is what is used, for nobody else
+        writes in here (a file swapped in after the check by name goes back). True: it stays HELD for the
+        caller; False: it was not there, not a regular file, failed the test (and was put back, never over a
+        file put at its name meanwhile, or kept HELD if that failed: :meth:`restore_held`). Where it came from
+        (and ``role``) is saved first, so a crash leaves it to :meth:`restore_held`."""
         if fsutil.exists_at(here, HELD):
             return False  # one left by a check that failed half-way: put back by the next restore_held first
         try:
-            if not stat.S_ISREG(os.stat(name, dir_fd=there, follow_symlinks=False).st_mode):
+            if not test(there, name):
                 return False
-        except FileNotFoundError:
+        except (OSError, ValueError, DigitizeError):
             return False
         claim.held = [to, name, role]
         self._save(claim)
@@ -400,14 +427,23 @@ class Claims:
         claim.held = None
         self._save(claim)
 
-    def _put_back(self, claim: Claim, there: int, here: int) -> None:
-        """HELD back where it came from, under its name or (taken meanwhile) the next free one."""
+    def _put_back(self, claim: Claim, there: int, here: int) -> str | None:
+        """HELD back where it came from, under its name or (taken meanwhile) the next free one: the name used.
+        None when that failed (the folder removed meanwhile, a share's ESTALE or EIO): HELD and its record are
+        kept, and the claim with them (:meth:`drop`), for :meth:`restore_held` at the next rescan or start."""
         try:
-            fsutil.move_at(here, HELD, there, claim.held[1])
-        except FileExistsError:
-            move_free(here, HELD, there, claim.held[1])
+            try:
+                fsutil.move_at(here, HELD, there, claim.held[1])
+                used = claim.held[1]
+            except FileExistsError:
+                used = move_free(here, HELD, there, claim.held[1])
+        except OSError as e:
+            log.warning("could not put %s back into %s/ (%s): kept in claim %s, put back at the next rescan or "
+                        "start, or moved to failed/", claim.held[1], claim.held[0], e.strerror or e, claim.token)
+            return None
         claim.held = None
         self._save(claim)
+        return used
 
     def _arrived(self, claim: Claim, there: int, here: int, name: str) -> bool:
         """``there/name`` is the claim's scan, byte for byte: a name alone may be an empty placeholder a move
@@ -417,26 +453,60 @@ class Claims:
         except (OSError, DigitizeError):
             return False
 
-    def restore_held(self, claim: Claim, places: dict[str, int]) -> None:
-        """A check killed half-way (:meth:`_checked`): the file goes back where it came from, so that the
-        recovery that was checking it starts again from the files as they were."""
-        if not claim.held:
-            return
+    def restore_held(self, claim: Claim, places: dict[str, int]) -> bool:
+        """A check killed half-way, or whose put-back failed (:meth:`_checked`): the file goes back where it
+        came from, so that the recovery that was checking it starts again from the files as they were. False
+        when it is still held (its folder not used now, e.g. done/ after a restart with on_success = delete,
+        or the put-back failed again): the caller hands it to a person (:meth:`hand_over`)."""
         with _closing(self.folder_fd(claim)) as here:
             if fsutil.exists_at(here, HELD):
-                base = places.get(claim.held[0], -1)
+                base = places.get(claim.held[0], -1) if claim.held else -1
                 if base < 0:
-                    return  # that folder is not used now: kept, never lost
-                with _closing(walk_dirs(base, PurePath(claim.relative).parent.parts, create=True)) as there:
-                    self._put_back(claim, there, here)
-                return
+                    return False
+                try:
+                    with _closing(walk_dirs(base, PurePath(claim.relative).parent.parts, create=True)) as there:
+                        return self._put_back(claim, there, here) is not None
+                except (OSError, DigitizeError):
+                    return False
+            if not claim.held:
+                return True
             if claim.held[2:] == ["rejoin"] and claim.sidecar and fsutil.exists_at(here, claim.sidecar):
                 claim.moving = None  # a rejoin had put it in place: its record is spent
         claim.held = None
         self._save(claim)
+        return True
+
+    def hand_over(self, claim: Claim, failed_fd: int, before) -> str:
+        """A held file that cannot go back (:meth:`restore_held` False) into ``failed_fd/<its folder>/`` as
+        ``NAME.held`` (not a sidecar name: it never pairs with a scan there) under a free name, ``before``
+        writing its reason; the name used. It is someone's file: never removed (review2 hard16 M1)."""
+        name = (claim.held[1] if claim.held else PurePath(claim.relative).name) + HELD
+        with _closing(self.folder_fd(claim)) as here, \
+                _closing(walk_dirs(failed_fd, PurePath(claim.relative).parent.parts, create=True,
+                                   check=private_dir_check)) as dst:
+            used = move_free(here, HELD, dst, name, before=before)
+        claim.held = None
+        self._save(claim)
+        return used
 
     def drop(self, claim: Claim) -> None:
+        """Remove the claim's folder, unless it holds a file being checked (someone's file whose put-back
+        failed): then the claim stays, for :meth:`restore_held` at the next rescan or start (review2 hard16 M1)."""
+        if self.holding(claim):
+            log.warning("claim %s of %s still holds %s: kept until it is put back or moved to failed/",
+                        claim.token, claim.relative, (claim.held or ["", HELD])[1])
+            return
         shutil.rmtree(claim.token, dir_fd=self.fd, ignore_errors=True)
+
+    def holding(self, claim: Claim) -> bool:
+        """Whether the claim's folder holds a file being checked (HELD); True when that cannot be told."""
+        try:
+            with _closing(self.folder_fd(claim)) as here:
+                return fsutil.exists_at(here, HELD)
+        except FileNotFoundError:
+            return False
+        except (OSError, ValueError, DigitizeError):
+            return True
 
     def _save(self, claim: Claim) -> None:
         token_fd = walk_dirs(self.fd, [claim.token])
@@ -529,7 +599,8 @@ class Claims:
 
     def _load(self, token: str) -> Claim | None:
         """The claim saved in ``token`` if its scan is there too, or its sidecar (the scan moved out or was
-        deleted, and the watcher died before it dropped the claim: see :meth:`holds_scan`)."""
+        deleted, and the watcher died before it dropped the claim: see :meth:`holds_scan`), or a held file
+        (one whose move back failed: :meth:`restore_held`)."""
         try:
             token_fd = walk_dirs(self.fd, [token])
             try:
@@ -544,7 +615,7 @@ class Claims:
             _check_names(claim)
             folder = self.folder_fd(claim)
             try:
-                held = [n for n in (PurePath(claim.relative).name, claim.sidecar) if n]
+                held = [n for n in (PurePath(claim.relative).name, claim.sidecar, HELD) if n]
                 return claim if any(fsutil.exists_at(folder, n) for n in held) else None
             finally:
                 os.close(folder)

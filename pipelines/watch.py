@@ -55,6 +55,7 @@ INTERNAL_LIMIT = 3  # failures of our own (bugs, not storage) before a file is q
 RESOURCE_LIMIT = 8  # disk full this often in a row on one file while other work had room (diskroom.py): quarantined
 KEPT_DAYS = 14  # a kept conversion nobody stored in this time (its scan was taken away) is removed
 LONE_SUFFIX = ".lone"  # a sidecar whose scan is gone, in failed/: NAME.json.lone
+DETAIL_MAX = 2000  # characters of a reason's technical detail (<= 8 KB: within what failed.py and claims.py read)
 TAKEN_ELSEWHERE_WARN = 3  # one path "taken elsewhere" this often: say so loudly (another watcher? a stale view?)
 
 
@@ -303,6 +304,8 @@ class Watcher:
 
     def _quarantine(self, claim: Claim, kinds: tuple[str, ...], detail: str) -> None:
         name = PurePath(claim.relative).name
+        if len(detail) > DETAIL_MAX:  # a tool's message is unbounded: the mark after it must stay findable
+            detail = detail[:DETAIL_MAX] + " …"  # (review2 hard16 L9: Claims.undo_unfinished reads 64 KiB)
         when = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
         text = error_report(name, explain(kinds), detail, when)
         def reason(dst: int, free: str) -> str:  # its mark recorded before it is written: see Claims.undo_unfinished
@@ -475,6 +478,20 @@ class Watcher:
         event(log, "quarantined", logging.WARNING, file=str(relative.parent / sidecar),
               to=str(self.opts.failed_dir / relative.parent / name), reason=detail)
 
+    def _hand_over_held(self, claim: Claim) -> None:
+        """A file a recovery check moved into the claim that cannot go back where it came from (that folder is
+        not used now, or the move back failed twice): someone's file, into failed/ as NAME.held with a reason."""
+        relative = PurePath(claim.relative)
+        held = (claim.held or ["?", relative.name])[:2]
+        detail = (f"a file from {PurePath(held[0], relative.parent, held[1])} that a watcher's recovery was "
+                  "checking and could not put back; check it and move it back by hand")
+        when = datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
+        text = error_report(held[1], explain(("held",)), detail, when)  # "tell the administrator; keep it"
+        name = self.claims.hand_over(claim, self.folders.failed,
+                                     lambda fd, free: _write_new(fd, free + inboxlib.ERROR_SUFFIX, text))
+        event(log, "quarantined", logging.WARNING, file=str(PurePath(held[0], relative.parent, held[1])),
+              to=str(self.opts.failed_dir / relative.parent / name), reason=detail)
+
     def _give_back(self, claim: Claim) -> None:
         try:
             self.claims.give_back(claim, self.folders.inbox, inboxlib.move_free)
@@ -543,10 +560,14 @@ class Watcher:
         often, to done/ if stored else to failed/; a lone sidecar to failed/. Whatever fails leaves it in our
         folder, for the next rescan to try again."""
         try:
+            if not self.claims.restore_held(claim, self._places()):
+                self._hand_over_held(claim)
             if not self.claims.holds_scan(claim):
-                self._lone_sidecar(claim)
+                if claim.sidecar and not self.claims.separated(claim):
+                    self._lone_sidecar(claim)
+                else:  # only a held file was left (review2 hard16 M1): it is back, or in failed/
+                    self.claims.drop(claim)
                 return
-            self.claims.restore_held(claim, self._places())
             self.claims.undo_unfinished(claim, self._places())
             if self._separated(claim):  # finished, or quarantined; else its sidecar is back: filed together
                 return

@@ -308,7 +308,9 @@ def test_sweep_parts_ages_files_by_the_folders_clock_not_ours(tmp_path, monkeypa
 
 def test_sweep_parts_does_not_read_folders_unchanged_for_long(tmp_path):
     """Review hard15 L3: every start walked all of done/ (years of scans). A folder without subfolders that
-    has not changed for PART_RECENT holds no part file made since (making one changes its folder): not read."""
+    has not changed for PART_RECENT holds no part file made since (making one changes its folder): not read.
+    A part file left there by a crash and not swept before that (no watcher running for PART_RECENT) thus stays:
+    a known limit (README, Known limits; review2 hard16 L8), not something this test requires."""
     old = time.time() - fsutil.PART_RECENT - 86400
     for case in ("old", "new"):
         (tmp_path / case).mkdir()
@@ -325,4 +327,4 @@ def test_sweep_parts_does_not_read_folders_unchanged_for_long(tmp_path):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(fsutil.os, "scandir", scandir)
         assert fsutil.sweep_parts(tmp_path) == ["new/.scan.pdf.0123456789ab.part"]
-    assert str(tmp_path / "old") not in listed and (tmp_path / "old/.scan.pdf.0123456789ab.part").exists()
+    assert str(tmp_path / "old") not in listed

@@ -19,6 +19,7 @@ from digitize import fsutil
 from pipelines import claims as claimslib
 from pipelines import failed as failedlib
 from pipelines import inbox as inboxlib
+from pipelines.jobs import JobResult, Status
 
 OTHER = '{"case_id": "000.00.31.H56-241015-0099"}'  # a new pair's sidecar, or an attacker's
 
@@ -42,23 +43,38 @@ def seeing_sidecars(seen: list):
 
 def test_l1_a_sidecar_swapped_after_its_check_is_never_taken(tmp_path, monkeypatch):
     """L1: the rejoin hashed done/NAME.json by name, then moved it by name: a file swapped in between joined
-    the scan. Now it is moved into the claim first and hashed there; the swapped file goes back."""
-    crash(tmp_path, stored, lambda mp: killed_at(mp, inboxlib, "move_at", scan_move))
-    left = tmp_path / "inbox/done/scan.pdf.json"
-    real = fsutil.move_at
-
-    def swap_then_move(src_fd, src_name, dst_fd, dst_name):
-        if src_name == "scan.pdf.json" and left.exists() and left.read_text() == SIDECAR:
-            (left.parent / "evil.tmp").write_text(OTHER)
-            os.replace(left.parent / "evil.tmp", left)  # someone's swap, just after any check by name
-        return real(src_fd, src_name, dst_fd, dst_name)
-
-    monkeypatch.setattr(claimslib.fsutil, "move_at", swap_then_move)
+    the scan. Now it is moved into the claim and hashed there too; the swapped file goes back."""
+    left = _swapped_after_its_check(tmp_path, monkeypatch, lambda args: False)
     seen: list = []
     restart(tmp_path, seeing_sidecars(seen))
     assert OTHER not in seen and seen == []  # not filed with the swapped-in sidecar: quarantined instead
     assert left.read_text() == OTHER  # the swapped-in file is put back where it was
     assert "scan.pdf" in listing(tmp_path / "inbox/failed") and work_left(tmp_path / "inbox") == []
+
+
+def swap_in(left: Path) -> None:
+    """Someone replaces our sidecar ``left`` by another (OTHER), atomically."""
+    if left.exists() and left.read_text() == SIDECAR:
+        (left.parent / "evil.tmp").write_text(OTHER)
+        os.replace(left.parent / "evil.tmp", left)
+
+
+def _swapped_after_its_check(tmp_path: Path, monkeypatch, put_back_fails) -> Path:
+    """A restart's rejoin of done/NAME.json: the file is swapped (OTHER) after its check by name, so the check in
+    the claim fails and it must go back; ``put_back_fails(args)`` decides whether that move raises ESTALE."""
+    crash(tmp_path, stored, lambda mp: killed_at(mp, inboxlib, "move_at", scan_move))
+    left = tmp_path / "inbox/done/scan.pdf.json"
+    real = fsutil.move_at
+
+    def swap_then_move(src_fd, src_name, dst_fd, dst_name):
+        if src_name == "scan.pdf.json":
+            swap_in(left)  # someone's swap, just after any check by name
+        if src_name == claimslib.HELD and put_back_fails((src_fd, src_name, dst_fd, dst_name)):
+            raise OSError(errno.ESTALE, "Stale file handle")
+        return real(src_fd, src_name, dst_fd, dst_name)
+
+    monkeypatch.setattr(claimslib.fsutil, "move_at", swap_then_move)
+    return left
 
 
 def test_l2_an_identical_copy_in_the_inbox_after_a_crash_mid_give_back_never_costs_our_copy(tmp_path):
@@ -256,7 +272,20 @@ def _copied_not_unlinked(case: Path) -> None:
     crash(case, stored, arm)
 
 
+def _held_after_a_failed_put_back(case: Path) -> None:
+    """A watcher whose put-back of someone's file failed (kept in the claim: review2 hard16 M1) killed before it
+    handed that file to failed/: the claim holds only .held, its scan is in failed/."""
+    def second(mp):
+        _swapped_after_its_check(case, mp, lambda args: True)
+        killed_at(mp, claimslib.Claims, "hand_over", lambda args: True)
+        restart(case)
+
+    assert in_child(second) == 9
+    assert {Path(p).name for p in work_left(case / "inbox")} == {"claim.json", ".held"}
+
+
 FILED = {"done": ["scan.pdf", "scan.pdf.json"], "failed": []}
+PUT_BACK = {"done": ["scan.pdf.json"], "failed": ["scan.pdf", "scan.pdf.error.txt"]}  # someone's file, back in done/
 INTERRUPTED = {"done": [], "failed": ["scan.pdf", "scan.pdf.error.txt", "scan.pdf.json"]}  # twice: quarantined
 RECOVERIES = {  # a crash state, the restarts' process, the ends allowed
     "sidecar in done/, scan in its claim (rejoin)": (
@@ -266,6 +295,8 @@ RECOVERIES = {  # a crash state, the restarts' process, the ends allowed
         _reason_left, bad_scan, [{"failed": ["scan.pdf", "scan.pdf.error.txt"]}]),
     "copied into done/, claim's copy not unlinked (completed)": (
         _copied_not_unlinked, stored, [FILED, INTERRUPTED]),
+    "someone's file kept in a claim after its put-back failed (restore_held)": (
+        _held_after_a_failed_put_back, stored, [PUT_BACK]),
 }
 
 
@@ -297,3 +328,132 @@ def test_recovery_killed_at_any_file_system_call_still_ends_with_the_pair_togeth
         assert (number, found) in [(number, end) for end in ends]
         assert (number, work_left(inbox)) == (number, [])
     assert number > 10
+
+
+@pytest.mark.parametrize("size", ["edited", "larger than a sidecar"])
+def test_m1_a_clerks_file_that_does_not_match_is_never_moved_out_of_the_inbox(tmp_path, monkeypatch, size):
+    """Review2 hard16 M1/L1: after a take killed between its two renames, the clerk replaced NAME.json; the
+    restart moved it into the claim to hash it, the clerk removed the folder that looked empty, the move back
+    failed (ENOENT) and the claim's drop deleted the clerk's file. Now a file is checked by name (size, then
+    SHA-256; one larger than a sidecar is not even read) and only a match is moved in: this one stays put."""
+    inbox = tmp_path / "inbox"
+    sub = inbox / "a"
+    sub.mkdir(mode=0o750, parents=True)
+    (sub / "scan.pdf").write_bytes(b"%PDF-1.7 scan")
+    (sub / "scan.pdf.json").write_text(SIDECAR)
+
+    def first(mp):
+        w = make_watcher(tmp_path, stored)
+        killed_at(mp, os, "rename", lambda a: a[0] == "scan.pdf.json")
+        w._take(sub / "scan.pdf", Path("a/scan.pdf"))
+
+    assert in_child(first) == 9
+    clerks = sub / "scan.pdf.json"
+    clerks.unlink()
+    clerks.write_text(OTHER)
+    if size != "edited":
+        os.truncate(clerks, claimslib.SIDECAR_MAX_BYTES + 1)
+    ino = clerks.stat().st_ino
+    real_move, real_hash = fsutil.move_at, fsutil.sha256_stream
+
+    def tidying(src_fd, src_name, dst_fd, dst_name):
+        real_move(src_fd, src_name, dst_fd, dst_name)
+        if dst_name == claimslib.HELD and sub.exists() and not os.listdir(sub):
+            os.rmdir(sub)  # the clerk tidies the folder that looks empty while the file is held
+
+    def hashing(stream):
+        assert os.fstat(stream.fileno()).st_ino != ino or size == "edited", "a clerk's big file was read"
+        return real_hash(stream)
+
+    monkeypatch.setattr(claimslib.fsutil, "move_at", tidying)
+    monkeypatch.setattr(claimslib.fsutil, "sha256_stream", hashing)
+    restart(tmp_path)
+    assert clerks.stat().st_ino == ino and clerks.read_bytes().startswith(OTHER.encode())  # never moved
+    assert "scan.pdf" in listing(inbox / "failed/a") and work_left(inbox) == []
+
+
+def test_m1_a_put_back_that_fails_keeps_the_file_and_puts_it_back_later(tmp_path, monkeypatch, caplog):
+    """Review2 hard16 M1: a put-back that raised anything but FileExistsError left the file in the claim and
+    the claim's drop removed it with the folder. Now the file and its record stay (one log line says so), the
+    claim is not dropped while it holds it, and the next rescan puts it back."""
+    tries = []
+    left = _swapped_after_its_check(tmp_path, monkeypatch, lambda args: not tries.append(args) and len(tries) == 1)
+    seen: list = []
+    restart(tmp_path, seeing_sidecars(seen))
+    assert seen == [] and left.read_text() == OTHER  # put back at the rescan after the first try failed
+    assert len(tries) == 2 and "could not put scan.pdf.json back into done/" in caplog.text
+    assert "scan.pdf" in listing(tmp_path / "inbox/failed") and work_left(tmp_path / "inbox") == []
+
+
+def test_m1_a_file_that_cannot_go_back_goes_to_failed_never_away(tmp_path, monkeypatch):
+    """Review2 hard16 M1: the put-back fails at every try (the share keeps refusing): the file is handed to a
+    person in failed/ as NAME.held with a reason, never removed with the claim."""
+    left = _swapped_after_its_check(tmp_path, monkeypatch, lambda args: True)
+    restart(tmp_path)
+    failed = tmp_path / "inbox/failed"
+    assert not left.exists() and (failed / "scan.pdf.json.held").read_text() == OTHER
+    assert "could not put back" in (failed / "scan.pdf.json.held.error.txt").read_text()
+    assert "scan.pdf" in listing(failed) and work_left(tmp_path / "inbox") == []
+
+
+def test_m1_a_done_copy_held_at_a_restart_with_on_success_delete_goes_to_failed(tmp_path):
+    """Review2 hard16 M1: a watcher killed while completed() held done/NAME.pdf, restarted with on_success =
+    delete (done/ not used): restore_held kept it "never lost", then the quarantine's drop removed it. Now it
+    is handed to failed/ as NAME.held."""
+    _copied_not_unlinked(tmp_path)
+    done_copy = tmp_path / "inbox/done/scan.pdf"
+    ino = done_copy.stat().st_ino
+
+    def second(mp):
+        killed_at(mp, claimslib.fsutil, "move_at", lambda a: a[1] == claimslib.HELD)
+        restart(tmp_path)
+
+    assert in_child(second) == 9 and not done_copy.exists()  # killed while it was held
+    restart(tmp_path, on_success="delete")
+    failed = tmp_path / "inbox/failed"
+    assert ino in inodes(failed) and (failed / "scan.pdf.held").read_bytes() == b"%PDF-1.7 scan"
+    assert work_left(tmp_path / "inbox") == []
+
+
+def test_l9_the_mark_is_found_after_a_long_detail(tmp_path):
+    """Review2 hard16 L9: the mark was written after the detail, which is a tool's message of any length: past
+    the 64 KiB read it was not found, the reason stayed and the redo landed as NAME.1.pdf. The detail is
+    bounded now (DETAIL_MAX), so the reason of a killed quarantine is removed whatever the tool said."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir(mode=0o750)
+    (inbox / "scan.pdf").write_bytes(b"%PDF-1.7 scan")
+
+    def wordy(path, *args, **kwargs):
+        return JobResult(str(path), Status.failed, reason="warning: bad xref; " * 20000, error_kinds=("InputError",))
+
+    def arm(mp):
+        (inbox / "scan.pdf.json").unlink()
+        killed_at(mp, inboxlib, "move_at", scan_move)
+
+    crash(tmp_path, wordy, arm)
+    assert listing(inbox / "failed") == ["scan.pdf.error.txt"]
+    restart(tmp_path, wordy)
+    assert listing(inbox / "failed") == ["scan.pdf", "scan.pdf.error.txt"]
+    assert len((inbox / "failed/scan.pdf.error.txt").read_bytes()) < 16 * 1024 and work_left(inbox) == []
+
+
+def test_l6_a_done_sidecar_swapped_while_the_scan_is_checked_is_not_taken_for_ours(tmp_path, monkeypatch):
+    """Review2 hard16 L6: completed() compared done/NAME.json once, before moving the scan in and out (a copy
+    each way across file systems): one swapped meanwhile passed for ours and the claim's copy was removed, the
+    pair in done/ silently holding another sidecar. It is compared again last: ours is quarantined with a
+    reason instead."""
+    _copied_not_unlinked(tmp_path)
+    left = tmp_path / "inbox/done/scan.pdf.json"
+    real = fsutil.move_at
+
+    def swap_while_held(src_fd, src_name, dst_fd, dst_name):
+        if src_name == claimslib.HELD:
+            swap_in(left)
+        return real(src_fd, src_name, dst_fd, dst_name)
+
+    monkeypatch.setattr(claimslib.fsutil, "move_at", swap_while_held)
+    restart(tmp_path)
+    failed = tmp_path / "inbox/failed"
+    assert listing(failed) == ["scan.pdf", "scan.pdf.error.txt"] and "done/scan.pdf.json" in \
+        (failed / "scan.pdf.error.txt").read_text()
+    assert work_left(tmp_path / "inbox") == []
