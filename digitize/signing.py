@@ -615,7 +615,8 @@ class SigningService:
     before it passed. pyHanko is imported once per batch, in one process only: workers import none
     of it, and a token has one session and one login per batch. That process is the batch's key
     process (KeyProcess, forked at the batch's start, taken here by the key's identity) when there is
-    one: then this thread waits for its opening and hands it each request it admitted; without one
+    one: it is asked to open the key (log in) when this service is made, i.e. for a batch with files
+    to sign, and this thread waits for its opening and hands it each request it admitted; without one
     (run_batch called directly) the key is opened in this thread, as the key process does. A preflight that fails (wrong PIN,
     token absent, expired certificate) is kept in ``error``: the batch stops with that one line, and
     every file already converted gets that error instead of a signature. ``lock`` is held while the
@@ -1216,8 +1217,9 @@ _key_processes: dict[int, KeyProcess] = {}  # started, not yet taken by a Signin
 
 def start_key_process(settings: Settings) -> None:
     """Fork the batch's key process now (see KeyProcess): call it as early as the settings and PIN
-    are known, before the batch imports the conversion code. Its SigningService takes it; one no
-    service took (a batch of no files, an error before) is closed at exit."""
+    are known, before the batch imports the conversion code. Its SigningService takes it and asks it
+    to open the key; one no service took (a batch of no files, an error before) is closed at exit,
+    the PIN never tried."""
     cfg = settings.sign
     if not cfg.configured or _key(cfg) in _key_processes:
         return
@@ -1228,7 +1230,7 @@ def early_key_process(argv: list[str]) -> None:
     """For ``digitize [global options] batch ...`` that will sign here with a PIN it needs not ask
     for (environment, PIN file, credential): fork the batch's key process now (start_key_process),
     before the CLI and the conversion code are imported (~0.5 s of CPU on one core, the other
-    idle), so that more of the key's opening runs meanwhile. Anything else (another command, help,
+    idle), so that the opening's imports run meanwhile (the key itself opens once the batch has files). Anything else (another command, help,
     a dry run, queue mode, a PIN to prompt for, settings the CLI will refuse) does nothing here:
     the CLI goes on as before, and batch_cmd forks the key process itself once it has the PIN.
     The CLI's own settings find this process by the key's identity (_key); a key process nothing
