@@ -933,6 +933,11 @@ class SigningService:
         return signer
 
 
+# the mark's font tables pyHanko's font engine reads (Signer.prepare): their fontTools modules, ~0.1-0.2 s
+MARK_FONT_TABLES = ("head", "hhea", "hmtx", "maxp", "name", "OS/2", "post", "cmap", "glyf", "loca", "fvar", "CPAL",
+                    "GDEF", "GSUB", "GPOS")
+
+
 def _warm_key(cfg: SignSettings) -> None:
     """What opening the key and its first signature import and load, none of it the key itself (no
     PIN used, no token's library initialised): pyHanko and its dependencies (preload), the mark's
@@ -951,6 +956,11 @@ def _warm_key(cfg: SignSettings) -> None:
             importlib.import_module(name)
     if cfg.visible:
         signmark.text_width(signmark.VIETNAMESE_SAMPLE, signmark.find_font(cfg.font))  # FreeType loads it once
+        from fontTools.ttLib import getTableClass
+
+        for tag in MARK_FONT_TABLES:  # their modules, imported by pyHanko's font engine at the font's first parse
+            with contextlib.suppress(ImportError, KeyError):
+                getTableClass(tag)
 
 
 def _open_key(settings: Settings) -> Signer:
