@@ -323,6 +323,22 @@ def test_the_key_process_pipe_carries_no_pickle(tmp_path, pki, pdfa, monkeypatch
     assert_pdfsig_valid(Path(f"{source}.signed"))
 
 
+def test_the_key_process_answers_in_json():
+    """The key process's answers: its opening ("ok", no record), a signature, a file that waits, and
+    a key refused mid-batch (which stops the batch), all through the workers' JSON answer format."""
+    answers = [("ok", None), ("ok", RECORD), ("error", SignerUnavailableError("token gone: the file waits")),
+               ("refused", SigningError("wrong PIN"))]
+    for status, value in answers:
+        data = signing._encode_answer(status, value)
+        json.loads(data)
+        got_status, got = signing._decode_answer(data)
+        assert got_status == status
+        if isinstance(value, Exception):
+            assert type(got) is type(value) and str(got) == str(value)
+        else:
+            assert got == value
+
+
 def test_a_key_process_that_dies_stops_the_batchs_signing(tmp_path, pki, pdfa):
     """A key process that died (killed, crashed) stops the batch's signing with one line; the key
     is never opened again in the batch process, which must not load pyHanko or a token's library
