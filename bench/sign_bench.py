@@ -190,13 +190,29 @@ timed(signing.Signer, "sign", "signature", time.thread_time)  # the batch's sign
 if hasattr(signing, "_open_key"):  # once per batch: in the key process (or the signer's thread without one)
     timed(signing, "_open_key", "key opened", time.thread_time)
     _open_key = signing._open_key
+    _opening = []
     def open_key(*args, **kwargs):  # when, to tell the share of it the workers' fork found done
         note("key opened from", time.monotonic())
+        _opening.append(1)
         try:
             return _open_key(*args, **kwargs)
         finally:
+            _opening.pop()
             note("key opened to", time.monotonic())
     signing._open_key = open_key
+if hasattr(signing, "_warm_key"):  # the key process's imports and font, at its fork (the key: when asked)
+    _warm_key = signing._warm_key
+    def warm_key(*args, **kwargs):  # counted once, as part of "key opened"; inside _open_key it is there
+        if _opening or getattr(warm_key, "done", False):
+            return _warm_key(*args, **kwargs)
+        warm_key.done, started, t = True, time.monotonic(), time.thread_time()
+        try:
+            return _warm_key(*args, **kwargs)
+        finally:
+            note("key opened", time.thread_time() - t)
+            note("key warmed from", started)
+            note("key warmed to", time.monotonic())
+    signing._warm_key = warm_key
     timed(signing, "_key_process_main", "key process", time.process_time)  # all of its CPU
     _fork_keys = signing.KeyProcess.__init__
     def fork_keys(self, *args, **kwargs):  # the batch process's CPU so far: its window is what follows
@@ -390,7 +406,7 @@ def batch_share(keys: dict[str, dict[str, str]], files: int, rounds: int, jobs: 
                  for part in names]
         print(f"| {name} | " + " | ".join(f"{c:+.1f}" for c in cells) + " |")
     print("\nsignature: the batch's signer thread (thread CPU); hand-off: the worker's side of it (request, answer); "
-          "mark band: page 1's band in the page worker; key opened: once per batch, in the key process forked at the batch's start (main: the signer's thread; imports, key, checks), shared by its documents; veraPDF client: the worker's side of the checks; validator "
+          "mark band: page 1's band in the page worker; key opened: once per batch, in the key process forked at the batch's start (main: the signer's thread; imports, key, checks), shared by its documents (this tree: its imports and font at the fork, the key itself once the batch's signer asks, i.e. the batch has files to sign); veraPDF client: the worker's side of the checks; validator "
           "server: the resident veraPDF JVM (all threads); workers, other: conversion and storing; batch process, "
           "other: its start, the signer's socket threads, the batch's bookkeeping")
     if not starts_too:
@@ -414,10 +430,12 @@ def _opened_early(run: BatchRun) -> float | None:
     """The share of the key's opening (wall time, key process) that was over when the workers forked:
     that share ran while the batch process imported the conversion code, on a core otherwise idle."""
     p = run.parts
-    start, end, fork = p.get("key opened from"), p.get("key opened to"), p.get("workers forked at")
-    if start is None or end is None or fork is None or end <= start:
+    spans = [(p.get(f"{what} from"), p.get(f"{what} to")) for what in ("key warmed", "key opened")]
+    spans = [(start, end) for start, end in spans if start is not None and end is not None and end > start]
+    fork = p.get("workers forked at")
+    if not spans or fork is None:
         return None
-    return min(1.0, max(0.0, (fork - start) / (end - start)))
+    return sum(min(end, max(start, fork)) - start for start, end in spans) / sum(end - start for start, end in spans)
 
 
 def _window(runs: list[BatchRun]) -> str:

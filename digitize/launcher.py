@@ -13,15 +13,14 @@ def main(argv: list[str] | None = None) -> int:
         from . import zygote
 
         code = zygote.handover(args)
-    except KeyboardInterrupt:  # before a child took the run: nothing ran
-        print("digitize: interrupted", file=sys.stderr)
+        if code is not None:
+            return code
+        if "batch" in args:  # a batch that signs: its key process forked before the CLI is imported
+            from .signing import early_key_process
+
+            early_key_process(args)
+        from .cli import main as run_here
+    except KeyboardInterrupt:  # before a child took the run or the CLI started: nothing ran (a key
+        print("digitize: interrupted", file=sys.stderr)  # process forked meanwhile never logged in)
         return 130
-    if code is not None:
-        return code
-    if "batch" in args:  # a batch that signs: its key process forked before the CLI is imported
-        from .signing import early_key_process
-
-        early_key_process(args)
-    from .cli import main as run_here
-
     return run_here(args)

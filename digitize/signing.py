@@ -502,14 +502,17 @@ def _read_request(conn) -> tuple[Path, Path, Any]:
 
 
 def _encode_answer(status: str, value: Any) -> bytes:
+    """("ok", a SignatureRecord or None: the key process's opening went well), or ("error" | "refused",
+    a DigitizeError: its class's name and its one line)."""
     import json
 
     if status == "ok":
-        return json.dumps({"status": "ok", "record": asdict(value)}).encode()
+        return json.dumps({"status": "ok", "record": asdict(value) if value is not None else None}).encode()
+    status = "refused" if status == "refused" else "error"
     message = str(value)  # a pyHanko or TSA text may be long: cut, so the answer fits MAX_HEADER and stays
     if len(message) > MAX_MESSAGE:  # the permanent error it is, not an unreachable signer
         message = message[:MAX_MESSAGE - 1] + "\u2026"
-    return json.dumps({"status": "error", "error": type(value).__name__, "message": message}).encode()
+    return json.dumps({"status": status, "error": type(value).__name__, "message": message}).encode()
 
 
 def _error_class(name: str) -> type[DigitizeError]:
@@ -528,8 +531,12 @@ def _decode_answer(data: bytes) -> tuple[str, Any]:
 
     answer = json.loads(data)
     if answer["status"] == "ok":
-        return "ok", SignatureRecord(**answer["record"])
-    return "error", _error_class(str(answer["error"]))(str(answer["message"]))
+        record = answer["record"]
+        return "ok", SignatureRecord(**record) if record is not None else None
+    status = "refused" if answer["status"] == "refused" else "error"
+    return status, _error_class(str(answer["error"]))(str(answer["message"]))
+
+
 SUN_PATH_MAX = 107  # bytes of an AF_UNIX socket's path (108 with its NUL)
 SOCKET_NAME = "s"
 
@@ -612,7 +619,8 @@ class SigningService:
     before it passed. pyHanko is imported once per batch, in one process only: workers import none
     of it, and a token has one session and one login per batch. That process is the batch's key
     process (KeyProcess, forked at the batch's start, taken here by the key's identity) when there is
-    one: then this thread waits for its opening and hands it each request it admitted; without one
+    one: it is asked to open the key (log in) when this service is made, i.e. for a batch with files
+    to sign, and this thread waits for its opening and hands it each request it admitted; without one
     (run_batch called directly) the key is opened in this thread, as the key process does. A preflight that fails (wrong PIN,
     token absent, expired certificate) is kept in ``error``: the batch stops with that one line, and
     every file already converted gets that error instead of a signature. ``lock`` is held while the
@@ -664,6 +672,8 @@ class SigningService:
         # the key already opening in a child forked at the batch's start (start_key_process), if any
         self._keys: KeyProcess | None = _key_processes.pop(_key(settings.sign), None) \
             if settings.sign.configured else None
+        if self._keys is not None:  # a batch with files to sign: the key process logs in now
+            self._keys.ask_open()
         _services.append(self)
 
     def remote(self) -> "RemoteSigner":
@@ -757,13 +767,7 @@ class SigningService:
             return
         with self.lock, _collector_paused():
             try:
-                _open_key(self.settings)
-            except SigningError as e:  # a SignerUnavailableError too: the token is not there
-                self.error = e
-            except Exception as e:  # noqa: BLE001 - one line, never a traceback
-                log.debug("opening the signing key failed", exc_info=True)
-                text = " ".join(str(e).split())
-                self.error = SigningError(f"cannot open the signing key: {type(e).__name__}: {text}")
+                self.error = _opening(self.settings)
             finally:
                 self.ready.set()
 
@@ -918,8 +922,13 @@ class SigningService:
         expired, its PIN refused at a re-login) stops the batch with that line instead of failing
         every file after its conversion. A token gone (SignerUnavailableError) is opened again at
         the next file, which waits meanwhile."""
-        if self._keys is not None and self._keys.alive:
-            return self._keys.signer(lambda e: self.fail(e, shut=False))
+        if self._keys is not None:  # its key, or none: never a second key opened in this process
+            if self._keys.alive:
+                return self._keys.signer(lambda e: self.fail(e, shut=False))
+            error = self.error or SigningError("the batch's key process ended: signing stopped; the files "
+                                               "not signed wait for the next run")
+            self.fail(error, shut=False)
+            raise error
         try:
             signer = signer_for(self.settings)  # a token gone: logs in again
             if getattr(signer, "cert", None) is not None:
@@ -932,23 +941,61 @@ class SigningService:
         return signer
 
 
-def _open_key(settings: Settings) -> Signer:
-    """Open this process's signer for a batch and load what its first signature would: the key,
-    the mark's font cut and its appearance's modules, the certificate attribute (the batch's
-    ``key opened``: bench/sign_bench.py times this function)."""
+# the mark's font tables pyHanko's font engine reads (Signer.prepare): their fontTools modules, ~0.1-0.2 s
+MARK_FONT_TABLES = ("head", "hhea", "hmtx", "maxp", "name", "OS/2", "post", "cmap", "glyf", "loca", "fvar", "CPAL",
+                    "GDEF", "GSUB", "GPOS")
+
+
+def _warm_key(cfg: SignSettings) -> None:
+    """What opening the key and its first signature import and load, none of it the key itself (no
+    PIN used, no token's library initialised): pyHanko and its dependencies (preload), the mark's
+    PIL font loaded into FreeType, pyHanko's filters and images, time zone data, the token's thread
+    pool. A key process does this as soon as it is forked, before it is asked to open the key."""
     import importlib
 
+    from .sigcheck import quiet_libraries
+
+    quiet_libraries()
+    preload(cfg)
+    # what the first signature still imported (a key process has not imported what a batch process
+    # had): the mark's PIL font, pyHanko's filters and images, time zone data, the token's thread pool
+    for name in ("pyhanko.pdf_utils.images", "concurrent.futures.thread"):
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+    if cfg.visible:
+        signmark.text_width(signmark.VIETNAMESE_SAMPLE, signmark.find_font(cfg.font))  # FreeType loads it once
+        from fontTools.ttLib import getTableClass
+
+        for tag in MARK_FONT_TABLES:  # their modules, imported by pyHanko's font engine at the font's first parse
+            with contextlib.suppress(ImportError, KeyError):
+                getTableClass(tag)
+
+
+def _open_key(settings: Settings) -> Signer:
+    """Open this process's signer for a batch and load what its first signature would: the modules
+    and font (_warm_key: already done in a key process), the key, the mark's font cut for the
+    signer's name, the certificate attribute (the batch's ``key opened``: bench/sign_bench.py times
+    this function)."""
+    _warm_key(settings.sign)
     signer = signer_for(settings)
     signer.prepare()
     signkeys.prepare_certificate_attribute(signer._signer)
-    # what the first signature still imported (a key process has not imported what a batch process
-    # had): the mark's PIL font, pyHanko's filters and images, time zone data, the token's thread pool
-    for name in FIRST_SIGNATURE_MODULES + ("pyhanko.pdf_utils.images", "concurrent.futures.thread"):
-        with contextlib.suppress(ImportError):
-            importlib.import_module(name)
-    if signer.visible:
-        signmark.text_width(signer.name, signer._font)  # loads the mark's font into FreeType once
     return signer
+
+
+def _opening(settings: Settings) -> SigningError | None:
+    """_open_key's outcome as one line: None when the key is open."""
+    try:
+        _open_key(settings)
+    except SigningError as e:  # a SignerUnavailableError too: the token is not there
+        return e
+    except Exception as e:  # noqa: BLE001 - one line, never a traceback
+        log.debug("opening the signing key failed", exc_info=True)
+        return SigningError(f"cannot open the signing key: {type(e).__name__}: {' '.join(str(e).split())}")
+    return None
+
+
+OPEN_REQUEST = b'{"open": true}'  # a key process's first message: open the key now (then requests follow)
 
 
 class KeyProcess:
@@ -959,16 +1006,24 @@ class KeyProcess:
     time from conversion (~25-30 ms of CPU per document on a 24-document batch: most of what
     signing added). At the batch's start one core is idle: the batch process imports the conversion
     code and lists the files (~0.5 s, one core) before it forks its workers. Forked then, this
-    process imports pyHanko and opens the key on the idle core; the batch process never loads
-    pyHanko or the token's library at all.
+    process imports pyHanko and loads the mark's font on the idle core (_warm_key); the batch
+    process never loads pyHanko or the token's library at all.
+
+    It opens the key (a token's login, a PKCS#12's decryption) only when asked (``ask_open``: the
+    batch's SigningService, made only for a batch with files to sign). Each wrong PIN tried on a
+    token counts toward locking it: a run that ends before (a usage error, a missing or empty
+    folder, everything already stored) never tries the PIN; the process is closed at exit.
 
     Only the batch's SigningService (its thread, under its lock) talks to it, over a socket pair
-    made for it: the service checks each request first (``_confined``), and the end the batch
-    process holds is closed in every worker it forks (``forget``, from use_service), so neither a
-    worker nor a page worker can reach it. It holds the settings the batch read (the PIN with
-    them, never in argv or the environment), dies with the batch process (PDEATHSIG), ignores the
-    terminal's Ctrl-C (the batch stops it), is not dumpable, and ends when its socket closes. Not
-    a resident signer: one per batch, its token session closed with it."""
+    made for it, in the workers' wire format (JSON frames, no pickle either way: _encode_request,
+    _read_request, _encode_answer, _decode_answer): the service checks each request first
+    (``_confined``), and the end the batch process holds is closed in every worker it forks
+    (``forget``, from use_service), so neither a worker nor a page worker can reach it. It keeps
+    only the [sign] settings (the PIN with them, never in argv or the environment: _sign_only),
+    dies with the batch process (PDEATHSIG), ignores the terminal's Ctrl-C (the batch stops it),
+    is not dumpable, and ends when its socket closes. One that dies stops the batch's signing (one
+    line); the key is never opened in the batch process instead. Not a resident signer: one per
+    batch, its token session closed with it."""
 
     def __init__(self, settings: Settings):
         from multiprocessing import Pipe
@@ -980,41 +1035,67 @@ class KeyProcess:
             here.close()
             code = 0
             try:
-                _key_process_main(settings, there, parent)
+                _key_process_main(_sign_only(settings), there, parent)
             except BaseException:  # noqa: BLE001 - never a traceback from here, the batch reports
                 code = 1
             finally:
                 os._exit(code)
         there.close()
         self.pid, self._conn, self._owner = pid, here, parent
-        self.alive = True
+        self.alive, self._asked = True, False
+
+    def ask_open(self) -> None:
+        """Ask it to open the key now (without waiting: ``opened`` reads the answer)."""
+        if self._asked or not self.alive:
+            return
+        self._asked = True
+        try:
+            self._conn.send_bytes(OPEN_REQUEST)
+        except OSError:
+            self.alive = False
 
     def opened(self) -> SigningError | None:
-        """Wait for the key's opening: None, or the one-line error it ended with."""
+        """Ask for the key's opening if not yet asked, and wait for it: None, or the one-line error
+        it ended with."""
+        self.ask_open()
         try:
-            status, error = self._conn.recv()
+            status, error = _decode_answer(self._conn.recv_bytes(MAX_HEADER))
         except (EOFError, OSError):
             self.alive = False
             return SigningError("the batch's key process ended before the key was opened")
+        except Exception as e:  # noqa: BLE001 - an answer that cannot be read
+            self.alive = False
+            return SigningError(f"the batch's key process gave an unreadable answer ({type(e).__name__})")
         if status != "ok":
             self.alive = False
-        return error
+            return error
+        return None
 
     def signer(self, refused: Callable[[SigningError], None]) -> "_KeyProcessSigner":
         return _KeyProcessSigner(self, refused)
 
     def sign(self, source: Path, target: Path, band: Any, refused: Callable[[SigningError], None]):
+        """Its signature of SOURCE; a key that went bad (``refused``) or a key process that died or
+        answered nonsense stops the batch's signing through ``refused`` (SigningService.fail)."""
         try:
-            self._conn.send((str(source), str(target), band))
-            status, value = self._conn.recv()
+            for frame in _encode_request(source, target, band):
+                self._conn.send_bytes(frame)
+            status, value = _decode_answer(self._conn.recv_bytes(MAX_HEADER))
         except (EOFError, OSError):
-            self.alive = False
-            raise SignerUnavailableError("the batch's key process ended: the file waits") from None
-        if status == "refused":  # the key went bad mid-batch (see SigningService._key)
-            refused(value)
-        if status != "ok":
-            raise value
-        return value
+            why = "ended"
+        except Exception as e:  # noqa: BLE001 - an answer that cannot be read
+            why = f"gave an unreadable answer ({type(e).__name__})"
+        else:
+            if status == "refused":  # the key went bad mid-batch (see SigningService._key)
+                refused(value)
+            if status != "ok":
+                raise value
+            return value
+        self.alive = False  # never replaced by a key opened in the batch process
+        error = SigningError(f"the batch's key process {why}: signing stopped; the files not signed wait "
+                             "for the next run")
+        refused(error)
+        raise error
 
     def forget(self) -> None:
         """In a forked child of the batch process: close the inherited end (the fd only)."""
@@ -1029,10 +1110,8 @@ class KeyProcess:
 
         if os.getpid() != self._owner or self.pid is None:
             return
-        with contextlib.suppress(OSError):
-            self._conn.send(None)
-        # shut before it is closed: a thread still waiting for a hung signature's answer gets EOF
-        # (never a read on a descriptor number reused meanwhile); what was sent is still delivered
+        # shut before it is closed: it reads EOF and ends; a thread still waiting for a hung
+        # signature's answer gets EOF (never a read on a descriptor number reused meanwhile)
         with contextlib.suppress(OSError), socket.socket(fileno=os.dup(self._conn.fileno())) as sock:
             sock.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
@@ -1078,29 +1157,46 @@ def _key_process_main(settings: Settings, conn, parent: int) -> None:  # pragma:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _quiet_and_masked()
     try:
+        with contextlib.suppress(Exception), _collector_paused():  # an error here: the opening says it
+            _warm_key(settings.sign)
+        try:
+            if conn.recv_bytes(MAX_HEADER) != OPEN_REQUEST:
+                return
+        except (EOFError, OSError):  # the batch ended before it had anything to sign: no PIN tried
+            return
         with _collector_paused():
-            try:
-                _open_key(settings)
-                status: tuple[str, Any] = ("ok", None)
-            except SigningError as e:
-                status = ("error", e)
-            except Exception as e:  # noqa: BLE001 - one line, never a traceback
-                log.debug("opening the signing key failed", exc_info=True)
-                status = ("error", SigningError(f"cannot open the signing key: {type(e).__name__}: "
-                                                f"{' '.join(str(e).split())}"))
-        conn.send(status)
-        if status[0] != "ok":
+            error = _opening(settings)
+        conn.send_bytes(_encode_answer("error", error) if error is not None else _encode_answer("ok", None))
+        if error is not None:
             return
         while True:
             try:
-                request = conn.recv()
+                source, target, band = _read_request(conn)
             except (EOFError, OSError):
                 return
-            if request is None:
-                return
-            conn.send(_key_process_sign(settings, *request))
+            conn.send_bytes(_encode_answer(*_key_process_sign(settings, source, target, band)))
     finally:
         close_signers()
+
+
+def _sign_only(settings: Settings) -> Settings:  # pragma: no cover - the key process
+    """In the key process, which parses PDFs the workers wrote: settings with the [sign] section
+    only. The other sections (the store's keys, the index's DSN, the web's and the queue's secrets)
+    are blanked in this process's copy of the batch's settings as well, and the masking function
+    forgets their values: this process holds no secret it does not need."""
+    import dataclasses
+
+    from . import secrets
+    from .config import remember_secrets
+
+    for section in dataclasses.fields(settings):
+        value = getattr(settings, section.name)
+        if section.name != "sign" and dataclasses.is_dataclass(value):
+            setattr(settings, section.name, type(value)())
+    only = Settings(data_dir="", sign=settings.sign)
+    secrets.forget_all()
+    remember_secrets(only)
+    return only
 
 
 def _key_process_sign(settings: Settings, source: str, target: str, band: Any) -> tuple[str, Any]:  # pragma: no cover
@@ -1139,8 +1235,9 @@ _key_processes: dict[int, KeyProcess] = {}  # started, not yet taken by a Signin
 
 def start_key_process(settings: Settings) -> None:
     """Fork the batch's key process now (see KeyProcess): call it as early as the settings and PIN
-    are known, before the batch imports the conversion code. Its SigningService takes it; one no
-    service took (a batch of no files, an error before) is closed at exit."""
+    are known, before the batch imports the conversion code. Its SigningService takes it and asks it
+    to open the key; one no service took (a batch of no files, an error before) is closed at exit,
+    the PIN never tried."""
     cfg = settings.sign
     if not cfg.configured or _key(cfg) in _key_processes:
         return
@@ -1151,7 +1248,7 @@ def early_key_process(argv: list[str]) -> None:
     """For ``digitize [global options] batch ...`` that will sign here with a PIN it needs not ask
     for (environment, PIN file, credential): fork the batch's key process now (start_key_process),
     before the CLI and the conversion code are imported (~0.5 s of CPU on one core, the other
-    idle), so that more of the key's opening runs meanwhile. Anything else (another command, help,
+    idle), so that the opening's imports run meanwhile (the key itself opens once the batch has files). Anything else (another command, help,
     a dry run, queue mode, a PIN to prompt for, settings the CLI will refuse) does nothing here:
     the CLI goes on as before, and batch_cmd forks the key process itself once it has the PIN.
     The CLI's own settings find this process by the key's identity (_key); a key process nothing

@@ -252,6 +252,149 @@ def test_a_batch_that_signs_forks_its_key_process_before_the_cli_is_imported(tmp
         os.waitpid(pid, os.WNOHANG)
 
 
+# `digitize batch`, each opening of the key (a PKCS#12's decryption, a token's C_Login) noted, in
+# whichever process it happens (the key process is forked with the counter in place)
+LOGINS_COUNTED = """import os, sys
+from digitize import signkeys
+def counted(opener):
+    def open_key(*args, **kwargs):
+        with open(os.environ["LOGIN_PROBE"], "a") as probe:
+            probe.write(f"{opener.__name__} {os.getpid()}\\n")
+        return opener(*args, **kwargs)
+    return open_key
+signkeys.open_pkcs12, signkeys.open_pkcs11 = counted(signkeys.open_pkcs12), counted(signkeys.open_pkcs11)
+from digitize.launcher import main
+sys.argv[0] = "digitize"
+sys.exit(main())
+"""
+
+
+@pytest.mark.parametrize("kind", ["pkcs12", "token"])
+def test_a_batch_that_signs_nothing_never_tries_the_pin(tmp_path, pki, scan, kind):
+    """Each wrong PIN tried on a USB token counts toward locking it: the key process forked at the
+    batch's start opens the key only once the batch has files to sign. An empty folder, a usage
+    error and a missing folder (with a wrong PIN) make no login at all; a batch with a file makes
+    exactly one, and stops with one line (review2 of sign16, HIGH 1)."""
+    env = key_env(kind, tmp_path, pki, "000000")
+    probe = tmp_path / "logins"
+    env.update(DIGITIZE_DATA_DIR=str(tmp_path / "data"), DIGITIZE_CONVERT_LANGUAGE="eng", LOGIN_PROBE=str(probe))
+    (tmp_path / "empty").mkdir()
+    runs = {"an empty folder": ["batch", str(tmp_path / "empty")],
+            "a usage error": ["batch", str(tmp_path / "empty"), "--jobs", "0"],
+            "a missing folder": ["batch", str(tmp_path / "nowhere")]}
+    for what, argv in runs.items():
+        done = subprocess.run([sys.executable, "-c", LOGINS_COUNTED, *argv], capture_output=True, text=True,
+                              env=env, timeout=120)
+        assert "Traceback" not in done.stderr and (done.returncode == 0) == (what == "an empty folder"), \
+            (what, done.returncode, done.stderr)
+        assert not probe.exists(), (what, probe.read_text())
+    scans(tmp_path / "src", scan, 1)
+    done = subprocess.run([sys.executable, "-c", LOGINS_COUNTED, "batch", str(tmp_path / "src"), "--jobs", "1"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == ExitCode.signing and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert len(probe.read_text().splitlines()) == 1, probe.read_text()
+    assert stored_pdfs(tmp_path / "data") == []
+
+
+def test_the_key_process_pipe_carries_no_pickle(tmp_path, pki, pdfa, monkeypatch):
+    """The key process and the batch's signer speak the workers' JSON frames, never pickle: with
+    Connection.send/recv (pickle) made to fail in both processes, a file is still signed (review2
+    of sign16, LOW 3)."""
+    from multiprocessing.connection import Connection
+
+    def pickled(*args, **kwargs):
+        raise AssertionError("pickle on the key process's pipe")
+
+    monkeypatch.setattr(Connection, "send", pickled)
+    monkeypatch.setattr(Connection, "recv", pickled)
+    settings = p12_settings(pki, P12_PIN)
+    signing.start_key_process(settings)
+    service = signing.SigningService(settings, tmp_path / "kept")
+    source = kept_copy(tmp_path, pdfa)
+    try:
+        assert service._keys is not None
+        service.start()
+        assert service.wait_ready(60) and service.error is None, service.error
+        status, record = service.sign(source, Path(f"{source}.signed"), np.full((200, 595), 250, np.uint8))
+        assert status == "ok" and record.level == "B-B", record
+    finally:
+        service.close()
+    assert signing._signers == {}  # signed in the key process, not here
+    assert_pdfsig_valid(Path(f"{source}.signed"))
+
+
+def test_the_key_process_answers_in_json():
+    """The key process's answers: its opening ("ok", no record), a signature, a file that waits, and
+    a key refused mid-batch (which stops the batch), all through the workers' JSON answer format."""
+    answers = [("ok", None), ("ok", RECORD), ("error", SignerUnavailableError("token gone: the file waits")),
+               ("refused", SigningError("wrong PIN"))]
+    for status, value in answers:
+        data = signing._encode_answer(status, value)
+        json.loads(data)
+        got_status, got = signing._decode_answer(data)
+        assert got_status == status
+        if isinstance(value, Exception):
+            assert type(got) is type(value) and str(got) == str(value)
+        else:
+            assert got == value
+
+
+def test_a_key_process_that_dies_stops_the_batchs_signing(tmp_path, pki, pdfa):
+    """A key process that died (killed, crashed) stops the batch's signing with one line; the key
+    is never opened again in the batch process, which must not load pyHanko or a token's library
+    (review2 of sign16, LOW 3)."""
+    import signal
+
+    settings = p12_settings(pki, P12_PIN)
+    signing.start_key_process(settings)
+    service = signing.SigningService(settings, tmp_path / "kept")
+    source = kept_copy(tmp_path, pdfa)
+    try:
+        service.start()
+        assert service.wait_ready(60) and service.error is None, service.error
+        os.kill(service._keys.pid, signal.SIGKILL)
+        status, error = service.sign(source, Path(f"{source}.signed"), None)
+        assert status == "error" and "key process ended" in str(error), error
+        assert service.error is error  # the batch stops with this line
+        Path(f"{source}.signed").unlink()
+        assert service.sign(source, Path(f"{source}.signed"), None) == ("error", error)
+        assert signing._signers == {}
+    finally:
+        service.close()
+        signing.close_signers()
+
+
+def test_the_key_process_keeps_only_the_sign_settings(tmp_path, pki, monkeypatch):
+    """The key process parses PDFs the workers wrote: it holds the [sign] settings and no other
+    section's secrets, in the settings it is given nor in the batch's own copy (review2 of sign16,
+    LOW 4). The batch process's settings are left as they were."""
+    from dataclasses import asdict
+
+    from digitize.config import remember_secrets
+
+    settings = p12_settings(pki, P12_PIN)
+    settings.store.secret_key, settings.web.secret_key = "store-secret-d41d8cd98f", "web-secret-8f00b204e9"
+    settings.queue.secret, settings.index.dsn = "queue-secret-e9800998ec", "postgresql://u:dsn-secret-f8427e@h/db"
+    remember_secrets(settings)  # as load_settings does: the masking function knows them
+    seen = tmp_path / "seen.json"
+
+    def probe(given, conn, parent):  # the key process's main, in the child
+        from digitize import secrets
+
+        seen.write_text(json.dumps({"given": asdict(given), "batch": asdict(settings),
+                                    "remembered": sorted(secrets._remembered)}))
+
+    monkeypatch.setattr(signing, "_key_process_main", probe)
+    keys = signing.KeyProcess(settings)
+    keys.close()
+    seen = json.loads(seen.read_text())
+    text = json.dumps(seen)
+    assert seen["given"]["sign"]["pkcs12"] == settings.sign.pkcs12
+    for secret in ("store-secret", "web-secret", "queue-secret", "dsn-secret"):
+        assert secret not in text, secret
+    assert settings.store.secret_key == "store-secret-d41d8cd98f" and settings.index.dsn.endswith("@h/db")
+
+
 @pytest.mark.parametrize("kind", ["pkcs12", "token"])
 def test_a_batch_with_a_wrong_pin_is_one_line_and_stores_nothing(tmp_path, pki, scan, kind):
     files = scans(tmp_path / "src", scan, 3)

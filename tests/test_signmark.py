@@ -4,6 +4,8 @@ generated at one cell per pt (the grid page_grey hands to place)."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
@@ -226,29 +228,38 @@ def test_the_marks_font_keeps_its_glyph_names(font, tmp_path, monkeypatch):
         assert cmap[ord("N")] == "N" and not cmap[ord("ễ")].startswith("glyph")
 
 
-@pytest.mark.parametrize("dpi", [300, 200, 600])
-def test_the_band_in_two_steps_averages_the_same_cells_as_one(dpi):
-    """top_band_grey area-averages 2 x 2 blocks first (from 288 dpi), then to the pt grid: each cell
-    within a fraction of INK_DELTA (60) of OpenCV's one-step INTER_AREA over the same pixels, and ink
-    found differently only in cells next to ink in both (text strokes, a rule, noise on a toned page)."""
+@pytest.mark.parametrize("dpi", [300, 400, 600])
+def test_the_band_keeps_faint_small_ink(dpi):
+    """Page 1's band is OpenCV's one-step area average of the page's top: faint dots, hairlines and
+    thin strokes near the ink threshold are ink in it wherever they are in that average, on clean
+    and on noisy paper (a 2 x 2 pre-step lost ~18 % of such cells, whole dots with them, so the mark
+    could be placed over them: review2 of sign16, MEDIUM 2)."""
     import cv2
 
     rng = np.random.default_rng(dpi)
-    w, h = round(595.2 * dpi / 72), round(841.92 * dpi / 72)
-    px = np.full((h, w, 3), 225, dtype=np.uint8)
-    for top in range(h // 40, h // 4, h // 60):  # lines of "text": short dark strokes
-        for left in range(w // 10, w // 2, w // 25):
-            px[top:top + h // 200, left:left + w // 60] = 30
-    px[h // 5:h // 5 + max(2, dpi // 150), w // 8:w * 7 // 8] = 0  # a rule
-    noise = rng.random((h, w)) < 0.002
-    px[noise] = 0
-    band = signmark.top_band_grey(px, 595.2, 841.92)
-    keep = band.shape[0]
-    top = px[:int(np.ceil(keep * h / 841.92))]
-    one_step = cv2.resize(cv2.cvtColor(top, cv2.COLOR_RGB2GRAY), (595, keep), interpolation=cv2.INTER_AREA)
-    assert np.abs(band.astype(int) - one_step).max() <= 32
-    ink, reference = signmark.ink_mask(band), signmark.ink_mask(one_step)
-    kernel = np.ones((3, 3), np.uint8)
-    next_to_ink = cv2.dilate(ink.view(np.uint8), kernel).astype(bool) & cv2.dilate(reference.view(np.uint8), kernel).astype(bool)
-    assert not ((ink != reference) & ~next_to_ink).any()
-    assert (ink != reference).mean() < 0.005
+    w, h = round(595.0 * dpi / 72), round(842.0 * dpi / 72)
+    for noise in (0, 4):
+        page = np.full((h, w), 245, np.int16)
+        for _ in range(150):  # within the band's top 160 pt; levels from clear ink to just under the threshold
+            x, y, level = int(rng.integers(20, w - 80)), int(rng.integers(20, h // 5)), int(rng.integers(60, 175))
+            kind = rng.integers(3)
+
+            def px(low: int, high: int) -> int:  # pixels at 300 dpi, as many at this dpi (1 at least)
+                return max(1, round(int(rng.integers(low, high)) * dpi / 300))
+
+            if kind == 0:  # a dot, 1-5 px at 300 dpi
+                page[y:y + px(1, 6), x:x + px(1, 6)] = level
+            elif kind == 1:  # a hairline
+                page[y:y + px(1, 2), x:x + px(10, 60)] = level
+            else:  # a thin vertical stroke
+                page[y:y + px(10, 40), x:x + px(1, 3)] = level
+        if noise:
+            page += rng.normal(0, noise, page.shape).round().astype(np.int16)
+        page = np.clip(page, 0, 255).astype(np.uint8)
+        band = signmark.top_band_grey(page, 595.0, 842.0)
+        keep = band.shape[0]
+        one_step = cv2.resize(page[:math.ceil(keep * h / 842.0)], (595, keep), interpolation=cv2.INTER_AREA)
+        ink = signmark.ink_mask(one_step)
+        assert ink.sum() > 30, "the features make ink"
+        assert not (ink & ~signmark.ink_mask(band)).any(), "an ink cell lost"
+        assert np.array_equal(band, one_step)

@@ -565,3 +565,21 @@ def test_the_converter_is_launched_with_huge_pages_for_malloc_unless_told_otherw
     assert zygote.server_environment()["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=0"
     monkeypatch.setenv("DIGITIZE_STORE_SECRET_KEY", "s3cr3t")
     assert "DIGITIZE_STORE_SECRET_KEY" not in zygote.server_environment()  # still without secrets
+
+
+def test_ctrl_c_during_a_batchs_early_key_process_is_one_line(monkeypatch, capsys):
+    """Ctrl-C while the launcher forks a signing batch's key process (config, PIN file, fork) or
+    imports the CLI: "interrupted", exit 130, no traceback (review2 of sign16, LOW 6)."""
+    from digitize import launcher, signing
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(zygote, "handover", lambda args: None)
+    monkeypatch.setattr(signing, "early_key_process", interrupted)
+    try:
+        code = launcher.main(["batch", "src"])
+    except KeyboardInterrupt:  # it would end the process with a traceback
+        pytest.fail("Ctrl-C escaped the launcher")
+    assert code == 130
+    assert capsys.readouterr().err == "digitize: interrupted\n"
