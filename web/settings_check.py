@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 from digitize.errors import ConfigError
 from digitize.secrets import load_secret, mask
 
+from .context import POOL_SIZE
+
 MIN_SECRET = 32
 RANDOM_KEY = "32 or more random characters (python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
 
@@ -70,6 +72,9 @@ def check_web_settings(settings) -> None:
     if web.oidc_issuer and not safe_transport(web.oidc_issuer):
         raise ConfigError(f"[web] oidc_issuer must be an https URL (http only to a loopback host): "
                           f"{mask(web.oidc_issuer)}")
+    if not 0 <= web.search_lane < POOL_SIZE:  # at least one archive stays for the other requests (web/lanes.py)
+        raise ConfigError(f"[web] search_lane must be 0 (no lane) to {POOL_SIZE - 1} (below the {POOL_SIZE} "
+                          f"archives a server process keeps): {web.search_lane}")
     urls = [u.strip() for u in web.webhook_urls.split(",") if u.strip()]
     for url in urls:
         parts = urlsplit(url)
