@@ -150,6 +150,7 @@ class WebSettings:
     # is refused within this); 0 = no cache: every API request verifies its token in the index
     search_lane: int = 6  # API searches running at once per server process (web/lanes.py; the rest wait,
     # holding no thread or archive); 0 = no lane
+    case_lane: int = 6  # API case views running at once per server process (a lane of their own); 0 = no lane
 
 
 @dataclass

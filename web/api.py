@@ -61,7 +61,7 @@ def job_json(job: UploadJob) -> dict[str, Any]:
 
 
 @router.get("/cases/{case_id}", responses=ERROR_RESPONSES, summary="A case record and its documents in order")
-def get_case(case_id: str, gate: Gate = Depends(api_gate)) -> dict[str, Any]:
+def get_case(case_id: str, gate: Gate = Depends(lanes.case_gate, scope="function")) -> dict[str, Any]:
     record, docs = gate.case(case_id)
     return plain_json(case_json(record, docs, gate.signatures(record.case_id, docs)))
 

@@ -1,5 +1,6 @@
-"""The search lane: at most ``[web] search_lane`` API searches run at once per server process; the others
-wait for their turn on the event loop, before taking an archive, holding no thread and no archive.
+"""The API's lanes: at most ``[web] search_lane`` searches and ``[web] case_lane`` case views run at once per
+server process; the others wait for their turn on the event loop, before taking an archive, holding no
+thread and no archive.
 
 Every sync route runs in a worker thread (anyio's pool, 40 threads), and all of those take turns on the
 process's one GIL. Under 50 clients that never pause, a 500 KB download (~0.5 ms of CPU in its route)
@@ -7,14 +8,17 @@ waited tens of ms there behind searches, the portal's heaviest reads (bench/port
 the slack against issue 11's targets (search p95 150 ms, downloads 100 ms). The lane trades search latency
 for everyone else's when the server is saturated; with fewer searches than the lane in flight nothing waits.
 
-Only searches: their cost is unbounded (a query of 500 characters, an offset up to 10 000; on PostgreSQL,
-a slow or remote server, a cold page cache, time spent waiting on the database rather than on the GIL).
-Case views are cheap and bounded, so they do not queue behind searches (review rev2_dl16 M1: with case
-views in the lane, 12 searches that each waited 1 s on the database held an API case view 1.9 s). The turn
-is taken BEFORE the archive (:func:`search_gate`): a search waiting for the lane holds no archive, so
-however many wait, the pool's 32 archives per process stay for the other requests; at most
-``search_lane`` archives are held by searches (the setting is checked to stay below the pool).
-``search_lane = 0``: no lane (searches share the pool's threads like every other route).
+Searches have a lane of their own: their cost is unbounded (a query of 500 characters, an offset up to
+10 000; on PostgreSQL, a slow or remote server, a cold page cache, time spent waiting on the database
+rather than on the GIL). API case views have another (``[web] case_lane``), so they never queue behind
+searches (review rev2_dl16 M1: in dl16's shared read lane, 12 searches that each waited 1 s on the
+database held an API case view 1.9 s) and still do not flood the GIL that downloads need (out of any lane,
+downloads' p95 was 1.28x and searches' 1.49x dl16's under load; in a lane of their own, 0.67x and 0.70x
+the no-lane tree: README, Benchmarks: Portal). The turn is taken BEFORE the archive (:func:`search_gate`,
+:func:`case_gate`): a request waiting for its lane holds no archive, so however many wait, the pool's 32
+archives per process stay for the other requests; at most ``search_lane + case_lane`` archives are held
+by them (the settings are checked to stay below the pool). A lane of 0: none (those requests share the
+pool's threads like every other route).
 """
 
 from __future__ import annotations
@@ -27,17 +31,18 @@ from fastapi import Request
 
 from storage.access import Gate
 
-def install(state, size: int) -> None:
-    """On the server's event loop (the app's lifespan): the lane's limiter, bound to that loop (None: no lane)."""
-    state.search_lane = anyio.CapacityLimiter(size) if size > 0 else None
+def install(state, search: int, case: int) -> None:
+    """On the server's event loop (the app's lifespan): the lanes' limiters, bound to that loop (None: no lane)."""
+    state.search_lane = anyio.CapacityLimiter(search) if search > 0 else None
+    state.case_lane = anyio.CapacityLimiter(case) if case > 0 else None
 
 
 @contextlib.asynccontextmanager
-async def turn(request: Request) -> AsyncIterator[None]:
-    """Wait on the event loop for a place in the search lane and hold it (no lane before the app's lifespan
-    ran, or with search_lane = 0). The place is held on behalf of this call, not of a task: FastAPI may
+async def turn(request: Request, name: str) -> AsyncIterator[None]:
+    """Wait on the event loop for a place in the lane ``name`` and hold it (no lane before the app's lifespan
+    ran, or with a size of 0). The place is held on behalf of this call, not of a task: FastAPI may
     enter and leave a dependency in different tasks."""
-    lane = getattr(request.app.state, "search_lane", None)
+    lane = getattr(request.app.state, name, None)
     if lane is None:
         yield
         return
@@ -49,10 +54,23 @@ async def turn(request: Request) -> AsyncIterator[None]:
         lane.release_on_behalf_of(holder)
 
 
-async def search_gate(request: Request) -> AsyncIterator[Gate]:
-    """The access dependency of API searches: its turn in the lane first, then an archive (web/app.py api_gate)."""
+@contextlib.asynccontextmanager
+async def _gate_in(request: Request, lane: str) -> AsyncIterator[Gate]:
+    """Its turn in ``lane`` first, then an archive (web/app.py api_gate)."""
     from .app import api_gate
 
-    async with turn(request):
+    async with turn(request, lane):
         async with contextlib.asynccontextmanager(api_gate)(request) as gate:
             yield gate
+
+
+async def search_gate(request: Request) -> AsyncIterator[Gate]:
+    """The access dependency of API searches (the search lane)."""
+    async with _gate_in(request, "search_lane") as gate:
+        yield gate
+
+
+async def case_gate(request: Request) -> AsyncIterator[Gate]:
+    """The access dependency of API case views (the case lane)."""
+    async with _gate_in(request, "case_lane") as gate:
+        yield gate

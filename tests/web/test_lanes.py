@@ -1,5 +1,5 @@
-"""web/lanes.py: at most [web] search_lane API searches run at once per process, and the others wait for
-their turn before taking an archive: searches that wait on the database (held here until released, as on
+"""web/lanes.py: at most [web] search_lane API searches (and [web] case_lane case views, in a lane of their
+own) run at once per process, and the others wait for their turn before taking an archive: searches that wait on the database (held here until released, as on
 a slow or remote PostgreSQL) never stall an API case view or a download, even with a small archive pool
 (review rev2_dl16 M1: dl16's lane held case views behind searches, and its queued reads held archives).
 The app in process, real SQLite index."""
@@ -22,9 +22,9 @@ from web.context import ArchivePool
 SEARCHES = 12
 
 
-def client_for(tmp_path, search_lane: int, pool: int | None = None) -> tuple[TestClient, bytes]:
+def client_for(tmp_path, search_lane: int, pool: int | None = None, case_lane: int = 6) -> tuple[TestClient, bytes]:
     settings = seed(tmp_path / "data", tmp_path / "work")
-    settings.web.search_lane = search_lane
+    settings.web.search_lane, settings.web.case_lane = search_lane, case_lane
     with Archive.open(settings) as archive:
         token = access.create_token(archive.index, "onestop-a", "officer", [AGENCY_A])
         pdfa = b"".join(archive.objects.read_chunks(archive.documents(CASE_A)[0].pdfa_key))
@@ -35,11 +35,13 @@ def client_for(tmp_path, search_lane: int, pool: int | None = None) -> tuple[Tes
 
 
 @contextlib.contextmanager
-def searches_held(client: TestClient, monkeypatch, running: int):
-    """SEARCHES API searches in flight, each held inside the database's answer until the block ends; yields
-    once ``running`` of them are inside; then their answers' codes and the most inside at once."""
+def searches_held(client: TestClient, monkeypatch, running: int, method: str = "search",
+                  path: str = "/api/v1/search?q=w{}"):
+    """SEARCHES API searches (or other reads: ``method`` of the Gate, ``path``) in flight, each held inside
+    the database's answer until the block ends; yields once ``running`` of them are inside; then their
+    answers' codes and the most inside at once."""
     release, inside, peak, lock, answers = threading.Event(), [0], [0], threading.Lock(), []
-    real = access.Gate.search
+    real = getattr(access.Gate, method)
 
     def held_search(gate, *args, **kwargs):
         with lock:
@@ -52,8 +54,8 @@ def searches_held(client: TestClient, monkeypatch, running: int):
             with lock:
                 inside[0] -= 1
 
-    monkeypatch.setattr(access.Gate, "search", held_search)
-    threads = [threading.Thread(target=lambda i=i: answers.append(client.get(f"/api/v1/search?q=w{i}").status_code))
+    monkeypatch.setattr(access.Gate, method, held_search)
+    threads = [threading.Thread(target=lambda i=i: answers.append(client.get(path.format(i)).status_code))
                for i in range(SEARCHES)]
     for thread in threads:
         thread.start()
@@ -92,20 +94,37 @@ def test_a_case_view_and_a_download_are_answered_while_the_search_lane_is_full(t
     assert answers == [200] * SEARCHES and peak[0] == 2
 
 
-def test_search_lane_0_is_no_lane(tmp_path, monkeypatch):
-    client, _pdfa = client_for(tmp_path, search_lane=0)
+def test_case_views_beyond_their_lane_wait_with_no_archive_and_a_download_passes_them(tmp_path, monkeypatch):
+    """Case views have a lane of their own (here 2; pool of 4 archives): the others wait holding none."""
+    client, pdfa = client_for(tmp_path, search_lane=6, pool=4, case_lane=2)
+    with client, searches_held(client, monkeypatch, running=2, method="case",
+                               path=f"/api/v1/cases/{CASE_A}?n={{}}") as (answers, peak):
+        held = len(client.app.state.pool._all) - client.app.state.pool._free.qsize()
+        assert answered_while_held(client, f"/api/v1/cases/{CASE_A}/documents/1/pdfa", answers) == (200, pdfa)
+        assert peak[0] == 2 and held == 2
+    assert answers == [200] * SEARCHES and peak[0] == 2
+
+
+def test_lanes_of_0_are_no_lanes(tmp_path, monkeypatch):
+    client, _pdfa = client_for(tmp_path, search_lane=0, case_lane=0)
     with client, searches_held(client, monkeypatch, running=SEARCHES) as (answers, peak):
         assert answered_while_held(client, f"/api/v1/cases/{CASE_A}", answers)[0] == 200
     assert answers == [200] * SEARCHES and peak[0] == SEARCHES
 
 
-@pytest.mark.parametrize("size", [-1, 32, 1000])
-def test_a_search_lane_out_of_range_is_a_one_line_config_error(tmp_path, size):
+@pytest.mark.parametrize("web, message", [
+    ({"search_lane": -1}, r"search_lane must be 0 \(no lane\) to 31"),
+    ({"search_lane": 32}, r"search_lane must be 0 \(no lane\) to 31"),
+    ({"case_lane": 1000}, r"case_lane must be 0 \(no lane\) to 31"),
+    ({"search_lane": 20, "case_lane": 12}, r"search_lane \+ case_lane must stay below the 32"),
+])
+def test_lanes_out_of_range_are_one_line_config_errors(tmp_path, web, message):
     from digitize.config import Settings
     from digitize.errors import ConfigError
 
     settings = Settings(data_dir=str(tmp_path / "data"))
-    settings.web.search_lane = size
-    with pytest.raises(ConfigError, match=r"\[web\] search_lane must be 0 \(no lane\) to 31") as refused:
+    for key, value in web.items():
+        setattr(settings.web, key, value)
+    with pytest.raises(ConfigError, match=message) as refused:
         create_app(settings)
     assert "\n" not in str(refused.value)
