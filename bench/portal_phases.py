@@ -37,7 +37,7 @@ PHASES = [
     ("dependency: wait for an archive", "garch", "gthread"),
     ("dependency: hop back to the loop", "submit", "gready"),
     ("app to thread pool (all of the above)", "submit", "app"),
-    ("hop: wait for a thread + GIL (API case views, searches: + the read lane)", "thread", "submit"),
+    ("hop: wait for a thread + GIL", "thread", "submit"),
     ("route in the thread", "ret", "thread"),
     ("hop back to the loop", "back", "ret"),
     ("after route, to commit wait", "cwait", "back"),
@@ -120,7 +120,7 @@ def main() -> None:
     parser.add_argument("--variant", action="append", default=[], metavar="LABEL:VAR=VALUE[,VAR=VALUE]",
                         help="also serve this tree with these environment variables, e.g. '16 threads:"
                              "DIGITIZE_PROBE_THREADS=16' (also DIGITIZE_PROBE_POOL, DIGITIZE_PROBE_SWITCH, "
-                             "DIGITIZE_WEB_WORKERS); repeatable")
+                             "DIGITIZE_WEB_WORKERS, DIGITIZE_WEB_SEARCH_LANE); repeatable")
     add_run_arguments(parser, rounds=1, requests=3000)
     args = parser.parse_args()
     trees = ({"base": args.base.resolve()} if args.base else {}) | {"this tree": ROOT}

@@ -136,35 +136,6 @@ def install() -> None:
 
     fastapi.routing.run_in_threadpool = run_in_threadpool
 
-    try:  # since dl16: the API's case views and searches hop through web/lanes.py's read lane
-        import web.lanes as lanes
-    except ImportError:
-        lanes = None
-    if lanes is not None:
-        if os.environ.get("DIGITIZE_PROBE_READ_THREADS"):  # try another read lane (web/lanes.py READ_THREADS)
-            lanes.READ_THREADS = int(os.environ["DIGITIZE_PROBE_READ_THREADS"])
-        orig_read = lanes.read
-
-        async def read(request, func, *args):  # the same stamps; "thread" then includes the lane's queue
-            rec = RECORD.get()
-            if rec is None or "submit" in rec:
-                return await orig_read(request, func, *args)
-            rec["submit"] = now()
-
-            def timed(*a):
-                rec["thread"] = now()
-                try:
-                    return func(*a)
-                finally:
-                    rec["ret"] = now()
-
-            try:
-                return await orig_read(request, timed, *args)
-            finally:
-                rec["back"] = now()
-
-        lanes.read = read
-
     orig_committed = events.RequestEvents.committed
 
     async def committed(self):  # the code under test's own wait, timed around (never replaced)

@@ -148,6 +148,9 @@ class WebSettings:
     # lock_timeout, SQLite busy wait), then a 503; 0 = the backends' defaults (unbounded on PostgreSQL)
     token_cache_seconds: float = 2.0  # s a verified API token is trusted without the index (so a revoked one
     # is refused within this); 0 = no cache: every API request verifies its token in the index
+    search_lane: int = 6  # API searches running at once per server process (web/lanes.py; the rest wait,
+    # holding no thread or archive); 0 = no lane
+    case_lane: int = 6  # API case views running at once per server process (a lane of their own); 0 = no lane
 
 
 @dataclass

@@ -599,10 +599,14 @@ class EventSink(Protocol):
 # commit came too late; or the request was cancelled before its answer): the append-only log gets this
 # compensating event (no schema change: outcome failure, the original's time and detail after the prefix,
 # its other fields copied), and :func:`fold_withheld` shows the original as refused when read. A streamed
-# answer whose closing event came too late got every piece but the last: CUT_OFF says so.
+# answer whose closing event came too late got every piece but the last: CUT_OFF says so. A download whose
+# success event was sent ahead of its read (Gate.record_ahead) and then failed its SHA-256 check: CHECK_FAILED,
+# committed with the failure's own event, which alone is shown for that attempt (the original is folded away).
 WITHHELD = "answer withheld (not sent: a 503, or the request ended, before its event was committed): "
 CUT_OFF = "answer cut off (its last piece not sent: the event's commit came late): "
+CHECK_FAILED = "check failed (not sent: the object did not match its SHA-256; see the failure's own event): "
 _SHOWN = {WITHHELD: " (answer withheld: not sent)", CUT_OFF: " (answer cut off: its last piece not sent)"}
+_PREFIXES = (WITHHELD, CUT_OFF, CHECK_FAILED)
 
 
 def withheld(event: Event, prefix: str = WITHHELD) -> Event:
@@ -613,8 +617,8 @@ def withheld(event: Event, prefix: str = WITHHELD) -> Event:
 
 def _compensation(event: Event) -> str | None:
     """The prefix of a compensating event, else None."""
-    if event.outcome == "failure" and event.detail.startswith((WITHHELD, CUT_OFF)):
-        return WITHHELD if event.detail.startswith(WITHHELD) else CUT_OFF
+    if event.outcome == "failure" and event.detail.startswith(_PREFIXES):
+        return next(prefix for prefix in _PREFIXES if event.detail.startswith(prefix))
     return None
 
 
@@ -625,7 +629,8 @@ def _identity(event: Event, time_detail: str) -> tuple:
 
 def fold_withheld(events: list[Event]) -> list[Event]:
     """The log as officers read it: an access later withheld is shown once, as a failure saying so (its
-    compensating event is folded into it), never as done. Each compensating event marks ONE original with
+    compensating event is folded into it), never as done; a download's success sent ahead of a read that
+    failed its check is not shown at all (the failure's own event, with the SHA-256 read, is that attempt). Each compensating event marks ONE original with
     every field equal (twins, e.g. two identical requests in the same millisecond, of which one was served:
     one stays done; rows equal in every field cannot be told apart, so which one does not matter)."""
     marks: dict[tuple, list[str]] = {}
@@ -639,7 +644,10 @@ def fold_withheld(events: list[Event]) -> list[Event]:
         if _compensation(e):
             continue
         if prefixes := marks.get(_identity(e, f"{e.time} {e.detail}")):
-            e = replace(e, outcome="failure", detail=e.detail + _SHOWN[prefixes.pop()])
+            prefix = prefixes.pop()
+            if prefix == CHECK_FAILED:
+                continue
+            e = replace(e, outcome="failure", detail=e.detail + _SHOWN[prefix])
         shown.append(e)
     return shown
 
@@ -676,9 +684,10 @@ class Download:
     def __iter__(self):
         return self._pieces(None)
 
-    def _pieces(self, take_back: "Callable[[], None] | None"):
-        """The checked pieces; the closing event recorded at the end, unless ``take_back`` says it was sent
-        ahead (:meth:`read`): then a success is already recorded, and a failure takes it back first."""
+    def _pieces(self, fail: "Callable[[Event], None] | None"):
+        """The checked pieces; the closing event recorded at the end, unless ``fail`` says it was sent ahead
+        (:meth:`read`): then a success is already recorded, and a failure is recorded by ``fail``, which
+        takes that success back in the same commit."""
         first, last = self.byte_range or (0, self.size - 1)
         digest, offset, held, finished = hashlib.sha256(), 0, b"", False
         actual = ""
@@ -695,11 +704,11 @@ class Download:
             finished = True
         finally:
             ok = finished and actual == self.sha256 and offset == self.size
-            if not ok and take_back is not None:
-                take_back()  # the success sent ahead is not recorded as done (dropped, else compensated)
-            if not ok or take_back is None:
-                self.gate.record("retrieved", self._closing() + ("" if finished else " (interrupted)"),
-                                 doc=self.doc, checksum=actual or None, outcome="success" if ok else "failure")
+            if not ok or fail is None:
+                event = self.gate._event("retrieved", self._closing() + ("" if finished else " (interrupted)"),
+                                         doc=self.doc, checksum=actual or None,
+                                         outcome="success" if ok else "failure")
+                (fail or self.gate._put)(event)  # fail: the success sent ahead is taken back with it
         if not ok:
             raise VerificationError(f"{self.key}: SHA-256 {actual} ({offset} bytes) does not match the index "
                                     f"({self.sha256}, {self.size} bytes); the download was aborted")
@@ -718,10 +727,11 @@ class Download:
         sink can take it back: its group commit then runs while the object is read and checked and the
         answer goes back to the event loop, instead of starting after them (under load the commit was
         most of a download's tail). The answer still waits for that commit (the portal's
-        CommitBeforeAnswer); a failed read or check takes the event back (dropped if not yet written,
-        else followed by its compensating event) and records the failure as before."""
-        take_back = self.gate.record_ahead("retrieved", self._closing(), doc=self.doc, checksum=self.sha256)
-        return b"".join(self._pieces(take_back))
+        CommitBeforeAnswer); a failed read or check records the failure as before, and takes the success
+        back in the same commit (dropped if not yet written, else compensated: CHECK_FAILED), which the
+        500 waits for too."""
+        fail = self.gate.record_ahead("retrieved", self._closing(), doc=self.doc, checksum=self.sha256)
+        return b"".join(self._pieces(fail))
 
 
 # -- the gate -----------------------------------------------------------------------------------
@@ -759,11 +769,17 @@ class Gate:
 
     def record(self, kind: str, detail: str, case_id: str | None = None, doc: DocumentRow | None = None,
                checksum: str | None = None, outcome: str = "success") -> None:
-        event = self._event(kind, detail, case_id, doc, checksum, outcome)
+        self._put(self._event(kind, detail, case_id, doc, checksum, outcome))
+
+    def _put(self, event: Event) -> None:
         if self.sink is not None and self.sink.add(event):
             return
-        with _EVENT_WRITES:
-            self.index.add_events([event])
+        self._write_now([event])
+
+    def _write_now(self, events: list[Event]) -> None:
+        if events:
+            with _EVENT_WRITES:
+                self.index.add_events(events)
 
     def _event(self, kind: str, detail: str, case_id: str | None = None, doc: DocumentRow | None = None,
                checksum: str | None = None, outcome: str = "success") -> Event:
@@ -771,18 +787,20 @@ class Gate:
                      case_id=case_id or (doc.case_id if doc else None), checksum=checksum, detail=detail,
                      time=now_iso(), client=self.client or None)
 
-    def record_ahead(self, kind: str, detail: str, doc: DocumentRow, checksum: str) -> Callable[[], None] | None:
+    def record_ahead(self, kind: str, detail: str, doc: DocumentRow,
+                     checksum: str) -> Callable[[Event], None] | None:
         """Send a success event before the access it records is done (a download's read and SHA-256 check),
-        so that its commit overlaps that work; the call returned takes it back if the access then fails.
-        Only through a sink that can take an event back (the portal's request events, which also hold the
-        answer until the commit); else None, and the caller records afterwards, as :meth:`record`."""
+        so that its commit overlaps that work; if the access then fails, the call returned records its
+        failure event, which takes the success back in the same commit (the answer waits for it). Only
+        through a sink that can take an event back (the portal's request events, which also hold the answer
+        until the commit) and before the answer started; else None, and the caller records afterwards."""
         take_back = getattr(self.sink, "take_back", None)
-        if take_back is None:
+        if take_back is None or getattr(self.sink, "started", False):
             return None
         event = self._event(kind, detail, doc=doc, checksum=checksum)
         if not self.sink.add(event):
             return None
-        return lambda: take_back(event)
+        return lambda failure: self._write_now(take_back(event, failure))
 
     def _add_events(self, events: list[Event]) -> None:
         """To the sink (the portal's request events), else written at once."""

@@ -61,11 +61,7 @@ def job_json(job: UploadJob) -> dict[str, Any]:
 
 
 @router.get("/cases/{case_id}", responses=ERROR_RESPONSES, summary="A case record and its documents in order")
-async def get_case(case_id: str, request: Request, gate: Gate = Depends(api_gate)) -> dict[str, Any]:
-    return await lanes.read(request, case_answer, gate, case_id)  # in the read lane (web/lanes.py)
-
-
-def case_answer(gate: Gate, case_id: str) -> JSONResponse:
+def get_case(case_id: str, gate: Gate = Depends(lanes.case_gate, scope="function")) -> dict[str, Any]:
     record, docs = gate.case(case_id)
     return plain_json(case_json(record, docs, gate.signatures(record.case_id, docs)))
 
@@ -161,16 +157,11 @@ def get_events(case_id: str, gate: Gate = Depends(api_gate)) -> dict[str, Any]:
 
 
 @router.get("/search", responses=ERROR_RESPONSES, summary="Full-text search, accents optional, within the token's scope")
-async def search(request: Request, q: str = Query(..., min_length=1, max_length=500), agency: str = "",
-                 procedure: str = "", received_from: str = "", received_to: str = "", status: str = "",
-                 limit: int = Query(20, ge=1, le=100), offset: int = Query(0, ge=0, le=10000),
-                 gate: Gate = Depends(api_gate)) -> dict[str, Any]:
-    filters = SearchFilters(agency, procedure, received_from, received_to, status)
-    return await lanes.read(request, search_answer, gate, q, filters, limit, offset)  # web/lanes.py
-
-
-def search_answer(gate: Gate, q: str, filters: SearchFilters, limit: int, offset: int) -> Response:
-    page = gate.search(q, filters, limit, offset)
+def search(q: str = Query(..., min_length=1, max_length=500), agency: str = "", procedure: str = "",
+           received_from: str = "", received_to: str = "", status: str = "",
+           limit: int = Query(20, ge=1, le=100), offset: int = Query(0, ge=0, le=10000),
+           gate: Gate = Depends(lanes.search_gate, scope="function")) -> dict[str, Any]:  # web/lanes.py
+    page = gate.search(q, SearchFilters(agency, procedure, received_from, received_to, status), limit, offset)
     return Response(search_body(page, offset, limit), media_type="application/json")
 
 

@@ -278,7 +278,7 @@ def create_app(settings) -> FastAPI:
     async def lifespan(app: FastAPI):
         from . import lanes
 
-        lanes.install(app.state)  # the read lane of the API's case views and searches (web/lanes.py)
+        lanes.install(app.state, settings.web.search_lane, settings.web.case_lane)  # the API's (web/lanes.py)
         app.state.events.start()
         app.state.webhooks.start()
         yield

@@ -25,9 +25,16 @@ the writer is dropped; one already sent to the database is followed, once its co
 compensating event (:func:`storage.access.withheld`: outcome failure), which the writer keeps and tries
 again until a commit of it succeeds (or shutdown, which counts those left in one log line). A 503'd
 answer also stops the app (the middleware's ``send`` raises): a streamed download reads no more and
-records no closing event. So a refused access is read as refused, not done, except: until its
-compensating event is written; if that never happens before shutdown (logged); on PostgreSQL, a
-connection lost during COMMIT that wrote a batch counted as failed.
+records no closing event. A whole download's success event is sent ahead of its read (storage.access
+Gate.record_ahead: its commit overlaps the read and the SHA-256 check); a read that then fails its check
+records its failure event, and the success is taken back IN THE SAME COMMIT (:meth:`EventWriter.replace`:
+dropped if not yet taken, else a compensating event, storage.access.CHECK_FAILED), which the 500 waits
+for like every answer; if that commit fails, the request is a 503 and the compensation is kept and tried
+again like the others. So a refused access is read as refused, not done, except: until its compensating
+event is written; if that never happens before shutdown (logged); on PostgreSQL, a connection lost
+during COMMIT that wrote a batch counted as failed; a server process killed (or crashed) between the
+commit of a download's success sent ahead and its answer: the read, the check and the way back to the
+event loop, where before it was only the way back.
 """
 
 from __future__ import annotations
@@ -40,7 +47,7 @@ import time
 from typing import Callable
 
 from digitize.errors import StorageError
-from storage.access import CUT_OFF, WITHHELD, withheld
+from storage.access import CHECK_FAILED, CUT_OFF, WITHHELD, withheld
 from storage.models import Event
 
 log = logging.getLogger("digitize.web")
@@ -63,7 +70,7 @@ class _Batch:
     its own condition (on the writer's one lock): a commit wakes only its own requests, and a new event
     wakes only the writer (one condition for all woke every waiting request thread at every event)."""
 
-    __slots__ = ("events", "done", "error", "cond", "futures", "dropped", "withdrawn", "started")
+    __slots__ = ("events", "done", "error", "cond", "futures", "dropped", "withdrawn", "started", "guards")
 
     def __init__(self, lock: threading.Lock) -> None:
         self.events: list[Event] = []
@@ -75,6 +82,9 @@ class _Batch:
         self.withdrawn: list[tuple[Event, str]] = []  # withdrawn while being committed (with the wording
         # of their compensation): compensated if the commit succeeds
         self.started = 0.0  # time.monotonic() when the writer took it
+        # id() of compensating events queued with a request's failure (EventWriter.replace), each with the
+        # batch of the event it takes back: written only if that batch was (it is done when this one is taken)
+        self.guards: dict[int, _Batch] = {}
 
     def outcome(self) -> None:
         if self.error is not None:
@@ -141,17 +151,41 @@ class EventWriter:
         """Queue ``event`` without waiting: its batch, to :meth:`committed` before answering; None if the
         writer is not running."""
         with self._cond:
-            if self._thread is None or self._stopping:
-                return None
-            busy, batch = self._committing, self._batch
-            if ((busy is not None and not busy.done and time.monotonic() - busy.started > self.wait)
-                    or (self._compensating and time.monotonic() - self._step > self.wait)
-                    or len(batch.events) >= MAX_QUEUED or not self._running):
-                self._refuse()
-            batch.events.append(event)
-            if len(batch.events) == 1:
-                self._cond.notify()
-            return batch
+            return self._queue([event])
+
+    def _queue(self, events: list[Event]) -> _Batch | None:
+        """Under the lock: ``events`` into the batch that gathers (so they are committed together)."""
+        if self._thread is None or self._stopping:
+            return None
+        busy, batch = self._committing, self._batch
+        if ((busy is not None and not busy.done and time.monotonic() - busy.started > self.wait)
+                or (self._compensating and time.monotonic() - self._step > self.wait)
+                or len(batch.events) >= MAX_QUEUED or not self._running):
+            self._refuse()
+        batch.events.extend(events)
+        if len(batch.events) == len(events):
+            self._cond.notify()
+        return batch
+
+    def replace(self, batch: _Batch, event: Event, failure: Event) -> tuple[_Batch | None, list[Event]]:
+        """A download's success ``event``, sent ahead of its read (storage.access.Gate.record_ahead) into
+        ``batch``, whose SHA-256 check then failed: ``failure`` (its own event) is queued, and the success is
+        taken back in the same commit (review rev2_dl16 L2: compensated in a commit of its own that nothing
+        waited for, a crash could leave it recorded as done): dropped if the writer has not taken it, else
+        followed by a compensating event (CHECK_FAILED), written only if ``batch``'s commit succeeded, and
+        kept for another try if the failure's commit fails. Returns the batch to wait for and the events
+        queued; (None, events) if the writer is not running: write them yourself. Never waits."""
+        with self._cond:
+            guard = None
+            if batch is self._batch:  # not taken yet: never written
+                batch.dropped.add(id(event))
+            elif not (batch.done and batch.error is not None):  # committed, or being committed
+                guard = batch
+            events = [failure] if guard is None else [withheld(event, CHECK_FAILED), failure]
+            queued = self._queue(events)
+            if queued is not None and guard is not None:
+                queued.guards[id(events[0])] = guard
+            return queued, events
 
     def _refuse(self) -> None:
         """StorageError (a 503 at once, nothing queued): the writer cannot keep up. Its commit (of a batch,
@@ -295,8 +329,10 @@ class EventWriter:
                     batch, self._batch = self._batch, _Batch(self._lock)
                     self._committing = batch
                     batch.started = self._step = time.monotonic()
-                    if batch.dropped:  # withdrawn by requests that gave up waiting: never written
-                        batch.events = [e for e in batch.events if id(e) not in batch.dropped]
+                    if batch.dropped or batch.guards:  # withdrawn by requests that gave up waiting, and
+                        # compensations of events whose own commit failed: never written
+                        batch.events = [e for e in batch.events if id(e) not in batch.dropped
+                                        and batch.guards.get(id(e), batch).error is None]
                 if batch.events:
                     try:
                         index = index or self.open_index()
@@ -310,6 +346,8 @@ class EventWriter:
                     self.commits += batch.error is None and bool(batch.events)
                     if batch.withdrawn and batch.error is None:
                         self._compensate(batch.withdrawn)
+                    if batch.guards and batch.error is not None:  # its request is a 503; they stay true
+                        self._pending.extend(e for e in batch.events if id(e) in batch.guards)
                     batch.cond.notify_all()
                     waiting, batch.futures = batch.futures, []
                 _resolve_all(waiting)
@@ -452,14 +490,26 @@ class RequestEvents:
         while self.batches:
             await self.writer.committed(self.batches.pop(0))
 
-    def take_back(self, event: Event) -> None:
-        """One event sent ahead of its access (Gate.record_ahead: a download's, before its read), whose
-        access then failed: dropped if the writer has not taken it, else compensated once committed (as
-        :meth:`withdraw` does for a whole request); the request's other events stay."""
+    def take_back(self, event: Event, failure: Event) -> list[Event]:
+        """A success sent ahead of its access (Gate.record_ahead: a download's, before its read and check)
+        whose access then failed: ``failure`` recorded, the success taken back in the same commit
+        (:meth:`EventWriter.replace`), which the answer (the 500) waits for; the request's other events
+        stay. Returns the events the caller must write itself (the writer is not running)."""
         pairs = [pair for pair in self.queued if pair[1] is event]
-        if pairs:
-            self.queued = [pair for pair in self.queued if pair[1] is not event]
-            self.writer.withdraw(pairs)
+        if not pairs:  # not queued (a withheld request's): the failure as any other event
+            return [] if self.add(failure) else [failure]
+        try:
+            batch, events = self.writer.replace(pairs[0][0], event, failure)
+        except StorageError:  # a stuck writer: this request is refused (a 503), so are its earlier events
+            self.withdraw()
+            raise
+        self.queued = [pair for pair in self.queued if pair[1] is not event]
+        if batch is None:
+            return events
+        self.queued.append((batch, failure))  # the compensation is not withdrawn with the request: it stays
+        if not self.batches or self.batches[-1] is not batch:
+            self.batches.append(batch)
+        return []
 
     def withdraw(self) -> None:
         """The answer is not given (a 503): none of this request's events may stay recorded as done."""

@@ -1,39 +1,76 @@
-"""A latency class at the thread pool: the API's case views and searches share a small lane of threads,
-so that a download (and every other hop) does not queue behind them for the GIL.
+"""The API's lanes: at most ``[web] search_lane`` searches and ``[web] case_lane`` case views run at once per
+server process; the others wait for their turn on the event loop, before taking an archive, holding no
+thread and no archive.
 
-Every sync route runs in a worker thread (anyio's pool, 40 threads). Under 50 clients that never pause,
-~25 requests per server process are in flight, and all of those in a thread take turns on the process's
-one GIL: a 500 KB download, ~0.5 ms of CPU in its route, waited tens of ms for a thread and the GIL there
-and to get back (bench/portal_phases.py). Case views and searches (READ_THREADS at a time per process) wait
-for their turn on the event loop instead, holding no thread and taking no share of the GIL; downloads, the
-access dependency's hop, uploads and the pages keep the shared pool.
+Every sync route runs in a worker thread (anyio's pool, 40 threads), and all of those take turns on the
+process's one GIL. Under 50 clients that never pause, a 500 KB download (~0.5 ms of CPU in its route)
+waited tens of ms there behind searches, the portal's heaviest reads (bench/portal_phases.py); search had
+the slack against issue 11's targets (search p95 150 ms, downloads 100 ms). The lane trades search latency
+for everyone else's when the server is saturated; with fewer searches than the lane in flight nothing waits.
 
-This trades search and case-view latency for download latency when the server is saturated: issue 11's
-targets give search p95 150 ms and downloads 100 ms, and search had the slack. With fewer than
-READ_THREADS of them in flight (a server not saturated) nothing waits. They wait with their archive in
-hand (taken by the access dependency), and never for another one, so the lane cannot hold threads that
-archive holders need (the pool's 32 per process stay above the ~25 requests a busy process keeps). Far
-beyond that (over 32 requests in flight per process), reads queued in the lane would hold most archives
-and a download would wait for one of them on the loop: the priority would turn around there.
+Searches have a lane of their own: their cost is unbounded (a query of 500 characters, an offset up to
+10 000; on PostgreSQL, a slow or remote server, a cold page cache, time spent waiting on the database
+rather than on the GIL). API case views have another (``[web] case_lane``), so they never queue behind
+searches (review rev2_dl16 M1: in dl16's shared read lane, 12 searches that each waited 1 s on the
+database held an API case view 1.9 s) and still do not flood the GIL that downloads need (out of any lane,
+downloads' p95 was 1.28x and searches' 1.49x dl16's under load; in a lane of their own, 0.67x and 0.70x
+the no-lane tree: README, Benchmarks: Portal). The turn is taken BEFORE the archive (:func:`search_gate`,
+:func:`case_gate`): a request waiting for its lane holds no archive, so however many wait, the pool's 32
+archives per process stay for the other requests; at most ``search_lane + case_lane`` archives are held
+by them (the settings are checked to stay below the pool). A lane of 0: none (those requests share the
+pool's threads like every other route).
 """
 
 from __future__ import annotations
 
-from functools import partial
+import contextlib
+from typing import AsyncIterator
 
 import anyio
-import anyio.to_thread
+from fastapi import Request
 
-READ_THREADS = 6  # per server process: case views and searches of the API in worker threads at once
+from storage.access import Gate
+
+def install(state, search: int, case: int) -> None:
+    """On the server's event loop (the app's lifespan): the lanes' limiters, bound to that loop (None: no lane)."""
+    state.search_lane = anyio.CapacityLimiter(search) if search > 0 else None
+    state.case_lane = anyio.CapacityLimiter(case) if case > 0 else None
 
 
-def install(state) -> None:
-    """On the server's event loop (the app's lifespan): the lane's limiter, bound to that loop."""
-    state.read_lane = anyio.CapacityLimiter(READ_THREADS)
+@contextlib.asynccontextmanager
+async def turn(request: Request, name: str) -> AsyncIterator[None]:
+    """Wait on the event loop for a place in the lane ``name`` and hold it (no lane before the app's lifespan
+    ran, or with a size of 0). The place is held on behalf of this call, not of a task: FastAPI may
+    enter and leave a dependency in different tasks."""
+    lane = getattr(request.app.state, name, None)
+    if lane is None:
+        yield
+        return
+    holder = object()
+    await lane.acquire_on_behalf_of(holder)  # cancelled while waiting: nothing taken
+    try:
+        yield
+    finally:
+        lane.release_on_behalf_of(holder)
 
 
-async def read(request, func, *args):
-    """``func(*args)`` in a worker thread, once the read lane has room (the shared pool's limit alone if
-    the app's lifespan has not run)."""
-    return await anyio.to_thread.run_sync(partial(func, *args), limiter=getattr(request.app.state, "read_lane",
-                                                                                  None))
+@contextlib.asynccontextmanager
+async def _gate_in(request: Request, lane: str) -> AsyncIterator[Gate]:
+    """Its turn in ``lane`` first, then an archive (web/app.py api_gate)."""
+    from .app import api_gate
+
+    async with turn(request, lane):
+        async with contextlib.asynccontextmanager(api_gate)(request) as gate:
+            yield gate
+
+
+async def search_gate(request: Request) -> AsyncIterator[Gate]:
+    """The access dependency of API searches (the search lane)."""
+    async with _gate_in(request, "search_lane") as gate:
+        yield gate
+
+
+async def case_gate(request: Request) -> AsyncIterator[Gate]:
+    """The access dependency of API case views (the case lane)."""
+    async with _gate_in(request, "case_lane") as gate:
+        yield gate

@@ -21,6 +21,8 @@ from urllib.parse import urlsplit
 from digitize.errors import ConfigError
 from digitize.secrets import load_secret, mask
 
+from .context import POOL_SIZE
+
 MIN_SECRET = 32
 MAX_TOKEN_CACHE = 10.0  # seconds: a revoked API token is refused within [web] token_cache_seconds (review web15 L7)
 RANDOM_KEY = "32 or more random characters (python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
@@ -75,6 +77,12 @@ def check_web_settings(settings) -> None:
     if web.oidc_issuer and not safe_transport(web.oidc_issuer):
         raise ConfigError(f"[web] oidc_issuer must be an https URL (http only to a loopback host): "
                           f"{mask(web.oidc_issuer)}")
+    for name in ("search_lane", "case_lane"):  # web/lanes.py; each holds at most its size of archives
+        if not 0 <= getattr(web, name) < POOL_SIZE:
+            raise ConfigError(f"[web] {name} must be 0 (no lane) to {POOL_SIZE - 1}: {getattr(web, name)}")
+    if web.search_lane + web.case_lane >= POOL_SIZE:  # at least one archive stays for the other requests
+        raise ConfigError(f"[web] search_lane + case_lane must stay below the {POOL_SIZE} archives a server "
+                          f"process keeps: {web.search_lane} + {web.case_lane}")
     urls = [u.strip() for u in web.webhook_urls.split(",") if u.strip()]
     for url in urls:
         parts = urlsplit(url)

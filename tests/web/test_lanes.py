@@ -1,51 +1,130 @@
-"""web/lanes.py: the API's case views and searches run at most READ_THREADS at a time per process, the rest
-waiting on the event loop; a download is not held behind them (the app in process, real SQLite index)."""
+"""web/lanes.py: at most [web] search_lane API searches (and [web] case_lane case views, in a lane of their
+own) run at once per process, and the others wait for their turn before taking an archive: searches that wait on the database (held here until released, as on
+a slow or remote PostgreSQL) never stall an API case view or a download, even with a small archive pool
+(review rev2_dl16 M1: dl16's lane held case views behind searches, and its queued reads held archives).
+The app in process, real SQLite index."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
-from portal_data import CASE_A
+import pytest
+from fastapi.testclient import TestClient
+
+from portal_data import AGENCY_A, CASE_A, seed
 from storage import access
+from storage.archive import Archive
+from web.app import create_app
+from web.context import ArchivePool
 
-from test_events import served  # noqa: F401 - a fixture
+SEARCHES = 12
 
 
-def test_case_views_beyond_the_read_lane_wait_and_a_download_passes_them(served, monkeypatch):
-    client, _settings, pdfa = served
-    client.app.state.read_lane.total_tokens = 1  # the lane was made by the app's lifespan, on its loop
-    release, inside, peak, lock = threading.Event(), [0], [0], threading.Lock()
-    real_case = access.Gate.case
+def client_for(tmp_path, search_lane: int, pool: int | None = None, case_lane: int = 6) -> tuple[TestClient, bytes]:
+    settings = seed(tmp_path / "data", tmp_path / "work")
+    settings.web.search_lane, settings.web.case_lane = search_lane, case_lane
+    with Archive.open(settings) as archive:
+        token = access.create_token(archive.index, "onestop-a", "officer", [AGENCY_A])
+        pdfa = b"".join(archive.objects.read_chunks(archive.documents(CASE_A)[0].pdfa_key))
+    app = create_app(settings)
+    if pool is not None:
+        app.state.pool = ArchivePool(settings, pool)
+    return TestClient(app, base_url="http://127.0.0.1", headers={"authorization": f"Bearer {token}"}), pdfa
 
-    def slow_case(gate, case_id):
+
+@contextlib.contextmanager
+def searches_held(client: TestClient, monkeypatch, running: int, method: str = "search",
+                  path: str = "/api/v1/search?q=w{}"):
+    """SEARCHES API searches (or other reads: ``method`` of the Gate, ``path``) in flight, each held inside
+    the database's answer until the block ends; yields once ``running`` of them are inside; then their
+    answers' codes and the most inside at once."""
+    release, inside, peak, lock, answers = threading.Event(), [0], [0], threading.Lock(), []
+    real = getattr(access.Gate, method)
+
+    def held_search(gate, *args, **kwargs):
         with lock:
             inside[0] += 1
             peak[0] = max(peak[0], inside[0])
         try:
-            release.wait(10)
-            return real_case(gate, case_id)
+            release.wait(30)  # a database that answers late (the GIL released, as in a socket's wait)
+            return real(gate, *args, **kwargs)
         finally:
             with lock:
                 inside[0] -= 1
 
-    monkeypatch.setattr(access.Gate, "case", slow_case)
-    answers: list[int] = []
-    views = [threading.Thread(target=lambda: answers.append(client.get(f"/api/v1/cases/{CASE_A}").status_code))
-             for _ in range(3)]
-    for view in views:
-        view.start()
-    deadline = time.monotonic() + 10
-    while inside[0] < 1:
-        assert time.monotonic() < deadline
+    monkeypatch.setattr(access.Gate, method, held_search)
+    threads = [threading.Thread(target=lambda i=i: answers.append(client.get(path.format(i)).status_code))
+               for i in range(SEARCHES)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 20
+    while inside[0] < running:
+        assert time.monotonic() < deadline, f"only {inside[0]} searches started"
         time.sleep(0.01)
+    time.sleep(0.2)  # the others have reached their wait
     try:
-        download = client.get(f"/api/v1/cases/{CASE_A}/documents/1/pdfa")  # while the views hold the lane
-        assert download.status_code == 200 and download.content == pdfa
-        time.sleep(0.2)
-        assert peak[0] == 1 and len(answers) == 0  # one view in a thread, two waiting (the old code ran all 3)
+        yield answers, peak
     finally:
         release.set()
-        for view in views:
-            view.join(20)
-    assert answers == [200, 200, 200] and peak[0] == 1
+        for thread in threads:
+            thread.join(30)
+
+
+def answered_while_held(client: TestClient, path: str, answers: list) -> tuple[int, bytes]:
+    """``path``'s answer, which must come while the searches are still held (else: a stall)."""
+    got: list = []
+    thread = threading.Thread(target=lambda: got.append(client.get(path)))
+    thread.start()
+    thread.join(10)
+    assert got and not answers, f"{path} waited for the held searches"
+    return got[0].status_code, got[0].content
+
+
+def test_a_case_view_and_a_download_are_answered_while_the_search_lane_is_full(tmp_path, monkeypatch):
+    """Two searches in the lane, ten waiting for it; an archive pool of 4: queued searches hold no archive,
+    and a case view is not in the lane (dl16: both waited for the searches)."""
+    client, pdfa = client_for(tmp_path, search_lane=2, pool=4)
+    with client, searches_held(client, monkeypatch, running=2) as (answers, peak):
+        held = len(client.app.state.pool._all) - client.app.state.pool._free.qsize()
+        assert answered_while_held(client, f"/api/v1/cases/{CASE_A}", answers)[0] == 200
+        assert answered_while_held(client, f"/api/v1/cases/{CASE_A}/documents/1/pdfa", answers) == (200, pdfa)
+        assert peak[0] == 2 and held == 2  # two searches at once, holding two archives; ten wait with none
+    assert answers == [200] * SEARCHES and peak[0] == 2
+
+
+def test_case_views_beyond_their_lane_wait_with_no_archive_and_a_download_passes_them(tmp_path, monkeypatch):
+    """Case views have a lane of their own (here 2; pool of 4 archives): the others wait holding none."""
+    client, pdfa = client_for(tmp_path, search_lane=6, pool=4, case_lane=2)
+    with client, searches_held(client, monkeypatch, running=2, method="case",
+                               path=f"/api/v1/cases/{CASE_A}?n={{}}") as (answers, peak):
+        held = len(client.app.state.pool._all) - client.app.state.pool._free.qsize()
+        assert answered_while_held(client, f"/api/v1/cases/{CASE_A}/documents/1/pdfa", answers) == (200, pdfa)
+        assert peak[0] == 2 and held == 2
+    assert answers == [200] * SEARCHES and peak[0] == 2
+
+
+def test_lanes_of_0_are_no_lanes(tmp_path, monkeypatch):
+    client, _pdfa = client_for(tmp_path, search_lane=0, case_lane=0)
+    with client, searches_held(client, monkeypatch, running=SEARCHES) as (answers, peak):
+        assert answered_while_held(client, f"/api/v1/cases/{CASE_A}", answers)[0] == 200
+    assert answers == [200] * SEARCHES and peak[0] == SEARCHES
+
+
+@pytest.mark.parametrize("web, message", [
+    ({"search_lane": -1}, r"search_lane must be 0 \(no lane\) to 31"),
+    ({"search_lane": 32}, r"search_lane must be 0 \(no lane\) to 31"),
+    ({"case_lane": 1000}, r"case_lane must be 0 \(no lane\) to 31"),
+    ({"search_lane": 20, "case_lane": 12}, r"search_lane \+ case_lane must stay below the 32"),
+])
+def test_lanes_out_of_range_are_one_line_config_errors(tmp_path, web, message):
+    from digitize.config import Settings
+    from digitize.errors import ConfigError
+
+    settings = Settings(data_dir=str(tmp_path / "data"))
+    for key, value in web.items():
+        setattr(settings.web, key, value)
+    with pytest.raises(ConfigError, match=message) as refused:
+        create_app(settings)
+    assert "\n" not in str(refused.value)
