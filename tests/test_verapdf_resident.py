@@ -76,12 +76,17 @@ def test_server_validates_a_pdfa_and_rejects_a_plain_pdf(vdir, pdfs) -> None:
     assert oct(vdir.stat().st_mode & 0o777) == "0o700"
 
 
-def test_warm_validation_takes_well_under_a_fifth_of_a_second(vdir, pdfs) -> None:
+def test_a_warm_validation_is_served_by_the_running_server(vdir, pdfs) -> None:
+    """A run after the first is answered by the warm server (same pid, one more validated), never by a JVM
+    of its own: how fast that is belongs to bench/verapdf_cpu_bench.py, not to a timed assertion here."""
     good, _ = pdfs
     compliant(good, good)
-    start = time.perf_counter()
+    server = verapdf._resident_server("2b")
+    before = resident.ask(server.socket, "STATUS")
     assert compliant(good) == [True]
-    assert time.perf_counter() - start < 0.2
+    after = resident.ask(server.socket, "STATUS")
+    assert before and after and after["pid"] == before["pid"]
+    assert int(after["validated"]) == int(before["validated"]) + 1
 
 
 def test_two_concurrent_clients_both_get_their_own_answers(vdir, pdfs) -> None:
