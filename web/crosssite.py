@@ -14,8 +14,10 @@ Here, in front of the session middleware:
   replace the one the browser keeps. A download is never bounced: a cross-site link must not run it as the
   officer (review web15 L4).
 
-The sign-on's own paths (``/login/oidc*``) are left alone: the provider's redirect back is cross-site and
-must start the session, and a cross-site start must stay cross-site (web/oidc.py started_here).
+The sign-on's own paths (``/login/oidc*``) are not bounced: the provider's redirect back is cross-site and
+must start the session, and a cross-site start must stay cross-site (web/oidc.py started_here); but only a
+sign-on that succeeded (a 200 answer) may set the session cookie there: a failed one (a forged callback link,
+a refused discovery) renders the login page, whose fresh session must not replace a signed-in one.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ import re
 from urllib.parse import quote
 
 # pages that show, never act: bounced to themselves (a new page route stays unbounced until listed here)
-BOUNCED = re.compile(r"/(|search|admin|desk|desk/jobs/[^/]+|login|lang/[^/]+|cases/[^/]+"
+# (never /lang/..: it redirects to its ``next``, so its same-site reload would carry the Strict cookie on to a
+# download named by another site: review rev3 web16c M1)
+BOUNCED = re.compile(r"/(|search|admin|desk|desk/jobs/[^/]+|login|cases/[^/]+"
                      r"|cases/[^/]+/documents/[^/]+/view)")
 REDIRECT_SAFE = ":/%#?=@[]!$&'()*+,;"  # what RedirectResponse leaves unquoted (starlette.responses)
 PAGE = ('<!doctype html><html><head><meta charset="utf-8"><meta http-equiv="refresh" content="0; url={0}">'
@@ -65,10 +69,10 @@ class CrossSiteArrivals:
         self.app, self.cookie, self.skip = app, session_cookie, skip_prefix
 
     async def __call__(self, scope, receive, send):
-        if (scope["type"] != "http" or scope["path"] == self.skip or scope["path"].startswith(self.skip + "/")
-                or not from_another_site_without_session(scope, self.cookie)):
+        if scope["type"] != "http" or not from_another_site_without_session(scope, self.cookie):
             return await self.app(scope, receive, send)
-        target = bounce_target(scope)
+        sign_on = scope["path"] == self.skip or scope["path"].startswith(self.skip + "/")
+        target = "" if sign_on else bounce_target(scope)
         if target:
             body = PAGE.format(target).encode("utf-8")
             await send({"type": "http.response.start", "status": 200, "headers": [
@@ -78,7 +82,7 @@ class CrossSiteArrivals:
         prefix = (self.cookie + "=").encode("latin-1")
 
         async def send_without_session(message):
-            if message["type"] == "http.response.start":
+            if message["type"] == "http.response.start" and not (sign_on and message["status"] == 200):
                 message["headers"] = [(k, v) for k, v in message.get("headers", ())
                                       if not (k.lower() == b"set-cookie" and v.startswith(prefix))]
             await send(message)

@@ -89,3 +89,37 @@ def test_a_request_with_the_cookie_or_from_this_site_is_not_bounced(signed_in):
 def test_the_provider_s_redirect_back_still_starts_the_session(sso):  # noqa: F811
     for _, landing in sign_on(sso, FROM_ELSEWHERE):
         assert session_cookies(landing) and re.search(r'url=/"', landing.text)
+
+
+def test_a_language_link_from_another_site_cannot_carry_the_session_on_to_a_download(signed_in):
+    """Review rev3 web16c M1: /lang/.. redirects to its ``next``; bounced, its same-site reload carried the
+    Strict cookie on to a download another site named. Not bounced: it runs without a session, writes none."""
+    url = f"/lang/vi?next=/cases/{CASE}/documents/1/pdfa"
+    r = without_cookie(signed_in, "GET", url)
+    assert "http-equiv" not in r.text and not session_cookies(r)
+    assert signed_in.get("/admin", follow_redirects=False).status_code == 200
+
+
+@pytest.mark.parametrize("url", ["/", f"/cases/{CASE}", "/login", "/search", "/admin", "/desk",
+                                 f"/cases/{CASE}/documents/1/view"])
+def test_no_bounced_page_redirects_its_reload_to_a_download_named_by_another_site(signed_in, url):
+    """What a bounced page's same-site reload (with the session) answers must never send the browser on to a
+    ``next`` another site chose."""
+    target = f"/cases/{CASE}/documents/1/pdfa"
+    bounced = without_cookie(signed_in, "GET", f"{url}?next={target}")
+    if "http-equiv" not in bounced.text:
+        return  # not bounced: runs without a session (the tests above)
+    reload = signed_in.get(f"{url}?next={target}", headers={"sec-fetch-site": "same-origin"},
+                           follow_redirects=False)
+    assert target not in reload.headers.get("location", "")
+
+
+def test_a_failed_sign_on_from_another_site_does_not_replace_the_session(signed_in, sso):  # noqa: F811
+    """Review rev3 web16c L2: a forged callback link (state unknown) renders the login page, whose fresh session
+    replaced the signed-in one; only a sign-on that succeeded may set the session cookie on those paths."""
+    from authlib.integrations.base_client.errors import OAuthError
+
+    sso[1]["claims"] = OAuthError("mismatching_state")  # what a forged link's unknown state gives
+    r = without_cookie(signed_in, "GET", "/login/oidc/callback?code=x&state=y")
+    assert r.status_code != 200 and not session_cookies(r)
+    assert signed_in.get("/admin", follow_redirects=False).status_code == 200
