@@ -667,13 +667,16 @@ class SigningService:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._started: float | None = None  # time.monotonic() of start()
+        # time.monotonic() when the key began to open: at the first file that asks for a signature,
+        # never before (review rev3 sign16b H1: a batch whose files were all stored already, or all
+        # failed, tried the PIN on every run and said nothing; a stale PIN locks a USB token)
+        self._opening_since: float | None = None
+        self._opening_lock = threading.Lock()
         self._signing: float | None = None  # since when a signature is in progress
         self._conns: set = set()  # the workers' open connections
         # the key already opening in a child forked at the batch's start (start_key_process), if any
         self._keys: KeyProcess | None = _key_processes.pop(_key(settings.sign), None) \
             if settings.sign.configured else None
-        if self._keys is not None:  # a batch with files to sign: the key process logs in now
-            self._keys.ask_open()
         _services.append(self)
 
     def remote(self) -> "RemoteSigner":
@@ -689,6 +692,8 @@ class SigningService:
             self._thread.start()
 
     def wait_ready(self, timeout: float | None = None) -> bool:
+        """Open the key now (if no signature asked for it yet) and wait until it is open or failed."""
+        self._begin_opening()
         return self.ready.wait(timeout)
 
     @contextlib.contextmanager
@@ -709,8 +714,8 @@ class SigningService:
         """The batch's loop asks: a key still not open, or a signature still running, after
         ``timeout`` seconds sets ``error`` (the token or its reader stopped answering)."""
         now = time.monotonic()
-        if self.error is None and not self.ready.is_set() and self._started is not None \
-                and now - self._started > self.timeout:
+        began = self._opening_since
+        if self.error is None and not self.ready.is_set() and began is not None and now - began > self.timeout:
             self.fail(SignerUnavailableError(f"the signing key did not open within {self.timeout:g} s "
                                              "([sign] timeout): is the token or its reader answering?"), shut)
         since = self._signing
@@ -757,6 +762,15 @@ class SigningService:
             if self._keys is not None:
                 self._keys.close(grace=0.0)  # a hung signature: the key process is killed
 
+    def _begin_opening(self) -> None:
+        """Open the key (in a thread of its own) at the first signature asked, once: a batch that signs
+        nothing never tries the PIN."""
+        with self._opening_lock:
+            if self._opening_since is not None or self.ready.is_set():
+                return
+            self._opening_since = time.monotonic()
+        threading.Thread(target=self._open, name="digitize-signer-open", daemon=True).start()
+
     def _open(self) -> None:
         if self._keys is not None:  # opened in the key process since the batch's start: wait for it
             with self.lock:
@@ -772,9 +786,8 @@ class SigningService:
                 self.ready.set()
 
     def _run(self) -> None:
-        # workers are answered (and wait in sign) while the key opens: a hung opening is then the
-        # batch's to notice (overdue), not a silent socket's
-        threading.Thread(target=self._open, name="digitize-signer-open", daemon=True).start()
+        # workers are answered (and wait in sign) while the key opens, at the first signature asked
+        # (_begin_opening): a hung opening is then the batch's to notice (overdue), not a silent socket's
         while not self._closed:
             try:
                 conn = self._listener.accept()  # no handshake here: one silent client holds no other
@@ -887,6 +900,7 @@ class SigningService:
 
     def sign(self, source: Path, target: Path, band: Any) -> tuple[str, Any]:
         """("ok", SignatureRecord) or ("error", the DigitizeError to raise in the worker)."""
+        self._begin_opening()
         if not self.ready.wait(self.timeout):
             self.overdue(shut=False)  # not this worker's own connection: it gets the error
         if self.error is not None:
@@ -1110,6 +1124,8 @@ class KeyProcess:
 
         if os.getpid() != self._owner or self.pid is None:
             return
+        if not self._asked:
+            grace = 0.0  # never asked to open the key: it holds no session, nothing to close (rev3 L2)
         # shut before it is closed: it reads EOF and ends; a thread still waiting for a hung
         # signature's answer gets EOF (never a read on a descriptor number reused meanwhile)
         with contextlib.suppress(OSError), socket.socket(fileno=os.dup(self._conn.fileno())) as sock:
@@ -1221,10 +1237,11 @@ def _quiet_and_masked() -> None:  # pragma: no cover - the key process
     """Forked from the launcher, the key process starts before the CLI scrubbed the environment and
     set up its logging: no secret stays in its environment, and its log lines (warnings: the
     CLI's default level) go through the one masking filter, as the CLI's do."""
-    from .secrets import mask_logging, scrub_environment
+    from .secrets import drop_secret_environ, mask_logging, scrub_environment
 
     scrub_pin_from_environment()
     scrub_environment()
+    drop_secret_environ()  # PGPASSWORD, AWS_* too: this process needs none of them (review rev3 sign16b L3)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="digitize: %(levelname)s: %(message)s", stream=sys.stderr)
     mask_logging()
@@ -1248,7 +1265,7 @@ def early_key_process(argv: list[str]) -> None:
     """For ``digitize [global options] batch ...`` that will sign here with a PIN it needs not ask
     for (environment, PIN file, credential): fork the batch's key process now (start_key_process),
     before the CLI and the conversion code are imported (~0.5 s of CPU on one core, the other
-    idle), so that the opening's imports run meanwhile (the key itself opens once the batch has files). Anything else (another command, help,
+    idle), so that the opening's imports run meanwhile (the key itself opens at the first signature a file asks for). Anything else (another command, help,
     a dry run, queue mode, a PIN to prompt for, settings the CLI will refuse) does nothing here:
     the CLI goes on as before, and batch_cmd forks the key process itself once it has the PIN.
     The CLI's own settings find this process by the key's identity (_key); a key process nothing
@@ -1277,9 +1294,13 @@ def early_key_process(argv: list[str]) -> None:
 
 
 def _close_key_processes() -> None:
+    """At exit: the key processes no batch took (none was asked to open its key: killed at once)."""
     while _key_processes:
         _, keys = _key_processes.popitem()
-        keys.close(grace=1.0)
+        try:
+            keys.close(grace=1.0)
+        except KeyboardInterrupt:  # Ctrl-C at exit: no traceback; the child dies with us (PDEATHSIG)
+            continue
 
 
 atexit.register(_close_key_processes)

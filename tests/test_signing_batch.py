@@ -4,6 +4,7 @@ nothing stored. Real parts: a PKCS#12 and a SoftHSM2 token from the test CA, ver
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -296,6 +297,28 @@ def test_a_batch_that_signs_nothing_never_tries_the_pin(tmp_path, pki, scan, kin
     assert stored_pdfs(tmp_path / "data") == []
 
 
+def test_a_batch_whose_files_need_no_signature_never_tries_the_pin(tmp_path, pki, scan):
+    """Review rev3 sign16b H1: the key opened as soon as the batch had files, so a folder whose files were
+    all stored already (a timer's run over a done inbox) or all broken tried a stale PIN on every run and said
+    nothing (exit 0). The key opens at the first signature asked: no login at all for those."""
+    env = key_env("pkcs12", tmp_path, pki, None)
+    probe = tmp_path / "logins"
+    env.update(DIGITIZE_DATA_DIR=str(tmp_path / "data"), DIGITIZE_CONVERT_LANGUAGE="eng", LOGIN_PROBE=str(probe))
+    scans(tmp_path / "src", scan, 1)
+    first = subprocess.run([sys.executable, "-c", LOGINS_COUNTED, "batch", str(tmp_path / "src"), "--jobs", "1"],
+                           capture_output=True, text=True, env=env, timeout=300)
+    assert first.returncode == 0 and len(stored_pdfs(tmp_path / "data")) == 1, first.stderr
+    probe.unlink()
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "bad.pdf").write_bytes(b"%PDF-1.7 not a pdf")
+    env["DIGITIZE_SIGN_PIN"] = "000000"
+    for what, src, code in (("all stored already", tmp_path / "src", 0), ("only a broken file", tmp_path / "broken", 2)):
+        done = subprocess.run([sys.executable, "-c", LOGINS_COUNTED, "batch", str(src), "--jobs", "1"],
+                              capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == code and "Traceback" not in done.stderr, (what, done.returncode, done.stderr)
+        assert not probe.exists(), (what, probe.read_text())
+
+
 def test_the_key_process_pipe_carries_no_pickle(tmp_path, pki, pdfa, monkeypatch):
     """The key process and the batch's signer speak the workers' JSON frames, never pickle: with
     Connection.send/recv (pickle) made to fail in both processes, a file is still signed (review2
@@ -386,6 +409,12 @@ def test_the_key_process_keeps_only_the_sign_settings(tmp_path, pki, monkeypatch
 
     monkeypatch.setattr(signing, "_key_process_main", probe)
     keys = signing.KeyProcess(settings)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # a key process never asked is killed at close: let the probe finish
+        with contextlib.suppress(OSError, ValueError):
+            json.loads(seen.read_text())
+            break
+        time.sleep(0.05)
     keys.close()
     seen = json.loads(seen.read_text())
     text = json.dumps(seen)
