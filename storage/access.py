@@ -1,7 +1,7 @@
 """Who may see and do what: principals, roles, agency scopes, and the one gate every request goes through.
 
-The portal, the API and (for accounts) the CLI reach the archive only through :class:`Gate`, so there is
-exactly one place where scope is decided:
+The portal, the API and the CLI reach the archive only through :class:`Gate`, so there is exactly one place
+where scope is decided and every read is recorded (the CLI as :func:`cli_principal`, the local operator):
 
 * a role grants *kinds* of action (read, upload, write case records, link, audit, admin); lacking one is
   :class:`PermissionDenied` (HTTP 403), decided before anything is looked up, so it reveals nothing;
@@ -20,6 +20,7 @@ slow hash buys nothing against that much entropy and would cost every API call).
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import secrets
 import threading
@@ -91,7 +92,7 @@ class Principal:
     name: str
     role: str
     agencies: tuple[str, ...] = ()
-    kind: str = "user"  # "user" or "token"
+    kind: str = "user"  # "user", "token", "cli" (the local operator: cli_principal) or "inbox"
     expires: float | None = field(default=None, compare=False)  # a token's expiry (epoch seconds); None: never
 
     @property
@@ -111,6 +112,22 @@ class Principal:
             return True
         agency = agency_of(case_id) if case_id else None
         return agency is not None and agency in self.agencies
+
+
+def cli_principal() -> Principal:
+    """The local operator running a CLI command: ``cli:<login name of the effective uid>`` (from the password
+    database, never from an environment variable a caller sets), with every agency's rights. The CLI
+    opens the index and the store with the service's own files and credentials, so whoever can run it
+    against the archive can read all of it anyway; the gate does not bar them but records each read under
+    their name, as the portal's are (SECURITY.md, "The CLI")."""
+    import pwd
+
+    uid = os.geteuid()
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        name = f"uid{uid}"
+    return Principal(name, "admin", (), kind="cli")
 
 
 @dataclass(frozen=True)
@@ -742,6 +759,7 @@ class Gate:
     archive: "Archive"
     principal: Principal
     client: str = ""
+    via: str = "portal"  # the way in, named in each event's tool: "portal" (pages and API) or "cli"
     tool: str = field(default="", init=False)
     # where events go: None = written at once; the portal sets its process's batching writer (web/events.py)
     sink: "EventSink | None" = field(default=None, init=False)
@@ -749,7 +767,7 @@ class Gate:
     def __post_init__(self) -> None:
         from .archive import TOOL
 
-        self.tool = f"{TOOL} portal"
+        self.tool = f"{TOOL} {self.via}"
 
     @property
     def index(self):
@@ -873,12 +891,29 @@ class Gate:
         access all the same, recorded like a download with ``why`` in its detail."""
         self.record("retrieved", f"downloaded {kind} of document {doc.sequence} ({why})", doc=doc, outcome=outcome)
 
-    def dossier(self, case_id: str, out_dir: Path, original: bool = False) -> "retrieval.Retrieval":
+    def dossier(self, case_id: str, out_dir: Path, original: bool = False, export: bool = False) -> "retrieval.Retrieval":
+        """Every document of the case into ``out_dir``, SHA-256 checked; one event per document and one for
+        the dossier. ``export``: the folder is what the reader keeps (``digitize get -o``), not the work folder
+        of a ZIP."""
         value = self.scoped_case_id(case_id)
         got = self.archive.retrieve(value, out_dir, original, actor=self.principal.actor, client=self.client or None,
                                     add_events=self._add_events)  # with the request's: withdrawn with a 503
-        self.record("retrieved", f"downloaded the dossier ({len(got.files)} documents) as a ZIP", case_id=value)
+        where = f"to {got.out_dir}" if export else "as a ZIP"
+        self.record("retrieved", f"downloaded the dossier ({len(got.files)} documents) {where}", case_id=value)
         return got
+
+    def presigned_urls(self, case_id: str, expires: timedelta, original: bool = False) -> list[tuple[DocumentRow, str]]:
+        """Links straight to the bucket: issuing them is recorded, each use of one is not (SECURITY.md)."""
+        value = self.scoped_case_id(case_id)
+        return self.archive.presigned_url(value, expires, original, actor=self.principal.actor, tool=self.tool)
+
+    def verify(self, case_id: str | None, trust: str = ""):
+        """The fixity audit (storage/fixity.py) of one case in scope, or of everything (all agencies only)."""
+        self.require(Perm.audit)
+        value = self.scoped_case_id(case_id, Perm.audit) if case_id else None
+        if value is None and not self.principal.all_agencies:
+            raise PermissionDenied(f"a {self.principal.role} of some agencies may not audit the whole archive")
+        return self.archive.verify(value, actor=self.principal.actor, trust=trust)
 
     def events(self, case_id: str) -> list[Event]:
         """The case's log: actor, action and time for every reader of the case; the actors' client addresses

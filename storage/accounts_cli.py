@@ -6,7 +6,6 @@ printed once and stored only as a hash.
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Callable
 
@@ -20,18 +19,8 @@ from .cli import _archive
 _ROLE = click.Choice(access.ROLES)
 
 
-def _actor() -> str:
-    """Who ran the command, for account events: cli:<the OS user>."""
-    import pwd
-
-    try:
-        return "cli:" + pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:
-        return f"cli:uid{os.geteuid()}"
-
-
 def _audited(index, action: str, target: str, change: Callable[[], object], detail: Callable | None = None):
-    return access.audited(index, _actor(), None, action, target, change, detail)
+    return access.audited(index, access.cli_principal().actor, None, action, target, change, detail)
 
 
 def _scope(agencies: list[str], role: str) -> str:

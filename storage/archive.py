@@ -328,9 +328,9 @@ class Archive:
                                   add_events)
 
     def presigned_url(self, case_id: str, expires: timedelta = timedelta(hours=1), original: bool = False,
-                      actor: str = "digitize") -> list[tuple[DocumentRow, str]]:
+                      actor: str = "digitize", tool: str = TOOL) -> list[tuple[DocumentRow, str]]:
         case = self.case(case_id)
-        return retrieval.presigned_urls(self.objects, self.index, case, expires, original, actor, TOOL)
+        return retrieval.presigned_urls(self.objects, self.index, case, expires, original, actor, tool)
 
     def signatures(self, doc_ids: list[int]) -> dict[int, list[SignatureRow]]:
         return self.index.signatures(doc_ids)
@@ -344,8 +344,9 @@ class Archive:
                              self.link_secret)
 
     # -- access (portal and API) ---------------------------------------------------------------
-    def gate(self, principal, client: str = ""):
-        """This archive as ``principal`` may see it: the one place agency scope and roles are enforced."""
+    def gate(self, principal, client: str = "", via: str = "portal"):
+        """This archive as ``principal`` may see it: the one place agency scope and roles are enforced.
+        ``via``: the way in ("portal", "cli"), named in the events' tool."""
         from .access import Gate
 
-        return Gate(self, principal, client)
+        return Gate(self, principal, client, via)

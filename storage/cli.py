@@ -2,6 +2,9 @@
 
 Each command opens the archive from the settings object (``ctx.obj``), prints plain lines and raises
 :mod:`digitize.errors` classes for failures, which the main CLI turns into one line and an exit code.
+Every read goes through the one gate (storage/access.py) as the local operator (``cli:<login>``), so it is
+recorded as the portal's are: the CLI has every agency's reach (whoever can run it against the archive
+holds its files or credentials anyway), but no read of it is anonymous (review rev17cli M1).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import click
 from digitize.errors import InputError, VerificationError
 from digitize.terminal import printable
 
+from .access import Gate, cli_principal
 from .archive import Archive
 from .models import DocumentRow, SearchHit, SignatureRow
 
@@ -32,6 +36,13 @@ def _archive(settings) -> Iterator[Archive]:
         yield archive
     finally:
         archive.close()
+
+
+@contextlib.contextmanager
+def _gate(settings) -> Iterator[Gate]:
+    """The archive as the local operator reaches it: through the gate, every read recorded as ``cli:<login>``."""
+    with _archive(settings) as archive:
+        yield archive.gate(cli_principal(), via="cli")
 
 
 def _document_line(doc: DocumentRow) -> str:
@@ -77,8 +88,8 @@ def cases_import(settings, path: Path) -> None:
 @click.pass_obj
 def cases_unmatched(settings) -> None:
     """Documents stored without a known case; attach them with `digitize cases link`."""
-    with _archive(settings) as archive:
-        docs = archive.unmatched()
+    with _gate(settings) as gate:
+        docs = gate.unmatched()
     for doc in docs:
         claimed = f"  (names unknown case {doc.case_id})" if doc.case_id else ""
         echo(f"doc {doc.doc_id:<6} {doc.stored_at or ''}  {doc.source_name} {doc.source_pages}".rstrip()
@@ -92,8 +103,8 @@ def cases_unmatched(settings) -> None:
 @click.pass_obj
 def cases_link(settings, doc_id: int, case_id: str) -> None:
     """Attach document DOC to CASE_ID (it goes to the end of that dossier)."""
-    with _archive(settings) as archive:
-        doc = archive.link(doc_id, case_id)
+    with _gate(settings) as gate:
+        doc = gate.link(doc_id, case_id)
     echo(f"doc {doc.doc_id} is now #{doc.sequence} of {doc.case_id}")
 
 
@@ -103,8 +114,8 @@ def cases_link(settings, doc_id: int, case_id: str) -> None:
 @click.pass_obj
 def search_cmd(settings, query: tuple[str, ...], limit: int) -> None:
     """Full-text search of OCR text and metadata; accents optional (`quyen su dung dat` finds `quyền sử dụng đất`)."""
-    with _archive(settings) as archive:
-        hits = archive.search(" ".join(query), limit)
+    with _gate(settings) as gate:
+        hits = gate.search(" ".join(query), limit=limit).hits
     for hit in hits:
         head, snippet = _hit_lines(hit)
         echo(head)
@@ -117,10 +128,9 @@ def search_cmd(settings, query: tuple[str, ...], limit: int) -> None:
 @click.pass_obj
 def show_cmd(settings, case_id: str) -> None:
     """List a case's e-dossier: case record, then documents in dossier order."""
-    with _archive(settings) as archive:
-        case = archive.case(case_id)
-        docs = archive.documents(case.case_id)
-        signed = archive.signatures([int(d.doc_id) for d in docs])
+    with _gate(settings) as gate:
+        case, docs = gate.case(case_id)
+        signed = gate.signatures(case.case_id, docs)
     echo(f"case {case.case_id}")
     for label, value in [("procedure", " ".join(filter(None, [case.procedure_code, case.procedure_name]))),
                          ("agency", case.agency), ("applicant", case.applicant), ("received", case.received_date),
@@ -150,12 +160,12 @@ def get_cmd(settings, case_id: str, out_dir: Path | None, original: bool, as_url
     """Write every document of CASE_ID in dossier order, each SHA-256 checked, plus manifest.json."""
     if not as_url and out_dir is None:
         raise click.UsageError("give -o DIR (or --url for presigned links)")
-    with _archive(settings) as archive:
+    with _gate(settings) as gate:
         if as_url:
-            for doc, url in archive.presigned_url(case_id, timedelta(minutes=expires), original):
+            for doc, url in gate.presigned_urls(case_id, timedelta(minutes=expires), original):
                 echo(f"{doc.sequence:>4}  {url}")
             return
-        got = archive.retrieve(case_id, out_dir, original)
+        got = gate.dossier(case_id, out_dir.absolute(), original, export=True)
     for file in got.files:
         echo(f"{file.sequence:>4}  {file.sha256[:12]}  {file.path}")
     echo(f"{len(got.files)} files verified; manifest {got.manifest}")
@@ -176,8 +186,8 @@ def verify_cmd(settings, files: tuple[Path, ...], case_id: str | None, check_all
             raise click.UsageError("give FILEs, or --case/--all, not both")
         _verify_files(files, settings.sign.trust)
         return
-    with _archive(settings) as archive:
-        report = archive.verify(case_id, trust=settings.sign.trust)
+    with _gate(settings) as gate:
+        report = gate.verify(case_id, trust=settings.sign.trust)
     for repair in report.repaired:
         echo(f"repaired ({repair.kind}): doc {repair.doc_id}: {repair.detail}")
     for problem in report.problems:
@@ -212,8 +222,8 @@ def reindex_cmd(settings, unverified_links: bool) -> None:
     from .rebuild import rebuild_index
 
     with _archive(settings) as archive:
-        report = rebuild_index(archive.objects, archive.index, "digitize", f"{TOOL} reindex", archive.link_secret,
-                               unverified_links)
+        report = rebuild_index(archive.objects, archive.index, cli_principal().actor, f"{TOOL} reindex",
+                               archive.link_secret, unverified_links)
         if archive.link_secret is None and report.links:
             echo("warning: store.link_secret is not set: link records were restored unverified (a bucket writer "
                  "could have forged one)", err=True)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import urllib.request
 
 import pytest
@@ -62,6 +64,30 @@ def test_get_writes_verified_files_and_manifest(run, stored_case, tmp_path):
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert [(tmp_path / "out" / d["file"]).read_bytes() for d in manifest["documents"]] == [
         d.pdfa.read_bytes() for d in stored_case]
+
+
+def _events(settings, case_id=CASE):
+    with Archive.open(settings) as archive:
+        return archive.index.events(case_id=case_id)
+
+
+def test_cli_reads_go_through_the_gate_and_are_recorded_with_the_os_user(run, stored_case, settings, tmp_path):
+    """review rev17cli M1: show left no event; get, link and verify were recorded as "digitize", the pipelines'
+    own name, so a case's log could not tell an operator's export from the service's work."""
+    me = "cli:" + pwd.getpwuid(os.geteuid()).pw_name
+    before = len(_events(settings))
+    assert run("show", CASE)[0] == 0
+    shown = _events(settings)[before:]
+    assert [(e.event_type, e.actor, e.detail) for e in shown] == [
+        ("retrieved", me, "viewed the case record and its document list")]
+    assert shown[0].tool.endswith(" cli")
+    assert run("get", CASE, "-o", "out")[0] == 0
+    got = _events(settings)[before + 1:]
+    assert [e.actor for e in got] == [me] * 3 and all(e.event_type == "retrieved" for e in got)
+    assert got[-1].detail == f"downloaded the dossier (2 documents) to {tmp_path / 'out'}"
+    assert run("verify", "--case", CASE)[0] == 0
+    checked = [e for e in _events(settings) if e.event_type == "fixity-checked"]
+    assert [e.actor for e in checked] == [me] * 2
 
 
 def test_get_url_gives_presigned_links_on_s3_and_a_clear_error_on_folders(run, stored_case, settings):
