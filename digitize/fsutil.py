@@ -56,10 +56,8 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    # a short temp name (TARGET's own may be near NAME_MAX) of the one shape sweep_parts knows: PART_NAMES
-    stem = fit_name(target.name, 40 + len(suffix.encode()))
     while True:
-        tmp_path = target.parent / f".{stem}.{secrets.token_hex(6)}{suffix}.part"
+        tmp_path = target.parent / _part_name(target.name, suffix)
         try:
             os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE))
             break
@@ -77,13 +75,62 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         raise
 
 
-def atomic_write_bytes(target: str | os.PathLike, data: bytes) -> None:
-    with atomic_path(target) as tmp:
-        tmp.write_bytes(data)
+def _part_name(name: str, suffix: str = "") -> str:
+    """A temp name beside ``name``: short (``name`` may be near NAME_MAX), of the one shape sweep_parts knows
+    (PART_NAMES)."""
+    return f".{fit_name(name, 40 + len(suffix.encode()))}.{secrets.token_hex(6)}{suffix}.part"
 
 
-def atomic_write_text(target: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(target, text.encode("utf-8"))
+@contextlib.contextmanager
+def atomic_open(target: str | os.PathLike, mode: int | None = None) -> Iterator[BinaryIO]:
+    """Yield a new temp file beside ``target``, open for writing; on success fsync it and rename it over
+    ``target``, else remove it (``target`` untouched).
+
+    Safe in a folder others can write (review rev17cli L1): the folder is opened once and every step is
+    relative to it (a folder swapped meanwhile is not followed); the temp file is created O_EXCL|O_NOFOLLOW
+    and written through its descriptor, never re-opened by name; before the rename its name must still be
+    that file (else FileAccessError: a temp name swapped for a symlink would rename the link into place).
+    ``mode``: the new file's (narrowed by the umask); default what open() gives."""
+    from .errors import FileAccessError
+
+    target = Path(target)
+    dir_fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        while True:
+            name = _part_name(target.name)
+            try:
+                fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                             FILE_MODE if mode is None else mode, dir_fd=dir_fd)
+                break
+            except FileExistsError:
+                continue
+        try:
+            with os.fdopen(fd, "wb") as out:
+                yield out
+                out.flush()
+                os.fsync(out.fileno())
+                mine, there = os.fstat(out.fileno()), os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                if (mine.st_dev, mine.st_ino) != (there.st_dev, there.st_ino):
+                    raise FileAccessError(f"refusing to write {target}: its temp file was replaced meanwhile "
+                                          f"(another account can write {target.parent})")
+            os.replace(name, target.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            fsync_path(dir_fd, strict=False)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=dir_fd)
+            raise
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_write_bytes(target: str | os.PathLike, data: bytes, mode: int | None = None) -> None:
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(target, mode) as out:
+        out.write(data)
+
+
+def atomic_write_text(target: str | os.PathLike, text: str, mode: int | None = None) -> None:
+    atomic_write_bytes(target, text.encode("utf-8"), mode)
 
 
 def fsync_path(path: str | os.PathLike | int, strict: bool = True) -> None:

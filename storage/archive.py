@@ -95,10 +95,12 @@ def _with_sidecar_key(row: DocumentRow, meta: DocumentMeta, report: DocumentRepo
 
 
 class Archive:
-    def __init__(self, objects: ObjectStore, index: Index, link_secret: bytes | None = None):
+    def __init__(self, objects: ObjectStore, index: Index, link_secret: bytes | None = None,
+                 group_readable: bool = False):
         self.objects = objects
         self.index = index
         self.link_secret = link_secret  # signs link records ([store] link_secret; storage/sidecar.py)
+        self.group_readable = group_readable  # [store] group_readable: also for the copies `get` writes
 
     @classmethod
     def open(cls, settings: Settings, wait_timeout: float | None = None) -> "Archive":
@@ -110,6 +112,7 @@ class Archive:
                 objects,
                 open_index(settings.index_dsn, settings.store.group_readable, wait_timeout),
                 secret,
+                settings.store.group_readable,
             )
         except BaseException:
             objects.close()
@@ -325,7 +328,7 @@ class Archive:
                  actor: str = "digitize", client: str | None = None, add_events=None) -> retrieval.Retrieval:
         case = self.case(case_id)
         return retrieval.retrieve(self.objects, self.index, case, Path(out_dir), original, actor, TOOL, client,
-                                  add_events)
+                                  add_events, self.group_readable)
 
     def presigned_url(self, case_id: str, expires: timedelta = timedelta(hours=1), original: bool = False,
                       actor: str = "digitize", tool: str = TOOL) -> list[tuple[DocumentRow, str]]:

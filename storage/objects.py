@@ -30,8 +30,8 @@ from typing import BinaryIO, Iterator
 from urllib.parse import urlsplit
 
 from digitize.config import Settings
-from digitize.errors import BadArgsError, ConfigError, StorageError
-from digitize.fsutil import CHUNK, atomic_path, fsync_path
+from digitize.errors import BadArgsError, ConfigError, StorageError, VerificationError
+from digitize.fsutil import CHUNK, atomic_open, fsync_path
 from digitize.secrets import mask
 
 from .keys import check_key, check_sha256
@@ -65,6 +65,14 @@ def parse_store_url(url: str) -> StoreLocation:
         endpoint = parts.hostname + (f":{parts.port}" if parts.port else "")
         return StoreLocation("s3", endpoint=endpoint, bucket=bucket, secure=parts.scheme == "s3s")
     raise ConfigError(f"store URL {url!r}: scheme must be file://, s3:// or s3s://")
+
+
+class Mismatch(VerificationError):
+    """An object read back with another SHA-256 than the index's."""
+
+    def __init__(self, key: str, actual: str, expected: str):
+        super().__init__(f"{key}: SHA-256 {actual} does not match the index ({expected}); not written")
+        self.actual = actual
 
 
 def _source_stream(source: Source) -> tuple[BinaryIO, int]:
@@ -104,13 +112,18 @@ class ObjectStore(ABC):
     def is_intact(self, key: str, sha256: str) -> bool:
         return self.exists(key) and self.sha256(key) == sha256
 
-    def download(self, key: str, target: Path) -> str:
-        """Write the object to ``target`` (atomically) and return the SHA-256 of what was written."""
+    def download(self, key: str, target: Path, expected: str | None = None, mode: int | None = None) -> str:
+        """Write the object to ``target`` (atomically, through fsutil.atomic_open: never through a name another
+        account swapped) and return the SHA-256 of what was written. ``expected``: the SHA-256 it must have,
+        checked *before* the rename, so a corrupt object never lands under the name nor replaces an earlier
+        good copy (Mismatch; review rev17cli L2). ``mode``: the new file's."""
         h = hashlib.sha256()
-        with atomic_path(target) as tmp, open(tmp, "wb") as out:
+        with atomic_open(target, mode) as out:
             for block in self.read_chunks(key):
                 h.update(block)
                 out.write(block)
+            if expected is not None and h.hexdigest() != expected:
+                raise Mismatch(key, h.hexdigest(), expected)
         return h.hexdigest()
 
     @abstractmethod

@@ -14,14 +14,15 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Callable
 
-from digitize.errors import FileAccessError, NotFoundError, VerificationError
+from digitize.errors import DigitizeError, FileAccessError, NotFoundError
 from digitize.fsutil import atomic_write_text
 from digitize.text import search_key
 
 from .index import Index, now_iso
 from .keys import original_extension
 from .models import CaseRecord, DocumentRow, Event
-from .objects import ObjectStore
+from .modes import file_mode, private_folder
+from .objects import Mismatch, ObjectStore
 
 SLUG_CHARS = 40
 MANIFEST = "manifest.json"
@@ -69,40 +70,58 @@ def _dossier(index: Index, case: CaseRecord) -> list[DocumentRow]:
 
 def retrieve(objects: ObjectStore, index: Index, case: CaseRecord, out_dir: Path, original: bool,
              actor: str, tool: str, client: str | None = None,
-             add_events: Callable[[list[Event]], None] | None = None) -> Retrieval:
+             add_events: Callable[[list[Event]], None] | None = None, group_readable: bool = False) -> Retrieval:
     """``add_events``: where the per-document events go (default: the index at once; the portal's gate
-    queues them with its request's, so a ZIP answered 503 withdraws them too)."""
+    queues them with its request's, so a ZIP answered 503 withdraws them too).
+
+    The copies are as private as the archive (review rev17cli M2): ``out_dir`` is created 0700 (0750 with
+    ``group_readable``; an existing one open to others is warned about), the files 0600 (0640), whatever
+    the umask of the shell. Each file is SHA-256 checked before it takes its name (an earlier good copy
+    stays if the object is corrupt), and a stale manifest.json goes first, so the folder never holds a
+    manifest naming files of another run."""
     docs = _dossier(index, case)
+    manifest = out_dir / MANIFEST
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        private_folder(out_dir, group_readable)
+        with contextlib.suppress(FileNotFoundError):
+            manifest.unlink()
     except OSError as e:
-        raise FileAccessError(f"cannot create {out_dir}: {e.strerror}") from None
+        raise FileAccessError(f"cannot write {e.filename or out_dir}: {e.strerror}") from None
+    mode = file_mode(group_readable)
     files: list[RetrievedFile] = []
     events: list[Event] = []
     try:
         for doc in docs:
             key, expected = _wanted(doc, original)
             target = out_dir / output_name(doc, original)
-            actual = objects.download(key, target)
-            ok = actual == expected
-            events.append(Event("retrieved", "success" if ok else "failure", actor, tool, doc_id=doc.doc_id,
+            actual, failure = None, None
+            try:
+                actual = objects.download(key, target, expected, mode)
+            except Mismatch as e:
+                actual, failure = e.actual, e
+            except DigitizeError as e:
+                failure = e
+            except OSError as e:
+                failure = FileAccessError(f"cannot write {target}: {e.strerror}")
+            events.append(Event("retrieved", "failure" if failure else "success", actor, tool, doc_id=doc.doc_id,
                                 case_id=doc.case_id, checksum=actual, client=client,
-                                detail=f"{'original' if original else 'pdfa'} of document {doc.sequence} -> {target}"))
-            if not ok:
-                with contextlib.suppress(FileNotFoundError):
-                    target.unlink()
-                raise VerificationError(f"{key}: SHA-256 {actual} does not match the index ({expected}); not written")
+                                detail=f"{'original' if original else 'pdfa'} of document {doc.sequence} -> {target}"
+                                       + (f" (not written: {failure})" if failure else "")))
+            if failure:
+                raise failure
             files.append(RetrievedFile(int(doc.doc_id), doc.sequence, doc.title, target, actual, key))
     finally:
         (add_events or index.add_events)(events)
-    manifest = out_dir / MANIFEST
-    atomic_write_text(manifest, json.dumps({
-        "case": asdict(case),
-        "kind": "original" if original else "pdfa",
-        "retrieved_at": now_iso(),
-        "documents": [{"sequence": f.sequence, "doc_id": f.doc_id, "title": f.title, "file": f.path.name,
-                       "sha256": f.sha256} for f in files],  # no object key: it names the home case
-    }, ensure_ascii=False, indent=2))
+    try:
+        atomic_write_text(manifest, json.dumps({
+            "case": asdict(case),
+            "kind": "original" if original else "pdfa",
+            "retrieved_at": now_iso(),
+            "documents": [{"sequence": f.sequence, "doc_id": f.doc_id, "title": f.title, "file": f.path.name,
+                           "sha256": f.sha256} for f in files],  # no object key: it names the home case
+        }, ensure_ascii=False, indent=2), mode)
+    except OSError as e:
+        raise FileAccessError(f"cannot write {manifest}: {e.strerror}") from None
     return Retrieval(case.case_id, out_dir, files, manifest)
 
 

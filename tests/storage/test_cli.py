@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pwd
+import stat
 import urllib.request
 
 import pytest
@@ -88,6 +90,70 @@ def test_cli_reads_go_through_the_gate_and_are_recorded_with_the_os_user(run, st
     assert run("verify", "--case", CASE)[0] == 0
     checked = [e for e in _events(settings) if e.event_type == "fixity-checked"]
     assert [e.actor for e in checked] == [me] * 2
+
+
+def test_get_writes_a_private_folder_and_private_files(run, stored_case, tmp_path):
+    """review rev17cli M2: under the shell's umask 022 the dossier came out 0755 / 0644, readable by every
+    local user, though the archive it comes from is private."""
+    old = os.umask(0o022)
+    try:
+        assert run("get", CASE, "-o", str(tmp_path / "out"))[0] == 0
+    finally:
+        os.umask(old)
+    written = [tmp_path / "out", *(tmp_path / "out").iterdir()]
+    assert len(written) == 4
+    for path in written:
+        assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path
+
+
+def test_get_never_writes_through_a_temp_name_swapped_for_a_symlink(run, stored_case, tmp_path, monkeypatch):
+    """review rev17cli L1: the temp file was closed and re-opened by name, so another account that can write
+    the output folder could swap it for a symlink and have the dossier written into a file of its choice."""
+    import digitize.fsutil as fsutil
+
+    victim = tmp_path / "victim-bashrc"
+    victim.write_text("export PATH=...\n")
+    real_open = os.open
+
+    def racing_open(path, flags, mode=0o777, *, dir_fd=None):
+        fd = real_open(path, flags, mode, dir_fd=dir_fd)
+        if str(path).endswith(".part"):  # what another account does between creating and writing
+            os.unlink(path, dir_fd=dir_fd)
+            os.symlink(victim, path, dir_fd=dir_fd)
+        return fd
+
+    monkeypatch.setattr(fsutil.os, "open", racing_open)
+    code, out, err = run("get", CASE, "-o", "out")
+    monkeypatch.undo()
+    assert victim.read_text() == "export PATH=...\n"
+    assert code == ExitCode.file_access and "temp file was replaced" in err
+    assert not any(p.is_symlink() for p in (tmp_path / "out").iterdir())
+
+
+def test_get_checks_the_hash_before_the_name_so_a_corrupt_object_keeps_the_good_copy(run, stored_case, settings,
+                                                                                    tmp_path):
+    """review rev17cli L2: the bytes took their name before the check, so a corrupt object deleted the good
+    copy an earlier get left, and the earlier manifest.json stayed, naming a file no longer there."""
+    out = tmp_path / "out"
+    assert run("get", CASE, "-o", str(out))[0] == 0
+    first = sorted(p.name for p in out.iterdir() if p.name != "manifest.json")[0]
+    good = (out / first).read_bytes()
+    with Archive.open(settings) as archive:
+        doc = archive.documents(CASE)[0]
+        archive.objects.delete(doc.pdfa_key)
+        archive.objects.put(doc.pdfa_key, b"corrupt", hashlib.sha256(b"corrupt").hexdigest())
+    code, _, err = run("get", CASE, "-o", str(out))
+    assert code == ExitCode.verification and "not written" in err
+    assert (out / first).read_bytes() == good
+    assert not (out / "manifest.json").exists() and not list(out.glob(".*.part"))
+    failed = [e for e in _events(settings) if e.outcome == "failure"]
+    assert len(failed) == 1 and failed[0].checksum == hashlib.sha256(b"corrupt").hexdigest()
+
+
+def test_get_into_a_folder_where_a_file_should_go_is_a_file_error(run, stored_case, tmp_path):
+    (tmp_path / "out" / "0001-so-do.pdf").mkdir(parents=True)
+    code, _, err = run("get", CASE, "-o", "out")
+    assert code == ExitCode.file_access and "0001-so-do.pdf" in err and "internal error" not in err
 
 
 def test_get_url_gives_presigned_links_on_s3_and_a_clear_error_on_folders(run, stored_case, settings):
