@@ -26,11 +26,12 @@ from .sidecar import read_link, sidecar_pages, sidecar_signatures
 log = logging.getLogger("digitize.storage")
 
 STALE_PENDING = timedelta(minutes=10)
+EVENT_BATCH = 500  # fixity-checked events per write
 
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str  # "missing", "corrupt", "orphan", "signature", "link"; for repairs "completed" or "cleared"
+    kind: str  # "missing", "corrupt", "unreadable", "orphan", "signature", "link"; repairs: "completed", "cleared"
     key: str
     doc_id: int | None = None
     detail: str = ""
@@ -50,12 +51,18 @@ class VerifyReport:
 
 
 def check_document(objects: ObjectStore, doc: DocumentRow) -> list[Problem]:
+    """One problem per object missing, corrupt or unreadable (EIO, a denied or broken read): an audit exists
+    to find damaged storage, so one object it cannot read is a finding, not the end of it (review rev17cli M3)."""
     problems = []
     for key, expected in zip(doc.keys(), (doc.original_sha256, doc.pdfa_sha256, doc.meta_sha256)):
-        if not objects.exists(key):
-            problems.append(Problem("missing", key, doc.doc_id, "object not found"))
+        try:
+            if not objects.exists(key):
+                problems.append(Problem("missing", key, doc.doc_id, "object not found"))
+                continue
+            actual = objects.sha256(key)
+        except StorageError as e:
+            problems.append(Problem("unreadable", key, doc.doc_id, str(e)))
             continue
-        actual = objects.sha256(key)
         if actual != expected:
             problems.append(Problem("corrupt", key, doc.doc_id, f"SHA-256 {actual}, index has {expected}"))
     return problems
@@ -86,16 +93,21 @@ def repair_pending(objects: ObjectStore, index: Index, doc: DocumentRow, shared:
     return Problem("cleared", doc.original_key, doc.doc_id, "incomplete store removed; store the source again")
 
 
-def check_signatures(objects: ObjectStore, doc: DocumentRow, recorded: list[SignatureRow], trust: str) -> list[Problem]:
+def check_signatures(objects: ObjectStore, doc: DocumentRow, recorded: list[SignatureRow], trust: str,
+                     found_already: list[Problem] = ()) -> list[Problem]:
     """The PDF/A's recorded signatures must still be there and check out (integrity, whole file, chain
-    to ``trust``, certificate valid at signing time, revocation when embedded)."""
+    to ``trust``, certificate valid at signing time, revocation when embedded). ``found_already``: the
+    document's object problems (check_document); a PDF/A missing or unreadable there is not read again."""
     from digitize.sigcheck import check_file
 
-    if not recorded or not objects.exists(doc.pdfa_key):
-        return []  # unsigned (stored before signing was configured), or already reported missing
+    if not recorded or any(p.key == doc.pdfa_key for p in found_already):
+        return []  # unsigned (stored before signing was configured), or already reported missing/unreadable
     with work_dir("verify") as tmp:
         path = tmp / "pdfa.pdf"
-        objects.download(doc.pdfa_key, path)
+        try:
+            objects.download(doc.pdfa_key, path)
+        except StorageError as e:
+            return [Problem("unreadable", doc.pdfa_key, doc.doc_id, str(e))]
         result = check_file(path, trust)
     if result.error:
         return [Problem("signature", doc.pdfa_key, doc.doc_id, result.error)]
@@ -134,18 +146,44 @@ def verify(objects: ObjectStore, index: Index, case_id: str | None, actor: str, 
                 report.repaired.append(repair_pending(objects, index, current, shared, actor, tool, held.check))
         except ClaimBusy:
             log.info("document %s is being stored by a live writer; left to it", doc.doc_id)
-    events = []
+    events: list[Event] = []
+    try:
+        _check_documents(objects, index, case_id, actor, tool, trust, report, events)
+    except BaseException:
+        with contextlib.suppress(Exception):  # an audit that dies still records what it checked
+            index.add_events(events)
+        raise
+    index.add_events(events)
+    unreadable = [p for p in report.problems if p.kind == "unreadable"]
+    if unreadable and len(unreadable) == report.objects:
+        raise StorageError(f"none of the {report.objects} objects could be read (the store is unavailable?): "
+                           f"{unreadable[0].detail}")
+    _find_orphans(objects, index, case_id, link_secret, report)
+    return report
+
+
+def _check_documents(objects: ObjectStore, index: Index, case_id: str | None, actor: str, tool: str, trust: str,
+                     report: VerifyReport, events: list[Event]) -> None:
+    """Each document's objects and signatures; its fixity-checked event into ``events``, written every
+    EVENT_BATCH documents (a long audit that then dies has recorded most of what it checked)."""
     docs = index.documents(case_id) if case_id else index.stored_documents()
     signed = index.signatures([int(d.doc_id) for d in docs])
     for doc in docs:
         problems = check_document(objects, doc)
-        problems += check_signatures(objects, doc, signed.get(int(doc.doc_id), []), trust)
+        problems += check_signatures(objects, doc, signed.get(int(doc.doc_id), []), trust, problems)
         report.documents += 1
         report.objects += len(doc.keys())
         report.problems += problems
         events.append(Event("fixity-checked", "failure" if problems else "success", actor, tool, doc_id=doc.doc_id,
                             case_id=doc.case_id, checksum=doc.pdfa_sha256,
                             detail="; ".join(f"{p.kind} {p.key}" for p in problems) or "3 objects match"))
+        if len(events) >= EVENT_BATCH:
+            index.add_events(events)
+            events.clear()
+
+
+def _find_orphans(objects: ObjectStore, index: Index, case_id: str | None, link_secret: bytes | None,
+                  report: VerifyReport) -> None:
     known = index.all_object_keys()
     metas: dict[str, str] | None = None
     for key in objects.list_keys(case_prefix(case_id) if case_id else ""):
@@ -164,5 +202,3 @@ def verify(objects: ObjectStore, index: Index, case_id: str | None, actor: str, 
             report.problems.append(Problem("orphan", key, None, "link record naming no indexed document here"))
             continue
         report.problems.append(Problem("orphan", key, None, "object not referenced by the index"))
-    index.add_events(events)
-    return report

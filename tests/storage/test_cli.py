@@ -176,6 +176,35 @@ def test_verify_exits_zero_when_intact_and_11_when_an_object_is_missing(run, sto
     assert out.startswith("missing: ") and err == "digitize: fixity check found 1 problems in " + CASE + "\n"
 
 
+def test_verify_reports_an_unreadable_object_and_checks_the_rest(run, settings, make_document, monkeypatch):
+    """review rev17cli M3: the first object it could not read (EIO, a 403, a reset) ended the audit: the
+    rest unchecked, no fixity-checked event at all, and exit 10 ("store unavailable") instead of 11."""
+    from digitize.errors import StorageError
+
+    with Archive.open(settings) as archive:
+        rows = [archive.store(d.original, d.pdfa, d.report, d.meta)
+                for d in (make_document(title="A"), make_document(title="B"), make_document(title="C"))]
+        store = type(archive.objects)  # the backend's class
+    bad = rows[0].pdfa_key
+    real = store.read_chunks
+
+    def failing(self, key):
+        if key == bad:
+            raise StorageError(f"cannot read object {key}: Input/output error")
+        yield from real(self, key)
+
+    monkeypatch.setattr(store, "read_chunks", failing)
+    code, out, _ = run("verify", "--all")
+    assert code == ExitCode.verification
+    assert f"unreadable: {bad} (doc {rows[0].doc_id}): cannot read object" in out
+    assert "checked 3 documents, 9 objects in all: 1 problems" in out
+    checked = [e for e in _events(settings) if e.event_type == "fixity-checked"]
+    assert sorted(e.outcome for e in checked) == ["failure", "success", "success"]
+    monkeypatch.setattr(store, "read_chunks", lambda self, key: failing(self, bad))  # nothing can be read
+    code, _, err = run("verify", "--all")
+    assert code == ExitCode.storage and "none of the 9 objects could be read" in err
+
+
 def test_cases_import_link_and_unmatched(run, make_document, settings, tmp_path):
     with Archive.open(settings) as archive:
         doc = make_document(case_id=None, title="Tờ khai")
