@@ -31,6 +31,7 @@ from digitize.identifiers import find_case_ids, normalize_case_id, parse_file_co
 from digitize.terminal import plain
 from digitize.text import search_key
 from storage.cases_import import ARCHIVE_FIELDS as CASE_ARCHIVE_FIELDS
+from storage.keys import SEQUENCE_MAX
 
 # Field names of storage.archive.DocumentMeta that a clue may carry (``archive`` is handled apart).
 META_FIELDS = ("case_id", "sequence", "title", "doc_type", "procedure_code", "procedure_name", "agency",
@@ -79,7 +80,6 @@ class Resolution:
 
 # --- clues from mappings (sidecar JSON, manifest rows) -------------------------------------------
 
-SEQUENCE_MAX = 99_999  # a document's number in its dossier (review rev16batch L1: was unbounded)
 
 
 def _validated(name: str, value: Any) -> Any:

@@ -21,6 +21,7 @@ from digitize.errors import BadArgsError, ConfigError, NotFoundError, StorageErr
 from digitize.secrets import mask
 
 from .index_accounts import AccountQueries
+from .keys import SEQUENCE_MAX
 from .models import CaseRecord, DocumentRow, Event, PageText, SearchHit, SignatureRow
 from .search import Query, exact_tokens, folded_tokens, highlight, parse_query
 
@@ -309,9 +310,15 @@ class Index(AccountQueries, ABC):
         return {key for row in rows for key in row}
 
     def next_sequence(self, case_id: str | None) -> int:
-        return int(self._scalar("SELECT coalesce(max(sequence), 0) + 1 FROM (SELECT sequence FROM documents WHERE "
-                                "coalesce(case_id, '') = ? UNION ALL SELECT sequence FROM case_links WHERE case_id = ?) s",
-                                (case_id or "", case_id or "")))
+        """The number after the dossier's last; past SEQUENCE_MAX a BadArgsError (the dossier is full) rather
+        than a document whose keys reindex could not rebuild."""
+        number = int(self._scalar("SELECT coalesce(max(sequence), 0) + 1 FROM (SELECT sequence FROM documents WHERE "
+                                  "coalesce(case_id, '') = ? UNION ALL SELECT sequence FROM case_links WHERE case_id = ?) s",
+                                  (case_id or "", case_id or "")))
+        if number > SEQUENCE_MAX:
+            raise BadArgsError(f"dossier {case_id or 'of unmatched documents'} is full: its last document is "
+                               f"#{SEQUENCE_MAX}; give the document a free sequence number")
+        return number
 
     def insert_pending(self, doc: DocumentRow) -> int:
         """Record the intent before any object is written, so an interrupted store can be found and resumed."""

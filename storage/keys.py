@@ -13,6 +13,10 @@ from digitize.errors import BadArgsError
 from digitize.identifiers import normalize_case_id
 
 UNMATCHED = "_unmatched"
+# a document's number in its dossier: one bound for everything that takes one (intake's sidecars and
+# manifests, the index's next number, keys, link records, reindex), so whatever is stored can be rebuilt
+# (review rev17cli M4: intake took up to 99 999, reindex skipped anything above 9 999)
+SEQUENCE_MAX = 99_999
 HASH_CHARS = 16
 _SAFE_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*(/[A-Za-z0-9_][A-Za-z0-9._-]*)*")
 _EXTENSION = re.compile(r"\.([A-Za-z0-9]{1,5})$")
@@ -38,9 +42,15 @@ def original_extension(source_name: str) -> str:
     return m.group(1).lower() if m else "bin"
 
 
+def check_sequence(value: object) -> int:
+    """``value`` if it is a whole number from 1 to SEQUENCE_MAX (a bool is not), else BadArgsError."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= SEQUENCE_MAX:
+        raise BadArgsError(f"sequence {str(value)[:40]!r} must be a whole number from 1 to {SEQUENCE_MAX}")
+    return value
+
+
 def document_prefix(case_id: str | None, sequence: int) -> str:
-    if sequence < 1:
-        raise BadArgsError(f"document sequence must be 1 or more, not {sequence}")
+    check_sequence(sequence)
     folder = normalize_case_id(case_id) if case_id else UNMATCHED
     return check_key(f"{folder}/{sequence:04d}")
 

@@ -3,7 +3,7 @@
 Every document comes back from its JSON sidecar, and every place it has in another dossier from its link
 records (storage/sidecar.py): shared with a second case, or an unmatched document filed into a case. What
 the store holds is read defensively: an object must hash to the digest its key carries, sizes are capped,
-every field is checked (case IDs normalised, sequences 1 to 9999, hashes hex, numbers in range), a sidecar's
+every field is checked (case IDs normalised, sequences 1 to SEQUENCE_MAX, hashes hex, numbers in range), a sidecar's
 object keys must be the ones its own case, sequence and hashes give, and a link must name a document whose
 sidecar was read. Anything else is reported and skipped, never indexed. Case records come from the one-stop
 system again (``cases import``); the access log of the lost index is not in the store and starts afresh.
@@ -30,7 +30,8 @@ from digitize.errors import BadArgsError, ConfigError, DigitizeError, StorageErr
 from digitize.identifiers import normalize_case_id
 
 from .index import Index, now_iso
-from .keys import check_key, check_sha256, document_prefix, is_link_key, object_key, original_extension
+from .keys import (check_key, check_sequence, check_sha256, document_prefix, is_link_key, object_key,
+                   original_extension)
 from .models import DocumentRow, Event, PageText, SignatureRow
 from .objects import ObjectStore
 from .sidecar import SCHEMA, LinkRecord, parse_link
@@ -108,9 +109,7 @@ def document_from_sidecar(key: str, data: bytes) -> tuple[DocumentRow, list[Page
     if not isinstance(raw.get("case_id"), (str, type(None))):
         raise BadArgsError("case_id must be text")
     case_id = normalize_case_id(raw["case_id"]) if raw.get("case_id") else None
-    sequence = raw.get("sequence")
-    if not _whole(sequence, 1, 9999):
-        raise BadArgsError(f"sequence {sequence!r} must be a whole number from 1 to 9999")
+    sequence = check_sequence(raw.get("sequence"))
     original, pdfa = raw.get("original"), raw.get("pdfa")
     if not isinstance(original, dict) or not isinstance(pdfa, dict):
         raise BadArgsError("original and pdfa are missing")

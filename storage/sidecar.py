@@ -133,18 +133,12 @@ def link_key(case_id: str, sequence: int, data: bytes) -> str:
     return object_key(document_prefix(case_id, sequence), "link", sha256_bytes(data), "json")
 
 
-def _sequence(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 9999:
-        raise BadArgsError(f"sequence {value!r} must be a whole number from 1 to 9999")
-    return value
-
-
 def parse_link(data: bytes, key: bytes | None = None) -> LinkRecord:
     """A link record read back from the store: untrusted, every field checked (BadArgsError says which);
     with ``key``, its signature first (unsigned or badly signed: BadArgsError)."""
     from digitize.identifiers import normalize_case_id
 
-    from .keys import check_key, check_sha256
+    from .keys import check_key, check_sequence, check_sha256
 
     if len(data) > LINK_MAX_BYTES:
         raise BadArgsError(f"a link record of {len(data)} bytes is too large")
@@ -165,8 +159,8 @@ def parse_link(data: bytes, key: bytes | None = None) -> LinkRecord:
         if not isinstance(moved, dict) or not isinstance(moved.get("case_id"), (str, type(None))):
             raise BadArgsError("a moved link record needs the place it came from")
         moved_from = (normalize_case_id(moved["case_id"]) if moved["case_id"] else None,
-                      _sequence(moved.get("sequence")))
-    return LinkRecord(raw["kind"], normalize_case_id(raw["case_id"]), _sequence(raw.get("sequence")),
+                      check_sequence(moved.get("sequence")))
+    return LinkRecord(raw["kind"], normalize_case_id(raw["case_id"]), check_sequence(raw.get("sequence")),
                       check_key(str(document.get("meta_key", ""))), check_sha256(str(document.get("meta_sha256", ""))),
                       moved_from, signed)
 

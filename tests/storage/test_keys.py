@@ -43,3 +43,15 @@ def test_sequence_must_be_positive_and_case_prefix_ends_with_slash():
     with pytest.raises(BadArgsError):
         document_prefix("000.00.31.H56-241015-0027", 0)
     assert case_prefix("000.00.31.H56-241015-0027") == "000.00.31.H56-241015-0027/"
+
+
+def test_one_sequence_bound_for_keys_intake_and_rebuild():
+    """review rev17cli M4: intake accepted up to 99 999, reindex and link records only 9 999."""
+    from pipelines import metadata
+    from storage import keys, rebuild
+
+    assert metadata.SEQUENCE_MAX is keys.SEQUENCE_MAX and rebuild.check_sequence is keys.check_sequence
+    assert document_prefix(None, keys.SEQUENCE_MAX) == f"_unmatched/{keys.SEQUENCE_MAX}"
+    for bad in (keys.SEQUENCE_MAX + 1, True, "3"):
+        with pytest.raises(BadArgsError, match=f"from 1 to {keys.SEQUENCE_MAX}"):
+            document_prefix(None, bad)

@@ -140,6 +140,29 @@ def test_a_sidecar_with_numbers_out_of_range_is_skipped(archive, make_document, 
         index.close()
 
 
+def test_a_document_numbered_past_9999_is_rebuilt(archive, make_document, rebuilt):
+    """review rev17cli M4: intake takes sequences up to 99 999 and numbers on from there, but reindex skipped
+    anything above 9 999, so one clerk's `sequence: 9999` made every later document unrebuildable."""
+    store(archive, make_document(title="A", sequence=9999))
+    later = store(archive, make_document(title="B"))
+    assert later.sequence == 10000
+    index, report = rebuilt()
+    try:
+        assert report.documents == 2 and report.skipped == []
+        assert [d.sequence for d in index.documents(CASE)] == [9999, 10000]
+    finally:
+        index.close()
+
+
+def test_a_full_dossier_refuses_the_next_document_with_one_clear_error(archive, make_document):
+    from storage.keys import SEQUENCE_MAX
+
+    store(archive, make_document(title="A", sequence=SEQUENCE_MAX))
+    with pytest.raises(BadArgsError, match=f"is full: its last document is #{SEQUENCE_MAX}"):
+        store(archive, make_document(title="B"))
+    assert [d.sequence for d in archive.documents(CASE)] == [SEQUENCE_MAX]
+
+
 def test_a_rebuild_that_fails_half_way_leaves_the_index_empty_for_a_rerun(archive, make_document, rebuilt,
                                                                           monkeypatch):
     store(archive, make_document(title="Đơn"))
