@@ -104,6 +104,10 @@ def document_from_sidecar(key: str, data: bytes) -> tuple[DocumentRow, list[Page
     if b"\\u0000" in data:  # PostgreSQL text cannot hold NUL: one such sidecar would stop the whole rebuild
         raise BadArgsError("it holds a NUL character")
     raw = json.loads(data.decode("utf-8"))
+    try:  # JSON's "\ud800" is a lone surrogate no index can encode: it would stop the whole rebuild too
+        json.dumps(raw, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadArgsError("it holds a lone surrogate (text no index can store)") from None
     if not isinstance(raw, dict) or raw.get("schema") != SCHEMA:
         raise BadArgsError(f"not a {SCHEMA} sidecar")
     if not isinstance(raw.get("case_id"), (str, type(None))):
@@ -197,11 +201,14 @@ def _write(index: Index, docs: dict[str, _Document], placed: list[_Document], sh
            actor: str, tool: str, report: RebuildReport) -> None:
     for doc in placed:
         row = doc.row
-        row.doc_id = index.insert_pending(row)
-        stored = Event("stored", "success", actor, tool, doc_id=row.doc_id, case_id=doc.origin,
-                       checksum=row.pdfa_sha256, detail=f"reindexed from {row.meta_key}")
-        index.finalize(row, doc.pages, [stored, *(_linked(actor, tool, int(row.doc_id), r) for r in doc.moves)],
-                       doc.signatures)
+        try:
+            row.doc_id = index.insert_pending(row)
+            stored = Event("stored", "success", actor, tool, doc_id=row.doc_id, case_id=doc.origin,
+                           checksum=row.pdfa_sha256, detail=f"reindexed from {row.meta_key}")
+            index.finalize(row, doc.pages, [stored, *(_linked(actor, tool, int(row.doc_id), r) for r in doc.moves)],
+                           doc.signatures)
+        except ValueError as e:  # a value the checks let through but the database refuses: name the sidecar
+            raise StorageError(f"{row.meta_key}: {type(e).__name__}: {str(e)[:200]}") from e
         report.documents += 1
         report.links += len(doc.moves)
     for record in shares:

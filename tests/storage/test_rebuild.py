@@ -163,6 +163,52 @@ def test_a_full_dossier_refuses_the_next_document_with_one_clear_error(archive, 
     assert [d.sequence for d in archive.documents(CASE)] == [SEQUENCE_MAX]
 
 
+def forge_sidecar_at(archive, stored, sequence: int, change) -> str:
+    """A sidecar of another document at ``sequence`` of ``stored``'s case (keys recomputed, other pages so the
+    rebuild does not take it for a copy of ``stored``), changed by ``change``."""
+    from storage.keys import document_prefix, object_key
+
+    prefix = document_prefix(stored.case_id, sequence)
+
+    def moved(raw):
+        raw.update(sequence=sequence, source_pages="2-3")
+        for role, extension in (("original", "tif"), ("pdfa", "pdf")):
+            raw[role]["key"] = object_key(prefix, role, raw[role]["sha256"], extension)
+        change(raw)
+
+    raw = json.loads(b"".join(archive.objects.read_chunks(stored.meta_key)))
+    moved(raw)
+    data = json.dumps(raw).encode()
+    key = f"{prefix}/meta-{hashlib.sha256(data).hexdigest()[:16]}.json"
+    archive.objects.put(key, data, hashlib.sha256(data).hexdigest())
+    return key
+
+
+@pytest.mark.parametrize("where", ["title", "archive", "page"])
+def test_a_sidecar_with_a_lone_surrogate_is_skipped(archive, make_document, rebuilt, where):
+    """review rev17cli M5: JSON's "\ud800" passed every check and stopped the whole reindex at the database
+    ("internal error: UnicodeEncodeError", exit 15, no object named)."""
+    changes = {"title": lambda raw: raw.update(title="bad \ud800 title"),
+               "archive": lambda raw: raw.update(archive={"box": "x\udfff"}),
+               "page": lambda raw: raw["pages"][0].update(text="a\ud800b")}
+    stored = store(archive, make_document(title="CCCD"))
+    forged = forge_sidecar_at(archive, stored, 2, changes[where])
+    index, report = rebuilt()
+    try:
+        assert report.documents == 1 and [k for k, _ in report.skipped] == [forged]
+        assert "lone surrogate" in report.skipped[0][1]
+    finally:
+        index.close()
+
+
+def test_a_value_the_database_refuses_stops_the_rebuild_naming_the_sidecar(archive, make_document, rebuilt,
+                                                                          monkeypatch):
+    stored = store(archive, make_document(title="CCCD"))
+    monkeypatch.setattr(Index, "finalize", lambda *a, **k: "x\ud800".encode())
+    with pytest.raises(StorageError, match=f"kept nothing.*{stored.meta_key}: UnicodeEncodeError"):
+        rebuilt()
+
+
 def test_a_rebuild_that_fails_half_way_leaves_the_index_empty_for_a_rerun(archive, make_document, rebuilt,
                                                                           monkeypatch):
     store(archive, make_document(title="Đơn"))
