@@ -24,6 +24,9 @@ from .archive import Archive
 from .models import DocumentRow, SearchHit, SignatureRow
 
 
+URL_MINUTES = 60  # the longest a presigned link lives without --expires-long
+
+
 def echo(line: str, err: bool = False) -> None:
     """Every line goes through printable(): titles, case fields, snippets and names come from imported data."""
     click.echo(printable(line), err=err)
@@ -154,12 +157,20 @@ def show_cmd(settings, case_id: str) -> None:
 @click.option("--original", is_flag=True, help="The originals as received instead of the PDF/A copies.")
 @click.option("--url", "as_url", is_flag=True, help="Print presigned download URLs (S3 stores) instead of files.")
 @click.option("--expires", type=click.IntRange(1, 7 * 24 * 60), default=60, show_default=True,
-              help="Minutes a presigned URL stays valid.")
+              help=f"Minutes a presigned URL stays valid (more than {URL_MINUTES} needs --expires-long).")
+@click.option("--expires-long", is_flag=True, help="Allow --expires up to 7 days (10080 minutes).")
 @click.pass_obj
-def get_cmd(settings, case_id: str, out_dir: Path | None, original: bool, as_url: bool, expires: int) -> None:
-    """Write every document of CASE_ID in dossier order, each SHA-256 checked, plus manifest.json."""
+def get_cmd(settings, case_id: str, out_dir: Path | None, original: bool, as_url: bool, expires: int,
+            expires_long: bool) -> None:
+    """Write every document of CASE_ID in dossier order, each SHA-256 checked, plus manifest.json.
+
+    With --url: print presigned links instead (S3 stores). Issuing them is recorded; using them is not,
+    nor is what they download checked: anyone holding a link reads the object until it expires."""
     if not as_url and out_dir is None:
         raise click.UsageError("give -o DIR (or --url for presigned links)")
+    if expires > URL_MINUTES and not expires_long:
+        raise click.UsageError(f"--expires over {URL_MINUTES} minutes needs --expires-long: a presigned link is a "
+                               "bearer credential whose uses are not recorded")
     with _gate(settings) as gate:
         if as_url:
             for doc, url in gate.presigned_urls(case_id, timedelta(minutes=expires), original):

@@ -127,8 +127,13 @@ def retrieve(objects: ObjectStore, index: Index, case: CaseRecord, out_dir: Path
 
 def presigned_urls(objects: ObjectStore, index: Index, case: CaseRecord, expires: timedelta, original: bool,
                    actor: str, tool: str) -> list[tuple[DocumentRow, str]]:
+    """Bearer links straight to the bucket. Issuing one is recorded, as what it is (review rev17cli L5): not a
+    retrieval (no checksum: nothing was read or checked), and its uses never reach this log (the bucket's
+    own access log is their only record)."""
+    kind = "original" if original else "pdfa"
     urls = [(doc, objects.presigned_url(_wanted(doc, original)[0], expires)) for doc in _dossier(index, case)]
     index.add_events([Event("retrieved", "success", actor, tool, doc_id=doc.doc_id, case_id=doc.case_id,
-                            checksum=_wanted(doc, original)[1], detail=f"presigned URL valid {expires}")
+                            detail=f"issued a presigned URL to {kind} of document {doc.sequence}, valid {expires} "
+                                   "(its uses are not recorded here)")
                       for doc, _ in urls])
     return urls

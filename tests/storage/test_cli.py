@@ -166,6 +166,22 @@ def test_get_url_gives_presigned_links_on_s3_and_a_clear_error_on_folders(run, s
             assert r.read() == stored_case[0].pdfa.read_bytes()
 
 
+def test_get_url_records_links_issued_not_retrievals_and_long_links_need_an_opt_in(run, stored_case, settings):
+    """review rev17cli L5: each link was recorded as a successful, checksummed retrieval that never happened,
+    and links valid up to a week needed nothing more than --expires."""
+    code, _, err = run("get", CASE, "--url", "--expires", "10080")
+    assert code == ExitCode.bad_args and "needs --expires-long" in err
+    if settings.store_url.startswith("file:"):
+        return  # no presigned URLs on a folder store (the test above)
+    before = len(_events(settings))
+    code, out, _ = run("get", CASE, "--url", "--expires", "10080", "--expires-long")
+    assert code == 0 and len(out.splitlines()) == 2
+    issued = _events(settings)[before:]
+    assert [(e.checksum, e.detail.split(",")[0]) for e in issued] == [
+        (None, "issued a presigned URL to pdfa of document 1"), (None, "issued a presigned URL to pdfa of document 2")]
+    assert all("not recorded" in e.detail for e in issued)
+
+
 def test_verify_exits_zero_when_intact_and_11_when_an_object_is_missing(run, stored_case, settings):
     code, out, _ = run("verify", "--all")
     assert code == 0 and out.strip().endswith("0 problems")
