@@ -521,7 +521,7 @@ def folder_now(dir_fd: int) -> float | None:
 
 
 def sweep_parts(folder: str | os.PathLike | int, max_age: float = PART_AGE, recent: float = PART_RECENT,
-                tree: bool = True) -> list[str]:
+                tree: bool = True, names: re.Pattern = PART_NAMES) -> list[str]:
     """Remove the temp files that writers killed mid-write (kill -9, a power cut) left in ``folder``'s tree
     (``tree=False``: in ``folder`` itself only); their paths, relative to it.
 
@@ -532,7 +532,8 @@ def sweep_parts(folder: str | os.PathLike | int, max_age: float = PART_AGE, rece
     within moments of the last. Age, not a lock: flock is not reliable across machines on SMB/NFS shares,
     and a writer slower than that still loses nothing (its rename fails, the move is undone and retried).
     A folder unchanged for ``recent`` and without subfolders (``st_nlink`` 2) is not listed: making a part
-    file changes its folder, so years of done/ are not read at every start."""
+    file changes its folder, so years of done/ are not read at every start. ``names``: the temp names
+    removed (a private folder whose every dot-name is a temp file of ours may pass a wider pattern)."""
     removed: list[str] = []
     try:
         top = folder if isinstance(folder, int) else os.open(folder, _NOFOLLOW_DIR)
@@ -541,7 +542,7 @@ def sweep_parts(folder: str | os.PathLike | int, max_age: float = PART_AGE, rece
     try:
         now = folder_now(top)
         if now is not None:
-            _sweep_folder(top, "", now, max_age, recent, removed, tree)
+            _sweep_folder(top, "", now, max_age, recent, removed, tree, names)
     finally:
         if not isinstance(folder, int):
             os.close(top)
@@ -549,7 +550,7 @@ def sweep_parts(folder: str | os.PathLike | int, max_age: float = PART_AGE, rece
 
 
 def _sweep_folder(dir_fd: int, here: str, now: float, max_age: float, recent: float, removed: list[str],
-                  tree: bool = True) -> None:
+                  tree: bool = True, names: re.Pattern = PART_NAMES) -> None:
     try:
         with os.scandir(dir_fd) as listing:
             entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in listing]
@@ -567,11 +568,11 @@ def _sweep_folder(dir_fd: int, here: str, now: float, max_age: float, recent: fl
             except OSError:
                 continue
             try:
-                _sweep_folder(child, os.path.join(here, name), now, max_age, recent, removed, tree)
+                _sweep_folder(child, os.path.join(here, name), now, max_age, recent, removed, tree, names)
             finally:
                 os.close(child)
             continue
-        if not PART_NAMES.match(name):
+        if not names.match(name):
             continue
         try:
             info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)

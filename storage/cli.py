@@ -200,7 +200,8 @@ def verify_cmd(settings, files: tuple[Path, ...], case_id: str | None, check_all
     with _gate(settings) as gate:
         report = gate.verify(case_id, trust=settings.sign.trust)
     for repair in report.repaired:
-        echo(f"repaired ({repair.kind}): doc {repair.doc_id}: {repair.detail}")
+        echo(f"repaired ({repair.kind}): " + (f"doc {repair.doc_id}" if repair.doc_id else repair.key)
+             + f": {repair.detail}")
     for problem in report.problems:
         echo(f"{problem.kind}: {problem.key}" + (f" (doc {problem.doc_id})" if problem.doc_id else "")
                    + f": {problem.detail}")

@@ -31,7 +31,7 @@ EVENT_BATCH = 500  # fixity-checked events per write
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str  # "missing", "corrupt", "unreadable", "orphan", "signature", "link"; repairs: "completed", "cleared"
+    kind: str  # "missing", "corrupt", "unreadable", "orphan", "signature", "link"; repairs: "completed", "cleared", "partial"
     key: str
     doc_id: int | None = None
     detail: str = ""
@@ -146,6 +146,8 @@ def verify(objects: ObjectStore, index: Index, case_id: str | None, actor: str, 
                 report.repaired.append(repair_pending(objects, index, current, shared, actor, tool, held.check))
         except ClaimBusy:
             log.info("document %s is being stored by a live writer; left to it", doc.doc_id)
+    report.repaired += [Problem("partial", name, None, "temp file of an interrupted upload removed")
+                        for name in objects.sweep_parts(case_prefix(case_id) if case_id else "", stale_after)]
     events: list[Event] = []
     try:
         _check_documents(objects, index, case_id, actor, tool, trust, report, events)

@@ -21,6 +21,7 @@ import hashlib
 import io
 import logging
 import os
+import re
 import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from urllib.parse import urlsplit
 
 from digitize.config import Settings
 from digitize.errors import BadArgsError, ConfigError, StorageError, VerificationError
-from digitize.fsutil import CHUNK, atomic_open, fsync_path
+from digitize.fsutil import CHUNK, atomic_open, fsync_path, sweep_parts
 from digitize.secrets import mask
 
 from .keys import check_key, check_sha256
@@ -40,6 +41,7 @@ from .retry import RetryPolicy, retrying
 
 log = logging.getLogger("digitize.storage")
 Source = Path | bytes
+_UPLOAD_PARTS = re.compile(r"^\..+\.part$")  # FolderStore._upload's temp names (no object key starts with a dot)
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,11 @@ class ObjectStore(ABC):
     @abstractmethod
     def _upload(self, key: str, source: Source, sha256: str, metadata: dict[str, str], content_type: str) -> None: ...
 
+    def sweep_parts(self, prefix: str, max_age: timedelta) -> list[str]:
+        """Remove what killed uploads left under ``prefix`` untouched for ``max_age``; their names. An S3
+        server keeps an interrupted upload out of the bucket's listing (its lifecycle rules expire them)."""
+        return []
+
     def presigned_url(self, key: str, expires: timedelta) -> str:
         raise BadArgsError(f"presigned URLs need an S3 store; this store is {self.description}")
 
@@ -196,6 +203,14 @@ class FolderStore(ObjectStore):
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self._path(key).unlink()
+
+    def sweep_parts(self, prefix: str, max_age: timedelta) -> list[str]:
+        """The ``.NAME.XXXX.part`` files of uploads killed mid-write (kill -9, a power cut): list_keys skips
+        dotfiles, so nothing else ever finds them (review rev17cli L3). A live upload writes its file at every
+        block and links it into place within moments of the last, so age tells an abandoned one."""
+        folder = self.root / prefix.rstrip("/") if prefix else self.root
+        return [f"{prefix.rstrip('/')}/{name}" if prefix else name
+                for name in sweep_parts(folder, max_age.total_seconds(), float("inf"), names=_UPLOAD_PARTS)]
 
     def _upload(self, key: str, source: Source, sha256: str, metadata: dict[str, str], content_type: str) -> None:
         """Write a temp file, fsync, then hard-link it into place: link() fails if the key appeared meanwhile."""
