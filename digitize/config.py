@@ -151,6 +151,8 @@ class WebSettings:
     search_lane: int = 6  # API searches running at once per server process (web/lanes.py; the rest wait,
     # holding no thread or archive); 0 = no lane
     case_lane: int = 6  # API case views running at once per server process (a lane of their own); 0 = no lane
+    zip_lane: int = 2  # dossier ZIPs (API and pages) built at once per server process (each takes the dossier's
+    # size in the temp folder the watcher also needs); 0 = no lane
 
 
 @dataclass

@@ -41,6 +41,8 @@ from .models import CaseRecord, DocumentRow, Event, SignatureRow
 from .search import parse_query
 
 if TYPE_CHECKING:
+    import zipfile
+
     from . import retrieval
     from .archive import Archive
 
@@ -891,14 +893,13 @@ class Gate:
         access all the same, recorded like a download with ``why`` in its detail."""
         self.record("retrieved", f"downloaded {kind} of document {doc.sequence} ({why})", doc=doc, outcome=outcome)
 
-    def dossier(self, case_id: str, out_dir: Path, original: bool = False, export: bool = False) -> "retrieval.Retrieval":
-        """Every document of the case into ``out_dir``, SHA-256 checked; one event per document and one for
-        the dossier. ``export``: the folder is what the reader keeps (``digitize get -o``), not the work folder
-        of a ZIP."""
+    def dossier(self, case_id: str, out: "Path | zipfile.ZipFile", original: bool = False) -> "retrieval.Retrieval":
+        """Every document of the case into the folder or the ZIP ``out``, SHA-256 checked; one event per
+        document and one for the dossier."""
         value = self.scoped_case_id(case_id)
-        got = self.archive.retrieve(value, out_dir, original, actor=self.principal.actor, client=self.client or None,
+        got = self.archive.retrieve(value, out, original, actor=self.principal.actor, client=self.client or None,
                                     add_events=self._add_events)  # with the request's: withdrawn with a 503
-        where = f"to {got.out_dir}" if export else "as a ZIP"
+        where = f"to {out}" if isinstance(out, Path) else "as a ZIP"
         self.record("retrieved", f"downloaded the dossier ({len(got.files)} documents) {where}", case_id=value)
         return got
 

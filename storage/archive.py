@@ -16,6 +16,7 @@ links the stored document into the other dossier (an index row and a ``linked`` 
 from __future__ import annotations
 
 import logging
+import zipfile
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -324,11 +325,13 @@ class Archive:
         return self.index.search(query, limit)
 
     # -- retrieval and fixity ------------------------------------------------------------------
-    def retrieve(self, case_id: str, out_dir: Path, original: bool = False,
+    def retrieve(self, case_id: str, out: Path | zipfile.ZipFile, original: bool = False,
                  actor: str = "digitize", client: str | None = None, add_events=None) -> retrieval.Retrieval:
+        """The dossier into a folder ``out`` (private files) or into the ZIP ``out`` being written."""
         case = self.case(case_id)
-        return retrieval.retrieve(self.objects, self.index, case, Path(out_dir), original, actor, TOOL, client,
-                                  add_events, self.group_readable)
+        into = retrieval.Zip(out) if isinstance(out, zipfile.ZipFile) else retrieval.Folder(Path(out),
+                                                                                            self.group_readable)
+        return retrieval.retrieve(self.objects, self.index, case, into, original, actor, TOOL, client, add_events)
 
     def presigned_url(self, case_id: str, expires: timedelta = timedelta(hours=1), original: bool = False,
                       actor: str = "digitize", tool: str = TOOL) -> list[tuple[DocumentRow, str]]:

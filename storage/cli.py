@@ -176,7 +176,7 @@ def get_cmd(settings, case_id: str, out_dir: Path | None, original: bool, as_url
             for doc, url in gate.presigned_urls(case_id, timedelta(minutes=expires), original):
                 echo(f"{doc.sequence:>4}  {url}")
             return
-        got = gate.dossier(case_id, out_dir.absolute(), original, export=True)
+        got = gate.dossier(case_id, out_dir.absolute(), original)
     for file in got.files:
         echo(f"{file.sequence:>4}  {file.sha256[:12]}  {file.path}")
     echo(f"{len(got.files)} files verified; manifest {got.manifest}")

@@ -119,13 +119,18 @@ class ObjectStore(ABC):
         account swapped) and return the SHA-256 of what was written. ``expected``: the SHA-256 it must have,
         checked *before* the rename, so a corrupt object never lands under the name nor replaces an earlier
         good copy (Mismatch; review rev17cli L2). ``mode``: the new file's."""
-        h = hashlib.sha256()
         with atomic_open(target, mode) as out:
-            for block in self.read_chunks(key):
-                h.update(block)
-                out.write(block)
-            if expected is not None and h.hexdigest() != expected:
-                raise Mismatch(key, h.hexdigest(), expected)
+            return self.copy_to(key, out, expected)
+
+    def copy_to(self, key: str, out: BinaryIO, expected: str | None = None) -> str:
+        """Write the object into ``out`` and return its SHA-256; ``expected``: else Mismatch (raised after the
+        last byte: the caller discards what it wrote)."""
+        h = hashlib.sha256()
+        for block in self.read_chunks(key):
+            h.update(block)
+            out.write(block)
+        if expected is not None and h.hexdigest() != expected:
+            raise Mismatch(key, h.hexdigest(), expected)
         return h.hexdigest()
 
     @abstractmethod

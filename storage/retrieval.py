@@ -9,13 +9,14 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import zipfile
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable, ContextManager
 
 from digitize.errors import DigitizeError, FileAccessError, NotFoundError
-from digitize.fsutil import atomic_write_text
+from digitize.fsutil import atomic_open
 from digitize.text import search_key
 
 from .index import Index, now_iso
@@ -68,35 +69,61 @@ def _dossier(index: Index, case: CaseRecord) -> list[DocumentRow]:
     return docs
 
 
-def retrieve(objects: ObjectStore, index: Index, case: CaseRecord, out_dir: Path, original: bool,
-             actor: str, tool: str, client: str | None = None,
-             add_events: Callable[[list[Event]], None] | None = None, group_readable: bool = False) -> Retrieval:
-    """``add_events``: where the per-document events go (default: the index at once; the portal's gate
-    queues them with its request's, so a ZIP answered 503 withdraws them too).
+class Folder:
+    """Where ``digitize get -o`` (and any copy kept as files) writes: the copies are as private as the archive
+    (review rev17cli M2): the folder is created 0700 (0750 with ``group_readable``; an existing one open to
+    others is warned about), the files 0600 (0640), whatever the umask of the shell. Each file takes its
+    name only once its SHA-256 matched (atomic_open), so an earlier good copy stays if the object is
+    corrupt; a stale manifest.json goes first, so the folder never holds one naming files of another run."""
 
-    The copies are as private as the archive (review rev17cli M2): ``out_dir`` is created 0700 (0750 with
-    ``group_readable``; an existing one open to others is warned about), the files 0600 (0640), whatever
-    the umask of the shell. Each file is SHA-256 checked before it takes its name (an earlier good copy
-    stays if the object is corrupt), and a stale manifest.json goes first, so the folder never holds a
-    manifest naming files of another run."""
+    def __init__(self, out_dir: Path, group_readable: bool = False):
+        self.out_dir, self.mode = out_dir, file_mode(group_readable)
+        try:
+            private_folder(out_dir, group_readable)
+            with contextlib.suppress(FileNotFoundError):
+                (out_dir / MANIFEST).unlink()
+        except OSError as e:
+            raise FileAccessError(f"cannot write {e.filename or out_dir}: {e.strerror}") from None
+
+    def where(self, name: str) -> Path:
+        return self.out_dir / name
+
+    def member(self, name: str) -> ContextManager[BinaryIO]:
+        return atomic_open(self.where(name), self.mode)
+
+
+class Zip:
+    """Members of a ZIP being built (the portal's dossier ZIP): each object is copied straight from the store
+    into its member, hashed on the way, so the dossier is written once (review rev17cli L4); a mismatch
+    fails the whole ZIP, which is then never sent."""
+
+    def __init__(self, zf: zipfile.ZipFile):
+        self.zf, self.out_dir = zf, Path(".")
+
+    def where(self, name: str) -> Path:
+        return Path(name)
+
+    def member(self, name: str) -> ContextManager[BinaryIO]:
+        return self.zf.open(name, "w", force_zip64=True)  # an original may be over 2 GB
+
+
+def retrieve(objects: ObjectStore, index: Index, case: CaseRecord, into: Folder | Zip, original: bool,
+             actor: str, tool: str, client: str | None = None,
+             add_events: Callable[[list[Event]], None] | None = None) -> Retrieval:
+    """Every document of the case into ``into``, SHA-256 checked, then manifest.json; one event per document,
+    a failed one too. ``add_events``: where those events go (default: the index at once; the portal's gate
+    queues them with its request's, so a ZIP answered 503 withdraws them too)."""
     docs = _dossier(index, case)
-    manifest = out_dir / MANIFEST
-    try:
-        private_folder(out_dir, group_readable)
-        with contextlib.suppress(FileNotFoundError):
-            manifest.unlink()
-    except OSError as e:
-        raise FileAccessError(f"cannot write {e.filename or out_dir}: {e.strerror}") from None
-    mode = file_mode(group_readable)
     files: list[RetrievedFile] = []
     events: list[Event] = []
     try:
         for doc in docs:
             key, expected = _wanted(doc, original)
-            target = out_dir / output_name(doc, original)
+            target = into.where(output_name(doc, original))
             actual, failure = None, None
             try:
-                actual = objects.download(key, target, expected, mode)
+                with into.member(target.name) as out:
+                    actual = objects.copy_to(key, out, expected)
             except Mismatch as e:
                 actual, failure = e.actual, e
             except DigitizeError as e:
@@ -112,17 +139,19 @@ def retrieve(objects: ObjectStore, index: Index, case: CaseRecord, out_dir: Path
             files.append(RetrievedFile(int(doc.doc_id), doc.sequence, doc.title, target, actual, key))
     finally:
         (add_events or index.add_events)(events)
+    manifest = into.where(MANIFEST)
     try:
-        atomic_write_text(manifest, json.dumps({
-            "case": asdict(case),
-            "kind": "original" if original else "pdfa",
-            "retrieved_at": now_iso(),
-            "documents": [{"sequence": f.sequence, "doc_id": f.doc_id, "title": f.title, "file": f.path.name,
-                           "sha256": f.sha256} for f in files],  # no object key: it names the home case
-        }, ensure_ascii=False, indent=2), mode)
+        with into.member(MANIFEST) as out:
+            out.write(json.dumps({
+                "case": asdict(case),
+                "kind": "original" if original else "pdfa",
+                "retrieved_at": now_iso(),
+                "documents": [{"sequence": f.sequence, "doc_id": f.doc_id, "title": f.title, "file": f.path.name,
+                               "sha256": f.sha256} for f in files],  # no object key: it names the home case
+            }, ensure_ascii=False, indent=2).encode("utf-8"))
     except OSError as e:
         raise FileAccessError(f"cannot write {manifest}: {e.strerror}") from None
-    return Retrieval(case.case_id, out_dir, files, manifest)
+    return Retrieval(case.case_id, into.out_dir, files, manifest)
 
 
 def presigned_urls(objects: ObjectStore, index: Index, case: CaseRecord, expires: timedelta, original: bool,

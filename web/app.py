@@ -278,7 +278,8 @@ def create_app(settings) -> FastAPI:
     async def lifespan(app: FastAPI):
         from . import lanes
 
-        lanes.install(app.state, settings.web.search_lane, settings.web.case_lane)  # the API's (web/lanes.py)
+        lanes.install(app.state, settings.web.search_lane, settings.web.case_lane,  # web/lanes.py
+                      settings.web.zip_lane)
         app.state.events.start()
         app.state.webhooks.start()
         yield

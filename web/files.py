@@ -21,7 +21,7 @@ from starlette.background import BackgroundTask
 
 from digitize.fsutil import work_dir
 from storage.access import Gate
-from storage.retrieval import MANIFEST, output_name
+from storage.retrieval import output_name
 
 KINDS = {"pdfa": "application/pdf", "original": "application/octet-stream"}
 ORIGINAL_TYPES = {"pdf": "application/pdf", "tif": "image/tiff", "tiff": "image/tiff", "jpg": "image/jpeg",
@@ -102,14 +102,13 @@ def document_response(request: Request, gate: Gate, case_id: str, sequence: int,
 
 
 def dossier_response(gate: Gate, case_id: str, original: bool = False) -> Response:
+    """The ZIP is written once, each member straight from the store (review rev17cli L4), in a private work
+    folder removed after the response."""
     stack, tmp = _temp()
     try:
-        got = gate.dossier(case_id, tmp / "dossier", original)
         target = tmp / "dossier.zip"
         with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as zf:  # PDFs and scans are compressed already
-            for f in got.files:
-                zf.write(f.path, f.path.name)
-            zf.write(got.manifest, MANIFEST)
+            got = gate.dossier(case_id, zf, original)
     except BaseException:
         stack.close()
         raise

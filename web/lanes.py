@@ -31,10 +31,11 @@ from fastapi import Request
 
 from storage.access import Gate
 
-def install(state, search: int, case: int) -> None:
+def install(state, search: int, case: int, zips: int = 0) -> None:
     """On the server's event loop (the app's lifespan): the lanes' limiters, bound to that loop (None: no lane)."""
     state.search_lane = anyio.CapacityLimiter(search) if search > 0 else None
     state.case_lane = anyio.CapacityLimiter(case) if case > 0 else None
+    state.zip_lane = anyio.CapacityLimiter(zips) if zips > 0 else None
 
 
 @contextlib.asynccontextmanager
@@ -55,12 +56,12 @@ async def turn(request: Request, name: str) -> AsyncIterator[None]:
 
 
 @contextlib.asynccontextmanager
-async def _gate_in(request: Request, lane: str) -> AsyncIterator[Gate]:
-    """Its turn in ``lane`` first, then an archive (web/app.py api_gate)."""
-    from .app import api_gate
+async def _gate_in(request: Request, lane: str, pages: bool = False) -> AsyncIterator[Gate]:
+    """Its turn in ``lane`` first, then an archive (web/app.py api_gate, or page_gate for the pages)."""
+    from .app import api_gate, page_gate
 
     async with turn(request, lane):
-        async with contextlib.asynccontextmanager(api_gate)(request) as gate:
+        async with contextlib.asynccontextmanager(page_gate if pages else api_gate)(request) as gate:
             yield gate
 
 
@@ -73,4 +74,17 @@ async def search_gate(request: Request) -> AsyncIterator[Gate]:
 async def case_gate(request: Request) -> AsyncIterator[Gate]:
     """The access dependency of API case views (the case lane)."""
     async with _gate_in(request, "case_lane") as gate:
+        yield gate
+
+
+async def zip_gate(request: Request) -> AsyncIterator[Gate]:
+    """The access dependency of the API's dossier ZIP (the ZIP lane: review rev17cli L4, parallel ZIPs of
+    large dossiers filled the temp folder the watcher also needs)."""
+    async with _gate_in(request, "zip_lane") as gate:
+        yield gate
+
+
+async def zip_page_gate(request: Request) -> AsyncIterator[Gate]:
+    """The pages' dossier ZIP, in the same lane."""
+    async with _gate_in(request, "zip_lane", pages=True) as gate:
         yield gate

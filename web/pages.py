@@ -24,7 +24,7 @@ from digitize.identifiers import is_case_id
 from pipelines import failed
 from storage.access import PASSWORD_LOGIN, AuthenticationError, Gate, Perm, SearchFilters, authenticate_password
 
-from . import files, oidc
+from . import files, lanes, oidc
 from .app import page_gate
 from .auth import check_csrf, client_address, csrf_token, end_session, start_session
 from .crosssite import REDIRECT_SAFE
@@ -185,7 +185,7 @@ def install(app: FastAPI) -> None:
         return files.document_response(request, gate, case_id, sequence, kind)
 
     @app.get("/cases/{case_id}/dossier.zip", include_in_schema=False)
-    def dossier(case_id: str, gate: Gate = Depends(page_gate, scope="function")) -> Response:
+    def dossier(case_id: str, gate: Gate = Depends(lanes.zip_page_gate, scope="function")) -> Response:
         return files.dossier_response(gate, case_id)
 
     # -- scanning desk -----------------------------------------------------------------------------

@@ -77,12 +77,12 @@ def check_web_settings(settings) -> None:
     if web.oidc_issuer and not safe_transport(web.oidc_issuer):
         raise ConfigError(f"[web] oidc_issuer must be an https URL (http only to a loopback host): "
                           f"{mask(web.oidc_issuer)}")
-    for name in ("search_lane", "case_lane"):  # web/lanes.py; each holds at most its size of archives
+    for name in ("search_lane", "case_lane", "zip_lane"):  # web/lanes.py; each holds at most its size of archives
         if not 0 <= getattr(web, name) < POOL_SIZE:
             raise ConfigError(f"[web] {name} must be 0 (no lane) to {POOL_SIZE - 1}: {getattr(web, name)}")
-    if web.search_lane + web.case_lane >= POOL_SIZE:  # at least one archive stays for the other requests
-        raise ConfigError(f"[web] search_lane + case_lane must stay below the {POOL_SIZE} archives a server "
-                          f"process keeps: {web.search_lane} + {web.case_lane}")
+    if web.search_lane + web.case_lane + web.zip_lane >= POOL_SIZE:  # an archive stays for the other requests
+        raise ConfigError(f"[web] search_lane + case_lane + zip_lane must stay below the {POOL_SIZE} archives a "
+                          f"server process keeps: {web.search_lane} + {web.case_lane} + {web.zip_lane}")
     urls = [u.strip() for u in web.webhook_urls.split(",") if u.strip()]
     for url in urls:
         parts = urlsplit(url)

@@ -100,3 +100,27 @@ def test_a_slow_download_gives_its_archive_back_before_it_streams(tmp_path, monk
             download.join(30)
     assert other.status_code == 200, other.text
     assert answers[0].status_code == 200 and hashlib.sha256(answers[0].content).hexdigest() == sha
+
+
+def test_the_dossier_zip_is_written_once_straight_from_the_store(served, monkeypatch):
+    """review rev17cli L4: every document was copied into a work folder, then again into the ZIP: twice the
+    dossier in the temp folder the watcher also needs, per request."""
+    import hashlib
+    import io
+    import json
+    import zipfile
+
+    from storage.objects import ObjectStore
+
+    def refused(*args, **kwargs):
+        raise AssertionError("a second copy of a document on disk")
+
+    monkeypatch.setattr(ObjectStore, "download", refused)
+    monkeypatch.setattr(zipfile.ZipFile, "write", refused)
+    answer = served.get(f"/api/v1/cases/{CASE_A}/dossier.zip")
+    assert answer.status_code == 200, answer.text
+    with zipfile.ZipFile(io.BytesIO(answer.content)) as zf:
+        manifest = json.loads(zf.read("manifest.json"))
+        assert manifest["documents"] and all(hashlib.sha256(zf.read(d["file"])).hexdigest() == d["sha256"]
+                                             for d in manifest["documents"])
+

@@ -116,7 +116,9 @@ def test_lanes_of_0_are_no_lanes(tmp_path, monkeypatch):
     ({"search_lane": -1}, r"search_lane must be 0 \(no lane\) to 31"),
     ({"search_lane": 32}, r"search_lane must be 0 \(no lane\) to 31"),
     ({"case_lane": 1000}, r"case_lane must be 0 \(no lane\) to 31"),
-    ({"search_lane": 20, "case_lane": 12}, r"search_lane \+ case_lane must stay below the 32"),
+    ({"search_lane": 20, "case_lane": 12}, r"search_lane \+ case_lane \+ zip_lane must stay below the 32"),
+    ({"zip_lane": 40}, r"zip_lane must be 0 \(no lane\) to 31"),
+    ({"search_lane": 15, "case_lane": 15, "zip_lane": 2}, r"15 \+ 15 \+ 2"),
 ])
 def test_lanes_out_of_range_are_one_line_config_errors(tmp_path, web, message):
     from digitize.config import Settings
@@ -128,3 +130,41 @@ def test_lanes_out_of_range_are_one_line_config_errors(tmp_path, web, message):
     with pytest.raises(ConfigError, match=message) as refused:
         create_app(settings)
     assert "\n" not in str(refused.value)
+
+
+def test_dossier_zips_take_turns_in_their_lane(tmp_path, monkeypatch):
+    """review rev17cli L4: with [web] zip_lane = 1, two ZIPs asked at once are built one after the other."""
+    from storage.objects import FolderStore
+
+    settings = seed(tmp_path / "data", tmp_path / "work")
+    settings.web.zip_lane = 1
+    with Archive.open(settings) as archive:
+        token = access.create_token(archive.index, "onestop-a", "officer", [AGENCY_A])
+    building, most, lock, real = [0], [0], threading.Lock(), FolderStore.read_chunks
+    first_in, release = threading.Event(), threading.Event()
+
+    def counted(self, key):
+        with lock:
+            building[0] += 1
+            most[0] = max(most[0], building[0])
+        first_in.set()
+        try:
+            release.wait(5)  # long enough for the other request to reach the lane (no timing is asserted)
+            yield from real(self, key)
+        finally:
+            with lock:
+                building[0] -= 1
+
+    monkeypatch.setattr(FolderStore, "read_chunks", counted)
+    with TestClient(create_app(settings), base_url="http://127.0.0.1",
+                    headers={"authorization": f"Bearer {token}"}) as client:
+        answers: list = []
+        threads = [threading.Thread(target=lambda: answers.append(client.get(f"/api/v1/cases/{CASE_A}/dossier.zip")),
+                                    daemon=True) for _ in range(2)]
+        for t in threads:
+            t.start()
+        assert first_in.wait(20)
+        threading.Timer(3.0, release.set).start()
+        for t in threads:
+            t.join(60)
+    assert [a.status_code for a in answers] == [200, 200] and most[0] == 1
