@@ -117,12 +117,13 @@ def test_a_linked_document_keeps_its_place_when_its_old_sequence_was_reused(arch
         index.close()
 
 
-def forge_sidecar(archive, stored, change) -> str:
-    """A second sidecar beside ``stored``'s, its bytes changed by ``change`` and its key hashed to match."""
+def forge_sidecar(archive, stored, change, prefix: str | None = None) -> str:
+    """A second sidecar beside ``stored``'s (or under ``prefix``), its bytes changed by ``change`` and its key
+    hashed to match."""
     raw = json.loads(b"".join(archive.objects.read_chunks(stored.meta_key)))
     change(raw)
     data = json.dumps(raw).encode()
-    key = f"{stored.meta_key.rsplit('/', 1)[0]}/meta-{hashlib.sha256(data).hexdigest()[:16]}.json"
+    key = f"{prefix or stored.meta_key.rsplit('/', 1)[0]}/meta-{hashlib.sha256(data).hexdigest()[:16]}.json"
     archive.objects.put(key, data, hashlib.sha256(data).hexdigest())
     return key
 
@@ -176,12 +177,7 @@ def forge_sidecar_at(archive, stored, sequence: int, change) -> str:
             raw[role]["key"] = object_key(prefix, role, raw[role]["sha256"], extension)
         change(raw)
 
-    raw = json.loads(b"".join(archive.objects.read_chunks(stored.meta_key)))
-    moved(raw)
-    data = json.dumps(raw).encode()
-    key = f"{prefix}/meta-{hashlib.sha256(data).hexdigest()[:16]}.json"
-    archive.objects.put(key, data, hashlib.sha256(data).hexdigest())
-    return key
+    return forge_sidecar(archive, stored, moved, prefix)
 
 
 @pytest.mark.parametrize("where", ["title", "archive", "page"])
