@@ -27,6 +27,7 @@ log = logging.getLogger("digitize.storage")
 
 STALE_PENDING = timedelta(minutes=10)
 EVENT_BATCH = 500  # fixity-checked events per write
+UNAVAILABLE_AFTER = 9  # objects all unreadable from the start: the store is down, not damaged (exit 10)
 
 
 @dataclass(frozen=True)
@@ -156,10 +157,6 @@ def verify(objects: ObjectStore, index: Index, case_id: str | None, actor: str, 
             index.add_events(events)
         raise
     index.add_events(events)
-    unreadable = [p for p in report.problems if p.kind == "unreadable"]
-    if unreadable and len(unreadable) == report.objects:
-        raise StorageError(f"none of the {report.objects} objects could be read (the store is unavailable?): "
-                           f"{unreadable[0].detail}")
     _find_orphans(objects, index, case_id, link_secret, report)
     return report
 
@@ -170,18 +167,28 @@ def _check_documents(objects: ObjectStore, index: Index, case_id: str | None, ac
     EVENT_BATCH documents (a long audit that then dies has recorded most of what it checked)."""
     docs = index.documents(case_id) if case_id else index.stored_documents()
     signed = index.signatures([int(d.doc_id) for d in docs])
-    for doc in docs:
+    unreadable: list[Problem] = []
+    for number, doc in enumerate(docs, 1):
         problems = check_document(objects, doc)
         problems += check_signatures(objects, doc, signed.get(int(doc.doc_id), []), trust, problems)
         report.documents += 1
         report.objects += len(doc.keys())
         report.problems += problems
-        events.append(Event("fixity-checked", "failure" if problems else "success", actor, tool, doc_id=doc.doc_id,
-                            case_id=doc.case_id, checksum=doc.pdfa_sha256,
-                            detail="; ".join(f"{p.kind} {p.key}" for p in problems) or "3 objects match"))
+        unreadable += [p for p in problems if p.kind == "unreadable"]
+        if len(unreadable) == report.objects and (report.objects >= UNAVAILABLE_AFTER or number == len(docs)):
+            events.append(_checked(doc, problems, actor, tool))
+            raise StorageError(f"none of the {report.objects} objects could be read (the store is unavailable?): "
+                               f"{unreadable[0].detail}")  # not one finding per object of a store that is down
+        events.append(_checked(doc, problems, actor, tool))
         if len(events) >= EVENT_BATCH:
             index.add_events(events)
             events.clear()
+
+
+def _checked(doc: DocumentRow, problems: list[Problem], actor: str, tool: str) -> Event:
+    return Event("fixity-checked", "failure" if problems else "success", actor, tool, doc_id=doc.doc_id,
+                 case_id=doc.case_id, checksum=doc.pdfa_sha256,
+                 detail="; ".join(f"{p.kind} {p.key}" for p in problems) or "3 objects match")
 
 
 def _find_orphans(objects: ObjectStore, index: Index, case_id: str | None, link_secret: bytes | None,
