@@ -104,6 +104,11 @@ def test_get_writes_a_private_folder_and_private_files(run, stored_case, tmp_pat
     assert len(written) == 4
     for path in written:
         assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path
+    (tmp_path / "shared").mkdir(mode=0o755)
+    os.chmod(tmp_path / "shared", 0o755)
+    code, _, err = run("get", CASE, "-o", str(tmp_path / "shared"))  # a folder of the operator's, left open
+    assert code == 0 and "is open to other users (mode 755)" in err
+    assert all(stat.S_IMODE(p.stat().st_mode) & 0o077 == 0 for p in (tmp_path / "shared").iterdir())
 
 
 def test_get_never_writes_through_a_temp_name_swapped_for_a_symlink(run, stored_case, tmp_path, monkeypatch):
