@@ -4,15 +4,21 @@ kept workers serving file after file and letting their process exit."""
 from __future__ import annotations
 
 import faulthandler
+import fcntl
 import multiprocessing
 import os
+import pickle
+import re
 import signal
+import stat
+import struct
 import time
 
 import pytest
 
 from digitize import pageworkers
 from digitize.errors import InputError, OcrError, OcrTimeoutError
+from digitize.records import PageReport  # registered with wire.carried in this process, the parent
 
 
 def square(x: int) -> tuple[int, int]:
@@ -157,3 +163,82 @@ def test_workers_drop_every_secret_variable_before_any_page(monkeypatch) -> None
     monkeypatch.setenv("DIGITIZE_STORE_SECRET_KEY", "leaked-store")
     assert pageworkers.run(secret_variables, [(1,)], processes=1, deadline=60) == [[]]
     assert os.environ["PGPASSWORD"] == "leaked-pg"  # the parent's own stays: its libraries read it
+
+
+class _Planted:
+    """What a decoder exploit would send its parent: unpickling it creates a file (it could run anything)."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (self.marker, "x")
+
+
+def _writable_pipes() -> dict[int, int]:
+    """This process's descriptors open for writing into a pipe, by their pipe's inode."""
+    found = {}
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            info = os.fstat(int(name))
+            if stat.S_ISFIFO(info.st_mode) and fcntl.fcntl(int(name), fcntl.F_GETFL) & os.O_ACCMODE == os.O_WRONLY:
+                found[info.st_ino] = int(name)
+        except OSError:
+            pass
+    return found
+
+
+def compromised(marker: str, before: list[int]) -> str:
+    """A page worker a decoder exploit took over: it writes a crafted pickle, in multiprocessing's framing,
+    to every pipe it may write to that its parent did not have before the run (its result pipe is one),
+    then carries on as if nothing happened."""
+    payload = pickle.dumps(_Planted(marker))
+    for inode, fd in _writable_pipes().items():
+        if inode not in before:
+            os.write(fd, struct.pack("!i", len(payload)) + payload)
+    time.sleep(1)
+    return "done"
+
+
+def test_a_worker_that_sends_a_pickle_runs_no_code_in_its_parent(tmp_path) -> None:
+    """Results come back as data (wire.py), never unpickled: a page worker taken over through a decoder
+    cannot run code in its batch worker (review rev16ipc); its page fails with one line instead."""
+    marker = tmp_path / "planted"
+    failure: BaseException | None = None
+    try:
+        pageworkers.run(compromised, [(str(marker), list(_writable_pipes()))], processes=1, deadline=20)
+    except Exception as e:  # noqa: BLE001 - judged below, after the file
+        failure = e
+    time.sleep(0.5)  # the old executor unpickled in its own thread
+    assert not marker.exists(), "the page worker's pickle was unpickled in its parent"
+    assert isinstance(failure, OcrError) and not isinstance(failure, OcrTimeoutError), repr(failure)
+    assert re.fullmatch(r"page 1 not converted: its page worker sent a malformed result \(.+\); "
+                        r"the worker was stopped", str(failure)), str(failure)
+
+
+def array_and_report(x: int):
+    import numpy as np
+
+    band = np.arange(x * 6, dtype=np.uint8).reshape(x * 2, 3)
+    return PageReport(x, 10, 20, 300.0, "file", "grey", 0, 0.0, "ocr", 91.5, 2, "jpeg", 99, text="Quyết định",
+                      paper={"box": (1, 2, 3, 4)}, top_band=band), b"\x00raw", {"n": np.int64(x)}
+
+
+def test_reports_arrays_and_bytes_come_back_whole() -> None:
+    (report, raw, extra), = pageworkers.run(array_and_report, [(2,)], processes=1, deadline=60)
+    assert report.text == "Quyết định" and report.paper == {"box": (1, 2, 3, 4)} and raw == b"\x00raw"
+    assert report.top_band.shape == (4, 3) and report.top_band.dtype.name == "uint8"
+    assert report.top_band.tolist() == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10, 11]]
+    assert extra == {"n": 2} and type(extra["n"]) is int
+
+
+def os_error(x: int) -> int:
+    open(f"/nonexistent-{x}/page.pdf", "rb")
+    return x
+
+
+def test_an_os_error_keeps_its_errno_and_file_name() -> None:
+    """convert tells a full disk (ENOSPC) from other failures by the errno of its page worker's error."""
+    with pytest.raises(FileNotFoundError) as failure:
+        pageworkers.run(os_error, [(7,)], processes=1, deadline=60)
+    assert failure.value.errno == 2 and failure.value.filename == "/nonexistent-7/page.pdf"
