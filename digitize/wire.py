@@ -24,7 +24,7 @@ import struct
 import sys
 import types
 import typing
-from typing import Any
+from typing import Any, Callable
 
 HEADER = struct.Struct("!II")  # the JSON's length, the raw bytes' length
 MAX_JSON = 16 << 20  # a page's report (its text: tens of kB) with room to spare
@@ -225,26 +225,32 @@ def _hints(cls: type) -> dict[str, Any]:
 
 def _fits(value: Any, hint: Any) -> bool:
     """Whether a decoded value is of its field's annotated type (element types of containers too)."""
+    return _check(hint)(value)
+
+
+@functools.lru_cache(maxsize=None)
+def _check(hint: Any) -> Callable[[Any], bool]:
+    """A test for values of HINT, built once per annotation (a report crosses once a page)."""
     if hint is Any:
-        return True
+        return lambda value: True
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
-        return any(_fits(value, arg) for arg in args)
+        options = [_check(arg) for arg in args]
+        return lambda value: any(test(value) for test in options)
     if origin is None:
-        if hint is float:
-            return isinstance(value, (int, float)) and not isinstance(value, bool)
-        if hint is int:
-            return isinstance(value, int) and not isinstance(value, bool)
-        return isinstance(value, hint)
-    if not isinstance(value, origin):
-        return False
+        kinds = (int, float) if hint is float else hint
+        return lambda value: isinstance(value, kinds) and (hint is bool or not isinstance(value, bool))
     if origin is dict and args:
-        return all(_fits(k, args[0]) and _fits(v, args[1]) for k, v in value.items())
+        key, item = _check(args[0]), _check(args[1])
+        return lambda value: isinstance(value, dict) and all(key(k) and item(v) for k, v in value.items())
     if origin is tuple and args and args[-1] is not Ellipsis:
-        return len(value) == len(args) and all(_fits(v, a) for v, a in zip(value, args))
+        items = [_check(arg) for arg in args]
+        return lambda value: (isinstance(value, tuple) and len(value) == len(items)
+                              and all(test(v) for test, v in zip(items, value)))
     if origin in (list, tuple) and args:
-        return all(_fits(v, args[0]) for v in value)
-    return True
+        item = _check(args[0])
+        return lambda value: isinstance(value, origin) and all(item(v) for v in value)
+    return lambda value: isinstance(value, origin)
 
 
 def _error(described: Any) -> BaseException:
