@@ -265,18 +265,16 @@ def _error(described: Any) -> BaseException:
             or not (errno is None or type(errno) is int) or not (filename is None or isinstance(filename, str))):
         raise Malformed("an error that is not a class's names and a line")
     message = message[:MAX_TEXT]
-    error: BaseException
-    ours = error_class(kinds, None)
-    if ours is not None:
-        error = ours(message)
-    elif isinstance(getattr(builtins, kinds[0], None), type) and issubclass(getattr(builtins, kinds[0]), Exception):
-        cls = getattr(builtins, kinds[0])
-        if issubclass(cls, OSError) and errno is not None:
-            error = cls(errno, message, filename) if filename else cls(errno, message)
-        else:
-            error = cls(message)
-    else:
-        error = WorkerError(f"{kinds[0][:80]}: {message}")
+    error: BaseException = WorkerError(f"{kinds[0][:80]}: {message}")
+    cls = error_class(kinds, None) or getattr(builtins, kinds[0], None)
+    if isinstance(cls, type) and issubclass(cls, Exception):
+        try:
+            if issubclass(cls, OSError) and errno is not None:
+                error = cls(errno, message, filename) if filename else cls(errno, message)
+            else:
+                error = cls(message)
+        except (TypeError, ValueError):  # a class that is not built from one line (UnicodeDecodeError)
+            pass
     if trace:
         error.__cause__ = _RemoteTraceback(trace[-16 * MAX_TEXT:])
     return error

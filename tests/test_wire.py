@@ -88,6 +88,8 @@ def test_errors_are_rebuilt_only_as_our_own_or_builtin_classes() -> None:
     assert type(error) is wire.WorkerError and str(error) == "exit: m"  # a builtin, but no exception class
     ok, error = _forged({"error": {"kinds": ["SystemExit", "BaseException"], "message": "0"}})
     assert type(error) is wire.WorkerError
+    ok, error = _back(wire.error_frame(UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")))
+    assert type(error) is wire.WorkerError and str(error).startswith("UnicodeDecodeError: 'utf-8' codec")
     ok, error = _back(wire.error_frame(ValueError("bug"), "Traceback ...\nValueError: bug\n"))
     assert type(error) is ValueError and "Traceback" in str(error.__cause__)
     ok, error = _forged({"error": {"kinds": ["OcrTimeoutError", "OcrError"], "message": "late"}})
