@@ -187,6 +187,15 @@ class _Worker:
         except wire.Malformed as e:
             raise _Broken(self, f"sent a malformed result ({e})") from None
 
+    def ended(self, wait: float) -> int | None:
+        """Its exit code once it ended within WAIT seconds, else None. Never Process.join(timeout):
+        that trusts the sentinel pipe, which the worker can write to, and then waits in waitpid."""
+        until, pause = time.monotonic() + wait, 0.001
+        while self.process.exitcode is None and time.monotonic() < until:
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+        return self.process.exitcode
+
     def close(self, wait: float) -> None:
         """Ask it to exit (WAIT seconds), or kill it (WAIT 0); either way its pipes are closed."""
         if wait > 0:
@@ -194,7 +203,7 @@ class _Worker:
                 self.tasks.send(None)
             except OSError:
                 pass
-            self.process.join(wait)
+            self.ended(wait)
         if self.process.exitcode is None:
             self.process.kill()
             self.process.join()
@@ -307,8 +316,9 @@ class PagePool:
 
     def death(self, worker: _Worker) -> str:
         """How a worker ended, as a user reads it."""
-        worker.process.join(2.0)  # its pipe may close a moment before it is reaped
-        code = worker.process.exitcode
+        code = worker.ended(2.0)  # its pipes close a moment before it can be reaped
+        if code is None:  # alive: it wrote to its sentinel, or closed its result pipe
+            return "a page worker process broke its pipes and was stopped"
         if not code:
             return "a page worker process ended abruptly"
         if code > 0:

@@ -12,6 +12,7 @@ import re
 import signal
 import stat
 import struct
+import sys
 import time
 
 import pytest
@@ -242,3 +243,48 @@ def test_an_os_error_keeps_its_errno_and_file_name() -> None:
     with pytest.raises(FileNotFoundError) as failure:
         pageworkers.run(os_error, [(7,)], processes=1, deadline=60)
     assert failure.value.errno == 2 and failure.value.filename == "/nonexistent-7/page.pdf"
+
+
+def writable_pipes(x: int) -> tuple[int, list[int]]:
+    return os.getpid(), list(_writable_pipes())
+
+
+def test_a_worker_cannot_write_to_any_task_pipe(kept) -> None:
+    """Tasks are pickles only the parent writes: a worker closes the writing ends of its siblings' task
+    pipes it inherited with the fork (and its own never reaches it)."""
+    pageworkers.run(square, [(1,)], processes=3, deadline=60)  # forks the three
+    workers = pageworkers._kept.workers
+    tasks = {os.fstat(worker.tasks.fileno()).st_ino for worker in workers}
+    results = {worker.process.pid: os.fstat(worker.results).st_ino for worker in workers}
+    seen = set()
+    for pid, pipes in pageworkers.run(writable_pipes, [(n,) for n in range(9)], processes=3, deadline=60):
+        assert results[pid] in pipes and not tasks & set(pipes)
+        seen.add(pid)
+    assert len(seen) > 1
+
+
+def _result_pipe() -> int:
+    frame = sys._getframe()
+    while frame.f_code.co_name != "_serve":
+        frame = frame.f_back
+    return frame.f_locals["results"]
+
+
+def half_a_frame(before: list[int], everywhere: bool) -> int:
+    """10 of the 100 bytes it announces: to its result pipe, or to every pipe it may write to."""
+    for fd in [fd for inode, fd in _writable_pipes().items() if inode not in before] if everywhere else [_result_pipe()]:
+        os.write(fd, struct.pack("!II", 100, 0) + b"{" * 10)
+    time.sleep(600)
+    return 0
+
+
+@pytest.mark.parametrize("everywhere, failure", [
+    (False, "page 1: not finished within 2 s; its worker was stopped"),
+    (True, "page 1 not converted: a page worker process broke its pipes and was stopped")])
+def test_a_worker_stalling_partway_through_its_result_or_writing_to_its_sentinel_holds_nobody(everywhere, failure):
+    """Half a frame is waited for only until the page's deadline; bytes in the pipe multiprocessing watches
+    for the process's end (Process.join would then block in waitpid) end the worker at once."""
+    start = time.monotonic()
+    with pytest.raises(OcrError, match=f"^{re.escape(failure)}$"):
+        pageworkers.run(half_a_frame, [(list(_writable_pipes()), everywhere)], processes=1, deadline=2)
+    assert time.monotonic() - start < 20
