@@ -34,7 +34,7 @@ import traceback
 from typing import Any, Callable, Sequence
 
 from . import wire
-from .errors import InputTooLargeError, OcrError, OcrTimeoutError
+from .errors import DigitizeError, InputTooLargeError, OcrError, OcrTimeoutError
 
 PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h): a signal for us when our parent ends
 PR_GET_DUMPABLE, PR_SET_DUMPABLE = 3, 4  # prctl options: may a process of our uid ptrace us
@@ -233,8 +233,6 @@ def _serve(tasks, results: int, parent: int, memory_mb: int, inherited: list[int
         try:
             frame = wire.result_frame(_bounded(fn, memory_mb, *task))
         except BaseException as e:  # noqa: BLE001 - the parent raises it, as it would have here
-            from .errors import DigitizeError
-
             frame = wire.error_frame(e, "" if isinstance(e, DigitizeError) else traceback.format_exc())
         view = memoryview(frame)
         while view:
