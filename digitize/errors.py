@@ -142,3 +142,17 @@ class SignerUnavailableError(SigningError, StorageError):
     exit_code = ExitCode.storage
 class NotRegularFileError(UnsupportedInputError):
     """A symlink, folder, device or pipe where a scan was expected: links are never followed."""
+
+
+def error_class(names: "list[str] | tuple[str, ...]",
+                default: "type[DigitizeError] | None" = DigitizeError) -> "type[DigitizeError] | None":
+    """The first DigitizeError subclass (of those imported) called by one of NAMES, most specific first
+    (an exception's class and its ancestors), else DEFAULT: another process's error is named, never
+    code, so only a class of ours, built from its one line, can stand for it."""
+    found: dict[str, type[DigitizeError]] = {}
+    todo: list[type[DigitizeError]] = [DigitizeError]
+    while todo:
+        cls = todo.pop()
+        found.setdefault(cls.__name__, cls)
+        todo.extend(cls.__subclasses__())
+    return next((found[name] for name in names if name in found), default)

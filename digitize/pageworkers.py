@@ -9,23 +9,32 @@ A worker killed from outside (the OOM killer, a crash in a C library) breaks the
 every page still in it fails at once with a line that says how the worker ended.
 (``multiprocessing.Pool`` would quietly fork a replacement and lose the page: the file then
 waited out its deadline and was called an OCR timeout.)
+
+Results come back as data, never as pickles (review rev16ipc): a worker decodes untrusted
+pages, and one a decoder exploit took over could otherwise run code in its parent by writing
+a crafted pickle to its result pipe (``concurrent.futures.ProcessPoolExecutor`` unpickles
+whatever arrives there). Each worker has its own pipes: tasks go down as pickles (written by
+the parent only: the trusted side), results come up as wire.py frames (JSON and raw bytes,
+bounded, read by a strict decoder). A worker that sends anything else fails its page and is
+stopped, as a dead one is.
 """
 
 from __future__ import annotations
 
 import ctypes
 import multiprocessing
+import multiprocessing.connection
 import multiprocessing.util
 import os
 import resource
 import signal
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from typing import Callable, Sequence
+import traceback
+from typing import Any, Callable, Sequence
 
-from .errors import InputTooLargeError, OcrError, OcrTimeoutError
+from . import wire
+from .errors import DigitizeError, InputTooLargeError, OcrError, OcrTimeoutError
 
 PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h): a signal for us when our parent ends
 PR_GET_DUMPABLE, PR_SET_DUMPABLE = 3, 4  # prctl options: may a process of our uid ptrace us
@@ -111,80 +120,229 @@ def _bounded(fn: Callable, memory_mb: int, *args):
                                  "(decompression bomb?); raise convert.max_memory_mb if genuine") from None
 
 
+class _Broken(Exception):
+    """A page worker ended, or broke the protocol: the pool ends and the page fails."""
+
+    def __init__(self, worker: "_Worker", why: str = ""):
+        super().__init__(why)
+        self.worker, self.why = worker, why
+
+
+class _Worker:
+    """One forked page worker. Its tasks come down a pipe only its parent writes (pickles: the
+    parent is the trusted side); its results come up another as wire frames (JSON and raw bytes,
+    digitize/wire.py), which the parent reads as data, never unpickles."""
+
+    def __init__(self, context, parent: int, memory_mb: int, others: list[int]):
+        reader, self.tasks = context.Pipe(duplex=False)
+        self.results, writer = os.pipe()
+        closing = [self.tasks.fileno(), self.results, *others]  # its parent's ends, its siblings'
+        self.process = context.Process(target=_serve, args=(reader, writer, parent, memory_mb, closing))
+        try:
+            self.process.start()
+        finally:
+            reader.close()
+            os.close(writer)
+        os.set_blocking(self.results, False)
+        self.task: int | None = None  # the index of the task it runs
+        self.header, self.body = b"", None  # the frame being read: its header, then its JSON and raw bytes
+        self.text = self.got = 0  # the JSON's length in the body, the body's bytes read so far
+
+    def fds(self) -> list[int]:
+        return [self.tasks.fileno(), self.results]
+
+    def give(self, index: int, fn: Callable, task: tuple) -> None:
+        try:
+            self.tasks.send((fn, task))
+        except OSError:  # it died meanwhile: the pipe's other end is gone
+            raise _Broken(self) from None
+        self.task = index
+
+    def read(self) -> tuple[bool, Any] | None:
+        """The frame it finished sending, or None while it is not whole; _Broken at its end (its
+        pipe closed) or for anything but one frame for the task it was given."""
+        try:
+            while True:
+                if self.body is None:
+                    chunk = os.read(self.results, wire.HEADER.size - len(self.header))
+                    if not chunk:
+                        raise _Broken(self)
+                    if self.task is None:
+                        raise _Broken(self, "sent a result nobody asked for")
+                    self.header += chunk
+                    if len(self.header) < wire.HEADER.size:
+                        continue
+                    self.text, size = wire.sizes(self.header)  # bounded before anything is allocated
+                    self.body, self.got = bytearray(self.text + size), 0
+                elif self.got < len(self.body):
+                    got = os.readv(self.results, [memoryview(self.body)[self.got:]])
+                    if not got:
+                        raise _Broken(self)
+                    self.got += got
+                if self.got == len(self.body):
+                    body, self.body, self.header = memoryview(self.body), None, b""
+                    return wire.read_frame(body[:self.text], body[self.text:])
+        except BlockingIOError:
+            return None
+        except wire.Malformed as e:
+            raise _Broken(self, f"sent a malformed result ({e})") from None
+
+    def ended(self, wait: float) -> int | None:
+        """Its exit code once it ended within WAIT seconds, else None. Never Process.join(timeout):
+        that trusts the sentinel pipe, which the worker can write to, and then waits in waitpid."""
+        until, pause = time.monotonic() + wait, 0.001
+        while self.process.exitcode is None and time.monotonic() < until:
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+        return self.process.exitcode
+
+    def close(self, wait: float) -> None:
+        """Ask it to exit (WAIT seconds), or kill it (WAIT 0); either way its pipes are closed."""
+        if wait > 0:
+            try:
+                self.tasks.send(None)
+            except OSError:
+                pass
+            self.ended(wait)
+        if self.process.exitcode is None:
+            self.process.kill()
+            self.process.join()
+        self.tasks.close()
+        try:
+            os.close(self.results)
+        except OSError:
+            pass
+
+
+def _serve(tasks, results: int, parent: int, memory_mb: int, inherited: list[int]) -> None:
+    """A page worker's life: task after task from its parent, each answered with one frame."""
+    for fd in inherited:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _init_page_worker(parent, memory_mb)
+    while True:
+        try:
+            job = tasks.recv()
+        except EOFError:
+            return
+        if job is None:
+            return
+        fn, task = job
+        try:
+            frame = wire.result_frame(_bounded(fn, memory_mb, *task))
+        except BaseException as e:  # noqa: BLE001 - the parent raises it, as it would have here
+            frame = wire.error_frame(e, "" if isinstance(e, DigitizeError) else traceback.format_exc())
+        view = memoryview(frame)
+        while view:
+            view = view[os.write(results, view):]
+
+
 class PagePool:
     """``processes`` forked workers; kept ones serve file after file (see ``keep``)."""
 
     def __init__(self, processes: int, memory_mb: int = 0):
         self.processes, self.memory_mb = processes, memory_mb
-        self.executor = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork"),
-                                            initializer=_init_page_worker, initargs=(os.getpid(), memory_mb))
-        self.workers: list = []  # the worker processes, once forked (at the first submit)
+        self.workers: list[_Worker] = []  # forked at the first run
+
+    def _fork(self) -> None:
+        context = multiprocessing.get_context("fork")
+        while len(self.workers) < self.processes:
+            others = [fd for worker in self.workers for fd in worker.fds()]
+            self.workers.append(_Worker(context, os.getpid(), self.memory_mb, others))
 
     def run(self, fn: Callable, tasks: Sequence[tuple], deadline: float,
             while_running: Callable[[], None] = lambda: None) -> list:
         """``fn(*task)`` for every task, results in order. Any failure ends the workers (a failed
         file's other pages go too) and is raised; a task past DEADLINE seconds (counted from the
-        previous result) raises OcrTimeoutError, a dead worker OcrError."""
+        previous result) raises OcrTimeoutError, a dead worker (or one that sent anything but its
+        result) OcrError."""
         n = 1
         try:
-            futures = [self.executor.submit(_bounded, fn, self.memory_mb, *task) for task in tasks]
-            self.workers = list(getattr(self.executor, "_processes", {}).values())  # forked by now
+            self._fork()
+            waiting = list(range(len(tasks)))[::-1]  # popped from the end: in order
+            done: dict[int, tuple[bool, Any]] = {}
+
+            def hand_out() -> None:
+                for worker in self.workers:
+                    if worker.task is None and waiting:
+                        index = waiting.pop()
+                        worker.give(index, fn, tasks[index])
+
+            hand_out()
             while_running()  # e.g. boot the validator: after the fork, so workers hold none of it
             results = []
-            for n, future in enumerate(futures, start=1):
-                try:
-                    results.append(future.result(timeout=deadline))
-                except TimeoutError:
-                    if not future.done():
+            for n in range(1, len(tasks) + 1):
+                until = time.monotonic() + deadline
+                while n - 1 not in done:
+                    left = until - time.monotonic()
+                    if left <= 0:
                         raise OcrTimeoutError(f"page {n}: not finished within {deadline:g} s; "
-                                              "its worker was stopped") from None
-                    results.append(future.result())  # done meanwhile, or the task's own TimeoutError
+                                              "its worker was stopped")
+                    self._collect(left, done)
+                    hand_out()
+                ok, value = done.pop(n - 1)
+                if not ok:
+                    raise value
+                results.append(value)
             return results
-        except BrokenProcessPool:  # in a result, or at submit (a kept worker died since its check)
-            cause = self.death()  # before end() adds SIGKILLs of its own
+        except _Broken as broken:  # a worker died (in a task, or a kept one since its check), or broke the protocol
+            worker = broken.worker
+            page = n if worker.task is None else worker.task + 1
+            cause = f"its page worker {broken.why}; the worker was stopped" if broken.why else self.death(worker)
             self.end()
-            raise OcrError(f"page {n} not converted: {cause}") from None
+            raise OcrError(f"page {page} not converted: {cause}") from None
         except BaseException:
             self.end()
             raise
 
-    def death(self) -> str:
-        """How the worker that broke the pool ended, as a user reads it. The executor then
-        terminates the others (SIGTERM): an ending of another kind is the cause."""
-        until = time.monotonic() + 2.0  # the executor's thread may be reaping them right now
-        codes = [worker.exitcode for worker in self.workers]
-        while None in codes and time.monotonic() < until:
-            time.sleep(0.05)
-            codes = [worker.exitcode for worker in self.workers]
-        endings = [code for code in codes if code]
-        endings.sort(key=lambda code: code == -signal.SIGTERM)
-        if not endings:
+    def _collect(self, timeout: float, done: dict[int, tuple[bool, Any]]) -> None:
+        """Wait up to TIMEOUT seconds for the workers; what they finished goes into DONE."""
+        watched: dict[int, tuple[_Worker, bool]] = {}
+        for worker in self.workers:
+            watched[worker.results] = worker, True
+            watched[worker.process.sentinel] = worker, False
+        ready = multiprocessing.connection.wait(list(watched), timeout)
+        for fd in sorted(ready, key=lambda fd: not watched[fd][1]):  # a result before its sender's end
+            worker, results = watched[fd]
+            if not results:
+                raise _Broken(worker)
+            index, frame = worker.task, worker.read()
+            if frame is not None and index is not None:
+                done[index], worker.task = frame, None
+
+    def death(self, worker: _Worker) -> str:
+        """How a worker ended, as a user reads it."""
+        code = worker.ended(2.0)  # its pipes close a moment before it can be reaped
+        if code is None:  # alive: it wrote to its sentinel, or closed its result pipe
+            return "a page worker process broke its pipes and was stopped"
+        if not code:
             return "a page worker process ended abruptly"
-        if endings[0] > 0:
-            return f"a page worker process exited with code {endings[0]}"
+        if code > 0:
+            return f"a page worker process exited with code {code}"
         try:
-            name = signal.Signals(-endings[0]).name
+            name = signal.Signals(-code).name
         except ValueError:
-            name = f"signal {-endings[0]}"
-        hint = SIGNAL_HINTS.get(-endings[0])
+            name = f"signal {-code}"
+        hint = SIGNAL_HINTS.get(-code)
         return f"a page worker process was killed by {name}" + (f" ({hint})" if hint else "")
 
     def end(self) -> None:
         """Stop the workers now, whatever they are doing (a hung page, a failed file)."""
-        for worker in self.workers:
-            try:
-                worker.kill()
-            except (OSError, ValueError, AttributeError):
-                pass
-        self.executor.shutdown(wait=True, cancel_futures=True)
+        workers, self.workers = self.workers, []
+        for worker in workers:
+            worker.close(0)
 
     def alive(self) -> bool:
         """Whether every worker still lives (an idle kept one may have been killed since)."""
-        return all(worker.is_alive() for worker in self.workers)
+        return all(worker.process.is_alive() for worker in self.workers)
 
     def close(self) -> None:
         """Let idle workers exit."""
-        self.executor.shutdown(wait=True)
+        workers, self.workers = self.workers, []
+        for worker in workers:
+            worker.close(10.0)
 
 
 _kept: PagePool | None = None

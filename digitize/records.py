@@ -7,6 +7,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from .wire import carried
+
 
 @dataclass(frozen=True)
 class Word:
@@ -21,6 +23,7 @@ class Word:
     baseline: float | None = None  # y of the baseline in pixels, when known
 
 
+@carried  # a page worker hands it back to the process converting the file
 @dataclass
 class PageReport:
     number: int  # 1-based, in output order

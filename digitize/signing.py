@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 from . import lazyimports, signkeys, signmark
 from .config import Settings, SignSettings
-from .errors import ConfigError, DigitizeError, FileAccessError, SignerUnavailableError, SigningError
+from .errors import ConfigError, DigitizeError, FileAccessError, SignerUnavailableError, SigningError, error_class
 
 lazyimports.install()  # before any pyHanko import: its unused eager imports deferred
 
@@ -515,17 +515,6 @@ def _encode_answer(status: str, value: Any) -> bytes:
     return json.dumps({"status": status, "error": type(value).__name__, "message": message}).encode()
 
 
-def _error_class(name: str) -> type[DigitizeError]:
-    """The DigitizeError subclass called NAME (SigningError if none is): an answer names it, never code."""
-    found, todo = SigningError, [DigitizeError]
-    while todo:
-        cls = todo.pop()
-        if cls.__name__ == name:
-            found = cls
-        todo.extend(cls.__subclasses__())
-    return found
-
-
 def _decode_answer(data: bytes) -> tuple[str, Any]:
     import json
 
@@ -534,7 +523,7 @@ def _decode_answer(data: bytes) -> tuple[str, Any]:
         record = answer["record"]
         return "ok", SignatureRecord(**record) if record is not None else None
     status = "refused" if answer["status"] == "refused" else "error"
-    return status, _error_class(str(answer["error"]))(str(answer["message"]))
+    return status, error_class([str(answer["error"])], SigningError)(str(answer["message"]))
 
 
 SUN_PATH_MAX = 107  # bytes of an AF_UNIX socket's path (108 with its NUL)

@@ -15,6 +15,7 @@ from pathlib import Path, PurePath
 from typing import Callable
 
 from digitize.errors import DigitizeError
+from digitize.wire import carried
 from digitize.fsutil import exists_at, fit_name, move_at, open_regular
 
 STATE_DIR = ".digitize"  # the watchers' work folders (claims) inside the inbox
@@ -74,6 +75,7 @@ def iter_scans(root: Path, skip: tuple[Path, ...] = (), links: list[Path] | None
     return found
 
 
+@carried  # the probe's answer from its page worker
 @dataclass(frozen=True)
 class Problem:
     """Why a file is not (yet) a readable scan; ``kinds`` selects the clerk's explanation."""

@@ -4,15 +4,22 @@ kept workers serving file after file and letting their process exit."""
 from __future__ import annotations
 
 import faulthandler
+import fcntl
 import multiprocessing
 import os
+import pickle
+import re
 import signal
+import stat
+import struct
+import sys
 import time
 
 import pytest
 
 from digitize import pageworkers
 from digitize.errors import InputError, OcrError, OcrTimeoutError
+from digitize.records import PageReport  # registered with wire.carried in this process, the parent
 
 
 def square(x: int) -> tuple[int, int]:
@@ -157,3 +164,127 @@ def test_workers_drop_every_secret_variable_before_any_page(monkeypatch) -> None
     monkeypatch.setenv("DIGITIZE_STORE_SECRET_KEY", "leaked-store")
     assert pageworkers.run(secret_variables, [(1,)], processes=1, deadline=60) == [[]]
     assert os.environ["PGPASSWORD"] == "leaked-pg"  # the parent's own stays: its libraries read it
+
+
+class _Planted:
+    """What a decoder exploit would send its parent: unpickling it creates a file (it could run anything)."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (self.marker, "x")
+
+
+def _writable_pipes() -> dict[int, int]:
+    """This process's descriptors open for writing into a pipe, by their pipe's inode."""
+    found = {}
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            info = os.fstat(int(name))
+            if stat.S_ISFIFO(info.st_mode) and fcntl.fcntl(int(name), fcntl.F_GETFL) & os.O_ACCMODE == os.O_WRONLY:
+                found[info.st_ino] = int(name)
+        except OSError:
+            pass
+    return found
+
+
+def compromised(marker: str, before: list[int]) -> str:
+    """A page worker a decoder exploit took over: it writes a crafted pickle, in multiprocessing's framing,
+    to every pipe it may write to that its parent did not have before the run (its result pipe is one),
+    then carries on as if nothing happened."""
+    payload = pickle.dumps(_Planted(marker))
+    for inode, fd in _writable_pipes().items():
+        if inode not in before:
+            os.write(fd, struct.pack("!i", len(payload)) + payload)
+    time.sleep(1)
+    return "done"
+
+
+def test_a_worker_that_sends_a_pickle_runs_no_code_in_its_parent(tmp_path) -> None:
+    """Results come back as data (wire.py), never unpickled: a page worker taken over through a decoder
+    cannot run code in its batch worker (review rev16ipc); its page fails with one line instead."""
+    marker = tmp_path / "planted"
+    failure: BaseException | None = None
+    try:
+        pageworkers.run(compromised, [(str(marker), list(_writable_pipes()))], processes=1, deadline=20)
+    except Exception as e:  # noqa: BLE001 - judged below, after the file
+        failure = e
+    time.sleep(0.5)  # the old executor unpickled in its own thread
+    assert not marker.exists(), "the page worker's pickle was unpickled in its parent"
+    assert isinstance(failure, OcrError) and not isinstance(failure, OcrTimeoutError), repr(failure)
+    assert re.fullmatch(r"page 1 not converted: its page worker sent a malformed result \(.+\); "
+                        r"the worker was stopped", str(failure)), str(failure)
+
+
+def array_and_report(x: int):
+    import numpy as np
+
+    band = np.arange(x * 6, dtype=np.uint8).reshape(x * 2, 3)
+    return PageReport(x, 10, 20, 300.0, "file", "grey", 0, 0.0, "ocr", 91.5, 2, "jpeg", 99, text="Quyết định",
+                      paper={"box": (1, 2, 3, 4)}, top_band=band), b"\x00raw", {"n": np.int64(x)}
+
+
+def test_reports_arrays_and_bytes_come_back_whole() -> None:
+    (report, raw, extra), = pageworkers.run(array_and_report, [(2,)], processes=1, deadline=60)
+    assert report.text == "Quyết định" and report.paper == {"box": (1, 2, 3, 4)} and raw == b"\x00raw"
+    assert report.top_band.shape == (4, 3) and report.top_band.dtype.name == "uint8"
+    assert report.top_band.tolist() == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10, 11]]
+    assert extra == {"n": 2} and type(extra["n"]) is int
+
+
+def os_error(x: int) -> int:
+    open(f"/nonexistent-{x}/page.pdf", "rb")
+    return x
+
+
+def test_an_os_error_keeps_its_errno_and_file_name() -> None:
+    """convert tells a full disk (ENOSPC) from other failures by the errno of its page worker's error."""
+    with pytest.raises(FileNotFoundError) as failure:
+        pageworkers.run(os_error, [(7,)], processes=1, deadline=60)
+    assert failure.value.errno == 2 and failure.value.filename == "/nonexistent-7/page.pdf"
+
+
+def writable_pipes(x: int) -> tuple[int, list[int]]:
+    return os.getpid(), list(_writable_pipes())
+
+
+def test_a_worker_cannot_write_to_any_task_pipe(kept) -> None:
+    """Tasks are pickles only the parent writes: a worker closes the writing ends of its siblings' task
+    pipes it inherited with the fork (and its own never reaches it)."""
+    pageworkers.run(square, [(1,)], processes=3, deadline=60)  # forks the three
+    workers = pageworkers._kept.workers
+    tasks = {os.fstat(worker.tasks.fileno()).st_ino for worker in workers}
+    results = {worker.process.pid: os.fstat(worker.results).st_ino for worker in workers}
+    seen = set()
+    for pid, pipes in pageworkers.run(writable_pipes, [(n,) for n in range(9)], processes=3, deadline=60):
+        assert results[pid] in pipes and not tasks & set(pipes)
+        seen.add(pid)
+    assert len(seen) > 1
+
+
+def _result_pipe() -> int:
+    frame = sys._getframe()
+    while frame.f_code.co_name != "_serve":
+        frame = frame.f_back
+    return frame.f_locals["results"]
+
+
+def half_a_frame(before: list[int], everywhere: bool) -> int:
+    """10 of the 100 bytes it announces: to its result pipe, or to every pipe it may write to."""
+    for fd in [fd for inode, fd in _writable_pipes().items() if inode not in before] if everywhere else [_result_pipe()]:
+        os.write(fd, struct.pack("!II", 100, 0) + b"{" * 10)
+    time.sleep(600)
+    return 0
+
+
+@pytest.mark.parametrize("everywhere, failure", [
+    (False, "page 1: not finished within 2 s; its worker was stopped"),
+    (True, "page 1 not converted: a page worker process broke its pipes and was stopped")])
+def test_a_worker_stalling_partway_through_its_result_or_writing_to_its_sentinel_holds_nobody(everywhere, failure):
+    """Half a frame is waited for only until the page's deadline; bytes in the pipe multiprocessing watches
+    for the process's end (Process.join would then block in waitpid) end the worker at once."""
+    start = time.monotonic()
+    with pytest.raises(OcrError, match=f"^{re.escape(failure)}$"):
+        pageworkers.run(half_a_frame, [(list(_writable_pipes()), everywhere)], processes=1, deadline=2)
+    assert time.monotonic() - start < 20
