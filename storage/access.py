@@ -902,16 +902,17 @@ class Gate:
 
     # -- writing ---------------------------------------------------------------------------------
     def upsert_case(self, case_id: str, fields: dict) -> tuple[bool, CaseRecord]:
-        """Upsert a case record from an export-like row (same field names as ``cases import``)."""
+        """Upsert a case record from an export-like row (same field names as ``cases import``). The parsed
+        record is judged, not the raw keys: any alias header naming another case is refused (review rev17desk H1)."""
         from .cases_import import parse_case_row
 
         value = self.scoped_case_id(case_id, Perm.write_case)
-        given = fields.get("case_id") or fields.get("Mã hồ sơ")
-        if given and normalize_case_id(str(given)) != value:
-            raise BadArgsError(f"the record's case ID {given!r} differs from {value}")
-        created = self.index.upsert_case(parse_case_row({**fields, "case_id": value}))
+        record = parse_case_row({**fields, "case_id": value})
+        if record.case_id != value:  # parse_case_row refuses disagreeing aliases; this is the scope's own check
+            raise BadArgsError(f"the record's case ID {record.case_id} differs from {value}")
+        created = self.index.upsert_case(record)
         self.record("ingested", "case record " + ("created" if created else "updated") + " through the API",
-                    case_id=value)
+                    case_id=record.case_id)
         return created, self.archive.case(value)
 
     def accept_upload(self, case_id: str | None, name: str, sha256: str) -> str | None:

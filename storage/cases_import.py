@@ -58,18 +58,23 @@ def parse_case_row(raw: dict[str, Any]) -> CaseRecord:
     """One export row -> CaseRecord; raises BadArgsError saying which field is wrong."""
     values: dict[str, str] = {}
     archive: dict[str, str] = {}
+    headers: dict[str, str] = {}  # field -> the header it was taken from
     for header, value in raw.items():
         text = "" if value is None else str(value).strip()
         key = _header_key(str(header))
         if not text:
             continue
         if key in _FIELD_BY_HEADER:
-            values[_FIELD_BY_HEADER[key]] = text
+            field = _FIELD_BY_HEADER[key]
+            if field == "case_id":
+                text = normalize_case_id(text)
+            if field in values and values[field] != text:  # two aliases of one field: never "the last one wins"
+                raise BadArgsError(f"columns {headers[field]!r} and {str(header)!r} disagree")
+            values[field], headers[field] = text, str(header)
         elif key in _ARCHIVE_BY_HEADER:
             archive[_ARCHIVE_BY_HEADER[key]] = text
     if "case_id" not in values:
         raise BadArgsError("no case ID (column case_id or Mã hồ sơ)")
-    values["case_id"] = normalize_case_id(values["case_id"])
     if "procedure_code" in values:
         values["procedure_code"] = parse_procedure_code(values["procedure_code"]).value
     for field in ("received_date", "due_date"):

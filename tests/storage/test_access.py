@@ -278,6 +278,22 @@ def test_out_of_scope_is_not_found_and_bad_ids_are_bad(two_agencies):
         gate.events(CASE_B)
 
 
+def test_a_case_record_upsert_writes_only_the_case_in_scope(two_agencies):
+    """Review rev17desk H1: an alias header ("Case ID", "ma_ho_so") after the path's case ID won in
+    parse_case_row, so an officer of A overwrote or created agency B's records."""
+    officer_a = two_agencies.gate(OFFICER_A)
+    planted = "000.00.12.H29-241016-0009"
+    for fields in [{"case_id": CASE_A, "Case ID": CASE_B, "applicant": "overwritten by A"},
+                   {"case_id": "", "ma_ho_so": planted, "applicant": "planted"},
+                   {"Mã HS": CASE_B, "applicant": "overwritten by A"}]:
+        with pytest.raises(BadArgsError, match="disagree"):
+            officer_a.upsert_case(CASE_A, fields)
+    assert two_agencies.case(CASE_B).applicant is None and two_agencies.index.get_case(planted) is None
+    assert [e for e in two_agencies.index.events(case_id=CASE_B) if "case record" in (e.detail or "")] == []
+    created, record = officer_a.upsert_case(CASE_A, {"Case ID": CASE_A.lower(), "applicant": "Nguyễn Văn An"})
+    assert not created and record.applicant == "Nguyễn Văn An"
+
+
 def test_roles_lacking_a_permission_are_refused_before_any_lookup(two_agencies):
     scanner = two_agencies.gate(Principal("s", "scanner", ("000.00.31.H56",)))
     with pytest.raises(PermissionDenied):

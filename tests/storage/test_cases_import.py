@@ -32,6 +32,13 @@ def test_bad_rows_say_which_field(row, message):
         parse_case_row(row)
 
 
+def test_two_headers_of_one_field_must_agree():
+    """Review rev17desk H1: the last alias won, so a later "Case ID" column overrode "case_id"."""
+    with pytest.raises(BadArgsError, match="columns 'case_id' and 'Case ID' disagree"):
+        parse_case_row({"case_id": CASE, "Case ID": "000.00.12.H29-241016-0003"})
+    assert parse_case_row({"case_id": CASE, "Mã hồ sơ": CASE.lower(), "applicant": "A"}).case_id == CASE
+
+
 def test_csv_with_bom_and_semicolons(tmp_path):
     path = tmp_path / "x.csv"
     path.write_bytes("\ufeffMã hồ sơ;Người nộp\n".encode() + f"{CASE};Lê Văn Tám\n".encode())
