@@ -976,8 +976,11 @@ class Gate:
         return bool(doc.agency) and doc.agency in self.principal.agencies
 
     def link(self, doc_id: int, case_id: str) -> DocumentRow:
+        """Link an unmatched document to ``case_id``. Only those who may read the archive (archivists, admins)
+        may also share a filed document into another case; a scanner's link right is for the unmatched ones it
+        sees in :meth:`unmatched`, nothing else (review rev17desk M1)."""
         value = self.scoped_case_id(case_id, Perm.link)
-        doc = self.index.document(doc_id)
+        doc = self.index.document(doc_id) if self.principal.can(Perm.read) else self.index.unmatched_document(doc_id)
         if doc is None or doc.status != "stored" or not self._covers_unmatched(doc):
             raise NotFoundError(f"document {doc_id} not found")
         return self.archive.link(doc_id, value, actor=self.principal.actor)

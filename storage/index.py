@@ -304,6 +304,11 @@ class Index(AccountQueries, ABC):
         """Stored documents with no case ID, or one not (yet) imported."""
         return self._documents(f"d.status = 'stored' AND {_UNMATCHED}")
 
+    def unmatched_document(self, doc_id: int) -> DocumentRow | None:
+        """The stored document ``doc_id`` if it is unmatched (the :meth:`unmatched` predicate), else None."""
+        found = self._documents(f"d.doc_id = ? AND d.status = 'stored' AND {_UNMATCHED}", (doc_id,))
+        return found[0] if found else None
+
     def all_object_keys(self) -> set[str]:
         rows = self._execute("SELECT original_key, pdfa_key, meta_key FROM documents").fetchall()
         return {key for row in rows for key in row}

@@ -378,6 +378,22 @@ def test_unmatched_and_link_follow_the_scope(two_agencies):
     assert scanner_a.link(doc.doc_id, CASE_A).case_id == CASE_A
 
 
+def test_a_scanner_links_only_unmatched_documents(two_agencies):
+    """Review rev17desk M1: a scanner's link right re-filed any stored document of its agency: one of an
+    imported case was shared into another case (its officers read it), one of a case never imported moved."""
+    archive = two_agencies
+    other = "000.00.31.H56-241015-0028"
+    archive.index.upsert_case(CaseRecord(other))
+    (filed,) = archive.documents(CASE_A)
+    scanner = archive.gate(Principal("s", "scanner", ("000.00.31.H56",)))
+    assert filed.doc_id not in {d.doc_id for d in scanner.unmatched()}
+    with pytest.raises(NotFoundError, match=f"document {filed.doc_id} not found"):
+        scanner.link(filed.doc_id, other)
+    assert archive.documents(other) == [] and [d.doc_id for d in archive.documents(CASE_A)] == [filed.doc_id]
+    archivist = archive.gate(Principal("k", "archivist", ()))
+    assert archivist.link(filed.doc_id, other).case_id == other  # sharing stays an archivist's
+
+
 def test_a_shared_document_is_reachable_through_every_dossier_it_belongs_to(two_agencies, tmp_path):
     """A scan filed under CASE_A and shared with CASE_B: agency B sees it in B's dossier (case, download,
     ZIP, search), agency A in A's, a third agency nowhere."""
