@@ -294,6 +294,16 @@ def test_a_case_record_upsert_writes_only_the_case_in_scope(two_agencies):
     assert not created and record.applicant == "Nguyễn Văn An"
 
 
+def test_a_case_record_field_with_a_nul_or_too_long_is_bad_args_on_both_backends(two_agencies):
+    """Review rev17desk M3: PostgreSQL refused the NUL as a StorageError (a 503 the other system retries
+    forever); a 20 MB applicant was stored on both."""
+    officer_a = two_agencies.gate(OFFICER_A)
+    for fields in [{"applicant": "Nguyen\x00Van A"}, {"applicant": "x" * (1 << 20)}]:
+        with pytest.raises(BadArgsError, match="applicant"):
+            officer_a.upsert_case(CASE_A, fields)
+    assert two_agencies.case(CASE_A).applicant is None
+
+
 def test_roles_lacking_a_permission_are_refused_before_any_lookup(two_agencies):
     scanner = two_agencies.gate(Principal("s", "scanner", ("000.00.31.H56",)))
     with pytest.raises(PermissionDenied):

@@ -138,6 +138,19 @@ def test_put_case_cannot_reach_another_agency_through_an_alias_header(portal):
     assert a.get(f"/cases/{CASE_A}").json()["case"]["applicant"] == "Nguyễn Văn An"
 
 
+def test_put_case_refuses_a_huge_body(portal):
+    """Review rev17desk M3: the body was read whole into the worker's memory, whatever its size."""
+    a = client(portal, "onestop-a")
+    big = a.put(f"/cases/{CASE_A}", json={"Cột lạ": "x" * (1 << 20), "status": "x"})
+    assert big.status_code == 413 and big.json()["error"] == "too-large"
+    chunked = a.put(f"/cases/{CASE_A}", content=iter([b'{"status": "', b"x" * (1 << 20), b'"}']),
+                    headers={"content-type": "application/json"})
+    assert chunked.status_code == 413
+    assert a.put(f"/cases/{CASE_A}", content=b"[1, 2]").status_code == 400
+    assert a.put(f"/cases/{CASE_A}", json={"applicant": "x" * 2000}).status_code == 400
+    assert a.get(f"/cases/{CASE_A}").json()["case"]["applicant"] == "Nguyễn Văn An"
+
+
 def test_events_record_actor_and_client_address_shown_to_auditors_only(portal):
     a = client(portal, "onestop-a")
     a.get(f"/cases/{CASE_A}/documents/1/pdfa")
