@@ -22,10 +22,12 @@ import os
 import re
 import shutil
 import threading
+import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import BinaryIO
 
@@ -41,6 +43,7 @@ log = logging.getLogger("digitize.web")
 SUFFIXES = {".pdf", ".tif", ".tiff", ".jpg", ".jpeg", ".png"}
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 CHUNK = 1 << 20
+PRUNE_EVERY = 3600.0  # s between two prunes of old job folders (also at start)
 
 
 @dataclass
@@ -76,6 +79,13 @@ class UploadJob:
         return bool(self.queue_job) and not self.finished
 
 
+def _before(stamp: str, cutoff: datetime) -> bool:
+    try:
+        return datetime.fromisoformat(stamp) < cutoff
+    except (TypeError, ValueError):
+        return False  # no or a bad time: kept
+
+
 def display_name(name: str) -> str:
     """The sent name without control characters or folders, for titles and lists."""
     return plain((name or "").replace("\\", "/").rsplit("/", 1)[-1])[:120] or "scan"
@@ -106,6 +116,8 @@ class UploadQueue:
 
             check_settings(settings)  # a portal that cannot queue says so at start, not on the first upload
         sweep_parts(self.root)  # a job.json or scan.json write killed half-way (an hour old: see fsutil)
+        self._pruned = 0.0
+        self.prune()
         self._resume()
 
     # -- state ---------------------------------------------------------------------------------
@@ -162,6 +174,30 @@ class UploadQueue:
                 self._jobs[job.job_id] = job
             self._executor.submit(self._run, job)
 
+    def prune(self) -> int:
+        """Remove the folders of stored jobs finished more than ``[web] upload_job_days`` ago (only job.json and
+        its lock left: the scan went once stored and verified), so the desk does not read every upload ever
+        made (review rev17desk M2); a failed job keeps its scan and its folder. The number removed."""
+        self._pruned = time.monotonic()
+        days = self.settings.web.upload_job_days
+        if days <= 0:
+            return 0
+        cutoff, removed = datetime.now(timezone.utc) - timedelta(days=days), 0
+        for folder in self.root.iterdir():
+            if not _JOB_ID.fullmatch(folder.name) or folder.is_symlink():
+                continue
+            job = self._load(folder.name)
+            if job is None or not job.finished or job.state == "failed" or not _before(job.finished_at, cutoff):
+                continue
+            if any(p.name not in ("job.json", "lock") for p in folder.iterdir()) or not self._claim(job.job_id):
+                continue
+            try:
+                shutil.rmtree(folder)
+                removed += 1
+            finally:
+                self._release(job.job_id)
+        return removed
+
     def get(self, job_id: str, visible=None) -> UploadJob | None:
         """The job, or None; ``visible(job)`` (the caller's gate) is asked first, on the job as saved, and a
         job it refuses is None and left untouched: no read of the queue's ledger, which may finish the job
@@ -179,6 +215,8 @@ class UploadQueue:
 
     def jobs(self, visible=None) -> list[UploadJob]:
         """Every job ``visible(job)`` accepts (None: all), newest first; only those are followed in the queue."""
+        if time.monotonic() - self._pruned > PRUNE_EVERY:
+            self.prune()
         with self._lock:
             found = dict(self._jobs)
         for folder in self.root.iterdir():

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from digitize.config import Settings
-from portal_data import CASE_A, CASE_B, PASSWORD, digitize
+from portal_data import AGENCY_A, CASE_A, CASE_B, PASSWORD, digitize, write_job
 from web.app import create_app
 
 
@@ -273,3 +273,30 @@ def test_an_internal_error_still_carries_the_security_headers(seeded):
         assert "default-src 'self'" in answer.headers["content-security-policy"]
         assert answer.headers["cache-control"] == "no-store" and answer.headers["x-frame-options"] == "SAMEORIGIN"
         assert "a bug" not in answer.text
+
+
+def test_an_old_failed_upload_stays_on_the_desk(tmp_path):
+    """Review rev17desk M2: the failed list was cut from the 50 newest jobs, so 50 newer uploads (a
+    colleague's too) hid a failed one for ever: never retried, its scan kept for ever."""
+    import uuid
+
+    from storage import access
+    from storage.archive import Archive
+    from storage.index import now_iso
+
+    settings = Settings(data_dir=str(tmp_path / "data"))
+    settings.web.secure_cookies = False
+    with Archive.open(settings) as archive:
+        access.add_user(archive.index, "lan", "scanner", [AGENCY_A], PASSWORD)
+    uploads = tmp_path / "data" / "uploads"
+    old = uuid.uuid4().hex
+    folder = write_job(uploads, old, "user:lan", AGENCY_A, "failed", "2026-01-01T08:00:00.000+00:00",
+                       reason="no pages", finished_at="2026-01-01T08:01:00.000+00:00")
+    (folder / "scan.pdf").write_bytes(b"%PDF-1.4 kept scan")
+    for n in range(50):  # finished today: not old enough to be pruned
+        write_job(uploads, uuid.uuid4().hex, "user:lan", AGENCY_A, "done", f"2026-01-02T08:{n:02d}:00.000+00:00",
+                  finished_at=now_iso())
+    client, r = login(create_app(settings), name="lan")
+    assert r.status_code == 303
+    desk = client.get("/desk").text
+    assert f"/desk/jobs/{old}/retry" in desk
