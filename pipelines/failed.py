@@ -174,6 +174,14 @@ def _attribution(parts: tuple[str, ...], sidecar: dict | None) -> tuple[tuple[st
     return tuple(sorted(case_ids)), tuple(sorted(agencies)) if case_ids or agencies else ()
 
 
+def place_case_id(item: FailedFile) -> str | None:
+    """The case ID the scan's place under failed/ names (its folder, else its file name), as watch read it there:
+    kept with a retried scan, whose copy is named scan.<ext> (review rev17desk M4); its sidecar's wins over it."""
+    relative = PurePath(*item.parts[:-1], taken_name(item.parts[-1]) or item.parts[-1])
+    clue = metadata.folder_clue(relative) or metadata.filename_clue(relative)
+    return clue.values["case_id"] if clue else None
+
+
 class _Budget:
     """Entries (files, folders, litter) one listing may look at: a folder of junk cannot make it endless."""
 

@@ -62,6 +62,7 @@ class UploadJob:
     sender: dict = field(default_factory=dict)  # the sender's Principal: its upload scope binds every part
     queue_job: str = ""  # queue mode: the job in the queue's ledger that converts it (its state is read there)
     queue_run: str = ""  # queue mode: this upload's submission of that job; another run's record is not its state
+    place_case_id: str = ""  # a scan taken from the inbox's failed/: the case its folder or file name named there
 
     def scope(self):
         """The sender's upload scope (storage.access); a job saved without a sender may file nothing."""
@@ -350,6 +351,7 @@ class UploadQueue:
 
         def receive(stream: BinaryIO, name: str) -> Path:
             job, target = self.receive(stream, name, scope, case_id)
+            job.place_case_id = failed.place_case_id(item) or ""
             received.append(job)
             return target
 
@@ -376,8 +378,8 @@ class UploadQueue:
         job.state = "running"
         self._save(job)
         values = {"title": Path(job.name).stem, "scanned_by": job.owner.split(":", 1)[-1]}
-        if job.case_id:
-            values["case_id"] = job.case_id
+        if job.case_id or job.place_case_id:  # the case chosen, else the one the scan's old place named (as
+            values["case_id"] = job.case_id or job.place_case_id  # watch read it: below its carried sidecar)
         try:
             if queue_mode(self.settings):
                 self._enqueue(job, files[0], values)
