@@ -31,7 +31,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import BinaryIO
 
-from digitize.errors import BadArgsError, InputError
+from digitize.errors import BadArgsError, InputError, resource_fault
 from digitize.fsutil import atomic_write_text, fsync_path, sweep_parts
 from digitize.terminal import plain
 from pipelines.jobs import Status
@@ -176,9 +176,9 @@ class UploadQueue:
             self._executor.submit(self._run, job)
 
     def prune(self) -> int:
-        """Remove the folders of stored jobs finished more than ``[web] upload_job_days`` ago (only job.json and
-        its lock left: the scan went once stored and verified), so the desk does not read every upload ever
-        made (review rev17desk M2); a failed job keeps its scan and its folder. The number removed."""
+        """Remove the folders of stored jobs finished more than ``[web] upload_job_days`` ago (their scan went once
+        stored and verified, or is a copy left by a server killed right after saving that), so the desk does not
+        read every upload ever made (review rev17desk M2); a failed job keeps its scan and its folder."""
         self._pruned = time.monotonic()
         days = self.settings.web.upload_job_days
         if days <= 0:
@@ -190,7 +190,7 @@ class UploadQueue:
             job = self._load(folder.name)
             if job is None or not job.finished or job.state == "failed" or not _before(job.finished_at, cutoff):
                 continue
-            if any(p.name not in ("job.json", "lock") for p in folder.iterdir()) or not self._claim(job.job_id):
+            if not self._claim(job.job_id):
                 continue
             try:
                 shutil.rmtree(folder)
@@ -267,7 +267,10 @@ class UploadQueue:
         safe = stored_name(name)
         job_id = uuid.uuid4().hex
         folder = self.root / job_id
-        folder.mkdir(mode=0o700)
+        try:
+            folder.mkdir(mode=0o700)
+        except OSError as e:
+            raise resource_fault(e, "cannot keep the upload") or e from None
         target = folder / safe
         digest, size = hashlib.sha256(), 0
         try:
@@ -284,8 +287,11 @@ class UploadQueue:
                 raise InputError(f"{display_name(name)!r} is empty")
             fsync_path(folder)  # the scan's entry in its job folder
             fsync_path(self.root)  # the job folder's entry in uploads/
-        except BaseException:
+        except BaseException as e:
             shutil.rmtree(folder, ignore_errors=True)
+            fault = resource_fault(e, "cannot keep the upload") if isinstance(e, OSError) else None
+            if fault is not None:  # disk full or quota: a 503 to retry later, not an internal error
+                raise fault from None
             raise
         return UploadJob(job_id, scope.principal.actor, case_id, display_name(name), size, digest.hexdigest(),
                          created_at=now_iso(), sender=asdict(scope.principal)), target
@@ -311,7 +317,12 @@ class UploadQueue:
         if not self._claim(job.job_id):
             raise BadArgsError("this upload is being processed already")
         try:
-            job = self._load(job.job_id) or job  # the saved state: another process may have run it meanwhile
+            with self._lock:
+                stranded = self._jobs.get(job.job_id)  # failed here before its state could be saved
+            saved = self._load(job.job_id) or job  # the saved state: another process may have run it meanwhile
+            if stranded is not None and stranded.state == "failed" and not saved.finished and not saved.in_queue:
+                saved.state = "failed"  # claimed by us now, so nobody runs it: retried as the desk shows it
+            job = saved
             kept = [p for p in (self.root / job.job_id).iterdir() if p.suffix.lower() in SUFFIXES]
             if job.state != "failed" or not kept:
                 raise BadArgsError("only a failed upload whose scan is still kept can be retried")
@@ -373,6 +384,23 @@ class UploadQueue:
 
     # -- work ----------------------------------------------------------------------------------
     def _run(self, job: UploadJob) -> None:
+        """Run the job; a state that cannot be saved (disk full) leaves it for a retry, never hanging claimed."""
+        try:
+            self._convert(job)
+        except Exception as e:  # noqa: BLE001 - the state was not saved: never an unread future (rev17desk L1)
+            fault = resource_fault(e, "cannot save the upload's state") if isinstance(e, OSError) else None
+            log.error("upload job %s: %s; the job can be retried", job.job_id, fault or f"{type(e).__name__}: {e}")
+            job.state, job.reason = "failed", str(fault or f"internal error: {type(e).__name__}")
+            job.finished_at = ""  # only in memory: the saved state is older, and a retry runs it again
+            self._release(job.job_id)
+            return
+        for listener in self._listeners:
+            try:
+                listener(job)
+            except Exception:  # noqa: BLE001
+                log.exception("upload listener failed")
+
+    def _convert(self, job: UploadJob) -> None:
         folder = self.root / job.job_id
         files = [p for p in folder.iterdir() if p.name != "job.json" and p.suffix.lower() in SUFFIXES]
         job.state = "running"
@@ -400,11 +428,6 @@ class UploadQueue:
             job.state, job.reason = "failed", f"internal error: {type(e).__name__}"
         job.finished_at = now_iso()
         self._finish(job)
-        for listener in self._listeners:
-            try:
-                listener(job)
-            except Exception:  # noqa: BLE001
-                log.exception("upload listener failed")
 
     def _enqueue(self, job: UploadJob, path: Path, values: dict) -> None:
         """Queue mode: the scan staged in the store (verified) and its task sent, with the sender's principal;
@@ -424,11 +447,11 @@ class UploadQueue:
         self._follow([job])  # done before (the same upload sent again): finished at once
 
     def _finish(self, job: UploadJob) -> None:
+        self._save(job)  # first: a scan is dropped only once job.json says stored (review rev17desk L1)
         if job.state != "failed":
             for f in (self.root / job.job_id).iterdir():
                 if f.suffix.lower() in SUFFIXES or f.name == "scan.json":
                     f.unlink(missing_ok=True)  # stored and verified: the copy (and its carried sidecar) is not needed
-        self._save(job)
         with self._lock:
             self._jobs.pop(job.job_id, None)  # the saved state is the truth from now on
         self._release(job.job_id)
