@@ -930,10 +930,15 @@ class Gate:
         self.require(Perm.upload)
         return UploadScope(self.principal)
 
-    def visible_job(self, case_id: str | None, owner: str) -> bool:
-        """An upload job is visible to whoever sent it, and to those who may upload to its case."""
-        return owner == self.principal.actor or (self.principal.can(Perm.upload) and case_id is not None
-                                                 and self.principal.covers(case_id))
+    def visible_job(self, case_id: str | None, owner: str, filed: Iterable[str | None] = ()) -> bool:
+        """An upload job is visible to whoever sent it, and to those who may upload to its case; to either only
+        while every case it names (its own, those its documents were ``filed`` in) is in their current scope:
+        an account moved to another agency, or a new one given an old name, does not keep seeing the old
+        agency's jobs by its name (review rev17desk L2)."""
+        p = self.principal
+        if not p.can(Perm.upload) or not all(p.covers(c) for c in (case_id, *filed) if c):
+            return False
+        return owner == p.actor or case_id is not None
 
     def inbox_failures(self, files: Iterable["FailedScan"]) -> list["FailedScan"]:
         """The watch inbox's failed files (pipelines/failed.py) this principal may see and retry: all of them

@@ -149,7 +149,7 @@ async def post_document(case_id: str, request: Request, gate: Gate = Depends(api
 
 def visible_job(request: Request, gate: Gate, job_id: str) -> UploadJob:
     """The job if the gate lets this principal see it (asked before the job is followed or touched), else 404."""
-    job = request.app.state.uploads.get(job_id, lambda job: gate.visible_job(job.case_id, job.owner))
+    job = request.app.state.uploads.get(job_id, lambda job: gate.visible_job(job.case_id, job.owner, job.filed))
     if job is None:
         raise NotFoundError(f"job {job_id} not found")
     return job

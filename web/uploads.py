@@ -71,6 +71,11 @@ class UploadJob:
         return UploadScope.of(self.sender)
 
     @property
+    def filed(self) -> list[str | None]:
+        """The cases its documents were filed in (the gate's visibility asks about each)."""
+        return [d.get("case_id") for d in self.documents if isinstance(d, dict)]
+
+    @property
     def finished(self) -> bool:
         return self.state not in ("queued", "running", "unverified")  # unverified: its ledger record (still followed)
 

@@ -404,6 +404,17 @@ def test_a_scanner_links_only_unmatched_documents(two_agencies):
     assert archivist.link(filed.doc_id, other).case_id == other  # sharing stays an archivist's
 
 
+def test_an_upload_job_is_visible_only_within_the_current_scope(archive):
+    """Review rev17desk L2: the owner's name alone showed a job, whatever that account's agencies are now."""
+    moved = archive.gate(Principal("lan", "scanner", ("000.00.12.H29",)))
+    assert not moved.visible_job(CASE_A, "user:lan")
+    assert not moved.visible_job(None, "user:lan", [CASE_A])
+    assert moved.visible_job(None, "user:lan", [None]) and moved.visible_job(CASE_B, "user:lan", [CASE_B])
+    colleague = archive.gate(Principal("an", "scanner", ("000.00.31.H56",)))
+    assert colleague.visible_job(CASE_A, "user:lan") and not colleague.visible_job(None, "user:lan")
+    assert not archive.gate(OFFICER_A).visible_job(CASE_A, "user:an")
+
+
 def test_a_shared_document_is_reachable_through_every_dossier_it_belongs_to(two_agencies, tmp_path):
     """A scan filed under CASE_A and shared with CASE_B: agency B sees it in B's dossier (case, download,
     ZIP, search), agency A in A's, a third agency nowhere."""
