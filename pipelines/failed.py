@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import BinaryIO, Callable
 
-from digitize.errors import BadArgsError, NotFoundError
+from digitize.errors import BadArgsError, FileAccessError, NotFoundError
 from digitize.fsutil import fit_name, fsync_path
 from digitize.identifiers import parse_agency_code
 
@@ -325,8 +325,11 @@ def take(folder: Path, item: FailedFile, receive: Callable[[BinaryIO, str], Path
         private = fit_name(f"{TAKING}{secrets.token_hex(_TAKING_HEX // 2)}-{own}")
         try:
             os.rename(name, private, src_dir_fd=parent, dst_dir_fd=parent)
-        except OSError:
+        except FileNotFoundError:
             raise NotFoundError("failed file not found") from None
+        except OSError as e:  # EACCES, EROFS...: the file is there, the portal may not move it (rev17desk L3)
+            raise FileAccessError(f"cannot take the failed file out of failed/: {e.strerror} (the portal must "
+                                  "be able to write the watch inbox's failed/ folder)") from None
         try:
             copy = _copy_checked(parent, private, own, item, receive)
             _, sidecar = _sidecar(parent, name)

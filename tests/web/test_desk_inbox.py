@@ -184,6 +184,26 @@ def test_a_carried_sidecar_keeps_its_fields_but_the_chosen_case_wins(tmp_path):
     assert sorted(os.listdir(bad)) == []
 
 
+def test_a_failed_dir_the_portal_cannot_write_is_not_called_missing(tmp_path, monkeypatch):
+    """Review rev17desk L3: any rename error (EACCES included) was "failed file not found", so the clerk was
+    told the file had vanished when the portal's account could not write failed/."""
+    import errno
+
+    from digitize.errors import FileAccessError
+
+    bad = tmp_path / "failed"
+    quarantine(bad, f"{CASE_A}/x.pdf", b"%PDF-1.4 data", "r")
+    item = failed.list_failed(bad)[0]
+
+    def refused(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(os, "rename", refused)
+    with pytest.raises(FileAccessError, match="Permission denied.*must be able to write"):
+        failed.take(bad, item, lambda stream, name: tmp_path / "never", keep_case_id=True, durable=lambda: None)
+    assert (bad / CASE_A / "x.pdf").exists()
+
+
 def test_the_job_is_on_disk_before_the_scan_leaves_failed(tmp_path, monkeypatch):
     """A crash between taking the scan out of failed/ and queueing the job must leave a job the queue
     resumes: job.json is written (and synced) before anything in failed/ is removed."""
