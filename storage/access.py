@@ -33,8 +33,9 @@ from typing import TYPE_CHECKING, Callable, Iterable, Protocol
 
 from digitize.errors import BadArgsError, DigitizeError, ExitCode, NotFoundError, VerificationError
 from digitize.identifiers import normalize_case_id, parse_agency_code
+from digitize.terminal import plain
 
-from .index import now_iso
+from .index import case_changes, now_iso
 from .index_accounts import AccountEvent, HitRow, SearchPage, TokenRecord, UserRecord
 from .models import CaseRecord, DocumentRow, Event, SignatureRow
 from .search import parse_query
@@ -348,6 +349,18 @@ class SearchCache:
 
 
 SEARCH_CACHE = SearchCache()
+
+
+CHANGE_VALUE_MAX = 200  # characters of an overwritten value kept in the event
+
+
+def changes_text(changes: list[tuple[str, str | None]]) -> str:
+    """The fields an update changed and their previous values, for its event: a wrong or malicious update
+    can be undone from the log (review rev17desk L4). Readers of the log may read the case itself."""
+    if not changes:
+        return "nothing changed"
+    return "; ".join(f"{name} was " + (repr(plain(old)[:CHANGE_VALUE_MAX]) if old else "empty")
+                     for name, old in changes)
 
 
 def agency_of(case_id: str) -> str | None:
@@ -910,8 +923,11 @@ class Gate:
         record = parse_case_row({**fields, "case_id": value})
         if record.case_id != value:  # parse_case_row refuses disagreeing aliases; this is the scope's own check
             raise BadArgsError(f"the record's case ID {record.case_id} differs from {value}")
-        created = self.index.upsert_case(record)
-        self.record("ingested", "case record " + ("created" if created else "updated") + " through the API",
+        with self.index.transaction():  # the values overwritten, read in the update's own transaction
+            before = self.index.get_case(record.case_id)
+            created = self.index.upsert_case(record)
+        self.record("ingested", "case record created through the API" if created else
+                    "case record updated through the API: " + changes_text(case_changes(before, record)),
                     case_id=record.case_id)
         return created, self.archive.case(value)
 

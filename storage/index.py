@@ -71,6 +71,13 @@ def _merge_case(old: CaseRecord, new: CaseRecord) -> CaseRecord:
     return CaseRecord(**values)
 
 
+def case_changes(old: CaseRecord, new: CaseRecord) -> list[tuple[str, str | None]]:
+    """(field, old value) of each field :func:`_merge_case` changes: what an update overwrote."""
+    merged = _merge_case(old, new)
+    changed = [(n, getattr(old, n)) for n in _CASE_COLUMNS if n != "archive" and getattr(merged, n) != getattr(old, n)]
+    return changed + [(k, old.archive.get(k)) for k, v in sorted(merged.archive.items()) if old.archive.get(k) != v]
+
+
 def case_search_text(case: CaseRecord) -> str:
     parts = [case.case_id, case.procedure_code, case.procedure_name, case.agency, case.applicant, case.status,
              *case.archive.values()]

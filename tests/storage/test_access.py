@@ -304,6 +304,19 @@ def test_a_case_record_field_with_a_nul_or_too_long_is_bad_args_on_both_backends
     assert two_agencies.case(CASE_A).applicant is None
 
 
+def test_a_case_record_update_records_which_fields_changed_and_their_old_values(two_agencies):
+    """Review rev17desk L4: an update recorded only "case record updated through the API", so a wrong or
+    malicious change (an applicant's name, a status) could not be undone from the log."""
+    officer_a = two_agencies.gate(OFFICER_A)
+    officer_a.upsert_case(CASE_A, {"applicant": "Nguyễn Văn An", "status": "Đang xử lý", "Title": "Hồ sơ đất"})
+    officer_a.upsert_case(CASE_A, {"status": "Đã trả kết quả", "applicant": "Nguyễn Văn An", "Title": "Đất ở"})
+    officer_a.upsert_case(CASE_A, {"status": "Đã trả kết quả"})
+    updates = [e.detail for e in two_agencies.index.events(case_id=CASE_A) if "case record updated" in (e.detail or "")]
+    assert updates[-3] == "case record updated through the API: applicant was empty; status was empty; Title was empty"
+    assert updates[-2] == "case record updated through the API: status was 'Đang xử lý'; Title was 'Hồ sơ đất'"
+    assert updates[-1] == "case record updated through the API: nothing changed"
+
+
 def test_roles_lacking_a_permission_are_refused_before_any_lookup(two_agencies):
     scanner = two_agencies.gate(Principal("s", "scanner", ("000.00.31.H56",)))
     with pytest.raises(PermissionDenied):
