@@ -941,6 +941,15 @@ class Gate:
         self.record("ingested", f"upload {name!r} received through the portal", case_id=value, checksum=sha256)
         return value
 
+    def dismiss_upload(self, case_id: str | None, name: str, sha256: str, job_id: str,
+                       dismiss: Callable[[], object]) -> None:
+        """Give up a failed upload the caller found visible (:meth:`visible_job`): ``dismiss()`` deletes its kept
+        scan; recorded as an ingest that failed, with the actor."""
+        self.require(Perm.upload)
+        dismiss()
+        self.record("ingested", f"upload {name!r} dismissed at the desk: its kept scan deleted (upload job {job_id})",
+                    case_id=case_id, checksum=sha256, outcome="failure")
+
     def upload_scope(self) -> UploadScope:
         """The predicate an upload's conversion job checks every part against before storing it."""
         self.require(Perm.upload)

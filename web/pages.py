@@ -232,6 +232,17 @@ def install(app: FastAPI) -> None:
         request.app.state.uploads.retry(job, target, gate.upload_scope())
         return RedirectResponse("/desk", status_code=303)
 
+    @app.post("/desk/jobs/{job_id}/dismiss", include_in_schema=False)
+    def desk_dismiss(request: Request, job_id: str, csrf: str = Form(""), gate: Gate = Depends(page_gate)) -> Response:
+        """A failed upload given up: its kept scan deleted, gone from the failed list."""
+        from .api import visible_job
+
+        check_csrf(request, csrf)
+        job = visible_job(request, gate, job_id)
+        gate.dismiss_upload(job.case_id, job.name, job.sha256, job.job_id,
+                            lambda: request.app.state.uploads.dismiss(job, gate.principal.actor))
+        return RedirectResponse("/desk", status_code=303)
+
     @app.post("/desk/inbox/{ref}/retry", include_in_schema=False)
     def desk_inbox_retry(request: Request, ref: str, case_id: str = Form("", max_length=64), csrf: str = Form(""),
                          gate: Gate = Depends(page_gate)) -> Response:

@@ -342,6 +342,21 @@ class UploadQueue:
         self._queue(job)
         return job
 
+    def dismiss(self, job: UploadJob, by: str) -> UploadJob:
+        """A failed upload given up at the desk: saved as ``dismissed`` first, then its kept scan (and carried
+        sidecar) deleted; pruned like a stored job after ``upload_job_days``."""
+        if not self._claim(job.job_id):
+            raise BadArgsError("this upload is being processed already")
+        try:
+            job = self._load(job.job_id) or job
+            if job.state != "failed":
+                raise BadArgsError("only a failed upload can be dismissed")
+            job.state, job.reason, job.finished_at = "dismissed", f"dismissed by {by}", now_iso()
+            self._finish(job)
+        finally:
+            self._release(job.job_id)
+        return job
+
     def _drop_carried_case(self, job: UploadJob) -> None:
         """A sidecar carried from the inbox's failed/ (``scan.json``) is read before the upload's own values,
         so its case ID would beat the case chosen now: rewrite it without one."""
