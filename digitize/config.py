@@ -135,6 +135,7 @@ class WebSettings:
     login_attempts: int = 5  # failed logins per user and address before a pause
     login_pause: float = 300.0  # seconds that pause lasts
     max_upload_mb: int = 200
+    upload_job_days: int = 30  # a stored upload's job record (its scan is gone) is removed after this; 0 = kept
     trusted_proxies: str = ""  # comma-separated addresses whose X-Forwarded-For is believed
     webhook_urls: str = ""  # comma-separated; each gets a signed JSON POST when a document is stored
     webhook_secret: str = ""  # HMAC-SHA256 key of the X-Digitize-Signature header

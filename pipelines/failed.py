@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import BinaryIO, Callable
 
-from digitize.errors import BadArgsError, NotFoundError
+from digitize.errors import BadArgsError, FileAccessError, NotFoundError
 from digitize.fsutil import fit_name, fsync_path
 from digitize.identifiers import parse_agency_code
 
@@ -174,6 +174,14 @@ def _attribution(parts: tuple[str, ...], sidecar: dict | None) -> tuple[tuple[st
     return tuple(sorted(case_ids)), tuple(sorted(agencies)) if case_ids or agencies else ()
 
 
+def place_case_id(item: FailedFile) -> str | None:
+    """The case ID the scan's place under failed/ names (its folder, else its file name), as watch read it there:
+    kept with a retried scan, whose copy is named scan.<ext> (review rev17desk M4); its sidecar's wins over it."""
+    relative = PurePath(*item.parts[:-1], taken_name(item.parts[-1]) or item.parts[-1])
+    clue = metadata.folder_clue(relative) or metadata.filename_clue(relative)
+    return clue.values["case_id"] if clue else None
+
+
 class _Budget:
     """Entries (files, folders, litter) one listing may look at: a folder of junk cannot make it endless."""
 
@@ -317,8 +325,11 @@ def take(folder: Path, item: FailedFile, receive: Callable[[BinaryIO, str], Path
         private = fit_name(f"{TAKING}{secrets.token_hex(_TAKING_HEX // 2)}-{own}")
         try:
             os.rename(name, private, src_dir_fd=parent, dst_dir_fd=parent)
-        except OSError:
+        except FileNotFoundError:
             raise NotFoundError("failed file not found") from None
+        except OSError as e:  # EACCES, EROFS...: the file is there, the portal may not move it (rev17desk L3)
+            raise FileAccessError(f"cannot take the failed file out of failed/: {e.strerror} (the portal must "
+                                  "be able to write the watch inbox's failed/ folder)") from None
         try:
             copy = _copy_checked(parent, private, own, item, receive)
             _, sidecar = _sidecar(parent, name)

@@ -93,6 +93,11 @@ def _sidecar(path: Path, root: Path | None) -> tuple[str, str] | None:
     return found.name, _read_sidecar(found, root).decode("utf-8", errors="replace")
 
 
+def sidecar_digest(sidecar: tuple[str, str]) -> str:
+    """The SHA-256 of a carried sidecar's text: part of its job's key (another sidecar, another job)."""
+    return hashlib.sha256(sidecar[1].encode("utf-8")).hexdigest()
+
+
 def filing_clues(relative: Path, hint: Clue | None, sidecar: tuple[str, str] | None, shared_inbox: bool,
                  inbox_agencies: list[str] | None) -> dict[str, Any]:
     """What decides where a file is filed, beside its bytes: part of its job's key (review rev16batch M5: keyed by
@@ -100,7 +105,7 @@ def filing_clues(relative: Path, hint: Clue | None, sidecar: tuple[str, str] | N
     "already done" and never filed there). A new job of known bytes costs its worker a fetch: process_file finds
     the stored document and shares it into the case its clues name, as local mode does."""
     return {"name": relative.as_posix(), "hint": [hint.source, dict(hint.values)] if hint else None,
-            "sidecar": hashlib.sha256(sidecar[1].encode("utf-8")).hexdigest() if sidecar else "",
+            "sidecar": sidecar_digest(sidecar) if sidecar else "",
             "shared_inbox": bool(shared_inbox), "agencies": sorted(inbox_agencies or [])}
 
 
@@ -145,7 +150,8 @@ class Submitter:
                       ) -> tuple[str, JobResult]:
         """A portal upload: the same staging and task, plus its sender's principal, against whose upload scope
         (storage.access.UploadScope) the worker checks every part. Keyed by the upload and its clues too, so two
-        uploads of one scan (or a retry into another case) are separate jobs; the store keeps one copy."""
+        uploads of one scan (or a retry into another case) are separate jobs; the store keeps one copy. A sidecar
+        beside ``path`` (the one a desk retry carried out of the inbox's failed/) travels as watch's does."""
         return self.submit_job(path, Clue("upload", values), None,
                                upload={"id": upload, "sender": sender, "values": values})
 
@@ -161,9 +167,11 @@ class Submitter:
         try:
             with work_dir("stage") as tmp:
                 sha = _stage_copy(path, root, tmp / "original", input_limit_mb(self.settings.convert))
-                sidecar = _sidecar(path, root) if upload is None else None  # an upload has its sender's clues
-                clues = {"upload": upload} if upload is not None else {"clues": filing_clues(
-                    relative, hint, sidecar, shared_inbox, inbox_agencies)}
+                sidecar = _sidecar(path, root)  # an upload's too: one failed.take carried from the inbox's failed/
+                if upload is not None:  # into its private job folder (review rev17desk M4: it was dropped here)
+                    clues = {"upload": upload, **({"sidecar": sidecar_digest(sidecar)} if sidecar else {})}
+                else:
+                    clues = {"clues": filing_clues(relative, hint, sidecar, shared_inbox, inbox_agencies)}
                 job = job_id(sha, "", {**self.options, **clues})
                 known = self.ledger.get(job)
                 if known is not None and known.state == "done":

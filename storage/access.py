@@ -34,8 +34,9 @@ from typing import TYPE_CHECKING, Callable, Iterable, Protocol
 
 from digitize.errors import BadArgsError, DigitizeError, ExitCode, NotFoundError, VerificationError
 from digitize.identifiers import normalize_case_id, parse_agency_code
+from digitize.terminal import plain
 
-from .index import now_iso
+from .index import case_changes, now_iso
 from .index_accounts import AccountEvent, HitRow, SearchPage, TokenRecord, UserRecord
 from .models import CaseRecord, DocumentRow, Event, SignatureRow
 from .search import parse_query
@@ -367,6 +368,18 @@ class SearchCache:
 
 
 SEARCH_CACHE = SearchCache()
+
+
+CHANGE_VALUE_MAX = 200  # characters of an overwritten value kept in the event
+
+
+def changes_text(changes: list[tuple[str, str | None]]) -> str:
+    """The fields an update changed and their previous values, for its event: a wrong or malicious update
+    can be undone from the log (review rev17desk L4). Readers of the log may read the case itself."""
+    if not changes:
+        return "nothing changed"
+    return "; ".join(f"{name} was " + (repr(plain(old)[:CHANGE_VALUE_MAX]) if old else "empty")
+                     for name, old in changes)
 
 
 def agency_of(case_id: str) -> str | None:
@@ -938,16 +951,20 @@ class Gate:
 
     # -- writing ---------------------------------------------------------------------------------
     def upsert_case(self, case_id: str, fields: dict) -> tuple[bool, CaseRecord]:
-        """Upsert a case record from an export-like row (same field names as ``cases import``)."""
+        """Upsert a case record from an export-like row (same field names as ``cases import``). The parsed
+        record is judged, not the raw keys: any alias header naming another case is refused (review rev17desk H1)."""
         from .cases_import import parse_case_row
 
         value = self.scoped_case_id(case_id, Perm.write_case)
-        given = fields.get("case_id") or fields.get("Mã hồ sơ")
-        if given and normalize_case_id(str(given)) != value:
-            raise BadArgsError(f"the record's case ID {given!r} differs from {value}")
-        created = self.index.upsert_case(parse_case_row({**fields, "case_id": value}))
-        self.record("ingested", "case record " + ("created" if created else "updated") + " through the API",
-                    case_id=value)
+        record = parse_case_row({**fields, "case_id": value})
+        if record.case_id != value:  # parse_case_row refuses disagreeing aliases; this is the scope's own check
+            raise BadArgsError(f"the record's case ID {record.case_id} differs from {value}")
+        with self.index.transaction():  # the values overwritten, read in the update's own transaction
+            before = self.index.get_case(record.case_id)
+            created = self.index.upsert_case(record)
+        self.record("ingested", "case record created through the API" if created else
+                    "case record updated through the API: " + changes_text(case_changes(before, record)),
+                    case_id=record.case_id)
         return created, self.archive.case(value)
 
     def accept_upload(self, case_id: str | None, name: str, sha256: str) -> str | None:
@@ -960,15 +977,29 @@ class Gate:
         self.record("ingested", f"upload {name!r} received through the portal", case_id=value, checksum=sha256)
         return value
 
+    def dismiss_upload(self, case_id: str | None, name: str, sha256: str, job_id: str,
+                       dismiss: Callable[[], object]) -> None:
+        """Give up a failed upload the caller found visible (:meth:`visible_job`): ``dismiss()`` deletes its kept
+        scan; recorded as an ingest that failed, with the actor."""
+        self.require(Perm.upload)
+        dismiss()
+        self.record("ingested", f"upload {name!r} dismissed at the desk: its kept scan deleted (upload job {job_id})",
+                    case_id=case_id, checksum=sha256, outcome="failure")
+
     def upload_scope(self) -> UploadScope:
         """The predicate an upload's conversion job checks every part against before storing it."""
         self.require(Perm.upload)
         return UploadScope(self.principal)
 
-    def visible_job(self, case_id: str | None, owner: str) -> bool:
-        """An upload job is visible to whoever sent it, and to those who may upload to its case."""
-        return owner == self.principal.actor or (self.principal.can(Perm.upload) and case_id is not None
-                                                 and self.principal.covers(case_id))
+    def visible_job(self, case_id: str | None, owner: str, filed: Iterable[str | None] = ()) -> bool:
+        """An upload job is visible to whoever sent it, and to those who may upload to its case; to either only
+        while every case it names (its own, those its documents were ``filed`` in) is in their current scope:
+        an account moved to another agency, or a new one given an old name, does not keep seeing the old
+        agency's jobs by its name (review rev17desk L2)."""
+        p = self.principal
+        if not p.can(Perm.upload) or not all(p.covers(c) for c in (case_id, *filed) if c):
+            return False
+        return owner == p.actor or case_id is not None
 
     def inbox_failures(self, files: Iterable["FailedScan"]) -> list["FailedScan"]:
         """The watch inbox's failed files (pipelines/failed.py) this principal may see and retry: all of them
@@ -1011,8 +1042,11 @@ class Gate:
         return bool(doc.agency) and doc.agency in self.principal.agencies
 
     def link(self, doc_id: int, case_id: str) -> DocumentRow:
+        """Link an unmatched document to ``case_id``. Only those who may read the archive (archivists, admins)
+        may also share a filed document into another case; a scanner's link right is for the unmatched ones it
+        sees in :meth:`unmatched`, nothing else (review rev17desk M1)."""
         value = self.scoped_case_id(case_id, Perm.link)
-        doc = self.index.document(doc_id)
+        doc = self.index.document(doc_id) if self.principal.can(Perm.read) else self.index.unmatched_document(doc_id)
         if doc is None or doc.status != "stored" or not self._covers_unmatched(doc):
             raise NotFoundError(f"document {doc_id} not found")
         return self.archive.link(doc_id, value, actor=self.principal.actor)

@@ -16,6 +16,7 @@ from typing import Any, Iterator
 
 from digitize.errors import BadArgsError, FileAccessError, InputError
 from digitize.identifiers import normalize_case_id, parse_file_code, parse_procedure_code
+from digitize.terminal import plain
 from digitize.text import search_key
 
 from .models import CaseRecord
@@ -33,6 +34,14 @@ ALIASES: dict[str, tuple[str, ...]] = {
 ARCHIVE_FIELDS = ("OrganId", "FileCatalog", "FileNotation", "Title", "Maintenance", "Rights", "Language",
                   "StartDate", "EndDate", "DocTotal", "PageTotal", "KeywordIssue", "Format", "Description")
 _DATE_FORMATS = ("%Y-%m-%d", "%d/%m/%Y", "%d-%m-%Y", "%Y/%m/%d", "%d.%m.%Y")
+# Characters per field (CSV, JSON import and the API's PUT alike): a case field is copied into the search
+# entry, every search hit and the metadata of every document filed into the case (review rev17desk M3).
+TEXT_MAX = 1000
+FIELD_MAX: dict[str, int] = {**{f: 64 for f in ("case_id", "procedure_code", "received_date", "due_date", "OrganId",
+                                                "FileCatalog", "FileNotation", "StartDate", "EndDate", "DocTotal",
+                                                "PageTotal", "Language", "Format")},
+                             "Description": 4000}
+JSON_MAX_BYTES = 200 << 20  # a JSON export is read whole: one that large is refused in one line
 
 
 def _header_key(name: str) -> str:
@@ -54,22 +63,45 @@ def parse_date(value: str, what: str) -> str:
     raise BadArgsError(f"{what} {value!r} is not a date (use YYYY-MM-DD or DD/MM/YYYY)")
 
 
+def _field_text(field: str, value: Any) -> str:
+    """A field's value as stored text: a scalar only, no NUL (PostgreSQL cannot store one: it was a
+    "storage outage"), within its length limit, other controls made spaces or removed (terminal.plain)."""
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list, tuple, set)):
+        raise BadArgsError(f"{field} must be a text, number or date, not a {type(value).__name__}")
+    text = str(value)
+    if "\x00" in text:
+        raise BadArgsError(f"{field} contains a NUL character")
+    limit = FIELD_MAX.get(field, TEXT_MAX)
+    if len(text) > 4 * limit or len(text := plain(text)) > limit:  # a huge value is not cleaned first
+        raise BadArgsError(f"{field} is longer than {limit} characters")
+    return text
+
+
 def parse_case_row(raw: dict[str, Any]) -> CaseRecord:
     """One export row -> CaseRecord; raises BadArgsError saying which field is wrong."""
     values: dict[str, str] = {}
     archive: dict[str, str] = {}
+    headers: dict[str, str] = {}  # field -> the header it was taken from
     for header, value in raw.items():
-        text = "" if value is None else str(value).strip()
         key = _header_key(str(header))
+        field = _FIELD_BY_HEADER.get(key) or _ARCHIVE_BY_HEADER.get(key)
+        if field is None:
+            continue  # a column we do not keep
+        text = _field_text(field, value)
         if not text:
             continue
         if key in _FIELD_BY_HEADER:
-            values[_FIELD_BY_HEADER[key]] = text
-        elif key in _ARCHIVE_BY_HEADER:
-            archive[_ARCHIVE_BY_HEADER[key]] = text
+            if field == "case_id":
+                text = normalize_case_id(text)
+            if field in values and values[field] != text:  # two aliases of one field: never "the last one wins"
+                raise BadArgsError(f"columns {headers[field]!r} and {plain(header)[:60]!r} disagree")
+            values[field], headers[field] = text, plain(header)[:60]
+        else:
+            archive[field] = text
     if "case_id" not in values:
         raise BadArgsError("no case ID (column case_id or Mã hồ sơ)")
-    values["case_id"] = normalize_case_id(values["case_id"])
     if "procedure_code" in values:
         values["procedure_code"] = parse_procedure_code(values["procedure_code"]).value
     for field in ("received_date", "due_date"):
@@ -89,6 +121,8 @@ def _csv_rows(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def _json_rows(path: Path) -> list[dict[str, Any]]:
+    if path.stat().st_size > JSON_MAX_BYTES:
+        raise InputError(f"{path} is larger than {JSON_MAX_BYTES >> 20} MB: split the export")
     try:
         data = json.loads(path.read_text(encoding="utf-8-sig"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

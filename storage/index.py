@@ -72,6 +72,13 @@ def _merge_case(old: CaseRecord, new: CaseRecord) -> CaseRecord:
     return CaseRecord(**values)
 
 
+def case_changes(old: CaseRecord, new: CaseRecord) -> list[tuple[str, str | None]]:
+    """(field, old value) of each field :func:`_merge_case` changes: what an update overwrote."""
+    merged = _merge_case(old, new)
+    changed = [(n, getattr(old, n)) for n in _CASE_COLUMNS if n != "archive" and getattr(merged, n) != getattr(old, n)]
+    return changed + [(k, old.archive.get(k)) for k, v in sorted(merged.archive.items()) if old.archive.get(k) != v]
+
+
 def case_search_text(case: CaseRecord) -> str:
     parts = [case.case_id, case.procedure_code, case.procedure_name, case.agency, case.applicant, case.status,
              *case.archive.values()]
@@ -304,6 +311,11 @@ class Index(AccountQueries, ABC):
     def unmatched(self) -> list[DocumentRow]:
         """Stored documents with no case ID, or one not (yet) imported."""
         return self._documents(f"d.status = 'stored' AND {_UNMATCHED}")
+
+    def unmatched_document(self, doc_id: int) -> DocumentRow | None:
+        """The stored document ``doc_id`` if it is unmatched (the :meth:`unmatched` predicate), else None."""
+        found = self._documents(f"d.doc_id = ? AND d.status = 'stored' AND {_UNMATCHED}", (doc_id,))
+        return found[0] if found else None
 
     def all_object_keys(self) -> set[str]:
         rows = self._execute("SELECT original_key, pdfa_key, meta_key FROM documents").fetchall()

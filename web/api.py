@@ -6,10 +6,11 @@ route the archive as that principal may see it; the route only maps HTTP to a ga
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -66,12 +67,38 @@ def get_case(case_id: str, gate: Gate = Depends(lanes.case_gate, scope="function
     return plain_json(case_json(record, docs, gate.signatures(record.case_id, docs)))
 
 
-@router.put("/cases/{case_id}", responses=ERROR_RESPONSES, summary="Upsert a case record (one-stop system push)")
-def put_case(case_id: str, record: dict[str, Any] = Body(..., examples=[{
+CASE_BODY_MAX = 64 * 1024  # a case record is a few hundred bytes; its fields have limits of their own
+CASE_BODY = {"requestBody": {"required": True, "content": {"application/json": {
+    "schema": {"type": "object", "additionalProperties": True}, "example": {
         "procedure_code": "1.004616", "procedure_name": "Cấp giấy chứng nhận quyền sử dụng đất",
-        "applicant": "Nguyễn Văn A", "received_date": "2024-10-15", "status": "Đang xử lý"}]),
-        gate: Gate = Depends(api_gate)) -> JSONResponse:
-    created, case = gate.upsert_case(case_id, record)
+        "applicant": "Nguyễn Văn A", "received_date": "2024-10-15", "status": "Đang xử lý"}}}}}
+
+
+async def json_object(request: Request, limit: int) -> dict[str, Any]:
+    """The request's JSON object, read up to ``limit`` bytes (413 beyond, before more is read): a body
+    declared with Body() is read whole into memory first, however large (review rev17desk M3)."""
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > limit):
+        raise HTTPException(413, f"the body is larger than {limit // 1024} KB")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise HTTPException(413, f"the body is larger than {limit // 1024} KB")
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise BadArgsError("the body is not valid UTF-8 JSON") from None
+    if not isinstance(data, dict):
+        raise BadArgsError("the body must be a JSON object of case record fields")
+    return data
+
+
+@router.put("/cases/{case_id}", responses=ERROR_RESPONSES, openapi_extra=CASE_BODY,
+            summary="Upsert a case record (one-stop system push)")
+async def put_case(case_id: str, request: Request, gate: Gate = Depends(api_gate)) -> JSONResponse:
+    record = await json_object(request, CASE_BODY_MAX)
+    created, case = await run_in_threadpool(gate.upsert_case, case_id, record)
     return JSONResponse({"created": created, "case": asdict(case)}, status_code=201 if created else 200)
 
 
@@ -122,7 +149,7 @@ async def post_document(case_id: str, request: Request, gate: Gate = Depends(api
 
 def visible_job(request: Request, gate: Gate, job_id: str) -> UploadJob:
     """The job if the gate lets this principal see it (asked before the job is followed or touched), else 404."""
-    job = request.app.state.uploads.get(job_id, lambda job: gate.visible_job(job.case_id, job.owner))
+    job = request.app.state.uploads.get(job_id, lambda job: gate.visible_job(job.case_id, job.owner, job.filed))
     if job is None:
         raise NotFoundError(f"job {job_id} not found")
     return job

@@ -26,8 +26,8 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from digitize import __version__
 from digitize.secrets import mask
-from digitize.errors import (BadArgsError, ConfigError, DigitizeError, InputError, NotFoundError, StorageError,
-                             VerificationError)
+from digitize.errors import (BadArgsError, ConfigError, DigitizeError, InputError, NotFoundError, ResourceError,
+                             StorageError, VerificationError)
 from storage.access import AuthenticationError, Gate, PermissionDenied, TokenExpired
 from storage.archive import Archive
 from storage.index import open_index
@@ -68,6 +68,7 @@ ERRORS: list[tuple[type[Exception], int, str]] = [
     (NotFoundError, 404, "not-found"),
     (VerificationError, 500, "fixity-failed"),
     (StorageError, 503, "storage-unavailable"),
+    (ResourceError, 503, "storage-unavailable"),  # this server's disk is full: try again later (rev17desk L1)
     (ConfigError, 500, "configuration"),
     (BadArgsError, 400, "bad-request"),
     (InputError, 422, "bad-input"),

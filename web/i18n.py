@@ -98,6 +98,8 @@ STRINGS: dict[str, tuple[str, str]] = {
     "state_unmatched": ("đã lưu, chưa gắn hồ sơ", "stored, not matched to a case"),
     "state_skipped": ("đã có sẵn", "already stored"),
     "state_failed": ("lỗi", "failed"),
+    "state_dismissed": ("đã bỏ (đã xoá bản quét)", "dismissed (scan deleted)"),
+    "dismiss": ("Bỏ và xoá bản quét", "Dismiss and delete the scan"),
     "state_unverified": ("chưa xác thực (bản ghi hàng đợi không có chữ ký hợp lệ)",
                          "unverified (the queue's record is not signed)"),
     "switch_language": ("English", "Tiếng Việt"),

@@ -34,6 +34,8 @@ from .throttle import LoginBusy
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 PAGE_SIZE = 20
+RECENT_JOBS = 50  # the desk's list of recent uploads
+MAX_FAILED = 500  # failed uploads listed on the desk (to retry), newest first
 INBOX_REF = re.compile(r"[0-9a-f]{32}")
 PUBLIC_PATHS = ("/login", "/lang", "/static", "/healthz", "/api/v1/openapi.json")
 
@@ -192,11 +194,12 @@ def install(app: FastAPI) -> None:
     @app.get("/desk", include_in_schema=False)
     def desk(request: Request, linked: str = "", gate: Gate = Depends(page_gate)) -> Response:
         gate.require(Perm.upload)
-        jobs = request.app.state.uploads.jobs(lambda j: gate.visible_job(j.case_id, j.owner))[:50]
-        unmatched = gate.unmatched() if gate.principal.can(Perm.link) else []
+        jobs = request.app.state.uploads.jobs(lambda j: gate.visible_job(j.case_id, j.owner, j.filed))
+        failed_jobs = [j for j in jobs if j.state == "failed"][:MAX_FAILED]  # from all: newer jobs never hide
+        unmatched = gate.unmatched() if gate.principal.can(Perm.link) else []  # a failed one (rev17desk M2)
         inbox = gate.inbox_failures(failed.list_failed(failed.failed_dir(request.app.state.settings)))
         inbox = inbox[:failed.MAX_FILES]  # after the agency filter: others' files never hide one's own
-        return render(request, "desk.html", gate=gate, jobs=jobs, failed=[j for j in jobs if j.state == "failed"],
+        return render(request, "desk.html", gate=gate, jobs=jobs[:RECENT_JOBS], failed=failed_jobs,
                       unmatched=unmatched, linked=linked, inbox=inbox)
 
     @app.post("/desk/upload", include_in_schema=False)
@@ -227,6 +230,17 @@ def install(app: FastAPI) -> None:
         target = gate.scoped_case_id(case_id, Perm.upload) if case_id.strip() else None
         gate.require(Perm.upload)
         request.app.state.uploads.retry(job, target, gate.upload_scope())
+        return RedirectResponse("/desk", status_code=303)
+
+    @app.post("/desk/jobs/{job_id}/dismiss", include_in_schema=False)
+    def desk_dismiss(request: Request, job_id: str, csrf: str = Form(""), gate: Gate = Depends(page_gate)) -> Response:
+        """A failed upload given up: its kept scan deleted, gone from the failed list."""
+        from .api import visible_job
+
+        check_csrf(request, csrf)
+        job = visible_job(request, gate, job_id)
+        gate.dismiss_upload(job.case_id, job.name, job.sha256, job.job_id,
+                            lambda: request.app.state.uploads.dismiss(job, gate.principal.actor))
         return RedirectResponse("/desk", status_code=303)
 
     @app.post("/desk/inbox/{ref}/retry", include_in_schema=False)

@@ -11,15 +11,22 @@ by ``digitize serve`` before its server processes start and by :func:`web.app.cr
 * ``token_cache_seconds`` is how long a revoked API token still works: at most MAX_TOKEN_CACHE (L7).
 * ``webhook_urls`` are signed with ``webhook_secret``: an empty or short one lets anyone forge the signature
   towards the receivers (L1); and only http(s) URLs (urllib would also open file:, ftp:, data:).
+* The scanning desk (review rev17desk L3): ``max_upload_mb`` from 1 to ``[convert] max_input_mb`` (a larger
+  upload is kept whole, then refused by its job), and the watch inbox's failed/ folder, when it exists, a
+  folder of this account (or root) that no other account may write and that this one can: every "link to a
+  case and retry" answered "not found" otherwise.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 from urllib.parse import urlsplit
 
-from digitize.errors import ConfigError
+from digitize.errors import ConfigError, FileAccessError
+from digitize.fsutil import private_dir_check
 from digitize.secrets import load_secret, mask
+from pipelines.failed import failed_dir
 
 from .context import POOL_SIZE
 
@@ -92,3 +99,29 @@ def check_web_settings(settings) -> None:
                                 f"set {RANDOM_KEY}: receivers check the signature with it", MIN_SECRET):
         raise ConfigError(f"[web] webhook_urls are set but [web] webhook_secret is empty: set {RANDOM_KEY}, "
                           "which the receivers check the X-Digitize-Signature with")
+    check_desk_settings(settings)
+
+
+def check_desk_settings(settings) -> None:
+    """The scanning desk's upload cap and the failed/ folder it takes scans out of (module docstring)."""
+    web, limit = settings.web, settings.convert.max_input_mb
+    if web.max_upload_mb < 1 or (limit and web.max_upload_mb > limit):
+        raise ConfigError(f"[web] max_upload_mb must be 1 to [convert] max_input_mb ({limit or 'no limit'}): "
+                          f"{web.max_upload_mb}")
+    folder = failed_dir(settings)
+    if folder is None or not os.path.lexists(folder):
+        return  # no inbox, or nothing failed yet: the watcher makes it
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        raise ConfigError(f"the watch inbox's failed folder {folder}: {e.strerror} (a symlink is never followed)") \
+            from None
+    try:
+        private_dir_check(fd, f"the watch inbox's failed folder {folder}")
+    except FileAccessError as e:
+        raise ConfigError(str(e)) from None
+    finally:
+        os.close(fd)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"the watch inbox's failed folder {folder} is not writable by this account: the desk "
+                          "could not take a scan out of it (run the portal as the watcher's account)")

@@ -22,14 +22,16 @@ import os
 import re
 import shutil
 import threading
+import time
 import uuid
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import BinaryIO
 
-from digitize.errors import BadArgsError, InputError
+from digitize.errors import BadArgsError, InputError, resource_fault
 from digitize.fsutil import atomic_write_text, fsync_path, sweep_parts
 from digitize.terminal import plain
 from pipelines.jobs import Status
@@ -41,6 +43,7 @@ log = logging.getLogger("digitize.web")
 SUFFIXES = {".pdf", ".tif", ".tiff", ".jpg", ".jpeg", ".png"}
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 CHUNK = 1 << 20
+PRUNE_EVERY = 3600.0  # s between two prunes of old job folders (also at start)
 
 
 @dataclass
@@ -59,12 +62,18 @@ class UploadJob:
     sender: dict = field(default_factory=dict)  # the sender's Principal: its upload scope binds every part
     queue_job: str = ""  # queue mode: the job in the queue's ledger that converts it (its state is read there)
     queue_run: str = ""  # queue mode: this upload's submission of that job; another run's record is not its state
+    place_case_id: str = ""  # a scan taken from the inbox's failed/: the case its folder or file name named there
 
     def scope(self):
         """The sender's upload scope (storage.access); a job saved without a sender may file nothing."""
         from storage.access import UploadScope
 
         return UploadScope.of(self.sender)
+
+    @property
+    def filed(self) -> list[str | None]:
+        """The cases its documents were filed in (the gate's visibility asks about each)."""
+        return [d.get("case_id") for d in self.documents if isinstance(d, dict)]
 
     @property
     def finished(self) -> bool:
@@ -74,6 +83,13 @@ class UploadJob:
     def in_queue(self) -> bool:
         """Handed to the queue's workers (staged in the store): followed in the ledger, never run here."""
         return bool(self.queue_job) and not self.finished
+
+
+def _before(stamp: str, cutoff: datetime) -> bool:
+    try:
+        return datetime.fromisoformat(stamp) < cutoff
+    except (TypeError, ValueError):
+        return False  # no or a bad time: kept
 
 
 def display_name(name: str) -> str:
@@ -106,6 +122,8 @@ class UploadQueue:
 
             check_settings(settings)  # a portal that cannot queue says so at start, not on the first upload
         sweep_parts(self.root)  # a job.json or scan.json write killed half-way (an hour old: see fsutil)
+        self._pruned = 0.0
+        self.prune()
         self._resume()
 
     # -- state ---------------------------------------------------------------------------------
@@ -162,6 +180,30 @@ class UploadQueue:
                 self._jobs[job.job_id] = job
             self._executor.submit(self._run, job)
 
+    def prune(self) -> int:
+        """Remove the folders of stored jobs finished more than ``[web] upload_job_days`` ago (their scan went once
+        stored and verified, or is a copy left by a server killed right after saving that), so the desk does not
+        read every upload ever made (review rev17desk M2); a failed job keeps its scan and its folder."""
+        self._pruned = time.monotonic()
+        days = self.settings.web.upload_job_days
+        if days <= 0:
+            return 0
+        cutoff, removed = datetime.now(timezone.utc) - timedelta(days=days), 0
+        for folder in self.root.iterdir():
+            if not _JOB_ID.fullmatch(folder.name) or folder.is_symlink():
+                continue
+            job = self._load(folder.name)
+            if job is None or not job.finished or job.state == "failed" or not _before(job.finished_at, cutoff):
+                continue
+            if not self._claim(job.job_id):
+                continue
+            try:
+                shutil.rmtree(folder)
+                removed += 1
+            finally:
+                self._release(job.job_id)
+        return removed
+
     def get(self, job_id: str, visible=None) -> UploadJob | None:
         """The job, or None; ``visible(job)`` (the caller's gate) is asked first, on the job as saved, and a
         job it refuses is None and left untouched: no read of the queue's ledger, which may finish the job
@@ -179,6 +221,8 @@ class UploadQueue:
 
     def jobs(self, visible=None) -> list[UploadJob]:
         """Every job ``visible(job)`` accepts (None: all), newest first; only those are followed in the queue."""
+        if time.monotonic() - self._pruned > PRUNE_EVERY:
+            self.prune()
         with self._lock:
             found = dict(self._jobs)
         for folder in self.root.iterdir():
@@ -228,7 +272,10 @@ class UploadQueue:
         safe = stored_name(name)
         job_id = uuid.uuid4().hex
         folder = self.root / job_id
-        folder.mkdir(mode=0o700)
+        try:
+            folder.mkdir(mode=0o700)
+        except OSError as e:
+            raise resource_fault(e, "cannot keep the upload") or e from None
         target = folder / safe
         digest, size = hashlib.sha256(), 0
         try:
@@ -245,8 +292,11 @@ class UploadQueue:
                 raise InputError(f"{display_name(name)!r} is empty")
             fsync_path(folder)  # the scan's entry in its job folder
             fsync_path(self.root)  # the job folder's entry in uploads/
-        except BaseException:
+        except BaseException as e:
             shutil.rmtree(folder, ignore_errors=True)
+            fault = resource_fault(e, "cannot keep the upload") if isinstance(e, OSError) else None
+            if fault is not None:  # disk full or quota: a 503 to retry later, not an internal error
+                raise fault from None
             raise
         return UploadJob(job_id, scope.principal.actor, case_id, display_name(name), size, digest.hexdigest(),
                          created_at=now_iso(), sender=asdict(scope.principal)), target
@@ -272,7 +322,12 @@ class UploadQueue:
         if not self._claim(job.job_id):
             raise BadArgsError("this upload is being processed already")
         try:
-            job = self._load(job.job_id) or job  # the saved state: another process may have run it meanwhile
+            with self._lock:
+                stranded = self._jobs.get(job.job_id)  # failed here before its state could be saved
+            saved = self._load(job.job_id) or job  # the saved state: another process may have run it meanwhile
+            if stranded is not None and stranded.state == "failed" and not saved.finished and not saved.in_queue:
+                saved.state = "failed"  # claimed by us now, so nobody runs it: retried as the desk shows it
+            job = saved
             kept = [p for p in (self.root / job.job_id).iterdir() if p.suffix.lower() in SUFFIXES]
             if job.state != "failed" or not kept:
                 raise BadArgsError("only a failed upload whose scan is still kept can be retried")
@@ -285,6 +340,21 @@ class UploadQueue:
         job.queue_run = ""
         job.sender = asdict(scope.principal)
         self._queue(job)
+        return job
+
+    def dismiss(self, job: UploadJob, by: str) -> UploadJob:
+        """A failed upload given up at the desk: saved as ``dismissed`` first, then its kept scan (and carried
+        sidecar) deleted; pruned like a stored job after ``upload_job_days``."""
+        if not self._claim(job.job_id):
+            raise BadArgsError("this upload is being processed already")
+        try:
+            job = self._load(job.job_id) or job
+            if job.state != "failed":
+                raise BadArgsError("only a failed upload can be dismissed")
+            job.state, job.reason, job.finished_at = "dismissed", f"dismissed by {by}", now_iso()
+            self._finish(job)
+        finally:
+            self._release(job.job_id)
         return job
 
     def _drop_carried_case(self, job: UploadJob) -> None:
@@ -312,6 +382,7 @@ class UploadQueue:
 
         def receive(stream: BinaryIO, name: str) -> Path:
             job, target = self.receive(stream, name, scope, case_id)
+            job.place_case_id = failed.place_case_id(item) or ""
             received.append(job)
             return target
 
@@ -333,13 +404,30 @@ class UploadQueue:
 
     # -- work ----------------------------------------------------------------------------------
     def _run(self, job: UploadJob) -> None:
+        """Run the job; a state that cannot be saved (disk full) leaves it for a retry, never hanging claimed."""
+        try:
+            self._convert(job)
+        except Exception as e:  # noqa: BLE001 - the state was not saved: never an unread future (rev17desk L1)
+            fault = resource_fault(e, "cannot save the upload's state") if isinstance(e, OSError) else None
+            log.error("upload job %s: %s; the job can be retried", job.job_id, fault or f"{type(e).__name__}: {e}")
+            job.state, job.reason = "failed", str(fault or f"internal error: {type(e).__name__}")
+            job.finished_at = ""  # only in memory: the saved state is older, and a retry runs it again
+            self._release(job.job_id)
+            return
+        for listener in self._listeners:
+            try:
+                listener(job)
+            except Exception:  # noqa: BLE001
+                log.exception("upload listener failed")
+
+    def _convert(self, job: UploadJob) -> None:
         folder = self.root / job.job_id
         files = [p for p in folder.iterdir() if p.name != "job.json" and p.suffix.lower() in SUFFIXES]
         job.state = "running"
         self._save(job)
         values = {"title": Path(job.name).stem, "scanned_by": job.owner.split(":", 1)[-1]}
-        if job.case_id:
-            values["case_id"] = job.case_id
+        if job.case_id or job.place_case_id:  # the case chosen, else the one the scan's old place named (as
+            values["case_id"] = job.case_id or job.place_case_id  # watch read it: below its carried sidecar)
         try:
             if queue_mode(self.settings):
                 self._enqueue(job, files[0], values)
@@ -360,11 +448,6 @@ class UploadQueue:
             job.state, job.reason = "failed", f"internal error: {type(e).__name__}"
         job.finished_at = now_iso()
         self._finish(job)
-        for listener in self._listeners:
-            try:
-                listener(job)
-            except Exception:  # noqa: BLE001
-                log.exception("upload listener failed")
 
     def _enqueue(self, job: UploadJob, path: Path, values: dict) -> None:
         """Queue mode: the scan staged in the store (verified) and its task sent, with the sender's principal;
@@ -384,11 +467,11 @@ class UploadQueue:
         self._follow([job])  # done before (the same upload sent again): finished at once
 
     def _finish(self, job: UploadJob) -> None:
+        self._save(job)  # first: a scan is dropped only once job.json says stored (review rev17desk L1)
         if job.state != "failed":
             for f in (self.root / job.job_id).iterdir():
                 if f.suffix.lower() in SUFFIXES or f.name == "scan.json":
                     f.unlink(missing_ok=True)  # stored and verified: the copy (and its carried sidecar) is not needed
-        self._save(job)
         with self._lock:
             self._jobs.pop(job.job_id, None)  # the saved state is the truth from now on
         self._release(job.job_id)

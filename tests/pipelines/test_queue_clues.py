@@ -187,3 +187,26 @@ def test_the_worker_files_the_stored_document_into_the_second_case(tmp_path, own
                 CASE_B]
     finally:
         sub.close()
+
+
+def test_an_upload_carries_the_sidecar_a_desk_retry_brought(tmp_path, own_redis):
+    """Review rev17desk M4: a desk retry puts the failed scan's valid sidecar beside its copy (scan.json) and
+    local mode reads it, but queue mode sent uploads with no sidecar: with no case chosen, a scan whose sidecar
+    named the case was stored unmatched, with no agency, out of its agency's sight."""
+    sub = submitter_for(tmp_path, own_redis.url)
+    sender = {"name": "lan", "role": "scanner", "agencies": ["000.00.31.H56"], "kind": "user"}
+    values = {"title": "Đơn", "scanned_by": "lan"}
+    plain, carried = tmp_path / "uploads" / "plain", tmp_path / "uploads" / "carried"
+    for folder in (plain, carried):
+        folder.mkdir(parents=True)
+        (folder / "scan.pdf").write_bytes(b"%PDF-1.4 a scan taken out of failed/")
+    (carried / "scan.json").write_text(f'{{"case_id": "{CASE_A}", "title": "Đơn"}}', encoding="utf-8")
+    try:
+        with_sidecar, queued = sub.submit_upload(carried / "scan.pdf", values, "job-1", sender)
+        assert queued.status is Status.done
+        spec = sub.ledger.get(with_sidecar).spec
+        assert spec["sidecar"] == ["scan.json", f'{{"case_id": "{CASE_A}", "title": "Đơn"}}'] and spec["name"] == "scan.pdf"
+        without, _ = sub.submit_upload(plain / "scan.pdf", values, "job-1", sender)
+        assert without != with_sidecar and sub.ledger.get(without).spec["sidecar"] is None
+    finally:
+        sub.ledger.close()

@@ -278,6 +278,45 @@ def test_out_of_scope_is_not_found_and_bad_ids_are_bad(two_agencies):
         gate.events(CASE_B)
 
 
+def test_a_case_record_upsert_writes_only_the_case_in_scope(two_agencies):
+    """Review rev17desk H1: an alias header ("Case ID", "ma_ho_so") after the path's case ID won in
+    parse_case_row, so an officer of A overwrote or created agency B's records."""
+    officer_a = two_agencies.gate(OFFICER_A)
+    planted = "000.00.12.H29-241016-0009"
+    for fields in [{"case_id": CASE_A, "Case ID": CASE_B, "applicant": "overwritten by A"},
+                   {"case_id": "", "ma_ho_so": planted, "applicant": "planted"},
+                   {"Mã HS": CASE_B, "applicant": "overwritten by A"}]:
+        with pytest.raises(BadArgsError, match="disagree"):
+            officer_a.upsert_case(CASE_A, fields)
+    assert two_agencies.case(CASE_B).applicant is None and two_agencies.index.get_case(planted) is None
+    assert [e for e in two_agencies.index.events(case_id=CASE_B) if "case record" in (e.detail or "")] == []
+    created, record = officer_a.upsert_case(CASE_A, {"Case ID": CASE_A.lower(), "applicant": "Nguyễn Văn An"})
+    assert not created and record.applicant == "Nguyễn Văn An"
+
+
+def test_a_case_record_field_with_a_nul_or_too_long_is_bad_args_on_both_backends(two_agencies):
+    """Review rev17desk M3: PostgreSQL refused the NUL as a StorageError (a 503 the other system retries
+    forever); a 20 MB applicant was stored on both."""
+    officer_a = two_agencies.gate(OFFICER_A)
+    for fields in [{"applicant": "Nguyen\x00Van A"}, {"applicant": "x" * (1 << 20)}]:
+        with pytest.raises(BadArgsError, match="applicant"):
+            officer_a.upsert_case(CASE_A, fields)
+    assert two_agencies.case(CASE_A).applicant is None
+
+
+def test_a_case_record_update_records_which_fields_changed_and_their_old_values(two_agencies):
+    """Review rev17desk L4: an update recorded only "case record updated through the API", so a wrong or
+    malicious change (an applicant's name, a status) could not be undone from the log."""
+    officer_a = two_agencies.gate(OFFICER_A)
+    officer_a.upsert_case(CASE_A, {"applicant": "Nguyễn Văn An", "status": "Đang xử lý", "Title": "Hồ sơ đất"})
+    officer_a.upsert_case(CASE_A, {"status": "Đã trả kết quả", "applicant": "Nguyễn Văn An", "Title": "Đất ở"})
+    officer_a.upsert_case(CASE_A, {"status": "Đã trả kết quả"})
+    updates = [e.detail for e in two_agencies.index.events(case_id=CASE_A) if "case record updated" in (e.detail or "")]
+    assert updates[-3] == "case record updated through the API: applicant was empty; status was empty; Title was empty"
+    assert updates[-2] == "case record updated through the API: status was 'Đang xử lý'; Title was 'Hồ sơ đất'"
+    assert updates[-1] == "case record updated through the API: nothing changed"
+
+
 def test_roles_lacking_a_permission_are_refused_before_any_lookup(two_agencies):
     scanner = two_agencies.gate(Principal("s", "scanner", ("000.00.31.H56",)))
     with pytest.raises(PermissionDenied):
@@ -360,6 +399,33 @@ def test_unmatched_and_link_follow_the_scope(two_agencies):
     with pytest.raises(NotFoundError):
         scanner_a.link(doc.doc_id, CASE_B)
     assert scanner_a.link(doc.doc_id, CASE_A).case_id == CASE_A
+
+
+def test_a_scanner_links_only_unmatched_documents(two_agencies):
+    """Review rev17desk M1: a scanner's link right re-filed any stored document of its agency: one of an
+    imported case was shared into another case (its officers read it), one of a case never imported moved."""
+    archive = two_agencies
+    other = "000.00.31.H56-241015-0028"
+    archive.index.upsert_case(CaseRecord(other))
+    (filed,) = archive.documents(CASE_A)
+    scanner = archive.gate(Principal("s", "scanner", ("000.00.31.H56",)))
+    assert filed.doc_id not in {d.doc_id for d in scanner.unmatched()}
+    with pytest.raises(NotFoundError, match=f"document {filed.doc_id} not found"):
+        scanner.link(filed.doc_id, other)
+    assert archive.documents(other) == [] and [d.doc_id for d in archive.documents(CASE_A)] == [filed.doc_id]
+    archivist = archive.gate(Principal("k", "archivist", ()))
+    assert archivist.link(filed.doc_id, other).case_id == other  # sharing stays an archivist's
+
+
+def test_an_upload_job_is_visible_only_within_the_current_scope(archive):
+    """Review rev17desk L2: the owner's name alone showed a job, whatever that account's agencies are now."""
+    moved = archive.gate(Principal("lan", "scanner", ("000.00.12.H29",)))
+    assert not moved.visible_job(CASE_A, "user:lan")
+    assert not moved.visible_job(None, "user:lan", [CASE_A])
+    assert moved.visible_job(None, "user:lan", [None]) and moved.visible_job(CASE_B, "user:lan", [CASE_B])
+    colleague = archive.gate(Principal("an", "scanner", ("000.00.31.H56",)))
+    assert colleague.visible_job(CASE_A, "user:lan") and not colleague.visible_job(None, "user:lan")
+    assert not archive.gate(OFFICER_A).visible_job(CASE_A, "user:an")
 
 
 def test_a_shared_document_is_reachable_through_every_dossier_it_belongs_to(two_agencies, tmp_path):

@@ -32,6 +32,42 @@ def test_bad_rows_say_which_field(row, message):
         parse_case_row(row)
 
 
+def test_two_headers_of_one_field_must_agree():
+    """Review rev17desk H1: the last alias won, so a later "Case ID" column overrode "case_id"."""
+    with pytest.raises(BadArgsError, match="columns 'case_id' and 'Case ID' disagree"):
+        parse_case_row({"case_id": CASE, "Case ID": "000.00.12.H29-241016-0003"})
+    assert parse_case_row({"case_id": CASE, "Mã hồ sơ": CASE.lower(), "applicant": "A"}).case_id == CASE
+
+
+@pytest.mark.parametrize("row, message", [
+    ({"case_id": CASE, "applicant": "x" * (2 << 20)}, "applicant is longer than 1000 characters"),
+    ({"case_id": CASE, "Người nộp": "Nguyễn\x00Văn A"}, "applicant contains a NUL character"),
+    ({"case_id": CASE, "Description": "y" * 4001}, "Description is longer than 4000 characters"),
+    ({"case_id": CASE, "procedure_name": {"nested": "x" * 10}}, "procedure_name must be a text"),
+    ({"case_id": CASE, "status": ["a", "b"]}, "status must be a text"),
+])
+def test_oversized_and_nul_fields_are_row_errors(row, message):
+    """Review rev17desk M3: any length was stored (and copied into every search hit and filed document's
+    metadata), nested JSON stored as its repr, and a NUL was a 503 "storage unavailable" on PostgreSQL."""
+    with pytest.raises(BadArgsError, match=message):
+        parse_case_row(row)
+
+
+def test_field_controls_are_removed_and_unknown_columns_ignored():
+    case = parse_case_row({"case_id": CASE, "applicant": " Lê\tVăn\u202e  Tám\r\n", "Cột lạ": ["x"] * 9})
+    assert case.applicant == "Lê Văn Tám"
+
+
+def test_a_json_export_too_large_to_read_whole_is_one_line(tmp_path, monkeypatch):
+    from storage import cases_import
+
+    path = tmp_path / "x.json"
+    path.write_text('[{"case_id": "%s"}]' % CASE + " " * 100)
+    monkeypatch.setattr(cases_import, "JSON_MAX_BYTES", 100)
+    with pytest.raises(InputError, match="larger than"):
+        list(read_case_rows(path))
+
+
 def test_csv_with_bom_and_semicolons(tmp_path):
     path = tmp_path / "x.csv"
     path.write_bytes("\ufeffMã hồ sơ;Người nộp\n".encode() + f"{CASE};Lê Văn Tám\n".encode())

@@ -87,3 +87,17 @@ def seed(data_dir: Path, work: Path) -> Settings:
         store_case(archive, work, CASE_A, TEXT_A, AGENCY_A)
         store_case(archive, work, CASE_B, TEXT_B, AGENCY_B)
     return settings
+
+
+def write_job(uploads: Path, job_id: str, owner: str, agency: str, state: str, created_at: str, **more) -> Path:
+    """An upload job folder as the server leaves it (job.json written directly; no conversion ran)."""
+    import json
+
+    folder = uploads / job_id
+    folder.mkdir(parents=True)
+    name, kind = owner.split(":", 1)[1], owner.split(":", 1)[0]
+    (folder / "job.json").write_text(json.dumps({
+        "job_id": job_id, "owner": owner, "name": "scan.pdf", "size": 10, "sha256": "0" * 64, "state": state,
+        "created_at": created_at, "sender": {"name": name, "role": "scanner", "agencies": [agency], "kind": kind},
+        "case_id": None, **more}))
+    return folder

@@ -122,6 +122,35 @@ def test_put_case_upserts_within_scope_only(portal):
     assert client(portal, "scanner-a").put(f"/cases/{new}", json={"status": "x"}).status_code == 403
 
 
+def test_put_case_cannot_reach_another_agency_through_an_alias_header(portal):
+    """Review rev17desk H1: scope was checked on the path's case, yet a later alias header ("Case ID",
+    "ma_ho_so") named the case actually written: agency A's token rewrote (or created) agency B's record."""
+    a = client(portal, "onestop-a")
+    planted = "000.00.12.H29-241016-0009"
+    for body in [{"case_id": CASE_A, "Case ID": CASE_B, "applicant": "x"},
+                 {"case_id": "", "ma_ho_so": CASE_B, "applicant": "x"},
+                 {"ma_ho_so": planted, "applicant": "x"}]:
+        r = a.put(f"/cases/{CASE_A}", json=body)
+        assert r.status_code == 400 and r.json()["error"] == "bad-request", (body, r.text)
+    b = client(portal, "onestop-b")
+    assert b.get(f"/cases/{CASE_B}").json()["case"]["applicant"] == "Trần Thị Bình"
+    assert b.get(f"/cases/{planted}").status_code == 404
+    assert a.get(f"/cases/{CASE_A}").json()["case"]["applicant"] == "Nguyễn Văn An"
+
+
+def test_put_case_refuses_a_huge_body(portal):
+    """Review rev17desk M3: the body was read whole into the worker's memory, whatever its size."""
+    a = client(portal, "onestop-a")
+    big = a.put(f"/cases/{CASE_A}", json={"Cột lạ": "x" * (1 << 20), "status": "x"})
+    assert big.status_code == 413 and big.json()["error"] == "too-large"
+    chunked = a.put(f"/cases/{CASE_A}", content=iter([b'{"status": "', b"x" * (1 << 20), b'"}']),
+                    headers={"content-type": "application/json"})
+    assert chunked.status_code == 413
+    assert a.put(f"/cases/{CASE_A}", content=b"[1, 2]").status_code == 400
+    assert a.put(f"/cases/{CASE_A}", json={"applicant": "x" * 2000}).status_code == 400
+    assert a.get(f"/cases/{CASE_A}").json()["case"]["applicant"] == "Nguyễn Văn An"
+
+
 def test_events_record_actor_and_client_address_shown_to_auditors_only(portal):
     a = client(portal, "onestop-a")
     a.get(f"/cases/{CASE_A}/documents/1/pdfa")

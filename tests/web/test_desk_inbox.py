@@ -128,6 +128,25 @@ def test_link_to_a_case_and_retry_converts_it_through_the_watch_job(desk):
     assert any(e.actor == "user:scanner-a" and "failed inbox file" in (e.detail or "") and e.client for e in events)
 
 
+def test_a_retry_without_a_case_keeps_the_folder_clue(desk):
+    """Review rev17desk M4: the retried copy is named scan.<ext>, so the folder (and file name) that named the
+    case in the inbox was lost: with the desk's case field left empty the scan was filed unmatched."""
+    app, bad, scan = desk
+    quarantine(bad, f"{CASE_A}/02-Giay to.pdf", scan, "a folder of agency A")
+    failed.forget(bad)
+    item = next(f for f in failed.list_failed(bad) if f.relative == f"{CASE_A}/02-Giay to.pdf")
+    assert failed.place_case_id(item) == CASE_A
+    scanner_a, csrf = login(app, "scanner-a")
+    r = scanner_a.post(f"/desk/inbox/{item.ref}/retry", data={"csrf": csrf, "case_id": ""}, follow_redirects=False)
+    assert r.status_code == 303, r.text
+    deadline = time.monotonic() + 300
+    while not (jobs := [j for j in app.state.uploads.jobs() if j.name == "02-Giay to.pdf" and j.finished]):
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    assert jobs[0].state == "done", (jobs[0].state, jobs[0].reason)
+    assert [d["case_id"] for d in jobs[0].documents] == [CASE_A]
+
+
 def test_retry_is_refused_outside_the_scope_and_without_the_csrf_token(desk):
     app, bad, _ = desk
     scanner_a, csrf = login(app, "scanner-a")
@@ -163,6 +182,26 @@ def test_a_carried_sidecar_keeps_its_fields_but_the_chosen_case_wins(tmp_path):
     carried = json.loads((job / "scan.json").read_text(encoding="utf-8"))
     assert carried["title"] == "Đơn" and "case_id" not in carried
     assert sorted(os.listdir(bad)) == []
+
+
+def test_a_failed_dir_the_portal_cannot_write_is_not_called_missing(tmp_path, monkeypatch):
+    """Review rev17desk L3: any rename error (EACCES included) was "failed file not found", so the clerk was
+    told the file had vanished when the portal's account could not write failed/."""
+    import errno
+
+    from digitize.errors import FileAccessError
+
+    bad = tmp_path / "failed"
+    quarantine(bad, f"{CASE_A}/x.pdf", b"%PDF-1.4 data", "r")
+    item = failed.list_failed(bad)[0]
+
+    def refused(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(os, "rename", refused)
+    with pytest.raises(FileAccessError, match="Permission denied.*must be able to write"):
+        failed.take(bad, item, lambda stream, name: tmp_path / "never", keep_case_id=True, durable=lambda: None)
+    assert (bad / CASE_A / "x.pdf").exists()
 
 
 def test_the_job_is_on_disk_before_the_scan_leaves_failed(tmp_path, monkeypatch):

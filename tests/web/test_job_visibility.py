@@ -62,3 +62,24 @@ def test_the_desk_follows_only_the_jobs_it_may_show(portal):
     desk = client.get("/desk")
     assert desk.status_code == 200 and job_id not in desk.text
     assert followed == []
+
+
+def test_a_sender_moved_to_another_agency_no_longer_sees_its_old_job(portal, tmp_path):
+    """Review rev17desk L2: a job stayed visible to its owner's name whatever that account's current rights: an
+    account moved to agency B (or a new token given a deleted one's name) still saw agency A's case IDs,
+    documents and reasons of every job the old name sent."""
+    from portal_data import write_job
+
+    client, tokens, _, _ = portal
+    case_a = f"{AGENCY_A}-241015-0027"
+    old = uuid.uuid4().hex  # sent by "scanner-b" when that name was agency A's
+    write_job(tmp_path / "data" / "uploads", old, "token:scanner-b", AGENCY_A, "done", "2026-12-01T00:00:00Z",
+              case_id=case_a, documents=[{"case_id": case_a, "doc_id": 7}], finished_at="2026-12-01T00:01:00Z")
+    unmatched = uuid.uuid4().hex  # no case chosen, filed by its QR code into A's case
+    write_job(tmp_path / "data" / "uploads", unmatched, "token:scanner-b", AGENCY_A, "done", "2026-12-01T00:00:00Z",
+              documents=[{"case_id": case_a, "doc_id": 8}], finished_at="2026-12-01T00:01:00Z")
+    for job_id in (old, unmatched):
+        now_b = client.get(f"/api/v1/jobs/{job_id}", headers={"authorization": f"Bearer {tokens['scanner-b']}"})
+        assert now_b.status_code == 404, job_id
+        in_a = client.get(f"/api/v1/jobs/{job_id}", headers={"authorization": f"Bearer {tokens['scanner-a']}"})
+        assert in_a.status_code == (200 if job_id == old else 404)  # A's desk: a job into A's case

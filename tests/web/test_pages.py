@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from digitize.config import Settings
-from portal_data import CASE_A, CASE_B, PASSWORD, digitize
+from portal_data import AGENCY_A, CASE_A, CASE_B, PASSWORD, digitize, write_job
 from web.app import create_app
 
 
@@ -273,3 +273,65 @@ def test_an_internal_error_still_carries_the_security_headers(seeded):
         assert "default-src 'self'" in answer.headers["content-security-policy"]
         assert answer.headers["cache-control"] == "no-store" and answer.headers["x-frame-options"] == "SAMEORIGIN"
         assert "a bug" not in answer.text
+
+
+def desk_of(tmp_path, name="lan", agency=AGENCY_A):
+    """A portal on its own data dir with one scanner and no upload yet: (settings, uploads folder, app)."""
+    from storage import access
+    from storage.archive import Archive
+
+    settings = Settings(data_dir=str(tmp_path / "data"))
+    settings.web.secure_cookies = False
+    with Archive.open(settings) as archive:
+        access.add_user(archive.index, name, "scanner", [agency], PASSWORD)
+        access.add_user(archive.index, "binh", "scanner", ["000.00.12.H29"], PASSWORD)
+    return settings, tmp_path / "data" / "uploads", create_app(settings)
+
+
+def test_a_failed_upload_can_be_dismissed_deleting_its_kept_scan(tmp_path):
+    """Review rev17desk M2: a failed upload nobody retries kept its scan (personal data) for ever."""
+    import json
+    import uuid
+
+    from storage.archive import Archive
+
+    settings, uploads, app = desk_of(tmp_path)
+    job = uuid.uuid4().hex
+    folder = write_job(uploads, job, "user:lan", AGENCY_A, "failed", "2026-12-01T08:00:00.000+00:00",
+                       case_id=CASE_A, reason="no pages")
+    (folder / "scan.pdf").write_bytes(b"%PDF-1.4 kept scan")
+    other, _ = login(app, name="binh")
+    csrf = csrf_of(other, "/desk")
+    assert other.post(f"/desk/jobs/{job}/dismiss", data={"csrf": csrf}, follow_redirects=False).status_code == 404
+    client, _ = login(app, name="lan")
+    csrf = csrf_of(client, "/desk")
+    assert client.post(f"/desk/jobs/{job}/dismiss", data={"csrf": "forged"}).status_code == 403
+    assert (folder / "scan.pdf").exists()
+    assert client.post(f"/desk/jobs/{job}/dismiss", data={"csrf": csrf}, follow_redirects=False).status_code == 303
+    assert not (folder / "scan.pdf").exists() and json.loads((folder / "job.json").read_text())["state"] == "dismissed"
+    assert f"/desk/jobs/{job}/retry" not in client.get("/desk").text
+    assert client.post(f"/desk/jobs/{job}/dismiss", data={"csrf": csrf}).status_code == 400  # only a failed one
+    with Archive.open(settings) as archive:
+        (event,) = [e for e in archive.index.events(case_id=CASE_A) if "dismissed" in e.detail]
+    assert event.actor == "user:lan" and event.outcome == "failure" and job in event.detail
+
+
+def test_an_old_failed_upload_stays_on_the_desk(tmp_path):
+    """Review rev17desk M2: the failed list was cut from the 50 newest jobs, so 50 newer uploads (a
+    colleague's too) hid a failed one for ever: never retried, its scan kept for ever."""
+    import uuid
+
+    from storage.index import now_iso
+
+    settings, uploads, app = desk_of(tmp_path)
+    old = uuid.uuid4().hex
+    folder = write_job(uploads, old, "user:lan", AGENCY_A, "failed", "2026-01-01T08:00:00.000+00:00",
+                       reason="no pages", finished_at="2026-01-01T08:01:00.000+00:00")
+    (folder / "scan.pdf").write_bytes(b"%PDF-1.4 kept scan")
+    for n in range(50):  # finished today: not old enough to be pruned
+        write_job(uploads, uuid.uuid4().hex, "user:lan", AGENCY_A, "done", f"2026-01-02T08:{n:02d}:00.000+00:00",
+                  finished_at=now_iso())
+    client, r = login(app, name="lan")
+    assert r.status_code == 303
+    desk = client.get("/desk").text
+    assert f"/desk/jobs/{old}/retry" in desk

@@ -43,6 +43,7 @@ REQUIRED: dict[tuple[str, str], Perm | None] = {
     ("GET", "/cases/{case_id}/dossier.zip"): Perm.read,
     ("GET", "/desk"): Perm.upload, ("POST", "/desk/upload"): Perm.upload, ("GET", "/desk/jobs/{job_id}"): Perm.upload,
     ("POST", "/desk/jobs/{job_id}/retry"): Perm.upload, ("POST", "/desk/inbox/{ref}/retry"): Perm.upload,
+    ("POST", "/desk/jobs/{job_id}/dismiss"): Perm.upload,
     ("POST", "/desk/link"): Perm.link,
     ("GET", "/admin"): Perm.admin, ("POST", "/admin/users/{name}/disable"): Perm.admin,
 }

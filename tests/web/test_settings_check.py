@@ -86,3 +86,34 @@ def test_the_key_that_signs_is_the_key_that_was_checked(tmp_path):
     from web.auth import session_secret
 
     assert session_secret(settings_with(tmp_path, secret_key=f"  {GOOD_KEY}\n")) == GOOD_KEY
+
+
+@pytest.mark.parametrize("max_upload_mb, message", [(0, "max_upload_mb must be 1 to"), (-5, "max_upload_mb must be 1"),
+                                                    (4096, r"max_upload_mb must be 1 to \[convert\] max_input_mb \(2048\)")])
+def test_the_desk_upload_cap_is_checked_at_start(tmp_path, max_upload_mb, message):
+    """Review rev17desk L3: 0 refused every upload as "larger than 0 MB"; over [convert] max_input_mb an upload
+    was kept whole, then refused by its job as too large."""
+    with pytest.raises(ConfigError, match=message):
+        create_app(settings_with(tmp_path, max_upload_mb=max_upload_mb))
+
+
+def test_a_failed_folder_others_may_write_or_a_link_is_refused_at_start(tmp_path):
+    """Review rev17desk L3: nothing checked the failed/ folder the desk takes scans out of, though watch checks
+    it for itself (this account's or root's, no group/other write)."""
+    import os
+
+    settings = settings_with(tmp_path)
+    inbox = tmp_path / "inbox"
+    settings.watch.inbox = str(inbox)
+    create_app(settings)  # no failed/ yet: the watcher makes it
+    (inbox / "failed").mkdir(parents=True)
+    create_app(settings)
+    os.chmod(inbox / "failed", 0o777)
+    with pytest.raises(ConfigError, match="writable by other accounts"):
+        create_app(settings)
+    os.chmod(inbox / "failed", 0o755)
+    (tmp_path / "elsewhere").mkdir()
+    settings.watch.failed_dir = str(tmp_path / "linked")
+    (tmp_path / "linked").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(ConfigError, match="symlink is never followed"):
+        create_app(settings)

@@ -11,6 +11,8 @@ from digitize.config import Settings
 from storage.access import Principal
 from web import uploads
 
+fsutil_write = uploads.atomic_write_text
+
 
 def test_an_accepted_upload_is_synced_with_its_folder_and_the_folders_entry(tmp_path, monkeypatch):
     synced: list[str] = []
@@ -50,3 +52,122 @@ def test_a_job_state_write_killed_half_way_is_swept_when_the_next_server_starts(
     os.utime(old, (then, then))
     uploads.UploadQueue(Settings(data_dir=str(tmp_path / "data"))).close()
     assert not old.exists() and fresh.exists()
+
+
+def test_old_stored_jobs_are_pruned_and_failed_ones_kept(tmp_path):
+    """Review rev17desk M2: no job folder was ever removed, so every desk view read every upload ever made.
+    A stored job (only job.json left) finished longer ago than upload_job_days goes; a failed one (its scan
+    kept to be retried) and a recent one stay; so does nothing of one whose folder still holds a copy of its
+    stored scan (a server killed between saving "stored" and dropping the copy)."""
+    import uuid
+
+    from portal_data import write_job
+    from storage.index import now_iso
+
+    root = tmp_path / "data" / "uploads"
+    long_ago = "2020-01-01T00:00:00.000+00:00"
+    jobs = {name: uuid.uuid4().hex for name in ("old", "failed", "recent", "holding")}
+    write_job(root, jobs["old"], "user:lan", "000.00.31.H56", "done", long_ago, finished_at=long_ago)
+    write_job(root, jobs["failed"], "user:lan", "000.00.31.H56", "failed", long_ago, finished_at=long_ago)
+    write_job(root, jobs["recent"], "user:lan", "000.00.31.H56", "done", long_ago, finished_at=now_iso())
+    held = write_job(root, jobs["holding"], "user:lan", "000.00.31.H56", "unmatched", long_ago, finished_at=long_ago)
+    (held / "scan.pdf").write_bytes(b"%PDF-1.4")
+    queue = uploads.UploadQueue(Settings(data_dir=str(tmp_path / "data")))
+    try:
+        assert {j.job_id for j in queue.jobs()} == {jobs["failed"], jobs["recent"]}
+    finally:
+        queue.close()
+    assert not (root / jobs["old"]).exists() and not held.exists() and (root / jobs["failed"]).is_dir()
+    settings = Settings(data_dir=str(tmp_path / "data"))
+    settings.web.upload_job_days = 0  # kept for ever
+    write_job(root, jobs["old"], "user:lan", "000.00.31.H56", "done", long_ago, finished_at=long_ago)
+    uploads.UploadQueue(settings).close()
+    assert (root / jobs["old"]).is_dir()
+
+
+def _refusing_writes(monkeypatch, after: int) -> list[str]:
+    """job.json writes fail with ENOSPC after ``after`` good ones; the names written are listed."""
+    import errno
+
+    written: list[str] = []
+    real = uploads.atomic_write_text
+
+    def write(path, text):
+        if len(written) >= after:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written.append(str(path))
+        return real(path, text)
+
+    monkeypatch.setattr(uploads, "atomic_write_text", write)
+    return written
+
+
+def test_a_state_write_failure_is_logged_and_releases_the_job(tmp_path, monkeypatch, caplog):
+    """Review rev17desk L1: the 'running' state write raised into the worker thread's future, which nobody
+    reads: nothing logged, the job 'running' and claimed until the server restarted, and a retry answered
+    "this upload is being processed already"."""
+    queue = uploads.UploadQueue(Settings(data_dir=str(tmp_path / "data")))
+    try:
+        scope = types.SimpleNamespace(principal=Principal("lan", "scanner", ("000.00.31.H56",)))
+        job, _ = queue.receive(io.BytesIO(b"%PDF-1.4 fake scan bytes %%EOF"), "scan.pdf", scope, None)
+        _refusing_writes(monkeypatch, after=1)  # the job's first state (queued) is saved, 'running' is not
+        queue.submit(job)
+        queue._executor.submit(lambda: None).result()  # the job's run is over
+        assert any(job.job_id in r.getMessage() and "No space left" in r.getMessage() for r in caplog.records)
+        shown = queue.get(job.job_id)
+        assert shown.state == "failed" and "No space left" in shown.reason
+        monkeypatch.setattr(uploads, "atomic_write_text", fsutil_write)
+        rerun: list[str] = []
+        monkeypatch.setattr(queue, "_queue", lambda j: rerun.append(j.job_id))
+        queue.retry(shown, None, scope)  # not "being processed already"
+        assert rerun == [job.job_id]
+    finally:
+        queue.close()
+
+
+def test_finish_saves_the_state_before_dropping_the_scan(tmp_path, monkeypatch):
+    """Review rev17desk L1: the kept scan was unlinked before job.json said 'done'; a failed write then left a
+    job that was resumed on a scan that was gone ('internal error: IndexError', never retryable)."""
+    import json
+
+    import pytest
+
+    queue = uploads.UploadQueue(Settings(data_dir=str(tmp_path / "data")))
+    try:
+        scope = types.SimpleNamespace(principal=Principal("lan", "scanner", ("000.00.31.H56",)))
+        job, scan = queue.receive(io.BytesIO(b"%PDF-1.4 fake scan bytes %%EOF"), "scan.pdf", scope, None)
+        job.state, job.documents = "done", [{"case_id": None, "doc_id": 1}]
+        _refusing_writes(monkeypatch, after=0)
+        with pytest.raises(OSError):
+            queue._finish(job)
+        assert scan.exists()  # job.json does not say stored: the scan stays
+        monkeypatch.setattr(uploads, "atomic_write_text", fsutil_write)
+        queue._finish(job)
+        assert not scan.exists() and json.loads((scan.parent / "job.json").read_text())["state"] == "done"
+    finally:
+        queue.close()
+
+
+def test_a_full_disk_while_receiving_is_a_resource_error_answered_503(tmp_path, monkeypatch):
+    """Review rev17desk L1: ENOSPC while an upload was received answered 500 "internal" with a traceback."""
+    import errno
+
+    import pytest
+
+    from digitize.errors import ResourceError
+    from web.app import error_status
+
+    queue = uploads.UploadQueue(Settings(data_dir=str(tmp_path / "data")))
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    try:
+        scope = types.SimpleNamespace(principal=Principal("lan", "scanner", ("000.00.31.H56",)))
+        monkeypatch.setattr(os, "fsync", full)
+        with pytest.raises(ResourceError, match="No space left") as refused:
+            queue.receive(io.BytesIO(b"%PDF-1.4 fake scan bytes %%EOF"), "scan.pdf", scope, None)
+        assert error_status(refused.value) == (503, "storage-unavailable")
+        assert list(queue.root.iterdir()) == []  # nothing half-received stays
+    finally:
+        queue.close()
