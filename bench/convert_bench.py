@@ -82,10 +82,13 @@ from digitize.accuracy import FORM_FEED, cer, page_cers
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = ROOT / ".venv" / "bin" if (ROOT / ".venv" / "bin").is_dir() else Path(sys.executable).parent  # worktrees
 SAMPLE_INTERVAL = 0.1  # seconds between RSS samples (each costs ~3 ms of CPU the engines lose)
+# this checkout's code: a worktree borrowing the main checkout's venv would otherwise run the code its
+# editable install points to (the main checkout's), and compare main with main
+THIS_CODE = f"env PYTHONPATH={shlex.quote(str(ROOT))}"
 DEFAULT_COMMANDS = {
-    "digitize": f"{VENV_BIN / 'digitize'} run --jobs {{jobs}} --report {{output}}.json {{input}} {{output}}",
-    "digitize-novalidate": f"{VENV_BIN / 'digitize'} run --no-validate --jobs {{jobs}} {{input}} {{output}}",
-    "digitize-batch": f"env DIGITIZE_DATA_DIR={{output}}.data {VENV_BIN / 'digitize'} --config /dev/null batch "
+    "digitize": f"{THIS_CODE} {VENV_BIN / 'digitize'} run --jobs {{jobs}} --report {{output}}.json {{input}} {{output}}",
+    "digitize-novalidate": f"{THIS_CODE} {VENV_BIN / 'digitize'} run --no-validate --jobs {{jobs}} {{input}} {{output}}",
+    "digitize-batch": f"{THIS_CODE} DIGITIZE_DATA_DIR={{output}}.data {VENV_BIN / 'digitize'} --config /dev/null batch "
                       "{input} --jobs {jobs} --manifest {input}/manifest.csv --report {output}",
     "ocrmypdf": f"{VENV_BIN / 'ocrmypdf'} -q -l vie --rotate-pages --deskew --output-type pdfa "
                 "--jobs {jobs} {input} {output}",

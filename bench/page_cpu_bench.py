@@ -13,6 +13,7 @@ within one run). Seconds to a minute per set and checkout on a quiet 2-core mach
     .venv/bin/python bench/page_cpu_bench.py --set hard
     .venv/bin/python bench/page_cpu_bench.py --set hard --code /path/to/main --code . --repeat 2
     .venv/bin/python bench/page_cpu_bench.py --set hard --code main=/path/to/main --code new=. --repeat 3
+    .venv/bin/python bench/page_cpu_bench.py --samples /tmp/unseen-hard --code main=/path/to/main --code new=.
 """
 
 from __future__ import annotations
@@ -127,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="checkout to measure (default: this one); repeat for side by side")
     parser.add_argument("--repeat", type=int, default=1, help="runs per checkout, alternating (median CPU)")
     parser.add_argument("--only", default="", help="comma-separated sample names")
+    parser.add_argument("--samples", type=Path, help="a folder with samples.json instead of --set: e.g. the hard "
+                        "set's generators with another seed, unseen")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -143,11 +146,12 @@ def main(argv: list[str] | None = None) -> int:
         names.append(name or code.name)
         codes.append(code)
     runs: dict[str, list[dict]] = {n: [] for n in names}
+    folder = args.samples.resolve() if args.samples else SETS[args.set]
     load = os.getloadavg()[0]
     for _ in range(args.repeat):
         for name, code in zip(names, codes):
-            runs[name].append(run_checkout(code, SETS[args.set], args.only))
-    print(f"{args.set} set, in-process page work (no veraPDF, no process start); 1-min load {load:.2f} before, "
+            runs[name].append(run_checkout(code, folder, args.only))
+    print(f"{args.samples or args.set} set, in-process page work (no veraPDF, no process start); 1-min load {load:.2f} before, "
           f"{os.getloadavg()[0]:.2f} after\ncommand: " + shlex.join([Path(sys.executable).name, *sys.argv]) + "\n")
     print(table(names, runs))
     return 0

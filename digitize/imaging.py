@@ -13,7 +13,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-OCR_LETTER_PX = 20.0  # median glyph height given to Tesseract: 13-14 pt text at ~200 dpi
+OCR_LETTER_PX = 16.0  # median glyph height given to Tesseract: 13-14 pt text at ~160 dpi (see ocr_scale)
 MEASURE_DPI = 150.0  # letter heights are measured on a copy this small (a few milliseconds)
 BILEVEL_SMOOTHING = 1.0  # Gaussian sigma in pixels at 200 dpi
 
@@ -285,10 +285,15 @@ def ocr_scale(letter_px: float) -> float:
     """Factor that brings text of ``letter_px`` to OCR_LETTER_PX, 1.0 when within 10 %.
 
     Tesseract's LSTM scales every text line to a fixed height anyway; its thresholding, layout
-    analysis and blob work cost in proportion to the pixels. At 300 dpi an A4 page of 13-14 pt
-    text has letters ~29 px high: reading it at 20 px costs 23 % less CPU (OCR preparation
-    included) at the same mean CER on the samples (0.0074 -> 0.0077, no page worse by more than
-    0.016). Small print is enlarged instead: an 8 pt fax line at 200 dpi is read as if at ~350.
+    analysis (line finding, column finding: a third of a reading) and line images cost in
+    proportion to the pixels. At 300 dpi an A4 page of 13-14 pt text has letters ~29 px high:
+    reading it at 20 px cost 23 % less CPU (OCR preparation included) than at 29 at the same
+    mean CER on the samples (0.0074 -> 0.0077). 16 px (2026-12-02) read better still where it
+    counts, on pages never developed on: the held-out hard set 0.0085 -> 0.0077 and two fresh
+    draws of its generators 0.0251 -> 0.0080 and 0.0202 -> 0.0070 (their typewriter pages, whose
+    broken strokes measure 14 px and were enlarged x1.43: 0.23/0.17 -> 0.020/0.014), for less
+    page CPU (fewer pixels to lay out); the easy set 0.0024 -> 0.0037 (worst page 0.0115); 14 px read worse than 16 on a fresh
+    draw. Small print is enlarged: an 8 pt fax line at 200 dpi is read as if at ~280.
     """
     factor = OCR_LETTER_PX / max(letter_px, 1.0)
     return 1.0 if 0.9 <= factor <= 1.1 else min(max(factor, 0.25), 4.0)

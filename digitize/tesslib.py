@@ -31,6 +31,8 @@ os.environ.setdefault("OMP_THREAD_LIMIT", "1")  # read by libgomp when the libra
 SETTINGS = {"tessedit_do_invert": "0", "textord_disable_pitch_test": "1"}
 
 _LIBRARY_NAMES = ("libtesseract.so.5", "libtesseract.5.dylib", "libtesseract.so")
+_LEPTONICA_NAMES = ("liblept.so.5", "libleptonica.so.6", "libleptonica.6.dylib", "liblept.5.dylib")
+_LEPT_SEVERITY_NONE = 6  # leptonica's environ.h: L_SEVERITY_NONE, print no messages
 _lib: ctypes.CDLL | None = None
 _load_error = ""
 
@@ -83,10 +85,29 @@ def library() -> ctypes.CDLL | None:
                 _load_error = str(e)
                 continue
             _lib, _load_error = lib, ""
+            _silence_leptonica()
             break
         else:
             _load_error = _load_error or "libtesseract not found"
     return _lib
+
+
+def _silence_leptonica() -> None:
+    """Leptonica, under Tesseract, prints its own errors straight to stderr (a noisy page's
+    boxes at the image edge: "Error in pixScanForForeground: invalid box", harmless to the
+    reading): they would reach the user's terminal beside a run's one line. Tesseract's own
+    messages go to debug_file; the command's stderr was never shown either. The library
+    Tesseract links is already loaded, so this opens the same one and sets its process-wide
+    severity (inherited by forked page workers)."""
+    names = [*_LEPTONICA_NAMES, ctypes.util.find_library("lept") or "", ctypes.util.find_library("leptonica") or ""]
+    for name in filter(None, names):
+        try:
+            set_severity = ctypes.CDLL(name).setMsgSeverity
+        except (OSError, AttributeError):
+            continue
+        set_severity.restype, set_severity.argtypes = ctypes.c_int, [ctypes.c_int]
+        set_severity(_LEPT_SEVERITY_NONE)
+        return
 
 
 def version() -> str:

@@ -96,6 +96,28 @@ def test_recognition_settings_are_applied_to_the_loaded_model() -> None:
         assert found.value == int(value), name
 
 
+def test_leptonica_errors_under_the_loaded_library_never_reach_stderr(capfd) -> None:
+    """A noisy page's boxes at its edge made leptonica print "Error in pixScanForForeground: invalid
+    box" under Tesseract, beside a failed run's one line (tests/test_run_cli.py's full disk)."""
+    import ctypes
+    import ctypes.util
+
+    assert tesslib.library() is not None
+    for name in ("liblept.so.5", "libleptonica.so.6", ctypes.util.find_library("lept")):
+        try:
+            lept = ctypes.CDLL(name)
+            break
+        except (OSError, TypeError):
+            continue
+    else:
+        pytest.skip("leptonica not found")
+    clip = lept.boxClipToRectangle
+    clip.restype, clip.argtypes = ctypes.c_void_p, [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+    capfd.readouterr()
+    assert clip(None, 10, 10) is None  # leptonica's own error: no box given
+    assert capfd.readouterr().err == ""
+
+
 def test_the_command_gets_the_same_settings(monkeypatch, page) -> None:
     seen = {}
     monkeypatch.setattr(ocr, "_call", lambda fn, timeout, what: seen.setdefault("config", fn) and b"")
