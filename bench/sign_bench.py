@@ -222,6 +222,15 @@ if hasattr(signing, "_warm_key"):  # the key process's imports and font, at its 
 else:
     timed(getattr(signing, "SigningService", None), "_open", "key opened", time.thread_time)
 timed(signing.RemoteSigner, "sign", "hand-off", time.process_time)  # a worker: one thread
+if hasattr(getattr(signing, "SigningService", None), "_begin_opening"):  # how long signatures waited for the key
+    _service_sign = signing.SigningService.sign
+    def service_sign(self, *args, **kwargs):  # as sign does first (asks for the key, waits): timed, then the rest
+        self._begin_opening()
+        t = time.monotonic()
+        self.ready.wait(self.timeout)
+        note("signatures' wait for the key", time.monotonic() - t)
+        return _service_sign(self, *args, **kwargs)
+    signing.SigningService.sign = service_sign
 timed(signmark, "top_band_grey", "mark band", time.process_time)  # in the page worker
 _me = os.getpid()  # forked children inherit the hook: only the batch process notes its own CPU
 atexit.register(lambda: os.getpid() == _me and note("batch process", time.process_time()))
@@ -380,10 +389,11 @@ def batch_share(keys: dict[str, dict[str, str]], files: int, rounds: int, jobs: 
           f"1-minute load average at the end {os.getloadavg()[0]:.2f}\n")
     print("| batch | wall s (median) | pages/min | CPU s (median) | added wall time: median (spread) | "
           "added CPU time: median (spread) | batch CPU s before workers fork | key opening done before workers fork "
-          "| key opened, CPU s / the batch's CPU s from the key's fork to the workers' |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| key opened, CPU s / the batch's CPU s from the key's fork to the workers' "
+          "| signatures' wait for the key, s (wall) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     print(f"| unsigned | {base:.1f} | {files / base * 60:.1f} | {statistics.median(r.cpu for r in runs['unsigned']):.1f} "
-          f"| - | - | {statistics.median(r.before_fork for r in runs['unsigned']):.2f} | - | - |")
+          f"| - | - | {statistics.median(r.before_fork for r in runs['unsigned']):.2f} | - | - | - |")
     for name in keys:
         wall = statistics.median(r.wall for r in runs[name])
         early = [e for e in (_opened_early(r) for r in runs[name]) if e is not None]
@@ -392,7 +402,7 @@ def batch_share(keys: dict[str, dict[str, str]], files: int, rounds: int, jobs: 
               f"{_added([s.cpu for _, s in pairs[name]], [u.cpu for u, _ in pairs[name]])} | "
               f"{statistics.median(r.before_fork for r in runs[name]):.2f} | "
               + (f"{statistics.median(early) * 100:.0f} % ({', '.join(f'{e * 100:.0f}' for e in early)})" if early else "-")
-              + " | " + _window(runs[name]) + " |")
+              + " | " + _window(runs[name]) + " | " + _key_wait(runs[name]) + " |")
     print("\nadded = median over rounds of signed / unsigned - 1, each signed run against the unsigned run next to it "
           "(A B B A); spread = lowest..highest round, the rounds in brackets")
     print("\nWhere the added CPU goes, ms per document (median over the pairs of signed - unsigned, / documents):\n")
@@ -406,7 +416,7 @@ def batch_share(keys: dict[str, dict[str, str]], files: int, rounds: int, jobs: 
                  for part in names]
         print(f"| {name} | " + " | ".join(f"{c:+.1f}" for c in cells) + " |")
     print("\nsignature: the batch's signer thread (thread CPU); hand-off: the worker's side of it (request, answer); "
-          "mark band: page 1's band in the page worker; key opened: once per batch, in the key process forked at the batch's start (main: the signer's thread; imports, key, checks), shared by its documents (this tree: its imports and font at the fork, the key itself once the batch's signer asks, i.e. the batch has files to sign); veraPDF client: the worker's side of the checks; validator "
+          "mark band: page 1's band in the page worker; key opened: once per batch, in the key process forked at the batch's start (main: the signer's thread; imports, key, checks), shared by its documents (this tree: its imports and font at the fork, the key itself once the batch's signer asks, i.e. a file to sign started its OCR); veraPDF client: the worker's side of the checks; validator "
           "server: the resident veraPDF JVM (all threads); workers, other: conversion and storing; batch process, "
           "other: its start, the signer's socket threads, the batch's bookkeeping")
     if not starts_too:
@@ -448,6 +458,15 @@ def _window(runs: list[BatchRun]) -> str:
         return "-"
     return (f"{statistics.median(p[0] for p in pairs):.2f} / {statistics.median(p[1] for p in pairs):.2f} "
             f"({', '.join(f'{a:.2f}/{b:.2f}' for a, b in pairs)})")
+
+
+def _key_wait(runs: list[BatchRun]) -> str:
+    """How long the batch's signatures waited, all told, for the key's opening (wall seconds, the batch
+    process): the first file's worker waits for the login when it is asked only at its signature."""
+    waits = [r.parts["signatures' wait for the key"] for r in runs if "signatures' wait for the key" in r.parts]
+    if not waits:
+        return "-"
+    return f"{statistics.median(waits):.3f} ({', '.join(f'{w:.3f}' for w in waits)})"
 
 
 def _part(run: BatchRun, part: str) -> float:

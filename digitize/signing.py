@@ -191,6 +191,9 @@ class Signer:
             signmark.warm_appearance(signmark.pdf_font(self._font, self.name))
         return self
 
+    def expect(self) -> None:
+        """A file will ask for a signature soon (convert, when its OCR starts): this key is open already."""
+
     @property
     def visible(self) -> bool:
         """A mark is drawn on page 1 (a conversion then hands over page 1's top band: signmark.place)."""
@@ -480,11 +483,14 @@ def _encode_request(source: Path, target: Path, band: Any) -> list[bytes]:
     return frames + ([band.tobytes()] if band is not None else [])
 
 
-def _read_request(conn) -> tuple[Path, Path, Any]:
-    """(source, target, band) from a worker; ValueError for anything but that shape."""
+def _read_request(conn) -> tuple[Path, Path, Any] | None:
+    """(source, target, band) from a worker, or None for OPEN_REQUEST (RemoteSigner.expect: open
+    the key now); ValueError for anything but those shapes."""
     import json
 
     request = json.loads(conn.recv_bytes(MAX_HEADER))
+    if request == {"open": True}:
+        return None
     source, target, shape = request["source"], request["target"], request["band"]
     if not isinstance(source, str) or not isinstance(target, str):
         raise ValueError("paths must be strings")
@@ -656,8 +662,9 @@ class SigningService:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._started: float | None = None  # time.monotonic() of start()
-        # time.monotonic() when the key began to open: at the first file that asks for a signature,
-        # never before (review rev3 sign16b H1: a batch whose files were all stored already, or all
+        # time.monotonic() when the key began to open: when a worker's first file not stored yet passed
+        # its input checks and started its OCR (RemoteSigner.expect), or at a signature, never before
+        # (review rev3 sign16b H1: a batch whose files were all stored already, or all
         # failed, tried the PIN on every run and said nothing; a stale PIN locks a USB token)
         self._opening_since: float | None = None
         self._opening_lock = threading.Lock()
@@ -752,8 +759,8 @@ class SigningService:
                 self._keys.close(grace=0.0)  # a hung signature: the key process is killed
 
     def _begin_opening(self) -> None:
-        """Open the key (in a thread of its own) at the first signature asked, once: a batch that signs
-        nothing never tries the PIN."""
+        """Open the key (in a thread of its own) at a worker's early ask (RemoteSigner.expect) or the first
+        signature asked, once: a batch that signs nothing never tries the PIN."""
         with self._opening_lock:
             if self._opening_since is not None or self.ready.is_set():
                 return
@@ -775,8 +782,9 @@ class SigningService:
                 self.ready.set()
 
     def _run(self) -> None:
-        # workers are answered (and wait in sign) while the key opens, at the first signature asked
-        # (_begin_opening): a hung opening is then the batch's to notice (overdue), not a silent socket's
+        # workers are answered (and wait in sign) while the key opens, at a worker's early ask or the
+        # first signature (_begin_opening): a hung opening is then the batch's to notice (overdue), not
+        # a silent socket's
         while not self._closed:
             try:
                 conn = self._listener.accept()  # no handshake here: one silent client holds no other
@@ -841,8 +849,11 @@ class SigningService:
     def _answer(self, conn) -> None:
         while True:
             try:
-                source, target, band = _read_request(conn)
-                conn.send_bytes(_encode_answer(*self.sign(source, target, band)))
+                request = _read_request(conn)
+                if request is None:  # a worker's file started its OCR: it will ask for a signature
+                    self._begin_opening()
+                    continue
+                conn.send_bytes(_encode_answer(*self.sign(*request)))
             except EOFError:
                 return
             except OSError as e:
@@ -998,7 +1009,7 @@ def _opening(settings: Settings) -> SigningError | None:
     return None
 
 
-OPEN_REQUEST = b'{"open": true}'  # a key process's first message: open the key now (then requests follow)
+OPEN_REQUEST = b'{"open": true}'  # open the key now: a key process's first message; a worker's (RemoteSigner.expect)
 
 
 class KeyProcess:
@@ -1176,10 +1187,11 @@ def _key_process_main(settings: Settings, conn, parent: int) -> None:  # pragma:
             return
         while True:
             try:
-                source, target, band = _read_request(conn)
+                request = _read_request(conn)
             except (EOFError, OSError):
                 return
-            conn.send_bytes(_encode_answer(*_key_process_sign(settings, source, target, band)))
+            if request is not None:  # the key is open already: a second open message is nothing to do
+                conn.send_bytes(_encode_answer(*_key_process_sign(settings, *request)))
     finally:
         close_signers()
 
@@ -1254,7 +1266,7 @@ def early_key_process(argv: list[str]) -> None:
     """For ``digitize [global options] batch ...`` that will sign here with a PIN it needs not ask
     for (environment, PIN file, credential): fork the batch's key process now (start_key_process),
     before the CLI and the conversion code are imported (~0.5 s of CPU on one core, the other
-    idle), so that the opening's imports run meanwhile (the key itself opens at the first signature a file asks for). Anything else (another command, help,
+    idle), so that the opening's imports run meanwhile (the key itself opens when a file will be signed: RemoteSigner.expect). Anything else (another command, help,
     a dry run, queue mode, a PIN to prompt for, settings the CLI will refuse) does nothing here:
     the CLI goes on as before, and batch_cmd forks the key process itself once it has the PIN.
     The CLI's own settings find this process by the key's identity (_key); a key process nothing
@@ -1338,6 +1350,25 @@ class RemoteSigner:
         self.address, self._authkey, self.visible, self.timeout = address, authkey, visible, timeout
         self._conn = None
         self.slots = None  # the batch's CPU slots (a semaphore): given back while waiting for the signature
+        self._expected = False  # this worker asked the batch's key to open (expect)
+
+    def expect(self) -> None:
+        """A file of this worker will ask for a signature: it is not stored yet, passed its input checks
+        and its OCR has started (convert._convert). The batch's key opens now, while the file converts,
+        instead of at its signature (a token's login off the worker's wait). Once per worker, no answer
+        awaited; anything wrong here is left to the signature, which says it. A file stored already, or
+        refused by its checks, never gets here: such a batch still never tries the PIN."""
+        from multiprocessing import AuthenticationError
+
+        if self._expected:
+            return
+        self._expected = True
+        try:
+            if self._conn is None:
+                self._conn = self._connect()
+            self._conn.send_bytes(OPEN_REQUEST)
+        except (OSError, EOFError, AuthenticationError):
+            self._drop()
 
     def _connect(self):
         from multiprocessing.connection import Client, answer_challenge, deliver_challenge

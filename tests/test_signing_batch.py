@@ -297,16 +297,23 @@ def test_a_batch_that_signs_nothing_never_tries_the_pin(tmp_path, pki, scan, kin
     assert stored_pdfs(tmp_path / "data") == []
 
 
+def probed_batch(tmp_path: Path, pki, scan: Path, script: str, files: int, probe: Path):
+    """(env, the run) of a PKCS#12 batch, one worker, over FILES fresh scans in tmp_path/src through
+    SCRIPT (LOGINS_COUNTED, OPENING_ORDER), which notes into PROBE."""
+    env = key_env("pkcs12", tmp_path, pki, None)
+    env.update(DIGITIZE_DATA_DIR=str(tmp_path / "data"), DIGITIZE_CONVERT_LANGUAGE="eng", LOGIN_PROBE=str(probe),
+               ORDER_PROBE=str(probe))
+    scans(tmp_path / "src", scan, files)
+    return env, subprocess.run([sys.executable, "-c", script, "batch", str(tmp_path / "src"), "--jobs", "1"],
+                               capture_output=True, text=True, env=env, timeout=300)
+
+
 def test_a_batch_whose_files_need_no_signature_never_tries_the_pin(tmp_path, pki, scan):
     """Review rev3 sign16b H1: the key opened as soon as the batch had files, so a folder whose files were
     all stored already (a timer's run over a done inbox) or all broken tried a stale PIN on every run and said
     nothing (exit 0). The key opens at the first signature asked: no login at all for those."""
-    env = key_env("pkcs12", tmp_path, pki, None)
     probe = tmp_path / "logins"
-    env.update(DIGITIZE_DATA_DIR=str(tmp_path / "data"), DIGITIZE_CONVERT_LANGUAGE="eng", LOGIN_PROBE=str(probe))
-    scans(tmp_path / "src", scan, 1)
-    first = subprocess.run([sys.executable, "-c", LOGINS_COUNTED, "batch", str(tmp_path / "src"), "--jobs", "1"],
-                           capture_output=True, text=True, env=env, timeout=300)
+    env, first = probed_batch(tmp_path, pki, scan, LOGINS_COUNTED, 1, probe)
     assert first.returncode == 0 and len(stored_pdfs(tmp_path / "data")) == 1, first.stderr
     probe.unlink()
     (tmp_path / "broken").mkdir()
@@ -317,6 +324,58 @@ def test_a_batch_whose_files_need_no_signature_never_tries_the_pin(tmp_path, pki
                               capture_output=True, text=True, env=env, timeout=300)
         assert done.returncode == code and "Traceback" not in done.stderr, (what, done.returncode, done.stderr)
         assert not probe.exists(), (what, probe.read_text())
+
+
+# `digitize batch`, the batch process noting when the key's opening was first asked and each signature asked
+OPENING_ORDER = """import os, sys
+from digitize import signing
+def noted(what, method):
+    def wrapper(self, *args, **kwargs):
+        with open(os.environ["ORDER_PROBE"], "a") as probe:
+            probe.write(what + "\\n")
+        return method(self, *args, **kwargs)
+    return wrapper
+signing.SigningService._begin_opening = noted("opening asked", signing.SigningService._begin_opening)
+signing.SigningService.sign = noted("signature asked", signing.SigningService.sign)
+from digitize.launcher import main
+sys.argv[0] = "digitize"
+sys.exit(main())
+"""
+
+
+def test_a_batch_asks_for_the_key_when_a_file_starts_its_ocr_not_at_its_signature(tmp_path, pki, scan):
+    """speed12 (issue 12): the key opened only at the first signature a file asked for, so the first
+    worker waited for the login with its file converted. A worker now asks for it when a file not stored
+    yet passed its input checks and its OCR started (RemoteSigner.expect), on the connection it signs
+    through: the opening is asked before any signature, once per worker, and the batch signs as before.
+    (A folder all stored or all refused by its checks still never asks: the test above.)"""
+    probe = tmp_path / "order"
+    _, done = probed_batch(tmp_path, pki, scan, OPENING_ORDER, 2, probe)
+    assert done.returncode == 0 and len(stored_pdfs(tmp_path / "data")) == 2, done.stderr
+    order = probe.read_text().splitlines()
+    # each signature asks too (_begin_opening: nothing to do once asked); before them, the worker's early ask
+    assert order[:2] == ["opening asked", "signature asked"], order
+    assert order.count("signature asked") == 2 and order.count("opening asked") == 3, order
+    for pdf in stored_pdfs(tmp_path / "data"):
+        assert_pdfsig_valid(pdf)
+
+
+def test_a_worker_s_early_ask_opens_the_key_before_any_signature(stub_service, tmp_path):
+    """RemoteSigner.expect: one OPEN_REQUEST frame, no answer awaited, once per worker; the service
+    opens the key at it, and the same connection then signs."""
+    opened = threading.Event()
+    stub_service._open = lambda: (opened.set(), stub_service.ready.set())
+    stub_service.start()
+    remote = stub_service.remote()
+    remote.expect()
+    assert opened.wait(10) and stub_service.error is None
+    assert stub_service.stub.signed == []
+    connection = remote._conn
+    remote.expect()  # once per worker: nothing more is sent
+    source = tmp_path / "kept" / "doc.pdf"
+    source.write_bytes(b"%PDF-1.7\n")
+    assert remote.sign(source, Path(f"{source}.signed")) == RECORD and remote._conn is connection
+    assert stub_service.stub.signed == [source]
 
 
 def test_the_key_process_pipe_carries_no_pickle(tmp_path, pki, pdfa, monkeypatch):
