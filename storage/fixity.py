@@ -101,8 +101,9 @@ def check_signatures(objects: ObjectStore, doc: DocumentRow, recorded: list[Sign
     document's object problems (check_document); a PDF/A missing or unreadable there is not read again."""
     from digitize.sigcheck import check_file
 
-    if not recorded or any(p.key == doc.pdfa_key for p in found_already):
+    if not recorded or any(p.key == doc.pdfa_key and p.kind in ("missing", "unreadable") for p in found_already):
         return []  # unsigned (stored before signing was configured), or already reported missing/unreadable
+    # a corrupt PDF/A is still read: its broken signature is the finding that tells tampering from bit rot
     with work_dir("verify") as tmp:
         path = tmp / "pdfa.pdf"
         try:
