@@ -48,7 +48,7 @@ def _setup_logging(verbosity: int) -> None:
 @click.group(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="digitize")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="DIGITIZE_CONFIG",
-              help="TOML settings file (default ./digitize.toml if present).")
+              help="TOML settings file (default ./digitize.toml if present in a folder only you or root can write).")
 @click.option("-v", "--verbose", count=True, help="More output (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors.")
 @click.pass_context

@@ -1,6 +1,7 @@
 """Settings: built-in defaults < TOML file < environment variables < command-line options.
 
-One TOML file (``--config FILE`` or ``$DIGITIZE_CONFIG`` or ``./digitize.toml``) with sections
+One TOML file (``--config FILE`` or ``$DIGITIZE_CONFIG`` or ``./digitize.toml``, each refused unless only this user
+or root can change it: :func:`read_config_file`) with sections
 ``[convert]``, ``[store]``, ``[index]``, ``[watch]``, ``[batch]``, ``[validator]``, ``[converter]``, ``[sign]``; any key can be overridden by
 ``DIGITIZE_<SECTION>_<KEY>`` (e.g. ``DIGITIZE_STORE_URL``, ``DIGITIZE_INDEX_DSN``).
 The embedded defaults (a folder object store and a SQLite index under ``data_dir``) need no server.
@@ -9,8 +10,10 @@ The embedded defaults (a folder object store and a SQLite index under ``data_dir
 from __future__ import annotations
 
 import dataclasses
+import errno
 import math
 import os
+import stat
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -254,23 +257,70 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
+LOCAL_CONFIG = "digitize.toml"  # taken from the current folder only when that folder and file are safe (below)
+CONFIG_MAX = 1 << 20  # bytes; a settings file is a page of text, a bigger one is a mistake (or /dev/zero)
+
+
+def read_config_file(path: Path, implicit: bool = False) -> str:
+    """A settings file's text, read as trusted code is read: it can name a PKCS#11 library the signer loads,
+    the store every document goes to and the validator that judges them (review rev17ops H1). Refused with a
+    one-line ConfigError (exit 9): a symlink (never followed), anything but a regular file, a file of another
+    user than this one or root, a file its group or others may write, one over CONFIG_MAX; for the IMPLICIT
+    ``./digitize.toml`` also a current folder of another user or writable by others (a scan share, a USB
+    stick: whoever can write there would choose our settings). ``/dev/null`` stands for "no file"."""
+    if os.path.abspath(path) == os.devnull:
+        return ""
+    shown = f"{'the ./' + LOCAL_CONFIG + ' of this folder' if implicit else 'config file ' + str(path)}"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise ConfigError(f"{shown} is a symbolic link, which is never followed: name the file itself") from None
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    try:
+        if implicit:
+            _check_owner(os.stat("."), "the current folder, which holds a ./" + LOCAL_CONFIG + ",",
+                         "run digitize elsewhere or pass --config FILE")
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{shown} is not a regular file")
+        _check_owner(info, shown, f"chown it to uid {os.geteuid()} and chmod go-w it")
+        data = os.read(fd, CONFIG_MAX + 1)
+        while len(data) <= CONFIG_MAX and (more := os.read(fd, CONFIG_MAX + 1 - len(data))):
+            data += more
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(data) > CONFIG_MAX:
+        raise ConfigError(f"{shown} is larger than {CONFIG_MAX} bytes: not a settings file")
+    return data.decode("utf-8")
+
+
+def _check_owner(info: os.stat_result, shown: str, how: str) -> None:
+    """ConfigError unless INFO belongs to this user or root and neither its group nor others may write it."""
+    if info.st_uid not in (os.geteuid(), 0):
+        raise ConfigError(f"refusing {shown} (belongs to uid {info.st_uid}, not to this user or root): {how}")
+    if info.st_mode & 0o022:
+        raise ConfigError(f"refusing {shown} (writable by other users, mode {info.st_mode & 0o7777:o}): {how}")
+
+
 def load_settings(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     settings = Settings()
     origins = ["defaults"]
     candidate = path or env.get(ENV_PREFIX + "CONFIG")
-    if candidate is None and Path("digitize.toml").is_file():
-        candidate = "digitize.toml"
+    implicit = not candidate and os.path.lexists(LOCAL_CONFIG)
+    if implicit:
+        candidate = LOCAL_CONFIG
     if candidate:
         import tomllib  # only with a file: the client of every `digitize run` has none to parse
 
         p = Path(candidate)
         try:
-            data = tomllib.loads(p.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {p}") from None
-        except OSError as e:
-            raise ConfigError(f"cannot read config file {p}: {e.strerror}") from None
+            data = tomllib.loads(read_config_file(p, implicit))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"config file {p} is not valid TOML: {e}") from None
         _apply(settings, data, str(p))
