@@ -85,7 +85,7 @@ def remember_in(text: str | None) -> None:
     """Register the credentials found in a URL or DSN (its password, ``password=`` and the like)."""
     if not text:
         return
-    remember(*(m["secret"] for m in _URL_USERINFO.finditer(text)))
+    remember(*(_userinfo(m)[0] for m in _URL_USERINFO.finditer(text)))
     remember(*(m["value"].strip("\"'") for m in _secret_pairs(text)))
 
 
@@ -132,13 +132,24 @@ def forget_all() -> None:
         _remembered.clear()
 
 
-# scheme://user:password@host -> scheme://user:***@host (the password may hold anything but @ and spaces)
-_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://(?P<user>[^\s:/@?#]*):(?P<secret>[^\s@]*)@")
+# scheme://user:password@host -> scheme://user:***@host. The password runs to the LAST @ of the word, as urllib,
+# redis-py and kombu split it: "redis://:Tr0ub4dor@3-horse@h" works there, so all of it is hidden (rev17ops M6).
+# REST is the word after "user:"; _userinfo splits it at its last @ (no backtracking regex: linear in the text)
+_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://(?P<user>[^\s:/@?#]*):(?P<rest>\S*)")
+
+
+def _userinfo(m: re.Match) -> tuple[str, str]:
+    """(password, the rest from its closing @ on) of a _URL_USERINFO match; ("", "") when it has no @."""
+    at = m["rest"].rfind("@")
+    return (m["rest"][:at], m["rest"][at:]) if at >= 0 else ("", "")
+
+
 KEY_USER_SCHEMES = {"s3", "s3s", "http", "https"}  # there the user part is an access key: masked as well
 # key=value / key: value / "key": "value"; the value quoted or up to a separator
 _PAIR = re.compile(
     r"""(?P<key>["']?(?P<name>[A-Za-z_][\w.\-]*)["']?)(?P<sep>\s*[=:]\s*)"""
-    r"""(?P<value>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|[^\s&;,'"}\]]+)""")
+    r"""(?P<value>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|"""
+    r"""(?:(?i:bearer|basic|digest|token)\s+)?[^\s&;,'"}\]]+)""")  # "Authorization: Bearer X": X too (L2)
 
 
 def _secret_pairs(text: str) -> Iterator[re.Match]:
@@ -164,10 +175,11 @@ def _mask_pairs(text: str) -> str:
 
 
 def _mask_userinfo(m: re.Match) -> str:
-    if not m["secret"]:
+    secret, rest = _userinfo(m)
+    if not secret:
         return m[0]
     user = MASK if m["scheme"].lower() in KEY_USER_SCHEMES and m["user"] else m["user"]
-    return f"{m['scheme']}://{user}:{MASK}@"
+    return f"{m['scheme']}://{user}:{MASK}{rest}"
 
 
 def is_identifier_key(name: str) -> bool:

@@ -160,3 +160,35 @@ def test_a_webhooks_token_path_segments_and_query_values_are_masked():
         assert "/services/T0001/B0002/***" in masked and "/webhookb2/***/in" in masked and "/in?sig=***" in masked
     finally:
         secrets.forget_all()
+
+
+@pytest.mark.parametrize("url, hidden", [
+    ("redis://:Tr0ub4dor@3-horse-battery@broker.lan:6379/0", "3-horse-battery"),
+    ("s3s://minio:Blue@Horse-Battery-9@minio.lan:9000/", "Horse-Battery-9"),
+    ("store URL 's3s://minio:Blue@Horse-Battery-9@minio.lan:9000/' must be s3://host:port/bucket", "Horse-Battery"),
+])
+def test_a_url_password_with_an_at_sign_is_masked_to_its_last_at(url, hidden):
+    """urllib, redis-py and kombu split userinfo at the last @ (review rev17ops M6)."""
+    masked = secrets.mask(url)
+    assert hidden not in masked and "lan:" in masked and "Blue" not in masked
+
+
+def test_a_remembered_url_password_with_an_at_sign_is_masked_anywhere():
+    secrets.remember_in("redis://:Tr0ub4dor@3-horse-battery@b:6379/0")
+    assert "3-horse-battery" not in secrets.mask("auth failed for Tr0ub4dor@3-horse-battery")
+
+
+@pytest.mark.parametrize("text, kept", [
+    ("postgresql://u:s3cr#et99@db/x and mail a@b.c", "a@b.c"),
+    ("redis://:p@ss@h:1/0, retrying", "h:1/0, retrying"),
+    ("http://host:8080/path?x=1 then", "http://host:8080/path?x=1 then"),
+])
+def test_url_masking_keeps_what_follows_the_host(text, kept):
+    assert kept in secrets.mask(text)
+
+
+@pytest.mark.parametrize("header", ["Authorization: Bearer eyJhbGciOiJIUzI1NiJ9abc",
+                                    "authorization=Basic eyJhbGciOiJIUzI1NiJ9abc", '"Authorization": "Token eyJhbGci"'])
+def test_an_authorization_scheme_word_does_not_let_its_token_through(header):
+    """review rev17ops L2: the value was taken up to the first space, "Bearer"."""
+    assert "eyJ" not in secrets.mask(header)
