@@ -165,3 +165,10 @@ def test_only_server_side_s3_errors_are_retried(status, transient):
 
     error = S3Error(HTTPResponse(status=status), "Code", "message", "/b", "req", "host")
     assert _s3_transient(error) is transient
+
+
+def test_a_store_url_with_a_bad_port_is_a_config_error():
+    """review rev17ops L6: urlsplit's ValueError was an internal error (exit 15)."""
+    for bad in ("s3://minio.lan:90O0/bucket", "s3s://h:99999/b"):
+        with pytest.raises(ConfigError, match="port"):
+            parse_store_url(bad)
