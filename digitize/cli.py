@@ -19,7 +19,7 @@ import click
 from . import __version__
 from .config import load_settings, settings_as_dict
 from .errors import BadArgsError, ConfigError, DigitizeError, ExitCode, VerificationError, resource_fault
-from .secrets import mask, mask_logging, scrub_environment
+from .secrets import mask, scrub_environment
 from .terminal import printable
 
 EXIT_CODES_HELP = """\b
@@ -40,9 +40,10 @@ log = logging.getLogger("digitize")
 
 
 def _setup_logging(verbosity: int) -> None:
-    level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
-    logging.basicConfig(level=level, format="digitize: %(levelname)s: %(message)s", stream=sys.stderr, force=True)
-    mask_logging()
+    """One handler for every logger: time stamps, one printable line per record, secrets masked (pipelines/logs.py)."""
+    from pipelines import logs
+
+    logs.setup({-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG))
 
 
 @click.group(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})

@@ -192,3 +192,20 @@ def test_url_masking_keeps_what_follows_the_host(text, kept):
 def test_an_authorization_scheme_word_does_not_let_its_token_through(header):
     """review rev17ops L2: the value was taken up to the first space, "Bearer"."""
     assert "eyJ" not in secrets.mask(header)
+
+
+def test_the_cli_log_handler_makes_every_record_one_printable_masked_line(capsys):
+    """Review rev17ops M1: one sanitiser in the formatter every handler gets, not one per call site."""
+    from digitize.cli import _setup_logging
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        _setup_logging(0)
+        secrets.remember("Sup3rSecretValue-77")
+        logging.getLogger("x").warning("%s and %s", "a\nb\x1b[2J\u202ec\x9b", "Sup3rSecretValue-77")
+    finally:
+        root.handlers[:], _ = saved[0], root.setLevel(saved[1])
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and " digitize: WARNING: a b" in err and "***" in err
+    assert not any(c in err for c in "\x1b\u202e\x9b") and "Sup3rSecretValue" not in err
