@@ -19,7 +19,7 @@ import click
 from . import __version__
 from .config import load_settings, settings_as_dict
 from .errors import BadArgsError, ConfigError, DigitizeError, ExitCode, VerificationError, resource_fault
-from .secrets import mask, scrub_environment
+from .secrets import mask, scrub_environment, wipe_environ_block
 from .terminal import printable
 
 EXIT_CODES_HELP = """\b
@@ -62,6 +62,7 @@ def cli(ctx: click.Context, config_path: str | None, verbose: int, quiet: bool) 
 
     scrub_pin_from_environment()  # read into the settings; no child process may inherit it
     removed = scrub_environment()  # so for every DIGITIZE_* secret: queue/link keys, store/index credentials
+    wipe_environ_block()  # and their bytes in /proc/self/environ, before anything forks a worker (rev17ops M4)
     ctx.call_on_close(lambda: os.environ.update(removed))  # put back when the command ends (in-process runs)
 
 

@@ -265,6 +265,44 @@ def scrub_environment(environ: MutableMapping[str, str] | None = None) -> dict[s
     return removed
 
 
+def _environ_block() -> tuple[int, int] | None:
+    """Where the environment execve put on this process's stack lies: env_start, env_end of /proc/self/stat
+    (fields 50 and 51, proc(5)); None when that cannot be read."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rpartition(b")")[2].split()  # after the command name, which may hold spaces
+        start, end = int(fields[47]), int(fields[48])  # fields[0] is field 3
+    except (OSError, ValueError, IndexError):
+        return None
+    return (start, end) if 0 < start < end else None
+
+
+def wipe_environ_block() -> list[str]:
+    """Zero, in this process's original environment block, the value of every variable :func:`is_secret_env`
+    picks; the names wiped. Removing a variable (os.environ.pop, unsetenv) only drops the C library's
+    pointer: the bytes execve put on the stack stay, ``/proc/<pid>/environ`` shows them, and every forked
+    batch or page worker gets a copy (review rev17ops M4). A variable this process still needs (PGPASSWORD,
+    AWS_* for libraries in it) is first set again, which moves it to a heap copy that /proc does not show;
+    nothing points into the block at what is zeroed. Call it once the settings are read, before any fork."""
+    import ctypes
+
+    block = _environ_block()
+    if block is None:
+        return []
+    start, end = block
+    wiped, offset = [], 0
+    for entry in ctypes.string_at(start, end - start).split(b"\0"):
+        name, sep, value = entry.partition(b"=")
+        text = os.fsdecode(name)
+        if sep and value and is_secret_env(text, os.fsdecode(value)):
+            if text in os.environ:
+                os.environ[text] = os.environ[text]  # setenv: a new heap copy; the environ pointer leaves the block
+            ctypes.memset(start + offset + len(name) + 1, 0, len(value))
+            wiped.append(text)
+        offset += len(entry) + 1
+    return wiped
+
+
 SECRET_FILE_MAX = 4096  # a key file is a line; a bigger "key file" is a mistake (or /dev/zero)
 MIN_DISTINCT = 12  # a random key has many distinct characters: `openssl rand -hex 32` has 16 but for ~1 in 10^7;
 # "x" * 32 or a repeated word is no key. (16 would refuse about one hex key in four: 64 hex digits miss one often)
