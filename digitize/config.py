@@ -167,6 +167,7 @@ class QueueSettings:
     retries: int = 6  # transient faults (storage, index, signer) before a job is failed
     retry_backoff: float = 5.0  # first retry delay; doubles, capped below the visibility timeout
     metrics_port: int = 0  # >0: `digitize worker` serves Prometheus /metrics on this port
+    metrics_host: str = "127.0.0.1"  # its address; the monitoring network's to be scraped from elsewhere (no auth)
     secret: str = ""  # HMAC-SHA256 key signing every task (DIGITIZE_QUEUE_SECRET); required in queue mode
     secret_file: str = ""  # or a file holding it (0600); default $CREDENTIALS_DIRECTORY/digitize-queue-secret
 
