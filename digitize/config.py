@@ -330,9 +330,35 @@ def load_settings(path: str | os.PathLike | None = None, env: Mapping[str, str] 
     if env_data:
         _apply(settings, env_data, "environment")
         origins.append("environment")
+    if _from_credentials(settings, env.get("CREDENTIALS_DIRECTORY", "")):
+        origins.append("credentials")
     settings.source = " < ".join(origins)
     remember_secrets(settings)
     return settings
+
+
+# secret settings that, when the file and the environment leave them empty, come from the systemd credential
+# digitize-SECTION-KEY ($CREDENTIALS_DIRECTORY, LoadCredential=), so that no secret must sit in the TOML or in
+# digitize.env (review rev17ops L3). The PIN, queue secret and link secret have their own *_file settings and
+# the same credential names (signing.py, taskauth.py, sidecar.py read them, with their checks).
+CREDENTIAL_SETTINGS = (("store", "access_key"), ("store", "secret_key"), ("index", "dsn"), ("web", "secret_key"),
+                       ("web", "webhook_secret"), ("web", "oidc_client_secret"))
+
+
+def credential_name(section: str, key: str) -> str:
+    return f"digitize-{section}-{key}".replace("_", "-")
+
+
+def _from_credentials(settings: Settings, folder: str) -> bool:
+    """Fill the empty CREDENTIAL_SETTINGS from FOLDER's credentials (each read as a private key file); whether
+    any was."""
+    found = False
+    for section, key in CREDENTIAL_SETTINGS if folder else ():
+        path = Path(folder) / credential_name(section, key)
+        if not getattr(getattr(settings, section), key) and os.path.lexists(path):
+            setattr(getattr(settings, section), key, secrets.read_secret_file(path, f"{section}.{key} credential"))
+            found = True
+    return found
 
 
 mask_url = secrets.mask  # the old name of the one masking function (digitize/secrets.py)

@@ -254,3 +254,24 @@ def test_a_safe_local_digitize_toml_is_still_read(tmp_path):
     (tmp_path).chmod(0o755)
     write_toml(tmp_path, '[convert]\nlanguage = "local"\n', "digitize.toml")
     assert config.load_settings(env={}).convert.language == "local"
+
+
+def test_every_secret_setting_can_come_from_a_systemd_credential(tmp_path):
+    """Review rev17ops L3: only the PIN, queue and link secrets could; the store keys, index DSN and the portal's
+    keys had to sit in the TOML or in digitize.env (and so in every worker's environment block)."""
+    creds = tmp_path / "creds"
+    creds.mkdir(mode=0o700)
+    values = {}
+    for section, key in config.CREDENTIAL_SETTINGS:
+        path = creds / config.credential_name(section, key)
+        values[section, key] = f"postgresql://u:pw-{key}@db/x" if key == "dsn" else f"value-of-{section}-{key}-0042"
+        path.write_text(values[section, key] + "\n")
+        path.chmod(0o400)
+    s = config.load_settings(env={"CREDENTIALS_DIRECTORY": str(creds), "DIGITIZE_WEB_SECRET_KEY": "from-env-wins-0042"})
+    assert s.store.secret_key == values["store", "secret_key"] and s.index.dsn == values["index", "dsn"]
+    assert s.web.oidc_client_secret == values["web", "oidc_client_secret"] and s.source.endswith("< credentials")
+    assert s.web.secret_key == "from-env-wins-0042"  # a setting given elsewhere is not replaced
+    assert config.credential_name("store", "secret_key") == "digitize-store-secret-key"
+    (creds / "digitize-store-access-key").chmod(0o644)
+    with pytest.raises(ConfigError, match="store.access_key credential"):
+        config.load_settings(env={"CREDENTIALS_DIRECTORY": str(creds)})
