@@ -288,6 +288,7 @@ def read_config_file(path: Path, implicit: bool = False) -> str:
         if not stat.S_ISREG(info.st_mode):
             raise ConfigError(f"{shown} is not a regular file")
         _check_owner(info, shown, f"chown it to uid {os.geteuid()} and chmod go-w it")
+        readable_by_others = bool(info.st_mode & 0o004)
         data = os.read(fd, CONFIG_MAX + 1)
         while len(data) <= CONFIG_MAX and (more := os.read(fd, CONFIG_MAX + 1 - len(data))):
             data += more
@@ -297,7 +298,19 @@ def read_config_file(path: Path, implicit: bool = False) -> str:
         os.close(fd)
     if len(data) > CONFIG_MAX:
         raise ConfigError(f"{shown} is larger than {CONFIG_MAX} bytes: not a settings file")
-    return data.decode("utf-8")
+    text = data.decode("utf-8")
+    if readable_by_others and _holds_secret(text):
+        import logging
+
+        logging.getLogger("digitize").warning(
+            "%s holds a secret and every user of this machine can read it: chmod o-r it, or give the secret as "
+            "a systemd credential (README, Configuration)", path)
+    return text
+
+
+def _holds_secret(text: str) -> bool:
+    """Whether a settings file's text sets a secret (a key, password, PIN, or a URL or DSN with a password)."""
+    return secrets.mask(text) != text
 
 
 def _check_owner(info: os.stat_result, shown: str, how: str) -> None:

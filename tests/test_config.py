@@ -275,3 +275,18 @@ def test_every_secret_setting_can_come_from_a_systemd_credential(tmp_path):
     (creds / "digitize-store-access-key").chmod(0o644)
     with pytest.raises(ConfigError, match="store.access_key credential"):
         config.load_settings(env={"CREDENTIALS_DIRECTORY": str(creds)})
+
+
+def test_a_config_file_with_a_secret_that_others_can_read_is_warned_about(tmp_path, caplog):
+    import logging
+
+    path = write_toml(tmp_path, '[store]\nsecret_key = "s3cr3t-value-0042"\n')
+    path.chmod(0o644)
+    with caplog.at_level(logging.WARNING, "digitize"):
+        config.load_settings(path, env={})
+        assert "every user of this machine can read it" in caplog.text and "s3cr3t" not in caplog.text
+        caplog.clear()
+        path.chmod(0o640)
+        config.load_settings(path, env={})
+        config.load_settings(write_toml(tmp_path, "[convert]\njobs = 1\n", "plain.toml"), env={})
+    assert not caplog.text
