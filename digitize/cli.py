@@ -19,7 +19,7 @@ import click
 from . import __version__
 from .config import load_settings, settings_as_dict
 from .errors import BadArgsError, ConfigError, DigitizeError, ExitCode, VerificationError, resource_fault
-from .secrets import mask, mask_logging, scrub_environment
+from .secrets import mask, scrub_environment, wipe_environ_block
 from .terminal import printable
 
 EXIT_CODES_HELP = """\b
@@ -40,15 +40,16 @@ log = logging.getLogger("digitize")
 
 
 def _setup_logging(verbosity: int) -> None:
-    level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
-    logging.basicConfig(level=level, format="digitize: %(levelname)s: %(message)s", stream=sys.stderr, force=True)
-    mask_logging()
+    """One handler for every logger: time stamps, one printable line per record, secrets masked (pipelines/logs.py)."""
+    from pipelines import logs
+
+    logs.setup({-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG))
 
 
 @click.group(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="digitize")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="DIGITIZE_CONFIG",
-              help="TOML settings file (default ./digitize.toml if present).")
+              help="TOML settings file (default ./digitize.toml if present in a folder only you or root can write).")
 @click.option("-v", "--verbose", count=True, help="More output (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors.")
 @click.pass_context
@@ -61,6 +62,7 @@ def cli(ctx: click.Context, config_path: str | None, verbose: int, quiet: bool) 
 
     scrub_pin_from_environment()  # read into the settings; no child process may inherit it
     removed = scrub_environment()  # so for every DIGITIZE_* secret: queue/link keys, store/index credentials
+    wipe_environ_block()  # and their bytes in /proc/self/environ, before anything forks a worker (rev17ops M4)
     ctx.call_on_close(lambda: os.environ.update(removed))  # put back when the command ends (in-process runs)
 
 

@@ -1,6 +1,7 @@
 """Settings: built-in defaults < TOML file < environment variables < command-line options.
 
-One TOML file (``--config FILE`` or ``$DIGITIZE_CONFIG`` or ``./digitize.toml``) with sections
+One TOML file (``--config FILE`` or ``$DIGITIZE_CONFIG`` or ``./digitize.toml``, each refused unless only this user
+or root can change it: :func:`read_config_file`) with sections
 ``[convert]``, ``[store]``, ``[index]``, ``[watch]``, ``[batch]``, ``[validator]``, ``[converter]``, ``[sign]``; any key can be overridden by
 ``DIGITIZE_<SECTION>_<KEY>`` (e.g. ``DIGITIZE_STORE_URL``, ``DIGITIZE_INDEX_DSN``).
 The embedded defaults (a folder object store and a SQLite index under ``data_dir``) need no server.
@@ -9,8 +10,10 @@ The embedded defaults (a folder object store and a SQLite index under ``data_dir
 from __future__ import annotations
 
 import dataclasses
+import errno
 import math
 import os
+import stat
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -167,6 +170,7 @@ class QueueSettings:
     retries: int = 6  # transient faults (storage, index, signer) before a job is failed
     retry_backoff: float = 5.0  # first retry delay; doubles, capped below the visibility timeout
     metrics_port: int = 0  # >0: `digitize worker` serves Prometheus /metrics on this port
+    metrics_host: str = "127.0.0.1"  # its address; the monitoring network's to be scraped from elsewhere (no auth)
     secret: str = ""  # HMAC-SHA256 key signing every task (DIGITIZE_QUEUE_SECRET); required in queue mode
     secret_file: str = ""  # or a file holding it (0600); default $CREDENTIALS_DIRECTORY/digitize-queue-secret
 
@@ -257,23 +261,83 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
+LOCAL_CONFIG = "digitize.toml"  # taken from the current folder only when that folder and file are safe (below)
+CONFIG_MAX = 1 << 20  # bytes; a settings file is a page of text, a bigger one is a mistake (or /dev/zero)
+
+
+def read_config_file(path: Path, implicit: bool = False) -> str:
+    """A settings file's text, read as trusted code is read: it can name a PKCS#11 library the signer loads,
+    the store every document goes to and the validator that judges them (review rev17ops H1). Refused with a
+    one-line ConfigError (exit 9): a symlink (never followed), anything but a regular file, a file of another
+    user than this one or root, a file its group or others may write, one over CONFIG_MAX; for the IMPLICIT
+    ``./digitize.toml`` also a current folder of another user or writable by others (a scan share, a USB
+    stick: whoever can write there would choose our settings). ``/dev/null`` stands for "no file"."""
+    if os.path.abspath(path) == os.devnull:
+        return ""
+    shown = f"{'the ./' + LOCAL_CONFIG + ' of this folder' if implicit else 'config file ' + str(path)}"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise ConfigError(f"{shown} is a symbolic link, which is never followed: name the file itself") from None
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    try:
+        if implicit:
+            _check_owner(os.stat("."), "the current folder, which holds a ./" + LOCAL_CONFIG + ",",
+                         "run digitize elsewhere or pass --config FILE")
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{shown} is not a regular file")
+        _check_owner(info, shown, f"chown it to uid {os.geteuid()} and chmod go-w it")
+        readable_by_others = bool(info.st_mode & 0o004)
+        data = os.read(fd, CONFIG_MAX + 1)
+        while len(data) <= CONFIG_MAX and (more := os.read(fd, CONFIG_MAX + 1 - len(data))):
+            data += more
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(data) > CONFIG_MAX:
+        raise ConfigError(f"{shown} is larger than {CONFIG_MAX} bytes: not a settings file")
+    text = data.decode("utf-8")
+    if readable_by_others and _holds_secret(text):
+        import logging
+
+        logging.getLogger("digitize").warning(
+            "%s holds a secret and every user of this machine can read it: chmod o-r it, or give the secret as "
+            "a systemd credential (README, Configuration)", path)
+    return text
+
+
+def _holds_secret(text: str) -> bool:
+    """Whether a settings file's text sets a secret (a key, password, PIN, or a URL or DSN with a password)."""
+    return secrets.mask(text) != text
+
+
+def _check_owner(info: os.stat_result, shown: str, how: str) -> None:
+    """ConfigError unless INFO belongs to this user or root and neither its group nor others may write it."""
+    if info.st_uid not in (os.geteuid(), 0):
+        raise ConfigError(f"refusing {shown} (belongs to uid {info.st_uid}, not to this user or root): {how}")
+    if info.st_mode & 0o022:
+        raise ConfigError(f"refusing {shown} (writable by other users, mode {info.st_mode & 0o7777:o}): {how}")
+
+
 def load_settings(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     settings = Settings()
     origins = ["defaults"]
     candidate = path or env.get(ENV_PREFIX + "CONFIG")
-    if candidate is None and Path("digitize.toml").is_file():
-        candidate = "digitize.toml"
+    implicit = not candidate and os.path.lexists(LOCAL_CONFIG)
+    if implicit:
+        candidate = LOCAL_CONFIG
     if candidate:
         import tomllib  # only with a file: the client of every `digitize run` has none to parse
 
         p = Path(candidate)
         try:
-            data = tomllib.loads(p.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {p}") from None
-        except OSError as e:
-            raise ConfigError(f"cannot read config file {p}: {e.strerror}") from None
+            data = tomllib.loads(read_config_file(p, implicit))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"config file {p} is not valid TOML: {e}") from None
         _apply(settings, data, str(p))
@@ -282,9 +346,35 @@ def load_settings(path: str | os.PathLike | None = None, env: Mapping[str, str] 
     if env_data:
         _apply(settings, env_data, "environment")
         origins.append("environment")
+    if _from_credentials(settings, env.get("CREDENTIALS_DIRECTORY", "")):
+        origins.append("credentials")
     settings.source = " < ".join(origins)
     remember_secrets(settings)
     return settings
+
+
+# secret settings that, when the file and the environment leave them empty, come from the systemd credential
+# digitize-SECTION-KEY ($CREDENTIALS_DIRECTORY, LoadCredential=), so that no secret must sit in the TOML or in
+# digitize.env (review rev17ops L3). The PIN, queue secret and link secret have their own *_file settings and
+# the same credential names (signing.py, taskauth.py, sidecar.py read them, with their checks).
+CREDENTIAL_SETTINGS = (("store", "access_key"), ("store", "secret_key"), ("index", "dsn"), ("web", "secret_key"),
+                       ("web", "webhook_secret"), ("web", "oidc_client_secret"))
+
+
+def credential_name(section: str, key: str) -> str:
+    return f"digitize-{section}-{key}".replace("_", "-")
+
+
+def _from_credentials(settings: Settings, folder: str) -> bool:
+    """Fill the empty CREDENTIAL_SETTINGS from FOLDER's credentials (each read as a private key file); whether
+    any was."""
+    found = False
+    for section, key in CREDENTIAL_SETTINGS if folder else ():
+        path = Path(folder) / credential_name(section, key)
+        if not getattr(getattr(settings, section), key) and os.path.lexists(path):
+            setattr(getattr(settings, section), key, secrets.read_secret_file(path, f"{section}.{key} credential"))
+            found = True
+    return found
 
 
 mask_url = secrets.mask  # the old name of the one masking function (digitize/secrets.py)

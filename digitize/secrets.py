@@ -85,7 +85,7 @@ def remember_in(text: str | None) -> None:
     """Register the credentials found in a URL or DSN (its password, ``password=`` and the like)."""
     if not text:
         return
-    remember(*(m["secret"] for m in _URL_USERINFO.finditer(text)))
+    remember(*(_userinfo(m)[0] for m in _URL_USERINFO.finditer(text)))
     remember(*(m["value"].strip("\"'") for m in _secret_pairs(text)))
 
 
@@ -132,13 +132,24 @@ def forget_all() -> None:
         _remembered.clear()
 
 
-# scheme://user:password@host -> scheme://user:***@host (the password may hold anything but @ and spaces)
-_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://(?P<user>[^\s:/@?#]*):(?P<secret>[^\s@]*)@")
+# scheme://user:password@host -> scheme://user:***@host. The password runs to the LAST @ of the word, as urllib,
+# redis-py and kombu split it: "redis://:Tr0ub4dor@3-horse@h" works there, so all of it is hidden (rev17ops M6).
+# REST is the word after "user:"; _userinfo splits it at its last @ (no backtracking regex: linear in the text)
+_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://(?P<user>[^\s:/@?#]*):(?P<rest>\S*)")
+
+
+def _userinfo(m: re.Match) -> tuple[str, str]:
+    """(password, the rest from its closing @ on) of a _URL_USERINFO match; ("", "") when it has no @."""
+    at = m["rest"].rfind("@")
+    return (m["rest"][:at], m["rest"][at:]) if at >= 0 else ("", "")
+
+
 KEY_USER_SCHEMES = {"s3", "s3s", "http", "https"}  # there the user part is an access key: masked as well
 # key=value / key: value / "key": "value"; the value quoted or up to a separator
 _PAIR = re.compile(
     r"""(?P<key>["']?(?P<name>[A-Za-z_][\w.\-]*)["']?)(?P<sep>\s*[=:]\s*)"""
-    r"""(?P<value>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|[^\s&;,'"}\]]+)""")
+    r"""(?P<value>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|"""
+    r"""(?:(?i:bearer|basic|digest|token)\s+)?[^\s&;,'"}\]]+)""")  # "Authorization: Bearer X": X too (L2)
 
 
 def _secret_pairs(text: str) -> Iterator[re.Match]:
@@ -164,10 +175,11 @@ def _mask_pairs(text: str) -> str:
 
 
 def _mask_userinfo(m: re.Match) -> str:
-    if not m["secret"]:
+    secret, rest = _userinfo(m)
+    if not secret:
         return m[0]
     user = MASK if m["scheme"].lower() in KEY_USER_SCHEMES and m["user"] else m["user"]
-    return f"{m['scheme']}://{user}:{MASK}@"
+    return f"{m['scheme']}://{user}:{MASK}{rest}"
 
 
 def is_identifier_key(name: str) -> bool:
@@ -251,6 +263,44 @@ def scrub_environment(environ: MutableMapping[str, str] | None = None) -> dict[s
     for name in removed:
         environ.pop(name, None)
     return removed
+
+
+def _environ_block() -> tuple[int, int] | None:
+    """Where the environment execve put on this process's stack lies: env_start, env_end of /proc/self/stat
+    (fields 50 and 51, proc(5)); None when that cannot be read."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            fields = f.read().rpartition(b")")[2].split()  # after the command name, which may hold spaces
+        start, end = int(fields[47]), int(fields[48])  # fields[0] is field 3
+    except (OSError, ValueError, IndexError):
+        return None
+    return (start, end) if 0 < start < end else None
+
+
+def wipe_environ_block() -> list[str]:
+    """Zero, in this process's original environment block, the value of every variable :func:`is_secret_env`
+    picks; the names wiped. Removing a variable (os.environ.pop, unsetenv) only drops the C library's
+    pointer: the bytes execve put on the stack stay, ``/proc/<pid>/environ`` shows them, and every forked
+    batch or page worker gets a copy (review rev17ops M4). A variable this process still needs (PGPASSWORD,
+    AWS_* for libraries in it) is first set again, which moves it to a heap copy that /proc does not show;
+    nothing points into the block at what is zeroed. Call it once the settings are read, before any fork."""
+    import ctypes
+
+    block = _environ_block()
+    if block is None:
+        return []
+    start, end = block
+    wiped, offset = [], 0
+    for entry in ctypes.string_at(start, end - start).split(b"\0"):
+        name, sep, value = entry.partition(b"=")
+        text = os.fsdecode(name)
+        if sep and value and is_secret_env(text, os.fsdecode(value)):
+            if text in os.environ:
+                os.environ[text] = os.environ[text]  # setenv: a new heap copy; the environ pointer leaves the block
+            ctypes.memset(start + offset + len(name) + 1, 0, len(value))
+            wiped.append(text)
+        offset += len(entry) + 1
+    return wiped
 
 
 SECRET_FILE_MAX = 4096  # a key file is a line; a bigger "key file" is a mistake (or /dev/zero)

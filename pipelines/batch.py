@@ -231,7 +231,7 @@ _worker_settings = None
 _cpu_slots = None  # with a signer: at most `jobs` workers convert at once; one waiting for its signature lends its slot
 
 
-def _init_worker(settings, log_state: tuple[int, bool], parent: int, remote=None, slots=None) -> None:
+def _init_worker(settings, log_state: tuple[int, bool, int], parent: int, remote=None, slots=None) -> None:
     """One worker = one core: OpenCV's own thread pool would only fight the other workers for it.
     It converts file after file, so it keeps its page worker instead of forking one per file.
     It dies with the batch (kill -9 included), and its page workers with it. With [sign], the

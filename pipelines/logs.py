@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sys
 from datetime import datetime, timezone
 from typing import Any
 
@@ -30,12 +31,18 @@ def event(logger: logging.Logger, name: str, level: int = logging.INFO, **fields
 
 
 class TextFormatter(logging.Formatter):
-    """TEXT_FORMAT lines whose continuation lines (a traceback; a message or exception text that carries a
-    file name with a line break) are indented and made printable: no name can start a line that reads as
-    another log line, in the journal or in a terminal."""
+    """TEXT_FORMAT lines for every record of every logger (the CLI's, the portal's, uvicorn's, the pipelines'):
+    the one log sanitiser, so no call site has to remember it (review rev17ops M1). The message is made one
+    printable line (line breaks become spaces; ESC, C1 and bidi controls inert, terminal.printable); a
+    traceback's continuation lines are indented and made printable: no name, query value or path can start a
+    line that reads as another log line, in the journal or in a terminal."""
 
     def __init__(self) -> None:
         super().__init__(TEXT_FORMAT, TIME_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = printable(record.message)
+        return super().formatMessage(record)
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
@@ -75,18 +82,25 @@ def configure(json_lines: bool, events: bool = True) -> None:
         handler.setFormatter(JsonLinesFormatter() if json_lines else TextFormatter())
 
 
-def snapshot() -> tuple[int, bool]:
-    """This process's logging choices, to hand to worker processes (spawned workers start bare)."""
-    json_lines = any(isinstance(h.formatter, JsonLinesFormatter) for h in logging.getLogger().handlers)
-    return logging.getLogger(LOGGER).getEffectiveLevel(), json_lines
-
-
-def restore(state: tuple[int, bool]) -> None:
-    level, json_lines = state
-    handler = logging.StreamHandler()
+def setup(level: int, json_lines: bool = False) -> None:
+    """The root logger's one handler: stderr, TextFormatter (or JSON lines), the masking filter. Every process
+    sets its logging up here: the CLI at start, batch workers and portal server processes (which are spawned,
+    so start bare) through :func:`restore`."""
+    handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLinesFormatter() if json_lines else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    root.setLevel(level)
     mask_logging()
-    root.setLevel(logging.WARNING)
+
+
+def snapshot() -> tuple[int, bool, int]:
+    """This process's logging choices, to hand to worker processes (spawned workers start bare)."""
+    json_lines = any(isinstance(h.formatter, JsonLinesFormatter) for h in logging.getLogger().handlers)
+    return logging.getLogger(LOGGER).getEffectiveLevel(), json_lines, logging.getLogger().level
+
+
+def restore(state: tuple[int, bool, int]) -> None:
+    level, json_lines, root_level = state
+    setup(root_level, json_lines)
     logging.getLogger(LOGGER).setLevel(level)

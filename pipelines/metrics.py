@@ -70,6 +70,7 @@ class _QueueDepth:
         self.live = LiveTally()
         self.checked = 0.0  # time.monotonic() of the last full read
         self.lock = threading.Lock()  # scrapes may come at once (the server's threads): one reads, the next follows
+        self.down = False  # the last scrape could not read the ledger (its warning given)
 
     def collect(self):
         from prometheus_client.core import GaugeMetricFamily
@@ -91,16 +92,73 @@ class _QueueDepth:
             for state in (*STATES, UNVERIFIED):
                 gauge.add_metric([state], getattr(counts, state))
         except Exception:  # noqa: BLE001 - a scrape during a broker restart shows no depth, not an error page
-            log.warning("queue depth unavailable")
+            if not self.down:  # once per outage: a scrape every few seconds (or anyone's) must not flood the log
+                log.warning("queue depth unavailable (until the ledger answers again)")
+            self.down = True
+        else:
+            self.down = False
         yield gauge
 
 
-def serve(port: int, settings) -> None:
-    """Serve /metrics on ``port`` (all interfaces: Prometheus scrapes from another machine)."""
-    from prometheus_client import CollectorRegistry, start_http_server
+MAX_CONNECTIONS = 8  # scrapes served at once; a connection over this is closed at once (review rev17ops M3)
+
+
+def _server_classes():
+    """A small WSGI server of our own for /metrics: prometheus_client's start_http_server starts one thread per
+    connection with no socket timeout, so idle connections (from any host that reaches the port) pinned a
+    thread each for ever, up to the unit's TasksMax, and then no worker, page worker or tool could start."""
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+
+    class Handler(WSGIRequestHandler):
+        timeout = 5.0  # seconds a client may stay idle or slow (socketserver puts it on the connection)
+
+        def log_message(self, format, *args):  # noqa: A002 - no line per scrape in the journal
+            pass
+
+    class Server(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+
+        def __init__(self, address, handler, family):
+            self.address_family = family
+            self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+            super().__init__(address, handler)
+
+        def process_request(self, request, client_address):
+            if not self.slots.acquire(blocking=False):
+                self.shutdown_request(request)  # over the bound: closed, no thread
+                return
+            try:
+                super().process_request(request, client_address)
+            except BaseException:
+                self.slots.release()
+                raise
+
+        def process_request_thread(self, request, client_address):
+            try:
+                super().process_request_thread(request, client_address)
+            finally:
+                self.slots.release()
+
+    return Server, Handler
+
+
+def serve(port: int, settings, host: str | None = None):
+    """Serve /metrics on ``host`` (default ``[queue] metrics_host``: 127.0.0.1; the unit names the monitoring
+    network's address) and ``port``, in a daemon thread; the server (its ``server_address``, ``shutdown``).
+    There is no authentication: the port must be reachable only from the monitoring host (README)."""
+    import socket
+
+    from prometheus_client import CollectorRegistry, make_wsgi_app
     from prometheus_client import multiprocess
 
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
     registry.register(_QueueDepth(settings))
-    start_http_server(port, registry=registry)
+    host = settings.queue.metrics_host if host is None else host
+    server_class, handler = _server_classes()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    server = server_class((host, port), handler, family)
+    server.set_app(make_wsgi_app(registry))
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server

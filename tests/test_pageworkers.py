@@ -288,3 +288,40 @@ def test_a_worker_stalling_partway_through_its_result_or_writing_to_its_sentinel
     with pytest.raises(OcrError, match=f"^{re.escape(failure)}$"):
         pageworkers.run(half_a_frame, [(list(_writable_pipes()), everywhere)], processes=1, deadline=2)
     assert time.monotonic() - start < 20
+
+
+PROBE = """
+import os, sys
+from digitize import cli, pageworkers
+
+
+def environ_block(x):
+    with open("/proc/self/environ", "rb") as f:
+        return f.read()
+
+
+@cli.cli.command("probe")
+def probe():
+    sys.stdout.buffer.write(pageworkers.run(environ_block, [(1,)], processes=1, deadline=60)[0])
+
+
+sys.exit(cli.main(["--config", "/dev/null", "probe"]))
+"""
+
+
+def test_a_page_worker_cannot_read_the_services_secrets_in_its_proc_environ(tmp_path) -> None:
+    """Review rev17ops M4: unsetenv drops only the pointer; the bytes execve put on the stack stayed in
+    /proc/self/environ of every forked worker (a decoder's read-a-file bug reads them)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    secret = {"DIGITIZE_SIGN_PIN": "pin-731945", "PGPASSWORD": "pgSecretPw99", "DIGITIZE_QUEUE_SECRET": "q" * 40,
+              "AWS_SECRET_ACCESS_KEY": "awsSecretKey-0042"}
+    done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, timeout=120, cwd=tmp_path,
+                          env={**os.environ, **secret, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    names = {entry.partition(b"=")[0] for entry in done.stdout.split(b"\0")}
+    assert b"HOME" in names or b"PATH" in names  # it is the worker's environment block
+    for value in secret.values():
+        assert value.encode() not in done.stdout

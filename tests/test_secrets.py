@@ -160,3 +160,52 @@ def test_a_webhooks_token_path_segments_and_query_values_are_masked():
         assert "/services/T0001/B0002/***" in masked and "/webhookb2/***/in" in masked and "/in?sig=***" in masked
     finally:
         secrets.forget_all()
+
+
+@pytest.mark.parametrize("url, hidden", [
+    ("redis://:Tr0ub4dor@3-horse-battery@broker.lan:6379/0", "3-horse-battery"),
+    ("s3s://minio:Blue@Horse-Battery-9@minio.lan:9000/", "Horse-Battery-9"),
+    ("store URL 's3s://minio:Blue@Horse-Battery-9@minio.lan:9000/' must be s3://host:port/bucket", "Horse-Battery"),
+])
+def test_a_url_password_with_an_at_sign_is_masked_to_its_last_at(url, hidden):
+    """urllib, redis-py and kombu split userinfo at the last @ (review rev17ops M6)."""
+    masked = secrets.mask(url)
+    assert hidden not in masked and "lan:" in masked and "Blue" not in masked
+
+
+def test_a_remembered_url_password_with_an_at_sign_is_masked_anywhere():
+    secrets.remember_in("redis://:Tr0ub4dor@3-horse-battery@b:6379/0")
+    assert "3-horse-battery" not in secrets.mask("auth failed for Tr0ub4dor@3-horse-battery")
+
+
+@pytest.mark.parametrize("text, kept", [
+    ("postgresql://u:s3cr#et99@db/x and mail a@b.c", "a@b.c"),
+    ("redis://:p@ss@h:1/0, retrying", "h:1/0, retrying"),
+    ("http://host:8080/path?x=1 then", "http://host:8080/path?x=1 then"),
+])
+def test_url_masking_keeps_what_follows_the_host(text, kept):
+    assert kept in secrets.mask(text)
+
+
+@pytest.mark.parametrize("header", ["Authorization: Bearer eyJhbGciOiJIUzI1NiJ9abc",
+                                    "authorization=Basic eyJhbGciOiJIUzI1NiJ9abc", '"Authorization": "Token eyJhbGci"'])
+def test_an_authorization_scheme_word_does_not_let_its_token_through(header):
+    """review rev17ops L2: the value was taken up to the first space, "Bearer"."""
+    assert "eyJ" not in secrets.mask(header)
+
+
+def test_the_cli_log_handler_makes_every_record_one_printable_masked_line(capsys):
+    """Review rev17ops M1: one sanitiser in the formatter every handler gets, not one per call site."""
+    from digitize.cli import _setup_logging
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        _setup_logging(0)
+        secrets.remember("Sup3rSecretValue-77")
+        logging.getLogger("x").warning("%s and %s", "a\nb\x1b[2J\u202ec\x9b", "Sup3rSecretValue-77")
+    finally:
+        root.handlers[:], _ = saved[0], root.setLevel(saved[1])
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and " digitize: WARNING: a b" in err and "***" in err
+    assert not any(c in err for c in "\x1b\u202e\x9b") and "Sup3rSecretValue" not in err

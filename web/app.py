@@ -274,6 +274,9 @@ def _with_sink(request: Request, gate: Gate) -> Gate:
 
 def create_app(settings) -> FastAPI:
     check_web_settings(settings)
+    from storage.modes import private_folder
+
+    private_folder(settings.data_dir, settings.store.group_readable)  # before any folder in it (rev17ops L1)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

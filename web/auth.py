@@ -51,8 +51,9 @@ def session_secret(settings) -> str:
 
     if key := session_key(settings):
         return key
-    path = Path(settings.data_dir) / "web-secret"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from storage.modes import private_folder
+
+    path = private_folder(settings.data_dir, settings.store.group_readable) / "web-secret"
     if not os.path.lexists(path):  # written aside, then linked in: worker processes starting together
         temp = path.with_name(f".web-secret.{os.getpid()}.{secrets.token_hex(4)}")  # all read the same key
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
@@ -67,9 +68,9 @@ def session_secret(settings) -> str:
                 pass
         finally:
             os.unlink(temp)
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    with os.fdopen(fd) as f:
-        return f.read().strip()
+    from digitize.secrets import read_secret_file
+
+    return read_secret_file(path, "portal session key")  # a regular private file of ours, at most 4 kB (L1)
 
 
 class SessionRevocations:

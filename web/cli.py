@@ -31,7 +31,8 @@ def serve_cmd(settings, host: str | None, port: int | None) -> None:
     proxies = settings.web.trusted_proxies or "127.0.0.1"
     config = uvicorn.Config(AppFactory(settings), factory=True, host=host or settings.web.host,
                             port=port or settings.web.port, workers=workers, log_level="warning",
-                            access_log=False, proxy_headers=bool(settings.web.trusted_proxies),
+                            access_log=False, log_config=None,  # uvicorn's records go to our masked handler
+                            proxy_headers=bool(settings.web.trusted_proxies),
                             forwarded_allow_ips=proxies, server_header=False)
     if workers == 1:
         uvicorn.Server(config).run()
@@ -66,14 +67,29 @@ def warn_tokens_without_expiry(settings) -> None:
 
 
 class AppFactory:
-    """Builds the app inside each worker process (connections and threads are never inherited)."""
+    """Builds the app inside each worker process (connections and threads are never inherited).
+
+    A server process uvicorn spawns starts bare: no log handler (its records went to logging.lastResort, with
+    no masking and no format) and a masking function that knows no secret. So the factory tells the masking
+    function the settings' secrets and sets up the parent's logging there first (review rev17ops M2)."""
 
     def __init__(self, settings):
+        from pipelines import logs
+
         self.settings = settings
+        self.log_state = logs.snapshot()
 
     def __call__(self):
+        import logging
+
+        from digitize.config import remember_secrets
+        from pipelines import logs
+
         from .app import create_app
 
+        remember_secrets(self.settings)
+        if not logging.getLogger().handlers:  # a spawned server process (in-process: the CLI's handler is there)
+            logs.restore(self.log_state)
         return create_app(self.settings)
 
 

@@ -140,7 +140,7 @@ def install(app: FastAPI, settings, render_login) -> None:
             refused = await provider_refused(request)
             token = None if refused else await oauth.sso.authorize_access_token(sso_request(request))
         except OAuthError as e:
-            refused = e.error or "OAuthError"
+            refused = (e.error or "OAuthError")[:200]  # from the query string, before any check: capped
         except PROVIDER_ERRORS as e:  # a bad ID token (signature, nonce, aud, iss) or the provider away: L5
             refused = f"{type(e).__name__}: {str(e)[:200]}"
         if refused or token is None:

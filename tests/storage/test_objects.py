@@ -200,3 +200,10 @@ def test_a_broken_s3_stream_is_resumed_once_from_where_it_broke(minio_server, un
     breaks[0] = 2
     with pytest.raises(StorageError, match="Connection broken"):  # broken again after its one resume
         store.sha256("p/big.tif")
+
+
+def test_a_store_url_with_a_bad_port_is_a_config_error():
+    """review rev17ops L6: urlsplit's ValueError was an internal error (exit 15)."""
+    for bad in ("s3://minio.lan:90O0/bucket", "s3s://h:99999/b"):
+        with pytest.raises(ConfigError, match="port"):
+            parse_store_url(bad)

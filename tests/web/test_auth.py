@@ -288,3 +288,42 @@ def test_a_search_answer_goes_with_its_search_cache_entry(tmp_path, monkeypatch)
         access.SEARCH_CACHE.clear()
         gc.collect()
         assert pages[0]() is None  # gone with the cache's entry
+
+
+def test_the_first_portal_start_makes_the_data_dir_private_whatever_the_umask(tmp_path):
+    """Review rev17ops L1: uploads/ was made with its parents, so a fresh data_dir got 0o777 & ~umask (0755)."""
+    import os
+
+    from digitize.config import Settings
+    from web.app import create_app
+
+    settings = Settings(data_dir=str(tmp_path / "fresh" / "data"))
+    old = os.umask(0o022)
+    try:
+        create_app(settings)
+    finally:
+        os.umask(old)
+    assert os.stat(settings.data_dir).st_mode & 0o077 == 0
+    assert os.stat(os.path.join(settings.data_dir, "web-secret")).st_mode & 0o077 == 0
+
+
+@pytest.mark.parametrize("how", ["world-writable", "fifo", "huge"])
+def test_a_web_secret_file_that_is_no_private_key_file_is_refused(tmp_path, how):
+    """Review rev17ops L1: web-secret was read with a plain O_NOFOLLOW open: no regular-file, owner, mode or
+    size check (a FIFO hung the start; a key others could write was used)."""
+    import os
+
+    from digitize.config import Settings
+    from digitize.errors import ConfigError
+    from web.auth import session_secret
+
+    settings = Settings(data_dir=str(tmp_path))
+    tmp_path.chmod(0o700)
+    path = tmp_path / "web-secret"
+    if how == "fifo":
+        os.mkfifo(path, 0o600)
+    else:
+        path.write_text("k" * (10_000 if how == "huge" else 64))
+        path.chmod(0o666 if how == "world-writable" else 0o600)
+    with pytest.raises(ConfigError, match="portal session key"):
+        session_secret(settings)

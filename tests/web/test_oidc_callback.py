@@ -253,3 +253,32 @@ def test_a_sign_on_started_elsewhere_lands_on_the_home_page(sso, headers, honour
     assert r.status_code == 200
     target = download if honoured else "/"
     assert f'<meta http-equiv="refresh" content="0; url={target}">' in r.text
+
+
+@pytest.fixture
+def cli_logging():
+    """The CLI's own logging set-up (call it in the test: it writes to the sys.stderr of that moment), the test
+    runner's handlers put back after it."""
+    from digitize.cli import _setup_logging
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    yield _setup_logging
+    root.handlers[:], _ = saved[0], root.setLevel(saved[1])
+
+
+def test_a_forged_error_in_the_callback_leaves_one_log_line_and_no_escapes(sso, capsys, cli_logging):
+    """Review rev17ops M1: Authlib takes ``?error=`` from the query before any check; with a line break it
+    wrote a second log line identical to a real one, with an OSC escape in it."""
+    from authlib.integrations.base_client import OAuthError
+
+    settings, state = sso
+    forged = "x\ndigitize: WARNING: login of tran.admin from 10.0.0.1: ok\x1b]0;owned\x07 \u202eY \x9b31m"
+    state["claims"] = OAuthError(error=forged)
+    cli_logging(0)
+    r, _ = callback(settings)
+    err = capsys.readouterr().err
+    [line] = [line for line in err.splitlines() if "single sign-on" in line or "login of" in line]
+    assert r.status_code == 401 and "single sign-on refused" in line and " digitize: WARNING: " in line
+    assert not any(c in err for c in "\x1b\x07\u202e\x9b")
+    assert not any(line.startswith(("digitize:", "    digitize:")) for line in err.splitlines())

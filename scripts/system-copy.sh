@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Root's trust rules for setup.sh (review rev17ops M5), sourced by it; run alone, it makes the system copy:
+#   bash scripts/system-copy.sh CACHE SYSTEM_DIR
+# A cache another account can change must not become root's: its classpath could list any file
+# (/etc/shadow) and its jars would be installed as the trusted copy every account's validator runs.
+
+# trusted_path PATH: PATH (or, if it does not exist yet, the folders it would be made in), every folder above
+# it and the file itself belong to root and none is writable by group or others (root's sticky /tmp passes as
+# a folder above). The rule of digitize/resident.py's trusted_path, for root.
+trusted_path() {
+  local path step mode uid
+  path="$(realpath -m -- "$1")"
+  step="$path"
+  while :; do
+    if [ -e "$step" ] || [ -L "$step" ]; then
+      [ -L "$step" ] && return 1
+      read -r uid mode < <(stat -c '%u %a' -- "$step")
+      [ "$uid" = 0 ] || return 1
+      if (( 8#$mode & 8#022 )); then
+        [ "$step" != "$path" ] && [ -d "$step" ] && (( 8#$mode & 8#1000 )) || return 1
+      fi
+    fi
+    [ "$step" = / ] && return 0
+    step="$(dirname -- "$step")"
+  done
+}
+
+# root_home: root's own home from the password database (sudo -E or su keep another user's $HOME)
+root_home() { getent passwd 0 | cut -d: -f6; }
+
+# system_copy CACHE SYSTEM_DIR: root's read-only copy of the veraPDF jars (from CACHE's classpath) and of the
+# streaming validator, for every account; only regular files that root owns and no one else can change, under
+# CACHE or root's ~/.m2, are copied; anything else refuses the whole copy (exit 1, nothing installed).
+system_copy() {
+  local cache="$1" system="$2" m2 j dest syscp="" jars=()
+  m2="$(realpath -m -- "$(root_home)/.m2")"
+  trusted_path "$cache" || { echo "setup.sh: refusing the cache $cache: it or a folder above belongs to another account or is writable by others" >&2; return 1; }
+  IFS=: read -r -a jars < "$cache/verapdf.classpath" || true  # no newline at its end
+  for j in "${jars[@]}" "$cache/digitize-validator.jar"; do
+    case "$(realpath -m -- "$j")" in "$m2"/*.jar|"$(realpath -m -- "$cache")"/*.jar) ;;
+      *) echo "setup.sh: refusing the system copy: $j is not a jar under $cache or $m2" >&2; return 1;; esac
+    if [ -L "$j" ] || [ ! -f "$j" ] || ! trusted_path "$j"; then
+      echo "setup.sh: refusing the system copy: $j is not a regular file that only root can change" >&2; return 1
+    fi
+  done
+  install -d -m 0755 "$system" "$system/verapdf"
+  for j in "${jars[@]}"; do
+    dest="$system/verapdf/$(basename "$j")"
+    cmp -s "$j" "$dest" || install -p -m 0644 "$j" "$dest"
+    syscp="$syscp${syscp:+:}$dest"
+  done
+  cmp -s "$cache/digitize-validator.jar" "$system/digitize-validator.jar" \
+    || install -p -m 0644 "$cache/digitize-validator.jar" "$system/digitize-validator.jar"
+  if [ "$(cat "$system/verapdf.classpath" 2>/dev/null)" != "$syscp" ]; then
+    printf '%s\n' "$syscp" > "$system/verapdf.classpath.tmp"
+    chmod 0644 "$system/verapdf.classpath.tmp" && mv "$system/verapdf.classpath.tmp" "$system/verapdf.classpath"
+  fi
+}
+
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  set -euo pipefail
+  system_copy "$1" "$2"
+fi
