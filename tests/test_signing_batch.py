@@ -297,23 +297,16 @@ def test_a_batch_that_signs_nothing_never_tries_the_pin(tmp_path, pki, scan, kin
     assert stored_pdfs(tmp_path / "data") == []
 
 
-def probed_batch(tmp_path: Path, pki, scan: Path, script: str, files: int, probe: Path):
-    """(env, the run) of a PKCS#12 batch, one worker, over FILES fresh scans in tmp_path/src through
-    SCRIPT (LOGINS_COUNTED, OPENING_ORDER), which notes into PROBE."""
-    env = key_env("pkcs12", tmp_path, pki, None)
-    env.update(DIGITIZE_DATA_DIR=str(tmp_path / "data"), DIGITIZE_CONVERT_LANGUAGE="eng", LOGIN_PROBE=str(probe),
-               ORDER_PROBE=str(probe))
-    scans(tmp_path / "src", scan, files)
-    return env, subprocess.run([sys.executable, "-c", script, "batch", str(tmp_path / "src"), "--jobs", "1"],
-                               capture_output=True, text=True, env=env, timeout=300)
-
-
 def test_a_batch_whose_files_need_no_signature_never_tries_the_pin(tmp_path, pki, scan):
     """Review rev3 sign16b H1: the key opened as soon as the batch had files, so a folder whose files were
     all stored already (a timer's run over a done inbox) or all broken tried a stale PIN on every run and said
     nothing (exit 0). The key opens at the first signature asked: no login at all for those."""
+    env = key_env("pkcs12", tmp_path, pki, None)
     probe = tmp_path / "logins"
-    env, first = probed_batch(tmp_path, pki, scan, LOGINS_COUNTED, 1, probe)
+    env.update(DIGITIZE_DATA_DIR=str(tmp_path / "data"), DIGITIZE_CONVERT_LANGUAGE="eng", LOGIN_PROBE=str(probe))
+    scans(tmp_path / "src", scan, 1)
+    first = subprocess.run([sys.executable, "-c", LOGINS_COUNTED, "batch", str(tmp_path / "src"), "--jobs", "1"],
+                           capture_output=True, text=True, env=env, timeout=300)
     assert first.returncode == 0 and len(stored_pdfs(tmp_path / "data")) == 1, first.stderr
     probe.unlink()
     (tmp_path / "broken").mkdir()
@@ -349,8 +342,12 @@ def test_a_batch_asks_for_the_key_when_a_file_starts_its_ocr_not_at_its_signatur
     yet passed its input checks and its OCR started (RemoteSigner.expect), on the connection it signs
     through: the opening is asked before any signature, once per worker, and the batch signs as before.
     (A folder all stored or all refused by its checks still never asks: the test above.)"""
+    env = key_env("pkcs12", tmp_path, pki, None)
     probe = tmp_path / "order"
-    _, done = probed_batch(tmp_path, pki, scan, OPENING_ORDER, 2, probe)
+    env.update(DIGITIZE_DATA_DIR=str(tmp_path / "data"), DIGITIZE_CONVERT_LANGUAGE="eng", ORDER_PROBE=str(probe))
+    scans(tmp_path / "src", scan, 2)
+    done = subprocess.run([sys.executable, "-c", OPENING_ORDER, "batch", str(tmp_path / "src"), "--jobs", "1"],
+                          capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0 and len(stored_pdfs(tmp_path / "data")) == 2, done.stderr
     order = probe.read_text().splitlines()
     # each signature asks too (_begin_opening: nothing to do once asked); before them, the worker's early ask
