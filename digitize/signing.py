@@ -662,9 +662,8 @@ class SigningService:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._started: float | None = None  # time.monotonic() of start()
-        # time.monotonic() when the key began to open: when a worker's first file not stored yet passed
-        # its input checks and started its OCR (RemoteSigner.expect), or at a signature, never before
-        # (review rev3 sign16b H1: a batch whose files were all stored already, or all
+        # time.monotonic() when the key began to open: at the first file that asks for a signature,
+        # never before (review rev3 sign16b H1: a batch whose files were all stored already, or all
         # failed, tried the PIN on every run and said nothing; a stale PIN locks a USB token)
         self._opening_since: float | None = None
         self._opening_lock = threading.Lock()
@@ -759,8 +758,8 @@ class SigningService:
                 self._keys.close(grace=0.0)  # a hung signature: the key process is killed
 
     def _begin_opening(self) -> None:
-        """Open the key (in a thread of its own) at a worker's early ask (RemoteSigner.expect) or the first
-        signature asked, once: a batch that signs nothing never tries the PIN."""
+        """Open the key (in a thread of its own) at the first signature asked, once: a batch that signs
+        nothing never tries the PIN."""
         with self._opening_lock:
             if self._opening_since is not None or self.ready.is_set():
                 return
@@ -782,9 +781,8 @@ class SigningService:
                 self.ready.set()
 
     def _run(self) -> None:
-        # workers are answered (and wait in sign) while the key opens, at a worker's early ask or the
-        # first signature (_begin_opening): a hung opening is then the batch's to notice (overdue), not
-        # a silent socket's
+        # workers are answered (and wait in sign) while the key opens, at the first signature asked
+        # (_begin_opening): a hung opening is then the batch's to notice (overdue), not a silent socket's
         while not self._closed:
             try:
                 conn = self._listener.accept()  # no handshake here: one silent client holds no other
@@ -1266,7 +1264,7 @@ def early_key_process(argv: list[str]) -> None:
     """For ``digitize [global options] batch ...`` that will sign here with a PIN it needs not ask
     for (environment, PIN file, credential): fork the batch's key process now (start_key_process),
     before the CLI and the conversion code are imported (~0.5 s of CPU on one core, the other
-    idle), so that the opening's imports run meanwhile (the key itself opens when a file will be signed: RemoteSigner.expect). Anything else (another command, help,
+    idle), so that the opening's imports run meanwhile (the key itself opens at the first signature a file asks for). Anything else (another command, help,
     a dry run, queue mode, a PIN to prompt for, settings the CLI will refuse) does nothing here:
     the CLI goes on as before, and batch_cmd forks the key process itself once it has the PIN.
     The CLI's own settings find this process by the key's identity (_key); a key process nothing
