@@ -381,13 +381,8 @@ def _sweep_parts_once(folder: Path) -> None:
 
 def _convert(input_path: Path, output_path: Path, opts: ConvertOptions, sidecar, report, doc: DocumentReport,
              indices: list[int], start: float, signer: "Signer | None") -> DocumentReport:
-    def boot() -> None:  # once the page workers decode and OCR this file
-        if opts.validate:
-            verapdf.prestart()  # the validator boots while the pages are processed
-        expect = getattr(signer, "expect", None)
-        if expect is not None:
-            expect()  # and a batch's key opens: not at this file's signature, with its worker waiting
-
+    # the validator boots while the pages are processed
+    boot = verapdf.prestart if opts.validate else (lambda: None)
     with work_dir("pages") as tmp:
         doc.pages = _run_pages(input_path, indices, tmp, opts, boot)
         doc.timings["pages"] = round(time.perf_counter() - start, 3)

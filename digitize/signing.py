@@ -191,9 +191,6 @@ class Signer:
             signmark.warm_appearance(signmark.pdf_font(self._font, self.name))
         return self
 
-    def expect(self) -> None:
-        """A file will ask for a signature soon (convert, when its OCR starts): this key is open already."""
-
     @property
     def visible(self) -> bool:
         """A mark is drawn on page 1 (a conversion then hands over page 1's top band: signmark.place)."""
@@ -483,14 +480,11 @@ def _encode_request(source: Path, target: Path, band: Any) -> list[bytes]:
     return frames + ([band.tobytes()] if band is not None else [])
 
 
-def _read_request(conn) -> tuple[Path, Path, Any] | None:
-    """(source, target, band) from a worker, or None for OPEN_REQUEST (RemoteSigner.expect: open
-    the key now); ValueError for anything but those shapes."""
+def _read_request(conn) -> tuple[Path, Path, Any]:
+    """(source, target, band) from a worker; ValueError for anything but that shape."""
     import json
 
     request = json.loads(conn.recv_bytes(MAX_HEADER))
-    if request == {"open": True}:
-        return None
     source, target, shape = request["source"], request["target"], request["band"]
     if not isinstance(source, str) or not isinstance(target, str):
         raise ValueError("paths must be strings")
@@ -847,11 +841,8 @@ class SigningService:
     def _answer(self, conn) -> None:
         while True:
             try:
-                request = _read_request(conn)
-                if request is None:  # a worker's file started its OCR: it will ask for a signature
-                    self._begin_opening()
-                    continue
-                conn.send_bytes(_encode_answer(*self.sign(*request)))
+                source, target, band = _read_request(conn)
+                conn.send_bytes(_encode_answer(*self.sign(source, target, band)))
             except EOFError:
                 return
             except OSError as e:
@@ -1007,7 +998,7 @@ def _opening(settings: Settings) -> SigningError | None:
     return None
 
 
-OPEN_REQUEST = b'{"open": true}'  # open the key now: a key process's first message; a worker's (RemoteSigner.expect)
+OPEN_REQUEST = b'{"open": true}'  # a key process's first message: open the key now (then requests follow)
 
 
 class KeyProcess:
@@ -1185,11 +1176,10 @@ def _key_process_main(settings: Settings, conn, parent: int) -> None:  # pragma:
             return
         while True:
             try:
-                request = _read_request(conn)
+                source, target, band = _read_request(conn)
             except (EOFError, OSError):
                 return
-            if request is not None:  # the key is open already: a second open message is nothing to do
-                conn.send_bytes(_encode_answer(*_key_process_sign(settings, *request)))
+            conn.send_bytes(_encode_answer(*_key_process_sign(settings, source, target, band)))
     finally:
         close_signers()
 
@@ -1348,25 +1338,6 @@ class RemoteSigner:
         self.address, self._authkey, self.visible, self.timeout = address, authkey, visible, timeout
         self._conn = None
         self.slots = None  # the batch's CPU slots (a semaphore): given back while waiting for the signature
-        self._expected = False  # this worker asked the batch's key to open (expect)
-
-    def expect(self) -> None:
-        """A file of this worker will ask for a signature: it is not stored yet, passed its input checks
-        and its OCR has started (convert._convert). The batch's key opens now, while the file converts,
-        instead of at its signature (a token's login off the worker's wait). Once per worker, no answer
-        awaited; anything wrong here is left to the signature, which says it. A file stored already, or
-        refused by its checks, never gets here: such a batch still never tries the PIN."""
-        from multiprocessing import AuthenticationError
-
-        if self._expected:
-            return
-        self._expected = True
-        try:
-            if self._conn is None:
-                self._conn = self._connect()
-            self._conn.send_bytes(OPEN_REQUEST)
-        except (OSError, EOFError, AuthenticationError):
-            self._drop()
 
     def _connect(self):
         from multiprocessing.connection import Client, answer_challenge, deliver_challenge

@@ -319,62 +319,6 @@ def test_a_batch_whose_files_need_no_signature_never_tries_the_pin(tmp_path, pki
         assert not probe.exists(), (what, probe.read_text())
 
 
-# `digitize batch`, the batch process noting when the key's opening was first asked and each signature asked
-OPENING_ORDER = """import os, sys
-from digitize import signing
-def noted(what, method):
-    def wrapper(self, *args, **kwargs):
-        with open(os.environ["ORDER_PROBE"], "a") as probe:
-            probe.write(what + "\\n")
-        return method(self, *args, **kwargs)
-    return wrapper
-signing.SigningService._begin_opening = noted("opening asked", signing.SigningService._begin_opening)
-signing.SigningService.sign = noted("signature asked", signing.SigningService.sign)
-from digitize.launcher import main
-sys.argv[0] = "digitize"
-sys.exit(main())
-"""
-
-
-def test_a_batch_asks_for_the_key_when_a_file_starts_its_ocr_not_at_its_signature(tmp_path, pki, scan):
-    """speed12 (issue 12): the key opened only at the first signature a file asked for, so the first
-    worker waited for the login with its file converted. A worker now asks for it when a file not stored
-    yet passed its input checks and its OCR started (RemoteSigner.expect), on the connection it signs
-    through: the opening is asked before any signature, once per worker, and the batch signs as before.
-    (A folder all stored or all refused by its checks still never asks: the test above.)"""
-    env = key_env("pkcs12", tmp_path, pki, None)
-    probe = tmp_path / "order"
-    env.update(DIGITIZE_DATA_DIR=str(tmp_path / "data"), DIGITIZE_CONVERT_LANGUAGE="eng", ORDER_PROBE=str(probe))
-    scans(tmp_path / "src", scan, 2)
-    done = subprocess.run([sys.executable, "-c", OPENING_ORDER, "batch", str(tmp_path / "src"), "--jobs", "1"],
-                          capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0 and len(stored_pdfs(tmp_path / "data")) == 2, done.stderr
-    order = probe.read_text().splitlines()
-    # each signature asks too (_begin_opening: nothing to do once asked); before them, the worker's early ask
-    assert order[:2] == ["opening asked", "signature asked"], order
-    assert order.count("signature asked") == 2 and order.count("opening asked") == 3, order
-    for pdf in stored_pdfs(tmp_path / "data"):
-        assert_pdfsig_valid(pdf)
-
-
-def test_a_worker_s_early_ask_opens_the_key_before_any_signature(stub_service, tmp_path):
-    """RemoteSigner.expect: one OPEN_REQUEST frame, no answer awaited, once per worker; the service
-    opens the key at it, and the same connection then signs."""
-    opened = threading.Event()
-    stub_service._open = lambda: (opened.set(), stub_service.ready.set())
-    stub_service.start()
-    remote = stub_service.remote()
-    remote.expect()
-    assert opened.wait(10) and stub_service.error is None
-    assert stub_service.stub.signed == []
-    connection = remote._conn
-    remote.expect()  # once per worker: nothing more is sent
-    source = tmp_path / "kept" / "doc.pdf"
-    source.write_bytes(b"%PDF-1.7\n")
-    assert remote.sign(source, Path(f"{source}.signed")) == RECORD and remote._conn is connection
-    assert stub_service.stub.signed == [source]
-
-
 def test_the_key_process_pipe_carries_no_pickle(tmp_path, pki, pdfa, monkeypatch):
     """The key process and the batch's signer speak the workers' JSON frames, never pickle: with
     Connection.send/recv (pickle) made to fail in both processes, a file is still signed (review2
