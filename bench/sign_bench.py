@@ -416,7 +416,7 @@ def batch_share(keys: dict[str, dict[str, str]], files: int, rounds: int, jobs: 
                  for part in names]
         print(f"| {name} | " + " | ".join(f"{c:+.1f}" for c in cells) + " |")
     print("\nsignature: the batch's signer thread (thread CPU); hand-off: the worker's side of it (request, answer); "
-          "mark band: page 1's band in the page worker; key opened: once per batch, in the key process forked at the batch's start (main: the signer's thread; imports, key, checks), shared by its documents (this tree: its imports and font at the fork, the key itself once the batch's signer asks, i.e. a file to sign started its OCR); veraPDF client: the worker's side of the checks; validator "
+          "mark band: page 1's band in the page worker; key opened: once per batch, in the key process forked at the batch's start (main: the signer's thread; imports, key, checks), shared by its documents (this tree: its imports and font at the fork, the key itself once the batch's signer asks, i.e. the batch has files to sign); veraPDF client: the worker's side of the checks; validator "
           "server: the resident veraPDF JVM (all threads); workers, other: conversion and storing; batch process, "
           "other: its start, the signer's socket threads, the batch's bookkeeping")
     if not starts_too:
