@@ -22,6 +22,7 @@ import io
 import logging
 import os
 import re
+import stat
 import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -164,6 +165,15 @@ class ObjectStore(ABC):
         pass
 
 
+def _regular_file(path: Path) -> bool:
+    """Whether ``path`` is a regular file (following links, as the store always has); a failure other than
+    the name not being there (EIO, EACCES) raises OSError, unlike Path.is_file()'s silent False."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+
+
 class FolderStore(ObjectStore):
     """Objects as read-only files under one folder; new files appear atomically and never replace others."""
 
@@ -180,7 +190,12 @@ class FolderStore(ObjectStore):
         return self.root / check_key(key)
 
     def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+        """False only when the name is not there; any other failure (EIO on an inode, a folder this account
+        cannot search) is a StorageError, which an audit reports and goes past (review r2cli N1)."""
+        try:
+            return _regular_file(self._path(key))
+        except OSError as e:
+            raise StorageError(f"cannot check object {key}: {e.strerror}") from None
 
     def size(self, key: str) -> int:
         try:
@@ -202,8 +217,17 @@ class FolderStore(ObjectStore):
     def list_keys(self, prefix: str = "") -> Iterator[str]:
         for path in sorted(self.root.rglob("*")):
             key = path.relative_to(self.root).as_posix()
-            if path.is_file() and not path.name.startswith(".") and key.startswith(prefix):
+            if not path.name.startswith(".") and key.startswith(prefix) and self._listed(path):
                 yield key
+
+    @staticmethod
+    def _listed(path: Path) -> bool:
+        """A regular file; one that cannot even be stat'ed (EIO) is listed too: it is a name in the store, and
+        whoever reads it next reports what is wrong with it (review r2cli N1)."""
+        try:
+            return _regular_file(path)
+        except OSError:
+            return True
 
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):

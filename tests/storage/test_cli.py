@@ -226,6 +226,34 @@ def test_verify_reports_an_unreadable_object_and_checks_the_rest(run, settings, 
     assert code == ExitCode.storage and "none of the 9 objects could be read" in err
 
 
+def test_verify_reports_an_object_it_cannot_even_stat_and_checks_the_rest(run, settings, make_document, monkeypatch):
+    """review r2cli N1: exists() was Path.is_file(), which re-raises EIO/EACCES, so a bad inode or a case
+    folder this account cannot search still ended the audit as "internal error", exit 15."""
+    import errno
+
+    if not settings.store_url.startswith("file:"):
+        return  # a folder store's stat; S3 errors already come as StorageError
+    with Archive.open(settings) as archive:
+        rows = [archive.store(d.original, d.pdfa, d.report, d.meta)
+                for d in (make_document(title="A"), make_document(title="B"), make_document(title="C"))]
+        bad = str(archive.objects._path(rows[0].pdfa_key))
+    real = os.stat
+
+    def failing_stat(path, *args, **kwargs):
+        if os.fspath(path) == bad:
+            raise OSError(errno.EIO, "Input/output error", bad)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", failing_stat)
+    code, out, err = run("verify", "--all")
+    monkeypatch.undo()
+    assert (code, err) == (ExitCode.verification, "digitize: fixity check found 1 problems in all\n")
+    assert f"unreadable: {rows[0].pdfa_key} (doc {rows[0].doc_id}): cannot check object" in out
+    assert "checked 3 documents, 9 objects in all: 1 problems" in out
+    checked = [e for e in _events(settings) if e.event_type == "fixity-checked"]
+    assert sorted(e.outcome for e in checked) == ["failure", "success", "success"]
+
+
 def test_verify_removes_the_temp_files_of_killed_uploads(run, stored_case, settings):
     """review rev17cli L3: a FolderStore upload killed mid-write left .NAME.XXXX.part beside the objects
     (up to 2 GB each); list_keys skips dotfiles, so verify said "0 problems" forever."""
