@@ -153,6 +153,11 @@ class ObjectStore(ABC):
     @abstractmethod
     def _upload(self, key: str, source: Source, sha256: str, metadata: dict[str, str], content_type: str) -> None: ...
 
+    @abstractmethod
+    def probe(self) -> None:
+        """StorageError if the store itself cannot be reached (root folder gone or unreadable, endpoint down,
+        bucket gone): what tells an outage from damaged objects (review r2cli N2)."""
+
     def sweep_parts(self, prefix: str, max_age: timedelta) -> list[str]:
         """Remove what killed uploads left under ``prefix`` untouched for ``max_age``; their names. An S3
         server keeps an interrupted upload out of the bucket's listing (its lifecycle rules expire them)."""
@@ -228,6 +233,13 @@ class FolderStore(ObjectStore):
             return _regular_file(path)
         except OSError:
             return True
+
+    def probe(self) -> None:
+        try:
+            with os.scandir(self.root) as listing:
+                next(listing, None)
+        except OSError as e:
+            raise StorageError(f"cannot open object folder {self.root}: {e.strerror}") from None
 
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -387,6 +399,10 @@ class S3Store(ObjectStore):
         objects = self._call(lambda: list(self.client.list_objects(self.bucket, prefix=prefix, recursive=True)),
                              f"listing {self.description}/{prefix}")
         return iter(sorted(o.object_name for o in objects))
+
+    def probe(self) -> None:
+        if not self._call(lambda: self.client.bucket_exists(self.bucket), f"reaching {self.description}"):
+            raise StorageError(f"bucket {self.description} is gone")
 
     def delete(self, key: str) -> None:
         self._call(lambda: self.client.remove_object(self.bucket, key), f"deleting {key}")

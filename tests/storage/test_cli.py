@@ -222,8 +222,43 @@ def test_verify_reports_an_unreadable_object_and_checks_the_rest(run, settings, 
     checked = [e for e in _events(settings) if e.event_type == "fixity-checked"]
     assert sorted(e.outcome for e in checked) == ["failure", "success", "success"]
     monkeypatch.setattr(store, "read_chunks", lambda self, key: failing(self, bad))  # nothing can be read
+    code, out, _ = run("verify", "--all")  # but the store answers: damage, not an outage
+    assert code == ExitCode.verification and "checked 3 documents" in out
+
+
+def test_verify_tells_damaged_objects_from_a_store_that_is_down_by_asking_the_store(run, settings, make_document,
+                                                                                    monkeypatch):
+    """review r2cli N2: "the first 9 objects all unreadable" was taken for an outage, so damage in the oldest
+    documents (one bad folder, one bad region of the disk) ended the audit with exit 10, the rest unchecked."""
+    from digitize.errors import StorageError
+
+    with Archive.open(settings) as archive:
+        for doc in (make_document(title=t) for t in "ABCD"):
+            archive.store(doc.original, doc.pdfa, doc.report, doc.meta)
+        store = type(archive.objects)
+        first = [k for d in archive.index.stored_documents()[:3] for k in d.keys()]
+    real = store.read_chunks
+
+    def failing(self, key):
+        if key in first:
+            raise StorageError(f"cannot read object {key}: Input/output error")
+        yield from real(self, key)
+
+    monkeypatch.setattr(store, "read_chunks", failing)
+    code, out, _ = run("verify", "--all")
+    assert code == ExitCode.verification
+    assert sum(line.startswith("unreadable: ") for line in out.splitlines()) == 9
+    assert "checked 4 documents, 12 objects in all: 9 problems" in out
+    checked = [e for e in _events(settings) if e.event_type == "fixity-checked"]
+    assert sorted(e.outcome for e in checked) == ["failure"] * 3 + ["success"]
+
+    def down(self):
+        raise StorageError(f"reaching {self.description}: MaxRetryError: connection refused")
+
+    monkeypatch.setattr(store, "probe", down)  # the store itself does not answer: an outage, exit 10
     code, _, err = run("verify", "--all")
-    assert code == ExitCode.storage and "none of the 9 objects could be read" in err
+    assert code == ExitCode.storage and "connection refused" in err
+    assert len([e for e in _events(settings) if e.event_type == "fixity-checked"]) == 4  # no false findings
 
 
 def test_verify_reports_an_object_it_cannot_even_stat_and_checks_the_rest(run, settings, make_document, monkeypatch):

@@ -200,3 +200,19 @@ def test_a_broken_s3_stream_is_resumed_once_from_where_it_broke(minio_server, un
     breaks[0] = 2
     with pytest.raises(StorageError, match="Connection broken"):  # broken again after its one resume
         store.sha256("p/big.tif")
+
+
+def test_probe_tells_a_store_that_answers_from_one_that_is_gone(store):
+    """review r2cli N2: the fixity audit asks the store itself whether it is down, rather than guessing from
+    how many objects it could not read."""
+    store.put("p/a", b"a", sha256_bytes(b"a"))
+    store.probe()
+    if isinstance(store, FolderStore):
+        import shutil
+
+        shutil.rmtree(store.root)
+    else:
+        store.delete("p/a")
+        store.client.remove_bucket(store.bucket)
+    with pytest.raises(StorageError, match="cannot open object folder|is gone"):
+        store.probe()
