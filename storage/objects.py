@@ -248,10 +248,23 @@ class FolderStore(ObjectStore):
     def sweep_parts(self, prefix: str, max_age: timedelta) -> list[str]:
         """The ``.NAME.XXXX.part`` files of uploads killed mid-write (kill -9, a power cut): list_keys skips
         dotfiles, so nothing else ever finds them (review rev17cli L3). A live upload writes its file at every
-        block and links it into place within moments of the last, so age tells an abandoned one."""
-        folder = self.root / prefix.rstrip("/") if prefix else self.root
-        return [f"{prefix.rstrip('/')}/{name}" if prefix else name
-                for name in sweep_parts(folder, max_age.total_seconds(), float("inf"), names=_UPLOAD_PARTS)]
+        block and links it into place within moments of the last, so age tells an abandoned one. The root is
+        the operator's configuration and is followed if it is a symlink (``objects -> /mnt/big/objects``,
+        review r2cli N3); nothing below it is."""
+        folder, flags = prefix.rstrip("/"), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+        try:
+            root = os.open(self.root, flags)
+            try:
+                top = os.open(folder, flags | os.O_NOFOLLOW, dir_fd=root) if folder else os.dup(root)
+            finally:
+                os.close(root)
+        except OSError:
+            return []
+        try:
+            return [f"{folder}/{name}" if folder else name
+                    for name in sweep_parts(top, max_age.total_seconds(), float("inf"), names=_UPLOAD_PARTS)]
+        finally:
+            os.close(top)
 
     def _upload(self, key: str, source: Source, sha256: str, metadata: dict[str, str], content_type: str) -> None:
         """Write a temp file, fsync, then hard-link it into place: link() fails if the key appeared meanwhile."""
