@@ -135,6 +135,28 @@ def test_get_never_writes_through_a_temp_name_swapped_for_a_symlink(run, stored_
     assert not any(p.is_symlink() for p in (tmp_path / "out").iterdir())
 
 
+def test_get_never_writes_through_an_output_folder_planted_as_a_symlink(run, stored_case, tmp_path):
+    """review r2cli N4: another account that can write the parent plants ``shared/out -> /home/victim/project``;
+    get -o shared/out deleted the victim's manifest.json, wrote the dossier there and exited 0."""
+    victim, shared = tmp_path / "victim", tmp_path / "shared"
+    victim.mkdir()
+    shared.mkdir()
+    (victim / "manifest.json").write_text('{"mine": true}')
+    (shared / "out").symlink_to(victim)
+    code, _, err = run("get", CASE, "-o", str(shared / "out"))
+    assert code == ExitCode.file_access and err == f"digitize: cannot write {shared / 'out'}: it is a symlink " \
+                                                    "(refused: never written through)\n"
+    assert [p.name for p in victim.iterdir()] == ["manifest.json"]
+    assert (victim / "manifest.json").read_text() == '{"mine": true}'
+    if os.geteuid() == 0:  # a real folder another account made there is not ours to fill either
+        (shared / "out").unlink()
+        (shared / "out").mkdir()
+        os.chown(shared / "out", 65534, 65534)
+        code, _, err = run("get", CASE, "-o", str(shared / "out"))
+        assert code == ExitCode.file_access and "belongs to another account (uid 65534)" in err
+        assert list((shared / "out").iterdir()) == []
+
+
 def test_get_checks_the_hash_before_the_name_so_a_corrupt_object_keeps_the_good_copy(run, stored_case, settings,
                                                                                     tmp_path):
     """review rev17cli L2: the bytes took their name before the check, so a corrupt object deleted the good
