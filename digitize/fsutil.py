@@ -82,7 +82,7 @@ def _part_name(name: str, suffix: str = "") -> str:
 
 
 @contextlib.contextmanager
-def atomic_open(target: str | os.PathLike, mode: int | None = None) -> Iterator[BinaryIO]:
+def atomic_open(target: str | os.PathLike, mode: int | None = None, dir_fd: int | None = None) -> Iterator[BinaryIO]:
     """Yield a new temp file beside ``target``, open for writing; on success fsync it and rename it over
     ``target``, else remove it (``target`` untouched).
 
@@ -90,11 +90,15 @@ def atomic_open(target: str | os.PathLike, mode: int | None = None) -> Iterator[
     relative to it (a folder swapped meanwhile is not followed); the temp file is created O_EXCL|O_NOFOLLOW
     and written through its descriptor, never re-opened by name; before the rename its name must still be
     that file (else FileAccessError: a temp name swapped for a symlink would rename the link into place).
-    ``mode``: the new file's (narrowed by the umask); default what open() gives."""
+    ``mode``: the new file's (narrowed by the umask); default what open() gives. ``dir_fd``: ``target``'s
+    folder, already open (and kept open): a caller that opened it O_NOFOLLOW once (storage/retrieval.py's
+    Folder) is never led elsewhere by a path; ``target``'s folder part then only names it in messages."""
     from .errors import FileAccessError
 
     target = Path(target)
-    dir_fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    given = dir_fd
+    if dir_fd is None:
+        dir_fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         while True:
             name = _part_name(target.name)
@@ -120,7 +124,8 @@ def atomic_open(target: str | os.PathLike, mode: int | None = None) -> Iterator[
                 os.unlink(name, dir_fd=dir_fd)
             raise
     finally:
-        os.close(dir_fd)
+        if given is None:
+            os.close(dir_fd)
 
 
 def atomic_write_bytes(target: str | os.PathLike, data: bytes, mode: int | None = None) -> None:

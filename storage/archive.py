@@ -331,7 +331,10 @@ class Archive:
         case = self.case(case_id)
         into = retrieval.Zip(out) if isinstance(out, zipfile.ZipFile) else retrieval.Folder(Path(out),
                                                                                             self.group_readable)
-        return retrieval.retrieve(self.objects, self.index, case, into, original, actor, TOOL, client, add_events)
+        try:
+            return retrieval.retrieve(self.objects, self.index, case, into, original, actor, TOOL, client, add_events)
+        finally:
+            into.close()
 
     def presigned_url(self, case_id: str, expires: timedelta = timedelta(hours=1), original: bool = False,
                       actor: str = "digitize", tool: str = TOOL) -> list[tuple[DocumentRow, str]]:

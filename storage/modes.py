@@ -14,6 +14,7 @@ Every mode is also narrowed by the process umask (``UMask=0027`` in the systemd 
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import stat
@@ -70,9 +71,44 @@ def private_folder(path: str | os.PathLike, group_readable: bool = False) -> Pat
     return path
 
 
-def _warn_if_open(path: Path) -> None:
+def open_private_folder(path: str | os.PathLike, group_readable: bool = False) -> int:
+    """Open ``path`` as a folder of this account's, created private if missing (parents too): its descriptor,
+    for every later step to work relative to. Safe in a parent others can write (review r2cli N4): the folder
+    is opened O_NOFOLLOW (a planted symlink is refused: ELOOP), must belong to this account (else EPERM:
+    a folder another account made or swapped in), and a new one gets its mode by fchmod on that descriptor.
+    An existing folder keeps its mode, with a warning if others can read it."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        private_folder(path.parent, group_readable)
+    mode = folder_mode(group_readable)
     try:
-        st = os.stat(path)
+        os.mkdir(path, mode)
+        created = True
+    except FileExistsError:
+        created = False
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:  # Linux says ENOTDIR for a link to a folder, ELOOP for one to anything else
+        if e.errno in (errno.ELOOP, errno.ENOTDIR) and path.is_symlink():
+            raise OSError(errno.ELOOP, "it is a symlink (refused: never written through)", str(path)) from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid():
+            raise PermissionError(errno.EPERM, f"it belongs to another account (uid {st.st_uid})", str(path))
+        if created:
+            os.fchmod(fd, mode)
+        else:
+            _warn_if_open(path, st)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _warn_if_open(path: Path, st: os.stat_result | None = None) -> None:
+    try:
+        st = st or os.stat(path)
     except OSError:
         return
     if st.st_mode & stat.S_IRWXO and st.st_uid == os.geteuid():

@@ -22,6 +22,7 @@ import io
 import logging
 import os
 import re
+import stat
 import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -156,6 +157,11 @@ class ObjectStore(ABC):
     @abstractmethod
     def _upload(self, key: str, source: Source, sha256: str, metadata: dict[str, str], content_type: str) -> None: ...
 
+    @abstractmethod
+    def probe(self) -> None:
+        """StorageError if the store itself cannot be reached (root folder gone or unreadable, endpoint down,
+        bucket gone): what tells an outage from damaged objects (review r2cli N2)."""
+
     def sweep_parts(self, prefix: str, max_age: timedelta) -> list[str]:
         """Remove what killed uploads left under ``prefix`` untouched for ``max_age``; their names. An S3
         server keeps an interrupted upload out of the bucket's listing (its lifecycle rules expire them)."""
@@ -166,6 +172,15 @@ class ObjectStore(ABC):
 
     def close(self) -> None:
         pass
+
+
+def _regular_file(path: Path) -> bool:
+    """Whether ``path`` is a regular file (following links, as the store always has); a failure other than
+    the name not being there (EIO, EACCES) raises OSError, unlike Path.is_file()'s silent False."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
 
 
 class FolderStore(ObjectStore):
@@ -184,7 +199,12 @@ class FolderStore(ObjectStore):
         return self.root / check_key(key)
 
     def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+        """False only when the name is not there; any other failure (EIO on an inode, a folder this account
+        cannot search) is a StorageError, which an audit reports and goes past (review r2cli N1)."""
+        try:
+            return _regular_file(self._path(key))
+        except OSError as e:
+            raise StorageError(f"cannot check object {key}: {e.strerror}") from None
 
     def size(self, key: str) -> int:
         try:
@@ -206,8 +226,24 @@ class FolderStore(ObjectStore):
     def list_keys(self, prefix: str = "") -> Iterator[str]:
         for path in sorted(self.root.rglob("*")):
             key = path.relative_to(self.root).as_posix()
-            if path.is_file() and not path.name.startswith(".") and key.startswith(prefix):
+            if not path.name.startswith(".") and key.startswith(prefix) and self._listed(path):
                 yield key
+
+    @staticmethod
+    def _listed(path: Path) -> bool:
+        """A regular file; one that cannot even be stat'ed (EIO) is listed too: it is a name in the store, and
+        whoever reads it next reports what is wrong with it (review r2cli N1)."""
+        try:
+            return _regular_file(path)
+        except OSError:
+            return True
+
+    def probe(self) -> None:
+        try:
+            with os.scandir(self.root) as listing:
+                next(listing, None)
+        except OSError as e:
+            raise StorageError(f"cannot open object folder {self.root}: {e.strerror}") from None
 
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -216,10 +252,23 @@ class FolderStore(ObjectStore):
     def sweep_parts(self, prefix: str, max_age: timedelta) -> list[str]:
         """The ``.NAME.XXXX.part`` files of uploads killed mid-write (kill -9, a power cut): list_keys skips
         dotfiles, so nothing else ever finds them (review rev17cli L3). A live upload writes its file at every
-        block and links it into place within moments of the last, so age tells an abandoned one."""
-        folder = self.root / prefix.rstrip("/") if prefix else self.root
-        return [f"{prefix.rstrip('/')}/{name}" if prefix else name
-                for name in sweep_parts(folder, max_age.total_seconds(), float("inf"), names=_UPLOAD_PARTS)]
+        block and links it into place within moments of the last, so age tells an abandoned one. The root is
+        the operator's configuration and is followed if it is a symlink (``objects -> /mnt/big/objects``,
+        review r2cli N3); nothing below it is."""
+        folder, flags = prefix.rstrip("/"), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+        try:
+            root = os.open(self.root, flags)
+            try:
+                top = os.open(folder, flags | os.O_NOFOLLOW, dir_fd=root) if folder else os.dup(root)
+            finally:
+                os.close(root)
+        except OSError:
+            return []
+        try:
+            return [f"{folder}/{name}" if folder else name
+                    for name in sweep_parts(top, max_age.total_seconds(), float("inf"), names=_UPLOAD_PARTS)]
+        finally:
+            os.close(top)
 
     def _upload(self, key: str, source: Source, sha256: str, metadata: dict[str, str], content_type: str) -> None:
         """Write a temp file, fsync, then hard-link it into place: link() fails if the key appeared meanwhile."""
@@ -367,6 +416,10 @@ class S3Store(ObjectStore):
         objects = self._call(lambda: list(self.client.list_objects(self.bucket, prefix=prefix, recursive=True)),
                              f"listing {self.description}/{prefix}")
         return iter(sorted(o.object_name for o in objects))
+
+    def probe(self) -> None:
+        if not self._call(lambda: self.client.bucket_exists(self.bucket), f"reaching {self.description}"):
+            raise StorageError(f"bucket {self.description} is gone")
 
     def delete(self, key: str) -> None:
         self._call(lambda: self.client.remove_object(self.bucket, key), f"deleting {key}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import zipfile
 from dataclasses import asdict, dataclass
@@ -22,7 +23,7 @@ from digitize.text import search_key
 from .index import Index, now_iso
 from .keys import original_extension
 from .models import CaseRecord, DocumentRow, Event
-from .modes import file_mode, private_folder
+from .modes import file_mode, open_private_folder
 from .objects import Mismatch, ObjectStore
 
 SLUG_CHARS = 40
@@ -71,25 +72,37 @@ def _dossier(index: Index, case: CaseRecord) -> list[DocumentRow]:
 
 class Folder:
     """Where ``digitize get -o`` (and any copy kept as files) writes: the copies are as private as the archive
-    (review rev17cli M2): the folder is created 0700 (0750 with ``group_readable``; an existing one open to
-    others is warned about), the files 0600 (0640), whatever the umask of the shell. Each file takes its
-    name only once its SHA-256 matched (atomic_open), so an earlier good copy stays if the object is
-    corrupt; a stale manifest.json goes first, so the folder never holds one naming files of another run."""
+    (review rev17cli M2): a new folder is made 0700 (0750 with ``group_readable``; an existing one keeps its
+    mode, with a warning if open to others), the files 0600 (0640), whatever the umask of the shell. The
+    folder is opened once, O_NOFOLLOW, and must be this account's (review r2cli N4: a symlink planted in a
+    parent others can write is refused, never written through); every step is relative to that descriptor.
+    Each file takes its name only once its SHA-256 matched (atomic_open), so an earlier good copy stays if
+    the object is corrupt; a stale manifest.json goes first, so the folder never holds one naming files of
+    another run. ``close()`` when done."""
 
     def __init__(self, out_dir: Path, group_readable: bool = False):
         self.out_dir, self.mode = out_dir, file_mode(group_readable)
         try:
-            private_folder(out_dir, group_readable)
-            with contextlib.suppress(FileNotFoundError):
-                (out_dir / MANIFEST).unlink()
+            self.fd = open_private_folder(out_dir, group_readable)
         except OSError as e:
             raise FileAccessError(f"cannot write {e.filename or out_dir}: {e.strerror}") from None
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(MANIFEST, dir_fd=self.fd)
+        except OSError as e:
+            self.close()
+            raise FileAccessError(f"cannot write {out_dir / MANIFEST}: {e.strerror}") from None
 
     def where(self, name: str) -> Path:
         return self.out_dir / name
 
     def member(self, name: str) -> ContextManager[BinaryIO]:
-        return atomic_open(self.where(name), self.mode)
+        return atomic_open(self.where(name), self.mode, dir_fd=self.fd)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 class Zip:
@@ -105,6 +118,9 @@ class Zip:
 
     def member(self, name: str) -> ContextManager[BinaryIO]:
         return self.zf.open(name, "w", force_zip64=True)  # an original may be over 2 GB
+
+    def close(self) -> None:
+        pass  # the ZIP is its caller's
 
 
 def retrieve(objects: ObjectStore, index: Index, case: CaseRecord, into: Folder | Zip, original: bool,

@@ -174,9 +174,9 @@ def get_original(case_id: str, sequence: int, request: Request, gate: Gate = Dep
 
 @router.get("/cases/{case_id}/dossier.zip", responses=ERROR_RESPONSES, response_class=Response,
             summary="The whole e-dossier as a ZIP with manifest.json (each file SHA-256 checked)")
-def get_dossier(case_id: str, original: bool = False,
+def get_dossier(case_id: str, request: Request, original: bool = False,
                 gate: Gate = Depends(lanes.zip_gate, scope="function")) -> Response:  # web/lanes.py
-    return files.dossier_response(gate, case_id, original)
+    return files.dossier_response(request, gate, case_id, original)
 
 
 @router.get("/cases/{case_id}/events", responses=ERROR_RESPONSES, summary="The case's access and processing log")

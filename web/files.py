@@ -14,14 +14,16 @@ import contextlib
 import io
 import zipfile
 from pathlib import Path
+from typing import Callable
 
 from fastapi import Request
 from fastapi.responses import FileResponse, Response, StreamingResponse
-from starlette.background import BackgroundTask
 
 from digitize.fsutil import work_dir
 from storage.access import Gate
 from storage.retrieval import output_name
+
+from .lanes import keep_turn
 
 KINDS = {"pdfa": "application/pdf", "original": "application/octet-stream"}
 ORIGINAL_TYPES = {"pdf": "application/pdf", "tif": "image/tiff", "tiff": "image/tiff", "jpg": "image/jpeg",
@@ -101,9 +103,25 @@ def document_response(request: Request, gate: Gate, case_id: str, sequence: int,
     return StreamingResponse(iter(download), status_code=status, media_type=media, headers=headers)
 
 
-def dossier_response(gate: Gate, case_id: str, original: bool = False) -> Response:
+class _SentThen(FileResponse):
+    """A FileResponse that runs ``done`` once it ended, its body sent or not: Starlette runs a BackgroundTask
+    only after a complete send, so a client gone mid-body would leave the work folder and the lane place."""
+
+    def __init__(self, *args, done: Callable[[], None], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.done = done
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.done()
+
+
+def dossier_response(request: Request, gate: Gate, case_id: str, original: bool = False) -> Response:
     """The ZIP is written once, each member straight from the store (review rev17cli L4), in a private work
-    folder removed after the response."""
+    folder removed after the response. Its place in the ZIP lane is held until then (review r2cli N5): the
+    lane bounds the finished ZIPs waiting in TMPDIR for their clients too, not only the builds."""
     stack, tmp = _temp()
     try:
         target = tmp / "dossier.zip"
@@ -112,8 +130,16 @@ def dossier_response(gate: Gate, case_id: str, original: bool = False) -> Respon
     except BaseException:
         stack.close()
         raise
-    return FileResponse(target, media_type="application/zip", background=BackgroundTask(stack.close),
-                        headers={"content-disposition": disposition(f"{got.case_id}.zip")})
+    release = keep_turn(request)
+
+    def done() -> None:
+        try:
+            stack.close()
+        finally:
+            release()
+
+    return _SentThen(target, media_type="application/zip", done=done,
+                     headers={"content-disposition": disposition(f"{got.case_id}.zip")})
 
 
 def page_png(gate: Gate, case_id: str, sequence: int, page: int, dpi: int) -> Response:

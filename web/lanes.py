@@ -24,7 +24,7 @@ pool's threads like every other route).
 from __future__ import annotations
 
 import contextlib
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 import anyio
 from fastapi import Request
@@ -38,21 +38,46 @@ def install(state, search: int, case: int, zips: int = 0) -> None:
     state.zip_lane = anyio.CapacityLimiter(zips) if zips > 0 else None
 
 
+class Turn:
+    """A place held in a lane on behalf of one request (``holder``), released once."""
+
+    def __init__(self, lane: anyio.CapacityLimiter | None):
+        self.lane, self.holder, self.kept = lane, object(), False
+
+    def keep(self) -> Callable[[], None]:
+        """Hold the place past the dependency's end (its release now the caller's: call what this returns,
+        on the event loop). A ZIP holds it until its body is sent (review r2cli N5: a lane released when the
+        endpoint returned bounded the builds, not the finished ZIPs in TMPDIR waiting for slow clients)."""
+        self.kept = True
+        return self.release
+
+    def release(self) -> None:
+        lane, self.lane = self.lane, None
+        if lane is not None:
+            lane.release_on_behalf_of(self.holder)
+
+
 @contextlib.asynccontextmanager
-async def turn(request: Request, name: str) -> AsyncIterator[None]:
+async def turn(request: Request, name: str) -> AsyncIterator[Turn]:
     """Wait on the event loop for a place in the lane ``name`` and hold it (no lane before the app's lifespan
     ran, or with a size of 0). The place is held on behalf of this call, not of a task: FastAPI may
-    enter and leave a dependency in different tasks."""
-    lane = getattr(request.app.state, name, None)
-    if lane is None:
-        yield
+    enter and leave a dependency in different tasks. Released on the way out unless kept (Turn.keep)."""
+    held = Turn(getattr(request.app.state, name, None))
+    if held.lane is None:
+        yield held
         return
-    holder = object()
-    await lane.acquire_on_behalf_of(holder)  # cancelled while waiting: nothing taken
+    await held.lane.acquire_on_behalf_of(held.holder)  # cancelled while waiting: nothing taken
     try:
-        yield
+        yield held
     finally:
-        lane.release_on_behalf_of(holder)
+        if not held.kept:
+            held.release()
+
+
+def keep_turn(request: Request) -> Callable[[], None]:
+    """The request's lane place kept past its dependency (Turn.keep); what releases it (a no-op without one)."""
+    held = getattr(request.state, "turn", None)
+    return held.keep() if held is not None else (lambda: None)
 
 
 @contextlib.asynccontextmanager
@@ -60,7 +85,8 @@ async def _gate_in(request: Request, lane: str, pages: bool = False) -> AsyncIte
     """Its turn in ``lane`` first, then an archive (web/app.py api_gate, or page_gate for the pages)."""
     from .app import api_gate, page_gate
 
-    async with turn(request, lane):
+    async with turn(request, lane) as held:
+        request.state.turn = held
         async with contextlib.asynccontextmanager(page_gate if pages else api_gate)(request) as gate:
             yield gate
 

@@ -187,8 +187,8 @@ def install(app: FastAPI) -> None:
         return files.document_response(request, gate, case_id, sequence, kind)
 
     @app.get("/cases/{case_id}/dossier.zip", include_in_schema=False)
-    def dossier(case_id: str, gate: Gate = Depends(lanes.zip_page_gate, scope="function")) -> Response:
-        return files.dossier_response(gate, case_id)
+    def dossier(case_id: str, request: Request, gate: Gate = Depends(lanes.zip_page_gate, scope="function")) -> Response:
+        return files.dossier_response(request, gate, case_id)
 
     # -- scanning desk -----------------------------------------------------------------------------
     @app.get("/desk", include_in_schema=False)

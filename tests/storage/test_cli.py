@@ -135,6 +135,28 @@ def test_get_never_writes_through_a_temp_name_swapped_for_a_symlink(run, stored_
     assert not any(p.is_symlink() for p in (tmp_path / "out").iterdir())
 
 
+def test_get_never_writes_through_an_output_folder_planted_as_a_symlink(run, stored_case, tmp_path):
+    """review r2cli N4: another account that can write the parent plants ``shared/out -> /home/victim/project``;
+    get -o shared/out deleted the victim's manifest.json, wrote the dossier there and exited 0."""
+    victim, shared = tmp_path / "victim", tmp_path / "shared"
+    victim.mkdir()
+    shared.mkdir()
+    (victim / "manifest.json").write_text('{"mine": true}')
+    (shared / "out").symlink_to(victim)
+    code, _, err = run("get", CASE, "-o", str(shared / "out"))
+    assert code == ExitCode.file_access and err == f"digitize: cannot write {shared / 'out'}: it is a symlink " \
+                                                    "(refused: never written through)\n"
+    assert [p.name for p in victim.iterdir()] == ["manifest.json"]
+    assert (victim / "manifest.json").read_text() == '{"mine": true}'
+    if os.geteuid() == 0:  # a real folder another account made there is not ours to fill either
+        (shared / "out").unlink()
+        (shared / "out").mkdir()
+        os.chown(shared / "out", 65534, 65534)
+        code, _, err = run("get", CASE, "-o", str(shared / "out"))
+        assert code == ExitCode.file_access and "belongs to another account (uid 65534)" in err
+        assert list((shared / "out").iterdir()) == []
+
+
 def test_get_checks_the_hash_before_the_name_so_a_corrupt_object_keeps_the_good_copy(run, stored_case, settings,
                                                                                     tmp_path):
     """review rev17cli L2: the bytes took their name before the check, so a corrupt object deleted the good
@@ -222,8 +244,71 @@ def test_verify_reports_an_unreadable_object_and_checks_the_rest(run, settings, 
     checked = [e for e in _events(settings) if e.event_type == "fixity-checked"]
     assert sorted(e.outcome for e in checked) == ["failure", "success", "success"]
     monkeypatch.setattr(store, "read_chunks", lambda self, key: failing(self, bad))  # nothing can be read
+    code, out, _ = run("verify", "--all")  # but the store answers: damage, not an outage
+    assert code == ExitCode.verification and "checked 3 documents" in out
+
+
+def test_verify_tells_damaged_objects_from_a_store_that_is_down_by_asking_the_store(run, settings, make_document,
+                                                                                    monkeypatch):
+    """review r2cli N2: "the first 9 objects all unreadable" was taken for an outage, so damage in the oldest
+    documents (one bad folder, one bad region of the disk) ended the audit with exit 10, the rest unchecked."""
+    from digitize.errors import StorageError
+
+    with Archive.open(settings) as archive:
+        for doc in (make_document(title=t) for t in "ABCD"):
+            archive.store(doc.original, doc.pdfa, doc.report, doc.meta)
+        store = type(archive.objects)
+        first = [k for d in archive.index.stored_documents()[:3] for k in d.keys()]
+    real = store.read_chunks
+
+    def failing(self, key):
+        if key in first:
+            raise StorageError(f"cannot read object {key}: Input/output error")
+        yield from real(self, key)
+
+    monkeypatch.setattr(store, "read_chunks", failing)
+    code, out, _ = run("verify", "--all")
+    assert code == ExitCode.verification
+    assert sum(line.startswith("unreadable: ") for line in out.splitlines()) == 9
+    assert "checked 4 documents, 12 objects in all: 9 problems" in out
+    checked = [e for e in _events(settings) if e.event_type == "fixity-checked"]
+    assert sorted(e.outcome for e in checked) == ["failure"] * 3 + ["success"]
+
+    def down(self):
+        raise StorageError(f"reaching {self.description}: MaxRetryError: connection refused")
+
+    monkeypatch.setattr(store, "probe", down)  # the store itself does not answer: an outage, exit 10
     code, _, err = run("verify", "--all")
-    assert code == ExitCode.storage and "none of the 9 objects could be read" in err
+    assert code == ExitCode.storage and "connection refused" in err
+    assert len([e for e in _events(settings) if e.event_type == "fixity-checked"]) == 4  # no false findings
+
+
+def test_verify_reports_an_object_it_cannot_even_stat_and_checks_the_rest(run, settings, make_document, monkeypatch):
+    """review r2cli N1: exists() was Path.is_file(), which re-raises EIO/EACCES, so a bad inode or a case
+    folder this account cannot search still ended the audit as "internal error", exit 15."""
+    import errno
+
+    if not settings.store_url.startswith("file:"):
+        return  # a folder store's stat; S3 errors already come as StorageError
+    with Archive.open(settings) as archive:
+        rows = [archive.store(d.original, d.pdfa, d.report, d.meta)
+                for d in (make_document(title="A"), make_document(title="B"), make_document(title="C"))]
+        bad = str(archive.objects._path(rows[0].pdfa_key))
+    real = os.stat
+
+    def failing_stat(path, *args, **kwargs):
+        if os.fspath(path) == bad:
+            raise OSError(errno.EIO, "Input/output error", bad)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", failing_stat)
+    code, out, err = run("verify", "--all")
+    monkeypatch.undo()
+    assert (code, err) == (ExitCode.verification, "digitize: fixity check found 1 problems in all\n")
+    assert f"unreadable: {rows[0].pdfa_key} (doc {rows[0].doc_id}): cannot check object" in out
+    assert "checked 3 documents, 9 objects in all: 1 problems" in out
+    checked = [e for e in _events(settings) if e.event_type == "fixity-checked"]
+    assert sorted(e.outcome for e in checked) == ["failure", "success", "success"]
 
 
 def test_verify_removes_the_temp_files_of_killed_uploads(run, stored_case, settings):

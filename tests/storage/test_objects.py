@@ -207,3 +207,41 @@ def test_a_store_url_with_a_bad_port_is_a_config_error():
     for bad in ("s3://minio.lan:90O0/bucket", "s3s://h:99999/b"):
         with pytest.raises(ConfigError, match="port"):
             parse_store_url(bad)
+
+
+def test_probe_tells_a_store_that_answers_from_one_that_is_gone(store):
+    """review r2cli N2: the fixity audit asks the store itself whether it is down, rather than guessing from
+    how many objects it could not read."""
+    store.put("p/a", b"a", sha256_bytes(b"a"))
+    store.probe()
+    if isinstance(store, FolderStore):
+        import shutil
+
+        shutil.rmtree(store.root)
+    else:
+        store.delete("p/a")
+        store.client.remove_bucket(store.bucket)
+    with pytest.raises(StorageError, match="cannot open object folder|is gone"):
+        store.probe()
+
+
+def test_killed_upload_parts_are_swept_through_a_symlinked_store_root_but_no_link_below_it(tmp_path):
+    """review r2cli N3: the root was opened O_NOFOLLOW, so a store configured as ``objects -> /mnt/big/objects``
+    never had a part removed, silently; a case folder below the root that is a symlink is still not entered."""
+    real, elsewhere = tmp_path / "real", tmp_path / "elsewhere"
+    FolderStore(real)
+    elsewhere.mkdir()
+    (real / "C").mkdir()
+    parts = [real / "C" / ".original-x.tif.abcd.part", elsewhere / ".original-y.tif.abcd.part"]
+    for part in parts:
+        part.write_bytes(b"x")
+        os.utime(part, (1, 1))
+    (real / "D").symlink_to(elsewhere)
+    (tmp_path / "link").symlink_to(real)
+    store = FolderStore(tmp_path / "link")
+    assert store.sweep_parts("D/", timedelta(minutes=10)) == [] and parts[1].exists()
+    assert store.sweep_parts("C/", timedelta(minutes=10)) == ["C/.original-x.tif.abcd.part"]
+    assert not parts[0].exists() and parts[1].exists()
+    parts[0].write_bytes(b"x")
+    os.utime(parts[0], (1, 1))
+    assert store.sweep_parts("", timedelta(minutes=10)) == ["C/.original-x.tif.abcd.part"] and parts[1].exists()

@@ -124,3 +124,33 @@ def test_the_dossier_zip_is_written_once_straight_from_the_store(served, monkeyp
         assert manifest["documents"] and all(hashlib.sha256(zf.read(d["file"])).hexdigest() == d["sha256"]
                                              for d in manifest["documents"])
 
+
+
+def test_a_dossier_zip_with_a_corrupt_object_is_a_500_and_leaves_no_zip(tmp_path, monkeypatch):
+    """review r2cli N6: a member whose object fails its SHA-256 is closed into the temp ZIP before Mismatch
+    propagates; the ZIP must then never be sent nor kept, and the failed retrieval carries the actual checksum."""
+    import hashlib
+    import os
+    import stat
+    import tempfile
+
+    settings = seed(tmp_path / "data", tmp_path / "work")
+    with Archive.open(settings) as archive:
+        token = access.create_token(archive.index, "onestop-a", "officer", [AGENCY_A])
+        path = archive.objects.root / archive.documents(CASE_A)[0].pdfa_key
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # bit rot: same length, other bytes
+    os.chmod(path, stat.S_IRUSR | stat.S_IWUSR)
+    path.write_bytes(bytes(data))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    with TestClient(create_app(settings), base_url="http://127.0.0.1",
+                    headers={"authorization": f"Bearer {token}"}) as client:
+        answer = client.get(f"/api/v1/cases/{CASE_A}/dossier.zip")
+        assert answer.status_code == 500 and answer.json()["error"] == "fixity-failed"
+        assert not answer.headers["content-type"].startswith("application/zip")
+        assert list((tmp_path / "tmp").rglob("*.zip")) == []
+        failed = [e for e in client.get(f"/api/v1/cases/{CASE_A}/events").json()["events"]
+                  if e["event_type"] == "retrieved" and e["outcome"] == "failure"]
+    assert len(failed) == 1 and failed[0]["checksum"] == hashlib.sha256(bytes(data)).hexdigest()
+    assert "not written" in failed[0]["detail"]

@@ -168,3 +168,73 @@ def test_dossier_zips_take_turns_in_their_lane(tmp_path, monkeypatch):
         for t in threads:
             t.join(60)
     assert [a.status_code for a in answers] == [200, 200] and most[0] == 1
+
+
+def test_a_zip_holds_its_lane_until_its_body_is_sent_or_its_client_is_gone(tmp_path, monkeypatch):
+    """review r2cli N5: the lane was released when the endpoint returned, before the body was sent, so finished
+    ZIPs of slow clients piled up in TMPDIR however small zip_lane was. Driven at the ASGI level: a
+    TestClient reads every body before it returns, so it cannot be a slow client."""
+    import tempfile
+
+    import anyio
+
+    from storage.objects import FolderStore
+
+    settings = seed(tmp_path / "data", tmp_path / "work")
+    settings.web.zip_lane = 1
+    with Archive.open(settings) as archive:
+        token = access.create_token(archive.index, "onestop-a", "officer", [AGENCY_A])
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    reads, real = [], FolderStore.read_chunks
+    monkeypatch.setattr(FolderStore, "read_chunks", lambda self, key: (reads.append(key), real(self, key))[1])
+    app = create_app(settings)
+    path = f"/api/v1/cases/{CASE_A}/dossier.zip"
+    scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"}, "http_version": "1.1",
+             "method": "GET", "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+             "root_path": "", "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 80),
+             "headers": [(b"host", b"127.0.0.1"), (b"authorization", f"Bearer {token}".encode())]}
+
+    def zips_in_tmp() -> int:
+        return len(list((tmp_path / "tmp").glob("*/dossier.zip")))
+
+    async def ask(statuses: list, body_reached: anyio.Event | None = None, go: anyio.Event | None = None,
+                  gone: bool = False) -> None:
+        async def receive():
+            await anyio.sleep_forever()
+
+        async def send(message):
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+            elif message["type"] == "http.response.body" and body_reached is not None:
+                body_reached.set()
+                if gone:
+                    raise OSError("client gone")
+                await go.wait()
+
+        with contextlib.suppress(OSError):
+            await app({**scope, "state": {}}, receive, send)
+
+    async def main() -> None:
+        async with app.router.lifespan_context(app):
+            first, second, reached, go = [], [], anyio.Event(), anyio.Event()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(ask, first, reached, go)
+                await reached.wait()  # the first ZIP is built; its client reads nothing yet
+                built = len(reads)
+                tg.start_soon(ask, second)
+                with anyio.move_on_after(3):  # ample for a second build to start, if it could
+                    while len(reads) == built:
+                        await anyio.sleep(0.05)
+                assert len(reads) == built and zips_in_tmp() == 1  # the second waits for the lane
+                go.set()
+            assert first == second == [200] and len(reads) == 2 * built and zips_in_tmp() == 0
+            gone, reached = [], anyio.Event()
+            await ask(gone, reached, gone=True)  # a client that leaves mid-body frees its place and its file
+            assert gone == [200] and zips_in_tmp() == 0
+            third = []
+            with anyio.fail_after(30):
+                await ask(third)
+            assert third == [200]
+
+    anyio.run(main)
