@@ -87,7 +87,7 @@ async def json_object(request: Request, limit: int) -> dict[str, Any]:
             raise HTTPException(413, f"the body is larger than {limit // 1024} KB")
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # deep nesting raises RecursionError (review2 r2desk M1)
         raise BadArgsError("the body is not valid UTF-8 JSON") from None
     if not isinstance(data, dict):
         raise BadArgsError("the body must be a JSON object of case record fields")
