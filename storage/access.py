@@ -991,15 +991,25 @@ class Gate:
         self.require(Perm.upload)
         return UploadScope(self.principal)
 
-    def visible_job(self, case_id: str | None, owner: str, filed: Iterable[str | None] = ()) -> bool:
+    def visible_job(self, case_id: str | None, owner: str, filed: Iterable[str | None] = (),
+                    sender: dict | None = None, place_case_id: str | None = None) -> bool:
         """An upload job is visible to whoever sent it, and to those who may upload to its case; to either only
-        while every case it names (its own, those its documents were ``filed`` in) is in their current scope:
-        an account moved to another agency, or a new one given an old name, does not keep seeing the old
-        agency's jobs by its name (review rev17desk L2)."""
+        while every case it names (its own, the one its scan's old place in failed/ named, those its documents
+        were ``filed`` in) is in their current scope: an account moved to another agency, or a new one given an
+        old name, does not keep seeing the old agency's jobs by its name (review rev17desk L2). A job naming no
+        case is its sender's only while the agencies it was sent under (``sender``, saved with the job) are
+        still all theirs (review2 r2desk M2): else the name alone would show, retry or dismiss it."""
         p = self.principal
-        if not p.can(Perm.upload) or not all(p.covers(c) for c in (case_id, *filed) if c):
+        if not p.can(Perm.upload) or not all(p.covers(c) for c in (case_id, place_case_id, *filed) if c):
             return False
-        return owner == p.actor or case_id is not None
+        return case_id is not None or (owner == p.actor and self._sent_in_scope(sender))
+
+    def _sent_in_scope(self, sender: dict | None) -> bool:
+        """The scope a job was sent under is inside this principal's (a job saved without one: not)."""
+        if self.principal.all_agencies:
+            return True
+        sent = UploadScope.of(sender if isinstance(sender, dict) else {}).principal
+        return not sent.all_agencies and bool(sent.agencies) and set(sent.agencies) <= set(self.principal.agencies)
 
     def inbox_failures(self, files: Iterable["FailedScan"]) -> list["FailedScan"]:
         """The watch inbox's failed files (pipelines/failed.py) this principal may see and retry: all of them

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Callable
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
@@ -147,9 +147,14 @@ async def post_document(case_id: str, request: Request, gate: Gate = Depends(api
                         headers={"location": f"/api/v1/jobs/{job.job_id}"})
 
 
+def job_visible(gate: Gate) -> Callable[[UploadJob], bool]:
+    """The gate's visibility rule asked about a saved job (every list and look-up of jobs uses this one)."""
+    return lambda job: gate.visible_job(job.case_id, job.owner, job.filed, job.sender, job.place_case_id)
+
+
 def visible_job(request: Request, gate: Gate, job_id: str) -> UploadJob:
     """The job if the gate lets this principal see it (asked before the job is followed or touched), else 404."""
-    job = request.app.state.uploads.get(job_id, lambda job: gate.visible_job(job.case_id, job.owner, job.filed))
+    job = request.app.state.uploads.get(job_id, job_visible(gate))
     if job is None:
         raise NotFoundError(f"job {job_id} not found")
     return job

@@ -194,7 +194,9 @@ def install(app: FastAPI) -> None:
     @app.get("/desk", include_in_schema=False)
     def desk(request: Request, linked: str = "", gate: Gate = Depends(page_gate)) -> Response:
         gate.require(Perm.upload)
-        jobs = request.app.state.uploads.jobs(lambda j: gate.visible_job(j.case_id, j.owner, j.filed))
+        from .api import job_visible
+
+        jobs = request.app.state.uploads.jobs(job_visible(gate))
         failed_jobs = [j for j in jobs if j.state == "failed"][:MAX_FAILED]  # from all: newer jobs never hide
         unmatched = gate.unmatched() if gate.principal.can(Perm.link) else []  # a failed one (rev17desk M2)
         inbox = gate.inbox_failures(failed.list_failed(failed.failed_dir(request.app.state.settings)))

@@ -422,9 +422,14 @@ def test_an_upload_job_is_visible_only_within_the_current_scope(archive):
     moved = archive.gate(Principal("lan", "scanner", ("000.00.12.H29",)))
     assert not moved.visible_job(CASE_A, "user:lan")
     assert not moved.visible_job(None, "user:lan", [CASE_A])
-    assert moved.visible_job(None, "user:lan", [None]) and moved.visible_job(CASE_B, "user:lan", [CASE_B])
+    in_b = {"name": "lan", "role": "scanner", "agencies": ["000.00.12.H29"], "kind": "user"}
+    assert moved.visible_job(None, "user:lan", [None], in_b) and moved.visible_job(CASE_B, "user:lan", [CASE_B])
     colleague = archive.gate(Principal("an", "scanner", ("000.00.31.H56",)))
     assert colleague.visible_job(CASE_A, "user:lan") and not colleague.visible_job(None, "user:lan")
+    # review2 r2desk M2: a job naming no case was its owner's by the name alone, whatever it was sent under
+    in_a = {**in_b, "agencies": ["000.00.31.H56"]}
+    assert not moved.visible_job(None, "user:lan", [], in_a) and not moved.visible_job(None, "user:lan", [None])
+    assert not moved.visible_job(None, "user:lan", [], in_b, place_case_id=CASE_A)  # its old place named A's case
     assert not archive.gate(OFFICER_A).visible_job(CASE_A, "user:an")
 
 
