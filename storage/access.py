@@ -621,6 +621,18 @@ class FailedScan(Protocol):
     def relative(self) -> str: ...
 
 
+class JobRecord(Protocol):
+    """What the gate needs of an upload job (web.uploads.UploadJob)."""
+
+    job_id: str
+    owner: str
+    case_id: str | None
+    name: str
+    sha256: str
+    sender: dict
+    state: str
+
+
 class EventSink(Protocol):
     def add(self, event: Event) -> bool: ...
 
@@ -977,14 +989,28 @@ class Gate:
         self.record("ingested", f"upload {name!r} received through the portal", case_id=value, checksum=sha256)
         return value
 
-    def dismiss_upload(self, case_id: str | None, name: str, sha256: str, job_id: str,
-                       dismiss: Callable[[], object]) -> None:
+    def dismiss_upload(self, job: JobRecord, dismiss: Callable[[], object]) -> None:
         """Give up a failed upload the caller found visible (:meth:`visible_job`): ``dismiss()`` deletes its kept
-        scan; recorded as an ingest that failed, with the actor."""
+        scan, often the only copy of a document never stored. Only its sender, or an archivist or admin (who
+        clear a departed sender's), may: a colleague who may merely see it does not delete it (review2 r2desk
+        L1). The event is committed before the deletion, and a compensating failure event follows if the
+        dismissal then does not happen: no deletion goes unrecorded, whatever the request's answer."""
         self.require(Perm.upload)
-        dismiss()
-        self.record("ingested", f"upload {name!r} dismissed at the desk: its kept scan deleted (upload job {job_id})",
-                    case_id=case_id, checksum=sha256, outcome="failure")
+        p = self.principal
+        if not (p.all_agencies or (job.owner == p.actor and self._sent_in_scope(job.sender))):
+            raise PermissionDenied("only the sender of an upload, or an archivist or admin, may dismiss it")
+        if job.state != "failed":  # as last saved; dismiss() asks again under the job's lock
+            raise BadArgsError("only a failed upload can be dismissed")
+        what = f"upload {job.name!r} (upload job {job.job_id})"
+        self._write_now([self._event("ingested", f"{what} dismissed at the desk: its kept scan deleted",
+                                     job.case_id, checksum=job.sha256, outcome="failure")])
+        try:
+            dismiss()
+        except BaseException as e:
+            why = str(e) if isinstance(e, DigitizeError) else type(e).__name__
+            self.record("ingested", f"{what} not dismissed after all: {why}", job.case_id, checksum=job.sha256,
+                        outcome="failure")
+            raise
 
     def upload_scope(self) -> UploadScope:
         """The predicate an upload's conversion job checks every part against before storing it."""
