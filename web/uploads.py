@@ -31,7 +31,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import BinaryIO
 
-from digitize.errors import BadArgsError, InputError, resource_fault
+from digitize.errors import BadArgsError, DigitizeError, InputError, resource_fault
 from digitize.fsutil import atomic_write_text, fsync_path, sweep_parts
 from digitize.terminal import plain
 from pipelines.jobs import Status
@@ -344,7 +344,8 @@ class UploadQueue:
 
     def dismiss(self, job: UploadJob, by: str) -> UploadJob:
         """A failed upload given up at the desk: saved as ``dismissed`` first, then its kept scan (and carried
-        sidecar) deleted; pruned like a stored job after ``upload_job_days``."""
+        sidecar) deleted, and in queue mode its copy staged in the store too (review2 r2desk L2); pruned like
+        a stored job after ``upload_job_days``."""
         if not self._claim(job.job_id):
             raise BadArgsError("this upload is being processed already")
         try:
@@ -355,6 +356,11 @@ class UploadQueue:
             self._finish(job)
         finally:
             self._release(job.job_id)
+        if job.queue_job:
+            try:
+                self._queue_submitter().drop_staged(job.sha256, job.queue_job)
+            except DigitizeError as e:  # the store down, WORM, or queue mode off now: dismissed all the same
+                event(log, "upload-staging-kept", logging.WARNING, job=job.job_id, reason=str(e))
         return job
 
     def _drop_carried_case(self, job: UploadJob) -> None:

@@ -3,6 +3,7 @@ queued (L1). Unit test: nothing is converted."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import types
@@ -171,3 +172,36 @@ def test_a_full_disk_while_receiving_is_a_resource_error_answered_503(tmp_path, 
         assert list(queue.root.iterdir()) == []  # nothing half-received stays
     finally:
         queue.close()
+
+
+def test_a_dismissed_queue_upload_leaves_no_staged_copy(tmp_path):
+    """Review2 r2desk L2: in queue mode a failed upload's original stays staged in the store (only a job that
+    ends done deletes it): dismissing it deleted the local scan only, the citizen's scan stayed unlisted."""
+    import json
+
+    from pipelines.queued import Submitter
+    from storage.keys import staging_key
+    from storage.objects import FolderStore
+
+    queue = uploads.UploadQueue(Settings(data_dir=str(tmp_path / "data")))
+    store = FolderStore(tmp_path / "store", False)
+    submitter = Submitter.__new__(Submitter)  # its store only: no broker or ledger needed to drop a copy
+    submitter.settings, submitter.objects = queue.settings, store
+    queue._submitter = submitter
+    job_id, sha = "0123456789abcdef0123456789abcdef", hashlib.sha256(b"scan").hexdigest()
+    qjob = "f" * 32  # a queue job ID
+    (queue.root / job_id).mkdir(parents=True)
+    (queue.root / job_id / "scan.pdf").write_bytes(b"scan")
+    (queue.root / job_id / "job.json").write_text(json.dumps({
+        "job_id": job_id, "owner": "user:lan", "case_id": None, "name": "scan.pdf", "size": 4, "sha256": sha,
+        "state": "failed", "queue_job": qjob, "sender": {"name": "lan", "role": "scanner", "agencies": []}}))
+    (tmp_path / "original").write_bytes(b"scan")
+    store.put(staging_key(sha, qjob), tmp_path / "original", sha, {"sha256": sha})
+    try:
+        job = queue.get(job_id)
+        queue.dismiss(job, "user:lan")
+    finally:
+        queue._submitter = None
+        queue.close()
+    assert not (queue.root / job_id / "scan.pdf").exists()
+    assert not store.exists(staging_key(sha, qjob))
