@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from digitize.errors import BadArgsError, NotFoundError
+from digitize.errors import BadArgsError, NotFoundError, resource_fault
 from storage.access import SEARCH_CACHE, Gate, Perm, SearchFilters
 from storage.models import CaseRecord, DocumentRow, SignatureRow
 
@@ -118,7 +118,10 @@ async def receive_upload(request: Request, gate: Gate, case_id: str | None) -> U
         raise BadArgsError("send the upload with a Content-Length header (chunked uploads are refused)")
     if int(length) > queue.max_bytes + 65536:
         raise BadArgsError(f"the upload is larger than {request.app.state.settings.web.max_upload_mb} MB")
-    form = await request.form(max_files=1, max_fields=5)
+    try:  # a file over 1 MB spools to TMPDIR: a full disk there is a 503 too (review2 r2desk R2-L3)
+        form = await request.form(max_files=1, max_fields=5)
+    except OSError as e:
+        raise resource_fault(e, "cannot receive the upload") or e
     upload = form.get("file")
     if upload is None or isinstance(upload, str):
         raise BadArgsError("send the scan as a multipart form field named 'file'")

@@ -205,3 +205,32 @@ def test_a_dismissed_queue_upload_leaves_no_staged_copy(tmp_path):
         queue.close()
     assert not (queue.root / job_id / "scan.pdf").exists()
     assert not store.exists(staging_key(sha, qjob))
+
+
+def test_a_full_disk_while_the_form_spools_is_answered_503(tmp_path, monkeypatch):
+    """Review2 r2desk L3: a multipart body over 1 MB spools to TMPDIR before queue.receive; ENOSPC there was
+    a 500 "internal" with a traceback, not the 503 + Retry-After a full disk gets elsewhere."""
+    import errno
+    import tempfile
+
+    from fastapi.testclient import TestClient
+
+    from storage import access
+    from storage.archive import Archive
+    from storage.models import CaseRecord
+    from web.app import create_app
+
+    settings, case = Settings(data_dir=str(tmp_path / "data")), "000.00.31.H56-241015-0027"
+    with Archive.open(settings) as archive:
+        token = access.create_token(archive.index, "scanner-a", "scanner", ["000.00.31.H56"])
+        archive.index.upsert_case(CaseRecord(case))
+
+    def full(self, *args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tempfile.SpooledTemporaryFile, "rollover", full)
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as client:
+        answer = client.post(f"/api/v1/cases/{case}/documents", headers={"authorization": f"Bearer {token}"},
+                             files={"file": ("scan.pdf", b"%PDF-1.4 " + b"x" * (2 << 20), "application/pdf")})
+    assert answer.status_code == 503 and answer.headers["retry-after"]
+    assert answer.json()["error"] == "storage-unavailable"
