@@ -234,3 +234,48 @@ def test_a_full_disk_while_the_form_spools_is_answered_503(tmp_path, monkeypatch
                              files={"file": ("scan.pdf", b"%PDF-1.4 " + b"x" * (2 << 20), "application/pdf")})
     assert answer.status_code == 503 and answer.headers["retry-after"]
     assert answer.json()["error"] == "storage-unavailable"
+
+
+def test_a_job_stranded_in_another_process_is_failed_and_retryable_here(tmp_path, monkeypatch):
+    """Review2 r2desk L4: a job whose end could not be saved was 'failed' only in the memory of the server
+    process it ran in; the others read 'running' for ever (no retry button) and refused its retry."""
+    import json
+
+    queue = uploads.UploadQueue(Settings(data_dir=str(tmp_path / "data")))  # started before the failure
+    try:
+        job_id = "0123456789abcdef0123456789abcdef"  # left 'running', its lock free: the other process gave up
+        (queue.root / job_id).mkdir()
+        (queue.root / job_id / "scan.pdf").write_bytes(b"%PDF-1.4 kept scan")
+        (queue.root / job_id / "job.json").write_text(json.dumps({
+            "job_id": job_id, "owner": "user:lan", "case_id": None, "name": "scan.pdf", "size": 18,
+            "sha256": "0" * 64, "state": "running", "created_at": "2026-12-01T00:00:00Z",
+            "sender": {"name": "lan", "role": "scanner", "agencies": ["000.00.31.H56"]}}))
+        (listed,) = queue.jobs()
+        assert listed.state == "failed" and queue.get(job_id).state == "failed"
+        assert json.loads((queue.root / job_id / "job.json").read_text())["state"] == "failed"
+        rerun: list[str] = []
+        monkeypatch.setattr(queue, "_queue", lambda j: rerun.append(j.job_id))
+        scope = types.SimpleNamespace(principal=Principal("lan", "scanner", ("000.00.31.H56",)))
+        queue.retry(listed, None, scope)  # not "only a failed upload ... can be retried"
+        assert rerun == [job_id]
+    finally:
+        queue.close()
+
+
+def test_a_running_job_held_by_another_process_is_not_taken_as_stranded(tmp_path):
+    """The other side of L4: a job another process holds (its flock) is shown as it is saved."""
+    import fcntl
+    import json
+
+    queue = uploads.UploadQueue(Settings(data_dir=str(tmp_path / "data")))
+    job_id = "0123456789abcdef0123456789abcdef"
+    (queue.root / job_id).mkdir()
+    (queue.root / job_id / "job.json").write_text(json.dumps({
+        "job_id": job_id, "owner": "user:lan", "case_id": None, "name": "scan.pdf", "size": 18,
+        "sha256": "0" * 64, "state": "running", "created_at": "2026-12-01T00:00:00Z"}))
+    with open(queue.root / job_id / "lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        try:
+            assert queue.get(job_id).state == "running" and queue.jobs()[0].state == "running"
+        finally:
+            queue.close()
