@@ -971,13 +971,11 @@ class Gate:
         record = parse_case_row({**fields, "case_id": value})
         if record.case_id != value:  # parse_case_row refuses disagreeing aliases; this is the scope's own check
             raise BadArgsError(f"the record's case ID {record.case_id} differs from {value}")
-        with self.index.transaction():  # the values overwritten, read in the update's own transaction
-            before = self.index.get_case(record.case_id)
-            created = self.index.upsert_case(record)
-        self.record("ingested", "case record created through the API" if created else
+        before = self.index.merge_case(record)  # the values overwritten, read by the write itself (review2 L5)
+        self.record("ingested", "case record created through the API" if before is None else
                     "case record updated through the API: " + changes_text(case_changes(before, record)),
                     case_id=record.case_id)
-        return created, self.archive.case(value)
+        return before is None, self.archive.case(value)
 
     def accept_upload(self, case_id: str | None, name: str, sha256: str) -> str | None:
         """Check an upload may go to ``case_id`` (None: unmatched) and record its arrival; the case ID back."""

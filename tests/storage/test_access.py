@@ -317,6 +317,28 @@ def test_a_case_record_update_records_which_fields_changed_and_their_old_values(
     assert updates[-1] == "case record updated through the API: nothing changed"
 
 
+def test_a_case_created_by_another_transaction_meanwhile_is_merged_into_and_recorded(two_agencies, monkeypatch):
+    """Review2 r2desk L5: under PostgreSQL READ COMMITTED another transaction may create the case between the
+    gate's read and the upsert's: the PUT raised AttributeError after writing (500, no event), and the
+    upsert's insert overwrote that case with a partial record. Simulated: the case exists, but the first read
+    does not see it."""
+    index = two_agencies.index
+    new_case = "000.00.31.H56-241015-0031"
+    index.upsert_case(CaseRecord(new_case, applicant="Trần Thị B", status="Mới"))
+    real, reads = index.get_case, []
+
+    def racing(case_id):
+        reads.append(case_id)
+        return None if len(reads) == 1 else real(case_id)
+
+    monkeypatch.setattr(index, "get_case", racing)
+    created, case = two_agencies.gate(OFFICER_A).upsert_case(new_case, {"status": "Đang xử lý"})
+    monkeypatch.setattr(index, "get_case", real)
+    assert not created and case.applicant == "Trần Thị B" and case.status == "Đang xử lý"
+    (event,) = [e.detail for e in index.events(case_id=new_case) if "case record" in (e.detail or "")]
+    assert event == "case record updated through the API: status was 'Mới'"
+
+
 def test_roles_lacking_a_permission_are_refused_before_any_lookup(two_agencies):
     scanner = two_agencies.gate(Principal("s", "scanner", ("000.00.31.H56",)))
     with pytest.raises(PermissionDenied):
