@@ -136,6 +136,13 @@ class Submitter:
             self.objects = open_store(self.settings)
         return self.objects
 
+    def drop_staged(self, sha256: str, job: str) -> None:
+        """A job given up without a worker storing it (a dismissed upload): its staged original deleted, since
+        only a job that ends done deletes it. Raises StorageError."""
+        from storage.keys import staging_key
+
+        self._store().delete(staging_key(sha256, job))
+
     def submit(self, path: Path, settings=None, hint: Clue | None = None, *, root: Path | None = None,
                shared_inbox: bool = False, allowed=None, **_ignored) -> JobResult:
         """Stage and enqueue one file (the signature of process_file, so the watcher takes either).

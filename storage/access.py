@@ -621,6 +621,18 @@ class FailedScan(Protocol):
     def relative(self) -> str: ...
 
 
+class JobRecord(Protocol):
+    """What the gate needs of an upload job (web.uploads.UploadJob)."""
+
+    job_id: str
+    owner: str
+    case_id: str | None
+    name: str
+    sha256: str
+    sender: dict
+    state: str
+
+
 class EventSink(Protocol):
     def add(self, event: Event) -> bool: ...
 
@@ -959,13 +971,11 @@ class Gate:
         record = parse_case_row({**fields, "case_id": value})
         if record.case_id != value:  # parse_case_row refuses disagreeing aliases; this is the scope's own check
             raise BadArgsError(f"the record's case ID {record.case_id} differs from {value}")
-        with self.index.transaction():  # the values overwritten, read in the update's own transaction
-            before = self.index.get_case(record.case_id)
-            created = self.index.upsert_case(record)
-        self.record("ingested", "case record created through the API" if created else
+        before = self.index.merge_case(record)  # the values overwritten, read by the write itself (review2 L5)
+        self.record("ingested", "case record created through the API" if before is None else
                     "case record updated through the API: " + changes_text(case_changes(before, record)),
                     case_id=record.case_id)
-        return created, self.archive.case(value)
+        return before is None, self.archive.case(value)
 
     def accept_upload(self, case_id: str | None, name: str, sha256: str) -> str | None:
         """Check an upload may go to ``case_id`` (None: unmatched) and record its arrival; the case ID back."""
@@ -977,29 +987,53 @@ class Gate:
         self.record("ingested", f"upload {name!r} received through the portal", case_id=value, checksum=sha256)
         return value
 
-    def dismiss_upload(self, case_id: str | None, name: str, sha256: str, job_id: str,
-                       dismiss: Callable[[], object]) -> None:
+    def dismiss_upload(self, job: JobRecord, dismiss: Callable[[], object]) -> None:
         """Give up a failed upload the caller found visible (:meth:`visible_job`): ``dismiss()`` deletes its kept
-        scan; recorded as an ingest that failed, with the actor."""
+        scan, often the only copy of a document never stored. Only its sender, or an archivist or admin (who
+        clear a departed sender's), may: a colleague who may merely see it does not delete it (review2 r2desk
+        L1). The event is committed before the deletion, and a compensating failure event follows if the
+        dismissal then does not happen: no deletion goes unrecorded, whatever the request's answer."""
         self.require(Perm.upload)
-        dismiss()
-        self.record("ingested", f"upload {name!r} dismissed at the desk: its kept scan deleted (upload job {job_id})",
-                    case_id=case_id, checksum=sha256, outcome="failure")
+        p = self.principal
+        if not (p.all_agencies or (job.owner == p.actor and self._sent_in_scope(job.sender))):
+            raise PermissionDenied("only the sender of an upload, or an archivist or admin, may dismiss it")
+        if job.state != "failed":  # as last saved; dismiss() asks again under the job's lock
+            raise BadArgsError("only a failed upload can be dismissed")
+        what = f"upload {job.name!r} (upload job {job.job_id})"
+        self._write_now([self._event("ingested", f"{what} dismissed at the desk: its kept scan deleted",
+                                     job.case_id, checksum=job.sha256, outcome="failure")])
+        try:
+            dismiss()
+        except BaseException as e:
+            why = str(e) if isinstance(e, DigitizeError) else type(e).__name__
+            self.record("ingested", f"{what} not dismissed after all: {why}", job.case_id, checksum=job.sha256,
+                        outcome="failure")
+            raise
 
     def upload_scope(self) -> UploadScope:
         """The predicate an upload's conversion job checks every part against before storing it."""
         self.require(Perm.upload)
         return UploadScope(self.principal)
 
-    def visible_job(self, case_id: str | None, owner: str, filed: Iterable[str | None] = ()) -> bool:
+    def visible_job(self, case_id: str | None, owner: str, filed: Iterable[str | None] = (),
+                    sender: dict | None = None, place_case_id: str | None = None) -> bool:
         """An upload job is visible to whoever sent it, and to those who may upload to its case; to either only
-        while every case it names (its own, those its documents were ``filed`` in) is in their current scope:
-        an account moved to another agency, or a new one given an old name, does not keep seeing the old
-        agency's jobs by its name (review rev17desk L2)."""
+        while every case it names (its own, the one its scan's old place in failed/ named, those its documents
+        were ``filed`` in) is in their current scope: an account moved to another agency, or a new one given an
+        old name, does not keep seeing the old agency's jobs by its name (review rev17desk L2). A job naming no
+        case is its sender's only while the agencies it was sent under (``sender``, saved with the job) are
+        still all theirs (review2 r2desk M2): else the name alone would show, retry or dismiss it."""
         p = self.principal
-        if not p.can(Perm.upload) or not all(p.covers(c) for c in (case_id, *filed) if c):
+        if not p.can(Perm.upload) or not all(p.covers(c) for c in (case_id, place_case_id, *filed) if c):
             return False
-        return owner == p.actor or case_id is not None
+        return case_id is not None or (owner == p.actor and self._sent_in_scope(sender))
+
+    def _sent_in_scope(self, sender: dict | None) -> bool:
+        """The scope a job was sent under is inside this principal's (a job saved without one: not)."""
+        if self.principal.all_agencies:
+            return True
+        sent = UploadScope.of(sender if isinstance(sender, dict) else {}).principal
+        return not sent.all_agencies and bool(sent.agencies) and set(sent.agencies) <= set(self.principal.agencies)
 
     def inbox_failures(self, files: Iterable["FailedScan"]) -> list["FailedScan"]:
         """The watch inbox's failed files (pipelines/failed.py) this principal may see and retry: all of them

@@ -258,21 +258,29 @@ class Index(AccountQueries, ABC):
 
         Returns True if the case was new. Its search entry is rewritten in the same transaction.
         """
+        return self.merge_case(case) is None
+
+    def merge_case(self, case: CaseRecord) -> CaseRecord | None:
+        """:meth:`upsert_case`, returning the record as it was before (None: the case is new), as this write
+        merged into it: a case another transaction creates meanwhile (PostgreSQL's READ COMMITTED) is read
+        again and merged into, never overwritten by a partial record (review2 r2desk L5)."""
         with self.transaction():
             existing = self.get_case(case.case_id)
-            merged = _merge_case(existing, case) if existing else case
-            values = [_to_db(n, getattr(merged, n)) for n in _CASE_COLUMNS]
-            updates = ", ".join(f"{n} = excluded.{n}" for n in _CASE_COLUMNS[1:])
             now = now_iso()
-            self._execute(
-                f"INSERT INTO cases ({', '.join(_CASE_COLUMNS)}, created_at, updated_at) "
-                f"VALUES ({_placeholders(len(values) + 2)}) "
-                f"ON CONFLICT (case_id) DO UPDATE SET {updates}, updated_at = excluded.updated_at",
-                [*values, now, now],
-            )
+            if existing is None:
+                values = [_to_db(n, getattr(case, n)) for n in _CASE_COLUMNS]
+                if not self._execute(f"INSERT INTO cases ({', '.join(_CASE_COLUMNS)}, created_at, updated_at) "
+                                     f"VALUES ({_placeholders(len(values) + 2)}) ON CONFLICT (case_id) DO NOTHING",
+                                     [*values, now, now]).rowcount:
+                    existing = self.get_case(case.case_id)  # created since: committed, so seen now
+            merged = _merge_case(existing, case) if existing else case
+            if existing is not None:
+                values = [_to_db(n, getattr(merged, n)) for n in _CASE_COLUMNS[1:]]
+                self._execute(f"UPDATE cases SET {', '.join(f'{n} = ?' for n in _CASE_COLUMNS[1:])}, updated_at = ? "
+                              "WHERE case_id = ?", [*values, now, case.case_id])
             self._replace_search_entries("case_id = ? AND doc_id IS NULL", (case.case_id,),
                                          [(case.case_id, None, None, case_search_text(merged))])
-        return existing is None
+        return existing
 
     def get_case(self, case_id: str) -> CaseRecord | None:
         rows = self._rows(f"SELECT {', '.join(_CASE_COLUMNS)} FROM cases WHERE case_id = ?", (case_id,))

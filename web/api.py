@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Callable
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from digitize.errors import BadArgsError, NotFoundError
+from digitize.errors import BadArgsError, NotFoundError, resource_fault
 from storage.access import SEARCH_CACHE, Gate, Perm, SearchFilters
 from storage.models import CaseRecord, DocumentRow, SignatureRow
 
@@ -87,7 +87,7 @@ async def json_object(request: Request, limit: int) -> dict[str, Any]:
             raise HTTPException(413, f"the body is larger than {limit // 1024} KB")
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # deep nesting raises RecursionError (review2 r2desk M1)
         raise BadArgsError("the body is not valid UTF-8 JSON") from None
     if not isinstance(data, dict):
         raise BadArgsError("the body must be a JSON object of case record fields")
@@ -118,7 +118,10 @@ async def receive_upload(request: Request, gate: Gate, case_id: str | None) -> U
         raise BadArgsError("send the upload with a Content-Length header (chunked uploads are refused)")
     if int(length) > queue.max_bytes + 65536:
         raise BadArgsError(f"the upload is larger than {request.app.state.settings.web.max_upload_mb} MB")
-    form = await request.form(max_files=1, max_fields=5)
+    try:  # a file over 1 MB spools to TMPDIR: a full disk there is a 503 too (review2 r2desk R2-L3)
+        form = await request.form(max_files=1, max_fields=5)
+    except OSError as e:
+        raise resource_fault(e, "cannot receive the upload") or e
     upload = form.get("file")
     if upload is None or isinstance(upload, str):
         raise BadArgsError("send the scan as a multipart form field named 'file'")
@@ -147,9 +150,14 @@ async def post_document(case_id: str, request: Request, gate: Gate = Depends(api
                         headers={"location": f"/api/v1/jobs/{job.job_id}"})
 
 
+def job_visible(gate: Gate) -> Callable[[UploadJob], bool]:
+    """The gate's visibility rule asked about a saved job (every list and look-up of jobs uses this one)."""
+    return lambda job: gate.visible_job(job.case_id, job.owner, job.filed, job.sender, job.place_case_id)
+
+
 def visible_job(request: Request, gate: Gate, job_id: str) -> UploadJob:
     """The job if the gate lets this principal see it (asked before the job is followed or touched), else 404."""
-    job = request.app.state.uploads.get(job_id, lambda job: gate.visible_job(job.case_id, job.owner, job.filed))
+    job = request.app.state.uploads.get(job_id, job_visible(gate))
     if job is None:
         raise NotFoundError(f"job {job_id} not found")
     return job

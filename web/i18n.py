@@ -100,6 +100,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "state_failed": ("lỗi", "failed"),
     "state_dismissed": ("đã bỏ (đã xoá bản quét)", "dismissed (scan deleted)"),
     "dismiss": ("Bỏ và xoá bản quét", "Dismiss and delete the scan"),
+    "dismiss_confirm": ("xoá bản quét (có thể là bản duy nhất)", "delete the scan (it may be the only copy)"),
     "state_unverified": ("chưa xác thực (bản ghi hàng đợi không có chữ ký hợp lệ)",
                          "unverified (the queue's record is not signed)"),
     "switch_language": ("English", "Tiếng Việt"),

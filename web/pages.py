@@ -194,7 +194,9 @@ def install(app: FastAPI) -> None:
     @app.get("/desk", include_in_schema=False)
     def desk(request: Request, linked: str = "", gate: Gate = Depends(page_gate)) -> Response:
         gate.require(Perm.upload)
-        jobs = request.app.state.uploads.jobs(lambda j: gate.visible_job(j.case_id, j.owner, j.filed))
+        from .api import job_visible
+
+        jobs = request.app.state.uploads.jobs(job_visible(gate))
         failed_jobs = [j for j in jobs if j.state == "failed"][:MAX_FAILED]  # from all: newer jobs never hide
         unmatched = gate.unmatched() if gate.principal.can(Perm.link) else []  # a failed one (rev17desk M2)
         inbox = gate.inbox_failures(failed.list_failed(failed.failed_dir(request.app.state.settings)))
@@ -233,14 +235,17 @@ def install(app: FastAPI) -> None:
         return RedirectResponse("/desk", status_code=303)
 
     @app.post("/desk/jobs/{job_id}/dismiss", include_in_schema=False)
-    def desk_dismiss(request: Request, job_id: str, csrf: str = Form(""), gate: Gate = Depends(page_gate)) -> Response:
-        """A failed upload given up: its kept scan deleted, gone from the failed list."""
+    def desk_dismiss(request: Request, job_id: str, csrf: str = Form(""), confirm: str = Form("", max_length=8),
+                     gate: Gate = Depends(page_gate)) -> Response:
+        """A failed upload given up by its sender (or an archivist): its kept scan deleted, gone from the failed
+        list; only with the form's "delete the scan" box ticked, since it may be the only copy."""
         from .api import visible_job
 
         check_csrf(request, csrf)
         job = visible_job(request, gate, job_id)
-        gate.dismiss_upload(job.case_id, job.name, job.sha256, job.job_id,
-                            lambda: request.app.state.uploads.dismiss(job, gate.principal.actor))
+        if confirm != "yes":
+            raise BadArgsError("tick the box to confirm that the kept scan is to be deleted")
+        gate.dismiss_upload(job, lambda: request.app.state.uploads.dismiss(job, gate.principal.actor))
         return RedirectResponse("/desk", status_code=303)
 
     @app.post("/desk/inbox/{ref}/retry", include_in_schema=False)

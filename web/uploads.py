@@ -31,7 +31,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import BinaryIO
 
-from digitize.errors import BadArgsError, InputError, resource_fault
+from digitize.errors import BadArgsError, DigitizeError, InputError, resource_fault
 from digitize.fsutil import atomic_write_text, fsync_path, sweep_parts
 from digitize.terminal import plain
 from pipelines.jobs import Status
@@ -44,6 +44,7 @@ SUFFIXES = {".pdf", ".tif", ".tiff", ".jpg", ".jpeg", ".png"}
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 CHUNK = 1 << 20
 PRUNE_EVERY = 3600.0  # s between two prunes of old job folders (also at start)
+STRANDED = "stopped before its state could be saved (a full disk, or its server stopped): it can be retried"
 
 
 @dataclass
@@ -116,6 +117,7 @@ class UploadQueue:
         self._worker: ProcessPoolExecutor | None = None
         self._listeners: list = []
         self._claims: dict[str, int] = {}
+        self._stranded: dict[str, str] = {}  # job -> why it failed here when its state could not be saved
         self._submitter = None  # queue mode's, made on first use
         if queue_mode(settings):
             from pipelines.tasks import check_settings
@@ -180,6 +182,27 @@ class UploadQueue:
                 self._jobs[job.job_id] = job
             self._executor.submit(self._run, job)
 
+    def _settled(self, job: UploadJob) -> UploadJob:
+        """A job saved as unfinished (and not in the queue) that no process holds is stranded: the process
+        that ran it could not save its end (a full disk) or stopped. Shown failed, so that every server
+        process lists it as such and lets it be retried (review2 r2desk L4: only the process it failed in
+        did); the failed state is saved too, the disk may have room again."""
+        if job.finished or job.in_queue or not self._claim(job.job_id):
+            return job
+        try:
+            job = self._load(job.job_id) or job
+            if job.finished or job.in_queue:
+                return job
+            job.state, job.reason, job.finished_at = "failed", self._stranded.get(job.job_id, STRANDED), now_iso()
+            try:
+                self._save(job)
+                self._stranded.pop(job.job_id, None)
+            except OSError as e:
+                log.warning("upload job %s: cannot save its failed state: %s", job.job_id, e.strerror or e)
+            return job
+        finally:
+            self._release(job.job_id)
+
     def prune(self) -> int:
         """Remove the folders of stored jobs finished more than ``[web] upload_job_days`` ago (their scan went once
         stored and verified, or is a copy left by a server killed right after saving that), so the desk does not
@@ -217,7 +240,7 @@ class UploadQueue:
             return None
         if job.in_queue:
             self._follow([job])
-        return job
+        return job if mine else self._settled(job)
 
     def jobs(self, visible=None) -> list[UploadJob]:
         """Every job ``visible(job)`` accepts (None: all), newest first; only those are followed in the queue."""
@@ -225,12 +248,14 @@ class UploadQueue:
             self.prune()
         with self._lock:
             found = dict(self._jobs)
+        mine = set(found)
         for folder in self.root.iterdir():
             if _JOB_ID.fullmatch(folder.name) and folder.name not in found and (job := self._load(folder.name)):
                 found[job.job_id] = job
         if visible is not None:
             found = {k: j for k, j in found.items() if visible(j)}
         self._follow([j for j in found.values() if j.in_queue])
+        found = {k: j if k in mine else self._settled(j) for k, j in found.items()}
         return sorted(found.values(), key=lambda j: j.created_at, reverse=True)
 
     def _queue_submitter(self):
@@ -322,11 +347,10 @@ class UploadQueue:
         if not self._claim(job.job_id):
             raise BadArgsError("this upload is being processed already")
         try:
-            with self._lock:
-                stranded = self._jobs.get(job.job_id)  # failed here before its state could be saved
             saved = self._load(job.job_id) or job  # the saved state: another process may have run it meanwhile
-            if stranded is not None and stranded.state == "failed" and not saved.finished and not saved.in_queue:
-                saved.state = "failed"  # claimed by us now, so nobody runs it: retried as the desk shows it
+            if not saved.finished and not saved.in_queue:  # stranded (_settled): claimed by us now, nobody runs it
+                saved.state = "failed"
+            self._stranded.pop(job.job_id, None)
             job = saved
             kept = [p for p in (self.root / job.job_id).iterdir() if p.suffix.lower() in SUFFIXES]
             if job.state != "failed" or not kept:
@@ -344,7 +368,8 @@ class UploadQueue:
 
     def dismiss(self, job: UploadJob, by: str) -> UploadJob:
         """A failed upload given up at the desk: saved as ``dismissed`` first, then its kept scan (and carried
-        sidecar) deleted; pruned like a stored job after ``upload_job_days``."""
+        sidecar) deleted, and in queue mode its copy staged in the store too (review2 r2desk L2); pruned like
+        a stored job after ``upload_job_days``."""
         if not self._claim(job.job_id):
             raise BadArgsError("this upload is being processed already")
         try:
@@ -355,6 +380,11 @@ class UploadQueue:
             self._finish(job)
         finally:
             self._release(job.job_id)
+        if job.queue_job:
+            try:
+                self._queue_submitter().drop_staged(job.sha256, job.queue_job)
+            except DigitizeError as e:  # the store down, WORM, or queue mode off now: dismissed all the same
+                event(log, "upload-staging-kept", logging.WARNING, job=job.job_id, reason=str(e))
         return job
 
     def _drop_carried_case(self, job: UploadJob) -> None:
@@ -410,8 +440,9 @@ class UploadQueue:
         except Exception as e:  # noqa: BLE001 - the state was not saved: never an unread future (rev17desk L1)
             fault = resource_fault(e, "cannot save the upload's state") if isinstance(e, OSError) else None
             log.error("upload job %s: %s; the job can be retried", job.job_id, fault or f"{type(e).__name__}: {e}")
-            job.state, job.reason = "failed", str(fault or f"internal error: {type(e).__name__}")
-            job.finished_at = ""  # only in memory: the saved state is older, and a retry runs it again
+            self._stranded[job.job_id] = str(fault or f"internal error: {type(e).__name__}")
+            with self._lock:  # the saved state is older: shown failed by any process (_settled), retried from it
+                self._jobs.pop(job.job_id, None)
             self._release(job.job_id)
             return
         for listener in self._listeners:

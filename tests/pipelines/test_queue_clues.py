@@ -210,3 +210,37 @@ def test_an_upload_carries_the_sidecar_a_desk_retry_brought(tmp_path, own_redis)
         assert without != with_sidecar and sub.ledger.get(without).spec["sidecar"] is None
     finally:
         sub.ledger.close()
+
+
+def test_a_worker_files_an_upload_by_its_carried_sidecar_above_the_upload_hint(tmp_path, own_redis):
+    """Review2 r2desk (M4 test gap): the task spec carried the sidecar, but nothing showed a worker filing by it.
+    A desk retry with no case chosen: the carried sidecar names CASE_A, the upload hint (the case the scan's old
+    place in failed/ named) CASE_B; watch's order puts the sidecar above, so the worker files into CASE_A."""
+    from pipeline_support import make_settings
+    from scans import page, write_pdf
+
+    from pipelines.queued import run_job
+    from storage import access
+    from storage.archive import Archive
+
+    carried = tmp_path / "uploads" / "carried"
+    carried.mkdir(parents=True)
+    write_pdf([page(["Đơn đề nghị cấp giấy phép"])], carried / "scan.pdf")
+    (carried / "scan.json").write_text(f'{{"case_id": "{CASE_A}", "title": "Đơn"}}', encoding="utf-8")
+    sub = submitter_for(tmp_path, own_redis.url)
+    settings = make_settings(tmp_path / "data")
+    settings.queue.visibility_timeout = 3600.0
+    sub.settings, sub.objects = settings, None  # staged where the worker (the same settings) fetches from
+    sender = {"name": "lan", "role": "scanner", "agencies": ["000.00.31.H56"], "kind": "user"}
+    with Archive.open(settings) as archive:  # the sender still exists, with the same rights, when it is filed
+        access.add_user(archive.index, "lan", "scanner", ["000.00.31.H56"], "mat-khau-thu-nghiem-2024")
+    try:
+        job, queued = sub.submit_upload(carried / "scan.pdf", {"title": "Đơn", "scanned_by": "lan",
+                                                               "case_id": CASE_B}, "job-1", sender)
+        assert queued.status is Status.done
+        [(_, spec)] = [args for args in sub.app.sent if args[0] == job]
+        outcome = run_job(settings, sub.ledger, job, spec, "w/1", 0)
+        assert outcome.state == "done", outcome.result.reason
+        assert [d.case_id for d in outcome.result.documents] == [CASE_A]
+    finally:
+        sub.close()

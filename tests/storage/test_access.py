@@ -317,6 +317,28 @@ def test_a_case_record_update_records_which_fields_changed_and_their_old_values(
     assert updates[-1] == "case record updated through the API: nothing changed"
 
 
+def test_a_case_created_by_another_transaction_meanwhile_is_merged_into_and_recorded(two_agencies, monkeypatch):
+    """Review2 r2desk L5: under PostgreSQL READ COMMITTED another transaction may create the case between the
+    gate's read and the upsert's: the PUT raised AttributeError after writing (500, no event), and the
+    upsert's insert overwrote that case with a partial record. Simulated: the case exists, but the first read
+    does not see it."""
+    index = two_agencies.index
+    new_case = "000.00.31.H56-241015-0031"
+    index.upsert_case(CaseRecord(new_case, applicant="Trần Thị B", status="Mới"))
+    real, reads = index.get_case, []
+
+    def racing(case_id):
+        reads.append(case_id)
+        return None if len(reads) == 1 else real(case_id)
+
+    monkeypatch.setattr(index, "get_case", racing)
+    created, case = two_agencies.gate(OFFICER_A).upsert_case(new_case, {"status": "Đang xử lý"})
+    monkeypatch.setattr(index, "get_case", real)
+    assert not created and case.applicant == "Trần Thị B" and case.status == "Đang xử lý"
+    (event,) = [e.detail for e in index.events(case_id=new_case) if "case record" in (e.detail or "")]
+    assert event == "case record updated through the API: status was 'Mới'"
+
+
 def test_roles_lacking_a_permission_are_refused_before_any_lookup(two_agencies):
     scanner = two_agencies.gate(Principal("s", "scanner", ("000.00.31.H56",)))
     with pytest.raises(PermissionDenied):
@@ -422,9 +444,14 @@ def test_an_upload_job_is_visible_only_within_the_current_scope(archive):
     moved = archive.gate(Principal("lan", "scanner", ("000.00.12.H29",)))
     assert not moved.visible_job(CASE_A, "user:lan")
     assert not moved.visible_job(None, "user:lan", [CASE_A])
-    assert moved.visible_job(None, "user:lan", [None]) and moved.visible_job(CASE_B, "user:lan", [CASE_B])
+    in_b = {"name": "lan", "role": "scanner", "agencies": ["000.00.12.H29"], "kind": "user"}
+    assert moved.visible_job(None, "user:lan", [None], in_b) and moved.visible_job(CASE_B, "user:lan", [CASE_B])
     colleague = archive.gate(Principal("an", "scanner", ("000.00.31.H56",)))
     assert colleague.visible_job(CASE_A, "user:lan") and not colleague.visible_job(None, "user:lan")
+    # review2 r2desk M2: a job naming no case was its owner's by the name alone, whatever it was sent under
+    in_a = {**in_b, "agencies": ["000.00.31.H56"]}
+    assert not moved.visible_job(None, "user:lan", [], in_a) and not moved.visible_job(None, "user:lan", [None])
+    assert not moved.visible_job(None, "user:lan", [], in_b, place_case_id=CASE_A)  # its old place named A's case
     assert not archive.gate(OFFICER_A).visible_job(CASE_A, "user:an")
 
 

@@ -147,6 +147,9 @@ def test_put_case_refuses_a_huge_body(portal):
                     headers={"content-type": "application/json"})
     assert chunked.status_code == 413
     assert a.put(f"/cases/{CASE_A}", content=b"[1, 2]").status_code == 400
+    # review2 r2desk M1: nesting deeper than the decoder's recursion limit was a 500 with a traceback
+    assert a.put(f"/cases/{CASE_A}", content=b"[" * 3000).status_code == 400
+    assert a.put(f"/cases/{CASE_A}", content=b'{"status": ' + b"[" * 3000).status_code == 400
     assert a.put(f"/cases/{CASE_A}", json={"applicant": "x" * 2000}).status_code == 400
     assert a.get(f"/cases/{CASE_A}").json()["case"]["applicant"] == "Nguyễn Văn An"
 

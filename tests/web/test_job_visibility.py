@@ -83,3 +83,35 @@ def test_a_sender_moved_to_another_agency_no_longer_sees_its_old_job(portal, tmp
         assert now_b.status_code == 404, job_id
         in_a = client.get(f"/api/v1/jobs/{job_id}", headers={"authorization": f"Bearer {tokens['scanner-a']}"})
         assert in_a.status_code == (200 if job_id == old else 404)  # A's desk: a job into A's case
+
+
+def test_a_moved_sender_neither_sees_nor_retries_its_old_caseless_failed_upload(portal, tmp_path):
+    """Review2 r2desk M2: a failed upload naming no case (none chosen, nothing filed) was its owner's by the
+    name alone: the account moved to another agency saw it, and could retry agency A's scan into its own
+    agency's case or dismiss it."""
+    from portal_data import write_job
+
+    client, tokens, _, _ = portal
+    uploads = tmp_path / "data" / "uploads"
+    old_a = uuid.uuid4().hex  # sent by "scanner-b" when that name was agency A's
+    write_job(uploads, old_a, "token:scanner-b", AGENCY_A, "failed", "2026-12-01T00:00:00Z", reason="no pages",
+              finished_at="2026-12-01T00:01:00Z")
+    (uploads / old_a / "scan.pdf").write_bytes(b"%PDF-1.4 kept")
+    now_b = client.get(f"/api/v1/jobs/{old_a}", headers={"authorization": f"Bearer {tokens['scanner-b']}"})
+    assert now_b.status_code == 404
+    old_b = uuid.uuid4().hex  # sent by "lan" when that account was agency B's; lan is agency A's now
+    write_job(uploads, old_b, "user:lan", AGENCY_B, "failed", "2026-12-01T00:00:00Z", reason="no pages",
+              finished_at="2026-12-01T00:01:00Z")
+    (uploads / old_b / "scan.pdf").write_bytes(b"%PDF-1.4 kept")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text).group(1)
+    assert client.post("/login", data={"name": "lan", "password": PASSWORD, "csrf": csrf},
+                       follow_redirects=False).status_code == 303
+    desk = client.get("/desk")
+    assert client.get(f"/desk/jobs/{old_b}").status_code == 404 and old_b not in desk.text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', desk.text).group(1)
+    retry = client.post(f"/desk/jobs/{old_b}/retry", data={"case_id": f"{AGENCY_A}-241015-0027", "csrf": csrf},
+                        follow_redirects=False)
+    dismiss = client.post(f"/desk/jobs/{old_b}/dismiss", data={"csrf": csrf}, follow_redirects=False)
+    assert retry.status_code == 404 and dismiss.status_code == 404
+    assert (uploads / old_b / "scan.pdf").exists()
+    assert json.loads((uploads / old_b / "job.json").read_text())["state"] == "failed"

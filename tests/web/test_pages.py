@@ -288,32 +288,80 @@ def desk_of(tmp_path, name="lan", agency=AGENCY_A):
     return settings, tmp_path / "data" / "uploads", create_app(settings)
 
 
-def test_a_failed_upload_can_be_dismissed_deleting_its_kept_scan(tmp_path):
-    """Review rev17desk M2: a failed upload nobody retries kept its scan (personal data) for ever."""
+def test_a_failed_upload_can_be_dismissed_deleting_its_kept_scan(tmp_path, monkeypatch):
+    """Review rev17desk M2: a failed upload nobody retries kept its scan (personal data) for ever.
+    Review2 r2desk L1: any scanner of the agency deleted a colleague's kept scan (maybe the only copy) in one
+    click, and the event was committed only after the deletion."""
     import json
     import uuid
 
+    from storage import access
     from storage.archive import Archive
+    from web.uploads import UploadQueue
 
     settings, uploads, app = desk_of(tmp_path)
+    with Archive.open(settings) as archive:
+        access.add_user(archive.index, "chi", "scanner", [AGENCY_A], PASSWORD)
     job = uuid.uuid4().hex
     folder = write_job(uploads, job, "user:lan", AGENCY_A, "failed", "2026-12-01T08:00:00.000+00:00",
                        case_id=CASE_A, reason="no pages")
     (folder / "scan.pdf").write_bytes(b"%PDF-1.4 kept scan")
     other, _ = login(app, name="binh")
     csrf = csrf_of(other, "/desk")
-    assert other.post(f"/desk/jobs/{job}/dismiss", data={"csrf": csrf}, follow_redirects=False).status_code == 404
+    sure = {"csrf": csrf, "confirm": "yes"}
+    assert other.post(f"/desk/jobs/{job}/dismiss", data=sure, follow_redirects=False).status_code == 404
+    colleague, _ = login(app, name="chi")  # agency A too: sees the job (and may retry it), never deletes it
+    sure = {"csrf": csrf_of(colleague, "/desk"), "confirm": "yes"}
+    assert f"/desk/jobs/{job}/retry" in colleague.get("/desk").text
+    assert colleague.post(f"/desk/jobs/{job}/dismiss", data=sure, follow_redirects=False).status_code == 403
+    assert (folder / "scan.pdf").exists()
     client, _ = login(app, name="lan")
     csrf = csrf_of(client, "/desk")
-    assert client.post(f"/desk/jobs/{job}/dismiss", data={"csrf": "forged"}).status_code == 403
+    assert client.post(f"/desk/jobs/{job}/dismiss", data={"csrf": "forged", "confirm": "yes"}).status_code == 403
+    assert client.post(f"/desk/jobs/{job}/dismiss", data={"csrf": csrf}).status_code == 400  # not confirmed
     assert (folder / "scan.pdf").exists()
-    assert client.post(f"/desk/jobs/{job}/dismiss", data={"csrf": csrf}, follow_redirects=False).status_code == 303
+    recorded_before: list[str] = []
+    real = UploadQueue.dismiss
+
+    def dismiss(self, job, by):  # the event is in the log before the scan goes
+        with Archive.open(settings) as archive:
+            recorded_before.extend(e.detail for e in archive.index.events(case_id=CASE_A) if "dismissed" in e.detail)
+        return real(self, job, by)
+
+    monkeypatch.setattr(UploadQueue, "dismiss", dismiss)
+    sure = {"csrf": csrf, "confirm": "yes"}
+    assert client.post(f"/desk/jobs/{job}/dismiss", data=sure, follow_redirects=False).status_code == 303
+    assert recorded_before and job in recorded_before[0]
     assert not (folder / "scan.pdf").exists() and json.loads((folder / "job.json").read_text())["state"] == "dismissed"
     assert f"/desk/jobs/{job}/retry" not in client.get("/desk").text
-    assert client.post(f"/desk/jobs/{job}/dismiss", data={"csrf": csrf}).status_code == 400  # only a failed one
+    assert client.post(f"/desk/jobs/{job}/dismiss", data=sure).status_code == 400  # only a failed one
     with Archive.open(settings) as archive:
-        (event,) = [e for e in archive.index.events(case_id=CASE_A) if "dismissed" in e.detail]
+        events = [e for e in archive.index.events(case_id=CASE_A) if "dismiss" in e.detail]
+    (event,) = events  # the repeat refused before anything was recorded
     assert event.actor == "user:lan" and event.outcome == "failure" and job in event.detail
+
+
+def test_a_dismissal_that_fails_after_its_event_is_taken_back(tmp_path, monkeypatch):
+    """Review2 r2desk L1: the event is committed before the scan is deleted; if the deletion then does not
+    happen, a compensating event says so."""
+    import uuid
+
+    from storage.archive import Archive
+    from web.uploads import UploadQueue
+
+    settings, uploads, app = desk_of(tmp_path)
+    job = uuid.uuid4().hex
+    folder = write_job(uploads, job, "user:lan", AGENCY_A, "failed", "2026-12-01T08:00:00.000+00:00",
+                       case_id=CASE_A, reason="no pages")
+    (folder / "scan.pdf").write_bytes(b"%PDF-1.4 kept scan")
+    monkeypatch.setattr(UploadQueue, "_claim", lambda self, job_id: False)  # another process holds the job
+    client, _ = login(app, name="lan")
+    sure = {"csrf": csrf_of(client, "/desk"), "confirm": "yes"}
+    assert client.post(f"/desk/jobs/{job}/dismiss", data=sure).status_code == 400
+    assert (folder / "scan.pdf").exists()
+    with Archive.open(settings) as archive:
+        details = [e.detail for e in archive.index.events(case_id=CASE_A) if "dismissed" in e.detail]
+    assert len(details) == 2 and "not dismissed after all: this upload is being processed" in details[-1] + details[0]
 
 
 def test_an_old_failed_upload_stays_on_the_desk(tmp_path):

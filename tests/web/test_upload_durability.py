@@ -3,6 +3,7 @@ queued (L1). Unit test: nothing is converted."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import types
@@ -171,3 +172,110 @@ def test_a_full_disk_while_receiving_is_a_resource_error_answered_503(tmp_path, 
         assert list(queue.root.iterdir()) == []  # nothing half-received stays
     finally:
         queue.close()
+
+
+def test_a_dismissed_queue_upload_leaves_no_staged_copy(tmp_path):
+    """Review2 r2desk L2: in queue mode a failed upload's original stays staged in the store (only a job that
+    ends done deletes it): dismissing it deleted the local scan only, the citizen's scan stayed unlisted."""
+    import json
+
+    from pipelines.queued import Submitter
+    from storage.keys import staging_key
+    from storage.objects import FolderStore
+
+    queue = uploads.UploadQueue(Settings(data_dir=str(tmp_path / "data")))
+    store = FolderStore(tmp_path / "store", False)
+    submitter = Submitter.__new__(Submitter)  # its store only: no broker or ledger needed to drop a copy
+    submitter.settings, submitter.objects = queue.settings, store
+    queue._submitter = submitter
+    job_id, sha = "0123456789abcdef0123456789abcdef", hashlib.sha256(b"scan").hexdigest()
+    qjob = "f" * 32  # a queue job ID
+    (queue.root / job_id).mkdir(parents=True)
+    (queue.root / job_id / "scan.pdf").write_bytes(b"scan")
+    (queue.root / job_id / "job.json").write_text(json.dumps({
+        "job_id": job_id, "owner": "user:lan", "case_id": None, "name": "scan.pdf", "size": 4, "sha256": sha,
+        "state": "failed", "queue_job": qjob, "sender": {"name": "lan", "role": "scanner", "agencies": []}}))
+    (tmp_path / "original").write_bytes(b"scan")
+    store.put(staging_key(sha, qjob), tmp_path / "original", sha, {"sha256": sha})
+    try:
+        job = queue.get(job_id)
+        queue.dismiss(job, "user:lan")
+    finally:
+        queue._submitter = None
+        queue.close()
+    assert not (queue.root / job_id / "scan.pdf").exists()
+    assert not store.exists(staging_key(sha, qjob))
+
+
+def test_a_full_disk_while_the_form_spools_is_answered_503(tmp_path, monkeypatch):
+    """Review2 r2desk L3: a multipart body over 1 MB spools to TMPDIR before queue.receive; ENOSPC there was
+    a 500 "internal" with a traceback, not the 503 + Retry-After a full disk gets elsewhere."""
+    import errno
+    import tempfile
+
+    from fastapi.testclient import TestClient
+
+    from storage import access
+    from storage.archive import Archive
+    from storage.models import CaseRecord
+    from web.app import create_app
+
+    settings, case = Settings(data_dir=str(tmp_path / "data")), "000.00.31.H56-241015-0027"
+    with Archive.open(settings) as archive:
+        token = access.create_token(archive.index, "scanner-a", "scanner", ["000.00.31.H56"])
+        archive.index.upsert_case(CaseRecord(case))
+
+    def full(self, *args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tempfile.SpooledTemporaryFile, "rollover", full)
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as client:
+        answer = client.post(f"/api/v1/cases/{case}/documents", headers={"authorization": f"Bearer {token}"},
+                             files={"file": ("scan.pdf", b"%PDF-1.4 " + b"x" * (2 << 20), "application/pdf")})
+    assert answer.status_code == 503 and answer.headers["retry-after"]
+    assert answer.json()["error"] == "storage-unavailable"
+
+
+def test_a_job_stranded_in_another_process_is_failed_and_retryable_here(tmp_path, monkeypatch):
+    """Review2 r2desk L4: a job whose end could not be saved was 'failed' only in the memory of the server
+    process it ran in; the others read 'running' for ever (no retry button) and refused its retry."""
+    import json
+
+    queue = uploads.UploadQueue(Settings(data_dir=str(tmp_path / "data")))  # started before the failure
+    try:
+        job_id = "0123456789abcdef0123456789abcdef"  # left 'running', its lock free: the other process gave up
+        (queue.root / job_id).mkdir()
+        (queue.root / job_id / "scan.pdf").write_bytes(b"%PDF-1.4 kept scan")
+        (queue.root / job_id / "job.json").write_text(json.dumps({
+            "job_id": job_id, "owner": "user:lan", "case_id": None, "name": "scan.pdf", "size": 18,
+            "sha256": "0" * 64, "state": "running", "created_at": "2026-12-01T00:00:00Z",
+            "sender": {"name": "lan", "role": "scanner", "agencies": ["000.00.31.H56"]}}))
+        (listed,) = queue.jobs()
+        assert listed.state == "failed" and queue.get(job_id).state == "failed"
+        assert json.loads((queue.root / job_id / "job.json").read_text())["state"] == "failed"
+        rerun: list[str] = []
+        monkeypatch.setattr(queue, "_queue", lambda j: rerun.append(j.job_id))
+        scope = types.SimpleNamespace(principal=Principal("lan", "scanner", ("000.00.31.H56",)))
+        queue.retry(listed, None, scope)  # not "only a failed upload ... can be retried"
+        assert rerun == [job_id]
+    finally:
+        queue.close()
+
+
+def test_a_running_job_held_by_another_process_is_not_taken_as_stranded(tmp_path):
+    """The other side of L4: a job another process holds (its flock) is shown as it is saved."""
+    import fcntl
+    import json
+
+    queue = uploads.UploadQueue(Settings(data_dir=str(tmp_path / "data")))
+    job_id = "0123456789abcdef0123456789abcdef"
+    (queue.root / job_id).mkdir()
+    (queue.root / job_id / "job.json").write_text(json.dumps({
+        "job_id": job_id, "owner": "user:lan", "case_id": None, "name": "scan.pdf", "size": 18,
+        "sha256": "0" * 64, "state": "running", "created_at": "2026-12-01T00:00:00Z"}))
+    with open(queue.root / job_id / "lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        try:
+            assert queue.get(job_id).state == "running" and queue.jobs()[0].state == "running"
+        finally:
+            queue.close()
