@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import math
 import os
+import resource
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
@@ -25,6 +27,26 @@ def _require(tool: str) -> str:
     return path
 
 
+def _run(args: list[str]) -> subprocess.CompletedProcess:
+    """Run a poppler tool on an untrusted file: no secret in its environment, TIMEOUT seconds of
+    wall time (raises TimeoutExpired) and as many of CPU time, a limit of the tool's own. The
+    wall-clock limit lives in this process; the CPU limit still stops the tool if this process
+    is killed first (a page worker past its deadline) and it is left running as an orphan."""
+    with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=tool_environment()) as proc:
+        try:  # set from here, not in a preexec_fn: that is unsafe in a threaded caller (the web server)
+            cpu = math.ceil(TIMEOUT)
+            resource.prlimit(proc.pid, resource.RLIMIT_CPU, (cpu, cpu + 5))
+        except (OSError, ValueError):  # already gone (communicate() reports it), or a lower hard limit
+            pass
+        try:
+            out, err = proc.communicate(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+
 def render_page(pdf: Path, page_index: int, dpi: float, grey: bool = False) -> Image.Image:
     """Render one page (CropBox, /Rotate applied) to a PIL image.
 
@@ -35,7 +57,7 @@ def render_page(pdf: Path, page_index: int, dpi: float, grey: bool = False) -> I
     n = str(page_index + 1)
     args = [exe, "-r", str(round(dpi)), "-cropbox", "-f", n, "-l", n, *(["-gray"] if grey else []), str(pdf)]
     try:
-        proc = subprocess.run(args, capture_output=True, timeout=TIMEOUT, env=tool_environment())
+        proc = _run(args)
     except subprocess.TimeoutExpired:
         raise InputError(f"page {page_index + 1} took more than {TIMEOUT} s to render") from None
     if proc.returncode != 0 or not proc.stdout:
@@ -53,8 +75,7 @@ def page_words(pdf: Path, page_index: int, dpi: float) -> list[tuple[int, Word]]
     """Words of a born-digital page with line ids, in pixel coordinates at ``dpi``."""
     exe = _require("pdftotext")
     n = str(page_index + 1)
-    proc = subprocess.run([exe, "-bbox-layout", "-enc", "UTF-8", "-f", n, "-l", n, str(pdf), "-"],
-                          capture_output=True, timeout=TIMEOUT, env=tool_environment())
+    proc = _run([exe, "-bbox-layout", "-enc", "UTF-8", "-f", n, "-l", n, str(pdf), "-"])
     if proc.returncode != 0:
         return []
     return parse_bbox_layout(proc.stdout, dpi / 72.0)

@@ -84,3 +84,24 @@ def test_render_page_renders_the_page_asked_in_colour_and_grey(tmp_path):
     assert grey.mode == "L" and grey.size == (300, 200)
     with pytest.raises(InputError, match="page 3 cannot be rendered"):
         poppler.render_page(pdf, 2, 100)
+
+
+def test_poppler_tools_carry_their_own_cpu_limit(tmp_path, monkeypatch):
+    """The wall-clock timeout lives in the page worker: a tool it leaves behind when it is killed
+    still stops after TIMEOUT CPU seconds (review rev17input H1)."""
+    from pathlib import Path
+
+    from digitize.errors import InputError
+
+    log = tmp_path / "limits.txt"
+    (tmp_path / "bin").mkdir()
+    for tool in ("pdftoppm", "pdftotext"):
+        exe = tmp_path / "bin" / tool
+        exe.write_text(f"#!/bin/sh\nulimit -t >> '{log}'\nexit 1\n")
+        exe.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    monkeypatch.setattr(poppler, "TIMEOUT", 7)
+    with pytest.raises(InputError):
+        poppler.render_page(Path(tmp_path / "x.pdf"), 0, 100)
+    poppler.page_words(Path(tmp_path / "x.pdf"), 0, 100)
+    assert log.read_text().split() == ["7", "7"]
