@@ -7,8 +7,11 @@ page is parsed, extracted or rendered, every stream it draws from (contents, for
 patterns, images, annotation appearances) is measured here by decoding it into a counter: memory
 bounded by a chunk, work bounded by the cap. The page's non-image streams together may decode to
 at most ``max_stream_bytes``; an image to at most what its declared size needs (and its declared
-size is within ``max_pixels``). Image codecs (DCT, JPX, JBIG2, CCITT) decode to the declared size
-by construction, so only the general-purpose filters in front of them are measured.
+size is within ``max_pixels``). Image codecs (DCT, JPX, JBIG2, CCITT) are not measured here, only
+the general-purpose filters in front of them: CCITT decodes to the declared size, but DCT and JPX
+decode to their own header's size, which ``sources`` compares with the dictionary before decoding
+(and Pillow's own guard is set to ``max_pixels``); JBIG2's page size is jbig2dec's to bound, under
+the page worker's address-space limit.
 """
 
 from __future__ import annotations

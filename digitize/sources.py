@@ -378,6 +378,9 @@ def reading(what: str):
     except MemoryError:
         raise InputTooLargeError(f"{what}: decoding needs more memory than this worker may use "
                                  "(decompression bomb?); raise convert.max_memory_mb if genuine") from None
+    except Image.DecompressionBombError as e:  # Pillow's guard (see _pillow_guard)
+        raise InputTooLargeError(f"{what}: image data is more than twice the limit of {Image.MAX_IMAGE_PIXELS / 1e6:.0f} "
+                                 f"megapixels (decompression bomb?); raise convert.max_pixels if genuine") from None
     except OSError as e:
         if e.errno is not None:
             raise
@@ -419,6 +422,7 @@ class Source:
         if not 0 <= index < self.page_count:
             raise IndexError(index)
         with reading(f"{self.name} page {index + 1}"):
+            _pillow_guard(self.limits)
             return self._read_page(index)
 
     def _read_page(self, index: int) -> SourcePage:
@@ -478,9 +482,40 @@ class TiffSource(Source):
         self._img.close()
 
 
+def _codec_size(xobj: pikepdf.Stream, filters: list) -> tuple[int, int] | None:
+    """The size a DCT or JPX image decodes to, read from its codestream's header (SOF, SIZ),
+    not from its dictionary; None for other codecs (CCITT and raw samples decode to the
+    dictionary's size; JBIG2 goes to jbig2dec)."""
+    if not filters or filters[-1] not in ("/DCTDecode", "/JPXDecode"):
+        return None
+    if len(filters) == 1:
+        data = bytes(xobj.read_raw_bytes())
+    else:  # general filters in front (measured by pdfguard): undo only those
+        data = bytes(xobj.read_bytes(pikepdf.StreamDecodeLevel.generalized))
+    with Image.open(io.BytesIO(data)) as codec:  # lazily: the header only
+        return codec.size
+
+
+def _check_codec_size(xobj: pikepdf.Stream, filters: list, width: int, height: int, what: str) -> None:
+    """Refuse an embedded JPEG/JPEG 2000 whose own header disagrees with its dictionary: the
+    decoder follows the header (a 100x100 dictionary over a 30000x30000 JPEG decoded to
+    0.9 Gpx past ``max_pixels``), and the page's dpi would be wrong by the same factor."""
+    size = _codec_size(xobj, filters)
+    if size is not None and size != (width, height):
+        raise InputError(f"{what}: image data is {size[0]}x{size[1]} pixels, its dictionary says "
+                         f"{width}x{height}; the file is malformed or crafted")
+
+
+def _pillow_guard(limits: ReadLimits) -> None:
+    """Pillow's own bomb check, process-wide, at this read's limit: every Pillow decode (pikepdf's
+    of an embedded image too) refuses a header above twice ``max_pixels``; our ``_check_pixels``,
+    which names the setting, refuses anything above it first where we read the header ourselves."""
+    Image.MAX_IMAGE_PIXELS = limits.max_pixels
+
+
 def _open_image(fp, name: str, limits: ReadLimits) -> Image.Image:
     """Open lazily (header only); our own pixel limit is checked before anything is decoded."""
-    Image.MAX_IMAGE_PIXELS = None  # replaced by _check_pixels, which names the limit setting
+    _pillow_guard(limits)
     try:
         img = Image.open(fp)
     except UnidentifiedImageError:
@@ -633,6 +668,7 @@ class PdfSource(Source):
                 return SourcePage(index, page_img, round(dpi, 2), "pdf", None, None, self._dpi_notes(index, dpi))
             pdfimage = pikepdf.PdfImage(xobj)
             filters = pdfimage.filters
+            _check_codec_size(xobj, filters, width, height, f"{name} page {index + 1}")
             raw = None
             if filters == ["/DCTDecode"] and pdfimage.mode in ("RGB", "L") and rotate == 0:
                 raw = bytes(xobj.read_raw_bytes())

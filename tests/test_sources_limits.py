@@ -134,3 +134,40 @@ def test_a_small_file_with_few_blocks_is_not_called_sparse(tmp_path) -> None:
     """A small file may be stored inline or compressed: under SPARSE_MIN_BYTES it is never judged."""
     path = sparse_file(tmp_path / "tiny.pdf", SPARSE_MIN_BYTES - 1)
     check(path)
+
+
+def image_page_pdf(path, data: bytes, width: int, height: int, page: tuple[float, float], **image) -> None:
+    """A PDF whose one page is one full-page image: DATA under a dictionary of WIDTH x HEIGHT."""
+    pdf = pikepdf.new()
+    pdf.add_blank_page(page_size=page)
+    xobj = pikepdf.Stream(pdf, data, Type=pikepdf.Name.XObject, Subtype=pikepdf.Name.Image, Width=width,
+                          Height=height, BitsPerComponent=8, **{"ColorSpace": pikepdf.Name.DeviceGray, **image})
+    pdf.pages[0].Resources = pikepdf.Dictionary(XObject=pikepdf.Dictionary(Im0=xobj))
+    pdf.pages[0].Contents = pdf.make_stream(f"q {page[0]} 0 0 {page[1]} 0 0 cm /Im0 Do Q".encode())
+    pdf.save(path)
+
+
+def jpeg_bytes(size: tuple[int, int]) -> bytes:
+    import io
+
+    out = io.BytesIO()
+    Image.new("L", size, 200).save(out, "JPEG")
+    return out.getvalue()
+
+
+def test_an_embedded_jpeg_is_checked_at_its_own_headers_size(tmp_path) -> None:
+    """The decoder follows the JPEG's SOF, not the image dictionary: a 400x400 JPEG under a 10x10
+    dictionary must not be decoded past max_pixels (review rev17input M1)."""
+    from digitize.errors import InputError
+
+    path = tmp_path / "sof.pdf"
+    image_page_pdf(path, jpeg_bytes((400, 400)), 10, 10, (100, 100), Filter=pikepdf.Name.DCTDecode)
+    with pytest.raises(InputError, match="image data is 400x400 pixels, its dictionary says 10x10"):
+        open_source(path, ReadLimits()).page(0)
+    png = tmp_path / "one.png"
+    Image.new("L", (20, 20), 255).save(png)
+    open_source(png, ReadLimits()).page(0)  # reading an image file once left Pillow's own guard off
+    with pytest.raises(InputTooLargeError, match="megapixels"):
+        open_source(path, ReadLimits(max_pixels=10_000)).page(0)
+    image_page_pdf(path, jpeg_bytes((40, 30)), 40, 30, (40, 30), Filter=pikepdf.Name.DCTDecode)
+    assert open_source(path, ReadLimits()).page(0).image.size == (40, 30)  # agreeing sizes still read
