@@ -621,7 +621,7 @@ class PdfSource(Source):
             return self._born_digital(index, layout, box_w, box_h)
         single = self._single_image(page, layout, box)
         if single is not None:
-            return self._extract(index, single, rotate, box_w)
+            return self._extract(index, single, rotate, box_w, box_h)
         return self._render(index, layout, page, box_w, box_h, None)
 
     def _image_dpi(self, page: pikepdf.Page, layout: _PageLayout) -> float:
@@ -656,7 +656,7 @@ class PdfSource(Source):
             return None
         return xobj
 
-    def _extract(self, index: int, xobj, rotate: int, box_w: float) -> SourcePage:
+    def _extract(self, index: int, xobj, rotate: int, box_w: float, box_h: float) -> SourcePage:
         name = self.path.name
         width, height = int(xobj.Width), int(xobj.Height)
         _check_pixels(width, height, self.limits, f"{name} page {index + 1}")
@@ -675,8 +675,10 @@ class PdfSource(Source):
             img = pdfimage.as_pil_image()
             img.load()
         except (pikepdf.PikepdfError, NotImplementedError):
-            # not extractable losslessly (DeviceN/Separation, an odd JBIG2 or bit depth...): poppler draws it
-            return self._render(index, None, self.pdf.pages[index], box_w, None, width / (box_w / 72.0))
+            # not extractable losslessly (DeviceN/Separation, an odd JBIG2 or bit depth...): poppler draws
+            # it near the image's own resolution, within the range the other renders use
+            dpi = min(max(width / (box_w / 72.0), 200.0), 600.0)
+            return self._render(index, None, self.pdf.pages[index], box_w, box_h, dpi)
         except (OSError, ValueError, SyntaxError) as e:
             raise InputError(f"{name} page {index + 1}: image data is corrupt or truncated ({_first_line(e)})") from None
         if rotate:
@@ -695,11 +697,12 @@ class PdfSource(Source):
         return src
 
     def _render(self, index: int, layout: _PageLayout | None, page: pikepdf.Page, box_w: float,
-                box_h: float | None, dpi: float | None) -> SourcePage:
+                box_h: float, dpi: float | None) -> SourcePage:
+        """Have poppler draw the page at DPI (None: from its images), once the pixels that makes
+        (the page box's own width and height) are within the limit."""
         if dpi is None:
             found = self._image_dpi(page, layout) if layout else 0.0
             dpi = min(max(found, 200.0), 600.0) if found else 300.0
-        box_h = box_h or box_w
         _check_pixels(round(box_w * dpi / 72), round(box_h * dpi / 72), self.limits, f"{self.path.name} page {index + 1}")
         img = normalise_mode(poppler.render_page(self.path, index, dpi))
         return SourcePage(index, img, float(round(dpi)), "pdf", None, None, self._dpi_notes(index, dpi))
