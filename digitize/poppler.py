@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import math
 import os
-import resource
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
@@ -31,20 +30,11 @@ def _run(args: list[str]) -> subprocess.CompletedProcess:
     """Run a poppler tool on an untrusted file: no secret in its environment, TIMEOUT seconds of
     wall time (raises TimeoutExpired) and as many of CPU time, a limit of the tool's own. The
     wall-clock limit lives in this process; the CPU limit still stops the tool if this process
-    is killed first (a page worker past its deadline) and it is left running as an orphan."""
-    with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=tool_environment()) as proc:
-        try:  # set from here, not in a preexec_fn: that is unsafe in a threaded caller (the web server)
-            cpu = math.ceil(TIMEOUT)
-            resource.prlimit(proc.pid, resource.RLIMIT_CPU, (cpu, cpu + 5))
-        except (OSError, ValueError):  # already gone (communicate() reports it), or a lower hard limit
-            pass
-        try:
-            out, err = proc.communicate(timeout=TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
-            raise
-    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+    is killed first (a page worker past its deadline) and it is left running as an orphan. The
+    limit is set by a shell that then becomes the tool (exec): no window before it applies, and
+    no preexec_fn, which is unsafe in a threaded caller (the web server renders thumbnails)."""
+    limited = ["/bin/sh", "-c", 'ulimit -t "$0" && exec "$@"', str(math.ceil(TIMEOUT)), *args]
+    return subprocess.run(limited, capture_output=True, timeout=TIMEOUT, env=tool_environment())
 
 
 def render_page(pdf: Path, page_index: int, dpi: float, grey: bool = False) -> Image.Image:
