@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
@@ -15,6 +16,7 @@ from PIL import Image
 from .errors import InputError, MissingDependencyError
 from .records import Word
 from .secrets import tool_environment
+from .terminal import plain
 
 TIMEOUT = 300
 
@@ -61,26 +63,35 @@ def render_page(pdf: Path, page_index: int, dpi: float, grey: bool = False) -> I
     return image
 
 
-def page_words(pdf: Path, page_index: int, dpi: float) -> list[tuple[int, Word]]:
-    """Words of a born-digital page with line ids, in pixel coordinates at ``dpi``."""
+def page_words(pdf: Path, page_index: int, dpi: float) -> list[tuple[int, Word]] | None:
+    """Words of a born-digital page with line ids, in pixel coordinates at ``dpi``; None when its
+    text cannot be extracted (pdftotext fails, or its output is not XML), so the page is OCRed
+    rather than stored with an empty text layer called born-digital."""
     exe = _require("pdftotext")
     n = str(page_index + 1)
     proc = _run([exe, "-bbox-layout", "-enc", "UTF-8", "-f", n, "-l", n, str(pdf), "-"])
     if proc.returncode != 0:
-        return []
+        return None
     return parse_bbox_layout(proc.stdout, dpi / 72.0)
 
 
-def parse_bbox_layout(xhtml: bytes, scale: float) -> list[tuple[int, Word]]:
+# characters XML 1.0 forbids, which pdftotext writes as a font's ToUnicode maps them (a broken
+# subset font maps a glyph to U+0001): the C0 controls but tab and line ends, U+FFFE and U+FFFF
+XML_INVALID = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]|\xef\xbf[\xbe\xbf]")
+
+
+def parse_bbox_layout(xhtml: bytes, scale: float) -> list[tuple[int, Word]] | None:
+    """pdftotext's ``-bbox-layout`` XHTML as words (None if it does not parse): characters XML
+    forbids are dropped first, and each word is kept as plain text (no control or bidi character)."""
     ns = {"h": "http://www.w3.org/1999/xhtml"}
     try:
-        root = ET.fromstring(xhtml)
+        root = ET.fromstring(XML_INVALID.sub(b"", xhtml))
     except ET.ParseError:
-        return []
+        return None
     out: list[tuple[int, Word]] = []
     for line_id, line in enumerate(root.iterfind(".//h:line", ns)):
         for w in line.iterfind("h:word", ns):
-            text = (w.text or "").strip()
+            text = plain(w.text)
             if not text:
                 continue
             box = [float(w.get(k, 0)) * scale for k in ("xMin", "yMin", "xMax", "yMax")]

@@ -694,6 +694,9 @@ class PdfSource(Source):
         dpi = min(max(self._image_dpi(page, layout), 300.0), 600.0)
         src = self._render(index, layout, page, box_w, box_h, dpi)
         src.words = poppler.page_words(self.path, index, src.dpi)
+        if src.words is None:
+            src.warnings.append(f"page {index + 1}: its text layer could not be extracted (pdftotext failed); "
+                             "the page is OCRed instead")
         return src
 
     def _render(self, index: int, layout: _PageLayout | None, page: pikepdf.Page, box_w: float,
