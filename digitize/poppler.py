@@ -65,11 +65,14 @@ def render_page(pdf: Path, page_index: int, dpi: float, grey: bool = False) -> I
 
 def page_words(pdf: Path, page_index: int, dpi: float) -> list[tuple[int, Word]] | None:
     """Words of a born-digital page with line ids, in pixel coordinates at ``dpi``; None when its
-    text cannot be extracted (pdftotext fails, or its output is not XML), so the page is OCRed
+    text cannot be extracted (pdftotext fails or times out, or its output is not XML), so the page is OCRed
     rather than stored with an empty text layer called born-digital."""
     exe = _require("pdftotext")
     n = str(page_index + 1)
-    proc = _run([exe, "-bbox-layout", "-enc", "UTF-8", "-f", n, "-l", n, str(pdf), "-"])
+    try:
+        proc = _run([exe, "-bbox-layout", "-enc", "UTF-8", "-f", n, "-l", n, str(pdf), "-"])
+    except subprocess.TimeoutExpired:  # nested forms of text: the page is OCRed, not an internal error
+        return None
     if proc.returncode != 0:
         return None
     return parse_bbox_layout(proc.stdout, dpi / 72.0)

@@ -695,7 +695,7 @@ class PdfSource(Source):
         src = self._render(index, layout, page, box_w, box_h, dpi)
         src.words = poppler.page_words(self.path, index, src.dpi)
         if src.words is None:
-            src.warnings.append(f"page {index + 1}: its text layer could not be extracted (pdftotext failed); "
+            src.warnings.append(f"page {index + 1}: its text layer could not be extracted (pdftotext failed or timed out); "
                              "the page is OCRed instead")
         return src
 

@@ -137,3 +137,10 @@ def test_a_control_character_does_not_empty_a_pages_text_layer(tmp_path, monkeyp
     monkeypatch.setattr(poppler, "parse_bbox_layout", lambda xhtml, scale: None)  # output still unparsable
     page = open_source(pdf).page(0)
     assert page.words is None and any("OCRed instead" in warning for warning in page.warnings)
+
+
+def test_text_extraction_past_its_timeout_makes_the_page_ocred_not_an_internal_error(tmp_path, monkeypatch):
+    """TimeoutExpired escaped page_words: exit 15 and three watcher retries (review rev17input L1)."""
+    pdf = control_character_pdf(tmp_path / "ctl.pdf")
+    monkeypatch.setattr(poppler, "TIMEOUT", 0.001)
+    assert poppler.page_words(pdf, 0, 300) is None
