@@ -214,8 +214,8 @@ def sidecar_clue(path: Path, root: Path | None = None, shared: bool = False) -> 
     raw = _read_sidecar(found, root)
     try:
         data = json.loads(raw.decode("utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise SidecarError(f"sidecar {found.name} is not valid UTF-8 JSON: {e}") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, and a number of thousands of digits
+        raise SidecarError(f"sidecar {found.name} is not valid UTF-8 JSON: {str(e)[:200]}") from None
     except RecursionError:  # found by fuzz/run.py: [[[[...]]]] nested beyond Python's stack
         raise SidecarError(f"sidecar {found.name}: JSON nested too deeply") from None
     if not isinstance(data, dict):
