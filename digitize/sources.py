@@ -251,21 +251,28 @@ def _square_pixels(img: Image.Image, xdpi: float, ydpi: float) -> tuple[Image.Im
 
 
 def _decoded_page(img: Image.Image, index: int, limits: ReadLimits, name: str,
-                  raw_jpeg: bytes | None = None) -> SourcePage:
-    """Shared tail of image-file and TIFF reading: orientation tag, mode, resolution."""
+                  raw_jpeg: bytes | None = None, orientation: int | None = None,
+                  turned: bool = False) -> SourcePage:
+    """Shared tail of image-file and TIFF reading: orientation (the EXIF tag, or ORIENTATION as
+    the caller read it: a TIFF frame's own tag; TURNED: the decoder applied it already), mode,
+    resolution (its x and y swapped by a quarter turn)."""
     _check_declared(img, index, limits, name)
     notes: list[str] = []
     dpi = _image_dpi(img)
     try:
         img.load()
-        # the image is ours (decoded for this page): Pillow's exif_transpose copies it whole when
-        # there is nothing to turn, as on nearly every scan (~7 ms an A4 colour page)
-        turn = img.getexif().get(ORIENTATION, 1) in range(2, 9)
-        transposed = ImageOps.exif_transpose(img) if turn else img
+        if orientation is None:
+            orientation = img.getexif().get(ORIENTATION, 1)
+        # the image is ours (decoded for this page): no copy when there is nothing to turn, as on
+        # nearly every scan (Pillow's exif_transpose copies it whole, ~7 ms an A4 colour page)
+        method = TRANSPOSITIONS.get(orientation) if isinstance(orientation, int) else None
+        transposed = img.transpose(method) if method is not None and not turned else img
     except (OSError, SyntaxError, ValueError) as e:
         raise InputError(f"{name} page {index + 1}: image data is corrupt or truncated ({e})") from None
-    if _exif_orientation(img) not in (None, 1):
+    if method is not None:
         raw_jpeg = None  # pixels were turned: the stored stream no longer matches
+        if dpi is not None and orientation >= 5:
+            dpi = (dpi[1], dpi[0])  # a quarter turn swaps the axes: a fax page's 200x100 dpi too
     page_img = normalise_mode(transposed)
     if page_img.mode != img.mode:
         raw_jpeg = None  # e.g. grey stored as RGB: the stream would not match the page's mode
@@ -347,14 +354,11 @@ def _one_ink_bilevel(pdf: pikepdf.Pdf, xobj) -> Image.Image | None:
     return img if white_is_1 else ImageOps.invert(img.convert("L")).convert("1")
 
 
-ORIENTATION = 0x0112  # the EXIF tag
-
-
-def _exif_orientation(img: Image.Image) -> int | None:
-    try:
-        return img.getexif().get(ORIENTATION)
-    except Exception:  # noqa: BLE001 - broken EXIF must not stop a scan
-        return None
+ORIENTATION = 0x0112  # the EXIF tag (and TIFF tag 274)
+TRANSPOSITIONS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+                  4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+                  6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+                  8: Image.Transpose.ROTATE_90}  # what turns an image with that orientation upright
 
 
 # What pikepdf, Pillow and the codecs raise on a file whose structure is broken: a dictionary
@@ -460,12 +464,19 @@ class TiffSource(Source):
 
     def __init__(self, path: Path, limits: ReadLimits):
         self.path, self.limits, self.name = path, limits, path.name
-        self._img = _open_image(path, path.name, limits)
+        # from a file object, not a name: Pillow maps an uncompressed TIFF named by its path at
+        # its turned size, so a frame with Orientation 5-8 came out scrambled (Pillow 13)
+        self._file = open(path, "rb")
         try:
-            self.page_count = getattr(self._img, "n_frames", 1)
-            _check_page_count(self.page_count, limits, path.name)
+            self._img = _open_image(self._file, path.name, limits)
+            try:
+                self.page_count = getattr(self._img, "n_frames", 1)
+                _check_page_count(self.page_count, limits, path.name)
+            except BaseException:
+                self._img.close()
+                raise
         except BaseException:
-            self._img.close()
+            self._file.close()
             raise
 
     def _read_page(self, index: int) -> SourcePage:
@@ -474,12 +485,15 @@ class TiffSource(Source):
         except EOFError:
             raise InputError(f"{self.path.name}: page {index + 1} is missing (truncated TIFF)") from None
         _check_declared(self._img, index, self.limits, self.path.name)  # copy() decodes the frame
+        orientation = self._img.tag_v2.get(ORIENTATION, 1)  # the frame's own tag: the copy has no IFD
         frame = self._img.copy() if self._img.mode != "1" else self._img.convert("1")
         frame.info = dict(self._img.info)
-        return _decoded_page(frame, index, self.limits, self.path.name)
+        turned = ORIENTATION not in self._img.tag_v2  # Pillow (>= 11) turns a frame as it loads it
+        return _decoded_page(frame, index, self.limits, self.path.name, orientation=orientation, turned=turned)
 
     def close(self) -> None:
         self._img.close()
+        self._file.close()
 
 
 def _codec_size(xobj: pikepdf.Stream, filters: list) -> tuple[int, int] | None:
