@@ -588,6 +588,7 @@ class PdfSource(Source):
 
     def __init__(self, path: Path, limits: ReadLimits):
         self.path, self.limits, self.name = path, limits, path.name
+        self._measured: dict = {}  # pdfguard's decoded sizes, by object: a shared stream is measured once
         try:
             self.pdf = pikepdf.open(path)
         except pikepdf.PasswordError:
@@ -622,7 +623,8 @@ class PdfSource(Source):
         name = self.path.name
         try:
             page = self.pdf.pages[index]
-            pdfguard.check_page(page, self.limits.max_pixels, self.limits.max_stream_bytes, f"{name} page {index + 1}")
+            pdfguard.check_page(page, self.limits.max_pixels, self.limits.max_stream_bytes, f"{name} page {index + 1}",
+                                self._measured)
             rotate = int(page.obj.get("/Rotate", 0)) % 360
             layout = _layout(page)
             box = [float(v) for v in page.cropbox]
