@@ -290,6 +290,25 @@ def page_deadline(opts: ConvertOptions) -> float:
     return 4 * opts.ocr_timeout + HARD_GRACE
 
 
+def in_page_worker(task, args: list[tuple], opts: ConvertOptions) -> list:
+    """``task(*a)`` for each A of ARGS in one page worker (memory-capped, past its deadline
+    killed): how a process that must survive a hostile file reads anything of it. OpenCV's
+    thread pool must not be in use across the fork, so this process is made single-threaded."""
+    imaging.single_threaded()
+    return pageworkers.run(task, args, 1, page_deadline(opts), memory_mb=opts.max_memory_mb)
+
+
+def _count_task(path: str, opts: ConvertOptions) -> int:
+    with open_source(Path(path), opts) as src:
+        return src.page_count
+
+
+def count_pages(input_path: Path, opts: ConvertOptions) -> int:
+    """The file's page count, taken in a page worker: qpdf inflates a whole object stream when
+    an object in it is first resolved, before any limit can look (a 306 KB PDF took 550 MB)."""
+    return in_page_worker(_count_task, [(str(input_path), opts)], opts)[0]
+
+
 def _run_pages(input_path: Path, indices: Sequence[int], tmp: Path, opts: ConvertOptions,
                while_running=lambda: None) -> list[PageReport]:
     """Pages in forked worker processes (pageworkers.py), even for one job. OpenCV's thread pool
@@ -345,8 +364,7 @@ def convert_file(input_path: Path | str, output_path: Path | str, opts: ConvertO
     doc = DocumentReport(input_path=str(input_path), input_sha256=sha256_file(input_path), input_type=kind,
                          language=opts.language, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     if page_count is None:
-        with open_source(input_path, opts) as src:
-            page_count = src.page_count
+        page_count = count_pages(input_path, opts)
     indices = _page_indices(page_count, opts.pages, input_path.name)
     try:
         return _convert(input_path, output_path, opts, sidecar, report, doc, indices, start, signer)

@@ -2,7 +2,7 @@
 
 Colour/grey pages become JPEG (what scanners produce; ~100-300 KB per A4 page at 300 dpi),
 bilevel pages CCITT G4 (lossless, a few tens of KB), and a scanner JPEG that needs no
-rotation is copied byte for byte, so the archival image is the scan itself.
+rotation keeps its image data byte for byte (its metadata dropped), so the archival image is the scan itself.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import io
 import struct
 import zlib
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, TiffImagePlugin
@@ -28,29 +29,84 @@ class EncodedImage:
     encoding: str = ""  # report label
 
 
-def _jpeg_colour_space(data: bytes) -> tuple[int, int, int, int] | None:
-    """(width, height, components, bits) from a baseline/progressive JPEG's SOF marker."""
-    i = 2
-    while i + 9 < len(data):
+def _jpeg_segments(data: bytes) -> Iterator[tuple[int, int, int]]:
+    """(marker, start, end) of each segment of a JPEG from SOI to EOI, a scan's entropy-coded data
+    counted in its SOS segment; it stops, without an EOI, at the first thing out of place."""
+    if data[:2] != b"\xff\xd8":
+        return
+    yield 0xD8, 0, 2
+    i, n = 2, len(data)
+    while i + 1 < n:
         if data[i] != 0xFF:
-            return None
+            return
         marker = data[i + 1]
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+        if marker == 0xFF:  # a fill byte
+            i += 1
+            continue
+        if marker == 0xD9:
+            yield marker, i, i + 2
+            return
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # no length: stray standalone markers
             i += 2
             continue
-        length = struct.unpack(">H", data[i + 2:i + 4])[0]
+        if i + 4 > n:
+            return
+        end = i + 2 + struct.unpack(">H", data[i + 2:i + 4])[0]
+        if end < i + 4 or end > n:
+            return
+        if marker == 0xDA:  # the scan's data runs to the next marker but a restart or a stuffed 0xFF00
+            while True:
+                end = data.find(b"\xff", end)
+                if end < 0 or end + 1 >= n:
+                    return
+                if data[end + 1] != 0 and not 0xD0 <= data[end + 1] <= 0xD7:
+                    break
+                end += 2
+        yield marker, i, end
+        i = end
+
+
+def _jpeg_colour_space(data: bytes) -> tuple[int, int, int, int] | None:
+    """(width, height, components, bits) from a baseline/progressive JPEG's SOF marker."""
+    for marker, start, end in _jpeg_segments(data):
         if marker in (0xC0, 0xC1, 0xC2):
-            height, width = struct.unpack(">HH", data[i + 5:i + 9])
-            return width, height, data[i + 9], data[i + 4]
-        i += 2 + length
+            if end - start < 10:
+                return None
+            height, width = struct.unpack(">HH", data[start + 5:start + 9])
+            return width, height, data[start + 9], data[start + 4]
     return None
 
 
+def _jpeg_without_metadata(data: bytes) -> bytes | None:
+    """The JPEG with only what decoding needs: SOI, JFIF (its thumbnail dropped), Adobe (its colour
+    transform flag), tables, frame, scans, EOI. EXIF (maker, serial, GPS), XMP, ICC, comments and any
+    bytes after EOI go: the archive keeps a citizen's scan, not the phone's metadata nor a payload
+    hidden behind the image. Nothing is re-encoded; the pixels decode the same. DATA itself when
+    nothing is dropped; None when the stream does not parse to its EOI."""
+    kept, ended = [], False
+    for marker, start, end in _jpeg_segments(data):
+        ended = marker == 0xD9
+        segment = data[start:end]
+        if marker == 0xE0 and segment[4:9] == b"JFIF\x00" and len(segment) >= 18:
+            kept.append(b"\xff\xe0\x00\x10" + segment[4:16] + b"\x00\x00")  # no thumbnail
+        elif (marker == 0xEE and segment[4:9] == b"Adobe") or marker in (0xD8, 0xD9, 0xDA, 0xDB, 0xDD) \
+                or 0xC0 <= marker <= 0xCF:  # SOFn, DHT, DAC
+            kept.append(segment)
+    if not ended:
+        return None
+    out = b"".join(kept)
+    return data if out == data else out
+
+
 def passthrough_jpeg(data: bytes) -> EncodedImage | None:
-    """Wrap an existing JPEG if PDF/A can show it as is (grey or RGB, 8-bit baseline/progressive)."""
+    """Wrap an existing JPEG if PDF/A can show it as is (grey or RGB, 8-bit baseline/progressive),
+    its image data unchanged and its metadata dropped (see _jpeg_without_metadata)."""
     info = _jpeg_colour_space(data)
     if info is None:
         return None
+    data = _jpeg_without_metadata(data)
+    if data is None:
+        return None  # not parsed to its end: re-encoded from the decoded pixels instead
     width, height, components, precision = info
     if components not in (1, 3) or precision != 8:
         return None  # CMYK/YCCK need conversion to the sRGB output intent

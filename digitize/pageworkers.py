@@ -108,6 +108,7 @@ def _init_page_worker(parent: int, memory_mb: int) -> None:
         signal.signal(signum, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent(parent)
+    os.setpgid(0, 0)  # a group of its own: end() kills it with the tools it started (pdftoppm, jbig2dec)
     limit_memory(memory_mb)
 
 
@@ -329,9 +330,16 @@ class PagePool:
         return f"a page worker process was killed by {name}" + (f" ({hint})" if hint else "")
 
     def end(self) -> None:
-        """Stop the workers now, whatever they are doing (a hung page, a failed file)."""
+        """Stop the workers now, whatever they are doing (a hung page, a failed file), and every
+        tool each one started: a killed worker's pdftoppm would otherwise run on, unbounded, as
+        an orphan. Each worker leads its own process group; the group outlives a dead leader
+        (and its id is never reused while it has members), so killing it cannot hit a stranger."""
         workers, self.workers = self.workers, []
         for worker in workers:
+            try:
+                os.killpg(worker.process.pid, signal.SIGKILL)
+            except (OSError, TypeError):  # no such group (not yet forked, or all gone)
+                pass
             worker.close(0)
 
     def alive(self) -> bool:

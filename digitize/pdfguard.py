@@ -7,8 +7,11 @@ page is parsed, extracted or rendered, every stream it draws from (contents, for
 patterns, images, annotation appearances) is measured here by decoding it into a counter: memory
 bounded by a chunk, work bounded by the cap. The page's non-image streams together may decode to
 at most ``max_stream_bytes``; an image to at most what its declared size needs (and its declared
-size is within ``max_pixels``). Image codecs (DCT, JPX, JBIG2, CCITT) decode to the declared size
-by construction, so only the general-purpose filters in front of them are measured.
+size is within ``max_pixels``). Image codecs (DCT, JPX, JBIG2, CCITT) are not measured here, only
+the general-purpose filters in front of them: CCITT decodes to the declared size, but DCT and JPX
+decode to their own header's size, which ``sources`` compares with the dictionary before decoding
+(and Pillow's own guard is set to ``max_pixels``); JBIG2's page size is jbig2dec's to bound, under
+the page worker's address-space limit.
 """
 
 from __future__ import annotations
@@ -76,10 +79,19 @@ def _inflate(data: bytes, cap: int, keep: bool) -> tuple[int, bytes]:
     return size, b"".join(out) if keep else b""
 
 
+class CraftedStream(ValueError):
+    """A stream no encoder writes, built to cost its reader work."""
+
+
+LZW_IDLE_CLEARS = 64  # clear codes allowed beyond one per 8 bytes out (an encoder writes one per ~3800 codes)
+
+
 def _lzw(data: bytes, cap: int, early: int) -> tuple[int, bytes]:
-    """LZW as PDF uses it (8-bit, clear 256, end 257), stopped past CAP bytes."""
+    """LZW as PDF uses it (8-bit, clear 256, end 257), stopped past CAP bytes. This loop costs
+    ~0.8 CPU-s a MB: a stream of clear codes, which decodes to nothing, is refused as crafted
+    instead of being read to its end (and qpdf would decode whatever follows them)."""
     table = [bytes([i]) for i in range(256)] + [b"", b""]
-    out, size, width, bits, nbits, prev = [], 0, 9, 0, 0, b""
+    out, size, width, bits, nbits, prev, clears = [], 0, 9, 0, 0, b"", 0
     for byte in data:
         bits, nbits = (bits << 8) | byte, nbits + 8
         while nbits >= width:
@@ -87,7 +99,9 @@ def _lzw(data: bytes, cap: int, early: int) -> tuple[int, bytes]:
             code = (bits >> nbits) & ((1 << width) - 1)
             bits &= (1 << nbits) - 1
             if code == 256:
-                table, width, prev = table[:258], 9, b""
+                table, width, prev, clears = table[:258], 9, b"", clears + 1
+                if clears > LZW_IDLE_CLEARS + size // 8:
+                    raise CraftedStream("an LZW stream is made of clear codes that decode to nothing")
                 continue
             if code == 257:
                 return size, b"".join(out)
@@ -141,7 +155,8 @@ def _ascii(data: bytes, name: str) -> bytes:
 
 def decoded_size(stream: pikepdf.Stream, cap: int) -> int:
     """Bytes STREAM decodes to, up to its image codec if it has one; past CAP it stops early and
-    returns a number above CAP. Nothing of CAP's size is ever held."""
+    returns a number above CAP. One filter's output is counted, not held; but in a chain (Flate
+    after Flate) a filter's output, up to CAP, is held for the next one."""
     filters = _filters(stream)
     if not filters or filters[0] in IMAGE_CODECS:
         return int(stream.get("/Length", 0))  # stored as it decodes (to the codec), nothing to inflate
@@ -203,8 +218,34 @@ def image_bytes(image: pikepdf.Stream, max_pixels: int, what: str) -> int:
     return (row + 1) * height  # + 1: a PNG predictor's tag byte per row
 
 
-def check_page(page: pikepdf.Page, max_pixels: int, max_stream_bytes: int, what: str) -> None:
-    """Refuse the page (InputTooLargeError) if any stream it draws from decodes past its limit."""
+def _measured_size(stream: pikepdf.Stream, cap: int, measured: dict | None) -> int:
+    """decoded_size, remembered in MEASURED (one per file) by object: a stream every page draws
+    from (a shared font, form or background) is decoded once per file, not once per page. A size
+    that stopped early at a smaller cap is measured again."""
+    key = stream.objgen
+    if measured is not None and key in measured:
+        size, was_cap = measured[key]
+        if size <= was_cap or cap <= was_cap:
+            return size
+    size = decoded_size(stream, cap)
+    if measured is not None and key != (0, 0):
+        measured[key] = (size, cap)
+    return size
+
+
+def check_page(page: pikepdf.Page, max_pixels: int, max_stream_bytes: int, what: str,
+               measured: dict | None = None) -> None:
+    """Refuse the page (InputTooLargeError) if any stream it draws from decodes past its limit.
+    MEASURED: sizes already measured on this file's other pages (a dict kept by the caller);
+    each stream still counts against every page's budget that draws from it."""
+    try:
+        _check_page(page, max_pixels, max_stream_bytes, what, measured)
+    except CraftedStream as e:
+        raise InputError(f"{what}: {e}") from None
+
+
+def _check_page(page: pikepdf.Page, max_pixels: int, max_stream_bytes: int, what: str,
+                measured: dict | None) -> None:
     budget = _Budget(max_stream_bytes, what)
     seen: set[tuple[int, int]] = set()
     todo = [page.obj.get("/Contents"), page.resources, page.obj.get("/Annots"), page.obj.get("/Group")]
@@ -220,11 +261,11 @@ def check_page(page: pikepdf.Page, max_pixels: int, max_stream_bytes: int, what:
             if obj.get("/Subtype") == "/Image":
                 allowed = image_bytes(obj, max_pixels, what)
                 cap = max(2 * allowed, allowed + CHUNK)
-                if decoded_size(obj, cap) > cap:
+                if _measured_size(obj, cap, measured) > cap:
                     raise InputTooLargeError(f"{what}: an image's data decompresses to more than its "
                                              f"{allowed / 1e6:.1f} MB of pixels (decompression bomb?)")
             else:
-                budget.spend(decoded_size(obj, max(budget.left, 0)))
+                budget.spend(_measured_size(obj, max(budget.left, 0), measured))
             todo.extend(v for k, v in obj.stream_dict.items() if k not in SKIP_KEYS)
         elif isinstance(obj, pikepdf.Dictionary):
             todo.extend(v for k, v in obj.items() if k not in SKIP_KEYS)

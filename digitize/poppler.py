@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import math
 import os
+import re
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
@@ -14,6 +16,7 @@ from PIL import Image
 from .errors import InputError, MissingDependencyError
 from .records import Word
 from .secrets import tool_environment
+from .terminal import plain
 
 TIMEOUT = 300
 
@@ -23,6 +26,17 @@ def _require(tool: str) -> str:
     if not path:
         raise MissingDependencyError(f"{tool} not found: install poppler-utils (scripts/setup.sh)")
     return path
+
+
+def _run(args: list[str]) -> subprocess.CompletedProcess:
+    """Run a poppler tool on an untrusted file: no secret in its environment, TIMEOUT seconds of
+    wall time (raises TimeoutExpired) and as many of CPU time, a limit of the tool's own. The
+    wall-clock limit lives in this process; the CPU limit still stops the tool if this process
+    is killed first (a page worker past its deadline) and it is left running as an orphan. The
+    limit is set by a shell that then becomes the tool (exec): no window before it applies, and
+    no preexec_fn, which is unsafe in a threaded caller (the web server renders thumbnails)."""
+    limited = ["/bin/sh", "-c", 'ulimit -t "$0" && exec "$@"', str(math.ceil(TIMEOUT)), *args]
+    return subprocess.run(limited, capture_output=True, timeout=TIMEOUT, env=tool_environment())
 
 
 def render_page(pdf: Path, page_index: int, dpi: float, grey: bool = False) -> Image.Image:
@@ -35,7 +49,7 @@ def render_page(pdf: Path, page_index: int, dpi: float, grey: bool = False) -> I
     n = str(page_index + 1)
     args = [exe, "-r", str(round(dpi)), "-cropbox", "-f", n, "-l", n, *(["-gray"] if grey else []), str(pdf)]
     try:
-        proc = subprocess.run(args, capture_output=True, timeout=TIMEOUT, env=tool_environment())
+        proc = _run(args)
     except subprocess.TimeoutExpired:
         raise InputError(f"page {page_index + 1} took more than {TIMEOUT} s to render") from None
     if proc.returncode != 0 or not proc.stdout:
@@ -49,27 +63,38 @@ def render_page(pdf: Path, page_index: int, dpi: float, grey: bool = False) -> I
     return image
 
 
-def page_words(pdf: Path, page_index: int, dpi: float) -> list[tuple[int, Word]]:
-    """Words of a born-digital page with line ids, in pixel coordinates at ``dpi``."""
+def page_words(pdf: Path, page_index: int, dpi: float) -> list[tuple[int, Word]] | None:
+    """Words of a born-digital page with line ids, in pixel coordinates at ``dpi``; None when its
+    text cannot be extracted (pdftotext fails or times out, or its output is not XML), so the page is OCRed
+    rather than stored with an empty text layer called born-digital."""
     exe = _require("pdftotext")
     n = str(page_index + 1)
-    proc = subprocess.run([exe, "-bbox-layout", "-enc", "UTF-8", "-f", n, "-l", n, str(pdf), "-"],
-                          capture_output=True, timeout=TIMEOUT, env=tool_environment())
+    try:
+        proc = _run([exe, "-bbox-layout", "-enc", "UTF-8", "-f", n, "-l", n, str(pdf), "-"])
+    except subprocess.TimeoutExpired:  # nested forms of text: the page is OCRed, not an internal error
+        return None
     if proc.returncode != 0:
-        return []
+        return None
     return parse_bbox_layout(proc.stdout, dpi / 72.0)
 
 
-def parse_bbox_layout(xhtml: bytes, scale: float) -> list[tuple[int, Word]]:
+# characters XML 1.0 forbids, which pdftotext writes as a font's ToUnicode maps them (a broken
+# subset font maps a glyph to U+0001): the C0 controls but tab and line ends, U+FFFE and U+FFFF
+XML_INVALID = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]|\xef\xbf[\xbe\xbf]")
+
+
+def parse_bbox_layout(xhtml: bytes, scale: float) -> list[tuple[int, Word]] | None:
+    """pdftotext's ``-bbox-layout`` XHTML as words (None if it does not parse): characters XML
+    forbids are dropped first, and each word is kept as plain text (no control or bidi character)."""
     ns = {"h": "http://www.w3.org/1999/xhtml"}
     try:
-        root = ET.fromstring(xhtml)
+        root = ET.fromstring(XML_INVALID.sub(b"", xhtml))
     except ET.ParseError:
-        return []
+        return None
     out: list[tuple[int, Word]] = []
     for line_id, line in enumerate(root.iterfind(".//h:line", ns)):
         for w in line.iterfind("h:word", ns):
-            text = (w.text or "").strip()
+            text = plain(w.text)
             if not text:
                 continue
             box = [float(w.get(k, 0)) * scale for k in ("xMin", "yMin", "xMax", "yMax")]

@@ -251,21 +251,28 @@ def _square_pixels(img: Image.Image, xdpi: float, ydpi: float) -> tuple[Image.Im
 
 
 def _decoded_page(img: Image.Image, index: int, limits: ReadLimits, name: str,
-                  raw_jpeg: bytes | None = None) -> SourcePage:
-    """Shared tail of image-file and TIFF reading: orientation tag, mode, resolution."""
+                  raw_jpeg: bytes | None = None, orientation: int | None = None,
+                  turned: bool = False) -> SourcePage:
+    """Shared tail of image-file and TIFF reading: orientation (the EXIF tag, or ORIENTATION as
+    the caller read it: a TIFF frame's own tag; TURNED: the decoder applied it already), mode,
+    resolution (its x and y swapped by a quarter turn)."""
     _check_declared(img, index, limits, name)
     notes: list[str] = []
     dpi = _image_dpi(img)
     try:
         img.load()
-        # the image is ours (decoded for this page): Pillow's exif_transpose copies it whole when
-        # there is nothing to turn, as on nearly every scan (~7 ms an A4 colour page)
-        turn = img.getexif().get(ORIENTATION, 1) in range(2, 9)
-        transposed = ImageOps.exif_transpose(img) if turn else img
+        if orientation is None:
+            orientation = img.getexif().get(ORIENTATION, 1)
+        # the image is ours (decoded for this page): no copy when there is nothing to turn, as on
+        # nearly every scan (Pillow's exif_transpose copies it whole, ~7 ms an A4 colour page)
+        method = TRANSPOSITIONS.get(orientation) if isinstance(orientation, int) else None
+        transposed = img.transpose(method) if method is not None and not turned else img
     except (OSError, SyntaxError, ValueError) as e:
         raise InputError(f"{name} page {index + 1}: image data is corrupt or truncated ({e})") from None
-    if _exif_orientation(img) not in (None, 1):
+    if method is not None:
         raw_jpeg = None  # pixels were turned: the stored stream no longer matches
+        if dpi is not None and orientation >= 5:
+            dpi = (dpi[1], dpi[0])  # a quarter turn swaps the axes: a fax page's 200x100 dpi too
     page_img = normalise_mode(transposed)
     if page_img.mode != img.mode:
         raw_jpeg = None  # e.g. grey stored as RGB: the stream would not match the page's mode
@@ -347,14 +354,11 @@ def _one_ink_bilevel(pdf: pikepdf.Pdf, xobj) -> Image.Image | None:
     return img if white_is_1 else ImageOps.invert(img.convert("L")).convert("1")
 
 
-ORIENTATION = 0x0112  # the EXIF tag
-
-
-def _exif_orientation(img: Image.Image) -> int | None:
-    try:
-        return img.getexif().get(ORIENTATION)
-    except Exception:  # noqa: BLE001 - broken EXIF must not stop a scan
-        return None
+ORIENTATION = 0x0112  # the EXIF tag (and TIFF tag 274)
+TRANSPOSITIONS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+                  4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+                  6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+                  8: Image.Transpose.ROTATE_90}  # what turns an image with that orientation upright
 
 
 # What pikepdf, Pillow and the codecs raise on a file whose structure is broken: a dictionary
@@ -378,6 +382,9 @@ def reading(what: str):
     except MemoryError:
         raise InputTooLargeError(f"{what}: decoding needs more memory than this worker may use "
                                  "(decompression bomb?); raise convert.max_memory_mb if genuine") from None
+    except Image.DecompressionBombError as e:  # Pillow's guard (see _pillow_guard)
+        raise InputTooLargeError(f"{what}: image data is more than twice the limit of {Image.MAX_IMAGE_PIXELS / 1e6:.0f} "
+                                 f"megapixels (decompression bomb?); raise convert.max_pixels if genuine") from None
     except OSError as e:
         if e.errno is not None:
             raise
@@ -419,6 +426,7 @@ class Source:
         if not 0 <= index < self.page_count:
             raise IndexError(index)
         with reading(f"{self.name} page {index + 1}"):
+            _pillow_guard(self.limits)
             return self._read_page(index)
 
     def _read_page(self, index: int) -> SourcePage:
@@ -456,12 +464,19 @@ class TiffSource(Source):
 
     def __init__(self, path: Path, limits: ReadLimits):
         self.path, self.limits, self.name = path, limits, path.name
-        self._img = _open_image(path, path.name, limits)
+        # from a file object, not a name: Pillow maps an uncompressed TIFF named by its path at
+        # its turned size, so a frame with Orientation 5-8 came out scrambled (Pillow 13)
+        self._file = open(path, "rb")
         try:
-            self.page_count = getattr(self._img, "n_frames", 1)
-            _check_page_count(self.page_count, limits, path.name)
+            self._img = _open_image(self._file, path.name, limits)
+            try:
+                self.page_count = getattr(self._img, "n_frames", 1)
+                _check_page_count(self.page_count, limits, path.name)
+            except BaseException:
+                self._img.close()
+                raise
         except BaseException:
-            self._img.close()
+            self._file.close()
             raise
 
     def _read_page(self, index: int) -> SourcePage:
@@ -470,17 +485,51 @@ class TiffSource(Source):
         except EOFError:
             raise InputError(f"{self.path.name}: page {index + 1} is missing (truncated TIFF)") from None
         _check_declared(self._img, index, self.limits, self.path.name)  # copy() decodes the frame
+        orientation = self._img.tag_v2.get(ORIENTATION, 1)  # the frame's own tag: the copy has no IFD
         frame = self._img.copy() if self._img.mode != "1" else self._img.convert("1")
         frame.info = dict(self._img.info)
-        return _decoded_page(frame, index, self.limits, self.path.name)
+        turned = ORIENTATION not in self._img.tag_v2  # Pillow (>= 11) turns a frame as it loads it
+        return _decoded_page(frame, index, self.limits, self.path.name, orientation=orientation, turned=turned)
 
     def close(self) -> None:
         self._img.close()
+        self._file.close()
+
+
+def _codec_size(xobj: pikepdf.Stream, filters: list) -> tuple[int, int] | None:
+    """The size a DCT or JPX image decodes to, read from its codestream's header (SOF, SIZ),
+    not from its dictionary; None for other codecs (CCITT and raw samples decode to the
+    dictionary's size; JBIG2 goes to jbig2dec)."""
+    if not filters or filters[-1] not in ("/DCTDecode", "/JPXDecode"):
+        return None
+    if len(filters) == 1:
+        data = bytes(xobj.read_raw_bytes())
+    else:  # general filters in front (measured by pdfguard): undo only those
+        data = bytes(xobj.read_bytes(pikepdf.StreamDecodeLevel.generalized))
+    with Image.open(io.BytesIO(data)) as codec:  # lazily: the header only
+        return codec.size
+
+
+def _check_codec_size(xobj: pikepdf.Stream, filters: list, width: int, height: int, what: str) -> None:
+    """Refuse an embedded JPEG/JPEG 2000 whose own header disagrees with its dictionary: the
+    decoder follows the header (a 100x100 dictionary over a 30000x30000 JPEG decoded to
+    0.9 Gpx past ``max_pixels``), and the page's dpi would be wrong by the same factor."""
+    size = _codec_size(xobj, filters)
+    if size is not None and size != (width, height):
+        raise InputError(f"{what}: image data is {size[0]}x{size[1]} pixels, its dictionary says "
+                         f"{width}x{height}; the file is malformed or crafted")
+
+
+def _pillow_guard(limits: ReadLimits) -> None:
+    """Pillow's own bomb check, process-wide, at this read's limit: every Pillow decode (pikepdf's
+    of an embedded image too) refuses a header above twice ``max_pixels``; our ``_check_pixels``,
+    which names the setting, refuses anything above it first where we read the header ourselves."""
+    Image.MAX_IMAGE_PIXELS = limits.max_pixels
 
 
 def _open_image(fp, name: str, limits: ReadLimits) -> Image.Image:
     """Open lazily (header only); our own pixel limit is checked before anything is decoded."""
-    Image.MAX_IMAGE_PIXELS = None  # replaced by _check_pixels, which names the limit setting
+    _pillow_guard(limits)
     try:
         img = Image.open(fp)
     except UnidentifiedImageError:
@@ -539,6 +588,7 @@ class PdfSource(Source):
 
     def __init__(self, path: Path, limits: ReadLimits):
         self.path, self.limits, self.name = path, limits, path.name
+        self._measured: dict = {}  # pdfguard's decoded sizes, by object: a shared stream is measured once
         try:
             self.pdf = pikepdf.open(path)
         except pikepdf.PasswordError:
@@ -573,7 +623,8 @@ class PdfSource(Source):
         name = self.path.name
         try:
             page = self.pdf.pages[index]
-            pdfguard.check_page(page, self.limits.max_pixels, self.limits.max_stream_bytes, f"{name} page {index + 1}")
+            pdfguard.check_page(page, self.limits.max_pixels, self.limits.max_stream_bytes, f"{name} page {index + 1}",
+                                self._measured)
             rotate = int(page.obj.get("/Rotate", 0)) % 360
             layout = _layout(page)
             box = [float(v) for v in page.cropbox]
@@ -586,7 +637,7 @@ class PdfSource(Source):
             return self._born_digital(index, layout, box_w, box_h)
         single = self._single_image(page, layout, box)
         if single is not None:
-            return self._extract(index, single, rotate, box_w)
+            return self._extract(index, single, rotate, box_w, box_h)
         return self._render(index, layout, page, box_w, box_h, None)
 
     def _image_dpi(self, page: pikepdf.Page, layout: _PageLayout) -> float:
@@ -621,7 +672,7 @@ class PdfSource(Source):
             return None
         return xobj
 
-    def _extract(self, index: int, xobj, rotate: int, box_w: float) -> SourcePage:
+    def _extract(self, index: int, xobj, rotate: int, box_w: float, box_h: float) -> SourcePage:
         name = self.path.name
         width, height = int(xobj.Width), int(xobj.Height)
         _check_pixels(width, height, self.limits, f"{name} page {index + 1}")
@@ -633,14 +684,17 @@ class PdfSource(Source):
                 return SourcePage(index, page_img, round(dpi, 2), "pdf", None, None, self._dpi_notes(index, dpi))
             pdfimage = pikepdf.PdfImage(xobj)
             filters = pdfimage.filters
+            _check_codec_size(xobj, filters, width, height, f"{name} page {index + 1}")
             raw = None
             if filters == ["/DCTDecode"] and pdfimage.mode in ("RGB", "L") and rotate == 0:
                 raw = bytes(xobj.read_raw_bytes())
             img = pdfimage.as_pil_image()
             img.load()
         except (pikepdf.PikepdfError, NotImplementedError):
-            # not extractable losslessly (DeviceN/Separation, an odd JBIG2 or bit depth...): poppler draws it
-            return self._render(index, None, self.pdf.pages[index], box_w, None, width / (box_w / 72.0))
+            # not extractable losslessly (DeviceN/Separation, an odd JBIG2 or bit depth...): poppler draws
+            # it near the image's own resolution, within the range the other renders use
+            dpi = min(max(width / (box_w / 72.0), 200.0), 600.0)
+            return self._render(index, None, self.pdf.pages[index], box_w, box_h, dpi)
         except (OSError, ValueError, SyntaxError) as e:
             raise InputError(f"{name} page {index + 1}: image data is corrupt or truncated ({_first_line(e)})") from None
         if rotate:
@@ -656,14 +710,18 @@ class PdfSource(Source):
         dpi = min(max(self._image_dpi(page, layout), 300.0), 600.0)
         src = self._render(index, layout, page, box_w, box_h, dpi)
         src.words = poppler.page_words(self.path, index, src.dpi)
+        if src.words is None:
+            src.warnings.append(f"page {index + 1}: its text layer could not be extracted (pdftotext failed or timed out); "
+                             "the page is OCRed instead")
         return src
 
     def _render(self, index: int, layout: _PageLayout | None, page: pikepdf.Page, box_w: float,
-                box_h: float | None, dpi: float | None) -> SourcePage:
+                box_h: float, dpi: float | None) -> SourcePage:
+        """Have poppler draw the page at DPI (None: from its images), once the pixels that makes
+        (the page box's own width and height) are within the limit."""
         if dpi is None:
             found = self._image_dpi(page, layout) if layout else 0.0
             dpi = min(max(found, 200.0), 600.0) if found else 300.0
-        box_h = box_h or box_w
         _check_pixels(round(box_w * dpi / 72), round(box_h * dpi / 72), self.limits, f"{self.path.name} page {index + 1}")
         img = normalise_mode(poppler.render_page(self.path, index, dpi))
         return SourcePage(index, img, float(round(dpi)), "pdf", None, None, self._dpi_notes(index, dpi))

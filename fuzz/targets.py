@@ -208,7 +208,9 @@ def targets() -> dict[str, tuple[st.SearchStrategy, Callable]]:
                                                                b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n"]),
                                               st.binary(max_size=512))), read_file)
     out["sidecar"] = (st.one_of(mutations(SIDECAR_SEED), st.binary(max_size=256),
-                                st.builds(lambda n: b"[" * n + b"]" * n, st.integers(0, 100_000))), read_sidecar)
+                                st.builds(lambda n: b"[" * n + b"]" * n, st.integers(0, 100_000)),
+                                st.builds(lambda n: b'{"sequence": ' + b"1" * n + b"}", st.integers(1, 6000))),
+                      read_sidecar)
     out["manifest"] = (st.one_of(mutations(MANIFEST_SEED), st.binary(max_size=256)), read_manifest_bytes)
     out["case-id"] = (CASE_ID_TEXT, read_case_id)
     return out

@@ -102,6 +102,12 @@ def _validated(name: str, value: Any) -> Any:
     return text
 
 
+def _scalar(raw: Any) -> bool:
+    """A field's value as JSON may give it: text or a number, never a list, an object or a
+    boolean (stored as their Python repr, "['x']" or "True", they would pass as a title)."""
+    return isinstance(raw, (str, int, float)) and not isinstance(raw, bool)
+
+
 def clue_from_mapping(source: str, data: Mapping[str, Any]) -> tuple[Clue, list[str]]:
     """Read a flat mapping (sidecar or manifest row) into a clue, with every problem found.
 
@@ -117,6 +123,9 @@ def clue_from_mapping(source: str, data: Mapping[str, Any]) -> tuple[Clue, list[
         if key not in META_FIELDS and key not in ARCHIVE_FIELDS:
             problems.append(f"unknown field {raw_key!r}")
             continue
+        if not _scalar(raw):
+            problems.append(f"{key} must be text or a number")
+            continue
         try:
             value = _validated(key, raw)
         except BadArgsError as e:
@@ -128,7 +137,10 @@ def clue_from_mapping(source: str, data: Mapping[str, Any]) -> tuple[Clue, list[
             values[key] = value
         if key in ARCHIVE_FIELDS:
             archive[ARCHIVE_FIELDS[key]] = str(value)
-    nested = data.get("archive")
+    nested_keys = [k for k in data if str(k).strip().lower() == "archive"]  # "Archive" too, as every key
+    if len(nested_keys) > 1:
+        problems.append("archive is given more than once (keys that differ only in case)")
+    nested = data[nested_keys[0]] if nested_keys else None
     if nested is not None and nested != "":
         archive.update(_nested_archive(nested, problems))
     problems.extend(f"archive field {k} is longer than {ARCHIVE_VALUE_MAX} characters"
@@ -154,7 +166,7 @@ def _nested_archive(nested: Any, problems: list[str]) -> dict[str, str]:
         key = ARCHIVE_FIELDS.get(str(raw_key).strip().lower(), str(raw_key).strip())
         if key not in ARCHIVE_NAMES:
             problems.append(f"unknown archive field {str(raw_key)[:60]!r}")
-        elif raw is not None and not isinstance(raw, (str, int, float)):
+        elif raw is not None and not _scalar(raw):
             problems.append(f"archive field {key} must be text")
         elif raw is not None and str(raw).strip():
             archive[key] = str(_validated("archive", raw))
@@ -214,8 +226,8 @@ def sidecar_clue(path: Path, root: Path | None = None, shared: bool = False) -> 
     raw = _read_sidecar(found, root)
     try:
         data = json.loads(raw.decode("utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise SidecarError(f"sidecar {found.name} is not valid UTF-8 JSON: {e}") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, and a number of thousands of digits
+        raise SidecarError(f"sidecar {found.name} is not valid UTF-8 JSON: {str(e)[:200]}") from None
     except RecursionError:  # found by fuzz/run.py: [[[[...]]]] nested beyond Python's stack
         raise SidecarError(f"sidecar {found.name}: JSON nested too deeply") from None
     if not isinstance(data, dict):

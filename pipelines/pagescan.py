@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from digitize import pageworkers
-
 from .codes import read_codes
 from .separators import Part, Separator, parse_separator, plan_parts
 
@@ -65,11 +63,9 @@ def _codes_task(path: str, opts, index: int, quick: bool) -> list[str]:
 
 
 def _in_worker(task, args: list[tuple], opts) -> list:
-    from digitize import imaging
-    from digitize.convert import page_deadline
+    from digitize.convert import in_page_worker
 
-    imaging.single_threaded()  # no OpenCV thread pool may exist across the fork
-    return pageworkers.run(task, args, 1, page_deadline(opts), memory_mb=opts.max_memory_mb)
+    return in_page_worker(task, args, opts)
 
 
 def scan_pages(path: Path, opts) -> PageScan:

@@ -325,3 +325,25 @@ def test_a_part_file_a_killed_run_left_beside_the_output_is_swept(tmp_path) -> N
     convert_file(SAMPLES / "01_clean.png", tmp_path / "one.pdf", ConvertOptions(validate=False))
     assert not left.exists() and fresh.exists() and deeper.exists()
     assert (tmp_path / "one.pdf").is_file()
+
+
+def test_run_counts_an_untrusted_files_pages_in_a_page_worker(tmp_path, monkeypatch) -> None:
+    """qpdf inflates a whole object stream when the page tree is first read (306 KB -> 550 MB): with no
+    count given (digitize run), the count must be taken in a capped page worker, never in this process
+    (review rev17input L6)."""
+    import os
+
+    from digitize import convert
+    from digitize.errors import InputError
+
+    opened = tmp_path / "opened-by"
+
+    def recording_open_source(path, limits=None):
+        opened.write_text(str(os.getpid()))
+        raise InputError("refused by the recorder")
+
+    monkeypatch.setattr(convert, "open_source", recording_open_source)
+    Image.new("L", (40, 40), 255).save(tmp_path / "in.png")
+    with pytest.raises(InputError, match="refused by the recorder"):
+        convert_file(tmp_path / "in.png", tmp_path / "out.pdf", ConvertOptions(validate=False))
+    assert opened.read_text() != str(os.getpid())

@@ -49,6 +49,22 @@ def test_passthrough_keeps_scanner_jpeg_bytes(mode, space, progressive):
     assert e.encoding == "jpeg-passthrough"
 
 
+@pytest.mark.parametrize("progressive", [False, True])
+def test_passthrough_drops_metadata_and_trailing_bytes_but_keeps_the_image_data(progressive):
+    """EXIF (a phone's maker, serial, GPS), comments and bytes appended after EOI went into the
+    archival stream (review rev17input L5); the pixels must decode exactly the same without them."""
+    pixels = render_text_page(size=(320, 200), colour=True)
+    exif = Image.Exif()
+    exif[0x010F] = "SECRET-GPS-MAKER"  # Make
+    data = jpeg_bytes(pixels, "RGB", exif=exif.tobytes(), comment=b"HIDDEN-COMMENT", progressive=progressive,
+                      restart_marker_rows=1) + b"TRAILING-PAYLOAD" * 10
+    e = encode.passthrough_jpeg(data)
+    assert e is not None and e.encoding == "jpeg-passthrough" and (e.width, e.height) == (320, 200)
+    for secret in (b"SECRET-GPS-MAKER", b"HIDDEN-COMMENT", b"TRAILING-PAYLOAD"):
+        assert secret not in e.data
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(e.data))), np.asarray(Image.open(io.BytesIO(data))))
+
+
 def test_passthrough_rejects_cmyk():
     data = jpeg_bytes(render_text_page(size=(64, 48), colour=True), "CMYK")
     assert encode.passthrough_jpeg(data) is None

@@ -33,6 +33,12 @@ def test_a_sidecar_nested_beyond_the_stack_is_a_sidecar_error() -> None:
     read_sidecar(b"[" * 100_000 + b"]" * 100_000)  # was RecursionError
 
 
+@pytest.mark.parametrize("field", [b"title", b"sequence"])
+def test_a_sidecar_number_of_thousands_of_digits_is_a_sidecar_error(field: bytes) -> None:
+    """json.loads raises a bare ValueError past Python's 4300-digit limit (review rev17input L2)."""
+    read_sidecar(b'{"' + field + b'": ' + b"1" * 5000 + b"}")  # was ValueError: an internal error
+
+
 @pytest.mark.parametrize("data", [
     b"II*\x00" + b"\x00" * 60,  # a TIFF header with an empty first directory
     b"%PDF-1.7\n1 0 obj << /Type /Page >> endobj trailer << /Root 1 0 R >> %%EOF",

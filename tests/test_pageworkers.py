@@ -325,3 +325,51 @@ def test_a_page_worker_cannot_read_the_services_secrets_in_its_proc_environ(tmp_
     assert b"HOME" in names or b"PATH" in names  # it is the worker's environment block
     for value in secret.values():
         assert value.encode() not in done.stdout
+
+
+def starts_a_tool(x: int, pid_file: str) -> int:
+    """Page 2 waits on a tool (as on pdftoppm); page 1 fails a second later."""
+    if x == 1:
+        time.sleep(1)
+        raise InputError("page 1 is broken")
+    import subprocess
+
+    with subprocess.Popen(["sleep", "60"]) as tool:
+        with open(pid_file, "w") as out:
+            out.write(str(tool.pid))
+        tool.wait()
+    return x
+
+
+def _running(pid: int) -> bool:
+    """Whether PID runs (a zombie nobody reaps, its parent gone, has stopped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _tool_ends_with_its_worker(tasks: list, processes: int, deadline: float, raises, tmp_path) -> None:
+    pid_file = tmp_path / "tool.pid"
+    with pytest.raises(raises):
+        pageworkers.run(starts_a_tool, [(n, str(pid_file)) for n in tasks], processes=processes, deadline=deadline)
+    pid = int(pid_file.read_text())
+    try:
+        until = time.monotonic() + 2
+        while _running(pid) and time.monotonic() < until:
+            time.sleep(0.05)
+        assert not _running(pid), "the tool outlived the page worker that started it"
+    finally:
+        if _running(pid):
+            os.kill(pid, signal.SIGKILL)  # the test's own orphan: do not leave it
+
+
+def test_a_failed_files_workers_take_their_tools_with_them(tmp_path) -> None:
+    """A worker ended because a sibling page failed leaves no tool running as an orphan (review
+    rev17input H1: its pdftoppm rendered on, with no time limit, for hours)."""
+    _tool_ends_with_its_worker([1, 2], 2, 60, InputError, tmp_path)
+
+
+def test_a_worker_past_its_deadline_takes_its_tools_with_it(tmp_path) -> None:
+    _tool_ends_with_its_worker([2], 1, 1, OcrTimeoutError, tmp_path)

@@ -108,3 +108,50 @@ def test_an_image_without_a_size_is_malformed_input() -> None:
     page = page_with(pdf, XObject=pikepdf.Dictionary(Im0=image))
     with pytest.raises(InputError, match="/Width"):
         pdfguard.check_page(page, 1_000_000, 100 << 20, "scan.pdf page 1")
+
+
+def clear_codes(n: int) -> bytes:
+    """N LZW clear codes (256, 9 bits each): a stream that decodes to nothing, at ~0.8 CPU-s a MB."""
+    bits = "100000000" * n
+    bits += "0" * (-len(bits) % 8)
+    return int(bits, 2).to_bytes(len(bits) // 8, "big")
+
+
+def test_an_lzw_stream_of_clear_codes_is_refused_not_read_to_its_end() -> None:
+    """It decodes to nothing, so no cap stopped it: 2 MB cost 1.6 CPU-s a page (review rev17input L7)."""
+    pdf = pikepdf.new()
+    form = pikepdf.Stream(pdf, clear_codes(100_000), Type=pikepdf.Name.XObject, Subtype=pikepdf.Name.Form,
+                          BBox=[0, 0, 10, 10], Filter=pikepdf.Name.LZWDecode)
+    page = page_with(pdf, XObject=pikepdf.Dictionary(Fm0=form))
+    with pytest.raises(InputError, match="scan.pdf page 1: an LZW stream is made of clear codes"):
+        pdfguard.check_page(page, 1_000_000, 100 << 20, "scan.pdf page 1")
+    assert pdfguard.decoded_size(pikepdf.Stream(pdf, lzw(TEXT), Filter=pikepdf.Name.LZWDecode), 1 << 20) == len(TEXT)
+
+
+def test_a_stream_shared_by_every_page_is_measured_once_per_file(tmp_path, monkeypatch) -> None:
+    """A 100 MB stream drawn by all 2000 pages was decoded 2000 times (review rev17input L7)."""
+    from digitize.sources import open_source
+
+    pdf = pikepdf.new()
+    form = pikepdf.Stream(pdf, lzw(b"0 0 1 1 re f\n" * 50), Type=pikepdf.Name.XObject, Subtype=pikepdf.Name.Form,
+                          BBox=[0, 0, 10, 10], Filter=pikepdf.Name.LZWDecode)
+    form = pdf.make_indirect(form)
+    for _ in range(2):
+        page = pdf.add_blank_page(page_size=(72, 72))
+        page.Resources = pikepdf.Dictionary(XObject=pikepdf.Dictionary(Fm0=form))
+        page.Contents = pdf.make_stream(b"q /Fm0 Do Q")
+    pdf.save(tmp_path / "shared.pdf")
+    with pikepdf.open(tmp_path / "shared.pdf") as saved:
+        shared = saved.pages[0].Resources.XObject.Fm0.objgen
+    measured: list[tuple[int, int]] = []
+    original = pdfguard.decoded_size
+
+    def counting(stream, cap):
+        measured.append(stream.objgen)
+        return original(stream, cap)
+
+    monkeypatch.setattr(pdfguard, "decoded_size", counting)
+    with open_source(tmp_path / "shared.pdf") as src:
+        src.page(0)
+        src.page(1)
+    assert measured.count(shared) == 1 and len(measured) == 3  # the form once, each page's contents

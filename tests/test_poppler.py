@@ -59,7 +59,7 @@ def test_poppler_tools_get_no_secret_variable(tmp_path, monkeypatch):
         poppler.render_page(Path(pdf), 0, 100)
     except InputError:
         pass
-    assert poppler.page_words(Path(pdf), 0, 100) == []
+    assert poppler.page_words(Path(pdf), 0, 100) is None  # failed: OCR the page instead
     poppler._versions.clear()
     poppler.version()
     poppler._versions.clear()
@@ -84,3 +84,63 @@ def test_render_page_renders_the_page_asked_in_colour_and_grey(tmp_path):
     assert grey.mode == "L" and grey.size == (300, 200)
     with pytest.raises(InputError, match="page 3 cannot be rendered"):
         poppler.render_page(pdf, 2, 100)
+
+
+def test_poppler_tools_carry_their_own_cpu_limit(tmp_path, monkeypatch):
+    """The wall-clock timeout lives in the page worker: a tool it leaves behind when it is killed
+    still stops after TIMEOUT CPU seconds (review rev17input H1)."""
+    from pathlib import Path
+
+    from digitize.errors import InputError
+
+    log = tmp_path / "limits.txt"
+    (tmp_path / "bin").mkdir()
+    for tool in ("pdftoppm", "pdftotext"):
+        exe = tmp_path / "bin" / tool
+        exe.write_text(f"#!/bin/sh\nulimit -t >> '{log}'\nexit 1\n")
+        exe.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    monkeypatch.setattr(poppler, "TIMEOUT", 7)
+    with pytest.raises(InputError):
+        poppler.render_page(Path(tmp_path / "x.pdf"), 0, 100)
+    poppler.page_words(Path(tmp_path / "x.pdf"), 0, 100)
+    assert log.read_text().split() == ["7", "7"]
+
+
+def control_character_pdf(path):
+    """A born-digital page whose font maps the glyph B to U+0001 (a broken ToUnicode map)."""
+    import pikepdf
+
+    pdf = pikepdf.new()
+    pdf.add_blank_page(page_size=(595, 842))
+    cmap = (b"/CIDInit /ProcSet findresource begin 12 dict begin begincmap /CMapName /X def "
+            b"1 begincodespacerange <00> <FF> endcodespacerange 2 beginbfchar <41> <0041> <42> <0001> "
+            b"endbfchar endcmap CMapName currentdict /CMap defineresource pop end end")
+    font = pikepdf.Dictionary(Type=pikepdf.Name.Font, Subtype=pikepdf.Name.Type1, BaseFont=pikepdf.Name.Helvetica,
+                              ToUnicode=pikepdf.Stream(pdf, cmap))
+    page = pdf.pages[0]
+    page.Resources = pikepdf.Dictionary(Font=pikepdf.Dictionary(F1=font))
+    page.Contents = pdf.make_stream(b"BT /F1 24 Tf 100 700 Td (Hello AB world) Tj ET")
+    pdf.save(path)
+    return path
+
+
+def test_a_control_character_does_not_empty_a_pages_text_layer(tmp_path, monkeypatch):
+    """pdftotext writes U+0001 into its XHTML as is, which made it unparsable: the whole page was
+    stored with no text, as born-digital at 100 % (review rev17input M4)."""
+    from digitize.sources import open_source
+
+    pdf = control_character_pdf(tmp_path / "ctl.pdf")
+    words = [w.text for _, w in poppler.page_words(pdf, 0, 300)]
+    assert "Hello" in words and "world" in words
+    assert all(c.isprintable() for word in words for c in word)
+    monkeypatch.setattr(poppler, "parse_bbox_layout", lambda xhtml, scale: None)  # output still unparsable
+    page = open_source(pdf).page(0)
+    assert page.words is None and any("OCRed instead" in warning for warning in page.warnings)
+
+
+def test_text_extraction_past_its_timeout_makes_the_page_ocred_not_an_internal_error(tmp_path, monkeypatch):
+    """TimeoutExpired escaped page_words: exit 15 and three watcher retries (review rev17input L1)."""
+    pdf = control_character_pdf(tmp_path / "ctl.pdf")
+    monkeypatch.setattr(poppler, "TIMEOUT", 0.001)
+    assert poppler.page_words(pdf, 0, 300) is None

@@ -100,13 +100,15 @@ def test_tools_parsing_untrusted_files_get_no_secret_of_other_programs(tmp_path,
 
     seen = {}
 
-    def fake_run(args, **kwargs):
+    popen = subprocess.Popen
+
+    def fake_popen(args, **kwargs):
         seen.update(kwargs.get("env") or os.environ)
-        return subprocess.CompletedProcess(args, 1, b"", b"")
+        return popen(["/bin/false"], **kwargs)
 
     monkeypatch.setenv("PGPASSWORD", "Pg-Pa55w0rd-77")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRETS["secret"])
     monkeypatch.setattr(poppler, "_require", lambda tool: "/bin/true")
-    monkeypatch.setattr(poppler.subprocess, "run", fake_run)
-    assert poppler.page_words(tmp_path / "x.pdf", 0, 200) == []
+    monkeypatch.setattr(poppler.subprocess, "Popen", fake_popen)
+    assert poppler.page_words(tmp_path / "x.pdf", 0, 200) is None
     assert seen and "PGPASSWORD" not in seen and "AWS_SECRET_ACCESS_KEY" not in seen and "PATH" in seen

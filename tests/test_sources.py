@@ -306,6 +306,35 @@ def test_an_exif_orientation_is_applied_and_the_stored_jpeg_not_kept(tmp_path):
     assert page.image.size == (60, 40) and page.passthrough_jpeg is not None
 
 
+@pytest.mark.parametrize("name, options", [("fax.jpg", {}), ("fax.tif", {"compression": "tiff_lzw"}),
+                                           ("fax-raw.tif", {})])
+def test_a_quarter_turn_swaps_unequal_dpi_so_the_page_keeps_its_size(tmp_path, name, options):
+    """A 170 x 110 px fax-mode page at 200 x 100 dpi (0.85 x 1.1 in) with Orientation 6 is 1.1 x 0.85 in:
+    its dpi turn with it (review rev17input L4: the JPEG came out 110 x 340 at 200 dpi, 0.55 x 1.7 in)."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("L", (170, 110), 255).save(tmp_path / name, exif=exif.tobytes(), tiffinfo={274: 6}, dpi=(200, 100),
+                                         **options)
+    page = open_source(tmp_path / name).page(0)
+    assert page.image.size == (220, 170) and page.dpi == 200
+
+
+@pytest.mark.parametrize("compression", ["raw", "tiff_lzw"])
+@pytest.mark.parametrize("orientation, size", [(6, (40, 60)), (2, (60, 40)), (7, (40, 60))])
+def test_a_tiff_frames_orientation_tag_is_applied(tmp_path, orientation, size, compression):
+    """Orientation 6 turns clockwise, 2 mirrors, 7 does both: the top-left mark always ends at the top
+    right (review rev17input L4: an uncompressed TIFF turned a quarter came out scrambled)."""
+    arr = np.full((40, 60), 255, np.uint8)
+    arr[:10, :10] = 0  # a mark at the top left
+    Image.fromarray(arr).save(tmp_path / "scan.tif", tiffinfo={274: orientation}, dpi=(300, 300),
+                              compression=compression)
+    page = open_source(tmp_path / "scan.tif").page(0)
+    dark = np.argwhere(np.asarray(page.image) < 128)
+    assert page.image.size == size
+    expected = {6: ([0, 30], [9, 39]), 2: ([0, 50], [9, 59]), 7: ([50, 30], [59, 39])}[orientation]
+    assert dark.min(0).tolist() == expected[0] and dark.max(0).tolist() == expected[1]
+
+
 def test_grey_stored_as_rgb_is_told_from_colour_off_the_sampled_pixels():
     """The 64 x 64 sample only hurries a colour page along: one coloured pixel between the sampled
     ones still makes the page colour, and a grey page is checked whole."""

@@ -134,3 +134,68 @@ def test_a_small_file_with_few_blocks_is_not_called_sparse(tmp_path) -> None:
     """A small file may be stored inline or compressed: under SPARSE_MIN_BYTES it is never judged."""
     path = sparse_file(tmp_path / "tiny.pdf", SPARSE_MIN_BYTES - 1)
     check(path)
+
+
+def image_page_pdf(path, data: bytes, width: int, height: int, page: tuple[float, float], pdf=None, **image) -> None:
+    """A PDF (PDF, or a new one) whose one page is one full-page image: DATA under a dictionary of
+    WIDTH x HEIGHT."""
+    pdf = pdf if pdf is not None else pikepdf.new()
+    pdf.add_blank_page(page_size=page)
+    xobj = pikepdf.Stream(pdf, data, Type=pikepdf.Name.XObject, Subtype=pikepdf.Name.Image, Width=width,
+                          Height=height, BitsPerComponent=8, **{"ColorSpace": pikepdf.Name.DeviceGray, **image})
+    pdf.pages[0].Resources = pikepdf.Dictionary(XObject=pikepdf.Dictionary(Im0=xobj))
+    pdf.pages[0].Contents = pdf.make_stream(f"q {page[0]} 0 0 {page[1]} 0 0 cm /Im0 Do Q".encode())
+    pdf.save(path)
+
+
+def jpeg_bytes(size: tuple[int, int]) -> bytes:
+    import io
+
+    out = io.BytesIO()
+    Image.new("L", size, 200).save(out, "JPEG")
+    return out.getvalue()
+
+
+def test_an_embedded_jpeg_is_checked_at_its_own_headers_size(tmp_path) -> None:
+    """The decoder follows the JPEG's SOF, not the image dictionary: a 400x400 JPEG under a 10x10
+    dictionary must not be decoded past max_pixels (review rev17input M1)."""
+    from digitize.errors import InputError
+
+    path = tmp_path / "sof.pdf"
+    image_page_pdf(path, jpeg_bytes((400, 400)), 10, 10, (100, 100), Filter=pikepdf.Name.DCTDecode)
+    with pytest.raises(InputError, match="image data is 400x400 pixels, its dictionary says 10x10"):
+        open_source(path, ReadLimits()).page(0)
+    png = tmp_path / "one.png"
+    Image.new("L", (20, 20), 255).save(png)
+    open_source(png, ReadLimits()).page(0)  # reading an image file once left Pillow's own guard off
+    with pytest.raises(InputTooLargeError, match="megapixels"):
+        open_source(path, ReadLimits(max_pixels=10_000)).page(0)
+    image_page_pdf(path, jpeg_bytes((40, 30)), 40, 30, (40, 30), Filter=pikepdf.Name.DCTDecode)
+    assert open_source(path, ReadLimits()).page(0).image.size == (40, 30)  # agreeing sizes still read
+
+
+def test_a_non_extractable_image_is_rendered_at_the_pages_real_size_and_a_clamped_dpi(tmp_path, monkeypatch) -> None:
+    """An image pikepdf cannot extract (two-ink DeviceN) is drawn by poppler: its pixel check must use
+    the page's own height, not its width, at the dpi really asked for (review rev17input M2: a 100 x
+    3000 pt page was checked as 2000 x 2000 px and rendered at 1440 dpi as 2000 x 60000)."""
+    import zlib
+
+    path = tmp_path / "tall.pdf"
+    pdf = pikepdf.new()
+    tint = pikepdf.Stream(pdf, b"{pop}", FunctionType=4, Domain=[0, 1, 0, 1], Range=[0, 1])
+    space = pikepdf.Array([pikepdf.Name.DeviceN, pikepdf.Array([pikepdf.Name("/A"), pikepdf.Name("/B")]),
+                           pikepdf.Name.DeviceGray, tint])
+    image_page_pdf(path, zlib.compress(bytes(2000 * 2 * 2)), 2000, 2, (100, 3000), pdf, ColorSpace=space,
+                   Filter=pikepdf.Name.FlateDecode)
+    asked: list[float] = []
+
+    def render(pdf_path, index, dpi, grey=False):
+        asked.append(dpi)
+        return Image.new("L", (round(100 * dpi / 72), round(3000 * dpi / 72)), 255)
+
+    monkeypatch.setattr(sources.poppler, "render_page", render)
+    with pytest.raises(InputTooLargeError, match="megapixels"):
+        open_source(path, ReadLimits(max_pixels=10_000_000)).page(0)
+    assert asked == []
+    open_source(path, ReadLimits()).page(0)
+    assert asked == [600.0]  # 1440 dpi from the image's width, clamped as every other render is

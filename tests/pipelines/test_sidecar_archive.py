@@ -27,3 +27,20 @@ def test_an_archive_that_is_not_an_object_is_a_problem_and_an_empty_one_is_absen
     assert clue_from_mapping("sidecar", {"archive": ["OrganId"]})[1] == ["archive must be an object of archive fields"]
     clue, problems = clue_from_mapping("sidecar", {"archive": "", "case_id": "000.00.31.H56-241015-0027"})
     assert problems == [] and "archive" not in clue.values
+
+
+def test_a_list_object_or_boolean_for_a_text_field_is_a_problem_not_its_repr():
+    """{"title": ["x"]} was stored as the title "['x']", true as "True" (review rev17input L3)."""
+    for value in (["x"], {"a": 1}, True):
+        clue, problems = clue_from_mapping("sidecar", {"title": value, "case_id": "000.00.31.H56-241015-0027"})
+        assert problems == ["title must be text or a number"] and "title" not in clue.values
+    assert clue_from_mapping("sidecar", {"archive": {"Title": False}})[1] == ["archive field Title must be text"]
+    assert clue_from_mapping("sidecar", {"sequence": 7})[0].values == {"sequence": 7}
+
+
+def test_the_archive_key_is_read_in_any_case_and_twice_is_a_problem():
+    """{"Archive": {...}} was neither read nor reported, unlike every other key (review rev17input L3)."""
+    clue, problems = clue_from_mapping("sidecar", {"Archive": {"Language": "vi"}})
+    assert problems == [] and clue.values["archive"] == {"Language": "vi"}
+    _, problems = clue_from_mapping("sidecar", {"archive": {"Language": "vi"}, "ARCHIVE": {"Language": "en"}})
+    assert problems == ["archive is given more than once (keys that differ only in case)"]
