@@ -269,8 +269,8 @@ class SearchCache:
     normalised query, the filters and the page: a stored, linked or removed document is never missed
     and a hit is never shown outside the scope it was judged for. Bounded in entries; an entry also ages
     out after ``max_age`` seconds, which bounds staleness should a generation bump ever fail. An index
-    that has no generation (PostgreSQL, an in-memory one) is not cached. Bounded in bytes too (titles come
-    from sidecars): ``max_bytes`` for all pages and the views kept with them (:meth:`keep`), and a page over
+    that has no generation (an in-memory one; PostgreSQL's is a row since migration 9) is not cached.
+    Bounded in bytes too (titles come from sidecars): ``max_bytes`` for all pages and the views kept with them (:meth:`keep`), and a page over
     ``page_bytes`` is not kept."""
 
     def __init__(self, size: int = 512, max_age: float = 60.0, max_bytes: int = 32 << 20,
