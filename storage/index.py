@@ -147,6 +147,11 @@ class Index(AccountQueries, ABC):
     def _bump_before_commit(self) -> None:
         """Called as the last statement of a transaction whose writes may change search answers."""
 
+    @property
+    def generation_atomic(self) -> bool:
+        """Whether the search generation commits with the writes themselves, so no bump can be lost."""
+        return self._generation_in_commit
+
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.conn.close()
