@@ -140,17 +140,11 @@ class Index(AccountQueries, ABC):
     def _bump_search_generation(self) -> None:
         """Called after such a write committed (the backend makes it visible to other processes)."""
 
-    # a backend whose generation is a row of the database moves it inside the writing transaction, as its
-    # last statement (:meth:`_bump_before_commit`): then a write outside any transaction runs in one of its own
-    _generation_in_commit = False
-
-    def _bump_before_commit(self) -> None:
-        """Called as the last statement of a transaction whose writes may change search answers."""
-
     @property
     def generation_atomic(self) -> bool:
-        """Whether the search generation commits with the writes themselves, so no bump can be lost."""
-        return self._generation_in_commit
+        """Whether the search generation commits with the writes themselves, so no bump can be lost (then
+        the search cache keeps pages longer: storage/access.py SearchCache)."""
+        return False
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -159,13 +153,9 @@ class Index(AccountQueries, ABC):
     # -- plumbing ------------------------------------------------------------------------------
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         try:
-            changes = bool(_WRITE.match(sql)) and not ((table := _WRITE_TABLE.match(sql))
-                                                        and table.group(1).lower() in _NO_SEARCH_EFFECT)
-            if changes and not self._depth and self._generation_in_commit:
-                with self.transaction():  # the write and its generation's bump commit together
-                    return self._execute(sql, params)
             result = self._cursor_execute(sql, params)
-            if changes:
+            if _WRITE.match(sql) and not ((table := _WRITE_TABLE.match(sql))
+                                          and table.group(1).lower() in _NO_SEARCH_EFFECT):
                 self._search_changed = True
                 if not self._depth:  # autocommit: it is committed now
                     self._search_changed = False
@@ -201,8 +191,6 @@ class Index(AccountQueries, ABC):
         self._depth = 1
         try:
             yield
-            if self._search_changed:
-                self._bump_before_commit()
             self._execute("COMMIT")
             if self._search_changed:
                 self._bump_search_generation()

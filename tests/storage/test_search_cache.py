@@ -296,17 +296,25 @@ def pg_archives(request, tmp_path):
         yield first, second
 
 
-def test_postgresql_a_write_outside_a_transaction_moves_the_generation_in_its_own_commit(pg_archives):
-    """A write made in autocommit runs in a transaction of its own with the bump, so no reader can see the
-    row without the new value (a bump after the COMMIT left a window where a page of old rows was cached
-    under the new value... or, lost, no new value at all)."""
+def test_postgresql_any_writer_moves_the_generation_at_its_commit(pg_archives):
+    """The database's triggers move it, so a write this code does not make (an older version still running
+    during an upgrade, psql) is never missed, and a write outside any transaction moves it in its own commit."""
+    import psycopg
+
     archive, other = pg_archives
     archive.index.upsert_case(CaseRecord(CASE_A, applicant="quyền sử dụng đất"))
     assert cases(archive, OFFICER_A) == [CASE_A] and cases(archive, OFFICER_A, status="đã trả kết quả") == []
     before = archive.index.search_generation()
-    other.index._execute("UPDATE cases SET status = ? WHERE case_id = ?", ("Đã trả kết quả", CASE_A))
-    assert other.index._depth == 0 and archive.index.search_generation() != before
+    with psycopg.connect(other.index._dsn, autocommit=True) as raw:  # not through storage/index.py at all
+        raw.execute("UPDATE cases SET status = %s WHERE case_id = %s", ("Đã trả kết quả", CASE_A))
+    assert archive.index.search_generation() == (before[0], before[1] + 1)
     assert cases(archive, OFFICER_A, status="đã trả kết quả") == [CASE_A]
+    with psycopg.connect(other.index._dsn) as raw:  # one transaction of many rows: moved once, at its COMMIT
+        raw.execute("UPDATE cases SET status = 'x'")
+        raw.execute("DELETE FROM search_entries")
+        assert archive.index.search_generation() == (before[0], before[1] + 1)
+    assert archive.index.search_generation() == (before[0], before[1] + 2)
+    assert cases(archive, OFFICER_A) == []
 
 
 def test_postgresql_no_page_is_cached_inside_a_transaction(pg_archives, make_document):

@@ -1,13 +1,53 @@
 -- PostgreSQL part of migration 9: one row whose value moves with every committed write that may change a
--- search's answer (storage/index_pg.py PostgresIndex.search_generation). The writer's transaction updates it
--- as its last statement before COMMIT (storage/index.py Index.transaction), so the new value and the new rows
--- become visible together: a reader that reads the value first and then searches (each statement its own
--- READ COMMITTED snapshot) never finds rows older than that value, from any process on any host. ``epoch``
--- is random per database: a database dropped and made again never repeats a (epoch, value) pair.
--- (IF NOT EXISTS, ON CONFLICT: a migration may run again after an interrupted upgrade.)
+-- search's answer (storage/index_pg.py PostgresIndex.search_generation), so that search pages are cached on
+-- PostgreSQL too (storage/access.py SearchCache). Triggers move it, not Python calls, so no writer can skip it
+-- (this code, an older one still running during an upgrade, psql, a rebuild): every transaction that writes a
+-- table a search reads moves it once, at its COMMIT, so the new value and the new rows become visible together;
+-- a reader that reads the value first and then searches (each statement its own READ COMMITTED snapshot)
+-- never finds rows older than that value. ``epoch`` is random per database: a database dropped and made
+-- again never repeats an (epoch, value) pair. Access events, accounts and signatures do not move it.
+-- (IF NOT EXISTS, ON CONFLICT, OR REPLACE, DROP ... IF EXISTS: a migration may run again after an interrupted upgrade.)
 CREATE TABLE IF NOT EXISTS search_generation (
     one   BOOLEAN PRIMARY KEY DEFAULT true CHECK (one),
     epoch TEXT NOT NULL,
     value BIGINT NOT NULL
 );
 INSERT INTO search_generation (epoch, value) VALUES (gen_random_uuid()::text, 0) ON CONFLICT DO NOTHING;
+
+-- Once per transaction (a transaction-local setting remembers it), from a constraint trigger deferred to the
+-- COMMIT: the row's lock is the last one the transaction takes, so concurrent writers only take turns on it
+-- while each commits (bounded by lock_timeout), and no lock cycle can form through it.
+CREATE OR REPLACE FUNCTION search_generation_bump() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF current_setting('digitize.search_generation_moved', true) IS DISTINCT FROM 'yes' THEN
+        UPDATE search_generation SET value = value + 1;
+        PERFORM set_config('digitize.search_generation_moved', 'yes', true);
+    END IF;
+    RETURN NULL;
+END $$;
+
+DROP TRIGGER IF EXISTS search_generation_cases ON cases;
+CREATE CONSTRAINT TRIGGER search_generation_cases AFTER INSERT OR UPDATE OR DELETE ON cases
+DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION search_generation_bump();
+DROP TRIGGER IF EXISTS search_generation_documents ON documents;
+CREATE CONSTRAINT TRIGGER search_generation_documents AFTER INSERT OR UPDATE OR DELETE ON documents
+DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION search_generation_bump();
+DROP TRIGGER IF EXISTS search_generation_links ON case_links;
+CREATE CONSTRAINT TRIGGER search_generation_links AFTER INSERT OR UPDATE OR DELETE ON case_links
+DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION search_generation_bump();
+DROP TRIGGER IF EXISTS search_generation_entries ON search_entries;
+CREATE CONSTRAINT TRIGGER search_generation_entries AFTER INSERT OR UPDATE OR DELETE ON search_entries
+DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION search_generation_bump();
+-- TRUNCATE fires no row trigger: moved at once (the lock is then held to the COMMIT; a rare, whole-table write)
+DROP TRIGGER IF EXISTS search_generation_truncate ON cases;
+CREATE TRIGGER search_generation_truncate AFTER TRUNCATE ON cases
+FOR EACH STATEMENT EXECUTE FUNCTION search_generation_bump();
+DROP TRIGGER IF EXISTS search_generation_truncate ON documents;
+CREATE TRIGGER search_generation_truncate AFTER TRUNCATE ON documents
+FOR EACH STATEMENT EXECUTE FUNCTION search_generation_bump();
+DROP TRIGGER IF EXISTS search_generation_truncate ON case_links;
+CREATE TRIGGER search_generation_truncate AFTER TRUNCATE ON case_links
+FOR EACH STATEMENT EXECUTE FUNCTION search_generation_bump();
+DROP TRIGGER IF EXISTS search_generation_truncate ON search_entries;
+CREATE TRIGGER search_generation_truncate AFTER TRUNCATE ON search_entries
+FOR EACH STATEMENT EXECUTE FUNCTION search_generation_bump();
