@@ -315,6 +315,9 @@ def test_postgresql_any_writer_moves_the_generation_at_its_commit(pg_archives):
         assert archive.index.search_generation() == (before[0], before[1] + 1)
     assert archive.index.search_generation() == (before[0], before[1] + 2)
     assert cases(archive, OFFICER_A) == []
+    with psycopg.connect(other.index._dsn, autocommit=True) as raw:  # no row trigger fires for it
+        raw.execute("TRUNCATE case_links")
+    assert archive.index.search_generation() == (before[0], before[1] + 3)
 
 
 def test_postgresql_no_page_is_cached_inside_a_transaction(pg_archives, make_document):

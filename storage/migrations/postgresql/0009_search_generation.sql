@@ -26,28 +26,17 @@ BEGIN
     RETURN NULL;
 END $$;
 
-DROP TRIGGER IF EXISTS search_generation_cases ON cases;
-CREATE CONSTRAINT TRIGGER search_generation_cases AFTER INSERT OR UPDATE OR DELETE ON cases
-DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION search_generation_bump();
-DROP TRIGGER IF EXISTS search_generation_documents ON documents;
-CREATE CONSTRAINT TRIGGER search_generation_documents AFTER INSERT OR UPDATE OR DELETE ON documents
-DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION search_generation_bump();
-DROP TRIGGER IF EXISTS search_generation_links ON case_links;
-CREATE CONSTRAINT TRIGGER search_generation_links AFTER INSERT OR UPDATE OR DELETE ON case_links
-DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION search_generation_bump();
-DROP TRIGGER IF EXISTS search_generation_entries ON search_entries;
-CREATE CONSTRAINT TRIGGER search_generation_entries AFTER INSERT OR UPDATE OR DELETE ON search_entries
-DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION search_generation_bump();
--- TRUNCATE fires no row trigger: moved at once (the lock is then held to the COMMIT; a rare, whole-table write)
-DROP TRIGGER IF EXISTS search_generation_truncate ON cases;
-CREATE TRIGGER search_generation_truncate AFTER TRUNCATE ON cases
-FOR EACH STATEMENT EXECUTE FUNCTION search_generation_bump();
-DROP TRIGGER IF EXISTS search_generation_truncate ON documents;
-CREATE TRIGGER search_generation_truncate AFTER TRUNCATE ON documents
-FOR EACH STATEMENT EXECUTE FUNCTION search_generation_bump();
-DROP TRIGGER IF EXISTS search_generation_truncate ON case_links;
-CREATE TRIGGER search_generation_truncate AFTER TRUNCATE ON case_links
-FOR EACH STATEMENT EXECUTE FUNCTION search_generation_bump();
-DROP TRIGGER IF EXISTS search_generation_truncate ON search_entries;
-CREATE TRIGGER search_generation_truncate AFTER TRUNCATE ON search_entries
-FOR EACH STATEMENT EXECUTE FUNCTION search_generation_bump();
+-- On each table a search reads: its rows' writes (deferred), and TRUNCATE, which fires no row trigger (moved at
+-- once: the lock is then held to the COMMIT; a rare, whole-table write).
+DO $$
+DECLARE t TEXT;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['cases', 'documents', 'case_links', 'search_entries'] LOOP
+        EXECUTE format('DROP TRIGGER IF EXISTS search_generation_rows ON %I', t);
+        EXECUTE format('CREATE CONSTRAINT TRIGGER search_generation_rows AFTER INSERT OR UPDATE OR DELETE ON %I '
+                       || 'DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION search_generation_bump()', t);
+        EXECUTE format('DROP TRIGGER IF EXISTS search_generation_truncate ON %I', t);
+        EXECUTE format('CREATE TRIGGER search_generation_truncate AFTER TRUNCATE ON %I '
+                       || 'FOR EACH STATEMENT EXECUTE FUNCTION search_generation_bump()', t);
+    END LOOP;
+END $$;
