@@ -12,7 +12,8 @@ CREATE TABLE IF NOT EXISTS search_generation (
     epoch TEXT NOT NULL,
     value BIGINT NOT NULL
 );
-INSERT INTO search_generation (epoch, value) VALUES (gen_random_uuid()::text, 0) ON CONFLICT DO NOTHING;
+INSERT INTO search_generation (epoch, value) VALUES (md5(random()::text || clock_timestamp()::text), 0)
+ON CONFLICT DO NOTHING;  -- (gen_random_uuid() would need PostgreSQL 13)
 
 -- Once per transaction (a transaction-local setting remembers it), from a constraint trigger deferred to the
 -- COMMIT: the row's lock is the last one the transaction takes, so concurrent writers only take turns on it
