@@ -1,19 +1,21 @@
 """Portal A/B on a busy machine (on demand, never in CI): two code trees served ALTERNATELY, ratios per round.
 
     .venv/bin/python bench/portal_ab.py --base /work/main [--rounds 2] [--requests 1500] [--clients 50]
-                                        [--kind pdfa|case|search] [--docs 100000]
+                                        [--kind pdfa|case|search] [--docs 100000] [--backend sqlite|postgresql]
 
 bench/portal_bench.py serves ``--base`` and this tree one after the other, so a change in the machine's
 load between the two shows up as a difference between them. This serves them in turn, ``--rounds``
-times (the order swapped each round), on one copy of portal_bench.py's cached SQLite data set (built
+times (the order swapped each round), on one copy of portal_bench.py's cached data set (built
 there, with the same ``DIGITIZE_BENCH_CACHE``), each round a closed loop of ``--requests`` requests of the
-bench's mix (or of one ``--kind``) from ``--clients`` clients, and prints the medians and the median of
+bench's mix (or of one ``--kind``) from ``--clients`` clients (``--backend postgresql``: on its PostgreSQL
+set, restored into a server of its own), and prints the medians and the median of
 the per-round ratios (this tree / base): the numbers to trust when other work shares the machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import shlex
 import shutil
@@ -23,8 +25,9 @@ import tempfile
 from pathlib import Path
 
 from portal_bench import (AGENCY, KINDS, ROOT, Settings, access, cached_dataset, drive, errors, percentile, plan,
-                          serve)
+                          serve, working_copy)
 from storage.archive import Archive
+from tests.servers import start_postgres
 
 
 def one_run(code: Path, settings: Settings, token: str, args, seed: int) -> dict:
@@ -56,17 +59,23 @@ def add_run_arguments(parser: argparse.ArgumentParser, rounds: int = 2, requests
     parser.add_argument("--docs", type=int, default=100_000)
     parser.add_argument("--files", type=int, default=30)
     parser.add_argument("--pdf-kb", type=int, default=500)
+    parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite",
+                        help="the index (postgresql: a server of its own on loopback, started and stopped here)")
 
 
 def in_turn(trees: dict, args, run) -> dict[str, list[dict]]:
     """``run(name, settings, token, seed, tmp)`` for each tree, ``--rounds`` times, the order swapped each
-    round, on one copy of portal_bench.py's cached SQLite data set: each tree's results, round by round."""
+    round, on one copy of portal_bench.py's cached data set (``--backend``): each tree's results, round by round."""
     args.rebuild = False
     results: dict[str, list[dict]] = {name: [] for name in trees}
-    cached = cached_dataset("sqlite", args)
-    with tempfile.TemporaryDirectory(prefix="digitize-portal-ab-") as tmp:
-        shutil.copytree(cached / "data", Path(tmp) / "data", symlinks=True)
-        settings = Settings(data_dir=str(Path(tmp) / "data"))
+    pg = start_postgres() if getattr(args, "backend", "sqlite") == "postgresql" else None
+    with tempfile.TemporaryDirectory(prefix="digitize-portal-ab-") as tmp, contextlib.ExitStack() as stack:
+        if pg is not None:
+            stack.callback(pg.stop)
+            settings = working_copy("postgresql", cached_dataset("postgresql", args, pg), Path(tmp), pg)
+        else:
+            shutil.copytree(cached_dataset("sqlite", args) / "data", Path(tmp) / "data", symlinks=True)
+            settings = Settings(data_dir=str(Path(tmp) / "data"))
         with Archive.open(settings) as archive:
             token = access.create_token(archive.index, f"ab{random.randint(0, 10**6)}", "officer", [AGENCY])
         for r in range(args.rounds):
@@ -87,7 +96,7 @@ def main() -> None:
                                                                                       args, seed))
     print(f"\n$ {shlex.join([Path(sys.executable).name, *sys.argv])}")
     print(f"{args.rounds} rounds alternated, closed loop, {args.clients} clients, {args.requests} requests "
-          f"({args.kind or 'mix'}), {args.docs:,} documents; medians over rounds\n")
+          f"({args.kind or 'mix'}), {args.docs:,} documents, {args.backend}; medians over rounds\n")
     print("| measure | base | this tree | this tree / base (median of per-round ratios) |\n|---|---|---|---|")
     for key in results["base"][0]:
         base = [x[key] for x in results["base"]]

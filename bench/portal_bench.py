@@ -354,6 +354,11 @@ def run_backend(label: str, settings: Settings, args, db: int | None = None,
     return cpu_rows, load_rows
 
 
+def trees(backend: str, args) -> list[tuple[str, Path]]:
+    """(label, code tree) to serve in turn on one working copy: ``--base`` first, when given, then this tree."""
+    return ([(f"{backend} base", args.base.resolve())] if args.base else []) + [(backend, ROOT)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--docs", type=int, default=100_000)
@@ -387,7 +392,7 @@ def main() -> None:
             cached = cached_dataset("sqlite", args)
             (work / "sqlite").mkdir()
             settings = working_copy("sqlite", cached, work / "sqlite")
-            for label, code in ([("SQLite base", args.base.resolve())] if args.base else []) + [("SQLite", ROOT)]:
+            for label, code in trees("SQLite", args):
                 c, r = run_backend(label, settings, args, code=code)
                 cpu_rows += c
                 load_rows += r
@@ -396,10 +401,11 @@ def main() -> None:
             try:
                 cached = cached_dataset("postgresql", args, server)
                 (work / "pg").mkdir()
-                c, r = run_backend("PostgreSQL", working_copy("postgresql", cached, work / "pg", server), args,
-                                   postmaster_pid(server))
-                cpu_rows += c
-                load_rows += r
+                settings = working_copy("postgresql", cached, work / "pg", server)
+                for label, code in trees("PostgreSQL", args):
+                    c, r = run_backend(label, settings, args, postmaster_pid(server), code=code)
+                    cpu_rows += c
+                    load_rows += r
             finally:
                 server.stop()
     print(f"\n$ {shlex.join([Path(sys.executable).name, *sys.argv])}")

@@ -288,14 +288,18 @@ class SearchCache:
     answer, from any process, changes it), the principal's scope (role's reach and agencies), the
     normalised query, the filters and the page: a stored, linked or removed document is never missed
     and a hit is never shown outside the scope it was judged for. Bounded in entries; an entry also ages
-    out after ``max_age`` seconds, which bounds staleness should a generation bump ever fail. An index
-    that has no generation (PostgreSQL, an in-memory one) is not cached. Bounded in bytes too (titles come
-    from sidecars): ``max_bytes`` for all pages and the views kept with them (:meth:`keep`), and a page over
+    out after ``max_age`` seconds, which bounds staleness should a generation bump ever fail (SQLite's
+    follows the COMMIT); after ``atomic_max_age`` where the generation commits with the writes themselves
+    (PostgreSQL's row), so no bump can be lost: there the age bound only re-reads popular pages now and
+    then (at 60 s, two server processes recomputed ~8 % of a desk's repeated searches). An index
+    that has no generation (an in-memory one; PostgreSQL's is a row since migration 9) is not cached.
+    Bounded in bytes too (titles come from sidecars): ``max_bytes`` for all pages and the views kept with them (:meth:`keep`), and a page over
     ``page_bytes`` is not kept."""
 
     def __init__(self, size: int = 512, max_age: float = 60.0, max_bytes: int = 32 << 20,
-                 page_bytes: int = 256 << 10):
+                 page_bytes: int = 256 << 10, atomic_max_age: float = 600.0):
         self.size, self.max_age, self.max_bytes, self.page_bytes = size, max_age, max_bytes, page_bytes
+        self.atomic_max_age = atomic_max_age
         self._pages: OrderedDict[tuple, tuple[float, SearchPage, int]] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = self.misses = 0
@@ -313,9 +317,10 @@ class SearchCache:
             return build()
         key = (index.where, generation, *key)
         now = time.monotonic()
+        max_age = self.atomic_max_age if getattr(index, "generation_atomic", False) else self.max_age
         with self._lock:
             got = self._pages.get(key)
-            if got is not None and now - got[0] <= self.max_age:
+            if got is not None and now - got[0] <= max_age:
                 self._pages.move_to_end(key)
                 self.hits += 1
                 return got[1]

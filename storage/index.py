@@ -148,6 +148,12 @@ class Index(AccountQueries, ABC):
     def _bump_search_generation(self) -> None:
         """Called after such a write committed (the backend makes it visible to other processes)."""
 
+    @property
+    def generation_atomic(self) -> bool:
+        """Whether the search generation commits with the writes themselves, so no bump can be lost (then
+        the search cache keeps pages longer: storage/access.py SearchCache)."""
+        return False
+
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.conn.close()

@@ -50,6 +50,9 @@ class PostgresIndex(Index):
         conn = _connect(dsn)
         try:
             super().__init__(conn, mask(dsn))
+            # the search_generation row (migration 9) exists once migrated; this code's migrations always
+            # include it, but a schema held back (a test of older migrations) simply has no caching
+            self._generation = bool(self._scalar("SELECT to_regclass('search_generation') IS NOT NULL"))
             self._bound_waits()
         except BaseException:  # a failed migration or setting: the connection is not left to the collector
             conn.close()
@@ -59,6 +62,23 @@ class PostgresIndex(Index):
         if self._wait_ms:  # session settings (autocommit): they outlive every transaction of the connection
             for name in ("statement_timeout", "lock_timeout"):
                 self.conn.execute("SELECT set_config(%s, %s, false)", (name, f"{self._wait_ms}ms"))
+
+    def search_generation(self) -> tuple[str, int] | None:
+        """The search_generation row (migration 9): the database's own triggers move it at the COMMIT of
+        every transaction that wrote a table a search reads, whoever wrote (this code, an older one during
+        an upgrade, psql), so the value and the rows it stands for become visible together, to every process
+        on every host. Read first, before the search's own statements (each its own READ COMMITTED
+        snapshot), a page found is never older than the value it is cached under. None (no caching) inside
+        a transaction, where this connection sees its own uncommitted writes; one query, where a miss costs
+        dozens."""
+        if self._depth or not self._generation:
+            return None
+        row = self._execute("SELECT epoch, value FROM search_generation").fetchone()
+        return (row[0], row[1]) if row else None
+
+    @property
+    def generation_atomic(self) -> bool:
+        return self._generation
 
     def _lost(self) -> bool:
         return bool(self.conn.closed or self.conn.broken)

@@ -1,0 +1,3 @@
+-- Migration 9: the search generation in the database, so that PostgreSQL's search pages can be cached
+-- (storage/access.py SearchCache) as SQLite's are. PostgreSQL only (postgresql/0009_search_generation.sql):
+-- SQLite keeps its generation in a file beside the database (storage/index_sqlite.py), bumped after the COMMIT.
