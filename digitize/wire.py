@@ -197,7 +197,10 @@ class _Reader:
             count *= n
         if count * dtype.itemsize > len(self.raw):
             raise Malformed("an array larger than the frame's raw bytes")
-        return np.frombuffer(self.take(count * dtype.itemsize), dtype=dtype).reshape(body[1])
+        try:
+            return np.frombuffer(self.take(count * dtype.itemsize), dtype=dtype).reshape(body[1])
+        except (ValueError, OverflowError):  # an empty array with a dimension past numpy's (review2 r2lows M1)
+            raise Malformed("an array of a shape numpy cannot make") from None
 
     def instance(self, name: Any, fields: Any, depth: int) -> Any:
         cls = _carried.get(name) if isinstance(name, str) else None
@@ -215,6 +218,8 @@ class _Reader:
             return cls(**values)
         except TypeError:  # a required field missing
             raise Malformed(f"{cls.__name__} without all of its fields") from None
+        except (ValueError, OverflowError) as e:  # refused by the class itself
+            raise Malformed(f"{cls.__name__} refused its fields ({type(e).__name__})") from None
 
 
 @functools.lru_cache(maxsize=None)

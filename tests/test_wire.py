@@ -51,6 +51,8 @@ def test_values_come_back_as_they_were_sent() -> None:
     ({"ok": {"b": 2}}, b"12345", "3 raw bytes nothing refers to"),
     ({"ok": {"a": ["object", [1]]}}, b"12345678", "an allowed dtype"),
     ({"ok": {"a": ["uint8", [1 << 40, 1 << 40]]}}, b"1", "larger than the frame's raw bytes"),
+    ({"ok": {"a": ["uint8", [2 ** 70, 0]]}}, b"", "an array of a shape numpy cannot make"),  # review2 r2lows M1
+    ({"ok": {"a": ["uint8", [2 ** 62, 2 ** 62, 0]]}}, b"", "an array of a shape numpy cannot make"),
     ({"ok": {"x": 1}}, b"", "an unknown tag"),
     ({"ok": {"d": [[[1], 2]]}}, b"", "a dict key"),
     ({"ok": 1, "error": 2}, b"", "neither a result nor an error"),
