@@ -144,6 +144,7 @@ class _Worker:
             reader.close()
             os.close(writer)
         os.set_blocking(self.results, False)
+        os.set_blocking(self.tasks.fileno(), False)  # a worker that lets its task pipe fill up blocks nobody
         self.task: int | None = None  # the index of the task it runs
         self.header, self.body = b"", None  # the frame being read: its header, then its JSON and raw bytes
         self.text = self.got = 0  # the JSON's length in the body, the body's bytes read so far
@@ -152,8 +153,13 @@ class _Worker:
         return [self.tasks.fileno(), self.results]
 
     def give(self, index: int, fn: Callable, task: tuple) -> None:
+        """Never blocks (review2 r2lows H1): an honest worker has read its last task before it answered,
+        so its pipe is empty and a task (a few hundred bytes) fits; one whose pipe is full broke the
+        protocol (it answered tasks it never read, then let them pile up)."""
         try:
             self.tasks.send((fn, task))
+        except BlockingIOError:
+            raise _Broken(self, "did not take its task") from None
         except OSError:  # it died meanwhile: the pipe's other end is gone
             raise _Broken(self) from None
         self.task = index

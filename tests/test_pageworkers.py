@@ -290,6 +290,33 @@ def test_a_worker_stalling_partway_through_its_result_or_writing_to_its_sentinel
     assert time.monotonic() - start < 20
 
 
+def answers_ahead(x: int, pad: str) -> int:
+    """A hostile worker: it shrinks its task pipe to one page, sends answers for forty tasks it never
+    reads (so its parent keeps handing it more), then sleeps."""
+    frame = sys._getframe()
+    while frame.f_code.co_name != "_serve":
+        frame = frame.f_back
+    fcntl.fcntl(frame.f_locals["tasks"].fileno(), 1031, 4096)  # F_SETPIPE_SZ
+    text = b'{"ok":0}'
+    os.write(frame.f_locals["results"], (struct.pack("!II", len(text), 0) + text) * 40)
+    time.sleep(600)
+    return 0
+
+
+def test_a_worker_that_takes_no_more_tasks_cannot_block_its_parent() -> None:
+    """The parent never blocks writing a task (review2 r2lows H1): a worker that answers ahead and lets
+    its task pipe fill up fails its page at once instead of hanging the parent past every deadline."""
+    faulthandler.dump_traceback_later(60, exit=True)  # the old code blocked forever in give()
+    try:
+        start = time.monotonic()
+        with pytest.raises(OcrError, match=r"^page \d+ not converted: its page worker did not take its task; "
+                                           r"the worker was stopped$"):
+            pageworkers.run(answers_ahead, [(n, "x" * 1000) for n in range(60)], processes=1, deadline=2)
+        assert time.monotonic() - start < 20
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+
+
 PROBE = """
 import os, sys
 from digitize import cli, pageworkers
