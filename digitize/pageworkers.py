@@ -147,7 +147,7 @@ class _Worker:
         os.set_blocking(self.tasks.fileno(), False)  # a worker that lets its task pipe fill up blocks nobody
         self.task: int | None = None  # the index of the task it runs
         self.header, self.body = b"", None  # the frame being read: its header, then its JSON and raw bytes
-        self.text = self.got = 0  # the JSON's length in the body, the body's bytes read so far
+        self.text = self.size = 0  # the JSON's length in the body, the body's length
 
     def fds(self) -> list[int]:
         return [self.tasks.fileno(), self.results]
@@ -178,14 +178,14 @@ class _Worker:
                     self.header += chunk
                     if len(self.header) < wire.HEADER.size:
                         continue
-                    self.text, size = wire.sizes(self.header)  # bounded before anything is allocated
-                    self.body, self.got = bytearray(self.text + size), 0
-                elif self.got < len(self.body):
-                    got = os.readv(self.results, [memoryview(self.body)[self.got:]])
-                    if not got:
+                    self.text, size = wire.sizes(self.header)  # bounded before anything is read
+                    self.body, self.size = bytearray(), self.text + size
+                elif len(self.body) < self.size:  # grown as bytes arrive: a header alone costs nothing
+                    chunk = os.read(self.results, min(self.size - len(self.body), 1 << 20))
+                    if not chunk:
                         raise _Broken(self)
-                    self.got += got
-                if self.got == len(self.body):
+                    self.body += chunk
+                if len(self.body) == self.size:
                     body, self.body, self.header = memoryview(self.body), None, b""
                     return wire.read_frame(body[:self.text], body[self.text:])
         except BlockingIOError:

@@ -27,8 +27,10 @@ import typing
 from typing import Any, Callable
 
 HEADER = struct.Struct("!II")  # the JSON's length, the raw bytes' length
-MAX_JSON = 16 << 20  # a page's report (its text: tens of kB) with room to spare
-MAX_RAW = 256 << 20  # page 1's top band is ~0.2 MB (A4); a whole page image would fit too
+# Bounds on what a worker makes its parent read and parse (review2 r2lows M2): 16 MB of JSON cost a
+# parent seconds of CPU and hundreds of MB, with no deadline or Ctrl-C served meanwhile.
+MAX_JSON = 1 << 20  # a page's report: its text (UTF-8; a dense A4 page ~5 k characters, A0 ~16x that) and a few fields
+MAX_RAW = 64 << 20  # page 1's top band (one grey cell per pt): ~0.2 MB on A4, ~52 MB on PDF's largest page (14400 pt)
 MAX_DEPTH = 32  # nesting of lists, tuples, dicts and dataclasses
 MAX_TEXT = 4000  # characters of an error's line (and 16 times that of a bug's traceback)
 DTYPES = frozenset({"bool", "uint8", "int8", "uint16", "int16", "uint32", "int32", "int64", "float32", "float64"})
@@ -72,7 +74,7 @@ def error_frame(error: BaseException, trace: str = "") -> bytes:
 
 
 def _frame(document: dict, raw: list[bytes]) -> bytes:
-    text = json.dumps(document, separators=(",", ":")).encode()
+    text = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()  # Vietnamese: 3 bytes, not 6
     size = sum(len(part) for part in raw)
     if len(text) > MAX_JSON or size > MAX_RAW:
         raise TypeError(f"a page worker's result is too large to hand back ({len(text)} + {size} bytes)")

@@ -38,6 +38,7 @@ def test_values_come_back_as_they_were_sent() -> None:
     ok, (got, raw, floats) = _back(wire.result_frame([report, b"\x00\xff", np.linspace(0, 1, 3)]))
     assert ok and got == report and raw == b"\x00\xff" and floats.tolist() == [0.0, 0.5, 1.0]
     assert got.top_band.tolist() == band.tolist() and got.top_band.flags.writeable
+    assert "Tờ khai".encode() in wire.result_frame(report)  # UTF-8, not \u escapes: text counts once against MAX_JSON
 
 
 @pytest.mark.parametrize("document, raw, why", [
@@ -69,6 +70,9 @@ def test_frames_too_large_or_too_deep_are_refused_before_they_are_read() -> None
         wire.sizes(wire.HEADER.pack(wire.MAX_JSON + 1, 0))
     with pytest.raises(wire.Malformed, match="more than a result may be"):
         wire.sizes(wire.HEADER.pack(2, wire.MAX_RAW + 1))
+    for header in (wire.HEADER.pack(2 << 20, 0), wire.HEADER.pack(0, 65 << 20)):  # review2 r2lows M2
+        with pytest.raises(wire.Malformed, match="more than a result may be"):
+            wire.sizes(header)
     deep = "[" * 100000 + "]" * 100000
     text = deep.encode()
     with pytest.raises(wire.Malformed):
