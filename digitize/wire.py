@@ -11,7 +11,8 @@ object with one key: ``{"t": [...]}`` a tuple, ``{"d": [[key, value], ...]}`` a 
 raw bytes, ``{"a": [dtype, shape]}`` a C-ordered array of an allowed dtype, ``{"c": [name, {field:
 value}]}`` a dataclass registered with ``carried`` (its fields checked against its annotations). An
 error is ``{"error": {...}}``: its class's names, its one line and, for an OSError, its errno; the
-parent rebuilds only digitize's own errors and Python's built-in exceptions.
+parent rebuilds only Python's built-in exceptions and those of digitize's own a page may raise (bad input,
+OCR, a missing tool); any other of ours becomes an OcrError that names it.
 """
 
 from __future__ import annotations
@@ -261,7 +262,11 @@ def _check(hint: Any) -> Callable[[Any], bool]:
 
 
 def _error(described: Any) -> BaseException:
-    from .errors import error_class
+    from .errors import InputError, MissingDependencyError, OcrError, error_class
+
+    # digitize's errors a page task may raise, the only ones rebuilt (review2 r2lows M3): a worker taken over
+    # could otherwise pick one that defers its file as a storage, signer or disk outage, or fails a run as config
+    PAGE_ERRORS = (InputError, OcrError, MissingDependencyError)
 
     if not isinstance(described, dict):
         raise Malformed("an error that is not described")
@@ -273,7 +278,10 @@ def _error(described: Any) -> BaseException:
         raise Malformed("an error that is not a class's names and a line")
     message = message[:MAX_TEXT]
     error: BaseException = WorkerError(f"{kinds[0][:80]}: {message}")
-    cls = error_class(kinds, None) or getattr(builtins, kinds[0], None)
+    cls = error_class(kinds, None)
+    if cls is not None and not issubclass(cls, PAGE_ERRORS):  # a storage, signer or config outage is not a page's to claim
+        return OcrError(f"page worker reported {cls.__name__}: {message}")
+    cls = cls or getattr(builtins, kinds[0], None)
     if isinstance(cls, type) and issubclass(cls, Exception):
         try:
             if issubclass(cls, OSError) and errno is not None:

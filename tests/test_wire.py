@@ -102,6 +102,15 @@ def test_errors_are_rebuilt_only_as_our_own_or_builtin_classes() -> None:
     assert isinstance(error, OcrError)
 
 
+@pytest.mark.parametrize("kinds", [["SignerUnavailableError", "SigningError", "StorageError", "DigitizeError"],
+                                   ["StorageError"], ["ConfigError"], ["ResourceError", "FileAccessError"]])
+def test_a_worker_cannot_claim_an_outage_or_a_config_error(kinds) -> None:
+    """Only errors a page may raise are rebuilt (review2 r2lows M3): a storage, signer, disk or config error would
+    defer its file (JobResult.retryable) or fail the run; claimed by a page worker it is that page's OcrError."""
+    ok, error = _forged({"error": {"kinds": kinds, "message": "x"}})
+    assert type(error) is OcrError and str(error) == f"page worker reported {kinds[0]}: x"
+
+
 def test_a_value_the_parent_could_not_read_back_fails_in_the_worker() -> None:
     with pytest.raises(TypeError, match="cannot hand back a builtins.set"):
         wire.result_frame({1, 2})
