@@ -28,6 +28,7 @@ import multiprocessing.util
 import os
 import resource
 import signal
+import stat
 import sys
 import time
 import traceback
@@ -133,11 +134,13 @@ class _Worker:
     parent is the trusted side); its results come up another as wire frames (JSON and raw bytes,
     digitize/wire.py), which the parent reads as data, never unpickles."""
 
-    def __init__(self, context, parent: int, memory_mb: int, others: list[int]):
+    def __init__(self, context, parent: int, memory_mb: int):
         reader, self.tasks = context.Pipe(duplex=False)
         self.results, writer = os.pipe()
-        closing = [self.tasks.fileno(), self.results, *others]  # its parent's ends, its siblings'
-        self.process = context.Process(target=_serve, args=(reader, writer, parent, memory_mb, closing))
+        # every pipe its parent holds (its own pipes' other ends, its siblings', a tool's or server's) but its own two
+        pipes = {fd: info.st_ino for fd, info in _descriptors() if stat.S_ISFIFO(info.st_mode)
+                 and fd not in (reader.fileno(), writer)}
+        self.process = context.Process(target=_serve, args=(reader, writer, parent, memory_mb, pipes))
         try:
             self.process.start()
         finally:
@@ -148,9 +151,6 @@ class _Worker:
         self.task: int | None = None  # the index of the task it runs
         self.header, self.body = b"", None  # the frame being read: its header, then its JSON and raw bytes
         self.text = self.size = 0  # the JSON's length in the body, the body's length
-
-    def fds(self) -> list[int]:
-        return [self.tasks.fileno(), self.results]
 
     def give(self, index: int, fn: Callable, task: tuple) -> None:
         """Never blocks (review2 r2lows H1): an honest worker has read its last task before it answered,
@@ -220,13 +220,35 @@ class _Worker:
             pass
 
 
-def _serve(tasks, results: int, parent: int, memory_mb: int, inherited: list[int]) -> None:
-    """A page worker's life: task after task from its parent, each answered with one frame."""
-    for fd in inherited:
+def _descriptors() -> list[tuple[int, os.stat_result]]:
+    """This process's open descriptors but the standard streams, with what each is (Linux: /proc)."""
+    found = []
+    for name in os.listdir("/proc/self/fd"):
         try:
-            os.close(fd)
-        except OSError:
+            if int(name) > 2:
+                found.append((int(name), os.fstat(int(name))))
+        except OSError:  # the listing's own descriptor, closed by now
             pass
+    return found
+
+
+def _drop_inherited(pipes: dict[int, int]) -> None:
+    """Let go of every socket (its parent's database, Redis, S3 or signer connections) and of the parent's pipes
+    (PIPES: descriptor -> inode) this forked worker inherited (review2 r2lows M4): one a decoder exploit took
+    over cannot talk on them. Each becomes /dev/null rather than closed, so that no object still holding its
+    number ever reaches a file opened later. multiprocessing's own pipes (made after PIPES) are kept."""
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        for fd, info in _descriptors():
+            if fd != null and (stat.S_ISSOCK(info.st_mode) or pipes.get(fd) == info.st_ino):
+                os.dup2(null, fd)
+    finally:
+        os.close(null)
+
+
+def _serve(tasks, results: int, parent: int, memory_mb: int, pipes: dict[int, int]) -> None:
+    """A page worker's life: task after task from its parent, each answered with one frame."""
+    _drop_inherited(pipes)
     _init_page_worker(parent, memory_mb)
     while True:
         try:
@@ -255,8 +277,7 @@ class PagePool:
     def _fork(self) -> None:
         context = multiprocessing.get_context("fork")
         while len(self.workers) < self.processes:
-            others = [fd for worker in self.workers for fd in worker.fds()]
-            self.workers.append(_Worker(context, os.getpid(), self.memory_mb, others))
+            self.workers.append(_Worker(context, os.getpid(), self.memory_mb))
 
     def run(self, fn: Callable, tasks: Sequence[tuple], deadline: float,
             while_running: Callable[[], None] = lambda: None) -> list:

@@ -317,6 +317,36 @@ def test_a_worker_that_takes_no_more_tasks_cannot_block_its_parent() -> None:
         faulthandler.cancel_dump_traceback_later()
 
 
+def sockets_and_pipes(x: int) -> tuple[list[int], list[int]]:
+    """This worker's open sockets, and the inodes of the pipes it holds (std streams aside)."""
+    sockets, pipes = [], []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            mode, inode = os.fstat(int(name))[stat.ST_MODE], os.fstat(int(name)).st_ino
+        except OSError:
+            continue
+        if int(name) > 2 and stat.S_ISSOCK(mode):
+            sockets.append(int(name))
+        if int(name) > 2 and stat.S_ISFIFO(mode):
+            pipes.append(inode)
+    return sockets, pipes
+
+
+def test_a_worker_holds_none_of_its_parents_sockets_or_pipes() -> None:
+    """A worker taken over through a decoder cannot talk on its parent's database, Redis, MinIO or signer
+    connection, nor write to a pipe of its parent's (review2 r2lows M4): they are gone before any page."""
+    import socket
+
+    a, b = socket.socketpair()  # stands for an authenticated connection
+    r, w = os.pipe()  # stands for a pipe to a tool or server the parent started
+    try:
+        (sockets, pipes), = pageworkers.run(sockets_and_pipes, [(0,)], processes=1, deadline=60)
+        assert sockets == []
+        assert os.fstat(r).st_ino not in pipes
+    finally:
+        a.close(), b.close(), os.close(r), os.close(w)
+
+
 PROBE = """
 import os, sys
 from digitize import cli, pageworkers
