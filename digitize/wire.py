@@ -281,8 +281,11 @@ def _error(described: Any) -> BaseException:
     cls = error_class(kinds, None)
     if cls is not None and not issubclass(cls, PAGE_ERRORS):  # a storage, signer or config outage is not a page's to claim
         return OcrError(f"page worker reported {cls.__name__}: {message}")
-    cls = cls or getattr(builtins, kinds[0], None)
-    if isinstance(cls, type) and issubclass(cls, Exception):
+    if cls is None:
+        cls = _builtin(kinds)
+        if cls is not None and cls.__name__ != kinds[0]:  # a library's own class: said, but not rebuilt
+            message = f"{kinds[0][:80]}: {message}"
+    if cls is not None:
         try:
             if issubclass(cls, OSError) and errno is not None:
                 error = cls(errno, message, filename) if filename else cls(errno, message)
@@ -293,6 +296,16 @@ def _error(described: Any) -> BaseException:
     if trace:
         error.__cause__ = _RemoteTraceback(trace[-16 * MAX_TEXT:])
     return error
+
+
+def _builtin(kinds: list[str]) -> type[Exception] | None:
+    """The first of Python's built-in exception classes among KINDS (a class and its ancestors): a library's
+    OSError (PIL's UnidentifiedImageError, one carrying ENOSPC) stays an OSError here (review2 r2lows L1)."""
+    for name in kinds:
+        cls = getattr(builtins, name, None)
+        if isinstance(cls, type) and issubclass(cls, Exception):
+            return cls
+    return None
 
 
 class _RemoteTraceback(Exception):

@@ -111,6 +111,19 @@ def test_a_worker_cannot_claim_an_outage_or_a_config_error(kinds) -> None:
     assert type(error) is OcrError and str(error) == f"page worker reported {kinds[0]}: x"
 
 
+def test_a_librarys_os_error_stays_an_os_error() -> None:
+    """convert tells a full disk from a bug by `except OSError` and the errno (review2 r2lows L1)."""
+    from PIL import UnidentifiedImageError
+
+    class Full(OSError):
+        pass
+
+    ok, error = _back(wire.error_frame(UnidentifiedImageError("cannot identify image file 'p.png'")))
+    assert type(error) is OSError and str(error) == "UnidentifiedImageError: cannot identify image file 'p.png'"
+    ok, error = _back(wire.error_frame(Full(28, "No space left on device", "/tmp/page.pdf")))
+    assert type(error) is OSError and error.errno == 28 and error.filename == "/tmp/page.pdf"
+
+
 def test_a_value_the_parent_could_not_read_back_fails_in_the_worker() -> None:
     with pytest.raises(TypeError, match="cannot hand back a builtins.set"):
         wire.result_frame({1, 2})
