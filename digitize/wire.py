@@ -27,6 +27,8 @@ import types
 import typing
 from typing import Any, Callable
 
+from .terminal import printable
+
 HEADER = struct.Struct("!II")  # the JSON's length, the raw bytes' length
 # Bounds on what a worker makes its parent read and parse (review2 r2lows M2): 16 MB of JSON cost a
 # parent seconds of CPU and hundreds of MB, with no deadline or Ctrl-C served meanwhile.
@@ -276,15 +278,19 @@ def _error(described: Any) -> BaseException:
             or not isinstance(message, str) or not isinstance(trace, str)
             or not (errno is None or type(errno) is int) or not (filename is None or isinstance(filename, str))):
         raise Malformed("an error that is not a class's names and a line")
-    message = message[:MAX_TEXT]
-    error: BaseException = WorkerError(f"{kinds[0][:80]}: {message}")
+    # the worker's text, as the worker itself would have made it: one line, no terminal escapes, bounded (L2)
+    message = " ".join(printable(message[:MAX_TEXT]).split())
+    kinds = [printable(kind[:80]) for kind in kinds]
+    filename = printable(filename[:MAX_TEXT]) if filename else None
+    trace = "\n".join(printable(line) for line in trace[-16 * MAX_TEXT:].splitlines())
+    error: BaseException = WorkerError(f"{kinds[0]}: {message}")
     cls = error_class(kinds, None)
     if cls is not None and not issubclass(cls, PAGE_ERRORS):  # a storage, signer or config outage is not a page's to claim
         return OcrError(f"page worker reported {cls.__name__}: {message}")
     if cls is None:
         cls = _builtin(kinds)
         if cls is not None and cls.__name__ != kinds[0]:  # a library's own class: said, but not rebuilt
-            message = f"{kinds[0][:80]}: {message}"
+            message = f"{kinds[0]}: {message}"
     if cls is not None:
         try:
             if issubclass(cls, OSError) and errno is not None:
@@ -294,7 +300,7 @@ def _error(described: Any) -> BaseException:
         except (TypeError, ValueError):  # a class that is not built from one line (UnicodeDecodeError)
             pass
     if trace:
-        error.__cause__ = _RemoteTraceback(trace[-16 * MAX_TEXT:])
+        error.__cause__ = _RemoteTraceback(trace)
     return error
 
 

@@ -124,6 +124,21 @@ def test_a_librarys_os_error_stays_an_os_error() -> None:
     assert type(error) is OSError and error.errno == 28 and error.filename == "/tmp/page.pdf"
 
 
+def test_a_workers_text_is_one_clean_bounded_line_in_its_parent() -> None:
+    """A forged error's line cannot carry terminal escapes or line breaks into the one clear line, nor an
+    unbounded file name (review2 r2lows L2)."""
+    ok, error = _forged({"error": {"kinds": ["OcrError"], "message": "page 1:\x1b[2J\x1b]0;x\x07 bad\n  scan"}})
+    assert type(error) is OcrError and str(error).isprintable() and "\x1b" not in str(error)
+    assert str(error).startswith("page 1:") and str(error).endswith(" bad scan")
+    ok, error = _forged({"error": {"kinds": ["FileNotFoundError\x1b[2J"], "message": "m", "errno": 2,
+                                   "filename": "/x/" + "a" * 100_000 + "\x1b[2J"}})
+    assert type(error) is wire.WorkerError and str(error).isprintable()
+    ok, error = _forged({"error": {"kinds": ["FileNotFoundError"], "message": "m", "errno": 2,
+                                   "filename": "/x/\x1b[2J" + "a" * 100_000, "trace": "T\x1b[2J\nline"}})
+    assert type(error) is FileNotFoundError and len(error.filename) <= wire.MAX_TEXT and error.filename.isprintable()
+    assert "\x1b" not in str(error.__cause__) and "line" in str(error.__cause__)
+
+
 def test_a_value_the_parent_could_not_read_back_fails_in_the_worker() -> None:
     with pytest.raises(TypeError, match="cannot hand back a builtins.set"):
         wire.result_frame({1, 2})
