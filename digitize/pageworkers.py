@@ -141,16 +141,26 @@ class _Worker:
         pipes = {fd: info.st_ino for fd, info in _descriptors() if stat.S_ISFIFO(info.st_mode)
                  and fd not in (reader.fileno(), writer)}
         self.process = context.Process(target=_serve, args=(reader, writer, parent, memory_mb, pipes))
-        try:
-            self.process.start()
-        finally:
-            reader.close()
-            os.close(writer)
+        self.ends: tuple | None = (reader, writer)  # the worker's ends, closed here once it has them
         os.set_blocking(self.results, False)
         os.set_blocking(self.tasks.fileno(), False)  # a worker that lets its task pipe fill up blocks nobody
         self.task: int | None = None  # the index of the task it runs
         self.header, self.body = b"", None  # the frame being read: its header, then its JSON and raw bytes
         self.text = self.size = 0  # the JSON's length in the body, the body's length
+
+    def start(self) -> None:
+        """Fork it. Called once it is in its pool's list: a Ctrl-C meanwhile still ends it (review2 r2lows L3)."""
+        try:
+            self.process.start()
+        finally:
+            self._close_ends()
+
+    def _close_ends(self) -> None:
+        if self.ends is not None:
+            reader, writer = self.ends
+            self.ends = None
+            reader.close()
+            os.close(writer)
 
     def give(self, index: int, fn: Callable, task: tuple) -> None:
         """Never blocks (review2 r2lows H1): an honest worker has read its last task before it answered,
@@ -210,9 +220,10 @@ class _Worker:
             except OSError:
                 pass
             self.ended(wait)
-        if self.process.exitcode is None:
+        if self.process.pid is not None and self.process.exitcode is None:  # started, not yet reaped
             self.process.kill()
             self.process.join()
+        self._close_ends()
         self.tasks.close()
         try:
             os.close(self.results)
@@ -277,7 +288,9 @@ class PagePool:
     def _fork(self) -> None:
         context = multiprocessing.get_context("fork")
         while len(self.workers) < self.processes:
-            self.workers.append(_Worker(context, os.getpid(), self.memory_mb))
+            worker = _Worker(context, os.getpid(), self.memory_mb)
+            self.workers.append(worker)
+            worker.start()
 
     def run(self, fn: Callable, tasks: Sequence[tuple], deadline: float,
             while_running: Callable[[], None] = lambda: None) -> list:

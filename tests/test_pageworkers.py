@@ -347,6 +347,29 @@ def test_a_worker_holds_none_of_its_parents_sockets_or_pipes() -> None:
         a.close(), b.close(), os.close(r), os.close(w)
 
 
+def test_a_ctrl_c_just_after_a_worker_is_forked_still_ends_it(monkeypatch) -> None:
+    """A KeyboardInterrupt between a worker's fork and its pool's record of it left it running, unreaped
+    (review2 r2lows L3); the pool now knows a worker before it forks it, and ends it with the others."""
+    started = []
+    start = multiprocessing.process.BaseProcess.start
+
+    def start_then_interrupted(process) -> None:
+        start(process)
+        started.append(process)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", start_then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pageworkers.run(square, [(1,)], processes=1, deadline=60)
+    monkeypatch.undo()
+    try:
+        assert started and started[0].exitcode is not None, "the worker forked before the Ctrl-C still runs"
+    finally:
+        if started and started[0].exitcode is None:
+            started[0].kill()
+            started[0].join()
+
+
 PROBE = """
 import os, sys
 from digitize import cli, pageworkers
