@@ -366,6 +366,7 @@ def convert_file(input_path: Path | str, output_path: Path | str, opts: ConvertO
     if page_count is None:
         page_count = count_pages(input_path, opts)
     indices = _page_indices(page_count, opts.pages, input_path.name)
+    ocr.split_languages(opts.language)  # a ConfigError is ours to raise: a page worker's would be its page's (wire.py)
     try:
         return _convert(input_path, output_path, opts, sidecar, report, doc, indices, start, signer)
     except OSError as e:  # in a page worker (its page PDF), the merge or a report

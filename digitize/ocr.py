@@ -128,7 +128,7 @@ def _engine(language: str) -> tesslib.Engine | None:
 def warm(language: str, orientation: bool = False) -> None:
     """Load the models now, e.g. before forking page workers, which then share them; with
     ``orientation``, the OSD model too (10 MB: for a process that forks many runs, not one)."""
-    primary, *others = _split_languages(language)
+    primary, *others = split_languages(language)
     _engine(primary)
     if others:
         _engine("+".join(others))
@@ -147,7 +147,7 @@ def _hocr_command(pixels: np.ndarray, language: str, dpi: float, psm: int, timeo
         timeout, what))
 
 
-def _split_languages(language: str) -> list[str]:
+def split_languages(language: str) -> list[str]:
     languages = [lang for lang in language.split("+") if lang]
     if not languages:
         raise ConfigError(f"no OCR language given ({language!r}); e.g. --lang vie+eng")
@@ -170,7 +170,7 @@ def recognise(pixels: np.ndarray, language: str, dpi: float, timeout: float, wha
     on capitalised Vietnamese (``ĐƠN`` read as ``DON``): measured on a clean page, CER 1.06 %
     with ``-l vie+eng`` against 0.35 % with ``-l vie`` (and 20 % slower).
     """
-    primary, *others = _split_languages(language)
+    primary, *others = split_languages(language)
     deadline = time.monotonic() + timeout
     result = _hocr(pixels, primary, dpi, 3, timeout, what)
     if side_by_side_lines(result.words, ruled):

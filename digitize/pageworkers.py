@@ -28,6 +28,7 @@ import multiprocessing.util
 import os
 import resource
 import signal
+import stat
 import sys
 import time
 import traceback
@@ -134,27 +135,42 @@ class _Worker:
     parent is the trusted side); its results come up another as wire frames (JSON and raw bytes,
     digitize/wire.py), which the parent reads as data, never unpickles."""
 
-    def __init__(self, context, parent: int, memory_mb: int, others: list[int]):
+    def __init__(self, context, parent: int, memory_mb: int):
         reader, self.tasks = context.Pipe(duplex=False)
         self.results, writer = os.pipe()
-        closing = [self.tasks.fileno(), self.results, *others]  # its parent's ends, its siblings'
-        self.process = context.Process(target=_serve, args=(reader, writer, parent, memory_mb, closing))
+        # every pipe its parent holds (its own pipes' other ends, its siblings', a tool's or server's) but its own two
+        pipes = {fd: info.st_ino for fd, info in _descriptors() if stat.S_ISFIFO(info.st_mode)
+                 and fd not in (reader.fileno(), writer)}
+        self.process = context.Process(target=_serve, args=(reader, writer, parent, memory_mb, pipes))
+        self.ends: tuple | None = (reader, writer)  # the worker's ends, closed here once it has them
+        os.set_blocking(self.results, False)
+        os.set_blocking(self.tasks.fileno(), False)  # a worker that lets its task pipe fill up blocks nobody
+        self.task: int | None = None  # the index of the task it runs
+        self.header, self.body = b"", None  # the frame being read: its header, then its JSON and raw bytes
+        self.text = self.size = 0  # the JSON's length in the body, the body's length
+
+    def start(self) -> None:
+        """Fork it. Called once it is in its pool's list: a Ctrl-C meanwhile still ends it (review2 r2lows L3)."""
         try:
             self.process.start()
         finally:
+            self._close_ends()
+
+    def _close_ends(self) -> None:
+        if self.ends is not None:
+            reader, writer = self.ends
+            self.ends = None
             reader.close()
             os.close(writer)
-        os.set_blocking(self.results, False)
-        self.task: int | None = None  # the index of the task it runs
-        self.header, self.body = b"", None  # the frame being read: its header, then its JSON and raw bytes
-        self.text = self.got = 0  # the JSON's length in the body, the body's bytes read so far
-
-    def fds(self) -> list[int]:
-        return [self.tasks.fileno(), self.results]
 
     def give(self, index: int, fn: Callable, task: tuple) -> None:
+        """Never blocks (review2 r2lows H1): an honest worker has read its last task before it answered,
+        so its pipe is empty and a task (a few hundred bytes) fits; one whose pipe is full broke the
+        protocol (it answered tasks it never read, then let them pile up)."""
         try:
             self.tasks.send((fn, task))
+        except BlockingIOError:
+            raise _Broken(self, "did not take its task") from None
         except OSError:  # it died meanwhile: the pipe's other end is gone
             raise _Broken(self) from None
         self.task = index
@@ -173,14 +189,14 @@ class _Worker:
                     self.header += chunk
                     if len(self.header) < wire.HEADER.size:
                         continue
-                    self.text, size = wire.sizes(self.header)  # bounded before anything is allocated
-                    self.body, self.got = bytearray(self.text + size), 0
-                elif self.got < len(self.body):
-                    got = os.readv(self.results, [memoryview(self.body)[self.got:]])
-                    if not got:
+                    self.text, size = wire.sizes(self.header)  # bounded before anything is read
+                    self.body, self.size = bytearray(), self.text + size
+                elif len(self.body) < self.size:  # grown as bytes arrive: a header alone costs nothing
+                    chunk = os.read(self.results, min(self.size - len(self.body), 1 << 20))
+                    if not chunk:
                         raise _Broken(self)
-                    self.got += got
-                if self.got == len(self.body):
+                    self.body += chunk
+                if len(self.body) == self.size:
                     body, self.body, self.header = memoryview(self.body), None, b""
                     return wire.read_frame(body[:self.text], body[self.text:])
         except BlockingIOError:
@@ -205,9 +221,10 @@ class _Worker:
             except OSError:
                 pass
             self.ended(wait)
-        if self.process.exitcode is None:
+        if self.process.pid is not None and self.process.exitcode is None:  # started, not yet reaped
             self.process.kill()
             self.process.join()
+        self._close_ends()
         self.tasks.close()
         try:
             os.close(self.results)
@@ -215,13 +232,35 @@ class _Worker:
             pass
 
 
-def _serve(tasks, results: int, parent: int, memory_mb: int, inherited: list[int]) -> None:
-    """A page worker's life: task after task from its parent, each answered with one frame."""
-    for fd in inherited:
+def _descriptors() -> list[tuple[int, os.stat_result]]:
+    """This process's open descriptors but the standard streams, with what each is (Linux: /proc)."""
+    found = []
+    for name in os.listdir("/proc/self/fd"):
         try:
-            os.close(fd)
-        except OSError:
+            if int(name) > 2:
+                found.append((int(name), os.fstat(int(name))))
+        except OSError:  # the listing's own descriptor, closed by now
             pass
+    return found
+
+
+def _drop_inherited(pipes: dict[int, int]) -> None:
+    """Let go of every socket (its parent's database, Redis, S3 or signer connections) and of the parent's pipes
+    (PIPES: descriptor -> inode) this forked worker inherited (review2 r2lows M4): one a decoder exploit took
+    over cannot talk on them. Each becomes /dev/null rather than closed, so that no object still holding its
+    number ever reaches a file opened later. multiprocessing's own pipes (made after PIPES) are kept."""
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        for fd, info in _descriptors():
+            if fd != null and (stat.S_ISSOCK(info.st_mode) or pipes.get(fd) == info.st_ino):
+                os.dup2(null, fd)
+    finally:
+        os.close(null)
+
+
+def _serve(tasks, results: int, parent: int, memory_mb: int, pipes: dict[int, int]) -> None:
+    """A page worker's life: task after task from its parent, each answered with one frame."""
+    _drop_inherited(pipes)
     _init_page_worker(parent, memory_mb)
     while True:
         try:
@@ -250,8 +289,9 @@ class PagePool:
     def _fork(self) -> None:
         context = multiprocessing.get_context("fork")
         while len(self.workers) < self.processes:
-            others = [fd for worker in self.workers for fd in worker.fds()]
-            self.workers.append(_Worker(context, os.getpid(), self.memory_mb, others))
+            worker = _Worker(context, os.getpid(), self.memory_mb)
+            self.workers.append(worker)
+            worker.start()
 
     def run(self, fn: Callable, tasks: Sequence[tuple], deadline: float,
             while_running: Callable[[], None] = lambda: None) -> list:

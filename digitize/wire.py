@@ -11,7 +11,8 @@ object with one key: ``{"t": [...]}`` a tuple, ``{"d": [[key, value], ...]}`` a 
 raw bytes, ``{"a": [dtype, shape]}`` a C-ordered array of an allowed dtype, ``{"c": [name, {field:
 value}]}`` a dataclass registered with ``carried`` (its fields checked against its annotations). An
 error is ``{"error": {...}}``: its class's names, its one line and, for an OSError, its errno; the
-parent rebuilds only digitize's own errors and Python's built-in exceptions.
+parent rebuilds only Python's built-in exceptions and those of digitize's own a page may raise (bad input,
+OCR, a missing tool); any other of ours becomes an OcrError that names it.
 """
 
 from __future__ import annotations
@@ -26,9 +27,13 @@ import types
 import typing
 from typing import Any, Callable
 
+from .terminal import printable
+
 HEADER = struct.Struct("!II")  # the JSON's length, the raw bytes' length
-MAX_JSON = 16 << 20  # a page's report (its text: tens of kB) with room to spare
-MAX_RAW = 256 << 20  # page 1's top band is ~0.2 MB (A4); a whole page image would fit too
+# Bounds on what a worker makes its parent read and parse (review2 r2lows M2): 16 MB of JSON cost a
+# parent seconds of CPU and hundreds of MB, with no deadline or Ctrl-C served meanwhile.
+MAX_JSON = 1 << 20  # a page's report: its text (UTF-8; a dense A4 page ~5 k characters, A0 ~16x that) and a few fields
+MAX_RAW = 64 << 20  # page 1's top band (one grey cell per pt): ~0.2 MB on A4, ~52 MB on PDF's largest page (14400 pt)
 MAX_DEPTH = 32  # nesting of lists, tuples, dicts and dataclasses
 MAX_TEXT = 4000  # characters of an error's line (and 16 times that of a bug's traceback)
 DTYPES = frozenset({"bool", "uint8", "int8", "uint16", "int16", "uint32", "int32", "int64", "float32", "float64"})
@@ -72,7 +77,7 @@ def error_frame(error: BaseException, trace: str = "") -> bytes:
 
 
 def _frame(document: dict, raw: list[bytes]) -> bytes:
-    text = json.dumps(document, separators=(",", ":")).encode()
+    text = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()  # Vietnamese: 3 bytes, not 6
     size = sum(len(part) for part in raw)
     if len(text) > MAX_JSON or size > MAX_RAW:
         raise TypeError(f"a page worker's result is too large to hand back ({len(text)} + {size} bytes)")
@@ -197,7 +202,10 @@ class _Reader:
             count *= n
         if count * dtype.itemsize > len(self.raw):
             raise Malformed("an array larger than the frame's raw bytes")
-        return np.frombuffer(self.take(count * dtype.itemsize), dtype=dtype).reshape(body[1])
+        try:
+            return np.frombuffer(self.take(count * dtype.itemsize), dtype=dtype).reshape(body[1])
+        except (ValueError, OverflowError):  # an empty array with a dimension past numpy's (review2 r2lows M1)
+            raise Malformed("an array of a shape numpy cannot make") from None
 
     def instance(self, name: Any, fields: Any, depth: int) -> Any:
         cls = _carried.get(name) if isinstance(name, str) else None
@@ -215,6 +223,8 @@ class _Reader:
             return cls(**values)
         except TypeError:  # a required field missing
             raise Malformed(f"{cls.__name__} without all of its fields") from None
+        except (ValueError, OverflowError) as e:  # refused by the class itself
+            raise Malformed(f"{cls.__name__} refused its fields ({type(e).__name__})") from None
 
 
 @functools.lru_cache(maxsize=None)
@@ -254,7 +264,11 @@ def _check(hint: Any) -> Callable[[Any], bool]:
 
 
 def _error(described: Any) -> BaseException:
-    from .errors import error_class
+    from .errors import InputError, MissingDependencyError, OcrError, error_class
+
+    # digitize's errors a page task may raise, the only ones rebuilt (review2 r2lows M3): a worker taken over
+    # could otherwise pick one that defers its file as a storage, signer or disk outage, or fails a run as config
+    PAGE_ERRORS = (InputError, OcrError, MissingDependencyError)
 
     if not isinstance(described, dict):
         raise Malformed("an error that is not described")
@@ -264,10 +278,20 @@ def _error(described: Any) -> BaseException:
             or not isinstance(message, str) or not isinstance(trace, str)
             or not (errno is None or type(errno) is int) or not (filename is None or isinstance(filename, str))):
         raise Malformed("an error that is not a class's names and a line")
-    message = message[:MAX_TEXT]
-    error: BaseException = WorkerError(f"{kinds[0][:80]}: {message}")
-    cls = error_class(kinds, None) or getattr(builtins, kinds[0], None)
-    if isinstance(cls, type) and issubclass(cls, Exception):
+    # the worker's text, as the worker itself would have made it: one line, no terminal escapes, bounded (L2)
+    message = " ".join(printable(message[:MAX_TEXT]).split())
+    kinds = [printable(kind[:80]) for kind in kinds]
+    filename = printable(filename[:MAX_TEXT]) if filename else None
+    trace = "\n".join(printable(line) for line in trace[-16 * MAX_TEXT:].splitlines())
+    error: BaseException = WorkerError(f"{kinds[0]}: {message}")
+    cls = error_class(kinds, None)
+    if cls is not None and not issubclass(cls, PAGE_ERRORS):  # a storage, signer or config outage is not a page's to claim
+        return OcrError(f"page worker reported {cls.__name__}: {message}")
+    if cls is None:
+        cls = _builtin(kinds)
+        if cls is not None and cls.__name__ != kinds[0]:  # a library's own class: said, but not rebuilt
+            message = f"{kinds[0]}: {message}"
+    if cls is not None:
         try:
             if issubclass(cls, OSError) and errno is not None:
                 error = cls(errno, message, filename) if filename else cls(errno, message)
@@ -276,8 +300,18 @@ def _error(described: Any) -> BaseException:
         except (TypeError, ValueError):  # a class that is not built from one line (UnicodeDecodeError)
             pass
     if trace:
-        error.__cause__ = _RemoteTraceback(trace[-16 * MAX_TEXT:])
+        error.__cause__ = _RemoteTraceback(trace)
     return error
+
+
+def _builtin(kinds: list[str]) -> type[Exception] | None:
+    """The first of Python's built-in exception classes among KINDS (a class and its ancestors): a library's
+    OSError (PIL's UnidentifiedImageError, one carrying ENOSPC) stays an OSError here (review2 r2lows L1)."""
+    for name in kinds:
+        cls = getattr(builtins, name, None)
+        if isinstance(cls, type) and issubclass(cls, Exception):
+            return cls
+    return None
 
 
 class _RemoteTraceback(Exception):

@@ -20,7 +20,7 @@ from PIL import Image
 from digitize import pdfa, verapdf
 from digitize.accuracy import cer
 from digitize.convert import ConvertOptions, convert_file
-from digitize.errors import DigitizeError
+from digitize.errors import ConfigError, DigitizeError
 from digitize.records import DocumentReport
 from digitize.text import nfc
 
@@ -189,6 +189,13 @@ def test_selected_pages_only_in_the_given_order(tmp_path) -> None:
     truth = (SAMPLES / "truth" / "14_stack.txt").read_text(encoding="utf-8").split("\f")
     pages = pdftotext(out)
     assert cer(truth[3], pages[0]) < 0.05 and cer(truth[1], pages[1]) < 0.05
+
+
+def test_no_ocr_language_is_a_config_error_before_any_page(tmp_path) -> None:
+    """Said by the converter, not a page worker: a worker's ConfigError is its page's OcrError (review2 r2lows M3)."""
+    with pytest.raises(ConfigError, match="no OCR language given"):
+        convert_file(SAMPLES / "01_clean.png", tmp_path / "one.pdf", ConvertOptions(language="+", validate=False))
+    assert not (tmp_path / "one.pdf").exists()
 
 
 def test_report_splits_a_page_time_into_its_stages(tmp_path) -> None:

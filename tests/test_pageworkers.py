@@ -290,6 +290,86 @@ def test_a_worker_stalling_partway_through_its_result_or_writing_to_its_sentinel
     assert time.monotonic() - start < 20
 
 
+def answers_ahead(x: int, pad: str) -> int:
+    """A hostile worker: it shrinks its task pipe to one page, sends answers for forty tasks it never
+    reads (so its parent keeps handing it more), then sleeps."""
+    frame = sys._getframe()
+    while frame.f_code.co_name != "_serve":
+        frame = frame.f_back
+    fcntl.fcntl(frame.f_locals["tasks"].fileno(), 1031, 4096)  # F_SETPIPE_SZ
+    text = b'{"ok":0}'
+    os.write(frame.f_locals["results"], (struct.pack("!II", len(text), 0) + text) * 40)
+    time.sleep(600)
+    return 0
+
+
+def test_a_worker_that_takes_no_more_tasks_cannot_block_its_parent() -> None:
+    """The parent never blocks writing a task (review2 r2lows H1): a worker that answers ahead and lets
+    its task pipe fill up fails its page at once instead of hanging the parent past every deadline."""
+    faulthandler.dump_traceback_later(60, exit=True)  # the old code blocked forever in give()
+    try:
+        start = time.monotonic()
+        with pytest.raises(OcrError, match=r"^page \d+ not converted: its page worker did not take its task; "
+                                           r"the worker was stopped$"):
+            pageworkers.run(answers_ahead, [(n, "x" * 1000) for n in range(60)], processes=1, deadline=2)
+        assert time.monotonic() - start < 20
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+
+
+def sockets_and_pipes(x: int) -> tuple[list[int], list[int]]:
+    """This worker's open sockets, and the inodes of the pipes it holds (std streams aside)."""
+    sockets, pipes = [], []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            mode, inode = os.fstat(int(name))[stat.ST_MODE], os.fstat(int(name)).st_ino
+        except OSError:
+            continue
+        if int(name) > 2 and stat.S_ISSOCK(mode):
+            sockets.append(int(name))
+        if int(name) > 2 and stat.S_ISFIFO(mode):
+            pipes.append(inode)
+    return sockets, pipes
+
+
+def test_a_worker_holds_none_of_its_parents_sockets_or_pipes() -> None:
+    """A worker taken over through a decoder cannot talk on its parent's database, Redis, MinIO or signer
+    connection, nor write to a pipe of its parent's (review2 r2lows M4): they are gone before any page."""
+    import socket
+
+    a, b = socket.socketpair()  # stands for an authenticated connection
+    r, w = os.pipe()  # stands for a pipe to a tool or server the parent started
+    try:
+        (sockets, pipes), = pageworkers.run(sockets_and_pipes, [(0,)], processes=1, deadline=60)
+        assert sockets == []
+        assert os.fstat(r).st_ino not in pipes
+    finally:
+        a.close(), b.close(), os.close(r), os.close(w)
+
+
+def test_a_ctrl_c_just_after_a_worker_is_forked_still_ends_it(monkeypatch) -> None:
+    """A KeyboardInterrupt between a worker's fork and its pool's record of it left it running, unreaped
+    (review2 r2lows L3); the pool now knows a worker before it forks it, and ends it with the others."""
+    started = []
+    start = multiprocessing.process.BaseProcess.start
+
+    def start_then_interrupted(process) -> None:
+        start(process)
+        started.append(process)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", start_then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pageworkers.run(square, [(1,)], processes=1, deadline=60)
+    monkeypatch.undo()
+    try:
+        assert started and started[0].exitcode is not None, "the worker forked before the Ctrl-C still runs"
+    finally:
+        if started and started[0].exitcode is None:
+            started[0].kill()
+            started[0].join()
+
+
 PROBE = """
 import os, sys
 from digitize import cli, pageworkers

@@ -38,6 +38,7 @@ def test_values_come_back_as_they_were_sent() -> None:
     ok, (got, raw, floats) = _back(wire.result_frame([report, b"\x00\xff", np.linspace(0, 1, 3)]))
     assert ok and got == report and raw == b"\x00\xff" and floats.tolist() == [0.0, 0.5, 1.0]
     assert got.top_band.tolist() == band.tolist() and got.top_band.flags.writeable
+    assert "Tờ khai".encode() in wire.result_frame(report)  # UTF-8, not \u escapes: text counts once against MAX_JSON
 
 
 @pytest.mark.parametrize("document, raw, why", [
@@ -51,6 +52,8 @@ def test_values_come_back_as_they_were_sent() -> None:
     ({"ok": {"b": 2}}, b"12345", "3 raw bytes nothing refers to"),
     ({"ok": {"a": ["object", [1]]}}, b"12345678", "an allowed dtype"),
     ({"ok": {"a": ["uint8", [1 << 40, 1 << 40]]}}, b"1", "larger than the frame's raw bytes"),
+    ({"ok": {"a": ["uint8", [2 ** 70, 0]]}}, b"", "an array of a shape numpy cannot make"),  # review2 r2lows M1
+    ({"ok": {"a": ["uint8", [2 ** 62, 2 ** 62, 0]]}}, b"", "an array of a shape numpy cannot make"),
     ({"ok": {"x": 1}}, b"", "an unknown tag"),
     ({"ok": {"d": [[[1], 2]]}}, b"", "a dict key"),
     ({"ok": 1, "error": 2}, b"", "neither a result nor an error"),
@@ -67,6 +70,9 @@ def test_frames_too_large_or_too_deep_are_refused_before_they_are_read() -> None
         wire.sizes(wire.HEADER.pack(wire.MAX_JSON + 1, 0))
     with pytest.raises(wire.Malformed, match="more than a result may be"):
         wire.sizes(wire.HEADER.pack(2, wire.MAX_RAW + 1))
+    for header in (wire.HEADER.pack(2 << 20, 0), wire.HEADER.pack(0, 65 << 20)):  # review2 r2lows M2
+        with pytest.raises(wire.Malformed, match="more than a result may be"):
+            wire.sizes(header)
     deep = "[" * 100000 + "]" * 100000
     text = deep.encode()
     with pytest.raises(wire.Malformed):
@@ -94,6 +100,43 @@ def test_errors_are_rebuilt_only_as_our_own_or_builtin_classes() -> None:
     assert type(error) is ValueError and "Traceback" in str(error.__cause__)
     ok, error = _forged({"error": {"kinds": ["OcrTimeoutError", "OcrError"], "message": "late"}})
     assert isinstance(error, OcrError)
+
+
+@pytest.mark.parametrize("kinds", [["SignerUnavailableError", "SigningError", "StorageError", "DigitizeError"],
+                                   ["StorageError"], ["ConfigError"], ["ResourceError", "FileAccessError"]])
+def test_a_worker_cannot_claim_an_outage_or_a_config_error(kinds) -> None:
+    """Only errors a page may raise are rebuilt (review2 r2lows M3): a storage, signer, disk or config error would
+    defer its file (JobResult.retryable) or fail the run; claimed by a page worker it is that page's OcrError."""
+    ok, error = _forged({"error": {"kinds": kinds, "message": "x"}})
+    assert type(error) is OcrError and str(error) == f"page worker reported {kinds[0]}: x"
+
+
+def test_a_librarys_os_error_stays_an_os_error() -> None:
+    """convert tells a full disk from a bug by `except OSError` and the errno (review2 r2lows L1)."""
+    from PIL import UnidentifiedImageError
+
+    class Full(OSError):
+        pass
+
+    ok, error = _back(wire.error_frame(UnidentifiedImageError("cannot identify image file 'p.png'")))
+    assert type(error) is OSError and str(error) == "UnidentifiedImageError: cannot identify image file 'p.png'"
+    ok, error = _back(wire.error_frame(Full(28, "No space left on device", "/tmp/page.pdf")))
+    assert type(error) is OSError and error.errno == 28 and error.filename == "/tmp/page.pdf"
+
+
+def test_a_workers_text_is_one_clean_bounded_line_in_its_parent() -> None:
+    """A forged error's line cannot carry terminal escapes or line breaks into the one clear line, nor an
+    unbounded file name (review2 r2lows L2)."""
+    ok, error = _forged({"error": {"kinds": ["OcrError"], "message": "page 1:\x1b[2J\x1b]0;x\x07 bad\n  scan"}})
+    assert type(error) is OcrError and str(error).isprintable() and "\x1b" not in str(error)
+    assert str(error).startswith("page 1:") and str(error).endswith(" bad scan")
+    ok, error = _forged({"error": {"kinds": ["FileNotFoundError\x1b[2J"], "message": "m", "errno": 2,
+                                   "filename": "/x/" + "a" * 100_000 + "\x1b[2J"}})
+    assert type(error) is wire.WorkerError and str(error).isprintable()
+    ok, error = _forged({"error": {"kinds": ["FileNotFoundError"], "message": "m", "errno": 2,
+                                   "filename": "/x/\x1b[2J" + "a" * 100_000, "trace": "T\x1b[2J\nline"}})
+    assert type(error) is FileNotFoundError and len(error.filename) <= wire.MAX_TEXT and error.filename.isprintable()
+    assert "\x1b" not in str(error.__cause__) and "line" in str(error.__cause__)
 
 
 def test_a_value_the_parent_could_not_read_back_fails_in_the_worker() -> None:
