@@ -328,8 +328,28 @@ def _trusted_link(path: Path, shown: str) -> Path:
 
 
 def _holds_secret(text: str) -> bool:
-    """Whether a settings file's text sets a secret (a key, password, PIN, or a URL or DSN with a password)."""
-    return secrets.mask(text) != text
+    """Whether a settings file sets a secret: a key, password or PIN, or a URL or DSN with a password. Judged on
+    the parsed TOML, not on masked text: a ``*_file`` setting names where a secret is (``secret_file =
+    "/etc/digitize/queue-secret"``, the README's own example), which mask() hid as if it were one, so a 0644
+    config warned on every run (review2 r2ops N8)."""
+    import tomllib
+
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return False  # refused with its line when the settings are parsed
+
+    def sets_secret(table: Mapping[str, Any]) -> bool:
+        for key, value in table.items():
+            if isinstance(value, Mapping):
+                if sets_secret(value):
+                    return True
+            elif value not in ("", []) and not key.endswith("_file") and (
+                    secrets.is_secret_key(key) or secrets.mask(str(value)) != str(value)):
+                return True
+        return False
+
+    return sets_secret(data)
 
 
 def _check_owner(info: os.stat_result, shown: str, how: str) -> None:

@@ -311,3 +311,21 @@ def test_an_explicit_symlinked_config_loads_when_no_other_account_can_change_it(
     os.chmod(etc / "envs", 0o777)  # or replace its target
     with pytest.raises(ConfigError, match="symbolic link that another account could re-point"):
         config.load_settings(etc / "digitize.toml", env={})
+
+
+@pytest.mark.parametrize("text, secret", [
+    ('[queue]\nsecret_file = "/etc/digitize/queue-secret"\n', False),  # the README's queue example
+    ('[store]\nlink_secret_file = "/etc/digitize/link-secret"\n', False),
+    ('[index]\ndsn = "postgresql://app:Pg-Pass-0042@db/x"\n', True),
+    ('[queue]\nsecret = "q-secret-value-0042"\n', True),
+    ('[store]\nurl = "s3://minio.lan/bucket"\n', False),
+])
+def test_only_a_secret_itself_is_warned_about_not_where_one_is_kept(tmp_path, caplog, text, secret):
+    """review2 r2ops N8: `secret_file = "/etc/x"` (a path) in a root-owned 0644 config warned on every run."""
+    import logging
+
+    path = write_toml(tmp_path, text)
+    path.chmod(0o644)
+    with caplog.at_level(logging.WARNING, "digitize"):
+        config.load_settings(path, env={})
+    assert ("every user of this machine can read it" in caplog.text) is secret
