@@ -135,7 +135,9 @@ def forget_all() -> None:
 # scheme://user:password@host -> scheme://user:***@host. The password runs to the LAST @ of the word, as urllib,
 # redis-py and kombu split it: "redis://:Tr0ub4dor@3-horse@h" works there, so all of it is hidden (rev17ops M6).
 # REST is the word after "user:"; _userinfo splits it at its last @ (no backtracking regex: linear in the text)
-_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://(?P<user>[^\s:/@?#]*):(?P<rest>\S*)")
+# The user runs to the first ":" and may hold "@" ("redis://alice@corp:pw@h": urllib's user is alice@corp, its
+# password pw; review2 r2ops N9: such a URL was not matched and its password shown)
+_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://(?P<user>[^\s:/?#]*):(?P<rest>\S*)")
 
 
 def _userinfo(m: re.Match) -> tuple[str, str]:
