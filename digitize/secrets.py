@@ -290,6 +290,11 @@ def wipe_environ_block() -> list[str]:
 
     block = _environ_block()
     if block is None:
+        if names := secret_env_names(os.environ):  # no /proc, an old kernel: say so, never a silent no-op
+            logging.getLogger("digitize").warning(
+                "cannot read this process's environment block (/proc/self/stat): %s stay readable in "
+                "/proc/<pid>/environ; give them as systemd credentials instead (review2 r2ops N10)",
+                ", ".join(sorted(names)))
         return []
     start, end = block
     wiped, offset = [], 0

@@ -226,3 +226,14 @@ def test_the_cli_log_handler_makes_every_record_one_printable_masked_line(capsys
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and " digitize: WARNING: a b" in err and "***" in err
     assert not any(c in err for c in "\x1b\u202e\x9b") and "Sup3rSecretValue" not in err
+
+
+def test_an_environ_block_that_cannot_be_read_is_said_not_silently_skipped(monkeypatch, caplog):
+    """review2 r2ops N10: without /proc the secrets stayed in the block and nothing said so."""
+    import logging
+
+    monkeypatch.setattr(secrets, "_environ_block", lambda: None)
+    monkeypatch.setenv("PGPASSWORD", "pg-secret-value-0042")
+    with caplog.at_level(logging.WARNING, "digitize"):
+        assert secrets.wipe_environ_block() == []
+    assert "stay readable" in caplog.text and "PGPASSWORD" in caplog.text and "pg-secret-value-0042" not in caplog.text
