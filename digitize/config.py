@@ -268,13 +268,16 @@ CONFIG_MAX = 1 << 20  # bytes; a settings file is a page of text, a bigger one i
 def read_config_file(path: Path, implicit: bool = False) -> str:
     """A settings file's text, read as trusted code is read: it can name a PKCS#11 library the signer loads,
     the store every document goes to and the validator that judges them (review rev17ops H1). Refused with a
-    one-line ConfigError (exit 9): a symlink (never followed), anything but a regular file, a file of another
+    one-line ConfigError (exit 9): a symlink (never followed; an explicit path's only when no other account can
+    change it or its target, :func:`_trusted_link`), anything but a regular file, a file of another
     user than this one or root, a file its group or others may write, one over CONFIG_MAX; for the IMPLICIT
     ``./digitize.toml`` also a current folder of another user or writable by others (a scan share, a USB
     stick: whoever can write there would choose our settings). ``/dev/null`` stands for "no file"."""
     if os.path.abspath(path) == os.devnull:
         return ""
     shown = f"{'the ./' + LOCAL_CONFIG + ' of this folder' if implicit else 'config file ' + str(path)}"
+    if not implicit and os.path.islink(path):
+        path = _trusted_link(path, shown)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -311,9 +314,42 @@ def read_config_file(path: Path, implicit: bool = False) -> str:
     return text
 
 
+def _trusted_link(path: Path, shown: str) -> Path:
+    """The resolved path of an explicit config that is a symlink (Ansible's envs/prod.toml, NixOS /etc, a k8s
+    ConfigMap's ..data): followed only when the link, its target and every folder on both paths belong to
+    root or this user and none is writable by others (review2 r2ops N7: refused outright, a deployment that
+    worked stayed down after an upgrade, exit 9). The resolved path is then opened like any other file."""
+    from .resident import trusted_path
+
+    if not trusted_path(path):
+        raise ConfigError(f"{shown} is a symbolic link that another account could re-point (it, its target or a "
+                          "folder on the way is not root's or this user's alone): name the file itself")
+    return Path(os.path.realpath(path))
+
+
 def _holds_secret(text: str) -> bool:
-    """Whether a settings file's text sets a secret (a key, password, PIN, or a URL or DSN with a password)."""
-    return secrets.mask(text) != text
+    """Whether a settings file sets a secret: a key, password or PIN, or a URL or DSN with a password. Judged on
+    the parsed TOML, not on masked text: a ``*_file`` setting names where a secret is (``secret_file =
+    "/etc/digitize/queue-secret"``, the README's own example), which mask() hid as if it were one, so a 0644
+    config warned on every run (review2 r2ops N8)."""
+    import tomllib
+
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return False  # refused with its line when the settings are parsed
+
+    def sets_secret(table: Mapping[str, Any]) -> bool:
+        for key, value in table.items():
+            if isinstance(value, Mapping):
+                if sets_secret(value):
+                    return True
+            elif value not in ("", []) and not key.endswith("_file") and (
+                    secrets.is_secret_key(key) or secrets.mask(str(value)) != str(value)):
+                return True
+        return False
+
+    return sets_secret(data)
 
 
 def _check_owner(info: os.stat_result, shown: str, how: str) -> None:

@@ -135,7 +135,9 @@ def forget_all() -> None:
 # scheme://user:password@host -> scheme://user:***@host. The password runs to the LAST @ of the word, as urllib,
 # redis-py and kombu split it: "redis://:Tr0ub4dor@3-horse@h" works there, so all of it is hidden (rev17ops M6).
 # REST is the word after "user:"; _userinfo splits it at its last @ (no backtracking regex: linear in the text)
-_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://(?P<user>[^\s:/@?#]*):(?P<rest>\S*)")
+# The user runs to the first ":" and may hold "@" ("redis://alice@corp:pw@h": urllib's user is alice@corp, its
+# password pw; review2 r2ops N9: such a URL was not matched and its password shown)
+_URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://(?P<user>[^\s:/?#]*):(?P<rest>\S*)")
 
 
 def _userinfo(m: re.Match) -> tuple[str, str]:
@@ -288,6 +290,11 @@ def wipe_environ_block() -> list[str]:
 
     block = _environ_block()
     if block is None:
+        if names := secret_env_names(os.environ):  # no /proc, an old kernel: say so, never a silent no-op
+            logging.getLogger("digitize").warning(
+                "cannot read this process's environment block (/proc/self/stat): %s stay readable in "
+                "/proc/<pid>/environ; give them as systemd credentials instead (review2 r2ops N10)",
+                ", ".join(sorted(names)))
         return []
     start, end = block
     wiped, offset = [], 0

@@ -6,18 +6,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 servers=1; [ "${1:-}" = "--no-servers" ] && servers=0
 say() { printf '== %s\n' "$*" >&2; }
-. scripts/system-copy.sh  # trusted_path, root_home, system_copy
-CACHE="${DIGITIZE_CACHE:-$HOME/.cache/digitize}"
-if [ "$(id -u)" = 0 ]; then
-  # root with another account's $HOME (sudo -E, su) or DIGITIZE_CACHE: its caches (Maven's ~/.m2, Go's, ours)
-  # would run and be installed as root's; use root's own home instead (review rev17ops M5)
-  if ! trusted_path "$HOME"; then say "ignoring HOME=$HOME (not root's alone): using $(root_home)"; export HOME="$(root_home)"; fi
-  if ! trusted_path "$CACHE"; then
-    say "ignoring the cache $CACHE (it or a folder above is another account's or writable by others)"
-    CACHE="$HOME/.cache/digitize"
-  fi
-fi
-mkdir -p "$CACHE/bin"
+. scripts/system-copy.sh  # trusted_path, root_home, root_environment, choose_cache, make_cache, system_copy
+# root with another account's environment (sudo -E, su): its HOME, caches (Maven's ~/.m2, Go's, ours) and
+# build settings would run and be installed as root's; root's own are used instead (review rev17ops M5,
+# review2 r2ops N4, N5)
+root_environment
+choose_cache
+make_cache
 
 APT_PKGS=(tesseract-ocr tesseract-ocr-vie tesseract-ocr-eng tesseract-ocr-osd poppler-utils
           libjbig2dec0 jbig2dec fonts-liberation2 fonts-dejavu-core python3-venv curl unzip ca-certificates
@@ -97,11 +92,13 @@ GO_TOOLCHAIN=1.24.5
 MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c  # MinIO's tree of 2026-02-12: pinned, not @latest (L5)
 ensure_go() {
   if command -v go >/dev/null && go version | grep -qE 'go1\.(2[1-9]|[3-9][0-9])'; then return; fi
-  local dir="$CACHE/go$GO_TOOLCHAIN" src
+  local dir="$CACHE/go$GO_TOOLCHAIN" src work
   if [ ! -x "$dir/bin/go" ]; then
     say "fetching Go $GO_TOOLCHAIN toolchain through the Go module proxy (checked against the checksum database)"
-    src="$(cd "$(mktemp -d)" && GOFLAGS=-mod=mod go mod download -json "golang.org/toolchain@v0.0.1-go$GO_TOOLCHAIN.linux-amd64" \
+    work="$(mktemp -d)"
+    src="$(cd "$work" && GOFLAGS=-mod=mod go mod download -json "golang.org/toolchain@v0.0.1-go$GO_TOOLCHAIN.linux-amd64" \
            | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+    rmdir "$work"  # outside any module: go wrote nothing there (review2 r2ops N10)
     { [ -n "$src" ] && [ -f "$src/bin/go" ]; } || { echo "setup.sh: go mod download gave no Go $GO_TOOLCHAIN" >&2; exit 1; }
     rm -rf "$dir.tmp" && cp -r "$src" "$dir.tmp" && chmod -R u+w "$dir.tmp" \
       && chmod +x "$dir.tmp"/bin/* "$dir.tmp"/pkg/tool/*/* && mv "$dir.tmp" "$dir"

@@ -28,6 +28,68 @@ trusted_path() {
 # root_home: root's own home from the password database (sudo -E or su keep another user's $HOME)
 root_home() { getent passwd 0 | cut -d: -f6; }
 
+# root_environment: as root, the environment of another account (sudo -E keeps its HOME, SUDO_UID names it)
+# must not configure what root builds, fetches and runs (review2 r2ops N5): its HOME becomes root's, and its
+# Go, cgo, Maven, Java, pip, Python, git and XDG settings are dropped (GOMODCACHE or GOFLAGS=-toolexec= ran
+# its programs as root). GOPROXY and the proxy variables stay: what go fetches is checked against the
+# checksum database, which no variable left can turn off. PATH keeps only folders root alone can change.
+root_environment() {
+  [ "$(id -u)" = 0 ] || return 0
+  local name keep="" dir foreign=0 dirs
+  if ! trusted_path "$HOME"; then
+    echo "== ignoring HOME=$HOME (not root's alone): using $(root_home)" >&2
+    export HOME="$(root_home)"; foreign=1
+  fi
+  [ -n "${SUDO_UID:-}" ] && [ "$SUDO_UID" != 0 ] && foreign=1
+  if [ $foreign = 1 ]; then
+    for name in $(compgen -e); do
+      case "$name" in
+        GOPROXY) ;;
+        GO*|CGO_*|CC|CXX|PIP_*|PYTHON*|VIRTUAL_ENV|MAVEN_*|M2_HOME|JAVA_TOOL_OPTIONS|_JAVA_OPTIONS|JDK_JAVA_OPTIONS \
+          |CLASSPATH|GIT_*|XDG_*) unset "$name";;
+      esac
+    done
+    echo "== ignoring the invoking account's build settings (Go, Maven, Java, pip, Python, git, XDG)" >&2
+  fi
+  IFS=: read -r -a dirs <<< "$PATH"
+  for dir in "${dirs[@]}"; do
+    case "$dir" in /*) trusted_path "$dir" && keep="$keep${keep:+:}$dir";; esac
+  done
+  export PATH="${keep:-/usr/sbin:/usr/bin:/sbin:/bin}"
+}
+
+# choose_cache: CACHE, the one cache rule of setup.sh and test.sh (review2 r2ops N4, N6): DIGITIZE_CACHE or
+# ~/.cache/digitize, resolved (a symlink someone else can re-point is not followed later); as root, one that
+# another account can change is replaced by root's own. Exported as DIGITIZE_CACHE for the tests.
+choose_cache() {
+  CACHE="$(realpath -m -- "${DIGITIZE_CACHE:-$HOME/.cache/digitize}")"
+  if [ "$(id -u)" = 0 ] && ! trusted_path "$CACHE"; then
+    echo "== ignoring the cache $CACHE (it or a folder above is another account's or writable by others)" >&2
+    CACHE="$(realpath -m -- "$HOME/.cache/digitize")"
+  fi
+  export DIGITIZE_CACHE="$CACHE"
+}
+
+# make_cache: CACHE/bin made; as root, checked again once it exists (a folder someone else made under a
+# sticky /tmp between the check and mkdir is refused).
+make_cache() {
+  mkdir -p "$CACHE/bin"
+  if [ "$(id -u)" = 0 ] && ! trusted_path "$CACHE/bin"; then
+    echo "setup.sh: refusing the cache $CACHE: another account made or can change it" >&2; return 1
+  fi
+}
+
+# test_environment: what test.sh runs the suite with: setup.sh's environment and cache, and the MinIO that
+# setup.sh builds there unless DIGITIZE_MINIO_BIN names one (as root: one only root can change).
+test_environment() {
+  root_environment
+  choose_cache
+  if [ -z "${DIGITIZE_MINIO_BIN:-}" ] || { [ "$(id -u)" = 0 ] && ! trusted_path "$DIGITIZE_MINIO_BIN"; }; then
+    DIGITIZE_MINIO_BIN="$CACHE/bin/minio"
+  fi
+  export DIGITIZE_MINIO_BIN
+}
+
 # system_copy CACHE SYSTEM_DIR: root's read-only copy of the veraPDF jars (from CACHE's classpath) and of the
 # streaming validator, for every account; only regular files that root owns and no one else can change, under
 # CACHE or root's ~/.m2, are copied; anything else refuses the whole copy (exit 1, nothing installed).

@@ -3,6 +3,7 @@
 # Servers (MinIO, PostgreSQL) are started by the tests themselves on loopback ports in temp dirs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/system-copy.sh
+test_environment  # setup.sh's environment and cache, so the MinIO it builds is the one tested (review2 r2ops N6)
 bash scripts/setup.sh
-export DIGITIZE_MINIO_BIN="${DIGITIZE_MINIO_BIN:-${DIGITIZE_CACHE:-$HOME/.cache/digitize}/bin/minio}"
 exec .venv/bin/python -m pytest -ra "$@"

@@ -219,8 +219,6 @@ def test_a_local_digitize_toml_that_is_a_symlink_or_not_a_file_is_refused(tmp_pa
     (tmp_path / "digitize.toml").symlink_to(target)
     with pytest.raises(ConfigError, match="symbolic link"):
         config.load_settings(env={})
-    with pytest.raises(ConfigError, match="symbolic link"):
-        config.load_settings(tmp_path / "digitize.toml", env={})
     (tmp_path / "digitize.toml").unlink()
     os_fifo = tmp_path / "digitize.toml"
     import os
@@ -290,3 +288,44 @@ def test_a_config_file_with_a_secret_that_others_can_read_is_warned_about(tmp_pa
         config.load_settings(path, env={})
         config.load_settings(write_toml(tmp_path, "[convert]\njobs = 1\n", "plain.toml"), env={})
     assert not caplog.text
+
+
+def test_an_explicit_symlinked_config_loads_when_no_other_account_can_change_it(tmp_path):
+    """review2 r2ops N7: /etc/digitize/digitize.toml -> envs/prod.toml (Ansible, NixOS, a k8s ConfigMap) was
+    refused (exit 9, and the unit then stays down); it loads when the link, its target and the folders on
+    the way are root's or this user's alone, and is refused when another account could re-point it."""
+    import os
+
+    etc = tmp_path / "etc"
+    (etc / "envs").mkdir(parents=True)
+    os.chmod(tmp_path, 0o755)
+    os.chmod(etc, 0o755)
+    write_toml(etc / "envs", '[convert]\nlanguage = "prod"\n', "prod.toml")
+    (etc / "digitize.toml").symlink_to("envs/prod.toml")
+    assert config.load_settings(etc / "digitize.toml", env={}).convert.language == "prod"
+    assert config.load_settings(env={"DIGITIZE_CONFIG": str(etc / "digitize.toml")}).convert.language == "prod"
+    os.chmod(etc, 0o777)  # anyone could re-point the link
+    with pytest.raises(ConfigError, match="symbolic link that another account could re-point"):
+        config.load_settings(etc / "digitize.toml", env={})
+    os.chmod(etc, 0o755)
+    os.chmod(etc / "envs", 0o777)  # or replace its target
+    with pytest.raises(ConfigError, match="symbolic link that another account could re-point"):
+        config.load_settings(etc / "digitize.toml", env={})
+
+
+@pytest.mark.parametrize("text, secret", [
+    ('[queue]\nsecret_file = "/etc/digitize/queue-secret"\n', False),  # the README's queue example
+    ('[store]\nlink_secret_file = "/etc/digitize/link-secret"\n', False),
+    ('[index]\ndsn = "postgresql://app:Pg-Pass-0042@db/x"\n', True),
+    ('[queue]\nsecret = "q-secret-value-0042"\n', True),
+    ('[store]\nurl = "s3://minio.lan/bucket"\n', False),
+])
+def test_only_a_secret_itself_is_warned_about_not_where_one_is_kept(tmp_path, caplog, text, secret):
+    """review2 r2ops N8: `secret_file = "/etc/x"` (a path) in a root-owned 0644 config warned on every run."""
+    import logging
+
+    path = write_toml(tmp_path, text)
+    path.chmod(0o644)
+    with caplog.at_level(logging.WARNING, "digitize"):
+        config.load_settings(path, env={})
+    assert ("every user of this machine can read it" in caplog.text) is secret

@@ -173,6 +173,23 @@ def test_a_url_password_with_an_at_sign_is_masked_to_its_last_at(url, hidden):
     assert hidden not in masked and "lan:" in masked and "Blue" not in masked
 
 
+def test_a_url_user_with_an_at_sign_leaves_no_password_shown():
+    """review2 r2ops N9: urllib, redis-py and kombu take "alice@corp" for the user of this URL; the password
+    was shown, and not remembered."""
+    from urllib.parse import urlsplit
+
+    url = "redis://alice@corp:Queue-Pass-0042@broker.lan:6379/0"
+    assert urlsplit(url).password == "Queue-Pass-0042"
+    masked = secrets.mask(url)
+    assert "Queue-Pass-0042" not in masked and masked == "redis://alice@corp:***@broker.lan:6379/0"
+    try:
+        secrets.remember_in(url)
+        assert secrets.mask("auth failed for Queue-Pass-0042") == "auth failed for ***"
+    finally:
+        secrets.forget_all()
+    assert secrets.mask("mail alice@corp: see http://a@b:8080/x") == "mail alice@corp: see http://a@b:8080/x"
+
+
 def test_a_remembered_url_password_with_an_at_sign_is_masked_anywhere():
     secrets.remember_in("redis://:Tr0ub4dor@3-horse-battery@b:6379/0")
     assert "3-horse-battery" not in secrets.mask("auth failed for Tr0ub4dor@3-horse-battery")
@@ -209,3 +226,14 @@ def test_the_cli_log_handler_makes_every_record_one_printable_masked_line(capsys
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and " digitize: WARNING: a b" in err and "***" in err
     assert not any(c in err for c in "\x1b\u202e\x9b") and "Sup3rSecretValue" not in err
+
+
+def test_an_environ_block_that_cannot_be_read_is_said_not_silently_skipped(monkeypatch, caplog):
+    """review2 r2ops N10: without /proc the secrets stayed in the block and nothing said so."""
+    import logging
+
+    monkeypatch.setattr(secrets, "_environ_block", lambda: None)
+    monkeypatch.setenv("PGPASSWORD", "pg-secret-value-0042")
+    with caplog.at_level(logging.WARNING, "digitize"):
+        assert secrets.wipe_environ_block() == []
+    assert "stay readable" in caplog.text and "PGPASSWORD" in caplog.text and "pg-secret-value-0042" not in caplog.text

@@ -51,3 +51,79 @@ def test_root_never_installs_what_another_account_could_plant(tmp_path, plant):
     done = system_copy(cache, tmp_path / "sys")
     assert done.returncode != 0 and "refusing" in done.stderr
     assert not (tmp_path / "sys").exists()
+
+
+def in_setup_shell(script: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """``script`` run after sourcing system-copy.sh, as setup.sh and test.sh do, with ``env`` on top of ours."""
+    return subprocess.run(["bash", "-c", f'set -euo pipefail; . "$1"; {script}', "sh",
+                           str(ROOT / "scripts" / "system-copy.sh")],
+                          capture_output=True, text=True, timeout=60, env={**os.environ, **env})
+
+
+def nobodys_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "alice"
+    folder.mkdir(mode=0o755)
+    os.chown(folder, 65534, 65534)
+    return folder
+
+
+def test_a_symlinked_cache_is_used_resolved_never_as_the_link(tmp_path):
+    """review2 r2ops N4: a link in another account's folder to root's cache passed trusted_path (which checked
+    the target) and setup then used the link, which that account could re-point during the install."""
+    os.chmod(tmp_path, 0o755)
+    own = tmp_path / "rootcache"
+    own.mkdir(mode=0o755)
+    link = nobodys_folder(tmp_path) / "link"
+    link.symlink_to(own)
+    done = in_setup_shell('choose_cache; echo "$CACHE"; echo "$DIGITIZE_CACHE"',
+                          {"DIGITIZE_CACHE": str(link), "HOME": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(own), str(own)]
+
+
+def test_a_cache_someone_else_made_after_the_check_is_refused(tmp_path):
+    """review2 r2ops N4: a path not made yet under a sticky folder passes; the folder made there must be checked."""
+    sticky = tmp_path / "tmp"
+    sticky.mkdir()
+    os.chmod(tmp_path, 0o755)
+    os.chmod(sticky, 0o1777)
+    cache = sticky / "not-yet" / "digitize"
+    cache.mkdir(parents=True)  # as another account would, between the check and mkdir -p
+    os.chown(cache.parent, 65534, 65534)
+    done = in_setup_shell(f'CACHE={cache}; make_cache', {})
+    assert done.returncode != 0 and "refusing the cache" in done.stderr
+
+
+def test_root_drops_the_invoking_accounts_build_settings(tmp_path):
+    """review2 r2ops N5: sudo -E kept GOMODCACHE/GOFLAGS/MAVEN_OPTS/PIP_*: a planted module cache made setup
+    copy and run another account's `go` as root. GOPROXY, the machine's proxy choice, stays."""
+    planted = {"GOMODCACHE": "/x", "GOFLAGS": "-toolexec=/x", "MAVEN_OPTS": "-Dmaven.repo.local=/x",
+               "PIP_INDEX_URL": "http://x/", "GONOSUMDB": "*", "PYTHONPATH": "/x", "XDG_CACHE_HOME": "/x"}
+    home = nobodys_folder(tmp_path)
+    for env in ({"HOME": str(home)}, {"HOME": os.path.expanduser("~root"), "SUDO_UID": "1000"}):
+        done = in_setup_shell("root_environment; env", {**planted, **env, "GOPROXY": "off",
+                                                        "PATH": f"{home}:{os.environ['PATH']}"})
+        assert done.returncode == 0, done.stderr
+        names = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
+        assert not set(planted) & set(names), env
+        assert names["GOPROXY"] == "off" and str(home) not in names["PATH"].split(":")
+        assert names["HOME"] == os.path.expanduser("~root")
+
+
+def test_root_keeps_its_own_build_settings(tmp_path):
+    done = in_setup_shell("root_environment; env", {"HOME": os.path.expanduser("~root"), "PIP_FIND_LINKS": "/w"})
+    assert done.returncode == 0 and "PIP_FIND_LINKS=/w" in done.stdout.splitlines()
+
+
+def test_the_tests_run_the_minio_that_setup_builds(tmp_path):
+    """review2 r2ops N6: with another account's HOME, setup.sh built MinIO in root's cache while test.sh pointed
+    the tests at that account's (CI: every MinIO test failed; or root ran that account's minio)."""
+    home = nobodys_folder(tmp_path)
+    (home / ".cache" / "digitize" / "bin").mkdir(parents=True)
+    env = {"HOME": str(home), "DIGITIZE_CACHE": "", "DIGITIZE_MINIO_BIN": ""}
+    setup = in_setup_shell('root_environment; choose_cache; echo "$CACHE"', env)
+    tests = in_setup_shell('test_environment; echo "$DIGITIZE_MINIO_BIN"', env)
+    assert setup.returncode == 0 and tests.returncode == 0, setup.stderr + tests.stderr
+    root_cache = os.path.realpath(os.path.expanduser("~root/.cache/digitize"))
+    assert setup.stdout.strip() == root_cache and tests.stdout.strip() == f"{root_cache}/bin/minio"
+    assert "test_environment" in (ROOT / "scripts" / "test.sh").read_text()  # and test.sh runs it

@@ -71,7 +71,8 @@ class AppFactory:
 
     A server process uvicorn spawns starts bare: no log handler (its records went to logging.lastResort, with
     no masking and no format) and a masking function that knows no secret. So the factory tells the masking
-    function the settings' secrets and sets up the parent's logging there first (review rev17ops M2)."""
+    function the settings' secrets and sets up the parent's logging there first (review rev17ops M2), and wipes
+    the secrets from its environment block (review2 r2ops N1): :func:`web.spawned.start_spawned`."""
 
     def __init__(self, settings):
         from pipelines import logs
@@ -80,16 +81,10 @@ class AppFactory:
         self.log_state = logs.snapshot()
 
     def __call__(self):
-        import logging
-
-        from digitize.config import remember_secrets
-        from pipelines import logs
-
         from .app import create_app
+        from .spawned import start_spawned
 
-        remember_secrets(self.settings)
-        if not logging.getLogger().handlers:  # a spawned server process (in-process: the CLI's handler is there)
-            logs.restore(self.log_state)
+        start_spawned(self.settings, self.log_state)  # masking, logging, the environ block (review2 r2ops N1)
         return create_app(self.settings)
 
 

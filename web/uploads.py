@@ -105,6 +105,18 @@ def stored_name(name: str) -> str:
     return "scan" + suffix
 
 
+def conversion_worker(settings) -> ProcessPoolExecutor:
+    """The process that converts uploads: spawned (no thread or lock of the portal inherited), so it starts
+    like every spawned process of the portal, masking and logging as the parent, no secret in its environ
+    block for the page workers it forks (review2 r2ops N1, N2)."""
+    from pipelines import logs
+
+    from .spawned import start_spawned
+
+    return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=start_spawned,
+                               initargs=(settings, logs.snapshot()))
+
+
 class UploadQueue:
     def __init__(self, settings):
         self.settings = settings
@@ -466,7 +478,7 @@ class UploadQueue:
                     return
             else:
                 if self._worker is None:
-                    self._worker = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+                    self._worker = conversion_worker(self.settings)
                 with self._converting():  # one conversion at a time per data dir, whichever process took it
                     status, reason, documents = self._worker.submit(convert_upload, str(files[0]), self.settings,
                                                                     values, job.scope()).result()

@@ -57,3 +57,50 @@ def test_idle_connections_cannot_pin_a_thread_each_and_a_scrape_answers_after_th
     with caplog.at_level(logging.WARNING, "pipelines.metrics"):
         assert scrape(server) == 200 and scrape(server) == 200
     assert sum("queue depth unavailable" in r.getMessage() for r in caplog.records) == 1  # once per outage
+
+
+@pytest.fixture
+def quick_server(tmp_path, monkeypatch):
+    """A /metrics server that drops idle clients after 0.2 s and any client after 1 s."""
+    monkeypatch.setattr(metrics, "IDLE_SECONDS", 0.2, raising=False)
+    monkeypatch.setattr(metrics, "CONNECTION_SECONDS", 1.0, raising=False)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    port = free_port()
+    started = metrics.serve(port, Settings(data_dir=str(tmp_path / "data")))
+    yield "127.0.0.1", port
+    started.shutdown()
+    started.server_close()
+
+
+def closed_by_server(s: socket.socket) -> None:
+    s.settimeout(30)
+    assert s.recv(100) == b""  # the server closed the connection
+
+
+def test_idle_and_half_sent_requests_leave_no_traceback(quick_server, capfd):
+    """review2 r2ops N3: an idle or slow client is dropped without ~20 lines on stderr (outside logging)."""
+    idle = socket.create_connection(quick_server)
+    half = socket.create_connection(quick_server)
+    half.sendall(b"GET /metr")
+    try:
+        closed_by_server(idle)
+        closed_by_server(half)
+        time.sleep(0.2)  # the handler's thread ends after the close
+    finally:
+        idle.close()
+        half.close()
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_client_sending_a_byte_at_a_time_is_dropped_at_the_deadline(quick_server):
+    """review2 r2ops N10: slowloris (a byte before each read times out) holds a slot only CONNECTION_SECONDS."""
+    slow = socket.create_connection(quick_server)
+    start = time.monotonic()
+    try:
+        with pytest.raises(OSError):
+            while time.monotonic() - start < 30:
+                slow.sendall(b"G")
+                time.sleep(0.1)
+        assert time.monotonic() - start < 30
+    finally:
+        slow.close()
