@@ -351,6 +351,22 @@ def test_postgresql_a_restored_database_never_repeats_a_cached_key(pg_archives, 
     assert cases(archive, OFFICER_B) == []
 
 
+def test_postgresql_replica_role_writers_move_the_generation(pg_archives):
+    """Logical replication's apply workers and pg_restore --disable-triggers's session run with
+    session_replication_role = replica, where ordinary triggers do not fire: theirs are ENABLE ALWAYS, so a
+    portal reading a subscriber sees those writes at once, not after the pages' 10 minutes (review r2pg M1)."""
+    import psycopg
+
+    archive, other = pg_archives
+    archive.index.upsert_case(CaseRecord(CASE_A))
+    before = archive.index.search_generation()
+    with psycopg.connect(other.index._dsn, autocommit=True) as raw:
+        raw.execute("SET session_replication_role = replica")
+        raw.execute("UPDATE cases SET status = 'x'")
+        raw.execute("TRUNCATE case_links")
+    assert moved(before, archive.index.search_generation(), by=2)
+
+
 def test_postgresql_no_page_is_cached_inside_a_transaction(pg_archives, make_document):
     """Inside a transaction the connection sees its own uncommitted rows: a page built there and cached under
     the committed value would outlive a rollback."""
