@@ -381,26 +381,41 @@ def test_postgresql_no_page_is_cached_inside_a_transaction(pg_archives, make_doc
 
 
 def test_postgresql_concurrent_writers_each_move_the_generation(pg_archives):
-    """Two transactions that commit together both bump the one row (the second waits for the first's row
-    lock at its last statement, then adds its own): no commit goes unseen."""
+    """Two transactions that commit together both bump the one row: the second, reaching its COMMIT while the
+    first holds the row's lock, waits for it, then adds its own move: no commit goes unseen (review r2pg L2:
+    the first holds the lock from SET CONSTRAINTS ALL IMMEDIATE, and the second is seen waiting)."""
     import threading
+    import time
+
+    import psycopg
 
     archive, other = pg_archives
     before = archive.index.search_generation()
-    entered = threading.Event()
+    holding, release = threading.Event(), threading.Event()
 
-    def slow_writer():
+    def holder():
         with other.index.transaction():
             other.index.upsert_case(CaseRecord(CASE_B))
-            entered.set()
-            other.index._execute("SELECT pg_sleep(0.3)")
+            other.index._execute("SET CONSTRAINTS ALL IMMEDIATE")  # the deferred bump runs now: the row is held
+            holding.set()
+            release.wait(10)
 
-    thread = threading.Thread(target=slow_writer)
-    thread.start()
-    entered.wait(10)
-    archive.index.upsert_case(CaseRecord(CASE_A))
-    thread.join(10)
+    first = threading.Thread(target=holder)
+    first.start()
+    assert holding.wait(10)
+    second = threading.Thread(target=archive.index.upsert_case, args=(CaseRecord(CASE_A),))
+    second.start()
+    waiting, deadline = 0, time.monotonic() + 10
+    with psycopg.connect(other.index._dsn, autocommit=True) as watch:
+        while not waiting and time.monotonic() < deadline:
+            waiting = watch.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone()[0]
+            time.sleep(0.02)
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert waiting == 1  # the second writer really queued on the first's lock
     assert moved(before, archive.index.search_generation(), by=2)
+    assert archive.index.get_case(CASE_A) and archive.index.get_case(CASE_B)
 
 
 def test_pages_age_out_after_max_age_only_where_a_bump_may_be_lost(two_archives, make_document, monkeypatch):
