@@ -418,6 +418,28 @@ def test_postgresql_concurrent_writers_each_move_the_generation(pg_archives):
     assert archive.index.get_case(CASE_A) and archive.index.get_case(CASE_B)
 
 
+def test_postgresql_a_portal_write_behind_a_held_generation_row_fails_in_one_line(postgres_dsn, tmp_path):
+    """Every search-changing commit takes its turn on the one row (README Known limits, review r2pg M2): a
+    commit that holds it past the portal's db_timeout (a stuck sync standby, an idle psql transaction that
+    wrote) makes the portal's write a one-line StorageError (a 503), rolled back whole: nothing half-stored.
+    This documents the cost; the behaviour is the same on integ."""
+    import psycopg
+
+    from digitize.errors import StorageError
+
+    settings = Settings(data_dir=str(tmp_path / "data"))
+    settings.index.dsn = postgres_dsn
+    with Archive.open(settings, wait_timeout=0.3) as portal, psycopg.connect(postgres_dsn) as holder:
+        holder.execute("UPDATE search_generation SET value = value")  # the row held, its transaction open
+        with pytest.raises(StorageError) as failed:
+            portal.index.upsert_case(CaseRecord(CASE_A))
+        holder.rollback()
+        assert "lock timeout" in str(failed.value) and "\n" not in str(failed.value)
+        assert portal.index.get_case(CASE_A) is None
+        portal.index.upsert_case(CaseRecord(CASE_A))  # the row free again: the retry lands
+        assert portal.index.get_case(CASE_A) is not None
+
+
 def test_pages_age_out_after_max_age_only_where_a_bump_may_be_lost(two_archives, make_document, monkeypatch):
     """SQLite's bump follows the COMMIT (a crash between them loses it): its pages age out after max_age.
     PostgreSQL's commits with the writes, so its pages are kept for atomic_max_age: at 60 s every popular
