@@ -24,7 +24,9 @@ Searches repeat the storage bench's 23 query seeds, as desks repeat common words
 round they are answered from the search cache (storage/access.py). The CPU table's ``search-miss`` row
 sends searches that are all distinct (random word pairs and triples), so none is a cache hit: the cost of
 a search the server has not seen. ``--base DIR`` serves another code tree (e.g. a worktree of main) on
-the same data set in the same run, so the two are compared side by side, whatever the machine's load.
+the same data set in the same run, so the two are compared side by side, whatever the machine's load;
+base runs first, on the freshly restored (cold) server, which favours the tree served second:
+``--rounds 2`` (or more) alternates the order (as ``portal_ab.py`` does).
 
 ``--distinct-search`` makes the closed-loop and think-time searches distinct too.
 
@@ -355,8 +357,13 @@ def run_backend(label: str, settings: Settings, args, db: int | None = None,
 
 
 def trees(backend: str, args) -> list[tuple[str, Path]]:
-    """(label, code tree) to serve in turn on one working copy: ``--base`` first, when given, then this tree."""
-    return ([(f"{backend} base", args.base.resolve())] if args.base else []) + [(backend, ROOT)]
+    """(label, code tree) to serve in turn on one working copy: with ``--base``, ``--rounds`` pairs in
+    alternating order (base then this tree, this tree then base, ...): whichever runs first meets a cold
+    server and cache, so one round favours the second tree (review r2pg L4)."""
+    pair = ([(f"{backend} base", args.base.resolve())] if args.base else []) + [(backend, ROOT)]
+    rounds = [pair if r % 2 == 0 else pair[::-1] for r in range(args.rounds)]
+    return [(f"{label} r{r + 1}" if args.rounds > 1 else label, code)
+            for r, order in enumerate(rounds) for label, code in order]
 
 
 def main() -> None:
@@ -377,6 +384,9 @@ def main() -> None:
     parser.add_argument("--distinct-search", action="store_true",
                         help="closed-loop and think-time searches all distinct (no search cache hits)")
     parser.add_argument("--base", type=Path, help="another code tree to serve too, side by side (e.g. main)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="with --base: rounds of the two trees, in alternating order (1: base first, favouring "
+                             "this tree, served second on a warm server)")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="py-spy every server process during the closed-loop and think-time runs into DIR")
     args = parser.parse_args()

@@ -290,7 +290,8 @@ class SearchCache:
     and a hit is never shown outside the scope it was judged for. Bounded in entries; an entry also ages
     out after ``max_age`` seconds, which bounds staleness should a generation bump ever fail (SQLite's
     follows the COMMIT); after ``atomic_max_age`` where the generation commits with the writes themselves
-    (PostgreSQL's row), so no bump can be lost: there the age bound only re-reads popular pages now and
+    (PostgreSQL's row, its triggers ENABLE ALWAYS), so no bump can be lost while they are enabled (README:
+    a write with triggers disabled needs a manual bump): there the age bound only re-reads popular pages now and
     then (at 60 s, two server processes recomputed ~8 % of a desk's repeated searches). An index
     that has no generation (an in-memory one; PostgreSQL's is a row since migration 9) is not cached.
     Bounded in bytes too (titles come from sidecars): ``max_bytes`` for all pages and the views kept with them (:meth:`keep`), and a page over

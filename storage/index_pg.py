@@ -9,6 +9,7 @@ restart cut off fails as a whole (StorageError, the caller's retry), and its ret
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Sequence
 
 from digitize.errors import StorageError
@@ -18,6 +19,8 @@ from .search import Query
 
 CONNECT_TIMEOUT = 10
 MIGRATION_LOCK = 0x6469676974  # "digit": serialises concurrent migrators
+MIGRATION_LOCK_WAIT = 5.0  # seconds a migration waits for a table lock before it gives up and is tried again
+MIGRATION_ATTEMPTS = 3
 REPEATABLE = ("BEGIN", "SELECT")  # statements that change nothing when sent again after a lost connection
 log = logging.getLogger("digitize.storage")
 
@@ -111,13 +114,34 @@ class PostgresIndex(Index):
             return []
         self._take_migration_lock()
         try:
-            return super().migrate()
+            return self._migrate_retrying()
         finally:
             self.conn.execute(f"SELECT pg_advisory_unlock({MIGRATION_LOCK})")
 
+    def _migrate_retrying(self) -> list[int]:
+        """A migration that alters busy tables waits at most MIGRATION_LOCK_WAIT for their locks (queued behind
+        a long search, it would block every portal request behind it); it is rolled back whole and tried again
+        a few times, then fails with one line saying to start again (review r2pg L1)."""
+        import psycopg
+
+        for attempt in range(1, MIGRATION_ATTEMPTS + 1):
+            try:
+                return super().migrate()
+            except StorageError as e:
+                if not isinstance(e.__cause__, (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected)):
+                    raise
+                if attempt == MIGRATION_ATTEMPTS:
+                    raise StorageError(f"index {self.where}: a schema upgrade (migration) could not lock its tables "
+                                       f"within {MIGRATION_LOCK_WAIT:g} s, {attempt} times (long searches or writes "
+                                       "hold them); that one was rolled back, start again shortly") from None
+                log.warning("index %s: migration waits for tables in use; trying again", self.where)
+                time.sleep(attempt)
+        return []
+
     def _take_migration_lock(self) -> None:
         """Queue for the migrators' lock: for at most ``wait_timeout`` when one was given (a portal's request
-        must get its 503, not wait out another process's migration), then the migration itself runs unbounded."""
+        must get its 503, not wait out another process's migration), then the migration itself runs, its waits for
+        table locks bounded by MIGRATION_LOCK_WAIT (see _migrate_retrying)."""
         import psycopg
 
         if not self._wait_ms:
@@ -134,6 +158,7 @@ class PostgresIndex(Index):
 
     def _run_script(self, sql: str) -> None:
         self.conn.execute(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
+        self.conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{int(MIGRATION_LOCK_WAIT * 1000)}ms",))
         self.conn.execute(sql)  # no parameters: psycopg sends the whole script as one simple query
 
     def _is_unique_violation(self, error: Exception) -> bool:

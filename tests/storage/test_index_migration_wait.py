@@ -86,3 +86,37 @@ def test_a_failing_migration_is_a_storage_error(backend, request, tmp_path, monk
         assert index.schema_version() == int(every()[-1].name[:4])
     finally:
         index.close()
+
+
+def test_a_migration_queued_behind_a_long_write_gives_up_and_says_to_start_again(request, tmp_path, monkeypatch):
+    """Migration 9 adds triggers to the tables every write touches: queued behind a long write (a batch, an idle
+    psql transaction) with no lock_timeout, it held the tables it had already locked and so blocked every portal
+    write for as long (review r2pg L1). Its lock waits are bounded, it is tried again, then fails with one line;
+    once the write has ended it applies."""
+    import psycopg
+
+    from storage import index_pg
+
+    dsn = index_dsn("postgresql", request, tmp_path)
+    every = index_module._migration_scripts
+    monkeypatch.setattr(index_module, "_migration_scripts", lambda: [p for p in every() if p.name[:4] < "0009"])
+    open_index(dsn).close()  # an index as before the upgrade
+    monkeypatch.setattr(index_module, "_migration_scripts", every)
+    monkeypatch.setattr(index_pg, "MIGRATION_LOCK_WAIT", 0.2, raising=False)
+    monkeypatch.setattr(index_pg, "MIGRATION_ATTEMPTS", 2, raising=False)  # tried again once, a second later
+    writer = psycopg.connect(dsn)  # a long write: its open transaction holds its write lock on documents
+    writer.execute("DELETE FROM documents WHERE false")
+    out: dict = {}
+    try:
+        opener = open_in_thread(dsn, out)
+        opener.join(10)  # the old code: until the write ends
+        assert not opener.is_alive(), "the migration still waits for the write"
+    finally:
+        writer.close()
+    assert isinstance(out["result"], StorageError), out["result"]
+    assert "start again shortly" in str(out["result"]) and "\n" not in str(out["result"])
+    index = open_index(dsn)
+    try:
+        assert index.schema_version() == int(every()[-1].name[:4])
+    finally:
+        index.close()

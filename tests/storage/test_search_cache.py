@@ -296,6 +296,11 @@ def pg_archives(request, tmp_path):
         yield first, second
 
 
+def moved(before, after, by=1):
+    """The generation moved ``by`` commits, each with a fresh epoch (migration 10): no later move repeats a key."""
+    return after is not None and after[0] != before[0] and after[1] == before[1] + by
+
+
 def test_postgresql_any_writer_moves_the_generation_at_its_commit(pg_archives):
     """The database's triggers move it, so a write this code does not make (an older version still running
     during an upgrade, psql) is never missed, and a write outside any transaction moves it in its own commit."""
@@ -307,17 +312,59 @@ def test_postgresql_any_writer_moves_the_generation_at_its_commit(pg_archives):
     before = archive.index.search_generation()
     with psycopg.connect(other.index._dsn, autocommit=True) as raw:  # not through storage/index.py at all
         raw.execute("UPDATE cases SET status = %s WHERE case_id = %s", ("Đã trả kết quả", CASE_A))
-    assert archive.index.search_generation() == (before[0], before[1] + 1)
+    assert moved(before, archive.index.search_generation())
     assert cases(archive, OFFICER_A, status="đã trả kết quả") == [CASE_A]
     with psycopg.connect(other.index._dsn) as raw:  # one transaction of many rows: moved once, at its COMMIT
         raw.execute("UPDATE cases SET status = 'x'")
         raw.execute("DELETE FROM search_entries")
-        assert archive.index.search_generation() == (before[0], before[1] + 1)
-    assert archive.index.search_generation() == (before[0], before[1] + 2)
+        assert moved(before, archive.index.search_generation())
+    assert moved(before, archive.index.search_generation(), by=2)
     assert cases(archive, OFFICER_A) == []
     with psycopg.connect(other.index._dsn, autocommit=True) as raw:  # no row trigger fires for it
         raw.execute("TRUNCATE case_links")
-    assert archive.index.search_generation() == (before[0], before[1] + 3)
+    assert moved(before, archive.index.search_generation(), by=3)
+
+
+def test_postgresql_a_restored_database_never_repeats_a_cached_key(pg_archives, postgres_server, make_document,
+                                                                  tmp_path):
+    """The generation row is data: a restore (or a standby promoted without the last commits) brings back an
+    older (epoch, value). Were the value only counted on, the next unrelated commit would repeat a key whose
+    page came from the other timeline: agency B would see a document the restored database gives to no agency
+    (review r2pg H1). Each move draws a fresh epoch, so it cannot."""
+    import subprocess
+
+    archive, other = pg_archives
+    for case_id in (CASE_A, CASE_B):
+        archive.index.upsert_case(CaseRecord(case_id))
+    unmatched = make_document(pages=("quyền sử dụng đất không rõ hồ sơ",), case_id=None)
+    got = archive.store(unmatched.original, unmatched.pdfa, unmatched.report, unmatched.meta)
+    dump = tmp_path / "index.dump"
+    dsn = other.index._dsn
+    subprocess.run([str(postgres_server.bin_dir / "pg_dump"), "-Fc", "-f", str(dump), "-d", dsn], check=True,
+                   capture_output=True)
+    other.link(got.doc_id, CASE_B)
+    assert cases(archive, OFFICER_B) == [CASE_B]  # cached under the linked timeline's key
+    subprocess.run([str(postgres_server.bin_dir / "pg_restore"), "--clean", "--if-exists", "-d", dsn, str(dump)],
+                   check=True, capture_output=True)
+    assert archive.index.document(got.doc_id).case_id is None  # the link is gone again
+    other.index.upsert_case(CaseRecord("000.00.31.H56-241015-0099"))  # an unrelated write: the count goes on
+    assert cases(archive, OFFICER_B) == []
+
+
+def test_postgresql_replica_role_writers_move_the_generation(pg_archives):
+    """Logical replication's apply workers and pg_restore --disable-triggers's session run with
+    session_replication_role = replica, where ordinary triggers do not fire: theirs are ENABLE ALWAYS, so a
+    portal reading a subscriber sees those writes at once, not after the pages' 10 minutes (review r2pg M1)."""
+    import psycopg
+
+    archive, other = pg_archives
+    archive.index.upsert_case(CaseRecord(CASE_A))
+    before = archive.index.search_generation()
+    with psycopg.connect(other.index._dsn, autocommit=True) as raw:
+        raw.execute("SET session_replication_role = replica")
+        raw.execute("UPDATE cases SET status = 'x'")
+        raw.execute("TRUNCATE case_links")
+    assert moved(before, archive.index.search_generation(), by=2)
 
 
 def test_postgresql_no_page_is_cached_inside_a_transaction(pg_archives, make_document):
@@ -334,26 +381,63 @@ def test_postgresql_no_page_is_cached_inside_a_transaction(pg_archives, make_doc
 
 
 def test_postgresql_concurrent_writers_each_move_the_generation(pg_archives):
-    """Two transactions that commit together both bump the one row (the second waits for the first's row
-    lock at its last statement, then adds its own): no commit goes unseen."""
+    """Two transactions that commit together both bump the one row: the second, reaching its COMMIT while the
+    first holds the row's lock, waits for it, then adds its own move: no commit goes unseen (review r2pg L2:
+    the first holds the lock from SET CONSTRAINTS ALL IMMEDIATE, and the second is seen waiting)."""
     import threading
+    import time
+
+    import psycopg
 
     archive, other = pg_archives
-    epoch, before = archive.index.search_generation()
-    entered = threading.Event()
+    before = archive.index.search_generation()
+    holding, release = threading.Event(), threading.Event()
 
-    def slow_writer():
+    def holder():
         with other.index.transaction():
             other.index.upsert_case(CaseRecord(CASE_B))
-            entered.set()
-            other.index._execute("SELECT pg_sleep(0.3)")
+            other.index._execute("SET CONSTRAINTS ALL IMMEDIATE")  # the deferred bump runs now: the row is held
+            holding.set()
+            release.wait(10)
 
-    thread = threading.Thread(target=slow_writer)
-    thread.start()
-    entered.wait(10)
-    archive.index.upsert_case(CaseRecord(CASE_A))
-    thread.join(10)
-    assert archive.index.search_generation() == (epoch, before + 2)
+    first = threading.Thread(target=holder)
+    first.start()
+    assert holding.wait(10)
+    second = threading.Thread(target=archive.index.upsert_case, args=(CaseRecord(CASE_A),))
+    second.start()
+    waiting, deadline = 0, time.monotonic() + 10
+    with psycopg.connect(other.index._dsn, autocommit=True) as watch:
+        while not waiting and time.monotonic() < deadline:
+            waiting = watch.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone()[0]
+            time.sleep(0.02)
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert waiting == 1  # the second writer really queued on the first's lock
+    assert moved(before, archive.index.search_generation(), by=2)
+    assert archive.index.get_case(CASE_A) and archive.index.get_case(CASE_B)
+
+
+def test_postgresql_a_portal_write_behind_a_held_generation_row_fails_in_one_line(postgres_dsn, tmp_path):
+    """Every search-changing commit takes its turn on the one row (README Known limits, review r2pg M2): a
+    commit that holds it past the portal's db_timeout (a stuck sync standby, an idle psql transaction that
+    wrote) makes the portal's write a one-line StorageError (a 503), rolled back whole: nothing half-stored.
+    This documents the cost; the behaviour is the same on integ."""
+    import psycopg
+
+    from digitize.errors import StorageError
+
+    settings = Settings(data_dir=str(tmp_path / "data"))
+    settings.index.dsn = postgres_dsn
+    with Archive.open(settings, wait_timeout=0.3) as portal, psycopg.connect(postgres_dsn) as holder:
+        holder.execute("UPDATE search_generation SET value = value")  # the row held, its transaction open
+        with pytest.raises(StorageError) as failed:
+            portal.index.upsert_case(CaseRecord(CASE_A))
+        holder.rollback()
+        assert "lock timeout" in str(failed.value) and "\n" not in str(failed.value)
+        assert portal.index.get_case(CASE_A) is None
+        portal.index.upsert_case(CaseRecord(CASE_A))  # the row free again: the retry lands
+        assert portal.index.get_case(CASE_A) is not None
 
 
 def test_pages_age_out_after_max_age_only_where_a_bump_may_be_lost(two_archives, make_document, monkeypatch):

@@ -7,6 +7,11 @@
 -- never finds rows older than that value. ``epoch`` is random per database: a database dropped and made
 -- again never repeats an (epoch, value) pair. Access events, accounts and signatures do not move it.
 -- (IF NOT EXISTS, ON CONFLICT, OR REPLACE, DROP ... IF EXISTS: a migration may run again after an interrupted upgrade.)
+-- Migration 10 makes every move draw a fresh epoch too (restores, failovers) and the triggers fire ALWAYS.
+-- The four tables are locked once, in one order, in the mode CREATE TRIGGER takes (searches go on, writes wait),
+-- each within the migration's lock_timeout (storage/index_pg.py): a long write ahead makes it give up and try
+-- again, not hold some tables while it queues for the next one, blocking the portals' writes meanwhile.
+LOCK TABLE cases, documents, case_links, search_entries IN SHARE ROW EXCLUSIVE MODE;
 CREATE TABLE IF NOT EXISTS search_generation (
     one   BOOLEAN PRIMARY KEY DEFAULT true CHECK (one),
     epoch TEXT NOT NULL,

@@ -1,0 +1,4 @@
+-- Migration 10: every move of PostgreSQL's search generation draws a fresh epoch, and its triggers fire in
+-- replica-role sessions too (postgresql/0010_search_generation_fresh.sql; review r2pg H1, M1). PostgreSQL only:
+-- SQLite's generation file is untouched. A migration of its own, not an edit of 9: indexes already at 9 (the
+-- bench's data sets) get it too.
