@@ -114,6 +114,11 @@ def _init_page_worker(parent: int, memory_mb: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent(parent)
     os.setpgid(0, 0)  # a group of its own: end() kills it with the tools it started (pdftoppm, jbig2dec)
+    # which is a background group on its run's terminal: a library's warning written there (`stty tostop`) or a
+    # read from it would stop the worker (and its tools: inherited across exec) until its page's deadline
+    # killed it, failing a good file (review3 r3pool M2). Ignored, the write goes through and a read fails.
+    for signum in (signal.SIGTTOU, signal.SIGTTIN):
+        signal.signal(signum, signal.SIG_IGN)
     limit_memory(memory_mb)
 
 

@@ -465,3 +465,43 @@ def test_a_failed_files_workers_take_their_tools_with_them(tmp_path) -> None:
 
 def test_a_worker_past_its_deadline_takes_its_tools_with_it(tmp_path) -> None:
     _tool_ends_with_its_worker([2], 1, 1, OcrTimeoutError, tmp_path)
+
+
+ON_A_TERMINAL = r'''
+import fcntl, os, termios
+fcntl.ioctl(0, termios.TIOCSCTTY, 0)  # the pty is this session's terminal, this process in its foreground
+attrs = termios.tcgetattr(0)
+attrs[3] |= termios.TOSTOP  # an operator's `stty tostop`: a background process that writes to it is stopped
+termios.tcsetattr(0, termios.TCSANOW, attrs)
+from digitize import pageworkers
+def warns(x):
+    os.write(2, b"a library's warning\n")
+    return x
+print("RESULT", pageworkers.run(warns, [(1,), (2,)], processes=1, deadline=5), flush=True)
+'''
+
+
+def test_a_worker_writing_to_its_runs_terminal_is_not_stopped(tmp_path) -> None:
+    """A page worker leads its own process group, a background one on the run's terminal (review3 r3pool M2):
+    with `stty tostop` a library's warning on stderr stopped it (SIGTTOU) until its page's deadline killed it
+    and a good file failed (exit 6)."""
+    import subprocess
+    from pathlib import Path
+
+    master, slave = os.openpty()
+    with subprocess.Popen([sys.executable, "-c", ON_A_TERMINAL], stdin=slave, stdout=slave, stderr=slave, cwd=tmp_path,
+                          start_new_session=True,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}) as run:
+        os.close(slave)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the session's last process closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+        os.close(master)
+        assert run.wait(60) == 0, out.decode(errors="replace")[-2000:]
+    assert b"RESULT [1, 2]" in out and out.count(b"a library's warning") == 2
