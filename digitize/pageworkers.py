@@ -174,7 +174,7 @@ class _Worker:
 
     def give(self, index: int, fn: Callable, task: tuple, until: float) -> None:
         """Waits for the worker to take its task only until UNTIL (time.monotonic(); review2 r2lows H1): a
-        worker that let its task pipe fill up (it answered tasks it never read) blocks nobody past the
+        worker that let its task pipe fill up (it answered tasks it never read) blocks nobody past a
         page's deadline. An honest one reads as it is written, so a task larger than its pipe (a batch's
         2000 paths to count) is taken whole (review3 r3pool M1: it was refused as "did not take its task")."""
         data = pickle.dumps((fn, task), protocol=pickle.HIGHEST_PROTOCOL)
@@ -341,13 +341,13 @@ class PagePool:
             waiting = list(range(len(tasks)))[::-1]  # popped from the end: in order
             done: dict[int, tuple[bool, Any]] = {}
 
-            def hand_out(until: float) -> None:
+            def hand_out() -> None:  # each task's taking waits at most a deadline of its own
                 for worker in self.workers:
                     if worker.task is None and waiting:
                         index = waiting.pop()
-                        worker.give(index, fn, tasks[index], until)
+                        worker.give(index, fn, tasks[index], time.monotonic() + deadline)
 
-            hand_out(time.monotonic() + deadline)
+            hand_out()
             while_running()  # e.g. boot the validator: after the fork, so workers hold none of it
             results = []
             for n in range(1, len(tasks) + 1):
@@ -358,7 +358,7 @@ class PagePool:
                         raise OcrTimeoutError(f"page {n}: not finished within {deadline:g} s; "
                                               "its worker was stopped")
                     self._collect(left, done)
-                    hand_out(until)
+                    hand_out()
                 ok, value = done.pop(n - 1)
                 if not ok:
                     raise value
