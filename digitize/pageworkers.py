@@ -26,9 +26,12 @@ import multiprocessing
 import multiprocessing.connection
 import multiprocessing.util
 import os
+import pickle
 import resource
+import select
 import signal
 import stat
+import struct
 import sys
 import time
 import traceback
@@ -39,6 +42,7 @@ from .errors import DigitizeError, InputTooLargeError, OcrError, OcrTimeoutError
 
 PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h): a signal for us when our parent ends
 PR_GET_DUMPABLE, PR_SET_DUMPABLE = 3, 4  # prctl options: may a process of our uid ptrace us
+TASK_HEADER = struct.Struct("!Q")  # a task's pickle's length; 0: exit
 SIGNAL_HINTS = {signal.SIGKILL: "out of memory?", signal.SIGSEGV: "a crash in a C library",
                 signal.SIGBUS: "a crash in a C library", signal.SIGABRT: "a crash in a C library"}
 
@@ -110,6 +114,11 @@ def _init_page_worker(parent: int, memory_mb: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent(parent)
     os.setpgid(0, 0)  # a group of its own: end() kills it with the tools it started (pdftoppm, jbig2dec)
+    # which is a background group on its run's terminal: a library's warning written there (`stty tostop`) or a
+    # read from it would stop the worker (and its tools: inherited across exec) until its page's deadline
+    # killed it, failing a good file (review3 r3pool M2). Ignored, the write goes through and a read fails.
+    for signum in (signal.SIGTTOU, signal.SIGTTIN):
+        signal.signal(signum, signal.SIG_IGN)
     limit_memory(memory_mb)
 
 
@@ -136,15 +145,15 @@ class _Worker:
     digitize/wire.py), which the parent reads as data, never unpickles."""
 
     def __init__(self, context, parent: int, memory_mb: int):
-        reader, self.tasks = context.Pipe(duplex=False)
+        reader, self.tasks = os.pipe()
         self.results, writer = os.pipe()
         # every pipe its parent holds (its own pipes' other ends, its siblings', a tool's or server's) but its own two
         pipes = {fd: info.st_ino for fd, info in _descriptors() if stat.S_ISFIFO(info.st_mode)
-                 and fd not in (reader.fileno(), writer)}
+                 and fd not in (reader, writer)}
         self.process = context.Process(target=_serve, args=(reader, writer, parent, memory_mb, pipes))
         self.ends: tuple | None = (reader, writer)  # the worker's ends, closed here once it has them
         os.set_blocking(self.results, False)
-        os.set_blocking(self.tasks.fileno(), False)  # a worker that lets its task pipe fill up blocks nobody
+        os.set_blocking(self.tasks, False)  # a worker that lets its task pipe fill up blocks nobody past a deadline
         self.task: int | None = None  # the index of the task it runs
         self.header, self.body = b"", None  # the frame being read: its header, then its JSON and raw bytes
         self.text = self.size = 0  # the JSON's length in the body, the body's length
@@ -160,20 +169,36 @@ class _Worker:
         if self.ends is not None:
             reader, writer = self.ends
             self.ends = None
-            reader.close()
+            os.close(reader)
             os.close(writer)
 
-    def give(self, index: int, fn: Callable, task: tuple) -> None:
-        """Never blocks (review2 r2lows H1): an honest worker has read its last task before it answered,
-        so its pipe is empty and a task (a few hundred bytes) fits; one whose pipe is full broke the
-        protocol (it answered tasks it never read, then let them pile up)."""
-        try:
-            self.tasks.send((fn, task))
-        except BlockingIOError:
-            raise _Broken(self, "did not take its task") from None
-        except OSError:  # it died meanwhile: the pipe's other end is gone
-            raise _Broken(self) from None
+    def give(self, index: int, fn: Callable, task: tuple, until: float) -> None:
+        """Waits for the worker to take its task only until UNTIL (time.monotonic(); review2 r2lows H1): a
+        worker that let its task pipe fill up (it answered tasks it never read) blocks nobody past a
+        page's deadline. An honest one reads as it is written, so a task larger than its pipe (a batch's
+        2000 paths to count) is taken whole (review3 r3pool M1: it was refused as "did not take its task")."""
+        data = pickle.dumps((fn, task), protocol=pickle.HIGHEST_PROTOCOL)
+        if not self._write(TASK_HEADER.pack(len(data)) + data, until):
+            raise _Broken(self, "did not take its task")
         self.task = index
+
+    def _write(self, message: bytes, until: float) -> bool:
+        """MESSAGE down the task pipe, waiting for room until UNTIL; False if there was none in time.
+        _Broken if the worker is gone (the pipe's other end closed)."""
+        view = memoryview(message)
+        while view:
+            try:
+                view = view[os.write(self.tasks, view):]
+            except BlockingIOError:
+                left = until - time.monotonic()
+                if left <= 0:
+                    return False
+                room = select.poll()  # not select(): a busy parent's descriptors may pass 1024
+                room.register(self.tasks, select.POLLOUT)
+                room.poll(min(left, 1.0) * 1000)
+            except OSError:  # it died meanwhile: the pipe's other end is gone
+                raise _Broken(self) from None
+        return True
 
     def read(self) -> tuple[bool, Any] | None:
         """The frame it finished sending, or None while it is not whole; _Broken at its end (its
@@ -217,19 +242,19 @@ class _Worker:
         """Ask it to exit (WAIT seconds), or kill it (WAIT 0); either way its pipes are closed."""
         if wait > 0:
             try:
-                self.tasks.send(None)
-            except OSError:
+                self._write(TASK_HEADER.pack(0), time.monotonic())  # exit (a full pipe: it is killed below)
+            except _Broken:
                 pass
             self.ended(wait)
         if self.process.pid is not None and self.process.exitcode is None:  # started, not yet reaped
             self.process.kill()
             self.process.join()
         self._close_ends()
-        self.tasks.close()
-        try:
-            os.close(self.results)
-        except OSError:
-            pass
+        for fd in (self.tasks, self.results):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 def _descriptors() -> list[tuple[int, os.stat_result]]:
@@ -258,18 +283,29 @@ def _drop_inherited(pipes: dict[int, int]) -> None:
         os.close(null)
 
 
-def _serve(tasks, results: int, parent: int, memory_mb: int, pipes: dict[int, int]) -> None:
-    """A page worker's life: task after task from its parent, each answered with one frame."""
+def _receive(tasks: int, size: int) -> bytes | None:
+    """SIZE bytes from the task pipe, or None at its end (the parent is gone)."""
+    data = bytearray()
+    while len(data) < size:
+        chunk = os.read(tasks, size - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return bytes(data)
+
+
+def _serve(tasks: int, results: int, parent: int, memory_mb: int, pipes: dict[int, int]) -> None:
+    """A page worker's life: task after task from its parent (a length, then a pickle only the parent
+    writes), each answered with one frame."""
     _drop_inherited(pipes)
     _init_page_worker(parent, memory_mb)
     while True:
-        try:
-            job = tasks.recv()
-        except EOFError:
+        header = _receive(tasks, TASK_HEADER.size)
+        size = TASK_HEADER.unpack(header)[0] if header else 0
+        data = _receive(tasks, size) if size else None
+        if data is None:
             return
-        if job is None:
-            return
-        fn, task = job
+        fn, task = pickle.loads(data)
         try:
             frame = wire.result_frame(_bounded(fn, memory_mb, *task))
         except BaseException as e:  # noqa: BLE001 - the parent raises it, as it would have here
@@ -305,11 +341,11 @@ class PagePool:
             waiting = list(range(len(tasks)))[::-1]  # popped from the end: in order
             done: dict[int, tuple[bool, Any]] = {}
 
-            def hand_out() -> None:
+            def hand_out() -> None:  # each task's taking waits at most a deadline of its own
                 for worker in self.workers:
                     if worker.task is None and waiting:
                         index = waiting.pop()
-                        worker.give(index, fn, tasks[index])
+                        worker.give(index, fn, tasks[index], time.monotonic() + deadline)
 
             hand_out()
             while_running()  # e.g. boot the validator: after the fork, so workers hold none of it

@@ -254,7 +254,7 @@ def test_a_worker_cannot_write_to_any_task_pipe(kept) -> None:
     pipes it inherited with the fork (and its own never reaches it)."""
     pageworkers.run(square, [(1,)], processes=3, deadline=60)  # forks the three
     workers = pageworkers._kept.workers
-    tasks = {os.fstat(worker.tasks.fileno()).st_ino for worker in workers}
+    tasks = {os.fstat(worker.tasks).st_ino for worker in workers}
     results = {worker.process.pid: os.fstat(worker.results).st_ino for worker in workers}
     seen = set()
     for pid, pipes in pageworkers.run(writable_pipes, [(n,) for n in range(9)], processes=3, deadline=60):
@@ -296,7 +296,7 @@ def answers_ahead(x: int, pad: str) -> int:
     frame = sys._getframe()
     while frame.f_code.co_name != "_serve":
         frame = frame.f_back
-    fcntl.fcntl(frame.f_locals["tasks"].fileno(), 1031, 4096)  # F_SETPIPE_SZ
+    fcntl.fcntl(frame.f_locals["tasks"], 1031, 4096)  # F_SETPIPE_SZ
     text = b'{"ok":0}'
     os.write(frame.f_locals["results"], (struct.pack("!II", len(text), 0) + text) * 40)
     time.sleep(600)
@@ -315,6 +315,18 @@ def test_a_worker_that_takes_no_more_tasks_cannot_block_its_parent() -> None:
         assert time.monotonic() - start < 20
     finally:
         faulthandler.cancel_dump_traceback_later()
+
+
+def length(text: str) -> int:
+    return len(text)
+
+
+def test_a_task_larger_than_a_pipe_is_taken_whole(kept) -> None:
+    """An honest worker reads its task as it is written (review3 r3pool M1): one larger than its task pipe
+    (a batch's 2000 paths for page counting are ~100 kB; a pipe holds 64 kB, or one page once the user's
+    pipe quota is spent) reaches it instead of failing as "did not take its task"; kept workers too."""
+    for n in (1 << 20, 3 << 20):
+        assert pageworkers.run(length, [("x" * n,), ("y" * n,)], processes=2, deadline=60) == [n, n]
 
 
 def sockets_and_pipes(x: int) -> tuple[list[int], list[int]]:
@@ -453,3 +465,43 @@ def test_a_failed_files_workers_take_their_tools_with_them(tmp_path) -> None:
 
 def test_a_worker_past_its_deadline_takes_its_tools_with_it(tmp_path) -> None:
     _tool_ends_with_its_worker([2], 1, 1, OcrTimeoutError, tmp_path)
+
+
+ON_A_TERMINAL = r'''
+import fcntl, os, termios
+fcntl.ioctl(0, termios.TIOCSCTTY, 0)  # the pty is this session's terminal, this process in its foreground
+attrs = termios.tcgetattr(0)
+attrs[3] |= termios.TOSTOP  # an operator's `stty tostop`: a background process that writes to it is stopped
+termios.tcsetattr(0, termios.TCSANOW, attrs)
+from digitize import pageworkers
+def warns(x):
+    os.write(2, b"a library's warning\n")
+    return x
+print("RESULT", pageworkers.run(warns, [(1,), (2,)], processes=1, deadline=5), flush=True)
+'''
+
+
+def test_a_worker_writing_to_its_runs_terminal_is_not_stopped(tmp_path) -> None:
+    """A page worker leads its own process group, a background one on the run's terminal (review3 r3pool M2):
+    with `stty tostop` a library's warning on stderr stopped it (SIGTTOU) until its page's deadline killed it
+    and a good file failed (exit 6)."""
+    import subprocess
+    from pathlib import Path
+
+    master, slave = os.openpty()
+    with subprocess.Popen([sys.executable, "-c", ON_A_TERMINAL], stdin=slave, stdout=slave, stderr=slave, cwd=tmp_path,
+                          start_new_session=True,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}) as run:
+        os.close(slave)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the session's last process closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+        os.close(master)
+        assert run.wait(60) == 0, out.decode(errors="replace")[-2000:]
+    assert b"RESULT [1, 2]" in out and out.count(b"a library's warning") == 2
