@@ -6,6 +6,7 @@ import io
 import math
 import os
 import re
+import resource
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
@@ -35,8 +36,17 @@ def _run(args: list[str]) -> subprocess.CompletedProcess:
     is killed first (a page worker past its deadline) and it is left running as an orphan. The
     limit is set by a shell that then becomes the tool (exec): no window before it applies, and
     no preexec_fn, which is unsafe in a threaded caller (the web server renders thumbnails)."""
-    limited = ["/bin/sh", "-c", 'ulimit -t "$0" && exec "$@"', str(math.ceil(TIMEOUT)), *args]
+    limited = ["/bin/sh", "-c", 'ulimit -S -t "$0" && exec "$@"', str(_cpu_limit()), *args]
     return subprocess.run(limited, capture_output=True, timeout=TIMEOUT, env=tool_environment())
+
+
+def _cpu_limit() -> int:
+    """The tool's soft CPU limit: TIMEOUT seconds, or less where a hard limit already set (a unit's
+    `LimitCPU=`, a clerk's `ulimit -t`, which the resident converter copies) is lower: raising a
+    limit above the hard one is refused, and the tool would then never run (review2 r2input M1)."""
+    hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
+    wanted = math.ceil(TIMEOUT)
+    return wanted if hard == resource.RLIM_INFINITY else max(1, min(wanted, hard))
 
 
 def render_page(pdf: Path, page_index: int, dpi: float, grey: bool = False) -> Image.Image:

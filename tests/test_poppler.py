@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -105,6 +106,20 @@ def test_poppler_tools_carry_their_own_cpu_limit(tmp_path, monkeypatch):
         poppler.render_page(Path(tmp_path / "x.pdf"), 0, 100)
     poppler.page_words(Path(tmp_path / "x.pdf"), 0, 100)
     assert log.read_text().split() == ["7", "7"]
+
+
+def test_a_lower_hard_cpu_limit_is_kept_not_raised(tmp_path, monkeypatch):
+    """A unit's LimitCPU= or a clerk's `ulimit -t` below TIMEOUT: the tool still runs, under the soft
+    limit the hard one allows (review2 r2input M1: `ulimit -t 300` over a hard 100 failed every page)."""
+    import resource
+
+    out = tmp_path / "limits.txt"
+    script = (f"import resource; from digitize import poppler; r = poppler._run(['/bin/sh', '-c', 'ulimit -S -t; ulimit -H -t']);"
+              f"open({str(out)!r}, 'wb').write(r.stdout + r.stderr)")
+    hard = 100
+    subprocess.run([sys.executable, "-c", script], check=True,
+                   preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_CPU, (hard, hard)))
+    assert out.read_text().split() == ["100", "100"]
 
 
 def control_character_pdf(path):
