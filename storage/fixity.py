@@ -167,11 +167,17 @@ def _check_documents(objects: ObjectStore, index: Index, case_id: str | None, ac
     EVENT_BATCH documents (a long audit that then dies has recorded most of what it checked)."""
     docs = index.documents(case_id) if case_id else index.stored_documents()
     signed = index.signatures([int(d.doc_id) for d in docs])
+    good: str | None = None  # an object this audit read fine: what the outage probe reads
+    failed: set[str] = set()
     for doc in docs:
         problems = check_document(objects, doc)
-        problems += check_signatures(objects, doc, signed.get(int(doc.doc_id), []), trust, problems)
         if any(p.kind == "unreadable" for p in problems):
-            objects.probe()  # the store down (exit 10, this document unrecorded), or these objects damaged (11)
+            failed.update(p.key for p in problems)
+            good = _probe(objects, good, index, failed)  # the store down: exit 10, this document unrecorded
+            problems = check_document(objects, doc)  # a blip the per-object retries did not outlast
+        elif good is None and not problems:
+            good = doc.meta_key
+        problems += check_signatures(objects, doc, signed.get(int(doc.doc_id), []), trust, problems)
         report.documents += 1
         report.objects += len(doc.keys())
         report.problems += problems
@@ -179,6 +185,24 @@ def _check_documents(objects: ObjectStore, index: Index, case_id: str | None, ac
         if len(events) >= EVENT_BATCH:
             index.add_events(events)
             events.clear()
+
+
+def _probe(objects: ObjectStore, good: str | None, index: Index, failed: set[str]) -> str | None:
+    """StorageError unless the store still serves an object known to be good: the one this audit read fine,
+    else the newest stored document's sidecar (damage clusters in old data; an outage hits every read). A bucket
+    that answers while every GET fails (read quorum lost, GetObject denied, KMS down) is an outage, not N damaged
+    objects (review3 r3ops R2). Returns the key it read."""
+    objects.probe()
+    key = good or next((d.meta_key for d in reversed(index.stored_documents()) if d.meta_key not in failed), None)
+    if key is None:
+        return None  # nothing else to read: the bucket answering is all there is to go on
+    try:
+        for _ in objects.read_chunks(key):
+            break  # its first block: the store serves reads (a generator dropped here is closed)
+    except StorageError as e:
+        raise StorageError(f"object store unavailable: it answers but cannot serve {key}, an object "
+                           f"{'read fine in this audit' if good else 'not known to be damaged'} ({e})") from None
+    return key
 
 
 def _checked(doc: DocumentRow, problems: list[Problem], actor: str, tool: str) -> Event:

@@ -243,9 +243,42 @@ def test_verify_reports_an_unreadable_object_and_checks_the_rest(run, settings, 
     assert "checked 3 documents, 9 objects in all: 1 problems" in out
     checked = [e for e in _events(settings) if e.event_type == "fixity-checked"]
     assert sorted(e.outcome for e in checked) == ["failure", "success", "success"]
-    monkeypatch.setattr(store, "read_chunks", lambda self, key: failing(self, bad))  # nothing can be read
-    code, out, _ = run("verify", "--all")  # but the store answers: damage, not an outage
-    assert code == ExitCode.verification and "checked 3 documents" in out
+
+
+def test_verify_takes_a_store_that_answers_but_serves_no_read_for_an_outage(run, settings, make_document,
+                                                                            monkeypatch):
+    """review3 r3ops R2: the probe asked only whether the bucket answers, so a store that fails every GET (read
+    quorum lost, GetObject denied, KMS down) was filed as every object damaged: exit 11 and a permanent failure
+    event per document. A blip that the probe outlasts is re-read, not recorded."""
+    from digitize.errors import StorageError
+
+    with Archive.open(settings) as archive:
+        rows = [archive.store(d.original, d.pdfa, d.report, d.meta)
+                for d in (make_document(title="A"), make_document(title="B"), make_document(title="C"))]
+        store = type(archive.objects)
+    real = store.read_chunks
+
+    def denied(self, key):
+        raise StorageError(f"reading {key}: S3 operation failed; code: AccessDenied")
+        yield b""
+
+    monkeypatch.setattr(store, "read_chunks", denied)  # the bucket answers (probe), no object reads
+    code, _, err = run("verify", "--all")
+    assert code == ExitCode.storage and "object store unavailable" in err
+    assert not [e for e in _events(settings) if e.event_type == "fixity-checked"]  # no false findings
+    blipped: list[str] = []
+
+    def blip(self, key):
+        if key == rows[1].pdfa_key and not blipped:
+            blipped.append(key)
+            raise StorageError(f"reading {key}: SlowDown")
+        yield from real(self, key)
+
+    monkeypatch.setattr(store, "read_chunks", blip)
+    code, out, _ = run("verify", "--all")
+    assert blipped and code == 0 and out.strip().endswith("0 problems")
+    checked = [e for e in _events(settings) if e.event_type == "fixity-checked"]
+    assert [e.outcome for e in checked] == ["success"] * 3
 
 
 def test_verify_tells_damaged_objects_from_a_store_that_is_down_by_asking_the_store(run, settings, make_document,
