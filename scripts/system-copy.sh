@@ -29,10 +29,18 @@ trusted_path() {
 root_home() { getent passwd 0 | cut -d: -f6; }
 
 # root_environment: as root, the environment of another account (sudo -E keeps its HOME, SUDO_UID names it)
-# must not configure what root builds, fetches and runs (review2 r2ops N5): its HOME becomes root's, and its
-# Go, cgo, Maven, Java, pip, Python, git and XDG settings are dropped (GOMODCACHE or GOFLAGS=-toolexec= ran
-# its programs as root). GOPROXY and the proxy variables stay: what go fetches is checked against the
-# checksum database, which no variable left can turn off. PATH keeps only folders root alone can change.
+# must not configure what root builds, fetches and runs (review2 r2ops N5): its HOME becomes root's, and only
+# the names of root_keeps stay (review3 r3ops R1: a deny-list missed JAVA_HOME, which mvn runs as root,
+# APT_CONFIG's Pre-Invoke, pip's REQUESTS_CA_BUNDLE...). GOPROXY and the proxy variables stay: what go fetches
+# is checked against the checksum database, which no variable left can turn off, and no CA bundle is left to
+# let a proxy serve pip other packages. PATH keeps only folders root alone can change.
+root_keeps() {
+  case "$1" in
+    PATH|HOME|USER|LOGNAME|SHELL|PWD|OLDPWD|SHLVL|LANG|LANGUAGE|LC_*|TERM|TZ|CI|DEBIAN_FRONTEND|DIGITIZE_*) ;;
+    GOPROXY|http_proxy|https_proxy|no_proxy|all_proxy|HTTP_PROXY|HTTPS_PROXY|NO_PROXY|ALL_PROXY|SUDO_*) ;;
+    *) return 1;;
+  esac
+}
 root_environment() {
   [ "$(id -u)" = 0 ] || return 0
   local name keep="" dir foreign=0 dirs
@@ -43,11 +51,7 @@ root_environment() {
   [ -n "${SUDO_UID:-}" ] && [ "$SUDO_UID" != 0 ] && foreign=1
   if [ $foreign = 1 ]; then
     for name in $(compgen -e); do
-      case "$name" in
-        GOPROXY) ;;
-        GO*|CGO_*|CC|CXX|PIP_*|PYTHON*|VIRTUAL_ENV|MAVEN_*|M2_HOME|JAVA_TOOL_OPTIONS|_JAVA_OPTIONS|JDK_JAVA_OPTIONS \
-          |CLASSPATH|GIT_*|XDG_*) unset "$name";;
-      esac
+      root_keeps "$name" || unset "$name"
     done
     echo "== ignoring the invoking account's build settings (Go, Maven, Java, pip, Python, git, XDG)" >&2
   fi

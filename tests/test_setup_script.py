@@ -98,15 +98,21 @@ def test_root_drops_the_invoking_accounts_build_settings(tmp_path):
     """review2 r2ops N5: sudo -E kept GOMODCACHE/GOFLAGS/MAVEN_OPTS/PIP_*: a planted module cache made setup
     copy and run another account's `go` as root. GOPROXY, the machine's proxy choice, stays."""
     planted = {"GOMODCACHE": "/x", "GOFLAGS": "-toolexec=/x", "MAVEN_OPTS": "-Dmaven.repo.local=/x",
-               "PIP_INDEX_URL": "http://x/", "GONOSUMDB": "*", "PYTHONPATH": "/x", "XDG_CACHE_HOME": "/x"}
+               "PIP_INDEX_URL": "http://x/", "GONOSUMDB": "*", "PYTHONPATH": "/x", "XDG_CACHE_HOME": "/x",
+               # review3 r3ops R1: mvn runs $JAVA_HOME/bin/java, apt runs APT_CONFIG's Pre-Invoke, and pip trusts
+               # these CA bundles while https_proxy is kept; names no deny-list had
+               "JAVA_HOME": "/x", "APT_CONFIG": "/x", "REQUESTS_CA_BUNDLE": "/x", "CURL_CA_BUNDLE": "/x",
+               "SSL_CERT_FILE": "/x", "NODE_OPTIONS": "--require=/x", "SOME_TOOL_HOME": "/x"}
     home = nobodys_folder(tmp_path)
     for env in ({"HOME": str(home)}, {"HOME": os.path.expanduser("~root"), "SUDO_UID": "1000"}):
         done = in_setup_shell("root_environment; env", {**planted, **env, "GOPROXY": "off",
+                                                        "https_proxy": "http://proxy:3128", "LANG": "C.UTF-8",
                                                         "PATH": f"{home}:{os.environ['PATH']}"})
         assert done.returncode == 0, done.stderr
         names = dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
         assert not set(planted) & set(names), env
         assert names["GOPROXY"] == "off" and str(home) not in names["PATH"].split(":")
+        assert names["https_proxy"] == "http://proxy:3128" and names["LANG"] == "C.UTF-8"
         assert names["HOME"] == os.path.expanduser("~root")
 
 
