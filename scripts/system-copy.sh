@@ -43,7 +43,7 @@ root_keeps() {
 }
 root_environment() {
   [ "$(id -u)" = 0 ] || return 0
-  local name keep="" dir foreign=0 dirs
+  local name keep="" dir foreign=0 dirs dropped=""
   if ! trusted_path "$HOME"; then
     echo "== ignoring HOME=$HOME (not root's alone): using $(root_home)" >&2
     export HOME="$(root_home)"; foreign=1
@@ -51,14 +51,18 @@ root_environment() {
   [ -n "${SUDO_UID:-}" ] && [ "$SUDO_UID" != 0 ] && foreign=1
   if [ $foreign = 1 ]; then
     for name in $(compgen -e); do
-      root_keeps "$name" || unset "$name"
+      root_keeps "$name" || { unset "$name"; dropped="$dropped $name"; }
     done
-    echo "== ignoring the invoking account's build settings (Go, Maven, Java, pip, Python, git, XDG)" >&2
+    # names only, never values (review3 r3ops R6: a proxied sudo -E CI then fails in pip or mvn with no hint)
+    [ -n "$dropped" ] && echo "== ignoring the invoking account's settings:$dropped" >&2
   fi
   IFS=: read -r -a dirs <<< "$PATH"
+  dropped=""
   for dir in "${dirs[@]}"; do
-    case "$dir" in /*) trusted_path "$dir" && keep="$keep${keep:+:}$dir";; esac
+    case "$dir" in /*) trusted_path "$dir" && keep="$keep${keep:+:}$dir" && continue;; esac
+    dropped="$dropped $dir"
   done
+  [ -n "$dropped" ] && echo "== leaving out of PATH (another account's, writable by others, or relative):$dropped" >&2
   export PATH="${keep:-/usr/sbin:/usr/bin:/sbin:/bin}"
 }
 

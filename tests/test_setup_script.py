@@ -116,6 +116,18 @@ def test_root_drops_the_invoking_accounts_build_settings(tmp_path):
         assert names["HOME"] == os.path.expanduser("~root")
 
 
+def test_root_names_what_it_leaves_out(tmp_path):
+    """review3 r3ops R6: PATH folders and the invoking account's variables were dropped silently (a toolcache
+    python3, a proxied pip then failed later with no hint). Names only, never values."""
+    home = nobodys_folder(tmp_path)
+    done = in_setup_shell("root_environment", {"HOME": str(home), "PIP_CERT": "/secret-value",
+                                               "PATH": f"{home}:{os.environ['PATH']}"})
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert any(str(home) in line and "PATH" in line for line in lines), lines
+    assert any("PIP_CERT" in line for line in lines) and "/secret-value" not in done.stderr
+
+
 def test_root_keeps_its_own_build_settings(tmp_path):
     done = in_setup_shell("root_environment; env", {"HOME": os.path.expanduser("~root"), "PIP_FIND_LINKS": "/w"})
     assert done.returncode == 0 and "PIP_FIND_LINKS=/w" in done.stdout.splitlines()
