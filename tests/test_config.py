@@ -313,6 +313,28 @@ def test_an_explicit_symlinked_config_loads_when_no_other_account_can_change_it(
         config.load_settings(etc / "digitize.toml", env={})
 
 
+@pytest.mark.skipif(__import__("os").geteuid() != 0, reason="needs a folder of another account")
+def test_a_symlinked_config_whose_middle_hop_another_account_can_re_point_is_refused(tmp_path):
+    """review3 r3ops R3: cfg/digitize.toml -> alice/hop -> cfg/real.toml passed: only the link as written and the
+    final target were checked, so alice could re-point her hop to any root-owned file root then read as settings."""
+    import os
+
+    os.chmod(tmp_path, 0o755)
+    cfg, alice = tmp_path / "cfg", tmp_path / "alice"
+    cfg.mkdir(mode=0o755)
+    alice.mkdir(mode=0o755)
+    os.chown(alice, 65534, 65534)
+    write_toml(cfg, '[convert]\nlanguage = "real"\n', "real.toml")
+    (alice / "hop").symlink_to(cfg / "real.toml")
+    os.lchown(alice / "hop", 65534, 65534)
+    (cfg / "digitize.toml").symlink_to(alice / "hop")
+    with pytest.raises(ConfigError, match="symbolic link that another account could re-point"):
+        config.load_settings(cfg / "digitize.toml", env={})
+    (cfg / "mine").symlink_to(cfg / "real.toml")  # a chain of links root alone can change still loads
+    (cfg / "chain.toml").symlink_to("mine")
+    assert config.load_settings(cfg / "chain.toml", env={}).convert.language == "real"
+
+
 @pytest.mark.parametrize("text, secret", [
     ('[queue]\nsecret_file = "/etc/digitize/queue-secret"\n', False),  # the README's queue example
     ('[store]\nlink_secret_file = "/etc/digitize/link-secret"\n', False),
