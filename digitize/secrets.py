@@ -85,7 +85,7 @@ def remember_in(text: str | None) -> None:
     """Register the credentials found in a URL or DSN (its password, ``password=`` and the like)."""
     if not text:
         return
-    remember(*(_userinfo(m)[0] for m in _URL_USERINFO.finditer(text)))
+    remember(*(_userinfo(m)[0] for m in _credential_urls(text)))
     remember(*(m["value"].strip("\"'") for m in _secret_pairs(text)))
 
 
@@ -141,9 +141,31 @@ _URL_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*)://(?P<user>[^\
 
 
 def _userinfo(m: re.Match) -> tuple[str, str]:
-    """(password, the rest from its closing @ on) of a _URL_USERINFO match; ("", "") when it has no @."""
+    """(password, the rest from its closing @ on) of a _URL_USERINFO match; ("", "") when it has no @, or when
+    a user holding "@" is followed by a "/" before the last @: urllib's host then ends at that "/" ("http://a@b:80/c@d"
+    is user a, host b:80; review3 r3ops R4: "80/c" was masked and remembered as a password)."""
     at = m["rest"].rfind("@")
-    return (m["rest"][:at], m["rest"][at:]) if at >= 0 else ("", "")
+    if at < 0 or _host_in_user(m, at):
+        return ("", "")
+    return (m["rest"][:at], m["rest"][at:])
+
+
+def _host_in_user(m: re.Match, at: int) -> bool:
+    return "@" in m["user"] and "/" in m["rest"][:at]
+
+
+def _credential_urls(text: str) -> Iterator[re.Match]:
+    """The _URL_USERINFO matches that hold a password. After one whose "user" turned out to be user@host, the
+    search goes on after its "://": "sftp://u@h:22/x,redis://a:pw@h" still has a password to find."""
+    pos = 0
+    while (m := _URL_USERINFO.search(text, pos)) is not None:
+        at = m["rest"].rfind("@")
+        if at >= 0 and _host_in_user(m, at):
+            pos = m.start("user")
+            continue
+        if at >= 0:
+            yield m
+        pos = m.end()
 
 
 KEY_USER_SCHEMES = {"s3", "s3s", "http", "https"}  # there the user part is an access key: masked as well
@@ -195,7 +217,11 @@ def mask(text: Any) -> str:
     text = "" if text is None else str(text)
     if not text:
         return text
-    text = _URL_USERINFO.sub(_mask_userinfo, text)
+    out, last = [], 0
+    for m in _credential_urls(text):
+        out += [text[last:m.start()], _mask_userinfo(m)]
+        last = m.end()
+    text = "".join(out) + text[last:]
     text = _mask_pairs(text)
     with _lock:
         remembered = sorted(_remembered, key=len, reverse=True)

@@ -190,6 +190,20 @@ def test_a_url_user_with_an_at_sign_leaves_no_password_shown():
     assert secrets.mask("mail alice@corp: see http://a@b:8080/x") == "mail alice@corp: see http://a@b:8080/x"
 
 
+def test_a_url_with_a_port_and_an_at_sign_in_its_path_is_not_taken_for_a_password():
+    """review3 r3ops R4: with "@" allowed in the user, "sftp://user@host:22/home/u@x/f" gave user "user@host",
+    password "22/home/u", masked and remembered (masked in every later line); urllib's host ends at the "/"."""
+    for url in ("sftp://user@host:22/home/u@x/f", "http://a@b:80/c@d", "https://svc@host:8443/hook@v2"):
+        assert secrets.mask(url) == url
+    try:
+        secrets.remember_in("https://svc@host:8443/hook@v2")
+        assert secrets.mask("GET 8443/hook") == "GET 8443/hook"
+    finally:
+        secrets.forget_all()
+    masked = secrets.mask("sftp://u@h:22/x@y,redis://alice@corp:Queue-Pass-0042@broker.lan:6379/0")
+    assert "Queue-Pass-0042" not in masked and masked.startswith("sftp://u@h:22/x@y,")
+
+
 def test_a_remembered_url_password_with_an_at_sign_is_masked_anywhere():
     secrets.remember_in("redis://:Tr0ub4dor@3-horse-battery@b:6379/0")
     assert "3-horse-battery" not in secrets.mask("auth failed for Tr0ub4dor@3-horse-battery")
