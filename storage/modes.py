@@ -76,34 +76,78 @@ def open_private_folder(path: str | os.PathLike, group_readable: bool = False) -
     for every later step to work relative to. Safe in a parent others can write (review r2cli N4): the folder
     is opened O_NOFOLLOW (a planted symlink is refused: ELOOP), must belong to this account (else EPERM:
     a folder another account made or swapped in), and a new one gets its mode by fchmod on that descriptor.
-    An existing folder keeps its mode, with a warning if others can read it."""
+    An existing folder keeps its mode, with a warning if others can read it. The folders above are walked
+    one by one from ``/`` (or the current folder) relative to the one before, missing ones made there; a
+    symlink among them is followed only when no other account can re-point it (review3 r3ops R5: a link
+    planted in a shared folder above chose where the dossier's copy went)."""
     path = Path(path)
-    if not path.parent.is_dir():
-        private_folder(path.parent, group_readable)
     mode = folder_mode(group_readable)
+    fd = os.open("/" if path.is_absolute() else ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        os.mkdir(path, mode)
-        created = True
-    except FileExistsError:
-        created = False
+        parts = [p for p in path.parts if p != "/"] or ["."]
+        for i, name in enumerate(parts[:-1]):
+            parent, fd = fd, _open_step(fd, name, Path(*path.parts[:i + 1 + path.is_absolute()]), mode)
+            os.close(parent)
+        name = parts[-1]
+        created = _make(fd, name, mode)
+        try:
+            child = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+        except OSError as e:  # Linux says ENOTDIR for a link to a folder, ELOOP for one to anything else
+            if e.errno in (errno.ELOOP, errno.ENOTDIR) and _is_link(fd, name):
+                raise OSError(errno.ELOOP, "it is a symlink (refused: never written through)", str(path)) from None
+            raise
+    finally:
+        os.close(fd)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as e:  # Linux says ENOTDIR for a link to a folder, ELOOP for one to anything else
-        if e.errno in (errno.ELOOP, errno.ENOTDIR) and path.is_symlink():
-            raise OSError(errno.ELOOP, "it is a symlink (refused: never written through)", str(path)) from None
-        raise
-    try:
-        st = os.fstat(fd)
+        st = os.fstat(child)
         if st.st_uid != os.geteuid():
             raise PermissionError(errno.EPERM, f"it belongs to another account (uid {st.st_uid})", str(path))
         if created:
-            os.fchmod(fd, mode)
+            os.fchmod(child, mode)
         else:
             _warn_if_open(path, st)
     except BaseException:
-        os.close(fd)
+        os.close(child)
         raise
-    return fd
+    return child
+
+
+def _make(fd: int, name: str, mode: int) -> bool:
+    try:
+        os.mkdir(name, mode, dir_fd=fd)
+        return True
+    except FileExistsError:
+        return False
+
+
+def _is_link(fd: int, name: str) -> bool:
+    try:
+        return stat.S_ISLNK(os.lstat(name, dir_fd=fd).st_mode)
+    except OSError:
+        return False
+
+
+def _open_step(fd: int, name: str, shown: Path, mode: int) -> int:
+    """The folder NAME in FD, made private if missing: never through a symlink that another account could
+    re-point (resident.trusted_path's rule for the link, its target and the folders on the way)."""
+    from digitize.resident import trusted_path
+
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+    if _make(fd, name, mode):
+        child = os.open(name, flags | os.O_NOFOLLOW, dir_fd=fd)
+        try:
+            os.fchmod(child, mode)  # the exact mode, not the umask's narrowing of it
+        except OSError:
+            os.close(child)
+            raise
+        return child
+    if _is_link(fd, name):
+        if not trusted_path(shown.absolute()):
+            raise OSError(errno.ELOOP, "a symlink another account could re-point (refused: never written "
+                                       "through)", str(shown))
+    else:
+        flags |= os.O_NOFOLLOW
+    return os.open(name, flags, dir_fd=fd)
 
 
 def _warn_if_open(path: Path, st: os.stat_result | None = None) -> None:

@@ -157,6 +157,26 @@ def test_get_never_writes_through_an_output_folder_planted_as_a_symlink(run, sto
         assert list((shared / "out").iterdir()) == []
 
 
+def test_get_never_writes_through_a_symlink_in_a_folder_above_that_another_account_can_re_point(run, stored_case,
+                                                                                                  tmp_path):
+    """review3 r3ops R5: only the last part of -o was opened O_NOFOLLOW: with shared/a -> elsewhere planted by
+    another account, get -o shared/a/out made and filled elsewhere/out. A link only we or root can change
+    (/var/run -> /run) is still followed."""
+    victim, shared = tmp_path / "victim", tmp_path / "shared"
+    victim.mkdir()
+    shared.mkdir()
+    os.chmod(shared, 0o777)  # anyone can plant a link here
+    (shared / "a").symlink_to(victim)
+    code, _, err = run("get", CASE, "-o", str(shared / "a" / "out"))
+    assert code == ExitCode.file_access and f"cannot write {shared / 'a'}: a symlink another account" in err
+    assert list(victim.iterdir()) == []
+    os.chmod(tmp_path, 0o755)
+    (tmp_path / "mine").symlink_to(victim)
+    assert run("get", CASE, "-o", str(tmp_path / "mine" / "new" / "out"))[0] == 0
+    assert (victim / "new" / "out" / "manifest.json").is_file()
+    assert stat.S_IMODE((victim / "new").stat().st_mode) == 0o700
+
+
 def test_get_checks_the_hash_before_the_name_so_a_corrupt_object_keeps_the_good_copy(run, stored_case, settings,
                                                                                     tmp_path):
     """review rev17cli L2: the bytes took their name before the check, so a corrupt object deleted the good
