@@ -190,20 +190,25 @@ class UploadQueue:
             if job is None or job.finished or job.in_queue or not self._claim(job.job_id):
                 continue
             job.state = "queued"
-            with self._lock:
-                self._jobs[job.job_id] = job
-            self._executor.submit(self._run, job)
+            if not self._take(job):
+                self._release(job.job_id)
 
     def _settled(self, job: UploadJob) -> UploadJob:
-        """A job saved as unfinished (and not in the queue) that no process holds is stranded: the process
-        that ran it could not save its end (a full disk) or stopped. Shown failed, so that every server
-        process lists it as such and lets it be retried (review2 r2desk L4: only the process it failed in
-        did); the failed state is saved too, the disk may have room again."""
+        """A job saved as unfinished (and not in the queue) that no process holds. Saved ``queued``: its
+        process stopped (or was killed) before running it, so this live process resumes it, as ``_resume``
+        does at start (review3 r3desk M1: failing it left a restart nothing to resume). Saved ``running``, or
+        failed here unsaved (``_stranded``): the run died or could not save its end (a full disk), so it is
+        shown failed by every server process and may be retried (review2 r2desk L4); a re-run of a scan the
+        dead run stored ends ``skipped``, never a second copy. The failed state is saved too, if it can be."""
         if job.finished or job.in_queue or not self._claim(job.job_id):
             return job
+        resumed = False
         try:
             job = self._load(job.job_id) or job
             if job.finished or job.in_queue:
+                return job
+            if job.state == "queued" and job.job_id not in self._stranded:
+                resumed = self._take(job)  # closing: left queued for the next process to start
                 return job
             job.state, job.reason, job.finished_at = "failed", self._stranded.get(job.job_id, STRANDED), now_iso()
             try:
@@ -213,7 +218,20 @@ class UploadQueue:
                 log.warning("upload job %s: cannot save its failed state: %s", job.job_id, e.strerror or e)
             return job
         finally:
-            self._release(job.job_id)
+            if not resumed:
+                self._release(job.job_id)
+
+    def _take(self, job: UploadJob) -> bool:
+        """Run a claimed, saved-unfinished job here; False if this process is closing (its runner stopped)."""
+        with self._lock:
+            self._jobs[job.job_id] = job
+        try:
+            self._executor.submit(self._run, job)
+        except RuntimeError:  # shut down: the next process to start resumes it
+            with self._lock:
+                self._jobs.pop(job.job_id, None)
+            return False
+        return True
 
     def prune(self) -> int:
         """Remove the folders of stored jobs finished more than ``[web] upload_job_days`` ago (their scan went once

@@ -279,3 +279,33 @@ def test_a_running_job_held_by_another_process_is_not_taken_as_stranded(tmp_path
             assert queue.get(job_id).state == "running" and queue.jobs()[0].state == "running"
         finally:
             queue.close()
+
+
+def test_a_queued_job_of_a_stopped_process_is_resumed_not_failed(tmp_path):
+    """Review3 r3desk M1: a sibling's poll saved a stopped server's *queued* (never started) upload as
+    'failed', so the restarted server did not resume it and a person had to press retry."""
+    import json
+    import threading
+
+    settings = Settings(data_dir=str(tmp_path / "data"))
+    b = uploads.UploadQueue(settings)  # a live sibling process
+    a = uploads.UploadQueue(settings)
+    gate = threading.Event()
+    a._executor.submit(gate.wait)  # A's runner busy: the upload below is queued, not started
+    ran: list[str] = []
+    b._run = lambda job: ran.append(job.job_id)  # B runs nothing for real (no converter in a unit test)
+    try:
+        scope = types.SimpleNamespace(principal=Principal("lan", "scanner", ("000.00.31.H56",)))
+        job, _ = a.receive(io.BytesIO(b"%PDF-1.4 fake scan bytes %%EOF"), "scan.pdf", scope, None)
+        a.submit(job)
+        gate.set()
+        a.close()  # stopped gracefully: the job not started, its claim released
+        assert b.get(job.job_id).state == "queued"
+        b._executor.submit(lambda: None).result()
+        assert ran == [job.job_id]  # resumed by the live process, once
+        assert json.loads((b.root / job.job_id / "job.json").read_text())["state"] == "queued"
+        assert b.jobs()[0].state == "queued" and ran == [job.job_id]  # held now: not taken twice
+    finally:
+        gate.set()
+        a.close()
+        b.close()
