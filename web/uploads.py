@@ -392,7 +392,7 @@ class UploadQueue:
             self._drop_carried_case(job)
         job.case_id, job.state, job.reason, job.finished_at, job.queue_job = case_id, "queued", "", "", ""
         job.queue_run = ""
-        job.sender = asdict(scope.principal)
+        job.owner, job.sender = scope.principal.actor, asdict(scope.principal)  # one principal (review3 r3desk M3)
         self._queue(job)
         return job
 
