@@ -131,6 +131,7 @@ class UploadQueue:
         self._claims: dict[str, int] = {}
         self._stranded: dict[str, str] = {}  # job -> why it failed here when its state could not be saved
         self._submitter = None  # queue mode's, made on first use
+        self._submitter_lock = threading.Lock()
         if queue_mode(settings):
             from pipelines.tasks import check_settings
 
@@ -289,11 +290,13 @@ class UploadQueue:
         return sorted(found.values(), key=lambda j: j.created_at, reverse=True)
 
     def _queue_submitter(self):
-        if self._submitter is None:
-            from pipelines.queued import Submitter
+        """Made once, whichever thread (the runner's, a request's) asks first (review3 r3desk L3)."""
+        with self._submitter_lock:
+            if self._submitter is None:
+                from pipelines.queued import Submitter
 
-            self._submitter = Submitter(self.settings)
-        return self._submitter
+                self._submitter = Submitter(self.settings)
+            return self._submitter
 
     def _follow(self, jobs: list[UploadJob]) -> None:
         """Queued jobs' states from the queue's ledger; a finished one is saved (and its kept scan dropped once
@@ -366,9 +369,20 @@ class UploadQueue:
         return job
 
     def _queue(self, job: UploadJob) -> None:
+        """Save the claimed job queued and run it; a save that fails (a full disk: 503) leaves it neither listed
+        as queued here nor claimed, so it can be retried (review3 r3desk L2)."""
         with self._lock:
             self._jobs[job.job_id] = job
-        self._save(job)
+        try:
+            self._save(job)
+        except BaseException as e:
+            with self._lock:
+                self._jobs.pop(job.job_id, None)
+            self._release(job.job_id)
+            fault = resource_fault(e, "cannot save the upload's state") if isinstance(e, OSError) else None
+            if fault is not None:
+                raise fault from None
+            raise
         self._executor.submit(self._run, job)
 
     def retry(self, job: UploadJob, case_id: str | None, scope) -> UploadJob:
@@ -407,14 +421,23 @@ class UploadQueue:
             if job.state != "failed":
                 raise BadArgsError("only a failed upload can be dismissed")
             job.state, job.reason, job.finished_at = "dismissed", f"dismissed by {by}", now_iso()
-            self._finish(job)
+            try:
+                self._finish(job)
+            except OSError as e:  # review3 r3desk L2: a 503 (full disk), not a 500, and never a false "not dismissed"
+                saved = self._load(job.job_id)
+                if saved is None or saved.state != "dismissed":
+                    raise resource_fault(e, "cannot dismiss the upload") or e from None
+                log.warning("upload job %s dismissed; its kept scan is deleted when the job is pruned: %s",
+                            job.job_id, e.strerror or type(e).__name__)
         finally:
             self._release(job.job_id)
         if job.queue_job:
             try:
                 self._queue_submitter().drop_staged(job.sha256, job.queue_job)
-            except DigitizeError as e:  # the store down, WORM, or queue mode off now: dismissed all the same
-                event(log, "upload-staging-kept", logging.WARNING, job=job.job_id, reason=str(e))
+            except Exception as e:  # noqa: BLE001 - dismissed all the same (the store down, WORM, queue mode off,
+                # a client library's own error): never a 500 or a "not dismissed" event after it (review3 r3desk L3)
+                why = str(e) if isinstance(e, DigitizeError) else f"internal error: {type(e).__name__}"
+                event(log, "upload-staging-kept", logging.WARNING, job=job.job_id, reason=why)
         return job
 
     def _drop_carried_case(self, job: UploadJob) -> None:

@@ -8,6 +8,8 @@ import io
 import os
 import types
 
+import pytest
+
 from digitize.config import Settings
 from storage.access import Principal
 from web import uploads
@@ -309,3 +311,72 @@ def test_a_queued_job_of_a_stopped_process_is_resumed_not_failed(tmp_path):
         gate.set()
         a.close()
         b.close()
+
+
+def _failed_job(queue, job_id: str = "0123456789abcdef0123456789abcdef", **more) -> uploads.UploadJob:
+    import json
+
+    (queue.root / job_id).mkdir(parents=True)
+    (queue.root / job_id / "scan.pdf").write_bytes(b"%PDF-1.4 kept scan")
+    (queue.root / job_id / "job.json").write_text(json.dumps({
+        "job_id": job_id, "owner": "user:lan", "case_id": None, "name": "scan.pdf", "size": 18,
+        "sha256": "0" * 64, "state": "failed", "created_at": "2026-12-01T00:00:00Z",
+        "sender": {"name": "lan", "role": "scanner", "agencies": ["000.00.31.H56"]}, **more}))
+    return queue.get(job_id)
+
+
+def test_a_full_disk_in_retry_or_dismiss_is_a_resource_error_and_leaks_no_claim(tmp_path, monkeypatch):
+    """Review3 r3desk L2: a retry whose 'queued' save failed left the job queued in that process's memory and
+    its claim held for good (siblings: "being processed already"); a dismiss gave a 500."""
+    import json
+
+    from digitize.errors import ResourceError
+
+    queue = uploads.UploadQueue(Settings(data_dir=str(tmp_path / "data")))
+    try:
+        job = _failed_job(queue)
+        scope = types.SimpleNamespace(principal=Principal("lan", "scanner", ("000.00.31.H56",)))
+        _refusing_writes(monkeypatch, after=0)
+        with pytest.raises(ResourceError):
+            queue.retry(job, None, scope)
+        assert queue._claims == {} and job.job_id not in queue._jobs
+        with pytest.raises(ResourceError):  # not BadArgsError "being processed already"
+            queue.retry(queue.get(job.job_id), None, scope)
+        with pytest.raises(ResourceError):
+            queue.dismiss(queue.get(job.job_id), "user:lan")
+        assert queue._claims == {}
+        assert json.loads((queue.root / job.job_id / "job.json").read_text())["state"] == "failed"
+    finally:
+        queue.close()
+
+
+def test_a_dismissal_saved_but_not_cleaned_up_is_not_an_error(tmp_path, monkeypatch):
+    """Review3 r3desk L2/L3: once 'dismissed' is saved, a failing unlink of the scan, or a staged copy that
+    cannot be dropped for a reason that is not a DigitizeError, answered 500 and the gate recorded "not
+    dismissed after all" while job.json said dismissed."""
+    import json
+    import pathlib
+
+    queue = uploads.UploadQueue(Settings(data_dir=str(tmp_path / "data")))
+    try:
+        job = _failed_job(queue, queue_job="f" * 32)
+        real_unlink = pathlib.Path.unlink
+
+        def unlink(path, missing_ok=False):
+            if path.name == "scan.pdf":
+                raise PermissionError(13, "Permission denied")
+            return real_unlink(path, missing_ok=missing_ok)
+
+        monkeypatch.setattr(pathlib.Path, "unlink", unlink)
+
+        class Broken:
+            def drop_staged(self, sha, queue_job):
+                raise RuntimeError("a client library's own error")
+
+        queue._submitter = Broken()
+        assert queue.dismiss(job, "user:lan").state == "dismissed"
+        assert json.loads((queue.root / job.job_id / "job.json").read_text())["state"] == "dismissed"
+        assert queue._claims == {}
+    finally:
+        queue._submitter = None
+        queue.close()
