@@ -44,6 +44,7 @@ SUFFIXES = {".pdf", ".tif", ".tiff", ".jpg", ".jpeg", ".png"}
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 CHUNK = 1 << 20
 PRUNE_EVERY = 3600.0  # s between two prunes of old job folders (also at start)
+UNFINISHED = ("queued", "running", "unverified")  # unverified: its ledger record (still followed)
 STRANDED = "stopped before its state could be saved (a full disk, or its server stopped): it can be retried"
 
 
@@ -78,7 +79,7 @@ class UploadJob:
 
     @property
     def finished(self) -> bool:
-        return self.state not in ("queued", "running", "unverified")  # unverified: its ledger record (still followed)
+        return self.state not in UNFINISHED
 
     @property
     def in_queue(self) -> bool:
@@ -315,10 +316,17 @@ class UploadQueue:
             record = records.get(job.queue_job)
             if record is None:
                 continue
-            job.state, job.reason, job.documents = upload_state(record, job.queue_run)
-            if job.finished:
-                job.finished_at = now_iso()
-                self._finish(job)
+            state, reason, documents = upload_state(record, job.queue_run)
+            if state in UNFINISHED:
+                job.state, job.reason, job.documents = state, reason, documents
+            elif self._claim(job.job_id):  # else held (a retry's run, another follower): shown as it was read
+                try:  # saved only if still this run's, in the queue (review3 r3desk L1: no stale overwrite)
+                    saved = self._load(job.job_id)
+                    if saved is not None and saved.in_queue and saved.queue_run == job.queue_run:
+                        job.state, job.reason, job.documents, job.finished_at = state, reason, documents, now_iso()
+                        self._finish(job, release=False)
+                finally:
+                    self._release(job.job_id)
 
     def on_finished(self, listener) -> None:
         """``listener(job)`` is called (in the worker thread) when a job ends; errors are only logged."""
@@ -422,7 +430,7 @@ class UploadQueue:
                 raise BadArgsError("only a failed upload can be dismissed")
             job.state, job.reason, job.finished_at = "dismissed", f"dismissed by {by}", now_iso()
             try:
-                self._finish(job)
+                self._finish(job, release=False)  # released below, with the claim taken above
             except OSError as e:  # review3 r3desk L2: a 503 (full disk), not a 500, and never a false "not dismissed"
                 saved = self._load(job.job_id)
                 if saved is None or saved.state != "dismissed":
@@ -550,7 +558,8 @@ class UploadQueue:
         event(log, "upload-queued", upload=job.job_id, job=job.queue_job, sha256=job.sha256)
         self._follow([job])  # done before (the same upload sent again): finished at once
 
-    def _finish(self, job: UploadJob) -> None:
+    def _finish(self, job: UploadJob, release: bool = True) -> None:
+        """Save the job's end, drop its scan once stored; ``release``: the caller's claim (only one it took)."""
         self._save(job)  # first: a scan is dropped only once job.json says stored (review rev17desk L1)
         if job.state != "failed":
             for f in (self.root / job.job_id).iterdir():
@@ -558,7 +567,8 @@ class UploadQueue:
                     f.unlink(missing_ok=True)  # stored and verified: the copy (and its carried sidecar) is not needed
         with self._lock:
             self._jobs.pop(job.job_id, None)  # the saved state is the truth from now on
-        self._release(job.job_id)
+        if release:
+            self._release(job.job_id)
 
     @contextlib.contextmanager
     def _converting(self):

@@ -380,3 +380,29 @@ def test_a_dismissal_saved_but_not_cleaned_up_is_not_an_error(tmp_path, monkeypa
     finally:
         queue._submitter = None
         queue.close()
+
+
+def test_following_a_stale_queue_job_neither_overwrites_a_rerun_nor_drops_its_claim(tmp_path):
+    """Review3 r3desk L1: a request thread following a job it had read while its old run was in the queue
+    saved that run's 'failed' over the retry's state and released the claim the retry's run held (the claims
+    are per process), so a sibling could run the same scan twice at once."""
+    import json
+
+    queue = uploads.UploadQueue(Settings(data_dir=str(tmp_path / "data")))
+    record = types.SimpleNamespace(job_id="q1", state="failed", run="r1", result=None, reason="old run failed")
+    queue._submitter = types.SimpleNamespace(ledger=types.SimpleNamespace(many=lambda ids: [record]))
+    try:
+        job = _failed_job(queue)
+        stale = uploads.UploadJob(**{**json.loads((queue.root / job.job_id / "job.json").read_text()),
+                                     "state": "queued", "queue_job": "q1", "queue_run": "r1"})
+        assert queue._claim(job.job_id)  # the retry's run here: saved queued, not in the queue yet
+        (queue.root / job.job_id / "job.json").write_text(json.dumps({**uploads.asdict(job), "state": "queued"}))
+        queue._follow([stale])
+        assert job.job_id in queue._claims
+        assert json.loads((queue.root / job.job_id / "job.json").read_text())["state"] == "queued"
+        queue._release(job.job_id)
+        queue._follow([stale])  # nobody holds it now, but job.json is no longer that run's
+        assert json.loads((queue.root / job.job_id / "job.json").read_text())["state"] == "queued"
+    finally:
+        queue._submitter = None
+        queue.close()
