@@ -1028,11 +1028,13 @@ class Gate:
         were ``filed`` in) is in their current scope: an account moved to another agency, or a new one given an
         old name, does not keep seeing the old agency's jobs by its name (review rev17desk L2). A job naming no
         case is its sender's only while the agencies it was sent under (``sender``, saved with the job) are
-        still all theirs (review2 r2desk M2): else the name alone would show, retry or dismiss it."""
+        still all theirs (review2 r2desk M2): else the name alone would show, retry or dismiss it. Archivists
+        and admins (all agencies) see every job, caseless ones too, so a departed sender's failed upload is
+        never left to nobody (review3 r3desk M3)."""
         p = self.principal
         if not p.can(Perm.upload) or not all(p.covers(c) for c in (case_id, place_case_id, *filed) if c):
             return False
-        return case_id is not None or (owner == p.actor and self._sent_in_scope(sender))
+        return case_id is not None or p.all_agencies or (owner == p.actor and self._sent_in_scope(sender))
 
     def _sent_in_scope(self, sender: dict | None) -> bool:
         """The scope a job was sent under is inside this principal's (a job saved without one: not)."""

@@ -139,6 +139,7 @@ class Index(AccountQueries, ABC):
         ``agencies``: a backend may leave out entries no reader of only these agencies may see."""
 
     _begin_sql = "BEGIN"
+    _lock_rows_sql = ""  # appended to a read whose row this transaction then writes (a backend's row lock)
 
     def search_generation(self) -> Any:
         """A value that changes after every committed write that may change a search's answer, in any
@@ -269,16 +270,18 @@ class Index(AccountQueries, ABC):
     def merge_case(self, case: CaseRecord) -> CaseRecord | None:
         """:meth:`upsert_case`, returning the record as it was before (None: the case is new), as this write
         merged into it: a case another transaction creates meanwhile (PostgreSQL's READ COMMITTED) is read
-        again and merged into, never overwritten by a partial record (review2 r2desk L5)."""
+        again and merged into, never overwritten by a partial record (review2 r2desk L5). The row is read
+        locked, so a concurrent merge waits and merges into this one's result: no field it changed is put
+        back, and the record returned is what this write really overwrote (review3 r3desk M2)."""
         with self.transaction():
-            existing = self.get_case(case.case_id)
+            existing = self.get_case(case.case_id, lock=True)
             now = now_iso()
             if existing is None:
                 values = [_to_db(n, getattr(case, n)) for n in _CASE_COLUMNS]
                 if not self._execute(f"INSERT INTO cases ({', '.join(_CASE_COLUMNS)}, created_at, updated_at) "
                                      f"VALUES ({_placeholders(len(values) + 2)}) ON CONFLICT (case_id) DO NOTHING",
                                      [*values, now, now]).rowcount:
-                    existing = self.get_case(case.case_id)  # created since: committed, so seen now
+                    existing = self.get_case(case.case_id, lock=True)  # created since: committed, so seen now
             merged = _merge_case(existing, case) if existing else case
             if existing is not None:
                 values = [_to_db(n, getattr(merged, n)) for n in _CASE_COLUMNS[1:]]
@@ -288,8 +291,10 @@ class Index(AccountQueries, ABC):
                                          [(case.case_id, None, None, case_search_text(merged))])
         return existing
 
-    def get_case(self, case_id: str) -> CaseRecord | None:
-        rows = self._rows(f"SELECT {', '.join(_CASE_COLUMNS)} FROM cases WHERE case_id = ?", (case_id,))
+    def get_case(self, case_id: str, lock: bool = False) -> CaseRecord | None:
+        """The case; ``lock`` (inside a transaction that writes it): its row locked until the commit."""
+        rows = self._rows(f"SELECT {', '.join(_CASE_COLUMNS)} FROM cases WHERE case_id = ?"
+                          f"{self._lock_rows_sql if lock else ''}", (case_id,))
         return CaseRecord(**rows[0]) if rows else None
 
     def case_count(self) -> int:

@@ -38,6 +38,7 @@ def _connect(dsn: str):
 
 class PostgresIndex(Index):
     dialect = "postgresql"
+    _lock_rows_sql = " FOR UPDATE"  # READ COMMITTED: a read-then-write needs its row locked (review3 r3desk M2)
     column_types = {"id": "BIGSERIAL PRIMARY KEY", "ref": "BIGINT", "float": "DOUBLE PRECISION"}
 
     def __init__(self, dsn: str, wait_timeout: float | None = None):

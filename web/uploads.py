@@ -44,6 +44,7 @@ SUFFIXES = {".pdf", ".tif", ".tiff", ".jpg", ".jpeg", ".png"}
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 CHUNK = 1 << 20
 PRUNE_EVERY = 3600.0  # s between two prunes of old job folders (also at start)
+UNFINISHED = ("queued", "running", "unverified")  # unverified: its ledger record (still followed)
 STRANDED = "stopped before its state could be saved (a full disk, or its server stopped): it can be retried"
 
 
@@ -78,7 +79,7 @@ class UploadJob:
 
     @property
     def finished(self) -> bool:
-        return self.state not in ("queued", "running", "unverified")  # unverified: its ledger record (still followed)
+        return self.state not in UNFINISHED
 
     @property
     def in_queue(self) -> bool:
@@ -131,6 +132,7 @@ class UploadQueue:
         self._claims: dict[str, int] = {}
         self._stranded: dict[str, str] = {}  # job -> why it failed here when its state could not be saved
         self._submitter = None  # queue mode's, made on first use
+        self._submitter_lock = threading.Lock()
         if queue_mode(settings):
             from pipelines.tasks import check_settings
 
@@ -190,20 +192,25 @@ class UploadQueue:
             if job is None or job.finished or job.in_queue or not self._claim(job.job_id):
                 continue
             job.state = "queued"
-            with self._lock:
-                self._jobs[job.job_id] = job
-            self._executor.submit(self._run, job)
+            if not self._take(job):
+                self._release(job.job_id)
 
     def _settled(self, job: UploadJob) -> UploadJob:
-        """A job saved as unfinished (and not in the queue) that no process holds is stranded: the process
-        that ran it could not save its end (a full disk) or stopped. Shown failed, so that every server
-        process lists it as such and lets it be retried (review2 r2desk L4: only the process it failed in
-        did); the failed state is saved too, the disk may have room again."""
+        """A job saved as unfinished (and not in the queue) that no process holds. Saved ``queued``: its
+        process stopped (or was killed) before running it, so this live process resumes it, as ``_resume``
+        does at start (review3 r3desk M1: failing it left a restart nothing to resume). Saved ``running``, or
+        failed here unsaved (``_stranded``): the run died or could not save its end (a full disk), so it is
+        shown failed by every server process and may be retried (review2 r2desk L4); a re-run of a scan the
+        dead run stored ends ``skipped``, never a second copy. The failed state is saved too, if it can be."""
         if job.finished or job.in_queue or not self._claim(job.job_id):
             return job
+        resumed = False
         try:
             job = self._load(job.job_id) or job
             if job.finished or job.in_queue:
+                return job
+            if job.state == "queued" and job.job_id not in self._stranded:
+                resumed = self._take(job)  # closing: left queued for the next process to start
                 return job
             job.state, job.reason, job.finished_at = "failed", self._stranded.get(job.job_id, STRANDED), now_iso()
             try:
@@ -213,7 +220,20 @@ class UploadQueue:
                 log.warning("upload job %s: cannot save its failed state: %s", job.job_id, e.strerror or e)
             return job
         finally:
-            self._release(job.job_id)
+            if not resumed:
+                self._release(job.job_id)
+
+    def _take(self, job: UploadJob) -> bool:
+        """Run a claimed, saved-unfinished job here; False if this process is closing (its runner stopped)."""
+        with self._lock:
+            self._jobs[job.job_id] = job
+        try:
+            self._executor.submit(self._run, job)
+        except RuntimeError:  # shut down: the next process to start resumes it
+            with self._lock:
+                self._jobs.pop(job.job_id, None)
+            return False
+        return True
 
     def prune(self) -> int:
         """Remove the folders of stored jobs finished more than ``[web] upload_job_days`` ago (their scan went once
@@ -271,11 +291,13 @@ class UploadQueue:
         return sorted(found.values(), key=lambda j: j.created_at, reverse=True)
 
     def _queue_submitter(self):
-        if self._submitter is None:
-            from pipelines.queued import Submitter
+        """Made once, whichever thread (the runner's, a request's) asks first (review3 r3desk L3)."""
+        with self._submitter_lock:
+            if self._submitter is None:
+                from pipelines.queued import Submitter
 
-            self._submitter = Submitter(self.settings)
-        return self._submitter
+                self._submitter = Submitter(self.settings)
+            return self._submitter
 
     def _follow(self, jobs: list[UploadJob]) -> None:
         """Queued jobs' states from the queue's ledger; a finished one is saved (and its kept scan dropped once
@@ -294,10 +316,17 @@ class UploadQueue:
             record = records.get(job.queue_job)
             if record is None:
                 continue
-            job.state, job.reason, job.documents = upload_state(record, job.queue_run)
-            if job.finished:
-                job.finished_at = now_iso()
-                self._finish(job)
+            state, reason, documents = upload_state(record, job.queue_run)
+            if state in UNFINISHED:
+                job.state, job.reason, job.documents = state, reason, documents
+            elif self._claim(job.job_id):  # else held (a retry's run, another follower): shown as it was read
+                try:  # saved only if still this run's, in the queue (review3 r3desk L1: no stale overwrite)
+                    saved = self._load(job.job_id)
+                    if saved is not None and saved.in_queue and saved.queue_run == job.queue_run:
+                        job.state, job.reason, job.documents, job.finished_at = state, reason, documents, now_iso()
+                        self._finish(job, release=False)
+                finally:
+                    self._release(job.job_id)
 
     def on_finished(self, listener) -> None:
         """``listener(job)`` is called (in the worker thread) when a job ends; errors are only logged."""
@@ -348,9 +377,20 @@ class UploadQueue:
         return job
 
     def _queue(self, job: UploadJob) -> None:
+        """Save the claimed job queued and run it; a save that fails (a full disk: 503) leaves it neither listed
+        as queued here nor claimed, so it can be retried (review3 r3desk L2)."""
         with self._lock:
             self._jobs[job.job_id] = job
-        self._save(job)
+        try:
+            self._save(job)
+        except BaseException as e:
+            with self._lock:
+                self._jobs.pop(job.job_id, None)
+            self._release(job.job_id)
+            fault = resource_fault(e, "cannot save the upload's state") if isinstance(e, OSError) else None
+            if fault is not None:
+                raise fault from None
+            raise
         self._executor.submit(self._run, job)
 
     def retry(self, job: UploadJob, case_id: str | None, scope) -> UploadJob:
@@ -374,7 +414,7 @@ class UploadQueue:
             self._drop_carried_case(job)
         job.case_id, job.state, job.reason, job.finished_at, job.queue_job = case_id, "queued", "", "", ""
         job.queue_run = ""
-        job.sender = asdict(scope.principal)
+        job.owner, job.sender = scope.principal.actor, asdict(scope.principal)  # one principal (review3 r3desk M3)
         self._queue(job)
         return job
 
@@ -389,14 +429,23 @@ class UploadQueue:
             if job.state != "failed":
                 raise BadArgsError("only a failed upload can be dismissed")
             job.state, job.reason, job.finished_at = "dismissed", f"dismissed by {by}", now_iso()
-            self._finish(job)
+            try:
+                self._finish(job, release=False)  # released below, with the claim taken above
+            except OSError as e:  # review3 r3desk L2: a 503 (full disk), not a 500, and never a false "not dismissed"
+                saved = self._load(job.job_id)
+                if saved is None or saved.state != "dismissed":
+                    raise resource_fault(e, "cannot dismiss the upload") or e from None
+                log.warning("upload job %s dismissed; its kept scan is deleted when the job is pruned: %s",
+                            job.job_id, e.strerror or type(e).__name__)
         finally:
             self._release(job.job_id)
         if job.queue_job:
             try:
                 self._queue_submitter().drop_staged(job.sha256, job.queue_job)
-            except DigitizeError as e:  # the store down, WORM, or queue mode off now: dismissed all the same
-                event(log, "upload-staging-kept", logging.WARNING, job=job.job_id, reason=str(e))
+            except Exception as e:  # noqa: BLE001 - dismissed all the same (the store down, WORM, queue mode off,
+                # a client library's own error): never a 500 or a "not dismissed" event after it (review3 r3desk L3)
+                why = str(e) if isinstance(e, DigitizeError) else f"internal error: {type(e).__name__}"
+                event(log, "upload-staging-kept", logging.WARNING, job=job.job_id, reason=why)
         return job
 
     def _drop_carried_case(self, job: UploadJob) -> None:
@@ -509,7 +558,8 @@ class UploadQueue:
         event(log, "upload-queued", upload=job.job_id, job=job.queue_job, sha256=job.sha256)
         self._follow([job])  # done before (the same upload sent again): finished at once
 
-    def _finish(self, job: UploadJob) -> None:
+    def _finish(self, job: UploadJob, release: bool = True) -> None:
+        """Save the job's end, drop its scan once stored; ``release``: the caller's claim (only one it took)."""
         self._save(job)  # first: a scan is dropped only once job.json says stored (review rev17desk L1)
         if job.state != "failed":
             for f in (self.root / job.job_id).iterdir():
@@ -517,7 +567,8 @@ class UploadQueue:
                     f.unlink(missing_ok=True)  # stored and verified: the copy (and its carried sidecar) is not needed
         with self._lock:
             self._jobs.pop(job.job_id, None)  # the saved state is the truth from now on
-        self._release(job.job_id)
+        if release:
+            self._release(job.job_id)
 
     @contextlib.contextmanager
     def _converting(self):

@@ -327,9 +327,9 @@ def test_a_case_created_by_another_transaction_meanwhile_is_merged_into_and_reco
     index.upsert_case(CaseRecord(new_case, applicant="Trần Thị B", status="Mới"))
     real, reads = index.get_case, []
 
-    def racing(case_id):
+    def racing(case_id, lock=False):
         reads.append(case_id)
-        return None if len(reads) == 1 else real(case_id)
+        return None if len(reads) == 1 else real(case_id, lock)
 
     monkeypatch.setattr(index, "get_case", racing)
     created, case = two_agencies.gate(OFFICER_A).upsert_case(new_case, {"status": "Đang xử lý"})

@@ -247,3 +247,45 @@ def test_a_bounded_sqlite_statement_is_interrupted_past_its_time(tmp_path):
     assert outcome and isinstance(outcome[0], StorageError) and "interrupted" in str(outcome[0])
     assert index._scalar("SELECT 1") == 1  # the connection goes on
     index.close()
+
+
+def test_concurrent_merges_of_one_case_on_postgresql_lose_no_field(postgres_dsn):
+    """Review3 r3desk M2: under READ COMMITTED two merges of one case each read the old row and wrote every
+    column from it: the later write put back the field the other had changed (a status lost), and its
+    'before' (the audit event's) did not name what it overwrote. SQLite takes its write lock at BEGIN."""
+    import threading
+    import time
+
+    first, second, watcher = open_index(postgres_dsn), open_index(postgres_dsn), open_index(postgres_dsn)
+    try:
+        first.upsert_case(CaseRecord(CASE, applicant="Trần Thị B", status="Mới"))
+        real, read, go, out = first.get_case, threading.Event(), threading.Event(), {}
+
+        def pausing(case_id, lock=False):  # the first merge stops between its read and its write
+            found = real(case_id, lock)
+            read.set()
+            go.wait(30)
+            return found
+
+        first.get_case = pausing
+        t1 = threading.Thread(target=lambda: out.setdefault(1, first.merge_case(CaseRecord(CASE,
+                                                                                           applicant="Nguyễn Văn C"))))
+        t1.start()
+        assert read.wait(30)
+        t2 = threading.Thread(target=lambda: out.setdefault(2, second.merge_case(CaseRecord(CASE,
+                                                                                            status="Đã xử lý"))))
+        t2.start()
+        deadline = time.monotonic() + 30  # until the second merge ends (old code) or waits for the row lock
+        while t2.is_alive() and time.monotonic() < deadline and not watcher._scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"):
+            time.sleep(0.05)
+        go.set()
+        t1.join(30)
+        t2.join(30)
+        final = watcher.get_case(CASE)
+        assert (final.applicant, final.status) == ("Nguyễn Văn C", "Đã xử lý")
+        assert out[2].applicant == "Nguyễn Văn C"  # the second merge's 'before' is the first's result
+    finally:
+        go.set()
+        for idx in (first, second, watcher):
+            idx.close()

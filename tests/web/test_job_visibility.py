@@ -115,3 +115,47 @@ def test_a_moved_sender_neither_sees_nor_retries_its_old_caseless_failed_upload(
     assert retry.status_code == 404 and dismiss.status_code == 404
     assert (uploads / old_b / "scan.pdf").exists()
     assert json.loads((uploads / old_b / "job.json").read_text())["state"] == "failed"
+
+
+def test_archivists_see_retry_and_dismiss_a_departed_senders_caseless_failed_upload(portal, tmp_path, monkeypatch):
+    """Review3 r3desk M3: a caseless failed upload was only ever its owner's, so once the sender moved agency
+    (or left) nobody could see, retry or dismiss it; and an archivist's retry into no case kept the scanner as
+    owner, so a failed re-run was visible to neither of them."""
+    from portal_data import write_job
+
+    client, _, _, _ = portal
+    settings = Settings(data_dir=str(tmp_path / "data"))
+    with Archive.open(settings) as archive:
+        access.add_user(archive.index, "mai", "archivist", [], PASSWORD)
+        token = access.create_token(archive.index, "motcua", "archivist", [])
+    uploads = tmp_path / "data" / "uploads"
+    departed, named = uuid.uuid4().hex, uuid.uuid4().hex
+    write_job(uploads, departed, "user:lan", AGENCY_B, "failed", "2026-12-01T00:00:00Z", reason="no pages",
+              finished_at="2026-12-01T00:01:00Z")  # sent by lan when that account was agency B's
+    write_job(uploads, named, "user:lan", AGENCY_A, "failed", "2026-12-01T00:00:00Z", reason="no pages",
+              case_id=f"{AGENCY_A}-241015-0027", finished_at="2026-12-01T00:01:00Z")
+    for job_id in (departed, named):
+        (uploads / job_id / "scan.pdf").write_bytes(b"%PDF-1.4 kept")
+    assert client.get(f"/api/v1/jobs/{departed}", headers={"authorization": f"Bearer {token}"}).status_code == 200
+
+    def failing_run(self, job):  # the re-run fails again (no converter in this test)
+        job.state, job.reason, job.finished_at = "failed", "no pages", "2026-12-01T00:02:00Z"
+        self._finish(job)
+
+    monkeypatch.setattr(UploadQueue, "_run", failing_run)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text).group(1)
+    assert client.post("/login", data={"name": "mai", "password": PASSWORD, "csrf": csrf},
+                       follow_redirects=False).status_code == 303
+    desk = client.get("/desk")
+    assert client.get(f"/desk/jobs/{departed}").status_code == 200 and departed in desk.text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', desk.text).group(1)
+    retried = client.post(f"/desk/jobs/{named}/retry", data={"case_id": "", "csrf": csrf}, follow_redirects=False)
+    assert retried.status_code == 303
+    client.app.state.uploads._executor.submit(lambda: None).result()
+    saved = json.loads((uploads / named / "job.json").read_text())
+    assert saved["state"] == "failed" and saved["case_id"] is None and saved["owner"] == "user:mai"
+    assert client.get(f"/desk/jobs/{named}").status_code == 200  # the retrier still sees its failed re-run
+    dismiss = client.post(f"/desk/jobs/{departed}/dismiss", data={"csrf": csrf, "confirm": "yes"},
+                          follow_redirects=False)
+    assert dismiss.status_code == 303
+    assert json.loads((uploads / departed / "job.json").read_text())["state"] == "dismissed"

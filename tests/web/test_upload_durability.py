@@ -8,6 +8,8 @@ import io
 import os
 import types
 
+import pytest
+
 from digitize.config import Settings
 from storage.access import Principal
 from web import uploads
@@ -279,3 +281,128 @@ def test_a_running_job_held_by_another_process_is_not_taken_as_stranded(tmp_path
             assert queue.get(job_id).state == "running" and queue.jobs()[0].state == "running"
         finally:
             queue.close()
+
+
+def test_a_queued_job_of_a_stopped_process_is_resumed_not_failed(tmp_path):
+    """Review3 r3desk M1: a sibling's poll saved a stopped server's *queued* (never started) upload as
+    'failed', so the restarted server did not resume it and a person had to press retry."""
+    import json
+    import threading
+
+    settings = Settings(data_dir=str(tmp_path / "data"))
+    b = uploads.UploadQueue(settings)  # a live sibling process
+    a = uploads.UploadQueue(settings)
+    gate = threading.Event()
+    a._executor.submit(gate.wait)  # A's runner busy: the upload below is queued, not started
+    ran: list[str] = []
+    b._run = lambda job: ran.append(job.job_id)  # B runs nothing for real (no converter in a unit test)
+    try:
+        scope = types.SimpleNamespace(principal=Principal("lan", "scanner", ("000.00.31.H56",)))
+        job, _ = a.receive(io.BytesIO(b"%PDF-1.4 fake scan bytes %%EOF"), "scan.pdf", scope, None)
+        a.submit(job)
+        gate.set()
+        a.close()  # stopped gracefully: the job not started, its claim released
+        assert b.get(job.job_id).state == "queued"
+        b._executor.submit(lambda: None).result()
+        assert ran == [job.job_id]  # resumed by the live process, once
+        assert json.loads((b.root / job.job_id / "job.json").read_text())["state"] == "queued"
+        assert b.jobs()[0].state == "queued" and ran == [job.job_id]  # held now: not taken twice
+    finally:
+        gate.set()
+        a.close()
+        b.close()
+
+
+def _failed_job(queue, job_id: str = "0123456789abcdef0123456789abcdef", **more) -> uploads.UploadJob:
+    import json
+
+    (queue.root / job_id).mkdir(parents=True)
+    (queue.root / job_id / "scan.pdf").write_bytes(b"%PDF-1.4 kept scan")
+    (queue.root / job_id / "job.json").write_text(json.dumps({
+        "job_id": job_id, "owner": "user:lan", "case_id": None, "name": "scan.pdf", "size": 18,
+        "sha256": "0" * 64, "state": "failed", "created_at": "2026-12-01T00:00:00Z",
+        "sender": {"name": "lan", "role": "scanner", "agencies": ["000.00.31.H56"]}, **more}))
+    return queue.get(job_id)
+
+
+def test_a_full_disk_in_retry_or_dismiss_is_a_resource_error_and_leaks_no_claim(tmp_path, monkeypatch):
+    """Review3 r3desk L2: a retry whose 'queued' save failed left the job queued in that process's memory and
+    its claim held for good (siblings: "being processed already"); a dismiss gave a 500."""
+    import json
+
+    from digitize.errors import ResourceError
+
+    queue = uploads.UploadQueue(Settings(data_dir=str(tmp_path / "data")))
+    try:
+        job = _failed_job(queue)
+        scope = types.SimpleNamespace(principal=Principal("lan", "scanner", ("000.00.31.H56",)))
+        _refusing_writes(monkeypatch, after=0)
+        with pytest.raises(ResourceError):
+            queue.retry(job, None, scope)
+        assert queue._claims == {} and job.job_id not in queue._jobs
+        with pytest.raises(ResourceError):  # not BadArgsError "being processed already"
+            queue.retry(queue.get(job.job_id), None, scope)
+        with pytest.raises(ResourceError):
+            queue.dismiss(queue.get(job.job_id), "user:lan")
+        assert queue._claims == {}
+        assert json.loads((queue.root / job.job_id / "job.json").read_text())["state"] == "failed"
+    finally:
+        queue.close()
+
+
+def test_a_dismissal_saved_but_not_cleaned_up_is_not_an_error(tmp_path, monkeypatch):
+    """Review3 r3desk L2/L3: once 'dismissed' is saved, a failing unlink of the scan, or a staged copy that
+    cannot be dropped for a reason that is not a DigitizeError, answered 500 and the gate recorded "not
+    dismissed after all" while job.json said dismissed."""
+    import json
+    import pathlib
+
+    queue = uploads.UploadQueue(Settings(data_dir=str(tmp_path / "data")))
+    try:
+        job = _failed_job(queue, queue_job="f" * 32)
+        real_unlink = pathlib.Path.unlink
+
+        def unlink(path, missing_ok=False):
+            if path.name == "scan.pdf":
+                raise PermissionError(13, "Permission denied")
+            return real_unlink(path, missing_ok=missing_ok)
+
+        monkeypatch.setattr(pathlib.Path, "unlink", unlink)
+
+        class Broken:
+            def drop_staged(self, sha, queue_job):
+                raise RuntimeError("a client library's own error")
+
+        queue._submitter = Broken()
+        assert queue.dismiss(job, "user:lan").state == "dismissed"
+        assert json.loads((queue.root / job.job_id / "job.json").read_text())["state"] == "dismissed"
+        assert queue._claims == {}
+    finally:
+        queue._submitter = None
+        queue.close()
+
+
+def test_following_a_stale_queue_job_neither_overwrites_a_rerun_nor_drops_its_claim(tmp_path):
+    """Review3 r3desk L1: a request thread following a job it had read while its old run was in the queue
+    saved that run's 'failed' over the retry's state and released the claim the retry's run held (the claims
+    are per process), so a sibling could run the same scan twice at once."""
+    import json
+
+    queue = uploads.UploadQueue(Settings(data_dir=str(tmp_path / "data")))
+    record = types.SimpleNamespace(job_id="q1", state="failed", run="r1", result=None, reason="old run failed")
+    queue._submitter = types.SimpleNamespace(ledger=types.SimpleNamespace(many=lambda ids: [record]))
+    try:
+        job = _failed_job(queue)
+        stale = uploads.UploadJob(**{**json.loads((queue.root / job.job_id / "job.json").read_text()),
+                                     "state": "queued", "queue_job": "q1", "queue_run": "r1"})
+        assert queue._claim(job.job_id)  # the retry's run here: saved queued, not in the queue yet
+        (queue.root / job.job_id / "job.json").write_text(json.dumps({**uploads.asdict(job), "state": "queued"}))
+        queue._follow([stale])
+        assert job.job_id in queue._claims
+        assert json.loads((queue.root / job.job_id / "job.json").read_text())["state"] == "queued"
+        queue._release(job.job_id)
+        queue._follow([stale])  # nobody holds it now, but job.json is no longer that run's
+        assert json.loads((queue.root / job.job_id / "job.json").read_text())["state"] == "queued"
+    finally:
+        queue._submitter = None
+        queue.close()
