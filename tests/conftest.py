@@ -91,3 +91,15 @@ def own_redis(tmp_path, pytestconfig) -> RedisServer:
     yield server
     with uncaptured(pytestconfig):
         server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _pillow_pixel_limit():
+    """Each read sets Pillow's process-wide bomb limit to its own ``max_pixels`` (digitize/sources.py), as a
+    real process does with its one setting; a test reading with a small limit must not leave it for the next
+    test in this process (the hard samples' generator makes an 8.7 MP image itself)."""
+    from PIL import Image
+
+    before = Image.MAX_IMAGE_PIXELS
+    yield
+    Image.MAX_IMAGE_PIXELS = before
