@@ -59,6 +59,22 @@ def test_idle_connections_cannot_pin_a_thread_each_and_a_scrape_answers_after_th
     assert sum("queue depth unavailable" in r.getMessage() for r in caplog.records) == 1  # once per outage
 
 
+def test_a_scrape_over_the_bound_waits_for_a_slot_rather_than_being_dropped(server):
+    """A scrape that arrives while every slot is held (by connections closing that moment) waits for one: it
+    was closed at once, and CI saw RemoteDisconnected when the idle connections' threads had not yet ended."""
+    before = threading.active_count()
+    idle = [socket.create_connection(server) for _ in range(metrics.MAX_CONNECTIONS)]
+    deadline = time.monotonic() + 10
+    while threading.active_count() < before + metrics.MAX_CONNECTIONS and time.monotonic() < deadline:
+        time.sleep(0.01)  # every slot taken
+    release = threading.Timer(0.3, lambda: [s.close() for s in idle])
+    release.start()
+    try:
+        assert scrape(server) == 200
+    finally:
+        release.join()
+
+
 @pytest.fixture
 def quick_server(tmp_path, monkeypatch):
     """A /metrics server that drops idle clients after 0.2 s and any client after 1 s."""
