@@ -357,11 +357,16 @@ class _Runner:
         # cleans up (no half-written file left in the kept folder); one still busy after STOP_GRACE
         # is stopped
         processes = list((getattr(self.pool, "_processes", None) or {}).values())  # shutdown forgets them
+        manager = getattr(self.pool, "_executor_manager_thread", None)  # and its thread
         self.pool.shutdown(wait=False, cancel_futures=True)
         wait(self.inflight, timeout=min(STOP_GRACE, self.signer.timeout))
         for process in processes:
             with contextlib.suppress(Exception):
                 process.terminate()
+        # its thread closes its wake-up pipe as it ends: still running at exit, it raced the interpreter's own
+        # wake-up of it and printed "Exception ignored ... Bad file descriptor" under the batch's one line (CI)
+        if manager is not None:
+            manager.join(STOP_GRACE)
         raise self.signer.error
 
     def _outcome(self, future: Future, task: _Task) -> JobResult | None:

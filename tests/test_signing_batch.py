@@ -1047,3 +1047,32 @@ def test_a_worker_s_pickle_is_never_loaded_by_the_signer(stub_service, tmp_path)
     stub_service.stub.sign = lambda s, t, b=None: (_ for _ in ()).throw(SignerUnavailableError("token gone"))
     with pytest.raises(SignerUnavailableError, match="token gone"):  # an error comes back as its class and line
         stub_service.remote().sign(other, Path(f"{other}.signed"))
+
+
+class _StoppedSigner:
+    """A batch signer whose key went bad: what _check_signer reads."""
+
+    timeout = 0.5
+    error = SigningError("wrong PIN for the signing token")
+
+    def overdue(self):
+        return self.error
+
+
+def test_a_stopped_batch_s_pool_thread_has_ended_before_its_error_is_raised():
+    """The pool's manager thread closes its wake-up pipe as it ends; left running when the batch stopped,
+    it raced the interpreter's exit-time wake-up, which printed "Exception ignored ... Bad file descriptor"
+    under the batch's one line (CI, stop 23)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from pipelines import batch
+
+    runner = batch._Runner.__new__(batch._Runner)
+    runner.signer = _StoppedSigner()
+    runner.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"))
+    runner.inflight = {runner.pool.submit(time.sleep, 60): None}
+    manager = runner.pool._executor_manager_thread
+    with pytest.raises(SigningError, match="wrong PIN"):
+        runner._check_signer()
+    assert not manager.is_alive()
