@@ -27,8 +27,15 @@ def test_kill_9_of_a_batch_leaves_no_worker_behind(tmp_path):
 
     def page_workers_running() -> bool:
         """Both kinds of descendant exist: batch workers and, under one, its page worker."""
-        family[:] = [p for p in psutil.Process(batch.pid).children(recursive=True) if p.name() != "java"]
-        return any(p.ppid() != batch.pid for p in family)
+        found = []
+        for p in psutil.Process(batch.pid).children(recursive=True):
+            try:  # a short-lived child (a file's page count runs in a worker of its own) may end meanwhile
+                if p.name() != "java":
+                    found.append((p, p.ppid()))
+            except psutil.NoSuchProcess:
+                pass
+        family[:] = [p for p, _ in found]
+        return any(ppid != batch.pid for _, ppid in found)
 
     try:
         wait_for(page_workers_running, "batch workers with page workers")
