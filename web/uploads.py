@@ -533,7 +533,12 @@ class UploadQueue:
                                                                     values, job.scope()).result()
                 job.state, job.reason, job.documents = status, reason, documents
         except BrokenProcessPool:
-            self._worker = None  # a new worker for the next job
+            # a new worker for the next job; the dead one's pool thread joined first: still closing its wake-up
+            # pipe when the portal stopped, it raced the exit-time wake-up ("Exception ignored ... Bad file
+            # descriptor", the batch's CI failure)
+            broken, self._worker = self._worker, None
+            if broken is not None:
+                broken.shutdown(wait=True)
             job.state, job.reason = "failed", "the conversion process died (out of memory?)"
         except Exception as e:  # noqa: BLE001 - one bad upload must not stop the queue
             log.exception("upload job %s failed", job.job_id)
