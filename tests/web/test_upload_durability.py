@@ -440,3 +440,35 @@ def test_a_dead_conversion_process_s_pool_thread_has_ended_when_its_job_fails(tm
         assert not managers, "the dead worker's pool thread still runs"
     finally:
         queue.close()
+
+
+def _converted(*args):
+    return "done", "", []
+
+
+def test_a_conversion_process_that_died_idle_does_not_fail_the_next_upload(tmp_path, monkeypatch):
+    """The worker converts uploads one after another; killed while it waited (the OOM killer picks the largest
+    process: a worker that just converted a big scan), its pool was broken before the next job was submitted,
+    and that job failed as "the conversion process died" without ever running. It runs in a new worker."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    monkeypatch.setattr(uploads, "convert_upload", _converted)  # the forked workers see it
+    monkeypatch.setattr(uploads, "conversion_worker",
+                        lambda settings: ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")))
+    queue = uploads.UploadQueue(Settings(data_dir=str(tmp_path / "data")))
+    try:
+        queue._worker = uploads.conversion_worker(queue.settings)
+        queue._worker.submit(int).result(timeout=120)  # it converted a job, and waits now
+        for process in list(queue._worker._processes.values()):
+            process.kill()
+        deadline = time.monotonic() + 60  # a bound, not a timing: the pool's thread notices at once
+        while not queue._worker._broken and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert queue._worker._broken
+        job = _failed_job(queue)
+        assert queue._claim(job.job_id)
+        queue._convert(job)
+        assert job.state == "done", job.reason
+    finally:
+        queue.close()
