@@ -139,20 +139,15 @@ def test_a_worker_that_died_idle_does_not_stop_the_batch(tmp_path, monkeypatch):
     breaks the pool with no file in flight, so no failed future replaces it: the next file's submit raised
     BrokenProcessPool and the whole batch ended as an internal error. The pool is replaced and the file runs."""
     import io
-    import time
+
+    from pools import kill_idle_workers
 
     from pipelines import batch
 
     monkeypatch.setattr(batch, "_run_one", _stored)  # the forked workers see it
     runner = batch._Runner(tmp_path, make_settings(tmp_path / "data"), 1, io.StringIO())
     try:
-        runner.pool.submit(int).result(timeout=120)  # its workers forked, and idle now
-        for process in list(runner.pool._processes.values()):
-            process.kill()
-        deadline = time.monotonic() + 60  # a bound, not a timing: the pool's thread notices at once
-        while not runner.pool._broken and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert runner.pool._broken
+        kill_idle_workers(runner.pool)
         summary = runner.run([batch.BatchItem(tmp_path / "a.pdf", 1)])
     finally:
         runner.pool.shutdown(wait=True, cancel_futures=True)

@@ -453,19 +453,15 @@ def test_a_conversion_process_that_died_idle_does_not_fail_the_next_upload(tmp_p
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
+    from pools import kill_idle_workers
+
     monkeypatch.setattr(uploads, "convert_upload", _converted)  # the forked workers see it
     monkeypatch.setattr(uploads, "conversion_worker",
                         lambda settings: ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")))
     queue = uploads.UploadQueue(Settings(data_dir=str(tmp_path / "data")))
     try:
         queue._worker = uploads.conversion_worker(queue.settings)
-        queue._worker.submit(int).result(timeout=120)  # it converted a job, and waits now
-        for process in list(queue._worker._processes.values()):
-            process.kill()
-        deadline = time.monotonic() + 60  # a bound, not a timing: the pool's thread notices at once
-        while not queue._worker._broken and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert queue._worker._broken
+        kill_idle_workers(queue._worker)  # it converted a job, and died waiting for the next
         job = _failed_job(queue)
         assert queue._claim(job.job_id)
         queue._convert(job)
