@@ -344,8 +344,21 @@ class _Runner:
         while self.todo and len(self.inflight) < self.jobs + self.workers:
             task = self.todo.popleft()
             task.pool_generation = self.generation
-            self.inflight[self.pool.submit(_run_one, task.item.path, task.item.hint, self.src)] = task
+            try:
+                self.inflight[self.pool.submit(_run_one, task.item.path, task.item.hint, self.src)] = task
+            except BrokenProcessPool:
+                # a worker died with no file of it left to fail here (killed idle, or a failure this loop has
+                # not read yet): the file waits for a new pool, forked by the next _submit (under the
+                # signer's lock); the old pool's files in flight fail and are redone once, as after any death
+                self.todo.appendleft(task)
+                self._replace_pool()
+                return
             self.forked = True
+
+    def _replace_pool(self) -> None:
+        """A broken pool's threads end before the next pool forks (see _new_pool)."""
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.pool, self.generation = self._new_pool(), self.generation + 1
 
     def _check_signer(self) -> None:
         """A key that cannot be used (wrong PIN, token absent, expired certificate), or a signer that
@@ -375,8 +388,7 @@ class _Runner:
             result = future.result()
         except BrokenProcessPool as e:
             if task.pool_generation == self.generation:
-                self.pool.shutdown(wait=True, cancel_futures=True)  # its threads end before the next fork
-                self.pool, self.generation = self._new_pool(), self.generation + 1
+                self._replace_pool()
             if task.crashes == 0:
                 task.crashes += 1
                 self.todo.append(task)

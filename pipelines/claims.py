@@ -44,6 +44,7 @@ log = logging.getLogger("pipelines.claims")
 
 MAX_ATTEMPTS = 2  # the first try plus one redo after a crash
 HEARTBEAT = 60.0  # seconds between touches of a running watcher's ``alive`` file
+BEAT_JOIN = 10.0  # seconds close() waits for a touch under way (a hung disk: it closes anyway)
 STALE_AFTER = 1800.0  # another machine's watcher whose ``alive`` is older than this is dead
 _OWNER = re.compile(r"^(\d{1,10})-(\d{1,20})@(.+)$")
 CLAIM_FILE = "claim.json"
@@ -637,6 +638,9 @@ class Claims:
     def close(self) -> None:
         """Stop the heartbeat and remove this watcher's folder if nothing is left in it."""
         self._stop.set()
+        # a touch under way uses the descriptors closed below: one closed (or reused by the process meanwhile,
+        # as the inbox's replacement reopens folders) under it touched a file in another folder
+        self._beat.join(BEAT_JOIN)
         with contextlib.suppress(OSError):
             os.unlink("alive", dir_fd=self.fd)
             os.rmdir(self.owner, dir_fd=self.work_fd)

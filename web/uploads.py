@@ -526,20 +526,36 @@ class UploadQueue:
                 if job.in_queue:
                     return
             else:
-                if self._worker is None:
-                    self._worker = conversion_worker(self.settings)
                 with self._converting():  # one conversion at a time per data dir, whichever process took it
-                    status, reason, documents = self._worker.submit(convert_upload, str(files[0]), self.settings,
-                                                                    values, job.scope()).result()
+                    status, reason, documents = self._submit(str(files[0]), values, job.scope()).result()
                 job.state, job.reason, job.documents = status, reason, documents
         except BrokenProcessPool:
-            self._worker = None  # a new worker for the next job
+            self._drop_worker()  # a new one for the next job
             job.state, job.reason = "failed", "the conversion process died (out of memory?)"
         except Exception as e:  # noqa: BLE001 - one bad upload must not stop the queue
             log.exception("upload job %s failed", job.job_id)
             job.state, job.reason = "failed", f"internal error: {type(e).__name__}"
         job.finished_at = now_iso()
         self._finish(job)
+
+    def _submit(self, path: str, values: dict, scope):
+        """The conversion, sent to the worker; one that died while it waited (the OOM killer picks the largest
+        process: a worker that just converted a big scan) broke its pool before this job: a new worker takes
+        it, the job is not failed for a death it did not cause."""
+        if self._worker is not None:
+            try:
+                return self._worker.submit(convert_upload, path, self.settings, values, scope)
+            except BrokenProcessPool:
+                self._drop_worker()
+        self._worker = conversion_worker(self.settings)
+        return self._worker.submit(convert_upload, path, self.settings, values, scope)
+
+    def _drop_worker(self) -> None:
+        """A broken worker's pool, its thread joined: still closing its wake-up pipe when the portal stopped, it
+        raced the interpreter's exit-time wake-up ("Exception ignored ... Bad file descriptor", as the batch did)."""
+        broken, self._worker = self._worker, None
+        if broken is not None:
+            broken.shutdown(wait=True)
 
     def _enqueue(self, job: UploadJob, path: Path, values: dict) -> None:
         """Queue mode: the scan staged in the store (verified) and its task sent, with the sender's principal;

@@ -126,3 +126,29 @@ def test_a_worker_killed_mid_file_takes_nothing_with_it(tmp_path):
         if batch.poll() is None:
             batch.kill()
     assert sorted(r.source_name for r in stored_rows(settings)) == [f"scan{n:03d}.pdf" for n in range(4)]
+
+
+def _stored(path, hint, root):
+    from pipelines.jobs import JobResult, Status
+
+    return JobResult(str(path), Status.done, pages=1)
+
+
+def test_a_worker_that_died_idle_does_not_stop_the_batch(tmp_path, monkeypatch):
+    """A worker killed while it waited for work (the OOM killer picks the largest process: a warm worker)
+    breaks the pool with no file in flight, so no failed future replaces it: the next file's submit raised
+    BrokenProcessPool and the whole batch ended as an internal error. The pool is replaced and the file runs."""
+    import io
+
+    from pools import kill_idle_workers
+
+    from pipelines import batch
+
+    monkeypatch.setattr(batch, "_run_one", _stored)  # the forked workers see it
+    runner = batch._Runner(tmp_path, make_settings(tmp_path / "data"), 1, io.StringIO())
+    try:
+        kill_idle_workers(runner.pool)
+        summary = runner.run([batch.BatchItem(tmp_path / "a.pdf", 1)])
+    finally:
+        runner.pool.shutdown(wait=True, cancel_futures=True)
+    assert [(Path(r.path).name, r.status.value) for r in summary.results] == [("a.pdf", "done")]

@@ -233,3 +233,41 @@ def test_a_claim_with_a_field_of_another_version_is_adopted_and_a_plain_one_carr
                                                            "a_later_field": {"x": 1}}))
     [adopted] = live.adopt_orphans()
     assert (adopted.relative, adopted.attempts) == ("scan.pdf", 2)
+
+
+def test_closing_the_claims_waits_for_a_heartbeat_under_way(tmp_path, monkeypatch):
+    """close() closed the work folder's descriptors while the heartbeat thread could be touching ``alive``
+    through them: its open then met a closed descriptor, or one the process had reused meanwhile (the
+    inbox's replacement reopens its folders), and touched a file there. The heartbeat ends first."""
+    import os
+    import threading
+
+    from pipelines import claims as claims_module
+    from pipelines.claims import Claims
+
+    monkeypatch.setattr(claims_module, "HEARTBEAT", 0.01)
+    (tmp_path / ".digitize").mkdir(mode=0o750)
+    entered, proceed, seen = threading.Event(), threading.Event(), []
+    real = Claims._touch
+
+    def touch(self):
+        if threading.current_thread().name == "claims-heartbeat" and not entered.is_set():
+            entered.set()
+            proceed.wait(30)  # a touch under way (a slow disk) when the watcher closes
+            try:
+                os.fstat(self.fd)
+                seen.append("open")
+            except OSError:
+                seen.append("closed")
+        real(self)
+
+    monkeypatch.setattr(Claims, "_touch", touch)
+    claims = Claims(os.open(tmp_path / ".digitize", os.O_RDONLY), str(tmp_path / ".digitize"))
+    assert entered.wait(30)
+    closer = threading.Thread(target=claims.close)
+    closer.start()
+    closer.join(1.0)  # the old close() returned at once, the descriptors closed under the touch
+    proceed.set()
+    closer.join(30)
+    claims._beat.join(30)
+    assert seen == ["open"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import time
 import types
 
 import pytest
@@ -405,4 +406,65 @@ def test_following_a_stale_queue_job_neither_overwrites_a_rerun_nor_drops_its_cl
         assert json.loads((queue.root / job.job_id / "job.json").read_text())["state"] == "queued"
     finally:
         queue._submitter = None
+        queue.close()
+
+
+def _conversion_process_dies(*args):
+    os._exit(3)  # as the kernel's OOM killer ends it: no answer, no clean-up
+
+
+def test_a_dead_conversion_process_s_pool_thread_has_ended_when_its_job_fails(tmp_path, monkeypatch):
+    """The broken pool's manager thread closes its wake-up pipe as it ends: left running when the job failed
+    and the pool was dropped, it raced the interpreter's exit-time wake-up of it ("Exception ignored ...
+    _python_exit ... Bad file descriptor", the batch's CI failure) when the portal stopped next."""
+    import multiprocessing
+    import threading
+    from concurrent.futures import ProcessPoolExecutor, process
+
+    real = process._ExecutorManagerThread.join_executor_internals
+
+    def slow_to_end(thread):  # a loaded machine: the thread ends well after the failed future is seen
+        time.sleep(1.0)
+        real(thread)
+
+    monkeypatch.setattr(process._ExecutorManagerThread, "join_executor_internals", slow_to_end)
+    monkeypatch.setattr(uploads, "convert_upload", _conversion_process_dies)  # the forked worker sees it
+    queue = uploads.UploadQueue(Settings(data_dir=str(tmp_path / "data")))
+    try:
+        job = _failed_job(queue)
+        assert queue._claim(job.job_id)
+        queue._worker = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"))
+        queue._convert(job)
+        assert job.state == "failed" and "died" in job.reason and queue._worker is None
+        managers = [t for t in threading.enumerate() if isinstance(t, process._ExecutorManagerThread)]
+        assert not managers, "the dead worker's pool thread still runs"
+    finally:
+        queue.close()
+
+
+def _converted(*args):
+    return "done", "", []
+
+
+def test_a_conversion_process_that_died_idle_does_not_fail_the_next_upload(tmp_path, monkeypatch):
+    """The worker converts uploads one after another; killed while it waited (the OOM killer picks the largest
+    process: a worker that just converted a big scan), its pool was broken before the next job was submitted,
+    and that job failed as "the conversion process died" without ever running. It runs in a new worker."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from pools import kill_idle_workers
+
+    monkeypatch.setattr(uploads, "convert_upload", _converted)  # the forked workers see it
+    monkeypatch.setattr(uploads, "conversion_worker",
+                        lambda settings: ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")))
+    queue = uploads.UploadQueue(Settings(data_dir=str(tmp_path / "data")))
+    try:
+        queue._worker = uploads.conversion_worker(queue.settings)
+        kill_idle_workers(queue._worker)  # it converted a job, and died waiting for the next
+        job = _failed_job(queue)
+        assert queue._claim(job.job_id)
+        queue._convert(job)
+        assert job.state == "done", job.reason
+    finally:
         queue.close()
