@@ -179,9 +179,60 @@ class Signer:
 
             self._timestamper = HTTPTimeStamper(cfg.tsa_url)
         self.level = "B-LT" if cfg.ltv else ("B-T" if cfg.tsa_url else "B-B")
+        self._loop: Any = None  # (event loop, the pid that made it): _run
+        self._loop_lock = threading.Lock()
 
     def close(self) -> None:
+        self._drop_loop()
         self._close(reset=self.broken)
+
+    def _run(self, coro, context) -> Any:
+        """Run one of pyHanko's signing coroutines to its end on this signer's own event loop.
+
+        Why: pyHanko's ``sign_pdf`` wraps each signature in ``asyncio.run``, i.e. a new event loop,
+        a new thread pool for the token's calls and a thread to shut that pool down again, made and
+        torn down at every signature (~0.6 ms of CPU and two thread starts per file). One loop per
+        signer and process instead, with one thread for the token's calls (python-pkcs11 then always
+        talks to the token from the same thread), kept until the signer closes; a forked child that
+        inherited the signer makes its own. One signature at a time on it (a lock). What
+        ``asyncio.run`` also did is done here: the validation context's network sessions (B-LT) are
+        closed once the signature is done, and an interrupted run (Ctrl-C) drops the loop."""
+        import asyncio
+        from concurrent.futures import ThreadPoolExecutor
+
+        async def released():
+            try:
+                return await coro
+            finally:
+                if context is not None:
+                    await context.aclose()
+
+        with self._loop_lock:
+            if self._loop is None or self._loop[1] != os.getpid():
+                loop = asyncio.new_event_loop()
+                loop.set_default_executor(ThreadPoolExecutor(1, thread_name_prefix="digitize-sign-token"))
+                self._loop = (loop, os.getpid())
+            try:
+                return self._loop[0].run_until_complete(released())
+            except Exception:
+                raise
+            except BaseException:  # Ctrl-C, a cancellation: the loop may hold a half-run task
+                self._drop_loop(locked=True)
+                raise
+
+    def _drop_loop(self, locked: bool = False) -> None:
+        """Close this process's signing loop, if any, without waiting for its token thread (a
+        hung C_Sign must not hold the close: the thread is told to end when it returns)."""
+        if not locked and not self._loop_lock.acquire(timeout=1.0):
+            return  # a signature still running (a hung token): its loop goes with the process
+        try:
+            made, self._loop = self._loop, None
+            if made is not None and made[1] == os.getpid() and not made[0].is_running():
+                with contextlib.suppress(Exception):
+                    made[0].close()  # shuts its executor down with wait=False
+        finally:
+            if not locked:
+                self._loop_lock.release()
 
     def prepare(self) -> "Signer":
         """Cut the mark's font for this signer's name now (cached on disk), not at the first file, and
@@ -240,7 +291,8 @@ class Signer:
                                                        stamp_style=style, new_field_spec=spec)
                 pdf_signer.signing_time = when
                 with open(target, "wb") as out:
-                    pdf_signer.sign_pdf(writer, output=out, bytes_reserved=SIGNATURE_BYTES)
+                    self._run(pdf_signer.async_sign_pdf(writer, output=out, bytes_reserved=SIGNATURE_BYTES),
+                              meta.validation_context)
         except DigitizeError:
             raise
         except Exception as e:  # noqa: BLE001 - pyHanko, python-pkcs11, aiohttp and the OS raise their own

@@ -263,6 +263,61 @@ def test_invisible_signature_stays_pdfa(tmp_path, pki, pdfa):
 
 
 
+def test_a_token_signer_keeps_one_event_loop_and_one_token_thread(tmp_path, pki, pdfa, monkeypatch):
+    """pyHanko's sign_pdf made a new event loop and thread pool per signature (asyncio.run): two
+    thread starts per file with a token. One signer signs file after file on its own loop and token
+    thread, every file still a valid signed PDF/A, and the thread ends with the signer."""
+    import threading
+
+    token = make_token(tmp_path / "hsm", pki, "officer")
+    monkeypatch.setenv("SOFTHSM2_CONF", str(token.conf))
+    settings = Settings()
+    settings.sign.pkcs11_module, settings.sign.token_label = token.module, token.label
+    settings.sign.key_label = token.key_label
+    signer = signing.Signer(settings.sign, token.pin)
+    try:
+        signer.sign(pdfa, tmp_path / "first.pdf")
+        started: list[str] = []
+        start = threading.Thread.start
+        monkeypatch.setattr(threading.Thread, "start", lambda self: (started.append(self.name), start(self))[1])
+        outputs = [tmp_path / f"next-{n}.pdf" for n in range(3)]
+        for out in outputs:
+            signer.sign(pdfa, out)
+        monkeypatch.undo()
+        assert started == [], f"threads started per signature: {started}"
+        for out in outputs:
+            assert_pdfsig_valid(out)
+        assert_pdfa(outputs[-1])
+    finally:
+        signer.close()
+    for thread in threading.enumerate():
+        if thread.name.startswith("digitize-sign-token"):
+            thread.join(5)
+            assert not thread.is_alive(), "the token's thread ends with its signer"
+
+
+def test_a_signer_inherited_by_a_forked_child_signs_there_on_a_loop_of_its_own(tmp_path, pki, pdfa):
+    settings = sign_settings(pki, who="officer")
+    signer = signing.Signer(settings.sign, settings.sign.pin)
+    try:
+        signer.sign(pdfa, tmp_path / "parent.pdf")  # the parent's loop exists before the fork
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            code = 1
+            try:
+                signer.sign(pdfa, tmp_path / "child.pdf")
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        signer.sign(pdfa, tmp_path / "parent-again.pdf")  # the parent's loop untouched by the child
+    finally:
+        signer.close()
+    for name in ("child.pdf", "parent-again.pdf"):
+        assert_pdfsig_valid(tmp_path / name)
+
+
 def test_a_letterhead_at_the_top_right_moves_the_mark_onto_blank_paper(tmp_path, pki):
     """The mark goes on the page's blank top margin beside the letterhead, not over it; the page is
     not scaled or moved (same media box, same page content) and the file stays PDF/A, validly signed."""
@@ -508,3 +563,4 @@ print(json.dumps([lazyimports.deferred(), record.level, record.timestamp is not 
     assert "not revoked" in revocation
     assert_pdfa(tmp_path / "lt.pdf")
     assert "Signature is Valid" in pdfsig(tmp_path / "lt.pdf")  # the DSS revision follows the signature (B-LT)
+
