@@ -564,3 +564,38 @@ print(json.dumps([lazyimports.deferred(), record.level, record.timestamp is not 
     assert_pdfa(tmp_path / "lt.pdf")
     assert "Signature is Valid" in pdfsig(tmp_path / "lt.pdf")  # the DSS revision follows the signature (B-LT)
 
+
+def test_a_key_process_warm_up_loads_what_its_first_signature_needs(tmp_path, pki, pdfa):
+    """A batch's key process is forked before the batch imports the conversion code, and warms up
+    (signing._warm_key) on the core the batch's start leaves idle. Whatever the first signature
+    still imports (OpenCV for the mark's place: ~30-200 ms) runs while that file's worker waits.
+    In a fresh process as the key process is: after the warm-up and the opening, signing imports
+    nothing more (a codec's table aside: microseconds)."""
+    script = f"""
+import json, os, sys
+from pathlib import Path
+import pikepdf
+from digitize import signing, signmark
+from digitize.config import Settings
+settings = Settings()
+settings.sign.pkcs12, settings.sign.pin = {str(pki.pkcs12("officer", P12_PIN))!r}, os.environ["DIGITIZE_SIGN_PIN"]
+source = Path({str(pdfa)!r})
+with pikepdf.open(source) as pdf:
+    x1, y1, x2, y2 = (float(v) for v in pdf.pages[0].mediabox)
+import numpy as np
+band = np.full((max(200, round((y2 - y1) / 4)) + signmark.CLEARANCE, int(x2 - x1)), 255, dtype=np.uint8)
+assert "cv2" not in sys.modules  # as in a key process: forked before the batch imports OpenCV
+signing._warm_key(settings.sign)
+signer = signing._open_key(settings)
+before = set(sys.modules)
+record = signer.sign(source, Path({str(tmp_path / "first.pdf")!r}), band)
+print(json.dumps([record.mark, sorted(m for m in set(sys.modules) - before if not m.startswith("encodings."))]))
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGITIZE_SIGN_")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT,
+                          env={**env, "PYTHONPATH": str(ROOT), "DIGITIZE_SIGN_PIN": P12_PIN})
+    assert done.returncode == 0, done.stderr[-3000:]
+    mark, imported = json.loads(done.stdout.strip().splitlines()[-1])
+    assert mark.startswith("blank top margin"), mark  # the band was looked at (OpenCV's part of the work)
+    assert imported == [], f"imported by the first signature, not by the warm-up: {imported}"
+    assert_pdfsig_valid(tmp_path / "first.pdf")
