@@ -290,6 +290,11 @@ def test_a_token_signer_keeps_one_event_loop_and_one_token_thread(tmp_path, pki,
         assert_pdfa(outputs[-1])
     finally:
         signer.close()
+        import pkcs11
+
+        # SoftHSM2 reads SOFTHSM2_CONF at C_Initialize: a later test's token (its own folder) must not
+        # find this one's library still initialised with this folder
+        pkcs11.lib(token.module).finalize()
     for thread in threading.enumerate():
         if thread.name.startswith("digitize-sign-token"):
             thread.join(5)
