@@ -323,6 +323,32 @@ def test_a_signer_inherited_by_a_forked_child_signs_there_on_a_loop_of_its_own(t
         assert_pdfsig_valid(tmp_path / name)
 
 
+def test_a_signature_interrupted_on_the_signers_loop_leaves_the_next_one_working(tmp_path, pki, pdfa, monkeypatch):
+    """Ctrl-C inside pyHanko's coroutine (a BaseException through the loop): that signature fails, the
+    signer's loop is dropped, and the next file is signed on a new one."""
+    from pyhanko.sign.signers import pdf_signer
+
+    settings = sign_settings(pki, who="officer")
+    signer = signing.Signer(settings.sign, settings.sign.pin)
+    real = pdf_signer.PdfSigner.async_sign_pdf
+
+    async def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    try:
+        signer.sign(pdfa, tmp_path / "before.pdf")
+        first_loop = signer._loop[0]
+        monkeypatch.setattr(pdf_signer.PdfSigner, "async_sign_pdf", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            signer.sign(pdfa, tmp_path / "interrupted.pdf")
+        assert signer._loop is None and first_loop.is_closed()
+        monkeypatch.setattr(pdf_signer.PdfSigner, "async_sign_pdf", real)
+        signer.sign(pdfa, tmp_path / "after.pdf")
+    finally:
+        signer.close()
+    assert_pdfsig_valid(tmp_path / "after.pdf")
+
+
 def test_a_letterhead_at_the_top_right_moves_the_mark_onto_blank_paper(tmp_path, pki):
     """The mark goes on the page's blank top margin beside the letterhead, not over it; the page is
     not scaled or moved (same media box, same page content) and the file stays PDF/A, validly signed."""
