@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -152,6 +153,19 @@ def _timed_pdf_signer_class():
     return TimedPdfSigner
 
 
+_living: "weakref.WeakSet[Signer]" = weakref.WeakSet()
+
+
+def _fresh_locks_in_child() -> None:
+    """A child forked while another thread of its parent signed inherits that signer's lock held by a
+    thread it does not have: its first signature would wait for ever (review r2sign13 L3)."""
+    for signer in list(_living):
+        signer._loop_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_fresh_locks_in_child)
+
+
 class Signer:
     """An open key (PKCS#12 or token session) that signs PDF/A files one after another."""
 
@@ -181,6 +195,7 @@ class Signer:
         self.level = "B-LT" if cfg.ltv else ("B-T" if cfg.tsa_url else "B-B")
         self._loop: Any = None  # (event loop, the pid that made it): _run
         self._loop_lock = threading.Lock()
+        _living.add(self)  # a forked child gets a lock of its own (_fresh_locks_in_child)
 
     def close(self) -> None:
         self._drop_loop()
@@ -196,7 +211,7 @@ class Signer:
         talks to the token from the same thread), kept until the signer closes; a forked child that
         inherited the signer makes its own. One signature at a time on it (a lock). What
         ``asyncio.run`` also did is done here: the validation context's network sessions (B-LT) are
-        closed once the signature is done, and an interrupted run (Ctrl-C) drops the loop."""
+        closed once the signature is done, and what a run left on the loop is cancelled (_cancel_left)."""
         import asyncio
         from concurrent.futures import ThreadPoolExecutor
 
@@ -208,21 +223,45 @@ class Signer:
                     await context.aclose()
 
         with self._loop_lock:
-            if self._loop is None or self._loop[1] != os.getpid():
-                loop = asyncio.new_event_loop()
-                loop.set_default_executor(ThreadPoolExecutor(1, thread_name_prefix="digitize-sign-token"))
-                self._loop = (loop, os.getpid())
             try:
-                return self._loop[0].run_until_complete(released())
-            except Exception:
+                if self._loop is None or self._loop[1] != os.getpid():
+                    loop = asyncio.new_event_loop()
+                    loop.set_default_executor(ThreadPoolExecutor(1, thread_name_prefix="digitize-sign-token"))
+                    self._loop = (loop, os.getpid())
+            except BaseException:
+                coro.close()  # never started: no "coroutine was never awaited" line beside the file's error
                 raise
-            except BaseException:  # Ctrl-C, a cancellation: the loop may hold a half-run task
-                self._drop_loop(locked=True)
-                raise
+            loop = self._loop[0]
+            try:
+                return loop.run_until_complete(released())
+            finally:
+                self._cancel_left(loop)
+
+    def _cancel_left(self, loop) -> None:
+        """What ``asyncio.run`` did after each run: cancel the tasks left on the loop and let them end (a
+        failed pyHanko call's other fetches; after a Ctrl-C, the interrupted signature itself, whose
+        ``finally`` then closes its network sessions). The loop and its one token thread are kept: a
+        token call already running finishes there, and the next one queues behind it, never two calls
+        on the token's session at once (dropping the loop on Ctrl-C started a second thread that did,
+        review r2sign13 M1). A second Ctrl-C while this waits gives up on the loop."""
+        import asyncio
+
+        try:
+            left = asyncio.all_tasks(loop)
+            for task in left:
+                task.cancel()  # a token call's future ends at once: this does not wait for the token
+            if left:
+                loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+        except BaseException:
+            self._drop_loop(locked=True)
+            raise
 
     def _drop_loop(self, locked: bool = False) -> None:
-        """Close this process's signing loop, if any, without waiting for its token thread (a
-        hung C_Sign must not hold the close: the thread is told to end when it returns)."""
+        """Close this process's signing loop, if any, without waiting for its token thread (a hung
+        C_Sign must not hold the close: the thread is told to end when it returns). The interpreter's
+        exit still joins that thread (``concurrent.futures`` does, for every pool): a CLI run or a
+        watcher stopped during a token call that never returns prints its line and does not exit; a
+        batch's key process leaves through ``os._exit`` and is killed by its batch."""
         if not locked and not self._loop_lock.acquire(timeout=1.0):
             return  # a signature still running (a hung token): its loop goes with the process
         try:

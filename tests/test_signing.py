@@ -279,15 +279,19 @@ def test_a_token_signer_keeps_one_event_loop_and_one_token_thread(tmp_path, pki,
         signer.sign(pdfa, tmp_path / "first.pdf")
         started: list[str] = []
         start = threading.Thread.start
-        monkeypatch.setattr(threading.Thread, "start", lambda self: (started.append(self.name), start(self))[1])
         outputs = [tmp_path / f"next-{n}.pdf" for n in range(3)]
-        for out in outputs:
-            signer.sign(pdfa, out)
-        monkeypatch.undo()
+        threading.Thread.start = lambda self: (started.append(self.name), start(self))[1]
+        try:
+            for out in outputs:
+                signer.sign(pdfa, out)
+        finally:
+            threading.Thread.start = start
         assert started == [], f"threads started per signature: {started}"
         for out in outputs:
             assert_pdfsig_valid(out)
         assert_pdfa(outputs[-1])
+        mine = set(signer._loop[0]._default_executor._threads)  # this signer's, not another test's
+        assert [thread.name.startswith("digitize-sign-token") for thread in mine] == [True]
     finally:
         signer.close()
         import pkcs11
@@ -295,17 +299,35 @@ def test_a_token_signer_keeps_one_event_loop_and_one_token_thread(tmp_path, pki,
         # SoftHSM2 reads SOFTHSM2_CONF at C_Initialize: a later test's token (its own folder) must not
         # find this one's library still initialised with this folder
         pkcs11.lib(token.module).finalize()
-    for thread in threading.enumerate():
-        if thread.name.startswith("digitize-sign-token"):
-            thread.join(5)
-            assert not thread.is_alive(), "the token's thread ends with its signer"
+    for thread in mine:
+        thread.join(5)
+        assert not thread.is_alive(), "the token's thread ends with its signer"
+
+
+def _wait_child(pid: int, guard: float = 60.0) -> int:
+    """The forked child's exit code; killed (-9) if it is still running after GUARD seconds (hung)."""
+    import time
+
+    deadline = time.monotonic() + guard
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.1)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    return -9
 
 
 def test_a_signer_inherited_by_a_forked_child_signs_there_on_a_loop_of_its_own(tmp_path, pki, pdfa):
-    settings = sign_settings(pki, who="officer")
+    """The parent's loop has started its thread (the TSA's host name is looked up on it: aiohttp's
+    resolver uses the loop's executor). The child has no such thread: on the parent's loop its lookup
+    would wait for a thread that does not exist, and the file would fail after the TSA's timeout."""
+    settings = sign_settings(pki, who="officer", visible=False, tsa_url=pki.tsa_url.replace("127.0.0.1", "localhost"))
     signer = signing.Signer(settings.sign, settings.sign.pin)
     try:
         signer.sign(pdfa, tmp_path / "parent.pdf")  # the parent's loop exists before the fork
+        assert signer._loop[0]._default_executor._threads, "the parent's loop has its thread"
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child
             code = 1
@@ -314,8 +336,7 @@ def test_a_signer_inherited_by_a_forked_child_signs_there_on_a_loop_of_its_own(t
                 code = 0
             finally:
                 os._exit(code)
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
+        assert _wait_child(pid) == 0
         signer.sign(pdfa, tmp_path / "parent-again.pdf")  # the parent's loop untouched by the child
     finally:
         signer.close()
@@ -323,30 +344,161 @@ def test_a_signer_inherited_by_a_forked_child_signs_there_on_a_loop_of_its_own(t
         assert_pdfsig_valid(tmp_path / name)
 
 
-def test_a_signature_interrupted_on_the_signers_loop_leaves_the_next_one_working(tmp_path, pki, pdfa, monkeypatch):
-    """Ctrl-C inside pyHanko's coroutine (a BaseException through the loop): that signature fails, the
-    signer's loop is dropped, and the next file is signed on a new one."""
-    from pyhanko.sign.signers import pdf_signer
+def test_a_child_forked_while_another_thread_signs_can_sign(tmp_path, pki, pdfa):
+    """The child inherits the signer's lock held by a thread it does not have (review r2sign13 L3):
+    its first signature waited for ever. It gets a lock of its own."""
+    import threading
 
-    settings = sign_settings(pki, who="officer")
+    settings = sign_settings(pki, who="officer", visible=False)
     signer = signing.Signer(settings.sign, settings.sign.pin)
-    real = pdf_signer.PdfSigner.async_sign_pdf
+    held, release = threading.Event(), threading.Event()
 
-    async def interrupted(*args, **kwargs):
+    def signing_elsewhere():
+        with signer._loop_lock:  # as a signature in another thread holds it
+            held.set()
+            release.wait(60)
+
+    thread = threading.Thread(target=signing_elsewhere)
+    thread.start()
+    try:
+        assert held.wait(30)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            code = 1
+            try:
+                signer.sign(pdfa, tmp_path / "child.pdf")
+                code = 0
+            finally:
+                os._exit(code)
+        release.set()
+        assert _wait_child(pid, 30) == 0, "the child's signature waited on a lock nobody in it holds"
+    finally:
+        release.set()
+        thread.join()
+        signer.close()
+    assert_pdfsig_valid(tmp_path / "child.pdf")
+
+
+def test_a_signature_interrupted_during_its_token_call_never_overlaps_the_next_one(tmp_path, pki, pdfa,
+                                                                                   monkeypatch):
+    """Ctrl-C while the loop waits for a slow token call (a smart card's RSA, a PIN-pad reader: the call
+    goes on in the token thread). Dropping the loop then ran the next file's C_Sign on a second thread
+    on the same session while the first was still in the token (CKR_OPERATION_ACTIVE on a real card;
+    review r2sign13 M1). The loop and its one thread are kept: the next calls queue behind, and sign."""
+    import asyncio
+    import threading
+    import time
+
+    from pyhanko.sign.pkcs11 import PKCS11Signer
+
+    token = make_token(tmp_path / "hsm", pki, "officer")
+    monkeypatch.setenv("SOFTHSM2_CONF", str(token.conf))
+    settings = Settings()
+    settings.sign.pkcs11_module, settings.sign.token_label = token.module, token.label
+    settings.sign.key_label, settings.sign.visible = token.key_label, False
+    inside, peak, slow = [0], [0], [False]
+    counting = threading.Lock()
+
+    def ctrl_c():
         raise KeyboardInterrupt
 
+    async def sign_raw(self, data, digest_algorithm, dry_run=False):  # pyHanko 0.38's, counting token calls
+        if dry_run:
+            return self.estimate_raw_signature_size_bytes() * b"0"
+        await self.ensure_objects_loaded()
+        key = self._key_handle
+        spec = self._select_pkcs11_signing_params(digest_algorithm, sign_kwargs=self.sign_kwargs(data))
+        if spec.pre_sign_transform is not None:
+            data = spec.pre_sign_transform(data)
+        this_slow, slow[0] = slow[0], False
+
+        def perform():
+            with counting:
+                inside[0] += 1
+                peak[0] = max(peak[0], inside[0])
+            try:
+                if this_slow:
+                    time.sleep(1)  # the token busy with this session
+                signature = key.sign(data, **spec.sign_kwargs)
+                return spec.post_sign_transform(signature) if spec.post_sign_transform else signature
+            finally:
+                with counting:
+                    inside[0] -= 1
+
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(None, perform)
+        if this_slow:
+            loop.call_soon(ctrl_c)  # what a SIGINT landing in the loop's select leaves: the task waits on the token
+        return await future
+
+    monkeypatch.setattr(PKCS11Signer, "async_sign_raw", sign_raw)
+    signer = signing.Signer(settings.sign, token.pin)
     try:
-        signer.sign(pdfa, tmp_path / "before.pdf")
-        first_loop = signer._loop[0]
-        monkeypatch.setattr(pdf_signer.PdfSigner, "async_sign_pdf", interrupted)
+        signer.sign(pdfa, tmp_path / "before.pdf")  # the token thread exists, as after any first file
+        slow[0] = True
         with pytest.raises(KeyboardInterrupt):
             signer.sign(pdfa, tmp_path / "interrupted.pdf")
-        assert signer._loop is None and first_loop.is_closed()
-        monkeypatch.setattr(pdf_signer.PdfSigner, "async_sign_pdf", real)
-        signer.sign(pdfa, tmp_path / "after.pdf")
+        for name in ("after-1.pdf", "after-2.pdf"):
+            signer.sign(pdfa, tmp_path / name)
     finally:
         signer.close()
-    assert_pdfsig_valid(tmp_path / "after.pdf")
+        import pkcs11
+
+        pkcs11.lib(token.module).finalize()  # SoftHSM2 reads SOFTHSM2_CONF at C_Initialize (see above)
+    assert peak[0] == 1, f"{peak[0]} token calls at once on one session"
+    for name in ("after-1.pdf", "after-2.pdf"):
+        assert_pdfsig_valid(tmp_path / name)
+
+
+def test_what_a_signature_leaves_on_the_signers_loop_is_cancelled(tmp_path, pki, pdfa, monkeypatch):
+    """asyncio.run cancelled a run's leftover tasks (a failed fetch's siblings); on the signer's kept
+    loop they would resume inside the next file's signature (review r2sign13 L6)."""
+    import asyncio
+
+    from pyhanko.sign.signers import pdf_signer
+
+    real = pdf_signer.PdfSigner.async_sign_pdf
+    left: list[asyncio.Task] = []
+
+    async def leaving_a_task(*args, **kwargs):
+        left.append(asyncio.ensure_future(asyncio.sleep(3600)))  # as a fetch nobody awaited any more
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(pdf_signer.PdfSigner, "async_sign_pdf", leaving_a_task)
+    settings = sign_settings(pki, who="officer", visible=False)
+    signer = signing.Signer(settings.sign, settings.sign.pin)
+    try:
+        signer.sign(pdfa, tmp_path / "signed.pdf")
+        assert left and left[0].cancelled()
+    finally:
+        signer.close()
+    assert_pdfsig_valid(tmp_path / "signed.pdf")
+
+
+def test_a_loop_that_cannot_be_made_fails_the_file_with_one_line_only(tmp_path, pki, pdfa, monkeypatch):
+    """Out of descriptors: the file's one error, no "coroutine was never awaited" warning beside it."""
+    import asyncio
+    import errno
+    import warnings
+
+    def out_of_descriptors():
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    settings = sign_settings(pki, who="officer", visible=False)
+    signer = signing.Signer(settings.sign, settings.sign.pin)
+    monkeypatch.setattr(asyncio, "new_event_loop", out_of_descriptors)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with pytest.raises(SigningError):
+                signer.sign(pdfa, tmp_path / "never.pdf")
+            import gc
+
+            gc.collect()  # the coroutine's warning comes when it is collected
+    finally:
+        monkeypatch.undo()
+        signer.close()
+    assert [str(w.message) for w in caught if "never awaited" in str(w.message)] == []
 
 
 def test_a_letterhead_at_the_top_right_moves_the_mark_onto_blank_paper(tmp_path, pki):
