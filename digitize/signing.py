@@ -1053,9 +1053,10 @@ def _warm_key(cfg: SignSettings) -> None:
     preload(cfg)
     # what the first signature still imported (a key process has not imported what a batch process
     # had): the mark's PIL font, pyHanko's filters and images, time zone data, the token's thread
-    # pool, and OpenCV (the mark's place on page 1's band, signmark.ink_mask: ~30 ms of CPU, more on
-    # a busy machine, that the first file's worker would wait for)
-    for name in ("pyhanko.pdf_utils.images", "concurrent.futures.thread", "cv2"):
+    # pool, and for a visible mark OpenCV (its place on page 1's band, signmark.ink_mask: ~30 ms of CPU,
+    # more on a busy machine, that the first file's worker would wait for; an invisible signature never
+    # needs it: 15 MB and a thread in the key process for nothing)
+    for name in ("pyhanko.pdf_utils.images", "concurrent.futures.thread") + (("cv2",) if cfg.visible else ()):
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
     if cfg.visible:

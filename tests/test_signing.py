@@ -782,3 +782,21 @@ print(json.dumps([record.mark, sorted(m for m in set(sys.modules) - before if no
     assert mark.startswith("blank top margin"), mark  # the band was looked at (OpenCV's part of the work)
     assert imported == [], f"imported by the first signature, not by the warm-up: {imported}"
     assert_pdfsig_valid(tmp_path / "first.pdf")
+
+
+def test_a_key_process_warm_up_for_an_invisible_signature_leaves_opencv_out(pki):
+    """OpenCV places a visible mark only: an invisible signature's key process would carry it (~15 MB,
+    a thread) for the whole batch for nothing (review r2sign13 L4)."""
+    script = f"""
+import sys
+from digitize import signing
+from digitize.config import Settings
+settings = Settings()
+settings.sign.pkcs12, settings.sign.visible = {str(pki.pkcs12("officer", P12_PIN))!r}, False
+signing._warm_key(settings.sign)
+print("cv2" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "False"
