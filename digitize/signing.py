@@ -1523,7 +1523,9 @@ def forget_service() -> None:
     """In a page worker, before any page: it never signs, so it keeps nothing that reaches the
     batch's signer. The connection it inherited from its batch worker is closed, and the authkey
     (one object, shared by the worker's RemoteSigner and the batch's SigningService copied with the
-    forks) is overwritten in this process's memory."""
+    forks) is overwritten in this process's memory. The signers it inherited (a PKCS#12 key: the
+    private key itself) and the PIN in the settings they and the services hold are dropped too: a
+    process that decodes untrusted images keeps no key and no PIN (review r2sign13)."""
     global _remote
     remote, _remote = _remote, None
     keys = [service.authkey for service in _services]
@@ -1533,3 +1535,7 @@ def forget_service() -> None:
     _close_inherited_listeners()
     for key in keys:
         _wipe(key)
+    for cfg in [signer.cfg for signer in _signers.values()] + [service.settings.sign for service in _services]:
+        cfg.pin = ""  # this process's copy of the settings (the parent's own is untouched)
+    _signers.clear()  # not closed: a token's session is the parent's, and a PKCS#12 key needs no closing
+    _refused.clear()

@@ -501,6 +501,36 @@ def test_a_loop_that_cannot_be_made_fails_the_file_with_one_line_only(tmp_path, 
     assert [str(w.message) for w in caught if "never awaited" in str(w.message)] == []
 
 
+def held_by_a_page_worker(_: int) -> tuple[int, int, bool]:
+    """In a page worker: the signers and refusals it holds, and whether its copy of the settings has the PIN."""
+    return len(signing._signers), len(signing._refused), bool(_PAGE_WORKER_SETTINGS[0].sign.pin)
+
+
+_PAGE_WORKER_SETTINGS: list[Settings] = []
+
+
+def test_a_page_worker_keeps_no_signer_and_no_pin_it_inherited(tmp_path, pki):
+    """A watcher's, a convert run's or a Celery child's page workers decode untrusted images: they
+    inherited the process's signers (a PKCS#12 key: the private key itself in their memory), its
+    refusals and the PIN in its settings. They drop all three before any page; the parent keeps its own."""
+    from digitize import pageworkers
+
+    settings = sign_settings(pki, who="officer", visible=False)
+    signer = signing.signer_for(settings)
+    _PAGE_WORKER_SETTINGS[:] = [settings]
+    try:
+        pool = pageworkers.PagePool(1)
+        try:
+            held = pool.run(held_by_a_page_worker, [(1,)], 120)
+        finally:
+            pool.close()
+        assert held == [(0, 0, False)], held
+        assert signing.signer_for(settings) is signer and settings.sign.pin == P12_PIN  # the parent's untouched
+    finally:
+        _PAGE_WORKER_SETTINGS.clear()
+        signing._signers.pop(signing._key(settings.sign)).close()
+
+
 def test_a_letterhead_at_the_top_right_moves_the_mark_onto_blank_paper(tmp_path, pki):
     """The mark goes on the page's blank top margin beside the letterhead, not over it; the page is
     not scaled or moved (same media box, same page content) and the file stays PDF/A, validly signed."""
