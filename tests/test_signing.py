@@ -275,6 +275,7 @@ def test_a_token_signer_keeps_one_event_loop_and_one_token_thread(tmp_path, pki,
     settings.sign.pkcs11_module, settings.sign.token_label = token.module, token.label
     settings.sign.key_label = token.key_label
     signer = signing.Signer(settings.sign, token.pin)
+    mine: set = set()
     try:
         signer.sign(pdfa, tmp_path / "first.pdf")
         started: list[str] = []
@@ -304,10 +305,19 @@ def test_a_token_signer_keeps_one_event_loop_and_one_token_thread(tmp_path, pki,
         assert not thread.is_alive(), "the token's thread ends with its signer"
 
 
-def _wait_child(pid: int, guard: float = 60.0) -> int:
-    """The forked child's exit code; killed (-9) if it is still running after GUARD seconds (hung)."""
+def _child_signs(signer: signing.Signer, source: Path, target: Path, guard: float = 60.0) -> int:
+    """The exit code of a forked child that signs SOURCE into TARGET with SIGNER (its parent's); -9 if
+    it was still running after GUARD seconds (hung: killed)."""
     import time
 
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            signer.sign(source, target)
+            code = 0
+        finally:
+            os._exit(code)
     deadline = time.monotonic() + guard
     while time.monotonic() < deadline:
         done, status = os.waitpid(pid, os.WNOHANG)
@@ -328,15 +338,7 @@ def test_a_signer_inherited_by_a_forked_child_signs_there_on_a_loop_of_its_own(t
     try:
         signer.sign(pdfa, tmp_path / "parent.pdf")  # the parent's loop exists before the fork
         assert signer._loop[0]._default_executor._threads, "the parent's loop has its thread"
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child
-            code = 1
-            try:
-                signer.sign(pdfa, tmp_path / "child.pdf")
-                code = 0
-            finally:
-                os._exit(code)
-        assert _wait_child(pid) == 0
+        assert _child_signs(signer, pdfa, tmp_path / "child.pdf") == 0
         signer.sign(pdfa, tmp_path / "parent-again.pdf")  # the parent's loop untouched by the child
     finally:
         signer.close()
@@ -362,16 +364,8 @@ def test_a_child_forked_while_another_thread_signs_can_sign(tmp_path, pki, pdfa)
     thread.start()
     try:
         assert held.wait(30)
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child
-            code = 1
-            try:
-                signer.sign(pdfa, tmp_path / "child.pdf")
-                code = 0
-            finally:
-                os._exit(code)
-        release.set()
-        assert _wait_child(pid, 30) == 0, "the child's signature waited on a lock nobody in it holds"
+        assert _child_signs(signer, pdfa, tmp_path / "child.pdf", 30) == 0, \
+            "the child's signature waited on a lock nobody in it holds"
     finally:
         release.set()
         thread.join()
