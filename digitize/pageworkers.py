@@ -99,7 +99,8 @@ def _init_page_worker(parent: int, memory_mb: int) -> None:
     signals to it: the parent's handlers (watch's graceful SIGTERM) are not theirs, the
     executor's SIGTERM must end them, and a Ctrl-C reaches the parent, which ends them.
     They never sign: what they inherited that reaches a batch's signer (its authkey, a batch
-    worker's connection to it) is wiped before any page runs. Nor do they need a secret: every
+    worker's connection to it) is wiped, and the signers, refusals and PIN they inherited dropped,
+    before any page runs. Nor do they need a secret: every
     secret variable (AWS_*, PGPASSWORD too) leaves their environment, so no decoder, tool or
     library child started from one can inherit it."""
     from .secrets import drop_secret_environ

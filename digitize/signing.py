@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -152,6 +153,19 @@ def _timed_pdf_signer_class():
     return TimedPdfSigner
 
 
+_living: "weakref.WeakSet[Signer]" = weakref.WeakSet()
+
+
+def _fresh_locks_in_child() -> None:
+    """A child forked while another thread of its parent signed inherits that signer's lock held by a
+    thread it does not have: its first signature would wait for ever (review r2sign13 L3)."""
+    for signer in list(_living):
+        signer._loop_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_fresh_locks_in_child)
+
+
 class Signer:
     """An open key (PKCS#12 or token session) that signs PDF/A files one after another."""
 
@@ -179,9 +193,85 @@ class Signer:
 
             self._timestamper = HTTPTimeStamper(cfg.tsa_url)
         self.level = "B-LT" if cfg.ltv else ("B-T" if cfg.tsa_url else "B-B")
+        self._loop: Any = None  # (event loop, the pid that made it): _run
+        self._loop_lock = threading.Lock()
+        _living.add(self)  # a forked child gets a lock of its own (_fresh_locks_in_child)
 
     def close(self) -> None:
+        self._drop_loop()
         self._close(reset=self.broken)
+
+    def _run(self, coro, context) -> Any:
+        """Run one of pyHanko's signing coroutines to its end on this signer's own event loop.
+
+        Why: pyHanko's ``sign_pdf`` wraps each signature in ``asyncio.run``, i.e. a new event loop,
+        a new thread pool for the token's calls and a thread to shut that pool down again, made and
+        torn down at every signature (~0.6 ms of CPU and two thread starts per file). One loop per
+        signer and process instead, with one thread for the token's calls (python-pkcs11 then always
+        talks to the token from the same thread), kept until the signer closes; a forked child that
+        inherited the signer makes its own. One signature at a time on it (a lock). What
+        ``asyncio.run`` also did is done here: the validation context's network sessions (B-LT) are
+        closed once the signature is done, and what a run left on the loop is cancelled (_cancel_left)."""
+        import asyncio
+        from concurrent.futures import ThreadPoolExecutor
+
+        async def released():
+            try:
+                return await coro
+            finally:
+                if context is not None:
+                    await context.aclose()
+
+        with self._loop_lock:
+            try:
+                if self._loop is None or self._loop[1] != os.getpid():
+                    loop = asyncio.new_event_loop()
+                    loop.set_default_executor(ThreadPoolExecutor(1, thread_name_prefix="digitize-sign-token"))
+                    self._loop = (loop, os.getpid())
+            except BaseException:
+                coro.close()  # never started: no "coroutine was never awaited" line beside the file's error
+                raise
+            loop = self._loop[0]
+            try:
+                return loop.run_until_complete(released())
+            finally:
+                self._cancel_left(loop)
+
+    def _cancel_left(self, loop) -> None:
+        """What ``asyncio.run`` did after each run: cancel the tasks left on the loop and let them end (a
+        failed pyHanko call's other fetches; after a Ctrl-C, the interrupted signature itself, whose
+        ``finally`` then closes its network sessions). The loop and its one token thread are kept: a
+        token call already running finishes there, and the next one queues behind it, never two calls
+        on the token's session at once (dropping the loop on Ctrl-C started a second thread that did,
+        review r2sign13 M1). A second Ctrl-C while this waits gives up on the loop."""
+        import asyncio
+
+        try:
+            left = asyncio.all_tasks(loop)
+            for task in left:
+                task.cancel()  # a token call's future ends at once: this does not wait for the token
+            if left:
+                loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+        except BaseException:
+            self._drop_loop(locked=True)
+            raise
+
+    def _drop_loop(self, locked: bool = False) -> None:
+        """Close this process's signing loop, if any, without waiting for its token thread (a hung
+        C_Sign must not hold the close: the thread is told to end when it returns). The interpreter's
+        exit still joins that thread (``concurrent.futures`` does, for every pool): a CLI run or a
+        watcher stopped during a token call that never returns prints its line and does not exit; a
+        batch's key process leaves through ``os._exit`` and is killed by its batch."""
+        if not locked and not self._loop_lock.acquire(timeout=1.0):
+            return  # a signature still running (a hung token): its loop goes with the process
+        try:
+            made, self._loop = self._loop, None
+            if made is not None and made[1] == os.getpid() and not made[0].is_running():
+                with contextlib.suppress(Exception):
+                    made[0].close()  # shuts its executor down with wait=False
+        finally:
+            if not locked:
+                self._loop_lock.release()
 
     def prepare(self) -> "Signer":
         """Cut the mark's font for this signer's name now (cached on disk), not at the first file, and
@@ -240,7 +330,8 @@ class Signer:
                                                        stamp_style=style, new_field_spec=spec)
                 pdf_signer.signing_time = when
                 with open(target, "wb") as out:
-                    pdf_signer.sign_pdf(writer, output=out, bytes_reserved=SIGNATURE_BYTES)
+                    self._run(pdf_signer.async_sign_pdf(writer, output=out, bytes_reserved=SIGNATURE_BYTES),
+                              meta.validation_context)
         except DigitizeError:
             raise
         except Exception as e:  # noqa: BLE001 - pyHanko, python-pkcs11, aiohttp and the OS raise their own
@@ -961,8 +1052,11 @@ def _warm_key(cfg: SignSettings) -> None:
     quiet_libraries()
     preload(cfg)
     # what the first signature still imported (a key process has not imported what a batch process
-    # had): the mark's PIL font, pyHanko's filters and images, time zone data, the token's thread pool
-    for name in ("pyhanko.pdf_utils.images", "concurrent.futures.thread"):
+    # had): the mark's PIL font, pyHanko's filters and images, time zone data, the token's thread
+    # pool, and for a visible mark OpenCV (its place on page 1's band, signmark.ink_mask: ~30 ms of CPU,
+    # more on a busy machine, that the first file's worker would wait for; an invisible signature never
+    # needs it: 15 MB and a thread in the key process for nothing)
+    for name in ("pyhanko.pdf_utils.images", "concurrent.futures.thread") + (("cv2",) if cfg.visible else ()):
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
     if cfg.visible:
@@ -1429,7 +1523,9 @@ def forget_service() -> None:
     """In a page worker, before any page: it never signs, so it keeps nothing that reaches the
     batch's signer. The connection it inherited from its batch worker is closed, and the authkey
     (one object, shared by the worker's RemoteSigner and the batch's SigningService copied with the
-    forks) is overwritten in this process's memory."""
+    forks) is overwritten in this process's memory. The signers it inherited (a PKCS#12 key: the
+    private key itself) and the PIN in the settings they and the services hold are dropped too: a
+    process that decodes untrusted images keeps no key and no PIN (review r2sign13)."""
     global _remote
     remote, _remote = _remote, None
     keys = [service.authkey for service in _services]
@@ -1439,3 +1535,7 @@ def forget_service() -> None:
     _close_inherited_listeners()
     for key in keys:
         _wipe(key)
+    for cfg in [signer.cfg for signer in _signers.values()] + [service.settings.sign for service in _services]:
+        cfg.pin = ""  # this process's copy of the settings (the parent's own is untouched)
+    _signers.clear()  # not closed: a token's session is the parent's, and a PKCS#12 key needs no closing
+    _refused.clear()

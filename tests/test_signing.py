@@ -263,6 +263,268 @@ def test_invisible_signature_stays_pdfa(tmp_path, pki, pdfa):
 
 
 
+def test_a_token_signer_keeps_one_event_loop_and_one_token_thread(tmp_path, pki, pdfa, monkeypatch):
+    """pyHanko's sign_pdf made a new event loop and thread pool per signature (asyncio.run): two
+    thread starts per file with a token. One signer signs file after file on its own loop and token
+    thread, every file still a valid signed PDF/A, and the thread ends with the signer."""
+    import threading
+
+    token = make_token(tmp_path / "hsm", pki, "officer")
+    monkeypatch.setenv("SOFTHSM2_CONF", str(token.conf))
+    settings = Settings()
+    settings.sign.pkcs11_module, settings.sign.token_label = token.module, token.label
+    settings.sign.key_label = token.key_label
+    signer = signing.Signer(settings.sign, token.pin)
+    mine: set = set()
+    try:
+        signer.sign(pdfa, tmp_path / "first.pdf")
+        started: list[str] = []
+        start = threading.Thread.start
+        outputs = [tmp_path / f"next-{n}.pdf" for n in range(3)]
+        threading.Thread.start = lambda self: (started.append(self.name), start(self))[1]
+        try:
+            for out in outputs:
+                signer.sign(pdfa, out)
+        finally:
+            threading.Thread.start = start
+        assert started == [], f"threads started per signature: {started}"
+        for out in outputs:
+            assert_pdfsig_valid(out)
+        assert_pdfa(outputs[-1])
+        mine = set(signer._loop[0]._default_executor._threads)  # this signer's, not another test's
+        assert [thread.name.startswith("digitize-sign-token") for thread in mine] == [True]
+    finally:
+        signer.close()
+        import pkcs11
+
+        # SoftHSM2 reads SOFTHSM2_CONF at C_Initialize: a later test's token (its own folder) must not
+        # find this one's library still initialised with this folder
+        pkcs11.lib(token.module).finalize()
+    for thread in mine:
+        thread.join(5)
+        assert not thread.is_alive(), "the token's thread ends with its signer"
+
+
+def _child_signs(signer: signing.Signer, source: Path, target: Path, guard: float = 60.0) -> int:
+    """The exit code of a forked child that signs SOURCE into TARGET with SIGNER (its parent's); -9 if
+    it was still running after GUARD seconds (hung: killed)."""
+    import time
+
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            signer.sign(source, target)
+            code = 0
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + guard
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.1)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    return -9
+
+
+def test_a_signer_inherited_by_a_forked_child_signs_there_on_a_loop_of_its_own(tmp_path, pki, pdfa):
+    """The parent's loop has started its thread (the TSA's host name is looked up on it: aiohttp's
+    resolver uses the loop's executor). The child has no such thread: on the parent's loop its lookup
+    would wait for a thread that does not exist, and the file would fail after the TSA's timeout."""
+    settings = sign_settings(pki, who="officer", visible=False, tsa_url=pki.tsa_url.replace("127.0.0.1", "localhost"))
+    signer = signing.Signer(settings.sign, settings.sign.pin)
+    try:
+        signer.sign(pdfa, tmp_path / "parent.pdf")  # the parent's loop exists before the fork
+        assert signer._loop[0]._default_executor._threads, "the parent's loop has its thread"
+        assert _child_signs(signer, pdfa, tmp_path / "child.pdf") == 0
+        signer.sign(pdfa, tmp_path / "parent-again.pdf")  # the parent's loop untouched by the child
+    finally:
+        signer.close()
+    for name in ("child.pdf", "parent-again.pdf"):
+        assert_pdfsig_valid(tmp_path / name)
+
+
+def test_a_child_forked_while_another_thread_signs_can_sign(tmp_path, pki, pdfa):
+    """The child inherits the signer's lock held by a thread it does not have (review r2sign13 L3):
+    its first signature waited for ever. It gets a lock of its own."""
+    import threading
+
+    settings = sign_settings(pki, who="officer", visible=False)
+    signer = signing.Signer(settings.sign, settings.sign.pin)
+    held, release = threading.Event(), threading.Event()
+
+    def signing_elsewhere():
+        with signer._loop_lock:  # as a signature in another thread holds it
+            held.set()
+            release.wait(60)
+
+    thread = threading.Thread(target=signing_elsewhere)
+    thread.start()
+    try:
+        assert held.wait(30)
+        assert _child_signs(signer, pdfa, tmp_path / "child.pdf", 30) == 0, \
+            "the child's signature waited on a lock nobody in it holds"
+    finally:
+        release.set()
+        thread.join()
+        signer.close()
+    assert_pdfsig_valid(tmp_path / "child.pdf")
+
+
+def test_a_signature_interrupted_during_its_token_call_never_overlaps_the_next_one(tmp_path, pki, pdfa,
+                                                                                   monkeypatch):
+    """Ctrl-C while the loop waits for a slow token call (a smart card's RSA, a PIN-pad reader: the call
+    goes on in the token thread). Dropping the loop then ran the next file's C_Sign on a second thread
+    on the same session while the first was still in the token (CKR_OPERATION_ACTIVE on a real card;
+    review r2sign13 M1). The loop and its one thread are kept: the next calls queue behind, and sign."""
+    import asyncio
+    import threading
+    import time
+
+    from pyhanko.sign.pkcs11 import PKCS11Signer
+
+    token = make_token(tmp_path / "hsm", pki, "officer")
+    monkeypatch.setenv("SOFTHSM2_CONF", str(token.conf))
+    settings = Settings()
+    settings.sign.pkcs11_module, settings.sign.token_label = token.module, token.label
+    settings.sign.key_label, settings.sign.visible = token.key_label, False
+    inside, peak, slow = [0], [0], [False]
+    counting = threading.Lock()
+
+    def ctrl_c():
+        raise KeyboardInterrupt
+
+    async def sign_raw(self, data, digest_algorithm, dry_run=False):  # pyHanko 0.38's, counting token calls
+        if dry_run:
+            return self.estimate_raw_signature_size_bytes() * b"0"
+        await self.ensure_objects_loaded()
+        key = self._key_handle
+        spec = self._select_pkcs11_signing_params(digest_algorithm, sign_kwargs=self.sign_kwargs(data))
+        if spec.pre_sign_transform is not None:
+            data = spec.pre_sign_transform(data)
+        this_slow, slow[0] = slow[0], False
+
+        def perform():
+            with counting:
+                inside[0] += 1
+                peak[0] = max(peak[0], inside[0])
+            try:
+                if this_slow:
+                    time.sleep(1)  # the token busy with this session
+                signature = key.sign(data, **spec.sign_kwargs)
+                return spec.post_sign_transform(signature) if spec.post_sign_transform else signature
+            finally:
+                with counting:
+                    inside[0] -= 1
+
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(None, perform)
+        if this_slow:
+            loop.call_soon(ctrl_c)  # what a SIGINT landing in the loop's select leaves: the task waits on the token
+        return await future
+
+    monkeypatch.setattr(PKCS11Signer, "async_sign_raw", sign_raw)
+    signer = signing.Signer(settings.sign, token.pin)
+    try:
+        signer.sign(pdfa, tmp_path / "before.pdf")  # the token thread exists, as after any first file
+        slow[0] = True
+        with pytest.raises(KeyboardInterrupt):
+            signer.sign(pdfa, tmp_path / "interrupted.pdf")
+        for name in ("after-1.pdf", "after-2.pdf"):
+            signer.sign(pdfa, tmp_path / name)
+    finally:
+        signer.close()
+        import pkcs11
+
+        pkcs11.lib(token.module).finalize()  # SoftHSM2 reads SOFTHSM2_CONF at C_Initialize (see above)
+    assert peak[0] == 1, f"{peak[0]} token calls at once on one session"
+    for name in ("after-1.pdf", "after-2.pdf"):
+        assert_pdfsig_valid(tmp_path / name)
+
+
+def test_what_a_signature_leaves_on_the_signers_loop_is_cancelled(tmp_path, pki, pdfa, monkeypatch):
+    """asyncio.run cancelled a run's leftover tasks (a failed fetch's siblings); on the signer's kept
+    loop they would resume inside the next file's signature (review r2sign13 L6)."""
+    import asyncio
+
+    from pyhanko.sign.signers import pdf_signer
+
+    real = pdf_signer.PdfSigner.async_sign_pdf
+    left: list[asyncio.Task] = []
+
+    async def leaving_a_task(*args, **kwargs):
+        left.append(asyncio.ensure_future(asyncio.sleep(3600)))  # as a fetch nobody awaited any more
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(pdf_signer.PdfSigner, "async_sign_pdf", leaving_a_task)
+    settings = sign_settings(pki, who="officer", visible=False)
+    signer = signing.Signer(settings.sign, settings.sign.pin)
+    try:
+        signer.sign(pdfa, tmp_path / "signed.pdf")
+        assert left and left[0].cancelled()
+    finally:
+        signer.close()
+    assert_pdfsig_valid(tmp_path / "signed.pdf")
+
+
+def test_a_loop_that_cannot_be_made_fails_the_file_with_one_line_only(tmp_path, pki, pdfa, monkeypatch):
+    """Out of descriptors: the file's one error, no "coroutine was never awaited" warning beside it."""
+    import asyncio
+    import errno
+    import warnings
+
+    def out_of_descriptors():
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    settings = sign_settings(pki, who="officer", visible=False)
+    signer = signing.Signer(settings.sign, settings.sign.pin)
+    monkeypatch.setattr(asyncio, "new_event_loop", out_of_descriptors)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with pytest.raises(SigningError):
+                signer.sign(pdfa, tmp_path / "never.pdf")
+            import gc
+
+            gc.collect()  # the coroutine's warning comes when it is collected
+    finally:
+        monkeypatch.undo()
+        signer.close()
+    assert [str(w.message) for w in caught if "never awaited" in str(w.message)] == []
+
+
+def held_by_a_page_worker(_: int) -> tuple[int, int, bool]:
+    """In a page worker: the signers and refusals it holds, and whether its copy of the settings has the PIN."""
+    return len(signing._signers), len(signing._refused), bool(_PAGE_WORKER_SETTINGS[0].sign.pin)
+
+
+_PAGE_WORKER_SETTINGS: list[Settings] = []
+
+
+def test_a_page_worker_keeps_no_signer_and_no_pin_it_inherited(tmp_path, pki):
+    """A watcher's, a convert run's or a Celery child's page workers decode untrusted images: they
+    inherited the process's signers (a PKCS#12 key: the private key itself in their memory), its
+    refusals and the PIN in its settings. They drop all three before any page; the parent keeps its own."""
+    from digitize import pageworkers
+
+    settings = sign_settings(pki, who="officer", visible=False)
+    signer = signing.signer_for(settings)
+    _PAGE_WORKER_SETTINGS[:] = [settings]
+    try:
+        pool = pageworkers.PagePool(1)
+        try:
+            held = pool.run(held_by_a_page_worker, [(1,)], 120)
+        finally:
+            pool.close()
+        assert held == [(0, 0, False)], held
+        assert signing.signer_for(settings) is signer and settings.sign.pin == P12_PIN  # the parent's untouched
+    finally:
+        _PAGE_WORKER_SETTINGS.clear()
+        signing._signers.pop(signing._key(settings.sign)).close()
+
+
 def test_a_letterhead_at_the_top_right_moves_the_mark_onto_blank_paper(tmp_path, pki):
     """The mark goes on the page's blank top margin beside the letterhead, not over it; the page is
     not scaled or moved (same media box, same page content) and the file stays PDF/A, validly signed."""
@@ -508,3 +770,57 @@ print(json.dumps([lazyimports.deferred(), record.level, record.timestamp is not 
     assert "not revoked" in revocation
     assert_pdfa(tmp_path / "lt.pdf")
     assert "Signature is Valid" in pdfsig(tmp_path / "lt.pdf")  # the DSS revision follows the signature (B-LT)
+
+
+def test_a_key_process_warm_up_loads_what_its_first_signature_needs(tmp_path, pki, pdfa):
+    """A batch's key process is forked before the batch imports the conversion code, and warms up
+    (signing._warm_key) on the core the batch's start leaves idle. Whatever the first signature
+    still imports (OpenCV for the mark's place: ~30-200 ms) runs while that file's worker waits.
+    In a fresh process as the key process is: after the warm-up and the opening, signing imports
+    nothing more (a codec's table aside: microseconds)."""
+    script = f"""
+import json, os, sys
+from pathlib import Path
+import pikepdf
+from digitize import signing, signmark
+from digitize.config import Settings
+settings = Settings()
+settings.sign.pkcs12, settings.sign.pin = {str(pki.pkcs12("officer", P12_PIN))!r}, os.environ["DIGITIZE_SIGN_PIN"]
+source = Path({str(pdfa)!r})
+with pikepdf.open(source) as pdf:
+    x1, y1, x2, y2 = (float(v) for v in pdf.pages[0].mediabox)
+import numpy as np
+band = np.full((max(200, round((y2 - y1) / 4)) + signmark.CLEARANCE, int(x2 - x1)), 255, dtype=np.uint8)
+assert "cv2" not in sys.modules  # as in a key process: forked before the batch imports OpenCV
+signing._warm_key(settings.sign)
+signer = signing._open_key(settings)
+before = set(sys.modules)
+record = signer.sign(source, Path({str(tmp_path / "first.pdf")!r}), band)
+print(json.dumps([record.mark, sorted(m for m in set(sys.modules) - before if not m.startswith("encodings."))]))
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGITIZE_SIGN_")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT,
+                          env={**env, "PYTHONPATH": str(ROOT), "DIGITIZE_SIGN_PIN": P12_PIN})
+    assert done.returncode == 0, done.stderr[-3000:]
+    mark, imported = json.loads(done.stdout.strip().splitlines()[-1])
+    assert mark.startswith("blank top margin"), mark  # the band was looked at (OpenCV's part of the work)
+    assert imported == [], f"imported by the first signature, not by the warm-up: {imported}"
+    assert_pdfsig_valid(tmp_path / "first.pdf")
+
+
+def test_a_key_process_warm_up_for_an_invisible_signature_leaves_opencv_out(pki):
+    """OpenCV places a visible mark only: an invisible signature's key process would carry it (~15 MB,
+    a thread) for the whole batch for nothing (review r2sign13 L4)."""
+    script = f"""
+import sys
+from digitize import signing
+from digitize.config import Settings
+settings = Settings()
+settings.sign.pkcs12, settings.sign.visible = {str(pki.pkcs12("officer", P12_PIN))!r}, False
+signing._warm_key(settings.sign)
+print("cv2" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "False"
