@@ -316,6 +316,20 @@ def _serve(tasks: int, results: int, parent: int, memory_mb: int, pipes: dict[in
             view = view[os.write(results, view):]
 
 
+def _exiting(pid: int | None) -> bool:
+    """Whether our unreaped child PID has begun to exit (Linux: PF_EXITING in /proc/PID/stat), so its exit
+    code will come: a worker that closed its pipes but lives on broke the protocol and is not waited for."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat_file:
+            flags = int(stat_file.read().rsplit(b")", 1)[1].split()[6])
+    except (OSError, IndexError, ValueError):  # reaped meanwhile, or no /proc
+        return False
+    return bool(flags & 0x4)
+
+
+DYING_WAIT = 15.0  # seconds a dying worker has to become reapable before it is said to have broken its pipes
+
+
 class PagePool:
     """``processes`` forked workers; kept ones serve file after file (see ``keep``)."""
 
@@ -392,7 +406,8 @@ class PagePool:
 
     def death(self, worker: _Worker) -> str:
         """How a worker ended, as a user reads it."""
-        code = worker.ended(2.0)  # its pipes close a moment before it can be reaped
+        # its pipes close a moment before it can be reaped; on a loaded machine that moment can last seconds
+        code = worker.ended(DYING_WAIT if _exiting(worker.process.pid) else 2.0)
         if code is None:  # alive: it wrote to its sentinel, or closed its result pipe
             return "a page worker process broke its pipes and was stopped"
         if not code:

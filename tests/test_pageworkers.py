@@ -152,6 +152,33 @@ def test_a_kept_worker_that_dies_before_the_submit_is_a_clear_error(kept, monkey
     assert pageworkers._kept is None
 
 
+def dies_slowly(x: int) -> int:
+    """A worker whose exit takes seconds once it began, as a killed one's can on a loaded machine: its main
+    thread exits (the process is exiting), then its result pipe closes, and only 3 s later is it reapable."""
+    import ctypes
+    import threading
+
+    results, leader = _result_pipe(), f"/proc/{os.getpid()}/stat"
+
+    def finish() -> None:
+        while open(leader, "rb").read().rsplit(b")", 1)[1].split()[0] != b"Z":  # the main thread is gone
+            time.sleep(0.01)
+        os.close(results)
+        time.sleep(3)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=finish).start()
+    ctypes.CDLL(None).pthread_exit(None)
+    return x
+
+
+def test_a_worker_that_takes_seconds_to_die_is_said_to_be_killed_not_to_have_broken_its_pipes() -> None:
+    """death() waited 2 s for a dead worker's exit code: under load a SIGKILLed worker was reported as one
+    that broke its pipes."""
+    with pytest.raises(OcrError, match=r"^page 1 not converted: a page worker process was killed by SIGKILL"):
+        pageworkers.run(dies_slowly, [(1,)], processes=1, deadline=60)
+
+
 def secret_variables(x: int) -> list[str]:
     return sorted(k for k in ("AWS_SECRET_ACCESS_KEY", "PGPASSWORD", "DIGITIZE_STORE_SECRET_KEY") if k in os.environ)
 
