@@ -73,17 +73,15 @@ def test_a_page_past_its_deadline_is_stopped() -> None:
     start = time.monotonic()
     with pytest.raises(OcrTimeoutError, match="page 2: not finished within 1 s; its worker was stopped"):
         pageworkers.run(sleepy, [(0,), (600,)], processes=1, deadline=1)
-    assert time.monotonic() - start < 20
+    assert time.monotonic() - start < 600  # stopped: the page's 600 s never waited out
 
 
 @pytest.mark.parametrize("fn, how", [(killed, r"killed by SIGKILL \(out of memory\?\)"),
                                      (crashes, r"killed by SIGABRT \(a crash in a C library\)")])
 def test_a_killed_worker_fails_the_file_at_once_and_says_how(fn, how) -> None:
-    start = time.monotonic()
     with pytest.raises(OcrError, match=rf"^page \d not converted: a page worker process was {how}$") as failure:
         pageworkers.run(fn, [(n,) for n in range(1, 7)], processes=2, deadline=600)
-    assert not isinstance(failure.value, OcrTimeoutError)
-    assert time.monotonic() - start < 20  # not the page deadline
+    assert not isinstance(failure.value, OcrTimeoutError)  # at once: not at the page deadline
 
 
 def test_a_task_error_is_raised_as_it_is() -> None:
@@ -105,10 +103,18 @@ def test_kept_workers_serve_file_after_file_and_a_failure_ends_them(kept) -> Non
     assert third.isdisjoint(first)
 
 
+def ended(pid: int) -> None:
+    """Until our child PID has ended (not reaped: its pool sees it), however loaded the machine."""
+    deadline = time.monotonic() + 60
+    while os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+        assert time.monotonic() < deadline, f"worker {pid} still runs"
+        time.sleep(0.01)
+
+
 def test_a_kept_worker_killed_while_idle_is_replaced(kept) -> None:
     (pid,) = {pid for _, pid in pageworkers.run(square, [(1,)], processes=1, deadline=60)}
     os.kill(pid, signal.SIGKILL)
-    time.sleep(0.5)
+    ended(pid)
     results = pageworkers.run(square, [(2,)], processes=1, deadline=60)
     assert results[0][0] == 4 and results[0][1] != pid
 
@@ -146,7 +152,7 @@ def test_a_kept_worker_that_dies_before_the_submit_is_a_clear_error(kept, monkey
     (pid,) = {pid for _, pid in pageworkers.run(square, [(1,)], processes=1, deadline=60)}
     monkeypatch.setattr(pageworkers.PagePool, "alive", lambda self: True)  # it died after the check
     os.kill(pid, signal.SIGKILL)
-    time.sleep(0.5)
+    ended(pid)
     with pytest.raises(OcrError, match="page 1 not converted: a page worker process was killed by SIGKILL"):
         pageworkers.run(square, [(2,)], processes=1, deadline=60)
     assert pageworkers._kept is None
@@ -314,7 +320,7 @@ def test_a_worker_stalling_partway_through_its_result_or_writing_to_its_sentinel
     start = time.monotonic()
     with pytest.raises(OcrError, match=f"^{re.escape(failure)}$"):
         pageworkers.run(half_a_frame, [(list(_writable_pipes()), everywhere)], processes=1, deadline=2)
-    assert time.monotonic() - start < 20
+    assert time.monotonic() - start < 600  # not the worker's 600 s sleep (waitpid for it)
 
 
 def answers_ahead(x: int, pad: str) -> int:
@@ -335,11 +341,9 @@ def test_a_worker_that_takes_no_more_tasks_cannot_block_its_parent() -> None:
     its task pipe fill up fails its page at once instead of hanging the parent past every deadline."""
     faulthandler.dump_traceback_later(60, exit=True)  # the old code blocked forever in give()
     try:
-        start = time.monotonic()
         with pytest.raises(OcrError, match=r"^page \d+ not converted: its page worker did not take its task; "
                                            r"the worker was stopped$"):
             pageworkers.run(answers_ahead, [(n, "x" * 1000) for n in range(60)], processes=1, deadline=2)
-        assert time.monotonic() - start < 20
     finally:
         faulthandler.cancel_dump_traceback_later()
 
