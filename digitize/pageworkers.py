@@ -21,6 +21,7 @@ stopped, as a dead one is.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import multiprocessing
 import multiprocessing.connection
@@ -33,9 +34,10 @@ import signal
 import stat
 import struct
 import sys
+import threading
 import time
 import traceback
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from . import wire
 from .errors import DigitizeError, InputTooLargeError, OcrError, OcrTimeoutError
@@ -232,19 +234,21 @@ class _Worker:
     def ended(self, wait: float) -> int | None:
         """Its exit code once it ended within WAIT seconds, else None. Never Process.join(timeout):
         that trusts the sentinel pipe, which the worker can write to, and then waits in waitpid."""
-        until, pause = time.monotonic() + wait, 0.001
-        while self.process.exitcode is None and time.monotonic() < until:
-            time.sleep(pause)
-            pause = min(pause * 2, 0.05)
+        if self.process.exitcode is None and wait > 0 and self.process.pid is not None:
+            _wait_for_exit(self.process.pid, wait)
         return self.process.exitcode
+
+    def ask_to_exit(self) -> None:
+        """Tell it to exit, without waiting (a full task pipe: close() kills it instead)."""
+        try:
+            self._write(TASK_HEADER.pack(0), time.monotonic())
+        except _Broken:
+            pass
 
     def close(self, wait: float) -> None:
         """Ask it to exit (WAIT seconds), or kill it (WAIT 0); either way its pipes are closed."""
         if wait > 0:
-            try:
-                self._write(TASK_HEADER.pack(0), time.monotonic())  # exit (a full pipe: it is killed below)
-            except _Broken:
-                pass
+            self.ask_to_exit()
             self.ended(wait)
         if self.process.pid is not None and self.process.exitcode is None:  # started, not yet reaped
             self.process.kill()
@@ -255,6 +259,33 @@ class _Worker:
                 os.close(fd)
             except OSError:
                 pass
+
+
+def _wait_for_exit(pid: int, wait: float) -> None:
+    """Wait up to WAIT seconds for our unreaped child PID to end, without reaping it. On its pidfd
+    (Linux 5.3+), which becomes readable the moment it ends and which the child cannot write to (its
+    sentinel pipe it can): a run waits for its workers' exits at every file's end, and polling with a
+    backoff overslept each exit by up to its step. Elsewhere, polling waitid(WNOWAIT) every 5 ms."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):  # no pidfd: an old kernel or another OS
+        pidfd = -1
+    if pidfd >= 0:
+        try:
+            watch = select.poll()
+            watch.register(pidfd, select.POLLIN)
+            watch.poll(max(wait, 0.0) * 1000)
+        finally:
+            os.close(pidfd)
+        return
+    until = time.monotonic() + wait
+    while time.monotonic() < until:
+        try:
+            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return
+        except ChildProcessError:  # reaped already
+            return
+        time.sleep(0.005)
 
 
 def _descriptors() -> list[tuple[int, os.stat_result]]:
@@ -426,11 +457,56 @@ class PagePool:
         """Let idle workers exit."""
         workers, self.workers = self.workers, []
         for worker in workers:
-            worker.close(10.0)
+            worker.close(EXIT_WAIT)
 
 
+EXIT_WAIT = 10.0  # seconds an idle worker told to exit has before it is killed
 _kept: PagePool | None = None
 _keep = False
+_holding = threading.local()  # .pool: this thread's held pool (held()); .leaving: its released workers
+
+
+@contextlib.contextmanager
+def held() -> Iterator[None]:
+    """Within it, ``run`` calls of this thread share one pool (a process that keeps its workers, see
+    ``keep``, has its own): ``digitize run``'s page count and its pages then cost one fork and one
+    exit, not two. ``release`` lets the workers go once the pages are done; they are reaped here at
+    the end (killed past EXIT_WAIT), so their exit overlaps the merge and the check. Any failure
+    here ends them at once, as a failed page does."""
+    if getattr(_holding, "leaving", None) is not None:  # nested: the outer one holds
+        yield
+        return
+    _holding.pool, _holding.leaving = None, []
+    failed = True
+    try:
+        yield
+        failed = False
+    finally:
+        pool, leaving = _holding.pool, _holding.leaving
+        _holding.pool = _holding.leaving = None
+        if pool is not None:
+            if failed:
+                pool.end()
+            else:
+                leaving.extend(pool.workers)
+                for worker in pool.workers:
+                    worker.ask_to_exit()
+        for worker in leaving:
+            if failed:
+                with contextlib.suppress(OSError, TypeError):
+                    os.killpg(worker.process.pid, signal.SIGKILL)
+            worker.close(0.0 if failed else EXIT_WAIT)
+
+
+def release() -> None:
+    """The held pool's workers are done: each is told to exit now, and reaped when ``held`` ends."""
+    pool = getattr(_holding, "pool", None)
+    if pool is not None:
+        _holding.pool = None
+        _holding.leaving.extend(pool.workers)
+        for worker in pool.workers:
+            worker.ask_to_exit()
+        pool.workers = []
 
 
 def keep() -> None:
@@ -460,6 +536,20 @@ def run(fn: Callable, tasks: Sequence[tuple], processes: int, deadline: float,
     """Run the tasks in a new pool, or in this process's kept one (see ``keep``); each worker's
     address space is capped at MEMORY_MB (0: no cap)."""
     global _kept
+    if not _keep and getattr(_holding, "leaving", None) is not None:  # within held()
+        pool = _holding.pool
+        if pool is not None and (pool.memory_mb != memory_mb or not pool.alive()):
+            pool.end()
+            pool = None
+        if pool is None:
+            pool = _holding.pool = PagePool(processes, memory_mb)
+        pool.processes = max(pool.processes, processes)  # more pages than the count's one worker: more forked
+        try:
+            return pool.run(fn, tasks, deadline, while_running)
+        except BaseException:  # run() ended its workers
+            if _holding.pool is pool:
+                _holding.pool = None
+            raise
     if not _keep:
         pool = PagePool(processes, memory_mb)
         results = pool.run(fn, tasks, deadline, while_running)

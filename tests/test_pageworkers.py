@@ -505,3 +505,49 @@ def test_a_worker_writing_to_its_runs_terminal_is_not_stopped(tmp_path) -> None:
         os.close(master)
         assert run.wait(60) == 0, out.decode(errors="replace")[-2000:]
     assert b"RESULT [1, 2]" in out and out.count(b"a library's warning") == 2
+
+
+def _reaped(pid: int) -> bool:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+        return False
+    except ChildProcessError:  # not our child any more: reaped
+        return True
+
+
+def test_ended_waits_on_the_exit_itself_not_in_sleeps(monkeypatch) -> None:
+    """A run waits for its workers' exits at every file's end: on the exit (a pidfd), not in a sleep
+    loop that overslept each one by up to 50 ms."""
+    worker = pageworkers._Worker(multiprocessing.get_context("fork"), os.getpid(), 0)
+    worker.start()
+    try:
+        monkeypatch.setattr(pageworkers.time, "sleep", lambda s: pytest.fail("ended() slept instead of waiting"))
+        assert worker.ended(0.2) is None  # alive, idle: not ended within the wait
+        worker.ask_to_exit()
+        assert worker.ended(30.0) == 0
+    finally:
+        worker.close(0)
+
+
+def test_a_held_pool_serves_the_count_and_the_pages_then_its_workers_are_reaped() -> None:
+    with pageworkers.held():
+        counted = pageworkers.run(square, [(1,)], processes=1, deadline=60)
+        pages = pageworkers.run(square, [(n,) for n in range(4)], processes=2, deadline=60)
+        assert counted[0][1] in {pid for _, pid in pages}  # the count's worker went on to the pages: no fork for it
+        assert len({pid for _, pid in pages}) == 2  # grown to the pages' two workers
+        pageworkers.release()  # told to exit; reaped at the end of held()
+        assert pageworkers.run(square, [(5,)], processes=1, deadline=60)[0][1] not in {pid for _, pid in pages}
+    assert all(_reaped(pid) for pid in {counted[0][1], *(pid for _, pid in pages)})
+
+
+def test_a_failure_in_a_held_pool_ends_its_workers_at_once() -> None:
+    with pytest.raises(RuntimeError, match="the merge failed"):
+        with pageworkers.held():
+            pids = {pid for _, pid in pageworkers.run(square, [(1,), (2,)], processes=2, deadline=60)}
+            pageworkers.release()
+            raise RuntimeError("the merge failed")
+    assert all(_reaped(pid) for pid in pids)
+    with pageworkers.held():  # a failed page ends the held pool; the next run forks anew
+        with pytest.raises(InputError):
+            pageworkers.run(fails, [(1,), (2,)], processes=1, deadline=60)
+        assert pageworkers.run(square, [(3,)], processes=1, deadline=60)[0][0] == 9
