@@ -354,3 +354,23 @@ def test_run_counts_an_untrusted_files_pages_in_a_page_worker(tmp_path, monkeypa
     with pytest.raises(InputError, match="refused by the recorder"):
         convert_file(tmp_path / "in.png", tmp_path / "out.pdf", ConvertOptions(validate=False))
     assert opened.read_text() != str(os.getpid())
+
+
+def test_a_runs_page_count_and_its_page_share_one_page_worker(tmp_path, monkeypatch) -> None:
+    """The count's capped worker goes on to the pages: a one-page run forks one page worker, not
+    two (each fork and exit was ~20-40 ms of a warm run's wall time), and it is reaped before the
+    run returns."""
+    from digitize import pageworkers
+
+    started = []
+    real_start = pageworkers._Worker.start
+
+    def counting_start(worker) -> None:
+        real_start(worker)
+        started.append(worker.process)
+
+    monkeypatch.setattr(pageworkers._Worker, "start", counting_start)
+    report = convert_file(SAMPLES / "01_clean.png", tmp_path / "one.pdf", ConvertOptions(jobs=2, validate=False))
+    assert len(report.pages) == 1
+    assert len(started) == 1
+    assert started[0].exitcode == 0  # told to exit once the page was done, and reaped
