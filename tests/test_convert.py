@@ -374,3 +374,15 @@ def test_a_runs_page_count_and_its_page_share_one_page_worker(tmp_path, monkeypa
     assert len(report.pages) == 1
     assert len(started) == 1
     assert started[0].exitcode == 0  # told to exit once the page was done, and reaped
+
+
+@pytest.mark.parametrize("language", ("+", "zzz"))
+def test_a_bad_input_is_said_before_a_bad_or_missing_ocr_language(tmp_path, language) -> None:
+    """Exit 2 for the file before 9 (no language) or 3 (no such model), as before the count shared the
+    pages' worker and the models began to load ahead of it (review2 r2speed14 L3)."""
+    from digitize.errors import InputError
+
+    scan = tmp_path / "cut.pdf"
+    scan.write_bytes((SAMPLES / "14_stack.pdf").read_bytes()[:2000])
+    with pytest.raises(InputError):
+        convert_file(scan, tmp_path / "out.pdf", ConvertOptions(language=language, validate=False))
