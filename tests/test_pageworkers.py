@@ -14,6 +14,7 @@ import stat
 import struct
 import sys
 import time
+import types
 
 import pytest
 
@@ -446,15 +447,20 @@ def _tool_ends_with_its_worker(tasks: list, processes: int, deadline: float, rai
     pid_file = tmp_path / "tool.pid"
     with pytest.raises(raises):
         pageworkers.run(starts_a_tool, [(n, str(pid_file)) for n in tasks], processes=processes, deadline=deadline)
-    pid = int(pid_file.read_text())
+    _assert_ends(int(pid_file.read_text()))
+
+
+def _assert_ends(*pids: int) -> None:
+    """Every one of PIDS stops running within 30 s (an event waited for, not a timing); any left is
+    the test's own orphan, killed."""
     try:
-        until = time.monotonic() + 2
-        while _running(pid) and time.monotonic() < until:
+        until = time.monotonic() + 30
+        while any(map(_running, pids)) and time.monotonic() < until:
             time.sleep(0.05)
-        assert not _running(pid), "the tool outlived the page worker that started it"
+        assert not any(map(_running, pids)), "a tool outlived the page worker that started it"
     finally:
-        if _running(pid):
-            os.kill(pid, signal.SIGKILL)  # the test's own orphan: do not leave it
+        for pid in filter(_running, pids):
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_a_failed_files_workers_take_their_tools_with_them(tmp_path) -> None:
@@ -529,6 +535,16 @@ def test_ended_waits_on_the_exit_itself_not_in_sleeps(monkeypatch) -> None:
         worker.close(0)
 
 
+def _leaves_a_tool_and_hangs_at_exit(x: int) -> int:
+    """Starts a tool (in the worker's process group) and a thread that holds up the worker's exit."""
+    import subprocess
+    import threading
+
+    tool = subprocess.Popen(["sleep", "300"])
+    threading.Thread(target=time.sleep, args=(300,)).start()  # not a daemon: exit waits for it
+    return tool.pid
+
+
 def test_a_held_pool_serves_the_count_and_the_pages_then_its_workers_are_reaped() -> None:
     with pageworkers.held():
         counted = pageworkers.run(square, [(1,)], processes=1, deadline=60)
@@ -551,3 +567,60 @@ def test_a_failure_in_a_held_pool_ends_its_workers_at_once() -> None:
         with pytest.raises(InputError):
             pageworkers.run(fails, [(1,), (2,)], processes=1, deadline=60)
         assert pageworkers.run(square, [(3,)], processes=1, deadline=60)[0][0] == 9
+
+
+def test_a_released_worker_past_its_exit_wait_is_killed_with_its_tools(monkeypatch) -> None:
+    """Killed with its process group, while its id is still ours (review2 r2speed14 M1: the worker
+    alone was killed; its pdftoppm ran on, an orphan with no deadline)."""
+    monkeypatch.setattr(pageworkers, "EXIT_WAIT", 0.5)
+    with pageworkers.held():
+        (tool,) = pageworkers.run(_leaves_a_tool_and_hangs_at_exit, [(1,)], processes=1, deadline=60)
+        (pid,) = [worker.process.pid for worker in pageworkers._holding.pool.workers]
+        pageworkers.release()
+    _assert_ends(tool)
+    assert _reaped(pid)
+
+
+def test_an_interrupt_while_released_workers_are_reaped_still_ends_them(monkeypatch, tmp_path) -> None:
+    """A Ctrl-C (the watcher's second SIGTERM) during the end's wait kills and closes every worker
+    not yet closed (review2 r2speed14 M2: they ran on, unreaped, their pipes open); closing one
+    again closes nothing (its descriptor numbers may be another file's by then)."""
+    def ctrl_c(pid: int, wait: float) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        with pageworkers.held():
+            tools = pageworkers.run(_leaves_a_tool_and_hangs_at_exit, [(1,), (2,)], processes=2, deadline=60)
+            workers = list(pageworkers._holding.pool.workers)
+            numbers = [worker.tasks for worker in workers]
+            pageworkers.release()
+            monkeypatch.setattr(pageworkers, "_wait_for_exit", ctrl_c)
+    _assert_ends(*tools)
+    assert all(_reaped(worker.process.pid) for worker in workers)
+    for worker, tasks in zip(workers, numbers):
+        with open(tmp_path / "another file", "w") as other:
+            os.dup2(other.fileno(), tasks)  # as if its number had been reused
+            try:
+                worker.close(0)
+                os.fstat(tasks)  # still open: not closed a second time
+            finally:
+                os.close(tasks)
+
+
+def test_hung_released_workers_share_one_exit_wait(monkeypatch) -> None:
+    """All were asked to exit together: N hung workers cost one EXIT_WAIT, not N (review2 r2speed14 L4)."""
+    now, waits = [0.0], []
+
+    def waited_out(pid: int, wait: float) -> None:  # as a hung worker would: the whole wait passes
+        waits.append(wait)
+        now[0] += wait
+
+    with pageworkers.held():
+        tools = pageworkers.run(_leaves_a_tool_and_hangs_at_exit, [(1,), (2,)], processes=2, deadline=60)
+        pageworkers.release()
+        monkeypatch.setattr(pageworkers, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
+        monkeypatch.setattr(pageworkers, "_wait_for_exit", waited_out)
+    try:
+        assert waits == [pageworkers.EXIT_WAIT]  # the second one, past the shared wait, was killed
+    finally:
+        _assert_ends(*tools)
