@@ -3,6 +3,7 @@ kept workers serving file after file and letting their process exit."""
 
 from __future__ import annotations
 
+import errno
 import faulthandler
 import fcntl
 import multiprocessing
@@ -521,18 +522,43 @@ def _reaped(pid: int) -> bool:
         return True
 
 
-def test_ended_waits_on_the_exit_itself_not_in_sleeps(monkeypatch) -> None:
-    """A run waits for its workers' exits at every file's end: on the exit (a pidfd), not in a sleep
-    loop that overslept each one by up to 50 ms."""
-    worker = pageworkers._Worker(multiprocessing.get_context("fork"), os.getpid(), 0)
+def _has_pidfd() -> bool:
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except (AttributeError, OSError):  # Linux < 5.3, or a seccomp profile refusing it
+        return False
+    return True
+
+
+def _ends_when_asked(worker) -> None:
     worker.start()
     try:
-        monkeypatch.setattr(pageworkers.time, "sleep", lambda s: pytest.fail("ended() slept instead of waiting"))
         assert worker.ended(0.2) is None  # alive, idle: not ended within the wait
         worker.ask_to_exit()
         assert worker.ended(30.0) == 0
     finally:
         worker.close(0)
+
+
+@pytest.mark.skipif(not _has_pidfd(), reason="no pidfd here: ended() polls (its fallback)")
+def test_ended_waits_on_the_exit_itself_not_in_sleeps(monkeypatch) -> None:
+    """A run waits for its workers' exits at every file's end: on the exit (a pidfd), not in a sleep
+    loop that overslept each one by up to 50 ms. Only pageworkers' sleep is refused (review2
+    r2speed14 L2: another thread's sleep must not fail)."""
+    worker = pageworkers._Worker(multiprocessing.get_context("fork"), os.getpid(), 0)
+    monkeypatch.setattr(pageworkers, "time", types.SimpleNamespace(
+        monotonic=time.monotonic, sleep=lambda s: pytest.fail("ended() slept instead of waiting")))
+    _ends_when_asked(worker)
+
+
+def test_ended_without_pidfd_polls_for_the_exit(monkeypatch) -> None:
+    """Where pidfd_open is refused (an old kernel, a seccomp profile), the exit is still seen (review2
+    r2speed14 L1: the fallback was never run)."""
+    def refused(pid: int) -> int:
+        raise OSError(errno.ENOSYS, "pidfd_open")
+
+    monkeypatch.setattr(pageworkers, "os", types.SimpleNamespace(**{**vars(os), "pidfd_open": refused}))
+    _ends_when_asked(pageworkers._Worker(multiprocessing.get_context("fork"), os.getpid(), 0))
 
 
 def _leaves_a_tool_and_hangs_at_exit(x: int) -> int:
@@ -556,13 +582,22 @@ def test_a_held_pool_serves_the_count_and_the_pages_then_its_workers_are_reaped(
     assert all(_reaped(pid) for pid in {counted[0][1], *(pid for _, pid in pages)})
 
 
-def test_a_failure_in_a_held_pool_ends_its_workers_at_once() -> None:
+@pytest.mark.parametrize("released", (False, True))
+def test_a_failure_in_a_held_pool_ends_its_workers_and_tools_at_once(monkeypatch, released) -> None:
+    """A failure (a Ctrl-C before or after release()) kills the workers and their tools: no polite wait
+    for hung ones (review2 r2speed14 M3: a mutant that waited passed)."""
     with pytest.raises(RuntimeError, match="the merge failed"):
         with pageworkers.held():
-            pids = {pid for _, pid in pageworkers.run(square, [(1,), (2,)], processes=2, deadline=60)}
-            pageworkers.release()
+            tools = pageworkers.run(_leaves_a_tool_and_hangs_at_exit, [(1,), (2,)], processes=2, deadline=60)
+            pids = [worker.process.pid for worker in pageworkers._holding.pool.workers]
+            if released:
+                pageworkers.release()
+            monkeypatch.setattr(pageworkers, "_wait_for_exit",
+                                lambda pid, wait: pytest.fail("a failed run waited for its workers"))
             raise RuntimeError("the merge failed")
+    _assert_ends(*tools)
     assert all(_reaped(pid) for pid in pids)
+    monkeypatch.undo()
     with pageworkers.held():  # a failed page ends the held pool; the next run forks anew
         with pytest.raises(InputError):
             pageworkers.run(fails, [(1,), (2,)], processes=1, deadline=60)
