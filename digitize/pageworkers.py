@@ -354,6 +354,7 @@ def _serve(tasks: int, results: int, parent: int, memory_mb: int, pipes: dict[in
     writes), each answered with one frame."""
     _drop_inherited(pipes)
     _init_page_worker(parent, memory_mb)
+    _holding.__dict__.clear()  # the forking thread's held() (its pool, siblings) is not ours (r2speed14 L5)
     while True:
         header = _receive(tasks, TASK_HEADER.size)
         size = TASK_HEADER.unpack(header)[0] if header else 0

@@ -659,3 +659,14 @@ def test_hung_released_workers_share_one_exit_wait(monkeypatch) -> None:
         assert waits == [pageworkers.EXIT_WAIT]  # the second one, past the shared wait, was killed
     finally:
         _assert_ends(*tools)
+
+
+def holds_nothing(x: int) -> bool:
+    return vars(pageworkers._holding) == {}
+
+
+def test_a_worker_forked_within_held_holds_nothing_of_its_parents() -> None:
+    """A run() inside a worker would otherwise reuse its parent's pool copy, whose pipes it let go of (review2
+    r2speed14 L5)."""
+    with pageworkers.held():
+        assert pageworkers.run(holds_nothing, [(1,)], processes=1, deadline=60) == [True]
