@@ -29,7 +29,8 @@ from . import textlayer
 from . import verapdf
 from . import __version__
 from .config import ConvertSettings
-from .errors import BadArgsError, ConfigError, FileAccessError, OcrTimeoutError, OutputValidationError, resource_fault
+from .errors import (BadArgsError, ConfigError, DigitizeError, FileAccessError, OcrTimeoutError, OutputValidationError,
+                     resource_fault)
 from .fsutil import atomic_path, atomic_write_text, sha256_file, sweep_parts, work_dir
 from .records import DocumentReport, PageReport, Word
 from .sources import SourcePage, open_source, sniff
@@ -322,6 +323,7 @@ def _run_pages(input_path: Path, indices: Sequence[int], tmp: Path, opts: Conver
     ocr.warm(opts.language)
     per_input = pageworkers.run(_page_task, tasks, max(1, min(opts.jobs, len(tasks))), page_deadline(opts),
                                 while_running, memory_mb=opts.max_memory_mb)
+    pageworkers.release()  # they exit while the pages are merged and checked (reaped by held())
     reports = [r for rs in per_input for r in rs]  # a book spread gave two
     for number, r in enumerate(reports, start=1):
         r.number = number
@@ -363,17 +365,24 @@ def convert_file(input_path: Path | str, output_path: Path | str, opts: ConvertO
         raise BadArgsError("output must not overwrite the input (the scan stays until its outputs are stored)")
     doc = DocumentReport(input_path=str(input_path), input_sha256=sha256_file(input_path), input_type=kind,
                          language=opts.language, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
-    if page_count is None:
-        page_count = count_pages(input_path, opts)
-    indices = _page_indices(page_count, opts.pages, input_path.name)
-    ocr.split_languages(opts.language)  # a ConfigError is ours to raise: a page worker's would be its page's (wire.py)
-    try:
-        return _convert(input_path, output_path, opts, sidecar, report, doc, indices, start, signer)
-    except OSError as e:  # in a page worker (its page PDF), the merge or a report
-        fault = resource_fault(e, f"cannot write {_where(e, output_path)}")
-        if fault is not None:
-            raise fault from None
-        raise
+    with pageworkers.held():  # the count's worker goes on to the pages: one fork a run, not two
+        try:
+            ocr.warm(opts.language)  # so the models are loaded before that fork
+            unready = None
+        except DigitizeError as e:  # no language (9), no model (3): said after the input's own faults (2, 1),
+            unready = e             # as before the count shared its worker (review2 r2speed14 L3)
+        if page_count is None:
+            page_count = count_pages(input_path, opts)
+        indices = _page_indices(page_count, opts.pages, input_path.name)
+        if unready is not None:
+            raise unready
+        try:
+            return _convert(input_path, output_path, opts, sidecar, report, doc, indices, start, signer)
+        except OSError as e:  # in a page worker (its page PDF), the merge or a report
+            fault = resource_fault(e, f"cannot write {_where(e, output_path)}")
+            if fault is not None:
+                raise fault from None
+            raise
 
 
 def _where(error: OSError, output_path: Path) -> str:

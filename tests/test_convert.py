@@ -351,3 +351,35 @@ def test_run_counts_an_untrusted_files_pages_in_a_page_worker(tmp_path, monkeypa
     with pytest.raises(InputError, match="refused by the recorder"):
         convert_file(tmp_path / "in.png", tmp_path / "out.pdf", ConvertOptions(validate=False))
     assert opened.read_text() != str(os.getpid())
+
+
+def test_a_runs_page_count_and_its_page_share_one_page_worker(tmp_path, monkeypatch) -> None:
+    """The count's capped worker goes on to the pages: a one-page run forks one page worker, not
+    two (each fork and exit was ~20-40 ms of a warm run's wall time), and it is reaped before the
+    run returns."""
+    from digitize import pageworkers
+
+    started = []
+    real_start = pageworkers._Worker.start
+
+    def counting_start(worker) -> None:
+        real_start(worker)
+        started.append(worker.process)
+
+    monkeypatch.setattr(pageworkers._Worker, "start", counting_start)
+    report = convert_file(SAMPLES / "01_clean.png", tmp_path / "one.pdf", ConvertOptions(jobs=2, validate=False))
+    assert len(report.pages) == 1
+    assert len(started) == 1
+    assert started[0].exitcode == 0  # told to exit once the page was done, and reaped
+
+
+@pytest.mark.parametrize("language", ("+", "zzz"))
+def test_a_bad_input_is_said_before_a_bad_or_missing_ocr_language(tmp_path, language) -> None:
+    """Exit 2 for the file before 9 (no language) or 3 (no such model), as before the count shared the
+    pages' worker and the models began to load ahead of it (review2 r2speed14 L3)."""
+    from digitize.errors import InputError
+
+    scan = tmp_path / "cut.pdf"
+    scan.write_bytes((SAMPLES / "14_stack.pdf").read_bytes()[:2000])
+    with pytest.raises(InputError):
+        convert_file(scan, tmp_path / "out.pdf", ConvertOptions(language=language, validate=False))
