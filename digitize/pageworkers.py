@@ -234,10 +234,25 @@ class _Worker:
 
     def ended(self, wait: float) -> int | None:
         """Its exit code once it ended within WAIT seconds, else None. Never Process.join(timeout):
-        that trusts the sentinel pipe, which the worker can write to, and then waits in waitpid."""
-        if self.process.exitcode is None and wait > 0 and self.process.pid is not None:
-            _wait_for_exit(self.process.pid, wait)
-        return self.process.exitcode
+        that trusts the sentinel pipe, which the worker can write to, and then waits in waitpid.
+        Read without reaping it (review3 r3speed14 L1): its group is killed after this, while the
+        group's id is still ours (reaped, a group with no tool left has an id anyone may get)."""
+        pid = self.process.pid
+        if pid is None:  # not started
+            return None
+        if wait > 0 and self._status(pid) is None:
+            _wait_for_exit(pid, wait)
+        return self._status(pid)
+
+    def _status(self, pid: int) -> int | None:
+        """Its exit code as multiprocessing gives it (-N: killed by signal N), None while it runs; not reaped."""
+        try:
+            info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:  # reaped already (by close): its code is kept
+            return self.process.exitcode
+        if info is None:
+            return None
+        return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
 
     def ask_to_exit(self) -> None:
         """Tell it to exit, without waiting (a full task pipe: close() kills it instead)."""
@@ -245,6 +260,12 @@ class _Worker:
             self._write(TASK_HEADER.pack(0), time.monotonic())
         except _Broken:
             pass
+
+    def kill_group(self) -> None:
+        """Kill the process group it leads (it and every tool it started), only while it is unreaped:
+        until then its id, and its group's, cannot be anyone else's."""
+        if self.process.pid is not None and _unreaped(self.process.pid):
+            _kill_group(self.process.pid)
 
     def close(self, wait: float) -> None:
         """Ask it to exit (WAIT seconds), or kill it (WAIT 0); either way the tools it left running
@@ -257,8 +278,7 @@ class _Worker:
             if wait > 0:
                 self.ask_to_exit()
                 _wait_for_exit(pid, wait)  # not reaped yet: its id, its group's, stays ours
-            if _unreaped(pid):  # review2 r2speed14 M1: a pdftoppm it left ran on as an orphan
-                _kill_group(pid)
+            self.kill_group()  # review2 r2speed14 M1: a pdftoppm it left ran on as an orphan
             if self.process.exitcode is None:
                 self.process.kill()
             self.process.join()
@@ -480,16 +500,15 @@ class PagePool:
     def end(self) -> None:
         """Stop the workers now, whatever they are doing (a hung page, a failed file), and every
         tool each one started: a killed worker's pdftoppm would otherwise run on, unbounded, as
-        an orphan. Each worker leads its own process group; the group outlives a dead leader
-        (and its id is never reused while it has members), so killing it cannot hit a stranger."""
+        an orphan. Each worker leads its own process group, killed before the worker is reaped
+        (death() and alive() do not reap), so killing it cannot hit a stranger."""
         workers, self.workers = self.workers, []
         for worker in workers:
-            _kill_group(worker.process.pid)  # also when a death() reaped it: its tools keep the group's id
             worker.close(0)
 
     def alive(self) -> bool:
         """Whether every worker still lives (an idle kept one may have been killed since)."""
-        return all(worker.process.is_alive() for worker in self.workers)
+        return all(worker.ended(0) is None for worker in self.workers)  # not is_alive(): that reaps
 
     def close(self) -> None:
         """Let idle workers exit (all asked at once, then reaped within one EXIT_WAIT)."""

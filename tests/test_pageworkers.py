@@ -701,3 +701,43 @@ def test_a_worker_forked_within_held_holds_nothing_of_its_parents() -> None:
     r2speed14 L5)."""
     with pageworkers.held():
         assert pageworkers.run(holds_nothing, [(1,)], processes=1, deadline=60) == [True]
+
+
+def _unreaped_at_each_group_kill(monkeypatch) -> list[bool]:
+    """For each os.killpg from now on: was the group's leader still unreaped (its id still ours)?"""
+    seen, real = [], os.killpg
+
+    def spy(pgid: int, signum: int) -> None:
+        seen.append(not _reaped_yet_silently(pgid))
+        real(pgid, signum)
+
+    monkeypatch.setattr(os, "killpg", spy)
+    return seen
+
+
+def _reaped_yet_silently(pid: int) -> bool:
+    """Whether our child PID is reaped, without reaping it."""
+    try:
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("how", ("dies in a task", "kept, killed while idle"))
+def test_a_dead_workers_group_is_killed_before_the_worker_is_reaped(monkeypatch, request, how) -> None:
+    """death() and alive() read how a worker ended without reaping it, so end() kills its group while the
+    group's id is still ours (review3 r3speed14 L1: reaped first, a group with no tool left had an id the
+    kernel could hand to a stranger, who then got the SIGKILL)."""
+    if how == "dies in a task":
+        seen = _unreaped_at_each_group_kill(monkeypatch)
+        with pytest.raises(OcrError, match="killed by SIGKILL"):
+            pageworkers.run(killed, [(3,)], processes=1, deadline=60)
+    else:
+        request.getfixturevalue("kept")
+        (pid,) = {pid for _, pid in pageworkers.run(square, [(1,)], processes=1, deadline=60)}
+        os.kill(pid, signal.SIGKILL)
+        ended(pid)
+        seen = _unreaped_at_each_group_kill(monkeypatch)
+        assert pageworkers.run(square, [(2,)], processes=1, deadline=60)[0][0] == 4  # alive() saw it dead
+    assert seen and all(seen), f"a group was killed after its leader was reaped: {seen}"
