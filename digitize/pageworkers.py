@@ -162,9 +162,13 @@ class _Worker:
         self.text = self.size = 0  # the JSON's length in the body, the body's length
 
     def start(self) -> None:
-        """Fork it. Called once it is in its pool's list: a Ctrl-C meanwhile still ends it (review2 r2lows L3)."""
+        """Fork it. Called once it is in its pool's list: a Ctrl-C meanwhile still ends it (review2 r2lows L3).
+        Only its pool reaps it (review3 r3speed14 L2): multiprocessing reaps every finished child it knows
+        of whenever it starts another, and a released worker reaped so could no longer have its group
+        killed (its tools ran on)."""
         try:
             self.process.start()
+            multiprocessing.process._children.discard(self.process)  # type: ignore[attr-defined]
         finally:
             self._close_ends()
 
@@ -275,7 +279,7 @@ class _Worker:
             return
         pid = self.process.pid
         if pid is not None:  # started
-            if wait > 0:
+            if wait > 0 and _unreaped(pid):  # reaped, its id may be a stranger's: no wait on it
                 self.ask_to_exit()
                 _wait_for_exit(pid, wait)  # not reaped yet: its id, its group's, stays ours
             self.kill_group()  # review2 r2speed14 M1: a pdftoppm it left ran on as an orphan

@@ -741,3 +741,23 @@ def test_a_dead_workers_group_is_killed_before_the_worker_is_reaped(monkeypatch,
         seen = _unreaped_at_each_group_kill(monkeypatch)
         assert pageworkers.run(square, [(2,)], processes=1, deadline=60)[0][0] == 4  # alive() saw it dead
     assert seen and all(seen), f"a group was killed after its leader was reaped: {seen}"
+
+
+def _leaves_a_tool(x: int) -> int:
+    import subprocess
+
+    return subprocess.Popen(["sleep", "300"]).pid
+
+
+def test_only_the_pool_reaps_its_workers_so_a_released_ones_tools_still_end() -> None:
+    """A released worker that exited is not reaped by multiprocessing when anything forks another process
+    (Process.start reaps every finished child it started): held() still finds it unreaped and kills the
+    tools it left (review3 r3speed14 L2: the tool ran on)."""
+    with pageworkers.held():
+        (tool,) = pageworkers.run(_leaves_a_tool, [(1,)], processes=1, deadline=60)
+        (pid,) = [worker.process.pid for worker in pageworkers._holding.pool.workers]
+        pageworkers.release()
+        ended(pid)  # exited, not reaped
+        assert pageworkers.run(square, [(2,)], processes=1, deadline=60)[0][0] == 4  # a fork
+    _assert_ends(tool)
+    assert _reaped(pid)
