@@ -517,8 +517,6 @@ class PagePool:
     def close(self) -> None:
         """Let idle workers exit (all asked at once, then reaped within one EXIT_WAIT)."""
         workers, self.workers = self.workers, []
-        for worker in workers:
-            worker.ask_to_exit()
         _reap(workers, EXIT_WAIT)
 
 
@@ -538,15 +536,19 @@ def held() -> Iterator[None]:
     if getattr(_holding, "leaving", None) is not None:  # nested: the outer one holds
         yield
         return
-    _holding.pool, _holding.leaving = None, []
     failed = True
     try:
+        _holding.pool, _holding.leaving = None, []
         yield
         failed = False
     finally:
-        release()  # a failure's workers too: all are closed below, at once
-        leaving = _holding.leaving
-        _holding.leaving = None
+        # this thread leaves held() first: a Ctrl-C while its workers are let go must not leave it "inside"
+        # for good, every later held() then nested and never reaping (review3 r3speed14 L3)
+        pool, leaving = getattr(_holding, "pool", None), getattr(_holding, "leaving", None) or []
+        _holding.pool = _holding.leaving = None
+        if pool is not None:  # not released: a failure's workers too, all closed below at once
+            leaving += pool.workers
+            pool.workers = []
         _reap(leaving, 0.0 if failed else EXIT_WAIT)
 
 
@@ -556,6 +558,8 @@ def _reap(workers: list[_Worker], wait: float) -> None:
     kills and closes every one not yet closed (M2: they ran on, unreaped, with their pipes open)."""
     until = time.monotonic() + wait
     try:
+        for worker in workers if wait > 0 else ():
+            worker.ask_to_exit()
         while workers:
             workers[0].close(max(0.0, until - time.monotonic()) if wait > 0 else 0.0)
             workers.pop(0)

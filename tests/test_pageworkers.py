@@ -761,3 +761,26 @@ def test_only_the_pool_reaps_its_workers_so_a_released_ones_tools_still_end() ->
         assert pageworkers.run(square, [(2,)], processes=1, deadline=60)[0][0] == 4  # a fork
     _assert_ends(tool)
     assert _reaped(pid)
+
+
+@pytest.mark.parametrize("failed", (False, True))
+def test_a_ctrl_c_during_helds_cleanup_leaves_the_thread_outside_held(monkeypatch, failed) -> None:
+    """An interrupt while held() lets its workers go (asking them to exit, or killing them) still ends
+    them, and leaves this thread outside held() (review3 r3speed14 L3: every later held() took the nested
+    branch and never reaped its workers)."""
+    def ctrl_c_once(*args) -> None:
+        monkeypatch.undo()
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        with pageworkers.held():
+            (pid,) = {pid for _, pid in pageworkers.run(square, [(1,)], processes=1, deadline=60)}
+            monkeypatch.setattr(pageworkers._Worker, "ask_to_exit", ctrl_c_once)
+            monkeypatch.setattr(pageworkers, "_kill_group", ctrl_c_once)
+            if failed:
+                raise RuntimeError("the merge failed")
+    assert getattr(pageworkers._holding, "leaving", None) is None
+    assert _reaped(pid)
+    with pageworkers.held():
+        (later,) = {pid for _, pid in pageworkers.run(square, [(2,)], processes=1, deadline=60)}
+    assert _reaped(later)  # reaped at held()'s end: not a nested held()
