@@ -708,20 +708,11 @@ def _unreaped_at_each_group_kill(monkeypatch) -> list[bool]:
     seen, real = [], os.killpg
 
     def spy(pgid: int, signum: int) -> None:
-        seen.append(not _reaped_yet_silently(pgid))
+        seen.append(pageworkers._unreaped(pgid))
         real(pgid, signum)
 
     monkeypatch.setattr(os, "killpg", spy)
     return seen
-
-
-def _reaped_yet_silently(pid: int) -> bool:
-    """Whether our child PID is reaped, without reaping it."""
-    try:
-        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-    except ChildProcessError:
-        return True
-    return False
 
 
 @pytest.mark.parametrize("how", ("dies in a task", "kept, killed while idle"))
