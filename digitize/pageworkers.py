@@ -251,7 +251,7 @@ class _Worker:
     def _status(self, pid: int) -> int | None:
         """Its exit code as multiprocessing gives it (-N: killed by signal N), None while it runs; not reaped."""
         try:
-            info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            info = _peek(pid)
         except ChildProcessError:  # reaped already (by close): its code is kept
             return self.process.exitcode
         if info is None:
@@ -295,10 +295,16 @@ class _Worker:
                 pass
 
 
+def _peek(pid: int):
+    """Our child PID's end as waitid reports it WITHOUT reaping it (None while it runs; ChildProcessError once
+    reaped): while unreaped, its id and its group's cannot be anyone else's."""
+    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+
+
 def _unreaped(pid: int) -> bool:
     """Whether our child PID (running or ended) is not yet reaped: its id cannot be anyone else's."""
     try:
-        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        _peek(pid)
     except ChildProcessError:
         return False
     return True
@@ -330,7 +336,7 @@ def _wait_for_exit(pid: int, wait: float) -> None:
     until = time.monotonic() + wait
     while time.monotonic() < until:
         try:
-            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+            if _peek(pid) is not None:
                 return
         except ChildProcessError:  # reaped already
             return
