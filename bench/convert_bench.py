@@ -23,6 +23,7 @@ Text for CER: `pdftotext` of each output PDF; Tesseract's own .txt for bare Tess
 
     .venv/bin/python bench/convert_bench.py                       # both sets, digitize/ocrmypdf/tesseract
     .venv/bin/python bench/convert_bench.py --quick --set hard    # a few minutes
+    .venv/bin/python bench/convert_bench.py --set hard --rounds 5 # each round's ratios and their medians
     .venv/bin/python bench/convert_bench.py --engines digitize,digitize-novalidate,digitize-batch,ocrmypdf,tesseract --rss
     .venv/bin/python bench/convert_bench.py --engines ocrmypdf,tesseract --no-rss
     .venv/bin/python bench/convert_bench.py --digitize-cmd "/path/to/digitize run --jobs {jobs} {input} {output}"
@@ -64,6 +65,7 @@ import json
 import os
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -727,6 +729,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-rss", action="store_true", help=argparse.SUPPRESS)  # the default now
     parser.add_argument("--rss-pages", default="1,10,100",
                         help="page counts for the RSS runs; 10 separates a second worker starting from growth")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run every set and engine N times, the engines' order reversed in every other "
+                             "round; the tables are the first round's, plus each round's speed ratios and "
+                             "their medians (a 12-page set moves by 0.1x from run to run)")
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
     return parser.parse_args(argv)
 
@@ -750,6 +756,8 @@ def chosen_sets(args: argparse.Namespace) -> dict[str, list[SampleFile]]:
             samples = [s for s in samples if s.name in args.only.split(",")]
         if samples:
             sets[name] = samples
+    if not sets:
+        raise SystemExit(f"no sample matched --only {args.only!r} (names with their extension, e.g. h05_typewriter.jpg)")
     return sets
 
 
@@ -763,26 +771,67 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_pyc:
         compile_sources([ROOT, *args.pyc])
     load_before = os.getloadavg()[0]  # another busy process would skew pages/min: show it
-    reports: dict[str, dict[str, EngineReport]] = {}
+    rounds: list[dict[str, dict[str, EngineReport]]] = []
     rss: list[RssReport] = []
     with tempfile.TemporaryDirectory(prefix="digitize-bench-") as tmp:
-        for set_name, samples in sets.items():
-            reports[set_name] = {}
-            for engine in engines:
-                if engine.batch and not (samples[0].path.parent / "manifest.csv").is_file():
-                    print(f"skipping {engine.name} on {set_name}: no manifest.csv", file=sys.stderr)
-                    continue
-                workdir = Path(tmp) / set_name / engine.name
-                workdir.mkdir(parents=True)
-                print(f"running {engine.name} on the {set_name} set, {sum(s.pages for s in samples)} pages ...",
-                      file=sys.stderr)
-                reports[set_name][engine.name] = benchmark_engine(engine, samples, args.workers, workdir)
+        for number in range(max(1, args.rounds)):
+            order = engines if number % 2 == 0 else engines[::-1]  # neither side always runs first
+            rounds.append(run_round(sets, order, args.workers, Path(tmp) / f"round{number}"))
         if args.rss:
             rss = [rss_run(args.digitize_cmd, int(n), jobs, Path(tmp))
                    for jobs in sorted({1, args.workers}) for n in args.rss_pages.split(",")]
+    reports = {set_name: {e.name: r[e.name] for e in engines if e.name in r} for set_name, r in rounds[0].items()}
     print(render_markdown(args, reports, rss, load_before, os.getloadavg()[0]))
-    save_results(args.results, args, reports, rss)
+    if len(rounds) > 1:
+        print("\n" + rounds_table(rounds))
+    save_results(args.results, args, reports, rss, rounds[1:])
     return 0
+
+
+def run_round(sets: dict[str, list[SampleFile]], engines: list[Engine], workers: int,
+              tmp: Path) -> dict[str, dict[str, EngineReport]]:
+    """Every engine over every set once, in ENGINES' order."""
+    reports: dict[str, dict[str, EngineReport]] = {}
+    for set_name, samples in sets.items():
+        reports[set_name] = {}
+        for engine in engines:
+            if engine.batch and not (samples[0].path.parent / "manifest.csv").is_file():
+                print(f"skipping {engine.name} on {set_name}: no manifest.csv", file=sys.stderr)
+                continue
+            workdir = tmp / set_name / engine.name
+            workdir.mkdir(parents=True)
+            print(f"running {engine.name} on the {set_name} set, {sum(s.pages for s in samples)} pages ...",
+                  file=sys.stderr)
+            reports[set_name][engine.name] = benchmark_engine(engine, samples, workers, workdir)
+    return reports
+
+
+def rounds_table(rounds: list[dict[str, dict[str, EngineReport]]]) -> str:
+    """Each round's pages/min of every digitize engine and its ratios to the baselines, then the
+    medians of those ratios: the ratio of one round's pair, not of medians taken apart."""
+    rows = ["Rounds (pages/min; speed ratios within each round; median of the rounds last):", "",
+            "| set | engine | round | pages/min | " + " | ".join(f"vs {b}" for b in BASELINES) + " |",
+            "|---|---|---|---|" + "---|" * len(BASELINES)]
+    first = rounds[0]
+    for set_name, reports in first.items():
+        for name in (n for n in reports if n.startswith("digitize")):
+            ratios: dict[str, list[float]] = {b: [] for b in BASELINES}
+            speeds = []
+            for number, round_reports in enumerate(rounds, 1):
+                r = round_reports[set_name]
+                speeds.append(r[name].pages_per_minute)
+                cells = []
+                for b in BASELINES:
+                    if b in r and r[b].pages_per_minute:
+                        ratios[b].append(r[name].pages_per_minute / r[b].pages_per_minute)
+                        cells.append(f"{ratios[b][-1]:.2f}×")
+                    else:
+                        cells.append("—")
+                rows.append(f"| {set_name} | {name} | {number} | {speeds[-1]:.1f} | " + " | ".join(cells) + " |")
+            medians = [f"**{statistics.median(v):.2f}×**" if v else "—" for v in ratios.values()]
+            rows.append(f"| {set_name} | {name} | median | {statistics.median(speeds):.1f} | "
+                        + " | ".join(medians) + " |")
+    return "\n".join(rows)
 
 
 def render_markdown(args: argparse.Namespace, sets: dict[str, dict[str, EngineReport]], rss: list[RssReport],
@@ -806,14 +855,16 @@ def render_markdown(args: argparse.Namespace, sets: dict[str, dict[str, EngineRe
 
 
 def save_results(folder: Path, args: argparse.Namespace, sets: dict[str, dict[str, EngineReport]],
-                 rss: list[RssReport]) -> None:
+                 rss: list[RssReport], more_rounds: list[dict[str, dict[str, EngineReport]]] = ()) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     data = {"args": {k: str(v) for k, v in vars(args).items()},
             "sets": {s: {n: {**dataclasses.asdict(r), "pages_per_minute": r.pages_per_minute,
                              "mean_cer": r.mean_cer, "max_cer": r.max_cer, "bytes_per_page": r.bytes_per_page}
                          for n, r in reports.items()} for s, reports in sets.items()},
-            "rss": [dataclasses.asdict(r) for r in rss]}
+            "rss": [dataclasses.asdict(r) for r in rss],
+            "more_rounds": [{s: {n: {**dataclasses.asdict(r), "pages_per_minute": r.pages_per_minute}
+                                 for n, r in reports.items()} for s, reports in more.items()} for more in more_rounds]}
     path = folder / f"{stamp}.json"
     path.write_text(json.dumps(data, ensure_ascii=False, indent=1, default=str), encoding="utf-8")
     print(f"results: {path}", file=sys.stderr)
