@@ -31,7 +31,7 @@ def coloured_marks(rgb: np.ndarray) -> np.ndarray | None:
     paper = imaging.paper_colour(rgb)
     # white-balanced on the paper: yellowed paper and the JPEG colour noise around black text on
     # it are not coloured ink (OpenCV per-pixel ops: 20x numpy's max(axis=2) on an A4 page)
-    r, g, b = (cv2.convertScaleAbs(rgb[..., c], alpha=255.0 / max(paper[c], 1)) for c in range(3))
+    r, g, b = (cv2.convertScaleAbs(plane, alpha=255.0 / max(paper[c], 1)) for c, plane in enumerate(cv2.split(rgb)[:3]))
     top = cv2.max(cv2.max(r, g), b)
     marks = cv2.compare(cv2.subtract(top, cv2.min(cv2.min(r, g), b)), SATURATED, cv2.CMP_GT)
     # seals and pen strokes are several pixels thick; chroma fringes of JPEG text are 1-2 px

@@ -123,6 +123,27 @@ def test_ruled_leaf_with_curved_lines_is_judged_without_osd(page, turned):
     assert abs(g.skew) <= 1.5, g  # curved lines have no one angle: about their mean slope
 
 
+def test_a_page_voted_again_in_strips_has_its_angle_measured_once(page, monkeypatch):
+    """The strip vote reads the levelled mask of the whole page's vote: searching the angles again
+    (two ~60-angle searches, across and down) found the same angle for nothing."""
+    from dataclasses import replace
+
+    searches, strips = [], []
+    coarse, vote = geometry._coarse_angle, geometry._vote
+
+    def unclear_whole(*args):  # the whole page's vote made unclear, as a curved leaf's can be
+        strips.append(args[3:])
+        found = vote(*args)
+        return found if args[3:] else replace(found, confident=False)
+
+    monkeypatch.setattr(geometry, "_coarse_angle", lambda *a: searches.append(1) or coarse(*a))
+    monkeypatch.setattr(geometry, "_vote", unclear_whole)
+    g = geometry.analyse(rotate(page, 180), DPI)
+    assert g.confident and g.orientation == 180, g
+    assert strips == [(), (geometry.VOTE_STRIPS,)]
+    assert len(searches) == 2  # across and down, once
+
+
 def test_rulings_are_the_long_straight_lines_only(page):
     mask = geometry.ink_mask(_ruled_curved_leaf(page), DPI)
     lines = geometry.rulings(mask)
@@ -140,5 +161,5 @@ def test_sample_points_are_numpys_nonzero_points_in_the_same_order() -> None:
             step = len(ys) // limit + 1
             ys, xs = ys[::step], xs[::step]
         got_ys, got_xs = geometry._sample_points(mask, limit)
-        assert got_ys.dtype == got_xs.dtype == np.float32
+        assert got_ys.dtype == got_xs.dtype == np.float64
         assert np.array_equal(got_ys, ys) and np.array_equal(got_xs, xs)

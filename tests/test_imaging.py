@@ -361,3 +361,19 @@ def test_colour_mode_of_views_and_near_bilevel_pages():
     assert imaging.colour_mode(page[::2]) == "bilevel"  # the grey pixel is not in this view
     assert imaging.colour_mode(np.zeros((0, 4), np.uint8)) == "bilevel"
     assert imaging.colour_mode(np.array([[0, 300]], np.uint16)) == "grey"
+
+
+def test_a_page_measured_at_full_size_is_thresholded_and_labelled_once_for_specks(monkeypatch):
+    """prepare_for_ocr's speck removal reuses the threshold and components the letter measure made
+    of the same flattened page (a page at MEASURE_DPI is measured at full size), and its output is
+    what a fresh remove_specks gives."""
+    page = noise(render_text_page(size=(1000, 1300), font_px=35, margin=60), 0.002, seed=3)
+    dpi = imaging.MEASURE_DPI
+    labelled = []
+    components = imaging.components
+    monkeypatch.setattr(imaging, "components", lambda ink: labelled.append(ink.shape) or components(ink))
+    prepared, factor = imaging.prepare_for_ocr(page, dpi)
+    assert factor == 1.0
+    assert labelled.count(page.shape) == 2  # the measure's, its smoothed copy's (fragments); none for specks
+    flat = imaging.flatten_background(page, dpi)
+    assert np.array_equal(prepared, imaging.remove_specks(imaging.stretch_contrast(imaging.lift_faint(flat, dpi)), dpi))
