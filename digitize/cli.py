@@ -46,7 +46,38 @@ def _setup_logging(verbosity: int) -> None:
     logs.setup({-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG))
 
 
-@click.group(epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The root group. The storage, pipeline and web commands live beside their code and are mounted
+    when a command this module does not define is asked for, or all are listed (--help): their
+    imports (archive, index, access control, HTTP) were ~0.2 CPU-s of every local ``digitize run``
+    and of the resident converter's start, which the first runs of a batch wait for (issue 13)."""
+
+    mounted = False
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        found = super().get_command(ctx, cmd_name)
+        if found is None and not self.mounted:
+            self.mount()
+            found = super().get_command(ctx, cmd_name)
+        return found
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self.mount()
+        return super().list_commands(ctx)
+
+    def mount(self) -> None:
+        if self.mounted:
+            return
+        self.mounted = True
+        from pipelines.cli import COMMANDS as pipeline_commands
+        from storage.cli import COMMANDS as storage_commands
+        from web.cli import COMMANDS as web_commands
+
+        for command in (*storage_commands, *pipeline_commands, *web_commands):
+            self.add_command(command)
+
+
+@click.group(cls=_Commands, epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="digitize")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="DIGITIZE_CONFIG",
               help="TOML settings file (default ./digitize.toml if present in a folder only you or root can write).")
@@ -216,22 +247,6 @@ def sign_check_cmd(settings, files: tuple[Path, ...], as_json: bool) -> None:
                 click.echo(printable(line))  # signer names come from the file's certificates
     if bad:
         raise VerificationError(f"{bad} of {len(files)} files unsigned or with a broken signature")
-
-
-def _register_optional_commands() -> None:
-    """Storage and pipeline commands live beside their code; the CLI just mounts them."""
-    from pipelines.cli import COMMANDS as pipeline_commands
-    from storage.cli import COMMANDS as storage_commands
-
-    for command in (*storage_commands, *pipeline_commands):
-        cli.add_command(command)
-    from web.cli import COMMANDS as web_commands
-
-    for command in web_commands:
-        cli.add_command(command)
-
-
-_register_optional_commands()
 
 
 def main(argv: list[str] | None = None) -> int:

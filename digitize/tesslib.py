@@ -17,6 +17,7 @@ import ctypes
 import ctypes.util
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,8 +77,8 @@ def library() -> ctypes.CDLL | None:
         if chosen == "off":
             _load_error = "DIGITIZE_LIBTESSERACT=off"
             return None
-        names = [chosen] if chosen else [*_LIBRARY_NAMES, ctypes.util.find_library("tesseract") or ""]
-        for name in filter(None, names):
+        names = [chosen] if chosen else _candidates(_LIBRARY_NAMES, "tesseract")
+        for name in names:
             try:
                 lib = ctypes.CDLL(name)
                 _declare(lib)
@@ -92,6 +93,17 @@ def library() -> ctypes.CDLL | None:
     return _lib
 
 
+def _candidates(names: tuple[str, ...], *searched: str) -> Iterator[str]:
+    """The library's usual file names, then what ``ctypes.util.find_library`` finds, asked only if
+    none of them loaded: it runs ``ldconfig -p`` per name and, for a name ldconfig lacks (Debian's
+    "leptonica"), gcc and ld, five processes forked from the resident converter on its way to serving."""
+    yield from names
+    for name in searched:
+        found = ctypes.util.find_library(name)
+        if found:
+            yield found
+
+
 def _silence_leptonica() -> None:
     """Leptonica, under Tesseract, prints its own errors straight to stderr (a noisy page's
     boxes at the image edge: "Error in pixScanForForeground: invalid box", harmless to the
@@ -99,8 +111,7 @@ def _silence_leptonica() -> None:
     messages go to debug_file; the command's stderr was never shown either. The library
     Tesseract links is already loaded, so this opens the same one and sets its process-wide
     severity (inherited by forked page workers)."""
-    names = [*_LEPTONICA_NAMES, ctypes.util.find_library("lept") or "", ctypes.util.find_library("leptonica") or ""]
-    for name in filter(None, names):
+    for name in _candidates(_LEPTONICA_NAMES, "lept", "leptonica"):
         try:
             set_severity = ctypes.CDLL(name).setMsgSeverity
         except (OSError, AttributeError):
