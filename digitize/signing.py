@@ -150,6 +150,15 @@ def _timed_pdf_signer_class():
             session.system_time = self.signing_time or session.system_time
             return session
 
+        def _enforce_certification_constraints(self, reader):
+            """pyHanko's check, which imports its whole validation package at every signature (~50 ms of
+            CPU at a process's first one: lazyimports keeps it out of the key's opening), only where it
+            can refuse: a certifying signature, or a document with a certification (/Perms /DocMDP).
+            Without either pyHanko's check passes (it reads that entry and finds nothing)."""
+            perms = reader.root.get("/Perms")
+            if self.signature_meta.certify or (perms is not None and "/DocMDP" in perms.get_object()):
+                super()._enforce_certification_constraints(reader)
+
     return TimedPdfSigner
 
 
