@@ -187,19 +187,25 @@ def test_pycache_is_left_alone():
     assert loader.set_data("/nonexistent/x.pyc", b"") is None
 
 
-def test_a_prepared_signers_first_signature_loads_no_font_or_xml_modules(tmp_path):
-    """Signer.prepare (the batch signer's opening, in its thread while the workers convert) loads what
-    the first signature's appearance and XMP update need, so that the first document's worker does not
-    wait for it; nothing is signed by it."""
+def key_and_blank_page(folder: Path) -> tuple[Path, Path]:
+    """A self-signed PKCS#12 (password "pw") and a blank one-page PDF to sign, in FOLDER."""
     import pikepdf
 
     from tests.pki import self_signed
 
-    p12, _, _ = self_signed(tmp_path, "Nguyễn Văn A", "pw")
-    plain = tmp_path / "plain.pdf"
+    p12, _, _ = self_signed(folder, "Nguyễn Văn A", "pw")
+    plain = folder / "plain.pdf"
     with pikepdf.new() as pdf:
         pdf.add_blank_page(page_size=(595, 842))
         pdf.save(plain)
+    return p12, plain
+
+
+def test_a_prepared_signers_first_signature_loads_no_font_or_xml_modules(tmp_path):
+    """Signer.prepare (the batch signer's opening, in its thread while the workers convert) loads what
+    the first signature's appearance and XMP update need, so that the first document's worker does not
+    wait for it; nothing is signed by it."""
+    p12, plain = key_and_blank_page(tmp_path)
     found = run_python(f"""
     import dataclasses, json, sys
     from pathlib import Path
@@ -216,34 +222,27 @@ def test_a_prepared_signers_first_signature_loads_no_font_or_xml_modules(tmp_pat
                 or m.startswith(("pyhanko.pdf_utils.font", "pyhanko.sign.validation", "pyhanko.pdf_utils.crypt.pdfmac"))], found
 
 
-VALIDATION = ("pyhanko.sign.validation", "pyhanko.sign.validation.ades", "pyhanko.pdf_utils.crypt.pdfmac")
+# pyHanko's validation, AdES and PDF MAC modules; numpy.ma, which a conversion imports, never a key process
+LEFT_OUT = ("pyhanko.sign.validation", "pyhanko.sign.validation.ades", "pyhanko.pdf_utils.crypt.pdfmac", "numpy.ma")
 
 
 def test_a_key_process_warm_up_and_first_signature_leave_out_pyhankos_validation(tmp_path):
     """The PDF signer's PDF MAC and document-timestamp validation names are deferred and our signer skips
     pyHanko's certification check where it cannot refuse, so a key process's warm-up (signing._warm_key,
     a visible mark, a token's modules) and a B-B signature never import pyHanko's validation package,
-    its AdES and qualified-status modules (~0.1 s of CPU per batch); the names still resolve to
-    pyHanko's own objects."""
-    import pikepdf
-
-    from tests.pki import self_signed
-
-    p12, _, _ = self_signed(tmp_path, "Nguyễn Văn A", "pw")
-    plain = tmp_path / "plain.pdf"
-    with pikepdf.new() as pdf:
-        pdf.add_blank_page(page_size=(595, 842))
-        pdf.save(plain)
+    its AdES and qualified-status modules (~0.1 s of CPU per batch), nor numpy.ma; the names still
+    resolve to pyHanko's own objects."""
+    p12, plain = key_and_blank_page(tmp_path)
     found = run_python(f"""
     import dataclasses, json, sys
     from pathlib import Path
     from digitize import lazyimports, signing
     from digitize.config import Settings, SignSettings
     signing._warm_key(SignSettings(pkcs11_module="/nonexistent/libsofthsm2.so", token_label="t", key_label="k"))
-    warm = [m for m in {VALIDATION!r} if m in sys.modules]
+    warm = [m for m in {LEFT_OUT!r} if m in sys.modules]
     settings = dataclasses.replace(Settings(), sign=SignSettings(pkcs12={str(p12)!r}, pin="pw"))
     signing.signer_for(settings).prepare().sign(Path({str(plain)!r}), Path({str(tmp_path / "signed.pdf")!r}))
-    signed = [m for m in {VALIDATION!r} if m in sys.modules]
+    signed = [m for m in {LEFT_OUT!r} if m in sys.modules]
     from pyhanko.sign.signers import pdf_signer
     from pyhanko.pdf_utils.crypt import pdfmac
     from pyhanko.sign.validation import EmbeddedPdfSignature
