@@ -17,9 +17,18 @@ used by a PAdES B-B signature with our mark:
   (signmark.pdf_font) and embedded whole, so no signature subsets it. The name is looked up where
   a function uses it, and the module is compiled with postponed annotations (PEP 563): its only
   other use of ``subset`` is in signature annotations (``options: subset.Options | None``).
+- pyHanko's validation package, with its AdES, qualified-status and PDF MAC modules (~0.1 s of a
+  batch key process's warm-up, before its first signature): ``pyhanko.sign.signers.pdf_signer``
+  imports three names from three of them at its top, ``pdfmac`` (ISO 32004 MACs: encrypted files
+  only, which PDF/A forbids), ``EmbeddedPdfSignature`` (a local variable's annotation only, never
+  evaluated) and ``ades_timestamp_validation_internal`` (an earlier document timestamp's check).
+  pyHanko's certification check imports the package again at every signature; signing's
+  TimedPdfSigner runs it only where it can refuse (a certified document, or certifying).
+  pdf_signer is then compiled here (~20-35 ms) and ades, never imported, not (~30-50 ms).
 
-How (deferred_names): the module's own source, parsed; the ``from X import NAME`` taken out of its
-top level; each use of NAME in a function body replaced by ``__digitize_from_import__(X, NAME)``,
+How (deferred_names): the module's own source, parsed; each ``from X import NAME`` (names of one or
+several modules X) taken out of its top level; each use of NAME in a function body replaced by
+``__digitize_from_import__(X, NAME)``,
 which is ``from X import NAME`` at that moment. Nothing in site-packages is changed, and nothing is
 written anywhere: the rewritten source is compiled in memory in each process (~55-75 ms of CPU for
 the two modules under load: bench/lazyimports_bench.py). There is deliberately no disk cache of the
@@ -27,7 +36,7 @@ compiled code: a cache would be code this process executes from a file, which th
 ours, current and of this module (source hash, header, owner, mode, a private folder, writes through
 the fd); that is more code to get right than the ~0.1 s per process it would save.
 
-:func:`install` puts a finder first on ``sys.meta_path`` that handles these three module names and
+:func:`install` puts a finder first on ``sys.meta_path`` that handles these four module names and
 nothing else. Each deferral applies only when the module's source has the layout it was written for
 (:func:`timestamps_plan`, :func:`deferred_names`: NAME never rebound, never used when the module is
 imported); otherwise pyHanko's own import runs (correct, just eager) and :func:`deferred` says which
@@ -61,11 +70,17 @@ log = logging.getLogger("digitize")
 
 TIMESTAMPS = "pyhanko.sign.timestamps"
 TIMESTAMPS_DEFERRED = "aiohttp_client"  # the submodule that imports aiohttp
-# module -> (the module it imports from at its top level, the names deferred to their use)
+# module -> ((a module it imports from at its top level, the names deferred to their use), ...)
 DEFERRED = {
-    "pyhanko.pdf_utils.font.opentype": ("fontTools", ("subset",)),  # fontTools' subsetter, lxml, varLib
-    "pyhanko.sign.validation.ades": ("pyhanko_certvalidator.fetchers.aiohttp_fetchers",
-                                     ("AIOHttpFetcherBackend",)),  # aiohttp, for fetching revocation data
+    "pyhanko.pdf_utils.font.opentype": (("fontTools", ("subset",)),),  # fontTools' subsetter, lxml, varLib
+    "pyhanko.sign.validation.ades": (("pyhanko_certvalidator.fetchers.aiohttp_fetchers",
+                                      ("AIOHttpFetcherBackend",)),),  # aiohttp, for fetching revocation data
+    # the PDF signer's PDF MAC (ISO 32004) and earlier-timestamp validation: pyHanko's validation
+    # package, its AdES and qualified-status modules (~0.1 s of a key process's warm-up); a B-B or
+    # B-T signature of a file without a MAC or a document timestamp never reaches them
+    "pyhanko.sign.signers.pdf_signer": (("pyhanko.pdf_utils.crypt", ("pdfmac",)),
+                                        ("pyhanko.sign.validation", ("EmbeddedPdfSignature",)),
+                                        ("pyhanko.sign.validation.ades", ("ades_timestamp_validation_internal",))),
 }
 
 _lock = threading.Lock()
@@ -98,29 +113,35 @@ def timestamps_plan(source: str) -> list[tuple[str, list[tuple[str, str]]]] | No
     return plan
 
 
-def deferred_names(source: str, origin: str, names: tuple[str, ...]) -> ast.Module | None:
-    """The module's code with ``from ORIGIN import NAME`` (NAME in ``names``) taken out of its top level
-    and each use of NAME in a function body made a lookup at call time (``_from_import``), when the
-    module fits: that import statement at its top level, NAME never bound anywhere else (no assignment,
-    parameter, local import, global or nonlocal) and used outside function bodies only in annotations
-    (then compiled with postponed annotations, PEP 563: the one thing that changes, and the module
-    must not read annotations back). None when it does not fit: a layout this module does not know."""
+def deferred_names(source: str, *deferrals: tuple[str, tuple[str, ...]]) -> ast.Module | None:
+    """The module's code with, for each (ORIGIN, names) of ``deferrals``, ``from ORIGIN import NAME``
+    (NAME in names) taken out of its top level and each use of NAME in a function body made a lookup
+    at call time (``_from_import``), when the module fits: that import statement at its top level,
+    NAME never bound anywhere else (no assignment, parameter, local import, global or nonlocal) and
+    used outside function bodies only in annotations (then compiled with postponed annotations, PEP
+    563: the one thing that changes, and the module must not read annotations back; a local
+    variable's annotation is never evaluated and needs none). None when it does not fit: a layout
+    this module does not know."""
     try:
         tree = ast.parse(source)
     except SyntaxError:
         return None
+    origins = {name: origin for origin, names in deferrals for name in names}  # NAME -> its ORIGIN
+    if len(origins) != sum(len(names) for _, names in deferrals):
+        return None  # one name from two modules: which one the module meant is not ours to guess
     found: set[str] = set()
     top = [tree.body, *(t.body for t in tree.body if isinstance(t, ast.Try))]  # also `try: from ... import`
     for statements in top:
         for index, node in enumerate(list(statements)):
-            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module == origin:
-                kept = [a for a in node.names if not (a.asname is None and a.name in names)]
-                found |= {a.name for a in node.names if a.asname is None and a.name in names}
-                statements[index] = ast.copy_location(ast.ImportFrom(module=origin, names=kept, level=0), node) \
-                    if kept else ast.copy_location(ast.Pass(), node)
-    if found != set(names):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module in origins.values():
+                moved = {a.name for a in node.names if a.asname is None and origins.get(a.name) == node.module}
+                kept = [a for a in node.names if a.asname is not None or a.name not in moved]
+                found |= moved
+                statements[index] = ast.copy_location(ast.ImportFrom(module=node.module, names=kept, level=0),
+                                                      node) if kept else ast.copy_location(ast.Pass(), node)
+    if found != set(origins):
         return None
-    lookups = _Lookups(origin, frozenset(names), _untouched(source, tree, names))
+    lookups = _Lookups(origins, _untouched(source, tree, tuple(origins)))
     tree = lookups.visit(tree)  # the import statements above no longer bind NAME: they are checked too
     if not lookups.fits or (lookups.postponed and ("get_type_hints" in source or "__annotations__" in source)):
         return None
@@ -148,15 +169,16 @@ def _untouched(source: str, tree: ast.Module, names) -> set[int]:
 
 class _Lookups(ast.NodeTransformer):
     """One pass over a module (see deferred_names): NAME's loads in function bodies become
-    ``LOOKUP(origin, NAME)``; ``fits`` turns False at any other use or binding of NAME, and wherever
+    ``LOOKUP(its origin, NAME)``; ``fits`` turns False at any other use or binding of NAME, and wherever
     a binding cannot be proven absent (a star import; globals(), vars(), exec or eval; NAME in a
     ``match`` pattern)."""
 
     DYNAMIC = frozenset({"globals", "vars", "exec", "eval"})  # could bind any name at run time
 
-    def __init__(self, origin: str, names: frozenset[str], untouched: set[int] = frozenset()):
-        self.origin, self.names, self.untouched = origin, names, untouched
+    def __init__(self, origins: dict[str, str], untouched: set[int] = frozenset()):
+        self.origins, self.names, self.untouched = origins, frozenset(origins), untouched
         self.depth = self.annotation = 0  # inside function bodies; inside annotations
+        self.local = False  # the innermost scope is a function's (not a class body's, nor the module's)
         self.fits, self.postponed = True, False
 
     def visit_Module(self, node):  # noqa: N802
@@ -187,8 +209,9 @@ class _Lookups(ast.NodeTransformer):
         self._arguments(node.args)
         node.returns = self._annotation(node.returns)
         self.depth += 1
+        local, self.local = self.local, True
         node.body = [self.visit(statement) for statement in node.body]
-        self.depth -= 1
+        self.depth, self.local = self.depth - 1, local
         return node
 
     visit_AsyncFunctionDef = visit_FunctionDef
@@ -201,14 +224,19 @@ class _Lookups(ast.NodeTransformer):
         return node
 
     def visit_AnnAssign(self, node):  # noqa: N802
-        node.annotation = self._annotation(node.annotation)
+        if not self.local:  # a local variable's annotation is never evaluated (PEP 526): left as it is
+            node.annotation = self._annotation(node.annotation)
         node.target = self.visit(node.target)
         node.value = self.visit(node.value) if node.value is not None else None
         return node
 
     def visit_ClassDef(self, node):  # noqa: N802
         self.fits &= node.name not in self.names
-        return self.generic_visit(node)
+        local, self.local = self.local, False  # a class body's annotations are evaluated, in a function too
+        try:
+            return self.generic_visit(node)
+        finally:
+            self.local = local
 
     def visit_Global(self, node):  # noqa: N802
         self.fits &= not set(node.names) & self.names
@@ -251,7 +279,8 @@ class _Lookups(ast.NodeTransformer):
         else:
             here = functools.partial(ast.copy_location, old_node=node)
             call = ast.Call(func=here(ast.Name(id=LOOKUP, ctx=ast.Load())),
-                            args=[here(ast.Constant(self.origin)), here(ast.Constant(node.id))], keywords=[])
+                            args=[here(ast.Constant(self.origins[node.id])), here(ast.Constant(node.id))],
+                            keywords=[])
             return here(call)
         return node
 
@@ -323,14 +352,14 @@ class _DeferredNamesLoader(importlib.machinery.SourceFileLoader):
 
     def exec_module(self, module) -> None:
         namespace = module.__dict__
-        origin, names = DEFERRED[module.__name__]
+        origins = {name: origin for origin, names in DEFERRED[module.__name__] for name in names}
 
         def lookup(origin: str, name: str):
             return namespace[name] if name in namespace else _from_import(origin, name)
 
         def __getattr__(attr: str):  # noqa: N807 - PEP 562; the module's own, if it defines one, wins
-            if attr in names:
-                return _from_import(origin, attr)
+            if attr in origins:
+                return _from_import(origins[attr], attr)
             raise AttributeError(f"module {module.__name__!r} has no attribute {attr!r}")
 
         namespace[LOOKUP], namespace["__getattr__"] = lookup, __getattr__
@@ -344,11 +373,10 @@ def deferred_code(name: str, path: str):
     """The code object of module NAME from PATH with DEFERRED[name]'s names deferred, or None when
     its layout does not fit. Parsed, checked and compiled in memory in each process (~20-50 ms of
     CPU per module under load; pyHanko's ades is 2 600 lines): no cache on disk (module docstring)."""
-    origin, names = DEFERRED[name]
     with open(path, "rb") as f:
         source = f.read()
     try:
-        tree = deferred_names(source.decode("utf-8"), origin, names)
+        tree = deferred_names(source.decode("utf-8"), *DEFERRED[name])
     except (UnicodeDecodeError, RecursionError):
         return None
     if tree is None:
@@ -393,7 +421,8 @@ class _DeferringFinder(importlib.abc.MetaPathFinder):
             code = None
         _applied[name] = code is not None
         if code is None:
-            log.debug("%s has a layout digitize does not know: %s imported eagerly", name, DEFERRED[name][0])
+            log.debug("%s has a layout digitize does not know: %s imported eagerly", name,
+                      ", ".join(origin for origin, _ in DEFERRED[name]))
             return spec
         spec.loader = _DeferredNamesLoader(name, spec.origin, code)
         return spec

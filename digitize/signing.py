@@ -150,6 +150,15 @@ def _timed_pdf_signer_class():
             session.system_time = self.signing_time or session.system_time
             return session
 
+        def _enforce_certification_constraints(self, reader):
+            """pyHanko's check, which imports its whole validation package at every signature (~50 ms of
+            CPU at a process's first one: lazyimports keeps it out of the key's opening), only where it
+            can refuse: a certifying signature, or a document with a certification (/Perms /DocMDP).
+            Without either pyHanko's check passes (it reads that entry and finds nothing)."""
+            perms = reader.root.get("/Perms")
+            if self.signature_meta.certify or (perms is not None and "/DocMDP" in perms.get_object()):
+                super()._enforce_certification_constraints(reader)
+
     return TimedPdfSigner
 
 
@@ -467,22 +476,26 @@ TOKEN_MODULES = ("pkcs11", "pyhanko.sign.pkcs11",  # modules only: no PKCS#11 li
 # font table, PDF filters, XMP metadata, time zone data; some may be absent (no Adobe Glyph List:
 # the mark's font keeps its glyph names, signmark.pdf_font)
 FIRST_SIGNATURE_MODULES = ("pyhanko.pdf_utils.filters", "pyhanko.pdf_utils.metadata.xmp_xml",
-                           "fontTools.ttLib.tables._l_o_c_a", "PIL.ImageFont", "numpy.ma", "tzdata.zoneinfo")
+                           "fontTools.ttLib.tables._l_o_c_a", "PIL.ImageFont", "tzdata.zoneinfo")
+# what a forked worker's conversion imports (np.unique: numpy.ma), preloaded with signing's modules by a
+# process that forks converting workers; not by a batch's key process, which converts nothing
+CONVERTING_WORKER_MODULES = ("numpy.ma",)
 
 
-def preload(cfg: SignSettings) -> None:
+def preload(cfg: SignSettings, converts: bool = True) -> None:
     """Import what signing needs, once, in the process that forks the workers (batch, worker): each
     worker then starts with it instead of importing it again before its first signature, time a
     busy batch would take from conversion. A token's library is not initialised here (that must
     happen after the fork: _in_child, signer_for); the mark's font is found and cut once. aiohttp
     only when a timestamp or revocation data is configured; fontTools' subsetter never (the mark's
-    font is cut by preflight's signer, cached on disk: lazyimports)."""
+    font is cut by preflight's signer, cached on disk: lazyimports). ``converts``: this process forks
+    workers that convert (not a batch's key process)."""
     import importlib
 
     for name in SIGNING_MODULES + (TOKEN_MODULES if cfg.pkcs11_module else ()) + (TSA_MODULES if cfg.tsa_url else ()) \
             + (LTV_MODULES if cfg.ltv else ()):
         importlib.import_module(name)
-    for name in FIRST_SIGNATURE_MODULES:
+    for name in FIRST_SIGNATURE_MODULES + (CONVERTING_WORKER_MODULES if converts else ()):
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
     if cfg.visible:
@@ -1050,7 +1063,7 @@ def _warm_key(cfg: SignSettings) -> None:
     from .sigcheck import quiet_libraries
 
     quiet_libraries()
-    preload(cfg)
+    preload(cfg, converts=False)
     # what the first signature still imported (a key process has not imported what a batch process
     # had): the mark's PIL font, pyHanko's filters and images, time zone data, the token's thread
     # pool, and for a visible mark OpenCV (its place on page 1's band, signmark.ink_mask: ~30 ms of CPU,

@@ -33,7 +33,7 @@ def run_python(code: str, **env: str) -> dict:
 # -- the transformation, on sources of our own ---------------------------------------------------
 
 def load(source: str, origin: str, names: tuple[str, ...]) -> dict | None:
-    tree = lazyimports.deferred_names(textwrap.dedent(source), origin, names)
+    tree = lazyimports.deferred_names(textwrap.dedent(source), (origin, names))
     if tree is None:
         return None
     import __future__
@@ -91,7 +91,7 @@ def test_a_from_import_in_a_top_level_try_is_deferred_too():
     "from json import dumps\ndef f(x):\n    match x:\n        case dumps.y:\n            return 1\n",
 ])
 def test_a_layout_that_does_not_fit_is_refused(source):
-    assert lazyimports.deferred_names(source, "json", ("dumps",)) is None
+    assert lazyimports.deferred_names(source, ("json", ("dumps",))) is None
 
 
 def test_the_timestamps_plan_refuses_anything_but_imports_and_all():
@@ -111,7 +111,7 @@ OPENING = """
     from digitize import cli  # what `digitize batch` has imported before its signer opens the key
     from pipelines import batch
     from digitize import lazyimports, signing, signmark
-    import pyhanko.sign.signers, pyhanko.sign.pkcs11, pyhanko.stamp, pyhanko.sign.validation
+    import pyhanko.sign.signers, pyhanko.sign.pkcs11, pyhanko.stamp, pyhanko.sign.validation.ades
     import pyhanko_certvalidator
     signmark._prepared_font_factory()
     heavy = {name: name in sys.modules for name in %r}
@@ -127,7 +127,7 @@ def test_the_batch_signers_imports_leave_out_aiohttp_and_the_font_subsetter():
     found = run_python(after_opening("print(json.dumps([lazyimports.deferred(), heavy]))"))
     applied, heavy = found
     assert applied == {"pyhanko.sign.timestamps": True, "pyhanko.sign.validation.ades": True,
-                       "pyhanko.pdf_utils.font.opentype": True}, \
+                       "pyhanko.pdf_utils.font.opentype": True, "pyhanko.sign.signers.pdf_signer": True}, \
         f"a deferral no longer fits the installed pyHanko (see digitize/lazyimports.py): {applied}"
     assert not any(heavy.values()), f"imported eagerly again: {heavy}"
 
@@ -187,19 +187,25 @@ def test_pycache_is_left_alone():
     assert loader.set_data("/nonexistent/x.pyc", b"") is None
 
 
-def test_a_prepared_signers_first_signature_loads_no_font_or_xml_modules(tmp_path):
-    """Signer.prepare (the batch signer's opening, in its thread while the workers convert) loads what
-    the first signature's appearance and XMP update need, so that the first document's worker does not
-    wait for it; nothing is signed by it."""
+def key_and_blank_page(folder: Path) -> tuple[Path, Path]:
+    """A self-signed PKCS#12 (password "pw") and a blank one-page PDF to sign, in FOLDER."""
     import pikepdf
 
     from tests.pki import self_signed
 
-    p12, _, _ = self_signed(tmp_path, "Nguyễn Văn A", "pw")
-    plain = tmp_path / "plain.pdf"
+    p12, _, _ = self_signed(folder, "Nguyễn Văn A", "pw")
+    plain = folder / "plain.pdf"
     with pikepdf.new() as pdf:
         pdf.add_blank_page(page_size=(595, 842))
         pdf.save(plain)
+    return p12, plain
+
+
+def test_a_prepared_signers_first_signature_loads_no_font_or_xml_modules(tmp_path):
+    """Signer.prepare (the batch signer's opening, in its thread while the workers convert) loads what
+    the first signature's appearance and XMP update need, so that the first document's worker does not
+    wait for it; nothing is signed by it."""
+    p12, plain = key_and_blank_page(tmp_path)
     found = run_python(f"""
     import dataclasses, json, sys
     from pathlib import Path
@@ -213,7 +219,87 @@ def test_a_prepared_signers_first_signature_loads_no_font_or_xml_modules(tmp_pat
     """)
     assert (tmp_path / "signed.pdf").is_file()
     assert not [m for m in found if m.split(".")[0] in ("fontTools", "lxml", "aiohttp")
-                or m.startswith("pyhanko.pdf_utils.font")], found
+                or m.startswith(("pyhanko.pdf_utils.font", "pyhanko.sign.validation", "pyhanko.pdf_utils.crypt.pdfmac"))], found
+
+
+# pyHanko's validation, AdES and PDF MAC modules; numpy.ma, which a conversion imports, never a key process
+LEFT_OUT = ("pyhanko.sign.validation", "pyhanko.sign.validation.ades", "pyhanko.pdf_utils.crypt.pdfmac", "numpy.ma")
+
+
+def test_a_key_process_warm_up_and_first_signature_leave_out_pyhankos_validation(tmp_path):
+    """The PDF signer's PDF MAC and document-timestamp validation names are deferred and our signer skips
+    pyHanko's certification check where it cannot refuse, so a key process's warm-up (signing._warm_key,
+    a visible mark, a token's modules) and a B-B signature never import pyHanko's validation package,
+    its AdES and qualified-status modules (~0.1 s of CPU per batch), nor numpy.ma; the names still
+    resolve to pyHanko's own objects."""
+    p12, plain = key_and_blank_page(tmp_path)
+    found = run_python(f"""
+    import dataclasses, json, sys
+    from pathlib import Path
+    from digitize import lazyimports, signing
+    from digitize.config import Settings, SignSettings
+    signing._warm_key(SignSettings(pkcs11_module="/nonexistent/libsofthsm2.so", token_label="t", key_label="k"))
+    warm = [m for m in {LEFT_OUT!r} if m in sys.modules]
+    settings = dataclasses.replace(Settings(), sign=SignSettings(pkcs12={str(p12)!r}, pin="pw"))
+    signing.signer_for(settings).prepare().sign(Path({str(plain)!r}), Path({str(tmp_path / "signed.pdf")!r}))
+    signed = [m for m in {LEFT_OUT!r} if m in sys.modules]
+    from pyhanko.sign.signers import pdf_signer
+    from pyhanko.pdf_utils.crypt import pdfmac
+    from pyhanko.sign.validation import EmbeddedPdfSignature
+    from pyhanko.sign.validation.ades import ades_timestamp_validation_internal as ades
+    lookup = pdf_signer.__dict__[lazyimports.LOOKUP]
+    same = [lookup("pyhanko.pdf_utils.crypt", "pdfmac") is pdfmac, pdf_signer.pdfmac is pdfmac,
+            pdf_signer.EmbeddedPdfSignature is EmbeddedPdfSignature, pdf_signer.ades_timestamp_validation_internal is ades]
+    print(json.dumps([warm, signed, same]))
+    """)
+    assert found == [[], [], [True] * 4]
+    assert sigcheck_report(tmp_path / "signed.pdf")
+
+
+def sigcheck_report(path: Path) -> bool:
+    """pyHanko's validator (digitize.sigcheck) finds the signature intact and covering the whole file."""
+    from digitize import sigcheck
+
+    found = sigcheck.check_file(path).signatures
+    return len(found) == 1 and all(s.intact and s.valid and s.whole_file for s in found)
+
+
+def test_several_modules_names_are_deferred_in_one_module_and_a_local_annotation_needs_no_postponing():
+    tree = lazyimports.deferred_names(textwrap.dedent("""
+        from json import dumps, loads
+        from os import path
+
+        def f(x):
+            y: dumps | path = 1  # a local variable's annotation: never evaluated
+            return dumps([x, y]) + path.join("a", "b")
+    """), ("json", ("dumps",)), ("os", ("path",)))
+    assert tree is not None and not tree.postponed
+    scope = {lazyimports.LOOKUP: lazyimports._from_import}
+    exec(compile(tree, "<test>", "exec", dont_inherit=True), scope)
+    assert "dumps" not in scope and "path" not in scope and scope["loads"] is json.loads
+    assert scope["f"](1) == "[1, 1]a/b"
+    # a name imported from both modules: refused
+    assert lazyimports.deferred_names("from json import dumps\nfrom pickle import dumps\n",
+                                      ("json", ("dumps",)), ("pickle", ("dumps",))) is None
+
+
+def test_a_class_body_in_a_function_still_postpones_its_annotations():
+    """A class body's annotations are evaluated even inside a function (a dataclass's fields): only a
+    function's own local annotations are left as they are."""
+    tree = lazyimports.deferred_names(textwrap.dedent("""
+        from json import dumps
+
+        def f():
+            class A:
+                x: dumps
+            return A, dumps(1)
+    """), ("json", ("dumps",)))
+    assert tree is not None and tree.postponed
+    scope = {lazyimports.LOOKUP: lazyimports._from_import}
+    exec(compile(tree, "<test>", "exec", flags=__import__("__future__").annotations.compiler_flag,
+                 dont_inherit=True), scope)
+    made, dumped = scope["f"]()
+    assert made.__annotations__ == {"x": "dumps"} and dumped == "1"
 
 
 def test_the_code_is_compiled_from_the_current_source_and_nothing_is_written(tmp_path, monkeypatch):
@@ -221,7 +307,7 @@ def test_the_code_is_compiled_from_the_current_source_and_nothing_is_written(tmp
     gives its new code, and deferred_code writes no file anywhere (DIGITIZE_CACHE stays empty)."""
     source = tmp_path / "fake_module.py"
     source.write_text("from json import dumps\n\ndef f():\n    return dumps(['old'])\n")
-    monkeypatch.setitem(lazyimports.DEFERRED, "fake_module", ("json", ("dumps",)))
+    monkeypatch.setitem(lazyimports.DEFERRED, "fake_module", (("json", ("dumps",)),))
     monkeypatch.setenv("DIGITIZE_CACHE", str(tmp_path / "cache"))
     stat = source.stat()
 
@@ -283,7 +369,7 @@ def test_the_deferred_names_stay_attributes_and_a_monkeypatch_is_seen(tmp_path, 
 
     source = tmp_path / "lazy_fake.py"
     source.write_text("from json import dumps\n\ndef f():\n    return dumps([1])\n")
-    monkeypatch.setitem(lazyimports.DEFERRED, "lazy_fake", ("json", ("dumps",)))
+    monkeypatch.setitem(lazyimports.DEFERRED, "lazy_fake", (("json", ("dumps",)),))
     code = lazyimports.deferred_code("lazy_fake", str(source))
     module = type(sys)("lazy_fake")
     module.__file__ = str(source)

@@ -824,3 +824,29 @@ print("cv2" in sys.modules)
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == "False"
+
+
+@pytest.mark.parametrize("permission", ["NO_CHANGES", "FILL_FORMS"])
+def test_a_certified_document_is_signed_only_where_its_certification_allows(tmp_path, pki, pdfa, permission):
+    """Our signer skips pyHanko's certification check (and the validation package it imports) only where
+    that check cannot refuse: a document certified with no changes allowed (/Perms /DocMDP) is still
+    refused, in one line; one that allows form filling still gets our approval signature."""
+    from pyhanko.sign import fields, signers
+
+    certified = tmp_path / "certified.pdf"
+    author = signers.SimpleSigner.load_pkcs12(str(pki.pkcs12("agency", P12_PIN)), passphrase=P12_PIN.encode())
+    with open(pdfa, "rb") as inp, open(certified, "wb") as out:
+        from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+
+        signers.sign_pdf(IncrementalPdfFileWriter(inp, strict=False),
+                         signers.PdfSignatureMetadata(field_name="Author", certify=True,
+                                                      docmdp_permissions=getattr(fields.MDPPerm, permission)),
+                         signer=author, output=out)
+    settings = sign_settings(pki, who="officer", visible=False)
+    signer = signing.Signer(settings.sign, settings.sign.pin)
+    if permission == "NO_CHANGES":
+        with pytest.raises(SigningError, match="forbids all changes"):
+            signer.sign(certified, tmp_path / "refused.pdf")
+        return
+    signer.sign(certified, tmp_path / "approved.pdf")
+    assert len(sigcheck.check_file(tmp_path / "approved.pdf").signatures) == 2
