@@ -18,7 +18,7 @@ import click
 
 from . import __version__
 from .config import load_settings, settings_as_dict
-from .errors import BadArgsError, ConfigError, DigitizeError, ExitCode, VerificationError, resource_fault
+from .errors import BadArgsError, ConfigError, DigitizeError, ExitCode, MissingDependencyError, VerificationError, resource_fault
 from .secrets import mask, scrub_environment, wipe_environ_block
 from .terminal import printable
 
@@ -52,13 +52,19 @@ class _Commands(click.Group):
     imports (archive, index, access control, HTTP) were ~0.2 CPU-s of every local ``digitize run``
     and of the resident converter's start, which the first runs of a batch wait for (issue 13)."""
 
+    OPTIONAL = ("storage.cli", "pipelines.cli", "web.cli")  # each holds COMMANDS
     mounted = False
+    broken: dict[str, str] = {}  # module -> why it did not import (a missing extra, a broken install)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         found = super().get_command(ctx, cmd_name)
         if found is None and not self.mounted:
             self.mount()
             found = super().get_command(ctx, cmd_name)
+        if found is None and self.broken:
+            # the name may be one of a module that did not load: say why, not "No such command"
+            raise MissingDependencyError(f"command {cmd_name!r} unavailable: " + "; ".join(
+                f"{module}: {why}" for module, why in self.broken.items()))
         return found
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -66,15 +72,26 @@ class _Commands(click.Group):
         return super().list_commands(ctx)
 
     def mount(self) -> None:
+        """Add each optional module's commands; one that fails to import leaves the others (and the
+        built-ins) working and is named when one of its commands is asked for. A name defined twice
+        is a bug: click's add_command would silently replace one with the other."""
         if self.mounted:
             return
-        self.mounted = True
-        from pipelines.cli import COMMANDS as pipeline_commands
-        from storage.cli import COMMANDS as storage_commands
-        from web.cli import COMMANDS as web_commands
+        import importlib
 
-        for command in (*storage_commands, *pipeline_commands, *web_commands):
-            self.add_command(command)
+        broken: dict[str, str] = {}
+        for module in self.OPTIONAL:
+            try:
+                commands = importlib.import_module(module).COMMANDS
+            except ImportError as e:
+                broken[module] = f"{type(e).__name__}: {e}"
+                continue
+            for command in commands:
+                if command.name in self.commands:
+                    raise RuntimeError(f"command {command.name!r} defined twice ({module})")
+                self.add_command(command)
+        self.broken = broken
+        self.mounted = True
 
 
 @click.group(cls=_Commands, epilog=EXIT_CODES_HELP, context_settings={"help_option_names": ["-h", "--help"]})
