@@ -154,9 +154,9 @@ def _timed_pdf_signer_class():
             """pyHanko's check, which imports its whole validation package at every signature (~50 ms of
             CPU at a process's first one: lazyimports keeps it out of the key's opening), only where it
             can refuse: a certifying signature, or a document with a certification (/Perms /DocMDP).
-            Without either pyHanko's check passes (it reads that entry and finds nothing)."""
-            perms = reader.root.get("/Perms")
-            if self.signature_meta.certify or (perms is not None and "/DocMDP" in perms.get_object()):
+            Without either pyHanko's check passes (it reads that entry and finds nothing). Any /Perms
+            at all, even null or malformed, goes to pyHanko: it decides, as it would have."""
+            if self.signature_meta.certify or "/Perms" in reader.root:
                 super()._enforce_certification_constraints(reader)
 
     return TimedPdfSigner
@@ -220,8 +220,13 @@ class Signer:
         talks to the token from the same thread), kept until the signer closes; a forked child that
         inherited the signer makes its own. One signature at a time on it (a lock). What
         ``asyncio.run`` also did is done here: the validation context's network sessions (B-LT) are
-        closed once the signature is done, and what a run left on the loop is cancelled (_cancel_left)."""
+        closed once the signature is done, and what a run left on the loop is cancelled (_cancel_left).
+        The loop polls (poll(2)) rather than using epoll: an epoll instance is shared with a forked
+        child, and the child closing the loop it inherited (its garbage collection does) deleted the
+        parent's wake-up pipe from it: the parent's next host lookup never woke its loop, and its
+        signature failed at the CA services' timeout. poll's registrations live in the process."""
         import asyncio
+        import selectors
         from concurrent.futures import ThreadPoolExecutor
 
         async def released():
@@ -234,7 +239,7 @@ class Signer:
         with self._loop_lock:
             try:
                 if self._loop is None or self._loop[1] != os.getpid():
-                    loop = asyncio.new_event_loop()
+                    loop = asyncio.SelectorEventLoop(selectors.PollSelector())
                     loop.set_default_executor(ThreadPoolExecutor(1, thread_name_prefix="digitize-sign-token"))
                     self._loop = (loop, os.getpid())
             except BaseException:
