@@ -480,12 +480,12 @@ def test_a_loop_that_cannot_be_made_fails_the_file_with_one_line_only(tmp_path, 
     import errno
     import warnings
 
-    def out_of_descriptors():
+    def out_of_descriptors(*args):
         raise OSError(errno.EMFILE, "Too many open files")
 
     settings = sign_settings(pki, who="officer", visible=False)
     signer = signing.Signer(settings.sign, settings.sign.pin)
-    monkeypatch.setattr(asyncio, "new_event_loop", out_of_descriptors)
+    monkeypatch.setattr(asyncio, "SelectorEventLoop", out_of_descriptors)  # its wake-up socket pair
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
