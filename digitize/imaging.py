@@ -10,6 +10,10 @@ Two images per page with different duties:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable
+
 import cv2
 import numpy as np
 
@@ -213,15 +217,31 @@ def measure_letter_height(grey: np.ndarray, dpi: float) -> float:
 
 def measure_letters(grey: np.ndarray, dpi: float) -> tuple[float, bool]:
     """(measure_letter_height, whether the page's strokes fall apart into fragments)."""
-    return _measure_letters(grey, dpi)[:2]
+    return _measure_letters(grey, dpi).letters
 
 
-def _measure_letters(grey: np.ndarray, dpi: float) -> tuple[float, bool, np.ndarray | None, Inked | None]:
+@dataclass(frozen=True)
+class Letters:
+    """A page's letter measure (measure_letters), and what prepare_for_ocr may reuse of it."""
+
+    height: float  # in the page's own pixels
+    in_pieces: bool
+    flat: np.ndarray | None = None  # flatten_background(grey, dpi), when made on the way
+    inked: Inked | None = None  # flat's _inked, when its letters were measured on them
+    other_height: float | None = None  # a page on the border of in_pieces: its height measured the other way
+
+    @property
+    def letters(self) -> tuple[float, bool]:
+        return self.height, self.in_pieces
+
+
+def _measure_letters(grey: np.ndarray, dpi: float) -> Letters:
     """measure_letters, with ``flatten_background(grey, dpi)`` when it was made on the way (a page
     at most MEASURE_DPI, or one whose letters were too small to measure on the small copy: 5 of
     the 13 hard pages), else None, and its _inked (its letters were measured on them), else None:
     prepare_for_ocr then reuses them rather than making them again (remove_specks' threshold and
-    components of the same image: ~17 ms an A4 page at 200 dpi)."""
+    components of the same image: ~17 ms an A4 page at 200 dpi). A page within one pixel of the
+    measuring copy of PIECES_OF_PITCH (pieces_border) also gets its height measured the other way."""
     scale = min(1.0, MEASURE_DPI / dpi)
     flat = flatten_background(resize_at_least_1px(grey, scale, cv2.INTER_AREA) if scale < 1 else grey, dpi * scale)
     full = flat if scale == 1 else None
@@ -234,8 +254,10 @@ def _measure_letters(grey: np.ndarray, dpi: float) -> tuple[float, bool, np.ndar
             full = flatten_background(grey, dpi)
         inked = _inked(full)
         plain = letter_height(inked[1][2], dpi)
-    joined = fragmented_letter_height(flat, dpi * scale, plain * scale)
-    return (plain, False, full, inked) if joined is None else (joined / scale, True, full, inked)
+    joined, border = _pieces_measure(flat, dpi * scale, plain * scale)
+    if joined is None:
+        return Letters(plain, False, full, inked, None if border is None else border / scale)
+    return Letters(joined / scale, True, full, inked, plain if border is not None else None)
 
 
 FRAGMENTED = 1.75  # smoothing the measuring copy raises its letter height this much: its strokes were in pieces
@@ -256,13 +278,31 @@ def fragmented_letter_height(flat: np.ndarray, dpi: float, plain: float) -> floa
     pages (200-300 dpi, seeds 1-40) that fall apart measured 0.12-0.21 of their pitch, their
     smoothed copies 1.73-2.3x taller (within ~10 % of the true height); the mildly mottled ones
     (1.0-1.33x, 0.26-0.31) are measured as they are."""
+    return _pieces_measure(flat, dpi, plain)[0]
+
+
+def _pieces_measure(flat: np.ndarray, dpi: float, plain: float) -> tuple[float | None, float | None]:
+    """(fragmented_letter_height, the smoothed height when the page is on the border: pieces_border)."""
     joined = _flat_letter_height(cv2.GaussianBlur(flat, (0, 0), 1.0), dpi)
     if joined >= FRAGMENTED * plain:
-        return joined
+        return joined, None
     if joined < PIECES * plain:
-        return None
+        return None, None
     pitch = line_pitch(flat, dpi)
-    return joined if pitch is not None and plain < PIECES_OF_PITCH * pitch else None
+    if pitch is None:
+        return None, None
+    return (joined if plain < PIECES_OF_PITCH * pitch else None), (joined if pieces_border(plain, pitch) else None)
+
+
+def pieces_border(plain: float, pitch: float) -> bool:
+    """Whether letters ``plain`` high (their smoothed copy 1.4-1.75x taller) are within one pixel
+    of PIECES_OF_PITCH of the line pitch on the measuring copy, where a median of whole pixels
+    cannot tell the two kinds of page apart: fresh draws of the hard set's typewriter page
+    (samples/hard/make_samples.py, seeds 1-12) measure 8 or 9 px in 38 (0.211 or 0.237), and
+    read at CER 0.008-0.19 whole against 0.006-0.018 in pieces, while a red seal's page, as
+    generated, measures 0.241 and must not be smoothed. Such a page is read both ways
+    (convert.recognise keeps the more confident reading)."""
+    return abs(plain - PIECES_OF_PITCH * pitch) < 1.0
 
 
 def line_pitch(flat: np.ndarray, dpi: float) -> float | None:
@@ -347,8 +387,22 @@ def prepare_for_ocr(pixels: np.ndarray, dpi: float) -> tuple[np.ndarray, float]:
 
     Shrinking happens first, so the cleaning runs on fewer pixels; enlarging happens last, so
     it interpolates clean strokes rather than dust."""
+    return prepare_readings(pixels, dpi)[0]()
+
+
+def prepare_readings(pixels: np.ndarray, dpi: float) -> list[Callable[[], tuple[np.ndarray, float]]]:
+    """prepare_for_ocr's preparation, made when called; and for a page on the border of strokes
+    in pieces (pieces_border), a second one that takes the page the other way."""
     grey = drop_colour(as_uint8(pixels))
-    letter_px, in_pieces, flat, inked = _measure_letters(grey, dpi)  # flat: grey's flattened background, or None
+    letters = _measure_letters(grey, dpi)
+    first = partial(_prepare, grey, dpi, letters.height, letters.in_pieces, letters.flat, letters.inked)
+    if letters.other_height is None:
+        return [first]
+    return [first, partial(_prepare, grey, dpi, letters.other_height, not letters.in_pieces, letters.flat, letters.inked)]
+
+
+def _prepare(grey: np.ndarray, dpi: float, letter_px: float, in_pieces: bool, flat: np.ndarray | None,
+             inked: Inked | None) -> tuple[np.ndarray, float]:
     factor = ocr_scale(letter_px)
     if in_pieces and colour_mode(grey) != "bilevel" and not faint_strokes(grey):
         grey, flat = join_fragments(grey, dpi), None
