@@ -498,11 +498,21 @@ def peer(sock: socket.socket) -> tuple[int, int] | None:
 
 def connect(path: Path, timeout: float = 5) -> socket.socket | None:
     """A connection to the server at PATH, if one listens there and runs as this user: the kernel
-    says who listens (SO_PEERCRED), so nothing (descriptors, environment, paths) goes to another."""
+    says who listens (SO_PEERCRED), so nothing (descriptors, environment, paths) goes to another.
+    A server whose backlog is full (slow to accept under load) is waited for up to TIMEOUT s: a
+    socket with a timeout meets EAGAIN there at once, which is not "nobody listens"."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
+    deadline = time.monotonic() + timeout
     try:
-        sock.connect(anchored(path))
+        while True:
+            try:
+                sock.connect(anchored(path))
+                break
+            except BlockingIOError:  # EAGAIN: its backlog is full; a busy server is still a server
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
         if hasattr(socket, "SO_PEERCRED") and (peer(sock) or (0, -1))[1] != os.getuid():
             raise UnsafeFolder(f"{path}: the server there is not this user's")
     except OSError:

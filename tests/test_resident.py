@@ -56,6 +56,51 @@ def test_a_connection_clears_the_claim(tmp_path):
         listener.close()
 
 
+def test_a_server_whose_backlog_is_full_is_waited_for_not_taken_for_none(tmp_path):
+    """A server slow to accept under load fills its backlog; a socket with a timeout meets EAGAIN
+    there at once. That is a busy server, not "nobody listens" (a CI run under load failed on it)."""
+    import socket
+    import threading
+
+    path = tmp_path / "x.sock"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(path))
+    listener.listen(0)
+    queued = []
+    try:
+        while True:  # fill the backlog: the next connect would block
+            sock = socket.socket(socket.AF_UNIX)
+            sock.setblocking(False)
+            queued.append(sock)
+            try:
+                sock.connect(str(path))
+            except BlockingIOError:
+                break
+        accepted = []
+
+        def accept_all() -> None:  # the queued connection, then ours if it waited
+            listener.settimeout(1)
+            try:
+                while True:
+                    accepted.append(listener.accept()[0])
+            except OSError:
+                pass
+
+        later = threading.Timer(0.5, accept_all)
+        later.start()
+        started = time.monotonic()
+        sock = resident.connect(path)
+        later.join()
+        assert sock is not None and time.monotonic() - started >= 0.4
+        sock.close()
+        for conn in accepted:
+            conn.close()
+    finally:
+        for sock in queued:
+            sock.close()
+        listener.close()
+
+
 # -- the socket folder and who is at the other end (issue 9, finding 1) ---------------------------
 
 OTHER = 65534  # "another user": nobody

@@ -236,7 +236,9 @@ public final class DigitizeValidator {
                 warmUpThreads();
                 try (ServerSocketChannel listener = ServerSocketChannel.open(StandardProtocolFamily.UNIX)) {
                     Files.deleteIfExists(socket);
-                    listener.bind(UnixDomainSocketAddress.of(socket));  // only now: clients wait for a warm server
+                    // only now: clients wait for a warm server; a backlog as deep as the cap, so a burst of
+                    // clients queues while this thread starts theirs instead of meeting EAGAIN
+                    listener.bind(UnixDomainSocketAddress.of(socket), MAX_CONNECTIONS);
                     System.out.println("READY " + socket + " pid " + pid);
                     acceptUntilIdle(listener);
                 } finally {
