@@ -402,3 +402,22 @@ def test_connections_past_the_cap_are_closed_and_the_others_served(vdir, pdfs) -
             sock.close()
     assert wait_until(lambda: _exchange(server.socket, b"STATUS\n").startswith(b"OK\t"), 30)
     assert compliant(pdfs[0]) == [True]
+
+
+def test_the_validator_reads_its_flavours_profile_alone_not_verapdfs_whole_directory(pdfs, tmp_path) -> None:
+    """veraPDF's profile directory unmarshals all its built-in profiles (3 MB of XML, ~0.8 CPU-s of
+    every JVM start, resident or not); the validator reads PDF/A-2b's alone and still judges alike."""
+    good, plain = pdfs
+    found = verapdf._stream_command("2b")
+    assert found is not None, "scripts/setup.sh builds the validator jar"
+    classes = tmp_path / "classes.log"
+    command = list(found[0])
+    command.insert(command.index("-cp"), f"-Xlog:class+load:file={classes}")  # after -Xlog:disable
+    done = subprocess.run(command, input=f"{good}\n{plain}\n",
+                          capture_output=True, text=True, timeout=300)
+    lines = done.stdout.splitlines()
+    assert lines[:2] == ["READY", "PASS"], done.stdout + done.stderr
+    assert lines[2].startswith("FAIL") and "6.6.2.1-1" in lines[2], lines
+    loaded = classes.read_text()
+    assert "org.verapdf.pdfa.validation.profiles.ValidationProfile " in loaded
+    assert "ProfileDirectoryImpl" not in loaded

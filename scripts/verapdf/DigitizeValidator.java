@@ -37,6 +37,7 @@ import java.nio.file.attribute.UserPrincipal;
 import java.util.LinkedHashMap;
 import java.util.Locale;
 import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
@@ -52,6 +53,8 @@ import org.verapdf.pdfa.PDFAValidator;
 import org.verapdf.pdfa.flavours.PDFAFlavour;
 import org.verapdf.pdfa.results.TestAssertion;
 import org.verapdf.pdfa.results.ValidationResult;
+import org.verapdf.pdfa.validation.profiles.Profiles;
+import org.verapdf.pdfa.validation.profiles.ValidationProfile;
 
 public final class DigitizeValidator {
     private DigitizeValidator() {
@@ -119,7 +122,35 @@ public final class DigitizeValidator {
 
     private static PDFAFlavour flavourOf(String name) {
         VeraGreenfieldFoundryProvider.initialise();
-        return PDFAFlavour.fromString(name);
+        PDFAFlavour flavour = PDFAFlavour.fromString(name);
+        profileOf(flavour);
+        return flavour;
+    }
+
+    private static final Map<PDFAFlavour, ValidationProfile> PROFILES = new ConcurrentHashMap<>();
+
+    /** The flavour's validation profile, read alone from its XML in veraPDF's jar. veraPDF's own
+     *  lookup (Profiles.getVeraProfileDirectory, behind createValidator(flavour)) unmarshals all of its
+     *  ~16 built-in profiles first, 3 MB of XML with WCAG's and PDF/UA-2's, ~0.6 CPU-s at every JVM
+     *  start of a one-page check; the same profile is taken from there only when its file is not found
+     *  or is not of this flavour. */
+    static ValidationProfile profileOf(PDFAFlavour flavour) {
+        return PROFILES.computeIfAbsent(flavour, DigitizeValidator::readProfile);
+    }
+
+    private static ValidationProfile readProfile(PDFAFlavour flavour) {
+        String resource = "/org/verapdf/pdfa/validation/PDFA-" + flavour.getId().toUpperCase(Locale.ROOT) + ".xml";
+        try (InputStream in = ValidationProfile.class.getResourceAsStream(resource)) {
+            if (in != null) {
+                ValidationProfile profile = Profiles.profileFromXml(in);
+                if (profile.getPDFAFlavour() == flavour) {
+                    return profile;
+                }
+            }
+        } catch (Exception e) {
+            // veraPDF's directory below says what is wrong, if anything is
+        }
+        return Profiles.getVeraProfileDirectory().getValidationProfileByFlavour(flavour);
     }
 
     /** Validate a tiny PDF before saying READY: loads the profile and classes while the caller works. */
@@ -150,7 +181,7 @@ public final class DigitizeValidator {
 
     private static String check(InputStream stream, PDFAFlavour flavour) {
         try (PDFAParser parser = Foundries.defaultInstance().createParser(stream, flavour);
-             PDFAValidator validator = Foundries.defaultInstance().createValidator(flavour, false)) {
+             PDFAValidator validator = Foundries.defaultInstance().createValidator(profileOf(flavour), false)) {
             ValidationResult result = validator.validate(parser);
             if (result.isCompliant()) {
                 return "PASS";
