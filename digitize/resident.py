@@ -640,10 +640,13 @@ def ask(path: Path, line: str, timeout: float = 5) -> dict[str, str] | None:
     return dict(f.partition("=")[::2] for f in fields) if status == "OK" else None
 
 
+_NOT_SERVED = {"pid", "uptime", "idle", "clients", "threads"}  # the other keys of a STATUS answer
+
+
 def _info(path: Path, pid: int, answer: dict[str, str] | None) -> ServerInfo:
     if answer is None:
         return ServerInfo(path, pid, "starting")
-    noun, served = next(((k, v) for k, v in answer.items() if k not in {"pid", "uptime", "idle", "clients"}),
+    noun, served = next(((k, v) for k, v in answer.items() if k not in _NOT_SERVED),
                         ("served", "0"))
     return ServerInfo(path, int(answer["pid"]), "serving", float(answer["uptime"]), float(answer["idle"]),
                       int(served), noun, int(answer["clients"]))

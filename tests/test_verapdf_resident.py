@@ -7,6 +7,7 @@ bytes, which pytest's tmp_path may not) and stops its servers, so none is left b
 from __future__ import annotations
 
 import errno
+import os
 import shutil
 import socket
 import subprocess
@@ -106,6 +107,27 @@ def test_two_concurrent_clients_both_get_their_own_answers(vdir, pdfs) -> None:
         second = pool.submit(client, [plain, good] * 4)
     assert first.result() == [True, False] * 4
     assert second.result() == [False, True] * 4
+
+
+def test_checks_one_at_a_time_keep_to_one_validator_thread_overlapping_ones_get_more(vdir, pdfs) -> None:
+    """Each validator thread compiles veraPDF's rule scripts (~0.3 CPU-s); the server started one per
+    core. Now one, and another only while all are busy, never more than the cores."""
+    good, plain = pdfs
+    assert compliant(good, plain, good) == [True, False, True]
+    server = verapdf._resident_server("2b")
+    assert resident.ask(server.socket, "STATUS")["threads"] == "1"
+
+    def client(order: list[Path]) -> list[bool]:
+        conn = verapdf._ResidentClient(resident.connect(server.socket), server)
+        try:
+            return [conn.validate(p, 120).compliant for p in order]
+        finally:
+            conn.close()
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = [pool.submit(client, [good, plain] * 3) for _ in range(4)]
+    assert [a.result() for a in answers] == [[True, False] * 3] * 4
+    assert 1 <= int(resident.ask(server.socket, "STATUS")["threads"]) <= (os.cpu_count() or 1)
 
 
 def test_idle_server_exits_and_removes_its_socket(vdir, pdfs, monkeypatch) -> None:

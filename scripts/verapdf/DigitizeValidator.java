@@ -39,9 +39,10 @@ import java.util.Locale;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ExecutionException;
-import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Executors;
-import java.util.concurrent.Future;
+import java.util.concurrent.RejectedExecutionException;
+import java.util.concurrent.SynchronousQueue;
+import java.util.concurrent.ThreadPoolExecutor;
+import java.util.concurrent.TimeUnit;
 
 import jdk.net.ExtendedSocketOptions;
 import jdk.net.UnixDomainPrincipal;
@@ -227,12 +228,24 @@ public final class DigitizeValidator {
         // At most one validation per core, each on one of these long-lived threads: veraPDF keeps its
         // Rhino context and compiled rule scripts per thread (JavaScriptEvaluator's ThreadLocals), so a
         // validation on a fresh thread per connection compiled them all again (~0.1 CPU-s a file).
+        // One thread to begin with; another only when a check comes while all are busy (the hand-over
+        // queue holds no task, so a busy pool grows), up to one per core, and past that a check waits
+        // for a thread: each new one compiles the scripts (~0.3 CPU-s), which files checked one at a
+        // time never need, and a 16-core machine paid 16 times at every start.
         private final int threads = Math.max(1, Runtime.getRuntime().availableProcessors());
-        private final ExecutorService validators = Executors.newFixedThreadPool(threads, task -> {
-            Thread thread = new Thread(task, "validator");
-            thread.setDaemon(true);
-            return thread;
-        });
+        private final ThreadPoolExecutor validators = new ThreadPoolExecutor(1, threads, 365, TimeUnit.DAYS,
+            new SynchronousQueue<>(), task -> {
+                Thread thread = new Thread(task, "validator");
+                thread.setDaemon(true);
+                return thread;
+            }, (task, pool) -> {
+                try {
+                    pool.getQueue().put(task);  // every thread busy: this client's thread waits for one
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                    throw new RejectedExecutionException(e);
+                }
+            });
         private final Object state = new Object();
         private PDFAFlavour flavour;
         private volatile Selector selector;
@@ -282,16 +295,9 @@ public final class DigitizeValidator {
             return 0;
         }
 
-        /** Each validator thread checks the tiny PDF before READY: while fewer than ``threads`` run,
-         * every task gets a thread of its own, so each thread has its scripts compiled and its classes loaded. */
+        /** The first validator thread checks the tiny PDF before READY (classes loaded, scripts compiled). */
         private void warmUpThreads() throws InterruptedException, ExecutionException {
-            Future<?>[] warming = new Future<?>[threads];
-            for (int i = 0; i < threads; i++) {
-                warming[i] = validators.submit(() -> warmUp(flavour));
-            }
-            for (Future<?> done : warming) {
-                done.get();
-            }
+            validators.submit(() -> warmUp(flavour)).get();
         }
 
         /** A client probing whether a server is starting holds the lock for microseconds: retry briefly. */
@@ -482,9 +488,10 @@ public final class DigitizeValidator {
         private String status() {
             synchronized (state) {
                 long now = System.nanoTime();
-                return String.format(Locale.ROOT, "OK\tpid=%d\tuptime=%.1f\tidle=%.1f\tvalidated=%d\tclients=%d",
+                return String.format(Locale.ROOT,
+                    "OK\tpid=%d\tuptime=%.1f\tidle=%.1f\tvalidated=%d\tclients=%d\tthreads=%d",
                     pid, (now - started) / 1e9, working > 0 ? 0.0 : (now - lastActive) / 1e9, validated,
-                    connections - 1);
+                    connections - 1, validators.getPoolSize());
             }
         }
 
