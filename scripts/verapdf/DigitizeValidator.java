@@ -132,7 +132,7 @@ public final class DigitizeValidator {
 
     /** The flavour's validation profile, read alone from its XML in veraPDF's jar. veraPDF's own
      *  lookup (Profiles.getVeraProfileDirectory, behind createValidator(flavour)) unmarshals all of its
-     *  ~16 built-in profiles first, 3 MB of XML with WCAG's and PDF/UA-2's, ~0.6 CPU-s at every JVM
+     *  ~16 built-in profiles first, 3 MB of XML with WCAG's and PDF/UA-2's, ~0.6-0.8 CPU-s at every JVM
      *  start of a one-page check; the same profile is taken from there only when its file is not found
      *  or is not of this flavour. */
     static ValidationProfile profileOf(PDFAFlavour flavour) {
@@ -474,7 +474,7 @@ public final class DigitizeValidator {
             }
             try {
                 return validators.submit(() -> validate(line, flavour)).get();
-            } catch (InterruptedException | ExecutionException e) {
+            } catch (InterruptedException | ExecutionException | RejectedExecutionException e) {
                 return "ERROR\t" + oneLine(e.getClass().getSimpleName() + ": " + e.getMessage());
             } finally {
                 synchronized (state) {
