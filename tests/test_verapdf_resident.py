@@ -90,21 +90,23 @@ def test_a_warm_validation_is_served_by_the_running_server(vdir, pdfs) -> None:
     assert int(after["validated"]) == int(before["validated"]) + 1
 
 
+def checked_on_own_connection(server: verapdf.ValidatorServer, order: list[Path]) -> list[bool]:
+    """ORDER's verdicts, asked one after the other on a connection of their own."""
+    conn = verapdf._ResidentClient(resident.connect(server.socket), server)
+    try:
+        return [conn.validate(p, 120).compliant for p in order]
+    finally:
+        conn.close()
+
+
 def test_two_concurrent_clients_both_get_their_own_answers(vdir, pdfs) -> None:
     good, plain = pdfs
     compliant(good)
     server = verapdf._resident_server("2b")
 
-    def client(order: list[Path]) -> list[bool]:
-        conn = verapdf._ResidentClient(resident.connect(server.socket), server)
-        try:
-            return [conn.validate(p, 120).compliant for p in order]
-        finally:
-            conn.close()
-
     with ThreadPoolExecutor(2) as pool:
-        first = pool.submit(client, [good, plain] * 4)
-        second = pool.submit(client, [plain, good] * 4)
+        first = pool.submit(checked_on_own_connection, server, [good, plain] * 4)
+        second = pool.submit(checked_on_own_connection, server, [plain, good] * 4)
     assert first.result() == [True, False] * 4
     assert second.result() == [False, True] * 4
 
@@ -117,15 +119,8 @@ def test_checks_one_at_a_time_keep_to_one_validator_thread_overlapping_ones_get_
     server = verapdf._resident_server("2b")
     assert resident.ask(server.socket, "STATUS")["threads"] == "1"
 
-    def client(order: list[Path]) -> list[bool]:
-        conn = verapdf._ResidentClient(resident.connect(server.socket), server)
-        try:
-            return [conn.validate(p, 120).compliant for p in order]
-        finally:
-            conn.close()
-
     with ThreadPoolExecutor(4) as pool:
-        answers = [pool.submit(client, [good, plain] * 3) for _ in range(4)]
+        answers = [pool.submit(checked_on_own_connection, server, [good, plain] * 3) for _ in range(4)]
     assert [a.result() for a in answers] == [[True, False] * 3] * 4
     assert 1 <= int(resident.ask(server.socket, "STATUS")["threads"]) <= (os.cpu_count() or 1)
 
