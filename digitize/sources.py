@@ -30,7 +30,7 @@ import numpy as np
 import pikepdf
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from . import pdfguard, poppler
+from . import colour, pdfguard, poppler
 from .errors import (DigitizeError, EncryptedPdfError, FileTooLargeError, InputError, InputTooLargeError,
                      TooManyPagesError, UnsupportedInputError)
 from .records import Word
@@ -273,7 +273,12 @@ def _decoded_page(img: Image.Image, index: int, limits: ReadLimits, name: str,
         raw_jpeg = None  # pixels were turned: the stored stream no longer matches
         if dpi is not None and orientation >= 5:
             dpi = (dpi[1], dpi[0])  # a quarter turn swaps the axes: a fax page's 200x100 dpi too
-    page_img = normalise_mode(transposed)
+    managed = colour.to_srgb(transposed, f"page {index + 1}")
+    if managed.note:
+        notes.append(managed.note)
+    if managed.changed:
+        raw_jpeg = None  # its numbers are not sRGB's: the converted pixels are encoded instead
+    page_img = normalise_mode(managed.image)
     if page_img.mode != img.mode:
         raw_jpeg = None  # e.g. grey stored as RGB: the stream would not match the page's mode
     if dpi is None:
@@ -697,13 +702,18 @@ class PdfSource(Source):
             return self._render(index, None, self.pdf.pages[index], box_w, box_h, dpi)
         except (OSError, ValueError, SyntaxError) as e:
             raise InputError(f"{name} page {index + 1}: image data is corrupt or truncated ({_first_line(e)})") from None
+        managed = colour.to_srgb(img, f"page {index + 1}")  # an ICCBased image's profile (pikepdf attaches it)
+        if managed.changed:
+            raw = None
+        img = managed.image
         if rotate:
             img = img.rotate(-rotate, expand=True)
         page_img = normalise_mode(img)
         if page_img.mode != img.mode:
             raw = None
         dpi = width / (box_w / 72.0)  # image space is the unrotated page box
-        return SourcePage(index, page_img, round(dpi, 2), "pdf", raw, None, self._dpi_notes(index, dpi))
+        notes = ([managed.note] if managed.note else []) + self._dpi_notes(index, dpi)
+        return SourcePage(index, page_img, round(dpi, 2), "pdf", raw, None, notes)
 
     def _born_digital(self, index: int, layout: _PageLayout, box_w: float, box_h: float) -> SourcePage:
         page = self.pdf.pages[index]
