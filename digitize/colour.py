@@ -4,11 +4,12 @@ Every PDF/A we write declares sRGB as its output intent and its page images Devi
 so the archive shows an image's numbers as sRGB colours. A phone photo or a scanner set to Adobe
 RGB or Display P3 embeds a profile saying its numbers mean other, more saturated colours: read as
 sRGB they come out dull and shifted (a seal's red among them). Its pixels are converted here with
-littleCMS (Pillow's ImageCms), relative colorimetric: colours sRGB can show are kept exactly,
-those beyond it are clipped to its edge. A profile that is sRGB in all but its bytes (each
+littleCMS (Pillow's ImageCms), relative colorimetric with black-point compensation: colours sRGB
+can show are kept, those beyond it are clipped to its edge, a press profile's black stays black. A profile that is sRGB in all but its bytes (each
 vendor writes its own) changes nothing, so a scanner's sRGB JPEG still goes into the PDF as it
 came. An unreadable profile, or one for another colour space than the image's, is not used (the
-numbers are taken as sRGB, as before) and the page says so.
+numbers are taken as sRGB, as before) and the page says so; so is one with transparency or a
+palette (not converted: rare in scans).
 
 Untrusted input: the profile is parsed by littleCMS in the page worker that decodes the image
 (memory-capped, killed at its deadline, like every decoder of a scan).
@@ -22,7 +23,14 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageCms
 
+from .terminal import plain
+
 SAME_AS_SRGB = 2  # largest difference, in 8-bit levels, of a profile's colours taken for sRGB's
+# relative colorimetric with black-point compensation: a CMYK press profile's black (~55 % grey in sRGB
+# without it) stays black, as the text on the page was; a matrix RGB profile's black is black either way
+INTENT = ImageCms.Intent.RELATIVE_COLORIMETRIC
+FLAGS = ImageCms.Flags.BLACKPOINTCOMPENSATION
+TRANSPARENT_MODES = ("RGBA", "LA", "P", "PA", "RGBa", "La")
 _PROFILE_SPACES = {"RGB": "RGB", "CMYK": "CMYK"}  # image mode -> the profile's colour space it needs
 
 
@@ -38,11 +46,16 @@ def _srgb() -> ImageCms.ImageCmsProfile:
 
 
 def _name(profile: ImageCms.ImageCmsProfile) -> str:
+    """The profile's own description, as one plain line of at most 60 characters (it is the file's text)."""
     try:
-        described = (ImageCms.getProfileDescription(profile) or "").strip()
+        described = ImageCms.getProfileDescription(profile) or ""
     except ImageCms.PyCMSError:
         described = ""
-    return " ".join(described.split())[:60] or "unnamed"
+    return plain(described)[:60] or "unnamed"
+
+
+def _space_name(space: str) -> str:
+    return space if space.isascii() and space.isprintable() and space else "another colour space"
 
 
 def _test_cube(mode: str) -> Image.Image:
@@ -55,14 +68,16 @@ def _test_cube(mode: str) -> Image.Image:
 def same_as_srgb(profile: ImageCms.ImageCmsProfile) -> bool:
     """Whether an RGB profile maps colours as sRGB does (within SAME_AS_SRGB levels)."""
     cube = _test_cube("RGB")
-    mapped = ImageCms.profileToProfile(cube, profile, _srgb(), renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC,
-                                       outputMode="RGB")
+    mapped = ImageCms.profileToProfile(cube, profile, _srgb(), renderingIntent=INTENT, outputMode="RGB", flags=FLAGS)
     return int(np.abs(np.asarray(mapped, np.int16) - np.asarray(cube, np.int16)).max()) <= SAME_AS_SRGB
 
 
 def to_srgb(img: Image.Image, what: str) -> Converted:
     """IMG (decoded, any mode) with its ``icc_profile`` applied: RGB or CMYK pixels in sRGB."""
     icc = img.info.get("icc_profile")
+    if icc and img.mode in TRANSPARENT_MODES:
+        return Converted(img, f"{what}: its embedded colour profile is not applied to an image with transparency or "
+                              f"a palette; its colours are taken as sRGB", False)
     if not icc or img.mode not in _PROFILE_SPACES:
         return Converted(img, None, False)
     try:
@@ -72,15 +87,16 @@ def to_srgb(img: Image.Image, what: str) -> Converted:
         return Converted(img, f"{what}: its embedded colour profile is unreadable; its colours are taken as sRGB",
                          False)
     if space != _PROFILE_SPACES[img.mode]:
-        return Converted(img, f"{what}: its embedded colour profile is for {space or 'another colour space'}, "
+        return Converted(img, f"{what}: its embedded colour profile is for {_space_name(space)}, "
                               f"not {img.mode}; its colours are taken as sRGB", False)
     try:
         if img.mode == "RGB" and same_as_srgb(profile):
             return Converted(img, None, False)
-        converted = ImageCms.profileToProfile(img, profile, _srgb(),
-                                              renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC, outputMode="RGB")
+        converted = ImageCms.profileToProfile(img, profile, _srgb(), renderingIntent=INTENT, outputMode="RGB",
+                                              flags=FLAGS)
     except (ImageCms.PyCMSError, OSError, ValueError) as e:
-        return Converted(img, f"{what}: its embedded colour profile cannot be applied ({e}); its colours are "
+        reason = plain(str(e).splitlines()[0] if str(e) else type(e).__name__)[:80]
+        return Converted(img, f"{what}: its embedded colour profile cannot be applied ({reason}); its colours are "
                               f"taken as sRGB", False)
     converted.info = {k: v for k, v in img.info.items() if k != "icc_profile"}
     return Converted(converted, f"{what}: converted to sRGB from its embedded colour profile ({_name(profile)})",

@@ -360,6 +360,7 @@ def _one_ink_bilevel(pdf: pikepdf.Pdf, xobj) -> Image.Image | None:
 
 
 ORIENTATION = 0x0112  # the EXIF tag (and TIFF tag 274)
+ICC_PROFILE = 34675  # TIFF tag InterColorProfile
 TRANSPOSITIONS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
                   4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
                   6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
@@ -493,6 +494,14 @@ class TiffSource(Source):
         orientation = self._img.tag_v2.get(ORIENTATION, 1)  # the frame's own tag: the copy has no IFD
         frame = self._img.copy() if self._img.mode != "1" else self._img.convert("1")
         frame.info = dict(self._img.info)
+        # the frame's own colour profile or none: Pillow keeps an earlier frame's in info
+        frame.info.pop("icc_profile", None)
+        try:
+            icc = self._img.tag_v2.get(ICC_PROFILE)
+        except (ValueError, TypeError, OSError, struct.error):  # a malformed tag: no profile, as an unreadable one
+            icc = None
+        if icc is not None:
+            frame.info["icc_profile"] = icc
         turned = ORIENTATION not in self._img.tag_v2  # Pillow (>= 11) turns a frame as it loads it
         return _decoded_page(frame, index, self.limits, self.path.name, orientation=orientation, turned=turned)
 

@@ -132,3 +132,51 @@ def test_an_iccbased_image_in_a_pdf_is_converted_an_srgb_one_is_not(tmp_path) ->
     assert not any("colour profile" in w for w in kept.warnings), kept.warnings
     assert converted.image.size == kept.image.size == (1240, 1754)
     assert not np.array_equal(np.asarray(converted.image), np.asarray(kept.image))
+
+
+def test_a_tiff_frame_without_a_profile_is_not_given_the_frame_befores(tmp_path) -> None:
+    """Pillow keeps an earlier frame's profile in ``info`` when a later frame has none."""
+    first = Image.new("RGB", (850, 1100), (180, 90, 90))
+    second = Image.new("RGB", (850, 1100), (180, 90, 90))
+    path = tmp_path / "two.tif"
+    first.info["icc_profile"] = wide_gamut_profile()  # the first frame's alone
+    first.save(path, save_all=True, append_images=[second], dpi=(100, 100))
+    with Image.open(path) as tif:
+        tif.seek(1)
+        assert 34675 not in tif.tag_v2 and "icc_profile" in tif.info  # the trap this guards against
+    with open_source(path) as src:
+        one, two = src.page(0), src.page(1)
+    assert one.image.getpixel((5, 5))[0] > 190 and any("converted to sRGB" in w for w in one.warnings)
+    assert two.image.getpixel((5, 5)) == (180, 90, 90) and not any("colour profile" in w for w in two.warnings)
+
+
+GHOSTSCRIPT_CMYK = "/usr/share/color/icc/ghostscript/default_cmyk.icc"  # Ghostscript's, which setup.sh installs
+
+
+def test_a_cmyk_scan_with_a_press_profile_keeps_its_black_black_and_its_white_white() -> None:
+    try:
+        profile = open(GHOSTSCRIPT_CMYK, "rb").read()
+    except FileNotFoundError:
+        pytest.skip("no Ghostscript CMYK profile here (scripts/setup.sh installs ghostscript)")
+    img = Image.fromarray(np.array([[[0, 0, 0, 255], [255, 255, 255, 255], [0, 0, 0, 0], [0, 230, 230, 0]]],
+                                   np.uint8), "CMYK")
+    img.info["icc_profile"] = profile
+    done = colour.to_srgb(img, "page 1")
+    assert done.changed and done.image.mode == "RGB"
+    black, rich, white, red = np.asarray(done.image, int)[0]
+    assert max(rich) <= 8 and max(black) <= 45  # without black-point compensation: ~55 and ~32
+    assert min(white) >= 250 and red[0] > 180 and red[1] < 80 and red[2] < 80
+
+
+def test_text_from_the_profile_reaches_the_note_as_one_plain_line() -> None:
+    data = bytearray(srgb_bytes())
+    data[16:20] = b"A\nB\x1b"  # the header's colour space field
+    done = colour.to_srgb(tagged(bytes(data), (180, 90, 90)), "page 1")
+    assert done.note and done.note.isprintable() and "\x1b" not in done.note, done.note
+
+
+def test_a_profile_on_an_image_with_transparency_is_said_not_applied() -> None:
+    img = Image.new("RGBA", (4, 4), (180, 90, 90, 255))
+    img.info["icc_profile"] = wide_gamut_profile()
+    done = colour.to_srgb(img, "page 1")
+    assert done.image is img and not done.changed and "transparency" in done.note
