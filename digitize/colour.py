@@ -5,11 +5,11 @@ so the archive shows an image's numbers as sRGB colours. A phone photo or a scan
 RGB or Display P3 embeds a profile saying its numbers mean other, more saturated colours: read as
 sRGB they come out dull and shifted (a seal's red among them). Its pixels are converted here with
 littleCMS (Pillow's ImageCms), relative colorimetric with black-point compensation: colours sRGB
-can show are kept, those beyond it are clipped to its edge, a press profile's black stays black. A profile that is sRGB in all but its bytes (each
-vendor writes its own) changes nothing, so a scanner's sRGB JPEG still goes into the PDF as it
-came. An unreadable profile, or one for another colour space than the image's, is not used (the
-numbers are taken as sRGB, as before) and the page says so; so is one with transparency or a
-palette (not converted: rare in scans).
+can show are kept, those beyond it are clipped to its edge, a press profile's black stays black.
+A profile that is sRGB in all but its bytes (each vendor writes its own) changes nothing, so a
+scanner's sRGB JPEG still goes into the PDF as it came. An unreadable profile, or one for another
+colour space than the image's, is not used (the numbers are taken as sRGB, as before) and the page
+says so; so is one on an image with transparency or a palette (not converted: rare in scans).
 
 Untrusted input: the profile is parsed by littleCMS in the page worker that decodes the image
 (memory-capped, killed at its deadline, like every decoder of a scan).
@@ -31,7 +31,7 @@ SAME_AS_SRGB = 2  # largest difference, in 8-bit levels, of a profile's colours 
 INTENT = ImageCms.Intent.RELATIVE_COLORIMETRIC
 FLAGS = ImageCms.Flags.BLACKPOINTCOMPENSATION
 TRANSPARENT_MODES = ("RGBA", "LA", "P", "PA", "RGBa", "La")
-_PROFILE_SPACES = {"RGB": "RGB", "CMYK": "CMYK"}  # image mode -> the profile's colour space it needs
+CONVERTED_MODES = ("RGB", "CMYK")  # image modes whose profile (of the same colour space) is applied
 
 
 @dataclass(frozen=True)
@@ -58,16 +58,16 @@ def _space_name(space: str) -> str:
     return space if space.isascii() and space.isprintable() and space else "another colour space"
 
 
-def _test_cube(mode: str) -> Image.Image:
+def _rgb_cube() -> Image.Image:
     """Every combination of 9 levels per channel: where two profiles disagree, some of these do."""
     levels = np.linspace(0, 255, 9).round().astype(np.uint8)
-    grid = np.stack(np.meshgrid(*[levels] * len(mode), indexing="ij"), axis=-1).reshape(1, -1, len(mode))
-    return Image.fromarray(grid, mode)
+    grid = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), axis=-1).reshape(1, -1, 3)
+    return Image.fromarray(grid, "RGB")
 
 
 def same_as_srgb(profile: ImageCms.ImageCmsProfile) -> bool:
     """Whether an RGB profile maps colours as sRGB does (within SAME_AS_SRGB levels)."""
-    cube = _test_cube("RGB")
+    cube = _rgb_cube()
     mapped = ImageCms.profileToProfile(cube, profile, _srgb(), renderingIntent=INTENT, outputMode="RGB", flags=FLAGS)
     return int(np.abs(np.asarray(mapped, np.int16) - np.asarray(cube, np.int16)).max()) <= SAME_AS_SRGB
 
@@ -78,7 +78,7 @@ def to_srgb(img: Image.Image, what: str) -> Converted:
     if icc and img.mode in TRANSPARENT_MODES:
         return Converted(img, f"{what}: its embedded colour profile is not applied to an image with transparency or "
                               f"a palette; its colours are taken as sRGB", False)
-    if not icc or img.mode not in _PROFILE_SPACES:
+    if not icc or img.mode not in CONVERTED_MODES:
         return Converted(img, None, False)
     try:
         profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
@@ -86,7 +86,7 @@ def to_srgb(img: Image.Image, what: str) -> Converted:
     except (ImageCms.PyCMSError, OSError, ValueError, TypeError, AttributeError):
         return Converted(img, f"{what}: its embedded colour profile is unreadable; its colours are taken as sRGB",
                          False)
-    if space != _PROFILE_SPACES[img.mode]:
+    if space != img.mode:
         return Converted(img, f"{what}: its embedded colour profile is for {_space_name(space)}, "
                               f"not {img.mode}; its colours are taken as sRGB", False)
     try:
