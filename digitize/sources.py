@@ -36,6 +36,7 @@ from .errors import (DigitizeError, EncryptedPdfError, FileTooLargeError, InputE
 from .records import Word
 
 MIN_DPI, MAX_DPI = 50.0, 2400.0
+SCAN_MIN_DPI = 200.0  # scanned copies: at least 200 dpi (Circular 01/2023/TT-VPCP Art. 8)
 # (width, height) in inches of the papers a one-stop shop scans
 PAPER_SIZES = {"A4": (8.27, 11.69), "A5": (5.83, 8.27), "A3": (11.69, 16.54), "Letter": (8.5, 11.0),
                "Legal": (8.5, 14.0)}
@@ -289,9 +290,16 @@ def _decoded_page(img: Image.Image, index: int, limits: ReadLimits, name: str,
             raw_jpeg = None
         page_img, value = _square_pixels(page_img, *dpi)
         source = "file"
-    if value < 200:
-        notes.append(f"page {index + 1}: {value:g} dpi is below the 200 dpi minimum for scanned copies")
+    notes += low_resolution_notes(index, value)
     return SourcePage(index, page_img, value, source, raw_jpeg, None, notes)
+
+
+def low_resolution_notes(index: int, dpi: float, slack: float = 0.05) -> list[str]:
+    """The report's note for a page under the scanned-copy minimum. ``slack`` forgives a file's own
+    rounding: a PNG keeps whole dots per metre, so its 200 dpi (7874 /m) reads back as 199.9996."""
+    if dpi >= SCAN_MIN_DPI - slack:
+        return []
+    return [f"page {index + 1}: {round(dpi, 1):g} dpi is below the {SCAN_MIN_DPI:g} dpi minimum for scanned copies"]
 
 
 def _one_ink_colours(xobj) -> tuple[float, float] | None:
@@ -747,7 +755,7 @@ class PdfSource(Source):
 
     @staticmethod
     def _dpi_notes(index: int, dpi: float) -> list[str]:
-        return [f"page {index + 1}: {dpi:.0f} dpi is below the 200 dpi minimum for scanned copies"] if dpi < 199 else []
+        return low_resolution_notes(index, dpi, slack=1.0)  # measured from the page box: rounded
 
     def close(self) -> None:
         self.pdf.close()

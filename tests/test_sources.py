@@ -87,6 +87,19 @@ def test_odd_sized_image_without_dpi_gets_the_default() -> None:
     assert guess_dpi(1000, 1000, 250) == (250, "default")
 
 
+@pytest.mark.parametrize("dpi, low", [(200, False), (300, False), (150, True), (199.5, True)])
+def test_a_png_at_200_dpi_is_not_called_below_the_minimum(tmp_path, dpi, low) -> None:
+    """PNG keeps whole dots per metre: 200 dpi comes back as 199.9996 and was reported as below 200."""
+    path = tmp_path / "scan.png"
+    Image.new("L", (800, 1000), 255).save(path, dpi=(dpi, dpi))
+    with open_source(path, ConvertOptions()) as src:
+        page = src.page(0)
+    notes = [n for n in page.warnings if "minimum for scanned copies" in n]
+    assert bool(notes) is low, notes
+    if low:
+        assert notes == [f"page 1: {dpi:g} dpi is below the 200 dpi minimum for scanned copies"]
+
+
 def test_alpha_is_composited_on_white_paper() -> None:
     rgba = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
     rgba.putpixel((0, 0), (0, 0, 0, 255))
