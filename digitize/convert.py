@@ -253,6 +253,7 @@ def process_leaf(page: SourcePage, pixels: np.ndarray, mode: str, number: int, o
     timings: dict[str, float] = {}
     orientation, skew, sure = straighten(page, pixels, opts)
     work = _PageWork(archival_pixels(pixels, mode, orientation, skew), mode, orientation, skew)
+    pdfa.check_page_size(work.pixels.shape[1], work.pixels.shape[0], page.dpi, f"page {number}")  # once cropped
     timings["geometry"] = _lap(clock)
     read_text(page, work, opts, sure)
     timings["preparation"] = work.timings.get("preparation", 0.0)  # OCR image work, apart from Tesseract's

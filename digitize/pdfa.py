@@ -19,6 +19,7 @@ from pikepdf import Array, Dictionary, Name, Pdf, Stream
 from . import __version__
 from . import textlayer
 from .encode import EncodedImage
+from .errors import InputError
 
 PRODUCER = f"digitize {__version__}"
 
@@ -71,6 +72,23 @@ def _image_xobject(pdf: Pdf, image: EncodedImage) -> Stream:
     if image.decode_parms:
         xobj.DecodeParms = Dictionary({k: v for k, v in image.decode_parms.items()})
     return pdf.make_indirect(xobj)
+
+
+PAGE_MIN_PT, PAGE_MAX_PT = 3.0, 14400.0  # a page box's sides in PDF/A (ISO 19005-2 6.1.13; ISO 32000-1 14.11.2)
+
+
+def check_page_size(width_px: int, height_px: int, dpi: float, what: str) -> None:
+    """Refuse, before any work, a page that no PDF/A can hold at 100 % scale (page size = pixels /
+    dpi): an icon-sized image (under 3/72 in a side: 13 px at 300 dpi) or a strip over 200 in long.
+    Without this, such a file was OCRed, written and only then failed veraPDF (exit 4, as if the
+    converter had broken it)."""
+    width_pt, height_pt = width_px * 72.0 / dpi, height_px * 72.0 / dpi
+    if min(width_pt, height_pt) < PAGE_MIN_PT:
+        raise InputError(f"{what}: {width_px}x{height_px} pixels at {round(dpi, 1):g} dpi is too small for a page "
+                         f"({width_pt / 72:.3g} x {height_pt / 72:.3g} in; PDF/A needs at least 3/72 in a side)")
+    if max(width_pt, height_pt) > PAGE_MAX_PT:
+        raise InputError(f"{what}: {width_px}x{height_px} pixels at {round(dpi, 1):g} dpi is too large for a page "
+                         f"({width_pt / 72:.4g} x {height_pt / 72:.4g} in; PDF/A allows at most 200 in a side)")
 
 
 def write_page_pdf(path: Path, image: EncodedImage, width_pt: float, height_pt: float, text_ops: bytes) -> None:

@@ -30,7 +30,7 @@ import numpy as np
 import pikepdf
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from . import colour, pdfguard, poppler
+from . import colour, pdfa, pdfguard, poppler
 from .errors import (DigitizeError, EncryptedPdfError, FileTooLargeError, InputError, InputTooLargeError,
                      TooManyPagesError, UnsupportedInputError)
 from .records import Word
@@ -441,7 +441,9 @@ class Source:
             raise IndexError(index)
         with reading(f"{self.name} page {index + 1}"):
             _pillow_guard(self.limits)
-            return self._read_page(index)
+            page = self._read_page(index)
+        pdfa.check_page_size(page.image.width, page.image.height, page.dpi, f"{self.name} page {index + 1}")
+        return page
 
     def _read_page(self, index: int) -> SourcePage:
         raise NotImplementedError

@@ -144,3 +144,19 @@ def test_streaming_validator_and_command_line_give_the_same_verdicts(tmp_path, m
     cli = verapdf.validate([good, bad])
     assert [r.compliant for r in streamed] == [r.compliant for r in cli] == [True, False]
     assert {f.split(":")[0] for f in streamed[1].failures} == {f.split(":")[0] for f in cli[1].failures}
+
+
+@pytest.mark.parametrize("width, height, dpi, fits", [
+    (1, 16, 300, False), (12, 3000, 300, False), (13, 3000, 300, True), (2480, 3508, 300, True),
+    (60000, 300, 300, True), (60013, 300, 300, False), (8, 40, 200, False), (9, 9, 72, True),
+])
+def test_page_sizes_outside_pdfa_page_boundaries_are_refused_with_the_size(width, height, dpi, fits) -> None:
+    """ISO 32000-1 14.11.2 / PDF/A 6.1.13-11: 3 to 14 400 units a side; a 1x16 px PNG (Go's
+    gray-gradient.png) was OCRed, written, then failed veraPDF with exit 4."""
+    from digitize.errors import InputError
+
+    if fits:
+        pdfa.check_page_size(width, height, dpi, "x.png page 1")
+        return
+    with pytest.raises(InputError, match=rf"^x\.png page 1: {width}x{height} pixels at {dpi} dpi is too "):
+        pdfa.check_page_size(width, height, dpi, "x.png page 1")

@@ -100,6 +100,17 @@ def test_a_png_at_200_dpi_is_not_called_below_the_minimum(tmp_path, dpi, low) ->
         assert notes == [f"page 1: {dpi:g} dpi is below the 200 dpi minimum for scanned copies"]
 
 
+def test_an_icon_sized_image_is_refused_when_read_not_after_ocr(tmp_path) -> None:
+    """A 1x16 px image is 0.003 in wide at the assumed 300 dpi: no PDF/A page can be that small."""
+    path = tmp_path / "gradient.png"
+    Image.new("L", (1, 16), 128).save(path)
+    with open_source(path, ConvertOptions()) as src, pytest.raises(InputError, match="too small for a page"):
+        src.page(0)
+    with pytest.raises(InputError, match=r"^gradient\.png page 1: 1x16 pixels at 300 dpi is too small"):
+        convert_file(path, tmp_path / "out.pdf", ConvertOptions(validate=False))
+    assert not (tmp_path / "out.pdf").exists()
+
+
 def test_alpha_is_composited_on_white_paper() -> None:
     rgba = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
     rgba.putpixel((0, 0), (0, 0, 0, 255))
