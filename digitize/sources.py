@@ -613,6 +613,7 @@ class PdfSource(Source):
     def __init__(self, path: Path, limits: ReadLimits):
         self.path, self.limits, self.name = path, limits, path.name
         self._measured: dict = {}  # pdfguard's decoded sizes, by object: a shared stream is measured once
+        self._unit = 1.0  # the page being read's /UserUnit
         try:
             self.pdf = pikepdf.open(path)
         except pikepdf.PasswordError:
@@ -652,9 +653,11 @@ class PdfSource(Source):
             rotate = int(page.obj.get("/Rotate", 0)) % 360
             layout = _layout(page)
             box = [float(v) for v in page.cropbox]
+            self._unit = user_unit(page.obj.get("/UserUnit", 1))
         except (pikepdf.PdfError, ValueError, TypeError) as e:
             raise InputError(f"{name} page {index + 1}: page content is corrupt ({_first_line(e)})") from None
-        box_w, box_h = abs(box[2] - box[0]), abs(box[3] - box[1])
+        # the page's size in points of 1/72 in: a large-format scanner's /UserUnit makes a unit larger
+        box_w, box_h = abs(box[2] - box[0]) * self._unit, abs(box[3] - box[1]) * self._unit
         if box_w < 1 or box_h < 1:
             raise InputError(f"{name} page {index + 1}: page has no area ({box_w:.0f}x{box_h:.0f} pt)")
         if layout.has_visible_text:
@@ -672,7 +675,7 @@ class PdfSource(Source):
                 continue
             drawn_w = math.hypot(ctm[0], ctm[1])
             if drawn_w > 1:
-                best = max(best, float(xobj.Width) / (drawn_w / 72.0))
+                best = max(best, float(xobj.Width) / (drawn_w * self._unit / 72.0))
         return best
 
     def _single_image(self, page: pikepdf.Page, layout: _PageLayout, box: list[float]):
@@ -738,7 +741,7 @@ class PdfSource(Source):
         page = self.pdf.pages[index]
         dpi = min(max(self._image_dpi(page, layout), 300.0), 600.0)
         src = self._render(index, layout, page, box_w, box_h, dpi)
-        src.words = poppler.page_words(self.path, index, src.dpi)
+        src.words = poppler.page_words(self.path, index, src.dpi * self._unit)
         if src.words is None:
             src.warnings.append(f"page {index + 1}: its text layer could not be extracted (pdftotext failed or timed out); "
                              "the page is OCRed instead")
@@ -752,7 +755,7 @@ class PdfSource(Source):
             found = self._image_dpi(page, layout) if layout else 0.0
             dpi = min(max(found, 200.0), 600.0) if found else 300.0
         _check_pixels(round(box_w * dpi / 72), round(box_h * dpi / 72), self.limits, f"{self.path.name} page {index + 1}")
-        img = normalise_mode(poppler.render_page(self.path, index, dpi))
+        img = normalise_mode(poppler.render_page(self.path, index, dpi * self._unit))  # poppler ignores /UserUnit
         return SourcePage(index, img, float(round(dpi)), "pdf", None, None, self._dpi_notes(index, dpi))
 
     @staticmethod
@@ -761,6 +764,15 @@ class PdfSource(Source):
 
     def close(self) -> None:
         self.pdf.close()
+
+
+def user_unit(value) -> float:
+    """A page's /UserUnit (PDF 1.6: its unit in 1/72 in, default 1), as a number; a malformed or
+    absurd one raises ValueError (the page is then refused as corrupt)."""
+    unit = float(value)
+    if not 0.01 <= unit <= 75000:  # 75 000: the spec's bound on a page side in units x UserUnit
+        raise ValueError(f"/UserUnit {unit:g} out of range")
+    return unit
 
 
 def _tail(path: Path, size: int = 2048) -> bytes:

@@ -367,3 +367,44 @@ def test_grey_stored_as_rgb_is_told_from_colour_off_the_sampled_pixels():
     tinted = grey.copy()
     tinted[151, 257] = (200, 10, 10)  # not on the sampling grid
     assert normalise_mode(Image.fromarray(tinted)).mode == "RGB"
+
+
+def _userunit_pdf(path: Path, unit, strips: int = 1) -> None:
+    """An 800x1000 px grey scan drawn over a page box of half its size in points, /UserUnit 2: at
+    the physical size the scan is 200 dpi (4 x 5 in). ``strips`` = 2 draws it as two images
+    (poppler renders the page)."""
+    pix = np.full((1000, 800), 255, np.uint8)
+    pix[100:900:50, 100:700] = 0
+    pdf = pikepdf.new()
+    w, h = 144.0, 180.0  # points of the default unit: x2 = 288 x 360 pt = 4 x 5 in
+    xobjects, draw = pikepdf.Dictionary(), b""
+    for i in range(strips):
+        part = pix[i * 1000 // strips:(i + 1) * 1000 // strips]
+        xobjects[f"/Im{i}"] = pikepdf.Stream(pdf, part.tobytes(), Type=pikepdf.Name.XObject, Subtype=pikepdf.Name.Image,
+                                             Width=800, Height=part.shape[0], BitsPerComponent=8,
+                                             ColorSpace=pikepdf.Name.DeviceGray)
+        ph = h / strips
+        draw += f"q {w} 0 0 {ph} 0 {h - (i + 1) * ph} cm /Im{i} Do Q ".encode()
+    page = pikepdf.Dictionary(Type=pikepdf.Name.Page, MediaBox=[0, 0, w, h], UserUnit=unit,
+                              Resources=pikepdf.Dictionary(XObject=xobjects), Contents=pikepdf.Stream(pdf, draw))
+    pdf.pages.append(pikepdf.Page(page))
+    pdf.save(path)
+
+
+@pytest.mark.parametrize("strips", [1, 2])
+def test_a_pdf_pages_user_unit_gives_its_physical_size(tmp_path, strips) -> None:
+    """/UserUnit 2 doubles every unit: the page was archived at half its size (A4 scanned as A6)."""
+    path = tmp_path / "large-format.pdf"
+    _userunit_pdf(path, 2, strips)
+    with open_source(path, ConvertOptions()) as src:
+        page = src.page(0)
+    assert page.dpi == pytest.approx(200, abs=1)
+    assert page.image.width == pytest.approx(800, abs=2) and page.image.height == pytest.approx(1000, abs=2)
+
+
+@pytest.mark.parametrize("unit", [0, -1, 1e9, pikepdf.Name("/Big")])
+def test_an_impossible_user_unit_is_refused_in_one_line(tmp_path, unit) -> None:
+    path = tmp_path / "odd.pdf"
+    _userunit_pdf(path, unit)
+    with open_source(path, ConvertOptions()) as src, pytest.raises(InputError, match="page content is corrupt"):
+        src.page(0)
