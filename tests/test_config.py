@@ -93,6 +93,8 @@ def test_explicit_path_beats_digitize_config_and_local_file(tmp_path):
     ("[convert]\njobs = 'many'\n", "convert.jobs"),
     ("[convert]\nvalidate = 'maybe'\n", "not a valid bool"),
     ("[convert\n", "not valid TOML"),
+    ("[sign]\ntrust = ['/etc/ca.pem']\n", "sign.trust: .* is a TOML list; this setting is one string"),
+    ("[store]\nurl = {name = 'x'}\n", "store.url: .* is a TOML table"),
 ])
 def test_bad_toml_is_a_config_error(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message) as e:
