@@ -187,7 +187,10 @@ def open_pkcs11(cfg: SignSettings, pin: str | None):
     try:
         signer = prepared_signer_class(p11.PKCS11Signer)(session, cert_label=cfg.cert_label or cfg.key_label,
                                   key_label=cfg.key_label or cfg.cert_label)
-        signer.signing_cert  # noqa: B018 - fetch it now: a wrong label fails here, not on the first file
+        # fetch it now: a wrong label fails here, not on the first file. An ECDSA key signs the digest
+        # pyHanko made (CKM_ECDSA): many tokens, SoftHSM2 among them, have no hash-and-sign ECDSA
+        # mechanism, and refused every file with "MechanismInvalid"; the signature is the same
+        signer.use_raw_mechanism = signer.signing_cert.public_key.algorithm == "ec"
     except pkcs11.PKCS11Error as e:
         session.close()
         raise token_error(e) from None

@@ -231,8 +231,10 @@ class SoftToken:
         return {"SOFTHSM2_CONF": str(self.conf)}
 
 
-def make_token(folder: Path, pki: Pki, signer: str, label: str = "digitize", pin: str = "123456") -> SoftToken:
-    """A SoftHSM2 token in FOLDER holding SIGNER's private key and certificate under the label SIGNER."""
+def make_token(folder: Path, pki: Pki | None, signer: str, label: str = "digitize", pin: str = "123456",
+               key_and_cert: tuple[object, x509.Certificate] | None = None) -> SoftToken:
+    """A SoftHSM2 token in FOLDER holding SIGNER's private key and certificate under the label SIGNER
+    (the test PKI's, or ``key_and_cert``: a cryptography private key, e.g. EC, and its certificate)."""
     tokens = folder / "tokens"
     tokens.mkdir(parents=True, exist_ok=True)
     conf = folder / "softhsm2.conf"
@@ -240,10 +242,15 @@ def make_token(folder: Path, pki: Pki, signer: str, label: str = "digitize", pin
     env = {**os.environ, "SOFTHSM2_CONF": str(conf)}
     run = lambda *args: subprocess.run(args, check=True, capture_output=True, env=env)  # noqa: E731
     run("softhsm2-util", "--init-token", "--free", "--label", label, "--so-pin", "0000" + pin, "--pin", pin)
-    run("softhsm2-util", "--import", str(pki.folder / "keys" / f"{signer}.key.pem"), "--token", label,
-        "--label", signer, "--id", "01", "--pin", pin)
+    if key_and_cert is None:
+        key_pem, cert = pki.folder / "keys" / f"{signer}.key.pem", pki.cert(signer)
+    else:
+        key_pem, cert = folder / f"{signer}.key.pem", key_and_cert[1]
+        key_pem.write_bytes(key_and_cert[0].private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                          serialization.NoEncryption()))
+    run("softhsm2-util", "--import", str(key_pem), "--token", label, "--label", signer, "--id", "01", "--pin", pin)
     der = folder / f"{signer}.cert.der"
-    der.write_bytes(pki.cert(signer).public_bytes(serialization.Encoding.DER))
+    der.write_bytes(cert.public_bytes(serialization.Encoding.DER))
     module = softhsm_module()
     run("pkcs11-tool", "--module", module, "--token-label", label, "--login", "--pin", pin,
         "--write-object", str(der), "--type", "cert", "--label", signer, "--id", "01")

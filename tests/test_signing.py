@@ -23,9 +23,9 @@ from digitize.config import Settings
 from digitize.errors import DigitizeError, ExitCode, SignerUnavailableError, SigningError
 
 try:
-    from tests.pki import Pki, free_port, make_token, start_pki
+    from tests.pki import Pki, free_port, make_token, self_signed, start_pki
 except ModuleNotFoundError:
-    from pki import Pki, free_port, make_token, start_pki
+    from pki import Pki, free_port, make_token, self_signed, start_pki
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent
@@ -188,6 +188,28 @@ def test_run_with_a_softhsm_token_signs_a_valid_pdfa(tmp_path, pki, scan):
     check = sigcheck.check_file(out, str(pki.root_pem))
     assert check.ok and check.signatures[0].level == "B-B", check.summary()
     check_flip(out, tmp_path, env)
+
+
+def test_an_ecdsa_key_on_a_token_signs_a_valid_pdfa(tmp_path, scan):
+    """SoftHSM2, like many tokens, has CKM_ECDSA but no hash-and-sign ECDSA mechanism: every file
+    was refused with "signing token error: MechanismInvalid" (exit 13)."""
+    from cryptography.hazmat.primitives.serialization import pkcs12 as p12
+
+    folder = tmp_path / "ec"
+    folder.mkdir()
+    p12_path, pem, _ = self_signed(folder, "Lê Thị Hồng Nhung", "pw")
+    key, cert, _ = p12.load_key_and_certificates(p12_path.read_bytes(), b"pw")
+    token = make_token(tmp_path / "hsm", None, "officer", key_and_cert=(key, cert))
+    config = write_config(tmp_path / "digitize.toml", pkcs11_module=token.module, token_label=token.label,
+                          key_label=token.key_label, trust=str(pem))
+    env = env_for(config, DIGITIZE_SIGN_PIN=token.pin, **token.env())
+    out = tmp_path / "out.pdf"
+    done = run_cli("run", str(scan), str(out), "--lang", "eng", "--sign", env=env)
+    assert done.returncode == 0, done.stderr
+    assert_pdfa(out)
+    assert_pdfsig_valid(out)
+    check = sigcheck.check_file(out, str(pem))
+    assert check.ok and check.signatures[0].signer == "Lê Thị Hồng Nhung", check.summary()
 
 
 @pytest.mark.parametrize("kind", ["pkcs12", "token"])
