@@ -191,6 +191,7 @@ def open_pkcs11(cfg: SignSettings, pin: str | None):
         # pyHanko made (CKM_ECDSA): many tokens, SoftHSM2 among them, have no hash-and-sign ECDSA
         # mechanism, and refused every file with "MechanismInvalid"; the signature is the same
         signer.use_raw_mechanism = signer.signing_cert.public_key.algorithm == "ec"
+        signer.cert_registry.register_multiple(issuer_chain(signer.signing_cert, token_certificates(session)))
     except pkcs11.PKCS11Error as e:
         session.close()
         raise token_error(e) from None
@@ -206,6 +207,43 @@ def open_pkcs11(cfg: SignSettings, pin: str | None):
                 pkcs11.lib(cfg.pkcs11_module).finalize()
 
     return signer, close
+
+
+def token_certificates(session) -> list:
+    """Every certificate object on the token (a CA's token holds its CA certificates beside the
+    user's); one that does not parse is skipped."""
+    from asn1crypto import x509
+    from pkcs11 import Attribute, ObjectClass
+
+    found = []
+    for obj in session.get_objects({Attribute.CLASS: ObjectClass.CERTIFICATE}):
+        try:
+            cert = x509.Certificate.load(bytes(obj[Attribute.VALUE]))
+            cert.native  # noqa: B018 - parse it whole now, not when the CMS is made
+        except Exception:  # noqa: BLE001 - a malformed object on the token is not ours to judge
+            continue
+        found.append(cert)
+    return found
+
+
+def issuer_chain(cert, candidates: list, depth: int = 8) -> list:
+    """``cert``'s issuers among ``candidates``, nearest first, up to a self-signed one. They go into
+    the signature's CMS, as a PKCS#12's CA certificates do: a verifier that trusts only the national
+    root can then build the path through the CA that issued the officer's certificate (without them
+    the signature "does not reach a trust anchor"). Only the chain: other certificates on the token
+    are not published in every file."""
+    chain, current = [], cert
+    for _ in range(depth):
+        if current.self_signed != "no":
+            break
+        issuer = next((c for c in candidates if c.subject == current.issuer and c not in chain and c != current
+                       and (current.authority_key_identifier is None or c.key_identifier is None
+                            or current.authority_key_identifier == c.key_identifier)), None)
+        if issuer is None:
+            break
+        chain.append(issuer)
+        current = issuer
+    return chain
 
 
 def is_pkcs11_error(e: BaseException) -> bool:

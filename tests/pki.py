@@ -232,9 +232,11 @@ class SoftToken:
 
 
 def make_token(folder: Path, pki: Pki | None, signer: str, label: str = "digitize", pin: str = "123456",
-               key_and_cert: tuple[object, x509.Certificate] | None = None) -> SoftToken:
+               key_and_cert: tuple[object, x509.Certificate] | None = None,
+               ca_certs: tuple[x509.Certificate, ...] = ()) -> SoftToken:
     """A SoftHSM2 token in FOLDER holding SIGNER's private key and certificate under the label SIGNER
-    (the test PKI's, or ``key_and_cert``: a cryptography private key, e.g. EC, and its certificate)."""
+    (the test PKI's, or ``key_and_cert``: a cryptography private key, e.g. EC, and its certificate),
+    and ``ca_certs`` beside them, as a CA's token holds its own certificates."""
     tokens = folder / "tokens"
     tokens.mkdir(parents=True, exist_ok=True)
     conf = folder / "softhsm2.conf"
@@ -254,4 +256,38 @@ def make_token(folder: Path, pki: Pki | None, signer: str, label: str = "digitiz
     module = softhsm_module()
     run("pkcs11-tool", "--module", module, "--token-label", label, "--login", "--pin", pin,
         "--write-object", str(der), "--type", "cert", "--label", signer, "--id", "01")
+    for n, ca in enumerate(ca_certs, start=2):
+        ca_der = folder / f"ca{n}.cert.der"
+        ca_der.write_bytes(ca.public_bytes(serialization.Encoding.DER))
+        run("pkcs11-tool", "--module", module, "--token-label", label, "--login", "--pin", pin,
+            "--write-object", str(ca_der), "--type", "cert", "--label", f"CA {n}", "--id", f"{n:02d}")
     return SoftToken(conf, module, label, pin, signer)
+
+
+def issued_chain(common_name: str) -> tuple[object, x509.Certificate, x509.Certificate, x509.Certificate]:
+    """A root CA -> issuing CA -> signer chain, as Vietnam's national root -> a licensed CA -> an
+    officer: (signer's key, signer's certificate, issuing CA's certificate, root's certificate)."""
+    import datetime as dt
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.timezone.utc)
+
+    def issue(cn: str, key, issuer: x509.Certificate | None, issuer_key, ca: bool) -> x509.Certificate:
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+        builder = (x509.CertificateBuilder().subject_name(name).issuer_name(issuer.subject if issuer else name)
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=365))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+                   .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+                   .add_extension(x509.KeyUsage(True, not ca, False, False, False, ca, ca, False, False), critical=True))
+        if issuer is not None:
+            builder = builder.add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False)
+        return builder.sign(issuer_key or key, hashes.SHA256())
+
+    root_key, ca_key, key = (rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(3))
+    root = issue("Test National Root CA", root_key, None, None, True)
+    ca = issue("Test Licensed CA", ca_key, root, root_key, True)
+    return key, issue(common_name, key, ca, ca_key, False), ca, root

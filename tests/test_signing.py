@@ -23,9 +23,9 @@ from digitize.config import Settings
 from digitize.errors import DigitizeError, ExitCode, SignerUnavailableError, SigningError
 
 try:
-    from tests.pki import Pki, free_port, make_token, self_signed, start_pki
+    from tests.pki import Pki, free_port, issued_chain, make_token, self_signed, start_pki
 except ModuleNotFoundError:
-    from pki import Pki, free_port, make_token, self_signed, start_pki
+    from pki import Pki, free_port, issued_chain, make_token, self_signed, start_pki
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent
@@ -210,6 +210,31 @@ def test_an_ecdsa_key_on_a_token_signs_a_valid_pdfa(tmp_path, scan):
     assert_pdfsig_valid(out)
     check = sigcheck.check_file(out, str(pem))
     assert check.ok and check.signatures[0].signer == "Lê Thị Hồng Nhung", check.summary()
+
+
+def test_a_tokens_issuing_ca_goes_into_the_signature_so_the_root_alone_is_trusted(tmp_path, scan):
+    """A CA's token holds its issuing CA's certificate beside the officer's; only the officer's went
+    into the signature, so a verifier trusting the national root alone called it BROKEN (the chain
+    did not reach a trust anchor). Other certificates on the token stay out."""
+    from cryptography.hazmat.primitives import serialization
+
+    key, cert, ca, root = issued_chain("Phạm Văn Đồng")
+    _, stranger, _, _ = issued_chain("Somebody Else")
+    token = make_token(tmp_path / "hsm", None, "officer", key_and_cert=(key, cert), ca_certs=(ca, stranger))
+    root_pem = tmp_path / "root.pem"
+    root_pem.write_bytes(root.public_bytes(serialization.Encoding.PEM))
+    config = write_config(tmp_path / "digitize.toml", pkcs11_module=token.module, token_label=token.label,
+                          key_label=token.key_label, trust=str(root_pem))
+    env = env_for(config, DIGITIZE_SIGN_PIN=token.pin, **token.env())
+    out = tmp_path / "out.pdf"
+    done = run_cli("run", str(scan), str(out), "--lang", "eng", "--sign", env=env)
+    assert done.returncode == 0, done.stderr
+    check = sigcheck.check_file(out, str(root_pem))
+    assert check.ok and check.signatures[0].trusted, check.summary()
+    assert run_cli("verify", str(out), env=env).returncode == 0
+    with pikepdf.open(out) as pdf:
+        contents = bytes(pdf.Root.AcroForm.Fields[0].V.Contents)
+    assert b"Test Licensed CA" in contents and b"Somebody Else" not in contents
 
 
 @pytest.mark.parametrize("kind", ["pkcs12", "token"])
