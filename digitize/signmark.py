@@ -146,7 +146,36 @@ def load_seal(path: str) -> Seal:
     except (OSError, UnidentifiedImageError) as e:
         raise ConfigError(f"sign.seal {path}: cannot read the seal image: {getattr(e, 'strerror', None) or e}") from None
     dx, dy = (float(d) if d and float(d) > 1 else 300.0 for d in dpi)
-    return Seal(Path(path), w / dx * 72.0, h / dy * 72.0)
+    seal = Seal(Path(path), w / dx * 72.0, h / dy * 72.0)
+    mm = max(seal.width_pt, seal.height_pt) / 72.0 * 25.4
+    if mm > SEAL_MAX_MM or w * h > SEAL_MAX_PIXELS:
+        raise ConfigError(f"sign.seal {path}: {w}x{h} pixels at {round(dx, 1):g} dpi is {mm:.0f} mm across, no seal's actual "
+                          f"size (at most {SEAL_MAX_MM} mm, {SEAL_MAX_PIXELS // 1_000_000} megapixels): give the "
+                          "image the dpi it was scanned at")
+    return seal
+
+
+SEAL_MAX_MM = 80  # Vietnamese seals are 30-50 mm across; a larger one is a dpi missing or wrong, and would cover the page
+SEAL_MAX_PIXELS = 25_000_000  # 80 mm at 1600 dpi
+
+
+def seal_rgba(img):
+    """The seal as drawn: its own transparency, or, for a seal scanned on white without any (RGB, a
+    JPEG saved as PNG), white made transparent and the colours un-blended from white, so that over
+    white paper it looks exactly as scanned and over the page's text it hides nothing (an opaque
+    seal's white square covered the words under it)."""
+    from PIL import Image
+
+    has_alpha = img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info
+    rgba = img.convert("RGBA")
+    if has_alpha and rgba.getextrema()[3][0] < 255:
+        return rgba
+    rgb = np.asarray(rgba, dtype=np.float32)[..., :3]
+    alpha = 255.0 - rgb.min(axis=2)  # white: 0; the ink's strongest channel decides its cover
+    with np.errstate(divide="ignore", invalid="ignore"):
+        colour = 255.0 - (255.0 - rgb) * (255.0 / np.maximum(alpha, 1.0))[..., None]
+    out = np.dstack([np.clip(colour, 0, 255), alpha]).round().astype(np.uint8)
+    return Image.fromarray(out, "RGBA")
 
 
 def text_width(text: str, font: Path) -> float:
@@ -359,7 +388,7 @@ def stamp_style(mark: Mark):
         from PIL import Image
 
         with Image.open(mark.seal.path) as img:
-            image = PdfImage(img.convert("RGBA"), box=layout.BoxConstraints(
+            image = PdfImage(seal_rgba(img), box=layout.BoxConstraints(
                 round(mark.seal.width_pt), round(mark.seal.height_pt)))
         extra = dict(background=image, background_opacity=1.0,
                      background_layout=layout.SimpleBoxLayoutRule(

@@ -263,3 +263,44 @@ def test_the_band_keeps_faint_small_ink(dpi):
         assert ink.sum() > 30, "the features make ink"
         assert not (ink & ~signmark.ink_mask(band)).any(), "an ink cell lost"
         assert np.array_equal(band, one_step)
+
+
+def _seal(mode: str, size: int = 472) -> Image.Image:
+    img = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    ImageDraw.Draw(img).ellipse((10, 10, size - 10, size - 10), outline=(220, 20, 20, 255), width=18)
+    if mode == "RGBA":
+        return img
+    white = Image.new("RGB", img.size, "white")
+    white.paste(img, mask=img.split()[3])
+    return white.convert(mode)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "P"])
+def test_an_opaque_seal_hides_nothing_and_looks_the_same_on_white(mode) -> None:
+    """A seal scanned on white, saved without transparency, covered the page's words under it."""
+    seal = _seal(mode)
+    drawn = np.asarray(signmark.seal_rgba(seal), dtype=np.float32)
+    assert drawn[0, 0, 3] == 0 and drawn[236, 236, 3] == 0  # its white: see-through
+    alpha = drawn[..., 3:] / 255.0
+    on_white = drawn[..., :3] * alpha + 255.0 * (1 - alpha)
+    assert np.abs(on_white - np.asarray(seal.convert("RGB"), dtype=np.float32)).max() <= 1.5
+    assert drawn[236, 15, 3] > 150  # the ring still covers (grey: its darkness)
+
+
+def test_a_transparent_seal_is_drawn_as_it_is() -> None:
+    seal = _seal("RGBA")
+    assert np.array_equal(np.asarray(signmark.seal_rgba(seal)), np.asarray(seal))
+
+
+@pytest.mark.parametrize("pixels, dpi, ok", [(472, 300, True), (4720, 300, False), (472, 20, False), (945, 600, True)])
+def test_a_seal_bigger_than_any_seal_is_a_config_error(tmp_path, pixels, dpi, ok) -> None:
+    """A seal drawn at 'actual size' from a wrong or missing dpi covered the whole page (400 mm)."""
+    from digitize.errors import ConfigError
+
+    path = tmp_path / f"seal-{pixels}-{dpi}.png"
+    _seal("RGBA", pixels).save(path, dpi=(dpi, dpi))
+    if ok:
+        assert signmark.load_seal(str(path)).width_pt == pytest.approx(pixels / dpi * 72, rel=0.01)
+    else:
+        with pytest.raises(ConfigError, match=r"mm across, no seal's actual size"):
+            signmark.load_seal(str(path))
