@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from . import resident
+from .text import recorded
 
 CHUNK = 1 << 20
 
@@ -78,7 +79,9 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
 def _part_name(name: str, suffix: str = "") -> str:
     """A temp name beside ``name``: short (``name`` may be near NAME_MAX), of the one shape sweep_parts knows
     (PART_NAMES)."""
-    return f".{fit_name(name, 40 + len(suffix.encode()))}.{secrets.token_hex(6)}{suffix}.part"
+    # the name in valid UTF-8 (a legacy name's odd bytes as \\xe9): veraPDF's JVM, which checks
+    # this file by its path, cannot open a path that is not
+    return f".{fit_name(recorded(name), 40 + len(os.fsencode(suffix)))}.{secrets.token_hex(6)}{suffix}.part"
 
 
 @contextlib.contextmanager
@@ -135,7 +138,7 @@ def atomic_write_bytes(target: str | os.PathLike, data: bytes, mode: int | None 
 
 
 def atomic_write_text(target: str | os.PathLike, text: str, mode: int | None = None) -> None:
-    atomic_write_bytes(target, text.encode("utf-8"), mode)
+    atomic_write_bytes(target, recorded(text).encode("utf-8"), mode)  # a name that is not UTF-8: \\xe9
 
 
 def fsync_path(path: str | os.PathLike | int, strict: bool = True) -> None:
@@ -234,17 +237,20 @@ def fit_name(name: str, reserve: int = 0, limit: int = NAME_MAX) -> str:
     differ only at the end stay different.
     """
     room = limit - reserve
-    if len(name.encode("utf-8")) <= room:
+    if len(os.fsencode(name)) <= room:  # the name's own bytes: one not in UTF-8 (a legacy zip's) too
         return name
     stem, dot, suffix = name.rpartition(".")
-    suffix = f".{suffix}" if dot and stem and len(suffix.encode("utf-8")) <= 16 else ""
+    suffix = f".{suffix}" if dot and stem and len(os.fsencode(suffix)) <= 16 else ""
     stem = name[: len(name) - len(suffix)]
-    tag = "~" + hashlib.sha256(name.encode("utf-8")).hexdigest()[:8]
-    budget = room - len(suffix.encode("utf-8")) - len(tag)
+    tag = "~" + hashlib.sha256(os.fsencode(name)).hexdigest()[:8]
+    budget = room - len(os.fsencode(suffix)) - len(tag)
     if budget < 1:
         raise ValueError(f"no room for a name within {limit} bytes (reserve {reserve})")
-    cut = stem.encode("utf-8")[:budget].decode("utf-8", errors="ignore")  # never half a character
-    return cut + tag + suffix
+    raw = os.fsencode(stem)
+    cut = budget
+    while cut > 0 and cut < len(raw) and raw[cut] & 0xC0 == 0x80 and budget - cut < 3:
+        cut -= 1  # never half a character: the next byte continues the one the cut would split
+    return os.fsdecode(raw[:cut]) + tag + suffix
 
 
 def open_regular(path: str | os.PathLike, root: str | os.PathLike | None = None, dir_fd: int | None = None) -> int:
@@ -382,7 +388,7 @@ def write_text_at(dir_fd: int, name: str, text: str, replace: bool = True) -> No
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE, dir_fd=dir_fd)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(text.encode("utf-8"))
+            f.write(recorded(text).encode("utf-8"))  # a name that is not UTF-8: its bytes as \\xe9
             f.flush()
             os.fsync(f.fileno())
         if replace:

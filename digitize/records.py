@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from .text import recorded
 from .wire import carried
 
 
@@ -91,6 +92,8 @@ class DocumentReport:
             del page["top_band"]
         data["page_count"] = self.page_count
         data["mean_confidence"] = round(self.mean_confidence, 2)
+        for key in ("input_path", "output_path"):  # file names, which may not be UTF-8
+            data[key] = recorded(data[key])
         return data
 
     def to_json(self) -> str:

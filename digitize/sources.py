@@ -615,7 +615,7 @@ class PdfSource(Source):
         self._measured: dict = {}  # pdfguard's decoded sizes, by object: a shared stream is measured once
         self._unit = 1.0  # the page being read's /UserUnit
         try:
-            self.pdf = pikepdf.open(path)
+            self.pdf = open_pdf(path)
         except pikepdf.PasswordError:
             raise EncryptedPdfError(f"{path.name}: PDF is encrypted with a password; remove it before scanning in") from None
         except pikepdf.PdfError as e:
@@ -625,7 +625,7 @@ class PdfSource(Source):
             self.page_count = len(self.pdf.pages)
             _check_page_count(self.page_count, limits, path.name)
         except BaseException:
-            self.pdf.close()
+            close_pdf(self.pdf)
             raise
 
     def _check_document(self) -> None:
@@ -763,7 +763,33 @@ class PdfSource(Source):
         return low_resolution_notes(index, dpi, slack=1.0)  # measured from the page box: rounded
 
     def close(self) -> None:
-        self.pdf.close()
+        close_pdf(self.pdf)
+
+
+def open_pdf(path: Path) -> pikepdf.Pdf:
+    """pikepdf.open(path); for a name that is not UTF-8 (a legacy zip's latin-1 or cp1258 bytes),
+    whose path pikepdf cannot hand to qpdf (a TypeError), from the open file instead (close it
+    with close_pdf)."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        stream = open(path, "rb")  # noqa: SIM115 - lives as long as the PDF
+        try:
+            pdf = pikepdf.open(stream)
+        except BaseException:
+            stream.close()
+            raise
+        pdf._digitize_stream = stream
+        return pdf
+    return pikepdf.open(path)
+
+
+def close_pdf(pdf: pikepdf.Pdf) -> None:
+    """Close a PDF from open_pdf, and the file it was read from when open_pdf opened one."""
+    stream = getattr(pdf, "_digitize_stream", None)
+    pdf.close()
+    if stream is not None:
+        stream.close()
 
 
 def user_unit(value) -> float:

@@ -23,6 +23,10 @@ def _clean(char: str) -> str:
         return " "
     if char in _BIDI or unicodedata.category(char) == "Cc":  # C0, DEL and C1 (\x9b is a one-byte CSI)
         return REPLACEMENT
+    if "\udc80" <= char <= "\udcff":  # a file name's byte that is not UTF-8 (surrogateescape): as text.recorded
+        return f"\\x{ord(char) - 0xDC00:02x}"
+    if unicodedata.category(char) == "Cs":  # any other lone surrogate: not writable to a UTF-8 terminal
+        return REPLACEMENT
     return char
 
 

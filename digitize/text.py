@@ -48,3 +48,20 @@ def squash_whitespace(text: str) -> str:
     # str.split() and the regex \s+ agree on what whitespace is (str.isspace, checked on every code point);
     # split/join is several times faster, and search runs this on every snippet's page
     return " ".join(text.split())
+
+
+def recorded(text: str) -> str:
+    """``text`` as a report, an index row or a log may keep it: a file name that is not UTF-8 (a
+    legacy zip's cp1258 or latin-1 bytes, which Python carries as lone surrogates) gets its odd
+    bytes written ``\\xe9``, where encoding it as UTF-8 failed ("surrogates not allowed"). Valid
+    text is returned as it is."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        raw = text.encode("utf-8", "surrogateescape")  # a name from the file system: its own bytes
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "surrogatepass")  # a lone surrogate from elsewhere (JSON's \ud800)
+    return raw.decode("utf-8", "backslashreplace")

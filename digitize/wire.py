@@ -77,7 +77,9 @@ def error_frame(error: BaseException, trace: str = "") -> bytes:
 
 
 def _frame(document: dict, raw: list[bytes]) -> bytes:
-    text = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()  # Vietnamese: 3 bytes, not 6
+    # Vietnamese: 3 bytes, not 6; a file name that is not UTF-8 (its bytes as lone surrogates, e.g. in
+    # an error's message) crosses as it is, both ends passing surrogates through
+    text = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass")
     size = sum(len(part) for part in raw)
     if len(text) > MAX_JSON or size > MAX_RAW:
         raise TypeError(f"a page worker's result is too large to hand back ({len(text)} + {size} bytes)")
@@ -126,7 +128,7 @@ def read_frame(text: bytes | memoryview, raw: bytearray | memoryview) -> tuple[b
     Malformed for anything else. Only data is built: numbers, strings, containers, arrays, registered
     dataclasses and exceptions of known classes."""
     try:
-        document = json.loads(bytes(text))
+        document = json.loads(bytes(text).decode("utf-8", "surrogatepass"))
     except (ValueError, RecursionError) as e:
         raise Malformed(f"not JSON ({type(e).__name__})") from None
     if not isinstance(document, dict) or len(document) != 1:

@@ -152,10 +152,13 @@ def page_count_hint(path: Path) -> int:
     suffix = path.suffix.lower()
     try:
         if suffix == ".pdf":
-            import pikepdf
+            from digitize.sources import close_pdf, open_pdf
 
-            with pikepdf.open(path) as pdf:
+            pdf = open_pdf(path)
+            try:
                 return len(pdf.pages)
+            finally:
+                close_pdf(pdf)
         if suffix in (".tif", ".tiff"):
             from PIL import Image
 

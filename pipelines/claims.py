@@ -514,7 +514,8 @@ class Claims:
         try:
             optional = ("moving", "sidecar_sha256", "held", "last_error")  # left out when empty: an older watcher
             saved = {k: v for k, v in asdict(claim).items() if k not in optional or v}  # reads it
-            write_text_at(token_fd, CLAIM_FILE, json.dumps(saved, ensure_ascii=False))
+            # ASCII: a file name that is not UTF-8 (a legacy zip's bytes) is kept exactly, as \udce9
+            write_text_at(token_fd, CLAIM_FILE, json.dumps(saved))
         finally:
             os.close(token_fd)
 

@@ -328,3 +328,20 @@ def test_sweep_parts_does_not_read_folders_unchanged_for_long(tmp_path):
         mp.setattr(fsutil.os, "scandir", scandir)
         assert fsutil.sweep_parts(tmp_path) == ["new/.scan.pdf.0123456789ab.part"]
     assert str(tmp_path / "old") not in listed
+
+
+def test_fit_name_counts_and_keeps_the_bytes_of_a_name_that_is_not_utf8() -> None:
+    """A legacy name's odd bytes were measured as if encodable ('surrogates not allowed'); the part
+    file beside such an output is named in valid UTF-8, which veraPDF's JVM can open."""
+    import os
+
+    from digitize import fsutil
+
+    long_latin1 = os.fsdecode(b"h\xe9" * 200 + b".pdf")
+    fitted = fsutil.fit_name(long_latin1)
+    raw = os.fsencode(fitted)
+    assert len(raw) <= fsutil.NAME_MAX and raw.startswith(b"h\xe9h\xe9") and raw.endswith(b".pdf")
+    vietnamese = "Đơn" * 100 + ".pdf"
+    assert fsutil.fit_name(vietnamese).encode("utf-8")  # never half a character
+    part = fsutil._part_name(os.fsdecode(b"b\xe1n.pdf"))
+    assert part.encode("utf-8").startswith(b".b\\xe1n.pdf.") and fsutil.PART_NAMES.match(part)

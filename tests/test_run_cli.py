@@ -353,3 +353,19 @@ def test_a_tiff_libtiff_cannot_decode_is_one_line_bad_input(tmp_path: Path) -> N
     src = tiff_libtiff_complains_about(tmp_path / "scan.tif")
     out = tmp_path / "out.pdf"
     assert_clean_failure(run_cli("run", "--no-validate", str(src), str(out)), ExitCode.input_file, "corrupt", out)
+
+
+def test_run_with_file_names_that_are_not_utf8(tmp_path):
+    """A scan named in latin-1 bytes, written to such a name: exit 0 and a JSON report that names it
+    (its odd bytes as \\xe9); it ended in 'internal error: UnicodeEncodeError' (exit 15)."""
+    import json
+    import os
+
+    src = tmp_path / os.fsdecode(b"gi\xe1y t\xf3.png")
+    small_page().save(src, dpi=(200, 200))
+    out = tmp_path / os.fsdecode(b"b\xe1n s\xe3o.pdf")
+    done = run_cli("run", "--lang", "eng", "--report", str(tmp_path / "r.json"), str(src), str(out))
+    assert done.returncode == 0, done.stderr
+    assert out.is_file() and out.read_bytes().startswith(b"%PDF")
+    report = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
+    assert report["input_path"].endswith("gi\\xe1y t\\xf3.png") and report["output_path"].endswith("b\\xe1n s\\xe3o.pdf")

@@ -39,3 +39,13 @@ def test_printable_and_plain_follow_one_rule_for_zero_width_joiners():
     for text in (persian, emoji):
         assert plain(text) == text and printable(text) == text
     assert plain("a\u200bb") == "ab"
+
+
+def test_a_file_names_bytes_that_are_not_utf8_print_as_escapes() -> None:
+    import os
+
+    from digitize.terminal import printable
+
+    assert printable(os.fsdecode(b"b\xe1/r\xe1.pdf")) == "b\\xe1/r\\xe1.pdf"
+    assert printable("x\ud800y") == "x\ufffdy"
+    printable(os.fsdecode(b"\xff\xfe")).encode("utf-8")

@@ -53,3 +53,14 @@ def test_the_fold_table_keeps_only_the_scripts_met_in_dossiers():
     assert text.fold_accents(rare) == rare
     assert len(text._FOLD) - before < 100
     assert text.fold_accents("Quyền sử dụng đất") == "Quyen su dung dat"
+
+
+def test_recorded_keeps_valid_text_and_writes_a_names_odd_bytes_as_escapes() -> None:
+    import os
+
+    from digitize.text import recorded
+
+    assert recorded("Đơn xin cấp phép.pdf") == "Đơn xin cấp phép.pdf"
+    assert recorded(os.fsdecode(b"h\xe9 \xff.png")) == "h\\xe9 \\xff.png"
+    assert recorded("a\ud800b") == "a\\xed\\xa0\\x80b"  # a lone surrogate from elsewhere, not a file name
+    recorded(os.fsdecode(b"\xe9" * 10)).encode("utf-8")  # always writable

@@ -144,3 +144,17 @@ def test_a_value_the_parent_could_not_read_back_fails_in_the_worker() -> None:
         wire.result_frame({1, 2})
     with pytest.raises(TypeError, match="cannot hand back a numpy.ndarray"):
         wire.result_frame(np.array([object()]))
+
+
+def test_an_error_naming_a_file_that_is_not_utf8_crosses_the_channel() -> None:
+    """A page worker's error naming such a file could not be framed, so the run failed with an internal error."""
+    import os
+
+    from digitize import wire
+    from digitize.errors import InputError
+
+    name = os.fsdecode(b"h\xe9.png")
+    frame = wire.error_frame(InputError(f"{name}: image is corrupt"))
+    size, raw_size = wire.HEADER.unpack_from(frame)
+    ok, error = wire.read_frame(frame[wire.HEADER.size:wire.HEADER.size + size], bytearray())
+    assert not ok and isinstance(error, InputError) and str(error) == "h\\xe9.png: image is corrupt"

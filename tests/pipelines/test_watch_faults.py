@@ -179,3 +179,22 @@ def test_delete_on_success_removes_scan_and_sidecar_only_after_storing(tmp_path,
     assert list((inbox / "failed").iterdir()) == []
     [row] = rows_for(folder_settings, sha)
     assert row.case_id == "000.00.31.H56-241015-0027"
+
+
+def test_file_names_that_are_not_utf8_are_stored_or_quarantined_like_any_other(tmp_path, inbox, folder_settings):
+    """An old archive's zip unpacked on Linux keeps its cp1258/latin-1 name bytes. Such names stopped
+    every step that wrote one down (claim, report, reason, a page worker's error): the good scan was
+    deferred for ever and the bad one never reached failed/ ('surrogates not allowed')."""
+    good = scan_file(tmp_path / "good.pdf", 1)
+    good_name = os.fsdecode(b"000.00.31.H56-241015-0027 bi\xea\xfbn b\xe1n.pdf")
+    bad_name = os.fsdecode(b"h\xe9 h\xf3ng.pdf")
+    shutil.copy(good, inbox / good_name)
+    (inbox / bad_name).write_bytes(b"%PDF-1.7\n" + os.urandom(3000))
+    done = run_cli(folder_settings, "watch", str(inbox), "--once")
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "surrogates" not in done.stderr
+    assert sorted(p.name for p in (inbox / "done").iterdir()) == [good_name], done.stderr
+    assert sorted(p.name for p in (inbox / "failed").iterdir()) == [bad_name, bad_name + ".error.txt"]
+    reason = (inbox / "failed" / (bad_name + ".error.txt")).read_text(encoding="utf-8")
+    assert "h\\xe9 h\\xf3ng.pdf" in reason
+    assert [r.case_id for r in stored_rows(folder_settings)] == ["000.00.31.H56-241015-0027"]
