@@ -37,7 +37,7 @@ class ConvertSettings:
     default_dpi: float = 300.0  # used when an image has no DPI and matches no paper size
     max_pixels: int = 250_000_000  # per page; larger is refused as a decompression bomb
     jpeg_quality: int = 80  # highest quality; a lower one (to 20) is predicted only for pages over page_kb
-    page_kb: int = 390  # image bytes per A4-sized page
+    page_kb: int = 390  # image KB per A4-sized page up to 300 dpi (above: in proportion to its pixels)
     validate: bool = True  # run veraPDF on each output (missing veraPDF: exit 3; false to skip)
     max_stream_mb: int = 100  # a PDF page's content, fonts and forms, decoded; more is refused as a bomb
     max_memory_mb: int = 8192  # address space of each page worker (RLIMIT_AS); 0 = unlimited

@@ -88,6 +88,16 @@ def test_page_budget_scales_with_paper_area():
     assert a4 == pytest.approx(360 * 1024, rel=0.01)
     assert encode.page_budget(1240, 1754, 300, 360) == pytest.approx(a4 / 4, rel=0.01)  # A6
     assert encode.page_budget(10, 10, 300, 360) == int(360 * 1024 * 0.05)  # floor for slips and tiny crops
+    assert encode.page_budget(1654, 2339, 200, 360) == pytest.approx(a4, rel=0.01)  # 200 dpi: the same A4 budget
+    assert encode.page_budget(4962, 7014, 600, 360) == pytest.approx(4 * a4, rel=0.01)  # 600 dpi: by its pixels
+
+
+def test_a_600_dpi_scan_keeps_a_decent_jpeg_quality():
+    """Held to the 300 dpi page's bytes, a grainy 600 dpi A4 page went to JPEG 2000 (~5 s)."""
+    text = render_text_page(size=(4962, 7014), font_px=110).astype(np.float32)
+    grainy = np.clip(text + np.random.default_rng(3).normal(0, 4, text.shape), 0, 255).astype(np.uint8)
+    image = encode.encode_archival(grainy, "grey", 80, encode.page_budget(4962, 7014, 600, 390))
+    assert image.filter == "/DCTDecode" and int(image.encoding.removeprefix("jpeg-q")) >= 60, image.encoding
 
 
 def grainy_page(sigma: float, colour: bool = False, seed: int = 0) -> np.ndarray:
