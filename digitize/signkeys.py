@@ -185,8 +185,13 @@ def open_pkcs11(cfg: SignSettings, pin: str | None):
                                          "plug it in (the file waits)".replace("  ", " ")) from None
         raise token_error(e) from None
     try:
+        # a key marked CKA_ALWAYS_AUTHENTICATE (a qualified-signature card's) wants the PIN again at
+        # each signature (C_Login, context-specific): without it every file was "token unavailable
+        # (UserNotLoggedIn)" and waited for ever. The PIN stays in this process's memory, as for a re-login.
+        again = {"base_sign_kwargs": {"pin": pin}} if _always_authenticate(session, cfg.key_label or cfg.cert_label) \
+            else {}
         signer = prepared_signer_class(p11.PKCS11Signer)(session, cert_label=cfg.cert_label or cfg.key_label,
-                                  key_label=cfg.key_label or cfg.cert_label)
+                                  key_label=cfg.key_label or cfg.cert_label, **again)
         # fetch it now: a wrong label fails here, not on the first file. An ECDSA key signs the digest
         # pyHanko made (CKM_ECDSA): many tokens, SoftHSM2 among them, have no hash-and-sign ECDSA
         # mechanism, and refused every file with "MechanismInvalid"; the signature is the same
@@ -207,6 +212,20 @@ def open_pkcs11(cfg: SignSettings, pin: str | None):
                 pkcs11.lib(cfg.pkcs11_module).finalize()
 
     return signer, close
+
+
+def _always_authenticate(session, label: str) -> bool:
+    """Whether the private key LABEL must be authenticated at every use; False where the token
+    does not say (the attribute is optional)."""
+    import pkcs11
+    from pkcs11 import Attribute, ObjectClass
+
+    try:
+        for key in session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.LABEL: label}):
+            return bool(key[Attribute.ALWAYS_AUTHENTICATE])
+    except pkcs11.PKCS11Error:
+        return False
+    return False
 
 
 def token_certificates(session) -> list:

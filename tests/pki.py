@@ -291,3 +291,45 @@ def issued_chain(common_name: str) -> tuple[object, x509.Certificate, x509.Certi
     root = issue("Test National Root CA", root_key, None, None, True)
     ca = issue("Test Licensed CA", ca_key, root, root_key, True)
     return key, issue(common_name, key, ca, ca_key, False), ca, root
+
+
+def make_always_auth_token(folder: Path, common_name: str, label: str = "qscd", pin: str = "123456") -> tuple[SoftToken, Path]:
+    """A SoftHSM2 token whose RSA key, made on the token, is marked CKA_ALWAYS_AUTHENTICATE (as a
+    qualified-signature card's is: the PIN again at every signature), with a certificate for it from a
+    throw-away CA: the token and the CA's certificate (PEM), the signature's trust anchor."""
+    import datetime as dt
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    tokens = folder / "tokens"
+    tokens.mkdir(parents=True, exist_ok=True)
+    conf = folder / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n")
+    env = {**os.environ, "SOFTHSM2_CONF": str(conf)}
+    run = lambda *args: subprocess.run(args, check=True, capture_output=True, env=env)  # noqa: E731
+    module = softhsm_module()
+    run("softhsm2-util", "--init-token", "--free", "--label", label, "--so-pin", "0000" + pin, "--pin", pin)
+    run("pkcs11-tool", "--module", module, "--token-label", label, "--login", "--pin", pin, "--keypairgen",
+        "--key-type", "rsa:2048", "--label", "signer", "--id", "01", "--always-auth")
+    pub = folder / "pub.der"
+    run("pkcs11-tool", "--module", module, "--token-label", label, "--read-object", "--type", "pubkey", "--id", "01",
+        "-o", str(pub))
+    now = dt.datetime.now(dt.timezone.utc)
+    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test QSCD CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(1).not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=365))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(ca_key, hashes.SHA256()))
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+            .issuer_name(ca_name).public_key(serialization.load_der_public_key(pub.read_bytes()))
+            .serial_number(2).not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=365))
+            .add_extension(x509.KeyUsage(True, True, False, False, False, False, False, False, False), critical=True)
+            .sign(ca_key, hashes.SHA256()))
+    der = folder / "signer.cert.der"
+    der.write_bytes(cert.public_bytes(serialization.Encoding.DER))
+    run("pkcs11-tool", "--module", module, "--token-label", label, "--login", "--pin", pin,
+        "--write-object", str(der), "--type", "cert", "--label", "signer", "--id", "01")
+    ca_pem = folder / "ca.pem"
+    ca_pem.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    return SoftToken(conf, module, label, pin, "signer"), ca_pem

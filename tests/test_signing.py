@@ -23,9 +23,9 @@ from digitize.config import Settings
 from digitize.errors import DigitizeError, ExitCode, SignerUnavailableError, SigningError
 
 try:
-    from tests.pki import Pki, free_port, issued_chain, make_token, self_signed, start_pki
+    from tests.pki import Pki, free_port, issued_chain, make_always_auth_token, make_token, self_signed, start_pki
 except ModuleNotFoundError:
-    from pki import Pki, free_port, issued_chain, make_token, self_signed, start_pki
+    from pki import Pki, free_port, issued_chain, make_always_auth_token, make_token, self_signed, start_pki
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent
@@ -235,6 +235,21 @@ def test_a_tokens_issuing_ca_goes_into_the_signature_so_the_root_alone_is_truste
     with pikepdf.open(out) as pdf:
         contents = bytes(pdf.Root.AcroForm.Fields[0].V.Contents)
     assert b"Test Licensed CA" in contents and b"Somebody Else" not in contents
+
+
+def test_a_key_that_wants_the_pin_at_every_signature_signs(tmp_path, scan):
+    """CKA_ALWAYS_AUTHENTICATE (a qualified-signature card's key): every file was refused as "signing
+    token unavailable (UserNotLoggedIn)" and waited for ever; now the PIN is given again at each signature."""
+    token, ca_pem = make_always_auth_token(tmp_path / "hsm", "Đỗ Thị Thẻ")
+    config = write_config(tmp_path / "digitize.toml", pkcs11_module=token.module, token_label=token.label,
+                          key_label=token.key_label, trust=str(ca_pem))
+    env = env_for(config, DIGITIZE_SIGN_PIN=token.pin, **token.env())
+    for n in (1, 2):  # the second signature asks again
+        out = tmp_path / f"out{n}.pdf"
+        done = run_cli("run", str(scan), str(out), "--lang", "eng", "--sign", env=env)
+        assert done.returncode == 0, done.stderr
+        assert_pdfsig_valid(out)
+        assert sigcheck.check_file(out, str(ca_pem)).ok
 
 
 @pytest.mark.parametrize("kind", ["pkcs12", "token"])
