@@ -65,3 +65,11 @@ def recorded(text: str) -> str:
     except UnicodeEncodeError:
         raw = text.encode("utf-8", "surrogatepass")  # a lone surrogate from elsewhere (JSON's \ud800)
     return raw.decode("utf-8", "backslashreplace")
+
+
+def export_encoding(head: bytes) -> str:
+    """The text encoding of a CSV export from its first bytes: UTF-16 when it starts with its BOM
+    (Excel's "Unicode Text"), else UTF-8 with or without Excel's BOM. A legacy code page (cp1258,
+    TCVN3) is not guessed: it cannot be told apart reliably, and a wrong guess would put wrong
+    letters into case records."""
+    return "utf-16" if head[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"

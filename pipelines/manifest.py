@@ -15,6 +15,7 @@ from typing import Iterator
 
 from digitize.errors import InputError
 from digitize.terminal import printable
+from digitize.text import export_encoding
 
 from .metadata import ARCHIVE_FIELDS, META_FIELDS, Clue, clue_from_mapping
 
@@ -67,11 +68,11 @@ def read_manifest(file: Path, src: Path) -> Manifest:
         if len(data) > MANIFEST_MAX_BYTES:
             raise InputError(f"manifest {printable(file)} is larger than {MANIFEST_MAX_BYTES // 1_000_000} MB: "
                              "split it into several batches")
-        text = data.decode("utf-8-sig")
+        text = data.decode(export_encoding(data))
     except FileNotFoundError:
         raise InputError(f"manifest {printable(file)} not found") from None
     except UnicodeDecodeError:
-        raise InputError(f"manifest {printable(file)} is not UTF-8 text (save it as 'CSV UTF-8')") from None
+        raise InputError(f"manifest {printable(file)} is not UTF-8 text (save it as 'CSV UTF-8' or 'Unicode Text')") from None
     except OSError as e:
         raise InputError(f"cannot read manifest {printable(file)}: {e.strerror}") from None
     manifest = Manifest(file)

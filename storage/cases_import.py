@@ -17,7 +17,7 @@ from typing import Any, Iterator
 from digitize.errors import BadArgsError, FileAccessError, InputError
 from digitize.identifiers import normalize_case_id, parse_file_code, parse_procedure_code
 from digitize.terminal import plain
-from digitize.text import search_key
+from digitize.text import export_encoding, search_key
 
 from .models import CaseRecord
 
@@ -113,7 +113,9 @@ def parse_case_row(raw: dict[str, Any]) -> CaseRecord:
 
 
 def _csv_rows(path: Path) -> Iterator[dict[str, Any]]:
-    with open(path, encoding="utf-8-sig", newline="") as f:
+    with open(path, "rb") as f:
+        encoding = export_encoding(f.read(2))
+    with open(path, encoding=encoding, newline="") as f:
         sample = f.read(4096)
         f.seek(0)
         dialect = csv.Sniffer().sniff(sample, delimiters=",;\t") if sample.strip() else csv.excel
@@ -145,7 +147,8 @@ def read_case_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     except FileNotFoundError:
         raise FileAccessError(f"case export not found: {path}") from None
     except UnicodeDecodeError:
-        raise InputError(f"{path} is not UTF-8 text") from None
+        raise InputError(f"{path} is not UTF-8 text: in Excel, save it as \"CSV UTF-8 (Comma delimited)\" "
+                         "(or \"Unicode Text\")") from None
     except csv.Error as e:
         raise InputError(f"{path} is not a readable CSV file: {e}") from None
     except OSError as e:

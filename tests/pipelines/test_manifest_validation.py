@@ -58,3 +58,16 @@ def test_unknown_column_is_reported_once_not_per_row(tmp_path):
     manifest.write_text("path,case_idd\n1998/a.pdf,x\n1998/b.pdf,y\n", encoding="utf-8")
     problems = [str(p) for p in read_manifest(manifest, src).problems]
     assert problems == ["line 1: unknown columns: case_idd"]
+
+
+def test_a_manifest_saved_as_excel_unicode_text_is_read(tmp_path):
+    """UTF-16 with its BOM and tabs (Excel's "Unicode Text") was refused as not UTF-8."""
+    from pipelines.manifest import read_manifest
+
+    (tmp_path / "a.pdf").write_bytes(b"%PDF")
+    file = tmp_path / "manifest.csv"
+    file.write_bytes("path\tcase_id\r\na.pdf\t000.00.31.H56-241015-0027\r\n".encode("utf-16"))
+    manifest = read_manifest(file, tmp_path)
+    assert not manifest.problems, manifest.problems
+    (clue,) = manifest.rows.values()
+    assert clue.values["case_id"] == "000.00.31.H56-241015-0027"

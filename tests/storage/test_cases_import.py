@@ -83,3 +83,15 @@ def test_bad_files_are_input_errors(tmp_path):
         list(read_case_rows(tmp_path / "y.json"))
     with pytest.raises(BadArgsError, match=".csv or .json"):
         list(read_case_rows(tmp_path / "z.xlsx"))
+
+
+def test_excel_unicode_text_export_is_read_and_a_legacy_code_page_is_explained(tmp_path):
+    """Excel's "Unicode Text" is UTF-16 with tabs: it was refused as "not UTF-8 text". A cp1258 CSV
+    (Excel's plain "CSV" on Vietnamese Windows) stays refused, now with what to do."""
+    unicode_text = tmp_path / "motcua.csv"
+    unicode_text.write_bytes(f"Mã hồ sơ\tNgười nộp\r\n{CASE}\tLê Văn Tám\r\n".encode("utf-16"))
+    assert list(read_case_rows(unicode_text)) == [(1, {"Mã hồ sơ": CASE, "Người nộp": "Lê Văn Tám"})]
+    legacy = tmp_path / "ansi.csv"
+    legacy.write_bytes(f"Mã hồ sơ,Người nộp\r\n{CASE},Lê Văn Tám\r\n".encode("cp1258", "replace"))
+    with pytest.raises(InputError, match='not UTF-8 text: in Excel, save it as "CSV UTF-8'):
+        list(read_case_rows(legacy))
