@@ -231,12 +231,8 @@ class SoftToken:
         return {"SOFTHSM2_CONF": str(self.conf)}
 
 
-def make_token(folder: Path, pki: Pki | None, signer: str, label: str = "digitize", pin: str = "123456",
-               key_and_cert: tuple[object, x509.Certificate] | None = None,
-               ca_certs: tuple[x509.Certificate, ...] = ()) -> SoftToken:
-    """A SoftHSM2 token in FOLDER holding SIGNER's private key and certificate under the label SIGNER
-    (the test PKI's, or ``key_and_cert``: a cryptography private key, e.g. EC, and its certificate),
-    and ``ca_certs`` beside them, as a CA's token holds its own certificates."""
+def _new_token(folder: Path, label: str, pin: str):
+    """An empty SoftHSM2 token LABEL in FOLDER: its config file, and a runner for tools with it."""
     tokens = folder / "tokens"
     tokens.mkdir(parents=True, exist_ok=True)
     conf = folder / "softhsm2.conf"
@@ -244,6 +240,16 @@ def make_token(folder: Path, pki: Pki | None, signer: str, label: str = "digitiz
     env = {**os.environ, "SOFTHSM2_CONF": str(conf)}
     run = lambda *args: subprocess.run(args, check=True, capture_output=True, env=env)  # noqa: E731
     run("softhsm2-util", "--init-token", "--free", "--label", label, "--so-pin", "0000" + pin, "--pin", pin)
+    return conf, run
+
+
+def make_token(folder: Path, pki: Pki | None, signer: str, label: str = "digitize", pin: str = "123456",
+               key_and_cert: tuple[object, x509.Certificate] | None = None,
+               ca_certs: tuple[x509.Certificate, ...] = ()) -> SoftToken:
+    """A SoftHSM2 token in FOLDER holding SIGNER's private key and certificate under the label SIGNER
+    (the test PKI's, or ``key_and_cert``: a cryptography private key, e.g. EC, and its certificate),
+    and ``ca_certs`` beside them, as a CA's token holds its own certificates."""
+    conf, run = _new_token(folder, label, pin)
     if key_and_cert is None:
         key_pem, cert = pki.folder / "keys" / f"{signer}.key.pem", pki.cert(signer)
     else:
@@ -302,14 +308,8 @@ def make_always_auth_token(folder: Path, common_name: str, label: str = "qscd", 
     from cryptography.hazmat.primitives import hashes
     from cryptography.x509.oid import NameOID
 
-    tokens = folder / "tokens"
-    tokens.mkdir(parents=True, exist_ok=True)
-    conf = folder / "softhsm2.conf"
-    conf.write_text(f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n")
-    env = {**os.environ, "SOFTHSM2_CONF": str(conf)}
-    run = lambda *args: subprocess.run(args, check=True, capture_output=True, env=env)  # noqa: E731
+    conf, run = _new_token(folder, label, pin)
     module = softhsm_module()
-    run("softhsm2-util", "--init-token", "--free", "--label", label, "--so-pin", "0000" + pin, "--pin", pin)
     run("pkcs11-tool", "--module", module, "--token-label", label, "--login", "--pin", pin, "--keypairgen",
         "--key-type", "rsa:2048", "--label", "signer", "--id", "01", "--always-auth")
     pub = folder / "pub.der"

@@ -190,6 +190,17 @@ def test_run_with_a_softhsm_token_signs_a_valid_pdfa(tmp_path, pki, scan):
     check_flip(out, tmp_path, env)
 
 
+def sign_with_token(tmp_path: Path, scan: Path, token, trust: Path, name: str = "out.pdf") -> tuple[Path, dict]:
+    """``digitize run --sign`` of SCAN with TOKEN's key, TRUST the anchor; the output and the env used."""
+    config = write_config(tmp_path / "digitize.toml", pkcs11_module=token.module, token_label=token.label,
+                          key_label=token.key_label, trust=str(trust))
+    env = env_for(config, DIGITIZE_SIGN_PIN=token.pin, **token.env())
+    out = tmp_path / name
+    done = run_cli("run", str(scan), str(out), "--lang", "eng", "--sign", env=env)
+    assert done.returncode == 0, done.stderr
+    return out, env
+
+
 def test_an_ecdsa_key_on_a_token_signs_a_valid_pdfa(tmp_path, scan):
     """SoftHSM2, like many tokens, has CKM_ECDSA but no hash-and-sign ECDSA mechanism: every file
     was refused with "signing token error: MechanismInvalid" (exit 13)."""
@@ -200,12 +211,7 @@ def test_an_ecdsa_key_on_a_token_signs_a_valid_pdfa(tmp_path, scan):
     p12_path, pem, _ = self_signed(folder, "Lê Thị Hồng Nhung", "pw")
     key, cert, _ = p12.load_key_and_certificates(p12_path.read_bytes(), b"pw")
     token = make_token(tmp_path / "hsm", None, "officer", key_and_cert=(key, cert))
-    config = write_config(tmp_path / "digitize.toml", pkcs11_module=token.module, token_label=token.label,
-                          key_label=token.key_label, trust=str(pem))
-    env = env_for(config, DIGITIZE_SIGN_PIN=token.pin, **token.env())
-    out = tmp_path / "out.pdf"
-    done = run_cli("run", str(scan), str(out), "--lang", "eng", "--sign", env=env)
-    assert done.returncode == 0, done.stderr
+    out, _ = sign_with_token(tmp_path, scan, token, pem)
     assert_pdfa(out)
     assert_pdfsig_valid(out)
     check = sigcheck.check_file(out, str(pem))
@@ -223,12 +229,7 @@ def test_a_tokens_issuing_ca_goes_into_the_signature_so_the_root_alone_is_truste
     token = make_token(tmp_path / "hsm", None, "officer", key_and_cert=(key, cert), ca_certs=(ca, stranger))
     root_pem = tmp_path / "root.pem"
     root_pem.write_bytes(root.public_bytes(serialization.Encoding.PEM))
-    config = write_config(tmp_path / "digitize.toml", pkcs11_module=token.module, token_label=token.label,
-                          key_label=token.key_label, trust=str(root_pem))
-    env = env_for(config, DIGITIZE_SIGN_PIN=token.pin, **token.env())
-    out = tmp_path / "out.pdf"
-    done = run_cli("run", str(scan), str(out), "--lang", "eng", "--sign", env=env)
-    assert done.returncode == 0, done.stderr
+    out, env = sign_with_token(tmp_path, scan, token, root_pem)
     check = sigcheck.check_file(out, str(root_pem))
     assert check.ok and check.signatures[0].trusted, check.summary()
     assert run_cli("verify", str(out), env=env).returncode == 0
@@ -241,13 +242,8 @@ def test_a_key_that_wants_the_pin_at_every_signature_signs(tmp_path, scan):
     """CKA_ALWAYS_AUTHENTICATE (a qualified-signature card's key): every file was refused as "signing
     token unavailable (UserNotLoggedIn)" and waited for ever; now the PIN is given again at each signature."""
     token, ca_pem = make_always_auth_token(tmp_path / "hsm", "Đỗ Thị Thẻ")
-    config = write_config(tmp_path / "digitize.toml", pkcs11_module=token.module, token_label=token.label,
-                          key_label=token.key_label, trust=str(ca_pem))
-    env = env_for(config, DIGITIZE_SIGN_PIN=token.pin, **token.env())
     for n in (1, 2):  # the second signature asks again
-        out = tmp_path / f"out{n}.pdf"
-        done = run_cli("run", str(scan), str(out), "--lang", "eng", "--sign", env=env)
-        assert done.returncode == 0, done.stderr
+        out, _ = sign_with_token(tmp_path, scan, token, ca_pem, f"out{n}.pdf")
         assert_pdfsig_valid(out)
         assert sigcheck.check_file(out, str(ca_pem)).ok
 
