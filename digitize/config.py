@@ -226,8 +226,8 @@ def _coerce(value: Any, current: Any, where: str) -> Any:
             items = value if isinstance(value, list) else str(value).split(",")
             return [str(item).strip() for item in items if str(item).strip()]
         if isinstance(value, (list, dict)):  # was kept as its text: trust = ["a.pem"] read "['a.pem']"
-            raise ConfigError(f"{where}: {value!r} is a TOML {'list' if isinstance(value, list) else 'table'}; "
-                              "this setting is one string")
+            raise ConfigError(f"{where}: a TOML {'list' if isinstance(value, list) else 'table'} is given; "
+                              "this setting is one string")  # never the value: it may be a PIN or a key
         return str(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{where}: {value!r} is not a valid {type(current).__name__}") from None

@@ -13,6 +13,7 @@ import socket
 import stat
 import tempfile
 import time
+import unicodedata
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
@@ -80,8 +81,10 @@ def _part_name(name: str, suffix: str = "") -> str:
     """A temp name beside ``name``: short (``name`` may be near NAME_MAX), of the one shape sweep_parts knows
     (PART_NAMES)."""
     # the name in valid UTF-8 (a legacy name's odd bytes as \\xe9): veraPDF's JVM, which checks
-    # this file by its path, cannot open a path that is not
-    return f".{fit_name(recorded(name), 40 + len(os.fsencode(suffix)))}.{secrets.token_hex(6)}{suffix}.part"
+    # this file by its path, cannot open a path that is not; no control character (a newline kept
+    # the part file from matching PART_NAMES, so a crash's leftover was never swept)
+    shown = "".join("_" if unicodedata.category(c)[0] == "C" else c for c in recorded(name))
+    return f".{fit_name(shown, 40 + len(os.fsencode(suffix)))}.{secrets.token_hex(6)}{suffix}.part"
 
 
 @contextlib.contextmanager

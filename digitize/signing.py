@@ -189,6 +189,7 @@ class Signer:
         self.cert = self._signer.signing_cert
         self.name = cfg.name or common_name(self.cert)
         self.broken = False
+        self.refused: SigningError | None = None  # the token refused its PIN at a signature: never again
         try:
             check_certificate(self.cert, datetime.now(timezone.utc))
             self._font = signmark.find_font(cfg.font) if cfg.visible else None
@@ -383,6 +384,8 @@ class Signer:
         if signkeys.is_pkcs11_error(cause):
             error = signkeys.token_error(cause)
             self.broken = isinstance(error, SignerUnavailableError)
+            if signkeys.is_pin_error(cause):  # a key asking for its PIN at every signature refused it:
+                self.refused = error  # each further try would count toward locking the token
             return error
         if isinstance(e, TimestampRequestError) or type(e).__module__.startswith("aiohttp"):
             return SignerUnavailableError(f"a CA service did not answer (timestamp {self.cfg.tsa_url} or "
@@ -438,6 +441,11 @@ def signer_for(settings: Settings, interactive: bool = False) -> Signer | None:
     if key in _refused:
         raise _refused[key]
     signer = _signers.get(key)
+    if signer is not None and signer.refused is not None:
+        _refused[key] = signer.refused
+        signer.close()
+        del _signers[key]
+        raise signer.refused
     if signer is not None and not signer.broken:
         return signer
     if signer is not None:
@@ -1328,7 +1336,7 @@ def _key_process_sign(settings: Settings, source: str, target: str, band: Any) -
     try:
         return "ok", signer.sign(Path(source), Path(target), band)
     except DigitizeError as e:
-        return "error", e
+        return ("refused" if signer.refused is not None else "error"), e  # refused: the batch stops signing
     except Exception as e:  # noqa: BLE001
         log.debug("signing %s failed", source, exc_info=True)
         return "error", SigningError(f"signing failed: {type(e).__name__}: {' '.join(str(e).split())}")
@@ -1555,5 +1563,9 @@ def forget_service() -> None:
         _wipe(key)
     for cfg in [signer.cfg for signer in _signers.values()] + [service.settings.sign for service in _services]:
         cfg.pin = ""  # this process's copy of the settings (the parent's own is untouched)
+    for signer in list(_living):  # a key that wants its PIN at each signature holds it for pyHanko
+        kwargs = getattr(getattr(signer, "_signer", None), "_sign_kwargs", None)
+        if isinstance(kwargs, dict):  # (a signer still referenced here, by a run's frame, survives the clear below)
+            kwargs.clear()
     _signers.clear()  # not closed: a token's session is the parent's, and a PKCS#12 key needs no closing
     _refused.clear()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from .config import SignSettings
 from .errors import ConfigError, SignerUnavailableError, SigningError
 
 lazyimports.install()  # before any pyHanko import: its unused eager imports deferred
+log = logging.getLogger("digitize")
 
 
 def x509_to_asn1(cert) -> Any:
@@ -148,6 +150,14 @@ def prepare_certificate_attribute(signer) -> None:
         signer.certificate_attribute()
 
 
+def is_pin_error(e: Exception) -> bool:
+    """Whether the token refused the PIN (wrong, locked, expired): trying it again can lock the token."""
+    import pkcs11
+
+    return isinstance(e, (pkcs11.PinIncorrect, pkcs11.PinLocked, pkcs11.PinExpired, pkcs11.PinInvalid,
+                          pkcs11.PinLenRange))
+
+
 def token_error(e: Exception) -> SigningError:
     """A PKCS#11 failure in one line: PIN problems are the user's, device problems mean 'retry later'."""
     import pkcs11
@@ -196,7 +206,7 @@ def open_pkcs11(cfg: SignSettings, pin: str | None):
         # pyHanko made (CKM_ECDSA): many tokens, SoftHSM2 among them, have no hash-and-sign ECDSA
         # mechanism, and refused every file with "MechanismInvalid"; the signature is the same
         signer.use_raw_mechanism = signer.signing_cert.public_key.algorithm == "ec"
-        signer.cert_registry.register_multiple(issuer_chain(signer.signing_cert, token_certificates(session)))
+        signer.cert_registry.register_multiple(_token_chain(session, signer.signing_cert))
     except pkcs11.PKCS11Error as e:
         session.close()
         raise token_error(e) from None
@@ -221,11 +231,24 @@ def _always_authenticate(session, label: str) -> bool:
     from pkcs11 import Attribute, ObjectClass
 
     try:
-        for key in session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.LABEL: label}):
+        # the query pyHanko finds its signing key with (one key, or pyHanko refuses the label)
+        for key in session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.SIGN: True,
+                                        Attribute.LABEL: label}):
             return bool(key[Attribute.ALWAYS_AUTHENTICATE])
     except pkcs11.PKCS11Error:
         return False
     return False
+
+
+def _token_chain(session, cert) -> list:
+    """issuer_chain among the token's certificates; [] (with a warning) when they cannot be read: the
+    chain is a help to verifiers, never a reason not to sign."""
+    try:
+        return issuer_chain(cert, token_certificates(session))
+    except Exception as e:  # noqa: BLE001 - a token's odd objects, a PKCS#11 error while listing them
+        log.warning("the token's CA certificates could not be read (%s): the signature carries the signer's "
+                    "certificate alone", type(e).__name__)
+        return []
 
 
 def token_certificates(session) -> list:

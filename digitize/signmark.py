@@ -15,7 +15,7 @@ import functools
 import hashlib
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +44,8 @@ class Seal:
     path: Path
     width_pt: float  # actual size, from the image's own dpi
     height_pt: float
+    pixels: tuple[int, int] = (0, 0)  # the image's width and height
+    rgba: bytes = field(default=b"", repr=False)  # as drawn (seal_rgba), made once when the key opens, not per signature
 
 
 @dataclass(frozen=True)
@@ -143,16 +145,17 @@ def load_seal(path: str) -> Seal:
                 raise ConfigError(f"sign.seal {path}: the seal must be a PNG (transparent), not {img.format}")
             dpi = img.info.get("dpi", (300.0, 300.0))
             w, h = img.size
-    except (OSError, UnidentifiedImageError) as e:
+            dx, dy = (float(d) if d and float(d) > 1 else 300.0 for d in dpi)
+            width_pt, height_pt = w / dx * 72.0, h / dy * 72.0
+            mm = max(width_pt, height_pt) / 72.0 * 25.4
+            if mm > SEAL_MAX_MM or w * h > SEAL_MAX_PIXELS:  # before its pixels are decoded
+                raise ConfigError(f"sign.seal {path}: {w}x{h} pixels at {round(dx, 1):g} dpi is {mm:.0f} mm across, "
+                                  f"no seal's actual size (at most {SEAL_MAX_MM} mm, {SEAL_MAX_PIXELS // 1_000_000} "
+                                  "megapixels): give the image the dpi it was scanned at")
+            rgba = seal_rgba(img).tobytes()
+    except (OSError, UnidentifiedImageError, ValueError) as e:
         raise ConfigError(f"sign.seal {path}: cannot read the seal image: {getattr(e, 'strerror', None) or e}") from None
-    dx, dy = (float(d) if d and float(d) > 1 else 300.0 for d in dpi)
-    seal = Seal(Path(path), w / dx * 72.0, h / dy * 72.0)
-    mm = max(seal.width_pt, seal.height_pt) / 72.0 * 25.4
-    if mm > SEAL_MAX_MM or w * h > SEAL_MAX_PIXELS:
-        raise ConfigError(f"sign.seal {path}: {w}x{h} pixels at {round(dx, 1):g} dpi is {mm:.0f} mm across, no seal's actual "
-                          f"size (at most {SEAL_MAX_MM} mm, {SEAL_MAX_PIXELS // 1_000_000} megapixels): give the "
-                          "image the dpi it was scanned at")
-    return seal
+    return Seal(Path(path), width_pt, height_pt, (w, h), rgba)
 
 
 SEAL_MAX_MM = 80  # Vietnamese seals are 30-50 mm across; a larger one is a dpi missing or wrong, and would cover the page
@@ -387,9 +390,8 @@ def stamp_style(mark: Mark):
     if mark.seal is not None:
         from PIL import Image
 
-        with Image.open(mark.seal.path) as img:
-            image = PdfImage(seal_rgba(img), box=layout.BoxConstraints(
-                round(mark.seal.width_pt), round(mark.seal.height_pt)))
+        image = PdfImage(Image.frombytes("RGBA", mark.seal.pixels, mark.seal.rgba), box=layout.BoxConstraints(
+            round(mark.seal.width_pt), round(mark.seal.height_pt)))
         extra = dict(background=image, background_opacity=1.0,
                      background_layout=layout.SimpleBoxLayoutRule(
                          x_align=layout.AxisAlignment.ALIGN_MIN, y_align=layout.AxisAlignment.ALIGN_MID,

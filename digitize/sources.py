@@ -754,9 +754,12 @@ class PdfSource(Source):
         if dpi is None:
             found = self._image_dpi(page, layout) if layout else 0.0
             dpi = min(max(found, 200.0), 600.0) if found else 300.0
+        # poppler draws the page in default units (it ignores /UserUnit), at whole dots per inch of them
+        resolution = max(1, round(dpi * self._unit))
+        dpi = resolution / self._unit  # what that is per physical inch: the pixel limit and the page size
         _check_pixels(round(box_w * dpi / 72), round(box_h * dpi / 72), self.limits, f"{self.path.name} page {index + 1}")
-        img = normalise_mode(poppler.render_page(self.path, index, dpi * self._unit))  # poppler ignores /UserUnit
-        return SourcePage(index, img, float(round(dpi)), "pdf", None, None, self._dpi_notes(index, dpi))
+        img = normalise_mode(poppler.render_page(self.path, index, resolution))
+        return SourcePage(index, img, dpi, "pdf", None, None, self._dpi_notes(index, dpi))
 
     @staticmethod
     def _dpi_notes(index: int, dpi: float) -> list[str]:

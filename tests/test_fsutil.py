@@ -345,3 +345,4 @@ def test_fit_name_counts_and_keeps_the_bytes_of_a_name_that_is_not_utf8() -> Non
     assert fsutil.fit_name(vietnamese).encode("utf-8")  # never half a character
     part = fsutil._part_name(os.fsdecode(b"b\xe1n.pdf"))
     assert part.encode("utf-8").startswith(b".b\\xe1n.pdf.") and fsutil.PART_NAMES.match(part)
+    assert fsutil.PART_NAMES.match(fsutil._part_name("new\nline.pdf"))  # swept after a crash too

@@ -588,6 +588,63 @@ def test_a_page_worker_keeps_no_signer_and_no_pin_it_inherited(tmp_path, pki):
         signing._signers.pop(signing._key(settings.sign)).close()
 
 
+def pin_kwargs_in_page_worker(_: int) -> list[dict]:
+    """In a page worker: what every signer object still alive holds for pyHanko's C_Sign."""
+    return [dict(getattr(s._signer, "_sign_kwargs", None) or {}) for s in list(signing._living)]
+
+
+@pytest.fixture
+def always_auth_settings(tmp_path: Path, monkeypatch):
+    """Settings whose key, on a SoftHSM2 token in this process, wants its PIN at every signature."""
+    import pkcs11
+
+    token, ca_pem = make_always_auth_token(tmp_path / "hsm", "Đỗ Thị Thẻ")
+    monkeypatch.setenv("SOFTHSM2_CONF", str(token.conf))
+    settings = Settings()
+    sign = settings.sign
+    sign.pkcs11_module, sign.token_label, sign.key_label, sign.pin = token.module, token.label, token.key_label, token.pin
+    sign.trust, sign.visible = str(ca_pem), False
+    yield settings
+    signer = signing._signers.pop(signing._key(sign), None)
+    if signer is not None:
+        signer.close()
+    signing._refused.pop(signing._key(sign), None)
+    pkcs11.lib(token.module).finalize()  # SoftHSM2 reads SOFTHSM2_CONF at C_Initialize: a later test's token
+
+
+def test_a_page_worker_keeps_no_pin_a_key_that_asks_at_each_signature_holds(always_auth_settings):
+    """Such a key's signer holds the PIN for pyHanko's C_Sign; a page worker that inherited the signer
+    object (a run's frame still refers to it) kept it readable (review of s13, M2)."""
+    from digitize import pageworkers
+
+    settings = always_auth_settings
+    signer = signing.signer_for(settings)
+    assert signer._signer._sign_kwargs == {"pin": settings.sign.pin}
+    pool = pageworkers.PagePool(1)
+    try:
+        held = pool.run(pin_kwargs_in_page_worker, [(1,)], 120)
+    finally:
+        pool.close()
+    assert all(kwargs == {} for kwargs in held[0]) and held[0], held
+    assert signer._signer._sign_kwargs == {"pin": settings.sign.pin}  # the parent's untouched
+
+
+def test_a_pin_refused_at_a_signature_is_never_tried_again(always_auth_settings, tmp_path, monkeypatch, pdfa):
+    """A card whose signature PIN is refused (here: another PIN at C_Sign than at login) answered each
+    file with "wrong PIN", and every next file sent it again, counting toward locking the card (review
+    of s13, H1). The signer is dropped and the refusal remembered: no other login, no other try."""
+    settings = always_auth_settings
+    signer = signing.signer_for(settings)
+    signer._signer._sign_kwargs["pin"] = "000000"
+    with pytest.raises(SigningError, match="wrong PIN"):
+        signer.sign(pdfa, tmp_path / "one.pdf")
+    monkeypatch.setattr(signing.Signer, "__init__", lambda *a: pytest.fail("the token was asked again"))
+    for _ in range(2):
+        with pytest.raises(SigningError, match="wrong PIN"):
+            signing.signer_for(settings)
+    assert signing._key(settings.sign) not in signing._signers
+
+
 def test_a_letterhead_at_the_top_right_moves_the_mark_onto_blank_paper(tmp_path, pki):
     """The mark goes on the page's blank top margin beside the letterhead, not over it; the page is
     not scaled or moved (same media box, same page content) and the file stays PDF/A, validly signed."""

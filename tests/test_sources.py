@@ -369,14 +369,14 @@ def test_grey_stored_as_rgb_is_told_from_colour_off_the_sampled_pixels():
     assert normalise_mode(Image.fromarray(tinted)).mode == "RGB"
 
 
-def _userunit_pdf(path: Path, unit, strips: int = 1) -> None:
+def _userunit_pdf(path: Path, unit, strips: int = 1, box: tuple[float, float] = (144.0, 180.0)) -> None:
     """An 800x1000 px grey scan drawn over a page box of half its size in points, /UserUnit 2: at
     the physical size the scan is 200 dpi (4 x 5 in). ``strips`` = 2 draws it as two images
     (poppler renders the page)."""
     pix = np.full((1000, 800), 255, np.uint8)
     pix[100:900:50, 100:700] = 0
     pdf = pikepdf.new()
-    w, h = 144.0, 180.0  # points of the default unit: x2 = 288 x 360 pt = 4 x 5 in
+    w, h = box  # points of the default unit: 144 x 180 at /UserUnit 2 = 288 x 360 pt = 4 x 5 in
     xobjects, draw = pikepdf.Dictionary(), b""
     for i in range(strips):
         part = pix[i * 1000 // strips:(i + 1) * 1000 // strips]
@@ -407,4 +407,20 @@ def test_an_impossible_user_unit_is_refused_in_one_line(tmp_path, unit) -> None:
     path = tmp_path / "odd.pdf"
     _userunit_pdf(path, unit)
     with open_source(path, ConvertOptions()) as src, pytest.raises(InputError, match="page content is corrupt"):
+        src.page(0)
+
+
+@pytest.mark.parametrize("unit, box", [(0.0118, (14400.0, 18000.0)), (0.5, (576.0, 720.0)), (2.5, (115.2, 144.0))])
+def test_a_rendered_page_with_a_user_unit_keeps_its_size_and_the_pixel_limit(tmp_path, unit, box) -> None:
+    """poppler draws at whole dots per inch of the default unit: the page's dpi is taken from that,
+    so its size stays physical and the pixels counted against the limit are the ones drawn (review
+    of s13 M3: at /UserUnit 0.0118 the check saw 3540 px a side, poppler drew 4000)."""
+    path = tmp_path / "unit.pdf"
+    _userunit_pdf(path, unit, strips=2, box=box)
+    with open_source(path, ConvertOptions()) as src:
+        page = src.page(0)
+    width_in = page.image.width / page.dpi
+    assert width_in == pytest.approx(box[0] * unit / 72, rel=0.01)
+    limit = ReadLimits(max_pixels=page.image.width * page.image.height - 1)
+    with open_source(path, limit) as src, pytest.raises(InputError, match="megapixels exceeds"):
         src.page(0)
