@@ -141,7 +141,8 @@ def atomic_write_bytes(target: str | os.PathLike, data: bytes, mode: int | None 
 
 
 def atomic_write_text(target: str | os.PathLike, text: str, mode: int | None = None) -> None:
-    atomic_write_bytes(target, recorded(text).encode("utf-8"), mode)  # a name that is not UTF-8: \\xe9
+    # a name that is not UTF-8: its bytes as \\xe9 (plain text; JSON is made valid before: text.recorded_values)
+    atomic_write_bytes(target, recorded(text).encode("utf-8"), mode)
 
 
 def fsync_path(path: str | os.PathLike | int, strict: bool = True) -> None:

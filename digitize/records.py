@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .text import recorded
+from .text import recorded_values
 from .wire import carried
 
 
@@ -92,9 +92,7 @@ class DocumentReport:
             del page["top_band"]
         data["page_count"] = self.page_count
         data["mean_confidence"] = round(self.mean_confidence, 2)
-        for key in ("input_path", "output_path"):  # file names, which may not be UTF-8
-            data[key] = recorded(data[key])
-        return data
+        return recorded_values(data)  # file names, and errors naming them, may not be UTF-8
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), ensure_ascii=False, indent=2)

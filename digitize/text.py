@@ -67,6 +67,19 @@ def recorded(text: str) -> str:
     return raw.decode("utf-8", "backslashreplace")
 
 
+def recorded_values(value):
+    """``value`` (what is about to be dumped as JSON: dicts, lists, strings) with every string
+    :func:`recorded`. JSON must get valid text before it is dumped: the text writers' own fallback
+    (fsutil) would put a ``\\xe9`` inside a JSON string, which is not a valid JSON escape."""
+    if isinstance(value, str):
+        return recorded(value)
+    if isinstance(value, dict):
+        return {recorded_values(k): recorded_values(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [recorded_values(v) for v in value]
+    return value
+
+
 def export_encoding(head: bytes) -> str:
     """The text encoding of a CSV export from its first bytes: UTF-16 when it starts with its BOM
     (Excel's "Unicode Text"), else UTF-8 with or without Excel's BOM. A legacy code page (cp1258,

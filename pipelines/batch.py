@@ -30,6 +30,7 @@ from typing import TextIO
 from digitize.errors import ExitCode, InputError, SigningError, StorageError
 from digitize.fsutil import atomic_write_text
 from digitize.terminal import printable
+from digitize.text import recorded_values
 
 from .inbox import has_scan_suffix, iter_scans
 from .jobs import (INTERNAL_EXIT, JobResult, Status, StoredPart, close_archives, kept_folder, lend_cpu_slots,
@@ -463,7 +464,7 @@ def render_report(summary: BatchSummary, as_json: bool) -> str:
         data = {"summary": {"files": len(summary.results), "pages": summary.pages, "seconds": round(summary.seconds, 2),
                             **{str(s): summary.count(s) for s in Status}},
                 "files": [r.to_dict() for r in summary.results]}
-        return json.dumps(data, ensure_ascii=False, indent=2)
+        return json.dumps(recorded_values(data), ensure_ascii=False, indent=2)  # names that are not UTF-8
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=REPORT_COLUMNS, extrasaction="ignore")
     writer.writeheader()

@@ -64,3 +64,14 @@ def test_recorded_keeps_valid_text_and_writes_a_names_odd_bytes_as_escapes() -> 
     assert recorded(os.fsdecode(b"h\xe9 \xff.png")) == "h\\xe9 \\xff.png"
     assert recorded("a\ud800b") == "a\\xed\\xa0\\x80b"  # a lone surrogate from elsewhere, not a file name
     recorded(os.fsdecode(b"\xe9" * 10)).encode("utf-8")  # always writable
+
+
+def test_recorded_values_makes_what_json_dumps_valid_text() -> None:
+    import json
+    import os
+
+    from digitize.text import recorded_values
+
+    data = {"path": os.fsdecode(b"h\xe9.pdf"), "n": 3, "warnings": [os.fsdecode(b"\xff x")], "ok": True}
+    text = json.dumps(recorded_values(data), ensure_ascii=False)
+    assert json.loads(text.encode("utf-8")) == {"path": "h\\xe9.pdf", "n": 3, "warnings": ["\\xff x"], "ok": True}

@@ -152,3 +152,19 @@ def test_a_worker_that_died_idle_does_not_stop_the_batch(tmp_path, monkeypatch):
     finally:
         runner.pool.shutdown(wait=True, cancel_futures=True)
     assert [(Path(r.path).name, r.status.value) for r in summary.results] == [("a.pdf", "done")]
+
+
+def test_a_json_report_naming_a_file_that_is_not_utf8_is_valid_json(tmp_path):
+    """The text writer's fallback put '\\xe9' inside a JSON string: the batch's JSON report did not parse."""
+    import os
+
+    from scans import page, write_pdf
+
+    src = tmp_path / "src"
+    src.mkdir()
+    write_pdf([page(["Giấy tờ"])], src / "scan.pdf").rename(src / os.fsdecode(b"h\xe9 s\xf3.pdf"))
+    settings = make_settings(tmp_path / "data")
+    done = run_cli(settings, "batch", str(src), "--report", str(tmp_path / "r.json"))
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
+    assert report["files"][0]["path"].endswith("h\\xe9 s\\xf3.pdf")
