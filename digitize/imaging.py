@@ -392,13 +392,16 @@ def prepare_for_ocr(pixels: np.ndarray, dpi: float) -> tuple[np.ndarray, float]:
 
 def prepare_readings(pixels: np.ndarray, dpi: float) -> list[Callable[[], tuple[np.ndarray, float]]]:
     """prepare_for_ocr's preparation, made when called; and for a page on the border of strokes
-    in pieces (pieces_border), a second one that takes the page the other way."""
+    in pieces (pieces_border), a second one that takes the page the other way. Of the two, the
+    one read at the smaller scale comes first (fewer pixels for Tesseract: the smoothed way,
+    whose letters measure taller), so that a reading sure enough to end there is the cheaper one."""
     grey = drop_colour(as_uint8(pixels))
     letters = _measure_letters(grey, dpi)
-    first = partial(_prepare, grey, dpi, letters.height, letters.in_pieces, letters.flat, letters.inked)
-    if letters.other_height is None:
-        return [first]
-    return [first, partial(_prepare, grey, dpi, letters.other_height, not letters.in_pieces, letters.flat, letters.inked)]
+    ways = [(letters.height, letters.in_pieces)]
+    if letters.other_height is not None:
+        ways.append((letters.other_height, not letters.in_pieces))
+        ways.sort(key=lambda way: ocr_scale(way[0]))  # stable: as measured first at the same scale
+    return [partial(_prepare, grey, dpi, height, in_pieces, letters.flat, letters.inked) for height, in_pieces in ways]
 
 
 def _prepare(grey: np.ndarray, dpi: float, letter_px: float, in_pieces: bool, flat: np.ndarray | None,

@@ -386,17 +386,22 @@ def test_a_bad_input_is_said_before_a_bad_or_missing_ocr_language(tmp_path, lang
 
 
 def test_a_page_on_the_border_of_strokes_in_pieces_keeps_its_more_confident_reading(monkeypatch):
-    """Two preparations (imaging.prepare_readings: a page on the border of strokes in pieces): both
-    are read, the more confident reading is kept, named "read-other-way" when it is the second, and
-    its word boxes go back to page pixels by its own scale."""
+    """Two preparations (imaging.prepare_readings: a page on the border of strokes in pieces): a first
+    reading under SURE_READING has the page read the other way too, the more confident reading is
+    kept, named "read-other-way" when it is the second, and its word boxes go back to page pixels by
+    its own scale. A first reading at SURE_READING or over ends there: the other way is not read."""
     from digitize import convert, imaging, ocr
 
     page = np.full((400, 300), 255, np.uint8)
     page[100:110, 50:250] = 0
-    for second_better in (True, False):
-        confidences = iter((60.0, 70.0 if second_better else 50.0))
+    sure = convert.SURE_READING
+    for first, second, kept, reads in ((60.0, 70.0, 70.0, 2), (60.0, 50.0, 60.0, 2), (sure - 0.1, sure + 5, sure + 5, 2),
+                                       (sure, sure + 5, sure, 1)):
+        confidences = iter((first, second))
+        calls = []
 
         def fake_recognise(pixels, language, dpi, timeout, what="page", ruled=None):
+            calls.append(pixels.shape)
             return ocr.OcrResult(words=[(0, Word("chữ", 0, 0, 100, 10, 90.0))],
                                  confidence=next(confidences))
 
@@ -404,19 +409,34 @@ def test_a_page_on_the_border_of_strokes_in_pieces_keeps_its_more_confident_read
         monkeypatch.setattr(imaging, "prepare_readings",
                             lambda pixels, dpi: [lambda: (pixels, 1.0), lambda: (pixels[:, ::2], 0.5)])
         result, done = convert.recognise(page, 200.0, ConvertOptions(), "page 1")
-        assert result.confidence == (70.0 if second_better else 60.0)
-        assert done == ("read-other-way" if second_better else "")
-        assert result.words[0][1].right == (200 if second_better else 100)  # read at half size: x2
+        assert result.confidence == kept and len(calls) == reads
+        second_kept = reads == 2 and second > first
+        assert done == ("read-other-way" if second_kept else "")
+        assert result.words[0][1].right == (200 if second_kept else 100)  # read at half size: x2
 
 
 def test_a_faint_typewriter_page_on_the_border_of_strokes_in_pieces_reads_well():
     """A fresh draw of the hard set's faint, broken typewriter page (seed 12) measured whole by one
-    pixel was read enlarged and unsmoothed at CER 0.19; read both ways, the more confident reading
-    is the smoothed one (CER ~0.014)."""
-    from digitize import convert
+    pixel was read enlarged and unsmoothed at CER 0.19. On the border, it is read smoothed first (the
+    cheaper way, smaller than the page) and enlarged too, its smoothed reading being under
+    SURE_READING: the smoothed one is kept (CER ~0.014). Another draw (seed 22) whose smoothed
+    reading is sure is read once."""
+    from digitize import convert, ocr
     from tests.test_imaging import hard_typewriter_draw
 
-    page, truth = hard_typewriter_draw(12)
-    result, done = convert.recognise(page, 250.0, ConvertOptions(), "page 1")
-    assert cer(truth, result.text) < 0.04
-    assert done == "read-other-way"
+    real = ocr.recognise
+    for seed, reads in ((12, 2), (22, 1)):
+        page, truth = hard_typewriter_draw(seed)
+        readings = []
+
+        def counted(pixels, *args, **kwargs):
+            readings.append(pixels.shape)
+            return real(pixels, *args, **kwargs)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(ocr, "recognise", counted)
+            result, done = convert.recognise(page, 250.0, ConvertOptions(), "page 1")
+        assert cer(truth, result.text) < 0.04
+        assert done == "" and len(readings) == reads
+        assert (result.confidence >= convert.SURE_READING) == (reads == 1)
+        assert readings[0][0] < page.shape[0]  # read at a scale under 1: the smoothed way

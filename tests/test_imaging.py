@@ -394,17 +394,19 @@ def hard_typewriter_draw(seed: int) -> np.ndarray:
 
 def test_a_page_on_the_border_of_strokes_in_pieces_is_prepared_both_ways():
     """Letters within one measuring pixel of PIECES_OF_PITCH (a fresh draw of the hard set's typewriter
-    page: 9 px in a 38 px pitch, 0.237 against 0.22) are prepared as measured and the other way: as
-    measured (whole, enlarged) first, prepare_for_ocr's image, then in pieces (smoothed, measured on
-    the smoothed copy: taller, so a smaller scale). Pages clearly whole or clearly in pieces get one."""
+    page: 9 px in a 38 px pitch, 0.237 against 0.22) are prepared as measured and the other way, the
+    one at the smaller scale first (the cheaper reading, prepare_for_ocr's image): in pieces
+    (smoothed, measured on the smoothed copy: taller, so a smaller scale), then as measured (whole,
+    enlarged). Pages clearly whole or clearly in pieces get one."""
     from tests.degraded import generate, holey_typewriter_page
 
     assert imaging.pieces_border(9, 38.0) and imaging.pieces_border(8, 38.0)
     assert not imaging.pieces_border(10, 38.0) and not imaging.pieces_border(7, 38.0)
     page, _ = hard_typewriter_draw(12)
     first, other = imaging.prepare_readings(page, 250.0)
-    (whole, whole_scale), (joined, joined_scale) = first(), other()
+    (joined, joined_scale), (whole, whole_scale) = first(), other()
     assert whole_scale > 1.0 > joined_scale
-    assert np.array_equal(whole, imaging.prepare_for_ocr(page, 250.0)[0])
+    assert joined.size < whole.size
+    assert np.array_equal(joined, imaging.prepare_for_ocr(page, 250.0)[0])
     for worn in (generate("seal", 6), generate("table", 1), generate("bleed", 3), holey_typewriter_page(4)):
         assert len(imaging.prepare_readings(worn.pixels, worn.dpi)) == 1
