@@ -39,6 +39,7 @@ import java.util.Locale;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ExecutionException;
+import java.util.concurrent.FutureTask;
 import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.SynchronousQueue;
 import java.util.concurrent.ThreadPoolExecutor;
@@ -233,6 +234,18 @@ public final class DigitizeValidator {
         // for a thread: each new one compiles the scripts (~0.3 CPU-s), which files checked one at a
         // time never need, and a 16-core machine paid 16 times at every start.
         private final int threads = Math.max(1, Runtime.getRuntime().availableProcessors());
+        // Fault injection for the tests: each validator thread pauses this long after answering, before it
+        // takes the next check, as on a loaded machine (unset, or not a number: no pause).
+        private static final long LINGER_MILLIS = lingerMillis(System.getenv("DIGITIZE_FAULT_VALIDATOR_LINGER_MS"));
+
+        private static long lingerMillis(String value) {
+            try {
+                return value == null ? 0 : Math.max(0, Math.min(10_000, Long.parseLong(value.trim())));
+            } catch (NumberFormatException e) {
+                return 0;
+            }
+        }
+
         private final ThreadPoolExecutor validators = new ThreadPoolExecutor(1, threads, 365, TimeUnit.DAYS,
             new SynchronousQueue<>(), task -> {
                 Thread thread = new Thread(task, "validator");
@@ -245,7 +258,18 @@ public final class DigitizeValidator {
                     Thread.currentThread().interrupt();
                     throw new RejectedExecutionException(e);
                 }
-            });
+            }) {
+            @Override
+            protected void afterExecute(Runnable task, Throwable thrown) {
+                if (LINGER_MILLIS > 0) {  // tests only: a thread slow to get back to the queue
+                    try {
+                        Thread.sleep(LINGER_MILLIS);
+                    } catch (InterruptedException e) {
+                        Thread.currentThread().interrupt();
+                    }
+                }
+            }
+        };
         private final Object state = new Object();
         private PDFAFlavour flavour;
         private volatile Selector selector;
@@ -469,11 +493,22 @@ public final class DigitizeValidator {
             if (line.equals("STATUS") || line.equals("QUIT")) {
                 return status();
             }
+            FutureTask<String> check = new FutureTask<>(() -> validate(line, flavour));
+            boolean spare;
             synchronized (state) {
+                spare = working < validators.getPoolSize();  // a thread not on anyone's check
                 working++;
             }
             try {
-                return validators.submit(() -> validate(line, flavour)).get();
+                if (spare) {
+                    // handed to that thread, waiting while it gets back to the queue: it has given the last
+                    // answer but may not be there yet (a loaded machine), and submit() would then start
+                    // another thread, compiling the rule scripts again, for checks that never overlapped
+                    validators.getQueue().put(check);
+                } else {
+                    validators.execute(check);  // every thread on a check: another one, up to one per core
+                }
+                return check.get();
             } catch (InterruptedException | ExecutionException | RejectedExecutionException e) {
                 return "ERROR\t" + oneLine(e.getClass().getSimpleName() + ": " + e.getMessage());
             } finally {
