@@ -307,6 +307,10 @@ public final class DigitizeValidator {
                     // only now: clients wait for a warm server; a backlog as deep as the cap, so a burst of
                     // clients queues while this thread starts theirs instead of meeting EAGAIN
                     listener.bind(UnixDomainSocketAddress.of(socket), MAX_CONNECTIONS);
+                    if (LINGER_MILLIS > 0) {  // a test's setting left in a shell would slow every check: say so
+                        System.out.println("fault injection: each validator thread pauses " + LINGER_MILLIS
+                            + " ms after a check (DIGITIZE_FAULT_VALIDATOR_LINGER_MS)");
+                    }
                     System.out.println("READY " + socket + " pid " + pid);
                     acceptUntilIdle(listener);
                 } finally {
@@ -504,7 +508,7 @@ public final class DigitizeValidator {
                     // handed to that thread, waiting while it gets back to the queue: it has given the last
                     // answer but may not be there yet (a loaded machine), and submit() would then start
                     // another thread, compiling the rule scripts again, for checks that never overlapped
-                    validators.getQueue().put(check);
+                    validators.getQueue().put(check);  // the pool is never shut down: a thread takes it
                 } else {
                     validators.execute(check);  // every thread on a check: another one, up to one per core
                 }
