@@ -104,8 +104,8 @@ def main() -> None:
     for n in codes:
         rows = list(results[n].values())
         totals.append(f"**{sum(r['cer'] for r in rows) / max(1, len(rows)):.4f}** (worst "
-                      f"{max((r['cer'] for r in rows), default=0):.4f}) | **{sum(r['cpu'] for r in rows):.1f}** | ")
-    print("| **mean CER / CPU sum** | " + "".join(totals) + "|")
+                      f"{max((r['cer'] for r in rows), default=0):.4f}) | **{sum(r['cpu'] for r in rows):.1f}** |")
+    print("| **mean CER / CPU sum** | " + " | ".join(totals) + " |")
 
 
 if __name__ == "__main__":
