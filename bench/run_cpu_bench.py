@@ -12,6 +12,7 @@ children, the validator JVM), never wall time: on a loaded machine compare withi
     .venv/bin/python bench/run_cpu_bench.py --code main=/path/to/main --code new=. --runs 10
     .venv/bin/python bench/run_cpu_bench.py --sample samples/hard/h09_carbon_copy.jpg --code .
     .venv/bin/python bench/run_cpu_bench.py --set hard --code main=/path/to/main --code new=. --runs 2
+    .venv/bin/python bench/run_cpu_bench.py --samples /tmp/unseen789 --code . --runs 1
 
 With ``--set easy|hard`` every file of that set is run once per round (file by file, the checkouts
 alternating on each file), and the table gives CPU seconds per page summed over the set (means, not
@@ -182,7 +183,7 @@ def _run_set(args) -> int:
     """Every file of a set per round, checkouts alternating file by file; CPU per page over the set."""
     codes = _codes(args.code)
     _compile(codes)
-    files = _set_files(SETS[args.set])
+    files = _set_files(args.samples or SETS[args.set])
     folders = {name: Path(tempfile.mkdtemp(prefix=f"run-cpu-{name}-")) for name in codes}
     sums: dict[str, dict[str, float]] = {name: {} for name in codes}
     load = os.getloadavg()[0]
@@ -196,7 +197,7 @@ def _run_set(args) -> int:
     finally:
         _stop(folders)
     pages = args.runs * sum(p for _, p in files)
-    print(f"{args.set} set ({len(files)} files, {pages // args.runs} pages): {args.runs} warm round(s), checkouts "
+    print(f"{args.samples or args.set} set ({len(files)} files, {pages // args.runs} pages): {args.runs} warm round(s), checkouts "
           f"alternating file by file; 1-min load {load:.2f} before, {os.getloadavg()[0]:.2f} after\ncommand: "
           + shlex.join([Path(sys.executable).name, *sys.argv]) + "\n")
     print("| checkout | client CPU s/page | converter's child + page worker CPU s/page | of it kernel | "
@@ -219,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample", type=Path, help="input file (default: a blank A4 page, see above)")
     parser.add_argument("--runs", type=int, default=8, help="warm runs per checkout (median); rounds with --set")
     parser.add_argument("--set", choices=sorted(SETS), help="every file of a sample set per round (see above)")
+    parser.add_argument("--samples", type=Path, help="a folder with samples.json instead of --set: e.g. an unseen "
+                        "draw of the hard faults (bench/README.md)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME:VAR=VALUE",
                         help="an environment variable for one checkout's runs, e.g. main:DIGITIZE_CACHE=/dir "
                              "(another build of the validator jar: see bench/README.md)")
@@ -227,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         name, _, assignment = spec.partition(":")
         var, _, value = assignment.partition("=")
         EXTRA_ENV.setdefault(name, {})[var] = value
-    if args.set:
+    if args.set or args.samples:
         return _run_set(args)
     args.sample = args.sample or _blank_page()
     codes = _codes(args.code)
