@@ -14,9 +14,10 @@ children, the validator JVM), never wall time: on a loaded machine compare withi
     .venv/bin/python bench/run_cpu_bench.py --set hard --code main=/path/to/main --code new=. --runs 2
     .venv/bin/python bench/run_cpu_bench.py --samples /tmp/unseen789 --code . --runs 1
 
-With ``--set easy|hard`` every file of that set is run once per round (file by file, the checkouts
-alternating on each file), and the table gives CPU seconds per page summed over the set (means, not
-medians), the converter's split into user and kernel time (page faults, forks) beside it.
+With ``--set easy|hard`` (or ``--samples DIR``: any folder with a samples.json) every file of that set
+is run once per round (file by file, the checkouts alternating on each file), and the table gives CPU
+seconds per page summed over the set (means, not medians), the converter's split into user and kernel
+time (page faults, forks) beside it.
 
 The default sample is a blank A4 page at 200 dpi (made once, kept under
 ~/.cache/digitize-bench/run-cpu): no text to read, so what is measured is the run's own cost
@@ -197,8 +198,9 @@ def _run_set(args) -> int:
     finally:
         _stop(folders)
     pages = args.runs * sum(p for _, p in files)
-    print(f"{args.samples or args.set} set ({len(files)} files, {pages // args.runs} pages): {args.runs} warm round(s), checkouts "
-          f"alternating file by file; 1-min load {load:.2f} before, {os.getloadavg()[0]:.2f} after\ncommand: "
+    print(f"{args.samples or args.set} set ({len(files)} files, {pages // args.runs} pages): "
+          f"{args.runs} warm round(s), checkouts alternating file by file; 1-min load {load:.2f} before, "
+          f"{os.getloadavg()[0]:.2f} after\ncommand: "
           + shlex.join([Path(sys.executable).name, *sys.argv]) + "\n")
     print("| checkout | client CPU s/page | converter's child + page worker CPU s/page | of it kernel | "
           "validator CPU s/page | sum |")
@@ -218,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--code", action="append", default=[], metavar="[NAME=]CHECKOUT",
                         help="checkout to measure (default: this one); repeat for side by side")
     parser.add_argument("--sample", type=Path, help="input file (default: a blank A4 page, see above)")
-    parser.add_argument("--runs", type=int, default=8, help="warm runs per checkout (median); rounds with --set")
+    parser.add_argument("--runs", type=int, default=8,
+                        help="warm runs per checkout (median); rounds with --set or --samples")
     parser.add_argument("--set", choices=sorted(SETS), help="every file of a sample set per round (see above)")
     parser.add_argument("--samples", type=Path, help="a folder with samples.json instead of --set: e.g. an unseen "
                         "draw of the hard faults (bench/README.md)")
