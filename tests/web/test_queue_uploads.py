@@ -114,7 +114,11 @@ def test_an_api_upload_is_staged_queued_and_stored_by_a_worker(tmp_path, minio_s
         assert [d["case_id"] for d in job["documents"]] == [CASE_A] and job["finished_at"]
         docs = api["officer-a"].get(f"/cases/{CASE_A}").json()["documents"]
         assert [d["title"] for d in docs if d["original_sha256"] == sha256_file(good)] == ["Đơn đề nghị"]
-        assert not any(p.suffix == ".png" for p in (Path(settings.data_dir) / "uploads" / job_id).iterdir())
+        kept = Path(settings.data_dir) / "uploads" / job_id  # dropped just after job.json says done: wait for it
+        settle = time.monotonic() + 30
+        while any(p.suffix == ".png" for p in kept.iterdir()) and time.monotonic() < settle:
+            time.sleep(0.1)
+        assert not any(p.suffix == ".png" for p in kept.iterdir())
 
         refused = settled(api["scanner-a"], foreign_id)
         assert refused["state"] == "failed" and CASE_B in refused["reason"] and "outside" in refused["reason"]
