@@ -94,7 +94,10 @@ def test_an_api_upload_is_staged_queued_and_stored_by_a_worker(tmp_path, minio_s
                 time.sleep(0.2)
         finally:
             ledger.close()
-        job = api["scanner-a"].get(f"/jobs/{job_id}").json()
+        deadline = time.monotonic() + WAIT  # in the ledger first, then queued in the job itself
+        while (job := api["scanner-a"].get(f"/jobs/{job_id}").json())["state"] == "running":
+            assert time.monotonic() < deadline, job
+            time.sleep(0.2)
         assert job["state"] == "queued" and job["documents"] == []
         assert api["officer-b"].get(f"/jobs/{job_id}").status_code == 404  # the visibility rule is unchanged
         with Archive.open(settings) as archive:
