@@ -466,6 +466,8 @@ def test_a_run_that_launches_the_converter_boots_the_validator_too(zdir, env, tm
     empty = tmp_path / "launch.png"
     empty.write_bytes(b"")  # fails before any validation: the JVM was started at the launch
     assert digitize("run", str(empty), str(tmp_path / "never.pdf"), env=env).returncode == ExitCode.input_file
+    # boot() returns at once and the JVM takes its lock on its own: on a loaded machine, a moment later
+    assert wait_until(lambda: resident.servers(zdir, "validator"), 30)
     status = digitize("validator", "status", env=env).stdout
     assert "serving" in status or "starting" in status, status
     assert digitize("servers", "stop", env=env).returncode == 0
