@@ -10,7 +10,7 @@ import time
 import uuid
 
 import pytest
-from pipeline_support import QUEUE_SECRET, ROOT, digitize_cmd, make_settings, settings_env, stop_group
+from pipeline_support import QUEUE_SECRET, ROOT, digitize_cmd, make_settings, settings_env, stop_group, wait_until
 from scans import page, write_pdf
 
 from digitize.fsutil import sha256_file
@@ -79,10 +79,8 @@ def test_a_worker_refuses_unsigned_and_badly_signed_tasks_and_runs_signed_ones(t
         # not retried. The good task's own message is acknowledged only after its outcome is in the ledger
         # (late acknowledgement), so it may be out a moment longer (the forged ones, taken before it, are not)
         redis = submitter.ledger.redis
-        settle = time.monotonic() + 30
-        while redis.hlen("unacked") and time.monotonic() < settle:
-            time.sleep(0.1)
-        assert redis.llen(QUEUE) == 0 and not redis.hlen("unacked")
+        wait_until(lambda: not redis.hlen("unacked"), "the good task's acknowledgement", timeout=30)
+        assert redis.llen(QUEUE) == 0
         with Archive.open(settings) as archive:
             stored = {r.original_sha256 for r in archive.index.stored_documents()}
             assert stored == {sha256_file(good)}  # the bait was never converted nor filed

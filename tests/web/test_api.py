@@ -17,6 +17,7 @@ import pytest
 from digitize.errors import BadArgsError
 from digitize.identifiers import normalize_case_id
 from portal_data import CASE_A, CASE_B, PASSWORD, digitize
+from tests.servers import wait_until
 from web.auth import TOKEN_CACHE_SECONDS
 
 pytestmark = pytest.mark.integration
@@ -189,10 +190,7 @@ def test_upload_is_converted_stored_and_indexed_in_the_background(portal):
     assert len(stored) == 1 and stored[0]["title"] == "Đơn đề nghị"
     # the kept scan is dropped just after job.json says done (and the job may be read in between): wait for it
     kept = portal.data_dir / "uploads" / job_id
-    settle = time.monotonic() + 30
-    while any(p.suffix == ".png" for p in kept.iterdir()) and time.monotonic() < settle:
-        time.sleep(0.1)
-    assert not any(p.suffix == ".png" for p in kept.iterdir())
+    wait_until(lambda: not any(p.suffix == ".png" for p in kept.iterdir()), "the kept scan's removal", timeout=30)
 
 
 def test_upload_refusals(portal):

@@ -16,7 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipelines"))
 
-from pipeline_support import QUEUE_SECRET, ROOT, digitize_cmd, make_settings, settings_env  # noqa: E402
+from pipeline_support import QUEUE_SECRET, ROOT, digitize_cmd, make_settings, settings_env, wait_until  # noqa: E402
 from pipeline_support import stop_group as stop  # noqa: E402
 from portal_server import free_port, wait_until_up  # noqa: E402
 from scans import page, write_pdf  # noqa: E402
@@ -118,10 +118,7 @@ def test_an_api_upload_is_staged_queued_and_stored_by_a_worker(tmp_path, minio_s
         docs = api["officer-a"].get(f"/cases/{CASE_A}").json()["documents"]
         assert [d["title"] for d in docs if d["original_sha256"] == sha256_file(good)] == ["Đơn đề nghị"]
         kept = Path(settings.data_dir) / "uploads" / job_id  # dropped just after job.json says done: wait for it
-        settle = time.monotonic() + 30
-        while any(p.suffix == ".png" for p in kept.iterdir()) and time.monotonic() < settle:
-            time.sleep(0.1)
-        assert not any(p.suffix == ".png" for p in kept.iterdir())
+        wait_until(lambda: not any(p.suffix == ".png" for p in kept.iterdir()), "the kept scan's removal", timeout=30)
 
         refused = settled(api["scanner-a"], foreign_id)
         assert refused["state"] == "failed" and CASE_B in refused["reason"] and "outside" in refused["reason"]
