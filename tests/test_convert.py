@@ -415,6 +415,44 @@ def test_a_page_on_the_border_of_strokes_in_pieces_keeps_its_more_confident_read
         assert result.words[0][1].right == (200 if second_kept else 100)  # read at half size: x2
 
 
+def test_the_other_way_is_not_kept_when_it_lost_text_however_confident(monkeypatch):
+    """A reading the other way that is more confident but reads fewer letters than KEEPS_TEXT of the
+    first has lost lines (Tesseract dropped them; their unsure words no longer pull its mean down):
+    the first is kept. One within KEEPS_TEXT (a fragment split differently) may still replace it."""
+    from digitize import convert, imaging, ocr
+
+    page = np.full((400, 300), 255, np.uint8)
+    first_words = [(n // 10, Word("chữ" + "a" * (n % 3), 0, 0, 100, 10, 90.0)) for n in range(100)]
+    letters = sum(len(w.text) for _, w in first_words)
+    for kept_share, replaced in ((0.75, False), (0.95, False), (1.0, True)):
+        second_words = []
+        for line, w in first_words:  # whole lines dropped from the end until the share is reached
+            if sum(len(x.text) for _, x in second_words) + len(w.text) > kept_share * letters:
+                break
+            second_words.append((line, w))
+        readings = iter((ocr.OcrResult(words=first_words, confidence=80.0),
+                         ocr.OcrResult(words=second_words, confidence=90.0)))
+        monkeypatch.setattr(ocr, "recognise", lambda *a, **k: next(readings))
+        monkeypatch.setattr(imaging, "prepare_readings",
+                            lambda pixels, dpi: [lambda: (pixels, 1.0), lambda: (pixels, 1.0)])
+        result, done = convert.recognise(page, 200.0, ConvertOptions(), "page 1")
+        assert (done == "read-other-way") == replaced
+        assert result.confidence == (90.0 if replaced else 80.0)
+
+
+def test_a_typewriter_page_whose_other_reading_drops_a_paragraph_keeps_the_whole_text():
+    """A fresh draw of the hard set's typewriter page (seed 41): read the other way, Tesseract
+    dropped a paragraph and a line (109 words of 146) at a higher mean confidence (92.8 against
+    92.7), and that reading was kept at CER 0.25. Now the whole first reading is kept."""
+    from digitize import convert
+    from tests.test_imaging import hard_typewriter_draw
+
+    page, truth = hard_typewriter_draw(41)
+    result, done = convert.recognise(page, 250.0, ConvertOptions(), "page 1")
+    assert cer(truth, result.text) < 0.05
+    assert done == ""
+
+
 def test_a_faint_typewriter_page_on_the_border_of_strokes_in_pieces_reads_well():
     """A fresh draw of the hard set's faint, broken typewriter page (seed 12) measured whole by one
     pixel was read enlarged and unsmoothed at CER 0.19. On the border, it is read smoothed first (the
