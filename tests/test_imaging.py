@@ -45,6 +45,28 @@ def test_paper_colour_is_the_bright_end():
     assert imaging.paper_colour(page[..., 1]) == 230
 
 
+def test_per_label_is_numpys_lookup_across_bands_of_rows():
+    """Looked up a band of rows at a time: every pixel's flag as flags[labels] gives it, on images
+    taller and shorter than a band and with a last band cut short."""
+    rng = np.random.default_rng(3)
+    for shape in ((imaging.LOOKUP_ROWS * 3 + 17, 41), (5, 300), (imaging.LOOKUP_ROWS, 8)):
+        labels = rng.integers(0, 900, shape).astype(np.uint16)
+        flags = rng.random(900) < 0.3
+        got = imaging._per_label(flags, labels)
+        assert got.dtype == bool and got.shape == shape and np.array_equal(got, flags[labels])
+
+
+def test_components_are_opencvs_default_labelling():
+    """Spaghetti labelling for speed: the same count, labels and stats as OpenCV's default algorithm,
+    on a page's ink and on noise (thousands of components of every shape)."""
+    rng = np.random.default_rng(5)
+    page = render_text_page(["Độc lập - Tự do - Hạnh phúc", "Số: 123/QĐ-UBND"], size=(900, 400))
+    for ink in (imaging.otsu_ink(page), (rng.random((500, 700)) < 0.45).astype(np.uint8) * 255):
+        count, labels, stats = imaging.components(ink)
+        want = cv2.connectedComponentsWithStatsWithAlgorithm(ink, 8, cv2.CV_16U, cv2.CCL_DEFAULT)[:3]
+        assert count == want[0] > 1 and np.array_equal(labels, want[1]) and np.array_equal(stats, want[2])
+
+
 def test_remove_specks_whitens_dust_but_keeps_diacritics_and_full_stops():
     page = render_text_page(["Đặng Thị Ngọc Trâm. Hộ tịch ấp Mỹ Thạnh.", "Phước Lộc, xã Hòa Phước."],
                             size=(1240, 400))
