@@ -185,8 +185,7 @@ def lift_faint(grey: np.ndarray, dpi: float) -> np.ndarray:
         return grey
     smooth = cv2.GaussianBlur(grey, (0, 0), max(0.8, dpi / 300.0))
     low = min(percentiles(smooth, 0.5)[0], paper - MIN_LIFT_RANGE)
-    lut = np.clip((np.arange(256, dtype=np.float32) - low) * 255.0 / (paper - low), 0, 255).astype(np.uint8)
-    return cv2.LUT(smooth, lut)
+    return stretch_levels(smooth, low, paper)
 
 
 def percentiles(grey: np.ndarray, *qs: float) -> list[float]:
@@ -214,7 +213,12 @@ def stretch_contrast(grey: np.ndarray) -> np.ndarray:
     low = float(np.searchsorted(np.cumsum(hist[:200]), 0.05 * ink))
     if low < 40:
         return grey
-    lut = np.clip((np.arange(256, dtype=np.float32) - low) * 255.0 / max(255.0 - low, 1.0), 0, 255).astype(np.uint8)
+    return stretch_levels(grey, low, max(255.0, low + 1.0))
+
+
+def stretch_levels(grey: np.ndarray, black: float, white: float) -> np.ndarray:
+    """Levels ``black`` and below to 0, ``white`` and above to 255, linear between."""
+    lut = np.clip((np.arange(256, dtype=np.float32) - black) * 255.0 / (white - black), 0, 255).astype(np.uint8)
     return cv2.LUT(grey, lut)
 
 

@@ -443,14 +443,16 @@ def test_the_other_way_is_not_kept_when_it_lost_text_however_confident(monkeypat
 def test_a_typewriter_page_whose_other_reading_drops_a_paragraph_keeps_the_whole_text():
     """A fresh draw of the hard set's typewriter page (seed 41): read the other way, Tesseract
     dropped a paragraph and a line (109 words of 146) at a higher mean confidence (92.8 against
-    92.7), and that reading was kept at CER 0.25. Now the whole first reading is kept."""
+    92.7), and that reading was kept at CER 0.25. A reading that lost text is not taken
+    (KEEPS_TEXT); and since the lines Tesseract passes over are read back (ocr.reread_missed_lines)
+    the other reading has them too (CER 0.021 either way)."""
     from digitize import convert
     from tests.test_imaging import hard_typewriter_draw
 
     page, truth = hard_typewriter_draw(41)
     result, done = convert.recognise(page, 250.0, ConvertOptions(), "page 1")
     assert cer(truth, result.text) < 0.05
-    assert done == ""
+    assert len(result.words) >= 140
 
 
 def test_a_faint_typewriter_page_on_the_border_of_strokes_in_pieces_reads_well():

@@ -312,3 +312,60 @@ def test_columns_are_read_again_as_one_block_and_the_more_confident_kept(monkeyp
     result = ocr.recognise(PAGE, "vie", 300, 10)
     assert seen == [3, 6]
     assert result.text == ("Thực hiện\nchỉ" if kept == "block" else "Thực\nchỉ\nhiện")
+
+
+# -- lines Tesseract passed over (reread_missed_lines) --------------------------------------
+
+MISSED_LINES = ["Điều 1. Nay cấp cho đồng chí Huỳnh Văn Tư, cán bộ", "thị xã Vị Thanh, để làm nhà ở cho gia đình.",
+                "Điều 2. Người được cấp đất phải xây dựng nhà", "trong thời hạn hai năm kể từ ngày ký."]
+
+
+def faint_line_page(faint: int = 170) -> np.ndarray:
+    """Four typed lines, the second far fainter than the rest (a ribbon run dry), letters ~OCR size."""
+    from PIL import Image, ImageDraw
+
+    from tests.pages import _font
+
+    img = Image.new("L", (1240, 420), 255)
+    draw = ImageDraw.Draw(img)
+    for i, line in enumerate(MISSED_LINES):
+        draw.text((60, 40 + i * 90), line, font=_font(26), fill=faint if i == 1 else 0)
+    return np.asarray(img).copy()
+
+
+def test_a_faint_line_tesseract_left_out_is_read_and_put_in_its_place():
+    page = faint_line_page()
+    assert "Thanh" not in ocr._hocr(page, "vie", 200, 3, 60, "page 1").text  # the fault: the line is left out
+    result = ocr.recognise(page, "vie", 200, 60)
+    lines = [line for line in result.text.split("\n") if line]
+    assert len(lines) == 4 and "Vị Thanh" in lines[1]  # back, between the lines it was typed between
+    assert lines[0].startswith("Điều 1") and lines[2].startswith("Điều 2")
+
+
+def test_a_missed_band_read_unsure_adds_nothing(monkeypatch):
+    page = faint_line_page()
+    result = ocr._hocr(page, "vie", 200, 3, 60, "page 1")
+    before = result.text
+    monkeypatch.setattr(ocr, "_hocr", lambda *a: ocr.OcrResult([(1, Word("ẩ|ỵ", 70, 30, 300, 60, 55.0)),
+                                                                (1, Word("Thanh,", 310, 30, 400, 60, 91.0))], 0.0))
+    assert ocr.reread_missed_lines(result, page, "vie", 200, 10, "page 1") == 0  # mean 73: bleed-through's kind
+    assert result.text == before
+
+
+def test_a_page_read_whole_pays_no_second_reading(monkeypatch):
+    page = faint_line_page(faint=0)  # all four lines dark: Tesseract reads them all
+    result = ocr._hocr(page, "vie", 200, 3, 60, "page 1")
+    assert len([line for line in result.text.split("\n") if line]) == 4
+    monkeypatch.setattr(ocr, "_hocr", lambda *a: pytest.fail("read again"))
+    assert ocr.reread_missed_lines(result, page, "vie", 200, 10, "page 1") == 0
+
+
+def test_specks_dot_leaders_and_ticks_are_not_lines():
+    page = np.full((400, 1000), 255, np.uint8)
+    page[100:104, 100:104] = 0  # a speck
+    page[200:203, 100:700:12] = 0  # a dot leader: too low for a line
+    page[300:330, 500:506] = 0  # a tick: too narrow
+    result = ocr.OcrResult([(1, Word("Họ", 100, 20, 160, 50, 95.0))], 95.0)
+    assert ocr._missed_bands(result, page, 30.0) == []
+    page[260:290, 100:400] = 0  # a line-sized band of ink no word covers
+    assert ocr._missed_bands(result, page, 30.0) == [(85, 245, 415, 305)]
