@@ -165,6 +165,9 @@ def recognise(pixels: np.ndarray, language: str, dpi: float, timeout: float, wha
     need no second reading (a ruled table page paid a whole second pass, 0.6 CPU-s, and kept
     the first reading).
 
+    Lines of ink it left out altogether (a faint typewriter line) are read back on their own,
+    in one more call on a strip of them (reread_missed_lines).
+
     ``vie+eng`` means: read the page with the first language, then let the others re-read
     only the words it was unsure of. Letting Tesseract mix models per word makes ``eng`` win
     on capitalised Vietnamese (``ĐƠN`` read as ``DON``): measured on a clean page, CER 1.06 %
