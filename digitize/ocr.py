@@ -355,11 +355,8 @@ def _missed_bands(result: OcrResult, pixels: np.ndarray, unit: float) -> list[Bo
     if paper <= MISSED_INK:
         return []
     ink = cv2.threshold(pixels, paper - MISSED_INK - 1, 1, cv2.THRESH_BINARY_INV)[1]
-    pad = max(1, round(unit / 4))
-    for _, w in result.words:
-        ink[max(0, w.top - pad):w.bottom + pad, max(0, w.left - pad):w.right + pad] = 0
-    for (x0, y0, x1, y1), _ in result.sideways:
-        ink[max(0, y0 - pad):y1 + pad, max(0, x0 - pad):x1 + pad] = 0
+    _blank(ink, [(w.left, w.top, w.right, w.bottom) for _, w in result.words] + [box for box, _ in result.sideways],
+           max(1, round(unit / 4)), 0)
     rows = cv2.reduce(ink, 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S).ravel() >= max(2.0, unit / 4)
     bands = []
     for top, bottom in _runs(rows, gap=round(unit / 3)):
@@ -392,12 +389,19 @@ def _without_words(result: OcrResult, pixels: np.ndarray, band: Box, unit: float
     reach into it): what is left is the band's own ink."""
     left, top, right, bottom = band
     crop = pixels[top:bottom, left:right].copy()
-    pad = max(1, round(unit / 2))
-    for _, w in result.words:
-        if w.right + pad > left and w.left - pad < right and w.bottom + pad > top and w.top - pad < bottom:
-            crop[max(0, w.top - pad - top):max(0, w.bottom + pad - top),
-                 max(0, w.left - pad - left):max(0, w.right + pad - left)] = 255
+    _blank(crop, [(w.left, w.top, w.right, w.bottom) for _, w in result.words], max(1, round(unit / 2)), 255,
+           origin=(left, top))
     return crop
+
+
+def _blank(image: np.ndarray, boxes: list[Box], pad: int, value: int, origin: tuple[int, int] = (0, 0)) -> None:
+    """Set every box (page coordinates; ``image``'s top-left corner is at ``origin``), grown by PAD, to VALUE."""
+    height, width = image.shape[:2]
+    for x0, y0, x1, y1 in boxes:
+        top, bottom = max(0, y0 - pad - origin[1]), min(height, y1 + pad - origin[1])
+        left, right = max(0, x0 - pad - origin[0]), min(width, x1 + pad - origin[0])
+        if top < bottom and left < right:
+            image[top:bottom, left:right] = value
 
 
 def _own_contrast(crop: np.ndarray) -> np.ndarray:

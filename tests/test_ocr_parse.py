@@ -369,3 +369,11 @@ def test_specks_dot_leaders_and_ticks_are_not_lines():
     assert ocr._missed_bands(result, page, 30.0) == []
     page[260:290, 100:400] = 0  # a line-sized band of ink no word covers
     assert ocr._missed_bands(result, page, 30.0) == [(85, 245, 415, 305)]
+
+
+def test_blanking_clips_boxes_to_the_image_and_its_origin():
+    image = np.zeros((10, 10), np.uint8)  # its top-left corner at x 10, y 0 of the page
+    boxes = [(-5, -5, 2, 2), (100, 100, 120, 120), (14, 3, 16, 4), (18, 8, 40, 30)]  # left of it, beyond, in, across
+    ocr._blank(image, boxes, 1, 255, origin=(10, 0))
+    assert image[2:5, 3:7].all() and image[7:, 7:].all()  # grown by 1, shifted by the origin, clipped at the edge
+    assert image.sum() == 255 * (3 * 4 + 3 * 3)
