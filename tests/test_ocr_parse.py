@@ -377,3 +377,39 @@ def test_blanking_clips_boxes_to_the_image_and_its_origin():
     ocr._blank(image, boxes, 1, 255, origin=(10, 0))
     assert image[2:5, 3:7].all() and image[7:, 7:].all()  # grown by 1, shifted by the origin, clipped at the edge
     assert image.sum() == 255 * (3 * 4 + 3 * 3)
+
+
+def test_the_end_of_a_line_tesseract_cut_short_joins_that_line():
+    words = [(1, Word("Điều", 60, 40, 140, 70, 95.0)), (1, Word("3.", 150, 40, 180, 70, 95.0)),
+             (2, Word("có", 60, 130, 100, 160, 95.0))]
+    result = ocr.OcrResult(list(words), 95.0)
+    ocr._add_line(result, [Word("và", 700, 42, 740, 70, 90.0), Word("đồng", 750, 40, 820, 70, 90.0)])
+    assert result.text == "Điều 3. và đồng\ncó"  # beside line 1, not a line of its own
+    ocr._add_line(result, [Word("thị", 60, 85, 110, 115, 92.0)])
+    assert result.text == "Điều 3. và đồng\nthị\ncó"  # between the lines: a new line before the one below
+
+
+def noise_page(confidence: float = 30.0, words: int = 4) -> ocr.OcrResult:
+    text = [(1, Word(t, 60 + 90 * i, 40, 140 + 90 * i, 70, 95.0)) for i, t in enumerate("Về việc cấp đất".split())]
+    text += [(3, Word(t, 60 + 90 * i, 200, 140 + 90 * i, 230, 94.0)) for i, t in enumerate("làm nhà ở cho".split())]
+    text += [(4, Word(t, 60 + 90 * i, 280, 140 + 90 * i, 310, 93.0)) for i, t in enumerate("cán bộ Ty Thủy".split())]
+    noise = [(2, Word(t, 60 + 40 * i, 120, 90 + 40 * i, 150, confidence))
+             for i, t in enumerate(["*", "2", "TY", "Z€"][:words])]
+    result = ocr.OcrResult(text[:4] + noise + text[4:], 0.0)
+    result.update_confidence()
+    return result
+
+
+def test_a_line_made_of_noise_on_a_well_read_page_is_dropped():
+    result = noise_page()
+    assert ocr.drop_noise_lines(result) == 1
+    assert result.text == "Về việc cấp đất\nlàm nhà ở cho\ncán bộ Ty Thủy" and result.confidence > 93
+
+
+def test_short_lines_and_poor_pages_keep_their_low_readings():
+    assert ocr.drop_noise_lines(noise_page(words=2)) == 0  # a page number, a name: too short to call noise
+    poor = noise_page()
+    poor.words = [(line, Word(w.text, w.left, w.top, w.right, w.bottom, 40.0)) for line, w in poor.words]
+    poor.update_confidence()
+    assert ocr.drop_noise_lines(poor) == 0  # a page read poorly throughout keeps every reading it has
+    assert ocr.drop_noise_lines(noise_page(confidence=55.0)) == 0
