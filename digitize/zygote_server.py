@@ -36,13 +36,15 @@ def _import_lazy_modules() -> None:
     numpy.random (the encoder's sampling), Pillow's image plugins (Image.open); and what a run
     imports on its way (``python -X importtime`` of a child, whose stderr is the client's): the
     signing module (the CLI takes the PIN out of the environment first) with its key helpers,
-    and the page workers' process pool's fork and lock modules."""
+    and the page workers' process pool's fork and lock modules; and what a page imports on its way:
+    numpy.fft (the line pitch of a page read in pieces), pikepdf.jbig2 with packaging.version (a
+    JBIG2 image's decoder) and the ascii codec (tests/test_zygote.py checks a page imports nothing else)."""
     import importlib
 
     from PIL import Image
 
     for name in ("lxml.etree", "numpy.ma", "numpy.random", "digitize.signing", "multiprocessing.synchronize",
-                 "multiprocessing.popen_fork"):
+                 "multiprocessing.popen_fork", "numpy.fft", "pikepdf.jbig2", "encodings.ascii"):
         try:
             importlib.import_module(name)
         except ImportError:
@@ -50,14 +52,8 @@ def _import_lazy_modules() -> None:
     Image.preinit()
 
 
-def serve(start_env: dict[str, str], socket_arg: str, idle: str, language: str) -> int:
-    """The server process: lock, warm up, listen until idle or told QUIT; 3 if another one serves."""
-    path = Path(socket_arg)
-    lock = resident.hold_lock(resident.ResidentServer(path).lock)
-    if lock is None:
-        print(f"another converter serves {path}", flush=True)
-        return 3
-    # the lock is released when the server stops listening, or at the latest when it exits
+def warm_up(language: str) -> None:
+    """What every child would otherwise do itself: the imports, the models, fixed resources."""
     from . import cli, convert, ocr, pdfa, poppler, textlayer  # noqa: F401 - what every child would import
     from .errors import DigitizeError
 
@@ -71,6 +67,17 @@ def serve(start_env: dict[str, str], socket_arg: str, idle: str, language: str) 
         ocr.warm(language, orientation=True)
     except DigitizeError as e:
         _say(f"models not loaded ({e}); children load their own")
+
+
+def serve(start_env: dict[str, str], socket_arg: str, idle: str, language: str) -> int:
+    """The server process: lock, warm up, listen until idle or told QUIT; 3 if another one serves."""
+    path = Path(socket_arg)
+    lock = resident.hold_lock(resident.ResidentServer(path).lock)
+    if lock is None:
+        print(f"another converter serves {path}", flush=True)
+        return 3
+    # the lock is released when the server stops listening, or at the latest when it exits
+    warm_up(language)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         path.unlink()  # stale: we hold the lock
