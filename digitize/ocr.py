@@ -324,9 +324,27 @@ def drop_noise_lines(result: OcrResult) -> int:
     noise = {line for line, confs in lines.items()
              if len(confs) >= NOISE_LINE_WORDS and sum(confs) / len(confs) <= NOISE_LINE_BELOW}
     if noise:
-        result.words = [(line, w) for line, w in result.words if line not in noise]
-        result.update_confidence()
+        _drop_lines(result, noise)
     return len(noise)
+
+
+def _drop_lines(result: OcrResult, dropped: set[int]) -> None:
+    """Remove the words of the DROPPED lines; a dropped line that began a paragraph hands that
+    start to the next line kept, so the paragraph break stays where Tesseract put it."""
+    starts, carry, previous = set(), False, None
+    for line, _ in result.words:
+        if line == previous:
+            continue
+        previous = line
+        if line in dropped:
+            carry = carry or line in result.paragraph_starts
+        else:
+            if carry or line in result.paragraph_starts:
+                starts.add(line)
+            carry = False
+    result.words = [(line, w) for line, w in result.words if line not in dropped]
+    result.paragraph_starts = starts
+    result.update_confidence()
 
 
 MISSED_INK = 60  # levels under the paper: ink, on the OCR image (its paper is flattened and stretched)

@@ -406,6 +406,14 @@ def test_a_line_made_of_noise_on_a_well_read_page_is_dropped():
     assert result.text == "Về việc cấp đất\nlàm nhà ở cho\ncán bộ Ty Thủy" and result.confidence > 93
 
 
+def test_a_dropped_line_that_began_a_paragraph_hands_the_start_to_the_next_line():
+    result = noise_page()
+    result.paragraph_starts = {1, 2}  # the noise line began the second paragraph
+    assert ocr.drop_noise_lines(result) == 1
+    assert result.text == "Về việc cấp đất\n\nlàm nhà ở cho\ncán bộ Ty Thủy"
+    assert result.paragraph_starts == {1, 3}
+
+
 def test_short_lines_and_poor_pages_keep_their_low_readings():
     assert ocr.drop_noise_lines(noise_page(words=2)) == 0  # a page number, a name: too short to call noise
     poor = noise_page()
