@@ -18,12 +18,16 @@ Masking is deliberately greedy: hiding a harmless value is a nuisance, showing a
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import threading
-from typing import Any, Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Mapping
 from urllib.parse import quote
+
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING (type checkers take it so), without importing typing
+if TYPE_CHECKING:  # the client of every `digitize run` imports this module: typing and logging cost it ~10 ms
+    import logging
+    from typing import Any, Iterable, Iterator, MutableMapping
 
 MASK = "***"
 MIN_REMEMBERED = 8  # shorter values (a PIN, "pa55") would mask ordinary words and numbers; they are still
@@ -317,6 +321,8 @@ def wipe_environ_block() -> list[str]:
     block = _environ_block()
     if block is None:
         if names := secret_env_names(os.environ):  # no /proc, an old kernel: say so, never a silent no-op
+            import logging
+
             logging.getLogger("digitize").warning(
                 "cannot read this process's environment block (/proc/self/stat): %s stay readable in "
                 "/proc/<pid>/environ; give them as systemd credentials instead (review2 r2ops N10)",
@@ -466,8 +472,10 @@ def mask_mapping(data: Any) -> Any:
     return data
 
 
-class MaskingFilter(logging.Filter):
-    """Masks a record's message, its structured fields and its traceback before any formatter sees them."""
+class MaskingFilter:
+    """Masks a record's message, its structured fields and its traceback before any formatter sees them.
+    (A handler takes any object with this ``filter`` method: no logging.Filter base, so that importing
+    this module does not import logging.)"""
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
@@ -479,6 +487,8 @@ class MaskingFilter(logging.Filter):
         if isinstance(fields, Mapping):
             record.fields = mask_mapping(fields)
         if record.exc_info and not record.exc_text:
+            import logging
+
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
             record.exc_text = mask(record.exc_text)
@@ -488,6 +498,8 @@ class MaskingFilter(logging.Filter):
 
 def mask_logging(handlers: Iterable[logging.Handler] | None = None) -> None:
     """Put a :class:`MaskingFilter` on each handler (default: the root logger's), once."""
+    import logging
+
     for handler in logging.getLogger().handlers if handlers is None else handlers:
         if not any(isinstance(f, MaskingFilter) for f in handler.filters):
             handler.addFilter(MaskingFilter())
