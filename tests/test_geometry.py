@@ -7,7 +7,7 @@ import pytest
 
 from digitize import geometry
 from digitize.errors import DigitizeError
-from tests.pages import DPI, noise, render_text_page, rotate, skew
+from tests.pages import DPI, VIETNAMESE_LINES, noise, render_text_page, rotate, skew
 
 SKEWS = (0.0, 3.0, -3.0, 7.0, -7.0, 12.0, -12.0)
 
@@ -180,3 +180,18 @@ def test_profile_scores_are_the_per_angle_formulas_scores() -> None:
         return float(np.dot(hist, hist))
 
     assert geometry._profile_scores(ys, xs, angles, bins) == [plain(a) for a in angles]
+
+
+def test_the_coarse_search_on_a_subsample_finds_the_full_searchs_angle() -> None:
+    """COARSE_POINTS: the 0.5-degree search on a subsample of the ink points peaks at the angle the
+    same search on every point peaks at, for skews across the range (an A4 page of small print at
+    300 dpi: ~60 000 points measured at 150 dpi)."""
+    page = render_text_page(VIETNAMESE_LINES * 8, size=(2480, 3508), font_px=30, margin=120, leading=1.3)
+    for degrees in (-11.5, -4.0, -0.5, 0.0, 2.5, 8.0):
+        mask = geometry.rotate_mask(geometry.ink_mask(page, DPI), degrees)
+        ys, xs = geometry._sample_points(mask)
+        assert len(ys) > 2 * geometry.COARSE_POINTS
+        bins = int(max(mask.shape) * 1.5) + 2
+        coarse = np.arange(-geometry.MAX_SKEW, geometry.MAX_SKEW + 0.01, 0.5)
+        full = float(coarse[int(np.argmax(geometry._profile_scores(ys, xs, coarse, bins)))])
+        assert geometry._coarse_angle(ys, xs, bins)[0] == full
