@@ -175,11 +175,13 @@ def line_curl(grey: np.ndarray, letter_px: float, ink: np.ndarray | None = None)
     h, w = grey.shape
     if w < CURL_STRIPS * 8 or h < 4 * letter_px:
         return None
-    ink = (imaging.otsu_ink(grey) if ink is None else ink) // 255  # 0/1: the profiles count pixels
+    ink = imaging.otsu_ink(grey) if ink is None else ink  # 0/255
     edges = np.linspace(0, w, CURL_STRIPS + 1).astype(int)
     reach = max(1, int(letter_px))
-    profiles = [cv2.GaussianBlur(ink[:, a:b].sum(axis=1, dtype=np.float32).reshape(-1, 1), (1, 0),
-                                 letter_px / 4).ravel() for a, b in zip(edges[:-1], edges[1:])]
+    # each strip's ink pixels per row, all strips in one pass (a strip at a time, on a 0/1 copy: 3.4 -> 1.7
+    # ms an OCR image); each blurred on its own, as a column of its own: the same floats as before
+    counts = (np.add.reduceat(ink, edges[:-1], axis=1, dtype=np.int32) // 255).astype(np.float32).T.copy()
+    profiles = [cv2.GaussianBlur(count.reshape(-1, 1), (1, 0), letter_px / 4).ravel() for count in counts]
     shifts = [0.0]
     for before, after in zip(profiles, profiles[1:]):
         if min(before.sum(), after.sum()) < 50 * letter_px:  # a margin or a blank strip: nothing to match
