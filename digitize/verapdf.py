@@ -398,11 +398,12 @@ def socket_dir(settings: ValidatorSettings | None = None) -> Path:
     return resident.socket_dir((settings or _validator_settings()).dir)
 
 
-@dataclass(frozen=True)
 class ValidatorServer(resident.ResidentServer):
     """The resident validator of one veraPDF build and flavour; it dumps a class archive at exit."""
 
-    archive: Path | None = None
+    def __init__(self, socket: Path, command: tuple[str, ...] = (), archive: Path | None = None):
+        super().__init__(socket, command)
+        self.archive = archive
 
     def launch(self) -> int:
         share, dump = _archive_flags(self.archive, f"server-{os.getpid()}")

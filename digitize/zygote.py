@@ -31,7 +31,6 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__, resident
@@ -116,12 +115,13 @@ def command_arguments(argv: list[str]) -> tuple[str | None, str, list[str]] | No
     return None
 
 
-@dataclass(frozen=True)
 class ConverterServer(resident.ResidentServer):
     """The resident converter of this interpreter, environment and code; its command is made at launch."""
 
-    idle: float = 600.0
-    language: str = "vie+eng"  # models it loads (the launching run's), shared by its children
+    def __init__(self, socket: Path, idle: float = 600.0, language: str = "vie+eng"):
+        super().__init__(socket)
+        self.idle = idle
+        self.language = language  # models it loads (the launching run's), shared by its children
 
     def launch(self) -> int:
         import subprocess  # for the interpreter's flags (-X, -W, -O ...), which the server gets too
@@ -168,6 +168,9 @@ def handover(argv: list[str]) -> int | None:
     config = _run_arguments(argv)
     if config is False:
         return None
+    code = _to_serving(argv)
+    if code is not None:
+        return code
     try:
         from .config import load_settings
 
@@ -191,6 +194,33 @@ def handover(argv: list[str]) -> int | None:
         return None  # not up within START_WAIT: run here
     with sock:
         return _delegate(sock, argv, server)
+
+
+SETTINGLESS_FOLDER_ENV = "DIGITIZE_VALIDATOR_DIR"  # [validator] dir as the environment may set it
+
+
+def _to_serving(argv: list[str]) -> int | None:
+    """The run handed to a converter that serves already, before this process reads any setting
+    (config and its dataclasses: ~20 ms of the client's ~70 ms per run); None when none takes it.
+
+    The socket is looked for where the settings usually put it ($DIGITIZE_VALIDATOR_DIR or the
+    default folder). The child that takes the run reads the settings itself, as the run does
+    anyway, and declines before taking anything (no ``OK``) when they name another folder or no
+    resident converter (zygote_server._serves); this client then goes the way of a local run's
+    settings (handover). A PIN in the environment never leaves this process: such a run decides
+    with its settings whether it signs."""
+    if os.environ.get("DIGITIZE_SIGN_PIN") or not hasattr(socket, "send_fds"):
+        return None
+    try:
+        path = resident.socket_path(resident.socket_dir(os.environ.get(SETTINGLESS_FOLDER_ENV, "")),
+                                    "converter", _key())
+        sock = resident.connect(path) if path is not None else None
+    except Exception:  # noqa: BLE001 - the settings' way decides, and reports what is wrong
+        return None
+    if sock is None:
+        return None
+    with sock:
+        return _delegate(sock, argv, ConverterServer(path))
 
 
 def _reach(server: ConverterServer) -> socket.socket | None:

@@ -24,6 +24,8 @@ MAX_REQUEST = 4 << 20  # bytes of a RUN body: argv and environment, which the ke
 MAX_LINE = 64  # "RUN <size>", "STATUS", "QUIT"
 REQUEST_WAIT = 5.0  # seconds for a whole request: a client that drips bytes cannot hold the loop
 CHUNK = 65536
+DECLINED = 75  # a child's exit when the run's settings are not this converter's (EX_TEMPFAIL; a run's own
+# exit codes stop at 15, and a run that got OK never exits with this: see _run_cli)
 
 
 def _say(text: str) -> None:
@@ -137,6 +139,7 @@ class _Server:
 
     def __init__(self, listener: socket.socket, path: Path, idle: float, lock: int, added_env: dict[str, str]):
         self.listener, self.path, self.idle, self.lock, self.added_env = listener, path, idle, lock, added_env
+        self.folder = _identity(path.parent)  # the socket folder, which a run's settings must name
         self.children: dict[int, tuple[socket.socket, float]] = {}  # pid -> (its client's connection, start)
         self.watched: dict[socket.socket, int] = {}  # connections that may still send INT/TERM or vanish
         self.started = self.last = self.checked = time.monotonic()
@@ -208,8 +211,13 @@ class _Server:
             if conn is not None:
                 self.watched.pop(conn, None)
                 conn.close()  # a child that died without EXIT: its client now sees the end
-            _say(f"run {pid}: exit {os.waitstatus_to_exitcode(status)}, {usage.ru_utime:.2f} s user"
-                 f" {usage.ru_stime:.2f} s sys (with its page workers), {time.monotonic() - start:.2f} s")
+            code = os.waitstatus_to_exitcode(status)
+            if code == DECLINED:
+                self.served -= 1
+                _say(f"run {pid}: declined, its settings name no resident converter or another socket folder")
+            else:
+                _say(f"run {pid}: exit {code}, {usage.ru_utime:.2f} s user {usage.ru_stime:.2f} s sys"
+                     f" (with its page workers), {time.monotonic() - start:.2f} s")
             self.last = time.monotonic()
 
     def _watch(self, conn: socket.socket) -> None:
@@ -303,6 +311,8 @@ class _Server:
             if fd >= 0:
                 os.close(fd)  # the socket folder's descriptor too: a run has no business there
         _become(fds, request, self.added_env)
+        if not _serves(request["argv"], self.folder):
+            return DECLINED  # closed without OK: the client goes its settings' way
         conn.sendall(b"OK %d\n" % os.getpid())  # fails if the client gave up meanwhile: nothing ran
         code = _run_cli(request["argv"])
         try:
@@ -310,6 +320,38 @@ class _Server:
         except OSError:
             pass
         return code
+
+
+def _identity(folder: Path) -> tuple[int, int] | None:
+    """(device, inode) of FOLDER, through the descriptor an anchored name holds (resident.anchored)."""
+    try:
+        info = os.stat(folder)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _serves(argv: list[str], folder: tuple[int, int] | None) -> bool:
+    """Whether the run's own settings (read in its folder and environment, as the run will read them)
+    have it served by this converter: resident converter on, sockets in this folder. A client
+    reaches a converter before it reads any setting (zygote._to_serving), so this is where a
+    ``[converter] resident = false`` or another ``[validator] dir`` is honoured. Warnings are left
+    to the run, which reads the settings again and says them once."""
+    import logging
+
+    from .config import load_settings
+    from .zygote import command_arguments
+
+    found = command_arguments(argv)
+    logging.disable(logging.CRITICAL)
+    try:
+        settings = load_settings(found[0] if found else None)
+        return (settings.converter.resident and folder is not None
+                and _identity(resident.socket_dir(settings.validator.dir)) == folder)
+    except Exception:  # noqa: BLE001 - a bad setting: the client's local run reports it
+        return False
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def _same_user(conn: socket.socket) -> bool:

@@ -128,6 +128,7 @@ def test_a_converter_slow_to_start_is_waited_for_while_it_uses_little_cpu(zdir, 
     monkeypatch.setattr(resident, "lock_holder", lambda lock: holder)
     monkeypatch.setattr(resident, "cpu_seconds", lambda pid: cpu)
     monkeypatch.setattr(zygote, "_delegate", lambda sock, argv, server: 0 if sock is up else 99)
+    monkeypatch.setattr(zygote, "_to_serving", lambda argv: None)  # none serves yet
     done = zygote.handover(["run", "--no-validate", str(scan), str(tmp_path / "out.pdf")])
     assert done == (0 if handed_over else None)  # None: the caller runs it locally
     assert len(calls) == (4 if handed_over else 1)
@@ -284,10 +285,14 @@ def test_a_server_gone_before_taking_the_request_means_a_local_run(zdir, env, sc
     fake.bind(str(server.socket))
     fake.listen(4)
 
-    def hang_up() -> None:
-        conn, _ = fake.accept()
-        conn.recv(65536)
-        conn.close()
+    def hang_up() -> None:  # every connection: the settingless one and the settings' one (zygote._to_serving)
+        while True:
+            try:
+                conn, _ = fake.accept()
+            except OSError:
+                return
+            conn.recv(65536)
+            conn.close()
 
     threading.Thread(target=hang_up, daemon=True).start()
     try:
@@ -463,6 +468,47 @@ def test_off_switch_means_no_server(zdir, env, scan, tmp_path) -> None:
     assert not [p for p in zdir.iterdir() if p.name.startswith("converter-")]
 
 
+def test_a_serving_converter_honours_settings_that_turn_it_off(zdir, env, scan, tmp_path) -> None:
+    """A client reaches a serving converter before it reads any setting; the child reads the run's own
+    (its --config here) and declines, without taking the run, when they say no resident converter."""
+    server = warm(env, tmp_path)
+    (tmp_path / "off.toml").write_text("[converter]\nresident = false\n", encoding="utf-8")
+    done = digitize("--config", str(tmp_path / "off.toml"), "run", "--jobs", "1", "--no-validate", str(scan),
+                    str(tmp_path / "out.pdf"), env=env)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert (tmp_path / "out.pdf").is_file()
+    assert serving(zdir).served == server.served  # converted by the client itself
+    log = resident.ResidentServer(server.socket).log.read_text(encoding="utf-8")
+    assert "declined" in log and "Traceback" not in log, log
+
+
+def test_a_child_serves_only_runs_whose_settings_name_its_folder(tmp_path, monkeypatch) -> None:
+    """zygote_server._serves, as a child asks it once it stands in the client's folder and environment."""
+    ours, other = tmp_path / "ours", tmp_path / "other"
+    ours.mkdir(mode=0o700)
+    other.mkdir(mode=0o700)
+    identity = zygote_server._identity(ours)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DIGITIZE_VALIDATOR_DIR", str(ours))
+    assert zygote_server._serves(["run", "a.png", "b.pdf"], identity)
+    monkeypatch.setenv("DIGITIZE_VALIDATOR_DIR", str(other))
+    assert not zygote_server._serves(["run", "a.png", "b.pdf"], identity)
+    monkeypatch.delenv("DIGITIZE_VALIDATOR_DIR")
+    (tmp_path / "c.toml").write_text(f"[validator]\ndir = '{ours}'\n", encoding="utf-8")
+    assert zygote_server._serves(["--config", "c.toml", "run", "a.png", "b.pdf"], identity)
+    (tmp_path / "c.toml").write_text(f"[validator]\ndir = '{ours}'\n[converter]\nresident = false\n", encoding="utf-8")
+    assert not zygote_server._serves(["--config", "c.toml", "run", "a.png", "b.pdf"], identity)
+    (tmp_path / "c.toml").write_text("[validator\n", encoding="utf-8")  # a bad file: the local run says why
+    assert not zygote_server._serves(["--config", "c.toml", "run", "a.png", "b.pdf"], identity)
+    assert not zygote_server._serves(["run", "a.png", "b.pdf"], None)
+
+
+def test_a_pin_in_the_environment_never_takes_the_settingless_way(monkeypatch) -> None:
+    monkeypatch.setenv("DIGITIZE_SIGN_PIN", "1234")
+    monkeypatch.setattr(resident, "connect", lambda *a, **k: pytest.fail("connected without reading settings"))
+    assert zygote._to_serving(["run", "a.png", "b.pdf"]) is None
+
+
 def test_a_run_that_launches_the_converter_boots_the_validator_too(zdir, env, tmp_path) -> None:
     empty = tmp_path / "launch.png"
     empty.write_bytes(b"")  # fails before any validation: the JVM was started at the launch
@@ -612,6 +658,26 @@ def test_the_converters_warm_up_leaves_no_module_for_a_page_to_import() -> None:
     found = subprocess.run([sys.executable, "-c", PAGE_IMPORTS, str(ROOT / "samples" / "hard")], capture_output=True,
                            text=True, check=True, env={**os.environ, "OMP_THREAD_LIMIT": "1"})
     assert json.loads(found.stdout.splitlines()[-1]) == []
+
+
+CLIENT_TO_SERVING = r"""
+import json, sys
+from digitize import launcher, zygote
+zygote._to_serving(["run", "in.jpg", "out.pdf"])  # none serves: the folder, key and connect are all done
+zygote._request(["run", "in.jpg", "out.pdf"])
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_a_run_reaches_a_serving_converter_before_reading_settings(tmp_path) -> None:
+    """The settings (config, with eleven dataclasses and dataclasses' import of inspect) were ~25 ms of
+    the client's ~70 (bench/README.md, twenty-first session): a serving converter's child reads them."""
+    folder = tmp_path / "s"
+    found = subprocess.run([sys.executable, "-c", CLIENT_TO_SERVING], capture_output=True, text=True, check=True,
+                           cwd=tmp_path, env={**os.environ, "HOME": str(tmp_path), "DIGITIZE_VALIDATOR_DIR": str(folder)})
+    modules = set(json.loads(found.stdout.splitlines()[-1]))
+    assert not modules & {"digitize.config", "dataclasses", "inspect", "typing", "logging", "tomllib", "hashlib"}
+    assert oct(folder.stat().st_mode & 0o777) == "0o700"  # made private, as the settings' way does
 
 
 CLIENT_IMPORTS = r"""
