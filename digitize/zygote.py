@@ -15,6 +15,10 @@ its flags, and the environment variables read while libraries load (thread limit
 data and library, locale, Python's own), plus what a child cannot change back (hard limits,
 nice value, groups, and resident.confinement(): namespaces, cgroup, seccomp, capabilities).
 
+A run first tries the converter where the settings usually put it, before reading any setting
+(_to_serving); the child reads them as the run would and declines (no ``OK``) when they are not
+this converter's (zygote_server._serves).
+
 Protocol, one request per connection. Client: ``RUN <n>\\n`` and n bytes of NUL-separated
 fields, with its descriptors 0, 1, 2 attached. Child: ``OK <pid>\\n`` once it has taken them (the
 client runs locally if this never comes), ``EXIT <code>\\n`` at the end. The client sends
@@ -212,8 +216,10 @@ def _to_serving(argv: list[str]) -> int | None:
     if os.environ.get("DIGITIZE_SIGN_PIN") or not hasattr(socket, "send_fds"):
         return None
     try:
-        path = resident.socket_path(resident.socket_dir(os.environ.get(SETTINGLESS_FOLDER_ENV, "")),
-                                    "converter", _key())
+        folder = resident.socket_dir(os.environ.get(SETTINGLESS_FOLDER_ENV, ""))
+        if not os.path.isdir(folder):
+            return None  # none serves there; only the settings' way makes a folder
+        path = resident.socket_path(folder, "converter", _key())
         sock = resident.connect(path) if path is not None else None
     except Exception:  # noqa: BLE001 - the settings' way decides, and reports what is wrong
         return None

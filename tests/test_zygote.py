@@ -673,12 +673,21 @@ def test_a_run_reaches_a_serving_converter_before_reading_settings(tmp_path) -> 
     """The settings (config, with eleven dataclasses and dataclasses' import of inspect) were ~25 ms of
     the client's ~70 (bench/README.md, twenty-first session): a serving converter's child reads them."""
     folder = tmp_path / "s"
+    folder.mkdir(mode=0o755)
     found = subprocess.run([sys.executable, "-c", CLIENT_TO_SERVING], capture_output=True, text=True, check=True,
                            cwd=tmp_path, env={**os.environ, "HOME": str(tmp_path), "DIGITIZE_VALIDATOR_DIR": str(folder)})
     modules = set(json.loads(found.stdout.splitlines()[-1]))
     assert not modules & {"digitize.config", "dataclasses", "inspect", "typing", "logging", "tomllib", "hashlib",
                           "threading"}
-    assert oct(folder.stat().st_mode & 0o777) == "0o700"  # made private, as the settings' way does
+    assert oct(folder.stat().st_mode & 0o777) == "0o755"  # a folder it did not make is refused, never chmodded
+
+
+def test_the_settingless_way_makes_no_folder(tmp_path, monkeypatch) -> None:
+    """Where no folder is, no converter serves: only a run's own settings decide where one is made."""
+    monkeypatch.setenv("DIGITIZE_VALIDATOR_DIR", str(tmp_path / "none"))
+    monkeypatch.setattr(resident, "connect", lambda *a, **k: pytest.fail("no folder, nothing to reach"))
+    assert zygote._to_serving(["run", "a.png", "b.pdf"]) is None
+    assert not (tmp_path / "none").exists()
 
 
 CLIENT_IMPORTS = r"""
