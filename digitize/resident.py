@@ -54,7 +54,7 @@ def cache_dir() -> Path:
     ``$DIGITIZE_CACHE`` or ``$HOME/.cache/digitize`` only if :func:`trusted_path` says no other
     account can change it: the jars and class archive found there run as us, and ``sudo -E`` or
     ``su`` keep another user's HOME. Otherwise this account's own home from the password database."""
-    chosen = Path(os.environ.get("DIGITIZE_CACHE") or str(Path.home() / ".cache" / "digitize")).absolute()
+    chosen = _chosen_cache()
     if trusted_path(chosen, must_exist=False):
         return chosen
     try:
@@ -73,6 +73,15 @@ def cache_dir() -> Path:
 
 
 _ignored: set[Path] = set()
+
+
+def _chosen_cache() -> Path:
+    return Path(os.environ.get("DIGITIZE_CACHE") or str(Path.home() / ".cache" / "digitize")).absolute()
+
+
+def cache_trusted() -> bool:
+    """Whether :func:`cache_dir` takes the cache folder asked for (and so has nothing to warn about)."""
+    return trusted_path(_chosen_cache(), must_exist=False)
 
 
 def trusted_path(path: os.PathLike | str, must_exist: bool = True, passed: set[Path] | None = None) -> bool:

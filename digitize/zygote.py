@@ -212,10 +212,15 @@ def _to_serving(argv: list[str]) -> int | None:
     anyway, and declines before taking anything (no ``OK``) when they name another folder or no
     resident converter (zygote_server._serves); this client then goes the way of a local run's
     settings (handover). A PIN in the environment never leaves this process: such a run decides
-    with its settings whether it signs."""
-    if os.environ.get("DIGITIZE_SIGN_PIN") or not hasattr(socket, "send_fds"):
+    with its settings whether it signs. Nor does a run go this way when DIGITIZE_CONVERTER_RESIDENT
+    is set (the switch that keeps runs away from a converter, a stuck one say), or when the cache
+    folder would be ignored with a warning (the settings' way says it, once)."""
+    if (os.environ.get("DIGITIZE_SIGN_PIN") or "DIGITIZE_CONVERTER_RESIDENT" in os.environ
+            or not hasattr(socket, "send_fds")):
         return None
     try:
+        if not resident.cache_trusted():
+            return None
         folder = resident.socket_dir(os.environ.get(SETTINGLESS_FOLDER_ENV, ""))
         if not os.path.isdir(folder):
             return None  # none serves there; only the settings' way makes a folder

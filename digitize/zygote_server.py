@@ -212,12 +212,12 @@ class _Server:
                 self.watched.pop(conn, None)
                 conn.close()  # a child that died without EXIT: its client now sees the end
             code = os.waitstatus_to_exitcode(status)
-            if code == DECLINED:
+            if code == DECLINED:  # not work done: a converter only such runs reach still idles out
                 self.served -= 1
                 _say(f"run {pid}: declined, its settings name no resident converter or another socket folder")
-            else:
-                _say(f"run {pid}: exit {code}, {usage.ru_utime:.2f} s user {usage.ru_stime:.2f} s sys"
-                     f" (with its page workers), {time.monotonic() - start:.2f} s")
+                continue
+            _say(f"run {pid}: exit {code}, {usage.ru_utime:.2f} s user {usage.ru_stime:.2f} s sys"
+                 f" (with its page workers), {time.monotonic() - start:.2f} s")
             self.last = time.monotonic()
 
     def _watch(self, conn: socket.socket) -> None:
@@ -343,6 +343,7 @@ def _serves(argv: list[str], folder: tuple[int, int] | None) -> bool:
     from .zygote import command_arguments
 
     found = command_arguments(argv)
+    warned = set(resident._ignored)  # a cache folder warned about here, unheard, is the run's to warn about
     logging.disable(logging.CRITICAL)
     try:
         settings = load_settings(found[0] if found else None)
@@ -352,6 +353,7 @@ def _serves(argv: list[str], folder: tuple[int, int] | None) -> bool:
         return False
     finally:
         logging.disable(logging.NOTSET)
+        resident._ignored.intersection_update(warned)
 
 
 def _same_user(conn: socket.socket) -> bool:

@@ -473,11 +473,15 @@ def test_a_serving_converter_honours_settings_that_turn_it_off(zdir, env, scan, 
     (its --config here) and declines, without taking the run, when they say no resident converter."""
     server = warm(env, tmp_path)
     (tmp_path / "off.toml").write_text("[converter]\nresident = false\n", encoding="utf-8")
+    time.sleep(3)
+    before = serving(zdir)
     done = digitize("--config", str(tmp_path / "off.toml"), "run", "--jobs", "1", "--no-validate", str(scan),
                     str(tmp_path / "out.pdf"), env=env)
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert (tmp_path / "out.pdf").is_file()
-    assert serving(zdir).served == server.served  # converted by the client itself
+    after = serving(zdir)
+    assert after.served == server.served  # converted by the client itself
+    assert after.idle >= before.idle  # a declined run is no work: a converter only such runs reach idles out
     log = resident.ResidentServer(server.socket).log.read_text(encoding="utf-8")
     assert "declined" in log and "Traceback" not in log, log
 
@@ -503,10 +507,32 @@ def test_a_child_serves_only_runs_whose_settings_name_its_folder(tmp_path, monke
     assert not zygote_server._serves(["run", "a.png", "b.pdf"], None)
 
 
-def test_a_pin_in_the_environment_never_takes_the_settingless_way(monkeypatch) -> None:
-    monkeypatch.setenv("DIGITIZE_SIGN_PIN", "1234")
+@pytest.mark.parametrize("name, value", [("DIGITIZE_SIGN_PIN", "1234"), ("DIGITIZE_CONVERTER_RESIDENT", "0"),
+                                         ("DIGITIZE_CONVERTER_RESIDENT", "1")])
+def test_a_pin_or_the_converter_switch_in_the_environment_means_settings_first(monkeypatch, name, value) -> None:
+    """A PIN never leaves the client; the switch keeps runs away from a converter (a stuck one, say)."""
+    monkeypatch.setenv(name, value)
     monkeypatch.setattr(resident, "connect", lambda *a, **k: pytest.fail("connected without reading settings"))
     assert zygote._to_serving(["run", "a.png", "b.pdf"]) is None
+
+
+def test_an_ignored_cache_folder_is_warned_about_once_by_the_run(tmp_path, monkeypatch, caplog) -> None:
+    """Neither the settingless try nor a child's check of the settings says it (unheard, logging off),
+    or marks it said: the run's own settings do, once."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    monkeypatch.setenv("DIGITIZE_CACHE", str(shared / "cache"))
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    monkeypatch.delenv("DIGITIZE_VALIDATOR_DIR", raising=False)
+    monkeypatch.setattr(resident, "_ignored", set())
+    monkeypatch.setattr(resident, "connect", lambda *a, **k: pytest.fail("reached through an ignored cache"))
+    monkeypatch.chdir(tmp_path)
+    assert zygote._to_serving(["run", "a.png", "b.pdf"]) is None
+    zygote_server._serves(["run", "a.png", "b.pdf"], zygote_server._identity(tmp_path))
+    assert resident._ignored == set() and "ignoring cache folder" not in caplog.text
+    resident.cache_dir()
+    assert "ignoring cache folder" in caplog.text
 
 
 def test_a_run_that_launches_the_converter_boots_the_validator_too(zdir, env, tmp_path) -> None:
