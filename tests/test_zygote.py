@@ -697,7 +697,7 @@ print(json.dumps(sorted(sys.modules)))
 
 def test_a_run_reaches_a_serving_converter_before_reading_settings(tmp_path) -> None:
     """The settings (config, with eleven dataclasses and dataclasses' import of inspect) were ~25 ms of
-    the client's ~70 (bench/README.md, twenty-first session): a serving converter's child reads them."""
+    the client's ~70 (README.md, Benchmarks, twenty-first session): a serving converter's child reads them."""
     folder = tmp_path / "s"
     folder.mkdir(mode=0o755)
     found = subprocess.run([sys.executable, "-c", CLIENT_TO_SERVING], capture_output=True, text=True, check=True,
@@ -728,7 +728,7 @@ print(json.dumps(sorted(sys.modules)))
 
 def test_the_client_of_a_run_imports_nothing_it_does_not_use(tmp_path) -> None:
     """Every `digitize run` starts a Python that only hands the run over: typing and logging (with
-    traceback, textwrap, string, threading's users) were ~12 ms of its ~80 (bench/README.md, twentieth
+    traceback, textwrap, string, threading's users) were ~12 ms of its ~80 (README.md, Benchmarks, twentieth
     session), imported for annotations and a log filter it never uses. Neither is, nor anything heavy."""
     found = subprocess.run([sys.executable, "-c", CLIENT_IMPORTS], capture_output=True, text=True, check=True,
                            cwd=tmp_path, env={**os.environ, "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path)})
