@@ -205,7 +205,7 @@ SETTINGLESS_FOLDER_ENV = "DIGITIZE_VALIDATOR_DIR"  # [validator] dir as the envi
 
 def _to_serving(argv: list[str]) -> int | None:
     """The run handed to a converter that serves already, before this process reads any setting
-    (config and its dataclasses: ~20 ms of the client's ~70 ms per run); None when none takes it.
+    (config and its dataclasses: ~25 ms of the client's ~70 ms per run); None when none takes it.
 
     The socket is looked for where the settings usually put it ($DIGITIZE_VALIDATOR_DIR or the
     default folder). The child that takes the run reads the settings itself, as the run does

@@ -25,7 +25,7 @@ MAX_LINE = 64  # "RUN <size>", "STATUS", "QUIT"
 REQUEST_WAIT = 5.0  # seconds for a whole request: a client that drips bytes cannot hold the loop
 CHUNK = 65536
 DECLINED = 75  # a child's exit when the run's settings are not this converter's (EX_TEMPFAIL; a run's own
-# exit codes stop at 15, and a run that got OK never exits with this: see _run_cli)
+# exit codes stop at 15, so a run that got OK does not exit with this)
 
 
 def _say(text: str) -> None:
