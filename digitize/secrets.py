@@ -24,6 +24,9 @@ import re
 from collections.abc import Mapping
 from urllib.parse import quote
 
+from .secretnames import (ENV_PREFIX, SECRET_ENV_SUFFIXES, SECRET_ENV_WORDS, SECRET_SETTINGS,  # noqa: F401
+                          _setting_env_names, _words, is_secret_env_name, is_secret_key)
+
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING (type checkers take it so), without importing typing
 if TYPE_CHECKING:  # the client of every `digitize run` imports this module: typing and logging cost it ~10 ms
     import logging
@@ -33,48 +36,8 @@ MASK = "***"
 MIN_REMEMBERED = 8  # shorter values (a PIN, "pa55") would mask ordinary words and numbers; they are still
 # masked wherever they appear as key=value, "key": value or in a URL
 
-# A name is a secret when, split at _ - . and case folded, it ends with one of these word runs or
-# contains one of the always-secret words.
-_SECRET_SUFFIXES = (
-    ("secret", "key"), ("access", "key"), ("accesskey",), ("secretkey",), ("key", "id"), ("api", "key"),
-    ("apikey",), ("private", "key"), ("sslkey",), ("signing", "key"), ("session", "key"), ("pin",),
-    ("credential",), ("credentials",), ("signature",), ("auth",), ("authorization",), ("cookie",), ("token",),
-)
-_SECRET_WORDS = {"password", "passwd", "pwd", "pass", "passphrase", "secret", "sslpassword",
-                 "sslkey", "secretkey", "accesskey", "apikey"}
-
-_SECRET_PARTS = ("password", "passwd", "secret")  # also inside a glued word: PGPASSWORD, clientsecret
-
 _remembered: set[str] = set()
 _lock = _thread.allocate_lock()
-
-
-def _words(name: str) -> tuple[str, ...]:
-    return tuple(w for w in re.split(r"[_\-.\s]+", name.strip().strip("\"'").lower()) if w)
-
-
-# settings (section, key) that hold a secret or may carry one (a URL or DSN with user:password@)
-SECRET_SETTINGS = frozenset({("store", "access_key"), ("store", "secret_key"), ("store", "url"), ("index", "dsn"),
-                             ("web", "webhook_urls")})  # a hook's path or query is often its secret
-ENV_PREFIX = "DIGITIZE_"
-# environment names that hold or may carry a secret: ours and other tools' (AWS_SECRET_ACCESS_KEY, PGPASSWORD,
-# MINIO_ROOT_PASSWORD, REDIS_PASSWORD, DATABASE_URL, ...)
-SECRET_ENV_WORDS = ("PASSWORD", "PASSWD", "PASSPHRASE", "SECRET", "TOKEN", "CREDENTIAL", "ACCESS_KEY", "API_KEY",
-                    "PRIVATE_KEY", "ACCESS_KEY_ID")
-SECRET_ENV_SUFFIXES = ("_DSN", "_PIN", "DATABASE_URL")
-
-
-def is_secret_key(name: str, key: str | None = None) -> bool:
-    """True for names of settings, DSN keywords, query parameters or env variables that hold a credential;
-    ``is_secret_key(section, key)``: the setting [SECTION] KEY holds or may carry one (a URL or DSN too)."""
-    if key is not None:
-        return (name, key) in SECRET_SETTINGS or is_secret_key(key) or is_secret_env(f"{name}_{key}")
-    words = _words(name)
-    if not words:
-        return False
-    if any(w in _SECRET_WORDS or any(part in w for part in _SECRET_PARTS) for w in words):
-        return True
-    return any(words[-len(s):] == s for s in _SECRET_SUFFIXES)
 
 
 def remember(*values: str | None) -> None:
@@ -240,15 +203,9 @@ def carries_secret(name: str, value: str) -> bool:
     return is_secret_key(name) or (bool(value) and mask(value) != value)
 
 
-def _setting_env_names() -> frozenset[str]:
-    return frozenset(f"{ENV_PREFIX}{section}_{key}".upper() for section, key in SECRET_SETTINGS)
-
-
 def is_secret_env(name: str, value: str = "") -> bool:
     """Whether the environment variable NAME (with VALUE, if known) holds or may carry a secret."""
-    upper = name.upper()
-    return (upper in _setting_env_names() or any(w in upper for w in SECRET_ENV_WORDS)
-            or upper.endswith(SECRET_ENV_SUFFIXES) or carries_secret(name, value))
+    return is_secret_env_name(name) or (bool(value) and mask(value) != value)
 
 
 def secret_env_names(env: Mapping[str, str] | None = None) -> frozenset[str]:

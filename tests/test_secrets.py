@@ -131,6 +131,33 @@ def test_what_a_run_needs_travels(name) -> None:
     assert not secrets.is_secret_env(name)
 
 
+SEPARATED = ["a_b", "a-b", "a.b", "a b", "a\tb", "a\u00a0b", "a\u2003b", "a\x1cb", "a\u3000b", "a__--..  b", "_a_",
+             " 'x-Amz-Signature' ", '"PGPASSWORD"', "sslkey.\u2028", "ĐƠN_secret", "", "  ", "_-.", "key\u0085id"]
+
+
+@pytest.mark.parametrize("name", SEPARATED)
+def test_name_words_split_as_the_regular_expression_did(name) -> None:
+    """secretnames splits names without `re` (the client of every run must not import it): the same
+    words as re.split at [_-.] and whitespace, Unicode whitespace included."""
+    import re
+
+    from digitize import secretnames
+
+    expected = tuple(w for w in re.split(r"[_\-.\s]+", name.strip().strip("\"'").lower()) if w)
+    assert secretnames._words(name) == expected
+
+
+@pytest.mark.parametrize("name", ["PGPASSWORD", "DIGITIZE_STORE_URL", "MY_DSN", "X_API_KEY", "session.key", "PATH",
+                                  "DIGITIZE_CACHE", "LANG", "token_label", "DIGITIZE_SIGN_PIN", "HOME"])
+def test_a_name_alone_is_judged_as_with_an_empty_value(name) -> None:
+    """The client of a run strips the environment it hands over by names alone (secretnames)."""
+    from digitize import secretnames
+
+    assert secretnames.is_secret_env_name(name) == secrets.is_secret_env(name, "")
+    assert secrets.is_secret_env("MY_URL", "postgresql://u:hunter2@h/db")  # a value still counts where known
+    assert not secretnames.is_secret_env_name("MY_URL")
+
+
 
 
 @pytest.mark.parametrize("hook, line", [
