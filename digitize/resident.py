@@ -20,23 +20,33 @@ paid its imports and Tesseract's model loading once, see zygote.py). For both:
 - ``STATUS`` and ``QUIT`` lines get a ``OK\\tpid=..\\tuptime=..\\tidle=..\\t<noun>=N\\tclients=..`` answer.
 
 Light imports only: the ``digitize`` command reaches its converter through this module before
-anything heavy (numpy, OpenCV, click) is loaded.
+anything heavy (numpy, OpenCV, click) is loaded. Nor pathlib (with re, fnmatch and urllib.parse, ~8 ms
+of that command's start): what the client calls works on str paths (cache_trusted, socket_folder,
+socket_file, connect); the functions that hand out a Path import pathlib when called.
 """
 
 from __future__ import annotations
 
+import _socket  # socket.py's own base: socket.py itself (enums, selectors) is ~4 ms of a run's client
 import errno
 import fcntl
 import os
 import pwd
-import socket
 import stat
 import time
-from pathlib import Path
 
 TYPE_CHECKING = False  # as typing.TYPE_CHECKING (type checkers take it so), without importing typing
 if TYPE_CHECKING:  # imported by the client of every `digitize run`: typing costs it ~3 ms
+    import socket
     from collections.abc import Iterable, Sequence
+    from pathlib import Path
+
+
+def _path(path: str | os.PathLike) -> Path:
+    """``pathlib.Path(path)``, pathlib imported on first use (never by a run's client)."""
+    from pathlib import Path
+
+    return Path(path)
 
 try:  # CPython's own SHA-256: importing hashlib loads OpenSSL (~5-10 ms of every `digitize` client)
     from _sha256 import sha256 as _sha256
@@ -54,6 +64,11 @@ def cache_dir() -> Path:
     ``$DIGITIZE_CACHE`` or ``$HOME/.cache/digitize`` only if :func:`trusted_path` says no other
     account can change it: the jars and class archive found there run as us, and ``sudo -E`` or
     ``su`` keep another user's HOME. Otherwise this account's own home from the password database."""
+    return _path(cache_folder())
+
+
+def cache_folder() -> str:
+    """:func:`cache_dir` as a str."""
     chosen = _chosen_cache()
     if trusted_path(chosen, must_exist=False):
         return chosen
@@ -61,7 +76,7 @@ def cache_dir() -> Path:
         home = pwd.getpwuid(os.geteuid()).pw_dir
     except KeyError:  # no account entry: a cache nobody may trust is no cache
         home = "/nonexistent"
-    fallback = Path(home).absolute() / ".cache" / "digitize"
+    fallback = os.path.join(os.path.abspath(home), ".cache", "digitize")
     if chosen not in _ignored:
         _ignored.add(chosen)
         import logging  # here only: the `digitize` client imports this module and rarely logs
@@ -72,11 +87,19 @@ def cache_dir() -> Path:
     return fallback
 
 
-_ignored: set[Path] = set()
+_ignored: set[str] = set()
 
 
-def _chosen_cache() -> Path:
-    return Path(os.environ.get("DIGITIZE_CACHE") or str(Path.home() / ".cache" / "digitize")).absolute()
+def _chosen_cache() -> str:
+    """The cache asked for, absolute and normalised, so that the folder :func:`trusted_path` checks
+    (it normalises) is the one used ("link/.." is not where "link" leads)."""
+    chosen = os.environ.get("DIGITIZE_CACHE")
+    if not chosen:
+        home = os.path.expanduser("~")
+        if home.startswith("~"):
+            raise RuntimeError("Could not determine home directory.")  # as pathlib.Path.home()
+        chosen = os.path.join(home, ".cache", "digitize")
+    return os.path.abspath(chosen)
 
 
 def cache_trusted() -> bool:
@@ -84,7 +107,7 @@ def cache_trusted() -> bool:
     return trusted_path(_chosen_cache(), must_exist=False)
 
 
-def trusted_path(path: os.PathLike | str, must_exist: bool = True, passed: set[Path] | None = None) -> bool:
+def trusted_path(path: os.PathLike | str, must_exist: bool = True, passed: set[str] | None = None) -> bool:
     """Whether no other account can change PATH: it, every folder above it and every link on the way
     (as written and as resolved) belong to root or this effective user, and none is writable by
     group or others, except a root-owned sticky folder on the way (/tmp). Missing trailing parts
@@ -92,9 +115,9 @@ def trusted_path(path: os.PathLike | str, must_exist: bool = True, passed: set[P
 
     PASSED, shared by the checks of one moment (a classpath's 20 jars in one folder), holds the
     folders above a path that passed already: each is looked at once, not once per jar."""
-    path = Path(os.path.abspath(path))
-    for candidate in dict.fromkeys((path, Path(os.path.realpath(path)))):
-        for step in [*reversed(candidate.parents), candidate]:
+    path = os.path.abspath(path)
+    for candidate in dict.fromkeys((path, os.path.realpath(path))):
+        for step in [*_folders_above(candidate), candidate]:
             if passed is not None and step != candidate and step in passed:
                 continue
             try:
@@ -117,15 +140,29 @@ def trusted_path(path: os.PathLike | str, must_exist: bool = True, passed: set[P
     return True
 
 
+def _folders_above(path: str) -> list[str]:
+    """The folders above an absolute, normalised PATH, from / down: "/a/b/c" -> ["/", "/a", "/a/b"]."""
+    above, parent = [], os.path.dirname(path)
+    while path != parent:
+        above.append(parent)
+        path, parent = parent, os.path.dirname(parent)
+    return above[::-1]
+
+
 def socket_dir(folder_setting: str = "") -> Path:
     """The sockets' folder: ``[validator] dir``, else $XDG_RUNTIME_DIR/digitize, else the cache's run/.
 
     A runtime folder not owned by this user (root's, kept by ``su`` or ``sudo -E`` from another
     user's session) is not ours to serve from: it is ignored."""
+    return _path(socket_folder(folder_setting))
+
+
+def socket_folder(folder_setting: str = "") -> str:
+    """:func:`socket_dir` as a str (absolute, normalised)."""
     if folder_setting:
-        return Path(folder_setting).absolute()
+        return os.path.abspath(folder_setting)
     runtime = runtime_dir()
-    return Path(runtime) / "digitize" if runtime else cache_dir() / "run"
+    return os.path.join(runtime, "digitize") if runtime else os.path.join(cache_folder(), "run")
 
 
 def runtime_dir() -> str | None:
@@ -162,7 +199,7 @@ def _may_hold(info: os.stat_result) -> bool:
     return _trusted(info) and (not info.st_mode & 0o022 or (bool(info.st_mode & stat.S_ISVTX) and info.st_uid == 0))
 
 
-def open_folder(folder: Path, create: bool = True) -> int:
+def open_folder(folder: Path | str, create: bool = True) -> int:
     """Open FOLDER from / one component at a time without following anything another user could
     have made, creating what is missing (0700); its descriptor. A link is followed only when it is
     root's or ours and lies in a folder that passed. FOLDER itself must be ours and private: made
@@ -227,10 +264,10 @@ def _own_folders() -> set[str]:
     mode it may set: nobody else's files are in them."""
     runtime = runtime_dir()
     return {os.path.normpath(p) for p in ([os.path.join(runtime, "digitize")] if runtime else [])
-            + [str(cache_dir() / "run")]}
+            + [os.path.join(cache_folder(), "run")]}
 
 
-def folder_fd(folder: Path) -> int:
+def folder_fd(folder: Path | str) -> int:
     """FOLDER's descriptor, opened (and checked) once per process; opened again only if the
     folder at that path was replaced (a logout removes $XDG_RUNTIME_DIR, say)."""
     key = os.path.normpath(os.path.abspath(folder))
@@ -247,7 +284,7 @@ def folder_fd(folder: Path) -> int:
             os.close(fd)
         except OSError:
             pass
-    fd = _folders[key] = open_folder(Path(key))
+    fd = _folders[key] = open_folder(key)
     return fd
 
 
@@ -258,7 +295,7 @@ def anchored(path: Path | str) -> str:
     if text.startswith(PROC_FD):
         return text
     folder, name = os.path.split(text)
-    fd = folder_fd(Path(folder))
+    fd = folder_fd(folder)
     return f"{PROC_FD}{fd}/{name}" if os.path.isdir(PROC_FD) else os.path.join(folder, name)
 
 
@@ -271,12 +308,12 @@ def anchor_fd(path: Path | str) -> int | None:
     return int(number) if number.isdigit() else None
 
 
-def private(folder: Path) -> bool:
+def private(folder: Path | str) -> bool:
     """Whether FOLDER is (now) a private folder of this user reached through trusted folders only."""
     return folder_problem(folder) is None
 
 
-def folder_problem(folder: Path) -> str | None:
+def folder_problem(folder: Path | str) -> str | None:
     """Why FOLDER cannot hold this user's sockets (then no resident server runs), or None."""
     try:
         folder_fd(folder)
@@ -351,9 +388,15 @@ def _read_confinement() -> list[str]:
             "cgroup=" + " ".join(_proc_text("cgroup").split()), *status]
 
 
-def socket_path(folder: Path, kind: str, key: str) -> Path | None:
+def socket_path(folder: Path | str, kind: str, key: str) -> Path | None:
     """FOLDER/KIND-KEY.sock, or None when it would not fit a socket address or FOLDER is not private."""
-    path = folder / f"{kind}-{key}.sock"
+    path = socket_file(folder, kind, key)
+    return None if path is None else _path(path)
+
+
+def socket_file(folder: Path | str, kind: str, key: str) -> str | None:
+    """:func:`socket_path` as a str."""
+    path = os.path.join(folder, f"{kind}-{key}.sock")
     if len(os.fsencode(path)) > SOCKET_PATH_MAX or not private(folder):
         return None
     return path
@@ -405,11 +448,15 @@ class ResidentServer:
     """Where one resident server listens, and the command that starts it. A plain class, not a
     dataclass: importing dataclasses (and inspect with it) costs every ``digitize`` client ~12 ms."""
 
-    def __init__(self, socket: Path, command: tuple[str, ...] = ()):
-        self.socket, self.command = socket, tuple(command)
+    def __init__(self, socket: Path | str, command: tuple[str, ...] = ()):
+        self._socket, self.command = os.fspath(socket), tuple(command)  # a str: see _path
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.socket!r})"
+
+    @property
+    def socket(self) -> Path:
+        return _path(self._socket)
 
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and vars(other) == vars(self)
@@ -444,9 +491,10 @@ def alive(pid: int | None) -> bool:
     """Whether PID runs; a zombie does not (a container's init may never reap a detached server)."""
     if not pid:
         return False
-    if Path("/proc/self/stat").exists():
+    if os.path.exists("/proc/self/stat"):
         try:
-            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+            with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] != "Z"
         except (OSError, IndexError):
             return False
     try:
@@ -505,23 +553,47 @@ def hold_lock(lock: Path) -> int | None:
     return None
 
 
+class Connection(_socket.socket):
+    """A connection to a server (:func:`connect`): the socket that socket.socket builds on, with its
+    ``with`` (which closes it); every other method a client uses (sendall, recv, settimeout, sendmsg
+    for :func:`send_fds`) is _socket's own."""
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.close()
+
+
+def can_pass_fds() -> bool:
+    """Whether this system's unix sockets carry descriptors (``socket.send_fds`` exists)."""
+    return hasattr(_socket, "AF_UNIX") and hasattr(_socket, "SCM_RIGHTS") and hasattr(_socket.socket, "sendmsg")
+
+
+def send_fds(sock: _socket.socket, buffers: list[bytes], fds: list[int]) -> int:
+    """``socket.send_fds``: BUFFERS with the descriptors FDS attached (SCM_RIGHTS); the bytes sent."""
+    import array
+
+    return sock.sendmsg(buffers, [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, array.array("i", fds))])
+
+
 def peer(sock: socket.socket) -> tuple[int, int] | None:
     """(pid, uid) of the process at the other end of a unix socket, if the system says (Linux)."""
     import struct
 
     try:
-        pid, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+        pid, uid, _ = struct.unpack("3i", sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, struct.calcsize("3i")))
     except (OSError, AttributeError):
         return None
     return pid, uid
 
 
-def connect(path: Path, timeout: float = 5) -> socket.socket | None:
+def connect(path: Path | str, timeout: float = 5) -> Connection | None:
     """A connection to the server at PATH, if one listens there and runs as this user: the kernel
     says who listens (SO_PEERCRED), so nothing (descriptors, environment, paths) goes to another.
     A server whose backlog is full (slow to accept under load) is waited for up to TIMEOUT s: a
     socket with a timeout meets EAGAIN there at once, which is not "nobody listens"."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock = Connection(_socket.AF_UNIX, _socket.SOCK_STREAM)
     sock.settimeout(timeout)
     deadline = time.monotonic() + timeout
     try:
@@ -533,7 +605,7 @@ def connect(path: Path, timeout: float = 5) -> socket.socket | None:
                 if time.monotonic() >= deadline:
                     raise
                 time.sleep(0.01)
-        if hasattr(socket, "SO_PEERCRED") and (peer(sock) or (0, -1))[1] != os.getuid():
+        if hasattr(_socket, "SO_PEERCRED") and (peer(sock) or (0, -1))[1] != os.getuid():
             raise UnsafeFolder(f"{path}: the server there is not this user's")
     except OSError:
         sock.close()
@@ -575,7 +647,7 @@ def claim_launch(server: ResidentServer) -> bool:
     return False
 
 
-def reach(server: ResidentServer, wait: float) -> socket.socket | None:
+def reach(server: ResidentServer, wait: float) -> Connection | None:
     """Connect, launching SERVER if none serves or starts; None after WAIT s or two failed launches."""
     deadline = time.monotonic() + wait
     launches = 0

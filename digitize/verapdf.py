@@ -59,7 +59,7 @@ def _trusted_install(folder: Path) -> bool:
     every jar on it and the validator jar, with every folder above them, are root's or ours and
     writable by no one else (another user's jar on our classpath would run as us, as root under sudo)."""
     listing = folder / "verapdf.classpath"
-    passed: set[Path] = set()  # folders above that passed: checked once, not once per jar
+    passed: set[str] = set()  # folders above that passed: checked once, not once per jar
     if not resident.trusted_path(listing, passed=passed):
         return False
     try:

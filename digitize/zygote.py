@@ -30,16 +30,20 @@ module is the client side, light enough for the ``digitize`` command to load bef
 
 from __future__ import annotations
 
+import _signal  # signal.py's base: signal.py (its enums) is ~2 ms of every run's client
 import os
-import signal
-import socket
 import sys
 import time
-from pathlib import Path
 
 from . import __version__, resident
 
-ROOT = Path(__file__).resolve().parent.parent  # digitize/, pipelines/ and storage/ are imported from here
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing (see resident.py)
+if TYPE_CHECKING:
+    from pathlib import Path
+
+# digitize/, pipelines/ and storage/ are imported from here (a str: pathlib, with re and urllib.parse, is ~8 ms
+# of a client's start that nothing here needs)
+ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 PACKAGES = ("digitize", "pipelines", "storage")  # what `digitize.cli` imports of this project
 HANDSHAKE_WAIT = 20.0  # seconds for a child to take the request before the client runs it itself
 START_WAIT = 5.0  # seconds for a just-launched converter to serve (~0.5 s idle) before running here
@@ -63,7 +67,7 @@ def _loads_at_start(name: str) -> bool:
 def _module_files() -> list[str]:
     """This project's Python files: an edit or an upgrade must not be served by old code."""
     found = []
-    folders = [ROOT / p for p in PACKAGES]
+    folders = [os.path.join(ROOT, p) for p in PACKAGES]
     while folders:
         try:
             entries = list(os.scandir(folders.pop()))
@@ -73,7 +77,7 @@ def _module_files() -> list[str]:
             if entry.name.endswith(".py"):
                 found.append(entry.path)
             elif entry.is_dir() and entry.name != "__pycache__":
-                folders.append(Path(entry.path))
+                folders.append(entry.path)
     return sorted(found)
 
 
@@ -122,7 +126,7 @@ def command_arguments(argv: list[str]) -> tuple[str | None, str, list[str]] | No
 class ConverterServer(resident.ResidentServer):
     """The resident converter of this interpreter, environment and code; its command is made at launch."""
 
-    def __init__(self, socket: Path, idle: float = 600.0, language: str = "vie+eng"):
+    def __init__(self, socket: Path | str, idle: float = 600.0, language: str = "vie+eng"):
         super().__init__(socket)
         self.idle = idle
         self.language = language  # models it loads (the launching run's), shared by its children
@@ -132,7 +136,7 @@ class ConverterServer(resident.ResidentServer):
 
         boot = ("import os, sys; env = dict(os.environ); sys.path.insert(0, sys.argv[1]); "
                 "from digitize.zygote_server import serve; sys.exit(serve(env, *sys.argv[2:]))")
-        return resident.launch([sys.executable, *subprocess._args_from_interpreter_flags(), "-c", boot, str(ROOT),
+        return resident.launch([sys.executable, *subprocess._args_from_interpreter_flags(), "-c", boot, ROOT,
                                 self.argument(), f"{self.idle:g}", self.language], self.log,
                                env=server_environment())
 
@@ -158,7 +162,7 @@ def server_environment() -> dict[str, str]:
 
 def converter_server(settings) -> ConverterServer | None:
     """None when the resident converter is off or its socket folder is unusable."""
-    if not settings.converter.resident or not hasattr(socket, "AF_UNIX") or not hasattr(socket, "send_fds"):
+    if not settings.converter.resident or not resident.can_pass_fds():
         return None
     path = resident.socket_path(resident.socket_dir(settings.validator.dir), "converter", _key())
     if path is None:
@@ -216,15 +220,15 @@ def _to_serving(argv: list[str]) -> int | None:
     is set (the switch that keeps runs away from a converter, a stuck one say), or when the cache
     folder would be ignored with a warning (the settings' way says it, once)."""
     if (os.environ.get("DIGITIZE_SIGN_PIN") or "DIGITIZE_CONVERTER_RESIDENT" in os.environ
-            or not hasattr(socket, "send_fds")):
+            or not resident.can_pass_fds()):
         return None
     try:
         if not resident.cache_trusted():
             return None
-        folder = resident.socket_dir(os.environ.get(SETTINGLESS_FOLDER_ENV, ""))
+        folder = resident.socket_folder(os.environ.get(SETTINGLESS_FOLDER_ENV, ""))
         if not os.path.isdir(folder):
             return None  # none serves there; only the settings' way makes a folder
-        path = resident.socket_path(folder, "converter", _key())
+        path = resident.socket_file(folder, "converter", _key())
         sock = resident.connect(path) if path is not None else None
     except Exception:  # noqa: BLE001 - the settings' way decides, and reports what is wrong
         return None
@@ -234,7 +238,7 @@ def _to_serving(argv: list[str]) -> int | None:
         return _delegate(sock, argv, ConverterServer(path))
 
 
-def _reach(server: ConverterServer) -> socket.socket | None:
+def _reach(server: ConverterServer) -> resident.Connection | None:
     """A connection to the converter, launching it if none serves or starts. Past START_WAIT s, a
     converter still starting is waited for while it has used less than START_CPU CPU-s: on a loaded
     machine its start takes longer in wall time, not in CPU, and a run that gave up would pay the
@@ -291,13 +295,13 @@ def _request(argv: list[str]) -> bytes:
     child reads itself, may still carry them)."""
     import resource
 
-    from .secrets import is_secret_env
+    from .secretnames import is_secret_env_name
 
     limits = ",".join(f"{name}:{resource.getrlimit(getattr(resource, name))[0]}" for name in LIMITS)
     fields = [os.fsencode(os.getcwd()), b"%d" % _umask(), b"%d" % os.getpriority(os.PRIO_PROCESS, 0),
               limits.encode(), os.fsencode(sys.argv[0] if sys.argv else "digitize"), b"%d" % len(argv),
               *map(os.fsencode, argv),
-              *(k + b"=" + v for k, v in os.environb.items() if not is_secret_env(os.fsdecode(k)))]
+              *(k + b"=" + v for k, v in os.environb.items() if not is_secret_env_name(os.fsdecode(k)))]
     payload = b"\0".join(fields)
     return b"RUN %d\n" % len(payload) + payload
 
@@ -319,40 +323,40 @@ def _abandon(*_) -> None:
 class _Forward:
     """Signal handler of a waiting client: the first INT/TERM/HUP goes to the child, a second ends the wait."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    SIGNALS = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP)
 
     def __init__(self):
-        self.sock: socket.socket | None = None
+        self.sock: resident.Connection | None = None
         self.got = 0
         self.before = {}
         for signum in self.SIGNALS:
-            handler = signal.getsignal(signum)
-            if handler is not signal.SIG_IGN:  # e.g. a background job ignores SIGINT, as its local run would
+            handler = _signal.getsignal(signum)
+            if handler != _signal.SIG_IGN:  # e.g. a background job ignores SIGINT, as its local run would
                 self.before[signum] = handler
-                signal.signal(signum, self)
+                _signal.signal(signum, self)
 
     def __call__(self, signum, frame) -> None:
         if self.got:
             raise _Abandon
         self.got = signum
-        if signum != signal.SIGINT:
-            signal.signal(signal.SIGALRM, _abandon)
-            signal.setitimer(signal.ITIMER_REAL, TERM_WAIT)
+        if signum != _signal.SIGINT:
+            _signal.signal(_signal.SIGALRM, _abandon)
+            _signal.setitimer(_signal.ITIMER_REAL, TERM_WAIT)
         self.tell()
 
     def tell(self) -> None:
         if self.sock is not None and self.got:
             try:
-                self.sock.sendall(b"INT\n" if self.got == signal.SIGINT else b"TERM\n")
+                self.sock.sendall(b"INT\n" if self.got == _signal.SIGINT else b"TERM\n")
             except OSError:
                 pass
 
     def restore(self) -> None:
         for signum, handler in self.before.items():
-            signal.signal(signum, handler)
+            _signal.signal(signum, handler)
 
 
-def _delegate(sock: socket.socket, argv: list[str], server: ConverterServer) -> int | None:
+def _delegate(sock: resident.Connection, argv: list[str], server: ConverterServer) -> int | None:
     try:
         for fd in STDIO:
             os.fstat(fd)
@@ -371,8 +375,8 @@ def _delegate(sock: socket.socket, argv: list[str], server: ConverterServer) -> 
             return None  # gone before taking the request (idled out, stopped, refused): nothing ran
     except _Abandon:
         pass
-    if forward.got in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(forward.got, signal.SIG_DFL)  # end as a local run ends on these: killed by it
+    if forward.got in (_signal.SIGTERM, _signal.SIGHUP):
+        _signal.signal(forward.got, _signal.SIG_DFL)  # end as a local run ends on these: killed by it
         os.kill(os.getpid(), forward.got)
     if code is None and forward.got:
         return 130
@@ -384,12 +388,12 @@ def _delegate(sock: socket.socket, argv: list[str], server: ConverterServer) -> 
     return code
 
 
-def _handed_over(sock: socket.socket, argv: list[str]) -> resident.Lines | None:
+def _handed_over(sock: resident.Connection, argv: list[str]) -> resident.Lines | None:
     """Send the request with our stdio; the child's answers once it took it (answered OK), else None."""
     try:
         request = _request(argv)  # os.getcwd() fails in a deleted folder: the local run says so
         sock.settimeout(HANDSHAKE_WAIT)
-        sent = socket.send_fds(sock, [request], STDIO)
+        sent = resident.send_fds(sock, [request], STDIO)
         sock.sendall(request[sent:])
         answers = resident.Lines(sock)
         took = answers.next(HANDSHAKE_WAIT)

@@ -327,9 +327,9 @@ def test_folders_checked_once_for_many_paths_judge_each_path_alike(tmp_path):
     fresh = [resident.trusted_path(p) for p in paths]
     assert fresh == [True, False, False, False, True]
     for order in (paths, paths[::-1]):
-        passed: set[Path] = set()
+        passed: set[str] = set()
         assert [resident.trusted_path(p, passed=passed) for p in order] == [fresh[paths.index(p)] for p in order]
-    passed = {tmp_path}
+    passed = {str(tmp_path)}  # the folders that passed, as trusted_path records them
     tmp_path.chmod(0o777)  # a folder recorded as passed is not looked at again in the same check...
     try:
         assert resident.trusted_path(good / "a.jar", passed=passed)

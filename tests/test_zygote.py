@@ -687,11 +687,13 @@ def test_the_converters_warm_up_leaves_no_module_for_a_page_to_import() -> None:
 
 
 CLIENT_TO_SERVING = r"""
-import json, sys
+import sys
 from digitize import launcher, zygote
 zygote._to_serving(["run", "in.jpg", "out.pdf"])  # none serves: the folder, key and connect are all done
 zygote._request(["run", "in.jpg", "out.pdf"])
-print(json.dumps(sorted(sys.modules)))
+modules = sorted(sys.modules)
+import json  # only now: json imports re
+print(json.dumps(modules))
 """
 
 
@@ -706,6 +708,22 @@ def test_a_run_reaches_a_serving_converter_before_reading_settings(tmp_path) -> 
     assert not modules & {"digitize.config", "dataclasses", "inspect", "typing", "logging", "tomllib", "hashlib",
                           "threading"}
     assert oct(folder.stat().st_mode & 0o777) == "0o755"  # a folder it did not make is refused, never chmodded
+
+
+def test_the_client_path_imports_neither_pathlib_nor_re(tmp_path) -> None:
+    """pathlib (with re, fnmatch, urllib.parse and ipaddress), the secrets module's re and urllib.parse,
+    and socket.py and signal.py (their enums, selectors) were ~8 ms of a run's ~29 ms client (README.md,
+    Benchmarks, twenty-second session). Run without site (-S), so that only this project's imports
+    count, not those of how it is installed."""
+    folder = tmp_path / "s"
+    folder.mkdir(mode=0o700)
+    found = subprocess.run([sys.executable, "-S", "-c", CLIENT_TO_SERVING], capture_output=True, text=True,
+                           check=True, cwd=tmp_path, env={**os.environ, "HOME": str(tmp_path), "PYTHONPATH": str(zygote.ROOT),
+                                                          "DIGITIZE_VALIDATOR_DIR": str(folder)})
+    modules = set(json.loads(found.stdout.splitlines()[-1]))
+    assert "digitize.secretnames" in modules  # the request was made: its environment was stripped
+    assert not modules & {"pathlib", "re", "fnmatch", "urllib", "urllib.parse", "ipaddress", "digitize.secrets",
+                          "socket", "selectors", "signal", "enum"}
 
 
 def test_the_settingless_way_makes_no_folder(tmp_path, monkeypatch) -> None:
