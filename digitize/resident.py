@@ -162,7 +162,7 @@ def socket_folder(folder_setting: str = "") -> str:
     if folder_setting:
         return os.path.abspath(folder_setting)
     runtime = runtime_dir()
-    return os.path.join(runtime, "digitize") if runtime else os.path.join(cache_folder(), "run")
+    return os.path.normpath(os.path.join(runtime, "digitize")) if runtime else os.path.join(cache_folder(), "run")
 
 
 def runtime_dir() -> str | None:
