@@ -48,9 +48,7 @@ if ! .venv/bin/python -c "import digitize, storage, pipelines, pytest, ocrmypdf"
    || [ pyproject.toml -nt .venv/.digitize-installed ]; then
   say "pip install -e .[test,bench]"
   .venv/bin/pip install -q --upgrade pip >/dev/null
-  # pip 26 prints its build backend's warnings; setuptools' "Editable installation" box (folders named like
-  # the package may shadow it) says nothing a user of this checkout can act on, so set-up stays quiet
-  PYTHONWARNINGS="ignore:Editable installation" .venv/bin/pip install -q -e ".[test,bench]"
+  .venv/bin/pip install -q -e ".[test,bench]"
   touch .venv/.digitize-installed
 fi
 # Byte-compile the editable checkout, as pip does for an installed wheel: with PYTHONDONTWRITEBYTECODE set
