@@ -90,6 +90,18 @@ def cache_folder() -> str:
 _ignored: set[str] = set()
 
 
+class warnings_unheard:
+    """``with warnings_unheard():`` cache folders first warned about inside are not remembered as
+    warned: a converter's child reads a run's settings with logging off (zygote_server._serves), and
+    the run, reading them again, must still say it once."""
+
+    def __enter__(self) -> None:
+        self._before = set(_ignored)
+
+    def __exit__(self, *_) -> None:
+        _ignored.intersection_update(self._before)
+
+
 def _chosen_cache() -> str:
     """The cache asked for, absolute and normalised, so that the folder :func:`trusted_path` checks
     (it normalises) is the one used ("link/.." is not where "link" leads)."""

@@ -343,17 +343,16 @@ def _serves(argv: list[str], folder: tuple[int, int] | None) -> bool:
     from .zygote import command_arguments
 
     found = command_arguments(argv)
-    warned = set(resident._ignored)  # a cache folder warned about here, unheard, is the run's to warn about
     logging.disable(logging.CRITICAL)
     try:
-        settings = load_settings(found[0] if found else None)
-        return (settings.converter.resident and folder is not None
-                and _identity(resident.socket_dir(settings.validator.dir)) == folder)
+        with resident.warnings_unheard():  # a cache folder warned about here, unheard, is the run's to warn about
+            settings = load_settings(found[0] if found else None)
+            return (settings.converter.resident and folder is not None
+                    and _identity(resident.socket_dir(settings.validator.dir)) == folder)
     except Exception:  # noqa: BLE001 - a bad setting: the client's local run reports it
         return False
     finally:
         logging.disable(logging.NOTSET)
-        resident._ignored.intersection_update(warned)
 
 
 def _same_user(conn: socket.socket) -> bool:
