@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import statistics
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -481,6 +482,10 @@ SIDEWAYS_MIN_CONFIDENCE = 65.0  # a list number re-read scores 70-96; rotated te
 SIDEWAYS_KEEP_CONFIDENCE = 60.0  # a vertical line read this well is text set vertically: kept as read
 SIDEWAYS_KEEP_CHARS = 4  # ...if it has this many letters or digits: a QR code yields "IM" at 90
 MAX_SIDEWAYS_REREADS = 8  # per page; together they get one OCR timeout
+ACROSS = 3.0  # a "vertical" line this many times wider than high lies across: a horizontal line's rest
+BEFORE_GAP = 2.0  # line heights from a line's end to a word read across: the same line continued
+ROW_HEIGHTS = 2.0  # a "vertical" line over this many median glyph heights tall is a column: never merged
+ROW_GAP = 3.0  # glyph heights between "vertical" lines merged along a row (a typewriter's word space: ~2)
 
 
 def reread_sideways_lines(result: OcrResult, pixels: np.ndarray, language: str, dpi: float, timeout: float,
@@ -493,25 +498,45 @@ def reread_sideways_lines(result: OcrResult, pixels: np.ndarray, language: str, 
     inch of the text beside it for context, and each confident reading joins the line to its
     right. A column that gives nothing back keeps its sideways reading if that was confident
     (a margin note set vertically), else it is dropped (a QR code's or a stamp's "text").
-    Returns the number of words added.
+
+    A "vertical" line lying across (its box ACROSS times wider than high) is no column: it is
+    the rest of a horizontal line (monospaced typewriter text, whose rivers of spaces cut a line
+    in two, had the second half of a line read as vertical garbage and dropped: a generated
+    typewriter page lost "đồng xét cấp đất thị xã Vị Thanh;", CER 0.061). Its words read across
+    also join the line that ends just before it on the same row, or, with none there, make a
+    line of their own when they read as text. Returns the number of words added.
     """
     lines = _line_boxes(result.words)
     height, width = pixels.shape[:2]
     deadline = time.monotonic() + timeout
     added = 0
-    for n, ((x0, y0, x1, y1), sideways) in enumerate(result.sideways):
+    for n, ((x0, y0, x1, y1), sideways) in enumerate(_sideways_rows(result.sideways)):
         joined = 0
+        across = x1 - x0 > ACROSS * (y1 - y0)
         if n < MAX_SIDEWAYS_REREADS and time.monotonic() < deadline:
             pad = max(4, round(dpi / 25))
             left, top = max(0, x0 - pad), max(0, y0 - pad)
             crop = pixels[top:min(height, y1 + pad), left:min(width, x1 + round(SIDEWAYS_CONTEXT_INCH * dpi))]
             budget = max(1.0, deadline - time.monotonic())
-            for _, w in _hocr(crop, language, dpi, 6, budget, what).words:
-                word = Word(w.text, w.left + left, w.top + top, w.right + left, w.bottom + top, w.confidence)
-                line = _line_beside(lines, word)
-                if (word.left + word.right) / 2 < x1 and word.confidence >= SIDEWAYS_MIN_CONFIDENCE and line:
+            found = [Word(w.text, w.left + left, w.top + top, w.right + left, w.bottom + top, w.confidence)
+                     for _, w in _hocr(crop, language, dpi, 6, budget, what).words]
+            found = [w for w in found if (w.left + w.right) / 2 < x1 and w.confidence >= SIDEWAYS_MIN_CONFIDENCE]
+            for word in found:
+                if across and _covered(lines, word):
+                    continue  # a read line's own ink at the crop's edge ("Hội" cut to "lội")
+                line = _line_beside(lines, word) or (_line_before(lines, word) if across else None)
+                if line is None and across and _reads_as_text(found):  # nothing before it: a line of its own
+                    line = max((line for line, _ in result.words), default=0) + 1
+                    result.paragraph_starts.add(line)
+                    result.words.append((line, word))
+                elif line is not None:
                     _insert_in_line(result.words, line, word)
-                    joined += 1
+                else:
+                    continue
+                joined += 1
+                if across:  # the row's next word continues from this one
+                    l, t, r, b = lines.get(line, (word.left, word.top, word.right, word.bottom))
+                    lines[line] = (min(l, word.left), min(t, word.top), max(r, word.right), max(b, word.bottom))
         if not joined and _reads_as_text(sideways):
             line_id = max((line for line, _ in result.words), default=0) + 1
             result.paragraph_starts.add(line_id)
@@ -543,6 +568,44 @@ def _line_beside(lines: dict[int, Box], word: Word) -> int | None:
     middle, centre = (word.top + word.bottom) / 2, (word.left + word.right) / 2
     beside = [(box[0], line) for line, box in lines.items() if box[1] <= middle <= box[3] and box[0] > centre]
     return min(beside)[1] if beside else None
+
+
+def _sideways_rows(sideways: list[tuple[Box, list[Word]]]) -> list[tuple[Box, list[Word]]]:
+    """The page's "vertical" lines, with those side by side along a row merged into one: a box
+    whose middle lies within a row's height and that starts at most ROW_GAP glyph heights past
+    its end joins it. Tesseract can read a horizontal line's glyphs as so many one-glyph vertical
+    lines (a typewriter page: 25 of them, 8 re-read one by one, none giving its words back). A
+    column of list numbers, a box over ROW_HEIGHTS glyph heights tall (the median box's), stays
+    as it is and takes in nothing."""
+    if len(sideways) < 2:
+        return list(sideways)
+    glyph = statistics.median(box[3] - box[1] for box, _ in sideways)
+    rows: list[tuple[Box, list[Word]]] = []
+    for box, words in sorted(sideways, key=lambda item: (item[0][0], item[0][1])):
+        middle, tall = (box[1] + box[3]) / 2, box[3] - box[1] > ROW_HEIGHTS * glyph
+        for i, ((l, t, r, b), kept) in enumerate(rows):
+            if (not tall and b - t <= ROW_HEIGHTS * glyph and t <= middle <= b
+                    and box[0] - r <= ROW_GAP * glyph):
+                rows[i] = ((l, min(t, box[1]), max(r, box[2]), max(b, box[3])), kept + words)
+                break
+        else:
+            rows.append((box, list(words)))
+    return rows
+
+
+def _covered(lines: dict[int, Box], word: Word) -> bool:
+    """Whether ``word``'s middle lies inside a line's box."""
+    x, y = (word.left + word.right) / 2, (word.top + word.bottom) / 2
+    return any(l <= x <= r and t <= y <= b for l, t, r, b in lines.values())
+
+
+def _line_before(lines: dict[int, Box], word: Word) -> int | None:
+    """The nearest line to the left of ``word`` whose height spans the word's middle and that ends
+    within BEFORE_GAP of its line heights before the word: the same line, not another column."""
+    middle, centre = (word.top + word.bottom) / 2, (word.left + word.right) / 2
+    before = [(box[2], line) for line, box in lines.items() if box[1] <= middle <= box[3] and box[2] < centre
+              and word.left - box[2] <= BEFORE_GAP * (box[3] - box[1])]
+    return max(before)[1] if before else None
 
 
 def _insert_in_line(words: list[tuple[int, Word]], line: int, word: Word) -> None:

@@ -238,6 +238,51 @@ def test_a_short_confident_sideways_reading_is_not_taken_for_text(monkeypatch):
     assert ocr.reread_sideways_lines(r, PAGE, "vie", 300, 10, "page 1") == 0 and "IM" not in r.text
 
 
+def across_result(with_line: bool = True) -> ocr.OcrResult:
+    """A line whose second half Tesseract read as one-glyph vertical lines (a typewriter page's
+    rivers), as parse_hocr sets them aside; without its first half when ``with_line`` is False."""
+    first = [(1, Word(t, x0, 100, x1, 130, 95)) for t, x0, x1 in [("04", 20, 60), ("của", 80, 150), ("Hội", 170, 240)]]
+    glyphs = [((x, 98 + k % 3, x + 20, 125 + k % 2 * 8), [Word(g, x, 100, x + 20, 125, 20)])
+              for k, (x, g) in enumerate(zip(range(250, 700, 45), "œ©#⁄tQ<®öa"))]
+    return ocr.OcrResult(first if with_line else [], 95.0, sideways=glyphs)
+
+
+def fake_across(calls: list):
+    """The row re-read across: the cut tail of "Hội" at the crop's edge, then the line's rest."""
+    def fake_hocr(crop, language, dpi, psm, timeout, what):
+        calls.append((crop.shape, psm))
+        left, top = 250 - 12, 98 - 12  # the merged row's box, padded by dpi/25
+        found = [("lội", 225, 100, 245, 130, 90), ("đồng", 260, 100, 330, 130, 96), ("xét", 350, 100, 400, 130, 96),
+                 ("Thanh;", 420, 100, 500, 130, 95), ("#", 800, 100, 820, 130, 20)]
+        return ocr.OcrResult([(1, Word(t, x0 - left, y0 - top, x1 - left, y1 - top, c))
+                              for t, x0, y0, x1, y1, c in found], 0.0)
+    return fake_hocr
+
+
+def test_a_line_read_as_one_glyph_vertical_lines_is_read_across_and_continued(monkeypatch):
+    r, calls = across_result(), []
+    monkeypatch.setattr(ocr, "_hocr", fake_across(calls))
+    assert ocr.reread_sideways_lines(r, PAGE, "vie", 300, 10, "page 1") == 3
+    assert r.text == "04 của Hội đồng xét Thanh;"  # one line; "lội" was Hội's own ink again
+    assert [psm for _, psm in calls] == [6]  # the row at once, not a call per glyph
+
+
+def test_a_row_read_across_with_no_line_before_it_is_a_line_of_its_own(monkeypatch):
+    r, calls = across_result(with_line=False), []
+    monkeypatch.setattr(ocr, "_hocr", fake_across(calls))
+    assert ocr.reread_sideways_lines(r, PAGE, "vie", 300, 10, "page 1") == 4
+    assert r.text == "lội đồng xét Thanh;"
+
+
+def test_sideways_rows_merge_glyphs_along_a_row_but_not_a_column_or_another_row():
+    glyph = lambda x, y: ((x, y, x + 20, y + 27), [Word("x", x, y, x + 20, y + 27, 10)])
+    column = ((30, 100, 55, 190), [Word("(©", 30, 100, 55, 190, 12)])  # list numbers: three lines tall
+    rows = ocr._sideways_rows([glyph(100, 100), glyph(150, 102), column, glyph(400, 100), glyph(100, 300)])
+    boxes = sorted(box for box, _ in rows)
+    assert boxes == [(30, 100, 55, 190), (100, 100, 170, 129), (100, 300, 120, 327), (400, 100, 420, 127)]
+    assert ocr._sideways_rows([column]) == [column]
+
+
 def test_recognise_rereads_sideways_lines_only_when_there_are_some(monkeypatch):
     seen = []
     monkeypatch.setattr(ocr, "_hocr", lambda px, lang, dpi, psm, t, w: seen.append(psm) or ocr.OcrResult([], 0.0))
