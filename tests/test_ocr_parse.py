@@ -359,6 +359,28 @@ def test_columns_are_read_again_as_one_block_and_the_more_confident_kept(monkeyp
     assert result.text == ("Thực hiện\nchỉ" if kept == "block" else "Thực\nchỉ\nhiện")
 
 
+def typed_lines(per_letter: list[float], top: int = 100) -> list[list[tuple]]:
+    """A reading's lines of 5-letter words, each word ``per_letter`` px a letter wide."""
+    return [[("nhiệm", 100, top + 60 * i, 100 + round(5 * w), top + 40 + 60 * i)] for i, w in enumerate(per_letter)]
+
+
+def test_monospaced_pages_have_one_width_per_letter():
+    assert ocr.monospaced(_reading(typed_lines([21, 21.5, 20.5] * 4), 90).words)  # a typewriter's
+    assert not ocr.monospaced(_reading(typed_lines([16, 21, 26] * 4), 90).words)  # "iiiii" and "mmmmm" differ
+    assert not ocr.monospaced(_reading(typed_lines([21] * 9), 90).words)  # too few words to tell
+    assert not ocr.monospaced([])
+
+
+def test_a_monospaced_page_cut_at_its_rivers_keeps_the_block_reading_less_sure(monkeypatch):
+    cut = _reading(CUT, 92.0)
+    cut.words += [(n + 3, w) for n, w in _reading(typed_lines([25] * 12, top=300), 92.0).words]  # typed: 25 px a letter
+    block = _reading(ONE_COLUMN, 88.0)
+    monkeypatch.setattr(ocr, "_hocr", lambda px, lang, dpi, psm, t, w: cut if psm == 3 else block)
+    assert ocr.recognise(PAGE, "vie", 300, 10).text == "Thực hiện\nchỉ"
+    cut.words = cut.words[:3] + [(n + 3, w) for n, w in _reading(typed_lines([16, 25, 34] * 4, top=300), 92.0).words]
+    assert ocr.recognise(PAGE, "vie", 300, 10).text.startswith("Thực\nchỉ\nhiện")  # proportional: the surer
+
+
 # -- lines Tesseract passed over (reread_missed_lines) --------------------------------------
 
 MISSED_LINES = ["Điều 1. Nay cấp cho đồng chí Huỳnh Văn Tư, cán bộ", "thị xã Vị Thanh, để làm nhà ở cho gia đình.",
