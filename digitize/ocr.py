@@ -160,9 +160,11 @@ def recognise(pixels: np.ndarray, language: str, dpi: float, timeout: float, wha
     """Run Tesseract on an upright 8-bit image; raises OcrTimeoutError past ``timeout``.
 
     A page whose reading has lines side by side (columns found) is read again as one block of
-    text (psm 6), and the more confident reading is kept, or the block's on a monospaced page,
-    whose "columns" are the rivers of a typewriter's aligned spaces (see ``monospaced``): the
-    only second pass of this kind.
+    text (psm 6), and the more confident reading is kept, or on a monospaced page the block's
+    unless it trails by more than MONOSPACE_MARGIN: there the "columns" are the rivers of a
+    typewriter's aligned spaces (see ``monospaced``; one fresh page's block read trailed by 3.6
+    and read at half the CER), while a typed page's real columns read surer cut. The only second
+    pass of this kind.
     ``ruled`` is the same image with the table rulings that were taken out of ``pixels`` still
     in it: lines side by side with a vertical ruling between them are a table's cells, which
     need no second reading (a ruled table page paid a whole second pass, 0.6 CPU-s, and kept
@@ -181,7 +183,8 @@ def recognise(pixels: np.ndarray, language: str, dpi: float, timeout: float, wha
     result = _hocr(pixels, primary, dpi, 3, timeout, what)
     if side_by_side_lines(result.words, ruled):
         as_block = _hocr(pixels, primary, dpi, 6, max(1.0, deadline - time.monotonic()), what)
-        if as_block.confidence > result.confidence or monospaced(result.words):
+        if as_block.confidence > result.confidence or (
+                as_block.confidence >= result.confidence - MONOSPACE_MARGIN and monospaced(result.words)):
             result = as_block
     if result.sideways:
         reread_sideways_lines(result, pixels, primary, dpi, timeout, what)
@@ -213,7 +216,8 @@ def side_by_side_lines(words: list[tuple[int, Word]], ruled: np.ndarray | None =
 
 
 MONOSPACE_CV = 0.06  # spread (coefficient of variation) of width per letter under which a page is typed
-MONOSPACE_WORDS = 10  # words of 4+ letters needed to tell
+MONOSPACE_WORDS = 10  # distinct words of 4+ letters needed to tell
+MONOSPACE_MARGIN = 5.0  # points of mean confidence a monospaced page's block reading may trail the cut one by
 
 
 def monospaced(words: list[tuple[int, Word]]) -> bool:
@@ -224,7 +228,11 @@ def monospaced(words: list[tuple[int, Word]]) -> bool:
     are a river of aligned spaces that cut the text, not columns, and the cut reading's short
     pieces score high: a fresh typewriter draw (seed 112) read cut at confidence 92.0 and CER 0.12,
     as a block at 88.4 and CER 0.05."""
-    per_letter = [(w.right - w.left) / len(w.text) for _, w in words if len(w.text) >= 4 and w.text.isalpha()]
+    widths: dict[str, float] = {}  # one width per distinct word: a form's "Không" ten times is one word
+    for _, w in words:
+        if len(w.text) >= 4 and w.text.isalpha():
+            widths.setdefault(w.text, (w.right - w.left) / len(w.text))
+    per_letter = list(widths.values())
     if len(per_letter) < MONOSPACE_WORDS:
         return False
     mean = sum(per_letter) / len(per_letter)
@@ -478,6 +486,15 @@ def _own_contrast(crop: np.ndarray) -> np.ndarray:
     return crop if paper - dark < 1 else imaging.stretch_levels(crop, dark, paper)
 
 
+def _line_beside_words(boxes: dict[int, Box], words: list[Word]) -> int | None:
+    """The nearest line left or right of WORDS that spans their middle height, or None."""
+    left, right = min(w.left for w in words), max(w.right for w in words)
+    middle = (min(w.top for w in words) + max(w.bottom for w in words)) / 2
+    beside = [(min(abs(x0 - right), abs(left - x1)), l) for l, (x0, y0, x1, y1) in boxes.items()
+              if y0 <= middle <= y1 and (x1 <= left or x0 >= right)]
+    return min(beside)[1] if beside else None
+
+
 def _add_line(result: OcrResult, words: list[Word]) -> None:
     """WORDS into the line read beside them, when one spans their height (the end of a line that
     Tesseract cut short); else as a new line, before the first line (in reading order) below them
@@ -485,10 +502,8 @@ def _add_line(result: OcrResult, words: list[Word]) -> None:
     left, right = min(w.left for w in words), max(w.right for w in words)
     middle = (min(w.top for w in words) + max(w.bottom for w in words)) / 2
     boxes = _line_boxes(result.words)
-    beside = [(min(abs(x0 - right), abs(left - x1)), l) for l, (x0, y0, x1, y1) in boxes.items()
-              if y0 <= middle <= y1 and (x1 <= left or x0 >= right)]
-    if beside:
-        line = min(beside)[1]
+    line = _line_beside_words(boxes, words)
+    if line is not None:
         for w in words:
             _insert_in_line(result.words, line, w)
         return
@@ -504,9 +519,8 @@ SIDEWAYS_KEEP_CONFIDENCE = 60.0  # a vertical line read this well is text set ve
 SIDEWAYS_KEEP_CHARS = 4  # ...if it has this many letters or digits: a QR code yields "IM" at 90
 MAX_SIDEWAYS_REREADS = 8  # per page; together they get one OCR timeout
 ACROSS = 3.0  # a "vertical" line this many times wider than high lies across: a horizontal line's rest
-BEFORE_GAP = 2.0  # line heights from a line's end to a word read across: the same line continued
-ROW_HEIGHTS = 2.0  # a "vertical" line over this many median glyph heights tall is a column: never merged
-ROW_GAP = 3.0  # glyph heights between "vertical" lines merged along a row (a typewriter's word space: ~2)
+ROW_HEIGHTS = 1.5  # a "vertical" line over this many of the page's line heights tall spans lines: never merged
+ROW_GAP = 2.0  # line heights between "vertical" lines merged along a row (a typewriter's word space: ~1)
 
 
 def reread_sideways_lines(result: OcrResult, pixels: np.ndarray, language: str, dpi: float, timeout: float,
@@ -523,15 +537,16 @@ def reread_sideways_lines(result: OcrResult, pixels: np.ndarray, language: str, 
     A "vertical" line lying across (its box ACROSS times wider than high) is no column: it is
     the rest of a horizontal line (monospaced typewriter text, whose rivers of spaces cut a line
     in two, had the second half of a line read as vertical garbage and dropped: a generated
-    typewriter page lost "đồng xét cấp đất thị xã Vị Thanh;", CER 0.061). Its words read across
-    also join the line that ends just before it on the same row, or, with none there, make a
-    line of their own when they read as text. Returns the number of words added.
+    typewriter page lost "đồng xét cấp đất thị xã Vị Thanh;", CER 0.061). Its confident words read
+    across, less those a line already covers, join the nearest line beside them on the row, or,
+    with none there, make a line of their own in reading order when they read as text (as a missed
+    line's do: _add_line); its sideways glyphs are never kept. Returns the number of words added.
     """
     lines = _line_boxes(result.words)
     height, width = pixels.shape[:2]
     deadline = time.monotonic() + timeout
     added = 0
-    for n, ((x0, y0, x1, y1), sideways) in enumerate(_sideways_rows(result.sideways)):
+    for n, ((x0, y0, x1, y1), sideways) in enumerate(_sideways_rows(result.sideways, lines)):
         joined = 0
         across = x1 - x0 > ACROSS * (y1 - y0)
         if n < MAX_SIDEWAYS_REREADS and time.monotonic() < deadline:
@@ -542,23 +557,18 @@ def reread_sideways_lines(result: OcrResult, pixels: np.ndarray, language: str, 
             found = [Word(w.text, w.left + left, w.top + top, w.right + left, w.bottom + top, w.confidence)
                      for _, w in _hocr(crop, language, dpi, 6, budget, what).words]
             found = [w for w in found if (w.left + w.right) / 2 < x1 and w.confidence >= SIDEWAYS_MIN_CONFIDENCE]
-            for word in found:
-                if across and _covered(lines, word):
-                    continue  # a read line's own ink at the crop's edge ("Hội" cut to "lội")
-                line = _line_beside(lines, word) or (_line_before(lines, word) if across else None)
-                if line is None and across and _reads_as_text(found):  # nothing before it: a line of its own
-                    line = max((line for line, _ in result.words), default=0) + 1
-                    result.paragraph_starts.add(line)
-                    result.words.append((line, word))
-                elif line is not None:
+            if across:  # less what a line read already: its last word cut at the crop's edge ("Hội" as "lội")
+                found = [w for w in found if not _covered(lines, w)]
+                if found and (_reads_as_text(found) or _line_beside_words(lines, found) is not None):
+                    _add_line(result, found)
+                    joined = len(found)
+                    lines = _line_boxes(result.words)  # a later row may lie beside what this one added
+            for word in found if not across else ():
+                line = _line_beside(lines, word)
+                if line:
                     _insert_in_line(result.words, line, word)
-                else:
-                    continue
-                joined += 1
-                if across:  # the row's next word continues from this one
-                    l, t, r, b = lines.get(line, (word.left, word.top, word.right, word.bottom))
-                    lines[line] = (min(l, word.left), min(t, word.top), max(r, word.right), max(b, word.bottom))
-        if not joined and _reads_as_text(sideways):
+                    joined += 1
+        if not joined and not across and _reads_as_text(sideways):  # a merged row's glyphs are no text
             line_id = max((line for line, _ in result.words), default=0) + 1
             result.paragraph_starts.add(line_id)
             result.words += [(line_id, w) for w in sideways]
@@ -591,42 +601,41 @@ def _line_beside(lines: dict[int, Box], word: Word) -> int | None:
     return min(beside)[1] if beside else None
 
 
-def _sideways_rows(sideways: list[tuple[Box, list[Word]]]) -> list[tuple[Box, list[Word]]]:
-    """The page's "vertical" lines, with those side by side along a row merged into one: a box
-    whose middle lies within a row's height and that starts at most ROW_GAP glyph heights past
-    its end joins it. Tesseract can read a horizontal line's glyphs as so many one-glyph vertical
-    lines (a typewriter page: 25 of them, 8 re-read one by one, none giving its words back). A
-    column of list numbers, a box over ROW_HEIGHTS glyph heights tall (the median box's), stays
-    as it is and takes in nothing."""
-    if len(sideways) < 2:
+def _sideways_rows(sideways: list[tuple[Box, list[Word]]], lines: dict[int, Box]) -> list[tuple[Box, list[Word]]]:
+    """The page's "vertical" lines, in their order, with those side by side along a row that lie
+    across once merged (ACROSS times wider than high) made one: a box no taller than ROW_HEIGHTS of
+    the page's lines (median height of ``lines``) whose middle lies within such a row's height,
+    starting at most ROW_GAP line heights past its end, joins it. Tesseract can read a horizontal
+    line's glyphs as so many one-glyph vertical lines (a typewriter page: 25 of them, 8 re-read one
+    by one, none giving its words back). A column of list numbers spans lines, so it is taller, and
+    stays as it is; so does every box of a merge that would not lie across, and with no lines read
+    on the page nothing is merged."""
+    if len(sideways) < 2 or not lines:
         return list(sideways)
-    glyph = statistics.median(box[3] - box[1] for box, _ in sideways)
-    rows: list[tuple[Box, list[Word]]] = []
-    for box, words in sorted(sideways, key=lambda item: (item[0][0], item[0][1])):
-        middle, tall = (box[1] + box[3]) / 2, box[3] - box[1] > ROW_HEIGHTS * glyph
-        for i, ((l, t, r, b), kept) in enumerate(rows):
-            if (not tall and b - t <= ROW_HEIGHTS * glyph and t <= middle <= b
-                    and box[0] - r <= ROW_GAP * glyph):
-                rows[i] = ((l, min(t, box[1]), max(r, box[2]), max(b, box[3])), kept + words)
+    line = statistics.median(b - t for _, t, _, b in lines.values())
+    rows: list[tuple[Box, list[int]]] = []  # a row's box and the indexes of the boxes in it
+    for k in sorted(range(len(sideways)), key=lambda k: (sideways[k][0][0], sideways[k][0][1])):
+        box = sideways[k][0]
+        middle, low = (box[1] + box[3]) / 2, box[3] - box[1] <= ROW_HEIGHTS * line
+        for i, ((l, t, r, b), members) in enumerate(rows):
+            if low and b - t <= ROW_HEIGHTS * line and t <= middle <= b and box[0] - r <= ROW_GAP * line:
+                rows[i] = ((l, min(t, box[1]), max(r, box[2]), max(b, box[3])), members + [k])
                 break
         else:
-            rows.append((box, list(words)))
-    return rows
+            rows.append((box, [k]))
+    kept: list[tuple[int, tuple[Box, list[Word]]]] = []
+    for (l, t, r, b), members in rows:
+        if len(members) > 1 and r - l > ACROSS * (b - t):
+            kept.append((min(members), ((l, t, r, b), [w for k in members for w in sideways[k][1]])))
+        else:
+            kept += [(k, sideways[k]) for k in members]
+    return [row for _, row in sorted(kept, key=lambda item: item[0])]
 
 
 def _covered(lines: dict[int, Box], word: Word) -> bool:
     """Whether ``word``'s middle lies inside a line's box."""
     x, y = (word.left + word.right) / 2, (word.top + word.bottom) / 2
     return any(l <= x <= r and t <= y <= b for l, t, r, b in lines.values())
-
-
-def _line_before(lines: dict[int, Box], word: Word) -> int | None:
-    """The nearest line to the left of ``word`` whose height spans the word's middle and that ends
-    within BEFORE_GAP of its line heights before the word: the same line, not another column."""
-    middle, centre = (word.top + word.bottom) / 2, (word.left + word.right) / 2
-    before = [(box[2], line) for line, box in lines.items() if box[1] <= middle <= box[3] and box[2] < centre
-              and word.left - box[2] <= BEFORE_GAP * (box[3] - box[1])]
-    return max(before)[1] if before else None
 
 
 def _insert_in_line(words: list[tuple[int, Word]], line: int, word: Word) -> None:

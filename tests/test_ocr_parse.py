@@ -238,13 +238,16 @@ def test_a_short_confident_sideways_reading_is_not_taken_for_text(monkeypatch):
     assert ocr.reread_sideways_lines(r, PAGE, "vie", 300, 10, "page 1") == 0 and "IM" not in r.text
 
 
-def across_result(with_line: bool = True) -> ocr.OcrResult:
+def across_result(first_line: list[tuple] | None = None, other: list[tuple] = ()) -> ocr.OcrResult:
     """A line whose second half Tesseract read as one-glyph vertical lines (a typewriter page's
-    rivers), as parse_hocr sets them aside; without its first half when ``with_line`` is False."""
-    first = [(1, Word(t, x0, 100, x1, 130, 95)) for t, x0, x1 in [("04", 20, 60), ("của", 80, 150), ("Hội", 170, 240)]]
+    rivers), as parse_hocr sets them aside: ``first_line`` (text, x0, x1) words at y 100-130 before
+    them, ``other`` lines' words (text, x0, y0, x1, y1) elsewhere."""
+    first_line = [("04", 20, 60), ("của", 80, 150), ("Hội", 170, 240)] if first_line is None else first_line
+    words = [(1, Word(t, x0, 100, x1, 130, 95)) for t, x0, x1 in first_line]
+    words += [(2 + i, Word(t, x0, y0, x1, y1, 95)) for i, (t, x0, y0, x1, y1) in enumerate(other)]
     glyphs = [((x, 98 + k % 3, x + 20, 125 + k % 2 * 8), [Word(g, x, 100, x + 20, 125, 20)])
               for k, (x, g) in enumerate(zip(range(250, 700, 45), "œ©#⁄tQ<®öa"))]
-    return ocr.OcrResult(first if with_line else [], 95.0, sideways=glyphs)
+    return ocr.OcrResult(words, 95.0, sideways=glyphs)
 
 
 def fake_across(calls: list):
@@ -267,20 +270,46 @@ def test_a_line_read_as_one_glyph_vertical_lines_is_read_across_and_continued(mo
     assert [psm for _, psm in calls] == [6]  # the row at once, not a call per glyph
 
 
-def test_a_row_read_across_with_no_line_before_it_is_a_line_of_its_own(monkeypatch):
-    r, calls = across_result(with_line=False), []
-    monkeypatch.setattr(ocr, "_hocr", fake_across(calls))
+def test_a_row_read_across_between_two_pieces_of_its_line_loses_no_word(monkeypatch):
+    r = across_result(other=[("Thành", 720, 100, 820, 130)])  # the line's third piece, right of the row
+    monkeypatch.setattr(ocr, "_hocr", fake_across([]))
+    ocr.reread_sideways_lines(r, PAGE, "vie", 300, 10, "page 1")
+    assert r.text == "04 của Hội đồng xét Thanh;\nThành"  # joined to the nearer piece, none lost
+
+
+def test_a_row_read_across_with_no_line_beside_it_is_a_line_of_its_own_in_reading_order(monkeypatch):
+    r = across_result(first_line=[], other=[("Trên", 20, 20, 120, 50), ("Dưới", 20, 300, 600, 330)])
+    monkeypatch.setattr(ocr, "_hocr", fake_across([]))
     assert ocr.reread_sideways_lines(r, PAGE, "vie", 300, 10, "page 1") == 4
-    assert r.text == "lội đồng xét Thanh;"
+    assert r.text == "Trên\nlội đồng xét Thanh;\nDưới"  # nothing covers "lội" here
+
+
+def test_a_row_read_across_that_gives_nothing_back_is_dropped_not_kept_as_glyphs(monkeypatch):
+    r = across_result()
+    for _, words in r.sideways:
+        words[0] = Word("qq", words[0].left, words[0].top, words[0].right, words[0].bottom, 90)  # "read" well
+    monkeypatch.setattr(ocr, "_hocr", lambda *a: ocr.OcrResult([], 0.0))
+    assert ocr.reread_sideways_lines(r, PAGE, "vie", 300, 10, "page 1") == 0 and "qq" not in r.text
 
 
 def test_sideways_rows_merge_glyphs_along_a_row_but_not_a_column_or_another_row():
     glyph = lambda x, y: ((x, y, x + 20, y + 27), [Word("x", x, y, x + 20, y + 27, 10)])
     column = ((30, 100, 55, 190), [Word("(©", 30, 100, 55, 190, 12)])  # list numbers: three lines tall
-    rows = ocr._sideways_rows([glyph(100, 100), glyph(150, 102), column, glyph(400, 100), glyph(100, 300)])
+    lines = {1: (80, 100, 400, 130), 2: (80, 160, 400, 190)}  # the page's lines, 30 px high
+    rows = ocr._sideways_rows([glyph(100, 100), glyph(150, 102), column, glyph(400, 100), glyph(100, 300)], lines)
     boxes = sorted(box for box, _ in rows)
-    assert boxes == [(30, 100, 55, 190), (100, 100, 170, 129), (100, 300, 120, 327), (400, 100, 420, 127)]
-    assert ocr._sideways_rows([column]) == [column]
+    assert boxes == [(30, 100, 55, 190), (100, 100, 120, 127), (100, 300, 120, 327), (150, 102, 170, 129),
+                     (400, 100, 420, 127)]  # the two glyphs at 100-170 merge to 70 x 29: not across, kept apart
+    assert ocr._sideways_rows([column], lines) == [column]
+    # a column and a glyph beside it, two columns of a two-column form: never merged
+    other = ((640, 100, 665, 190), [Word("(©", 640, 100, 665, 190, 12)])
+    assert sorted(b for b, _ in ocr._sideways_rows([column, glyph(60, 120)], lines)) == [(30, 100, 55, 190), (60, 120, 80, 147)]
+    assert sorted(b for b, _ in ocr._sideways_rows([column, other], lines)) == [(30, 100, 55, 190), (640, 100, 665, 190)]
+    assert len(ocr._sideways_rows([glyph(100, 100), glyph(150, 100)], {})) == 2  # no lines read: nothing merged
+    # a merge that would not lie across (two glyphs, 70 x 27) keeps its boxes, as before; order is the reading's
+    assert ocr._sideways_rows([glyph(150, 100), column, glyph(100, 100)], lines) == [glyph(150, 100), column, glyph(100, 100)]
+    row = ocr._sideways_rows([other, glyph(100, 100), glyph(145, 100), glyph(190, 100)], lines)
+    assert [box for box, _ in row] == [(640, 100, 665, 190), (100, 100, 210, 127)]  # 110 x 27: across
 
 
 def test_recognise_rereads_sideways_lines_only_when_there_are_some(monkeypatch):
@@ -359,15 +388,18 @@ def test_columns_are_read_again_as_one_block_and_the_more_confident_kept(monkeyp
     assert result.text == ("Thực hiện\nchỉ" if kept == "block" else "Thực\nchỉ\nhiện")
 
 
-def typed_lines(per_letter: list[float], top: int = 100) -> list[list[tuple]]:
-    """A reading's lines of 5-letter words, each word ``per_letter`` px a letter wide."""
-    return [[("nhiệm", 100, top + 60 * i, 100 + round(5 * w), top + 40 + 60 * i)] for i, w in enumerate(per_letter)]
+def typed_lines(per_letter: list[float], top: int = 100, text: str = "") -> list[list[tuple]]:
+    """A reading's lines of distinct 5-letter words ("anhận", "bnhận", ...; or all ``text``), each
+    ``per_letter`` px a letter wide."""
+    return [[(text or "abcdefghijklmnopqrstuvwxyz"[i] + "nhận", 100, top + 60 * i, 100 + round(5 * w), top + 40 + 60 * i)]
+            for i, w in enumerate(per_letter)]
 
 
 def test_monospaced_pages_have_one_width_per_letter():
     assert ocr.monospaced(_reading(typed_lines([21, 21.5, 20.5] * 4), 90).words)  # a typewriter's
     assert not ocr.monospaced(_reading(typed_lines([16, 21, 26] * 4), 90).words)  # "iiiii" and "mmmmm" differ
     assert not ocr.monospaced(_reading(typed_lines([21] * 9), 90).words)  # too few words to tell
+    assert not ocr.monospaced(_reading(typed_lines([21] * 12, text="Không"), 90).words)  # one word, twelve times
     assert not ocr.monospaced([])
 
 
@@ -379,6 +411,9 @@ def test_a_monospaced_page_cut_at_its_rivers_keeps_the_block_reading_less_sure(m
     assert ocr.recognise(PAGE, "vie", 300, 10).text == "Thực hiện\nchỉ"
     cut.words = cut.words[:3] + [(n + 3, w) for n, w in _reading(typed_lines([16, 25, 34] * 4, top=300), 92.0).words]
     assert ocr.recognise(PAGE, "vie", 300, 10).text.startswith("Thực\nchỉ\nhiện")  # proportional: the surer
+    cut.words = cut.words[:3] + [(n + 3, w) for n, w in _reading(typed_lines([25] * 12, top=300), 92.0).words]
+    block.confidence = 86.0  # typed, but the block trails by more than MONOSPACE_MARGIN: real columns
+    assert ocr.recognise(PAGE, "vie", 300, 10).text.startswith("Thực\nchỉ\nhiện")
 
 
 # -- lines Tesseract passed over (reread_missed_lines) --------------------------------------
