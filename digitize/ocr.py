@@ -44,6 +44,8 @@ class OcrResult:
     confidence: float  # mean word confidence 0..100
     paragraph_starts: set[int] = field(default_factory=set)  # line ids that begin a paragraph
     sideways: list[tuple[Box, list[Word]]] = field(default_factory=list)  # lines read as vertical text
+    # the page reading's own mean confidence, before recognise's rescues added re-read words (None: as confidence)
+    first_confidence: float | None = None
 
     @property
     def word_count(self) -> int:
@@ -186,6 +188,7 @@ def recognise(pixels: np.ndarray, language: str, dpi: float, timeout: float, wha
         if as_block.confidence > result.confidence or (
                 as_block.confidence >= result.confidence - MONOSPACE_MARGIN and monospaced(result.words)):
             result = as_block
+    result.first_confidence = result.confidence
     if result.sideways:
         reread_sideways_lines(result, pixels, primary, dpi, timeout, what)
     drop_noise_lines(result)

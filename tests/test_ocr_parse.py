@@ -312,6 +312,17 @@ def test_sideways_rows_merge_glyphs_along_a_row_but_not_a_column_or_another_row(
     assert [box for box, _ in row] == [(640, 100, 665, 190), (100, 100, 210, 127)]  # 110 x 27: across
 
 
+def test_recognise_keeps_the_page_readings_confidence_before_its_rescues(monkeypatch):
+    monkeypatch.setattr(ocr, "_hocr", lambda *a: _reading(ONE_COLUMN, 80.0))
+    result = ocr.recognise(PAGE, "vie", 300, 10)
+    result.words.append((9, Word("thêm", 20, 300, 90, 330, 99.0)))  # what a rescue does
+    result.update_confidence()
+    assert result.first_confidence == 80.0 and result.confidence > 80.0
+    readings = {3: _reading(CUT, 70.0), 6: _reading(ONE_COLUMN, 75.0)}  # columns: the block kept
+    monkeypatch.setattr(ocr, "_hocr", lambda px, lang, dpi, psm, t, w: readings[psm])
+    assert ocr.recognise(PAGE, "vie", 300, 10).first_confidence == 75.0
+
+
 def test_recognise_rereads_sideways_lines_only_when_there_are_some(monkeypatch):
     seen = []
     monkeypatch.setattr(ocr, "_hocr", lambda px, lang, dpi, psm, t, w: seen.append(psm) or ocr.OcrResult([], 0.0))
