@@ -314,9 +314,13 @@ def test_sideways_rows_merge_glyphs_along_a_row_but_not_a_column_or_another_row(
 
 def test_recognise_keeps_the_page_readings_confidence_before_its_rescues(monkeypatch):
     monkeypatch.setattr(ocr, "_hocr", lambda *a: _reading(ONE_COLUMN, 80.0))
+
+    def rescue(result, *args):  # a missed line read back, at high confidence
+        result.words.append((9, Word("thêm", 20, 300, 90, 330, 99.0)))
+        result.update_confidence()
+
+    monkeypatch.setattr(ocr, "reread_missed_lines", rescue)
     result = ocr.recognise(PAGE, "vie", 300, 10)
-    result.words.append((9, Word("thêm", 20, 300, 90, 330, 99.0)))  # what a rescue does
-    result.update_confidence()
     assert result.first_confidence == 80.0 and result.confidence > 80.0
     readings = {3: _reading(CUT, 70.0), 6: _reading(ONE_COLUMN, 75.0)}  # columns: the block kept
     monkeypatch.setattr(ocr, "_hocr", lambda px, lang, dpi, psm, t, w: readings[psm])
