@@ -852,12 +852,20 @@ def rounds_table(rounds: list[dict[str, dict[str, EngineReport]]]) -> str:
     return "\n".join(rows)
 
 
+def _tesseract_in_use() -> str:
+    """setup.sh's build (scripts/build-tesseract.sh) or Debian's library, as this checkout loads it."""
+    from digitize import tesslib
+
+    return tesslib.library_name() or "the `tesseract` command (no library)"
+
+
 def render_markdown(args: argparse.Namespace, sets: dict[str, dict[str, EngineReport]], rss: list[RssReport],
                     load_before: float, load_after: float) -> str:
     files = ", ".join(f"{n} {len(next(iter(r.values())).samples)} files" for n, r in sets.items() if r)
     parts = [f"Benchmark: {files}; {args.workers} workers, {os.cpu_count()} CPUs, OMP_THREAD_LIMIT=1; 1-min load "
              f"average {load_before:.2f} before, {load_after:.2f} after the run",
-             "command: " + shlex.join([Path(sys.executable).name, *sys.argv]), "", summary_table(sets)]
+             "command: " + shlex.join([Path(sys.executable).name, *sys.argv]),
+             f"digitize's Tesseract (engine `digitize`): {_tesseract_in_use()}", "", summary_table(sets)]
     for set_name, reports in sets.items():
         if reports:
             parts += ["", f"CER per fault, {set_name} set (mean (worst page); [pages given/wanted]):", "",

@@ -56,6 +56,13 @@ except ImportError:  # pragma: no cover - another Python
 SOCKET_PATH_MAX = 107  # bytes in a unix socket's path (sun_path, with its NUL)
 STOP_WAIT = 30.0  # seconds `stop` waits for a server to finish work in progress
 KINDS = ("validator", "converter")  # socket name prefixes
+SYSTEM_DIR = "/usr/local/lib/digitize"  # setup.sh's root-owned copies for every user; DIGITIZE_SYSTEM_DIR moves it
+
+
+def system_folder() -> str:
+    """Where setup.sh, as root, installs what every account runs: veraPDF's jars and validator, the
+    page workers' Tesseract build (absolute; each user checks it with :func:`trusted_path`)."""
+    return os.path.abspath(os.environ.get("DIGITIZE_SYSTEM_DIR") or SYSTEM_DIR)
 
 
 def cache_dir() -> Path:

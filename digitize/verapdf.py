@@ -47,11 +47,8 @@ log = logging.getLogger("digitize")
 MAIN_CLASS = "org.verapdf.apps.GreenfieldCliWrapper"
 
 
-SYSTEM_DIR = Path("/usr/local/lib/digitize")  # setup.sh's copy for every user; DIGITIZE_SYSTEM_DIR moves it
-
-
 def _system_dir() -> Path:
-    return Path(os.environ.get("DIGITIZE_SYSTEM_DIR") or SYSTEM_DIR)
+    return Path(resident.system_folder())
 
 
 def _trusted_install(folder: Path) -> bool:

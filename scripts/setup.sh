@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything digitize and its tests need on Debian 12, as root, idempotently:
-# system packages, the venv at .venv, veraPDF (Maven Central) and a cached MinIO server binary.
+# system packages, the venv at .venv, veraPDF (Maven Central), the page workers' Tesseract build and a
+# cached MinIO server binary.
 # Usage: bash scripts/setup.sh [--no-servers]   (--no-servers skips MinIO/PostgreSQL, for the demo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +29,9 @@ APT_PKGS+=(fonts-freefont-ttf)
 [ $servers = 1 ] && APT_PKGS+=(redis-server)
 # bench/convert_bench.py: OCRmyPDF's PDF/A output needs Ghostscript; samples/hard/make_samples.py sets FreeFont
 APT_PKGS+=(ghostscript fonts-freefont-ttf)
+# scripts/build-tesseract.sh: Debian's Tesseract source built again for the page workers (DIGITIZE_BUILD_TESSERACT=0: not)
+[ "${DIGITIZE_BUILD_TESSERACT:-1}" != 0 ] && [ "$(id -u)" = 0 ] \
+  && APT_PKGS+=(dpkg-dev g++ make automake libtool autoconf-archive pkg-config libleptonica-dev)
 # Java and Maven (veraPDF) only when the machine has none of its own
 command -v javac >/dev/null || APT_PKGS+=(default-jdk-headless)
 command -v mvn >/dev/null || APT_PKGS+=(maven)
@@ -82,6 +86,15 @@ fi
 SYSTEM_DIR="${DIGITIZE_SYSTEM_DIR:-/usr/local/lib/digitize}"
 if [ "$(id -u)" = 0 ] && [ -f "$JAR" ]; then
   system_copy "$CACHE" "$SYSTEM_DIR"  # only root's own files (scripts/system-copy.sh)
+fi
+
+# Tesseract for the page workers (root's, read-only to others, beside the veraPDF copy): Debian's source
+# package of the installed version, built -O3 with LTO, without OpenMP and profile-guided on samples/hard;
+# digitize/tesslib.py uses it while Debian's library is the one it was built from. A failed build is not
+# fatal: Debian's library is used.
+if [ "${DIGITIZE_BUILD_TESSERACT:-1}" != 0 ] && [ "$(id -u)" = 0 ]; then
+  bash scripts/build-tesseract.sh "$SYSTEM_DIR/tesseract" \
+    || say "could not build Tesseract (above): digitize uses Debian's library, ~25 % slower"
 fi
 
 # Go >= 1.21 fetches whatever toolchain MinIO's go.mod asks for (GOTOOLCHAIN=auto), checked against the Go

@@ -145,3 +145,15 @@ def test_the_tests_run_the_minio_that_setup_builds(tmp_path):
     root_cache = os.path.realpath(os.path.expanduser("~root/.cache/digitize"))
     assert setup.stdout.strip() == root_cache and tests.stdout.strip() == f"{root_cache}/bin/minio"
     assert "test_environment" in (ROOT / "scripts" / "test.sh").read_text()  # and test.sh runs it
+
+
+def test_the_tesseract_build_is_never_installed_where_another_account_can_write(tmp_path):
+    """scripts/build-tesseract.sh's library runs in every account's page workers: a folder someone else can
+    change is refused before anything is fetched or built."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "build-tesseract.sh"), str(shared / "tesseract")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "refusing" in done.stderr
+    assert not (shared / "tesseract").exists()

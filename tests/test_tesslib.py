@@ -154,3 +154,80 @@ def test_hundreds_of_unsure_words_are_reread_not_a_failed_page(page) -> None:
     result = ocr.OcrResult([(n, word) for n in range(600)], 10.0)  # 600 x 74 px: a 47 000 px strip
     replaced = ocr.refine_unsure_words(result, page, "eng", 300, 120, "page 1")
     assert 0 <= replaced <= 600 and len(result.words) == 600
+
+
+def planted_build(tmp_path, system_library) -> tuple[str, str]:
+    """A system folder as setup.sh leaves it: tesseract/libtesseract.so.5 and its stamp."""
+    folder = tmp_path / "system" / tesslib.BUILD_FOLDER
+    folder.mkdir(parents=True)
+    (folder / "libtesseract.so.5").write_bytes(b"\x7fELF built")
+    info = os.stat(system_library)
+    (folder / "stamp").write_text(f"version=5.3.0-2\nsystem_library={system_library}\n"
+                                  f"size={info.st_size}\nmtime={int(info.st_mtime)}\n")
+    return str(tmp_path / "system"), str(folder / "libtesseract.so.5")
+
+
+def test_setup_build_is_used_only_while_the_debian_library_is_unchanged(tmp_path, monkeypatch) -> None:
+    """A Debian update of libtesseract (a security fix) must not be shadowed by an older build."""
+    debian = tmp_path / "libtesseract.so.5.0.3"
+    debian.write_bytes(b"debian's")
+    system, built = planted_build(tmp_path, debian)
+    monkeypatch.setenv("DIGITIZE_SYSTEM_DIR", system)
+    assert tesslib.built_library() == (built,)
+    os.utime(debian, (1, 1))  # dpkg replaced it
+    assert tesslib.built_library() == ()
+    debian.write_bytes(b"debian's, updated")
+    assert tesslib.built_library() == ()
+
+
+@pytest.mark.parametrize("plant", ["writable-library", "writable-folder", "no-stamp", "bad-stamp", "symlink-elsewhere"])
+def test_a_build_another_account_could_change_is_never_loaded(tmp_path, monkeypatch, plant) -> None:
+    """The library runs as us: one that another account can write (or a stamp we cannot read) is not used."""
+    debian = tmp_path / "libtesseract.so.5.0.3"
+    debian.write_bytes(b"debian's")
+    system, built = planted_build(tmp_path, debian)
+    folder = os.path.dirname(built)
+    if plant == "writable-library":
+        os.chmod(built, 0o666)
+    elif plant == "writable-folder":
+        os.chmod(folder, 0o777)
+    elif plant == "no-stamp":
+        os.unlink(os.path.join(folder, "stamp"))
+    elif plant == "bad-stamp":
+        with open(os.path.join(folder, "stamp"), "w") as f:
+            f.write("size=oops\n")
+    else:
+        elsewhere = tmp_path / "open"
+        elsewhere.mkdir(mode=0o777)
+        os.chmod(elsewhere, 0o777)
+        os.replace(built, elsewhere / "libtesseract.so.5")
+        os.symlink(elsewhere / "libtesseract.so.5", built)
+    monkeypatch.setenv("DIGITIZE_SYSTEM_DIR", system)
+    assert tesslib.built_library() == ()
+
+
+def _hocr_with(library: str, image: str) -> bytes:
+    code = ("import sys, numpy as np; from digitize import tesslib; "
+            "page = np.load(sys.argv[1]); "
+            "assert tesslib.library_name() == sys.argv[2], tesslib.library_name(); "
+            "sys.stdout.buffer.write(tesslib.engine('vie').hocr(page, 300, 3, 60))")
+    done = subprocess.run([sys.executable, "-c", code, image, library], capture_output=True, timeout=120,
+                          env={**os.environ, "DIGITIZE_LIBTESSERACT": library})
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    return done.stdout
+
+
+def test_setup_build_reads_exactly_as_debians_library(page, tmp_path) -> None:
+    """scripts/build-tesseract.sh (setup.sh runs it as root) changes speed, never words, boxes or
+    confidences: no -ffast-math, no -march, the same source and Debian patches. CI must have it."""
+    built = tesslib.built_library()
+    if not built:
+        if os.environ.get("CI"):
+            pytest.fail("setup.sh did not build Tesseract (scripts/build-tesseract.sh): see its output")
+        pytest.skip("no Tesseract build from setup.sh here")
+    assert tesslib.library_name() == built[0]  # the default, when setup built it
+    image = str(tmp_path / "page.npy")
+    np.save(image, page)
+    debian = _hocr_with("libtesseract.so.5", image)
+    assert "QUYẾT".encode() in debian and b"x_wconf" in debian
+    assert _hocr_with(built[0], image) == debian
