@@ -39,6 +39,7 @@ _LEPT_SEVERITY_NONE = 6  # leptonica's environ.h: L_SEVERITY_NONE, print no mess
 BUILD_FOLDER = "tesseract"  # under resident.system_folder(): scripts/build-tesseract.sh's output
 _lib: ctypes.CDLL | None = None
 _lib_name = ""
+_stands_in_for = ""
 _load_error = ""
 
 
@@ -75,13 +76,15 @@ def _declare(lib: ctypes.CDLL) -> None:
 
 def library() -> ctypes.CDLL | None:
     """libtesseract with its C API declared, or None (then ocr.py uses the command instead)."""
-    global _lib, _lib_name, _load_error
+    global _lib, _lib_name, _stands_in_for, _load_error
     if _lib is None and not _load_error:
         chosen = os.environ.get("DIGITIZE_LIBTESSERACT", "")  # a path, or "off" for the command
         if chosen == "off":
             _load_error = "DIGITIZE_LIBTESSERACT=off"
             return None
-        names = [chosen] if chosen else _candidates((*built_library(), *_LIBRARY_NAMES), "tesseract")
+        built = None if chosen else _built()
+        names = [chosen] if chosen else _candidates((*built[:1], *_LIBRARY_NAMES) if built else _LIBRARY_NAMES,
+                                                     "tesseract")
         for name in names:
             try:
                 lib = ctypes.CDLL(name)
@@ -90,6 +93,7 @@ def library() -> ctypes.CDLL | None:
                 _load_error = str(e)
                 continue
             _lib, _lib_name, _load_error = lib, name, ""
+            _stands_in_for = built[1] if built and name == built[0] else ""
             _silence_leptonica()
             break
         else:
@@ -99,22 +103,35 @@ def library() -> ctypes.CDLL | None:
 
 def built_library() -> tuple[str, ...]:
     """setup.sh's faster build of the installed Tesseract (scripts/build-tesseract.sh: Debian's
-    source, -O3, LTO, no OpenMP, profile-guided; the same words for ~25 % less CPU), as a one-path
-    tuple, or () to use Debian's. Only while no other account can change it (it runs as us) and
-    the Debian library it stands in for is still the installed one (the stamp's path, size and
-    time): a Debian update, a security fix say, is used at once, until setup.sh builds it again."""
+    source, -O3, LTO, no OpenMP, line images kept as pixels; the same hOCR for ~25 % less CPU), as
+    a one-path tuple, or () to use Debian's. Only while no other account can change it (it runs as
+    us) and the Debian library it stands in for is still the installed one (the stamp's path, size
+    and time): a Debian update, a security fix say, is used at once, until setup.sh builds again."""
+    found = _built()
+    return (found[0],) if found else ()
+
+
+def _built() -> tuple[str, str] | None:
+    """(setup's build, the Debian library it stands in for), as :func:`built_library` accepts it."""
     folder = os.path.join(resident.system_folder(), BUILD_FOLDER)
     path, stamp = os.path.join(folder, "libtesseract.so.5"), os.path.join(folder, "stamp")
     if not (resident.trusted_path(path) and resident.trusted_path(stamp)):
-        return ()
+        return None
     try:
         with open(stamp, encoding="utf-8") as f:
             fields = dict(line.split("=", 1) for line in f.read().splitlines() if "=" in line)
         system = os.stat(fields["system_library"])
         current = system.st_size == int(fields["size"]) and int(system.st_mtime) == int(fields["mtime"])
     except (OSError, KeyError, ValueError, UnicodeDecodeError):
-        return ()
-    return (path,) if current else ()
+        return None
+    return (path, fields["system_library"]) if current else None
+
+
+def stands_in_for() -> str:
+    """The Debian library that the loaded setup's build stands in for ("" when Debian's or none is
+    loaded): the resident converter watches it like its loaded files, so a Debian update of it
+    stops that converter taking runs (the next one loads the update) instead of waiting for idle."""
+    return _stands_in_for
 
 
 def library_name() -> str:

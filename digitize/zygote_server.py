@@ -99,8 +99,11 @@ def serve(start_env: dict[str, str], socket_arg: str, idle: str, language: str) 
 
 
 def _loaded_files() -> dict[str, tuple[int, int, int]]:
-    """Every module and shared library this process loaded, with its inode, size and time."""
-    paths = {getattr(m, "__file__", None) for m in list(sys.modules.values())}
+    """Every module and shared library this process loaded, with its inode, size and time, and the
+    Debian libtesseract that setup's loaded build stands in for (tesslib.stands_in_for)."""
+    from . import tesslib
+
+    paths = {getattr(m, "__file__", None) for m in list(sys.modules.values())} | {tesslib.stands_in_for()}
     try:
         with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
             for line in maps:

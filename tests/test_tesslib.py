@@ -231,3 +231,23 @@ def test_setup_build_reads_exactly_as_debians_library(page, tmp_path) -> None:
     debian = _hocr_with("libtesseract.so.5", image)
     assert "QUYẾT".encode() in debian and b"x_wconf" in debian
     assert _hocr_with(built[0], image) == debian
+
+
+def test_the_loaded_build_names_the_debian_library_it_stands_in_for(tmp_path) -> None:
+    """What the resident converter watches (zygote_server._loaded_files) when setup's build is loaded."""
+    debian = tmp_path / "libtesseract.so.5.0.3"
+    debian.write_bytes(b"debian's")
+    system, built = planted_build(tmp_path, debian)
+    os.unlink(built)
+    os.symlink(os.path.realpath(next(p for p in ("/usr/lib/x86_64-linux-gnu/libtesseract.so.5",
+                                                  "/usr/lib/libtesseract.so.5") if os.path.exists(p))), built)
+    code = ("from digitize import tesslib; assert tesslib.library() is not None; "
+            "print(tesslib.library_name()); print(tesslib.stands_in_for())")
+    env = {k: v for k, v in os.environ.items() if k != "DIGITIZE_LIBTESSERACT"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**env, "DIGITIZE_SYSTEM_DIR": system})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [built, str(debian)]
+    chosen = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                            env={**env, "DIGITIZE_SYSTEM_DIR": system, "DIGITIZE_LIBTESSERACT": "libtesseract.so.5"})
+    assert chosen.stdout.split() == ["libtesseract.so.5"]  # Debian's, chosen: nothing stands in

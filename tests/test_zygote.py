@@ -23,7 +23,7 @@ import psutil
 import pytest
 from PIL import Image
 
-from digitize import resident, zygote, zygote_server
+from digitize import resident, tesslib, zygote, zygote_server
 from digitize.errors import ExitCode
 from tests.pages import render_text_page
 from tests.test_verapdf_resident import wait_until
@@ -753,3 +753,15 @@ def test_the_client_of_a_run_imports_nothing_it_does_not_use(tmp_path) -> None:
     modules = set(json.loads(found.stdout.splitlines()[-1]))
     assert not modules & {"typing", "logging", "traceback", "textwrap", "tomllib", "numpy", "cv2", "PIL", "click",
                           "pikepdf", "hashlib"}
+
+
+def test_a_debian_update_of_the_library_setups_build_stands_in_for_is_watched(tmp_path, monkeypatch) -> None:
+    """The converter loaded setup's Tesseract build, never Debian's file: without this, a Debian update
+    (a security fix) of libtesseract went unseen until the converter idled out, its runs on the old build."""
+    debian = tmp_path / "libtesseract.so.5.0.3"
+    debian.write_bytes(b"debian's")
+    monkeypatch.setattr(tesslib, "_stands_in_for", str(debian))
+    loaded = zygote_server._loaded_files()
+    assert str(debian) in loaded and zygote_server._changed(loaded) is None
+    debian.write_bytes(b"debian's, updated")
+    assert zygote_server._changed(loaded) == str(debian)
