@@ -55,7 +55,8 @@ STDIO = [0, 1, 2]
 
 # Environment variables read while the interpreter starts or libraries load (libgomp, OpenBLAS,
 # OpenCV, NumPy, Tesseract's data, glibc's malloc), which a child could not apply any more.
-LOAD_TIME_ENV = ("OMP_THREAD_LIMIT", "OPENBLAS_NUM_THREADS", "TESSDATA_PREFIX", "DIGITIZE_LIBTESSERACT")
+LOAD_TIME_ENV = ("OMP_THREAD_LIMIT", "OPENBLAS_NUM_THREADS", "TESSDATA_PREFIX", "DIGITIZE_LIBTESSERACT",
+                 "DIGITIZE_SYSTEM_DIR")  # the last: which Tesseract build (tesslib.built_library) loads
 LOAD_TIME_PREFIXES = ("PYTHON", "OMP_", "GOMP_", "KMP_", "OPENBLAS", "GOTO", "MKL_", "NUMEXPR", "OPENCV_",
                       "NPY_", "NUMPY_", "LC_", "LANG", "LD_", "GLIBC_TUNABLES", "MALLOC_")
 

@@ -21,26 +21,37 @@ set -euo pipefail
 out="$1"
 here="$(cd "$(dirname "$0")/.." && pwd)"  # the checkout: scripts/system-copy.sh
 say() { printf '== %s\n' "$*" >&2; }
-. "$here/scripts/system-copy.sh"  # trusted_path
-if ! trusted_path "$out"; then
-  echo "build-tesseract.sh: refusing $out: it or a folder above belongs to another account or is writable by others" >&2
+trap 'echo "build-tesseract.sh: failed at line $LINENO" >&2' ERR
+. "$here/scripts/system-copy.sh"  # trusted_path, root_environment
+root_environment  # run alone under sudo -E too: the invoker's APT_CONFIG, CXX, MAKEFLAGS... never reach root's build
+# OUT_DIR: root's alone, reached through no link (trusted_path checks the resolved path; a link as written
+# could be re-pointed by the account owning its folder while we build)
+trusted_out() { trusted_path "$out" && [ "$(realpath -m -s -- "$out")" = "$(realpath -m -- "$out")" ]; }
+if ! trusted_out; then
+  echo "build-tesseract.sh: refusing $out: it or a folder above belongs to another account, is writable by others or is a link" >&2
   exit 1
 fi
 
-pkg=libtesseract5
+pkg="libtesseract5:$(dpkg --print-architecture)"
 version="$(dpkg-query -W -f='${source:Version}' "$pkg")"
 source_pkg="$(dpkg-query -W -f='${source:Package}' "$pkg")"
 system_lib="$(readlink -f "$(dpkg -L "$pkg" | grep -m1 '/libtesseract\.so\.5$')")"
+[ -n "$version" ] && [ -n "$source_pkg" ] && [ -f "$system_lib" ] \
+  || { echo "build-tesseract.sh: no installed $pkg to build again" >&2; exit 1; }
 stamp="version=$version
 system_library=$system_lib
 size=$(stat -c %s "$system_lib")
 mtime=$(stat -c %Y "$system_lib")"
 if [ -f "$out/libtesseract.so.5" ] && [ "$(cat "$out/stamp" 2>/dev/null)" = "$stamp" ]; then exit 0; fi
+# The models' folder compiled in, as Debian's (debian/rules): the command's own, never TESSDATA_PREFIX's
+datadir="$(env -u TESSDATA_PREFIX tesseract --list-langs 2>&1 | sed -n 's/.*"\(.*\)\/tessdata\/\?".*/\1/p' | head -1)"
+if [ -z "$datadir" ] || ! trusted_path "$datadir/tessdata"; then
+  echo "build-tesseract.sh: Tesseract's models folder (${datadir:-none found}) is not root's alone" >&2; exit 1
+fi
 say "building Tesseract $version from Debian's source for the page workers (once per version; a few minutes)"
 
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-chmod 0711 "$work"  # apt's sandbox user fetches into $work/src; nothing here is secret (public source)
+work="$(mktemp -d)"  # root's, 0700: apt fetches here as root (not as its _apt sandbox user, who could
+trap 'rm -rf "$work"' EXIT  # swap the checked files before dpkg-source unpacks them, or the tree while we build)
 # A private apt state with deb-src twins of this machine's own deb entries.
 mkdir -p "$work/apt/parts" "$work/apt/lists/partial" "$work/src"
 for f in /etc/apt/sources.list.d/*.sources; do
@@ -53,15 +64,15 @@ apt_private=(-o "Dir::Etc::SourceList=/dev/null" -o "Dir::Etc::SourceParts=$work
              -o "Dir::State::Lists=$work/apt/lists" -o "Dir::Cache::pkgcache=" -o "Dir::Cache::srcpkgcache=")
 log="$work/build.log"
 failed() { tail -n 15 "$log" >&2; echo "build-tesseract.sh: $1 failed (above)" >&2; exit 1; }
-chown _apt "$work/src" 2>/dev/null || true  # apt downloads as its sandbox user
 apt-get "${apt_private[@]}" -q update >> "$log" 2>&1 || failed "apt-get update (deb-src)"
 (cd "$work/src" && apt-get "${apt_private[@]}" -q source --only-source "$source_pkg=$version") >> "$log" 2>&1 \
   || failed "apt-get source $source_pkg=$version"
 tree="$(find "$work/src" -mindepth 1 -maxdepth 1 -type d | head -1)"
 [ -n "$tree" ] && [ -f "$tree/configure.ac" ] || failed "unpacking $source_pkg"
 
-# Debian's configuration (debian/rules) and hardening flags; -O3, LTO and no OpenMP added, -g left out.
-datadir="$(tesseract --list-langs 2>&1 | sed -n 's/.*"\(.*\)\/tessdata\/\?".*/\1/p' | head -1)"
+# Debian's configuration (debian/rules) and hardening flags (hardening=+all: BIND_NOW too); -O3, LTO and
+# no OpenMP added, -g left out.
+export DEB_BUILD_MAINT_OPTIONS=hardening=+all
 cxxflags="$(dpkg-buildflags --get CXXFLAGS | sed -E 's/(^| )-g( |$)/ /; s/-O2/-O3/; s/-ffile-prefix-map=[^ ]*//')"
 cxxflags="$cxxflags -fPIC -fno-semantic-interposition -flto=auto"
 # TESSERACT_IMAGEDATA_AS_PIX (upstream's switch): each text line's image is handed to the LSTM as it
@@ -77,7 +88,16 @@ if ! (cd "$tree" && ./autogen.sh \
 fi
 
 install -d -m 0755 "$out"
-install -m 0644 "$(readlink -f "$tree/.libs/libtesseract.so.5")" "$out/libtesseract.so.5.tmp"
-mv -f "$out/libtesseract.so.5.tmp" "$out/libtesseract.so.5"
-printf '%s\n' "$stamp" > "$out/stamp.tmp" && mv -f "$out/stamp.tmp" "$out/stamp"
+trusted_out || { echo "build-tesseract.sh: refusing $out: another account made or can change it" >&2; exit 1; }
+built="$(readlink -f "$tree/.libs/libtesseract.so.5")"  # the versioned file (root's tree, 0700)
+case "$built" in "$tree"/.libs/*) [ -f "$built" ] ;; *) false ;; esac || failed "finding the built library"
+# new names made by mktemp in OUT_DIR (never a fixed .tmp another run could be writing), then renamed over;
+# one command per line: under set -e a failure inside an && list would pass unnoticed
+lib_tmp="$(mktemp "$out/.libtesseract.XXXXXX")"
+stamp_tmp="$(mktemp "$out/.stamp.XXXXXX")"
+cat "$built" > "$lib_tmp"
+printf '%s\n' "$stamp" > "$stamp_tmp"
+chmod 0644 "$lib_tmp" "$stamp_tmp"
+mv -f "$lib_tmp" "$out/libtesseract.so.5"
+mv -f "$stamp_tmp" "$out/stamp"
 say "Tesseract built: $out/libtesseract.so.5"

@@ -89,12 +89,12 @@ if [ "$(id -u)" = 0 ] && [ -f "$JAR" ]; then
 fi
 
 # Tesseract for the page workers (root's, read-only to others, beside the veraPDF copy): Debian's source
-# package of the installed version, built -O3 with LTO, without OpenMP and profile-guided on samples/hard;
-# digitize/tesslib.py uses it while Debian's library is the one it was built from. A failed build is not
-# fatal: Debian's library is used.
+# package of the installed version, built -O3 with LTO, without OpenMP, line images kept as pixels (the
+# same hOCR); digitize/tesslib.py uses it while Debian's library is the one it was built from. A failed
+# build is not fatal: Debian's library is used.
 if [ "${DIGITIZE_BUILD_TESSERACT:-1}" != 0 ] && [ "$(id -u)" = 0 ]; then
   bash scripts/build-tesseract.sh "$SYSTEM_DIR/tesseract" \
-    || say "could not build Tesseract (above): digitize uses Debian's library, ~25 % slower"
+    || say "could not build Tesseract (above): digitize uses Debian's library (~1/3 more Tesseract CPU)"
 fi
 
 # Go >= 1.21 fetches whatever toolchain MinIO's go.mod asks for (GOTOOLCHAIN=auto), checked against the Go

@@ -157,3 +157,15 @@ def test_the_tesseract_build_is_never_installed_where_another_account_can_write(
                           capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "refusing" in done.stderr
     assert not (shared / "tesseract").exists()
+
+
+def test_the_tesseract_build_is_never_installed_through_a_link(tmp_path):
+    """Review (this change) M1: the shell's trusted_path checks the resolved path only; a link as written,
+    in a folder another account owns, could be re-pointed while root builds (at /usr/lib, say)."""
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "build-tesseract.sh"), str(tmp_path / "link" / "tesseract")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "refusing" in done.stderr
+    assert not (real / "tesseract").exists()

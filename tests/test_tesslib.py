@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -206,31 +207,41 @@ def test_a_build_another_account_could_change_is_never_loaded(tmp_path, monkeypa
     assert tesslib.built_library() == ()
 
 
-def _hocr_with(library: str, image: str) -> bytes:
+def _hocr_with(library: str, images: list[str]) -> list[bytes]:
+    """Each saved page's hOCR read by ``library`` (a path, or Debian's by its name), in a process of its own."""
     code = ("import sys, numpy as np; from digitize import tesslib; "
-            "page = np.load(sys.argv[1]); "
-            "assert tesslib.library_name() == sys.argv[2], tesslib.library_name(); "
-            "sys.stdout.buffer.write(tesslib.engine('vie').hocr(page, 300, 3, 60))")
-    done = subprocess.run([sys.executable, "-c", code, image, library], capture_output=True, timeout=120,
+            "assert tesslib.library_name() == sys.argv[1], tesslib.library_name(); "
+            "[sys.stdout.buffer.write(tesslib.engine('vie').hocr(np.load(p), 300, 3, 60) + b'\\0') for p in sys.argv[2:]]")
+    done = subprocess.run([sys.executable, "-c", code, library, *images], capture_output=True, timeout=600,
                           env={**os.environ, "DIGITIZE_LIBTESSERACT": library})
     assert done.returncode == 0, done.stderr.decode(errors="replace")
-    return done.stdout
+    return done.stdout.split(b"\0")[:-1]
 
 
 def test_setup_build_reads_exactly_as_debians_library(page, tmp_path) -> None:
     """scripts/build-tesseract.sh (setup.sh runs it as root) changes speed, never words, boxes or
-    confidences: no -ffast-math, no -march, the same source and Debian patches. CI must have it."""
+    confidences: no -ffast-math, no -march, the same source and Debian patches. A generated page and
+    every image of the held-out hard set, as grey pixels. CI must have the build."""
+    from PIL import Image
+
     built = tesslib.built_library()
     if not built:
         if os.environ.get("CI"):
             pytest.fail("setup.sh did not build Tesseract (scripts/build-tesseract.sh): see its output")
         pytest.skip("no Tesseract build from setup.sh here")
     assert tesslib.library_name() == built[0]  # the default, when setup built it
-    image = str(tmp_path / "page.npy")
-    np.save(image, page)
-    debian = _hocr_with("libtesseract.so.5", image)
-    assert "QUYẾT".encode() in debian and b"x_wconf" in debian
-    assert _hocr_with(built[0], image) == debian
+    images = [str(tmp_path / "page.npy")]
+    np.save(images[0], page)
+    hard = Path(__file__).resolve().parent.parent / "samples" / "hard"
+    for sample in sorted(hard.glob("*.*")):
+        if sample.suffix.lower() in (".jpg", ".png", ".tif", ".tiff"):
+            with Image.open(sample) as im:
+                images.append(str(tmp_path / f"{sample.stem}.npy"))
+                np.save(images[-1], np.asarray(im.convert("L")))
+    assert len(images) >= 10
+    debian = _hocr_with("libtesseract.so.5", images)
+    assert "QUYẾT".encode() in debian[0] and all(b"x_wconf" in h for h in debian)
+    assert _hocr_with(built[0], images) == debian
 
 
 def test_the_loaded_build_names_the_debian_library_it_stands_in_for(tmp_path) -> None:
