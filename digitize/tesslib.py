@@ -40,6 +40,7 @@ BUILD_FOLDER = "tesseract"  # under resident.system_folder(): scripts/build-tess
 _lib: ctypes.CDLL | None = None
 _lib_name = ""
 _stands_in_for = ""
+_stamped: dict[str, tuple[str, int, int]] = {}  # a build's path -> its stamp (Debian library, size, time)
 _load_error = ""
 
 
@@ -120,11 +121,29 @@ def _built() -> tuple[str, str] | None:
     try:
         with open(stamp, encoding="utf-8") as f:
             fields = dict(line.split("=", 1) for line in f.read().splitlines() if "=" in line)
-        system = os.stat(fields["system_library"])
-        current = system.st_size == int(fields["size"]) and int(system.st_mtime) == int(fields["mtime"])
+        stamped = fields["system_library"], int(fields["size"]), int(fields["mtime"])
     except (OSError, KeyError, ValueError, UnicodeDecodeError):
         return None
-    return (path, fields["system_library"]) if current else None
+    if not _as_stamped(*stamped):
+        return None
+    _stamped[path] = stamped
+    return path, stamped[0]
+
+
+def _as_stamped(system_library: str, size: int, mtime: int) -> bool:
+    try:
+        info = os.stat(system_library)
+    except OSError:
+        return False
+    return info.st_size == size and int(info.st_mtime) == mtime
+
+
+def build_outdated() -> bool:
+    """Whether the Debian library that the loaded build stands in for is no longer the one it was
+    built against (compared with the stamp read when loading, not with a later look: an update
+    between the two would otherwise go unseen)."""
+    stamped = _stamped.get(_lib_name)
+    return bool(_stands_in_for and stamped and not _as_stamped(*stamped))
 
 
 def stands_in_for() -> str:

@@ -18,7 +18,7 @@
 # naming the Debian library it replaces (size, time): tesslib.py uses the build only while that library
 # is unchanged, so a Debian update (a security fix) is never shadowed by an older build.
 set -euo pipefail
-out="$1"
+out="${1:?usage: build-tesseract.sh OUT_DIR}"
 here="$(cd "$(dirname "$0")/.." && pwd)"  # the checkout: scripts/system-copy.sh
 say() { printf '== %s\n' "$*" >&2; }
 trap 'echo "build-tesseract.sh: failed at line $LINENO" >&2' ERR
@@ -26,18 +26,23 @@ trap 'echo "build-tesseract.sh: failed at line $LINENO" >&2' ERR
 root_environment  # run alone under sudo -E too: the invoker's APT_CONFIG, CXX, MAKEFLAGS... never reach root's build
 # OUT_DIR: root's alone, reached through no link (trusted_path checks the resolved path; a link as written
 # could be re-pointed by the account owning its folder while we build)
-trusted_out() { trusted_path "$out" && [ "$(realpath -m -s -- "$out")" = "$(realpath -m -- "$out")" ]; }
-if ! trusted_out; then
-  echo "build-tesseract.sh: refusing $out: it or a folder above belongs to another account, is writable by others or is a link" >&2
+unlinked() { [ "$(realpath -m -s -- "$out")" = "$(realpath -m -- "$out")" ]; }
+trusted_out() { trusted_path "$out" && unlinked; }
+if ! unlinked; then
+  echo "build-tesseract.sh: refusing $out: it is reached through a link" >&2; exit 1
+elif ! trusted_path "$out"; then
+  echo "build-tesseract.sh: refusing $out: it or a folder above belongs to another account or is writable by others" >&2
   exit 1
 fi
 
 pkg="libtesseract5:$(dpkg --print-architecture)"
+status="$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)"
+[ "$status" = installed ] || { echo "build-tesseract.sh: no installed $pkg to build again" >&2; exit 1; }
 version="$(dpkg-query -W -f='${source:Version}' "$pkg")"
 source_pkg="$(dpkg-query -W -f='${source:Package}' "$pkg")"
-system_lib="$(readlink -f "$(dpkg -L "$pkg" | grep -m1 '/libtesseract\.so\.5$')")"
+system_lib="$(readlink -f "$(dpkg -L "$pkg" | grep -m1 '/libtesseract\.so\.5$' || true)")"
 [ -n "$version" ] && [ -n "$source_pkg" ] && [ -f "$system_lib" ] \
-  || { echo "build-tesseract.sh: no installed $pkg to build again" >&2; exit 1; }
+  || { echo "build-tesseract.sh: $pkg has no libtesseract.so.5 to build again" >&2; exit 1; }
 stamp="version=$version
 system_library=$system_lib
 size=$(stat -c %s "$system_lib")
@@ -50,8 +55,14 @@ if [ -z "$datadir" ] || ! trusted_path "$datadir/tessdata"; then
 fi
 say "building Tesseract $version from Debian's source for the page workers (once per version; a few minutes)"
 
-work="$(mktemp -d)"  # root's, 0700: apt fetches here as root (not as its _apt sandbox user, who could
-trap 'rm -rf "$work"' EXIT  # swap the checked files before dpkg-source unpacks them, or the tree while we build)
+# root's, 0700, under /var/tmp whatever TMPDIR says (su without "-" keeps the invoker's): apt fetches here as
+# root (not as its _apt sandbox user, who could swap the checked files before dpkg-source unpacks them, or
+# the tree while we build), and the compiler's own temporary files go here too
+work="$(mktemp -d -p /var/tmp digitize-tesseract.XXXXXX)"
+lib_tmp="" stamp_tmp=""
+trap 'rm -rf "$work"; rm -f "$lib_tmp" "$stamp_tmp"' EXIT
+trusted_path "$work" || { echo "build-tesseract.sh: refusing the work folder $work" >&2; exit 1; }
+export TMPDIR="$work"
 # A private apt state with deb-src twins of this machine's own deb entries.
 mkdir -p "$work/apt/parts" "$work/apt/lists/partial" "$work/src"
 for f in /etc/apt/sources.list.d/*.sources; do

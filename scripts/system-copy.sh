@@ -9,6 +9,7 @@
 # a folder above). The rule of digitize/resident.py's trusted_path, for root.
 trusted_path() {
   local path step mode uid
+  [ -n "$1" ] || return 1  # realpath "" is "": dirname would circle on "." for ever
   path="$(realpath -m -- "$1")"
   step="$path"
   while :; do
@@ -36,7 +37,7 @@ root_home() { getent passwd 0 | cut -d: -f6; }
 # let a proxy serve pip other packages. PATH keeps only folders root alone can change.
 root_keeps() {
   case "$1" in
-    PATH|HOME|USER|LOGNAME|SHELL|PWD|OLDPWD|SHLVL|LANG|LANGUAGE|LC_*|TERM|TZ|CI|DEBIAN_FRONTEND|DIGITIZE_*) ;;
+    PATH|HOME|USER|LOGNAME|SHELL|PWD|OLDPWD|SHLVL|LANG|LANGUAGE|LC_*|TERM|TZ|CI|DEBIAN_FRONTEND|DIGITIZE_*|_) ;;
     GOPROXY|http_proxy|https_proxy|no_proxy|all_proxy|HTTP_PROXY|HTTPS_PROXY|NO_PROXY|ALL_PROXY|SUDO_*) ;;
     *) return 1;;
   esac

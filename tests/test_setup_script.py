@@ -167,5 +167,14 @@ def test_the_tesseract_build_is_never_installed_through_a_link(tmp_path):
     (tmp_path / "link").symlink_to(real)
     done = subprocess.run(["bash", str(ROOT / "scripts" / "build-tesseract.sh"), str(tmp_path / "link" / "tesseract")],
                           capture_output=True, text=True, timeout=60)
-    assert done.returncode != 0 and "refusing" in done.stderr
+    assert done.returncode != 0 and "reached through a link" in done.stderr
     assert not (real / "tesseract").exists()
+
+
+def test_an_empty_path_is_never_trusted(tmp_path):
+    """Second review of this change, L4: `trusted_path ""` circled for ever on "." (realpath "" is "")."""
+    done = in_setup_shell('trusted_path "" && echo trusted || echo refused', {})
+    assert done.returncode == 0 and done.stdout.strip() == "refused"
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "build-tesseract.sh"), ""], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode != 0 and "usage" in done.stderr
