@@ -39,8 +39,7 @@ _LEPT_SEVERITY_NONE = 6  # leptonica's environ.h: L_SEVERITY_NONE, print no mess
 BUILD_FOLDER = "tesseract"  # under resident.system_folder(): scripts/build-tesseract.sh's output
 _lib: ctypes.CDLL | None = None
 _lib_name = ""
-_stands_in_for = ""
-_stamped: dict[str, tuple[str, int, int]] = {}  # a build's path -> its stamp (Debian library, size, time)
+_loaded_stamp: tuple[str, int, int] | None = None  # the loaded build's stamp: Debian library, size, time
 _load_error = ""
 
 
@@ -77,7 +76,7 @@ def _declare(lib: ctypes.CDLL) -> None:
 
 def library() -> ctypes.CDLL | None:
     """libtesseract with its C API declared, or None (then ocr.py uses the command instead)."""
-    global _lib, _lib_name, _stands_in_for, _load_error
+    global _lib, _lib_name, _loaded_stamp, _load_error
     if _lib is None and not _load_error:
         chosen = os.environ.get("DIGITIZE_LIBTESSERACT", "")  # a path, or "off" for the command
         if chosen == "off":
@@ -94,7 +93,7 @@ def library() -> ctypes.CDLL | None:
                 _load_error = str(e)
                 continue
             _lib, _lib_name, _load_error = lib, name, ""
-            _stands_in_for = built[1] if built and name == built[0] else ""
+            _loaded_stamp = built[1] if built and name == built[0] else None
             _silence_leptonica()
             break
         else:
@@ -112,8 +111,9 @@ def built_library() -> tuple[str, ...]:
     return (found[0],) if found else ()
 
 
-def _built() -> tuple[str, str] | None:
-    """(setup's build, the Debian library it stands in for), as :func:`built_library` accepts it."""
+def _built() -> tuple[str, tuple[str, int, int]] | None:
+    """(setup's build, its stamp: the Debian library it stands in for, size, time), as
+    :func:`built_library` accepts it."""
     folder = os.path.join(resident.system_folder(), BUILD_FOLDER)
     path, stamp = os.path.join(folder, "libtesseract.so.5"), os.path.join(folder, "stamp")
     if not (resident.trusted_path(path) and resident.trusted_path(stamp)):
@@ -124,10 +124,7 @@ def _built() -> tuple[str, str] | None:
         stamped = fields["system_library"], int(fields["size"]), int(fields["mtime"])
     except (OSError, KeyError, ValueError, UnicodeDecodeError):
         return None
-    if not _as_stamped(*stamped):
-        return None
-    _stamped[path] = stamped
-    return path, stamped[0]
+    return (path, stamped) if _as_stamped(*stamped) else None
 
 
 def _as_stamped(system_library: str, size: int, mtime: int) -> bool:
@@ -142,15 +139,14 @@ def build_outdated() -> bool:
     """Whether the Debian library that the loaded build stands in for is no longer the one it was
     built against (compared with the stamp read when loading, not with a later look: an update
     between the two would otherwise go unseen)."""
-    stamped = _stamped.get(_lib_name)
-    return bool(_stands_in_for and stamped and not _as_stamped(*stamped))
+    return _loaded_stamp is not None and not _as_stamped(*_loaded_stamp)
 
 
 def stands_in_for() -> str:
     """The Debian library that the loaded setup's build stands in for ("" when Debian's or none is
     loaded): the resident converter watches it like its loaded files, so a Debian update of it
     stops that converter taking runs (the next one loads the update) instead of waiting for idle."""
-    return _stands_in_for
+    return _loaded_stamp[0] if _loaded_stamp else ""
 
 
 def library_name() -> str:

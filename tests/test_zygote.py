@@ -761,9 +761,7 @@ def test_a_debian_update_of_the_library_setups_build_stands_in_for_is_watched(tm
     debian = tmp_path / "libtesseract.so.5.0.3"
     debian.write_bytes(b"debian's")
     stamp = (str(debian), debian.stat().st_size, int(debian.stat().st_mtime))
-    monkeypatch.setattr(tesslib, "_lib_name", "/usr/local/lib/digitize/tesseract/libtesseract.so.5")
-    monkeypatch.setattr(tesslib, "_stands_in_for", str(debian))
-    monkeypatch.setattr(tesslib, "_stamped", {tesslib._lib_name: stamp})
+    monkeypatch.setattr(tesslib, "_loaded_stamp", stamp)
     loaded = zygote_server._loaded_files()
     assert str(debian) in loaded and zygote_server._changed(loaded) is None
     debian.write_bytes(b"debian's, updated")
