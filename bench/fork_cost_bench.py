@@ -53,6 +53,9 @@ def _in_child(files: list[Path], tmp: Path) -> tuple[float, float]:
     if pid == 0:
         code = 1
         try:
+            from digitize.pageworkers import small_pages
+
+            small_pages()  # as a page worker
             _read(files, tmp)
             code = 0
         finally:
@@ -70,11 +73,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=Path, help="a folder with samples.json instead of --set")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
-    from digitize import zygote
-
-    if zygote.HUGE_PAGES not in os.environ.get("GLIBC_TUNABLES", ""):  # read at start: the converter's malloc
-        env = {**zygote.server_environment(), "OMP_THREAD_LIMIT": os.environ.get("OMP_THREAD_LIMIT", "1")}
-        os.execve(sys.executable, [sys.executable, *sys.argv], env)
     folder = (args.samples or SETS[args.set]).resolve()
     files = [folder / s["name"] for s in json.loads((folder / "samples.json").read_text(encoding="utf-8"))["samples"]]
     from digitize import imaging, zygote_server

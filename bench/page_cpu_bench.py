@@ -35,7 +35,7 @@ SETS = {"easy": ROOT / "samples", "hard": ROOT / "samples" / "hard"}
 
 def worker(folder: Path, only: set[str]) -> dict:
     """Runs with PYTHONPATH = the checkout under test: its digitize is imported."""
-    from digitize import convert, imaging, ocr, tesslib
+    from digitize import convert, imaging, ocr, pageworkers, tesslib
     from digitize.accuracy import page_cers
     from digitize.sources import open_source
 
@@ -58,6 +58,7 @@ def worker(folder: Path, only: set[str]) -> dict:
 
     tesslib.Engine.hocr, tesslib.Engine.orientation = logged_hocr, logged_orientation
     imaging.single_threaded()
+    getattr(pageworkers, "small_pages", lambda: None)()  # as a page worker (a checkout from before it: huge pages)
     ocr.warm("vie+eng", orientation=True)
     opts = convert.ConvertOptions(jobs=1, validate=False)
     files = {}

@@ -49,13 +49,21 @@ SIGNAL_HINTS = {signal.SIGKILL: "out of memory?", signal.SIGSEGV: "a crash in a 
                 signal.SIGBUS: "a crash in a C library", signal.SIGABRT: "a crash in a C library"}
 
 
+PR_SET_THP_DISABLE = 41  # prctl option: no transparent huge pages for this process and its children
+
+
+def _prctl(option: int, arg: int = 0) -> int | None:
+    """prctl(OPTION, ARG, 0, 0, 0); None where there is no prctl (not Linux)."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(option, arg, 0, 0, 0)
+    except (OSError, AttributeError):
+        return None
+
+
 def die_with_parent(parent: int, signum: int = signal.SIGKILL) -> None:
     """This forked process gets SIGNUM (killed, by default) when the thread that forked it ends
     (kill -9 of a batch or a watch included), so no worker outlives the run it serves (Linux only)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signum)
-    except (OSError, AttributeError):
+    if _prctl(PR_SET_PDEATHSIG, signum) is None:
         return
     if os.getppid() != parent:  # it died before prctl took effect
         os._exit(1)
@@ -67,18 +75,25 @@ def undumpable() -> None:
     uid, our child) cannot take the signer's key or an authenticated signer connection from us.
     The flag is this process's own (a child that sets itself dumpable again gains nothing over us);
     root or CAP_SYS_PTRACE still can (SECURITY.md). Linux only; elsewhere nothing happens."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
+    _prctl(PR_SET_DUMPABLE, 0)
 
 
 def dumpable() -> bool | None:
     """This process's PR_GET_DUMPABLE (None where prctl is not there)."""
-    try:
-        return bool(ctypes.CDLL(None, use_errno=True).prctl(PR_GET_DUMPABLE, 0, 0, 0, 0))
-    except (OSError, AttributeError):
-        return None
+    found = _prctl(PR_GET_DUMPABLE)
+    return None if found is None else bool(found)
+
+
+def small_pages() -> None:
+    """Memory this process (and any tool it starts) touches from now on comes in 4 KB pages, not
+    2 MB transparent huge pages. numpy asks for huge pages for every array of 4 MB or more
+    (madvise), so a page's images were faulted in 2 MB at a time, each zeroed whole; on a virtual
+    machine whose host takes back the guest's freed 2 MB blocks (free page reporting) every such
+    fault also costs the host a fault per 4 KB, and zeroing them was ~10 % of a run's CPU
+    (`perf`: clear_page under do_huge_pmd_anonymous_page), swinging with the host's state. A page
+    worker lives for a file or a few: huge pages' fewer TLB misses never paid that back. Model
+    weights loaded before the fork keep whatever pages they have."""
+    _prctl(PR_SET_THP_DISABLE, 1)
 
 
 def limit_memory(memory_mb: int) -> None:
@@ -123,6 +138,7 @@ def _init_page_worker(parent: int, memory_mb: int) -> None:
     for signum in (signal.SIGTTOU, signal.SIGTTIN):
         signal.signal(signum, signal.SIG_IGN)
     limit_memory(memory_mb)
+    small_pages()
 
 
 def _bounded(fn: Callable, memory_mb: int, *args):

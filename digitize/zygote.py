@@ -139,26 +139,7 @@ class ConverterServer(resident.ResidentServer):
                 "from digitize.zygote_server import serve; sys.exit(serve(env, *sys.argv[2:]))")
         return resident.launch([sys.executable, *subprocess._args_from_interpreter_flags(), "-c", boot, ROOT,
                                 self.argument(), f"{self.idle:g}", self.language], self.log,
-                               env=server_environment())
-
-
-HUGE_PAGES = "glibc.malloc.hugetlb=1"
-
-
-def server_environment() -> dict[str, str]:
-    """The converter's environment: the launching run's, less its secrets, with glibc's malloc asked
-    to back its heap and large blocks with transparent huge pages (madvise; unless GLIBC_TUNABLES
-    already says how). Every run's child and page worker is a fork of it and first touches tens of
-    MB of fresh memory per page (decoded scan, OCR image, temporaries): with 4 KB pages each touch
-    is a page fault, ~15 000 a hard page, ~0.07 CPU-s of kernel time; with 2 MB pages a
-    few hundred (bench/README.md, sixth session). The tunable is read once, when the interpreter
-    starts, so only a launched server can have it; glibc without it or a kernel with huge pages
-    off ignores it."""
-    env = resident.server_environment()
-    tunables = env.get("GLIBC_TUNABLES", "")
-    if "glibc.malloc.hugetlb" not in tunables:
-        env["GLIBC_TUNABLES"] = f"{tunables}:{HUGE_PAGES}" if tunables else HUGE_PAGES
-    return env
+                               env=resident.server_environment())
 
 
 def converter_server(settings) -> ConverterServer | None:

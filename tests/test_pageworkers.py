@@ -202,6 +202,22 @@ def test_workers_drop_every_secret_variable_before_any_page(monkeypatch) -> None
     assert os.environ["PGPASSWORD"] == "leaked-pg"  # the parent's own stays: its libraries read it
 
 
+def thp_flag(_: int) -> str:
+    """This process's transparent-huge-page switch as the kernel reports it (THP_enabled: 1 or 0)."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        return next((line.split()[1] for line in status if line.startswith("THP_enabled:")), "")
+
+
+def test_page_workers_touch_memory_in_small_pages() -> None:
+    """numpy asks for 2 MB huge pages for each large array; zeroing those in page workers was ~10 % of a
+    run's CPU on a virtual machine (issue 13's speed, twenty-fifth session), so workers turn them off."""
+    parent = thp_flag(0)
+    if not parent:
+        pytest.skip("this kernel does not report THP_enabled")
+    assert pageworkers.run(thp_flag, [(1,)], processes=1, deadline=60) == ["0"]
+    assert thp_flag(0) == parent  # the parent's own setting stays
+
+
 class _Planted:
     """What a decoder exploit would send its parent: unpickling it creates a file (it could run anything)."""
 

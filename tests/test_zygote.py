@@ -613,7 +613,7 @@ def test_the_converter_gets_no_secrets_and_no_folder_path_in_its_argv(zdir, env,
     command, environment = proc_text(server.pid, "cmdline"), proc_text(server.pid, "environ")
     assert str(zdir) not in command, command
     assert not [v for v in SECRETS.values() if v in environment]
-    assert zygote.HUGE_PAGES in environment  # its children's malloc backs large blocks with huge pages
+    assert "glibc.malloc.hugetlb" not in environment  # its children's pages come small (pageworkers.small_pages)
     before = serving(zdir).served
     done = digitize("run", "--jobs", "1", "--no-validate", str(scan), str(tmp_path / "out.pdf"), env=env)
     assert done.returncode == 0, done.stderr
@@ -627,19 +627,6 @@ def test_the_request_carries_no_secrets(monkeypatch) -> None:
     request = zygote._request(["run", "a.png", "b.pdf"])
     assert b"DIGITIZE_CONVERT_LANGUAGE=vie" in request
     assert not [v for v in SECRETS.values() if v.encode() in request]
-
-
-def test_the_converter_is_launched_with_huge_pages_for_malloc_unless_told_otherwise(monkeypatch) -> None:
-    """glibc reads GLIBC_TUNABLES once, at the interpreter's start: the launched server gets it, a
-    user's own tunables are kept, and their own hugetlb choice wins."""
-    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
-    assert zygote.server_environment()["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1"
-    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=2")
-    assert zygote.server_environment()["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
-    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=0")
-    assert zygote.server_environment()["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=0"
-    monkeypatch.setenv("DIGITIZE_STORE_SECRET_KEY", "s3cr3t")
-    assert "DIGITIZE_STORE_SECRET_KEY" not in zygote.server_environment()  # still without secrets
 
 
 def test_ctrl_c_during_a_batchs_early_key_process_is_one_line(monkeypatch, capsys):
