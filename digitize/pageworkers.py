@@ -44,12 +44,10 @@ from .errors import DigitizeError, InputTooLargeError, OcrError, OcrTimeoutError
 
 PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h): a signal for us when our parent ends
 PR_GET_DUMPABLE, PR_SET_DUMPABLE = 3, 4  # prctl options: may a process of our uid ptrace us
+PR_SET_THP_DISABLE = 41  # prctl option: no transparent huge pages for this process and its children
 TASK_HEADER = struct.Struct("!Q")  # a task's pickle's length; 0: exit
 SIGNAL_HINTS = {signal.SIGKILL: "out of memory?", signal.SIGSEGV: "a crash in a C library",
                 signal.SIGBUS: "a crash in a C library", signal.SIGABRT: "a crash in a C library"}
-
-
-PR_SET_THP_DISABLE = 41  # prctl option: no transparent huge pages for this process and its children
 
 
 def _prctl(option: int, arg: int = 0) -> int | None:
