@@ -22,7 +22,7 @@ out="${1:?usage: build-tesseract.sh OUT_DIR}"
 here="$(cd "$(dirname "$0")/.." && pwd)"  # the checkout: scripts/system-copy.sh
 say() { printf '== %s\n' "$*" >&2; }
 trap 'echo "build-tesseract.sh: failed at line $LINENO" >&2' ERR
-. "$here/scripts/system-copy.sh"  # trusted_path, root_environment
+. "$here/scripts/system-copy.sh"  # trusted_path, root_environment, make_dirs
 root_environment  # run alone under sudo -E too: the invoker's APT_CONFIG, CXX, MAKEFLAGS... never reach root's build
 # OUT_DIR: root's alone, reached through no link (trusted_path checks the resolved path; a link as written
 # could be re-pointed by the account owning its folder while we build)
@@ -98,7 +98,7 @@ if ! (cd "$tree" && ./autogen.sh \
   failed "building"
 fi
 
-install -d -m 0755 "$out"
+make_dirs -m 0755 "$out" || { echo "build-tesseract.sh: refusing $out: a link or a file is in its way" >&2; exit 1; }
 trusted_out || { echo "build-tesseract.sh: refusing $out: another account made or can change it" >&2; exit 1; }
 built="$(readlink -f "$tree/.libs/libtesseract.so.5")"  # the versioned file (root's tree, 0700)
 case "$built" in "$tree"/.libs/*) [ -f "$built" ] ;; *) false ;; esac || failed "finding the built library"

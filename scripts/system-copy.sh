@@ -79,10 +79,32 @@ choose_cache() {
   export DIGITIZE_CACHE="$CACHE"
 }
 
-# make_cache: CACHE/bin made; as root, checked again once it exists (a folder someone else made under a
-# sticky /tmp between the check and mkdir is refused).
+# make_dirs [-m MODE] PATH...: each PATH made one folder at a time, never through a link: mkdir makes a name
+# without following it, and each folder on the way must be a directory and no link (callers pass resolved
+# paths: choose_cache's, or ones refused when reached through a link). mkdir -p and install -d followed a link
+# another account planted meanwhile under a sticky /tmp, and made root's folders at its target; a folder root
+# made there no other account can move. Returns 1 at the first name that is a link or not a directory.
+make_dirs() {
+  local mode=() target step part parts
+  if [ "${1:-}" = -m ]; then mode=(-m "$2"); shift 2; fi
+  for target in "$@"; do
+    target="$(realpath -m -s -- "$target")"  # absolute, "." and ".." taken away as written: no link followed
+    step=""
+    IFS=/ read -r -a parts <<< "${target#/}"
+    for part in "${parts[@]}"; do
+      step="$step/$part"
+      [ -e "$step" ] || [ -L "$step" ] || mkdir "${mode[@]}" -- "$step" 2>/dev/null || true
+      if [ -L "$step" ] || [ ! -d "$step" ]; then return 1; fi
+    done
+  done
+}
+
+# make_cache: CACHE/bin made (make_dirs); as root, checked again once it exists (a folder someone else made
+# under a sticky /tmp between the check and mkdir is refused).
 make_cache() {
-  mkdir -p "$CACHE/bin"
+  if ! make_dirs "$CACHE/bin"; then
+    echo "setup.sh: refusing the cache $CACHE: a link or a file is in its way" >&2; return 1
+  fi
   if [ "$(id -u)" = 0 ] && ! trusted_path "$CACHE/bin"; then
     echo "setup.sh: refusing the cache $CACHE: another account made or can change it" >&2; return 1
   fi
@@ -114,7 +136,8 @@ system_copy() {
       echo "setup.sh: refusing the system copy: $j is not a regular file that only root can change" >&2; return 1
     fi
   done
-  install -d -m 0755 "$system" "$system/verapdf"
+  make_dirs -m 0755 "$system/verapdf" && trusted_path "$system/verapdf" \
+    || { echo "setup.sh: refusing the system copy: $system/verapdf is reached through a link or is not root's alone" >&2; return 1; }
   for j in "${jars[@]}"; do
     dest="$system/verapdf/$(basename "$j")"
     cmp -s "$j" "$dest" || install -p -m 0644 "$j" "$dest"

@@ -94,6 +94,34 @@ def test_a_cache_someone_else_made_after_the_check_is_refused(tmp_path):
     assert done.returncode != 0 and "refusing the cache" in done.stderr
 
 
+def test_no_folder_is_made_through_a_link_planted_after_the_check(tmp_path):
+    """Twenty-fourth session's open low point: a path not made yet under a sticky folder passes the check; a
+    link another account plants there before the folders are made was followed by mkdir -p (and install -d),
+    which made root's folders at the link's target. Now each folder is made without following a link."""
+    sticky = tmp_path / "tmp"
+    sticky.mkdir()
+    os.chmod(tmp_path, 0o755)
+    os.chmod(sticky, 0o1777)
+    target = nobodys_folder(tmp_path)
+    cache = sticky / "not-yet" / "digitize"
+    (sticky / "not-yet").symlink_to(target)  # as another account would, between the check and the mkdir
+    os.lchown(sticky / "not-yet", 65534, 65534)
+    done = in_setup_shell(f'CACHE={cache}; make_cache', {})
+    assert done.returncode != 0 and "refusing the cache" in done.stderr
+    assert not (target / "digitize").exists()
+    done = in_setup_shell(f'make_dirs -m 0755 {sticky}/not-yet/tesseract || echo refused', {})
+    assert done.stdout.strip() == "refused" and not (target / "tesseract").exists()
+
+
+def test_make_dirs_makes_every_missing_folder_with_its_mode(tmp_path):
+    done = in_setup_shell(f'umask 077; make_dirs -m 0755 {tmp_path}/a/b/c {tmp_path}/d; make_dirs {tmp_path}/e/f', {})
+    assert done.returncode == 0, done.stderr
+    assert [oct((tmp_path / p).stat().st_mode & 0o777) for p in ("a", "a/b", "a/b/c", "d")] == ["0o755"] * 4
+    assert oct((tmp_path / "e/f").stat().st_mode & 0o777) == "0o700"  # no mode: the umask's
+    (tmp_path / "file").write_text("x")
+    assert in_setup_shell(f'make_dirs {tmp_path}/file/x || echo refused', {}).stdout.strip() == "refused"
+
+
 def test_root_drops_the_invoking_accounts_build_settings(tmp_path):
     """review2 r2ops N5: sudo -E kept GOMODCACHE/GOFLAGS/MAVEN_OPTS/PIP_*: a planted module cache made setup
     copy and run another account's `go` as root. GOPROXY, the machine's proxy choice, stays."""
