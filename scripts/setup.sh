@@ -85,7 +85,8 @@ fi
 # the resident validator).
 SYSTEM_DIR="${DIGITIZE_SYSTEM_DIR:-/usr/local/lib/digitize}"
 if [ "$(id -u)" = 0 ] && [ -f "$JAR" ]; then
-  system_copy "$CACHE" "$SYSTEM_DIR"  # only root's own files (scripts/system-copy.sh)
+  system_copy "$CACHE" "$SYSTEM_DIR" \
+    || say "no system-wide copy of veraPDF (above): every account uses its own cache"  # only root's own files
 fi
 
 # Tesseract for the page workers (root's, read-only to others, beside the veraPDF copy): Debian's source

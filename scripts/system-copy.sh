@@ -80,20 +80,26 @@ choose_cache() {
 }
 
 # make_dirs [-m MODE] PATH...: each PATH made one folder at a time, never through a link: mkdir makes a name
-# without following it, and each folder on the way must be a directory and no link (callers pass resolved
-# paths: choose_cache's, or ones refused when reached through a link). mkdir -p and install -d followed a link
-# another account planted meanwhile under a sticky /tmp, and made root's folders at its target; a folder root
-# made there no other account can move. Returns 1 at the first name that is a link or not a directory.
+# without following it, each folder on the way must be a directory and no link, and as root each folder is
+# made only in folders root alone can change (trusted_path), which no other account can swap for a link
+# afterwards. Callers pass resolved paths (a "." or ".." is taken away as written). mkdir -p and install -d
+# followed a link another account planted meanwhile under a sticky /tmp (or in its own folder on the way)
+# and made root's folders at its target. Returns 1 at the first name that is a link, not a directory or in
+# a folder root does not alone control, and for a name with a newline.
 make_dirs() {
   local mode=() target step part parts
   if [ "${1:-}" = -m ]; then mode=(-m "$2"); shift 2; fi
   for target in "$@"; do
-    target="$(realpath -m -s -- "$target")"  # absolute, "." and ".." taken away as written: no link followed
+    case "$target" in *$'\n'*) return 1;; esac
+    target="$(realpath -m -s -- "$target")"
     step=""
     IFS=/ read -r -a parts <<< "${target#/}"
     for part in "${parts[@]}"; do
       step="$step/$part"
-      [ -e "$step" ] || [ -L "$step" ] || mkdir "${mode[@]}" -- "$step" 2>/dev/null || true
+      if [ ! -e "$step" ] && [ ! -L "$step" ]; then
+        { [ "$(id -u)" != 0 ] || trusted_path "$step"; } || return 1
+        mkdir "${mode[@]}" -- "$step" 2>/dev/null || true
+      fi
       if [ -L "$step" ] || [ ! -d "$step" ]; then return 1; fi
     done
   done
@@ -136,6 +142,7 @@ system_copy() {
       echo "setup.sh: refusing the system copy: $j is not a regular file that only root can change" >&2; return 1
     fi
   done
+  system="$(realpath -m -- "$system")"  # as choose_cache: a link root made on the way is taken resolved
   make_dirs -m 0755 "$system/verapdf" && trusted_path "$system/verapdf" \
     || { echo "setup.sh: refusing the system copy: $system/verapdf is reached through a link or is not root's alone" >&2; return 1; }
   for j in "${jars[@]}"; do

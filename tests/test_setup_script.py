@@ -109,8 +109,29 @@ def test_no_folder_is_made_through_a_link_planted_after_the_check(tmp_path):
     done = in_setup_shell(f'CACHE={cache}; make_cache', {})
     assert done.returncode != 0 and "refusing the cache" in done.stderr
     assert not (target / "digitize").exists()
-    done = in_setup_shell(f'make_dirs -m 0755 {sticky}/not-yet/tesseract || echo refused', {})
-    assert done.stdout.strip() == "refused" and not (target / "tesseract").exists()
+    done = in_setup_shell(f'if make_dirs -m 0755 {sticky}/not-yet/tesseract; then echo made; else echo "refused $?"; fi', {})
+    assert done.stdout.strip() == "refused 1" and not (target / "tesseract").exists()
+
+
+def test_no_folder_is_made_in_another_accounts_folder_it_could_swap_for_a_link(tmp_path):
+    """Second reader: a folder on the way that another account owns passed as a directory, and that account
+    could swap it for a link between the check and the next mkdir (a mkdir shim does it here, as a racing
+    account would). As root, a folder is made only where root alone can change the folders above."""
+    sticky = tmp_path / "tmp"
+    sticky.mkdir()
+    os.chmod(tmp_path, 0o755)
+    os.chmod(sticky, 0o1777)
+    theirs = sticky / "x"
+    theirs.mkdir()
+    os.chown(theirs, 65534, 65534)
+    target = nobodys_folder(tmp_path)
+    shim = (f'mkdir() {{ if [ ! -L {theirs} ]; then mv {theirs} {theirs}.old && ln -s {target} {theirs}; fi; '
+            f'command mkdir "$@"; }}; ')
+    done = in_setup_shell(shim + f'CACHE={theirs}/digitize; make_cache', {})
+    assert done.returncode != 0 and "refusing the cache" in done.stderr
+    assert not (target / "digitize").exists()
+    assert in_setup_shell(f'make_dirs $\'{tmp_path}/new\nline\' || echo refused', {}).stdout.strip() == "refused"
+    assert not (tmp_path / "new").exists()
 
 
 def test_make_dirs_makes_every_missing_folder_with_its_mode(tmp_path):
