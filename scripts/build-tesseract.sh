@@ -98,7 +98,7 @@ if ! (cd "$tree" && ./autogen.sh \
   failed "building"
 fi
 
-make_dirs -m 0755 "$out" || { echo "build-tesseract.sh: refusing $out: a link or a file is in its way" >&2; exit 1; }
+make_dirs -m 0755 "$out" || { echo "build-tesseract.sh: refusing $out: a link, a file or a folder another account can change is in its way" >&2; exit 1; }
 trusted_out || { echo "build-tesseract.sh: refusing $out: another account made or can change it" >&2; exit 1; }
 built="$(readlink -f "$tree/.libs/libtesseract.so.5")"  # the versioned file (root's tree, 0700)
 case "$built" in "$tree"/.libs/*) [ -f "$built" ] ;; *) false ;; esac || failed "finding the built library"

@@ -109,7 +109,7 @@ make_dirs() {
 # under a sticky /tmp between the check and mkdir is refused).
 make_cache() {
   if ! make_dirs "$CACHE/bin"; then
-    echo "setup.sh: refusing the cache $CACHE: a link or a file is in its way" >&2; return 1
+    echo "setup.sh: refusing the cache $CACHE: a link, a file or a folder another account can change is in its way" >&2; return 1
   fi
   if [ "$(id -u)" = 0 ] && ! trusted_path "$CACHE/bin"; then
     echo "setup.sh: refusing the cache $CACHE: another account made or can change it" >&2; return 1
