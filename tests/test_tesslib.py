@@ -209,10 +209,12 @@ def test_a_build_another_account_could_change_is_never_loaded(tmp_path, monkeypa
 
 
 def _hocr_with(library: str, images: list[str]) -> list[bytes]:
-    """Each saved page's hOCR read by ``library`` (a path, or Debian's by its name), in a process of its own."""
+    """Each saved page's hOCR read by ``library`` (a path, or Debian's by its name), in a process of its own;
+    an image given as ``PATH|DPI`` is read at that resolution (else 300 dpi)."""
     code = ("import sys, numpy as np; from digitize import tesslib; "
             "assert tesslib.library_name() == sys.argv[1], tesslib.library_name(); "
-            "[sys.stdout.buffer.write(tesslib.engine('vie').hocr(np.load(p), 300, 3, 60) + b'\\0') for p in sys.argv[2:]]")
+            "[sys.stdout.buffer.write(tesslib.engine('vie').hocr(np.load(p.split('|')[0]), int((p + '|300').split('|')[1]), "
+            "3, 60) + b'\\0') for p in sys.argv[2:]]")
     done = subprocess.run([sys.executable, "-c", code, library, *images], capture_output=True, timeout=600,
                           env={**os.environ, "DIGITIZE_LIBTESSERACT": library})
     assert done.returncode == 0, done.stderr.decode(errors="replace")
@@ -221,8 +223,11 @@ def _hocr_with(library: str, images: list[str]) -> list[bytes]:
 
 def test_setup_build_reads_exactly_as_debians_library(page, tmp_path) -> None:
     """scripts/build-tesseract.sh (setup.sh runs it as root) changes speed, never words, boxes or
-    confidences: no -ffast-math, no -march, the same source and Debian patches. A generated page and
-    every image of the held-out hard set, as grey pixels. CI must have the build."""
+    confidences: no -ffast-math, no -march, the same source and Debian patches, and our own patches
+    (scripts/tesseract/) change how, never what. A generated page and every image of the held-out
+    hard set, as grey pixels; its two ruled tables also at resolutions whose line-finding openings
+    (resolution / 20 and / 4 pixels) are leptonica's DWA sizes, sums of two or three of them, or
+    neither (faster-layout.patch). CI must have the build."""
     from PIL import Image
 
     built = tesslib.built_library()
@@ -239,7 +244,9 @@ def test_setup_build_reads_exactly_as_debians_library(page, tmp_path) -> None:
             with Image.open(sample) as im:
                 images.append(str(tmp_path / f"{sample.stem}.npy"))
                 np.save(images[-1], np.asarray(im.convert("L")))
-    assert len(images) >= 10
+            if "table" in sample.stem:
+                images += [f"{images[-1]}|{dpi}" for dpi in (72, 141, 171, 250, 620)]
+    assert len(images) >= 20
     debian = _hocr_with("libtesseract.so.5", images)
     assert "QUYẾT".encode() in debian[0] and all(b"x_wconf" in h for h in debian)
     assert _hocr_with(built[0], images) == debian
