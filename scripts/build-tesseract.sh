@@ -8,8 +8,8 @@
 # through the PLT, and writes every text line's image to PNG and reads it back before the LSTM sees it.
 # The same source, Debian patches and hardening flags built -O3 with LTO, -fno-semantic-interposition,
 # without OpenMP and with upstream's switch that hands line images over as they are give the same hOCR
-# (words, boxes, confidences: no -ffast-math, no -march, so the floating-point results are Debian's)
-# for ~25 % less Tesseract CPU. (Profile-guided on the samples: ~3 % more, for a second build and a
+# (words, boxes, confidences: no -ffast-math, no fused multiply-adds, so the floating-point results
+# are Debian's) for ~25 % less Tesseract CPU. (Profile-guided on the samples: ~3 % more, for a second build and a
 # training run: not done.)
 # scripts/tesseract/*.patch then make the layout analysis's hot loops cheaper without changing a bit
 # of their results (faster-layout.patch: the line finder's openings by leptonica's own DWA code,
@@ -17,6 +17,12 @@
 # that no longer applies (a new Debian version) is said and left out: the build is then as before.
 # tests/test_tesslib.py holds the build's hOCR equal to Debian's library's, on pages with ruled lines
 # at several resolutions too.
+# On an x86-64 processor with AVX-512 (x86-64-v4) or at least AVX2, FMA and BMI2 (v3: every Intel since
+# 2013, AMD since 2015) the code is made for that level and tuned for this processor, with
+# -ffp-contract=off: GCC would otherwise fuse a*b+c into one FMA, rounded once instead of twice, and
+# the numbers would no longer be Debian's. The stamp names the flags the build needs (requires=...):
+# tesslib.py loads it only on a processor that has them, so a system moved to an older one falls back
+# to Debian's library (and setup.sh, run again, builds for the new one).
 #
 # Trust: apt fetches the source of exactly the installed version and checks it against the signed
 # release files (no host is written here: the deb-src entries are the machine's own deb entries, in a
@@ -51,11 +57,24 @@ system_lib="$(readlink -f "$(dpkg -L "$pkg" | grep -m1 '/libtesseract\.so\.5$' |
   || { echo "build-tesseract.sh: $pkg has no libtesseract.so.5 to build again" >&2; exit 1; }
 patches=("$here"/scripts/tesseract/*.patch)
 [ -f "${patches[0]}" ] || patches=()
+# The highest x86-64 level this processor has all of (the flags as /proc/cpuinfo names them; "abm" is
+# LZCNT, "pni" SSE3): v4 adds AVX-512 to v3's AVX2, FMA, BMI.
+v3_flags="avx avx2 bmi1 bmi2 f16c fma abm movbe xsave cx16 lahf_lm popcnt pni sse4_1 sse4_2 ssse3"
+v4_flags="$v3_flags avx512f avx512bw avx512cd avx512dq avx512vl"
+cpu_flags=" $(sed -n 's/^flags[[:space:]]*:[[:space:]]*//p' /proc/cpuinfo 2>/dev/null | head -1) "
+has_all() { local flag; for flag in $1; do case "$cpu_flags" in *" $flag "*) ;; *) return 1 ;; esac; done; }
+requires="" march=""
+if [ "$(dpkg --print-architecture)" = amd64 ]; then
+  if has_all "$v4_flags"; then requires="$v4_flags" march="-march=x86-64-v4 -mtune=native"
+  elif has_all "$v3_flags"; then requires="$v3_flags" march="-march=x86-64-v3 -mtune=native"
+  fi
+fi
 stamp="version=$version
 system_library=$system_lib
 size=$(stat -c %s "$system_lib")
 mtime=$(stat -c %Y "$system_lib")
-patches=$(cat /dev/null "${patches[@]}" | sha256sum | cut -c1-16)"
+patches=$(cat /dev/null "${patches[@]}" | sha256sum | cut -c1-16)
+requires=$requires"
 if [ -f "$out/libtesseract.so.5" ] && [ "$(cat "$out/stamp" 2>/dev/null)" = "$stamp" ]; then exit 0; fi
 # The models' folder compiled in, as Debian's (debian/rules): the command's own, never TESSDATA_PREFIX's
 datadir="$(env -u TESSDATA_PREFIX tesseract --list-langs 2>&1 | sed -n 's/.*"\(.*\)\/tessdata\/\?".*/\1/p' | head -1)"
@@ -101,7 +120,7 @@ done
 # no OpenMP added, -g left out.
 export DEB_BUILD_MAINT_OPTIONS=hardening=+all
 cxxflags="$(dpkg-buildflags --get CXXFLAGS | sed -E 's/(^| )-g( |$)/ /; s/-O2/-O3/; s/-ffile-prefix-map=[^ ]*//')"
-cxxflags="$cxxflags -fPIC -fno-semantic-interposition -flto=auto"
+cxxflags="$cxxflags -fPIC -fno-semantic-interposition -flto=auto $march -ffp-contract=off"
 # TESSERACT_IMAGEDATA_AS_PIX (upstream's switch): each text line's image is handed to the LSTM as it
 # is, not written to PNG and read back (that round trip, lossless, was ~10 % of Tesseract's CPU).
 cppflags="$(dpkg-buildflags --get CPPFLAGS) -DTESSDATA_PREFIX='\"$datadir\"' -DTESSERACT_IMAGEDATA_AS_PIX"

@@ -182,6 +182,31 @@ def test_setup_build_is_used_only_while_the_debian_library_is_unchanged(tmp_path
     assert tesslib.built_library() == ()
 
 
+def test_a_build_for_instructions_this_processor_lacks_is_never_loaded(tmp_path, monkeypatch) -> None:
+    """setup.sh builds code for the processor's x86-64 level (v4: AVX-512; v3: AVX2, FMA...) and stamps
+    the flags it needs: a system copied or moved to a processor without them falls back to Debian's
+    library instead of dying of SIGILL."""
+    debian = tmp_path / "libtesseract.so.5.0.3"
+    debian.write_bytes(b"debian's")
+    system, built = planted_build(tmp_path, debian)
+    stamp = os.path.join(os.path.dirname(built), "stamp")
+    with open(stamp, "a") as f:
+        f.write("requires=avx2 fma\n")
+    monkeypatch.setenv("DIGITIZE_SYSTEM_DIR", system)
+    monkeypatch.setattr(tesslib, "cpu_flags", lambda: {"sse2", "avx", "avx2", "fma", "bmi2"})
+    assert tesslib.built_library() == (built,)
+    monkeypatch.setattr(tesslib, "cpu_flags", lambda: {"sse2", "avx", "bmi2"})
+    assert tesslib.built_library() == ()
+
+
+def test_cpu_flags_are_read_from_proc_cpuinfo() -> None:
+    flags = tesslib.cpu_flags()
+    if os.path.exists("/proc/cpuinfo") and os.uname().machine in ("x86_64", "amd64"):
+        assert {"sse2", "fxsr"} <= flags
+    else:
+        assert isinstance(flags, set)
+
+
 @pytest.mark.parametrize("plant", ["writable-library", "writable-folder", "no-stamp", "bad-stamp", "symlink-elsewhere"])
 def test_a_build_another_account_could_change_is_never_loaded(tmp_path, monkeypatch, plant) -> None:
     """The library runs as us: one that another account can write (or a stamp we cannot read) is not used."""
@@ -223,7 +248,8 @@ def _hocr_with(library: str, images: list[str]) -> list[bytes]:
 
 def test_setup_build_reads_exactly_as_debians_library(page, tmp_path) -> None:
     """scripts/build-tesseract.sh (setup.sh runs it as root) changes speed, never words, boxes or
-    confidences: no -ffast-math, no -march, the same source and Debian patches, and our own patches
+    confidences: no -ffast-math, no fused multiply-adds (x86-64-v3/v4 code is built with -ffp-contract=off),
+    the same source and Debian patches, and our own patches
     (scripts/tesseract/) change how, never what. A generated page and every image of the held-out
     hard set, as grey pixels; its two ruled tables also at resolutions whose line-finding openings
     (resolution / 20 and / 4 pixels) are leptonica's DWA sizes, sums of two or three of them, or
