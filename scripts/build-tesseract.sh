@@ -30,6 +30,23 @@
 # naming the Debian library it replaces (size, time): tesslib.py uses the build only while that library
 # is unchanged, so a Debian update (a security fix) is never shadowed by an older build.
 set -euo pipefail
+# x86_level [CPUINFO]: "x86-64-v4 FLAGS..." or "x86-64-v3 FLAGS...", the highest x86-64 level whose flags
+# (as /proc/cpuinfo names them; "abm" is LZCNT, "pni" SSE3) the first "flags" line of CPUINFO has all of, or
+# nothing (not x86-64, no such file). v4 adds AVX-512 to v3's AVX2, FMA, BMI. sed quits after that line
+# itself: "| head -1" got sed a SIGPIPE on a machine with ~40 CPUs, and pipefail ended the build.
+x86_level() {
+  local v3="avx avx2 bmi1 bmi2 f16c fma abm movbe xsave cx16 lahf_lm popcnt pni sse4_1 sse4_2 ssse3" flags level
+  local v4="$v3 avx512f avx512bw avx512cd avx512dq avx512vl"
+  flags=" $(sed -n '/^flags[[:space:]]*:/{s/^flags[[:space:]]*:[[:space:]]*//p;q}' "${1:-/proc/cpuinfo}" 2>/dev/null || true) "
+  for level in v4 v3; do
+    local wanted="${!level}" flag missing=""
+    for flag in $wanted; do
+      case "$flags" in *" $flag "*) ;; *) missing=1 ;; esac
+    done
+    if [ -z "$missing" ]; then echo "x86-64-$level $wanted"; return 0; fi
+  done
+}
+if [ "${1:-}" = --x86-level ]; then x86_level "${2:-}"; exit 0; fi  # for the tests: what a build would use
 out="${1:?usage: build-tesseract.sh OUT_DIR}"
 here="$(cd "$(dirname "$0")/.." && pwd)"  # the checkout: scripts/system-copy.sh
 say() { printf '== %s\n' "$*" >&2; }
@@ -57,18 +74,9 @@ system_lib="$(readlink -f "$(dpkg -L "$pkg" | grep -m1 '/libtesseract\.so\.5$' |
   || { echo "build-tesseract.sh: $pkg has no libtesseract.so.5 to build again" >&2; exit 1; }
 patches=("$here"/scripts/tesseract/*.patch)
 [ -f "${patches[0]}" ] || patches=()
-# The highest x86-64 level this processor has all of (the flags as /proc/cpuinfo names them; "abm" is
-# LZCNT, "pni" SSE3): v4 adds AVX-512 to v3's AVX2, FMA, BMI.
-v3_flags="avx avx2 bmi1 bmi2 f16c fma abm movbe xsave cx16 lahf_lm popcnt pni sse4_1 sse4_2 ssse3"
-v4_flags="$v3_flags avx512f avx512bw avx512cd avx512dq avx512vl"
-cpu_flags=" $(sed -n 's/^flags[[:space:]]*:[[:space:]]*//p' /proc/cpuinfo 2>/dev/null | head -1) "
-has_all() { local flag; for flag in $1; do case "$cpu_flags" in *" $flag "*) ;; *) return 1 ;; esac; done; }
-requires="" march=""
-if [ "$(dpkg --print-architecture)" = amd64 ]; then
-  if has_all "$v4_flags"; then requires="$v4_flags" march="-march=x86-64-v4 -mtune=native"
-  elif has_all "$v3_flags"; then requires="$v3_flags" march="-march=x86-64-v3 -mtune=native"
-  fi
-fi
+march="" requires=""
+read -r march requires <<<"$(x86_level)" || true  # nothing printed: no level, Debian-level code
+[ -z "$march" ] || march="-march=$march -mtune=native"
 stamp="version=$version
 system_library=$system_lib
 size=$(stat -c %s "$system_lib")
@@ -109,8 +117,9 @@ apt-get "${apt_private[@]}" -q update >> "$log" 2>&1 || failed "apt-get update (
 tree="$(find "$work/src" -mindepth 1 -maxdepth 1 -type d | head -1)"
 [ -n "$tree" ] && [ -f "$tree/configure.ac" ] || failed "unpacking $source_pkg"
 for patch_file in "${patches[@]}"; do  # each whole or not at all: a dry run first
-  if patch -d "$tree" -p1 --forward --batch --dry-run < "$patch_file" >> "$log" 2>&1; then
-    patch -d "$tree" -p1 --forward --batch < "$patch_file" >> "$log" 2>&1 || failed "applying $(basename "$patch_file")"
+  # --fuzz=0: a hunk whose context changed (a new Debian version touching these functions) is not applied
+  if patch -d "$tree" -p1 --forward --batch --fuzz=0 --dry-run < "$patch_file" >> "$log" 2>&1; then
+    patch -d "$tree" -p1 --forward --batch --fuzz=0 < "$patch_file" >> "$log" 2>&1 || failed "applying $(basename "$patch_file")"
   else
     say "$(basename "$patch_file") does not apply to Tesseract $version: built without it"
   fi
@@ -120,7 +129,12 @@ done
 # no OpenMP added, -g left out.
 export DEB_BUILD_MAINT_OPTIONS=hardening=+all
 cxxflags="$(dpkg-buildflags --get CXXFLAGS | sed -E 's/(^| )-g( |$)/ /; s/-O2/-O3/; s/-ffile-prefix-map=[^ ]*//')"
-cxxflags="$cxxflags -fPIC -fno-semantic-interposition -flto=auto $march -ffp-contract=off"
+cxxflags="$cxxflags -fPIC -fno-semantic-interposition -flto=auto"
+# The level and -ffp-contract=off go to AM_CXXFLAGS, which automake gives only to the sources without
+# flags of their own: Tesseract's SIMD files (src/arch: -mavx512f, -mfma...) keep Debian's flags, so the
+# AVX-512 float dot product keeps the fused multiply-add Debian's build has in its tail (float models,
+# tessdata_best, read with it; -ffp-contract=off there changed their numbers).
+am_cxxflags="\$(OPENMP_CXXFLAGS) $march -ffp-contract=off"
 # TESSERACT_IMAGEDATA_AS_PIX (upstream's switch): each text line's image is handed to the LSTM as it
 # is, not written to PNG and read back (that round trip, lossless, was ~10 % of Tesseract's CPU).
 cppflags="$(dpkg-buildflags --get CPPFLAGS) -DTESSDATA_PREFIX='\"$datadir\"' -DTESSERACT_IMAGEDATA_AS_PIX"
@@ -129,7 +143,7 @@ jobs="$(nproc)"
 if ! (cd "$tree" && ./autogen.sh \
         && ./configure --disable-tessdata-prefix --disable-openmp --disable-graphics --disable-doc \
              --without-archive --without-curl CXXFLAGS="$cxxflags" CPPFLAGS="$cppflags" LDFLAGS="$ldflags" \
-        && make -j"$jobs" libtesseract.la) >> "$log" 2>&1; then
+        && make -j"$jobs" AM_CXXFLAGS="$am_cxxflags" libtesseract.la) >> "$log" 2>&1; then
   failed "building"
 fi
 

@@ -227,3 +227,35 @@ def test_an_empty_path_is_never_trusted(tmp_path):
     done = subprocess.run(["bash", str(ROOT / "scripts" / "build-tesseract.sh"), ""], capture_output=True,
                           text=True, timeout=60)
     assert done.returncode != 0 and "usage" in done.stderr
+
+
+V3 = "avx avx2 bmi1 bmi2 f16c fma abm movbe xsave cx16 lahf_lm popcnt pni sse4_1 sse4_2 ssse3"
+V4 = V3 + " avx512f avx512bw avx512cd avx512dq avx512vl"
+
+
+def x86_level(cpuinfo: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(ROOT / "scripts" / "build-tesseract.sh"), "--x86-level", str(cpuinfo)],
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("flags, level", [(f"fpu sse2 {V4} avx512_vnni", "x86-64-v4"), (f"fpu {V3} avx512f", "x86-64-v3"),
+                                          ("fpu sse2 avx avx2 fma", ""), ("", "")])
+def test_the_tesseract_build_targets_the_highest_level_the_processor_has_all_of(tmp_path, flags, level):
+    """build-tesseract.sh compiles for that x86-64 level and stamps its flags (tesslib loads the build only
+    where they all are): AVX-512 without all five of v4's parts is v3, AVX2 without BMI or MOVBE no level."""
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\n" if flags else "processor\t: 0\n")
+    done = x86_level(cpuinfo)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[:1] == ([level] if level else [])
+    if level:
+        assert set(done.stdout.split()[1:]) == set((V4 if level.endswith("v4") else V3).split())
+
+
+def test_a_machine_with_many_processors_still_gets_its_level(tmp_path):
+    """/proc/cpuinfo of a 96-CPU server is ~200 KB: ``sed | head -1`` under pipefail got sed a SIGPIPE
+    there, and the whole build (so the faster Tesseract) was lost."""
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("".join(f"processor\t: {n}\nflags\t\t: fpu sse2 {V4} {'x' * 1500}\n\n" for n in range(96)))
+    done = x86_level(cpuinfo)
+    assert done.returncode == 0 and done.stdout.startswith("x86-64-v4 "), done.stderr
