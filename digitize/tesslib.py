@@ -105,12 +105,11 @@ def built_library() -> tuple[str, ...]:
     """setup.sh's faster build of the installed Tesseract (scripts/build-tesseract.sh: Debian's
     source, -O3, LTO, no OpenMP, line images kept as pixels, faster layout analysis, code for the
     processor's x86-64 level; the same hOCR for ~1/3 less CPU), as a one-path tuple, or () to use
-    Debian's. Only while no other account can
-    change it (it runs as us), the Debian library it stands in for is still the installed one (the
-    stamp's path, size and time: a Debian update, a security fix say, is used at once, until
-    setup.sh builds again) and this processor has every instruction set the build was made for
-    (the stamp's ``requires``: a system copied or moved to an older processor would otherwise
-    crash its page workers with SIGILL)."""
+    Debian's. Only while no other account can change it (it runs as us), the Debian library it
+    stands in for is still the installed one (the stamp's path, size and time: a Debian update, a
+    security fix say, is used at once, until setup.sh builds again) and this processor has every
+    instruction set the build was made for (the stamp's ``requires``: a system copied or moved to
+    an older processor would otherwise crash its page workers with SIGILL)."""
     found = _built()
     return (found[0],) if found else ()
 

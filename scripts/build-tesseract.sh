@@ -9,20 +9,20 @@
 # The same source, Debian patches and hardening flags built -O3 with LTO, -fno-semantic-interposition,
 # without OpenMP and with upstream's switch that hands line images over as they are give the same hOCR
 # (words, boxes, confidences: no -ffast-math, no fused multiply-adds, so the floating-point results
-# are Debian's) for ~25 % less Tesseract CPU. (Profile-guided on the samples: ~3 % more, for a second build and a
-# training run: not done.)
+# are Debian's) for ~25 % less Tesseract CPU. (Profile-guided on the samples: ~3 % more, for a second
+# build and a training run: not done.)
 # scripts/tesseract/*.patch then make the layout analysis's hot loops cheaper without changing a bit
 # of their results (faster-layout.patch: the line finder's openings by leptonica's own DWA code,
-# the grey image's histogram and threshold): ~10 % less Tesseract CPU on our OCR images. A patch
+# the grey image's histogram and threshold): ~6 % less Tesseract CPU on our OCR images. A patch
 # that no longer applies (a new Debian version) is said and left out: the build is then as before.
 # tests/test_tesslib.py holds the build's hOCR equal to Debian's library's, on pages with ruled lines
 # at several resolutions too.
 # On an x86-64 processor with AVX-512 (x86-64-v4) or at least AVX2, FMA and BMI2 (v3: every Intel since
-# 2013, AMD since 2015) the code is made for that level and tuned for this processor, with
-# -ffp-contract=off: GCC would otherwise fuse a*b+c into one FMA, rounded once instead of twice, and
-# the numbers would no longer be Debian's. The stamp names the flags the build needs (requires=...):
-# tesslib.py loads it only on a processor that has them, so a system moved to an older one falls back
-# to Debian's library (and setup.sh, run again, builds for the new one).
+# 2013, AMD since 2015) the code is made for that level and tuned for this processor (with the patch,
+# ~17 % less Tesseract CPU here, AVX-512), with -ffp-contract=off: GCC would otherwise fuse a*b+c into
+# one FMA, rounded once instead of twice, and the numbers would no longer be Debian's. The stamp names
+# the flags the build needs (requires=...): tesslib.py loads it only on a processor that has them, so a
+# system moved to an older one falls back to Debian's library (and setup.sh, run again, builds for it).
 #
 # Trust: apt fetches the source of exactly the installed version and checks it against the signed
 # release files (no host is written here: the deb-src entries are the machine's own deb entries, in a
